@@ -1,0 +1,44 @@
+# fastinterp: the two everyday commands are `make demo` and `make test`.
+# Each creates (or refreshes) .venv, installs what it needs and builds the
+# Cython kernels when their sources changed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.fastinterp-installed
+KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd)
+BUILT  := $(VENV)/.fastinterp-built
+
+.PHONY: all venv build demo test test-fast bench bench-report clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel "Cython>=3.0" "numpy>=2.0"
+	# torch is the test oracle only; this exact version is a CPU build.
+	$(PY) -m pip install -q torch==2.13.0 || echo "torch==2.13.0 unavailable: torch-based tests will be skipped"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench,demo]"
+	touch $(BUILT) $@
+
+venv: $(STAMP)
+
+# Rebuild the extensions in place when a .pyx/.pxd changed since the last build.
+$(BUILT): $(STAMP) $(KERNEL_SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: $(BUILT)
+
+demo: build
+	$(PY) -m fastinterp demo
+
+test: build
+	$(PY) -m pytest -q
+
+bench: build
+	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
+	$(PY) bench/report.py .benchmarks/latest.json
+
+clean:
+	rm -rf build $(VENV) kernels/cpu/*.c kernels/cpu/*.so *.egg-info .benchmarks

@@ -1,0 +1,22 @@
+"""Command line: ``python -m fastinterp demo [--out DIR]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fastinterp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the visual demo and a small timing table")
+    demo.add_argument("--out", default="fastinterp-demo", help="folder for the PNG files")
+    demo.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_demo(args.out, quick=args.quick)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

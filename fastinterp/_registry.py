@@ -1,0 +1,145 @@
+"""The kernel registry: ``(op, backend, dtype) -> kernel``.
+
+Built-in Cython and numba.cuda kernels and plugin kernels all register here
+the same way. Registrations stack: a plugin registering an existing key
+overrides the built-in until it is unregistered, which restores the one
+below. A kernel may be given as a callable or as a lazy ``"module:attr"``
+string, imported on first use (this keeps ``import fastinterp`` from
+importing numba).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Callable, Union
+
+__all__ = ["KernelEntry", "register", "unregister", "lookup", "entries",
+           "last_kernel", "BUILTIN"]
+
+BUILTIN = "builtin"
+BACKENDS = ("cpu", "cuda")
+
+KernelRef = Union[Callable, str]
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One registered kernel.
+
+    Attributes
+    ----------
+    op, backend, dtype : str
+        The key, e.g. ``("lerp", "cpu", "float32")``.
+    kernel : callable or str
+        The callable, or a lazy ``"module:attr"`` reference.
+    source : str
+        ``"builtin"`` or the name of the plugin that registered it.
+    """
+
+    op: str
+    backend: str
+    dtype: str
+    kernel: KernelRef
+    source: str = BUILTIN
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.op, self.backend, self.dtype)
+
+    def resolve(self) -> Callable:
+        """The callable, importing a lazy ``"module:attr"`` reference."""
+        if callable(self.kernel):
+            return self.kernel
+        module, _, attr = self.kernel.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_lock = threading.RLock()
+_table: dict[tuple[str, str, str], list[KernelEntry]] = {}
+_resolved: dict[KernelEntry, Callable] = {}
+_last = threading.local()
+
+
+def register(op: str, backend: str, dtype: str, kernel: KernelRef,
+             source: str = BUILTIN) -> KernelEntry:
+    """Register ``kernel`` for ``(op, backend, dtype)``, on top of any earlier one."""
+    if backend not in BACKENDS:
+        raise ValueError(f"register: backend must be one of {BACKENDS}; got {backend!r}.")
+    entry = KernelEntry(op, backend, str(dtype), kernel, source)
+    with _lock:
+        _table.setdefault(entry.key, []).append(entry)
+    return entry
+
+
+def unregister(source: str, op: str | None = None) -> int:
+    """Remove every entry registered by ``source`` (optionally only for ``op``).
+
+    Returns the number of entries removed; the entries below them apply again.
+    """
+    removed = 0
+    with _lock:
+        for key in list(_table):
+            if op is not None and key[0] != op:
+                continue
+            kept = [e for e in _table[key] if e.source != source]
+            removed += len(_table[key]) - len(kept)
+            for e in _table[key]:
+                if e.source == source:
+                    _resolved.pop(e, None)
+            if kept:
+                _table[key] = kept
+            else:
+                del _table[key]
+    return removed
+
+
+def entries(op: str | None = None) -> list[KernelEntry]:
+    """The active (top-most) entry for every key, optionally for one op."""
+    with _lock:
+        return [stack[-1] for key, stack in sorted(_table.items())
+                if op is None or key[0] == op]
+
+
+def has_op(op: str) -> bool:
+    """True if any kernel is registered for ``op``."""
+    with _lock:
+        return any(key[0] == op for key in _table)
+
+
+def lookup(op: str, backend: str, dtype) -> Callable:
+    """The active kernel for ``(op, backend, dtype)``; records it for last_kernel().
+
+    Raises
+    ------
+    NotImplementedError
+        If nothing is registered for the key; the message lists what exists.
+    """
+    key = (op, backend, str(dtype))
+    with _lock:
+        stack = _table.get(key)
+        entry = stack[-1] if stack else None
+    if entry is None:
+        have = ", ".join(f"({b}, {d})" for (o, b, d) in sorted(_table) if o == op)
+        raise NotImplementedError(
+            f"{op}: no kernel for backend {backend!r} and dtype {key[2]}; "
+            f"available (backend, dtype): {have or 'none'}.")
+    fn = _resolved.get(entry)
+    if fn is None:
+        fn = entry.resolve()
+        _resolved[entry] = fn
+    _last.entry = entry
+    return fn
+
+
+def last_kernel() -> KernelEntry | None:
+    """The registry entry of the last kernel looked up in this thread (a debug hook).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> _ = fi.lerp(np.zeros(3), np.ones(3), 0.5)
+    >>> fi.last_kernel().key
+    ('lerp', 'cpu', 'float64')
+    """
+    return getattr(_last, "entry", None)

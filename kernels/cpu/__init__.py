@@ -1,0 +1,1 @@
+"""Compiled CPU kernels (Cython + OpenMP). Internal: call the public API in fastinterp."""

@@ -1,0 +1,4 @@
+# Shared fused types for every CPU kernel.
+ctypedef fused real:
+    float
+    double

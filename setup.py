@@ -1,0 +1,55 @@
+"""Build the Cython CPU kernels (one extension per file in kernels/cpu/).
+
+Everything declarative lives in pyproject.toml; this file only says what
+pyproject cannot: the extension list and the OpenMP/optimisation flags.
+
+Set FASTINTERP_PORTABLE=1 to build without ``-march=native`` (for a wheel
+that must run on other x86-64 CPUs).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+CPU_DIR = HERE / "kernels" / "cpu"
+
+compile_args = ["-O3", "-fopenmp", "-fno-math-errno"]
+if os.environ.get("FASTINTERP_PORTABLE", "") not in ("1", "true", "yes"):
+    compile_args.append("-march=native")
+link_args = ["-fopenmp"]
+
+
+def cpu_extensions():
+    """One extension ``fastinterp._cpu.<family>`` per kernels/cpu/<family>.pyx."""
+    return [
+        Extension(
+            f"fastinterp._cpu.{pyx.stem}",
+            [str(pyx.relative_to(HERE))],
+            include_dirs=[np.get_include(), str(CPU_DIR.relative_to(HERE))],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for pyx in sorted(CPU_DIR.glob("*.pyx"))
+    ]
+
+
+setup(
+    ext_modules=cythonize(
+        cpu_extensions(),
+        include_path=[str(CPU_DIR.relative_to(HERE))],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "nonecheck": False,
+            "embedsignature": True,
+        },
+        nthreads=int(os.environ.get("FASTINTERP_BUILD_JOBS", "0")) or None,
+    ),
+)
