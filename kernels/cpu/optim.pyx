@@ -1,0 +1,173 @@
+# cython: language_level=3
+"""Optimizer step kernels: SGD (momentum, Nesterov) and Adam/AdamW (amsgrad).
+
+Each call updates one parameter array in place in a single pass that reads
+the parameter, its gradient and its state and writes the parameter and the
+state. The arithmetic follows torch.optim's single-tensor implementations
+operation by operation (``grad.add(param, alpha=wd)``, ``exp_avg.lerp_(grad,
+1 - beta1)``, ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)``,
+``param.addcdiv_(exp_avg, denom, -step_size)``), with the scalars rounded to
+the parameter's dtype as torch does. The Python front (fastinterp.optim)
+validates everything; these loops trust what they get. Every element is
+independent, so results are bit-identical for any thread count.
+"""
+from cython.parallel cimport prange
+from libc.math cimport fma, fmaf, sqrt, sqrtf
+from _types cimport real
+
+cdef Py_ssize_t STEP_CHUNK = 16384
+
+
+cdef inline real fma_(real a, real b, real c) noexcept nogil:
+    """a*b + c with one rounding, in the dtype of the operands."""
+    if real is float:
+        return fmaf(a, b, c)
+    else:
+        return fma(a, b, c)
+
+
+cdef inline real sqrt_(real x) noexcept nogil:
+    if real is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline void sgd_run(real* p, const real* g_in, real* buf, Py_ssize_t n,
+                         real sign, real neg_lr, real mom, real one_minus_damp, real wd,
+                         const bint use_mom, const bint nesterov,
+                         const bint first) noexcept nogil:
+    """One contiguous run. The bint flags are literals at every call site, so each
+    call inlines to its own branch-free, vectorisable loop."""
+    cdef Py_ssize_t i
+    cdef real g, b
+    for i in range(n):
+        g = fma_(p[i], wd, sign * g_in[i])             # grad.add(param, alpha=wd)
+        if use_mom:
+            if first:
+                b = g                                 # buf = clone(grad)
+            else:
+                b = fma_(g, one_minus_damp, buf[i] * mom)  # buf.mul_(m).add_(g, 1-d)
+            buf[i] = b
+            if nesterov:
+                g = fma_(b, mom, g)
+            else:
+                g = b
+        p[i] = fma_(g, neg_lr, p[i])                   # param.add_(grad, alpha=-lr)
+
+
+def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
+             double lr, double momentum, double dampening, double weight_decay,
+             bint nesterov, bint maximize, bint first, int nthreads):
+    """One SGD step on ``param`` in place (``buf``: the momentum buffer).
+
+    ``first`` marks the first step with momentum (the buffer is set to the
+    gradient, not read). ``buf`` is not touched when ``momentum == 0``.
+    Negation (maximize) and a zero weight decay enter as exact arithmetic
+    (a factor -1, an added 0 * param).
+    """
+    cdef Py_ssize_t n = param.shape[0]
+    cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
+    cdef Py_ssize_t c, c0, k
+    cdef real* pp = &param[0]
+    cdef const real* pg = &grad[0]
+    cdef real* pb = &buf[0]
+    cdef real sign = -1 if maximize else 1
+    cdef real neg_lr = <real>(-lr), mom = <real>momentum
+    cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
+    cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
+    for c in prange(nchunks, nogil=True, schedule="static", num_threads=nthreads):
+        c0 = c * STEP_CHUNK
+        k = min(STEP_CHUNK, n - c0)
+        if mode == 0:
+            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
+        elif mode == 1:
+            if nesterov:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+            else:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
+        elif mode == 2:
+            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
+        else:
+            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+
+
+cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
+                          Py_ssize_t n, real sign, real wd, real decay, real coeff,
+                          real base_m, real base_g, real beta2, real w2, real bc2_sqrt,
+                          real eps, real neg_step, const bint amsgrad,
+                          const bint first) noexcept nogil:
+    """One contiguous run; ``amsgrad`` and ``first`` are literals at every call site."""
+    cdef Py_ssize_t i
+    cdef real g, mi, vi, pi, d, den
+    cdef real one = sign * sign
+    for i in range(n):
+        pi = p[i] * decay                             # AdamW: param.mul_(1 - lr*wd)
+        g = fma_(p[i], wd, sign * g_in[i])             # Adam: grad.add(param, alpha=wd)
+        mi = 0 if first else m[i]
+        d = g - mi
+        # exp_avg.lerp_(grad, 1 - beta1): torch's two-sided form, base = m or g
+        mi = fma_(coeff, d, base_m * mi + base_g * g)
+        m[i] = mi
+        vi = 0 if first else v[i]
+        vi = fma_(w2 * g, g, vi * beta2)               # mul_(beta2).addcmul_(g, g, 1-beta2)
+        v[i] = vi
+        if amsgrad:
+            if not first:
+                vi = vmax[i] if vmax[i] > vi else vi
+            vmax[i] = vi
+        den = sqrt_(vi) / bc2_sqrt + eps
+        # param.addcdiv_(m, den, -step_size), as its own rounding: `one` (== 1 at
+        # run time) keeps the compiler from fusing the AdamW decay product into it.
+        p[i] = fma_(pi, one, neg_step * mi / den)
+
+
+def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
+              real[::1] exp_avg_sq, real[::1] max_exp_avg_sq,
+              double lr, double beta1, double beta2, double eps,
+              double weight_decay, bint decoupled, bint amsgrad, bint maximize,
+              double step_size, double bc2_sqrt, bint first, int nthreads):
+    """One Adam (``decoupled=False``) or AdamW step on ``param`` in place.
+
+    ``step_size = lr / (1 - beta1**t)`` and ``bc2_sqrt = sqrt(1 - beta2**t)``
+    come from the caller (computed in double like torch). ``first`` marks
+    step 1: the moment buffers are written without being read, so they may
+    be uninitialised. ``max_exp_avg_sq`` is touched only when ``amsgrad``.
+    The unused weight-decay form and maximize enter as exact arithmetic
+    (a factor 1 or -1, an added 0 * param).
+    """
+    cdef Py_ssize_t n = param.shape[0]
+    cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
+    cdef Py_ssize_t c, c0, k
+    cdef real* pp = &param[0]
+    cdef const real* pg = &grad[0]
+    cdef real* pm = &exp_avg[0]
+    cdef real* pv = &exp_avg_sq[0]
+    cdef real* px = &max_exp_avg_sq[0]
+    cdef real sign = -1 if maximize else 1
+    cdef real w1 = <real>(1.0 - beta1)
+    cdef bint small = (w1 if w1 >= 0 else -w1) < 0.5
+    # small weight: m + w1*(g - m); else g + (w1 - 1)*(g - m)
+    cdef real coeff = w1 if small else w1 - 1
+    cdef real base_m = 1 if small else 0
+    cdef real base_g = 0 if small else 1
+    cdef real wd = 0 if decoupled else <real>weight_decay
+    cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
+    cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
+    cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
+    for c in prange(nchunks, nogil=True, schedule="static", num_threads=nthreads):
+        c0 = c * STEP_CHUNK
+        k = min(STEP_CHUNK, n - c0)
+        if amsgrad:
+            if first:
+                adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+            else:
+                adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
+        elif first:
+            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
+        else:
+            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
