@@ -1,0 +1,398 @@
+"""fastinterp.optim: SGD, Adam, AdamW against torch.optim, state, errors, threads, CUDA."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastinterp as fi
+from fastinterp.optim import SGD, Adam, AdamW
+from conftest import TOL, TOL_ORACLE, assert_close
+
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3),
+    dict(lr=0.05, momentum=0.8, nesterov=True),
+    dict(lr=0.05, momentum=0.9, weight_decay=0.1),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True),
+    dict(lr=0.02, maximize=True, weight_decay=0.2),
+]
+ADAM_CONFIGS = [
+    dict(),
+    dict(lr=0.05),
+    dict(lr=0.01, betas=(0.5, 0.9)),
+    dict(lr=0.01, betas=(0.3, 0.99), eps=1e-3),   # 1 - beta1 >= 0.5: the other lerp branch
+    dict(lr=0.01, weight_decay=0.1),
+    dict(lr=0.01, amsgrad=True),
+    dict(lr=0.01, amsgrad=True, weight_decay=0.05, maximize=True),
+    dict(lr=0.01, betas=(0.0, 0.0)),
+]
+
+
+def _torch_run(torch, cls, kw, p0s, grad_seq):
+    tps = [torch.tensor(p.copy()) for p in p0s]
+    opt = getattr(torch.optim, cls)(tps, **kw)
+    for grads in grad_seq:
+        for tp, g in zip(tps, grads):
+            tp.grad = None if g is None else torch.tensor(g)
+        opt.step()
+    return [tp.numpy() for tp in tps], opt
+
+
+def _ours_run(cls, kw, p0s, grad_seq):
+    ps = [p.copy() for p in p0s]
+    opt = cls(ps, **kw)
+    for grads in grad_seq:
+        opt.step(grads)
+    return ps, opt
+
+
+def _problem(rng, dtype, shapes=((7, 5), (33,)), steps=20):
+    p0s = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grad_seq = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+    return p0s, grad_seq
+
+
+def _check_vs_torch(torch, rng, cls, kw, dtype):
+    p0s, grad_seq = _problem(rng, dtype)
+    ours, _ = _ours_run(cls, kw, p0s, grad_seq)
+    ref, _ = _torch_run(torch, cls.__name__, kw, p0s, grad_seq)
+    table = TOL if dtype == np.float64 else TOL_ORACLE
+    for a, b in zip(ours, ref):
+        assert a.dtype == dtype
+        assert_close(a, b, table=table, scale=10 if dtype == np.float32 else 1)
+
+
+# --- values against torch.optim ----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kw", SGD_CONFIGS, ids=str)
+def test_sgd_matches_torch(torch, rng, kw, dtype):
+    _check_vs_torch(torch, rng, SGD, kw, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kw", ADAM_CONFIGS, ids=str)
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_adam_matches_torch(torch, rng, cls, kw, dtype):
+    _check_vs_torch(torch, rng, cls, kw, dtype)
+
+
+def test_sgd_bit_identical_to_torch(torch, rng):
+    # SGD's three torch ops map one to one onto the kernel's: equal to the last bit.
+    p0s, grad_seq = _problem(rng, np.float64)
+    kw = dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01)
+    ours, _ = _ours_run(SGD, kw, p0s, grad_seq)
+    ref, _ = _torch_run(torch, "SGD", kw, p0s, grad_seq)
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_param_groups_and_lr_changes_match_torch(torch, rng):
+    p0s, grad_seq = _problem(rng, np.float64, shapes=((4, 3), (9,), (2, 2)))
+    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.2, "betas": (0.8, 0.95)}]
+    ps = [p.copy() for p in p0s]
+    ours = Adam(groups(ps), lr=0.01, amsgrad=True)
+    tps = [torch.tensor(p.copy()) for p in p0s]
+    ref = torch.optim.Adam(groups(tps), lr=0.01, amsgrad=True)
+    for k, grads in enumerate(grad_seq):
+        if k == 10:  # a scheduler changing the learning rate mid-way
+            ours.param_groups[0]["lr"] = ref.param_groups[0]["lr"] = 0.003
+        grads = [None if (k % 3 == 0 and i == 1) else g for i, g in enumerate(grads)]
+        ours.step(grads)
+        for tp, g in zip(tps, grads):
+            tp.grad = None if g is None else torch.tensor(g)
+        ref.step()
+    for a, b in zip(ps, tps):
+        assert_close(a, b.numpy())
+
+
+def test_state_matches_torch(torch, rng):
+    p0s, grad_seq = _problem(rng, np.float64, steps=5)
+    _, ours = _ours_run(Adam, dict(lr=0.01, amsgrad=True), p0s, grad_seq)
+    _, ref = _torch_run(torch, "Adam", dict(lr=0.01, amsgrad=True), p0s, grad_seq)
+    mine, theirs = ours.state_dict(), ref.state_dict()
+    assert mine["param_groups"][0]["params"] == theirs["param_groups"][0]["params"]
+    for i in range(2):
+        assert mine["state"][i]["step"] == float(theirs["state"][i]["step"]) == 5.0
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            assert_close(mine["state"][i][key], theirs["state"][i][key].numpy())
+
+
+# --- hand-computed cases -------------------------------------------------------------
+
+def test_sgd_hand_computed():
+    w = np.array([1.0, -2.0])
+    opt = SGD([w], lr=0.1, momentum=0.5, dampening=0.5)
+    opt.step([np.array([1.0, 2.0])])           # buf = g
+    np.testing.assert_allclose(w, [0.9, -2.2], rtol=0, atol=1e-15)
+    opt.step([np.array([1.0, 2.0])])           # buf = 0.5*buf + 0.5*g = g
+    np.testing.assert_allclose(w, [0.8, -2.4], rtol=0, atol=1e-15)
+
+
+def test_adam_first_step_is_lr_times_sign():
+    w = np.array([3.0, -1.0, 0.5], np.float32)
+    Adam([w], lr=0.25, eps=0.0).step([np.array([10.0, -0.1, 2.0], np.float32)])
+    np.testing.assert_allclose(w, [2.75, -0.75, 0.25], rtol=1e-6)
+
+
+def test_adamw_decay_hand_computed():
+    w = np.array([2.0])
+    AdamW([w], lr=0.1, weight_decay=0.5).step([np.array([0.0])])  # m = 0: decay only
+    assert w[0] == 2.0 * (1 - 0.1 * 0.5)
+
+
+# --- state_dict ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                     (Adam, dict(lr=0.01, amsgrad=True)),
+                                     (AdamW, dict(lr=0.01))])
+def test_state_dict_round_trip(rng, cls, kw):
+    p0s, grad_seq = _problem(rng, np.float64)
+    straight, _ = _ours_run(cls, kw, p0s, grad_seq)
+    ps = [p.copy() for p in p0s]
+    opt = cls(ps, **kw)
+    for grads in grad_seq[:10]:
+        opt.step(grads)
+    snap = opt.state_dict()
+    frozen = {i: {k: (v.copy() if hasattr(v, "shape") else v) for k, v in s.items()}
+              for i, s in snap["state"].items()}
+    opt.step(grad_seq[10])                      # a snapshot is not changed by later steps
+    for i, s in snap["state"].items():
+        for k, v in s.items():
+            np.testing.assert_array_equal(v, frozen[i][k])
+    # roll the parameters back to where the snapshot was taken
+    ps_at_snap = [p.copy() for p in p0s]
+    replay = cls(ps_at_snap, **kw)
+    for grads in grad_seq[:10]:
+        replay.step(grads)
+    fresh = cls(ps_at_snap, **{k: v for k, v in kw.items() if k != "lr"}, lr=123.0)
+    fresh.load_state_dict(snap)
+    assert fresh.param_groups[0]["lr"] == kw["lr"]
+    for grads in grad_seq[10:]:
+        fresh.step(grads)
+    for a, b in zip(ps_at_snap, straight):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_dict_layout():
+    w = np.zeros((2, 3), np.float32)
+    opt = SGD([w], lr=0.1, momentum=0.9)
+    assert opt.state_dict() == {"state": {}, "param_groups": [
+        dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0,
+             maximize=False, params=[0])]}
+    opt.step([np.ones((2, 3), np.float32)])
+    buf = opt.state_dict()["state"][0]["momentum_buffer"]
+    assert buf.shape == (2, 3) and buf.dtype == np.float32
+    np.testing.assert_array_equal(buf, 1.0)
+
+
+def test_no_momentum_sgd_keeps_no_state():
+    w = np.ones(3)
+    opt = SGD([w], lr=0.5)
+    opt.step([np.ones(3)])
+    assert opt.state_dict()["state"] == {}
+    np.testing.assert_array_equal(w, 0.5)
+
+
+# --- errors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: SGD([], lr=0.1), ValueError, "params must not be empty"),
+    (lambda: SGD(np.zeros(3), lr=0.1), TypeError, "params must be a list"),
+    (lambda: SGD([np.zeros(3, np.int64)], lr=0.1), TypeError, r"params\[0\] must have dtype float32 or float64"),
+    (lambda: SGD([np.zeros(3, np.float16)], lr=0.1), TypeError, "float16"),
+    (lambda: SGD([np.zeros((4, 4))[:, ::2]], lr=0.1), ValueError, "C-contiguous"),
+    (lambda: SGD([np.broadcast_to(np.zeros(3), (3,))], lr=0.1), ValueError, "writable"),
+    (lambda: SGD([[1.0, 2.0]], lr=0.1), TypeError, r"params\[0\] must be an array"),
+    (lambda: SGD([np.zeros(3)], lr=-0.1), ValueError, "lr must be a finite number >= 0; got -0.1"),
+    (lambda: SGD([np.zeros(3)], lr=float("nan")), ValueError, "lr must be a finite number"),
+    (lambda: SGD([np.zeros(3)], lr=0.1, momentum=-1), ValueError, "momentum"),
+    (lambda: SGD([np.zeros(3)], lr=0.1, weight_decay=-1), ValueError, "weight_decay"),
+    (lambda: SGD([np.zeros(3)], lr=0.1, nesterov=True), ValueError, "nesterov=True requires"),
+    (lambda: SGD([np.zeros(3)], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+     ValueError, "dampening == 0"),
+    (lambda: Adam([np.zeros(3)], betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be in \[0, 1\)"),
+    (lambda: Adam([np.zeros(3)], betas=(0.9, -0.1)), ValueError, r"betas\[1\]"),
+    (lambda: Adam([np.zeros(3)], betas=0.9), ValueError, "betas must be two numbers"),
+    (lambda: Adam([np.zeros(3)], eps=-1e-8), ValueError, "eps"),
+    (lambda: Adam([np.zeros(3)], lr=True), ValueError, "lr"),
+    (lambda: Adam([{"params": [np.zeros(3)], "momentum": 0.9}]), ValueError, "group keys"),
+    (lambda: Adam([{"lr": 0.1}]), TypeError, "'params'"),
+    (lambda: (lambda a: Adam([a, a]))(np.zeros(3)), ValueError, "appears twice"),
+])
+def test_constructor_errors(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize("grads, exc, match", [
+    (lambda: [np.ones(3)], ValueError, r"one entry per parameter \(2\); got 1"),
+    (lambda: np.ones(3), TypeError, "grads must be a list"),
+    (lambda: [np.ones(3), np.ones(4)], ValueError, r"grads\[1\] must have the shape of params\[1\] \(5,\); got \(4,\)"),
+    (lambda: [np.ones(3), np.ones(5, np.float32)], TypeError, r"grads\[1\] must have the dtype"),
+    (lambda: [np.ones(3), "x"], TypeError, r"grads\[1\] must be an array or None"),
+    (lambda: [np.ones(3), np.ones(5, np.int32)], TypeError, "float32 or float64"),
+])
+def test_step_errors_touch_nothing(grads, exc, match):
+    a, b = np.ones(3), np.ones(5)
+    opt = Adam([a, b], lr=0.1)
+    with pytest.raises(exc, match=match):
+        opt.step(grads())
+    np.testing.assert_array_equal(a, 1.0)       # grads[0] was fine, but nothing moved
+    assert opt.state == {}
+
+
+def test_step_rechecks_hyperparameters():
+    w = np.ones(3)
+    opt = SGD([w], lr=0.1)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(w, 1.0)
+
+
+def test_load_state_dict_errors():
+    w = np.ones(3)
+    opt = Adam([w], lr=0.1)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    with pytest.raises(ValueError, match="group sizes must match"):
+        Adam([np.ones(3), np.ones(2)]).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"must have shape \(4,\)"):
+        Adam([np.ones(4)]).load_state_dict(sd)
+    with pytest.raises(ValueError, match="state_dict must have"):
+        Adam([np.ones(3)]).load_state_dict({"x": 1})
+    del sd["state"][0]["exp_avg_sq"]
+    with pytest.raises(ValueError, match="missing"):
+        Adam([np.ones(3)]).load_state_dict(sd)
+
+
+def test_amsgrad_switched_on_late_is_an_error():
+    w = np.ones(3)
+    opt = Adam([w], lr=0.1)
+    opt.step([np.ones(3)])
+    opt.param_groups[0]["amsgrad"] = True
+    with pytest.raises(ValueError, match="amsgrad must be set before the first step"):
+        opt.step([np.ones(3)])
+
+
+# --- shapes, dtypes, edge values --------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(0, 6), min_size=0, max_size=3),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       amsgrad=st.booleans(), scale=st.sampled_from([0.0, 1e-30, 1.0, 1e20]))
+def test_adam_shapes_dtypes_edges(torch, shape, dtype, amsgrad, scale):
+    rng = np.random.default_rng(len(shape))
+    p0 = rng.standard_normal(shape).astype(dtype)
+    grads = [(rng.standard_normal(shape) * scale).astype(dtype) for _ in range(3)]
+    p = p0.copy()
+    opt = Adam([p], lr=0.1, amsgrad=amsgrad)
+    tp = torch.tensor(p0.copy())
+    ref = torch.optim.Adam([tp], lr=0.1, amsgrad=amsgrad)
+    for g in grads:
+        opt.step([g])
+        tp.grad = torch.tensor(g)
+        ref.step()
+    assert p.shape == tuple(shape) and p.dtype == dtype
+    assert_close(p, tp.numpy(), table=TOL_ORACLE)
+
+
+def test_noncontiguous_grad_is_accepted():
+    w, v = np.zeros(4), np.zeros(4)
+    g = np.arange(8.0)[::2]
+    SGD([w], lr=1.0).step([g])
+    SGD([v], lr=1.0).step([np.ascontiguousarray(g)])
+    np.testing.assert_array_equal(w, v)
+
+
+def test_torch_tensors_updated_in_place(torch):
+    t = torch.ones(5, dtype=torch.float64)
+    opt = Adam([t], lr=0.5)
+    opt.step([torch.full((5,), 2.0, dtype=torch.float64)])
+    np.testing.assert_allclose(t.numpy(), 0.5)
+
+
+def test_registry_reports_the_kernels():
+    w = np.ones(3, np.float32)
+    Adam([w]).step([np.ones(3, np.float32)])
+    assert fi.last_kernel().key == ("adam_step", "cpu", "float32")
+    SGD([w], lr=0.1).step([np.ones(3, np.float32)])
+    assert fi.last_kernel().key == ("sgd_step", "cpu", "float32")
+
+
+# --- threads ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                     (Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+                                     (AdamW, dict(lr=0.01))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bit_identical_across_threads(threads, rng, cls, kw, dtype):
+    n = 200_003  # several OpenMP chunks and a ragged tail
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    results = []
+    for t in (1, 2):
+        threads.set_num_threads(t)
+        p = p0.copy()
+        opt = cls([p], **kw)
+        for g in grads:
+            opt.step([g])
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+# --- CUDA (the simulator on CPU machines) --------------------------------------------------
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
+                                     (SGD, dict(lr=0.1, momentum=0.5, dampening=0.2, maximize=True)),
+                                     (Adam, dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
+                                     (Adam, dict(lr=0.05, betas=(0.2, 0.9), maximize=True)),
+                                     (AdamW, dict(lr=0.05))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_matches_cpu(cuda, rng, cls, kw, dtype):
+    p0 = rng.standard_normal((5, 7)).astype(dtype)
+    grads = [rng.standard_normal((5, 7)).astype(dtype) for _ in range(3)]
+    p_cpu = p0.copy()
+    cpu = cls([p_cpu], **kw)
+    p_dev = cuda.to_device(p0.copy())
+    dev = cls([p_dev], **kw)
+    for g in grads:
+        cpu.step([g])
+        dev.step([cuda.to_device(g)])
+        assert fi.last_kernel().key[:2] == (cls._op, "cuda")
+    out = p_dev.copy_to_host()
+    assert out.dtype == dtype
+    assert_close(out, p_cpu, table=TOL_ORACLE)
+    snap = dev.state_dict()
+    key = "momentum_buffer" if cls is SGD else "exp_avg"
+    assert_close(snap["state"][0][key].copy_to_host(), cpu.state_dict()["state"][0][key],
+                 table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_state_dict_round_trip(cuda, rng):
+    p0 = rng.standard_normal(9)
+    grads = [rng.standard_normal(9) for _ in range(4)]
+    a = cuda.to_device(p0.copy())
+    opt = Adam([a], lr=0.1)
+    for g in grads[:2]:
+        opt.step([cuda.to_device(g)])
+    snap = opt.state_dict()
+    b = cuda.to_device(a.copy_to_host())
+    other = Adam([b], lr=0.1)
+    other.load_state_dict(snap)
+    for g in grads[2:]:
+        opt.step([cuda.to_device(g)])
+        other.step([cuda.to_device(g)])
+    np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host())
+
+
+@pytest.mark.cudasim
+def test_cuda_mixed_devices_rejected(cuda):
+    opt = SGD([cuda.to_device(np.zeros(3))], lr=0.1)
+    with pytest.raises(fi.BackendMismatchError):
+        opt.step([np.ones(3)])
