@@ -1,0 +1,281 @@
+"""Neighbourhood Components Analysis trained by hand: analytic gradient, Adam."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+from .. import _registry as registry
+from .._config import threads_for
+from .._validate import check_option, float_dtype
+from ..optim import Adam
+
+__all__ = ["NCA", "nca_loss_grad"]
+
+
+def _nca_softmax_cpu(w, labels, anchors, loss):
+    from .._cpu import models as cpu_models
+    cpu_models.nca_softmax_fwd(w, labels, anchors, loss, threads_for(w.size, 16384))
+
+
+for _dt in ("float32", "float64"):
+    registry.register("nca_softmax", "cpu", _dt, _nca_softmax_cpu)
+
+
+def _pairwise_sqdist(x, y):
+    import fastinterp
+    return fastinterp.pairwise_sqdist(x, y)
+
+
+def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
+    """NCA's log-probability loss and its gradient with respect to ``A``.
+
+    Parameters
+    ----------
+    A : array (k, D)
+        The linear map; the embedding of a row x is ``A @ x``.
+    X : array (N, D), A's dtype
+        The (standardised) training points; they are the neighbours.
+    labels : int array (N,)
+    anchors : int array (B,), optional
+        Rows of X whose loss terms are taken (a minibatch); default all.
+    reg : float
+        Weight of the L2 penalty ``reg * ||A||_F^2``.
+
+    Returns
+    -------
+    (loss, grad) : float and array (k, D)
+        ``loss = -(1/B) sum_i log p_i + reg ||A||^2`` with
+        ``p_i = sum_{j != i, c_j = c_i} p_ij``,
+        ``p_ij = exp(-d_ij) / sum_{l != i} exp(-d_il)``,
+        ``d_ij = ||A x_i - A x_j||^2``. Anchors with no other point of their
+        class contribute 0.
+
+    Notes
+    -----
+    With ``W_ij = dL_i/dd_ij = q_ij - p_ij`` (``q_ij = p_ij [c_j = c_i] / p_i``)
+    and ``z = A x``, ``d d_ij / dA = 2 (z_i - z_j)(x_i - x_j)^T``, so
+
+    ``dL/dA = (2/B) [ -(W Z)^T X_B + (diag(c) Z - W^T Z_B)^T X ] + 2 reg A``
+
+    with ``c = W^T 1`` (the row sums ``W 1`` vanish: both q and p sum to 1),
+    four small GEMMs. The distances come
+    from :func:`fastinterp.pairwise_sqdist`, the softmax and ``W`` from the
+    registered ``nca_softmax`` kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [0.1], [1.0], [1.1]])
+    >>> loss, grad = nca_loss_grad(np.array([[1.0]]), X, np.array([0, 0, 1, 1]))
+    >>> round(loss, 4), grad.shape
+    (0.5709, (1, 1))
+    """
+    A = np.asarray(A)
+    X = np.asarray(X)
+    dtype = float_dtype("nca_loss_grad", "A", A)
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
+    n = X.shape[0]
+    anchors = (np.arange(n, dtype=np.intp) if anchors is None
+               else np.ascontiguousarray(anchors, dtype=np.intp))
+    Z = X @ A.T
+    ZB, XB = Z[anchors], X[anchors]
+    W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
+    terms = np.empty(len(anchors), dtype)
+    registry.lookup("nca_softmax", "cpu", dtype)(W, labels, anchors, terms)
+    b = max(len(anchors), 1)
+    # Row sums of W vanish analytically (sum_j q_ij = sum_j p_ij = 1), so the
+    # anchors' role is -W Z; the column sums c ride along as one more GEMM column.
+    zb1 = np.empty((ZB.shape[0], ZB.shape[1] + 1), dtype)
+    zb1[:, :-1] = ZB
+    zb1[:, -1] = 1
+    vc = W.T @ zb1                            # (N, k+1): [W^T Z_B, c]
+    g_zb = -(W @ Z)                           # (B, k): dL/dz for the anchors' role
+    g_z = vc[:, -1:] * Z - vc[:, :-1]         # (N, k): dL/dz for the neighbours' role
+    grad = (g_zb.T @ XB + g_z.T @ X) * dtype.type(2.0 / b)
+    if reg:
+        grad += dtype.type(2 * reg) * A
+    loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
+    return loss, grad
+
+
+def _single_threaded_blas():
+    """The GEMMs here are small: one BLAS thread, leaving the cores to the
+    OpenMP kernels (threads of both pools spinning on 2 cores slow each
+    other down many times over). A no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+class NCA:
+    """Neighbourhood Components Analysis (Goldberger et al.), log-probability loss.
+
+    Learns a linear map ``A`` (n_components x n_features) so that a stochastic
+    nearest-neighbour classifier in the embedding ``A x`` is right as often as
+    possible: it minimises ``-mean_i log p_i + reg ||A||^2`` (see
+    :func:`nca_loss_grad`) by minibatch Adam with the analytic gradient. Each
+    minibatch's anchors see every training point as a neighbour.
+
+    Parameters
+    ----------
+    n_components : int, optional
+        Output dimension; default the number of features.
+    init : {'pca', 'identity', 'random'}
+        Start from the leading principal axes of the standardised data, the
+        first rows of the identity, or a seeded Gaussian matrix scaled by
+        ``1/sqrt(n_features)``.
+    max_iter : int
+        Number of epochs (passes over the anchors).
+    lr : float
+        Adam's learning rate.
+    batch_size : int
+        Anchors per step.
+    reg : float
+        L2 penalty on A.
+    seed : int
+        Seeds the minibatch order and the random init.
+    verbose : bool
+        Print one line per epoch (loss, time).
+    dtype : float32 or float64
+        Precision of the training.
+
+    Attributes
+    ----------
+    components_ : array (n_components, n_features)
+        The learnt A, acting on standardised inputs.
+    mean_, scale_ : arrays (n_features,)
+        The standardisation ``(x - mean_) / scale_`` applied before A
+        (constant features get scale 1).
+    loss_curve_ : list of float
+        Mean minibatch loss per epoch.
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastinterp.models import NCA
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (20, 3)), rng.normal(3, 1, (20, 3))]
+    >>> y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    >>> nca = NCA(2, max_iter=5, seed=0).fit(X, y)
+    >>> nca.transform(X).shape
+    (40, 2)
+    """
+
+    def __init__(self, n_components=None, init="pca", max_iter=6, lr=0.02,
+                 batch_size=256, reg=0.01, seed=0, verbose=False, dtype=np.float32,
+                 standardize="global"):
+        self.n_components = n_components
+        self.standardize = standardize
+        self.init = init
+        self.max_iter = max_iter
+        self.lr = lr
+        self.batch_size = batch_size
+        self.reg = reg
+        self.seed = seed
+        self.verbose = verbose
+        self.dtype = dtype
+
+    def _check(self, X, y):
+        op = "NCA.fit"
+        check_option(op, "init", self.init, ("pca", "identity", "random"))
+        check_option(op, "standardize", self.standardize, ("global", "feature"))
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ValueError(f"{op}: X must have shape (N, D) with N >= 2; got {X.shape}.")
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"{op}: y must have shape ({X.shape[0]},) like X's rows; got {y.shape}.")
+        dtype = np.dtype(self.dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{op}: dtype must be float32 or float64; got {dtype}.")
+        d = X.shape[1]
+        k = d if self.n_components is None else self.n_components
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
+            raise ValueError(f"{op}: n_components must be an int in [1, {d}]; got {k!r}.")
+        for name, lo in (("max_iter", 0), ("batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{op}: {name} must be an int >= {lo}; got {v!r}.")
+        for name in ("lr", "reg"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{op}: {name} must be a finite number >= 0; got {v!r}.")
+        if not np.all(np.isfinite(X)):
+            raise ValueError(f"{op}: X must be finite; got NaN or infinity.")
+        return X, y, dtype, int(k)
+
+    def _init_A(self, Xs, k, rng, dtype):
+        d = Xs.shape[1]
+        if self.init == "identity":
+            return np.eye(k, d, dtype=dtype)
+        if self.init == "random":
+            return (rng.standard_normal((k, d)) / np.sqrt(d)).astype(dtype)
+        # principal axes of the standardised data, scaled so that the embedded
+        # coordinates have unit variance on average (a moderate softmax at start)
+        xs = Xs.astype(np.float64, copy=False)
+        _, sv, vt = np.linalg.svd(xs, full_matrices=False)
+        var = float(np.sum(sv[:k] ** 2)) / xs.shape[0]
+        return np.ascontiguousarray(vt[:k] * np.sqrt(k / var) if var > 0 else vt[:k], dtype=dtype)
+
+    def fit(self, X, y):
+        """Learn the map from data X (N, D) and class labels y (N,); returns self."""
+        with _single_threaded_blas():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        X, y, dtype, k = self._check(X, y)
+        _, labels = np.unique(y, return_inverse=True)
+        labels = labels.astype(np.int32)
+        self.mean_ = X.mean(axis=0)
+        if self.standardize == "feature":
+            scale = X.std(axis=0)
+            scale[scale == 0] = 1.0
+        else:  # one scale for all features: their relative sizes are kept
+            rms = float(np.sqrt(np.mean(X.var(axis=0))))
+            scale = np.full(X.shape[1], rms if rms > 0 else 1.0)
+        self.scale_ = scale
+        Xs = np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=dtype)
+        rng = np.random.default_rng(self.seed)
+        A = self._init_A(Xs, k, rng, dtype)
+        opt = Adam([A], lr=self.lr)
+        n = Xs.shape[0]
+        self.loss_curve_ = []
+        start = time.perf_counter()
+        for epoch in range(self.max_iter):
+            # cosine schedule: lr at the first epoch, decaying towards 0
+            opt.param_groups[0]["lr"] = self.lr * 0.5 * (1 + np.cos(np.pi * epoch / self.max_iter))
+            order = rng.permutation(n)
+            total = 0.0
+            for b0 in range(0, n, self.batch_size):
+                batch = np.sort(order[b0:b0 + self.batch_size])
+                loss, grad = nca_loss_grad(A, Xs, labels, batch, self.reg)
+                opt.step([grad])
+                total += loss * len(batch)
+            self.loss_curve_.append(total / n)
+            if self.verbose:
+                print(f"NCA epoch {epoch + 1}/{self.max_iter}: loss {total / n:.4f} "
+                      f"({time.perf_counter() - start:.2f} s)")
+        self.n_iter_ = self.max_iter
+        self.components_ = A
+        return self
+
+    def transform(self, X):
+        """Embed X (M, D): ``((X - mean_) / scale_) @ components_.T`` -> (M, n_components)."""
+        if not hasattr(self, "components_"):
+            raise ValueError("NCA.transform: the model is not fitted; call fit first.")
+        X = np.asarray(X)
+        d = self.components_.shape[1]
+        if X.ndim != 2 or X.shape[1] != d:
+            raise ValueError(f"NCA.transform: X must have shape (M, {d}); got {X.shape}.")
+        Xs = ((X - self.mean_) / self.scale_).astype(self.components_.dtype, copy=False)
+        return Xs @ self.components_.T
+
+    def fit_transform(self, X, y):
+        """``fit(X, y).transform(X)``."""
+        return self.fit(X, y).transform(X)

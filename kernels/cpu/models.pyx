@@ -1,0 +1,174 @@
+# cython: language_level=3
+"""Kernels of the models trained by hand (fastinterp.models).
+
+nca_softmax_fwd: for Neighbourhood Components Analysis, turns a block of
+squared distances into the per-anchor loss -log p_i and the gradient of that
+loss with respect to every distance, in place, one row per anchor. Rows are
+independent (one thread each), so results do not depend on the thread count.
+"""
+from cython.parallel cimport prange
+from libc.math cimport exp, log, INFINITY
+from _types cimport real
+
+cdef extern from *:
+    """
+    /* exp(x) for x <= 0 in float32: Cody-Waite reduction and a degree-6
+       polynomial (relative error ~2e-7); inputs below -87 give exp(-87).
+       Branch-free, so loops calling it vectorise. */
+    static inline float fi_exp_nonpos_f(float x) {
+        x = x < -87.0f ? -87.0f : x;
+        /* round to nearest by the 1.5 * 2^23 trick: plain adds vectorise
+           where floorf/rintf would not (without -fno-trapping-math) */
+        float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+        float r = x - k * 0.693145751953125f;
+        r = r - k * 1.428606765330187e-06f;
+        float p = 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        union { unsigned int u; float f; } s;
+        s.u = (unsigned int)((int)k + 127) << 23;
+        return p * s.f;
+    }
+    /* w[j] <- exp(m - w[j]) for a row whose minimum is m (so every argument
+       is <= 0); plain C loops, so that the compiler vectorises them. */
+    static void fi_shifted_exp_f(float* w, Py_ssize_t n, float m) {
+        for (Py_ssize_t j = 0; j < n; j++) w[j] = fi_exp_nonpos_f(m - w[j]);
+    }
+    static void fi_shifted_exp_d(double* w, Py_ssize_t n, double m) {
+        for (Py_ssize_t j = 0; j < n; j++) w[j] = exp(m - w[j]);
+    }
+    /* w[j] <- w[j] * (same_j ? a : 0) - w[j] * b, same_j = (lab[j] == c). */
+    static void fi_class_scale_f(float* w, const int* lab, int c, Py_ssize_t n,
+                                 float a, float b) {
+        for (Py_ssize_t j = 0; j < n; j++) w[j] = w[j] * ((lab[j] == c ? a : 0.0f) - b);
+    }
+    static void fi_class_scale_d(double* w, const int* lab, int c, Py_ssize_t n,
+                                 double a, double b) {
+        for (Py_ssize_t j = 0; j < n; j++) w[j] = w[j] * ((lab[j] == c ? a : 0.0) - b);
+    }
+    """
+    float fi_exp_nonpos_f(float x) noexcept nogil
+    void fi_shifted_exp_f(float* w, Py_ssize_t n, float m) noexcept nogil
+    void fi_shifted_exp_d(double* w, Py_ssize_t n, double m) noexcept nogil
+    void fi_class_scale_f(float* w, const int* lab, int c, Py_ssize_t n, float a,
+                          float b) noexcept nogil
+    void fi_class_scale_d(double* w, const int* lab, int c, Py_ssize_t n, double a,
+                          double b) noexcept nogil
+
+DEF LANES = 8
+
+
+cdef inline real exp_nonpos(real x) noexcept nogil:
+    if real is float:
+        return fi_exp_nonpos_f(x)
+    else:
+        return exp(x)
+
+
+cdef inline real lane_sum(real* w, const int* lab, int c, Py_ssize_t n,
+                          real* same_sum) noexcept nogil:
+    """Sum of w[:n] and (into same_sum) of w[j] where lab[j] == c, in a fixed
+    order: LANES interleaved partial sums, then the tail, then the lanes."""
+    cdef real acc[LANES]
+    cdef real accc[LANES]
+    cdef Py_ssize_t j, k, nb = n - n % LANES
+    cdef real s = 0, sc = 0
+    for k in range(LANES):
+        acc[k] = 0
+        accc[k] = 0
+    for j in range(0, nb, LANES):
+        for k in range(LANES):
+            acc[k] += w[j + k]
+            accc[k] += w[j + k] if lab[j + k] == c else 0
+    for j in range(nb, n):
+        s += w[j]
+        sc += w[j] if lab[j] == c else 0
+    for k in range(LANES):
+        s += acc[k]
+        sc += accc[k]
+    same_sum[0] = sc
+    return s
+
+
+cdef inline void nca_row(real* w, const int* lab, Py_ssize_t n, Py_ssize_t a,
+                         real* loss) noexcept nogil:
+    """Row of anchor a: distances in w (n) -> d loss / d distance, in place."""
+    cdef int c = lab[a]
+    cdef Py_ssize_t j
+    cdef real m = INFINITY, mc = INFINITY, d, e, s, sc, inv_s, inv_sc, ratio
+    cdef real gap = 40 if real is float else 500
+    for j in range(n):
+        if j != a:
+            d = w[j]
+            if d < m:
+                m = d
+            if lab[j] == c and d < mc:
+                mc = d
+    if mc == INFINITY:              # no other point of the anchor's class: no term
+        for j in range(n):
+            w[j] = 0
+        loss[0] = 0
+        return
+    if mc - m <= gap:
+        # One shift (the nearest point) serves both sums: the same-class sum is
+        # at least exp(-gap), far from underflow. Vectorised passes.
+        if real is float:
+            fi_shifted_exp_f(w, n, m)
+        else:
+            fi_shifted_exp_d(w, n, m)
+        w[a] = 0
+        s = lane_sum(w, lab, c, n, &sc)
+        # -log p = log(sum e) - log(sum_same e); dL/dd_j = q_j - p_j
+        loss[0] = log(s) - log(sc)
+        inv_s = 1 / s
+        inv_sc = 1 / sc
+        if real is float:
+            fi_class_scale_f(w, lab, c, n, inv_sc, inv_s)
+        else:
+            fi_class_scale_d(w, lab, c, n, inv_sc, inv_s)
+        return
+    # Rare: every same-class point is much farther than the nearest point, so
+    # the same-class terms get their own shift (they would underflow).
+    s = 0
+    sc = 0
+    for j in range(n):
+        if j == a:
+            w[j] = 0
+        elif lab[j] == c:
+            e = exp_nonpos(mc - w[j])
+            sc = sc + e
+            w[j] = e
+        else:
+            e = exp_nonpos(m - w[j])
+            s = s + e
+            w[j] = e
+    ratio = exp(m - mc)
+    s = s + sc * ratio
+    loss[0] = (mc - m) + log(s) - log(sc)
+    inv_s = 1 / s
+    inv_sc = 1 / sc
+    for j in range(n):
+        if lab[j] == c:
+            w[j] = w[j] * (inv_sc - ratio * inv_s)
+        else:
+            w[j] = -w[j] * inv_s
+
+
+def nca_softmax_fwd(real[:, ::1] w, const int[::1] labels, const Py_ssize_t[::1] anchors,
+                    real[::1] loss, int nthreads):
+    """In place: w[i, j] = d^2(anchor_i, j) -> dL_i/dd_ij, with L_i = -log p_i.
+
+    p_i = sum_{j != a_i, labels[j] == labels[a_i]} softmax_{j != a_i}(-w[i, j]);
+    dL_i/dd_ij = q_ij - p_ij, q_ij the softmax restricted to the anchor's class.
+    The anchor's own column (j = a_i) gets 0. loss[i] = L_i (0 for an anchor
+    with no other point of its class).
+    """
+    cdef Py_ssize_t rows = w.shape[0], n = w.shape[1], i
+    if rows == 0 or n == 0:
+        return
+    for i in prange(rows, nogil=True, schedule="static", num_threads=nthreads):
+        nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
