@@ -1,0 +1,294 @@
+"""fastinterp.models: NCA (kernel, analytic gradient, digits) and PolynomialRegression."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastinterp as fi
+from fastinterp import _registry as registry
+from fastinterp.models import NCA, PolynomialRegression
+from fastinterp.models.nca import nca_loss_grad
+from conftest import assert_close
+
+
+# --- the nca_softmax kernel --------------------------------------------------------------
+
+def _softmax_reference(D, labels, anchors):
+    """-log p_i and dL_i/dd_ij in float64, straight from the definitions."""
+    D = D.astype(np.float64)
+    W = np.zeros_like(D)
+    loss = np.zeros(len(anchors))
+    for i, a in enumerate(anchors):
+        others = np.arange(D.shape[1]) != a
+        same = others & (labels == labels[a])
+        if not same.any():
+            continue
+        logits = np.where(others, -D[i], -np.inf)
+        top = logits.max()
+        p = np.exp(logits - top)
+        p /= p.sum()
+        same_logits = np.where(same, -D[i], -np.inf)
+        top_same = same_logits.max()
+        q = np.exp(same_logits - top_same)
+        q /= q.sum()
+        loss[i] = -((top_same + np.log(np.exp(same_logits - top_same).sum()))
+                    - (top + np.log(np.exp(logits - top).sum())))
+        W[i] = q - p
+    return loss, W
+
+
+def _run_kernel(D, labels, anchors):
+    W = np.ascontiguousarray(D)
+    loss = np.empty(len(anchors), D.dtype)
+    registry.lookup("nca_softmax", "cpu", D.dtype)(W, labels.astype(np.int32),
+                                                    anchors.astype(np.intp), loss)
+    return loss, W
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spread", [3.0, 300.0, 3000.0])   # 300/3000: the far-class path
+def test_nca_softmax_kernel_matches_reference(rng, dtype, spread):
+    n, b = 53, 11
+    labels = rng.integers(0, 4, n)
+    labels[7] = 9                                       # a class of one: no term
+    anchors = np.array([0, 3, 7, 8, 20, 21, 30, 40, 41, 50, 52])
+    D = (rng.random((b, n)) * spread).astype(dtype)
+    D[np.arange(b), anchors] = 0
+    ref_loss, ref_W = _softmax_reference(D, labels, anchors)
+    loss, W = _run_kernel(D.copy(), labels, anchors)
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(W, ref_W, rtol=rtol, atol=rtol)
+    assert loss[2] == 0 and not W[2].any()
+    assert fi.last_kernel().key == ("nca_softmax", "cpu", np.dtype(dtype).name)
+
+
+def test_nca_softmax_hand_computed():
+    # one anchor, neighbours at d = 0 (same class), 1 (same), 2 (other)
+    D = np.array([[0.0, 0.0, 1.0, 2.0]])
+    loss, W = _run_kernel(D.copy(), np.array([0, 0, 0, 1]), np.array([0]))
+    e = np.exp([-0.0, -1.0, -2.0])
+    p = e / e.sum()
+    assert loss[0] == pytest.approx(-np.log(p[0] + p[1]), rel=1e-14)
+    q = e[:2] / e[:2].sum()
+    np.testing.assert_allclose(W[0], [0.0, q[0] - p[0], q[1] - p[1], -p[2]], rtol=1e-14)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 40), b=st.integers(1, 6), classes=st.integers(1, 5),
+       dtype=st.sampled_from([np.float32, np.float64]), spread=st.sampled_from([0.0, 1.0, 80.0]))
+def test_nca_softmax_kernel_shapes_and_edges(n, b, classes, dtype, spread):
+    rng = np.random.default_rng(n * 7 + b)
+    labels = rng.integers(0, classes, n)
+    anchors = rng.choice(n, size=min(b, n), replace=False)
+    D = (rng.random((len(anchors), n)) * spread).astype(dtype)
+    ref_loss, ref_W = _softmax_reference(D, labels, anchors)
+    loss, W = _run_kernel(D.copy(), labels, anchors)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(W, ref_W, rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(W))
+
+
+def test_nca_softmax_bit_identical_across_threads(threads, rng):
+    n = 700
+    labels = rng.integers(0, 10, n)
+    anchors = np.arange(0, n, 3)
+    D = (rng.random((len(anchors), n)) * 40).astype(np.float32)
+    results = []
+    for t in (1, 2):
+        threads.set_num_threads(t)
+        results.append(_run_kernel(D.copy(), labels, anchors))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+# --- the analytic gradient -------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale, reg", [(0.5, 0.0), (0.5, 0.3), (6.0, 0.0)])
+def test_nca_gradient_matches_finite_differences(rng, scale, reg):
+    X = rng.standard_normal((40, 6))
+    labels = rng.integers(0, 3, 40)
+    A = rng.standard_normal((3, 6)) * scale
+    anchors = np.array([0, 4, 5, 17, 22, 39])
+    loss, grad = nca_loss_grad(A, X, labels, anchors, reg)
+    assert grad.shape == A.shape and grad.dtype == np.float64
+    h = 1e-6
+    numeric = np.zeros_like(A)
+    for idx in np.ndindex(A.shape):
+        up, down = A.copy(), A.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (nca_loss_grad(up, X, labels, anchors, reg)[0]
+                        - nca_loss_grad(down, X, labels, anchors, reg)[0]) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(numeric).max()))
+
+
+def test_nca_loss_value_by_hand():
+    X = np.array([[0.0], [0.1], [1.0], [1.1]])
+    loss, _ = nca_loss_grad(np.array([[1.0]]), X, np.array([0, 0, 1, 1]))
+    d = (X - X.T) ** 2
+    terms = []
+    for i in range(4):
+        e = np.exp(-np.delete(d[i], i))
+        same = np.delete(np.array([0, 0, 1, 1]) == [0, 0, 1, 1][i], i)
+        terms.append(-np.log(e[same].sum() / e.sum()))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-12)
+
+
+def test_nca_float32_gradient_close_to_float64(rng):
+    X = rng.standard_normal((60, 5))
+    labels = rng.integers(0, 3, 60)
+    A = rng.standard_normal((2, 5))
+    l64, g64 = nca_loss_grad(A, X, labels)
+    l32, g32 = nca_loss_grad(A.astype(np.float32), X.astype(np.float32), labels)
+    assert g32.dtype == np.float32
+    assert l32 == pytest.approx(l64, rel=1e-4)
+    np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-4 * np.abs(g64).max())
+
+
+# --- the NCA estimator -----------------------------------------------------------------------
+
+def _blobs(rng, n=30):
+    X = np.r_[rng.normal(0, 1, (n, 4)), rng.normal(2.5, 1, (n, 4))]
+    y = np.r_[np.zeros(n, int), np.ones(n, int)]
+    return X, y
+
+
+@pytest.mark.parametrize("init", ["pca", "identity", "random"])
+@pytest.mark.parametrize("standardize", ["global", "feature"])
+def test_nca_fit_transform(rng, init, standardize):
+    X, y = _blobs(rng)
+    nca = NCA(2, init=init, max_iter=5, standardize=standardize, seed=1)
+    Z = nca.fit_transform(X, y)
+    assert Z.shape == (60, 2) and nca.components_.shape == (2, 4)
+    np.testing.assert_allclose(Z, nca.transform(X), rtol=1e-6)
+    assert len(nca.loss_curve_) == 5 and nca.n_iter_ == 5
+    assert nca.loss_curve_[-1] < nca.loss_curve_[0]
+    assert_close(nca.transform(X[:3]),
+                 ((X[:3] - nca.mean_) / nca.scale_).astype(np.float32) @ nca.components_.T)
+
+
+def test_nca_is_seeded(rng):
+    X, y = _blobs(rng)
+    a = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
+    b = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
+    c = NCA(2, init="random", max_iter=3, seed=6).fit(X, y).components_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_nca_verbose_log(rng, capsys):
+    X, y = _blobs(rng)
+    NCA(2, max_iter=3, verbose=True).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("NCA epoch 1/3: loss")
+    NCA(2, max_iter=3).fit(X, y)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("kw, X, y, exc, match", [
+    (dict(init="lda"), None, None, ValueError, "init must be one of"),
+    (dict(standardize="none"), None, None, ValueError, "standardize must be one of"),
+    (dict(n_components=5), None, None, ValueError, r"n_components must be an int in \[1, 4\]; got 5"),
+    (dict(n_components=0), None, None, ValueError, "n_components"),
+    (dict(max_iter=-1), None, None, ValueError, "max_iter must be an int >= 0"),
+    (dict(batch_size=0), None, None, ValueError, "batch_size must be an int >= 1"),
+    (dict(lr=-1.0), None, None, ValueError, "lr must be a finite number >= 0"),
+    (dict(reg=float("nan")), None, None, ValueError, "reg must be"),
+    (dict(dtype=np.float16), None, None, TypeError, "dtype must be float32 or float64"),
+    (dict(), np.zeros(5), None, ValueError, r"X must have shape \(N, D\)"),
+    (dict(), None, np.zeros(3), ValueError, r"y must have shape \(60,\)"),
+    (dict(), np.full((60, 4), np.nan), None, ValueError, "X must be finite"),
+])
+def test_nca_errors(rng, kw, X, y, exc, match):
+    X0, y0 = _blobs(rng)
+    with pytest.raises(exc, match=match):
+        NCA(**kw).fit(X0 if X is None else X, y0 if y is None else y)
+
+
+def test_nca_transform_errors(rng):
+    X, y = _blobs(rng)
+    with pytest.raises(ValueError, match="not fitted"):
+        NCA(2).transform(X)
+    nca = NCA(2, max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"X must have shape \(M, 4\)"):
+        nca.transform(X[:, :3])
+
+
+def test_nca_digits_beats_sklearn():
+    """5-NN test accuracy on digits (70/30 stratified, seed 0, 16 components)
+    at least that of scikit-learn's NeighborhoodComponentsAnalysis."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
+
+    X, y = datasets.load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+    def accuracy(model):
+        return KNeighborsClassifier(5).fit(model.transform(Xtr), ytr).score(model.transform(Xte), yte)
+
+    theirs = accuracy(NeighborhoodComponentsAnalysis(16, random_state=0).fit(Xtr, ytr))
+    ours = accuracy(NCA(16, seed=0).fit(Xtr, ytr))
+    assert ours >= theirs, (ours, theirs)
+
+
+# --- PolynomialRegression ----------------------------------------------------------------------
+
+def _classic():
+    x = np.linspace(0, 1, 10)
+    return x, 3 * x + np.sin(6 * x) + 1
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4, 5])
+def test_regression_recovers_closed_form(degree):
+    x, y = _classic()
+    model = PolynomialRegression(degree).fit(x, y)
+    closed = model.closed_form()
+    assert model.coef_.shape == (degree + 1,)
+    np.testing.assert_allclose(model.coef_, closed, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(model.predict(x), np.polyval(closed[::-1], x), atol=1e-3)
+
+
+def test_regression_with_adam():
+    x, y = _classic()
+    model = PolynomialRegression(3, optimizer="adam", max_iter=20000).fit(x, y)
+    np.testing.assert_allclose(model.coef_, model.closed_form(), rtol=0, atol=1e-3)
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+
+
+def test_regression_hand_computed_line():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    model = PolynomialRegression(1).fit(x, 2 * x - 1)
+    np.testing.assert_allclose(model.coef_, [-1.0, 2.0], atol=1e-9)
+    np.testing.assert_allclose(model.predict([[4.0]]), [[7.0]], atol=1e-9)
+
+
+def test_regression_closed_form_on_other_data():
+    x, y = _classic()
+    model = PolynomialRegression(2)
+    np.testing.assert_allclose(model.closed_form(x, y), np.polyfit(x, y, 2)[::-1], rtol=1e-9)
+
+
+def test_regression_verbose(capsys):
+    x, y = _classic()
+    PolynomialRegression(3, max_iter=100, tol=0.0, verbose=True).fit(x, y)
+    assert capsys.readouterr().out.count("PolynomialRegression step") == 10
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda x, y: PolynomialRegression(-1).fit(x, y), ValueError, "degree must be an int >= 0"),
+    (lambda x, y: PolynomialRegression(2.5).fit(x, y), ValueError, "degree"),
+    (lambda x, y: PolynomialRegression(2, optimizer="lbfgs").fit(x, y), ValueError, "optimizer must be one of"),
+    (lambda x, y: PolynomialRegression(2).fit(x[:, None], y), ValueError, r"x must have shape \(n,\)"),
+    (lambda x, y: PolynomialRegression(2).fit(x, y[:5]), ValueError, "y must have the shape of x"),
+    (lambda x, y: PolynomialRegression(12).fit(x, y), ValueError, "at least degree"),
+    (lambda x, y: PolynomialRegression(2).fit(x, y * np.nan), ValueError, "finite"),
+    (lambda x, y: PolynomialRegression(2).predict(x), ValueError, "not fitted"),
+    (lambda x, y: PolynomialRegression(2).closed_form(), ValueError, "pass x and y"),
+])
+def test_regression_errors(make, exc, match):
+    x, y = _classic()
+    with pytest.raises(exc, match=match):
+        make(x, y)
