@@ -16,7 +16,7 @@ __all__ = ["NCA", "nca_loss_grad"]
 
 def _nca_softmax_cpu(w, labels, anchors, loss):
     from .._cpu import models as cpu_models
-    cpu_models.nca_softmax_fwd(w, labels, anchors, loss, threads_for(w.size, 16384))
+    cpu_models.nca_softmax_fwd(w, labels, anchors, loss, threads_for(w.size, 1 << 18))
 
 
 for _dt in ("float32", "float64"):
@@ -25,7 +25,7 @@ for _dt in ("float32", "float64"):
 
 def _pairwise_sqdist(x, y):
     import fastinterp
-    return fastinterp.pairwise_sqdist(x, y)
+    return fastinterp.pairwise_sqdist(x) if y is None else fastinterp.pairwise_sqdist(x, y)
 
 
 def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
@@ -77,11 +77,16 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     dtype = float_dtype("nca_loss_grad", "A", A)
     labels = np.ascontiguousarray(labels, dtype=np.int32)
     n = X.shape[0]
-    anchors = (np.arange(n, dtype=np.intp) if anchors is None
+    everyone = anchors is None
+    anchors = (np.arange(n, dtype=np.intp) if everyone
                else np.ascontiguousarray(anchors, dtype=np.intp))
     Z = X @ A.T
-    ZB, XB = Z[anchors], X[anchors]
-    W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
+    if everyone:  # one set: exact zeros on the diagonal, symmetric distances
+        ZB, XB = Z, X
+        W = np.ascontiguousarray(_pairwise_sqdist(Z, None), dtype=dtype)
+    else:
+        ZB, XB = Z[anchors], X[anchors]
+        W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
     terms = np.empty(len(anchors), dtype)
     registry.lookup("nca_softmax", "cpu", dtype)(W, labels, anchors, terms)
     b = max(len(anchors), 1)
@@ -93,7 +98,10 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     vc = W.T @ zb1                            # (N, k+1): [W^T Z_B, c]
     g_zb = -(W @ Z)                           # (B, k): dL/dz for the anchors' role
     g_z = vc[:, -1:] * Z - vc[:, :-1]         # (N, k): dL/dz for the neighbours' role
-    grad = (g_zb.T @ XB + g_z.T @ X) * dtype.type(2.0 / b)
+    if everyone:
+        grad = ((g_zb + g_z).T @ X) * dtype.type(2.0 / b)
+    else:
+        grad = (g_zb.T @ XB + g_z.T @ X) * dtype.type(2.0 / b)
     if reg:
         grad += dtype.type(2 * reg) * A
     loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
@@ -104,11 +112,17 @@ def _single_threaded_blas():
     """The GEMMs here are small: one BLAS thread, leaving the cores to the
     OpenMP kernels (threads of both pools spinning on 2 cores slow each
     other down many times over). A no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover
+            return contextlib.nullcontext()
+        _CONTROLLER = ThreadpoolController()  # scans the loaded libraries once
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER = None
 
 
 class NCA:
@@ -167,10 +181,11 @@ class NCA:
     (40, 2)
     """
 
-    def __init__(self, n_components=None, init="pca", max_iter=6, lr=0.02,
+    def __init__(self, n_components=None, init="pca", max_iter=12, lr=0.02,
                  batch_size=256, reg=0.01, seed=0, verbose=False, dtype=np.float32,
-                 standardize="global"):
+                 standardize="global", neighbors="batch"):
         self.n_components = n_components
+        self.neighbors = neighbors
         self.standardize = standardize
         self.init = init
         self.max_iter = max_iter
@@ -185,6 +200,7 @@ class NCA:
         op = "NCA.fit"
         check_option(op, "init", self.init, ("pca", "identity", "random"))
         check_option(op, "standardize", self.standardize, ("global", "feature"))
+        check_option(op, "neighbors", self.neighbors, ("batch", "all"))
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] < 2:
             raise ValueError(f"{op}: X must have shape (N, D) with N >= 2; got {X.shape}.")
@@ -254,7 +270,10 @@ class NCA:
             total = 0.0
             for b0 in range(0, n, self.batch_size):
                 batch = np.sort(order[b0:b0 + self.batch_size])
-                loss, grad = nca_loss_grad(A, Xs, labels, batch, self.reg)
+                if self.neighbors == "batch":
+                    loss, grad = nca_loss_grad(A, Xs[batch], labels[batch], None, self.reg)
+                else:
+                    loss, grad = nca_loss_grad(A, Xs, labels, batch, self.reg)
                 opt.step([grad])
                 total += loss * len(batch)
             self.loss_curve_.append(total / n)

@@ -76,7 +76,7 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
     cdef real neg_lr = <real>(-lr), mom = <real>momentum
     cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
     cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
-    for c in prange(nchunks, nogil=True, schedule="static", num_threads=nthreads):
+    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
         c0 = c * STEP_CHUNK
         k = min(STEP_CHUNK, n - c0)
         if mode == 0:
@@ -155,7 +155,7 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
     cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
-    for c in prange(nchunks, nogil=True, schedule="static", num_threads=nthreads):
+    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
         c0 = c * STEP_CHUNK
         k = min(STEP_CHUNK, n - c0)
         if amsgrad:
