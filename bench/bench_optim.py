@@ -26,52 +26,48 @@ def two_threads():
     fi.set_num_threads(before)
 
 
-def _torch(data):
+def _bench_torch(benchmark, data, group, impl, cls, **kw):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(THREADS)
     p = torch.from_numpy(data[0].copy())
     p.grad = torch.from_numpy(data[1])
-    return torch, p
+    benchmark.group = group
+    benchmark.extra_info["library"] = f"torch ({impl})"
+    try:
+        opt = getattr(torch.optim, cls)([p], **kw, **{impl: True})
+        opt.step()
+    except (RuntimeError, ValueError) as exc:  # e.g. a fused CPU kernel missing in an old torch
+        pytest.skip(f"torch {cls} {impl} unavailable: {exc}")
+    benchmark(opt.step)
 
 
-def test_adam_fastinterp(benchmark, data):
-    benchmark.group = "adam_step: 10M float32 params"
+def _bench_ours(benchmark, data, group, cls, **kw):
+    benchmark.group = group
     benchmark.extra_info["library"] = "fastinterp"
     p = data[0].copy()
-    opt = Adam([p], lr=1e-3)
+    opt = cls([p], **kw)
     grads = [data[1]]
     opt.step(grads)
     benchmark(opt.step, grads)
+
+
+ADAM = "adam_step: 10M float32 params"
+SGD_GROUP = "sgd_step (momentum 0.9): 10M float32 params"
+
+
+def test_adam_fastinterp(benchmark, data):
+    _bench_ours(benchmark, data, ADAM, Adam, lr=1e-3)
 
 
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
 def test_adam_torch(benchmark, data, impl):
-    torch, p = _torch(data)
-    benchmark.group = "adam_step: 10M float32 params"
-    benchmark.extra_info["library"] = f"torch ({impl})"
-    opt = torch.optim.Adam([p], lr=1e-3, **{impl: True})
-    opt.step()
-    benchmark(opt.step)
+    _bench_torch(benchmark, data, ADAM, impl, "Adam", lr=1e-3)
 
 
 def test_sgd_fastinterp(benchmark, data):
-    benchmark.group = "sgd_step (momentum 0.9): 10M float32 params"
-    benchmark.extra_info["library"] = "fastinterp"
-    p = data[0].copy()
-    opt = SGD([p], lr=1e-3, momentum=0.9)
-    grads = [data[1]]
-    opt.step(grads)
-    benchmark(opt.step, grads)
+    _bench_ours(benchmark, data, SGD_GROUP, SGD, lr=1e-3, momentum=0.9)
 
 
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
 def test_sgd_torch(benchmark, data, impl):
-    torch, p = _torch(data)
-    benchmark.group = "sgd_step (momentum 0.9): 10M float32 params"
-    benchmark.extra_info["library"] = f"torch ({impl})"
-    try:
-        opt = torch.optim.SGD([p], lr=1e-3, momentum=0.9, **{impl: True})
-        opt.step()
-    except (RuntimeError, ValueError) as exc:  # fused SGD on CPU needs a recent torch
-        pytest.skip(f"torch SGD {impl} unavailable: {exc}")
-    benchmark(opt.step)
+    _bench_torch(benchmark, data, SGD_GROUP, impl, "SGD", lr=1e-3, momentum=0.9)

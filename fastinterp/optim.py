@@ -23,7 +23,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import CUDA, Prepared, begin
-from ._validate import float_dtype, shape_str
+from ._validate import _is_c_contiguous as _c_contiguous, float_dtype, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -79,17 +79,6 @@ class _Param:
         """An uninitialised state buffer shaped like the parameter: (caller, flat kernel view)."""
         caller, kern = self.prepared.empty(self.shape, self.dtype)
         return caller, (kern.reshape(-1) if len(self.shape) != 1 else kern)
-
-
-def _c_contiguous(arr) -> bool:
-    if isinstance(arr, np.ndarray):
-        return arr.flags.c_contiguous
-    expected = np.dtype(arr.dtype).itemsize
-    for n, s in zip(reversed(arr.shape), reversed(arr.strides)):
-        if n != 1 and s != expected:
-            return False
-        expected *= n
-    return True
 
 
 def _flat(arr):
