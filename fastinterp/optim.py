@@ -203,7 +203,16 @@ class Optimizer:
                                      f"got strides {tuple(arr.strides)}.")
                 arr = np.ascontiguousarray(arr)  # copied once
             flats.append(_flat(arr))
+        index = 0
+        for group in self.param_groups:
+            for _ in group["params"]:
+                if flats[index] is not None:
+                    self._precheck(index, group)
+                index += 1
         return flats
+
+    def _precheck(self, index: int, group: dict) -> None:
+        """Raise before any update if parameter ``index`` cannot be stepped."""
 
     def step(self, grads) -> None:
         """Update every parameter in place from its gradient.
@@ -441,6 +450,12 @@ class Adam(Optimizer):
                 and "max_exp_avg_sq" not in entry:
             raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True).")
 
+    def _precheck(self, index, group):
+        st = self.state.get(index, {})
+        if group["amsgrad"] and "step" in st and "max_exp_avg_sq" not in st:
+            raise ValueError(f"{self._name}.step: amsgrad must be set before the first step; "
+                             f"it was switched on after step {st['step']:g}.")
+
     def _update(self, i, p, g, group, kernel, kwargs):
         st = self.state.setdefault(i, {})
         first = "step" not in st
@@ -449,9 +464,6 @@ class Adam(Optimizer):
         v = self._buffer(st, "exp_avg_sq", p)
         vmax = p.flat
         if amsgrad:
-            if not first and "max_exp_avg_sq" not in st:
-                raise ValueError(f"{self._name}.step: amsgrad must be set before the first step; "
-                                 f"it was switched on after step {st['step']:g}.")
             vmax = self._buffer(st, "max_exp_avg_sq", p)
         step = float(st.get("step", 0.0)) + 1.0
         beta1, beta2 = (float(b) for b in group["betas"])

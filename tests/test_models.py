@@ -157,14 +157,19 @@ def _blobs(rng, n=30):
 
 @pytest.mark.parametrize("init", ["pca", "identity", "random"])
 @pytest.mark.parametrize("standardize", ["global", "feature"])
-def test_nca_fit_transform(rng, init, standardize):
+@pytest.mark.parametrize("neighbors", ["batch", "all"])
+def test_nca_fit_transform(rng, init, standardize, neighbors):
     X, y = _blobs(rng)
-    nca = NCA(2, init=init, max_iter=5, standardize=standardize, seed=1)
+    nca = NCA(2, init=init, max_iter=5, standardize=standardize, neighbors=neighbors,
+              batch_size=16, seed=1)
     Z = nca.fit_transform(X, y)
     assert Z.shape == (60, 2) and nca.components_.shape == (2, 4)
     np.testing.assert_allclose(Z, nca.transform(X), rtol=1e-6)
     assert len(nca.loss_curve_) == 5 and nca.n_iter_ == 5
-    assert nca.loss_curve_[-1] < nca.loss_curve_[0]
+    start = NCA(2, init=init, max_iter=0, standardize=standardize, seed=1).fit(X, y)
+    Xs = ((X - nca.mean_) / nca.scale_).astype(np.float32)
+    full_loss = lambda A: nca_loss_grad(A, Xs, y, reg=nca.reg)[0]
+    assert full_loss(nca.components_) < full_loss(start.components_)
     assert_close(nca.transform(X[:3]),
                  ((X[:3] - nca.mean_) / nca.scale_).astype(np.float32) @ nca.components_.T)
 
@@ -190,6 +195,7 @@ def test_nca_verbose_log(rng, capsys):
 @pytest.mark.parametrize("kw, X, y, exc, match", [
     (dict(init="lda"), None, None, ValueError, "init must be one of"),
     (dict(standardize="none"), None, None, ValueError, "standardize must be one of"),
+    (dict(neighbors="knn"), None, None, ValueError, "neighbors must be one of"),
     (dict(n_components=5), None, None, ValueError, r"n_components must be an int in \[1, 4\]; got 5"),
     (dict(n_components=0), None, None, ValueError, "n_components"),
     (dict(max_iter=-1), None, None, ValueError, "max_iter must be an int >= 0"),

@@ -270,12 +270,14 @@ def test_load_state_dict_errors():
 
 
 def test_amsgrad_switched_on_late_is_an_error():
-    w = np.ones(3)
-    opt = Adam([w], lr=0.1)
-    opt.step([np.ones(3)])
-    opt.param_groups[0]["amsgrad"] = True
+    v, w = np.ones(3), np.ones(3)
+    opt = Adam([{"params": [v], "amsgrad": True}, {"params": [w]}], lr=0.1)
+    opt.step([np.ones(3), np.ones(3)])
+    opt.param_groups[1]["amsgrad"] = True
+    before = v.copy()
     with pytest.raises(ValueError, match="amsgrad must be set before the first step"):
-        opt.step([np.ones(3)])
+        opt.step([np.ones(3), np.ones(3)])
+    np.testing.assert_array_equal(v, before)     # checked before anything moved
 
 
 # --- shapes, dtypes, edge values --------------------------------------------------------
