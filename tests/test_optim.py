@@ -61,7 +61,7 @@ def _check_vs_torch(torch, rng, cls, kw, dtype):
     table = TOL if dtype == np.float64 else TOL_ORACLE
     for a, b in zip(ours, ref):
         assert a.dtype == dtype
-        assert_close(a, b, table=table, scale=10 if dtype == np.float32 else 1)
+        assert_close(a, b, table=table)
 
 
 # --- values against torch.optim ----------------------------------------------------
