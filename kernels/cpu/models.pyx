@@ -41,6 +41,68 @@ cdef extern from *:
     static void fi_shifted_exp_d(double* w, Py_ssize_t n, double m) {
         for (Py_ssize_t j = 0; j < n; j++) w[j] = exp(m - w[j]);
     }
+    /* Row reductions with GCC/Clang vector extensions (SSE or AVX, whatever
+       the target has), each in a fixed order: 8 (float) or 4 (double)
+       interleaved lanes, then the tail, then the lanes in turn.
+
+       fi_mins: the minimum of w and the minimum over lab[j] == c. The
+       entries are squared distances, >= 0 (NaN is ignored), and for such
+       floats the bit patterns order like the values, so integer min
+       (which vectorises exactly) does it.
+       fi_sums: the sum of w and the sum over lab[j] == c. */
+    #define FI_ROW_REDUCTIONS(T, IT, LANES, SUF, BIG)                                  \
+    typedef T fi_vf_##SUF __attribute__((vector_size(LANES * sizeof(T))));            \
+    typedef IT fi_vi_##SUF __attribute__((vector_size(LANES * sizeof(T))));           \
+    static void fi_mins_##SUF(const T* w, const int* lab, int c, Py_ssize_t n,         \
+                              T* m_all, T* m_same) {                                   \
+        fi_vi_##SUF mn, mc, big;                                                       \
+        for (int k = 0; k < LANES; k++) { mn[k] = BIG; mc[k] = BIG; big[k] = BIG; }    \
+        Py_ssize_t j = 0;                                                              \
+        for (; j + LANES <= n; j += LANES) {                                           \
+            fi_vi_##SUF bits, l, same, lt;                                             \
+            memcpy(&bits, w + j, sizeof(bits));                                        \
+            for (int k = 0; k < LANES; k++) l[k] = lab[j + k];                         \
+            same = l == c;                                                             \
+            lt = bits < mn;                                                            \
+            mn = (bits & lt) | (mn & ~lt);                                             \
+            bits = (bits & same) | (big & ~same);                                      \
+            lt = bits < mc;                                                            \
+            mc = (bits & lt) | (mc & ~lt);                                             \
+        }                                                                              \
+        IT a = BIG, b = BIG, t;                                                        \
+        for (; j < n; j++) {                                                           \
+            memcpy(&t, w + j, sizeof(t));                                              \
+            if (t < a) a = t;                                                          \
+            if (lab[j] == c && t < b) b = t;                                           \
+        }                                                                              \
+        for (int k = 0; k < LANES; k++) {                                              \
+            if (mn[k] < a) a = mn[k];                                                  \
+            if (mc[k] < b) b = mc[k];                                                  \
+        }                                                                              \
+        memcpy(m_all, &a, sizeof(a));                                                  \
+        memcpy(m_same, &b, sizeof(b));                                                 \
+    }                                                                                  \
+    static T fi_sums_##SUF(const T* w, const int* lab, int c, Py_ssize_t n,            \
+                           T* same_sum) {                                              \
+        fi_vf_##SUF acc = {0}, accc = {0}, v;                                          \
+        fi_vi_##SUF l, same;                                                           \
+        Py_ssize_t j = 0;                                                              \
+        for (; j + LANES <= n; j += LANES) {                                           \
+            memcpy(&v, w + j, sizeof(v));                                              \
+            for (int k = 0; k < LANES; k++) l[k] = lab[j + k];                         \
+            same = l == c;                                                             \
+            acc += v;                                                                  \
+            accc += (fi_vf_##SUF)((fi_vi_##SUF)v & same);                              \
+        }                                                                              \
+        T s = 0, sc = 0;                                                               \
+        for (; j < n; j++) { s += w[j]; sc += lab[j] == c ? w[j] : 0; }                \
+        for (int k = 0; k < LANES; k++) { s += acc[k]; sc += accc[k]; }                \
+        *same_sum = sc;                                                                \
+        return s;                                                                      \
+    }
+    FI_ROW_REDUCTIONS(float, int, 8, f, 0x7f800000)
+    FI_ROW_REDUCTIONS(double, long long, 4, d, 0x7ff0000000000000LL)
+
     /* w[j] <- w[j] * (same_j ? a : 0) - w[j] * b, same_j = (lab[j] == c). */
     static void fi_class_scale_f(float* w, const int* lab, int c, Py_ssize_t n,
                                  float a, float b) {
@@ -58,9 +120,14 @@ cdef extern from *:
                           float b) noexcept nogil
     void fi_class_scale_d(double* w, const int* lab, int c, Py_ssize_t n, double a,
                           double b) noexcept nogil
-
-DEF LANES = 8
-
+    void fi_mins_f(const float* w, const int* lab, int c, Py_ssize_t n, float* m_all,
+                   float* m_same) noexcept nogil
+    void fi_mins_d(const double* w, const int* lab, int c, Py_ssize_t n, double* m_all,
+                   double* m_same) noexcept nogil
+    float fi_sums_f(const float* w, const int* lab, int c, Py_ssize_t n,
+                    float* same_sum) noexcept nogil
+    double fi_sums_d(const double* w, const int* lab, int c, Py_ssize_t n,
+                     double* same_sum) noexcept nogil
 
 cdef inline real exp_nonpos(real x) noexcept nogil:
     if real is float:
@@ -69,45 +136,20 @@ cdef inline real exp_nonpos(real x) noexcept nogil:
         return exp(x)
 
 
-cdef inline real lane_sum(real* w, const int* lab, int c, Py_ssize_t n,
-                          real* same_sum) noexcept nogil:
-    """Sum of w[:n] and (into same_sum) of w[j] where lab[j] == c, in a fixed
-    order: LANES interleaved partial sums, then the tail, then the lanes."""
-    cdef real acc[LANES]
-    cdef real accc[LANES]
-    cdef Py_ssize_t j, k, nb = n - n % LANES
-    cdef real s = 0, sc = 0
-    for k in range(LANES):
-        acc[k] = 0
-        accc[k] = 0
-    for j in range(0, nb, LANES):
-        for k in range(LANES):
-            acc[k] += w[j + k]
-            accc[k] += w[j + k] if lab[j + k] == c else 0
-    for j in range(nb, n):
-        s += w[j]
-        sc += w[j] if lab[j] == c else 0
-    for k in range(LANES):
-        s += acc[k]
-        sc += accc[k]
-    same_sum[0] = sc
-    return s
-
-
 cdef inline void nca_row(real* w, const int* lab, Py_ssize_t n, Py_ssize_t a,
                          real* loss) noexcept nogil:
-    """Row of anchor a: distances in w (n) -> d loss / d distance, in place."""
+    """Row of anchor a: distances in w (n, all >= 0) -> d loss / d distance, in place."""
     cdef int c = lab[a]
     cdef Py_ssize_t j
     cdef real m = INFINITY, mc = INFINITY, d, e, s, sc, inv_s, inv_sc, ratio
     cdef real gap = 40 if real is float else 500
-    for j in range(n):
-        if j != a:
-            d = w[j]
-            if d < m:
-                m = d
-            if lab[j] == c and d < mc:
-                mc = d
+    cdef real own = w[a]
+    w[a] = INFINITY                 # the anchor is not its own neighbour
+    if real is float:
+        fi_mins_f(w, lab, c, n, &m, &mc)
+    else:
+        fi_mins_d(w, lab, c, n, &m, &mc)
+    w[a] = own
     if mc == INFINITY:              # no other point of the anchor's class: no term
         for j in range(n):
             w[j] = 0
@@ -121,7 +163,10 @@ cdef inline void nca_row(real* w, const int* lab, Py_ssize_t n, Py_ssize_t a,
         else:
             fi_shifted_exp_d(w, n, m)
         w[a] = 0
-        s = lane_sum(w, lab, c, n, &sc)
+        if real is float:
+            s = fi_sums_f(w, lab, c, n, &sc)
+        else:
+            s = fi_sums_d(w, lab, c, n, &sc)
         # -log p = log(sum e) - log(sum_same e); dL/dd_j = q_j - p_j
         loss[0] = log(s) - log(sc)
         inv_s = 1 / s
