@@ -398,3 +398,21 @@ def test_cuda_mixed_devices_rejected(cuda):
     opt = SGD([cuda.to_device(np.zeros(3))], lr=0.1)
     with pytest.raises(fi.BackendMismatchError):
         opt.step([np.ones(3)])
+
+
+@settings(max_examples=20, deadline=None)
+@given(momentum=st.sampled_from([0.0, 0.5, 0.9]), dampening=st.sampled_from([0.0, 0.3]),
+       nesterov=st.booleans(), weight_decay=st.sampled_from([0.0, 0.1]),
+       maximize=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       n=st.integers(1, 70))
+def test_sgd_options_vs_torch(torch, momentum, dampening, nesterov, weight_decay, maximize,
+                              dtype, n):
+    if nesterov and (momentum == 0 or dampening != 0):
+        nesterov = False
+    kw = dict(lr=0.05, momentum=momentum, dampening=dampening, nesterov=nesterov,
+              weight_decay=weight_decay, maximize=maximize)
+    rng = np.random.default_rng(n)
+    p0s, grad_seq = _problem(rng, dtype, shapes=((n,),), steps=5)
+    ours, _ = _ours_run(SGD, kw, p0s, grad_seq)
+    ref, _ = _torch_run(torch, "SGD", kw, p0s, grad_seq)
+    np.testing.assert_array_equal(ours[0], ref[0])
