@@ -12,10 +12,13 @@ cdef Py_ssize_t LERP_CHUNK = 16384
 
 
 cdef inline real lerp_one(real a, real b, real w) noexcept nogil:
-    # PyTorch's two-sided formula: exact at w = 0 and at w = 1.
-    if fabs(w) < 0.5:
-        return a + w * (b - a)
-    return b - (b - a) * (1 - w)
+    # PyTorch's two-sided formula: exact at w = 0 and at w = 1. Both sides
+    # are computed and one selected (no branch), so random weights do not
+    # cost branch mispredictions and the loop vectorizes.
+    cdef real d = b - a
+    cdef real lo = a + w * d
+    cdef real hi = b - d * (<real> 1 - w)
+    return lo if fabs(w) < 0.5 else hi
 
 
 cdef inline void lerp_run(const real* a, const real* b, const real* t, real* out,
@@ -34,7 +37,7 @@ cdef inline void lerp_run(const real* a, const real* b, const real* t, real* out
                 out[i] = a[i] + w * (b[i] - a[i])
         else:
             for i in range(n):
-                out[i] = b[i] - (b[i] - a[i]) * (1 - w)
+                out[i] = b[i] - (b[i] - a[i]) * (<real> 1 - w)
     else:
         for i in range(n):
             out[i] = lerp_one(a[i * sa], b[i * sb], t[i * st])
@@ -76,7 +79,7 @@ def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
     cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
     if rows * inner == 0:
         return
-    for job in prange(rows * nchunks, nogil=True, schedule="static",
+    for job in prange(rows * nchunks, nogil=True, schedule="dynamic",
                       num_threads=nthreads):
         row = job // nchunks
         c0 = (job % nchunks) * LERP_CHUNK
@@ -273,6 +276,7 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
     cdef Py_ssize_t r
     if rows == 0 or n == 0 or steps == 0:
         return
-    for r in prange(rows, nogil=True, schedule="static", num_threads=nthreads):
+    for r in prange(rows, nogil=True, schedule="dynamic", chunksize=16,
+                    num_threads=nthreads):
         slerp_row(&a[r, 0], &b[r, 0], &out[r * steps, 0], n,
                   &t[r * t_row_stride], steps, shortest_path, linear_norm)
