@@ -163,8 +163,9 @@ def _slerp_weights(p, t, dtype, batch, path):
     if path and len(t.shape) == 0:
         raise ValueError("slerp: t must have shape (..., T) in the path form "
                          "(path=True); got a scalar.")
-    lead = tuple(t.shape[:-1]) if path else tuple(t.shape)
-    steps = int(t.shape[-1]) if path else 1
+    tshape = tuple(t.shape)
+    lead = tshape[:-1] if path else tshape
+    steps = int(tshape[-1]) if path else 1
     try:
         fits = np.broadcast_shapes(lead, batch) == tuple(batch)
     except ValueError:
