@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _registry as registry
 from ._config import threads_for
-from ._dispatch import begin
+from ._dispatch import array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
                         same_dtype, shape_str)
 
@@ -271,9 +271,9 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     check_option("slerp", "norm", norm, SLERP_NORMS)
     p = begin("slerp", a=a, b=b, t=t)
     a_, b_, t_ = p.arrays["a"], p.arrays["b"], p.arrays["t"]
-    for name, v in (("a", a_), ("b", b_)):
-        if not hasattr(v, "shape"):
-            raise TypeError(f"slerp: {name} must be an array; got {type(v).__name__}.")
+    for name in ("a", "b"):
+        if array_kind(p.originals[name]) is None:
+            raise TypeError(f"slerp: {name} must be an array; got {type(p.originals[name]).__name__}.")
     if not hasattr(p.originals["t"], "dtype") and hasattr(t_, "shape") and p.backend == "cpu":
         t_ = np.asarray(p.originals["t"], dtype=a_.dtype)  # a list: take a's dtype
     dtype = same_dtype("slerp", a=a_, b=b_, t=t_ if hasattr(t_, "shape") else None)
