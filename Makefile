@@ -37,6 +37,7 @@ test: build
 	$(PY) -m pytest -q
 
 bench: build
+	mkdir -p .benchmarks
 	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
 	$(PY) bench/report.py .benchmarks/latest.json
 
