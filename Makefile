@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.fastinterp-installed
-KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd)
+KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd kernels/cpu/*.h)
 BUILT  := $(VENV)/.fastinterp-built
 
 .PHONY: all venv build demo test test-fast bench bench-report clean
@@ -37,6 +37,7 @@ test: build
 	$(PY) -m pytest -q
 
 bench: build
+	mkdir -p .benchmarks
 	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
 	$(PY) bench/report.py .benchmarks/latest.json
 

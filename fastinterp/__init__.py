@@ -10,11 +10,11 @@ array([0.5, 0.5], dtype=float32)
 from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
-from .blend import lerp
+from .blend import lerp, slerp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-    "lerp", "set_num_threads",
+    "lerp", "set_num_threads", "slerp",
 ]
