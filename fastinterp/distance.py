@@ -33,7 +33,7 @@ __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
 
 # An entry is recomputed directly when v <= TAU * (|x_c|^2 + |y_c|^2): the
 # GEMM form's relative error there is at most ~2u/TAU times its typical size.
-TAU = {np.dtype(np.float32): 1.0 / 16, np.dtype(np.float64): 1.0 / 1024}
+TAU = {np.dtype(np.float32): 1.0 / 8, np.dtype(np.float64): 1.0 / 256}
 TILE = 256            # pairwise tile (rows and columns)
 KNN_QBLOCK = 128      # queries per kNN work item
 KNN_TBLOCK = 1024     # rows of x per GEMM in kNN
@@ -284,7 +284,7 @@ def pairwise_sqdist(x, y=None, out=None):
     -----------
     CPU: BLAS ``?gemm`` on centred data with a fused epilogue; entries where
     the expansion would cancel (``d^2 <= tau * (|x_c|^2 + |y_c|^2)``, tau =
-    1/16 for float32, 1/1024 for float64) are recomputed from direct
+    1/8 for float32, 1/256 for float64) are recomputed from direct
     differences in float64. Results are >= 0, identical rows give exactly
     0, float32 results are within ~1e-6 relative of the float64 direct
     computation. Temporary memory: one centred copy of x and y. CUDA: a

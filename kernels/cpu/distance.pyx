@@ -15,12 +15,15 @@ are recomputed by direct differences of the original rows, accumulated in
 float64: identical rows give exact zeros, and every result is >= 0.
 """
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt, INFINITY
+from libc.math cimport sqrt, INFINITY, NAN
+from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport qsort
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 from _types cimport real
 
 ctypedef long long i64
+
+cdef i64 I64_MAX = INT64_MAX
 
 cdef enum:
     SCAN_BLOCK = 16
@@ -238,8 +241,8 @@ cdef void exact_scan(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
     cdef Py_ssize_t j
     cdef double e
     for j in range(k):
-        hv[j] = INFINITY
-        hi[j] = -1
+        hv[j] = NAN          # sentinel: after every number and every NaN row
+        hi[j] = I64_MAX
     for j in range(n):
         e = sqdiff(q, x + j * d, d)
         if greater(hv[0], hi[0], e, j):
