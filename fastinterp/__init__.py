@@ -11,10 +11,13 @@ from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
 from .blend import lerp, slerp
+from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
+                       pairwise_sqdist_backward)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
     "lerp", "set_num_threads", "slerp",
+    "knn", "pairwise_l2", "pairwise_l2_backward", "pairwise_sqdist", "pairwise_sqdist_backward",
 ]
