@@ -181,7 +181,7 @@ def test_threads_for_is_serial_for_tiny_work(threads):
 def test_bit_identical_across_thread_counts(threads, rng, dtype):
     from fastinterp._config import threads_for
     from fastinterp.blend import LERP_MIN_PER_THREAD, SLERP_MIN_PER_THREAD
-    rows, depth = 1100, 257
+    rows, depth = 2100, 257
     a = rng.standard_normal((rows, depth)).astype(dtype)
     b = rng.standard_normal((rows, depth)).astype(dtype)
     b[:5] = -a[:5]          # antipodal rows take another branch
