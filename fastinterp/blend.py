@@ -1,6 +1,8 @@
 """Blending: linear interpolation (lerp) and spherical interpolation (slerp)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _registry as registry
@@ -183,8 +185,8 @@ def _slerp_weights(p, t, dtype, batch, path):
     if not fits:
         raise ValueError(f"slerp: t must broadcast to the batch shape {shape_str(batch)}; "
                          f"got {shape_str(t.shape)}.")
-    rows = int(np.prod(batch, dtype=np.int64))
-    shared = int(np.prod(lead, dtype=np.int64)) == 1
+    rows = math.prod(batch)
+    shared = math.prod(lead) == 1
     if p.backend == "cuda":
         if not shared and tuple(lead) != tuple(batch):
             raise ValueError(f"slerp: on CUDA, t must be shared by all rows or have the full "
@@ -305,7 +307,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
         check_out("slerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_})
     else:
         out_caller, out_k = p.empty(shape, dtype)
-    rows = int(np.prod(batch, dtype=np.int64))
+    rows = math.prod(batch)
     if rows * depth * steps == 0:
         return p.wrap(out_caller)
     kernel = registry.lookup("slerp", p.backend, dtype)
