@@ -519,6 +519,12 @@ class TestCudaKernels:
         assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
         np.testing.assert_array_equal(got[:, 0], a)
         np.testing.assert_array_equal(got[:, 2], b)
+        out = cuda.device_array((5, 3, 3))
+        res = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True, out=out)
+        assert res is out
+        np.testing.assert_array_equal(out.copy_to_host(), got)
+        with pytest.raises(ValueError, match=r"out must have shape \(5, 3\)"):
+            fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.5, out=out)
 
     def test_slerp_block_kernel(self, cuda, rng):
         a, b = self._pairs(rng, 4, 67, np.float32)
