@@ -242,9 +242,10 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
 
     Conventions
     -----------
-    θ is the angle between ``a`` and ``b``, computed as
-    ``2 atan2(|u - v|, |u + v|)`` for unit directions ``u, v`` (accurate as
-    θ → 0 and θ → π) when ``|cos θ| > 0.7``, else ``acos(cos θ)``.
+    θ is the angle between ``a`` and ``b``, computed as ``2 atan(h)`` with
+    ``h = tan(θ/2) = |u - v| / |u + v|`` for the unit directions ``u, v``
+    when ``|cos θ| > 0.7`` (full precision as θ → 0 and θ → π), else
+    ``h = sqrt((1 - cos θ) / (1 + cos θ))``.
     The result is exactly ``a`` at ``t = 0`` and exactly ``b`` at ``t = 1``.
     Degenerate cases, all without NaN:
 
