@@ -1,0 +1,458 @@
+# cython: language_level=3
+"""grid_sample kernels (forward and backward), NCHW or NHWC, float32/float64.
+
+The Python front (fastinterp.sample) validates and makes every array
+C-contiguous; these loops trust what they get. The per-coordinate arithmetic
+(unnormalize, padding, weights) lives in _taps.pxd.
+
+Design: for each output row, the taps of every output pixel (offsets, masks,
+weights and, for the backward, gradient factors) are computed once into a
+small per-thread table ("plan"); then each channel is swept along the row.
+The backward scatter into grad_input is parallelised so that no two threads
+ever add into the same element, and every element receives its additions in
+the same order whatever the thread count: results are bit-identical.
+"""
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from libc.math cimport nearbyint
+from _types cimport real
+from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
+                    linear_weights, cubic_weights, cubic_weights_grad)
+
+# Mode and padding codes (the front maps the strings).
+cdef enum:
+    NEAREST = 0
+    BILINEAR = 1
+    BICUBIC = 2
+
+# Plan table layout, per output row of width Wo: real slots (times Wo) ...
+cdef enum:
+    R_W0 = 0       # bilinear weights nw, ne, sw, se: slots 0..3
+    R_TX = 4       # bilinear fractional x (distance to the west tap)
+    R_TY = 5
+    R_MX = 6       # d coordinate / d grid value (x), after padding
+    R_MY = 7
+    R_CX = 8       # bicubic x weights: slots 8..11
+    R_CY = 12      # bicubic y weights: 12..15
+    R_DCX = 16     # bicubic d weights / dt: 16..19
+    R_DCY = 20     # 20..23
+    R_GX = 24      # grad accumulators (backward)
+    R_GY = 25
+    R_SLOTS = 26
+# ... and integer slots (times Wo).
+cdef enum:
+    I_MASK = 0     # valid-tap bits
+    I_X = 1        # x offsets (elements): bilinear 1..2, bicubic 1..4, nearest 1
+    I_Y = 5        # y offsets: bilinear 5..6, bicubic 5..8, nearest 5
+    I_SLOTS = 9
+
+# Axis description: the six numbers _taps' coordinate helpers take, plus size.
+cdef enum:
+    A_SCALE = 0
+    A_SHIFT = 1
+    A_MAX = 2
+    A_LOW = 3
+    A_SPAN2 = 4
+    A_EMPTY = 5
+    A_SIZE = 6
+    A_SLOTS = 7
+
+
+cdef inline void axis_params(real* a, Py_ssize_t size, bint align_corners) noexcept nogil:
+    """PyTorch's per-axis constants (ComputeLocationBase) for an input extent."""
+    a[A_MAX] = <real>(size - 1)
+    a[A_SIZE] = <real>size
+    if align_corners:
+        a[A_SCALE] = (<real>(size - 1)) / 2
+        a[A_SHIFT] = 0
+        a[A_LOW] = 0
+        a[A_SPAN2] = (<real>(size - 1)) * 2
+        a[A_EMPTY] = 1 if size <= 1 else 0
+    else:
+        a[A_SCALE] = (<real>size) / 2
+        a[A_SHIFT] = <real>0.5
+        a[A_LOW] = <real>-0.5
+        a[A_SPAN2] = (<real>size) * 2
+        a[A_EMPTY] = 0
+
+
+cdef inline real coordinate(real g, const real* a, int padding, bint grad,
+                            real* mult) noexcept nogil:
+    """Grid value -> padded pixel coordinate; with grad, *mult = d coordinate / d g."""
+    cdef real x = unnormalize(g, a[A_SCALE], a[A_SHIFT])
+    if grad:
+        mult[0] = a[A_SCALE]
+        return pad_coordinate_grad(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
+                                   a[A_EMPTY] != 0, mult)
+    return pad_coordinate(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2], a[A_EMPTY] != 0)
+
+
+cdef inline int linear_axis(real x, real size, Py_ssize_t stride,
+                            Py_ssize_t* o0, Py_ssize_t* o1, real* t) noexcept nogil:
+    """Two taps of a padded coordinate: offsets and the valid bits (1: first, 2: second)."""
+    cdef real fl
+    cdef int bits = 0
+    cdef Py_ssize_t i
+    linear_weights(x, &fl, t)
+    if tap_inside(fl, size):
+        bits |= 1
+    if tap_inside(fl + 1, size):
+        bits |= 2
+    i = <Py_ssize_t>fl if bits else 0
+    o0[0] = i * stride if bits & 1 else 0
+    o1[0] = (i + 1) * stride if bits & 2 else 0
+    return bits
+
+
+cdef inline int cubic_axis(real x, const real* a, int padding, Py_ssize_t stride,
+                           Py_ssize_t* off, Py_ssize_t wo, real* c, real* dc,
+                           bint grad) noexcept nogil:
+    """Four taps (floor(x) - 1 .. + 2), each padded on its own (PyTorch's rule);
+    writes offsets off[k * wo], weights c[k * wo] (and dc) and returns valid bits."""
+    cdef real fl, t, tap
+    cdef real w[4]
+    cdef real dw[4]
+    cdef int k, bits = 0
+    linear_weights(x, &fl, &t)
+    cubic_weights(t, w)
+    if grad:
+        cubic_weights_grad(t, dw)
+    for k in range(4):
+        tap = pad_coordinate(fl + (k - 1), padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
+                             a[A_EMPTY] != 0)
+        if tap_inside(tap, a[A_SIZE]):
+            bits |= 1 << k
+            off[k * wo] = (<Py_ssize_t>tap) * stride
+        else:
+            off[k * wo] = 0
+        c[k * wo] = w[k]
+        if grad:
+            dc[k * wo] = dw[k]
+    return bits
+
+
+cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint grad,
+                   const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
+                   real* R, Py_ssize_t* I) noexcept nogil:
+    """Taps of the wo output pixels whose grid points are g[0..2*wo)."""
+    cdef Py_ssize_t j
+    cdef real x, y, mx = 0, my = 0, tx, ty
+    cdef int bx, by
+    cdef Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        if mode == BICUBIC:
+            x = unnormalize(g[2 * j], ax[A_SCALE], ax[A_SHIFT])
+            y = unnormalize(g[2 * j + 1], ay[A_SCALE], ay[A_SHIFT])
+            bx = cubic_axis(x, ax, padding, sx, I + I_X * wo + j, wo,
+                            R + R_CX * wo + j, R + R_DCX * wo + j, grad)
+            by = cubic_axis(y, ay, padding, sy, I + I_Y * wo + j, wo,
+                            R + R_CY * wo + j, R + R_DCY * wo + j, grad)
+            M[j] = bx | (by << 4)
+            R[R_MX * wo + j] = ax[A_SCALE]
+            R[R_MY * wo + j] = ay[A_SCALE]
+            continue
+        x = coordinate(g[2 * j], ax, padding, grad, &mx)
+        y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
+        R[R_MX * wo + j] = mx
+        R[R_MY * wo + j] = my
+        if mode == NEAREST:
+            x = nearbyint(x)
+            y = nearbyint(y)
+            if tap_inside(x, ax[A_SIZE]) and tap_inside(y, ay[A_SIZE]):
+                M[j] = 1
+                I[I_X * wo + j] = (<Py_ssize_t>x) * sx
+                I[I_Y * wo + j] = (<Py_ssize_t>y) * sy
+            else:
+                M[j] = 0
+                I[I_X * wo + j] = 0
+                I[I_Y * wo + j] = 0
+            continue
+        bx = linear_axis(x, ax[A_SIZE], sx, I + I_X * wo + j, I + (I_X + 1) * wo + j, &tx)
+        by = linear_axis(y, ay[A_SIZE], sy, I + I_Y * wo + j, I + (I_Y + 1) * wo + j, &ty)
+        M[j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
+            | ((bx >> 1) & (by >> 1) & 1) << 3
+        R[R_TX * wo + j] = tx
+        R[R_TY * wo + j] = ty
+        R[(R_W0 + 0) * wo + j] = (1 - ty) * (1 - tx)
+        R[(R_W0 + 1) * wo + j] = (1 - ty) * tx
+        R[(R_W0 + 2) * wo + j] = ty * (1 - tx)
+        R[(R_W0 + 3) * wo + j] = ty * tx
+
+
+cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
+                           int bit) noexcept nogil:
+    return ip[off] if (mask >> bit) & 1 else 0
+
+
+cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, int mode,
+                    Py_ssize_t sx, Py_ssize_t sy, const real* R,
+                    const Py_ssize_t* I) noexcept nogil:
+    """One channel of one output row: op[j * ostep] for j < wo; ip is the channel's plane."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb
+    cdef int i, k
+    cdef real v, r
+    cdef real rows[4]
+    cdef const real* p
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    if mode == BILINEAR:
+        for j in range(wo):
+            m = M[j]
+            xa = I[I_X * wo + j]
+            ya = I[I_Y * wo + j]
+            if m == 15:
+                p = ip + xa + ya
+                v = (p[0] * R[R_W0 * wo + j] + p[sx] * R[(R_W0 + 1) * wo + j]) \
+                    + p[sy] * R[(R_W0 + 2) * wo + j] + p[sy + sx] * R[(R_W0 + 3) * wo + j]
+            else:
+                xb = I[(I_X + 1) * wo + j]
+                yb = I[(I_Y + 1) * wo + j]
+                v = (tap_value(ip, xa + ya, m, 0) * R[R_W0 * wo + j]
+                     + tap_value(ip, xb + ya, m, 1) * R[(R_W0 + 1) * wo + j]) \
+                    + tap_value(ip, xa + yb, m, 2) * R[(R_W0 + 2) * wo + j] \
+                    + tap_value(ip, xb + yb, m, 3) * R[(R_W0 + 3) * wo + j]
+            op[j * ostep] = v
+    elif mode == NEAREST:
+        for j in range(wo):
+            op[j * ostep] = tap_value(ip, I[I_X * wo + j] + I[I_Y * wo + j], M[j], 0)
+    else:
+        for j in range(wo):
+            m = M[j]
+            for i in range(4):
+                ya = I[(I_Y + i) * wo + j]
+                r = 0
+                for k in range(4):
+                    v = ip[I[(I_X + k) * wo + j] + ya] if (m >> k) & (m >> (4 + i)) & 1 else 0
+                    r = r + R[(R_CX + k) * wo + j] * v
+                rows[i] = r
+            op[j * ostep] = ((R[R_CY * wo + j] * rows[0] + R[(R_CY + 1) * wo + j] * rows[1])
+                             + R[(R_CY + 2) * wo + j] * rows[2]) + R[(R_CY + 3) * wo + j] * rows[3]
+
+
+cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep,
+                    Py_ssize_t wo, int mode, Py_ssize_t sx, Py_ssize_t sy,
+                    bint do_input, bint do_grid, real* R,
+                    const Py_ssize_t* I) noexcept nogil:
+    """One channel of one output row: scatter grad_output into gip (do_input) and add
+    this channel's share of d out / d grid into the row's accumulators (do_grid)."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, o
+    cdef int i, k
+    cdef real g, v0, v1, v2, v3, tx, ty, v, cxk, cyi, gx, gy
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef real* GX = R + R_GX * wo
+    cdef real* GY = R + R_GY * wo
+    if mode == BILINEAR:
+        for j in range(wo):
+            g = gop[j * ostep]
+            m = M[j]
+            xa = I[I_X * wo + j]
+            xb = I[(I_X + 1) * wo + j]
+            ya = I[I_Y * wo + j]
+            yb = I[(I_Y + 1) * wo + j]
+            if do_input:
+                if m & 1:
+                    gip[xa + ya] += R[R_W0 * wo + j] * g
+                if m & 2:
+                    gip[xb + ya] += R[(R_W0 + 1) * wo + j] * g
+                if m & 4:
+                    gip[xa + yb] += R[(R_W0 + 2) * wo + j] * g
+                if m & 8:
+                    gip[xb + yb] += R[(R_W0 + 3) * wo + j] * g
+            if do_grid:
+                v0 = tap_value(ip, xa + ya, m, 0)
+                v1 = tap_value(ip, xb + ya, m, 1)
+                v2 = tap_value(ip, xa + yb, m, 2)
+                v3 = tap_value(ip, xb + yb, m, 3)
+                tx = R[R_TX * wo + j]
+                ty = R[R_TY * wo + j]
+                GX[j] = GX[j] + ((v1 - v0) * (1 - ty) + (v3 - v2) * ty) * g
+                GY[j] = GY[j] + ((v2 - v0) * (1 - tx) + (v3 - v1) * tx) * g
+    elif mode == NEAREST:
+        if do_input:
+            for j in range(wo):
+                if M[j]:
+                    gip[I[I_X * wo + j] + I[I_Y * wo + j]] += gop[j * ostep]
+    else:
+        for j in range(wo):
+            g = gop[j * ostep]
+            m = M[j]
+            gx = GX[j]
+            gy = GY[j]
+            for k in range(4):          # x taps outer, y taps inner (PyTorch's order)
+                cxk = R[(R_CX + k) * wo + j]
+                xa = I[(I_X + k) * wo + j]
+                for i in range(4):
+                    cyi = R[(R_CY + i) * wo + j]
+                    o = xa + I[(I_Y + i) * wo + j]
+                    if (m >> k) & (m >> (4 + i)) & 1:
+                        if do_input:
+                            gip[o] += g * cxk * cyi
+                        v = ip[o]
+                    else:
+                        v = 0
+                    if do_grid:
+                        gx = gx + v * g * R[(R_DCX + k) * wo + j] * cyi
+                        gy = gy + v * g * R[(R_DCY + i) * wo + j] * cxk
+            GX[j] = gx
+            GY[j] = gy
+
+
+cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t* s) noexcept nogil:
+    """Element strides (n, c, y, x) of a C-contiguous NCHW or NHWC image batch."""
+    if channels_last:
+        s[0] = H * W * C
+        s[1] = 1
+        s[2] = W * C
+        s[3] = C
+    else:
+        s[0] = C * H * W
+        s[1] = H * W
+        s[2] = W
+        s[3] = 1
+
+
+def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
+                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                    int padding, bint align_corners, int nthreads):
+    """out[n, c, h, w] (or [n, h, w, c]) = input sampled at grid[n, h, w]."""
+    cdef Py_ssize_t si[4]
+    cdef Py_ssize_t so[4]
+    cdef real ax[A_SLOTS]
+    cdef real ay[A_SLOTS]
+    cdef Py_ssize_t row, n, h, c
+    cdef real* R
+    cdef Py_ssize_t* I
+    cdef const real* ip = &inp[0]
+    cdef const real* gp = &grid[0]
+    cdef real* op = &out[0]
+    layout(channels_last, C, H, W, si)
+    layout(channels_last, C, Ho, Wo, so)
+    axis_params(ax, W, align_corners)
+    axis_params(ay, H, align_corners)
+    with nogil, parallel(num_threads=nthreads):
+        R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
+        for row in prange(N * Ho, schedule="static"):
+            n = row // Ho
+            h = row - n * Ho
+            plan_row(gp + row * Wo * 2, Wo, mode, padding, False, ax, ay, si[3], si[2], R, I)
+            for c in range(C):
+                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h * so[2],
+                          so[3], Wo, mode, si[3], si[2], R, I)
+        free(R)
+        free(I)
+
+
+cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
+                        Py_ssize_t W, const Py_ssize_t* si) noexcept nogil:
+    """Zero channels [c0, c1) of one image (gip points at the image)."""
+    cdef Py_ssize_t c, y, x
+    for y in range(H):
+        for x in range(W):
+            for c in range(c0, c1):
+                gip[c * si[1] + y * si[2] + x * si[3]] = 0
+
+
+cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
+                        real* ggp, Py_ssize_t n, Py_ssize_t h0, Py_ssize_t h1,
+                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t Wo,
+                        const Py_ssize_t* si, const Py_ssize_t* so, Py_ssize_t Ho,
+                        int mode, int padding, bint do_input, bint do_grid,
+                        const real* ax, const real* ay, real* R,
+                        Py_ssize_t* I) noexcept nogil:
+    """Rows [h0, h1) of image n, channels [c0, c1): every call adds in the same
+    order (rows, pixels, taps) per grad_input element and sums channels in
+    increasing order per grad_grid entry."""
+    cdef Py_ssize_t h, c, j
+    cdef real* GX = R + R_GX * Wo
+    cdef real* GY = R + R_GY * Wo
+    cdef real* gg
+    for h in range(h0, h1):
+        # nearest plans like the forward (no coordinate gradient exists)
+        plan_row(gp + (n * Ho + h) * Wo * 2, Wo, mode, padding, mode != NEAREST, ax, ay,
+                 si[3], si[2], R, I)
+        for j in range(Wo):
+            GX[j] = 0
+            GY[j] = 0
+        for c in range(c0, c1):
+            sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                      gop + n * so[0] + c * so[1] + h * so[2], so[3], Wo, mode,
+                      si[3], si[2], do_input, do_grid, R, I)
+        if do_grid:
+            gg = ggp + (n * Ho + h) * Wo * 2
+            for j in range(Wo):
+                if mode == NEAREST:
+                    gg[2 * j] = 0
+                    gg[2 * j + 1] = 0
+                else:
+                    gg[2 * j] = GX[j] * R[R_MX * Wo + j]
+                    gg[2 * j + 1] = GY[j] * R[R_MY * Wo + j]
+
+
+def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] grad_out,
+                    const real[::1] inp, const real[::1] grid,
+                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                    int padding, bint align_corners, bint do_input, bint do_grid,
+                    int nthreads):
+    """grad_input (zeroed here) and grad_grid of grid_sample; either may be skipped
+    (pass a 1-element dummy). With N >= nthreads one thread owns whole images;
+    otherwise grad_input is split over (image, channel block) and grad_grid over
+    (image, row): the same additions in the same order either way."""
+    cdef Py_ssize_t si[4]
+    cdef Py_ssize_t so[4]
+    cdef real ax[A_SLOTS]
+    cdef real ay[A_SLOTS]
+    cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
+    cdef real* R
+    cdef Py_ssize_t* I
+    cdef const real* ip = &inp[0]
+    cdef const real* gp = &grid[0]
+    cdef const real* gop = &grad_out[0]
+    cdef real* gip = &grad_input[0]
+    cdef real* ggp = &grad_grid[0]
+    layout(channels_last, C, H, W, si)
+    layout(channels_last, C, Ho, Wo, so)
+    axis_params(ax, W, align_corners)
+    axis_params(ay, H, align_corners)
+    if mode == NEAREST:
+        if do_grid:
+            for job in range(N * Ho * Wo * 2):
+                ggp[job] = 0
+        do_grid = False
+    if not do_input and not do_grid:
+        return
+    if N >= nthreads or nthreads == 1:
+        with nogil, parallel(num_threads=nthreads):
+            R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
+            I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
+            for n in prange(N, schedule="dynamic"):
+                if do_input:
+                    zero_channels(gip + n * si[0], 0, C, H, W, si)
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, 0, C, Wo, si, so, Ho,
+                              mode, padding, do_input, do_grid, ax, ay, R, I)
+            free(R)
+            free(I)
+        return
+    nblk = min(C, (nthreads + N - 1) // N)
+    with nogil, parallel(num_threads=nthreads):
+        R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
+        if do_input:
+            for job in prange(N * nblk, schedule="dynamic"):
+                n = job // nblk
+                blk = job - n * nblk
+                c0 = blk * C // nblk
+                c1 = (blk + 1) * C // nblk
+                zero_channels(gip + n * si[0], c0, c1, H, W, si)
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, si, so, Ho,
+                              mode, padding, True, False, ax, ay, R, I)
+        if do_grid:
+            for row in prange(N * Ho, schedule="static"):
+                n = row // Ho
+                backward_rows(ip, gip, gop, gp, ggp, n, row - n * Ho, row - n * Ho + 1,
+                              0, C, Wo, si, so, Ho, mode, padding, False, True,
+                              ax, ay, R, I)
+        free(R)
+        free(I)
