@@ -46,6 +46,9 @@ cdef enum:
     I_Y = 5        # y offsets: bilinear 5..6, bicubic 5..8, nearest 5
     I_SLOTS = 9
 
+cdef enum:
+    PLAN_PIXELS = 1024
+
 # Axis description: the six numbers _taps' coordinate helpers take, plus size.
 cdef enum:
     A_SCALE = 0
@@ -311,6 +314,19 @@ cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize
         s[3] = 1
 
 
+cdef inline Py_ssize_t block_rows(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Output rows planned together: consecutive rows are one long run of pixels
+    (the grid and every output layout store them contiguously), so a block of
+    ~1k pixels keeps the plan, the input slab and the output run in cache while
+    each channel is swept. Results do not depend on the block size."""
+    cdef Py_ssize_t rb = PLAN_PIXELS // Wo
+    if rb < 1:
+        rb = 1
+    if rb > Ho:
+        rb = Ho
+    return rb
+
+
 def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
                     Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                     Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
@@ -320,7 +336,9 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
     cdef Py_ssize_t so[4]
     cdef real ax[A_SLOTS]
     cdef real ay[A_SLOTS]
-    cdef Py_ssize_t row, n, h, c
+    cdef Py_ssize_t job, n, h0, c, length
+    cdef Py_ssize_t rb = block_rows(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
     cdef real* R
     cdef Py_ssize_t* I
     cdef const real* ip = &inp[0]
@@ -331,15 +349,17 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
     with nogil, parallel(num_threads=nthreads):
-        R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
-        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
-        for row in prange(N * Ho, schedule="static"):
-            n = row // Ho
-            h = row - n * Ho
-            plan_row(gp + row * Wo * 2, Wo, mode, padding, False, ax, ay, si[3], si[2], R, I)
+        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+        for job in prange(N * nb, schedule="static"):
+            n = job // nb
+            h0 = (job - n * nb) * rb
+            length = (min(h0 + rb, Ho) - h0) * Wo
+            plan_row(gp + (n * Ho + h0) * Wo * 2, length, mode, padding, False, ax, ay,
+                     si[3], si[2], R, I)
             for c in range(C):
-                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h * so[2],
-                          so[3], Wo, mode, si[3], si[2], R, I)
+                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h0 * so[2],
+                          so[3], length, mode, si[3], si[2], R, I)
         free(R)
         free(I)
 
@@ -356,38 +376,39 @@ cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
 
 cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
                         real* ggp, Py_ssize_t n, Py_ssize_t h0, Py_ssize_t h1,
-                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t Wo,
+                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t Wo, Py_ssize_t rb,
                         const Py_ssize_t* si, const Py_ssize_t* so, Py_ssize_t Ho,
                         int mode, int padding, bint do_input, bint do_grid,
                         const real* ax, const real* ay, real* R,
                         Py_ssize_t* I) noexcept nogil:
-    """Rows [h0, h1) of image n, channels [c0, c1): every call adds in the same
-    order (rows, pixels, taps) per grad_input element and sums channels in
-    increasing order per grad_grid entry."""
-    cdef Py_ssize_t h, c, j
-    cdef real* GX = R + R_GX * Wo
-    cdef real* GY = R + R_GY * Wo
+    """Rows [h0, h1) of image n, channels [c0, c1), in blocks of rb rows: every
+    call adds in the same order (rows, pixels, taps) per grad_input element and
+    sums channels in increasing order per grad_grid entry."""
+    cdef Py_ssize_t h, c, j, length
+    cdef real* GX
+    cdef real* GY
     cdef real* gg
-    for h in range(h0, h1):
+    h = h0
+    while h < h1:
+        length = (min(h + rb, h1) - h) * Wo
+        GX = R + R_GX * length
+        GY = R + R_GY * length
         # nearest plans like the forward (no coordinate gradient exists)
-        plan_row(gp + (n * Ho + h) * Wo * 2, Wo, mode, padding, mode != NEAREST, ax, ay,
+        plan_row(gp + (n * Ho + h) * Wo * 2, length, mode, padding, mode != NEAREST, ax, ay,
                  si[3], si[2], R, I)
-        for j in range(Wo):
+        for j in range(length):
             GX[j] = 0
             GY[j] = 0
         for c in range(c0, c1):
             sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                      gop + n * so[0] + c * so[1] + h * so[2], so[3], Wo, mode,
+                      gop + n * so[0] + c * so[1] + h * so[2], so[3], length, mode,
                       si[3], si[2], do_input, do_grid, R, I)
         if do_grid:
             gg = ggp + (n * Ho + h) * Wo * 2
-            for j in range(Wo):
-                if mode == NEAREST:
-                    gg[2 * j] = 0
-                    gg[2 * j + 1] = 0
-                else:
-                    gg[2 * j] = GX[j] * R[R_MX * Wo + j]
-                    gg[2 * j + 1] = GY[j] * R[R_MY * Wo + j]
+            for j in range(length):
+                gg[2 * j] = GX[j] * R[R_MX * length + j]
+                gg[2 * j + 1] = GY[j] * R[R_MY * length + j]
+        h += rb
 
 
 def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] grad_out,
@@ -405,6 +426,8 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
     cdef real ax[A_SLOTS]
     cdef real ay[A_SLOTS]
     cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
+    cdef Py_ssize_t rb = block_rows(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
     cdef real* R
     cdef Py_ssize_t* I
     cdef const real* ip = &inp[0]
@@ -425,20 +448,20 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
         return
     if N >= nthreads or nthreads == 1:
         with nogil, parallel(num_threads=nthreads):
-            R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
-            I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
+            R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+            I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
             for n in prange(N, schedule="dynamic"):
                 if do_input:
                     zero_channels(gip + n * si[0], 0, C, H, W, si)
-                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, 0, C, Wo, si, so, Ho,
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, 0, C, Wo, rb, si, so, Ho,
                               mode, padding, do_input, do_grid, ax, ay, R, I)
             free(R)
             free(I)
         return
     nblk = min(C, (nthreads + N - 1) // N)
     with nogil, parallel(num_threads=nthreads):
-        R = <real*>malloc(sizeof(real) * R_SLOTS * Wo)
-        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * Wo)
+        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
         if do_input:
             for job in prange(N * nblk, schedule="dynamic"):
                 n = job // nblk
@@ -446,13 +469,14 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
                 c0 = blk * C // nblk
                 c1 = (blk + 1) * C // nblk
                 zero_channels(gip + n * si[0], c0, c1, H, W, si)
-                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, si, so, Ho,
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, rb, si, so, Ho,
                               mode, padding, True, False, ax, ay, R, I)
         if do_grid:
-            for row in prange(N * Ho, schedule="static"):
-                n = row // Ho
-                backward_rows(ip, gip, gop, gp, ggp, n, row - n * Ho, row - n * Ho + 1,
-                              0, C, Wo, si, so, Ho, mode, padding, False, True,
+            for row in prange(N * nb, schedule="static"):
+                n = row // nb
+                c0 = (row - n * nb) * rb
+                backward_rows(ip, gip, gop, gp, ggp, n, c0, min(c0 + rb, Ho),
+                              0, C, Wo, rb, si, so, Ho, mode, padding, False, True,
                               ax, ay, R, I)
         free(R)
         free(I)
