@@ -14,7 +14,7 @@ from _types cimport real
 
 cdef inline real unnormalize(real g, real scale, real shift) noexcept nogil:
     """Grid value in [-1, 1] -> pixel coordinate (align_corners lives in scale/shift)."""
-    return (g + 1) * scale - shift
+    return (g + <real>1) * scale - shift
 
 
 cdef inline real clip_coordinate(real x, real max_val) noexcept nogil:

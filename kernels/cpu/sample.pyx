@@ -14,6 +14,7 @@ the same order whatever the thread count: results are bit-identical.
 """
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 from libc.math cimport nearbyint
 from _types cimport real
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
@@ -140,6 +141,7 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
     """Taps of the wo output pixels whose grid points are g[0..2*wo)."""
     cdef Py_ssize_t j
     cdef real x, y, mx = 0, my = 0, tx, ty
+    cdef real one = 1
     cdef int bx, by
     cdef Py_ssize_t* M = I + I_MASK * wo
     for j in range(wo):
@@ -176,9 +178,9 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
             | ((bx >> 1) & (by >> 1) & 1) << 3
         R[R_TX * wo + j] = tx
         R[R_TY * wo + j] = ty
-        R[(R_W0 + 0) * wo + j] = (1 - ty) * (1 - tx)
-        R[(R_W0 + 1) * wo + j] = (1 - ty) * tx
-        R[(R_W0 + 2) * wo + j] = ty * (1 - tx)
+        R[(R_W0 + 0) * wo + j] = (one - ty) * (one - tx)
+        R[(R_W0 + 1) * wo + j] = (one - ty) * tx
+        R[(R_W0 + 2) * wo + j] = ty * (one - tx)
         R[(R_W0 + 3) * wo + j] = ty * tx
 
 
@@ -239,7 +241,10 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
     this channel's share of d out / d grid into the row's accumulators (do_grid)."""
     cdef Py_ssize_t j, m, xa, xb, ya, yb, o
     cdef int i, k
-    cdef real g, v0, v1, v2, v3, tx, ty, v, cxk, cyi, gx, gy
+    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, v, cxk, cyi, gx, gy
+    cdef real one = 1
+    cdef real* gp
+    cdef const real* p
     cdef const Py_ssize_t* M = I + I_MASK * wo
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
@@ -248,27 +253,43 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
             g = gop[j * ostep]
             m = M[j]
             xa = I[I_X * wo + j]
-            xb = I[(I_X + 1) * wo + j]
             ya = I[I_Y * wo + j]
-            yb = I[(I_Y + 1) * wo + j]
-            if do_input:
-                if m & 1:
-                    gip[xa + ya] += R[R_W0 * wo + j] * g
-                if m & 2:
-                    gip[xb + ya] += R[(R_W0 + 1) * wo + j] * g
-                if m & 4:
-                    gip[xa + yb] += R[(R_W0 + 2) * wo + j] * g
-                if m & 8:
-                    gip[xb + yb] += R[(R_W0 + 3) * wo + j] * g
+            if m == 15:         # all four taps inside: no masks
+                o = xa + ya
+                if do_input:
+                    gp = gip + o
+                    gp[0] += R[R_W0 * wo + j] * g
+                    gp[sx] += R[(R_W0 + 1) * wo + j] * g
+                    gp[sy] += R[(R_W0 + 2) * wo + j] * g
+                    gp[sy + sx] += R[(R_W0 + 3) * wo + j] * g
+                if do_grid:
+                    p = ip + o
+                    v0 = p[0]
+                    v1 = p[sx]
+                    v2 = p[sy]
+                    v3 = p[sy + sx]
+            else:
+                xb = I[(I_X + 1) * wo + j]
+                yb = I[(I_Y + 1) * wo + j]
+                if do_input:
+                    if m & 1:
+                        gip[xa + ya] += R[R_W0 * wo + j] * g
+                    if m & 2:
+                        gip[xb + ya] += R[(R_W0 + 1) * wo + j] * g
+                    if m & 4:
+                        gip[xa + yb] += R[(R_W0 + 2) * wo + j] * g
+                    if m & 8:
+                        gip[xb + yb] += R[(R_W0 + 3) * wo + j] * g
+                if do_grid:
+                    v0 = tap_value(ip, xa + ya, m, 0)
+                    v1 = tap_value(ip, xb + ya, m, 1)
+                    v2 = tap_value(ip, xa + yb, m, 2)
+                    v3 = tap_value(ip, xb + yb, m, 3)
             if do_grid:
-                v0 = tap_value(ip, xa + ya, m, 0)
-                v1 = tap_value(ip, xb + ya, m, 1)
-                v2 = tap_value(ip, xa + yb, m, 2)
-                v3 = tap_value(ip, xb + yb, m, 3)
                 tx = R[R_TX * wo + j]
                 ty = R[R_TY * wo + j]
-                GX[j] = GX[j] + ((v1 - v0) * (1 - ty) + (v3 - v2) * ty) * g
-                GY[j] = GY[j] + ((v2 - v0) * (1 - tx) + (v3 - v1) * tx) * g
+                GX[j] = GX[j] + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
+                GY[j] = GY[j] + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
     elif mode == NEAREST:
         if do_input:
             for j in range(wo):
@@ -366,12 +387,14 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
 
 cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
                         Py_ssize_t W, const Py_ssize_t* si) noexcept nogil:
-    """Zero channels [c0, c1) of one image (gip points at the image)."""
-    cdef Py_ssize_t c, y, x
-    for y in range(H):
-        for x in range(W):
-            for c in range(c0, c1):
-                gip[c * si[1] + y * si[2] + x * si[3]] = 0
+    """Zero channels [c0, c1) of one image (gip points at the image), in memory order."""
+    cdef Py_ssize_t c, p
+    if si[3] == 1:      # NCHW: each channel is one contiguous plane
+        memset(gip + c0 * si[1], 0, sizeof(real) * (c1 - c0) * H * W)
+        return
+    for p in range(H * W):
+        for c in range(c0, c1):
+            gip[p * si[3] + c] = 0
 
 
 cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
