@@ -433,3 +433,46 @@ def test_cuda_affine_grid_and_errors(cuda, rng):
         fi.grid_sample(dx, dgrid, channels_last=True)
     with pytest.raises(fi.BackendMismatchError):
         fi.grid_sample(dx, np.zeros((1, 2, 2, 2)))
+
+
+# --------------------------------------------------------------------------- AffineAlign
+
+def blob_image(rng, h=48, w=56):
+    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+    img = np.zeros((h, w))
+    for _ in range(5):
+        c = rng.uniform(-0.6, 0.6, 2)
+        img += rng.uniform(0.5, 1) * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / rng.uniform(0.05, 0.2))
+    return img
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_affine_align_recovers_rotation_and_translation(fraction, rng, capsys):
+    from fastinterp.models import AffineAlign
+    img = blob_image(rng)
+    a = 0.1
+    true = np.array([[np.cos(a), -np.sin(a), 0.07], [np.sin(a), np.cos(a), -0.04]])
+    fixed = fi.grid_sample(img[None, None], fi.affine_grid(true[None], (1, 1) + img.shape),
+                           padding_mode="border")[0]
+    fit = AffineAlign(sample_fraction=fraction, seed=3, log_every=20).fit(img, fixed)
+    assert np.abs(fit.theta_ - true).max() < 1e-2
+    assert fit.loss_history_[-1] < 1e-3 * fit.loss_history_[0]
+    assert "AffineAlign step" in capsys.readouterr().out
+    np.testing.assert_allclose(fit.transform(img), fixed, atol=0.05 * np.abs(fixed).max())
+    again = AffineAlign(sample_fraction=fraction, seed=3, verbose=False).fit(img, fixed)
+    np.testing.assert_array_equal(again.theta_, fit.theta_)          # seeded: reproducible
+    assert capsys.readouterr().out == ""
+
+
+def test_affine_align_errors():
+    from fastinterp.models import AffineAlign
+    with pytest.raises(ValueError, match="sample_fraction"):
+        AffineAlign(sample_fraction=0)
+    with pytest.raises(ValueError, match="momentum"):
+        AffineAlign(momentum=1.0)
+    with pytest.raises(ValueError, match="moving must have shape"):
+        AffineAlign().fit(np.zeros((1, 2, 3, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="same channel count"):
+        AffineAlign().fit(np.zeros((2, 3, 4)), np.zeros((3, 3, 4)))
+    with pytest.raises(ValueError, match="theta0 must have shape"):
+        AffineAlign().fit(np.zeros((3, 4)), np.zeros((3, 4)), theta0=np.eye(3))
