@@ -32,6 +32,9 @@ class AffineAlign:
         Maximum number of steps.
     tol : float
         Stop when the step (max |delta theta|) falls below ``tol``.
+    max_step : float
+        Largest change of any entry of theta in one step (a trust region: a
+        step that raises the loss is undone and lr halved).
     mode, padding_mode, align_corners
         Passed to grid_sample / affine_grid (bilinear, border, False by default).
     sample_fraction : float in (0, 1]
@@ -67,7 +70,8 @@ class AffineAlign:
     True
     """
 
-    def __init__(self, lr=0.5, momentum=0.9, max_iter=500, tol=1e-7, mode="bilinear",
+    def __init__(self, lr=0.5, momentum=0.9, max_iter=500, tol=1e-7, max_step=0.02,
+                 mode="bilinear",
                  padding_mode="border", align_corners=False, sample_fraction=1.0, seed=0,
                  verbose=True, log_every=50):
         if not 0 < sample_fraction <= 1:
@@ -77,6 +81,7 @@ class AffineAlign:
         if not lr > 0:
             raise ValueError(f"AffineAlign: lr must be > 0; got {lr!r}.")
         self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, int(max_iter), tol
+        self.max_step = max_step
         self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
         self.sample_fraction, self.seed = sample_fraction, seed
         self.verbose, self.log_every = verbose, max(1, int(log_every))
@@ -141,18 +146,23 @@ class AffineAlign:
         H = f.shape[2]
         n_rows = max(1, int(round(self.sample_fraction * H)))
         velocity = np.zeros_like(theta)
-        lr, prev = self.lr, np.inf
+        lr, prev, prev_theta = self.lr, np.inf, theta.copy()
         self.loss_history_ = []
         for it in range(1, self.max_iter + 1):
             rows = None if n_rows == H else np.sort(rng.choice(H, n_rows, replace=False))
             loss, grad = self._loss_grad(theta.astype(m.dtype), m, f, rows)
             self.loss_history_.append(loss)
-            # overshoot: damp and shorten the step (sampled rows: allow their noise)
+            # overshoot (sampled rows: beyond their noise): undo the step, halve lr
             if loss > prev * (1.0 if rows is None else 1.5):
+                theta[:] = prev_theta
                 lr *= 0.5
                 velocity[:] = 0
-            prev = loss
+                continue
+            prev, prev_theta = loss, theta.copy()
             velocity = self.momentum * velocity - lr * grad
+            step = np.abs(velocity).max()
+            if step > self.max_step:                 # trust region on theta's entries
+                velocity *= self.max_step / step
             theta += velocity
             if self.verbose and (it % self.log_every == 0 or it == 1):
                 print(f"AffineAlign step {it:4d}: loss {loss:.3e}")
