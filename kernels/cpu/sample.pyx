@@ -320,6 +320,116 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
             GY[j] = gy
 
 
+
+# Channel blocks: the bilinear sweeps handle CB channels per pass over the
+# plan, so each pixel's offsets and weights are loaded once for CB channels.
+cdef enum:
+    CB = 4
+
+
+cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                                   Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                   Py_ssize_t sy, const real* R,
+                                   const Py_ssize_t* I) noexcept nogil:
+    """CB channels (planes ip + q * cs -> op + q * ocs) of one run of output pixels;
+    the same arithmetic as sweep_fwd's bilinear branch."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, q
+    cdef real w0, w1, w2, w3
+    cdef const real* p
+    cdef real* o
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        o = op + j * ostep
+        if m == 15:
+            p = ip + xa + ya
+            for q in range(CB):
+                o[q * ocs] = (p[0] * w0 + p[sx] * w1) + p[sy] * w2 + p[sy + sx] * w3
+                p = p + cs
+        else:
+            xb = I[(I_X + 1) * wo + j]
+            yb = I[(I_Y + 1) * wo + j]
+            for q in range(CB):
+                p = ip + q * cs
+                o[q * ocs] = (tap_value(p, xa + ya, m, 0) * w0 + tap_value(p, xb + ya, m, 1) * w1) \
+                    + tap_value(p, xa + yb, m, 2) * w2 + tap_value(p, xb + yb, m, 3) * w3
+
+
+cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                   Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
+                                   Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
+                                   real* R, const Py_ssize_t* I) noexcept nogil:
+    """CB channels of sweep_bwd's bilinear branch: for every grad_input element the
+    additions come in the same order, and the grid sums run over channels in
+    increasing order, exactly as CB single-channel sweeps would do them."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, o, q
+    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, w0, w1, w2, w3, gx, gy
+    cdef real one = 1
+    cdef real* gp
+    cdef const real* p
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef real* GX = R + R_GX * wo
+    cdef real* GY = R + R_GY * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        xb = I[(I_X + 1) * wo + j]
+        yb = I[(I_Y + 1) * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        tx = R[R_TX * wo + j]
+        ty = R[R_TY * wo + j]
+        gx = GX[j]
+        gy = GY[j]
+        o = xa + ya
+        for q in range(CB):
+            g = gop[q * ocs + j * ostep]
+            if m == 15:
+                if do_input:
+                    gp = gip + q * cs + o
+                    gp[0] += w0 * g
+                    gp[sx] += w1 * g
+                    gp[sy] += w2 * g
+                    gp[sy + sx] += w3 * g
+                if do_grid:
+                    p = ip + q * cs + o
+                    v0 = p[0]
+                    v1 = p[sx]
+                    v2 = p[sy]
+                    v3 = p[sy + sx]
+            else:
+                if do_input:
+                    gp = gip + q * cs
+                    if m & 1:
+                        gp[xa + ya] += w0 * g
+                    if m & 2:
+                        gp[xb + ya] += w1 * g
+                    if m & 4:
+                        gp[xa + yb] += w2 * g
+                    if m & 8:
+                        gp[xb + yb] += w3 * g
+                if do_grid:
+                    p = ip + q * cs
+                    v0 = tap_value(p, xa + ya, m, 0)
+                    v1 = tap_value(p, xb + ya, m, 1)
+                    v2 = tap_value(p, xa + yb, m, 2)
+                    v3 = tap_value(p, xb + yb, m, 3)
+            if do_grid:
+                gx = gx + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
+                gy = gy + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+        GX[j] = gx
+        GY[j] = gy
+
+
 cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t* s) noexcept nogil:
     """Element strides (n, c, y, x) of a C-contiguous NCHW or NHWC image batch."""
@@ -378,9 +488,17 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
             length = (min(h0 + rb, Ho) - h0) * Wo
             plan_row(gp + (n * Ho + h0) * Wo * 2, length, mode, padding, False, ax, ay,
                      si[3], si[2], R, I)
-            for c in range(C):
+            c = 0
+            if mode == BILINEAR:
+                while c + CB <= C:
+                    sweep_fwd_bilinear_block(ip + n * si[0] + c * si[1], si[1],
+                                             op + n * so[0] + c * so[1] + h0 * so[2], so[1],
+                                             so[3], length, si[3], si[2], R, I)
+                    c = c + CB
+            while c < C:
                 sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h0 * so[2],
                           so[3], length, mode, si[3], si[2], R, I)
+                c = c + 1
         free(R)
         free(I)
 
@@ -395,6 +513,27 @@ cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
     for p in range(H * W):
         for c in range(c0, c1):
             gip[p * si[3] + c] = 0
+
+
+cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t n,
+                         Py_ssize_t h, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t length,
+                         const Py_ssize_t* si, const Py_ssize_t* so, int mode,
+                         bint do_input, bint do_grid, real* R,
+                         const Py_ssize_t* I) noexcept nogil:
+    """Backward sweeps of channels [c0, c1) over one planned run of pixels starting
+    at output row h (bilinear in blocks of CB channels, then one by one)."""
+    cdef Py_ssize_t c = c0
+    if mode == BILINEAR:
+        while c + CB <= c1:
+            sweep_bwd_bilinear_block(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                                     si[1], gop + n * so[0] + c * so[1] + h * so[2], so[1],
+                                     so[3], length, si[3], si[2], do_input, do_grid, R, I)
+            c = c + CB
+    while c < c1:
+        sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                  gop + n * so[0] + c * so[1] + h * so[2], so[3], length, mode,
+                  si[3], si[2], do_input, do_grid, R, I)
+        c = c + 1
 
 
 cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
@@ -422,10 +561,12 @@ cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* 
         for j in range(length):
             GX[j] = 0
             GY[j] = 0
-        for c in range(c0, c1):
-            sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                      gop + n * so[0] + c * so[1] + h * so[2], so[3], length, mode,
-                      si[3], si[2], do_input, do_grid, R, I)
+        # grid sums first, then the scatter: two light sweeps beat one fused sweep
+        # whose stores into grad_input (same offsets as the input reads) stall loads
+        if do_grid:
+            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, False, True, R, I)
+        if do_input:
+            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, True, False, R, I)
         if do_grid:
             gg = ggp + (n * Ho + h) * Wo * 2
             for j in range(length):
