@@ -360,7 +360,8 @@ def test_channels_last_matches_nchw(mode, rng):
     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     gol = np.ascontiguousarray(go.transpose(0, 2, 3, 1))
     out = fi.grid_sample(xl, grid, mode, "border", channels_last=True)
-    np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), fi.grid_sample(x, grid, mode, "border"))
+    # the NHWC forward is vectorised over channels: equal up to rounding
+    assert_close(out.transpose(0, 3, 1, 2), fi.grid_sample(x, grid, mode, "border"))
     gi_l, gg_l = fi.grid_sample_backward(gol, xl, grid, mode, "border", channels_last=True)
     gi, gg = fi.grid_sample_backward(go, x, grid, mode, "border")
     np.testing.assert_array_equal(gi_l.transpose(0, 3, 1, 2), gi)

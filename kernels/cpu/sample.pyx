@@ -430,6 +430,43 @@ cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, con
         GY[j] = gy
 
 
+cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssize_t wo,
+                                  Py_ssize_t sx, Py_ssize_t sy, const real* R,
+                                  const Py_ssize_t* I) noexcept nogil:
+    """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
+    image, op the run's first output pixel. Same arithmetic as sweep_fwd."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, c
+    cdef real w0, w1, w2, w3
+    cdef const real* p0
+    cdef const real* p1
+    cdef const real* p2
+    cdef const real* p3
+    cdef real* o
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        o = op + j * C
+        if m == 15:
+            p0 = ip + xa + ya
+            p1 = p0 + sx
+            p2 = p0 + sy
+            p3 = p2 + sx
+            for c in range(C):
+                o[c] = (p0[c] * w0 + p1[c] * w1) + p2[c] * w2 + p3[c] * w3
+        else:
+            xb = I[(I_X + 1) * wo + j]
+            yb = I[(I_Y + 1) * wo + j]
+            for c in range(C):
+                o[c] = (tap_value(ip + c, xa + ya, m, 0) * w0 + tap_value(ip + c, xb + ya, m, 1) * w1) \
+                    + tap_value(ip + c, xa + yb, m, 2) * w2 + tap_value(ip + c, xb + yb, m, 3) * w3
+
+
 cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t* s) noexcept nogil:
     """Element strides (n, c, y, x) of a C-contiguous NCHW or NHWC image batch."""
@@ -489,6 +526,10 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
             plan_row(gp + (n * Ho + h0) * Wo * 2, length, mode, padding, False, ax, ay,
                      si[3], si[2], R, I)
             c = 0
+            if mode == BILINEAR and channels_last:
+                sweep_fwd_bilinear_nhwc(ip + n * si[0], op + n * so[0] + h0 * so[2], C, length,
+                                        si[3], si[2], R, I)
+                c = C
             if mode == BILINEAR:
                 while c + CB <= C:
                     sweep_fwd_bilinear_block(ip + n * si[0] + c * si[1], si[1],
