@@ -519,7 +519,7 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
     with nogil, parallel(num_threads=nthreads):
         R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
         I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
-        for job in prange(N * nb, schedule="static"):
+        for job in prange(N * nb, schedule="dynamic"):
             n = job // nb
             h0 = (job - n * nb) * rb
             length = (min(h0 + rb, Ho) - h0) * Wo
@@ -677,7 +677,7 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
                 backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, rb, si, so, Ho,
                               mode, padding, True, False, ax, ay, R, I)
         if do_grid:
-            for row in prange(N * nb, schedule="static"):
+            for row in prange(N * nb, schedule="dynamic"):
                 n = row // nb
                 c0 = (row - n * nb) * rb
                 backward_rows(ip, gip, gop, gp, ggp, n, c0, min(c0 + rb, Ho),
