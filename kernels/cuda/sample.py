@@ -315,18 +315,18 @@ def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
 def _fixed_to_float(out, fixed, inv_scale):
     """One thread converts one fixed-point accumulator to floating point."""
     i = cuda.grid(1)
-    if i >= out.size:
+    if i >= out.shape[0]:
         return
-    out.ravel()[i] = fixed.ravel()[i] * inv_scale
+    out[i] = fixed[i] * inv_scale
 
 
 @cuda.jit
 def _max_abs(x, result):
     """One thread folds one element into result[0] = max |x| (NaN wins: order-free)."""
     i = cuda.grid(1)
-    if i >= x.size:
+    if i >= x.shape[0]:
         return
-    v = abs(x.ravel()[i])
+    v = abs(x[i])
     if v != v:
         v = math.inf
     cuda.atomic.max(result, 0, v)
@@ -336,9 +336,9 @@ def _max_abs(x, result):
 def _fill(x, value):
     """One thread writes one element."""
     i = cuda.grid(1)
-    if i >= x.size:
+    if i >= x.shape[0]:
         return
-    x.ravel()[i] = value
+    x[i] = value
 
 
 @cuda.jit
@@ -384,10 +384,15 @@ def _axis(size, align_corners, dtype):
     return cuda.to_device(np.array(vals, dtype=dtype))
 
 
+def _flat(arr):
+    """A 1-D view of a C-contiguous device array."""
+    return arr.reshape(arr.size)
+
+
 def fill_zero(arr, stream=0):
     """Zero a device array."""
     if arr.size:
-        _fill[blocks_1d(arr.size), THREADS_1D, stream](arr, 0)
+        _fill[blocks_1d(arr.size), THREADS_1D, stream](_flat(arr), 0)
 
 
 def grid_sample(out, inp, grid, mode, padding, align_corners, stream=0):
@@ -416,7 +421,7 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
         fill_zero(gin, stream)
     if det:
         m = cuda.to_device(np.zeros(1, dt))
-        _max_abs[blocks_1d(gout.size), THREADS_1D, stream](gout, m)
+        _max_abs[blocks_1d(gout.size), THREADS_1D, stream](_flat(gout), m)
         bound = float(m.copy_to_host(stream=stream)[0]) * Ho * Wo * (2.0 if mode == BICUBIC else 1.0)
         if not math.isfinite(bound):
             raise ValueError("grid_sample_backward: grad_output must be finite with "
@@ -424,7 +429,7 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
         k = 62 - math.frexp(bound)[1] if bound > 0 else 62
         scale = math.ldexp(1.0, k)
         fixed = cuda.device_array(inp.shape, np.int64, stream=stream)
-        _fill[blocks_1d(fixed.size), THREADS_1D, stream](fixed, 0)
+        fill_zero(fixed, stream)
     gin_k = gin if do_input else cuda.device_array((1, 1, 1, 1), dt)
     gg_k = ggrid if do_grid else cuda.device_array((1, 1, 1, 2), dt)
     _grid_sample_bwd[blocks_1d(N * Ho * Wo), THREADS_1D, stream](
@@ -436,7 +441,8 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
                              "contributions to grad_input; the grid has NaN/inf points that "
                              "bicubic border/reflection padding sends to the image. Use "
                              "deterministic=False or clean the grid.")
-        _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](gin, fixed, 1.0 / scale)
+        _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](_flat(gin), _flat(fixed),
+                                                                   1.0 / scale)
 
 
 def _base(n, align_corners, dtype):
