@@ -1,4 +1,6 @@
-"""NCA fit on scikit-learn's digits (16 components): fastinterp vs scikit-learn (2 threads).
+"""NCA fit on scikit-learn's digits (16 components): fastinterp vs scikit-learn.
+
+Threads are pinned to 2 for every library by bench/conftest.py.
 
 Each benchmark also records the 5-NN test accuracy of the learnt embedding
 (70/30 stratified split, seed 0) in ``extra_info["5nn_accuracy"]``: the
@@ -8,10 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-import fastinterp as fi
 from fastinterp.models import NCA
 
-THREADS = 2
 GROUP = "nca_fit: digits (1257 x 64), 16 components"
 
 
@@ -21,16 +21,6 @@ def digits():
     from sklearn.model_selection import train_test_split
     X, y = datasets.load_digits(return_X_y=True)
     return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    from threadpoolctl import threadpool_limits
-    before = fi.get_num_threads()
-    fi.set_num_threads(THREADS)
-    with threadpool_limits(THREADS):
-        yield
-    fi.set_num_threads(before)
 
 
 def _accuracy(model, split):
