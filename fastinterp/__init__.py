@@ -11,10 +11,12 @@ from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
 from .blend import lerp
+from . import ops, plugins
+from .plugins import get_include
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-    "lerp", "set_num_threads",
+    "BackendMismatchError", "backend_of", "get_include", "get_num_threads", "last_kernel",
+    "lerp", "ops", "plugins", "set_num_threads",
 ]
