@@ -99,7 +99,7 @@ class _Operand:
 
     def layout(self) -> str:
         parts = (["..."] if self.batch else []) + [str(d) for d in self.dims]
-        return "(" + ", ".join(parts) + ("," if parts in ([d] for d in self.dims) else "") + ")"
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 and not self.batch else "") + ")"
 
 
 @dataclass(frozen=True)
@@ -335,9 +335,11 @@ def _builtin_ops() -> set:
 
 
 def _prepare(name: str, raw_kernels, owner, where: str):
-    """Validate kernel entries; return ``(registrations, new_specs)`` or raise PluginError."""
+    """Validate kernel entries; return ``(registrations, new_specs, skipped)`` or raise
+    PluginError. ``skipped`` holds a warning per entry for a device this build does
+    not drive, to be issued once the plugin is registered."""
     builtin = _builtin_ops()
-    regs, specs, seen = [], {}, set()
+    regs, specs, seen, skipped = [], {}, set(), []
     for i, k in enumerate(raw_kernels):
         what = f"kernel {i} ({k.get('op')!r})"
         op = k.get("op")
@@ -347,9 +349,8 @@ def _prepare(name: str, raw_kernels, owner, where: str):
             continue  # NULL: not supported (policy rule 6)
         if k["device_type"] != DEVICE_CPU:
             dev = _DEVICE_NAMES.get(k["device_type"], f"device type {k['device_type']}")
-            warnings.warn(f"{where}: {what} for {dev} skipped: this fastinterp runs plugin "
-                          f"kernels on the CPU (device type {DEVICE_CPU}) only.", PluginWarning,
-                          stacklevel=3)
+            skipped.append(f"{where}: {what} for {dev} skipped: this fastinterp runs plugin "
+                           f"kernels on the CPU (device type {DEVICE_CPU}) only.")
             continue
         dtype = _DTYPES.get(tuple(k["dtype"]))
         if dtype is None:
@@ -371,7 +372,7 @@ def _prepare(name: str, raw_kernels, owner, where: str):
             sig = Signature.parse(k["signature"], f"{where}: {what}") if k.get("signature") else None
             params = parse_params(k.get("params"), f"{where}: {what}")
         except ValueError as exc:
-            raise PluginError(f"{exc} Nothing was registered.") from None
+            raise PluginError(f"{str(exc).rstrip('.')}; nothing was registered.") from None
         if sig is not None:
             clash = {o.name for o in sig.inputs + sig.outputs} & {p.name for p in params}
             if clash:
@@ -383,10 +384,12 @@ def _prepare(name: str, raw_kernels, owner, where: str):
                          f"(by {other.source!r}); this kernel declares {spec.describe()!r}")
         specs.setdefault(op, spec)
         regs.append((op, dtype, OpKernel(name, op, dtype, k["fn"], owner, serial)))
-    return regs, specs
+    return regs, specs, skipped
 
 
-def _commit(info: PluginInfo, regs, specs) -> PluginInfo:
+def _commit(info: PluginInfo, regs, specs, skipped) -> PluginInfo:
+    for message in skipped:
+        warnings.warn(message, PluginWarning, stacklevel=3)
     for op, dtype, kernel in regs:
         registry.register(op, "cpu", dtype, kernel, source=info.name)
     for op, spec in specs.items():
@@ -472,11 +475,11 @@ def load(path) -> PluginInfo:
         if name in _plugins:
             _fail(where, f"a plugin named {name!r} is already loaded (from "
                          f"{_plugins[name].path}); unload it first")
-        regs, specs = _prepare(name, contents["kernels"], lib, where)
+        regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
         info = PluginInfo(name, contents["version"] or "", lib.path,
                           (abi_info["major"], abi_info["minor"]),
                           tuple((op, "cpu", dt) for op, dt, _ in regs), tuple(specs), "library")
-        return _commit(info, regs, specs)
+        return _commit(info, regs, specs, skipped)
 
 
 def register_cfunc(op: str, dtype, cfunc, *, signature: str | None = None,
@@ -549,13 +552,13 @@ def register_cfunc(op: str, dtype, cfunc, *, signature: str | None = None,
             _fail(where, f"a plugin library named {name!r} is already loaded")
         if old is not None and (op, "cpu", dtype_name) in old.kernels:
             _fail(where, f"plugin {name!r} already has a kernel for ({op}, cpu, {dtype_name})")
-        regs, specs = _prepare(name, [raw], cfunc, where)
+        regs, specs, skipped = _prepare(name, [raw], cfunc, where)
         specs = {o: s for o, s in specs.items() if old is None or o not in old.ops}
         host = _abi()
         info = PluginInfo(name, "numba", None, (host.ABI_MAJOR, host.ABI_MINOR),
                           (old.kernels if old else ()) + ((op, "cpu", dtype_name),),
                           (old.ops if old else ()) + tuple(specs), "cfunc")
-        return _commit(info, regs, specs)
+        return _commit(info, regs, specs, skipped)
 
 
 def unload(name: str) -> None:
@@ -688,11 +691,11 @@ def call_op(op: str, args: tuple, kwargs: dict):
                         f"parameters: {allowed}.")
     p = begin(op, **named)
     for n in names:
-        if not hasattr(p.arrays[n], "shape"):
+        if not hasattr(p.arrays[n], "shape") or isinstance(p.arrays[n], np.generic):
             raise TypeError(f"{op}: {n} must be an array; got {type(named[n]).__name__}.")
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
     kernel = registry.lookup(op, p.backend, dtype)
-    arrays = [as_c_contiguous(p.arrays[n]) for n in names]
+    arrays = [a if a.ndim == 0 else as_c_contiguous(a) for a in (p.arrays[n] for n in names)]
     n_out = len(sig.outputs) if sig else None
     shapes = sig.output_shapes(op, arrays) if sig else None
     if out is None:
@@ -712,7 +715,8 @@ def call_op(op: str, args: tuple, kwargs: dict):
                 operand = sig.outputs[i]
                 check_shape(op, operand.name, o_k, shapes[i], operand.layout())
             check_out(op, o_k, o_k.shape, dtype, inputs)
-    kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)
+    if any(k.size for _, k in pairs):      # kernels never see only empty outputs
+        kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)
     results = tuple(p.wrap(c) for c, _ in pairs)
     return results[0] if len(results) == 1 else results
 

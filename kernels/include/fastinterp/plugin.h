@@ -260,11 +260,12 @@ static inline int64_t fi_stride(const fi_tensor_t* t, int32_t d) {
   return s;
 }
 
-/* True if `t` is compact row-major (axes of size 1 may have any stride). */
+/* True if `t` is compact row-major (axes of size 1 may have any stride, and
+ * so may every axis of a tensor without elements). */
 static inline int fi_is_contiguous(const fi_tensor_t* t) {
   int64_t expected = 1;
   int32_t d;
-  if (t->strides == NULL) return 1;
+  if (t->strides == NULL || fi_numel(t) == 0) return 1;
   for (d = t->ndim - 1; d >= 0; --d) {
     if (t->shape[d] != 1 && t->strides[d] != expected) return 0;
     expected *= t->shape[d];
