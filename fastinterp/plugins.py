@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import functools
 import os
 import re
 import threading
@@ -97,6 +98,7 @@ class _Operand:
     batch: bool                      # leading "..."
     dims: tuple                      # names (str) and fixed sizes (int)
 
+    @functools.cached_property
     def layout(self) -> str:
         parts = (["..."] if self.batch else []) + [str(d) for d in self.dims]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 and not self.batch else "") + ")"
@@ -135,12 +137,12 @@ class Signature:
             shape = tuple(arr.shape)
             if operand.batch and batch is None:
                 if len(shape) < len(operand.dims):
-                    raise ValueError(f"{op}: {operand.name} must have shape {operand.layout()}; "
+                    raise ValueError(f"{op}: {operand.name} must have shape {operand.layout}; "
                                      f"got {shape_str(shape)}.")
                 batch = shape[:len(shape) - len(operand.dims)]
             want = (builtins.list(batch) if operand.batch else []) + [
                 d if isinstance(d, int) else sizes.get(d) for d in operand.dims]
-            check_shape(op, operand.name, arr, want, operand.layout())
+            check_shape(op, operand.name, arr, want, operand.layout)
             for d, s in zip(operand.dims, shape[len(shape) - len(operand.dims):]):
                 if isinstance(d, str):
                     sizes.setdefault(d, s)
@@ -713,7 +715,7 @@ def call_op(op: str, args: tuple, kwargs: dict):
         for i, (_, o_k) in enumerate(pairs):
             if shapes is not None and shapes[i] is not None:
                 operand = sig.outputs[i]
-                check_shape(op, operand.name, o_k, shapes[i], operand.layout())
+                check_shape(op, operand.name, o_k, shapes[i], operand.layout)
             check_out(op, o_k, o_k.shape, dtype, inputs)
     if any(k.size for _, k in pairs):      # kernels never see only empty outputs
         kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)

@@ -7,6 +7,7 @@ Plugins are compiled at test time with the system C compiler (``$CC``, else
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import shutil
 import subprocess
@@ -631,6 +632,11 @@ def test_load_call_unload_cycles_keep_rss_flat(example_so):
     grown = _rss_bytes() - before
     assert grown < 2 * 2**20, f"RSS grew by {grown / 2**20:.2f} MiB over 10,000 cycles"
     assert fi.plugins.list() == []
+    # Once nothing refers to its kernels, the library is unmapped (dlclose).
+    fi.lerp(x, x, 0.5)                          # last_kernel() no longer holds it
+    gc.collect()
+    with open("/proc/self/maps") as f:
+        assert str(example_so) not in f.read()
 
 
 # --------------------------------------------------------------------------- discovery
