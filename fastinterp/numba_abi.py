@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import carray, njit, types
-from numba.core import cgutils  # noqa: F401  (imported for intrinsic lowering helpers)
 from numba.extending import intrinsic
 
 from ._cpu import abi as _abi
