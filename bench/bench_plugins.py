@@ -17,6 +17,7 @@ Groups:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -43,14 +44,6 @@ def example_so(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def loaded(example_so):
-    fi.set_num_threads(2)
-    info = fi.plugins.load(example_so)
-    yield info
-    fi.plugins.unload(info.name)
-
-
 def _operands():
     rng = np.random.default_rng(0)
     a = rng.standard_normal(N).astype(np.float32)
@@ -59,15 +52,25 @@ def _operands():
     return np.empty(N, np.float32), a, b, t
 
 
-@pytest.mark.parametrize("library", ["fastinterp", "builtin"])
-def test_lerp_kernel_call(benchmark, example_so, library):
-    out, a, b, t = _operands()
+@contextlib.contextmanager
+def plugin_if(library, example_so):
+    """The example plugin loaded for library "fastinterp", nothing for "builtin"."""
     fi.set_num_threads(2)
     if library == "fastinterp":
         fi.plugins.load(example_so)
-    kernel = registry.lookup("lerp", "cpu", "float32")
-    if library == "fastinterp":
-        fi.plugins.unload("example")   # the kernel object keeps the library mapped
+    try:
+        yield
+    finally:
+        if library == "fastinterp":
+            fi.plugins.unload("example")
+
+
+@pytest.mark.parametrize("library", ["fastinterp", "builtin"])
+def test_lerp_kernel_call(benchmark, example_so, library):
+    out, a, b, t = _operands()
+    with plugin_if(library, example_so):
+        kernel = registry.lookup("lerp", "cpu", "float32")
+    # (an unloaded plugin's kernel object keeps its library mapped)
     benchmark.group = f"plugin overhead: lerp kernel, {N} elements"
     benchmark.extra_info["library"] = library
     benchmark(kernel, out, a, b, t)
@@ -77,27 +80,22 @@ def test_lerp_kernel_call(benchmark, example_so, library):
 @pytest.mark.parametrize("library", ["fastinterp", "builtin"])
 def test_lerp_front(benchmark, example_so, library):
     _, a, b, _ = _operands()
-    fi.set_num_threads(2)
-    if library == "fastinterp":
-        fi.plugins.load(example_so)
-    try:
+    with plugin_if(library, example_so):
         benchmark.group = f"plugin overhead: fi.lerp, {N} elements"
         benchmark.extra_info["library"] = library
         got = benchmark(fi.lerp, a, b, 0.3)
         assert fi.last_kernel().source == ("example" if library == "fastinterp" else "builtin")
-    finally:
-        if library == "fastinterp":
-            fi.plugins.unload("example")
     np.testing.assert_allclose(got, a + 0.3 * (b - a), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("library", ["fastinterp", "numpy"])
-def test_new_op(benchmark, loaded, library):
+def test_new_op(benchmark, example_so, library):
     _, a, b, _ = _operands()
-    benchmark.group = f"plugin overhead: new op, {N} elements"
-    benchmark.extra_info["library"] = library
-    if library == "fastinterp":
-        got = benchmark(lambda: fi.ops.scale_add(a, b, alpha=2.0))
-    else:
-        got = benchmark(lambda: 2.0 * a + b)
+    with plugin_if("fastinterp", example_so):
+        benchmark.group = f"plugin overhead: new op, {N} elements"
+        benchmark.extra_info["library"] = library
+        if library == "fastinterp":
+            got = benchmark(lambda: fi.ops.scale_add(a, b, alpha=2.0))
+        else:
+            got = benchmark(lambda: 2.0 * a + b)
     np.testing.assert_allclose(got, 2.0 * a + b, rtol=1e-6)

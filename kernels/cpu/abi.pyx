@@ -388,22 +388,29 @@ cdef void _lerp_tensors(const fi_tensor_t* inputs, const fi_tensor_t* out, real*
         lerp_run(pa + oa, pb + ob, pt + ot, po + row * inner + c0, n, la, lb, lt)
 
 
+cdef int _lerp(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+               int32_t n_out, const fi_params_t* params, char* err, size_t errsz,
+               uint8_t bits) noexcept nogil:
+    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, bits, err, errsz)
+    if status != FI_OK:
+        return status
+    if bits == 32:
+        _lerp_tensors(inputs, &outputs[0], <float*>fi_data(&outputs[0]), _nthreads(params))
+    else:
+        _lerp_tensors(inputs, &outputs[0], <double*>fi_data(&outputs[0]), _nthreads(params))
+    return FI_OK
+
+
 cdef int lerp_f32(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
                   int32_t n_out, const fi_params_t* params, char* err,
                   size_t errsz) noexcept nogil:
-    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, 32, err, errsz)
-    if status == FI_OK:
-        _lerp_tensors(inputs, &outputs[0], <float*>fi_data(&outputs[0]), _nthreads(params))
-    return status
+    return _lerp(inputs, n_in, outputs, n_out, params, err, errsz, 32)
 
 
 cdef int lerp_f64(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
                   int32_t n_out, const fi_params_t* params, char* err,
                   size_t errsz) noexcept nogil:
-    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, 64, err, errsz)
-    if status == FI_OK:
-        _lerp_tensors(inputs, &outputs[0], <double*>fi_data(&outputs[0]), _nthreads(params))
-    return status
+    return _lerp(inputs, n_in, outputs, n_out, params, err, errsz, 64)
 
 
 cdef enum:
