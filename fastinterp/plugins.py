@@ -285,8 +285,30 @@ class LerpKernel(PluginKernel):
         self._run((a, b, t), (out,), (), (), threads_for(out.size), out)
 
 
+#: grid_sample's mode and padding codes in the ABI (FI_GRID_*, FI_PAD_* in plugin.h).
+GRID_MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+GRID_PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+
+
+class GridSampleKernel(PluginKernel):
+    """Adapter to the built-in grid_sample convention,
+    ``kernel(out, x, grid, dims, mode, padding, align_corners, channels_last)``.
+
+    The C kernel gets inputs ``x, grid`` and output ``out`` (compact) and
+    ``params->ints = {mode, padding, align_corners, channels_last}``.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, out, x, grid, dims, mode, padding, align_corners, channels_last):
+        n, c, _, _, ho, wo = dims
+        self._run((x, grid), (out,), (), (GRID_MODES[mode], GRID_PADDINGS[padding],
+                                          int(align_corners), int(channels_last)),
+                  threads_for(n * c * ho * wo, 16384))
+
+
 #: Built-in ops whose kernels a plugin may replace, and the adapter for each.
-CONVENTIONS: dict[str, type] = {"lerp": LerpKernel}
+CONVENTIONS: dict[str, type] = {"lerp": LerpKernel, "grid_sample": GridSampleKernel}
 
 
 # --------------------------------------------------------------------------- state
@@ -742,7 +764,7 @@ def builtin_kernels() -> builtins.list:
     Examples
     --------
     >>> import fastinterp as fi
-    >>> [(k["op"], k["dtype"]) for k in fi.plugins.builtin_kernels()]
+    >>> [(k["op"], k["dtype"]) for k in fi.plugins.builtin_kernels() if k["op"] == "lerp"]
     [('lerp', 'float32'), ('lerp', 'float64')]
     """
     contents = _abi().plugin_contents(_abi().builtin_address())

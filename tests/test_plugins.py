@@ -560,6 +560,87 @@ def test_builtin_lerp_called_from_c(c_caller, source, nthreads, rng):
     assert err.value.decode() == "lerp: expects 3 inputs (a, b, t) and 1 output; got 1 and 1"
 
 
+def _grid_sample_exported():
+    keys = {(k["op"], k["dtype"]) for k in fi.plugins.builtin_kernels()}
+    if ("grid_sample", "float32") not in keys:
+        pytest.skip("grid_sample is not built into this fastinterp")
+
+
+def test_grid_sample_codes_match_the_front():
+    _grid_sample_exported()
+    from fastinterp import sample
+    assert fi.plugins.GRID_MODES == sample._MODE_CODE
+    assert fi.plugins.GRID_PADDINGS == sample._PAD_CODE
+    header = (Path(fi.get_include()) / "fastinterp" / "plugin.h").read_text()
+    for name, code in fi.plugins.GRID_MODES.items():
+        assert f"#define FI_GRID_{name.upper()} {code}" in header
+    for name, code in fi.plugins.GRID_PADDINGS.items():
+        assert f"#define FI_PAD_{name.upper()} {code}" in header
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("align", [False, True])
+def test_builtin_grid_sample_called_from_c(c_caller, rng, align, channels_last):
+    _grid_sample_exported()
+    table = _table_from_capsule()
+    i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    c_caller.run_grid_sample.argtypes = [ctypes.c_void_p, f32p, f32p, f32p, i64p, i64p, i64p,
+                                         i64p, ctypes.c_int32, ctypes.c_int, ctypes.c_char_p,
+                                         ctypes.c_size_t]
+    err = ctypes.create_string_buffer(256)
+    N, C, H, W, Ho, Wo = 2, 3, 7, 9, 5, 11
+    x = rand(rng, (N, H, W, C) if channels_last else (N, C, H, W), np.float32)
+    grid = rng.uniform(-1.2, 1.2, (N, Ho, Wo, 2)).astype(np.float32)
+    for mode in fi.plugins.GRID_MODES:
+        for padding in fi.plugins.GRID_PADDINGS:
+            ref = fi.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align,
+                                 channels_last=channels_last)
+            out = np.full(ref.shape, np.nan, np.float32)
+            ints = np.array([fi.plugins.GRID_MODES[mode], fi.plugins.GRID_PADDINGS[padding],
+                             align, channels_last], np.int64)
+            status = c_caller.run_grid_sample(
+                table, out, x, grid, np.array(x.shape, np.int64), np.array(grid.shape, np.int64),
+                np.array(out.shape, np.int64), ints, 4, 2, err, 256)
+            assert status == 0, err.value
+            np.testing.assert_array_equal(out, ref)
+    # Defaults for missing ints (bilinear, zeros, align_corners=False), and a bad grid.
+    if not channels_last:
+        out = np.empty((N, C, Ho, Wo), np.float32)
+        shapes = [np.array(a.shape, np.int64) for a in (x, grid, out)]
+        assert c_caller.run_grid_sample(table, out, x, grid, *shapes, ints, 0, 1, err, 256) == 0
+        np.testing.assert_array_equal(out, fi.grid_sample(x, grid))
+        bad = np.array([N, Ho, Wo, 3], np.int64)
+        assert c_caller.run_grid_sample(table, out, x, grid, shapes[0], bad, shapes[2], ints, 0,
+                                        1, err, 256) == 1
+        assert err.value.decode() == "grid_sample: grid must have shape (N, H_out, W_out, 2) with N = 2"
+
+
+def test_grid_sample_override_through_the_abi(rng, torch):
+    """The exported grid_sample, registered as a plugin kernel, is indistinguishable."""
+    _grid_sample_exported()
+    from fastinterp.plugins import GridSampleKernel
+    addr = {(k["op"], k["dtype"]): k["address"] for k in fi.plugins.builtin_kernels()}
+    x = rand(rng, (2, 4, 6, 5), np.float64)
+    grid = rng.uniform(-1.1, 1.1, (2, 3, 7, 2))
+    refs = [fi.grid_sample(x, grid, mode=m, align_corners=True) for m in fi.plugins.GRID_MODES]
+    kernel = GridSampleKernel("exported", "grid_sample", "float64",
+                              addr[("grid_sample", "float64")], None, False)
+    registry.register("grid_sample", "cpu", "float64", kernel, source="exported")
+    try:
+        for m, ref in zip(fi.plugins.GRID_MODES, refs):
+            np.testing.assert_array_equal(fi.grid_sample(x, grid, mode=m, align_corners=True), ref)
+            assert fi.last_kernel().source == "exported"
+        got = fi.grid_sample(torch.from_numpy(x), torch.from_numpy(grid), align_corners=True,
+                             mode="bicubic")
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_array_equal(got.numpy(), refs[2])
+    finally:
+        registry.unregister("exported")
+    fi.grid_sample(x, grid)
+    assert fi.last_kernel().source == registry.BUILTIN
+
+
 def test_builtin_table_listing():
     keys = {(k["op"], k["device"], k["dtype"]) for k in fi.plugins.builtin_kernels()}
     assert {("lerp", "cpu", "float32"), ("lerp", "cpu", "float64")} <= keys

@@ -18,6 +18,7 @@ cimport numpy as cnp
 
 from _types cimport real
 from _lerp cimport lerp_run
+from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 
 cnp.import_array()
 
@@ -27,6 +28,11 @@ cdef extern from "fastinterp/plugin.h" nogil:
         FI_ABI_VERSION_MINOR
         FI_OK
         FI_ERR_INVALID
+        FI_ERR_UNSUPPORTED
+        FI_GRID_BILINEAR
+        FI_GRID_BICUBIC
+        FI_PAD_ZEROS
+        FI_PAD_REFLECTION
         FI_DEVICE_CPU
         FI_DTYPE_INT
         FI_DTYPE_UINT
@@ -99,6 +105,7 @@ cdef extern from "fastinterp/plugin.h" nogil:
     bint fi_is_contiguous(const fi_tensor_t* t)
     void* fi_data(const fi_tensor_t* t)
     int64_t fi_stride(const fi_tensor_t* t, int32_t d)
+    int64_t fi_numel(const fi_tensor_t* t)
 
 # The exported table. Its storage and the exported accessor are plain C so
 # that the symbol keeps default visibility; the entries are filled below.
@@ -413,10 +420,123 @@ cdef int lerp_f64(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* ou
     return _lerp(inputs, n_in, outputs, n_out, params, err, errsz, 64)
 
 
-cdef enum:
-    N_BUILTIN = 2
+# The grid_sample forward of fastinterp._cpu.sample, reached through the
+# addresses that module hands out (NULL when it is not built).
+cdef grid_sample_fwd_f32_t _grid_sample_f32 = NULL
+cdef grid_sample_fwd_f64_t _grid_sample_f64 = NULL
 
-cdef fi_kernel_t _builtin_kernels[N_BUILTIN]
+
+cdef inline bint _compact_4d(const fi_tensor_t* t, uint8_t bits) noexcept nogil:
+    return (t.device.device_type == FI_DEVICE_CPU and fi_dtype_is(t, FI_DTYPE_FLOAT, bits)
+            and t.ndim == 4 and fi_is_contiguous(t))
+
+
+cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                            int32_t n_out, const fi_params_t* params, uint8_t bits,
+                            int64_t* dims, int* opts, char* err, size_t errsz) noexcept nogil:
+    """The grid_sample contract (plugin.h): fills dims (N, C, H, W, Ho, Wo) and opts
+    (mode, padding, align_corners, channels_last)."""
+    cdef const fi_tensor_t* x
+    cdef const fi_tensor_t* g
+    cdef const fi_tensor_t* o
+    cdef int32_t i
+    cdef int cl
+    opts[0] = FI_GRID_BILINEAR
+    opts[1] = FI_PAD_ZEROS
+    opts[2] = 0
+    opts[3] = 0
+    if n_in != 2 or n_out != 1:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: expects 2 inputs (x, grid) and 1 output; got %d and %d",
+                        <int>n_in, <int>n_out)
+    if params != NULL:
+        if params.n_ints > 4:
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"grid_sample: expects at most 4 int parameters; got %d",
+                            <int>params.n_ints)
+        for i in range(params.n_ints):
+            opts[i] = <int>params.ints[i]
+    if opts[0] < 0 or opts[0] > FI_GRID_BICUBIC or opts[1] < 0 or opts[1] > FI_PAD_REFLECTION:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: mode must be 0-2 and padding 0-2; got %d and %d",
+                        opts[0], opts[1])
+    opts[2] = opts[2] != 0
+    cl = opts[3] = opts[3] != 0
+    x, g, o = &inputs[0], &inputs[1], &outputs[0]
+    if not _compact_4d(x, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: x must be a compact 4-d CPU float%d tensor", <int>bits)
+    if not _compact_4d(g, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: grid must be a compact 4-d CPU float%d tensor", <int>bits)
+    if not _compact_4d(o, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: out must be a compact 4-d CPU float%d tensor", <int>bits)
+    dims[0] = x.shape[0]
+    dims[1] = x.shape[3] if cl else x.shape[1]
+    dims[2] = x.shape[1] if cl else x.shape[2]
+    dims[3] = x.shape[2] if cl else x.shape[3]
+    dims[4] = g.shape[1]
+    dims[5] = g.shape[2]
+    if g.shape[0] != dims[0] or g.shape[3] != 2:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: grid must have shape (N, H_out, W_out, 2) with N = %lld",
+                        <long long>dims[0])
+    if o.shape[0] != dims[0] or o.shape[1 if not cl else 3] != dims[1] or \
+            o.shape[2 if not cl else 1] != dims[4] or o.shape[3 if not cl else 2] != dims[5]:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: out must have shape %s = (%lld, %lld, %lld, %lld)",
+                        <const char*>(b"(N, H_out, W_out, C)" if cl else b"(N, C, H_out, W_out)"),
+                        <long long>dims[0], <long long>(dims[4] if cl else dims[1]),
+                        <long long>(dims[5] if cl else dims[4]),
+                        <long long>(dims[1] if cl else dims[5]))
+    if fi_numel(o) > 0 and (dims[2] < 1 or dims[3] < 1):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: x must have H, W >= 1; got %lld, %lld",
+                        <long long>dims[2], <long long>dims[3])
+    return FI_OK
+
+
+cdef int _grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                      int32_t n_out, const fi_params_t* params, char* err, size_t errsz,
+                      uint8_t bits) noexcept nogil:
+    cdef int64_t dims[6]
+    cdef int opts[4]
+    cdef int status
+    memset(dims, 0, sizeof(dims))
+    status = _check_grid_sample(inputs, n_in, outputs, n_out, params, bits, dims,
+                                         opts, err, errsz)
+    if status != FI_OK or fi_numel(&outputs[0]) == 0:
+        return status
+    if (bits == 32 and _grid_sample_f32 == NULL) or (bits == 64 and _grid_sample_f64 == NULL):
+        return fi_error(err, errsz, FI_ERR_UNSUPPORTED, b"grid_sample: not built")
+    if bits == 32:
+        _grid_sample_f32(<float*>fi_data(&outputs[0]), <const float*>fi_data(&inputs[0]),
+                         <const float*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
+                         dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
+    else:
+        _grid_sample_f64(<double*>fi_data(&outputs[0]), <const double*>fi_data(&inputs[0]),
+                         <const double*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
+                         dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
+    return FI_OK
+
+
+cdef int grid_sample_f32(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                         int32_t n_out, const fi_params_t* params, char* err,
+                         size_t errsz) noexcept nogil:
+    return _grid_sample(inputs, n_in, outputs, n_out, params, err, errsz, 32)
+
+
+cdef int grid_sample_f64(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                         int32_t n_out, const fi_params_t* params, char* err,
+                         size_t errsz) noexcept nogil:
+    return _grid_sample(inputs, n_in, outputs, n_out, params, err, errsz, 64)
+
+
+cdef enum:
+    MAX_BUILTIN = 4
+
+cdef fi_kernel_t _builtin_kernels[MAX_BUILTIN]
 
 
 cdef void _set_kernel(fi_kernel_t* k, const char* op, uint8_t bits, fi_kernel_fn fn,
@@ -431,11 +551,26 @@ cdef void _set_kernel(fi_kernel_t* k, const char* op, uint8_t bits, fi_kernel_fn
     k.doc = doc
 
 
-cdef void _init_builtin_table() noexcept:
-    _set_kernel(&_builtin_kernels[0], b"lerp", 32, lerp_f32,
-                b"out = lerp(a, b, t); inputs of out's shape, stride 0 to broadcast")
-    _set_kernel(&_builtin_kernels[1], b"lerp", 64, lerp_f64,
-                b"out = lerp(a, b, t); inputs of out's shape, stride 0 to broadcast")
+cdef void _init_builtin_table() except *:
+    global _grid_sample_f32, _grid_sample_f64
+    cdef int n = 0
+    cdef const char* lerp_doc = b"out = lerp(a, b, t); inputs of out's shape, stride 0 to broadcast"
+    cdef const char* gs_doc = (b"out = grid_sample(x, grid); ints {mode, padding, "
+                               b"align_corners, channels_last}")
+    _set_kernel(&_builtin_kernels[n], b"lerp", 32, lerp_f32, lerp_doc)
+    _set_kernel(&_builtin_kernels[n + 1], b"lerp", 64, lerp_f64, lerp_doc)
+    n += 2
+    try:
+        from fastinterp._cpu import sample
+        entry = sample.c_entry_points()
+    except (ImportError, AttributeError):  # grid_sample not built: list what exists
+        entry = None
+    if entry is not None:
+        _grid_sample_f32 = <grid_sample_fwd_f32_t><size_t>entry["grid_sample_fwd_f32"]
+        _grid_sample_f64 = <grid_sample_fwd_f64_t><size_t>entry["grid_sample_fwd_f64"]
+        _set_kernel(&_builtin_kernels[n], b"grid_sample", 32, grid_sample_f32, gs_doc)
+        _set_kernel(&_builtin_kernels[n + 1], b"grid_sample", 64, grid_sample_f64, gs_doc)
+        n += 2
     fi_builtin_table.abi.major = FI_ABI_VERSION_MAJOR
     fi_builtin_table.abi.minor = FI_ABI_VERSION_MINOR
     fi_builtin_table.abi.plugin_size = sizeof(fi_plugin_t)
@@ -445,7 +580,7 @@ cdef void _init_builtin_table() noexcept:
     fi_builtin_table.name = b"fastinterp"
     fi_builtin_table.version = b"builtin"
     fi_builtin_table.kernels = _builtin_kernels
-    fi_builtin_table.n_kernels = N_BUILTIN
+    fi_builtin_table.n_kernels = n
 
 
 _init_builtin_table()

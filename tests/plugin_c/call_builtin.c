@@ -66,3 +66,43 @@ FI_EXTERN_C FI_EXPORT int lerp_bad_call(const fi_plugin_t* table, char* err, siz
   t.shape = &one; t.strides = NULL; t.byte_offset = 0;
   return k->fn(&t, 1, &t, 1, NULL, err, err_size);
 }
+
+/* out = grid_sample(x, grid) through the table: NCHW (or NHWC) float32. */
+FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
+                                          const float* x, const float* grid,
+                                          const int64_t* x_shape, const int64_t* grid_shape,
+                                          const int64_t* out_shape, const int64_t* ints,
+                                          int32_t n_ints, int nthreads, char* err,
+                                          size_t err_size) {
+  fi_tensor_t in[2], res;
+  fi_params_t params;
+  int j;
+  const fi_kernel_t* k =
+      fi_find_kernel(table, "grid_sample", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
+  if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no grid_sample kernel");
+  for (j = 0; j < 2; ++j) {
+    in[j].device.device_type = FI_DEVICE_CPU;
+    in[j].device.device_id = 0;
+    in[j].ndim = 4;
+    in[j].dtype.code = FI_DTYPE_FLOAT;
+    in[j].dtype.bits = 32;
+    in[j].dtype.lanes = 1;
+    in[j].strides = NULL;
+    in[j].byte_offset = 0;
+  }
+  in[0].data = (void*)x;
+  in[0].shape = (int64_t*)x_shape;
+  in[1].data = (void*)grid;
+  in[1].shape = (int64_t*)grid_shape;
+  res = in[0];
+  res.data = out;
+  res.shape = (int64_t*)out_shape;
+  params.struct_size = sizeof(params);
+  params.nthreads = nthreads;
+  params.n_floats = 0;
+  params.n_ints = n_ints;
+  params.floats = NULL;
+  params.ints = ints;
+  params.stream = NULL;
+  return k->fn(in, 2, &res, 1, &params, err, err_size);
+}

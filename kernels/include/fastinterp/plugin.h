@@ -131,6 +131,19 @@ typedef struct fi_tensor {
   uint64_t byte_offset;
 } fi_tensor_t;
 
+/* ---- codes of the built-in grid_sample convention ---------------------- */
+/* grid_sample: inputs x (N, C, H, W) and grid (N, H_out, W_out, 2), output
+ * (N, C, H_out, W_out); with channels_last, x is (N, H, W, C) and the output
+ * (N, H_out, W_out, C). All compact. params->ints = {mode, padding,
+ * align_corners, channels_last}; missing trailing ints take the defaults
+ * {FI_GRID_BILINEAR, FI_PAD_ZEROS, 0, 0}. Semantics are PyTorch's.       */
+#define FI_GRID_NEAREST 0
+#define FI_GRID_BILINEAR 1
+#define FI_GRID_BICUBIC 2
+#define FI_PAD_ZEROS 0
+#define FI_PAD_BORDER 1
+#define FI_PAD_REFLECTION 2
+
 /* ---- the parameter block fastinterp passes to every kernel ------------ */
 typedef struct fi_params {
   uint32_t struct_size; /* sizeof(fi_params_t) as fastinterp was built   */
