@@ -12,12 +12,10 @@ from the signature, or given as ``out=`` (required when the signature does not
 determine its shape). NumPy arrays in give NumPy arrays out; DLPack inputs
 (e.g. torch CPU tensors) are used zero-copy and give the caller's type back.
 """
-from __future__ import annotations
-
 from . import plugins as _plugins
 
 
-class PluginOp:
+class _PluginOp:
     """``fastinterp.ops.<name>``: a callable front for one plugin op."""
 
     def __init__(self, name: str):
@@ -38,18 +36,18 @@ class PluginOp:
         return f"<fastinterp.ops.{self.__name__}>"
 
 
-_fronts: dict[str, PluginOp] = {}
+_fronts: dict[str, _PluginOp] = {}
 
 
-def __getattr__(name: str) -> PluginOp:
+def __getattr__(name: str) -> _PluginOp:
     if name.startswith("__") or _plugins.op_spec(name) is None:
         raise AttributeError(f"fastinterp.ops has no op {name!r}; loaded plugin ops: "
                              f"{', '.join(_plugins.op_names()) or 'none'}.")
     front = _fronts.get(name)
     if front is None:
-        front = _fronts.setdefault(name, PluginOp(name))
+        front = _fronts.setdefault(name, _PluginOp(name))
     return front
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_plugins.op_names()))
+    return _plugins.op_names()

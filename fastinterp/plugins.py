@@ -49,7 +49,7 @@ SERIAL = 0x1                            # FI_KERNEL_SERIAL
 STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "out of memory", 4: "internal error"}
 _DTYPES = {(2, 32, 1): "float32", (2, 64, 1): "float64"}
 _DEVICE_NAMES = {DEVICE_CPU: "CPU", DEVICE_CUDA: "CUDA"}
-_OP_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
@@ -368,7 +368,7 @@ def _prepare(name: str, raw_kernels, owner, where: str):
         what = f"kernel {i} ({k.get('op')!r})"
         op = k.get("op")
         if not op or not _OP_NAME.match(op):
-            _fail(where, f"{what}: op name must match [a-z_][a-z0-9_]*; got {op!r}")
+            _fail(where, f"{what}: op name must match [a-z][a-z0-9_]*; got {op!r}")
         if k["fn"] == 0:
             continue  # NULL: not supported (policy rule 6)
         if k["device_type"] != DEVICE_CPU:

@@ -336,6 +336,7 @@ def bad_plugins(build_dir, test_so):
         "null": ["-DNULL_DESCRIPTOR"],
         "no_entry": ["-DNO_ENTRY"],
         "dtype": ["-DBAD_DTYPE"],
+        "op_name": ["-DBAD_OP"],
     }
     paths = {k: compile_so(src, build_dir / f"libbad_{k}.so", *flags)
              for k, flags in variants.items()}
@@ -354,6 +355,7 @@ def bad_plugins(build_dir, test_so):
     ("null", r"fastinterp_plugin\(\) returned NULL"),
     ("no_entry", r"does not export the symbol 'fastinterp_plugin'"),
     ("dtype", r"dtype must be float32 \{2, 32, 1\} or float64 \{2, 64, 1\}; got \{0, 32, 1\}"),
+    ("op_name", r"kernel 5 \('Fail-Op'\): op name must match \[a-z\]\[a-z0-9_\]\*"),
     ("not_a_library", r"not a loadable shared library \(.*\)"),
     ("missing", r"no such file"),
     ("duplicate", r"a plugin named 'testplug' is already loaded"),
@@ -748,6 +750,18 @@ def test_entry_point_discovery(example_so, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- example script
+def test_example_builds_as_cpp(tmp_path, rng):
+    """The header and the example also compile as C++ (a C++ plugin)."""
+    _need(CXX)
+    out = tmp_path / "libfi_example_cpp.so"
+    subprocess.run([CXX, "-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    "-I", fi.get_include(), "-x", "c++", str(EXAMPLE), "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    fi.plugins.load(out)
+    x, y = rand(rng, 5, np.float64), rand(rng, 5, np.float64)
+    assert_close(fi.ops.scale_add(x, y, alpha=3.0), 3 * x + y)
+
+
 def test_example_build_script(tmp_path):
     _need(CC)
     _need("sh")

@@ -7,6 +7,7 @@
  *   -DNULL_DESCRIPTOR    the entry point returns NULL
  *   -DNO_ENTRY           does not export fastinterp_plugin at all
  *   -DBAD_DTYPE          declares an int32 kernel
+ *   -DBAD_OP             declares an op whose name is not an identifier
  *   -DNAME=\"x\"         plugin name (default "testplug")
  */
 #include <fastinterp/plugin.h>
@@ -80,6 +81,9 @@ static const fi_kernel_t kernels[] = {
      "x(...) -> out(...)", NULL, NULL, 0, 0},
 #ifdef BAD_DTYPE
     {"int_op", FI_DEVICE_CPU, {FI_DTYPE_INT, 32, 1}, fail_op, NULL, NULL, NULL, 0, 0},
+#endif
+#ifdef BAD_OP
+    {"Fail-Op", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 32, 1}, fail_op, NULL, NULL, NULL, 0, 0},
 #endif
 };
 

@@ -171,7 +171,7 @@ typedef int (*fi_kernel_fn)(const fi_tensor_t* inputs, int32_t n_inputs,
 
 /* One kernel of a table. */
 typedef struct fi_kernel {
-  const char* op;      /* op name, [a-z_][a-z0-9_]*                        */
+  const char* op;      /* op name, [a-z][a-z0-9_]*                         */
   int32_t device_type; /* FI_DEVICE_*                                      */
   fi_dtype_t dtype;    /* the dtype of the op's arrays                     */
   fi_kernel_fn fn;     /* NULL: not supported (the entry is skipped)       */
