@@ -397,10 +397,19 @@ def _prepare(name: str, raw_kernels, owner, where: str):
             params = parse_params(k.get("params"), f"{where}: {what}")
         except ValueError as exc:
             raise PluginError(f"{str(exc).rstrip('.')}; nothing was registered.") from None
-        if sig is not None:
-            clash = {o.name for o in sig.inputs + sig.outputs} & {p.name for p in params}
-            if clash:
-                _fail(where, f"{what}: parameter names {sorted(clash)} clash with array names")
+        arrays = {o.name for o in sig.inputs + sig.outputs} if sig else set()
+        clash = (arrays | {"out"}) & {p.name for p in params}
+        if clash:
+            _fail(where, f"{what}: parameter names {sorted(clash)} clash with array names")
+        limits = _abi()
+        if sig is not None and len(arrays) > limits.MAX_TENSORS_PER_CALL:
+            _fail(where, f"{what}: at most {limits.MAX_TENSORS_PER_CALL} arrays per op; "
+                         f"got {len(arrays)}")
+        for kind in (float, int):
+            count = sum(p.kind is kind for p in params)
+            if count > limits.MAX_PARAMS_PER_KIND:
+                _fail(where, f"{what}: at most {limits.MAX_PARAMS_PER_KIND} {kind.__name__} "
+                             f"parameters; got {count}")
         spec = OpSpec(op, sig, params, k.get("doc"), name)
         other = specs.get(op) or (_ops[op][-1] if _ops.get(op) else None)
         if other is not None and not other.same_interface(spec):

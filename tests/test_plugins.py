@@ -390,6 +390,21 @@ def test_builtin_op_without_convention_refused(test_so):
         registry.unregister(registry.BUILTIN, op="fake_builtin_op")
 
 
+@pytest.mark.parametrize("signature, params, message", [
+    ("x(n) -> out(n)", "out: float", r"parameter names \['out'\] clash"),
+    ("x(n) -> y(n)", "x: int", r"parameter names \['x'\] clash"),
+    (", ".join(f"x{i}(n)" for i in range(16)) + " -> y(n)", None, "at most 16 arrays per op"),
+    ("x(n) -> y(n)", ", ".join(f"p{i}: float" for i in range(17)), "at most 16 float parameters"),
+    ("x(n) -> y(n", None, "cannot parse signature"),
+])
+def test_malformed_declarations_refused(numba_kernels, signature, params, message):
+    axpb = numba_kernels[0]
+    before = snapshot()
+    with pytest.raises(PluginError, match=message):
+        fi.plugins.register_cfunc("odd", "float64", axpb, signature=signature, params=params)
+    assert snapshot() == before
+
+
 def test_conflicting_op_declaration_refused(example_so):
     fi.plugins.load(example_so)
     from numba import cfunc
