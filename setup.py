@@ -31,6 +31,8 @@ def cpu_extensions():
             [str(pyx.relative_to(HERE))],
             include_dirs=[np.get_include(), str(CPU_DIR.relative_to(HERE)),
                           str(INCLUDE_DIR.relative_to(HERE))],
+            depends=[str(h.relative_to(HERE)) for h in sorted(CPU_DIR.glob("*.h"))]
+            + [str(h.relative_to(HERE)) for h in sorted(INCLUDE_DIR.glob("fastinterp/*.h"))],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -10,7 +10,9 @@ array([0.5, 0.5], dtype=float32)
 from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
-from .blend import lerp
+from .blend import lerp, slerp
+from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
+                       pairwise_sqdist_backward)
 from . import ops, plugins
 from .plugins import get_include
 
@@ -18,5 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendMismatchError", "backend_of", "get_include", "get_num_threads", "last_kernel",
-    "lerp", "ops", "plugins", "set_num_threads",
+    "lerp", "ops", "plugins", "set_num_threads", "slerp",
+    "knn", "pairwise_l2", "pairwise_l2_backward", "pairwise_sqdist", "pairwise_sqdist_backward",
 ]

@@ -728,7 +728,7 @@ def call_op(op: str, args: tuple, kwargs: dict):
             raise TypeError(f"{op}: {n} must be an array; got {type(named[n]).__name__}.")
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
     kernel = registry.lookup(op, p.backend, dtype)
-    arrays = [a if a.ndim == 0 else as_c_contiguous(a) for a in (p.arrays[n] for n in names)]
+    arrays = [as_c_contiguous(p.arrays[n]) for n in names]
     n_out = len(sig.outputs) if sig else None
     shapes = sig.output_shapes(op, arrays) if sig else None
     if out is None:
