@@ -9,7 +9,7 @@ the C function pointer with the GIL released.
 Groups:
 - "plugin overhead: lerp kernel, 16 elements": the registry kernel called
   directly with the front's arguments, the plugin's C kernel (library
-  "fastinterp") against the built-in Cython kernel ("builtin").
+  "fastinterp") against the built-in Cython kernel ("fastinterp-builtin").
 - "plugin overhead: fi.lerp, 16 elements": the whole public call, with the
   plugin override loaded or not.
 - "plugin overhead: new op, 16 elements": ``fastinterp.ops.scale_add`` (a
@@ -54,8 +54,7 @@ def _operands():
 
 @contextlib.contextmanager
 def plugin_if(library, example_so):
-    """The example plugin loaded for library "fastinterp", nothing for "builtin"."""
-    fi.set_num_threads(2)
+    """The example plugin loaded for library "fastinterp", nothing for "fastinterp-builtin"."""
     if library == "fastinterp":
         fi.plugins.load(example_so)
     try:
@@ -65,7 +64,7 @@ def plugin_if(library, example_so):
             fi.plugins.unload("example")
 
 
-@pytest.mark.parametrize("library", ["fastinterp", "builtin"])
+@pytest.mark.parametrize("library", ["fastinterp", "fastinterp-builtin"])
 def test_lerp_kernel_call(benchmark, example_so, library):
     out, a, b, t = _operands()
     with plugin_if(library, example_so):
@@ -77,7 +76,7 @@ def test_lerp_kernel_call(benchmark, example_so, library):
     np.testing.assert_allclose(out, a + 0.3 * (b - a), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("library", ["fastinterp", "builtin"])
+@pytest.mark.parametrize("library", ["fastinterp", "fastinterp-builtin"])
 def test_lerp_front(benchmark, example_so, library):
     _, a, b, _ = _operands()
     with plugin_if(library, example_so):
