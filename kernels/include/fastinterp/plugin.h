@@ -131,8 +131,15 @@ typedef struct fi_tensor {
   uint64_t byte_offset;
 } fi_tensor_t;
 
-/* ---- codes of the built-in grid_sample convention ---------------------- */
-/* grid_sample: inputs x (N, C, H, W) and grid (N, H_out, W_out, 2), output
+/* ---- calling conventions of built-in ops ------------------------------- */
+/* A plugin kernel replacing a built-in op, and the same op in fastinterp's
+ * exported table, take these arrays and parameters.
+ *
+ * lerp: inputs a, b, t, each with the output's shape (broadcast axes have
+ * stride 0; a scalar t has stride 0 on every axis), one compact output;
+ * out = a + t * (b - a), exact at t = 0 and t = 1 (PyTorch's formula).
+ *
+ * grid_sample: inputs x (N, C, H, W) and grid (N, H_out, W_out, 2), output
  * (N, C, H_out, W_out); with channels_last, x is (N, H, W, C) and the output
  * (N, H_out, W_out, C). All compact. params->ints = {mode, padding,
  * align_corners, channels_last}; missing trailing ints take the defaults
