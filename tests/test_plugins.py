@@ -298,6 +298,31 @@ def test_override_used_then_unloaded_restores_builtin(example_so, rng):
     assert registry.lookup("lerp", "cpu", "float32") is before
 
 
+@st.composite
+def _broadcast_triplet(draw):
+    shape = draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
+    def operand():
+        rank = draw(st.integers(0, len(shape)))
+        return [1 if draw(st.booleans()) else n for n in shape[len(shape) - rank:]]
+    return operand(), operand(), operand()
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=_broadcast_triplet())
+def test_override_matches_builtin_on_any_broadcast(example_so, shapes):
+    rng = np.random.default_rng(sum(map(len, shapes)))
+    a, b, t = (rand(rng, s, np.float32) for s in shapes)
+    ref = fi.lerp(a, b, t)
+    fi.plugins.load(example_so)
+    try:
+        got = fi.lerp(a, b, t)
+        assert fi.last_kernel().source == "example"
+    finally:
+        fi.plugins.unload("example")
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert_close(got, ref)
+
+
 def test_override_with_out_and_torch(example_so, torch):
     fi.plugins.load(example_so)
     a, b = torch.zeros(2, 3), torch.ones(3)
