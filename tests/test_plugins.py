@@ -400,6 +400,18 @@ def test_refused_plugins_register_nothing(bad_plugins, case, message):
     assert fi.last_kernel().source == expected
 
 
+def test_newer_minor_with_longer_entries_loads(build_dir, rng):
+    """Compatibility rule 3: a plugin built for a later minor (bigger kernel entries)
+    loads; the table is walked by the plugin's own entry size."""
+    so = compile_so(SOURCES / "test_plugin.c", build_dir / "libfuture.so", "-DFUTURE_MINOR",
+                    '-DNAME="future"')
+    info = fi.plugins.load(so)
+    assert info.abi == (1, 7)
+    assert info.kernels == (("fail_op", "cpu", "float32"), ("sum_rows", "cpu", "float64"))
+    x = rand(rng, (3, 4), np.float64)
+    assert_close(fi.ops.sum_rows(x, w=0.5, bias=2), 0.5 * x.sum(axis=1) + 2)
+
+
 def test_builtin_op_without_convention_refused(test_so):
     registry.register("fake_builtin_op", "cpu", "float32", lambda *a: None)
     try:

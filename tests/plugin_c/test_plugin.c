@@ -8,6 +8,8 @@
  *   -DNO_ENTRY           does not export fastinterp_plugin at all
  *   -DBAD_DTYPE          declares an int32 kernel
  *   -DBAD_OP             declares an op whose name is not an identifier
+ *   -DFUTURE_MINOR       claims ABI 1.7 with kernel entries 16 bytes longer
+ *                        (fields a later minor appended); only fail_op, sum_rows
  *   -DNAME=\"x\"         plugin name (default "testplug")
  */
 #include <fastinterp/plugin.h>
@@ -87,10 +89,26 @@ static const fi_kernel_t kernels[] = {
 #endif
 };
 
+#ifdef FUTURE_MINOR
+typedef struct future_kernel {
+  fi_kernel_t base;          /* the 1.0 prefix */
+  uint64_t appended[2];      /* what a later minor might add */
+} future_kernel_t;
+static const future_kernel_t future_kernels[] = {
+    {{"fail_op", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 32, 1}, fail_op, "x(...) -> out(...)", NULL,
+      NULL, 0, 0}, {1, 2}},
+    {{"sum_rows", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 64, 1}, sum_rows, "x(m, n) -> out(m)",
+      "w: float = 1, bias: int = 0", NULL, 0, 0}, {3, 4}},
+};
+static fi_plugin_t plugin = {
+    FI_ABI_INIT, NAME, "0.1", (const fi_kernel_t*)future_kernels, 2,
+};
+#else
 static fi_plugin_t plugin = {
     FI_ABI_INIT, NAME, "0.1", kernels,
     (int64_t)(sizeof(kernels) / sizeof(kernels[0])),
 };
+#endif
 
 #ifndef NO_ENTRY
 FI_PLUGIN_ENTRY {
@@ -105,6 +123,11 @@ FI_PLUGIN_ENTRY {
 #endif
 #ifdef PLUGIN_SIZE
   plugin.abi.plugin_size = PLUGIN_SIZE;
+#endif
+#ifdef FUTURE_MINOR
+  plugin.abi.minor = 7;
+  plugin.abi.kernel_size = (uint32_t)sizeof(future_kernel_t);
+  (void)kernels;
 #endif
   return &plugin;
 }
