@@ -290,6 +290,19 @@ class TestSlerp:
         np.testing.assert_array_equal(path[:, 0], a)
         np.testing.assert_array_equal(path[:, 1], b)
 
+    def test_unit_circle_to_machine_precision(self):
+        """In 2-D the answer is [cos tφ, sin tφ]: checks the angle and the sine/cosine
+        evaluation over the whole range of φ, and t outside [0, 1] (extrapolation)."""
+        phi = np.linspace(1e-3, np.pi - 1e-3, 401)
+        a = np.tile([1.0, 0.0], (phi.size, 1))
+        b = np.stack([np.cos(phi), np.sin(phi)], 1)
+        for t in (0.1, 0.5, 0.93, -2.5, 3.75, 1e7):
+            out = fi.slerp(a, b, t)
+            want = np.stack([np.cos(t * phi), np.sin(t * phi)], 1)
+            # b's rounding moves the answer by ~eps / sin φ (more near antipodal)
+            tol = 2e-15 * max(1.0, abs(t)) / np.sin(phi)
+            assert (np.abs(out - want) <= tol[:, None]).all(), t
+
     def test_near_parallel_is_accurate(self):
         """The angle comes from atan2 of |u-v|, |u+v|: no loss as θ → 0."""
         for eps in (1e-4, 1e-7, 1e-10, 1e-13):
@@ -506,6 +519,12 @@ class TestCudaKernels:
         assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
         np.testing.assert_array_equal(got[:, 0], a)
         np.testing.assert_array_equal(got[:, 2], b)
+        out = cuda.device_array((5, 3, 3))
+        res = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True, out=out)
+        assert res is out
+        np.testing.assert_array_equal(out.copy_to_host(), got)
+        with pytest.raises(ValueError, match=r"out must have shape \(5, 3\)"):
+            fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.5, out=out)
 
     def test_slerp_block_kernel(self, cuda, rng):
         a, b = self._pairs(rng, 4, 67, np.float32)

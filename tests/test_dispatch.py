@@ -179,11 +179,16 @@ def test_threads_for_is_serial_for_tiny_work(threads):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_across_thread_counts(threads, rng, dtype):
-    a = rng.standard_normal((300, 257)).astype(dtype)
-    b = rng.standard_normal((300, 257)).astype(dtype)
+    from fastinterp._config import threads_for
+    from fastinterp.blend import LERP_MIN_PER_THREAD, SLERP_MIN_PER_THREAD
+    rows, depth = 2100, 257
+    a = rng.standard_normal((rows, depth)).astype(dtype)
+    b = rng.standard_normal((rows, depth)).astype(dtype)
     b[:5] = -a[:5]          # antipodal rows take another branch
     b[5:10] = 2 * a[5:10]   # parallel rows
-    t = rng.random(300).astype(dtype)
+    t = rng.random(rows).astype(dtype)
+    fi.set_num_threads(2)   # the sizes are large enough to use both threads
+    assert threads_for(a.size, LERP_MIN_PER_THREAD) == threads_for(a.size, SLERP_MIN_PER_THREAD) == 2
     ts = np.linspace(0, 1, 7).astype(dtype)
     results = {}
     for n in (1, 2):
