@@ -395,9 +395,19 @@ cdef void _lerp_tensors(const fi_tensor_t* inputs, const fi_tensor_t* out, real*
         lerp_run(pa + oa, pb + ob, pt + ot, po + row * inner + c0, n, la, lb, lt)
 
 
-cdef int _lerp(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-               int32_t n_out, const fi_params_t* params, char* err, size_t errsz,
-               uint8_t bits) noexcept nogil:
+cdef uint8_t _float_bits(const fi_tensor_t* outputs, int32_t n_out) noexcept nogil:
+    """64 for a float64 first output, else 32: one kernel body serves both dtypes
+    (the argument checks then hold every tensor to that dtype)."""
+    if n_out >= 1 and outputs[0].dtype.code == FI_DTYPE_FLOAT and outputs[0].dtype.bits == 64:
+        return 64
+    return 32
+
+
+cdef int lerp_kernel(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                     int32_t n_out, const fi_params_t* params, char* err,
+                     size_t errsz) noexcept nogil:
+    """The exported lerp (float32 and float64 entries)."""
+    cdef uint8_t bits = _float_bits(outputs, n_out)
     cdef int status = _check_lerp(inputs, n_in, outputs, n_out, bits, err, errsz)
     if status != FI_OK:
         return status
@@ -406,18 +416,6 @@ cdef int _lerp(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outpu
     else:
         _lerp_tensors(inputs, &outputs[0], <double*>fi_data(&outputs[0]), _nthreads(params))
     return FI_OK
-
-
-cdef int lerp_f32(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                  int32_t n_out, const fi_params_t* params, char* err,
-                  size_t errsz) noexcept nogil:
-    return _lerp(inputs, n_in, outputs, n_out, params, err, errsz, 32)
-
-
-cdef int lerp_f64(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                  int32_t n_out, const fi_params_t* params, char* err,
-                  size_t errsz) noexcept nogil:
-    return _lerp(inputs, n_in, outputs, n_out, params, err, errsz, 64)
 
 
 # The grid_sample forward of fastinterp._cpu.sample, reached through the
@@ -497,9 +495,11 @@ cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_te
     return FI_OK
 
 
-cdef int _grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                      int32_t n_out, const fi_params_t* params, char* err, size_t errsz,
-                      uint8_t bits) noexcept nogil:
+cdef int grid_sample_kernel(const fi_tensor_t* inputs, int32_t n_in,
+                            const fi_tensor_t* outputs, int32_t n_out,
+                            const fi_params_t* params, char* err, size_t errsz) noexcept nogil:
+    """The exported grid_sample forward (float32 and float64 entries)."""
+    cdef uint8_t bits = _float_bits(outputs, n_out)
     cdef int64_t dims[6]
     cdef int opts[4]
     cdef int status
@@ -519,18 +519,6 @@ cdef int _grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t
                          <const double*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
                          dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
     return FI_OK
-
-
-cdef int grid_sample_f32(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                         int32_t n_out, const fi_params_t* params, char* err,
-                         size_t errsz) noexcept nogil:
-    return _grid_sample(inputs, n_in, outputs, n_out, params, err, errsz, 32)
-
-
-cdef int grid_sample_f64(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                         int32_t n_out, const fi_params_t* params, char* err,
-                         size_t errsz) noexcept nogil:
-    return _grid_sample(inputs, n_in, outputs, n_out, params, err, errsz, 64)
 
 
 cdef enum:
@@ -557,8 +545,8 @@ cdef void _init_builtin_table() except *:
     cdef const char* lerp_doc = b"out = lerp(a, b, t); inputs of out's shape, stride 0 to broadcast"
     cdef const char* gs_doc = (b"out = grid_sample(x, grid); ints {mode, padding, "
                                b"align_corners, channels_last}")
-    _set_kernel(&_builtin_kernels[n], b"lerp", 32, lerp_f32, lerp_doc)
-    _set_kernel(&_builtin_kernels[n + 1], b"lerp", 64, lerp_f64, lerp_doc)
+    _set_kernel(&_builtin_kernels[n], b"lerp", 32, lerp_kernel, lerp_doc)
+    _set_kernel(&_builtin_kernels[n + 1], b"lerp", 64, lerp_kernel, lerp_doc)
     n += 2
     try:
         from fastinterp._cpu import sample
@@ -568,8 +556,8 @@ cdef void _init_builtin_table() except *:
     if entry is not None:
         _grid_sample_f32 = <grid_sample_fwd_f32_t><size_t>entry["grid_sample_fwd_f32"]
         _grid_sample_f64 = <grid_sample_fwd_f64_t><size_t>entry["grid_sample_fwd_f64"]
-        _set_kernel(&_builtin_kernels[n], b"grid_sample", 32, grid_sample_f32, gs_doc)
-        _set_kernel(&_builtin_kernels[n + 1], b"grid_sample", 64, grid_sample_f64, gs_doc)
+        _set_kernel(&_builtin_kernels[n], b"grid_sample", 32, grid_sample_kernel, gs_doc)
+        _set_kernel(&_builtin_kernels[n + 1], b"grid_sample", 64, grid_sample_kernel, gs_doc)
         n += 2
     fi_builtin_table.abi.major = FI_ABI_VERSION_MAJOR
     fi_builtin_table.abi.minor = FI_ABI_VERSION_MINOR

@@ -1,52 +1,60 @@
 /*
- * C code calling fastinterp's own lerp kernel through the built-in table,
- * with no Python in the loop: the table comes from the capsule
+ * C code calling fastinterp's own kernels through the built-in table, with no
+ * Python in the loop: the table comes from the capsule
  * "fastinterp.builtin_kernels" or the symbol fastinterp_builtin_kernels.
  *
- * run_lerp computes out[i] = lerp(a[i], b[i], t) for n floats with a scalar t
- * (stride 0), or with an array t when t_stride is 1.
+ * run_lerp computes out = lerp(a, b, t) on (rows, cols) floats, t either a
+ * scalar (t_stride 0) or an array (t_stride 1); run_grid_sample calls the
+ * float32 grid_sample with the given shapes and int parameters.
  */
 #include <fastinterp/plugin.h>
+
+/* A CPU float32 tensor over `data`; strides NULL = compact. */
+static fi_tensor_t f32_tensor(const void* data, int32_t ndim, const int64_t* shape,
+                              const int64_t* strides) {
+  fi_tensor_t t;
+  t.data = (void*)data;
+  t.device.device_type = FI_DEVICE_CPU;
+  t.device.device_id = 0;
+  t.ndim = ndim;
+  t.dtype.code = FI_DTYPE_FLOAT;
+  t.dtype.bits = 32;
+  t.dtype.lanes = 1;
+  t.shape = (int64_t*)shape;
+  t.strides = (int64_t*)strides;
+  t.byte_offset = 0;
+  return t;
+}
+
+static fi_params_t params_with(int nthreads, const int64_t* ints, int32_t n_ints) {
+  fi_params_t p;
+  p.struct_size = sizeof(p);
+  p.nthreads = nthreads;
+  p.n_floats = 0;
+  p.n_ints = n_ints;
+  p.floats = NULL;
+  p.ints = ints;
+  p.stream = NULL;
+  return p;
+}
 
 FI_EXTERN_C FI_EXPORT int run_lerp(const fi_plugin_t* table, float* out,
                                    const float* a, const float* b, const float* t,
                                    int64_t t_stride, int64_t rows, int64_t cols,
                                    int nthreads, char* err, size_t err_size) {
-  int64_t shape[2];
-  int64_t compact[2];
-  int64_t t_strides[2];
+  int64_t shape[2], t_strides[2];
   fi_tensor_t in[3], res;
-  fi_params_t params;
-  int j;
+  fi_params_t params = params_with(nthreads, NULL, 0);
   const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
   if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no lerp float32 kernel");
-  shape[0] = rows; shape[1] = cols;
-  compact[0] = cols; compact[1] = 1;
-  t_strides[0] = t_stride * cols; t_strides[1] = t_stride;
-  for (j = 0; j < 3; ++j) {
-    in[j].device.device_type = FI_DEVICE_CPU;
-    in[j].device.device_id = 0;
-    in[j].ndim = 2;
-    in[j].dtype.code = FI_DTYPE_FLOAT;
-    in[j].dtype.bits = 32;
-    in[j].dtype.lanes = 1;
-    in[j].shape = shape;
-    in[j].strides = compact;
-    in[j].byte_offset = 0;
-  }
-  in[0].data = (void*)a;
-  in[1].data = (void*)b;
-  in[2].data = (void*)t;
-  in[2].strides = t_strides;
-  res = in[0];
-  res.data = out;
-  res.strides = NULL; /* compact */
-  params.struct_size = sizeof(params);
-  params.nthreads = nthreads;
-  params.n_floats = params.n_ints = 0;
-  params.floats = NULL;
-  params.ints = NULL;
-  params.stream = NULL;
+  shape[0] = rows;
+  shape[1] = cols;
+  t_strides[0] = t_stride * cols;
+  t_strides[1] = t_stride;
+  in[0] = f32_tensor(a, 2, shape, NULL);
+  in[1] = f32_tensor(b, 2, shape, NULL);
+  in[2] = f32_tensor(t, 2, shape, t_strides);
+  res = f32_tensor(out, 2, shape, NULL);
   return k->fn(in, 3, &res, 1, &params, err, err_size);
 }
 
@@ -55,15 +63,13 @@ FI_EXTERN_C FI_EXPORT int has_lerp_f16(const fi_plugin_t* table) {
   return fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 16) != NULL;
 }
 
-/* Call lerp with the wrong dtype for its output: must fail with a message. */
+/* Call lerp with one tensor for everything: must fail with a message. */
 FI_EXTERN_C FI_EXPORT int lerp_bad_call(const fi_plugin_t* table, char* err, size_t err_size) {
   float x = 0;
   int64_t one = 1;
-  fi_tensor_t t;
+  fi_tensor_t t = f32_tensor(&x, 1, &one, NULL);
   const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
-  t.data = &x; t.device.device_type = FI_DEVICE_CPU; t.device.device_id = 0;
-  t.ndim = 1; t.dtype.code = FI_DTYPE_INT; t.dtype.bits = 32; t.dtype.lanes = 1;
-  t.shape = &one; t.strides = NULL; t.byte_offset = 0;
+  t.dtype.code = FI_DTYPE_INT;
   return k->fn(&t, 1, &t, 1, NULL, err, err_size);
 }
 
@@ -75,34 +81,12 @@ FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
                                           int32_t n_ints, int nthreads, char* err,
                                           size_t err_size) {
   fi_tensor_t in[2], res;
-  fi_params_t params;
-  int j;
+  fi_params_t params = params_with(nthreads, ints, n_ints);
   const fi_kernel_t* k =
       fi_find_kernel(table, "grid_sample", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
   if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no grid_sample kernel");
-  for (j = 0; j < 2; ++j) {
-    in[j].device.device_type = FI_DEVICE_CPU;
-    in[j].device.device_id = 0;
-    in[j].ndim = 4;
-    in[j].dtype.code = FI_DTYPE_FLOAT;
-    in[j].dtype.bits = 32;
-    in[j].dtype.lanes = 1;
-    in[j].strides = NULL;
-    in[j].byte_offset = 0;
-  }
-  in[0].data = (void*)x;
-  in[0].shape = (int64_t*)x_shape;
-  in[1].data = (void*)grid;
-  in[1].shape = (int64_t*)grid_shape;
-  res = in[0];
-  res.data = out;
-  res.shape = (int64_t*)out_shape;
-  params.struct_size = sizeof(params);
-  params.nthreads = nthreads;
-  params.n_floats = 0;
-  params.n_ints = n_ints;
-  params.floats = NULL;
-  params.ints = ints;
-  params.stream = NULL;
+  in[0] = f32_tensor(x, 4, x_shape, NULL);
+  in[1] = f32_tensor(grid, 4, grid_shape, NULL);
+  res = f32_tensor(out, 4, out_shape, NULL);
   return k->fn(in, 2, &res, 1, &params, err, err_size);
 }
