@@ -14,6 +14,8 @@ from .blend import lerp, slerp
 from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
                        pairwise_sqdist_backward)
 from .sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
+from . import ops, plugins
+from .plugins import get_include
 from . import optim
 from .optim import SGD, Adam, AdamW
 
@@ -26,6 +28,8 @@ __all__ = [
     "lerp", "slerp",
     # sample
     "affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward",
+    # plugins
+    "get_include", "ops", "plugins",
     # distance
     "knn", "pairwise_l2", "pairwise_l2_backward", "pairwise_sqdist", "pairwise_sqdist_backward",
     # optim
