@@ -355,6 +355,13 @@ class TestSlerp:
         np.testing.assert_allclose(out[5], [np.linalg.norm(a), 0, 0], atol=1e-14)
         np.testing.assert_array_equal(out, fi.slerp(a, -a, np.linspace(0, 1, 11), path=True))
 
+    def test_float64_norm_range_is_as_documented(self):
+        b = np.array([0.0, 1.0])
+        np.testing.assert_array_equal(fi.slerp(np.array([1e-170, 0.0]), b, 0.5), [5e-171, 0.5])
+        assert np.isnan(fi.slerp(np.array([1e200, 0.0]), b, 0.5)).all()
+        big = np.array([1e150, 0.0])   # inside the range: exact great circle
+        np.testing.assert_allclose(fi.slerp(big, b * 1e150, 0.5), [1e150 * 0.5**0.5] * 2, rtol=1e-15)
+
     def test_zero_vector_falls_back_to_lerp(self):
         b = np.array([2.0, -4.0])
         np.testing.assert_allclose(fi.slerp(np.zeros(2), b, 0.25), 0.25 * b, rtol=1e-15)
