@@ -96,8 +96,10 @@ def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
 # and the blend then run on cache-resident data. Work is split in blocks of
 # rows whose size depends only on D, so results do not depend on the thread
 # count. Per block:
-#   1. per row: norms, dot products (vectorized reductions in double,
-#      _blendmath.h), classification of degenerate cases, tan(θ/2);
+#   1. per row: the dot products |a|^2, |b|^2, a.b (reductions in double,
+#      _blendmath.h); then across the block's rows (vectorized): norms,
+#      cos θ, sin θ, tan(θ/2). Rows with a zero vector or |cos θ| > 0.7 are
+#      redone by the scalar row_geometry (accurate angle, degenerate cases);
 #   2. across the block's rows (vectorized): θ, then for each step the
 #      weights (one sincos per row);
 #   3. per row: rows with a degenerate case or t in {0, 1} get their weights
