@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Blend kernels: lerp (strided, broadcasting) and slerp (fused, one row at a time).
+"""Blend kernels: lerp (strided, broadcasting) and slerp (fused, blocks of rows).
 
 The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
@@ -7,40 +7,9 @@ operands; these loops trust what they get.
 from cython.parallel cimport prange
 from libc.math cimport M_PI, cos, fabs, sin, sqrt
 from _types cimport real
+from _lerp cimport lerp_run
 
 cdef Py_ssize_t LERP_CHUNK = 65536  # elements per scheduled job (256 KiB of float32)
-
-
-cdef inline real lerp_one(real a, real b, real w) noexcept nogil:
-    # PyTorch's two-sided formula: exact at w = 0 and at w = 1. Both sides
-    # are computed and one selected (no branch), so random weights do not
-    # cost branch mispredictions and the loop vectorizes.
-    cdef real d = b - a
-    cdef real lo = a + w * d
-    cdef real hi = b - d * (<real> 1 - w)
-    return lo if (w < <real> 0.5) and (w > <real> -0.5) else hi  # |w| < 0.5 in real
-
-
-cdef inline void lerp_run(const real* a, const real* b, const real* t, real* out,
-                          Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb,
-                          Py_ssize_t st) noexcept nogil:
-    """One contiguous run of the output: n elements, operand strides in elements."""
-    cdef Py_ssize_t i
-    cdef real w
-    if sa == 1 and sb == 1 and st == 1:
-        for i in range(n):
-            out[i] = lerp_one(a[i], b[i], t[i])
-    elif sa == 1 and sb == 1 and st == 0:
-        w = t[0]
-        if fabs(w) < 0.5:
-            for i in range(n):
-                out[i] = a[i] + w * (b[i] - a[i])
-        else:
-            for i in range(n):
-                out[i] = b[i] - (b[i] - a[i]) * (<real> 1 - w)
-    else:
-        for i in range(n):
-            out[i] = lerp_one(a[i * sa], b[i * sb], t[i * st])
 
 
 cdef inline Py_ssize_t row_offset(Py_ssize_t row, const Py_ssize_t[::1] shape,
