@@ -454,6 +454,12 @@ class TestSlerp:
         assert fi.slerp(a, b, ts, axis=1, path=True, out=out) is out
         np.testing.assert_array_equal(out, path)
 
+    def test_non_contiguous_inputs(self, rng):
+        a = rng.standard_normal((6, 16))[:, ::2]
+        b = rng.standard_normal((8, 6)).T
+        t = rng.random(12)[::2]
+        np.testing.assert_array_equal(fi.slerp(a, b, t), fi.slerp(a.copy(), b.copy(), t.copy()))
+
     def test_out(self, rng):
         a, b = rng.standard_normal((2, 6, 8)).astype(np.float32)
         out = np.empty((6, 8), np.float32)
