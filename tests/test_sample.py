@@ -140,6 +140,7 @@ def test_shapes(shape, gshape, rng):
     assert out.shape == (shape[0], shape[1]) + gshape[1:3]
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g)
     assert gi.shape == x.shape and gg.shape == g.shape
+    assert gi.flags.c_contiguous and gi.flags.writeable and gi.dtype == x.dtype
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_input_grad=False)
     assert gi is None and gg.shape == g.shape
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_grid_grad=False)

@@ -564,12 +564,9 @@ cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* 
         for j in range(length):
             GX[j] = 0
             GY[j] = 0
-        # grid sums first, then the scatter: two light sweeps beat one fused sweep
-        # whose stores into grad_input (same offsets as the input reads) stall loads
-        if do_grid:
-            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, False, True, R, I)
-        if do_input:
-            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, True, False, R, I)
+        # one sweep does both (the front places grad_input so that its stores do not
+        # 4K-alias the input reads, which would stall every load)
+        sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, do_input, do_grid, R, I)
         if do_grid:
             gg = ggp + (n * Ho + h) * Wo * 2
             for j in range(length):
