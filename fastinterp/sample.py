@@ -313,11 +313,12 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     pixel i's centre at i too, so ``map_x = ((g + 1) * W - 1) / 2`` gives
     ``cv2.remap`` the points of an align_corners=False grid.
 
-    Non-finite grid values: a NaN or infinite point with ``padding_mode='zeros'``
-    gives NaN for bilinear and bicubic and 0 for nearest; with 'border' and
-    'reflection' a NaN coordinate is clipped to 0 and an infinite one to the
-    border (reflection: to 0), as PyTorch's CPU kernels do. No memory outside
-    the input is ever read. Points far outside (any finite value) are exact.
+    Non-finite grid values, as PyTorch's CPU kernels: a NaN or infinite point
+    with ``padding_mode='zeros'`` gives NaN for bilinear and bicubic and 0 for
+    nearest; with 'border' and 'reflection' (bilinear, nearest) a NaN
+    coordinate is clipped to pixel 0 and an infinite one to the border
+    (reflection: to pixel 0); bicubic gives NaN there. No memory outside the
+    input is ever read. Points far outside (any finite value) are exact.
     Non-contiguous inputs are copied once.
 
     Examples

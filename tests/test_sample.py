@@ -317,17 +317,23 @@ def test_finite_differences_theta(align, rng):
 
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_bit_identical_for_any_thread_count(threads, n, mode, rng):
-    x = rng.standard_normal((n, 5, 40, 50)).astype(np.float32)
-    grid = fi.affine_grid(rotation_theta(n, rng, np.float32, angle=0.6), (n, 5, 45, 37))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bit_identical_for_any_thread_count(threads, n, mode, channels_last, rng):
+    # 8 x 64 x 100 outputs per image: enough work for threads_for() to use 3 threads
+    x = rng.standard_normal((n, 8, 40, 50)).astype(np.float32)
+    grid = fi.affine_grid(rotation_theta(n, rng, np.float32, angle=0.6), (n, 8, 64, 100))
     grid[:, ::7] *= 1.6                                   # some points outside
-    go = rng.standard_normal((n, 5, 45, 37)).astype(np.float32)
+    go = rng.standard_normal((n, 8, 64, 100)).astype(np.float32)
+    if channels_last:
+        x, go = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, go))
     res = []
     for t in (1, 2, 3):
         threads.set_num_threads(t)
-        out = fi.grid_sample(x, grid, mode=mode, padding_mode="reflection")
-        # threads_for() keeps tiny calls serial; the backward is big enough to split
-        gi, gg = fi.grid_sample_backward(go, x, grid, mode=mode, padding_mode="reflection")
+        out = fi.grid_sample(x, grid, mode=mode, padding_mode="reflection",
+                             channels_last=channels_last)
+        assert fi._config.threads_for(go.size, 16384) == t
+        gi, gg = fi.grid_sample_backward(go, x, grid, mode=mode, padding_mode="reflection",
+                                         channels_last=channels_last)
         res.append((out, gi, gg))
     for other in res[1:]:
         for a, b in zip(res[0], other):
