@@ -17,6 +17,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport nearbyint
 from _types cimport real
+from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
                     linear_weights, cubic_weights, cubic_weights_grad)
 
@@ -462,6 +463,16 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
                     Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
                     int padding, bint align_corners, int nthreads):
     """out[n, c, h, w] (or [n, h, w, c]) = input sampled at grid[n, h, w]."""
+    with nogil:
+        grid_sample_fwd_run(&out[0], &inp[0], &grid[0], N, C, H, W, Ho, Wo, channels_last,
+                            mode, padding, align_corners, nthreads)
+
+
+cdef void grid_sample_fwd_run(real* op, const real* ip, const real* gp,
+                              Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                              int padding, bint align_corners, int nthreads) noexcept nogil:
+    """grid_sample_fwd on raw C-contiguous buffers; also exported to C (abi.pyx)."""
     cdef Py_ssize_t si[4]
     cdef Py_ssize_t so[4]
     cdef real ax[A_SLOTS]
@@ -471,14 +482,11 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
     cdef Py_ssize_t nb = (Ho + rb - 1) // rb
     cdef real* R
     cdef Py_ssize_t* I
-    cdef const real* ip = &inp[0]
-    cdef const real* gp = &grid[0]
-    cdef real* op = &out[0]
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
-    with nogil, parallel(num_threads=nthreads):
+    with parallel(num_threads=nthreads):
         R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
         I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
         for job in prange(N * nb, schedule="dynamic"):
@@ -504,6 +512,13 @@ def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
                 c = c + 1
         free(R)
         free(I)
+
+
+def c_entry_points():
+    """Addresses of the C-level kernels, for fastinterp's C ABI table (abi.pyx)."""
+    cdef grid_sample_fwd_f32_t f32 = grid_sample_fwd_run[float]
+    cdef grid_sample_fwd_f64_t f64 = grid_sample_fwd_run[double]
+    return {"grid_sample_fwd_f32": <size_t>f32, "grid_sample_fwd_f64": <size_t>f64}
 
 
 cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
