@@ -480,8 +480,8 @@ cdef void grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     cdef Py_ssize_t job, n, h0, c, length
     cdef Py_ssize_t rb = block_rows(Ho, Wo)
     cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R
-    cdef Py_ssize_t* I
+    cdef real* R = NULL
+    cdef Py_ssize_t* I = NULL
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
@@ -607,8 +607,8 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
     cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
     cdef Py_ssize_t rb = block_rows(Ho, Wo)
     cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R
-    cdef Py_ssize_t* I
+    cdef real* R = NULL
+    cdef Py_ssize_t* I = NULL
     cdef const real* ip = &inp[0]
     cdef const real* gp = &grid[0]
     cdef const real* gop = &grad_out[0]
