@@ -17,6 +17,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport nearbyint
 from _types cimport real
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) noexcept nogil
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
                     linear_weights, cubic_weights, cubic_weights_grad)
@@ -348,6 +351,7 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
 # plan, so each pixel's offsets and weights are loaded once for CB channels.
 cdef enum:
     CB = 4
+    PF = 32         # prefetch distance, pixels
 
 
 cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
@@ -361,9 +365,16 @@ cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_s
     cdef real w[4]
     cdef const real* p
     cdef real* o
+    cdef Py_ssize_t ahead
     for j in range(wo):
         m = bilinear_taps(R, I, wo, j, t, w)
         o = op + j * ostep
+        if j + PF < wo:     # the taps wander across input rows: the hardware
+            # prefetcher does not follow them, so fetch pixel j + PF's rows now
+            ahead = I[I_X * wo + j + PF] + I[I_Y * wo + j + PF]
+            for q in range(CB):
+                __builtin_prefetch(ip + q * cs + ahead)
+                __builtin_prefetch(ip + q * cs + ahead + sy)
         if m == 15:
             p = ip + t[0] + t[2]
             for q in range(CB):
