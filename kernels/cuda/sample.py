@@ -9,8 +9,9 @@ from a bound on any partial sum, ``B = f * H_out * W_out * max|grad_output|``
 (``f`` = 1 for bilinear/nearest, 2 for bicubic), as the largest k with
 ``B * 2**k < 2**62``: no overflow is possible and each addition is rounded to
 ``2**-k`` (about ``2**-62 * B``, far below float32 resolution and close to
-float64's). Cost: an int64 buffer the size of input, one max reduction and
-one conversion pass (roughly 1.5-2x the float-atomic backward).
+float64's). Cost: an int64 buffer the size of input, one max reduction (one
+scalar copied to the host), one conversion pass and 64-bit atomics (not yet
+timed on GPU hardware).
 """
 from __future__ import annotations
 
