@@ -5,9 +5,10 @@ The Python front (fastinterp.sample) validates and makes every array
 C-contiguous; these loops trust what they get. The per-coordinate arithmetic
 (unnormalize, padding, weights) lives in _taps.pxd.
 
-Design: for each output row, the taps of every output pixel (offsets, masks,
-weights and, for the backward, gradient factors) are computed once into a
-small per-thread table ("plan"); then each channel is swept along the row.
+Design: for each block of output rows (~PLAN_PIXELS pixels), the taps of
+every output pixel (offsets, masks, weights and, for the backward, gradient
+factors) are computed once into a small per-thread table ("plan"); then the
+channels are swept along the block (bilinear: CB channels per pass).
 The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
@@ -17,12 +18,12 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport nearbyint
 from _types cimport real
-
-cdef extern from *:
-    void __builtin_prefetch(const void* addr) noexcept nogil
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
                     linear_weights, cubic_weights, cubic_weights_grad)
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) noexcept nogil
 
 # Mode and padding codes (the front maps the strings).
 cdef enum:
@@ -52,7 +53,7 @@ cdef enum:
     I_SLOTS = 9
 
 cdef enum:
-    PLAN_PIXELS = 1024
+    PLAN_PIXELS = 1024   # output pixels planned at once (whole rows, at least one)
 
 # Axis description: the six numbers _taps' coordinate helpers take, plus size.
 cdef enum:
