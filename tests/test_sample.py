@@ -235,16 +235,17 @@ def test_nan_grid_backward_is_nan_and_reads_nothing(rng):
         np.testing.assert_array_equal(gi, ref)   # the NaN point adds nothing
 
 
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
+@pytest.mark.parametrize("size", [(3, 2, 7, 10), (3, 1, 1, 5), (3, 2, 6, 1)])
 @pytest.mark.parametrize("align", [False, True])
-def test_affine_grid_and_backward_match_torch(torch, align, rng):
+def test_affine_grid_and_backward_match_torch(torch, align, size, rng):
     for dtype in (np.float32, np.float64):
         th = rotation_theta(3, rng, dtype)
-        size = (3, 2, 7, 10)
         ref = torch.nn.functional.affine_grid(torch.from_numpy(th).requires_grad_(), size,
                                               align_corners=align)
         assert_close(fi.affine_grid(th, size, align_corners=align), ref.detach().numpy(),
                      table=TOL_ORACLE)
-        g = rng.standard_normal((3, 7, 10, 2)).astype(dtype)
+        g = rng.standard_normal((3,) + size[2:] + (2,)).astype(dtype)
         tth = torch.from_numpy(th).requires_grad_()
         torch.nn.functional.affine_grid(tth, size, align_corners=align).backward(torch.from_numpy(g))
         assert_close(fi.affine_grid_backward(g, size, align_corners=align), tth.grad.numpy(),
