@@ -15,7 +15,7 @@ from cython.parallel cimport prange
 from libc.math cimport fma, fmaf, sqrt, sqrtf
 from _types cimport real
 
-cdef Py_ssize_t STEP_CHUNK = 16384
+cdef Py_ssize_t STEP_CHUNK = 65536
 
 
 cdef inline real fma_(real a, real b, real c) noexcept nogil:
