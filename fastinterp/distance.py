@@ -34,9 +34,10 @@ __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
 # An entry is recomputed directly when v <= TAU * (|x_c|^2 + |y_c|^2): the
 # GEMM form's relative error there is at most ~2u/TAU times its typical size.
 TAU = {np.dtype(np.float32): 1.0 / 8, np.dtype(np.float64): 1.0 / 256}
-TILE = 256            # pairwise tile (rows and columns)
-KNN_QBLOCK = 128      # queries per kNN work item
-KNN_TBLOCK = 1024     # rows of x per GEMM in kNN
+TILE_M, TILE_N = 1024, 1024   # pairwise tile (rows x columns) per GEMM call
+TILE_SYM = 512               # square tile when y is x
+KNN_QBLOCK = 1024     # queries per kNN work item (amortises packing x)
+KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 CENTRE_SAMPLE = 4096  # rows per operand averaged for the centring vector
 _INT_MAX = 2**31 - 1  # BLAS (LP64) dimension limit
@@ -123,13 +124,29 @@ def _centred(a, centre, nthreads):
     return ac, norms
 
 
-def _tile_list(m, n, tile, symmetric):
-    bm, bn = -(-m // tile), -(-n // tile)
+def _tile_list(m, n, tm, tn, symmetric):
+    bm, bn = -(-m // tm), -(-n // tn)
     if symmetric:
         pairs = [(i, j) for i in range(bm) for j in range(i, bn)]
     else:
         pairs = [(i, j) for i in range(bm) for j in range(bn)]
     return np.array(pairs, dtype=np.intc).reshape(-1, 2)
+
+
+def _tile_shape(m, n, nthreads, symmetric):
+    """Tile rows x columns: large tiles amortise BLAS packing; small outputs are
+    split so that every thread gets at least four tiles."""
+    if symmetric:
+        tm = tn = TILE_SYM
+    else:
+        tm, tn = TILE_M, TILE_N
+    while tm > 64 and -(-m // tm) * -(-n // tn) < 4 * nthreads:
+        if tn > tm and not symmetric:
+            tn //= 2
+        else:
+            tm //= 2
+            tn = tm if symmetric else tn
+    return tm, tn
 
 
 def _pairwise_cpu(out, x, y, take_sqrt):
@@ -147,9 +164,10 @@ def _pairwise_cpu(out, x, y, take_sqrt):
     centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, y)
     xc, nx = _centred(x, centre, nthreads)
     yc, ny = (xc, nx) if symmetric else _centred(y, centre, nthreads)
-    tiles = _tile_list(m, n, TILE, symmetric)
+    tm, tn = _tile_shape(m, n, nthreads, symmetric)
+    tiles = _tile_list(m, n, tm, tn, symmetric)
     with _blas_single_thread:
-        _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, tiles, TILE, TAU[x.dtype],
+        _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, tiles, tm, tn, TAU[x.dtype],
                           take_sqrt, symmetric, min(nthreads, len(tiles)))
 
 

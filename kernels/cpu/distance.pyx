@@ -8,8 +8,9 @@ OpenMP thread calls BLAS ``?gemm`` on its own tile, then finishes that tile
 while it is still in cache. A tile's result never depends on the thread
 count, so the output is bit-identical for any number of threads.
 
-Conventions for a tile: ``G = -2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T`` (exact
-scaling), then ``v = (G + |xc_i|^2) + |yc_j|^2``. Entries with
+Conventions for a tile: it is filled with ``|xc_i|^2 + |yc_j|^2``, then
+``?gemm`` adds ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T`` (beta = 1: no separate
+scaling pass) giving ``v``. Entries with
 ``v <= tau * (|xc_i|^2 + |yc_j|^2)`` (severe cancellation, identical rows)
 are recomputed by direct differences of the original rows, accumulated in
 float64: identical rows give exact zeros, and every result is >= 0.
@@ -26,7 +27,7 @@ ctypedef long long i64
 cdef i64 I64_MAX = INT64_MAX
 
 cdef enum:
-    SCAN_BLOCK = 16
+    SCAN_BLOCK = 64
 
 
 cdef struct Cand:
@@ -39,12 +40,13 @@ cdef struct Cand:
 # ----------------------------------------------------------------------------
 
 cdef inline void gemm_neg2_nt(int m, int n, int k, const real* a, int lda,
-                              const real* b, int ldb, real* c, int ldc) noexcept nogil:
-    """Row-major ``c[m, n] = -2 * a[m, k] @ b[n, k].T`` (column-major ``c.T = -2 b a.T``)."""
+                              const real* b, int ldb, real* c, int ldc,
+                              real beta) noexcept nogil:
+    """Row-major ``c[m, n] = beta * c - 2 * a[m, k] @ b[n, k].T`` (column-major
+    ``c.T = beta c.T - 2 b a.T``); beta is 0 or 1 (1 skips BLAS's scaling pass)."""
     cdef char ta = b'T'
     cdef char tn = b'N'
     cdef real alpha = -2
-    cdef real beta = 0
     if real is float:
         sgemm(&ta, &tn, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
               &beta, <float*> c, &ldc)
@@ -141,22 +143,34 @@ def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
 # Pairwise squared distances
 # ----------------------------------------------------------------------------
 
+cdef void tile_prefill(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
+                       const real* nx, const real* ny) noexcept nogil:
+    """c[ii, jj] = |x_c,ii|^2 + |y_c,jj|^2 (the GEMM then adds -2 x_c.y_c with beta = 1)."""
+    cdef Py_ssize_t ii, jj
+    cdef real* row
+    cdef real nxi
+    for ii in range(mb):
+        row = c + ii * ldc
+        nxi = nx[ii]
+        for jj in range(nb):
+            row[jj] = nxi + ny[jj]
+
+
 cdef void tile_epilogue(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
                         const real* nx, const real* ny, const real* x, const real* y,
                         Py_ssize_t d, real tau, bint take_sqrt) noexcept nogil:
-    """Finish one tile of ``c`` in place (rows x[0:mb], columns y[0:nb], row stride d)."""
+    """Finish one tile of ``c`` in place (rows x[0:mb], columns y[0:nb], row stride d):
+    entries with v <= tau * (|x_c|^2 + |y_c|^2) are recomputed directly."""
     cdef Py_ssize_t ii, jj
     cdef real* row
-    cdef real nxi, v
+    cdef real nxi
     cdef int cnt
     for ii in range(mb):
         row = c + ii * ldc
         nxi = nx[ii]
         cnt = 0
         for jj in range(nb):
-            v = (row[jj] + nxi) + ny[jj]
-            row[jj] = v
-            cnt += v <= tau * (nxi + ny[jj])
+            cnt += row[jj] <= tau * (nxi + ny[jj])
         if cnt:
             for jj in range(nb):
                 if row[jj] <= tau * (nxi + ny[jj]):
@@ -180,27 +194,28 @@ cdef void mirror_tile(real* out, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t j0,
 def sqdist_fwd(real[:, ::1] out, const real[:, ::1] xc, const real[:, ::1] yc,
                const real[::1] nx, const real[::1] ny,
                const real[:, ::1] x, const real[:, ::1] y,
-               const int[:, ::1] tiles, int tile, double tau, bint take_sqrt,
+               const int[:, ::1] tiles, int tm, int tn, double tau, bint take_sqrt,
                bint symmetric, int nthreads):
     """out[i, j] = |x_i - y_j|^2 (or its square root), tile by tile.
 
     ``xc``/``yc`` are the centred rows and ``nx``/``ny`` their squared norms;
     ``x``/``y`` the original rows for the direct recomputation. ``tiles`` lists
-    (row block, column block) pairs of ``tile`` x ``tile`` tiles; with
-    ``symmetric`` (y is x) only blocks with column >= row are listed and
-    each is mirrored into the lower triangle.
+    (row block, column block) pairs of ``tm`` x ``tn`` tiles; with
+    ``symmetric`` (y is x; then tm == tn) only blocks with column >= row are
+    listed and each is mirrored into the lower triangle.
     """
     cdef Py_ssize_t m = out.shape[0], n = out.shape[1], d = xc.shape[1]
     cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb
     cdef real* po = &out[0, 0]
     for t in prange(ntiles, nogil=True, schedule="dynamic", chunksize=1,
                     num_threads=nthreads):
-        i0 = tiles[t, 0] * tile
-        j0 = tiles[t, 1] * tile
-        mb = min(tile, m - i0)
-        nb = min(tile, n - j0)
+        i0 = tiles[t, 0] * tm
+        j0 = tiles[t, 1] * tn
+        mb = min(tm, m - i0)
+        nb = min(tn, n - j0)
+        tile_prefill(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0])
         gemm_neg2_nt(<int> mb, <int> nb, <int> d, &xc[i0, 0], <int> d, &yc[j0, 0],
-                     <int> d, po + i0 * n + j0, <int> n)
+                     <int> d, po + i0 * n + j0, <int> n, 1)
         tile_epilogue(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0], &x[i0, 0],
                       &y[j0, 0], d, <real> tau, take_sqrt)
         if symmetric:
@@ -213,26 +228,26 @@ def sqdist_fwd(real[:, ::1] out, const real[:, ::1] xc, const real[:, ::1] yc,
 
 cdef void scan_block(const real* g, const real* nx, Py_ssize_t nb, i64 j0,
                      double* hv, i64* hi, Py_ssize_t kc) noexcept nogil:
-    """Offer v_j = g[j] + nx[j] (j0 + j the index) to a max-heap of kc entries."""
-    cdef Py_ssize_t blk, jb, l, nfull = nb - nb % SCAN_BLOCK
+    """Offer v_j = g[j] + nx[j] (j0 + j the index) to a max-heap of kc entries.
+
+    Runs of SCAN_BLOCK values are first tested against the heap's largest
+    entry in one vectorised pass; only runs with a hit are walked one by one.
+    """
+    cdef Py_ssize_t jb = 0, l, run
     cdef real thr = <real> hv[0], v
     cdef int cnt
-    for blk in range(nfull // SCAN_BLOCK):
-        jb = blk * SCAN_BLOCK
+    while jb < nb:
+        run = min(<Py_ssize_t> SCAN_BLOCK, nb - jb)
         cnt = 0
-        for l in range(SCAN_BLOCK):
+        for l in range(run):
             cnt += (g[jb + l] + nx[jb + l]) < thr
         if cnt:
-            for l in range(SCAN_BLOCK):
+            for l in range(run):
                 v = g[jb + l] + nx[jb + l]
                 if v < thr:
                     heap_replace_top(hv, hi, kc, v, j0 + jb + l)
                     thr = <real> hv[0]
-    for jb in range(nfull, nb):
-        v = g[jb] + nx[jb]
-        if v < thr:
-            heap_replace_top(hv, hi, kc, v, j0 + jb)
-            thr = <real> hv[0]
+        jb += SCAN_BLOCK
 
 
 cdef void exact_scan(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
@@ -325,7 +340,7 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] qc,
             j0 = tb * tblock
             nb = min(tblock, n - j0)
             gemm_neg2_nt(<int> nr, <int> nb, <int> d, &qc[q0, 0], <int> d, &xc[j0, 0],
-                         <int> d, g, <int> tblock)
+                         <int> d, g, <int> tblock, 0)
             for r in range(nr):
                 scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc, hi + r * kc, kc)
         for r in range(nr):
