@@ -24,7 +24,7 @@ from numbers import Integral
 import numpy as np
 
 from . import _registry as registry
-from ._config import get_num_threads
+from ._config import threads_for
 from ._dispatch import begin
 from ._validate import as_c_contiguous, check_ndim, check_out, check_shape, same_dtype
 
@@ -36,11 +36,13 @@ __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
 TAU = {np.dtype(np.float32): 1.0 / 8, np.dtype(np.float64): 1.0 / 256}
 TILE_M, TILE_N = 1024, 1024   # pairwise tile (rows x columns) per GEMM call
 TILE_SYM = 512               # square tile when y is x
+MIN_TILES = 16               # split smaller outputs into at least this many tiles
 KNN_QBLOCK = 1024     # queries per kNN work item (amortises packing x)
 KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 CENTRE_SAMPLE = 4096  # rows per operand averaged for the centring vector
 _INT_MAX = 2**31 - 1  # BLAS (LP64) dimension limit
+GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
 
 
 # ----------------------------------------------------------------------------
@@ -116,11 +118,11 @@ def _centre_vector(dtype, *arrays):
     return (total / max(count, 1)).astype(dtype)
 
 
-def _centred(a, centre, nthreads):
+def _centred(a, centre):
     """``(a - centre, |a - centre|^2 per row)`` as new arrays of a's dtype."""
     ac = np.empty_like(a)
     norms = np.empty(a.shape[0], a.dtype)
-    _cpu().centre_rows(ac, norms, a, centre, nthreads)
+    _cpu().centre_rows(ac, norms, a, centre, threads_for(a.size, 1 << 20))
     return ac, norms
 
 
@@ -133,14 +135,15 @@ def _tile_list(m, n, tm, tn, symmetric):
     return np.array(pairs, dtype=np.intc).reshape(-1, 2)
 
 
-def _tile_shape(m, n, nthreads, symmetric):
+def _tile_shape(m, n, symmetric):
     """Tile rows x columns: large tiles amortise BLAS packing; small outputs are
-    split so that every thread gets at least four tiles."""
+    split into at least MIN_TILES tiles (when possible) so that threads share
+    the work. The shape never depends on the thread count."""
     if symmetric:
         tm = tn = TILE_SYM
     else:
         tm, tn = TILE_M, TILE_N
-    while tm > 64 and -(-m // tm) * -(-n // tn) < 4 * nthreads:
+    while tm > 64 and -(-m // tm) * -(-n // tn) < MIN_TILES:
         if tn > tm and not symmetric:
             tn //= 2
         else:
@@ -160,11 +163,11 @@ def _pairwise_cpu(out, x, y, take_sqrt):
     if x.shape[1] == 0:
         out.fill(0)
         return
-    nthreads = get_num_threads()
+    nthreads = threads_for(m * n * x.shape[1], GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, y)
-    xc, nx = _centred(x, centre, nthreads)
-    yc, ny = (xc, nx) if symmetric else _centred(y, centre, nthreads)
-    tm, tn = _tile_shape(m, n, nthreads, symmetric)
+    xc, nx = _centred(x, centre)
+    yc, ny = (xc, nx) if symmetric else _centred(y, centre)
+    tm, tn = _tile_shape(m, n, symmetric)
     tiles = _tile_list(m, n, tm, tn, symmetric)
     with _blas_single_thread:
         _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, tiles, tm, tn, TAU[x.dtype],
@@ -184,10 +187,10 @@ def _knn_cpu(dist, idx, x, queries, k):
     nq, n, d = queries.shape[0], x.shape[0], x.shape[1]
     if nq == 0:
         return
-    nthreads = get_num_threads()
+    nthreads = threads_for(nq * n * d, GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x, queries)
-    xc, nx = _centred(x, centre, nthreads)
-    qc, nqn = _centred(queries, centre, nthreads)
+    xc, nx = _centred(x, centre)
+    qc, nqn = _centred(queries, centre)
     kc = min(n, k + KNN_EXTRA)
     qblock = max(1, min(KNN_QBLOCK, -(-nq // nthreads)))
     tblock = KNN_TBLOCK
@@ -207,10 +210,9 @@ def _sqdist_bwd_cpu(grad, x, y):
     """Registry kernel: gradients of sum(grad * pairwise_sqdist(x, y)) (y None: y = x)."""
     symmetric = y is None
     yy = x if symmetric else y
-    nthreads = get_num_threads()
     centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, yy)
-    xc, _ = _centred(x, centre, nthreads)
-    yc = xc if symmetric else _centred(yy, centre, nthreads)[0]
+    xc, _ = _centred(x, centre)
+    yc = xc if symmetric else _centred(yy, centre)[0]
     # d/dx_i sum_j g_ij |x_i - y_j|^2 = 2 (x_i sum_j g_ij - sum_j g_ij y_j); centred
     # coordinates give the same differences without the cancellation.
     gx = grad.sum(axis=1)[:, None] * xc
