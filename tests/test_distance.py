@@ -225,7 +225,8 @@ def test_errors(fn):
         fn(np.zeros((2, 3), np.int64))
 
 
-def test_thread_count_bit_identical(threads, rng):
+def test_thread_count_bit_identical(threads, rng, monkeypatch):
+    monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1)   # small inputs still use threads
     x = clustered(rng, 600, 24, np.float32)
     y = clustered(rng, 520, 24, np.float32)
     q = rng.standard_normal((300, 24)).astype(np.float32)
