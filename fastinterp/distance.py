@@ -40,6 +40,7 @@ MIN_TILES = 16               # split smaller outputs into at least this many til
 KNN_QBLOCK = 1024     # queries per kNN work item (amortises packing x)
 KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
+KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
 CENTRE_SAMPLE = 4096  # rows per operand averaged for the centring vector
 _INT_MAX = 2**31 - 1  # BLAS (LP64) dimension limit
 GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
@@ -192,7 +193,7 @@ def _knn_cpu(dist, idx, x, queries, k):
     xc, nx = _centred(x, centre)
     qc, nqn = _centred(queries, centre)
     kc = min(n, k + KNN_EXTRA)
-    qblock = max(1, min(KNN_QBLOCK, -(-nq // nthreads)))
+    qblock = max(1, min(KNN_QBLOCK, -(-nq // nthreads), KNN_HEAP_BUDGET // kc))
     tblock = KNN_TBLOCK
     nthreads = min(nthreads, -(-nq // qblock))
     gbuf = np.empty((nthreads, qblock * tblock), x.dtype)
