@@ -15,10 +15,8 @@ stay within ~1e-6 relative of the float64 direct computation.
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
-from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
@@ -108,15 +106,18 @@ def _cpu():
 
 def _centre_vector(dtype, *arrays):
     """A common centre of the rows of ``arrays``: the mean of up to CENTRE_SAMPLE
-    evenly spaced rows of each, in float64, rounded to ``dtype``."""
-    total = None
-    count = 0
-    for a in arrays:
-        step = max(1, a.shape[0] // CENTRE_SAMPLE)
-        s = a[::step].sum(axis=0, dtype=np.float64)
-        total = s if total is None else total + s
-        count += a[::step].shape[0]
-    return (total / max(count, 1)).astype(dtype)
+    evenly spaced rows of each, in float64, rounded to ``dtype``. Non-finite
+    values are ignored (a NaN row must not poison every distance)."""
+    samples = [a[::max(1, a.shape[0] // CENTRE_SAMPLE)] for a in arrays]
+    total = sum(s.sum(axis=0, dtype=np.float64) for s in samples)
+    count = sum(s.shape[0] for s in samples)
+    centre = total / max(count, 1)
+    if not np.isfinite(centre).all():
+        total = sum(np.where(np.isfinite(s), s, 0).sum(axis=0, dtype=np.float64)
+                    for s in samples)
+        count = sum(np.isfinite(s).sum(axis=0) for s in samples)
+        centre = total / np.maximum(count, 1)
+    return np.asarray(centre, np.float64).astype(dtype)
 
 
 def _centred(a, centre):
@@ -187,7 +188,11 @@ def _knn_cpu(dist, idx, x, queries, k):
     """Registry kernel: the k nearest rows of x for each query (see knn)."""
     nq, n, d = queries.shape[0], x.shape[0], x.shape[1]
     if nq == 0:
-        return
+        return 0
+    if d == 0:   # every distance is 0: the first k rows, by the index tie-break
+        dist.fill(0)
+        idx[...] = np.arange(k)
+        return 0
     nthreads = threads_for(nq * n * d, GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x, queries)
     xc, nx = _centred(x, centre)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastinterp as fi
 from fastinterp import distance as fdist
-from conftest import TOL, TOL_ORACLE, assert_close
+from conftest import TOL_ORACLE, assert_close
 
 DTYPES = [np.float32, np.float64]
 # Elementwise relative error allowed against float64 direct differences.
@@ -151,6 +151,16 @@ def test_degenerate_sizes(dtype):
     assert fi.pairwise_sqdist(np.zeros((0, 3), dtype), np.zeros((4, 3), dtype)).shape == (0, 4)
     assert fi.pairwise_sqdist(np.zeros((2, 3), dtype), np.zeros((0, 3), dtype)).shape == (2, 0)
     np.testing.assert_array_equal(fi.pairwise_sqdist(np.ones((2, 0), dtype)), np.zeros((2, 2)))
+
+
+def test_nan_row_only_poisons_its_own_distances(rng):
+    x = rng.standard_normal((30, 5)).astype(np.float32) + 100
+    y = rng.standard_normal((20, 5)).astype(np.float32) + 100
+    x[4] = np.nan
+    r = fi.pairwise_sqdist(x, y)
+    assert np.isnan(r[4]).all()
+    keep = np.arange(30) != 4
+    assert_rel(r[keep], direct_sqdist(x[keep], y), np.float32)
 
 
 @settings(max_examples=30, deadline=None)
@@ -414,6 +424,9 @@ def test_knn_k_equals_n_and_options(rng):
     only = fi.knn(x, q, np.int64(3), return_distances=False)
     np.testing.assert_array_equal(only, ref_i[:, :3])
     assert fi.knn(x, np.zeros((0, 2)), 2)[1].shape == (0, 2)
+    d0, i0 = fi.knn(np.zeros((5, 0)), np.zeros((2, 0)), 3)
+    np.testing.assert_array_equal(i0, [[0, 1, 2]] * 2)
+    np.testing.assert_array_equal(d0, 0)
 
 
 def test_knn_nan_rows_sort_last(rng):
