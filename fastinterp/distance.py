@@ -35,6 +35,8 @@ TAU = {np.dtype(np.float32): 1.0 / 8, np.dtype(np.float64): 1.0 / 256}
 TILE_M, TILE_N = 1024, 1024   # pairwise tile (rows x columns) per GEMM call
 TILE_SYM = 512               # square tile when y is x
 MIN_TILES = 16               # split smaller outputs into at least this many tiles
+TAIL_SPLIT = 4               # the last tiles, cut into quarters for load balance
+SPLIT_MIN = 64               # ... unless a quarter would be thinner than this
 KNN_QBLOCK = 1024     # queries per kNN work item (amortises packing x)
 KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
@@ -128,13 +130,33 @@ def _centred(a, centre):
     return ac, norms
 
 
-def _tile_list(m, n, tm, tn, symmetric):
-    bm, bn = -(-m // tm), -(-n // tn)
+def _tile_list(m, n, symmetric):
+    """The tiles ``(i0, j0, rows, cols)`` of an (m, n) output, in work order.
+
+    Large tiles first; the last TAIL_SPLIT tiles are cut into quarters so that
+    the threads finish together. With ``symmetric`` only the upper triangle is
+    listed (diagonal tiles square; the mirror fills the rest).
+    """
+    tm, tn = _tile_shape(m, n, symmetric)
     if symmetric:
-        pairs = [(i, j) for i in range(bm) for j in range(i, bn)]
+        rects = [(i, j, min(tm, m - i), min(tm, n - j))
+                 for i in range(0, m, tm) for j in range(i, n, tm)]
     else:
-        pairs = [(i, j) for i in range(bm) for j in range(bn)]
-    return np.array(pairs, dtype=np.intc).reshape(-1, 2)
+        rects = [(i, j, min(tm, m - i), min(tn, n - j))
+                 for i in range(0, m, tm) for j in range(0, n, tn)]
+    split = len(rects) - TAIL_SPLIT if len(rects) > TAIL_SPLIT else len(rects)
+    tiles = rects[:split]
+    for i, j, a, b in rects[split:]:
+        if min(a, b) < 2 * SPLIT_MIN:
+            tiles.append((i, j, a, b))
+            continue
+        a1, b1 = a // 2, b // 2
+        if symmetric and i == j:      # upper-left, upper-right, lower-right
+            tiles += [(i, j, a1, a1), (i, j + a1, a1, b - a1), (i + a1, j + a1, a - a1, b - a1)]
+        else:
+            tiles += [(i, j, a1, b1), (i, j + b1, a1, b - b1),
+                      (i + a1, j, a - a1, b1), (i + a1, j + b1, a - a1, b - b1)]
+    return np.array(tiles, dtype=np.intp).reshape(-1, 4)
 
 
 def _tile_shape(m, n, symmetric):
@@ -165,15 +187,14 @@ def _pairwise_cpu(out, x, y, take_sqrt):
     if x.shape[1] == 0:
         out.fill(0)
         return
-    nthreads = threads_for(m * n * x.shape[1], GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, y)
-    xc, nx = _centred(x, centre)
-    yc, ny = (xc, nx) if symmetric else _centred(y, centre)
-    tm, tn = _tile_shape(m, n, symmetric)
-    tiles = _tile_list(m, n, tm, tn, symmetric)
+    xc, nx = np.empty_like(x), np.empty(m, x.dtype)
+    yc, ny = (xc, nx) if symmetric else (np.empty_like(y), np.empty(n, y.dtype))
+    tiles = _tile_list(m, n, symmetric)
+    nthreads = min(threads_for(m * n * x.shape[1], GEMM_WORK_PER_THREAD), len(tiles))
     with _blas_single_thread:
-        _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, tiles, tm, tn, TAU[x.dtype],
-                          take_sqrt, symmetric, min(nthreads, len(tiles)))
+        _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, centre, tiles, TAU[x.dtype],
+                          take_sqrt, symmetric, nthreads)
 
 
 def _sqdist_cpu(out, x, y):
@@ -185,7 +206,8 @@ def _l2_cpu(out, x, y):
 
 
 def _knn_cpu(dist, idx, x, queries, k):
-    """Registry kernel: the k nearest rows of x for each query (see knn)."""
+    """Registry kernel: the k nearest rows of x for each query (see knn).
+    Returns the number of queries that took the exact fallback rescan."""
     nq, n, d = queries.shape[0], x.shape[0], x.shape[1]
     if nq == 0:
         return 0
@@ -195,21 +217,20 @@ def _knn_cpu(dist, idx, x, queries, k):
         return 0
     nthreads = threads_for(nq * n * d, GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x, queries)
-    xc, nx = _centred(x, centre)
-    qc, nqn = _centred(queries, centre)
     kc = min(n, k + KNN_EXTRA)
     qblock = max(1, min(KNN_QBLOCK, -(-nq // nthreads), KNN_HEAP_BUDGET // kc))
-    tblock = KNN_TBLOCK
-    nthreads = min(nthreads, -(-nq // qblock))
-    gbuf = np.empty((nthreads, qblock * tblock), x.dtype)
-    hv = np.empty((nthreads, qblock * kc), np.float64)
-    hi = np.empty((nthreads, qblock * kc), np.int64)
-    ev = np.empty((nthreads, 2 * kc + k), np.float64)
-    unit = float(np.finfo(x.dtype).eps) / 2
-    nx_max = float(nx.max()) if n else 0.0
+    nblocks = -(-nq // qblock)
+    nthreads = min(nthreads, nblocks)
+    fallbacks = np.zeros(nblocks, np.intc)
     with _blas_single_thread:
-        return _cpu().knn_fwd(dist, idx, qc, xc, nqn, nx, queries, x, k, kc, qblock,
-                              tblock, unit, nx_max, gbuf, hv, hi, ev, nthreads)
+        _cpu().knn_fwd(dist, idx, x, queries, centre, np.empty_like(x), np.empty_like(queries),
+                       np.empty(n, x.dtype), np.empty(nq, x.dtype), k, kc, qblock,
+                       KNN_TBLOCK, float(np.finfo(x.dtype).eps) / 2,
+                       np.empty((nthreads, qblock * KNN_TBLOCK), x.dtype),
+                       np.empty((nthreads, qblock * kc), np.float64),
+                       np.empty((nthreads, qblock * kc), np.int64),
+                       np.empty((nthreads, 2 * kc + k), np.float64), fallbacks, nthreads)
+    return int(fallbacks.sum())
 
 
 def _sqdist_bwd_cpu(grad, x, y):

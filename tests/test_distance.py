@@ -115,6 +115,42 @@ def test_rows_near_1000_within_1e5_relative(dtype, rng):
     assert (np.diag(s) == 0).all() and (s >= 0).all()
 
 
+@pytest.mark.parametrize("m, n", [(1, 1), (70, 300), (530, 530), (1100, 2300), (4096, 8192)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_tiles_cover_the_output_once(m, n, symmetric):
+    if symmetric:
+        n = m
+    cover = np.zeros((m, n), np.int32)
+    for i0, j0, a, b in fdist._tile_list(m, n, symmetric):
+        assert a > 0 and b > 0
+        cover[i0:i0 + a, j0:j0 + b] += 1
+        if symmetric:
+            assert j0 >= i0 and (j0 >= i0 + a or (i0 == j0 and a == b))
+    if symmetric:
+        cover = np.triu(cover)
+        expected = np.triu(np.ones((m, n), np.int32))
+    else:
+        expected = np.ones((m, n), np.int32)
+    np.testing.assert_array_equal(cover, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_tiles_with_split_tail(dtype, rng, monkeypatch):
+    # Small tiles make this size use many tiles, quartered tail tiles included.
+    for name, value in (("TILE_M", 96), ("TILE_N", 128), ("TILE_SYM", 96), ("SPLIT_MIN", 16)):
+        monkeypatch.setattr(fdist, name, value)
+    x = clustered(rng, 384, 9, dtype)
+    y = clustered(rng, 512, 9, dtype)
+    for m, n, sym in ((384, 512, False), (384, 384, True)):
+        tiles = fdist._tile_list(m, n, sym)
+        assert len(set(map(tuple, tiles[:, 2:]))) > 1   # the tail was split
+    assert_rel(fi.pairwise_sqdist(x, y), direct_sqdist(x, y), dtype)
+    s = fi.pairwise_sqdist(x)
+    np.testing.assert_array_equal(s, s.T)
+    assert (np.diag(s) == 0).all()
+    assert_rel(s, direct_sqdist(x, x), dtype)
+
+
 def test_nonnegative_on_duplicates_far_from_origin(rng):
     base = (1e4 + rng.standard_normal((50, 8))).astype(np.float32)
     x = np.repeat(base, 3, axis=0)

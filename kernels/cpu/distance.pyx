@@ -15,7 +15,7 @@ scaling pass) giving ``v``. Entries with
 are recomputed by direct differences of the original rows, accumulated in
 float64: identical rows give exact zeros, and every result is >= 0.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt, INFINITY, NAN
 from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport qsort
@@ -23,6 +23,16 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from _types cimport real
 
 ctypedef long long i64
+
+cdef extern from *:
+    """
+    /* An orphaned OpenMP barrier: binds to the enclosing parallel region.
+       (Cython's prange inside a parallel block ends with "nowait".) */
+    static void fastinterp_omp_barrier(void) {
+    #pragma omp barrier
+    }
+    """
+    void omp_barrier "fastinterp_omp_barrier"() noexcept nogil
 
 cdef i64 I64_MAX = INT64_MAX
 
@@ -127,16 +137,23 @@ cdef inline double sqnorm(const real* a, Py_ssize_t d) noexcept nogil:
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
+cdef inline void centre_row(const real* src, const real* centre, real* dst, real* norm,
+                            Py_ssize_t d) noexcept nogil:
+    """dst = src - centre; norm = |dst|^2 (float64 sum, rounded once)."""
+    cdef Py_ssize_t k
+    for k in range(d):
+        dst[k] = src[k] - centre[k]
+    norm[0] = <real> sqnorm(dst, d)
+
+
 def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
                 const real[::1] centre, int nthreads):
     """dst[i] = src[i] - centre; norms[i] = |dst[i]|^2 (float64 sum, rounded once)."""
-    cdef Py_ssize_t m = src.shape[0], d = src.shape[1], i, k
+    cdef Py_ssize_t m = src.shape[0], d = src.shape[1], i
     if m == 0 or d == 0:
         return
     for i in prange(m, nogil=True, schedule="static", num_threads=nthreads):
-        for k in range(d):
-            dst[i, k] = src[i, k] - centre[k]
-        norms[i] = <real> sqnorm(&dst[i, 0], d)
+        centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d)
 
 
 # ----------------------------------------------------------------------------
@@ -191,35 +208,42 @@ cdef void mirror_tile(real* out, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t j0,
             out[(j0 + jj) * n + i0 + ii] = out[(i0 + ii) * n + j0 + jj]
 
 
-def sqdist_fwd(real[:, ::1] out, const real[:, ::1] xc, const real[:, ::1] yc,
-               const real[::1] nx, const real[::1] ny,
-               const real[:, ::1] x, const real[:, ::1] y,
-               const int[:, ::1] tiles, int tm, int tn, double tau, bint take_sqrt,
-               bint symmetric, int nthreads):
+def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
+               real[::1] nx, real[::1] ny, const real[:, ::1] x, const real[:, ::1] y,
+               const real[::1] centre, const Py_ssize_t[:, ::1] tiles, double tau,
+               bint take_sqrt, bint symmetric, int nthreads):
     """out[i, j] = |x_i - y_j|^2 (or its square root), tile by tile.
 
-    ``xc``/``yc`` are the centred rows and ``nx``/``ny`` their squared norms;
-    ``x``/``y`` the original rows for the direct recomputation. ``tiles`` lists
-    (row block, column block) pairs of ``tm`` x ``tn`` tiles; with
-    ``symmetric`` (y is x; then tm == tn) only blocks with column >= row are
-    listed and each is mirrored into the lower triangle.
+    One parallel region: first ``xc``/``yc`` (scratch, the rows of x and y
+    minus ``centre``) and ``nx``/``ny`` (their squared norms) are filled,
+    then every tile ``(i0, j0, rows, cols)`` of ``tiles`` is prefilled,
+    multiplied and finished (dynamic schedule, in list order). With
+    ``symmetric`` (y is x: pass the same arrays) the tiles cover the upper
+    triangle (diagonal tiles square) and are mirrored into the lower one.
     """
     cdef Py_ssize_t m = out.shape[0], n = out.shape[1], d = xc.shape[1]
-    cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb
+    cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb, r
+    cdef Py_ssize_t nrows = m if symmetric else m + n
     cdef real* po = &out[0, 0]
-    for t in prange(ntiles, nogil=True, schedule="dynamic", chunksize=1,
-                    num_threads=nthreads):
-        i0 = tiles[t, 0] * tm
-        j0 = tiles[t, 1] * tn
-        mb = min(tm, m - i0)
-        nb = min(tn, n - j0)
-        tile_prefill(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0])
-        gemm_neg2_nt(<int> mb, <int> nb, <int> d, &xc[i0, 0], <int> d, &yc[j0, 0],
-                     <int> d, po + i0 * n + j0, <int> n, 1)
-        tile_epilogue(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0], &x[i0, 0],
-                      &y[j0, 0], d, <real> tau, take_sqrt)
-        if symmetric:
-            mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
+    with nogil, parallel(num_threads=nthreads):
+        for r in prange(nrows, schedule="static"):
+            if r < m:
+                centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d)
+            else:
+                centre_row(&y[r - m, 0], &centre[0], &yc[r - m, 0], &ny[r - m], d)
+        omp_barrier()     # every centred row is ready before any tile starts
+        for t in prange(ntiles, schedule="dynamic", chunksize=1):
+            i0 = tiles[t, 0]
+            j0 = tiles[t, 1]
+            mb = tiles[t, 2]
+            nb = tiles[t, 3]
+            tile_prefill(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0])
+            gemm_neg2_nt(<int> mb, <int> nb, <int> d, &xc[i0, 0], <int> d, &yc[j0, 0],
+                         <int> d, po + i0 * n + j0, <int> n, 1)
+            tile_epilogue(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0], &x[i0, 0],
+                          &y[j0, 0], d, <real> tau, take_sqrt)
+            if symmetric:
+                mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
 
 
 # ----------------------------------------------------------------------------
@@ -299,55 +323,74 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
     return fallback
 
 
-def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] qc,
-            const real[:, ::1] xc, const real[::1] nq, const real[::1] nx,
-            const real[:, ::1] q, const real[:, ::1] x, int k, int kc, int qblock,
-            int tblock, double unit, double nx_max,
-            real[:, ::1] gbuf, double[:, ::1] hvbuf, i64[:, ::1] hibuf,
-            double[:, ::1] evbuf, int nthreads):
-    """k nearest rows of ``x`` for every row of ``q`` (sorted, ties by smaller index).
-
-    Per query block (``qblock`` queries, one thread): for each block of
-    ``tblock`` rows of x, GEMM into the thread's ``gbuf`` and offer
-    ``|xc_j|^2 - 2 qc.xc_j`` to a heap of ``kc`` candidates per query; then
-    recompute the candidates' distances exactly (see finish_query).
-    ``unit`` is the dtype's unit roundoff, ``nx_max`` max_j |xc_j|^2.
-    Per-thread scratch: gbuf (nthreads, qblock*tblock), hvbuf/hibuf
-    (nthreads, qblock*kc), evbuf (nthreads, k + kc*3). Returns the number of
-    queries that took the exact fallback scan.
-    """
-    cdef Py_ssize_t nqry = q.shape[0], n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t nblocks = (nqry + qblock - 1) // qblock
-    cdef Py_ssize_t b, q0, nr, r, tb, j0, nb, c, tid
-    cdef real* g
-    cdef double* hv
-    cdef i64* hi
+cdef int knn_block(Py_ssize_t q0, Py_ssize_t nr, const real* q, const real* x,
+                   const real* qc, const real* xc, const real* nq, const real* nx,
+                   Py_ssize_t n, Py_ssize_t d, Py_ssize_t k, Py_ssize_t kc,
+                   Py_ssize_t tblock, double gamma, double nx_max, real* g,
+                   double* hv, i64* hi, double* ev, real* dist, i64* idx) noexcept nogil:
+    """The k nearest rows for queries q0 .. q0+nr-1 (one thread); returns the
+    number of queries that needed the exact fallback scan."""
+    cdef Py_ssize_t c, r, tb, j0, nb
     cdef double delta, nqr
     cdef int fallbacks = 0
-    cdef double gamma = 2.0 * (d + 16) * unit
-    for b in prange(nblocks, nogil=True, schedule="dynamic", chunksize=1,
-                    num_threads=nthreads):
-        tid = threadid()
-        g = &gbuf[tid, 0]
-        hv = &hvbuf[tid, 0]
-        hi = &hibuf[tid, 0]
-        q0 = b * qblock
-        nr = min(qblock, nqry - q0)
-        for c in range(nr * kc):
-            hv[c] = INFINITY
-            hi[c] = -1
-        for tb in range((n + tblock - 1) // tblock):
-            j0 = tb * tblock
-            nb = min(tblock, n - j0)
-            gemm_neg2_nt(<int> nr, <int> nb, <int> d, &qc[q0, 0], <int> d, &xc[j0, 0],
-                         <int> d, g, <int> tblock, 0)
-            for r in range(nr):
-                scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc, hi + r * kc, kc)
+    for c in range(nr * kc):
+        hv[c] = INFINITY
+        hi[c] = -1
+    for tb in range((n + tblock - 1) // tblock):
+        j0 = tb * tblock
+        nb = min(tblock, n - j0)
+        gemm_neg2_nt(<int> nr, <int> nb, <int> d, qc + q0 * d, <int> d, xc + j0 * d,
+                     <int> d, g, <int> tblock, 0)
         for r in range(nr):
-            nqr = nq[q0 + r]
-            delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
-            fallbacks += finish_query(&q[q0 + r, 0], &x[0, 0], n, d, k, kc,
-                                      hv + r * kc, hi + r * kc, delta,
-                                      <Cand*> &evbuf[tid, 0], &evbuf[tid, 2 * kc],
-                                      &dist[q0 + r, 0], &idx[q0 + r, 0])
+            scan_block(g + r * tblock, nx + j0, nb, j0, hv + r * kc, hi + r * kc, kc)
+    for r in range(nr):
+        nqr = nq[q0 + r]
+        delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
+        fallbacks += finish_query(q + (q0 + r) * d, x, n, d, k, kc, hv + r * kc,
+                                  hi + r * kc, delta, <Cand*> ev, ev + 2 * kc,
+                                  dist + (q0 + r) * k, idx + (q0 + r) * k)
     return fallbacks
+
+
+def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
+            const real[:, ::1] q, const real[::1] centre, real[:, ::1] xc,
+            real[:, ::1] qc, real[::1] nx, real[::1] nq, int k, int kc, int qblock,
+            int tblock, double unit, real[:, ::1] gbuf, double[:, ::1] hvbuf,
+            i64[:, ::1] hibuf, double[:, ::1] evbuf, int[::1] fallbacks, int nthreads):
+    """k nearest rows of ``x`` for every row of ``q`` (sorted, ties by smaller index).
+
+    One parallel region: first ``xc``/``qc`` (scratch: rows minus ``centre``)
+    and ``nx``/``nq`` (their squared norms) are filled; then per query block
+    (``qblock`` queries, one thread), for each block of ``tblock`` rows of x,
+    GEMM into the thread's ``gbuf`` and offer ``|xc_j|^2 - 2 qc.xc_j`` to a
+    heap of ``kc`` candidates per query; then the candidates' distances are
+    recomputed exactly (see finish_query). ``unit`` is the dtype's unit
+    roundoff. Per-thread scratch: gbuf (nthreads, qblock*tblock), hvbuf/hibuf
+    (nthreads, qblock*kc), evbuf (nthreads, k + 2*kc). ``fallbacks[b]``
+    receives the number of queries of block b that took the exact rescan.
+    """
+    cdef Py_ssize_t nqry = q.shape[0], n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t nblocks = fallbacks.shape[0]
+    cdef Py_ssize_t b, q0, r, j, tid
+    cdef double nx_max = 0
+    cdef double gamma = 2.0 * (d + 16) * unit
+    j = 0
+    with nogil, parallel(num_threads=nthreads):
+        for r in prange(n + nqry, schedule="static"):
+            if r < n:
+                centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d)
+            else:
+                centre_row(&q[r - n, 0], &centre[0], &qc[r - n, 0], &nq[r - n], d)
+        omp_barrier()     # every centred row is ready before any block starts
+        nx_max = 0     # every thread finds the same maximum (order-free)
+        for j in range(n):
+            if nx[j] > nx_max:
+                nx_max = nx[j]
+        for b in prange(nblocks, schedule="dynamic", chunksize=1):
+            tid = threadid()
+            q0 = b * qblock
+            fallbacks[b] = knn_block(q0, min(<Py_ssize_t> qblock, nqry - q0), &q[0, 0],
+                                     &x[0, 0], &qc[0, 0], &xc[0, 0], &nq[0], &nx[0], n, d,
+                                     k, kc, tblock, gamma, nx_max, &gbuf[tid, 0],
+                                     &hvbuf[tid, 0], &hibuf[tid, 0], &evbuf[tid, 0],
+                                     &dist[0, 0], &idx[0, 0])
