@@ -37,7 +37,7 @@ TILE_SYM = 512               # square tile when y is x
 MIN_TILES = 16               # split smaller outputs into at least this many tiles
 TAIL_SPLIT = 4               # the last tiles, cut into quarters for load balance
 SPLIT_MIN = 64               # ... unless a quarter would be thinner than this
-KNN_QBLOCK = 1024     # queries per kNN work item (amortises packing x)
+KNN_QBLOCK = 1024     # queries per kNN block (amortises packing the rows of x)
 KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
@@ -218,10 +218,9 @@ def _knn_cpu(dist, idx, x, queries, k):
     nthreads = threads_for(nq * n * d, GEMM_WORK_PER_THREAD)
     centre = _centre_vector(x.dtype, x, queries)
     kc = min(n, k + KNN_EXTRA)
-    qblock = max(1, min(KNN_QBLOCK, -(-nq // nthreads), KNN_HEAP_BUDGET // kc))
-    nblocks = -(-nq // qblock)
-    nthreads = min(nthreads, nblocks)
-    fallbacks = np.zeros(nblocks, np.intc)
+    qblock = max(1, min(KNN_QBLOCK, nq, KNN_HEAP_BUDGET // kc))
+    nthreads = min(nthreads, -(-n // KNN_TBLOCK))
+    fallbacks = np.zeros(nq, np.intc)
     with _blas_single_thread:
         _cpu().knn_fwd(dist, idx, x, queries, centre, np.empty_like(x), np.empty_like(queries),
                        np.empty(n, x.dtype), np.empty(nq, x.dtype), k, kc, qblock,
@@ -229,7 +228,8 @@ def _knn_cpu(dist, idx, x, queries, k):
                        np.empty((nthreads, qblock * KNN_TBLOCK), x.dtype),
                        np.empty((nthreads, qblock * kc), np.float64),
                        np.empty((nthreads, qblock * kc), np.int64),
-                       np.empty((nthreads, 2 * kc + k), np.float64), fallbacks, nthreads)
+                       np.empty((nthreads, 2 * nthreads * kc + k), np.float64),
+                       np.empty((nthreads, k), np.int64), fallbacks, nthreads)
     return int(fallbacks.sum())
 
 

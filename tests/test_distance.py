@@ -15,6 +15,13 @@ DTYPES = [np.float32, np.float64]
 REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 
+@pytest.fixture(autouse=True)
+def threads_even_for_small_inputs(monkeypatch):
+    """Test-sized inputs would run on one thread; make them use every thread,
+    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested."""
+    monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1 << 10)
+
+
 def direct_sqdist(x, y):
     """The oracle: float64 direct differences."""
     x = np.asarray(x, np.float64)
@@ -271,8 +278,7 @@ def test_errors(fn):
         fn(np.zeros((2, 3), np.int64))
 
 
-def test_thread_count_bit_identical(threads, rng, monkeypatch):
-    monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1)   # small inputs still use threads
+def test_thread_count_bit_identical(threads, rng):
     x = clustered(rng, 600, 24, np.float32)
     y = clustered(rng, 520, 24, np.float32)
     q = rng.standard_normal((300, 24)).astype(np.float32)

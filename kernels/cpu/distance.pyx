@@ -289,108 +289,123 @@ cdef void exact_scan(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
 
 
 cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
-                      Py_ssize_t k, Py_ssize_t kc, double* hv, i64* hi, double delta,
-                      Cand* cand, double* ev, real* dist_row, i64* idx_row) noexcept nogil:
-    """Exact distances of the kc candidates, sorted; falls back to an exact scan
-    when the candidates cannot be proven to contain the true k nearest. Returns
-    1 on a fallback."""
-    cdef Py_ssize_t c
+                      Py_ssize_t k, Py_ssize_t kc, Py_ssize_t nheaps, const double* hv,
+                      const i64* hi, Py_ssize_t heap_stride, double delta, Cand* cand,
+                      double* ev, i64* ei, real* dist_row, i64* idx_row) noexcept nogil:
+    """The k nearest rows of one query from the candidates of ``nheaps`` heaps
+    (heap t at hv/hi + t * heap_stride, kc entries each; one heap per thread,
+    each over its share of the rows of x).
+
+    Every row of x outside heap t has v >= that heap's largest entry, so every
+    row outside all heaps has v >= a_out = min_t(largest of heap t) (+inf for
+    a heap that is not full). When a_out exceeds the k-th smallest candidate
+    by more than twice the rounding bound ``delta``, the candidates contain
+    the exact answer: their distances are recomputed directly and sorted.
+    Otherwise the query is rescanned exactly. Returns 1 on a rescan.
+    """
+    cdef Py_ssize_t c, t, ncand = 0
+    cdef double a_out = INFINITY
     cdef bint fallback = False
-    for c in range(kc):
-        cand[c].d = hv[c]
-        cand[c].i = hi[c]
-        if hi[c] < 0:
-            fallback = True
-    if not fallback and kc < n:
-        qsort(cand, kc, sizeof(Cand), cand_cmp)
-        # Every row outside the heap has v >= cand[kc-1].d; it cannot beat the
-        # k-th candidate when that gap exceeds twice the error bound.
-        if not (cand[kc - 1].d > cand[k - 1].d + 2 * delta):
+    for t in range(nheaps):
+        if hv[t * heap_stride] < a_out:
+            a_out = hv[t * heap_stride]
+        for c in range(kc):
+            if hi[t * heap_stride + c] >= 0:
+                cand[ncand].d = hv[t * heap_stride + c]
+                cand[ncand].i = hi[t * heap_stride + c]
+                ncand += 1
+    if ncand < k:
+        fallback = True
+    else:
+        qsort(cand, ncand, sizeof(Cand), cand_cmp)
+        if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
             fallback = True
     if fallback:
-        exact_scan(q, x, n, d, k, ev, hi)
+        exact_scan(q, x, n, d, k, ev, ei)
         for c in range(k):
             cand[c].d = ev[c]
-            cand[c].i = hi[c]
+            cand[c].i = ei[c]
         qsort(cand, k, sizeof(Cand), cand_cmp)
     else:
-        for c in range(kc):
+        for c in range(ncand):
             cand[c].d = sqdiff(q, x + cand[c].i * d, d)
-        qsort(cand, kc, sizeof(Cand), cand_cmp)
+        qsort(cand, ncand, sizeof(Cand), cand_cmp)
     for c in range(k):
         dist_row[c] = <real> cand[c].d
         idx_row[c] = cand[c].i
     return fallback
 
 
-cdef int knn_block(Py_ssize_t q0, Py_ssize_t nr, const real* q, const real* x,
-                   const real* qc, const real* xc, const real* nq, const real* nx,
-                   Py_ssize_t n, Py_ssize_t d, Py_ssize_t k, Py_ssize_t kc,
-                   Py_ssize_t tblock, double gamma, double nx_max, real* g,
-                   double* hv, i64* hi, double* ev, real* dist, i64* idx) noexcept nogil:
-    """The k nearest rows for queries q0 .. q0+nr-1 (one thread); returns the
-    number of queries that needed the exact fallback scan."""
-    cdef Py_ssize_t c, r, tb, j0, nb
-    cdef double delta, nqr
-    cdef int fallbacks = 0
-    for c in range(nr * kc):
-        hv[c] = INFINITY
-        hi[c] = -1
-    for tb in range((n + tblock - 1) // tblock):
-        j0 = tb * tblock
-        nb = min(tblock, n - j0)
-        gemm_neg2_nt(<int> nr, <int> nb, <int> d, qc + q0 * d, <int> d, xc + j0 * d,
-                     <int> d, g, <int> tblock, 0)
-        for r in range(nr):
-            scan_block(g + r * tblock, nx + j0, nb, j0, hv + r * kc, hi + r * kc, kc)
-    for r in range(nr):
-        nqr = nq[q0 + r]
-        delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
-        fallbacks += finish_query(q + (q0 + r) * d, x, n, d, k, kc, hv + r * kc,
-                                  hi + r * kc, delta, <Cand*> ev, ev + 2 * kc,
-                                  dist + (q0 + r) * k, idx + (q0 + r) * k)
-    return fallbacks
-
-
 def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
             const real[:, ::1] q, const real[::1] centre, real[:, ::1] xc,
             real[:, ::1] qc, real[::1] nx, real[::1] nq, int k, int kc, int qblock,
             int tblock, double unit, real[:, ::1] gbuf, double[:, ::1] hvbuf,
-            i64[:, ::1] hibuf, double[:, ::1] evbuf, int[::1] fallbacks, int nthreads):
+            i64[:, ::1] hibuf, double[:, ::1] evbuf, i64[:, ::1] eibuf,
+            int[::1] fallbacks, int nthreads):
     """k nearest rows of ``x`` for every row of ``q`` (sorted, ties by smaller index).
 
-    One parallel region: first ``xc``/``qc`` (scratch: rows minus ``centre``)
-    and ``nx``/``nq`` (their squared norms) are filled; then per query block
-    (``qblock`` queries, one thread), for each block of ``tblock`` rows of x,
-    GEMM into the thread's ``gbuf`` and offer ``|xc_j|^2 - 2 qc.xc_j`` to a
-    heap of ``kc`` candidates per query; then the candidates' distances are
-    recomputed exactly (see finish_query). ``unit`` is the dtype's unit
-    roundoff. Per-thread scratch: gbuf (nthreads, qblock*tblock), hvbuf/hibuf
-    (nthreads, qblock*kc), evbuf (nthreads, k + 2*kc). ``fallbacks[b]``
-    receives the number of queries of block b that took the exact rescan.
+    One parallel region. First ``xc``/``qc`` (scratch: rows minus ``centre``)
+    and ``nx``/``nq`` (their squared norms) are filled. Then, query block by
+    query block (``qblock`` queries), the threads share out the blocks of
+    ``tblock`` rows of x (dynamic schedule): GEMM into the thread's ``gbuf``,
+    then ``|xc_j|^2 - 2 qc.xc_j`` is offered to the thread's heap of ``kc``
+    candidates per query. Finally each query's candidates from all heaps are
+    checked and recomputed exactly (see finish_query). ``unit`` is the
+    dtype's unit roundoff. Per-thread scratch: gbuf (nthreads, qblock*tblock),
+    hvbuf/hibuf (nthreads, qblock*kc), evbuf (nthreads, 2*nthreads*kc + k),
+    eibuf (nthreads, k). ``fallbacks[q]`` is set to 1 for each query that
+    took the exact rescan.
     """
     cdef Py_ssize_t nqry = q.shape[0], n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t nblocks = fallbacks.shape[0]
-    cdef Py_ssize_t b, q0, r, j, tid
-    cdef double nx_max = 0
+    cdef Py_ssize_t nblocks = (nqry + qblock - 1) // qblock
+    cdef Py_ssize_t ntb = (n + tblock - 1) // tblock
+    cdef Py_ssize_t stride = hvbuf.shape[1]
+    cdef Py_ssize_t b, q0, nr, r, c, j, tb, j0, nb, tid
+    cdef double nx_max = 0, nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
-    j = 0
+    cdef real* g
+    cdef double* hv
+    cdef i64* hi
+    j = b = c = q0 = nr = tid = 0     # (thread-private below; set to quiet the compiler)
+    g = NULL
+    hv = NULL
+    hi = NULL
     with nogil, parallel(num_threads=nthreads):
+        tid = threadid()
+        g = &gbuf[tid, 0]
+        hv = &hvbuf[tid, 0]
+        hi = &hibuf[tid, 0]
         for r in prange(n + nqry, schedule="static"):
             if r < n:
                 centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d)
             else:
                 centre_row(&q[r - n, 0], &centre[0], &qc[r - n, 0], &nq[r - n], d)
         omp_barrier()     # every centred row is ready before any block starts
-        nx_max = 0     # every thread finds the same maximum (order-free)
+        nx_max = 0        # every thread finds the same maximum (order-free)
         for j in range(n):
             if nx[j] > nx_max:
                 nx_max = nx[j]
-        for b in prange(nblocks, schedule="dynamic", chunksize=1):
-            tid = threadid()
+        for b in range(nblocks):
             q0 = b * qblock
-            fallbacks[b] = knn_block(q0, min(<Py_ssize_t> qblock, nqry - q0), &q[0, 0],
-                                     &x[0, 0], &qc[0, 0], &xc[0, 0], &nq[0], &nx[0], n, d,
-                                     k, kc, tblock, gamma, nx_max, &gbuf[tid, 0],
-                                     &hvbuf[tid, 0], &hibuf[tid, 0], &evbuf[tid, 0],
-                                     &dist[0, 0], &idx[0, 0])
+            nr = min(<Py_ssize_t> qblock, nqry - q0)
+            for c in range(nr * kc):
+                hv[c] = INFINITY
+                hi[c] = -1
+            for tb in prange(ntb, schedule="dynamic", chunksize=1):
+                j0 = tb * tblock
+                nb = min(<Py_ssize_t> tblock, n - j0)
+                gemm_neg2_nt(<int> nr, <int> nb, <int> d, &qc[q0, 0], <int> d,
+                             &xc[j0, 0], <int> d, g, <int> tblock, 0)
+                for r in range(nr):
+                    scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc,
+                               hi + r * kc, kc)
+            omp_barrier()     # all heaps of this block are complete
+            for r in prange(nr, schedule="dynamic", chunksize=16):
+                nqr = nq[q0 + r]
+                delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
+                fallbacks[q0 + r] = finish_query(
+                    &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nthreads, &hvbuf[0, r * kc],
+                    &hibuf[0, r * kc], stride, delta, <Cand*> &evbuf[tid, 0],
+                    &evbuf[tid, 2 * nthreads * kc], &eibuf[tid, 0],
+                    &dist[q0 + r, 0], &idx[q0 + r, 0])
+            omp_barrier()     # heaps are read before the next block resets them
