@@ -67,9 +67,12 @@ class _BlasSingleThread:
 
     def _controllers(self):
         if self._libs is None:
-            from threadpoolctl import ThreadpoolController
-
             import scipy.linalg.cython_blas  # noqa: F401  (make sure its BLAS is loaded)
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:   # cannot limit: the BLAS may oversubscribe the cores
+                self._libs = []
+                return self._libs
             blas = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
             mine = [lc for lc in blas
                     if os.path.basename(os.path.dirname(lc.filepath)).startswith("scipy")]
