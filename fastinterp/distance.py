@@ -41,7 +41,7 @@ KNN_QBLOCK = 1024     # queries per kNN block (amortises packing the rows of x)
 KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
-CENTRE_SAMPLE = 4096  # rows per operand averaged for the centring vector
+CENTRE_SAMPLE = 1024  # rows per operand averaged for the centring vector
 _INT_MAX = 2**31 - 1  # BLAS (LP64) dimension limit
 GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
 
