@@ -16,7 +16,7 @@ are recomputed by direct differences of the original rows, accumulated in
 float64: identical rows give exact zeros, and every result is >= 0.
 """
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt, INFINITY, NAN
+from libc.math cimport sqrt, sqrtf, INFINITY, NAN
 from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport qsort
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -193,8 +193,12 @@ cdef void tile_epilogue(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
                 if row[jj] <= tau * (nxi + ny[jj]):
                     row[jj] = <real> sqdiff(x + ii * d, y + jj * d, d)
         if take_sqrt:
-            for jj in range(nb):
-                row[jj] = sqrt(row[jj])
+            if real is float:
+                for jj in range(nb):
+                    row[jj] = sqrtf(row[jj])
+            else:
+                for jj in range(nb):
+                    row[jj] = sqrt(row[jj])
 
 
 cdef void mirror_tile(real* out, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t j0,
