@@ -16,6 +16,7 @@ are recomputed by direct differences of the original rows, accumulated in
 float64: identical rows give exact zeros, and every result is >= 0.
 """
 from cython.parallel cimport parallel, prange, threadid
+cimport openmp
 from libc.math cimport sqrt, sqrtf, INFINITY, NAN
 from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport qsort
@@ -365,6 +366,7 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
     cdef Py_ssize_t ntb = (n + tblock - 1) // tblock
     cdef Py_ssize_t stride = hvbuf.shape[1]
     cdef Py_ssize_t b, q0, nr, r, c, j, tb, j0, nb, tid
+    cdef int nteam
     cdef double nx_max = 0, nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
     cdef real* g
@@ -374,8 +376,10 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
     g = NULL
     hv = NULL
     hi = NULL
+    nteam = 1
     with nogil, parallel(num_threads=nthreads):
         tid = threadid()
+        nteam = openmp.omp_get_num_threads()   # the heaps in use (<= nthreads)
         g = &gbuf[tid, 0]
         hv = &hvbuf[tid, 0]
         hi = &hibuf[tid, 0]
@@ -408,7 +412,7 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
                 nqr = nq[q0 + r]
                 delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
                 fallbacks[q0 + r] = finish_query(
-                    &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nthreads, &hvbuf[0, r * kc],
+                    &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nteam, &hvbuf[0, r * kc],
                     &hibuf[0, r * kc], stride, delta, <Cand*> &evbuf[tid, 0],
                     &evbuf[tid, 2 * nthreads * kc], &eibuf[tid, 0],
                     &dist[q0 + r, 0], &idx[q0 + r, 0])
