@@ -1,12 +1,14 @@
 # cython: language_level=3
 """Distance kernels: blocked GEMM squared distances with a fused epilogue, and kNN.
 
-The Python front (fastinterp.distance) validates, centres the data by a common
-vector (distances do not change, cancellation mostly goes away), computes the
-row norms and keeps the BLAS single-threaded while these kernels run: every
-OpenMP thread calls BLAS ``?gemm`` on its own tile, then finishes that tile
-while it is still in cache. A tile's result never depends on the thread
-count, so the output is bit-identical for any number of threads.
+The Python front (fastinterp.distance) validates, picks the centring vector
+and the tiles, and keeps the BLAS single-threaded while these kernels run.
+Each kernel is one OpenMP parallel region: the rows are centred (subtracting
+a common vector changes no distance, and removes most of the cancellation)
+and their squared norms computed; then every thread calls BLAS ``?gemm`` on
+its own tile and finishes that tile while it is still in cache. A tile's
+result never depends on the thread count, so the output is bit-identical
+for any number of threads.
 
 Conventions for a tile: it is filled with ``|xc_i|^2 + |yc_j|^2``, then
 ``?gemm`` adds ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T`` (beta = 1: no separate
