@@ -14,14 +14,12 @@ scikit-learn ``NearestNeighbors(algorithm="brute").kneighbors``.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import run
 
-THREADS = int(os.environ.get("FASTINTERP_BENCH_THREADS", "2"))
 PAIR_M, PAIR_N, PAIR_D = 4096, 8192, 256
 KNN_N, KNN_Q, KNN_D = 50_000, 2_000, 128
 PAIR_GROUP = f"pairwise_sqdist: X ({PAIR_M}, {PAIR_D}) vs Y ({PAIR_N}, {PAIR_D}) float32"
@@ -32,24 +30,14 @@ def knn_group(k):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    """Every library in this module runs with THREADS threads (BLAS included)."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    before = fi.get_num_threads()
-    fi.set_num_threads(THREADS)
-    try:
-        import torch
-        torch.set_num_threads(THREADS)
-    except ImportError:
-        pass
+def faiss_threads(bench_threads):
+    """conftest's bench_threads pins fastinterp, torch and the BLAS; faiss
+    keeps its own OpenMP pool."""
     try:
         import faiss
-        faiss.omp_set_num_threads(THREADS)
     except ImportError:
-        pass
-    with threadpoolctl.threadpool_limits(limits=THREADS):
-        yield THREADS
-    fi.set_num_threads(before)
+        return
+    faiss.omp_set_num_threads(bench_threads)
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +52,6 @@ def knn_data():
     rng = np.random.default_rng(1)
     return (rng.standard_normal((KNN_N, KNN_D), dtype=np.float32),
             rng.standard_normal((KNN_Q, KNN_D), dtype=np.float32))
-
-
-def run(benchmark, library, group, fn, *args, **kwargs):
-    benchmark.group = group
-    benchmark.extra_info["library"] = library
-    return benchmark(fn, *args, **kwargs)
 
 
 def gflops(benchmark, flops):
