@@ -301,12 +301,20 @@ def _pairwise(op, x, y, out):
         check_out(op, out_k, shape, dtype, {"x": x_, "y": y_})
     else:
         out_caller, out_k = p.empty(shape, dtype)
+    if p.backend == "cpu" and _same_array(x_, y_):
+        y_ = None        # pairwise_sqdist(x, x): take the exactly symmetric path
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
         kernel(out_k, x_, y_, stream=p.stream)
     else:
         kernel(out_k, x_, y_)
     return p.wrap(out_caller)
+
+
+def _same_array(a, b):
+    """True when NumPy arrays a and b view exactly the same elements."""
+    return (b is not None and a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 # ----------------------------------------------------------------------------
@@ -321,7 +329,9 @@ def pairwise_sqdist(x, y=None, out=None):
     x : array (M, D), float32 or float64
     y : array (N, D) of x's dtype, optional
         Defaults to ``x`` (all pairwise distances within one set; the result
-        is then exactly symmetric with an exactly zero diagonal).
+        is then exactly symmetric with an exactly zero diagonal, and only
+        half of the products are computed). Passing ``x`` itself as ``y``
+        does the same.
     out : array (M, N), optional
         C-contiguous destination of the inputs' dtype, not overlapping them.
 

@@ -103,6 +103,7 @@ def test_self_distances_exact_zero_and_symmetric(dtype, rng):
     np.testing.assert_array_equal(r, r.T)
     assert_rel(r, direct_sqdist(x, x), dtype)
     assert (np.diag(fi.pairwise_l2(x)) == 0).all()
+    np.testing.assert_array_equal(fi.pairwise_sqdist(x, x), r)   # same array: same path
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
