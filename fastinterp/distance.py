@@ -32,7 +32,7 @@ __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
 # An entry is recomputed directly when v <= TAU * (|x_c|^2 + |y_c|^2): the
 # GEMM form's relative error there is at most ~2u/TAU times its typical size.
 TAU = {np.dtype(np.float32): 1.0 / 8, np.dtype(np.float64): 1.0 / 256}
-TILE_M, TILE_N = 1024, 1024   # pairwise tile (rows x columns) per GEMM call
+TILE_M, TILE_N = 1024, 2048   # pairwise tile (rows x columns) per GEMM call
 TILE_SYM = 512               # square tile when y is x
 MIN_TILES = 16               # split smaller outputs into at least this many tiles
 TAIL_SPLIT = 4               # the last tiles, cut into quarters for load balance
