@@ -11,10 +11,14 @@ from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
 from .blend import lerp
+from .resize import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, interpolate, resize,
+                     resize_backward)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
     "lerp", "set_num_threads",
+    "resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
 ]
