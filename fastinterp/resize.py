@@ -295,13 +295,43 @@ def transposed_table(table: AxisTable) -> AxisTable:
     return AxisTable(idx_t, wt, n_out, unit)
 
 
-def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int) -> int:
+_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32))
+
+
+@lru_cache(maxsize=256)
+def permute_form(table: AxisTable):
+    """``(base, rel)`` for the CPU kernels' gather-free horizontal pass, or empty arrays.
+
+    Outputs go in blocks of B (16 float32 / 8 float64 lanes); the form exists
+    when every block's taps fit in a window of 2B source values starting at
+    its smallest tap: ``base[b]`` is that start and ``rel = idx - base``.
+    This holds for any upscale and for downscales by up to 2.
+    """
+    from ._cpu import resize as cpu_resize
+    if not cpu_resize.HAVE_PERM:
+        return _NO_PERM
+    B = cpu_resize.PERM_BLOCK[table.w.dtype.name]
+    K, n = table.idx.shape
+    nb = -(-n // B)
+    pad = np.pad(table.idx, ((0, 0), (0, nb * B - n)), mode="edge").reshape(K, nb, B)
+    base = pad.min(axis=(0, 2))
+    if int((pad.max(axis=(0, 2)) - base).max()) >= 2 * B:
+        return _NO_PERM
+    rel = (table.idx - np.repeat(base, B)[:n][None, :]).astype(np.int32)
+    base = base.astype(np.int32)
+    _readonly(base, rel)
+    return base, rel
+
+
+def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
+               permuted: bool = False) -> int:
     """Rows-first or columns-first, whichever needs less arithmetic.
 
     Horizontal taps are gathers (costlier than the contiguous vertical
-    blends) unless a tap moves over several interleaved channels.
+    blends) unless a tap moves over several interleaved channels or the
+    permute form applies.
     """
-    gather = 3.0 if channels == 1 else 1.0
+    gather = 3.0 if channels == 1 and not permuted else 1.0
     out_w = xtab.n_out * channels
     in_w = in_w * channels
     rows_used = len(np.unique(ytab.idx))
@@ -321,9 +351,10 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     ``ytab``/``xtab`` are AxisTable; ``channels`` is C (1 for NCHW).
     """
     from ._cpu import resize as cpu_resize
-    order = pass_order(ytab, xtab, x.shape[2] // channels, channels)
+    perm = permute_form(xtab) if channels == 1 else _NO_PERM
+    order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
     cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
-                             channels, order, threads_for(out.size + x.size))
+                             perm[0], perm[1], channels, order, threads_for(out.size + x.size))
 
 
 _OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")

@@ -47,6 +47,90 @@ cdef extern from *:
     void fi_axpy_f(float* d, const float* s, float a, Py_ssize_t n) noexcept nogil
     void fi_axpy_d(double* d, const double* s, double a, Py_ssize_t n) noexcept nogil
 
+cdef extern from *:
+    """
+    /* Horizontal pass by in-register permutes (AVX-512): a block of B outputs
+       (16 floats / 8 doubles) whose taps all lie in a window of 2B source
+       values starting at base[b] loads that window once (two vectors) and
+       picks every tap with one two-source permute: no gathers. rel[k, x] is
+       tap k's index minus its block's base; weights w[k, x] as usual. */
+    #if defined(__AVX512F__) && defined(__AVX512VL__)
+    #include <immintrin.h>
+    #define FI_HAVE_PERM 1
+    static void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 16, ++b) {
+            Py_ssize_t cnt = n - x0 < 16 ? n - x0 : 16;
+            __mmask16 om = (__mmask16)((1u << cnt) - 1u);
+            const float* s = src + base[b];
+            Py_ssize_t avail = nsrc - base[b];
+            __m512 lo, hi;
+            if (avail >= 32) {
+                lo = _mm512_loadu_ps(s);
+                hi = _mm512_loadu_ps(s + 16);
+            } else {
+                __mmask16 m0 = avail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << avail) - 1u);
+                __mmask16 m1 = avail > 16 ? (__mmask16)((1u << (avail - 16)) - 1u) : (__mmask16)0;
+                lo = _mm512_maskz_loadu_ps(m0, s);
+                hi = _mm512_maskz_loadu_ps(m1, s + 16);
+            }
+            __m512 acc = _mm512_mul_ps(_mm512_maskz_loadu_ps(om, w + x0),
+                _mm512_permutex2var_ps(lo, _mm512_maskz_loadu_epi32(om, rel + x0), hi));
+            for (Py_ssize_t k = 1; k < K; ++k) {
+                __m512 v = _mm512_permutex2var_ps(lo,
+                    _mm512_maskz_loadu_epi32(om, rel + k * n + x0), hi);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(om, w + k * n + x0), v, acc);
+            }
+            _mm512_mask_storeu_ps(dst + x0, om, acc);
+        }
+    }
+    static void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 8, ++b) {
+            Py_ssize_t cnt = n - x0 < 8 ? n - x0 : 8;
+            __mmask8 om = (__mmask8)((1u << cnt) - 1u);
+            const double* s = src + base[b];
+            Py_ssize_t avail = nsrc - base[b];
+            __m512d lo, hi;
+            if (avail >= 16) {
+                lo = _mm512_loadu_pd(s);
+                hi = _mm512_loadu_pd(s + 8);
+            } else {
+                __mmask8 m0 = avail >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << avail) - 1u);
+                __mmask8 m1 = avail > 8 ? (__mmask8)((1u << (avail - 8)) - 1u) : (__mmask8)0;
+                lo = _mm512_maskz_loadu_pd(m0, s);
+                hi = _mm512_maskz_loadu_pd(m1, s + 8);
+            }
+            __m512d acc = _mm512_mul_pd(_mm512_maskz_loadu_pd(om, w + x0),
+                _mm512_permutex2var_pd(lo,
+                    _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(om, rel + x0)), hi));
+            for (Py_ssize_t k = 1; k < K; ++k) {
+                __m512d v = _mm512_permutex2var_pd(lo,
+                    _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(om, rel + k * n + x0)), hi);
+                acc = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(om, w + k * n + x0), v, acc);
+            }
+            _mm512_mask_storeu_pd(dst + x0, om, acc);
+        }
+    }
+    #else
+    #define FI_HAVE_PERM 0
+    static void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {}
+    static void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {}
+    #endif
+    """
+    int FI_HAVE_PERM
+    void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                    const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+    void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                    const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+
+# Whether this build has the permute-based horizontal pass, and its block
+# geometry: outputs per block and the source window, per dtype.
+HAVE_PERM = bool(FI_HAVE_PERM)
+PERM_BLOCK = {"float32": 16, "float64": 8}
+
 
 cdef inline void axpy(real* dst, const real* src, real a, Py_ssize_t n) noexcept nogil:
     """dst[j] += a * src[j] for j < n."""
@@ -62,6 +146,29 @@ cdef enum:
 # Output rows per job: jobs are (plane, block of rows); results do not depend
 # on the block size or on which thread runs a job.
 cdef Py_ssize_t ROW_BLOCK = 16
+
+
+cdef struct HTable:
+    # one horizontal tap table, as the row passes read it
+    const int* idx
+    const void* w
+    Py_ssize_t K
+    Py_ssize_t n
+    bint unit
+    const int* pbase   # NULL unless the permute form applies
+    const int* prel
+
+
+cdef inline void hrow(real* dst, const real* src, Py_ssize_t nsrc, const HTable* t,
+                      Py_ssize_t C) noexcept nogil:
+    """Resample one row horizontally (``nsrc`` source values) with table ``t``."""
+    if t.pbase != NULL and C == 1:
+        if real is float:
+            fi_hperm_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n)
+        else:
+            fi_hperm_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n)
+        return
+    hpass(dst, src, t.idx, <const real*> t.w, t.K, t.n, C, t.unit)
 
 
 cdef inline void hpass(real* dst, const real* src, const int* idx, const real* w,
@@ -180,12 +287,15 @@ def cache_rows(const int[:, ::1] yidx):
 def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                   const int[:, ::1] yidx, const real[:, ::1] yw, bint yunit,
                   const int[:, ::1] xidx, const real[:, ::1] xw, bint xunit,
+                  const int[::1] xbase, const int[:, ::1] xrel,
                   Py_ssize_t channels, int order, int nthreads):
     """out[p] = A_y @ x[p] @ A_x.T for every plane p (see the module docstring).
 
     ``out`` is (P, H_out, W_out*C), ``x`` is (P, H_in, W_in*C); the y table
     is (Ky, H_out), the x table (Kx, W_out); ``*unit`` marks a one-tap table
     whose weights are all exactly 1 (a pure gather: nearest modes).
+    ``xbase``/``xrel`` are the x table's permute form (see HAVE_PERM), or
+    empty arrays when it has none.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
@@ -205,6 +315,17 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     cdef const int* xi = &xidx[0, 0]
     cdef const real* xwp = &xw[0, 0]
     cdef bint ycopy = yunit and Ky == 1
+    cdef HTable ht
+    ht.idx = xi
+    ht.w = <const void*> xwp
+    ht.K = Kx
+    ht.n = Wo
+    ht.unit = xunit
+    ht.pbase = NULL
+    ht.prel = NULL
+    if xbase.shape[0] > 0 and FI_HAVE_PERM:
+        ht.pbase = &xbase[0]
+        ht.prel = &xrel[0, 0]
     if njobs == 0 or Lo == 0:
         return
     if order == ORDER_H_FIRST:
@@ -232,18 +353,16 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                         for k in range(Ky):
                             r = yi[k * Ho + y]
                             if not done[r - lo]:
-                                hpass(buf + (r - lo) * Lo, plane + r * Li, xi, xwp,
-                                      Kx, Wo, C, xunit)
+                                hrow(buf + (r - lo) * Lo, plane + r * Li, Li, &ht, C)
                                 done[r - lo] = 1
                         vpass(&out[p, y, 0], buf, Lo, yi, ywp, Ky, Ho, y, lo, Lo, ycopy)
                 else:
                     for y in range(y0, y1):
                         if ycopy:
-                            hpass(&out[p, y, 0], plane + yi[y] * Li, xi, xwp,
-                                  Kx, Wo, C, xunit)
+                            hrow(&out[p, y, 0], plane + yi[y] * Li, Li, &ht, C)
                         else:
                             vpass(buf, plane, Li, yi, ywp, Ky, Ho, y, 0, Li, False)
-                            hpass(&out[p, y, 0], buf, xi, xwp, Kx, Wo, C, xunit)
+                            hrow(&out[p, y, 0], buf, Li, &ht, C)
         free(buf)
         free(done)
     if failed:
