@@ -326,6 +326,23 @@ def permute_form(table: AxisTable):
     return base, rel
 
 
+# Interleaved channels up to this count are handled by expanding the x table
+# to one tap list per (pixel, channel) value, so that NHWC rows take the
+# same vectorised single-channel path as NCHW rows.
+_EXPAND_CHANNELS = 4
+
+
+@lru_cache(maxsize=256)
+def channel_table(table: AxisTable, channels: int) -> AxisTable:
+    """The x table over a row of interleaved channels: value ``x*C + c`` reads ``idx*C + c``."""
+    c = np.arange(channels)
+    idx = (table.idx[:, :, None].astype(np.int64) * channels + c).reshape(table.taps, -1)
+    w = np.repeat(table.w, channels, axis=1)
+    idx = np.ascontiguousarray(idx, dtype=np.int32)
+    _readonly(idx, w)
+    return AxisTable(idx, w, table.n_in * channels, table.unit)
+
+
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
     """Rows-first or columns-first, whichever needs less arithmetic.
@@ -354,6 +371,8 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     ``ytab``/``xtab`` are AxisTable; ``channels`` is C (1 for NCHW).
     """
     from ._cpu import resize as cpu_resize
+    if 1 < channels <= _EXPAND_CHANNELS:
+        xtab, channels = channel_table(xtab, channels), 1
     perm = permute_form(xtab) if channels == 1 else _NO_PERM
     order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
     cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
