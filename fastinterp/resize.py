@@ -376,8 +376,12 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     perm = permute_form(xtab) if channels == 1 else _NO_PERM
     order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
     cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
-                             perm[0], perm[1], channels, order, threads_for(out.size + x.size))
+                             perm[0], perm[1], channels, order,
+                             threads_for(out.size + x.size, _MIN_PER_THREAD))
 
+
+# Values touched per extra thread: below this a parallel region costs more than it saves.
+_MIN_PER_THREAD = 1 << 18
 
 _OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")
 for _op in _OPS:

@@ -425,7 +425,8 @@ def test_transposed_tables_are_adjoint():
 @pytest.mark.parametrize("cfg", [("bilinear", False, False), ("bicubic", False, True),
                                  ("area", None, False), ("nearest", None, False)])
 @pytest.mark.parametrize("size", [(131, 90), (29, 17)])
-def test_bit_identical_across_thread_counts(threads, cfg, size):
+def test_bit_identical_across_thread_counts(threads, monkeypatch, cfg, size):
+    monkeypatch.setattr(R, "_MIN_PER_THREAD", 1)   # parallel even for these small arrays
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 67, 45)).astype(np.float32)
     g = rng.standard_normal((2, 3) + size).astype(np.float32)
