@@ -52,6 +52,7 @@ LAYOUTS = ("NCHW", "NHWC")
 _INTERPOLATING = ("bilinear", "bicubic")
 _ORDER_V_FIRST, _ORDER_H_FIRST = 0, 1
 _F32, _F64 = np.float32, np.float64
+_DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64"}   # dtype.name is slow
 
 
 # --------------------------------------------------------------------------- tap tables
@@ -343,6 +344,7 @@ def channel_table(table: AxisTable, channels: int) -> AxisTable:
     return AxisTable(idx, w, table.n_in * channels, table.unit)
 
 
+@lru_cache(maxsize=256)
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
     """Rows-first or columns-first, whichever needs less arithmetic.
@@ -649,7 +651,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     n, c, h, w = _split_shape(x.shape, nhwc)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
-    tabs = [axis_table(mode, n_in, n_o, align_corners, s, antialias, dtype.name)
+    tabs = [axis_table(mode, n_in, n_o, align_corners, s, antialias, _DTYPE_NAME[dtype])
             for n_in, n_o, s in zip((h, w), out_hw, scales)]
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
 
@@ -713,7 +715,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                             f"got {recompute_scale_factor!r}.")
         scales = (None, None)
     tabs = [transposed_table(axis_table(mode, n_in, n_o, align_corners, s, antialias,
-                                        dtype.name))
+                                        _DTYPE_NAME[dtype]))
             for n_in, n_o, s in zip((h, w), (gh, gw), scales)]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
 
@@ -769,7 +771,7 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
     dtype = _check_input(op, "input", x, nhwc)
     n, c, h, w = _split_shape(x.shape, nhwc)
     out_hw = _pool_size(op, output_size, (h, w))
-    tabs = [axis_table("area", n_in, n_o, None, None, False, dtype.name)
+    tabs = [axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype])
             for n_in, n_o in zip((h, w), out_hw)]
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
 
@@ -803,6 +805,6 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="N
     dtype = _check_input(op, "grad_output", g, nhwc)
     h, w = _input_size(op, input_size, g.shape, nhwc)
     _, _, gh, gw = _split_shape(g.shape, nhwc)
-    tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, dtype.name))
+    tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))
             for n_in, n_o in zip((h, w), (gh, gw))]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
