@@ -299,17 +299,18 @@ def transposed_table(table: AxisTable) -> AxisTable:
     return AxisTable(idx_t, wt, n_out, unit)
 
 
-_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32))
+_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32), False)
 
 
 @lru_cache(maxsize=256)
 def permute_form(table: AxisTable):
-    """``(base, rel)`` for the CPU kernels' gather-free horizontal pass, or empty arrays.
+    """``(base, rel, wide)`` for the CPU kernels' gather-free horizontal pass.
 
     Outputs go in blocks of B (16 float32 / 8 float64 lanes); the form exists
-    when every block's taps fit in a window of 2B source values starting at
-    its smallest tap: ``base[b]`` is that start and ``rel = idx - base``.
-    This holds for any upscale and for downscales by up to 2.
+    when every block's taps fit in a window of 2B source values (or 4B:
+    ``wide``) starting at its smallest tap: ``base[b]`` is that start and
+    ``rel = idx - base``. This holds for any upscale and for downscales by
+    up to 2 (4 with the wide window). Otherwise empty arrays.
     """
     from ._cpu import resize as cpu_resize
     if not cpu_resize.HAVE_PERM:
@@ -319,12 +320,13 @@ def permute_form(table: AxisTable):
     nb = -(-n // B)
     pad = np.pad(table.idx, ((0, 0), (0, nb * B - n)), mode="edge").reshape(K, nb, B)
     base = pad.min(axis=(0, 2))
-    if int((pad.max(axis=(0, 2)) - base).max()) >= 2 * B:
+    span = int((pad.max(axis=(0, 2)) - base).max())
+    if span >= 4 * B:
         return _NO_PERM
     rel = (table.idx - np.repeat(base, B)[:n][None, :]).astype(np.int32)
     base = base.astype(np.int32)
     _readonly(base, rel)
-    return base, rel
+    return base, rel, span >= 2 * B
 
 
 # Interleaved channels up to this count are handled by expanding the x table
@@ -378,7 +380,7 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     perm = permute_form(xtab) if channels == 1 else _NO_PERM
     order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
     cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
-                             perm[0], perm[1], channels, order,
+                             perm[0], perm[1], perm[2], channels, order,
                              threads_for(out.size + x.size, _MIN_PER_THREAD))
 
 

@@ -363,16 +363,36 @@ def test_area_mode_with_scale_factor_vs_torch(torch):
     assert_close(fi.resize(x, scale_factor=0.45, mode="area"), ref)
 
 
-def test_realistic_sizes_vs_torch(torch):
-    """Paths chosen only for larger rows (permute form, H-first cache, blocks)."""
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_realistic_sizes_vs_torch(torch, dtype):
+    """Paths taken only by longer rows: the permute forms (2- and 4-vector windows),
+    the H-first row cache, several row blocks per plane."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, 3, 96, 160)).astype(np.float32)
-    for size in [(192, 320), (48, 80), (100, 171), (24, 40)]:
+    x = rng.standard_normal((1, 3, 96, 160)).astype(dtype)
+    for size in [(192, 320), (48, 80), (100, 171), (24, 40), (40, 53)]:
         for cfg in [("bilinear", False, False), ("bicubic", True, False),
                     ("bilinear", False, True), ("area", None, False), ("nearest", None, False)]:
             kw = _kw(*cfg)
             ref = _torch_resize(torch, x, size=size, **kw)
             assert_close(fi.resize(x, size=size, **kw), ref, table=TOL_ORACLE, scale=4)
+    g = rng.standard_normal((1, 3, 192, 320)).astype(dtype)
+    for cfg in [("bilinear", False, False), ("bicubic", False, False)]:
+        kw = _kw(*cfg)
+        assert_close(fi.resize_backward(g, x.shape, **kw),
+                     _torch_grad(torch, x, g, size=(192, 320), **kw), table=TOL_ORACLE, scale=4)
+
+
+def test_permute_forms_cover_the_benchmark_shapes():
+    """Which horizontal path a table gets (where this build has AVX-512)."""
+    if not importlib.import_module("fastinterp._cpu.resize").HAVE_PERM:
+        pytest.skip("built without AVX-512")
+    up = R.axis_table("bilinear", 512, 1024, False, None, False, "float32")
+    area4 = R.axis_table("area", 512, 128, None, None, False, "float32")
+    aa4 = R.axis_table("bilinear", 512, 128, False, None, True, "float32")
+    assert R.permute_form(up)[2] is False and len(R.permute_form(up)[0]) == 64
+    assert R.permute_form(area4)[2] is True
+    assert R.permute_form(R.transposed_table(up))[2] is True
+    assert len(R.permute_form(aa4)[0]) == 0   # 16 outputs span 73 > 64 inputs: gathers
 
 
 # --------------------------------------------------------------------------- gradcheck
