@@ -557,3 +557,57 @@ def test_cuda_nhwc_pool_and_out(cuda):
 def test_cuda_mixed_devices_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
         fi.resize(np.zeros((1, 1, 2, 2)), size=3, out=cuda.device_array((1, 1, 3, 3)))
+
+
+# --------------------------------------------------------------------------- OpenCV / PIL
+
+def _peer_cases():
+    rng = np.random.default_rng(13)
+    img = rng.random((24, 36)).astype(np.float32)
+    sizes = {"up x2": (48, 72), "up x1.5": (36, 54), "down /2": (12, 18), "down /3": (8, 12),
+             "down x0.7": (17, 25)}
+    return img, sizes
+
+
+def _ours(img, size, **kw):
+    return fi.resize(img[None, None].astype(np.float64), size=size, **kw)[0, 0]
+
+
+@pytest.mark.parametrize("kw, interp, agree", [
+    (dict(mode="bilinear"), "INTER_LINEAR", "all"),
+    (dict(mode="bicubic"), "INTER_CUBIC", "all"),
+    (dict(mode="nearest"), "INTER_NEAREST", "all"),
+    (dict(mode="nearest-exact"), "INTER_NEAREST_EXACT", "all but ties"),
+    (dict(mode="area"), "INTER_AREA", "integer downscales and upscales"),
+])
+def test_opencv_correspondences(kw, interp, agree):
+    """The table in docs/resize.md: where cv2.resize (float32) equals fastinterp."""
+    cv2 = pytest.importorskip("cv2")
+    img, sizes = _peer_cases()
+    for name, size in sizes.items():
+        theirs = cv2.resize(img, size[::-1], interpolation=getattr(cv2, interp))
+        close = np.allclose(_ours(img, size, **kw), theirs, atol=1e-6)
+        expect = {"all": True, "all but ties": name != "up x1.5",
+                  "integer downscales and upscales": name != "down x0.7"}[agree]
+        assert close == expect, (interp, name)
+
+
+@pytest.mark.parametrize("kw, filt, agree", [
+    (dict(mode="bilinear", antialias=True), "BILINEAR", "all"),
+    (dict(mode="bilinear"), "BILINEAR", "upscales"),
+    (dict(mode="bicubic", antialias=True), "BICUBIC", "all"),
+    (dict(mode="nearest-exact"), "NEAREST", "all but ties"),
+    (dict(mode="area"), "BOX", "integer factors"),
+])
+def test_pil_correspondences(kw, filt, agree):
+    """The table in docs/resize.md: where PIL's Image.resize (mode 'F') equals fastinterp."""
+    Image = pytest.importorskip("PIL.Image")
+    img, sizes = _peer_cases()
+    for name, size in sizes.items():
+        theirs = np.asarray(Image.fromarray(img).resize(
+            size[::-1], resample=getattr(Image.Resampling, filt)))
+        close = np.allclose(_ours(img, size, **kw), theirs, atol=1e-6)
+        expect = {"all": True, "upscales": name.startswith("up"),
+                  "all but ties": name != "up x1.5",
+                  "integer factors": name in ("up x2", "down /2", "down /3")}[agree]
+        assert close == expect, (filt, name)
