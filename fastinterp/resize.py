@@ -42,7 +42,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import check_ndim, check_option, check_out, float_dtype, shape_str
+from ._validate import _is_c_contiguous, check_ndim, check_option, check_out, float_dtype, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS"]
@@ -542,6 +542,14 @@ def _channels_last_view(x):
     return None
 
 
+def _prepare(op, name, array, layout):
+    """Dispatch one array argument: (prepared call, the array for the kernel, dtype, nhwc)."""
+    nhwc = _layout_of(op, layout)
+    p = begin(op, **{name: array})
+    arr = p.arrays[name]
+    return p, arr, _check_input(op, name, arr, nhwc), nhwc
+
+
 def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
     """Validate ``out``, allocate, run the registered separable kernel, wrap the result."""
     n, c, h, w = _split_shape(x.shape, nhwc)
@@ -554,7 +562,7 @@ def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
             if cl is not None:     # keep torch's channels_last layout, no copy
                 x, stored_nhwc = cl, True
         x = np.ascontiguousarray(x)
-    elif not _is_c_contiguous_device(x):
+    elif not _is_c_contiguous(x):
         raise ValueError(f"{op}: {name} must be C-contiguous on CUDA; got strides "
                          f"{tuple(x.strides)}.")
     if out is not None:
@@ -575,15 +583,6 @@ def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
     else:
         kernel(out3, x3, ytab, xtab, channels)
     return p.wrap(out_caller)
-
-
-def _is_c_contiguous_device(arr):
-    expected = np.dtype(arr.dtype).itemsize
-    for size, stride in zip(reversed(arr.shape), reversed(arr.strides)):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 # --------------------------------------------------------------------------- public API
@@ -646,10 +645,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     """
     op = "resize"
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
-    nhwc = _layout_of(op, layout)
-    p = begin(op, input=input)
-    x = p.arrays["input"]
-    dtype = _check_input(op, "input", x, nhwc)
+    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
     n, c, h, w = _split_shape(x.shape, nhwc)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
@@ -697,10 +693,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     """
     op = "resize_backward"
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
-    nhwc = _layout_of(op, layout)
-    p = begin(op, grad_output=grad_output)
-    g = p.arrays["grad_output"]
-    dtype = _check_input(op, "grad_output", g, nhwc)
+    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
     h, w = _input_size(op, input_size, g.shape, nhwc)
     n, c, gh, gw = _split_shape(g.shape, nhwc)
     if scale_factor is not None:
@@ -767,11 +760,8 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
            [10.5, 12.5]])
     """
     op = "adaptive_avg_pool2d"
-    nhwc = _layout_of(op, layout)
-    p = begin(op, input=input)
-    x = p.arrays["input"]
-    dtype = _check_input(op, "input", x, nhwc)
-    n, c, h, w = _split_shape(x.shape, nhwc)
+    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
+    _, _, h, w = _split_shape(x.shape, nhwc)
     out_hw = _pool_size(op, output_size, (h, w))
     tabs = [axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype])
             for n_in, n_o in zip((h, w), out_hw)]
@@ -801,10 +791,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="N
            [0.25, 0.25]])
     """
     op = "adaptive_avg_pool2d_backward"
-    nhwc = _layout_of(op, layout)
-    p = begin(op, grad_output=grad_output)
-    g = p.arrays["grad_output"]
-    dtype = _check_input(op, "grad_output", g, nhwc)
+    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
     h, w = _input_size(op, input_size, g.shape, nhwc)
     _, _, gh, gw = _split_shape(g.shape, nhwc)
     tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))

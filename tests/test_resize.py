@@ -573,41 +573,36 @@ def _ours(img, size, **kw):
     return fi.resize(img[None, None].astype(np.float64), size=size, **kw)[0, 0]
 
 
-@pytest.mark.parametrize("kw, interp, agree", [
-    (dict(mode="bilinear"), "INTER_LINEAR", "all"),
-    (dict(mode="bicubic"), "INTER_CUBIC", "all"),
-    (dict(mode="nearest"), "INTER_NEAREST", "all"),
-    (dict(mode="nearest-exact"), "INTER_NEAREST_EXACT", "all but ties"),
-    (dict(mode="area"), "INTER_AREA", "integer downscales and upscales"),
-])
-def test_opencv_correspondences(kw, interp, agree):
-    """The table in docs/resize.md: where cv2.resize (float32) equals fastinterp."""
-    cv2 = pytest.importorskip("cv2")
-    img, sizes = _peer_cases()
-    for name, size in sizes.items():
-        theirs = cv2.resize(img, size[::-1], interpolation=getattr(cv2, interp))
-        close = np.allclose(_ours(img, size, **kw), theirs, atol=1e-6)
-        expect = {"all": True, "all but ties": name != "up x1.5",
-                  "integer downscales and upscales": name != "down x0.7"}[agree]
-        assert close == expect, (interp, name)
-
-
-@pytest.mark.parametrize("kw, filt, agree", [
-    (dict(mode="bilinear", antialias=True), "BILINEAR", "all"),
-    (dict(mode="bilinear"), "BILINEAR", "upscales"),
-    (dict(mode="bicubic", antialias=True), "BICUBIC", "all"),
-    (dict(mode="nearest-exact"), "NEAREST", "all but ties"),
-    (dict(mode="area"), "BOX", "integer factors"),
-])
-def test_pil_correspondences(kw, filt, agree):
-    """The table in docs/resize.md: where PIL's Image.resize (mode 'F') equals fastinterp."""
+def _peer_resize(peer, img, size, name):
+    if peer == "cv2":
+        cv2 = pytest.importorskip("cv2")
+        return cv2.resize(img, size[::-1], interpolation=getattr(cv2, name))
     Image = pytest.importorskip("PIL.Image")
+    return np.asarray(Image.fromarray(img).resize(size[::-1],
+                                                  resample=getattr(Image.Resampling, name)))
+
+
+@pytest.mark.parametrize("kw, peer, name, agree", [
+    (dict(mode="bilinear"), "cv2", "INTER_LINEAR", "all"),
+    (dict(mode="bicubic"), "cv2", "INTER_CUBIC", "all"),
+    (dict(mode="nearest"), "cv2", "INTER_NEAREST", "all"),
+    (dict(mode="nearest-exact"), "cv2", "INTER_NEAREST_EXACT", "all but ties"),
+    (dict(mode="area"), "cv2", "INTER_AREA", "integer downscales and upscales"),
+    (dict(mode="bilinear", antialias=True), "PIL", "BILINEAR", "all"),
+    (dict(mode="bilinear"), "PIL", "BILINEAR", "upscales"),
+    (dict(mode="bicubic", antialias=True), "PIL", "BICUBIC", "all"),
+    (dict(mode="nearest-exact"), "PIL", "NEAREST", "all but ties"),
+    (dict(mode="area"), "PIL", "BOX", "integer factors"),
+])
+def test_opencv_and_pil_correspondences(kw, peer, name, agree):
+    """The table in docs/resize.md: where cv2.resize / PIL's Image.resize (float32
+    images) equal fastinterp, for each factor of _peer_cases."""
     img, sizes = _peer_cases()
-    for name, size in sizes.items():
-        theirs = np.asarray(Image.fromarray(img).resize(
-            size[::-1], resample=getattr(Image.Resampling, filt)))
-        close = np.allclose(_ours(img, size, **kw), theirs, atol=1e-6)
-        expect = {"all": True, "upscales": name.startswith("up"),
-                  "all but ties": name != "up x1.5",
-                  "integer factors": name in ("up x2", "down /2", "down /3")}[agree]
-        assert close == expect, (filt, name)
+    for case, size in sizes.items():
+        close = np.allclose(_ours(img, size, **kw), _peer_resize(peer, img, size, name),
+                            atol=1e-6)
+        expect = {"all": True, "upscales": case.startswith("up"),
+                  "all but ties": case != "up x1.5",
+                  "integer downscales and upscales": case != "down x0.7",
+                  "integer factors": case in ("up x2", "down /2", "down /3")}[agree]
+        assert close == expect, (peer, name, case)

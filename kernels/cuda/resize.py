@@ -17,18 +17,21 @@ from numba import cuda
 from ._support import THREADS_1D, blocks_1d
 
 
+@cuda.jit(device=True, inline=True)
+def _unflatten(i, dst):
+    """(plane, row, column) of flat index i into dst (P, rows, length)."""
+    length = dst.shape[2]
+    pr = i // length
+    return pr // dst.shape[1], pr % dst.shape[1], i % length
+
+
 @cuda.jit
 def _hpass(dst, src, idx, w, channels):
     """One thread computes one value dst[p, r, j]: the horizontal taps of row r."""
     i = cuda.grid(1)
-    length = dst.shape[2]
-    rows = dst.shape[1]
-    if i >= dst.shape[0] * rows * length:
+    if i >= dst.size:
         return
-    j = i % length
-    pr = i // length
-    r = pr % rows
-    p = pr // rows
+    p, r, j = _unflatten(i, dst)
     x = j // channels
     c = j - x * channels
     acc = w[0, x] * src[p, r, idx[0, x] * channels + c]
@@ -41,14 +44,9 @@ def _hpass(dst, src, idx, w, channels):
 def _vpass(dst, src, idx, w):
     """One thread computes one value dst[p, y, j]: the vertical taps of column j."""
     i = cuda.grid(1)
-    length = dst.shape[2]
-    rows = dst.shape[1]
-    if i >= dst.shape[0] * rows * length:
+    if i >= dst.size:
         return
-    j = i % length
-    py = i // length
-    y = py % rows
-    p = py // rows
+    p, y, j = _unflatten(i, dst)
     acc = w[0, y] * src[p, idx[0, y], j]
     for k in range(1, idx.shape[0]):
         acc += w[k, y] * src[p, idx[k, y], j]
