@@ -299,34 +299,44 @@ def transposed_table(table: AxisTable) -> AxisTable:
     return AxisTable(idx_t, wt, n_out, unit)
 
 
-_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32), False)
+_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32), 0)
+
+
+def _blocks(idx, B):
+    """(smallest tap, tap span) of each block of B consecutive outputs."""
+    K, n = idx.shape
+    nb = -(-n // B)
+    pad = np.pad(idx, ((0, 0), (0, nb * B - n)), mode="edge").reshape(K, nb, B)
+    base = pad.min(axis=(0, 2))
+    return base, pad.max(axis=(0, 2)) - base
 
 
 @lru_cache(maxsize=256)
 def permute_form(table: AxisTable):
-    """``(base, rel, wide)`` for the CPU kernels' gather-free horizontal pass.
+    """``(base, rel, block)`` for the CPU kernels' gather-free horizontal pass.
 
-    Outputs go in blocks of B (16 float32 / 8 float64 lanes); the form exists
-    when every block's taps fit in a window of 2B source values (or 4B:
-    ``wide``) starting at its smallest tap: ``base[b]`` is that start and
-    ``rel = idx - base``. This holds for any upscale and for downscales by
-    up to 2 (4 with the wide window). Otherwise empty arrays.
+    Outputs go in blocks; the form exists when every block's taps fit in a
+    window of source values starting at its smallest tap: ``base[b]`` is
+    that start and ``rel = idx - base``. ``block`` is 0 for blocks of V
+    outputs (V = 16 float32 / 8 float64 lanes) in a window of 2V values, or
+    the block size (V, else V/2) for a window of 4V values. This covers any
+    upscale and downscales by up to 4 (antialiased ones by up to ~3.5).
+    Otherwise empty arrays.
     """
     from ._cpu import resize as cpu_resize
     if not cpu_resize.HAVE_PERM:
         return _NO_PERM
-    B = cpu_resize.PERM_BLOCK[table.w.dtype.name]
-    K, n = table.idx.shape
-    nb = -(-n // B)
-    pad = np.pad(table.idx, ((0, 0), (0, nb * B - n)), mode="edge").reshape(K, nb, B)
-    base = pad.min(axis=(0, 2))
-    span = int((pad.max(axis=(0, 2)) - base).max())
-    if span >= 4 * B:
+    V = cpu_resize.PERM_BLOCK[table.w.dtype.name]
+    for B, window, block in ((V, 2 * V, 0), (V, 4 * V, V), (V // 2, 4 * V, V // 2)):
+        base, span = _blocks(table.idx, B)
+        if int(span.max()) < window:
+            break
+    else:
         return _NO_PERM
-    rel = (table.idx - np.repeat(base, B)[:n][None, :]).astype(np.int32)
+    rel = (table.idx - np.repeat(base, B)[:table.n_out][None, :]).astype(np.int32)
     base = base.astype(np.int32)
     _readonly(base, rel)
-    return base, rel, span >= 2 * B
+    return base, rel, block
 
 
 # Interleaved channels up to this count are handled by expanding the x table

@@ -153,10 +153,11 @@ cdef extern from *:
             _mm512_mask_storeu_pd(dst + x0, om, acc);
         }
     }
-    /* The same with a window of 4B source values (four vectors): the tap's
-       low bits pick within a vector pair by permute, its next bit picks the
-       pair by a blend. Covers downscales by up to 4 (area, the backward of
-       2x upscales). */
+    /* The same with a window of four vectors (64 floats / 32 doubles): the
+       tap's low bits pick within a vector pair by permute, its next bit picks
+       the pair by a blend. Blocks of B outputs (a full vector, or half of one
+       for the wider taps of antialiased 4x downscales). Covers downscales by
+       up to 4 (area, antialiasing, the backward of 2x upscales). */
     static inline __mmask16 fi_mask16(Py_ssize_t m) {
         return m >= 16 ? (__mmask16)0xFFFF : m <= 0 ? (__mmask16)0 : (__mmask16)((1u << m) - 1u);
     }
@@ -164,10 +165,11 @@ cdef extern from *:
         return m >= 8 ? (__mmask8)0xFF : m <= 0 ? (__mmask8)0 : (__mmask8)((1u << m) - 1u);
     }
     static void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {
+                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {
         const __m512i hibit = _mm512_set1_epi32(32);
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 16, ++b) {
-            __mmask16 om = fi_mask16(n - x0);
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {
+            __mmask16 om = fi_mask16(n - x0 < B ? n - x0 : B);
             const float* s = src + base[b];
             Py_ssize_t avail = nsrc - base[b];
             __m512 v0 = _mm512_maskz_loadu_ps(fi_mask16(avail), s);
@@ -187,10 +189,11 @@ cdef extern from *:
         }
     }
     static void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {
+                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {
         const __m512i hibit = _mm512_set1_epi64(16);
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 8, ++b) {
-            __mmask8 om = fi_mask8(n - x0);
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {
+            __mmask8 om = fi_mask8(n - x0 < B ? n - x0 : B);
             const double* s = src + base[b];
             Py_ssize_t avail = nsrc - base[b];
             __m512d v0 = _mm512_maskz_loadu_pd(fi_mask8(avail), s);
@@ -216,9 +219,11 @@ cdef extern from *:
     static void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {}
     static void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {}
+                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {}
     static void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {}
+                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {}
     #endif
     """
     int FI_HAVE_PERM
@@ -227,9 +232,11 @@ cdef extern from *:
     void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
                     const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
     void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
-                     const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+                     const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
+                     Py_ssize_t B) noexcept nogil
     void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
-                     const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+                     const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
+                     Py_ssize_t B) noexcept nogil
 
 # Whether this build has the permute-based horizontal pass, and its block
 # geometry: outputs per block and the source window, per dtype.
@@ -264,7 +271,7 @@ cdef struct HTable:
     bint unit
     const int* pbase   # NULL unless the permute form applies
     const int* prel
-    bint pwide         # window of 4 vectors instead of 2
+    Py_ssize_t pblock  # 0: window of 2 vectors; else 4 vectors, this many outputs per block
 
 
 cdef inline void hrow(real* dst, const real* src, Py_ssize_t nsrc, const HTable* t,
@@ -272,12 +279,14 @@ cdef inline void hrow(real* dst, const real* src, Py_ssize_t nsrc, const HTable*
     """Resample one row horizontally (``nsrc`` source values) with table ``t``."""
     if t.pbase != NULL and C == 1:
         if real is float:
-            if t.pwide:
-                fi_hperm4_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n)
+            if t.pblock:
+                fi_hperm4_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n,
+                            t.pblock)
             else:
                 fi_hperm_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n)
-        elif t.pwide:
-            fi_hperm4_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n)
+        elif t.pblock:
+            fi_hperm4_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n,
+                        t.pblock)
         else:
             fi_hperm_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n)
         return
@@ -396,7 +405,7 @@ def cache_rows(const int[:, ::1] yidx):
 def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                   const int[:, ::1] yidx, const real[:, ::1] yw, bint yunit,
                   const int[:, ::1] xidx, const real[:, ::1] xw, bint xunit,
-                  const int[::1] xbase, const int[:, ::1] xrel, bint xwide,
+                  const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
                   Py_ssize_t channels, int order, int nthreads):
     """out[p] = A_y @ x[p] @ A_x.T for every plane p (see the module docstring).
 
@@ -404,7 +413,8 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     is (Ky, H_out), the x table (Kx, W_out); ``*unit`` marks a one-tap table
     whose weights are all exactly 1 (a pure gather: nearest modes).
     ``xbase``/``xrel`` are the x table's permute form (see HAVE_PERM), or
-    empty arrays when it has none; ``xwide`` selects its 4-vector window.
+    empty arrays when it has none; ``xblock`` is 0 for its 2-vector window,
+    else the outputs per block of its 4-vector window.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
@@ -432,7 +442,7 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     ht.unit = xunit
     ht.pbase = NULL
     ht.prel = NULL
-    ht.pwide = xwide
+    ht.pblock = xblock
     if xbase.shape[0] > 0 and FI_HAVE_PERM:
         ht.pbase = &xbase[0]
         ht.prel = &xrel[0, 0]
