@@ -21,6 +21,10 @@ Two pass orders, chosen by the front from a cost estimate:
 - ``ORDER_H_FIRST``: per block of output rows, resample each needed input
   row horizontally once into a per-thread row cache, then blend cached rows
   vertically straight into the output (best for upscaling: fewer gathers).
+
+The horizontal pass picks taps with AVX-512 two-source permutes from a
+window of 2 or 4 vectors of source values when the front found one that
+holds every block of outputs (``permute_form``), else with gathers.
 """
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
@@ -238,8 +242,8 @@ cdef extern from *:
                      const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
                      Py_ssize_t B) noexcept nogil
 
-# Whether this build has the permute-based horizontal pass, and its block
-# geometry: outputs per block and the source window, per dtype.
+# Whether this build has the permute-based horizontal pass, and its vector
+# lanes per dtype (outputs per full block; windows are 2 or 4 vectors).
 HAVE_PERM = bool(FI_HAVE_PERM)
 PERM_BLOCK = {"float32": 16, "float64": 8}
 
