@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.fastinterp-installed
-KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd)
+KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd kernels/cpu/*.h kernels/include/fastinterp/*.h)
 BUILT  := $(VENV)/.fastinterp-built
 
 .PHONY: all venv build demo test test-fast bench bench-report clean
@@ -15,7 +15,7 @@ all: build
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel "Cython>=3.0" "numpy>=2.0"
+	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
 	# torch is the test oracle only; this exact version is a CPU build.
 	$(PY) -m pip install -q torch==2.13.0 || echo "torch==2.13.0 unavailable: torch-based tests will be skipped"
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench,demo]"
@@ -37,6 +37,7 @@ test: build
 	$(PY) -m pytest -q
 
 bench: build
+	mkdir -p .benchmarks
 	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
 	$(PY) bench/report.py .benchmarks/latest.json
 

@@ -15,6 +15,7 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 CPU_DIR = HERE / "kernels" / "cpu"
+INCLUDE_DIR = HERE / "kernels" / "include"  # the public C headers (plugin ABI)
 
 compile_args = ["-O3", "-fopenmp", "-fno-math-errno"]
 if os.environ.get("FASTINTERP_PORTABLE", "") not in ("1", "true", "yes"):
@@ -28,7 +29,10 @@ def cpu_extensions():
         Extension(
             f"fastinterp._cpu.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
-            include_dirs=[np.get_include(), str(CPU_DIR.relative_to(HERE))],
+            include_dirs=[np.get_include(), str(CPU_DIR.relative_to(HERE)),
+                          str(INCLUDE_DIR.relative_to(HERE))],
+            depends=[str(h.relative_to(HERE)) for h in sorted(CPU_DIR.glob("*.h"))]
+            + [str(h.relative_to(HERE)) for h in sorted(INCLUDE_DIR.glob("fastinterp/*.h"))],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

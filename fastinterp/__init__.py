@@ -10,15 +10,29 @@ array([0.5, 0.5], dtype=float32)
 from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
-from .blend import lerp
+from .blend import lerp, slerp
+from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
+                       pairwise_sqdist_backward)
+from .sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 from .resize import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, interpolate, resize,
                      resize_backward)
+from . import ops, plugins
+from .plugins import get_include
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-    "lerp", "set_num_threads",
+    # infrastructure
+    "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel", "set_num_threads",
+    # blend
+    "lerp", "slerp",
+    # sample
+    "affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward",
+    # plugins
+    "get_include", "ops", "plugins",
+    # distance
+    "knn", "pairwise_l2", "pairwise_l2_backward", "pairwise_sqdist", "pairwise_sqdist_backward",
+    # resize
     "resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
 ]

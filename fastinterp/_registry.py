@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Union
 
+import numpy as np
+
 __all__ = ["KernelEntry", "register", "unregister", "lookup", "entries",
            "last_kernel", "BUILTIN"]
 
@@ -55,6 +57,14 @@ class KernelEntry:
         return getattr(importlib.import_module(module), attr)
 
 
+def _dtype_key(dtype) -> str:
+    """``"float32"`` for np.float32, np.dtype("float32") or "float32" alike."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
 _lock = threading.RLock()
 _table: dict[tuple[str, str, str], list[KernelEntry]] = {}
 _resolved: dict[KernelEntry, Callable] = {}
@@ -66,7 +76,7 @@ def register(op: str, backend: str, dtype: str, kernel: KernelRef,
     """Register ``kernel`` for ``(op, backend, dtype)``, on top of any earlier one."""
     if backend not in BACKENDS:
         raise ValueError(f"register: backend must be one of {BACKENDS}; got {backend!r}.")
-    entry = KernelEntry(op, backend, str(dtype), kernel, source)
+    entry = KernelEntry(op, backend, _dtype_key(dtype), kernel, source)
     with _lock:
         _table.setdefault(entry.key, []).append(entry)
     return entry
@@ -115,7 +125,7 @@ def lookup(op: str, backend: str, dtype) -> Callable:
     NotImplementedError
         If nothing is registered for the key; the message lists what exists.
     """
-    key = (op, backend, str(dtype))
+    key = (op, backend, _dtype_key(dtype))
     with _lock:
         stack = _table.get(key)
         entry = stack[-1] if stack else None

@@ -126,5 +126,8 @@ def _is_c_contiguous(arr) -> bool:
 
 
 def as_c_contiguous(arr):
-    """A C-contiguous version of a NumPy array (copied once if it is not already)."""
-    return np.ascontiguousarray(arr)
+    """A C-contiguous version of a NumPy array (copied once if it is not already).
+
+    Keeps the rank: unlike ``np.ascontiguousarray``, a 0-d array stays 0-d.
+    """
+    return np.asarray(arr, order="C")

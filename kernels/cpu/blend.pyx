@@ -1,43 +1,15 @@
 # cython: language_level=3
-"""Blend kernels: lerp (strided, broadcasting) and slerp.
+"""Blend kernels: lerp (strided, broadcasting) and slerp (fused, one row at a time).
 
 The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
 """
 from cython.parallel cimport prange
-from libc.math cimport fabs
+from libc.math cimport M_PI, cos, fabs, sin, sqrt
 from _types cimport real
+from _lerp cimport lerp_run
 
 cdef Py_ssize_t LERP_CHUNK = 16384
-
-
-cdef inline real lerp_one(real a, real b, real w) noexcept nogil:
-    # PyTorch's two-sided formula: exact at w = 0 and at w = 1.
-    if fabs(w) < 0.5:
-        return a + w * (b - a)
-    return b - (b - a) * (1 - w)
-
-
-cdef inline void lerp_run(const real* a, const real* b, const real* t, real* out,
-                          Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb,
-                          Py_ssize_t st) noexcept nogil:
-    """One contiguous run of the output: n elements, operand strides in elements."""
-    cdef Py_ssize_t i
-    cdef real w
-    if sa == 1 and sb == 1 and st == 1:
-        for i in range(n):
-            out[i] = lerp_one(a[i], b[i], t[i])
-    elif sa == 1 and sb == 1 and st == 0:
-        w = t[0]
-        if fabs(w) < 0.5:
-            for i in range(n):
-                out[i] = a[i] + w * (b[i] - a[i])
-        else:
-            for i in range(n):
-                out[i] = b[i] - (b[i] - a[i]) * (1 - w)
-    else:
-        for i in range(n):
-            out[i] = lerp_one(a[i * sa], b[i * sb], t[i * st])
 
 
 cdef inline Py_ssize_t row_offset(Py_ssize_t row, const Py_ssize_t[::1] shape,
@@ -76,7 +48,7 @@ def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
     cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
     if rows * inner == 0:
         return
-    for job in prange(rows * nchunks, nogil=True, schedule="static",
+    for job in prange(rows * nchunks, nogil=True, schedule="dynamic",
                       num_threads=nthreads):
         row = job // nchunks
         c0 = (job % nchunks) * LERP_CHUNK
@@ -85,3 +57,289 @@ def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
                  pb + row_offset(row, shape, sb) + c0 * ib,
                  pt + row_offset(row, shape, st) + c0 * it,
                  po + row * inner + c0, n, ia, ib, it)
+
+
+# ---------------------------------------------------------------------------
+# slerp: one fused pass over memory per block of row pairs. Each row of a and
+# b is read from memory once; the reductions, the per-row angle and weights
+# and the blend then run on cache-resident data. Work is split in blocks of
+# rows whose size depends only on D, so results do not depend on the thread
+# count. Per block:
+#   1. per row: norms, dot products (vectorized reductions in double,
+#      _blendmath.h), classification of degenerate cases, tan(θ/2);
+#   2. across the block's rows (vectorized): θ, then for each step the
+#      weights (one sincos per row);
+#   3. per row: rows with a degenerate case or t in {0, 1} get their weights
+#      from the scalar row_coefs; then the blend out = ca a + cb b.
+
+cdef enum RowKind:
+    ROW_REGULAR = 0     # the great circle through a and b
+    ROW_ZERO = 1        # a or b is the zero vector: lerp
+    ROW_ANTIPODAL = 2   # b points opposite a: the documented perpendicular path
+
+cdef enum:
+    SLERP_BLOCK = 64    # most rows per block
+    SLERP_BLOCK_ELEMS = 4096  # target a + b elements per block (cache-resident)
+    SMALL_DEPTH = 16    # below this D, reductions are plain loops
+
+# |u + v| at or below this (u, v the unit directions, computed in double)
+# counts as antipodal: the great circle is then undefined in working precision.
+cdef double ANTIPODAL_TOL = 1e-8
+# Below this angle the sine ratios are replaced by their limits (1 - t, t).
+cdef double TINY_ANGLE = 1e-100
+# |cos| above this: the angle comes from the well-conditioned |u - v|, |u + v|.
+cdef double COS_ACCURATE = 0.7
+# |t θ| at or above this: the weights come from libm (wide argument reduction).
+cdef double WIDE_ANGLE = 1e6
+
+
+cdef struct RowGeom:
+    double na           # |a|
+    double nb           # |b|
+    double sign         # -1 when the shortest path replaces b by -b, else 1
+    double half_tan     # tan(θ / 2), θ the angle between a and sign * b
+    double theta
+    double sin_theta
+    double cos_theta
+    int kind            # RowKind
+    Py_ssize_t k        # antipodal: the axis the perpendicular is built from
+    double uk           # antipodal: a[k] / |a|
+
+
+cdef extern from "_blendmath.h" nogil:
+    void fi_dot3_f(const float* a, const float* b, Py_ssize_t n,
+                   double* aa, double* bb, double* ab)
+    void fi_dot3_d(const double* a, const double* b, Py_ssize_t n,
+                   double* aa, double* bb, double* ab)
+    void fi_sumdiff_f(const float* a, const float* b, Py_ssize_t n, double ia, double ib,
+                      double* dm, double* dp)
+    void fi_sumdiff_d(const double* a, const double* b, Py_ssize_t n, double ia, double ib,
+                      double* dm, double* dp)
+    void fi_row_angles(Py_ssize_t n, const double* aa, const double* bb, const double* ab,
+                       int shortest_path, double cos_accurate, double* na, double* nb,
+                       double* sign, double* q, double* sin_theta, double* cos_theta,
+                       double* todo)
+    void fi_half_angles(Py_ssize_t n, const double* q, double* theta)
+    void fi_slerp_coefs(Py_ssize_t n, const double* t, const double* theta,
+                        const double* sin_theta, const double* cos_theta,
+                        const double* na, const double* nb, const double* sign,
+                        int linear_norm, double* ca, double* cb)
+
+
+cdef inline void row_sums(const real* a, const real* b, Py_ssize_t n,
+                          double* aa, double* bb, double* ab) noexcept nogil:
+    """aa = a.a, bb = b.b, ab = a.b, accumulated in double (vectorized)."""
+    cdef Py_ssize_t i
+    cdef double x, y, saa = 0.0, sbb = 0.0, sab = 0.0
+    if n < SMALL_DEPTH:  # short vectors (quaternions): a plain loop beats SIMD set-up
+        for i in range(n):
+            x = a[i]
+            y = b[i]
+            saa += x * x
+            sbb += y * y
+            sab += x * y
+        aa[0] = saa
+        bb[0] = sbb
+        ab[0] = sab
+    elif real is float:
+        fi_dot3_f(a, b, n, aa, bb, ab)
+    else:
+        fi_dot3_d(a, b, n, aa, bb, ab)
+
+
+cdef inline void row_diff_sums(const real* a, const real* b, Py_ssize_t n,
+                               double ia, double ib,
+                               double* dm, double* dp) noexcept nogil:
+    """dm = |a*ia - b*ib|^2 and dp = |a*ia + b*ib|^2, accumulated in double."""
+    if real is float:
+        fi_sumdiff_f(a, b, n, ia, ib, dm, dp)
+    else:
+        fi_sumdiff_d(a, b, n, ia, ib, dm, dp)
+
+
+cdef inline Py_ssize_t smallest_abs(const real* a, Py_ssize_t n) noexcept nogil:
+    """The first index of the entry of a with the smallest magnitude."""
+    cdef Py_ssize_t i, k = 0
+    cdef double best = fabs(a[0])
+    for i in range(1, n):
+        if fabs(a[i]) < best:
+            best = fabs(a[i])
+            k = i
+    return k
+
+
+cdef inline void row_geometry(const real* a, const real* b, Py_ssize_t n,
+                              bint shortest_path, RowGeom* g) noexcept nogil:
+    """Norms, tan(θ/2), sin θ, cos θ and the degenerate-case class of one row pair."""
+    cdef double aa, bb, ab, c, dm, dp, ia, ib
+    row_sums(a, b, n, &aa, &bb, &ab)
+    g.na = sqrt(aa)
+    g.nb = sqrt(bb)
+    g.sign = -1.0 if (shortest_path and ab < 0) else 1.0
+    g.kind = ROW_REGULAR
+    g.half_tan = 0.0
+    g.theta = 0.0
+    g.sin_theta = 1.0   # harmless values for the degenerate rows' vector lanes
+    g.cos_theta = 1.0
+    g.k = 0
+    g.uk = 0.0
+    if g.na == 0 or g.nb == 0:
+        g.kind = ROW_ZERO
+        g.na = 1.0 if g.na == 0 else g.na
+        g.nb = 1.0 if g.nb == 0 else g.nb
+        return
+    ia = 1.0 / g.na
+    ib = g.sign / g.nb
+    c = g.sign * ab * ia / g.nb
+    if fabs(c) <= COS_ACCURATE:
+        g.cos_theta = c
+        g.sin_theta = sqrt(1.0 - c * c)  # 1 - c^2 >= 0.51: no cancellation
+        g.half_tan = sqrt((1.0 - c) / (1.0 + c))
+        return
+    # tan(θ/2) = |u - v| / |u + v|: accurate for every angle
+    row_diff_sums(a, b, n, ia, ib, &dm, &dp)
+    if sqrt(dp) <= ANTIPODAL_TOL:
+        if n < 2:  # no perpendicular direction exists: lerp through 0
+            g.kind = ROW_ZERO
+            return
+        g.kind = ROW_ANTIPODAL
+        g.k = smallest_abs(a, n)
+        g.uk = a[g.k] * ia
+        return
+    g.half_tan = sqrt(dm / dp)
+    g.sin_theta = 2.0 * sqrt(dm * dp) / (dm + dp)
+    g.cos_theta = (dp - dm) / (dm + dp)
+
+
+cdef inline bint needs_scalar_coefs(const RowGeom* g, double t) noexcept nogil:
+    """Rows whose weights the vectorized formula does not give (exactly)."""
+    return (g.kind != ROW_REGULAR or g.theta < TINY_ANGLE or t == 0 or t == 1
+            or not fabs(t * g.theta) < WIDE_ANGLE)
+
+
+cdef inline void row_coefs(const RowGeom* g, double t, bint linear_norm,
+                           double* ca, double* cb, double* ck) noexcept nogil:
+    """out = ca * a + cb * b (+ ck on axis g.k) for weight t: every case."""
+    cdef double r, w0, w1, s
+    ck[0] = 0.0
+    if t == 0:
+        ca[0] = 1.0; cb[0] = 0.0
+        return
+    if t == 1:
+        ca[0] = 0.0; cb[0] = g.sign
+        return
+    if g.kind == ROW_ZERO:
+        ca[0] = 1.0 - t; cb[0] = t * g.sign
+        return
+    r = (1.0 - t) * g.na + t * g.nb
+    if g.kind == ROW_ANTIPODAL:
+        # u cos(t pi) + p sin(t pi), p = (e_k - u_k u) / sqrt(1 - u_k^2).
+        w0 = sin((0.5 - t) * M_PI)  # cos(pi t), exactly 0 at t = 1/2
+        w1 = sin(t * M_PI)
+        s = sqrt(1.0 - g.uk * g.uk)
+        ca[0] = r * (w0 - w1 * g.uk / s) / g.na
+        cb[0] = 0.0
+        ck[0] = r * w1 / s
+        return
+    if g.theta < TINY_ANGLE:
+        w0 = 1.0 - t
+        w1 = t
+    else:
+        # sin((1-t)θ) = sin θ cos tθ - cos θ sin tθ, as in fi_slerp_coefs
+        w1 = sin(t * g.theta) / g.sin_theta
+        w0 = cos(t * g.theta) - g.cos_theta * w1
+    if linear_norm:
+        ca[0] = w0 * (r / g.na)
+        cb[0] = g.sign * w1 * (r / g.nb)
+    else:
+        ca[0] = w0
+        cb[0] = g.sign * w1
+
+
+cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
+                           real ca, real cb) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = ca * a[i] + cb * b[i]
+
+
+cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t rows,
+                             Py_ssize_t n, const real* t, Py_ssize_t t_row_stride,
+                             Py_ssize_t steps, bint shortest_path,
+                             bint linear_norm) noexcept nogil:
+    """All outputs of ``rows`` (<= SLERP_BLOCK) consecutive row pairs."""
+    cdef RowGeom g[SLERP_BLOCK]
+    cdef double aa[SLERP_BLOCK]
+    cdef double bb[SLERP_BLOCK]
+    cdef double ab[SLERP_BLOCK]
+    cdef double q[SLERP_BLOCK]
+    cdef double theta[SLERP_BLOCK]
+    cdef double sin_t[SLERP_BLOCK]
+    cdef double cos_t[SLERP_BLOCK]
+    cdef double na[SLERP_BLOCK]
+    cdef double nb[SLERP_BLOCK]
+    cdef double sg[SLERP_BLOCK]
+    cdef double tw[SLERP_BLOCK]
+    cdef double ca[SLERP_BLOCK]
+    cdef double cb[SLERP_BLOCK]
+    cdef double todo[SLERP_BLOCK]
+    cdef double ck
+    cdef Py_ssize_t i, j
+    cdef real* o
+    for i in range(rows):
+        row_sums(a + i * n, b + i * n, n, &aa[i], &bb[i], &ab[i])
+    fi_row_angles(rows, aa, bb, ab, shortest_path, COS_ACCURATE, na, nb, sg, q, sin_t, cos_t,
+                  todo)
+    for i in range(rows):
+        if todo[i] != 0:  # zero, near-parallel or near-antipodal: the accurate scalar path
+            row_geometry(a + i * n, b + i * n, n, shortest_path, &g[i])
+            q[i] = g[i].half_tan
+            sin_t[i] = g[i].sin_theta
+            cos_t[i] = g[i].cos_theta
+            na[i] = g[i].na
+            nb[i] = g[i].nb
+        else:
+            g[i].kind = ROW_REGULAR
+            g[i].na = na[i]
+            g[i].nb = nb[i]
+            g[i].sign = sg[i]
+            g[i].sin_theta = sin_t[i]
+            g[i].cos_theta = cos_t[i]
+    fi_half_angles(rows, q, theta)
+    for i in range(rows):
+        g[i].theta = theta[i]
+    for j in range(steps):
+        for i in range(rows):
+            tw[i] = t[i * t_row_stride + j]
+        fi_slerp_coefs(rows, tw, theta, sin_t, cos_t, na, nb, sg, linear_norm, ca, cb)
+        for i in range(rows):
+            ck = 0.0
+            if needs_scalar_coefs(&g[i], tw[i]):
+                row_coefs(&g[i], tw[i], linear_norm, &ca[i], &cb[i], &ck)
+            o = out + (i * steps + j) * n
+            blend_row(a + i * n, b + i * n, o, n, <real> ca[i], <real> cb[i])
+            if ck != 0:
+                o[g[i].k] = o[g[i].k] + <real> ck
+
+
+def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
+              const real[::1] t, Py_ssize_t t_row_stride, Py_ssize_t steps,
+              bint shortest_path, bint linear_norm, int nthreads):
+    """Spherical interpolation of the rows of a and b.
+
+    ``a``, ``b``: (rows, D). ``out``: (rows * steps, D); output row
+    ``r * steps + j`` uses weight ``t[r * t_row_stride + j]`` (``t_row_stride``
+    is 0 when every row shares the same weights). ``linear_norm`` selects the
+    great circle with a linearly interpolated norm; otherwise the textbook
+    formula ``sin((1-t)θ)/sin θ a + sin(tθ)/sin θ b``.
+    """
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1]
+    cdef Py_ssize_t per_block = max(1, min(<Py_ssize_t> SLERP_BLOCK, SLERP_BLOCK_ELEMS // (2 * n)))
+    cdef Py_ssize_t nblocks = (rows + per_block - 1) // per_block
+    cdef Py_ssize_t blk, r0
+    if rows == 0 or n == 0 or steps == 0:
+        return
+    for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        r0 = blk * per_block
+        slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
+                    &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)

@@ -1,10 +1,12 @@
-"""numba.cuda blend kernels: lerp (broadcasting over up to 4 coalesced axes)."""
+"""numba.cuda blend kernels: lerp (broadcasting over up to 4 coalesced axes) and slerp."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 from numba import cuda
+from numba import float64 as numba_float64
+from numba import int64 as numba_int64
 
 from ._support import THREADS_1D, blocks_1d
 
@@ -75,3 +77,221 @@ def lerp(out, a, b, t, stream=0):
         _lerp_scalar_weight[blocks_1d(n), THREADS_1D, stream](out4, a4, b4, t)
     else:
         _lerp_array_weight[blocks_1d(n), THREADS_1D, stream](out4, a4, b4, _as4d(t))
+
+
+# ---------------------------------------------------------------------------
+# slerp. The per-row math (norms, angle, degenerate cases, coefficients) is
+# the same as the CPU kernel's (kernels/cpu/blend.pyx) and is computed in
+# float64 for both dtypes. Small vectors: one thread per output vector.
+# Long vectors: one block per row pair, with deterministic tree reductions
+# in shared memory and coalesced loads and stores.
+
+ROW_REGULAR, ROW_ZERO, ROW_ANTIPODAL = 0, 1, 2
+ANTIPODAL_TOL = 1e-8
+TINY_ANGLE = 1e-100
+COS_ACCURATE = 0.7
+ROW_BLOCK = 128          # threads per block in the block-per-row kernel
+BLOCK_ROW_MIN_DEPTH = 64  # vectors at least this long use one block per row
+
+
+@cuda.jit(device=True, inline=True)
+def _norms(aa, bb, ab, shortest_path):
+    """(|a|, |b|, sign, cos) from the three dot products; sign = -1 flips b."""
+    na = math.sqrt(aa)
+    nb = math.sqrt(bb)
+    sign = -1.0 if (shortest_path and ab < 0) else 1.0
+    c = 0.0
+    if na > 0 and nb > 0:
+        c = sign * ab / na / nb
+    return na, nb, sign, c
+
+
+@cuda.jit(device=True, inline=True)
+def _angle(dm, dp, depth):
+    """(kind, theta) from |u - v|^2 and |u + v|^2 (the accurate form)."""
+    if math.sqrt(dp) <= ANTIPODAL_TOL:
+        return (ROW_ANTIPODAL if depth >= 2 else ROW_ZERO), 0.0
+    return ROW_REGULAR, 2.0 * math.atan2(math.sqrt(dm), math.sqrt(dp))
+
+
+@cuda.jit(device=True, inline=True)
+def _coefs(kind, na, nb, sign, theta, uk, t, linear_norm):
+    """(ca, cb, ck): out = ca * a + cb * b, plus ck on the antipodal axis k."""
+    if t == 0:
+        return 1.0, 0.0, 0.0
+    if t == 1:
+        return 0.0, sign, 0.0
+    if kind == ROW_ZERO:
+        return 1.0 - t, t * sign, 0.0
+    r = (1.0 - t) * na + t * nb
+    if kind == ROW_ANTIPODAL:
+        w0 = math.sin((0.5 - t) * math.pi)
+        w1 = math.sin(t * math.pi)
+        s = math.sqrt(1.0 - uk * uk)
+        return r * (w0 - w1 * uk / s) / na, 0.0, r * w1 / s
+    if theta < TINY_ANGLE:
+        w0 = 1.0 - t
+        w1 = t
+    else:
+        st = math.sin(theta)
+        w0 = math.sin((1.0 - t) * theta) / st
+        w1 = math.sin(t * theta) / st
+    if linear_norm:
+        return w0 * (r / na), sign * w1 * (r / nb), 0.0
+    return w0, sign * w1, 0.0
+
+
+@cuda.jit
+def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
+    """One thread computes one output vector: row pair i // steps at step i % steps."""
+    i = cuda.grid(1)
+    if i >= out.shape[0]:
+        return
+    r = i // steps
+    depth = a.shape[1]
+    aa = 0.0
+    bb = 0.0
+    ab = 0.0
+    for d in range(depth):
+        x = float(a[r, d])
+        y = float(b[r, d])
+        aa += x * x
+        bb += y * y
+        ab += x * y
+    na, nb, sign, c = _norms(aa, bb, ab, shortest_path)
+    kind = ROW_REGULAR
+    theta = 0.0
+    k = 0
+    uk = 0.0
+    if na == 0 or nb == 0:
+        kind = ROW_ZERO
+    elif abs(c) <= COS_ACCURATE:
+        theta = math.acos(c)
+    else:
+        dm = 0.0
+        dp = 0.0
+        for d in range(depth):
+            x = a[r, d] / na
+            y = sign * b[r, d] / nb
+            dm += (x - y) * (x - y)
+            dp += (x + y) * (x + y)
+        kind, theta = _angle(dm, dp, depth)
+        if kind == ROW_ANTIPODAL:
+            best = abs(a[r, 0])
+            for d in range(1, depth):
+                if abs(a[r, d]) < best:
+                    best = abs(a[r, d])
+                    k = d
+            uk = a[r, k] / na
+    ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, float(t[r * t_row_stride + i - r * steps]),
+                        linear_norm)
+    for d in range(depth):
+        out[i, d] = ca * a[r, d] + cb * b[r, d]
+    if ck != 0:
+        out[i, k] += ck
+
+
+@cuda.jit(device=True, inline=True)
+def _block_sum(buf, tid):
+    """Tree-sum buf[0:ROW_BLOCK] into buf[0] (fixed order: deterministic)."""
+    step = ROW_BLOCK // 2
+    while step > 0:
+        cuda.syncthreads()
+        if tid < step:
+            buf[tid] += buf[tid + step]
+        step //= 2
+    cuda.syncthreads()
+
+
+@cuda.jit
+def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
+    """One block handles one row pair; each thread strides over the vector's entries."""
+    r = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    if r >= a.shape[0]:
+        return
+    depth = a.shape[1]
+    s_aa = cuda.shared.array(ROW_BLOCK, numba_float64)
+    s_bb = cuda.shared.array(ROW_BLOCK, numba_float64)
+    s_ab = cuda.shared.array(ROW_BLOCK, numba_float64)
+    s_k = cuda.shared.array(ROW_BLOCK, numba_int64)
+    aa = 0.0
+    bb = 0.0
+    ab = 0.0
+    for d in range(tid, depth, ROW_BLOCK):
+        x = float(a[r, d])
+        y = float(b[r, d])
+        aa += x * x
+        bb += y * y
+        ab += x * y
+    s_aa[tid] = aa
+    s_bb[tid] = bb
+    s_ab[tid] = ab
+    _block_sum(s_aa, tid)
+    _block_sum(s_bb, tid)
+    _block_sum(s_ab, tid)
+    na, nb, sign, c = _norms(s_aa[0], s_bb[0], s_ab[0], shortest_path)
+    kind = ROW_REGULAR
+    theta = 0.0
+    k = 0
+    uk = 0.0
+    if na == 0 or nb == 0:
+        kind = ROW_ZERO
+    elif abs(c) <= COS_ACCURATE:
+        theta = math.acos(c)
+    else:  # uniform across the block: every thread sees the same sums
+        dm = 0.0
+        dp = 0.0
+        for d in range(tid, depth, ROW_BLOCK):
+            x = a[r, d] / na
+            y = sign * b[r, d] / nb
+            dm += (x - y) * (x - y)
+            dp += (x + y) * (x + y)
+        cuda.syncthreads()
+        s_aa[tid] = dm
+        s_bb[tid] = dp
+        _block_sum(s_aa, tid)
+        _block_sum(s_bb, tid)
+        kind, theta = _angle(s_aa[0], s_bb[0], depth)
+        if kind == ROW_ANTIPODAL:
+            # first index of the smallest |a_d|: per-thread, then a tree argmin
+            best_k = tid if tid < depth else 0
+            for d in range(tid + ROW_BLOCK, depth, ROW_BLOCK):
+                if abs(a[r, d]) < abs(a[r, best_k]):
+                    best_k = d
+            s_k[tid] = best_k
+            step = ROW_BLOCK // 2
+            while step > 0:
+                cuda.syncthreads()
+                if tid < step:
+                    k0 = s_k[tid]
+                    k1 = s_k[tid + step]
+                    v0 = abs(a[r, k0])
+                    v1 = abs(a[r, k1])
+                    if v1 < v0 or (v1 == v0 and k1 < k0):
+                        s_k[tid] = k1
+                step //= 2
+            cuda.syncthreads()
+            k = s_k[0]
+            uk = a[r, k] / na
+    for j in range(steps):
+        ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, float(t[r * t_row_stride + j]),
+                            linear_norm)
+        row = r * steps + j
+        for d in range(tid, depth, ROW_BLOCK):
+            v = ca * a[r, d] + cb * b[r, d]
+            if d == k:
+                v += ck
+            out[row, d] = v
+
+
+def slerp(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm, stream=0):
+    """Launch slerp: out (rows * steps, D), a and b (rows, D), t flat (device or host)."""
+    if isinstance(t, np.ndarray):  # a host weight (a scalar): copy its few bytes over
+        t = cuda.to_device(np.ascontiguousarray(t), stream=stream)
+    rows, depth = a.shape
+    args = (out, a, b, t, t_row_stride, steps, bool(shortest_path), bool(linear_norm))
+    if depth >= BLOCK_ROW_MIN_DEPTH:
+        _slerp_block[rows, ROW_BLOCK, stream](*args)
+    else:
+        _slerp_thread[blocks_1d(out.shape[0]), THREADS_1D, stream](*args)

@@ -1,0 +1,181 @@
+"""Affine image alignment trained by hand through grid_sample's analytic gradients."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
+
+__all__ = ["AffineAlign"]
+
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+class AffineAlign:
+    """Recover the 2x3 affine matrix that warps a moving image onto a fixed image.
+
+    Minimises the mean squared difference ``mean((warp(moving, theta) - fixed)**2)``
+    where ``warp(m, theta) = grid_sample(m, affine_grid(theta, fixed.shape))``,
+    by gradient descent with momentum. The gradient with respect to ``theta``
+    comes from :func:`fastinterp.grid_sample_backward` (grid gradient only)
+    chained through :func:`fastinterp.affine_grid_backward`: no autograd. The
+    update is a small built-in loop (heavy-ball momentum, step halved
+    whenever the loss goes up), not a general optimizer.
+
+    Parameters
+    ----------
+    lr : float
+        Step size. The images are scaled to unit variance inside ``fit``, so
+        the default suits most inputs.
+    momentum : float
+        Heavy-ball momentum in [0, 1).
+    max_iter : int
+        Maximum number of steps.
+    tol : float
+        Stop when the step (max |delta theta|) falls below ``tol``.
+    max_step : float
+        Largest change of any entry of theta in one step (a trust region: a
+        step that raises the loss is undone and lr halved).
+    mode, padding_mode, align_corners
+        Passed to grid_sample / affine_grid (bilinear, border, False by default).
+    sample_fraction : float in (0, 1]
+        Fraction of the fixed image's rows used per step (a fresh random
+        subset each step, drawn from ``seed``); 1 uses every pixel.
+    seed : int
+        Seed of the row sampling (fits are reproducible).
+    verbose : bool
+        Print the loss every ``log_every`` steps.
+    log_every : int
+        Logging period in steps.
+
+    Attributes
+    ----------
+    theta_ : ndarray (2, 3)
+        The fitted matrix: ``fixed ~ grid_sample(moving, affine_grid(theta_[None], ...))``.
+    loss_history_ : list of float
+        The loss at every step (on the rows used by that step).
+    n_iter_ : int
+        Steps taken.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> from fastinterp.models.align import AffineAlign
+    >>> yy, xx = np.mgrid[-1:1:48j, -1:1:48j]
+    >>> moving = np.exp(-((xx - 0.2)**2 + (yy + 0.1)**2) / 0.1)[None]
+    >>> true = np.array([[[1.0, 0.0, 0.1], [0.0, 1.0, -0.05]]])
+    >>> fixed = fi.grid_sample(moving[None], fi.affine_grid(true, (1, 1, 48, 48)),
+    ...                        padding_mode="border")[0]
+    >>> fit = AffineAlign(verbose=False).fit(moving, fixed)
+    >>> bool(np.abs(fit.theta_ - true[0]).max() < 1e-2)
+    True
+    """
+
+    def __init__(self, lr=0.5, momentum=0.9, max_iter=500, tol=1e-7, max_step=0.02,
+                 mode="bilinear",
+                 padding_mode="border", align_corners=False, sample_fraction=1.0, seed=0,
+                 verbose=True, log_every=50):
+        if not 0 < sample_fraction <= 1:
+            raise ValueError(f"AffineAlign: sample_fraction must be in (0, 1]; got {sample_fraction!r}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"AffineAlign: momentum must be in [0, 1); got {momentum!r}.")
+        if not lr > 0:
+            raise ValueError(f"AffineAlign: lr must be > 0; got {lr!r}.")
+        self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, int(max_iter), tol
+        self.max_step = max_step
+        self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
+        self.sample_fraction, self.seed = sample_fraction, seed
+        self.verbose, self.log_every = verbose, max(1, int(log_every))
+
+    @staticmethod
+    def _as_image(name, img):
+        a = np.asarray(img)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ValueError(f"AffineAlign: {name} must have shape (H, W) or (C, H, W); "
+                             f"got {a.shape}.")
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        return np.ascontiguousarray(a[None])
+
+    def _loss_grad(self, theta, moving, fixed, rows):
+        size = fixed.shape
+        grid = affine_grid(theta[None], size, align_corners=self.align_corners)
+        sub = grid[:, rows] if rows is not None else grid
+        target = fixed[:, :, rows] if rows is not None else fixed
+        warped = grid_sample(moving, sub, self.mode, self.padding_mode, self.align_corners)
+        diff = warped - target
+        loss = float(np.mean(diff.astype(np.float64) ** 2))
+        go = (2.0 / diff.size) * diff
+        _, g_sub = grid_sample_backward(go, moving, sub, self.mode, self.padding_mode,
+                                        self.align_corners, needs_input_grad=False)
+        if rows is not None:
+            g_grid = np.zeros_like(grid)
+            g_grid[:, rows] = g_sub
+        else:
+            g_grid = g_sub
+        g_theta = affine_grid_backward(g_grid, size, align_corners=self.align_corners)[0]
+        return loss, g_theta.astype(np.float64)
+
+    def fit(self, moving, fixed, theta0=None):
+        """Fit ``theta_`` so that the warped ``moving`` matches ``fixed``.
+
+        Parameters
+        ----------
+        moving, fixed : arrays (H, W) or (C, H, W)
+            Images with the same channel count (sizes may differ).
+        theta0 : array (2, 3), optional
+            Starting matrix (default: the identity).
+
+        Returns
+        -------
+        self
+        """
+        m = self._as_image("moving", moving)
+        f = self._as_image("fixed", fixed).astype(m.dtype)
+        if m.shape[1] != f.shape[1]:
+            raise ValueError(f"AffineAlign: moving and fixed must have the same channel count; "
+                             f"got {m.shape[1]} and {f.shape[1]}.")
+        # unit variance (shared scale) so lr does not depend on the image's contrast
+        scale = float(np.std(f)) or 1.0
+        m, f = m / m.dtype.type(scale), f / f.dtype.type(scale)
+        theta = np.array(_IDENTITY if theta0 is None else theta0, dtype=np.float64)
+        if theta.shape != (2, 3):
+            raise ValueError(f"AffineAlign: theta0 must have shape (2, 3); got {theta.shape}.")
+        rng = np.random.default_rng(self.seed)
+        H = f.shape[2]
+        n_rows = max(1, int(round(self.sample_fraction * H)))
+        velocity = np.zeros_like(theta)
+        lr, prev, prev_theta = self.lr, np.inf, theta.copy()
+        self.loss_history_ = []
+        for it in range(1, self.max_iter + 1):
+            rows = None if n_rows == H else np.sort(rng.choice(H, n_rows, replace=False))
+            loss, grad = self._loss_grad(theta.astype(m.dtype), m, f, rows)
+            self.loss_history_.append(loss)
+            # overshoot (sampled rows: beyond their noise): undo the step, halve lr
+            if loss > prev * (1.0 if rows is None else 1.5):
+                theta[:] = prev_theta
+                lr *= 0.5
+                velocity[:] = 0
+                continue
+            prev, prev_theta = loss, theta.copy()
+            velocity = self.momentum * velocity - lr * grad
+            step = np.abs(velocity).max()
+            if step > self.max_step:                 # trust region on theta's entries
+                velocity *= self.max_step / step
+            theta += velocity
+            if self.verbose and (it % self.log_every == 0 or it == 1):
+                print(f"AffineAlign step {it:4d}: loss {loss:.3e}")
+            if np.abs(velocity).max() < self.tol:
+                break
+        self.n_iter_ = it
+        self.theta_ = theta
+        return self
+
+    def transform(self, moving, size=None):
+        """Warp ``moving`` with the fitted matrix to ``size`` (H, W) (default: moving's)."""
+        m = self._as_image("moving", moving)
+        h, w = size if size is not None else m.shape[2:]
+        grid = affine_grid(self.theta_[None].astype(m.dtype), (1, m.shape[1], h, w),
+                           align_corners=self.align_corners)
+        return grid_sample(m, grid, self.mode, self.padding_mode, self.align_corners)[0]

@@ -1,0 +1,782 @@
+"""Plugins: kernels from shared libraries (C, C++, Rust, Zig...) and numba ``@cfunc``.
+
+A plugin is a shared library exporting the descriptor of
+``fastinterp/plugin.h`` (find the header with :func:`get_include`). Loading it
+checks its ABI version and struct sizes, then registers its kernels in the
+same registry as fastinterp's built-in kernels, keyed by (op, backend,
+dtype). A kernel for a built-in op (``lerp``) replaces the built-in one for
+its key until the plugin is unloaded; a kernel for a new op makes it
+callable as ``fastinterp.ops.<name>(...)``.
+
+Discovery of installed plugins (the ``fastinterp.plugins`` entry-point
+group) never runs at ``import fastinterp``: call :func:`discover`. Importing
+third-party code as a side effect of an import would make ``import
+fastinterp`` slow and let a broken plugin break it.
+
+Libraries stay mapped while anything refers to their kernels (the registry,
+``fastinterp.last_kernel()``, a call in flight) and are closed when the last
+reference goes, so unloading is safe while other threads still call.
+"""
+from __future__ import annotations
+
+import builtins
+import ctypes
+import functools
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import _registry as registry
+from ._config import threads_for
+from ._dispatch import begin
+from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
+
+__all__ = [
+    "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginInfo", "PluginWarning",
+    "builtin_capsule", "builtin_kernels", "discover", "get_include", "list", "load",
+    "register_cfunc", "unload",
+]
+
+ENTRY_POINT_GROUP = "fastinterp.plugins"
+SYMBOL = "fastinterp_plugin"           # FI_PLUGIN_SYMBOL
+DEVICE_CPU, DEVICE_CUDA = 1, 2          # FI_DEVICE_*
+SERIAL = 0x1                            # FI_KERNEL_SERIAL
+STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "out of memory", 4: "internal error"}
+_DTYPES = {(2, 32, 1): "float32", (2, 64, 1): "float64"}
+_DEVICE_NAMES = {DEVICE_CPU: "CPU", DEVICE_CUDA: "CUDA"}
+_OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+class PluginError(ImportError):
+    """A plugin could not be loaded or registered; nothing of it was registered."""
+
+
+class PluginKernelError(RuntimeError):
+    """A plugin kernel returned an error status; ``.status`` and ``.message`` hold it."""
+
+    def __init__(self, text: str, status: int, message: str):
+        super().__init__(text)
+        self.status = status
+        self.message = message
+
+
+class PluginWarning(UserWarning):
+    """A kernel entry or an installed plugin was skipped (the reason is in the message)."""
+
+
+def _abi():
+    from ._cpu import abi
+    return abi
+
+
+def get_include() -> str:
+    """The directory to pass to the C compiler as ``-I`` for ``#include <fastinterp/plugin.h>``.
+
+    Like ``numpy.get_include()``; it works for installed wheels and editable
+    installs alike.
+
+    Examples
+    --------
+    >>> import os, fastinterp as fi
+    >>> os.path.isfile(os.path.join(fi.get_include(), "fastinterp", "plugin.h"))
+    True
+    """
+    from . import include
+    return os.path.dirname(os.path.abspath(include.__file__))
+
+
+# --------------------------------------------------------------------------- declarations
+@dataclass(frozen=True)
+class _Operand:
+    name: str
+    batch: bool                      # leading "..."
+    dims: tuple                      # names (str) and fixed sizes (int)
+
+    @functools.cached_property
+    def layout(self) -> str:
+        parts = (["..."] if self.batch else []) + [str(d) for d in self.dims]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 and not self.batch else "") + ")"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An op's array signature, e.g. ``"a(m,k), b(k,n) -> c(m,n)"`` (see plugin.h)."""
+
+    inputs: tuple
+    outputs: tuple
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Signature":
+        if "->" not in text:
+            raise ValueError(f"{where}: signature must look like 'x(...), y(...) -> out(...)'; "
+                             f"got {text!r}.")
+        left, right = text.split("->", 1)
+        inputs = _parse_operands(left, "x", where, text)
+        outputs = _parse_operands(right, "out", where, text)
+        names = [o.name for o in inputs + outputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: signature operand names must be unique; got {text!r}.")
+        if not outputs:
+            raise ValueError(f"{where}: signature must declare at least one output; got {text!r}.")
+        return cls(tuple(inputs), tuple(outputs), text)
+
+    def output_shapes(self, op: str, arrays) -> list:
+        """Check ``arrays`` against the inputs; return each output's shape as a list
+        of sizes, None standing for a size the inputs do not determine (the
+        whole shape is None when its batch shape is not determined)."""
+        sizes: dict[str, int] = {}
+        batch = None
+        for operand, arr in zip(self.inputs, arrays):
+            shape = tuple(arr.shape)
+            if operand.batch and batch is None:
+                if len(shape) < len(operand.dims):
+                    raise ValueError(f"{op}: {operand.name} must have shape {operand.layout}; "
+                                     f"got {shape_str(shape)}.")
+                batch = shape[:len(shape) - len(operand.dims)]
+            want = (builtins.list(batch) if operand.batch else []) + [
+                d if isinstance(d, int) else sizes.get(d) for d in operand.dims]
+            check_shape(op, operand.name, arr, want, operand.layout)
+            for d, s in zip(operand.dims, shape[len(shape) - len(operand.dims):]):
+                if isinstance(d, str):
+                    sizes.setdefault(d, s)
+        return [None if o.batch and batch is None else
+                (builtins.list(batch) if o.batch else [])
+                + [d if isinstance(d, int) else sizes.get(d) for d in o.dims]
+                for o in self.outputs]
+
+
+def _parse_operands(text: str, prefix: str, where: str, whole: str) -> list[_Operand]:
+    operands, pos, text = [], 0, text.strip()
+    pattern = re.compile(r"\s*(?:([A-Za-z_]\w*)\s*)?\(([^()]*)\)\s*(,|\Z)")
+    while pos < len(text):
+        m = pattern.match(text, pos)
+        if not m:
+            raise ValueError(f"{where}: cannot parse signature {whole!r} near {text[pos:]!r}; "
+                             f"expected operands like 'x(..., n)'.")
+        dims, batch = [], False
+        for i, token in enumerate(t.strip() for t in m.group(2).split(",") if t.strip()):
+            if token == "..." and i == 0:
+                batch = True
+            elif token.isdigit():
+                dims.append(int(token))
+            elif re.fullmatch(r"[A-Za-z_]\w*", token):
+                dims.append(token)
+            else:
+                raise ValueError(f"{where}: signature dimension must be a name, a size or a "
+                                 f"leading '...'; got {token!r} in {whole!r}.")
+        operands.append(_Operand(m.group(1) or f"{prefix}{len(operands)}", batch, tuple(dims)))
+        pos = m.end()
+        if m.group(3) == "," and pos >= len(text):
+            raise ValueError(f"{where}: signature {whole!r} ends with a comma.")
+    if prefix == "out" and len(operands) == 1 and operands[0].name == "out0":
+        operands[0] = _Operand("out", operands[0].batch, operands[0].dims)
+    return operands
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type          # float or int
+    default: Any        # None: required
+
+
+def parse_params(text: str | None, where: str) -> tuple:
+    """Parse ``"alpha: float = 1, k: int"`` into :class:`Param` entries."""
+    out = []
+    for item in (t.strip() for t in (text or "").split(",") if t.strip()):
+        m = re.fullmatch(r"([A-Za-z_]\w*)\s*:\s*(float|int)\s*(?:=\s*(\S+))?", item)
+        if not m:
+            raise ValueError(f"{where}: parameters must look like 'alpha: float = 1, k: int'; "
+                             f"got {item!r}.")
+        kind = float if m.group(2) == "float" else int
+        try:
+            default = None if m.group(3) is None else kind(m.group(3))
+        except ValueError:
+            raise ValueError(f"{where}: default of parameter {m.group(1)!r} must be "
+                             f"{m.group(2)}; got {m.group(3)!r}.") from None
+        out.append(Param(m.group(1), kind, default))
+    if len({p.name for p in out}) != len(out):
+        raise ValueError(f"{where}: parameter names must be unique; got {text!r}.")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What a plugin declares about a new op: its signature, parameters and doc."""
+
+    name: str
+    signature: Signature | None
+    params: tuple
+    doc: str | None
+    source: str
+
+    def same_interface(self, other: "OpSpec") -> bool:
+        sig = lambda s: None if s.signature is None else (s.signature.inputs, s.signature.outputs)
+        return sig(self) == sig(other) and self.params == other.params
+
+    def describe(self) -> str:
+        sig = self.signature.text if self.signature else "<out= required>"
+        params = ", ".join(f"{p.name}: {p.kind.__name__}" + ("" if p.default is None else f" = {p.default}")
+                           for p in self.params)
+        return f"{sig}" + (f"; params {params}" if params else "")
+
+
+# --------------------------------------------------------------------------- kernels
+class PluginKernel:
+    """A plugin's kernel for one (op, backend, dtype), callable like a built-in kernel.
+
+    It keeps its library (or numba cfunc) alive; calls release the GIL.
+    """
+
+    __slots__ = ("plugin", "op", "backend", "dtype", "address", "_owner", "_lock", "_call")
+
+    def __init__(self, plugin: str, op: str, dtype: str, address: int, owner, serial: bool):
+        self.plugin, self.op, self.backend, self.dtype = plugin, op, "cpu", dtype
+        self.address = address
+        self._owner = owner
+        self._lock = threading.Lock() if serial else None
+        self._call = _abi().call
+
+    def _run(self, inputs, outputs, floats, ints, nthreads, broadcast_to=None):
+        if self._lock is None:
+            result = self._call(self.address, inputs, outputs, floats, ints, nthreads, broadcast_to)
+        else:
+            with self._lock:
+                result = self._call(self.address, inputs, outputs, floats, ints, nthreads,
+                                    broadcast_to)
+        if result is not None:
+            status, message = result
+            raise PluginKernelError(
+                f"{self.op}: plugin kernel {self.plugin}:{self.op} ({self.backend}, {self.dtype}) "
+                f"failed with status {status} ({STATUS_NAMES.get(status, 'unknown status')}): "
+                f"{message or '(no message)'}", status, message)
+
+    def __repr__(self):
+        return f"<plugin kernel {self.plugin}:{self.op} ({self.backend}, {self.dtype})>"
+
+
+class OpKernel(PluginKernel):
+    """Calling convention of a new op: ``kernel(outputs, inputs, floats, ints)``."""
+
+    __slots__ = ()
+
+    def __call__(self, outputs, inputs, floats=(), ints=()):
+        self._run(tuple(inputs), tuple(outputs), tuple(floats), tuple(ints),
+                  threads_for(outputs[0].size))
+
+
+class LerpKernel(PluginKernel):
+    """Adapter to the built-in lerp convention, ``kernel(out, a, b, t)``.
+
+    The front passes operands of out's rank with size 1 on broadcast axes; the
+    C kernel sees inputs ``a, b, t`` with out's shape, stride 0 on those axes.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, out, a, b, t):
+        self._run((a, b, t), (out,), (), (), threads_for(out.size), out)
+
+
+#: grid_sample's mode and padding codes in the ABI (FI_GRID_*, FI_PAD_* in plugin.h).
+GRID_MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+GRID_PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+
+
+class GridSampleKernel(PluginKernel):
+    """Adapter to the built-in grid_sample convention,
+    ``kernel(out, x, grid, dims, mode, padding, align_corners, channels_last)``.
+
+    The C kernel gets inputs ``x, grid`` and output ``out`` (compact) and
+    ``params->ints = {mode, padding, align_corners, channels_last}``.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, out, x, grid, dims, mode, padding, align_corners, channels_last):
+        n, c, _, _, ho, wo = dims
+        self._run((x, grid), (out,), (), (GRID_MODES[mode], GRID_PADDINGS[padding],
+                                          int(align_corners), int(channels_last)),
+                  threads_for(n * c * ho * wo, 16384))
+
+
+#: Built-in ops whose kernels a plugin may replace, and the adapter for each.
+CONVENTIONS: dict[str, type] = {"lerp": LerpKernel, "grid_sample": GridSampleKernel}
+
+
+# --------------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin, as listed by :func:`list`."""
+
+    name: str
+    version: str
+    path: str | None
+    abi: tuple
+    kernels: tuple          # ((op, backend, dtype), ...)
+    ops: tuple              # new ops it defines
+    kind: str               # "library" or "cfunc"
+
+
+class _Library:
+    """A dlopen()ed plugin, dlclose()d when the last kernel referring to it goes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.cdll = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+
+    def entry_address(self) -> int:
+        fn = getattr(self.cdll, SYMBOL)
+        return ctypes.cast(fn, ctypes.c_void_p).value
+
+    def __del__(self):
+        try:
+            import _ctypes
+            _ctypes.dlclose(self.cdll._handle)
+        except Exception:  # interpreter shutdown
+            pass
+
+
+_lock = threading.RLock()
+_plugins: dict[str, PluginInfo] = {}
+_ops: dict[str, builtins.list] = {}       # op name -> stack of OpSpec
+
+
+def _fail(where: str, reason: str):
+    raise PluginError(f"{where}: {reason}; nothing was registered.")
+
+
+def _builtin_ops() -> set:
+    return {e.op for e in registry.entries() if e.source == registry.BUILTIN} | {
+        op for op in CONVENTIONS}
+
+
+def _prepare(name: str, raw_kernels, owner, where: str):
+    """Validate kernel entries; return ``(registrations, new_specs, skipped)`` or raise
+    PluginError. ``skipped`` holds a warning per entry for a device this build does
+    not drive, to be issued once the plugin is registered."""
+    builtin = _builtin_ops()
+    regs, specs, seen, skipped = [], {}, set(), []
+    for i, k in enumerate(raw_kernels):
+        what = f"kernel {i} ({k.get('op')!r})"
+        op = k.get("op")
+        if not op or not _OP_NAME.match(op):
+            _fail(where, f"{what}: op name must match [a-z][a-z0-9_]*; got {op!r}")
+        if k["fn"] == 0:
+            continue  # NULL: not supported (policy rule 6)
+        if k["device_type"] != DEVICE_CPU:
+            dev = _DEVICE_NAMES.get(k["device_type"], f"device type {k['device_type']}")
+            skipped.append(f"{where}: {what} for {dev} skipped: this fastinterp runs plugin "
+                           f"kernels on the CPU (device type {DEVICE_CPU}) only.")
+            continue
+        dtype = _DTYPES.get(tuple(k["dtype"]))
+        if dtype is None:
+            _fail(where, f"{what}: dtype must be float32 {{2, 32, 1}} or float64 {{2, 64, 1}}; "
+                         f"got {{{', '.join(map(str, k['dtype']))}}}")
+        if (op, dtype) in seen:
+            _fail(where, f"{what}: a second kernel for ({op}, cpu, {dtype})")
+        seen.add((op, dtype))
+        serial = bool(k.get("flags", 0) & SERIAL)
+        if op in builtin:
+            if op not in CONVENTIONS:
+                _fail(where, f"{what}: built-in op {op!r} cannot be replaced by a plugin kernel "
+                             f"(fastinterp defines no C calling convention for it); replaceable: "
+                             f"{', '.join(sorted(CONVENTIONS))}")
+            kernel = CONVENTIONS[op](name, op, dtype, k["fn"], owner, serial)
+            regs.append((op, dtype, kernel))
+            continue
+        try:
+            sig = Signature.parse(k["signature"], f"{where}: {what}") if k.get("signature") else None
+            params = parse_params(k.get("params"), f"{where}: {what}")
+        except ValueError as exc:
+            raise PluginError(f"{str(exc).rstrip('.')}; nothing was registered.") from None
+        arrays = {o.name for o in sig.inputs + sig.outputs} if sig else set()
+        clash = (arrays | {"out"}) & {p.name for p in params}
+        if clash:
+            _fail(where, f"{what}: parameter names {sorted(clash)} clash with array names")
+        limits = _abi()
+        if sig is not None and len(arrays) > limits.MAX_TENSORS_PER_CALL:
+            _fail(where, f"{what}: at most {limits.MAX_TENSORS_PER_CALL} arrays per op; "
+                         f"got {len(arrays)}")
+        for kind in (float, int):
+            count = sum(p.kind is kind for p in params)
+            if count > limits.MAX_PARAMS_PER_KIND:
+                _fail(where, f"{what}: at most {limits.MAX_PARAMS_PER_KIND} {kind.__name__} "
+                             f"parameters; got {count}")
+        spec = OpSpec(op, sig, params, k.get("doc"), name)
+        other = specs.get(op) or (_ops[op][-1] if _ops.get(op) else None)
+        if other is not None and not other.same_interface(spec):
+            _fail(where, f"{what}: op {op!r} is already declared as {other.describe()!r} "
+                         f"(by {other.source!r}); this kernel declares {spec.describe()!r}")
+        specs.setdefault(op, spec)
+        regs.append((op, dtype, OpKernel(name, op, dtype, k["fn"], owner, serial)))
+    return regs, specs, skipped
+
+
+def _commit(info: PluginInfo, regs, specs, skipped) -> PluginInfo:
+    for message in skipped:
+        warnings.warn(message, PluginWarning, stacklevel=3)
+    for op, dtype, kernel in regs:
+        registry.register(op, "cpu", dtype, kernel, source=info.name)
+    for op, spec in specs.items():
+        _ops.setdefault(op, []).append(spec)
+    _plugins[info.name] = info
+    return info
+
+
+def _check_abi(where: str, abi_info) -> None:
+    host = _abi()
+    if abi_info is None:
+        _fail(where, f"{SYMBOL}() returned NULL")
+    if abi_info["major"] != host.ABI_MAJOR:
+        _fail(where, f"ABI major version mismatch: this fastinterp implements ABI "
+                     f"{host.ABI_MAJOR}.{host.ABI_MINOR} and loads plugins built for major "
+                     f"{host.ABI_MAJOR}; the plugin was built for "
+                     f"{abi_info['major']}.{abi_info['minor']}. Rebuild it against "
+                     f"fastinterp.get_include()")
+    for struct in ("plugin", "kernel", "params"):
+        if abi_info[struct] < host.MIN_SIZES[struct]:
+            _fail(where, f"fi_{struct}_t size mismatch: expected at least "
+                         f"{host.MIN_SIZES[struct]} bytes (the ABI {host.ABI_MAJOR}.0 prefix), "
+                         f"got {abi_info[struct]}")
+    if abi_info["tensor"] != host.SIZES["tensor"]:
+        _fail(where, f"fi_tensor_t size mismatch: expected {host.SIZES['tensor']} bytes "
+                     f"(DLPack's DLTensor), got {abi_info['tensor']}")
+
+
+def load(path) -> PluginInfo:
+    """Load a plugin shared library and register its kernels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A shared library exporting ``fastinterp_plugin`` (see ``fastinterp/plugin.h``).
+
+    Returns
+    -------
+    PluginInfo
+        Its name, version, ABI version, the (op, backend, dtype) keys it
+        registered and the new ops it defines (callable as ``fastinterp.ops.<op>``).
+
+    Raises
+    ------
+    PluginError
+        (an ``ImportError``) when the file is missing or not a loadable
+        library, lacks the ``fastinterp_plugin`` symbol, was built for another
+        ABI major version or with too-small structs, declares a malformed
+        kernel, or its name is already loaded. The message says what was
+        expected and what was found; nothing is registered.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> fi.plugins.load("/nonexistent/libnothing.so")
+    Traceback (most recent call last):
+    ...
+    fastinterp.plugins.PluginError: load('/nonexistent/libnothing.so'): no such file; nothing was registered.
+    """
+    path = os.fspath(path)
+    where = f"load({path!r})"
+    if not os.path.exists(path):
+        _fail(where, "no such file")
+    try:
+        lib = _Library(os.path.abspath(path))
+    except OSError as exc:
+        _fail(where, f"not a loadable shared library ({exc})")
+    try:
+        entry = lib.entry_address()
+    except AttributeError:
+        _fail(where, f"the library does not export the symbol {SYMBOL!r}; a plugin defines it "
+                     f"with FI_PLUGIN_ENTRY from fastinterp/plugin.h")
+    address, abi_info = _abi().plugin_abi(entry)
+    _check_abi(where, abi_info)
+    contents = _abi().plugin_contents(address)
+    name = contents["name"]
+    if not name or not _PLUGIN_NAME.match(name) or name == registry.BUILTIN:
+        _fail(where, f"plugin name must match [A-Za-z0-9_.-]+ and not be 'builtin'; got {name!r}")
+    if contents["n_kernels"] < 0 or (contents["kernels_null"] and contents["n_kernels"]):
+        _fail(where, f"kernel table must hold n_kernels >= 0 entries; got n_kernels="
+                     f"{contents['n_kernels']} with a {'NULL' if contents['kernels_null'] else ''} table")
+    with _lock:
+        if name in _plugins:
+            _fail(where, f"a plugin named {name!r} is already loaded (from "
+                         f"{_plugins[name].path}); unload it first")
+        regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
+        info = PluginInfo(name, contents["version"] or "", lib.path,
+                          (abi_info["major"], abi_info["minor"]),
+                          tuple((op, "cpu", dt) for op, dt, _ in regs), tuple(specs), "library")
+        return _commit(info, regs, specs, skipped)
+
+
+def register_cfunc(op: str, dtype, cfunc, *, signature: str | None = None,
+                   params: str | None = None, doc: str | None = None,
+                   name: str | None = None, serial: bool = False) -> PluginInfo:
+    """Register a numba ``@cfunc`` kernel through the plugin ABI.
+
+    Parameters
+    ----------
+    op : str
+        The op: ``"lerp"`` to replace the built-in one, or a new op name
+        (then callable as ``fastinterp.ops.<op>``).
+    dtype : {"float32", "float64"} or NumPy dtype
+    cfunc : numba CFunc
+        Compiled with ``fastinterp.numba_abi.signature``, i.e. the C kernel
+        signature of ``plugin.h``; ``fastinterp.numba_abi`` has helpers to view
+        the tensors as arrays.
+    signature, params, doc : str, optional
+        As in ``fi_kernel_t``: e.g. ``"x(...) -> out(...)"``, ``"alpha: float = 1"``.
+    name : str, optional
+        The plugin name to list and unload it by (default ``"numba.<op>"``).
+        Several kernels may be registered under one name.
+    serial : bool
+        The kernel is not reentrant: serialise calls (``FI_KERNEL_SERIAL``).
+
+    Returns
+    -------
+    PluginInfo
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> from numba import cfunc
+    >>> from fastinterp import numba_abi as nb
+    >>> @cfunc(nb.signature)
+    ... def twice(inputs, n_in, outputs, n_out, params, err, err_size):
+    ...     x, y = nb.flat(inputs, 0, np.float64), nb.flat(outputs, 0, np.float64)
+    ...     for i in range(x.size):
+    ...         y[i] = 2 * x[i]
+    ...     return 0
+    >>> _ = fi.plugins.register_cfunc("twice", "float64", twice, signature="x(...) -> out(...)")
+    >>> fi.ops.twice(np.arange(3.0))
+    array([0., 2., 4.])
+    >>> fi.plugins.unload("numba.twice")
+    """
+    where = f"register_cfunc({op!r})"
+    address = getattr(cfunc, "address", None)
+    sig = getattr(cfunc, "_sig", None)
+    if address is None or sig is None:
+        raise TypeError(f"{where}: cfunc must be a numba @cfunc compiled with "
+                        f"fastinterp.numba_abi.signature; got {type(cfunc).__name__}.")
+    from . import numba_abi
+    if sig != numba_abi.signature:
+        raise TypeError(f"{where}: cfunc must have the signature {numba_abi.signature} "
+                        f"(fastinterp.numba_abi.signature); got {sig}.")
+    dtype_name = str(np.dtype(dtype))
+    code = {v: k for k, v in _DTYPES.items()}.get(dtype_name)
+    if code is None:
+        raise TypeError(f"{where}: dtype must be float32 or float64; got {dtype_name}.")
+    name = name or f"numba.{op}"
+    if not _PLUGIN_NAME.match(name) or name == registry.BUILTIN:
+        raise ValueError(f"{where}: name must match [A-Za-z0-9_.-]+ and not be 'builtin'; "
+                         f"got {name!r}.")
+    raw = {"op": op, "device_type": DEVICE_CPU, "dtype": code, "fn": address,
+           "signature": signature, "params": params, "doc": doc,
+           "flags": SERIAL if serial else 0}
+    with _lock:
+        old = _plugins.get(name)
+        if old is not None and old.kind != "cfunc":
+            _fail(where, f"a plugin library named {name!r} is already loaded")
+        if old is not None and (op, "cpu", dtype_name) in old.kernels:
+            _fail(where, f"plugin {name!r} already has a kernel for ({op}, cpu, {dtype_name})")
+        regs, specs, skipped = _prepare(name, [raw], cfunc, where)
+        specs = {o: s for o, s in specs.items() if old is None or o not in old.ops}
+        host = _abi()
+        info = PluginInfo(name, "numba", None, (host.ABI_MAJOR, host.ABI_MINOR),
+                          (old.kernels if old else ()) + ((op, "cpu", dtype_name),),
+                          (old.ops if old else ()) + tuple(specs), "cfunc")
+        return _commit(info, regs, specs, skipped)
+
+
+def unload(name: str) -> None:
+    """Unregister every kernel of plugin ``name``; the kernels below them apply again.
+
+    A built-in kernel the plugin replaced is restored. The library itself is
+    closed once no kernel object refers to it any more.
+
+    Raises
+    ------
+    ValueError
+        If no plugin of that name is loaded (the message lists those that are).
+    """
+    with _lock:
+        if name not in _plugins:
+            loaded = ", ".join(sorted(_plugins)) or "none"
+            raise ValueError(f"unload: name must be a loaded plugin ({loaded}); got {name!r}.")
+        registry.unregister(name)
+        for op in builtins.list(_ops):
+            _ops[op] = [s for s in _ops[op] if s.source != name]
+            if not _ops[op]:
+                del _ops[op]
+        del _plugins[name]
+
+
+def list_plugins() -> builtins.list:
+    """The loaded plugins, as :class:`PluginInfo` records, in load order.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> [p.name for p in fi.plugins.list()]
+    []
+    """
+    with _lock:
+        return builtins.list(_plugins.values())
+
+
+list = list_plugins
+
+
+def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
+    """Load the plugins that installed packages declare in the entry-point group.
+
+    An entry point may name a path (str / PathLike) to a plugin library, or a
+    callable returning a path, a list of paths, or None (for a callable that
+    registers kernels itself, e.g. with :func:`register_cfunc`). Plugins whose
+    name is already loaded are skipped; one that fails to load is skipped
+    with a :class:`PluginWarning` saying why, so one broken package does not
+    hide the others. Discovery never runs at ``import fastinterp``.
+
+    Returns
+    -------
+    list of PluginInfo
+        The plugins this call loaded.
+    """
+    from importlib.metadata import entry_points
+    loaded = []
+    for ep in entry_points(group=group):
+        try:
+            target = ep.load()
+            if callable(target):
+                before = set(_plugins)
+                target = target()
+                loaded.extend(_plugins[n] for n in _plugins if n not in before)
+            paths = [] if target is None else [target] if isinstance(target, (str, os.PathLike)) \
+                else builtins.list(target)
+            for path in paths:
+                try:
+                    loaded.append(load(path))
+                except PluginError as exc:
+                    if "is already loaded" not in str(exc):
+                        raise
+        except Exception as exc:
+            warnings.warn(f"discover: entry point {ep.name!r} ({ep.value}) skipped: {exc}",
+                          PluginWarning, stacklevel=2)
+    return loaded
+
+
+# --------------------------------------------------------------------------- new ops
+def op_spec(op: str) -> OpSpec | None:
+    """The active declaration of plugin op ``op`` (None if no plugin provides it)."""
+    with _lock:
+        stack = _ops.get(op)
+        return stack[-1] if stack else None
+
+
+def op_names() -> builtins.list:
+    with _lock:
+        return sorted(_ops)
+
+
+def _param_values(op: str, spec: OpSpec, given: dict):
+    floats, ints = [], []
+    for p in spec.params:
+        value = given.pop(p.name, p.default)
+        if value is None:
+            raise TypeError(f"{op}: missing required parameter {p.name!r} ({p.kind.__name__}).")
+        if p.kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"{op}: {p.name} must be an int; got {type(value).__name__}.")
+        try:
+            (floats if p.kind is float else ints).append(p.kind(value))
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: {p.name} must be a {p.kind.__name__}; "
+                            f"got {type(value).__name__}.") from None
+    return tuple(floats), tuple(ints)
+
+
+def call_op(op: str, args: tuple, kwargs: dict):
+    """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``)."""
+    spec = op_spec(op)
+    if spec is None:
+        raise NotImplementedError(f"ops.{op}: no loaded plugin provides this op "
+                                  f"(loaded ops: {', '.join(op_names()) or 'none'}).")
+    kwargs = dict(kwargs)
+    out = kwargs.pop("out", None)
+    sig = spec.signature
+    names = [o.name for o in sig.inputs] if sig else [f"x{i}" for i in range(len(args))]
+    if len(args) > len(names):
+        raise TypeError(f"{op}: expected {len(names)} arrays ({', '.join(names)}); got {len(args)}.")
+    named = dict(zip(names, args))
+    for n in names[len(args):]:
+        if n not in kwargs:
+            raise TypeError(f"{op}: missing array argument {n!r}.")
+        named[n] = kwargs.pop(n)
+    floats, ints = _param_values(op, spec, kwargs)
+    if kwargs:
+        allowed = ", ".join(p.name for p in spec.params) or "none"
+        raise TypeError(f"{op}: unexpected keyword argument {next(iter(kwargs))!r}; "
+                        f"parameters: {allowed}.")
+    p = begin(op, **named)
+    for n in names:
+        if not hasattr(p.arrays[n], "shape") or isinstance(p.arrays[n], np.generic):
+            raise TypeError(f"{op}: {n} must be an array; got {type(named[n]).__name__}.")
+    dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
+    kernel = registry.lookup(op, p.backend, dtype)
+    arrays = [as_c_contiguous(p.arrays[n]) for n in names]
+    n_out = len(sig.outputs) if sig else None
+    shapes = sig.output_shapes(op, arrays) if sig else None
+    if out is None:
+        if shapes is None or any(sh is None or None in sh for sh in shapes):
+            raise ValueError(f"{op}: out must be given: the signature "
+                             f"{sig.text if sig else '(none)'!r} does not determine the output "
+                             f"shape; got out=None.")
+        pairs = [p.empty(shape, dtype) for shape in shapes]
+    else:
+        outs = out if isinstance(out, tuple) else (out,)
+        if n_out is not None and len(outs) != n_out:
+            raise ValueError(f"{op}: out must be {n_out} array(s); got {len(outs)}.")
+        pairs = [p.adopt_out(o) for o in outs]
+        inputs = dict(zip(names, arrays))
+        for i, (_, o_k) in enumerate(pairs):
+            if shapes is not None and shapes[i] is not None:
+                operand = sig.outputs[i]
+                check_shape(op, operand.name, o_k, shapes[i], operand.layout)
+            check_out(op, o_k, o_k.shape, dtype, inputs)
+    if any(k.size for _, k in pairs):      # kernels never see only empty outputs
+        kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)
+    results = tuple(p.wrap(c) for c, _ in pairs)
+    return results[0] if len(results) == 1 else results
+
+
+# --------------------------------------------------------------------------- built-ins for C
+def builtin_capsule():
+    """fastinterp's CPU kernels for C callers: a PyCapsule named ``"fastinterp.builtin_kernels"``.
+
+    It holds a ``const fi_plugin_t*`` whose table lists the built-in kernels
+    (op, device, dtype, function pointer), in the layout of
+    ``fastinterp/plugin.h``; ``fi_find_kernel()`` looks one up. The same
+    pointer is returned by the C function ``fastinterp_builtin_kernels()``
+    exported by the extension ``fastinterp._cpu.abi``.
+    """
+    return _abi().builtin_capsule()
+
+
+def builtin_kernels() -> builtins.list:
+    """The (op, device, dtype) keys and C addresses of the built-in ABI table.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> [(k["op"], k["dtype"]) for k in fi.plugins.builtin_kernels() if k["op"] == "lerp"]
+    [('lerp', 'float32'), ('lerp', 'float64')]
+    """
+    contents = _abi().plugin_contents(_abi().builtin_address())
+    return [{"op": k["op"], "device": _DEVICE_NAMES[k["device_type"]].lower(),
+             "dtype": _DTYPES[tuple(k["dtype"])], "address": k["fn"], "doc": k["doc"]}
+            for k in contents["kernels"]]

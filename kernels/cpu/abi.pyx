@@ -1,0 +1,584 @@
+# cython: language_level=3
+"""The plugin C ABI (kernels/include/fastinterp/plugin.h) from the Python side.
+
+- ``plugin_abi`` / ``plugin_contents`` read a plugin's descriptor (through
+  the header's own struct definitions: nothing is re-declared in Python);
+- ``call`` describes NumPy arrays as DLPack tensors and calls a kernel
+  pointer with the GIL released;
+- fastinterp's own CPU kernels are exported through the same ABI, as a
+  descriptor table reachable from C through the capsule
+  ``FI_BUILTIN_CAPSULE`` (``builtin_capsule()``) and the exported symbol
+  ``fastinterp_builtin_kernels`` of this extension.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
+from cpython.pycapsule cimport PyCapsule_New
+from cython.parallel cimport prange
+cimport numpy as cnp
+
+from _types cimport real
+from _lerp cimport lerp_run
+from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
+
+cnp.import_array()
+
+cdef extern from "fastinterp/plugin.h" nogil:
+    enum:
+        FI_ABI_VERSION_MAJOR
+        FI_ABI_VERSION_MINOR
+        FI_OK
+        FI_ERR_INVALID
+        FI_ERR_UNSUPPORTED
+        FI_GRID_BILINEAR
+        FI_GRID_BICUBIC
+        FI_PAD_ZEROS
+        FI_PAD_REFLECTION
+        FI_DEVICE_CPU
+        FI_DTYPE_INT
+        FI_DTYPE_UINT
+        FI_DTYPE_FLOAT
+        FI_PLUGIN_MIN_SIZE
+        FI_KERNEL_MIN_SIZE
+        FI_PARAMS_MIN_SIZE
+    const char* FI_BUILTIN_CAPSULE
+
+    ctypedef struct fi_device_t:
+        int32_t device_type
+        int32_t device_id
+
+    ctypedef struct fi_dtype_t:
+        uint8_t code
+        uint8_t bits
+        uint16_t lanes
+
+    ctypedef struct fi_tensor_t:
+        void* data
+        fi_device_t device
+        int32_t ndim
+        fi_dtype_t dtype
+        int64_t* shape
+        int64_t* strides
+        uint64_t byte_offset
+
+    ctypedef struct fi_params_t:
+        uint32_t struct_size
+        int32_t nthreads
+        int32_t n_floats
+        int32_t n_ints
+        const double* floats
+        const int64_t* ints
+        void* stream
+
+    ctypedef int (*fi_kernel_fn)(const fi_tensor_t*, int32_t, const fi_tensor_t*, int32_t,
+                                 const fi_params_t*, char*, size_t) noexcept nogil
+
+    ctypedef struct fi_kernel_t:
+        const char* op
+        int32_t device_type
+        fi_dtype_t dtype
+        fi_kernel_fn fn
+        const char* signature
+        const char* params
+        const char* doc
+        uint32_t flags
+        uint32_t reserved
+
+    ctypedef struct fi_abi_t:
+        uint32_t major
+        uint32_t minor
+        uint32_t plugin_size
+        uint32_t kernel_size
+        uint32_t tensor_size
+        uint32_t params_size
+
+    ctypedef struct fi_plugin_t:
+        fi_abi_t abi
+        const char* name
+        const char* version
+        const fi_kernel_t* kernels
+        int64_t n_kernels
+
+    ctypedef const fi_plugin_t* (*fi_plugin_entry_fn)() noexcept nogil
+
+    int fi_error(char* errbuf, size_t errbuf_size, int status, const char* fmt, ...)
+    bint fi_dtype_is(const fi_tensor_t* t, uint8_t code, uint8_t bits)
+    bint fi_is_contiguous(const fi_tensor_t* t)
+    void* fi_data(const fi_tensor_t* t)
+    int64_t fi_stride(const fi_tensor_t* t, int32_t d)
+    int64_t fi_numel(const fi_tensor_t* t)
+
+# The exported table. Its storage and the exported accessor are plain C so
+# that the symbol keeps default visibility; the entries are filled below.
+cdef extern from *:
+    """
+    static fi_plugin_t fi_builtin_table;
+    FI_EXTERN_C FI_EXPORT const fi_plugin_t* fastinterp_builtin_kernels(void) {
+      return &fi_builtin_table;
+    }
+    """
+    fi_plugin_t fi_builtin_table
+
+cdef enum:
+    MAX_ARRAYS = 16     # tensors per call (inputs + outputs)
+    MAX_DIMS = 32       # dimensions per tensor
+    MAX_PARAMS = 16     # floats, and ints, per call
+    ERRBUF_SIZE = 512
+    LERP_CHUNK = 16384  # elements per parallel job (like blend.pyx)
+
+ABI_MAJOR = FI_ABI_VERSION_MAJOR
+ABI_MINOR = FI_ABI_VERSION_MINOR
+#: sizeof() of each struct in this build, and the 1.0 prefixes a loader accepts.
+SIZES = {"plugin": sizeof(fi_plugin_t), "kernel": sizeof(fi_kernel_t),
+         "tensor": sizeof(fi_tensor_t), "params": sizeof(fi_params_t)}
+MIN_SIZES = {"plugin": FI_PLUGIN_MIN_SIZE, "kernel": FI_KERNEL_MIN_SIZE,
+             "tensor": sizeof(fi_tensor_t), "params": FI_PARAMS_MIN_SIZE}
+MAX_TENSORS_PER_CALL = MAX_ARRAYS
+MAX_NDIM = MAX_DIMS
+MAX_PARAMS_PER_KIND = MAX_PARAMS
+
+
+cdef dict _offsets_tensor():
+    cdef fi_tensor_t t
+    cdef char* base = <char*>&t
+    return {"data": <char*>&t.data - base, "device_type": <char*>&t.device.device_type - base,
+            "device_id": <char*>&t.device.device_id - base, "ndim": <char*>&t.ndim - base,
+            "dtype_code": <char*>&t.dtype.code - base, "dtype_bits": <char*>&t.dtype.bits - base,
+            "dtype_lanes": <char*>&t.dtype.lanes - base, "shape": <char*>&t.shape - base,
+            "strides": <char*>&t.strides - base, "byte_offset": <char*>&t.byte_offset - base}
+
+
+cdef dict _offsets_params():
+    cdef fi_params_t p
+    cdef char* base = <char*>&p
+    return {"struct_size": <char*>&p.struct_size - base, "nthreads": <char*>&p.nthreads - base,
+            "n_floats": <char*>&p.n_floats - base, "n_ints": <char*>&p.n_ints - base,
+            "floats": <char*>&p.floats - base, "ints": <char*>&p.ints - base,
+            "stream": <char*>&p.stream - base}
+
+
+#: Byte offset of every field, straight from the header (used to build the
+#: numba record types in fastinterp.numba_abi).
+TENSOR_OFFSETS = _offsets_tensor()
+PARAMS_OFFSETS = _offsets_params()
+
+
+# ---------------------------------------------------------------- reading plugins
+cdef str _text(const char* s):
+    return None if s == NULL else (<bytes>s).decode("utf-8", "replace")
+
+
+def plugin_abi(size_t entry):
+    """Call a plugin's entry point; return ``(descriptor_address, abi_dict)``.
+
+    Only the ``fi_abi_t`` prefix is read, so any major version can be
+    inspected safely. The address is 0 when the entry point returned NULL.
+    """
+    cdef const fi_plugin_t* desc = (<fi_plugin_entry_fn>entry)()
+    if desc == NULL:
+        return 0, None
+    return <size_t>desc, {"major": desc.abi.major, "minor": desc.abi.minor,
+                          "plugin": desc.abi.plugin_size, "kernel": desc.abi.kernel_size,
+                          "tensor": desc.abi.tensor_size, "params": desc.abi.params_size}
+
+
+def plugin_contents(size_t address):
+    """Name, version and kernel table of a descriptor whose ABI was checked.
+
+    Reads the 1.0 prefix of each struct only and steps through the table by
+    the plugin's own ``abi.kernel_size`` (compatibility rule 3).
+    """
+    cdef const fi_plugin_t* desc = <const fi_plugin_t*>address
+    cdef const char* base = <const char*>desc.kernels
+    cdef const fi_kernel_t* k
+    cdef int64_t i
+    kernels = []
+    if base != NULL:
+        for i in range(desc.n_kernels):
+            k = <const fi_kernel_t*>(base + i * desc.abi.kernel_size)
+            kernels.append({
+                "op": _text(k.op), "device_type": k.device_type,
+                "dtype": (k.dtype.code, k.dtype.bits, k.dtype.lanes),
+                "fn": <size_t>k.fn, "signature": _text(k.signature),
+                "params": _text(k.params), "doc": _text(k.doc), "flags": k.flags})
+    return {"name": _text(desc.name), "version": _text(desc.version),
+            "n_kernels": desc.n_kernels, "kernels_null": base == NULL, "kernels": kernels}
+
+
+# ---------------------------------------------------------------- calling kernels
+cdef int _dtype_of(cnp.ndarray arr, fi_dtype_t* out) except -1:
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    if cnp.PyTypeNum_ISFLOAT(typenum):
+        out.code = FI_DTYPE_FLOAT
+    elif cnp.PyTypeNum_ISSIGNED(typenum):
+        out.code = FI_DTYPE_INT
+    elif cnp.PyTypeNum_ISUNSIGNED(typenum) or cnp.PyTypeNum_ISBOOL(typenum):
+        out.code = FI_DTYPE_UINT
+    else:
+        raise TypeError(f"plugin call: arrays must have an int, uint or float dtype; "
+                        f"got {arr.dtype}.")
+    out.bits = <uint8_t>(cnp.PyArray_ITEMSIZE(arr) * 8)
+    out.lanes = 1
+    return 0
+
+
+cdef int _describe(fi_tensor_t* t, int64_t* shape, int64_t* strides, cnp.ndarray arr,
+                   cnp.ndarray like) except -1:
+    """Fill ``t`` for ``arr``; with ``like``, present ``arr`` broadcast to like's shape."""
+    cdef int nd = cnp.PyArray_NDIM(arr)
+    cdef int d
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
+    cdef cnp.npy_intp* bstrides = cnp.PyArray_STRIDES(arr)
+    if nd > MAX_DIMS:
+        raise ValueError(f"plugin call: arrays may have at most {MAX_DIMS} dimensions; got {nd}.")
+    if like is not None and cnp.PyArray_NDIM(like) != nd:
+        raise ValueError(f"plugin call: operand must have {cnp.PyArray_NDIM(like)} dimensions "
+                         f"like the output; got {nd}.")
+    for d in range(nd):
+        if bstrides[d] % item != 0:
+            raise ValueError(f"plugin call: strides must be whole elements; got {(<object>arr).strides}.")
+        shape[d] = dims[d]
+        strides[d] = bstrides[d] // item
+        if like is not None and dims[d] != cnp.PyArray_DIMS(like)[d]:
+            if dims[d] != 1:
+                raise ValueError(f"plugin call: operand of shape {(<object>arr).shape} does not "
+                                 f"broadcast to {(<object>like).shape}.")
+            shape[d] = cnp.PyArray_DIMS(like)[d]
+            strides[d] = 0
+    t.data = cnp.PyArray_DATA(arr)
+    t.device.device_type = FI_DEVICE_CPU
+    t.device.device_id = 0
+    t.ndim = nd
+    _dtype_of(arr, &t.dtype)
+    t.shape = shape
+    t.strides = strides
+    t.byte_offset = 0
+    return 0
+
+
+def call(size_t fn, tuple inputs, tuple outputs, tuple floats=(), tuple ints=(),
+         int nthreads=1, cnp.ndarray broadcast_to=None):
+    """Call kernel ``fn`` on NumPy arrays with the GIL released.
+
+    ``inputs``/``outputs`` are tuples of NumPy arrays (outputs writable);
+    ``floats``/``ints`` fill the parameter block. With ``broadcast_to``, every
+    input is presented with that array's shape, stride 0 on its size-1 axes.
+    Returns None on success, else ``(status, message)`` from the kernel.
+    """
+    cdef Py_ssize_t n_in = len(inputs), n_out = len(outputs)
+    cdef Py_ssize_t nf = len(floats), ni = len(ints), i
+    cdef fi_tensor_t tensors[MAX_ARRAYS]
+    cdef int64_t shapes[MAX_ARRAYS * MAX_DIMS]
+    cdef int64_t strides[MAX_ARRAYS * MAX_DIMS]
+    cdef double fvals[MAX_PARAMS]
+    cdef int64_t ivals[MAX_PARAMS]
+    cdef fi_params_t params
+    cdef char errbuf[ERRBUF_SIZE]
+    cdef int status
+    cdef fi_kernel_fn kernel = <fi_kernel_fn>fn
+    cdef cnp.ndarray arr
+    if fn == 0:
+        raise ValueError("plugin call: kernel pointer is NULL.")
+    if n_in + n_out > MAX_ARRAYS:
+        raise ValueError(f"plugin call: at most {MAX_ARRAYS} arrays per call; got {n_in + n_out}.")
+    if nf > MAX_PARAMS or ni > MAX_PARAMS:
+        raise ValueError(f"plugin call: at most {MAX_PARAMS} float and {MAX_PARAMS} int "
+                         f"parameters; got {nf} and {ni}.")
+    for i in range(n_in):
+        arr = inputs[i]
+        _describe(&tensors[i], &shapes[i * MAX_DIMS], &strides[i * MAX_DIMS], arr, broadcast_to)
+    for i in range(n_out):
+        arr = outputs[i]
+        if not cnp.PyArray_ISWRITEABLE(arr):
+            raise ValueError("plugin call: outputs must be writable arrays.")
+        _describe(&tensors[n_in + i], &shapes[(n_in + i) * MAX_DIMS],
+                  &strides[(n_in + i) * MAX_DIMS], arr, None)
+    for i in range(nf):
+        fvals[i] = floats[i]
+    for i in range(ni):
+        ivals[i] = ints[i]
+    params.struct_size = sizeof(fi_params_t)
+    params.nthreads = nthreads if nthreads > 0 else 1
+    params.n_floats = <int32_t>nf
+    params.n_ints = <int32_t>ni
+    params.floats = fvals
+    params.ints = ivals
+    params.stream = NULL
+    errbuf[0] = 0
+    with nogil:
+        status = kernel(tensors, <int32_t>n_in, &tensors[n_in], <int32_t>n_out, &params,
+                        errbuf, ERRBUF_SIZE)
+    if status == FI_OK:
+        return None
+    errbuf[ERRBUF_SIZE - 1] = 0
+    return status, (<bytes>errbuf).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- built-in kernels
+cdef int _nthreads(const fi_params_t* params) noexcept nogil:
+    if params == NULL or params.nthreads < 1:
+        return 1
+    return params.nthreads
+
+
+cdef int _check_lerp(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                     int32_t n_out, uint8_t bits, char* err, size_t errsz) noexcept nogil:
+    """The lerp contract: inputs a, b, t and one output, all of the output's shape
+    and dtype on the CPU; the output compact; broadcasting as stride 0."""
+    cdef int32_t i, d
+    cdef const fi_tensor_t* out
+    cdef const char* names = b"abt"
+    if n_in != 3 or n_out != 1:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"lerp: expects 3 inputs (a, b, t) and 1 output; got %d and %d",
+                        <int>n_in, <int>n_out)
+    out = &outputs[0]
+    if out.device.device_type != FI_DEVICE_CPU or not fi_dtype_is(out, FI_DTYPE_FLOAT, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"lerp: out must be a CPU float%d tensor", <int>bits)
+    if not fi_is_contiguous(out):
+        return fi_error(err, errsz, FI_ERR_INVALID, b"lerp: out must be contiguous")
+    if out.ndim > MAX_DIMS:
+        return fi_error(err, errsz, FI_ERR_INVALID, b"lerp: at most %d dimensions; got %d",
+                        <int>MAX_DIMS, <int>out.ndim)
+    for i in range(3):
+        if inputs[i].device.device_type != FI_DEVICE_CPU or not fi_dtype_is(&inputs[i], FI_DTYPE_FLOAT, bits):
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"lerp: %c must be a CPU float%d tensor", names[i], <int>bits)
+        if inputs[i].ndim != out.ndim:
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"lerp: %c must have %d dimensions like out; got %d",
+                            names[i], <int>out.ndim, <int>inputs[i].ndim)
+        for d in range(out.ndim):
+            if inputs[i].shape[d] != out.shape[d]:
+                return fi_error(err, errsz, FI_ERR_INVALID,
+                                b"lerp: %c must have out's shape (stride 0 to broadcast); "
+                                b"axis %d has size %lld, out %lld", names[i], <int>d,
+                                <long long>inputs[i].shape[d], <long long>out.shape[d])
+    return FI_OK
+
+
+cdef void _lerp_tensors(const fi_tensor_t* inputs, const fi_tensor_t* out, real* po,
+                        int nthreads) noexcept nogil:
+    """Rows of the output (all axes but the last) in parallel, ``lerp_run`` along each."""
+    cdef const fi_tensor_t* ta = &inputs[0]
+    cdef const fi_tensor_t* tb = &inputs[1]
+    cdef const fi_tensor_t* tt = &inputs[2]
+    cdef int32_t nd = out.ndim, d
+    cdef int64_t inner = out.shape[nd - 1] if nd > 0 else 1
+    cdef int64_t rows = 1, nchunks, job, row, rem, c0, n, idx, oa, ob, ot
+    cdef int64_t la = fi_stride(ta, nd - 1) if nd > 0 else 0
+    cdef int64_t lb = fi_stride(tb, nd - 1) if nd > 0 else 0
+    cdef int64_t lt = fi_stride(tt, nd - 1) if nd > 0 else 0
+    cdef const real* pa = <const real*>fi_data(ta)
+    cdef const real* pb = <const real*>fi_data(tb)
+    cdef const real* pt = <const real*>fi_data(tt)
+    for d in range(nd - 1):
+        rows *= out.shape[d]
+    if rows * inner == 0:
+        return
+    nchunks = (inner + LERP_CHUNK - 1) // LERP_CHUNK
+    for job in prange(rows * nchunks, schedule="static", num_threads=nthreads):
+        row = job // nchunks
+        c0 = (job % nchunks) * LERP_CHUNK
+        n = min(<int64_t>LERP_CHUNK, inner - c0)
+        oa = c0 * la
+        ob = c0 * lb
+        ot = c0 * lt
+        rem = row
+        for d in range(nd - 2, -1, -1):
+            idx = rem % out.shape[d]
+            rem = rem // out.shape[d]
+            oa = oa + idx * fi_stride(ta, d)
+            ob = ob + idx * fi_stride(tb, d)
+            ot = ot + idx * fi_stride(tt, d)
+        lerp_run(pa + oa, pb + ob, pt + ot, po + row * inner + c0, n, la, lb, lt)
+
+
+cdef uint8_t _float_bits(const fi_tensor_t* outputs, int32_t n_out) noexcept nogil:
+    """64 for a float64 first output, else 32: one kernel body serves both dtypes
+    (the argument checks then hold every tensor to that dtype)."""
+    if n_out >= 1 and outputs[0].dtype.code == FI_DTYPE_FLOAT and outputs[0].dtype.bits == 64:
+        return 64
+    return 32
+
+
+cdef int lerp_kernel(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                     int32_t n_out, const fi_params_t* params, char* err,
+                     size_t errsz) noexcept nogil:
+    """The exported lerp (float32 and float64 entries)."""
+    cdef uint8_t bits = _float_bits(outputs, n_out)
+    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, bits, err, errsz)
+    if status != FI_OK:
+        return status
+    if bits == 32:
+        _lerp_tensors(inputs, &outputs[0], <float*>fi_data(&outputs[0]), _nthreads(params))
+    else:
+        _lerp_tensors(inputs, &outputs[0], <double*>fi_data(&outputs[0]), _nthreads(params))
+    return FI_OK
+
+
+# The grid_sample forward of fastinterp._cpu.sample, reached through the
+# addresses that module hands out (NULL when it is not built).
+cdef grid_sample_fwd_f32_t _grid_sample_f32 = NULL
+cdef grid_sample_fwd_f64_t _grid_sample_f64 = NULL
+
+
+cdef inline bint _compact_4d(const fi_tensor_t* t, uint8_t bits) noexcept nogil:
+    return (t.device.device_type == FI_DEVICE_CPU and fi_dtype_is(t, FI_DTYPE_FLOAT, bits)
+            and t.ndim == 4 and fi_is_contiguous(t))
+
+
+cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
+                            int32_t n_out, const fi_params_t* params, uint8_t bits,
+                            int64_t* dims, int* opts, char* err, size_t errsz) noexcept nogil:
+    """The grid_sample contract (plugin.h): fills dims (N, C, H, W, Ho, Wo) and opts
+    (mode, padding, align_corners, channels_last)."""
+    cdef const fi_tensor_t* x
+    cdef const fi_tensor_t* g
+    cdef const fi_tensor_t* o
+    cdef int32_t i
+    cdef int cl
+    opts[0] = FI_GRID_BILINEAR
+    opts[1] = FI_PAD_ZEROS
+    opts[2] = 0
+    opts[3] = 0
+    if n_in != 2 or n_out != 1:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: expects 2 inputs (x, grid) and 1 output; got %d and %d",
+                        <int>n_in, <int>n_out)
+    if params != NULL:
+        if params.n_ints > 4:
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"grid_sample: expects at most 4 int parameters; got %d",
+                            <int>params.n_ints)
+        for i in range(params.n_ints):
+            opts[i] = <int>params.ints[i]
+    if opts[0] < 0 or opts[0] > FI_GRID_BICUBIC or opts[1] < 0 or opts[1] > FI_PAD_REFLECTION:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: mode must be 0-2 and padding 0-2; got %d and %d",
+                        opts[0], opts[1])
+    opts[2] = opts[2] != 0
+    cl = opts[3] = opts[3] != 0
+    x, g, o = &inputs[0], &inputs[1], &outputs[0]
+    if not _compact_4d(x, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: x must be a compact 4-d CPU float%d tensor", <int>bits)
+    if not _compact_4d(g, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: grid must be a compact 4-d CPU float%d tensor", <int>bits)
+    if not _compact_4d(o, bits):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: out must be a compact 4-d CPU float%d tensor", <int>bits)
+    dims[0] = x.shape[0]
+    dims[1] = x.shape[3] if cl else x.shape[1]
+    dims[2] = x.shape[1] if cl else x.shape[2]
+    dims[3] = x.shape[2] if cl else x.shape[3]
+    dims[4] = g.shape[1]
+    dims[5] = g.shape[2]
+    if g.shape[0] != dims[0] or g.shape[3] != 2:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: grid must have shape (N, H_out, W_out, 2) with N = %lld",
+                        <long long>dims[0])
+    if o.shape[0] != dims[0] or o.shape[1 if not cl else 3] != dims[1] or \
+            o.shape[2 if not cl else 1] != dims[4] or o.shape[3 if not cl else 2] != dims[5]:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: out must have shape %s = (%lld, %lld, %lld, %lld)",
+                        <const char*>(b"(N, H_out, W_out, C)" if cl else b"(N, C, H_out, W_out)"),
+                        <long long>dims[0], <long long>(dims[4] if cl else dims[1]),
+                        <long long>(dims[5] if cl else dims[4]),
+                        <long long>(dims[1] if cl else dims[5]))
+    if fi_numel(o) > 0 and (dims[2] < 1 or dims[3] < 1):
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"grid_sample: x must have H, W >= 1; got %lld, %lld",
+                        <long long>dims[2], <long long>dims[3])
+    return FI_OK
+
+
+cdef int grid_sample_kernel(const fi_tensor_t* inputs, int32_t n_in,
+                            const fi_tensor_t* outputs, int32_t n_out,
+                            const fi_params_t* params, char* err, size_t errsz) noexcept nogil:
+    """The exported grid_sample forward (float32 and float64 entries)."""
+    cdef uint8_t bits = _float_bits(outputs, n_out)
+    cdef int64_t dims[6]
+    cdef int opts[4]
+    cdef int status
+    memset(dims, 0, sizeof(dims))
+    status = _check_grid_sample(inputs, n_in, outputs, n_out, params, bits, dims,
+                                         opts, err, errsz)
+    if status != FI_OK or fi_numel(&outputs[0]) == 0:
+        return status
+    if (bits == 32 and _grid_sample_f32 == NULL) or (bits == 64 and _grid_sample_f64 == NULL):
+        return fi_error(err, errsz, FI_ERR_UNSUPPORTED, b"grid_sample: not built")
+    if bits == 32:
+        _grid_sample_f32(<float*>fi_data(&outputs[0]), <const float*>fi_data(&inputs[0]),
+                         <const float*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
+                         dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
+    else:
+        _grid_sample_f64(<double*>fi_data(&outputs[0]), <const double*>fi_data(&inputs[0]),
+                         <const double*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
+                         dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
+    return FI_OK
+
+
+cdef enum:
+    MAX_BUILTIN = 4
+
+cdef fi_kernel_t _builtin_kernels[MAX_BUILTIN]
+
+
+cdef void _set_kernel(fi_kernel_t* k, const char* op, uint8_t bits, fi_kernel_fn fn,
+                      const char* doc) noexcept:
+    memset(k, 0, sizeof(fi_kernel_t))
+    k.op = op
+    k.device_type = FI_DEVICE_CPU
+    k.dtype.code = FI_DTYPE_FLOAT
+    k.dtype.bits = bits
+    k.dtype.lanes = 1
+    k.fn = fn
+    k.doc = doc
+
+
+cdef void _init_builtin_table() except *:
+    global _grid_sample_f32, _grid_sample_f64
+    cdef int n = 0
+    cdef const char* lerp_doc = b"out = lerp(a, b, t); inputs of out's shape, stride 0 to broadcast"
+    cdef const char* gs_doc = (b"out = grid_sample(x, grid); ints {mode, padding, "
+                               b"align_corners, channels_last}")
+    _set_kernel(&_builtin_kernels[n], b"lerp", 32, lerp_kernel, lerp_doc)
+    _set_kernel(&_builtin_kernels[n + 1], b"lerp", 64, lerp_kernel, lerp_doc)
+    n += 2
+    try:
+        from fastinterp._cpu import sample
+        entry = sample.c_entry_points()
+    except (ImportError, AttributeError):  # grid_sample not built: list what exists
+        entry = None
+    if entry is not None:
+        _grid_sample_f32 = <grid_sample_fwd_f32_t><size_t>entry["grid_sample_fwd_f32"]
+        _grid_sample_f64 = <grid_sample_fwd_f64_t><size_t>entry["grid_sample_fwd_f64"]
+        _set_kernel(&_builtin_kernels[n], b"grid_sample", 32, grid_sample_kernel, gs_doc)
+        _set_kernel(&_builtin_kernels[n + 1], b"grid_sample", 64, grid_sample_kernel, gs_doc)
+        n += 2
+    fi_builtin_table.abi.major = FI_ABI_VERSION_MAJOR
+    fi_builtin_table.abi.minor = FI_ABI_VERSION_MINOR
+    fi_builtin_table.abi.plugin_size = sizeof(fi_plugin_t)
+    fi_builtin_table.abi.kernel_size = sizeof(fi_kernel_t)
+    fi_builtin_table.abi.tensor_size = sizeof(fi_tensor_t)
+    fi_builtin_table.abi.params_size = sizeof(fi_params_t)
+    fi_builtin_table.name = b"fastinterp"
+    fi_builtin_table.version = b"builtin"
+    fi_builtin_table.kernels = _builtin_kernels
+    fi_builtin_table.n_kernels = n
+
+
+_init_builtin_table()
+
+
+def builtin_capsule():
+    """A PyCapsule named ``FI_BUILTIN_CAPSULE`` holding the built-in ``fi_plugin_t*``."""
+    return PyCapsule_New(<void*>&fi_builtin_table, FI_BUILTIN_CAPSULE, NULL)
+
+
+def builtin_address():
+    """The address of the built-in ``fi_plugin_t`` table (what the capsule holds)."""
+    return <size_t>&fi_builtin_table

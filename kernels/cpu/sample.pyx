@@ -1,0 +1,702 @@
+# cython: language_level=3
+"""grid_sample kernels (forward and backward), NCHW or NHWC, float32/float64.
+
+The Python front (fastinterp.sample) validates and makes every array
+C-contiguous; these loops trust what they get. The per-coordinate arithmetic
+(unnormalize, padding, weights) lives in _taps.pxd.
+
+Design: for each output row, the taps of every output pixel (offsets, masks,
+weights and, for the backward, gradient factors) are computed once into a
+small per-thread table ("plan"); then each channel is swept along the row.
+The backward scatter into grad_input is parallelised so that no two threads
+ever add into the same element, and every element receives its additions in
+the same order whatever the thread count: results are bit-identical.
+"""
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.math cimport nearbyint
+from _types cimport real
+from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
+from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
+                    linear_weights, cubic_weights, cubic_weights_grad)
+
+# Mode and padding codes (the front maps the strings).
+cdef enum:
+    NEAREST = 0
+    BILINEAR = 1
+    BICUBIC = 2
+
+# Plan table layout, per output row of width Wo: real slots (times Wo) ...
+cdef enum:
+    R_W0 = 0       # bilinear weights nw, ne, sw, se: slots 0..3
+    R_TX = 4       # bilinear fractional x (distance to the west tap)
+    R_TY = 5
+    R_MX = 6       # d coordinate / d grid value (x), after padding
+    R_MY = 7
+    R_CX = 8       # bicubic x weights: slots 8..11
+    R_CY = 12      # bicubic y weights: 12..15
+    R_DCX = 16     # bicubic d weights / dt: 16..19
+    R_DCY = 20     # 20..23
+    R_GX = 24      # grad accumulators (backward)
+    R_GY = 25
+    R_SLOTS = 26
+# ... and integer slots (times Wo).
+cdef enum:
+    I_MASK = 0     # valid-tap bits
+    I_X = 1        # x offsets (elements): bilinear 1..2, bicubic 1..4, nearest 1
+    I_Y = 5        # y offsets: bilinear 5..6, bicubic 5..8, nearest 5
+    I_SLOTS = 9
+
+cdef enum:
+    PLAN_PIXELS = 1024
+
+# Axis description: the six numbers _taps' coordinate helpers take, plus size.
+cdef enum:
+    A_SCALE = 0
+    A_SHIFT = 1
+    A_MAX = 2
+    A_LOW = 3
+    A_SPAN2 = 4
+    A_EMPTY = 5
+    A_SIZE = 6
+    A_SLOTS = 7
+
+
+cdef inline void axis_params(real* a, Py_ssize_t size, bint align_corners) noexcept nogil:
+    """PyTorch's per-axis constants (ComputeLocationBase) for an input extent."""
+    a[A_MAX] = <real>(size - 1)
+    a[A_SIZE] = <real>size
+    if align_corners:
+        a[A_SCALE] = (<real>(size - 1)) / 2
+        a[A_SHIFT] = 0
+        a[A_LOW] = 0
+        a[A_SPAN2] = (<real>(size - 1)) * 2
+        a[A_EMPTY] = 1 if size <= 1 else 0
+    else:
+        a[A_SCALE] = (<real>size) / 2
+        a[A_SHIFT] = <real>0.5
+        a[A_LOW] = <real>-0.5
+        a[A_SPAN2] = (<real>size) * 2
+        a[A_EMPTY] = 0
+
+
+cdef inline real coordinate(real g, const real* a, int padding, bint grad,
+                            real* mult) noexcept nogil:
+    """Grid value -> padded pixel coordinate; with grad, *mult = d coordinate / d g."""
+    cdef real x = unnormalize(g, a[A_SCALE], a[A_SHIFT])
+    if grad:
+        mult[0] = a[A_SCALE]
+        return pad_coordinate_grad(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
+                                   a[A_EMPTY] != 0, mult)
+    return pad_coordinate(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2], a[A_EMPTY] != 0)
+
+
+cdef inline int linear_axis(real x, real size, Py_ssize_t stride,
+                            Py_ssize_t* o0, Py_ssize_t* o1, real* t) noexcept nogil:
+    """Two taps of a padded coordinate: offsets and the valid bits (1: first, 2: second)."""
+    cdef real fl
+    cdef int bits = 0
+    cdef Py_ssize_t i
+    linear_weights(x, &fl, t)
+    if tap_inside(fl, size):
+        bits |= 1
+    if tap_inside(fl + 1, size):
+        bits |= 2
+    i = <Py_ssize_t>fl if bits else 0
+    o0[0] = i * stride if bits & 1 else 0
+    o1[0] = (i + 1) * stride if bits & 2 else 0
+    return bits
+
+
+cdef inline int cubic_axis(real x, const real* a, int padding, Py_ssize_t stride,
+                           Py_ssize_t* off, Py_ssize_t wo, real* c, real* dc,
+                           bint grad) noexcept nogil:
+    """Four taps (floor(x) - 1 .. + 2), each padded on its own (PyTorch's rule);
+    writes offsets off[k * wo], weights c[k * wo] (and dc) and returns valid bits."""
+    cdef real fl, t, tap
+    cdef real w[4]
+    cdef real dw[4]
+    cdef int k, bits = 0
+    linear_weights(x, &fl, &t)
+    cubic_weights(t, w)
+    if grad:
+        cubic_weights_grad(t, dw)
+    for k in range(4):
+        tap = pad_coordinate(fl + (k - 1), padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
+                             a[A_EMPTY] != 0)
+        if tap_inside(tap, a[A_SIZE]):
+            bits |= 1 << k
+            off[k * wo] = (<Py_ssize_t>tap) * stride
+        else:
+            off[k * wo] = 0
+        c[k * wo] = w[k]
+        if grad:
+            dc[k * wo] = dw[k]
+    return bits
+
+
+cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint grad,
+                   const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
+                   real* R, Py_ssize_t* I) noexcept nogil:
+    """Taps of the wo output pixels whose grid points are g[0..2*wo)."""
+    cdef Py_ssize_t j
+    cdef real x, y, mx = 0, my = 0, tx, ty
+    cdef real one = 1
+    cdef int bx, by
+    cdef Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        if mode == BICUBIC:
+            x = unnormalize(g[2 * j], ax[A_SCALE], ax[A_SHIFT])
+            y = unnormalize(g[2 * j + 1], ay[A_SCALE], ay[A_SHIFT])
+            bx = cubic_axis(x, ax, padding, sx, I + I_X * wo + j, wo,
+                            R + R_CX * wo + j, R + R_DCX * wo + j, grad)
+            by = cubic_axis(y, ay, padding, sy, I + I_Y * wo + j, wo,
+                            R + R_CY * wo + j, R + R_DCY * wo + j, grad)
+            M[j] = bx | (by << 4)
+            R[R_MX * wo + j] = ax[A_SCALE]
+            R[R_MY * wo + j] = ay[A_SCALE]
+            continue
+        x = coordinate(g[2 * j], ax, padding, grad, &mx)
+        y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
+        R[R_MX * wo + j] = mx
+        R[R_MY * wo + j] = my
+        if mode == NEAREST:
+            x = nearbyint(x)
+            y = nearbyint(y)
+            if tap_inside(x, ax[A_SIZE]) and tap_inside(y, ay[A_SIZE]):
+                M[j] = 1
+                I[I_X * wo + j] = (<Py_ssize_t>x) * sx
+                I[I_Y * wo + j] = (<Py_ssize_t>y) * sy
+            else:
+                M[j] = 0
+                I[I_X * wo + j] = 0
+                I[I_Y * wo + j] = 0
+            continue
+        bx = linear_axis(x, ax[A_SIZE], sx, I + I_X * wo + j, I + (I_X + 1) * wo + j, &tx)
+        by = linear_axis(y, ay[A_SIZE], sy, I + I_Y * wo + j, I + (I_Y + 1) * wo + j, &ty)
+        M[j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
+            | ((bx >> 1) & (by >> 1) & 1) << 3
+        R[R_TX * wo + j] = tx
+        R[R_TY * wo + j] = ty
+        R[(R_W0 + 0) * wo + j] = (one - ty) * (one - tx)
+        R[(R_W0 + 1) * wo + j] = (one - ty) * tx
+        R[(R_W0 + 2) * wo + j] = ty * (one - tx)
+        R[(R_W0 + 3) * wo + j] = ty * tx
+
+
+cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
+                           int bit) noexcept nogil:
+    return ip[off] if (mask >> bit) & 1 else 0
+
+
+cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, int mode,
+                    Py_ssize_t sx, Py_ssize_t sy, const real* R,
+                    const Py_ssize_t* I) noexcept nogil:
+    """One channel of one output row: op[j * ostep] for j < wo; ip is the channel's plane."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb
+    cdef int i, k
+    cdef real v, r
+    cdef real rows[4]
+    cdef const real* p
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    if mode == BILINEAR:
+        for j in range(wo):
+            m = M[j]
+            xa = I[I_X * wo + j]
+            ya = I[I_Y * wo + j]
+            if m == 15:
+                p = ip + xa + ya
+                v = (p[0] * R[R_W0 * wo + j] + p[sx] * R[(R_W0 + 1) * wo + j]) \
+                    + p[sy] * R[(R_W0 + 2) * wo + j] + p[sy + sx] * R[(R_W0 + 3) * wo + j]
+            else:
+                xb = I[(I_X + 1) * wo + j]
+                yb = I[(I_Y + 1) * wo + j]
+                v = (tap_value(ip, xa + ya, m, 0) * R[R_W0 * wo + j]
+                     + tap_value(ip, xb + ya, m, 1) * R[(R_W0 + 1) * wo + j]) \
+                    + tap_value(ip, xa + yb, m, 2) * R[(R_W0 + 2) * wo + j] \
+                    + tap_value(ip, xb + yb, m, 3) * R[(R_W0 + 3) * wo + j]
+            op[j * ostep] = v
+    elif mode == NEAREST:
+        for j in range(wo):
+            op[j * ostep] = tap_value(ip, I[I_X * wo + j] + I[I_Y * wo + j], M[j], 0)
+    else:
+        for j in range(wo):
+            m = M[j]
+            for i in range(4):
+                ya = I[(I_Y + i) * wo + j]
+                r = 0
+                for k in range(4):
+                    v = ip[I[(I_X + k) * wo + j] + ya] if (m >> k) & (m >> (4 + i)) & 1 else 0
+                    r = r + R[(R_CX + k) * wo + j] * v
+                rows[i] = r
+            op[j * ostep] = ((R[R_CY * wo + j] * rows[0] + R[(R_CY + 1) * wo + j] * rows[1])
+                             + R[(R_CY + 2) * wo + j] * rows[2]) + R[(R_CY + 3) * wo + j] * rows[3]
+
+
+cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep,
+                    Py_ssize_t wo, int mode, Py_ssize_t sx, Py_ssize_t sy,
+                    bint do_input, bint do_grid, real* R,
+                    const Py_ssize_t* I) noexcept nogil:
+    """One channel of one output row: scatter grad_output into gip (do_input) and add
+    this channel's share of d out / d grid into the row's accumulators (do_grid)."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, o
+    cdef int i, k
+    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, v, cxk, cyi, gx, gy
+    cdef real one = 1
+    cdef real* gp
+    cdef const real* p
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef real* GX = R + R_GX * wo
+    cdef real* GY = R + R_GY * wo
+    if mode == BILINEAR:
+        for j in range(wo):
+            g = gop[j * ostep]
+            m = M[j]
+            xa = I[I_X * wo + j]
+            ya = I[I_Y * wo + j]
+            if m == 15:         # all four taps inside: no masks
+                o = xa + ya
+                if do_input:
+                    gp = gip + o
+                    gp[0] += R[R_W0 * wo + j] * g
+                    gp[sx] += R[(R_W0 + 1) * wo + j] * g
+                    gp[sy] += R[(R_W0 + 2) * wo + j] * g
+                    gp[sy + sx] += R[(R_W0 + 3) * wo + j] * g
+                if do_grid:
+                    p = ip + o
+                    v0 = p[0]
+                    v1 = p[sx]
+                    v2 = p[sy]
+                    v3 = p[sy + sx]
+            else:
+                xb = I[(I_X + 1) * wo + j]
+                yb = I[(I_Y + 1) * wo + j]
+                if do_input:
+                    if m & 1:
+                        gip[xa + ya] += R[R_W0 * wo + j] * g
+                    if m & 2:
+                        gip[xb + ya] += R[(R_W0 + 1) * wo + j] * g
+                    if m & 4:
+                        gip[xa + yb] += R[(R_W0 + 2) * wo + j] * g
+                    if m & 8:
+                        gip[xb + yb] += R[(R_W0 + 3) * wo + j] * g
+                if do_grid:
+                    v0 = tap_value(ip, xa + ya, m, 0)
+                    v1 = tap_value(ip, xb + ya, m, 1)
+                    v2 = tap_value(ip, xa + yb, m, 2)
+                    v3 = tap_value(ip, xb + yb, m, 3)
+            if do_grid:
+                tx = R[R_TX * wo + j]
+                ty = R[R_TY * wo + j]
+                GX[j] = GX[j] + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
+                GY[j] = GY[j] + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+    elif mode == NEAREST:
+        if do_input:
+            for j in range(wo):
+                if M[j]:
+                    gip[I[I_X * wo + j] + I[I_Y * wo + j]] += gop[j * ostep]
+    else:
+        for j in range(wo):
+            g = gop[j * ostep]
+            m = M[j]
+            gx = GX[j]
+            gy = GY[j]
+            for k in range(4):          # x taps outer, y taps inner (PyTorch's order)
+                cxk = R[(R_CX + k) * wo + j]
+                xa = I[(I_X + k) * wo + j]
+                for i in range(4):
+                    cyi = R[(R_CY + i) * wo + j]
+                    o = xa + I[(I_Y + i) * wo + j]
+                    if (m >> k) & (m >> (4 + i)) & 1:
+                        if do_input:
+                            gip[o] += g * cxk * cyi
+                        v = ip[o]
+                    else:
+                        v = 0
+                    if do_grid:
+                        gx = gx + v * g * R[(R_DCX + k) * wo + j] * cyi
+                        gy = gy + v * g * R[(R_DCY + i) * wo + j] * cxk
+            GX[j] = gx
+            GY[j] = gy
+
+
+
+# Channel blocks: the bilinear sweeps handle CB channels per pass over the
+# plan, so each pixel's offsets and weights are loaded once for CB channels.
+cdef enum:
+    CB = 4
+
+
+cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                                   Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                   Py_ssize_t sy, const real* R,
+                                   const Py_ssize_t* I) noexcept nogil:
+    """CB channels (planes ip + q * cs -> op + q * ocs) of one run of output pixels;
+    the same arithmetic as sweep_fwd's bilinear branch."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, q
+    cdef real w0, w1, w2, w3
+    cdef const real* p
+    cdef real* o
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        o = op + j * ostep
+        if m == 15:
+            p = ip + xa + ya
+            for q in range(CB):
+                o[q * ocs] = (p[0] * w0 + p[sx] * w1) + p[sy] * w2 + p[sy + sx] * w3
+                p = p + cs
+        else:
+            xb = I[(I_X + 1) * wo + j]
+            yb = I[(I_Y + 1) * wo + j]
+            for q in range(CB):
+                p = ip + q * cs
+                o[q * ocs] = (tap_value(p, xa + ya, m, 0) * w0 + tap_value(p, xb + ya, m, 1) * w1) \
+                    + tap_value(p, xa + yb, m, 2) * w2 + tap_value(p, xb + yb, m, 3) * w3
+
+
+cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                   Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
+                                   Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
+                                   real* R, const Py_ssize_t* I) noexcept nogil:
+    """CB channels of sweep_bwd's bilinear branch: for every grad_input element the
+    additions come in the same order, and the grid sums run over channels in
+    increasing order, exactly as CB single-channel sweeps would do them."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, o, q
+    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, w0, w1, w2, w3, gx, gy
+    cdef real one = 1
+    cdef real* gp
+    cdef const real* p
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef real* GX = R + R_GX * wo
+    cdef real* GY = R + R_GY * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        xb = I[(I_X + 1) * wo + j]
+        yb = I[(I_Y + 1) * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        tx = R[R_TX * wo + j]
+        ty = R[R_TY * wo + j]
+        gx = GX[j]
+        gy = GY[j]
+        o = xa + ya
+        for q in range(CB):
+            g = gop[q * ocs + j * ostep]
+            if m == 15:
+                if do_input:
+                    gp = gip + q * cs + o
+                    gp[0] += w0 * g
+                    gp[sx] += w1 * g
+                    gp[sy] += w2 * g
+                    gp[sy + sx] += w3 * g
+                if do_grid:
+                    p = ip + q * cs + o
+                    v0 = p[0]
+                    v1 = p[sx]
+                    v2 = p[sy]
+                    v3 = p[sy + sx]
+            else:
+                if do_input:
+                    gp = gip + q * cs
+                    if m & 1:
+                        gp[xa + ya] += w0 * g
+                    if m & 2:
+                        gp[xb + ya] += w1 * g
+                    if m & 4:
+                        gp[xa + yb] += w2 * g
+                    if m & 8:
+                        gp[xb + yb] += w3 * g
+                if do_grid:
+                    p = ip + q * cs
+                    v0 = tap_value(p, xa + ya, m, 0)
+                    v1 = tap_value(p, xb + ya, m, 1)
+                    v2 = tap_value(p, xa + yb, m, 2)
+                    v3 = tap_value(p, xb + yb, m, 3)
+            if do_grid:
+                gx = gx + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
+                gy = gy + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+        GX[j] = gx
+        GY[j] = gy
+
+
+cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssize_t wo,
+                                  Py_ssize_t sx, Py_ssize_t sy, const real* R,
+                                  const Py_ssize_t* I) noexcept nogil:
+    """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
+    image, op the run's first output pixel. Same arithmetic as sweep_fwd."""
+    cdef Py_ssize_t j, m, xa, xb, ya, yb, c
+    cdef real w0, w1, w2, w3
+    cdef const real* p0
+    cdef const real* p1
+    cdef const real* p2
+    cdef const real* p3
+    cdef real* o
+    cdef const Py_ssize_t* M = I + I_MASK * wo
+    for j in range(wo):
+        m = M[j]
+        xa = I[I_X * wo + j]
+        ya = I[I_Y * wo + j]
+        w0 = R[R_W0 * wo + j]
+        w1 = R[(R_W0 + 1) * wo + j]
+        w2 = R[(R_W0 + 2) * wo + j]
+        w3 = R[(R_W0 + 3) * wo + j]
+        o = op + j * C
+        if m == 15:
+            p0 = ip + xa + ya
+            p1 = p0 + sx
+            p2 = p0 + sy
+            p3 = p2 + sx
+            for c in range(C):
+                o[c] = (p0[c] * w0 + p1[c] * w1) + p2[c] * w2 + p3[c] * w3
+        else:
+            xb = I[(I_X + 1) * wo + j]
+            yb = I[(I_Y + 1) * wo + j]
+            for c in range(C):
+                o[c] = (tap_value(ip + c, xa + ya, m, 0) * w0 + tap_value(ip + c, xb + ya, m, 1) * w1) \
+                    + tap_value(ip + c, xa + yb, m, 2) * w2 + tap_value(ip + c, xb + yb, m, 3) * w3
+
+
+cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t* s) noexcept nogil:
+    """Element strides (n, c, y, x) of a C-contiguous NCHW or NHWC image batch."""
+    if channels_last:
+        s[0] = H * W * C
+        s[1] = 1
+        s[2] = W * C
+        s[3] = C
+    else:
+        s[0] = C * H * W
+        s[1] = H * W
+        s[2] = W
+        s[3] = 1
+
+
+cdef inline Py_ssize_t block_rows(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Output rows planned together: consecutive rows are one long run of pixels
+    (the grid and every output layout store them contiguously), so a block of
+    ~1k pixels keeps the plan, the input slab and the output run in cache while
+    each channel is swept. Results do not depend on the block size."""
+    cdef Py_ssize_t rb = PLAN_PIXELS // Wo
+    if rb < 1:
+        rb = 1
+    if rb > Ho:
+        rb = Ho
+    return rb
+
+
+def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
+                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                    int padding, bint align_corners, int nthreads):
+    """out[n, c, h, w] (or [n, h, w, c]) = input sampled at grid[n, h, w]."""
+    with nogil:
+        grid_sample_fwd_run(&out[0], &inp[0], &grid[0], N, C, H, W, Ho, Wo, channels_last,
+                            mode, padding, align_corners, nthreads)
+
+
+cdef void grid_sample_fwd_run(real* op, const real* ip, const real* gp,
+                              Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                              int padding, bint align_corners, int nthreads) noexcept nogil:
+    """grid_sample_fwd on raw C-contiguous buffers; also exported to C (abi.pyx)."""
+    cdef Py_ssize_t si[4]
+    cdef Py_ssize_t so[4]
+    cdef real ax[A_SLOTS]
+    cdef real ay[A_SLOTS]
+    cdef Py_ssize_t job, n, h0, c, length
+    cdef Py_ssize_t rb = block_rows(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
+    cdef real* R
+    cdef Py_ssize_t* I
+    layout(channels_last, C, H, W, si)
+    layout(channels_last, C, Ho, Wo, so)
+    axis_params(ax, W, align_corners)
+    axis_params(ay, H, align_corners)
+    with parallel(num_threads=nthreads):
+        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+        for job in prange(N * nb, schedule="dynamic"):
+            n = job // nb
+            h0 = (job - n * nb) * rb
+            length = (min(h0 + rb, Ho) - h0) * Wo
+            plan_row(gp + (n * Ho + h0) * Wo * 2, length, mode, padding, False, ax, ay,
+                     si[3], si[2], R, I)
+            c = 0
+            if mode == BILINEAR and channels_last:
+                sweep_fwd_bilinear_nhwc(ip + n * si[0], op + n * so[0] + h0 * so[2], C, length,
+                                        si[3], si[2], R, I)
+                c = C
+            if mode == BILINEAR:
+                while c + CB <= C:
+                    sweep_fwd_bilinear_block(ip + n * si[0] + c * si[1], si[1],
+                                             op + n * so[0] + c * so[1] + h0 * so[2], so[1],
+                                             so[3], length, si[3], si[2], R, I)
+                    c = c + CB
+            while c < C:
+                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h0 * so[2],
+                          so[3], length, mode, si[3], si[2], R, I)
+                c = c + 1
+        free(R)
+        free(I)
+
+
+def c_entry_points():
+    """Addresses of the C-level kernels, for fastinterp's C ABI table (abi.pyx)."""
+    cdef grid_sample_fwd_f32_t f32 = grid_sample_fwd_run[float]
+    cdef grid_sample_fwd_f64_t f64 = grid_sample_fwd_run[double]
+    return {"grid_sample_fwd_f32": <size_t>f32, "grid_sample_fwd_f64": <size_t>f64}
+
+
+cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
+                        Py_ssize_t W, const Py_ssize_t* si) noexcept nogil:
+    """Zero channels [c0, c1) of one image (gip points at the image), in memory order."""
+    cdef Py_ssize_t c, p
+    if si[3] == 1:      # NCHW: each channel is one contiguous plane
+        memset(gip + c0 * si[1], 0, sizeof(real) * (c1 - c0) * H * W)
+        return
+    for p in range(H * W):
+        for c in range(c0, c1):
+            gip[p * si[3] + c] = 0
+
+
+cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t n,
+                         Py_ssize_t h, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t length,
+                         const Py_ssize_t* si, const Py_ssize_t* so, int mode,
+                         bint do_input, bint do_grid, real* R,
+                         const Py_ssize_t* I) noexcept nogil:
+    """Backward sweeps of channels [c0, c1) over one planned run of pixels starting
+    at output row h (bilinear in blocks of CB channels, then one by one)."""
+    cdef Py_ssize_t c = c0
+    if mode == BILINEAR:
+        while c + CB <= c1:
+            sweep_bwd_bilinear_block(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                                     si[1], gop + n * so[0] + c * so[1] + h * so[2], so[1],
+                                     so[3], length, si[3], si[2], do_input, do_grid, R, I)
+            c = c + CB
+    while c < c1:
+        sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                  gop + n * so[0] + c * so[1] + h * so[2], so[3], length, mode,
+                  si[3], si[2], do_input, do_grid, R, I)
+        c = c + 1
+
+
+cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
+                        real* ggp, Py_ssize_t n, Py_ssize_t h0, Py_ssize_t h1,
+                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t Wo, Py_ssize_t rb,
+                        const Py_ssize_t* si, const Py_ssize_t* so, Py_ssize_t Ho,
+                        int mode, int padding, bint do_input, bint do_grid,
+                        const real* ax, const real* ay, real* R,
+                        Py_ssize_t* I) noexcept nogil:
+    """Rows [h0, h1) of image n, channels [c0, c1), in blocks of rb rows: every
+    call adds in the same order (rows, pixels, taps) per grad_input element and
+    sums channels in increasing order per grad_grid entry."""
+    cdef Py_ssize_t h, c, j, length
+    cdef real* GX
+    cdef real* GY
+    cdef real* gg
+    h = h0
+    while h < h1:
+        length = (min(h + rb, h1) - h) * Wo
+        GX = R + R_GX * length
+        GY = R + R_GY * length
+        # nearest plans like the forward (no coordinate gradient exists)
+        plan_row(gp + (n * Ho + h) * Wo * 2, length, mode, padding, mode != NEAREST, ax, ay,
+                 si[3], si[2], R, I)
+        for j in range(length):
+            GX[j] = 0
+            GY[j] = 0
+        # grid sums first, then the scatter: two light sweeps beat one fused sweep
+        # whose stores into grad_input (same offsets as the input reads) stall loads
+        if do_grid:
+            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, False, True, R, I)
+        if do_input:
+            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, True, False, R, I)
+        if do_grid:
+            gg = ggp + (n * Ho + h) * Wo * 2
+            for j in range(length):
+                gg[2 * j] = GX[j] * R[R_MX * length + j]
+                gg[2 * j + 1] = GY[j] * R[R_MY * length + j]
+        h += rb
+
+
+def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] grad_out,
+                    const real[::1] inp, const real[::1] grid,
+                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                    int padding, bint align_corners, bint do_input, bint do_grid,
+                    int nthreads):
+    """grad_input (zeroed here) and grad_grid of grid_sample; either may be skipped
+    (pass a 1-element dummy). With N >= nthreads one thread owns whole images;
+    otherwise grad_input is split over (image, channel block) and grad_grid over
+    (image, row): the same additions in the same order either way."""
+    cdef Py_ssize_t si[4]
+    cdef Py_ssize_t so[4]
+    cdef real ax[A_SLOTS]
+    cdef real ay[A_SLOTS]
+    cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
+    cdef Py_ssize_t rb = block_rows(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
+    cdef real* R
+    cdef Py_ssize_t* I
+    cdef const real* ip = &inp[0]
+    cdef const real* gp = &grid[0]
+    cdef const real* gop = &grad_out[0]
+    cdef real* gip = &grad_input[0]
+    cdef real* ggp = &grad_grid[0]
+    layout(channels_last, C, H, W, si)
+    layout(channels_last, C, Ho, Wo, so)
+    axis_params(ax, W, align_corners)
+    axis_params(ay, H, align_corners)
+    if mode == NEAREST:
+        if do_grid:
+            for job in range(N * Ho * Wo * 2):
+                ggp[job] = 0
+        do_grid = False
+    if not do_input and not do_grid:
+        return
+    if N >= nthreads or nthreads == 1:
+        with nogil, parallel(num_threads=nthreads):
+            R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+            I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+            for n in prange(N, schedule="dynamic"):
+                if do_input:
+                    zero_channels(gip + n * si[0], 0, C, H, W, si)
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, 0, C, Wo, rb, si, so, Ho,
+                              mode, padding, do_input, do_grid, ax, ay, R, I)
+            free(R)
+            free(I)
+        return
+    nblk = min(C, (nthreads + N - 1) // N)
+    with nogil, parallel(num_threads=nthreads):
+        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
+        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+        if do_input:
+            for job in prange(N * nblk, schedule="dynamic"):
+                n = job // nblk
+                blk = job - n * nblk
+                c0 = blk * C // nblk
+                c1 = (blk + 1) * C // nblk
+                zero_channels(gip + n * si[0], c0, c1, H, W, si)
+                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, rb, si, so, Ho,
+                              mode, padding, True, False, ax, ay, R, I)
+        if do_grid:
+            for row in prange(N * nb, schedule="dynamic"):
+                n = row // nb
+                c0 = (row - n * nb) * rb
+                backward_rows(ip, gip, gop, gp, ggp, n, c0, min(c0 + rb, Ho),
+                              0, C, Wo, rb, si, so, Ho, mode, padding, False, True,
+                              ax, ay, R, I)
+        free(R)
+        free(I)

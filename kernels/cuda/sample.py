@@ -1,0 +1,470 @@
+"""numba.cuda kernels for affine_grid and grid_sample (NCHW), forward and backward.
+
+The coordinate arithmetic mirrors kernels/cpu/_taps.pxd (PyTorch's semantics,
+NaN handling included). The backward offers a deterministic mode: grad_input
+is accumulated in 64-bit fixed point with integer atomics (integer addition
+is associative, so the order in which threads add does not matter), then
+converted to floating point. The fixed-point scale 2**k is chosen per call
+from a bound on any partial sum, ``B = f * H_out * W_out * max|grad_output|``
+(``f`` = 1 for bilinear/nearest, 2 for bicubic), as the largest k with
+``B * 2**k < 2**62``: no overflow is possible and each addition is rounded to
+``2**-k`` (about ``2**-62 * B``, far below float32 resolution and close to
+float64's). Cost: an int64 buffer the size of input, one max reduction and
+one conversion pass (roughly 1.5-2x the float-atomic backward).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ._support import THREADS_1D, blocks_1d
+
+ZEROS, BORDER, REFLECTION = 0, 1, 2
+NEAREST, BILINEAR, BICUBIC = 0, 1, 2
+A = -0.75
+
+
+# --------------------------------------------------------------------------- device helpers
+
+@cuda.jit(device=True, inline=True)
+def _trunc(x):
+    """Truncation as a float (NaN, inf and |x| >= 2**52 pass through)."""
+    if not (abs(x) < 4503599627370496.0):
+        return x
+    return float(int(x))
+
+
+@cuda.jit(device=True, inline=True)
+def _floor(x):
+    """floor as a float (NaN and inf pass through)."""
+    r = _trunc(x)
+    if r > x:
+        r -= 1.0
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def _clip(x, max_val):
+    if not (x > 0):
+        return 0.0
+    if x < max_val:
+        return x
+    return max_val
+
+
+@cuda.jit(device=True, inline=True)
+def _reflect(x, low, span2, empty):
+    if empty:
+        return 0.0
+    a = abs(x - low)
+    extra = a - _trunc(a / span2) * span2
+    other = span2 - extra
+    if other < extra:
+        extra = other
+    return extra + low
+
+
+@cuda.jit(device=True, inline=True)
+def _pad(x, padding, max_val, low, span2, empty):
+    if padding == BORDER:
+        return _clip(x, max_val)
+    if padding == REFLECTION:
+        return _clip(_reflect(x, low, span2, empty), max_val)
+    return x
+
+
+@cuda.jit(device=True, inline=True)
+def _pad_grad(x, padding, max_val, low, span2, empty, mult):
+    """(padded coordinate keeping NaN, mult times d padded / d x)."""
+    if padding == REFLECTION:
+        if empty:
+            return 0.0, 0.0
+        d = x - low
+        a = abs(d)
+        extra = a - _trunc(a / span2) * span2
+        other = span2 - extra
+        flip = extra > other
+        if flip != (d < 0):
+            mult = -mult
+        x = (other if flip else extra) + low
+    if padding != ZEROS:
+        if x > 0 and x < max_val:
+            return x, mult
+        if x != x:
+            return x, mult
+        return (max_val if x > 0 else 0.0), 0.0
+    return x, mult
+
+
+@cuda.jit(device=True, inline=True)
+def _inside(t, size):
+    return t > -1 and t < size
+
+
+@cuda.jit(device=True, inline=True)
+def _rint(x):
+    """Round half to even (PyTorch's nearest)."""
+    r = _floor(x + 0.5)
+    if r - x == 0.5 and _floor(r * 0.5) * 2 != r:
+        r -= 1.0
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def _cubic(t, k):
+    """Keys weight (A = -0.75) of tap k (offsets -1..2) at fractional offset t."""
+    if k == 0:
+        x = t + 1
+        return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+    if k == 1:
+        x = t
+        return ((A + 2) * x - (A + 3)) * x * x + 1
+    if k == 2:
+        x = 1 - t
+        return ((A + 2) * x - (A + 3)) * x * x + 1
+    x = 2 - t
+    return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+
+
+@cuda.jit(device=True, inline=True)
+def _cubic_grad(t, k):
+    """d _cubic(t, k) / dt."""
+    if k == 0:
+        x = t + 1
+        return (3 * A * x - 10 * A) * x + 8 * A
+    if k == 1:
+        x = t
+        return (3 * (A + 2) * x - 2 * (A + 3)) * x
+    if k == 2:
+        x = 1 - t
+        return -((3 * (A + 2) * x - 2 * (A + 3)) * x)
+    x = 2 - t
+    return -((3 * A * x - 10 * A) * x + 8 * A)
+
+
+@cuda.jit(device=True, inline=True)
+def _cubic_tap(fl, k, padding, size, max_val, low, span2, empty):
+    """Padded integer coordinate of cubic tap k, or -1 when it is outside."""
+    t = _pad(fl + (k - 1), padding, max_val, low, span2, empty)
+    if _inside(t, size):
+        return int(t)
+    return -1
+
+
+@cuda.jit(device=True, inline=True)
+def _scatter(gin, fixed, n, c, y, x, v, det, scale, flag):
+    if det:
+        s = v * scale
+        if s != s or abs(s) > 9.2e18:
+            cuda.atomic.max(flag, 0, 1)
+        else:
+            cuda.atomic.add(fixed, (n, c, y, x), int(_floor(s + 0.5)))
+    else:
+        cuda.atomic.add(gin, (n, c, y, x), v)
+
+
+# --------------------------------------------------------------------------- kernels
+
+@cuda.jit
+def _grid_sample_fwd(out, inp, grid, mode, padding, ax, ay):
+    """One thread computes one output pixel (n, h, w) for every channel."""
+    i = cuda.grid(1)
+    N, C, Ho, Wo = out.shape
+    if i >= N * Ho * Wo:
+        return
+    w = i % Wo
+    h = (i // Wo) % Ho
+    n = i // (Wo * Ho)
+    H, W = inp.shape[2], inp.shape[3]
+    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
+    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
+    if mode == BICUBIC:
+        fx = _floor(x)
+        fy = _floor(y)
+        tx = x - fx
+        ty = y - fy
+        for c in range(C):
+            acc = 0.0
+            for i2 in range(4):
+                yy = _cubic_tap(fy, i2, padding, H, ay[2], ay[3], ay[4], ay[5] != 0)
+                r = 0.0
+                for k in range(4):
+                    xx = _cubic_tap(fx, k, padding, W, ax[2], ax[3], ax[4], ax[5] != 0)
+                    v = inp[n, c, yy, xx] if (xx >= 0 and yy >= 0) else 0.0
+                    r += _cubic(tx, k) * v
+                acc += _cubic(ty, i2) * r
+            out[n, c, h, w] = acc
+        return
+    x = _pad(x, padding, ax[2], ax[3], ax[4], ax[5] != 0)
+    y = _pad(y, padding, ay[2], ay[3], ay[4], ay[5] != 0)
+    if mode == NEAREST:
+        x = _rint(x)
+        y = _rint(y)
+        ok = _inside(x, W) and _inside(y, H)
+        ix = int(x) if ok else 0
+        iy = int(y) if ok else 0
+        for c in range(C):
+            out[n, c, h, w] = inp[n, c, iy, ix] if ok else 0.0
+        return
+    fx = _floor(x)
+    fy = _floor(y)
+    tx = x - fx
+    ty = y - fy
+    vx0, vx1 = _inside(fx, W), _inside(fx + 1, W)
+    vy0, vy1 = _inside(fy, H), _inside(fy + 1, H)
+    ix = int(fx) if (vx0 or vx1) else 0
+    iy = int(fy) if (vy0 or vy1) else 0
+    w0 = (1 - ty) * (1 - tx)
+    w1 = (1 - ty) * tx
+    w2 = ty * (1 - tx)
+    w3 = ty * tx
+    for c in range(C):
+        v0 = inp[n, c, iy, ix] if (vx0 and vy0) else 0.0
+        v1 = inp[n, c, iy, ix + 1] if (vx1 and vy0) else 0.0
+        v2 = inp[n, c, iy + 1, ix] if (vx0 and vy1) else 0.0
+        v3 = inp[n, c, iy + 1, ix + 1] if (vx1 and vy1) else 0.0
+        out[n, c, h, w] = v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
+
+
+@cuda.jit
+def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
+                     do_input, do_grid, det, scale, flag):
+    """One thread handles one output pixel: scatters its grad_output into grad_input
+    (atomics) and writes its grad_grid entry (summed over channels in order)."""
+    i = cuda.grid(1)
+    N, C, Ho, Wo = gout.shape
+    if i >= N * Ho * Wo:
+        return
+    w = i % Wo
+    h = (i // Wo) % Ho
+    n = i // (Wo * Ho)
+    H, W = inp.shape[2], inp.shape[3]
+    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
+    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
+    gx = 0.0
+    gy = 0.0
+    if mode == BICUBIC:
+        fx = _floor(x)
+        fy = _floor(y)
+        tx = x - fx
+        ty = y - fy
+        for c in range(C):
+            g = gout[n, c, h, w]
+            for k in range(4):
+                xx = _cubic_tap(fx, k, padding, W, ax[2], ax[3], ax[4], ax[5] != 0)
+                cxk = _cubic(tx, k)
+                for i2 in range(4):
+                    yy = _cubic_tap(fy, i2, padding, H, ay[2], ay[3], ay[4], ay[5] != 0)
+                    cyi = _cubic(ty, i2)
+                    v = 0.0
+                    if xx >= 0 and yy >= 0:
+                        if do_input:
+                            _scatter(gin, fixed, n, c, yy, xx, g * cxk * cyi, det, scale, flag)
+                        v = inp[n, c, yy, xx]
+                    gx += v * g * _cubic_grad(tx, k) * cyi
+                    gy += v * g * _cubic_grad(ty, i2) * cxk
+        if do_grid:
+            ggrid[n, h, w, 0] = gx * ax[0]
+            ggrid[n, h, w, 1] = gy * ay[0]
+        return
+    if mode == NEAREST:
+        x = _rint(_pad(x, padding, ax[2], ax[3], ax[4], ax[5] != 0))
+        y = _rint(_pad(y, padding, ay[2], ay[3], ay[4], ay[5] != 0))
+        if do_input and _inside(x, W) and _inside(y, H):
+            for c in range(C):
+                _scatter(gin, fixed, n, c, int(y), int(x), gout[n, c, h, w], det, scale, flag)
+        if do_grid:
+            ggrid[n, h, w, 0] = 0.0
+            ggrid[n, h, w, 1] = 0.0
+        return
+    x, mx = _pad_grad(x, padding, ax[2], ax[3], ax[4], ax[5] != 0, ax[0])
+    y, my = _pad_grad(y, padding, ay[2], ay[3], ay[4], ay[5] != 0, ay[0])
+    fx = _floor(x)
+    fy = _floor(y)
+    tx = x - fx
+    ty = y - fy
+    vx0, vx1 = _inside(fx, W), _inside(fx + 1, W)
+    vy0, vy1 = _inside(fy, H), _inside(fy + 1, H)
+    ix = int(fx) if (vx0 or vx1) else 0
+    iy = int(fy) if (vy0 or vy1) else 0
+    for c in range(C):
+        g = gout[n, c, h, w]
+        if do_input:
+            if vx0 and vy0:
+                _scatter(gin, fixed, n, c, iy, ix, (1 - ty) * (1 - tx) * g, det, scale, flag)
+            if vx1 and vy0:
+                _scatter(gin, fixed, n, c, iy, ix + 1, (1 - ty) * tx * g, det, scale, flag)
+            if vx0 and vy1:
+                _scatter(gin, fixed, n, c, iy + 1, ix, ty * (1 - tx) * g, det, scale, flag)
+            if vx1 and vy1:
+                _scatter(gin, fixed, n, c, iy + 1, ix + 1, ty * tx * g, det, scale, flag)
+        v0 = inp[n, c, iy, ix] if (vx0 and vy0) else 0.0
+        v1 = inp[n, c, iy, ix + 1] if (vx1 and vy0) else 0.0
+        v2 = inp[n, c, iy + 1, ix] if (vx0 and vy1) else 0.0
+        v3 = inp[n, c, iy + 1, ix + 1] if (vx1 and vy1) else 0.0
+        gx += ((v1 - v0) * (1 - ty) + (v3 - v2) * ty) * g
+        gy += ((v2 - v0) * (1 - tx) + (v3 - v1) * tx) * g
+    if do_grid:
+        ggrid[n, h, w, 0] = gx * mx
+        ggrid[n, h, w, 1] = gy * my
+
+
+@cuda.jit
+def _fixed_to_float(out, fixed, inv_scale):
+    """One thread converts one fixed-point accumulator to floating point."""
+    i = cuda.grid(1)
+    if i >= out.shape[0]:
+        return
+    out[i] = fixed[i] * inv_scale
+
+
+@cuda.jit
+def _max_abs(x, result):
+    """One thread folds one element into result[0] = max |x| (NaN wins: order-free)."""
+    i = cuda.grid(1)
+    if i >= x.shape[0]:
+        return
+    v = abs(x[i])
+    if v != v:
+        v = math.inf
+    cuda.atomic.max(result, 0, v)
+
+
+@cuda.jit
+def _fill(x, value):
+    """One thread writes one element."""
+    i = cuda.grid(1)
+    if i >= x.shape[0]:
+        return
+    x[i] = value
+
+
+@cuda.jit
+def _affine_grid_fwd(out, theta, xs, ys):
+    """One thread writes one grid point (n, h, w): theta[n] @ (x_w, y_h, 1)."""
+    i = cuda.grid(1)
+    N, H, W = out.shape[0], out.shape[1], out.shape[2]
+    if i >= N * H * W:
+        return
+    w = i % W
+    h = (i // W) % H
+    n = i // (W * H)
+    for r in range(2):
+        out[n, h, w, r] = theta[n, r, 0] * xs[w] + theta[n, r, 1] * ys[h] + theta[n, r, 2]
+
+
+@cuda.jit
+def _affine_grid_bwd(out, g, xs, ys):
+    """One thread sums one grad_theta entry (n, r, k) over all pixels, in float64,
+    in a fixed order (deterministic)."""
+    i = cuda.grid(1)
+    N = out.shape[0]
+    if i >= N * 6:
+        return
+    k = i % 3
+    r = (i // 3) % 2
+    n = i // 6
+    acc = 0.0
+    for h in range(g.shape[1]):
+        for w in range(g.shape[2]):
+            b = xs[w] if k == 0 else (ys[h] if k == 1 else 1.0)
+            acc += np.float64(g[n, h, w, r]) * b
+    out[n, r, k] = acc
+
+
+# --------------------------------------------------------------------------- wrappers
+
+def _axis(size, align_corners, dtype):
+    if align_corners:
+        vals = ((size - 1) / 2, 0.0, size - 1, 0.0, (size - 1) * 2, 1.0 if size <= 1 else 0.0)
+    else:
+        vals = (size / 2, 0.5, size - 1, -0.5, size * 2.0, 0.0)
+    return cuda.to_device(np.array(vals, dtype=dtype))
+
+
+def _flat(arr):
+    """A 1-D view of a C-contiguous device array."""
+    return arr.reshape(arr.size)
+
+
+def fill_zero(arr, stream=0):
+    """Zero a device array."""
+    if arr.size:
+        _fill[blocks_1d(arr.size), THREADS_1D, stream](_flat(arr), 0)
+
+
+def grid_sample(out, inp, grid, mode, padding, align_corners, stream=0):
+    """Launch the forward: one thread per output pixel."""
+    N, _, H, W = inp.shape
+    Ho, Wo = grid.shape[1], grid.shape[2]
+    dt = np.dtype(inp.dtype)
+    ax, ay = _axis(W, align_corners, dt), _axis(H, align_corners, dt)
+    _grid_sample_fwd[blocks_1d(N * Ho * Wo), THREADS_1D, stream](out, inp, grid, mode, padding,
+                                                                 ax, ay)
+
+
+def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corners,
+                         deterministic=True, stream=0):
+    """Launch the backward; ``gin``/``ggrid`` may be None (not wanted)."""
+    N, C, H, W = inp.shape
+    Ho, Wo = grid.shape[1], grid.shape[2]
+    dt = np.dtype(inp.dtype)
+    ax, ay = _axis(W, align_corners, dt), _axis(H, align_corners, dt)
+    do_input, do_grid = gin is not None, ggrid is not None
+    det = bool(deterministic and do_input)
+    scale = 1.0
+    fixed = cuda.device_array((1, 1, 1, 1), np.int64)
+    flag = cuda.to_device(np.zeros(1, np.int32))
+    if do_input:
+        fill_zero(gin, stream)
+    if det:
+        m = cuda.to_device(np.zeros(1, dt))
+        _max_abs[blocks_1d(gout.size), THREADS_1D, stream](_flat(gout), m)
+        bound = float(m.copy_to_host(stream=stream)[0]) * Ho * Wo * (2.0 if mode == BICUBIC else 1.0)
+        if not math.isfinite(bound):
+            raise ValueError("grid_sample_backward: grad_output must be finite with "
+                             "deterministic=True (fixed-point accumulation); got a NaN or inf.")
+        k = 62 - math.frexp(bound)[1] if bound > 0 else 62
+        scale = math.ldexp(1.0, k)
+        fixed = cuda.device_array(inp.shape, np.int64, stream=stream)
+        fill_zero(fixed, stream)
+    gin_k = gin if do_input else cuda.device_array((1, 1, 1, 1), dt)
+    gg_k = ggrid if do_grid else cuda.device_array((1, 1, 1, 2), dt)
+    _grid_sample_bwd[blocks_1d(N * Ho * Wo), THREADS_1D, stream](
+        gin_k, fixed, gg_k, gout, inp, grid, mode, padding, ax, ay, do_input, do_grid, det,
+        scale, flag)
+    if det:
+        if flag.copy_to_host(stream=stream)[0]:
+            raise ValueError("grid_sample_backward: deterministic=True needs finite "
+                             "contributions to grad_input; the grid has NaN/inf points that "
+                             "bicubic border/reflection padding sends to the image. Use "
+                             "deterministic=False or clean the grid.")
+        _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](_flat(gin), _flat(fixed),
+                                                                   1.0 / scale)
+
+
+def _base(n, align_corners, dtype):
+    from fastinterp.sample import base_coordinates
+    return cuda.to_device(base_coordinates(n, align_corners, np.dtype(dtype)))
+
+
+def affine_grid(out, theta, align_corners, stream=0):
+    """Launch affine_grid: one thread per grid point."""
+    N, H, W, _ = out.shape
+    xs, ys = _base(W, align_corners, out.dtype), _base(H, align_corners, out.dtype)
+    _affine_grid_fwd[blocks_1d(N * H * W), THREADS_1D, stream](out, theta, xs, ys)
+
+
+def affine_grid_backward(out, grad_grid, align_corners, stream=0):
+    """Launch affine_grid's backward: one thread per grad_theta entry."""
+    N, H, W, _ = grad_grid.shape
+    xs = cuda.to_device(_base_host(W, align_corners, grad_grid.dtype))
+    ys = cuda.to_device(_base_host(H, align_corners, grad_grid.dtype))
+    _affine_grid_bwd[blocks_1d(N * 6), THREADS_1D, stream](out, grad_grid, xs, ys)
+
+
+def _base_host(n, align_corners, dtype):
+    from fastinterp.sample import base_coordinates
+    return base_coordinates(n, align_corners, np.dtype(dtype)).astype(np.float64)

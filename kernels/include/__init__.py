@@ -1,0 +1,1 @@
+"""The public C headers of fastinterp (``fastinterp/plugin.h``); see ``fastinterp.get_include()``."""

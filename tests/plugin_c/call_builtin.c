@@ -1,0 +1,92 @@
+/*
+ * C code calling fastinterp's own kernels through the built-in table, with no
+ * Python in the loop: the table comes from the capsule
+ * "fastinterp.builtin_kernels" or the symbol fastinterp_builtin_kernels.
+ *
+ * run_lerp computes out = lerp(a, b, t) on (rows, cols) floats, t either a
+ * scalar (t_stride 0) or an array (t_stride 1); run_grid_sample calls the
+ * float32 grid_sample with the given shapes and int parameters.
+ */
+#include <fastinterp/plugin.h>
+
+/* A CPU float32 tensor over `data`; strides NULL = compact. */
+static fi_tensor_t f32_tensor(const void* data, int32_t ndim, const int64_t* shape,
+                              const int64_t* strides) {
+  fi_tensor_t t;
+  t.data = (void*)data;
+  t.device.device_type = FI_DEVICE_CPU;
+  t.device.device_id = 0;
+  t.ndim = ndim;
+  t.dtype.code = FI_DTYPE_FLOAT;
+  t.dtype.bits = 32;
+  t.dtype.lanes = 1;
+  t.shape = (int64_t*)shape;
+  t.strides = (int64_t*)strides;
+  t.byte_offset = 0;
+  return t;
+}
+
+static fi_params_t params_with(int nthreads, const int64_t* ints, int32_t n_ints) {
+  fi_params_t p;
+  p.struct_size = sizeof(p);
+  p.nthreads = nthreads;
+  p.n_floats = 0;
+  p.n_ints = n_ints;
+  p.floats = NULL;
+  p.ints = ints;
+  p.stream = NULL;
+  return p;
+}
+
+FI_EXTERN_C FI_EXPORT int run_lerp(const fi_plugin_t* table, float* out,
+                                   const float* a, const float* b, const float* t,
+                                   int64_t t_stride, int64_t rows, int64_t cols,
+                                   int nthreads, char* err, size_t err_size) {
+  int64_t shape[2], t_strides[2];
+  fi_tensor_t in[3], res;
+  fi_params_t params = params_with(nthreads, NULL, 0);
+  const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
+  if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no lerp float32 kernel");
+  shape[0] = rows;
+  shape[1] = cols;
+  t_strides[0] = t_stride * cols;
+  t_strides[1] = t_stride;
+  in[0] = f32_tensor(a, 2, shape, NULL);
+  in[1] = f32_tensor(b, 2, shape, NULL);
+  in[2] = f32_tensor(t, 2, shape, t_strides);
+  res = f32_tensor(out, 2, shape, NULL);
+  return k->fn(in, 3, &res, 1, &params, err, err_size);
+}
+
+/* Ask for a float16 lerp: the table has none, so this returns NULL (0). */
+FI_EXTERN_C FI_EXPORT int has_lerp_f16(const fi_plugin_t* table) {
+  return fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 16) != NULL;
+}
+
+/* Call lerp with one tensor for everything: must fail with a message. */
+FI_EXTERN_C FI_EXPORT int lerp_bad_call(const fi_plugin_t* table, char* err, size_t err_size) {
+  float x = 0;
+  int64_t one = 1;
+  fi_tensor_t t = f32_tensor(&x, 1, &one, NULL);
+  const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
+  t.dtype.code = FI_DTYPE_INT;
+  return k->fn(&t, 1, &t, 1, NULL, err, err_size);
+}
+
+/* out = grid_sample(x, grid) through the table: NCHW (or NHWC) float32. */
+FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
+                                          const float* x, const float* grid,
+                                          const int64_t* x_shape, const int64_t* grid_shape,
+                                          const int64_t* out_shape, const int64_t* ints,
+                                          int32_t n_ints, int nthreads, char* err,
+                                          size_t err_size) {
+  fi_tensor_t in[2], res;
+  fi_params_t params = params_with(nthreads, ints, n_ints);
+  const fi_kernel_t* k =
+      fi_find_kernel(table, "grid_sample", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
+  if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no grid_sample kernel");
+  in[0] = f32_tensor(x, 4, x_shape, NULL);
+  in[1] = f32_tensor(grid, 4, grid_shape, NULL);
+  res = f32_tensor(out, 4, out_shape, NULL);
+  return k->fn(in, 2, &res, 1, &params, err, err_size);
+}

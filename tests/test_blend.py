@@ -1,0 +1,558 @@
+"""lerp and slerp: values against torch / a float64 NumPy reference, shapes,
+degenerate cases, errors, the CUDA kernels under the simulator, CuPy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+
+import fastinterp as fi
+from conftest import TOL, TOL_ORACLE, assert_close
+
+DTYPES = [np.float32, np.float64]
+
+
+# ----------------------------------------------------------------- references
+
+def ref_slerp_row(a, b, t, shortest_path=False, norm="linear"):
+    """The documented slerp of one pair, in float64, written out plainly."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    t = float(t)
+    if shortest_path and a @ b < 0:
+        b = -b
+    if t == 0:
+        return a.copy()
+    if t == 1:
+        return b.copy()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return (1 - t) * a + t * b
+    u, v = a / na, b / nb
+    r = (1 - t) * na + t * nb
+    if np.linalg.norm(u + v) <= 1e-8:
+        if a.size < 2:
+            return (1 - t) * a + t * b
+        k = int(np.argmin(np.abs(a)))
+        p = -u[k] * u
+        p[k] += 1
+        p /= np.linalg.norm(p)
+        return r * (math.cos(math.pi * t) * u + math.sin(math.pi * t) * p)
+    theta = 2 * math.atan2(np.linalg.norm(u - v), np.linalg.norm(u + v))
+    if theta == 0:
+        w0, w1 = 1 - t, t
+    else:
+        w0 = math.sin((1 - t) * theta) / math.sin(theta)
+        w1 = math.sin(t * theta) / math.sin(theta)
+    if norm == "linear":
+        return r * (w0 * u + w1 * v)
+    return w0 * a + w1 * b
+
+
+def ref_slerp(a, b, t, shortest_path=False, norm="linear"):
+    """Rows of (..., D) a, b with t broadcast to the batch shape."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    tb = np.broadcast_to(np.asarray(t, np.float64), a64.shape[:-1])
+    out = np.empty_like(a64)
+    for idx in np.ndindex(a64.shape[:-1]):
+        out[idx] = ref_slerp_row(a64[idx], b64[idx], tb[idx], shortest_path, norm)
+    return out
+
+
+def angle(x, y):
+    """Angle between two vectors, float64, accurate for small angles."""
+    x = np.asarray(x, np.float64) / np.linalg.norm(x)
+    y = np.asarray(y, np.float64) / np.linalg.norm(y)
+    return 2 * math.atan2(np.linalg.norm(x - y), np.linalg.norm(x + y))
+
+
+# ======================================================================= lerp
+
+class TestLerp:
+    def test_smoke(self):
+        out = fi.lerp(np.zeros(3, np.float32), np.ones(3, np.float32), 0.25)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, [0.25, 0.25, 0.25])
+
+    @settings(max_examples=40, deadline=None)
+    @given(shapes=mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=5),
+           dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+    def test_matches_torch_broadcasting(self, torch, shapes, dtype, seed):
+        rng = np.random.default_rng(seed)
+        sa, sb, stt = shapes.input_shapes
+        a = rng.standard_normal(sa).astype(dtype)
+        b = rng.standard_normal(sb).astype(dtype)
+        t = rng.uniform(-0.5, 1.5, stt).astype(dtype)
+        got = fi.lerp(a, b, t)
+        want = torch.lerp(*(torch.from_numpy(np.ascontiguousarray(x)) for x in (a, b, t)))
+        assert got.shape == shapes.result_shape
+        assert_close(got, want.numpy())
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("t", [0.3, 0.5, 0.7, -1.0, 2.0])
+    def test_scalar_weight_matches_torch(self, torch, rng, dtype, t):
+        a = rng.standard_normal((7, 33)).astype(dtype)
+        b = rng.standard_normal((7, 33)).astype(dtype)
+        want = torch.lerp(torch.from_numpy(a), torch.from_numpy(b), t).numpy()
+        assert_close(fi.lerp(a, b, t), want)
+        assert_close(fi.lerp(a, b, dtype(t)), want)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_exact_at_0_and_1(self, rng, dtype):
+        a = (rng.standard_normal(100_000) * 1e3).astype(dtype)
+        b = (rng.standard_normal(100_000) * 1e-3).astype(dtype)
+        np.testing.assert_array_equal(fi.lerp(a, b, 0.0), a)
+        np.testing.assert_array_equal(fi.lerp(a, b, 1.0), b)
+        t = rng.integers(0, 2, a.shape).astype(dtype)
+        np.testing.assert_array_equal(fi.lerp(a, b, t), np.where(t == 1, b, a))
+
+    def test_large_hand_case(self):
+        a = np.arange(200_000, dtype=np.float64)
+        out = fi.lerp(a, 2 * a, 0.5)
+        np.testing.assert_array_equal(out, 1.5 * a)
+
+    def test_list_inputs(self):
+        np.testing.assert_array_equal(fi.lerp([0.0, 2.0], np.array([2.0, 4.0]), 0.5), [1.0, 3.0])
+
+    def test_non_contiguous_input(self, rng):
+        a = rng.standard_normal((8, 10))[:, ::2]
+        b = rng.standard_normal((8, 5))
+        assert_close(fi.lerp(a, b, 0.3), a + 0.3 * (b - a))
+
+    def test_out_is_written_and_returned(self, rng):
+        a, b = rng.standard_normal((2, 4, 5))
+        out = np.empty((4, 5))
+        res = fi.lerp(a, b, 0.2, out=out)
+        assert res is out
+        assert_close(out, a + 0.2 * (b - a))
+
+    @pytest.mark.parametrize("bad, exc, words", [
+        (np.empty((4, 6)), ValueError, "out must have shape (4, 5)"),
+        (np.empty((4, 5), np.float32), TypeError, "out must have dtype float64"),
+        (np.empty((5, 4)).T, ValueError, "out must be C-contiguous"),
+        ([0.0] * 20, TypeError, "out must be an array"),
+    ])
+    def test_bad_out(self, rng, bad, exc, words):
+        a, b = rng.standard_normal((2, 4, 5))
+        with pytest.raises(exc, match=words.replace("(", r"\(").replace(")", r"\)")):
+            fi.lerp(a, b, 0.5, out=bad)
+
+    def test_out_untouched_on_failure(self, rng):
+        a = rng.standard_normal((4, 5))
+        out = np.full((4, 5), 7.0)
+        with pytest.raises(TypeError):
+            fi.lerp(a, a.astype(np.float32), 0.5, out=out)
+        np.testing.assert_array_equal(out, 7.0)
+
+    def test_out_aliasing_input(self, rng):
+        a, b = rng.standard_normal((2, 4, 5))
+        with pytest.raises(ValueError, match="out must not share memory with a"):
+            fi.lerp(a, b, 0.5, out=a)
+
+    def test_out_read_only(self, rng):
+        a, b = rng.standard_normal((2, 3))
+        out = np.empty(3)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="writable"):
+            fi.lerp(a, b, 0.5, out=out)
+
+    @pytest.mark.parametrize("a, b, t, exc, words", [
+        (np.zeros(3, np.float16), np.zeros(3, np.float16), 0.5, TypeError, "float16"),
+        (np.zeros(3), np.zeros(3, np.float32), 0.5, TypeError, "b must have the same dtype"),
+        (np.zeros(3), np.zeros(3), np.zeros(3, np.float32), TypeError, "t must have the same"),
+        (np.zeros(3, np.int64), np.zeros(3, np.int64), 0.5, TypeError, "a must have dtype"),
+        (np.zeros(3), np.zeros(4), 0.5, ValueError, "shapes must broadcast"),
+        (1.0, 2.0, 0.5, TypeError, "a or b must be an array"),
+    ])
+    def test_errors(self, a, b, t, exc, words):
+        with pytest.raises(exc, match=words):
+            fi.lerp(a, b, t)
+
+    def test_empty(self):
+        assert fi.lerp(np.zeros((0, 3)), np.zeros((0, 3)), 0.5).shape == (0, 3)
+
+    def test_torch_tensors_come_back_as_torch(self, torch):
+        a, b = torch.zeros(4), torch.ones(4)
+        res = fi.lerp(a, b, 0.5)
+        assert isinstance(res, torch.Tensor)
+        assert torch.equal(res, torch.full((4,), 0.5))
+
+
+# ====================================================================== slerp
+
+class TestSlerp:
+    def test_smoke(self):
+        out = fi.slerp(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 0.5)
+        np.testing.assert_allclose(out, [math.sqrt(0.5)] * 2, rtol=1e-15)
+        assert fi.last_kernel().key == ("slerp", "cpu", "float64")
+
+    @pytest.mark.parametrize("b, t, want", [
+        ([1.0, 0, 0], 0.0, [1.0, 0, 0]),
+        ([1.0, 0, 0], 0.5, [1.0, 0, 0]),
+        ([0.5, 0, 0], 0.0, [1.0, 0, 0]),
+        ([0.5, 0, 0], 0.5, [0.75, 0, 0]),
+        ([-1.0, 0, 0], 0.0, [1.0, 0, 0]),
+        ([-1.0, 0, 0], 0.5, [0.0, 1.0, 0]),
+        ([-1.0, 0, 0], 1.0, [-1.0, 0, 0]),
+    ])
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("norm", ["linear", "formula"])
+    def test_documented_examples(self, b, t, want, dtype, norm):
+        a = np.array([1.0, 0, 0], dtype)
+        got = fi.slerp(a, np.array(b, dtype), t, norm=norm)
+        np.testing.assert_array_equal(got, np.array(want, dtype))
+
+    @settings(max_examples=40, deadline=None)
+    @given(batch=st.lists(st.integers(1, 4), max_size=2), depth=st.integers(1, 9),
+           dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+           per_row=st.booleans(), norm=st.sampled_from(["linear", "formula"]))
+    def test_matches_reference(self, batch, depth, dtype, seed, per_row, norm):
+        rng = np.random.default_rng(seed)
+        shape = tuple(batch) + (depth,)
+        a = (rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[:-1] + (1,))).astype(dtype)
+        b = (rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[:-1] + (1,))).astype(dtype)
+        t = rng.uniform(-0.25, 1.25, shape[:-1]).astype(dtype) if per_row else dtype(0.37)
+        got = fi.slerp(a, b, t, norm=norm)
+        want = ref_slerp(a, b, t, norm=norm)
+        assert got.shape == shape and got.dtype == dtype
+        # near-antipodal random pairs are ill-conditioned: compare on a scale of |a|+|b|
+        scale = np.linalg.norm(a, axis=-1, keepdims=True) + np.linalg.norm(b, axis=-1, keepdims=True)
+        assert_close(got / scale, want / scale, dtype=dtype, table=TOL_ORACLE)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_latent_rows_match_reference(self, rng, dtype):
+        a = rng.standard_normal((37, 512)).astype(dtype)
+        b = rng.standard_normal((37, 512)).astype(dtype)
+        t = rng.random(37).astype(dtype)
+        assert_close(fi.slerp(a, b, t), ref_slerp(a, b, t), dtype=dtype, table=TOL_ORACLE)
+
+    def test_geometry(self, rng):
+        """Unit vectors: the result is a unit vector in span(a, b) at angle t·θ from a."""
+        a = rng.standard_normal((50, 6))
+        b = rng.standard_normal((50, 6))
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        t = rng.random(50)
+        out = fi.slerp(a, b, t)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-14)
+        for i in range(50):
+            theta = angle(a[i], b[i])
+            assert angle(a[i], out[i]) == pytest.approx(t[i] * theta, abs=1e-12)
+            assert angle(out[i], b[i]) == pytest.approx((1 - t[i]) * theta, abs=1e-12)
+            coef, *_ = np.linalg.lstsq(np.stack([a[i], b[i]], 1), out[i], rcond=None)
+            np.testing.assert_allclose(np.stack([a[i], b[i]], 1) @ coef, out[i], atol=1e-13)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_unit_norm_preserved(self, rng, dtype):
+        a = rng.standard_normal((200, 512))
+        b = rng.standard_normal((200, 512))
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        out = fi.slerp(a.astype(dtype), b.astype(dtype), rng.random(200).astype(dtype))
+        rtol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(np.linalg.norm(out.astype(np.float64), axis=1), 1.0, rtol=rtol)
+
+    def test_norm_interpolated_linearly(self, rng):
+        a = rng.standard_normal((20, 5))
+        b = 3 * rng.standard_normal((20, 5))
+        t = rng.random(20)
+        out = fi.slerp(a, b, t)
+        want = (1 - t) * np.linalg.norm(a, axis=1) + t * np.linalg.norm(b, axis=1)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), want, rtol=1e-13)
+
+    def test_formula_option_is_textbook(self, rng):
+        a = rng.standard_normal((20, 5))
+        b = 3 * rng.standard_normal((20, 5))
+        t = rng.random(20)[:, None]
+        theta = np.arccos(np.sum(a * b, 1, keepdims=True)
+                          / np.linalg.norm(a, axis=1, keepdims=True)
+                          / np.linalg.norm(b, axis=1, keepdims=True))
+        want = (np.sin((1 - t) * theta) * a + np.sin(t * theta) * b) / np.sin(theta)
+        np.testing.assert_allclose(fi.slerp(a, b, t[:, 0], norm="formula"), want, rtol=1e-9)
+        # the two options agree for vectors of equal norm
+        b2 = b / np.linalg.norm(b, axis=1, keepdims=True) * np.linalg.norm(a, axis=1, keepdims=True)
+        assert_close(fi.slerp(a, b2, t[:, 0], norm="formula"), fi.slerp(a, b2, t[:, 0]),
+                     table=TOL_ORACLE)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_exact_at_0_and_1(self, rng, dtype):
+        a = rng.standard_normal((30, 17)).astype(dtype)
+        b = (5 * rng.standard_normal((30, 17))).astype(dtype)
+        b[0] = -2 * a[0]   # antipodal
+        b[1] = 0           # zero
+        np.testing.assert_array_equal(fi.slerp(a, b, 0.0), a)
+        np.testing.assert_array_equal(fi.slerp(a, b, 1.0), b)
+        path = fi.slerp(a, b, np.array([0, 1], dtype), path=True)
+        np.testing.assert_array_equal(path[:, 0], a)
+        np.testing.assert_array_equal(path[:, 1], b)
+
+    def test_unit_circle_to_machine_precision(self):
+        """In 2-D the answer is [cos tφ, sin tφ]: checks the angle and the sine/cosine
+        evaluation over the whole range of φ, and t outside [0, 1] (extrapolation)."""
+        phi = np.linspace(1e-3, np.pi - 1e-3, 401)
+        a = np.tile([1.0, 0.0], (phi.size, 1))
+        b = np.stack([np.cos(phi), np.sin(phi)], 1)
+        for t in (0.1, 0.5, 0.93, -2.5, 3.75, 1e7):
+            out = fi.slerp(a, b, t)
+            want = np.stack([np.cos(t * phi), np.sin(t * phi)], 1)
+            # b's rounding moves the answer by ~eps / sin φ (more near antipodal)
+            tol = 2e-15 * max(1.0, abs(t)) / np.sin(phi)
+            assert (np.abs(out - want) <= tol[:, None]).all(), t
+
+    def test_near_parallel_is_accurate(self):
+        """The angle comes from atan2 of |u-v|, |u+v|: no loss as θ → 0."""
+        for eps in (1e-4, 1e-7, 1e-10, 1e-13):
+            a = np.array([1.0, 0.0])
+            b = np.array([math.cos(eps), math.sin(eps)])
+            out = fi.slerp(a, b, 0.25)
+            assert out[1] == pytest.approx(math.sin(0.25 * eps), rel=1e-12)
+            assert out[0] == pytest.approx(math.cos(0.25 * eps), rel=1e-15)
+
+    def test_near_antipodal_is_accurate(self):
+        """|u + v| = δ from antipodal: the problem's own conditioning, error ~ 1e-16/δ."""
+        for delta in (1e-3, 1e-6):
+            a = np.array([1.0, 0.0])
+            b = np.array([-1.0, delta])
+            out = fi.slerp(a, b, 0.5)
+            half = (math.pi - math.atan(delta)) / 2
+            r = (1 + math.hypot(1.0, delta)) / 2
+            np.testing.assert_allclose(out, [r * math.cos(half), r * math.sin(half)],
+                                       rtol=1e-12, atol=1e-15 / delta)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("a, b", [
+        ([0.0, 0, 0], [0.0, 0, 0]),
+        ([0.0, 0, 0], [1.0, 2, 3]),
+        ([1.0, 2, 3], [0.0, 0, 0]),
+        ([1.0, 2, 3], [1.0, 2, 3]),
+        ([1.0, 2, 3], [2.0, 4, 6]),
+        ([1.0, 2, 3], [-1.0, -2, -3]),
+        ([1.0, 2, 3], [-3.0, -6, -9]),
+        ([1.0, 2, 3], [1.0, 2, 3 + 1e-12]),
+        ([1.0, 2, 3], [-1.0, -2, -3 - 1e-12]),
+        ([2.0], [-1.0]),
+        ([2.0], [3.0]),
+        ([1e-30, 0], [0.0, 1e-30]),
+    ])
+    def test_degenerate_cases_are_finite_and_documented(self, dtype, a, b):
+        a, b = np.array(a, dtype), np.array(b, dtype)
+        ts = np.linspace(0, 1, 9).astype(dtype)
+        got = fi.slerp(a, b, ts, path=True)
+        assert np.isfinite(got).all()
+        want = np.stack([ref_slerp_row(a, b, t) for t in ts])
+        scale = 1 + np.linalg.norm(a.astype(np.float64)) + np.linalg.norm(b.astype(np.float64))
+        assert_close(got / scale, want / scale, dtype=dtype, table=TOL_ORACLE)
+
+    def test_antipodal_path_is_deterministic_great_circle(self):
+        a = np.array([0.0, 3.0, 1.0])
+        out = fi.slerp(a, -a, np.linspace(0, 1, 11), path=True)
+        # turns towards e_0 (the smallest |a_k|), keeping |a|
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), np.linalg.norm(a), rtol=1e-14)
+        np.testing.assert_allclose(out[5], [np.linalg.norm(a), 0, 0], atol=1e-14)
+        np.testing.assert_array_equal(out, fi.slerp(a, -a, np.linspace(0, 1, 11), path=True))
+
+    def test_zero_vector_falls_back_to_lerp(self):
+        b = np.array([2.0, -4.0])
+        np.testing.assert_allclose(fi.slerp(np.zeros(2), b, 0.25), 0.25 * b, rtol=1e-15)
+
+    def test_quaternion_shortest_path(self, rng):
+        q0 = rng.standard_normal((40, 4))
+        q1 = rng.standard_normal((40, 4))
+        q0 /= np.linalg.norm(q0, axis=1, keepdims=True)
+        q1 /= np.linalg.norm(q1, axis=1, keepdims=True)
+        t = rng.random(40)
+        flip = np.sum(q0 * q1, 1) < 0
+        assert flip.any() and (~flip).any()
+        got = fi.slerp(q0, q1, t, shortest_path=True)
+        want = fi.slerp(q0, np.where(flip[:, None], -q1, q1), t)
+        assert_close(got, want)
+        for i in range(40):  # never turns by more than 90 degrees in quaternion space
+            assert angle(q0[i], got[i]) <= math.pi / 2 * t[i] + 1e-12
+        end = fi.slerp(q0, q1, 1.0, shortest_path=True)
+        np.testing.assert_array_equal(end, np.where(flip[:, None], -q1, q1))
+        # without the option, antipodal-ish quaternions take the long way
+        assert not np.allclose(fi.slerp(q0, q1, t), got)
+
+    # ------------------------------------------------------------ path form
+
+    @pytest.mark.parametrize("a_shape, t_shape, out_shape", [
+        ((5, 3), (4,), (5, 4, 3)),
+        ((5, 3), (5, 4), (5, 4, 3)),
+        ((5, 3), (1, 4), (5, 4, 3)),
+        ((2, 5, 3), (5, 4), (2, 5, 4, 3)),
+        ((3,), (6,), (6, 3)),
+        ((5, 3), (5, 0), (5, 0, 3)),
+    ])
+    def test_path_shapes(self, rng, a_shape, t_shape, out_shape):
+        a, b = rng.standard_normal((2,) + a_shape)
+        t = rng.random(t_shape)
+        out = fi.slerp(a, b, t, path=True)
+        assert out.shape == out_shape
+        tb = np.broadcast_to(t, a_shape[:-1] + t_shape[-1:])
+        for j in range(t_shape[-1]):
+            np.testing.assert_array_equal(out[..., j, :], fi.slerp(a, b, tb[..., j].copy()))
+
+    def test_plain_t_broadcasts_to_batch(self, rng):
+        a, b = rng.standard_normal((2, 4, 5, 3))
+        t = rng.random((4, 1))
+        want = fi.slerp(a, b, np.ascontiguousarray(np.broadcast_to(t, (4, 5))))
+        np.testing.assert_array_equal(fi.slerp(a, b, t), want)
+        np.testing.assert_array_equal(fi.slerp(a, b, t.tolist()), want)
+
+    def test_axis(self, rng):
+        a, b = rng.standard_normal((2, 3, 7, 4))
+        t = rng.random((3, 4))
+        got = fi.slerp(a, b, t, axis=1)
+        want = np.moveaxis(fi.slerp(np.moveaxis(a, 1, -1), np.moveaxis(b, 1, -1), t), -1, 1)
+        np.testing.assert_array_equal(got, want)
+        ts = np.linspace(0, 1, 5)
+        path = fi.slerp(a, b, ts, axis=-2, path=True)
+        assert path.shape == (3, 5, 7, 4)
+        np.testing.assert_array_equal(path[:, 2], fi.slerp(a, b, ts[2], axis=1))
+        out = np.empty((3, 5, 7, 4))
+        assert fi.slerp(a, b, ts, axis=1, path=True, out=out) is out
+        np.testing.assert_array_equal(out, path)
+
+    def test_out(self, rng):
+        a, b = rng.standard_normal((2, 6, 8)).astype(np.float32)
+        out = np.empty((6, 8), np.float32)
+        assert fi.slerp(a, b, 0.3, out=out) is out
+        np.testing.assert_array_equal(out, fi.slerp(a, b, 0.3))
+        with pytest.raises(ValueError, match=r"out must have shape \(6, 2, 8\)"):
+            fi.slerp(a, b, np.zeros(2, np.float32), path=True, out=out)
+        with pytest.raises(ValueError, match="out must not share memory with a"):
+            fi.slerp(a, b, 0.3, out=a)
+
+    @pytest.mark.parametrize("kwargs, exc, words", [
+        (dict(b=np.zeros((4, 2))), ValueError, r"b must have the same shape as a \(4, 3\)"),
+        (dict(t=np.zeros(5)), ValueError, r"t must broadcast to the batch shape \(4,\)"),
+        (dict(t=np.zeros((4, 2)), path=False), ValueError, "t must broadcast to the batch"),
+        (dict(t=np.zeros((3, 2)), path=True), ValueError, r"t must have shape \(4, T\)"),
+        (dict(t=0.5, path=True), ValueError, r"t must have shape \(..., T\)"),
+        (dict(axis=2), ValueError, r"axis must be an int in \[-2, 1\]"),
+        (dict(axis=1.0), ValueError, "axis must be an int"),
+        (dict(norm="great"), ValueError, "norm must be one of 'linear', 'formula'"),
+        (dict(shortest_path="yes"), TypeError, "shortest_path must be True or False"),
+        (dict(path=1), TypeError, "path must be True or False"),
+        (dict(t=np.zeros(4, np.float32)), TypeError, "t must have the same dtype"),
+        (dict(b=np.zeros((4, 3), np.float32)), TypeError, "b must have the same dtype"),
+        (dict(a=np.zeros((4, 3), np.float16), b=np.zeros((4, 3), np.float16)),
+         TypeError, "cast float16 to float32"),
+        (dict(a=np.float64(1.0)), TypeError, "a must be an array"),
+        (dict(a=np.zeros(()), b=np.zeros(())), ValueError, "a must have at least one axis"),
+    ])
+    def test_errors(self, kwargs, exc, words):
+        args = dict(a=np.ones((4, 3)), b=np.ones((4, 3)), t=0.5)
+        args.update(kwargs)
+        with pytest.raises(exc, match=words):
+            fi.slerp(**args)
+
+    def test_empty(self):
+        assert fi.slerp(np.zeros((0, 3)), np.zeros((0, 3)), 0.5).shape == (0, 3)
+        assert fi.slerp(np.zeros((2, 0)), np.zeros((2, 0)), 0.5).shape == (2, 0)
+
+    def test_torch_round_trip(self, torch):
+        a = torch.randn(6, 4, dtype=torch.float64)
+        b = torch.randn(6, 4, dtype=torch.float64)
+        out = torch.empty(6, 3, 4, dtype=torch.float64)
+        t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+        res = fi.slerp(a, b, t, path=True, out=out)
+        assert res is out
+        assert torch.equal(out[:, 0], a) and torch.equal(out[:, 2], b)
+        res = fi.slerp(a, b, 0.5)
+        assert isinstance(res, torch.Tensor)
+        assert_close(res.numpy(), ref_slerp(a.numpy(), b.numpy(), 0.5))
+
+
+# ================================================= CUDA kernels (simulator)
+
+def _dev(cuda, x):
+    return cuda.to_device(np.ascontiguousarray(x))
+
+
+@pytest.mark.cudasim
+class TestCudaKernels:
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_lerp_broadcast_array_weight(self, cuda, rng, dtype):
+        a = rng.standard_normal((3, 1, 5)).astype(dtype)
+        b = rng.standard_normal((4, 1)).astype(dtype)
+        t = rng.uniform(-0.5, 1.5, (1, 4, 5)).astype(dtype)
+        got = fi.lerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t))
+        assert fi.last_kernel().key == ("lerp", "cuda", np.dtype(dtype).name)
+        assert_close(got.copy_to_host(), fi.lerp(a, b, t))
+
+    def test_lerp_scalar_weight_and_out(self, cuda, rng):
+        a, b = rng.standard_normal((2, 7, 9)).astype(np.float32)
+        out = cuda.device_array((7, 9), np.float32)
+        res = fi.lerp(_dev(cuda, a), _dev(cuda, b), 0.75, out=out)
+        assert res is out
+        assert_close(out.copy_to_host(), fi.lerp(a, b, 0.75))
+        np.testing.assert_array_equal(fi.lerp(_dev(cuda, a), _dev(cuda, b), 1.0).copy_to_host(), b)
+
+    def _pairs(self, rng, rows, depth, dtype):
+        a = rng.standard_normal((rows, depth))
+        b = rng.standard_normal((rows, depth))
+        b[1] = -2 * a[1]   # antipodal
+        b[2] = 3 * a[2]    # parallel
+        b[3] = 0           # zero
+        return a.astype(dtype), b.astype(dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_slerp_thread_kernel(self, cuda, rng, dtype):
+        a, b = self._pairs(rng, 6, 4, dtype)
+        t = rng.random(6).astype(dtype)
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t))
+        assert fi.last_kernel().key == ("slerp", "cuda", np.dtype(dtype).name)
+        assert_close(got.copy_to_host(), fi.slerp(a, b, t), table=TOL_ORACLE)
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.4, shortest_path=True)
+        assert_close(got.copy_to_host(), fi.slerp(a, b, 0.4, shortest_path=True), table=TOL_ORACLE)
+
+    def test_slerp_thread_kernel_path(self, cuda, rng):
+        a, b = self._pairs(rng, 5, 3, np.float64)
+        t = np.array([0.0, 0.3, 1.0])
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True).copy_to_host()
+        assert got.shape == (5, 3, 3)
+        assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
+        np.testing.assert_array_equal(got[:, 0], a)
+        np.testing.assert_array_equal(got[:, 2], b)
+        out = cuda.device_array((5, 3, 3))
+        res = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True, out=out)
+        assert res is out
+        np.testing.assert_array_equal(out.copy_to_host(), got)
+        with pytest.raises(ValueError, match=r"out must have shape \(5, 3\)"):
+            fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.5, out=out)
+
+    def test_slerp_block_kernel(self, cuda, rng):
+        a, b = self._pairs(rng, 4, 67, np.float32)
+        t = rng.random((4, 2)).astype(np.float32)
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True).copy_to_host()
+        assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
+
+    def test_slerp_cuda_errors(self, cuda, rng):
+        a = _dev(cuda, rng.standard_normal((3, 4)))
+        with pytest.raises(ValueError, match="vectors must lie along the last axis"):
+            fi.slerp(a, a, 0.5, axis=0)
+        with pytest.raises(fi.BackendMismatchError, match="a is a CUDA array.*|b is a CPU"):
+            fi.slerp(a, np.zeros((3, 4)), 0.5)
+
+
+# ================================================================= CuPy (GPU)
+
+class TestCupy:
+    def test_lerp(self, cupy, rng):
+        a, b, t = rng.standard_normal((3, 1000, 33)).astype(np.float32)
+        got = fi.lerp(cupy.asarray(a), cupy.asarray(b), cupy.asarray(t))
+        assert isinstance(got, cupy.ndarray)
+        assert_close(cupy.asnumpy(got), fi.lerp(a, b, t))
+
+    def test_slerp(self, cupy, rng):
+        for depth in (4, 512):
+            a, b = rng.standard_normal((2, 300, depth)).astype(np.float32)
+            t = rng.random(300).astype(np.float32)
+            got = fi.slerp(cupy.asarray(a), cupy.asarray(b), cupy.asarray(t))
+            assert isinstance(got, cupy.ndarray)
+            assert_close(cupy.asnumpy(got), fi.slerp(a, b, t), table=TOL_ORACLE)

@@ -1,0 +1,522 @@
+"""Tests for fastinterp.distance: pairwise_sqdist, pairwise_l2, their backward, knn."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastinterp as fi
+from fastinterp import distance as fdist
+from conftest import TOL, TOL_ORACLE, assert_close
+
+DTYPES = [np.float32, np.float64]
+# Elementwise relative error allowed against float64 direct differences.
+REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def direct_sqdist(x, y):
+    """The oracle: float64 direct differences."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+
+
+def assert_rel(actual, expected, dtype):
+    """|actual - expected| <= REL * expected elementwise (so exact zeros stay zeros)."""
+    actual = np.asarray(actual, np.float64)
+    bound = REL[np.dtype(dtype)] * expected
+    err = np.abs(actual - expected)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert (err <= bound).all(), (f"relative error {err[worst] / max(expected[worst], 1e-300):.3g} "
+                                  f"at {worst}: got {actual[worst]!r}, expected {expected[worst]!r}")
+
+
+def clustered(rng, n, d, dtype, centre=0.0):
+    """Rows in 12 tight clusters of mixed spreads (many near-identical pairs), plus duplicates."""
+    centres = rng.standard_normal((12, d)) * 3 + centre
+    spread = rng.choice([1e-3, 1e-2, 0.1, 1.0], n)[:, None]
+    rows = centres[rng.integers(0, 12, n)] + rng.standard_normal((n, d)) * spread
+    rows[n // 2: n // 2 + 3] = rows[:3]
+    return rows.astype(dtype)
+
+
+def near_1000(rng, n, d, dtype):
+    return (1000 + 0.1 * rng.standard_normal((n, d))).astype(dtype)
+
+
+def brute_knn(x, q, k):
+    e = direct_sqdist(q, x)
+    idx = np.argsort(e, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(e, idx, 1), idx
+
+
+# ----------------------------------------------------------------------------
+# pairwise: smoke, hand-computed cases, values
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_smoke_shapes_dtypes_and_kernel(dtype, rng):
+    x = rng.standard_normal((5, 3)).astype(dtype)
+    y = rng.standard_normal((4, 3)).astype(dtype)
+    for fn, op in ((fi.pairwise_sqdist, "pairwise_sqdist"), (fi.pairwise_l2, "pairwise_l2")):
+        r = fn(x, y)
+        assert r.shape == (5, 4) and r.dtype == dtype
+        assert fi.last_kernel().key == (op, "cpu", np.dtype(dtype).name)
+    assert fi.pairwise_sqdist(x).shape == (5, 5)
+
+
+def test_hand_computed():
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    y = np.array([[3.0, 4.0], [0.0, 1.0]])
+    assert_close(fi.pairwise_sqdist(x, y), [[25, 1], [13, 1], [0, 18]])
+    assert_close(fi.pairwise_l2(x, y), [[5, 1], [13 ** 0.5, 1], [0, 18 ** 0.5]])
+    assert fi.pairwise_sqdist(x, y)[2, 0] == 0
+    assert_close(fi.pairwise_sqdist(x), [[0, 2, 25], [2, 0, 13], [25, 13, 0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_values_vs_direct_differences(dtype, rng):
+    # Sizes span several 256-row tiles (and partial ones) in both directions.
+    x = clustered(rng, 300, 37, dtype)
+    y = np.concatenate([clustered(rng, 290, 37, dtype), x[:10]])
+    expected = direct_sqdist(x, y)
+    assert_rel(fi.pairwise_sqdist(x, y), expected, dtype)
+    l2 = fi.pairwise_l2(x, y)
+    np.testing.assert_allclose(l2, np.sqrt(expected), rtol=REL[np.dtype(dtype)], atol=0)
+    # Identical rows of x and y give exact zeros.
+    assert (fi.pairwise_sqdist(x, y)[np.arange(10), 290 + np.arange(10)] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_self_distances_exact_zero_and_symmetric(dtype, rng):
+    x = clustered(rng, 530, 19, dtype)
+    r = fi.pairwise_sqdist(x)
+    assert (np.diag(r) == 0).all()
+    np.testing.assert_array_equal(r, r.T)
+    assert_rel(r, direct_sqdist(x, x), dtype)
+    assert (np.diag(fi.pairwise_l2(x)) == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_near_1000_within_1e5_relative(dtype, rng):
+    # True squared distances are about 1.3 while |x|^2 is about 6.4e7: the naive
+    # float32 expansion errs by tens; fastinterp must stay within 1e-5 relative.
+    x = near_1000(rng, 400, 64, dtype)
+    y = near_1000(rng, 333, 64, dtype)
+    expected = direct_sqdist(x, y)
+    got = fi.pairwise_sqdist(x, y)
+    assert np.abs(got - expected).max() / expected.min() < 1e-5
+    assert_rel(got, expected, dtype)
+    naive = (x * x).sum(1)[:, None] + (y * y).sum(1)[None] - 2 * x @ y.T
+    if dtype == np.float32:
+        assert np.abs(naive - expected).max() > 1.0   # the problem being solved is real
+    s = fi.pairwise_sqdist(x)
+    assert (np.diag(s) == 0).all() and (s >= 0).all()
+
+
+def test_nonnegative_on_duplicates_far_from_origin(rng):
+    base = (1e4 + rng.standard_normal((50, 8))).astype(np.float32)
+    x = np.repeat(base, 3, axis=0)
+    r = fi.pairwise_sqdist(x, x[::-1].copy())
+    assert (r >= 0).all()
+    assert_rel(r, direct_sqdist(x, x[::-1]), np.float32)
+
+
+def test_vs_torch_cdist(torch, rng):
+    x = rng.standard_normal((70, 16)).astype(np.float32)
+    y = rng.standard_normal((90, 16)).astype(np.float32)
+    ref = torch.cdist(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    assert_close(fi.pairwise_l2(x, y), ref, table=TOL_ORACLE)
+
+
+def test_torch_tensors_in_torch_tensors_out(torch, rng):
+    x = torch.from_numpy(rng.standard_normal((6, 4)))
+    r = fi.pairwise_sqdist(x)
+    assert isinstance(r, torch.Tensor)
+    assert_close(r.numpy(), direct_sqdist(x.numpy(), x.numpy()))
+    d, i = fi.knn(x, x[:2], 2)
+    assert isinstance(i, torch.Tensor) and i.dtype == torch.int64
+    np.testing.assert_array_equal(i[:, 0].numpy(), [0, 1])
+
+
+def test_non_contiguous_inputs(rng):
+    x = rng.standard_normal((20, 8))[:, ::2]
+    y = rng.standard_normal((4, 15)).T
+    assert_rel(fi.pairwise_sqdist(x, y), direct_sqdist(x, y), np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_degenerate_sizes(dtype):
+    assert fi.pairwise_sqdist(np.zeros((0, 3), dtype), np.zeros((4, 3), dtype)).shape == (0, 4)
+    assert fi.pairwise_sqdist(np.zeros((2, 3), dtype), np.zeros((0, 3), dtype)).shape == (2, 0)
+    np.testing.assert_array_equal(fi.pairwise_sqdist(np.ones((2, 0), dtype)), np.zeros((2, 2)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 40), d=st.integers(1, 20),
+       dtype=st.sampled_from(DTYPES), shift=st.sampled_from([0.0, 10.0, 1000.0]),
+       symmetric=st.booleans(), seed=st.integers(0, 2**16))
+def test_hypothesis_shapes(m, n, d, dtype, shift, symmetric, seed):
+    rng = np.random.default_rng(seed)
+    x = (shift + rng.standard_normal((m, d))).astype(dtype)
+    y = None if symmetric else (shift + rng.standard_normal((n, d))).astype(dtype)
+    expected = direct_sqdist(x, x if symmetric else y)
+    got = fi.pairwise_sqdist(x, y)
+    assert got.shape == expected.shape
+    assert_rel(got, expected, dtype)
+
+
+# ----------------------------------------------------------------------------
+# pairwise: out=, errors, threads
+# ----------------------------------------------------------------------------
+
+def test_out_argument(rng):
+    x = rng.standard_normal((7, 3))
+    y = rng.standard_normal((5, 3))
+    out = np.full((7, 5), -1.0)
+    r = fi.pairwise_sqdist(x, y, out=out)
+    assert r is out
+    assert_rel(out, direct_sqdist(x, y), np.float64)
+    r = fi.pairwise_l2(x, out=np.empty((7, 7)))
+    assert_rel(r ** 2, direct_sqdist(x, x), np.float64)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (np.empty((5, 7)), ValueError, r"out must have shape \(7, 5\)"),
+    (np.empty((7, 5), np.float32), TypeError, "out must have dtype float64"),
+    (np.empty((5, 7)).T, ValueError, "out must be C-contiguous"),
+])
+def test_out_errors(bad, exc, match, rng):
+    x = rng.standard_normal((7, 3))
+    y = rng.standard_normal((5, 3))
+    before = bad.copy()
+    with pytest.raises(exc, match=match):
+        fi.pairwise_sqdist(x, y, out=bad)
+    np.testing.assert_array_equal(bad, before)
+
+
+def test_out_read_only_and_overlap(rng):
+    x = rng.standard_normal((4, 4))
+    ro = np.zeros((4, 4))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writable"):
+        fi.pairwise_sqdist(x, out=ro)
+    before = x.copy()
+    with pytest.raises(ValueError, match="out must not share memory with x"):
+        fi.pairwise_sqdist(x, out=x)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("fn", [fi.pairwise_sqdist, fi.pairwise_l2])
+def test_errors(fn):
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \(M, D\); got \(4,\)"):
+        fn(np.zeros(4))
+    with pytest.raises(ValueError, match=r"y must have shape \(N, D\); got \(2, 3, 1\)"):
+        fn(x, np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match=r"y must have shape \(N, D\) = \(\*, 3\); got \(2, 4\)"):
+        fn(x, np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="y must have the same dtype as x"):
+        fn(x, np.zeros((2, 3), np.float32))
+    with pytest.raises(TypeError, match="float16 to float32"):
+        fn(x.astype(np.float16))
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64; got int64"):
+        fn(np.zeros((2, 3), np.int64))
+
+
+def test_thread_count_bit_identical(threads, rng):
+    x = clustered(rng, 600, 24, np.float32)
+    y = clustered(rng, 520, 24, np.float32)
+    q = rng.standard_normal((300, 24)).astype(np.float32)
+    g = rng.standard_normal((600, 520)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        results.append((fi.pairwise_sqdist(x, y), fi.pairwise_l2(x), fi.knn(y, q, 5),
+                        fi.pairwise_sqdist_backward(g, x, y)))
+    (a1, b1, (d1, i1), (gx1, gy1)), (a2, b2, (d2, i2), (gx2, gy2)) = results
+    for u, v in ((a1, a2), (b1, b2), (d1, d2), (i1, i2), (gx1, gx2), (gy1, gy2)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_blas_thread_count_restored_and_bit_identical(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    g = rng.standard_normal((300, 300)).astype(np.float32)
+    outs = []
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(n, user_api="blas"):
+            outs.append((fi.pairwise_sqdist(x), fi.pairwise_sqdist_backward(g, x)[0]))
+            assert all(i["num_threads"] == n for i in threadpoolctl.threadpool_info()
+                       if i["user_api"] == "blas")
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+# ----------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------
+
+def numeric_grad(f, a, eps=1e-6):
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        fp = f()
+        a[idx] = old - eps
+        fm = f()
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("fn, bwd", [(fi.pairwise_sqdist, fi.pairwise_sqdist_backward),
+                                     (fi.pairwise_l2, fi.pairwise_l2_backward)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradcheck(fn, bwd, symmetric, rng):
+    x = rng.standard_normal((5, 3))
+    y = None if symmetric else rng.standard_normal((4, 3))
+    n = 5 if symmetric else 4
+    w = rng.standard_normal((5, n))
+    if symmetric and fn is fi.pairwise_l2:
+        np.fill_diagonal(w, 0)   # |x_i - x_i| has no derivative; it is covered below
+    gx, gy = bwd(w, x, y)
+    np.testing.assert_allclose(gx, numeric_grad(lambda: (w * fn(x, y)).sum(), x),
+                               rtol=1e-6, atol=1e-7)
+    if symmetric:
+        assert gy is None
+    else:
+        np.testing.assert_allclose(gy, numeric_grad(lambda: (w * fn(x, y)).sum(), y),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_l2_backward_zero_distance_is_zero_subgradient(rng):
+    x = rng.standard_normal((4, 3))
+    x[2] = x[0]
+    w = np.ones((4, 4))
+    gx, _ = fi.pairwise_l2_backward(w, x)
+    assert np.isfinite(gx).all()
+    # Rows 0 and 2 coincide: the pair (0, 2) contributes nothing, so their
+    # gradients equal the ones computed with that pair's weight set to zero.
+    w2 = w.copy()
+    w2[0, 2] = w2[2, 0] = 0
+    np.testing.assert_allclose(gx, fi.pairwise_l2_backward(w2, x)[0], rtol=1e-12, atol=1e-12)
+    d = fi.pairwise_l2(x)
+    np.testing.assert_array_equal(fi.pairwise_l2_backward(w, x, dist=d)[0], gx)
+
+
+def test_backward_vs_torch(torch, rng):
+    x = torch.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    y = torch.tensor(rng.standard_normal((7, 5)), requires_grad=True)
+    w = torch.tensor(rng.standard_normal((6, 7)))
+    (w * torch.cdist(x, y)).sum().backward()
+    gx, gy = fi.pairwise_l2_backward(w.numpy(), x.detach().numpy(), y.detach().numpy())
+    assert_close(gx, x.grad.numpy(), table=TOL_ORACLE)
+    assert_close(gy, y.grad.numpy(), table=TOL_ORACLE)
+
+
+def test_backward_float32_far_from_origin(rng):
+    x = near_1000(rng, 40, 16, np.float32)
+    y = near_1000(rng, 30, 16, np.float32)
+    w = rng.standard_normal((40, 30)).astype(np.float32)
+    gx, gy = fi.pairwise_sqdist_backward(w, x, y)
+    x64, y64, w64 = (a.astype(np.float64) for a in (x, y, w))
+    diff = x64[:, None, :] - y64[None, :, :]
+    ref_x = 2 * (w64[:, :, None] * diff).sum(1)
+    ref_y = -2 * (w64[:, :, None] * diff).sum(0)
+    assert gx.dtype == np.float32
+    assert np.abs(gx - ref_x).max() <= 1e-5 * np.abs(ref_x).max()
+    assert np.abs(gy - ref_y).max() <= 1e-5 * np.abs(ref_y).max()
+
+
+def test_backward_errors(rng):
+    x = rng.standard_normal((4, 3))
+    y = rng.standard_normal((5, 3))
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(M, N\) = \(4, 5\); got \(5, 4\)"):
+        fi.pairwise_sqdist_backward(np.zeros((5, 4)), x, y)
+    with pytest.raises(TypeError, match="grad_out must have the same dtype as x"):
+        fi.pairwise_sqdist_backward(np.zeros((4, 5), np.float32), x, y)
+    with pytest.raises(ValueError, match=r"dist must have shape \(M, N\) = \(4, 5\); got \(4, 4\)"):
+        fi.pairwise_l2_backward(np.zeros((4, 5)), x, y, dist=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"y must have shape \(N, D\) = \(\*, 3\)"):
+        fi.pairwise_sqdist_backward(np.zeros((4, 5)), x, np.zeros((5, 2)))
+
+
+# ----------------------------------------------------------------------------
+# knn
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 5, 17])
+def test_knn_matches_brute_force(dtype, k, rng):
+    x = rng.standard_normal((2100, 12)).astype(dtype)    # several 1024-row GEMM blocks
+    q = rng.standard_normal((300, 12)).astype(dtype)     # several query blocks
+    d, i = fi.knn(x, q, k)
+    ref_d, ref_i = brute_knn(x, q, k)
+    assert i.dtype == np.int64 and d.dtype == dtype and i.shape == (300, k)
+    np.testing.assert_array_equal(i, ref_i)
+    assert_rel(d, ref_d, dtype)
+    assert fi.last_kernel().key == ("knn", "cpu", np.dtype(dtype).name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_knn_deliberate_ties(dtype, rng):
+    # Integer grid points, each repeated: many exactly equal distances. The
+    # answer must be the stable argsort's (smaller index first).
+    grid = rng.integers(-3, 4, size=(400, 3)).astype(dtype)
+    x = np.concatenate([grid, grid[::-1], grid[:50]])
+    q = np.concatenate([rng.integers(-3, 4, size=(60, 3)).astype(dtype),
+                        rng.integers(-6, 7, size=(20, 3)).astype(dtype) / 2])
+    for k in (1, 4, 30):
+        d, i = fi.knn(x, q, k)
+        ref_d, ref_i = brute_knn(x, q, k)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_array_equal(d, ref_d.astype(dtype))
+
+
+def test_knn_fallback_scan_is_exercised_and_exact():
+    # All rows equal: no candidate set smaller than N can be proven, so every
+    # query takes the exact rescan; the answer is then rows 0..k-1.
+    x = np.ones((40, 3), np.float32)
+    q = np.zeros((3, 3), np.float32)
+    dist = np.empty((3, 5), np.float32)
+    idx = np.empty((3, 5), np.int64)
+    assert fdist._knn_cpu(dist, idx, x, q, 5) == 3
+    np.testing.assert_array_equal(idx, np.tile(np.arange(5), (3, 1)))
+    np.testing.assert_array_equal(dist, 3.0)
+    # On random data the candidate bound holds and no query is rescanned.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 8)).astype(np.float32)
+    q = rng.standard_normal((50, 8)).astype(np.float32)
+    dist, idx = np.empty((50, 5), np.float32), np.empty((50, 5), np.int64)
+    assert fdist._knn_cpu(dist, idx, x, q, 5) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_knn_near_1000(dtype, rng):
+    x = near_1000(rng, 1500, 32, dtype)
+    q = near_1000(rng, 40, 32, dtype)
+    d, i = fi.knn(x, q, 10)
+    ref_d, ref_i = brute_knn(x, q, 10)
+    np.testing.assert_array_equal(i, ref_i)
+    assert_rel(d, ref_d, dtype)
+
+
+def test_knn_k_equals_n_and_options(rng):
+    x = rng.standard_normal((9, 2))
+    q = rng.standard_normal((4, 2))
+    d, i = fi.knn(x, q, 9)
+    ref_d, ref_i = brute_knn(x, q, 9)
+    np.testing.assert_array_equal(i, ref_i)
+    assert (np.diff(d, axis=1) >= 0).all()
+    only = fi.knn(x, q, np.int64(3), return_distances=False)
+    np.testing.assert_array_equal(only, ref_i[:, :3])
+    assert fi.knn(x, np.zeros((0, 2)), 2)[1].shape == (0, 2)
+
+
+def test_knn_nan_rows_sort_last(rng):
+    x = rng.standard_normal((30, 4))
+    x[[3, 7]] = np.nan
+    d, i = fi.knn(x, rng.standard_normal((5, 4)), 30)
+    assert set(i[:, -2:].ravel()) == {3, 7}
+    assert np.isfinite(d[:, :-2]).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 50), nq=st.integers(1, 10), d=st.integers(1, 6),
+       dtype=st.sampled_from(DTYPES), data=st.data())
+def test_knn_hypothesis(n, nq, d, dtype, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    k = data.draw(st.integers(1, n))
+    scale = data.draw(st.sampled_from([1.0, 0.5]))   # 0.5: half-integers, many ties
+    x = (np.round(rng.standard_normal((n, d)) * 2) * scale).astype(dtype)
+    q = (np.round(rng.standard_normal((nq, d)) * 2) * scale).astype(dtype)
+    dist, idx = fi.knn(x, q, k)
+    ref_d, ref_i = brute_knn(x, q, k)
+    np.testing.assert_array_equal(idx, ref_i)
+    assert_rel(dist, ref_d, dtype)
+
+
+def test_knn_errors():
+    x = np.zeros((5, 3))
+    q = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k <= N = 5; got 6"):
+        fi.knn(x, q, 6)
+    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k <= N = 5; got 0"):
+        fi.knn(x, q, 0)
+    with pytest.raises(TypeError, match="k must be an int; got float"):
+        fi.knn(x, q, 2.0)
+    with pytest.raises(TypeError, match="k must be an int; got bool"):
+        fi.knn(x, q, True)
+    with pytest.raises(ValueError, match=r"queries must have shape \(Q, D\) = \(\*, 3\); got \(2, 2\)"):
+        fi.knn(x, np.zeros((2, 2)), 1)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, D\); got \(5,\)"):
+        fi.knn(np.zeros(5), q, 1)
+    with pytest.raises(ValueError, match=r"queries must have shape \(Q, D\); got \(3,\)"):
+        fi.knn(x, np.zeros(3), 1)
+    with pytest.raises(TypeError, match="queries must have the same dtype as x"):
+        fi.knn(x, q.astype(np.float32), 1)
+    with pytest.raises(TypeError, match="queries must be an array"):
+        fi.knn(x, None, 1)
+
+
+# ----------------------------------------------------------------------------
+# CUDA kernels (numba's simulator on CPU machines: tiny sizes)
+# ----------------------------------------------------------------------------
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_pairwise(cuda, dtype, rng):
+    x = clustered(rng, 19, 21, dtype)   # > one 16-wide tile in rows and in D
+    y = rng.standard_normal((5, 21)).astype(dtype)
+    x[1] = x[0]
+    dx, dy = cuda.to_device(x), cuda.to_device(y)
+    r = fi.pairwise_sqdist(dx, dy)
+    assert fi.last_kernel().key == ("pairwise_sqdist", "cuda", np.dtype(dtype).name)
+    # Direct differences: float64 to rounding, float32 within the oracle tolerance.
+    assert_close(r.copy_to_host(), direct_sqdist(x, y), dtype, table=TOL_ORACLE)
+    s = fi.pairwise_l2(dx).copy_to_host()
+    assert fi.last_kernel().key == ("pairwise_l2", "cuda", np.dtype(dtype).name)
+    assert (np.diag(s) == 0).all() and s[0, 1] == 0
+    assert_close(s, np.sqrt(direct_sqdist(x, x)), dtype, table=TOL_ORACLE)
+    out = cuda.device_array((19, 5), dtype)
+    assert fi.pairwise_sqdist(dx, dy, out=out) is out
+
+
+@pytest.mark.cudasim
+def test_cuda_knn(cuda, rng):
+    x = np.round(rng.standard_normal((23, 3)) * 2).astype(np.float32)   # ties
+    q = np.round(rng.standard_normal((6, 3)) * 2).astype(np.float32)
+    d, i = fi.knn(cuda.to_device(x), cuda.to_device(q), 4)
+    assert fi.last_kernel().key == ("knn", "cuda", "float32")
+    ref_d, ref_i = brute_knn(x, q, 4)
+    np.testing.assert_array_equal(i.copy_to_host(), ref_i)
+    np.testing.assert_array_equal(d.copy_to_host(), ref_d.astype(np.float32))
+    from fastinterp._cuda import distance as cuda_distance
+    big = np.zeros((cuda_distance.MAX_K + 1, 3), np.float32)
+    with pytest.raises(NotImplementedError, match="on CUDA k must be at most"):
+        fi.knn(cuda.to_device(big), cuda.to_device(q), cuda_distance.MAX_K + 1)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cuda_backward(cuda, symmetric, rng):
+    x = rng.standard_normal((5, 3))
+    x[1] = x[0]
+    y = None if symmetric else rng.standard_normal((4, 3))
+    w = rng.standard_normal((5, 5 if symmetric else 4))
+    for bwd in (fi.pairwise_sqdist_backward, fi.pairwise_l2_backward):
+        ref_x, ref_y = bwd(w, x, y)
+        gx, gy = bwd(cuda.to_device(w), cuda.to_device(x), None if symmetric else cuda.to_device(y))
+        assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
+        if symmetric:
+            assert gy is None
+        else:
+            assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_mixed_backends_rejected(cuda):
+    with pytest.raises(fi.BackendMismatchError):
+        fi.pairwise_sqdist(np.zeros((2, 2)), cuda.to_device(np.zeros((2, 2))))

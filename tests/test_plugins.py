@@ -1,0 +1,826 @@
+"""Plugins: the C ABI header, loading, overriding, new ops, numba cfuncs, and
+fastinterp's own kernels called from C.
+
+Plugins are compiled at test time with the system C compiler (``$CC``, else
+``cc``) into a temporary directory; without a compiler those tests skip.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastinterp as fi
+from fastinterp import _registry as registry
+from fastinterp.plugins import PluginError, PluginKernelError, Signature, parse_params
+
+from conftest import TOL, assert_close
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "plugin_c" / "scale_add.c"
+SOURCES = Path(__file__).resolve().parent / "plugin_c"
+CC = os.environ.get("CC", "cc")
+CXX = os.environ.get("CXX", "c++")
+
+
+def _need(tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"no {tool} compiler on PATH")
+
+
+def compile_so(src: Path, out: Path, *flags: str) -> Path:
+    """Build a shared library from ``src`` with the system compiler."""
+    _need(CC)
+    cmd = [CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+           "-I", fi.get_include(), *flags, str(src), "-o", str(out), "-lm"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("plugins")
+
+
+@pytest.fixture(scope="session")
+def example_so(build_dir):
+    return compile_so(EXAMPLE, build_dir / "libfi_example.so")
+
+
+@pytest.fixture(scope="session")
+def test_so(build_dir):
+    return compile_so(SOURCES / "test_plugin.c", build_dir / "libtestplug.so")
+
+
+def snapshot():
+    """Everything a failed load must leave untouched."""
+    return ([(e.key, e.source, e.kernel) for e in registry.entries()],
+            [p.name for p in fi.plugins.list()], dir(fi.ops))
+
+
+@pytest.fixture(autouse=True)
+def clean_plugins():
+    """Every test starts and ends with no plugin loaded."""
+    yield
+    for p in fi.plugins.list():
+        fi.plugins.unload(p.name)
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# --------------------------------------------------------------------------- header
+@pytest.mark.parametrize("compiler, std", [(CC, "-std=c99"), (CC, "-std=c11"),
+                                           (CXX, "-std=c++11"), (CXX, "-std=c++17")])
+def test_header_compiles_standalone(compiler, std, tmp_path):
+    _need(compiler)
+    lang = "c++" if compiler == CXX else "c"
+    header = Path(fi.get_include()) / "fastinterp" / "plugin.h"
+    subprocess.run([compiler, std, "-Wall", "-Wextra", "-pedantic", "-Werror", "-fsyntax-only",
+                    "-x", lang, str(header)], check=True, capture_output=True, text=True)
+
+
+def test_tensor_matches_dlpack_layout(torch):
+    _need(CC)
+    dlpack_dir = Path(torch.__file__).parent / "include" / "ATen"
+    if not (dlpack_dir / "dlpack.h").exists():
+        pytest.skip("torch ships no dlpack.h")
+    subprocess.run([CC, "-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-I", fi.get_include(),
+                    "-I", str(dlpack_dir), str(SOURCES / "dlpack_layout.c")],
+                   check=True, capture_output=True, text=True)
+
+
+def test_get_include_holds_the_header():
+    inc = Path(fi.get_include())
+    assert (inc / "fastinterp" / "plugin.h").is_file()
+    text = (inc / "fastinterp" / "plugin.h").read_text()
+    assert f"#define FI_ABI_VERSION_MAJOR {fi.plugins._abi().ABI_MAJOR}" in text
+
+
+def test_import_runs_no_discovery_and_no_numba():
+    code = ("import sys, fastinterp as fi; "
+            "assert fi.plugins.list() == [], fi.plugins.list(); "
+            "assert 'numba' not in sys.modules; print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- loading
+def test_load_example_lists_it(example_so):
+    info = fi.plugins.load(example_so)
+    assert info.name == "example" and info.version == "1.0" and info.kind == "library"
+    assert info.abi == (1, 0)
+    assert set(info.kernels) == {("scale_add", "cpu", "float32"),
+                                 ("scale_add", "cpu", "float64"), ("lerp", "cpu", "float32")}
+    assert info.ops == ("scale_add",)
+    assert fi.plugins.list() == [info]
+    assert "scale_add" in dir(fi.ops)
+    fi.plugins.unload("example")
+    assert fi.plugins.list() == []
+    assert "scale_add" not in dir(fi.ops)
+    with pytest.raises(AttributeError, match="no op 'scale_add'"):
+        fi.ops.scale_add
+
+
+def test_null_entries_skipped_and_other_devices_warned(test_so):
+    with pytest.warns(fi.plugins.PluginWarning, match="CUDA skipped"):
+        info = fi.plugins.load(test_so)
+    ops = {k[0] for k in info.kernels}
+    assert ops == {"fail_op", "sum_rows", "lerp"}
+    assert not hasattr(fi.ops, "not_built") and not hasattr(fi.ops, "gpu_only")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_add_numpy(example_so, rng, dtype):
+    fi.plugins.load(example_so)
+    x, y = rand(rng, (3, 5, 7), dtype), rand(rng, (3, 5, 7), dtype)
+    got = fi.ops.scale_add(x, y, alpha=2.5)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert_close(got, (dtype(2.5) * x.astype(np.float64) + y).astype(dtype), scale=4)
+    assert fi.last_kernel().source == "example"
+    assert_close(fi.ops.scale_add(x, y), x + y)                   # default alpha = 1
+    out = np.full_like(x, np.nan)
+    assert fi.ops.scale_add(x, y, out=out, alpha=-1) is out
+    assert_close(out, y - x)
+
+
+def test_scale_add_hand_computed(example_so):
+    fi.plugins.load(example_so)
+    got = fi.ops.scale_add(np.array([1.0, 2.0]), np.array([10.0, 20.0]), alpha=3)
+    np.testing.assert_array_equal(got, [13.0, 26.0])
+    # A non-contiguous input is copied once; a 0-d pair works too.
+    x = np.arange(12.0).reshape(3, 4)[:, ::2]
+    np.testing.assert_array_equal(fi.ops.scale_add(x, x, alpha=1), 2 * x)
+    zero_d = fi.ops.scale_add(np.full((), 2.0), np.ones(()))
+    assert zero_d.shape == () and zero_d == 3.0
+    with pytest.raises(TypeError, match="x must be an array; got float64"):
+        fi.ops.scale_add(np.float64(2.0), np.ones(()))
+
+
+def test_scale_add_torch_dlpack(example_so, torch):
+    fi.plugins.load(example_so)
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    y = torch.ones(2, 3)
+    got = fi.ops.scale_add(x, y, alpha=0.5)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    torch.testing.assert_close(got, 0.5 * x + y)
+    out = torch.empty(2, 3)
+    assert fi.ops.scale_add(x, y, out=out) is out
+    torch.testing.assert_close(out, x + y)
+    # Mixed NumPy / torch inputs are both CPU: the torch type wins.
+    assert isinstance(fi.ops.scale_add(x.numpy(), y), torch.Tensor)
+
+
+def test_op_argument_checks(example_so, test_so):
+    fi.plugins.load(example_so)
+    x = np.ones((2, 3), np.float32)
+    out = np.full((2, 3), 7.0, np.float32)
+    cases = [
+        (ValueError, r"scale_add: y must have shape \(\.\.\.\) = \(2, 3\); got \(3, 2\)\.",
+         (x, np.ones((3, 2), np.float32)), {}),
+        (TypeError, "y must have the same dtype as x", (x, x.astype(np.float64)), {}),
+        (TypeError, "must have dtype float32 or float64", (x.astype(np.float16),) * 2, {}),
+        (TypeError, "expected 2 arrays", (x, x, x), {}),
+        (TypeError, "missing array argument 'y'", (x,), {}),
+        (TypeError, "y must be an array", (x, 1.0), {}),
+        (TypeError, "unexpected keyword argument 'beta'", (x, x), {"beta": 1}),
+        (TypeError, "alpha must be a float; got str", (x, x), {"alpha": "a"}),
+        (ValueError, r"out must have shape \(\.\.\.\) = \(2, 3\); got \(6,\)",
+         (x, x), {"out": np.zeros(6, np.float32)}),
+        (TypeError, "out must have dtype float32; got float64", (x, x),
+         {"out": np.zeros((2, 3))}),
+        (ValueError, "out must not share memory with x", (x, x), {"out": x}),
+    ]
+    for exc, msg, args, kwargs in cases:
+        with pytest.raises(exc, match=msg):
+            fi.ops.scale_add(*args, **kwargs)
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        fi.ops.scale_add(x[:, :2], x[:, :2], out=np.zeros((2, 4), np.float32)[:, ::2])
+    np.testing.assert_array_equal(out, 7.0)   # untouched by the failures above
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    with pytest.raises(TypeError, match="bias must be an int; got float"):
+        fi.ops.sum_rows(np.ones((2, 3)), bias=1.5)
+    with pytest.raises(ValueError, match=r"x must have shape \(m, n\)"):
+        fi.ops.sum_rows(np.ones(3))
+    with pytest.raises(NotImplementedError, match=r"available \(backend, dtype\): \(cpu, float64\)"):
+        fi.ops.sum_rows(np.ones((2, 3), np.float32))
+
+
+def test_signature_rule_and_params(test_so, rng):
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    x = rand(rng, (4, 5), np.float64)
+    got = fi.ops.sum_rows(x, w=2.0, bias=3)
+    assert got.shape == (4,)
+    assert_close(got, 2.0 * x.sum(axis=1) + 3)
+    assert "w: float = 1.0, bias: int = 0" in fi.ops.sum_rows.__doc__
+
+
+def test_signature_parser():
+    sig = Signature.parse("a(m, k), b(k, n) -> c(m, n)", "t")
+    a, b = np.zeros((2, 3)), np.zeros((3, 4))
+    assert sig.output_shapes("mm", [a, b]) == [[2, 4]]
+    with pytest.raises(ValueError, match=r"mm: b must have shape \(k, n\) = \(3, \*\); got \(2, 4\)"):
+        sig.output_shapes("mm", [a, np.zeros((2, 4))])
+    sig = Signature.parse("x(..., 3), y(...) -> (..., 2), z(q)", "t")
+    assert [o.name for o in sig.outputs] == ["out0", "z"]
+    assert sig.output_shapes("f", [np.zeros((5, 6, 3)), np.zeros((5, 6))]) == [[5, 6, 2], [None]]
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\.\) = \(5, 6\); got \(5,\)"):
+        sig.output_shapes("f", [np.zeros((5, 6, 3)), np.zeros(5)])
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\)"):
+        sig.output_shapes("f", [np.zeros(()), np.zeros(())])
+    for bad in ["x(n)", "x(n), -> y(n)", "x(n, ...) -> y(n)", "x(n) -> x(n)", "x(n-1) -> y(n)",
+                "x(n) ->"]:
+        with pytest.raises(ValueError, match="signature"):
+            Signature.parse(bad, "t")
+    assert [p.name for p in parse_params("a: float = 1, k: int", "t")] == ["a", "k"]
+    for bad in ["a", "a: str", "a: int = 1.5", "a: float, a: int"]:
+        with pytest.raises(ValueError, match="parameter"):
+            parse_params(bad, "t")
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(0, 4), max_size=4), alpha=st.floats(-4, 4),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_scale_add_shapes_property(example_so, shape, alpha, dtype):
+    rng = np.random.default_rng(len(shape))
+    x, y = rand(rng, shape, dtype), rand(rng, shape, dtype)
+    fi.plugins.load(example_so)
+    try:
+        got = fi.ops.scale_add(x, y, alpha=alpha)
+    finally:
+        fi.plugins.unload("example")
+    assert got.shape == tuple(shape) and got.dtype == dtype
+    assert_close(got, alpha * x.astype(np.float64) + y, scale=10)
+
+
+# --------------------------------------------------------------------------- overriding
+def _lerp_cases(rng, dtype):
+    a = rand(rng, (4, 6, 5), dtype)
+    yield a, rand(rng, (4, 6, 5), dtype), 0.3
+    yield a, rand(rng, (6, 1), dtype), rand(rng, (4, 1, 5), dtype)
+    yield a, rand(rng, (5,), dtype), dtype(0.8)
+    yield rand(rng, (7,), dtype), rand(rng, (7,), dtype), rand(rng, (7,), dtype)
+
+
+def test_override_used_then_unloaded_restores_builtin(example_so, rng):
+    before = registry.lookup("lerp", "cpu", "float32")
+    cases = list(_lerp_cases(rng, np.float32))
+    builtin = [fi.lerp(a, b, t) for a, b, t in cases]
+    assert fi.last_kernel().source == registry.BUILTIN
+    fi.plugins.load(example_so)
+    for (a, b, t), ref in zip(cases, builtin):
+        got = fi.lerp(a, b, t)
+        entry = fi.last_kernel()
+        assert entry.source == "example" and entry.key == ("lerp", "cpu", "float32")
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        assert_close(got, ref)
+    # float64 is not overridden by this plugin.
+    fi.lerp(np.zeros(3), np.ones(3), 0.5)
+    assert fi.last_kernel().source == registry.BUILTIN
+    fi.plugins.unload("example")
+    for (a, b, t), ref in zip(cases, builtin):
+        np.testing.assert_array_equal(fi.lerp(a, b, t), ref)
+        assert fi.last_kernel().source == registry.BUILTIN
+    assert registry.lookup("lerp", "cpu", "float32") is before
+
+
+@st.composite
+def _broadcast_triplet(draw):
+    shape = draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
+    def operand():
+        rank = draw(st.integers(0, len(shape)))
+        return [1 if draw(st.booleans()) else n for n in shape[len(shape) - rank:]]
+    return operand(), operand(), operand()
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=_broadcast_triplet())
+def test_override_matches_builtin_on_any_broadcast(example_so, shapes):
+    rng = np.random.default_rng(sum(map(len, shapes)))
+    a, b, t = (rand(rng, s, np.float32) for s in shapes)
+    ref = fi.lerp(a, b, t)
+    fi.plugins.load(example_so)
+    try:
+        got = fi.lerp(a, b, t)
+        assert fi.last_kernel().source == "example"
+    finally:
+        fi.plugins.unload("example")
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert_close(got, ref)
+
+
+def test_override_with_out_and_torch(example_so, torch):
+    fi.plugins.load(example_so)
+    a, b = torch.zeros(2, 3), torch.ones(3)
+    got = fi.lerp(a, b, 0.25)
+    assert isinstance(got, torch.Tensor) and fi.last_kernel().source == "example"
+    torch.testing.assert_close(got, torch.lerp(a, b.expand(2, 3), 0.25))
+    out = np.empty((2, 3), np.float32)
+    assert fi.lerp(a.numpy(), b.numpy(), 0.75, out=out) is out
+    np.testing.assert_allclose(out, 0.75)
+
+
+def test_two_overrides_stack(example_so, test_so, rng):
+    a, b = rand(rng, (3, 4), np.float64), rand(rng, (3, 4), np.float64)
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)                      # lerp float64
+    fi.plugins.load(example_so)                       # lerp float32
+    assert_close(fi.lerp(a, b, 0.4), a + 0.4 * (b - a))
+    assert fi.last_kernel().source == "testplug"
+    fi.lerp(a.astype(np.float32), b.astype(np.float32), 0.4)
+    assert fi.last_kernel().source == "example"
+    fi.plugins.unload("testplug")
+    fi.lerp(a, b, 0.4)
+    assert fi.last_kernel().source == registry.BUILTIN
+
+
+# --------------------------------------------------------------------------- refusals
+@pytest.fixture(scope="session")
+def bad_plugins(build_dir, test_so):
+    src = SOURCES / "test_plugin.c"
+    kernel_size = fi.plugins._abi().MIN_SIZES["kernel"]
+    plugin_size = fi.plugins._abi().MIN_SIZES["plugin"]
+    variants = {
+        "major": ["-DMAJOR=2"],
+        "kernel_size": [f"-DKERNEL_SIZE={kernel_size - 8}"],
+        "plugin_size": [f"-DPLUGIN_SIZE={plugin_size - 8}"],
+        "null": ["-DNULL_DESCRIPTOR"],
+        "no_entry": ["-DNO_ENTRY"],
+        "dtype": ["-DBAD_DTYPE"],
+        "op_name": ["-DBAD_OP"],
+    }
+    paths = {k: compile_so(src, build_dir / f"libbad_{k}.so", *flags)
+             for k, flags in variants.items()}
+    text = build_dir / "libnotalib.so"
+    text.write_text("this is not a shared library\n")
+    paths["not_a_library"] = text
+    paths["missing"] = build_dir / "libdoesnotexist.so"
+    paths["duplicate"] = test_so
+    return paths
+
+
+@pytest.mark.parametrize("case, message", [
+    ("major", r"ABI major version mismatch: this fastinterp implements ABI 1\.0 .*built for 2\.0"),
+    ("kernel_size", r"fi_kernel_t size mismatch: expected at least 56 bytes .*got 48"),
+    ("plugin_size", r"fi_plugin_t size mismatch: expected at least 56 bytes .*got 48"),
+    ("null", r"fastinterp_plugin\(\) returned NULL"),
+    ("no_entry", r"does not export the symbol 'fastinterp_plugin'"),
+    ("dtype", r"dtype must be float32 \{2, 32, 1\} or float64 \{2, 64, 1\}; got \{0, 32, 1\}"),
+    ("op_name", r"kernel 5 \('Fail-Op'\): op name must match \[a-z\]\[a-z0-9_\]\*"),
+    ("not_a_library", r"not a loadable shared library \(.*\)"),
+    ("missing", r"no such file"),
+    ("duplicate", r"a plugin named 'testplug' is already loaded"),
+])
+def test_refused_plugins_register_nothing(bad_plugins, case, message):
+    if case == "duplicate":
+        with pytest.warns(fi.plugins.PluginWarning):
+            fi.plugins.load(bad_plugins[case])
+    before = snapshot()
+    with pytest.raises(PluginError, match=message) as info:
+        fi.plugins.load(bad_plugins[case])
+    assert "nothing was registered" in str(info.value)
+    assert isinstance(info.value, ImportError)
+    assert snapshot() == before
+    fi.lerp(np.zeros(2), np.ones(2), 0.5)
+    expected = "testplug" if case == "duplicate" else registry.BUILTIN
+    assert fi.last_kernel().source == expected
+
+
+def test_newer_minor_with_longer_entries_loads(build_dir, rng):
+    """Compatibility rule 3: a plugin built for a later minor (bigger kernel entries)
+    loads; the table is walked by the plugin's own entry size."""
+    so = compile_so(SOURCES / "test_plugin.c", build_dir / "libfuture.so", "-DFUTURE_MINOR",
+                    '-DNAME="future"')
+    info = fi.plugins.load(so)
+    assert info.abi == (1, 7)
+    assert info.kernels == (("fail_op", "cpu", "float32"), ("sum_rows", "cpu", "float64"))
+    x = rand(rng, (3, 4), np.float64)
+    assert_close(fi.ops.sum_rows(x, w=0.5, bias=2), 0.5 * x.sum(axis=1) + 2)
+
+
+def test_builtin_op_without_convention_refused(test_so):
+    registry.register("fake_builtin_op", "cpu", "float32", lambda *a: None)
+    try:
+        from fastinterp.plugins import _prepare
+        raw = {"op": "fake_builtin_op", "device_type": 1, "dtype": (2, 32, 1), "fn": 1,
+               "signature": None, "params": None, "doc": None, "flags": 0}
+        before = snapshot()
+        with pytest.raises(PluginError, match="built-in op 'fake_builtin_op' cannot be replaced"):
+            _prepare("x", [raw], None, "t")
+        assert _prepare("x", [dict(raw, op="new_op")], None, "t")[0]  # accepted as a new op
+        assert snapshot() == before
+    finally:
+        registry.unregister(registry.BUILTIN, op="fake_builtin_op")
+
+
+@pytest.mark.parametrize("signature, params, message", [
+    ("x(n) -> out(n)", "out: float", r"parameter names \['out'\] clash"),
+    ("x(n) -> y(n)", "x: int", r"parameter names \['x'\] clash"),
+    (", ".join(f"x{i}(n)" for i in range(16)) + " -> y(n)", None, "at most 16 arrays per op"),
+    ("x(n) -> y(n)", ", ".join(f"p{i}: float" for i in range(17)), "at most 16 float parameters"),
+    ("x(n) -> y(n", None, "cannot parse signature"),
+])
+def test_malformed_declarations_refused(numba_kernels, signature, params, message):
+    axpb = numba_kernels[0]
+    before = snapshot()
+    with pytest.raises(PluginError, match=message):
+        fi.plugins.register_cfunc("odd", "float64", axpb, signature=signature, params=params)
+    assert snapshot() == before
+
+
+def test_conflicting_op_declaration_refused(example_so):
+    fi.plugins.load(example_so)
+    from numba import cfunc
+    from fastinterp import numba_abi as nb
+
+    @cfunc(nb.signature)
+    def other(inputs, n_in, outputs, n_out, params, err, err_size):
+        return 0
+    before = snapshot()
+    with pytest.raises(PluginError, match="op 'scale_add' is already declared as"):
+        fi.plugins.register_cfunc("scale_add", "float32", other, signature="x(n) -> out(n)")
+    assert snapshot() == before
+
+
+def test_kernel_error_status_raises_with_message(test_so):
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    x = np.ones((2, 5), np.float32)
+    before = snapshot()
+    with pytest.raises(PluginKernelError, match=r"fail_op: plugin kernel testplug:fail_op "
+                       r"\(cpu, float32\) failed with status 2 \(unsupported\): "
+                       r"fail_op: refusing 10 elements on purpose") as info:
+        fi.ops.fail_op(x)
+    assert info.value.status == 2 and info.value.message == "fail_op: refusing 10 elements on purpose"
+    assert snapshot() == before
+
+
+def test_unload_unknown_name():
+    with pytest.raises(ValueError, match=r"unload: name must be a loaded plugin \(none\); got 'nope'"):
+        fi.plugins.unload("nope")
+
+
+# --------------------------------------------------------------------------- numba
+@pytest.fixture(scope="module")
+def numba_kernels():
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def axpb(inputs, n_in, outputs, n_out, params, err, err_size):
+        if n_in != 1 or n_out != 1:
+            return nb.error(err, err_size, 1, "axpb: expects one input and one output")
+        a = nb.float_param(params, 0)
+        if a == 0:
+            return nb.error(err, err_size, 1, "axpb: a must be non-zero")
+        x, y = nb.flat(inputs, 0, np.float64), nb.flat(outputs, 0, np.float64)
+        b = nb.int_param(params, 0)
+        for i in range(x.size):
+            y[i] = a * x[i] + b
+        return 0
+
+    @numba.cfunc(nb.signature)
+    def rowlen(inputs, n_in, outputs, n_out, params, err, err_size):
+        y = nb.flat(outputs, 0, np.float32)
+        shape = nb.shape(inputs, 0)
+        for i in range(y.size):
+            y[i] = shape[1] + nb.nthreads(params) * 0
+        return 0
+
+    @numba.cfunc("float64(float64)")
+    def wrong(x):
+        return x
+    return axpb, rowlen, wrong
+
+
+def test_numba_cfunc_plugin(numba_kernels, rng, torch):
+    axpb, rowlen, wrong = numba_kernels
+    info = fi.plugins.register_cfunc("axpb", "float64", axpb, signature="x(...) -> y(...)",
+                                     params="a: float, b: int = 0", doc="a * x + b")
+    assert info.kind == "cfunc" and info.name == "numba.axpb"
+    x = rand(rng, (3, 4), np.float64)
+    assert_close(fi.ops.axpb(x, a=2.0, b=1), 2 * x + 1)
+    assert fi.last_kernel().source == "numba.axpb"
+    got = fi.ops.axpb(torch.from_numpy(x), a=-1.0)
+    assert isinstance(got, torch.Tensor)
+    assert_close(got.numpy(), -x)
+    with pytest.raises(PluginKernelError, match="axpb: a must be non-zero"):
+        fi.ops.axpb(x, a=0.0)
+    with pytest.raises(TypeError, match="missing required parameter 'a'"):
+        fi.ops.axpb(x)
+    # A second kernel under another name; "out=" needed when the rule cannot say.
+    fi.plugins.register_cfunc("rowlen", np.float32, rowlen, signature="x(m, n) -> out(k)",
+                              name="mine")
+    with pytest.raises(ValueError, match="out must be given"):
+        fi.ops.rowlen(np.zeros((2, 5), np.float32))
+    out = np.zeros(3, np.float32)
+    fi.ops.rowlen(np.zeros((2, 5), np.float32), out=out)
+    np.testing.assert_array_equal(out, 5.0)
+    with pytest.raises(TypeError, match=r"cfunc must have the signature \(void\*, int32, void\*"):
+        fi.plugins.register_cfunc("w", "float64", wrong)
+    with pytest.raises(TypeError, match="cfunc must be a numba @cfunc"):
+        fi.plugins.register_cfunc("w", "float64", lambda x: x)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64; got int32"):
+        fi.plugins.register_cfunc("w", "int32", axpb)
+    fi.plugins.unload("numba.axpb")
+    assert not hasattr(fi.ops, "axpb") and hasattr(fi.ops, "rowlen")
+
+
+def test_numba_cfunc_overrides_lerp(numba_kernels, rng):
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def lerp_flat(inputs, n_in, outputs, n_out, params, err, err_size):
+        # Handles contiguous, same-shape a, b, t only; says so otherwise.
+        a, b, t = nb.tensor(inputs, 0), nb.tensor(inputs, 1), nb.tensor(inputs, 2)
+        if a.ndim != 1 or b.ndim != 1 or t.ndim != 1:
+            return nb.error(err, err_size, 2, "lerp_flat: 1-D only")
+        x, y, w = nb.flat(inputs, 0, np.float64), nb.flat(inputs, 1, np.float64), \
+            nb.flat(inputs, 2, np.float64)
+        z = nb.flat(outputs, 0, np.float64)
+        for i in range(z.size):
+            z[i] = x[i] + w[i] * (y[i] - x[i])
+        return 0
+    fi.plugins.register_cfunc("lerp", "float64", lerp_flat)
+    a, b, t = (rand(rng, 9, np.float64) for _ in range(3))
+    assert_close(fi.lerp(a, b, t), a + t * (b - a))
+    assert fi.last_kernel().source == "numba.lerp"
+    with pytest.raises(PluginKernelError, match="lerp_flat: 1-D only"):
+        fi.lerp(np.zeros((2, 3)), np.ones(3), np.ones((2, 3)))   # 2-D after coalescing
+    fi.plugins.unload("numba.lerp")
+    fi.lerp(a, b, t)
+    assert fi.last_kernel().source == registry.BUILTIN
+
+
+# --------------------------------------------------------------------------- built-ins from C
+@pytest.fixture(scope="session")
+def c_caller(build_dir):
+    lib = ctypes.CDLL(str(compile_so(SOURCES / "call_builtin.c", build_dir / "libcaller.so")))
+    f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    lib.run_lerp.argtypes = [ctypes.c_void_p, f32p, f32p, f32p, f32p, ctypes.c_int64,
+                             ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_size_t]
+    lib.has_lerp_f16.argtypes = [ctypes.c_void_p]
+    lib.lerp_bad_call.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    return lib
+
+
+def _table_from_capsule():
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return get(fi.plugins.builtin_capsule(), b"fastinterp.builtin_kernels")
+
+
+def _table_from_symbol():
+    from fastinterp._cpu import abi
+    fn = ctypes.CDLL(abi.__file__).fastinterp_builtin_kernels
+    fn.restype = ctypes.c_void_p
+    return fn()
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("source", [_table_from_capsule, _table_from_symbol])
+def test_builtin_lerp_called_from_c(c_caller, source, nthreads, rng):
+    table = source()
+    assert table == _table_from_capsule()
+    err = ctypes.create_string_buffer(256)
+    for rows, cols in [(1, 1), (3, 17), (40, 20000)]:
+        a, b = rand(rng, (rows, cols), np.float32), rand(rng, (rows, cols), np.float32)
+        t = rand(rng, (rows, cols), np.float32)
+        for t_arg, stride, t_py in [(t, 1, t), (np.float32([0.7]), 0, np.float32(0.7)),
+                                    (np.float32([0.2]), 0, np.float32(0.2))]:
+            out = np.full((rows, cols), np.nan, np.float32)
+            status = c_caller.run_lerp(table, out, a, b, t_arg, stride, rows, cols, nthreads,
+                                       err, 256)
+            assert status == 0, err.value
+            np.testing.assert_array_equal(out, fi.lerp(a, b, t_py))
+    assert c_caller.has_lerp_f16(table) == 0
+    assert c_caller.lerp_bad_call(table, err, 256) == 1
+    assert err.value.decode() == "lerp: expects 3 inputs (a, b, t) and 1 output; got 1 and 1"
+
+
+def _grid_sample_exported():
+    keys = {(k["op"], k["dtype"]) for k in fi.plugins.builtin_kernels()}
+    if ("grid_sample", "float32") not in keys:
+        pytest.skip("grid_sample is not built into this fastinterp")
+
+
+def test_grid_sample_codes_match_the_front():
+    _grid_sample_exported()
+    from fastinterp import sample
+    assert fi.plugins.GRID_MODES == sample._MODE_CODE
+    assert fi.plugins.GRID_PADDINGS == sample._PAD_CODE
+    header = (Path(fi.get_include()) / "fastinterp" / "plugin.h").read_text()
+    for name, code in fi.plugins.GRID_MODES.items():
+        assert f"#define FI_GRID_{name.upper()} {code}" in header
+    for name, code in fi.plugins.GRID_PADDINGS.items():
+        assert f"#define FI_PAD_{name.upper()} {code}" in header
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("align", [False, True])
+def test_builtin_grid_sample_called_from_c(c_caller, rng, align, channels_last):
+    _grid_sample_exported()
+    table = _table_from_capsule()
+    i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    c_caller.run_grid_sample.argtypes = [ctypes.c_void_p, f32p, f32p, f32p, i64p, i64p, i64p,
+                                         i64p, ctypes.c_int32, ctypes.c_int, ctypes.c_char_p,
+                                         ctypes.c_size_t]
+    err = ctypes.create_string_buffer(256)
+    N, C, H, W, Ho, Wo = 2, 3, 7, 9, 5, 11
+    x = rand(rng, (N, H, W, C) if channels_last else (N, C, H, W), np.float32)
+    grid = rng.uniform(-1.2, 1.2, (N, Ho, Wo, 2)).astype(np.float32)
+    for mode in fi.plugins.GRID_MODES:
+        for padding in fi.plugins.GRID_PADDINGS:
+            ref = fi.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align,
+                                 channels_last=channels_last)
+            out = np.full(ref.shape, np.nan, np.float32)
+            ints = np.array([fi.plugins.GRID_MODES[mode], fi.plugins.GRID_PADDINGS[padding],
+                             align, channels_last], np.int64)
+            status = c_caller.run_grid_sample(
+                table, out, x, grid, np.array(x.shape, np.int64), np.array(grid.shape, np.int64),
+                np.array(out.shape, np.int64), ints, 4, 2, err, 256)
+            assert status == 0, err.value
+            np.testing.assert_array_equal(out, ref)
+    # Defaults for missing ints (bilinear, zeros, align_corners=False), and a bad grid.
+    if not channels_last:
+        out = np.empty((N, C, Ho, Wo), np.float32)
+        shapes = [np.array(a.shape, np.int64) for a in (x, grid, out)]
+        assert c_caller.run_grid_sample(table, out, x, grid, *shapes, ints, 0, 1, err, 256) == 0
+        np.testing.assert_array_equal(out, fi.grid_sample(x, grid))
+        bad = np.array([N, Ho, Wo, 3], np.int64)
+        assert c_caller.run_grid_sample(table, out, x, grid, shapes[0], bad, shapes[2], ints, 0,
+                                        1, err, 256) == 1
+        assert err.value.decode() == "grid_sample: grid must have shape (N, H_out, W_out, 2) with N = 2"
+
+
+def test_grid_sample_override_through_the_abi(rng, torch):
+    """The exported grid_sample, registered as a plugin kernel, is indistinguishable."""
+    _grid_sample_exported()
+    from fastinterp.plugins import GridSampleKernel
+    addr = {(k["op"], k["dtype"]): k["address"] for k in fi.plugins.builtin_kernels()}
+    x = rand(rng, (2, 4, 6, 5), np.float64)
+    grid = rng.uniform(-1.1, 1.1, (2, 3, 7, 2))
+    refs = [fi.grid_sample(x, grid, mode=m, align_corners=True) for m in fi.plugins.GRID_MODES]
+    kernel = GridSampleKernel("exported", "grid_sample", "float64",
+                              addr[("grid_sample", "float64")], None, False)
+    registry.register("grid_sample", "cpu", "float64", kernel, source="exported")
+    try:
+        for m, ref in zip(fi.plugins.GRID_MODES, refs):
+            np.testing.assert_array_equal(fi.grid_sample(x, grid, mode=m, align_corners=True), ref)
+            assert fi.last_kernel().source == "exported"
+        got = fi.grid_sample(torch.from_numpy(x), torch.from_numpy(grid), align_corners=True,
+                             mode="bicubic")
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_array_equal(got.numpy(), refs[2])
+    finally:
+        registry.unregister("exported")
+    fi.grid_sample(x, grid)
+    assert fi.last_kernel().source == registry.BUILTIN
+
+
+def test_builtin_table_listing():
+    keys = {(k["op"], k["device"], k["dtype"]) for k in fi.plugins.builtin_kernels()}
+    assert {("lerp", "cpu", "float32"), ("lerp", "cpu", "float64")} <= keys
+
+
+def test_builtin_kernel_loaded_as_plugin_matches(rng):
+    """The exported float64 lerp, registered like a plugin kernel, equals the built-in."""
+    from fastinterp.plugins import LerpKernel
+    addr = {(k["op"], k["dtype"]): k["address"] for k in fi.plugins.builtin_kernels()}
+    kernel = LerpKernel("exported", "lerp", "float64", addr[("lerp", "float64")], None, False)
+    a, b, t = rand(rng, (5, 8), np.float64), rand(rng, (8,), np.float64), rand(rng, (5, 1), np.float64)
+    ref = fi.lerp(a, b, t)
+    registry.register("lerp", "cpu", "float64", kernel, source="exported")
+    try:
+        np.testing.assert_array_equal(fi.lerp(a, b, t), ref)
+        assert fi.last_kernel().source == "exported"
+    finally:
+        registry.unregister("exported")
+
+
+# --------------------------------------------------------------------------- threads, leaks
+def test_concurrent_calls_from_four_threads(example_so, test_so):
+    fi.plugins.load(example_so)
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)                 # sum_rows is FI_KERNEL_SERIAL
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        try:
+            barrier.wait()
+            for _ in range(200):
+                x = rng.standard_normal((64, 33)).astype(np.float32)
+                y = rng.standard_normal((64, 33)).astype(np.float32)
+                alpha = float(k + 1)
+                np.testing.assert_allclose(fi.ops.scale_add(x, y, alpha=alpha), alpha * x + y,
+                                           rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(fi.lerp(x, y, 0.25), x + 0.25 * (y - x),
+                                           rtol=1e-6, atol=1e-6)
+                xd = x.astype(np.float64)
+                np.testing.assert_allclose(fi.ops.sum_rows(xd, w=alpha), alpha * xd.sum(1))
+        except Exception as exc:  # reported in the main thread
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[0]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
+def test_load_call_unload_cycles_keep_rss_flat(example_so):
+    x = np.ones(8, np.float32)
+
+    def cycle(n):
+        for _ in range(n):
+            fi.plugins.load(example_so)
+            fi.ops.scale_add(x, x, alpha=2.0)
+            fi.lerp(x, x, 0.5)
+            fi.plugins.unload("example")
+    cycle(500)                                  # warm up caches and allocator pools
+    before = _rss_bytes()
+    cycle(10_000)
+    grown = _rss_bytes() - before
+    assert grown < 2 * 2**20, f"RSS grew by {grown / 2**20:.2f} MiB over 10,000 cycles"
+    assert fi.plugins.list() == []
+    # Once nothing refers to its kernels, the library is unmapped (dlclose).
+    fi.lerp(x, x, 0.5)                          # last_kernel() no longer holds it
+    gc.collect()
+    with open("/proc/self/maps") as f:
+        assert str(example_so) not in f.read()
+
+
+# --------------------------------------------------------------------------- discovery
+def test_entry_point_discovery(example_so, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    dist = site / "fi_example_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fi-example-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [fastinterp.plugins]
+        example = fi_example_plugin:library_path
+        broken = fi_example_plugin:does_not_exist
+        """))
+    (site / "fi_example_plugin.py").write_text(
+        f"def library_path():\n    return {str(example_so)!r}\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(fi.plugins.PluginWarning, match="entry point 'broken'"):
+        loaded = fi.plugins.discover()
+    assert [p.name for p in loaded] == ["example"]
+    assert_close(fi.ops.scale_add(np.ones(2), np.ones(2), alpha=2), [3.0, 3.0])
+    with pytest.warns(fi.plugins.PluginWarning, match="broken"):
+        assert fi.plugins.discover() == []      # already loaded: skipped quietly
+    # Installed, but not loaded by a plain import.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", "import fastinterp as fi; print(fi.plugins.list())"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+# --------------------------------------------------------------------------- example script
+def test_example_builds_as_cpp(tmp_path, rng):
+    """The header and the example also compile as C++ (a C++ plugin)."""
+    _need(CXX)
+    out = tmp_path / "libfi_example_cpp.so"
+    subprocess.run([CXX, "-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    "-I", fi.get_include(), "-x", "c++", str(EXAMPLE), "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    fi.plugins.load(out)
+    x, y = rand(rng, 5, np.float64), rand(rng, 5, np.float64)
+    assert_close(fi.ops.scale_add(x, y, alpha=3.0), 3 * x + y)
+
+
+def test_example_build_script(tmp_path):
+    _need(CC)
+    _need("sh")
+    work = tmp_path / "plugin_c"
+    shutil.copytree(EXAMPLE.parent, work, ignore=shutil.ignore_patterns("*.so"))
+    res = subprocess.run(["sh", str(work / "build.sh")], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert res.returncode == 0, res.stderr
+    info = fi.plugins.load(work / "libfi_example.so")
+    assert info.name == "example"

@@ -1,0 +1,479 @@
+"""affine_grid, grid_sample and their backwards: CPU kernels and the CUDA kernels
+under numba's simulator, against PyTorch (the oracle) and finite differences."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastinterp as fi
+from conftest import TOL, TOL_ORACLE, assert_close
+
+MODES = ("bilinear", "nearest", "bicubic")
+PADS = ("zeros", "border", "reflection")
+COMBOS = list(itertools.product(MODES, PADS, (False, True)))
+
+
+def rotation_theta(n, rng, dtype=np.float64, angle=0.3, shift=0.2, scale=0.15):
+    a = rng.uniform(-angle, angle, n)
+    s = 1 + rng.uniform(-scale, scale, n)
+    t = rng.uniform(-shift, shift, (n, 2))
+    th = np.empty((n, 2, 3))
+    th[:, 0] = np.stack([s * np.cos(a), -s * np.sin(a), t[:, 0]], 1)
+    th[:, 1] = np.stack([s * np.sin(a), s * np.cos(a), t[:, 1]], 1)
+    return th.astype(dtype)
+
+
+def torch_grads(torch, x, grid, go, mode, pad, align):
+    F = torch.nn.functional
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(grid).requires_grad_()
+    out = F.grid_sample(tx, tg, mode=mode, padding_mode=pad, align_corners=align)
+    out.backward(torch.from_numpy(go))
+    return out.detach().numpy(), tx.grad.numpy(), tg.grad.numpy()
+
+
+def scale_of(*arrays):
+    return max(1.0, *(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays))
+
+
+# --------------------------------------------------------------------------- smoke / hand-computed
+
+def test_smoke_identity_grid_reproduces_input(rng):
+    x = rng.standard_normal((2, 3, 5, 7))
+    th = np.tile(np.array([[1.0, 0, 0], [0, 1, 0]]), (2, 1, 1))
+    for align in (False, True):
+        grid = fi.affine_grid(th, x.shape, align_corners=align)
+        for mode in MODES:
+            out = fi.grid_sample(x, grid, mode=mode, align_corners=align)
+            assert_close(out, x, scale=10)
+
+
+def test_hand_computed_bilinear_and_padding():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    # align_corners=True: pixel centres at -1 and 1; the centre is the mean
+    g = np.array([[[[0.0, 0.0], [1.0, -1.0], [0.5, 0.0], [3.0, 0.0]]]])
+    out = fi.grid_sample(x, g, align_corners=True)
+    np.testing.assert_allclose(out[0, 0, 0], [2.5, 2.0, 2.75, 0.0])
+    out = fi.grid_sample(x, g, padding_mode="border", align_corners=True)
+    np.testing.assert_allclose(out[0, 0, 0], [2.5, 2.0, 2.75, 3.0])
+    # align_corners=False: x = 3 -> pixel 3.5, mirrored at 1.5 (edge) -> -0.5 -> clip 0
+    out = fi.grid_sample(x, g, padding_mode="reflection", align_corners=False)
+    np.testing.assert_allclose(out[0, 0, 0, 3], 2.0)
+    out = fi.grid_sample(x, g, mode="nearest", align_corners=True)
+    np.testing.assert_allclose(out[0, 0, 0, :3], [1.0, 2.0, 2.0])  # pixel 0.5 rounds to 0 (ties to even)
+
+
+def test_hand_computed_backward():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    g = np.array([[[[0.5, -0.5]]]])   # align True: pixel (0.75, 0.25)
+    gi, gg = fi.grid_sample_backward(np.ones((1, 1, 1, 1)), x, g, align_corners=True)
+    np.testing.assert_allclose(gi[0, 0], [[0.75 * 0.25, 0.75 * 0.75], [0.25 * 0.25, 0.25 * 0.75]])
+    # d out / d px = (2 - 1) * 0.75 + (4 - 3) * 0.25 = 1; times d px / d g = 0.5
+    np.testing.assert_allclose(gg[0, 0, 0], [0.5, 1.0])
+
+
+def test_affine_grid_hand_computed():
+    th = np.array([[[0.0, 1.0, 0.5], [2.0, 0.0, 0.0]]])
+    grid = fi.affine_grid(th, (1, 4, 2, 3), align_corners=False)
+    xs = np.array([-2 / 3, 0.0, 2 / 3])
+    ys = np.array([-0.5, 0.5])
+    np.testing.assert_allclose(grid[0, :, :, 0], ys[:, None] + 0.5 + 0 * xs, atol=1e-15)
+    np.testing.assert_allclose(grid[0, :, :, 1], 2 * xs[None, :] + 0 * ys[:, None], atol=1e-15)
+
+
+# --------------------------------------------------------------------------- exceptions
+
+@pytest.mark.parametrize("call, exc, text", [
+    (lambda x, g: fi.grid_sample(x[0], g), ValueError, "input must have shape (N, C, H, W)"),
+    (lambda x, g: fi.grid_sample(x, g[..., :1]), ValueError, "grid must have shape (N, H_out, W_out, 2)"),
+    (lambda x, g: fi.grid_sample(x, g[0]), ValueError, "grid must have shape"),
+    (lambda x, g: fi.grid_sample(x, g[:1]), ValueError, "batch size N = 2"),
+    (lambda x, g: fi.grid_sample(x.astype(np.int32), g), TypeError, "float32 or float64"),
+    (lambda x, g: fi.grid_sample(x.astype(np.float16), g), TypeError, "float16"),
+    (lambda x, g: fi.grid_sample(x.astype(np.float32), g), TypeError, "same dtype"),
+    (lambda x, g: fi.grid_sample(x, g, mode="linear"), ValueError, "mode must be one of"),
+    (lambda x, g: fi.grid_sample(x, g, padding_mode="wrap"), ValueError, "padding_mode must be"),
+    (lambda x, g: fi.grid_sample(x, g, align_corners=1), TypeError, "align_corners must be a bool"),
+    (lambda x, g: fi.grid_sample(x, g, out=np.empty((2, 3, 4, 5))), ValueError, "out must have shape"),
+    (lambda x, g: fi.grid_sample(x[:, :, :0], g), ValueError, "H >= 1"),
+    (lambda x, g: fi.grid_sample_backward(np.ones((2, 3, 4, 5)), x, g), ValueError,
+     "grad_output must have grid_sample's output shape"),
+    (lambda x, g: fi.grid_sample_backward(np.ones((2, 3, 4, 4)), x, g, mode="cubic"), ValueError,
+     "mode must be one of"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 3, 3)), (2, 1, 4, 4)), ValueError,
+     "theta must have shape (N, 2, 3)"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (3, 1, 4, 4)), ValueError, "N = size[0] = 3"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 4)), ValueError, "size must be (N, C, H, W)"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 0, 4)), ValueError, ">= 1"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3), np.int64), (2, 1, 4, 4)), TypeError, "float32"),
+    (lambda x, g: fi.affine_grid_backward(np.zeros((2, 4, 4, 2)), (2, 1, 4, 5)), ValueError,
+     "grad_grid must have shape"),
+    (lambda x, g: fi.grid_sample(x, g, channels_last="yes"), TypeError, "channels_last"),
+])
+def test_exceptions(call, exc, text, rng):
+    x = rng.standard_normal((2, 3, 5, 6))
+    g = rng.uniform(-1, 1, (2, 4, 4, 2))
+    with pytest.raises(exc) as info:
+        call(x, g)
+    assert text in str(info.value)
+
+
+def test_out_untouched_on_error(rng):
+    x = rng.standard_normal((2, 3, 5, 6))
+    out = np.full((2, 3, 4, 4), 7.0)
+    with pytest.raises(ValueError):
+        fi.grid_sample(x, rng.uniform(-1, 1, (2, 4, 4, 2)), mode="area", out=out)
+    assert (out == 7.0).all()
+
+
+# --------------------------------------------------------------------------- shapes / types
+
+@pytest.mark.parametrize("shape, gshape", [((1, 1, 1, 1), (1, 1, 1, 2)), ((3, 2, 1, 5), (3, 7, 1, 2)),
+                                           ((2, 4, 6, 1), (2, 1, 9, 2)), ((2, 0, 3, 3), (2, 2, 2, 2))])
+def test_shapes(shape, gshape, rng):
+    x = rng.standard_normal(shape)
+    g = rng.uniform(-1.2, 1.2, gshape)
+    out = fi.grid_sample(x, g)
+    assert out.shape == (shape[0], shape[1]) + gshape[1:3]
+    gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g)
+    assert gi.shape == x.shape and gg.shape == g.shape
+    gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_input_grad=False)
+    assert gi is None and gg.shape == g.shape
+    gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_grid_grad=False)
+    assert gg is None and gi.shape == x.shape
+
+
+def test_torch_tensors_round_trip_and_registry(torch, rng):
+    x = torch.from_numpy(rng.standard_normal((2, 3, 5, 6)).astype(np.float32))
+    g = torch.from_numpy(rng.uniform(-1, 1, (2, 4, 4, 2)).astype(np.float32))
+    out = fi.grid_sample(x, g)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    assert fi.last_kernel().key == ("grid_sample", "cpu", "float32")
+    ref = torch.nn.functional.grid_sample(x, g, align_corners=False)
+    assert_close(out.numpy(), ref.numpy(), table=TOL_ORACLE)
+    # a channels_last torch tensor (NCHW shape, NHWC strides) is copied once and works
+    xc = x.contiguous(memory_format=torch.channels_last)
+    assert_close(fi.grid_sample(xc, g).numpy(), ref.numpy(), table=TOL_ORACLE)
+
+
+def test_out_argument(rng):
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    g = rng.uniform(-1, 1, (2, 4, 4, 2)).astype(np.float32)
+    out = np.empty((2, 3, 4, 4), np.float32)
+    res = fi.grid_sample(x, g, out=out)
+    assert res is out
+    np.testing.assert_array_equal(out, fi.grid_sample(x, g))
+
+
+# --------------------------------------------------------------------------- values vs torch
+
+@st.composite
+def cases(draw):
+    mode = draw(st.sampled_from(MODES))
+    pad = draw(st.sampled_from(PADS))
+    align = draw(st.booleans())
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    ho, wo = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    kind = draw(st.sampled_from(["affine", "uniform", "far"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return mode, pad, align, dtype, (n, c, h, w), (ho, wo), kind, seed
+
+
+def make_grid(kind, n, ho, wo, dtype, rng, align):
+    if kind == "affine":
+        return fi.affine_grid(rotation_theta(n, rng, dtype), (n, 1, ho, wo), align_corners=align)
+    spread = 1.5 if kind == "uniform" else 40.0
+    return rng.uniform(-spread, spread, (n, ho, wo, 2)).astype(dtype)
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases())
+def test_forward_and_backward_match_torch(torch, case):
+    mode, pad, align, dtype, shape, (ho, wo), kind, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    grid = make_grid(kind, shape[0], ho, wo, dtype, rng, align)
+    go = rng.standard_normal((shape[0], shape[1], ho, wo)).astype(dtype)
+    ref, ref_gi, ref_gg = torch_grads(torch, x, grid, go, mode, pad, align)
+    out = fi.grid_sample(x, grid, mode, pad, align)
+    gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align)
+    # f64 ~1e-10, f32 ~1e-5 relative to the magnitudes involved
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    s = scale_of(ref)
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * s)
+    np.testing.assert_allclose(gi, ref_gi, rtol=tol, atol=tol * scale_of(ref_gi))
+    np.testing.assert_allclose(gg, ref_gg, rtol=tol, atol=tol * scale_of(ref_gg, x) * max(shape[1:]))
+
+
+@pytest.mark.parametrize("mode, pad, align", COMBOS)
+def test_non_finite_and_far_points_forward_match_torch(torch, mode, pad, align, rng):
+    vals = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1e10, -3.7e5, 2.5e4]
+    g = np.array([[[[v, 0.3] for v in vals] + [[0.2, v] for v in vals]]])
+    x = rng.standard_normal((1, 2, 5, 6))
+    for dtype in (np.float32, np.float64):
+        xx, gg = x.astype(dtype), g.astype(dtype)
+        out = fi.grid_sample(xx, gg, mode, pad, align)
+        ref = torch.nn.functional.grid_sample(torch.from_numpy(xx), torch.from_numpy(gg),
+                                              mode, pad, align).numpy()
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_nan_grid_backward_is_nan_and_reads_nothing(rng):
+    x = rng.standard_normal((1, 2, 5, 6))
+    g = np.array([[[[np.nan, 0.1], [0.2, 0.3]]]])
+    for pad in PADS:
+        gi, gg = fi.grid_sample_backward(np.ones((1, 2, 1, 2)), x, g, padding_mode=pad)
+        assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()
+        ref, _ = fi.grid_sample_backward(np.ones((1, 2, 1, 1)), x, g[:, :, 1:])
+        np.testing.assert_array_equal(gi, ref)   # the NaN point adds nothing
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_and_backward_match_torch(torch, align, rng):
+    for dtype in (np.float32, np.float64):
+        th = rotation_theta(3, rng, dtype)
+        size = (3, 2, 7, 10)
+        ref = torch.nn.functional.affine_grid(torch.from_numpy(th).requires_grad_(), size,
+                                              align_corners=align)
+        assert_close(fi.affine_grid(th, size, align_corners=align), ref.detach().numpy(),
+                     table=TOL_ORACLE)
+        g = rng.standard_normal((3, 7, 10, 2)).astype(dtype)
+        tth = torch.from_numpy(th).requires_grad_()
+        torch.nn.functional.affine_grid(tth, size, align_corners=align).backward(torch.from_numpy(g))
+        assert_close(fi.affine_grid_backward(g, size, align_corners=align), tth.grad.numpy(),
+                     table=TOL_ORACLE, scale=10)
+
+
+# --------------------------------------------------------------------------- finite differences
+
+def nudged_grid(rng, n, ho, wo, h, w, align, far=False):
+    """Random points whose pixel coordinates keep >= 0.05 away from integers
+    (and from the clip/reflection borders), so the sampled function is smooth there."""
+    def axis(size, count):
+        px = rng.integers(-3 if far else 0, size + (3 if far else 0), count) + rng.uniform(0.1, 0.9, count)
+        if align:
+            return px * 2 / max(size - 1, 1) - 1
+        return (2 * px + 1) / size - 1
+    gx = axis(w, n * ho * wo).reshape(n, ho, wo)
+    gy = axis(h, n * ho * wo).reshape(n, ho, wo)
+    return np.stack([gx, gy], -1)
+
+
+@pytest.mark.parametrize("mode, pad, align", [c for c in COMBOS if c[0] != "nearest"])
+def test_finite_differences(mode, pad, align, rng):
+    n, c, h, w, ho, wo = 2, 2, 5, 6, 3, 4
+    x = rng.standard_normal((n, c, h, w))
+    grid = nudged_grid(rng, n, ho, wo, h, w, align, far=(pad != "border"))
+    go = rng.standard_normal((n, c, ho, wo))
+    gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align)
+    loss = lambda xx, gr: float(np.sum(fi.grid_sample(xx, gr, mode, pad, align) * go))
+    eps = 1e-6
+    # grad_input: the sample is linear in x, so a central difference is exact up to rounding
+    num_gi = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[idx] = eps
+        num_gi[idx] = (loss(x + d, grid) - loss(x - d, grid)) / (2 * eps)
+    np.testing.assert_allclose(gi, num_gi, rtol=1e-6, atol=1e-7)
+    num_gg = np.zeros_like(grid)
+    for idx in np.ndindex(grid.shape):
+        d = np.zeros_like(grid)
+        d[idx] = eps
+        num_gg[idx] = (loss(x, grid + d) - loss(x, grid - d)) / (2 * eps)
+    np.testing.assert_allclose(gg, num_gg, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_finite_differences_theta(align, rng):
+    n, c, h, w = 2, 2, 6, 7
+    x = rng.standard_normal((n, c, h, w))
+    th = rotation_theta(n, rng) + rng.uniform(-0.01, 0.01, (n, 2, 3))
+    size = (n, c, 5, 4)
+    go = rng.standard_normal((n, c, 5, 4))
+
+    def loss(t):
+        return float(np.sum(fi.grid_sample(x, fi.affine_grid(t, size, align_corners=align),
+                                           align_corners=align) * go))
+    grid = fi.affine_grid(th, size, align_corners=align)
+    _, gg = fi.grid_sample_backward(go, x, grid, align_corners=align, needs_input_grad=False)
+    gth = fi.affine_grid_backward(gg, size, align_corners=align)
+    eps = 1e-7
+    num = np.zeros_like(th)
+    for idx in np.ndindex(th.shape):
+        d = np.zeros_like(th)
+        d[idx] = eps
+        num[idx] = (loss(th + d) - loss(th - d)) / (2 * eps)
+    np.testing.assert_allclose(gth, num, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- threads, NHWC
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", MODES)
+def test_bit_identical_for_any_thread_count(threads, n, mode, rng):
+    x = rng.standard_normal((n, 5, 40, 50)).astype(np.float32)
+    grid = fi.affine_grid(rotation_theta(n, rng, np.float32, angle=0.6), (n, 5, 45, 37))
+    grid[:, ::7] *= 1.6                                   # some points outside
+    go = rng.standard_normal((n, 5, 45, 37)).astype(np.float32)
+    res = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(t)
+        out = fi.grid_sample(x, grid, mode=mode, padding_mode="reflection")
+        # threads_for() keeps tiny calls serial; the backward is big enough to split
+        gi, gg = fi.grid_sample_backward(go, x, grid, mode=mode, padding_mode="reflection")
+        res.append((out, gi, gg))
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_backward_kernel_paths_agree_bitwise(rng):
+    """The per-image and the split (channel blocks + grid rows) backward paths."""
+    from fastinterp._cpu import sample as cpu
+    N, C, H, W, Ho, Wo = 1, 6, 20, 30, 25, 17
+    x = rng.standard_normal((N, C, H, W))
+    grid = fi.affine_grid(rotation_theta(N, rng, angle=0.7), (N, C, Ho, Wo)) * 1.3
+    go = rng.standard_normal((N, C, Ho, Wo))
+    outs = []
+    for nthreads in (1, 2, 4):
+        gi, gg = np.empty_like(x), np.empty_like(grid)
+        cpu.grid_sample_bwd(gi.reshape(-1), gg.reshape(-1), go.reshape(-1), x.reshape(-1),
+                            grid.reshape(-1), N, C, H, W, Ho, Wo, False, 2, 2, False,
+                            True, True, nthreads)
+        outs.append((gi, gg))
+    for gi, gg in outs[1:]:
+        np.testing.assert_array_equal(gi, outs[0][0])
+        np.testing.assert_array_equal(gg, outs[0][1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_channels_last_matches_nchw(mode, rng):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 5, 6, 2)).astype(np.float32)
+    go = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    gol = np.ascontiguousarray(go.transpose(0, 2, 3, 1))
+    out = fi.grid_sample(xl, grid, mode, "border", channels_last=True)
+    # the NHWC forward is vectorised over channels: equal up to rounding
+    assert_close(out.transpose(0, 3, 1, 2), fi.grid_sample(x, grid, mode, "border"))
+    gi_l, gg_l = fi.grid_sample_backward(gol, xl, grid, mode, "border", channels_last=True)
+    gi, gg = fi.grid_sample_backward(go, x, grid, mode, "border")
+    np.testing.assert_array_equal(gi_l.transpose(0, 3, 1, 2), gi)
+    np.testing.assert_array_equal(gg_l, gg)
+
+
+# --------------------------------------------------------------------------- CUDA (simulator)
+
+def to_dev(cuda, *arrays):
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("mode, pad, align", [("bilinear", "zeros", False), ("bilinear", "reflection", True),
+                                              ("nearest", "border", False), ("bicubic", "border", True),
+                                              ("bicubic", "reflection", False)])
+def test_cuda_matches_cpu(cuda, mode, pad, align, rng):
+    n, c, h, w, ho, wo = 2, 2, 5, 6, 3, 4
+    x = rng.standard_normal((n, c, h, w))
+    grid = rng.uniform(-1.4, 1.4, (n, ho, wo, 2))
+    grid[0, 0, 0, 0] = np.nan
+    go = rng.standard_normal((n, c, ho, wo))
+    dx, dg, dgo = to_dev(cuda, x, grid, go)
+    out = fi.grid_sample(dx, dg, mode, pad, align)
+    assert fi.last_kernel().key == ("grid_sample", "cuda", "float64")
+    np.testing.assert_allclose(out.copy_to_host(), fi.grid_sample(x, grid, mode, pad, align),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+    ref_gi, ref_gg = fi.grid_sample_backward(go, x, grid, mode, pad, align)
+    nan_scatter = mode == "bicubic" and pad != "zeros"  # NaN taps clipped into the image
+    if nan_scatter:
+        with pytest.raises(ValueError, match="deterministic=True needs finite"):
+            fi.grid_sample_backward(dgo, dx, dg, mode, pad, align, deterministic=True)
+    for det in ((False,) if nan_scatter else (True, False)):
+        gi, gg = fi.grid_sample_backward(dgo, dx, dg, mode, pad, align, deterministic=det)
+        np.testing.assert_allclose(gi.copy_to_host(), ref_gi, rtol=1e-9, atol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(gg.copy_to_host(), ref_gg, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.cudasim
+def test_cuda_deterministic_backward_is_bit_identical(cuda, rng):
+    n, c, h, w, ho, wo = 1, 2, 3, 3, 6, 6
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    grid = rng.uniform(-0.9, 0.9, (n, ho, wo, 2)).astype(np.float32)   # many points per pixel
+    go = rng.standard_normal((n, c, ho, wo)).astype(np.float32)
+    dx, dg, dgo = to_dev(cuda, x, grid, go)
+    a = fi.grid_sample_backward(dgo, dx, dg, deterministic=True)[0].copy_to_host()
+    b = fi.grid_sample_backward(dgo, dx, dg, deterministic=True)[0].copy_to_host()
+    np.testing.assert_array_equal(a, b)
+    ref = fi.grid_sample_backward(go.astype(np.float64), x.astype(np.float64),
+                                  grid.astype(np.float64))[0]
+    np.testing.assert_allclose(a, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.cudasim
+def test_cuda_affine_grid_and_errors(cuda, rng):
+    th = rotation_theta(2, rng)
+    for align in (False, True):
+        (dth,) = to_dev(cuda, th)
+        grid = fi.affine_grid(dth, (2, 1, 3, 5), align_corners=align)
+        np.testing.assert_allclose(grid.copy_to_host(), fi.affine_grid(th, (2, 1, 3, 5), align_corners=align),
+                                   rtol=1e-13, atol=1e-14)
+        g = rng.standard_normal((2, 3, 5, 2))
+        (dg,) = to_dev(cuda, g)
+        np.testing.assert_allclose(fi.affine_grid_backward(dg, (2, 1, 3, 5), align_corners=align).copy_to_host(),
+                                   fi.affine_grid_backward(g, (2, 1, 3, 5), align_corners=align),
+                                   rtol=1e-12, atol=1e-13)
+    x = rng.standard_normal((1, 1, 3, 3))
+    dx, dgrid = to_dev(cuda, x, np.zeros((1, 2, 2, 2)))
+    with pytest.raises(ValueError, match="channels_last must be False for CUDA"):
+        fi.grid_sample(dx, dgrid, channels_last=True)
+    with pytest.raises(fi.BackendMismatchError):
+        fi.grid_sample(dx, np.zeros((1, 2, 2, 2)))
+
+
+# --------------------------------------------------------------------------- AffineAlign
+
+def blob_image(rng, h=48, w=56):
+    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+    img = np.zeros((h, w))
+    for _ in range(5):
+        c = rng.uniform(-0.6, 0.6, 2)
+        img += rng.uniform(0.5, 1) * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / rng.uniform(0.05, 0.2))
+    return img
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_affine_align_recovers_rotation_and_translation(fraction, rng, capsys):
+    from fastinterp.models import AffineAlign
+    img = blob_image(rng)
+    a = 0.1
+    true = np.array([[np.cos(a), -np.sin(a), 0.07], [np.sin(a), np.cos(a), -0.04]])
+    fixed = fi.grid_sample(img[None, None], fi.affine_grid(true[None], (1, 1) + img.shape),
+                           padding_mode="border")[0]
+    fit = AffineAlign(sample_fraction=fraction, seed=3, log_every=20).fit(img, fixed)
+    assert np.abs(fit.theta_ - true).max() < 1e-2
+    assert fit.loss_history_[-1] < 1e-3 * fit.loss_history_[0]
+    assert "AffineAlign step" in capsys.readouterr().out
+    np.testing.assert_allclose(fit.transform(img), fixed, atol=0.05 * np.abs(fixed).max())
+    again = AffineAlign(sample_fraction=fraction, seed=3, verbose=False).fit(img, fixed)
+    np.testing.assert_array_equal(again.theta_, fit.theta_)          # seeded: reproducible
+    assert capsys.readouterr().out == ""
+
+
+def test_affine_align_errors():
+    from fastinterp.models import AffineAlign
+    with pytest.raises(ValueError, match="sample_fraction"):
+        AffineAlign(sample_fraction=0)
+    with pytest.raises(ValueError, match="momentum"):
+        AffineAlign(momentum=1.0)
+    with pytest.raises(ValueError, match="moving must have shape"):
+        AffineAlign().fit(np.zeros((1, 2, 3, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="same channel count"):
+        AffineAlign().fit(np.zeros((2, 3, 4)), np.zeros((3, 3, 4)))
+    with pytest.raises(ValueError, match="theta0 must have shape"):
+        AffineAlign().fit(np.zeros((3, 4)), np.zeros((3, 4)), theta0=np.eye(3))
