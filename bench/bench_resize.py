@@ -6,7 +6,8 @@ Run with ``make bench`` (all families) or
 Data: a batch (8, 3, 512, 512) float32 (NCHW for fastinterp and torch; the
 same pixels as eight 512x512x3 HWC images for ``cv2.resize``, which takes
 one image per call, so its row is a loop over the batch), and feature maps
-(16, 64, 112, 112) for adaptive pooling. Every library runs with 2 threads.
+(16, 64, 112, 112) for adaptive pooling. Every library runs with the same
+thread count (bench/conftest.py: 2, or FASTINTERP_BENCH_THREADS).
 Each call allocates its output, as users call these functions; the
 ``fastinterp (out=)`` rows reuse a preallocated output, which removes the
 kernel's first-touch page faults on fresh output memory (large for the
@@ -15,35 +16,14 @@ fastinterp on the HWC data that OpenCV gets.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import fastinterp as fi
 
-THREADS = int(os.environ.get("FASTINTERP_BENCH_THREADS", "2"))
 BATCH = (8, 3, 512, 512)
 POOL = (16, 64, 112, 112)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    """Every library on THREADS threads (also done by bench/conftest.py when present)."""
-    before = fi.get_num_threads()
-    fi.set_num_threads(THREADS)
-    try:
-        import torch
-        torch.set_num_threads(THREADS)
-    except ImportError:
-        pass
-    try:
-        import cv2
-        cv2.setNumThreads(THREADS)
-    except ImportError:
-        pass
-    yield
-    fi.set_num_threads(before)
+# Thread counts: bench/conftest.py pins every library to FASTINTERP_BENCH_THREADS (2).
 
 
 @pytest.fixture(scope="module")
