@@ -171,25 +171,14 @@ def _linear_table(dt, n_in, n_out, align_corners, sf):
     return _make_table(np.stack([i0, i1]), np.stack([dt(1) - lam1, lam1]), n_in, dt)
 
 
-def _cubic_coeffs(dt, t, a):
-    """Keys cubic convolution weights of the taps at -1, 0, 1, 2 (torch's formula)."""
-    a = dt(a)
-    one = dt(1)
-
-    def near(x):   # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + one
-
-    def far(x):    # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return np.stack([far(t + one), near(t), near(one - t), far(one - t + one)]).astype(dt)
-
-
 def _cubic_table(dt, n_in, n_out, align_corners, sf):
     scale = _area_scale(dt, n_in, n_out, align_corners, sf)
     i0, t = _guard(dt, _source_index(dt, scale, n_out, align_corners, True), n_in)
     idx = np.clip(i0[None, :] + np.arange(-1, 3)[:, None], 0, n_in - 1)
-    return _make_table(idx, _cubic_coeffs(dt, t, -0.75), n_in, dt)
+    from ._cpu import resize as cpu_resize
+    w = np.empty((4, n_out), dt)
+    cpu_resize.cubic_coefficients(np.ascontiguousarray(t, dtype=dt), w)
+    return _make_table(idx, w, n_in, dt)
 
 
 def _aa_filter(dt, x, cubic):

@@ -30,6 +30,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from _types cimport real
+from _taps cimport cubic_weights
 
 cdef extern from *:
     """
@@ -394,6 +395,20 @@ cdef inline void row_range(const int* idx, Py_ssize_t K, Py_ssize_t ny, Py_ssize
                 lo[0] = v
             if v + 1 > hi[0]:
                 hi[0] = v + 1
+
+
+def cubic_coefficients(const real[::1] t, real[:, ::1] out):
+    """out[k, i]: the Keys cubic weight (A = -0.75) of tap k - 1 at fraction t[i].
+
+    The bicubic tap tables take their weights from here, so resize shares
+    grid_sample's cubic arithmetic (``_taps.cubic_weights``).
+    """
+    cdef Py_ssize_t i, k
+    cdef real w[4]
+    for i in range(t.shape[0]):
+        cubic_weights(t[i], w)
+        for k in range(4):
+            out[k, i] = w[k]
 
 
 def cache_rows(const int[:, ::1] yidx):
