@@ -147,6 +147,10 @@ def _guard(dt, src, n_in):
 
 
 def _nearest_table(dt, n_in, n_out, sf, exact):
+    """torch's main CPU nearest kernel: the source coordinate in the data's
+    precision (``o * scale``, or the half-pixel formula plus 0.5), narrowed to
+    float32 before the floor (torch applies ``floorf``), clamped to n_in - 1;
+    'nearest' keeps torch's exact shortcuts for equal and doubled sizes."""
     scale = _area_scale(dt, n_in, n_out, False, sf)
     o = np.arange(n_out)
     if not exact and n_out in (n_in, 2 * n_in):   # torch's exact shortcuts
@@ -627,11 +631,11 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     Conventions
     -----------
     PyTorch's pixel-centre conventions (see the module docstring and
-    docs/resize.md for the table against OpenCV and PIL). ``nearest`` uses
-    torch's float32 index arithmetic for both dtypes; at sizes where the
-    exact source coordinate is an integer torch's own float32/float64 CPU
-    kernels can round that tie differently, and fastinterp then picks one
-    of the two neighbours. Other non-contiguous CPU inputs are copied once.
+    docs/resize.md for the table against OpenCV and PIL). The nearest modes
+    use the index arithmetic of torch's main CPU kernel (outputs wider than
+    128); torch rounds some exact ties (source coordinate exactly an
+    integer) the other way on narrower outputs. Other non-contiguous CPU
+    inputs are copied once.
 
     Examples
     --------
