@@ -11,6 +11,7 @@ results are deterministic (no atomics).
 from __future__ import annotations
 
 import math
+import weakref
 
 from numba import cuda
 
@@ -58,6 +59,21 @@ def _launch(kernel, dst, *args, stream):
     kernel[blocks_1d(n), THREADS_1D, stream](dst, *args)
 
 
+# Device copies of the (cached, immutable) tap tables, per table and device.
+_on_device: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _device_table(table, stream):
+    """(idx, w) of an AxisTable on the current device, copied once per device."""
+    device = getattr(cuda.get_current_device(), "id", 0)   # the simulator has no id
+    per_device = _on_device.setdefault(table, {})
+    arrays = per_device.get(device)
+    if arrays is None:
+        arrays = (cuda.to_device(table.idx, stream=stream), cuda.to_device(table.w, stream=stream))
+        per_device[device] = arrays
+    return arrays
+
+
 def separable(out, x, ytab, xtab, channels, stream=0):
     """``out[p] = A_y @ x[p] @ A_x.T``: out (P, H_out, W_out*C), x (P, H_in, W_in*C).
 
@@ -66,10 +82,8 @@ def separable(out, x, ytab, xtab, channels, stream=0):
     """
     P, h_in, len_in = x.shape
     _, h_out, len_out = out.shape
-    yi = cuda.to_device(ytab.idx, stream=stream)
-    yw = cuda.to_device(ytab.w, stream=stream)
-    xi = cuda.to_device(xtab.idx, stream=stream)
-    xw = cuda.to_device(xtab.w, stream=stream)
+    yi, yw = _device_table(ytab, stream)
+    xi, xw = _device_table(xtab, stream)
     h_first = h_in * len_out * xtab.taps + h_out * len_out * ytab.taps
     v_first = h_out * len_in * ytab.taps + h_out * len_out * xtab.taps
     if h_first <= v_first:
