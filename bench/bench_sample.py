@@ -7,7 +7,8 @@ The spatial-transformer workload: input (16, 32, 128, 128) float32, grid
 Peers:
 - torch ``F.grid_sample`` (forward) and autograd's backward of it (both
   gradients; the forward graph is built once outside the timing).
-- ``cv2.remap`` on NHWC images, looped over the batch, with float maps
+- ``cv2.remap`` on NHWC images, looped over the batch, into a preallocated
+  output (fastinterp and torch allocate theirs), with float maps
   precomputed outside the timing (``map = ((g + 1) * W - 1) / 2`` is the same
   point set). With 32 channels OpenCV uses 1/32-pixel fixed-point weights, so
   it is faster but not exact (errors ~1e-1 on unit-variance data).
@@ -68,9 +69,8 @@ def label(benchmark, group, library):
 
 def test_fwd_fastinterp(benchmark, stn):
     x, grid, _ = stn
-    out = np.empty_like(x)
     label(benchmark, FWD, "fastinterp")
-    benchmark(fi.grid_sample, x, grid, out=out)
+    benchmark(fi.grid_sample, x, grid)      # allocates its output, like torch
 
 
 def test_fwd_torch(benchmark, stn):
@@ -88,7 +88,8 @@ def remap_maps(grid):
     return mx.astype(np.float32), my.astype(np.float32)
 
 
-def test_fwd_cv2_remap(benchmark, stn):
+def cv2_remapper(stn):
+    """NHWC copy of the input, float maps, and a function remapping the whole batch."""
     cv2 = pytest.importorskip("cv2")
     x, grid, _ = stn
     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
@@ -100,6 +101,12 @@ def test_fwd_cv2_remap(benchmark, stn):
             cv2.remap(xl[n], mx[n], my[n], cv2.INTER_LINEAR, dst=out[n],
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return out
+    return remap_all
+
+
+def test_fwd_cv2_remap(benchmark, stn):
+    x, grid, _ = stn
+    remap_all = cv2_remapper(stn)
     label(benchmark, FWD, "cv2")
     res = benchmark(remap_all)
     err = float(np.abs(res.transpose(0, 3, 1, 2) - fi.grid_sample(x, grid)).max())
@@ -132,16 +139,7 @@ def test_fwd_nhwc_fastinterp(benchmark, stn):
 
 
 def test_fwd_nhwc_cv2(benchmark, stn):
-    cv2 = pytest.importorskip("cv2")
-    x, grid, _ = stn
-    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    mx, my = remap_maps(grid)
-    out = np.empty_like(xl)
-
-    def remap_all():
-        for n in range(N):
-            cv2.remap(xl[n], mx[n], my[n], cv2.INTER_LINEAR, dst=out[n],
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    remap_all = cv2_remapper(stn)
     label(benchmark, FWD_NHWC, "cv2")
     benchmark(remap_all)
 
@@ -164,3 +162,68 @@ def test_bwd_torch(benchmark, stn):
     ref_gi, ref_gg = fi.grid_sample_backward(go, x, grid)
     np.testing.assert_allclose(gi.numpy(), ref_gi, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gg.numpy(), ref_gg, rtol=1e-3, atol=1e-2)
+
+
+# --------------------------------------------------------------------------- 1 thread
+# The same comparisons on one thread each: on a shared machine these are less
+# disturbed by other jobs than the 2-thread runs.
+FWD1 = "grid_sample fwd, 1 thread: (16,32,128,128) f32 bilinear"
+BWD1 = "grid_sample bwd, 1 thread: (16,32,128,128) f32"
+
+
+@pytest.fixture
+def one_thread():
+    fi.set_num_threads(1)
+    torch = cv2 = None
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        cv2 = None
+    yield
+    fi.set_num_threads(THREADS)
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+    if cv2 is not None:
+        cv2.setNumThreads(THREADS)
+
+
+def test_fwd1_fastinterp(benchmark, stn, one_thread):
+    x, grid, _ = stn
+    label(benchmark, FWD1, "fastinterp")
+    benchmark(fi.grid_sample, x, grid)
+
+
+def test_fwd1_torch(benchmark, stn, one_thread):
+    torch = pytest.importorskip("torch")
+    x, grid, _ = stn
+    label(benchmark, FWD1, "torch")
+    benchmark(torch.nn.functional.grid_sample, torch.from_numpy(x), torch.from_numpy(grid),
+              align_corners=False)
+
+
+def test_fwd1_cv2_remap(benchmark, stn, one_thread):
+    remap_all = cv2_remapper(stn)
+    label(benchmark, FWD1, "cv2")
+    benchmark(remap_all)
+
+
+def test_bwd1_fastinterp(benchmark, stn, one_thread):
+    x, grid, go = stn
+    label(benchmark, BWD1, "fastinterp")
+    benchmark(fi.grid_sample_backward, go, x, grid)
+
+
+def test_bwd1_torch(benchmark, stn, one_thread):
+    torch = pytest.importorskip("torch")
+    x, grid, go = stn
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(grid).requires_grad_()
+    out = torch.nn.functional.grid_sample(tx, tg, align_corners=False)
+    label(benchmark, BWD1, "torch")
+    benchmark(torch.autograd.grad, out, (tx, tg), torch.from_numpy(go), retain_graph=True)

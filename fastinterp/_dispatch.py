@@ -54,10 +54,10 @@ def _dlpack_device(obj):
 
 def array_kind(obj) -> str | None:
     """``"numpy"``, ``"cuda"``, ``"dlpack"`` (a CPU DLPack object) or None (a scalar)."""
+    if isinstance(obj, np.ndarray):  # the common case first: abc checks are slow
+        return "numpy"
     if obj is None or isinstance(obj, (Number, np.generic)):
         return None
-    if isinstance(obj, np.ndarray):
-        return "numpy"
     if _is_simulator_array(obj) or _has_cuda_interface(obj):
         return "cuda"
     if hasattr(obj, "__dlpack__"):

@@ -57,12 +57,24 @@ class KernelEntry:
         return getattr(importlib.import_module(module), attr)
 
 
+_DTYPE_KEYS: dict = {}
+
+
 def _dtype_key(dtype) -> str:
     """``"float32"`` for np.float32, np.dtype("float32") or "float32" alike."""
     try:
-        return np.dtype(dtype).name
+        return _DTYPE_KEYS[dtype]
+    except (KeyError, TypeError):
+        pass
+    try:
+        key = np.dtype(dtype).name
     except TypeError:
         return str(dtype)
+    try:
+        _DTYPE_KEYS[dtype] = key
+    except TypeError:  # unhashable
+        pass
+    return key
 
 
 _lock = threading.RLock()

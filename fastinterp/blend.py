@@ -262,7 +262,10 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     * ``t`` outside [0, 1] extrapolates along the same great circle.
 
     Reductions run in float64 for both dtypes, in a fixed order: results are
-    bit-identical for any thread count.
+    bit-identical for any thread count. (In float64, vectors whose squared
+    norm overflows, ``|a| > 1e154``, give NaN, and those whose squared norm
+    underflows to 0, ``|a|`` below about ``1e-162``, count as zero vectors; scale such
+    inputs first. float32 inputs cannot reach either limit.)
 
     Examples
     --------

@@ -223,6 +223,36 @@ class TestSlerp:
         scale = np.linalg.norm(a, axis=-1, keepdims=True) + np.linalg.norm(b, axis=-1, keepdims=True)
         assert_close(got / scale, want / scale, dtype=dtype, table=TOL_ORACLE)
 
+    @settings(max_examples=40, deadline=None)
+    @given(depth=st.integers(1, 8), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+           scale=st.sampled_from([-3.0, -1.0, 0.0, 0.5, 1.0]),
+           noise=st.sampled_from([0.0, 1e-12, 1e-7, 1e-3]),
+           t=st.sampled_from([0.0, 1e-9, 0.25, 0.5, 1.0 - 1e-9, 1.0, 1.5]),
+           shortest_path=st.booleans())
+    def test_edge_pairs(self, depth, dtype, seed, scale, noise, t, shortest_path):
+        """b = scale·a + noise: parallel, antipodal, zero and nearly so; never NaN."""
+        rng = np.random.default_rng(seed)
+        a = rng.standard_normal((3, depth))
+        b = scale * a + noise * rng.standard_normal((3, depth))
+        a, b = a.astype(dtype), b.astype(dtype)
+        got = fi.slerp(a, b, dtype(t), shortest_path=shortest_path)
+        assert np.isfinite(got).all()
+        want = ref_slerp(a, b, t, shortest_path=shortest_path)
+        size = np.linalg.norm(a.astype(np.float64), axis=-1, keepdims=True) + \
+            np.linalg.norm(b.astype(np.float64), axis=-1, keepdims=True) + 1e-300
+        # near-antipodal pairs are ill-conditioned (error ~ eps / |u + v|): skip those values
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        u = a64 / np.maximum(np.linalg.norm(a64, axis=-1, keepdims=True), 1e-300)
+        v = b64 / np.maximum(np.linalg.norm(b64, axis=-1, keepdims=True), 1e-300)
+        if shortest_path:
+            v = np.where(np.sum(a64 * b64, -1, keepdims=True) < 0, -v, v)
+        gap = np.linalg.norm(u + v, axis=-1, keepdims=True)
+        well = ((gap > 1e-3) | (gap <= 1e-9)).ravel()
+        assert_close(got[well] / size[well], want[well] / size[well], dtype=dtype, table=TOL_ORACLE)
+        if t in (0.0, 1.0):
+            np.testing.assert_array_equal(got, a if t == 0 else np.where(
+                (np.sum(a * b, -1, keepdims=True) < 0) & shortest_path, -b, b))
+
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_latent_rows_match_reference(self, rng, dtype):
         a = rng.standard_normal((37, 512)).astype(dtype)
@@ -355,6 +385,13 @@ class TestSlerp:
         np.testing.assert_allclose(out[5], [np.linalg.norm(a), 0, 0], atol=1e-14)
         np.testing.assert_array_equal(out, fi.slerp(a, -a, np.linspace(0, 1, 11), path=True))
 
+    def test_float64_norm_range_is_as_documented(self):
+        b = np.array([0.0, 1.0])
+        np.testing.assert_array_equal(fi.slerp(np.array([1e-170, 0.0]), b, 0.5), [5e-171, 0.5])
+        assert np.isnan(fi.slerp(np.array([1e200, 0.0]), b, 0.5)).all()
+        big = np.array([1e150, 0.0])   # inside the range: exact great circle
+        np.testing.assert_allclose(fi.slerp(big, b * 1e150, 0.5), [1e150 * 0.5**0.5] * 2, rtol=1e-15)
+
     def test_zero_vector_falls_back_to_lerp(self):
         b = np.array([2.0, -4.0])
         np.testing.assert_allclose(fi.slerp(np.zeros(2), b, 0.25), 0.25 * b, rtol=1e-15)
@@ -416,6 +453,12 @@ class TestSlerp:
         out = np.empty((3, 5, 7, 4))
         assert fi.slerp(a, b, ts, axis=1, path=True, out=out) is out
         np.testing.assert_array_equal(out, path)
+
+    def test_non_contiguous_inputs(self, rng):
+        a = rng.standard_normal((6, 16))[:, ::2]
+        b = rng.standard_normal((8, 6)).T
+        t = rng.random(12)[::2]
+        np.testing.assert_array_equal(fi.slerp(a, b, t), fi.slerp(a.copy(), b.copy(), t.copy()))
 
     def test_out(self, rng):
         a, b = rng.standard_normal((2, 6, 8)).astype(np.float32)

@@ -140,6 +140,7 @@ def test_shapes(shape, gshape, rng):
     assert out.shape == (shape[0], shape[1]) + gshape[1:3]
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g)
     assert gi.shape == x.shape and gg.shape == g.shape
+    assert gi.flags.c_contiguous and gi.flags.writeable and gi.dtype == x.dtype
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_input_grad=False)
     assert gi is None and gg.shape == g.shape
     gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, g, needs_grid_grad=False)
@@ -234,16 +235,17 @@ def test_nan_grid_backward_is_nan_and_reads_nothing(rng):
         np.testing.assert_array_equal(gi, ref)   # the NaN point adds nothing
 
 
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
+@pytest.mark.parametrize("size", [(3, 2, 7, 10), (3, 1, 1, 5), (3, 2, 6, 1)])
 @pytest.mark.parametrize("align", [False, True])
-def test_affine_grid_and_backward_match_torch(torch, align, rng):
+def test_affine_grid_and_backward_match_torch(torch, align, size, rng):
     for dtype in (np.float32, np.float64):
         th = rotation_theta(3, rng, dtype)
-        size = (3, 2, 7, 10)
         ref = torch.nn.functional.affine_grid(torch.from_numpy(th).requires_grad_(), size,
                                               align_corners=align)
         assert_close(fi.affine_grid(th, size, align_corners=align), ref.detach().numpy(),
                      table=TOL_ORACLE)
-        g = rng.standard_normal((3, 7, 10, 2)).astype(dtype)
+        g = rng.standard_normal((3,) + size[2:] + (2,)).astype(dtype)
         tth = torch.from_numpy(th).requires_grad_()
         torch.nn.functional.affine_grid(tth, size, align_corners=align).backward(torch.from_numpy(g))
         assert_close(fi.affine_grid_backward(g, size, align_corners=align), tth.grad.numpy(),
@@ -316,17 +318,23 @@ def test_finite_differences_theta(align, rng):
 
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_bit_identical_for_any_thread_count(threads, n, mode, rng):
-    x = rng.standard_normal((n, 5, 40, 50)).astype(np.float32)
-    grid = fi.affine_grid(rotation_theta(n, rng, np.float32, angle=0.6), (n, 5, 45, 37))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bit_identical_for_any_thread_count(threads, n, mode, channels_last, rng):
+    # 8 x 64 x 100 outputs per image: enough work for threads_for() to use 3 threads
+    x = rng.standard_normal((n, 8, 40, 50)).astype(np.float32)
+    grid = fi.affine_grid(rotation_theta(n, rng, np.float32, angle=0.6), (n, 8, 64, 100))
     grid[:, ::7] *= 1.6                                   # some points outside
-    go = rng.standard_normal((n, 5, 45, 37)).astype(np.float32)
+    go = rng.standard_normal((n, 8, 64, 100)).astype(np.float32)
+    if channels_last:
+        x, go = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, go))
     res = []
     for t in (1, 2, 3):
         threads.set_num_threads(t)
-        out = fi.grid_sample(x, grid, mode=mode, padding_mode="reflection")
-        # threads_for() keeps tiny calls serial; the backward is big enough to split
-        gi, gg = fi.grid_sample_backward(go, x, grid, mode=mode, padding_mode="reflection")
+        out = fi.grid_sample(x, grid, mode=mode, padding_mode="reflection",
+                             channels_last=channels_last)
+        assert fi._config.threads_for(go.size, 16384) == t
+        gi, gg = fi.grid_sample_backward(go, x, grid, mode=mode, padding_mode="reflection",
+                                         channels_last=channels_last)
         res.append((out, gi, gg))
     for other in res[1:]:
         for a, b in zip(res[0], other):

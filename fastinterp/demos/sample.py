@@ -36,8 +36,21 @@ def rotation(angle, tx=0.0, ty=0.0, scale=1.0):
     return np.array([[c, -s, tx], [s, c, ty]])
 
 
-def run(out_dir: Path, quick: bool) -> list[str]:
+def _save_row(path, images, titles, **imshow):
+    """One row of panels -> PNG; each image is (H, W) or (H, W, 3)."""
     import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(images), figsize=(3.25 * len(images), 3.6))
+    for ax, im, title in zip(axes, images, titles):
+        kw = imshow.get(title, {})
+        ax.imshow(im, **kw)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(out_dir: Path, quick: bool) -> list[str]:
     import fastinterp as fi
     from fastinterp.models import AffineAlign
 
@@ -47,22 +60,16 @@ def run(out_dir: Path, quick: bool) -> list[str]:
     # 1. rotate by 25 degrees, with each padding mode, through affine_grid + grid_sample
     theta = rotation(np.deg2rad(25), scale=1.15)[None].astype(np.float32)
     grid = fi.affine_grid(theta, (1, C, H, W), align_corners=False)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-    axes[0].imshow(img.transpose(1, 2, 0))
-    axes[0].set_title("input")
-    for ax, pad in zip(axes[1:], ("zeros", "border", "reflection")):
+    images, titles = [img.transpose(1, 2, 0)], ["input"]
+    for pad in ("zeros", "border", "reflection"):
         t0 = time.perf_counter()
         out = fi.grid_sample(img[None], grid, mode="bicubic", padding_mode=pad)[0]
         ms = (time.perf_counter() - t0) * 1e3
-        ax.imshow(np.clip(out.transpose(1, 2, 0), 0, 1))
-        ax.set_title(f"rotated 25°, bicubic, {pad}")
+        images.append(np.clip(out.transpose(1, 2, 0), 0, 1))
+        titles.append(f"rotated 25°, bicubic, {pad}")
         lines.append(f"   grid_sample bicubic/{pad} {C}x{H}x{W}: {ms:.1f} ms")
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
     path = out_dir / "sample_rotate.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_row(path, images, titles)
     lines.append(f"   wrote {path.name}")
 
     # 2. recover a known rotation + shift by gradient descent (no autograd)
@@ -76,20 +83,13 @@ def run(out_dir: Path, quick: bool) -> list[str]:
     secs = time.perf_counter() - t0
     aligned = fit.transform(gray)[0]
     err = np.abs(fit.theta_ - true).max()
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-    for ax, im, title in zip(axes, (gray, fixed, aligned, np.abs(aligned - fixed)),
-                             ("moving", "fixed (rotated 8.6°, shifted)", "moving aligned by AffineAlign",
-                              "|aligned - fixed|")):
-        if title == "|aligned - fixed|":
-            ax.imshow(im, cmap="magma", vmin=0, vmax=0.1)   # same scale as a 10% error
-        else:
-            ax.imshow(im, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
+    gray_kw = dict(cmap="gray", vmin=0, vmax=1)
+    titles = ("moving", "fixed (rotated 8.6°, shifted)", "moving aligned by AffineAlign",
+              "|aligned - fixed|")
     path = out_dir / "sample_align.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_row(path, (gray, fixed, aligned, np.abs(aligned - fixed)), titles,
+              **{t: gray_kw for t in titles[:3]},
+              **{titles[3]: dict(cmap="magma", vmin=0, vmax=0.1)})   # a 10% error is bright
     lines.append(f"   AffineAlign: {fit.n_iter_} steps in {secs:.2f} s, max |theta - true| = {err:.1e}")
     lines.append(f"   wrote {path.name}")
     return lines

@@ -15,7 +15,7 @@ cdef inline real lerp_one(real a, real b, real w) noexcept nogil:
     cdef real d = b - a
     cdef real lo = a + w * d
     cdef real hi = b - d * (<real> 1 - w)
-    return lo if fabs(w) < 0.5 else hi
+    return lo if (w < <real> 0.5) and (w > <real> -0.5) else hi  # |w| < 0.5 in real
 
 
 cdef inline void lerp_run(const real* a, const real* b, const real* t, real* out,

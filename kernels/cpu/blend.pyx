@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Blend kernels: lerp (strided, broadcasting) and slerp (fused, one row at a time).
+"""Blend kernels: lerp (strided, broadcasting) and slerp (fused, blocks of rows).
 
 The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
@@ -9,7 +9,7 @@ from libc.math cimport M_PI, cos, fabs, sin, sqrt
 from _types cimport real
 from _lerp cimport lerp_run
 
-cdef Py_ssize_t LERP_CHUNK = 16384
+cdef Py_ssize_t LERP_CHUNK = 65536  # elements per scheduled job (256 KiB of float32)
 
 
 cdef inline Py_ssize_t row_offset(Py_ssize_t row, const Py_ssize_t[::1] shape,
@@ -65,8 +65,10 @@ def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
 # and the blend then run on cache-resident data. Work is split in blocks of
 # rows whose size depends only on D, so results do not depend on the thread
 # count. Per block:
-#   1. per row: norms, dot products (vectorized reductions in double,
-#      _blendmath.h), classification of degenerate cases, tan(θ/2);
+#   1. per row: the dot products |a|^2, |b|^2, a.b (reductions in double,
+#      _blendmath.h); then across the block's rows (vectorized): norms,
+#      cos θ, sin θ, tan(θ/2). Rows with a zero vector or |cos θ| > 0.7 are
+#      redone by the scalar row_geometry (accurate angle, degenerate cases);
 #   2. across the block's rows (vectorized): θ, then for each step the
 #      weights (one sincos per row);
 #   3. per row: rows with a degenerate case or t in {0, 1} get their weights
@@ -339,7 +341,8 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
     cdef Py_ssize_t blk, r0
     if rows == 0 or n == 0 or steps == 0:
         return
-    for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+    for blk in prange(nblocks, nogil=True, schedule="dynamic", chunksize=8,
+                      num_threads=nthreads):
         r0 = blk * per_block
         slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
                     &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)

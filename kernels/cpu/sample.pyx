@@ -5,9 +5,10 @@ The Python front (fastinterp.sample) validates and makes every array
 C-contiguous; these loops trust what they get. The per-coordinate arithmetic
 (unnormalize, padding, weights) lives in _taps.pxd.
 
-Design: for each output row, the taps of every output pixel (offsets, masks,
-weights and, for the backward, gradient factors) are computed once into a
-small per-thread table ("plan"); then each channel is swept along the row.
+Design: for each block of output rows (~PLAN_PIXELS pixels), the taps of
+every output pixel (offsets, masks, weights and, for the backward, gradient
+factors) are computed once into a small per-thread table ("plan"); then the
+channels are swept along the block (bilinear: CB channels per pass).
 The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
@@ -20,6 +21,9 @@ from _types cimport real
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
                     linear_weights, cubic_weights, cubic_weights_grad)
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) noexcept nogil
 
 # Mode and padding codes (the front maps the strings).
 cdef enum:
@@ -49,7 +53,7 @@ cdef enum:
     I_SLOTS = 9
 
 cdef enum:
-    PLAN_PIXELS = 1024
+    PLAN_PIXELS = 1024   # output pixels planned at once (whole rows, at least one)
 
 # Axis description: the six numbers _taps' coordinate helpers take, plus size.
 cdef enum:
@@ -190,11 +194,35 @@ cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
     return ip[off] if (mask >> bit) & 1 else 0
 
 
+cdef inline Py_ssize_t bilinear_taps(const real* R, const Py_ssize_t* I, Py_ssize_t wo,
+                                     Py_ssize_t j, Py_ssize_t* t, real* w) noexcept nogil:
+    """Pixel j's planned bilinear taps: t = x0, x1, y0, y1 offsets, w = nw, ne, sw,
+    se weights; returns the valid-tap mask (15: all inside)."""
+    t[0] = I[I_X * wo + j]
+    t[1] = I[(I_X + 1) * wo + j]
+    t[2] = I[I_Y * wo + j]
+    t[3] = I[(I_Y + 1) * wo + j]
+    w[0] = R[R_W0 * wo + j]
+    w[1] = R[(R_W0 + 1) * wo + j]
+    w[2] = R[(R_W0 + 2) * wo + j]
+    w[3] = R[(R_W0 + 3) * wo + j]
+    return I[I_MASK * wo + j]
+
+
+cdef inline real bilinear_masked(const real* ip, const Py_ssize_t* t, const real* w,
+                                 Py_ssize_t m) noexcept nogil:
+    """Bilinear value with only the taps in mask m read (PyTorch's order of sums)."""
+    return (tap_value(ip, t[0] + t[2], m, 0) * w[0] + tap_value(ip, t[1] + t[2], m, 1) * w[1]) \
+        + tap_value(ip, t[0] + t[3], m, 2) * w[2] + tap_value(ip, t[1] + t[3], m, 3) * w[3]
+
+
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, int mode,
                     Py_ssize_t sx, Py_ssize_t sy, const real* R,
                     const Py_ssize_t* I) noexcept nogil:
     """One channel of one output row: op[j * ostep] for j < wo; ip is the channel's plane."""
-    cdef Py_ssize_t j, m, xa, xb, ya, yb
+    cdef Py_ssize_t j, m, ya
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
     cdef int i, k
     cdef real v, r
     cdef real rows[4]
@@ -202,20 +230,12 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, i
     cdef const Py_ssize_t* M = I + I_MASK * wo
     if mode == BILINEAR:
         for j in range(wo):
-            m = M[j]
-            xa = I[I_X * wo + j]
-            ya = I[I_Y * wo + j]
+            m = bilinear_taps(R, I, wo, j, t, w)
             if m == 15:
-                p = ip + xa + ya
-                v = (p[0] * R[R_W0 * wo + j] + p[sx] * R[(R_W0 + 1) * wo + j]) \
-                    + p[sy] * R[(R_W0 + 2) * wo + j] + p[sy + sx] * R[(R_W0 + 3) * wo + j]
+                p = ip + t[0] + t[2]
+                v = (p[0] * w[0] + p[sx] * w[1]) + p[sy] * w[2] + p[sy + sx] * w[3]
             else:
-                xb = I[(I_X + 1) * wo + j]
-                yb = I[(I_Y + 1) * wo + j]
-                v = (tap_value(ip, xa + ya, m, 0) * R[R_W0 * wo + j]
-                     + tap_value(ip, xb + ya, m, 1) * R[(R_W0 + 1) * wo + j]) \
-                    + tap_value(ip, xa + yb, m, 2) * R[(R_W0 + 2) * wo + j] \
-                    + tap_value(ip, xb + yb, m, 3) * R[(R_W0 + 3) * wo + j]
+                v = bilinear_masked(ip, t, w, m)
             op[j * ostep] = v
     elif mode == NEAREST:
         for j in range(wo):
@@ -234,63 +254,69 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, i
                              + R[(R_CY + 2) * wo + j] * rows[2]) + R[(R_CY + 3) * wo + j] * rows[3]
 
 
+cdef inline void bilinear_bwd_pixel(const real* ip, real* gip, real g, Py_ssize_t m,
+                                    const Py_ssize_t* t, const real* w, Py_ssize_t sx,
+                                    Py_ssize_t sy, bint do_input, bint do_grid, real tx,
+                                    real ty, real* gx, real* gy) noexcept nogil:
+    """One channel of one pixel: scatter g * weights into gip (do_input); add
+    d out / d (x, y) times g to *gx, *gy (do_grid, PyTorch's formula)."""
+    cdef real v0, v1, v2, v3
+    cdef real one = 1
+    cdef real* gp
+    cdef const real* p
+    if m == 15:         # all four taps inside: no masks
+        if do_input:
+            gp = gip + t[0] + t[2]
+            gp[0] += w[0] * g
+            gp[sx] += w[1] * g
+            gp[sy] += w[2] * g
+            gp[sy + sx] += w[3] * g
+        if do_grid:
+            p = ip + t[0] + t[2]
+            v0 = p[0]
+            v1 = p[sx]
+            v2 = p[sy]
+            v3 = p[sy + sx]
+    else:
+        if do_input:
+            if m & 1:
+                gip[t[0] + t[2]] += w[0] * g
+            if m & 2:
+                gip[t[1] + t[2]] += w[1] * g
+            if m & 4:
+                gip[t[0] + t[3]] += w[2] * g
+            if m & 8:
+                gip[t[1] + t[3]] += w[3] * g
+        if do_grid:
+            v0 = tap_value(ip, t[0] + t[2], m, 0)
+            v1 = tap_value(ip, t[1] + t[2], m, 1)
+            v2 = tap_value(ip, t[0] + t[3], m, 2)
+            v3 = tap_value(ip, t[1] + t[3], m, 3)
+    if do_grid:
+        gx[0] = gx[0] + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
+        gy[0] = gy[0] + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+
+
 cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep,
                     Py_ssize_t wo, int mode, Py_ssize_t sx, Py_ssize_t sy,
                     bint do_input, bint do_grid, real* R,
                     const Py_ssize_t* I) noexcept nogil:
     """One channel of one output row: scatter grad_output into gip (do_input) and add
     this channel's share of d out / d grid into the row's accumulators (do_grid)."""
-    cdef Py_ssize_t j, m, xa, xb, ya, yb, o
+    cdef Py_ssize_t j, m, xa, o
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
     cdef int i, k
-    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, v, cxk, cyi, gx, gy
-    cdef real one = 1
-    cdef real* gp
-    cdef const real* p
+    cdef real g, v, cxk, cyi, gx, gy
     cdef const Py_ssize_t* M = I + I_MASK * wo
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
     if mode == BILINEAR:
         for j in range(wo):
             g = gop[j * ostep]
-            m = M[j]
-            xa = I[I_X * wo + j]
-            ya = I[I_Y * wo + j]
-            if m == 15:         # all four taps inside: no masks
-                o = xa + ya
-                if do_input:
-                    gp = gip + o
-                    gp[0] += R[R_W0 * wo + j] * g
-                    gp[sx] += R[(R_W0 + 1) * wo + j] * g
-                    gp[sy] += R[(R_W0 + 2) * wo + j] * g
-                    gp[sy + sx] += R[(R_W0 + 3) * wo + j] * g
-                if do_grid:
-                    p = ip + o
-                    v0 = p[0]
-                    v1 = p[sx]
-                    v2 = p[sy]
-                    v3 = p[sy + sx]
-            else:
-                xb = I[(I_X + 1) * wo + j]
-                yb = I[(I_Y + 1) * wo + j]
-                if do_input:
-                    if m & 1:
-                        gip[xa + ya] += R[R_W0 * wo + j] * g
-                    if m & 2:
-                        gip[xb + ya] += R[(R_W0 + 1) * wo + j] * g
-                    if m & 4:
-                        gip[xa + yb] += R[(R_W0 + 2) * wo + j] * g
-                    if m & 8:
-                        gip[xb + yb] += R[(R_W0 + 3) * wo + j] * g
-                if do_grid:
-                    v0 = tap_value(ip, xa + ya, m, 0)
-                    v1 = tap_value(ip, xb + ya, m, 1)
-                    v2 = tap_value(ip, xa + yb, m, 2)
-                    v3 = tap_value(ip, xb + yb, m, 3)
-            if do_grid:
-                tx = R[R_TX * wo + j]
-                ty = R[R_TY * wo + j]
-                GX[j] = GX[j] + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
-                GY[j] = GY[j] + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+            m = bilinear_taps(R, I, wo, j, t, w)
+            bilinear_bwd_pixel(ip, gip, g, m, t, w, sx, sy, do_input, do_grid,
+                               R[R_TX * wo + j], R[R_TY * wo + j], GX + j, GY + j)
     elif mode == NEAREST:
         if do_input:
             for j in range(wo):
@@ -326,6 +352,7 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
 # plan, so each pixel's offsets and weights are loaded once for CB channels.
 cdef enum:
     CB = 4
+    PF = 32         # prefetch distance, pixels
 
 
 cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
@@ -334,32 +361,29 @@ cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_s
                                    const Py_ssize_t* I) noexcept nogil:
     """CB channels (planes ip + q * cs -> op + q * ocs) of one run of output pixels;
     the same arithmetic as sweep_fwd's bilinear branch."""
-    cdef Py_ssize_t j, m, xa, xb, ya, yb, q
-    cdef real w0, w1, w2, w3
+    cdef Py_ssize_t j, m, q
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
     cdef const real* p
     cdef real* o
-    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef Py_ssize_t ahead
     for j in range(wo):
-        m = M[j]
-        xa = I[I_X * wo + j]
-        ya = I[I_Y * wo + j]
-        w0 = R[R_W0 * wo + j]
-        w1 = R[(R_W0 + 1) * wo + j]
-        w2 = R[(R_W0 + 2) * wo + j]
-        w3 = R[(R_W0 + 3) * wo + j]
+        m = bilinear_taps(R, I, wo, j, t, w)
         o = op + j * ostep
-        if m == 15:
-            p = ip + xa + ya
+        if j + PF < wo:     # the taps wander across input rows: the hardware
+            # prefetcher does not follow them, so fetch pixel j + PF's rows now
+            ahead = I[I_X * wo + j + PF] + I[I_Y * wo + j + PF]
             for q in range(CB):
-                o[q * ocs] = (p[0] * w0 + p[sx] * w1) + p[sy] * w2 + p[sy + sx] * w3
+                __builtin_prefetch(ip + q * cs + ahead)
+                __builtin_prefetch(ip + q * cs + ahead + sy)
+        if m == 15:
+            p = ip + t[0] + t[2]
+            for q in range(CB):
+                o[q * ocs] = (p[0] * w[0] + p[sx] * w[1]) + p[sy] * w[2] + p[sy + sx] * w[3]
                 p = p + cs
         else:
-            xb = I[(I_X + 1) * wo + j]
-            yb = I[(I_Y + 1) * wo + j]
             for q in range(CB):
-                p = ip + q * cs
-                o[q * ocs] = (tap_value(p, xa + ya, m, 0) * w0 + tap_value(p, xb + ya, m, 1) * w1) \
-                    + tap_value(p, xa + yb, m, 2) * w2 + tap_value(p, xb + yb, m, 3) * w3
+                o[q * ocs] = bilinear_masked(ip + q * cs, t, w, m)
 
 
 cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
@@ -369,64 +393,21 @@ cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, con
     """CB channels of sweep_bwd's bilinear branch: for every grad_input element the
     additions come in the same order, and the grid sums run over channels in
     increasing order, exactly as CB single-channel sweeps would do them."""
-    cdef Py_ssize_t j, m, xa, xb, ya, yb, o, q
-    cdef real g, v0 = 0, v1 = 0, v2 = 0, v3 = 0, tx, ty, w0, w1, w2, w3, gx, gy
-    cdef real one = 1
-    cdef real* gp
-    cdef const real* p
-    cdef const Py_ssize_t* M = I + I_MASK * wo
+    cdef Py_ssize_t j, m, q
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
+    cdef real tx, ty, gx, gy
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
     for j in range(wo):
-        m = M[j]
-        xa = I[I_X * wo + j]
-        ya = I[I_Y * wo + j]
-        xb = I[(I_X + 1) * wo + j]
-        yb = I[(I_Y + 1) * wo + j]
-        w0 = R[R_W0 * wo + j]
-        w1 = R[(R_W0 + 1) * wo + j]
-        w2 = R[(R_W0 + 2) * wo + j]
-        w3 = R[(R_W0 + 3) * wo + j]
+        m = bilinear_taps(R, I, wo, j, t, w)
         tx = R[R_TX * wo + j]
         ty = R[R_TY * wo + j]
         gx = GX[j]
         gy = GY[j]
-        o = xa + ya
         for q in range(CB):
-            g = gop[q * ocs + j * ostep]
-            if m == 15:
-                if do_input:
-                    gp = gip + q * cs + o
-                    gp[0] += w0 * g
-                    gp[sx] += w1 * g
-                    gp[sy] += w2 * g
-                    gp[sy + sx] += w3 * g
-                if do_grid:
-                    p = ip + q * cs + o
-                    v0 = p[0]
-                    v1 = p[sx]
-                    v2 = p[sy]
-                    v3 = p[sy + sx]
-            else:
-                if do_input:
-                    gp = gip + q * cs
-                    if m & 1:
-                        gp[xa + ya] += w0 * g
-                    if m & 2:
-                        gp[xb + ya] += w1 * g
-                    if m & 4:
-                        gp[xa + yb] += w2 * g
-                    if m & 8:
-                        gp[xb + yb] += w3 * g
-                if do_grid:
-                    p = ip + q * cs
-                    v0 = tap_value(p, xa + ya, m, 0)
-                    v1 = tap_value(p, xb + ya, m, 1)
-                    v2 = tap_value(p, xa + yb, m, 2)
-                    v3 = tap_value(p, xb + yb, m, 3)
-            if do_grid:
-                gx = gx + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
-                gy = gy + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
+            bilinear_bwd_pixel(ip + q * cs, gip + q * cs, gop[q * ocs + j * ostep], m, t, w,
+                               sx, sy, do_input, do_grid, tx, ty, &gx, &gy)
         GX[j] = gx
         GY[j] = gy
 
@@ -436,36 +417,29 @@ cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssi
                                   const Py_ssize_t* I) noexcept nogil:
     """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
     image, op the run's first output pixel. Same arithmetic as sweep_fwd."""
-    cdef Py_ssize_t j, m, xa, xb, ya, yb, c
+    cdef Py_ssize_t j, m, c
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
     cdef real w0, w1, w2, w3
     cdef const real* p0
     cdef const real* p1
     cdef const real* p2
     cdef const real* p3
     cdef real* o
-    cdef const Py_ssize_t* M = I + I_MASK * wo
     for j in range(wo):
-        m = M[j]
-        xa = I[I_X * wo + j]
-        ya = I[I_Y * wo + j]
-        w0 = R[R_W0 * wo + j]
-        w1 = R[(R_W0 + 1) * wo + j]
-        w2 = R[(R_W0 + 2) * wo + j]
-        w3 = R[(R_W0 + 3) * wo + j]
+        m = bilinear_taps(R, I, wo, j, t, w)
+        w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
         o = op + j * C
         if m == 15:
-            p0 = ip + xa + ya
+            p0 = ip + t[0] + t[2]
             p1 = p0 + sx
             p2 = p0 + sy
             p3 = p2 + sx
             for c in range(C):
                 o[c] = (p0[c] * w0 + p1[c] * w1) + p2[c] * w2 + p3[c] * w3
         else:
-            xb = I[(I_X + 1) * wo + j]
-            yb = I[(I_Y + 1) * wo + j]
             for c in range(C):
-                o[c] = (tap_value(ip + c, xa + ya, m, 0) * w0 + tap_value(ip + c, xb + ya, m, 1) * w1) \
-                    + tap_value(ip + c, xa + yb, m, 2) * w2 + tap_value(ip + c, xb + yb, m, 3) * w3
+                o[c] = bilinear_masked(ip + c, t, w, m)
 
 
 cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -518,8 +492,8 @@ cdef void grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     cdef Py_ssize_t job, n, h0, c, length
     cdef Py_ssize_t rb = block_rows(Ho, Wo)
     cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R
-    cdef Py_ssize_t* I
+    cdef real* R = NULL
+    cdef Py_ssize_t* I = NULL
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
@@ -617,12 +591,9 @@ cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* 
         for j in range(length):
             GX[j] = 0
             GY[j] = 0
-        # grid sums first, then the scatter: two light sweeps beat one fused sweep
-        # whose stores into grad_input (same offsets as the input reads) stall loads
-        if do_grid:
-            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, False, True, R, I)
-        if do_input:
-            sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, True, False, R, I)
+        # one sweep does both (the front places grad_input so that its stores do not
+        # 4K-alias the input reads, which would stall every load)
+        sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, do_input, do_grid, R, I)
         if do_grid:
             gg = ggp + (n * Ho + h) * Wo * 2
             for j in range(length):
@@ -648,8 +619,8 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
     cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
     cdef Py_ssize_t rb = block_rows(Ho, Wo)
     cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R
-    cdef Py_ssize_t* I
+    cdef real* R = NULL
+    cdef Py_ssize_t* I = NULL
     cdef const real* ip = &inp[0]
     cdef const real* gp = &grid[0]
     cdef const real* gop = &grad_out[0]

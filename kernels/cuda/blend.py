@@ -192,13 +192,15 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
 
 
 @cuda.jit(device=True, inline=True)
-def _block_sum(buf, tid):
-    """Tree-sum buf[0:ROW_BLOCK] into buf[0] (fixed order: deterministic)."""
+def _block_sum3(x, y, z, tid):
+    """Tree-sum x, y, z[0:ROW_BLOCK] into their [0] together (fixed order: deterministic)."""
     step = ROW_BLOCK // 2
     while step > 0:
         cuda.syncthreads()
         if tid < step:
-            buf[tid] += buf[tid + step]
+            x[tid] += x[tid + step]
+            y[tid] += y[tid + step]
+            z[tid] += z[tid + step]
         step //= 2
     cuda.syncthreads()
 
@@ -227,9 +229,7 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
     s_aa[tid] = aa
     s_bb[tid] = bb
     s_ab[tid] = ab
-    _block_sum(s_aa, tid)
-    _block_sum(s_bb, tid)
-    _block_sum(s_ab, tid)
+    _block_sum3(s_aa, s_bb, s_ab, tid)
     na, nb, sign, c = _norms(s_aa[0], s_bb[0], s_ab[0], shortest_path)
     kind = ROW_REGULAR
     theta = 0.0
@@ -250,8 +250,8 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
         cuda.syncthreads()
         s_aa[tid] = dm
         s_bb[tid] = dp
-        _block_sum(s_aa, tid)
-        _block_sum(s_bb, tid)
+        s_ab[tid] = 0.0
+        _block_sum3(s_aa, s_bb, s_ab, tid)
         kind, theta = _angle(s_aa[0], s_bb[0], depth)
         if kind == ROW_ANTIPODAL:
             # first index of the smallest |a_d|: per-thread, then a tree argmin

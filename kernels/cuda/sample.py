@@ -9,8 +9,9 @@ from a bound on any partial sum, ``B = f * H_out * W_out * max|grad_output|``
 (``f`` = 1 for bilinear/nearest, 2 for bicubic), as the largest k with
 ``B * 2**k < 2**62``: no overflow is possible and each addition is rounded to
 ``2**-k`` (about ``2**-62 * B``, far below float32 resolution and close to
-float64's). Cost: an int64 buffer the size of input, one max reduction and
-one conversion pass (roughly 1.5-2x the float-atomic backward).
+float64's). Cost: an int64 buffer the size of input, one max reduction (one
+scalar copied to the host), one conversion pass and 64-bit atomics (not yet
+timed on GPU hardware).
 """
 from __future__ import annotations
 
@@ -167,6 +168,37 @@ def _scatter(gin, fixed, n, c, y, x, v, det, scale, flag):
 
 # --------------------------------------------------------------------------- kernels
 
+@cuda.jit(device=True, inline=True)
+def _point(i, grid, Ho, Wo, ax, ay):
+    """Output pixel (n, h, w) of flat index i and its unnormalized grid point (x, y)."""
+    w = i % Wo
+    h = (i // Wo) % Ho
+    n = i // (Wo * Ho)
+    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
+    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
+    return n, h, w, x, y
+
+
+@cuda.jit(device=True, inline=True)
+def _linear(x, size):
+    """Bilinear taps of a padded coordinate on one axis: (first index, fraction,
+    first tap inside, second tap inside)."""
+    fx = _floor(x)
+    v0, v1 = _inside(fx, size), _inside(fx + 1, size)
+    return (int(fx) if (v0 or v1) else 0), x - fx, v0, v1
+
+
+@cuda.jit(device=True, inline=True)
+def _corners(inp, n, c, iy, ix, vx0, vx1, vy0, vy1):
+    """The four bilinear tap values (0 outside): nw, ne, sw, se."""
+    v0 = inp[n, c, iy, ix] if (vx0 and vy0) else 0.0
+    v1 = inp[n, c, iy, ix + 1] if (vx1 and vy0) else 0.0
+    v2 = inp[n, c, iy + 1, ix] if (vx0 and vy1) else 0.0
+    v3 = inp[n, c, iy + 1, ix + 1] if (vx1 and vy1) else 0.0
+    return v0, v1, v2, v3
+
+
+
 @cuda.jit
 def _grid_sample_fwd(out, inp, grid, mode, padding, ax, ay):
     """One thread computes one output pixel (n, h, w) for every channel."""
@@ -174,12 +206,8 @@ def _grid_sample_fwd(out, inp, grid, mode, padding, ax, ay):
     N, C, Ho, Wo = out.shape
     if i >= N * Ho * Wo:
         return
-    w = i % Wo
-    h = (i // Wo) % Ho
-    n = i // (Wo * Ho)
+    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay)
     H, W = inp.shape[2], inp.shape[3]
-    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
-    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
     if mode == BICUBIC:
         fx = _floor(x)
         fy = _floor(y)
@@ -208,23 +236,14 @@ def _grid_sample_fwd(out, inp, grid, mode, padding, ax, ay):
         for c in range(C):
             out[n, c, h, w] = inp[n, c, iy, ix] if ok else 0.0
         return
-    fx = _floor(x)
-    fy = _floor(y)
-    tx = x - fx
-    ty = y - fy
-    vx0, vx1 = _inside(fx, W), _inside(fx + 1, W)
-    vy0, vy1 = _inside(fy, H), _inside(fy + 1, H)
-    ix = int(fx) if (vx0 or vx1) else 0
-    iy = int(fy) if (vy0 or vy1) else 0
+    ix, tx, vx0, vx1 = _linear(x, W)
+    iy, ty, vy0, vy1 = _linear(y, H)
     w0 = (1 - ty) * (1 - tx)
     w1 = (1 - ty) * tx
     w2 = ty * (1 - tx)
     w3 = ty * tx
     for c in range(C):
-        v0 = inp[n, c, iy, ix] if (vx0 and vy0) else 0.0
-        v1 = inp[n, c, iy, ix + 1] if (vx1 and vy0) else 0.0
-        v2 = inp[n, c, iy + 1, ix] if (vx0 and vy1) else 0.0
-        v3 = inp[n, c, iy + 1, ix + 1] if (vx1 and vy1) else 0.0
+        v0, v1, v2, v3 = _corners(inp, n, c, iy, ix, vx0, vx1, vy0, vy1)
         out[n, c, h, w] = v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
 
 
@@ -237,12 +256,8 @@ def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
     N, C, Ho, Wo = gout.shape
     if i >= N * Ho * Wo:
         return
-    w = i % Wo
-    h = (i // Wo) % Ho
-    n = i // (Wo * Ho)
+    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay)
     H, W = inp.shape[2], inp.shape[3]
-    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
-    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
     gx = 0.0
     gy = 0.0
     if mode == BICUBIC:
@@ -281,14 +296,8 @@ def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
         return
     x, mx = _pad_grad(x, padding, ax[2], ax[3], ax[4], ax[5] != 0, ax[0])
     y, my = _pad_grad(y, padding, ay[2], ay[3], ay[4], ay[5] != 0, ay[0])
-    fx = _floor(x)
-    fy = _floor(y)
-    tx = x - fx
-    ty = y - fy
-    vx0, vx1 = _inside(fx, W), _inside(fx + 1, W)
-    vy0, vy1 = _inside(fy, H), _inside(fy + 1, H)
-    ix = int(fx) if (vx0 or vx1) else 0
-    iy = int(fy) if (vy0 or vy1) else 0
+    ix, tx, vx0, vx1 = _linear(x, W)
+    iy, ty, vy0, vy1 = _linear(y, H)
     for c in range(C):
         g = gout[n, c, h, w]
         if do_input:
@@ -300,10 +309,7 @@ def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
                 _scatter(gin, fixed, n, c, iy + 1, ix, ty * (1 - tx) * g, det, scale, flag)
             if vx1 and vy1:
                 _scatter(gin, fixed, n, c, iy + 1, ix + 1, ty * tx * g, det, scale, flag)
-        v0 = inp[n, c, iy, ix] if (vx0 and vy0) else 0.0
-        v1 = inp[n, c, iy, ix + 1] if (vx1 and vy0) else 0.0
-        v2 = inp[n, c, iy + 1, ix] if (vx0 and vy1) else 0.0
-        v3 = inp[n, c, iy + 1, ix + 1] if (vx1 and vy1) else 0.0
+        v0, v1, v2, v3 = _corners(inp, n, c, iy, ix, vx0, vx1, vy0, vy1)
         gx += ((v1 - v0) * (1 - ty) + (v3 - v2) * ty) * g
         gy += ((v2 - v0) * (1 - tx) + (v3 - v1) * tx) * g
     if do_grid:
