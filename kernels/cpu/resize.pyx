@@ -95,128 +95,100 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Horizontal pass by in-register permutes (AVX-512): a block of B outputs
-       (16 floats / 8 doubles) whose taps all lie in a window of 2B source
-       values starting at base[b] loads that window once (two vectors) and
-       picks every tap with one two-source permute: no gathers. rel[k, x] is
-       tap k's index minus its block's base; weights w[k, x] as usual. */
+    /* Horizontal pass by in-register permutes (AVX-512): a block of L outputs
+       (L = 16 floats / 8 doubles, the vector lanes) whose taps all lie in a
+       window of 2L source values starting at base[b] loads that window once
+       (two vectors) and picks every tap with one two-source permute: no
+       gathers. rel[k, x] is tap k's index minus its block's base; weights
+       w[k, x] as usual. fi_hperm4_* use a window of four vectors: the tap's
+       low bits pick within a vector pair by permute, its next bit picks the
+       pair by a blend; their blocks hold B outputs (L, or L/2 for the wider
+       taps of antialiased 4x downscales). Together they cover upscales and
+       downscales by up to 4 (area, antialiasing, the backward of 2x
+       upscales). Per-type vector primitives first, then one body per pass. */
     #if defined(__AVX512F__) && defined(__AVX512VL__)
     #include <immintrin.h>
     #define FI_HAVE_PERM 1
-    static void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
-                           const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 16, ++b) {
-            Py_ssize_t cnt = n - x0 < 16 ? n - x0 : 16;
-            __mmask16 om = (__mmask16)((1u << cnt) - 1u);
-            const float* s = src + base[b];
-            Py_ssize_t avail = nsrc - base[b];
-            __m512 lo, hi;
-            if (avail >= 32) {
-                lo = _mm512_loadu_ps(s);
-                hi = _mm512_loadu_ps(s + 16);
-            } else {
-                __mmask16 m0 = avail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << avail) - 1u);
-                __mmask16 m1 = avail > 16 ? (__mmask16)((1u << (avail - 16)) - 1u) : (__mmask16)0;
-                lo = _mm512_maskz_loadu_ps(m0, s);
-                hi = _mm512_maskz_loadu_ps(m1, s + 16);
-            }
-            __m512 acc = _mm512_mul_ps(_mm512_maskz_loadu_ps(om, w + x0),
-                _mm512_permutex2var_ps(lo, _mm512_maskz_loadu_epi32(om, rel + x0), hi));
-            for (Py_ssize_t k = 1; k < K; ++k) {
-                __m512 v = _mm512_permutex2var_ps(lo,
-                    _mm512_maskz_loadu_epi32(om, rel + k * n + x0), hi);
-                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(om, w + k * n + x0), v, acc);
-            }
-            _mm512_mask_storeu_ps(dst + x0, om, acc);
-        }
-    }
-    static void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
-                           const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += 8, ++b) {
-            Py_ssize_t cnt = n - x0 < 8 ? n - x0 : 8;
-            __mmask8 om = (__mmask8)((1u << cnt) - 1u);
-            const double* s = src + base[b];
-            Py_ssize_t avail = nsrc - base[b];
-            __m512d lo, hi;
-            if (avail >= 16) {
-                lo = _mm512_loadu_pd(s);
-                hi = _mm512_loadu_pd(s + 8);
-            } else {
-                __mmask8 m0 = avail >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << avail) - 1u);
-                __mmask8 m1 = avail > 8 ? (__mmask8)((1u << (avail - 8)) - 1u) : (__mmask8)0;
-                lo = _mm512_maskz_loadu_pd(m0, s);
-                hi = _mm512_maskz_loadu_pd(m1, s + 8);
-            }
-            __m512d acc = _mm512_mul_pd(_mm512_maskz_loadu_pd(om, w + x0),
-                _mm512_permutex2var_pd(lo,
-                    _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(om, rel + x0)), hi));
-            for (Py_ssize_t k = 1; k < K; ++k) {
-                __m512d v = _mm512_permutex2var_pd(lo,
-                    _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(om, rel + k * n + x0)), hi);
-                acc = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(om, w + k * n + x0), v, acc);
-            }
-            _mm512_mask_storeu_pd(dst + x0, om, acc);
-        }
-    }
-    /* The same with a window of four vectors (64 floats / 32 doubles): the
-       tap's low bits pick within a vector pair by permute, its next bit picks
-       the pair by a blend. Blocks of B outputs (a full vector, or half of one
-       for the wider taps of antialiased 4x downscales). Covers downscales by
-       up to 4 (area, antialiasing, the backward of 2x upscales). */
-    static inline __mmask16 fi_mask16(Py_ssize_t m) {
+    static inline __mmask16 fi_mask_f(Py_ssize_t m) {
         return m >= 16 ? (__mmask16)0xFFFF : m <= 0 ? (__mmask16)0 : (__mmask16)((1u << m) - 1u);
     }
-    static inline __mmask8 fi_mask8(Py_ssize_t m) {
+    static inline __mmask8 fi_mask_d(Py_ssize_t m) {
         return m >= 8 ? (__mmask8)0xFF : m <= 0 ? (__mmask8)0 : (__mmask8)((1u << m) - 1u);
     }
-    static void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
-                            Py_ssize_t B) {
-        const __m512i hibit = _mm512_set1_epi32(32);
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {
-            __mmask16 om = fi_mask16(n - x0 < B ? n - x0 : B);
-            const float* s = src + base[b];
-            Py_ssize_t avail = nsrc - base[b];
-            __m512 v0 = _mm512_maskz_loadu_ps(fi_mask16(avail), s);
-            __m512 v1 = _mm512_maskz_loadu_ps(fi_mask16(avail - 16), s + 16);
-            __m512 v2 = _mm512_maskz_loadu_ps(fi_mask16(avail - 32), s + 32);
-            __m512 v3 = _mm512_maskz_loadu_ps(fi_mask16(avail - 48), s + 48);
-            __m512 acc = _mm512_setzero_ps();
-            for (Py_ssize_t k = 0; k < K; ++k) {
-                __m512i r = _mm512_maskz_loadu_epi32(om, rel + k * n + x0);
-                __m512 v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(r, hibit),
-                                                _mm512_permutex2var_ps(v0, r, v1),
-                                                _mm512_permutex2var_ps(v2, r, v3));
-                __m512 wk = _mm512_maskz_loadu_ps(om, w + k * n + x0);
-                acc = k == 0 ? _mm512_mul_ps(wk, v) : _mm512_fmadd_ps(wk, v, acc);
-            }
-            _mm512_mask_storeu_ps(dst + x0, om, acc);
-        }
+    /* the first m lanes of p (zeros beyond), as values / as tap indices */
+    static inline __m512 fi_load_f(Py_ssize_t m, const float* p) {
+        return _mm512_maskz_loadu_ps(fi_mask_f(m), p);
     }
-    static void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
-                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
-                            Py_ssize_t B) {
-        const __m512i hibit = _mm512_set1_epi64(16);
-        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {
-            __mmask8 om = fi_mask8(n - x0 < B ? n - x0 : B);
-            const double* s = src + base[b];
-            Py_ssize_t avail = nsrc - base[b];
-            __m512d v0 = _mm512_maskz_loadu_pd(fi_mask8(avail), s);
-            __m512d v1 = _mm512_maskz_loadu_pd(fi_mask8(avail - 8), s + 8);
-            __m512d v2 = _mm512_maskz_loadu_pd(fi_mask8(avail - 16), s + 16);
-            __m512d v3 = _mm512_maskz_loadu_pd(fi_mask8(avail - 24), s + 24);
-            __m512d acc = _mm512_setzero_pd();
-            for (Py_ssize_t k = 0; k < K; ++k) {
-                __m512i r = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(om, rel + k * n + x0));
-                __m512d v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(r, hibit),
-                                                 _mm512_permutex2var_pd(v0, r, v1),
-                                                 _mm512_permutex2var_pd(v2, r, v3));
-                __m512d wk = _mm512_maskz_loadu_pd(om, w + k * n + x0);
-                acc = k == 0 ? _mm512_mul_pd(wk, v) : _mm512_fmadd_pd(wk, v, acc);
-            }
-            _mm512_mask_storeu_pd(dst + x0, om, acc);
-        }
+    static inline __m512d fi_load_d(Py_ssize_t m, const double* p) {
+        return _mm512_maskz_loadu_pd(fi_mask_d(m), p);
     }
+    static inline __m512i fi_rel_f(Py_ssize_t m, const int* p) {
+        return _mm512_maskz_loadu_epi32(fi_mask_f(m), p);
+    }
+    static inline __m512i fi_rel_d(Py_ssize_t m, const int* p) {
+        return _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(fi_mask_d(m), p));
+    }
+    static inline void fi_store_f(Py_ssize_t m, float* p, __m512 v) {
+        _mm512_mask_storeu_ps(p, fi_mask_f(m), v);
+    }
+    static inline void fi_store_d(Py_ssize_t m, double* p, __m512d v) {
+        _mm512_mask_storeu_pd(p, fi_mask_d(m), v);
+    }
+    #define fi_perm_f _mm512_permutex2var_ps
+    #define fi_perm_d _mm512_permutex2var_pd
+    #define fi_mul_f _mm512_mul_ps
+    #define fi_mul_d _mm512_mul_pd
+    #define fi_fma_f _mm512_fmadd_ps
+    #define fi_fma_d _mm512_fmadd_pd
+    /* a tap of a four-vector window: from (v0, v1) or (v2, v3) by the index's bit 2L */
+    static inline __m512 fi_pick_f(__m512i r, __m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+        return _mm512_mask_blend_ps(_mm512_test_epi32_mask(r, _mm512_set1_epi32(32)),
+                                    _mm512_permutex2var_ps(v0, r, v1),
+                                    _mm512_permutex2var_ps(v2, r, v3));
+    }
+    static inline __m512d fi_pick_d(__m512i r, __m512d v0, __m512d v1, __m512d v2, __m512d v3) {
+        return _mm512_mask_blend_pd(_mm512_test_epi64_mask(r, _mm512_set1_epi64(16)),
+                                    _mm512_permutex2var_pd(v0, r, v1),
+                                    _mm512_permutex2var_pd(v2, r, v3));
+    }
+    #define FI_HPERM(S, T, V, L)                                                         \
+    static void fi_hperm_##S(T* dst, const T* src, Py_ssize_t nsrc, const int* base,   \
+                             const int* rel, const T* w, Py_ssize_t K, Py_ssize_t n) {  \
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += L, ++b) {                         \
+            Py_ssize_t cnt = n - x0, avail = nsrc - base[b];                           \
+            const T* s = src + base[b];                                                \
+            V lo = fi_load_##S(avail, s), hi = fi_load_##S(avail - L, s + L);           \
+            V acc = fi_mul_##S(fi_load_##S(cnt, w + x0),                               \
+                               fi_perm_##S(lo, fi_rel_##S(cnt, rel + x0), hi));         \
+            for (Py_ssize_t k = 1; k < K; ++k)                                         \
+                acc = fi_fma_##S(fi_load_##S(cnt, w + k * n + x0),                     \
+                                 fi_perm_##S(lo, fi_rel_##S(cnt, rel + k * n + x0), hi), acc); \
+            fi_store_##S(cnt, dst + x0, acc);                                          \
+        }                                                                              \
+    }
+    #define FI_HPERM4(S, T, V, L)                                                        \
+    static void fi_hperm4_##S(T* dst, const T* src, Py_ssize_t nsrc, const int* base,  \
+                              const int* rel, const T* w, Py_ssize_t K, Py_ssize_t n,  \
+                              Py_ssize_t B) {                                          \
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {                         \
+            Py_ssize_t cnt = n - x0 < B ? n - x0 : B, avail = nsrc - base[b];          \
+            const T* s = src + base[b];                                                \
+            V v0 = fi_load_##S(avail, s), v1 = fi_load_##S(avail - L, s + L);           \
+            V v2 = fi_load_##S(avail - 2 * L, s + 2 * L);                              \
+            V v3 = fi_load_##S(avail - 3 * L, s + 3 * L);                              \
+            V acc = fi_mul_##S(fi_load_##S(cnt, w + x0),                               \
+                               fi_pick_##S(fi_rel_##S(cnt, rel + x0), v0, v1, v2, v3)); \
+            for (Py_ssize_t k = 1; k < K; ++k)                                         \
+                acc = fi_fma_##S(fi_load_##S(cnt, w + k * n + x0),                     \
+                                 fi_pick_##S(fi_rel_##S(cnt, rel + k * n + x0),        \
+                                             v0, v1, v2, v3), acc);                    \
+            fi_store_##S(cnt, dst + x0, acc);                                          \
+        }                                                                              \
+    }
+    FI_HPERM(f, float, __m512, 16)
+    FI_HPERM(d, double, __m512d, 8)
+    FI_HPERM4(f, float, __m512, 16)
+    FI_HPERM4(d, double, __m512d, 8)
     #else
     #define FI_HAVE_PERM 0
     static void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
