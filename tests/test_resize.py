@@ -559,6 +559,20 @@ def test_cuda_nhwc_pool_and_out(cuda):
     assert_close(gp.copy_to_host(), fi.adaptive_avg_pool2d_backward(np.ones((1, 2, 2, 3)), x.shape))
 
 
+def test_cupy_arrays_on_a_real_gpu(cupy):
+    """CuPy in, CuPy out (skipped without a GPU)."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 20, 30)).astype(np.float32)
+    for cfg in [("bilinear", False, True), ("nearest", None, False), ("area", None, False)]:
+        kw = _kw(*cfg)
+        y = fi.resize(cupy.asarray(x), size=(41, 13), **kw)
+        assert isinstance(y, cupy.ndarray)
+        assert_close(cupy.asnumpy(y), fi.resize(x, size=(41, 13), **kw), table=TOL_ORACLE)
+        g = rng.standard_normal((2, 3, 41, 13)).astype(np.float32)
+        gb = fi.resize_backward(cupy.asarray(g), x.shape, **kw)
+        assert_close(cupy.asnumpy(gb), fi.resize_backward(g, x.shape, **kw), table=TOL_ORACLE)
+
+
 @pytest.mark.cudasim
 def test_cuda_mixed_devices_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
