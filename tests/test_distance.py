@@ -8,11 +8,18 @@ from hypothesis import strategies as st
 
 import fastinterp as fi
 from fastinterp import distance as fdist
-from conftest import TOL, TOL_ORACLE, assert_close
+from conftest import TOL_ORACLE, assert_close
 
 DTYPES = [np.float32, np.float64]
 # Elementwise relative error allowed against float64 direct differences.
 REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+@pytest.fixture(autouse=True)
+def threads_even_for_small_inputs(monkeypatch):
+    """Test-sized inputs would run on one thread; make them use every thread,
+    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested."""
+    monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1 << 10)
 
 
 def direct_sqdist(x, y):
@@ -96,6 +103,7 @@ def test_self_distances_exact_zero_and_symmetric(dtype, rng):
     np.testing.assert_array_equal(r, r.T)
     assert_rel(r, direct_sqdist(x, x), dtype)
     assert (np.diag(fi.pairwise_l2(x)) == 0).all()
+    np.testing.assert_array_equal(fi.pairwise_sqdist(x, x), r)   # same array: same path
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -113,6 +121,42 @@ def test_rows_near_1000_within_1e5_relative(dtype, rng):
         assert np.abs(naive - expected).max() > 1.0   # the problem being solved is real
     s = fi.pairwise_sqdist(x)
     assert (np.diag(s) == 0).all() and (s >= 0).all()
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (70, 300), (530, 530), (1100, 2300), (4096, 8192)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_tiles_cover_the_output_once(m, n, symmetric):
+    if symmetric:
+        n = m
+    cover = np.zeros((m, n), np.int32)
+    for i0, j0, a, b in fdist._tile_list(m, n, symmetric):
+        assert a > 0 and b > 0
+        cover[i0:i0 + a, j0:j0 + b] += 1
+        if symmetric:
+            assert j0 >= i0 and (j0 >= i0 + a or (i0 == j0 and a == b))
+    if symmetric:
+        cover = np.triu(cover)
+        expected = np.triu(np.ones((m, n), np.int32))
+    else:
+        expected = np.ones((m, n), np.int32)
+    np.testing.assert_array_equal(cover, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_tiles_with_split_tail(dtype, rng, monkeypatch):
+    # Small tiles make this size use many tiles, quartered tail tiles included.
+    for name, value in (("TILE_M", 96), ("TILE_N", 128), ("TILE_SYM", 96), ("SPLIT_MIN", 16)):
+        monkeypatch.setattr(fdist, name, value)
+    x = clustered(rng, 384, 9, dtype)
+    y = clustered(rng, 512, 9, dtype)
+    for m, n, sym in ((384, 512, False), (384, 384, True)):
+        tiles = fdist._tile_list(m, n, sym)
+        assert len(set(map(tuple, tiles[:, 2:]))) > 1   # the tail was split
+    assert_rel(fi.pairwise_sqdist(x, y), direct_sqdist(x, y), dtype)
+    s = fi.pairwise_sqdist(x)
+    np.testing.assert_array_equal(s, s.T)
+    assert (np.diag(s) == 0).all()
+    assert_rel(s, direct_sqdist(x, x), dtype)
 
 
 def test_nonnegative_on_duplicates_far_from_origin(rng):
@@ -151,6 +195,16 @@ def test_degenerate_sizes(dtype):
     assert fi.pairwise_sqdist(np.zeros((0, 3), dtype), np.zeros((4, 3), dtype)).shape == (0, 4)
     assert fi.pairwise_sqdist(np.zeros((2, 3), dtype), np.zeros((0, 3), dtype)).shape == (2, 0)
     np.testing.assert_array_equal(fi.pairwise_sqdist(np.ones((2, 0), dtype)), np.zeros((2, 2)))
+
+
+def test_nan_row_only_poisons_its_own_distances(rng):
+    x = rng.standard_normal((30, 5)).astype(np.float32) + 100
+    y = rng.standard_normal((20, 5)).astype(np.float32) + 100
+    x[4] = np.nan
+    r = fi.pairwise_sqdist(x, y)
+    assert np.isnan(r[4]).all()
+    keep = np.arange(30) != 4
+    assert_rel(r[keep], direct_sqdist(x[keep], y), np.float32)
 
 
 @settings(max_examples=30, deadline=None)
@@ -413,6 +467,9 @@ def test_knn_k_equals_n_and_options(rng):
     only = fi.knn(x, q, np.int64(3), return_distances=False)
     np.testing.assert_array_equal(only, ref_i[:, :3])
     assert fi.knn(x, np.zeros((0, 2)), 2)[1].shape == (0, 2)
+    d0, i0 = fi.knn(np.zeros((5, 0)), np.zeros((2, 0)), 3)
+    np.testing.assert_array_equal(i0, [[0, 1, 2]] * 2)
+    np.testing.assert_array_equal(d0, 0)
 
 
 def test_knn_nan_rows_sort_last(rng):

@@ -1,0 +1,118 @@
+"""Benchmarks: pairwise distances and kNN against their peers (2 threads each).
+
+Run with
+``unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; python -m pytest bench/bench_distance.py --benchmark-min-rounds=5``.
+
+pairwise_sqdist, X (4096, 256) vs Y (8192, 256) float32: the peers are
+``torch.cdist``, scikit-learn's ``euclidean_distances(squared=True)`` and the
+raw BLAS product ``X @ Y.T`` alone (the speed limit of the GEMM form; it
+computes no distance). Every call allocates its (4096, 8192) result.
+
+knn, 50,000 x 128 float32 rows, 2,000 queries, k = 10 and k = 5: the peers
+are faiss ``IndexFlatL2.search`` (index built outside the timing) and
+scikit-learn ``NearestNeighbors(algorithm="brute").kneighbors``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+from conftest import run
+
+PAIR_M, PAIR_N, PAIR_D = 4096, 8192, 256
+KNN_N, KNN_Q, KNN_D = 50_000, 2_000, 128
+PAIR_GROUP = f"pairwise_sqdist: X ({PAIR_M}, {PAIR_D}) vs Y ({PAIR_N}, {PAIR_D}) float32"
+
+
+def knn_group(k):
+    return f"knn: {KNN_N} x {KNN_D} float32, {KNN_Q} queries, k={k}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def faiss_threads(bench_threads):
+    """conftest's bench_threads pins fastinterp, torch and the BLAS; faiss
+    keeps its own OpenMP pool."""
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(bench_threads)
+
+
+@pytest.fixture(scope="module")
+def pair_data():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((PAIR_M, PAIR_D), dtype=np.float32),
+            rng.standard_normal((PAIR_N, PAIR_D), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def knn_data():
+    rng = np.random.default_rng(1)
+    return (rng.standard_normal((KNN_N, KNN_D), dtype=np.float32),
+            rng.standard_normal((KNN_Q, KNN_D), dtype=np.float32))
+
+
+def gflops(benchmark, flops):
+    benchmark.extra_info["GFLOP/s"] = round(flops / benchmark.stats.stats.median / 1e9, 1)
+
+
+# ------------------------------------------------------------------ pairwise
+
+PAIR_FLOPS = 2 * PAIR_M * PAIR_N * PAIR_D
+
+
+def test_pairwise_fastinterp(benchmark, pair_data):
+    x, y = pair_data
+    r = run(benchmark, "fastinterp", PAIR_GROUP, fi.pairwise_sqdist, x, y)
+    gflops(benchmark, PAIR_FLOPS)
+    assert r.shape == (PAIR_M, PAIR_N)
+
+
+def test_pairwise_matmul(benchmark, pair_data):
+    x, y = pair_data
+    run(benchmark, "numpy", PAIR_GROUP, np.matmul, x, y.T)
+    benchmark.extra_info["note"] = "X @ Y.T only (no distance)"
+    gflops(benchmark, PAIR_FLOPS)
+
+
+def test_pairwise_torch_cdist(benchmark, pair_data):
+    torch = pytest.importorskip("torch")
+    x, y = (torch.from_numpy(a) for a in pair_data)
+    run(benchmark, "torch", PAIR_GROUP, torch.cdist, x, y)
+    benchmark.extra_info["note"] = "cdist (Euclidean, not squared)"
+
+
+def test_pairwise_sklearn(benchmark, pair_data):
+    metrics = pytest.importorskip("sklearn.metrics")
+    x, y = pair_data
+    run(benchmark, "sklearn", PAIR_GROUP, metrics.euclidean_distances, x, y, squared=True)
+
+
+# ----------------------------------------------------------------------- knn
+
+@pytest.mark.parametrize("k", [10, 5])
+def test_knn_fastinterp(benchmark, knn_data, k):
+    x, q = knn_data
+    d, i = run(benchmark, "fastinterp", knn_group(k), fi.knn, x, q, k)
+    assert i.shape == (KNN_Q, k)
+
+
+@pytest.mark.parametrize("k", [10, 5])
+def test_knn_faiss(benchmark, knn_data, k):
+    faiss = pytest.importorskip("faiss")
+    x, q = knn_data
+    index = faiss.IndexFlatL2(KNN_D)
+    index.add(x)
+    run(benchmark, "faiss", knn_group(k), index.search, q, k)
+    benchmark.extra_info["note"] = "IndexFlatL2.search"
+
+
+@pytest.mark.parametrize("k", [10, 5])
+def test_knn_sklearn(benchmark, knn_data, k):
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    x, q = knn_data
+    nn = neighbors.NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x)
+    run(benchmark, "sklearn", knn_group(k), nn.kneighbors, q)
+    benchmark.extra_info["note"] = "NearestNeighbors(algorithm='brute')"

@@ -1,0 +1,160 @@
+"""Benchmarks: resize / adaptive_avg_pool2d and their backwards vs torch and OpenCV.
+
+Run with ``make bench`` (all families) or
+``python -m pytest bench/bench_resize.py --benchmark-min-rounds=5``.
+
+Data: a batch (8, 3, 512, 512) float32 (NCHW for fastinterp and torch; the
+same pixels as eight 512x512x3 HWC images for ``cv2.resize``, which takes
+one image per call, so its row is a loop over the batch), and feature maps
+(16, 64, 112, 112) for adaptive pooling. Every library runs with the same
+thread count (bench/conftest.py: 2, or FASTINTERP_BENCH_THREADS).
+Each call allocates its output, as users call these functions; the
+``fastinterp (out=)`` rows reuse a preallocated output, which removes the
+kernel's first-touch page faults on fresh output memory (large for the
+100 MB outputs of the 1024x1024 upscales). ``fastinterp (NHWC)`` rows run
+fastinterp on the HWC data that OpenCV gets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+
+BATCH = (8, 3, 512, 512)
+POOL = (16, 64, 112, 112)
+# Thread counts: bench/conftest.py pins every library to FASTINTERP_BENCH_THREADS (2).
+
+
+@pytest.fixture(scope="module")
+def images():
+    x = np.random.default_rng(0).random(BATCH, dtype=np.float32)
+    return x, np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+@pytest.fixture(scope="module")
+def feature_maps():
+    return np.random.default_rng(1).standard_normal(POOL, dtype=np.float32)
+
+
+def _label(benchmark, group, library):
+    benchmark.group = group
+    benchmark.extra_info["library"] = library
+
+
+# (group, fastinterp kwargs, torch kwargs, cv2 interpolation name or None)
+FORWARD = [
+    ("resize bilinear: (8,3,512,512) -> 1024x1024", dict(size=1024),
+     dict(size=1024, mode="bilinear"), "INTER_LINEAR"),
+    ("resize nearest: (8,3,512,512) -> 1024x1024", dict(size=1024, mode="nearest"),
+     dict(size=1024, mode="nearest"), "INTER_NEAREST"),
+    ("resize bilinear: (8,3,512,512) -> 256x256", dict(size=256),
+     dict(size=256, mode="bilinear"), "INTER_LINEAR"),
+    ("resize area: (8,3,512,512) -> 256x256", dict(size=256, mode="area"),
+     dict(size=256, mode="area"), "INTER_AREA"),
+    ("resize area: (8,3,512,512) -> 128x128", dict(size=128, mode="area"),
+     dict(size=128, mode="area"), "INTER_AREA"),
+    ("resize bilinear antialias: (8,3,512,512) -> 128x128", dict(size=128, antialias=True),
+     dict(size=128, mode="bilinear", antialias=True), None),
+]
+IDS = [g.split(":")[0].replace(" ", "-") + "-" + g.split("-> ")[1] for g, *_ in FORWARD]
+
+
+@pytest.mark.parametrize("group, fi_kw, torch_kw, cv2_name", FORWARD, ids=IDS)
+def test_resize_fastinterp(benchmark, images, group, fi_kw, torch_kw, cv2_name):
+    _label(benchmark, group, "fastinterp")
+    benchmark(fi.resize, images[0], **fi_kw)
+
+
+@pytest.mark.parametrize("group, fi_kw, torch_kw, cv2_name", FORWARD, ids=IDS)
+def test_resize_fastinterp_out(benchmark, images, group, fi_kw, torch_kw, cv2_name):
+    out = fi.resize(images[0], **fi_kw)
+    _label(benchmark, group, "fastinterp (out=)")
+    benchmark(fi.resize, images[0], out=out, **fi_kw)
+
+
+@pytest.mark.parametrize("group, fi_kw, torch_kw, cv2_name", FORWARD, ids=IDS)
+def test_resize_fastinterp_nhwc(benchmark, images, group, fi_kw, torch_kw, cv2_name):
+    if cv2_name is None:
+        pytest.skip("no OpenCV peer for this workload")
+    _label(benchmark, group, "fastinterp (NHWC)")
+    benchmark(fi.resize, images[1], layout="NHWC", **fi_kw)
+
+
+@pytest.mark.parametrize("group, fi_kw, torch_kw, cv2_name", FORWARD, ids=IDS)
+def test_resize_torch(benchmark, images, group, fi_kw, torch_kw, cv2_name):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    x = torch.from_numpy(images[0])
+    _label(benchmark, group, "torch")
+    benchmark(F.interpolate, x, **torch_kw)
+
+
+@pytest.mark.parametrize("group, fi_kw, torch_kw, cv2_name", FORWARD, ids=IDS)
+def test_resize_cv2(benchmark, images, group, fi_kw, torch_kw, cv2_name):
+    cv2 = pytest.importorskip("cv2")
+    if cv2_name is None:
+        pytest.skip("OpenCV has no antialiased bilinear filter")
+    size = fi_kw["size"]
+    interp = getattr(cv2, cv2_name)
+    hwc = images[1]
+
+    def loop():
+        return [cv2.resize(img, (size, size), interpolation=interp) for img in hwc]
+
+    _label(benchmark, group, "cv2")
+    benchmark(loop)
+
+
+# ----------------------------------------------------------------------- adaptive pooling
+
+POOL_GROUP = "adaptive_avg_pool2d: (16,64,112,112) -> 7x7"
+POOL_BWD_GROUP = "adaptive_avg_pool2d_backward: 7x7 -> (16,64,112,112)"
+
+
+def test_pool_fastinterp(benchmark, feature_maps):
+    _label(benchmark, POOL_GROUP, "fastinterp")
+    benchmark(fi.adaptive_avg_pool2d, feature_maps, 7)
+
+
+def test_pool_torch(benchmark, feature_maps):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    _label(benchmark, POOL_GROUP, "torch")
+    benchmark(F.adaptive_avg_pool2d, torch.from_numpy(feature_maps), 7)
+
+
+def test_pool_backward_fastinterp(benchmark, feature_maps):
+    g = np.ones(POOL[:2] + (7, 7), np.float32)
+    _label(benchmark, POOL_BWD_GROUP, "fastinterp")
+    benchmark(fi.adaptive_avg_pool2d_backward, g, POOL)
+
+
+def test_pool_backward_torch(benchmark, feature_maps):
+    torch = pytest.importorskip("torch")
+    g = torch.ones(POOL[:2] + (7, 7))
+    x = torch.from_numpy(feature_maps)
+    _label(benchmark, POOL_BWD_GROUP, "torch")
+    benchmark(torch.ops.aten._adaptive_avg_pool2d_backward, g, x)
+
+
+# ----------------------------------------------------------------------- bilinear backward
+
+BWD_GROUP = "resize_backward bilinear: 1024x1024 -> (8,3,512,512)"
+
+
+@pytest.fixture(scope="module")
+def grad_1024():
+    return np.random.default_rng(2).standard_normal(BATCH[:2] + (1024, 1024), dtype=np.float32)
+
+
+def test_backward_fastinterp(benchmark, grad_1024):
+    _label(benchmark, BWD_GROUP, "fastinterp")
+    benchmark(fi.resize_backward, grad_1024, BATCH, mode="bilinear")
+
+
+def test_backward_torch(benchmark, grad_1024):
+    torch = pytest.importorskip("torch")
+    g = torch.from_numpy(grad_1024)
+    _label(benchmark, BWD_GROUP, "torch")
+    benchmark(torch.ops.aten.upsample_bilinear2d_backward, g, [1024, 1024], list(BATCH), False)

@@ -1,0 +1,802 @@
+"""Resizing and area pooling: ``resize`` (alias ``interpolate``), ``adaptive_avg_pool2d``
+and their analytic backward passes.
+
+Values follow ``torch.nn.functional.interpolate`` and
+``torch.nn.functional.adaptive_avg_pool2d`` for every mode. Every mode is a
+separable linear map: each axis gets a small tap table (source indices and
+weights per output index, built once per geometry and cached), the kernels
+resample rows then columns (or columns then rows, whichever is cheaper), and
+the backward passes run the same gather kernels on the transposed tables, so
+gradients are deterministic and bit-identical for any thread count.
+
+Conventions (PyTorch's)
+-----------------------
+A pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5``.
+
+- ``align_corners=False`` (bilinear/bicubic default): output centre ``o + 0.5``
+  maps to input ``(o + 0.5) * scale`` with ``scale = in / out`` (or
+  ``1 / scale_factor`` when a scale factor is given and not recomputed); the
+  corner *edges* of the two images coincide. Bilinear clamps negative source
+  coordinates to 0; bicubic replicates border pixels.
+- ``align_corners=True``: the centres of the corner pixels coincide: output
+  ``o`` maps to ``o * (in - 1) / (out - 1)``.
+- ``nearest``: input ``floor(o * scale)`` (the legacy rule, OpenCV's
+  ``INTER_NEAREST``); ``nearest-exact``: input ``floor((o + 0.5) * scale)``
+  (pixel centres, PIL's and OpenCV's ``INTER_NEAREST_EXACT``).
+- ``area``: ``adaptive_avg_pool2d`` to the output size: output cell ``o``
+  averages input ``[floor(o * in / out), ceil((o + 1) * in / out))``; cells
+  overlap when the sizes do not divide.
+- ``antialias=True`` (bilinear/bicubic): PIL-style filtering whose support
+  widens by the downscale factor (triangle filter; Keys cubic with a = -0.5
+  for bicubic, as in torch and PIL).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import _registry as registry
+from ._config import threads_for
+from ._dispatch import begin
+from ._validate import _is_c_contiguous, check_ndim, check_option, check_out, float_dtype, shape_str
+
+__all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
+           "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS"]
+
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+LAYOUTS = ("NCHW", "NHWC")
+_INTERPOLATING = ("bilinear", "bicubic")
+_ORDER_V_FIRST, _ORDER_H_FIRST = 0, 1
+_F32, _F64 = np.float32, np.float64
+_DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64"}   # dtype.name is slow
+
+
+# --------------------------------------------------------------------------- tap tables
+
+@dataclass(frozen=True, eq=False)   # hashed by identity: tables are cached objects
+class AxisTable:
+    """One axis of a separable resize: output ``o`` = sum_k ``w[k, o] * input[idx[k, o]]``.
+
+    ``idx`` (int32) and ``w`` (the data dtype) are ``(K, n_out)``, tap-major.
+    Rows of fewer real taps are padded by repeating their last tap with weight
+    0, so a padded tap never reads a pixel that the output does not use.
+    ``unit`` means K == 1 with every weight exactly 1 (a pure gather).
+    """
+
+    idx: np.ndarray
+    w: np.ndarray
+    n_in: int
+    unit: bool
+
+    @property
+    def taps(self) -> int:
+        return self.idx.shape[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.idx.shape[1]
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+
+
+def _make_table(idx, w, n_in, dtype) -> AxisTable:
+    idx = np.ascontiguousarray(idx, dtype=np.int32)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if idx.shape[0] > 1 and np.all(w[0] == 1) and not np.any(w[1:]):
+        idx, w = idx[:1].copy(), w[:1].copy()   # an identity axis: 1*x + 0*x[same]
+    unit = idx.shape[0] == 1 and bool(np.all(w == 1))
+    _readonly(idx, w)
+    return AxisTable(idx, w, int(n_in), unit)
+
+
+def _ranges_table(start, count, weights, n_in, dtype) -> AxisTable:
+    """A table from contiguous tap ranges: taps ``start[o] + j`` for ``j < count[o]``.
+
+    ``weights`` is ``(K, n_out)``; entries at ``j >= count[o]`` are ignored and
+    become padding (the last real tap repeated with weight 0).
+    """
+    K = weights.shape[0]
+    j = np.arange(K)[:, None]
+    real = j < count[None, :]
+    last = start + np.maximum(count, 1) - 1
+    idx = np.where(real, start[None, :] + j, last[None, :])
+    idx = np.clip(idx, 0, n_in - 1)
+    return _make_table(idx, np.where(real, weights, 0), n_in, dtype)
+
+
+def _area_scale(dt, n_in, n_out, align_corners, sf):
+    """torch's area_pixel_compute_scale in the kernel's arithmetic type."""
+    if align_corners:
+        return dt(n_in - 1) / dt(n_out - 1) if n_out > 1 else dt(0)
+    if sf is not None and sf > 0:
+        return dt(1.0 / sf)
+    return dt(n_in) / dt(n_out)
+
+
+def _source_index(dt, scale, n_out, align_corners, cubic):
+    """torch's area_pixel_compute_source_index for every output index, in ``dt``.
+
+    For float32 the half-pixel formula is one fused multiply-add, as torch's
+    compiled kernels evaluate it (the float64 product of two float32 values
+    is exact, so rounding it once to float32 is the fused result).
+    """
+    o = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        return (dt(scale) * o.astype(dt)).astype(dt)
+    if dt is _F32:
+        src = (np.float64(scale) * (o + 0.5) - 0.5).astype(_F32)
+    else:
+        src = scale * (o + 0.5) - 0.5
+    if not cubic:
+        src = np.maximum(src, dt(0))
+    return src
+
+
+def _guard(dt, src, n_in):
+    """torch's guard_index_and_lambda: (floor index clamped to n_in - 1, fraction in [0, 1])."""
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.clip(src - i0.astype(dt), dt(0), dt(1)).astype(dt)
+    return i0, lam
+
+
+def _nearest_table(dt, n_in, n_out, sf, exact):
+    """torch's main CPU nearest kernel: the source coordinate in the data's
+    precision (``o * scale``, or the half-pixel formula plus 0.5), narrowed to
+    float32 before the floor (torch applies ``floorf``), clamped to n_in - 1;
+    'nearest' keeps torch's exact shortcuts for equal and doubled sizes."""
+    scale = _area_scale(dt, n_in, n_out, False, sf)
+    o = np.arange(n_out)
+    if not exact and n_out in (n_in, 2 * n_in):   # torch's exact shortcuts
+        idx = o if n_out == n_in else o // 2
+        return _make_table(idx[None, :], np.ones((1, n_out)), n_in, dt)
+    if exact:
+        src = _source_index(dt, scale, n_out, False, cubic=False)
+        pos = (src.astype(np.float64) + 0.5).astype(_F32)
+    else:
+        pos = (dt(scale) * o.astype(dt)).astype(_F32)
+    idx = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+    return _make_table(idx[None, :], np.ones((1, n_out)), n_in, dt)
+
+
+def _linear_table(dt, n_in, n_out, align_corners, sf):
+    if n_in == n_out:
+        o = np.arange(n_out)
+        return _make_table(o[None, :], np.ones((1, n_out)), n_in, dt)
+    scale = _area_scale(dt, n_in, n_out, align_corners, sf)
+    i0, lam1 = _guard(dt, _source_index(dt, scale, n_out, align_corners, False), n_in)
+    i1 = i0 + (i0 < n_in - 1)
+    return _make_table(np.stack([i0, i1]), np.stack([dt(1) - lam1, lam1]), n_in, dt)
+
+
+def _cubic_table(dt, n_in, n_out, align_corners, sf):
+    scale = _area_scale(dt, n_in, n_out, align_corners, sf)
+    i0, t = _guard(dt, _source_index(dt, scale, n_out, align_corners, True), n_in)
+    idx = np.clip(i0[None, :] + np.arange(-1, 3)[:, None], 0, n_in - 1)
+    from ._cpu import resize as cpu_resize
+    w = np.empty((4, n_out), dt)
+    cpu_resize.cubic_coefficients(np.ascontiguousarray(t, dtype=dt), w)
+    return _make_table(idx, w, n_in, dt)
+
+
+def _aa_filter(dt, x, cubic):
+    x = np.abs(x)
+    if not cubic:
+        return np.where(x < 1, dt(1) - x, dt(0)).astype(dt)
+    a = dt(-0.5)
+    near = ((a + 2) * x - (a + 3)) * x * x + dt(1)
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, dt(0))).astype(dt)
+
+
+def _antialias_table(dt, n_in, n_out, align_corners, sf, cubic):
+    """torch's antialiased (PIL-style) taps: the filter support grows with the downscale."""
+    if n_in == n_out:   # torch leaves an unchanged axis alone
+        return _linear_table(dt, n_in, n_out, align_corners, sf)
+    interp = 4 if cubic else 2
+    scale = _area_scale(dt, n_in, n_out, align_corners, sf)
+    support = dt((interp * 0.5) * float(scale)) if scale >= 1 else dt(interp * 0.5)
+    K = int(math.ceil(support)) * 2 + 1
+    o = np.arange(n_out, dtype=np.float64)
+    center = (np.float64(scale) * (o + 0.5)).astype(dt)
+    invscale = dt(1.0 / float(scale)) if scale >= 1 else dt(1.0)
+    xmin = np.maximum(np.trunc((center - support).astype(np.float64) + 0.5), 0).astype(np.int64)
+    xsize = np.minimum(np.trunc((center + support).astype(np.float64) + 0.5).astype(np.int64),
+                       n_in) - xmin
+    xsize = np.clip(xsize, 0, K)
+    w = np.zeros((K, n_out), dt)
+    total = np.zeros(n_out, dt)
+    for j in range(K):
+        arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5
+        wj = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), cubic)
+        wj = np.where(j < xsize, wj, dt(0)).astype(dt)
+        w[j] = wj
+        total = (total + wj).astype(dt)
+    safe = np.where(total != 0, total, dt(1)).astype(dt)
+    w = np.where(total != 0, w / safe, w).astype(dt)
+    return _ranges_table(xmin, xsize, w, n_in, dt)
+
+
+def _area_bounds(n_in, n_out):
+    o = np.arange(n_out, dtype=np.int64)
+    start = (o * n_in) // n_out
+    end = ((o + 1) * n_in + n_out - 1) // n_out
+    return start, end
+
+
+def _area_table(dt, n_in, n_out):
+    start, end = _area_bounds(n_in, n_out)
+    count = end - start
+    K = int(count.max())
+    w = np.broadcast_to((dt(1) / count.astype(dt)).astype(dt), (K, n_out))
+    return _ranges_table(start, count, w, n_in, dt)
+
+
+@lru_cache(maxsize=256)
+def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype) -> AxisTable:
+    """The cached tap table of one axis (forward direction)."""
+    dt = np.dtype(dtype).type
+    if mode == "area":
+        return _area_table(dt, n_in, n_out)
+    if mode in ("nearest", "nearest-exact"):
+        return _nearest_table(dt, n_in, n_out, scale_factor, mode == "nearest-exact")
+    if antialias:
+        return _antialias_table(dt, n_in, n_out, align_corners, scale_factor, mode == "bicubic")
+    if mode == "bilinear":
+        return _linear_table(dt, n_in, n_out, align_corners, scale_factor)
+    return _cubic_table(dt, n_in, n_out, align_corners, scale_factor)
+
+
+@lru_cache(maxsize=256)
+def transposed_table(table: AxisTable) -> AxisTable:
+    """The adjoint axis table (maps gradients of the outputs to the inputs).
+
+    Entries of one (input, output) pair are summed (bicubic's clamped border
+    taps); each input's outputs are listed in increasing order, so backward
+    sums run in one fixed order.
+    """
+    K, n_out = table.idx.shape
+    n_in = table.n_in
+    o = np.broadcast_to(np.arange(n_out), (K, n_out)).ravel()
+    i = table.idx.ravel().astype(np.int64)
+    w = table.w.ravel()
+    key = i * n_out + o
+    order = np.argsort(key, kind="stable")
+    key, w = key[order], w[order]
+    uniq, first = np.unique(key, return_index=True)
+    wsum = np.add.reduceat(w, first) if len(first) else w[:0]
+    ui, uo = uniq // n_out, uniq % n_out
+    count = np.bincount(ui, minlength=n_in)
+    KT = max(int(count.max()) if count.size else 1, 1)
+    pos = np.arange(len(ui)) - np.concatenate([[0], np.cumsum(count)[:-1]])[ui]
+    idx = np.zeros((KT, n_in), np.int64)
+    wt = np.zeros((KT, n_in), table.w.dtype)
+    idx[pos, ui] = uo
+    wt[pos, ui] = wsum
+    # pad each input's list with its last output (weight 0)
+    last = np.zeros(n_in, np.int64)
+    has = count > 0
+    last[has] = idx[count[has] - 1, np.nonzero(has)[0]]
+    j = np.arange(KT)[:, None]
+    idx = np.where(j < count[None, :], idx, last[None, :])
+    idx_t = np.ascontiguousarray(idx, dtype=np.int32)
+    wt = np.ascontiguousarray(wt)
+    unit = KT == 1 and bool(np.all(wt == 1))
+    _readonly(idx_t, wt)
+    return AxisTable(idx_t, wt, n_out, unit)
+
+
+_NO_PERM = (np.zeros(0, np.int32), np.zeros((1, 1), np.int32), 0)
+
+
+def _blocks(idx, B):
+    """(smallest tap, tap span) of each block of B consecutive outputs."""
+    K, n = idx.shape
+    nb = -(-n // B)
+    pad = np.pad(idx, ((0, 0), (0, nb * B - n)), mode="edge").reshape(K, nb, B)
+    base = pad.min(axis=(0, 2))
+    return base, pad.max(axis=(0, 2)) - base
+
+
+@lru_cache(maxsize=256)
+def permute_form(table: AxisTable):
+    """``(base, rel, block)`` for the CPU kernels' gather-free horizontal pass.
+
+    Outputs go in blocks; the form exists when every block's taps fit in a
+    window of source values starting at its smallest tap: ``base[b]`` is
+    that start and ``rel = idx - base``. ``block`` is 0 for blocks of V
+    outputs (V = 16 float32 / 8 float64 lanes) in a window of 2V values, or
+    the block size (V, else V/2) for a window of 4V values. This covers any
+    upscale and downscales by up to 4 (antialiased ones by up to ~3.5).
+    Otherwise empty arrays.
+    """
+    from ._cpu import resize as cpu_resize
+    if not cpu_resize.HAVE_PERM:
+        return _NO_PERM
+    V = cpu_resize.PERM_BLOCK[table.w.dtype.name]
+    for B, window, block in ((V, 2 * V, 0), (V, 4 * V, V), (V // 2, 4 * V, V // 2)):
+        base, span = _blocks(table.idx, B)
+        if int(span.max()) < window:
+            break
+    else:
+        return _NO_PERM
+    rel = (table.idx - np.repeat(base, B)[:table.n_out][None, :]).astype(np.int32)
+    base = base.astype(np.int32)
+    _readonly(base, rel)
+    return base, rel, block
+
+
+# Interleaved channels up to this count are handled by expanding the x table
+# to one tap list per (pixel, channel) value, so that NHWC rows take the
+# same vectorised single-channel path as NCHW rows.
+_EXPAND_CHANNELS = 4
+
+
+@lru_cache(maxsize=256)
+def channel_table(table: AxisTable, channels: int) -> AxisTable:
+    """The x table over a row of interleaved channels: value ``x*C + c`` reads ``idx*C + c``."""
+    c = np.arange(channels)
+    idx = (table.idx[:, :, None].astype(np.int64) * channels + c).reshape(table.taps, -1)
+    w = np.repeat(table.w, channels, axis=1)
+    idx = np.ascontiguousarray(idx, dtype=np.int32)
+    _readonly(idx, w)
+    return AxisTable(idx, w, table.n_in * channels, table.unit)
+
+
+@lru_cache(maxsize=256)
+def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
+               permuted: bool = False) -> int:
+    """Rows-first or columns-first, whichever needs less arithmetic.
+
+    Horizontal taps are gathers (costlier than the contiguous vertical
+    blends) unless a tap moves over several interleaved channels or the
+    permute form applies.
+    """
+    gather = 3.0 if channels == 1 and not permuted else 1.0
+    out_w = xtab.n_out * channels
+    in_w = in_w * channels
+    rows_used = len(np.unique(ytab.idx))
+    h_first = rows_used * out_w * xtab.taps * gather + ytab.n_out * out_w * ytab.taps
+    v_first = ytab.n_out * in_w * ytab.taps + ytab.n_out * out_w * xtab.taps * gather
+    if ytab.unit:
+        v_first = ytab.n_out * out_w * xtab.taps * gather
+    return _ORDER_H_FIRST if h_first < v_first else _ORDER_V_FIRST
+
+
+# --------------------------------------------------------------------------- kernels
+
+def _separable_cpu(out, x, ytab, xtab, channels):
+    """Registry kernel (CPU): ``out[p] = A_y @ x[p] @ A_x.T`` over planes.
+
+    ``out`` is (P, H_out, W_out*C) and ``x`` (P, H_in, W_in*C), C-contiguous;
+    ``ytab``/``xtab`` are AxisTable; ``channels`` is C (1 for NCHW).
+    """
+    from ._cpu import resize as cpu_resize
+    if 1 < channels <= _EXPAND_CHANNELS:
+        xtab, channels = channel_table(xtab, channels), 1
+    perm = permute_form(xtab) if channels == 1 else _NO_PERM
+    order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
+    cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
+                             perm[0], perm[1], perm[2], channels, order,
+                             threads_for(out.size + x.size, _MIN_PER_THREAD))
+
+
+# Values touched per extra thread: below this a parallel region costs more than it saves.
+_MIN_PER_THREAD = 1 << 18
+
+_OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")
+for _op in _OPS:
+    for _dt in ("float32", "float64"):
+        registry.register(_op, "cpu", _dt, _separable_cpu)
+        registry.register(_op, "cuda", _dt, "fastinterp._cuda.resize:separable")
+
+
+# --------------------------------------------------------------------------- argument checks
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _pair(op, name, value, kind):
+    """An int/float or a sequence of two, as a 2-tuple of Python numbers."""
+    ok = _is_int if kind == "int" else (
+        lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
+    what = "a positive int or a pair of them" if kind == "int" else \
+        "a positive float or a pair of them"
+    if ok(value):
+        vals = (value, value)
+    else:
+        try:
+            vals = tuple(value)
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
+        if len(vals) != 2 or not all(ok(v) for v in vals):
+            raise ValueError(f"{op}: {name} must be {what} (H, W); got {value!r}.")
+    vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
+    if kind == "float" and not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"{op}: {name} must be finite; got {value!r}.")
+    if any(v <= 0 for v in vals):
+        raise ValueError(f"{op}: {name} must be positive; got {value!r}.")
+    return vals
+
+
+def _check_mode_options(op, mode, align_corners, antialias):
+    check_option(op, "mode", mode, MODES)
+    if mode in _INTERPOLATING:
+        if align_corners is None:
+            align_corners = False
+        elif not isinstance(align_corners, (bool, np.bool_)):
+            raise TypeError(f"{op}: align_corners must be a bool or None; got {align_corners!r}.")
+    elif align_corners is not None:
+        raise ValueError(f"{op}: align_corners must be None for mode={mode!r} (it applies to "
+                         f"'bilinear' and 'bicubic' only); got {align_corners!r}.")
+    if not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(f"{op}: antialias must be a bool; got {antialias!r}.")
+    if antialias and mode not in _INTERPOLATING:
+        raise ValueError(f"{op}: antialias=True needs mode 'bilinear' or 'bicubic'; "
+                         f"got mode={mode!r}.")
+    return bool(align_corners) if align_corners is not None else None, bool(antialias)
+
+
+def _output_geometry(op, in_hw, size, scale_factor, mode, recompute_scale_factor):
+    """(out_h, out_w), (scale_h, scale_w) as torch.nn.functional.interpolate derives them.
+
+    The scales are None when the kernel must use ``in / out`` (a size was
+    given, the mode is area, or recompute_scale_factor=True).
+    """
+    if size is not None and scale_factor is not None:
+        raise ValueError(f"{op}: size and scale_factor must not both be given; got "
+                         f"size={size!r}, scale_factor={scale_factor!r}.")
+    if size is None and scale_factor is None:
+        raise ValueError(f"{op}: size or scale_factor must be given; got neither.")
+    if recompute_scale_factor is not None and not isinstance(recompute_scale_factor,
+                                                             (bool, np.bool_)):
+        raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
+                        f"got {recompute_scale_factor!r}.")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError(f"{op}: recompute_scale_factor must be None or False when size "
+                             f"is given; got {recompute_scale_factor!r}.")
+        return _pair(op, "size", size, "int"), (None, None)
+    scales = _pair(op, "scale_factor", scale_factor, "float")
+    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_hw, scales))
+    if min(out) < 1:
+        raise ValueError(f"{op}: scale_factor must give an output of at least 1 x 1 pixels; "
+                         f"got scale_factor={scale_factor!r} for input size "
+                         f"{shape_str(in_hw)} -> {shape_str(out)}.")
+    if mode == "area" or recompute_scale_factor:
+        return out, (None, None)
+    return out, scales
+
+
+def _layout_of(op, layout):
+    check_option(op, "layout", layout, LAYOUTS)
+    return layout == "NHWC"
+
+
+def _split_shape(shape, nhwc):
+    """(N, C, H, W) from a 4-D shape in the given layout."""
+    if nhwc:
+        n, h, w, c = shape
+    else:
+        n, c, h, w = shape
+    return n, c, h, w
+
+
+def _join_shape(n, c, h, w, nhwc):
+    return (n, h, w, c) if nhwc else (n, c, h, w)
+
+
+def _check_input(op, name, arr, nhwc):
+    layout = "(N, H, W, C)" if nhwc else "(N, C, H, W)"
+    check_ndim(op, name, arr, 4, layout)
+    n, c, h, w = _split_shape(arr.shape, nhwc)
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: {name} must have H >= 1 and W >= 1; got {shape_str(arr.shape)}.")
+    return float_dtype(op, name, arr)
+
+
+def _input_size(op, input_size, grad_shape, nhwc):
+    """The forward input's (H, W) from ``input_size`` (a 4-D shape, (H, W), or an array)."""
+    dims = getattr(input_size, "shape", input_size)
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{op}: input_size must be a shape (N, C, H, W) or (H, W); "
+                        f"got {input_size!r}.") from None
+    if len(dims) not in (2, 4) or not all(_is_int(d) for d in dims):
+        raise ValueError(f"{op}: input_size must be a shape (N, C, H, W) or (H, W) of ints; "
+                         f"got {input_size!r}.")
+    dims = tuple(int(d) for d in dims)
+    if len(dims) == 4:
+        n, c, h, w = _split_shape(dims, nhwc)
+        gn, gc, _, _ = _split_shape(grad_shape, nhwc)
+        if (n, c) != (gn, gc):
+            raise ValueError(f"{op}: input_size must have the same N and C as grad_output "
+                             f"{shape_str(grad_shape)}; got {shape_str(dims)}.")
+    else:
+        h, w = dims
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: input_size must have H >= 1 and W >= 1; got {shape_str(dims)}.")
+    return h, w
+
+
+# --------------------------------------------------------------------------- the common call
+
+def _planes(arr, nhwc, n, c, h, w):
+    """A (P, rows, row_length) view of a C-contiguous 4-D array and its channel step."""
+    if nhwc:
+        return arr.reshape(n, h, w * c), c
+    return arr.reshape(n * c, h, w), 1
+
+
+def _channels_last_view(x):
+    """For an NCHW-shaped NumPy array stored NHWC (torch channels_last): its NHWC view."""
+    if isinstance(x, np.ndarray) and x.ndim == 4 and not x.flags.c_contiguous:
+        t = x.transpose(0, 2, 3, 1)
+        if t.flags.c_contiguous:
+            return t
+    return None
+
+
+def _prepare(op, name, array, layout):
+    """Dispatch one array argument: (prepared call, the array for the kernel, dtype, nhwc)."""
+    nhwc = _layout_of(op, layout)
+    p = begin(op, **{name: array})
+    arr = p.arrays[name]
+    return p, arr, _check_input(op, name, arr, nhwc), nhwc
+
+
+def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
+    """Validate ``out``, allocate, run the registered separable kernel, wrap the result."""
+    n, c, h, w = _split_shape(x.shape, nhwc)
+    oh, ow = out_hw
+    shape = _join_shape(n, c, oh, ow, nhwc)
+    stored_nhwc = nhwc
+    if p.backend == "cpu":
+        if out is None and not nhwc:
+            cl = _channels_last_view(x)
+            if cl is not None:     # keep torch's channels_last layout, no copy
+                x, stored_nhwc = cl, True
+        x = np.ascontiguousarray(x)
+    elif not _is_c_contiguous(x):
+        raise ValueError(f"{op}: {name} must be C-contiguous on CUDA; got strides "
+                         f"{tuple(x.strides)}.")
+    if out is not None:
+        out_caller, out_k = p.adopt_out(out)
+        check_out(op, out_k, shape, dtype, {name: x})
+    elif stored_nhwc and not nhwc:
+        buf = np.empty((n, oh, ow, c), dtype)
+        out_caller, out_k = buf.transpose(0, 3, 1, 2), buf
+    else:
+        out_caller, out_k = p.empty(shape, dtype)
+    if n * c == 0:
+        return p.wrap(out_caller)
+    out3, channels = _planes(out_k, stored_nhwc, n, c, oh, ow)
+    x3, _ = _planes(x, stored_nhwc, n, c, h, w)
+    kernel = registry.lookup(op, p.backend, dtype)
+    if p.backend == "cuda":
+        kernel(out3, x3, ytab, xtab, channels, stream=p.stream)
+    else:
+        kernel(out3, x3, ytab, xtab, channels)
+    return p.wrap(out_caller)
+
+
+# --------------------------------------------------------------------------- public API
+
+def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
+           antialias=False, out=None, *, recompute_scale_factor=None, layout="NCHW"):
+    """Resize a batch of images; values equal ``torch.nn.functional.interpolate``.
+
+    Parameters
+    ----------
+    input : array (N, C, H, W), float32 or float64
+        The images (NumPy, a CUDA array, or a DLPack tensor such as a torch
+        CPU tensor). With ``layout="NHWC"`` the shape is (N, H, W, C).
+    size : int or (int, int), optional
+        Output (H_out, W_out). Exactly one of ``size`` and ``scale_factor``.
+    scale_factor : float or (float, float), optional
+        Output size ``floor(H * s_h), floor(W * s_w)``. As in torch, the
+        sampling positions then use ``1 / scale_factor`` (not ``H / H_out``)
+        unless ``recompute_scale_factor=True`` or ``mode="area"``.
+    mode : {'bilinear', 'nearest', 'nearest-exact', 'bicubic', 'area'}
+        Note the default is 'bilinear' (torch's ``interpolate`` defaults to
+        'nearest').
+    align_corners : bool or None
+        Only for 'bilinear'/'bicubic' (None means False); must be None for
+        the other modes.
+    antialias : bool
+        Bilinear/bicubic only: PIL-style low-pass filtering when shrinking.
+    out : array, optional
+        C-contiguous destination of the output shape and dtype; must not
+        overlap ``input``.
+    recompute_scale_factor : bool or None
+        torch's flag: True samples at ``H / H_out`` even with a scale factor.
+    layout : {'NCHW', 'NHWC'}
+        'NHWC' takes and returns (N, H, W, C) arrays (OpenCV-style HWC
+        images with a batch axis). An NCHW-shaped CPU input stored
+        channels-last (torch ``channels_last``) is processed in place and
+        its result keeps that memory layout.
+
+    Returns
+    -------
+    array (N, C, H_out, W_out) (or NHWC), the caller's array type.
+
+    Conventions
+    -----------
+    PyTorch's pixel-centre conventions (see the module docstring and
+    docs/resize.md for the table against OpenCV and PIL). The nearest modes
+    use the index arithmetic of torch's main CPU kernel (outputs wider than
+    128); torch rounds some exact ties (source coordinate exactly an
+    integer) the other way on narrower outputs. Other non-contiguous CPU
+    inputs are copied once.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> fi.resize(x, size=(4, 4), mode="bilinear", align_corners=True)[0, 0, 0]
+    array([1.        , 1.33333333, 1.66666667, 2.        ])
+    >>> fi.resize(x, scale_factor=2, mode="nearest")[0, 0, 0]
+    array([1., 1., 2., 2.])
+    """
+    op = "resize"
+    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
+    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
+    n, c, h, w = _split_shape(x.shape, nhwc)
+    out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
+                                      recompute_scale_factor)
+    tabs = [axis_table(mode, n_in, n_o, align_corners, s, antialias, _DTYPE_NAME[dtype])
+            for n_in, n_o, s in zip((h, w), out_hw, scales)]
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
+
+
+interpolate = resize
+
+
+def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
+                    align_corners=None, antialias=False, out=None, *,
+                    recompute_scale_factor=None, layout="NCHW"):
+    """Gradient of :func:`resize` with respect to its input (analytic, deterministic).
+
+    Parameters
+    ----------
+    grad_output : array (N, C, H_out, W_out), float32 or float64
+        Gradient of the loss with respect to the resized output.
+    input_size : (N, C, H, W) or (H, W), or the input array itself
+        The forward input's shape (in ``layout`` order).
+    scale_factor, mode, align_corners, antialias, recompute_scale_factor, layout
+        As given to the forward :func:`resize` call; the output size is
+        taken from ``grad_output``. With ``scale_factor`` it must match
+        ``floor(H * s)``.
+    out : array, optional
+        C-contiguous destination of shape ``input_size``.
+
+    Returns
+    -------
+    array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, equal to
+    torch's autograd of ``F.interpolate``. It is computed as a gather over
+    the transposed tap tables, in one fixed order: bit-identical for any
+    thread count. Input positions that no output reads get 0 (for finite
+    ``grad_output``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> g = np.ones((1, 1, 4, 4))
+    >>> fi.resize_backward(g, (1, 1, 2, 2), mode="bilinear")[0, 0]
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    op = "resize_backward"
+    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
+    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
+    h, w = _input_size(op, input_size, g.shape, nhwc)
+    n, c, gh, gw = _split_shape(g.shape, nhwc)
+    if scale_factor is not None:
+        out_hw, scales = _output_geometry(op, (h, w), None, scale_factor, mode,
+                                          recompute_scale_factor)
+        if out_hw != (gh, gw):
+            raise ValueError(f"{op}: grad_output must have spatial size {shape_str(out_hw)} "
+                             f"(input {shape_str((h, w))} times scale_factor "
+                             f"{scale_factor!r}); got {shape_str((gh, gw))}.")
+    else:
+        if recompute_scale_factor is not None and not isinstance(recompute_scale_factor,
+                                                                 (bool, np.bool_)):
+            raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
+                            f"got {recompute_scale_factor!r}.")
+        scales = (None, None)
+    tabs = [transposed_table(axis_table(mode, n_in, n_o, align_corners, s, antialias,
+                                        _DTYPE_NAME[dtype]))
+            for n_in, n_o, s in zip((h, w), (gh, gw), scales)]
+    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
+
+
+def _pool_size(op, output_size, in_hw):
+    """torch's output_size: an int, or a pair whose None entries keep the input size."""
+    if output_size is None:
+        raise TypeError(f"{op}: output_size must be an int or a pair (H, W); got None.")
+    if _is_int(output_size):
+        output_size = (output_size, output_size)
+    try:
+        vals = tuple(output_size)
+    except TypeError:
+        raise TypeError(f"{op}: output_size must be an int or a pair (H, W); "
+                        f"got {output_size!r}.") from None
+    if len(vals) != 2:
+        raise ValueError(f"{op}: output_size must be an int or a pair (H, W); got {output_size!r}.")
+    vals = tuple(n if v is None else v for v, n in zip(vals, in_hw))
+    return _pair(op, "output_size", vals, "int")
+
+
+def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
+    """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    input : array (N, C, H, W), float32 or float64 (``layout="NHWC"``: (N, H, W, C))
+    output_size : int or (int or None, int or None)
+        (H_out, W_out); None keeps that input size.
+    out : array, optional
+        C-contiguous destination, not overlapping ``input``.
+    layout : {'NCHW', 'NHWC'}
+
+    Returns
+    -------
+    array (N, C, H_out, W_out): output cell ``(i, j)`` is the mean of input
+    rows ``[floor(i*H/H_out), ceil((i+1)*H/H_out))`` and the matching columns
+    (cells overlap when the sizes do not divide). This is ``resize(...,
+    mode="area")`` and OpenCV's ``INTER_AREA`` when the sizes divide.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fi.adaptive_avg_pool2d(x, 2)[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
+    """
+    op = "adaptive_avg_pool2d"
+    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
+    _, _, h, w = _split_shape(x.shape, nhwc)
+    out_hw = _pool_size(op, output_size, (h, w))
+    tabs = [axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype])
+            for n_in, n_o in zip((h, w), out_hw)]
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="NCHW"):
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array (N, C, H_out, W_out), float32 or float64
+    input_size : (N, C, H, W) or (H, W), or the input array itself
+    out : array, optional
+    layout : {'NCHW', 'NHWC'}
+
+    Returns
+    -------
+    array (N, C, H, W): each input pixel receives ``g / (kh * kw)`` from
+    every output cell whose window holds it; deterministic (a gather).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 1)), (1, 1, 2, 2))[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    """
+    op = "adaptive_avg_pool2d_backward"
+    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
+    h, w = _input_size(op, input_size, g.shape, nhwc)
+    _, _, gh, gw = _split_shape(g.shape, nhwc)
+    tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))
+            for n_in, n_o in zip((h, w), (gh, gw))]
+    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")

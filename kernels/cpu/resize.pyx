@@ -1,0 +1,486 @@
+# cython: language_level=3
+"""Resize kernels: one separable engine for every mode and its backward.
+
+Every resize mode (nearest, nearest-exact, bilinear, bicubic, area, the
+antialiased filters) and every backward pass is a separable linear map
+``out = A_y @ plane @ A_x.T``. The Python front (fastinterp.resize) builds
+each axis's sparse matrix once as a tap table: ``idx[k, o]`` (int32 source
+index) and ``w[k, o]`` (weight) for taps ``k < K`` of output ``o``, tap-major
+so that a pass over one output row reads the tables contiguously. Backward
+passes use the transposed tables, so they are gathers too: no scatter, no
+atomics, and every output element is summed in one fixed order whatever the
+thread count.
+
+Planes are ``(rows, row_length)`` blocks: for NCHW one plane per (n, c) with
+``channels = 1``; for NHWC one plane per image, a row holding ``W * C``
+values, and ``channels = C`` (a horizontal tap moves by ``C`` values).
+
+Two pass orders, chosen by the front from a cost estimate:
+- ``ORDER_V_FIRST``: per output row, blend the needed input rows vertically
+  into a scratch row (contiguous, vectorised), then resample it horizontally.
+- ``ORDER_H_FIRST``: per block of output rows, resample each needed input
+  row horizontally once into a per-thread row cache, then blend cached rows
+  vertically straight into the output (best for upscaling: fewer gathers).
+
+The horizontal pass picks taps with AVX-512 two-source permutes from a
+window of 2 or 4 vectors of source values when the front found one that
+holds every block of outputs (``permute_form``), else with gathers.
+"""
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from _types cimport real
+from _taps cimport cubic_weights
+
+cdef extern from *:
+    """
+    /* dst[j] += a * src[j]: kept out of line so that the compiler vectorises
+       it along j instead of across the caller's tap loop (which it would do
+       with strided gathers). */
+    #if defined(__GNUC__)
+    #define FI_NOINLINE __attribute__((noinline))
+    #else
+    #define FI_NOINLINE
+    #endif
+    static FI_NOINLINE void fi_axpy_f(float* d, const float* s, float a, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; ++j) d[j] += a * s[j];
+    }
+    static FI_NOINLINE void fi_axpy_d(double* d, const double* s, double a, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; ++j) d[j] += a * s[j];
+    }
+    /* Horizontal taps by gathers, any tap count: restrict lets the compiler
+       vectorise along x (the destination never overlaps the source row). */
+    #define FI_HGATHER(NAME, T)                                                    \
+    static FI_NOINLINE void NAME(T* __restrict d, const T* __restrict s,          \
+                                 const int* __restrict idx, const T* __restrict w, \
+                                 Py_ssize_t K, Py_ssize_t n) {                     \
+        for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];                \
+        for (Py_ssize_t k = 1; k < K; ++k) {                                       \
+            const int* __restrict ik = idx + k * n;                                \
+            const T* __restrict wk = w + k * n;                                    \
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];           \
+        }                                                                          \
+    }
+    FI_HGATHER(fi_hgather_f, float)
+    FI_HGATHER(fi_hgather_d, double)
+    """
+    void fi_axpy_f(float* d, const float* s, float a, Py_ssize_t n) noexcept nogil
+    void fi_axpy_d(double* d, const double* s, double a, Py_ssize_t n) noexcept nogil
+    void fi_hgather_f(float* d, const float* s, const int* idx, const float* w,
+                      Py_ssize_t K, Py_ssize_t n) noexcept nogil
+    void fi_hgather_d(double* d, const double* s, const int* idx, const double* w,
+                      Py_ssize_t K, Py_ssize_t n) noexcept nogil
+
+cdef extern from *:
+    """
+    /* Ask for the source rows of the next output row while this one is
+       blended: NCHW rows are short (a few KB), too short for the hardware
+       stream prefetchers to ramp up on each. */
+    static inline void fi_prefetch(const char* p, Py_ssize_t nbytes) {
+        for (Py_ssize_t b = 0; b < nbytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+    }
+    static inline void fi_prefetch_rows(const char* base, Py_ssize_t stride_bytes,
+                                        const int* idx, Py_ssize_t K, Py_ssize_t ny,
+                                        Py_ssize_t y, Py_ssize_t nbytes) {
+        for (Py_ssize_t k = 0; k < K; ++k) {
+            const char* row = base + (Py_ssize_t)idx[k * ny + y] * stride_bytes;
+            for (Py_ssize_t b = 0; b < nbytes; b += 64) __builtin_prefetch(row + b, 0, 3);
+        }
+    }
+    """
+    void fi_prefetch(const char* p, Py_ssize_t nbytes) noexcept nogil
+    void fi_prefetch_rows(const char* base, Py_ssize_t stride_bytes, const int* idx,
+                          Py_ssize_t K, Py_ssize_t ny, Py_ssize_t y,
+                          Py_ssize_t nbytes) noexcept nogil
+
+cdef extern from *:
+    """
+    /* Horizontal pass by in-register permutes (AVX-512): a block of L outputs
+       (L = 16 floats / 8 doubles, the vector lanes) whose taps all lie in a
+       window of 2L source values starting at base[b] loads that window once
+       (two vectors) and picks every tap with one two-source permute: no
+       gathers. rel[k, x] is tap k's index minus its block's base; weights
+       w[k, x] as usual. fi_hperm4_* use a window of four vectors: the tap's
+       low bits pick within a vector pair by permute, its next bit picks the
+       pair by a blend; their blocks hold B outputs (L, or L/2 for the wider
+       taps of antialiased 4x downscales). Together they cover upscales and
+       downscales by up to 4 (area, antialiasing, the backward of 2x
+       upscales). Per-type vector primitives first, then one body per pass. */
+    #if defined(__AVX512F__) && defined(__AVX512VL__)
+    #include <immintrin.h>
+    #define FI_HAVE_PERM 1
+    static inline __mmask16 fi_mask_f(Py_ssize_t m) {
+        return m >= 16 ? (__mmask16)0xFFFF : m <= 0 ? (__mmask16)0 : (__mmask16)((1u << m) - 1u);
+    }
+    static inline __mmask8 fi_mask_d(Py_ssize_t m) {
+        return m >= 8 ? (__mmask8)0xFF : m <= 0 ? (__mmask8)0 : (__mmask8)((1u << m) - 1u);
+    }
+    /* the first m lanes of p (zeros beyond), as values / as tap indices */
+    static inline __m512 fi_load_f(Py_ssize_t m, const float* p) {
+        return _mm512_maskz_loadu_ps(fi_mask_f(m), p);
+    }
+    static inline __m512d fi_load_d(Py_ssize_t m, const double* p) {
+        return _mm512_maskz_loadu_pd(fi_mask_d(m), p);
+    }
+    static inline __m512i fi_rel_f(Py_ssize_t m, const int* p) {
+        return _mm512_maskz_loadu_epi32(fi_mask_f(m), p);
+    }
+    static inline __m512i fi_rel_d(Py_ssize_t m, const int* p) {
+        return _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(fi_mask_d(m), p));
+    }
+    static inline void fi_store_f(Py_ssize_t m, float* p, __m512 v) {
+        _mm512_mask_storeu_ps(p, fi_mask_f(m), v);
+    }
+    static inline void fi_store_d(Py_ssize_t m, double* p, __m512d v) {
+        _mm512_mask_storeu_pd(p, fi_mask_d(m), v);
+    }
+    #define fi_perm_f _mm512_permutex2var_ps
+    #define fi_perm_d _mm512_permutex2var_pd
+    #define fi_mul_f _mm512_mul_ps
+    #define fi_mul_d _mm512_mul_pd
+    #define fi_fma_f _mm512_fmadd_ps
+    #define fi_fma_d _mm512_fmadd_pd
+    /* a tap of a four-vector window: from (v0, v1) or (v2, v3) by the index's bit 2L */
+    static inline __m512 fi_pick_f(__m512i r, __m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+        return _mm512_mask_blend_ps(_mm512_test_epi32_mask(r, _mm512_set1_epi32(32)),
+                                    _mm512_permutex2var_ps(v0, r, v1),
+                                    _mm512_permutex2var_ps(v2, r, v3));
+    }
+    static inline __m512d fi_pick_d(__m512i r, __m512d v0, __m512d v1, __m512d v2, __m512d v3) {
+        return _mm512_mask_blend_pd(_mm512_test_epi64_mask(r, _mm512_set1_epi64(16)),
+                                    _mm512_permutex2var_pd(v0, r, v1),
+                                    _mm512_permutex2var_pd(v2, r, v3));
+    }
+    #define FI_HPERM(S, T, V, L)                                                         \
+    static void fi_hperm_##S(T* dst, const T* src, Py_ssize_t nsrc, const int* base,   \
+                             const int* rel, const T* w, Py_ssize_t K, Py_ssize_t n) {  \
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += L, ++b) {                         \
+            Py_ssize_t cnt = n - x0, avail = nsrc - base[b];                           \
+            const T* s = src + base[b];                                                \
+            V lo = fi_load_##S(avail, s), hi = fi_load_##S(avail - L, s + L);           \
+            V acc = fi_mul_##S(fi_load_##S(cnt, w + x0),                               \
+                               fi_perm_##S(lo, fi_rel_##S(cnt, rel + x0), hi));         \
+            for (Py_ssize_t k = 1; k < K; ++k)                                         \
+                acc = fi_fma_##S(fi_load_##S(cnt, w + k * n + x0),                     \
+                                 fi_perm_##S(lo, fi_rel_##S(cnt, rel + k * n + x0), hi), acc); \
+            fi_store_##S(cnt, dst + x0, acc);                                          \
+        }                                                                              \
+    }
+    #define FI_HPERM4(S, T, V, L)                                                        \
+    static void fi_hperm4_##S(T* dst, const T* src, Py_ssize_t nsrc, const int* base,  \
+                              const int* rel, const T* w, Py_ssize_t K, Py_ssize_t n,  \
+                              Py_ssize_t B) {                                          \
+        for (Py_ssize_t x0 = 0, b = 0; x0 < n; x0 += B, ++b) {                         \
+            Py_ssize_t cnt = n - x0 < B ? n - x0 : B, avail = nsrc - base[b];          \
+            const T* s = src + base[b];                                                \
+            V v0 = fi_load_##S(avail, s), v1 = fi_load_##S(avail - L, s + L);           \
+            V v2 = fi_load_##S(avail - 2 * L, s + 2 * L);                              \
+            V v3 = fi_load_##S(avail - 3 * L, s + 3 * L);                              \
+            V acc = fi_mul_##S(fi_load_##S(cnt, w + x0),                               \
+                               fi_pick_##S(fi_rel_##S(cnt, rel + x0), v0, v1, v2, v3)); \
+            for (Py_ssize_t k = 1; k < K; ++k)                                         \
+                acc = fi_fma_##S(fi_load_##S(cnt, w + k * n + x0),                     \
+                                 fi_pick_##S(fi_rel_##S(cnt, rel + k * n + x0),        \
+                                             v0, v1, v2, v3), acc);                    \
+            fi_store_##S(cnt, dst + x0, acc);                                          \
+        }                                                                              \
+    }
+    FI_HPERM(f, float, __m512, 16)
+    FI_HPERM(d, double, __m512d, 8)
+    FI_HPERM4(f, float, __m512, 16)
+    FI_HPERM4(d, double, __m512d, 8)
+    #else
+    #define FI_HAVE_PERM 0
+    static void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) {}
+    static void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                           const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) {}
+    static void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                            const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {}
+    static void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                            const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
+                            Py_ssize_t B) {}
+    #endif
+    """
+    int FI_HAVE_PERM
+    void fi_hperm_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                    const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+    void fi_hperm_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                    const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n) noexcept nogil
+    void fi_hperm4_f(float* dst, const float* src, Py_ssize_t nsrc, const int* base,
+                     const int* rel, const float* w, Py_ssize_t K, Py_ssize_t n,
+                     Py_ssize_t B) noexcept nogil
+    void fi_hperm4_d(double* dst, const double* src, Py_ssize_t nsrc, const int* base,
+                     const int* rel, const double* w, Py_ssize_t K, Py_ssize_t n,
+                     Py_ssize_t B) noexcept nogil
+
+# Whether this build has the permute-based horizontal pass, and its vector
+# lanes per dtype (outputs per full block; windows are 2 or 4 vectors).
+HAVE_PERM = bool(FI_HAVE_PERM)
+PERM_BLOCK = {"float32": 16, "float64": 8}
+
+
+cdef inline void axpy(real* dst, const real* src, real a, Py_ssize_t n) noexcept nogil:
+    """dst[j] += a * src[j] for j < n."""
+    if real is float:
+        fi_axpy_f(dst, src, a, n)
+    else:
+        fi_axpy_d(dst, src, a, n)
+
+cdef enum:
+    ORDER_V_FIRST = 0
+    ORDER_H_FIRST = 1
+
+# Output rows per job: jobs are (plane, block of rows); results do not depend
+# on the block size or on which thread runs a job.
+cdef Py_ssize_t ROW_BLOCK = 16
+# V-first passes prefetch the source rows of the output row this far ahead.
+cdef Py_ssize_t PREFETCH_AHEAD = 1
+
+
+cdef struct HTable:
+    # one horizontal tap table, as the row passes read it
+    const int* idx
+    const void* w
+    Py_ssize_t K
+    Py_ssize_t n
+    bint unit
+    const int* pbase   # NULL unless the permute form applies
+    const int* prel
+    Py_ssize_t pblock  # 0: window of 2 vectors; else 4 vectors, this many outputs per block
+
+
+cdef inline void hrow(real* dst, const real* src, Py_ssize_t nsrc, const HTable* t,
+                      Py_ssize_t C) noexcept nogil:
+    """Resample one row horizontally (``nsrc`` source values) with table ``t``."""
+    if t.pbase != NULL and C == 1:
+        if real is float:
+            if t.pblock:
+                fi_hperm4_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n,
+                            t.pblock)
+            else:
+                fi_hperm_f(dst, src, nsrc, t.pbase, t.prel, <const float*> t.w, t.K, t.n)
+        elif t.pblock:
+            fi_hperm4_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n,
+                        t.pblock)
+        else:
+            fi_hperm_d(dst, src, nsrc, t.pbase, t.prel, <const double*> t.w, t.K, t.n)
+        return
+    hpass(dst, src, t.idx, <const real*> t.w, t.K, t.n, C, t.unit)
+
+
+cdef inline void hpass(real* dst, const real* src, const int* idx, const real* w,
+                       Py_ssize_t K, Py_ssize_t n, Py_ssize_t C, bint unit) noexcept nogil:
+    """Horizontal pass of one row: dst[x*C + c] = sum_k w[k, x] * src[idx[k, x]*C + c]."""
+    cdef Py_ssize_t x, k, c
+    cdef const int* ik
+    cdef const real* wk
+    cdef const real* s
+    cdef real* d
+    cdef real a
+    if C == 1:
+        if unit:
+            for x in range(n):
+                dst[x] = src[idx[x]]
+        elif K == 2:
+            for x in range(n):
+                dst[x] = w[x] * src[idx[x]] + w[n + x] * src[idx[n + x]]
+        elif K == 4:
+            for x in range(n):
+                dst[x] = (w[x] * src[idx[x]] + w[n + x] * src[idx[n + x]]
+                          + w[2 * n + x] * src[idx[2 * n + x]]
+                          + w[3 * n + x] * src[idx[3 * n + x]])
+        elif real is float:
+            fi_hgather_f(dst, src, idx, w, K, n)
+        else:
+            fi_hgather_d(dst, src, idx, w, K, n)
+        return
+    for x in range(n):
+        d = dst + x * C
+        s = src + idx[x] * C
+        if unit:
+            for c in range(C):
+                d[c] = s[c]
+            continue
+        a = w[x]
+        for c in range(C):
+            d[c] = a * s[c]
+        for k in range(1, K):
+            s = src + idx[k * n + x] * C
+            a = w[k * n + x]
+            for c in range(C):
+                d[c] += a * s[c]
+
+
+cdef inline void vpass(real* dst, const real* base, Py_ssize_t stride,
+                       const int* idx, const real* w, Py_ssize_t K, Py_ssize_t ny,
+                       Py_ssize_t y, Py_ssize_t lo, Py_ssize_t L, bint unit) noexcept nogil:
+    """Vertical blend for output row y: dst[j] = sum_k w[k, y] * row(idx[k, y] - lo)[j].
+
+    Rows live at ``base + r * stride``; ``ny`` is the table's output count.
+    """
+    cdef Py_ssize_t j, k
+    cdef const real* r0 = base + (idx[y] - lo) * stride
+    cdef const real* r1
+    cdef const real* r2
+    cdef const real* r3
+    cdef real w0, w1, w2, w3, a
+    if unit:
+        memcpy(dst, r0, L * sizeof(real))
+        return
+    w0 = w[y]
+    if K == 1:
+        for j in range(L):
+            dst[j] = w0 * r0[j]
+        return
+    r1 = base + (idx[ny + y] - lo) * stride
+    w1 = w[ny + y]
+    if K == 2:
+        for j in range(L):
+            dst[j] = w0 * r0[j] + w1 * r1[j]
+        return
+    if K == 4:
+        r2 = base + (idx[2 * ny + y] - lo) * stride
+        r3 = base + (idx[3 * ny + y] - lo) * stride
+        w2 = w[2 * ny + y]
+        w3 = w[3 * ny + y]
+        for j in range(L):
+            dst[j] = w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j]
+        return
+    for j in range(L):
+        dst[j] = w0 * r0[j] + w1 * r1[j]
+    for k in range(2, K):
+        axpy(dst, base + (idx[k * ny + y] - lo) * stride, w[k * ny + y], L)
+
+
+cdef inline void row_range(const int* idx, Py_ssize_t K, Py_ssize_t ny, Py_ssize_t y0,
+                           Py_ssize_t y1, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Smallest and one-past-largest source row used by output rows [y0, y1)."""
+    cdef Py_ssize_t k, y, v
+    lo[0] = idx[y0]
+    hi[0] = idx[y0] + 1
+    for k in range(K):
+        for y in range(y0, y1):
+            v = idx[k * ny + y]
+            if v < lo[0]:
+                lo[0] = v
+            if v + 1 > hi[0]:
+                hi[0] = v + 1
+
+
+def cubic_coefficients(const real[::1] t, real[:, ::1] out):
+    """out[k, i]: the Keys cubic weight (A = -0.75) of tap k - 1 at fraction t[i].
+
+    The bicubic tap tables take their weights from here, so resize shares
+    grid_sample's cubic arithmetic (``_taps.cubic_weights``).
+    """
+    cdef Py_ssize_t i, k
+    cdef real w[4]
+    for i in range(t.shape[0]):
+        cubic_weights(t[i], w)
+        for k in range(4):
+            out[k, i] = w[k]
+
+
+def cache_rows(const int[:, ::1] yidx):
+    """Rows the H-first row cache needs per thread: the widest block's source span."""
+    cdef Py_ssize_t ny = yidx.shape[1], K = yidx.shape[0]
+    cdef Py_ssize_t y0, lo, hi, most = 1
+    for y0 in range(0, ny, ROW_BLOCK):
+        row_range(&yidx[0, 0], K, ny, y0, min(ny, y0 + ROW_BLOCK), &lo, &hi)
+        most = max(most, hi - lo)
+    return most
+
+
+def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
+                  const int[:, ::1] yidx, const real[:, ::1] yw, bint yunit,
+                  const int[:, ::1] xidx, const real[:, ::1] xw, bint xunit,
+                  const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
+                  Py_ssize_t channels, int order, int nthreads):
+    """out[p] = A_y @ x[p] @ A_x.T for every plane p (see the module docstring).
+
+    ``out`` is (P, H_out, W_out*C), ``x`` is (P, H_in, W_in*C); the y table
+    is (Ky, H_out), the x table (Kx, W_out); ``*unit`` marks a one-tap table
+    whose weights are all exactly 1 (a pure gather: nearest modes).
+    ``xbase``/``xrel`` are the x table's permute form (see HAVE_PERM), or
+    empty arrays when it has none; ``xblock`` is 0 for its 2-vector window,
+    else the outputs per block of its 4-vector window.
+    """
+    cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
+    cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
+    cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0], Wo = xidx.shape[1]
+    cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t njobs = P * nblocks
+    cdef Py_ssize_t C = channels
+    cdef Py_ssize_t crows = 1, scratch
+    cdef Py_ssize_t job, p, y0, y1, y, r, lo, hi, k
+    cdef int failed = 0
+    cdef int* failp = &failed
+    cdef real* buf = NULL
+    cdef unsigned char* done = NULL
+    cdef const real* plane
+    cdef const int* yi = &yidx[0, 0]
+    cdef const real* ywp = &yw[0, 0]
+    cdef const int* xi = &xidx[0, 0]
+    cdef const real* xwp = &xw[0, 0]
+    cdef bint ycopy = yunit and Ky == 1
+    cdef HTable ht
+    ht.idx = xi
+    ht.w = <const void*> xwp
+    ht.K = Kx
+    ht.n = Wo
+    ht.unit = xunit
+    ht.pbase = NULL
+    ht.prel = NULL
+    ht.pblock = xblock
+    if xbase.shape[0] > 0 and FI_HAVE_PERM:
+        ht.pbase = &xbase[0]
+        ht.prel = &xrel[0, 0]
+    if njobs == 0 or Lo == 0:
+        return
+    if order == ORDER_H_FIRST:
+        crows = cache_rows(yidx)
+        scratch = crows * Lo
+    else:
+        scratch = Li
+    with nogil, parallel(num_threads=nthreads):
+        buf = <real*> malloc(scratch * sizeof(real) + 1)
+        done = <unsigned char*> malloc(crows + 1)
+        if buf == NULL or done == NULL:
+            failp[0] = 1   # through a pointer: assignments in a parallel block are private
+        else:
+            for job in prange(njobs, schedule="dynamic"):
+                p = job // nblocks
+                y0 = (job % nblocks) * ROW_BLOCK
+                y1 = min(Ho, y0 + ROW_BLOCK)
+                plane = &x[p, 0, 0]
+                if order == ORDER_H_FIRST:
+                    lo = 0   # assigned here so that OpenMP makes lo/hi thread-private
+                    hi = 0
+                    row_range(yi, Ky, Ho, y0, y1, &lo, &hi)
+                    memset(done, 0, hi - lo)
+                    for y in range(y0, y1):
+                        for k in range(Ky):
+                            r = yi[k * Ho + y]
+                            if not done[r - lo]:
+                                if r + 1 < Hi:
+                                    fi_prefetch(<const char*> (plane + (r + 1) * Li),
+                                                Li * sizeof(real))
+                                hrow(buf + (r - lo) * Lo, plane + r * Li, Li, &ht, C)
+                                done[r - lo] = 1
+                        vpass(&out[p, y, 0], buf, Lo, yi, ywp, Ky, Ho, y, lo, Lo, ycopy)
+                else:
+                    for y in range(y0, y1):
+                        if ycopy:
+                            hrow(&out[p, y, 0], plane + yi[y] * Li, Li, &ht, C)
+                        else:
+                            if y + PREFETCH_AHEAD < Ho:
+                                fi_prefetch_rows(<const char*> plane, Li * sizeof(real), yi,
+                                                 Ky, Ho, y + PREFETCH_AHEAD, Li * sizeof(real))
+                            vpass(buf, plane, Li, yi, ywp, Ky, Ho, y, 0, Li, False)
+                            hrow(&out[p, y, 0], buf, Li, &ht, C)
+        free(buf)
+        free(done)
+    if failed:
+        raise MemoryError("resize: could not allocate the per-thread scratch rows.")

@@ -1,0 +1,96 @@
+"""numba.cuda resize kernels: the two separable passes of fastinterp.resize.
+
+Every resize mode and every backward pass is ``out[p] = A_y @ x[p] @ A_x.T``
+per plane ``p``, with each axis given as a tap table (``idx[k, o]``,
+``w[k, o]``; see ``fastinterp.resize.AxisTable``; backward passes get the
+transposed tables). Arrays are planes ``(P, rows, row_length)`` where a row
+holds ``W * C`` values (``C = 1`` for NCHW, the channel count for NHWC).
+Each output value is a gather summed over its taps in a fixed order, so the
+results are deterministic (no atomics).
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+from numba import cuda
+
+from ._support import THREADS_1D, blocks_1d
+
+
+@cuda.jit(device=True, inline=True)
+def _unflatten(i, dst):
+    """(plane, row, column) of flat index i into dst (P, rows, length)."""
+    length = dst.shape[2]
+    pr = i // length
+    return pr // dst.shape[1], pr % dst.shape[1], i % length
+
+
+@cuda.jit
+def _hpass(dst, src, idx, w, channels):
+    """One thread computes one value dst[p, r, j]: the horizontal taps of row r."""
+    i = cuda.grid(1)
+    if i >= dst.size:
+        return
+    p, r, j = _unflatten(i, dst)
+    x = j // channels
+    c = j - x * channels
+    acc = w[0, x] * src[p, r, idx[0, x] * channels + c]
+    for k in range(1, idx.shape[0]):
+        acc += w[k, x] * src[p, r, idx[k, x] * channels + c]
+    dst[p, r, j] = acc
+
+
+@cuda.jit
+def _vpass(dst, src, idx, w):
+    """One thread computes one value dst[p, y, j]: the vertical taps of column j."""
+    i = cuda.grid(1)
+    if i >= dst.size:
+        return
+    p, y, j = _unflatten(i, dst)
+    acc = w[0, y] * src[p, idx[0, y], j]
+    for k in range(1, idx.shape[0]):
+        acc += w[k, y] * src[p, idx[k, y], j]
+    dst[p, y, j] = acc
+
+
+def _launch(kernel, dst, *args, stream):
+    n = math.prod(dst.shape)
+    kernel[blocks_1d(n), THREADS_1D, stream](dst, *args)
+
+
+# Device copies of the (cached, immutable) tap tables, per table and device.
+_on_device: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _device_table(table, stream):
+    """(idx, w) of an AxisTable on the current device, copied once per device."""
+    device = getattr(cuda.get_current_device(), "id", 0)   # the simulator has no id
+    per_device = _on_device.setdefault(table, {})
+    arrays = per_device.get(device)
+    if arrays is None:
+        arrays = (cuda.to_device(table.idx, stream=stream), cuda.to_device(table.w, stream=stream))
+        per_device[device] = arrays
+    return arrays
+
+
+def separable(out, x, ytab, xtab, channels, stream=0):
+    """``out[p] = A_y @ x[p] @ A_x.T``: out (P, H_out, W_out*C), x (P, H_in, W_in*C).
+
+    Runs rows-first or columns-first, whichever touches fewer values; the
+    intermediate is one device array of the smaller shape.
+    """
+    P, h_in, len_in = x.shape
+    _, h_out, len_out = out.shape
+    yi, yw = _device_table(ytab, stream)
+    xi, xw = _device_table(xtab, stream)
+    h_first = h_in * len_out * xtab.taps + h_out * len_out * ytab.taps
+    v_first = h_out * len_in * ytab.taps + h_out * len_out * xtab.taps
+    if h_first <= v_first:
+        tmp = cuda.device_array((P, h_in, len_out), dtype=x.dtype, stream=stream)
+        _launch(_hpass, tmp, x, xi, xw, channels, stream=stream)
+        _launch(_vpass, out, tmp, yi, yw, stream=stream)
+    else:
+        tmp = cuda.device_array((P, h_out, len_in), dtype=x.dtype, stream=stream)
+        _launch(_vpass, tmp, x, yi, yw, stream=stream)
+        _launch(_hpass, out, tmp, xi, xw, channels, stream=stream)

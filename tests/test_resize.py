@@ -1,0 +1,628 @@
+"""Tests of fastinterp.resize: resize/interpolate, adaptive_avg_pool2d and their backwards.
+
+Vocabulary: smoke, exceptions, cardinality (shapes), feature (values against
+torch and hand-computed cases), gradcheck (finite differences, float64),
+determinism across thread counts, CUDA kernels under the simulator.
+"""
+from __future__ import annotations
+
+import importlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastinterp as fi
+from conftest import TOL_ORACLE, assert_close
+
+R = importlib.import_module("fastinterp.resize")   # fi.resize is the function
+
+DTYPES = [np.float32, np.float64]
+# (mode, align_corners, antialias) for every distinct kernel configuration
+CONFIGS = [
+    ("nearest", None, False), ("nearest-exact", None, False), ("area", None, False),
+    ("bilinear", False, False), ("bilinear", True, False),
+    ("bicubic", False, False), ("bicubic", True, False),
+    ("bilinear", False, True), ("bilinear", True, True),
+    ("bicubic", False, True), ("bicubic", True, True),
+]
+INTERP_CONFIGS = [c for c in CONFIGS if c[0] not in ("nearest", "nearest-exact")]
+
+
+def _kw(mode, align_corners, antialias):
+    kw = {"mode": mode, "antialias": antialias}
+    if align_corners is not None:
+        kw["align_corners"] = align_corners
+    return kw
+
+
+def _torch_fn(torch, xt, size=None, scale_factor=None, recompute=None, **kw):
+    """F.interpolate on a torch tensor (autograd-capable).
+
+    torch 2.13's antialiased kernel is wrong when the output width is 1 and the
+    height changes (it repeats one row); there the reference is torch itself
+    run one axis at a time, each on a transposed image (one axis changing).
+    """
+    import torch.nn.functional as F
+    h, w = xt.shape[2:]
+    if isinstance(scale_factor, float):
+        scale_factor = (scale_factor, scale_factor)
+    if isinstance(size, int):
+        size = (size, size)
+    oh, ow = size if size is not None else (int(h * scale_factor[0]), int(w * scale_factor[1]))
+    if kw.get("antialias") and ow == 1 and oh != h:
+        sf = scale_factor if recompute is None or not recompute else None
+        a = F.interpolate(xt.transpose(2, 3), size=(1, h), **kw).transpose(2, 3) \
+            if sf is None else \
+            F.interpolate(xt.transpose(2, 3), scale_factor=(sf[1], 1.0), **kw).transpose(2, 3)
+        if sf is None:
+            return F.interpolate(a.transpose(2, 3), size=(1, oh), **kw).transpose(2, 3)
+        return F.interpolate(a.transpose(2, 3), scale_factor=(1.0, sf[0]), **kw).transpose(2, 3)
+    return F.interpolate(xt, size=size, scale_factor=scale_factor,
+                         recompute_scale_factor=recompute, **kw)
+
+
+def _torch_resize(torch, x, size=None, scale_factor=None, recompute=None, **kw):
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    return _torch_fn(torch, xt, size, scale_factor, recompute, **kw).numpy()
+
+
+def _torch_grad(torch, x, g, size=None, scale_factor=None, **kw):
+    xt = torch.from_numpy(x).requires_grad_()
+    y = _torch_fn(torch, xt, size, scale_factor, **kw)
+    y.backward(torch.from_numpy(g))
+    return xt.grad.numpy()
+
+
+# --------------------------------------------------------------------------- smoke, hand cases
+
+def test_smoke_shapes_and_alias():
+    x = np.zeros((2, 3, 5, 7), np.float32)
+    assert fi.resize(x, size=(4, 9)).shape == (2, 3, 4, 9)
+    assert fi.interpolate is fi.resize
+    assert fi.resize(x, size=4).shape == (2, 3, 4, 4)
+    assert fi.resize(x, scale_factor=(2, 0.5), mode="nearest").shape == (2, 3, 10, 3)
+    assert fi.resize(x, size=(3, 3)).dtype == np.float32
+    assert fi.adaptive_avg_pool2d(x, (None, 2)).shape == (2, 3, 5, 2)
+    assert fi.resize_backward(np.zeros((2, 3, 4, 9)), x.shape).shape == x.shape
+    assert fi.adaptive_avg_pool2d_backward(np.zeros((2, 3, 2, 2)), (5, 7)).shape == (2, 3, 5, 7)
+
+
+def test_worked_example_bilinear_align_corners():
+    """2x2 -> 4x4, align_corners=True: output o samples input o * (2-1)/(4-1)."""
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    y = fi.resize(x, size=(4, 4), mode="bilinear", align_corners=True)
+    row = 1 + np.arange(4) / 3.0
+    expected = row[None, :] + 2 * (np.arange(4) / 3.0)[:, None]
+    np.testing.assert_allclose(y[0, 0], expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(y[0, 0, 0], [1, 4 / 3, 5 / 3, 2], atol=1e-15)
+
+
+def test_worked_example_matches_torch(torch):
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)
+    for ac in (True, False):
+        ref = _torch_resize(torch, x, size=(4, 4), mode="bilinear", align_corners=ac)
+        assert_close(fi.resize(x, size=(4, 4), align_corners=ac), ref, table=TOL_ORACLE)
+    # align_corners=False: half-pixel centres, the border is clamped
+    y = fi.resize(x.astype(np.float64), size=(4, 4))
+    np.testing.assert_allclose(y[0, 0, 0], [1, 1.25, 1.75, 2])
+
+
+def test_hand_nearest_area_and_overlapping_pool():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(fi.resize(x, scale_factor=0.5, mode="nearest")[0, 0],
+                                  [[0, 2], [8, 10]])
+    np.testing.assert_array_equal(fi.resize(x, size=2, mode="nearest-exact")[0, 0],
+                                  [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(fi.resize(x, size=2, mode="area")[0, 0],
+                                  [[2.5, 4.5], [10.5, 12.5]])
+    # 5 -> 3: windows [0, 2), [1, 4), [3, 5) overlap
+    v = np.array([1.0, 2.0, 4.0, 8.0, 16.0]).reshape(1, 1, 1, 5)
+    np.testing.assert_allclose(fi.adaptive_avg_pool2d(v, (1, 3))[0, 0, 0],
+                               [1.5, 14 / 3, 12.0])
+    g = fi.adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 3)), (1, 1, 1, 5))[0, 0, 0]
+    np.testing.assert_allclose(g, [0.5, 0.5 + 1 / 3, 1 / 3, 1 / 3 + 0.5, 0.5])
+
+
+def test_identity_and_constant_preserved():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 6, 5))
+    for mode, ac, aa in CONFIGS:
+        np.testing.assert_allclose(fi.resize(x, size=(6, 5), **_kw(mode, ac, aa)), x,
+                                   rtol=0, atol=1e-15)
+        c = np.full((1, 1, 7, 9), 3.5)
+        np.testing.assert_allclose(fi.resize(c, size=(4, 13), **_kw(mode, ac, aa)), 3.5,
+                                   rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- exceptions
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(size=0), ValueError, "size must be positive"),
+    (dict(size=(3, -1)), ValueError, "size must be positive"),
+    (dict(size=(3, 2, 1)), ValueError, "size must be"),
+    (dict(size=2.5), TypeError, "size must be"),
+    (dict(size=True), TypeError, "size must be"),
+    (dict(), ValueError, "size or scale_factor must be given"),
+    (dict(size=2, scale_factor=2.0), ValueError, "must not both"),
+    (dict(scale_factor=0.0), ValueError, "scale_factor must be positive"),
+    (dict(scale_factor=-2.0), ValueError, "scale_factor must be positive"),
+    (dict(scale_factor=float("nan")), ValueError, "finite"),
+    (dict(scale_factor=0.1), ValueError, "at least 1 x 1"),
+    (dict(size=2, recompute_scale_factor=True), ValueError, "recompute_scale_factor"),
+    (dict(size=2, mode="lanczos"), ValueError, "mode must be one of"),
+    (dict(size=2, mode="nearest", align_corners=False), ValueError, "align_corners must be None"),
+    (dict(size=2, mode="area", align_corners=True), ValueError, "align_corners must be None"),
+    (dict(size=2, mode="nearest", antialias=True), ValueError, "antialias=True needs"),
+    (dict(size=2, align_corners="yes"), TypeError, "align_corners must be a bool"),
+    (dict(size=2, layout="CHW"), ValueError, "layout must be one of"),
+])
+def test_resize_argument_errors(kwargs, exc, words):
+    x = np.zeros((1, 1, 4, 5), np.float32)
+    with pytest.raises(exc, match=words):
+        fi.resize(x, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (1, 4, 5), (1, 1, 1, 4, 5)])
+def test_wrong_rank(shape):
+    with pytest.raises(ValueError, match=r"input must have shape \(N, C, H, W\)"):
+        fi.resize(np.zeros(shape), size=2)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        fi.resize(np.zeros(shape), size=2, layout="NHWC")
+    with pytest.raises(ValueError, match="input must have shape"):
+        fi.adaptive_avg_pool2d(np.zeros(shape), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.float16, np.complex64, bool])
+def test_non_float_dtypes(dtype):
+    with pytest.raises(TypeError, match="must have dtype float32 or float64"):
+        fi.resize(np.zeros((1, 1, 4, 4), dtype), size=2)
+    with pytest.raises(TypeError, match="grad_output must have dtype"):
+        fi.resize_backward(np.zeros((1, 1, 2, 2), dtype), (1, 1, 4, 4))
+
+
+def test_empty_spatial_input_rejected():
+    with pytest.raises(ValueError, match="H >= 1 and W >= 1"):
+        fi.resize(np.zeros((1, 1, 0, 4)), size=2)
+
+
+def test_out_errors_leave_out_untouched():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    out = np.full((1, 2, 2, 2), 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 3, 3\)"):
+        fi.resize(x, size=3, out=out)
+    with pytest.raises(TypeError, match="out must have dtype float32"):
+        fi.resize(x, size=2, out=out.astype(np.float64))
+    with pytest.raises(ValueError, match="must not share memory"):
+        fi.resize(x, size=4, out=x)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fi.resize(x, size=2, out=np.zeros((1, 2, 2, 4), np.float32)[..., ::2])
+    with pytest.raises(ValueError, match="size must be positive"):
+        fi.resize(x, size=0, out=out)
+    assert np.all(out == 7.0)
+    got = fi.resize(x, size=2, out=out)
+    assert got is out and np.all(out == 1.0)
+
+
+def test_backward_and_pool_argument_errors():
+    g = np.zeros((1, 2, 4, 4))
+    with pytest.raises(ValueError, match="same N and C"):
+        fi.resize_backward(g, (1, 3, 2, 2))
+    with pytest.raises(ValueError, match="input_size must be a shape"):
+        fi.resize_backward(g, (2, 2, 2))
+    with pytest.raises(TypeError, match="input_size must be a shape"):
+        fi.resize_backward(g, 5)
+    with pytest.raises(ValueError, match="input_size must have H >= 1"):
+        fi.resize_backward(g, (0, 2))
+    with pytest.raises(ValueError, match=r"grad_output must have spatial size \(6, 6\)"):
+        fi.resize_backward(g, (1, 2, 3, 3), scale_factor=2.0)
+    with pytest.raises(ValueError, match="align_corners must be None"):
+        fi.resize_backward(g, (2, 2), mode="nearest", align_corners=True)
+    with pytest.raises(ValueError, match="output_size must be positive"):
+        fi.adaptive_avg_pool2d(g, (0, 2))
+    with pytest.raises(TypeError, match="output_size must be an int or a pair"):
+        fi.adaptive_avg_pool2d(g, None)
+    with pytest.raises(ValueError, match="output_size must be an int or a pair"):
+        fi.adaptive_avg_pool2d(g, (1, 2, 3))
+
+
+# --------------------------------------------------------------------------- values vs torch
+
+def _ties(n_in, n_out, scale, exact):
+    """Output indices whose exact nearest source coordinate is an integer (a rounding tie)."""
+    step = Fraction(1) / Fraction(scale) if scale else Fraction(n_in, n_out)
+    return {o for o in range(n_out)
+            if ((o + Fraction(1, 2)) * step if exact else o * step).denominator == 1}
+
+
+def _nearest_maps(y, h, w):
+    rows = np.round(y[0, 0, :, 0]).astype(int) // w
+    cols = np.round(y[0, 0, 0, :]).astype(int) % w
+    return rows, cols
+
+
+def _assert_nearest_like_torch(torch, h, w, oh, ow, scale, mode, dtype):
+    """Index maps equal torch's, except at exact ties, where torch's own float32
+    and float64 kernels may also pick different neighbours."""
+    code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+    kw = dict(scale_factor=scale) if scale else dict(size=(oh, ow))
+    got = fi.resize(code, mode=mode, **kw)
+    ref = _torch_resize(torch, code, mode=mode, **kw)
+    assert got.shape == ref.shape
+    exact = mode == "nearest-exact"
+    for axis, (n_in, n_out, s) in enumerate(zip((h, w), got.shape[2:], scale or (None, None))):
+        g, r = _nearest_maps(got, h, w)[axis], _nearest_maps(ref, h, w)[axis]
+        bad = set(np.nonzero(g != r)[0])
+        assert bad <= _ties(n_in, n_out, s, exact), (axis, bad)
+        assert np.all(np.abs(g - r) <= 1)
+        assert np.all((0 <= g) & (g < n_in))
+
+
+@settings(max_examples=40)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 30), ow=st.integers(1, 30),
+       mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
+def test_nearest_index_maps_vs_torch(torch, h, w, oh, ow, mode, dtype):
+    _assert_nearest_like_torch(torch, h, w, oh, ow, None, mode, dtype)
+
+
+@settings(max_examples=25)
+@given(h=st.integers(1, 12), w=st.integers(1, 12),
+       sh=st.floats(0.3, 4.0), sw=st.floats(0.3, 4.0),
+       mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
+def test_nearest_scale_factor_vs_torch(torch, h, w, sh, sw, mode, dtype):
+    if int(h * sh) < 1 or int(w * sw) < 1:
+        return
+    _assert_nearest_like_torch(torch, h, w, None, None, (sh, sw), mode, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nearest_large_sizes_equal_torch(torch, dtype):
+    """Outputs wider than 128 take torch's main nearest kernel, whose index
+    arithmetic fastinterp reproduces: equal everywhere, ties included
+    (these sizes contain ties: 3 -> 141, 2 -> 159, 6 -> 141 ...)."""
+    for (h, w, oh, ow) in [(3, 5, 141, 300), (37, 64, 129, 1000), (512, 300, 1024, 151),
+                           (2, 7, 159, 165), (6, 24, 141, 148)]:
+        code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+        for mode in ("nearest", "nearest-exact"):
+            np.testing.assert_array_equal(fi.resize(code, size=(oh, ow), mode=mode),
+                                          _torch_resize(torch, code, size=(oh, ow), mode=mode))
+
+
+config_st = st.sampled_from(INTERP_CONFIGS)
+
+
+@settings(max_examples=40)
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 14), w=st.integers(1, 14),
+       oh=st.integers(1, 24), ow=st.integers(1, 24), cfg=config_st, dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_forward_vs_torch_sizes(torch, n, c, h, w, oh, ow, cfg, dtype, seed):
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(dtype)
+    kw = _kw(*cfg)
+    ref = _torch_resize(torch, x, size=(oh, ow), **kw)
+    assert_close(fi.resize(x, size=(oh, ow), **kw), ref, table=TOL_ORACLE, scale=4)
+
+
+@settings(max_examples=30)
+@given(h=st.integers(1, 14), w=st.integers(1, 14), sh=st.floats(0.25, 3.5),
+       sw=st.floats(0.25, 3.5), cfg=config_st, recompute=st.sampled_from([None, False, True]),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_forward_vs_torch_scale_factors(torch, h, w, sh, sw, cfg, recompute, dtype, seed):
+    if int(h * sh) < 1 or int(w * sw) < 1:
+        return
+    x = np.random.default_rng(seed).standard_normal((1, 2, h, w)).astype(dtype)
+    kw = _kw(*cfg)
+    ref = _torch_resize(torch, x, scale_factor=(sh, sw), recompute=recompute, **kw)
+    got = fi.resize(x, scale_factor=(sh, sw), recompute_scale_factor=recompute, **kw)
+    assert_close(got, ref, table=TOL_ORACLE, scale=4)
+
+
+@settings(max_examples=30)
+@given(n=st.integers(1, 2), c=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12),
+       oh=st.integers(1, 20), ow=st.integers(1, 20), cfg=st.sampled_from(CONFIGS),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_backward_vs_torch(torch, n, c, h, w, oh, ow, cfg, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    g = rng.standard_normal((n, c, oh, ow)).astype(dtype)
+    kw = _kw(*cfg)
+    if cfg[0] in ("nearest", "nearest-exact"):
+        code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+        if not np.array_equal(fi.resize(code, size=(oh, ow), **kw),
+                              _torch_resize(torch, code, size=(oh, ow), **kw)):
+            return   # torch rounds a tie the other way: see the index-map tests
+    ref = _torch_grad(torch, x, g, size=(oh, ow), **kw)
+    assert_close(fi.resize_backward(g, x.shape, **kw), ref, table=TOL_ORACLE, scale=4)
+
+
+def test_backward_scale_factor_vs_torch(torch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 7, 9))
+    for cfg in INTERP_CONFIGS:
+        kw = _kw(*cfg)
+        y = fi.resize(x, scale_factor=(1.7, 0.6), **kw)
+        g = rng.standard_normal(y.shape)
+        ref = _torch_grad(torch, x, g, scale_factor=(1.7, 0.6), **kw)
+        assert_close(fi.resize_backward(g, x.shape, scale_factor=(1.7, 0.6), **kw), ref,
+                     table=TOL_ORACLE)
+
+
+@settings(max_examples=30)
+@given(h=st.integers(1, 20), w=st.integers(1, 20), oh=st.integers(1, 20), ow=st.integers(1, 20),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_adaptive_avg_pool_vs_torch(torch, h, w, oh, ow, dtype, seed):
+    import torch.nn.functional as F
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, h, w)).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = F.adaptive_avg_pool2d(xt, (oh, ow))
+    assert_close(fi.adaptive_avg_pool2d(x, (oh, ow)), y.detach().numpy(), table=TOL_ORACLE)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(torch.from_numpy(g))
+    assert_close(fi.adaptive_avg_pool2d_backward(g, x), xt.grad.numpy(), table=TOL_ORACLE)
+
+
+def test_area_mode_with_scale_factor_vs_torch(torch):
+    x = np.random.default_rng(4).standard_normal((1, 1, 11, 13))
+    ref = _torch_resize(torch, x, scale_factor=0.45, mode="area")
+    assert_close(fi.resize(x, scale_factor=0.45, mode="area"), ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_realistic_sizes_vs_torch(torch, dtype):
+    """Paths taken only by longer rows: the permute forms (2- and 4-vector windows),
+    the H-first row cache, several row blocks per plane."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 96, 160)).astype(dtype)
+    for size in [(192, 320), (48, 80), (100, 171), (24, 40), (40, 53)]:
+        for cfg in [("bilinear", False, False), ("bicubic", True, False),
+                    ("bilinear", False, True), ("area", None, False), ("nearest", None, False)]:
+            kw = _kw(*cfg)
+            ref = _torch_resize(torch, x, size=size, **kw)
+            assert_close(fi.resize(x, size=size, **kw), ref, table=TOL_ORACLE, scale=4)
+    g = rng.standard_normal((1, 3, 192, 320)).astype(dtype)
+    for cfg in [("bilinear", False, False), ("bicubic", False, False)]:
+        kw = _kw(*cfg)
+        assert_close(fi.resize_backward(g, x.shape, **kw),
+                     _torch_grad(torch, x, g, size=(192, 320), **kw), table=TOL_ORACLE, scale=4)
+
+
+def test_permute_forms_cover_the_benchmark_shapes():
+    """Which horizontal path a table gets (where this build has AVX-512)."""
+    if not importlib.import_module("fastinterp._cpu.resize").HAVE_PERM:
+        pytest.skip("built without AVX-512")
+    up = R.axis_table("bilinear", 512, 1024, False, None, False, "float32")
+    area4 = R.axis_table("area", 512, 128, None, None, False, "float32")
+    aa4 = R.axis_table("bilinear", 512, 128, False, None, True, "float32")
+    assert R.permute_form(up)[2] == 0 and len(R.permute_form(up)[0]) == 64
+    assert R.permute_form(area4)[2] == 16
+    assert R.permute_form(R.transposed_table(up))[2] == 16
+    assert R.permute_form(aa4)[2] == 8   # 16 outputs would span 73 > 64 inputs: blocks of 8
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("sizes", [((5, 7), (9, 4)), ((8, 6), (3, 6))])
+def test_gradcheck_finite_differences(cfg, sizes):
+    """(f(x + eps v) - f(x - eps v)) / 2 eps == <v, resize_backward(g)> for f = <resize(x), g>."""
+    rng = np.random.default_rng(6)
+    (h, w), (oh, ow) = sizes
+    x = rng.standard_normal((2, 2, h, w))
+    g = rng.standard_normal((2, 2, oh, ow))
+    kw = _kw(*cfg)
+    grad = fi.resize_backward(g, x.shape, **kw)
+    eps = 1e-6
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        fd = (np.sum(fi.resize(x + eps * v, size=(oh, ow), **kw) * g)
+              - np.sum(fi.resize(x - eps * v, size=(oh, ow), **kw) * g)) / (2 * eps)
+        np.testing.assert_allclose(fd, np.sum(v * grad), rtol=1e-7, atol=1e-8)
+
+
+def test_gradcheck_adaptive_pool():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 7, 10))
+    g = rng.standard_normal((1, 2, 3, 4))
+    grad = fi.adaptive_avg_pool2d_backward(g, x.shape)
+    eps = 1e-6
+    for i in np.ndindex(1, 2, 2, 3):
+        e = np.zeros_like(x)
+        e[i] = 1.0
+        fd = (np.sum(fi.adaptive_avg_pool2d(x + eps * e, (3, 4)) * g)
+              - np.sum(fi.adaptive_avg_pool2d(x - eps * e, (3, 4)) * g)) / (2 * eps)
+        np.testing.assert_allclose(fd, grad[i], rtol=1e-7, atol=1e-9)
+
+
+def test_transposed_tables_are_adjoint():
+    for cfg in CONFIGS:
+        t = R.axis_table(cfg[0], 9, 14, cfg[1], None, cfg[2], "float64")
+        dense = np.zeros((t.n_out, t.n_in))
+        np.add.at(dense, (np.broadcast_to(np.arange(t.n_out), t.idx.shape), t.idx), t.w)
+        tt = R.transposed_table(t)
+        back = np.zeros((t.n_in, t.n_out))
+        np.add.at(back, (np.broadcast_to(np.arange(t.n_in), tt.idx.shape), tt.idx), tt.w)
+        np.testing.assert_allclose(back, dense.T, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- determinism, layouts
+
+@pytest.mark.parametrize("cfg", [("bilinear", False, False), ("bicubic", False, True),
+                                 ("area", None, False), ("nearest", None, False)])
+@pytest.mark.parametrize("size", [(131, 90), (29, 17)])
+def test_bit_identical_across_thread_counts(threads, monkeypatch, cfg, size):
+    monkeypatch.setattr(R, "_MIN_PER_THREAD", 1)   # parallel even for these small arrays
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 67, 45)).astype(np.float32)
+    g = rng.standard_normal((2, 3) + size).astype(np.float32)
+    kw = _kw(*cfg)
+    results = []
+    for n in (1, 2, 3):
+        threads.set_num_threads(n)
+        results.append((fi.resize(x, size=size, **kw), fi.resize_backward(g, x.shape, **kw),
+                        fi.adaptive_avg_pool2d(x, size[::-1])))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cfg", [("bilinear", True, False), ("bicubic", False, True),
+                                 ("area", None, False), ("nearest-exact", None, False)])
+def test_nhwc_layout_equals_nchw(cfg):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 11, 8))
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    kw = _kw(*cfg)
+    y = fi.resize(x, size=(7, 19), **kw)
+    yh = fi.resize(xh, size=(7, 19), layout="NHWC", **kw)
+    assert yh.shape == (2, 7, 19, 3)
+    np.testing.assert_allclose(yh.transpose(0, 3, 1, 2), y, rtol=1e-13, atol=1e-14)
+    g = rng.standard_normal(y.shape)
+    gh = np.ascontiguousarray(g.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(
+        fi.resize_backward(gh, xh.shape, layout="NHWC", **kw).transpose(0, 3, 1, 2),
+        fi.resize_backward(g, x.shape, **kw), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(fi.adaptive_avg_pool2d(xh, 3, layout="NHWC").transpose(0, 3, 1, 2),
+                               fi.adaptive_avg_pool2d(x, 3), rtol=1e-13, atol=1e-15)
+
+
+def test_non_contiguous_input_is_copied():
+    rng = np.random.default_rng(10)
+    big = rng.standard_normal((2, 3, 20, 30))
+    view = big[:, ::-1, ::2, 1::3]
+    np.testing.assert_array_equal(fi.resize(view, size=(5, 4)),
+                                  fi.resize(np.ascontiguousarray(view), size=(5, 4)))
+
+
+def test_torch_tensors_round_trip_and_channels_last(torch):
+    x = torch.randn(2, 3, 10, 12)
+    y = fi.resize(x, size=(5, 7))
+    assert isinstance(y, torch.Tensor) and tuple(y.shape) == (2, 3, 5, 7)
+    import torch.nn.functional as F
+    assert_close(y.numpy(), F.interpolate(x, size=(5, 7), mode="bilinear").numpy(),
+                 table=TOL_ORACLE)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    yc = fi.resize(xc, size=(5, 7))
+    assert yc.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(yc.numpy(), y.numpy(), rtol=1e-6, atol=1e-6)
+    assert fi.last_kernel().key == ("resize", "cpu", "float32")
+
+
+def test_registry_records_each_op():
+    x = np.zeros((1, 1, 4, 4))
+    fi.resize(x, size=2)
+    assert fi.last_kernel().key == ("resize", "cpu", "float64")
+    fi.resize_backward(np.zeros((1, 1, 2, 2), np.float32), x.shape)
+    assert fi.last_kernel().key == ("resize_backward", "cpu", "float32")
+    fi.adaptive_avg_pool2d(x, 1)
+    assert fi.last_kernel().key == ("adaptive_avg_pool2d", "cpu", "float64")
+    fi.adaptive_avg_pool2d_backward(np.zeros((1, 1, 1, 1)), x.shape)
+    assert fi.last_kernel().key == ("adaptive_avg_pool2d_backward", "cpu", "float64")
+
+
+def test_empty_batch():
+    assert fi.resize(np.zeros((0, 3, 4, 4)), size=2).shape == (0, 3, 2, 2)
+
+
+# --------------------------------------------------------------------------- CUDA (simulator)
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("cfg", [("bilinear", False, False), ("nearest", None, False),
+                                 ("bicubic", True, False), ("bilinear", False, True),
+                                 ("area", None, False)])
+def test_cuda_forward_backward_match_cpu(cuda, cfg):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 2, 3, 5)).astype(np.float32)
+    kw = _kw(*cfg)
+    y = fi.resize(cuda.to_device(x), size=(4, 3), **kw)
+    assert fi.last_kernel().key == ("resize", "cuda", "float32")
+    assert_close(y.copy_to_host(), fi.resize(x, size=(4, 3), **kw))
+    g = rng.standard_normal((1, 2, 4, 3)).astype(np.float32)
+    gb = fi.resize_backward(cuda.to_device(g), x.shape, **kw)
+    assert fi.last_kernel().key == ("resize_backward", "cuda", "float32")
+    assert_close(gb.copy_to_host(), fi.resize_backward(g, x.shape, **kw))
+
+
+@pytest.mark.cudasim
+def test_cuda_nhwc_pool_and_out(cuda):
+    rng = np.random.default_rng(12)
+    xh = rng.standard_normal((1, 4, 3, 2))
+    yh = fi.resize(cuda.to_device(xh), size=(2, 5), layout="NHWC")
+    assert_close(yh.copy_to_host(), fi.resize(xh, size=(2, 5), layout="NHWC"))
+    x = rng.standard_normal((1, 2, 5, 4))
+    out = cuda.device_array((1, 2, 2, 3))
+    got = fi.adaptive_avg_pool2d(cuda.to_device(x), (2, 3), out=out)
+    assert got is out
+    assert_close(out.copy_to_host(), fi.adaptive_avg_pool2d(x, (2, 3)))
+    gp = fi.adaptive_avg_pool2d_backward(cuda.to_device(np.ones((1, 2, 2, 3))), x.shape)
+    assert_close(gp.copy_to_host(), fi.adaptive_avg_pool2d_backward(np.ones((1, 2, 2, 3)), x.shape))
+
+
+def test_cupy_arrays_on_a_real_gpu(cupy):
+    """CuPy in, CuPy out (skipped without a GPU)."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 20, 30)).astype(np.float32)
+    for cfg in [("bilinear", False, True), ("nearest", None, False), ("area", None, False)]:
+        kw = _kw(*cfg)
+        y = fi.resize(cupy.asarray(x), size=(41, 13), **kw)
+        assert isinstance(y, cupy.ndarray)
+        assert_close(cupy.asnumpy(y), fi.resize(x, size=(41, 13), **kw), table=TOL_ORACLE)
+        g = rng.standard_normal((2, 3, 41, 13)).astype(np.float32)
+        gb = fi.resize_backward(cupy.asarray(g), x.shape, **kw)
+        assert_close(cupy.asnumpy(gb), fi.resize_backward(g, x.shape, **kw), table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_mixed_devices_rejected(cuda):
+    with pytest.raises(fi.BackendMismatchError):
+        fi.resize(np.zeros((1, 1, 2, 2)), size=3, out=cuda.device_array((1, 1, 3, 3)))
+
+
+# --------------------------------------------------------------------------- OpenCV / PIL
+
+def _peer_cases():
+    rng = np.random.default_rng(13)
+    img = rng.random((24, 36)).astype(np.float32)
+    sizes = {"up x2": (48, 72), "up x1.5": (36, 54), "down /2": (12, 18), "down /3": (8, 12),
+             "down x0.7": (17, 25)}
+    return img, sizes
+
+
+def _ours(img, size, **kw):
+    return fi.resize(img[None, None].astype(np.float64), size=size, **kw)[0, 0]
+
+
+def _peer_resize(peer, img, size, name):
+    if peer == "cv2":
+        cv2 = pytest.importorskip("cv2")
+        return cv2.resize(img, size[::-1], interpolation=getattr(cv2, name))
+    Image = pytest.importorskip("PIL.Image")
+    return np.asarray(Image.fromarray(img).resize(size[::-1],
+                                                  resample=getattr(Image.Resampling, name)))
+
+
+@pytest.mark.parametrize("kw, peer, name, agree", [
+    (dict(mode="bilinear"), "cv2", "INTER_LINEAR", "all"),
+    (dict(mode="bicubic"), "cv2", "INTER_CUBIC", "all"),
+    (dict(mode="nearest"), "cv2", "INTER_NEAREST", "all"),
+    (dict(mode="nearest-exact"), "cv2", "INTER_NEAREST_EXACT", "all but ties"),
+    (dict(mode="area"), "cv2", "INTER_AREA", "integer downscales and upscales"),
+    (dict(mode="bilinear", antialias=True), "PIL", "BILINEAR", "all"),
+    (dict(mode="bilinear"), "PIL", "BILINEAR", "upscales"),
+    (dict(mode="bicubic", antialias=True), "PIL", "BICUBIC", "all"),
+    (dict(mode="nearest-exact"), "PIL", "NEAREST", "all but ties"),
+    (dict(mode="area"), "PIL", "BOX", "integer factors"),
+])
+def test_opencv_and_pil_correspondences(kw, peer, name, agree):
+    """The table in docs/resize.md: where cv2.resize / PIL's Image.resize (float32
+    images) equal fastinterp, for each factor of _peer_cases."""
+    img, sizes = _peer_cases()
+    for case, size in sizes.items():
+        close = np.allclose(_ours(img, size, **kw), _peer_resize(peer, img, size, name),
+                            atol=1e-6)
+        expect = {"all": True, "upscales": case.startswith("up"),
+                  "all but ties": case != "up x1.5",
+                  "integer downscales and upscales": case != "down x0.7",
+                  "integer factors": case in ("up x2", "down /2", "down /3")}[agree]
+        assert close == expect, (peer, name, case)
