@@ -240,14 +240,17 @@ class TestSlerp:
         want = ref_slerp(a, b, t, shortest_path=shortest_path)
         size = np.linalg.norm(a.astype(np.float64), axis=-1, keepdims=True) + \
             np.linalg.norm(b.astype(np.float64), axis=-1, keepdims=True) + 1e-300
-        # near-antipodal pairs are ill-conditioned (error ~ eps / |u + v|): skip those values
+        # near-antipodal pairs are ill-conditioned (error ~ eps / |u + v|, with weights
+        # ~ 1 / |u + v| cancelling in the blend): skip those values. In float32 the
+        # forward error reaches ~1e-4 relative already at |u + v| ~ 1e-3.
+        ill = 1e-3 if dtype == np.float64 else 3e-2
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         u = a64 / np.maximum(np.linalg.norm(a64, axis=-1, keepdims=True), 1e-300)
         v = b64 / np.maximum(np.linalg.norm(b64, axis=-1, keepdims=True), 1e-300)
         if shortest_path:
             v = np.where(np.sum(a64 * b64, -1, keepdims=True) < 0, -v, v)
         gap = np.linalg.norm(u + v, axis=-1, keepdims=True)
-        well = ((gap > 1e-3) | (gap <= 1e-9)).ravel()
+        well = ((gap > ill) | (gap <= 1e-9)).ravel()
         assert_close(got[well] / size[well], want[well] / size[well], dtype=dtype, table=TOL_ORACLE)
         if t in (0.0, 1.0):
             np.testing.assert_array_equal(got, a if t == 0 else np.where(
