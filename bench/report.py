@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/report.py .benchmarks/latest.json [--output docs/bench.md]
+    python bench/report.py .benchmarks/latest.json [--output bench.md]
 
 Each benchmark names its library in ``extra_info["library"]`` and its
 workload in its group. For every group the table lists each library's median

@@ -631,7 +631,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     Conventions
     -----------
     PyTorch's pixel-centre conventions (see the module docstring and
-    docs/resize.md for the table against OpenCV and PIL). The nearest modes
+    the README's resize section for the table against OpenCV and PIL). The nearest modes
     use the index arithmetic of torch's main CPU kernel (outputs wider than
     128); torch rounds some exact ties (source coordinate exactly an
     integer) the other way on narrower outputs. Other non-contiguous CPU

@@ -615,7 +615,7 @@ def _peer_resize(peer, img, size, name):
     (dict(mode="area"), "PIL", "BOX", "integer factors"),
 ])
 def test_opencv_and_pil_correspondences(kw, peer, name, agree):
-    """The table in docs/resize.md: where cv2.resize / PIL's Image.resize (float32
+    """The table in the README's resize section: where cv2.resize / PIL's Image.resize (float32
     images) equal fastinterp, for each factor of _peer_cases."""
     img, sizes = _peer_cases()
     for case, size in sizes.items():

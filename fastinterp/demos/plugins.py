@@ -39,7 +39,7 @@ def run(out_dir: Path, quick: bool) -> list[str]:
 
     lib = _build(out_dir)
     if lib is None:
-        return ["   no C compiler or no examples/ folder here: see docs/plugins.md to build one"]
+        return ["   no C compiler or no examples/ folder here: see the README's Plugins section to build one"]
     lines = [f"   compiled {EXAMPLE.name} with the system compiler -> {lib.name}"]
     n = 16
     a = np.linspace(0, 1, n, dtype=np.float32)
