@@ -23,30 +23,12 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import BENCH_THREADS as THREADS  # the session pins every library to it
 
 N, C, H, W = 16, 32, 128, 128
-THREADS = 2
 FWD = "grid_sample fwd: (16,32,128,128) f32 bilinear"
 BWD = "grid_sample bwd (input+grid): (16,32,128,128) f32"
 FWD_NHWC = "grid_sample fwd NHWC: (16,128,128,32) f32 bilinear"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    before = fi.get_num_threads()
-    fi.set_num_threads(THREADS)
-    try:
-        import torch
-        torch.set_num_threads(THREADS)
-    except ImportError:
-        pass
-    try:
-        import cv2
-        cv2.setNumThreads(THREADS)
-    except ImportError:
-        pass
-    yield
-    fi.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
