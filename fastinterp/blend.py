@@ -43,15 +43,6 @@ def coalesce_broadcast(out_shape, *shapes):
     return tuple(merged_out), [tuple(m) for m in merged]
 
 
-def _element_strides(arr, shape):
-    """Strides in elements of C-contiguous ``arr`` viewed as ``shape``, 0 on size-1 axes."""
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step if n != 1 else 0)
-        step *= n
-    return np.array(strides[::-1], dtype=np.intp)
-
-
 # Elements per extra thread: below this, waking another OpenMP thread costs
 # more than it saves (a lerp of 2^18 float32 takes ~0.1 ms on one core).
 LERP_MIN_PER_THREAD = 1 << 18
@@ -61,10 +52,9 @@ SLERP_MIN_PER_THREAD = 1 << 16
 def _lerp_cpu(out, a, b, t):
     """Registry kernel: ``out`` and the operands share one coalesced rank (see lerp)."""
     from ._cpu import blend as cpu_blend
-    shape = np.array(out.shape, dtype=np.intp)
-    cpu_blend.lerp_fwd(out.reshape(-1), a.ctypes.data, b.ctypes.data, t.ctypes.data,
-                       shape, _element_strides(a, a.shape), _element_strides(b, b.shape),
-                       _element_strides(t, t.shape), threads_for(out.size, LERP_MIN_PER_THREAD))
+    cpu_blend.lerp_fwd(out.reshape(-1), a.reshape(-1), b.reshape(-1), t.reshape(-1),
+                       out.shape, a.shape, b.shape, t.shape,
+                       threads_for(out.size, LERP_MIN_PER_THREAD))
 
 
 for _dt in ("float32", "float64"):

@@ -12,50 +12,73 @@ from _lerp cimport lerp_run
 cdef Py_ssize_t LERP_CHUNK = 65536  # elements per scheduled job (256 KiB of float32)
 
 
-cdef inline Py_ssize_t row_offset(Py_ssize_t row, const Py_ssize_t[::1] shape,
-                                  const Py_ssize_t[::1] strides) noexcept nogil:
+cdef enum:
+    LERP_MAX_RANK = 64  # more than NumPy's 32 axes; coalescing only lowers the rank
+
+
+cdef inline Py_ssize_t row_offset(Py_ssize_t row, Py_ssize_t ndim, const Py_ssize_t* shape,
+                                  const Py_ssize_t* strides) noexcept nogil:
     """Element offset of outer row `row` (the last axis is the run axis)."""
     cdef Py_ssize_t d, off = 0, idx
-    for d in range(shape.shape[0] - 2, -1, -1):
+    for d in range(ndim - 2, -1, -1):
         idx = row % shape[d]
         row = row // shape[d]
         off += idx * strides[d]
     return off
 
 
-def lerp_fwd(real[::1] out, size_t a_addr, size_t b_addr, size_t t_addr,
-             const Py_ssize_t[::1] shape,
-             const Py_ssize_t[::1] sa, const Py_ssize_t[::1] sb,
-             const Py_ssize_t[::1] st, int nthreads):
+cdef void broadcast_strides(tuple shape, Py_ssize_t* strides):
+    """Element strides of a C-contiguous array of ``shape``, 0 on size-1 axes."""
+    cdef Py_ssize_t d, n, step = 1
+    for d in range(len(shape) - 1, -1, -1):
+        n = shape[d]
+        strides[d] = step if n != 1 else 0
+        step *= n
+
+
+def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1] t,
+             tuple shape, tuple a_shape, tuple b_shape, tuple t_shape, int nthreads):
     """out[...] = lerp(a, b, t) over a coalesced broadcast layout.
 
     ``shape`` is the coalesced output shape (C order, last axis = runs);
-    ``sa/sb/st`` are the operands' strides in elements (0 on broadcast axes).
-    ``*_addr`` are the addresses of each operand's element at index 0 (the
-    front keeps the arrays alive); their dtype is ``out``'s.
+    ``a_shape/b_shape/t_shape`` have the same rank, each axis equal to
+    ``shape``'s or 1 (broadcast). ``out, a, b, t`` are the flat C-contiguous
+    data of the output and operands.
     """
-    cdef Py_ssize_t ndim = shape.shape[0]
-    cdef Py_ssize_t inner = shape[ndim - 1]
-    cdef Py_ssize_t rows = 1, d
+    cdef Py_ssize_t ndim = len(shape)
+    if ndim < 1 or ndim > LERP_MAX_RANK:
+        raise ValueError(f"lerp_fwd: rank must be in [1, {LERP_MAX_RANK}]; got {ndim}")
+    cdef Py_ssize_t cshape[LERP_MAX_RANK]
+    cdef Py_ssize_t sa[LERP_MAX_RANK]
+    cdef Py_ssize_t sb[LERP_MAX_RANK]
+    cdef Py_ssize_t st[LERP_MAX_RANK]
+    cdef Py_ssize_t d
+    for d in range(ndim):
+        cshape[d] = shape[d]
+    broadcast_strides(a_shape, sa)
+    broadcast_strides(b_shape, sb)
+    broadcast_strides(t_shape, st)
+    cdef Py_ssize_t inner = cshape[ndim - 1]
+    cdef Py_ssize_t rows = 1
     for d in range(ndim - 1):
-        rows *= shape[d]
-    cdef Py_ssize_t nchunks = (inner + LERP_CHUNK - 1) // LERP_CHUNK
-    cdef Py_ssize_t job, row, c0, n
-    cdef const real* pa = <const real*> a_addr
-    cdef const real* pb = <const real*> b_addr
-    cdef const real* pt = <const real*> t_addr
-    cdef real* po = &out[0]
-    cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
+        rows *= cshape[d]
     if rows * inner == 0:
         return
+    cdef Py_ssize_t nchunks = (inner + LERP_CHUNK - 1) // LERP_CHUNK
+    cdef Py_ssize_t job, row, c0, n
+    cdef const real* pa = &a[0]
+    cdef const real* pb = &b[0]
+    cdef const real* pt = &t[0]
+    cdef real* po = &out[0]
+    cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
     for job in prange(rows * nchunks, nogil=True, schedule="dynamic",
                       num_threads=nthreads):
         row = job // nchunks
         c0 = (job % nchunks) * LERP_CHUNK
         n = min(LERP_CHUNK, inner - c0)
-        lerp_run(pa + row_offset(row, shape, sa) + c0 * ia,
-                 pb + row_offset(row, shape, sb) + c0 * ib,
-                 pt + row_offset(row, shape, st) + c0 * it,
+        lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
+                 pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
+                 pt + row_offset(row, ndim, cshape, st) + c0 * it,
                  po + row * inner + c0, n, ia, ib, it)
 
 
