@@ -16,7 +16,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-__all__ = ["KernelEntry", "register", "unregister", "lookup", "entries",
+__all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup", "entries",
            "last_kernel", "BUILTIN"]
 
 BUILTIN = "builtin"
@@ -92,6 +92,20 @@ def register(op: str, backend: str, dtype: str, kernel: KernelRef,
     with _lock:
         _table.setdefault(entry.key, []).append(entry)
     return entry
+
+
+def register_builtin(op: str, cpu: KernelRef | None = None, cuda: str | None = None,
+                     dtypes=("float32", "float64")) -> None:
+    """Register a built-in op's kernels for every float dtype.
+
+    ``cpu`` is the CPU kernel; ``cuda`` a lazy ``"fastinterp._cuda.<family>:<fn>"``
+    reference (so that importing fastinterp never imports numba).
+    """
+    for dtype in dtypes:
+        if cpu is not None:
+            register(op, "cpu", dtype, cpu)
+        if cuda is not None:
+            register(op, "cuda", dtype, cuda)
 
 
 def unregister(source: str, op: str | None = None) -> int:

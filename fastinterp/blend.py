@@ -57,9 +57,7 @@ def _lerp_cpu(out, a, b, t):
                        threads_for(out.size, LERP_MIN_PER_THREAD))
 
 
-for _dt in ("float32", "float64"):
-    registry.register("lerp", "cpu", _dt, _lerp_cpu)
-    registry.register("lerp", "cuda", _dt, "fastinterp._cuda.blend:lerp")
+registry.register_builtin("lerp", _lerp_cpu, "fastinterp._cuda.blend:lerp")
 
 
 def _as_operand(prepared, name, value, dtype):
@@ -137,9 +135,7 @@ def _slerp_cpu(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
                         threads_for(out.size, SLERP_MIN_PER_THREAD))
 
 
-for _dt in ("float32", "float64"):
-    registry.register("slerp", "cpu", _dt, _slerp_cpu)
-    registry.register("slerp", "cuda", _dt, "fastinterp._cuda.blend:slerp")
+registry.register_builtin("slerp", _slerp_cpu, "fastinterp._cuda.blend:slerp")
 
 SLERP_NORMS = ("linear", "formula")
 

@@ -257,16 +257,9 @@ def _sqdist_bwd_cpu(grad, x, y):
     return gx, gy
 
 
-for _dt in ("float32", "float64"):
-    registry.register("pairwise_sqdist", "cpu", _dt, _sqdist_cpu)
-    registry.register("pairwise_l2", "cpu", _dt, _l2_cpu)
-    registry.register("knn", "cpu", _dt, _knn_cpu)
-    registry.register("pairwise_sqdist_backward", "cpu", _dt, _sqdist_bwd_cpu)
-    registry.register("pairwise_sqdist", "cuda", _dt, "fastinterp._cuda.distance:pairwise_sqdist")
-    registry.register("pairwise_l2", "cuda", _dt, "fastinterp._cuda.distance:pairwise_l2")
-    registry.register("knn", "cuda", _dt, "fastinterp._cuda.distance:knn")
-    registry.register("pairwise_sqdist_backward", "cuda", _dt,
-                      "fastinterp._cuda.distance:pairwise_sqdist_backward")
+for _name, _kernel in (("pairwise_sqdist", _sqdist_cpu), ("pairwise_l2", _l2_cpu),
+                       ("knn", _knn_cpu), ("pairwise_sqdist_backward", _sqdist_bwd_cpu)):
+    registry.register_builtin(_name, _kernel, f"fastinterp._cuda.distance:{_name}")
 
 
 # ----------------------------------------------------------------------------

@@ -45,11 +45,8 @@ def _adam_cpu(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2
                         step_size, bc2_sqrt, first, threads_for(param.shape[0], 65536))
 
 
-for _dt in ("float32", "float64"):
-    registry.register("sgd_step", "cpu", _dt, _sgd_cpu)
-    registry.register("sgd_step", "cuda", _dt, "fastinterp._cuda.optim:sgd_step")
-    registry.register("adam_step", "cpu", _dt, _adam_cpu)
-    registry.register("adam_step", "cuda", _dt, "fastinterp._cuda.optim:adam_step")
+registry.register_builtin("sgd_step", _sgd_cpu, "fastinterp._cuda.optim:sgd_step")
+registry.register_builtin("adam_step", _adam_cpu, "fastinterp._cuda.optim:adam_step")
 
 
 # --- parameter handling ---------------------------------------------------------------

@@ -392,9 +392,7 @@ _MIN_PER_THREAD = 1 << 18
 
 _OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")
 for _op in _OPS:
-    for _dt in ("float32", "float64"):
-        registry.register(_op, "cpu", _dt, _separable_cpu)
-        registry.register(_op, "cuda", _dt, "fastinterp._cuda.resize:separable")
+    registry.register_builtin(_op, _separable_cpu, "fastinterp._cuda.resize:separable")
 
 
 # --------------------------------------------------------------------------- argument checks

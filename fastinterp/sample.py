@@ -118,12 +118,9 @@ def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners):
     grad_theta[:, :, 2] = gs.sum(axis=1)
 
 
-for _dt in ("float32", "float64"):
-    registry.register("affine_grid", "cpu", _dt, _affine_grid_cpu)
-    registry.register("affine_grid", "cuda", _dt, "fastinterp._cuda.sample:affine_grid")
-    registry.register("affine_grid_backward", "cpu", _dt, _affine_grid_bwd_cpu)
-    registry.register("affine_grid_backward", "cuda", _dt,
-                      "fastinterp._cuda.sample:affine_grid_backward")
+registry.register_builtin("affine_grid", _affine_grid_cpu, "fastinterp._cuda.sample:affine_grid")
+registry.register_builtin("affine_grid_backward", _affine_grid_bwd_cpu,
+                          "fastinterp._cuda.sample:affine_grid_backward")
 
 
 def affine_grid(theta, size, align_corners=False, out=None):
@@ -254,12 +251,9 @@ def _grid_sample_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode
                         threads_for(N * C * Ho * Wo, 16384))
 
 
-for _dt in ("float32", "float64"):
-    registry.register("grid_sample", "cpu", _dt, _grid_sample_cpu)
-    registry.register("grid_sample", "cuda", _dt, "fastinterp._cuda.sample:grid_sample")
-    registry.register("grid_sample_backward", "cpu", _dt, _grid_sample_bwd_cpu)
-    registry.register("grid_sample_backward", "cuda", _dt,
-                      "fastinterp._cuda.sample:grid_sample_backward")
+registry.register_builtin("grid_sample", _grid_sample_cpu, "fastinterp._cuda.sample:grid_sample")
+registry.register_builtin("grid_sample_backward", _grid_sample_bwd_cpu,
+                          "fastinterp._cuda.sample:grid_sample_backward")
 
 
 def _prepare(op, p, names, channels_last):

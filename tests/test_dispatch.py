@@ -133,6 +133,18 @@ def test_lazy_string_kernel_resolves():
     assert not registry.has_op("demo_op")
 
 
+def test_register_builtin_covers_both_float_dtypes_and_backends():
+    registry.register_builtin("demo_builtin", abs, "math:fabs")
+    try:
+        keys = {e.key for e in registry.entries("demo_builtin")}
+        assert keys == {("demo_builtin", b, d) for b in ("cpu", "cuda")
+                        for d in ("float32", "float64")}
+        assert registry.lookup("demo_builtin", "cpu", np.float32) is abs
+    finally:
+        registry.unregister("builtin", op="demo_builtin")
+    assert not registry.has_op("demo_builtin")
+
+
 def test_last_kernel_names_the_op():
     fi.slerp(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32), 0.5)
     assert fi.last_kernel().key == ("slerp", "cpu", "float32")

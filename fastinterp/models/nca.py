@@ -19,8 +19,7 @@ def _nca_softmax_cpu(w, labels, anchors, loss):
     cpu_models.nca_softmax_fwd(w, labels, anchors, loss, threads_for(w.size, 1 << 18))
 
 
-for _dt in ("float32", "float64"):
-    registry.register("nca_softmax", "cpu", _dt, _nca_softmax_cpu)
+registry.register_builtin("nca_softmax", _nca_softmax_cpu)
 
 
 def _pairwise_sqdist(x, y):
