@@ -107,6 +107,16 @@ def _norms(aa, bb, ab, shortest_path):
 
 
 @cuda.jit(device=True, inline=True)
+def _coarse_angle(na, nb, c):
+    """(kind, theta, fine) from the norms and cosine; fine: needs the direct-difference pass."""
+    if na == 0 or nb == 0:
+        return ROW_ZERO, 0.0, False
+    if abs(c) <= COS_ACCURATE:
+        return ROW_REGULAR, math.acos(c), False
+    return ROW_REGULAR, 0.0, True
+
+
+@cuda.jit(device=True, inline=True)
 def _angle(dm, dp, depth):
     """(kind, theta) from |u - v|^2 and |u + v|^2 (the accurate form)."""
     if math.sqrt(dp) <= ANTIPODAL_TOL:
@@ -159,15 +169,10 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
         bb += y * y
         ab += x * y
     na, nb, sign, c = _norms(aa, bb, ab, shortest_path)
-    kind = ROW_REGULAR
-    theta = 0.0
+    kind, theta, fine = _coarse_angle(na, nb, c)
     k = 0
     uk = 0.0
-    if na == 0 or nb == 0:
-        kind = ROW_ZERO
-    elif abs(c) <= COS_ACCURATE:
-        theta = math.acos(c)
-    else:
+    if fine:
         dm = 0.0
         dp = 0.0
         for d in range(depth):
@@ -231,15 +236,10 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
     s_ab[tid] = ab
     _block_sum3(s_aa, s_bb, s_ab, tid)
     na, nb, sign, c = _norms(s_aa[0], s_bb[0], s_ab[0], shortest_path)
-    kind = ROW_REGULAR
-    theta = 0.0
+    kind, theta, fine = _coarse_angle(na, nb, c)
     k = 0
     uk = 0.0
-    if na == 0 or nb == 0:
-        kind = ROW_ZERO
-    elif abs(c) <= COS_ACCURATE:
-        theta = math.acos(c)
-    else:  # uniform across the block: every thread sees the same sums
+    if fine:  # uniform across the block: every thread sees the same sums
         dm = 0.0
         dp = 0.0
         for d in range(tid, depth, ROW_BLOCK):
