@@ -22,6 +22,15 @@ def sections():
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a matplotlib figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def run_demo(out: str = "fastinterp-demo", quick: bool = False) -> int:
     """Run every demo section, writing PNGs into ``out``; returns a process exit code."""
     import matplotlib

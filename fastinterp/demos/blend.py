@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import fastinterp as fi
+from fastinterp.demo import save_figure
 
 TITLE = "Blending: lerp vs slerp between 512-d Gaussian latents"
 ORDER = 10
@@ -53,10 +54,7 @@ def tentpole(out_dir: Path, pairs: int, steps: int, depth: int = 512) -> tuple[P
     ax.set_ylabel("|path(t)|")
     ax.set_title(f"Interpolating {depth}-d Gaussian latents: lerp's norm sags ('tentpole')")
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    png = out_dir / "blend_tentpole.png"
-    fig.savefig(png)
-    plt.close(fig)
+    png = save_figure(fig, out_dir / "blend_tentpole.png", dpi=110)
     mid = steps // 2
     return png, float(norms["lerp"][:, mid].mean()), float(norms["slerp"][:, mid].mean())
 

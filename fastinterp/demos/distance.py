@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import fastinterp as fi
+from fastinterp.demo import save_figure
 
 TITLE = "Distances and k-nearest neighbours"
 ORDER = 40
@@ -49,9 +50,7 @@ def _accuracy(out_dir: Path, quick: bool) -> list[str]:
                   "exact results drawn at 1e-10)", fontsize=8)
     ax.set_ylabel("pairs")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "distance_precision.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "distance_precision.png", dpi=110)
     return [
         f"rows near 1000, spread 0.1 ({n}x{d} float32; true squared distances ~{exact.mean():.2f}):",
         f"   naive float32 expansion: max rel. error {rel_naive.max():.3g}, "

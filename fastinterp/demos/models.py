@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastinterp.demo import save_figure
+
 TITLE = "Models trained by hand: NCA on digits, polynomial regression"
 ORDER = 60
 
@@ -56,10 +58,7 @@ def _nca(out_dir: Path, quick: bool) -> list[str]:
     sc = ax.scatter(Z[:, 0], Z[:, 1], c=yte, cmap="tab10", s=9)
     ax.legend(*sc.legend_elements(), title="digit", fontsize=7, loc="best")
     ax.set_title("NCA, 2 components: test digits")
-    fig.tight_layout()
-    path = out_dir / "nca_digits_2d.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / "nca_digits_2d.png", dpi=110)
     acc2 = _knn_accuracy(flat.transform(Xtr), ytr, Z, yte)
     lines.append(f"  2-D NCA embedding: 5-NN accuracy {acc2:.4f} -> {path.name}")
     return lines
@@ -84,10 +83,7 @@ def _regression(out_dir: Path) -> list[str]:
                      f"max |coef - closed form| {gap:.1e}")
     ax.legend(fontsize=8)
     ax.set_title("PolynomialRegression: gradient descent fits")
-    fig.tight_layout()
-    path = out_dir / "polynomial_regression.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / "polynomial_regression.png", dpi=110)
     lines.append(f"  -> {path.name}")
     return lines
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastinterp.demo import save_figure
+
 TITLE = "Plugins: a C kernel compiled, loaded, called, unloaded"
 ORDER = 90
 
@@ -80,9 +82,6 @@ def run(out_dir: Path, quick: bool) -> list[str]:
     ax.set_xlabel(f"µs per call, {n} float32 elements")
     ax.set_title("Calling into a C plugin kernel vs the built-in one")
     ax.invert_yaxis()
-    fig.tight_layout()
-    png = out_dir / "plugins_overhead.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = save_figure(fig, out_dir / "plugins_overhead.png", dpi=110)
     lines.append(f"   wrote {png.name}")
     return lines

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastinterp.demo import save_figure
+
 TITLE = "Resizing: every mode, up and down (resize / interpolate)"
 ORDER = 40
 
@@ -99,10 +101,7 @@ def run(out_dir: Path, quick: bool) -> list[str]:
         lines.append(f"   down /4 {_name(mode, kw):20s} {ms:6.2f} ms")
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
-    path = out_dir / "resize_modes.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / "resize_modes.png", dpi=80)
     lines.append(f"   wrote {path.name}")
     lines.extend(_timing_lines(quick))
     return lines

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastinterp.demo import save_figure
+
 TITLE = "Spatial sampling: affine_grid + grid_sample, and affine alignment"
 ORDER = 30
 
@@ -45,9 +47,7 @@ def _save_row(path, images, titles, **imshow):
         ax.imshow(im, **kw)
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def run(out_dir: Path, quick: bool) -> list[str]:
