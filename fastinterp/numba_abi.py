@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from ._cpu import abi as _abi
 
 __all__ = ["signature", "TENSOR", "PARAMS", "tensor", "shape", "flat", "numel",
-           "float_param", "int_param", "nthreads", "error"]
+           "float_param", "int_param", "nthreads", "input_readonly", "error"]
 
 #: ``int32(inputs, n_inputs, outputs, n_outputs, params, errbuf, errbuf_size)``.
 signature = types.int32(types.voidptr, types.int32, types.voidptr, types.int32,
@@ -50,7 +50,9 @@ TENSOR = _record(_abi.TENSOR_OFFSETS, {
     "shape": np.uintp, "strides": np.uintp, "byte_offset": np.uint64}, _abi.SIZES["tensor"])
 PARAMS = _record(_abi.PARAMS_OFFSETS, {
     "struct_size": np.uint32, "nthreads": np.int32, "n_floats": np.int32, "n_ints": np.int32,
-    "floats": np.uintp, "ints": np.uintp, "stream": np.uintp}, _abi.SIZES["params"])
+    "floats": np.uintp, "ints": np.uintp, "stream": np.uintp, "readonly_inputs": np.uint64},
+    _abi.SIZES["params"])
+_READONLY_END = _abi.PARAMS_OFFSETS["readonly_inputs"] + 8
 
 
 @intrinsic
@@ -111,6 +113,16 @@ def int_param(params, i):
 @njit(inline="always")
 def nthreads(params):
     return carray(params, (1,), dtype=PARAMS)[0].nthreads
+
+
+@njit(inline="always")
+def input_readonly(params, i):
+    """1 if the caller marked input ``i`` read-only, 0 if writable, -1 if it cannot
+    say (``fi_input_readonly`` of plugin.h). Never write an input either way."""
+    p = carray(params, (1,), dtype=PARAMS)[0]
+    if p.struct_size < _READONLY_END or i < 0 or i >= 64:
+        return -1
+    return np.int64((p.readonly_inputs >> np.uint64(i)) & np.uint64(1))
 
 
 @njit

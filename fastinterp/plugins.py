@@ -15,17 +15,25 @@ fastinterp`` slow and let a broken plugin break it.
 
 Libraries stay mapped while anything refers to their kernels (the registry,
 ``fastinterp.last_kernel()``, a call in flight) and are closed when the last
-reference goes, so unloading is safe while other threads still call.
+reference goes, so unloading is safe while other threads still call. Loading a
+path whose file changed since an earlier copy of it was mapped (a rebuilt
+plugin) loads the new file, through a private copy, since ``dlopen`` would hand
+back the old one.
 """
 from __future__ import annotations
 
 import builtins
 import ctypes
 import functools
+import itertools
+import numbers
 import os
 import re
+import shutil
+import tempfile
 import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -37,7 +45,8 @@ from ._dispatch import begin
 from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginInfo", "PluginWarning",
+    "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginArgumentError",
+    "PluginMemoryError", "PluginInfo", "PluginWarning",
     "builtin_capsule", "builtin_kernels", "discover", "get_include", "list", "load",
     "register_cfunc", "unload",
 ]
@@ -47,6 +56,8 @@ SYMBOL = "fastinterp_plugin"           # FI_PLUGIN_SYMBOL
 DEVICE_CPU, DEVICE_CUDA = 1, 2          # FI_DEVICE_*
 SERIAL = 0x1                            # FI_KERNEL_SERIAL
 STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "out of memory", 4: "internal error"}
+ERR_INVALID, ERR_NOMEM = 1, 3           # FI_ERR_INVALID, FI_ERR_NOMEM
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 _DTYPES = {(2, 32, 1): "float32", (2, 64, 1): "float64"}
 _DEVICE_NAMES = {DEVICE_CPU: "CPU", DEVICE_CUDA: "CUDA"}
 _OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -64,6 +75,14 @@ class PluginKernelError(RuntimeError):
         super().__init__(text)
         self.status = status
         self.message = message
+
+
+class PluginArgumentError(PluginKernelError, ValueError):
+    """A plugin kernel refused its arguments (status ``FI_ERR_INVALID``)."""
+
+
+class PluginMemoryError(PluginKernelError, MemoryError):
+    """A plugin kernel could not allocate memory (status ``FI_ERR_NOMEM``)."""
 
 
 class PluginWarning(UserWarning):
@@ -197,14 +216,45 @@ def parse_params(text: str | None, where: str) -> tuple:
                              f"got {item!r}.")
         kind = float if m.group(2) == "float" else int
         try:
-            default = None if m.group(3) is None else kind(m.group(3))
-        except ValueError:
+            default = None if m.group(3) is None else param_value(
+                where, Param(m.group(1), kind, None), kind(m.group(3)))
+        except (TypeError, ValueError):
             raise ValueError(f"{where}: default of parameter {m.group(1)!r} must be "
-                             f"{m.group(2)}; got {m.group(3)!r}.") from None
+                             f"{'an int64' if kind is int else 'a float'}; "
+                             f"got {m.group(3)!r}.") from None
         out.append(Param(m.group(1), kind, default))
     if len({p.name for p in out}) != len(out):
         raise ValueError(f"{where}: parameter names must be unique; got {text!r}.")
     return tuple(out)
+
+
+def param_value(op: str, param: Param, value):
+    """``value`` as the kernel will get it (a float64 or an int64), or a clear error.
+
+    bool is refused for both kinds (``True`` is rarely meant as 1), so are
+    strings, complex numbers and arrays; an int must fit int64, a float the
+    float64 range. NaN and infinities pass: the kernel decides.
+    """
+    def refuse(kind):
+        return TypeError(f"{op}: {param.name} must be {kind}; got {type(value).__name__} "
+                         f"{value!r}.")
+    if isinstance(value, (bool, np.bool_)):
+        raise refuse("an int" if param.kind is int else "a float")
+    if param.kind is int:
+        if not isinstance(value, numbers.Integral):
+            raise refuse("an int")
+        value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{op}: {param.name} must be an int in [-2**63, 2**63 - 1] "
+                             f"(int64); got {value}.")
+        return value
+    if not isinstance(value, numbers.Real):
+        raise refuse("a float")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{op}: {param.name} must be a float within the float64 range "
+                         f"(about ±1.8e308); got {value}.") from None
 
 
 @dataclass(frozen=True)
@@ -246,14 +296,17 @@ class PluginKernel:
 
     def _run(self, inputs, outputs, floats, ints, nthreads, broadcast_to=None):
         if self._lock is None:
-            result = self._call(self.address, inputs, outputs, floats, ints, nthreads, broadcast_to)
+            result = self._call(self.address, inputs, outputs, floats, ints, nthreads,
+                                broadcast_to, self.op)
         else:
             with self._lock:
                 result = self._call(self.address, inputs, outputs, floats, ints, nthreads,
-                                    broadcast_to)
+                                    broadcast_to, self.op)
         if result is not None:
             status, message = result
-            raise PluginKernelError(
+            error = {ERR_INVALID: PluginArgumentError, ERR_NOMEM: PluginMemoryError}.get(
+                status, PluginKernelError)
+            raise error(
                 f"{self.op}: plugin kernel {self.plugin}:{self.op} ({self.backend}, {self.dtype}) "
                 f"failed with status {status} ({STATUS_NAMES.get(status, 'unknown status')}): "
                 f"{message or '(no message)'}", status, message)
@@ -325,12 +378,71 @@ class PluginInfo:
     kind: str               # "library" or "cfunc"
 
 
+def _file_id(path: str) -> tuple:
+    """What tells a rebuilt file from the one mapped earlier: a new file (the
+    compiler's and pip's way) has a new inode; one rewritten in place a new
+    size or modification time."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+_MODE = os.RTLD_NOW | os.RTLD_LOCAL
+_mapped: dict = {}                        # realpath -> weakref to the newest _Library of it
+_copies = itertools.count()
+
+
+def _is_mapped(real: str) -> bool:
+    """True if the dynamic loader holds a library opened as ``real`` (by anyone)."""
+    try:
+        probe = ctypes.CDLL(real, mode=_MODE | getattr(os, "RTLD_NOLOAD", 0x4))
+    except OSError:
+        return False
+    import _ctypes
+    _ctypes.dlclose(probe._handle)
+    return True
+
+
 class _Library:
-    """A dlopen()ed plugin, dlclose()d when the last kernel referring to it goes."""
+    """A dlopen()ed plugin, dlclose()d when the last kernel referring to it goes.
+
+    dlopen() of a path already mapped returns the mapped library, even when
+    the file was rebuilt since; then the current file is opened through a
+    private copy (``fresh_copy``), so a load always runs the file's code.
+    """
 
     def __init__(self, path: str):
         self.path = path
-        self.cdll = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        real = os.path.realpath(path)
+        self.file_id = _file_id(real)
+        ref = _mapped.get(real)
+        known = ref() if ref is not None else None
+        same = known is not None and known.file_id == self.file_id
+        self.fresh_copy = not same and _is_mapped(real)
+        self.cdll = self._open_copy(real) if self.fresh_copy else ctypes.CDLL(real, mode=_MODE)
+        _mapped[real] = weakref.ref(self)
+
+    @staticmethod
+    def _open_copy(real: str):
+        """dlopen() a copy of ``real`` at a new path (next to it, so that $ORIGIN
+        dependencies resolve the same, else in a temporary folder); the copy is
+        deleted at once: the mapping keeps its pages."""
+        name = f".{os.path.basename(real)}.fastinterp-{os.getpid()}-{next(_copies)}"
+        for folder in (os.path.dirname(real), None):
+            tmp = tempfile.mkdtemp(prefix="fastinterp-plugin-") if folder is None else None
+            copy = os.path.join(folder or tmp, name)
+            try:
+                shutil.copyfile(real, copy)
+            except OSError:
+                if tmp is not None:
+                    os.rmdir(tmp)
+                    raise
+                continue
+            try:
+                return ctypes.CDLL(copy, mode=_MODE)
+            finally:
+                os.unlink(copy)
+                if tmp is not None:
+                    os.rmdir(tmp)
 
     def entry_address(self) -> int:
         fn = getattr(self.cdll, SYMBOL)
@@ -431,10 +543,14 @@ def _commit(info: PluginInfo, regs, specs, skipped) -> PluginInfo:
     return info
 
 
+_MAX_STRUCT_SIZE = 4096     # far above any minor's growth; a bigger size is garbage
+
+
 def _check_abi(where: str, abi_info) -> None:
     host = _abi()
     if abi_info is None:
-        _fail(where, f"{SYMBOL}() returned NULL")
+        _fail(where, f"{SYMBOL}() returned NULL without saying why (a plugin built for ABI "
+                     f"1.1 or later says why with fi_plugin_refuse())")
     if abi_info["major"] != host.ABI_MAJOR:
         _fail(where, f"ABI major version mismatch: this fastinterp implements ABI "
                      f"{host.ABI_MAJOR}.{host.ABI_MINOR} and loads plugins built for major "
@@ -442,10 +558,10 @@ def _check_abi(where: str, abi_info) -> None:
                      f"{abi_info['major']}.{abi_info['minor']}. Rebuild it against "
                      f"fastinterp.get_include()")
     for struct in ("plugin", "kernel", "params"):
-        if abi_info[struct] < host.MIN_SIZES[struct]:
+        if not host.MIN_SIZES[struct] <= abi_info[struct] <= _MAX_STRUCT_SIZE:
             _fail(where, f"fi_{struct}_t size mismatch: expected at least "
-                         f"{host.MIN_SIZES[struct]} bytes (the ABI {host.ABI_MAJOR}.0 prefix), "
-                         f"got {abi_info[struct]}")
+                         f"{host.MIN_SIZES[struct]} bytes (the ABI {host.ABI_MAJOR}.0 prefix) "
+                         f"and at most {_MAX_STRUCT_SIZE}, got {abi_info[struct]}")
     if abi_info["tensor"] != host.SIZES["tensor"]:
         _fail(where, f"fi_tensor_t size mismatch: expected {host.SIZES['tensor']} bytes "
                      f"(DLPack's DLTensor), got {abi_info['tensor']}")
@@ -499,11 +615,15 @@ def load(path) -> PluginInfo:
     _check_abi(where, abi_info)
     contents = _abi().plugin_contents(address)
     name = contents["name"]
+    if contents["error"] is not None:
+        _fail(where, f"the plugin {name!r} refused to load: {contents['error']}")
     if not name or not _PLUGIN_NAME.match(name) or name == registry.BUILTIN:
         _fail(where, f"plugin name must match [A-Za-z0-9_.-]+ and not be 'builtin'; got {name!r}")
-    if contents["n_kernels"] < 0 or (contents["kernels_null"] and contents["n_kernels"]):
-        _fail(where, f"kernel table must hold n_kernels >= 0 entries; got n_kernels="
-                     f"{contents['n_kernels']} with a {'NULL' if contents['kernels_null'] else ''} table")
+    limit = _abi().MAX_KERNELS_PER_PLUGIN
+    if not 0 <= contents["n_kernels"] <= limit or (contents["kernels_null"]
+                                                   and contents["n_kernels"]):
+        _fail(where, f"kernel table must hold 0 to {limit} entries; got n_kernels="
+                     f"{contents['n_kernels']} with a {'NULL' if contents['kernels_null'] else 'non-NULL'} table")
     with _lock:
         if name in _plugins:
             _fail(where, f"a plugin named {name!r} is already loaded (from "
@@ -690,14 +810,16 @@ def _param_values(op: str, spec: OpSpec, given: dict):
         value = given.pop(p.name, p.default)
         if value is None:
             raise TypeError(f"{op}: missing required parameter {p.name!r} ({p.kind.__name__}).")
-        if p.kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-            raise TypeError(f"{op}: {p.name} must be an int; got {type(value).__name__}.")
-        try:
-            (floats if p.kind is float else ints).append(p.kind(value))
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: {p.name} must be a {p.kind.__name__}; "
-                            f"got {type(value).__name__}.") from None
+        (floats if p.kind is float else ints).append(param_value(op, p, value))
     return tuple(floats), tuple(ints)
+
+
+def _keep_readonly(given, arr):
+    """``arr`` (maybe a contiguous copy of ``given``) read-only if ``given`` is, so
+    that the kernel's ``params->readonly_inputs`` marks what the caller passed."""
+    if arr is not given and not given.flags.writeable:
+        arr.flags.writeable = False
+    return arr
 
 
 def call_op(op: str, args: tuple, kwargs: dict):
@@ -728,7 +850,7 @@ def call_op(op: str, args: tuple, kwargs: dict):
             raise TypeError(f"{op}: {n} must be an array; got {type(named[n]).__name__}.")
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
     kernel = registry.lookup(op, p.backend, dtype)
-    arrays = [as_c_contiguous(p.arrays[n]) for n in names]
+    arrays = [_keep_readonly(p.arrays[n], as_c_contiguous(p.arrays[n])) for n in names]
     n_out = len(sig.outputs) if sig else None
     shapes = sig.output_shapes(op, arrays) if sig else None
     if out is None:

@@ -104,9 +104,11 @@ static const fi_kernel_t kernels[] = {
      "lerp(a, b, t) with a plain C loop", 0, 0},
 };
 
-static const fi_plugin_t plugin = {
-    FI_ABI_INIT, "example", "1.0", kernels,
-    (int64_t)(sizeof(kernels) / sizeof(kernels[0])),
-};
+/* FI_PLUGIN_INIT fills every field of the header's ABI minor (fields a later
+ * minor appends start as NULL/0). To refuse loading (e.g. a CPU feature is
+ * missing), make the descriptor non-const and return
+ * fi_plugin_refuse(&plugin, "why") from the entry point. */
+static const fi_plugin_t plugin =
+    FI_PLUGIN_INIT("example", "1.0", kernels, sizeof(kernels) / sizeof(kernels[0]));
 
 FI_PLUGIN_ENTRY { return &plugin; }

@@ -10,8 +10,9 @@
   ``FI_BUILTIN_CAPSULE`` (``builtin_capsule()``) and the exported symbol
   ``fastinterp_builtin_kernels`` of this extension.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MAX
 from libc.string cimport memset
+cimport openmp
 from cpython.pycapsule cimport PyCapsule_New
 from cython.parallel cimport prange
 cimport numpy as cnp
@@ -40,6 +41,10 @@ cdef extern from "fastinterp/plugin.h" nogil:
         FI_PLUGIN_MIN_SIZE
         FI_KERNEL_MIN_SIZE
         FI_PARAMS_MIN_SIZE
+        FI_MAX_ARRAYS
+        FI_MAX_DIMS
+        FI_MAX_PARAMS
+        FI_ERRBUF_SIZE
     const char* FI_BUILTIN_CAPSULE
 
     ctypedef struct fi_device_t:
@@ -68,6 +73,7 @@ cdef extern from "fastinterp/plugin.h" nogil:
         const double* floats
         const int64_t* ints
         void* stream
+        uint64_t readonly_inputs
 
     ctypedef int (*fi_kernel_fn)(const fi_tensor_t*, int32_t, const fi_tensor_t*, int32_t,
                                  const fi_params_t*, char*, size_t) noexcept nogil
@@ -97,6 +103,7 @@ cdef extern from "fastinterp/plugin.h" nogil:
         const char* version
         const fi_kernel_t* kernels
         int64_t n_kernels
+        const char* error
 
     ctypedef const fi_plugin_t* (*fi_plugin_entry_fn)() noexcept nogil
 
@@ -106,6 +113,7 @@ cdef extern from "fastinterp/plugin.h" nogil:
     void* fi_data(const fi_tensor_t* t)
     int64_t fi_stride(const fi_tensor_t* t, int32_t d)
     int64_t fi_numel(const fi_tensor_t* t)
+    void fi_params_init(fi_params_t* params)
 
 # The exported table. Its storage and the exported accessor are plain C so
 # that the symbol keeps default visibility; the entries are filled below.
@@ -118,12 +126,15 @@ cdef extern from *:
     """
     fi_plugin_t fi_builtin_table
 
+# The limits of plugin.h (FI_MAX_*): the stack buffers of call() are sized by them.
 cdef enum:
-    MAX_ARRAYS = 16     # tensors per call (inputs + outputs)
-    MAX_DIMS = 32       # dimensions per tensor
-    MAX_PARAMS = 16     # floats, and ints, per call
-    ERRBUF_SIZE = 512
-    LERP_CHUNK = 16384  # elements per parallel job (like blend.pyx)
+    MAX_ARRAYS = FI_MAX_ARRAYS    # tensors per call (inputs + outputs)
+    MAX_DIMS = FI_MAX_DIMS        # dimensions per tensor
+    MAX_PARAMS = FI_MAX_PARAMS    # floats, and ints, per call
+    ERRBUF_SIZE = FI_ERRBUF_SIZE
+    READONLY_BITS = 64            # inputs a readonly_inputs mask can mark
+    MAX_KERNELS = 1 << 20         # kernel entries read from one descriptor
+    LERP_CHUNK = 16384            # elements per parallel job (like blend.pyx)
 
 ABI_MAJOR = FI_ABI_VERSION_MAJOR
 ABI_MINOR = FI_ABI_VERSION_MINOR
@@ -135,6 +146,8 @@ MIN_SIZES = {"plugin": FI_PLUGIN_MIN_SIZE, "kernel": FI_KERNEL_MIN_SIZE,
 MAX_TENSORS_PER_CALL = MAX_ARRAYS
 MAX_NDIM = MAX_DIMS
 MAX_PARAMS_PER_KIND = MAX_PARAMS
+ERROR_BUFFER_SIZE = ERRBUF_SIZE
+MAX_KERNELS_PER_PLUGIN = MAX_KERNELS
 
 
 cdef dict _offsets_tensor():
@@ -153,7 +166,17 @@ cdef dict _offsets_params():
     return {"struct_size": <char*>&p.struct_size - base, "nthreads": <char*>&p.nthreads - base,
             "n_floats": <char*>&p.n_floats - base, "n_ints": <char*>&p.n_ints - base,
             "floats": <char*>&p.floats - base, "ints": <char*>&p.ints - base,
-            "stream": <char*>&p.stream - base}
+            "stream": <char*>&p.stream - base,
+            "readonly_inputs": <char*>&p.readonly_inputs - base}
+
+
+cdef size_t _plugin_error_end():
+    """The fi_plugin_t size that covers the 1.1 field ``error``."""
+    cdef fi_plugin_t d
+    return <size_t>(<char*>&d.error - <char*>&d) + sizeof(d.error)
+
+
+cdef size_t PLUGIN_ERROR_END = _plugin_error_end()
 
 
 #: Byte offset of every field, straight from the header (used to build the
@@ -182,17 +205,22 @@ def plugin_abi(size_t entry):
 
 
 def plugin_contents(size_t address):
-    """Name, version and kernel table of a descriptor whose ABI was checked.
+    """Name, version, refusal message and kernel table of a descriptor whose ABI
+    was checked.
 
-    Reads the 1.0 prefix of each struct only and steps through the table by
-    the plugin's own ``abi.kernel_size`` (compatibility rule 3).
+    Reads the 1.0 prefix of each kernel entry only and steps through the table
+    by the plugin's own ``abi.kernel_size`` (compatibility rule 3); reads
+    ``error`` only when the plugin's ``abi.plugin_size`` covers it (a 1.0
+    plugin has none). A count outside [0, MAX_KERNELS_PER_PLUGIN] reads no
+    entry (the caller refuses it).
     """
     cdef const fi_plugin_t* desc = <const fi_plugin_t*>address
     cdef const char* base = <const char*>desc.kernels
     cdef const fi_kernel_t* k
     cdef int64_t i
+    error = _text(desc.error) if desc.abi.plugin_size >= PLUGIN_ERROR_END else None
     kernels = []
-    if base != NULL:
+    if base != NULL and error is None and 0 <= desc.n_kernels <= MAX_KERNELS:
         for i in range(desc.n_kernels):
             k = <const fi_kernel_t*>(base + i * desc.abi.kernel_size)
             kernels.append({
@@ -200,12 +228,12 @@ def plugin_contents(size_t address):
                 "dtype": (k.dtype.code, k.dtype.bits, k.dtype.lanes),
                 "fn": <size_t>k.fn, "signature": _text(k.signature),
                 "params": _text(k.params), "doc": _text(k.doc), "flags": k.flags})
-    return {"name": _text(desc.name), "version": _text(desc.version),
+    return {"name": _text(desc.name), "version": _text(desc.version), "error": error,
             "n_kernels": desc.n_kernels, "kernels_null": base == NULL, "kernels": kernels}
 
 
 # ---------------------------------------------------------------- calling kernels
-cdef int _dtype_of(cnp.ndarray arr, fi_dtype_t* out) except -1:
+cdef int _dtype_of(str op, cnp.ndarray arr, fi_dtype_t* out) except -1:
     cdef int typenum = cnp.PyArray_TYPE(arr)
     if cnp.PyTypeNum_ISFLOAT(typenum):
         out.code = FI_DTYPE_FLOAT
@@ -214,34 +242,40 @@ cdef int _dtype_of(cnp.ndarray arr, fi_dtype_t* out) except -1:
     elif cnp.PyTypeNum_ISUNSIGNED(typenum) or cnp.PyTypeNum_ISBOOL(typenum):
         out.code = FI_DTYPE_UINT
     else:
-        raise TypeError(f"plugin call: arrays must have an int, uint or float dtype; "
-                        f"got {arr.dtype}.")
+        raise TypeError(f"{op}: arrays must have an int, uint or float dtype; got {arr.dtype}.")
     out.bits = <uint8_t>(cnp.PyArray_ITEMSIZE(arr) * 8)
     out.lanes = 1
     return 0
 
 
-cdef int _describe(fi_tensor_t* t, int64_t* shape, int64_t* strides, cnp.ndarray arr,
+cdef int _describe(str op, fi_tensor_t* t, int64_t* shape, int64_t* strides, cnp.ndarray arr,
                    cnp.ndarray like) except -1:
-    """Fill ``t`` for ``arr``; with ``like``, present ``arr`` broadcast to like's shape."""
+    """Fill ``t`` for ``arr``; with ``like``, present ``arr`` broadcast to like's shape.
+
+    ``shape`` and ``strides`` hold MAX_DIMS entries; strides are always set
+    (never NULL, DLPack >= 1.2), also for 0-d arrays.
+    """
     cdef int nd = cnp.PyArray_NDIM(arr)
     cdef int d
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
     cdef cnp.npy_intp* bstrides = cnp.PyArray_STRIDES(arr)
     if nd > MAX_DIMS:
-        raise ValueError(f"plugin call: arrays may have at most {MAX_DIMS} dimensions; got {nd}.")
+        raise ValueError(f"{op}: arrays may have at most {MAX_DIMS} dimensions; got {nd}.")
+    if item <= 0:
+        raise TypeError(f"{op}: arrays must have a fixed-size dtype; got {arr.dtype}.")
     if like is not None and cnp.PyArray_NDIM(like) != nd:
-        raise ValueError(f"plugin call: operand must have {cnp.PyArray_NDIM(like)} dimensions "
+        raise ValueError(f"{op}: operand must have {cnp.PyArray_NDIM(like)} dimensions "
                          f"like the output; got {nd}.")
     for d in range(nd):
         if bstrides[d] % item != 0:
-            raise ValueError(f"plugin call: strides must be whole elements; got {(<object>arr).strides}.")
+            raise ValueError(f"{op}: strides must be whole elements; got "
+                             f"{(<object>arr).strides} for itemsize {item}.")
         shape[d] = dims[d]
         strides[d] = bstrides[d] // item
         if like is not None and dims[d] != cnp.PyArray_DIMS(like)[d]:
             if dims[d] != 1:
-                raise ValueError(f"plugin call: operand of shape {(<object>arr).shape} does not "
+                raise ValueError(f"{op}: operand of shape {(<object>arr).shape} does not "
                                  f"broadcast to {(<object>like).shape}.")
             shape[d] = cnp.PyArray_DIMS(like)[d]
             strides[d] = 0
@@ -249,7 +283,7 @@ cdef int _describe(fi_tensor_t* t, int64_t* shape, int64_t* strides, cnp.ndarray
     t.device.device_type = FI_DEVICE_CPU
     t.device.device_id = 0
     t.ndim = nd
-    _dtype_of(arr, &t.dtype)
+    _dtype_of(op, arr, &t.dtype)
     t.shape = shape
     t.strides = strides
     t.byte_offset = 0
@@ -257,13 +291,17 @@ cdef int _describe(fi_tensor_t* t, int64_t* shape, int64_t* strides, cnp.ndarray
 
 
 def call(size_t fn, tuple inputs, tuple outputs, tuple floats=(), tuple ints=(),
-         int nthreads=1, cnp.ndarray broadcast_to=None):
+         int nthreads=1, cnp.ndarray broadcast_to=None, str op="plugin call"):
     """Call kernel ``fn`` on NumPy arrays with the GIL released.
 
-    ``inputs``/``outputs`` are tuples of NumPy arrays (outputs writable);
-    ``floats``/``ints`` fill the parameter block. With ``broadcast_to``, every
-    input is presented with that array's shape, stride 0 on its size-1 axes.
-    Returns None on success, else ``(status, message)`` from the kernel.
+    ``inputs``/``outputs`` are tuples of NumPy arrays (outputs writable, at
+    most MAX_TENSORS_PER_CALL in all, each of at most MAX_NDIM dimensions);
+    ``floats``/``ints`` fill the parameter block (at most MAX_PARAMS_PER_KIND
+    each; ints must fit int64). Inputs that are not writable are marked in
+    ``params->readonly_inputs``. With ``broadcast_to``, every input is
+    presented with that array's shape, stride 0 on its size-1 axes. ``op``
+    starts error messages. Returns None on success, else ``(status, message)``
+    from the kernel (the message cut to ERROR_BUFFER_SIZE - 1 bytes).
     """
     cdef Py_ssize_t n_in = len(inputs), n_out = len(outputs)
     cdef Py_ssize_t nf = len(floats), ni = len(ints), i
@@ -275,36 +313,44 @@ def call(size_t fn, tuple inputs, tuple outputs, tuple floats=(), tuple ints=(),
     cdef fi_params_t params
     cdef char errbuf[ERRBUF_SIZE]
     cdef int status
+    cdef uint64_t readonly = 0
     cdef fi_kernel_fn kernel = <fi_kernel_fn>fn
     cdef cnp.ndarray arr
     if fn == 0:
-        raise ValueError("plugin call: kernel pointer is NULL.")
+        raise ValueError(f"{op}: kernel pointer is NULL.")
     if n_in + n_out > MAX_ARRAYS:
-        raise ValueError(f"plugin call: at most {MAX_ARRAYS} arrays per call; got {n_in + n_out}.")
+        raise ValueError(f"{op}: at most {MAX_ARRAYS} arrays per call; got {n_in + n_out}.")
     if nf > MAX_PARAMS or ni > MAX_PARAMS:
-        raise ValueError(f"plugin call: at most {MAX_PARAMS} float and {MAX_PARAMS} int "
+        raise ValueError(f"{op}: at most {MAX_PARAMS} float and {MAX_PARAMS} int "
                          f"parameters; got {nf} and {ni}.")
     for i in range(n_in):
         arr = inputs[i]
-        _describe(&tensors[i], &shapes[i * MAX_DIMS], &strides[i * MAX_DIMS], arr, broadcast_to)
+        _describe(op, &tensors[i], &shapes[i * MAX_DIMS], &strides[i * MAX_DIMS], arr,
+                  broadcast_to)
+        if i < READONLY_BITS and not cnp.PyArray_ISWRITEABLE(arr):
+            readonly |= (<uint64_t>1) << i
     for i in range(n_out):
         arr = outputs[i]
         if not cnp.PyArray_ISWRITEABLE(arr):
-            raise ValueError("plugin call: outputs must be writable arrays.")
-        _describe(&tensors[n_in + i], &shapes[(n_in + i) * MAX_DIMS],
+            raise ValueError(f"{op}: outputs must be writable arrays; output {i} is read-only.")
+        _describe(op, &tensors[n_in + i], &shapes[(n_in + i) * MAX_DIMS],
                   &strides[(n_in + i) * MAX_DIMS], arr, None)
     for i in range(nf):
         fvals[i] = floats[i]
     for i in range(ni):
-        ivals[i] = ints[i]
-    params.struct_size = sizeof(fi_params_t)
+        try:
+            ivals[i] = ints[i]
+        except OverflowError:
+            raise ValueError(f"{op}: int parameters must lie in [-2**63, 2**63 - 1]; "
+                             f"int parameter {i} is {ints[i]}.") from None
+    fi_params_init(&params)
     params.nthreads = nthreads if nthreads > 0 else 1
     params.n_floats = <int32_t>nf
     params.n_ints = <int32_t>ni
     params.floats = fvals
     params.ints = ivals
-    params.stream = NULL
-    errbuf[0] = 0
+    params.readonly_inputs = readonly
+    memset(errbuf, 0, ERRBUF_SIZE)
     with nogil:
         status = kernel(tensors, <int32_t>n_in, &tensors[n_in], <int32_t>n_out, &params,
                         errbuf, ERRBUF_SIZE)
@@ -316,31 +362,103 @@ def call(size_t fn, tuple inputs, tuple outputs, tuple floats=(), tuple ints=(),
 
 # ---------------------------------------------------------------- built-in kernels
 cdef int _nthreads(const fi_params_t* params) noexcept nogil:
+    """params->nthreads, within [1, processors]: a C caller's huge count must not
+    make OpenMP start (and per-thread buffers be sized for) that many threads."""
+    cdef int procs = openmp.omp_get_num_procs()
     if params == NULL or params.nthreads < 1:
         return 1
-    return params.nthreads
+    return min(params.nthreads, max(procs, 1))
+
+
+cdef int _check_call(const char* op, const fi_tensor_t* inputs, int32_t n_in,
+                     const fi_tensor_t* outputs, int32_t n_out, const fi_params_t* params,
+                     char* err, size_t errsz) noexcept nogil:
+    """What every exported kernel checks before touching a tensor (C callers may
+    pass anything): array pointers, the parameter block and each tensor's
+    ndim, shape and data."""
+    cdef int32_t i
+    cdef int status
+    if (n_in > 0 and inputs == NULL) or (n_out > 0 and outputs == NULL):
+        return fi_error(err, errsz, FI_ERR_INVALID, b"%s: inputs and outputs must not be NULL",
+                        op)
+    if params != NULL:
+        if params.struct_size < FI_PARAMS_MIN_SIZE:
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"%s: params->struct_size must be at least %u (ABI 1.0); got %u",
+                            op, <unsigned>FI_PARAMS_MIN_SIZE, <unsigned>params.struct_size)
+        if params.n_floats < 0 or params.n_ints < 0 or \
+                (params.n_floats > 0 and params.floats == NULL) or \
+                (params.n_ints > 0 and params.ints == NULL):
+            return fi_error(err, errsz, FI_ERR_INVALID,
+                            b"%s: params must give n_floats, n_ints >= 0 and non-NULL arrays "
+                            b"for them; got %d, %d", op, <int>params.n_floats,
+                            <int>params.n_ints)
+    for i in range(n_in):
+        status = _check_tensor(op, b"input", i, &inputs[i], err, errsz)
+        if status != FI_OK:
+            return status
+    for i in range(n_out):
+        status = _check_tensor(op, b"output", i, &outputs[i], err, errsz)
+        if status != FI_OK:
+            return status
+    return FI_OK
+
+
+cdef int _check_tensor(const char* op, const char* kind, int32_t i, const fi_tensor_t* t,
+                       char* err, size_t errsz) noexcept nogil:
+    """ndim in [0, MAX_DIMS], a shape when ndim > 0, sizes >= 0 whose product
+    fits int64, and data when the tensor has elements. (NULL strides are read
+    as compact, as DLPack < 1.2 producers meant them.)"""
+    cdef int32_t d
+    cdef int64_t n = 1
+    cdef bint empty = False
+    if t.ndim < 0 or t.ndim > MAX_DIMS:
+        return fi_error(err, errsz, FI_ERR_INVALID,
+                        b"%s: %s %d must have 0 to %d dimensions; got %d", op, kind, <int>i,
+                        <int>MAX_DIMS, <int>t.ndim)
+    if t.ndim > 0 and t.shape == NULL:
+        return fi_error(err, errsz, FI_ERR_INVALID, b"%s: %s %d has %d dimensions and a NULL "
+                        b"shape", op, kind, <int>i, <int>t.ndim)
+    for d in range(t.ndim):
+        if t.shape[d] < 0:
+            return fi_error(err, errsz, FI_ERR_INVALID, b"%s: %s %d has size %lld on axis %d; "
+                            b"sizes must be >= 0", op, kind, <int>i, <long long>t.shape[d],
+                            <int>d)
+        empty = empty or t.shape[d] == 0
+    if not empty:
+        for d in range(t.ndim):
+            if n > INT64_MAX // t.shape[d]:
+                return fi_error(err, errsz, FI_ERR_INVALID,
+                                b"%s: %s %d has more than 2**63 - 1 elements", op, kind, <int>i)
+            n = n * t.shape[d]
+        if t.data == NULL:
+            return fi_error(err, errsz, FI_ERR_INVALID, b"%s: %s %d has elements and NULL data",
+                            op, kind, <int>i)
+    return FI_OK
 
 
 cdef int _check_lerp(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
-                     int32_t n_out, uint8_t bits, char* err, size_t errsz) noexcept nogil:
+                     int32_t n_out, const fi_params_t* params, uint8_t bits, char* err,
+                     size_t errsz) noexcept nogil:
     """The lerp contract: inputs a, b, t and one output, all of the output's shape
     and dtype on the CPU; the output compact; broadcasting as stride 0."""
     cdef int32_t i, d
     cdef const fi_tensor_t* out
     cdef const char* names = b"abt"
+    cdef int status
     if n_in != 3 or n_out != 1:
         return fi_error(err, errsz, FI_ERR_INVALID,
                         b"lerp: expects 3 inputs (a, b, t) and 1 output; got %d and %d",
                         <int>n_in, <int>n_out)
+    status = _check_call(b"lerp", inputs, n_in, outputs, n_out, params, err, errsz)
+    if status != FI_OK:
+        return status
     out = &outputs[0]
     if out.device.device_type != FI_DEVICE_CPU or not fi_dtype_is(out, FI_DTYPE_FLOAT, bits):
         return fi_error(err, errsz, FI_ERR_INVALID,
                         b"lerp: out must be a CPU float%d tensor", <int>bits)
     if not fi_is_contiguous(out):
         return fi_error(err, errsz, FI_ERR_INVALID, b"lerp: out must be contiguous")
-    if out.ndim > MAX_DIMS:
-        return fi_error(err, errsz, FI_ERR_INVALID, b"lerp: at most %d dimensions; got %d",
-                        <int>MAX_DIMS, <int>out.ndim)
     for i in range(3):
         if inputs[i].device.device_type != FI_DEVICE_CPU or not fi_dtype_is(&inputs[i], FI_DTYPE_FLOAT, bits):
             return fi_error(err, errsz, FI_ERR_INVALID,
@@ -398,7 +516,7 @@ cdef void _lerp_tensors(const fi_tensor_t* inputs, const fi_tensor_t* out, real*
 cdef uint8_t _float_bits(const fi_tensor_t* outputs, int32_t n_out) noexcept nogil:
     """64 for a float64 first output, else 32: one kernel body serves both dtypes
     (the argument checks then hold every tensor to that dtype)."""
-    if n_out >= 1 and outputs[0].dtype.code == FI_DTYPE_FLOAT and outputs[0].dtype.bits == 64:
+    if n_out >= 1 and outputs != NULL and outputs[0].dtype.code == FI_DTYPE_FLOAT and outputs[0].dtype.bits == 64:
         return 64
     return 32
 
@@ -408,7 +526,7 @@ cdef int lerp_kernel(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t*
                      size_t errsz) noexcept nogil:
     """The exported lerp (float32 and float64 entries)."""
     cdef uint8_t bits = _float_bits(outputs, n_out)
-    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, bits, err, errsz)
+    cdef int status = _check_lerp(inputs, n_in, outputs, n_out, params, bits, err, errsz)
     if status != FI_OK:
         return status
     if bits == 32:
@@ -438,7 +556,7 @@ cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_te
     cdef const fi_tensor_t* g
     cdef const fi_tensor_t* o
     cdef int32_t i
-    cdef int cl
+    cdef int cl, status
     opts[0] = FI_GRID_BILINEAR
     opts[1] = FI_PAD_ZEROS
     opts[2] = 0
@@ -447,12 +565,19 @@ cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_te
         return fi_error(err, errsz, FI_ERR_INVALID,
                         b"grid_sample: expects 2 inputs (x, grid) and 1 output; got %d and %d",
                         <int>n_in, <int>n_out)
+    status = _check_call(b"grid_sample", inputs, n_in, outputs, n_out, params, err, errsz)
+    if status != FI_OK:
+        return status
     if params != NULL:
         if params.n_ints > 4:
             return fi_error(err, errsz, FI_ERR_INVALID,
                             b"grid_sample: expects at most 4 int parameters; got %d",
                             <int>params.n_ints)
         for i in range(params.n_ints):
+            if params.ints[i] < 0 or params.ints[i] > 2:   # no int truncation below
+                return fi_error(err, errsz, FI_ERR_INVALID,
+                                b"grid_sample: int parameter %d must be 0, 1 or 2; got %lld",
+                                <int>i, <long long>params.ints[i])
             opts[i] = <int>params.ints[i]
     if opts[0] < 0 or opts[0] > FI_GRID_BICUBIC or opts[1] < 0 or opts[1] > FI_PAD_REFLECTION:
         return fi_error(err, errsz, FI_ERR_INVALID,

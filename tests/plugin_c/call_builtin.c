@@ -9,7 +9,8 @@
  */
 #include <fastinterp/plugin.h>
 
-/* A CPU float32 tensor over `data`; strides NULL = compact. */
+/* A CPU float32 tensor over `data` with the given strides (never NULL when
+ * ndim > 0: compact ones come from compact_strides). */
 static fi_tensor_t f32_tensor(const void* data, int32_t ndim, const int64_t* shape,
                               const int64_t* strides) {
   fi_tensor_t t;
@@ -26,15 +27,23 @@ static fi_tensor_t f32_tensor(const void* data, int32_t ndim, const int64_t* sha
   return t;
 }
 
+/* Row-major strides (in elements) of `shape` into `strides`. */
+static const int64_t* compact_strides(int32_t ndim, const int64_t* shape, int64_t* strides) {
+  int64_t s = 1;
+  int32_t d;
+  for (d = ndim - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
 static fi_params_t params_with(int nthreads, const int64_t* ints, int32_t n_ints) {
   fi_params_t p;
-  p.struct_size = sizeof(p);
+  fi_params_init(&p); /* every field of this minor, zeroed */
   p.nthreads = nthreads;
-  p.n_floats = 0;
   p.n_ints = n_ints;
-  p.floats = NULL;
   p.ints = ints;
-  p.stream = NULL;
   return p;
 }
 
@@ -42,7 +51,7 @@ FI_EXTERN_C FI_EXPORT int run_lerp(const fi_plugin_t* table, float* out,
                                    const float* a, const float* b, const float* t,
                                    int64_t t_stride, int64_t rows, int64_t cols,
                                    int nthreads, char* err, size_t err_size) {
-  int64_t shape[2], t_strides[2];
+  int64_t shape[2], t_strides[2], strides[2];
   fi_tensor_t in[3], res;
   fi_params_t params = params_with(nthreads, NULL, 0);
   const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
@@ -51,10 +60,11 @@ FI_EXTERN_C FI_EXPORT int run_lerp(const fi_plugin_t* table, float* out,
   shape[1] = cols;
   t_strides[0] = t_stride * cols;
   t_strides[1] = t_stride;
-  in[0] = f32_tensor(a, 2, shape, NULL);
-  in[1] = f32_tensor(b, 2, shape, NULL);
+  compact_strides(2, shape, strides);
+  in[0] = f32_tensor(a, 2, shape, strides);
+  in[1] = f32_tensor(b, 2, shape, strides);
   in[2] = f32_tensor(t, 2, shape, t_strides);
-  res = f32_tensor(out, 2, shape, NULL);
+  res = f32_tensor(out, 2, shape, strides);
   return k->fn(in, 3, &res, 1, &params, err, err_size);
 }
 
@@ -67,7 +77,7 @@ FI_EXTERN_C FI_EXPORT int has_lerp_f16(const fi_plugin_t* table) {
 FI_EXTERN_C FI_EXPORT int lerp_bad_call(const fi_plugin_t* table, char* err, size_t err_size) {
   float x = 0;
   int64_t one = 1;
-  fi_tensor_t t = f32_tensor(&x, 1, &one, NULL);
+  fi_tensor_t t = f32_tensor(&x, 1, &one, &one);
   const fi_kernel_t* k = fi_find_kernel(table, "lerp", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
   t.dtype.code = FI_DTYPE_INT;
   return k->fn(&t, 1, &t, 1, NULL, err, err_size);
@@ -81,12 +91,13 @@ FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
                                           int32_t n_ints, int nthreads, char* err,
                                           size_t err_size) {
   fi_tensor_t in[2], res;
+  int64_t strides[3][4];
   fi_params_t params = params_with(nthreads, ints, n_ints);
   const fi_kernel_t* k =
       fi_find_kernel(table, "grid_sample", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
   if (k == NULL) return fi_error(err, err_size, FI_ERR_UNSUPPORTED, "no grid_sample kernel");
-  in[0] = f32_tensor(x, 4, x_shape, NULL);
-  in[1] = f32_tensor(grid, 4, grid_shape, NULL);
-  res = f32_tensor(out, 4, out_shape, NULL);
+  in[0] = f32_tensor(x, 4, x_shape, compact_strides(4, x_shape, strides[0]));
+  in[1] = f32_tensor(grid, 4, grid_shape, compact_strides(4, grid_shape, strides[1]));
+  res = f32_tensor(out, 4, out_shape, compact_strides(4, out_shape, strides[2]));
   return k->fn(in, 2, &res, 1, &params, err, err_size);
 }

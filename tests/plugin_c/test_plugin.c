@@ -10,9 +10,17 @@
  *   -DBAD_OP             declares an op whose name is not an identifier
  *   -DFUTURE_MINOR       claims ABI 1.7 with kernel entries 16 bytes longer
  *                        (fields a later minor appended); only fail_op, sum_rows
+ *   -DREFUSE             the entry point refuses with a message (ABI >= 1.1)
  *   -DNAME=\"x\"         plugin name (default "testplug")
+ * It also builds against the frozen ABI 1.0 header (-I abi_1_0): a plugin
+ * built before 1.1 must keep loading.
  */
 #include <fastinterp/plugin.h>
+
+#ifndef FI_PLUGIN_INIT /* an ABI 1.0 header: fi_plugin_t has no `error` yet */
+#define FI_PLUGIN_INIT(name, version, kernels, n) \
+  { FI_ABI_INIT, (name), (version), (kernels), (int64_t)(n) }
+#endif
 
 #ifndef NAME
 #define NAME "testplug"
@@ -100,20 +108,20 @@ static const future_kernel_t future_kernels[] = {
     {{"sum_rows", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 64, 1}, sum_rows, "x(m, n) -> out(m)",
       "w: float = 1, bias: int = 0", NULL, 0, 0}, {3, 4}},
 };
-static fi_plugin_t plugin = {
-    FI_ABI_INIT, NAME, "0.1", (const fi_kernel_t*)future_kernels, 2,
-};
+static fi_plugin_t plugin =
+    FI_PLUGIN_INIT(NAME, "0.1", (const fi_kernel_t*)future_kernels, 2);
 #else
-static fi_plugin_t plugin = {
-    FI_ABI_INIT, NAME, "0.1", kernels,
-    (int64_t)(sizeof(kernels) / sizeof(kernels[0])),
-};
+static fi_plugin_t plugin =
+    FI_PLUGIN_INIT(NAME, "0.1", kernels, sizeof(kernels) / sizeof(kernels[0]));
 #endif
 
 #ifndef NO_ENTRY
 FI_PLUGIN_ENTRY {
 #ifdef NULL_DESCRIPTOR
   return NULL;
+#endif
+#ifdef REFUSE
+  return fi_plugin_refuse(&plugin, "testplug: needs a CPU with the MOON instruction set");
 #endif
 #ifdef MAJOR
   plugin.abi.major = MAJOR;

@@ -17,10 +17,14 @@
  * FI_BUILTIN_SYMBOL of the extension `fastinterp._cpu.abi` both give the
  * table; fi_find_kernel() below looks a kernel up in it.
  *
- * Arrays cross the ABI as fi_tensor_t, which has exactly the layout of
- * DLPack's DLTensor (a `DLTensor*` may be passed where an `fi_tensor_t*` is
- * expected, and the codes below are DLPack's). Strides count elements, not
- * bytes; NULL strides mean a compact row-major tensor.
+ * Arrays cross the ABI as fi_tensor_t, which has exactly the memory layout of
+ * DLPack's DLTensor, and the device and dtype codes below are DLPack's. The
+ * two are distinct C types: convert a pointer with an explicit cast,
+ * `(const fi_tensor_t*)dl_tensor` (passing a `DLTensor*` where an
+ * `fi_tensor_t*` is expected is an incompatible-pointer-types diagnostic, an
+ * error since GCC 14). Strides count elements, not bytes, and are never NULL
+ * when ndim > 0 (the rule of DLPack 1.2 and later): fastinterp always passes
+ * them, and a C caller must too.
  *
  * This header is self-contained C99 (and C++): it includes only the C
  * standard library headers below.
@@ -29,13 +33,22 @@
  * Compatibility policy
  * ------------------------------------------------------------------------
  * FI_ABI_VERSION_MAJOR.FI_ABI_VERSION_MINOR names the ABI this header
- * describes.
+ * describes (versioned like DLPack's DLPACK_MAJOR_VERSION/MINOR_VERSION).
+ *
+ * History:
+ *   1.0  the first ABI.
+ *   1.1  fi_plugin_t.error: the entry point can say why a plugin refuses to
+ *        load (fi_plugin_refuse); fi_params_t.readonly_inputs: which inputs
+ *        are read-only memory; strides are never NULL when ndim > 0.
  *
  *  1. A minor bump only appends: new fields at the END of fi_plugin_t,
  *     fi_kernel_t and fi_params_t, new status, device and dtype codes, new
  *     flags, new ops with a published calling convention. Existing fields
  *     never move, change type or change meaning. Every struct therefore keeps
- *     a stable prefix.
+ *     a stable prefix. Initialise structs with the macros FI_PLUGIN_INIT and
+     fi_params_init() (or designated initialisers), so that rebuilding
+     against a later minor zero-fills the appended fields without
+     -Wmissing-field-initializers warnings.
  *  2. A major bump may break anything. fastinterp refuses a plugin whose
  *     major version differs from its own, and registers nothing from it.
  *  3. Structs a plugin hands to fastinterp (fi_plugin_t, fi_kernel_t) carry
@@ -50,7 +63,11 @@
  *  5. fi_tensor_t is DLPack's DLTensor and never changes within a major.
  *  6. A NULL pointer in an optional slot means "absent / not supported",
  *     never a crash: a kernel entry whose `fn` is NULL is skipped, NULL
- *     `signature`, `params` and `doc` mean "none", NULL strides mean compact.
+ *     `signature`, `params`, `doc` and `error` mean "none". A field beyond
+ *     the struct size its producer declared is absent too. Strides are not
+ *     an optional slot: they are never NULL when ndim > 0 (DLPack >= 1.2);
+ *     the helpers below still read NULL strides as compact row-major, as
+ *     DLPack < 1.2 producers meant them.
  *  7. Kernels report failure by returning a non-zero status (FI_ERR_*) and
  *     writing a NUL-terminated message into the caller's error buffer; they
  *     never print, abort or throw across the ABI.
@@ -66,7 +83,7 @@
 #include <string.h>
 
 #define FI_ABI_VERSION_MAJOR 1
-#define FI_ABI_VERSION_MINOR 0
+#define FI_ABI_VERSION_MINOR 1
 
 /* The symbol every plugin exports (a function, see FI_PLUGIN_ENTRY). */
 #define FI_PLUGIN_SYMBOL "fastinterp_plugin"
@@ -88,6 +105,18 @@ extern "C" {
 #else
 #define FI_EXPORT
 #endif
+
+/* ---- limits of fastinterp's Python-side caller ------------------------- */
+/* fastinterp.plugins passes at most FI_MAX_ARRAYS tensors per call (inputs
+ * and outputs together), each of at most FI_MAX_DIMS dimensions, at most
+ * FI_MAX_PARAMS float and FI_MAX_PARAMS int parameters, and an error buffer
+ * of FI_ERRBUF_SIZE bytes (longer messages are cut). C callers of a kernel
+ * are not bound by these, but fastinterp's own kernels refuse more than
+ * FI_MAX_DIMS dimensions. */
+#define FI_MAX_ARRAYS 16
+#define FI_MAX_DIMS 32
+#define FI_MAX_PARAMS 16
+#define FI_ERRBUF_SIZE 512
 
 /* ---- status codes returned by kernels --------------------------------- */
 #define FI_OK 0
@@ -126,8 +155,9 @@ typedef struct fi_tensor {
   fi_device_t device;
   int32_t ndim;
   fi_dtype_t dtype;
-  int64_t* shape;   /* ndim sizes */
-  int64_t* strides; /* ndim strides in ELEMENTS; NULL = compact row-major */
+  int64_t* shape;   /* ndim sizes, each >= 0                                 */
+  int64_t* strides; /* ndim strides in ELEMENTS (may be 0 or negative); never
+                       NULL when ndim > 0 (DLPack >= 1.2)                    */
   uint64_t byte_offset;
 } fi_tensor_t;
 
@@ -153,17 +183,31 @@ typedef struct fi_tensor {
 
 /* ---- the parameter block fastinterp passes to every kernel ------------ */
 typedef struct fi_params {
-  uint32_t struct_size; /* sizeof(fi_params_t) as fastinterp was built   */
+  uint32_t struct_size; /* sizeof(fi_params_t) as the caller was built   */
   int32_t nthreads;     /* CPU threads the kernel may use (>= 1)         */
   int32_t n_floats;     /* number of entries in `floats`                 */
   int32_t n_ints;       /* number of entries in `ints`                   */
   const double* floats; /* the op's float parameters, in declared order  */
   const int64_t* ints;  /* the op's int parameters, in declared order    */
   void* stream;         /* CUDA: the cudaStream_t to use; NULL on CPU    */
+  /* ---- 1.1 (read only when struct_size covers it: FI_PARAMS_HAS) ---- */
+  /* Bit i set: inputs[i] is read-only memory (a read-only NumPy array, a
+   * DLPack tensor flagged read-only). Inputs are `const` whatever the bit
+   * says: a kernel never writes them; the bit is what a kernel that hands a
+   * tensor on (e.g. as a DLPack 1.x DLManagedTensorVersioned, flag
+   * DLPACK_FLAG_BITMASK_READ_ONLY) must report. Inputs past the 64th are
+   * unmarked. Outputs are always writable.                              */
+  uint64_t readonly_inputs;
 } fi_params_t;
 
+/* True if `params` (whose producer declared params->struct_size) has `field`. */
+#define FI_PARAMS_HAS(params, field)                                       \
+  ((params) != NULL &&                                                     \
+   (params)->struct_size >= offsetof(fi_params_t, field) + sizeof((params)->field))
+
 /* ---- the kernel signature --------------------------------------------- */
-/* Inputs are read-only; outputs are preallocated by the caller. Returns FI_OK
+/* Inputs are read-only (never written, whatever params->readonly_inputs
+ * says); outputs are preallocated by the caller. Returns FI_OK
  * or an FI_ERR_* code after writing a NUL-terminated message of at most
  * errbuf_size bytes into errbuf (errbuf may be NULL when errbuf_size is 0).
  * A kernel must be safe to call from several threads at once on different
@@ -213,6 +257,14 @@ typedef struct fi_plugin {
   const char* version;        /* the plugin's own version, free text     */
   const fi_kernel_t* kernels; /* n_kernels entries, abi.kernel_size apart */
   int64_t n_kernels;
+  /* ---- 1.1 ---- */
+  /* NULL: the plugin loads. Otherwise why it refuses to load here (e.g.
+   * "needs AVX2"): fastinterp registers nothing and raises PluginError with
+   * this text. It must stay valid until the entry point is called again;
+   * fastinterp copies it at once. Set it with fi_plugin_refuse(), which also
+   * empties the kernel table so that a 1.0 loader, which cannot read this
+   * field, registers nothing either.                                     */
+  const char* error;
 } fi_plugin_t;
 
 /* Initialiser for fi_plugin_t.abi with this header's version and sizes. */
@@ -223,6 +275,11 @@ typedef struct fi_plugin {
         (uint32_t)sizeof(fi_tensor_t), (uint32_t)sizeof(fi_params_t)        \
   }
 
+/* Initialiser of a whole fi_plugin_t (every field of this minor):
+ *     static fi_plugin_t plugin = FI_PLUGIN_INIT("mine", "1.0", kernels, 3); */
+#define FI_PLUGIN_INIT(name, version, kernels, n_kernels) \
+  { FI_ABI_INIT, (name), (version), (kernels), (int64_t)(n_kernels), NULL }
+
 /* Size of each struct's 1.0 prefix: the smallest size any 1.x loader accepts. */
 #define FI_PLUGIN_MIN_SIZE \
   ((uint32_t)(offsetof(fi_plugin_t, n_kernels) + sizeof(int64_t)))
@@ -232,7 +289,10 @@ typedef struct fi_plugin {
   ((uint32_t)(offsetof(fi_params_t, stream) + sizeof(void*)))
 
 /* The entry point's type, and the line that defines it in a plugin:
- *     FI_PLUGIN_ENTRY { return &my_plugin; }                              */
+ *     FI_PLUGIN_ENTRY { return &my_plugin; }
+ * It is called once per fastinterp.plugins.load(), under fastinterp's lock.
+ * To refuse loading, return fi_plugin_refuse(&my_plugin, "why") (ABI 1.1);
+ * returning NULL refuses too, but gives no reason.                       */
 typedef const fi_plugin_t* (*fi_plugin_entry_fn)(void);
 #define FI_PLUGIN_ENTRY FI_EXTERN_C FI_EXPORT const fi_plugin_t* fastinterp_plugin(void)
 
@@ -258,6 +318,33 @@ static inline int fi_error(char* errbuf, size_t errbuf_size, int status,
   return status;
 }
 
+/* Make `plugin` refuse to load with `message` (ABI 1.1) and return it:
+ *     if (!cpu_has_avx2()) return fi_plugin_refuse(&plugin, "needs AVX2");
+ * The kernel table is emptied so that a 1.0 loader registers nothing. */
+static inline const fi_plugin_t* fi_plugin_refuse(fi_plugin_t* plugin,
+                                                  const char* message) {
+  plugin->kernels = NULL;
+  plugin->n_kernels = 0;
+  plugin->error = message != NULL ? message : "refused (no reason given)";
+  return plugin;
+}
+
+/* A parameter block with every field of this minor: struct_size set,
+ * nthreads 1, no parameters, no read-only inputs. C callers start from it:
+ *     fi_params_t p; fi_params_init(&p); p.nthreads = 4; ...            */
+static inline void fi_params_init(fi_params_t* params) {
+  memset(params, 0, sizeof(*params));
+  params->struct_size = (uint32_t)sizeof(*params);
+  params->nthreads = 1;
+}
+
+/* 1 if the caller marked inputs[i] read-only, 0 if it marked it writable,
+ * -1 if it cannot say (a 1.0 caller, or i outside 0..63). */
+static inline int fi_input_readonly(const fi_params_t* params, int32_t i) {
+  if (!FI_PARAMS_HAS(params, readonly_inputs) || i < 0 || i >= 64) return -1;
+  return (int)((params->readonly_inputs >> i) & 1u);
+}
+
 /* True if `t` has dtype {code, bits, 1}. */
 static inline int fi_dtype_is(const fi_tensor_t* t, uint8_t code, uint8_t bits) {
   return t->dtype.code == code && t->dtype.bits == bits && t->dtype.lanes == 1;
@@ -271,7 +358,8 @@ static inline int64_t fi_numel(const fi_tensor_t* t) {
   return n;
 }
 
-/* Stride of axis `d` in elements (compact row-major when strides is NULL). */
+/* Stride of axis `d` in elements (compact row-major when strides is NULL,
+ * which only a DLPack < 1.2 producer passes). */
 static inline int64_t fi_stride(const fi_tensor_t* t, int32_t d) {
   int64_t s = 1;
   int32_t k;
