@@ -405,21 +405,30 @@ def _is_mapped(real: str) -> bool:
 class _Library:
     """A dlopen()ed plugin, dlclose()d when the last kernel referring to it goes.
 
-    dlopen() of a path already mapped returns the mapped library, even when
-    the file was rebuilt since; then the current file is opened through a
-    private copy (``fresh_copy``), so a load always runs the file's code.
+    Open one with :meth:`open`: dlopen() of a path already mapped returns the
+    mapped library, even when the file was rebuilt since; then the current
+    file is opened through a private copy (``fresh_copy``), so that a load
+    always runs the code the file holds now.
     """
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, real: str, file_id: tuple, fresh_copy: bool):
+        self.file_id = file_id
+        self.fresh_copy = fresh_copy
+        self.cdll = self._open_copy(real) if fresh_copy else ctypes.CDLL(real, mode=_MODE)
+
+    @classmethod
+    def open(cls, path: str) -> "_Library":
+        """The library of the file at ``path`` as it is now (shared with an earlier
+        load while that is alive and the file unchanged)."""
         real = os.path.realpath(path)
-        self.file_id = _file_id(real)
+        file_id = _file_id(real)
         ref = _mapped.get(real)
         known = ref() if ref is not None else None
-        same = known is not None and known.file_id == self.file_id
-        self.fresh_copy = not same and _is_mapped(real)
-        self.cdll = self._open_copy(real) if self.fresh_copy else ctypes.CDLL(real, mode=_MODE)
-        _mapped[real] = weakref.ref(self)
+        if known is not None and known.file_id == file_id:
+            return known
+        lib = cls(real, file_id, _is_mapped(real))
+        _mapped[real] = weakref.ref(lib)
+        return lib
 
     @staticmethod
     def _open_copy(real: str):
@@ -603,7 +612,7 @@ def load(path) -> PluginInfo:
     if not os.path.exists(path):
         _fail(where, "no such file")
     try:
-        lib = _Library(os.path.abspath(path))
+        lib = _Library.open(path)
     except OSError as exc:
         _fail(where, f"not a loadable shared library ({exc})")
     try:
@@ -629,7 +638,7 @@ def load(path) -> PluginInfo:
             _fail(where, f"a plugin named {name!r} is already loaded (from "
                          f"{_plugins[name].path}); unload it first")
         regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
-        info = PluginInfo(name, contents["version"] or "", lib.path,
+        info = PluginInfo(name, contents["version"] or "", os.path.abspath(path),
                           (abi_info["major"], abi_info["minor"]),
                           tuple((op, "cpu", dt) for op, dt, _ in regs), tuple(specs), "library")
         return _commit(info, regs, specs, skipped)

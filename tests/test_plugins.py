@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,11 +40,12 @@ def _need(tool):
         pytest.skip(f"no {tool} compiler on PATH")
 
 
-def compile_so(src: Path, out: Path, *flags: str) -> Path:
-    """Build a shared library from ``src`` with the system compiler."""
+def compile_so(src: Path, out: Path, *flags: str, include: str | None = None) -> Path:
+    """Build a shared library from ``src`` with the system compiler, against the
+    header in ``include`` (default: fastinterp's)."""
     _need(CC)
     cmd = [CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
-           "-I", fi.get_include(), *flags, str(src), "-o", str(out), "-lm"]
+           "-I", include or fi.get_include(), *flags, str(src), "-o", str(out), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
 
@@ -824,3 +827,331 @@ def test_example_build_script(tmp_path):
     assert res.returncode == 0, res.stderr
     info = fi.plugins.load(work / "libfi_example.so")
     assert info.name == "example"
+
+
+# --------------------------------------------------------------------------- ABI 1.1
+ABI_1_0 = str(SOURCES / "abi_1_0")        # the header as released with ABI 1.0, frozen
+
+
+def _probe(build_dir, path, value, name="probe"):
+    """Build probe.c at ``path`` (replacing what is there) returning ``value``."""
+    return compile_so(SOURCES / "probe.c", path, f"-DVALUE={value}", f'-DNAME="{name}"')
+
+
+def _probe_value():
+    return fi.ops.probe_value(np.zeros(3))[0]
+
+
+@pytest.mark.parametrize("replace", ["compile_in_place", "rename_over"])
+def test_reload_rebuilt_library_runs_new_code(build_dir, tmp_path, replace):
+    """A library rebuilt at the same path while the old one is still mapped (here
+    kept by last_kernel()) is loaded anew, not handed back by dlopen."""
+    path = tmp_path / "libprobe.so"
+    _probe(build_dir, path, 1)
+    fi.plugins.load(path)
+    assert _probe_value() == 1
+    fi.plugins.unload("probe")
+    assert fi.last_kernel().source == "probe"          # the old library stays mapped
+    for value in (2, 3):
+        if replace == "compile_in_place":
+            _probe(build_dir, path, value)
+        else:
+            os.replace(_probe(build_dir, tmp_path / "staging.so", value), path)
+        info = fi.plugins.load(path)
+        assert info.path == str(path)
+        assert _probe_value() == value
+        fi.plugins.unload("probe")
+    assert sorted(os.listdir(tmp_path)) == ["libprobe.so"]   # no copy left behind
+
+
+def test_reload_keeps_both_builds_apart(build_dir, tmp_path):
+    """Two builds of one path loaded at once (under two names) each run their own code."""
+    path = tmp_path / "libprobe.so"
+    _probe(build_dir, path, 10, name="old")
+    fi.plugins.load(path)
+    old_kernel = registry.lookup("probe_value", "cpu", "float64")
+    _probe(build_dir, path, 20, name="new")
+    fi.plugins.load(path)
+    assert _probe_value() == 20
+    out = np.zeros(2)
+    old_kernel((out,), (np.zeros(2),))
+    np.testing.assert_array_equal(out, 10)
+    fi.plugins.unload("new")
+    assert _probe_value() == 10
+    fi.plugins.unload("old")
+    for _ in range(2):                    # the newest build, however often it is loaded
+        fi.plugins.load(path)
+        assert _probe_value() == 20
+        fi.plugins.unload("new")
+        old_kernel((out,), (np.zeros(2),))    # the old build, still mapped, still runs
+        np.testing.assert_array_equal(out, 10)
+
+
+def test_unchanged_library_is_shared_not_copied(build_dir, tmp_path):
+    path = _probe(build_dir, tmp_path / "libprobe.so", 5)
+    fi.plugins.load(path)
+    first = registry.lookup("probe_value", "cpu", "float64")._owner
+    fi.plugins.unload("probe")
+    fi.plugins.load(path)
+    again = registry.lookup("probe_value", "cpu", "float64")._owner
+    assert again is first and not again.fresh_copy
+    assert _probe_value() == 5
+
+
+def test_refusing_plugin_says_why(build_dir):
+    so = compile_so(SOURCES / "test_plugin.c", build_dir / "librefuse.so", "-DREFUSE")
+    before = snapshot()
+    with pytest.raises(PluginError, match=r"the plugin 'testplug' refused to load: testplug: "
+                       r"needs a CPU with the MOON instruction set; nothing was registered"):
+        fi.plugins.load(so)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("variant, message", [
+    ([], None),
+    (["-DNULL_DESCRIPTOR"], r"fastinterp_plugin\(\) returned NULL without saying why"),
+])
+def test_abi_1_0_plugin_still_loads(build_dir, rng, variant, message):
+    """A plugin built against the 1.0 header (no `error` field, 1.0 struct sizes)."""
+    so = compile_so(SOURCES / "test_plugin.c", build_dir / f"libv10{len(variant)}.so",
+                    *variant, '-DNAME="v10"', include=ABI_1_0)
+    if message is not None:
+        with pytest.raises(PluginError, match=message):
+            fi.plugins.load(so)
+        return
+    with pytest.warns(fi.plugins.PluginWarning, match="CUDA skipped"):
+        info = fi.plugins.load(so)
+    assert info.abi == (1, 0)
+    x = rand(rng, (3, 4), np.float64)
+    assert_close(fi.ops.sum_rows(x, w=2.0, bias=1), 2 * x.sum(axis=1) + 1)
+    a, b = rand(rng, (2, 5), np.float64), rand(rng, (5,), np.float64)
+    assert_close(fi.lerp(a, b, 0.3), a + 0.3 * (b - a))
+    assert fi.last_kernel().source == "v10"
+    with pytest.raises(PluginKernelError, match="refusing 4 elements on purpose"):
+        fi.ops.fail_op(np.ones(4, np.float32))
+
+
+def test_readonly_inputs_and_strides_reach_the_kernel(build_dir, rng, torch):
+    fi.plugins.load(compile_so(SOURCES / "probe.c", build_dir / "libprobe_flags.so"))
+    size = fi.plugins._abi().SIZES["params"]
+    ro = rand(rng, (4, 6), np.float64)
+    ro.flags.writeable = False
+    rw = rand(rng, (4, 6), np.float64)
+    ro_f = np.asfortranarray(ro)
+    ro_f.flags.writeable = False
+    cases = [
+        ((ro, rw), [1, 0]),
+        ((rw, ro), [0, 1]),
+        ((ro[:, ::2], rw[:, ::2]), [1, 0]),       # copied to be contiguous: still marked
+        ((ro[::-1], ro_f), [1, 1]),               # negative strides, Fortran order
+        ((np.zeros(()), np.zeros(())), [0, 0]),   # 0-d
+        ((np.zeros((0, 3)), np.zeros((0, 3))), [0, 0]),
+        ((torch.zeros(4, 6, dtype=torch.float64), rw), [0, 0]),
+    ]
+    for (a, b), marks in cases:
+        got = fi.ops.probe_flags(a, b)
+        np.testing.assert_array_equal(np.asarray(got), marks + [1, size])
+    assert size == fi.plugins._abi().PARAMS_OFFSETS["readonly_inputs"] + 8
+
+
+def test_readonly_mask_through_numba(rng):
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def marks(inputs, n_in, outputs, n_out, params, err, err_size):
+        y = nb.flat(outputs, 0, np.float64)
+        for i in range(n_in):
+            y[i] = nb.input_readonly(params, i)
+        return 0
+    fi.plugins.register_cfunc("marks", "float64", marks, signature="a(n), b(n) -> out(2)")
+    a = np.ones(3)
+    a.flags.writeable = False
+    np.testing.assert_array_equal(fi.ops.marks(a, np.ones(3)), [1, 0])
+    np.testing.assert_array_equal(fi.ops.marks(np.ones(3), a), [0, 1])
+
+
+_HEADER_USE = r"""
+#include <fastinterp/plugin.h>
+static int k(const fi_tensor_t* in, int32_t n_in, const fi_tensor_t* out, int32_t n_out,
+             const fi_params_t* params, char* err, size_t err_size) {
+  int64_t n = fi_numel(&out[0]) + fi_stride(&in[0], 0) + fi_is_contiguous(&in[0]);
+  (void)n_in; (void)n_out;
+  if (!fi_dtype_is(&in[0], FI_DTYPE_FLOAT, 32) || fi_input_readonly(params, 0) < 0)
+    return fi_error(err, err_size, FI_ERR_INVALID, "k: %lld", (long long)n);
+  return FI_PARAMS_HAS(params, readonly_inputs) ? FI_OK : FI_ERR_UNSUPPORTED;
+}
+static const fi_kernel_t kernels[] = {
+    {"k", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 32, 1}, k, "x(...) -> out(...)", NULL, NULL, 0, 0}};
+static fi_plugin_t plugin = FI_PLUGIN_INIT("use", "1", kernels, 1);
+FI_PLUGIN_ENTRY {
+  fi_params_t p;
+  fi_params_init(&p);
+  if (p.nthreads != 1) return fi_plugin_refuse(&plugin, "never");
+  return fi_find_kernel(&plugin, "k", FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32) ? &plugin : NULL;
+}
+"""
+
+
+@pytest.mark.parametrize("compiler, std", [(CC, "-std=c99"), (CC, "-std=c11"),
+                                           (CXX, "-std=c++11"), (CXX, "-std=c++17")])
+def test_header_and_helpers_compile_warning_free(compiler, std, tmp_path):
+    """Every macro and inline helper, compiled (not just parsed) as C and C++ with
+    -Wall -Wextra -pedantic -Werror: -Wmissing-field-initializers included."""
+    _need(compiler)
+    src = tmp_path / "use.c"
+    src.write_text(_HEADER_USE)
+    lang = "c++" if compiler == CXX else "c"
+    subprocess.run([compiler, std, "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-fPIC",
+                    "-c", "-x", lang, "-I", fi.get_include(), str(src), "-o",
+                    str(tmp_path / "use.o")], check=True, capture_output=True, text=True)
+
+
+# --------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"bias": 2**70}, ValueError,
+     r"sum_rows: bias must be an int in \[-2\*\*63, 2\*\*63 - 1\] \(int64\); "
+     r"got 1180591620717411303424\."),
+    ({"bias": -2**63 - 1}, ValueError, r"bias must be an int in .*; got -9223372036854775809\."),
+    ({"bias": True}, TypeError, r"sum_rows: bias must be an int; got bool True\."),
+    ({"bias": 1.0}, TypeError, r"sum_rows: bias must be an int; got float 1\.0\."),
+    ({"bias": np.float64(2)}, TypeError, r"bias must be an int; got float64"),
+    ({"bias": "3"}, TypeError, r"bias must be an int; got str '3'\."),
+    ({"w": "1.5"}, TypeError, r"sum_rows: w must be a float; got str '1\.5'\."),
+    ({"w": False}, TypeError, r"sum_rows: w must be a float; got bool False\."),
+    ({"w": 1j}, TypeError, r"w must be a float; got complex"),
+    ({"w": np.ones(1)}, TypeError, r"w must be a float; got ndarray"),
+    ({"w": 10**400}, ValueError, r"sum_rows: w must be a float within the float64 range"),
+    ({"w": 1.0, "z": 2}, TypeError, r"sum_rows: unexpected keyword argument 'z'; "
+                                    r"parameters: w, bias\."),
+])
+def test_parameter_edge_cases_are_clear_errors(test_so, kwargs, error, message):
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    with pytest.raises(error, match=message):
+        fi.ops.sum_rows(np.ones((2, 3)), **kwargs)
+
+
+@pytest.mark.parametrize("bias", [2**63 - 1, -2**63, np.int64(-5), np.uint8(7), 0])
+def test_int_parameter_extremes_reach_the_kernel(test_so, bias):
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    got = fi.ops.sum_rows(np.zeros((2, 3)), bias=bias)
+    np.testing.assert_array_equal(got, float(int(bias)))
+
+
+def test_nan_parameter_reaches_the_kernel(test_so, example_so):
+    with pytest.warns(fi.plugins.PluginWarning):
+        fi.plugins.load(test_so)
+    assert np.isnan(fi.ops.sum_rows(np.ones((1, 2)), w=np.nan)).all()
+    fi.plugins.load(example_so)                 # scale_add refuses a non-finite alpha
+    x = np.ones(3)
+    for alpha in (np.nan, np.inf):
+        with pytest.raises(ValueError, match=r"scale_add: plugin kernel example:scale_add "
+                           r"\(cpu, float64\) failed with status 1 \(invalid argument\): "
+                           r"scale_add: alpha must be finite") as info:
+            fi.ops.scale_add(x, x, alpha=alpha)
+        assert isinstance(info.value, fi.plugins.PluginArgumentError)
+        assert isinstance(info.value, PluginKernelError)
+
+
+@pytest.mark.parametrize("params, message", [
+    ("k: int = 99999999999999999999999", "default of parameter 'k' must be an int64"),
+    ("k: int = 1.5", "default of parameter 'k' must be an int64"),
+    ("w: float = one", "default of parameter 'w' must be a float"),
+])
+def test_out_of_range_defaults_refused_at_declaration(params, message):
+    with pytest.raises(ValueError, match=message):
+        parse_params(params, "t")
+
+
+# --------------------------------------------------------------------------- hostile calls
+def test_hostile_arrays_give_clear_errors(example_so):
+    fi.plugins.load(example_so)
+    deep = np.zeros((1,) * 33)
+    with pytest.raises(ValueError, match=r"scale_add: .*at most 32 dimensions; got 33"):
+        fi.ops.scale_add(deep, deep)
+    from fastinterp._cpu import abi
+    addr = registry.lookup("scale_add", "cpu", "float64").address
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"myop: at most 16 arrays per call; got 17"):
+        abi.call(addr, (x,) * 16, (x.copy(),), (1.0,), (), 1, None, "myop")
+    with pytest.raises(ValueError, match=r"myop: at most 16 float and 16 int parameters"):
+        abi.call(addr, (x, x), (x.copy(),), (1.0,) * 17, (), 1, None, "myop")
+    with pytest.raises(ValueError, match=r"myop: int parameters must lie in \[-2\*\*63"):
+        abi.call(addr, (x, x), (x.copy(),), (1.0,), (2**64,), 1, None, "myop")
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"myop: outputs must be writable arrays; output 0"):
+        abi.call(addr, (x, x), (ro,), (1.0,), (), 1, None, "myop")
+    np.testing.assert_array_equal(ro, 0)
+    with pytest.raises(ValueError, match="out"):
+        fi.ops.scale_add(x, x, out=ro)
+    np.testing.assert_array_equal(ro, 0)
+    # Zero-size and negative-stride inputs are fine.
+    assert fi.ops.scale_add(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0, 4)
+    y = np.arange(6.0)
+    np.testing.assert_array_equal(fi.ops.scale_add(y[::-1], y[::-2].repeat(2), alpha=2),
+                                  2 * y[::-1] + y[::-2].repeat(2))
+
+
+_HOSTILE_SCRIPT = """
+import ctypes, json, sys
+import fastinterp as fi
+lib = ctypes.CDLL(sys.argv[1])
+lib.hostile_call.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_size_t]
+get = ctypes.pythonapi.PyCapsule_GetPointer
+get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+table = get(fi.plugins.builtin_capsule(), b"fastinterp.builtin_kernels")
+for op in sys.argv[2:]:
+    for which in range(11):
+        print(json.dumps([op, which]), flush=True)          # the case about to run
+        err = ctypes.create_string_buffer(512)
+        status = lib.hostile_call(table, op.encode(), which, err, 512)
+        print(json.dumps([op, which, status, err.value.decode()]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_results(build_dir):
+    """Every hostile C call of the built-in kernels, run in a child process (a crash
+    there fails the tests below instead of ending the test run)."""
+    lib = compile_so(SOURCES / "call_builtin.c", build_dir / "libhostile.so")
+    ops = [k for k in ("lerp", "grid_sample")
+           if (k, "float32") in {(e["op"], e["dtype"]) for e in fi.plugins.builtin_kernels()}]
+    res = subprocess.run([sys.executable, "-c", _HOSTILE_SCRIPT, str(lib), *ops],
+                         capture_output=True, text=True)
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    done = {(op, which): (status, text) for op, which, *rest in lines if rest
+            for status, text in [rest]}
+    crashed = lines[-1] if lines and len(lines[-1]) == 2 else None
+    return done, crashed, res
+
+
+@pytest.mark.parametrize("op", ["lerp", "grid_sample"])
+@pytest.mark.parametrize("which, message", [
+    (0, r"output 0 must have 0 to 32 dimensions; got -1"),
+    (1, r"input 0 must have 0 to 32 dimensions; got 1000"),
+    (2, r"input 0 has 4 dimensions and a NULL shape"),
+    (3, r"has size -2 on axis 2; sizes must be >= 0"),
+    (4, r"input 0 has more than 2\*\*63 - 1 elements"),
+    (5, r"input 0 has elements and NULL data"),
+    (6, r"inputs and outputs must not be NULL"),
+    (7, r"params->struct_size must be at least 40 \(ABI 1\.0\); got 4"),
+    (8, r"params must give n_floats, n_ints >= 0 and non-NULL arrays for them"),
+    (9, None),
+    (10, r"grid_sample: int parameter 0 must be 0, 1 or 2; got 4294967296"),
+])
+def test_builtin_kernels_refuse_hostile_c_calls(hostile_results, op, which, message):
+    if op == "grid_sample":
+        _grid_sample_exported()
+    done, crashed, res = hostile_results
+    assert (op, which) in done, f"crashed at {crashed} (exit {res.returncode}): {res.stderr[-2000:]}"
+    status, text = done[op, which]
+    if message is None or (op == "lerp" and which == 10):   # valid calls
+        assert status == 0, text
+        return
+    assert status == 1
+    assert text.startswith(f"{op}: ")
+    assert re.search(message, text), text

@@ -101,3 +101,41 @@ FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
   res = f32_tensor(out, 4, out_shape, compact_strides(4, out_shape, strides[2]));
   return k->fn(in, 2, &res, 1, &params, err, err_size);
 }
+
+/* Call the exported float32 `op` ("lerp" or "grid_sample") with one hostile
+ * argument (`which`, below); every case must return FI_ERR_INVALID with a
+ * message, never crash. Case 9 is valid but asks for 2**30 threads. */
+FI_EXTERN_C FI_EXPORT int hostile_call(const fi_plugin_t* table, const char* op, int which,
+                                       char* err, size_t err_size) {
+  float data[64];
+  int64_t shape[4] = {1, 1, 2, 2}, strides[4] = {4, 4, 2, 1};
+  int64_t grid_shape[4] = {1, 1, 2, 2}, out_shape[4] = {1, 1, 1, 2};
+  int64_t big[4] = {INT64_C(1) << 40, INT64_C(1) << 40, 1, 1};
+  int64_t ints[4] = {0, 0, 0, 0};
+  int lerp = strcmp(op, "lerp") == 0;
+  int32_t n_in = lerp ? 3 : 2, i;
+  fi_tensor_t in[3], res;
+  fi_params_t params = params_with(2, ints, lerp ? 0 : 4);
+  const fi_kernel_t* k = fi_find_kernel(table, op, FI_DEVICE_CPU, FI_DTYPE_FLOAT, 32);
+  if (k == NULL) return -1;
+  memset(data, 0, sizeof(data));
+  for (i = 0; i < n_in; ++i) in[i] = f32_tensor(data, 4, shape, strides);
+  if (!lerp) in[1] = f32_tensor(data, 4, grid_shape, compact_strides(4, grid_shape, strides));
+  res = f32_tensor(data + 32, 4, lerp ? shape : out_shape, lerp ? strides : NULL);
+  if (!lerp) res.strides = NULL; /* a DLPack < 1.2 caller: read as compact */
+  switch (which) {
+    case 0: res.ndim = -1; break;
+    case 1: in[0].ndim = 1000; break;
+    case 2: in[0].shape = NULL; break;
+    case 3: res.shape = shape; shape[2] = -2; break;
+    case 4: in[0].shape = big; break;
+    case 5: in[0].data = NULL; break;
+    case 6: return k->fn(NULL, n_in, &res, 1, &params, err, err_size);
+    case 7: params.struct_size = 4; break;
+    case 8: params.n_ints = 3; params.ints = NULL; break;
+    case 9: params.nthreads = 1 << 30; break;
+    case 10: ints[0] = INT64_C(1) << 32; break;
+    default: return -1;
+  }
+  return k->fn(in, n_in, &res, 1, &params, err, err_size);
+}
