@@ -99,9 +99,12 @@ def test_tensor_matches_dlpack_layout(torch):
     dlpack_dir = Path(torch.__file__).parent / "include" / "ATen"
     if not (dlpack_dir / "dlpack.h").exists():
         pytest.skip("torch ships no dlpack.h")
-    subprocess.run([CC, "-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-I", fi.get_include(),
-                    "-I", str(dlpack_dir), str(SOURCES / "dlpack_layout.c")],
-                   check=True, capture_output=True, text=True)
+    cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I",
+           fi.get_include(), "-I", str(dlpack_dir), str(SOURCES / "dlpack_layout.c")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    # The header says to cast: passing a DLTensor* as is is diagnosed.
+    res = subprocess.run(cmd + ["-DUNCAST"], capture_output=True, text=True)
+    assert res.returncode != 0 and "incompatible" in res.stderr, res.stderr
 
 
 def test_get_include_holds_the_header():
@@ -969,6 +972,18 @@ def test_readonly_mask_through_numba(rng):
     a.flags.writeable = False
     np.testing.assert_array_equal(fi.ops.marks(a, np.ones(3)), [1, 0])
     np.testing.assert_array_equal(fi.ops.marks(np.ones(3), a), [0, 1])
+
+    @numba.cfunc(nb.signature)
+    def lerp_marks(inputs, n_in, outputs, n_out, params, err, err_size):
+        y = nb.flat(outputs, 0, np.float64)
+        for i in range(y.size):
+            y[i] = 4 * nb.input_readonly(params, 0) + 2 * nb.input_readonly(params, 1) \
+                + nb.input_readonly(params, 2)
+        return 0
+    fi.plugins.register_cfunc("lerp", "float64", lerp_marks)      # through the lerp front
+    b = np.ones((2, 3))
+    np.testing.assert_array_equal(fi.lerp(a, b, 0.5), 4)
+    np.testing.assert_array_equal(fi.lerp(b, b, b), 0)
 
 
 _HEADER_USE = r"""

@@ -17,3 +17,15 @@ SAME(byte_offset);
 _Static_assert(FI_DEVICE_CPU == kDLCPU && FI_DEVICE_CUDA == kDLCUDA, "devices");
 _Static_assert(FI_DTYPE_INT == kDLInt && FI_DTYPE_UINT == kDLUInt && FI_DTYPE_FLOAT == kDLFloat,
                "dtype codes");
+
+/* Same layout, distinct types: a DLTensor* becomes an fi_tensor_t* by an
+ * explicit cast. Without it (-DUNCAST) C compilers diagnose incompatible
+ * pointer types (an error by default since GCC 14). */
+int64_t numel_of(const DLTensor* t);
+int64_t numel_of(const DLTensor* t) {
+#ifdef UNCAST
+  return fi_numel(t);
+#else
+  return fi_numel((const fi_tensor_t*)t);
+#endif
+}
