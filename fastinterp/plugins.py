@@ -541,9 +541,10 @@ def _prepare(name: str, raw_kernels, owner, where: str):
     return regs, specs, skipped
 
 
-def _commit(info: PluginInfo, regs, specs, skipped) -> PluginInfo:
+def _commit(info: PluginInfo, regs, specs, skipped, stacklevel: int = 3) -> PluginInfo:
+    """Register a validated plugin; ``stacklevel`` points warnings at the public caller."""
     for message in skipped:
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        warnings.warn(message, PluginWarning, stacklevel=stacklevel)
     for op, dtype, kernel in regs:
         registry.register(op, "cpu", dtype, kernel, source=info.name)
     for op, spec in specs.items():
@@ -611,10 +612,15 @@ def load(path) -> PluginInfo:
     where = f"load({path!r})"
     if not os.path.exists(path):
         _fail(where, "no such file")
-    try:
-        lib = _Library.open(path)
-    except OSError as exc:
-        _fail(where, f"not a loadable shared library ({exc})")
+    with _lock:     # one load at a time: the library table, the entry point, the registry
+        try:
+            lib = _Library.open(path)
+        except OSError as exc:
+            _fail(where, f"not a loadable shared library ({exc})")
+        return _load_library(lib, path, where)
+
+
+def _load_library(lib: _Library, path: str, where: str) -> PluginInfo:
     try:
         entry = lib.entry_address()
     except AttributeError:
@@ -631,17 +637,17 @@ def load(path) -> PluginInfo:
     limit = _abi().MAX_KERNELS_PER_PLUGIN
     if not 0 <= contents["n_kernels"] <= limit or (contents["kernels_null"]
                                                    and contents["n_kernels"]):
+        table = "NULL" if contents["kernels_null"] else "non-NULL"
         _fail(where, f"kernel table must hold 0 to {limit} entries; got n_kernels="
-                     f"{contents['n_kernels']} with a {'NULL' if contents['kernels_null'] else 'non-NULL'} table")
-    with _lock:
-        if name in _plugins:
-            _fail(where, f"a plugin named {name!r} is already loaded (from "
-                         f"{_plugins[name].path}); unload it first")
-        regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
-        info = PluginInfo(name, contents["version"] or "", os.path.abspath(path),
-                          (abi_info["major"], abi_info["minor"]),
-                          tuple((op, "cpu", dt) for op, dt, _ in regs), tuple(specs), "library")
-        return _commit(info, regs, specs, skipped)
+                     f"{contents['n_kernels']} with a {table} table")
+    if name in _plugins:
+        _fail(where, f"a plugin named {name!r} is already loaded (from "
+                     f"{_plugins[name].path}); unload it first")
+    regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
+    info = PluginInfo(name, contents["version"] or "", os.path.abspath(path),
+                      (abi_info["major"], abi_info["minor"]),
+                      tuple((op, "cpu", dt) for op, dt, _ in regs), tuple(specs), "library")
+    return _commit(info, regs, specs, skipped, stacklevel=4)
 
 
 def register_cfunc(op: str, dtype, cfunc, *, signature: str | None = None,
