@@ -387,7 +387,7 @@ def _file_id(path: str) -> tuple:
 
 
 _MODE = os.RTLD_NOW | os.RTLD_LOCAL
-_mapped: dict = {}                        # realpath -> weakref to the newest _Library of it
+_mapped = weakref.WeakValueDictionary()   # realpath -> the newest live _Library of it
 _copies = itertools.count()
 
 
@@ -422,12 +422,11 @@ class _Library:
         load while that is alive and the file unchanged)."""
         real = os.path.realpath(path)
         file_id = _file_id(real)
-        ref = _mapped.get(real)
-        known = ref() if ref is not None else None
+        known = _mapped.get(real)
         if known is not None and known.file_id == file_id:
             return known
         lib = cls(real, file_id, _is_mapped(real))
-        _mapped[real] = weakref.ref(lib)
+        _mapped[real] = lib
         return lib
 
     @staticmethod
