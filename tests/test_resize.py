@@ -230,64 +230,82 @@ def test_backward_and_pool_argument_errors():
 
 # --------------------------------------------------------------------------- values vs torch
 
-def _ties(n_in, n_out, scale, exact):
-    """Output indices whose exact nearest source coordinate is an integer (a rounding tie)."""
-    step = Fraction(1) / Fraction(scale) if scale else Fraction(n_in, n_out)
-    return {o for o in range(n_out)
-            if ((o + Fraction(1, 2)) * step if exact else o * step).denominator == 1}
-
-
-def _nearest_maps(y, h, w):
-    rows = np.round(y[0, 0, :, 0]).astype(int) // w
-    cols = np.round(y[0, 0, 0, :]).astype(int) % w
-    return rows, cols
-
-
-def _assert_nearest_like_torch(torch, h, w, oh, ow, scale, mode, dtype):
-    """Index maps equal torch's, except at exact ties, where torch's own float32
-    and float64 kernels may also pick different neighbours."""
-    code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
-    kw = dict(scale_factor=scale) if scale else dict(size=(oh, ow))
-    got = fi.resize(code, mode=mode, **kw)
-    ref = _torch_resize(torch, code, mode=mode, **kw)
+def _assert_nearest_equals_torch(torch, x, mode, **kw):
+    """fastinterp's nearest modes equal torch's bit for bit (index maps included)."""
+    got = fi.resize(x, mode=mode, **kw)
+    ref = _torch_resize(torch, x, mode=mode, **kw)
     assert got.shape == ref.shape
-    exact = mode == "nearest-exact"
-    for axis, (n_in, n_out, s) in enumerate(zip((h, w), got.shape[2:], scale or (None, None))):
-        g, r = _nearest_maps(got, h, w)[axis], _nearest_maps(ref, h, w)[axis]
-        bad = set(np.nonzero(g != r)[0])
-        assert bad <= _ties(n_in, n_out, s, exact), (axis, bad)
-        assert np.all(np.abs(g - r) <= 1)
-        assert np.all((0 <= g) & (g < n_in))
+    np.testing.assert_array_equal(got, ref)
 
 
-@settings(max_examples=40)
-@given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 30), ow=st.integers(1, 30),
-       mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
+def _code(h, w, dtype):
+    """An image whose every pixel holds its own flat index (exact in float32 up to 2**24)."""
+    return np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+
+
+@settings(max_examples=60)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), oh=st.integers(1, 200),
+       ow=st.integers(1, 200), mode=st.sampled_from(["nearest", "nearest-exact"]),
+       dtype=st.sampled_from(DTYPES))
 def test_nearest_index_maps_vs_torch(torch, h, w, oh, ow, mode, dtype):
-    _assert_nearest_like_torch(torch, h, w, oh, ow, None, mode, dtype)
+    """Sizes on both sides of torch's small-output rule (H_out + W_out <= 128), ties included."""
+    _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, size=(oh, ow))
 
 
-@settings(max_examples=25)
-@given(h=st.integers(1, 12), w=st.integers(1, 12),
-       sh=st.floats(0.3, 4.0), sw=st.floats(0.3, 4.0),
+_SPECIAL_SCALES = [1.0, 2.0, 1.25, 1.0001, 2.0001, 0.9999, 1.9999, 0.5, 3.0, 1.5, 1 / 3]
+
+
+@settings(max_examples=80)
+@given(h=st.integers(1, 150), w=st.integers(1, 150),
+       sh=st.one_of(st.floats(0.2, 4.0), st.sampled_from(_SPECIAL_SCALES)),
+       sw=st.one_of(st.floats(0.2, 4.0), st.sampled_from(_SPECIAL_SCALES)),
        mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
 def test_nearest_scale_factor_vs_torch(torch, h, w, sh, sw, mode, dtype):
+    """Any scale factor, incl. ones that keep or double an axis: torch's
+    floor(o / scale_factor) on large outputs, its exact shortcuts on small ones."""
     if int(h * sh) < 1 or int(w * sw) < 1:
         return
-    _assert_nearest_like_torch(torch, h, w, None, None, (sh, sw), mode, dtype)
+    _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, scale_factor=(sh, sw))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, scale", [
+    ((2, 295), 1.25),      # H keeps its size on a wide output: torch reads rows [0, 0]
+    ((100, 100), 1.0001), ((100, 100), 2.0001), ((60, 68), 1.0001), ((60, 69), 1.0001),
+    ((64, 64), 2.0001), ((63, 1), 2.0001), ((1, 63), 2.0001), ((1, 64), 2.0001),
+])
+def test_nearest_scale_factor_shortcut_reproducers(torch, dtype, shape, scale):
+    x = _code(*shape, dtype)
+    for mode in ("nearest", "nearest-exact"):
+        _assert_nearest_equals_torch(torch, x, mode, scale_factor=scale)
+    if shape == (2, 295):   # the reported case: floor(1 / 1.25) = 0
+        np.testing.assert_array_equal(fi.resize(x, scale_factor=scale, mode="nearest")[0, 0, :, 0],
+                                      [0, 0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nearest_large_sizes_equal_torch(torch, dtype):
-    """Outputs wider than 128 take torch's main nearest kernel, whose index
-    arithmetic fastinterp reproduces: equal everywhere, ties included
+    """Outputs over the small-output rule take torch's main nearest kernel, whose
+    index arithmetic fastinterp reproduces: equal everywhere, ties included
     (these sizes contain ties: 3 -> 141, 2 -> 159, 6 -> 141 ...)."""
     for (h, w, oh, ow) in [(3, 5, 141, 300), (37, 64, 129, 1000), (512, 300, 1024, 151),
                            (2, 7, 159, 165), (6, 24, 141, 148)]:
-        code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
         for mode in ("nearest", "nearest-exact"):
-            np.testing.assert_array_equal(fi.resize(code, size=(oh, ow), mode=mode),
-                                          _torch_resize(torch, code, size=(oh, ow), mode=mode))
+            _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, size=(oh, ow))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "batch"])
+def test_nearest_rule_independent_of_batch_and_layout(torch, layout):
+    """torch picks its index rule from the output size only (not N, C or memory format)."""
+    import torch.nn.functional as F
+    x = np.random.default_rng(3).standard_normal((2, 3, 60, 68)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    if layout == "channels_last":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    for scale in (1.0001, 2.0001, 0.9999):
+        for mode in ("nearest", "nearest-exact"):
+            ref = F.interpolate(xt, scale_factor=scale, mode=mode).numpy()
+            np.testing.assert_array_equal(fi.resize(x, scale_factor=scale, mode=mode), ref)
 
 
 config_st = st.sampled_from(INTERP_CONFIGS)
