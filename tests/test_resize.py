@@ -644,3 +644,188 @@ def test_opencv_and_pil_correspondences(kw, peer, name, agree):
                   "integer downscales and upscales": case != "down x0.7",
                   "integer factors": case in ("up x2", "down /2", "down /3")}[agree]
         assert close == expect, (peer, name, case)
+
+
+# --------------------------------------------------------------------------- inf and NaN
+
+SPECIALS = [np.inf, -np.inf, np.nan]
+
+
+def _dense(fn, h, w, dtype):
+    """The forward's matrix A (outputs x inputs), from ``fn`` on every basis image."""
+    basis = np.eye(h * w, dtype=dtype).reshape(h * w, 1, h, w)
+    return fn(basis).reshape(h * w, -1).T.astype(np.float64)
+
+
+def _apply_nonzero(A, v):
+    """``A @ v`` in float64 over the non-zero entries of A only (0 * inf never formed)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(A != 0, A * v[None, :], 0).sum(axis=1)
+
+
+def _assert_same_values(got, ref, dtype):
+    """Same NaN and signed-inf positions; finite values close (float32/float64 tolerance)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(ref), ref, 0))
+    fin = np.isfinite(ref)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=tol, atol=tol)
+
+
+def _with_specials(rng, shape, dtype, count):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    for i in rng.choice(flat.size, size=min(count, flat.size), replace=False):
+        flat[i] = SPECIALS[rng.integers(3)]
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inf_through_area_reproducer(dtype):
+    """The reported case: the inf pixel's window neighbours gave NaN through a
+    zero-weight padding tap; torch gives [1 inf inf inf 3]."""
+    x = np.array([[[[1.0, np.inf, 3.0]]]], dtype)
+    expected = np.array([1, np.inf, np.inf, np.inf, 3], dtype)
+    np.testing.assert_array_equal(fi.resize(x, size=(1, 5), mode="area")[0, 0, 0], expected)
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, (1, 5))[0, 0, 0], expected)
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x.transpose(0, 1, 3, 2), (5, 1))
+                                  [0, 0, :, 0], expected)
+
+
+@pytest.mark.parametrize("cfg", INTERP_CONFIGS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inf_gradient_reproducers(cfg, dtype):
+    """An inf in grad_output reaches exactly the inputs with a non-zero weight for it."""
+    h, w, oh, ow = 3, 7, 5, 3
+    kw = _kw(*cfg)
+    g = np.ones((1, 1, oh, ow), dtype)
+    g[0, 0, 2, 1] = np.inf
+    A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+    got = fi.resize_backward(g, (1, 1, h, w), **kw)
+    _assert_same_values(got.ravel(), _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 8), w=st.integers(1, 8), oh=st.integers(1, 13), ow=st.integers(1, 13),
+       cfg=st.sampled_from(CONFIGS), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+       count=st.integers(1, 3))
+def test_special_values_forward_and_backward(h, w, oh, ow, cfg, dtype, seed, count):
+    """With inf/-inf/NaN anywhere, forward and backward equal the linear map A
+    (resp. A^T) applied over its non-zero entries: each output sees exactly
+    the pixels it depends on, never NaN from 0 * inf."""
+    rng = np.random.default_rng(seed)
+    kw = _kw(*cfg)
+    A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+    x = _with_specials(rng, (1, 1, h, w), dtype, count)
+    _assert_same_values(fi.resize(x, size=(oh, ow), **kw).ravel(),
+                        _apply_nonzero(A, x.ravel().astype(np.float64)), dtype)
+    g = _with_specials(rng, (1, 1, oh, ow), dtype, count)
+    _assert_same_values(fi.resize_backward(g, (1, 1, h, w), **kw).ravel(),
+                        _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
+    if cfg[0] == "area":
+        P = _dense(lambda b: fi.adaptive_avg_pool2d(b, (oh, ow)), h, w, dtype)
+        np.testing.assert_array_equal(P, A)
+        _assert_same_values(fi.adaptive_avg_pool2d(x, (oh, ow)).ravel(),
+                            _apply_nonzero(P, x.ravel().astype(np.float64)), dtype)
+        _assert_same_values(fi.adaptive_avg_pool2d_backward(g, (1, 1, h, w)).ravel(),
+                            _apply_nonzero(P.T, g.ravel().astype(np.float64)), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 8), w=st.integers(1, 8), oh=st.integers(1, 13), ow=st.integers(1, 13),
+       cfg=st.sampled_from(CONFIGS), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_special_values_vs_torch(torch, h, w, oh, ow, cfg, dtype, seed):
+    """Where torch gives no NaN, fastinterp gives torch's values (inf signs
+    included); fastinterp never gives NaN where torch does not. The nearest
+    modes, area and adaptive pooling equal torch everywhere; torch's
+    bilinear/bicubic (plain and antialiased) add 0 * inf = NaN from taps of
+    weight 0 (exact sample positions, clamped or filter-edge taps), which
+    fastinterp does not read."""
+    rng = np.random.default_rng(seed)
+    kw = _kw(*cfg)
+    x = _with_specials(rng, (1, 1, h, w), dtype, int(rng.integers(1, 4)))
+    got = fi.resize(x, size=(oh, ow), **kw)
+    ref = _torch_resize(torch, x, size=(oh, ow), **kw)
+    sane = ~np.isnan(ref)
+    _assert_same_values(got[sane], ref[sane], dtype)
+    if cfg[0] in ("nearest", "nearest-exact", "area"):
+        _assert_same_values(got, ref, dtype)
+    if cfg[0] == "area":
+        import torch.nn.functional as F
+        pool = F.adaptive_avg_pool2d(torch.from_numpy(x), (oh, ow)).numpy()
+        _assert_same_values(fi.adaptive_avg_pool2d(x, (oh, ow)), pool, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_and_subnormal_values_no_crash(dtype):
+    """Huge finite values may overflow to inf in a sum (as in torch; bicubic's
+    negative lobes can then give inf - inf = NaN), never crash or read out of
+    place; subnormals stay finite."""
+    big = np.finfo(dtype).max
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.full((1, 2, 9, 11), big, dtype)
+    x[0, 1] = tiny
+    for cfg in CONFIGS:
+        y = fi.resize(x, size=(4, 17), **_kw(*cfg))
+        assert np.all(np.isfinite(y[0, 1]))
+        assert cfg[0] == "bicubic" or not np.any(np.isnan(y[0, 0]))
+        g = fi.resize_backward(y, x.shape, **_kw(*cfg))
+        assert g.shape == x.shape and np.all(np.isfinite(g[0, 1]))
+
+
+# --------------------------------------------------------------------------- backward = A^T g
+
+# (input (H, W), size or scale_factor): small and large nearest outputs, axes that keep their
+# size under a scale factor (torch's bicubic/antialias autograd is not the adjoint there)
+ADJOINT_GEOMETRIES = [
+    ((5, 7), {"size": (9, 4)}), ((6, 5), {"size": (3, 11)}),
+    ((3, 150), {"scale_factor": 1.0001}), ((2, 70), {"size": (2, 200)}),
+    ((3, 80), {"scale_factor": (1.0, 2.0001)}), ((5, 7), {"scale_factor": 1.1}),
+    ((3, 6), {"size": (2, 141)}), ((2, 7), {"size": (159, 165)}),
+    ((6, 9), {"scale_factor": (1.05, 0.7)}), ((4, 6), {"scale_factor": 2.0001}),
+]
+
+
+def _forward_matrix(h, w, dtype, geom, kw):
+    return _dense(lambda b: fi.resize(b, **geom, **kw), h, w, dtype)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("hw, geom", ADJOINT_GEOMETRIES)
+def test_backward_is_adjoint_of_forward(cfg, hw, geom):
+    """resize_backward(g) == A^T g for the forward's own matrix A (built on basis
+    images), in every mode, including wide nearest outputs and scale factors that
+    keep an axis's size, where torch's autograd is not the adjoint of its forward."""
+    kw = _kw(*cfg)
+    h, w = hw
+    A = _forward_matrix(h, w, np.float64, geom, kw)
+    oh, ow = fi.resize(np.zeros((1, 1, h, w)), **geom, **kw).shape[2:]
+    g = np.random.default_rng(h * 100 + w).standard_normal((2, 1, oh, ow))
+    sf = geom.get("scale_factor")
+    got = fi.resize_backward(g, (2, 1, h, w), scale_factor=sf, **kw)
+    ref = (A.T @ g.reshape(2, -1).T).T.reshape(2, 1, h, w)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cfg, hw, geom", [
+    (("nearest", None, False), (3, 150), {"scale_factor": 1.0001}),
+    (("nearest-exact", None, False), (3, 6), {"size": (2, 141)}),
+    (("nearest", None, False), (3, 5), {"size": (141, 300)}),
+    (("bicubic", False, False), (5, 7), {"scale_factor": 1.1}),
+    (("bilinear", False, True), (6, 9), {"scale_factor": (1.05, 0.7)}),
+    (("bicubic", False, True), (5, 7), {"scale_factor": 1.1}),
+])
+def test_backward_is_adjoint_of_torch_forward(torch, cfg, hw, geom):
+    """The cases where torch's autograd of interpolate is not the adjoint of its own
+    forward: fastinterp's forward equals torch's forward and its backward is A^T g
+    for torch's forward matrix."""
+    kw = _kw(*cfg)
+    h, w = hw
+    A_torch = _dense(lambda b: _torch_resize(torch, b, **geom, **kw), h, w, np.float64)
+    A = _forward_matrix(h, w, np.float64, geom, kw)
+    np.testing.assert_allclose(A, A_torch, rtol=1e-12, atol=1e-14)
+    oh, ow = fi.resize(np.zeros((1, 1, h, w)), **geom, **kw).shape[2:]
+    g = np.random.default_rng(5).standard_normal((1, 1, oh, ow))
+    got = fi.resize_backward(g, (h, w), scale_factor=geom.get("scale_factor"), **kw)
+    np.testing.assert_allclose(got.ravel(), A_torch.T @ g.ravel(), rtol=1e-12, atol=1e-13)
