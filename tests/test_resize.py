@@ -7,7 +7,6 @@ determinism across thread counts, CUDA kernels under the simulator.
 from __future__ import annotations
 
 import importlib
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -829,3 +828,183 @@ def test_backward_is_adjoint_of_torch_forward(torch, cfg, hw, geom):
     g = np.random.default_rng(5).standard_normal((1, 1, oh, ow))
     got = fi.resize_backward(g, (h, w), scale_factor=geom.get("scale_factor"), **kw)
     np.testing.assert_allclose(got.ravel(), A_torch.T @ g.ravel(), rtol=1e-12, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- bounded caches
+
+_RSS_SCRIPT = """
+import gc, numpy as np, fastinterp as fi
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+x = np.zeros((1, 1, 1, 1), np.float32)
+fi.resize(x, size=(1, 8)); gc.collect()
+before = rss()
+for i in range(4):
+    y = fi.resize(x, size=(1, 2_000_000 + i))
+    g = fi.resize_backward(y, x.shape)
+    del y, g
+gc.collect()
+print((rss() - before) / 2**20)
+"""
+
+
+def test_wide_geometries_leave_memory_bounded():
+    """Tables of wide one-off geometries are not kept: four geometries of 2M outputs
+    (forward and backward) used to keep ~460 MiB after the results were deleted."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True,
+                         timeout=300, check=True)
+    grown_mib = float(out.stdout.strip().splitlines()[-1])
+    assert grown_mib < 80, grown_mib
+
+
+def test_table_cache_is_bounded_in_bytes(monkeypatch):
+    cache = R._ByteLRU(budget=1 << 20, entry_limit=256 << 10)
+    monkeypatch.setattr(R, "_TABLE_CACHE", cache)
+    x = np.zeros((1, 1, 2, 3), np.float32)
+    for n in range(1000, 40000, 1000):   # tables of 8..312 KiB (+ permute forms)
+        fi.resize(x, size=(2, n))
+        assert cache.nbytes <= cache.budget
+    assert 0 < len(cache) and cache.nbytes > cache.budget // 2
+    big = R.axis_table("bicubic", 3, 100_000, False, None, False, "float64", False)
+    assert big.idx.shape == (4, 100_000) and cache.nbytes <= cache.budget
+    assert all(v[0] is not big for v in cache._items.values())   # too large to keep
+    small = R.axis_table("bicubic", 3, 10, False, None, False, "float64", False)
+    assert R.axis_table("bicubic", 3, 10, False, None, False, "float64", False) is small
+
+
+def test_table_cache_thread_safe_under_eviction(monkeypatch):
+    """Many threads, many geometries, a cache that evicts constantly: results equal serial."""
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(R, "_TABLE_CACHE", R._ByteLRU(budget=64 << 10, entry_limit=32 << 10))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 2, 13, 17)).astype(np.float32)
+    jobs = [(cfg, (5 + i % 7, 9 + i % 11)) for i in range(40) for cfg in CONFIGS[::3]]
+
+    def run(job):
+        cfg, size = job
+        return fi.resize(x, size=size, **_kw(*cfg)), fi.resize_backward(
+            np.ones((1, 2) + size, np.float32), x.shape, **_kw(*cfg))
+    serial = [run(j) for j in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(run, jobs))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- robustness
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_bit_identical_threads_and_calling_thread_with_specials(threads, monkeypatch, cfg):
+    """1 vs 2 threads and main vs worker thread give the same bits, specials included."""
+    import threading
+    monkeypatch.setattr(R, "_MIN_PER_THREAD", 1)
+    rng = np.random.default_rng(9)
+    x = _with_specials(rng, (2, 3, 37, 41), np.float32, 12)
+    g = _with_specials(rng, (2, 3, 29, 53), np.float32, 12)
+    kw = _kw(*cfg)
+
+    def calls():
+        return (fi.resize(x, size=(29, 53), **kw), fi.resize_backward(g, x.shape, **kw),
+                fi.resize(x, size=(80, 19), layout="NCHW", **kw))
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        results.append(calls())
+        box = []
+        t = threading.Thread(target=lambda: box.append(calls()))
+        t.start()
+        t.join()
+        results.append(box[0])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_negative_and_readonly_inputs(dtype):
+    rng = np.random.default_rng(11)
+    big = _with_specials(rng, (2, 4, 22, 30), dtype, 5)
+    views = [big[:, ::-1, ::-2, 1::3], big[:, :, :, ::-1], np.asfortranarray(big)]
+    ro = big.copy()
+    ro.flags.writeable = False
+    views.append(ro)
+    for v in views:
+        c = np.ascontiguousarray(v)
+        for cfg in (("bilinear", False, True), ("area", None, False), ("nearest", None, False)):
+            np.testing.assert_array_equal(fi.resize(v, size=(7, 9), **_kw(*cfg)),
+                                          fi.resize(c, size=(7, 9), **_kw(*cfg)))
+            np.testing.assert_array_equal(fi.resize_backward(v, (3, 5), **_kw(*cfg)),
+                                          fi.resize_backward(c, (3, 5), **_kw(*cfg)))
+        np.testing.assert_array_equal(fi.adaptive_avg_pool2d(v, 3), fi.adaptive_avg_pool2d(c, 3))
+    assert not ro.flags.writeable and np.array_equal(ro, big, equal_nan=True)
+
+
+def test_empty_axes():
+    for shape in [(0, 3, 4, 4), (2, 0, 4, 4)]:
+        x = np.zeros(shape, np.float32)
+        assert fi.resize(x, size=(2, 5)).shape == shape[:2] + (2, 5)
+        assert fi.resize_backward(np.zeros(shape[:2] + (2, 5)), shape).shape == shape
+        assert fi.adaptive_avg_pool2d(x, 3).shape == shape[:2] + (3, 3)
+    with pytest.raises(ValueError, match="H >= 1 and W >= 1"):
+        fi.resize(np.zeros((1, 1, 0, 3)), size=(2, 2))
+
+
+def _kernel_args(dtype=np.float32, **change):
+    """Consistent arguments of the CPU kernel separable_fwd for a 4x6 -> 3x5 bilinear resize."""
+    yt = R.axis_table("bilinear", 4, 3, False, None, False, np.dtype(dtype).name, False)
+    xt = R.axis_table("bilinear", 6, 5, False, None, False, np.dtype(dtype).name, False)
+    args = dict(out=np.full((2, 3, 5), -7, dtype), x=np.ones((2, 4, 6), dtype),
+                yidx=yt.idx, yw=yt.w, yunit=False, xidx=xt.idx, xw=xt.w, xunit=False,
+                xbase=np.zeros(0, np.int32), xrel=np.zeros((1, 1), np.int32), xblock=0,
+                channels=1, order=0, nthreads=2)
+    args.update(change)
+    return args
+
+
+@pytest.mark.parametrize("change", [
+    {"yidx": np.array([[0, 1, 9], [1, 2, 3]], np.int32)},        # row index past the input
+    {"xidx": np.array([[0, 1, 2, 3, -1], [1, 2, 3, 4, 5]], np.int32)},
+    {"channels": 0}, {"channels": 2}, {"order": 5},
+    {"x": np.ones((1, 4, 6), np.float32)},
+    {"xbase": np.array([100], np.int32), "xrel": np.zeros((2, 5), np.int32)},
+    {"xbase": np.array([0], np.int32), "xrel": np.zeros((1, 5), np.int32)},
+    {"xbase": np.array([0], np.int32), "xrel": np.zeros((2, 5), np.int32), "xblock": 3},
+])
+def test_kernel_refuses_inconsistent_arguments(change):
+    """The kernel is callable directly: arguments that would read or write out of
+    bounds raise ValueError and leave out untouched."""
+    from fastinterp._cpu import resize as cpu_resize
+    args = _kernel_args(**change)
+    with pytest.raises(ValueError, match="separable_fwd"):
+        cpu_resize.separable_fwd(**args)
+    assert np.all(args["out"] == -7)
+
+
+_MEMORY_SCRIPT = """
+import resource, numpy as np
+from fastinterp._cpu import resize as cpu_resize
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+n = 100_000                       # one output row reading rows 0 and n - 1: a row cache of
+out = np.full((1, 1, n), -7.0, np.float32)   # n x n values (40 GB) per thread
+x = np.ones((1, n, 1), np.float32)
+yidx = np.array([[0], [n - 1]], np.int32); yw = np.full((2, 1), 0.5, np.float32)
+xidx = np.zeros((1, n), np.int32); xw = np.ones((1, n), np.float32)
+try:
+    cpu_resize.separable_fwd(out, x, yidx, yw, False, xidx, xw, True, np.zeros(0, np.int32),
+                             np.zeros((1, 1), np.int32), 0, 1, 1, 2)
+except MemoryError as e:
+    print("MemoryError", bool(np.all(out == -7)), e)
+"""
+
+
+def test_kernel_allocation_failure_raises_and_writes_nothing():
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("MemoryError True"), res.stdout + res.stderr[-2000:]
