@@ -114,9 +114,9 @@ class _ByteLRU:
         return len(self._items)
 
 
-# All resize tables share one budget: ~64 MiB, no single entry over 8 MiB
-# (a table of ~1M outputs); larger tables are rebuilt per call.
-_TABLE_CACHE = _ByteLRU(budget=64 << 20, entry_limit=8 << 20)
+# All resize tables share one budget: 32 MiB, no single entry over 4 MiB
+# (a bilinear float32 table of ~250k outputs); larger ones are rebuilt per call.
+_TABLE_CACHE = _ByteLRU(budget=32 << 20, entry_limit=4 << 20)
 
 
 def _cached(fn):
