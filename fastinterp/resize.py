@@ -4,10 +4,16 @@ and their analytic backward passes.
 Values follow ``torch.nn.functional.interpolate`` and
 ``torch.nn.functional.adaptive_avg_pool2d`` for every mode. Every mode is a
 separable linear map: each axis gets a small tap table (source indices and
-weights per output index, built once per geometry and cached), the kernels
-resample rows then columns (or columns then rows, whichever is cheaper), and
-the backward passes run the same gather kernels on the transposed tables, so
-gradients are deterministic and bit-identical for any thread count.
+weights per output index, built once per geometry and kept in a
+byte-bounded cache), the kernels resample rows then columns (or columns then
+rows, whichever is cheaper), and the backward passes run the same gather
+kernels on the transposed tables, so gradients are deterministic and
+bit-identical for any thread count.
+
+Special values: a tap of weight 0 is never read, so an inf or NaN pixel
+reaches exactly the outputs whose weight for it is non-zero, and the result
+is the linear map applied over its non-zero entries (torch's bilinear and
+bicubic kernels also form ``0 * inf = NaN`` from zero-weight taps).
 
 Conventions (PyTorch's)
 -----------------------
@@ -22,7 +28,9 @@ A pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5``.
   ``o`` maps to ``o * (in - 1) / (out - 1)``.
 - ``nearest``: input ``floor(o * scale)`` (the legacy rule, OpenCV's
   ``INTER_NEAREST``); ``nearest-exact``: input ``floor((o + 0.5) * scale)``
-  (pixel centres, PIL's and OpenCV's ``INTER_NEAREST_EXACT``).
+  (pixel centres, PIL's and OpenCV's ``INTER_NEAREST_EXACT``); with torch's
+  two index rules (outputs with H_out + W_out <= 128 in float32 and with
+  exact shortcuts for kept and doubled axes; see ``_nearest_table``).
 - ``area``: ``adaptive_avg_pool2d`` to the output size: output cell ``o``
   averages input ``[floor(o * in / out), ceil((o + 1) * in / out))``; cells
   overlap when the sizes do not divide.
@@ -136,7 +144,9 @@ class AxisTable:
 
     ``idx`` (int32) and ``w`` (the data dtype) are ``(K, n_out)``, tap-major.
     Rows of fewer real taps are padded by repeating their last tap with weight
-    0, so a padded tap never reads a pixel that the output does not use.
+    0; the kernels never read a tap of weight 0 (padding, exact sample
+    positions, merged repeats), so an inf elsewhere cannot become NaN.
+    Each (output, source) pair appears at most once with a non-zero weight.
     ``unit`` means K == 1 with every weight exactly 1 (a pure gather).
     """
 
@@ -828,8 +838,11 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
 
     Returns
     -------
-    array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, equal to
-    torch's autograd of ``F.interpolate``. It is computed as a gather over
+    array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, the exact
+    adjoint of :func:`resize`'s matrix (torch's autograd of ``F.interpolate``
+    is not, for nearest modes on outputs over the small-output rule and for
+    bicubic or antialias with a scale factor that keeps an axis's size;
+    elsewhere they agree). It is computed as a gather over
     the transposed tap tables, in one fixed order: bit-identical for any
     thread count. Input positions that no output reads get 0 (for finite
     ``grad_output``).

@@ -1026,3 +1026,20 @@ def test_kernel_allocation_failure_raises_and_writes_nothing():
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith("MemoryError True"), res.stdout + res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("channels", [3, 6])
+def test_nhwc_special_values_equal_nchw(channels):
+    """Interleaved channels (expanded tables for C <= 4, the per-pixel loop above) skip
+    zero-weight taps as the planar path does."""
+    rng = np.random.default_rng(13)
+    x = _with_specials(rng, (2, channels, 7, 5), np.float32, 10)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for cfg in CONFIGS:
+        kw = _kw(*cfg)
+        got = fi.resize(xh, size=(4, 11), layout="NHWC", **kw).transpose(0, 3, 1, 2)
+        _assert_same_values(got, fi.resize(x, size=(4, 11), **kw), np.float32)
+        gh = np.ascontiguousarray(fi.resize(x, size=(4, 11), **kw).transpose(0, 2, 3, 1))
+        back = fi.resize_backward(gh, (7, 5), layout="NHWC", **kw).transpose(0, 3, 1, 2)
+        _assert_same_values(back, fi.resize_backward(gh.transpose(0, 3, 1, 2), (7, 5), **kw),
+                            np.float32)
