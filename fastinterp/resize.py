@@ -180,17 +180,13 @@ def _merge_repeated_taps(idx, w):
     is ignored where the summed weight is exactly 0, instead of
     ``w0 * inf + w1 * inf`` = NaN for weights of opposite signs.
     """
-    if idx.shape[0] < 2:
+    same = idx[1:] == idx[:-1]
+    if not same.any():
         return w
     w = w.copy()
-    cols = np.arange(idx.shape[1])
-    head = np.zeros(idx.shape[1], np.int64)
-    for k in range(1, idx.shape[0]):
-        same = idx[k] == idx[k - 1]
-        head = np.where(same, head, k)
-        rep = np.nonzero(same)[0]
-        w[head[rep], cols[rep]] += w[k, rep]
-        w[k, rep] = 0
+    for k in range(idx.shape[0] - 1, 0, -1):   # fold each run into its first tap
+        w[k - 1] = np.where(same[k - 1], w[k - 1] + w[k], w[k - 1])
+        w[k] = np.where(same[k - 1], 0, w[k])
     return w
 
 
