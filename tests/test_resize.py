@@ -1043,3 +1043,21 @@ def test_nhwc_special_values_equal_nchw(channels):
         back = fi.resize_backward(gh, (7, 5), layout="NHWC", **kw).transpose(0, 3, 1, 2)
         _assert_same_values(back, fi.resize_backward(gh.transpose(0, 3, 1, 2), (7, 5), **kw),
                             np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values_gather_path(monkeypatch, dtype):
+    """The gather-based horizontal pass (used where no permute form applies, and on
+    CPUs without AVX-512) skips zero-weight taps as the permute pass does."""
+    monkeypatch.setattr(R, "permute_form", lambda table: R._NO_PERM)
+    rng = np.random.default_rng(14)
+    for cfg in CONFIGS:
+        kw = _kw(*cfg)
+        for (h, w), (oh, ow) in [((5, 7), (9, 4)), ((6, 9), (2, 20)), ((3, 8), (3, 3))]:
+            A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+            x = _with_specials(rng, (1, 1, h, w), dtype, 3)
+            _assert_same_values(fi.resize(x, size=(oh, ow), **kw).ravel(),
+                                _apply_nonzero(A, x.ravel().astype(np.float64)), dtype)
+            g = _with_specials(rng, (1, 1, oh, ow), dtype, 3)
+            _assert_same_values(fi.resize_backward(g, (h, w), **kw).ravel(),
+                                _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
