@@ -4,10 +4,16 @@ and their analytic backward passes.
 Values follow ``torch.nn.functional.interpolate`` and
 ``torch.nn.functional.adaptive_avg_pool2d`` for every mode. Every mode is a
 separable linear map: each axis gets a small tap table (source indices and
-weights per output index, built once per geometry and cached), the kernels
-resample rows then columns (or columns then rows, whichever is cheaper), and
-the backward passes run the same gather kernels on the transposed tables, so
-gradients are deterministic and bit-identical for any thread count.
+weights per output index, built once per geometry and kept in a
+byte-bounded cache), the kernels resample rows then columns (or columns then
+rows, whichever is cheaper), and the backward passes run the same gather
+kernels on the transposed tables, so gradients are deterministic and
+bit-identical for any thread count.
+
+Special values: a tap of weight 0 is never read, so an inf or NaN pixel
+reaches exactly the outputs whose weight for it is non-zero, and the result
+is the linear map applied over its non-zero entries (torch's bilinear and
+bicubic kernels also form ``0 * inf = NaN`` from zero-weight taps).
 
 Conventions (PyTorch's)
 -----------------------
@@ -22,7 +28,9 @@ A pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5``.
   ``o`` maps to ``o * (in - 1) / (out - 1)``.
 - ``nearest``: input ``floor(o * scale)`` (the legacy rule, OpenCV's
   ``INTER_NEAREST``); ``nearest-exact``: input ``floor((o + 0.5) * scale)``
-  (pixel centres, PIL's and OpenCV's ``INTER_NEAREST_EXACT``).
+  (pixel centres, PIL's and OpenCV's ``INTER_NEAREST_EXACT``); with torch's
+  two index rules (outputs with H_out + W_out <= 128 in float32 and with
+  exact shortcuts for kept and doubled axes; see ``_nearest_table``).
 - ``area``: ``adaptive_avg_pool2d`` to the output size: output cell ``o``
   averages input ``[floor(o * in / out), ceil((o + 1) * in / out))``; cells
   overlap when the sizes do not divide.
@@ -32,10 +40,12 @@ A pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -55,6 +65,77 @@ _F32, _F64 = np.float32, np.float64
 _DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64"}   # dtype.name is slow
 
 
+# --------------------------------------------------------------------------- table cache
+
+def _nbytes(obj) -> int:
+    """Bytes held by the arrays in a cache key or value (tables, tuples of arrays)."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, AxisTable):
+        return obj.idx.nbytes + obj.w.nbytes
+    if isinstance(obj, tuple):
+        return sum(_nbytes(o) for o in obj)
+    return 0
+
+
+class _ByteLRU:
+    """A thread-safe least-recently-used cache bounded by the bytes it holds.
+
+    Tables are cached so that repeated calls with one geometry build them
+    once; a table larger than ``entry_limit`` bytes is built on every call
+    and never kept, so a wide one-off geometry costs no memory after the
+    call. Keys count too (a transposed table's key is its forward table).
+    """
+
+    def __init__(self, budget: int, entry_limit: int):
+        self.budget = budget
+        self.entry_limit = entry_limit
+        self._lock = threading.Lock()
+        self._items: OrderedDict = OrderedDict()   # key -> (value, nbytes)
+        self.nbytes = 0
+
+    def get(self, key, make):
+        """The cached value of ``key``, else ``make()`` (stored when it fits)."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[0]
+        value = make()   # outside the lock: two threads may build equal values
+        size = _nbytes(key) + _nbytes(value)
+        if size <= self.entry_limit:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = (value, size)
+                    self.nbytes += size
+                while self.nbytes > self.budget and self._items:
+                    _, (_, freed) = self._items.popitem(last=False)
+                    self.nbytes -= freed
+        return value
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    def __len__(self):
+        return len(self._items)
+
+
+# All resize tables share one budget: 32 MiB, no single entry over 4 MiB
+# (a bilinear float32 table of ~250k outputs); larger ones are rebuilt per call.
+_TABLE_CACHE = _ByteLRU(budget=32 << 20, entry_limit=4 << 20)
+
+
+def _cached(fn):
+    """Memoise ``fn`` in the shared byte-bounded table cache (keyed by its arguments)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return _TABLE_CACHE.get((fn.__name__,) + args, lambda: fn(*args))
+    wrapper.cache = _TABLE_CACHE
+    return wrapper
+
+
 # --------------------------------------------------------------------------- tap tables
 
 @dataclass(frozen=True, eq=False)   # hashed by identity: tables are cached objects
@@ -63,7 +144,9 @@ class AxisTable:
 
     ``idx`` (int32) and ``w`` (the data dtype) are ``(K, n_out)``, tap-major.
     Rows of fewer real taps are padded by repeating their last tap with weight
-    0, so a padded tap never reads a pixel that the output does not use.
+    0; the kernels never read a tap of weight 0 (padding, exact sample
+    positions, merged repeats), so an inf elsewhere cannot become NaN.
+    Each (output, source) pair appears at most once with a non-zero weight.
     ``unit`` means K == 1 with every weight exactly 1 (a pure gather).
     """
 
@@ -86,9 +169,30 @@ def _readonly(*arrays):
         a.flags.writeable = False
 
 
+def _merge_repeated_taps(idx, w):
+    """Sum the weights of consecutive taps of one output that read the same index.
+
+    Each output's indices are non-decreasing in every table built here
+    (bicubic's clamped border taps repeat an index), so the result has one
+    tap per (output, source) pair: the coefficient of the linear map. The
+    repeats keep their index with weight 0 (not read by the kernels), so a
+    border pixel of inf gives inf where its summed weight is non-zero, and
+    is ignored where the summed weight is exactly 0, instead of
+    ``w0 * inf + w1 * inf`` = NaN for weights of opposite signs.
+    """
+    same = idx[1:] == idx[:-1]
+    if not same.any():
+        return w
+    w = w.copy()
+    for k in range(idx.shape[0] - 1, 0, -1):   # fold each run into its first tap
+        w[k - 1] = np.where(same[k - 1], w[k - 1] + w[k], w[k - 1])
+        w[k] = np.where(same[k - 1], 0, w[k])
+    return w
+
+
 def _make_table(idx, w, n_in, dtype) -> AxisTable:
     idx = np.ascontiguousarray(idx, dtype=np.int32)
-    w = np.ascontiguousarray(w, dtype=dtype)
+    w = _merge_repeated_taps(idx, np.ascontiguousarray(w, dtype=dtype))
     if idx.shape[0] > 1 and np.all(w[0] == 1) and not np.any(w[1:]):
         idx, w = idx[:1].copy(), w[:1].copy()   # an identity axis: 1*x + 0*x[same]
     unit = idx.shape[0] == 1 and bool(np.all(w == 1))
@@ -146,23 +250,60 @@ def _guard(dt, src, n_in):
     return i0, lam
 
 
-def _nearest_table(dt, n_in, n_out, sf, exact):
-    """torch's main CPU nearest kernel: the source coordinate in the data's
-    precision (``o * scale``, or the half-pixel formula plus 0.5), narrowed to
-    float32 before the floor (torch applies ``floorf``), clamped to n_in - 1;
-    'nearest' keeps torch's exact shortcuts for equal and doubled sizes."""
-    scale = _area_scale(dt, n_in, n_out, False, sf)
+def _nearest_table(dt, n_in, n_out, sf, exact, small):
+    """torch's nearest / nearest-exact source indices for one axis.
+
+    torch's CPU kernel has two index rules, chosen by the output size
+    (``small``: H_out + W_out <= 128, see :func:`_nearest_is_small`):
+
+    - small outputs: ``nearest_idx`` / ``nearest_exact_idx``: a float32 scale
+      (``1 / scale_factor`` or ``in / out``), the product in float32
+      ('nearest': ``o * scale``) or in double rounded to float32
+      ('nearest-exact': ``(o + 0.5) * scale``), then floor; 'nearest' copies
+      (``o``) when the axis keeps its size and halves (``o // 2``) when it
+      doubles, whatever the scale factor;
+    - larger outputs: the source coordinate in the data's precision
+      (``o * scale``, or the half-pixel formula plus 0.5), narrowed to
+      float32 before the floor, with no shortcut.
+
+    Both clamp to ``n_in - 1``.
+    """
     o = np.arange(n_out)
-    if not exact and n_out in (n_in, 2 * n_in):   # torch's exact shortcuts
-        idx = o if n_out == n_in else o // 2
-        return _make_table(idx[None, :], np.ones((1, n_out)), n_in, dt)
-    if exact:
-        src = _source_index(dt, scale, n_out, False, cubic=False)
-        pos = (src.astype(np.float64) + 0.5).astype(_F32)
+    if small:
+        if not exact and n_out == n_in:
+            idx = o
+        elif not exact and n_out == 2 * n_in:
+            idx = o // 2
+        else:
+            scale = _area_scale(_F32, n_in, n_out, False, sf)
+            if exact:
+                pos = (np.float64(scale) * (o + 0.5)).astype(_F32)
+            else:
+                pos = o.astype(_F32) * scale
+            idx = np.floor(pos).astype(np.int64)
     else:
-        pos = (dt(scale) * o.astype(dt)).astype(_F32)
-    idx = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+        scale = _area_scale(dt, n_in, n_out, False, sf)
+        if exact:
+            src = _source_index(dt, scale, n_out, False, cubic=False)
+            pos = (src.astype(np.float64) + 0.5).astype(_F32)
+        else:
+            pos = (dt(scale) * o.astype(dt)).astype(_F32)
+        idx = np.floor(pos).astype(np.int64)
+    idx = np.minimum(idx, n_in - 1)
     return _make_table(idx[None, :], np.ones((1, n_out)), n_in, dt)
+
+
+def _nearest_is_small(out_hw) -> bool:
+    """Whether torch's CPU nearest kernel uses its small-output index rule.
+
+    Measured on torch 2.13 over many sizes and scales: outputs with
+    H_out + W_out <= 128 take ``nearest_idx`` (float32 scale, exact shortcuts
+    for kept and doubled axes), larger ones the main kernel's arithmetic.
+    """
+    return out_hw[0] + out_hw[1] <= _NEAREST_SMALL_SUM
+
+
+_NEAREST_SMALL_SUM = 128
 
 
 def _linear_table(dt, n_in, n_out, align_corners, sf):
@@ -238,14 +379,19 @@ def _area_table(dt, n_in, n_out):
     return _ranges_table(start, count, w, n_in, dt)
 
 
-@lru_cache(maxsize=256)
-def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype) -> AxisTable:
-    """The cached tap table of one axis (forward direction)."""
+@_cached
+def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
+               small=False) -> AxisTable:
+    """The cached tap table of one axis (forward direction).
+
+    ``small`` applies to the nearest modes only (torch's small-output index
+    rule, see :func:`_nearest_table`); pass False for the other modes.
+    """
     dt = np.dtype(dtype).type
     if mode == "area":
         return _area_table(dt, n_in, n_out)
     if mode in ("nearest", "nearest-exact"):
-        return _nearest_table(dt, n_in, n_out, scale_factor, mode == "nearest-exact")
+        return _nearest_table(dt, n_in, n_out, scale_factor, mode == "nearest-exact", small)
     if antialias:
         return _antialias_table(dt, n_in, n_out, align_corners, scale_factor, mode == "bicubic")
     if mode == "bilinear":
@@ -253,7 +399,7 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype)
     return _cubic_table(dt, n_in, n_out, align_corners, scale_factor)
 
 
-@lru_cache(maxsize=256)
+@_cached
 def transposed_table(table: AxisTable) -> AxisTable:
     """The adjoint axis table (maps gradients of the outputs to the inputs).
 
@@ -304,7 +450,7 @@ def _blocks(idx, B):
     return base, pad.max(axis=(0, 2)) - base
 
 
-@lru_cache(maxsize=256)
+@_cached
 def permute_form(table: AxisTable):
     """``(base, rel, block)`` for the CPU kernels' gather-free horizontal pass.
 
@@ -338,7 +484,7 @@ def permute_form(table: AxisTable):
 _EXPAND_CHANNELS = 4
 
 
-@lru_cache(maxsize=256)
+@_cached
 def channel_table(table: AxisTable, channels: int) -> AxisTable:
     """The x table over a row of interleaved channels: value ``x*C + c`` reads ``idx*C + c``."""
     c = np.arange(channels)
@@ -349,7 +495,7 @@ def channel_table(table: AxisTable, channels: int) -> AxisTable:
     return AxisTable(idx, w, table.n_in * channels, table.unit)
 
 
-@lru_cache(maxsize=256)
+@_cached
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
     """Rows-first or columns-first, whichever needs less arithmetic.
@@ -630,10 +776,14 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     -----------
     PyTorch's pixel-centre conventions (see the module docstring and
     the README's resize section for the table against OpenCV and PIL). The nearest modes
-    use the index arithmetic of torch's main CPU kernel (outputs wider than
-    128); torch rounds some exact ties (source coordinate exactly an
-    integer) the other way on narrower outputs. Other non-contiguous CPU
-    inputs are copied once.
+    reproduce torch's CPU index arithmetic exactly, including its two rules:
+    outputs with H_out + W_out <= 128 use float32 arithmetic and copy an
+    axis that keeps its size (halve one that doubles) whatever the scale
+    factor; larger outputs use ``floor(o / scale_factor)``. Taps of weight
+    0 are never read, so an inf or NaN pixel only reaches the outputs whose
+    weights for it are non-zero (torch's bilinear and bicubic kernels
+    give NaN from ``0 * inf`` at exact sample positions). Other
+    non-contiguous CPU inputs are copied once.
 
     Examples
     --------
@@ -650,12 +800,18 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     n, c, h, w = _split_shape(x.shape, nhwc)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
-    tabs = [axis_table(mode, n_in, n_o, align_corners, s, antialias, _DTYPE_NAME[dtype])
-            for n_in, n_o, s in zip((h, w), out_hw, scales)]
+    tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
 
 
 interpolate = resize
+
+
+def _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype):
+    """The (y, x) forward tap tables of one resize geometry."""
+    small = mode in ("nearest", "nearest-exact") and _nearest_is_small(out_hw)
+    return [axis_table(mode, n_in, n_o, align_corners, s, antialias, _DTYPE_NAME[dtype], small)
+            for n_in, n_o, s in zip(in_hw, out_hw, scales)]
 
 
 def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
@@ -678,8 +834,11 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
 
     Returns
     -------
-    array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, equal to
-    torch's autograd of ``F.interpolate``. It is computed as a gather over
+    array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, the exact
+    adjoint of :func:`resize`'s matrix (torch's autograd of ``F.interpolate``
+    is not, for nearest modes on outputs over the small-output rule and for
+    bicubic or antialias with a scale factor that keeps an axis's size;
+    elsewhere they agree). It is computed as a gather over
     the transposed tap tables, in one fixed order: bit-identical for any
     thread count. Input positions that no output reads get 0 (for finite
     ``grad_output``).
@@ -710,9 +869,8 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
             raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
                             f"got {recompute_scale_factor!r}.")
         scales = (None, None)
-    tabs = [transposed_table(axis_table(mode, n_in, n_o, align_corners, s, antialias,
-                                        _DTYPE_NAME[dtype]))
-            for n_in, n_o, s in zip((h, w), (gh, gw), scales)]
+    tabs = [transposed_table(t) for t in _axis_tables(mode, (h, w), (gh, gw), align_corners,
+                                                       scales, antialias, dtype)]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
 
 

@@ -7,7 +7,6 @@ determinism across thread counts, CUDA kernels under the simulator.
 from __future__ import annotations
 
 import importlib
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -230,64 +229,82 @@ def test_backward_and_pool_argument_errors():
 
 # --------------------------------------------------------------------------- values vs torch
 
-def _ties(n_in, n_out, scale, exact):
-    """Output indices whose exact nearest source coordinate is an integer (a rounding tie)."""
-    step = Fraction(1) / Fraction(scale) if scale else Fraction(n_in, n_out)
-    return {o for o in range(n_out)
-            if ((o + Fraction(1, 2)) * step if exact else o * step).denominator == 1}
-
-
-def _nearest_maps(y, h, w):
-    rows = np.round(y[0, 0, :, 0]).astype(int) // w
-    cols = np.round(y[0, 0, 0, :]).astype(int) % w
-    return rows, cols
-
-
-def _assert_nearest_like_torch(torch, h, w, oh, ow, scale, mode, dtype):
-    """Index maps equal torch's, except at exact ties, where torch's own float32
-    and float64 kernels may also pick different neighbours."""
-    code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
-    kw = dict(scale_factor=scale) if scale else dict(size=(oh, ow))
-    got = fi.resize(code, mode=mode, **kw)
-    ref = _torch_resize(torch, code, mode=mode, **kw)
+def _assert_nearest_equals_torch(torch, x, mode, **kw):
+    """fastinterp's nearest modes equal torch's bit for bit (index maps included)."""
+    got = fi.resize(x, mode=mode, **kw)
+    ref = _torch_resize(torch, x, mode=mode, **kw)
     assert got.shape == ref.shape
-    exact = mode == "nearest-exact"
-    for axis, (n_in, n_out, s) in enumerate(zip((h, w), got.shape[2:], scale or (None, None))):
-        g, r = _nearest_maps(got, h, w)[axis], _nearest_maps(ref, h, w)[axis]
-        bad = set(np.nonzero(g != r)[0])
-        assert bad <= _ties(n_in, n_out, s, exact), (axis, bad)
-        assert np.all(np.abs(g - r) <= 1)
-        assert np.all((0 <= g) & (g < n_in))
+    np.testing.assert_array_equal(got, ref)
 
 
-@settings(max_examples=40)
-@given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 30), ow=st.integers(1, 30),
-       mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
+def _code(h, w, dtype):
+    """An image whose every pixel holds its own flat index (exact in float32 up to 2**24)."""
+    return np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+
+
+@settings(max_examples=60)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), oh=st.integers(1, 200),
+       ow=st.integers(1, 200), mode=st.sampled_from(["nearest", "nearest-exact"]),
+       dtype=st.sampled_from(DTYPES))
 def test_nearest_index_maps_vs_torch(torch, h, w, oh, ow, mode, dtype):
-    _assert_nearest_like_torch(torch, h, w, oh, ow, None, mode, dtype)
+    """Sizes on both sides of torch's small-output rule (H_out + W_out <= 128), ties included."""
+    _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, size=(oh, ow))
 
 
-@settings(max_examples=25)
-@given(h=st.integers(1, 12), w=st.integers(1, 12),
-       sh=st.floats(0.3, 4.0), sw=st.floats(0.3, 4.0),
+_SPECIAL_SCALES = [1.0, 2.0, 1.25, 1.0001, 2.0001, 0.9999, 1.9999, 0.5, 3.0, 1.5, 1 / 3]
+
+
+@settings(max_examples=80)
+@given(h=st.integers(1, 150), w=st.integers(1, 150),
+       sh=st.one_of(st.floats(0.2, 4.0), st.sampled_from(_SPECIAL_SCALES)),
+       sw=st.one_of(st.floats(0.2, 4.0), st.sampled_from(_SPECIAL_SCALES)),
        mode=st.sampled_from(["nearest", "nearest-exact"]), dtype=st.sampled_from(DTYPES))
 def test_nearest_scale_factor_vs_torch(torch, h, w, sh, sw, mode, dtype):
+    """Any scale factor, incl. ones that keep or double an axis: torch's
+    floor(o / scale_factor) on large outputs, its exact shortcuts on small ones."""
     if int(h * sh) < 1 or int(w * sw) < 1:
         return
-    _assert_nearest_like_torch(torch, h, w, None, None, (sh, sw), mode, dtype)
+    _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, scale_factor=(sh, sw))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, scale", [
+    ((2, 295), 1.25),      # H keeps its size on a wide output: torch reads rows [0, 0]
+    ((100, 100), 1.0001), ((100, 100), 2.0001), ((60, 68), 1.0001), ((60, 69), 1.0001),
+    ((64, 64), 2.0001), ((63, 1), 2.0001), ((1, 63), 2.0001), ((1, 64), 2.0001),
+])
+def test_nearest_scale_factor_shortcut_reproducers(torch, dtype, shape, scale):
+    x = _code(*shape, dtype)
+    for mode in ("nearest", "nearest-exact"):
+        _assert_nearest_equals_torch(torch, x, mode, scale_factor=scale)
+    if shape == (2, 295):   # the reported case: floor(1 / 1.25) = 0
+        np.testing.assert_array_equal(fi.resize(x, scale_factor=scale, mode="nearest")[0, 0, :, 0],
+                                      [0, 0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nearest_large_sizes_equal_torch(torch, dtype):
-    """Outputs wider than 128 take torch's main nearest kernel, whose index
-    arithmetic fastinterp reproduces: equal everywhere, ties included
+    """Outputs over the small-output rule take torch's main nearest kernel, whose
+    index arithmetic fastinterp reproduces: equal everywhere, ties included
     (these sizes contain ties: 3 -> 141, 2 -> 159, 6 -> 141 ...)."""
     for (h, w, oh, ow) in [(3, 5, 141, 300), (37, 64, 129, 1000), (512, 300, 1024, 151),
                            (2, 7, 159, 165), (6, 24, 141, 148)]:
-        code = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
         for mode in ("nearest", "nearest-exact"):
-            np.testing.assert_array_equal(fi.resize(code, size=(oh, ow), mode=mode),
-                                          _torch_resize(torch, code, size=(oh, ow), mode=mode))
+            _assert_nearest_equals_torch(torch, _code(h, w, dtype), mode, size=(oh, ow))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "batch"])
+def test_nearest_rule_independent_of_batch_and_layout(torch, layout):
+    """torch picks its index rule from the output size only (not N, C or memory format)."""
+    import torch.nn.functional as F
+    x = np.random.default_rng(3).standard_normal((2, 3, 60, 68)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    if layout == "channels_last":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    for scale in (1.0001, 2.0001, 0.9999):
+        for mode in ("nearest", "nearest-exact"):
+            ref = F.interpolate(xt, scale_factor=scale, mode=mode).numpy()
+            np.testing.assert_array_equal(fi.resize(x, scale_factor=scale, mode=mode), ref)
 
 
 config_st = st.sampled_from(INTERP_CONFIGS)
@@ -545,6 +562,21 @@ def test_cuda_forward_backward_match_cpu(cuda, cfg):
 
 
 @pytest.mark.cudasim
+@pytest.mark.parametrize("cfg", [("area", None, False), ("bilinear", False, False),
+                                 ("bicubic", True, True)])
+def test_cuda_special_values_match_cpu(cuda, cfg):
+    """The CUDA passes skip zero-weight taps too: inf/NaN reach the same outputs."""
+    rng = np.random.default_rng(12)
+    x = _with_specials(rng, (1, 2, 4, 3), np.float32, 4)
+    kw = _kw(*cfg)
+    _assert_same_values(fi.resize(cuda.to_device(x), size=(3, 7), **kw).copy_to_host(),
+                        fi.resize(x, size=(3, 7), **kw), np.float32)
+    g = _with_specials(rng, (1, 2, 3, 7), np.float32, 4)
+    _assert_same_values(fi.resize_backward(cuda.to_device(g), x.shape, **kw).copy_to_host(),
+                        fi.resize_backward(g, x.shape, **kw), np.float32)
+
+
+@pytest.mark.cudasim
 def test_cuda_nhwc_pool_and_out(cuda):
     rng = np.random.default_rng(12)
     xh = rng.standard_normal((1, 4, 3, 2))
@@ -626,3 +658,406 @@ def test_opencv_and_pil_correspondences(kw, peer, name, agree):
                   "integer downscales and upscales": case != "down x0.7",
                   "integer factors": case in ("up x2", "down /2", "down /3")}[agree]
         assert close == expect, (peer, name, case)
+
+
+# --------------------------------------------------------------------------- inf and NaN
+
+SPECIALS = [np.inf, -np.inf, np.nan]
+
+
+def _dense(fn, h, w, dtype):
+    """The forward's matrix A (outputs x inputs), from ``fn`` on every basis image."""
+    basis = np.eye(h * w, dtype=dtype).reshape(h * w, 1, h, w)
+    return fn(basis).reshape(h * w, -1).T.astype(np.float64)
+
+
+def _apply_nonzero(A, v):
+    """``A @ v`` in float64 over the non-zero entries of A only (0 * inf never formed)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(A != 0, A * v[None, :], 0).sum(axis=1)
+
+
+def _assert_same_values(got, ref, dtype):
+    """Same NaN and signed-inf positions; finite values close (float32/float64 tolerance)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(ref), ref, 0))
+    fin = np.isfinite(ref)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=tol, atol=tol)
+
+
+def _with_specials(rng, shape, dtype, count):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    for i in rng.choice(flat.size, size=min(count, flat.size), replace=False):
+        flat[i] = SPECIALS[rng.integers(3)]
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inf_through_area_reproducer(dtype):
+    """The reported case: the inf pixel's window neighbours gave NaN through a
+    zero-weight padding tap; torch gives [1 inf inf inf 3]."""
+    x = np.array([[[[1.0, np.inf, 3.0]]]], dtype)
+    expected = np.array([1, np.inf, np.inf, np.inf, 3], dtype)
+    np.testing.assert_array_equal(fi.resize(x, size=(1, 5), mode="area")[0, 0, 0], expected)
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, (1, 5))[0, 0, 0], expected)
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x.transpose(0, 1, 3, 2), (5, 1))
+                                  [0, 0, :, 0], expected)
+
+
+@pytest.mark.parametrize("cfg", INTERP_CONFIGS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inf_gradient_reproducers(cfg, dtype):
+    """An inf in grad_output reaches exactly the inputs with a non-zero weight for it."""
+    h, w, oh, ow = 3, 7, 5, 3
+    kw = _kw(*cfg)
+    g = np.ones((1, 1, oh, ow), dtype)
+    g[0, 0, 2, 1] = np.inf
+    A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+    got = fi.resize_backward(g, (1, 1, h, w), **kw)
+    _assert_same_values(got.ravel(), _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 8), w=st.integers(1, 8), oh=st.integers(1, 13), ow=st.integers(1, 13),
+       cfg=st.sampled_from(CONFIGS), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+       count=st.integers(1, 3))
+def test_special_values_forward_and_backward(h, w, oh, ow, cfg, dtype, seed, count):
+    """With inf/-inf/NaN anywhere, forward and backward equal the linear map A
+    (resp. A^T) applied over its non-zero entries: each output sees exactly
+    the pixels it depends on, never NaN from 0 * inf."""
+    rng = np.random.default_rng(seed)
+    kw = _kw(*cfg)
+    A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+    x = _with_specials(rng, (1, 1, h, w), dtype, count)
+    _assert_same_values(fi.resize(x, size=(oh, ow), **kw).ravel(),
+                        _apply_nonzero(A, x.ravel().astype(np.float64)), dtype)
+    g = _with_specials(rng, (1, 1, oh, ow), dtype, count)
+    _assert_same_values(fi.resize_backward(g, (1, 1, h, w), **kw).ravel(),
+                        _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
+    if cfg[0] == "area":
+        P = _dense(lambda b: fi.adaptive_avg_pool2d(b, (oh, ow)), h, w, dtype)
+        np.testing.assert_array_equal(P, A)
+        _assert_same_values(fi.adaptive_avg_pool2d(x, (oh, ow)).ravel(),
+                            _apply_nonzero(P, x.ravel().astype(np.float64)), dtype)
+        _assert_same_values(fi.adaptive_avg_pool2d_backward(g, (1, 1, h, w)).ravel(),
+                            _apply_nonzero(P.T, g.ravel().astype(np.float64)), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 8), w=st.integers(1, 8), oh=st.integers(1, 13), ow=st.integers(1, 13),
+       cfg=st.sampled_from(CONFIGS), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_special_values_vs_torch(torch, h, w, oh, ow, cfg, dtype, seed):
+    """Where torch gives no NaN, fastinterp gives torch's values (inf signs
+    included); fastinterp never gives NaN where torch does not. The nearest
+    modes, area and adaptive pooling equal torch everywhere; torch's
+    bilinear/bicubic (plain and antialiased) add 0 * inf = NaN from taps of
+    weight 0 (exact sample positions, clamped or filter-edge taps), which
+    fastinterp does not read."""
+    rng = np.random.default_rng(seed)
+    kw = _kw(*cfg)
+    x = _with_specials(rng, (1, 1, h, w), dtype, int(rng.integers(1, 4)))
+    got = fi.resize(x, size=(oh, ow), **kw)
+    ref = _torch_resize(torch, x, size=(oh, ow), **kw)
+    sane = ~np.isnan(ref)
+    _assert_same_values(got[sane], ref[sane], dtype)
+    if cfg[0] in ("nearest", "nearest-exact", "area"):
+        _assert_same_values(got, ref, dtype)
+    if cfg[0] == "area":
+        import torch.nn.functional as F
+        pool = F.adaptive_avg_pool2d(torch.from_numpy(x), (oh, ow)).numpy()
+        _assert_same_values(fi.adaptive_avg_pool2d(x, (oh, ow)), pool, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_and_subnormal_values_no_crash(dtype):
+    """Huge finite values may overflow to inf in a sum (as in torch; bicubic's
+    negative lobes can then give inf - inf = NaN), never crash or read out of
+    place; subnormals stay finite."""
+    big = np.finfo(dtype).max
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.full((1, 2, 9, 11), big, dtype)
+    x[0, 1] = tiny
+    for cfg in CONFIGS:
+        y = fi.resize(x, size=(4, 17), **_kw(*cfg))
+        assert np.all(np.isfinite(y[0, 1]))
+        assert cfg[0] == "bicubic" or not np.any(np.isnan(y[0, 0]))
+        g = fi.resize_backward(y, x.shape, **_kw(*cfg))
+        assert g.shape == x.shape and np.all(np.isfinite(g[0, 1]))
+
+
+# --------------------------------------------------------------------------- backward = A^T g
+
+# (input (H, W), size or scale_factor): small and large nearest outputs, axes that keep their
+# size under a scale factor (torch's bicubic/antialias autograd is not the adjoint there)
+ADJOINT_GEOMETRIES = [
+    ((5, 7), {"size": (9, 4)}), ((6, 5), {"size": (3, 11)}),
+    ((3, 150), {"scale_factor": 1.0001}), ((2, 70), {"size": (2, 200)}),
+    ((3, 80), {"scale_factor": (1.0, 2.0001)}), ((5, 7), {"scale_factor": 1.1}),
+    ((3, 6), {"size": (2, 141)}), ((2, 7), {"size": (159, 165)}),
+    ((6, 9), {"scale_factor": (1.05, 0.7)}), ((4, 6), {"scale_factor": 2.0001}),
+]
+
+
+def _forward_matrix(h, w, dtype, geom, kw):
+    return _dense(lambda b: fi.resize(b, **geom, **kw), h, w, dtype)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("hw, geom", ADJOINT_GEOMETRIES)
+def test_backward_is_adjoint_of_forward(cfg, hw, geom):
+    """resize_backward(g) == A^T g for the forward's own matrix A (built on basis
+    images), in every mode, including wide nearest outputs and scale factors that
+    keep an axis's size, where torch's autograd is not the adjoint of its forward."""
+    kw = _kw(*cfg)
+    h, w = hw
+    A = _forward_matrix(h, w, np.float64, geom, kw)
+    oh, ow = fi.resize(np.zeros((1, 1, h, w)), **geom, **kw).shape[2:]
+    g = np.random.default_rng(h * 100 + w).standard_normal((2, 1, oh, ow))
+    sf = geom.get("scale_factor")
+    got = fi.resize_backward(g, (2, 1, h, w), scale_factor=sf, **kw)
+    ref = (A.T @ g.reshape(2, -1).T).T.reshape(2, 1, h, w)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cfg, hw, geom", [
+    (("nearest", None, False), (3, 150), {"scale_factor": 1.0001}),
+    (("nearest-exact", None, False), (3, 6), {"size": (2, 141)}),
+    (("nearest", None, False), (3, 5), {"size": (141, 300)}),
+    (("bicubic", False, False), (5, 7), {"scale_factor": 1.1}),
+    (("bilinear", False, True), (6, 9), {"scale_factor": (1.05, 0.7)}),
+    (("bicubic", False, True), (5, 7), {"scale_factor": 1.1}),
+])
+def test_backward_is_adjoint_of_torch_forward(torch, cfg, hw, geom):
+    """The cases where torch's autograd of interpolate is not the adjoint of its own
+    forward: fastinterp's forward equals torch's forward and its backward is A^T g
+    for torch's forward matrix."""
+    kw = _kw(*cfg)
+    h, w = hw
+    A_torch = _dense(lambda b: _torch_resize(torch, b, **geom, **kw), h, w, np.float64)
+    A = _forward_matrix(h, w, np.float64, geom, kw)
+    np.testing.assert_allclose(A, A_torch, rtol=1e-12, atol=1e-14)
+    oh, ow = fi.resize(np.zeros((1, 1, h, w)), **geom, **kw).shape[2:]
+    g = np.random.default_rng(5).standard_normal((1, 1, oh, ow))
+    got = fi.resize_backward(g, (h, w), scale_factor=geom.get("scale_factor"), **kw)
+    np.testing.assert_allclose(got.ravel(), A_torch.T @ g.ravel(), rtol=1e-12, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- bounded caches
+
+_RSS_SCRIPT = """
+import gc, numpy as np, fastinterp as fi
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+def geometries(first, count):
+    for i in range(first, first + count):
+        y = fi.resize(x, size=(1, 600_000 + i))
+        g = fi.resize_backward(y, x.shape)
+        del y, g
+    gc.collect()
+x = np.zeros((1, 1, 1, 1), np.float32)
+geometries(0, 2)                  # the allocator and the cache settle
+settled = rss()
+geometries(2, 6)
+print((rss() - settled) / 2**20)
+"""
+
+
+def test_wide_geometries_leave_memory_bounded():
+    """Tables of wide one-off geometries are not kept: each distinct geometry of
+    600k outputs (forward and backward) used to keep ~35 MiB after the results were
+    deleted (an lru_cache of 256 geometries: ~1.2 GB each at 50M outputs)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True,
+                         timeout=300, check=True)
+    grown_mib = float(out.stdout.strip().splitlines()[-1])
+    assert grown_mib < 24, grown_mib
+
+
+def test_table_cache_is_bounded_in_bytes(monkeypatch):
+    cache = R._ByteLRU(budget=1 << 20, entry_limit=256 << 10)
+    monkeypatch.setattr(R, "_TABLE_CACHE", cache)
+    x = np.zeros((1, 1, 2, 3), np.float32)
+    for n in range(1000, 40000, 1000):   # tables of 8..312 KiB (+ permute forms)
+        fi.resize(x, size=(2, n))
+        assert cache.nbytes <= cache.budget
+    assert 0 < len(cache) and cache.nbytes > cache.budget // 2
+    big = R.axis_table("bicubic", 3, 100_000, False, None, False, "float64", False)
+    assert big.idx.shape == (4, 100_000) and cache.nbytes <= cache.budget
+    assert all(v[0] is not big for v in cache._items.values())   # too large to keep
+    small = R.axis_table("bicubic", 3, 10, False, None, False, "float64", False)
+    assert R.axis_table("bicubic", 3, 10, False, None, False, "float64", False) is small
+
+
+def test_table_cache_thread_safe_under_eviction(monkeypatch):
+    """Many threads, many geometries, a cache that evicts constantly: results equal serial."""
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(R, "_TABLE_CACHE", R._ByteLRU(budget=64 << 10, entry_limit=32 << 10))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 2, 13, 17)).astype(np.float32)
+    jobs = [(cfg, (5 + i % 7, 9 + i % 11)) for i in range(40) for cfg in CONFIGS[::3]]
+
+    def run(job):
+        cfg, size = job
+        return fi.resize(x, size=size, **_kw(*cfg)), fi.resize_backward(
+            np.ones((1, 2) + size, np.float32), x.shape, **_kw(*cfg))
+    serial = [run(j) for j in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(run, jobs))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- robustness
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_bit_identical_threads_and_calling_thread_with_specials(threads, monkeypatch, cfg):
+    """1 vs 2 threads and main vs worker thread give the same bits, specials included."""
+    import threading
+    monkeypatch.setattr(R, "_MIN_PER_THREAD", 1)
+    rng = np.random.default_rng(9)
+    x = _with_specials(rng, (2, 3, 37, 41), np.float32, 12)
+    g = _with_specials(rng, (2, 3, 29, 53), np.float32, 12)
+    kw = _kw(*cfg)
+
+    def calls():
+        return (fi.resize(x, size=(29, 53), **kw), fi.resize_backward(g, x.shape, **kw),
+                fi.resize(x, size=(80, 19), layout="NCHW", **kw))
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        results.append(calls())
+        box = []
+        t = threading.Thread(target=lambda: box.append(calls()))
+        t.start()
+        t.join()
+        results.append(box[0])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_negative_and_readonly_inputs(dtype):
+    rng = np.random.default_rng(11)
+    big = _with_specials(rng, (2, 4, 22, 30), dtype, 5)
+    views = [big[:, ::-1, ::-2, 1::3], big[:, :, :, ::-1], np.asfortranarray(big)]
+    ro = big.copy()
+    ro.flags.writeable = False
+    views.append(ro)
+    for v in views:
+        c = np.ascontiguousarray(v)
+        for cfg in (("bilinear", False, True), ("area", None, False), ("nearest", None, False)):
+            np.testing.assert_array_equal(fi.resize(v, size=(7, 9), **_kw(*cfg)),
+                                          fi.resize(c, size=(7, 9), **_kw(*cfg)))
+            np.testing.assert_array_equal(fi.resize_backward(v, (3, 5), **_kw(*cfg)),
+                                          fi.resize_backward(c, (3, 5), **_kw(*cfg)))
+        np.testing.assert_array_equal(fi.adaptive_avg_pool2d(v, 3), fi.adaptive_avg_pool2d(c, 3))
+    assert not ro.flags.writeable and np.array_equal(ro, big, equal_nan=True)
+
+
+def test_empty_axes():
+    for shape in [(0, 3, 4, 4), (2, 0, 4, 4)]:
+        x = np.zeros(shape, np.float32)
+        assert fi.resize(x, size=(2, 5)).shape == shape[:2] + (2, 5)
+        assert fi.resize_backward(np.zeros(shape[:2] + (2, 5)), shape).shape == shape
+        assert fi.adaptive_avg_pool2d(x, 3).shape == shape[:2] + (3, 3)
+    with pytest.raises(ValueError, match="H >= 1 and W >= 1"):
+        fi.resize(np.zeros((1, 1, 0, 3)), size=(2, 2))
+
+
+def _kernel_args(dtype=np.float32, **change):
+    """Consistent arguments of the CPU kernel separable_fwd for a 4x6 -> 3x5 bilinear resize."""
+    yt = R.axis_table("bilinear", 4, 3, False, None, False, np.dtype(dtype).name, False)
+    xt = R.axis_table("bilinear", 6, 5, False, None, False, np.dtype(dtype).name, False)
+    args = dict(out=np.full((2, 3, 5), -7, dtype), x=np.ones((2, 4, 6), dtype),
+                yidx=yt.idx, yw=yt.w, yunit=False, xidx=xt.idx, xw=xt.w, xunit=False,
+                xbase=np.zeros(0, np.int32), xrel=np.zeros((1, 1), np.int32), xblock=0,
+                channels=1, order=0, nthreads=2)
+    args.update(change)
+    return args
+
+
+@pytest.mark.parametrize("change", [
+    {"yidx": np.array([[0, 1, 9], [1, 2, 3]], np.int32)},        # row index past the input
+    {"xidx": np.array([[0, 1, 2, 3, -1], [1, 2, 3, 4, 5]], np.int32)},
+    {"channels": 0}, {"channels": 2}, {"order": 5},
+    {"x": np.ones((1, 4, 6), np.float32)},
+    {"xbase": np.array([100], np.int32), "xrel": np.zeros((2, 5), np.int32)},
+    {"xbase": np.array([0], np.int32), "xrel": np.zeros((1, 5), np.int32)},
+    {"xbase": np.array([0], np.int32), "xrel": np.zeros((2, 5), np.int32), "xblock": 3},
+])
+def test_kernel_refuses_inconsistent_arguments(change):
+    """The kernel is callable directly: arguments that would read or write out of
+    bounds raise ValueError and leave out untouched."""
+    from fastinterp._cpu import resize as cpu_resize
+    args = _kernel_args(**change)
+    with pytest.raises(ValueError, match="separable_fwd"):
+        cpu_resize.separable_fwd(**args)
+    assert np.all(args["out"] == -7)
+
+
+_MEMORY_SCRIPT = """
+import resource, numpy as np
+from fastinterp._cpu import resize as cpu_resize
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+n = 100_000                       # one output row reading rows 0 and n - 1: a row cache of
+out = np.full((1, 1, n), -7.0, np.float32)   # n x n values (40 GB) per thread
+x = np.ones((1, n, 1), np.float32)
+yidx = np.array([[0], [n - 1]], np.int32); yw = np.full((2, 1), 0.5, np.float32)
+xidx = np.zeros((1, n), np.int32); xw = np.ones((1, n), np.float32)
+try:
+    cpu_resize.separable_fwd(out, x, yidx, yw, False, xidx, xw, True, np.zeros(0, np.int32),
+                             np.zeros((1, 1), np.int32), 0, 1, 1, 2)
+except MemoryError as e:
+    print("MemoryError", bool(np.all(out == -7)), e)
+"""
+
+
+def test_kernel_allocation_failure_raises_and_writes_nothing():
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("MemoryError True"), res.stdout + res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("channels", [3, 6])
+def test_nhwc_special_values_equal_nchw(channels):
+    """Interleaved channels (expanded tables for C <= 4, the per-pixel loop above) skip
+    zero-weight taps as the planar path does."""
+    rng = np.random.default_rng(13)
+    x = _with_specials(rng, (2, channels, 7, 5), np.float32, 10)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for cfg in CONFIGS:
+        kw = _kw(*cfg)
+        got = fi.resize(xh, size=(4, 11), layout="NHWC", **kw).transpose(0, 3, 1, 2)
+        _assert_same_values(got, fi.resize(x, size=(4, 11), **kw), np.float32)
+        gh = np.ascontiguousarray(fi.resize(x, size=(4, 11), **kw).transpose(0, 2, 3, 1))
+        back = fi.resize_backward(gh, (7, 5), layout="NHWC", **kw).transpose(0, 3, 1, 2)
+        _assert_same_values(back, fi.resize_backward(gh.transpose(0, 3, 1, 2), (7, 5), **kw),
+                            np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values_gather_path(monkeypatch, dtype):
+    """The gather-based horizontal pass (used where no permute form applies, and on
+    CPUs without AVX-512) skips zero-weight taps as the permute pass does."""
+    monkeypatch.setattr(R, "permute_form", lambda table: R._NO_PERM)
+    rng = np.random.default_rng(14)
+    for cfg in CONFIGS:
+        kw = _kw(*cfg)
+        for (h, w), (oh, ow) in [((5, 7), (9, 4)), ((6, 9), (2, 20)), ((3, 8), (3, 3))]:
+            A = _dense(lambda b: fi.resize(b, size=(oh, ow), **kw), h, w, dtype)
+            x = _with_specials(rng, (1, 1, h, w), dtype, 3)
+            _assert_same_values(fi.resize(x, size=(oh, ow), **kw).ravel(),
+                                _apply_nonzero(A, x.ravel().astype(np.float64)), dtype)
+            g = _with_specials(rng, (1, 1, oh, ow), dtype, 3)
+            _assert_same_values(fi.resize_backward(g, (h, w), **kw).ravel(),
+                                _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)

@@ -26,7 +26,8 @@ The horizontal pass picks taps with AVX-512 two-source permutes from a
 window of 2 or 4 vectors of source values when the front found one that
 holds every block of outputs (``permute_form``), else with gathers.
 """
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport SIZE_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from _types cimport real
@@ -48,21 +49,43 @@ cdef extern from *:
     static FI_NOINLINE void fi_axpy_d(double* d, const double* s, double a, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; ++j) d[j] += a * s[j];
     }
+    /* w * v for a tap of weight w, 0 for a tap of weight 0: a zero-weight
+       tap (padding, an exact sample position) is not read, so an inf or NaN
+       there cannot turn the output into NaN through 0 * inf. */
+    #define FI_TAP(W, V) ((W) != 0 ? (W) * (V) : 0)
     /* Horizontal taps by gathers, any tap count: restrict lets the compiler
        vectorise along x (the destination never overlaps the source row). */
     #define FI_HGATHER(NAME, T)                                                    \
     static FI_NOINLINE void NAME(T* __restrict d, const T* __restrict s,          \
                                  const int* __restrict idx, const T* __restrict w, \
                                  Py_ssize_t K, Py_ssize_t n) {                     \
-        for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];                \
+        for (Py_ssize_t x = 0; x < n; ++x) d[x] = FI_TAP(w[x], s[idx[x]]);         \
         for (Py_ssize_t k = 1; k < K; ++k) {                                       \
             const int* __restrict ik = idx + k * n;                                \
             const T* __restrict wk = w + k * n;                                    \
-            for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];           \
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] += FI_TAP(wk[x], s[ik[x]]);    \
         }                                                                          \
     }
     FI_HGATHER(fi_hgather_f, float)
     FI_HGATHER(fi_hgather_d, double)
+    /* Two and four taps per output, the common bilinear and bicubic rows. */
+    #define FI_HGATHER_K(NAME, T)                                                  \
+    static FI_NOINLINE void NAME##2(T* __restrict d, const T* __restrict s,       \
+                                    const int* __restrict idx, const T* __restrict w, \
+                                    Py_ssize_t n) {                                \
+        for (Py_ssize_t x = 0; x < n; ++x)                                         \
+            d[x] = FI_TAP(w[x], s[idx[x]]) + FI_TAP(w[n + x], s[idx[n + x]]);      \
+    }                                                                              \
+    static FI_NOINLINE void NAME##4(T* __restrict d, const T* __restrict s,       \
+                                    const int* __restrict idx, const T* __restrict w, \
+                                    Py_ssize_t n) {                                \
+        for (Py_ssize_t x = 0; x < n; ++x)                                         \
+            d[x] = FI_TAP(w[x], s[idx[x]]) + FI_TAP(w[n + x], s[idx[n + x]])       \
+                   + FI_TAP(w[2 * n + x], s[idx[2 * n + x]])                        \
+                   + FI_TAP(w[3 * n + x], s[idx[3 * n + x]]);                       \
+    }
+    FI_HGATHER_K(fi_hgather_f, float)
+    FI_HGATHER_K(fi_hgather_d, double)
     """
     void fi_axpy_f(float* d, const float* s, float a, Py_ssize_t n) noexcept nogil
     void fi_axpy_d(double* d, const double* s, double a, Py_ssize_t n) noexcept nogil
@@ -70,6 +93,14 @@ cdef extern from *:
                       Py_ssize_t K, Py_ssize_t n) noexcept nogil
     void fi_hgather_d(double* d, const double* s, const int* idx, const double* w,
                       Py_ssize_t K, Py_ssize_t n) noexcept nogil
+    void fi_hgather_f2(float* d, const float* s, const int* idx, const float* w,
+                       Py_ssize_t n) noexcept nogil
+    void fi_hgather_d2(double* d, const double* s, const int* idx, const double* w,
+                       Py_ssize_t n) noexcept nogil
+    void fi_hgather_f4(float* d, const float* s, const int* idx, const float* w,
+                       Py_ssize_t n) noexcept nogil
+    void fi_hgather_d4(double* d, const double* s, const int* idx, const double* w,
+                       Py_ssize_t n) noexcept nogil
 
 cdef extern from *:
     """
@@ -136,10 +167,14 @@ cdef extern from *:
     }
     #define fi_perm_f _mm512_permutex2var_ps
     #define fi_perm_d _mm512_permutex2var_pd
-    #define fi_mul_f _mm512_mul_ps
-    #define fi_mul_d _mm512_mul_pd
-    #define fi_fma_f _mm512_fmadd_ps
-    #define fi_fma_d _mm512_fmadd_pd
+    /* acc = w * v, then acc += w * v, only in lanes whose weight is non-zero
+       (a zero-weight tap is not read: see FI_TAP) */
+    #define fi_mul_f(w, v) _mm512_maskz_mul_ps(_mm512_cmpneq_ps_mask(w, _mm512_setzero_ps()), w, v)
+    #define fi_mul_d(w, v) _mm512_maskz_mul_pd(_mm512_cmpneq_pd_mask(w, _mm512_setzero_pd()), w, v)
+    #define fi_fma_f(w, v, acc) _mm512_mask3_fmadd_ps(w, v, acc, \
+                                    _mm512_cmpneq_ps_mask(w, _mm512_setzero_ps()))
+    #define fi_fma_d(w, v, acc) _mm512_mask3_fmadd_pd(w, v, acc, \
+                                    _mm512_cmpneq_pd_mask(w, _mm512_setzero_pd()))
     /* a tap of a four-vector window: from (v0, v1) or (v2, v3) by the index's bit 2L */
     static inline __m512 fi_pick_f(__m512i r, __m512 v0, __m512 v1, __m512 v2, __m512 v3) {
         return _mm512_mask_blend_ps(_mm512_test_epi32_mask(r, _mm512_set1_epi32(32)),
@@ -284,13 +319,15 @@ cdef inline void hpass(real* dst, const real* src, const int* idx, const real* w
             for x in range(n):
                 dst[x] = src[idx[x]]
         elif K == 2:
-            for x in range(n):
-                dst[x] = w[x] * src[idx[x]] + w[n + x] * src[idx[n + x]]
+            if real is float:
+                fi_hgather_f2(dst, src, idx, w, n)
+            else:
+                fi_hgather_d2(dst, src, idx, w, n)
         elif K == 4:
-            for x in range(n):
-                dst[x] = (w[x] * src[idx[x]] + w[n + x] * src[idx[n + x]]
-                          + w[2 * n + x] * src[idx[2 * n + x]]
-                          + w[3 * n + x] * src[idx[3 * n + x]])
+            if real is float:
+                fi_hgather_f4(dst, src, idx, w, n)
+            else:
+                fi_hgather_d4(dst, src, idx, w, n)
         elif real is float:
             fi_hgather_f(dst, src, idx, w, K, n)
         else:
@@ -303,12 +340,13 @@ cdef inline void hpass(real* dst, const real* src, const int* idx, const real* w
             for c in range(C):
                 d[c] = s[c]
             continue
-        a = w[x]
         for c in range(C):
-            d[c] = a * s[c]
-        for k in range(1, K):
-            s = src + idx[k * n + x] * C
+            d[c] = 0
+        for k in range(K):
             a = w[k * n + x]
+            if a == 0:   # not read (see FI_TAP)
+                continue
+            s = src + idx[k * n + x] * C
             for c in range(C):
                 d[c] += a * s[c]
 
@@ -320,14 +358,34 @@ cdef inline void vpass(real* dst, const real* base, Py_ssize_t stride,
 
     Rows live at ``base + r * stride``; ``ny`` is the table's output count.
     """
-    cdef Py_ssize_t j, k
+    cdef Py_ssize_t j, k, nonzero = 0
     cdef const real* r0 = base + (idx[y] - lo) * stride
     cdef const real* r1
     cdef const real* r2
     cdef const real* r3
     cdef real w0, w1, w2, w3, a
+    cdef bint first = True
     if unit:
         memcpy(dst, r0, L * sizeof(real))
+        return
+    for k in range(K):
+        nonzero += w[k * ny + y] != 0
+    if nonzero < K:
+        # some taps have weight 0: blend only the others, so that an inf or
+        # NaN row that this output does not use cannot reach it (0 * inf)
+        for k in range(K):
+            a = w[k * ny + y]
+            if a == 0:
+                continue
+            r0 = base + (idx[k * ny + y] - lo) * stride
+            if first:
+                for j in range(L):
+                    dst[j] = a * r0[j]
+                first = False
+            else:
+                axpy(dst, r0, a, L)
+        if first:
+            memset(dst, 0, L * sizeof(real))
         return
     w0 = w[y]
     if K == 1:
@@ -413,19 +471,26 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t njobs = P * nblocks
     cdef Py_ssize_t C = channels
-    cdef Py_ssize_t crows = 1, scratch
+    cdef Py_ssize_t crows = 1, scratch, nteam, tid
     cdef Py_ssize_t job, p, y0, y1, y, r, lo, hi, k
-    cdef int failed = 0
-    cdef int* failp = &failed
-    cdef real* buf = NULL
-    cdef unsigned char* done = NULL
+    cdef real* bufs = NULL
+    cdef unsigned char* dones = NULL
+    cdef real* buf
+    cdef unsigned char* done
     cdef const real* plane
-    cdef const int* yi = &yidx[0, 0]
-    cdef const real* ywp = &yw[0, 0]
-    cdef const int* xi = &xidx[0, 0]
-    cdef const real* xwp = &xw[0, 0]
+    cdef const int* yi
+    cdef const real* ywp
+    cdef const int* xi
+    cdef const real* xwp
     cdef bint ycopy = yunit and Ky == 1
     cdef HTable ht
+    _check_args(out, x, yidx, yw, xidx, xw, xbase, xrel, xblock, channels, order)
+    if P == 0 or Ho == 0 or Lo == 0:
+        return
+    yi = &yidx[0, 0]
+    ywp = &yw[0, 0]
+    xi = &xidx[0, 0]
+    xwp = &xw[0, 0]
     ht.idx = xi
     ht.w = <const void*> xwp
     ht.K = Kx
@@ -437,19 +502,28 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     if xbase.shape[0] > 0 and FI_HAVE_PERM:
         ht.pbase = &xbase[0]
         ht.prel = &xrel[0, 0]
-    if njobs == 0 or Lo == 0:
-        return
     if order == ORDER_H_FIRST:
         crows = cache_rows(yidx)
         scratch = crows * Lo
     else:
         scratch = Li
-    with nogil, parallel(num_threads=nthreads):
-        buf = <real*> malloc(scratch * sizeof(real) + 1)
-        done = <unsigned char*> malloc(crows + 1)
-        if buf == NULL or done == NULL:
-            failp[0] = 1   # through a pointer: assignments in a parallel block are private
-        else:
+    nteam = max(1, min(nthreads, njobs))
+    # Every thread's scratch is allocated before any output is written, so a
+    # failed allocation raises MemoryError with ``out`` untouched.
+    if (<size_t> scratch + 1) > SIZE_MAX // sizeof(real) // <size_t> nteam:
+        raise MemoryError("resize: the per-thread scratch rows do not fit in memory.")
+    bufs = <real*> malloc((scratch + 1) * sizeof(real) * nteam)
+    dones = <unsigned char*> malloc((crows + 1) * nteam)
+    if bufs == NULL or dones == NULL:
+        free(bufs)
+        free(dones)
+        raise MemoryError("resize: could not allocate the per-thread scratch rows "
+                          f"({nteam} x {(scratch + 1) * sizeof(real)} bytes).")
+    try:
+        with nogil, parallel(num_threads=nteam):
+            tid = threadid()
+            buf = bufs + tid * (scratch + 1)
+            done = dones + tid * (crows + 1)
             for job in prange(njobs, schedule="dynamic"):
                 p = job // nblocks
                 y0 = (job % nblocks) * ROW_BLOCK
@@ -480,7 +554,57 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                                                  Ky, Ho, y + PREFETCH_AHEAD, Li * sizeof(real))
                             vpass(buf, plane, Li, yi, ywp, Ky, Ho, y, 0, Li, False)
                             hrow(&out[p, y, 0], buf, Li, &ht, C)
-        free(buf)
-        free(done)
-    if failed:
-        raise MemoryError("resize: could not allocate the per-thread scratch rows.")
+    finally:
+        free(bufs)
+        free(dones)
+
+
+cdef bint _indices_within(const int[:, ::1] idx, Py_ssize_t n) noexcept nogil:
+    """Every entry of idx lies in [0, n)."""
+    cdef Py_ssize_t i, m = idx.shape[0] * idx.shape[1]
+    cdef const int* p
+    cdef bint ok = True
+    if m == 0:
+        return True
+    p = &idx[0, 0]
+    for i in range(m):
+        ok &= (p[i] >= 0) & (p[i] < n)
+    return ok
+
+
+def _check_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
+                const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
+                Py_ssize_t channels, int order):
+    """Refuse arguments that would make separable_fwd read or write out of bounds.
+
+    The front always passes consistent ones; this guards direct callers.
+    """
+    cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
+    cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2], Wo = xidx.shape[1], B
+    op = "resize.separable_fwd"
+    if channels < 1 or x.shape[0] != P:
+        raise ValueError(f"{op}: need channels >= 1 and as many planes in x as in out; got "
+                         f"channels={channels}, x {tuple(x.shape[:3])}, "
+                         f"out {tuple(out.shape[:3])}.")
+    if order not in (ORDER_V_FIRST, ORDER_H_FIRST):
+        raise ValueError(f"{op}: order must be 0 or 1; got {order}.")
+    ys, xs = (yidx.shape[0], yidx.shape[1]), (xidx.shape[0], xidx.shape[1])
+    if (ys[0] < 1 or xs[0] < 1 or tuple(yw.shape[:2]) != ys or tuple(xw.shape[:2]) != xs
+            or ys[1] != Ho or Wo * channels != Lo):
+        raise ValueError(f"{op}: tap tables (K, n_out) must match out {tuple(out.shape[:3])} "
+                         f"with channels={channels}; got y {ys}/{tuple(yw.shape[:2])}, "
+                         f"x {xs}/{tuple(xw.shape[:2])}.")
+    if Li % channels or not _indices_within(yidx, Hi) or \
+            not _indices_within(xidx, Li // channels):
+        raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])} "
+                         f"(channels={channels}).")
+    if xbase.shape[0] > 0:
+        B = 16 if yw.itemsize == 4 else 8
+        if xblock not in (0, B, B // 2):
+            raise ValueError(f"{op}: xblock must be 0, {B} or {B // 2}; got {xblock}.")
+        if xblock:
+            B = xblock
+        if ((xrel.shape[0], xrel.shape[1]) != xs or xbase.shape[0] < (Wo + B - 1) // B
+                or not _indices_within(<const int[:1, :xbase.shape[0]]> &xbase[0], Li)):
+            raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
+                             f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")

@@ -26,6 +26,17 @@ def _unflatten(i, dst):
     return pr // dst.shape[1], pr % dst.shape[1], i % length
 
 
+@cuda.jit(device=True, inline=True)
+def _hsum(src, p, r, idx, w, x, channels, c):
+    """sum_k w[k, x] * src[p, r, idx[k, x]*C + c] over the taps of non-zero weight."""
+    acc = w[0, x] * 0   # zero of the data type
+    for k in range(idx.shape[0]):
+        wk = w[k, x]
+        if wk != 0:   # zero-weight taps are not read: 0 * inf would be NaN
+            acc += wk * src[p, r, idx[k, x] * channels + c]
+    return acc
+
+
 @cuda.jit
 def _hpass(dst, src, idx, w, channels):
     """One thread computes one value dst[p, r, j]: the horizontal taps of row r."""
@@ -35,10 +46,7 @@ def _hpass(dst, src, idx, w, channels):
     p, r, j = _unflatten(i, dst)
     x = j // channels
     c = j - x * channels
-    acc = w[0, x] * src[p, r, idx[0, x] * channels + c]
-    for k in range(1, idx.shape[0]):
-        acc += w[k, x] * src[p, r, idx[k, x] * channels + c]
-    dst[p, r, j] = acc
+    dst[p, r, j] = _hsum(src, p, r, idx, w, x, channels, c)
 
 
 @cuda.jit
@@ -48,9 +56,11 @@ def _vpass(dst, src, idx, w):
     if i >= dst.size:
         return
     p, y, j = _unflatten(i, dst)
-    acc = w[0, y] * src[p, idx[0, y], j]
-    for k in range(1, idx.shape[0]):
-        acc += w[k, y] * src[p, idx[k, y], j]
+    acc = w[0, y] * 0   # zero of the data type
+    for k in range(idx.shape[0]):
+        wk = w[k, y]
+        if wk != 0:   # zero-weight taps are not read: 0 * inf would be NaN
+            acc += wk * src[p, idx[k, y], j]
     dst[p, y, j] = acc
 
 
