@@ -485,3 +485,79 @@ def test_affine_align_errors():
         AffineAlign().fit(np.zeros((2, 3, 4)), np.zeros((3, 3, 4)))
     with pytest.raises(ValueError, match="theta0 must have shape"):
         AffineAlign().fit(np.zeros((3, 4)), np.zeros((3, 4)), theta0=np.eye(3))
+
+
+# --------------------------------------------------------------------------- memory, hostile input
+
+def run_isolated(code, timeout=120):
+    """Run ``code`` in a fresh interpreter (cases that could crash it); return it."""
+    import subprocess
+    import sys
+    import textwrap
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+_LIMIT_PRELUDE = """
+    import resource, numpy as np, fastinterp as fi
+    from fastinterp._cpu import sample as cpu
+    def vm_bytes():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+    def limit(extra):
+        resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + extra, resource.RLIM_INFINITY))
+    """
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_many_sample_points_fit_in_a_small_memory_limit(nthreads):
+    """The per-thread plan is sized by a fixed tile of output pixels, not by the
+    output: 4M sample points (24 MB of grid and output, ~700 MB of plan if it
+    scaled with the output) run under a limit of 96 MB above what the arrays use."""
+    proc = run_isolated(_LIMIT_PRELUDE + f"""
+    fi.set_num_threads({nthreads})
+    P = 4_000_000
+    x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+    grid = np.linspace(-1.1, 1.1, 2 * P, dtype=np.float32).reshape(1, 1, P, 2)
+    go = np.ones((1, 1, 1, P), np.float32)
+    small = grid[:, :, :4096]
+    fi.grid_sample(x, small); fi.grid_sample_backward(go[..., :4096], x, small)  # start threads
+    out = np.empty((1, 1, 1, P), np.float32)
+    gi, gg = np.empty_like(x), np.empty_like(grid)
+    limit(96 << 20)
+    cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), 1, 1, 8, 8, 1, P,
+                        False, 1, 1, False, {nthreads})
+    cpu.grid_sample_bwd(gi.reshape(-1), gg.reshape(-1), go.reshape(-1), x.reshape(-1),
+                        grid.reshape(-1), 1, 1, 8, 8, 1, P, False, 1, 1, False, True, True,
+                        {nthreads})
+    ref = fi.grid_sample(x, grid[:, :, -5:], padding_mode="border")
+    assert np.array_equal(out[..., -5:], ref), (out[..., -5:], ref)
+    print("ok")
+    """)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("which", ["fwd", "bwd"])
+def test_failed_plan_allocation_raises_memory_error_and_writes_nothing(which):
+    proc = run_isolated(_LIMIT_PRELUDE + f"""
+    fi.set_num_threads(2)
+    x = np.ones((2, 3, 8, 8))
+    grid = np.zeros((2, 64, 64, 2))
+    go = np.ones((2, 3, 64, 64))
+    fi.grid_sample(x, grid); fi.grid_sample_backward(go, x, grid)        # start threads
+    out, gi, gg = np.full(go.shape, 7.0), np.full(x.shape, 7.0), np.full(grid.shape, 7.0)
+    limit(0)
+    try:
+        if "{which}" == "fwd":
+            cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), 2, 3, 8, 8,
+                                64, 64, False, 1, 0, False, 2)
+        else:
+            cpu.grid_sample_bwd(gi.reshape(-1), gg.reshape(-1), go.reshape(-1), x.reshape(-1),
+                                grid.reshape(-1), 2, 3, 8, 8, 64, 64, False, 2, 1, False,
+                                True, True, 2)
+    except MemoryError as exc:
+        assert "grid_sample" in str(exc), exc
+        assert (out == 7).all() and (gi == 7).all() and (gg == 7).all()
+        print("raised")
+    """)
+    assert proc.returncode == 0 and "raised" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
