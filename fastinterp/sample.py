@@ -380,8 +380,26 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     separately, so its grid gradient ignores padding. On the CPU, each image
     (or image and channel block) belongs to one thread, and every grad_input
     element receives its additions in one fixed order: results are
-    bit-identical for any thread count. A NaN grid point gives NaN in
-    grad_grid and adds nothing to grad_input (bilinear, bicubic with zeros).
+    bit-identical for any thread count.
+
+    Non-finite grid values: the backward differentiates exactly what the
+    forward computed there (see :func:`grid_sample`).
+
+    - 'border' / 'reflection', bilinear and nearest: the forward clips a NaN
+      coordinate to pixel 0 and an infinite one to the border ('border') or
+      to pixel 0 ('reflection') and reads the pixels there; grad_input
+      receives grad_output at those pixels with the forward's weights
+      (``grad_input = A^T grad_output`` for the forward's matrix A), and that
+      coordinate's grid gradient is 0 (clipped).
+    - bicubic with 'border' / 'reflection': the forward's weights are NaN
+      (so is its output); the pixels its clipped taps hit receive NaN in
+      grad_input, and grad_grid is NaN.
+    - 'zeros': the forward reads no pixel (output NaN for bilinear and
+      bicubic, 0 for nearest); nothing is added to grad_input and grad_grid
+      is NaN (bilinear, bicubic) or 0 (nearest).
+
+    PyTorch's own backward (2.13, CPU) is not usable as a reference there: it
+    indexes with the integer conversion of NaN and can crash.
 
     Examples
     --------

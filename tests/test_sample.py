@@ -225,16 +225,6 @@ def test_non_finite_and_far_points_forward_match_torch(torch, mode, pad, align, 
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_nan_grid_backward_is_nan_and_reads_nothing(rng):
-    x = rng.standard_normal((1, 2, 5, 6))
-    g = np.array([[[[np.nan, 0.1], [0.2, 0.3]]]])
-    for pad in PADS:
-        gi, gg = fi.grid_sample_backward(np.ones((1, 2, 1, 2)), x, g, padding_mode=pad)
-        assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()
-        ref, _ = fi.grid_sample_backward(np.ones((1, 2, 1, 1)), x, g[:, :, 1:])
-        np.testing.assert_array_equal(gi, ref)   # the NaN point adds nothing
-
-
 @pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
 @pytest.mark.parametrize("size", [(3, 2, 7, 10), (3, 1, 1, 5), (3, 2, 6, 1)])
 @pytest.mark.parametrize("align", [False, True])
@@ -561,3 +551,56 @@ def test_failed_plan_allocation_raises_memory_error_and_writes_nothing(which):
         print("raised")
     """)
     assert proc.returncode == 0 and "raised" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+
+
+def forward_matrix(h, w, grid, mode, pad, align):
+    """The forward as a matrix A (outputs x input pixels), from basis images."""
+    cols = []
+    for k in range(h * w):
+        e = np.zeros((1, 1, h, w), grid.dtype)
+        e.reshape(-1)[k] = 1
+        cols.append(fi.grid_sample(e, grid, mode, pad, align).reshape(-1))
+    return np.stack(cols, 1).astype(np.float64)
+
+
+HOSTILE = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e30, -1e30, 3e9, 0.37]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("pad", ["border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_at_non_finite_points_is_the_forwards_adjoint(mode, pad, align, dtype, rng):
+    """Border/reflection clip a NaN/inf coordinate into the image, so the forward reads
+    pixels there: grad_input is A^T grad_output for the forward's matrix A, and the
+    clipped coordinate's grid gradient is 0 (a clipped coordinate, as on the border)."""
+    h, w = 4, 5
+    with np.errstate(over="ignore"):
+        pts = [[a, b] for a in HOSTILE for b in HOSTILE[-3:]] + [[b, a] for a in HOSTILE for b in (0.1,)]
+        grid = np.array(pts, dtype).reshape(1, 1, -1, 2)
+    x = rng.standard_normal((1, 1, h, w)).astype(dtype)
+    go = rng.standard_normal((1, 1, 1, grid.shape[2])).astype(dtype)
+    out = fi.grid_sample(x, grid, mode, pad, align)
+    assert np.isfinite(out).all()
+    gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align)
+    A = forward_matrix(h, w, grid, mode, pad, align)
+    assert np.isfinite(A).all()
+    expect = (A.T @ go.reshape(-1).astype(np.float64)).reshape(gi.shape)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(gi, expect, rtol=tol, atol=tol)
+    clipped = ~np.isfinite(grid) | ((np.abs(grid) > 1e3) & (pad == "border"))
+    assert (gg[clipped] == 0).all()
+    assert np.isfinite(gg).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_at_nan_points_with_zero_padding_reads_nothing(mode, rng):
+    x = rng.standard_normal((1, 2, 5, 6))
+    g = np.array([[[[np.nan, 0.1], [0.2, 0.3], [np.inf, 0.3]]]])
+    gi, gg = fi.grid_sample_backward(np.ones((1, 2, 1, 3)), x, g, mode=mode)
+    ref, _ = fi.grid_sample_backward(np.ones((1, 2, 1, 1)), x, g[:, :, 1:2], mode=mode)
+    np.testing.assert_array_equal(gi, ref)        # the non-finite points add nothing
+    if mode == "nearest":
+        assert (gg == 0).all()
+    else:
+        assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()

@@ -78,7 +78,8 @@ def _pad(x, padding, max_val, low, span2, empty):
 
 @cuda.jit(device=True, inline=True)
 def _pad_grad(x, padding, max_val, low, span2, empty, mult):
-    """(padded coordinate keeping NaN, mult times d padded / d x)."""
+    """(padded coordinate as in the forward, NaN clipped to 0; mult times d padded / d x,
+    0 where the coordinate was clipped)."""
     if padding == REFLECTION:
         if empty:
             return 0.0, 0.0
@@ -92,8 +93,6 @@ def _pad_grad(x, padding, max_val, low, span2, empty, mult):
         x = (other if flip else extra) + low
     if padding != ZEROS:
         if x > 0 and x < max_val:
-            return x, mult
-        if x != x:
             return x, mult
         return (max_val if x > 0 else 0.0), 0.0
     return x, mult
