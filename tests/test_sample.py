@@ -107,7 +107,7 @@ def test_affine_grid_hand_computed():
      "theta must have shape (N, 2, 3)"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (3, 1, 4, 4)), ValueError, "N = size[0] = 3"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 4)), ValueError, "size must be (N, C, H, W)"),
-    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 0, 4)), ValueError, ">= 1"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, -1, 4)), ValueError, ">= 0"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3), np.int64), (2, 1, 4, 4)), TypeError, "float32"),
     (lambda x, g: fi.affine_grid_backward(np.zeros((2, 4, 4, 2)), (2, 1, 4, 5)), ValueError,
      "grad_grid must have shape"),
@@ -604,3 +604,46 @@ def test_backward_at_nan_points_with_zero_padding_reads_nothing(mode, rng):
         assert (gg == 0).all()
     else:
         assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_within_documented_bound_of_torch(torch, dtype, align, rng):
+    """Bit-equality with torch is not possible across machines (its linspace and bmm
+    depend on the CPU); the documented bound is 8 u (|t0| + |t1| + |t2|) per row."""
+    u = np.finfo(dtype).eps / 2
+    for _ in range(12):
+        n, h, w = (int(v) for v in rng.integers(1, [4, 200, 200]))
+        th = (rng.standard_normal((n, 2, 3)) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
+        ref = torch.nn.functional.affine_grid(torch.from_numpy(th), (n, 1, h, w),
+                                              align_corners=align).numpy()
+        ours = fi.affine_grid(th, (n, 1, h, w), align_corners=align)
+        bound = 8 * u * np.abs(th.astype(np.float64)).sum(-1)[:, None, None, :]
+        assert (np.abs(ours.astype(np.float64) - ref) <= bound).all()
+        exact = fi.affine_grid(th.astype(np.float64), (n, 1, h, w), align_corners=align)
+        if dtype == np.float32:
+            assert (np.abs(ours - exact) <= 2 * u * np.abs(th.astype(np.float64)).sum(-1)[:, None, None, :]).all()
+
+
+@pytest.mark.parametrize("size", [(0, 1, 4, 5), (2, 0, 4, 5), (2, 1, 0, 5), (2, 1, 4, 0)])
+def test_affine_grid_empty_sizes(size, rng):
+    th = rng.standard_normal((size[0], 2, 3))
+    grid = fi.affine_grid(th, size)
+    assert grid.shape == (size[0], size[2], size[3], 2)
+    gt = fi.affine_grid_backward(grid, size)
+    assert gt.shape == (size[0], 2, 3)
+    assert (gt == 0).all() == (grid.size == 0)         # C is not used
+
+
+def test_affine_grid_runs_its_registered_kernel(rng):
+    th = rng.standard_normal((2, 2, 3)).astype(np.float32)
+    fi.affine_grid(th, (2, 1, 3, 4))
+    assert fi.last_kernel().key == ("affine_grid", "cpu", "float32")
+    fi.affine_grid_backward(np.ones((2, 3, 4, 2)), (2, 1, 3, 4))
+    assert fi.last_kernel().key == ("affine_grid_backward", "cpu", "float64")
+    from fastinterp._cpu import sample as cpu
+    with pytest.raises(ValueError, match="buffers too short"):
+        cpu.affine_grid_fwd(np.empty(10), np.empty(6), 1, 2, 3, False, 1)
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        cpu.affine_grid_bwd(np.empty(6), np.empty(10), 1, -2, 3, False, 1)

@@ -787,3 +787,109 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
                                 si, so, mode, padding, False, True, ax, ay, R, I)
     plans_free(&plans)
     return ST_OK
+
+
+# --------------------------------------------------------------------------- affine_grid
+
+cdef inline real base_coordinate(Py_ssize_t i, Py_ssize_t n, bint align_corners,
+                                 real kind) noexcept nogil:
+    """Normalized centre of pixel i of n (PyTorch's affine_grid base): linspace(-1, 1, n)
+    (first half from -1, the rest from 1, as torch.linspace), rounded to real, times
+    (n - 1) / n in real arithmetic when not align_corners; 0 for a single pixel.
+    ``kind`` only selects the precision."""
+    cdef double step, v
+    cdef real r
+    if n <= 1:
+        return 0
+    step = 2.0 / <double>(n - 1)
+    if i < n // 2:
+        v = -1.0 + step * <double>i
+    else:
+        v = 1.0 - step * <double>(n - 1 - i)
+    r = <real>v
+    if not align_corners:
+        r = r * <real>(n - 1)
+        r = r / <real>n
+    return r
+
+
+def affine_grid_fwd(real[::1] out, const real[::1] theta, Py_ssize_t N, Py_ssize_t H,
+                    Py_ssize_t W, bint align_corners, int nthreads):
+    """out[n, i, j, r] = theta[n, r, 0] * x_j + theta[n, r, 1] * y_i + theta[n, r, 2],
+    summed in that order in float64 and rounded once (x_j, y_i: base_coordinate)."""
+    cdef Py_ssize_t row, n, i, j, r
+    cdef double x, y
+    cdef real* o
+    cdef const real* t
+    _check_affine("affine_grid", N, H, W, theta.shape[0], out.shape[0])
+    if N == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for row in prange(N * H, schedule="static", num_threads=clamp_threads(nthreads)):
+            n = row // H
+            i = row - n * H
+            t = &theta[0] + n * 6
+            y = base_coordinate(i, H, align_corners, t[0])
+            o = &out[0] + row * W * 2
+            for j in range(W):
+                x = base_coordinate(j, W, align_corners, t[0])
+                for r in range(2):
+                    o[2 * j + r] = <real>((<double>t[3 * r] * x + <double>t[3 * r + 1] * y)
+                                          + <double>t[3 * r + 2])
+
+
+cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
+                           bint align_corners) noexcept nogil:
+    """One image of affine_grid_bwd: gt[0..6) from g[0 .. H * W * 2)."""
+    cdef Py_ssize_t i, j, r
+    cdef double s[2]
+    cdef double sx[2]
+    cdef double acc[6]
+    cdef double x, y
+    for r in range(6):
+        acc[r] = 0
+    for i in range(H):
+        y = base_coordinate(i, H, align_corners, gt[0])
+        for r in range(2):
+            s[r] = 0
+            sx[r] = 0
+        for j in range(W):
+            x = base_coordinate(j, W, align_corners, gt[0])
+            for r in range(2):
+                s[r] = s[r] + <double>g[(i * W + j) * 2 + r]
+                sx[r] = sx[r] + <double>g[(i * W + j) * 2 + r] * x
+        for r in range(2):
+            acc[3 * r] = acc[3 * r] + sx[r]
+            acc[3 * r + 1] = acc[3 * r + 1] + s[r] * y
+            acc[3 * r + 2] = acc[3 * r + 2] + s[r]
+    for r in range(6):
+        gt[r] = <real>acc[r]
+
+
+def affine_grid_bwd(real[::1] grad_theta, const real[::1] grad_grid, Py_ssize_t N,
+                    Py_ssize_t H, Py_ssize_t W, bint align_corners, int nthreads):
+    """grad_theta[n, r, k] = sum_ij grad_grid[n, i, j, r] * (x_j, y_i, 1)[k], in float64:
+    per row i the sums over j in increasing order, then over rows in increasing order;
+    rounded once. Deterministic for any thread count (one image per thread)."""
+    cdef Py_ssize_t n
+    _check_affine("affine_grid_backward", N, H, W, grad_theta.shape[0], grad_grid.shape[0])
+    if N == 0:
+        return
+    if H == 0 or W == 0:
+        grad_theta[:N * 6] = 0
+        return
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=clamp_threads(nthreads)):
+            affine_bwd_image(&grad_theta[0] + n * 6, &grad_grid[0] + n * H * W * 2, H, W,
+                             align_corners)
+
+
+def _check_affine(str op, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t theta_len,
+                  Py_ssize_t grid_len):
+    """Sizes must be >= 0 and the buffers must hold (N, 2, 3) and (N, H, W, 2)."""
+    if N < 0 or H < 0 or W < 0:
+        raise ValueError(f"{op}: sizes must be >= 0; got N={N}, H={H}, W={W}.")
+    if theta_len < int(N) * 6 or grid_len < int(N) * int(H) * int(W) * 2:
+        raise ValueError(f"{op}: buffers too short for N={N}, H={H}, W={W}: theta holds "
+                         f"{theta_len} (needs {int(N) * 6}), the grid {grid_len} (needs "
+                         f"{int(N) * int(H) * int(W) * 2}).")

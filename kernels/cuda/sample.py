@@ -348,7 +348,8 @@ def _fill(x, value):
 
 @cuda.jit
 def _affine_grid_fwd(out, theta, xs, ys):
-    """One thread writes one grid point (n, h, w): theta[n] @ (x_w, y_h, 1)."""
+    """One thread writes one grid point (n, h, w): theta[n] @ (x_w, y_h, 1), summed in
+    float64 in that order and rounded once (as the CPU kernel)."""
     i = cuda.grid(1)
     N, H, W = out.shape[0], out.shape[1], out.shape[2]
     if i >= N * H * W:
@@ -357,7 +358,9 @@ def _affine_grid_fwd(out, theta, xs, ys):
     h = (i // W) % H
     n = i // (W * H)
     for r in range(2):
-        out[n, h, w, r] = theta[n, r, 0] * xs[w] + theta[n, r, 1] * ys[h] + theta[n, r, 2]
+        out[n, h, w, r] = ((np.float64(theta[n, r, 0]) * np.float64(xs[w])
+                            + np.float64(theta[n, r, 1]) * np.float64(ys[h]))
+                           + np.float64(theta[n, r, 2]))
 
 
 @cuda.jit
