@@ -647,3 +647,130 @@ def test_affine_grid_runs_its_registered_kernel(rng):
         cpu.affine_grid_fwd(np.empty(10), np.empty(6), 1, 2, 3, False, 1)
     with pytest.raises(ValueError, match="sizes must be >= 0"):
         cpu.affine_grid_bwd(np.empty(6), np.empty(10), 1, -2, 3, False, 1)
+
+
+def test_hostile_grids_never_crash_and_are_thread_invariant():
+    """NaN, +-inf, 1e300 and other huge coordinates in every mode, padding, layout and
+    dtype, forward and backward, 1 and 2 threads (in a subprocess: a crash must not
+    take the test run down). Float-to-int conversions of such values would be
+    undefined behaviour: the kernels convert only taps known to be inside."""
+    proc = run_isolated("""
+    import itertools, numpy as np, fastinterp as fi
+    rng = np.random.default_rng(0)
+    vals = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e38, -3e38, 2.0**62, -2.0**63, 1e18,
+            1.0000001, -1.0, 0.0, -0.0, 5e-324]
+    pts = np.array([[a, b] for a in vals for b in vals])
+    for dtype, mode, pad, align, cl in itertools.product(
+            (np.float32, np.float64), ("bilinear", "nearest", "bicubic"),
+            ("zeros", "border", "reflection"), (False, True), (False, True)):
+        with np.errstate(over="ignore"):
+            grid = np.tile(pts.astype(dtype), (40, 1)).reshape(2, 15, -1, 2)
+        x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+        if cl:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        res = []
+        for t in (1, 2):
+            fi.set_num_threads(t)
+            out = fi.grid_sample(x, grid, mode, pad, align, channels_last=cl)
+            go = np.ones_like(out)
+            gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align, channels_last=cl)
+            res.append((out, gi, gg))
+        for a, b in zip(*res):
+            assert np.array_equal(a, b, equal_nan=True), (dtype, mode, pad, align, cl)
+        out = res[0][0]
+        finite = np.isfinite(grid).all(-1)
+        if mode == "nearest" or (pad != "zeros" and mode == "bilinear"):
+            assert np.isfinite(out).all(), (dtype, mode, pad, align, cl)
+        if pad == "zeros":
+            # far, and not so far that the pixel coordinate overflows to inf
+            far = finite & (np.abs(grid) > 1e3).any(-1) & (np.abs(grid) < 1e30).all(-1)
+            o = out if cl else out.transpose(0, 2, 3, 1)
+            assert (o[far] == 0).all(), (dtype, mode, pad, align, cl)
+    print("ok")
+    """, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("call, text", [
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 7, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 1, -1, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, -1, 2, 2, 1, 1, False, 1, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 0, 2, 1, 1, False, 1, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(3), b(2), 1, 1, 2, 2, 1, 1, False, 1, 0, False, 1),
+     "inp must hold at least 4"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 2, 2, False, 1, 0, False, 1),
+     "grid must hold at least 8"),
+    (lambda k, b: k.grid_sample_fwd(b(1), b(4), b(2), 2**40, 2**40, 2, 2, 1, 1, False, 1, 0,
+                                    False, 1), "must hold at least"),
+    (lambda k, b: k.grid_sample_bwd(b(4), b(1), b(1), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 1, 0,
+                                    False, True, True, 1), "grad_grid must hold at least 2"),
+])
+def test_kernels_refuse_odd_arguments(call, text):
+    """The kernels are reachable directly (and through the C ABI): sizes the buffers do
+    not hold and out-of-range codes are refused, never read or written."""
+    from fastinterp._cpu import sample as cpu
+    with pytest.raises(ValueError, match=text):
+        call(cpu, lambda n: np.zeros(n))
+
+
+@pytest.mark.parametrize("shape, gshape", [((0, 2, 3, 4), (0, 5, 6, 2)), ((2, 3, 4, 5), (2, 0, 6, 2)),
+                                           ((2, 3, 4, 5), (2, 5, 0, 2)), ((2, 0, 4, 5), (2, 5, 6, 2))])
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_axes_give_defined_results(shape, gshape, mode, rng):
+    x = rng.standard_normal(shape)
+    grid = rng.uniform(-1, 1, gshape)
+    out = fi.grid_sample(x, grid, mode)
+    assert out.shape == (shape[0], shape[1], gshape[1], gshape[2])
+    gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, grid, mode)
+    assert gi.shape == x.shape and gg.shape == grid.shape
+    assert (gi == 0).all() and (gg == 0).all()          # nothing sampled: zero gradients
+
+
+@pytest.mark.parametrize("bad", [(2, 3, 0, 5), (2, 3, 4, 0)])
+def test_empty_input_image_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match=r"grid_sample: input must have H >= 1 and W >= 1"):
+        fi.grid_sample(np.zeros(bad), np.zeros((2, 3, 3, 2)))
+    with pytest.raises(ValueError, match=r"grid_sample_backward: input must have H >= 1"):
+        fi.grid_sample_backward(np.zeros((2, 3, 3, 3)), np.zeros(bad), np.zeros((2, 3, 3, 2)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_strided_negative_stride_and_read_only_inputs(mode, rng):
+    x = rng.standard_normal((2, 3, 9, 16))[:, ::-1, :, ::2]          # negative and step strides
+    grid = rng.uniform(-1.2, 1.2, (2, 6, 14, 2))[:, :, ::2]
+    go = rng.standard_normal((2, 7, 6, 6)).transpose(0, 3, 2, 1)[:, :3]   # (2, 3, 6, 7), transposed
+    for a in (x, grid, go):
+        a.flags.writeable = False
+    ref_out = fi.grid_sample(np.ascontiguousarray(x), np.ascontiguousarray(grid), mode)
+    ref = fi.grid_sample_backward(np.ascontiguousarray(go), np.ascontiguousarray(x),
+                                  np.ascontiguousarray(grid), mode)
+    np.testing.assert_array_equal(fi.grid_sample(x, grid, mode), ref_out)
+    for a, b in zip(fi.grid_sample_backward(go, x, grid, mode), ref):
+        np.testing.assert_array_equal(a, b)
+    th = rng.standard_normal((3, 2, 6))[:, :, ::2]
+    th.flags.writeable = False
+    np.testing.assert_array_equal(fi.affine_grid(th, (3, 1, 4, 5)),
+                                  fi.affine_grid(np.ascontiguousarray(th), (3, 1, 4, 5)))
+
+
+def test_worker_thread_results_equal_main_thread(threads, rng):
+    import concurrent.futures as cf
+    threads.set_num_threads(2)
+    x = rng.standard_normal((1, 8, 40, 50)).astype(np.float32)
+    grid = fi.affine_grid(rotation_theta(1, rng, np.float32, angle=0.6), (1, 8, 64, 100)) * 1.3
+    go = rng.standard_normal((1, 8, 64, 100)).astype(np.float32)
+
+    def run():
+        return (fi.grid_sample(x, grid, "bicubic", "reflection"),
+                *fi.grid_sample_backward(go, x, grid, "bilinear", "border"),
+                fi.affine_grid_backward(grid, (1, 8, 64, 100)))
+    main = run()
+    with cf.ThreadPoolExecutor(4) as ex:
+        others = [f.result() for f in [ex.submit(run) for _ in range(4)]]
+    for other in others:
+        for a, b in zip(main, other):
+            np.testing.assert_array_equal(a, b)
