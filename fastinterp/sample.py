@@ -316,6 +316,11 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     input is ever read. Points far outside (any finite value) are exact.
     Non-contiguous inputs are copied once.
 
+    Memory: besides its output, a call allocates only a tap table per thread
+    for a tile of 1,024 output pixels (about 150 KB in float32, 280 KB in
+    float64), whatever the output size; if even that fails, MemoryError is
+    raised and nothing is written.
+
     Examples
     --------
     >>> import numpy as np, fastinterp as fi
