@@ -441,13 +441,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     if need_grid:
         gg_caller, gg_k = p.empty(tuple(g.shape), dtype)
     kernel = registry.lookup(op, p.backend, dtype)
-    if need_in or need_grid:
-        if math.prod(shape) == 0:
-            if gi_k is not None:
-                _fill_zero(p, gi_k)
-            if gg_k is not None:
-                _fill_zero(p, gg_k)
-        elif p.backend == "cuda":
+    if need_in or need_grid:     # the kernels zero the gradients of an empty output
+        if p.backend == "cuda":
             kernel(gi_k, gg_k, go, x, g, _MODE_CODE[mode], _PAD_CODE[padding_mode], align,
                    deterministic=det, stream=p.stream)
         else:
@@ -468,11 +463,3 @@ def _staggered_empty(shape, dtype, other):
     target = (other.ctypes.data + 2048) % 4096
     skip = ((target - buf.ctypes.data) % 4096) // dtype.itemsize
     return buf[skip:skip + n].reshape(shape)
-
-
-def _fill_zero(p, arr):
-    if p.backend == "cuda":
-        from ._cuda import sample as cuda_sample
-        cuda_sample.fill_zero(arr, stream=p.stream)
-    else:
-        arr[...] = 0

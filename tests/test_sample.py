@@ -774,3 +774,15 @@ def test_worker_thread_results_equal_main_thread(threads, rng):
     for other in others:
         for a, b in zip(main, other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.cudasim
+def test_cuda_backward_of_empty_outputs_is_zero(cuda, rng):
+    for xs, gs in [((2, 0, 3, 4), (2, 2, 3, 2)), ((2, 2, 3, 4), (2, 0, 3, 2)), ((0, 2, 3, 4), (0, 2, 3, 2))]:
+        x, grid = rng.standard_normal(xs), rng.uniform(-1, 1, gs)
+        go = np.ones((xs[0], xs[1]) + gs[1:3])
+        dx, dg, dgo = to_dev(cuda, x, grid, go)
+        for det in (True, False):
+            gi, gg = fi.grid_sample_backward(dgo, dx, dg, deterministic=det)
+            assert (gi.copy_to_host() == 0).all() and (gg.copy_to_host() == 0).all()
+            assert gi.shape == xs and gg.shape == gs
