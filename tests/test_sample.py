@@ -331,10 +331,11 @@ def test_bit_identical_for_any_thread_count(threads, n, mode, channels_last, rng
             np.testing.assert_array_equal(a, b)
 
 
-def test_backward_kernel_paths_agree_bitwise(rng):
-    """The per-image and the split (channel blocks + grid rows) backward paths."""
+@pytest.mark.parametrize("Ho, Wo", [(25, 17), (37, 61), (1, 3000)])   # 1 and several plan tiles
+def test_backward_kernel_paths_agree_bitwise(Ho, Wo, rng):
+    """The per-image and the split (channel blocks + grid tiles) backward paths."""
     from fastinterp._cpu import sample as cpu
-    N, C, H, W, Ho, Wo = 1, 6, 20, 30, 25, 17
+    N, C, H, W = 1, 6, 20, 30
     x = rng.standard_normal((N, C, H, W))
     grid = fi.affine_grid(rotation_theta(N, rng, angle=0.7), (N, C, Ho, Wo)) * 1.3
     go = rng.standard_normal((N, C, Ho, Wo))
@@ -786,3 +787,17 @@ def test_cuda_backward_of_empty_outputs_is_zero(cuda, rng):
             gi, gg = fi.grid_sample_backward(dgo, dx, dg, deterministic=det)
             assert (gi.copy_to_host() == 0).all() and (gg.copy_to_host() == 0).all()
             assert gi.shape == xs and gg.shape == gs
+
+
+def test_affine_grid_bit_identical_for_any_thread_count(threads, rng):
+    th = rng.standard_normal((3, 2, 3)).astype(np.float32)
+    size = (3, 1, 128, 400)
+    res = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(t)
+        assert fi._config.threads_for(3 * 128 * 400 * 2, 65536) == t
+        grid = fi.affine_grid(th, size)
+        res.append((grid, fi.affine_grid_backward(grid, size)))
+    for grid, gt in res[1:]:
+        np.testing.assert_array_equal(grid, res[0][0])
+        np.testing.assert_array_equal(gt, res[0][1])
