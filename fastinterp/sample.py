@@ -1,6 +1,6 @@
 """Spatial sampling: affine_grid and grid_sample with analytic, deterministic gradients.
 
-Coordinates follow PyTorch's ``F.affine_grid`` / ``F.grid_sample`` exactly.
+Coordinate conventions follow PyTorch's ``F.affine_grid`` / ``F.grid_sample``.
 A grid holds normalized points ``(x, y)`` in ``[-1, 1]``, ``x`` along the
 width and ``y`` along the height. With ``align_corners=True``, -1 and 1 are
 the *centres* of the first and last pixels (pixel ``i`` sits at
