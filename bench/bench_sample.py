@@ -15,6 +15,10 @@ Peers:
 - ``scipy.ndimage.map_coordinates(order=1, mode='grid-constant')`` per
   (image, channel) plane: single-threaded, exact.
 
+Memory: peak RSS of one call with 16M sample points on a (1,1,8,8) input
+(``MEM_FWD``/``MEM_BWD``), each library in a fresh process (fastinterp's
+without torch imported), stored as ``extra_info["peak_rss_GiB"]``.
+
 Run: ``python -m pytest bench/bench_sample.py --benchmark-min-rounds=5``.
 """
 from __future__ import annotations
@@ -209,3 +213,45 @@ def test_bwd1_torch(benchmark, stn, one_thread):
     out = torch.nn.functional.grid_sample(tx, tg, align_corners=False)
     label(benchmark, BWD1, "torch")
     benchmark(torch.autograd.grad, out, (tx, tg), torch.from_numpy(go), retain_graph=True)
+
+
+# --------------------------------------------------------------------------- peak memory
+MEM_FWD = "grid_sample fwd peak RSS: (1,1,8,8) input, 16M points f32"
+MEM_BWD = "grid_sample bwd peak RSS: (1,1,8,8) input, 16M points f32"
+_PEAK = """
+import resource, sys, numpy as np
+lib, which, P = sys.argv[1], sys.argv[2], 16_000_000
+x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+grid = np.random.default_rng(1).random((1, 1, P, 2), dtype=np.float32) * np.float32(2.2) - np.float32(1.1)
+go = np.ones((1, 1, 1, P), np.float32)
+if lib == "fastinterp":
+    import fastinterp as fi
+    fi.grid_sample(x, grid) if which == "fwd" else fi.grid_sample_backward(go, x, grid)
+else:
+    import torch
+    tx, tg = torch.from_numpy(x), torch.from_numpy(grid)
+    if which == "fwd":
+        torch.nn.functional.grid_sample(tx, tg, align_corners=False)
+    else:
+        torch.ops.aten.grid_sampler_2d_backward(torch.from_numpy(go), tx, tg, 0, 0, False,
+                                                [True, True])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.parametrize("which, group", [("fwd", MEM_FWD), ("bwd", MEM_BWD)])
+@pytest.mark.parametrize("library", ["fastinterp", "torch"])
+def test_peak_memory(benchmark, which, group, library):
+    import subprocess
+    import sys
+    if library == "torch":
+        pytest.importorskip("torch")
+    peak = {}
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", _PEAK, library, which], check=True,
+                              capture_output=True, text=True)
+        peak["kib"] = int(proc.stdout.split()[-1])
+    label(benchmark, group, library)
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["peak_rss_GiB"] = round(peak["kib"] / 2**20, 3)

@@ -107,7 +107,7 @@ def test_affine_grid_hand_computed():
      "theta must have shape (N, 2, 3)"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (3, 1, 4, 4)), ValueError, "N = size[0] = 3"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 4)), ValueError, "size must be (N, C, H, W)"),
-    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, 0, 4)), ValueError, ">= 1"),
+    (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3)), (2, 1, -1, 4)), ValueError, ">= 0"),
     (lambda x, g: fi.affine_grid(np.zeros((2, 2, 3), np.int64), (2, 1, 4, 4)), TypeError, "float32"),
     (lambda x, g: fi.affine_grid_backward(np.zeros((2, 4, 4, 2)), (2, 1, 4, 5)), ValueError,
      "grad_grid must have shape"),
@@ -225,16 +225,6 @@ def test_non_finite_and_far_points_forward_match_torch(torch, mode, pad, align, 
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_nan_grid_backward_is_nan_and_reads_nothing(rng):
-    x = rng.standard_normal((1, 2, 5, 6))
-    g = np.array([[[[np.nan, 0.1], [0.2, 0.3]]]])
-    for pad in PADS:
-        gi, gg = fi.grid_sample_backward(np.ones((1, 2, 1, 2)), x, g, padding_mode=pad)
-        assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()
-        ref, _ = fi.grid_sample_backward(np.ones((1, 2, 1, 1)), x, g[:, :, 1:])
-        np.testing.assert_array_equal(gi, ref)   # the NaN point adds nothing
-
-
 @pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
 @pytest.mark.parametrize("size", [(3, 2, 7, 10), (3, 1, 1, 5), (3, 2, 6, 1)])
 @pytest.mark.parametrize("align", [False, True])
@@ -341,10 +331,11 @@ def test_bit_identical_for_any_thread_count(threads, n, mode, channels_last, rng
             np.testing.assert_array_equal(a, b)
 
 
-def test_backward_kernel_paths_agree_bitwise(rng):
-    """The per-image and the split (channel blocks + grid rows) backward paths."""
+@pytest.mark.parametrize("Ho, Wo", [(25, 17), (37, 61), (1, 3000)])   # 1 and several plan tiles
+def test_backward_kernel_paths_agree_bitwise(Ho, Wo, rng):
+    """The per-image and the split (channel blocks + grid tiles) backward paths."""
     from fastinterp._cpu import sample as cpu
-    N, C, H, W, Ho, Wo = 1, 6, 20, 30, 25, 17
+    N, C, H, W = 1, 6, 20, 30
     x = rng.standard_normal((N, C, H, W))
     grid = fi.affine_grid(rotation_theta(N, rng, angle=0.7), (N, C, Ho, Wo)) * 1.3
     go = rng.standard_normal((N, C, Ho, Wo))
@@ -485,3 +476,328 @@ def test_affine_align_errors():
         AffineAlign().fit(np.zeros((2, 3, 4)), np.zeros((3, 3, 4)))
     with pytest.raises(ValueError, match="theta0 must have shape"):
         AffineAlign().fit(np.zeros((3, 4)), np.zeros((3, 4)), theta0=np.eye(3))
+
+
+# --------------------------------------------------------------------------- memory, hostile input
+
+def run_isolated(code, timeout=120):
+    """Run ``code`` in a fresh interpreter (cases that could crash it); return it."""
+    import subprocess
+    import sys
+    import textwrap
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+_LIMIT_PRELUDE = """
+    import resource, numpy as np, fastinterp as fi
+    from fastinterp._cpu import sample as cpu
+    def vm_bytes():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+    def limit(extra):
+        resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + extra, resource.RLIM_INFINITY))
+    """
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_many_sample_points_fit_in_a_small_memory_limit(nthreads):
+    """The per-thread plan is sized by a fixed tile of output pixels, not by the
+    output: 4M sample points (24 MB of grid and output, ~700 MB of plan if it
+    scaled with the output) run under a limit of 96 MB above what the arrays use."""
+    proc = run_isolated(_LIMIT_PRELUDE + f"""
+    fi.set_num_threads({nthreads})
+    P = 4_000_000
+    x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+    grid = np.linspace(-1.1, 1.1, 2 * P, dtype=np.float32).reshape(1, 1, P, 2)
+    go = np.ones((1, 1, 1, P), np.float32)
+    small = grid[:, :, :4096]
+    fi.grid_sample(x, small); fi.grid_sample_backward(go[..., :4096], x, small)  # start threads
+    out = np.empty((1, 1, 1, P), np.float32)
+    gi, gg = np.empty_like(x), np.empty_like(grid)
+    limit(96 << 20)
+    cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), 1, 1, 8, 8, 1, P,
+                        False, 1, 1, False, {nthreads})
+    cpu.grid_sample_bwd(gi.reshape(-1), gg.reshape(-1), go.reshape(-1), x.reshape(-1),
+                        grid.reshape(-1), 1, 1, 8, 8, 1, P, False, 1, 1, False, True, True,
+                        {nthreads})
+    ref = fi.grid_sample(x, grid[:, :, -5:], padding_mode="border")
+    assert np.array_equal(out[..., -5:], ref), (out[..., -5:], ref)
+    print("ok")
+    """)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("which", ["fwd", "bwd"])
+def test_failed_plan_allocation_raises_memory_error_and_writes_nothing(which):
+    proc = run_isolated(_LIMIT_PRELUDE + f"""
+    fi.set_num_threads(2)
+    x = np.ones((2, 3, 8, 8))
+    grid = np.zeros((2, 64, 64, 2))
+    go = np.ones((2, 3, 64, 64))
+    fi.grid_sample(x, grid); fi.grid_sample_backward(go, x, grid)        # start threads
+    out, gi, gg = np.full(go.shape, 7.0), np.full(x.shape, 7.0), np.full(grid.shape, 7.0)
+    limit(0)
+    try:
+        if "{which}" == "fwd":
+            cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), 2, 3, 8, 8,
+                                64, 64, False, 1, 0, False, 2)
+        else:
+            cpu.grid_sample_bwd(gi.reshape(-1), gg.reshape(-1), go.reshape(-1), x.reshape(-1),
+                                grid.reshape(-1), 2, 3, 8, 8, 64, 64, False, 2, 1, False,
+                                True, True, 2)
+    except MemoryError as exc:
+        assert "grid_sample" in str(exc), exc
+        assert (out == 7).all() and (gi == 7).all() and (gg == 7).all()
+        print("raised")
+    """)
+    assert proc.returncode == 0 and "raised" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+
+
+def forward_matrix(h, w, grid, mode, pad, align):
+    """The forward as a matrix A (outputs x input pixels), from basis images."""
+    cols = []
+    for k in range(h * w):
+        e = np.zeros((1, 1, h, w), grid.dtype)
+        e.reshape(-1)[k] = 1
+        cols.append(fi.grid_sample(e, grid, mode, pad, align).reshape(-1))
+    return np.stack(cols, 1).astype(np.float64)
+
+
+HOSTILE = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e30, -1e30, 3e9, 0.37]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("pad", ["border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_at_non_finite_points_is_the_forwards_adjoint(mode, pad, align, dtype, rng):
+    """Border/reflection clip a NaN/inf coordinate into the image, so the forward reads
+    pixels there: grad_input is A^T grad_output for the forward's matrix A, and the
+    clipped coordinate's grid gradient is 0 (a clipped coordinate, as on the border)."""
+    h, w = 4, 5
+    with np.errstate(over="ignore"):
+        pts = [[a, b] for a in HOSTILE for b in HOSTILE[-3:]] + [[b, a] for a in HOSTILE for b in (0.1,)]
+        grid = np.array(pts, dtype).reshape(1, 1, -1, 2)
+    x = rng.standard_normal((1, 1, h, w)).astype(dtype)
+    go = rng.standard_normal((1, 1, 1, grid.shape[2])).astype(dtype)
+    out = fi.grid_sample(x, grid, mode, pad, align)
+    assert np.isfinite(out).all()
+    gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align)
+    A = forward_matrix(h, w, grid, mode, pad, align)
+    assert np.isfinite(A).all()
+    expect = (A.T @ go.reshape(-1).astype(np.float64)).reshape(gi.shape)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(gi, expect, rtol=tol, atol=tol)
+    clipped = ~np.isfinite(grid) | ((np.abs(grid) > 1e3) & (pad == "border"))
+    assert (gg[clipped] == 0).all()
+    assert np.isfinite(gg).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_at_nan_points_with_zero_padding_reads_nothing(mode, rng):
+    x = rng.standard_normal((1, 2, 5, 6))
+    g = np.array([[[[np.nan, 0.1], [0.2, 0.3], [np.inf, 0.3]]]])
+    gi, gg = fi.grid_sample_backward(np.ones((1, 2, 1, 3)), x, g, mode=mode)
+    ref, _ = fi.grid_sample_backward(np.ones((1, 2, 1, 1)), x, g[:, :, 1:2], mode=mode)
+    np.testing.assert_array_equal(gi, ref)        # the non-finite points add nothing
+    if mode == "nearest":
+        assert (gg == 0).all()
+    else:
+        assert np.isnan(gg[0, 0, 0]).any() and np.isfinite(gg[0, 0, 1]).all()
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")   # torch, unit-size grids
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_within_documented_bound_of_torch(torch, dtype, align, rng):
+    """Bit-equality with torch is not possible across machines (its linspace and bmm
+    depend on the CPU); the documented bound is 8 u (|t0| + |t1| + |t2|) per row."""
+    u = np.finfo(dtype).eps / 2
+    for _ in range(12):
+        n, h, w = (int(v) for v in rng.integers(1, [4, 200, 200]))
+        th = (rng.standard_normal((n, 2, 3)) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
+        ref = torch.nn.functional.affine_grid(torch.from_numpy(th), (n, 1, h, w),
+                                              align_corners=align).numpy()
+        ours = fi.affine_grid(th, (n, 1, h, w), align_corners=align)
+        bound = 8 * u * np.abs(th.astype(np.float64)).sum(-1)[:, None, None, :]
+        assert (np.abs(ours.astype(np.float64) - ref) <= bound).all()
+        exact = fi.affine_grid(th.astype(np.float64), (n, 1, h, w), align_corners=align)
+        if dtype == np.float32:
+            assert (np.abs(ours - exact) <= 2 * u * np.abs(th.astype(np.float64)).sum(-1)[:, None, None, :]).all()
+
+
+@pytest.mark.parametrize("size", [(0, 1, 4, 5), (2, 0, 4, 5), (2, 1, 0, 5), (2, 1, 4, 0)])
+def test_affine_grid_empty_sizes(size, rng):
+    th = rng.standard_normal((size[0], 2, 3))
+    grid = fi.affine_grid(th, size)
+    assert grid.shape == (size[0], size[2], size[3], 2)
+    gt = fi.affine_grid_backward(grid, size)
+    assert gt.shape == (size[0], 2, 3)
+    assert (gt == 0).all() == (grid.size == 0)         # C is not used
+
+
+def test_affine_grid_runs_its_registered_kernel(rng):
+    th = rng.standard_normal((2, 2, 3)).astype(np.float32)
+    fi.affine_grid(th, (2, 1, 3, 4))
+    assert fi.last_kernel().key == ("affine_grid", "cpu", "float32")
+    fi.affine_grid_backward(np.ones((2, 3, 4, 2)), (2, 1, 3, 4))
+    assert fi.last_kernel().key == ("affine_grid_backward", "cpu", "float64")
+    from fastinterp._cpu import sample as cpu
+    with pytest.raises(ValueError, match="buffers too short"):
+        cpu.affine_grid_fwd(np.empty(10), np.empty(6), 1, 2, 3, False, 1)
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        cpu.affine_grid_bwd(np.empty(6), np.empty(10), 1, -2, 3, False, 1)
+
+
+def test_hostile_grids_never_crash_and_are_thread_invariant():
+    """NaN, +-inf, 1e300 and other huge coordinates in every mode, padding, layout and
+    dtype, forward and backward, 1 and 2 threads (in a subprocess: a crash must not
+    take the test run down). Float-to-int conversions of such values would be
+    undefined behaviour: the kernels convert only taps known to be inside."""
+    proc = run_isolated("""
+    import itertools, numpy as np, fastinterp as fi
+    rng = np.random.default_rng(0)
+    vals = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e38, -3e38, 2.0**62, -2.0**63, 1e18,
+            1.0000001, -1.0, 0.0, -0.0, 5e-324]
+    pts = np.array([[a, b] for a in vals for b in vals])
+    for dtype, mode, pad, align, cl in itertools.product(
+            (np.float32, np.float64), ("bilinear", "nearest", "bicubic"),
+            ("zeros", "border", "reflection"), (False, True), (False, True)):
+        with np.errstate(over="ignore"):
+            grid = np.tile(pts.astype(dtype), (40, 1)).reshape(2, 15, -1, 2)
+        x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+        if cl:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        res = []
+        for t in (1, 2):
+            fi.set_num_threads(t)
+            out = fi.grid_sample(x, grid, mode, pad, align, channels_last=cl)
+            go = np.ones_like(out)
+            gi, gg = fi.grid_sample_backward(go, x, grid, mode, pad, align, channels_last=cl)
+            res.append((out, gi, gg))
+        for a, b in zip(*res):
+            assert np.array_equal(a, b, equal_nan=True), (dtype, mode, pad, align, cl)
+        out = res[0][0]
+        finite = np.isfinite(grid).all(-1)
+        if mode == "nearest" or (pad != "zeros" and mode == "bilinear"):
+            assert np.isfinite(out).all(), (dtype, mode, pad, align, cl)
+        if pad == "zeros":
+            # far, and not so far that the pixel coordinate overflows to inf
+            far = finite & (np.abs(grid) > 1e3).any(-1) & (np.abs(grid) < 1e30).all(-1)
+            o = out if cl else out.transpose(0, 2, 3, 1)
+            assert (o[far] == 0).all(), (dtype, mode, pad, align, cl)
+    print("ok")
+    """, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("call, text", [
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 7, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 1, -1, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, -1, 2, 2, 1, 1, False, 1, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 0, 2, 1, 1, False, 1, 0, False, 1),
+     "invalid kernel arguments"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(3), b(2), 1, 1, 2, 2, 1, 1, False, 1, 0, False, 1),
+     "inp must hold at least 4"),
+    (lambda k, b: k.grid_sample_fwd(b(8), b(4), b(2), 1, 1, 2, 2, 2, 2, False, 1, 0, False, 1),
+     "grid must hold at least 8"),
+    (lambda k, b: k.grid_sample_fwd(b(1), b(4), b(2), 2**40, 2**40, 2, 2, 1, 1, False, 1, 0,
+                                    False, 1), "must hold at least"),
+    (lambda k, b: k.grid_sample_bwd(b(4), b(1), b(1), b(4), b(2), 1, 1, 2, 2, 1, 1, False, 1, 0,
+                                    False, True, True, 1), "grad_grid must hold at least 2"),
+])
+def test_kernels_refuse_odd_arguments(call, text):
+    """The kernels are reachable directly (and through the C ABI): sizes the buffers do
+    not hold and out-of-range codes are refused, never read or written."""
+    from fastinterp._cpu import sample as cpu
+    with pytest.raises(ValueError, match=text):
+        call(cpu, lambda n: np.zeros(n))
+
+
+@pytest.mark.parametrize("shape, gshape", [((0, 2, 3, 4), (0, 5, 6, 2)), ((2, 3, 4, 5), (2, 0, 6, 2)),
+                                           ((2, 3, 4, 5), (2, 5, 0, 2)), ((2, 0, 4, 5), (2, 5, 6, 2))])
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_axes_give_defined_results(shape, gshape, mode, rng):
+    x = rng.standard_normal(shape)
+    grid = rng.uniform(-1, 1, gshape)
+    out = fi.grid_sample(x, grid, mode)
+    assert out.shape == (shape[0], shape[1], gshape[1], gshape[2])
+    gi, gg = fi.grid_sample_backward(np.ones(out.shape), x, grid, mode)
+    assert gi.shape == x.shape and gg.shape == grid.shape
+    assert (gi == 0).all() and (gg == 0).all()          # nothing sampled: zero gradients
+
+
+@pytest.mark.parametrize("bad", [(2, 3, 0, 5), (2, 3, 4, 0)])
+def test_empty_input_image_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match=r"grid_sample: input must have H >= 1 and W >= 1"):
+        fi.grid_sample(np.zeros(bad), np.zeros((2, 3, 3, 2)))
+    with pytest.raises(ValueError, match=r"grid_sample_backward: input must have H >= 1"):
+        fi.grid_sample_backward(np.zeros((2, 3, 3, 3)), np.zeros(bad), np.zeros((2, 3, 3, 2)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_strided_negative_stride_and_read_only_inputs(mode, rng):
+    x = rng.standard_normal((2, 3, 9, 16))[:, ::-1, :, ::2]          # negative and step strides
+    grid = rng.uniform(-1.2, 1.2, (2, 6, 14, 2))[:, :, ::2]
+    go = rng.standard_normal((2, 7, 6, 6)).transpose(0, 3, 2, 1)[:, :3]   # (2, 3, 6, 7), transposed
+    for a in (x, grid, go):
+        a.flags.writeable = False
+    ref_out = fi.grid_sample(np.ascontiguousarray(x), np.ascontiguousarray(grid), mode)
+    ref = fi.grid_sample_backward(np.ascontiguousarray(go), np.ascontiguousarray(x),
+                                  np.ascontiguousarray(grid), mode)
+    np.testing.assert_array_equal(fi.grid_sample(x, grid, mode), ref_out)
+    for a, b in zip(fi.grid_sample_backward(go, x, grid, mode), ref):
+        np.testing.assert_array_equal(a, b)
+    th = rng.standard_normal((3, 2, 6))[:, :, ::2]
+    th.flags.writeable = False
+    np.testing.assert_array_equal(fi.affine_grid(th, (3, 1, 4, 5)),
+                                  fi.affine_grid(np.ascontiguousarray(th), (3, 1, 4, 5)))
+
+
+def test_worker_thread_results_equal_main_thread(threads, rng):
+    import concurrent.futures as cf
+    threads.set_num_threads(2)
+    x = rng.standard_normal((1, 8, 40, 50)).astype(np.float32)
+    grid = fi.affine_grid(rotation_theta(1, rng, np.float32, angle=0.6), (1, 8, 64, 100)) * 1.3
+    go = rng.standard_normal((1, 8, 64, 100)).astype(np.float32)
+
+    def run():
+        return (fi.grid_sample(x, grid, "bicubic", "reflection"),
+                *fi.grid_sample_backward(go, x, grid, "bilinear", "border"),
+                fi.affine_grid_backward(grid, (1, 8, 64, 100)))
+    main = run()
+    with cf.ThreadPoolExecutor(4) as ex:
+        others = [f.result() for f in [ex.submit(run) for _ in range(4)]]
+    for other in others:
+        for a, b in zip(main, other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.cudasim
+def test_cuda_backward_of_empty_outputs_is_zero(cuda, rng):
+    for xs, gs in [((2, 0, 3, 4), (2, 2, 3, 2)), ((2, 2, 3, 4), (2, 0, 3, 2)), ((0, 2, 3, 4), (0, 2, 3, 2))]:
+        x, grid = rng.standard_normal(xs), rng.uniform(-1, 1, gs)
+        go = np.ones((xs[0], xs[1]) + gs[1:3])
+        dx, dg, dgo = to_dev(cuda, x, grid, go)
+        for det in (True, False):
+            gi, gg = fi.grid_sample_backward(dgo, dx, dg, deterministic=det)
+            assert (gi.copy_to_host() == 0).all() and (gg.copy_to_host() == 0).all()
+            assert gi.shape == xs and gg.shape == gs
+
+
+def test_affine_grid_bit_identical_for_any_thread_count(threads, rng):
+    th = rng.standard_normal((3, 2, 3)).astype(np.float32)
+    size = (3, 1, 128, 400)
+    res = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(t)
+        assert fi._config.threads_for(3 * 128 * 400 * 2, 65536) == t
+        grid = fi.affine_grid(th, size)
+        res.append((grid, fi.affine_grid_backward(grid, size)))
+    for grid, gt in res[1:]:
+        np.testing.assert_array_equal(grid, res[0][0])
+        np.testing.assert_array_equal(gt, res[0][1])

@@ -5,7 +5,8 @@ from _types cimport real
 
 # ---------------------------------------------------------------------------
 # Grid-sampling coordinate arithmetic (grid_sample and its backward).
-# PyTorch's CPU semantics, including its NaN handling: clipping maps NaN to 0.
+# PyTorch's CPU forward semantics, including its NaN handling: clipping maps NaN to 0
+# (the backward helpers follow the forward there: a clipped coordinate has gradient 0).
 # Padding codes: 0 = zeros, 1 = border, 2 = reflection.
 # An axis is described by six numbers (see axis_params in sample.pyx):
 #   scale, shift: unnormalize(g) = (g + 1) * scale - shift
@@ -27,11 +28,9 @@ cdef inline real clip_coordinate(real x, real max_val) noexcept nogil:
 
 
 cdef inline real clip_coordinate_grad(real x, real max_val, real* grad) noexcept nogil:
-    """clip_coordinate keeping NaN, and multiply *grad by d clip / dx (0 on and
-    beyond the borders, which count as outside)."""
+    """clip_coordinate (NaN -> 0, like the forward), and multiply *grad by d clip / dx:
+    0 on and beyond the borders, which count as outside, and at NaN (clipped to 0)."""
     if x > 0 and x < max_val:
-        return x
-    if x != x:
         return x
     grad[0] = 0
     if x > 0:
@@ -85,7 +84,8 @@ cdef inline real pad_coordinate(real x, int padding, real max_val, real low,
 
 cdef inline real pad_coordinate_grad(real x, int padding, real max_val, real low,
                                      real twice_span, bint empty, real* grad) noexcept nogil:
-    """pad_coordinate for the backward pass: NaN stays NaN, *grad gets the chain factor."""
+    """pad_coordinate for the backward pass (the same coordinate as the forward's, NaN
+    included), and *grad gets the chain factor (0 where the coordinate was clipped)."""
     if padding == 1:
         return clip_coordinate_grad(x, max_val, grad)
     if padding == 2:

@@ -30,6 +30,7 @@ cdef extern from "fastinterp/plugin.h" nogil:
         FI_OK
         FI_ERR_INVALID
         FI_ERR_UNSUPPORTED
+        FI_ERR_NOMEM
         FI_GRID_BILINEAR
         FI_GRID_BICUBIC
         FI_PAD_ZEROS
@@ -636,13 +637,17 @@ cdef int grid_sample_kernel(const fi_tensor_t* inputs, int32_t n_in,
     if (bits == 32 and _grid_sample_f32 == NULL) or (bits == 64 and _grid_sample_f64 == NULL):
         return fi_error(err, errsz, FI_ERR_UNSUPPORTED, b"grid_sample: not built")
     if bits == 32:
-        _grid_sample_f32(<float*>fi_data(&outputs[0]), <const float*>fi_data(&inputs[0]),
+        status = _grid_sample_f32(<float*>fi_data(&outputs[0]), <const float*>fi_data(&inputs[0]),
                          <const float*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
                          dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
     else:
-        _grid_sample_f64(<double*>fi_data(&outputs[0]), <const double*>fi_data(&inputs[0]),
+        status = _grid_sample_f64(<double*>fi_data(&outputs[0]), <const double*>fi_data(&inputs[0]),
                          <const double*>fi_data(&inputs[1]), dims[0], dims[1], dims[2], dims[3],
                          dims[4], dims[5], opts[3], opts[0], opts[1], opts[2], _nthreads(params))
+    if status == FI_ERR_NOMEM:
+        return fi_error(err, errsz, status, b"grid_sample: out of memory for the plan buffers")
+    if status != FI_OK:
+        return fi_error(err, errsz, status, b"grid_sample: invalid sizes or codes")
     return FI_OK
 
 

@@ -5,15 +5,20 @@ The Python front (fastinterp.sample) validates and makes every array
 C-contiguous; these loops trust what they get. The per-coordinate arithmetic
 (unnormalize, padding, weights) lives in _taps.pxd.
 
-Design: for each block of output rows (~PLAN_PIXELS pixels), the taps of
-every output pixel (offsets, masks, weights and, for the backward, gradient
-factors) are computed once into a small per-thread table ("plan"); then the
-channels are swept along the block (bilinear: CB channels per pass).
+Design: an image's output pixels are one run (the grid and every output
+layout store consecutive rows contiguously), cut into tiles of TILE pixels.
+For each tile the taps of every pixel (offsets, masks, weights and, for the
+backward, gradient factors) are computed once into a small per-thread table
+("plan"); then the channels are swept along the tile (bilinear: CB channels
+per pass). The plans are allocated once per call, before any output is
+written, and their size depends only on TILE and the thread count, never on
+the output: a failed allocation is reported (MemoryError) with nothing
+written. Results do not depend on TILE or on the thread count.
 The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
 """
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport nearbyint
@@ -53,7 +58,14 @@ cdef enum:
     I_SLOTS = 9
 
 cdef enum:
-    PLAN_PIXELS = 1024   # output pixels planned at once (whole rows, at least one)
+    TILE = 1024          # output pixels planned at once (~280 KB of plan per thread)
+
+# Status codes of the nogil drivers (the values of plugin.h's FI_OK, FI_ERR_INVALID
+# and FI_ERR_NOMEM, so the C ABI can pass them on).
+cdef enum:
+    ST_OK = 0
+    ST_INVALID = 1
+    ST_NOMEM = 3
 
 # Axis description: the six numbers _taps' coordinate helpers take, plus size.
 cdef enum:
@@ -457,73 +469,147 @@ cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize
         s[3] = 1
 
 
-cdef inline Py_ssize_t block_rows(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
-    """Output rows planned together: consecutive rows are one long run of pixels
-    (the grid and every output layout store them contiguously), so a block of
-    ~1k pixels keeps the plan, the input slab and the output run in cache while
-    each channel is swept. Results do not depend on the block size."""
-    cdef Py_ssize_t rb = PLAN_PIXELS // Wo
-    if rb < 1:
-        rb = 1
-    if rb > Ho:
-        rb = Ho
-    return rb
+cdef struct Plans:
+    void* R        # nthreads tables of R_SLOTS * TILE reals
+    void* I        # nthreads tables of I_SLOTS * TILE offsets
+
+
+cdef int plans_alloc(Plans* p, int nthreads, size_t real_size) noexcept nogil:
+    """One plan table per thread, allocated up front; ST_NOMEM (nothing held) on failure."""
+    p.R = malloc(real_size * R_SLOTS * TILE * <size_t>nthreads)
+    p.I = malloc(sizeof(Py_ssize_t) * I_SLOTS * TILE * <size_t>nthreads)
+    if p.R == NULL or p.I == NULL:
+        plans_free(p)
+        return ST_NOMEM
+    return ST_OK
+
+
+cdef void plans_free(Plans* p) noexcept nogil:
+    free(p.R)
+    free(p.I)
+    p.R = NULL
+    p.I = NULL
+
+
+cdef int check_args(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
+                    Py_ssize_t Wo, int mode, int padding) noexcept nogil:
+    """ST_INVALID for arguments no kernel can run on (the C ABI passes them unchecked)."""
+    if N < 0 or C < 0 or H < 0 or W < 0 or Ho < 0 or Wo < 0:
+        return ST_INVALID
+    if mode < NEAREST or mode > BICUBIC or padding < 0 or padding > 2:
+        return ST_INVALID
+    if not (N == 0 or C == 0 or Ho == 0 or Wo == 0) and (H < 1 or W < 1):
+        return ST_INVALID
+    return ST_OK
+
+
+cdef inline int clamp_threads(int nthreads) noexcept nogil:
+    return 1 if nthreads < 1 else nthreads
+
+
+cdef object status_error(str op, int status, int nthreads, size_t real_size):
+    """The Python exception for a driver's status."""
+    if status == ST_NOMEM:
+        return MemoryError(
+            f"{op}: could not allocate the per-thread plan buffers "
+            f"({(real_size * R_SLOTS + sizeof(Py_ssize_t) * I_SLOTS) * TILE * nthreads} "
+            f"bytes for {nthreads} threads); nothing was written.")
+    return ValueError(f"{op}: invalid kernel arguments (negative size, H or W < 1 with a "
+                      f"non-empty output, or a mode/padding code out of range).")
+
+
+def _check_buffers(str op, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                   Py_ssize_t Ho, Py_ssize_t Wo, int mode, int padding, **buffers):
+    """Each buffer must hold at least the elements its role needs (in Python ints: no
+    overflow), and the sizes and codes must be valid: ValueError otherwise."""
+    if check_args(N, C, H, W, Ho, Wo, mode, padding) != ST_OK:
+        raise status_error(op, ST_INVALID, 1, sizeof(double))
+    need = {"out": (N, C, Ho, Wo), "grad_out": (N, C, Ho, Wo), "inp": (N, C, H, W),
+            "grad_input": (N, C, H, W), "grid": (N, Ho, Wo, 2), "grad_grid": (N, Ho, Wo, 2)}
+    for name, length in buffers.items():
+        count = 1
+        for d in need[name]:
+            count *= int(d)
+        if length < count:
+            raise ValueError(f"{op}: {name} must hold at least {count} elements for the "
+                             f"sizes given; got {length}.")
 
 
 def grid_sample_fwd(real[::1] out, const real[::1] inp, const real[::1] grid,
                     Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                     Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
                     int padding, bint align_corners, int nthreads):
-    """out[n, c, h, w] (or [n, h, w, c]) = input sampled at grid[n, h, w]."""
+    """out[n, c, h, w] (or [n, h, w, c]) = input sampled at grid[n, h, w].
+
+    Raises ValueError for sizes the buffers do not hold, MemoryError when the plan
+    buffers cannot be allocated (out untouched either way)."""
+    cdef int status
+    _check_buffers("grid_sample", N, C, H, W, Ho, Wo, mode, padding, out=out.shape[0],
+                   inp=inp.shape[0], grid=grid.shape[0])
+    if N == 0 or C == 0 or Ho == 0 or Wo == 0:
+        return
+    nthreads = clamp_threads(nthreads)
     with nogil:
-        grid_sample_fwd_run(&out[0], &inp[0], &grid[0], N, C, H, W, Ho, Wo, channels_last,
-                            mode, padding, align_corners, nthreads)
+        status = grid_sample_fwd_run(&out[0], &inp[0], &grid[0], N, C, H, W, Ho, Wo,
+                                     channels_last, mode, padding, align_corners, nthreads)
+    if status != ST_OK:
+        raise status_error("grid_sample", status, nthreads, sizeof(real))
 
 
-cdef void grid_sample_fwd_run(real* op, const real* ip, const real* gp,
-                              Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                              Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
-                              int padding, bint align_corners, int nthreads) noexcept nogil:
-    """grid_sample_fwd on raw C-contiguous buffers; also exported to C (abi.pyx)."""
+cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
+                             Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last, int mode,
+                             int padding, bint align_corners, int nthreads) noexcept nogil:
+    """grid_sample_fwd on raw C-contiguous buffers; also exported to C (abi.pyx).
+    Returns ST_OK, ST_INVALID (bad sizes or codes) or ST_NOMEM; on an error nothing
+    is written."""
     cdef Py_ssize_t si[4]
     cdef Py_ssize_t so[4]
     cdef real ax[A_SLOTS]
     cdef real ay[A_SLOTS]
-    cdef Py_ssize_t job, n, h0, c, length
-    cdef Py_ssize_t rb = block_rows(Ho, Wo)
-    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R = NULL
-    cdef Py_ssize_t* I = NULL
+    cdef Py_ssize_t job, n, p0, c, length
+    cdef Py_ssize_t P = Ho * Wo
+    cdef Py_ssize_t nt
+    cdef Plans plans
+    cdef real* R
+    cdef Py_ssize_t* I
+    cdef int status = check_args(N, C, H, W, Ho, Wo, mode, padding)
+    if status != ST_OK or N == 0 or C == 0 or P == 0:
+        return status
+    nthreads = clamp_threads(nthreads)
+    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+        return ST_NOMEM
+    nt = (P + TILE - 1) // TILE
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
     with parallel(num_threads=nthreads):
-        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
-        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
-        for job in prange(N * nb, schedule="dynamic"):
-            n = job // nb
-            h0 = (job - n * nb) * rb
-            length = (min(h0 + rb, Ho) - h0) * Wo
-            plan_row(gp + (n * Ho + h0) * Wo * 2, length, mode, padding, False, ax, ay,
+        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
+        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
+        for job in prange(N * nt, schedule="dynamic"):
+            n = job // nt
+            p0 = (job - n * nt) * TILE
+            length = min(p0 + TILE, P) - p0
+            plan_row(gp + (n * P + p0) * 2, length, mode, padding, False, ax, ay,
                      si[3], si[2], R, I)
             c = 0
             if mode == BILINEAR and channels_last:
-                sweep_fwd_bilinear_nhwc(ip + n * si[0], op + n * so[0] + h0 * so[2], C, length,
+                sweep_fwd_bilinear_nhwc(ip + n * si[0], op + n * so[0] + p0 * so[3], C, length,
                                         si[3], si[2], R, I)
                 c = C
             if mode == BILINEAR:
                 while c + CB <= C:
                     sweep_fwd_bilinear_block(ip + n * si[0] + c * si[1], si[1],
-                                             op + n * so[0] + c * so[1] + h0 * so[2], so[1],
+                                             op + n * so[0] + c * so[1] + p0 * so[3], so[1],
                                              so[3], length, si[3], si[2], R, I)
                     c = c + CB
             while c < C:
-                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + h0 * so[2],
+                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0 * so[3],
                           so[3], length, mode, si[3], si[2], R, I)
                 c = c + 1
-        free(R)
-        free(I)
+    plans_free(&plans)
+    return ST_OK
 
 
 def c_entry_points():
@@ -546,60 +632,60 @@ cdef void zero_channels(real* gip, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t H,
 
 
 cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t n,
-                         Py_ssize_t h, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t length,
+                         Py_ssize_t p0, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t length,
                          const Py_ssize_t* si, const Py_ssize_t* so, int mode,
                          bint do_input, bint do_grid, real* R,
                          const Py_ssize_t* I) noexcept nogil:
-    """Backward sweeps of channels [c0, c1) over one planned run of pixels starting
-    at output row h (bilinear in blocks of CB channels, then one by one)."""
+    """Backward sweeps of channels [c0, c1) over one planned tile of pixels starting
+    at output pixel p0 (bilinear in blocks of CB channels, then one by one)."""
     cdef Py_ssize_t c = c0
     if mode == BILINEAR:
         while c + CB <= c1:
             sweep_bwd_bilinear_block(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                                     si[1], gop + n * so[0] + c * so[1] + h * so[2], so[1],
+                                     si[1], gop + n * so[0] + c * so[1] + p0 * so[3], so[1],
                                      so[3], length, si[3], si[2], do_input, do_grid, R, I)
             c = c + CB
     while c < c1:
         sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                  gop + n * so[0] + c * so[1] + h * so[2], so[3], length, mode,
+                  gop + n * so[0] + c * so[1] + p0 * so[3], so[3], length, mode,
                   si[3], si[2], do_input, do_grid, R, I)
         c = c + 1
 
 
-cdef void backward_rows(const real* ip, real* gip, const real* gop, const real* gp,
-                        real* ggp, Py_ssize_t n, Py_ssize_t h0, Py_ssize_t h1,
-                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t Wo, Py_ssize_t rb,
-                        const Py_ssize_t* si, const Py_ssize_t* so, Py_ssize_t Ho,
-                        int mode, int padding, bint do_input, bint do_grid,
-                        const real* ax, const real* ay, real* R,
-                        Py_ssize_t* I) noexcept nogil:
-    """Rows [h0, h1) of image n, channels [c0, c1), in blocks of rb rows: every
-    call adds in the same order (rows, pixels, taps) per grad_input element and
-    sums channels in increasing order per grad_grid entry."""
-    cdef Py_ssize_t h, c, j, length
+cdef void backward_pixels(const real* ip, real* gip, const real* gop, const real* gp,
+                          real* ggp, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                          Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t P,
+                          const Py_ssize_t* si, const Py_ssize_t* so,
+                          int mode, int padding, bint do_input, bint do_grid,
+                          const real* ax, const real* ay, real* R,
+                          Py_ssize_t* I) noexcept nogil:
+    """Output pixels [p0, p1) of image n (P per image), channels [c0, c1), in tiles of
+    TILE pixels: every call adds in the same order (pixels, taps) per grad_input
+    element and sums channels in increasing order per grad_grid entry."""
+    cdef Py_ssize_t p, j, length
     cdef real* GX
     cdef real* GY
     cdef real* gg
-    h = h0
-    while h < h1:
-        length = (min(h + rb, h1) - h) * Wo
+    p = p0
+    while p < p1:
+        length = min(p + TILE, p1) - p
         GX = R + R_GX * length
         GY = R + R_GY * length
         # nearest plans like the forward (no coordinate gradient exists)
-        plan_row(gp + (n * Ho + h) * Wo * 2, length, mode, padding, mode != NEAREST, ax, ay,
+        plan_row(gp + (n * P + p) * 2, length, mode, padding, mode != NEAREST, ax, ay,
                  si[3], si[2], R, I)
         for j in range(length):
             GX[j] = 0
             GY[j] = 0
         # one sweep does both (the front places grad_input so that its stores do not
         # 4K-alias the input reads, which would stall every load)
-        sweep_channels(ip, gip, gop, n, h, c0, c1, length, si, so, mode, do_input, do_grid, R, I)
+        sweep_channels(ip, gip, gop, n, p, c0, c1, length, si, so, mode, do_input, do_grid, R, I)
         if do_grid:
-            gg = ggp + (n * Ho + h) * Wo * 2
+            gg = ggp + (n * P + p) * 2
             for j in range(length):
                 gg[2 * j] = GX[j] * R[R_MX * length + j]
                 gg[2 * j + 1] = GY[j] * R[R_MY * length + j]
-        h += rb
+        p += TILE
 
 
 def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] grad_out,
@@ -611,48 +697,79 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
     """grad_input (zeroed here) and grad_grid of grid_sample; either may be skipped
     (pass a 1-element dummy). With N >= nthreads one thread owns whole images;
     otherwise grad_input is split over (image, channel block) and grad_grid over
-    (image, row): the same additions in the same order either way."""
+    (image, tile): the same additions in the same order either way.
+
+    Raises ValueError for sizes the buffers do not hold, MemoryError when the plan
+    buffers cannot be allocated (nothing written either way)."""
+    cdef int status
+    buffers = dict(grad_out=grad_out.shape[0], inp=inp.shape[0], grid=grid.shape[0])
+    if do_input:
+        buffers["grad_input"] = grad_input.shape[0]
+    if do_grid:
+        buffers["grad_grid"] = grad_grid.shape[0]
+    _check_buffers("grid_sample_backward", N, C, H, W, Ho, Wo, mode, padding, **buffers)
+    nthreads = clamp_threads(nthreads)
+    if N == 0 or (not do_input and not do_grid):
+        return
+    if C == 0 or Ho == 0 or Wo == 0:      # nothing sampled: both gradients are zero
+        if do_input:
+            grad_input[:N * C * H * W] = 0
+        if do_grid:
+            grad_grid[:N * Ho * Wo * 2] = 0
+        return
+    with nogil:
+        status = grid_sample_bwd_run(&grad_input[0], &grad_grid[0], &grad_out[0], &inp[0],
+                                     &grid[0], N, C, H, W, Ho, Wo, channels_last, mode,
+                                     padding, align_corners, do_input, do_grid, nthreads)
+    if status != ST_OK:
+        raise status_error("grid_sample_backward", status, nthreads, sizeof(real))
+
+
+cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* ip,
+                             const real* gp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                             Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last,
+                             int mode, int padding, bint align_corners, bint do_input,
+                             bint do_grid, int nthreads) noexcept nogil:
+    """grid_sample_bwd on raw C-contiguous buffers of a non-empty output; returns ST_OK
+    or ST_NOMEM (then nothing is written)."""
     cdef Py_ssize_t si[4]
     cdef Py_ssize_t so[4]
     cdef real ax[A_SLOTS]
     cdef real ay[A_SLOTS]
-    cdef Py_ssize_t n, job, nblk, blk, c0, c1, row
-    cdef Py_ssize_t rb = block_rows(Ho, Wo)
-    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
-    cdef real* R = NULL
-    cdef Py_ssize_t* I = NULL
-    cdef const real* ip = &inp[0]
-    cdef const real* gp = &grid[0]
-    cdef const real* gop = &grad_out[0]
-    cdef real* gip = &grad_input[0]
-    cdef real* ggp = &grad_grid[0]
+    cdef Py_ssize_t n, job, nblk, blk, c0, c1, tile
+    cdef Py_ssize_t P = Ho * Wo
+    cdef Py_ssize_t nt = (P + TILE - 1) // TILE
+    cdef Plans plans
+    cdef real* R
+    cdef Py_ssize_t* I
+    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+        return ST_NOMEM
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
     if mode == NEAREST:
-        if do_grid:
-            for job in range(N * Ho * Wo * 2):
-                ggp[job] = 0
+        if do_grid:         # piecewise constant: no grid gradient
+            memset(ggp, 0, sizeof(real) * N * P * 2)
         do_grid = False
     if not do_input and not do_grid:
-        return
+        plans_free(&plans)
+        return ST_OK
     if N >= nthreads or nthreads == 1:
-        with nogil, parallel(num_threads=nthreads):
-            R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
-            I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+        with parallel(num_threads=nthreads):
+            R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
+            I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
             for n in prange(N, schedule="dynamic"):
                 if do_input:
                     zero_channels(gip + n * si[0], 0, C, H, W, si)
-                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, 0, C, Wo, rb, si, so, Ho,
-                              mode, padding, do_input, do_grid, ax, ay, R, I)
-            free(R)
-            free(I)
-        return
+                backward_pixels(ip, gip, gop, gp, ggp, n, 0, P, 0, C, P, si, so,
+                                mode, padding, do_input, do_grid, ax, ay, R, I)
+        plans_free(&plans)
+        return ST_OK
     nblk = min(C, (nthreads + N - 1) // N)
-    with nogil, parallel(num_threads=nthreads):
-        R = <real*>malloc(sizeof(real) * R_SLOTS * rb * Wo)
-        I = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * I_SLOTS * rb * Wo)
+    with parallel(num_threads=nthreads):
+        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
+        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
         if do_input:
             for job in prange(N * nblk, schedule="dynamic"):
                 n = job // nblk
@@ -660,14 +777,119 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
                 c0 = blk * C // nblk
                 c1 = (blk + 1) * C // nblk
                 zero_channels(gip + n * si[0], c0, c1, H, W, si)
-                backward_rows(ip, gip, gop, gp, ggp, n, 0, Ho, c0, c1, Wo, rb, si, so, Ho,
-                              mode, padding, True, False, ax, ay, R, I)
+                backward_pixels(ip, gip, gop, gp, ggp, n, 0, P, c0, c1, P, si, so,
+                                mode, padding, True, False, ax, ay, R, I)
         if do_grid:
-            for row in prange(N * nb, schedule="dynamic"):
-                n = row // nb
-                c0 = (row - n * nb) * rb
-                backward_rows(ip, gip, gop, gp, ggp, n, c0, min(c0 + rb, Ho),
-                              0, C, Wo, rb, si, so, Ho, mode, padding, False, True,
-                              ax, ay, R, I)
-        free(R)
-        free(I)
+            for tile in prange(N * nt, schedule="dynamic"):
+                n = tile // nt
+                c0 = (tile - n * nt) * TILE
+                backward_pixels(ip, gip, gop, gp, ggp, n, c0, min(c0 + TILE, P), 0, C, P,
+                                si, so, mode, padding, False, True, ax, ay, R, I)
+    plans_free(&plans)
+    return ST_OK
+
+
+# --------------------------------------------------------------------------- affine_grid
+
+cdef inline real base_coordinate(Py_ssize_t i, Py_ssize_t n, bint align_corners,
+                                 real kind) noexcept nogil:
+    """Normalized centre of pixel i of n (PyTorch's affine_grid base): linspace(-1, 1, n)
+    (first half from -1, the rest from 1, as torch.linspace), rounded to real, times
+    (n - 1) / n in real arithmetic when not align_corners; 0 for a single pixel.
+    ``kind`` only selects the precision."""
+    cdef double step, v
+    cdef real r
+    if n <= 1:
+        return 0
+    step = 2.0 / <double>(n - 1)
+    if i < n // 2:
+        v = -1.0 + step * <double>i
+    else:
+        v = 1.0 - step * <double>(n - 1 - i)
+    r = <real>v
+    if not align_corners:
+        r = r * <real>(n - 1)
+        r = r / <real>n
+    return r
+
+
+def affine_grid_fwd(real[::1] out, const real[::1] theta, Py_ssize_t N, Py_ssize_t H,
+                    Py_ssize_t W, bint align_corners, int nthreads):
+    """out[n, i, j, r] = theta[n, r, 0] * x_j + theta[n, r, 1] * y_i + theta[n, r, 2],
+    summed in that order in float64 and rounded once (x_j, y_i: base_coordinate)."""
+    cdef Py_ssize_t row, n, i, j, r
+    cdef double x, y
+    cdef real* o
+    cdef const real* t
+    _check_affine("affine_grid", N, H, W, theta.shape[0], out.shape[0])
+    if N == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for row in prange(N * H, schedule="static", num_threads=clamp_threads(nthreads)):
+            n = row // H
+            i = row - n * H
+            t = &theta[0] + n * 6
+            y = base_coordinate(i, H, align_corners, t[0])
+            o = &out[0] + row * W * 2
+            for j in range(W):
+                x = base_coordinate(j, W, align_corners, t[0])
+                for r in range(2):
+                    o[2 * j + r] = <real>((<double>t[3 * r] * x + <double>t[3 * r + 1] * y)
+                                          + <double>t[3 * r + 2])
+
+
+cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
+                           bint align_corners) noexcept nogil:
+    """One image of affine_grid_bwd: gt[0..6) from g[0 .. H * W * 2)."""
+    cdef Py_ssize_t i, j, r
+    cdef double s[2]
+    cdef double sx[2]
+    cdef double acc[6]
+    cdef double x, y
+    for r in range(6):
+        acc[r] = 0
+    for i in range(H):
+        y = base_coordinate(i, H, align_corners, gt[0])
+        for r in range(2):
+            s[r] = 0
+            sx[r] = 0
+        for j in range(W):
+            x = base_coordinate(j, W, align_corners, gt[0])
+            for r in range(2):
+                s[r] = s[r] + <double>g[(i * W + j) * 2 + r]
+                sx[r] = sx[r] + <double>g[(i * W + j) * 2 + r] * x
+        for r in range(2):
+            acc[3 * r] = acc[3 * r] + sx[r]
+            acc[3 * r + 1] = acc[3 * r + 1] + s[r] * y
+            acc[3 * r + 2] = acc[3 * r + 2] + s[r]
+    for r in range(6):
+        gt[r] = <real>acc[r]
+
+
+def affine_grid_bwd(real[::1] grad_theta, const real[::1] grad_grid, Py_ssize_t N,
+                    Py_ssize_t H, Py_ssize_t W, bint align_corners, int nthreads):
+    """grad_theta[n, r, k] = sum_ij grad_grid[n, i, j, r] * (x_j, y_i, 1)[k], in float64:
+    per row i the sums over j in increasing order, then over rows in increasing order;
+    rounded once. Deterministic for any thread count (one image per thread)."""
+    cdef Py_ssize_t n
+    _check_affine("affine_grid_backward", N, H, W, grad_theta.shape[0], grad_grid.shape[0])
+    if N == 0:
+        return
+    if H == 0 or W == 0:
+        grad_theta[:N * 6] = 0
+        return
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=clamp_threads(nthreads)):
+            affine_bwd_image(&grad_theta[0] + n * 6, &grad_grid[0] + n * H * W * 2, H, W,
+                             align_corners)
+
+
+def _check_affine(str op, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t theta_len,
+                  Py_ssize_t grid_len):
+    """Sizes must be >= 0 and the buffers must hold (N, 2, 3) and (N, H, W, 2)."""
+    if N < 0 or H < 0 or W < 0:
+        raise ValueError(f"{op}: sizes must be >= 0; got N={N}, H={H}, W={W}.")
+    if theta_len < int(N) * 6 or grid_len < int(N) * int(H) * int(W) * 2:
+        raise ValueError(f"{op}: buffers too short for N={N}, H={H}, W={W}: theta holds "
+                         f"{theta_len} (needs {int(N) * 6}), the grid {grid_len} (needs "
+                         f"{int(N) * int(H) * int(W) * 2}).")

@@ -78,7 +78,8 @@ def _pad(x, padding, max_val, low, span2, empty):
 
 @cuda.jit(device=True, inline=True)
 def _pad_grad(x, padding, max_val, low, span2, empty, mult):
-    """(padded coordinate keeping NaN, mult times d padded / d x)."""
+    """(padded coordinate as in the forward, NaN clipped to 0; mult times d padded / d x,
+    0 where the coordinate was clipped)."""
     if padding == REFLECTION:
         if empty:
             return 0.0, 0.0
@@ -92,8 +93,6 @@ def _pad_grad(x, padding, max_val, low, span2, empty, mult):
         x = (other if flip else extra) + low
     if padding != ZEROS:
         if x > 0 and x < max_val:
-            return x, mult
-        if x != x:
             return x, mult
         return (max_val if x > 0 else 0.0), 0.0
     return x, mult
@@ -349,7 +348,8 @@ def _fill(x, value):
 
 @cuda.jit
 def _affine_grid_fwd(out, theta, xs, ys):
-    """One thread writes one grid point (n, h, w): theta[n] @ (x_w, y_h, 1)."""
+    """One thread writes one grid point (n, h, w): theta[n] @ (x_w, y_h, 1), summed in
+    float64 in that order and rounded once (as the CPU kernel)."""
     i = cuda.grid(1)
     N, H, W = out.shape[0], out.shape[1], out.shape[2]
     if i >= N * H * W:
@@ -358,7 +358,9 @@ def _affine_grid_fwd(out, theta, xs, ys):
     h = (i // W) % H
     n = i // (W * H)
     for r in range(2):
-        out[n, h, w, r] = theta[n, r, 0] * xs[w] + theta[n, r, 1] * ys[h] + theta[n, r, 2]
+        out[n, h, w, r] = ((np.float64(theta[n, r, 0]) * np.float64(xs[w])
+                            + np.float64(theta[n, r, 1]) * np.float64(ys[h]))
+                           + np.float64(theta[n, r, 2]))
 
 
 @cuda.jit
