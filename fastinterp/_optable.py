@@ -527,7 +527,9 @@ def _ref_knn(s):
 # ------------------------------------------------------------------ optimizers
 
 def _fresh_param(param):
-    return param.clone() if hasattr(param, "clone") else np.array(param, copy=True, order="C")
+    if hasattr(param, "clone"):  # torch: a contiguous copy with its bits resolved
+        return param.detach().resolve_neg().resolve_conj().contiguous().clone()
+    return np.array(param, copy=True, order="C")
 
 
 def _run_opt(cls, hyper, param, grad):
