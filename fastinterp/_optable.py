@@ -276,8 +276,9 @@ def _ref_grid_sample_bwd(s):
     for ok, ys, xs, w, dwx, dwy in taps:
         v = _gather(x, ok, ys, xs)
         gv = (g * v).sum(-1)
-        gg[..., 0] += np.where(ok, dwx * gv, 0.0) * sx
-        gg[..., 1] += np.where(ok, dwy * gv, 0.0) * sy
+        # an out-of-bounds tap reads 0: a NaN/inf grad_output still gives NaN (as torch)
+        gg[..., 0] += dwx * gv * sx
+        gg[..., 1] += dwy * gv * sy
         for n in range(N):
             m = ok[n]
             contrib = g[n][m] * w[n][m][:, None]     # (P, C)
@@ -306,10 +307,16 @@ def _mk_slerp(rng, dt, d):
                    "t": _rand(rng, dt, d["B"], lo=0.0, hi=1.0)})
 
 
+def _norm(a):
+    """Euclidean norm along the last axis without underflow or overflow."""
+    m = np.max(np.abs(a), axis=-1, keepdims=True)
+    m = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(((a / m) ** 2).sum(-1, keepdims=True))
+
+
 def _ref_slerp(s):
     a, b, t = s.args["a"], s.args["b"], s.args["t"][..., None]
-    na = np.sqrt((a * a).sum(-1, keepdims=True))
-    nb = np.sqrt((b * b).sum(-1, keepdims=True))
+    na, nb = _norm(a), _norm(b)
     u, v = a / na, b / nb
     theta = np.arccos(np.clip((u * v).sum(-1, keepdims=True), -1, 1))
     sin = np.sin(theta)
