@@ -94,11 +94,12 @@ KNOWN_FAILURES: list[tuple[tuple, str, str]] = [
      "bilinear: an inf pixel reaches outputs through zero-weight taps as 0*inf = NaN "
      "(torch does the same for plain bilinear; the table's reference skips zero weights)"),
     ("resize_backward", "special:grad_output-*inf-*",
-     "inf grad_output becomes NaN through zero-weight taps (torch: inf)"),
+     "bilinear: an inf grad_output becomes NaN through zero-weight taps (torch also gives "
+     "NaN at some of them, fewer than fastinterp; the reference at none)"),
     ("resize_backward", "special:grad_output-nan-one-*",
      "a NaN grad_output reaches inputs through zero-weight taps (torch does the same)"),
     ("adaptive_avg_pool2d_backward", "special:grad_output-*inf-*",
-     "inf grad_output becomes NaN through zero-weight taps (torch: inf)"),
+     "upscaling: an inf grad_output becomes NaN through zero-weight taps (torch: inf)"),
     (OPTIMIZERS, "special:param-*inf-*",
      "a +-inf parameter becomes NaN after a step (torch keeps +-inf)"),
     ("SGD", "special:grad-*inf-*",
