@@ -1,0 +1,789 @@
+"""The op table: one record per public op (in the spirit of SciPy's ``MetricInfo``
+and PyTorch's ``OpInfo``).
+
+A record says how to call an op, which kernels it runs on which backends and
+dtypes, which of its arguments are float arrays, whether it takes ``out=`` and
+which inputs ``out`` may be exactly, how to make small random valid inputs,
+and what the right answer is: a float64 NumPy reference written for the table
+(slow, obvious code) and, where PyTorch has the op, a torch reference used
+when torch is installed. The generated test matrix (tests/test_op_matrix.py)
+runs every record through special values, empty axes, strides, read-only and
+aliased arrays, torch views, wrong dtypes, threads and ``out=`` misuse; a new
+op gets all of that by adding its record here.
+
+Special values. Each record's ``special`` says what its result must do when
+an input holds NaN, +-inf, a huge finite value or a subnormal:
+
+``"class"``
+    every output element has the reference's class (finite, NaN, +inf, -inf);
+``"finite"``
+    the output is finite exactly where the reference is finite;
+``None``
+    only: no crash and no exception other than a documented ValueError/TypeError.
+
+The NumPy reference defines the expected pattern; it computes in float64 and
+rounds to the op's dtype (so a float32 result that overflows is +-inf), and a
+tap or term whose weight is structurally zero (outside a filter's support)
+never contributes, so an inf there cannot turn into 0 * inf = NaN.
+``special_args`` restricts the contract to some arguments (others only must
+not crash).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = ["OpRecord", "Sample", "records", "record", "outputs", "torch_or_none",
+           "NOT_OPS"]
+
+FLOATS = ("float32", "float64")
+BOTH = ("cpu", "cuda")
+
+# Public names of fastinterp.__all__ that compute nothing (infrastructure).
+NOT_OPS = frozenset({"BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
+                     "set_num_threads", "get_include", "ops", "plugins", "optim"})
+
+
+@dataclass
+class Sample:
+    """The arguments of one call: ``args`` (arrays and the like, by name) and
+    ``kwargs`` (options that stay fixed)."""
+
+    args: dict
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One public op.
+
+    Attributes
+    ----------
+    name : str
+        The public name (``fastinterp.<name>``, or ``models.nca.<name>``).
+    fn : callable
+        Called as ``fn(**sample.args, **sample.kwargs[, out=out])``.
+    kernels : tuple of str
+        Registry op names it runs; each is registered for every backend and dtype.
+    float_args : tuple of str
+        The float array arguments (those the matrix varies).
+    dims : dict
+        Default sizes of the sample; ``large`` the sizes for the thread tests.
+    make : callable
+        ``make(rng, dtype, dims) -> Sample``: random valid inputs of ``dims``.
+    ref_numpy : callable
+        ``ref_numpy(sample) -> tuple of float64 arrays``.
+    ref_torch : callable or None
+        The same with torch (float64), used when torch is installed.
+    backward : str or None
+        The name of the backward's record.
+    takes_out : bool
+        ``out=`` accepted (single-output ops).
+    out_alias : tuple of str
+        Inputs that ``out`` may be exactly (element-wise ops): the result is
+        as if out were separate. For others an exactly aliased out either
+        works or raises a clear error; partial overlap always raises.
+    empty : dict
+        Case id -> dims with a zero-size axis; the result must equal the
+        reference's (an empty array, zeros, ...) or, where the reference
+        raises ValueError, a ValueError.
+    special, special_args
+        The special-value contract (module docstring).
+    tol : dict
+        dtype name -> (rtol, atol relative to the reference's largest magnitude).
+    inplace : bool
+        An in-place optimizer step: ``fn`` copies ``param`` first, runs two
+        steps and returns the parameter.
+    exact_outputs : tuple of int
+        Outputs compared exactly (knn's indices).
+    """
+
+    name: str
+    fn: Callable
+    kernels: tuple
+    float_args: tuple
+    dims: Mapping
+    large: Mapping
+    make: Callable
+    ref_numpy: Callable
+    ref_torch: Callable | None = None
+    backward: str | None = None
+    backends: tuple = BOTH
+    dtypes: tuple = FLOATS
+    layouts: str = ""
+    takes_out: bool = False
+    out_alias: tuple = ()
+    empty: Mapping = field(default_factory=dict)
+    special: str | None = "class"
+    special_args: tuple | None = None
+    tol: Mapping = field(default_factory=lambda: {"float32": (2e-4, 2e-5),
+                                                  "float64": (1e-10, 1e-12)})
+    inplace: bool = False
+    exact_outputs: tuple = ()
+    aliases: tuple = ()
+
+    def sample(self, rng, dtype, dims=None) -> Sample:
+        """Random valid inputs of ``dtype`` and ``{**self.dims, **dims}``."""
+        return self.make(rng, np.dtype(dtype), {**self.dims, **(dims or {})})
+
+    def call(self, sample: Sample, out=None, **replace):
+        """Call the op on ``sample`` with some arguments replaced."""
+        kwargs = {**sample.args, **replace, **sample.kwargs}
+        if out is not None:
+            kwargs["out"] = out
+        return self.fn(**kwargs)
+
+    def reference(self, sample: Sample, prefer_torch=True) -> tuple:
+        """float64 reference outputs: torch when installed (and known), else NumPy."""
+        if prefer_torch and self.ref_torch is not None and torch_or_none() is not None:
+            return tuple(np.asarray(r, dtype=np.float64) for r in self.ref_torch(sample))
+        with np.errstate(all="ignore"):
+            return tuple(np.asarray(r) for r in self.ref_numpy(_as_f64(sample)))
+
+
+def _as_f64(sample: Sample) -> Sample:
+    args = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+            for k, v in sample.args.items()}
+    return Sample(args, dict(sample.kwargs))
+
+
+def outputs(result) -> tuple:
+    """The op's result as a tuple of NumPy arrays (tuples, scalars and tensors alike)."""
+    items = result if isinstance(result, tuple) else (result,)
+    out = []
+    for r in items:
+        if hasattr(r, "detach"):  # torch
+            r = r.detach().resolve_neg().resolve_conj().cpu().numpy()
+        out.append(np.asarray(r))
+    return tuple(out)
+
+
+_TORCH = []
+
+
+def torch_or_none():
+    """torch if importable, else None (imported once)."""
+    if not _TORCH:
+        try:
+            _TORCH.append(importlib.import_module("torch"))
+        except ImportError:
+            _TORCH.append(None)
+    return _TORCH[0]
+
+
+def _t(a):
+    return torch_or_none().from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def _rand(rng, dtype, *shape, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, shape).astype(dtype)
+
+
+# ------------------------------------------------------------------ shared references
+
+def sparse_sep(Ay, Ax, x):
+    """``Ay @ x @ Ax.T`` over the last two axes, skipping zero weights (so an
+    inf outside a tap's support never becomes 0 * inf = NaN)."""
+    out = np.zeros(x.shape[:-2] + (Ay.shape[0], Ax.shape[0]))
+    for i in range(Ay.shape[0]):
+        ps = np.nonzero(Ay[i])[0]
+        for j in range(Ax.shape[0]):
+            qs = np.nonzero(Ax[j])[0]
+            if len(ps) and len(qs):
+                w = Ay[i, ps][:, None] * Ax[j, qs][None, :]
+                out[..., i, j] = (x[..., ps[:, None], qs[None, :]] * w).sum(axis=(-2, -1))
+    return out
+
+
+def linear_taps(n_in, n_out):
+    """torch's bilinear (align_corners=False, no antialias) 1-D interpolation matrix."""
+    A = np.zeros((n_out, n_in))
+    if n_in == 0 or n_out == 0:
+        return A
+    scale = n_in / n_out
+    for i in range(n_out):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        l1 = src - i0
+        A[i, i0] += 1.0 - l1
+        A[i, i1] += l1
+    return A
+
+
+def pool_taps(n_in, n_out):
+    """Adaptive average pooling's 1-D matrix (torch's window rule)."""
+    A = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        s, e = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        A[i, s:e] = 1.0 / (e - s)
+    return A
+
+
+def _affine_base(H, W):
+    def coords(n):
+        return ((2 * np.arange(n) + 1) / n - 1) if n > 1 else np.zeros(n)
+    base = np.empty((H, W, 3))
+    base[..., 0] = coords(W)[None, :]
+    base[..., 1] = coords(H)[:, None]
+    base[..., 2] = 1.0
+    return base
+
+
+def _bilinear_parts(x, grid):
+    """Taps of grid_sample (bilinear, zeros, align_corners=False) per output point."""
+    N, C, H, W = x.shape
+    ix = ((grid[..., 0] + 1) * W - 1) / 2
+    iy = ((grid[..., 1] + 1) * H - 1) / 2
+    x0, y0 = np.floor(ix), np.floor(iy)
+    fx, fy = ix - x0, iy - y0
+    taps = []
+    for dy, wy, dwy in ((0, 1 - fy, -1.0), (1, fy, 1.0)):
+        for dx, wx, dwx in ((0, 1 - fx, -1.0), (1, fx, 1.0)):
+            xi, yi = x0 + dx, y0 + dy
+            ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+            xs = np.where(ok, xi, 0).astype(np.int64)
+            ys = np.where(ok, yi, 0).astype(np.int64)
+            taps.append((ok, ys, xs, wy * wx, dwx * wy, wx * dwy))
+    return taps, W / 2, H / 2
+
+
+def _gather(x, ok, ys, xs):
+    n = np.arange(x.shape[0])[:, None, None]
+    v = x[n, :, ys, xs]            # (N, Ho, Wo, C)
+    return np.where(ok[..., None], v, 0.0)
+
+
+def _ref_grid_sample(s):
+    x, grid = s.args["input"], s.args["grid"]
+    taps, _, _ = _bilinear_parts(x, grid)
+    out = np.zeros(grid.shape[:3] + (x.shape[1],))
+    for ok, ys, xs, w, _, _ in taps:
+        out += np.where(ok[..., None], _gather(x, ok, ys, xs) * w[..., None], 0.0)
+    return (out.transpose(0, 3, 1, 2),)
+
+
+def _ref_grid_sample_bwd(s):
+    go, x, grid = s.args["grad_output"], s.args["input"], s.args["grid"]
+    taps, sx, sy = _bilinear_parts(x, grid)
+    g = go.transpose(0, 2, 3, 1)   # (N, Ho, Wo, C)
+    gi = np.zeros_like(x)
+    gg = np.zeros_like(grid)
+    N = x.shape[0]
+    for ok, ys, xs, w, dwx, dwy in taps:
+        v = _gather(x, ok, ys, xs)
+        gv = (g * v).sum(-1)
+        # an out-of-bounds tap reads 0: a NaN/inf grad_output still gives NaN (as torch)
+        gg[..., 0] += dwx * gv * sx
+        gg[..., 1] += dwy * gv * sy
+        for n in range(N):
+            m = ok[n]
+            contrib = g[n][m] * w[n][m][:, None]     # (P, C)
+            np.add.at(gi[n].transpose(1, 2, 0), (ys[n][m], xs[n][m]), contrib)
+    return gi, gg
+
+
+# ------------------------------------------------------------------ samples
+
+def _mk_lerp(rng, dt, d):
+    return Sample({"a": _rand(rng, dt, d["B"], d["D"]), "b": _rand(rng, dt, d["B"], d["D"]),
+                   "t": _rand(rng, dt, d["D"], lo=-0.2, hi=1.2)})
+
+
+def _ref_lerp(s):
+    a, b, t = s.args["a"], s.args["b"], s.args["t"]
+    return (np.where(np.abs(t) < 0.5, a + t * (b - a), b - (b - a) * (1 - t)),)
+
+
+def _torch_lerp(s):
+    return (_t(s.args["a"]).lerp(_t(s.args["b"]), _t(s.args["t"])).numpy(),)
+
+
+def _mk_slerp(rng, dt, d):
+    return Sample({"a": _rand(rng, dt, d["B"], d["D"]), "b": _rand(rng, dt, d["B"], d["D"]),
+                   "t": _rand(rng, dt, d["B"], lo=0.0, hi=1.0)})
+
+
+def _norm(a):
+    """Euclidean norm along the last axis without underflow or overflow."""
+    m = np.max(np.abs(a), axis=-1, keepdims=True)
+    m = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(((a / m) ** 2).sum(-1, keepdims=True))
+
+
+def _ref_slerp(s):
+    a, b, t = s.args["a"], s.args["b"], s.args["t"][..., None]
+    na, nb = _norm(a), _norm(b)
+    u, v = a / na, b / nb
+    theta = np.arccos(np.clip((u * v).sum(-1, keepdims=True), -1, 1))
+    sin = np.sin(theta)
+    d = (np.sin((1 - t) * theta) * u + np.sin(t * theta) * v) / sin
+    return ((((1 - t) * na + t * nb) * d),)
+
+
+def _mk_affine(rng, dt, d):
+    return Sample({"theta": _rand(rng, dt, d["N"], 2, 3)},
+                  {"size": (d["N"], 1, d["H"], d["W"])})
+
+
+def _ref_affine(s):
+    _, _, H, W = s.kwargs["size"]
+    return (np.einsum("hwk,nrk->nhwr", _affine_base(H, W), s.args["theta"]),)
+
+
+def _torch_affine(s):
+    F = torch_or_none().nn.functional
+    return (F.affine_grid(_t(s.args["theta"]), list(s.kwargs["size"]),
+                          align_corners=False).numpy(),)
+
+
+def _mk_affine_bwd(rng, dt, d):
+    return Sample({"grad_grid": _rand(rng, dt, d["N"], d["H"], d["W"], 2)},
+                  {"size": (d["N"], 1, d["H"], d["W"])})
+
+
+def _ref_affine_bwd(s):
+    _, _, H, W = s.kwargs["size"]
+    return (np.einsum("hwk,nhwr->nrk", _affine_base(H, W), s.args["grad_grid"]),)
+
+
+def _torch_vjp(forward, primals: dict, grads, wrt):
+    torch = torch_or_none()
+    leaves = {k: _t(v).requires_grad_(k in wrt) for k, v in primals.items()}
+    out = forward(**leaves)
+    out.backward(_t(grads))
+    return tuple(leaves[k].grad.numpy() for k in wrt)
+
+
+def _torch_affine_bwd(s):
+    F = torch_or_none().nn.functional
+    N, _, H, W = s.kwargs["size"]
+    return _torch_vjp(lambda theta: F.affine_grid(theta, [N, 1, H, W], align_corners=False),
+                      {"theta": np.zeros((N, 2, 3))}, s.args["grad_grid"], ("theta",))
+
+
+def _mk_grid_sample(rng, dt, d):
+    return Sample({"input": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"]),
+                   "grid": _rand(rng, dt, d["N"], d["Ho"], d["Wo"], 2, lo=-1.2, hi=1.2)})
+
+
+def _torch_grid_sample(s):
+    F = torch_or_none().nn.functional
+    return (F.grid_sample(_t(s.args["input"]), _t(s.args["grid"]), align_corners=False).numpy(),)
+
+
+def _mk_grid_sample_bwd(rng, dt, d):
+    s = _mk_grid_sample(rng, dt, d)
+    go = _rand(rng, dt, d["N"], d["C"], d["Ho"], d["Wo"])
+    return Sample({"grad_output": go, **s.args})
+
+
+def _torch_grid_sample_bwd(s):
+    F = torch_or_none().nn.functional
+    return _torch_vjp(lambda input, grid: F.grid_sample(input, grid, align_corners=False),
+                      {"input": s.args["input"], "grid": s.args["grid"]},
+                      s.args["grad_output"], ("input", "grid"))
+
+
+def _mk_resize(rng, dt, d):
+    return Sample({"input": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"])},
+                  {"size": (d["Ho"], d["Wo"]), "mode": "bilinear"})
+
+
+def _ref_resize(s):
+    x = s.args["input"]
+    Ho, Wo = s.kwargs["size"]
+    return (sparse_sep(linear_taps(x.shape[2], Ho), linear_taps(x.shape[3], Wo), x),)
+
+
+def _torch_resize(s):
+    F = torch_or_none().nn.functional
+    return (F.interpolate(_t(s.args["input"]), size=tuple(s.kwargs["size"]), mode="bilinear",
+                          align_corners=False).numpy(),)
+
+
+def _mk_resize_bwd(rng, dt, d):
+    return Sample({"grad_output": _rand(rng, dt, d["N"], d["C"], d["Ho"], d["Wo"])},
+                  {"input_size": (d["N"], d["C"], d["H"], d["W"]), "mode": "bilinear"})
+
+
+def _ref_resize_bwd(s):
+    _, _, H, W = s.kwargs["input_size"]
+    g = s.args["grad_output"]
+    return (sparse_sep(linear_taps(H, g.shape[2]).T, linear_taps(W, g.shape[3]).T, g),)
+
+
+def _torch_resize_bwd(s):
+    F = torch_or_none().nn.functional
+    g = s.args["grad_output"]
+    return _torch_vjp(lambda input: F.interpolate(input, size=g.shape[2:], mode="bilinear",
+                                                  align_corners=False),
+                      {"input": np.zeros(s.kwargs["input_size"])}, g, ("input",))
+
+
+def _mk_pool(rng, dt, d):
+    return Sample({"input": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"])},
+                  {"output_size": (d["Ho"], d["Wo"])})
+
+
+def _ref_pool(s):
+    x = s.args["input"]
+    Ho, Wo = s.kwargs["output_size"]
+    return (sparse_sep(pool_taps(x.shape[2], Ho), pool_taps(x.shape[3], Wo), x),)
+
+
+def _torch_pool(s):
+    F = torch_or_none().nn.functional
+    return (F.adaptive_avg_pool2d(_t(s.args["input"]), tuple(s.kwargs["output_size"])).numpy(),)
+
+
+def _mk_pool_bwd(rng, dt, d):
+    return Sample({"grad_output": _rand(rng, dt, d["N"], d["C"], d["Ho"], d["Wo"])},
+                  {"input_size": (d["N"], d["C"], d["H"], d["W"])})
+
+
+def _ref_pool_bwd(s):
+    _, _, H, W = s.kwargs["input_size"]
+    g = s.args["grad_output"]
+    return (sparse_sep(pool_taps(H, g.shape[2]).T, pool_taps(W, g.shape[3]).T, g),)
+
+
+def _torch_pool_bwd(s):
+    F = torch_or_none().nn.functional
+    g = s.args["grad_output"]
+    return _torch_vjp(lambda input: F.adaptive_avg_pool2d(input, g.shape[2:]),
+                      {"input": np.zeros(s.kwargs["input_size"])}, g, ("input",))
+
+
+def _mk_pair(rng, dt, d):
+    return Sample({"x": _rand(rng, dt, d["M"], d["D"], lo=-2, hi=2),
+                   "y": _rand(rng, dt, d["N"], d["D"], lo=-2, hi=2)})
+
+
+def _ref_sqdist(s):
+    diff = s.args["x"][:, None, :] - s.args["y"][None, :, :]
+    return ((diff * diff).sum(-1),)
+
+
+def _ref_l2(s):
+    return (np.sqrt(_ref_sqdist(s)[0]),)
+
+
+def _torch_sqdist(s):
+    return ((_torch_l2(s)[0]) ** 2,)
+
+
+def _torch_l2(s):
+    torch = torch_or_none()
+    return (torch.cdist(_t(s.args["x"]), _t(s.args["y"]),
+                        compute_mode="donot_use_mm_for_euclid_dist").numpy(),)
+
+
+def _mk_pair_bwd(rng, dt, d):
+    s = _mk_pair(rng, dt, d)
+    return Sample({"grad_out": _rand(rng, dt, d["M"], d["N"]), **s.args})
+
+
+def _sqdist_vjp(g, x, y):
+    gx = 2 * (g.sum(1)[:, None] * x - g @ y)
+    gy = 2 * (g.sum(0)[:, None] * y - g.T @ x)
+    return gx, gy
+
+
+def _ref_sqdist_bwd(s):
+    return _sqdist_vjp(s.args["grad_out"], s.args["x"], s.args["y"])
+
+
+def _ref_l2_bwd(s):
+    d = _ref_l2(s)[0]
+    return _sqdist_vjp(s.args["grad_out"] / (2 * d), s.args["x"], s.args["y"])
+
+
+def _torch_pair_bwd(kind):
+    def ref(s):
+        torch = torch_or_none()
+
+        def fwd(x, y):
+            d = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+            return d * d if kind == "sq" else d
+        return _torch_vjp(fwd, {"x": s.args["x"], "y": s.args["y"]}, s.args["grad_out"],
+                          ("x", "y"))
+    return ref
+
+
+def _mk_knn(rng, dt, d):
+    return Sample({"x": _rand(rng, dt, d["N"], d["D"]), "queries": _rand(rng, dt, d["Q"], d["D"])},
+                  {"k": d["k"]})
+
+
+def _ref_knn(s):
+    x, q, k = s.args["x"], s.args["queries"], s.kwargs["k"]
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError("knn: k must be in [1, N]")
+    diff = q[:, None, :] - x[None, :, :]
+    d = (diff * diff).sum(-1)
+    # ascending, +inf after finite, NaN last; ties by the smaller index (lexsort is stable)
+    key = np.where(np.isnan(d), 2, np.where(np.isinf(d), 1, 0))
+    order = np.lexsort((np.where(np.isfinite(d), d, 0), key), axis=-1)[:, :k]
+    return np.take_along_axis(d, order, 1), order
+
+
+# ------------------------------------------------------------------ optimizers
+
+def _fresh_param(param):
+    if hasattr(param, "clone"):  # torch: a contiguous copy with its bits resolved
+        return param.detach().resolve_neg().resolve_conj().contiguous().clone()
+    return np.array(param, copy=True, order="C")
+
+
+def _run_opt(cls, hyper, param, grad):
+    p = _fresh_param(param)
+    opt = cls([p], **hyper)
+    opt.step([grad])
+    opt.step([grad])
+    return p
+
+
+_SGD = dict(lr=0.1, momentum=0.9)
+_ADAM = dict(lr=0.01)
+_ADAMW = dict(lr=0.01, weight_decay=0.1)
+
+
+def _sgd(param, grad):
+    """Two SGD(lr=0.1, momentum=0.9) steps on a copy of ``param``; returns it."""
+    from fastinterp.optim import SGD
+    return _run_opt(SGD, _SGD, param, grad)
+
+
+def _adam(param, grad):
+    """Two Adam(lr=0.01) steps on a copy of ``param``; returns it."""
+    from fastinterp.optim import Adam
+    return _run_opt(Adam, _ADAM, param, grad)
+
+
+def _adamw(param, grad):
+    """Two AdamW(lr=0.01, weight_decay=0.1) steps on a copy of ``param``; returns it."""
+    from fastinterp.optim import AdamW
+    return _run_opt(AdamW, _ADAMW, param, grad)
+
+
+def _mk_opt(rng, dt, d):
+    return Sample({"param": _rand(rng, dt, d["B"], d["D"]), "grad": _rand(rng, dt, d["B"], d["D"])})
+
+
+def _ref_sgd(s):
+    p, g = s.args["param"].copy(), s.args["grad"]
+    buf = None
+    for _ in range(2):
+        buf = g.copy() if buf is None else _SGD["momentum"] * buf + g
+        p = p - _SGD["lr"] * buf
+    return (p,)
+
+
+def _ref_adam_like(decoupled_wd):
+    def ref(s):
+        p, g = s.args["param"].copy(), s.args["grad"]
+        lr, (b1, b2), eps = _ADAM["lr"], (0.9, 0.999), 1e-8
+        m = np.zeros_like(p)
+        v = np.zeros_like(p)
+        for step in (1, 2):
+            if decoupled_wd:
+                p = p * (1 - lr * decoupled_wd)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            denom = np.sqrt(v) / np.sqrt(1 - b2 ** step) + eps
+            p = p - (lr / (1 - b1 ** step)) * m / denom
+        return (p,)
+    return ref
+
+
+def _torch_opt(name, hyper):
+    def ref(s):
+        torch = torch_or_none()
+        p = _t(s.args["param"]).clone().requires_grad_(True)
+        opt = getattr(torch.optim, name)([p], **hyper, foreach=False)
+        for _ in range(2):
+            p.grad = _t(s.args["grad"]).clone()
+            opt.step()
+        return (p.detach().numpy(),)
+    return ref
+
+
+# ------------------------------------------------------------------ NCA
+
+def _nca():
+    from fastinterp.models import nca
+    return nca
+
+
+def _nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
+    """fastinterp.models.nca.nca_loss_grad (imported when first called)."""
+    return _nca().nca_loss_grad(A, X, labels, anchors=anchors, reg=reg)
+
+
+def _mk_nca(rng, dt, d):
+    labels = np.arange(d["N"]) % 3
+    return Sample({"A": _rand(rng, dt, d["k"], d["D"]), "X": _rand(rng, dt, d["N"], d["D"]),
+                   "labels": labels}, {"reg": 0.01})
+
+
+def _nca_loss(A, X, labels, reg):
+    Z = X @ A.T
+    d = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    logits = -d
+    mx = logits.max(1, keepdims=True) if len(d) else logits
+    p = np.exp(logits - mx)
+    p = p / p.sum(1, keepdims=True)
+    same = labels[:, None] == labels[None, :]
+    pi = (p * same).sum(1)
+    has = (same.sum(1) > 1)
+    terms = np.where(has, -np.log(np.where(has, pi, 1.0)), 0.0)
+    return terms.mean() + reg * (A * A).sum()
+
+
+def _ref_nca(s):
+    A, X, labels, reg = s.args["A"], s.args["X"], s.args["labels"], s.kwargs["reg"]
+    loss = _nca_loss(A, X, labels, reg)
+    grad = np.zeros_like(A)
+    h = 1e-6
+    for idx in np.ndindex(A.shape):
+        Ap, Am = A.copy(), A.copy()
+        Ap[idx] += h
+        Am[idx] -= h
+        grad[idx] = (_nca_loss(Ap, X, labels, reg) - _nca_loss(Am, X, labels, reg)) / (2 * h)
+    return np.asarray(loss), grad
+
+
+# ------------------------------------------------------------------ the table
+
+def _build() -> dict:
+    import fastinterp as fi
+    img = "(N, C, H, W) or (N, H, W, C) with layout='NHWC'"
+    loose = {"float32": (2e-4, 2e-5), "float64": (1e-9, 1e-11)}
+    recs = [
+        OpRecord("lerp", fi.lerp, ("lerp",), ("a", "b", "t"), {"B": 3, "D": 4},
+                 {"B": 400, "D": 256}, _mk_lerp, _ref_lerp, _torch_lerp,
+                 layouts="any shapes that broadcast", takes_out=True, out_alias=("a", "b"),
+                 empty={"B0": {"B": 0}, "D0": {"D": 0}}),
+        OpRecord("slerp", fi.slerp, ("slerp",), ("a", "b", "t"), {"B": 4, "D": 5},
+                 {"B": 4000, "D": 32}, _mk_slerp, _ref_slerp, None,
+                 layouts="(..., D) vectors along axis", takes_out=True,
+                 empty={"B0": {"B": 0}}, special="finite",
+                 tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
+        OpRecord("affine_grid", fi.affine_grid, ("affine_grid",), ("theta",),
+                 {"N": 2, "H": 3, "W": 4}, {"N": 8, "H": 128, "W": 128}, _mk_affine,
+                 _ref_affine, _torch_affine, backward="affine_grid_backward",
+                 layouts="theta (N, 2, 3) -> grid (N, H, W, 2)", takes_out=True,
+                 empty={"N0": {"N": 0}, "H0": {"H": 0}}, special="finite"),
+        OpRecord("affine_grid_backward", fi.affine_grid_backward, ("affine_grid_backward",),
+                 ("grad_grid",), {"N": 2, "H": 3, "W": 4}, {"N": 8, "H": 128, "W": 128},
+                 _mk_affine_bwd, _ref_affine_bwd, _torch_affine_bwd,
+                 layouts="grad_grid (N, H, W, 2) -> (N, 2, 3)",
+                 empty={"N0": {"N": 0}, "H0": {"H": 0}}, special="finite", tol=loose),
+        OpRecord("grid_sample", fi.grid_sample, ("grid_sample",), ("input", "grid"),
+                 {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 4, "Wo": 3},
+                 {"N": 2, "C": 8, "H": 32, "W": 32, "Ho": 64, "Wo": 64}, _mk_grid_sample,
+                 _ref_grid_sample, _torch_grid_sample, backward="grid_sample_backward",
+                 layouts=img + "; grid (N, H_out, W_out, 2)", takes_out=True,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="class", special_args=("input",)),
+        OpRecord("grid_sample_backward", fi.grid_sample_backward, ("grid_sample_backward",),
+                 ("grad_output", "input", "grid"),
+                 {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 4, "Wo": 3},
+                 {"N": 2, "C": 8, "H": 32, "W": 32, "Ho": 64, "Wo": 64}, _mk_grid_sample_bwd,
+                 _ref_grid_sample_bwd, _torch_grid_sample_bwd, layouts=img,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="finite", special_args=("grad_output", "input"), tol=loose),
+        OpRecord("resize", fi.resize, ("resize",), ("input",),
+                 {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 7, "Wo": 4},
+                 {"N": 2, "C": 8, "H": 64, "W": 64, "Ho": 97, "Wo": 81}, _mk_resize,
+                 _ref_resize, _torch_resize, backward="resize_backward", layouts=img,
+                 takes_out=True, aliases=("interpolate",),
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}}),
+        OpRecord("resize_backward", fi.resize_backward, ("resize_backward",), ("grad_output",),
+                 {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 7, "Wo": 4},
+                 {"N": 2, "C": 8, "H": 64, "W": 64, "Ho": 97, "Wo": 81}, _mk_resize_bwd,
+                 _ref_resize_bwd, _torch_resize_bwd, layouts=img, takes_out=True,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}}, tol=loose),
+        OpRecord("adaptive_avg_pool2d", fi.adaptive_avg_pool2d, ("adaptive_avg_pool2d",),
+                 ("input",), {"N": 2, "C": 3, "H": 7, "W": 5, "Ho": 3, "Wo": 4},
+                 {"N": 2, "C": 8, "H": 96, "W": 96, "Ho": 37, "Wo": 41}, _mk_pool, _ref_pool,
+                 _torch_pool, backward="adaptive_avg_pool2d_backward", layouts=img,
+                 takes_out=True, empty={"N0": {"N": 0}, "C0": {"C": 0}}),
+        OpRecord("adaptive_avg_pool2d_backward", fi.adaptive_avg_pool2d_backward,
+                 ("adaptive_avg_pool2d_backward",), ("grad_output",),
+                 {"N": 2, "C": 3, "H": 7, "W": 5, "Ho": 3, "Wo": 4},
+                 {"N": 2, "C": 8, "H": 96, "W": 96, "Ho": 37, "Wo": 41}, _mk_pool_bwd,
+                 _ref_pool_bwd, _torch_pool_bwd, layouts=img, takes_out=True,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}}, tol=loose),
+        OpRecord("pairwise_sqdist", fi.pairwise_sqdist, ("pairwise_sqdist",), ("x", "y"),
+                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair,
+                 _ref_sqdist, _torch_sqdist, backward="pairwise_sqdist_backward",
+                 layouts="x (M, D), y (N, D) -> (M, N)", takes_out=True,
+                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite",
+                 tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
+        OpRecord("pairwise_l2", fi.pairwise_l2, ("pairwise_l2",), ("x", "y"),
+                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair, _ref_l2,
+                 _torch_l2, backward="pairwise_l2_backward",
+                 layouts="x (M, D), y (N, D) -> (M, N)", takes_out=True,
+                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite",
+                 tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
+        OpRecord("pairwise_sqdist_backward", fi.pairwise_sqdist_backward,
+                 ("pairwise_sqdist_backward",), ("grad_out", "x", "y"),
+                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair_bwd,
+                 _ref_sqdist_bwd, _torch_pair_bwd("sq"), layouts="grad_out (M, N)",
+                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite", tol=loose),
+        OpRecord("pairwise_l2_backward", fi.pairwise_l2_backward,
+                 ("pairwise_sqdist_backward",), ("grad_out", "x", "y"),
+                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair_bwd,
+                 _ref_l2_bwd, _torch_pair_bwd("l2"), layouts="grad_out (M, N)",
+                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite", tol=loose),
+        OpRecord("knn", fi.knn, ("knn",), ("x", "queries"), {"N": 8, "Q": 5, "D": 3, "k": 3},
+                 {"N": 2000, "Q": 300, "D": 16, "k": 5}, _mk_knn, _ref_knn, None,
+                 layouts="x (N, D), queries (Q, D) -> (Q, k) distances, int64 indices",
+                 empty={"Q0": {"Q": 0}, "D0": {"D": 0}, "N0": {"N": 0}}, special="class",
+                 exact_outputs=(1,)),
+        OpRecord("SGD", _sgd, ("sgd_step",), ("param", "grad"), {"B": 3, "D": 4},
+                 {"B": 1000, "D": 256}, _mk_opt, _ref_sgd, _torch_opt("SGD", _SGD),
+                 layouts="any shape (param updated in place, C-contiguous)",
+                 empty={"B0": {"B": 0}}, inplace=True),
+        OpRecord("Adam", _adam, ("adam_step",), ("param", "grad"), {"B": 3, "D": 4},
+                 {"B": 1000, "D": 256}, _mk_opt, _ref_adam_like(0.0), _torch_opt("Adam", _ADAM),
+                 layouts="any shape (param updated in place, C-contiguous)",
+                 empty={"B0": {"B": 0}}, inplace=True,
+                 tol={"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}),
+        OpRecord("AdamW", _adamw, ("adam_step",), ("param", "grad"), {"B": 3, "D": 4},
+                 {"B": 1000, "D": 256}, _mk_opt, _ref_adam_like(_ADAMW["weight_decay"]),
+                 _torch_opt("AdamW", _ADAMW),
+                 layouts="any shape (param updated in place, C-contiguous)",
+                 empty={"B0": {"B": 0}}, inplace=True,
+                 tol={"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}),
+        OpRecord("nca_loss_grad", _nca_loss_grad, ("nca_softmax",), ("A", "X"),
+                 {"k": 2, "D": 3, "N": 8}, {"k": 8, "D": 32, "N": 600}, _mk_nca, _ref_nca, None,
+                 backends=("cpu",), layouts="A (k, D), X (N, D), labels (N,) -> (loss, (k, D))",
+                 special="finite", tol={"float32": (1e-3, 1e-4), "float64": (1e-6, 1e-8)}),
+    ]
+    return {r.name: r for r in recs}
+
+
+_RECORDS: dict = {}
+
+
+def records() -> list:
+    """Every op record, in table order."""
+    if not _RECORDS:
+        _RECORDS.update(_build())
+    return list(_RECORDS.values())
+
+
+def record(name: str) -> OpRecord:
+    """The record of op ``name`` (a public name or alias)."""
+    for r in records():
+        if name == r.name or name in r.aliases:
+            return r
+    raise KeyError(f"record: no op record named {name!r}; known: "
+                   f"{', '.join(r.name for r in records())}.")
