@@ -274,6 +274,8 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
             cuda.syncthreads()
             k = s_k[0]
             uk = a[r, k] / na
+    # Every read of a and b above happens before any thread writes: out may be a or b.
+    cuda.syncthreads()
     for j in range(steps):
         ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, float(t[r * t_row_stride + j]),
                             linear_norm)
