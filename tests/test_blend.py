@@ -602,3 +602,132 @@ class TestCupy:
             got = fi.slerp(cupy.asarray(a), cupy.asarray(b), cupy.asarray(t))
             assert isinstance(got, cupy.ndarray)
             assert_close(cupy.asnumpy(got), fi.slerp(a, b, t), table=TOL_ORACLE)
+
+
+# ------------------------------------------------- weights, aliasing, threads
+
+@pytest.mark.parametrize("t, exc, words", [
+    (None, TypeError, "lerp: t must be a real number or an array; got None"),
+    (1j, TypeError, "lerp: t must be a real number or an array; got complex 1j"),
+    (np.complex128(0.5), TypeError, "lerp: t must have dtype float32 or float64"),
+    (np.array(0.5 + 0j), TypeError, "lerp: t must have dtype float32 or float64; got complex128"),
+    (10**400, ValueError, "lerp: t must be representable in float(32|64); got an int of 401 digits"),
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lerp_weight_must_be_real(t, exc, words, dtype):
+    out = np.full(3, 7, dtype)
+    with pytest.raises(exc, match=words):
+        fi.lerp(np.zeros(3, dtype), np.ones(3, dtype), t, out=out)
+    assert (out == 7).all()
+
+
+@pytest.mark.parametrize("t, exc", [(None, TypeError), (2j, TypeError), (-(10**400), ValueError)])
+@pytest.mark.parametrize("path", [False, True])
+def test_slerp_weight_must_be_real(t, exc, path):
+    with pytest.raises(exc, match="slerp: t must"):
+        fi.slerp(np.ones((2, 3)), np.eye(2, 3), t, path=path)
+
+
+def test_lerp_scalar_a_or_b_must_be_real():
+    with pytest.raises(TypeError, match="lerp: a must be a real number or an array; got None"):
+        fi.lerp(None, np.ones(3), 0.5)
+    with pytest.raises(TypeError, match="lerp: b must be a real number or an array; got complex"):
+        fi.lerp(np.ones(3), 1j, 0.5)
+
+
+@pytest.mark.parametrize("which", ["a", "b", "t"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5,), (3, 70001), (2, 3, 4)])
+def test_lerp_in_place(rng, which, dtype, shape):
+    """out may be exactly an operand (m.lerp_(g, w)): the same values as a fresh output."""
+    ops = {n: rng.standard_normal(shape).astype(dtype) for n in ("a", "b")}
+    ops["t"] = rng.random(shape).astype(dtype)
+    expected = fi.lerp(ops["a"], ops["b"], ops["t"])
+    target = ops[which]
+    res = fi.lerp(ops["a"], ops["b"], ops["t"], out=target)
+    assert res is target
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_lerp_in_place_ema_with_scalar_weight_and_torch(torch, rng):
+    m, g = rng.standard_normal(1000), rng.standard_normal(1000)
+    expected = m + 0.1 * (g - m)
+    fi.lerp(m, g, 0.1, out=m)
+    np.testing.assert_allclose(m, expected, rtol=1e-12, atol=1e-15)
+    tm, tg = torch.randn(100), torch.randn(100)
+    ref = torch.lerp(tm, tg, 0.3)
+    assert fi.lerp(tm, tg, 0.3, out=tm) is tm
+    assert torch.equal(tm, ref)
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda a: a[1:],                      # shifted by one row
+    lambda a: a.reshape(-1)[1:13].reshape(3, 4),
+])
+def test_lerp_partial_overlap_is_refused_and_untouched(rng, make_out):
+    a = rng.standard_normal((4, 4))
+    before = a.copy()
+    out = make_out(a)
+    with pytest.raises(ValueError, match="lerp: out must be either exactly a .* partially overlaps a"):
+        fi.lerp(a[:3], np.ones((3, 4)), 0.5, out=out)
+    np.testing.assert_array_equal(a, before)
+
+
+def test_lerp_broadcast_operand_inside_out_is_refused(rng):
+    out = rng.standard_normal((3, 4))
+    with pytest.raises(ValueError, match="partially overlaps a"):
+        fi.lerp(out[0], np.ones((3, 4)), 0.5, out=out)
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [3, 200])
+def test_slerp_in_place(rng, which, dtype, depth):
+    ops = {n: rng.standard_normal((300, depth)).astype(dtype) for n in ("a", "b")}
+    ops["b"][:4] = -ops["a"][:4]   # antipodal rows read a[k] after the sums
+    ops["b"][4:8] = 2 * ops["a"][4:8]
+    t = rng.random(300).astype(dtype)
+    expected = fi.slerp(ops["a"], ops["b"], t)
+    res = fi.slerp(ops["a"], ops["b"], t, out=ops[which])
+    assert res is ops[which]
+    np.testing.assert_array_equal(ops[which], expected)
+
+
+def test_slerp_path_out_overlapping_a_is_refused(rng):
+    buf = rng.standard_normal((2, 1, 3))
+    with pytest.raises(ValueError, match="slerp: out must be either exactly a"):
+        fi.slerp(buf[:, 0], np.eye(2, 3), np.array([0.5]), path=True, out=buf)
+
+
+def _blend_calls(rng, dtype):
+    a = rng.standard_normal((700, 130)).astype(dtype)
+    b = rng.standard_normal((700, 130)).astype(dtype)
+    b[:5] = -a[:5]
+    b[5:10] = a[5:10] * 3
+    b[10:15] = 0
+    t = rng.uniform(-0.5, 1.5, 700).astype(dtype)
+    ts = np.linspace(0, 1, 5).astype(dtype)
+    return lambda: (fi.lerp(a, b, t[:, None]), fi.lerp(a, b, 0.7),
+                    fi.slerp(a, b, t), fi.slerp(a, b, t, norm="formula"),
+                    fi.slerp(a, b, ts, path=True, shortest_path=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blend_bit_identical_on_worker_threads(threads, rng, dtype):
+    """Main thread, one worker, and 4 concurrent workers give the same bits (1 and 2 threads)."""
+    import concurrent.futures as cf
+    calls = _blend_calls(rng, dtype)
+    for n in (1, 2):
+        fi.set_num_threads(n)
+        main = calls()
+        with cf.ThreadPoolExecutor(4) as pool:
+            results = [f.result() for f in [pool.submit(calls) for _ in range(4)]]
+        with cf.ThreadPoolExecutor(1) as pool:
+            results.append(pool.submit(calls).result())
+        for res in results:
+            for x, y in zip(main, res):
+                np.testing.assert_array_equal(x, y)
+        if n == 1:
+            serial = main
+    for x, y in zip(serial, main):
+        np.testing.assert_array_equal(x, y)
