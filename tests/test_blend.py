@@ -149,9 +149,10 @@ class TestLerp:
         np.testing.assert_array_equal(out, 7.0)
 
     def test_out_aliasing_input(self, rng):
-        a, b = rng.standard_normal((2, 4, 5))
-        with pytest.raises(ValueError, match="out must not share memory with a"):
-            fi.lerp(a, b, 0.5, out=a)
+        buf = rng.standard_normal((5, 5))
+        a, b = buf[:4], rng.standard_normal((4, 5))
+        with pytest.raises(ValueError, match="out must be either exactly a .* partially overlaps a"):
+            fi.lerp(a, b, 0.5, out=buf[1:])
 
     def test_out_read_only(self, rng):
         a, b = rng.standard_normal((2, 3))
@@ -470,8 +471,8 @@ class TestSlerp:
         np.testing.assert_array_equal(out, fi.slerp(a, b, 0.3))
         with pytest.raises(ValueError, match=r"out must have shape \(6, 2, 8\)"):
             fi.slerp(a, b, np.zeros(2, np.float32), path=True, out=out)
-        with pytest.raises(ValueError, match="out must not share memory with a"):
-            fi.slerp(a, b, 0.3, out=a)
+        with pytest.raises(ValueError, match="out must be either exactly a .* partially overlaps a"):
+            fi.slerp(a[:-1], b[:-1], 0.3, out=a[1:])
 
     @pytest.mark.parametrize("kwargs, exc, words", [
         (dict(b=np.zeros((4, 2))), ValueError, r"b must have the same shape as a \(4, 3\)"),
