@@ -389,12 +389,17 @@ class TestSlerp:
         np.testing.assert_allclose(out[5], [np.linalg.norm(a), 0, 0], atol=1e-14)
         np.testing.assert_array_equal(out, fi.slerp(a, -a, np.linspace(0, 1, 11), path=True))
 
-    def test_float64_norm_range_is_as_documented(self):
+    def test_float64_extremes_keep_the_great_circle(self):
         b = np.array([0.0, 1.0])
-        np.testing.assert_array_equal(fi.slerp(np.array([1e-170, 0.0]), b, 0.5), [5e-171, 0.5])
-        assert np.isnan(fi.slerp(np.array([1e200, 0.0]), b, 0.5)).all()
-        big = np.array([1e150, 0.0])   # inside the range: exact great circle
-        np.testing.assert_allclose(fi.slerp(big, b * 1e150, 0.5), [1e150 * 0.5**0.5] * 2, rtol=1e-15)
+        got = fi.slerp(np.array([1e-170, 0.0]), b, 0.5)   # |a|^2 underflows
+        np.testing.assert_allclose(got, [0.5 * 2**-0.5, 0.5 * 2**-0.5], rtol=1e-15)
+        np.testing.assert_allclose(fi.slerp(np.array([1e200, 0.0]), b * 1e200, 0.5),
+                                   [1e200 * 0.5**0.5] * 2, rtol=1e-15)
+        top = np.finfo(np.float64).max
+        np.testing.assert_allclose(fi.slerp(np.array([top, 0.0]), np.array([0.0, top]), 0.5),
+                                   [top * 0.5**0.5] * 2, rtol=1e-15)
+        same = fi.slerp(np.array([top, -top]), np.array([top, -top]), 0.5)  # |a| overflows
+        np.testing.assert_allclose(same, [top, -top], rtol=1e-15)
 
     def test_zero_vector_falls_back_to_lerp(self):
         b = np.array([2.0, -4.0])
@@ -732,3 +737,81 @@ def test_blend_bit_identical_on_worker_threads(threads, rng, dtype):
             serial = main
     for x, y in zip(serial, main):
         np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------- the whole float32/float64 range
+
+def _range_pairs(rng, depth):
+    """Row pairs of unit scale: random, near-parallel, antipodal, zero b, parallel, equal,
+    and a pair whose norms differ by 2^40."""
+    a = rng.standard_normal((8, depth))
+    b = rng.standard_normal((8, depth))
+    b[1] = a[1] * 1.001 + 1e-4 * rng.standard_normal(depth)
+    b[2] = -a[2] * 0.75
+    b[3] = 0
+    b[4] = a[4] * 2
+    b[5] = a[5]
+    b[6] = b[6] * 2.0**-40
+    a /= np.abs(a).max(1, keepdims=True) * 2
+    b /= np.maximum(np.abs(b).max(1, keepdims=True) * 2, 1)
+    return a, b
+
+
+def _exponents(dtype):
+    info = np.finfo(dtype)
+    lo, hi = info.minexp - info.nmant, info.maxexp   # smallest subnormal .. largest finite
+    return sorted({lo + 8, lo + 30, info.minexp - 3, info.minexp + 2, -60, 0, 60,
+                   hi - 40, hi - 3, hi})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [2, 3, 4, 17, 70])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_across_the_whole_range(rng, dtype, depth, norm):
+    """slerp(2^e a, 2^e b) = 2^e slerp(a, b) (power-of-two scaling is exact) from the
+    subnormals to the largest finite values: no inf/NaN where the result is finite."""
+    a0, b0 = _range_pairs(rng, depth)
+    info = np.finfo(dtype)
+    ts = np.array([0.0, 0.3, 0.5, 1.0, 1.4])
+    for e in _exponents(dtype):
+        a = np.ldexp(a0, e).astype(dtype)
+        b = np.ldexp(b0, e).astype(dtype)
+        a64, b64 = np.ldexp(a.astype(np.float64), -e), np.ldexp(b.astype(np.float64), -e)
+        for t in ts:
+            got = fi.slerp(a, b, dtype(t), norm=norm).astype(np.float64)
+            for i in range(len(a)):
+                with np.errstate(over="ignore"):
+                    want = np.ldexp(ref_slerp_row(a64[i], b64[i], t, norm=norm), e)
+                if (np.abs(want) > info.max).any():
+                    continue   # the exact result overflows the dtype
+                scale = max(np.abs(want).max(), np.ldexp(np.abs(a64[i]).max(), e))
+                # subnormal results keep fewer bits: the absolute floor is the subnormal step
+                tol = 50 * info.eps * scale + 4 * info.smallest_subnormal
+                if norm == "formula" and i == 2:
+                    tol *= 10   # antipodal: the textbook weights are 1/sin θ
+                err = np.abs(got[i] - want).max()
+                assert np.isfinite(got[i]).all() and err <= tol, (e, t, i, got[i], want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_subnormal_and_normal_vectors_together(dtype):
+    """|b| / |a| beyond the dtype's range: the weights must not overflow (issue: float32 inf)."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    a = np.array([[tiny * 3, 0.0, 0.0]], dtype)
+    b = np.array([[0.0, 1.0, 0.0]], dtype)
+    got = fi.slerp(a, b, 0.5).astype(np.float64)
+    r = 0.5 * float(a[0, 0]) + 0.5
+    np.testing.assert_allclose(got, [[r * 0.5**0.5, r * 0.5**0.5, 0.0]], rtol=1e-6)
+    got = fi.slerp(b, a, 0.25, norm="formula").astype(np.float64)
+    want = [[math.sin(0.25 * math.pi / 2) * float(a[0, 0]), math.sin(0.75 * math.pi / 2), 0.0]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=float(tiny))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_nearly_antipodal_float32_keeps_precision(rng, dtype):
+    """Near θ = π the weights are large and cancel: the blend runs in float64."""
+    a = rng.standard_normal((50, 3)).astype(dtype)
+    b = (-a * 0.9 + 1e-6 * rng.standard_normal((50, 3))).astype(dtype)
+    got = fi.slerp(a, b, 0.3)
+    want = ref_slerp(a, b, 0.3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
