@@ -815,3 +815,46 @@ def test_slerp_nearly_antipodal_float32_keeps_precision(rng, dtype):
     got = fi.slerp(a, b, 0.3)
     want = ref_slerp(a, b, 0.3)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+# ---------------------------------------------- kernels called directly (C ABI)
+
+_KERNEL_CALLS = {
+    "slerp_zero_depth": "k.slerp_fwd(np.empty((4, 0)), np.empty((4, 0)), np.empty((4, 0)), "
+                        "np.zeros(4), 1, 1, False, True, 1)",
+    "slerp_out_too_small": "k.slerp_fwd(np.empty((1, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                           "np.zeros(4), 1, 1, False, True, 2)",
+    "slerp_t_too_short": "k.slerp_fwd(np.empty((8, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                         "np.zeros(2), 2, 2, False, True, 2)",
+    "slerp_b_shape": "k.slerp_fwd(np.empty((4, 3)), np.ones((4, 3)), np.ones((2, 3)), "
+                     "np.zeros(4), 1, 1, False, True, 1)",
+    "slerp_negative_steps": "k.slerp_fwd(np.empty((0, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                            "np.zeros(4), 1, -1, False, True, 1)",
+    "lerp_rank_over_64": "k.lerp_fwd(np.empty(1), np.ones(1), np.ones(1), np.ones(1), (1,), "
+                         "(1,) * 100, (1,), (1,), 1)",
+    "lerp_operand_too_short": "k.lerp_fwd(np.empty(6), np.ones(2), np.ones(6), np.ones(6), "
+                              "(2, 3), (2, 3), (2, 3), (2, 3), 1)",
+    "lerp_operand_not_broadcastable": "k.lerp_fwd(np.empty(6), np.ones(4), np.ones(6), "
+                                      "np.ones(6), (2, 3), (2, 2), (2, 3), (2, 3), 1)",
+    "lerp_out_wrong_size": "k.lerp_fwd(np.empty(5), np.ones(6), np.ones(6), np.ones(6), "
+                           "(2, 3), (2, 3), (2, 3), (2, 3), 1)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_KERNEL_CALLS))
+def test_blend_kernels_refuse_bad_layouts_without_crashing(name):
+    """The private kernels guard themselves (the C ABI exports kernels): a ValueError,
+    in a subprocess so that a regression cannot take the test run down."""
+    import subprocess
+    import sys
+    code = ("import numpy as np\nfrom fastinterp._cpu import blend as k\n"
+            f"try:\n    {_KERNEL_CALLS[name]}\n    print('OK')\n"
+            f"except ValueError as e:\n    print('VE', e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if name == "slerp_zero_depth":  # a valid, empty computation
+        assert done.stdout == "OK\n"
+        return
+    assert done.stdout.startswith("VE "), done.stdout + done.stderr[-2000:]
+    assert ("lerp_fwd: " if name.startswith("lerp") else "slerp_fwd: ") in done.stdout
