@@ -584,6 +584,44 @@ class TestCudaKernels:
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True).copy_to_host()
         assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("depth", [3, 67])   # the thread and the block kernel
+    def test_slerp_whole_range_matches_cpu(self, cuda, rng, dtype, depth):
+        """Subnormal to largest-finite rows: the CUDA kernels scale rows like the CPU one."""
+        a0, b0 = _range_pairs(rng, depth)
+        info = np.finfo(dtype)
+        exps = _exponents(dtype)
+        slow = depth >= 64   # the simulator runs the block kernel's 128 threads one by one
+        if slow:
+            a0, b0 = a0[[0, 2, 6]], b0[[0, 2, 6]]   # random, antipodal, unequal norms
+        for e in (exps[0], exps[-1]) if slow else (exps[0], exps[2], 0, exps[-1]):
+            a = np.ldexp(a0, e).astype(dtype)
+            b = np.ldexp(b0, e).astype(dtype)
+            for t in (0.35,) if slow else (0.0, 0.35):
+                want = fi.slerp(a, b, dtype(t)).astype(np.float64)
+                with np.errstate(over="ignore", invalid="ignore"):  # simulator scalars warn
+                    got = fi.slerp(_dev(cuda, a), _dev(cuda, b), dtype(t)).copy_to_host()
+                finite = np.isfinite(want)
+                assert (np.isfinite(got) == finite).all(), (e, t)
+                scale = np.abs(np.where(finite, want, 0)).max() + np.ldexp(1.0, e)
+                tol = 1e3 * info.eps * scale + 4 * info.smallest_subnormal
+                assert np.abs(np.where(finite, got - want, 0)).max() <= tol, (e, t)
+
+    @pytest.mark.parametrize("depth", [3, 67])
+    def test_slerp_in_place(self, cuda, rng, depth):
+        a, b = self._pairs(rng, 6, depth, np.float64)
+        t = rng.random(6)
+        want = fi.slerp(a, b, t)
+        da = _dev(cuda, a)
+        assert fi.slerp(da, _dev(cuda, b), _dev(cuda, t), out=da) is da
+        assert_close(da.copy_to_host(), want, table=TOL_ORACLE)
+
+    def test_lerp_in_place(self, cuda, rng):
+        a, b = rng.standard_normal((2, 5, 7))
+        da = _dev(cuda, a)
+        assert fi.lerp(da, _dev(cuda, b), 0.3, out=da) is da
+        np.testing.assert_allclose(da.copy_to_host(), fi.lerp(a, b, 0.3), rtol=1e-15)
+
     def test_slerp_cuda_errors(self, cuda, rng):
         a = _dev(cuda, rng.standard_normal((3, 4)))
         with pytest.raises(ValueError, match="vectors must lie along the last axis"):
