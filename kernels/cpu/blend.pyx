@@ -142,6 +142,8 @@ cdef double TINY_ANGLE = 1e-100
 cdef double COS_ACCURATE = 0.7
 # |t θ| at or above this: the weights come from libm (wide argument reduction).
 cdef double WIDE_ANGLE = 1e6
+# float32 blends whose coefficients or terms exceed this run in double.
+cdef double NARROW_LIMIT = 1e30
 
 
 cdef struct RowGeom:
@@ -385,6 +387,24 @@ cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
         o[k] = ok
 
 
+cdef inline void blend_row_narrow(const real* a, const real* b, real* o, Py_ssize_t n,
+                                  real ca, real cb) noexcept nogil:
+    """o = ca a + cb b in the input precision (float32: twice the SIMD width of double)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = ca * a[i] + cb * b[i]
+
+
+cdef inline bint narrow_blend_ok(double ca, double cb, double na, double nb, double aa,
+                                 double bb, double ab) noexcept nogil:
+    """float32 arithmetic is enough for o = ca a + cb b: coefficients and terms far from
+    float32's limits, and |ca a| + |cb b| at most 8 |o| (little cancellation)."""
+    cdef double s = fabs(ca) * na + fabs(cb) * nb
+    cdef double o2 = ca * ca * aa + cb * cb * bb + 2.0 * ca * cb * ab
+    return fabs(ca) <= NARROW_LIMIT and fabs(cb) <= NARROW_LIMIT and s <= NARROW_LIMIT \
+        and s * s <= 64.0 * o2
+
+
 cdef inline void blend_scaled_row(const real* a, const real* b, real* o, Py_ssize_t n,
                                   const RowGeom* g, double t, double ca, double cb,
                                   double ck) noexcept nogil:
@@ -463,6 +483,9 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
             o = out + (i * steps + j) * n
             if g[i].scaled:
                 blend_scaled_row(a + i * n, b + i * n, o, n, &g[i], tw[i], ca[i], cb[i], ck)
+            elif real is float and ck == 0 and narrow_blend_ok(ca[i], cb[i], g[i].na, g[i].nb,
+                                                               aa[i], bb[i], ab[i]):
+                blend_row_narrow(a + i * n, b + i * n, o, n, <real> ca[i], <real> cb[i])
             else:
                 blend_row(a + i * n, b + i * n, o, n, ca[i], cb[i], g[i].k, ck)
 
