@@ -251,10 +251,14 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     * ``t`` outside [0, 1] extrapolates along the same great circle.
 
     Reductions run in float64 for both dtypes, in a fixed order: results are
-    bit-identical for any thread count. (In float64, vectors whose squared
-    norm overflows, ``|a| > 1e154``, give NaN, and those whose squared norm
-    underflows to 0, ``|a|`` below about ``1e-162``, count as zero vectors; scale such
-    inputs first. float32 inputs cannot reach either limit.)
+    bit-identical for any thread count and calling thread. Every finite
+    magnitude works, from subnormals to the largest finite values: a row pair
+    whose squared norms would underflow or overflow float64 is rescaled by a
+    power of two (exact) for the geometry and the blend, so
+    ``slerp(2**k a, 2**k b, t) == 2**k slerp(a, b, t)`` up to rounding. Only
+    a result whose exact value exceeds the dtype's range is ±inf. float32
+    rows are blended in float64 where the weights are large (``|b| / |a|``
+    beyond float32's range, or θ near π), so neither overflows nor cancels.
 
     Examples
     --------
