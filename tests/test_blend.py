@@ -749,6 +749,11 @@ def _blend_calls(rng, dtype):
     b[:5] = -a[:5]
     b[5:10] = a[5:10] * 3
     b[10:15] = 0
+    info = np.finfo(dtype)
+    a[15:20] *= info.smallest_subnormal * 2**20   # rows scaled by powers of two
+    b[15:20] *= info.smallest_subnormal * 2**20
+    a[20:25] *= info.max / 64
+    b[20:25] *= info.max / 64
     t = rng.uniform(-0.5, 1.5, 700).astype(dtype)
     ts = np.linspace(0, 1, 5).astype(dtype)
     return lambda: (fi.lerp(a, b, t[:, None]), fi.lerp(a, b, 0.7),

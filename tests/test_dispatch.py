@@ -477,3 +477,15 @@ def test_real_scalar_accepts_reals_and_non_finite():
     assert V.real_scalar("op", "t", np.int64(2), np.float64) == 2.0
     assert np.isnan(V.real_scalar("op", "t", float("nan"), np.float32))
     assert V.real_scalar("op", "t", -math.inf, np.float64) == -math.inf
+
+
+@pytest.mark.parametrize("call, shape", [
+    (lambda x, out: fi.resize(x, size=(8, 6), out=out), (1, 2, 8, 6)),
+    (lambda x, out: fi.adaptive_avg_pool2d(x, (2, 3), out=out), (1, 2, 2, 3)),
+    (lambda x, out: fi.grid_sample(x, np.zeros((1, 3, 3, 2), np.float32), out=out), (1, 2, 3, 3)),
+])
+def test_numpy_out_with_a_torch_image_returns_out_itself(torch, rng, call, shape):
+    x = rng.standard_normal((1, 2, 4, 5)).astype(np.float32)
+    out = np.full(shape, np.nan, np.float32)
+    assert call(torch.from_numpy(x), out) is out
+    np.testing.assert_array_equal(out, call(x, None))
