@@ -45,6 +45,14 @@ def _has_cuda_interface(obj) -> bool:
     return True
 
 
+def _cuda_read_only(obj) -> bool:
+    """The read-only flag of ``__cuda_array_interface__`` (``data = (ptr, read_only)``)."""
+    try:
+        return bool(obj.__cuda_array_interface__["data"][1])
+    except Exception:
+        return False
+
+
 def _dlpack_device(obj):
     try:
         return tuple(obj.__dlpack_device__())[0]
@@ -227,6 +235,8 @@ class Prepared:
         target = _plain_tensor(self.op, "out", out, writable=True)
         self.out_caller = out
         if self.backend == CUDA:
+            if _cuda_read_only(out):
+                raise ValueError(f"{self.op}: out must be writable; got a read-only array.")
             return out, _cuda_support().as_device(target)
         return out, _to_numpy(target, kind, self.op, "out")
 

@@ -489,3 +489,16 @@ def test_numpy_out_with_a_torch_image_returns_out_itself(torch, rng, call, shape
     out = np.full(shape, np.nan, np.float32)
     assert call(torch.from_numpy(x), out) is out
     np.testing.assert_array_equal(out, call(x, None))
+
+
+@pytest.mark.cudasim
+def test_read_only_cuda_out_is_refused(cuda):
+    class ReadOnlyDevice:
+        """A device array that says read-only in its __cuda_array_interface__."""
+        shape, strides, dtype = (3,), (8,), np.dtype(np.float64)
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f8", "data": (4096, True),
+                                    "version": 3, "strides": None}
+
+    a = cuda.to_device(np.zeros(3))
+    with pytest.raises(ValueError, match="lerp: out must be writable; got a read-only array"):
+        fi.lerp(a, a, 0.5, out=ReadOnlyDevice())
