@@ -125,8 +125,7 @@ def _is_torch_tensor(obj) -> bool:
 
 
 # Data types that NumPy cannot view through DLPack (torch/JAX names).
-_NOT_VIEWABLE = ("bfloat16", "float8", "uint16", "uint32", "uint64", "complex32", "bits", "qint",
-                 "quint")
+_NOT_VIEWABLE = ("bfloat16", "float8", "complex32", "bits", "qint", "quint")
 
 
 def _dtype_name(obj) -> str:
