@@ -49,6 +49,12 @@ def same_dtype(op: str, **arrays) -> np.dtype:
     return first
 
 
+# |x| at or above this rounds to inf in the dtype (its largest value plus half an ulp).
+_ROUNDS_TO_INF = {np.dtype(np.float32): float(np.finfo(np.float32).max) + 2.0**103,
+                  np.dtype(np.float64): math.inf}
+_PLAIN_REALS = (float, int, np.float64, np.float32)  # checked without the slow ABC tests
+
+
 def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
     """A real Python/NumPy scalar as a 0-d array of ``dtype``.
 
@@ -56,7 +62,9 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
     ``TypeError``; a finite number that ``dtype`` cannot hold (``10**400``, or
     ``1e300`` for float32) raises ``ValueError``. ``nan`` and ``inf`` pass.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.integer, np.floating)):
+    if type(value) not in _PLAIN_REALS and (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (Real, np.integer, np.floating))):
         given = "None" if value is None else f"{type(value).__name__} {value!r}"
         raise TypeError(f"{op}: {name} must be a real number or an array; got {given}.")
     dtype = np.dtype(dtype)
@@ -64,14 +72,11 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
         wide = float(value)
     except OverflowError:  # an int beyond float64
         wide = math.inf
-    with np.errstate(over="ignore"):
-        result = np.asarray(wide, dtype=dtype)
-    finite_given = isinstance(value, Integral) or math.isfinite(float(value))
-    if finite_given and not np.isfinite(result):
+    if (isinstance(value, Integral) or math.isfinite(wide)) and not abs(wide) < _ROUNDS_TO_INF[dtype]:
         shown = (f"an int of {len(str(abs(int(value))))} digits" if isinstance(value, Integral)
                  else repr(value))
         raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
-    return result
+    return np.asarray(wide, dtype=dtype)
 
 
 def check_ndim(op: str, name: str, arr, ndims: int | Iterable[int], layout: str) -> None:

@@ -4,8 +4,7 @@
 The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
 """
-import math
-
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython.parallel cimport prange
 from libc.math cimport M_PI, cos, fabs, frexp, isfinite, ldexp, sin, sqrt
 from _types cimport real
@@ -41,24 +40,24 @@ cdef void broadcast_strides(tuple shape, Py_ssize_t* strides):
         step *= n
 
 
-def _check_lerp_layout(Py_ssize_t out_size, tuple shape, dict operands):
-    """The coalesced layout lerp_fwd trusts: operand ranks, sizes and flat lengths."""
-    ndim = len(shape)
-    if ndim < 1 or ndim > LERP_MAX_RANK:
-        raise ValueError(f"lerp_fwd: rank must be in [1, {LERP_MAX_RANK}]; got {ndim}.")
-    if any(n < 0 for n in shape) or math.prod(shape) != out_size:
-        raise ValueError(f"lerp_fwd: out must hold prod(shape) elements for shape {shape}; "
-                         f"got {out_size}.")
-    for name, (size, oshape) in operands.items():
-        if len(oshape) != ndim:
-            raise ValueError(f"lerp_fwd: {name}_shape must have rank {ndim} like shape; "
-                             f"got {len(oshape)}.")
-        if any(m != n and m != 1 for m, n in zip(oshape, shape)):
+cdef int _check_operand(str name, Py_ssize_t size, tuple oshape, tuple shape) except -1:
+    """An operand of lerp_fwd: the output's rank, each axis full or 1, ``size`` elements."""
+    cdef Py_ssize_t d, m, count = 1, ndim = len(shape)
+    if len(oshape) != ndim:
+        raise ValueError(f"lerp_fwd: {name}_shape must have rank {ndim} like shape; "
+                         f"got {len(oshape)}.")
+    for d in range(ndim):
+        m = oshape[d]
+        if m < 0 or (m != shape[d] and m != 1):
             raise ValueError(f"lerp_fwd: {name}_shape must match shape {shape} or be 1 "
                              f"on each axis; got {oshape}.")
-        if math.prod(oshape) != size:
-            raise ValueError(f"lerp_fwd: {name} must hold prod({name}_shape) elements for "
-                             f"{oshape}; got {size}.")
+        if m and count > PY_SSIZE_T_MAX // m:
+            raise ValueError(f"lerp_fwd: {name}_shape {oshape} has too many elements.")
+        count *= m
+    if count != size:
+        raise ValueError(f"lerp_fwd: {name} must hold prod({name}_shape) = {count} elements; "
+                         f"got {size}.")
+    return 0
 
 
 def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1] t,
@@ -70,10 +69,13 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
     ``shape``'s or 1 (broadcast). ``out, a, b, t`` are the flat C-contiguous
     data of the output and operands.
     """
-    _check_lerp_layout(out.shape[0], shape, {"a": (a.shape[0], a_shape),
-                                             "b": (b.shape[0], b_shape),
-                                             "t": (t.shape[0], t_shape)})
     cdef Py_ssize_t ndim = len(shape)
+    if ndim < 1 or ndim > LERP_MAX_RANK:
+        raise ValueError(f"lerp_fwd: rank must be in [1, {LERP_MAX_RANK}]; got {ndim}.")
+    _check_operand("out", out.shape[0], shape, shape)
+    _check_operand("a", a.shape[0], a_shape, shape)
+    _check_operand("b", b.shape[0], b_shape, shape)
+    _check_operand("t", t.shape[0], t_shape, shape)
     cdef Py_ssize_t cshape[LERP_MAX_RANK]
     cdef Py_ssize_t sa[LERP_MAX_RANK]
     cdef Py_ssize_t sb[LERP_MAX_RANK]
