@@ -160,3 +160,22 @@ def test_slerp_quat_torch(benchmark, bench, quat_data):
     torch = pytest.importorskip("torch")
     q0, q1, t, _ = (torch.from_numpy(x) for x in quat_data)
     bench(benchmark, "torch", SLERP_QUAT_GROUP, formula, torch, q0, q1, t, True)
+
+
+# ------------------------------------------------------------ in-place lerp (EMA)
+
+LERP_INPLACE = "lerp in place (EMA m <- lerp(m, g, 0.1)): 16M float32"
+
+
+def test_lerp_inplace_fastinterp(benchmark, bench, bandwidth, lerp_data):
+    a, b, _, _ = lerp_data
+    m = a.copy()
+    bench(benchmark, "fastinterp", LERP_INPLACE, fi.lerp, m, b, 0.1, out=m)
+    bandwidth(benchmark, 3 * N_LERP * F32)
+
+
+def test_lerp_inplace_torch(benchmark, bench, bandwidth, lerp_data):
+    torch = pytest.importorskip("torch")
+    m, g = torch.from_numpy(lerp_data[0].copy()), torch.from_numpy(lerp_data[1])
+    bench(benchmark, "torch", LERP_INPLACE, m.lerp_, g, 0.1)
+    bandwidth(benchmark, 3 * N_LERP * F32)

@@ -45,6 +45,14 @@ def _has_cuda_interface(obj) -> bool:
     return True
 
 
+def _cuda_read_only(obj) -> bool:
+    """The read-only flag of ``__cuda_array_interface__`` (``data = (ptr, read_only)``)."""
+    try:
+        return bool(obj.__cuda_array_interface__["data"][1])
+    except Exception:
+        return False
+
+
 def _dlpack_device(obj):
     try:
         return tuple(obj.__dlpack_device__())[0]
@@ -110,10 +118,63 @@ def _cuda_support():
     return _support
 
 
-def _to_numpy(obj, kind: str):
-    if kind == "dlpack":
-        return np.from_dlpack(obj)
-    return np.asarray(obj)
+def _is_torch_tensor(obj) -> bool:
+    """A torch tensor, detected without importing torch (as array-api-compat does)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+# Data types that NumPy cannot view through DLPack (torch/JAX names).
+_NOT_VIEWABLE = ("bfloat16", "float8", "complex32", "bits", "qint", "quint")
+
+
+def _dtype_name(obj) -> str:
+    return str(getattr(obj, "dtype", "")).removeprefix("torch.")
+
+
+def _plain_tensor(op: str, name: str, obj, writable: bool = False):
+    """``obj`` with torch's lazy negative/conjugate bits resolved, or a clear error.
+
+    DLPack exports a tensor's memory, which holds ``-x`` for a negative-bit
+    view (``c.conj().imag``): read as is, it would have the wrong sign. An
+    input is resolved (one copy); an ``out=`` cannot be (the result would
+    land in the copy), so it is refused. A tensor that requires grad cannot
+    be exported: the message says to detach it.
+    """
+    if not _is_torch_tensor(obj):
+        return obj
+    if getattr(obj, "requires_grad", False):
+        raise TypeError(f"{op}: {name} must not require grad (fastinterp's array ops attach "
+                        f"no gradients); got a torch tensor with requires_grad=True: pass "
+                        f"{name}.detach().")
+    if obj.is_neg() or obj.is_conj():
+        if writable:
+            raise TypeError(f"{op}: {name} must be a plain tensor; got a view with torch's "
+                            f"negative or conjugate bit set (e.g. c.conj().imag), whose memory "
+                            f"does not hold the values it shows.")
+        obj = obj.resolve_conj().resolve_neg()
+    return obj
+
+
+def _check_viewable(op: str, name: str, obj) -> None:
+    dtype = _dtype_name(obj)
+    if any(dtype.startswith(bad) for bad in _NOT_VIEWABLE):
+        raise TypeError(f"{op}: {name} must have dtype float32 or float64; got {dtype} "
+                        f"({_describe(obj)}), which NumPy cannot read: cast it first, "
+                        f"e.g. {name}.float().")
+
+
+def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument"):
+    """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only)."""
+    if kind != "dlpack":
+        return np.asarray(obj)
+    _check_viewable(op, name, obj)
+    try:
+        return np.from_dlpack(obj)  # asks for a versioned capsule, falls back to the old one
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise TypeError(f"{op}: {name} cannot be read through DLPack ({_describe(obj)}, dtype "
+                        f"{_dtype_name(obj) or '?'}): {exc} fastinterp's ops take float32 or "
+                        f"float64 arrays.") from None
 
 
 def _from_dlpack_for(template):
@@ -138,6 +199,7 @@ class Prepared:
     template: Any = None
     template_kind: str | None = None
     originals: dict[str, Any] = field(default_factory=dict)
+    out_caller: Any = None
 
     @property
     def stream(self):
@@ -155,24 +217,39 @@ class Prepared:
         return arr, arr
 
     def adopt_out(self, out):
-        """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``."""
+        """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.
+
+        ``for_caller`` is ``out`` itself, which :meth:`wrap` returns unchanged.
+        """
         kind = array_kind(out)
-        if kind is None or _backend_of_kind(kind) != self.backend:
+        if kind is None:
+            raise TypeError(f"{self.op}: out must be an array (or None); got "
+                            f"{type(out).__name__} {out!r}.")
+        if _backend_of_kind(kind) != self.backend:
             raise BackendMismatchError(
                 f"{self.op}: out must be a {self.backend.upper()} array like the inputs; "
                 f"got {_describe(out)}.")
-        if self.backend == CUDA:
-            return out, _cuda_support().as_device(out)
         if kind == "numpy" and not isinstance(out, np.ndarray):
             raise TypeError(f"{self.op}: out must be an array; got {_describe(out)}.")
-        return out, _to_numpy(out, kind)
+        target = _plain_tensor(self.op, "out", out, writable=True)
+        self.out_caller = out
+        if self.backend == CUDA:
+            if _cuda_read_only(out):
+                raise ValueError(f"{self.op}: out must be writable; got a read-only array.")
+            return out, _cuda_support().as_device(target)
+        return out, _to_numpy(target, kind, self.op, "out")
 
     def output(self, shape, dtype, out=None):
         """``out`` adopted if given (already validated), else a new allocation."""
         return self.adopt_out(out) if out is not None else self.empty(shape, dtype)
 
     def wrap(self, caller_result):
-        """Return a result as the caller's array type (DLPack inputs get DLPack outputs)."""
+        """Return a result as the caller's array type (DLPack inputs get DLPack outputs).
+
+        The caller's own ``out=`` object is returned as is, whatever its type.
+        """
+        if self.out_caller is not None and caller_result is self.out_caller:
+            return caller_result
         if self.backend == CPU and self.template_kind == "dlpack" and isinstance(caller_result, np.ndarray):
             from_dlpack = _from_dlpack_for(self.template)
             if from_dlpack is not None:
@@ -200,8 +277,9 @@ def begin(op: str, **named) -> Prepared:
             continue
         if template is None or (template_kind == "numpy" and kind == "dlpack"):
             template, template_kind = obj, kind
+        plain = _plain_tensor(op, name, obj)
         if backend == CUDA:
-            arrays[name] = _cuda_support().as_device(obj)
+            arrays[name] = _cuda_support().as_device(plain)
         else:
-            arrays[name] = _to_numpy(obj, kind)
+            arrays[name] = _to_numpy(plain, kind, op, name)
     return Prepared(op, backend, arrays, template, template_kind, dict(named))

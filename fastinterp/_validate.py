@@ -7,13 +7,15 @@ elsewhere). Exceptions are ``ValueError`` for bad values and shapes and
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from numbers import Integral, Real
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
-    "check_out", "as_c_contiguous", "broadcast_shape", "shape_str",
+    "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -45,6 +47,36 @@ def same_dtype(op: str, **arrays) -> np.dtype:
             raise TypeError(f"{op}: {name} must have the same dtype as {first_name} "
                             f"({first}); got {dtype}.")
     return first
+
+
+# |x| at or above this rounds to inf in the dtype (its largest value plus half an ulp).
+_ROUNDS_TO_INF = {np.dtype(np.float32): float(np.finfo(np.float32).max) + 2.0**103,
+                  np.dtype(np.float64): math.inf}
+_PLAIN_REALS = (float, int, np.float64, np.float32)  # checked without the slow ABC tests
+
+
+def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
+    """A real Python/NumPy scalar as a 0-d array of ``dtype``.
+
+    ``None``, bools, complex numbers and other non-real objects raise
+    ``TypeError``; a finite number that ``dtype`` cannot hold (``10**400``, or
+    ``1e300`` for float32) raises ``ValueError``. ``nan`` and ``inf`` pass.
+    """
+    if type(value) not in _PLAIN_REALS and (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (Real, np.integer, np.floating))):
+        given = "None" if value is None else f"{type(value).__name__} {value!r}"
+        raise TypeError(f"{op}: {name} must be a real number or an array; got {given}.")
+    dtype = np.dtype(dtype)
+    try:
+        wide = float(value)
+    except OverflowError:  # an int beyond float64
+        wide = math.inf
+    if (isinstance(value, Integral) or math.isfinite(wide)) and not abs(wide) < _ROUNDS_TO_INF[dtype]:
+        shown = (f"an int of {len(str(abs(int(value))))} digits" if isinstance(value, Integral)
+                 else repr(value))
+        raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
+    return np.asarray(wide, dtype=dtype)
 
 
 def check_ndim(op: str, name: str, arr, ndims: int | Iterable[int], layout: str) -> None:
@@ -93,12 +125,37 @@ def _overlaps(x, y) -> bool:
     return bool(ex and ey and ex[0] < ey[1] and ey[0] < ex[1])
 
 
-def check_out(op: str, out, shape, dtype, inputs: dict | None = None) -> None:
+def _data_ptr(arr) -> int | None:
+    if isinstance(arr, np.ndarray):
+        return arr.__array_interface__["data"][0]
+    from fastinterp._cuda._support import device_pointer
+    return device_pointer(arr)
+
+
+def same_view(x, y) -> bool:
+    """True when ``x`` and ``y`` are the same elements: pointer, shape, strides and dtype."""
+    if tuple(x.shape) != tuple(y.shape) or np.dtype(x.dtype) != np.dtype(y.dtype):
+        return False
+    if any(n > 1 and sx != sy for n, sx, sy in zip(x.shape, x.strides, y.strides)):
+        return False
+    px = _data_ptr(x)
+    return px is not None and px == _data_ptr(y)
+
+
+def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
+              alias_ok: Collection[str] | bool = ()) -> None:
     """Validate a user's ``out=`` (already converted for the kernel).
 
     ``out`` must have exactly ``shape`` and ``dtype``, be C-contiguous and
     writable, and share no memory with any of ``inputs`` (a name -> array
     dict), so that a failed or partial computation cannot corrupt an input.
+
+    ``alias_ok`` names the inputs (``True``: all of them) that ``out`` may be
+    exactly (the same memory, shape and strides, as in ``lerp(m, g, w,
+    out=m)``). An op opts in only where its kernel reads every element of
+    those inputs that an output element depends on before writing that
+    output element. A partial overlap (a shifted or re-strided view) is
+    still refused.
     """
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: out must have shape {shape_str(shape)}; got {shape_str(out.shape)}.")
@@ -109,9 +166,16 @@ def check_out(op: str, out, shape, dtype, inputs: dict | None = None) -> None:
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError(f"{op}: out must be writable; got a read-only array.")
     for name, arr in (inputs or {}).items():
-        if arr is not None and hasattr(arr, "shape") and _overlaps(out, arr):
+        if arr is None or not hasattr(arr, "shape") or not _overlaps(out, arr):
+            continue
+        may_alias = alias_ok is True or (alias_ok is not False and name in alias_ok)
+        if not may_alias:
             raise ValueError(f"{op}: out must not share memory with {name}; "
                              f"pass a separate output array.")
+        if not same_view(out, arr):
+            raise ValueError(f"{op}: out must be either exactly {name} (same memory, shape "
+                             f"and strides) or share no memory with it; got a view that "
+                             f"partially overlaps {name}: pass a separate output array.")
 
 
 def _is_c_contiguous(arr) -> bool:

@@ -9,7 +9,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
-                        same_dtype, shape_str)
+                        real_scalar, same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp"]
 
@@ -63,12 +63,10 @@ registry.register_builtin("lerp", _lerp_cpu, "fastinterp._cuda.blend:lerp")
 def _as_operand(prepared, name, value, dtype):
     if hasattr(value, "shape"):
         return value if prepared.backend == "cuda" else as_c_contiguous(value)
-    if prepared.backend == "cuda":
-        if name != "t":
-            raise TypeError(f"lerp: {name} must be an array on the CUDA device (a scalar "
-                            f"is accepted for t only); got {type(value).__name__}.")
-        return np.asarray(value, dtype=dtype)  # a 0-d host scalar, passed by value
-    return np.asarray(value, dtype=dtype)
+    if prepared.backend == "cuda" and name != "t":
+        raise TypeError(f"lerp: {name} must be an array on the CUDA device (a scalar "
+                        f"is accepted for t only); got {type(value).__name__}.")
+    return real_scalar("lerp", name, value, dtype)  # on CUDA: a host scalar, passed by value
 
 
 def lerp(a, b, t, out=None):
@@ -83,7 +81,10 @@ def lerp(a, b, t, out=None):
         The weight. A Python/NumPy scalar, or an array of the same dtype.
     out : array, optional
         Destination, C-contiguous, of the broadcast shape and the operands'
-        dtype; it must not overlap an input. Returned when given.
+        dtype. Returned when given. It may be exactly ``a``, ``b`` or ``t``
+        (the same memory, shape and strides: an in-place update such as
+        ``lerp(m, g, 0.1, out=m)``, each element is read before it is
+        written) but must not partially overlap any of them.
 
     Returns
     -------
@@ -112,7 +113,7 @@ def lerp(a, b, t, out=None):
     shape = broadcast_shape("lerp", a=a_, b=b_, t=t_)
     if out is not None:
         out_caller, out_k = p.adopt_out(out)
-        check_out("lerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_})
+        check_out("lerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_}, alias_ok=True)
     else:
         out_caller, out_k = p.empty(shape, dtype)
     if out_k.size == 0:
@@ -153,7 +154,7 @@ def _slerp_weights(p, t, dtype, batch, path):
     number of steps. A weight shared by every row gets row stride 0 (no copy).
     """
     if not hasattr(t, "shape"):
-        t = np.asarray(t, dtype=dtype)
+        t = real_scalar("slerp", "t", t, dtype)
     if path and len(t.shape) == 0:
         raise ValueError("slerp: t must have shape (..., T) in the path form "
                          "(path=True); got a scalar.")
@@ -217,8 +218,10 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
         textbook ``sin((1-t)θ)/sin θ · a + sin(tθ)/sin θ · b`` applied to the
         raw vectors. Both agree for vectors of equal norm.
     out : array, optional
-        Destination of the output shape and dtype, C-contiguous, not
-        overlapping an input.
+        Destination of the output shape and dtype, C-contiguous. In the
+        plain form it may be exactly ``a`` or ``b`` (same memory, shape and
+        strides: each row is read whole before it is written); otherwise it
+        must not overlap an input.
 
     Returns
     -------
@@ -248,10 +251,14 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     * ``t`` outside [0, 1] extrapolates along the same great circle.
 
     Reductions run in float64 for both dtypes, in a fixed order: results are
-    bit-identical for any thread count. (In float64, vectors whose squared
-    norm overflows, ``|a| > 1e154``, give NaN, and those whose squared norm
-    underflows to 0, ``|a|`` below about ``1e-162``, count as zero vectors; scale such
-    inputs first. float32 inputs cannot reach either limit.)
+    bit-identical for any thread count and calling thread. Every finite
+    magnitude works, from subnormals to the largest finite values: a row pair
+    whose squared norms would underflow or overflow float64 is rescaled by a
+    power of two (exact) for the geometry and the blend, so
+    ``slerp(2**k a, 2**k b, t) == 2**k slerp(a, b, t)`` up to rounding. Only
+    a result whose exact value exceeds the dtype's range is ±inf. float32
+    rows are blended in float64 where the weights are large (``|b| / |a|``
+    beyond float32's range, or θ near π), so neither overflows nor cancels.
 
     Examples
     --------
@@ -294,7 +301,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     shape = tuple(a_.shape) if not path else tuple(a_.shape[:ax]) + (steps,) + tuple(a_.shape[ax:])
     if out is not None:
         out_caller, out_k = p.adopt_out(out)
-        check_out("slerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_})
+        check_out("slerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_}, alias_ok=("a", "b"))
     else:
         out_caller, out_k = p.empty(shape, dtype)
     rows = math.prod(batch)

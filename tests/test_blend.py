@@ -149,9 +149,10 @@ class TestLerp:
         np.testing.assert_array_equal(out, 7.0)
 
     def test_out_aliasing_input(self, rng):
-        a, b = rng.standard_normal((2, 4, 5))
-        with pytest.raises(ValueError, match="out must not share memory with a"):
-            fi.lerp(a, b, 0.5, out=a)
+        buf = rng.standard_normal((5, 5))
+        a, b = buf[:4], rng.standard_normal((4, 5))
+        with pytest.raises(ValueError, match="out must be either exactly a .* partially overlaps a"):
+            fi.lerp(a, b, 0.5, out=buf[1:])
 
     def test_out_read_only(self, rng):
         a, b = rng.standard_normal((2, 3))
@@ -388,12 +389,17 @@ class TestSlerp:
         np.testing.assert_allclose(out[5], [np.linalg.norm(a), 0, 0], atol=1e-14)
         np.testing.assert_array_equal(out, fi.slerp(a, -a, np.linspace(0, 1, 11), path=True))
 
-    def test_float64_norm_range_is_as_documented(self):
+    def test_float64_extremes_keep_the_great_circle(self):
         b = np.array([0.0, 1.0])
-        np.testing.assert_array_equal(fi.slerp(np.array([1e-170, 0.0]), b, 0.5), [5e-171, 0.5])
-        assert np.isnan(fi.slerp(np.array([1e200, 0.0]), b, 0.5)).all()
-        big = np.array([1e150, 0.0])   # inside the range: exact great circle
-        np.testing.assert_allclose(fi.slerp(big, b * 1e150, 0.5), [1e150 * 0.5**0.5] * 2, rtol=1e-15)
+        got = fi.slerp(np.array([1e-170, 0.0]), b, 0.5)   # |a|^2 underflows
+        np.testing.assert_allclose(got, [0.5 * 2**-0.5, 0.5 * 2**-0.5], rtol=1e-15)
+        np.testing.assert_allclose(fi.slerp(np.array([1e200, 0.0]), b * 1e200, 0.5),
+                                   [1e200 * 0.5**0.5] * 2, rtol=1e-15)
+        top = np.finfo(np.float64).max
+        np.testing.assert_allclose(fi.slerp(np.array([top, 0.0]), np.array([0.0, top]), 0.5),
+                                   [top * 0.5**0.5] * 2, rtol=1e-15)
+        same = fi.slerp(np.array([top, -top]), np.array([top, -top]), 0.5)  # |a| overflows
+        np.testing.assert_allclose(same, [top, -top], rtol=1e-15)
 
     def test_zero_vector_falls_back_to_lerp(self):
         b = np.array([2.0, -4.0])
@@ -470,8 +476,8 @@ class TestSlerp:
         np.testing.assert_array_equal(out, fi.slerp(a, b, 0.3))
         with pytest.raises(ValueError, match=r"out must have shape \(6, 2, 8\)"):
             fi.slerp(a, b, np.zeros(2, np.float32), path=True, out=out)
-        with pytest.raises(ValueError, match="out must not share memory with a"):
-            fi.slerp(a, b, 0.3, out=a)
+        with pytest.raises(ValueError, match="out must be either exactly a .* partially overlaps a"):
+            fi.slerp(a[:-1], b[:-1], 0.3, out=a[1:])
 
     @pytest.mark.parametrize("kwargs, exc, words", [
         (dict(b=np.zeros((4, 2))), ValueError, r"b must have the same shape as a \(4, 3\)"),
@@ -578,6 +584,44 @@ class TestCudaKernels:
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, t), path=True).copy_to_host()
         assert_close(got, fi.slerp(a, b, t, path=True), table=TOL_ORACLE)
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("depth", [3, 67])   # the thread and the block kernel
+    def test_slerp_whole_range_matches_cpu(self, cuda, rng, dtype, depth):
+        """Subnormal to largest-finite rows: the CUDA kernels scale rows like the CPU one."""
+        a0, b0 = _range_pairs(rng, depth)
+        info = np.finfo(dtype)
+        exps = _exponents(dtype)
+        slow = depth >= 64   # the simulator runs the block kernel's 128 threads one by one
+        if slow:
+            a0, b0 = a0[[0, 2, 6]], b0[[0, 2, 6]]   # random, antipodal, unequal norms
+        for e in (exps[0], exps[-1]) if slow else (exps[0], exps[2], 0, exps[-1]):
+            a = np.ldexp(a0, e).astype(dtype)
+            b = np.ldexp(b0, e).astype(dtype)
+            for t in (0.35,) if slow else (0.0, 0.35):
+                want = fi.slerp(a, b, dtype(t)).astype(np.float64)
+                with np.errstate(over="ignore", invalid="ignore"):  # simulator scalars warn
+                    got = fi.slerp(_dev(cuda, a), _dev(cuda, b), dtype(t)).copy_to_host()
+                finite = np.isfinite(want)
+                assert (np.isfinite(got) == finite).all(), (e, t)
+                scale = np.abs(np.where(finite, want, 0)).max() + np.ldexp(1.0, e)
+                tol = 1e3 * info.eps * scale + 4 * info.smallest_subnormal
+                assert np.abs(np.where(finite, got - want, 0)).max() <= tol, (e, t)
+
+    @pytest.mark.parametrize("depth", [3, 67])
+    def test_slerp_in_place(self, cuda, rng, depth):
+        a, b = self._pairs(rng, 6, depth, np.float64)
+        t = rng.random(6)
+        want = fi.slerp(a, b, t)
+        da = _dev(cuda, a)
+        assert fi.slerp(da, _dev(cuda, b), _dev(cuda, t), out=da) is da
+        assert_close(da.copy_to_host(), want, table=TOL_ORACLE)
+
+    def test_lerp_in_place(self, cuda, rng):
+        a, b = rng.standard_normal((2, 5, 7))
+        da = _dev(cuda, a)
+        assert fi.lerp(da, _dev(cuda, b), 0.3, out=da) is da
+        np.testing.assert_allclose(da.copy_to_host(), fi.lerp(a, b, 0.3), rtol=1e-15)
+
     def test_slerp_cuda_errors(self, cuda, rng):
         a = _dev(cuda, rng.standard_normal((3, 4)))
         with pytest.raises(ValueError, match="vectors must lie along the last axis"):
@@ -602,3 +646,258 @@ class TestCupy:
             got = fi.slerp(cupy.asarray(a), cupy.asarray(b), cupy.asarray(t))
             assert isinstance(got, cupy.ndarray)
             assert_close(cupy.asnumpy(got), fi.slerp(a, b, t), table=TOL_ORACLE)
+
+
+# ------------------------------------------------- weights, aliasing, threads
+
+@pytest.mark.parametrize("t, exc, words", [
+    (None, TypeError, "lerp: t must be a real number or an array; got None"),
+    (1j, TypeError, "lerp: t must be a real number or an array; got complex 1j"),
+    (np.complex128(0.5), TypeError, "lerp: t must have dtype float32 or float64"),
+    (np.array(0.5 + 0j), TypeError, "lerp: t must have dtype float32 or float64; got complex128"),
+    (10**400, ValueError, "lerp: t must be representable in float(32|64); got an int of 401 digits"),
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lerp_weight_must_be_real(t, exc, words, dtype):
+    out = np.full(3, 7, dtype)
+    with pytest.raises(exc, match=words):
+        fi.lerp(np.zeros(3, dtype), np.ones(3, dtype), t, out=out)
+    assert (out == 7).all()
+
+
+@pytest.mark.parametrize("t, exc", [(None, TypeError), (2j, TypeError), (-(10**400), ValueError)])
+@pytest.mark.parametrize("path", [False, True])
+def test_slerp_weight_must_be_real(t, exc, path):
+    with pytest.raises(exc, match="slerp: t must"):
+        fi.slerp(np.ones((2, 3)), np.eye(2, 3), t, path=path)
+
+
+def test_lerp_scalar_a_or_b_must_be_real():
+    with pytest.raises(TypeError, match="lerp: a must be a real number or an array; got None"):
+        fi.lerp(None, np.ones(3), 0.5)
+    with pytest.raises(TypeError, match="lerp: b must be a real number or an array; got complex"):
+        fi.lerp(np.ones(3), 1j, 0.5)
+
+
+@pytest.mark.parametrize("which", ["a", "b", "t"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5,), (3, 70001), (2, 3, 4)])
+def test_lerp_in_place(rng, which, dtype, shape):
+    """out may be exactly an operand (m.lerp_(g, w)): the same values as a fresh output."""
+    ops = {n: rng.standard_normal(shape).astype(dtype) for n in ("a", "b")}
+    ops["t"] = rng.random(shape).astype(dtype)
+    expected = fi.lerp(ops["a"], ops["b"], ops["t"])
+    target = ops[which]
+    res = fi.lerp(ops["a"], ops["b"], ops["t"], out=target)
+    assert res is target
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_lerp_in_place_ema_with_scalar_weight_and_torch(torch, rng):
+    m, g = rng.standard_normal(1000), rng.standard_normal(1000)
+    expected = m + 0.1 * (g - m)
+    fi.lerp(m, g, 0.1, out=m)
+    np.testing.assert_allclose(m, expected, rtol=1e-12, atol=1e-15)
+    tm, tg = torch.randn(100), torch.randn(100)
+    ref = torch.lerp(tm, tg, 0.3)
+    assert fi.lerp(tm, tg, 0.3, out=tm) is tm
+    assert torch.equal(tm, ref)
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda a: a[1:],                      # shifted by one row
+    lambda a: a.reshape(-1)[1:13].reshape(3, 4),
+])
+def test_lerp_partial_overlap_is_refused_and_untouched(rng, make_out):
+    a = rng.standard_normal((4, 4))
+    before = a.copy()
+    out = make_out(a)
+    with pytest.raises(ValueError, match="lerp: out must be either exactly a .* partially overlaps a"):
+        fi.lerp(a[:3], np.ones((3, 4)), 0.5, out=out)
+    np.testing.assert_array_equal(a, before)
+
+
+def test_lerp_broadcast_operand_inside_out_is_refused(rng):
+    out = rng.standard_normal((3, 4))
+    with pytest.raises(ValueError, match="partially overlaps a"):
+        fi.lerp(out[0], np.ones((3, 4)), 0.5, out=out)
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [3, 200])
+def test_slerp_in_place(rng, which, dtype, depth):
+    ops = {n: rng.standard_normal((300, depth)).astype(dtype) for n in ("a", "b")}
+    ops["b"][:4] = -ops["a"][:4]   # antipodal rows read a[k] after the sums
+    ops["b"][4:8] = 2 * ops["a"][4:8]
+    t = rng.random(300).astype(dtype)
+    expected = fi.slerp(ops["a"], ops["b"], t)
+    res = fi.slerp(ops["a"], ops["b"], t, out=ops[which])
+    assert res is ops[which]
+    np.testing.assert_array_equal(ops[which], expected)
+
+
+def test_slerp_path_out_overlapping_a_is_refused(rng):
+    buf = rng.standard_normal((2, 1, 3))
+    with pytest.raises(ValueError, match="slerp: out must be either exactly a"):
+        fi.slerp(buf[:, 0], np.eye(2, 3), np.array([0.5]), path=True, out=buf)
+
+
+def _blend_calls(rng, dtype):
+    a = rng.standard_normal((700, 130)).astype(dtype)
+    b = rng.standard_normal((700, 130)).astype(dtype)
+    b[:5] = -a[:5]
+    b[5:10] = a[5:10] * 3
+    b[10:15] = 0
+    info = np.finfo(dtype)
+    a[15:20] *= info.smallest_subnormal * 2**20   # rows scaled by powers of two
+    b[15:20] *= info.smallest_subnormal * 2**20
+    a[20:25] *= info.max / 64
+    b[20:25] *= info.max / 64
+    t = rng.uniform(-0.5, 1.5, 700).astype(dtype)
+    ts = np.linspace(0, 1, 5).astype(dtype)
+    return lambda: (fi.lerp(a, b, t[:, None]), fi.lerp(a, b, 0.7),
+                    fi.slerp(a, b, t), fi.slerp(a, b, t, norm="formula"),
+                    fi.slerp(a, b, ts, path=True, shortest_path=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blend_bit_identical_on_worker_threads(threads, rng, dtype):
+    """Main thread, one worker, and 4 concurrent workers give the same bits (1 and 2 threads)."""
+    import concurrent.futures as cf
+    calls = _blend_calls(rng, dtype)
+    for n in (1, 2):
+        fi.set_num_threads(n)
+        main = calls()
+        with cf.ThreadPoolExecutor(4) as pool:
+            results = [f.result() for f in [pool.submit(calls) for _ in range(4)]]
+        with cf.ThreadPoolExecutor(1) as pool:
+            results.append(pool.submit(calls).result())
+        for res in results:
+            for x, y in zip(main, res):
+                np.testing.assert_array_equal(x, y)
+        if n == 1:
+            serial = main
+    for x, y in zip(serial, main):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------- the whole float32/float64 range
+
+def _range_pairs(rng, depth):
+    """Row pairs of unit scale: random, near-parallel, antipodal, zero b, parallel, equal,
+    and a pair whose norms differ by 2^40."""
+    a = rng.standard_normal((8, depth))
+    b = rng.standard_normal((8, depth))
+    b[1] = a[1] * 1.001 + 1e-4 * rng.standard_normal(depth)
+    b[2] = -a[2] * 0.75
+    b[3] = 0
+    b[4] = a[4] * 2
+    b[5] = a[5]
+    b[6] = b[6] * 2.0**-40
+    a /= np.abs(a).max(1, keepdims=True) * 2
+    b /= np.maximum(np.abs(b).max(1, keepdims=True) * 2, 1)
+    return a, b
+
+
+def _exponents(dtype):
+    info = np.finfo(dtype)
+    lo, hi = info.minexp - info.nmant, info.maxexp   # smallest subnormal .. largest finite
+    return sorted({lo + 8, lo + 30, info.minexp - 3, info.minexp + 2, -60, 0, 60,
+                   hi - 40, hi - 3, hi})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [2, 3, 4, 17, 70])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_across_the_whole_range(rng, dtype, depth, norm):
+    """slerp(2^e a, 2^e b) = 2^e slerp(a, b) (power-of-two scaling is exact) from the
+    subnormals to the largest finite values: no inf/NaN where the result is finite."""
+    a0, b0 = _range_pairs(rng, depth)
+    info = np.finfo(dtype)
+    ts = np.array([0.0, 0.3, 0.5, 1.0, 1.4])
+    for e in _exponents(dtype):
+        a = np.ldexp(a0, e).astype(dtype)
+        b = np.ldexp(b0, e).astype(dtype)
+        a64, b64 = np.ldexp(a.astype(np.float64), -e), np.ldexp(b.astype(np.float64), -e)
+        for t in ts:
+            got = fi.slerp(a, b, dtype(t), norm=norm).astype(np.float64)
+            for i in range(len(a)):
+                with np.errstate(over="ignore"):
+                    want = np.ldexp(ref_slerp_row(a64[i], b64[i], t, norm=norm), e)
+                if (np.abs(want) > info.max).any():
+                    continue   # the exact result overflows the dtype
+                scale = max(np.abs(want).max(), np.ldexp(np.abs(a64[i]).max(), e))
+                # subnormal results keep fewer bits: the absolute floor is the subnormal step
+                tol = 50 * info.eps * scale + 4 * info.smallest_subnormal
+                if norm == "formula" and i == 2:
+                    tol *= 10   # antipodal: the textbook weights are 1/sin θ
+                err = np.abs(got[i] - want).max()
+                assert np.isfinite(got[i]).all() and err <= tol, (e, t, i, got[i], want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_subnormal_and_normal_vectors_together(dtype):
+    """|b| / |a| beyond the dtype's range: the weights must not overflow (issue: float32 inf)."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    a = np.array([[tiny * 3, 0.0, 0.0]], dtype)
+    b = np.array([[0.0, 1.0, 0.0]], dtype)
+    got = fi.slerp(a, b, 0.5).astype(np.float64)
+    r = 0.5 * float(a[0, 0]) + 0.5
+    np.testing.assert_allclose(got, [[r * 0.5**0.5, r * 0.5**0.5, 0.0]], rtol=1e-6)
+    got = fi.slerp(b, a, 0.25, norm="formula").astype(np.float64)
+    want = [[math.sin(0.25 * math.pi / 2) * float(a[0, 0]), math.sin(0.75 * math.pi / 2), 0.0]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=float(tiny))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_nearly_antipodal_float32_keeps_precision(rng, dtype):
+    """Near θ = π the weights are large and cancel: the blend runs in float64."""
+    a = rng.standard_normal((50, 3)).astype(dtype)
+    b = (-a * 0.9 + 1e-6 * rng.standard_normal((50, 3))).astype(dtype)
+    got = fi.slerp(a, b, 0.3)
+    want = ref_slerp(a, b, 0.3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+# ---------------------------------------------- kernels called directly (C ABI)
+
+_KERNEL_CALLS = {
+    "slerp_zero_depth": "k.slerp_fwd(np.empty((4, 0)), np.empty((4, 0)), np.empty((4, 0)), "
+                        "np.zeros(4), 1, 1, False, True, 1)",
+    "slerp_out_too_small": "k.slerp_fwd(np.empty((1, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                           "np.zeros(4), 1, 1, False, True, 2)",
+    "slerp_t_too_short": "k.slerp_fwd(np.empty((8, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                         "np.zeros(2), 2, 2, False, True, 2)",
+    "slerp_b_shape": "k.slerp_fwd(np.empty((4, 3)), np.ones((4, 3)), np.ones((2, 3)), "
+                     "np.zeros(4), 1, 1, False, True, 1)",
+    "slerp_negative_steps": "k.slerp_fwd(np.empty((0, 3)), np.ones((4, 3)), np.ones((4, 3)), "
+                            "np.zeros(4), 1, -1, False, True, 1)",
+    "lerp_rank_over_64": "k.lerp_fwd(np.empty(1), np.ones(1), np.ones(1), np.ones(1), (1,), "
+                         "(1,) * 100, (1,), (1,), 1)",
+    "lerp_operand_too_short": "k.lerp_fwd(np.empty(6), np.ones(2), np.ones(6), np.ones(6), "
+                              "(2, 3), (2, 3), (2, 3), (2, 3), 1)",
+    "lerp_operand_not_broadcastable": "k.lerp_fwd(np.empty(6), np.ones(4), np.ones(6), "
+                                      "np.ones(6), (2, 3), (2, 2), (2, 3), (2, 3), 1)",
+    "lerp_out_wrong_size": "k.lerp_fwd(np.empty(5), np.ones(6), np.ones(6), np.ones(6), "
+                           "(2, 3), (2, 3), (2, 3), (2, 3), 1)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_KERNEL_CALLS))
+def test_blend_kernels_refuse_bad_layouts_without_crashing(name):
+    """The private kernels guard themselves (the C ABI exports kernels): a ValueError,
+    in a subprocess so that a regression cannot take the test run down."""
+    import subprocess
+    import sys
+    code = ("import numpy as np\nfrom fastinterp._cpu import blend as k\n"
+            f"try:\n    {_KERNEL_CALLS[name]}\n    print('OK')\n"
+            f"except ValueError as e:\n    print('VE', e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if name == "slerp_zero_depth":  # a valid, empty computation
+        assert done.stdout == "OK\n"
+        return
+    assert done.stdout.startswith("VE "), done.stdout + done.stderr[-2000:]
+    assert ("lerp_fwd: " if name.startswith("lerp") else "slerp_fwd: ") in done.stdout

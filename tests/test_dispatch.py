@@ -1,6 +1,7 @@
 """Dispatch, DLPack, the registry, thread settings and the shared validation."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -285,3 +286,219 @@ def test_as_c_contiguous_keeps_rank_and_avoids_copies():
 def test_lerp_of_0d_arrays_is_0d():
     res = fi.lerp(np.zeros(()), np.ones(()), np.array(0.5))
     assert res.shape == () and res == 0.5
+
+
+# --------------------------------------------------- torch views through DLPack
+# Every op reads its arrays through the shared layer (begin / adopt_out): a
+# torch view must give exactly what its plain NumPy values give, or a clear
+# error. Each case: op name, a function of the inputs, the float32 inputs.
+
+def _op_cases(rng):
+    f32 = np.float32
+    x4 = rng.standard_normal((2, 3, 5, 6)).astype(f32)
+    grid = rng.uniform(-1.1, 1.1, (2, 4, 3, 2)).astype(f32)
+    pts = rng.standard_normal((9, 4)).astype(f32)
+    qry = rng.standard_normal((5, 4)).astype(f32)
+    return {
+        "lerp": (lambda a, b, t: fi.lerp(a, b, t),
+                 [rng.standard_normal((4, 6)).astype(f32), rng.standard_normal((4, 6)).astype(f32),
+                  rng.random((4, 6)).astype(f32)]),
+        "slerp": (lambda a, b: fi.slerp(a, b, 0.3),
+                  [rng.standard_normal((4, 6)).astype(f32), rng.standard_normal((4, 6)).astype(f32)]),
+        "resize": (lambda x: fi.resize(x, size=(7, 4), mode="bilinear"), [x4]),
+        "grid_sample": (lambda x, g: fi.grid_sample(x, g, align_corners=False), [x4, grid]),
+        "pairwise_sqdist": (lambda x, y: fi.pairwise_sqdist(x, y), [pts, qry]),
+        "knn": (lambda x, q: fi.knn(x, q, 3), [pts, qry]),
+    }
+
+
+def _transposed(torch, x):
+    return torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, -1, -2))).transpose(-1, -2)
+
+
+def _negative_bit(torch, x):
+    c = torch.complex(torch.zeros(x.shape), torch.from_numpy(-x))
+    view = c.conj().imag
+    assert view.is_neg()
+    return view
+
+
+def _strided(torch, x):
+    wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+    wide[..., ::2] = x
+    return torch.from_numpy(wide)[..., ::2]
+
+
+def _expanded(torch, x):
+    return torch.from_numpy(np.ascontiguousarray(x[:1])).expand(*x.shape)
+
+
+def _as_plain(x, view):
+    """The values a view is meant to hold (expand repeats the first row)."""
+    return np.ascontiguousarray(np.broadcast_to(x[:1], x.shape)) if view is _expanded else x
+
+
+def _to_numpy_result(res):
+    return tuple(np.asarray(r) for r in res) if isinstance(res, tuple) else (np.asarray(res),)
+
+
+OPS = ["lerp", "slerp", "resize", "grid_sample", "pairwise_sqdist", "knn"]
+
+
+@pytest.mark.parametrize("view", [_transposed, _negative_bit, _strided, _expanded],
+                         ids=["t", "neg_bit", "strided", "expand"])
+@pytest.mark.parametrize("op", OPS)
+def test_torch_views_read_as_their_values(torch, rng, op, view):
+    fn, inputs = _op_cases(rng)[op]
+    for i in range(len(inputs)):  # one view at a time, the others plain tensors
+        plain = [_as_plain(x, view) if j == i else x for j, x in enumerate(inputs)]
+        args = [view(torch, x) if j == i else torch.from_numpy(x.copy())
+                for j, x in enumerate(inputs)]
+        expected = _to_numpy_result(fn(*plain))
+        got = fn(*args)
+        got_np = _to_numpy_result(got)
+        assert all(isinstance(g, torch.Tensor) for g in (got if isinstance(got, tuple) else (got,)))
+        for e, g in zip(expected, got_np):
+            np.testing.assert_array_equal(g, e, err_msg=f"{op}, view of input {i}")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda torch, x: torch.from_numpy(x).requires_grad_(), r"must not require grad.*detach\(\)"),
+    (lambda torch, x: torch.from_numpy(x).to(torch.bfloat16),
+     r"must have dtype float32 or float64; got bfloat16"),
+    (lambda torch, x: torch.complex(torch.from_numpy(x), torch.from_numpy(x)).conj(),
+     r"float32 or float64.*complex64"),
+])
+@pytest.mark.parametrize("op", OPS)
+def test_unreadable_torch_tensors_raise_clear_type_errors(torch, rng, op, make, words):
+    fn, inputs = _op_cases(rng)[op]
+    args = [torch.from_numpy(x) for x in inputs]
+    args[0] = make(torch, inputs[0])
+    with pytest.raises(TypeError, match=f"^{op}: .*{words}"):
+        fn(*args)
+
+
+@pytest.mark.parametrize("op, call", [
+    ("lerp", lambda a, b, out: fi.lerp(a, b, 0.25, out=out)),
+    ("slerp", lambda a, b, out: fi.slerp(a, b, 0.25, out=out)),
+    ("pairwise_sqdist", lambda a, b, out: fi.pairwise_sqdist(a, b, out=out)),
+])
+def test_numpy_out_with_torch_inputs_returns_out_itself(torch, rng, op, call):
+    a = rng.standard_normal((4, 4)).astype(np.float32)
+    b = rng.standard_normal((4, 4)).astype(np.float32)
+    out = np.zeros((4, 4), np.float32)
+    res = call(torch.from_numpy(a), torch.from_numpy(b), out)
+    assert res is out
+    np.testing.assert_array_equal(out, np.asarray(call(a, b, None)))
+    tout = torch.zeros(4, 4)
+    assert call(a, b, tout) is tout  # and the other way round
+
+
+@pytest.mark.parametrize("out", [1.0, 3, np.float32(2.0)])
+def test_scalar_out_is_a_type_error(out):
+    with pytest.raises(TypeError, match=r"^lerp: out must be an array \(or None\); got "):
+        fi.lerp(np.zeros(3), np.ones(3), 0.5, out=out)
+
+
+def test_out_with_negative_bit_or_requires_grad_is_refused_and_untouched(torch):
+    a, b = torch.zeros(3), torch.ones(3)
+    base = torch.complex(torch.zeros(3), torch.full((3,), -7.0))
+    neg = base.conj().imag
+    with pytest.raises(TypeError, match="out must be a plain tensor; got a view with torch's negative"):
+        fi.lerp(a, b, 0.5, out=neg)
+    assert torch.equal(base.imag, torch.full((3,), -7.0))
+    g = torch.full((3,), 7.0, requires_grad=True)
+    with pytest.raises(TypeError, match="out must not require grad"):
+        fi.lerp(a, b, 0.5, out=g)
+    assert torch.equal(g.detach(), torch.full((3,), 7.0))
+
+
+class _ReadOnlyExporter:
+    """A DLPack producer of a read-only array; ``legacy`` takes no max_version."""
+
+    def __init__(self, arr, legacy=False):
+        self.arr, self.legacy = arr, legacy
+
+    def __dlpack__(self, stream=None, **kw):
+        if self.legacy and kw:
+            raise TypeError("unexpected keyword")
+        return self.arr.__dlpack__(stream=stream, **kw)
+
+    def __dlpack_device__(self):
+        return self.arr.__dlpack_device__()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_dlpack_read_only_input_is_fine_and_read_only_out_is_refused(legacy):
+    a = np.arange(4.0)
+    a.flags.writeable = legacy  # an unversioned capsule cannot carry the read-only flag
+    res = fi.lerp(_ReadOnlyExporter(a, legacy), np.ones(4), 0.5)
+    np.testing.assert_array_equal(np.asarray(res), (a + 1) / 2)
+    if legacy:
+        return
+    frozen = np.zeros(4)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="lerp: out must be writable; got a read-only array"):
+        fi.lerp(np.zeros(4), np.ones(4), 0.5, out=_ReadOnlyExporter(frozen))
+    assert not frozen.any()
+
+
+def test_check_out_alias_rule():
+    out = np.zeros((2, 3))
+    V.check_out("op", out, (2, 3), np.float64, {"x": out}, alias_ok=("x",))
+    V.check_out("op", out, (2, 3), np.float64, {"x": out[:]}, alias_ok=True)
+    with pytest.raises(ValueError, match="op: out must not share memory with y"):
+        V.check_out("op", out, (2, 3), np.float64, {"x": out, "y": out}, alias_ok=("x",))
+    wide = np.zeros(8)
+    target = wide[:6].reshape(2, 3)
+    for partial in (wide[1:7].reshape(2, 3), target[:, ::-1], target.reshape(3, 2)):
+        with pytest.raises(ValueError, match="out must be either exactly x .* partially overlaps x"):
+            V.check_out("op", target, (2, 3), np.float64, {"x": partial}, alias_ok=("x",))
+
+
+@pytest.mark.parametrize("value, exc, words", [
+    (None, TypeError, "got None"),
+    (1j, TypeError, "got complex 1j"),
+    (np.complex64(1), TypeError, "got complex64"),
+    ("0.5", TypeError, "got str '0.5'"),
+    (True, TypeError, "got bool True"),
+    (10**400, ValueError, "representable in float64; got an int of 401 digits"),
+    (2**200, ValueError, "representable in float32; got an int of 61 digits"),
+    (1e300, ValueError, "representable in float32; got 1e[+]?300"),
+])
+def test_real_scalar(value, exc, words):
+    dtype = np.float32 if words.find("float32") >= 0 else np.float64
+    with pytest.raises(exc, match=f"^op: t must .*{words}"):
+        V.real_scalar("op", "t", value, dtype)
+
+
+def test_real_scalar_accepts_reals_and_non_finite():
+    assert V.real_scalar("op", "t", 3, np.float32).dtype == np.float32
+    assert V.real_scalar("op", "t", np.int64(2), np.float64) == 2.0
+    assert np.isnan(V.real_scalar("op", "t", float("nan"), np.float32))
+    assert V.real_scalar("op", "t", -math.inf, np.float64) == -math.inf
+
+
+@pytest.mark.parametrize("call, shape", [
+    (lambda x, out: fi.resize(x, size=(8, 6), out=out), (1, 2, 8, 6)),
+    (lambda x, out: fi.adaptive_avg_pool2d(x, (2, 3), out=out), (1, 2, 2, 3)),
+    (lambda x, out: fi.grid_sample(x, np.zeros((1, 3, 3, 2), np.float32), out=out), (1, 2, 3, 3)),
+])
+def test_numpy_out_with_a_torch_image_returns_out_itself(torch, rng, call, shape):
+    x = rng.standard_normal((1, 2, 4, 5)).astype(np.float32)
+    out = np.full(shape, np.nan, np.float32)
+    assert call(torch.from_numpy(x), out) is out
+    np.testing.assert_array_equal(out, call(x, None))
+
+
+@pytest.mark.cudasim
+def test_read_only_cuda_out_is_refused(cuda):
+    class ReadOnlyDevice:
+        """A device array that says read-only in its __cuda_array_interface__."""
+        shape, strides, dtype = (3,), (8,), np.dtype(np.float64)
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f8", "data": (4096, True),
+                                    "version": 3, "strides": None}
+
+    a = cuda.to_device(np.zeros(3))
+    with pytest.raises(ValueError, match="lerp: out must be writable; got a read-only array"):
+        fi.lerp(a, a, 0.5, out=ReadOnlyDevice())

@@ -17,29 +17,47 @@
 #include <math.h>
 #include <stddef.h>
 
+/* Rows whose squared norms lie outside [FI_SAFE_SQ_LO, FI_SAFE_SQ_HI] (or are
+ * zero, inf or NaN) are redone on rows scaled by a power of two: below, squares
+ * of the entries lose bits to underflow; above, sums may overflow. float32
+ * rows never leave this range unless zero or non-finite. */
+#define FI_SAFE_SQ_LO 0x1p-900
+#define FI_SAFE_SQ_HI 0x1p+900
+
 #define FI_DEFINE_REDUCTIONS(SUFFIX, T)                                          \
-/* aa = a.a, bb = b.b, ab = a.b */                                              \
+/* aa = |sa a|^2, bb = |sb b|^2, ab = (sa a).(sb b); sa, sb: powers of two */   \
 static inline void fi_dot3_##SUFFIX(const T* a, const T* b, ptrdiff_t n,         \
+                                     double sa, double sb,                       \
                                      double* aa, double* bb, double* ab) {       \
     double saa = 0.0, sbb = 0.0, sab = 0.0;                                      \
     _Pragma("omp simd reduction(+:saa,sbb,sab)")                                 \
     for (ptrdiff_t i = 0; i < n; i++) {                                          \
-        double x = a[i], y = b[i];                                               \
+        double x = a[i] * sa, y = b[i] * sb;                                     \
         saa += x * x; sbb += y * y; sab += x * y;                                \
     }                                                                            \
     *aa = saa; *bb = sbb; *ab = sab;                                             \
 }                                                                                \
-/* dm = |a*ia - b*ib|^2, dp = |a*ia + b*ib|^2 */                                 \
+/* dm = |(sa a) ia - (sb b) ib|^2, dp = |(sa a) ia + (sb b) ib|^2 */            \
 static inline void fi_sumdiff_##SUFFIX(const T* a, const T* b, ptrdiff_t n,      \
+                                        double sa, double sb,                    \
                                         double ia, double ib,                    \
                                         double* dm, double* dp) {                \
     double sm = 0.0, sp = 0.0;                                                   \
     _Pragma("omp simd reduction(+:sm,sp)")                                       \
     for (ptrdiff_t i = 0; i < n; i++) {                                          \
-        double x = a[i] * ia, y = b[i] * ib;                                     \
+        double x = (a[i] * sa) * ia, y = (b[i] * sb) * ib;                       \
         sm += (x - y) * (x - y); sp += (x + y) * (x + y);                        \
     }                                                                            \
     *dm = sm; *dp = sp;                                                          \
+}                                                                                \
+/* max |a_i|, NaN entries ignored */                                             \
+static inline double fi_maxabs_##SUFFIX(const T* a, ptrdiff_t n) {               \
+    double m = 0.0;                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                          \
+        double x = fabs((double)a[i]);                                           \
+        m = x > m ? x : m;                                                       \
+    }                                                                            \
+    return m;                                                                    \
 }
 
 FI_DEFINE_REDUCTIONS(f, float)
@@ -93,7 +111,7 @@ static inline void fi_sincos(double x, double* s, double* c) {
 }
 
 /* Per-row geometry from the dot products, vectorized across rows, for the
- * common case: both norms non-zero and |cos θ| <= cos_accurate. Other rows
+ * common case: both squared norms in the safe range and |cos θ| <= cos_accurate. Other rows
  * get todo[i] = 1 (the caller redoes them with the accurate scalar code).
  * The arithmetic matches the scalar row_geometry in blend.pyx step by step. */
 static inline void fi_row_angles(ptrdiff_t n, const double* aa, const double* bb,
@@ -107,7 +125,9 @@ static inline void fi_row_angles(ptrdiff_t n, const double* aa, const double* bb
         double sg = ab[i] < 0 ? flip : 1.0;
         double sa = ra > 0 ? ra : 1.0, sb = rb > 0 ? rb : 1.0;
         double c = sg * ab[i] * (1.0 / sa) / sb;
-        double ok = (ra > 0 ? 1.0 : 0.0) * (rb > 0 ? 1.0 : 0.0)
+        double in_range = (aa[i] >= FI_SAFE_SQ_LO) & (aa[i] <= FI_SAFE_SQ_HI)
+                          & (bb[i] >= FI_SAFE_SQ_LO) & (bb[i] <= FI_SAFE_SQ_HI);
+        double ok = (ra > 0 ? 1.0 : 0.0) * (rb > 0 ? 1.0 : 0.0) * in_range
                     * (fabs(c) <= cos_accurate ? 1.0 : 0.0);
         double cc = ok > 0 ? c : 0.0;
         na[i] = ra;

@@ -4,8 +4,9 @@
 The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
 """
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython.parallel cimport prange
-from libc.math cimport M_PI, cos, fabs, sin, sqrt
+from libc.math cimport M_PI, cos, fabs, frexp, isfinite, ldexp, sin, sqrt
 from _types cimport real
 from _lerp cimport lerp_run
 
@@ -28,12 +29,35 @@ cdef inline Py_ssize_t row_offset(Py_ssize_t row, Py_ssize_t ndim, const Py_ssiz
 
 
 cdef void broadcast_strides(tuple shape, Py_ssize_t* strides):
-    """Element strides of a C-contiguous array of ``shape``, 0 on size-1 axes."""
+    """Element strides of a C-contiguous array of ``shape``, 0 on size-1 axes.
+
+    ``strides`` holds ``len(shape)`` entries; lerp_fwd checks the rank first.
+    """
     cdef Py_ssize_t d, n, step = 1
     for d in range(len(shape) - 1, -1, -1):
         n = shape[d]
         strides[d] = step if n != 1 else 0
         step *= n
+
+
+cdef int _check_operand(str name, Py_ssize_t size, tuple oshape, tuple shape) except -1:
+    """An operand of lerp_fwd: the output's rank, each axis full or 1, ``size`` elements."""
+    cdef Py_ssize_t d, m, count = 1, ndim = len(shape)
+    if len(oshape) != ndim:
+        raise ValueError(f"lerp_fwd: {name}_shape must have rank {ndim} like shape; "
+                         f"got {len(oshape)}.")
+    for d in range(ndim):
+        m = oshape[d]
+        if m < 0 or (m != shape[d] and m != 1):
+            raise ValueError(f"lerp_fwd: {name}_shape must match shape {shape} or be 1 "
+                             f"on each axis; got {oshape}.")
+        if m and count > PY_SSIZE_T_MAX // m:
+            raise ValueError(f"lerp_fwd: {name}_shape {oshape} has too many elements.")
+        count *= m
+    if count != size:
+        raise ValueError(f"lerp_fwd: {name} must hold prod({name}_shape) = {count} elements; "
+                         f"got {size}.")
+    return 0
 
 
 def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1] t,
@@ -47,7 +71,11 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
     """
     cdef Py_ssize_t ndim = len(shape)
     if ndim < 1 or ndim > LERP_MAX_RANK:
-        raise ValueError(f"lerp_fwd: rank must be in [1, {LERP_MAX_RANK}]; got {ndim}")
+        raise ValueError(f"lerp_fwd: rank must be in [1, {LERP_MAX_RANK}]; got {ndim}.")
+    _check_operand("out", out.shape[0], shape, shape)
+    _check_operand("a", a.shape[0], a_shape, shape)
+    _check_operand("b", b.shape[0], b_shape, shape)
+    _check_operand("t", t.shape[0], t_shape, shape)
     cdef Py_ssize_t cshape[LERP_MAX_RANK]
     cdef Py_ssize_t sa[LERP_MAX_RANK]
     cdef Py_ssize_t sb[LERP_MAX_RANK]
@@ -72,7 +100,7 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
     cdef real* po = &out[0]
     cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
     for job in prange(rows * nchunks, nogil=True, schedule="dynamic",
-                      num_threads=nthreads):
+                      num_threads=max(1, nthreads)):
         row = job // nchunks
         c0 = (job % nchunks) * LERP_CHUNK
         n = min(LERP_CHUNK, inner - c0)
@@ -116,11 +144,13 @@ cdef double TINY_ANGLE = 1e-100
 cdef double COS_ACCURATE = 0.7
 # |t θ| at or above this: the weights come from libm (wide argument reduction).
 cdef double WIDE_ANGLE = 1e6
+# float32 blends whose coefficients or terms exceed this run in double.
+cdef double NARROW_LIMIT = 1e30
 
 
 cdef struct RowGeom:
-    double na           # |a|
-    double nb           # |b|
+    double na           # |sa a| (sa = 1 unless the row is scaled)
+    double nb           # |sb b|
     double sign         # -1 when the shortest path replaces b by -b, else 1
     double half_tan     # tan(θ / 2), θ the angle between a and sign * b
     double theta
@@ -129,17 +159,31 @@ cdef struct RowGeom:
     int kind            # RowKind
     Py_ssize_t k        # antipodal: the axis the perpendicular is built from
     double uk           # antipodal: a[k] / |a|
+    # Rows whose squared norms would underflow or overflow are scaled: the
+    # geometry uses sa a and sb b (powers of two), and the output is
+    # 2^emax (ca sa a + cb sb b). pa, pb = 2^(ea - emax), 2^(eb - emax) put
+    # both norms on the output's scale. Unscaled rows: all 1 (emax 0).
+    bint scaled
+    double sa
+    double sb
+    double pa
+    double pb
+    int emax
 
 
 cdef extern from "_blendmath.h" nogil:
-    void fi_dot3_f(const float* a, const float* b, Py_ssize_t n,
+    double FI_SAFE_SQ_LO
+    double FI_SAFE_SQ_HI
+    void fi_dot3_f(const float* a, const float* b, Py_ssize_t n, double sa, double sb,
                    double* aa, double* bb, double* ab)
-    void fi_dot3_d(const double* a, const double* b, Py_ssize_t n,
+    void fi_dot3_d(const double* a, const double* b, Py_ssize_t n, double sa, double sb,
                    double* aa, double* bb, double* ab)
-    void fi_sumdiff_f(const float* a, const float* b, Py_ssize_t n, double ia, double ib,
-                      double* dm, double* dp)
-    void fi_sumdiff_d(const double* a, const double* b, Py_ssize_t n, double ia, double ib,
-                      double* dm, double* dp)
+    void fi_sumdiff_f(const float* a, const float* b, Py_ssize_t n, double sa, double sb,
+                      double ia, double ib, double* dm, double* dp)
+    void fi_sumdiff_d(const double* a, const double* b, Py_ssize_t n, double sa, double sb,
+                      double ia, double ib, double* dm, double* dp)
+    double fi_maxabs_f(const float* a, Py_ssize_t n)
+    double fi_maxabs_d(const double* a, Py_ssize_t n)
     void fi_row_angles(Py_ssize_t n, const double* aa, const double* bb, const double* ab,
                        int shortest_path, double cos_accurate, double* na, double* nb,
                        double* sign, double* q, double* sin_theta, double* cos_theta,
@@ -151,15 +195,15 @@ cdef extern from "_blendmath.h" nogil:
                         int linear_norm, double* ca, double* cb)
 
 
-cdef inline void row_sums(const real* a, const real* b, Py_ssize_t n,
+cdef inline void row_sums(const real* a, const real* b, Py_ssize_t n, double sa, double sb,
                           double* aa, double* bb, double* ab) noexcept nogil:
-    """aa = a.a, bb = b.b, ab = a.b, accumulated in double (vectorized)."""
+    """aa = |sa a|^2, bb = |sb b|^2, ab = (sa a).(sb b), accumulated in double (vectorized)."""
     cdef Py_ssize_t i
     cdef double x, y, saa = 0.0, sbb = 0.0, sab = 0.0
     if n < SMALL_DEPTH:  # short vectors (quaternions): a plain loop beats SIMD set-up
         for i in range(n):
-            x = a[i]
-            y = b[i]
+            x = a[i] * sa
+            y = b[i] * sb
             saa += x * x
             sbb += y * y
             sab += x * y
@@ -167,19 +211,65 @@ cdef inline void row_sums(const real* a, const real* b, Py_ssize_t n,
         bb[0] = sbb
         ab[0] = sab
     elif real is float:
-        fi_dot3_f(a, b, n, aa, bb, ab)
+        fi_dot3_f(a, b, n, sa, sb, aa, bb, ab)
     else:
-        fi_dot3_d(a, b, n, aa, bb, ab)
+        fi_dot3_d(a, b, n, sa, sb, aa, bb, ab)
 
 
-cdef inline void row_diff_sums(const real* a, const real* b, Py_ssize_t n,
+cdef inline void row_diff_sums(const real* a, const real* b, Py_ssize_t n, const RowGeom* g,
                                double ia, double ib,
                                double* dm, double* dp) noexcept nogil:
-    """dm = |a*ia - b*ib|^2 and dp = |a*ia + b*ib|^2, accumulated in double."""
+    """dm = |sa a ia - sb b ib|^2 and dp = |sa a ia + sb b ib|^2, accumulated in double."""
     if real is float:
-        fi_sumdiff_f(a, b, n, ia, ib, dm, dp)
+        fi_sumdiff_f(a, b, n, g.sa, g.sb, ia, ib, dm, dp)
     else:
-        fi_sumdiff_d(a, b, n, ia, ib, dm, dp)
+        fi_sumdiff_d(a, b, n, g.sa, g.sb, ia, ib, dm, dp)
+
+
+cdef inline double max_abs(const real* a, Py_ssize_t n) noexcept nogil:
+    if real is float:
+        return fi_maxabs_f(a, n)
+    else:
+        return fi_maxabs_d(a, n)
+
+
+cdef inline bint squares_unsafe(double sq, const real* a, Py_ssize_t n) noexcept nogil:
+    """|a|^2 = sq lost bits to underflow or overflowed (a zero sum of non-zero entries too)."""
+    if sq == 0:
+        return max_abs(a, n) > 0
+    return not (sq >= FI_SAFE_SQ_LO and sq <= FI_SAFE_SQ_HI)
+
+
+cdef inline int scale_exponent(double m) noexcept nogil:
+    """e with m = f 2^e, f in [0.5, 1); at least -1000 so that 2^-e is finite."""
+    cdef int e
+    frexp(m, &e)
+    return e if e > -1000 else -1000
+
+
+cdef inline void row_scales(const real* a, const real* b, Py_ssize_t n, double* aa,
+                            double* bb, double* ab, RowGeom* g) noexcept nogil:
+    """Scale a row pair by powers of two when its squared norms are out of range."""
+    cdef double ma, mb
+    cdef int ea, eb
+    g.scaled = False
+    g.sa = g.sb = g.pa = g.pb = 1.0
+    g.emax = 0
+    if not (squares_unsafe(aa[0], a, n) or squares_unsafe(bb[0], b, n)):
+        return
+    ma = max_abs(a, n)
+    mb = max_abs(b, n)
+    if not (isfinite(ma) and isfinite(mb)):
+        return  # inf entries: no scale helps; the result is what IEEE gives
+    ea = scale_exponent(ma) if ma > 0 else scale_exponent(mb)
+    eb = scale_exponent(mb) if mb > 0 else ea
+    g.scaled = True
+    g.emax = ea if ea > eb else eb
+    g.sa = ldexp(1.0, -ea)
+    g.sb = ldexp(1.0, -eb)
+    g.pa = ldexp(1.0, ea - g.emax)
+    g.pb = ldexp(1.0, eb - g.emax)
+    row_sums(a, b, n, g.sa, g.sb, aa, bb, ab)
 
 
 cdef inline Py_ssize_t smallest_abs(const real* a, Py_ssize_t n) noexcept nogil:
@@ -197,7 +287,8 @@ cdef inline void row_geometry(const real* a, const real* b, Py_ssize_t n,
                               bint shortest_path, RowGeom* g) noexcept nogil:
     """Norms, tan(θ/2), sin θ, cos θ and the degenerate-case class of one row pair."""
     cdef double aa, bb, ab, c, dm, dp, ia, ib
-    row_sums(a, b, n, &aa, &bb, &ab)
+    row_sums(a, b, n, 1.0, 1.0, &aa, &bb, &ab)
+    row_scales(a, b, n, &aa, &bb, &ab, g)
     g.na = sqrt(aa)
     g.nb = sqrt(bb)
     g.sign = -1.0 if (shortest_path and ab < 0) else 1.0
@@ -222,14 +313,14 @@ cdef inline void row_geometry(const real* a, const real* b, Py_ssize_t n,
         g.half_tan = sqrt((1.0 - c) / (1.0 + c))
         return
     # tan(θ/2) = |u - v| / |u + v|: accurate for every angle
-    row_diff_sums(a, b, n, ia, ib, &dm, &dp)
+    row_diff_sums(a, b, n, g, ia, ib, &dm, &dp)
     if sqrt(dp) <= ANTIPODAL_TOL:
         if n < 2:  # no perpendicular direction exists: lerp through 0
             g.kind = ROW_ZERO
             return
         g.kind = ROW_ANTIPODAL
         g.k = smallest_abs(a, n)
-        g.uk = a[g.k] * ia
+        g.uk = (a[g.k] * g.sa) * ia
         return
     g.half_tan = sqrt(dm / dp)
     g.sin_theta = 2.0 * sqrt(dm * dp) / (dm + dp)
@@ -238,25 +329,28 @@ cdef inline void row_geometry(const real* a, const real* b, Py_ssize_t n,
 
 cdef inline bint needs_scalar_coefs(const RowGeom* g, double t) noexcept nogil:
     """Rows whose weights the vectorized formula does not give (exactly)."""
-    return (g.kind != ROW_REGULAR or g.theta < TINY_ANGLE or t == 0 or t == 1
+    return (g.kind != ROW_REGULAR or g.scaled or g.theta < TINY_ANGLE or t == 0 or t == 1
             or not fabs(t * g.theta) < WIDE_ANGLE)
 
 
 cdef inline void row_coefs(const RowGeom* g, double t, bint linear_norm,
                            double* ca, double* cb, double* ck) noexcept nogil:
-    """out = ca * a + cb * b (+ ck on axis g.k) for weight t: every case."""
+    """out = ca * a + cb * b (+ ck on axis g.k) for weight t: every case.
+
+    Scaled rows: out = 2^emax (ca sa a + cb sb b (+ ck on axis g.k)).
+    """
     cdef double r, w0, w1, s
     ck[0] = 0.0
     if t == 0:
-        ca[0] = 1.0; cb[0] = 0.0
+        ca[0] = g.pa; cb[0] = 0.0
         return
     if t == 1:
-        ca[0] = 0.0; cb[0] = g.sign
+        ca[0] = 0.0; cb[0] = g.sign * g.pb
         return
     if g.kind == ROW_ZERO:
-        ca[0] = 1.0 - t; cb[0] = t * g.sign
+        ca[0] = (1.0 - t) * g.pa; cb[0] = t * g.sign * g.pb
         return
-    r = (1.0 - t) * g.na + t * g.nb
+    r = (1.0 - t) * (g.na * g.pa) + t * (g.nb * g.pb)
     if g.kind == ROW_ANTIPODAL:
         # u cos(t pi) + p sin(t pi), p = (e_k - u_k u) / sqrt(1 - u_k^2).
         w0 = sin((0.5 - t) * M_PI)  # cos(pi t), exactly 0 at t = 1/2
@@ -277,15 +371,59 @@ cdef inline void row_coefs(const RowGeom* g, double t, bint linear_norm,
         ca[0] = w0 * (r / g.na)
         cb[0] = g.sign * w1 * (r / g.nb)
     else:
-        ca[0] = w0
-        cb[0] = g.sign * w1
+        ca[0] = w0 * g.pa
+        cb[0] = g.sign * w1 * g.pb
 
 
 cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
-                           real ca, real cb) noexcept nogil:
+                           double ca, double cb, Py_ssize_t k, double ck) noexcept nogil:
+    """o = ca a + cb b (+ ck on axis k), in double: float32 rows would otherwise see
+    coefficients beyond float32's range (|b| / |a| huge) and cancellation near θ = π."""
+    cdef Py_ssize_t i
+    cdef real ok = 0
+    if ck != 0:  # before the loop: o may be a (in-place), whose a[k] the loop overwrites
+        ok = <real> ((ca * a[k] + cb * b[k]) + ck)
+    for i in range(n):
+        o[i] = <real> (ca * a[i] + cb * b[i])
+    if ck != 0:
+        o[k] = ok
+
+
+cdef inline void blend_row_narrow(const real* a, const real* b, real* o, Py_ssize_t n,
+                                  real ca, real cb) noexcept nogil:
+    """o = ca a + cb b in the input precision (float32: twice the SIMD width of double)."""
     cdef Py_ssize_t i
     for i in range(n):
         o[i] = ca * a[i] + cb * b[i]
+
+
+cdef inline bint narrow_blend_ok(double ca, double cb, double na, double nb, double aa,
+                                 double bb, double ab) noexcept nogil:
+    """float32 arithmetic is enough for o = ca a + cb b: coefficients and terms far from
+    float32's limits, and |ca a| + |cb b| at most 8 |o| (little cancellation)."""
+    cdef double s = fabs(ca) * na + fabs(cb) * nb
+    cdef double o2 = ca * ca * aa + cb * cb * bb + 2.0 * ca * cb * ab
+    return fabs(ca) <= NARROW_LIMIT and fabs(cb) <= NARROW_LIMIT and s <= NARROW_LIMIT \
+        and s * s <= 64.0 * o2
+
+
+cdef inline void blend_scaled_row(const real* a, const real* b, real* o, Py_ssize_t n,
+                                  const RowGeom* g, double t, double ca, double cb,
+                                  double ck) noexcept nogil:
+    """o = 2^emax (ca sa a + cb sb b (+ ck on axis k)); exactly a at t = 0, b at t = 1."""
+    cdef Py_ssize_t i
+    cdef double v
+    for i in range(n):
+        if t == 0:
+            v = a[i]
+        elif t == 1:
+            v = g.sign * b[i]
+        else:
+            v = ca * (a[i] * g.sa) + cb * (b[i] * g.sb)
+            if i == g.k:
+                v = v + ck
+            v = ldexp(v, g.emax)
+        o[i] = <real> v
 
 
 cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t rows,
@@ -312,7 +450,7 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
     cdef Py_ssize_t i, j
     cdef real* o
     for i in range(rows):
-        row_sums(a + i * n, b + i * n, n, &aa[i], &bb[i], &ab[i])
+        row_sums(a + i * n, b + i * n, n, 1.0, 1.0, &aa[i], &bb[i], &ab[i])
     fi_row_angles(rows, aa, bb, ab, shortest_path, COS_ACCURATE, na, nb, sg, q, sin_t, cos_t,
                   todo)
     for i in range(rows):
@@ -325,6 +463,9 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
             nb[i] = g[i].nb
         else:
             g[i].kind = ROW_REGULAR
+            g[i].scaled = False
+            g[i].sa = g[i].sb = g[i].pa = g[i].pb = 1.0
+            g[i].emax = 0
             g[i].na = na[i]
             g[i].nb = nb[i]
             g[i].sign = sg[i]
@@ -342,9 +483,28 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
             if needs_scalar_coefs(&g[i], tw[i]):
                 row_coefs(&g[i], tw[i], linear_norm, &ca[i], &cb[i], &ck)
             o = out + (i * steps + j) * n
-            blend_row(a + i * n, b + i * n, o, n, <real> ca[i], <real> cb[i])
-            if ck != 0:
-                o[g[i].k] = o[g[i].k] + <real> ck
+            if g[i].scaled:
+                blend_scaled_row(a + i * n, b + i * n, o, n, &g[i], tw[i], ca[i], cb[i], ck)
+            elif real is float and ck == 0 and narrow_blend_ok(ca[i], cb[i], g[i].na, g[i].nb,
+                                                               aa[i], bb[i], ab[i]):
+                blend_row_narrow(a + i * n, b + i * n, o, n, <real> ca[i], <real> cb[i])
+            else:
+                blend_row(a + i * n, b + i * n, o, n, ca[i], cb[i], g[i].k, ck)
+
+
+def _check_slerp_layout(rows, n, b_shape, out_shape, t_len, t_row_stride, steps):
+    """The layout slerp_fwd trusts; a violation raises ValueError before any write."""
+    if b_shape != (rows, n):
+        raise ValueError(f"slerp_fwd: b must have a's shape {(rows, n)}; got {b_shape}.")
+    if steps < 0 or t_row_stride < 0:
+        raise ValueError(f"slerp_fwd: steps and t_row_stride must be >= 0; got {steps} "
+                         f"and {t_row_stride}.")
+    if out_shape != (rows * steps, n):
+        raise ValueError(f"slerp_fwd: out must have shape {(rows * steps, n)}; "
+                         f"got {out_shape}.")
+    if rows * steps and (rows - 1) * t_row_stride + steps > t_len:
+        raise ValueError(f"slerp_fwd: t must hold (rows - 1) * t_row_stride + steps = "
+                         f"{(rows - 1) * t_row_stride + steps} weights; got {t_len}.")
 
 
 def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
@@ -359,13 +519,15 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
     formula ``sin((1-t)θ)/sin θ a + sin(tθ)/sin θ b``.
     """
     cdef Py_ssize_t rows = a.shape[0], n = a.shape[1]
-    cdef Py_ssize_t per_block = max(1, min(<Py_ssize_t> SLERP_BLOCK, SLERP_BLOCK_ELEMS // (2 * n)))
-    cdef Py_ssize_t nblocks = (rows + per_block - 1) // per_block
-    cdef Py_ssize_t blk, r0
+    cdef Py_ssize_t per_block, nblocks, blk, r0
+    _check_slerp_layout(rows, n, (b.shape[0], b.shape[1]), (out.shape[0], out.shape[1]),
+                        t.shape[0], t_row_stride, steps)
     if rows == 0 or n == 0 or steps == 0:
         return
+    per_block = max(1, min(<Py_ssize_t> SLERP_BLOCK, SLERP_BLOCK_ELEMS // (2 * n)))
+    nblocks = (rows + per_block - 1) // per_block
     for blk in prange(nblocks, nogil=True, schedule="dynamic", chunksize=8,
-                      num_threads=nthreads):
+                      num_threads=max(1, nthreads)):
         r0 = blk * per_block
         slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
                     &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)

@@ -65,16 +65,20 @@ def blocks_2d(rows: int, cols: int, threads=THREADS_2D) -> tuple[int, int]:
     return (max(1, math.ceil(rows / threads[0])), max(1, math.ceil(cols / threads[1])))
 
 
-def device_extent(arr) -> tuple[int, int] | None:
-    """``(first_byte, last_byte_exclusive)`` of a device array's memory, if knowable."""
+def device_pointer(arr) -> int | None:
+    """The address of a device array's first element (its ``data`` pointer), if knowable."""
     try:
-        iface = arr.__cuda_array_interface__
-        ptr = iface["data"][0]
+        return int(arr.__cuda_array_interface__["data"][0])
     except Exception:
         host = getattr(arr, "_ary", None)  # simulator arrays wrap a NumPy array
-        if host is None:
-            return None
-        ptr = host.__array_interface__["data"][0]
+        return None if host is None else int(host.__array_interface__["data"][0])
+
+
+def device_extent(arr) -> tuple[int, int] | None:
+    """``(first_byte, last_byte_exclusive)`` of a device array's memory, if knowable."""
+    ptr = device_pointer(arr)
+    if ptr is None:
+        return None
     shape, strides = arr.shape, arr.strides
     itemsize = np.dtype(arr.dtype).itemsize
     lo = ptr + sum(min(0, (n - 1) * s) for n, s in zip(shape, strides) if n)

@@ -92,6 +92,55 @@ TINY_ANGLE = 1e-100
 COS_ACCURATE = 0.7
 ROW_BLOCK = 128          # threads per block in the block-per-row kernel
 BLOCK_ROW_MIN_DEPTH = 64  # vectors at least this long use one block per row
+# Squared norms outside this range lost bits to underflow or overflowed: such
+# rows are redone scaled by powers of two (as the CPU kernel, _blendmath.h).
+SAFE_SQ_LO = 2.0 ** -900
+SAFE_SQ_HI = 2.0 ** 900
+
+
+@cuda.jit(device=True, inline=True)
+def _unsafe(sq, m):
+    """|x|^2 = sq is not usable; m = max |x_i| (a zero sum of non-zero entries too)."""
+    if sq == 0:
+        return m > 0
+    return not (sq >= SAFE_SQ_LO and sq <= SAFE_SQ_HI)
+
+
+@cuda.jit(device=True, inline=True)
+def _exponent(m):
+    """e with m = f 2^e, f in [0.5, 1); at least -1000 so that 2^-e is finite."""
+    e = math.frexp(m)[1]
+    return e if e > -1000 else -1000
+
+
+@cuda.jit(device=True, inline=True)
+def _scales(aa, bb, ma, mb):
+    """(scaled, sa, sb, pa, pb, emax): the geometry uses sa a, sb b; the output is
+    2^emax (ca sa a + cb sb b); pa, pb put both norms on the output's scale."""
+    if not (_unsafe(aa, ma) or _unsafe(bb, mb)) or not (math.isfinite(ma) and math.isfinite(mb)):
+        return False, 1.0, 1.0, 1.0, 1.0, 0
+    ea = _exponent(ma) if ma > 0 else _exponent(mb)
+    eb = _exponent(mb) if mb > 0 else ea
+    emax = max(ea, eb)
+    return (True, math.ldexp(1.0, -ea), math.ldexp(1.0, -eb), math.ldexp(1.0, ea - emax),
+            math.ldexp(1.0, eb - emax), emax)
+
+
+@cuda.jit(device=True, inline=True)
+def _value(x, y, ca, cb, extra, sa, sb, scaled, emax, t, sign):
+    """One output entry from entries x of a and y of b, in float64; exact at t = 0, 1."""
+    x = float(x)  # float32 entries: float64 arithmetic on the device and in the simulator
+    y = float(y)
+    if not scaled:
+        return ca * x + cb * y + extra
+    if t == 0:
+        return float(x)
+    if t == 1:
+        return sign * y
+    # 2^emax in two exact steps: finite factors, one rounding, inf on overflow
+    half = emax // 2
+    v = (ca * (x * sa) + cb * (y * sb) + extra) * math.ldexp(1.0, half)
+    return v * math.ldexp(1.0, emax - half)
 
 
 @cuda.jit(device=True, inline=True)
@@ -125,15 +174,15 @@ def _angle(dm, dp, depth):
 
 
 @cuda.jit(device=True, inline=True)
-def _coefs(kind, na, nb, sign, theta, uk, t, linear_norm):
-    """(ca, cb, ck): out = ca * a + cb * b, plus ck on the antipodal axis k."""
+def _coefs(kind, na, nb, sign, theta, uk, t, linear_norm, pa, pb):
+    """(ca, cb, ck): out = ca * a + cb * b, plus ck on the antipodal axis k (see _scales)."""
     if t == 0:
-        return 1.0, 0.0, 0.0
+        return pa, 0.0, 0.0
     if t == 1:
-        return 0.0, sign, 0.0
+        return 0.0, sign * pb, 0.0
     if kind == ROW_ZERO:
-        return 1.0 - t, t * sign, 0.0
-    r = (1.0 - t) * na + t * nb
+        return (1.0 - t) * pa, t * sign * pb, 0.0
+    r = (1.0 - t) * (na * pa) + t * (nb * pb)
     if kind == ROW_ANTIPODAL:
         w0 = math.sin((0.5 - t) * math.pi)
         w1 = math.sin(t * math.pi)
@@ -148,7 +197,7 @@ def _coefs(kind, na, nb, sign, theta, uk, t, linear_norm):
         w1 = math.sin(t * theta) / st
     if linear_norm:
         return w0 * (r / na), sign * w1 * (r / nb), 0.0
-    return w0, sign * w1, 0.0
+    return w0 * pa, sign * w1 * pb, 0.0
 
 
 @cuda.jit
@@ -162,12 +211,27 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
     aa = 0.0
     bb = 0.0
     ab = 0.0
+    ma = 0.0
+    mb = 0.0
     for d in range(depth):
         x = float(a[r, d])
         y = float(b[r, d])
         aa += x * x
         bb += y * y
         ab += x * y
+        ma = abs(x) if abs(x) > ma else ma  # NaN entries ignored
+        mb = abs(y) if abs(y) > mb else mb
+    scaled, sa, sb, pa, pb, emax = _scales(aa, bb, ma, mb)
+    if scaled:
+        aa = 0.0
+        bb = 0.0
+        ab = 0.0
+        for d in range(depth):
+            x = float(a[r, d]) * sa
+            y = float(b[r, d]) * sb
+            aa += x * x
+            bb += y * y
+            ab += x * y
     na, nb, sign, c = _norms(aa, bb, ab, shortest_path)
     kind, theta, fine = _coarse_angle(na, nb, c)
     k = 0
@@ -176,8 +240,8 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
         dm = 0.0
         dp = 0.0
         for d in range(depth):
-            x = a[r, d] / na
-            y = sign * b[r, d] / nb
+            x = (float(a[r, d]) * sa) / na
+            y = sign * (float(b[r, d]) * sb) / nb
             dm += (x - y) * (x - y)
             dp += (x + y) * (x + y)
         kind, theta = _angle(dm, dp, depth)
@@ -187,13 +251,12 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
                 if abs(a[r, d]) < best:
                     best = abs(a[r, d])
                     k = d
-            uk = a[r, k] / na
-    ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, float(t[r * t_row_stride + i - r * steps]),
-                        linear_norm)
+            uk = (float(a[r, k]) * sa) / na
+    w = float(t[r * t_row_stride + i - r * steps])
+    ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
     for d in range(depth):
-        out[i, d] = ca * a[r, d] + cb * b[r, d]
-    if ck != 0:
-        out[i, k] += ck
+        out[i, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb, scaled,
+                           emax, w, sign)
 
 
 @cuda.jit(device=True, inline=True)
@@ -210,6 +273,37 @@ def _block_sum3(x, y, z, tid):
     cuda.syncthreads()
 
 
+@cuda.jit(device=True, inline=True)
+def _block_dots(a, b, r, tid, sa, sb, s_aa, s_bb, s_ab):
+    """|sa a_r|^2, |sb b_r|^2, (sa a_r).(sb b_r) into s_aa[0], s_bb[0], s_ab[0]."""
+    aa = 0.0
+    bb = 0.0
+    ab = 0.0
+    for d in range(tid, a.shape[1], ROW_BLOCK):
+        x = float(a[r, d]) * sa
+        y = float(b[r, d]) * sb
+        aa += x * x
+        bb += y * y
+        ab += x * y
+    s_aa[tid] = aa
+    s_bb[tid] = bb
+    s_ab[tid] = ab
+    _block_sum3(s_aa, s_bb, s_ab, tid)
+
+
+@cuda.jit(device=True, inline=True)
+def _block_max2(x, y, tid):
+    """Tree-max x, y[0:ROW_BLOCK] into their [0]."""
+    step = ROW_BLOCK // 2
+    while step > 0:
+        cuda.syncthreads()
+        if tid < step:
+            x[tid] = max(x[tid], x[tid + step])
+            y[tid] = max(y[tid], y[tid + step])
+        step //= 2
+    cuda.syncthreads()
+
+
 @cuda.jit
 def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
     """One block handles one row pair; each thread strides over the vector's entries."""
@@ -222,19 +316,23 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
     s_bb = cuda.shared.array(ROW_BLOCK, numba_float64)
     s_ab = cuda.shared.array(ROW_BLOCK, numba_float64)
     s_k = cuda.shared.array(ROW_BLOCK, numba_int64)
-    aa = 0.0
-    bb = 0.0
-    ab = 0.0
+    s_ma = cuda.shared.array(ROW_BLOCK, numba_float64)
+    s_mb = cuda.shared.array(ROW_BLOCK, numba_float64)
+    _block_dots(a, b, r, tid, 1.0, 1.0, s_aa, s_bb, s_ab)
+    ma = 0.0
+    mb = 0.0
     for d in range(tid, depth, ROW_BLOCK):
-        x = float(a[r, d])
-        y = float(b[r, d])
-        aa += x * x
-        bb += y * y
-        ab += x * y
-    s_aa[tid] = aa
-    s_bb[tid] = bb
-    s_ab[tid] = ab
-    _block_sum3(s_aa, s_bb, s_ab, tid)
+        x = abs(float(a[r, d]))
+        y = abs(float(b[r, d]))
+        ma = x if x > ma else ma  # NaN entries ignored
+        mb = y if y > mb else mb
+    s_ma[tid] = ma
+    s_mb[tid] = mb
+    _block_max2(s_ma, s_mb, tid)
+    scaled, sa, sb, pa, pb, emax = _scales(s_aa[0], s_bb[0], s_ma[0], s_mb[0])
+    if scaled:  # uniform across the block
+        cuda.syncthreads()
+        _block_dots(a, b, r, tid, sa, sb, s_aa, s_bb, s_ab)
     na, nb, sign, c = _norms(s_aa[0], s_bb[0], s_ab[0], shortest_path)
     kind, theta, fine = _coarse_angle(na, nb, c)
     k = 0
@@ -243,8 +341,8 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
         dm = 0.0
         dp = 0.0
         for d in range(tid, depth, ROW_BLOCK):
-            x = a[r, d] / na
-            y = sign * b[r, d] / nb
+            x = (float(a[r, d]) * sa) / na
+            y = sign * (float(b[r, d]) * sb) / nb
             dm += (x - y) * (x - y)
             dp += (x + y) * (x + y)
         cuda.syncthreads()
@@ -273,16 +371,16 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
                 step //= 2
             cuda.syncthreads()
             k = s_k[0]
-            uk = a[r, k] / na
+            uk = (float(a[r, k]) * sa) / na
+    # Every read of a and b above happens before any thread writes: out may be a or b.
+    cuda.syncthreads()
     for j in range(steps):
-        ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, float(t[r * t_row_stride + j]),
-                            linear_norm)
+        w = float(t[r * t_row_stride + j])
+        ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
         row = r * steps + j
         for d in range(tid, depth, ROW_BLOCK):
-            v = ca * a[r, d] + cb * b[r, d]
-            if d == k:
-                v += ck
-            out[row, d] = v
+            out[row, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb,
+                                 scaled, emax, w, sign)
 
 
 def slerp(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm, stream=0):
