@@ -193,8 +193,10 @@ def _readme_references(doc: str):
 
 
 def _section_exists(words: str) -> bool:
+    """A top-level section whose title holds every word's stem ("resize": "Resizing ...")."""
     stems = [w[:5].lower() for w in words.split()]
-    return any(all(s in text.lower() for s in stems) for _, text in headings(README))
+    return any(level == 2 and all(s in text.lower() for s in stems)
+               for level, text in headings(README))
 
 
 def test_resize_docstring_points_at_an_existing_section():
