@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.fastinterp-installed
 KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd kernels/cpu/*.h kernels/include/fastinterp/*.h)
 BUILT  := $(VENV)/.fastinterp-built
 
-.PHONY: all venv build demo test test-fast bench bench-report clean
+.PHONY: all venv build demo test test-sanitize test-fast bench bench-report clean
 
 all: build
 
@@ -36,10 +36,19 @@ demo: build
 test: build
 	$(PY) -m pytest -q
 
+# The test suite against a separate AddressSanitizer + UBSan build of the kernels
+# (build/sanitize/; the in-place build above is left alone). Any sanitizer report fails it.
+test-sanitize: venv
+	PY=$(PY) scripts/test-sanitize.sh
+
 bench: build
 	mkdir -p .benchmarks
 	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
 	$(PY) bench/report.py .benchmarks/latest.json
+
+# Put the last run's tables into README.md, between their bench markers only.
+bench-report:
+	$(PY) bench/report.py .benchmarks/latest.json --readme README.md
 
 clean:
 	rm -rf build $(VENV) kernels/cpu/*.c kernels/cpu/*.so *.egg-info .benchmarks

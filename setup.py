@@ -4,7 +4,8 @@ Everything declarative lives in pyproject.toml; this file only says what
 pyproject cannot: the extension list and the OpenMP/optimisation flags.
 
 Set FASTINTERP_PORTABLE=1 to build without ``-march=native`` (for a wheel
-that must run on other x86-64 CPUs).
+that must run on other x86-64 CPUs). FASTINTERP_SANITIZE=1 adds
+AddressSanitizer and UndefinedBehaviorSanitizer (``make test-sanitize``).
 """
 import os
 from pathlib import Path
@@ -21,6 +22,13 @@ compile_args = ["-O3", "-fopenmp", "-fno-math-errno"]
 if os.environ.get("FASTINTERP_PORTABLE", "") not in ("1", "true", "yes"):
     compile_args.append("-march=native")
 link_args = ["-fopenmp"]
+if os.environ.get("FASTINTERP_SANITIZE", "") in ("1", "true", "yes"):
+    # -fno-wrapv undoes Python's -fwrapv, which would hide signed overflow;
+    # GCC's "undefined" group does not include float-cast-overflow.
+    sanitize = ["-fsanitize=address,undefined", "-fsanitize=float-cast-overflow",
+                "-fno-sanitize-recover=all"]
+    compile_args += sanitize + ["-fno-wrapv", "-fno-omit-frame-pointer", "-O1", "-g"]
+    link_args += sanitize
 
 
 def cpu_extensions():
