@@ -620,8 +620,9 @@ def ref_backward(w, x, y, l2):
         else:
             terms = 2 * np.asarray(w, np.float64)[..., None] * diff
     # The natural scale of each gradient row: the sum of its terms' vector norms.
-    with np.errstate(over="ignore"):
-        size = np.sqrt((terms ** 2).sum(-1))
+    big = np.abs(terms).max(-1)
+    with np.errstate(invalid="ignore"):
+        size = big * np.sqrt(((terms / np.where(big > 0, big, 1)[..., None]) ** 2).sum(-1))
     return (terms.sum(1), -terms.sum(0), size.sum(1)[:, None], size.sum(0)[:, None])
 
 
