@@ -45,7 +45,7 @@ KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
 KNN_SPECIAL_MAX = 256  # special rows (huge, inf, NaN) of x kept as candidates; beyond: exact scans
-CENTRE_SAMPLE = 1024  # rows per operand averaged for the centring vector
+CENTRE_SAMPLE = 256   # rows per operand whose median is the centring vector
 _INT_MAX = 2**31 - 1  # row and column limit (kernel tile and kNN arithmetic)
 GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
 
@@ -70,11 +70,15 @@ def _centre_vector(dtype, *arrays):
     samples = [a[::max(1, a.shape[0] // CENTRE_SAMPLE)] for a in arrays if a.shape[0]]
     if not samples or d == 0:
         return np.zeros(d, dtype)
-    s = np.concatenate(samples).astype(np.float64)
-    s[~np.isfinite(s)] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
-        centre = np.nanmedian(s, axis=0)
+    s = np.concatenate(samples).T.astype(np.float64)     # (D, rows): contiguous columns
+    finite = np.isfinite(s)
+    if finite.all():
+        centre = np.median(s, axis=1)
+    else:
+        s[~finite] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
+            centre = np.nanmedian(s, axis=1)
     return np.where(np.isfinite(centre), centre, 0).astype(dtype)
 
 

@@ -22,6 +22,11 @@
  *
  * The caller provides the workspace: fi_gemm_work_<t>() elements of the
  * type, aligned to 64 bytes (see FI_GEMM_ALIGN).
+ *
+ * An optional epilogue epi(ctx, i, j, mr, nr, t, FI_NR) is called on each
+ * micro-tile (rows i..i+mr, columns j..j+nr of C) after its final update,
+ * on the finished values in an L1 buffer t (row stride FI_NR) that are then
+ * stored into C: a fused finish costs no extra pass over C.
  */
 #ifndef FASTINTERP_GEMM_H
 #define FASTINTERP_GEMM_H
@@ -151,12 +156,44 @@ static inline void fi_update_##S(size_t mr, size_t nr, const T* restrict t,     
     }                                                                             \
 }                                                                                 \
                                                                                   \
-/* C = beta * C + alpha * A @ B (beta 0 or 1); single-threaded, deterministic.    \
+/* t[mr x nr] = (overwrite ? 0 : C) + alpha * t: the final value, kept in t. */    \
+static inline void fi_finish_##S(size_t mr, size_t nr, T* restrict t, T alpha,   \
+                                 int overwrite, const T* restrict c, ptrdiff_t rsc) { \
+    for (size_t i = 0; i < mr; i++) {                                             \
+        const T* row = c + (ptrdiff_t) i * rsc;                                   \
+        T* ti = t + i * FI_NR_##S;                                                \
+        if (overwrite) {                                                          \
+            for (size_t j = 0; j < nr; j++) ti[j] = alpha * ti[j];                \
+        } else {                                                                  \
+            for (size_t j = 0; j < nr; j++) ti[j] = row[j] + alpha * ti[j];       \
+        }                                                                         \
+    }                                                                             \
+}                                                                                 \
+                                                                                  \
+/* C[mr x nr] = t. */                                                             \
+static inline void fi_store_##S(size_t mr, size_t nr, const T* restrict t,        \
+                                T* restrict c, ptrdiff_t rsc) {                   \
+    if (nr == FI_NR_##S) {   /* constant size: a few vector moves per row */    \
+        for (size_t i = 0; i < mr; i++)                                           \
+            memcpy(c + (ptrdiff_t) i * rsc, t + i * FI_NR_##S, FI_NR_##S * sizeof(T)); \
+    } else {                                                                      \
+        for (size_t i = 0; i < mr; i++)                                           \
+            for (size_t j = 0; j < nr; j++)                                       \
+                c[(ptrdiff_t) i * rsc + j] = t[i * FI_NR_##S + j];                \
+    }                                                                             \
+}                                                                                 \
+                                                                                  \
+typedef void (*fi_epilogue_##S)(void* ctx, size_t i, size_t j, size_t mr,        \
+                                size_t nr, T* c, ptrdiff_t rsc);                  \
+                                                                                  \
+/* C = beta * C + alpha * A @ B (beta 0 or 1), then epi (may be NULL) on every    \
+   micro-tile; single-threaded, deterministic.                                    \
    work: fi_gemm_work_##S() elements, FI_GEMM_ALIGN-aligned. */                   \
 static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                    \
                         const T* a, ptrdiff_t rsa, ptrdiff_t csa,                 \
                         const T* b, ptrdiff_t rsb, ptrdiff_t csb,                 \
-                        T beta, T* c, ptrdiff_t rsc, T* work) {                   \
+                        T beta, T* c, ptrdiff_t rsc, T* work,                     \
+                        fi_epilogue_##S epi, void* ctx) {                         \
     T* ap = work;                                                                 \
     T* bp = ap + (size_t) FI_MC_##S * FI_KC_##S;                                  \
     T* t = bp + (size_t) FI_KC_##S * FI_ROUND_UP(FI_NC_##S, FI_NR_##S);           \
@@ -166,6 +203,8 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
         for (size_t i = 0; i < m; i++)                                            \
             for (size_t j = 0; j < n; j++)                                        \
                 c[(ptrdiff_t) i * rsc + j] = beta == 0 ? 0 : c[(ptrdiff_t) i * rsc + j]; \
+        if (epi)                                                                  \
+            epi(ctx, 0, 0, m, n, c, rsc);                                         \
         return;                                                                   \
     }                                                                             \
     for (size_t jc = 0; jc < n; jc += FI_NC_##S) {                                \
@@ -173,6 +212,7 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
         for (size_t pc = 0; pc < k; pc += FI_KC_##S) {                            \
             size_t kc = k - pc < FI_KC_##S ? k - pc : FI_KC_##S;                  \
             int overwrite = pc == 0 && beta == 0;                                 \
+            int last = pc + kc == k;                                              \
             fi_pack_b_##S(kc, nc, b + (ptrdiff_t) pc * rsb + (ptrdiff_t) jc * csb, \
                           rsb, csb, bp);                                          \
             for (size_t ic = 0; ic < m; ic += FI_MC_##S) {                        \
@@ -183,9 +223,20 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
                     size_t nr = nc - jr < FI_NR_##S ? nc - jr : FI_NR_##S;        \
                     for (size_t ir = 0; ir < mc; ir += FI_MR) {                   \
                         size_t mr = mc - ir < FI_MR ? mc - ir : FI_MR;            \
+                        T* ct = c + (ptrdiff_t) (ic + ir) * rsc + jc + jr;        \
+                        /* fetch the C micro-tile while the micro-kernel runs */  \
+                        for (size_t i = 0; i < mr; i++) {                         \
+                            __builtin_prefetch(ct + (ptrdiff_t) i * rsc, 1, 3);   \
+                            __builtin_prefetch(ct + (ptrdiff_t) i * rsc + nr - 1, 1, 3); \
+                        }                                                         \
                         fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t);            \
-                        fi_update_##S(mr, nr, t, alpha, overwrite,                \
-                                      c + (ptrdiff_t) (ic + ir) * rsc + jc + jr, rsc); \
+                        if (epi && last) {   /* finish in t (in L1), store C once */ \
+                            fi_finish_##S(mr, nr, t, alpha, overwrite, ct, rsc);  \
+                            epi(ctx, ic + ir, jc + jr, mr, nr, t, FI_NR_##S);     \
+                            fi_store_##S(mr, nr, t, ct, rsc);                     \
+                        } else {                                                  \
+                            fi_update_##S(mr, nr, t, alpha, overwrite, ct, rsc);  \
+                        }                                                         \
                     }                                                             \
                 }                                                                 \
             }                                                                     \

@@ -15,8 +15,9 @@ whose squared norm exceeds ``limit`` (it would overflow the GEMM form) or is
 not finite is "special": its norm is stored as +inf, and every entry it takes
 part in is computed from direct differences.
 
-Conventions for a forward tile: it is filled with ``|xc_i|^2 + |yc_j|^2``, then
-the GEMM adds ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T`` (beta = 1), giving ``v``.
+Conventions for a forward tile: the GEMM writes ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T``
+and its fused epilogue adds ``|xc_i|^2 + |yc_j|^2`` to each micro-tile while it
+is in L1, giving ``v``.
 Entries with ``not (v > tau * (|xc_i|^2 + |yc_j|^2))`` (severe cancellation,
 identical rows, special rows, NaN) are recomputed by direct differences of the
 original rows, accumulated in float64: identical rows give exact zeros, and
@@ -34,16 +35,22 @@ from _types cimport real
 ctypedef long long i64
 
 cdef extern from "_gemm.h" nogil:
+    ctypedef void (*fi_epilogue_f)(void* ctx, size_t i, size_t j, size_t mr, size_t nr,
+                                   float* c, ptrdiff_t rsc) noexcept nogil
+    ctypedef void (*fi_epilogue_d)(void* ctx, size_t i, size_t j, size_t mr, size_t nr,
+                                   double* c, ptrdiff_t rsc) noexcept nogil
     size_t fi_gemm_work_f()
     size_t fi_gemm_work_d()
     void fi_gemm_f(size_t m, size_t n, size_t k, float alpha,
                    const float* a, ptrdiff_t rsa, ptrdiff_t csa,
                    const float* b, ptrdiff_t rsb, ptrdiff_t csb,
-                   float beta, float* c, ptrdiff_t rsc, float* work)
+                   float beta, float* c, ptrdiff_t rsc, float* work,
+                   fi_epilogue_f epi, void* ctx)
     void fi_gemm_d(size_t m, size_t n, size_t k, double alpha,
                    const double* a, ptrdiff_t rsa, ptrdiff_t csa,
                    const double* b, ptrdiff_t rsb, ptrdiff_t csb,
-                   double beta, double* c, ptrdiff_t rsc, double* work)
+                   double beta, double* c, ptrdiff_t rsc, double* work,
+                   fi_epilogue_d epi, void* ctx)
     int FI_GEMM_ALIGN
     int FI_MR
 
@@ -100,12 +107,22 @@ cdef inline size_t gemm_work_bytes(real* kind) noexcept nogil:
 cdef inline void gemm(size_t m, size_t n, size_t k, real alpha,
                       const real* a, ptrdiff_t rsa, ptrdiff_t csa,
                       const real* b, ptrdiff_t rsb, ptrdiff_t csb,
-                      real beta, real* c, ptrdiff_t rsc, void* work) noexcept nogil:
-    """``c = beta c + alpha a @ b`` with the deterministic packed GEMM (single thread)."""
+                      real beta, real* c, ptrdiff_t rsc, void* work,
+                      FwdCtx* fwd) noexcept nogil:
+    """``c = beta c + alpha a @ b`` with the deterministic packed GEMM (single thread);
+    with ``fwd``, each micro-tile is finished by the forward epilogue (micro_epilogue)."""
+    cdef fi_epilogue_f epi_f = NULL
+    cdef fi_epilogue_d epi_d = NULL
     if real is float:
-        fi_gemm_f(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <float*> work)
+        if fwd != NULL:
+            epi_f = micro_epilogue[float]
+        fi_gemm_f(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <float*> work,
+                  epi_f, fwd)
     else:
-        fi_gemm_d(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <double*> work)
+        if fwd != NULL:
+            epi_d = micro_epilogue[double]
+        fi_gemm_d(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <double*> work,
+                  epi_d, fwd)
 
 
 # ----------------------------------------------------------------------------
@@ -241,46 +258,52 @@ def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
 # Pairwise squared distances
 # ----------------------------------------------------------------------------
 
-cdef void tile_prefill(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
-                       const real* nx, const real* ny) noexcept nogil:
-    """c[ii, jj] = |x_c,ii|^2 + |y_c,jj|^2 (the GEMM then adds -2 x_c.y_c with beta = 1)."""
-    cdef Py_ssize_t ii, jj
-    cdef real* row
-    cdef real nxi
-    for ii in range(mb):
-        row = c + ii * ldc
-        nxi = nx[ii]
-        for jj in range(nb):
-            row[jj] = nxi + ny[jj]
+cdef struct FwdCtx:
+    const void* nx      # squared centred norms of the tile's rows (real*)
+    const void* ny      # ... and of its columns
+    const void* x       # the tile's first row of x (real*, row stride d)
+    const void* y       # ... and of y
+    Py_ssize_t d
+    double tau
+    bint take_sqrt
 
 
-cdef void tile_epilogue(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
-                        const real* nx, const real* ny, const real* x, const real* y,
-                        Py_ssize_t d, real tau, bint take_sqrt) noexcept nogil:
-    """Finish one tile of ``c`` in place (rows x[0:mb], columns y[0:nb], row stride d):
-    entries with not (v > tau * (|x_c|^2 + |y_c|^2)) are recomputed directly."""
-    cdef Py_ssize_t ii, jj
+cdef void micro_epilogue(void* ctx, size_t i, size_t j, size_t mr, size_t nr, real* c,
+                         ptrdiff_t rsc) noexcept nogil:
+    """Finish rows i:i+mr, columns j:j+nr of a forward tile (c holds -2 xc.yc there):
+    v = (|xc|^2 + |yc|^2) + c; entries with not (v > tau (|xc|^2 + |yc|^2)) are
+    recomputed from direct differences; then the square root if asked."""
+    cdef FwdCtx* f = <FwdCtx*> ctx
+    cdef const real* nx = <const real*> f.nx + i
+    cdef const real* ny = <const real*> f.ny + j
+    cdef const real* x = <const real*> f.x + i * f.d
+    cdef const real* y = <const real*> f.y + j * f.d
+    cdef real tau = <real> f.tau
+    cdef size_t ii, jj
     cdef real* row
-    cdef real nxi
+    cdef real nxi, p, v
     cdef int cnt
-    for ii in range(mb):
-        row = c + ii * ldc
+    for ii in range(mr):
+        row = c + ii * rsc
         nxi = nx[ii]
         cnt = 0
-        for jj in range(nb):
-            cnt += not (row[jj] > tau * (nxi + ny[jj]))
+        for jj in range(nr):
+            p = nxi + ny[jj]
+            v = p + row[jj]
+            row[jj] = v
+            cnt += not (v > tau * p)
         if cnt:
-            for jj in range(nb):
+            for jj in range(nr):
                 if not (row[jj] > tau * (nxi + ny[jj])):
-                    row[jj] = <real> direct_dist(x + ii * d, y + jj * d, d, take_sqrt)
-                elif take_sqrt:
+                    row[jj] = <real> direct_dist(x + ii * f.d, y + jj * f.d, f.d, f.take_sqrt)
+                elif f.take_sqrt:
                     row[jj] = sqrt(row[jj])
-        elif take_sqrt:
+        elif f.take_sqrt:
             if real is float:
-                for jj in range(nb):
+                for jj in range(nr):
                     row[jj] = sqrtf(row[jj])
             else:
-                for jj in range(nb):
+                for jj in range(nr):
                     row[jj] = sqrt(row[jj])
 
 
@@ -317,7 +340,7 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
     One parallel region: first ``xc``/``yc`` (scratch, the rows of x and y
     minus ``centre``) and ``nx``/``ny`` (their squared norms, +inf for special
     rows above ``limit``) are filled, then every tile ``(i0, j0, rows, cols)``
-    of ``tiles`` is prefilled, multiplied and finished (dynamic schedule: which
+    of ``tiles`` is multiplied and finished (dynamic schedule: which
     thread runs a tile changes nothing in it). With ``symmetric`` (y is x: pass
     the same arrays) the tiles cover the upper triangle (diagonal tiles square)
     and are mirrored into the lower one. D = 0 gives zeros.
@@ -328,7 +351,9 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
     cdef real* po
     cdef void* base = NULL
     cdef char* work
-    cdef size_t wstride
+    cdef size_t wstride, gbytes
+    cdef char* mine
+    cdef FwdCtx* ctx
     if (x.shape[0] != m or y.shape[0] != n or y.shape[1] != d or xc.shape[0] != m
             or xc.shape[1] != d or yc.shape[0] != n or yc.shape[1] != d
             or nx.shape[0] != m or ny.shape[0] != n or centre.shape[0] != d):
@@ -342,7 +367,8 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
     check_tiles(tiles, m, n, symmetric)
     nthreads = max(1, nthreads)
     po = &out[0, 0]
-    wstride = gemm_work_bytes(po)
+    gbytes = gemm_work_bytes(po)
+    wstride = gbytes + round_up(sizeof(FwdCtx), FI_GEMM_ALIGN)
     work = alloc_per_thread(wstride, nthreads, &base)
     try:
         with nogil, parallel(num_threads=nthreads):
@@ -357,11 +383,17 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
                 j0 = tiles[t, 1]
                 mb = tiles[t, 2]
                 nb = tiles[t, 3]
-                tile_prefill(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0])
+                mine = work + threadid() * wstride
+                ctx = <FwdCtx*> (mine + gbytes)      # this thread's epilogue context
+                ctx.nx = &nx[i0]
+                ctx.ny = &ny[j0]
+                ctx.x = &x[i0, 0]
+                ctx.y = &y[j0, 0]
+                ctx.d = d
+                ctx.tau = tau
+                ctx.take_sqrt = take_sqrt
                 gemm(mb, nb, d, <real> -2, &xc[i0, 0], d, 1, &yc[j0, 0], 1, d,
-                     <real> 1, po + i0 * n + j0, n, work + threadid() * wstride)
-                tile_epilogue(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0], &x[i0, 0],
-                              &y[j0, 0], d, <real> tau, take_sqrt)
+                     <real> 0, po + i0 * n + j0, n, mine, ctx)
                 if symmetric:
                     mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
     finally:
@@ -391,7 +423,7 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
     cdef double w, nrm
     cdef real* row
     gemm(mb, d, ns, <real> -1, s + r0 * rss, rss, css, bc, d, 1, <real> 0,
-         out + r0 * d, d, work)
+         out + r0 * d, d, work, NULL)
     for rr in range(mb):
         rowsum[rr] = 0
     if css == 1:
@@ -703,7 +735,7 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
                         j0 = tb * tblock
                         nb = min(<Py_ssize_t> tblock, n - j0)
                         gemm(nr, nb, d, <real> -2, &qc[q0, 0], d, 1, &xc[j0, 0], 1, d,
-                             <real> 0, g, tblock, mine)
+                             <real> 0, g, tblock, mine, NULL)
                         for r in range(nr):
                             scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc,
                                        hi + r * kc, kc)
