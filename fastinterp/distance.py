@@ -1,17 +1,23 @@
 """Pairwise Euclidean distances and k-nearest neighbours, at GEMM speed and exact.
 
-The CPU path computes ``|x|^2 + |y|^2 - 2 x.y`` with BLAS ``?gemm`` tile by
-tile and finishes each tile in cache (one fused epilogue). The usual
-precision problem of that expansion is fixed two ways:
+The CPU path computes ``|x|^2 + |y|^2 - 2 x.y`` tile by tile with
+fastinterp's own packed GEMM (kernels/cpu/_gemm.h) and finishes each
+micro-tile while it is in L1 (one fused epilogue). No shared BLAS is called
+and no process-wide setting is touched; the tiles and every summation order
+are fixed, so results are bit-identical for any thread count and from any
+calling thread. The usual precision problem of the expansion is fixed two ways:
 
-* the rows are centred by one common vector (distances do not change, and
-  the norms shrink to the spread of the data, so little cancels), and
+* the rows are centred by one common vector, the coordinate-wise median of a
+  sample (distances do not change, and the norms shrink to the spread of the
+  data, so little cancels; a few huge rows do not move the median), and
 * any entry whose result is small relative to ``|x_c|^2 + |y_c|^2`` (severe
-  cancellation, identical rows) is recomputed by direct differences,
-  accumulated in float64.
+  cancellation, identical rows), and every entry of a row whose centred norm
+  would overflow the expansion (huge, infinite or NaN rows), is recomputed by
+  direct differences, accumulated in float64.
 
-Identical rows give exactly 0, every result is >= 0, and float32 results
-stay within a few 1e-6 relative of the float64 direct computation.
+Identical rows give exactly 0, every result is >= 0, float32 results stay
+within a few 1e-6 relative of the float64 direct computation, and a result
+is inf only where the true value overflows the dtype.
 """
 from __future__ import annotations
 
@@ -126,7 +132,7 @@ def _tile_list(m, n, symmetric):
 
 
 def _tile_shape(m, n, symmetric):
-    """Tile rows x columns: large tiles amortise BLAS packing; small outputs are
+    """Tile rows x columns: large tiles amortise GEMM packing; small outputs are
     split into at least MIN_TILES tiles (when possible) so that threads share
     the work. The shape never depends on the thread count."""
     if symmetric:
@@ -306,13 +312,15 @@ def pairwise_sqdist(x, y=None, out=None):
 
     Conventions
     -----------
-    CPU: BLAS ``?gemm`` on centred data with a fused epilogue; entries where
+    CPU: a packed GEMM on centred data with a fused epilogue; entries where
     the expansion would cancel (``d^2 <= tau * (|x_c|^2 + |y_c|^2)``, tau =
-    1/8 for float32, 1/256 for float64) are recomputed from direct
-    differences in float64. Results are >= 0, identical rows give exactly
-    0, float32 results are within 5e-6 relative of the float64 direct
-    computation (5e-7 typical). Temporary memory: one centred copy of x and y. CUDA: a
-    tiled direct-difference kernel. Non-contiguous inputs are copied once.
+    1/8 for float32, 1/256 for float64) and rows of huge magnitude are
+    recomputed from direct differences in float64. Results are >= 0,
+    identical rows give exactly 0, float32 results are within 5e-6 relative
+    of the float64 direct computation (5e-7 typical), inf only where the
+    true value overflows. Bit-identical for any thread count and calling
+    thread. Temporary memory: one centred copy of x and y. CUDA: a tiled
+    direct-difference kernel. Non-contiguous inputs are copied once.
 
     Examples
     --------
@@ -478,7 +486,11 @@ def knn(x, queries, k, return_distances=True):
     top-k scan per query block (memory O(Q k + threads * block), never the
     full Q x N matrix); a candidate set slightly larger than k is proven to
     contain the answer with a rounding-error bound, else that query is
-    rescanned exactly. NaN distances sort last.
+    rescanned exactly. Equal distances, inf included, keep the smaller index
+    first; NaN distances sort after every number (and among themselves by
+    index). So a query with an inf coordinate (every distance inf, or NaN
+    where x is inf in the same coordinate) gets rows 0, 1, ..., k-1, and so
+    does an all-NaN query.
 
     Examples
     --------

@@ -880,3 +880,36 @@ def test_cuda_backward(cuda, symmetric, rng):
 def test_cuda_mixed_backends_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
         fi.pairwise_sqdist(np.zeros((2, 2)), cuda.to_device(np.zeros((2, 2))))
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cuda_l2_backward_route_and_dist(cuda, symmetric, rng):
+    x = rng.standard_normal((6, 3))
+    y = None if symmetric else rng.standard_normal((4, 3))
+    w = rng.standard_normal((6, 6 if symmetric else 4))
+    dx, dy, dw = cuda.to_device(x), None if symmetric else cuda.to_device(y), cuda.to_device(w)
+    ref_x, ref_y = fi.pairwise_l2_backward(w, x, y)
+    for dist in (None, fi.pairwise_l2(dx, dy)):
+        gx, gy = fi.pairwise_l2_backward(dw, dx, dy, dist=dist)
+        assert fi.last_kernel().key == ("pairwise_l2_backward", "cuda", "float64")
+        assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
+        if not symmetric:
+            assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_launches_stride_over_more_tiles_than_blocks(cuda, rng, monkeypatch):
+    # 1-D grid-stride launches (no gridDim.y cap): with one block per launch,
+    # every tile and element must still be covered.
+    from fastinterp._cuda import distance as cuda_distance
+    monkeypatch.setattr(cuda_distance, "MAX_BLOCKS", 1)
+    x = rng.standard_normal((37, 5))
+    y = rng.standard_normal((18, 5))
+    w = rng.standard_normal((37, 18))
+    r = fi.pairwise_sqdist(cuda.to_device(x), cuda.to_device(y)).copy_to_host()
+    assert_close(r, direct_sqdist(x, y), table=TOL_ORACLE)
+    gx, gy = fi.pairwise_sqdist_backward(cuda.to_device(w), cuda.to_device(x), cuda.to_device(y))
+    ref_x, ref_y = fi.pairwise_sqdist_backward(w, x, y)
+    assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
+    assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
