@@ -204,19 +204,22 @@ def _backward_cpu(gx, gy, s, x, y, l2=None):
     yc, ny = (xc, nx) if symmetric else _centred(yy, centre, nthreads)
     kernels = _cpu()
     if l2 is None:
-        g = dist = s
-        rx = ry = np.zeros(0)
-        tau, factor = -1.0, 2.0
+        g, near = s, np.zeros((0, 0), np.uint8)
+        rows = cols = np.zeros(0, np.int64)
+        factor = 2.0
     else:
         g, dist = l2
         rx = np.sqrt(nx.astype(np.float64))
         ry = rx if symmetric else np.sqrt(ny.astype(np.float64))
-        tau, factor = TAU_L2_BWD[x.dtype], 1.0
-        s = np.empty_like(g)
-        kernels.l2_scale(s, g, dist, rx, ry, tau, threads_for(s.size, 1 << 20))
-    kernels.grad_rows(gx, s, False, x, yy, xc, yc, g, dist, rx, ry, tau, factor, nthreads)
+        s, near = np.empty_like(g), np.empty(g.shape, np.uint8)
+        kernels.l2_scale(s, near, g, dist, rx, ry, TAU_L2_BWD[x.dtype],
+                         threads_for(s.size, 1 << 20))
+        rows = near.sum(axis=1, dtype=np.int64)
+        cols = near.sum(axis=0, dtype=np.int64) if rows.any() else np.zeros(n, np.int64)
+        factor = 1.0
+    kernels.grad_rows(gx, s, False, x, yy, xc, yc, g, near, rows, factor, nthreads)
     other = np.empty_like(x) if symmetric else gy
-    kernels.grad_rows(other, s, True, yy, x, yc, xc, g, dist, ry, rx, tau, factor, nthreads)
+    kernels.grad_rows(other, s, True, yy, x, yc, xc, g, near, cols, factor, nthreads)
     if symmetric:
         gx += other
 

@@ -753,6 +753,9 @@ def test_knn_huge_and_non_finite_rows(dtype, special_max, rng, monkeypatch):
 # kernels called directly: odd arguments raise, nothing crashes
 # ----------------------------------------------------------------------------
 
+NO_NEAR, NO_COUNT = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
+
+
 def test_kernels_reject_odd_arguments():
     k = fdist._cpu()
     x = np.ones((4, 3))
@@ -766,8 +769,11 @@ def test_kernels_reject_odd_arguments():
                      np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 1)
     np.testing.assert_array_equal(out, 7.0)
     with pytest.raises(ValueError, match="must agree"):
-        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 5)), False, x, x, x, x, x, x,
-                    np.zeros(0), np.zeros(0), -1.0, 2.0, 1)
+        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 5)), False, x, x, x, x, x, NO_NEAR,
+                    NO_COUNT, 2.0, 1)
+    with pytest.raises(ValueError, match="near must have the shape of s"):
+        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 4)), False, x, x, x, x, np.zeros((4, 4)),
+                    np.zeros((4, 3), np.uint8), np.zeros(4, np.int64), 1.0, 1)
     dist, idx = np.zeros((2, 5)), np.zeros((2, 5), np.int64)
     with pytest.raises(ValueError, match="k <= kc <= N"):
         k.knn_fwd(dist, idx, x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
@@ -785,12 +791,11 @@ def test_kernels_guard_empty_and_zero_width():
                  np.zeros((0, 4), np.intp), 0.1, 1e300, True, True, 2)
     np.testing.assert_array_equal(out, 0)
     gx = np.full((3, 0), 7.0)
-    k.grad_rows(gx, np.zeros((3, 3)), True, e, e, e, e, e, e, np.zeros(0), np.zeros(0),
-                -1.0, 2.0, 2)
+    k.grad_rows(gx, np.zeros((3, 3)), True, e, e, e, e, e, NO_NEAR, NO_COUNT, 2.0, 2)
     g1 = np.full((3, 2), 7.0)
     z = np.zeros((0, 2))
     k.grad_rows(g1, np.zeros((3, 0)), False, np.ones((3, 2)), z, np.ones((3, 2)), z,
-                z, z, np.zeros(0), np.zeros(0), -1.0, 2.0, 2)
+                z, NO_NEAR, NO_COUNT, 2.0, 2)
     np.testing.assert_array_equal(g1, 0)
     dist, idx = np.zeros((2, 2)), np.zeros((2, 2), np.int64)
     k.knn_fwd(dist, idx, e, e[:2], e, e[:2], np.zeros(3), np.zeros(2), np.zeros(0, np.int64),

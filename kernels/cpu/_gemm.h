@@ -108,7 +108,11 @@ static void fi_pack_b_##S(size_t kc, size_t nc, const T* b, ptrdiff_t rs,       
         const T* src = b + (ptrdiff_t) j0 * cs;                                   \
         if (nr < FI_NR_##S)                                                       \
             memset(panel, 0, kc * FI_NR_##S * sizeof(T));                         \
-        if (cs == 1) {                                                            \
+        if (cs == 1 && nr == FI_NR_##S) {   /* constant-size row copies */        \
+            for (size_t p = 0; p < kc; p++)                                       \
+                memcpy(panel + p * FI_NR_##S, src + (ptrdiff_t) p * rs,           \
+                       FI_NR_##S * sizeof(T));                                    \
+        } else if (cs == 1) {                                                     \
             for (size_t p = 0; p < kc; p++)                                       \
                 for (size_t j = 0; j < nr; j++)                                   \
                     panel[p * FI_NR_##S + j] = src[(ptrdiff_t) p * rs + j];       \
@@ -129,7 +133,10 @@ static void fi_pack_a_##S(size_t mc, size_t kc, const T* a, ptrdiff_t rs,       
         const T* src = a + (ptrdiff_t) i0 * rs;                                   \
         if (mr < FI_MR)                                                           \
             memset(panel, 0, kc * FI_MR * sizeof(T));                             \
-        if (rs == 1) {                                                            \
+        if (rs == 1 && mr == FI_MR) {       /* constant-size column copies */     \
+            for (size_t p = 0; p < kc; p++)                                       \
+                memcpy(panel + p * FI_MR, src + (ptrdiff_t) p * cs, FI_MR * sizeof(T)); \
+        } else if (rs == 1) {                                                     \
             for (size_t p = 0; p < kc; p++)                                       \
                 for (size_t i = 0; i < mr; i++)                                   \
                     panel[p * FI_MR + i] = src[(ptrdiff_t) p * cs + i];           \

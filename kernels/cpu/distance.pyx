@@ -146,6 +146,20 @@ cdef inline double sqdiff(const real* a, const real* b, Py_ssize_t d) noexcept n
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
+cdef inline double sum_contig(const real* a, Py_ssize_t n) noexcept nogil:
+    """sum(a) in float64 with 8 fixed partial sums."""
+    cdef double acc[8]
+    cdef Py_ssize_t k, l, n8 = n - n % 8
+    for l in range(8):
+        acc[l] = 0
+    for k in range(0, n8, 8):
+        for l in range(8):
+            acc[l] += a[k + l]
+    for k in range(n8, n):
+        acc[k - n8] += a[k]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
 cdef double direct_norm(const real* a, const real* b, Py_ssize_t d) noexcept nogil:
     """|a - b| in float64; rescaled when the sum of squares overflows but the norm does not."""
     cdef double s = sqdiff(a, b, d), m = 0, t
@@ -405,19 +419,20 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
 # ----------------------------------------------------------------------------
 
 cdef inline bint near_pair(double dist, double ra, double rb, double tau) noexcept nogil:
-    """The pair is computed from direct differences (tau < 0: never)."""
-    return tau >= 0 and not (dist > tau * (ra + rb))
+    """The L2 backward takes the pair from direct differences."""
+    return not (dist > tau * (ra + rb))
 
 
 cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_ssize_t d,
                     const real* s, ptrdiff_t rss, ptrdiff_t css, const real* g,
-                    const real* dist, const double* ra, const double* rb, double tau,
+                    const unsigned char* near, const i64* count,
                     const real* a, const real* b, const real* ac, const real* bc,
                     double factor, double* rowsum, double* acc, void* work) noexcept nogil:
     """Rows r0:r0+mb of ``out[r] = factor sum_q S(r,q) (a_r - b_q)`` (S(r,q) = s[r*rss + q*css],
-    likewise g and dist), as ``factor (rowsum_r ac_r - (S @ bc)_r)`` plus, for near
-    pairs (which carry S = 0), ``g(r,q) (a_r - b_q) / |a_r - b_q|`` from direct
-    differences in float64. Every sum runs over q in increasing order."""
+    likewise g and near), as ``factor (rowsum_r ac_r - (S @ bc)_r)`` plus, for the
+    near pairs (which carry S = 0; ``count[r]`` of them in row r, none when count is
+    NULL), ``g(r,q) (a_r - b_q) / |a_r - b_q|`` from direct differences in float64.
+    Every sum runs over q in increasing order."""
     cdef Py_ssize_t rr, q, k, r
     cdef ptrdiff_t o
     cdef double w, nrm
@@ -428,8 +443,7 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
         rowsum[rr] = 0
     if css == 1:
         for rr in range(mb):
-            for q in range(ns):
-                rowsum[rr] += s[(r0 + rr) * rss + q]
+            rowsum[rr] = sum_contig(s + (r0 + rr) * rss, ns)
     else:
         for q in range(ns):
             for rr in range(mb):
@@ -439,17 +453,17 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
         row = out + r * d
         for k in range(d):
             row[k] = <real> (factor * (rowsum[rr] * <double> ac[r * d + k] + <double> row[k]))
-        if tau < 0:
+        if count == NULL or count[r] == 0:
             continue
         for k in range(d):
             acc[k] = 0
         for q in range(ns):
             o = r * rss + q * css
-            if not near_pair(dist[o], ra[r], rb[q], tau):
+            if not near[o]:
                 continue
             nrm = direct_norm(a + r * d, b + q * d, d)
             if not (nrm > 0):
-                continue    # zero distance: the subgradient 0 (NaN rows give NaN below)
+                continue    # zero distance: the subgradient 0
             w = <double> g[o] / nrm
             for k in range(d):
                 acc[k] += w * (<double> a[r * d + k] - <double> b[q * d + k])
@@ -459,23 +473,23 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
 
 def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
               const real[:, ::1] a, const real[:, ::1] b, const real[:, ::1] ac,
-              const real[:, ::1] bc, const real[:, ::1] g, const real[:, ::1] dist,
-              const double[::1] ra, const double[::1] rb, double tau, double factor,
-              int nthreads):
+              const real[:, ::1] bc, const real[:, ::1] g, const unsigned char[:, ::1] near,
+              const i64[::1] count, double factor, int nthreads):
     """``out[r] = factor * sum_q S(r, q) (a_r - b_q)`` for every row r of ``a``.
 
     S is ``s`` (shape (len(a), len(b))) or, with ``transpose``, ``s.T``; ``g``
-    and ``dist`` are read the same way. ``ac``/``bc`` are a and b minus one
-    common centre. With ``tau >= 0`` the pairs with
-    ``not (dist > tau (ra_r + rb_q))`` (``ra``/``rb`` the centred row norms)
-    must carry S = 0 and contribute ``g (a_r - b_q) / |a_r - b_q|`` from direct
-    differences instead (the L2 backward); with ``tau < 0`` g, dist, ra and rb
-    are not read. Fixed tiles of BWD_ROWS rows, each one GEMM (sums in
-    increasing q order): bit-identical for any thread count.
+    and ``near`` are read the same way. ``ac``/``bc`` are a and b minus one
+    common centre. When ``count`` is not empty (the L2 backward), the pairs
+    with ``near`` set (``count[r]`` of them in row r) must carry S = 0 and
+    contribute ``g (a_r - b_q) / |a_r - b_q|`` from direct differences
+    instead; when it is empty, g and near are not read. Fixed tiles of
+    BWD_ROWS rows, each one GEMM (sums in increasing q order): bit-identical
+    for any thread count.
     """
     cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], d = a.shape[1]
     cdef Py_ssize_t ntiles, t, r0, mb
     cdef ptrdiff_t rss, css
+    cdef bint direct = count.shape[0] != 0
     cdef void* base = NULL
     cdef char* work
     cdef char* mine
@@ -486,9 +500,9 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
             or bc.shape[0] != nb or bc.shape[1] != d):
         raise ValueError("grad_rows: out/a/ac (A, D), b/bc (B, D) and s (A, B) "
                          "(transposed: (B, A)) must agree.")
-    if tau >= 0 and (g.shape[0] != s0 or g.shape[1] != s1 or dist.shape[0] != s0
-                     or dist.shape[1] != s1 or ra.shape[0] != na or rb.shape[0] != nb):
-        raise ValueError("grad_rows: g and dist must have the shape of s, ra (A,), rb (B,).")
+    if direct and (g.shape[0] != s0 or g.shape[1] != s1 or near.shape[0] != s0
+                   or near.shape[1] != s1 or count.shape[0] != na):
+        raise ValueError("grad_rows: g and near must have the shape of s, count (A,).")
     if na == 0 or d == 0:
         return
     if nb == 0:
@@ -510,9 +524,8 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
                 r0 = t * BWD_ROWS
                 mb = min(<Py_ssize_t> BWD_ROWS, na - r0)
                 grad_tile(&out[0, 0], r0, mb, nb, d, &s[0, 0], rss, css,
-                          &g[0, 0] if tau >= 0 else NULL,
-                          &dist[0, 0] if tau >= 0 else NULL,
-                          &ra[0] if tau >= 0 else NULL, &rb[0] if tau >= 0 else NULL, tau,
+                          &g[0, 0] if direct else NULL, &near[0, 0] if direct else NULL,
+                          &count[0] if direct else NULL,
                           &a[0, 0], &b[0, 0], &ac[0, 0], &bc[0, 0], factor,
                           <double*> (mine + gbytes), <double*> (mine + gbytes) + BWD_ROWS,
                           mine)
@@ -520,20 +533,25 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
         free(base)
 
 
-def l2_scale(real[:, ::1] s, const real[:, ::1] g, const real[:, ::1] dist,
-             const double[::1] rx, const double[::1] ry, double tau, int nthreads):
-    """``s = g / dist`` (0 where dist == 0 and for the near pairs of grad_rows)."""
+def l2_scale(real[:, ::1] s, unsigned char[:, ::1] near, const real[:, ::1] g,
+             const real[:, ::1] dist, const double[::1] rx, const double[::1] ry, double tau,
+             int nthreads):
+    """``s = g / dist`` (0 where dist == 0); ``near`` marks the pairs with
+    ``not (dist > tau (rx_i + ry_j))``, taken from direct differences by grad_rows
+    (their s is 0)."""
     cdef Py_ssize_t m = s.shape[0], n = s.shape[1], i, j
     cdef double dv
     if (g.shape[0] != m or g.shape[1] != n or dist.shape[0] != m or dist.shape[1] != n
-            or rx.shape[0] != m or ry.shape[0] != n):
-        raise ValueError("l2_scale: s, g, dist (M, N), rx (M,), ry (N,) must agree.")
+            or near.shape[0] != m or near.shape[1] != n or rx.shape[0] != m
+            or ry.shape[0] != n):
+        raise ValueError("l2_scale: s, near, g, dist (M, N), rx (M,), ry (N,) must agree.")
     if m == 0 or n == 0:
         return
     for i in prange(m, nogil=True, schedule="static", num_threads=max(1, nthreads)):
         for j in range(n):
             dv = dist[i, j]
-            if near_pair(dv, rx[i], ry[j], tau) or not (dv > 0):
+            near[i, j] = near_pair(dv, rx[i], ry[j], tau)
+            if near[i, j] or not (dv > 0):
                 s[i, j] = 0
             else:
                 s[i, j] = <real> (<double> g[i, j] / dv)
