@@ -918,3 +918,23 @@ def test_cuda_launches_stride_over_more_tiles_than_blocks(cuda, rng, monkeypatch
     ref_x, ref_y = fi.pairwise_sqdist_backward(w, x, y)
     assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
     assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_blocks_beyond_one_k_and_n_block(dtype, rng, monkeypatch):
+    # D = 300 spans two K blocks of the packed GEMM (256 float32, 192 float64);
+    # 2100 columns span two N blocks; 2100 rows give several backward tiles.
+    monkeypatch.setattr(fdist, "TILE_N", 4096)
+    x = rng.standard_normal((50, 300)).astype(dtype)
+    y = rng.standard_normal((2100, 300)).astype(dtype)
+    assert_rel(fi.pairwise_sqdist(x, y), direct_sqdist(x, y), dtype)
+    w = rng.standard_normal((50, 2100)).astype(dtype)
+    gx, gy = fi.pairwise_sqdist_backward(w, x, y)
+    x64, y64, w64 = (a.astype(np.float64) for a in (x, y, w))
+    ref_x = 2 * (w64.sum(1)[:, None] * x64 - w64 @ y64)
+    ref_y = 2 * (w64.sum(0)[:, None] * y64 - w64.T @ x64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.abs(gx - ref_x).max() <= tol * np.abs(ref_x).max()
+    assert np.abs(gy - ref_y).max() <= tol * np.abs(ref_y).max()
+    d, i = fi.knn(y, x, 4)
+    np.testing.assert_array_equal(i, brute_knn(y, x, 4)[1])
