@@ -1,8 +1,13 @@
 """Tests for fastinterp.distance: pairwise_sqdist, pairwise_l2, their backward, knn."""
 from __future__ import annotations
 
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
+import threadpoolctl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -279,33 +284,105 @@ def test_errors(fn):
         fn(np.zeros((2, 3), np.int64))
 
 
-def test_thread_count_bit_identical(threads, rng):
-    x = clustered(rng, 600, 24, np.float32)
-    y = clustered(rng, 520, 24, np.float32)
-    q = rng.standard_normal((300, 24)).astype(np.float32)
-    g = rng.standard_normal((600, 520)).astype(np.float32)
+# ----------------------------------------------------------------------------
+# determinism: threads, BLAS threads, calling threads
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def det_data():
+    """Inputs for every distance op: several tiles, rows near 1000 (direct-difference
+    entries), near-duplicate rows (direct L2 backward pairs), a NaN-free mix."""
+    rng = np.random.default_rng(7)
+    x = clustered(rng, 330, 40, np.float32, centre=1000.0)
+    y = np.concatenate([clustered(rng, 290, 40, np.float32, centre=1000.0),
+                        x[:20] + np.float32(1e-3)])
+    q = clustered(rng, 70, 40, np.float32, centre=1000.0)
+    g = rng.standard_normal((330, 310)).astype(np.float32)
+    gs = rng.standard_normal((330, 330)).astype(np.float32)
+    return x, y, q, g, gs
+
+
+def every_op(x, y, q, g, gs):
+    """Every CPU distance op and backward on one input set, as a flat list of arrays."""
+    results = [fi.pairwise_sqdist(x, y), fi.pairwise_sqdist(x), fi.pairwise_l2(x, y),
+               fi.pairwise_l2(x), *fi.knn(y, q, 7),
+               *fi.pairwise_sqdist_backward(g, x, y), fi.pairwise_sqdist_backward(gs, x)[0],
+               *fi.pairwise_l2_backward(g, x, y), fi.pairwise_l2_backward(gs, x)[0]]
+    for dt in (np.float64,):
+        xd, yd, qd, gd = (a.astype(dt) for a in (x, y, q, g))
+        results += [fi.pairwise_sqdist(xd, yd), *fi.knn(yd, qd, 3),
+                    *fi.pairwise_sqdist_backward(gd, xd, yd), *fi.pairwise_l2_backward(gd, xd, yd)]
+    return results
+
+
+def assert_all_equal(first, second):
+    assert len(first) == len(second)
+    for n, (u, v) in enumerate(zip(first, second)):
+        np.testing.assert_array_equal(u, v, err_msg=f"result {n}")
+
+
+def test_thread_count_bit_identical(threads, det_data):
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         threads.set_num_threads(n)
-        results.append((fi.pairwise_sqdist(x, y), fi.pairwise_l2(x), fi.knn(y, q, 5),
-                        fi.pairwise_sqdist_backward(g, x, y)))
-    (a1, b1, (d1, i1), (gx1, gy1)), (a2, b2, (d2, i2), (gx2, gy2)) = results
-    for u, v in ((a1, a2), (b1, b2), (d1, d2), (i1, i2), (gx1, gx2), (gy1, gy2)):
-        np.testing.assert_array_equal(u, v)
+        results.append(every_op(*det_data))
+    assert_all_equal(results[0], results[1])
+    assert_all_equal(results[0], results[2])
 
 
-def test_blas_thread_count_restored_and_bit_identical(rng):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    x = rng.standard_normal((300, 16)).astype(np.float32)
-    g = rng.standard_normal((300, 300)).astype(np.float32)
+def test_blas_thread_count_bit_identical(det_data):
     outs = []
     for n in (1, 2):
         with threadpoolctl.threadpool_limits(n, user_api="blas"):
-            outs.append((fi.pairwise_sqdist(x), fi.pairwise_sqdist_backward(g, x)[0]))
-            assert all(i["num_threads"] == n for i in threadpoolctl.threadpool_info()
-                       if i["user_api"] == "blas")
-    np.testing.assert_array_equal(outs[0][0], outs[1][0])
-    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+            outs.append(every_op(*det_data))
+    assert_all_equal(outs[0], outs[1])
+
+
+def test_worker_thread_equals_main_thread(det_data):
+    main = every_op(*det_data)
+    got = {}
+    worker = threading.Thread(target=lambda: got.setdefault("r", every_op(*det_data)))
+    worker.start()
+    worker.join()
+    assert_all_equal(main, got["r"])
+
+
+def test_concurrent_callers_equal_serial_without_warnings(det_data, capfd):
+    serial = every_op(*det_data)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(every_op, *det_data) for _ in range(8)]
+        results = [f.result() for f in futures]
+    for r in results:
+        assert_all_equal(serial, r)
+    err = capfd.readouterr().err
+    assert "OpenMP Loop" not in err and "may hang" not in err
+
+
+def test_blas_settings_unchanged_while_a_call_runs(rng):
+    """Other threads never see a changed BLAS thread count (no process-wide setting)."""
+    x = rng.standard_normal((600, 64)).astype(np.float32)
+    g = rng.standard_normal((600, 600)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                  if i["user_api"] == "blas"]
+        seen, stop = [], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info()
+                             if i["user_api"] == "blas"])
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            for _ in range(5):
+                fi.pairwise_sqdist(x)
+                fi.pairwise_sqdist_backward(g, x)
+                fi.knn(x, x[:50], 3)
+        finally:
+            stop.set()
+            watcher.join()
+    assert seen and all(s == before for s in seen)
 
 
 # ----------------------------------------------------------------------------
@@ -519,6 +596,237 @@ def test_knn_errors():
 
 
 # ----------------------------------------------------------------------------
+# huge rows, near duplicates, non-finite queries
+# ----------------------------------------------------------------------------
+
+HUGE = {np.dtype(np.float32): 1e20, np.dtype(np.float64): 1e200}
+
+
+def ref_pairs(x, y):
+    """float64 differences (M, N, D) and their exact-as-possible norms (math.hypot)."""
+    diff = np.asarray(x, np.float64)[:, None, :] - np.asarray(y, np.float64)[None, :, :]
+    norms = np.array([[math.hypot(*v) for v in row] for row in diff]).reshape(diff.shape[:2])
+    return diff, norms
+
+
+def ref_backward(w, x, y, l2):
+    """float64 direct-difference gradients of sum(w * d(x, y)), d = |.|^2 or |.|, and
+    their scales."""
+    diff, norms = ref_pairs(x, y)
+    with np.errstate(all="ignore"):
+        if l2:
+            unit = np.where(norms[..., None] > 0, diff / np.where(norms > 0, norms, 1)[..., None], 0)
+            terms = np.asarray(w, np.float64)[..., None] * unit
+        else:
+            terms = 2 * np.asarray(w, np.float64)[..., None] * diff
+    # The natural scale of each gradient row: the sum of its terms' vector norms.
+    big = np.abs(terms).max(-1)
+    with np.errstate(invalid="ignore"):
+        size = big * np.sqrt(((terms / np.where(big > 0, big, 1)[..., None]) ** 2).sum(-1))
+    return (terms.sum(1), -terms.sum(0), size.sum(1)[:, None], size.sum(0)[:, None])
+
+
+def with_huge_row(rng, dtype, m, n, d, where):
+    x = (rng.standard_normal((m, d)) + 5).astype(dtype)
+    y = (rng.standard_normal((n, d)) + 5).astype(dtype)
+    target, row = where
+    (x if target == "x" else y)[row] = dtype(HUGE[np.dtype(dtype)]) * rng.choice([-1, 1], d)
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", [("x", 0), ("x", 17), ("y", 5), ("y", -1)])
+@pytest.mark.parametrize("m, n", [(40, 30), (2100, 7)])   # 2100: beyond the centring sample
+def test_one_huge_row_forward(dtype, where, m, n, rng):
+    x, y = with_huge_row(rng, dtype, m, n, 6, where)
+    diff, norms = ref_pairs(x, y)
+    with np.errstate(over="ignore"):
+        expected = (diff ** 2).sum(-1).astype(dtype)       # inf where it overflows dtype
+        expected_l2 = norms.astype(dtype)
+    got, got_l2 = fi.pairwise_sqdist(x, y), fi.pairwise_l2(x, y)
+    assert not np.isnan(got).any() and not np.isnan(got_l2).any()
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    with np.errstate(over="ignore"):
+        assert_rel(got[finite], (diff ** 2).sum(-1)[finite], dtype)
+    np.testing.assert_allclose(got_l2, expected_l2, rtol=REL[np.dtype(dtype)], atol=0)
+    s = fi.pairwise_sqdist(x if where[0] == "x" else y)
+    assert not np.isnan(s).any() and (np.diag(s) == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", [("x", 3), ("y", 0)])
+@pytest.mark.parametrize("l2", [False, True])
+def test_one_huge_row_backward(dtype, where, l2, rng):
+    x, y = with_huge_row(rng, dtype, 25, 20, 5, where)
+    w = rng.standard_normal((25, 20)).astype(dtype)
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    gx, gy = bwd(w, x, y)
+    rx, ry, sx, sy = ref_backward(w, x, y, l2)
+    for got, ref, scale in ((gx, rx, sx), (gy, ry, sy)):
+        assert np.isfinite(got).all()
+        # Within a few ulps of the sum of the terms' magnitudes, row by row: the
+        # other rows keep their (small) gradients next to the huge one.
+        bound = 64 * np.finfo(dtype).eps * scale
+        assert (np.abs(got - ref) <= bound).all(), np.max(np.abs(got - ref) / bound)
+
+
+def test_many_huge_rows_and_infinite_rows(rng):
+    x = rng.standard_normal((50, 4))
+    x[::3] *= 1e200
+    x[7, 2] = np.inf
+    r = fi.pairwise_sqdist(x)
+    with np.errstate(all="ignore"):
+        expected = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(np.isnan(r), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(r), np.isinf(expected))
+    ok = np.isfinite(expected)
+    assert_rel(r[ok], expected[ok], np.float64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_l2_backward_float32_near_duplicates(seed):
+    # Rows of x with values up to 255 and y = x + 1e-3 noise: the pair terms
+    # (x_i - y_j) / |x_i - y_j| cancel badly in the GEMM form.
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (2, 31)).astype(np.float32)
+    y = (x + 1e-3 * rng.standard_normal(x.shape)).astype(np.float32)
+    w = np.ones((2, 2), np.float32)
+    gx, gy = fi.pairwise_l2_backward(w, x, y)
+    rx, ry, sx, sy = ref_backward(w, x, y, True)
+    eps = np.finfo(np.float32).eps
+    for got, ref, scale in ((gx, rx, sx), (gy, ry, sy)):
+        assert (np.abs(got - ref) <= 4 * eps * scale).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 30), n=st.integers(1, 30), d=st.integers(1, 40),
+       shift=st.sampled_from([0.0, 10.0, 255.0, 1000.0]),
+       noise=st.sampled_from([1e-3, 1e-1, 1.0, 10.0]), seed=st.integers(0, 2**16))
+def test_l2_backward_float32_within_few_ulps(m, n, d, shift, noise, seed):
+    rng = np.random.default_rng(seed)
+    x = (shift + rng.standard_normal((m, d))).astype(np.float32)
+    y = (x[rng.integers(0, m, n)] + noise * rng.standard_normal((n, d))).astype(np.float32)
+    w = rng.standard_normal((m, n)).astype(np.float32)
+    gx, gy = fi.pairwise_l2_backward(w, x, y)
+    rx, ry, sx, sy = ref_backward(w, x, y, True)
+    eps = np.finfo(np.float32).eps
+    for got, ref, scale in ((gx, rx, sx), (gy, ry, sy)):
+        assert (np.abs(got - ref) <= 8 * eps * scale).all(), np.max(np.abs(got - ref) / scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_knn_non_finite_query_ties_by_index(dtype, value, rng):
+    x = rng.standard_normal((300, 5)).astype(dtype)
+    q = rng.standard_normal((4, 5)).astype(dtype)
+    q[1] = value
+    q[2, 3] = value
+    d, i = fi.knn(x, q, 6)
+    for r in (1, 2):
+        np.testing.assert_array_equal(i[r], np.arange(6))
+        assert (np.isinf(d[r]) if value != np.nan and not np.isnan(value) else np.isnan(d[r])).all()
+    ref_d, ref_i = brute_knn(x, q[[0, 3]], 6)
+    np.testing.assert_array_equal(i[[0, 3]], ref_i)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special_max", [256, 1])
+def test_knn_huge_and_non_finite_rows(dtype, special_max, rng, monkeypatch):
+    monkeypatch.setattr(fdist, "KNN_SPECIAL_MAX", special_max)
+    x = rng.standard_normal((400, 6)).astype(dtype)
+    x[[3, 250]] = HUGE[np.dtype(dtype)]
+    x[10, 1] = np.inf
+    x[11] = np.nan
+    q = np.concatenate([rng.standard_normal((30, 6)), np.full((1, 6), HUGE[np.dtype(dtype)])]
+                       ).astype(dtype)
+    d, i = fi.knn(x, q, 8)
+    with np.errstate(all="ignore"):
+        e = direct_sqdist(x, q).T
+    ref_i = np.argsort(e, axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(i, ref_i)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(np.isinf(d), np.isinf(np.take_along_axis(e, ref_i, 1).astype(dtype)))
+
+
+# ----------------------------------------------------------------------------
+# kernels called directly: odd arguments raise, nothing crashes
+# ----------------------------------------------------------------------------
+
+NO_NEAR, NO_COUNT = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
+
+
+def test_kernels_reject_odd_arguments():
+    k = fdist._cpu()
+    x = np.ones((4, 3))
+    out = np.full((4, 4), 7.0)
+    c = np.zeros(3)
+    with pytest.raises(ValueError, match="tile"):
+        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(4), np.zeros(4), x, x, c,
+                     np.array([[0, 0, 5, 4]], np.intp), 0.1, 1e300, False, False, 1)
+    with pytest.raises(ValueError, match="must agree"):
+        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(3), np.zeros(4), x, x, c,
+                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 1)
+    np.testing.assert_array_equal(out, 7.0)
+    with pytest.raises(ValueError, match="must agree"):
+        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 5)), False, x, x, x, x, x, NO_NEAR,
+                    NO_COUNT, 2.0, 1)
+    with pytest.raises(ValueError, match="near must have the shape of s"):
+        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 4)), False, x, x, x, x, np.zeros((4, 4)),
+                    np.zeros((4, 3), np.uint8), np.zeros(4, np.int64), 1.0, 1)
+    dist, idx = np.zeros((2, 5)), np.zeros((2, 5), np.int64)
+    with pytest.raises(ValueError, match="k <= kc <= N"):
+        k.knn_fwd(dist, idx, x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
+                  np.zeros(0, np.int64), False, 5, 5, 1, 1, 1e-16, np.zeros(2, np.intc), 1)
+    with pytest.raises(ValueError, match="special rows"):
+        k.knn_fwd(np.zeros((2, 2)), np.zeros((2, 2), np.int64), x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
+                  np.array([9], np.int64), False, 2, 2, 1, 1, 1e-16, np.zeros(2, np.intc), 1)
+
+
+def test_kernels_guard_empty_and_zero_width():
+    k = fdist._cpu()
+    e = np.zeros((3, 0))
+    out = np.full((3, 3), 7.0)
+    k.sqdist_fwd(out, e.copy(), e.copy(), np.zeros(3), np.zeros(3), e, e, np.zeros(0),
+                 np.zeros((0, 4), np.intp), 0.1, 1e300, True, True, 2)
+    np.testing.assert_array_equal(out, 0)
+    gx = np.full((3, 0), 7.0)
+    k.grad_rows(gx, np.zeros((3, 3)), True, e, e, e, e, e, NO_NEAR, NO_COUNT, 2.0, 2)
+    g1 = np.full((3, 2), 7.0)
+    z = np.zeros((0, 2))
+    k.grad_rows(g1, np.zeros((3, 0)), False, np.ones((3, 2)), z, np.ones((3, 2)), z,
+                z, NO_NEAR, NO_COUNT, 2.0, 2)
+    np.testing.assert_array_equal(g1, 0)
+    dist, idx = np.zeros((2, 2)), np.zeros((2, 2), np.int64)
+    k.knn_fwd(dist, idx, e, e[:2], e, e[:2], np.zeros(3), np.zeros(2), np.zeros(0, np.int64),
+              False, 2, 3, 4, 4, 1e-16, np.zeros(2, np.intc), 2)
+    np.testing.assert_array_equal(idx, [[0, 1], [0, 1]])
+
+
+def test_failed_scratch_allocation_raises_memory_error_and_writes_nothing():
+    k = fdist._cpu()
+    x = np.ones((4, 3))
+    out = np.full((4, 4), 7.0)
+    with pytest.raises(MemoryError):
+        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(4), np.zeros(4), x, x, np.zeros(3),
+                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 2**30)
+    np.testing.assert_array_equal(out, 7.0)
+    dist, idx = np.full((2, 2), 7.0), np.zeros((2, 2), np.int64)
+    with pytest.raises(MemoryError):
+        k.knn_fwd(dist, idx, x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
+                  np.zeros(0, np.int64), False, 2, 2, 1, 1, 1e-16, np.zeros(2, np.intc), 2**30)
+    np.testing.assert_array_equal(dist, 7.0)
+
+
+def test_backward_goes_through_the_registry(rng):
+    x = rng.standard_normal((5, 3))
+    fi.pairwise_l2_backward(np.ones((5, 5)), x)
+    assert fi.last_kernel().key == ("pairwise_l2_backward", "cpu", "float64")
+    fi.pairwise_sqdist_backward(np.ones((5, 5)), x)
+    assert fi.last_kernel().key == ("pairwise_sqdist_backward", "cpu", "float64")
+
+
+# ----------------------------------------------------------------------------
 # CUDA kernels (numba's simulator on CPU machines: tiny sizes)
 # ----------------------------------------------------------------------------
 
@@ -577,3 +885,56 @@ def test_cuda_backward(cuda, symmetric, rng):
 def test_cuda_mixed_backends_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
         fi.pairwise_sqdist(np.zeros((2, 2)), cuda.to_device(np.zeros((2, 2))))
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cuda_l2_backward_route_and_dist(cuda, symmetric, rng):
+    x = rng.standard_normal((6, 3))
+    y = None if symmetric else rng.standard_normal((4, 3))
+    w = rng.standard_normal((6, 6 if symmetric else 4))
+    dx, dy, dw = cuda.to_device(x), None if symmetric else cuda.to_device(y), cuda.to_device(w)
+    ref_x, ref_y = fi.pairwise_l2_backward(w, x, y)
+    for dist in (None, fi.pairwise_l2(dx, dy)):
+        gx, gy = fi.pairwise_l2_backward(dw, dx, dy, dist=dist)
+        assert fi.last_kernel().key == ("pairwise_l2_backward", "cuda", "float64")
+        assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
+        if not symmetric:
+            assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_launches_stride_over_more_tiles_than_blocks(cuda, rng, monkeypatch):
+    # 1-D grid-stride launches (no gridDim.y cap): with one block per launch,
+    # every tile and element must still be covered.
+    from fastinterp._cuda import distance as cuda_distance
+    monkeypatch.setattr(cuda_distance, "MAX_BLOCKS", 1)
+    x = rng.standard_normal((37, 5))
+    y = rng.standard_normal((18, 5))
+    w = rng.standard_normal((37, 18))
+    r = fi.pairwise_sqdist(cuda.to_device(x), cuda.to_device(y)).copy_to_host()
+    assert_close(r, direct_sqdist(x, y), table=TOL_ORACLE)
+    gx, gy = fi.pairwise_sqdist_backward(cuda.to_device(w), cuda.to_device(x), cuda.to_device(y))
+    ref_x, ref_y = fi.pairwise_sqdist_backward(w, x, y)
+    assert_close(gx.copy_to_host(), ref_x, table=TOL_ORACLE)
+    assert_close(gy.copy_to_host(), ref_y, table=TOL_ORACLE)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_blocks_beyond_one_k_and_n_block(dtype, rng, monkeypatch):
+    # D = 300 spans two K blocks of the packed GEMM (256 float32, 192 float64);
+    # 2100 columns span two N blocks; 2100 rows give several backward tiles.
+    monkeypatch.setattr(fdist, "TILE_N", 4096)
+    x = rng.standard_normal((50, 300)).astype(dtype)
+    y = rng.standard_normal((2100, 300)).astype(dtype)
+    assert_rel(fi.pairwise_sqdist(x, y), direct_sqdist(x, y), dtype)
+    w = rng.standard_normal((50, 2100)).astype(dtype)
+    gx, gy = fi.pairwise_sqdist_backward(w, x, y)
+    x64, y64, w64 = (a.astype(np.float64) for a in (x, y, w))
+    ref_x = 2 * (w64.sum(1)[:, None] * x64 - w64 @ y64)
+    ref_y = 2 * (w64.sum(0)[:, None] * y64 - w64.T @ x64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.abs(gx - ref_x).max() <= tol * np.abs(ref_x).max()
+    assert np.abs(gy - ref_y).max() <= tol * np.abs(ref_y).max()
+    d, i = fi.knn(y, x, 4)
+    np.testing.assert_array_equal(i, brute_knn(y, x, 4)[1])

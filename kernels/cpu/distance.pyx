@@ -1,31 +1,58 @@
 # cython: language_level=3
-"""Distance kernels: blocked GEMM squared distances with a fused epilogue, and kNN.
+"""Distance kernels: blocked GEMM squared distances with a fused epilogue, kNN, and
+the backward passes.
 
-The Python front (fastinterp.distance) validates, picks the centring vector
-and the tiles, and keeps the BLAS single-threaded while these kernels run.
-Each kernel is one OpenMP parallel region: the rows are centred (subtracting
-a common vector changes no distance, and removes most of the cancellation)
-and their squared norms computed; then every thread calls BLAS ``?gemm`` on
-its own tile and finishes that tile while it is still in cache. A tile's
-result never depends on the thread count, so the output is bit-identical
-for any number of threads.
+The Python front (fastinterp.distance) validates and picks the centring vector
+and the tiles. Every matrix product goes through the packed GEMM of
+``_gemm.h``, called single-threaded on fixed output tiles from OpenMP threads:
+no shared BLAS and no process-wide setting is involved, and a tile's result
+never depends on the thread count or on the calling thread, so every output
+is bit-identical for any number of threads.
 
-Conventions for a tile: it is filled with ``|xc_i|^2 + |yc_j|^2``, then
-``?gemm`` adds ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T`` (beta = 1: no separate
-scaling pass) giving ``v``. Entries with
-``v <= tau * (|xc_i|^2 + |yc_j|^2)`` (severe cancellation, identical rows)
-are recomputed by direct differences of the original rows, accumulated in
-float64: identical rows give exact zeros, and every result is >= 0.
+Rows are centred (subtracting a common vector changes no distance and removes
+most of the cancellation) and their squared norms computed in float64. A row
+whose squared norm exceeds ``limit`` (it would overflow the GEMM form) or is
+not finite is "special": its norm is stored as +inf, and every entry it takes
+part in is computed from direct differences.
+
+Conventions for a forward tile: the GEMM writes ``-2 * xc[i0:i0+mb] @ yc[j0:j0+nb].T``
+and its fused epilogue adds ``|xc_i|^2 + |yc_j|^2`` to each micro-tile while it
+is in L1, giving ``v``.
+Entries with ``not (v > tau * (|xc_i|^2 + |yc_j|^2))`` (severe cancellation,
+identical rows, special rows, NaN) are recomputed by direct differences of the
+original rows, accumulated in float64: identical rows give exact zeros, and
+every result is >= 0.
 """
 from cython.parallel cimport parallel, prange, threadid
 cimport openmp
-from libc.math cimport sqrt, sqrtf, INFINITY, NAN
-from libc.stdint cimport INT64_MAX
-from libc.stdlib cimport qsort
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from libc.math cimport sqrt, sqrtf, fabs, INFINITY, NAN
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport INT64_MAX, uintptr_t
+from libc.stdlib cimport qsort, malloc, free
+from libc.string cimport memset
 from _types cimport real
 
 ctypedef long long i64
+
+cdef extern from "_gemm.h" nogil:
+    ctypedef void (*fi_epilogue_f)(void* ctx, size_t i, size_t j, size_t mr, size_t nr,
+                                   float* c, ptrdiff_t rsc) noexcept nogil
+    ctypedef void (*fi_epilogue_d)(void* ctx, size_t i, size_t j, size_t mr, size_t nr,
+                                   double* c, ptrdiff_t rsc) noexcept nogil
+    size_t fi_gemm_work_f()
+    size_t fi_gemm_work_d()
+    void fi_gemm_f(size_t m, size_t n, size_t k, float alpha,
+                   const float* a, ptrdiff_t rsa, ptrdiff_t csa,
+                   const float* b, ptrdiff_t rsb, ptrdiff_t csb,
+                   float beta, float* c, ptrdiff_t rsc, float* work,
+                   fi_epilogue_f epi, void* ctx)
+    void fi_gemm_d(size_t m, size_t n, size_t k, double alpha,
+                   const double* a, ptrdiff_t rsa, ptrdiff_t csa,
+                   const double* b, ptrdiff_t rsb, ptrdiff_t csb,
+                   double beta, double* c, ptrdiff_t rsc, double* work,
+                   fi_epilogue_d epi, void* ctx)
+    int FI_GEMM_ALIGN
+    int FI_MR
 
 cdef extern from *:
     """
@@ -41,6 +68,7 @@ cdef i64 I64_MAX = INT64_MAX
 
 cdef enum:
     SCAN_BLOCK = 64
+    BWD_ROWS = 96        # output rows per backward tile
 
 
 cdef struct Cand:
@@ -49,24 +77,57 @@ cdef struct Cand:
 
 
 # ----------------------------------------------------------------------------
-# Shared arithmetic
+# Workspace and the GEMM
 # ----------------------------------------------------------------------------
 
-cdef inline void gemm_neg2_nt(int m, int n, int k, const real* a, int lda,
-                              const real* b, int ldb, real* c, int ldc,
-                              real beta) noexcept nogil:
-    """Row-major ``c[m, n] = beta * c - 2 * a[m, k] @ b[n, k].T`` (column-major
-    ``c.T = beta c.T - 2 b a.T``); beta is 0 or 1 (1 skips BLAS's scaling pass)."""
-    cdef char ta = b'T'
-    cdef char tn = b'N'
-    cdef real alpha = -2
-    if real is float:
-        sgemm(&ta, &tn, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
-              &beta, <float*> c, &ldc)
-    else:
-        dgemm(&ta, &tn, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
-              &beta, <double*> c, &ldc)
+cdef size_t round_up(size_t n, size_t a) noexcept nogil:
+    return (n + a - 1) // a * a
 
+
+cdef char* alloc_per_thread(object per_thread, object nthreads, void** base) except NULL:
+    """One checked allocation of ``nthreads`` aligned blocks of ``per_thread`` bytes
+    (``per_thread`` a multiple of FI_GEMM_ALIGN). Raises MemoryError; frees with base."""
+    total = per_thread * nthreads + FI_GEMM_ALIGN
+    if per_thread < 0 or nthreads < 1 or total > (<size_t> -1) // 2:
+        raise MemoryError(f"distance kernel: cannot allocate {total} bytes of scratch")
+    base[0] = malloc(<size_t> total)
+    if base[0] == NULL:
+        raise MemoryError(f"distance kernel: cannot allocate {total} bytes of scratch")
+    return <char*> round_up(<uintptr_t> base[0], FI_GEMM_ALIGN)
+
+
+cdef inline size_t gemm_work_bytes(real* kind) noexcept nogil:
+    """Bytes of GEMM workspace for the element type of ``kind`` (64-byte multiple)."""
+    if real is float:
+        return round_up(fi_gemm_work_f() * sizeof(float), FI_GEMM_ALIGN)
+    else:
+        return round_up(fi_gemm_work_d() * sizeof(double), FI_GEMM_ALIGN)
+
+
+cdef inline void gemm(size_t m, size_t n, size_t k, real alpha,
+                      const real* a, ptrdiff_t rsa, ptrdiff_t csa,
+                      const real* b, ptrdiff_t rsb, ptrdiff_t csb,
+                      real beta, real* c, ptrdiff_t rsc, void* work,
+                      FwdCtx* fwd) noexcept nogil:
+    """``c = beta c + alpha a @ b`` with the deterministic packed GEMM (single thread);
+    with ``fwd``, each micro-tile is finished by the forward epilogue (micro_epilogue)."""
+    cdef fi_epilogue_f epi_f = NULL
+    cdef fi_epilogue_d epi_d = NULL
+    if real is float:
+        if fwd != NULL:
+            epi_f = micro_epilogue[float]
+        fi_gemm_f(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <float*> work,
+                  epi_f, fwd)
+    else:
+        if fwd != NULL:
+            epi_d = micro_epilogue[double]
+        fi_gemm_d(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <double*> work,
+                  epi_d, fwd)
+
+
+# ----------------------------------------------------------------------------
+# Shared arithmetic
+# ----------------------------------------------------------------------------
 
 cdef inline double sqdiff(const real* a, const real* b, Py_ssize_t d) noexcept nogil:
     """sum((a - b)**2) accumulated in float64 with 8 fixed partial sums (exact 0 for a == b)."""
@@ -83,6 +144,45 @@ cdef inline double sqdiff(const real* a, const real* b, Py_ssize_t d) noexcept n
         t = <double> a[k] - <double> b[k]
         acc[k - d8] += t * t
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double sum_contig(const real* a, Py_ssize_t n) noexcept nogil:
+    """sum(a) in float64 with 8 fixed partial sums."""
+    cdef double acc[8]
+    cdef Py_ssize_t k, l, n8 = n - n % 8
+    for l in range(8):
+        acc[l] = 0
+    for k in range(0, n8, 8):
+        for l in range(8):
+            acc[l] += a[k + l]
+    for k in range(n8, n):
+        acc[k - n8] += a[k]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef double direct_norm(const real* a, const real* b, Py_ssize_t d) noexcept nogil:
+    """|a - b| in float64; rescaled when the sum of squares overflows but the norm does not."""
+    cdef double s = sqdiff(a, b, d), m = 0, t
+    cdef Py_ssize_t k
+    if s != INFINITY:
+        return sqrt(s)
+    for k in range(d):
+        t = fabs(<double> a[k] - <double> b[k])
+        if t > m:
+            m = t
+    if m == INFINITY:
+        return m
+    s = 0
+    for k in range(d):
+        t = (<double> a[k] - <double> b[k]) / m
+        s += t * t
+    return m * sqrt(s)
+
+
+cdef inline double direct_dist(const real* a, const real* b, Py_ssize_t d,
+                               bint take_sqrt) noexcept nogil:
+    """|a - b|^2 (or |a - b|) from direct differences, in float64."""
+    return direct_norm(a, b, d) if take_sqrt else sqdiff(a, b, d)
 
 
 cdef inline bint greater(double a, i64 ia, double b, i64 ib) noexcept nogil:
@@ -141,66 +241,83 @@ cdef inline double sqnorm(const real* a, Py_ssize_t d) noexcept nogil:
 
 
 cdef inline void centre_row(const real* src, const real* centre, real* dst, real* norm,
-                            Py_ssize_t d) noexcept nogil:
-    """dst = src - centre; norm = |dst|^2 (float64 sum, rounded once)."""
+                            Py_ssize_t d, double limit) noexcept nogil:
+    """dst = src - centre; norm = |dst|^2 (float64 sum, rounded once), or +inf for a
+    special row (norm above ``limit``, or not finite)."""
     cdef Py_ssize_t k
+    cdef double s
     for k in range(d):
         dst[k] = src[k] - centre[k]
-    norm[0] = <real> sqnorm(dst, d)
+    s = sqnorm(dst, d)
+    norm[0] = <real> s if s <= limit else <real> INFINITY
 
 
 def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
-                const real[::1] centre, int nthreads):
-    """dst[i] = src[i] - centre; norms[i] = |dst[i]|^2 (float64 sum, rounded once)."""
+                const real[::1] centre, double limit, int nthreads):
+    """dst[i] = src[i] - centre; norms[i] = |dst[i]|^2, +inf above ``limit`` (see centre_row)."""
     cdef Py_ssize_t m = src.shape[0], d = src.shape[1], i
-    if m == 0 or d == 0:
+    if (dst.shape[0] != m or dst.shape[1] != d or norms.shape[0] != m
+            or centre.shape[0] != d):
+        raise ValueError("centre_rows: dst (M, D), norms (M,) and centre (D,) must match src (M, D).")
+    if m == 0:
         return
-    for i in prange(m, nogil=True, schedule="static", num_threads=nthreads):
-        centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d)
+    for i in prange(m, nogil=True, schedule="static", num_threads=max(1, nthreads)):
+        if d == 0:
+            norms[i] = 0
+        else:
+            centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d, limit)
 
 
 # ----------------------------------------------------------------------------
 # Pairwise squared distances
 # ----------------------------------------------------------------------------
 
-cdef void tile_prefill(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
-                       const real* nx, const real* ny) noexcept nogil:
-    """c[ii, jj] = |x_c,ii|^2 + |y_c,jj|^2 (the GEMM then adds -2 x_c.y_c with beta = 1)."""
-    cdef Py_ssize_t ii, jj
-    cdef real* row
-    cdef real nxi
-    for ii in range(mb):
-        row = c + ii * ldc
-        nxi = nx[ii]
-        for jj in range(nb):
-            row[jj] = nxi + ny[jj]
+cdef struct FwdCtx:
+    const void* nx      # squared centred norms of the tile's rows (real*)
+    const void* ny      # ... and of its columns
+    const void* x       # the tile's first row of x (real*, row stride d)
+    const void* y       # ... and of y
+    Py_ssize_t d
+    double tau
+    bint take_sqrt
 
 
-cdef void tile_epilogue(real* c, Py_ssize_t ldc, Py_ssize_t mb, Py_ssize_t nb,
-                        const real* nx, const real* ny, const real* x, const real* y,
-                        Py_ssize_t d, real tau, bint take_sqrt) noexcept nogil:
-    """Finish one tile of ``c`` in place (rows x[0:mb], columns y[0:nb], row stride d):
-    entries with v <= tau * (|x_c|^2 + |y_c|^2) are recomputed directly."""
-    cdef Py_ssize_t ii, jj
+cdef void micro_epilogue(void* ctx, size_t i, size_t j, size_t mr, size_t nr, real* c,
+                         ptrdiff_t rsc) noexcept nogil:
+    """Finish rows i:i+mr, columns j:j+nr of a forward tile (c holds -2 xc.yc there):
+    v = (|xc|^2 + |yc|^2) + c; entries with not (v > tau (|xc|^2 + |yc|^2)) are
+    recomputed from direct differences; then the square root if asked."""
+    cdef FwdCtx* f = <FwdCtx*> ctx
+    cdef const real* nx = <const real*> f.nx + i
+    cdef const real* ny = <const real*> f.ny + j
+    cdef const real* x = <const real*> f.x + i * f.d
+    cdef const real* y = <const real*> f.y + j * f.d
+    cdef real tau = <real> f.tau
+    cdef size_t ii, jj
     cdef real* row
-    cdef real nxi
+    cdef real nxi, p, v
     cdef int cnt
-    for ii in range(mb):
-        row = c + ii * ldc
+    for ii in range(mr):
+        row = c + ii * rsc
         nxi = nx[ii]
         cnt = 0
-        for jj in range(nb):
-            cnt += row[jj] <= tau * (nxi + ny[jj])
+        for jj in range(nr):
+            p = nxi + ny[jj]
+            v = p + row[jj]
+            row[jj] = v
+            cnt += not (v > tau * p)
         if cnt:
-            for jj in range(nb):
-                if row[jj] <= tau * (nxi + ny[jj]):
-                    row[jj] = <real> sqdiff(x + ii * d, y + jj * d, d)
-        if take_sqrt:
+            for jj in range(nr):
+                if not (row[jj] > tau * (nxi + ny[jj])):
+                    row[jj] = <real> direct_dist(x + ii * f.d, y + jj * f.d, f.d, f.take_sqrt)
+                elif f.take_sqrt:
+                    row[jj] = sqrt(row[jj])
+        elif f.take_sqrt:
             if real is float:
-                for jj in range(nb):
+                for jj in range(nr):
                     row[jj] = sqrtf(row[jj])
             else:
-                for jj in range(nb):
+                for jj in range(nr):
                     row[jj] = sqrt(row[jj])
 
 
@@ -215,42 +332,229 @@ cdef void mirror_tile(real* out, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t j0,
             out[(j0 + jj) * n + i0 + ii] = out[(i0 + ii) * n + j0 + jj]
 
 
+cdef int check_tiles(const Py_ssize_t[:, ::1] tiles, Py_ssize_t m, Py_ssize_t n,
+                     bint symmetric) except -1:
+    cdef Py_ssize_t t
+    if tiles.shape[0] and tiles.shape[1] != 4:
+        raise ValueError("sqdist_fwd: tiles must have shape (T, 4).")
+    for t in range(tiles.shape[0]):
+        if (tiles[t, 0] < 0 or tiles[t, 1] < 0 or tiles[t, 2] < 1 or tiles[t, 3] < 1
+                or tiles[t, 2] > m - tiles[t, 0] or tiles[t, 3] > n - tiles[t, 1]
+                or (symmetric and tiles[t, 1] < tiles[t, 0])):
+            raise ValueError(f"sqdist_fwd: tile {t} lies outside the ({m}, {n}) output.")
+    return 0
+
+
 def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
                real[::1] nx, real[::1] ny, const real[:, ::1] x, const real[:, ::1] y,
                const real[::1] centre, const Py_ssize_t[:, ::1] tiles, double tau,
-               bint take_sqrt, bint symmetric, int nthreads):
+               double limit, bint take_sqrt, bint symmetric, int nthreads):
     """out[i, j] = |x_i - y_j|^2 (or its square root), tile by tile.
 
     One parallel region: first ``xc``/``yc`` (scratch, the rows of x and y
-    minus ``centre``) and ``nx``/``ny`` (their squared norms) are filled,
-    then every tile ``(i0, j0, rows, cols)`` of ``tiles`` is prefilled,
-    multiplied and finished (dynamic schedule, in list order). With
-    ``symmetric`` (y is x: pass the same arrays) the tiles cover the upper
-    triangle (diagonal tiles square) and are mirrored into the lower one.
+    minus ``centre``) and ``nx``/``ny`` (their squared norms, +inf for special
+    rows above ``limit``) are filled, then every tile ``(i0, j0, rows, cols)``
+    of ``tiles`` is multiplied and finished (dynamic schedule: which
+    thread runs a tile changes nothing in it). With ``symmetric`` (y is x: pass
+    the same arrays) the tiles cover the upper triangle (diagonal tiles square)
+    and are mirrored into the lower one. D = 0 gives zeros.
     """
-    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], d = xc.shape[1]
+    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], d = x.shape[1]
     cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb, r
     cdef Py_ssize_t nrows = m if symmetric else m + n
-    cdef real* po = &out[0, 0]
-    with nogil, parallel(num_threads=nthreads):
-        for r in prange(nrows, schedule="static"):
-            if r < m:
-                centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d)
+    cdef real* po
+    cdef void* base = NULL
+    cdef char* work
+    cdef size_t wstride, gbytes
+    cdef char* mine
+    cdef FwdCtx* ctx
+    if (x.shape[0] != m or y.shape[0] != n or y.shape[1] != d or xc.shape[0] != m
+            or xc.shape[1] != d or yc.shape[0] != n or yc.shape[1] != d
+            or nx.shape[0] != m or ny.shape[0] != n or centre.shape[0] != d):
+        raise ValueError("sqdist_fwd: out (M, N), x/xc (M, D), y/yc (N, D), nx (M,), "
+                         "ny (N,), centre (D,) must agree.")
+    if m == 0 or n == 0:
+        return
+    if d == 0:
+        out[:, :] = 0
+        return
+    check_tiles(tiles, m, n, symmetric)
+    nthreads = max(1, nthreads)
+    po = &out[0, 0]
+    gbytes = gemm_work_bytes(po)
+    wstride = gbytes + round_up(sizeof(FwdCtx), FI_GEMM_ALIGN)
+    work = alloc_per_thread(wstride, nthreads, &base)
+    try:
+        with nogil, parallel(num_threads=nthreads):
+            for r in prange(nrows, schedule="static"):
+                if r < m:
+                    centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d, limit)
+                else:
+                    centre_row(&y[r - m, 0], &centre[0], &yc[r - m, 0], &ny[r - m], d, limit)
+            omp_barrier()     # every centred row is ready before any tile starts
+            for t in prange(ntiles, schedule="dynamic", chunksize=1):
+                i0 = tiles[t, 0]
+                j0 = tiles[t, 1]
+                mb = tiles[t, 2]
+                nb = tiles[t, 3]
+                mine = work + threadid() * wstride
+                ctx = <FwdCtx*> (mine + gbytes)      # this thread's epilogue context
+                ctx.nx = &nx[i0]
+                ctx.ny = &ny[j0]
+                ctx.x = &x[i0, 0]
+                ctx.y = &y[j0, 0]
+                ctx.d = d
+                ctx.tau = tau
+                ctx.take_sqrt = take_sqrt
+                gemm(mb, nb, d, <real> -2, &xc[i0, 0], d, 1, &yc[j0, 0], 1, d,
+                     <real> 0, po + i0 * n + j0, n, mine, ctx)
+                if symmetric:
+                    mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
+    finally:
+        free(base)
+
+
+# ----------------------------------------------------------------------------
+# Backward: gradients of sum(S * distances) with respect to the rows
+# ----------------------------------------------------------------------------
+
+cdef inline bint near_pair(double dist, double ra, double rb, double tau) noexcept nogil:
+    """The L2 backward takes the pair from direct differences."""
+    return not (dist > tau * (ra + rb))
+
+
+cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_ssize_t d,
+                    const real* s, ptrdiff_t rss, ptrdiff_t css, const real* g,
+                    const unsigned char* near, const i64* count,
+                    const real* a, const real* b, const real* ac, const real* bc,
+                    double factor, double* rowsum, double* acc, void* work) noexcept nogil:
+    """Rows r0:r0+mb of ``out[r] = factor sum_q S(r,q) (a_r - b_q)`` (S(r,q) = s[r*rss + q*css],
+    likewise g and near), as ``factor (rowsum_r ac_r - (S @ bc)_r)`` plus, for the
+    near pairs (which carry S = 0; ``count[r]`` of them in row r, none when count is
+    NULL), ``g(r,q) (a_r - b_q) / |a_r - b_q|`` from direct differences in float64.
+    Every sum runs over q in increasing order."""
+    cdef Py_ssize_t rr, q, k, r
+    cdef ptrdiff_t o
+    cdef double w, nrm
+    cdef real* row
+    gemm(mb, d, ns, <real> -1, s + r0 * rss, rss, css, bc, d, 1, <real> 0,
+         out + r0 * d, d, work, NULL)
+    for rr in range(mb):
+        rowsum[rr] = 0
+    if css == 1:
+        for rr in range(mb):
+            rowsum[rr] = sum_contig(s + (r0 + rr) * rss, ns)
+    else:
+        for q in range(ns):
+            for rr in range(mb):
+                rowsum[rr] += s[(r0 + rr) * rss + q * css]
+    for rr in range(mb):
+        r = r0 + rr
+        row = out + r * d
+        for k in range(d):
+            row[k] = <real> (factor * (rowsum[rr] * <double> ac[r * d + k] + <double> row[k]))
+        if count == NULL or count[r] == 0:
+            continue
+        for k in range(d):
+            acc[k] = 0
+        for q in range(ns):
+            o = r * rss + q * css
+            if not near[o]:
+                continue
+            nrm = direct_norm(a + r * d, b + q * d, d)
+            if not (nrm > 0):
+                continue    # zero distance: the subgradient 0
+            w = <double> g[o] / nrm
+            for k in range(d):
+                acc[k] += w * (<double> a[r * d + k] - <double> b[q * d + k])
+        for k in range(d):
+            row[k] = <real> (<double> row[k] + acc[k])
+
+
+def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
+              const real[:, ::1] a, const real[:, ::1] b, const real[:, ::1] ac,
+              const real[:, ::1] bc, const real[:, ::1] g, const unsigned char[:, ::1] near,
+              const i64[::1] count, double factor, int nthreads):
+    """``out[r] = factor * sum_q S(r, q) (a_r - b_q)`` for every row r of ``a``.
+
+    S is ``s`` (shape (len(a), len(b))) or, with ``transpose``, ``s.T``; ``g``
+    and ``near`` are read the same way. ``ac``/``bc`` are a and b minus one
+    common centre. When ``count`` is not empty (the L2 backward), the pairs
+    with ``near`` set (``count[r]`` of them in row r) must carry S = 0 and
+    contribute ``g (a_r - b_q) / |a_r - b_q|`` from direct differences
+    instead; when it is empty, g and near are not read. Fixed tiles of
+    BWD_ROWS rows, each one GEMM (sums in increasing q order): bit-identical
+    for any thread count.
+    """
+    cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], d = a.shape[1]
+    cdef Py_ssize_t ntiles, t, r0, mb
+    cdef ptrdiff_t rss, css
+    cdef bint direct = count.shape[0] != 0
+    cdef void* base = NULL
+    cdef char* work
+    cdef char* mine
+    cdef size_t wstride, gbytes
+    cdef Py_ssize_t s0 = nb if transpose else na, s1 = na if transpose else nb
+    if (s.shape[0] != s0 or s.shape[1] != s1 or out.shape[0] != na or out.shape[1] != d
+            or b.shape[1] != d or ac.shape[0] != na or ac.shape[1] != d
+            or bc.shape[0] != nb or bc.shape[1] != d):
+        raise ValueError("grad_rows: out/a/ac (A, D), b/bc (B, D) and s (A, B) "
+                         "(transposed: (B, A)) must agree.")
+    if direct and (g.shape[0] != s0 or g.shape[1] != s1 or near.shape[0] != s0
+                   or near.shape[1] != s1 or count.shape[0] != na):
+        raise ValueError("grad_rows: g and near must have the shape of s, count (A,).")
+    if na == 0 or d == 0:
+        return
+    if nb == 0:
+        out[:, :] = 0
+        return
+    if transpose:
+        rss, css = 1, na
+    else:
+        rss, css = nb, 1
+    ntiles = (na + BWD_ROWS - 1) // BWD_ROWS
+    nthreads = max(1, min(nthreads, ntiles))
+    gbytes = gemm_work_bytes(&out[0, 0])
+    wstride = gbytes + round_up((BWD_ROWS + d) * sizeof(double), FI_GEMM_ALIGN)
+    work = alloc_per_thread(wstride, nthreads, &base)
+    try:
+        with nogil, parallel(num_threads=nthreads):
+            for t in prange(ntiles, schedule="dynamic", chunksize=1):
+                mine = work + threadid() * wstride
+                r0 = t * BWD_ROWS
+                mb = min(<Py_ssize_t> BWD_ROWS, na - r0)
+                grad_tile(&out[0, 0], r0, mb, nb, d, &s[0, 0], rss, css,
+                          &g[0, 0] if direct else NULL, &near[0, 0] if direct else NULL,
+                          &count[0] if direct else NULL,
+                          &a[0, 0], &b[0, 0], &ac[0, 0], &bc[0, 0], factor,
+                          <double*> (mine + gbytes), <double*> (mine + gbytes) + BWD_ROWS,
+                          mine)
+    finally:
+        free(base)
+
+
+def l2_scale(real[:, ::1] s, unsigned char[:, ::1] near, const real[:, ::1] g,
+             const real[:, ::1] dist, const double[::1] rx, const double[::1] ry, double tau,
+             int nthreads):
+    """``s = g / dist`` (0 where dist == 0); ``near`` marks the pairs with
+    ``not (dist > tau (rx_i + ry_j))``, taken from direct differences by grad_rows
+    (their s is 0)."""
+    cdef Py_ssize_t m = s.shape[0], n = s.shape[1], i, j
+    cdef double dv
+    if (g.shape[0] != m or g.shape[1] != n or dist.shape[0] != m or dist.shape[1] != n
+            or near.shape[0] != m or near.shape[1] != n or rx.shape[0] != m
+            or ry.shape[0] != n):
+        raise ValueError("l2_scale: s, near, g, dist (M, N), rx (M,), ry (N,) must agree.")
+    if m == 0 or n == 0:
+        return
+    for i in prange(m, nogil=True, schedule="static", num_threads=max(1, nthreads)):
+        for j in range(n):
+            dv = dist[i, j]
+            near[i, j] = near_pair(dv, rx[i], ry[j], tau)
+            if near[i, j] or not (dv > 0):
+                s[i, j] = 0
             else:
-                centre_row(&y[r - m, 0], &centre[0], &yc[r - m, 0], &ny[r - m], d)
-        omp_barrier()     # every centred row is ready before any tile starts
-        for t in prange(ntiles, schedule="dynamic", chunksize=1):
-            i0 = tiles[t, 0]
-            j0 = tiles[t, 1]
-            mb = tiles[t, 2]
-            nb = tiles[t, 3]
-            tile_prefill(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0])
-            gemm_neg2_nt(<int> mb, <int> nb, <int> d, &xc[i0, 0], <int> d, &yc[j0, 0],
-                         <int> d, po + i0 * n + j0, <int> n, 1)
-            tile_epilogue(po + i0 * n + j0, n, mb, nb, &nx[i0], &ny[j0], &x[i0, 0],
-                          &y[j0, 0], d, <real> tau, take_sqrt)
-            if symmetric:
-                mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
+                s[i, j] = <real> (<double> g[i, j] / dv)
 
 
 # ----------------------------------------------------------------------------
@@ -263,6 +567,7 @@ cdef void scan_block(const real* g, const real* nx, Py_ssize_t nb, i64 j0,
 
     Runs of SCAN_BLOCK values are first tested against the heap's largest
     entry in one vectorised pass; only runs with a hit are walked one by one.
+    Special rows (nx = +inf) give v = inf or NaN and never enter.
     """
     cdef Py_ssize_t jb = 0, l, run
     cdef real thr = <real> hv[0], v
@@ -297,36 +602,43 @@ cdef void exact_scan(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
 
 cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
                       Py_ssize_t k, Py_ssize_t kc, Py_ssize_t nheaps, const double* hv,
-                      const i64* hi, Py_ssize_t heap_stride, double delta, Cand* cand,
+                      const i64* hi, Py_ssize_t heap_stride, const i64* special,
+                      Py_ssize_t nspecial, bint exact, double delta, Cand* cand,
                       double* ev, i64* ei, real* dist_row, i64* idx_row) noexcept nogil:
     """The k nearest rows of one query from the candidates of ``nheaps`` heaps
     (heap t at hv/hi + t * heap_stride, kc entries each; one heap per thread,
-    each over its share of the rows of x).
+    each over its share of the rows of x) and the ``special`` rows of x.
 
-    Every row of x outside heap t has v >= that heap's largest entry, so every
-    row outside all heaps has v >= a_out = min_t(largest of heap t) (+inf for
-    a heap that is not full). When a_out exceeds the k-th smallest candidate
-    by more than twice the rounding bound ``delta``, the candidates contain
-    the exact answer: their distances are recomputed directly and sorted.
-    Otherwise the query is rescanned exactly. Returns 1 on a rescan.
+    Every non-special row of x outside heap t has v >= that heap's largest
+    entry, so every row outside all candidates has v >= a_out = min_t(largest
+    of heap t) (+inf for a heap that is not full). When a_out exceeds the k-th
+    smallest candidate (special ones counted as +inf) by more than twice the
+    rounding bound ``delta``, the candidates contain the exact answer: their
+    distances are recomputed directly and sorted. Otherwise (or with
+    ``exact``) the query is rescanned exactly. Returns 1 on a rescan.
     """
     cdef Py_ssize_t c, t, ncand = 0
     cdef double a_out = INFINITY
-    cdef bint fallback = False
-    for t in range(nheaps):
-        if hv[t * heap_stride] < a_out:
-            a_out = hv[t * heap_stride]
-        for c in range(kc):
-            if hi[t * heap_stride + c] >= 0:
-                cand[ncand].d = hv[t * heap_stride + c]
-                cand[ncand].i = hi[t * heap_stride + c]
-                ncand += 1
-    if ncand < k:
-        fallback = True
-    else:
-        qsort(cand, ncand, sizeof(Cand), cand_cmp)
-        if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
+    cdef bint fallback = exact
+    if not fallback:
+        for t in range(nheaps):
+            if hv[t * heap_stride] < a_out:
+                a_out = hv[t * heap_stride]
+            for c in range(kc):
+                if hi[t * heap_stride + c] >= 0:
+                    cand[ncand].d = hv[t * heap_stride + c]
+                    cand[ncand].i = hi[t * heap_stride + c]
+                    ncand += 1
+        for c in range(nspecial):
+            cand[ncand].d = INFINITY
+            cand[ncand].i = special[c]
+            ncand += 1
+        if ncand < k:
             fallback = True
+        else:
+            qsort(cand, ncand, sizeof(Cand), cand_cmp)
+            if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
+                fallback = True
     if fallback:
         exact_scan(q, x, n, d, k, ev, ei)
         for c in range(k):
@@ -344,78 +656,120 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
 
 
 def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
-            const real[:, ::1] q, const real[::1] centre, real[:, ::1] xc,
-            real[:, ::1] qc, real[::1] nx, real[::1] nq, int k, int kc, int qblock,
-            int tblock, double unit, real[:, ::1] gbuf, double[:, ::1] hvbuf,
-            i64[:, ::1] hibuf, double[:, ::1] evbuf, i64[:, ::1] eibuf,
+            const real[:, ::1] q, const real[:, ::1] xc, const real[:, ::1] qc,
+            const real[::1] nx, const real[::1] nq, const i64[::1] special,
+            bint all_exact, int k, int kc, int qblock, int tblock, double unit,
             int[::1] fallbacks, int nthreads):
     """k nearest rows of ``x`` for every row of ``q`` (sorted, ties by smaller index).
 
-    One parallel region. First ``xc``/``qc`` (scratch: rows minus ``centre``)
-    and ``nx``/``nq`` (their squared norms) are filled. Then, query block by
-    query block (``qblock`` queries), the threads share out the blocks of
-    ``tblock`` rows of x (dynamic schedule): GEMM into the thread's ``gbuf``,
-    then ``|xc_j|^2 - 2 qc.xc_j`` is offered to the thread's heap of ``kc``
-    candidates per query. Finally each query's candidates from all heaps are
-    checked and recomputed exactly (see finish_query). ``unit`` is the
-    dtype's unit roundoff. Per-thread scratch: gbuf (nthreads, qblock*tblock),
-    hvbuf/hibuf (nthreads, qblock*kc), evbuf (nthreads, 2*nthreads*kc + k),
-    eibuf (nthreads, k). ``fallbacks[q]`` is set to 1 for each query that
-    took the exact rescan.
+    ``xc``/``qc`` are the rows minus one centre and ``nx``/``nq`` their squared
+    norms (+inf for special rows: see centre_rows); ``special`` lists the
+    special rows of x (they never enter the heaps and are always candidates).
+    A special query, or every query with ``all_exact``, is scanned exactly.
+    Query block by query block (``qblock`` queries), the threads share out the
+    blocks of ``tblock`` rows of x (dynamic schedule): GEMM into the thread's
+    buffer, then ``|xc_j|^2 - 2 qc.xc_j`` is offered to the thread's heap of
+    ``kc`` candidates per query. Finally each query's candidates are checked
+    and recomputed exactly (see finish_query). ``unit`` is the dtype's unit
+    roundoff. ``fallbacks[q]`` is set to 1 for each query that was rescanned.
+    Scratch is allocated here (MemoryError before anything is written).
     """
     cdef Py_ssize_t nqry = q.shape[0], n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t nblocks = (nqry + qblock - 1) // qblock
-    cdef Py_ssize_t ntb = (n + tblock - 1) // tblock
-    cdef Py_ssize_t stride = hvbuf.shape[1]
-    cdef Py_ssize_t b, q0, nr, r, c, j, tb, j0, nb, tid
+    cdef Py_ssize_t nspecial = special.shape[0]
+    cdef Py_ssize_t nblocks, ntb, b, q0, nr, r, c, j, tb, j0, nb, tid
     cdef int nteam
     cdef double nx_max = 0, nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
+    cdef void* base = NULL
+    cdef char* work
+    cdef char* mine
+    cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei
     cdef real* g
     cdef double* hv
     cdef i64* hi
+    cdef const i64* spec
+    if (dist.shape[0] != nqry or idx.shape[0] != nqry or dist.shape[1] != k
+            or idx.shape[1] != k or q.shape[1] != d or xc.shape[0] != n
+            or xc.shape[1] != d or qc.shape[0] != nqry or qc.shape[1] != d
+            or nx.shape[0] != n or nq.shape[0] != nqry or fallbacks.shape[0] != nqry):
+        raise ValueError("knn_fwd: dist/idx (Q, k), x/xc (N, D), q/qc (Q, D), nx (N,), "
+                         "nq (Q,), fallbacks (Q,) must agree.")
+    if not (1 <= k <= kc <= n) or qblock < 1 or tblock < 1:
+        raise ValueError(f"knn_fwd: need 1 <= k <= kc <= N, qblock >= 1, tblock >= 1; "
+                         f"got k={k}, kc={kc}, N={n}, qblock={qblock}, tblock={tblock}.")
+    for c in range(nspecial):
+        if not 0 <= special[c] < n:
+            raise ValueError(f"knn_fwd: special rows must lie in [0, {n}).")
+    if nqry == 0:
+        return
+    if d == 0:   # every distance is 0: the first k rows, by the index tie-break
+        for r in range(nqry):
+            for c in range(k):
+                dist[r, c] = 0
+                idx[r, c] = c
+            fallbacks[r] = 0
+        return
+    nthreads = max(1, nthreads)
+    nblocks = (nqry + qblock - 1) // qblock
+    ntb = (n + tblock - 1) // tblock
+    # Per-thread scratch: GEMM workspace, the GEMM result, the heaps (read by
+    # every thread when finishing), the candidate list and the exact-scan heap.
+    gbytes = gemm_work_bytes(&dist[0, 0])
+    o_g = gbytes
+    o_hv = o_g + round_up(<size_t> qblock * tblock * sizeof(real), FI_GEMM_ALIGN)
+    o_hi = o_hv + round_up(<size_t> qblock * kc * sizeof(double), FI_GEMM_ALIGN)
+    o_cand = o_hi + round_up(<size_t> qblock * kc * sizeof(i64), FI_GEMM_ALIGN)
+    o_ev = o_cand + round_up((<size_t> nthreads * kc + nspecial + k) * sizeof(Cand),
+                             FI_GEMM_ALIGN)
+    o_ei = o_ev + round_up(<size_t> k * sizeof(double), FI_GEMM_ALIGN)
+    wstride = o_ei + round_up(<size_t> k * sizeof(i64), FI_GEMM_ALIGN)
+    work = alloc_per_thread(wstride, nthreads, &base)
+    spec = &special[0] if nspecial else NULL
+    for j in range(n):
+        if nx[j] != INFINITY and nx[j] > nx_max:
+            nx_max = nx[j]
     j = b = c = q0 = nr = tid = 0     # (thread-private below; set to quiet the compiler)
     g = NULL
     hv = NULL
     hi = NULL
+    mine = NULL
     nteam = 1
-    with nogil, parallel(num_threads=nthreads):
-        tid = threadid()
-        nteam = openmp.omp_get_num_threads()   # the heaps in use (<= nthreads)
-        g = &gbuf[tid, 0]
-        hv = &hvbuf[tid, 0]
-        hi = &hibuf[tid, 0]
-        for r in prange(n + nqry, schedule="static"):
-            if r < n:
-                centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d)
-            else:
-                centre_row(&q[r - n, 0], &centre[0], &qc[r - n, 0], &nq[r - n], d)
-        omp_barrier()     # every centred row is ready before any block starts
-        nx_max = 0        # every thread finds the same maximum (order-free)
-        for j in range(n):
-            if nx[j] > nx_max:
-                nx_max = nx[j]
-        for b in range(nblocks):
-            q0 = b * qblock
-            nr = min(<Py_ssize_t> qblock, nqry - q0)
-            for c in range(nr * kc):
-                hv[c] = INFINITY
-                hi[c] = -1
-            for tb in prange(ntb, schedule="dynamic", chunksize=1):
-                j0 = tb * tblock
-                nb = min(<Py_ssize_t> tblock, n - j0)
-                gemm_neg2_nt(<int> nr, <int> nb, <int> d, &qc[q0, 0], <int> d,
-                             &xc[j0, 0], <int> d, g, <int> tblock, 0)
-                for r in range(nr):
-                    scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc,
-                               hi + r * kc, kc)
-            omp_barrier()     # all heaps of this block are complete
-            for r in prange(nr, schedule="dynamic", chunksize=16):
-                nqr = nq[q0 + r]
-                delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
-                fallbacks[q0 + r] = finish_query(
-                    &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nteam, &hvbuf[0, r * kc],
-                    &hibuf[0, r * kc], stride, delta, <Cand*> &evbuf[tid, 0],
-                    &evbuf[tid, 2 * nthreads * kc], &eibuf[tid, 0],
-                    &dist[q0 + r, 0], &idx[q0 + r, 0])
-            omp_barrier()     # heaps are read before the next block resets them
+    try:
+        with nogil, parallel(num_threads=nthreads):
+            tid = threadid()
+            nteam = openmp.omp_get_num_threads()   # the heaps in use (<= nthreads)
+            mine = work + tid * wstride
+            g = <real*> (mine + o_g)
+            hv = <double*> (mine + o_hv)
+            hi = <i64*> (mine + o_hi)
+            for b in range(nblocks):
+                q0 = b * qblock
+                nr = min(<Py_ssize_t> qblock, nqry - q0)
+                for c in range(nr * kc):
+                    hv[c] = INFINITY
+                    hi[c] = -1
+                if not all_exact:
+                    for tb in prange(ntb, schedule="dynamic", chunksize=1):
+                        j0 = tb * tblock
+                        nb = min(<Py_ssize_t> tblock, n - j0)
+                        gemm(nr, nb, d, <real> -2, &qc[q0, 0], d, 1, &xc[j0, 0], 1, d,
+                             <real> 0, g, tblock, mine, NULL)
+                        for r in range(nr):
+                            scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc,
+                                       hi + r * kc, kc)
+                omp_barrier()     # all heaps of this block are complete
+                for r in prange(nr, schedule="dynamic", chunksize=16):
+                    nqr = nq[q0 + r]
+                    delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
+                    fallbacks[q0 + r] = finish_query(
+                        &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nteam,
+                        <double*> (work + o_hv) + r * kc, <i64*> (work + o_hi) + r * kc,
+                        wstride // sizeof(double), spec, nspecial,
+                        all_exact or nqr == INFINITY, delta,
+                        <Cand*> (work + tid * wstride + o_cand),
+                        <double*> (work + tid * wstride + o_ev),
+                        <i64*> (work + tid * wstride + o_ei),
+                        &dist[q0 + r, 0], &idx[q0 + r, 0])
+                omp_barrier()     # heaps are read before the next block resets them
+    finally:
+        free(base)

@@ -12,37 +12,42 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int64
 
-from ._support import THREADS_1D, THREADS_2D, as_device, blocks_1d, blocks_2d, empty_like_caller
+from ._support import THREADS_1D, THREADS_2D, blocks_1d
 
 TILE = THREADS_2D[0]       # shared-memory tile edge (threads per block side)
 MAX_K = 128                # largest k of the per-query top-k kernel (local arrays)
+MAX_BLOCKS = 1 << 16       # blocks per 1-D launch; grid-stride loops cover the rest
 
 
 def _make_sqdist_kernel(nb_type):
     @cuda.jit
     def sqdist_tiled(out, x, y, take_sqrt):
-        """One thread computes out[i, j] = sum_k (x[i, k] - y[j, k])**2 (or its root);
-        the block stages TILE-wide column strips of its x and y rows in shared memory."""
+        """One thread computes out[i, j] = sum_k (x[i, k] - y[j, k])**2 (or its root) for
+        one (i, j) of each TILE x TILE output tile its block strides over (1-D grid:
+        tile t is row block t // tiles_n, column block t % tiles_n); the block stages
+        TILE-wide column strips of its x and y rows in shared memory."""
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-        i = cuda.blockIdx.y * TILE + ty
-        j = cuda.blockIdx.x * TILE + tx
-        inside = i < out.shape[0] and j < out.shape[1]   # bounds guard (all threads sync)
+        tiles_n = (out.shape[1] + TILE - 1) // TILE
+        ntiles = ((out.shape[0] + TILE - 1) // TILE) * tiles_n
         xs = cuda.shared.array((TILE, TILE + 1), nb_type)
         ys = cuda.shared.array((TILE, TILE + 1), nb_type)
-        row_y = cuda.blockIdx.x * TILE + ty               # the y row this thread stages
         d = x.shape[1]
-        acc = nb_type(0)
-        for k0 in range(0, d, TILE):
-            k = k0 + tx
-            xs[ty, tx] = x[i, k] if i < x.shape[0] and k < d else 0
-            ys[ty, tx] = y[row_y, k] if row_y < y.shape[0] and k < d else 0
-            cuda.syncthreads()
-            for kk in range(min(TILE, d - k0)):
-                t = xs[ty, kk] - ys[tx, kk]
-                acc += t * t
-            cuda.syncthreads()
-        if inside:
-            out[i, j] = math.sqrt(acc) if take_sqrt else acc
+        for t in range(cuda.blockIdx.x, ntiles, cuda.gridDim.x):   # same t for the block
+            i = (t // tiles_n) * TILE + ty
+            j = (t % tiles_n) * TILE + tx
+            row_y = (t % tiles_n) * TILE + ty                 # the y row this thread stages
+            acc = nb_type(0)
+            for k0 in range(0, d, TILE):
+                k = k0 + tx
+                xs[ty, tx] = x[i, k] if i < x.shape[0] and k < d else 0
+                ys[ty, tx] = y[row_y, k] if row_y < y.shape[0] and k < d else 0
+                cuda.syncthreads()
+                for kk in range(min(TILE, d - k0)):
+                    v = xs[ty, kk] - ys[tx, kk]
+                    acc += v * v
+                cuda.syncthreads()
+            if i < out.shape[0] and j < out.shape[1]:          # bounds guard (after syncs)
+                out[i, j] = math.sqrt(acc) if take_sqrt else acc
     return sqdist_tiled
 
 
@@ -89,34 +94,36 @@ def _topk_per_query(dist, idx, x, q, k):
         idx[r, c] = best_i[c]
 
 
-@cuda.jit
-def _grad_rows(out, g, a, b, transpose, both):
-    """One thread computes out[r, c] = 2 sum_s G(r, s) (a[r, c] - b[s, c]) with
-    G = g, g.T (transpose) or g + g.T (both)."""
-    r, c = cuda.grid(2)
-    if r >= out.shape[0] or c >= out.shape[1]:
-        return
-    acc = 0.0
-    ar = a[r, c]
-    for s in range(b.shape[0]):
-        if both:
-            w = g[r, s] + g[s, r]
-        elif transpose:
-            w = g[s, r]
-        else:
-            w = g[r, s]
-        acc += w * (ar - b[s, c])
-    out[r, c] = 2 * acc
+@cuda.jit(device=True, inline=True)
+def _weight(g, dist, i, j, l2):
+    """The pair (i, j)'s weight: g, or g / dist for the L2 backward (0 at dist == 0)."""
+    w = g[i, j]
+    if l2:
+        dv = dist[i, j]
+        w = w / dv if dv > 0 else 0.0
+    return w
 
 
 @cuda.jit
-def _l2_scale(out, g, dist):
-    """One thread computes out = g / (2 dist) for one element (0 where dist == 0)."""
-    i, j = cuda.grid(2)
-    if i >= out.shape[0] or j >= out.shape[1]:
-        return
-    dv = dist[i, j]
-    out[i, j] = g[i, j] / (2 * dv) if dv > 0 else 0
+def _grad_rows(out, g, dist, a, b, transpose, both, l2):
+    """One thread computes out[r, c] = F sum_s W(r, s) (a[r, c] - b[s, c]) for each
+    element it strides over (1-D grid-stride), with W = w, w.T (transpose) or
+    w + w.T (both) of the pair weights (see _weight); F = 2, or 1 for L2."""
+    ncols = out.shape[1]
+    for e in range(cuda.grid(1), out.shape[0] * ncols, cuda.gridsize(1)):
+        r = e // ncols
+        c = e - r * ncols
+        acc = 0.0
+        ar = a[r, c]
+        for s in range(b.shape[0]):
+            if both:
+                w = _weight(g, dist, r, s, l2) + _weight(g, dist, s, r, l2)
+            elif transpose:
+                w = _weight(g, dist, s, r, l2)
+            else:
+                w = _weight(g, dist, r, s, l2)
+            acc += w * (ar - b[s, c])
+        out[r, c] = acc if l2 else 2 * acc
 
 
 def _pairwise(out, x, y, take_sqrt, stream):
@@ -125,7 +132,8 @@ def _pairwise(out, x, y, take_sqrt, stream):
     if m == 0 or n == 0:
         return
     kernel = _SQDIST[np.dtype(out.dtype)]
-    kernel[blocks_2d(n, m, THREADS_2D), THREADS_2D, stream](out, x, y, take_sqrt)
+    tiles = math.ceil(m / TILE) * math.ceil(n / TILE)
+    kernel[min(tiles, MAX_BLOCKS), THREADS_2D, stream](out, x, y, take_sqrt)
 
 
 def pairwise_sqdist(out, x, y, stream=0):
@@ -149,28 +157,29 @@ def knn(dist, idx, x, q, k, stream=0):
     _topk_per_query[blocks_1d(q.shape[0]), THREADS_1D, stream](dist, idx, x, q, k)
 
 
-def pairwise_sqdist_backward(g, x, y, template=None, stream=0):
-    """Launch the gradient kernels; returns caller-type (grad_x, grad_y or None)."""
+def _launch_grad(out, g, dist, a, b, transpose, both, l2, stream):
+    if out.size:
+        blocks = min(blocks_1d(out.size), MAX_BLOCKS)
+        _grad_rows[blocks, THREADS_1D, stream](out, g, dist, a, b, transpose, both, l2)
+
+
+def _backward(gx, gy, g, dist, x, y, l2, stream):
     symmetric = y is None
     yy = x if symmetric else y
-    dtype = np.dtype(x.dtype)
-    gx_caller = empty_like_caller(template, tuple(x.shape), dtype)
-    gx = as_device(gx_caller)
-    if gx.size:
-        _grad_rows[blocks_2d(*gx.shape), THREADS_2D, stream](gx, g, x, yy, False, symmetric)
-    if symmetric:
-        return gx_caller, None
-    gy_caller = empty_like_caller(template, tuple(yy.shape), dtype)
-    gy = as_device(gy_caller)
-    if gy.size:
-        _grad_rows[blocks_2d(*gy.shape), THREADS_2D, stream](gy, g, yy, x, True, False)
-    return gx_caller, gy_caller
+    _launch_grad(gx, g, dist, x, yy, False, symmetric, l2, stream)
+    if not symmetric:
+        _launch_grad(gy, g, dist, yy, x, True, False, l2, stream)
 
 
-def l2_grad_scale(g, dist, template=None, stream=0):
-    """``g / (2 dist)`` with 0 at zero distance, as a new caller-type array."""
-    out_caller = empty_like_caller(template, tuple(g.shape), np.dtype(g.dtype))
-    out = as_device(out_caller)
-    if out.size:
-        _l2_scale[blocks_2d(*out.shape), THREADS_2D, stream](out, g, dist)
-    return out_caller
+def pairwise_sqdist_backward(gx, gy, g, x, y, stream=0):
+    """Write the gradients of sum(g * pairwise_sqdist(x, y)) into gx, gy (y None: gy None)."""
+    _backward(gx, gy, g, g, x, y, False, stream)
+
+
+def pairwise_l2_backward(gx, gy, g, dist, x, y, stream=0):
+    """Write the gradients of sum(g * pairwise_l2(x, y)) into gx, gy; ``dist`` is the
+    forward's result, or None (computed here with direct differences)."""
+    if dist is None:
+        dist = cuda.device_array(g.shape, np.dtype(x.dtype), stream=stream)
+        _pairwise(dist, x, y, True, stream)
+    _backward(gx, gy, g, dist, x, y, True, stream)
