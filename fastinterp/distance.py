@@ -61,6 +61,35 @@ def _cpu():
     return kernels
 
 
+def deterministic_matmul(a, b):
+    """``a @ b`` for float32/float64 NumPy matrices, bit-identical everywhere.
+
+    Runs fastinterp's packed GEMM on fixed output tiles instead of the
+    process's BLAS, so the bits do not depend on ``set_num_threads``, on the
+    BLAS thread count or on the calling thread, and no process-wide setting is
+    touched. Used by kernels whose fronts need a matrix product (the models).
+
+    Parameters
+    ----------
+    a : ndarray (M, K)
+    b : ndarray (K, N) of a's dtype; any strides (``x.T`` is not copied)
+
+    Returns
+    -------
+    ndarray (M, N), C-contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> deterministic_matmul(np.eye(2), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    array([[1., 2.],
+           [3., 4.]])
+    """
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    _cpu().matmul(out, a, b, threads_for(out.size * max(1, a.shape[1]), GEMM_WORK_PER_THREAD))
+    return out
+
+
 # ----------------------------------------------------------------------------
 # CPU kernels (registered below)
 # ----------------------------------------------------------------------------

@@ -938,3 +938,27 @@ def test_gemm_blocks_beyond_one_k_and_n_block(dtype, rng, monkeypatch):
     assert np.abs(gy - ref_y).max() <= tol * np.abs(ref_y).max()
     d, i = fi.knn(y, x, 4)
     np.testing.assert_array_equal(i, brute_knn(y, x, 4)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (400, 129, 2100), (50, 0, 4), (0, 3, 2)])
+def test_deterministic_matmul_accurate_and_thread_invariant(dtype, shape):
+    """The private product the models use: equal to float64 a @ b to rounding,
+    the same bits for 1 and 2 threads, for transposed and negative-stride views."""
+    from fastinterp.distance import deterministic_matmul
+    m, k, n = shape
+    rng = np.random.default_rng(sum(shape))
+    a = rng.standard_normal((k, m)).astype(dtype).T            # transposed view
+    b = rng.standard_normal((k, n)).astype(dtype)[::-1]        # negative row stride
+    results, saved = [], fi.get_num_threads()
+    for threads in (1, 2):
+        fi.set_num_threads(threads)
+        try:
+            results.append(deterministic_matmul(a, b))
+        finally:
+            fi.set_num_threads(saved)
+    assert results[0].tobytes() == results[1].tobytes()
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(results[0] - ref) <= 4 * eps * (k + 1) * scale + 1e-300)

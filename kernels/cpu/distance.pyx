@@ -773,3 +773,57 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
                 omp_barrier()     # heaps are read before the next block resets them
     finally:
         free(base)
+
+
+# ----------------------------------------------------------------------------
+# A deterministic matrix product for other kernels' Python fronts
+# ----------------------------------------------------------------------------
+
+cdef enum:
+    MATMUL_ROWS = 192     # output rows per tile
+    MATMUL_COLS = 2048    # output columns per tile
+
+
+def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthreads):
+    """``out = a @ b`` with the packed GEMM, bit-identical for any thread count.
+
+    ``a`` (M, K) and ``b`` (K, N) may have any strides (transposed views
+    included); ``out`` (M, N) is C-contiguous and must not overlap them. The
+    output is cut into fixed tiles of MATMUL_ROWS x MATMUL_COLS, each computed
+    by one thread with the summation order of the GEMM (increasing k), so the
+    bits never depend on the thread count, on the calling thread, or on the
+    process's BLAS.
+    """
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    cdef Py_ssize_t trows, tcols, ntiles, t, r0, c0
+    cdef ptrdiff_t isz = sizeof(real)
+    cdef void* base = NULL
+    cdef char* work
+    cdef size_t wbytes
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("matmul: a (M, K), b (K, N) and out (M, N) must agree; got "
+                         f"a ({m}, {k}), b ({b.shape[0]}, {n}), "
+                         f"out ({out.shape[0]}, {out.shape[1]}).")
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out[:, :] = 0
+        return
+    trows = (m + MATMUL_ROWS - 1) // MATMUL_ROWS
+    tcols = (n + MATMUL_COLS - 1) // MATMUL_COLS
+    ntiles = trows * tcols
+    nthreads = max(1, min(nthreads, ntiles))
+    wbytes = gemm_work_bytes(&out[0, 0])
+    work = alloc_per_thread(wbytes, nthreads, &base)
+    try:
+        with nogil, parallel(num_threads=nthreads):
+            for t in prange(ntiles, schedule="static", chunksize=1):
+                r0 = (t // tcols) * MATMUL_ROWS
+                c0 = (t % tcols) * MATMUL_COLS
+                gemm[real](min(<Py_ssize_t> MATMUL_ROWS, m - r0),
+                           min(<Py_ssize_t> MATMUL_COLS, n - c0), k, 1,
+                           &a[r0, 0], a.strides[0] // isz, a.strides[1] // isz,
+                           &b[0, c0], b.strides[0] // isz, b.strides[1] // isz,
+                           0, &out[r0, c0], n, work + threadid() * wbytes, NULL)
+    finally:
+        free(base)
