@@ -298,3 +298,142 @@ def test_regression_errors(make, exc, match):
     x, y = _classic()
     with pytest.raises(exc, match=match):
         make(x, y)
+
+
+# --- nca_loss_grad: hostile inputs (no crash, clear errors, any labels) -------------------
+
+def _nca_problem(rng, n=12, d=3, k=2, dtype=np.float64):
+    X = rng.standard_normal((n, d)).astype(dtype)
+    A = rng.standard_normal((k, d)).astype(dtype)
+    y = rng.integers(0, 3, n)
+    return A, X, y
+
+
+def _in_subprocess(code):
+    """Run ``code`` in a fresh interpreter (a crash must not take the test run down)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("anchors", ["[-1]", "[12]", "[0, 2**40]", "[-2**62]"])
+def test_nca_out_of_range_anchors_raise_in_a_fresh_process(anchors):
+    r = _in_subprocess(
+        "import numpy as np\n"
+        "from fastinterp.models.nca import nca_loss_grad\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((12, 3)); A = rng.standard_normal((2, 3))\n"
+        "y = rng.integers(0, 3, 12)\n"
+        "try:\n"
+        f"    nca_loss_grad(A, X, y, anchors=np.array({anchors}))\n"
+        "except ValueError as e:\n"
+        "    print('VE', e)\n")
+    assert r.returncode == 0, r.stderr
+    assert "VE nca_loss_grad: anchors must be" in r.stdout and "[0, 12)" in r.stdout
+
+
+@pytest.mark.parametrize("bad", ["anchors", "labels", "loss"])
+def test_nca_softmax_kernel_guards_itself(bad):
+    # The kernel is exported (C ABI, registry): it must check sizes and indices itself.
+    r = _in_subprocess(
+        "import numpy as np\n"
+        "from fastinterp._cpu import models\n"
+        "w = np.ones((3, 5)); lab = np.zeros(5, np.int32); anc = np.arange(3, dtype=np.intp)\n"
+        "loss = np.empty(3)\n"
+        f"bad = {bad!r}\n"
+        "if bad == 'anchors': anc[1] = -1\n"
+        "if bad == 'labels': lab = lab[:4]\n"
+        "if bad == 'loss': loss = loss[:2]\n"
+        "try:\n"
+        "    models.nca_softmax_fwd(w, lab, anc, loss, 2)\n"
+        "except ValueError as e:\n"
+        "    print('VE', e)\n"
+        "print('unchanged', bool((w == 1).all()))\n")
+    assert r.returncode == 0, r.stderr
+    assert "VE nca_softmax_fwd:" in r.stdout and "unchanged True" in r.stdout
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(labels=np.zeros(11, int)), ValueError, r"labels must have shape \(12,\).*got \(11,\)"),
+    (dict(labels=np.zeros(13, int)), ValueError, r"labels must have shape \(12,\).*got \(13,\)"),
+    (dict(labels=np.zeros((12, 1), int)), ValueError, r"labels must have shape \(12,\)"),
+    (dict(anchors=np.array([0.0, 1.0])), TypeError, "anchors must be an integer array"),
+    (dict(anchors=np.array([True, False])), TypeError, "anchors must be an integer array"),
+    (dict(anchors=np.zeros((2, 1), int)), ValueError, r"anchors must have shape \(B,\)"),
+    (dict(reg=-1.0), ValueError, "reg must be a finite number >= 0"),
+    (dict(reg=float("nan")), ValueError, "reg must be a finite number >= 0"),
+    (dict(A=np.zeros((2, 4))), ValueError, r"A must have shape \(k, 3\)"),
+    (dict(A=np.zeros(3)), ValueError, r"A must have shape \(k, 3\)"),
+    (dict(X=np.zeros(12)), ValueError, r"X must have shape \(N, D\)"),
+    (dict(A=np.zeros((2, 3), np.float32)), TypeError, "X must have the same dtype as A"),
+    (dict(A=np.zeros((2, 3), np.int64)), TypeError, "A must have dtype float32 or float64"),
+])
+def test_nca_loss_grad_errors(rng, kw, exc, match):
+    A, X, y = _nca_problem(rng)
+    args = dict(A=A, X=X, labels=y, anchors=None, reg=0.0)
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        nca_loss_grad(**args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relabel", [
+    lambda y: y.astype(np.int64) + 2**31,                  # would wrap in int32
+    lambda y: y.astype(np.int64) * 2**40 - 2**62,
+    lambda y: y.astype(np.uint64) + np.uint64(2**63),
+    lambda y: y.astype(np.float64) + 0.5,                  # non-integer labels
+    lambda y: np.array(["cat", "dog", "emu"])[y],          # strings
+    lambda y: (y == 1),                                    # booleans
+])
+def test_nca_any_labels_equal_dense_codes(rng, relabel, dtype):
+    A, X, y = _nca_problem(rng, dtype=dtype)
+    dense = np.unique(y, return_inverse=True)[1]
+    for anchors in (None, np.array([0, 5, 11]), np.array([], np.int64)):
+        want = nca_loss_grad(A, X, np.unique(relabel(y), return_inverse=True)[1], anchors)
+        got = nca_loss_grad(A, X, relabel(y), anchors)
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
+    # labels that wrapped to int32 used to merge classes 0 and 2**32 silently
+    y2 = np.where(dense == 0, 0, 2**32).astype(np.int64)
+    assert nca_loss_grad(A, X, y2)[0] != nca_loss_grad(A, X, np.zeros_like(y2))[0]
+
+
+def test_nca_loss_grad_goes_through_the_registry(rng):
+    A, X, y = _nca_problem(rng)
+    builtin = registry.lookup("nca_softmax", "cpu", np.float64)
+    calls = []
+
+    def spy(*args):
+        calls.append(len(args[2]))
+        builtin(*args)
+
+    registry.register("nca_softmax", "cpu", "float64", spy, source="test-spy")
+    try:
+        want = nca_loss_grad(A, X, y, np.array([3, 4]))
+    finally:
+        registry.unregister("test-spy")
+    assert calls == [2]
+    assert want[0] == nca_loss_grad(A, X, y, np.array([3, 4]))[0]
+
+
+def test_nca_loss_grad_accepts_torch_tensors(torch, rng):
+    A, X, y = _nca_problem(rng)
+    want = nca_loss_grad(A, X, y, np.array([1, 3]))
+    got = nca_loss_grad(torch.tensor(A), torch.tensor(X), torch.tensor(y), torch.tensor([1, 3]))
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
+def test_nca_softmax_float32_nan_and_huge_distances():
+    # NaN distances propagate as NaN (no float->int cast of NaN in the exp helper);
+    # huge distances underflow to exp(-87)-scale weights, never inf/NaN.
+    lab = np.array([0, 0, 1, 0, 1], np.int32)
+    for far in (3000.0, 3e38, np.inf):
+        w = np.array([[0.0, 1.0, far, 2.0, far],
+                      [far, 0.0, 1.0, far, 2.0]], np.float32)
+        loss, W = _run_kernel(w, lab, np.array([0, 1]))
+        assert np.isfinite(loss).all() and np.isfinite(W).all(), far
+    w = np.array([[0.0, np.nan, 1.0, 2.0, 3.0]], np.float32)
+    loss, W = _run_kernel(w, lab, np.array([0]))
+    assert np.isnan(W[0, 1])
