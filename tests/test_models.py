@@ -437,3 +437,70 @@ def test_nca_softmax_float32_nan_and_huge_distances():
     w = np.array([[0.0, np.nan, 1.0, 2.0, 3.0]], np.float32)
     loss, W = _run_kernel(w, lab, np.array([0]))
     assert np.isnan(W[0, 1])
+
+
+# --- AffineAlign ---------------------------------------------------------------------
+
+def _align_pair(true_theta=((1.0, 0.0, 0.08), (0.0, 1.0, -0.05)), size=32):
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    moving = np.exp(-((xx - 0.2) ** 2 + (yy + 0.1) ** 2) / 0.1)
+    theta = np.array([true_theta])
+    fixed = fi.grid_sample(moving[None, None], fi.affine_grid(theta, (1, 1, size, size)),
+                           padding_mode="border")[0, 0]
+    return moving, fixed, theta[0]
+
+
+def test_affine_align_recovers_a_shift():
+    from fastinterp.models import AffineAlign
+    moving, fixed, theta = _align_pair()
+    fit = AffineAlign(verbose=False).fit(moving, fixed)
+    assert np.abs(fit.theta_ - theta).max() < 1e-2
+    assert fit.transform(moving).shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_iter=-1), r"AffineAlign: max_iter must be an int >= 0; got -1"),
+    (dict(max_iter=2.5), r"max_iter must be an int >= 0; got 2.5"),
+    (dict(max_iter="10"), r"max_iter must be an int >= 0; got '10'"),
+    (dict(tol=-1.0), r"tol must be a finite number >= 0; got -1.0"),
+    (dict(tol=float("nan")), r"tol must be a finite number >= 0"),
+    (dict(max_step=0.0), r"max_step must be a finite number > 0; got 0.0"),
+    (dict(lr=float("inf")), r"lr must be a finite number > 0; got inf"),
+    (dict(log_every=0), r"log_every must be an int >= 1; got 0"),
+])
+def test_affine_align_parameter_errors(kw, match):
+    from fastinterp.models import AffineAlign
+    with pytest.raises(ValueError, match=match):
+        AffineAlign(**kw)
+    model = AffineAlign()               # also when set after construction, at fit
+    for k, v in kw.items():
+        setattr(model, k, v)
+    moving, fixed, _ = _align_pair(size=8)
+    with pytest.raises(ValueError, match=match):
+        model.fit(moving, fixed)
+
+
+def test_affine_align_zero_iterations_keeps_theta0():
+    from fastinterp.models import AffineAlign
+    moving, fixed, _ = _align_pair(size=8)
+    fit = AffineAlign(max_iter=0, verbose=False).fit(moving, fixed)
+    assert fit.n_iter_ == 0 and fit.loss_history_ == []
+    np.testing.assert_array_equal(fit.theta_, [[1, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("make, call", [
+    ("AffineAlign()", "transform(np.zeros((4, 4)))"),
+    ("NCA(2)", "transform(np.zeros((3, 4)))"),
+    ("PolynomialRegression(2)", "predict(np.zeros(3))"),
+])
+def test_unfitted_models_raise_not_fitted(make, call):
+    from fastinterp.models import AffineAlign  # noqa: F401 (used by eval)
+    model = eval(make)
+    with pytest.raises(ValueError, match=r"is not fitted; call fit first") as info:
+        eval(f"model.{call}")
+    assert isinstance(info.value, AttributeError)   # sklearn's NotFittedError contract
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return
+    assert isinstance(info.value, NotFittedError)

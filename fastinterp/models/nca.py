@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
+from ._common import check_real, not_fitted
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
 from ..optim import Adam
 
@@ -68,13 +68,6 @@ def _check_anchors(op, anchors, n):
         bad = int(a.min()) if int(a.min()) < 0 else int(a.max())
         raise ValueError(f"{op}: anchors must be row indices in [0, {n}); got {bad}.")
     return np.ascontiguousarray(a, dtype=np.intp)
-
-
-def _check_reg(op, reg):
-    if isinstance(reg, bool) or not isinstance(reg, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(reg) or reg < 0:
-        raise ValueError(f"{op}: reg must be a finite number >= 0; got {reg!r}.")
-    return float(reg)
 
 
 def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
@@ -137,7 +130,7 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     labels = _dense_labels(op, labels, n)
     everyone = anchors is None
     anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
-    reg = _check_reg(op, reg)
+    reg = check_real(op, "reg", reg)
     Z = X @ A.T
     if everyone:  # one set: exact zeros on the diagonal, symmetric distances
         ZB, XB = Z, X
@@ -358,7 +351,7 @@ class NCA:
     def transform(self, X):
         """Embed X (M, D): ``((X - mean_) / scale_) @ components_.T`` -> (M, n_components)."""
         if not hasattr(self, "components_"):
-            raise ValueError("NCA.transform: the model is not fitted; call fit first.")
+            raise not_fitted("NCA.transform")
         X = np.asarray(X)
         d = self.components_.shape[1]
         if X.ndim != 2 or X.shape[1] != d:
