@@ -663,3 +663,28 @@ def test_step_kernels_guard_their_sizes(call):
     assert r.returncode == 0, r.stderr
     assert "VE " in r.stdout and "must have shape (100000,) like param" in r.stdout
     assert "unchanged True" in r.stdout
+
+
+@pytest.mark.parametrize("bind", ["1", "0"])
+def test_threads_leave_the_callers_affinity_unchanged(bind):
+    # Kernels bind their OpenMP team to distinct CPUs only while a region runs
+    # (kernels/cpu/_team.h); the caller's thread (main or other) keeps its mask.
+    import subprocess
+    import sys
+    code = (
+        "import os, threading, numpy as np, fastinterp as fi\n"
+        "from fastinterp.optim import Adam, SGD\n"
+        "fi.set_num_threads(2)\n"
+        "def run(out):\n"
+        "    before = os.sched_getaffinity(0)\n"
+        "    p = np.ones(300_000, np.float32); q = p.astype(np.float64)\n"
+        "    Adam([p]).step([p * 0.5]); SGD([q], lr=0.1, momentum=0.9).step([q])\n"
+        "    out.append(os.sched_getaffinity(0) == before == os.sched_getaffinity(0))\n"
+        "out = []\nrun(out)\n"
+        "t = threading.Thread(target=run, args=(out,)); t.start(); t.join()\n"
+        "print(out)\n")
+    env = {**__import__("os").environ, "FASTINTERP_TEAM_BIND": bind}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[True, True]"

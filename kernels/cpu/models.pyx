@@ -6,7 +6,8 @@ squared distances into the per-anchor loss -log p_i and the gradient of that
 loss with respect to every distance, in place, one row per anchor. Rows are
 independent (one thread each), so results do not depend on the thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from _team cimport fi_team, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport exp, log, INFINITY
 from _types cimport real
 
@@ -234,5 +235,11 @@ def nca_softmax_fwd(real[:, ::1] w, const int[::1] labels, const Py_ssize_t[::1]
                              f"got {a} at position {i}.")
     if rows == 0 or n == 0:
         return
-    for i in prange(rows, nogil=True, schedule="static", num_threads=nthreads):
-        nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
+    cdef fi_team team
+    nthreads = max(1, nthreads)
+    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for i in prange(rows, schedule="static"):
+            nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
+        fi_team_leave(&team)

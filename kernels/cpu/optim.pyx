@@ -11,7 +11,8 @@ the parameter's dtype as torch does. The Python front (fastinterp.optim)
 validates everything; these loops trust what they get. Every element is
 independent, so results are bit-identical for any thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from _team cimport fi_team, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport fma, fmaf, sqrt, sqrtf
 from _types cimport real
 
@@ -91,21 +92,26 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
     cdef real neg_lr = <real>(-lr), mom = <real>momentum
     cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
     cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
+    cdef fi_team team
     nthreads = max(1, nthreads)
-    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        c0 = c * STEP_CHUNK
-        k = min(STEP_CHUNK, n - c0)
-        if mode == 0:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
-        elif mode == 1:
-            if nesterov:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(nchunks, schedule="dynamic"):
+            c0 = c * STEP_CHUNK
+            k = min(STEP_CHUNK, n - c0)
+            if mode == 0:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
+            elif mode == 1:
+                if nesterov:
+                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+                else:
+                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
+            elif mode == 2:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
             else:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
-        elif mode == 2:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
-        else:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+        fi_team_leave(&team)
 
 
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
@@ -184,20 +190,25 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
     cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
+    cdef fi_team team
     nthreads = max(1, nthreads)
-    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        c0 = c * STEP_CHUNK
-        k = min(STEP_CHUNK, n - c0)
-        if amsgrad:
-            if first:
+    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(nchunks, schedule="dynamic"):
+            c0 = c * STEP_CHUNK
+            k = min(STEP_CHUNK, n - c0)
+            if amsgrad:
+                if first:
+                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+                else:
+                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
+            elif first:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
             else:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
-        elif first:
-            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
-        else:
-            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
+        fi_team_leave(&team)
