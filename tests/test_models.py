@@ -389,7 +389,7 @@ def test_nca_loss_grad_errors(rng, kw, exc, match):
 def test_nca_any_labels_equal_dense_codes(rng, relabel, dtype):
     A, X, y = _nca_problem(rng, dtype=dtype)
     dense = np.unique(y, return_inverse=True)[1]
-    for anchors in (None, np.array([0, 5, 11]), np.array([], np.int64)):
+    for anchors in (None, np.array([0, 5, 11]), np.array([], np.int64), [], [3, 4]):
         want = nca_loss_grad(A, X, np.unique(relabel(y), return_inverse=True)[1], anchors)
         got = nca_loss_grad(A, X, relabel(y), anchors)
         assert got[0] == want[0]

@@ -59,7 +59,7 @@ def _dense_labels(op, labels, n):
 def _check_anchors(op, anchors, n):
     """Anchor rows: a 1-D integer array with every entry in [0, n)."""
     a = _host(op, "anchors", anchors)
-    if a.dtype.kind not in "iu":
+    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):  # [] is fine
         raise TypeError(f"{op}: anchors must be an integer array of row indices; "
                         f"got dtype {a.dtype}.")
     if a.ndim != 1:
