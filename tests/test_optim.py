@@ -688,3 +688,32 @@ def test_threads_leave_the_callers_affinity_unchanged(bind):
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[True, True]"
+
+
+def test_concurrent_callers_match_serial(threads, rng):
+    # 8 Python threads stepping their own optimizers at once (each with a team of 2):
+    # results equal the serial ones and every caller keeps its affinity mask.
+    import os
+    import threading
+    threads.set_num_threads(2)
+    p0 = rng.standard_normal(200_000).astype(np.float32)
+    g = rng.standard_normal(200_000).astype(np.float32)
+    serial = p0.copy()
+    Adam([serial], lr=0.01).step([g])
+    results, masks = [None] * 8, [None] * 8
+
+    def work(k):
+        before = os.sched_getaffinity(0)
+        p = p0.copy()
+        opt = Adam([p], lr=0.01)
+        opt.step([g])
+        results[k], masks[k] = p, os.sched_getaffinity(0) == before
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(masks)
+    for r in results:
+        np.testing.assert_array_equal(r, serial)

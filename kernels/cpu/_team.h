@@ -22,7 +22,7 @@
        with nogil, parallel(num_threads=nthreads):
            fi_team_enter(&team)
            for i in prange(..., schedule="dynamic"): ...
-           fi_team_leave(&team)
+           fi_team_leave(&team)                  # every thread, unconditionally
 */
 #ifndef FASTINTERP_TEAM_H
 #define FASTINTERP_TEAM_H
@@ -53,6 +53,11 @@ static int fi_team_enabled(void) {
     return enabled;
 }
 
+/* One bound team at a time (per extension module): concurrent callers, each
+   with its own team, are left to the scheduler, which balances them better
+   than fixed placements would. */
+static int fi_team_busy = 0;
+
 static void fi_team_plan(fi_team* team, int nthreads) {
     cpu_set_t allowed;
     int here, n = 0, t = 1;
@@ -66,6 +71,7 @@ static void fi_team_plan(fi_team* team, int nthreads) {
     for (n = 0; n < CPU_SETSIZE && t < nthreads; n++)
         if (n != here && CPU_ISSET(n, &allowed)) team->cpus[t++] = n;
     if (t < nthreads) return;
+    if (__atomic_exchange_n(&fi_team_busy, 1, __ATOMIC_ACQ_REL)) return;
     memset(team->bound, 0, sizeof(team->bound));
     team->active = 1;
 }
@@ -82,9 +88,13 @@ static void fi_team_enter(fi_team* team) {
 
 static void fi_team_leave(fi_team* team) {
     int t = omp_get_thread_num();
-    if (!team->active || t >= FI_TEAM_MAX || !team->bound[t]) return;
-    sched_setaffinity(0, sizeof(cpu_set_t), &team->saved[t]);
-    team->bound[t] = 0;
+    if (!team->active || t >= FI_TEAM_MAX) return;
+    if (team->bound[t]) {
+        sched_setaffinity(0, sizeof(cpu_set_t), &team->saved[t]);
+        team->bound[t] = 0;
+    }
+    if (t == 0)  /* the caller's thread runs every region once: the team is done */
+        __atomic_store_n(&fi_team_busy, 0, __ATOMIC_RELEASE);
 }
 
 #else  /* not Linux: no placement */
