@@ -1,4 +1,16 @@
-"""Process-wide settings: the CPU thread count."""
+"""Process-wide settings: the CPU thread count.
+
+How the CPU kernels use their threads: an op goes parallel only when each
+thread gets enough work (``threads_for``). While a parallel region runs, its
+OpenMP threads are bound to distinct CPUs of the caller's allowed set (the
+caller's thread to the CPU it is on) and each thread's previous affinity mask
+is restored before the kernel returns (kernels/cpu/_team.h): on small VMs
+the scheduler otherwise can leave a team of two on one vCPU, where it loses
+whole scheduler ticks. Nothing process-wide is changed (no environment
+variable, no lasting affinity); ``FASTINTERP_TEAM_BIND=0`` turns the binding
+off. On a machine with more runnable threads than CPUs, a team waits for
+descheduled members, and ``set_num_threads(1)`` may then be faster.
+"""
 from __future__ import annotations
 
 import os

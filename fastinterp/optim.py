@@ -12,6 +12,17 @@ Each step runs one fused kernel per parameter array (Cython + OpenMP on CPU,
 numba.cuda for CUDA arrays), reading the parameter, its gradient and its
 state once and writing them back; the result is bit-identical for any thread
 count.
+
+Parameters are viewed afresh at every step, so replacing a torch
+parameter's storage (``p.data = new``, ``p.resize_`` back to its shape) is
+followed; a parameter whose shape or dtype changed raises. Non-finite values
+follow torch: an infinite parameter stays infinite when nothing finite is
+added to it (no ``0 * inf`` from a zero weight decay), NaN propagates, and
+AMSGrad's maximum keeps NaN like ``torch.maximum``. Hyper-parameters are
+numbers; a 0-d array or tensor (``lr=torch.tensor(0.1)``) is converted to a
+float. ``load_state_dict`` takes the layout :meth:`Optimizer.state_dict`
+returns and refuses anything else (a ``torch.optim`` state_dict, unknown
+keys, a negative or NaN ``step``) with a message saying what it expected.
 """
 from __future__ import annotations
 
