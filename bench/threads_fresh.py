@@ -8,13 +8,15 @@ the op's inputs, warms up, times ``--reps`` calls and prints its median. The
 report gives, per op and thread count, the median over processes and the
 range (min..max) of the per-process medians, and the ratio t(1)/t(2).
 
-Run: ``python bench/threads_fresh.py [--ops adam,sgd] [--procs 10] [--reps 30]``.
+Run: ``python bench/threads_fresh.py [--ops adam,sgd] [--procs 10] [--reps 30]
+[--env FASTINTERP_TEAM_BIND=0]``.
 It is a benchmark, not a test: on a shared or loaded machine the numbers are
 noisy, so look at the medians and the spread together.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -119,8 +121,12 @@ def main() -> None:
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--procs", type=int, default=10)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set in the child processes only, e.g. FASTINTERP_TEAM_BIND=0 "
+                         "or OMP_PROC_BIND=true, to compare settings")
     ap.add_argument("--child", nargs=2, metavar=("OP", "THREADS"))
     args = ap.parse_args()
+    env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     if args.child:
         child(args.child[0], int(args.child[1]), args.reps)
         return
@@ -131,7 +137,7 @@ def main() -> None:
             for threads in (1, 2):  # interleaved, so drifting load hits both alike
                 r = subprocess.run([sys.executable, __file__, "--child", op, str(threads),
                                     "--reps", str(args.reps)],
-                                   capture_output=True, text=True, check=True)
+                                   capture_output=True, text=True, check=True, env=env)
                 meds.setdefault(threads, []).append(float(r.stdout.split()[-1]) * 1e3)
         cols = [f"{statistics.median(m):7.2f} ({min(m):6.2f}..{max(m):6.2f})"
                 for m in (meds[1], meds[2])]
