@@ -9,7 +9,7 @@ report gives, per op and thread count, the median over processes and the
 range (min..max) of the per-process medians, and the ratio t(1)/t(2).
 
 Run: ``python bench/threads_fresh.py [--ops adam,sgd] [--procs 10] [--reps 30]
-[--env FASTINTERP_TEAM_BIND=0]``.
+[--env FASTINTERP_TEAM_CONTROL=0]``.
 It is a benchmark, not a test: on a shared or loaded machine the numbers are
 noisy, so look at the medians and the spread together.
 """
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=10)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                    help="set in the child processes only, e.g. FASTINTERP_TEAM_BIND=0 "
+                    help="set in the child processes only, e.g. FASTINTERP_TEAM_CONTROL=0 "
                          "or OMP_PROC_BIND=true, to compare settings")
     ap.add_argument("--child", nargs=2, metavar=("OP", "THREADS"))
     args = ap.parse_args()

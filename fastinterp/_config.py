@@ -7,7 +7,7 @@ caller's thread to the CPU it is on) and each thread's previous affinity mask
 is restored before the kernel returns (kernels/cpu/_team.h): on small VMs
 the scheduler otherwise can leave a team of two on one vCPU, where it loses
 whole scheduler ticks. Nothing process-wide is changed (no environment
-variable, no lasting affinity); ``FASTINTERP_TEAM_BIND=0`` turns the binding
+variable, no lasting affinity); ``FASTINTERP_TEAM_CONTROL=0`` turns the binding
 off. On a machine with more runnable threads than CPUs, a team waits for
 descheduled members, and ``set_num_threads(1)`` may then be faster.
 """

@@ -683,7 +683,7 @@ def test_threads_leave_the_callers_affinity_unchanged(bind):
         "out = []\nrun(out)\n"
         "t = threading.Thread(target=run, args=(out,)); t.start(); t.join()\n"
         "print(out)\n")
-    env = {**__import__("os").environ, "FASTINTERP_TEAM_BIND": bind}
+    env = {**__import__("os").environ, "FASTINTERP_TEAM_CONTROL": bind}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr

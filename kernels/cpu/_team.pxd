@@ -2,6 +2,7 @@
 cdef extern from "_team.h" nogil:
     ctypedef struct fi_team:
         pass
-    void fi_team_plan(fi_team* team, int nthreads)
+    int fi_team_plan(fi_team* team, int nthreads)
     void fi_team_enter(fi_team* team)
     void fi_team_leave(fi_team* team)
+    void fi_team_done(fi_team* team)

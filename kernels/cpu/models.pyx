@@ -7,7 +7,7 @@ loss with respect to every distance, in place, one row per anchor. Rows are
 independent (one thread each), so results do not depend on the thread count.
 """
 from cython.parallel cimport parallel, prange
-from _team cimport fi_team, fi_team_enter, fi_team_leave, fi_team_plan
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport exp, log, INFINITY
 from _types cimport real
 
@@ -236,10 +236,10 @@ def nca_softmax_fwd(real[:, ::1] w, const int[::1] labels, const Py_ssize_t[::1]
     if rows == 0 or n == 0:
         return
     cdef fi_team team
-    nthreads = max(1, nthreads)
-    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
         fi_team_enter(&team)
         for i in prange(rows, schedule="static"):
             nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
         fi_team_leave(&team)
+    fi_team_done(&team)

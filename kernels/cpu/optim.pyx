@@ -12,7 +12,7 @@ validates everything; these loops trust what they get. Every element is
 independent, so results are bit-identical for any thread count.
 """
 from cython.parallel cimport parallel, prange
-from _team cimport fi_team, fi_team_enter, fi_team_leave, fi_team_plan
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport fma, fmaf, sqrt, sqrtf
 from _types cimport real
 
@@ -93,8 +93,7 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
     cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
     cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
     cdef fi_team team
-    nthreads = max(1, nthreads)
-    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
         fi_team_enter(&team)
         for c in prange(nchunks, schedule="dynamic"):
@@ -112,6 +111,7 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
             else:
                 sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
         fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
@@ -191,8 +191,7 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
     cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
     cdef fi_team team
-    nthreads = max(1, nthreads)
-    fi_team_plan(&team, nthreads)   # see _team.h: this region's threads on distinct CPUs
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
         fi_team_enter(&team)
         for c in prange(nchunks, schedule="dynamic"):
@@ -212,3 +211,4 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
                          coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
         fi_team_leave(&team)
+    fi_team_done(&team)
