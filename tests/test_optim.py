@@ -717,3 +717,28 @@ def test_concurrent_callers_match_serial(threads, rng):
     assert all(masks)
     for r in results:
         np.testing.assert_array_equal(r, serial)
+
+
+def test_two_threads_on_one_cpu_still_bit_identical():
+    # A team that cannot get its CPUs (here: the process confined to one CPU after
+    # start-up) is slower than one thread; the kernels then back off to one thread
+    # for a while (kernels/cpu/_team.h). Either way the results are the same bits.
+    import subprocess
+    import sys
+    code = (
+        "import os, numpy as np, fastinterp as fi\n"
+        "from fastinterp.optim import Adam\n"
+        "rng = np.random.default_rng(0)\n"
+        "p0 = rng.standard_normal(400_000).astype(np.float32)\n"
+        "gs = [rng.standard_normal(400_000).astype(np.float32) for _ in range(6)]\n"
+        "def run(n):\n"
+        "    fi.set_num_threads(n); p = p0.copy(); opt = Adam([p], lr=0.01)\n"
+        "    for g in gs: opt.step([g])\n"
+        "    return p\n"
+        "ref = run(1)\n"
+        "cpus = sorted(os.sched_getaffinity(0))\n"
+        "os.sched_setaffinity(0, {cpus[0]})\n"
+        "print(all(np.array_equal(run(2), ref) for _ in range(3)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
