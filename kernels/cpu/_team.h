@@ -144,10 +144,12 @@ static void fi_team_leave(fi_team* team) {
    about what one thread would have taken; if the region's wall time was
    longer than 0.9 of that, the team was slower than one thread: a member was
    not running (other processes keep the CPUs busy) and the others waited for
-   it at the closing barrier. The next regions of this module then run on one
-   thread for a while (8 times this region, at least 50 ms, doubled for each
-   further slow team up to 32 times), before a team is tried again. Results do
-   not depend on it: every kernel is bit-identical for any thread count. */
+   it at the closing barrier. After two such regions in a row (one alone may
+   be a one-off, such as the page faults of freshly allocated state), the next
+   regions of this module run on one thread for a while (8 times the CPU time
+   of the region, at least 20 ms; twice and four times that after further slow
+   teams in a row) before a team is tried again. Results do not depend on it:
+   every kernel is bit-identical for any thread count. */
 static int fi_team_strikes = 0;
 
 static void fi_team_done(fi_team* team) {
@@ -161,12 +163,12 @@ static void fi_team_done(fi_team* team) {
         __atomic_store_n(&fi_team_strikes, 0, __ATOMIC_RELAXED);
         return;
     }
-    t = __atomic_load_n(&fi_team_strikes, __ATOMIC_RELAXED);
-    pause = 8.0 * wall;
-    pause = (pause > 0.05 ? pause : 0.05) * (double)(1 << (t < 5 ? t : 5));
+    t = __atomic_add_fetch(&fi_team_strikes, 1, __ATOMIC_RELAXED);
+    if (t < 2) return;
+    pause = 8.0 * cpu;
+    pause = (pause > 0.02 ? pause : 0.02) * (double)(1 << (t - 2 < 2 ? t - 2 : 2));
     retry_at = end + pause;
     __atomic_store(&fi_team_retry_at, &retry_at, __ATOMIC_RELAXED);
-    __atomic_store_n(&fi_team_strikes, t + 1, __ATOMIC_RELAXED);
 }
 
 #else  /* not Linux: no placement */
