@@ -142,7 +142,7 @@ static void fi_team_leave(fi_team* team) {
 
 /* After the region, on the caller's thread. The threads' CPU times add up to
    about what one thread would have taken; if the region's wall time was
-   longer than 0.9 of that, the team was slower than one thread: a member was
+   longer than that, the team was slower than one thread: a member was
    not running (other processes keep the CPUs busy) and the others waited for
    it at the closing barrier. After two such regions in a row (one alone may
    be a one-off, such as the page faults of freshly allocated state), the next
@@ -159,7 +159,7 @@ static void fi_team_done(fi_team* team) {
     end = omp_get_wtime();
     wall = end - team->t0;
     for (t = 0; t < team->nthreads; t++) cpu += team->cpu[t] > 0 ? team->cpu[t] : 0.0;
-    if (wall < 1e-3 || wall <= 0.9 * cpu) {
+    if (wall < 1e-3 || wall <= cpu) {
         __atomic_store_n(&fi_team_strikes, 0, __ATOMIC_RELAXED);
         return;
     }
