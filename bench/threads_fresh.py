@@ -48,7 +48,7 @@ def _slerp():
     import fastinterp as fi
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((16_384, 512), dtype=np.float32) for _ in range(2))
-    t = rng.random((16_384, 1), dtype=np.float32)
+    t = rng.random(16_384, dtype=np.float32)
     return lambda: fi.slerp(a, b, t)
 
 
