@@ -1,6 +1,9 @@
 """Optimizer steps on 10,000,000 float32 parameters: fastinterp vs torch.optim.
 
-Threads are pinned to 2 for every library by bench/conftest.py. The GB/s
+Threads are pinned to 2 for every library by bench/conftest.py; the
+"(1 thread)" rows run fastinterp on one thread in the same process, for the
+"two threads never slower than one" check (bench/threads_fresh.py repeats it
+in fresh processes, where OpenMP start-up effects show). The GB/s
 column counts the bytes a step must move: Adam reads param, grad, exp_avg,
 exp_avg_sq and writes three of them back (7 x 40 MB); SGD with momentum
 reads param, grad, buffer and writes two (5 x 40 MB).
@@ -39,14 +42,20 @@ def _bench_torch(benchmark, data, group, impl, cls, **kw):
     return benchmark
 
 
-def _bench_ours(benchmark, data, group, cls, **kw):
+def _bench_ours(benchmark, data, group, cls, threads=None, **kw):
+    import fastinterp as fi
     benchmark.group = group
-    benchmark.extra_info["library"] = "fastinterp"
+    benchmark.extra_info["library"] = "fastinterp" + (f" ({threads} thread)" if threads else "")
     p = data[0].copy()
     opt = cls([p], **kw)
     grads = [data[1]]
-    opt.step(grads)
-    benchmark(opt.step, grads)
+    before = fi.get_num_threads()
+    fi.set_num_threads(threads or before)
+    try:
+        opt.step(grads)
+        benchmark(opt.step, grads)
+    finally:
+        fi.set_num_threads(before)
     return benchmark
 
 
@@ -58,6 +67,10 @@ def test_adam_fastinterp(benchmark, data, bandwidth):
     bandwidth(_bench_ours(benchmark, data, ADAM, Adam, lr=1e-3), ADAM_BYTES)
 
 
+def test_adam_fastinterp_one_thread(benchmark, data, bandwidth):
+    bandwidth(_bench_ours(benchmark, data, ADAM, Adam, threads=1, lr=1e-3), ADAM_BYTES)
+
+
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
 def test_adam_torch(benchmark, data, impl, bandwidth):
     bandwidth(_bench_torch(benchmark, data, ADAM, impl, "Adam", lr=1e-3), ADAM_BYTES)
@@ -65,6 +78,11 @@ def test_adam_torch(benchmark, data, impl, bandwidth):
 
 def test_sgd_fastinterp(benchmark, data, bandwidth):
     bandwidth(_bench_ours(benchmark, data, SGD_GROUP, SGD, lr=1e-3, momentum=0.9), SGD_BYTES)
+
+
+def test_sgd_fastinterp_one_thread(benchmark, data, bandwidth):
+    bandwidth(_bench_ours(benchmark, data, SGD_GROUP, SGD, threads=1, lr=1e-3, momentum=0.9),
+              SGD_BYTES)
 
 
 @pytest.mark.parametrize("impl", ["foreach", "fused"])

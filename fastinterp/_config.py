@@ -1,4 +1,20 @@
-"""Process-wide settings: the CPU thread count."""
+"""Process-wide settings: the CPU thread count.
+
+How the CPU kernels use their threads: an op goes parallel only when each
+thread gets enough work (``threads_for``). While a parallel region runs, its
+OpenMP threads are bound to distinct CPUs of the caller's allowed set (the
+caller's thread to the CPU it is on) and each thread's previous affinity mask
+is restored before the kernel returns (kernels/cpu/_team.h): on small VMs
+the scheduler otherwise can leave a team of two on one vCPU, where it loses
+whole scheduler ticks. When other processes keep the CPUs busy, a team waits
+for its descheduled members and is slower than one thread: after two regions
+in a row that took longer than their threads' summed CPU time, the kernels
+run on one thread for a while, then try a team again. Results are
+bit-identical either way. Nothing process-wide is changed (no environment
+variable, no lasting affinity); ``FASTINTERP_TEAM_CONTROL=0`` turns placement
+and back-off off. (Applies to the kernels built with the team helper: the
+optimizers and the NCA softmax today.)
+"""
 from __future__ import annotations
 
 import os

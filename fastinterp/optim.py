@@ -12,6 +12,17 @@ Each step runs one fused kernel per parameter array (Cython + OpenMP on CPU,
 numba.cuda for CUDA arrays), reading the parameter, its gradient and its
 state once and writing them back; the result is bit-identical for any thread
 count.
+
+Parameters are viewed afresh at every step, so replacing a torch
+parameter's storage (``p.data = new``, ``p.resize_`` back to its shape) is
+followed; a parameter whose shape or dtype changed raises. Non-finite values
+follow torch: an infinite parameter stays infinite when nothing finite is
+added to it (no ``0 * inf`` from a zero weight decay), NaN propagates, and
+AMSGrad's maximum keeps NaN like ``torch.maximum``. Hyper-parameters are
+numbers; a 0-d array or tensor (``lr=torch.tensor(0.1)``) is converted to a
+float. ``load_state_dict`` takes the layout :meth:`Optimizer.state_dict`
+returns and refuses anything else (a ``torch.optim`` state_dict, unknown
+keys, a negative or NaN ``step``) with a message saying what it expected.
 """
 from __future__ import annotations
 
@@ -45,59 +56,115 @@ def _adam_cpu(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2
                         step_size, bc2_sqrt, first, threads_for(param.shape[0], 65536))
 
 
+def _state_copy_cpu(dst, src):
+    np.copyto(dst, src, casting="same_kind")
+
+
 registry.register_builtin("sgd_step", _sgd_cpu, "fastinterp._cuda.optim:sgd_step")
 registry.register_builtin("adam_step", _adam_cpu, "fastinterp._cuda.optim:adam_step")
+registry.register_builtin("state_copy", _state_copy_cpu, "fastinterp._cuda.optim:clone_into")
 
 
 # --- parameter handling ---------------------------------------------------------------
 
 class _Param:
-    """One parameter: the caller's object, the kernel's flat view, and how to allocate."""
+    """One parameter: the caller's object and what it must keep (shape, dtype, device).
 
-    __slots__ = ("caller", "flat", "backend", "dtype", "shape", "prepared")
+    No view of its memory is kept between steps: the caller may replace the
+    storage (``p.data = new`` or ``p.resize_(...)`` on a torch tensor), so every
+    step takes a fresh view (:meth:`view`) and checks it still fits.
+    """
+
+    __slots__ = ("caller", "name", "backend", "dtype", "shape", "template")
 
     def __init__(self, op: str, name: str, obj):
         if obj is None or not hasattr(obj, "shape"):
             raise TypeError(f"{op}: {name} must be an array; got {type(obj).__name__}.")
         prepared = begin(op, param=obj)
         arr = prepared.arrays["param"]
+        self.caller, self.name, self.backend = obj, name, prepared.backend
         self.dtype = float_dtype(op, name, arr)
-        if not _c_contiguous(arr):
-            raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place); "
-                             f"got strides {tuple(arr.strides)}.")
-        if isinstance(arr, np.ndarray) and not arr.flags.writeable:
-            raise ValueError(f"{op}: {name} must be writable (it is updated in place); "
-                             f"got a read-only array.")
-        self.caller, self.backend, self.prepared = obj, prepared.backend, prepared
         self.shape = tuple(arr.shape)
-        self.flat = arr.reshape(-1) if arr.ndim != 1 else arr
+        _check_writable_contiguous(op, name, arr)
+        # allocation only needs the caller's type: keep no reference to the kernel view
+        self.template = Prepared(op, prepared.backend, {}, prepared.template,
+                                 prepared.template_kind)
 
-    def empty_like(self) -> tuple[Any, Any]:
-        """An uninitialised state buffer shaped like the parameter: (caller, flat kernel view)."""
-        caller, kern = self.prepared.empty(self.shape, self.dtype)
-        return caller, (kern.reshape(-1) if len(self.shape) != 1 else kern)
+    def view(self, op: str, arr):
+        """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
+        dtype = np.dtype(arr.dtype)
+        if dtype != self.dtype:
+            raise TypeError(f"{op}: {self.name} must keep its dtype {self.dtype} (its storage "
+                            f"was replaced since the optimizer was built); got {dtype}.")
+        if tuple(arr.shape) != self.shape:
+            raise ValueError(f"{op}: {self.name} must keep its shape {shape_str(self.shape)} "
+                             f"(its storage was replaced or resized since the optimizer was "
+                             f"built); got {shape_str(arr.shape)}.")
+        _check_writable_contiguous(op, self.name, arr)
+        return _flat(arr)
+
+    def empty_like(self):
+        """An uninitialised state buffer shaped like the parameter (the caller's array type)."""
+        return self.template.empty(self.shape, self.dtype)[0]
+
+
+def _check_writable_contiguous(op, name, arr):
+    if not _c_contiguous(arr):
+        raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place); "
+                         f"got strides {tuple(arr.strides)}.")
+    if isinstance(arr, np.ndarray) and not arr.flags.writeable:
+        raise ValueError(f"{op}: {name} must be writable (it is updated in place); "
+                         f"got a read-only array.")
 
 
 def _flat(arr):
     return arr.reshape(-1) if len(arr.shape) != 1 else arr
 
 
+def _kernel_array(op: str, name: str, obj, backend: str):
+    """``obj`` converted for ``backend``'s kernels (NumPy arrays pass through)."""
+    if backend != CUDA and isinstance(obj, np.ndarray):
+        return obj
+    prepared = begin(op, **{name: obj})
+    if prepared.backend != backend:
+        raise TypeError(f"{op}: {name} must be a {backend.upper()} array like its parameter; "
+                        f"got {type(obj).__name__}.")
+    return prepared.arrays[name]
+
+
 def _copy_state(param: _Param, value, op: str, what: str):
-    """A fresh state buffer for ``param`` holding a copy of ``value``: (caller, flat view)."""
-    if tuple(value.shape) != param.shape:
-        raise ValueError(f"{op}: state {what} must have shape {shape_str(param.shape)} like its "
-                         f"parameter; got {shape_str(value.shape)}.")
-    caller, flat = param.empty_like()
-    if param.backend == CUDA:
-        from ._cuda import optim as cuda_optim
-        src = begin(op, value=value)
-        if src.backend != CUDA:
-            raise TypeError(f"{op}: state {what} must be a CUDA array like its parameter; "
-                            f"got {type(value).__name__}.")
-        cuda_optim.clone_into(flat, _flat(src.arrays["value"]))
-    else:
-        np.copyto(flat, np.asarray(value).reshape(-1), casting="same_kind")
-    return caller, flat
+    """A fresh state buffer for ``param`` holding a copy of ``value`` (registry ``state_copy``)."""
+    if not hasattr(value, "shape"):
+        raise TypeError(f"{op}: {what} must be an array; got {type(value).__name__}.")
+    src = _kernel_array(op, what, value, param.backend)
+    float_dtype(op, what, src)
+    if tuple(src.shape) != param.shape:
+        raise ValueError(f"{op}: {what} must have shape {shape_str(param.shape)} like its "
+                         f"parameter; got {shape_str(src.shape)}.")
+    if param.backend == CUDA and np.dtype(src.dtype) != param.dtype:
+        raise TypeError(f"{op}: {what} must have dtype {param.dtype} like its parameter on "
+                        f"CUDA; got {np.dtype(src.dtype)}.")
+    caller = param.empty_like()
+    dst = _kernel_array(op, what, caller, param.backend)
+    kernel = registry.lookup("state_copy", param.backend, param.dtype)
+    kwargs = {"stream": param.template.stream} if param.backend == CUDA else {}
+    if param.backend == CUDA and not _c_contiguous(src):
+        raise ValueError(f"{op}: {what} must be C-contiguous on CUDA; "
+                         f"got strides {tuple(src.strides)}.")
+    if param.backend != CUDA:
+        src = np.ascontiguousarray(src)
+    kernel(_flat(dst), _flat(src), **kwargs)
+    return caller
+
+
+def _scalar(value):
+    """A hyper-parameter as a Python float: a real number or a 0-d real array/tensor
+    (converted with ``.item()``); None for anything else."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
 
 
 # --- the base class -----------------------------------------------------------------
@@ -105,12 +172,18 @@ def _copy_state(param: _Param, value, op: str, what: str):
 class Optimizer:
     """Base class: parameter groups, per-parameter state, state_dict round trips.
 
-    Subclasses define ``_op`` (the registry op), ``_check(group)`` and
-    ``_update(index, param, grad_flat, group)``.
+    Subclasses define ``_op`` (the registry op), ``_state_keys`` (the state
+    entries it may hold), ``_check(group)`` and
+    ``_update(index, param_flat, grad_flat, group, kernel, kwargs)``.
+
+    Hyper-parameters are Python numbers; a 0-d array or tensor (``lr=
+    torch.tensor(0.1)``) is converted to a float when the group is added and
+    again at every step (a scheduler may set one later).
     """
 
     _op = "optimizer"
     _state_keys: tuple[str, ...] = ()
+    _required_state: tuple[str, ...] = ()
 
     def __init__(self, params, defaults: dict):
         if hasattr(params, "shape") or isinstance(params, dict):
@@ -132,6 +205,19 @@ class Optimizer:
     def _name(self) -> str:
         return type(self).__name__
 
+    def _check_keys(self, op: str, what: str, group: dict) -> None:
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            hint = ""
+            if unknown & _TORCH_ONLY_KEYS:
+                hint = (" This looks like a torch.optim state_dict: fastinterp takes the layout of "
+                        "its own state_dict() (hyper-parameters as in the constructor, state "
+                        "arrays shaped like their parameters, 'step' a number); drop torch's "
+                        "implementation flags (foreach, fused, capturable, differentiable, ...) "
+                        "and convert the 'step' tensors with float() first.")
+            raise ValueError(f"{op}: {what} keys must be among {sorted(self.defaults)}; "
+                             f"got unknown {sorted(unknown)}.{hint}")
+
     def add_param_group(self, group: dict) -> None:
         """Add a group: a dict with ``"params"`` (a list of arrays) and optional overrides."""
         if not isinstance(group, dict) or "params" not in group:
@@ -139,74 +225,84 @@ class Optimizer:
                             f"list; got {type(group).__name__}.")
         arrays = group["params"]
         arrays = [arrays] if hasattr(arrays, "shape") else list(arrays)
-        unknown = set(group) - set(self.defaults) - {"params"}
-        if unknown:
-            raise ValueError(f"{self._name}: parameter group keys must be among "
-                             f"{sorted(self.defaults)}; got {sorted(unknown)}.")
+        self._check_keys(self._name, "parameter group", group)
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._check(full)
         start = len(self._params)
+        new = []
         for j, a in enumerate(arrays):
-            if any(p.caller is a for p in self._params):
+            if any(p.caller is a for p in self._params + new):
                 raise ValueError(f"{self._name}: params[{start + j}] appears twice; each array "
                                  f"may be in one group only.")
-            self._params.append(_Param(self._name, f"params[{start + j}]", a))
+            new.append(_Param(self._name, f"params[{start + j}]", a))
+        self._params += new
         full["params"] = arrays
         self.param_groups.append(full)
 
     # Validation helpers used by subclasses' _check.
     def _nonneg(self, group, *keys):
+        """Each ``group[key]`` must be a finite number >= 0; stored back as a float."""
         for key in keys:
-            value = group[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{self._name}: {key} must be a finite number >= 0; got {value!r}.")
+            value = _scalar(group[key])
+            if value is None or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{self._name}: {key} must be a finite number >= 0 (a Python "
+                                 f"number or 0-d array); got {group[key]!r}.")
+            group[key] = value
 
     def _check(self, group: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare_grads(self, grads) -> list:
-        """Validate every gradient before any parameter changes; returns flat kernel views."""
+    def _prepare(self, grads) -> list:
+        """Validate every gradient and parameter before any changes.
+
+        Returns one ``(param_flat, grad_flat, stream_kwargs)`` per parameter
+        (None where the gradient is None). The parameter views are taken now,
+        from the caller's objects: a replaced storage is followed, a new shape
+        or dtype refused.
+        """
+        op = f"{self._name}.step"
         if hasattr(grads, "shape"):
-            raise TypeError(f"{self._name}.step: grads must be a list of arrays, one per "
+            raise TypeError(f"{op}: grads must be a list of arrays, one per "
                             f"parameter; got a single {type(grads).__name__}.")
         grads = list(grads)
         if len(grads) != len(self._params):
-            raise ValueError(f"{self._name}.step: grads must have one entry per parameter "
+            raise ValueError(f"{op}: grads must have one entry per parameter "
                              f"({len(self._params)}); got {len(grads)}.")
         for group in self.param_groups:
             self._check(group)
-        flats = []
+        jobs = []
         for i, (p, g) in enumerate(zip(self._params, grads)):
             if g is None:
-                flats.append(None)
+                jobs.append(None)
                 continue
             name = f"grads[{i}]"
             if not hasattr(g, "shape"):
-                raise TypeError(f"{self._name}.step: {name} must be an array or None; "
+                raise TypeError(f"{op}: {name} must be an array or None; "
                                 f"got {type(g).__name__}.")
-            prepared = begin(f"{self._name}.step", **{f"params[{i}]": p.caller, name: g})
+            prepared = begin(op, **{p.name: p.caller, name: g})
+            param = p.view(op, prepared.arrays[p.name])
             arr = prepared.arrays[name]
-            dtype = float_dtype(f"{self._name}.step", name, arr)
+            dtype = float_dtype(op, name, arr)
             if dtype != p.dtype:
-                raise TypeError(f"{self._name}.step: {name} must have the dtype of params[{i}] "
+                raise TypeError(f"{op}: {name} must have the dtype of {p.name} "
                                 f"({p.dtype}); got {dtype}.")
             if tuple(arr.shape) != p.shape:
-                raise ValueError(f"{self._name}.step: {name} must have the shape of params[{i}] "
+                raise ValueError(f"{op}: {name} must have the shape of {p.name} "
                                  f"{shape_str(p.shape)}; got {shape_str(arr.shape)}.")
             if not _c_contiguous(arr):
                 if p.backend == CUDA:
-                    raise ValueError(f"{self._name}.step: {name} must be C-contiguous on CUDA; "
+                    raise ValueError(f"{op}: {name} must be C-contiguous on CUDA; "
                                      f"got strides {tuple(arr.strides)}.")
                 arr = np.ascontiguousarray(arr)  # copied once
-            flats.append(_flat(arr))
+            kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
+            jobs.append((param, _flat(arr), kwargs))
         index = 0
         for group in self.param_groups:
             for _ in group["params"]:
-                if flats[index] is not None:
+                if jobs[index] is not None:
                     self._precheck(index, group)
                 index += 1
-        return flats
+        return jobs
 
     def _precheck(self, index: int, group: dict) -> None:
         """Raise before any update if parameter ``index`` cannot be stepped."""
@@ -221,19 +317,36 @@ class Optimizer:
             (group by group), each with its parameter's shape, dtype and
             device. ``None`` leaves that parameter and its state untouched.
             Everything is validated before any parameter changes.
+
+        Notes
+        -----
+        Each step views the parameters afresh: if a torch parameter's storage
+        was replaced (``p.data = new``, ``p.resize_``) the new storage is
+        updated; a parameter whose shape or dtype changed raises.
         """
-        flats = self._prepare_grads(grads)
+        jobs = self._prepare(grads)
         index = 0
         for group in self.param_groups:
             for _ in group["params"]:
-                p, g = self._params[index], flats[index]
-                if g is not None:
+                job = jobs[index]
+                if job is not None:
+                    p = self._params[index]
                     kernel = registry.lookup(self._op, p.backend, p.dtype)
-                    kwargs = {"stream": p.prepared.stream} if p.backend == CUDA else {}
-                    self._update(index, p, g, group, kernel, kwargs)
+                    self._update(index, job[0], job[1], group, kernel, job[2])
                 index += 1
 
-    # --- state_dict ---------------------------------------------------------------
+    # --- state ----------------------------------------------------------------------
+
+    def _buffer(self, index: int, key: str) -> tuple[Any, bool]:
+        """The flat kernel view of state buffer ``key`` of parameter ``index``, and
+        whether it was just allocated (uninitialised). Viewed afresh each step."""
+        st = self.state.setdefault(index, {})
+        p = self._params[index]
+        fresh = key not in st
+        if fresh:
+            st[key] = p.empty_like()
+        return p.view(f"{self._name}.step", _kernel_array(
+            f"{self._name}.step", f"state[{index}][{key!r}]", st[key], p.backend)), fresh
 
     def state_dict(self) -> dict:
         """A snapshot of the state and hyper-parameters (``torch.optim`` layout).
@@ -244,12 +357,11 @@ class Optimizer:
         """
         state = {}
         for i, st in self.state.items():
-            entry = {}
-            for key, value in st.items():
-                if key.startswith("_"):
-                    continue
-                entry[key] = self._copy_out(i, value) if hasattr(value, "shape") else value
-            state[i] = entry
+            p = self._params[i]
+            state[i] = {key: (_copy_state(p, value, f"{self._name}.state_dict",
+                                          f"state[{i}][{key!r}]")
+                              if hasattr(value, "shape") else value)
+                        for key, value in st.items()}
         groups, index = [], 0
         for group in self.param_groups:
             g = {k: v for k, v in group.items() if k != "params"}
@@ -258,58 +370,60 @@ class Optimizer:
             groups.append(g)
         return {"state": state, "param_groups": groups}
 
-    def _copy_out(self, i: int, value):
-        caller, _ = _copy_state(self._params[i], value, self._name, "copy")
-        return caller
-
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a snapshot made by :meth:`state_dict` (arrays are copied in).
 
-        The groups must have the same sizes as this optimizer's; each state
-        array must have its parameter's shape. Hyper-parameters are taken
-        from the snapshot.
+        Expected format: ``{"state": {index: {key: value}}, "param_groups":
+        [{hyper-parameters..., "params": [indices]}]}`` where the groups have
+        the same sizes as this optimizer's, the hyper-parameter keys are the
+        constructor's, each state array has its parameter's shape and
+        ``"step"`` (Adam, AdamW) is a finite number >= 0. Hyper-parameters are
+        taken from the snapshot. Nothing changes unless all of it is valid.
+        A ``torch.optim`` state_dict is refused with a note on converting it.
         """
         name = f"{self._name}.load_state_dict"
         try:
             groups, saved = state_dict["param_groups"], state_dict["state"]
-        except (TypeError, KeyError):
-            raise ValueError(f"{name}: state_dict must have 'state' and 'param_groups'; "
-                             f"got {type(state_dict).__name__}.") from None
+            theirs = [len(g["params"]) for g in groups]
+            saved_items = list(saved.items())
+        except (TypeError, KeyError, AttributeError):
+            given = (f"a dict with keys {sorted(map(str, state_dict))}"
+                     if isinstance(state_dict, dict) else type(state_dict).__name__)
+            raise ValueError(f"{name}: state_dict must be a dict with 'state' (a dict of "
+                             f"per-parameter dicts) and 'param_groups' (a list of dicts with "
+                             f"'params'), as state_dict() returns; got {given}.") from None
         ours = [len(g["params"]) for g in self.param_groups]
-        theirs = [len(g["params"]) for g in groups]
         if ours != theirs:
             raise ValueError(f"{name}: group sizes must match this optimizer's {ours}; got {theirs}.")
         new_groups = []
-        for mine, g in zip(self.param_groups, groups):
-            full = {**mine, **{k: v for k, v in g.items() if k != "params"}}
+        for k, (mine, g) in enumerate(zip(self.param_groups, groups)):
+            self._check_keys(name, f"param_groups[{k}]", g)
+            full = {**mine, **{key: v for key, v in g.items() if key != "params"}}
             self._check(full)
             new_groups.append(full)
         new_state: dict[int, dict] = {}
-        for key, st in saved.items():
-            i = int(key)
-            if not 0 <= i < len(self._params):
-                raise ValueError(f"{name}: state index must be in [0, {len(self._params)}); got {i}.")
+        for key, st in saved_items:
+            i = _state_index(name, key, len(self._params))
+            if not isinstance(st, dict):
+                raise ValueError(f"{name}: state[{i}] must be a dict; got {type(st).__name__}.")
+            unknown = set(st) - set(self._state_keys)
+            if unknown:
+                raise ValueError(f"{name}: state[{i}] keys must be among "
+                                 f"{list(self._state_keys)}; got unknown {sorted(unknown)}.")
             entry = {}
             for k, v in st.items():
-                if hasattr(v, "shape"):
-                    entry[k], entry["_" + k] = _copy_state(self._params[i], v, name, repr(k))
-                else:
-                    entry[k] = v
-            self._check_state(name, i, entry)
+                what = f"state[{i}][{k!r}]"
+                entry[k] = _load_step(name, what, v) if k == "step" else \
+                    _copy_state(self._params[i], v, name, what)
+            self._check_state(name, i, entry, new_groups)
             new_state[i] = entry
         self.param_groups, self.state = new_groups, new_state
 
-    def _check_state(self, name, i, entry) -> None:
-        missing = [k for k in self._state_keys if k not in entry]
+    def _check_state(self, name, i, entry, groups) -> None:
+        missing = [k for k in self._required_state if k not in entry]
         if missing:
-            raise ValueError(f"{name}: state {i} must have keys {list(self._state_keys)}; "
+            raise ValueError(f"{name}: state[{i}] must have keys {list(self._required_state)}; "
                              f"missing {missing}.")
-
-    def _buffer(self, st: dict, key: str, p: _Param):
-        """The flat kernel view of state buffer ``key``, allocated (uninitialised) if absent."""
-        if key not in st:
-            st[key], st["_" + key] = p.empty_like()
-        return st["_" + key]
 
     def __repr__(self) -> str:
         lines = [f"{self._name} ("]
@@ -317,6 +431,31 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+# Keys of torch.optim param_groups that fastinterp's optimizers do not take.
+_TORCH_ONLY_KEYS = {"foreach", "fused", "capturable", "differentiable",
+                    "decoupled_weight_decay", "initial_lr"}
+
+
+def _state_index(name: str, key, n: int) -> int:
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+        raise ValueError(f"{name}: state keys must be parameter indices (int); got {key!r}.")
+    if not 0 <= int(key) < n:
+        raise ValueError(f"{name}: state index must be in [0, {n}); got {int(key)}.")
+    return int(key)
+
+
+def _load_step(name: str, what: str, value) -> float:
+    """A saved step count: a finite number >= 0 (a 0-d array or tensor is converted)."""
+    step = _scalar(value)
+    if step is None:
+        raise TypeError(f"{name}: {what} must be a finite number >= 0 (the number of steps "
+                        f"taken); got {type(value).__name__} {value!r}.")
+    if not math.isfinite(step) or step < 0:
+        raise ValueError(f"{name}: {what} must be a finite number >= 0 (the number of steps "
+                         f"taken); got {value!r}.")
+    return step
 
 
 class SGD(Optimizer):
@@ -356,6 +495,7 @@ class SGD(Optimizer):
     """
 
     _op = "sgd_step"
+    _state_keys = _required_state = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0, maximize=False):
@@ -369,18 +509,12 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: nesterov=True requires momentum > 0 and dampening == 0; "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}.")
 
-    def _check_state(self, name, i, entry):
-        if "momentum_buffer" not in entry:
-            raise ValueError(f"{name}: state {i} must have key 'momentum_buffer'.")
-
-    def _update(self, i, p, g, group, kernel, kwargs):
+    def _update(self, i, param, g, group, kernel, kwargs):
         momentum = float(group["momentum"])
-        buf, first = p.flat, False
+        buf, first = param, False
         if momentum != 0:
-            st = self.state.setdefault(i, {})
-            first = "momentum_buffer" not in st
-            buf = self._buffer(st, "momentum_buffer", p)
-        kernel(p.flat, g, buf, float(group["lr"]), momentum, float(group["dampening"]),
+            buf, first = self._buffer(i, "momentum_buffer")
+        kernel(param, g, buf, float(group["lr"]), momentum, float(group["dampening"]),
                float(group["weight_decay"]), bool(group["nesterov"]),
                bool(group["maximize"]), first, **kwargs)
 
@@ -421,7 +555,8 @@ class Adam(Optimizer):
     """
 
     _op = "adam_step"
-    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _required_state = ("step", "exp_avg", "exp_avg_sq")
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -441,10 +576,9 @@ class Adam(Optimizer):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self._name}: betas[{k}] must be in [0, 1); got {b!r}.")
 
-    def _check_state(self, name, i, entry):
-        super()._check_state(name, i, entry)
-        if self.param_groups and any(g["amsgrad"] for g in self.param_groups) \
-                and "max_exp_avg_sq" not in entry:
+    def _check_state(self, name, i, entry, groups):
+        super()._check_state(name, i, entry, groups)
+        if any(g["amsgrad"] for g in groups) and "max_exp_avg_sq" not in entry:
             raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True).")
 
     def _precheck(self, index, group):
@@ -453,21 +587,19 @@ class Adam(Optimizer):
             raise ValueError(f"{self._name}.step: amsgrad must be set before the first step; "
                              f"it was switched on after step {st['step']:g}.")
 
-    def _update(self, i, p, g, group, kernel, kwargs):
+    def _update(self, i, param, g, group, kernel, kwargs):
         st = self.state.setdefault(i, {})
         first = "step" not in st
         amsgrad = bool(group["amsgrad"])
-        m = self._buffer(st, "exp_avg", p)
-        v = self._buffer(st, "exp_avg_sq", p)
-        vmax = p.flat
-        if amsgrad:
-            vmax = self._buffer(st, "max_exp_avg_sq", p)
+        m, _ = self._buffer(i, "exp_avg")
+        v, _ = self._buffer(i, "exp_avg_sq")
+        vmax = self._buffer(i, "max_exp_avg_sq")[0] if amsgrad else param
         step = float(st.get("step", 0.0)) + 1.0
         beta1, beta2 = (float(b) for b in group["betas"])
         lr = float(group["lr"])
         step_size = lr / (1 - beta1 ** step)
         bc2_sqrt = (1 - beta2 ** step) ** 0.5
-        kernel(p.flat, g, m, v, vmax, lr, beta1, beta2, float(group["eps"]),
+        kernel(param, g, m, v, vmax, lr, beta1, beta2, float(group["eps"]),
                float(group["weight_decay"]), self._decoupled, amsgrad,
                bool(group["maximize"]), step_size, bc2_sqrt, first, **kwargs)
         st["step"] = step

@@ -298,3 +298,209 @@ def test_regression_errors(make, exc, match):
     x, y = _classic()
     with pytest.raises(exc, match=match):
         make(x, y)
+
+
+# --- nca_loss_grad: hostile inputs (no crash, clear errors, any labels) -------------------
+
+def _nca_problem(rng, n=12, d=3, k=2, dtype=np.float64):
+    X = rng.standard_normal((n, d)).astype(dtype)
+    A = rng.standard_normal((k, d)).astype(dtype)
+    y = rng.integers(0, 3, n)
+    return A, X, y
+
+
+def _in_subprocess(code):
+    """Run ``code`` in a fresh interpreter (a crash must not take the test run down)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("anchors", ["[-1]", "[12]", "[0, 2**40]", "[-2**62]"])
+def test_nca_out_of_range_anchors_raise_in_a_fresh_process(anchors):
+    r = _in_subprocess(
+        "import numpy as np\n"
+        "from fastinterp.models.nca import nca_loss_grad\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((12, 3)); A = rng.standard_normal((2, 3))\n"
+        "y = rng.integers(0, 3, 12)\n"
+        "try:\n"
+        f"    nca_loss_grad(A, X, y, anchors=np.array({anchors}))\n"
+        "except ValueError as e:\n"
+        "    print('VE', e)\n")
+    assert r.returncode == 0, r.stderr
+    assert "VE nca_loss_grad: anchors must be" in r.stdout and "[0, 12)" in r.stdout
+
+
+@pytest.mark.parametrize("bad", ["anchors", "labels", "loss"])
+def test_nca_softmax_kernel_guards_itself(bad):
+    # The kernel is exported (C ABI, registry): it must check sizes and indices itself.
+    r = _in_subprocess(
+        "import numpy as np\n"
+        "from fastinterp._cpu import models\n"
+        "w = np.ones((3, 5)); lab = np.zeros(5, np.int32); anc = np.arange(3, dtype=np.intp)\n"
+        "loss = np.empty(3)\n"
+        f"bad = {bad!r}\n"
+        "if bad == 'anchors': anc[1] = -1\n"
+        "if bad == 'labels': lab = lab[:4]\n"
+        "if bad == 'loss': loss = loss[:2]\n"
+        "try:\n"
+        "    models.nca_softmax_fwd(w, lab, anc, loss, 2)\n"
+        "except ValueError as e:\n"
+        "    print('VE', e)\n"
+        "print('unchanged', bool((w == 1).all()))\n")
+    assert r.returncode == 0, r.stderr
+    assert "VE nca_softmax_fwd:" in r.stdout and "unchanged True" in r.stdout
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(labels=np.zeros(11, int)), ValueError, r"labels must have shape \(12,\).*got \(11,\)"),
+    (dict(labels=np.zeros(13, int)), ValueError, r"labels must have shape \(12,\).*got \(13,\)"),
+    (dict(labels=np.zeros((12, 1), int)), ValueError, r"labels must have shape \(12,\)"),
+    (dict(anchors=np.array([0.0, 1.0])), TypeError, "anchors must be an integer array"),
+    (dict(anchors=np.array([True, False])), TypeError, "anchors must be an integer array"),
+    (dict(anchors=np.zeros((2, 1), int)), ValueError, r"anchors must have shape \(B,\)"),
+    (dict(reg=-1.0), ValueError, "reg must be a finite number >= 0"),
+    (dict(reg=float("nan")), ValueError, "reg must be a finite number >= 0"),
+    (dict(A=np.zeros((2, 4))), ValueError, r"A must have shape \(k, 3\)"),
+    (dict(A=np.zeros(3)), ValueError, r"A must have shape \(k, 3\)"),
+    (dict(X=np.zeros(12)), ValueError, r"X must have shape \(N, D\)"),
+    (dict(A=np.zeros((2, 3), np.float32)), TypeError, "X must have the same dtype as A"),
+    (dict(A=np.zeros((2, 3), np.int64)), TypeError, "A must have dtype float32 or float64"),
+])
+def test_nca_loss_grad_errors(rng, kw, exc, match):
+    A, X, y = _nca_problem(rng)
+    args = dict(A=A, X=X, labels=y, anchors=None, reg=0.0)
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        nca_loss_grad(**args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relabel", [
+    lambda y: y.astype(np.int64) + 2**31,                  # would wrap in int32
+    lambda y: y.astype(np.int64) * 2**40 - 2**62,
+    lambda y: y.astype(np.uint64) + np.uint64(2**63),
+    lambda y: y.astype(np.float64) + 0.5,                  # non-integer labels
+    lambda y: np.array(["cat", "dog", "emu"])[y],          # strings
+    lambda y: (y == 1),                                    # booleans
+])
+def test_nca_any_labels_equal_dense_codes(rng, relabel, dtype):
+    A, X, y = _nca_problem(rng, dtype=dtype)
+    dense = np.unique(y, return_inverse=True)[1]
+    for anchors in (None, np.array([0, 5, 11]), np.array([], np.int64), [], [3, 4]):
+        want = nca_loss_grad(A, X, np.unique(relabel(y), return_inverse=True)[1], anchors)
+        got = nca_loss_grad(A, X, relabel(y), anchors)
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
+    # labels that wrapped to int32 used to merge classes 0 and 2**32 silently
+    y2 = np.where(dense == 0, 0, 2**32).astype(np.int64)
+    assert nca_loss_grad(A, X, y2)[0] != nca_loss_grad(A, X, np.zeros_like(y2))[0]
+
+
+def test_nca_loss_grad_goes_through_the_registry(rng):
+    A, X, y = _nca_problem(rng)
+    builtin = registry.lookup("nca_softmax", "cpu", np.float64)
+    calls = []
+
+    def spy(*args):
+        calls.append(len(args[2]))
+        builtin(*args)
+
+    registry.register("nca_softmax", "cpu", "float64", spy, source="test-spy")
+    try:
+        want = nca_loss_grad(A, X, y, np.array([3, 4]))
+    finally:
+        registry.unregister("test-spy")
+    assert calls == [2]
+    assert want[0] == nca_loss_grad(A, X, y, np.array([3, 4]))[0]
+
+
+def test_nca_loss_grad_accepts_torch_tensors(torch, rng):
+    A, X, y = _nca_problem(rng)
+    want = nca_loss_grad(A, X, y, np.array([1, 3]))
+    got = nca_loss_grad(torch.tensor(A), torch.tensor(X), torch.tensor(y), torch.tensor([1, 3]))
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
+def test_nca_softmax_float32_nan_and_huge_distances():
+    # NaN distances propagate as NaN (no float->int cast of NaN in the exp helper);
+    # huge distances underflow to exp(-87)-scale weights, never inf/NaN.
+    lab = np.array([0, 0, 1, 0, 1], np.int32)
+    for far in (3000.0, 3e38, np.inf):
+        w = np.array([[0.0, 1.0, far, 2.0, far],
+                      [far, 0.0, 1.0, far, 2.0]], np.float32)
+        loss, W = _run_kernel(w, lab, np.array([0, 1]))
+        assert np.isfinite(loss).all() and np.isfinite(W).all(), far
+    w = np.array([[0.0, np.nan, 1.0, 2.0, 3.0]], np.float32)
+    loss, W = _run_kernel(w, lab, np.array([0]))
+    assert np.isnan(W[0, 1])
+
+
+# --- AffineAlign ---------------------------------------------------------------------
+
+def _align_pair(true_theta=((1.0, 0.0, 0.08), (0.0, 1.0, -0.05)), size=32):
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    moving = np.exp(-((xx - 0.2) ** 2 + (yy + 0.1) ** 2) / 0.1)
+    theta = np.array([true_theta])
+    fixed = fi.grid_sample(moving[None, None], fi.affine_grid(theta, (1, 1, size, size)),
+                           padding_mode="border")[0, 0]
+    return moving, fixed, theta[0]
+
+
+def test_affine_align_recovers_a_shift():
+    from fastinterp.models import AffineAlign
+    moving, fixed, theta = _align_pair()
+    fit = AffineAlign(verbose=False).fit(moving, fixed)
+    assert np.abs(fit.theta_ - theta).max() < 1e-2
+    assert fit.transform(moving).shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_iter=-1), r"AffineAlign: max_iter must be an int >= 0; got -1"),
+    (dict(max_iter=2.5), r"max_iter must be an int >= 0; got 2.5"),
+    (dict(max_iter="10"), r"max_iter must be an int >= 0; got '10'"),
+    (dict(tol=-1.0), r"tol must be a finite number >= 0; got -1.0"),
+    (dict(tol=float("nan")), r"tol must be a finite number >= 0"),
+    (dict(max_step=0.0), r"max_step must be a finite number > 0; got 0.0"),
+    (dict(lr=float("inf")), r"lr must be a finite number > 0; got inf"),
+    (dict(log_every=0), r"log_every must be an int >= 1; got 0"),
+])
+def test_affine_align_parameter_errors(kw, match):
+    from fastinterp.models import AffineAlign
+    with pytest.raises(ValueError, match=match):
+        AffineAlign(**kw)
+    model = AffineAlign()               # also when set after construction, at fit
+    for k, v in kw.items():
+        setattr(model, k, v)
+    moving, fixed, _ = _align_pair(size=8)
+    with pytest.raises(ValueError, match=match):
+        model.fit(moving, fixed)
+
+
+def test_affine_align_zero_iterations_keeps_theta0():
+    from fastinterp.models import AffineAlign
+    moving, fixed, _ = _align_pair(size=8)
+    fit = AffineAlign(max_iter=0, verbose=False).fit(moving, fixed)
+    assert fit.n_iter_ == 0 and fit.loss_history_ == []
+    np.testing.assert_array_equal(fit.theta_, [[1, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("make, call", [
+    ("AffineAlign()", "transform(np.zeros((4, 4)))"),
+    ("NCA(2)", "transform(np.zeros((3, 4)))"),
+    ("PolynomialRegression(2)", "predict(np.zeros(3))"),
+])
+def test_unfitted_models_raise_not_fitted(make, call):
+    from fastinterp.models import AffineAlign  # noqa: F401 (used by eval)
+    model = eval(make)
+    with pytest.raises(ValueError, match=r"is not fitted; call fit first") as info:
+        eval(f"model.{call}")
+    assert isinstance(info.value, AttributeError)   # sklearn's NotFittedError contract
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return
+    assert isinstance(info.value, NotFittedError)

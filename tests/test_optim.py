@@ -206,7 +206,7 @@ def test_no_momentum_sgd_keeps_no_state():
     (lambda: SGD([np.zeros((4, 4))[:, ::2]], lr=0.1), ValueError, "C-contiguous"),
     (lambda: SGD([np.broadcast_to(np.zeros(3), (3,))], lr=0.1), ValueError, "writable"),
     (lambda: SGD([[1.0, 2.0]], lr=0.1), TypeError, r"params\[0\] must be an array"),
-    (lambda: SGD([np.zeros(3)], lr=-0.1), ValueError, "lr must be a finite number >= 0; got -0.1"),
+    (lambda: SGD([np.zeros(3)], lr=-0.1), ValueError, r"lr must be a finite number >= 0 \(a Python number or 0-d array\); got -0.1"),
     (lambda: SGD([np.zeros(3)], lr=float("nan")), ValueError, "lr must be a finite number"),
     (lambda: SGD([np.zeros(3)], lr=0.1, momentum=-1), ValueError, "momentum"),
     (lambda: SGD([np.zeros(3)], lr=0.1, weight_decay=-1), ValueError, "weight_decay"),
@@ -262,7 +262,8 @@ def test_load_state_dict_errors():
         Adam([np.ones(3), np.ones(2)]).load_state_dict(sd)
     with pytest.raises(ValueError, match=r"must have shape \(4,\)"):
         Adam([np.ones(4)]).load_state_dict(sd)
-    with pytest.raises(ValueError, match="state_dict must have"):
+    with pytest.raises(ValueError, match=r"state_dict must be a dict with 'state'.*got a dict "
+                                         r"with keys \['x'\]"):
         Adam([np.ones(3)]).load_state_dict({"x": 1})
     del sd["state"][0]["exp_avg_sq"]
     with pytest.raises(ValueError, match="missing"):
@@ -416,3 +417,328 @@ def test_sgd_options_vs_torch(torch, momentum, dampening, nesterov, weight_decay
     ours, _ = _ours_run(SGD, kw, p0s, grad_seq)
     ref, _ = _torch_run(torch, "SGD", kw, p0s, grad_seq)
     np.testing.assert_array_equal(ours[0], ref[0])
+
+
+# --- non-finite parameters and gradients: torch.optim's arithmetic -------------------
+
+_SPECIAL = np.array([np.inf, -np.inf, np.nan, 1.5, -0.25, 0.0, 1e30, -1e-30])
+
+NONFINITE_CONFIGS = [
+    (SGD, dict(lr=0.1)),
+    (SGD, dict(lr=0.1, maximize=True)),
+    (SGD, dict(lr=0.1, momentum=0.9)),
+    (SGD, dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1)),
+    (SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+    (Adam, dict(lr=0.1)),
+    (Adam, dict(lr=0.1, weight_decay=0.1)),
+    (Adam, dict(lr=0.1, amsgrad=True, maximize=True)),
+    (Adam, dict(lr=0.1, betas=(0.3, 0.9))),           # the other lerp branch
+    (AdamW, dict(lr=0.1)),
+    (AdamW, dict(lr=0.1, weight_decay=0.0)),
+    (AdamW, dict(lr=0.1, amsgrad=True)),
+]
+
+
+def _special_problem(dtype, steps=3):
+    """Every (param, grad) pair of special values, then grads that turn special later."""
+    p, g = (a.ravel() for a in np.meshgrid(_SPECIAL, _SPECIAL, indexing="ij"))
+    p0 = p.astype(dtype)
+    grad_seq = [g.astype(dtype)]
+    for k in range(1, steps):
+        grad_seq.append(np.roll(g, 3 * k).astype(dtype))
+    return [p0], [[gs] for gs in grad_seq]
+
+
+def _same_special(a, b):
+    """NaN where NaN, the same infinities, finite values close."""
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    inf = np.isinf(a) | np.isinf(b)
+    np.testing.assert_array_equal(a[inf], b[inf])
+    fin = np.isfinite(a) & np.isfinite(b)
+    np.testing.assert_allclose(a[fin], b[fin], rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("impl", [dict(foreach=False), dict(foreach=True), dict(fused=True)],
+                         ids=["single", "foreach", "fused"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kw", NONFINITE_CONFIGS, ids=lambda v: str(v) if isinstance(v, dict) else v.__name__)
+def test_nonfinite_params_and_grads_match_torch(torch, cls, kw, dtype, impl):
+    p0s, grad_seq = _special_problem(dtype)
+    ours, opt = _ours_run(cls, kw, p0s, grad_seq)
+    ref, ref_opt = _torch_run(torch, cls.__name__, {**kw, **impl}, p0s, grad_seq)
+    _same_special(ours[0], ref[0])
+    for key, value in opt.state_dict()["state"].get(0, {}).items():
+        if hasattr(value, "shape"):
+            _same_special(value, ref_opt.state_dict()["state"][0][key].numpy())
+
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1)), (SGD, dict(lr=0.1, momentum=0.5)),
+                                     (Adam, dict(lr=0.1)), (AdamW, dict(lr=0.1, weight_decay=0))])
+def test_infinite_param_stays_infinite_without_weight_decay(cls, kw):
+    w = np.array([np.inf, -np.inf, 1.0])
+    opt = cls([w], **kw)
+    for _ in range(3):
+        opt.step([np.array([1.0, -2.0, 0.5])])
+    assert w[0] == np.inf and w[1] == -np.inf and np.isfinite(w[2])
+
+
+# --- parameters whose storage the caller replaces ------------------------------------
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=0.1)),
+                                     (AdamW, dict(lr=0.1, amsgrad=True))])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_step_follows_replaced_torch_storage(torch, cls, kw, dtype):
+    dt = getattr(torch, dtype)
+    p = torch.nn.Parameter(torch.ones(6, dtype=dt), requires_grad=False)
+    ref = torch.nn.Parameter(torch.ones(6, dtype=dt))
+    ours, theirs = cls([p], **kw), getattr(torch.optim, cls.__name__)([ref], **kw)
+    g = torch.linspace(-1, 1, 6, dtype=dt)
+    for k in range(4):
+        if k == 2:   # the common idiom: swap in new storage of the same shape
+            old = p.data
+            snapshot = old.clone()
+            p.data = torch.full((6,), 3.0, dtype=dt)
+            with torch.no_grad():
+                ref.data = torch.full((6,), 3.0, dtype=dt)
+        ours.step([g])
+        ref.grad = g.clone()
+        theirs.step()
+    torch.testing.assert_close(p.data, ref.data.detach())
+    assert torch.equal(old, snapshot)             # the released storage was not written
+
+
+def test_step_follows_resized_torch_tensor_and_refuses_new_shapes(torch):
+    p = torch.ones(4, dtype=torch.float64)
+    opt = Adam([p], lr=0.1)
+    opt.step([torch.ones(4, dtype=torch.float64)])
+    p.resize_(4000)            # same shape afterwards? no: a new shape must be refused
+    with pytest.raises(ValueError, match=r"Adam.step: params\[0\] must keep its shape \(4,\).*got \(4000,\)"):
+        opt.step([torch.ones(4000, dtype=torch.float64)])
+    p.resize_(4)               # back to its shape (possibly in new storage): steps again
+    before = p.clone()
+    opt.step([torch.ones(4, dtype=torch.float64)])
+    assert bool((p < before).all())
+
+
+def test_replaced_storage_with_other_dtype_is_refused(torch):
+    p = torch.ones(4, dtype=torch.float64)
+    opt = SGD([p], lr=0.1)
+    p.data = torch.ones(4, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"SGD.step: params\[0\] must keep its dtype float64 \(its storage was "
+                                      r"replaced .*\); got float32"):
+        opt.step([torch.ones(4, dtype=torch.float32)])
+    np.testing.assert_array_equal(p.numpy(), 1.0)
+
+
+# --- clear errors (issue: hostile inputs) -------------------------------------------
+
+def test_torch_state_dict_is_refused_with_the_expected_format(torch):
+    t = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    ref = torch.optim.Adam([t], lr=0.1)
+    t.grad = torch.ones(3, dtype=torch.float64)
+    ref.step()
+    opt = Adam([np.ones(3)], lr=0.1)
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: param_groups\[0\] keys must be "
+                                         r"among .*got unknown \[.*'foreach'.*\].*torch\.optim"):
+        opt.load_state_dict(ref.state_dict())
+    assert opt.state == {}
+
+
+@pytest.mark.parametrize("step, exc", [(-1.0, ValueError), (float("nan"), ValueError),
+                                       (float("inf"), ValueError), ("3", TypeError),
+                                       (None, TypeError), (True, TypeError), (1 + 2j, TypeError)])
+def test_load_state_dict_rejects_bad_steps(step, exc):
+    opt = Adam([np.ones(3)], lr=0.1)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = step
+    fresh = Adam([np.ones(3)], lr=0.1)
+    with pytest.raises(exc, match=r"Adam.load_state_dict: state\[0\]\['step'\] must be a finite "
+                                  r"number >= 0 \(the number of steps taken\); got"):
+        fresh.load_state_dict(sd)
+    assert fresh.state == {}
+
+
+def test_load_state_dict_accepts_a_0d_step(torch):
+    opt = Adam([np.ones(3)], lr=0.1)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = torch.tensor(1.0)
+    fresh = Adam([np.ones(3)], lr=0.1)
+    fresh.load_state_dict(sd)
+    assert fresh.state[0]["step"] == 1.0 and type(fresh.state[0]["step"]) is float
+
+
+@pytest.mark.parametrize("key", ["momentum", "foreach", "betas2"])
+def test_load_state_dict_rejects_unknown_hyperparameters(key):
+    opt = Adam([np.ones(3)], lr=0.1)
+    sd = opt.state_dict()
+    sd["param_groups"][0][key] = 0.5
+    with pytest.raises(ValueError, match=rf"param_groups\[0\] keys must be among .*'{key}'"):
+        Adam([np.ones(3)], lr=0.1).load_state_dict(sd)
+
+
+def test_load_state_dict_rejects_unknown_state_keys():
+    opt = Adam([np.ones(3)], lr=0.1)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["momentum_buffer"] = np.ones(3)
+    with pytest.raises(ValueError, match=r"state\[0\] keys must be among"):
+        Adam([np.ones(3)], lr=0.1).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("cls, key, kw", [(SGD, "lr", {}), (Adam, "lr", {}), (Adam, "eps", {}),
+                                          (SGD, "momentum", dict(lr=0.1))])
+def test_0d_tensor_hyperparameters_become_floats(torch, cls, key, kw):
+    w, ref_w = np.ones(3), np.ones(3)
+    opt = cls([w], **{**kw, key: torch.tensor(0.1, dtype=torch.float64)})
+    ref = cls([ref_w], **{**kw, key: 0.1})
+    assert type(opt.param_groups[0][key]) is float
+    for _ in range(2):
+        opt.step([np.ones(3)])
+        ref.step([np.ones(3)])
+    np.testing.assert_array_equal(w, ref_w)
+    opt.param_groups[0][key] = np.float32(0.25)     # set later (a scheduler): also taken
+    opt.step([np.ones(3)])
+    assert type(opt.param_groups[0][key]) is float
+
+
+@pytest.mark.parametrize("value", [[0.1], np.array([0.1]), 1 + 0j, "0.1"])
+def test_non_scalar_hyperparameters_are_refused(value):
+    with pytest.raises(ValueError, match=r"SGD: lr must be a finite number >= 0 \(a Python "
+                                         r"number or 0-d array\); got"):
+        SGD([np.ones(3)], lr=value)
+
+
+def test_state_copies_go_through_the_registry(rng):
+    from fastinterp import _registry as registry
+    w = rng.standard_normal(5)
+    opt = Adam([w], lr=0.1)
+    opt.step([np.ones(5)])
+    builtin = registry.lookup("state_copy", "cpu", np.float64)
+    calls = []
+
+    def spy(dst, src):
+        calls.append(dst.shape)
+        builtin(dst, src)
+
+    registry.register("state_copy", "cpu", "float64", spy, source="test-spy")
+    try:
+        sd = opt.state_dict()
+        Adam([np.ones(5)], lr=0.1).load_state_dict(sd)
+    finally:
+        registry.unregister("test-spy")
+    assert calls == [(5,)] * 4     # two buffers out, two in
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("cls, kw", [c for c in NONFINITE_CONFIGS if "amsgrad" in c[1]
+                                     or c[1].get("weight_decay", 1) == 0 or len(c[1]) == 1],
+                         ids=lambda v: str(v) if isinstance(v, dict) else v.__name__)
+def test_cuda_nonfinite_matches_cpu(cuda, cls, kw):
+    p0s, grad_seq = _special_problem(np.float64)
+    cpu, _ = _ours_run(cls, kw, p0s, grad_seq)
+    p_dev = cuda.to_device(p0s[0].copy())
+    dev = cls([p_dev], **kw)
+    for (g,) in grad_seq:
+        dev.step([cuda.to_device(g)])
+    _same_special(p_dev.copy_to_host(), cpu[0])
+
+
+@pytest.mark.parametrize("call", [
+    "optim.sgd_step(p, g[:3], b, 0.1, 0.9, 0.0, 0.0, False, False, False, 2)",
+    "optim.sgd_step(p, g, b[:2], 0.1, 0.9, 0.0, 0.0, False, False, False, 2)",
+    "optim.adam_step(p, g, b[:5], b, b, 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False, 0.1, 1.0, False, 2)",
+    "optim.adam_step(p, g, b, b, b[:0], 0.1, 0.9, 0.99, 1e-8, 0.0, False, True, False, 0.1, 1.0, False, 2)",
+])
+def test_step_kernels_guard_their_sizes(call):
+    # The kernels are exported (registry, C ABI): a short buffer raises, nothing is written.
+    import subprocess
+    import sys
+    code = ("import numpy as np\nfrom fastinterp._cpu import optim\n"
+            "p = np.ones(100_000); g = np.ones(100_000); b = np.ones(100_000)\n"
+            f"try:\n    {call}\nexcept ValueError as e:\n    print('VE', e)\n"
+            "print('unchanged', bool((p == 1).all() and (b == 1).all()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "VE " in r.stdout and "must have shape (100000,) like param" in r.stdout
+    assert "unchanged True" in r.stdout
+
+
+@pytest.mark.parametrize("bind", ["1", "0"])
+def test_threads_leave_the_callers_affinity_unchanged(bind):
+    # Kernels bind their OpenMP team to distinct CPUs only while a region runs
+    # (kernels/cpu/_team.h); the caller's thread (main or other) keeps its mask.
+    import subprocess
+    import sys
+    code = (
+        "import os, threading, numpy as np, fastinterp as fi\n"
+        "from fastinterp.optim import Adam, SGD\n"
+        "fi.set_num_threads(2)\n"
+        "def run(out):\n"
+        "    before = os.sched_getaffinity(0)\n"
+        "    p = np.ones(300_000, np.float32); q = p.astype(np.float64)\n"
+        "    Adam([p]).step([p * 0.5]); SGD([q], lr=0.1, momentum=0.9).step([q])\n"
+        "    out.append(os.sched_getaffinity(0) == before == os.sched_getaffinity(0))\n"
+        "out = []\nrun(out)\n"
+        "t = threading.Thread(target=run, args=(out,)); t.start(); t.join()\n"
+        "print(out)\n")
+    env = {**__import__("os").environ, "FASTINTERP_TEAM_CONTROL": bind}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[True, True]"
+
+
+def test_concurrent_callers_match_serial(threads, rng):
+    # 8 Python threads stepping their own optimizers at once (each with a team of 2):
+    # results equal the serial ones and every caller keeps its affinity mask.
+    import os
+    import threading
+    threads.set_num_threads(2)
+    p0 = rng.standard_normal(200_000).astype(np.float32)
+    g = rng.standard_normal(200_000).astype(np.float32)
+    serial = p0.copy()
+    Adam([serial], lr=0.01).step([g])
+    results, masks = [None] * 8, [None] * 8
+
+    def work(k):
+        before = os.sched_getaffinity(0)
+        p = p0.copy()
+        opt = Adam([p], lr=0.01)
+        opt.step([g])
+        results[k], masks[k] = p, os.sched_getaffinity(0) == before
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(masks)
+    for r in results:
+        np.testing.assert_array_equal(r, serial)
+
+
+def test_two_threads_on_one_cpu_still_bit_identical():
+    # A team that cannot get its CPUs (here: the process confined to one CPU after
+    # start-up) is slower than one thread; the kernels then back off to one thread
+    # for a while (kernels/cpu/_team.h). Either way the results are the same bits.
+    import subprocess
+    import sys
+    code = (
+        "import os, numpy as np, fastinterp as fi\n"
+        "from fastinterp.optim import Adam\n"
+        "rng = np.random.default_rng(0)\n"
+        "p0 = rng.standard_normal(400_000).astype(np.float32)\n"
+        "gs = [rng.standard_normal(400_000).astype(np.float32) for _ in range(6)]\n"
+        "def run(n):\n"
+        "    fi.set_num_threads(n); p = p0.copy(); opt = Adam([p], lr=0.01)\n"
+        "    for g in gs: opt.step([g])\n"
+        "    return p\n"
+        "ref = run(1)\n"
+        "cpus = sorted(os.sched_getaffinity(0))\n"
+        "os.sched_setaffinity(0, {cpus[0]})\n"
+        "print(all(np.array_equal(run(2), ref) for _ in range(3)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import check_int, check_real, not_fitted
 from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 
 __all__ = ["AffineAlign"]
@@ -29,7 +30,7 @@ class AffineAlign:
     momentum : float
         Heavy-ball momentum in [0, 1).
     max_iter : int
-        Maximum number of steps.
+        Maximum number of steps, >= 0 (0 keeps ``theta0``).
     tol : float
         Stop when the step (max |delta theta|) falls below ``tol``.
     max_step : float
@@ -74,17 +75,27 @@ class AffineAlign:
                  mode="bilinear",
                  padding_mode="border", align_corners=False, sample_fraction=1.0, seed=0,
                  verbose=True, log_every=50):
-        if not 0 < sample_fraction <= 1:
-            raise ValueError(f"AffineAlign: sample_fraction must be in (0, 1]; got {sample_fraction!r}.")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"AffineAlign: momentum must be in [0, 1); got {momentum!r}.")
-        if not lr > 0:
-            raise ValueError(f"AffineAlign: lr must be > 0; got {lr!r}.")
-        self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, int(max_iter), tol
+        self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, max_iter, tol
         self.max_step = max_step
         self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
         self.sample_fraction, self.seed = sample_fraction, seed
-        self.verbose, self.log_every = verbose, max(1, int(log_every))
+        self.verbose, self.log_every = verbose, log_every
+        self._check_params()
+
+    def _check_params(self):
+        """Validate the hyper-parameters (at construction and again at fit)."""
+        op = "AffineAlign"
+        sf = self.sample_fraction
+        if isinstance(sf, bool) or not isinstance(sf, (int, float, np.integer, np.floating)) \
+                or not 0 < sf <= 1:
+            raise ValueError(f"{op}: sample_fraction must be in (0, 1]; got {sf!r}.")
+        if check_real(op, "momentum", self.momentum) >= 1:
+            raise ValueError(f"{op}: momentum must be in [0, 1); got {self.momentum!r}.")
+        check_real(op, "lr", self.lr, positive=True)
+        check_real(op, "tol", self.tol)
+        check_real(op, "max_step", self.max_step, positive=True)
+        check_int(op, "max_iter", self.max_iter, 0)
+        check_int(op, "log_every", self.log_every, 1)
 
     @staticmethod
     def _as_image(name, img):
@@ -131,6 +142,7 @@ class AffineAlign:
         -------
         self
         """
+        self._check_params()
         m = self._as_image("moving", moving)
         f = self._as_image("fixed", fixed).astype(m.dtype)
         if m.shape[1] != f.shape[1]:
@@ -148,6 +160,7 @@ class AffineAlign:
         velocity = np.zeros_like(theta)
         lr, prev, prev_theta = self.lr, np.inf, theta.copy()
         self.loss_history_ = []
+        it = 0
         for it in range(1, self.max_iter + 1):
             rows = None if n_rows == H else np.sort(rng.choice(H, n_rows, replace=False))
             loss, grad = self._loss_grad(theta.astype(m.dtype), m, f, rows)
@@ -174,6 +187,8 @@ class AffineAlign:
 
     def transform(self, moving, size=None):
         """Warp ``moving`` with the fitted matrix to ``size`` (H, W) (default: moving's)."""
+        if not hasattr(self, "theta_"):
+            raise not_fitted("AffineAlign.transform")
         m = self._as_image("moving", moving)
         h, w = size if size is not None else m.shape[2:]
         grid = affine_grid(self.theta_[None].astype(m.dtype), (1, m.shape[1], h, w),

@@ -8,7 +8,9 @@ import numpy as np
 
 from .. import _registry as registry
 from .._config import threads_for
-from .._validate import check_option, float_dtype
+from .._dispatch import begin
+from ._common import check_real, not_fitted
+from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
 from ..optim import Adam
 
 __all__ = ["NCA", "nca_loss_grad"]
@@ -27,6 +29,47 @@ def _pairwise_sqdist(x, y):
     return fastinterp.pairwise_sqdist(x) if y is None else fastinterp.pairwise_sqdist(x, y)
 
 
+def _host(op, name, obj):
+    """A NumPy view of a small host-side argument (labels, anchors): DLPack or array-like."""
+    return begin(op, **{name: obj}).arrays[name] if hasattr(obj, "__dlpack__") else np.asarray(obj)
+
+
+def _dense_labels(op, labels, n):
+    """Labels as int32 class codes (only equality matters to the kernel).
+
+    Integer labels that fit in int32 are used as they are; anything else
+    (larger integers, floats, strings, ...) is mapped to dense codes with
+    ``np.unique``, so no two classes ever merge by wrapping around.
+    """
+    y = _host(op, "labels", labels)
+    if y.shape != (n,):
+        raise ValueError(f"{op}: labels must have shape ({n},) like X's rows; "
+                         f"got {shape_str(y.shape)}.")
+    if y.dtype.kind in "iub" and (n == 0 or y.dtype.itemsize < 4 or y.dtype == np.int32
+                                  or (int(y.min()) >= -2**31 and int(y.max()) < 2**31)):
+        return np.ascontiguousarray(y, dtype=np.int32)
+    try:
+        codes = np.unique(y, return_inverse=True)[1]
+    except TypeError:
+        raise TypeError(f"{op}: labels must be sortable values (numbers or strings); "
+                        f"got dtype {y.dtype}.") from None
+    return np.ascontiguousarray(codes.reshape(-1), dtype=np.int32)
+
+
+def _check_anchors(op, anchors, n):
+    """Anchor rows: a 1-D integer array with every entry in [0, n)."""
+    a = _host(op, "anchors", anchors)
+    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):  # [] is fine
+        raise TypeError(f"{op}: anchors must be an integer array of row indices; "
+                        f"got dtype {a.dtype}.")
+    if a.ndim != 1:
+        raise ValueError(f"{op}: anchors must have shape (B,); got {shape_str(a.shape)}.")
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= n):
+        bad = int(a.min()) if int(a.min()) < 0 else int(a.max())
+        raise ValueError(f"{op}: anchors must be row indices in [0, {n}); got {bad}.")
+    return np.ascontiguousarray(a, dtype=np.intp)
+
+
 def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     """NCA's log-probability loss and its gradient with respect to ``A``.
 
@@ -36,15 +79,19 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
         The linear map; the embedding of a row x is ``A @ x``.
     X : array (N, D), A's dtype
         The (standardised) training points; they are the neighbours.
-    labels : int array (N,)
-    anchors : int array (B,), optional
-        Rows of X whose loss terms are taken (a minibatch); default all.
+    labels : array (N,)
+        Class labels of X's rows, any values ``np.unique`` can sort
+        (integers of any size, floats, strings): only equality matters.
+    anchors : integer array (B,), optional
+        Rows of X whose loss terms are taken (a minibatch), each in
+        ``[0, N)`` (negative indices are refused); default all.
     reg : float
-        Weight of the L2 penalty ``reg * ||A||_F^2``.
+        Weight of the L2 penalty ``reg * ||A||_F^2``, finite and >= 0.
 
     Returns
     -------
     (loss, grad) : float and array (k, D)
+        ``grad`` has A's array type (a torch tensor for torch inputs).
         ``loss = -(1/B) sum_i log p_i + reg ||A||^2`` with
         ``p_i = sum_{j != i, c_j = c_i} p_ij``,
         ``p_ij = exp(-d_ij) / sum_{l != i} exp(-d_il)``,
@@ -71,14 +118,19 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     >>> round(loss, 4), grad.shape
     (0.5569, (1, 1))
     """
-    A = np.asarray(A)
-    X = np.asarray(X)
-    dtype = float_dtype("nca_loss_grad", "A", A)
-    labels = np.ascontiguousarray(labels, dtype=np.int32)
-    n = X.shape[0]
+    op = "nca_loss_grad"
+    prepared = begin(op, A=A, X=X)
+    A, X = prepared.arrays["A"], prepared.arrays["X"]
+    dtype = float_dtype(op, "A", A)
+    check_ndim(op, "X", X, 2, "(N, D)")
+    n, d = X.shape
+    check_shape(op, "A", A, (None, d), f"(k, {d})")
+    same_dtype(op, A=A, X=X)
+    kernel = registry.lookup("nca_softmax", prepared.backend, dtype)
+    labels = _dense_labels(op, labels, n)
     everyone = anchors is None
-    anchors = (np.arange(n, dtype=np.intp) if everyone
-               else np.ascontiguousarray(anchors, dtype=np.intp))
+    anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
+    reg = check_real(op, "reg", reg)
     Z = X @ A.T
     if everyone:  # one set: exact zeros on the diagonal, symmetric distances
         ZB, XB = Z, X
@@ -87,7 +139,7 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
         ZB, XB = Z[anchors], X[anchors]
         W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
     terms = np.empty(len(anchors), dtype)
-    registry.lookup("nca_softmax", "cpu", dtype)(W, labels, anchors, terms)
+    kernel(W, labels, anchors, terms)
     b = max(len(anchors), 1)
     # Row sums of W vanish analytically (sum_j q_ij = sum_j p_ij = 1), so the
     # anchors' role is -W Z; the column sums c ride along as one more GEMM column.
@@ -104,7 +156,7 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     if reg:
         grad += dtype.type(2 * reg) * A
     loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
-    return loss, grad
+    return loss, prepared.wrap(grad)
 
 
 def _single_threaded_blas():
@@ -299,7 +351,7 @@ class NCA:
     def transform(self, X):
         """Embed X (M, D): ``((X - mean_) / scale_) @ components_.T`` -> (M, n_components)."""
         if not hasattr(self, "components_"):
-            raise ValueError("NCA.transform: the model is not fitted; call fit first.")
+            raise not_fitted("NCA.transform")
         X = np.asarray(X)
         d = self.components_.shape[1]
         if X.ndim != 2 or X.shape[1] != d:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.polynomial import Polynomial
 
+from ._common import not_fitted
 from .._validate import check_option
 from ..optim import SGD, Adam
 
@@ -126,7 +127,7 @@ class PolynomialRegression:
     def predict(self, x):
         """Evaluate the fitted polynomial at ``x`` (any shape)."""
         if not hasattr(self, "coef_"):
-            raise ValueError("PolynomialRegression.predict: the model is not fitted; call fit first.")
+            raise not_fitted("PolynomialRegression.predict")
         return Polynomial(self.coef_)(np.asarray(x, dtype=np.float64))
 
     def closed_form(self, x=None, y=None):

@@ -6,17 +6,24 @@ squared distances into the per-anchor loss -log p_i and the gradient of that
 loss with respect to every distance, in place, one row per anchor. Rows are
 independent (one thread each), so results do not depend on the thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport exp, log, INFINITY
 from _types cimport real
 
 cdef extern from *:
     """
     /* exp(x) for x <= 0 in float32: Cody-Waite reduction and a degree-6
-       polynomial (relative error ~2e-7); inputs below -87 give exp(-87).
+       polynomial (relative error ~2e-7); inputs below -87 (-inf included) give
+       exp(-87), NaN gives NaN.
        Branch-free, so loops calling it vectorise. */
     static inline float fi_exp_nonpos_f(float x) {
+        /* Clamp into [-87, 88] (both comparisons are false for NaN, which passes
+           through); k is then in [-126, 127] or NaN, and a NaN k is replaced by 0
+           before the float->int cast (casting NaN is undefined behaviour), while
+           the polynomial keeps the NaN: NaN in, NaN out. */
         x = x < -87.0f ? -87.0f : x;
+        x = x > 88.0f ? 88.0f : x;
         /* round to nearest by the 1.5 * 2^23 trick: plain adds vectorise
            where floorf/rintf would not (without -fno-trapping-math) */
         float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -30,7 +37,8 @@ cdef extern from *:
         p = p * r + 1.0f;
         p = p * r + 1.0f;
         union { unsigned int u; float f; } s;
-        s.u = (unsigned int)((int)k + 127) << 23;
+        float kc = k == k ? k : 0.0f;
+        s.u = (unsigned int)((int)kc + 127) << 23;
         return p * s.f;
     }
     /* w[j] <- exp(m - w[j]) for a row whose minimum is m (so every argument
@@ -212,8 +220,26 @@ def nca_softmax_fwd(real[:, ::1] w, const int[::1] labels, const Py_ssize_t[::1]
     The anchor's own column (j = a_i) gets 0. loss[i] = L_i (0 for an anchor
     with no other point of its class).
     """
-    cdef Py_ssize_t rows = w.shape[0], n = w.shape[1], i
+    cdef Py_ssize_t rows = w.shape[0], n = w.shape[1], i, a
+    # The kernel is exported: check sizes and every anchor before writing anything.
+    if labels.shape[0] != n:
+        raise ValueError(f"nca_softmax_fwd: labels must have shape ({n},) like w's columns; "
+                         f"got ({labels.shape[0]},).")
+    if anchors.shape[0] != rows or loss.shape[0] != rows:
+        raise ValueError(f"nca_softmax_fwd: anchors and loss must have shape ({rows},) like "
+                         f"w's rows; got ({anchors.shape[0]},) and ({loss.shape[0]},).")
+    for i in range(rows):
+        a = anchors[i]
+        if a < 0 or a >= n:
+            raise ValueError(f"nca_softmax_fwd: anchors must be in [0, {n}); "
+                             f"got {a} at position {i}.")
     if rows == 0 or n == 0:
         return
-    for i in prange(rows, nogil=True, schedule="static", num_threads=nthreads):
-        nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for i in prange(rows, schedule="static"):
+            nca_row(&w[i, 0], &labels[0], n, anchors[i], &loss[i])
+        fi_team_leave(&team)
+    fi_team_done(&team)

@@ -11,11 +11,19 @@ the parameter's dtype as torch does. The Python front (fastinterp.optim)
 validates everything; these loops trust what they get. Every element is
 independent, so results are bit-identical for any thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport fma, fmaf, sqrt, sqrtf
 from _types cimport real
 
 cdef Py_ssize_t STEP_CHUNK = 65536
+
+
+def _check_sizes(str op, Py_ssize_t n, **sizes):
+    """The kernels are exported: every buffer must hold the parameter's n elements."""
+    for name, size in sizes.items():
+        if size != n:
+            raise ValueError(f"{op}: {name} must have shape ({n},) like param; got ({size},).")
 
 
 cdef inline real fma_(real a, real b, real c) noexcept nogil:
@@ -38,11 +46,15 @@ cdef inline void sgd_run(real* p, const real* g_in, real* buf, Py_ssize_t n,
                          const bint use_mom, const bint nesterov,
                          const bint first) noexcept nogil:
     """One contiguous run. The bint flags are literals at every call site, so each
-    call inlines to its own branch-free, vectorisable loop."""
+    call inlines to its own branch-free, vectorisable loop. ``wd == 0`` skips the
+    decay term like torch (0 * inf would turn an infinite parameter into NaN); the
+    test is loop-invariant, so the compiler hoists it out of the loop."""
     cdef Py_ssize_t i
     cdef real g, b
     for i in range(n):
-        g = fma_(p[i], wd, sign * g_in[i])             # grad.add(param, alpha=wd)
+        g = sign * g_in[i]
+        if wd != 0:
+            g = fma_(p[i], wd, g)                     # grad.add(param, alpha=wd)
         if use_mom:
             if first:
                 b = g                                 # buf = clone(grad)
@@ -69,27 +81,37 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
     cdef Py_ssize_t c, c0, k
+    _check_sizes("sgd_step", n, grad=grad.shape[0],
+                 buf=buf.shape[0] if momentum != 0 else n)
+    if n == 0:
+        return
     cdef real* pp = &param[0]
     cdef const real* pg = &grad[0]
-    cdef real* pb = &buf[0]
+    cdef real* pb = &buf[0] if momentum != 0 else pp
     cdef real sign = -1 if maximize else 1
     cdef real neg_lr = <real>(-lr), mom = <real>momentum
     cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
     cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
-    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        c0 = c * STEP_CHUNK
-        k = min(STEP_CHUNK, n - c0)
-        if mode == 0:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
-        elif mode == 1:
-            if nesterov:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(nchunks, schedule="dynamic"):
+            c0 = c * STEP_CHUNK
+            k = min(STEP_CHUNK, n - c0)
+            if mode == 0:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
+            elif mode == 1:
+                if nesterov:
+                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+                else:
+                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
+            elif mode == 2:
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
             else:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
-        elif mode == 2:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
-        else:
-            sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+        fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
@@ -97,24 +119,32 @@ cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vma
                           real base_m, real base_g, real beta2, real w2, real bc2_sqrt,
                           real eps, real neg_step, const bint amsgrad,
                           const bint first) noexcept nogil:
-    """One contiguous run; ``amsgrad`` and ``first`` are literals at every call site."""
+    """One contiguous run; ``amsgrad`` and ``first`` are literals at every call site.
+
+    Non-finite values follow torch: a zero (coupled) weight decay adds nothing
+    (no 0 * inf), the lerp uses only its own branch's operands, and the AMSGrad
+    maximum propagates NaN like torch.maximum."""
     cdef Py_ssize_t i
-    cdef real g, mi, vi, pi, d, den
+    cdef real g, mi, vi, pi, d, den, vm
     cdef real one = sign * sign
+    cdef bint small = base_m != 0
     for i in range(n):
         pi = p[i] * decay                             # AdamW: param.mul_(1 - lr*wd)
-        g = fma_(p[i], wd, sign * g_in[i])             # Adam: grad.add(param, alpha=wd)
+        g = sign * g_in[i]
+        if wd != 0:
+            g = fma_(p[i], wd, g)                     # Adam: grad.add(param, alpha=wd)
         mi = 0 if first else m[i]
         d = g - mi
         # exp_avg.lerp_(grad, 1 - beta1): torch's two-sided form, base = m or g
-        mi = fma_(coeff, d, base_m * mi + base_g * g)
+        mi = fma_(coeff, d, mi if small else g)
         m[i] = mi
         vi = 0 if first else v[i]
         vi = fma_(w2 * g, g, vi * beta2)               # mul_(beta2).addcmul_(g, g, 1-beta2)
         v[i] = vi
         if amsgrad:
             if not first:
-                vi = vmax[i] if vmax[i] > vi else vi
+                vm = vmax[i]
+                vi = vm if (vm > vi or vm != vm) else vi
             vmax[i] = vi
         den = sqrt_(vi) / bc2_sqrt + eps
         # param.addcdiv_(m, den, -step_size), as its own rounding: `one` (== 1 at
@@ -139,11 +169,16 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
     cdef Py_ssize_t c, c0, k
+    _check_sizes("adam_step", n, grad=grad.shape[0], exp_avg=exp_avg.shape[0],
+                 exp_avg_sq=exp_avg_sq.shape[0],
+                 max_exp_avg_sq=max_exp_avg_sq.shape[0] if amsgrad else n)
+    if n == 0:
+        return
     cdef real* pp = &param[0]
     cdef const real* pg = &grad[0]
     cdef real* pm = &exp_avg[0]
     cdef real* pv = &exp_avg_sq[0]
-    cdef real* px = &max_exp_avg_sq[0]
+    cdef real* px = &max_exp_avg_sq[0] if amsgrad else pp
     cdef real sign = -1 if maximize else 1
     cdef real w1 = <real>(1.0 - beta1)
     cdef bint small = (w1 if w1 >= 0 else -w1) < 0.5
@@ -155,19 +190,25 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
     cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
-    for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        c0 = c * STEP_CHUNK
-        k = min(STEP_CHUNK, n - c0)
-        if amsgrad:
-            if first:
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(nchunks, schedule="dynamic"):
+            c0 = c * STEP_CHUNK
+            k = min(STEP_CHUNK, n - c0)
+            if amsgrad:
+                if first:
+                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+                else:
+                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
+                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
+            elif first:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
             else:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
-        elif first:
-            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
-        else:
-            adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                     coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
+                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
+        fi_team_leave(&team)
+    fi_team_done(&team)

@@ -57,8 +57,10 @@ def _adam_step(p, grad, m, v, vmax, wd, decay, w1, coeff, w1_small, beta2, w2,
     vi = cuda.fma(w2 * g, g, vi * beta2)
     v[i] = vi
     if amsgrad:
-        if not first and vmax[i] > vi:
-            vi = vmax[i]
+        if not first:
+            vm = vmax[i]
+            if vm > vi or vm != vm:  # torch.maximum: NaN wins
+                vi = vm
         vmax[i] = vi
     den = math.sqrt(vi) / bc2_sqrt + eps
     p[i] = pi + neg_step * mi / den
