@@ -80,7 +80,7 @@ class _Param:
     def __init__(self, op: str, name: str, obj):
         if obj is None or not hasattr(obj, "shape"):
             raise TypeError(f"{op}: {name} must be an array; got {type(obj).__name__}.")
-        prepared = begin(op, param=obj)
+        prepared = begin(op, param=_updatable(obj))
         arr = prepared.arrays["param"]
         self.caller, self.name, self.backend = obj, name, prepared.backend
         self.dtype = float_dtype(op, name, arr)
@@ -106,6 +106,15 @@ class _Param:
     def empty_like(self):
         """An uninitialised state buffer shaped like the parameter (the caller's array type)."""
         return self.template.empty(self.shape, self.dtype)[0]
+
+
+def _updatable(obj):
+    """The object whose memory a step writes: a torch parameter (``requires_grad``) as
+    ``obj.detach()``, which shares its current storage. Like ``torch.optim``, which
+    updates parameters under ``no_grad``, the update is invisible to autograd."""
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        return obj.detach()
+    return obj
 
 
 def _check_writable_contiguous(op, name, arr):
@@ -279,7 +288,7 @@ class Optimizer:
             if not hasattr(g, "shape"):
                 raise TypeError(f"{op}: {name} must be an array or None; "
                                 f"got {type(g).__name__}.")
-            prepared = begin(op, **{p.name: p.caller, name: g})
+            prepared = begin(op, **{p.name: _updatable(p.caller), name: g})
             param = p.view(op, prepared.arrays[p.name])
             arr = prepared.arrays[name]
             dtype = float_dtype(op, name, arr)

@@ -742,3 +742,29 @@ def test_two_threads_on_one_cpu_still_bit_identical():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("make", [lambda p: fi.optim.SGD([p], lr=0.1, momentum=0.9),
+                                  lambda p: fi.optim.Adam([p], lr=0.1),
+                                  lambda p: fi.optim.AdamW([p], lr=0.1)])
+def test_torch_parameters_with_requires_grad_are_updated_like_torch(make):
+    """nn.Parameter requires grad: the step updates its storage in place (as torch.optim
+    does under no_grad), follows a replaced storage, and equals torch's optimizer."""
+    torch = pytest.importorskip("torch")
+    ours = torch.nn.Parameter(torch.linspace(-1, 1, 7, dtype=torch.float64))
+    theirs = torch.nn.Parameter(ours.detach().clone())
+    opt = make(ours)
+    kind = type(opt).__name__
+    ref = {"SGD": lambda q: torch.optim.SGD([q], lr=0.1, momentum=0.9),
+           "Adam": lambda q: torch.optim.Adam([q], lr=0.1),
+           "AdamW": lambda q: torch.optim.AdamW([q], lr=0.1)}[kind](theirs)
+    for step in range(3):
+        g = torch.linspace(0.5, -2, 7, dtype=torch.float64) * (step + 1)
+        opt.step([g])
+        theirs.grad = g.clone()
+        ref.step()
+    assert ours.requires_grad
+    torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-12, atol=1e-12)
+    ours.data = torch.zeros(7, dtype=torch.float64)     # replaced storage is followed
+    opt.step([torch.ones(7, dtype=torch.float64)])
+    assert not torch.equal(ours.detach(), torch.zeros(7, dtype=torch.float64))
