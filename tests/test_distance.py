@@ -962,3 +962,24 @@ def test_deterministic_matmul_accurate_and_thread_invariant(dtype, shape):
     scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
     eps = np.finfo(dtype).eps
     assert np.all(np.abs(results[0] - ref) <= 4 * eps * (k + 1) * scale + 1e-300)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_l2_backward_nan_entry_poisons_its_pairs_like_the_formula(dtype, where):
+    """A NaN coordinate makes every distance of its row NaN, so (x_i - y_j)/d_ij is NaN in
+    every component of the pairs it touches (torch gives the same); other pairs are exact."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 5)).astype(dtype)
+    y = rng.standard_normal((3, 5)).astype(dtype)
+    (x if where == "x" else y)[1, 2] = np.nan
+    g = rng.standard_normal((4, 3)).astype(dtype)
+    gx, gy = fi.pairwise_l2_backward(g, x, y)
+    diff = x[:, None, :].astype(np.float64) - y[None, :, :]
+    d = np.sqrt((diff ** 2).sum(-1))
+    ref_x = (g[:, :, None] * diff / d[:, :, None]).sum(1)
+    ref_y = -(g[:, :, None] * diff / d[:, :, None]).sum(0)
+    for got, ref in ((gx, ref_x), (gy, ref_y)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = ~np.isnan(ref)
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-5)

@@ -462,8 +462,8 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
             if not near[o]:
                 continue
             nrm = direct_norm(a + r * d, b + q * d, d)
-            if not (nrm > 0):
-                continue    # zero distance: the subgradient 0
+            if nrm == 0:
+                continue    # zero distance: the subgradient 0 (a NaN distance propagates)
             w = <double> g[o] / nrm
             for k in range(d):
                 acc[k] += w * (<double> a[r * d + k] - <double> b[q * d + k])
