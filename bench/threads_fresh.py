@@ -84,6 +84,14 @@ def _sqdist():
     return lambda: fi.pairwise_sqdist(x, y)
 
 
+def _knn():
+    import fastinterp as fi
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8192, 64), dtype=np.float32)
+    q = rng.standard_normal((1024, 64), dtype=np.float32)
+    return lambda: fi.knn(x, q, 10)
+
+
 OPS = {
     "adam": _optim("Adam", lr=1e-3),
     "sgd": _optim("SGD", lr=1e-3, momentum=0.9),
@@ -93,6 +101,7 @@ OPS = {
     "grid_sample_backward": _grid_sample_bwd,
     "resize": _resize,
     "pairwise_sqdist": _sqdist,
+    "knn": _knn,
 }
 
 

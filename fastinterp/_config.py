@@ -12,8 +12,9 @@ in a row that took longer than their threads' summed CPU time, the kernels
 run on one thread for a while, then try a team again. Results are
 bit-identical either way. Nothing process-wide is changed (no environment
 variable, no lasting affinity); ``FASTINTERP_TEAM_CONTROL=0`` turns placement
-and back-off off. (Applies to the kernels built with the team helper: the
-optimizers and the NCA softmax today.)
+and back-off off. Every OpenMP region of the CPU kernels works this way
+(blend, sample, resize, distance, the optimizers, the NCA softmax and the
+kernels exported through the C ABI).
 """
 from __future__ import annotations
 

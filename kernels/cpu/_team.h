@@ -24,6 +24,9 @@
    one thread would have needed) and runs the next regions on one thread for
    a while before trying a team again.
 
+   Every OpenMP region of fastinterp's CPU kernels is written this way; a
+   new one should be too (tests/test_threads.py checks each op family).
+
    Usage (Cython):
        nthreads = fi_team_plan(&team, nthreads)  # before the region, caller's thread
        with nogil, parallel(num_threads=nthreads):
@@ -31,6 +34,12 @@
            for i in prange(..., schedule="dynamic"): ...
            fi_team_leave(&team)                  # every thread, unconditionally
        fi_team_done(&team)                       # after the region, caller's thread
+
+   Plan right before the region (no return in between: a planned placement
+   is released by the region's fi_team_leave). Per-thread scratch indexed by
+   the thread number may be sized by the requested count: the plan never
+   returns more. Orphaned barriers inside the region are fine as long as
+   every thread also reaches fi_team_leave.
 */
 #ifndef FASTINTERP_TEAM_H
 #define FASTINTERP_TEAM_H

@@ -14,10 +14,11 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 cimport openmp
 from cpython.pycapsule cimport PyCapsule_New
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 cimport numpy as cnp
 
 from _types cimport real
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _lerp cimport lerp_run
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 
@@ -497,21 +498,27 @@ cdef void _lerp_tensors(const fi_tensor_t* inputs, const fi_tensor_t* out, real*
     if rows * inner == 0:
         return
     nchunks = (inner + LERP_CHUNK - 1) // LERP_CHUNK
-    for job in prange(rows * nchunks, schedule="static", num_threads=nthreads):
-        row = job // nchunks
-        c0 = (job % nchunks) * LERP_CHUNK
-        n = min(<int64_t>LERP_CHUNK, inner - c0)
-        oa = c0 * la
-        ob = c0 * lb
-        ot = c0 * lt
-        rem = row
-        for d in range(nd - 2, -1, -1):
-            idx = rem % out.shape[d]
-            rem = rem // out.shape[d]
-            oa = oa + idx * fi_stride(ta, d)
-            ob = ob + idx * fi_stride(tb, d)
-            ot = ot + idx * fi_stride(tt, d)
-        lerp_run(pa + oa, pb + ob, pt + ot, po + row * inner + c0, n, la, lb, lt)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for job in prange(rows * nchunks, schedule="static"):
+            row = job // nchunks
+            c0 = (job % nchunks) * LERP_CHUNK
+            n = min(<int64_t>LERP_CHUNK, inner - c0)
+            oa = c0 * la
+            ob = c0 * lb
+            ot = c0 * lt
+            rem = row
+            for d in range(nd - 2, -1, -1):
+                idx = rem % out.shape[d]
+                rem = rem // out.shape[d]
+                oa = oa + idx * fi_stride(ta, d)
+                ob = ob + idx * fi_stride(tb, d)
+                ot = ot + idx * fi_stride(tt, d)
+            lerp_run(pa + oa, pb + ob, pt + ot, po + row * inner + c0, n, la, lb, lt)
+        fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 cdef uint8_t _float_bits(const fi_tensor_t* outputs, int32_t n_out) noexcept nogil:

@@ -5,9 +5,10 @@ The Python front (fastinterp.blend) validates, broadcasts and coalesces the
 operands; these loops trust what they get.
 """
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport M_PI, cos, fabs, frexp, isfinite, ldexp, sin, sqrt
 from _types cimport real
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _lerp cimport lerp_run
 
 cdef Py_ssize_t LERP_CHUNK = 65536  # elements per scheduled job (256 KiB of float32)
@@ -99,15 +100,20 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
     cdef const real* pt = &t[0]
     cdef real* po = &out[0]
     cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
-    for job in prange(rows * nchunks, nogil=True, schedule="dynamic",
-                      num_threads=max(1, nthreads)):
-        row = job // nchunks
-        c0 = (job % nchunks) * LERP_CHUNK
-        n = min(LERP_CHUNK, inner - c0)
-        lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
-                 pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
-                 pt + row_offset(row, ndim, cshape, st) + c0 * it,
-                 po + row * inner + c0, n, ia, ib, it)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for job in prange(rows * nchunks, schedule="dynamic"):
+            row = job // nchunks
+            c0 = (job % nchunks) * LERP_CHUNK
+            n = min(LERP_CHUNK, inner - c0)
+            lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
+                     pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
+                     pt + row_offset(row, ndim, cshape, st) + c0 * it,
+                     po + row * inner + c0, n, ia, ib, it)
+        fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 # ---------------------------------------------------------------------------
@@ -526,8 +532,13 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
         return
     per_block = max(1, min(<Py_ssize_t> SLERP_BLOCK, SLERP_BLOCK_ELEMS // (2 * n)))
     nblocks = (rows + per_block - 1) // per_block
-    for blk in prange(nblocks, nogil=True, schedule="dynamic", chunksize=8,
-                      num_threads=max(1, nthreads)):
-        r0 = blk * per_block
-        slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
-                    &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for blk in prange(nblocks, schedule="dynamic", chunksize=8):
+            r0 = blk * per_block
+            slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
+                        &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)
+        fi_team_leave(&team)
+    fi_team_done(&team)

@@ -31,6 +31,7 @@ from libc.stdint cimport INT64_MAX, uintptr_t
 from libc.stdlib cimport qsort, malloc, free
 from libc.string cimport memset
 from _types cimport real
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 
 ctypedef long long i64
 
@@ -261,11 +262,17 @@ def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
         raise ValueError("centre_rows: dst (M, D), norms (M,) and centre (D,) must match src (M, D).")
     if m == 0:
         return
-    for i in prange(m, nogil=True, schedule="static", num_threads=max(1, nthreads)):
-        if d == 0:
-            norms[i] = 0
-        else:
-            centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d, limit)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for i in prange(m, schedule="static"):
+            if d == 0:
+                norms[i] = 0
+            else:
+                centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d, limit)
+        fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 # ----------------------------------------------------------------------------
@@ -384,8 +391,11 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
     gbytes = gemm_work_bytes(po)
     wstride = gbytes + round_up(sizeof(FwdCtx), FI_GEMM_ALIGN)
     work = alloc_per_thread(wstride, nthreads, &base)
+    cdef fi_team team
     try:
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nthreads):
+            fi_team_enter(&team)
             for r in prange(nrows, schedule="static"):
                 if r < m:
                     centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d, limit)
@@ -410,6 +420,8 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
                      <real> 0, po + i0 * n + j0, n, mine, ctx)
                 if symmetric:
                     mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
+            fi_team_leave(&team)
+        fi_team_done(&team)
     finally:
         free(base)
 
@@ -517,8 +529,11 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
     gbytes = gemm_work_bytes(&out[0, 0])
     wstride = gbytes + round_up((BWD_ROWS + d) * sizeof(double), FI_GEMM_ALIGN)
     work = alloc_per_thread(wstride, nthreads, &base)
+    cdef fi_team team
     try:
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nthreads):
+            fi_team_enter(&team)
             for t in prange(ntiles, schedule="dynamic", chunksize=1):
                 mine = work + threadid() * wstride
                 r0 = t * BWD_ROWS
@@ -529,6 +544,8 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
                           &a[0, 0], &b[0, 0], &ac[0, 0], &bc[0, 0], factor,
                           <double*> (mine + gbytes), <double*> (mine + gbytes) + BWD_ROWS,
                           mine)
+            fi_team_leave(&team)
+        fi_team_done(&team)
     finally:
         free(base)
 
@@ -547,14 +564,20 @@ def l2_scale(real[:, ::1] s, unsigned char[:, ::1] near, const real[:, ::1] g,
         raise ValueError("l2_scale: s, near, g, dist (M, N), rx (M,), ry (N,) must agree.")
     if m == 0 or n == 0:
         return
-    for i in prange(m, nogil=True, schedule="static", num_threads=max(1, nthreads)):
-        for j in range(n):
-            dv = dist[i, j]
-            near[i, j] = near_pair(dv, rx[i], ry[j], tau)
-            if near[i, j] or not (dv > 0):
-                s[i, j] = 0
-            else:
-                s[i, j] = <real> (<double> g[i, j] / dv)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for i in prange(m, schedule="static"):
+            for j in range(n):
+                dv = dist[i, j]
+                near[i, j] = near_pair(dv, rx[i], ry[j], tau)
+                if near[i, j] or not (dv > 0):
+                    s[i, j] = 0
+                else:
+                    s[i, j] = <real> (<double> g[i, j] / dv)
+        fi_team_leave(&team)
+    fi_team_done(&team)
 
 
 # ----------------------------------------------------------------------------
@@ -734,8 +757,11 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
     hi = NULL
     mine = NULL
     nteam = 1
+    cdef fi_team team
     try:
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nthreads):
+            fi_team_enter(&team)
             tid = threadid()
             nteam = openmp.omp_get_num_threads()   # the heaps in use (<= nthreads)
             mine = work + tid * wstride
@@ -771,6 +797,8 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
                         <i64*> (work + tid * wstride + o_ei),
                         &dist[q0 + r, 0], &idx[q0 + r, 0])
                 omp_barrier()     # heaps are read before the next block resets them
+            fi_team_leave(&team)
+        fi_team_done(&team)
     finally:
         free(base)
 
@@ -815,8 +843,11 @@ def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthread
     nthreads = max(1, min(nthreads, ntiles))
     wbytes = gemm_work_bytes(&out[0, 0])
     work = alloc_per_thread(wbytes, nthreads, &base)
+    cdef fi_team team
     try:
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nthreads):
+            fi_team_enter(&team)
             for t in prange(ntiles, schedule="static", chunksize=1):
                 r0 = (t // tcols) * MATMUL_ROWS
                 c0 = (t % tcols) * MATMUL_COLS
@@ -825,5 +856,7 @@ def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthread
                            &a[r0, 0], a.strides[0] // isz, a.strides[1] // isz,
                            &b[0, c0], b.strides[0] // isz, b.strides[1] // isz,
                            0, &out[r0, c0], n, work + threadid() * wbytes, NULL)
+            fi_team_leave(&team)
+        fi_team_done(&team)
     finally:
         free(base)

@@ -31,6 +31,7 @@ from libc.stdint cimport SIZE_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from _types cimport real
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _taps cimport cubic_weights
 
 cdef extern from *:
@@ -519,8 +520,11 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
         free(dones)
         raise MemoryError("resize: could not allocate the per-thread scratch rows "
                           f"({nteam} x {(scratch + 1) * sizeof(real)} bytes).")
+    cdef fi_team team
     try:
+        nteam = fi_team_plan(&team, nteam)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nteam):
+            fi_team_enter(&team)
             tid = threadid()
             buf = bufs + tid * (scratch + 1)
             done = dones + tid * (crows + 1)
@@ -554,6 +558,8 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                                                  Ky, Ho, y + PREFETCH_AHEAD, Li * sizeof(real))
                             vpass(buf, plane, Li, yi, ywp, Ky, Ho, y, 0, Li, False)
                             hrow(&out[p, y, 0], buf, Li, &ht, C)
+            fi_team_leave(&team)
+        fi_team_done(&team)
     finally:
         free(bufs)
         free(dones)

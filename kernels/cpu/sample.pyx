@@ -23,6 +23,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport nearbyint
 from _types cimport real
+from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
                     linear_weights, cubic_weights, cubic_weights_grad)
@@ -584,7 +585,10 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
         R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
         I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
         for job in prange(N * nt, schedule="dynamic"):
@@ -608,6 +612,8 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
                 sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0 * so[3],
                           so[3], length, mode, si[3], si[2], R, I)
                 c = c + 1
+        fi_team_leave(&team)
+    fi_team_done(&team)
     plans_free(&plans)
     return ST_OK
 
@@ -742,6 +748,7 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
     cdef Plans plans
     cdef real* R
     cdef Py_ssize_t* I
+    cdef fi_team team
     if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     layout(channels_last, C, H, W, si)
@@ -755,8 +762,10 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
     if not do_input and not do_grid:
         plans_free(&plans)
         return ST_OK
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     if N >= nthreads or nthreads == 1:
         with parallel(num_threads=nthreads):
+            fi_team_enter(&team)
             R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
             I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
             for n in prange(N, schedule="dynamic"):
@@ -764,10 +773,13 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
                     zero_channels(gip + n * si[0], 0, C, H, W, si)
                 backward_pixels(ip, gip, gop, gp, ggp, n, 0, P, 0, C, P, si, so,
                                 mode, padding, do_input, do_grid, ax, ay, R, I)
+            fi_team_leave(&team)
+        fi_team_done(&team)
         plans_free(&plans)
         return ST_OK
     nblk = min(C, (nthreads + N - 1) // N)
     with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
         R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
         I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
         if do_input:
@@ -785,6 +797,8 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
                 c0 = (tile - n * nt) * TILE
                 backward_pixels(ip, gip, gop, gp, ggp, n, c0, min(c0 + TILE, P), 0, C, P,
                                 si, so, mode, padding, False, True, ax, ay, R, I)
+        fi_team_leave(&team)
+    fi_team_done(&team)
     plans_free(&plans)
     return ST_OK
 
@@ -824,18 +838,25 @@ def affine_grid_fwd(real[::1] out, const real[::1] theta, Py_ssize_t N, Py_ssize
     _check_affine("affine_grid", N, H, W, theta.shape[0], out.shape[0])
     if N == 0 or H == 0 or W == 0:
         return
+    cdef fi_team team
     with nogil:
-        for row in prange(N * H, schedule="static", num_threads=clamp_threads(nthreads)):
-            n = row // H
-            i = row - n * H
-            t = &theta[0] + n * 6
-            y = base_coordinate(i, H, align_corners, t[0])
-            o = &out[0] + row * W * 2
-            for j in range(W):
-                x = base_coordinate(j, W, align_corners, t[0])
-                for r in range(2):
-                    o[2 * j + r] = <real>((<double>t[3 * r] * x + <double>t[3 * r + 1] * y)
-                                          + <double>t[3 * r + 2])
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+        with parallel(num_threads=nthreads):
+            fi_team_enter(&team)
+            for row in prange(N * H, schedule="static"):
+                n = row // H
+                i = row - n * H
+                t = &theta[0] + n * 6
+                y = base_coordinate(i, H, align_corners, t[0])
+                o = &out[0] + row * W * 2
+                for j in range(W):
+                    x = base_coordinate(j, W, align_corners, t[0])
+                    for r in range(2):
+                        o[2 * j + r] = <real>(
+                            (<double>t[3 * r] * x + <double>t[3 * r + 1] * y)
+                            + <double>t[3 * r + 2])
+            fi_team_leave(&team)
+        fi_team_done(&team)
 
 
 cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
@@ -878,10 +899,16 @@ def affine_grid_bwd(real[::1] grad_theta, const real[::1] grad_grid, Py_ssize_t 
     if H == 0 or W == 0:
         grad_theta[:N * 6] = 0
         return
+    cdef fi_team team
     with nogil:
-        for n in prange(N, schedule="static", num_threads=clamp_threads(nthreads)):
-            affine_bwd_image(&grad_theta[0] + n * 6, &grad_grid[0] + n * H * W * 2, H, W,
-                             align_corners)
+        nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+        with parallel(num_threads=nthreads):
+            fi_team_enter(&team)
+            for n in prange(N, schedule="static"):
+                affine_bwd_image(&grad_theta[0] + n * 6, &grad_grid[0] + n * H * W * 2, H, W,
+                                 align_corners)
+            fi_team_leave(&team)
+        fi_team_done(&team)
 
 
 def _check_affine(str op, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t theta_len,

@@ -1,0 +1,154 @@
+"""Every CPU op family with a team of two threads: the result is bit-identical to
+one thread's, and the calling thread's CPU affinity is what it was before
+(the kernels bind their OpenMP threads only while a region runs, _team.h).
+
+The sizes are large enough for each op to go parallel (``threads_for``)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+from fastinterp import plugins
+from fastinterp.distance import deterministic_matmul
+from fastinterp.models.nca import nca_loss_grad
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
+                                reason="needs os.sched_getaffinity")
+
+
+def _rand(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _grid(n, ho, wo, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1.1, 1.1, (n, ho, wo, 2)).astype(np.float32)
+
+
+def _lerp_abi():
+    """lerp through the built-in C ABI table (kernels/cpu/abi.pyx)."""
+    entry = next(k for k in plugins.builtin_kernels()
+                 if k["op"] == "lerp" and k["dtype"] == "float32")
+    kernel = plugins.LerpKernel("builtin", "lerp", "float32", entry["address"], None, False)
+    a, b, t = _rand((700, 1000)), _rand((700, 1000), seed=1), _rand((700, 1000), seed=2)
+    out = np.empty_like(a)
+    kernel(out, a, b, t)
+    return out
+
+
+def _slerp():
+    a, b = _rand((2100, 257), np.float64), _rand((2100, 257), np.float64, seed=1)
+    return (fi.slerp(a, b, np.random.default_rng(2).random(2100)),
+            fi.slerp(a, b, np.linspace(0, 1, 5), path=True))
+
+
+def _grid_sample(mode, channels_last):
+    x = _rand((2, 80, 80, 4) if channels_last else (2, 4, 80, 80))
+    return fi.grid_sample(x, _grid(2, 80, 80), mode=mode, channels_last=channels_last)
+
+
+def _grid_sample_backward(n, mode):
+    x, g = _rand((n, 4, 70, 70)), _grid(n, 100, 100)
+    return fi.grid_sample_backward(_rand((n, 4, 100, 100), seed=3), x, g, mode=mode)
+
+
+def _affine():
+    theta = _rand((2, 2, 3))
+    return (fi.affine_grid(theta, (2, 3, 256, 256)),
+            fi.affine_grid_backward(_rand((2, 256, 256, 2)), (2, 3, 256, 256)))
+
+
+def _resize(mode, antialias=False):
+    x = _rand((2, 3, 256, 256))
+    return (fi.resize(x, (300, 310), mode=mode, antialias=antialias),
+            fi.resize(x, (120, 90), mode=mode, antialias=antialias),
+            fi.resize_backward(_rand((2, 3, 300, 310)), x.shape, mode=mode,
+                               antialias=antialias))
+
+
+def _pool():
+    x = _rand((2, 3, 400, 400))
+    return (fi.adaptive_avg_pool2d(x, (70, 90)),
+            fi.adaptive_avg_pool2d_backward(_rand((2, 3, 300, 300)), (2, 3, 400, 400)))
+
+
+def _pairwise():
+    x, y = _rand((600, 64)), _rand((500, 64), seed=1)
+    return fi.pairwise_sqdist(x, y), fi.pairwise_l2(x), fi.pairwise_sqdist(x)
+
+
+def _pairwise_backward():
+    x, y = _rand((1500, 8), np.float64), _rand((1400, 8), np.float64, seed=1)
+    g = _rand((1500, 1400), np.float64, seed=2)
+    return fi.pairwise_sqdist_backward(g, x, y) + fi.pairwise_l2_backward(g, x, y)
+
+
+def _knn():
+    x, q = _rand((700, 64)), _rand((400, 64), seed=1)
+    return fi.knn(x, q, 5) + fi.knn(x, x[:300], 3)
+
+
+def _matmul():
+    return deterministic_matmul(_rand((300, 64)), _rand((64, 1000), seed=1))
+
+
+def _optim():
+    p1, p2 = _rand(300_000), _rand(300_000, seed=1)
+    adam, sgd = fi.Adam([p1], lr=1e-2), fi.SGD([p2], lr=1e-2, momentum=0.9)
+    for seed in (2, 3):
+        adam.step([_rand(300_000, seed=seed)])
+        sgd.step([_rand(300_000, seed=seed + 10)])
+    return p1, p2
+
+
+def _nca():
+    X = _rand((800, 10), np.float64)
+    labels = np.random.default_rng(1).integers(0, 4, 800)
+    return nca_loss_grad(_rand((3, 10), np.float64, seed=2), X, labels)
+
+
+CASES = {
+    "lerp": lambda: fi.lerp(_rand((1024, 600)), _rand((1024, 600), seed=1), 0.3),
+    "lerp_broadcast": lambda: fi.lerp(_rand((1024, 600)), _rand((1, 600), seed=1),
+                                      _rand((1024, 1), seed=2)),
+    "lerp_c_abi": _lerp_abi,
+    "slerp": _slerp,
+    "grid_sample_bilinear": lambda: _grid_sample("bilinear", False),
+    "grid_sample_bicubic_nhwc": lambda: _grid_sample("bicubic", True),
+    "grid_sample_backward_per_image": lambda: _grid_sample_backward(3, "bilinear"),
+    "grid_sample_backward_blocked": lambda: _grid_sample_backward(1, "bicubic"),
+    "affine_grid": _affine,
+    "resize_bilinear": lambda: _resize("bilinear"),
+    "resize_bicubic_antialias": lambda: _resize("bicubic", True),
+    "adaptive_avg_pool2d": _pool,
+    "pairwise": _pairwise,
+    "pairwise_backward": _pairwise_backward,
+    "knn": _knn,
+    "deterministic_matmul": _matmul,
+    "optim": _optim,
+    "nca": _nca,
+}
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_threads_bit_identical_and_affinity_restored(threads, case):
+    run = CASES[case]
+    fi.set_num_threads(1)
+    one = _as_tuple(run())
+    fi.set_num_threads(2)
+    for _ in range(2):     # a second region reuses the team
+        before = os.sched_getaffinity(0)
+        two = _as_tuple(run())
+        assert os.sched_getaffinity(0) == before, f"{case}: the caller's affinity changed"
+        assert len(one) == len(two)
+        for i, (x, y) in enumerate(zip(one, two)):
+            x, y = np.asarray(x), np.asarray(y)
+            assert x.dtype == y.dtype and x.shape == y.shape, (case, i)
+            assert x.tobytes() == y.tobytes(), f"{case}: output {i} differs with 2 threads"
