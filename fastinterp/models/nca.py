@@ -1,7 +1,6 @@
 """Neighbourhood Components Analysis trained by hand: analytic gradient, Adam."""
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -11,6 +10,7 @@ from .._config import threads_for
 from .._dispatch import begin
 from ._common import check_real, not_fitted
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
+from ..distance import _centre_vector, deterministic_matmul as matmul
 from ..optim import Adam
 
 __all__ = ["NCA", "nca_loss_grad"]
@@ -131,12 +131,35 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     everyone = anchors is None
     anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
     reg = check_real(op, "reg", reg)
-    Z = X @ A.T
+    if not (np.isfinite(A).all() and np.isfinite(X).all()):
+        # NaN/inf anywhere: every distance involving that row is undefined, and
+        # with it the softmax of every anchor (the kernel itself skips NaN).
+        return float("nan"), prepared.wrap(np.full(A.shape, np.nan, dtype))
+    loss, grad = _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype)
+    with np.errstate(over="ignore"):     # reported in A's precision (may round to inf)
+        return float(dtype.type(loss)), prepared.wrap(grad.astype(dtype, copy=False))
+
+
+def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
+    """The loss and gradient of finite inputs, every product by the deterministic GEMM.
+
+    Everything depends only on differences of rows, so X is centred first
+    (points far from the origin, e.g. all at 1e200, lose nothing). Where the
+    distances or the gradient's products could overflow ``dtype`` (float32
+    data near 1e19 and beyond), the work is done in float64.
+    """
+    Xc, Z = _centred(A, X, dtype)
+    if dtype != np.float64 and not _fits(Xc, Z, A, len(anchors), dtype):
+        A64 = A.astype(np.float64)
+        kernel64 = registry.lookup("nca_softmax", "cpu", np.float64)
+        loss, grad = _loss_grad(A64, X.astype(np.float64), labels, anchors, everyone, reg,
+                                kernel64, np.dtype(np.float64))
+        return loss, grad
     if everyone:  # one set: exact zeros on the diagonal, symmetric distances
-        ZB, XB = Z, X
+        ZB, XB = Z, Xc
         W = np.ascontiguousarray(_pairwise_sqdist(Z, None), dtype=dtype)
     else:
-        ZB, XB = Z[anchors], X[anchors]
+        ZB, XB = Z[anchors], Xc[anchors]
         W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
     terms = np.empty(len(anchors), dtype)
     kernel(W, labels, anchors, terms)
@@ -146,34 +169,40 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     zb1 = np.empty((ZB.shape[0], ZB.shape[1] + 1), dtype)
     zb1[:, :-1] = ZB
     zb1[:, -1] = 1
-    vc = W.T @ zb1                            # (N, k+1): [W^T Z_B, c]
-    g_zb = -(W @ Z)                           # (B, k): dL/dz for the anchors' role
+    vc = matmul(W.T, zb1)                     # (N, k+1): [W^T Z_B, c]
+    g_zb = -matmul(W, Z)                      # (B, k): dL/dz for the anchors' role
     g_z = vc[:, -1:] * Z - vc[:, :-1]         # (N, k): dL/dz for the neighbours' role
     if everyone:
-        grad = ((g_zb + g_z).T @ X) * dtype.type(2.0 / b)
+        grad = matmul((g_zb + g_z).T, Xc)
     else:
-        grad = (g_zb.T @ XB + g_z.T @ X) * dtype.type(2.0 / b)
+        grad = matmul(g_zb.T, XB) + matmul(g_z.T, Xc)
+    grad *= dtype.type(2.0 / b)
     if reg:
         grad += dtype.type(2 * reg) * A
     loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
-    return loss, prepared.wrap(grad)
+    return loss, grad
 
 
-def _single_threaded_blas():
-    """The GEMMs here are small: one BLAS thread, leaving the cores to the
-    OpenMP kernels (threads of both pools spinning on 2 cores slow each
-    other down many times over). A no-op without threadpoolctl."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover
-            return contextlib.nullcontext()
-        _CONTROLLER = ThreadpoolController()  # scans the loaded libraries once
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+def _centred(A, X, dtype):
+    """``(X - c, (X - c) A^T)`` for a central point c of X's rows (the median of
+    sampled rows: all-equal rows centre to exact zeros)."""
+    with np.errstate(over="ignore", invalid="ignore"):   # checked by _fits
+        Xc = X - _centre_vector(dtype, X)
+    return Xc, matmul(Xc, A.T)
 
 
-_CONTROLLER = None
+def _fits(Xc, Z, A, b, dtype):
+    """Whether distances (up to ``4 k max|z|^2``) and the gradient's GEMM terms
+    (up to ``4 N B max|z| max|x|``, plus ``|A|``) stay well inside ``dtype``."""
+    if not (np.isfinite(Xc).all() and np.isfinite(Z).all()):
+        return False
+    big = float(np.finfo(dtype).max) / 64
+    zmax = float(np.max(np.abs(Z), initial=0.0))
+    xmax = float(np.max(np.abs(Xc), initial=0.0))
+    amax = float(np.max(np.abs(A), initial=0.0))
+    k, n = Z.shape[1], Z.shape[0]
+    return (4.0 * k * zmax * zmax < big and 4.0 * n * max(b, 1) * zmax * xmax < big
+            and amax * amax * A.size < big)
 
 
 class NCA:
@@ -298,15 +327,18 @@ class NCA:
             return (rng.standard_normal((k, d)) / np.sqrt(d)).astype(dtype)
         # principal axes of the standardised data, scaled so that the embedded
         # coordinates have unit variance on average (a moderate softmax at start)
+        # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
+        # a fixed sign: the largest entry of each axis positive)
         xs = Xs.astype(np.float64, copy=False)
-        _, sv, vt = np.linalg.svd(xs, full_matrices=False)
-        var = float(np.sum(sv[:k] ** 2)) / xs.shape[0]
-        return np.ascontiguousarray(vt[:k] * np.sqrt(k / var) if var > 0 else vt[:k], dtype=dtype)
+        ev, vecs = np.linalg.eigh(matmul(xs.T, xs))
+        vt = vecs[:, ::-1][:, :k].T
+        vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
+        var = float(np.sum(np.clip(ev[::-1][:k], 0, None))) / xs.shape[0]
+        return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
 
     def fit(self, X, y):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
-        with _single_threaded_blas():
-            return self._fit(X, y)
+        return self._fit(X, y)
 
     def _fit(self, X, y):
         X, y, dtype, k = self._check(X, y)
@@ -357,7 +389,7 @@ class NCA:
         if X.ndim != 2 or X.shape[1] != d:
             raise ValueError(f"NCA.transform: X must have shape (M, {d}); got {X.shape}.")
         Xs = ((X - self.mean_) / self.scale_).astype(self.components_.dtype, copy=False)
-        return Xs @ self.components_.T
+        return matmul(Xs, self.components_.T)
 
     def fit_transform(self, X, y):
         """``fit(X, y).transform(X)``."""
