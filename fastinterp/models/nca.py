@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.linalg
 
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
 from ._common import check_real, not_fitted
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
-from ..distance import _centre_vector, deterministic_matmul as matmul
+from ..distance import deterministic_matmul as matmul
 from ..optim import Adam
 
 __all__ = ["NCA", "nca_loss_grad"]
@@ -184,10 +185,15 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
 
 
 def _centred(A, X, dtype):
-    """``(X - c, (X - c) A^T)`` for a central point c of X's rows (the median of
-    sampled rows: all-equal rows centre to exact zeros)."""
+    """``(X - c, (X - c) A^T)`` with c the coordinate-wise median of X's first,
+    middle and last rows: cheap, exact zeros for equal rows, and not moved by
+    one far-off row."""
+    if len(X) == 0:
+        return X, matmul(X, A.T)
+    a, b, c = X[0], X[len(X) // 2], X[-1]
+    centre = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
     with np.errstate(over="ignore", invalid="ignore"):   # checked by _fits
-        Xc = X - _centre_vector(dtype, X)
+        Xc = X - centre
     return Xc, matmul(Xc, A.T)
 
 
@@ -330,7 +336,7 @@ class NCA:
         # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
         # a fixed sign: the largest entry of each axis positive)
         xs = Xs.astype(np.float64, copy=False)
-        ev, vecs = np.linalg.eigh(matmul(xs.T, xs))
+        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="ev")
         vt = vecs[:, ::-1][:, :k].T
         vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
         var = float(np.sum(np.clip(ev[::-1][:k], 0, None))) / xs.shape[0]
