@@ -150,18 +150,20 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
     data near 1e19 and beyond), the work is done in float64.
     """
     Xc, Z = _centred(A, X, dtype)
-    if dtype != np.float64 and not _fits(Xc, Z, A, len(anchors), dtype):
-        A64 = A.astype(np.float64)
+    fits = _fits(Xc, Z, A, len(anchors), dtype)
+    if not fits and dtype != np.float64:
         kernel64 = registry.lookup("nca_softmax", "cpu", np.float64)
-        loss, grad = _loss_grad(A64, X.astype(np.float64), labels, anchors, everyone, reg,
-                                kernel64, np.dtype(np.float64))
-        return loss, grad
+        return _loss_grad(A.astype(np.float64), X.astype(np.float64), labels, anchors,
+                          everyone, reg, kernel64, np.dtype(np.float64))
     if everyone:  # one set: exact zeros on the diagonal, symmetric distances
         ZB, XB = Z, Xc
         W = np.ascontiguousarray(_pairwise_sqdist(Z, None), dtype=dtype)
     else:
         ZB, XB = Z[anchors], Xc[anchors]
         W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
+    if not fits and not (np.isfinite(Z).all() and np.isfinite(W).all()):
+        # squared distances beyond float64's range: not computable, never a guess
+        return float("nan"), np.full(A.shape, np.nan, dtype)
     terms = np.empty(len(anchors), dtype)
     kernel(W, labels, anchors, terms)
     b = max(len(anchors), 1)
@@ -180,7 +182,9 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
     grad *= dtype.type(2.0 / b)
     if reg:
         grad += dtype.type(2 * reg) * A
-    loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
+    with np.errstate(over="ignore"):      # ||A||^2 may overflow: an infinite loss
+        loss = float(terms.sum(dtype=np.float64) / b
+                     + reg * float(np.sum(A.astype(np.float64) ** 2)))
     return loss, grad
 
 
