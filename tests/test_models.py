@@ -510,9 +510,9 @@ def test_unfitted_models_raise_not_fitted(make, call):
 
 def _nca_det_inputs(dtype):
     rng = np.random.default_rng(7)
-    X = rng.standard_normal((300, 20)).astype(dtype)
-    A = (rng.standard_normal((5, 20)) / 4).astype(dtype)
-    return A, X, rng.integers(0, 4, 300), np.sort(rng.choice(300, 90, replace=False))
+    X = rng.standard_normal((600, 32)).astype(dtype)
+    A = (rng.standard_normal((8, 32)) / 6).astype(dtype)
+    return A, X, rng.integers(0, 4, 600), np.sort(rng.choice(600, 200, replace=False))
 
 
 def _nca_det_runs(dtype):
@@ -521,7 +521,7 @@ def _nca_det_runs(dtype):
     A, X, y, anchors = _nca_det_inputs(dtype)
     out = [*nca_loss_grad(A, X, y), *nca_loss_grad(A, X, y, anchors, 0.01)]
     for neighbors in ("batch", "all"):
-        m = NCA(4, max_iter=2, batch_size=64, neighbors=neighbors, dtype=dtype).fit(X, y)
+        m = NCA(8, max_iter=2, batch_size=200, neighbors=neighbors, dtype=dtype).fit(X, y)
         out += [m.components_, np.asarray(m.loss_curve_), m.transform(X[:50])]
     return out
 
@@ -563,17 +563,18 @@ def test_nca_bit_identical_in_worker_threads(dtype):
             _assert_same_bits(got, main)
 
 
-def test_nca_fit_never_changes_the_blas_thread_count():
+@pytest.mark.parametrize("blas", [2, 3])
+def test_nca_fit_never_changes_the_blas_thread_count(blas):
     # Another thread watching the process (threadpoolctl, as any library could) must see
     # the BLAS settings unchanged during a fit: nothing process-wide is switched.
     import threading
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
         return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
                       if i["user_api"] == "blas")
 
-    before, seen, done = blas_threads(), [], threading.Event()
+    seen, done = [], threading.Event()
 
     def watch():
         while not done.is_set():
@@ -581,14 +582,16 @@ def test_nca_fit_never_changes_the_blas_thread_count():
 
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((800, 16)), rng.integers(0, 5, 800)
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        for neighbors in ("batch", "all"):
-            NCA(8, max_iter=6, batch_size=128, neighbors=neighbors).fit(X, y)
-    finally:
-        done.set()
-        watcher.join()
+    with threadpool_limits(blas, user_api="blas"):
+        before = blas_threads()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            for neighbors in ("batch", "all"):
+                NCA(8, max_iter=6, batch_size=128, neighbors=neighbors).fit(X, y)
+        finally:
+            done.set()
+            watcher.join()
     assert len(seen) >= 2
     assert all(s == before for s in seen), [s for s in seen if s != before][:1]
 
