@@ -717,3 +717,26 @@ def test_nca_torch_negative_bit_is_resolved(torch):
     assert got[0] == want[0]
     np.testing.assert_array_equal(np.asarray(got[1]), want[1])
     assert not np.array_equal(want[1], nca_loss_grad(-A, X, y, None, 0.1)[1])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_polynomial_regression_fit_same_bits_everywhere(threads, optimizer):
+    from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_limits
+    x = np.linspace(-3, 5, 200_001)
+    y = np.sin(x) + 0.1 * x ** 2
+
+    def fit():
+        m = PolynomialRegression(5, optimizer=optimizer, max_iter=40).fit(x, y)
+        return [m.coef_, np.asarray(m.loss_curve_)]
+
+    threads.set_num_threads(2)
+    with threadpool_limits(1, user_api="blas"):
+        one = fit()
+    with threadpool_limits(2, user_api="blas"):
+        _assert_same_bits(fit(), one)
+        with ThreadPoolExecutor(2) as pool:
+            for got in [f.result() for f in [pool.submit(fit) for _ in range(2)]]:
+                _assert_same_bits(got, one)
+    threads.set_num_threads(1)
+    _assert_same_bits(fit(), one)

@@ -109,7 +109,18 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     with ``c = W^T 1`` (the row sums ``W 1`` vanish: both q and p sum to 1),
     four small GEMMs. The distances come
     from :func:`fastinterp.pairwise_sqdist`, the softmax and ``W`` from the
-    registered ``nca_softmax`` kernel.
+    registered ``nca_softmax`` kernel; every product uses
+    :func:`fastinterp.distance.deterministic_matmul`, so the bits do not depend
+    on the thread count, the BLAS or the calling thread.
+
+    Special values: any NaN or infinity in ``A`` or ``X`` makes the loss and
+    every gradient entry NaN (each point is a neighbour of every anchor).
+    Only differences of rows matter, so X is centred first: points far from
+    the origin (all at 1e200, say) lose nothing. float32 inputs whose
+    squared embedded distances or gradient products would overflow float32
+    are computed in float64 and rounded back (the loss is rounded to A's
+    dtype, so a loss beyond float32's range is inf); squared distances beyond
+    float64's range give NaN.
 
     Examples
     --------
@@ -224,6 +235,14 @@ class NCA:
     :func:`nca_loss_grad`) by minibatch Adam with the analytic gradient and a
     cosine learning-rate schedule (``lr`` at the first epoch, decaying
     towards 0 at the last).
+
+    :meth:`fit` and :meth:`transform` give the same bits for any
+    ``set_num_threads``, BLAS thread count and calling thread (every product
+    uses fastinterp's deterministic GEMM, and no process-wide setting such as
+    the BLAS thread count is changed). The PCA start takes the eigenvectors of
+    the (deterministic) Gram matrix from LAPACK, which is single-threaded at the
+    sizes tested (up to 200 features); ``init='identity'`` or ``'random'``
+    avoid LAPACK altogether.
 
     Parameters
     ----------
