@@ -143,10 +143,6 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     everyone = anchors is None
     anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
     reg = check_real(op, "reg", reg)
-    if not (np.isfinite(A).all() and np.isfinite(X).all()):
-        # NaN/inf anywhere: every distance involving that row is undefined, and
-        # with it the softmax of every anchor (the kernel itself skips NaN).
-        return float("nan"), prepared.wrap(np.full(A.shape, np.nan, dtype))
     loss, grad = _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype)
     with np.errstate(over="ignore"):     # reported in A's precision (may round to inf)
         return float(dtype.type(loss)), prepared.wrap(grad.astype(dtype, copy=False))
@@ -162,6 +158,10 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
     """
     Xc, Z = _centred(A, X, dtype)
     fits = _fits(Xc, Z, A, len(anchors), dtype)
+    if not fits and not (np.isfinite(A).all() and np.isfinite(X).all()):
+        # NaN/inf anywhere: every distance involving that row is undefined, and
+        # with it the softmax of every anchor (the kernel itself skips NaN).
+        return float("nan"), np.full(A.shape, np.nan, dtype)
     if not fits and dtype != np.float64:
         kernel64 = registry.lookup("nca_softmax", "cpu", np.float64)
         return _loss_grad(A.astype(np.float64), X.astype(np.float64), labels, anchors,
@@ -213,17 +213,16 @@ def _centred(A, X, dtype):
 
 
 def _fits(Xc, Z, A, b, dtype):
-    """Whether distances (up to ``4 k max|z|^2``) and the gradient's GEMM terms
-    (up to ``4 N B max|z| max|x|``, plus ``|A|``) stay well inside ``dtype``."""
-    if not (np.isfinite(Xc).all() and np.isfinite(Z).all()):
-        return False
+    """Whether everything is finite and distances (up to ``4 k max|z|^2``) and the
+    gradient's GEMM terms (up to ``4 N B max|z| max|x|``, plus ``|A|``) stay well
+    inside ``dtype`` (a NaN maximum compares False)."""
     big = float(np.finfo(dtype).max) / 64
     zmax = float(np.max(np.abs(Z), initial=0.0))
     xmax = float(np.max(np.abs(Xc), initial=0.0))
     amax = float(np.max(np.abs(A), initial=0.0))
     k, n = Z.shape[1], Z.shape[0]
-    return (4.0 * k * zmax * zmax < big and 4.0 * n * max(b, 1) * zmax * xmax < big
-            and amax * amax * A.size < big)
+    return bool(4.0 * k * zmax * zmax < big and 4.0 * n * max(b, 1) * zmax * xmax < big
+                and amax * amax * A.size < big)
 
 
 class NCA:
