@@ -60,9 +60,6 @@ KNOWN_FAILURES: list[tuple[tuple, str, str]] = [
      "'Got unsupported ScalarType BFloat16'), not a TypeError naming the argument"),
     (TAKES_OUT, "out:torch_in_numpy_out-*",
      "torch inputs with a NumPy out= return a new torch tensor instead of out"),
-    ("nca_loss_grad", "dtype:X-*",
-     "int/complex/float16 X: no TypeError naming X (int X is accepted, others name "
-     "pairwise_sqdist's 'x'): nca_loss_grad skips the shared validation"),
     # out= aliasing
     ("lerp", "out:alias-*", "out=a (exact alias, element-wise) refused: 'lerp: out must not "
      "share memory with a'"),
