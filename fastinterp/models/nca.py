@@ -238,10 +238,11 @@ class NCA:
     :meth:`fit` and :meth:`transform` give the same bits for any
     ``set_num_threads``, BLAS thread count and calling thread (every product
     uses fastinterp's deterministic GEMM, and no process-wide setting such as
-    the BLAS thread count is changed). The PCA start takes the eigenvectors of
-    the (deterministic) Gram matrix from LAPACK, which is single-threaded at the
-    sizes tested (up to 200 features); ``init='identity'`` or ``'random'``
-    avoid LAPACK altogether.
+    the BLAS thread count is changed). The one exception is the PCA start: the
+    eigenvectors of the (deterministic) Gram matrix come from LAPACK, whose
+    blocked code may use BLAS threads for many features (bits seen equal for 1
+    and 2 OpenBLAS threads up to 200 features, not at 256); ``init='identity'``
+    or ``'random'`` avoid LAPACK altogether.
 
     Parameters
     ----------
