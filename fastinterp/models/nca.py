@@ -143,9 +143,15 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     everyone = anchors is None
     anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
     reg = check_real(op, "reg", reg)
-    loss, grad = _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype)
-    with np.errstate(over="ignore"):     # reported in A's precision (may round to inf)
-        return float(dtype.type(loss)), prepared.wrap(grad.astype(dtype, copy=False))
+    loss, grad = _rounded(_loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype), dtype)
+    return loss, prepared.wrap(grad)
+
+
+def _rounded(loss_grad, dtype):
+    """The loss and gradient in A's precision (a loss beyond float32 rounds to inf)."""
+    loss, grad = loss_grad
+    with np.errstate(over="ignore"):
+        return float(dtype.type(loss)), grad.astype(dtype, copy=False)
 
 
 def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
@@ -386,6 +392,10 @@ class NCA:
         A = self._init_A(Xs, k, rng, dtype)
         opt = Adam([A], lr=self.lr)
         n = Xs.shape[0]
+        # the inputs are checked once here: each step goes straight to the computation
+        # of nca_loss_grad (same kernel, same bits)
+        kernel = registry.lookup("nca_softmax", "cpu", dtype)
+        reg = float(self.reg)
         self.loss_curve_ = []
         start = time.perf_counter()
         for epoch in range(self.max_iter):
@@ -396,9 +406,10 @@ class NCA:
             for b0 in range(0, n, self.batch_size):
                 batch = np.sort(order[b0:b0 + self.batch_size])
                 if self.neighbors == "batch":
-                    loss, grad = nca_loss_grad(A, Xs[batch], labels[batch], None, self.reg)
+                    args = (Xs[batch], labels[batch], np.arange(len(batch)), True)
                 else:
-                    loss, grad = nca_loss_grad(A, Xs, labels, batch, self.reg)
+                    args = (Xs, labels, batch, False)
+                loss, grad = _rounded(_loss_grad(A, *args, reg, kernel, dtype), dtype)
                 opt.step([grad])
                 total += loss * len(batch)
             self.loss_curve_.append(total / n)
