@@ -637,32 +637,61 @@ def _mk_nca(rng, dt, d):
                    "labels": labels}, {"reg": 0.01})
 
 
-def _nca_loss(A, X, labels, reg):
-    Z = X @ A.T
-    d = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    logits = -d
-    mx = logits.max(1, keepdims=True) if len(d) else logits
-    p = np.exp(logits - mx)
-    p = p / p.sum(1, keepdims=True)
-    same = labels[:, None] == labels[None, :]
-    pi = (p * same).sum(1)
-    has = (same.sum(1) > 1)
-    terms = np.where(has, -np.log(np.where(has, pi, 1.0)), 0.0)
-    return terms.mean() + reg * (A * A).sum()
+def _nca_exact(A, X, labels, reg):
+    """NCA by its definition in exact rational arithmetic (only the exponentials are
+    rounded, to float64): the loss and ``(2/B) sum_ij W_ij (z_i - z_j)(x_i - x_j)^T
+    + 2 reg A`` with ``W = q - p``. NaN/inf inputs, or squared distances beyond
+    float64's range (the op's contract), give NaN."""
+    from fractions import Fraction
+    n, (k, dim) = len(X), A.shape
+    nan = (np.asarray(np.nan), np.full(A.shape, np.nan))
+    if not (np.isfinite(A).all() and np.isfinite(X).all()):
+        return nan
+    Af = [[Fraction(float(v)) for v in row] for row in A]
+    Xf = [[Fraction(float(v)) for v in row] for row in X]
+    Z = [[sum(x[c] * a[c] for c in range(dim)) for a in Af] for x in Xf]
+    d = [[sum((Z[i][r] - Z[j][r]) ** 2 for r in range(k)) for j in range(n)] for i in range(n)]
+    if any(d[i][j] > Fraction(np.finfo(np.float64).max) for i in range(n) for j in range(n)):
+        return nan
+
+    def rexp(x):                              # exp(-x), x >= 0 rational, as a rational
+        return Fraction(float(np.exp(-min(float(x), 1e300))))
+
+    total, grad = Fraction(0), [[Fraction(0)] * dim for _ in range(k)]
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        same = [j for j in others if labels[j] == labels[i]]
+        if not same:
+            continue
+        m, mc = min(d[i][j] for j in others), min(d[i][j] for j in same)
+        e = {j: rexp(d[i][j] - m) for j in others}
+        ec = {j: rexp(d[i][j] - mc) for j in same}
+        s, sc = sum(e.values()), sum(ec.values())
+        total += Fraction(float(mc - m)) + Fraction(np.log(float(s))) - Fraction(np.log(float(sc)))
+        for j in others:
+            w = ec.get(j, 0) / sc - e[j] / s
+            for r in range(k):
+                dz = w * (Z[i][r] - Z[j][r])
+                for c in range(dim):
+                    grad[r][c] += dz * (Xf[i][c] - Xf[j][c])
+    b = max(n, 1)
+    regf = Fraction(reg)
+
+    def rnd(x):
+        try:
+            return float(x)
+        except OverflowError:
+            return np.inf if x > 0 else -np.inf
+
+    loss = rnd(total / b + regf * sum(v * v for row in Af for v in row))
+    g = np.array([[rnd(2 * grad[r][c] / b + 2 * regf * Af[r][c]) for c in range(dim)]
+                  for r in range(k)])
+    return np.asarray(loss), g
 
 
 def _ref_nca(s):
     A, X, labels, reg = s.args["A"], s.args["X"], s.args["labels"], s.kwargs["reg"]
-    loss = _nca_loss(A, X, labels, reg)
-    grad = np.zeros_like(A)
-    h = 1e-6
-    for idx in np.ndindex(A.shape):
-        Ap, Am = A.copy(), A.copy()
-        Ap[idx] += h
-        Am[idx] -= h
-        grad[idx] = (_nca_loss(Ap, X, labels, reg) - _nca_loss(Am, X, labels, reg)) / (2 * h)
-    return np.asarray(loss), grad
+    return _nca_exact(A, X, labels, reg)
 
 
 # ------------------------------------------------------------------ the table

@@ -504,3 +504,239 @@ def test_unfitted_models_raise_not_fitted(make, call):
     except ImportError:
         return
     assert isinstance(info.value, NotFittedError)
+
+
+# --- NCA: the same bits everywhere --------------------------------------------------------
+
+def _nca_det_inputs(dtype):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((600, 32)).astype(dtype)
+    A = (rng.standard_normal((8, 32)) / 6).astype(dtype)
+    return A, X, rng.integers(0, 4, 600), np.sort(rng.choice(600, 200, replace=False))
+
+
+def _nca_det_runs(dtype):
+    """Every computation whose bits must not depend on threads: loss and gradient (all
+    anchors and a minibatch) and a short fit (PCA init, both neighbour modes)."""
+    A, X, y, anchors = _nca_det_inputs(dtype)
+    out = [*nca_loss_grad(A, X, y), *nca_loss_grad(A, X, y, anchors, 0.01)]
+    for neighbors in ("batch", "all"):
+        m = NCA(8, max_iter=2, batch_size=200, neighbors=neighbors, dtype=dtype).fit(X, y)
+        out += [m.components_, np.asarray(m.loss_curve_), m.transform(X[:50])]
+    return out
+
+
+def _assert_same_bits(a, b):
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        u, v = np.asarray(u), np.asarray(v)
+        assert u.dtype == v.dtype and u.shape == v.shape
+        assert u.tobytes() == v.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nca_bit_identical_for_one_and_two_threads(threads, dtype):
+    threads.set_num_threads(1)
+    one = _nca_det_runs(dtype)
+    threads.set_num_threads(2)
+    _assert_same_bits(_nca_det_runs(dtype), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nca_bit_identical_for_one_and_two_blas_threads(threads, dtype):
+    from threadpoolctl import threadpool_limits
+    threads.set_num_threads(2)
+    with threadpool_limits(1, user_api="blas"):
+        one = _nca_det_runs(dtype)
+    with threadpool_limits(2, user_api="blas"):
+        _assert_same_bits(_nca_det_runs(dtype), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nca_bit_identical_in_worker_threads(dtype):
+    from concurrent.futures import ThreadPoolExecutor
+    main = _nca_det_runs(dtype)
+    with ThreadPoolExecutor(1) as pool:                 # one worker thread alone
+        _assert_same_bits(pool.submit(_nca_det_runs, dtype).result(), main)
+    with ThreadPoolExecutor(4) as pool:                 # four callers at once
+        for got in [f.result() for f in [pool.submit(_nca_det_runs, dtype) for _ in range(4)]]:
+            _assert_same_bits(got, main)
+
+
+@pytest.mark.parametrize("blas", [2, 3])
+def test_nca_fit_never_changes_the_blas_thread_count(blas):
+    # Another thread watching the process (threadpoolctl, as any library could) must see
+    # the BLAS settings unchanged during a fit: nothing process-wide is switched.
+    import threading
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                      if i["user_api"] == "blas")
+
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.append(blas_threads())
+
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((800, 16)), rng.integers(0, 5, 800)
+    with threadpool_limits(blas, user_api="blas"):
+        before = blas_threads()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            for neighbors in ("batch", "all"):
+                NCA(8, max_iter=6, batch_size=128, neighbors=neighbors).fit(X, y)
+        finally:
+            done.set()
+            watcher.join()
+    assert len(seen) >= 2
+    assert all(s == before for s in seen), [s for s in seen if s != before][:1]
+
+
+# --- NCA: special values against a float64 reference --------------------------------------
+
+def _nca_ref64(A, X, labels, reg):
+    """NCA by its definition in float64: pairwise differences, softmax, and the gradient
+    ``(2/N) sum_ij W_ij (z_i - z_j)(x_i - x_j)^T + 2 reg A`` (W = q - p)."""
+    A, X, labels = np.asarray(A, np.float64), np.asarray(X, np.float64), np.asarray(labels)
+    with np.errstate(all="ignore"):
+        Z = X @ A.T
+        d = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        p = np.exp(-d - (-d).max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        same = labels[:, None] == labels[None, :]
+        np.fill_diagonal(same, False)
+        has = same.any(1)
+        pi = np.where(has, (p * same).sum(1), 1.0)
+        loss = np.where(has, -np.log(pi), 0.0).mean() + reg * (A * A).sum()
+        W = np.where(has[:, None], p * same / pi[:, None] - p, 0.0)
+        grad = (2 / len(X)) * np.einsum("ij,ijk,ijd->kd", W, Z[:, None] - Z[None],
+                                        X[:, None] - X[None]) + 2 * reg * A
+    return float(loss), grad
+
+
+def _nca_small(dtype, n=10, d=3, k=2):
+    rng = np.random.default_rng(11)
+    return ((rng.standard_normal((k, d))).astype(dtype), rng.standard_normal((n, d)).astype(dtype),
+            np.arange(n) % 3)
+
+
+def _put(v, value, where):
+    v = v.copy()
+    if where == "all":
+        v[...] = value
+    elif where == "row":
+        v[0] = value
+    else:
+        v.reshape(-1)[v.size // 2] = value
+    return v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arg", ["A", "X"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["one", "row", "all"])
+def test_nca_non_finite_inputs_give_nan_everywhere(dtype, arg, value, where):
+    A, X, y = _nca_small(dtype)
+    args = {"A": A, "X": X}
+    args[arg] = _put(args[arg], value, where)
+    loss, grad = nca_loss_grad(args["A"], args["X"], y, reg=0.01)
+    ref_loss, ref_grad = _nca_ref64(args["A"], args["X"], y, 0.01)
+    assert np.isnan(ref_loss) and np.isnan(ref_grad).all()      # the definition's answer
+    assert np.isnan(loss) and grad.dtype == dtype and np.isnan(grad).all()
+    # a minibatch that leaves the bad row out still sees it as a neighbour
+    loss, grad = nca_loss_grad(args["A"], args["X"], y, np.array([3, 4]), 0.01)
+    assert np.isnan(loss) and np.isnan(grad).all()
+
+
+@pytest.mark.parametrize("where", ["one", "row", "all"])
+def test_nca_float32_huge_inputs_finite_like_float64(where):
+    # 1e30 squared overflows float32: the distances are then taken in float64.
+    A, X, y = _nca_small(np.float32)
+    X = _put(X, 1e30, where)
+    loss, grad = nca_loss_grad(A, X, y, reg=0.01)
+    ref_loss, ref_grad = _nca_ref64(A, X, y, 0.01)
+    assert np.isfinite(ref_loss) and np.isfinite(loss) and np.isfinite(grad).all()
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    if where == "all":                       # all points equal: only the penalty's gradient
+        np.testing.assert_array_equal(grad, np.float32(0.02) * A)
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e30), (np.float64, 1e200)])
+@pytest.mark.parametrize("anchors", [None, np.array([1, 2, 7])])
+def test_nca_equal_far_points_give_the_exact_value(dtype, big, anchors):
+    # All points equal (at any magnitude): every neighbour is equally likely.
+    A, X, y = _nca_small(dtype)
+    X = np.full_like(X, big)
+    loss, grad = nca_loss_grad(A, X, y, anchors, reg=0.01)
+    rows = np.arange(len(X)) if anchors is None else anchors
+    same = np.array([(y == y[i]).sum() - 1 for i in rows])
+    want = np.mean(-np.log(same / (len(X) - 1))) + 0.01 * float((A.astype(np.float64) ** 2).sum())
+    assert loss == pytest.approx(want, rel=1e-6)
+    np.testing.assert_array_equal(grad, dtype(0.02) * A)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nca_scale_invariance_far_from_one(dtype):
+    # X scaled up by 1e30 and A down by 1e30: the same embedding, the same loss, and
+    # a gradient scaled by 1e-30 (the float32 products stay in range).
+    A, X, y = _nca_small(dtype, n=30, d=4)
+    l0, g0 = nca_loss_grad(A, X, y)
+    s = dtype(2.0 ** 100)
+    l1, g1 = nca_loss_grad(A / s, X * s, y)
+    assert l1 == pytest.approx(l0, rel=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(g1 / s, g0, rtol=1e-3 if dtype == np.float32 else 1e-9,
+                               atol=1e-4 * np.abs(g0).max())
+
+
+def test_nca_distances_beyond_float64_give_nan():
+    # |A x| near 1e200: the squared distances overflow float64, so the softmax cannot be
+    # formed: NaN, never a finite guess.
+    A, X, y = _nca_small(np.float64)
+    loss, grad = nca_loss_grad(A * 1e200, X, y)
+    assert np.isnan(loss) and np.isnan(grad).all()
+
+
+def test_nca_torch_negative_bit_is_resolved(torch):
+    # The loss is even and the gradient odd in A: a sign read wrongly from A's negative
+    # bit would flip the gradient. Both are even in X, so for X only the values are
+    # checked against the resolved array.
+    A, X, y = _nca_small(np.float64, n=12)
+    want = nca_loss_grad(-A, X, y, np.array([0, 5]), 0.1)
+    got = nca_loss_grad(torch.tensor(A)._neg_view(),                # resolves to -A
+                        torch.tensor(X), torch.tensor(y), np.array([0, 5]), 0.1)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+    Xn = torch.tensor(-X)._neg_view()                    # resolves to X
+    got = nca_loss_grad(torch.tensor(A), Xn, torch.tensor(y), None, 0.1)
+    want = nca_loss_grad(A, X, y, None, 0.1)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+    assert not np.array_equal(want[1], nca_loss_grad(-A, X, y, None, 0.1)[1])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_polynomial_regression_fit_same_bits_everywhere(threads, optimizer):
+    from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_limits
+    x = np.linspace(-3, 5, 200_001)
+    y = np.sin(x) + 0.1 * x ** 2
+
+    def fit():
+        m = PolynomialRegression(5, optimizer=optimizer, max_iter=40).fit(x, y)
+        return [m.coef_, np.asarray(m.loss_curve_)]
+
+    threads.set_num_threads(2)
+    with threadpool_limits(1, user_api="blas"):
+        one = fit()
+    with threadpool_limits(2, user_api="blas"):
+        _assert_same_bits(fit(), one)
+        with ThreadPoolExecutor(2) as pool:
+            for got in [f.result() for f in [pool.submit(fit) for _ in range(2)]]:
+                _assert_same_bits(got, one)
+    threads.set_num_threads(1)
+    _assert_same_bits(fit(), one)

@@ -43,19 +43,6 @@ LINEAR_BWD = ("resize_backward", "adaptive_avg_pool2d_backward")
 # (ops, case-id glob, reason): cases failing on the current code, run as strict xfails.
 # Case ids are "<test>:<detail>" as in the test ids. Remove an entry when its fix lands.
 KNOWN_FAILURES: list[tuple[tuple, str, str]] = [
-    ("nca_loss_grad", "blasthreads:*", "bits differ for 1 vs 2 BLAS threads"),
-    ("nca_loss_grad", "special:A-nan-[or]*",
-     "NaN in A: the loss is NaN but some gradient rows stay finite"),
-    ("nca_loss_grad", "special:A-huge-*",
-     "huge entries in A: the loss and gradient do not follow the float64 reference"),
-    ("nca_loss_grad", "special:X-*inf-one-*",
-     "an infinite entry in X: the result does not follow the float64 reference"),
-    ("nca_loss_grad", "special:X-nan-all-*", "X all NaN: a finite loss (silently wrong)"),
-    ("nca_loss_grad", "special:X-huge-all-float32",
-     "float32 X all 1e30: NaN/inf loss or gradient where the float64 result is finite"),
-    ("nca_loss_grad", "special:X-huge-*-float64",
-     "X with huge entries (1e30 float32, 1e200 float64): NaN/inf loss or gradient where the "
-     "float64 result is finite"),
 ]
 
 

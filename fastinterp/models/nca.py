@@ -1,16 +1,17 @@
 """Neighbourhood Components Analysis trained by hand: analytic gradient, Adam."""
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
+import scipy.linalg
 
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
 from ._common import check_real, not_fitted
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
+from ..distance import deterministic_matmul as matmul
 from ..optim import Adam
 
 __all__ = ["NCA", "nca_loss_grad"]
@@ -108,7 +109,18 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     with ``c = W^T 1`` (the row sums ``W 1`` vanish: both q and p sum to 1),
     four small GEMMs. The distances come
     from :func:`fastinterp.pairwise_sqdist`, the softmax and ``W`` from the
-    registered ``nca_softmax`` kernel.
+    registered ``nca_softmax`` kernel; every product uses
+    :func:`fastinterp.distance.deterministic_matmul`, so the bits do not depend
+    on the thread count, the BLAS or the calling thread.
+
+    Special values: any NaN or infinity in ``A`` or ``X`` makes the loss and
+    every gradient entry NaN (each point is a neighbour of every anchor).
+    Only differences of rows matter, so X is centred first: points far from
+    the origin (all at 1e200, say) lose nothing. float32 inputs whose
+    squared embedded distances or gradient products would overflow float32
+    are computed in float64 and rounded back (the loss is rounded to A's
+    dtype, so a loss beyond float32's range is inf); squared distances beyond
+    float64's range give NaN.
 
     Examples
     --------
@@ -131,13 +143,44 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     everyone = anchors is None
     anchors = np.arange(n, dtype=np.intp) if everyone else _check_anchors(op, anchors, n)
     reg = check_real(op, "reg", reg)
-    Z = X @ A.T
+    loss, grad = _rounded(_loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype), dtype)
+    return loss, prepared.wrap(grad)
+
+
+def _rounded(loss_grad, dtype):
+    """The loss and gradient in A's precision (a loss beyond float32 rounds to inf)."""
+    loss, grad = loss_grad
+    with np.errstate(over="ignore"):
+        return float(dtype.type(loss)), grad.astype(dtype, copy=False)
+
+
+def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
+    """The loss and gradient of finite inputs, every product by the deterministic GEMM.
+
+    Everything depends only on differences of rows, so X is centred first
+    (points far from the origin, e.g. all at 1e200, lose nothing). Where the
+    distances or the gradient's products could overflow ``dtype`` (float32
+    data near 1e19 and beyond), the work is done in float64.
+    """
+    Xc, Z = _centred(A, X, dtype)
+    fits = _fits(Xc, Z, A, len(anchors), dtype)
+    if not fits and not (np.isfinite(A).all() and np.isfinite(X).all()):
+        # NaN/inf anywhere: every distance involving that row is undefined, and
+        # with it the softmax of every anchor (the kernel itself skips NaN).
+        return float("nan"), np.full(A.shape, np.nan, dtype)
+    if not fits and dtype != np.float64:
+        kernel64 = registry.lookup("nca_softmax", "cpu", np.float64)
+        return _loss_grad(A.astype(np.float64), X.astype(np.float64), labels, anchors,
+                          everyone, reg, kernel64, np.dtype(np.float64))
     if everyone:  # one set: exact zeros on the diagonal, symmetric distances
-        ZB, XB = Z, X
+        ZB, XB = Z, Xc
         W = np.ascontiguousarray(_pairwise_sqdist(Z, None), dtype=dtype)
     else:
-        ZB, XB = Z[anchors], X[anchors]
+        ZB, XB = Z[anchors], Xc[anchors]
         W = np.ascontiguousarray(_pairwise_sqdist(ZB, Z), dtype=dtype)
+    if not fits and not (np.isfinite(Z).all() and np.isfinite(W).all()):
+        # squared distances beyond float64's range: not computable, never a guess
+        return float("nan"), np.full(A.shape, np.nan, dtype)
     terms = np.empty(len(anchors), dtype)
     kernel(W, labels, anchors, terms)
     b = max(len(anchors), 1)
@@ -146,34 +189,46 @@ def nca_loss_grad(A, X, labels, anchors=None, reg=0.0):
     zb1 = np.empty((ZB.shape[0], ZB.shape[1] + 1), dtype)
     zb1[:, :-1] = ZB
     zb1[:, -1] = 1
-    vc = W.T @ zb1                            # (N, k+1): [W^T Z_B, c]
-    g_zb = -(W @ Z)                           # (B, k): dL/dz for the anchors' role
+    vc = matmul(W.T, zb1)                     # (N, k+1): [W^T Z_B, c]
+    g_zb = -matmul(W, Z)                      # (B, k): dL/dz for the anchors' role
     g_z = vc[:, -1:] * Z - vc[:, :-1]         # (N, k): dL/dz for the neighbours' role
     if everyone:
-        grad = ((g_zb + g_z).T @ X) * dtype.type(2.0 / b)
+        grad = matmul((g_zb + g_z).T, Xc)
     else:
-        grad = (g_zb.T @ XB + g_z.T @ X) * dtype.type(2.0 / b)
+        grad = matmul(g_zb.T, XB) + matmul(g_z.T, Xc)
+    grad *= dtype.type(2.0 / b)
     if reg:
         grad += dtype.type(2 * reg) * A
-    loss = float(terms.sum(dtype=np.float64) / b + reg * float(np.sum(A.astype(np.float64) ** 2)))
-    return loss, prepared.wrap(grad)
+    with np.errstate(over="ignore"):      # ||A||^2 may overflow: an infinite loss
+        loss = float(terms.sum(dtype=np.float64) / b
+                     + reg * float(np.sum(A.astype(np.float64) ** 2)))
+    return loss, grad
 
 
-def _single_threaded_blas():
-    """The GEMMs here are small: one BLAS thread, leaving the cores to the
-    OpenMP kernels (threads of both pools spinning on 2 cores slow each
-    other down many times over). A no-op without threadpoolctl."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover
-            return contextlib.nullcontext()
-        _CONTROLLER = ThreadpoolController()  # scans the loaded libraries once
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+def _centred(A, X, dtype):
+    """``(X - c, (X - c) A^T)`` with c the coordinate-wise median of X's first,
+    middle and last rows: cheap, exact zeros for equal rows, and not moved by
+    one far-off row."""
+    if len(X) == 0:
+        return X, matmul(X, A.T)
+    a, b, c = X[0], X[len(X) // 2], X[-1]
+    centre = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    with np.errstate(over="ignore", invalid="ignore"):   # checked by _fits
+        Xc = X - centre
+    return Xc, matmul(Xc, A.T)
 
 
-_CONTROLLER = None
+def _fits(Xc, Z, A, b, dtype):
+    """Whether everything is finite and distances (up to ``4 k max|z|^2``) and the
+    gradient's GEMM terms (up to ``4 N B max|z| max|x|``, plus ``|A|``) stay well
+    inside ``dtype`` (a NaN maximum compares False)."""
+    big = float(np.finfo(dtype).max) / 64
+    zmax = float(np.max(np.abs(Z), initial=0.0))
+    xmax = float(np.max(np.abs(Xc), initial=0.0))
+    amax = float(np.max(np.abs(A), initial=0.0))
+    k, n = Z.shape[1], Z.shape[0]
+    return bool(4.0 * k * zmax * zmax < big and 4.0 * n * max(b, 1) * zmax * xmax < big
+                and amax * amax * A.size < big)
 
 
 class NCA:
@@ -185,6 +240,15 @@ class NCA:
     :func:`nca_loss_grad`) by minibatch Adam with the analytic gradient and a
     cosine learning-rate schedule (``lr`` at the first epoch, decaying
     towards 0 at the last).
+
+    :meth:`fit` and :meth:`transform` give the same bits for any
+    ``set_num_threads``, BLAS thread count and calling thread (every product
+    uses fastinterp's deterministic GEMM, and no process-wide setting such as
+    the BLAS thread count is changed). The one exception is the PCA start: the
+    eigenvectors of the (deterministic) Gram matrix come from LAPACK, whose
+    blocked code may use BLAS threads for many features (bits seen equal for 1
+    and 2 OpenBLAS threads up to 200 features, not at 256); ``init='identity'``
+    or ``'random'`` avoid LAPACK altogether.
 
     Parameters
     ----------
@@ -298,15 +362,18 @@ class NCA:
             return (rng.standard_normal((k, d)) / np.sqrt(d)).astype(dtype)
         # principal axes of the standardised data, scaled so that the embedded
         # coordinates have unit variance on average (a moderate softmax at start)
+        # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
+        # a fixed sign: the largest entry of each axis positive)
         xs = Xs.astype(np.float64, copy=False)
-        _, sv, vt = np.linalg.svd(xs, full_matrices=False)
-        var = float(np.sum(sv[:k] ** 2)) / xs.shape[0]
-        return np.ascontiguousarray(vt[:k] * np.sqrt(k / var) if var > 0 else vt[:k], dtype=dtype)
+        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="ev")
+        vt = vecs[:, ::-1][:, :k].T
+        vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
+        var = float(np.sum(np.clip(ev[::-1][:k], 0, None))) / xs.shape[0]
+        return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
 
     def fit(self, X, y):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
-        with _single_threaded_blas():
-            return self._fit(X, y)
+        return self._fit(X, y)
 
     def _fit(self, X, y):
         X, y, dtype, k = self._check(X, y)
@@ -325,6 +392,10 @@ class NCA:
         A = self._init_A(Xs, k, rng, dtype)
         opt = Adam([A], lr=self.lr)
         n = Xs.shape[0]
+        # the inputs are checked once here: each step goes straight to the computation
+        # of nca_loss_grad (same kernel, same bits)
+        kernel = registry.lookup("nca_softmax", "cpu", dtype)
+        reg = float(self.reg)
         self.loss_curve_ = []
         start = time.perf_counter()
         for epoch in range(self.max_iter):
@@ -335,9 +406,10 @@ class NCA:
             for b0 in range(0, n, self.batch_size):
                 batch = np.sort(order[b0:b0 + self.batch_size])
                 if self.neighbors == "batch":
-                    loss, grad = nca_loss_grad(A, Xs[batch], labels[batch], None, self.reg)
+                    args = (Xs[batch], labels[batch], np.arange(len(batch)), True)
                 else:
-                    loss, grad = nca_loss_grad(A, Xs, labels, batch, self.reg)
+                    args = (Xs, labels, batch, False)
+                loss, grad = _rounded(_loss_grad(A, *args, reg, kernel, dtype), dtype)
                 opt.step([grad])
                 total += loss * len(batch)
             self.loss_curve_.append(total / n)
@@ -357,7 +429,7 @@ class NCA:
         if X.ndim != 2 or X.shape[1] != d:
             raise ValueError(f"NCA.transform: X must have shape (M, {d}); got {X.shape}.")
         Xs = ((X - self.mean_) / self.scale_).astype(self.components_.dtype, copy=False)
-        return Xs @ self.components_.T
+        return matmul(Xs, self.components_.T)
 
     def fit_transform(self, X, y):
         """``fit(X, y).transform(X)``."""

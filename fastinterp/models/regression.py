@@ -5,10 +5,21 @@ import numpy as np
 from numpy.polynomial import Polynomial
 
 from ._common import not_fitted
+from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
 
 __all__ = ["PolynomialRegression"]
+
+
+# Products by fastinterp's GEMM and sums by NumPy's fixed-order reductions (not BLAS),
+# so that a fit has the same bits for any thread count and calling thread.
+def _matvec(m, v):
+    return matmul(m, v[:, None])[:, 0]
+
+
+def _norm(v):
+    return float(np.sqrt(np.sum(v * v)))
 
 
 class PolynomialRegression:
@@ -21,6 +32,10 @@ class PolynomialRegression:
     the fit runs on powers of ``t``, and the coefficients are converted back
     to powers of ``x`` at the end (exactly, by polynomial composition).
     :meth:`closed_form` gives the least-squares solution for comparison.
+
+    :meth:`fit` gives the same bits for any ``set_num_threads``, BLAS thread
+    count and calling thread (its products use fastinterp's deterministic GEMM,
+    not the process's BLAS); :meth:`closed_form` calls LAPACK and need not.
 
     Parameters
     ----------
@@ -100,19 +115,19 @@ class PolynomialRegression:
         if self.optimizer == "sgd":
             lr = self.lr
             if lr is None:
-                lr = 1.0 / np.linalg.eigvalsh((2.0 / n) * V.T @ V)[-1]
+                lr = 1.0 / np.linalg.eigvalsh((2.0 / n) * matmul(V.T, V))[-1]
             opt = SGD([c], lr=lr, momentum=self.momentum)
         else:
             opt = Adam([c], lr=0.05 if self.lr is None else self.lr)
-        threshold = self.tol * (1 + np.linalg.norm((2.0 / n) * V.T @ y))
+        threshold = self.tol * (1 + _norm((2.0 / n) * _matvec(V.T, y)))
         self.loss_curve_ = []
         report = max(1, self.max_iter // 10)
         it = 0
         for it in range(1, self.max_iter + 1):
-            r = V @ c - y                               # residual
-            grad = (2.0 / n) * (V.T @ r)                # d mean(r^2) / dc
-            self.loss_curve_.append(float(r @ r) / n)
-            if np.linalg.norm(grad) <= threshold:
+            r = _matvec(V, c) - y                       # residual
+            grad = (2.0 / n) * _matvec(V.T, r)          # d mean(r^2) / dc
+            self.loss_curve_.append(float(np.sum(r * r)) / n)
+            if _norm(grad) <= threshold:
                 break
             opt.step([grad])
             if self.verbose and it % report == 0:
