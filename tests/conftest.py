@@ -149,13 +149,15 @@ def _install_device_rules(monkeypatch) -> DeviceRules:
         return dummy.from_desc(0, tuple(arr.shape), tuple(arr.strides), arr.dtype.itemsize)
 
     def reshape(self, *newshape, **kws):
-        # numba's DeviceNDArray.reshape: the same view, or a no-copy reshape of one extent
+        # numba's DeviceNDArray.reshape: the same view, or a no-copy reshape of one extent.
+        # Stricter for F-ordered arrays: numba reinterprets their memory in C order
+        # (values differ from NumPy's), which no caller here may rely on.
         if len(newshape) == 1 and isinstance(newshape[0], (tuple, list)):
             newshape = tuple(newshape[0])
         if tuple(newshape) != tuple(self.shape):
             d = _as_dummy(self)
             _, extents = d.reshape(*newshape, **kws)
-            if extents != [d.extent]:
+            if extents != [d.extent] or not self._ary.flags.c_contiguous:
                 raise NotImplementedError("operation requires copying")
         return FakeCUDAArray(self._ary.reshape(*newshape, **kws))
 
