@@ -287,3 +287,58 @@ def test_state_copy_runs_on_the_callers_stream(cuda, monkeypatch):
     s = cuda.stream()
     coptim.clone_into(dst, src, stream=s)
     assert seen == [s]
+
+
+# --------------------------------------------------------------------------- caller types
+# numba device arrays run everywhere (the simulator here); CuPy and torch CUDA
+# inputs run on a real device (FASTINTERP_REAL_CUDA=1, see scripts/gpu_check.py).
+
+@pytest.fixture(params=["numba", "cupy", "torch"])
+def caller(request, cuda):
+    """(to_device(x, strided=False), to_host(arr)) for one CUDA array type."""
+    kind = request.param
+    if kind == "numba":
+        return (lambda x, s=False: strided(cuda, x) if s else cuda.to_device(x)), host
+    if kind == "cupy":
+        cp = request.getfixturevalue("cupy")
+        return (lambda x, s=False: _strided_of(cp.asarray, x) if s else cp.asarray(x)), cp.asnumpy
+    torch = request.getfixturevalue("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device")
+    to = (lambda x: torch.from_numpy(np.ascontiguousarray(x)).cuda())
+    return (lambda x, s=False: _strided_of(to, x) if s else to(x)), (lambda a: a.cpu().numpy())
+
+
+def _strided_of(to, x):
+    big = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+    big[..., ::2] = x
+    return to(big)[..., ::2]
+
+
+@pytest.mark.parametrize("is_strided", [False, True])
+def test_every_op_on_each_caller_type(caller, rng, is_strided):
+    dev, back = caller
+    d = (lambda x: dev(np.asarray(x), is_strided))
+    a, b = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    t = rng.uniform(0, 1, (3, 8)).astype(np.float32)
+    assert_close(back(fi.lerp(d(a), d(b), d(t))), fi.lerp(a, b, t))
+    assert_close(back(fi.slerp(d(a), d(b), 0.3)), fi.slerp(a, b, 0.3), table=TOL_ORACLE)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    grid = rng.uniform(-1, 1, (1, 3, 4, 2)).astype(np.float32)
+    assert_close(back(fi.grid_sample(d(x), d(grid))), fi.grid_sample(x, grid), table=TOL_ORACLE)
+    go = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    for got, want in zip(fi.grid_sample_backward(d(go), d(x), d(grid)),
+                         fi.grid_sample_backward(go, x, grid)):
+        assert_close(back(got), want, table=TOL_ORACLE)
+    theta = rng.standard_normal((1, 2, 3)).astype(np.float32)
+    assert_close(back(fi.affine_grid(d(theta), (1, 1, 3, 4))), fi.affine_grid(theta, (1, 1, 3, 4)))
+    assert_close(back(fi.resize(d(x), size=(3, 9))), fi.resize(x, size=(3, 9)), table=TOL_ORACLE)
+    p, q = rng.standard_normal((2, 6, 4)).astype(np.float32)
+    assert_close(back(fi.pairwise_sqdist(d(p), d(q))), fi.pairwise_sqdist(p, q),
+                 table=TOL_ORACLE)
+    assert back(fi.knn(d(p), d(q), 2)[1]).tolist() == fi.knn(p, q, 2)[1].tolist()
+    param, g = rng.standard_normal((2, 5)).astype(np.float32)
+    p_cpu, p_dev = param.copy(), dev(param)
+    fi.optim.SGD([p_cpu], lr=0.1, momentum=0.9).step([g])
+    fi.optim.SGD([p_dev], lr=0.1, momentum=0.9).step([d(g)])
+    assert_close(back(p_dev), p_cpu)
