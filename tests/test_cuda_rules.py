@@ -342,3 +342,24 @@ def test_every_op_on_each_caller_type(caller, rng, is_strided):
     fi.optim.SGD([p_cpu], lr=0.1, momentum=0.9).step([g])
     fi.optim.SGD([p_dev], lr=0.1, momentum=0.9).step([d(g)])
     assert_close(back(p_dev), p_cpu)
+
+
+# --------------------------------------------------------------------------- make gpu-check
+
+def test_gpu_check_dry_run_plans_and_writes_a_table(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    out = tmp_path / "gpu.md"
+    res = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(out),
+                          "--repeat", "2"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "FASTINTERP_REAL_CUDA=1" in res.stdout and "cupy-cuda12x" in res.stdout
+    for op in ("lerp", "slerp", "grid_sample", "resize", "pairwise_sqdist", "knn", "adam_step"):
+        assert f"    {op}:" in res.stdout
+    table = out.read_text()
+    assert "| op | workload | fastinterp ms |" in table and "fake timings" in table
+    bad = subprocess.run([sys.executable, str(script), "--dry-run", "--repeat", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--repeat must be at least 1" in bad.stderr
