@@ -393,6 +393,6 @@ def slerp(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm, stream=
     rows, depth = a.shape
     args = (out, a, b, t, t_row_stride, steps, bool(shortest_path), bool(linear_norm))
     if depth >= BLOCK_ROW_MIN_DEPTH:
-        _slerp_block[rows, ROW_BLOCK, stream](*args)
+        _slerp_block[blocks_1d(rows, 1), ROW_BLOCK, stream](*args)   # one block per row
     else:
         _slerp_thread[blocks_1d(out.shape[0]), THREADS_1D, stream](*args)
