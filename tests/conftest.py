@@ -130,11 +130,13 @@ def _real_dummyarray():
 
 
 class DeviceRules:
-    """What the fixture saw: ``launches`` as (kernel name, grid, block); set
+    """What the fixture saw: ``launches`` as (kernel name, grid, block) and their
+    ``streams``; set
     ``execute = False`` to check launch configurations without running the threads."""
 
     def __init__(self):
         self.launches: list[tuple[str, tuple, tuple]] = []
+        self.streams: list = []      # the stream of each launch (0: the default stream)
         self.execute = True
 
 
@@ -173,6 +175,7 @@ def _install_device_rules(monkeypatch) -> DeviceRules:
     def configure(self, configuration):
         grid, block = check_launch(*configuration[:2])
         rules.launches.append((getattr(self.fn, "__name__", "?"), grid, block))
+        rules.streams.append(configuration[2] if len(configuration) > 2 else 0)
         return getitem(self, configuration)
 
     def launch(self, *args):

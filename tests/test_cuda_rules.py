@@ -154,7 +154,7 @@ def test_optimizer_strided_grad_and_state(cuda, rng):
     assert_close(host(p_dev), p_cpu)
 
 
-def test_contiguous_copy_every_rank_and_broadcast(cuda, rng):
+def test_contiguous_copy_every_rank(cuda, rng):
     from fastinterp._cuda import _support
     for shape in [(7,), (3, 4), (2, 3, 4), (2, 1, 3, 2), (2, 2, 2, 1, 3)]:
         x = rng.standard_normal(shape)
@@ -278,15 +278,43 @@ def test_cached_tables_wait_for_their_upload_on_other_streams(cuda, monkeypatch)
     assert_close(host(first[1]), table.w)
 
 
-def test_state_copy_runs_on_the_callers_stream(cuda, monkeypatch):
-    from fastinterp._cuda import optim as coptim
-    seen = []
-    src, dst = cuda.to_device(np.arange(4.0)), cuda.device_array(4)
-    monkeypatch.setattr(type(dst), "copy_to_device",
-                        lambda self, ary, stream=0: seen.append(stream))
+def test_every_op_runs_on_the_callers_stream(cuda, rng, monkeypatch, device_rules):
+    # The caller's stream (CuPy's / torch's current one) stands in as a fresh stream:
+    # every launch, upload and state copy must use it, and only the deterministic
+    # grid_sample backward may synchronise (with that stream only).
+    from fastinterp._cuda import _support
+    x = rng.standard_normal((1, 2, 4, 5))
+    grid = rng.uniform(-1, 1, (1, 3, 2, 2))
+    go = rng.standard_normal((1, 2, 3, 2))
+    p, q = rng.standard_normal((2, 5, 3))
+    dev = {k: strided(cuda, v) for k, v in dict(x=x, grid=grid, go=go, p=p, q=q).items()}
+    param, g = cuda.to_device(np.zeros(4)), cuda.to_device(np.ones(4))
+    theta, w = cuda.to_device(np.ones((1, 2, 3))), cuda.to_device(np.ones((5, 5)))
     s = cuda.stream()
-    coptim.clone_into(dst, src, stream=s)
-    assert seen == [s]
+    monkeypatch.setattr(_support, "stream_for", lambda template: s)
+    copies = []
+    monkeypatch.setattr(type(param), "copy_to_device",
+                        lambda self, ary, stream=0: copies.append(stream))
+    spy = _Spy(cuda, monkeypatch)
+    fi.lerp(dev["p"], dev["q"], 0.5)
+    fi.slerp(dev["p"], dev["q"], 0.5)
+    fi.grid_sample(dev["x"], dev["grid"])
+    fi.grid_sample_backward(dev["go"], dev["x"], dev["grid"], deterministic=False)
+    fi.affine_grid(theta, (1, 1, 2, 3))
+    fi.affine_grid_backward(dev["grid"], (1, 1, 3, 2))
+    fi.resize(dev["x"], size=(3, 3))
+    fi.resize_backward(dev["go"], (1, 2, 5, 3))
+    fi.pairwise_l2_backward(w, dev["p"], dev["q"])
+    fi.knn(dev["p"], dev["q"], 2)
+    opt = fi.optim.Adam([param], lr=0.1)
+    opt.step([g])
+    opt.state_dict()
+    assert spy.syncs == []
+    fi.grid_sample_backward(dev["go"], dev["x"], dev["grid"], deterministic=True)
+    assert spy.syncs == [s, s]
+    assert len(device_rules.streams) > 20 and all(t is s for t in device_rules.streams)
+    assert len(spy.copies) > 15 and all(c is s for c in spy.copies)
+    assert copies and all(c is s for c in copies)
 
 
 # --------------------------------------------------------------------------- caller types
