@@ -34,10 +34,18 @@ def host(arr):
     return arr.copy_to_host()
 
 
+@pytest.fixture
+def sim_rules(device_rules):
+    """The simulator's device rules; skips on a real device (which enforces them itself,
+    and whose launches and streams these tests cannot intercept)."""
+    if device_rules is None:
+        pytest.skip("checks the simulator's emulation of device rules")
+    return device_rules
+
+
 # --------------------------------------------------------------------------- the fixture
 
-def test_fixture_reshape_follows_device_rules(cuda, device_rules):
-    assert device_rules is not None
+def test_fixture_reshape_follows_device_rules(cuda, sim_rules):
     a = cuda.to_device(np.arange(24.0).reshape(4, 6))
     assert host(a.reshape(24)).tolist() == list(range(24))    # contiguous: a view
     assert a.reshape((2, 12)).shape == (2, 12)
@@ -51,7 +59,7 @@ def test_fixture_reshape_follows_device_rules(cuda, device_rules):
 
 @pytest.mark.parametrize("grid, block", [((1, 65536), 1), ((1, 1, 65536), 32), (2**31, 1),
                                          (1, 1025), (1, (32, 33)), (1, (1, 1, 65)), (0, 1)])
-def test_fixture_refuses_launches_a_device_refuses(cuda, device_rules, grid, block):
+def test_fixture_refuses_launches_a_device_refuses(cuda, sim_rules, grid, block):
     with pytest.raises(LaunchLimitError):
         check_launch(grid, block)
 
@@ -168,16 +176,23 @@ def test_contiguous_copy_every_rank(cuda, rng):
 
 # --------------------------------------------------------------------------- launch limits
 
-def test_pairwise_two_million_rows_respects_grid_limits(cuda, device_rules):
-    # 2M rows put 131,072 tile rows on gridDim.y under the old 2-D launch; the
-    # simulator cannot run 2M x 256-thread tiles in reasonable time, so the
-    # launches are checked (and recorded) without running their threads.
-    # Coverage of a grid-stride launch is checked by running it in
+def test_pairwise_two_million_rows_respects_grid_limits(cuda, device_rules, rng):
+    # 2M rows put 125,000 tile rows on gridDim.y under the old 2-D launch. On a
+    # real device the call runs and is checked; the simulator cannot run 2M x
+    # 256-thread tiles in reasonable time, so there the launches are checked (and
+    # recorded) without running their threads. Coverage of a grid-stride launch is
+    # checked by running it in
     # test_distance.py::test_cuda_launches_stride_over_more_tiles_than_blocks.
-    device_rules.execute = False
     rows = 2_000_000
-    x = cuda.device_array((rows, 2), np.float32)
-    y = cuda.device_array((3, 2), np.float32)
+    xh = rng.standard_normal((rows, 2)).astype(np.float32)
+    yh = rng.standard_normal((3, 2)).astype(np.float32)
+    x, y = cuda.to_device(xh), cuda.to_device(yh)
+    if device_rules is None:
+        got = host(fi.pairwise_sqdist(x, y))
+        pick = rng.integers(0, rows, 1000)
+        assert_close(got[pick], fi.pairwise_sqdist(xh[pick], yh), table=TOL_ORACLE)
+        return
+    device_rules.execute = False
     fi.pairwise_sqdist(x, y)
     fi.pairwise_sqdist_backward(cuda.device_array((rows, 3), np.float32), x, y)
     names = [name for name, _, _ in device_rules.launches]
@@ -233,7 +248,7 @@ def _sample_args(cuda, rng):
     return x, grid, cuda.device_array((1, 2, 3, 2)), cuda.device_array((1, 2, 4, 5))
 
 
-def test_transfers_and_launches_use_the_callers_stream(cuda, rng, monkeypatch):
+def test_transfers_and_launches_use_the_callers_stream(cuda, rng, monkeypatch, sim_rules):
     from fastinterp._cuda import blend as cblend
     from fastinterp._cuda import sample as csample
     x, grid, out, gin = _sample_args(cuda, rng)
@@ -252,7 +267,8 @@ def test_transfers_and_launches_use_the_callers_stream(cuda, rng, monkeypatch):
     assert spy.syncs == []          # nothing here needs a result on the host
 
 
-def test_deterministic_backward_synchronises_only_the_callers_stream(cuda, rng, monkeypatch):
+def test_deterministic_backward_synchronises_only_the_callers_stream(cuda, rng, monkeypatch,
+                                                                     sim_rules):
     from fastinterp._cuda import sample as csample
     x, grid, out, gin = _sample_args(cuda, rng)
     s = cuda.stream()
@@ -263,7 +279,7 @@ def test_deterministic_backward_synchronises_only_the_callers_stream(cuda, rng, 
     assert all(c is s for c in spy.copies)
 
 
-def test_cached_tables_wait_for_their_upload_on_other_streams(cuda, monkeypatch):
+def test_cached_tables_wait_for_their_upload_on_other_streams(cuda, monkeypatch, sim_rules):
     from fastinterp._cuda import resize as cresize
     from fastinterp.resize import axis_table
     table = axis_table("bilinear", 17, 5, False, None, False, np.float32)
@@ -278,7 +294,7 @@ def test_cached_tables_wait_for_their_upload_on_other_streams(cuda, monkeypatch)
     assert_close(host(first[1]), table.w)
 
 
-def test_every_op_runs_on_the_callers_stream(cuda, rng, monkeypatch, device_rules):
+def test_every_op_runs_on_the_callers_stream(cuda, rng, monkeypatch, sim_rules):
     # The caller's stream (CuPy's / torch's current one) stands in as a fresh stream:
     # every launch, upload and state copy must use it, and only the deterministic
     # grid_sample backward may synchronise (with that stream only).
@@ -312,7 +328,7 @@ def test_every_op_runs_on_the_callers_stream(cuda, rng, monkeypatch, device_rule
     assert spy.syncs == []
     fi.grid_sample_backward(dev["go"], dev["x"], dev["grid"], deterministic=True)
     assert spy.syncs == [s, s]
-    assert len(device_rules.streams) > 20 and all(t is s for t in device_rules.streams)
+    assert len(sim_rules.streams) > 20 and all(t is s for t in sim_rules.streams)
     assert len(spy.copies) > 15 and all(c is s for c in spy.copies)
     assert copies and all(c is s for c in copies)
 
