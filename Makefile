@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.fastinterp-installed
 KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd kernels/cpu/*.h kernels/include/fastinterp/*.h)
 BUILT  := $(VENV)/.fastinterp-built
 
-.PHONY: all venv build demo test test-sanitize test-fast bench bench-report clean
+.PHONY: all venv build demo test test-sanitize test-fast bench bench-report gpu-check gpu-check-dry-run clean
 
 all: build
 
@@ -49,6 +49,15 @@ bench: build
 # Put the last run's tables into README.md, between their bench markers only.
 bench-report:
 	$(PY) bench/report.py .benchmarks/latest.json --readme README.md
+
+# On a machine with an NVIDIA GPU: install CuPy (and CUDA torch) for the driver's CUDA
+# version, run the tests on the device, benchmark every op -> .benchmarks/gpu.md (< 8 min).
+gpu-check: build
+	$(PY) scripts/gpu_check.py
+
+# Its CPU-only parts (argument parsing, the plan, the table writer on fake timings).
+gpu-check-dry-run: venv
+	$(PY) scripts/gpu_check.py --dry-run
 
 clean:
 	rm -rf build $(VENV) kernels/cpu/*.c kernels/cpu/*.so *.egg-info .benchmarks

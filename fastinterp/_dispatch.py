@@ -206,6 +206,14 @@ class Prepared:
         """The CUDA stream to launch on (the caller's current CuPy/torch stream)."""
         return _cuda_support().stream_for(self.template) if self.backend == CUDA else None
 
+    def contiguous(self, arr):
+        """A kernel input as a C-contiguous array: CUDA arrays that are not are copied
+        once into a new device array, on the caller's stream (the CPU path's rule;
+        numba's device arrays cannot be reshaped otherwise). Other values pass through."""
+        if self.backend != CUDA or not hasattr(arr, "strides"):
+            return arr
+        return _cuda_support().contiguous(arr, self.stream)
+
     def empty(self, shape, dtype):
         """Allocate an output: returns ``(for_caller, for_kernel)``."""
         dtype = np.dtype(dtype)

@@ -96,7 +96,7 @@ def lerp(a, b, t, out=None):
     Uses PyTorch's two-sided formula, ``a + t*(b - a)`` for ``|t| < 0.5`` and
     ``b - (b - a)*(1 - t)`` otherwise, so the result is exactly ``a`` at
     ``t = 0`` and exactly ``b`` at ``t = 1``; values equal ``torch.lerp``.
-    Non-contiguous CPU inputs are copied once to contiguous memory.
+    Non-contiguous inputs (CPU or CUDA) are copied once to contiguous memory.
 
     Examples
     --------
@@ -122,7 +122,9 @@ def lerp(a, b, t, out=None):
     kernel = registry.lookup("lerp", p.backend, dtype)
     if p.backend == "cuda":
         # A scalar t stays a host scalar, passed to the kernel by value.
-        t_k = t_[()] if isinstance(t_, np.ndarray) else t_.reshape(st)
+        # Strided device arrays are copied once: a device array reshapes only when contiguous.
+        a_, b_ = p.contiguous(a_), p.contiguous(b_)
+        t_k = t_[()] if isinstance(t_, np.ndarray) else p.contiguous(t_).reshape(st)
         kernel(out_k.reshape(cshape), a_.reshape(sa), b_.reshape(sb), t_k, stream=p.stream)
     else:
         kernel(out_k.reshape(cshape), a_.reshape(sa), b_.reshape(sb), t_.reshape(st))
@@ -179,7 +181,7 @@ def _slerp_weights(p, t, dtype, batch, path):
             raise ValueError(f"slerp: on CUDA, t must be shared by all rows or have the full "
                              f"batch shape {shape_str(batch)} before its step axis; got "
                              f"{shape_str(t.shape)}.")
-        return t.reshape(-1), 0 if shared else steps, steps
+        return p.contiguous(t).reshape(-1), 0 if shared else steps, steps
     if shared:
         return np.ascontiguousarray(t, dtype=dtype).reshape(-1), 0, steps
     full = np.broadcast_to(t, tuple(batch) + ((steps,) if path else ()))
@@ -310,8 +312,9 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     kernel = registry.lookup("slerp", p.backend, dtype)
     flags = (bool(shortest_path), norm == "linear")
     if p.backend == "cuda":
-        kernel(out_k.reshape((rows * steps, depth)), a_.reshape((rows, depth)),
-               b_.reshape((rows, depth)), t_flat, t_row_stride, steps, *flags, stream=p.stream)
+        a2, b2 = (p.contiguous(x).reshape((rows, depth)) for x in (a_, b_))
+        kernel(out_k.reshape((rows * steps, depth)), a2, b2, t_flat, t_row_stride, steps,
+               *flags, stream=p.stream)
         return p.wrap(out_caller)
     if last:
         a2, b2 = (as_c_contiguous(x).reshape(rows, depth) for x in (a_, b_))

@@ -394,9 +394,10 @@ def _backward_arrays(op, p):
 
 
 def _run(p, kernel, *args):
-    """Call a registry kernel (CUDA kernels also take the caller's stream)."""
+    """Call a registry kernel (CUDA kernels also take the caller's stream; strided device
+    inputs are copied once to contiguous memory, outputs are already contiguous)."""
     if p.backend == "cuda":
-        return kernel(*args, stream=p.stream)
+        return kernel(*(p.contiguous(a) for a in args), stream=p.stream)
     return kernel(*args)
 
 

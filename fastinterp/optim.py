@@ -157,11 +157,8 @@ def _copy_state(param: _Param, value, op: str, what: str):
     dst = _kernel_array(op, what, caller, param.backend)
     kernel = registry.lookup("state_copy", param.backend, param.dtype)
     kwargs = {"stream": param.template.stream} if param.backend == CUDA else {}
-    if param.backend == CUDA and not _c_contiguous(src):
-        raise ValueError(f"{op}: {what} must be C-contiguous on CUDA; "
-                         f"got strides {tuple(src.strides)}.")
-    if param.backend != CUDA:
-        src = np.ascontiguousarray(src)
+    # copied once if strided (on CUDA on the caller's stream)
+    src = param.template.contiguous(src) if param.backend == CUDA else np.ascontiguousarray(src)
     kernel(_flat(dst), _flat(src), **kwargs)
     return caller
 
@@ -298,11 +295,8 @@ class Optimizer:
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"{op}: {name} must have the shape of {p.name} "
                                  f"{shape_str(p.shape)}; got {shape_str(arr.shape)}.")
-            if not _c_contiguous(arr):
-                if p.backend == CUDA:
-                    raise ValueError(f"{op}: {name} must be C-contiguous on CUDA; "
-                                     f"got strides {tuple(arr.strides)}.")
-                arr = np.ascontiguousarray(arr)  # copied once
+            if not _c_contiguous(arr):   # copied once (on CUDA on the caller's stream)
+                arr = prepared.contiguous(arr) if p.backend == CUDA else np.ascontiguousarray(arr)
             kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
             jobs.append((param, _flat(arr), kwargs))
         index = 0

@@ -52,7 +52,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import _is_c_contiguous, check_ndim, check_option, check_out, float_dtype, shape_str
+from ._validate import check_ndim, check_option, check_out, float_dtype, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS"]
@@ -709,9 +709,8 @@ def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
             if cl is not None:     # keep torch's channels_last layout, no copy
                 x, stored_nhwc = cl, True
         x = np.ascontiguousarray(x)
-    elif not _is_c_contiguous(x):
-        raise ValueError(f"{op}: {name} must be C-contiguous on CUDA; got strides "
-                         f"{tuple(x.strides)}.")
+    else:
+        x = p.contiguous(x)    # a strided device array is copied once, as on the CPU
     if out is not None:
         out_caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {name: x})
@@ -783,7 +782,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     0 are never read, so an inf or NaN pixel only reaches the outputs whose
     weights for it are non-zero (torch's bilinear and bicubic kernels
     give NaN from ``0 * inf`` at exact sample positions). Other
-    non-contiguous CPU inputs are copied once.
+    non-contiguous inputs (CPU or CUDA) are copied once.
 
     Examples
     --------

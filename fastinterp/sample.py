@@ -176,7 +176,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
         caller, out_k = p.empty(shape, dtype)
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
-        kernel(out_k, th, align, stream=p.stream)
+        kernel(out_k, p.contiguous(th), align, stream=p.stream)
     else:
         kernel(out_k, th, H, W, align)
     return p.wrap(caller)
@@ -223,7 +223,7 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
     caller, out_k = p.empty((N, 2, 3), dtype)
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
-        kernel(out_k, g, align, stream=p.stream)
+        kernel(out_k, p.contiguous(g), align, stream=p.stream)
     else:
         kernel(out_k, g, H, W, align)
     return p.wrap(caller)
@@ -347,7 +347,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         return p.wrap(caller)
     dims = (N, C, H, W, Ho, Wo)
     if p.backend == "cuda":
-        kernel(out_k, x, g, _MODE_CODE[mode], _PAD_CODE[padding_mode], align, stream=p.stream)
+        kernel(out_k, p.contiguous(x), p.contiguous(g), _MODE_CODE[mode], _PAD_CODE[padding_mode],
+               align, stream=p.stream)
     else:
         kernel(out_k, x, g, dims, mode, padding_mode, align, cl)
     return p.wrap(caller)
@@ -443,6 +444,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     kernel = registry.lookup(op, p.backend, dtype)
     if need_in or need_grid:     # the kernels zero the gradients of an empty output
         if p.backend == "cuda":
+            go, x, g = (p.contiguous(a) for a in (go, x, g))   # copied once if strided
             kernel(gi_k, gg_k, go, x, g, _MODE_CODE[mode], _PAD_CODE[padding_mode], align,
                    deterministic=det, stream=p.stream)
         else:

@@ -78,3 +78,128 @@ def threads():
     before = fi.get_num_threads()
     yield fi
     fi.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- device rules
+# numba's CUDA simulator is laxer than a device: its arrays reshape strided views by
+# copying (numba's DeviceNDArray raises NotImplementedError) and it launches any grid
+# (a device refuses gridDim.x > 2**31 - 1, gridDim.y/z > 65,535, > 1,024 threads a
+# block). The fixture below gives simulator tests the device's rules.
+
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+BLOCK_LIMITS = (1024, 1024, 64)
+MAX_THREADS_PER_BLOCK = 1024
+
+
+class LaunchLimitError(RuntimeError):
+    """A launch configuration that a CUDA device would refuse."""
+
+
+def _dim3(dims):
+    dims = tuple(int(d) for d in dims) if isinstance(dims, (tuple, list)) else (int(dims),)
+    if not 1 <= len(dims) <= 3:
+        raise LaunchLimitError(f"launch dimensions must have 1 to 3 entries; got {dims}")
+    return dims + (1,) * (3 - len(dims))
+
+
+def check_launch(griddim, blockdim):
+    """Raise LaunchLimitError for a (griddim, blockdim) that a CUDA device would refuse."""
+    grid, block = _dim3(griddim), _dim3(blockdim)
+    for axis, n, limit in zip("xyz", grid, GRID_LIMITS):
+        if not 1 <= n <= limit:
+            raise LaunchLimitError(f"gridDim.{axis} = {n} outside [1, {limit}] (grid {grid})")
+    for axis, n, limit in zip("xyz", block, BLOCK_LIMITS):
+        if not 1 <= n <= limit:
+            raise LaunchLimitError(f"blockDim.{axis} = {n} outside [1, {limit}] (block {block})")
+    if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
+        raise LaunchLimitError(f"{block} is more than {MAX_THREADS_PER_BLOCK} threads a block")
+    return grid, block
+
+
+def _real_dummyarray():
+    """numba-cuda's dummyarray (the simulator ships a stub): DeviceNDArray's reshape rules."""
+    import importlib.util
+    from pathlib import Path
+
+    import numba.cuda.simulator as sim
+    path = Path(sim.__file__).resolve().parents[1] / "cudadrv" / "dummyarray.py"
+    spec = importlib.util.spec_from_file_location("_fastinterp_real_dummyarray", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class DeviceRules:
+    """What the fixture saw: ``launches`` as (kernel name, grid, block) and their
+    ``streams``; set
+    ``execute = False`` to check launch configurations without running the threads."""
+
+    def __init__(self):
+        self.launches: list[tuple[str, tuple, tuple]] = []
+        self.streams: list = []      # the stream of each launch (0: the default stream)
+        self.execute = True
+
+
+def _install_device_rules(monkeypatch) -> DeviceRules:
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    dummy = _real_dummyarray().Array
+    rules = DeviceRules()
+
+    def _as_dummy(arr):
+        return dummy.from_desc(0, tuple(arr.shape), tuple(arr.strides), arr.dtype.itemsize)
+
+    def reshape(self, *newshape, **kws):
+        # numba's DeviceNDArray.reshape: the same view, or a no-copy reshape of one extent.
+        # Stricter for F-ordered arrays: numba reinterprets their memory in C order
+        # (values differ from NumPy's), which no caller here may rely on.
+        if len(newshape) == 1 and isinstance(newshape[0], (tuple, list)):
+            newshape = tuple(newshape[0])
+        if tuple(newshape) != tuple(self.shape):
+            d = _as_dummy(self)
+            _, extents = d.reshape(*newshape, **kws)
+            if extents != [d.extent] or not self._ary.flags.c_contiguous:
+                raise NotImplementedError("operation requires copying")
+        return FakeCUDAArray(self._ary.reshape(*newshape, **kws))
+
+    def ravel(self, order="C", stream=0):
+        d = _as_dummy(self)
+        _, extents = d.ravel(order=order)
+        if extents != [d.extent]:
+            raise NotImplementedError("operation requires copying")
+        return FakeCUDAArray(self._ary.ravel(order=order))
+
+    getitem, call = sim_kernel.FakeCUDAKernel.__getitem__, sim_kernel.FakeCUDAKernel.__call__
+
+    def configure(self, configuration):
+        grid, block = check_launch(*configuration[:2])
+        rules.launches.append((getattr(self.fn, "__name__", "?"), grid, block))
+        rules.streams.append(configuration[2] if len(configuration) > 2 else 0)
+        return getitem(self, configuration)
+
+    def launch(self, *args):
+        if not rules.execute and not self._device and not sim_kernel._kernel_context:
+            return None
+        return call(self, *args)
+
+    monkeypatch.setattr(FakeCUDAArray, "reshape", reshape)
+    monkeypatch.setattr(FakeCUDAArray, "ravel", ravel)
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__getitem__", configure)
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", launch)
+    return rules
+
+
+@pytest.fixture(autouse=True)
+def device_rules(request):
+    """Under numba's CUDA simulator, for tests marked ``cudasim`` or using the ``cuda``
+    fixture: device arrays follow numba's DeviceNDArray reshape/ravel rules and kernel
+    launches are checked against a device's grid and block limits. Yields a
+    :class:`DeviceRules` (None where it does not apply: CPU tests, a real device)."""
+    wanted = "cudasim" in request.keywords or "cuda" in request.fixturenames
+    if not wanted or os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        yield None
+        return
+    pytest.importorskip("numba.cuda")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _install_device_rules(monkeypatch)

@@ -8,7 +8,7 @@ from numba import cuda
 from numba import float64 as numba_float64
 from numba import int64 as numba_int64
 
-from ._support import THREADS_1D, blocks_1d
+from ._support import THREADS_1D, blocks_1d, is_c_contiguous, to_device
 
 MAX_RANK = 4
 
@@ -66,6 +66,9 @@ def _as4d(x):
         raise NotImplementedError(
             f"lerp: on CUDA the broadcast pattern must coalesce to at most {MAX_RANK} axes; "
             f"got {x.ndim}. Make the operands contiguous with the full shape first.")
+    if not is_c_contiguous(x):   # a device array cannot be reshaped by copying
+        raise ValueError(f"lerp: on CUDA the operands must be C-contiguous here; got strides "
+                         f"{tuple(x.strides)} for shape {tuple(x.shape)}.")
     return x.reshape((1,) * (MAX_RANK - x.ndim) + tuple(x.shape))
 
 
@@ -386,10 +389,10 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
 def slerp(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm, stream=0):
     """Launch slerp: out (rows * steps, D), a and b (rows, D), t flat (device or host)."""
     if isinstance(t, np.ndarray):  # a host weight (a scalar): copy its few bytes over
-        t = cuda.to_device(np.ascontiguousarray(t), stream=stream)
+        t = to_device(t, stream)
     rows, depth = a.shape
     args = (out, a, b, t, t_row_stride, steps, bool(shortest_path), bool(linear_norm))
     if depth >= BLOCK_ROW_MIN_DEPTH:
-        _slerp_block[rows, ROW_BLOCK, stream](*args)
+        _slerp_block[blocks_1d(rows, 1), ROW_BLOCK, stream](*args)   # one block per row
     else:
         _slerp_thread[blocks_1d(out.shape[0]), THREADS_1D, stream](*args)

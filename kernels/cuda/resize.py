@@ -11,11 +11,10 @@ results are deterministic (no atomics).
 from __future__ import annotations
 
 import math
-import weakref
 
 from numba import cuda
 
-from ._support import THREADS_1D, blocks_1d
+from ._support import THREADS_1D, DeviceCache, blocks_1d
 
 
 @cuda.jit(device=True, inline=True)
@@ -70,18 +69,13 @@ def _launch(kernel, dst, *args, stream):
 
 
 # Device copies of the (cached, immutable) tap tables, per table and device.
-_on_device: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_on_device = DeviceCache()
 
 
 def _device_table(table, stream):
-    """(idx, w) of an AxisTable on the current device, copied once per device."""
-    device = getattr(cuda.get_current_device(), "id", 0)   # the simulator has no id
-    per_device = _on_device.setdefault(table, {})
-    arrays = per_device.get(device)
-    if arrays is None:
-        arrays = (cuda.to_device(table.idx, stream=stream), cuda.to_device(table.w, stream=stream))
-        per_device[device] = arrays
-    return arrays
+    """(idx, w) of an AxisTable on the current device, copied once per device; a
+    stream other than the uploading one waits for the upload's event."""
+    return _on_device.get(table, lambda: (table.idx, table.w), stream)
 
 
 def separable(out, x, ytab, xtab, channels, stream=0):

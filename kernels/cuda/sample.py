@@ -9,9 +9,11 @@ from a bound on any partial sum, ``B = f * H_out * W_out * max|grad_output|``
 (``f`` = 1 for bilinear/nearest, 2 for bicubic), as the largest k with
 ``B * 2**k < 2**62``: no overflow is possible and each addition is rounded to
 ``2**-k`` (about ``2**-62 * B``, far below float32 resolution and close to
-float64's). Cost: an int64 buffer the size of input, one max reduction (one
-scalar copied to the host), one conversion pass and 64-bit atomics (not yet
-timed on GPU hardware).
+float64's). Cost: an int64 buffer the size of input, one max reduction, one
+conversion pass and 64-bit atomics (not yet timed on GPU hardware). The
+scale must be known on the host before the scatter is launched, so this
+mode synchronises with the caller's stream twice (only that stream): once to
+read max|grad_output|, once to read the non-finite flag after the scatter.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._support import THREADS_1D, blocks_1d
+from ._support import THREADS_1D, blocks_1d, flat, read_to_host, to_device
 
 ZEROS, BORDER, REFLECTION = 0, 1, 2
 NEAREST, BILINEAR, BICUBIC = 0, 1, 2
@@ -384,23 +386,18 @@ def _affine_grid_bwd(out, g, xs, ys):
 
 # --------------------------------------------------------------------------- wrappers
 
-def _axis(size, align_corners, dtype):
+def _axis(size, align_corners, dtype, stream):
     if align_corners:
         vals = ((size - 1) / 2, 0.0, size - 1, 0.0, (size - 1) * 2, 1.0 if size <= 1 else 0.0)
     else:
         vals = (size / 2, 0.5, size - 1, -0.5, size * 2.0, 0.0)
-    return cuda.to_device(np.array(vals, dtype=dtype))
-
-
-def _flat(arr):
-    """A 1-D view of a C-contiguous device array."""
-    return arr.reshape(arr.size)
+    return to_device(np.array(vals, dtype=dtype), stream)
 
 
 def fill_zero(arr, stream=0):
     """Zero a device array."""
     if arr.size:
-        _fill[blocks_1d(arr.size), THREADS_1D, stream](_flat(arr), 0)
+        _fill[blocks_1d(arr.size), THREADS_1D, stream](flat(arr), 0)
 
 
 def grid_sample(out, inp, grid, mode, padding, align_corners, stream=0):
@@ -408,7 +405,7 @@ def grid_sample(out, inp, grid, mode, padding, align_corners, stream=0):
     N, _, H, W = inp.shape
     Ho, Wo = grid.shape[1], grid.shape[2]
     dt = np.dtype(inp.dtype)
-    ax, ay = _axis(W, align_corners, dt), _axis(H, align_corners, dt)
+    ax, ay = _axis(W, align_corners, dt, stream), _axis(H, align_corners, dt, stream)
     _grid_sample_fwd[blocks_1d(N * Ho * Wo), THREADS_1D, stream](out, inp, grid, mode, padding,
                                                                  ax, ay)
 
@@ -419,18 +416,19 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
     N, C, H, W = inp.shape
     Ho, Wo = grid.shape[1], grid.shape[2]
     dt = np.dtype(inp.dtype)
-    ax, ay = _axis(W, align_corners, dt), _axis(H, align_corners, dt)
+    ax, ay = _axis(W, align_corners, dt, stream), _axis(H, align_corners, dt, stream)
     do_input, do_grid = gin is not None, ggrid is not None
     det = bool(deterministic and do_input)
     scale = 1.0
-    fixed = cuda.device_array((1, 1, 1, 1), np.int64)
-    flag = cuda.to_device(np.zeros(1, np.int32))
+    fixed = cuda.device_array((1, 1, 1, 1), np.int64, stream=stream)
+    flag = to_device(np.zeros(1, np.int32), stream)
     if do_input:
         fill_zero(gin, stream)
     if det:
-        m = cuda.to_device(np.zeros(1, dt))
-        _max_abs[blocks_1d(gout.size), THREADS_1D, stream](_flat(gout), m)
-        bound = float(m.copy_to_host(stream=stream)[0]) * Ho * Wo * (2.0 if mode == BICUBIC else 1.0)
+        m = to_device(np.zeros(1, dt), stream)
+        _max_abs[blocks_1d(gout.size), THREADS_1D, stream](flat(gout), m)
+        # The fixed-point scale is a launch argument: the host must read the bound.
+        bound = float(read_to_host(m, stream)[0]) * Ho * Wo * (2.0 if mode == BICUBIC else 1.0)
         if not math.isfinite(bound):
             raise ValueError("grid_sample_backward: grad_output must be finite with "
                              "deterministic=True (fixed-point accumulation); got a NaN or inf.")
@@ -438,38 +436,38 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
         scale = math.ldexp(1.0, k)
         fixed = cuda.device_array(inp.shape, np.int64, stream=stream)
         fill_zero(fixed, stream)
-    gin_k = gin if do_input else cuda.device_array((1, 1, 1, 1), dt)
-    gg_k = ggrid if do_grid else cuda.device_array((1, 1, 1, 2), dt)
+    gin_k = gin if do_input else cuda.device_array((1, 1, 1, 1), dt, stream=stream)
+    gg_k = ggrid if do_grid else cuda.device_array((1, 1, 1, 2), dt, stream=stream)
     _grid_sample_bwd[blocks_1d(N * Ho * Wo), THREADS_1D, stream](
         gin_k, fixed, gg_k, gout, inp, grid, mode, padding, ax, ay, do_input, do_grid, det,
         scale, flag)
     if det:
-        if flag.copy_to_host(stream=stream)[0]:
+        if read_to_host(flag, stream)[0]:   # the error must reach the caller now
             raise ValueError("grid_sample_backward: deterministic=True needs finite "
                              "contributions to grad_input; the grid has NaN/inf points that "
                              "bicubic border/reflection padding sends to the image. Use "
                              "deterministic=False or clean the grid.")
-        _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](_flat(gin), _flat(fixed),
+        _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](flat(gin), flat(fixed),
                                                                    1.0 / scale)
 
 
-def _base(n, align_corners, dtype):
+def _base(n, align_corners, dtype, stream):
     from fastinterp.sample import base_coordinates
-    return cuda.to_device(base_coordinates(n, align_corners, np.dtype(dtype)))
+    return to_device(base_coordinates(n, align_corners, np.dtype(dtype)), stream)
 
 
 def affine_grid(out, theta, align_corners, stream=0):
     """Launch affine_grid: one thread per grid point."""
     N, H, W, _ = out.shape
-    xs, ys = _base(W, align_corners, out.dtype), _base(H, align_corners, out.dtype)
+    xs, ys = _base(W, align_corners, out.dtype, stream), _base(H, align_corners, out.dtype, stream)
     _affine_grid_fwd[blocks_1d(N * H * W), THREADS_1D, stream](out, theta, xs, ys)
 
 
 def affine_grid_backward(out, grad_grid, align_corners, stream=0):
     """Launch affine_grid's backward: one thread per grad_theta entry."""
     N, H, W, _ = grad_grid.shape
-    xs = cuda.to_device(_base_host(W, align_corners, grad_grid.dtype))
-    ys = cuda.to_device(_base_host(H, align_corners, grad_grid.dtype))
+    xs = to_device(_base_host(W, align_corners, grad_grid.dtype), stream)
+    ys = to_device(_base_host(H, align_corners, grad_grid.dtype), stream)
     _affine_grid_bwd[blocks_1d(N * 6), THREADS_1D, stream](out, grad_grid, xs, ys)
 
 
