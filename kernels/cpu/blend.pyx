@@ -531,3 +531,206 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
         r0 = blk * per_block
         slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
                     &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)
+
+
+# ---------------------------------------------------------------------------
+# slerp backward: per row pair, the gradients of sum(g * slerp(a, b, t)) with
+# respect to a, b and each weight, for the branch the forward takes on that
+# row (row_geometry and row_coefs above). Scalar code, one row at a time;
+# every row is independent, so the result does not depend on the threads.
+#
+# Regular rows: out = α w0 u + β w1 v with u = a/|a|, v = s b/|b|, w1 =
+# sin(tθ)/sin θ, w0 = sin((1-t)θ)/sin θ and (α, β) = (r, r) for the linear
+# norm (r = (1-t)|a| + t|b|) or (|a|, |b|) for the formula. With θ = acos(u.v),
+# ∂θ/∂u = -v / sin θ: the θ term enters through H = (∂out/∂θ . g) / sin θ,
+# built from h = (∂w/∂θ) / sin θ (fi_slerp_dweight), finite as θ -> 0.
+
+import numpy as np
+from cython.parallel cimport threadid
+from libc.math cimport atan
+
+cdef extern from "_blendmath.h" nogil:
+    double fi_slerp_dweight(double t, double theta, double sin_theta)
+
+
+cdef struct BwdAcc:
+    double u_a      # grad_a += u_a u + v_a v + k_a e_k (+ the vector accumulator)
+    double v_a
+    double k_a
+    double u_b      # grad_b += u_b u + v_b v (+ the vector accumulator)
+    double v_b
+
+
+cdef inline void acc_vec(double* acc, const real* g, Py_ssize_t n, double c) noexcept nogil:
+    cdef Py_ssize_t i
+    if c != 0:
+        for i in range(n):
+            acc[i] += c * g[i]
+
+
+cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real* a,
+                                    const real* b, Py_ssize_t n, double t, double lam,
+                                    double norm_a, double norm_b, bint linear_norm,
+                                    double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
+    """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
+    cdef Py_ssize_t i
+    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, sn, cs, ra, rb
+    cdef double a1, b1, ha, hb, gna, gnb, gd, gt
+    cdef double iu = G.sa / G.na, iv = G.sign * G.sb / G.nb
+    for i in range(n):
+        gu += g[i] * (a[i] * iu)
+        gv += g[i] * (b[i] * iv)
+    if G.theta < TINY_ANGLE:  # the forward's limit weights 1 - t, t: no θ term
+        w0 = 1.0 - t; w1 = t; dw0 = -1.0; dw1 = 1.0; h0 = 0.0; h1 = 0.0
+    else:
+        sn = sin(t * G.theta)
+        cs = cos(t * G.theta)
+        w1 = sn / G.sin_theta
+        w0 = cs - G.cos_theta * w1
+        q = G.theta / G.sin_theta
+        dw1 = q * cs
+        dw0 = -q * cos((1.0 - t) * G.theta)
+        h1 = fi_slerp_dweight(t, G.theta, G.sin_theta)
+        h0 = fi_slerp_dweight(1.0 - t, G.theta, G.sin_theta)
+    gd = w0 * gu + w1 * gv
+    if linear_norm:
+        ra = (1.0 - t) + t * lam           # r / |a|
+        rb = t + (1.0 - t) / lam           # r / |b|
+        a1 = ra * w0; b1 = rb * w1
+        ha = ra * (h0 * gu + h1 * gv); hb = rb * (h0 * gu + h1 * gv)
+        gna = (1.0 - t) * gd; gnb = t * gd
+        gt = (norm_b - norm_a) * gd + ((1.0 - t) * norm_a + t * norm_b) * (dw0 * gu + dw1 * gv)
+    else:
+        a1 = w0; b1 = w1
+        ha = h0 * gu + lam * h1 * gv; hb = h0 * gu / lam + h1 * gv
+        gna = w0 * gu; gnb = w1 * gv
+        gt = norm_a * dw0 * gu + norm_b * dw1 * gv
+    if t == 0 or t == 1:  # the forward returns a (t = 0) or s b (t = 1) exactly
+        a1 = 1.0 if t == 0 else 0.0
+        b1 = 1.0 - a1
+        ha = hb = gna = gnb = 0.0
+        gu = gv = 0.0
+    acc_vec(acc_a, g, n, a1)
+    acc_vec(acc_b, g, n, G.sign * b1)
+    S.u_a += -a1 * gu + ha * G.cos_theta + gna
+    S.v_a += -ha
+    S.v_b += G.sign * (-b1 * gv + hb * G.cos_theta + gnb)
+    S.u_b += -G.sign * hb
+    return gt
+
+
+cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const real* a,
+                                      Py_ssize_t n, double t, double lam, double norm_a,
+                                      double norm_b, double* acc_a, double* acc_b,
+                                      BwdAcc* S) noexcept nogil:
+    """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
+    cdef Py_ssize_t i
+    cdef double gu = 0.0, iu = G.sa / G.na, uk = G.uk
+    cdef double sk = sqrt(1.0 - uk * uk), cp, sp, phi, gd, ra, e, kk, gt
+    for i in range(n):
+        gu += g[i] * (a[i] * iu)
+    cp = sin((0.5 - t) * M_PI)
+    sp = sin(t * M_PI)
+    phi = g[G.k] - uk * gu
+    gd = cp * gu + sp * phi / sk
+    gt = (norm_b - norm_a) * gd \
+        + ((1.0 - t) * norm_a + t * norm_b) * M_PI * (-sp * gu + cp * phi / sk)
+    if t == 0 or t == 1:
+        acc_vec(acc_a if t == 0 else acc_b, g, n, 1.0 if t == 0 else G.sign)
+        return gt
+    ra = (1.0 - t) + t * lam
+    e = ra * (cp - sp * uk / sk)                      # coefficient of g in ∂/∂u, / |a|
+    kk = ra * sp * (-gu / sk + phi * uk / (sk * sk * sk))   # coefficient of e_k
+    acc_vec(acc_a, g, n, e)
+    S.k_a += kk
+    S.u_a += -(e * gu + kk * uk) + (1.0 - t) * gd
+    S.v_b += t * gd          # grad_b = t (g . d) b / |b|, and b / |b| = s v
+    return gt
+
+
+cdef inline double bwd_zero_step(const real* g, const real* a, const real* b, Py_ssize_t n,
+                                 double t, double sign, double* acc_a,
+                                 double* acc_b) noexcept nogil:
+    """One weight of a lerp row (a or b zero, or D = 1 antipodal): out = (1-t) a + t s b."""
+    cdef Py_ssize_t i
+    cdef double gt = 0.0
+    for i in range(n):
+        gt += g[i] * (sign * <double> b[i] - <double> a[i])
+    acc_vec(acc_a, g, n, 1.0 - t)
+    acc_vec(acc_b, g, n, sign * t)
+    return gt
+
+
+cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_ssize_t n,
+                               const real* t, Py_ssize_t steps, bint shortest_path,
+                               bint linear_norm, real* ga, real* gb, double* gt,
+                               double* acc_a, double* acc_b) noexcept nogil:
+    """grad_a, grad_b (n) and grad_t (steps) of one row pair; g holds steps rows of n."""
+    cdef RowGeom G
+    cdef BwdAcc S
+    cdef Py_ssize_t i, j
+    cdef double lam, norm_a, norm_b, iu, iv, u, v
+    row_geometry(a, b, n, shortest_path, &G)
+    G.theta = 2.0 * atan(G.half_tan)
+    S.u_a = S.v_a = S.k_a = S.u_b = S.v_b = 0.0
+    for i in range(n):
+        acc_a[i] = 0.0
+        acc_b[i] = 0.0
+    lam = (G.nb / G.na) * (G.sa / G.sb)     # |b| / |a|, exact powers of two
+    norm_a = G.na / G.sa
+    norm_b = G.nb / G.sb
+    for j in range(steps):
+        if G.kind == ROW_ZERO:
+            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)
+        elif G.kind == ROW_ANTIPODAL:
+            gt[j] = bwd_antipodal_step(&G, g + j * n, a, n, t[j], lam, norm_a, norm_b,
+                                       acc_a, acc_b, &S)
+        else:
+            gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], lam, norm_a, norm_b,
+                                     linear_norm, acc_a, acc_b, &S)
+    iu = G.sa / G.na
+    iv = G.sign * G.sb / G.nb
+    for i in range(n):
+        u = a[i] * iu
+        v = b[i] * iv
+        ga[i] = <real> (acc_a[i] + S.u_a * u + S.v_a * v + (S.k_a if i == G.k else 0.0))
+        gb[i] = <real> (acc_b[i] + S.u_b * u + S.v_b * v)
+
+
+def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, ::1] b,
+              const real[::1] t, Py_ssize_t t_row_stride, Py_ssize_t steps,
+              bint shortest_path, bint linear_norm, real[:, ::1] grad_a,
+              real[:, ::1] grad_b, double[::1] grad_t, int nthreads):
+    """Gradients of ``sum(grad_out * slerp_fwd(a, b, t, ...))``.
+
+    Layout as slerp_fwd: ``grad_out`` (rows * steps, D) like its ``out``;
+    ``grad_a``, ``grad_b`` (rows, D); ``grad_t`` (rows * steps,) float64, the
+    gradient of each output row's weight (the caller sums shared weights).
+    """
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1]
+    cdef Py_ssize_t r, tid
+    cdef int nt = max(1, nthreads)
+    _check_slerp_layout(rows, n, (b.shape[0], b.shape[1]),
+                        (grad_out.shape[0], grad_out.shape[1]), t.shape[0], t_row_stride, steps)
+    for name, arr in (("grad_a", grad_a), ("grad_b", grad_b)):
+        if (arr.shape[0], arr.shape[1]) != (rows, n):
+            raise ValueError(f"slerp_bwd: {name} must have shape {(rows, n)}; "
+                             f"got {(arr.shape[0], arr.shape[1])}.")
+    if grad_t.shape[0] != rows * steps:
+        raise ValueError(f"slerp_bwd: grad_t must hold rows * steps = {rows * steps} values; "
+                         f"got {grad_t.shape[0]}.")
+    if rows == 0 or n == 0:  # no output element depends on a weight
+        grad_t[:] = 0.0
+        return
+    if steps == 0:
+        grad_a[:, :] = 0
+        grad_b[:, :] = 0
+        return
+    cdef double[:, ::1] work = np.empty((nt, 2 * n), np.float64)
+    cdef double* w
+    for r in prange(rows, nogil=True, schedule="dynamic", chunksize=16, num_threads=nt):
+        tid = threadid()
+        w = &work[tid, 0]
+        slerp_bwd_row(&grad_out[r * steps, 0], &a[r, 0], &b[r, 0], n, &t[r * t_row_stride],
+                      steps, shortest_path, linear_norm, &grad_a[r, 0], &grad_b[r, 0],
+                      &grad_t[r * steps], w, w + n)
