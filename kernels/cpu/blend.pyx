@@ -492,18 +492,20 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
                 blend_row(a + i * n, b + i * n, o, n, ca[i], cb[i], g[i].k, ck)
 
 
-def _check_slerp_layout(rows, n, b_shape, out_shape, t_len, t_row_stride, steps):
-    """The layout slerp_fwd trusts; a violation raises ValueError before any write."""
+def _check_slerp_layout(rows, n, b_shape, out_shape, t_len, t_row_stride, steps,
+                        op="slerp_fwd"):
+    """The layout slerp_fwd (or ``op``) trusts; a violation raises ValueError before any write."""
     if b_shape != (rows, n):
-        raise ValueError(f"slerp_fwd: b must have a's shape {(rows, n)}; got {b_shape}.")
+        raise ValueError(f"{op}: b must have a's shape {(rows, n)}; got {b_shape}.")
     if steps < 0 or t_row_stride < 0:
-        raise ValueError(f"slerp_fwd: steps and t_row_stride must be >= 0; got {steps} "
+        raise ValueError(f"{op}: steps and t_row_stride must be >= 0; got {steps} "
                          f"and {t_row_stride}.")
     if out_shape != (rows * steps, n):
-        raise ValueError(f"slerp_fwd: out must have shape {(rows * steps, n)}; "
+        raise ValueError(f"{op}: {'out' if op == 'slerp_fwd' else 'grad_out'} must have shape "
+                         f"{(rows * steps, n)}; "
                          f"got {out_shape}.")
     if rows * steps and (rows - 1) * t_row_stride + steps > t_len:
-        raise ValueError(f"slerp_fwd: t must hold (rows - 1) * t_row_stride + steps = "
+        raise ValueError(f"{op}: t must hold (rows - 1) * t_row_stride + steps = "
                          f"{(rows - 1) * t_row_stride + steps} weights; got {t_len}.")
 
 
@@ -576,10 +578,10 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
     cdef Py_ssize_t i
     cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, sn, cs, ra, rb
     cdef double a1, b1, ha, hb, gna, gnb, gd, gt
-    cdef double iu = G.sa / G.na, iv = G.sign * G.sb / G.nb
+    cdef double ia = 1.0 / G.na, ib = G.sign / G.nb   # u = (sa a) ia, v = (sb b) ib
     for i in range(n):
-        gu += g[i] * (a[i] * iu)
-        gv += g[i] * (b[i] * iv)
+        gu += g[i] * ((a[i] * G.sa) * ia)
+        gv += g[i] * ((b[i] * G.sb) * ib)
     if G.theta < TINY_ANGLE:  # the forward's limit weights 1 - t, t: no θ term
         w0 = 1.0 - t; w1 = t; dw0 = -1.0; dw1 = 1.0; h0 = 0.0; h1 = 0.0
     else:
@@ -625,10 +627,10 @@ cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const rea
                                       BwdAcc* S) noexcept nogil:
     """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
     cdef Py_ssize_t i
-    cdef double gu = 0.0, iu = G.sa / G.na, uk = G.uk
+    cdef double gu = 0.0, ia = 1.0 / G.na, uk = G.uk
     cdef double sk = sqrt(1.0 - uk * uk), cp, sp, phi, gd, ra, e, kk, gt
     for i in range(n):
-        gu += g[i] * (a[i] * iu)
+        gu += g[i] * ((a[i] * G.sa) * ia)
     cp = sin((0.5 - t) * M_PI)
     sp = sin(t * M_PI)
     phi = g[G.k] - uk * gu
@@ -669,7 +671,7 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     cdef RowGeom G
     cdef BwdAcc S
     cdef Py_ssize_t i, j
-    cdef double lam, norm_a, norm_b, iu, iv, u, v
+    cdef double lam, norm_a, norm_b, ia, ib, u, v
     row_geometry(a, b, n, shortest_path, &G)
     G.theta = 2.0 * atan(G.half_tan)
     S.u_a = S.v_a = S.k_a = S.u_b = S.v_b = 0.0
@@ -688,11 +690,11 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
         else:
             gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], lam, norm_a, norm_b,
                                      linear_norm, acc_a, acc_b, &S)
-    iu = G.sa / G.na
-    iv = G.sign * G.sb / G.nb
+    ia = 1.0 / G.na      # sa / na itself may overflow (subnormal rows)
+    ib = G.sign / G.nb
     for i in range(n):
-        u = a[i] * iu
-        v = b[i] * iv
+        u = (a[i] * G.sa) * ia
+        v = (b[i] * G.sb) * ib
         ga[i] = <real> (acc_a[i] + S.u_a * u + S.v_a * v + (S.k_a if i == G.k else 0.0))
         gb[i] = <real> (acc_b[i] + S.u_b * u + S.v_b * v)
 
@@ -711,7 +713,8 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
     cdef Py_ssize_t r, tid
     cdef int nt = max(1, nthreads)
     _check_slerp_layout(rows, n, (b.shape[0], b.shape[1]),
-                        (grad_out.shape[0], grad_out.shape[1]), t.shape[0], t_row_stride, steps)
+                        (grad_out.shape[0], grad_out.shape[1]), t.shape[0], t_row_stride, steps,
+                        "slerp_bwd")
     for name, arr in (("grad_a", grad_a), ("grad_b", grad_b)):
         if (arr.shape[0], arr.shape[1]) != (rows, n):
             raise ValueError(f"slerp_bwd: {name} must have shape {(rows, n)}; "
