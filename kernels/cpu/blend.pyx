@@ -563,6 +563,18 @@ cdef struct BwdAcc:
     double v_b
 
 
+cdef struct BwdScale:
+    # grad_a is accumulated divided by 2^sh_a and grad_b by 2^sh_b, so that the ratio
+    # |b| / |a| (which may exceed the double range) only enters as a final ldexp: a
+    # gradient too large for its dtype is then ±inf, never inf - inf = NaN.
+    double lam_a        # |b| / |a| / 2^sh_a
+    double inv_a        # 2^-sh_a
+    double ilam_b       # |a| / |b| / 2^sh_b
+    double inv_b        # 2^-sh_b
+    int sh_a
+    int sh_b
+
+
 cdef inline void acc_vec(double* acc, const real* g, Py_ssize_t n, double c) noexcept nogil:
     cdef Py_ssize_t i
     if c != 0:
@@ -571,7 +583,7 @@ cdef inline void acc_vec(double* acc, const real* g, Py_ssize_t n, double c) noe
 
 
 cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real* a,
-                                    const real* b, Py_ssize_t n, double t, double lam,
+                                    const real* b, Py_ssize_t n, double t, const BwdScale* K,
                                     double norm_a, double norm_b, bint linear_norm,
                                     double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
     """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
@@ -596,20 +608,20 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
         h0 = fi_slerp_dweight(1.0 - t, G.theta, G.sin_theta)
     gd = w0 * gu + w1 * gv
     if linear_norm:
-        ra = (1.0 - t) + t * lam           # r / |a|
-        rb = t + (1.0 - t) / lam           # r / |b|
+        ra = (1.0 - t) * K.inv_a + t * K.lam_a     # r / |a| / 2^sh_a
+        rb = t * K.inv_b + (1.0 - t) * K.ilam_b    # r / |b| / 2^sh_b
         a1 = ra * w0; b1 = rb * w1
         ha = ra * (h0 * gu + h1 * gv); hb = rb * (h0 * gu + h1 * gv)
-        gna = (1.0 - t) * gd; gnb = t * gd
+        gna = (1.0 - t) * gd * K.inv_a; gnb = t * gd * K.inv_b
         gt = (norm_b - norm_a) * gd + ((1.0 - t) * norm_a + t * norm_b) * (dw0 * gu + dw1 * gv)
     else:
-        a1 = w0; b1 = w1
-        ha = h0 * gu + lam * h1 * gv; hb = h0 * gu / lam + h1 * gv
-        gna = w0 * gu; gnb = w1 * gv
+        a1 = w0 * K.inv_a; b1 = w1 * K.inv_b
+        ha = h0 * gu * K.inv_a + K.lam_a * h1 * gv; hb = h0 * gu * K.ilam_b + h1 * gv * K.inv_b
+        gna = w0 * gu * K.inv_a; gnb = w1 * gv * K.inv_b
         gt = norm_a * dw0 * gu + norm_b * dw1 * gv
     if t == 0 or t == 1:  # the forward returns a (t = 0) or s b (t = 1) exactly
-        a1 = 1.0 if t == 0 else 0.0
-        b1 = 1.0 - a1
+        a1 = K.inv_a if t == 0 else 0.0
+        b1 = K.inv_b if t == 1 else 0.0
         ha = hb = gna = gnb = 0.0
         gu = gv = 0.0
     acc_vec(acc_a, g, n, a1)
@@ -622,7 +634,7 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
 
 
 cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const real* a,
-                                      Py_ssize_t n, double t, double lam, double norm_a,
+                                      Py_ssize_t n, double t, const BwdScale* K, double norm_a,
                                       double norm_b, double* acc_a, double* acc_b,
                                       BwdAcc* S) noexcept nogil:
     """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
@@ -638,15 +650,15 @@ cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const rea
     gt = (norm_b - norm_a) * gd \
         + ((1.0 - t) * norm_a + t * norm_b) * M_PI * (-sp * gu + cp * phi / sk)
     if t == 0 or t == 1:
-        acc_vec(acc_a if t == 0 else acc_b, g, n, 1.0 if t == 0 else G.sign)
+        acc_vec(acc_a if t == 0 else acc_b, g, n, K.inv_a if t == 0 else G.sign * K.inv_b)
         return gt
-    ra = (1.0 - t) + t * lam
+    ra = (1.0 - t) * K.inv_a + t * K.lam_a
     e = ra * (cp - sp * uk / sk)                      # coefficient of g in ∂/∂u, / |a|
     kk = ra * sp * (-gu / sk + phi * uk / (sk * sk * sk))   # coefficient of e_k
     acc_vec(acc_a, g, n, e)
     S.k_a += kk
-    S.u_a += -(e * gu + kk * uk) + (1.0 - t) * gd
-    S.v_b += t * gd          # grad_b = t (g . d) b / |b|, and b / |b| = s v
+    S.u_a += -(e * gu + kk * uk) + (1.0 - t) * gd * K.inv_a
+    S.v_b += t * gd * K.inv_b          # grad_b = t (g . d) b / |b|, and b / |b| = s v
     return gt
 
 
@@ -671,32 +683,44 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     cdef RowGeom G
     cdef BwdAcc S
     cdef Py_ssize_t i, j
-    cdef double lam, norm_a, norm_b, ia, ib, u, v
+    cdef double norm_a, norm_b, ia, ib, u, v, lm
+    cdef int ea, eb, e
+    cdef BwdScale K
     row_geometry(a, b, n, shortest_path, &G)
     G.theta = 2.0 * atan(G.half_tan)
     S.u_a = S.v_a = S.k_a = S.u_b = S.v_b = 0.0
     for i in range(n):
         acc_a[i] = 0.0
         acc_b[i] = 0.0
-    lam = (G.nb / G.na) * (G.sa / G.sb)     # |b| / |a|, exact powers of two
+    frexp(G.sa, &ea)                        # sa = 2^(1 - ea), sb = 2^(1 - eb)
+    frexp(G.sb, &eb)
+    e = ea - eb                             # |b| / |a| = (nb / na) 2^e
+    lm = G.nb / G.na
+    K.sh_a = e if (e > 0 and G.kind != ROW_ZERO) else 0
+    K.sh_b = -e if (e < 0 and G.kind != ROW_ZERO) else 0
+    K.inv_a = ldexp(1.0, -K.sh_a)
+    K.inv_b = ldexp(1.0, -K.sh_b)
+    K.lam_a = ldexp(lm, e - K.sh_a)
+    K.ilam_b = ldexp(1.0 / lm, -e - K.sh_b)
     norm_a = G.na / G.sa
     norm_b = G.nb / G.sb
     for j in range(steps):
         if G.kind == ROW_ZERO:
-            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)
+            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)  # sh = 0
         elif G.kind == ROW_ANTIPODAL:
-            gt[j] = bwd_antipodal_step(&G, g + j * n, a, n, t[j], lam, norm_a, norm_b,
+            gt[j] = bwd_antipodal_step(&G, g + j * n, a, n, t[j], &K, norm_a, norm_b,
                                        acc_a, acc_b, &S)
         else:
-            gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], lam, norm_a, norm_b,
+            gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], &K, norm_a, norm_b,
                                      linear_norm, acc_a, acc_b, &S)
     ia = 1.0 / G.na      # sa / na itself may overflow (subnormal rows)
     ib = G.sign / G.nb
     for i in range(n):
         u = (a[i] * G.sa) * ia
         v = (b[i] * G.sb) * ib
-        ga[i] = <real> (acc_a[i] + S.u_a * u + S.v_a * v + (S.k_a if i == G.k else 0.0))
-        gb[i] = <real> (acc_b[i] + S.u_b * u + S.v_b * v)
+        ga[i] = <real> ldexp(acc_a[i] + S.u_a * u + S.v_a * v + (S.k_a if i == G.k else 0.0),
+                             K.sh_a)
+        gb[i] = <real> ldexp(acc_b[i] + S.u_b * u + S.v_b * v, K.sh_b)
 
 
 def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, ::1] b,
