@@ -1270,3 +1270,51 @@ def test_slerp_backward_kernel_refuses_bad_layouts():
     with pytest.raises(ValueError, match="slerp_bwd: t must hold"):
         k.slerp_bwd(np.ones((2, 3)), a, a, np.ones(1), 1, 1, False, True, np.empty((2, 3)),
                     np.empty((2, 3)), np.empty(2), 1)
+
+
+def _mp_slerp_loss(mp, g, a, b, t, linear):
+    """sum(g * slerp(a, b, t)) for one row, in mpmath (θ from tan(θ/2), any precision)."""
+    na = mp.sqrt(mp.fsum(x * x for x in a))
+    nb = mp.sqrt(mp.fsum(x * x for x in b))
+    u, v = [x / na for x in a], [x / nb for x in b]
+    dm = mp.sqrt(mp.fsum((x - y) ** 2 for x, y in zip(u, v)))
+    dp = mp.sqrt(mp.fsum((x + y) ** 2 for x, y in zip(u, v)))
+    th = 2 * mp.atan(dm / dp)
+    w0, w1 = mp.sin((1 - t) * th) / mp.sin(th), mp.sin(t * th) / mp.sin(th)
+    if linear:
+        r = (1 - t) * na + t * nb
+        out = [r * (w0 * x + w1 * y) for x, y in zip(u, v)]
+    else:
+        out = [w0 * x + w1 * y for x, y in zip(a, b)]
+    return mp.fsum(gi * oi for gi, oi in zip(g, out))
+
+
+@pytest.mark.parametrize("theta", [1e-2, 1e-4, 1e-7, 1e-10, 2.5, 3.0])
+@pytest.mark.parametrize("t", [0.3, -2.5, 7.0])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_against_high_precision(theta, t, norm):
+    """The θ term keeps full accuracy at small θ (the textbook form loses eps/θ² there)
+    and for weights far outside [0, 1]; reference: mpmath derivatives at 60 digits."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(int(theta * 1e3) + int(t * 10) + 100)
+    a = rng.standard_normal((1, 3))
+    b = _nudge_off(a, 1.3 * a, theta)
+    g = rng.standard_normal((1, 3))
+    got = fi.slerp_backward(g, a, b, np.array([t]), norm=norm)
+    with mp.workdps(60):
+        ga, bb, gg = ([mp.mpf(float(x)) for x in row] for row in (a[0], b[0], g[0]))
+        lin = norm == "linear"
+
+        def diff(fun):
+            return float(mp.diff(fun, 0))
+
+        want_a = [diff(lambda e, i=i: _mp_slerp_loss(
+            mp, gg, [x + (e if j == i else 0) for j, x in enumerate(ga)], bb, t, lin))
+            for i in range(3)]
+        want_b = [diff(lambda e, i=i: _mp_slerp_loss(
+            mp, gg, ga, [x + (e if j == i else 0) for j, x in enumerate(bb)], t, lin))
+            for i in range(3)]
+        want_t = diff(lambda e: _mp_slerp_loss(mp, gg, ga, bb, t + e, lin))
+    for x, y in ((got[0][0], want_a), (got[1][0], want_b), (got[2], [want_t])):
+        y = np.array(y)
+        np.testing.assert_allclose(np.ravel(x), y, rtol=1e-9, atol=1e-11 * np.abs(y).max())
