@@ -201,4 +201,21 @@ static inline double fi_slerp_dweight(double t, double theta, double sin_theta) 
                             + t * t * theta * theta * (cx * s1 - sx * c1));
 }
 
+
+/* ga = g.(sa a), gb = g.(sb b): the backward's projections, accumulated in double. */
+#define FI_DEFINE_GDOT2(SUFFIX, T)                                               \
+static inline void fi_gdot2_##SUFFIX(const T* g, const T* a, const T* b,         \
+                                     ptrdiff_t n, double sa, double sb,          \
+                                     double* ga, double* gb) {                   \
+    double s1 = 0.0, s2 = 0.0;                                                   \
+    _Pragma("omp simd reduction(+:s1,s2)")                                       \
+    for (ptrdiff_t i = 0; i < n; i++) {                                          \
+        double x = g[i];                                                         \
+        s1 += x * (a[i] * sa); s2 += x * (b[i] * sb);                            \
+    }                                                                            \
+    *ga = s1; *gb = s2;                                                          \
+}
+FI_DEFINE_GDOT2(f, float)
+FI_DEFINE_GDOT2(d, double)
+
 #endif

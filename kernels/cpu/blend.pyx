@@ -553,6 +553,19 @@ from libc.math cimport atan
 
 cdef extern from "_blendmath.h" nogil:
     double fi_slerp_dweight(double t, double theta, double sin_theta)
+    void fi_gdot2_f(const float* g, const float* a, const float* b, Py_ssize_t n, double sa,
+                    double sb, double* ga, double* gb)
+    void fi_gdot2_d(const double* g, const double* a, const double* b, Py_ssize_t n,
+                    double sa, double sb, double* ga, double* gb)
+
+
+cdef inline void gdot2(const real* g, const real* a, const real* b, Py_ssize_t n, double sa,
+                       double sb, double* ga, double* gb) noexcept nogil:
+    """ga = g.(sa a), gb = g.(sb b) in double (vectorized, fixed order)."""
+    if real is float:
+        fi_gdot2_f(g, a, b, n, sa, sb, ga, gb)
+    else:
+        fi_gdot2_d(g, a, b, n, sa, sb, ga, gb)
 
 
 cdef struct BwdAcc:
@@ -591,9 +604,9 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
     cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, sn, cs, ra, rb
     cdef double a1, b1, ha, hb, gna, gnb, gd, gt
     cdef double ia = 1.0 / G.na, ib = G.sign / G.nb   # u = (sa a) ia, v = (sb b) ib
-    for i in range(n):
-        gu += g[i] * ((a[i] * G.sa) * ia)
-        gv += g[i] * ((b[i] * G.sb) * ib)
+    gdot2(g, a, b, n, G.sa, G.sb, &gu, &gv)
+    gu *= ia
+    gv *= ib
     if G.theta < TINY_ANGLE:  # the forward's limit weights 1 - t, t: no θ term
         w0 = 1.0 - t; w1 = t; dw0 = -1.0; dw1 = 1.0; h0 = 0.0; h1 = 0.0
     else:
@@ -639,10 +652,10 @@ cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const rea
                                       BwdAcc* S) noexcept nogil:
     """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
     cdef Py_ssize_t i
-    cdef double gu = 0.0, ia = 1.0 / G.na, uk = G.uk
+    cdef double gu, unused, ia = 1.0 / G.na, uk = G.uk
     cdef double sk = sqrt(1.0 - uk * uk), cp, sp, phi, gd, ra, e, kk, gt
-    for i in range(n):
-        gu += g[i] * ((a[i] * G.sa) * ia)
+    gdot2(g, a, a, n, G.sa, G.sa, &gu, &unused)
+    gu *= ia
     cp = sin((0.5 - t) * M_PI)
     sp = sin(t * M_PI)
     phi = g[G.k] - uk * gu
@@ -718,9 +731,19 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     for i in range(n):
         u = (a[i] * G.sa) * ia
         v = (b[i] * G.sb) * ib
-        ga[i] = <real> ldexp(acc_a[i] + S.u_a * u + S.v_a * v + (S.k_a if i == G.k else 0.0),
-                             K.sh_a)
-        gb[i] = <real> ldexp(acc_b[i] + S.u_b * u + S.v_b * v, K.sh_b)
+        ga[i] = <real> (acc_a[i] + S.u_a * u + S.v_a * v)
+        gb[i] = <real> (acc_b[i] + S.u_b * u + S.v_b * v)
+    if G.kind == ROW_ANTIPODAL:
+        ga[G.k] = <real> (acc_a[G.k] + S.u_a * (a[G.k] * G.sa) * ia
+                          + S.v_a * (b[G.k] * G.sb) * ib + S.k_a)
+    if K.sh_a or K.sh_b:  # rows whose |b| / |a| needs a power-of-two factor (rare)
+        for i in range(n):
+            u = (a[i] * G.sa) * ia
+            v = (b[i] * G.sb) * ib
+            ga[i] = <real> ldexp(acc_a[i] + S.u_a * u + S.v_a * v
+                                 + (S.k_a if (i == G.k and G.kind == ROW_ANTIPODAL) else 0.0),
+                                 K.sh_a)
+            gb[i] = <real> ldexp(acc_b[i] + S.u_b * u + S.v_b * v, K.sh_b)
 
 
 def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, ::1] b,
