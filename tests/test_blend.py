@@ -931,12 +931,12 @@ def _regular_pairs(rng, rows, depth):
     return a, b
 
 
-def _check_fd(g, a, b, t, kw, eps=1e-6, rtol=1e-6):
+def _check_fd(g, a, b, t, kw, eps=1e-6, rtol=1e-6, eps_t=None):
     ga, gb, gt = fi.slerp_backward(g, a, b, t, **kw)
     f = _slerp_loss(g, kw)
     want = (_central_diff(lambda x: f(x, b, t), a, eps),
             _central_diff(lambda x: f(a, x, t), b, eps),
-            _central_diff(lambda x: f(a, b, x), t, eps))
+            _central_diff(lambda x: f(a, b, x), t, eps if eps_t is None else eps_t))
     for got, exp in zip((ga, gb, gt), want):
         assert np.shape(got) == np.shape(exp)
         scale = max(1.0, np.abs(exp).max(initial=0))
@@ -1318,3 +1318,32 @@ def test_slerp_backward_against_high_precision(theta, t, norm):
     for x, y in ((got[0][0], want_a), (got[1][0], want_b), (got[2], [want_t])):
         y = np.array(y)
         np.testing.assert_allclose(np.ravel(x), y, rtol=1e-9, atol=1e-11 * np.abs(y).max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), depth=st.integers(2, 9), steps=st.integers(1, 3),
+       path=st.booleans(), norm=st.sampled_from(["linear", "formula"]),
+       shortest_path=st.booleans(), dtype_scale=st.sampled_from([1e-3, 1.0, 1e4]))
+def test_slerp_backward_finite_differences_property(seed, depth, steps, path, norm,
+                                                    shortest_path, dtype_scale):
+    rng = np.random.default_rng(seed)
+    a, b = _regular_pairs(rng, 3, depth)
+    a, b = a * dtype_scale, b * dtype_scale
+    t = rng.uniform(-1.0, 2.0, (3, steps) if path else 3)
+    kw = dict(path=path, norm=norm, shortest_path=shortest_path)
+    g = rng.standard_normal(fi.slerp(a, b, t, **kw).shape)
+    _check_fd(g, a, b, t, kw, eps=1e-6 * dtype_scale, rtol=2e-6, eps_t=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_antipodal_path_form_grad_t(norm):
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((2, 4))
+    b = -a * 1.5
+    t = rng.uniform(-0.3, 1.3, (2, 5))
+    kw = dict(path=True, norm=norm)
+    g = rng.standard_normal((2, 5, 4))
+    gt = fi.slerp_backward(g, a, b, t, **kw)[2]
+    f = _slerp_loss(g, kw)
+    np.testing.assert_allclose(gt, _central_diff(lambda x: f(a, b, x), t, 1e-6), rtol=1e-6,
+                               atol=1e-8)
