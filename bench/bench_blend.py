@@ -179,3 +179,37 @@ def test_lerp_inplace_torch(benchmark, bench, bandwidth, lerp_data):
     m, g = torch.from_numpy(lerp_data[0].copy()), torch.from_numpy(lerp_data[1])
     bench(benchmark, "torch", LERP_INPLACE, m.lerp_, g, 0.1)
     bandwidth(benchmark, 3 * N_LERP * F32)
+
+
+# ------------------------------------------------------------ slerp backward
+
+SLERP_BWD_GROUP = "slerp forward + backward (a, b, t): (16384, 512) float32, norm='formula'"
+SLERP_BWD_ROWS = 16_384
+
+
+@pytest.fixture(scope="module")
+def slerp_bwd_data(slerp_data):
+    a, b, t, _ = slerp_data
+    g = np.random.default_rng(3).standard_normal((SLERP_BWD_ROWS, SLERP_DIM), dtype=np.float32)
+    return g, a[:SLERP_BWD_ROWS], b[:SLERP_BWD_ROWS], t[:SLERP_BWD_ROWS]
+
+
+def fastinterp_slerp_fwd_bwd(g, a, b, t):
+    fi.slerp(a, b, t, norm="formula")
+    return fi.slerp_backward(g, a, b, t, norm="formula")
+
+
+def test_slerp_backward_fastinterp(benchmark, bench, slerp_bwd_data):
+    bench(benchmark, "fastinterp", SLERP_BWD_GROUP, fastinterp_slerp_fwd_bwd, *slerp_bwd_data)
+
+
+def test_slerp_backward_torch(benchmark, bench, slerp_bwd_data):
+    """torch autograd through the textbook formula (what a torch user writes)."""
+    torch = pytest.importorskip("torch")
+    g, a, b, t = (torch.from_numpy(x) for x in slerp_bwd_data)
+
+    def run():
+        leaves = [x.clone().requires_grad_(True) for x in (a, b, t)]
+        formula(torch, *leaves).backward(g)
+        return tuple(x.grad for x in leaves)
+    bench(benchmark, "torch", SLERP_BWD_GROUP, run)

@@ -10,7 +10,7 @@ array([0.5, 0.5], dtype=float32)
 from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
-from .blend import lerp, slerp
+from .blend import lerp, slerp, slerp_backward
 from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
                        pairwise_sqdist_backward)
 from .sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
@@ -27,7 +27,7 @@ __all__ = [
     # infrastructure
     "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel", "set_num_threads",
     # blend
-    "lerp", "slerp",
+    "lerp", "slerp", "slerp_backward",
     # sample
     "affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward",
     # plugins

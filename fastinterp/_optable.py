@@ -324,6 +324,62 @@ def _ref_slerp(s):
     return ((((1 - t) * na + t * nb) * d),)
 
 
+def _mk_slerp_bwd(rng, dt, d):
+    s = _mk_slerp(rng, dt, d)
+    return Sample({"grad_out": _rand(rng, dt, d["B"], d["D"]), **s.args})
+
+
+def _row_scale(a):
+    """A power of two near each row's largest |a_i| (1 for zero rows)."""
+    m = np.max(np.abs(a), axis=-1, keepdims=True)
+    return np.ldexp(1.0, np.frexp(np.where(m > 0, m, 1.0))[1])
+
+
+def _slerp_formula(xa, xb, t, ma, mb):
+    """slerp (norm='linear') of the rows a = ma xa and b = mb xb, in operations that accept
+    complex values; xa, xb of unit scale, ma and mb real powers of two per row."""
+    sa, sb = np.sqrt((xa * xa).sum(-1, keepdims=True)), np.sqrt((xb * xb).sum(-1, keepdims=True))
+    u, v = xa / sa, xb / sb
+    theta = np.arccos((u * v).sum(-1, keepdims=True))
+    t = t[..., None]
+    d = (np.sin((1 - t) * theta) * u + np.sin(t * theta) * v) / np.sin(theta)
+    return ((1 - t) * (ma * sa) + t * (mb * sb)) * d
+
+
+def _ref_slerp_bwd(s):
+    """Complex-step derivatives of the textbook formula (exact to rounding), on rows
+    scaled by powers of two; rows are independent, so one perturbed column of every row
+    is one evaluation."""
+    g, a, b, t = (s.args[k] for k in ("grad_out", "a", "b", "t"))
+    ma, mb = _row_scale(a), _row_scale(b)
+    xa, xb, h = a / ma, b / mb, 1e-30
+
+    def loss(xa_, xb_, t_):
+        return (g * _slerp_formula(xa_, xb_, t_, ma, mb)).sum(-1).imag / h
+    cols = []
+    for which, m in ((0, ma), (1, mb)):
+        grad = np.zeros_like(a)
+        for j in range(a.shape[-1]):
+            x = [xa.astype(complex), xb.astype(complex)]
+            x[which][..., j] += 1j * h
+            grad[..., j] = loss(x[0], x[1], t) / m[..., 0]
+        cols.append(grad)
+    return (*cols, loss(xa, xb, t + 1j * h))
+
+
+def _torch_slerp_bwd(s):
+    torch = torch_or_none()
+
+    def fwd(a, b, t):
+        na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+        theta = torch.acos(((a / na) * (b / nb)).sum(-1, keepdim=True))
+        t = t[..., None]
+        d = (torch.sin((1 - t) * theta) * a / na + torch.sin(t * theta) * b / nb) / torch.sin(theta)
+        return ((1 - t) * na + t * nb) * d
+    return _torch_vjp(fwd, {k: s.args[k] for k in ("a", "b", "t")}, s.args["grad_out"],
+                      ("a", "b", "t"))
+
+
 def _mk_affine(rng, dt, d):
     return Sample({"theta": _rand(rng, dt, d["N"], 2, 3)},
                   {"size": (d["N"], 1, d["H"], d["W"])})
@@ -706,10 +762,15 @@ def _build() -> dict:
                  layouts="any shapes that broadcast", takes_out=True, out_alias=("a", "b"),
                  empty={"B0": {"B": 0}, "D0": {"D": 0}}),
         OpRecord("slerp", fi.slerp, ("slerp",), ("a", "b", "t"), {"B": 4, "D": 5},
-                 {"B": 4000, "D": 32}, _mk_slerp, _ref_slerp, None,
+                 {"B": 4000, "D": 32}, _mk_slerp, _ref_slerp, None, backward="slerp_backward",
                  layouts="(..., D) vectors along axis", takes_out=True,
                  empty={"B0": {"B": 0}}, special="finite",
                  tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
+        OpRecord("slerp_backward", fi.slerp_backward, ("slerp_backward",),
+                 ("grad_out", "a", "b", "t"), {"B": 4, "D": 5}, {"B": 4000, "D": 32},
+                 _mk_slerp_bwd, _ref_slerp_bwd, _torch_slerp_bwd, backends=("cpu",),
+                 layouts="grad_out (..., D) like slerp's output -> (grad_a, grad_b, grad_t)",
+                 empty={"B0": {"B": 0}}, special="finite", tol=loose),
         OpRecord("affine_grid", fi.affine_grid, ("affine_grid",), ("theta",),
                  {"N": 2, "H": 3, "W": 4}, {"N": 8, "H": 128, "W": 128}, _mk_affine,
                  _ref_affine, _torch_affine, backward="affine_grid_backward",

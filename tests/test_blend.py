@@ -901,3 +901,449 @@ def test_blend_kernels_refuse_bad_layouts_without_crashing(name):
         return
     assert done.stdout.startswith("VE "), done.stdout + done.stderr[-2000:]
     assert ("lerp_fwd: " if name.startswith("lerp") else "slerp_fwd: ") in done.stdout
+
+
+# ------------------------------------------------------------ slerp_backward
+
+def _slerp_loss(g, kw):
+    return lambda a, b, t: float(np.sum(g * fi.slerp(a, b, t, **kw)))
+
+
+def _central_diff(f, x, eps):
+    """d f / d x by central differences, element by element (x float64)."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += eps
+        xm[i] -= eps
+        grad[i] = (f(xp) - f(xm)) / (2 * eps)
+    return grad
+
+
+def _regular_pairs(rng, rows, depth):
+    """Random row pairs whose angle stays well inside (0, π): no branch switch nearby."""
+    a = rng.standard_normal((rows, depth))
+    b = rng.standard_normal((rows, depth)) * rng.uniform(0.3, 3.0, (rows, 1))
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    bad = np.abs(cos) > 0.95
+    b[bad] = b[bad] + a[bad] * np.where(cos[bad] > 0, -0.5, 0.5)[:, None] + 0.3
+    return a, b
+
+
+def _check_fd(g, a, b, t, kw, eps=1e-6, rtol=1e-6, eps_t=None):
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, **kw)
+    f = _slerp_loss(g, kw)
+    want = (_central_diff(lambda x: f(x, b, t), a, eps),
+            _central_diff(lambda x: f(a, x, t), b, eps),
+            _central_diff(lambda x: f(a, b, x), t, eps if eps_t is None else eps_t))
+    for got, exp in zip((ga, gb, gt), want):
+        assert np.shape(got) == np.shape(exp)
+        scale = max(1.0, np.abs(exp).max(initial=0))
+        np.testing.assert_allclose(got, exp, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("path", [False, True])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+@pytest.mark.parametrize("shortest_path", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slerp_backward_matches_finite_differences(path, norm, shortest_path, seed):
+    rng = np.random.default_rng(seed)
+    rows, depth, steps = 4, int(rng.integers(2, 7)), 3
+    a, b = _regular_pairs(rng, rows, depth)
+    t = rng.uniform(-0.4, 1.4, (rows, steps) if path else rows)
+    kw = dict(path=path, norm=norm, shortest_path=shortest_path)
+    g = rng.standard_normal(fi.slerp(a, b, t, **kw).shape)
+    _check_fd(g, a, b, t, kw)
+
+
+@pytest.mark.parametrize("t_shape,path", [((), False), ((1,), False), ((3, 1), False),
+                                          ((4,), True), ((3, 1, 4), True), ((1, 2, 4), True)])
+def test_slerp_backward_grad_t_is_reduced_to_t_shape(t_shape, path):
+    rng = np.random.default_rng(5)
+    a, b = _regular_pairs(rng, 6, 3)
+    a, b = a.reshape(3, 2, 3), b.reshape(3, 2, 3)
+    t = rng.uniform(0.1, 0.9, t_shape)
+    kw = dict(path=path)
+    g = rng.standard_normal(fi.slerp(a, b, t, **kw).shape)
+    _check_fd(g, a, b, t, kw)
+    assert fi.slerp_backward(g, a, b, t, **kw)[2].shape == t_shape
+
+
+def test_slerp_backward_python_scalar_t_gives_0d():
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])
+    ga, gb, gt = fi.slerp_backward(np.ones((1, 2)), a, b, 0.25)
+    assert gt.shape == () and gt.dtype == np.float64
+    _check_fd(np.ones((1, 2)), a, b, np.float64(0.25), {})
+
+
+@pytest.mark.parametrize("axis,path", [(0, False), (1, False), (0, True), (1, True)])
+def test_slerp_backward_other_axis_and_strided_inputs(axis, path):
+    rng = np.random.default_rng(7)
+    a, b = _regular_pairs(rng, 5, 4)
+    a3 = np.moveaxis(a.reshape(5, 1, 4), -1, axis).copy()
+    b3 = np.moveaxis(b.reshape(5, 1, 4), -1, axis).copy()
+    t = rng.uniform(0, 1, (5, 1, 3) if path else (5, 1))
+    kw = dict(axis=axis, path=path)
+    shape = fi.slerp(a3, b3, t, **kw).shape
+    g = rng.standard_normal(shape)
+    _check_fd(g, a3, b3, t, kw)
+    # strided views give the same bits as contiguous copies
+    big = np.zeros(a3.shape + (2,))
+    big[..., 0] = a3
+    got = fi.slerp_backward(g, big[..., 0], b3, t, **kw)
+    for x, y in zip(got, fi.slerp_backward(g, a3, b3, t, **kw)):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+@pytest.mark.parametrize("path", [False, True])
+def test_slerp_backward_equals_torch_autograd(torch, norm, path):
+    """torch autograd of the same formula (regular rows, shortest path on some)."""
+    rng = np.random.default_rng(11)
+    rows, depth = 6, 5
+    a, b = _regular_pairs(rng, rows, depth)
+    t = rng.uniform(-0.3, 1.3, (rows, 4) if path else rows)
+    kw = dict(path=path, norm=norm, shortest_path=True)
+    g = rng.standard_normal(fi.slerp(a, b, t, **kw).shape)
+    ta, tb, tt = (torch.tensor(x, requires_grad=True) for x in (a, b, t))
+    sign = torch.where((ta * tb).sum(-1, keepdim=True) < 0, -1.0, 1.0).detach()
+    bb = sign * tb
+    na, nb = ta.norm(dim=-1, keepdim=True), bb.norm(dim=-1, keepdim=True)
+    u, v = ta / na, bb / nb
+    theta = torch.acos((u * v).sum(-1, keepdim=True))
+    tw = tt if path else tt[:, None]
+    tw, theta3 = tw[..., None], theta[:, None] if path else theta
+    if not path:
+        tw = tt[:, None]
+    w0 = torch.sin((1 - tw) * theta3) / torch.sin(theta3)
+    w1 = torch.sin(tw * theta3) / torch.sin(theta3)
+    if path:
+        u3, v3, na3, nb3, a3, b3 = u[:, None], v[:, None], na[:, None], nb[:, None], ta[:, None], bb[:, None]
+    else:
+        u3, v3, na3, nb3, a3, b3 = u, v, na, nb, ta, bb
+    if norm == "linear":
+        out = ((1 - tw) * na3 + tw * nb3) * (w0 * u3 + w1 * v3)
+    else:
+        out = w0 * a3 + w1 * b3
+    np.testing.assert_allclose(out.detach().numpy(), fi.slerp(a, b, t, **kw), rtol=1e-10,
+                               atol=1e-12)
+    (out * torch.tensor(g)).sum().backward()
+    for got, want in zip(fi.slerp_backward(g, a, b, t, **kw), (ta.grad, tb.grad, tt.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def _nudge_off(a, b, eps):
+    """b rotated by about eps radians away from a's direction (a small 2D turn)."""
+    perp = np.roll(a, 1, axis=-1) - a * ((np.roll(a, 1, -1) * a).sum(-1, keepdims=True)
+                                         / (a * a).sum(-1, keepdims=True))
+    perp /= np.linalg.norm(perp, axis=-1, keepdims=True)
+    return b * np.cos(eps) + perp * np.linalg.norm(b, axis=-1, keepdims=True) * np.sin(eps)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+@pytest.mark.parametrize("theta", [1e-3, 1e-5, 0.4, 0.8])
+def test_slerp_backward_near_parallel_is_accurate(norm, theta):
+    """Small θ: no cancellation in the θ term; finite differences at a step below θ."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 4))
+    b = _nudge_off(a, 1.7 * a, theta)
+    t = np.array([0.3, -0.5, 1.6])
+    g = rng.standard_normal((3, 4))
+    _check_fd(g, a, b, t, dict(norm=norm), eps=min(1e-6, theta * 1e-3), rtol=3e-6)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_exactly_parallel_is_the_limit(norm):
+    """θ = 0: the gradient of the forward's limit weights, the limit of θ -> 0."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((2, 3))
+    b = a * 2.0
+    t = np.array([0.25, 1.5])
+    g = rng.standard_normal((2, 3))
+    got = fi.slerp_backward(g, a, b, t, norm=norm)
+    near = fi.slerp_backward(g, a, _nudge_off(a, b, 1e-7), t, norm=norm)
+    for x, y in zip(got, near):
+        assert np.all(np.isfinite(x))
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("path", [False, True])
+def test_slerp_backward_zero_vector_is_lerp_gradient(which, path):
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((2, 3, 4))
+    (a if which == "a" else b)[1] = 0
+    t = rng.uniform(-0.2, 1.2, (3, 2) if path else 3)
+    g = rng.standard_normal(fi.slerp(a, b, t, path=path).shape)
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, path=path)
+    tw = t[1][:, None] if path else t[1]
+    g1 = g[1]
+    np.testing.assert_allclose(ga[1], ((1 - tw) * g1).sum(0) if path else (1 - tw) * g1)
+    np.testing.assert_allclose(gb[1], (tw * g1).sum(0) if path else tw * g1)
+    np.testing.assert_allclose(gt[1], (g1 * (b[1] - a[1])).sum(-1))
+    for x in (ga, gb, gt):
+        assert np.all(np.isfinite(x))
+
+
+def test_slerp_backward_depth_one():
+    """D = 1: same direction or opposite; both finite, opposite is the lerp's gradient."""
+    a = np.array([[2.0], [2.0], [-1.0]])
+    b = np.array([[3.0], [-3.0], [4.0]])
+    t = np.array([0.3, 0.3, 0.6])
+    g = np.array([[1.0], [0.5], [-2.0]])
+    ga, gb, gt = fi.slerp_backward(g, a, b, t)
+    _check_fd(g, a, b, t, {}, eps=1e-7)
+    np.testing.assert_allclose(gt[1:], (g * (b - a)).sum(-1)[1:])
+
+
+@pytest.mark.parametrize("depth", [2, 3, 5])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_antipodal_follows_the_perpendicular_path(depth, norm):
+    """Exactly antipodal rows: derivative of the perpendicular construction, k fixed."""
+    rng = np.random.default_rng(depth)
+    a = rng.standard_normal((3, depth))
+    b = -a * np.array([[0.5], [1.0], [2.0]])
+    t = np.array([0.2, 0.5, 1.3])
+    g = rng.standard_normal((3, depth))
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, norm=norm)
+    for x in (ga, gb, gt):
+        assert np.all(np.isfinite(x))
+    f = _slerp_loss(g, dict(norm=norm))
+    # t: the path is smooth in t
+    np.testing.assert_allclose(gt, _central_diff(lambda x: f(a, b, x), t, 1e-6), rtol=1e-6,
+                               atol=1e-8)
+    # b enters only through |b|: scaling b along itself stays antipodal
+    dirb = b / np.linalg.norm(b, axis=1, keepdims=True)
+    for i in range(3):
+        def along(s):
+            bb = b.copy()
+            bb[i] = b[i] + s * dirb[i]
+            return f(a, bb, t)
+        np.testing.assert_allclose((gb[i] * dirb[i]).sum(), (along(1e-6) - along(-1e-6)) / 2e-6,
+                                   rtol=1e-6, atol=1e-8)
+    # a: moving a and b together keeps the row antipodal; d/ds f(a + s e, b - s' e)
+    for i in range(3):
+        e = rng.standard_normal(depth)
+        ratio = np.linalg.norm(b[i]) / np.linalg.norm(a[i])
+        def both(s):
+            aa, bb = a.copy(), b.copy()
+            aa[i] += s * e
+            bb[i] -= s * ratio * e
+            return f(aa, bb, t)
+        want = (both(1e-6) - both(-1e-6)) / 2e-6
+        np.testing.assert_allclose((ga[i] * e).sum() - ratio * (gb[i] * e).sum(), want,
+                                   rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("t0", [0.0, 1.0])
+@pytest.mark.parametrize("kind", ["regular", "antipodal", "zero"])
+def test_slerp_backward_at_endpoints_is_identity(t0, kind):
+    """t exactly 0 or 1: the forward returns a or b itself; so do the gradients."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 2, 3))
+    if kind == "antipodal":
+        b = -2 * a
+    elif kind == "zero":
+        b[:] = 0
+    g = rng.standard_normal((2, 3))
+    for sp in (False, True):
+        ga, gb, gt = fi.slerp_backward(g, a, b, np.full(2, t0), shortest_path=sp)
+        sign = np.where((a * b).sum(1) < 0, -1.0, 1.0)[:, None] if sp else 1.0
+        np.testing.assert_array_equal(ga, g if t0 == 0 else 0 * g)
+        np.testing.assert_array_equal(gb, 0 * g if t0 == 0 else sign * g)
+        assert np.all(np.isfinite(gt))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_extreme_magnitudes_scale_exactly(dtype, norm):
+    """Gradients are invariant to scaling a and b together by 2^k (grad_t scales by 2^k)."""
+    rng = np.random.default_rng(9)
+    a, b = _regular_pairs(rng, 4, 3)
+    a, b = a.astype(dtype) / 4, b.astype(dtype) / 4
+    t = rng.uniform(-0.2, 1.2, 4).astype(dtype)
+    g = rng.standard_normal((4, 3)).astype(dtype)
+    info = np.finfo(dtype)
+    for k in (info.minexp - info.nmant + 12, info.minexp - 2, -40, 40, info.maxexp - 4):
+        sa, sb = np.ldexp(a, k), np.ldexp(b, k)
+        # the reference on the inputs as stored (subnormals keep fewer bits), scaled back exactly
+        ref = fi.slerp_backward(g, np.ldexp(sa, -k), np.ldexp(sb, -k), t, norm=norm)
+        ga, gb, gt = fi.slerp_backward(g, sa, sb, t, norm=norm)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        for got, want in ((ga, ref[0]), (gb, ref[1])):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+        want_t = np.ldexp(ref[2].astype(np.float64), k)
+        np.testing.assert_allclose(gt.astype(np.float64), want_t, rtol=tol,  # a result may
+                                   atol=tol * np.abs(want_t).max()  # itself be subnormal
+                                   + 2 * np.finfo(dtype).smallest_subnormal)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-310])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_norms_far_apart_never_nan(scale, norm):
+    """|b| / |a| up to beyond the double range: grad_b finite, grad_a large or ±inf, never
+    NaN (the ratio enters as a final power of two)."""
+    a = np.array([[scale, 2 * scale, 0.0], [1.0, 0.5, 0.0]])
+    b = np.array([[0.0, 1e150, 3e150], [0.0, 1e150, 3e150]])
+    g = np.ones((2, 3))
+    ga, gb, gt = fi.slerp_backward(g, a, b, np.array([0.4, 0.7]), norm=norm)
+    assert not np.isnan(ga).any() and np.all(np.isfinite(gb)) and np.isfinite(gt).all()
+    assert np.abs(ga[0]).max() > 1e150
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_backward_float32_accumulates_in_float64(dtype):
+    rng = np.random.default_rng(12)
+    a, b = _regular_pairs(rng, 8, 33)
+    t = rng.uniform(0, 1, (8, 5))
+    g = rng.standard_normal((8, 5, 33))
+    ref = fi.slerp_backward(g, a, b, t, path=True)
+    got = fi.slerp_backward(*(x.astype(dtype) for x in (g, a, b, t)), path=True)
+    for x, y in zip(got, ref):
+        assert x.dtype == dtype
+        np.testing.assert_allclose(x, y, rtol=2e-5 if dtype == np.float32 else 1e-15,
+                                   atol=2e-5 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("shape,path", [((0, 3), False), ((4, 0), False), ((0, 3), True),
+                                        ((2, 3), True)])
+def test_slerp_backward_empty(shape, path):
+    a = np.ones(shape)
+    t = np.zeros((shape[0], 0)) if path and shape == (2, 3) else (
+        np.zeros((shape[0], 2)) if path else np.zeros(shape[0]))
+    out_shape = fi.slerp(a, a, t, path=path).shape
+    ga, gb, gt = fi.slerp_backward(np.ones(out_shape), a, 2 * a, t, path=path)
+    assert ga.shape == a.shape and gb.shape == a.shape and gt.shape == t.shape
+    for x in (ga, gb, gt):
+        assert not np.any(x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_backward_bit_identical_for_1_and_2_threads(threads, dtype):
+    rng = np.random.default_rng(13)
+    a, b = _regular_pairs(rng, 3000, 6)
+    a[::7] = -b[::7]      # antipodal rows
+    b[::11] = 0           # zero rows
+    a[::13] = b[::13] * 3  # parallel rows
+    a, b = a.astype(dtype), b.astype(dtype)
+    t = rng.uniform(-0.2, 1.2, (3000, 2)).astype(dtype)
+    g = rng.standard_normal((3000, 2, 6)).astype(dtype)
+    res = []
+    for n in (1, 2):
+        fi.set_num_threads(n)
+        res.append(fi.slerp_backward(g, a, b, t, path=True, norm="formula"))
+    for x, y in zip(*res):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda g, a, t: fi.slerp_backward(g[:, :2], a, a, t), ValueError,
+     "slerp_backward: grad_out must have the forward's output shape (3, 4); got (3, 2)."),
+    (lambda g, a, t: fi.slerp_backward(g.astype(np.float32), a, a, t), TypeError,
+     "slerp_backward"),
+    (lambda g, a, t: fi.slerp_backward(g, a, a, t, norm="cubic"), ValueError,
+     "slerp_backward: norm"),
+    (lambda g, a, t: fi.slerp_backward(g, a, a[:2], t), ValueError, "slerp_backward: b"),
+    (lambda g, a, t: fi.slerp_backward([[1.0]], a, a, t), ValueError, "slerp_backward"),
+    (lambda g, a, t: fi.slerp_backward(g, a, a, np.zeros(2)), ValueError, "slerp_backward: t"),
+])
+def test_slerp_backward_errors_name_the_op(call, exc, words):
+    g, a, t = np.ones((3, 4)), np.ones((3, 4)), np.zeros(3)
+    with pytest.raises(exc, match=None) as info:
+        call(g, a, t)
+    assert words in str(info.value)
+
+
+def test_slerp_backward_kernel_refuses_bad_layouts():
+    from fastinterp._cpu import blend as k
+    a = np.ones((2, 3))
+    with pytest.raises(ValueError, match="slerp_bwd: grad_out"):
+        k.slerp_bwd(np.ones((3, 3)), a, a, np.ones(2), 1, 1, False, True, np.empty((2, 3)),
+                    np.empty((2, 3)), np.empty(2), 1)
+    with pytest.raises(ValueError, match="slerp_bwd: grad_t"):
+        k.slerp_bwd(np.ones((2, 3)), a, a, np.ones(2), 1, 1, False, True, np.empty((2, 3)),
+                    np.empty((2, 3)), np.empty(1), 1)
+    with pytest.raises(ValueError, match="slerp_bwd: grad_b"):
+        k.slerp_bwd(np.ones((2, 3)), a, a, np.ones(2), 1, 1, False, True, np.empty((2, 3)),
+                    np.empty((1, 3)), np.empty(2), 1)
+    with pytest.raises(ValueError, match="slerp_bwd: t must hold"):
+        k.slerp_bwd(np.ones((2, 3)), a, a, np.ones(1), 1, 1, False, True, np.empty((2, 3)),
+                    np.empty((2, 3)), np.empty(2), 1)
+
+
+def _mp_slerp_loss(mp, g, a, b, t, linear):
+    """sum(g * slerp(a, b, t)) for one row, in mpmath (θ from tan(θ/2), any precision)."""
+    na = mp.sqrt(mp.fsum(x * x for x in a))
+    nb = mp.sqrt(mp.fsum(x * x for x in b))
+    u, v = [x / na for x in a], [x / nb for x in b]
+    dm = mp.sqrt(mp.fsum((x - y) ** 2 for x, y in zip(u, v)))
+    dp = mp.sqrt(mp.fsum((x + y) ** 2 for x, y in zip(u, v)))
+    th = 2 * mp.atan(dm / dp)
+    w0, w1 = mp.sin((1 - t) * th) / mp.sin(th), mp.sin(t * th) / mp.sin(th)
+    if linear:
+        r = (1 - t) * na + t * nb
+        out = [r * (w0 * x + w1 * y) for x, y in zip(u, v)]
+    else:
+        out = [w0 * x + w1 * y for x, y in zip(a, b)]
+    return mp.fsum(gi * oi for gi, oi in zip(g, out))
+
+
+@pytest.mark.parametrize("theta", [1e-2, 1e-4, 1e-7, 1e-10, 2.5, 3.0])
+@pytest.mark.parametrize("t", [0.3, -2.5, 7.0])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_against_high_precision(theta, t, norm):
+    """The θ term keeps full accuracy at small θ (the textbook form loses eps/θ² there)
+    and for weights far outside [0, 1]; reference: mpmath derivatives at 60 digits."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(int(theta * 1e3) + int(t * 10) + 100)
+    a = rng.standard_normal((1, 3))
+    b = _nudge_off(a, 1.3 * a, theta)
+    g = rng.standard_normal((1, 3))
+    got = fi.slerp_backward(g, a, b, np.array([t]), norm=norm)
+    with mp.workdps(60):
+        ga, bb, gg = ([mp.mpf(float(x)) for x in row] for row in (a[0], b[0], g[0]))
+        lin = norm == "linear"
+
+        def diff(fun):
+            return float(mp.diff(fun, 0))
+
+        want_a = [diff(lambda e, i=i: _mp_slerp_loss(
+            mp, gg, [x + (e if j == i else 0) for j, x in enumerate(ga)], bb, t, lin))
+            for i in range(3)]
+        want_b = [diff(lambda e, i=i: _mp_slerp_loss(
+            mp, gg, ga, [x + (e if j == i else 0) for j, x in enumerate(bb)], t, lin))
+            for i in range(3)]
+        want_t = diff(lambda e: _mp_slerp_loss(mp, gg, ga, bb, t + e, lin))
+    for x, y in ((got[0][0], want_a), (got[1][0], want_b), (got[2], [want_t])):
+        y = np.array(y)
+        np.testing.assert_allclose(np.ravel(x), y, rtol=1e-9, atol=1e-11 * np.abs(y).max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), depth=st.integers(2, 9), steps=st.integers(1, 3),
+       path=st.booleans(), norm=st.sampled_from(["linear", "formula"]),
+       shortest_path=st.booleans(), dtype_scale=st.sampled_from([1e-3, 1.0, 1e4]))
+def test_slerp_backward_finite_differences_property(seed, depth, steps, path, norm,
+                                                    shortest_path, dtype_scale):
+    rng = np.random.default_rng(seed)
+    a, b = _regular_pairs(rng, 3, depth)
+    a, b = a * dtype_scale, b * dtype_scale
+    t = rng.uniform(-1.0, 2.0, (3, steps) if path else 3)
+    kw = dict(path=path, norm=norm, shortest_path=shortest_path)
+    g = rng.standard_normal(fi.slerp(a, b, t, **kw).shape)
+    _check_fd(g, a, b, t, kw, eps=1e-6 * dtype_scale, rtol=2e-6, eps_t=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_antipodal_path_form_grad_t(norm):
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((2, 4))
+    b = -a * 1.5
+    t = rng.uniform(-0.3, 1.3, (2, 5))
+    kw = dict(path=True, norm=norm)
+    g = rng.standard_normal((2, 5, 4))
+    gt = fi.slerp_backward(g, a, b, t, **kw)[2]
+    f = _slerp_loss(g, kw)
+    np.testing.assert_allclose(gt, _central_diff(lambda x: f(a, b, x), t, 1e-6), rtol=1e-6,
+                               atol=1e-8)

@@ -168,4 +168,54 @@ static inline void fi_slerp_coefs(ptrdiff_t n, const double* t, const double* th
     }
 }
 
+
+/* ---- slerp backward: derivatives of the weights ------------------------
+ * With x - sin x = x^3 S(x) and 1 - cos x = x^2 C(x), the derivative of
+ * w(t, θ) = sin(tθ)/sin θ with respect to θ, divided once more by sin θ, is
+ *   h(t, θ) = t (θ/sin θ)^3 [D(θ) - t^2 D(tθ) + t^2 θ^2 (C(tθ) S(θ) - S(tθ) C(θ))],
+ * D = C - S, free of the cancellation of the textbook
+ * (t cos(tθ) sin θ - sin(tθ) cos θ) / sin^3 θ as θ -> 0 (limit t (1 - t^2) / 3). */
+static inline double fi_sinc(double x) {
+    return x == 0.0 ? 1.0 : sin(x) / x;
+}
+/* S(x) = (x - sin x) / x^3: Taylor series below |x| = 0.5 (truncation < 1e-16). */
+static inline double fi_xsin3(double x) {
+    double z = x * x;
+    if (fabs(x) < 0.5)
+        return 1.0 / 6 + z * (-1.0 / 120 + z * (1.0 / 5040 + z * (-1.0 / 362880
+               + z * (1.0 / 39916800 + z * (-1.0 / 6227020800.0 + z / 1307674368000.0)))));
+    return (x - sin(x)) / (x * z);
+}
+/* C(x) = (1 - cos x) / x^2 = sinc(x/2)^2 / 2. */
+static inline double fi_xcos2(double x) {
+    double s = fi_sinc(0.5 * x);
+    return 0.5 * s * s;
+}
+/* h(t, θ) above; sin_theta is sin θ as the forward computed it (> 0). */
+static inline double fi_slerp_dweight(double t, double theta, double sin_theta) {
+    double x = t * theta;
+    double s1 = fi_xsin3(theta), c1 = fi_xcos2(theta);
+    double sx = fi_xsin3(x), cx = fi_xcos2(x);
+    double q = theta / sin_theta;
+    return t * q * q * q * ((c1 - s1) - t * t * (cx - sx)
+                            + t * t * theta * theta * (cx * s1 - sx * c1));
+}
+
+
+/* ga = g.(sa a), gb = g.(sb b): the backward's projections, accumulated in double. */
+#define FI_DEFINE_GDOT2(SUFFIX, T)                                               \
+static inline void fi_gdot2_##SUFFIX(const T* g, const T* a, const T* b,         \
+                                     ptrdiff_t n, double sa, double sb,          \
+                                     double* ga, double* gb) {                   \
+    double s1 = 0.0, s2 = 0.0;                                                   \
+    _Pragma("omp simd reduction(+:s1,s2)")                                       \
+    for (ptrdiff_t i = 0; i < n; i++) {                                          \
+        double x = g[i];                                                         \
+        s1 += x * (a[i] * sa); s2 += x * (b[i] * sb);                            \
+    }                                                                            \
+    *ga = s1; *gb = s2;                                                          \
+}
+FI_DEFINE_GDOT2(f, float)
+FI_DEFINE_GDOT2(d, double)
+
 #endif

@@ -498,18 +498,20 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
                 blend_row(a + i * n, b + i * n, o, n, ca[i], cb[i], g[i].k, ck)
 
 
-def _check_slerp_layout(rows, n, b_shape, out_shape, t_len, t_row_stride, steps):
-    """The layout slerp_fwd trusts; a violation raises ValueError before any write."""
+def _check_slerp_layout(rows, n, b_shape, out_shape, t_len, t_row_stride, steps,
+                        op="slerp_fwd"):
+    """The layout slerp_fwd (or ``op``) trusts; a violation raises ValueError before any write."""
     if b_shape != (rows, n):
-        raise ValueError(f"slerp_fwd: b must have a's shape {(rows, n)}; got {b_shape}.")
+        raise ValueError(f"{op}: b must have a's shape {(rows, n)}; got {b_shape}.")
     if steps < 0 or t_row_stride < 0:
-        raise ValueError(f"slerp_fwd: steps and t_row_stride must be >= 0; got {steps} "
+        raise ValueError(f"{op}: steps and t_row_stride must be >= 0; got {steps} "
                          f"and {t_row_stride}.")
     if out_shape != (rows * steps, n):
-        raise ValueError(f"slerp_fwd: out must have shape {(rows * steps, n)}; "
+        raise ValueError(f"{op}: {'out' if op == 'slerp_fwd' else 'grad_out'} must have shape "
+                         f"{(rows * steps, n)}; "
                          f"got {out_shape}.")
     if rows * steps and (rows - 1) * t_row_stride + steps > t_len:
-        raise ValueError(f"slerp_fwd: t must hold (rows - 1) * t_row_stride + steps = "
+        raise ValueError(f"{op}: t must hold (rows - 1) * t_row_stride + steps = "
                          f"{(rows - 1) * t_row_stride + steps} weights; got {t_len}.")
 
 
@@ -540,5 +542,262 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
             r0 = blk * per_block
             slerp_block(&a[r0, 0], &b[r0, 0], &out[r0 * steps, 0], min(per_block, rows - r0), n,
                         &t[r0 * t_row_stride], t_row_stride, steps, shortest_path, linear_norm)
+        fi_team_leave(&team)
+    fi_team_done(&team)
+
+
+# ---------------------------------------------------------------------------
+# slerp backward: per row pair, the gradients of sum(g * slerp(a, b, t)) with
+# respect to a, b and each weight, for the branch the forward takes on that
+# row (row_geometry and row_coefs above). Scalar code, one row at a time;
+# every row is independent, so the result does not depend on the threads.
+#
+# Regular rows: out = α w0 u + β w1 v with u = a/|a|, v = s b/|b|, w1 =
+# sin(tθ)/sin θ, w0 = sin((1-t)θ)/sin θ and (α, β) = (r, r) for the linear
+# norm (r = (1-t)|a| + t|b|) or (|a|, |b|) for the formula. With θ = acos(u.v),
+# ∂θ/∂u = -v / sin θ: the θ term enters through H = (∂out/∂θ . g) / sin θ,
+# built from h = (∂w/∂θ) / sin θ (fi_slerp_dweight), finite as θ -> 0.
+
+import numpy as np
+from cython.parallel cimport threadid
+from libc.math cimport atan
+
+cdef extern from "_blendmath.h" nogil:
+    double fi_slerp_dweight(double t, double theta, double sin_theta)
+    void fi_gdot2_f(const float* g, const float* a, const float* b, Py_ssize_t n, double sa,
+                    double sb, double* ga, double* gb)
+    void fi_gdot2_d(const double* g, const double* a, const double* b, Py_ssize_t n,
+                    double sa, double sb, double* ga, double* gb)
+
+
+cdef inline void gdot2(const real* g, const real* a, const real* b, Py_ssize_t n, double sa,
+                       double sb, double* ga, double* gb) noexcept nogil:
+    """ga = g.(sa a), gb = g.(sb b) in double (vectorized, fixed order)."""
+    if real is float:
+        fi_gdot2_f(g, a, b, n, sa, sb, ga, gb)
+    else:
+        fi_gdot2_d(g, a, b, n, sa, sb, ga, gb)
+
+
+cdef struct BwdAcc:
+    double u_a      # grad_a += u_a u + v_a v + k_a e_k (+ the vector accumulator)
+    double v_a
+    double k_a
+    double u_b      # grad_b += u_b u + v_b v (+ the vector accumulator)
+    double v_b
+
+
+cdef struct BwdScale:
+    # grad_a is accumulated divided by 2^sh_a and grad_b by 2^sh_b, so that the ratio
+    # |b| / |a| (which may exceed the double range) only enters as a final ldexp: a
+    # gradient too large for its dtype is then ±inf, never inf - inf = NaN.
+    double lam_a        # |b| / |a| / 2^sh_a
+    double inv_a        # 2^-sh_a
+    double ilam_b       # |a| / |b| / 2^sh_b
+    double inv_b        # 2^-sh_b
+    int sh_a
+    int sh_b
+
+
+cdef inline void acc_vec(double* acc, const real* g, Py_ssize_t n, double c) noexcept nogil:
+    cdef Py_ssize_t i
+    if c != 0:
+        for i in range(n):
+            acc[i] += c * g[i]
+
+
+cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real* a,
+                                    const real* b, Py_ssize_t n, double t, const BwdScale* K,
+                                    double norm_a, double norm_b, bint linear_norm,
+                                    double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
+    """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
+    cdef Py_ssize_t i
+    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, sn, cs, ra, rb
+    cdef double a1, b1, ha, hb, gna, gnb, gd, gt
+    cdef double ia = 1.0 / G.na, ib = G.sign / G.nb   # u = (sa a) ia, v = (sb b) ib
+    gdot2(g, a, b, n, G.sa, G.sb, &gu, &gv)
+    gu *= ia
+    gv *= ib
+    if G.theta < TINY_ANGLE:  # the forward's limit weights 1 - t, t: no θ term
+        w0 = 1.0 - t; w1 = t; dw0 = -1.0; dw1 = 1.0; h0 = 0.0; h1 = 0.0
+    else:
+        sn = sin(t * G.theta)
+        cs = cos(t * G.theta)
+        w1 = sn / G.sin_theta
+        w0 = cs - G.cos_theta * w1
+        q = G.theta / G.sin_theta
+        dw1 = q * cs
+        dw0 = -q * cos((1.0 - t) * G.theta)
+        h1 = fi_slerp_dweight(t, G.theta, G.sin_theta)
+        h0 = fi_slerp_dweight(1.0 - t, G.theta, G.sin_theta)
+    gd = w0 * gu + w1 * gv
+    if linear_norm:
+        ra = (1.0 - t) * K.inv_a + t * K.lam_a     # r / |a| / 2^sh_a
+        rb = t * K.inv_b + (1.0 - t) * K.ilam_b    # r / |b| / 2^sh_b
+        a1 = ra * w0; b1 = rb * w1
+        ha = ra * (h0 * gu + h1 * gv); hb = rb * (h0 * gu + h1 * gv)
+        gna = (1.0 - t) * gd * K.inv_a; gnb = t * gd * K.inv_b
+        gt = (norm_b - norm_a) * gd + ((1.0 - t) * norm_a + t * norm_b) * (dw0 * gu + dw1 * gv)
+    else:
+        a1 = w0 * K.inv_a; b1 = w1 * K.inv_b
+        ha = h0 * gu * K.inv_a + K.lam_a * h1 * gv; hb = h0 * gu * K.ilam_b + h1 * gv * K.inv_b
+        gna = w0 * gu * K.inv_a; gnb = w1 * gv * K.inv_b
+        gt = norm_a * dw0 * gu + norm_b * dw1 * gv
+    if t == 0 or t == 1:  # the forward returns a (t = 0) or s b (t = 1) exactly
+        a1 = K.inv_a if t == 0 else 0.0
+        b1 = K.inv_b if t == 1 else 0.0
+        ha = hb = gna = gnb = 0.0
+        gu = gv = 0.0
+    acc_vec(acc_a, g, n, a1)
+    acc_vec(acc_b, g, n, G.sign * b1)
+    S.u_a += -a1 * gu + ha * G.cos_theta + gna
+    S.v_a += -ha
+    S.v_b += G.sign * (-b1 * gv + hb * G.cos_theta + gnb)
+    S.u_b += -G.sign * hb
+    return gt
+
+
+cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const real* a,
+                                      Py_ssize_t n, double t, const BwdScale* K, double norm_a,
+                                      double norm_b, double* acc_a, double* acc_b,
+                                      BwdAcc* S) noexcept nogil:
+    """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
+    cdef Py_ssize_t i
+    cdef double gu, unused, ia = 1.0 / G.na, uk = G.uk
+    cdef double sk = sqrt(1.0 - uk * uk), cp, sp, phi, gd, ra, e, kk, gt
+    gdot2(g, a, a, n, G.sa, G.sa, &gu, &unused)
+    gu *= ia
+    cp = sin((0.5 - t) * M_PI)
+    sp = sin(t * M_PI)
+    phi = g[G.k] - uk * gu
+    gd = cp * gu + sp * phi / sk
+    gt = (norm_b - norm_a) * gd \
+        + ((1.0 - t) * norm_a + t * norm_b) * M_PI * (-sp * gu + cp * phi / sk)
+    if t == 0 or t == 1:
+        acc_vec(acc_a if t == 0 else acc_b, g, n, K.inv_a if t == 0 else G.sign * K.inv_b)
+        return gt
+    ra = (1.0 - t) * K.inv_a + t * K.lam_a
+    e = ra * (cp - sp * uk / sk)                      # coefficient of g in ∂/∂u, / |a|
+    kk = ra * sp * (-gu / sk + phi * uk / (sk * sk * sk))   # coefficient of e_k
+    acc_vec(acc_a, g, n, e)
+    S.k_a += kk
+    S.u_a += -(e * gu + kk * uk) + (1.0 - t) * gd * K.inv_a
+    S.v_b += t * gd * K.inv_b          # grad_b = t (g . d) b / |b|, and b / |b| = s v
+    return gt
+
+
+cdef inline double bwd_zero_step(const real* g, const real* a, const real* b, Py_ssize_t n,
+                                 double t, double sign, double* acc_a,
+                                 double* acc_b) noexcept nogil:
+    """One weight of a lerp row (a or b zero, or D = 1 antipodal): out = (1-t) a + t s b."""
+    cdef Py_ssize_t i
+    cdef double gt = 0.0
+    for i in range(n):
+        gt += g[i] * (sign * <double> b[i] - <double> a[i])
+    acc_vec(acc_a, g, n, 1.0 - t)
+    acc_vec(acc_b, g, n, sign * t)
+    return gt
+
+
+cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_ssize_t n,
+                               const real* t, Py_ssize_t steps, bint shortest_path,
+                               bint linear_norm, real* ga, real* gb, double* gt,
+                               double* acc_a, double* acc_b) noexcept nogil:
+    """grad_a, grad_b (n) and grad_t (steps) of one row pair; g holds steps rows of n."""
+    cdef RowGeom G
+    cdef BwdAcc S
+    cdef Py_ssize_t i, j
+    cdef double norm_a, norm_b, ia, ib, u, v, lm
+    cdef int ea, eb, e
+    cdef BwdScale K
+    row_geometry(a, b, n, shortest_path, &G)
+    G.theta = 2.0 * atan(G.half_tan)
+    S.u_a = S.v_a = S.k_a = S.u_b = S.v_b = 0.0
+    for i in range(n):
+        acc_a[i] = 0.0
+        acc_b[i] = 0.0
+    frexp(G.sa, &ea)                        # sa = 2^(1 - ea), sb = 2^(1 - eb)
+    frexp(G.sb, &eb)
+    e = ea - eb                             # |b| / |a| = (nb / na) 2^e
+    lm = G.nb / G.na
+    K.sh_a = e if (e > 0 and G.kind != ROW_ZERO) else 0
+    K.sh_b = -e if (e < 0 and G.kind != ROW_ZERO) else 0
+    K.inv_a = ldexp(1.0, -K.sh_a)
+    K.inv_b = ldexp(1.0, -K.sh_b)
+    K.lam_a = ldexp(lm, e - K.sh_a)
+    K.ilam_b = ldexp(1.0 / lm, -e - K.sh_b)
+    norm_a = G.na / G.sa
+    norm_b = G.nb / G.sb
+    for j in range(steps):
+        if G.kind == ROW_ZERO:
+            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)  # sh = 0
+        elif G.kind == ROW_ANTIPODAL:
+            gt[j] = bwd_antipodal_step(&G, g + j * n, a, n, t[j], &K, norm_a, norm_b,
+                                       acc_a, acc_b, &S)
+        else:
+            gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], &K, norm_a, norm_b,
+                                     linear_norm, acc_a, acc_b, &S)
+    ia = 1.0 / G.na      # sa / na itself may overflow (subnormal rows)
+    ib = G.sign / G.nb
+    for i in range(n):
+        u = (a[i] * G.sa) * ia
+        v = (b[i] * G.sb) * ib
+        ga[i] = <real> (acc_a[i] + S.u_a * u + S.v_a * v)
+        gb[i] = <real> (acc_b[i] + S.u_b * u + S.v_b * v)
+    if G.kind == ROW_ANTIPODAL:
+        ga[G.k] = <real> (acc_a[G.k] + S.u_a * (a[G.k] * G.sa) * ia
+                          + S.v_a * (b[G.k] * G.sb) * ib + S.k_a)
+    if K.sh_a or K.sh_b:  # rows whose |b| / |a| needs a power-of-two factor (rare)
+        for i in range(n):
+            u = (a[i] * G.sa) * ia
+            v = (b[i] * G.sb) * ib
+            ga[i] = <real> ldexp(acc_a[i] + S.u_a * u + S.v_a * v
+                                 + (S.k_a if (i == G.k and G.kind == ROW_ANTIPODAL) else 0.0),
+                                 K.sh_a)
+            gb[i] = <real> ldexp(acc_b[i] + S.u_b * u + S.v_b * v, K.sh_b)
+
+
+def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, ::1] b,
+              const real[::1] t, Py_ssize_t t_row_stride, Py_ssize_t steps,
+              bint shortest_path, bint linear_norm, real[:, ::1] grad_a,
+              real[:, ::1] grad_b, double[::1] grad_t, int nthreads):
+    """Gradients of ``sum(grad_out * slerp_fwd(a, b, t, ...))``.
+
+    Layout as slerp_fwd: ``grad_out`` (rows * steps, D) like its ``out``;
+    ``grad_a``, ``grad_b`` (rows, D); ``grad_t`` (rows * steps,) float64, the
+    gradient of each output row's weight (the caller sums shared weights).
+    """
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1]
+    cdef Py_ssize_t r, tid
+    cdef int nt = max(1, nthreads)
+    _check_slerp_layout(rows, n, (b.shape[0], b.shape[1]),
+                        (grad_out.shape[0], grad_out.shape[1]), t.shape[0], t_row_stride, steps,
+                        "slerp_bwd")
+    for name, arr in (("grad_a", grad_a), ("grad_b", grad_b)):
+        if (arr.shape[0], arr.shape[1]) != (rows, n):
+            raise ValueError(f"slerp_bwd: {name} must have shape {(rows, n)}; "
+                             f"got {(arr.shape[0], arr.shape[1])}.")
+    if grad_t.shape[0] != rows * steps:
+        raise ValueError(f"slerp_bwd: grad_t must hold rows * steps = {rows * steps} values; "
+                         f"got {grad_t.shape[0]}.")
+    if rows == 0 or n == 0:  # no output element depends on a weight
+        grad_t[:] = 0.0
+        return
+    if steps == 0:
+        grad_a[:, :] = 0
+        grad_b[:, :] = 0
+        return
+    cdef double[:, ::1] work = np.empty((nt, 2 * n), np.float64)
+    cdef double* w
+    cdef fi_team team
+    nt = fi_team_plan(&team, nt)   # never more than the nt rows of work allocated above
+    with nogil, parallel(num_threads=nt):
+        fi_team_enter(&team)
+        for r in prange(rows, schedule="dynamic", chunksize=16):
+            tid = threadid()
+            w = &work[tid, 0]
+            slerp_bwd_row(&grad_out[r * steps, 0], &a[r, 0], &b[r, 0], n,
+                          &t[r * t_row_stride], steps, shortest_path, linear_norm,
+                          &grad_a[r, 0], &grad_b[r, 0], &grad_t[r * steps], w, w + n)
         fi_team_leave(&team)
     fi_team_done(&team)
