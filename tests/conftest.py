@@ -203,3 +203,14 @@ def device_rules(request):
     pytest.importorskip("numba.cuda")
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield _install_device_rules(monkeypatch)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``make test-sanitize`` (FASTINTERP_SANITIZE=1) skip the tests marked
+    ``no_sanitizer``: an address-space limit or an RSS reading means nothing there."""
+    if os.environ.get("FASTINTERP_SANITIZE") != "1":
+        return
+    skip = pytest.mark.skip(reason="address-space limits and RSS are meaningless under ASan")
+    for item in items:
+        if item.get_closest_marker("no_sanitizer"):
+            item.add_marker(skip)

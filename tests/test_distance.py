@@ -803,6 +803,7 @@ def test_kernels_guard_empty_and_zero_width():
     np.testing.assert_array_equal(idx, [[0, 1], [0, 1]])
 
 
+@pytest.mark.no_sanitizer
 def test_failed_scratch_allocation_raises_memory_error_and_writes_nothing():
     k = fdist._cpu()
     x = np.ones((4, 3))

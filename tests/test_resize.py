@@ -866,6 +866,7 @@ print((rss() - settled) / 2**20)
 """
 
 
+@pytest.mark.no_sanitizer
 def test_wide_geometries_leave_memory_bounded():
     """Tables of wide one-off geometries are not kept: each distinct geometry of
     600k outputs (forward and backward) used to keep ~35 MiB after the results were
@@ -1019,6 +1020,7 @@ except MemoryError as e:
 """
 
 
+@pytest.mark.no_sanitizer
 def test_kernel_allocation_failure_raises_and_writes_nothing():
     import subprocess
     import sys

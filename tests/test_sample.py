@@ -500,6 +500,7 @@ _LIMIT_PRELUDE = """
     """
 
 
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_many_sample_points_fit_in_a_small_memory_limit(nthreads):
     """The per-thread plan is sized by a fixed tile of output pixels, not by the
@@ -528,6 +529,7 @@ def test_many_sample_points_fit_in_a_small_memory_limit(nthreads):
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
 
 
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("which", ["fwd", "bwd"])
 def test_failed_plan_allocation_raises_memory_error_and_writes_nothing(which):
     proc = run_isolated(_LIMIT_PRELUDE + f"""
