@@ -7,6 +7,10 @@ CUDA arrays on numba.cuda kernels, and DLPack objects (torch, JAX) zero-copy.
 >>> fi.lerp(np.zeros(2, np.float32), np.ones(2, np.float32), 0.5)
 array([0.5, 0.5], dtype=float32)
 """
+from ._build import require_built_kernels as _require_built_kernels
+
+_require_built_kernels()
+
 from ._config import get_num_threads, set_num_threads
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel

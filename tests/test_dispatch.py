@@ -502,3 +502,24 @@ def test_read_only_cuda_out_is_refused(cuda):
     a = cuda.to_device(np.zeros(3))
     with pytest.raises(ValueError, match="lerp: out must be writable; got a read-only array"):
         fi.lerp(a, a, 0.5, out=ReadOnlyDevice())
+
+
+def test_unbuilt_checkout_says_how_to_build(tmp_path):
+    """The Python package without its compiled kernels (a checkout never built) fails at
+    import with an ImportError that names the missing kernels and `make build`."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import fastinterp
+    shutil.copytree(Path(fastinterp.__file__).parent, tmp_path / "fastinterp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "try:\n    import fastinterp\nexcept ImportError as e:\n    print('ERR', e)\n"
+            "else:\n    print('OK', fastinterp.__file__)\n") % str(tmp_path)
+    # -S: no site-packages, so no editable-install finder can supply the kernels
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.stdout.startswith("ERR"), out.stdout + out.stderr
+    assert "fastinterp._cpu.blend" in out.stdout and "make build" in out.stdout
