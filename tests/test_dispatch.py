@@ -514,7 +514,7 @@ def test_unbuilt_checkout_says_how_to_build(tmp_path):
 
     import fastinterp
     shutil.copytree(Path(fastinterp.__file__).parent, tmp_path / "fastinterp",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+                    ignore=shutil.ignore_patterns("__pycache__", "_cpu", "_cuda"))
     code = ("import sys; sys.path.insert(0, %r)\n"
             "try:\n    import fastinterp\nexcept ImportError as e:\n    print('ERR', e)\n"
             "else:\n    print('OK', fastinterp.__file__)\n") % str(tmp_path)
