@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel "Cython>=3.0" "numpy>=2.0" "scipy>=1.11"
 	# torch is the test oracle only; this exact version is a CPU build.
 	$(PY) -m pip install -q torch==2.13.0 || echo "torch==2.13.0 unavailable: torch-based tests will be skipped"
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench,demo]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench,demo,jax,dask,half,progress]"
 	touch $(BUILT) $@
 
 venv: $(STAMP)
