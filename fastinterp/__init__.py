@@ -20,6 +20,8 @@ from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
 from .sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 from .resize import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, interpolate, resize,
                      resize_backward)
+from .warp import (rotate, rotation_matrix, warp_affine, warp_affine_backward,
+                   warp_perspective, warp_perspective_backward)
 from . import ops, plugins
 from .plugins import get_include
 from . import optim
@@ -34,6 +36,9 @@ __all__ = [
     "lerp", "slerp", "slerp_backward",
     # sample
     "affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward",
+    # warp
+    "rotate", "rotation_matrix", "warp_affine", "warp_affine_backward", "warp_perspective",
+    "warp_perspective_backward",
     # plugins
     "get_include", "ops", "plugins",
     # distance

@@ -44,7 +44,8 @@ BOTH = ("cpu", "cuda")
 
 # Public names of fastinterp.__all__ that compute nothing (infrastructure).
 NOT_OPS = frozenset({"BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-                     "set_num_threads", "get_include", "ops", "plugins", "optim"})
+                     "set_num_threads", "get_include", "ops", "plugins", "optim",
+                     "rotation_matrix"})
 
 
 @dataclass
@@ -444,6 +445,85 @@ def _torch_grid_sample_bwd(s):
                       s.args["grad_output"], ("input", "grid"))
 
 
+def _mk_warp(rng, dt, d, rows=2):
+    K = np.eye(3)[:rows] + rng.uniform(-0.25, 0.25, (d["N"], rows, 3))
+    if rows == 3:
+        K[:, 2, 2] = 1.0
+        K[:, 2, :2] *= 0.5           # keep w away from 0 over [-1, 1]^2
+    return Sample({"img": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"])},
+                  {"M": K, "dsize": (d["Ho"], d["Wo"]), "match": "torch"})
+
+
+def _mk_warp_perspective(rng, dt, d):
+    return _mk_warp(rng, dt, d, rows=3)
+
+
+def _warp_points(s):
+    """(u, v, w) per output pixel (N, Ho, Wo, 3) and the base coordinates (Ho, Wo, 3)."""
+    base = _affine_base(*s.kwargs["dsize"])
+    K = s.kwargs["M"]
+    uvw = np.einsum("hwk,nrk->nhwr", base, K)
+    if K.shape[1] == 2:
+        uvw = np.concatenate([uvw, np.ones(uvw.shape[:3] + (1,))], axis=-1)
+    return uvw, base
+
+
+def _ref_warp(s):
+    uvw, _ = _warp_points(s)
+    grid = uvw[..., :2] / uvw[..., 2:]
+    return _ref_grid_sample(Sample({"input": s.args["img"], "grid": grid}))
+
+
+def _torch_warp(s):
+    if s.kwargs["M"].shape[1] != 2:
+        return _ref_warp(s)
+    F = torch_or_none().nn.functional
+    N, C = s.args["img"].shape[:2]
+    grid = F.affine_grid(_t(s.kwargs["M"]), [N, C, *s.kwargs["dsize"]], align_corners=False)
+    return (F.grid_sample(_t(s.args["img"]), grid, align_corners=False).numpy(),)
+
+
+def _mk_warp_bwd(rng, dt, d, rows=2):
+    s = _mk_warp(rng, dt, d, rows)
+    go = _rand(rng, dt, d["N"], d["C"], d["Ho"], d["Wo"])
+    return Sample({"grad_output": go, **s.args}, s.kwargs)
+
+
+def _mk_warp_perspective_bwd(rng, dt, d):
+    return _mk_warp_bwd(rng, dt, d, rows=3)
+
+
+def _ref_warp_bwd(s):
+    uvw, base = _warp_points(s)
+    w = uvw[..., 2:]
+    grid = uvw[..., :2] / w
+    gi, gg = _ref_grid_sample_bwd(Sample({"grad_output": s.args["grad_output"],
+                                          "input": s.args["img"], "grid": grid}))
+    rows = s.kwargs["M"].shape[1]
+    gK = np.zeros((gg.shape[0], rows, 3))
+    gK[:, :2] = np.einsum("hwk,nhwr->nrk", base, gg / w)
+    if rows == 3:
+        gK[:, 2] = np.einsum("hwk,nhw->nk", base, -(gg * grid).sum(-1) / w[..., 0])
+    return gi, gK
+
+
+def _mk_rotate(rng, dt, d):
+    return Sample({"img": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"])},
+                  {"angle": float(rng.uniform(-180, 180)), "scale": float(rng.uniform(0.7, 1.3))})
+
+
+def _ref_rotate(s):
+    import fastinterp as fi
+    x = s.args["img"]
+    N, _, H, W = x.shape
+    M = np.vstack([fi.rotation_matrix(s.kwargs["angle"], ((W - 1) / 2, (H - 1) / 2),
+                                      s.kwargs["scale"]), [0.0, 0.0, 1.0]])
+    ys, xs = np.mgrid[0:H, 0:W]
+    src = np.einsum("rk,hwk->hwr", np.linalg.inv(M), np.stack([xs, ys, np.ones_like(xs)], -1))
+    grid = np.stack([(2 * src[..., 0] + 1) / W - 1, (2 * src[..., 1] + 1) / H - 1], -1)
+    return _ref_grid_sample(Sample({"input": x, "grid": np.broadcast_to(grid, (N, H, W, 2))}))
+
+
 def _mk_resize(rng, dt, d):
     return Sample({"input": _rand(rng, dt, d["N"], d["C"], d["H"], d["W"])},
                   {"size": (d["Ho"], d["Wo"]), "mode": "bilinear"})
@@ -752,6 +832,10 @@ def _ref_nca(s):
 
 # ------------------------------------------------------------------ the table
 
+_WARP_DIMS = {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 4, "Wo": 3}
+_WARP_LARGE = {"N": 2, "C": 8, "H": 32, "W": 32, "Ho": 64, "Wo": 64}
+
+
 def _build() -> dict:
     import fastinterp as fi
     img = "(N, C, H, W) or (N, H, W, C) with layout='NHWC'"
@@ -795,6 +879,33 @@ def _build() -> dict:
                  _ref_grid_sample_bwd, _torch_grid_sample_bwd, layouts=img,
                  empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
                  special="finite", special_args=("grad_output", "input"), tol=loose),
+        OpRecord("warp_affine", fi.warp_affine, ("grid_sample",), ("img",), _WARP_DIMS,
+                 _WARP_LARGE, _mk_warp, _ref_warp, _torch_warp, backward="warp_affine_backward",
+                 backends=("cpu",), layouts=img + "; M (2, 3) or (N, 2, 3)", takes_out=True,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="class", special_args=("img",)),
+        OpRecord("warp_affine_backward", fi.warp_affine_backward, ("grid_sample_backward",),
+                 ("grad_output", "img"), _WARP_DIMS, _WARP_LARGE, _mk_warp_bwd, _ref_warp_bwd,
+                 None, backends=("cpu",), layouts=img + " -> (grad_img, grad_M)",
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="finite", special_args=("grad_output", "img"), tol=loose),
+        OpRecord("warp_perspective", fi.warp_perspective, ("grid_sample",), ("img",),
+                 _WARP_DIMS, _WARP_LARGE, _mk_warp_perspective, _ref_warp, _torch_warp,
+                 backward="warp_perspective_backward", backends=("cpu",),
+                 layouts=img + "; H (3, 3) or (N, 3, 3)", takes_out=True,
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="class", special_args=("img",)),
+        OpRecord("warp_perspective_backward", fi.warp_perspective_backward,
+                 ("grid_sample_backward",), ("grad_output", "img"), _WARP_DIMS, _WARP_LARGE,
+                 _mk_warp_perspective_bwd, _ref_warp_bwd, None, backends=("cpu",),
+                 layouts=img + " -> (grad_img, grad_H)",
+                 empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
+                 special="finite", special_args=("grad_output", "img"), tol=loose),
+        OpRecord("rotate", fi.rotate, ("grid_sample",), ("img",),
+                 {"N": 2, "C": 3, "H": 5, "W": 6}, {"N": 2, "C": 8, "H": 64, "W": 64},
+                 _mk_rotate, _ref_rotate, None, backends=("cpu",), layouts=img,
+                 takes_out=True, empty={"N0": {"N": 0}, "C0": {"C": 0}},
+                 special="class", special_args=("img",)),
         OpRecord("resize", fi.resize, ("resize",), ("input",),
                  {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 7, "Wo": 4},
                  {"N": 2, "C": 8, "H": 64, "W": 64, "Ho": 97, "Wo": 81}, _mk_resize,

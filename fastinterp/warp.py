@@ -1,0 +1,481 @@
+"""Affine and perspective warps of images, with gradients (built on grid_sample).
+
+A warp samples its source image at the points a matrix maps the output's
+pixels to. Two conventions are offered by ``match``:
+
+- ``"opencv"``: ``M`` is a pixel matrix, pixel i's centre at coordinate i, and
+  by default it maps *source* pixels to *destination* pixels as in
+  ``cv2.warpAffine`` / ``cv2.warpPerspective`` (``inverse_map=True`` is
+  OpenCV's ``WARP_INVERSE_MAP``: ``M`` maps destination to source).
+- ``"torch"``: ``M`` is a normalized matrix as for ``F.affine_grid``: it maps
+  the output's normalized coordinates ([-1, 1] spanning the image,
+  ``align_corners`` as in PyTorch) to the input's. ``warp_affine(x, theta,
+  size, match="torch")`` equals ``grid_sample(x, affine_grid(theta, ...))``.
+
+The sampling grid is generated in blocks of at most ``2**18`` output pixels
+and sampled block by block, so the forward never holds a full-size grid; the
+backward builds the grid once (it needs the grid gradient of every pixel).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._dispatch import begin
+from ._validate import check_option, check_out, float_dtype, shape_str
+from .sample import (_check_bool, _layout_dims, base_coordinates, grid_sample,
+                     grid_sample_backward)
+
+__all__ = ["warp_affine", "warp_affine_backward", "warp_perspective",
+           "warp_perspective_backward", "rotate", "rotation_matrix"]
+
+MATCHES = ("torch", "opencv")
+BLOCK_POINTS = 1 << 18     # output pixels per generated grid block
+FAR_OUTSIDE = 1.0e7        # normalized coordinate for points at infinity (w == 0)
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check_dsize(op, dsize):
+    try:
+        dims = tuple(int(s) for s in dsize)
+    except TypeError:
+        raise TypeError(f"{op}: dsize must be a pair (H_out, W_out); got {dsize!r}.") from None
+    if len(dims) != 2 or any(d != s for d, s in zip(dims, dsize)) or min(dims) < 0:
+        raise ValueError(f"{op}: dsize must be (H_out, W_out), two ints >= 0; got {dsize!r}.")
+    return dims
+
+
+def _host_matrix(op, name, M, rows, N):
+    """The matrix as float64 NumPy, shape (N, rows, 3) (a single matrix is broadcast)."""
+    if hasattr(M, "copy_to_host"):           # a numba device array
+        M = M.copy_to_host()
+    arr = np.asarray(M)
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.float16:
+        raise TypeError(f"{op}: {name} must hold real numbers; got dtype {arr.dtype}.")
+    arr = arr.astype(np.float64)
+    if arr.shape not in ((rows, 3), (N, rows, 3)):
+        raise ValueError(f"{op}: {name} must have shape ({rows}, 3) or (N, {rows}, 3) with "
+                         f"N = {N}; got {shape_str(arr.shape)}.")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{op}: {name} must be finite; got {arr!r}.")
+    return np.broadcast_to(arr, (N, rows, 3)), arr.ndim == 2
+
+
+def _square(M):
+    """(N, 2, 3) affine or (N, 3, 3) matrices as (N, 3, 3)."""
+    if M.shape[1] == 3:
+        return np.array(M)
+    sq = np.zeros((M.shape[0], 3, 3))
+    sq[:, :2] = M
+    sq[:, 2, 2] = 1.0
+    return sq
+
+
+def _pixel_to_normalized(H, W):
+    """Pixel coordinates (centre of pixel i at i) -> align_corners=False normalized ones."""
+    return np.array([[2.0 / W, 0.0, 1.0 / W - 1.0],
+                     [0.0, 2.0 / H, 1.0 / H - 1.0],
+                     [0.0, 0.0, 1.0]])
+
+
+# --------------------------------------------------------------------------- the map
+
+class _Map:
+    """Output pixel -> normalized input point: ``g = (K[:2] b) / (K[2] b)`` with ``b`` the
+    output pixel's base coordinates (pixels for OpenCV, normalized for torch)."""
+
+    def __init__(self, op, M, rows, N, H, W, Ho, Wo, match, inverse_map, align_corners):
+        self.M, self.shared = _host_matrix(op, "M", M, rows, N)
+        self.affine = rows == 2
+        self.match, self.inverse_map = match, inverse_map
+        self.Ho, self.Wo = Ho, Wo
+        if match == "opencv":
+            self.bx = np.arange(Wo, dtype=np.float64)
+            self.by = np.arange(Ho, dtype=np.float64)
+            self.norm = _pixel_to_normalized(H, W)
+            square = _square(self.M)
+            if not inverse_map:
+                det = np.linalg.det(square)
+                if not (np.abs(det) > 0).all():
+                    raise ValueError(f"{op}: M must be invertible (OpenCV convention maps "
+                                     f"source to destination); got determinant(s) {det}.")
+                square = np.linalg.inv(square)
+            self.inner = square                      # destination pixel -> source pixel
+            self.K = self.norm @ square
+        else:
+            self.bx = base_coordinates(Wo, align_corners, np.dtype(np.float64))
+            self.by = base_coordinates(Ho, align_corners, np.dtype(np.float64))
+            self.K = _square(self.M)
+
+    def homogeneous(self, n, r0, r1):
+        """u, v, w of output rows [r0, r1) of image n, each (r1 - r0, W_out), float64."""
+        K = self.K[n]
+        by = self.by[r0:r1, None]
+        u = K[0, 0] * self.bx + K[0, 1] * by + K[0, 2]
+        v = K[1, 0] * self.bx + K[1, 1] * by + K[1, 2]
+        if self.affine:
+            return u, v, None
+        return u, v, K[2, 0] * self.bx + K[2, 1] * by + K[2, 2]
+
+    def grid_rows(self, n, r0, r1, dtype):
+        """Grid points of output rows [r0, r1) of image n: (r1 - r0, W_out, 2) in dtype."""
+        u, v, w = self.homogeneous(n, r0, r1)
+        if w is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u, v = u / w, v / w
+            u = np.nan_to_num(u, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
+            v = np.nan_to_num(v, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
+        grid = np.empty((r1 - r0, self.Wo, 2), dtype)
+        grid[..., 0] = u
+        grid[..., 1] = v
+        return grid
+
+    def grad_K(self, grad_grid):
+        """d loss / d K (N, 3, 3) from the grid gradient (N, H_out, W_out, 2), in float64."""
+        N = grad_grid.shape[0]
+        out = np.zeros((N, 3, 3))
+        for n in range(N):
+            gx = grad_grid[n, ..., 0].astype(np.float64)
+            gy = grad_grid[n, ..., 1].astype(np.float64)
+            u, v, w = self.homogeneous(n, 0, self.Ho)
+            if w is not None:
+                ok = w != 0
+                inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
+                gx, gy = gx * inv_w, gy * inv_w
+                gw = -(gx * u + gy * v) * inv_w
+                out[n, 2] = _moments(gw, self.bx, self.by)
+            out[n, 0] = _moments(gx, self.bx, self.by)
+            out[n, 1] = _moments(gy, self.bx, self.by)
+        return out
+
+    def grad_M(self, grad_K):
+        """Chain d loss / d K back to the caller's matrix (its shape)."""
+        if self.match == "opencv":
+            g_inner = self.norm.T @ grad_K                       # K = norm @ inner
+            if self.inverse_map:
+                g = g_inner
+            else:                                                # inner = inv(square)
+                g = -np.swapaxes(self.inner, 1, 2) @ g_inner @ np.swapaxes(self.inner, 1, 2)
+        else:
+            g = grad_K
+        g = g[:, :2] if self.affine else g
+        return g.sum(axis=0) if self.shared else g
+
+
+def _moments(weights, bx, by):
+    """(sum w * bx, sum w * by, sum w) over the pixel grid: each row first, rows in order."""
+    return np.array([(weights @ bx).sum(), (weights.sum(axis=1) @ by), weights.sum()])
+
+
+# --------------------------------------------------------------------------- drivers
+
+def _float_dtype(x):
+    dtype = np.dtype(getattr(x, "dtype", np.float64))
+    return dtype if dtype.kind == "f" and dtype.itemsize >= 4 else np.dtype(np.float32)
+
+
+def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
+           channels_last, rows, **more):
+    check_option(op, "match", match, MATCHES)
+    align = _check_bool(op, "align_corners", align_corners)
+    inverse = _check_bool(op, "inverse_map", inverse_map)
+    cl = _check_bool(op, "channels_last", channels_last)
+    Ho, Wo = _check_dsize(op, dsize)
+    p = begin(op, img=img, **more)
+    x = p.arrays["img"]
+    if not hasattr(x, "shape"):
+        raise TypeError(f"{op}: img must be an array; got {type(img).__name__}.")
+    float_dtype(op, "img", x)
+    N, C, H, W = _layout_dims(op, x, cl)
+    wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
+    # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
+    sample_align = False if match == "opencv" else align
+    opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
+                channels_last=cl)
+    return p, x, wmap, (N, C, Ho, Wo), opts
+
+
+def _to_device_like(p, grid):
+    if p.backend != "cuda":
+        return grid
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(grid), stream=p.stream)
+
+
+def _full_grid(wmap, N, dtype):
+    Ho, Wo = wmap.Ho, wmap.Wo
+    if N == 0:
+        return np.empty((0, Ho, Wo, 2), dtype)
+    return np.stack([wmap.grid_rows(n, 0, Ho, dtype) for n in range(N)])
+
+
+def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
+             channels_last, out, rows):
+    p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
+                                               align_corners, inverse_map, channels_last, rows)
+    dtype = _float_dtype(x)
+    cl = opts["channels_last"]
+    shape = (N, Ho, Wo, C) if cl else (N, C, Ho, Wo)
+    if out is not None:
+        caller, target = p.adopt_out(out)
+        check_out(op, target, shape, x.dtype, {"img": x})
+    else:
+        caller, target = p.empty(shape, x.dtype)
+    if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":
+        grid_sample(x, _to_device_like(p, _full_grid(wmap, N, dtype)), out=target, **opts)
+        return p.wrap(caller)
+    rows_per_block = max(1, BLOCK_POINTS // Wo)
+    for n in range(N):
+        for r0 in range(0, Ho, rows_per_block):
+            r1 = min(Ho, r0 + rows_per_block)
+            grid = wmap.grid_rows(n, r0, r1, dtype)[None]
+            if cl:      # a block of NHWC rows is contiguous: sample straight into it
+                grid_sample(x[n:n + 1], grid, out=target[n:n + 1, r0:r1], **opts)
+            else:
+                target[n:n + 1, :, r0:r1] = grid_sample(x[n:n + 1], grid, **opts)
+    return p.wrap(caller)
+
+
+def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_corners,
+              inverse_map, channels_last, needs_input_grad, needs_matrix_grad, rows):
+    need_m = _check_bool(op, "needs_matrix_grad", needs_matrix_grad)
+    need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
+    p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
+                                               align_corners, inverse_map, channels_last, rows,
+                                               grad_output=grad_output)
+    dtype = _float_dtype(x)
+    grid = _full_grid(wmap, N, dtype)
+    go = p.arrays["grad_output"]
+    gi, gg = grid_sample_backward(go, x, _to_device_like(p, grid), needs_input_grad=need_in,
+                                  needs_grid_grad=need_m, **opts)
+    gm = None
+    if need_m:
+        host = gg.copy_to_host() if hasattr(gg, "copy_to_host") else np.asarray(gg)
+        gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
+    return (None if gi is None else p.wrap(gi)), gm
+
+
+# --------------------------------------------------------------------------- public API
+
+def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                match="opencv", inverse_map=False, out=None, channels_last=False):
+    """Warp images by 2-D affine maps (``cv2.warpAffine``; kornia's ``warp_affine``).
+
+    Parameters
+    ----------
+    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    M : array (2, 3) or (N, 2, 3)
+        One matrix for the batch or one per image; see ``match``.
+    dsize : (H_out, W_out)
+        Output size, height first (note: ``cv2.warpAffine`` takes (width, height)).
+    mode, padding_mode : as :func:`fastinterp.grid_sample`
+        ``padding_mode`` 'zeros' is OpenCV's BORDER_CONSTANT with 0, 'border'
+        BORDER_REPLICATE, 'reflection' BORDER_REFLECT.
+    align_corners : bool
+        ``match="torch"`` only: PyTorch's normalized-coordinate convention.
+    match : {'opencv', 'torch'}
+        'opencv': ``M`` maps source pixels to destination pixels (pixel i's
+        centre at i); 'torch': ``M`` is ``F.affine_grid``'s theta (output
+        normalized coordinates to input normalized coordinates).
+    inverse_map : bool
+        'opencv' only: ``M`` maps destination to source (``WARP_INVERSE_MAP``).
+    out : array, optional
+        Destination of the output's shape and dtype, C-contiguous.
+
+    Returns
+    -------
+    array (N, C, H_out, W_out) (or NHWC), img's dtype.
+
+    Conventions
+    -----------
+    OpenCV rounds its sample positions to 1/32 pixel (INTER_BITS); fastinterp
+    samples at the exact positions, so values differ from ``cv2.warpAffine``
+    by at most the image's change over 1/64 pixel. With ``match="torch"`` the
+    result equals ``grid_sample(img, affine_grid(M, (N, C, H_out, W_out)))``
+    up to the rounding of the grid (computed here in float64, rounded once).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> img = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> shift = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])   # one pixel to the right
+    >>> fi.warp_affine(img, shift, (3, 3))[0, 0]
+    array([[0., 0., 1.],
+           [0., 3., 4.],
+           [0., 6., 7.]])
+    """
+    return _forward("warp_affine", img, M, dsize, match, mode, padding_mode, align_corners,
+                    inverse_map, channels_last, out, rows=2)
+
+
+def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                     match="opencv", inverse_map=False, out=None, channels_last=False):
+    """Warp images by homographies (``cv2.warpPerspective``).
+
+    Parameters
+    ----------
+    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    M : array (3, 3) or (N, 3, 3)
+        Homography (one for the batch or one per image); ``match`` and
+        ``inverse_map`` as in :func:`warp_affine` ('torch': normalized
+        output coordinates to normalized input coordinates).
+    dsize, mode, padding_mode, align_corners, match, inverse_map, out, channels_last
+        As :func:`warp_affine`.
+
+    Returns
+    -------
+    array (N, C, H_out, W_out) (or NHWC), img's dtype.
+
+    Conventions
+    -----------
+    An output pixel whose homogeneous coordinate w is 0 maps to a point at
+    infinity, which is sampled as a point far outside the image (0 with
+    'zeros' padding). See :func:`warp_affine` for OpenCV's 1/32-pixel rounding.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> img = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fi.warp_perspective(img, np.eye(3), (4, 4))[0, 0, 1]
+    array([4., 5., 6., 7.])
+    """
+    return _forward("warp_perspective", img, M, dsize, match, mode, padding_mode, align_corners,
+                    inverse_map, channels_last, out, rows=3)
+
+
+def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
+                         align_corners=False, match="opencv", inverse_map=False,
+                         channels_last=False, needs_input_grad=True, needs_matrix_grad=True):
+    """Gradients of :func:`warp_affine` with respect to the image and the matrix.
+
+    Parameters
+    ----------
+    grad_output : array, warp_affine's output shape
+    img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, channels_last
+        As given to :func:`warp_affine`.
+    needs_input_grad, needs_matrix_grad : bool
+        Which gradients to compute; a skipped one is None.
+
+    Returns
+    -------
+    (grad_img, grad_M)
+        ``grad_img`` has img's shape; ``grad_M`` has M's shape (summed over the
+        batch when one M served all images). Both have img's dtype and array
+        type (a NumPy ``grad_M`` for CUDA images).
+
+    Conventions
+    -----------
+    Exact derivatives of the forward (grid_sample's backward, then the chain
+    rule through the grid and, for ``match="opencv"`` without
+    ``inverse_map``, through the matrix inverse). Deterministic: sums run in
+    a fixed order in float64.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> img = np.ones((1, 1, 4, 4))
+    >>> gi, gM = fi.warp_affine_backward(np.ones((1, 1, 4, 4)), img, np.eye(2, 3), (4, 4))
+    >>> gi.shape, gM.shape
+    ((1, 1, 4, 4), (2, 3))
+    """
+    return _backward("warp_affine_backward", grad_output, img, M, dsize, match, mode,
+                     padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
+                     needs_matrix_grad, rows=2)
+
+
+def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
+                              align_corners=False, match="opencv", inverse_map=False,
+                              channels_last=False, needs_input_grad=True,
+                              needs_matrix_grad=True):
+    """Gradients of :func:`warp_perspective` with respect to the image and the homography.
+
+    Parameters and returns as :func:`warp_affine_backward` (``grad_M`` of M's shape).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> img = np.ones((1, 1, 4, 4))
+    >>> gi, gM = fi.warp_perspective_backward(np.ones((1, 1, 4, 4)), img, np.eye(3), (4, 4))
+    >>> gM.shape
+    (3, 3)
+    """
+    return _backward("warp_perspective_backward", grad_output, img, M, dsize, match, mode,
+                     padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
+                     needs_matrix_grad, rows=3)
+
+
+def rotation_matrix(angle, center, scale=1.0):
+    """The 2x3 pixel matrix of a rotation about ``center`` (``cv2.getRotationMatrix2D``).
+
+    Parameters
+    ----------
+    angle : float
+        Degrees, counter-clockwise as seen on screen (y pointing down).
+    center : (x, y)
+        Pixel coordinates of the fixed point (pixel i's centre at i).
+    scale : float
+        Isotropic scale factor.
+
+    Returns
+    -------
+    ndarray (2, 3), float64, mapping source pixels to destination pixels.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> fi.rotation_matrix(90, (1.0, 1.0)).round(12) + 0.0
+    array([[ 0.,  1.,  0.],
+           [-1.,  0.,  2.]])
+    """
+    rad = math.radians(float(angle))
+    a, b = float(scale) * math.cos(rad), float(scale) * math.sin(rad)
+    cx, cy = (float(c) for c in center)
+    return np.array([[a, b, (1 - a) * cx - b * cy],
+                     [-b, a, b * cx + (1 - a) * cy]])
+
+
+def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
+           channels_last=False):
+    """Rotate images about ``center`` by ``angle`` degrees (counter-clockwise), same size.
+
+    Parameters
+    ----------
+    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    angle : float
+        Degrees, counter-clockwise on screen (OpenCV's and kornia's sign).
+    center : (x, y), optional
+        Pixel coordinates of the fixed point; default the image centre
+        ``((W - 1) / 2, (H - 1) / 2)``.
+    scale : float
+        Isotropic scale.
+    mode, padding_mode, out, channels_last
+        As :func:`warp_affine`.
+
+    Returns
+    -------
+    array of img's shape: ``warp_affine(img, rotation_matrix(angle, center, scale),
+    (H, W), match="opencv")``. For gradients, call :func:`warp_affine_backward`
+    with that matrix.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> img = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> fi.rotate(img, 90)[0, 0].round(12)
+    array([[2., 5., 8.],
+           [1., 4., 7.],
+           [0., 3., 6.]])
+    """
+    shape = tuple(getattr(img, "shape", ()))
+    if len(shape) != 4:
+        raise ValueError(f"rotate: img must have shape "
+                         f"{'(N, H, W, C)' if channels_last else '(N, C, H, W)'}; "
+                         f"got {shape_str(shape)}.")
+    H, W = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
+    if center is None:
+        center = ((W - 1) / 2.0, (H - 1) / 2.0)
+    M = rotation_matrix(angle, center, scale)
+    return _forward("rotate", img, M, (H, W), "opencv", mode, padding_mode, False, False,
+                    channels_last, out, rows=2)

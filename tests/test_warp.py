@@ -1,0 +1,254 @@
+"""warp_affine / warp_perspective / rotate: OpenCV's and PyTorch's conventions, gradients."""
+import doctest
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+import fastinterp.warp as warp
+
+cv2 = pytest.importorskip("cv2")
+
+CV_BORDER = {"zeros": cv2.BORDER_CONSTANT, "border": cv2.BORDER_REPLICATE,
+             "reflection": cv2.BORDER_REFLECT}
+CV_INTER = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def smooth_image(rng, N, C, H, W, dtype=np.float64):
+    """Band-limited images: OpenCV's 1/32-pixel rounding of positions changes them little."""
+    y, x = np.mgrid[0:H, 0:W]
+    imgs = np.empty((N, C, H, W))
+    for n in range(N):
+        for c in range(C):
+            fx, fy, ph = rng.uniform(0.05, 0.25, 3)
+            imgs[n, c] = np.sin(fx * x + ph) * np.cos(fy * y - ph) + 0.1 * c
+    return imgs.astype(dtype)
+
+
+def random_affine(rng, H, W):
+    angle = rng.uniform(-40, 40)
+    M = cv2.getRotationMatrix2D((rng.uniform(0, W - 1), rng.uniform(0, H - 1)), angle,
+                                rng.uniform(0.7, 1.3))
+    M[:, 2] += rng.uniform(-3, 3, 2)
+    return M
+
+
+def random_homography(rng, H, W):
+    src = np.float32([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]])
+    dst = (src + rng.uniform(-0.15, 0.15, (4, 2)) * [W, H]).astype(np.float32)
+    return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(warp, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("inverse_map", [False, True])
+def test_warp_affine_matches_opencv(seed, mode, padding_mode, inverse_map):
+    rng = np.random.default_rng(seed)
+    H, W, Ho, Wo = rng.integers(9, 30, 4)
+    img = smooth_image(rng, 1, 1, H, W, np.float32)
+    M = random_affine(rng, H, W)
+    flags = CV_INTER[mode] | (cv2.WARP_INVERSE_MAP if inverse_map else 0)
+    ref = cv2.warpAffine(img[0, 0], M, (int(Wo), int(Ho)), flags=flags,
+                         borderMode=CV_BORDER[padding_mode], borderValue=0)
+    got = fi.warp_affine(img, M, (Ho, Wo), mode=mode, padding_mode=padding_mode,
+                         inverse_map=inverse_map)
+    assert got.shape == (1, 1, Ho, Wo) and got.dtype == np.float32
+    # OpenCV rounds positions to 1/32 px; with |grad| <= 0.5 per px that is <= 0.01
+    np.testing.assert_allclose(got[0, 0], ref, atol=0.03)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_warp_perspective_matches_opencv(seed, padding_mode):
+    rng = np.random.default_rng(10 + seed)
+    H, W = rng.integers(12, 30, 2)
+    img = smooth_image(rng, 1, 1, H, W, np.float32)
+    Hm = random_homography(rng, H, W)
+    ref = cv2.warpPerspective(img[0, 0], Hm, (int(W), int(H)), flags=cv2.INTER_LINEAR,
+                              borderMode=CV_BORDER[padding_mode], borderValue=0)
+    got = fi.warp_perspective(img, Hm, (H, W), padding_mode=padding_mode)
+    np.testing.assert_allclose(got[0, 0], ref, atol=0.03)
+
+
+def test_integer_translation_matches_opencv():
+    """Whole-pixel shifts: nearest is exact; bilinear is exact up to the float32 rounding of
+    the normalized grid (a weight of 1e-7 on a neighbour)."""
+    rng = np.random.default_rng(3)
+    img = rng.standard_normal((1, 2, 7, 9)).astype(np.float32)   # not smooth on purpose
+    M = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]])
+    got = fi.warp_affine(img, M, (7, 9))
+    got_nn = fi.warp_affine(img, M, (7, 9), mode="nearest")
+    for c in range(2):
+        ref = cv2.warpAffine(img[0, c], M, (9, 7), flags=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(got[0, c], ref, rtol=2e-6, atol=2e-6)
+        np.testing.assert_array_equal(
+            got_nn[0, c], cv2.warpAffine(img[0, c], M, (9, 7), flags=cv2.INTER_NEAREST))
+
+
+@pytest.mark.parametrize("angle, scale", [(30.0, 1.0), (-75.0, 0.8), (90.0, 1.2)])
+def test_rotate_matches_opencv(angle, scale):
+    rng = np.random.default_rng(4)
+    img = smooth_image(rng, 2, 3, 15, 20)
+    center = ((20 - 1) / 2.0, (15 - 1) / 2.0)
+    M = cv2.getRotationMatrix2D(center, angle, scale)
+    np.testing.assert_allclose(fi.rotation_matrix(angle, center, scale), M, atol=1e-12)
+    got = fi.rotate(img, angle, scale=scale)
+    for n in range(2):
+        for c in range(3):
+            ref = cv2.warpAffine(img[n, c], M, (20, 15), flags=cv2.INTER_LINEAR)
+            np.testing.assert_allclose(got[n, c], ref, atol=0.03)
+
+
+def test_channels_last_equals_channels_first():
+    rng = np.random.default_rng(5)
+    img = rng.standard_normal((2, 3, 8, 11))
+    M = random_affine(rng, 8, 11)
+    nchw = fi.warp_affine(img, M, (9, 10))
+    nhwc = fi.warp_affine(np.ascontiguousarray(img.transpose(0, 2, 3, 1)), M, (9, 10),
+                          channels_last=True)
+    np.testing.assert_allclose(nhwc, nchw.transpose(0, 2, 3, 1), rtol=1e-14, atol=1e-15)
+
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_torch_convention_equals_affine_grid_then_grid_sample(align_corners, mode, padding_mode):
+    rng = np.random.default_rng(6)
+    img = rng.standard_normal((3, 2, 6, 7))
+    theta = np.eye(2, 3) + rng.uniform(-0.3, 0.3, (3, 2, 3))
+    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    got = fi.warp_affine(img, theta, (5, 8), match="torch", **kw)
+    t_grid = F.affine_grid(torch.from_numpy(theta), (3, 2, 5, 8), align_corners=align_corners)
+    ref = F.grid_sample(torch.from_numpy(img), t_grid, **kw).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_torch_convention_gradients_equal_autograd(align_corners):
+    rng = np.random.default_rng(7)
+    img = rng.standard_normal((2, 3, 6, 7))
+    theta = np.eye(2, 3) + rng.uniform(-0.3, 0.3, (2, 2, 3))
+    go = rng.standard_normal((2, 3, 5, 4))
+    t_img = torch.from_numpy(img).requires_grad_()
+    t_theta = torch.from_numpy(theta).requires_grad_()
+    grid = F.affine_grid(t_theta, (2, 3, 5, 4), align_corners=align_corners)
+    F.grid_sample(t_img, grid, align_corners=align_corners).backward(torch.from_numpy(go))
+    gi, gm = fi.warp_affine_backward(go, img, theta, (5, 4), match="torch",
+                                     align_corners=align_corners)
+    np.testing.assert_allclose(gi, t_img.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gm, t_theta.grad.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def _loss_and_grad(fwd, bwd, img, M, go, dsize, **kw):
+    def loss(m):
+        return float((fwd(img, m, dsize, **kw) * go).sum())
+    return loss, bwd(go, img, M, dsize, **kw)
+
+
+@pytest.mark.parametrize("kind", ["affine", "perspective"])
+@pytest.mark.parametrize("match, inverse_map", [("opencv", False), ("opencv", True),
+                                                ("torch", False)])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_matrix_gradient_by_finite_differences(kind, match, inverse_map, mode):
+    rng = np.random.default_rng(8)
+    H, W = 9, 10
+    img = smooth_image(rng, 2, 2, H, W)
+    if match == "opencv":
+        M = random_affine(rng, H, W) if kind == "affine" else random_homography(rng, H, W)
+    else:
+        M = np.eye(3)[:2 if kind == "affine" else 3] + rng.uniform(-0.1, 0.1,
+                                                                  (2 if kind == "affine" else 3, 3))
+    fwd, bwd = ((fi.warp_affine, fi.warp_affine_backward) if kind == "affine"
+                else (fi.warp_perspective, fi.warp_perspective_backward))
+    go = rng.standard_normal((2, 2, 8, 7))
+    kw = dict(mode=mode, match=match, inverse_map=inverse_map, padding_mode="border")
+    loss, (gi, gm) = _loss_and_grad(fwd, bwd, img, M, go, (8, 7), **kw)
+    assert gm.shape == M.shape
+    scale = np.abs(M).max(axis=None)
+    numeric = np.zeros_like(M)
+    for idx in np.ndindex(M.shape):
+        h = 1e-6 * max(abs(M[idx]), 1e-3 * scale)
+        Mp, Mm = M.copy(), M.copy()
+        Mp[idx] += h
+        Mm[idx] -= h
+        numeric[idx] = (loss(Mp) - loss(Mm)) / (2 * h)
+    np.testing.assert_allclose(gm, numeric, rtol=2e-4, atol=2e-5 * np.abs(numeric).max())
+    # grad_img is the adjoint of the (linear in img) forward
+    probe = rng.standard_normal(img.shape)
+    lhs = float((fwd(probe, M, (8, 7), **kw) * go).sum())
+    assert np.isclose(lhs, float((probe * gi).sum()), rtol=1e-10)
+
+
+def test_per_image_and_shared_matrices():
+    rng = np.random.default_rng(9)
+    img = rng.standard_normal((3, 1, 8, 8))
+    M = random_affine(rng, 8, 8)
+    shared = fi.warp_affine(img, M, (8, 8))
+    per = fi.warp_affine(img, np.stack([M] * 3), (8, 8))
+    np.testing.assert_array_equal(shared, per)
+    go = rng.standard_normal(shared.shape)
+    _, g_shared = fi.warp_affine_backward(go, img, M, (8, 8))
+    _, g_per = fi.warp_affine_backward(go, img, np.stack([M] * 3), (8, 8))
+    assert g_shared.shape == (2, 3) and g_per.shape == (3, 2, 3)
+    np.testing.assert_allclose(g_shared, g_per.sum(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_blocked_forward_is_bit_identical(monkeypatch, channels_last):
+    rng = np.random.default_rng(11)
+    shape = (2, 17, 23, 3) if channels_last else (2, 3, 17, 23)
+    img = rng.standard_normal(shape).astype(np.float32)
+    Hm = random_homography(rng, 17, 23)
+    whole = fi.warp_perspective(img, Hm, (19, 21), channels_last=channels_last)
+    monkeypatch.setattr(warp, "BLOCK_POINTS", 50)     # blocks of 2 rows of 21 pixels
+    out = np.full_like(whole, np.nan)
+    blocked = fi.warp_perspective(img, Hm, (19, 21), channels_last=channels_last, out=out)
+    assert blocked is out
+    np.testing.assert_array_equal(blocked, whole)
+
+
+def test_points_at_infinity_sample_the_padding():
+    img = np.ones((1, 1, 4, 4))
+    Hm = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 1.0]])   # w = 1 - x: zero at x = 1
+    out = fi.warp_perspective(img, Hm, (4, 4), inverse_map=True)
+    assert np.isfinite(out).all()
+    assert (out[0, 0, :, 1] == 0).all()
+    gi, gH = fi.warp_perspective_backward(np.ones_like(out), img, Hm, (4, 4), inverse_map=True)
+    assert np.isfinite(gi).all() and np.isfinite(gH).all()
+
+
+def test_torch_tensors_come_back_as_torch():
+    img = torch.rand(1, 2, 5, 5)
+    out = fi.rotate(img, 15.0)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 5, 5)
+    np.testing.assert_array_equal(out.numpy(), fi.rotate(img.numpy(), 15.0))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: fi.warp_affine(np.zeros((1, 1, 4, 4)), np.eye(3), (4, 4)),
+     r"warp_affine: M must have shape \(2, 3\) or \(N, 2, 3\)"),
+    (lambda: fi.warp_affine(np.zeros((1, 1, 4, 4)), np.zeros((2, 3)), (4, 4)),
+     "warp_affine: M must be invertible"),
+    (lambda: fi.warp_affine(np.zeros((1, 1, 4, 4)), np.eye(2, 3), (4,)),
+     r"warp_affine: dsize must be \(H_out, W_out\)"),
+    (lambda: fi.warp_perspective(np.zeros((1, 1, 4, 4)), np.eye(3), (4, 4), match="kornia"),
+     "warp_perspective: match must be one of"),
+    (lambda: fi.warp_perspective(np.zeros((1, 1, 4, 4)), np.full((3, 3), np.nan), (4, 4)),
+     "warp_perspective: M must be finite"),
+    (lambda: fi.warp_affine(np.zeros((1, 4, 4)), np.eye(2, 3), (4, 4)),
+     r"warp_affine: input must have"),
+    (lambda: fi.warp_affine(np.zeros((1, 1, 4, 4)), np.eye(2, 3), (4, 4),
+                            out=np.zeros((1, 1, 4, 5))), "warp_affine: out must have shape"),
+])
+def test_errors_name_the_op_and_argument(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
