@@ -114,14 +114,12 @@ def test_channels_last_equals_channels_first():
     np.testing.assert_allclose(nhwc, nchw.transpose(0, 2, 3, 1), rtol=1e-14, atol=1e-15)
 
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
-def test_torch_convention_equals_affine_grid_then_grid_sample(align_corners, mode, padding_mode):
+def test_torch_convention_equals_affine_grid_then_grid_sample(torch, align_corners, mode,
+                                                              padding_mode):
+    F = torch.nn.functional
     rng = np.random.default_rng(6)
     img = rng.standard_normal((3, 2, 6, 7))
     theta = np.eye(2, 3) + rng.uniform(-0.3, 0.3, (3, 2, 3))
@@ -133,7 +131,8 @@ def test_torch_convention_equals_affine_grid_then_grid_sample(align_corners, mod
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_torch_convention_gradients_equal_autograd(align_corners):
+def test_torch_convention_gradients_equal_autograd(torch, align_corners):
+    F = torch.nn.functional
     rng = np.random.default_rng(7)
     img = rng.standard_normal((2, 3, 6, 7))
     theta = np.eye(2, 3) + rng.uniform(-0.3, 0.3, (2, 2, 3))
@@ -226,7 +225,7 @@ def test_points_at_infinity_sample_the_padding():
     assert np.isfinite(gi).all() and np.isfinite(gH).all()
 
 
-def test_torch_tensors_come_back_as_torch():
+def test_torch_tensors_come_back_as_torch(torch):
     img = torch.rand(1, 2, 5, 5)
     out = fi.rotate(img, 15.0)
     assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 5, 5)
@@ -252,3 +251,17 @@ def test_torch_tensors_come_back_as_torch():
 def test_errors_name_the_op_and_argument(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_cuda_arrays_give_the_cpu_result(cuda):
+    rng = np.random.default_rng(12)
+    img = rng.standard_normal((2, 2, 6, 7))
+    Hm = random_homography(rng, 6, 7)
+    go = rng.standard_normal((2, 2, 5, 4))
+    got = fi.warp_perspective(cuda.to_device(img), Hm, (5, 4))
+    np.testing.assert_allclose(got.copy_to_host(), fi.warp_perspective(img, Hm, (5, 4)),
+                               rtol=1e-12, atol=1e-12)
+    gi, gm = fi.warp_perspective_backward(cuda.to_device(go), cuda.to_device(img), Hm, (5, 4))
+    ref_gi, ref_gm = fi.warp_perspective_backward(go, img, Hm, (5, 4))
+    np.testing.assert_allclose(gi.copy_to_host(), ref_gi, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gm, ref_gm, rtol=1e-10, atol=1e-12)
