@@ -377,3 +377,16 @@ def test_cuda_empty_batch(cuda):
                                          cuda.to_device(x), cuda.to_device(y))
     np.testing.assert_array_equal(gx.copy_to_host(), 0)
     assert tuple(gy.shape) == (0, 3, 2)
+
+
+# ----------------------------------------------------------------------------
+# the chamfer example
+# ----------------------------------------------------------------------------
+
+def test_chamfer_example_runs_and_checks_itself(torch, capsys):
+    import pathlib
+    import runpy
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "chamfer.py"
+    example = runpy.run_path(str(path))
+    example["main"](batch=2, p=60, r=45, seed=3)        # asserts against torch inside
+    assert "equal torch.cdist" in capsys.readouterr().out
