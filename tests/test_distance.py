@@ -772,7 +772,7 @@ def _sqdist_direct(k, out, x, c, tiles, symmetric=False, nx=None, nthreads=1):
     return k.sqdist_fwd(out, x[None].copy(), x[None].copy(),
                         np.zeros((1, m)) if nx is None else nx, np.zeros((1, n)), x[None],
                         x[None], ONE, ONE, c[None], tiles, 0.1, 1e300, False, symmetric,
-                        nthreads)
+                        False, nthreads)
 
 
 def test_kernels_reject_odd_arguments():
@@ -787,7 +787,7 @@ def test_kernels_reject_odd_arguments():
     with pytest.raises(ValueError, match="batch map"):
         k.sqdist_fwd(out, x[None].copy(), x[None].copy(), np.zeros((1, 4)), np.zeros((1, 4)),
                      x[None], x[None], ONE + 1, ONE, c[None],
-                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 1)
+                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, False, 1)
     np.testing.assert_array_equal(out, 7.0)
     x3 = x[None]
     with pytest.raises(ValueError, match="must agree"):
@@ -817,7 +817,7 @@ def test_kernels_guard_empty_and_zero_width():
     out = np.full((1, 3, 3), 7.0)
     k.sqdist_fwd(out, e[None].copy(), e[None].copy(), np.zeros((1, 3)), np.zeros((1, 3)),
                  e[None], e[None], ONE, ONE, np.zeros((1, 0)), np.zeros((0, 4), np.intp),
-                 0.1, 1e300, True, True, 2)
+                 0.1, 1e300, True, True, False, 2)
     np.testing.assert_array_equal(out, 0)
     e3 = e[None]
     gx = np.full((1, 3, 0), 7.0)

@@ -74,10 +74,12 @@ def _direct(x, y):
 # forward: shapes, bit-identity per element, values
 # ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("d", [3, 9])          # the direct (small D) and the GEMM paths
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ys", SHAPES)
 @pytest.mark.parametrize("fn", PAIRWISE)
-def test_pairwise_batch_is_bitwise_the_per_element_calls(fn, xs, ys, dtype, rng):
+def test_pairwise_batch_is_bitwise_the_per_element_calls(fn, xs, ys, dtype, d, rng):
+    xs, ys = xs[:-1] + (d,), ys[:-1] + (d,)
     x = _cloud(rng, xs, dtype, centre=50.0)
     y = _cloud(rng, ys, dtype, centre=50.0)
     lead = _lead(xs, ys)
@@ -101,6 +103,31 @@ def test_symmetric_batch(fn, rng):
             np.testing.assert_array_equal(got[ix], got[ix].T)
 
 
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_point_clouds_are_float64_direct_differences_rounded_once(d, rng):
+    """Up to DIRECT_MAX_D columns the forward sums exact float64 squares in column order:
+    float32 results are the float64 reference rounded once, bit for bit."""
+    assert d <= fdist.DIRECT_MAX_D
+    x = (100 + rng.standard_normal((2, 40, d))).astype(np.float32)
+    y = (100 + rng.standard_normal((2, 33, d))).astype(np.float32)
+    y[:, 5] = x[:, 7]
+    ref = _direct(x, y)
+    assert_same_bits(fi.pairwise_sqdist(x, y), ref.astype(np.float32))
+    assert_same_bits(fi.pairwise_l2(x, y), np.sqrt(ref).astype(np.float32))
+    s = fi.pairwise_sqdist(x)
+    np.testing.assert_array_equal(np.diagonal(s, axis1=-2, axis2=-1), 0)
+    np.testing.assert_array_equal(s, np.swapaxes(s, -1, -2))
+
+
+def test_point_clouds_with_huge_and_non_finite_coordinates():
+    x = np.array([[[1e200, 0.0, 0.0], [0.0, 0.0, 0.0]], [[np.inf, 0, 0], [np.nan, 0, 0]]])
+    y = np.array([[-1e200, 0.0, 0.0], [3.0, 4.0, 0.0]])
+    sq, l2 = fi.pairwise_sqdist(x, y), fi.pairwise_l2(x, y)
+    assert sq[0, 0, 0] == np.inf and l2[0, 0, 0] == 2e200     # the root does not overflow
+    assert sq[0, 1, 1] == 25 and l2[0, 1, 1] == 5
+    assert np.isinf(sq[1, 0]).all() and np.isnan(sq[1, 1]).all() and np.isnan(l2[1, 1]).all()
+
+
 @pytest.mark.parametrize("xs,ys", SHAPES[:4])
 def test_pairwise_matches_torch_cdist(xs, ys, rng, torch):
     x, y = rng.standard_normal(xs), rng.standard_normal(ys)
@@ -110,10 +137,11 @@ def test_pairwise_matches_torch_cdist(xs, ys, rng, torch):
     assert_close(fi.pairwise_sqdist(x, y), ref ** 2, table=TOL_ORACLE)
 
 
-def test_batch_with_non_finite_rows_in_one_element(rng):
+@pytest.mark.parametrize("d", [3, 9])
+def test_batch_with_non_finite_rows_in_one_element(d, rng):
     """An element holding NaN/inf/huge rows takes its own centre; the others are unaffected."""
-    x = rng.standard_normal((4, 7, 3)).astype(np.float32)
-    y = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    x = rng.standard_normal((4, 7, d)).astype(np.float32)
+    y = rng.standard_normal((4, 6, d)).astype(np.float32)
     x[1, 2] = np.nan
     y[2, 0] = np.inf
     x[3, 4] = 1e30
