@@ -63,6 +63,7 @@ KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
 KNN_SPECIAL_MAX = 256  # special rows (huge, inf, NaN) of x kept as candidates; beyond: exact scans
+KNN_EXACT_MAX_N = 256  # up to this many rows of x, every query is scanned exactly (small clouds)
 CENTRE_SAMPLE = 256   # rows per operand whose median is the centring vector
 DIRECT_MAX_D = 4      # pairwise forward: direct differences (no GEMM) up to this many columns
 _INT_MAX = 2**31 - 1  # row and column limit (kernel tile and kNN arithmetic)
@@ -248,12 +249,18 @@ def _knn_cpu(dist, idx, x, queries, batch, k):
     nbat, nq = dist.shape[0], dist.shape[1]
     n, d = x.shape[1], x.shape[2]
     nthreads = threads_for(nbat * nq * n * d, GEMM_WORK_PER_THREAD)
-    centre = _centres(x.dtype, (x, batch.xmap), (queries, batch.ymap))
-    xc, nx = _centred(x, batch.xmap, centre, nthreads)
-    qc, nqn = _centred(queries, batch.ymap, centre, nthreads)
+    if n <= KNN_EXACT_MAX_N:     # small clouds: every query scans x directly (no GEMM, no centre)
+        xc, qc = np.empty((nbat, n, d), x.dtype), np.empty((nbat, nq, d), x.dtype)
+        nx, nqn = np.zeros((nbat, n), x.dtype), np.zeros((nbat, nq), x.dtype)
+        all_exact = np.ones(nbat, bool)
+    else:
+        centre = _centres(x.dtype, (x, batch.xmap), (queries, batch.ymap))
+        xc, nx = _centred(x, batch.xmap, centre, nthreads)
+        qc, nqn = _centred(queries, batch.ymap, centre, nthreads)
+        all_exact = np.zeros(nbat, bool)
     special = np.isinf(nx)                                 # (B, N)
     count = special.sum(axis=1)
-    all_exact = count > KNN_SPECIAL_MAX      # then scanning directly is cheaper
+    all_exact |= count > KNN_SPECIAL_MAX      # then scanning directly is cheaper
     special &= ~all_exact[:, None]
     special_ptr = np.zeros(nbat + 1, np.int64)
     np.cumsum(np.where(all_exact, 0, count), out=special_ptr[1:])

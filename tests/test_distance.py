@@ -23,8 +23,11 @@ REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 @pytest.fixture(autouse=True)
 def threads_even_for_small_inputs(monkeypatch):
     """Test-sized inputs would run on one thread; make them use every thread,
-    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested."""
+    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested; and keep
+    test-sized kNN databases (above 16 rows) on the GEMM and heap path, which larger
+    inputs take (tests/test_distance_batched.py covers the small-cloud exact scan)."""
     monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1 << 10)
+    monkeypatch.setattr(fdist, "KNN_EXACT_MAX_N", 16)
 
 
 def direct_sqdist(x, y):

@@ -270,8 +270,9 @@ def test_backward_shape_errors_name_the_batch():
 # knn
 # ----------------------------------------------------------------------------
 
-KNN_SHAPES = [((3, 40, 3), (3, 9, 3)), ((40, 3), (3, 9, 3)), ((3, 40, 3), (9, 3)),
-              ((2, 1, 40, 3), (3, 9, 3))]
+# N = 40: the small-cloud exact scan; N = 300: the GEMM and heap path.
+KNN_SHAPES = [((3, 40, 3), (3, 9, 3)), ((40, 3), (3, 9, 3)), ((3, 300, 3), (9, 3)),
+              ((2, 1, 300, 5), (3, 9, 5))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -289,10 +290,11 @@ def test_knn_batch_equals_per_element_calls(xs, qs, dtype, rng):
     assert_same_bits(fi.knn(x, q, 5, return_distances=False), i)
 
 
-def test_knn_ties_by_index_per_element(rng):
+@pytest.mark.parametrize("n", [60, 400])
+def test_knn_ties_by_index_per_element(n, rng):
     """Integer grids: many equal distances, broken by the smaller index in each element's
     own database (a stable argsort of the float64 distances)."""
-    x = rng.integers(-2, 3, size=(4, 60, 2)).astype(np.float32)
+    x = rng.integers(-2, 3, size=(4, n, 2)).astype(np.float32)
     q = rng.integers(-2, 3, size=(4, 15, 2)).astype(np.float32)
     x[2] = x[2, ::-1]                # the same points in another order: other indices
     d, i = fi.knn(x, q, 7)

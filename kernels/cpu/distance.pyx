@@ -207,6 +207,28 @@ cdef int cand_cmp(const void* pa, const void* pb) noexcept nogil:
     return 0
 
 
+cdef enum:
+    SHORT_SORT = 32     # candidate lists up to this long are insertion-sorted
+
+
+cdef void sort_cands(Cand* c, Py_ssize_t n) noexcept nogil:
+    """Sort by (distance, index), NaN last. The order is total (indices are distinct),
+    so any algorithm gives the same result: insertion sort for short lists (qsort's
+    call overhead dominates there), qsort otherwise."""
+    cdef Py_ssize_t i, j
+    cdef Cand t
+    if n > SHORT_SORT:
+        qsort(c, n, sizeof(Cand), cand_cmp)
+        return
+    for i in range(1, n):
+        t = c[i]
+        j = i
+        while j > 0 and greater(c[j - 1].d, c[j - 1].i, t.d, t.i):
+            c[j] = c[j - 1]
+            j -= 1
+        c[j] = t
+
+
 cdef inline void heap_replace_top(double* hv, i64* hi, Py_ssize_t n, double v, i64 j) noexcept nogil:
     """Max-heap on (value, index): replace the largest entry by (v, j) and sift down."""
     cdef Py_ssize_t pos = 0, c
@@ -789,7 +811,7 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
         if ncand < k:
             fallback = True
         else:
-            qsort(cand, ncand, sizeof(Cand), cand_cmp)
+            sort_cands(cand, ncand)
             if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
                 fallback = True
     if fallback:
@@ -797,15 +819,26 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
         for c in range(k):
             cand[c].d = ev[c]
             cand[c].i = ei[c]
-        qsort(cand, k, sizeof(Cand), cand_cmp)
+        sort_cands(cand, k)
     else:
         for c in range(ncand):
             cand[c].d = sqdiff(q, x + cand[c].i * d, d)
-        qsort(cand, ncand, sizeof(Cand), cand_cmp)
+        sort_cands(cand, ncand)
     for c in range(k):
         dist_row[c] = <real> cand[c].d
         idx_row[c] = cand[c].i
     return fallback
+
+
+cdef void fill_heaps(const real* qc, const real* xc, const real* nx, Py_ssize_t j0,
+                     Py_ssize_t nb, Py_ssize_t nr, Py_ssize_t d, Py_ssize_t kc,
+                     Py_ssize_t tblock, real* g, double* hv, i64* hi, void* work) noexcept nogil:
+    """Offer rows j0:j0+nb of x to the heaps of the nr queries of a block: one GEMM
+    (``-2 qc . xc_j`` into g, row stride tblock), then scan_block per query."""
+    cdef Py_ssize_t r
+    gemm(nr, nb, d, <real> -2, qc, d, 1, xc + j0 * d, 1, d, <real> 0, g, tblock, work, NULL)
+    for r in range(nr):
+        scan_block(g + r * tblock, nx + j0, nb, j0, hv + r * kc, hi + r * kc, kc)
 
 
 def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
@@ -912,6 +945,35 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     cdef fi_team team
     try:
         nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+        if ntb == 1:   # a small x: every thread takes whole blocks, one heap each, no barrier
+            with nogil, parallel(num_threads=nthreads):
+                fi_team_enter(&team)
+                for blk in prange(nbat * nblocks, schedule="dynamic", chunksize=1):
+                    mine = work + threadid() * wstride
+                    b = blk // nblocks
+                    q0 = (blk - b * nblocks) * qblock
+                    nr = min(<Py_ssize_t> qblock, nqry - q0)
+                    for c in range(nr * kc):
+                        (<double*> (mine + o_hv))[c] = INFINITY
+                        (<i64*> (mine + o_hi))[c] = -1
+                    if all_exact[b] == 0:
+                        fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], 0, n, nr, d, kc,
+                                   tblock, <real*> (mine + o_g), <double*> (mine + o_hv),
+                                   <i64*> (mine + o_hi), mine)
+                    nspecial = special_ptr[b + 1] - special_ptr[b]
+                    for r in range(nr):
+                        nqr = nq[b, q0 + r]
+                        delta = gamma * (nqr + 2 * sqrt(nqr * nx_max[b]) + nx_max[b])
+                        fallbacks[b, q0 + r] = finish_query(
+                            &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, 1,
+                            <double*> (mine + o_hv) + r * kc, <i64*> (mine + o_hi) + r * kc,
+                            0, &special[special_ptr[b]] if nspecial else NULL, nspecial,
+                            all_exact[b] != 0 or nqr == INFINITY, delta,
+                            <Cand*> (mine + o_cand), <double*> (mine + o_ev),
+                            <i64*> (mine + o_ei), &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
+                fi_team_leave(&team)
+            fi_team_done(&team)
+            return
         with nogil, parallel(num_threads=nthreads):
             fi_team_enter(&team)
             tid = threadid()
@@ -930,12 +992,9 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                 if all_exact[b] == 0:
                     for tb in prange(ntb, schedule="dynamic", chunksize=1):
                         j0 = tb * tblock
-                        nb = min(<Py_ssize_t> tblock, n - j0)
-                        gemm(nr, nb, d, <real> -2, &qc[b, q0, 0], d, 1, &xc[b, j0, 0], 1, d,
-                             <real> 0, g, tblock, mine, NULL)
-                        for r in range(nr):
-                            scan_block(g + r * tblock, &nx[b, j0], nb, j0, hv + r * kc,
-                                       hi + r * kc, kc)
+                        fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], j0,
+                                   min(<Py_ssize_t> tblock, n - j0), nr, d, kc, tblock,
+                                   g, hv, hi, mine)
                 omp_barrier()     # all heaps of this block are complete
                 nspecial = special_ptr[b + 1] - special_ptr[b]
                 spec = &special[special_ptr[b]] if nspecial else NULL
