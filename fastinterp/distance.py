@@ -689,8 +689,9 @@ def knn(x, queries, k, return_distances=True):
     -----------
     Results are exact: ties are broken by the smaller index (the order of a
     stable argsort of the float64 distances), and the returned distances are
-    recomputed from direct differences. CPU: blocked GEMM with a fused
-    top-k scan per query block (memory O(Q k + threads * block), never the
+    recomputed from direct differences. CPU: a database of at most 256 rows
+    (a small point cloud) is scanned directly for each query; larger ones use
+    a blocked GEMM with a fused top-k scan per query block (memory O(Q k + threads * block), never the
     full Q x N matrix); a candidate set slightly larger than k is proven to
     contain the answer with a rounding-error bound, else that query is
     rescanned exactly. Equal distances, inf included, keep the smaller index

@@ -862,7 +862,9 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     schedule): GEMM into the thread's buffer, then ``|xc_j|^2 - 2 qc.xc_j`` is
     offered to the thread's heap of ``kc`` candidates per query. Finally each
     query's candidates are checked and recomputed exactly (see finish_query), so
-    the result never depends on the blocks or threads. ``unit`` is the dtype's
+    the result never depends on the blocks or threads. When x fits one block of
+    ``tblock`` rows, each thread instead takes whole query blocks with its own
+    heap (no barrier: many small clouds). ``unit`` is the dtype's
     unit roundoff. ``fallbacks[b, q]`` is set to 1 for each query that was
     rescanned. Scratch is allocated here (MemoryError before anything is written).
     """
