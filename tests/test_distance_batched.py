@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL_ORACLE, assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastinterp as fi
 from fastinterp import distance as fdist
@@ -90,6 +92,39 @@ def test_pairwise_batch_is_bitwise_the_per_element_calls(fn, xs, ys, dtype, d, r
     ref = _direct(x, y)
     assert_close(got, np.sqrt(ref) if fn is fi.pairwise_l2 else ref, table=TOL_ORACLE,
                  scale=10 if dtype == np.float32 else 1)
+
+
+@st.composite
+def _broadcastable(draw):
+    """Two leading shapes that broadcast: each dimension of one is 1, missing or equal."""
+    full = draw(st.lists(st.integers(0, 3), min_size=0, max_size=3))
+    def side():
+        dims = [draw(st.sampled_from([n, 1])) for n in full]
+        return tuple(dims[draw(st.integers(0, len(dims))):])
+    return side(), side()
+
+
+@settings(max_examples=20, deadline=None)
+@given(lead=_broadcastable(), m=st.integers(0, 7), n=st.integers(1, 7),
+       d=st.sampled_from([1, 3, 6]), seed=st.integers(0, 2**16))
+def test_any_broadcast_matches_per_element_calls(lead, m, n, d, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(lead[0] + (m, d)).astype(np.float32)
+    y = rng.standard_normal(lead[1] + (n, d)).astype(np.float32)
+    both = np.broadcast_shapes(lead[0], lead[1])
+    got = fi.pairwise_l2(x, y)
+    d_, i_ = fi.knn(y, x, min(n, 2))
+    g = rng.standard_normal(both + (m, n)).astype(np.float32)
+    gx, gy = fi.pairwise_sqdist_backward(g, x, y)
+    assert got.shape == both + (m, n) and i_.shape == both + (m, min(n, 2))
+    assert gx.shape == x.shape and gy.shape == y.shape
+    for ix, (xe, ye) in _elements(both, x, y):
+        xe, ye = np.ascontiguousarray(xe), np.ascontiguousarray(ye)
+        assert_same_bits(got[ix], fi.pairwise_l2(xe, ye))
+        np.testing.assert_array_equal(i_[ix], fi.knn(ye, xe, min(n, 2))[1])
+    ref_x, ref_y = _per_element_grads(fi.pairwise_sqdist_backward, g, x, y, both)
+    assert_same_bits(gx, ref_x)
+    assert_same_bits(gy, ref_y)
 
 
 @pytest.mark.parametrize("fn", PAIRWISE)
