@@ -136,12 +136,15 @@ def _centres(dtype, *operands):
     if not samples or d == 0 or nbat == 0:
         return np.zeros((nbat, d), dtype)
     s = np.concatenate(samples, axis=1).astype(np.float64).transpose(0, 2, 1)  # (B, D, rows)
-    finite = np.isfinite(s).all(axis=(1, 2))
-    centre = np.empty((nbat, d))
-    if finite.any():
-        centre[finite] = np.median(s[finite], axis=2)
-    for b in np.flatnonzero(~finite):
-        centre[b] = _sample_centre(s[b])
+    if nbat == 1:     # the common unbatched call: no masks
+        centre = _sample_centre(s[0])[None]
+    else:
+        finite = np.isfinite(s).all(axis=(1, 2))
+        centre = np.empty((nbat, d))
+        if finite.any():
+            centre[finite] = np.median(s[finite], axis=2)
+        for b in np.flatnonzero(~finite):
+            centre[b] = _sample_centre(s[b])
     return np.where(np.isfinite(centre), centre, 0).astype(dtype)
 
 
@@ -360,6 +363,8 @@ class Batch:
         """``(ptr, items)``: the result elements using x's (or y's) element u are
         ``items[ptr[u]:ptr[u+1]]``, ascending (the backward sums over them)."""
         amap, count = (self.xmap, self.nx) if which == "x" else (self.ymap, self.ny)
+        if count == 1 and len(amap) == 1:
+            return _SINGLE_SETS
         items = np.argsort(amap, kind="stable").astype(np.int64)
         ptr = np.zeros(count + 1, np.int64)
         np.cumsum(np.bincount(amap, minlength=count), out=ptr[1:])
@@ -375,6 +380,8 @@ def _flat_map(lead, shape):
 
 _SINGLE = np.zeros(1, np.int64)
 _SINGLE.flags.writeable = False
+_SINGLE_SETS = (np.array([0, 1], np.int64), _SINGLE)
+_SINGLE_SETS[0].flags.writeable = False
 
 
 def _batch(op, names, x, y):
