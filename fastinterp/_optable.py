@@ -611,6 +611,13 @@ def _ref_knn(s):
     return np.take_along_axis(d, order, -1), order
 
 
+# Distances: leading batch dimensions that broadcast (x (2, 1, M, D) with y (3, N, D)).
+PAIR_DIMS = {"M": 5, "N": 6, "D": 4, "Bx": (2, 1), "By": (3,)}
+PAIR_LARGE = {"M": 1000, "N": 420, "D": 64, "Bx": (2,), "By": ()}
+PAIR_LAYOUT = "x (..., M, D), y (..., N, D), leading dimensions broadcast -> (..., M, N)"
+PAIR_EMPTY = {"M0": {"M": 0}, "D0": {"D": 0}, "B0": {"Bx": (0, 1)}}
+
+
 # ------------------------------------------------------------------ optimizers
 
 def _fresh_param(param):
@@ -768,13 +775,6 @@ def _ref_nca(s):
 
 
 # ------------------------------------------------------------------ the table
-
-# Distances: leading batch dimensions that broadcast (x (2, 1, M, D) with y (3, N, D)).
-PAIR_DIMS = {"M": 5, "N": 6, "D": 4, "Bx": (2, 1), "By": (3,)}
-PAIR_LARGE = {"M": 1000, "N": 420, "D": 64, "Bx": (2,), "By": ()}
-PAIR_LAYOUT = "x (..., M, D), y (..., N, D), leading dimensions broadcast -> (..., M, N)"
-PAIR_EMPTY = {"M0": {"M": 0}, "D0": {"D": 0}, "B0": {"Bx": (0, 1)}}
-
 
 def _build() -> dict:
     import fastinterp as fi
