@@ -352,6 +352,21 @@ def test_knn_special_rows_in_some_elements(rng):
         assert_same_bits(d[b], de)
 
 
+@pytest.mark.parametrize("d", [1, 3, 9, 17])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_knn_small_cloud_scan_equals_the_gemm_path(d, dtype, monkeypatch, rng):
+    """The transposed exact scan of small databases returns the bits of the GEMM and heap
+    path (whose candidates are recomputed by direct differences), NaN and inf rows too."""
+    x = (10 * rng.standard_normal((3, 200, d))).astype(dtype)
+    q = (10 * rng.standard_normal((3, 50, d))).astype(dtype)
+    x[0, 7], x[1, 3], x[2, 5] = np.nan, np.inf, x[2, 4]
+    small = fi.knn(x, q, 5)
+    monkeypatch.setattr(fdist, "KNN_EXACT_MAX_N", 0)
+    gemm = fi.knn(x, q, 5)
+    np.testing.assert_array_equal(small[1], gemm[1])
+    assert_same_bits(small[0], gemm[0])
+
+
 def test_knn_matches_torch_topk(rng, torch):
     x, q = rng.standard_normal((4, 50, 3)), rng.standard_normal((4, 20, 3))
     d, i = fi.knn(x, q, 6)

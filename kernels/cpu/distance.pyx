@@ -830,6 +830,61 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
     return fallback
 
 
+cdef enum:
+    SOA_MAX = 1 << 18    # doubles of per-thread scratch for the transposed small-x scan
+
+
+cdef void soa_rows(const real* x, Py_ssize_t n, Py_ssize_t d, double* xt) noexcept nogil:
+    """xt[k * n + j] = x[j, k]: the n rows of x, column by column, in float64."""
+    cdef Py_ssize_t j, k
+    for j in range(n):
+        for k in range(d):
+            xt[k * n + j] = x[j * d + k]
+
+
+cdef void soa_sqdiff(const real* q, const double* xt, Py_ssize_t n, Py_ssize_t d,
+                     double* part, double* e) noexcept nogil:
+    """e[j] = sqdiff(q, x_j) for all n rows at once (xt from soa_rows): the same eight
+    partial sums, each in the same order, and the same final tree as sqdiff, so the
+    bits are those of sqdiff; the loops run along j (vectorised)."""
+    cdef Py_ssize_t j, k, l, d8 = d - d % 8
+    cdef double qk, t
+    cdef double* pl
+    cdef const double* col
+    for j in range(8 * n):
+        part[j] = 0
+    for k in range(d):
+        l = k % 8 if k < d8 else k - d8
+        pl = part + l * n
+        col = xt + k * n
+        qk = q[k]
+        for j in range(n):
+            t = qk - col[j]
+            pl[j] += t * t
+    for j in range(n):
+        e[j] = (((part[j] + part[n + j]) + (part[2 * n + j] + part[3 * n + j]))
+                + ((part[4 * n + j] + part[5 * n + j]) + (part[6 * n + j] + part[7 * n + j])))
+
+
+cdef void top_k_of(const double* e, Py_ssize_t n, Py_ssize_t k, double* hv, i64* hi,
+                   Cand* cand, real* dist_row, i64* idx_row) noexcept nogil:
+    """The k smallest (e[j], j), sorted (NaN last, ties by index), into dist_row/idx_row."""
+    cdef Py_ssize_t j
+    for j in range(k):
+        hv[j] = NAN          # sentinel: after every number and every NaN row
+        hi[j] = I64_MAX
+    for j in range(n):
+        if greater(hv[0], hi[0], e[j], j):
+            heap_replace_top(hv, hi, k, e[j], j)
+    for j in range(k):
+        cand[j].d = hv[j]
+        cand[j].i = hi[j]
+    sort_cands(cand, k)
+    for j in range(k):
+        dist_row[j] = <real> cand[j].d
+        idx_row[j] = cand[j].i
+
+
 cdef void fill_heaps(const real* qc, const real* xc, const real* nx, Py_ssize_t j0,
                      Py_ssize_t nb, Py_ssize_t nr, Py_ssize_t d, Py_ssize_t kc,
                      Py_ssize_t tblock, real* g, double* hv, i64* hi, void* work) noexcept nogil:
@@ -877,7 +932,9 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     cdef void* base = NULL
     cdef char* work
     cdef char* mine
-    cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei
+    cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei, o_soa
+    cdef bint soa
+    cdef double* xt
     cdef real* g
     cdef double* hv
     cdef i64* hi
@@ -930,7 +987,10 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     o_ev = o_cand + round_up((<size_t> nthreads * kc + maxspecial + k) * sizeof(Cand),
                              FI_GEMM_ALIGN)
     o_ei = o_ev + round_up(<size_t> k * sizeof(double), FI_GEMM_ALIGN)
-    wstride = o_ei + round_up(<size_t> k * sizeof(i64), FI_GEMM_ALIGN)
+    o_soa = o_ei + round_up(<size_t> k * sizeof(i64), FI_GEMM_ALIGN)
+    soa = ntb == 1 and (d + 9) * n <= SOA_MAX   # small x: transposed once per block
+    wstride = o_soa + (round_up(<size_t> (d + 9) * n * sizeof(double), FI_GEMM_ALIGN)
+                       if soa else 0)
     work = alloc_per_thread(wstride, nthreads, &base)
     nx_max_buf = np.zeros(nbat, np.float64)
     cdef double[::1] nx_max = nx_max_buf
@@ -955,6 +1015,17 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                     b = blk // nblocks
                     q0 = (blk - b * nblocks) * qblock
                     nr = min(<Py_ssize_t> qblock, nqry - q0)
+                    if soa and all_exact[b] != 0:    # every query scans x exactly
+                        xt = <double*> (mine + o_soa)
+                        soa_rows(&x[xmap[b], 0, 0], n, d, xt)
+                        for r in range(nr):
+                            soa_sqdiff(&q[qmap[b], q0 + r, 0], xt, n, d, xt + d * n,
+                                       xt + (d + 8) * n)
+                            top_k_of(xt + (d + 8) * n, n, k, <double*> (mine + o_ev),
+                                     <i64*> (mine + o_ei), <Cand*> (mine + o_cand),
+                                     &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
+                            fallbacks[b, q0 + r] = 1
+                        continue
                     for c in range(nr * kc):
                         (<double*> (mine + o_hv))[c] = INFINITY
                         (<i64*> (mine + o_hi))[c] = -1
