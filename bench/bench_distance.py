@@ -15,6 +15,16 @@ its (4096, 8192) result.
 knn, 50,000 x 128 float32 rows, 2,000 queries, k = 10 and k = 5: the peers
 are faiss ``IndexFlatL2.search`` (index built outside the timing) and
 scikit-learn ``NearestNeighbors(algorithm="brute").kneighbors``.
+
+Batched point clouds (leading batch dimensions, as ``torch.cdist`` takes
+them): B clouds of P and R points in 3-D, float32, at (32, 1024, 1024) and
+(1024, 32, 32). ``pairwise_sqdist`` on the whole batch (one kernel call)
+against the same op called in a Python loop over the clouds, ``torch.cdist``
+squared (its default mode uses the matrix-product expansion, inexact near
+zero) and ``torch.cdist(compute_mode="donot_use_mm_for_euclid_dist")`` (direct
+differences, exact like fastinterp). ``knn`` k=1 per cloud (the nearest
+neighbour of a chamfer distance) against a Python loop and torch's
+``cdist(...).min(-1)``.
 """
 from __future__ import annotations
 
@@ -27,6 +37,14 @@ from conftest import run
 PAIR_M, PAIR_N, PAIR_D = 4096, 8192, 256
 KNN_N, KNN_Q, KNN_D = 50_000, 2_000, 128
 PAIR_GROUP = f"pairwise_sqdist: X ({PAIR_M}, {PAIR_D}) vs Y ({PAIR_N}, {PAIR_D}) float32"
+
+
+CLOUDS = [(32, 1024, 1024), (1024, 32, 32)]
+
+
+def cloud_group(op, shape):
+    b, p, r = shape
+    return f"{op} batched: {b} clouds, {p} x {r} points, 3-D float32"
 
 
 def knn_group(k):
@@ -120,3 +138,69 @@ def test_knn_sklearn(benchmark, knn_data, k):
     nn = neighbors.NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x)
     run(benchmark, "sklearn", knn_group(k), nn.kneighbors, q)
     benchmark.extra_info["note"] = "NearestNeighbors(algorithm='brute')"
+
+
+# ----------------------------------------------------------- batched point clouds
+
+@pytest.fixture(scope="module", params=CLOUDS, ids=lambda s: "x".join(map(str, s)))
+def clouds(request):
+    b, p, r = request.param
+    rng = np.random.default_rng(2)
+    return (request.param, rng.standard_normal((b, p, 3), dtype=np.float32),
+            rng.standard_normal((b, r, 3), dtype=np.float32))
+
+
+def _each(fn, x, y, *args):
+    return [fn(a, b, *args) for a, b in zip(x, y)]
+
+
+def test_clouds_fastinterp(benchmark, clouds):
+    shape, x, y = clouds
+    r = run(benchmark, "fastinterp", cloud_group("pairwise_sqdist", shape),
+            fi.pairwise_sqdist, x, y)
+    assert r.shape == shape
+
+
+def test_clouds_fastinterp_loop(benchmark, clouds):
+    shape, x, y = clouds
+    run(benchmark, "fastinterp loop", cloud_group("pairwise_sqdist", shape), _each,
+        fi.pairwise_sqdist, x, y)
+    benchmark.extra_info["note"] = "one call per cloud (Python loop)"
+
+
+def test_clouds_torch_cdist(benchmark, clouds):
+    torch = pytest.importorskip("torch")
+    shape, x, y = clouds
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    run(benchmark, "torch", cloud_group("pairwise_sqdist", shape),
+        lambda: torch.cdist(tx, ty) ** 2)
+    benchmark.extra_info["note"] = "cdist(x, y) ** 2 (matrix-product mode)"
+
+
+def test_clouds_torch_cdist_direct(benchmark, clouds):
+    torch = pytest.importorskip("torch")
+    shape, x, y = clouds
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    run(benchmark, "torch direct", cloud_group("pairwise_sqdist", shape),
+        lambda: torch.cdist(tx, ty, compute_mode="donot_use_mm_for_euclid_dist") ** 2)
+    benchmark.extra_info["note"] = "cdist(..., compute_mode='donot_use_mm_for_euclid_dist') ** 2"
+
+
+def test_clouds_knn_fastinterp(benchmark, clouds):
+    shape, x, y = clouds
+    d, i = run(benchmark, "fastinterp", cloud_group("knn k=1", shape), fi.knn, y, x, 1)
+    assert i.shape == shape[:2] + (1,)
+
+
+def test_clouds_knn_fastinterp_loop(benchmark, clouds):
+    shape, x, y = clouds
+    run(benchmark, "fastinterp loop", cloud_group("knn k=1", shape), _each, fi.knn, y, x, 1)
+    benchmark.extra_info["note"] = "one call per cloud (Python loop)"
+
+
+def test_clouds_knn_torch(benchmark, clouds):
+    torch = pytest.importorskip("torch")
+    shape, x, y = clouds
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    run(benchmark, "torch", cloud_group("knn k=1", shape), lambda: torch.cdist(tx, ty).min(-1))
+    benchmark.extra_info["note"] = "cdist(x, y).min(-1)"

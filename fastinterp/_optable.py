@@ -595,19 +595,26 @@ def _torch_pool_bwd(s):
 
 
 def _mk_pair(rng, dt, d):
-    return Sample({"x": _rand(rng, dt, d["M"], d["D"], lo=-2, hi=2),
-                   "y": _rand(rng, dt, d["N"], d["D"], lo=-2, hi=2)})
+    """x (*Bx, M, D) and y (*By, N, D): leading batch dimensions that broadcast
+    (``Bx``/``By`` default to none)."""
+    return Sample({"x": _rand(rng, dt, *d.get("Bx", ()), d["M"], d["D"], lo=-2, hi=2),
+                   "y": _rand(rng, dt, *d.get("By", ()), d["N"], d["D"], lo=-2, hi=2)})
+
+
+def _lead(*arrays):
+    """The broadcast leading (batch) shape of (..., rows, D) operands."""
+    return np.broadcast_shapes(*(a.shape[:-2] for a in arrays))
 
 
 def _ref_sqdist(s):
-    diff = s.args["x"][:, None, :] - s.args["y"][None, :, :]
+    diff = s.args["x"][..., :, None, :] - s.args["y"][..., None, :, :]
     return ((diff * diff).sum(-1),)
 
 
 def _ref_l2(s):
     """|x_i - y_j| with the differences scaled by their largest magnitude, so that a
     distance that fits the dtype is finite even when its square overflows."""
-    diff = s.args["x"][:, None, :] - s.args["y"][None, :, :]
+    diff = s.args["x"][..., :, None, :] - s.args["y"][..., None, :, :]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         scale = np.abs(diff).max(axis=-1, initial=0.0)
         safe = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
@@ -627,13 +634,22 @@ def _torch_l2(s):
 
 def _mk_pair_bwd(rng, dt, d):
     s = _mk_pair(rng, dt, d)
-    return Sample({"grad_out": _rand(rng, dt, d["M"], d["N"]), **s.args})
+    shape = _lead(s.args["x"], s.args["y"]) + (d["M"], d["N"])
+    return Sample({"grad_out": _rand(rng, dt, *shape), **s.args})
+
+
+def _reduce_to(a, shape):
+    """``a`` summed over the dimensions that broadcasting added to ``shape``."""
+    lead = a.ndim - len(shape)
+    a = a.sum(axis=tuple(range(lead))) if lead else a
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes, keepdims=True) if axes else a
 
 
 def _sqdist_vjp(g, x, y):
-    gx = 2 * (g.sum(1)[:, None] * x - g @ y)
-    gy = 2 * (g.sum(0)[:, None] * y - g.T @ x)
-    return gx, gy
+    gx = 2 * (g.sum(-1)[..., None] * x - g @ y)
+    gy = 2 * (g.sum(-2)[..., None] * y - np.swapaxes(g, -1, -2) @ x)
+    return _reduce_to(gx, x.shape), _reduce_to(gy, y.shape)
 
 
 def _ref_sqdist_bwd(s):
@@ -658,20 +674,28 @@ def _torch_pair_bwd(kind):
 
 
 def _mk_knn(rng, dt, d):
-    return Sample({"x": _rand(rng, dt, d["N"], d["D"]), "queries": _rand(rng, dt, d["Q"], d["D"])},
+    return Sample({"x": _rand(rng, dt, *d.get("Bx", ()), d["N"], d["D"]),
+                   "queries": _rand(rng, dt, *d.get("Bq", ()), d["Q"], d["D"])},
                   {"k": d["k"]})
 
 
 def _ref_knn(s):
     x, q, k = s.args["x"], s.args["queries"], s.kwargs["k"]
-    if not 1 <= k <= x.shape[0]:
+    if not 1 <= k <= x.shape[-2]:
         raise ValueError("knn: k must be in [1, N]")
-    diff = q[:, None, :] - x[None, :, :]
+    diff = q[..., :, None, :] - x[..., None, :, :]
     d = (diff * diff).sum(-1)
     # ascending, +inf after finite, NaN last; ties by the smaller index (lexsort is stable)
     key = np.where(np.isnan(d), 2, np.where(np.isinf(d), 1, 0))
-    order = np.lexsort((np.where(np.isfinite(d), d, 0), key), axis=-1)[:, :k]
-    return np.take_along_axis(d, order, 1), order
+    order = np.lexsort((np.where(np.isfinite(d), d, 0), key), axis=-1)[..., :k]
+    return np.take_along_axis(d, order, -1), order
+
+
+# Distances: leading batch dimensions that broadcast (x (2, 1, M, D) with y (3, N, D)).
+PAIR_DIMS = {"M": 5, "N": 6, "D": 4, "Bx": (2, 1), "By": (3,)}
+PAIR_LARGE = {"M": 1000, "N": 420, "D": 64, "Bx": (2,), "By": ()}
+PAIR_LAYOUT = "x (..., M, D), y (..., N, D), leading dimensions broadcast -> (..., M, N)"
+PAIR_EMPTY = {"M0": {"M": 0}, "D0": {"D": 0}, "B0": {"Bx": (0, 1)}}
 
 
 # ------------------------------------------------------------------ optimizers
@@ -929,32 +953,33 @@ def _build() -> dict:
                  _ref_pool_bwd, _torch_pool_bwd, layouts=img, takes_out=True,
                  empty={"N0": {"N": 0}, "C0": {"C": 0}}, tol=loose),
         OpRecord("pairwise_sqdist", fi.pairwise_sqdist, ("pairwise_sqdist",), ("x", "y"),
-                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair,
-                 _ref_sqdist, _torch_sqdist, backward="pairwise_sqdist_backward",
-                 layouts="x (M, D), y (N, D) -> (M, N)", takes_out=True,
-                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite",
+                 PAIR_DIMS, PAIR_LARGE, _mk_pair, _ref_sqdist, _torch_sqdist,
+                 backward="pairwise_sqdist_backward", layouts=PAIR_LAYOUT, takes_out=True,
+                 empty=PAIR_EMPTY, special="finite",
                  tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
         OpRecord("pairwise_l2", fi.pairwise_l2, ("pairwise_l2",), ("x", "y"),
-                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair, _ref_l2,
-                 _torch_l2, backward="pairwise_l2_backward",
-                 layouts="x (M, D), y (N, D) -> (M, N)", takes_out=True,
-                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite",
+                 PAIR_DIMS, PAIR_LARGE, _mk_pair, _ref_l2, _torch_l2,
+                 backward="pairwise_l2_backward", layouts=PAIR_LAYOUT, takes_out=True,
+                 empty=PAIR_EMPTY, special="finite",
                  tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}),
         OpRecord("pairwise_sqdist_backward", fi.pairwise_sqdist_backward,
                  ("pairwise_sqdist_backward",), ("grad_out", "x", "y"),
-                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair_bwd,
-                 _ref_sqdist_bwd, _torch_pair_bwd("sq"), layouts="grad_out (M, N)",
-                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite", tol=loose),
+                 PAIR_DIMS, PAIR_LARGE, _mk_pair_bwd, _ref_sqdist_bwd, _torch_pair_bwd("sq"),
+                 layouts="grad_out (..., M, N) -> grads of x's and y's shapes",
+                 empty=PAIR_EMPTY, special="finite", tol=loose),
         OpRecord("pairwise_l2_backward", fi.pairwise_l2_backward,
                  ("pairwise_l2_backward",), ("grad_out", "x", "y"),
-                 {"M": 5, "N": 6, "D": 4}, {"M": 1000, "N": 420, "D": 64}, _mk_pair_bwd,
-                 _ref_l2_bwd, _torch_pair_bwd("l2"), layouts="grad_out (M, N)",
-                 empty={"M0": {"M": 0}, "D0": {"D": 0}}, special="finite", tol=loose),
-        OpRecord("knn", fi.knn, ("knn",), ("x", "queries"), {"N": 8, "Q": 5, "D": 3, "k": 3},
-                 {"N": 2000, "Q": 300, "D": 16, "k": 5}, _mk_knn, _ref_knn, None,
-                 layouts="x (N, D), queries (Q, D) -> (Q, k) distances, int64 indices",
-                 empty={"Q0": {"Q": 0}, "D0": {"D": 0}, "N0": {"N": 0}}, special="class",
-                 exact_outputs=(1,)),
+                 PAIR_DIMS, PAIR_LARGE, _mk_pair_bwd, _ref_l2_bwd, _torch_pair_bwd("l2"),
+                 layouts="grad_out (..., M, N) -> grads of x's and y's shapes",
+                 empty=PAIR_EMPTY, special="finite", tol=loose),
+        OpRecord("knn", fi.knn, ("knn",), ("x", "queries"),
+                 {"N": 8, "Q": 5, "D": 3, "k": 3, "Bx": (2, 1), "Bq": (3,)},
+                 {"N": 2000, "Q": 300, "D": 16, "k": 5, "Bx": (2,), "Bq": ()}, _mk_knn,
+                 _ref_knn, None,
+                 layouts="x (..., N, D), queries (..., Q, D), leading dimensions broadcast "
+                         "-> (..., Q, k) distances, int64 indices",
+                 empty={"Q0": {"Q": 0}, "D0": {"D": 0}, "N0": {"N": 0}, "B0": {"Bx": (0, 1)}},
+                 special="class", exact_outputs=(1,)),
         OpRecord("SGD", _sgd, ("sgd_step", "state_copy"), ("param", "grad"), {"B": 3, "D": 4},
                  {"B": 1000, "D": 256}, _mk_opt, _ref_sgd, _torch_opt("SGD", _SGD),
                  layouts="any shape (param updated in place, C-contiguous)",

@@ -18,10 +18,22 @@ calling thread. The usual precision problem of the expansion is fixed two ways:
 Identical rows give exactly 0, every result is >= 0, float32 results stay
 within a few 1e-6 relative of the float64 direct computation, and a result
 is inf only where the true value overflows the dtype.
+
+With at most DIRECT_MAX_D columns (point clouds: 2-D, 3-D, homogeneous 4-D)
+the forward skips the GEMM: every entry is summed from direct differences in
+float64, column by column (vectorised along each tile's row), which is both
+faster there and exact up to one rounding.
+
+Leading (batch) dimensions broadcast as in torch.cdist; a batch is one kernel
+call whose parallel loop runs over batch elements x tiles, and each element
+gets its own centre and the tiles of an unbatched call, so its bits are those
+of a call on that element alone.
 """
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
@@ -29,7 +41,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import as_c_contiguous, check_ndim, check_out, check_shape, same_dtype
+from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
            "pairwise_l2_backward", "knn"]
@@ -51,7 +63,9 @@ KNN_TBLOCK = 256      # rows of x per GEMM in kNN
 KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
 KNN_SPECIAL_MAX = 256  # special rows (huge, inf, NaN) of x kept as candidates; beyond: exact scans
+KNN_EXACT_MAX_N = 256  # up to this many rows of x, every query is scanned exactly (small clouds)
 CENTRE_SAMPLE = 256   # rows per operand whose median is the centring vector
+DIRECT_MAX_D = 4      # pairwise forward: direct differences (no GEMM) up to this many columns
 _INT_MAX = 2**31 - 1  # row and column limit (kernel tile and kNN arithmetic)
 GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
 
@@ -94,26 +108,43 @@ def deterministic_matmul(a, b):
 # CPU kernels (registered below)
 # ----------------------------------------------------------------------------
 
-def _centre_vector(dtype, *arrays):
-    """A common centre of the rows of ``arrays``: the coordinate-wise median of up
-    to CENTRE_SAMPLE evenly spaced rows of each, in float64, rounded to ``dtype``.
+def _sample_centre(s):
+    """The coordinate-wise median of the sample ``s`` (D, rows), float64, ignoring
+    non-finite values (NaN where a coordinate has none)."""
+    finite = np.isfinite(s)
+    if finite.all():
+        return np.median(s, axis=1)
+    s = np.where(finite, s, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
+        return np.nanmedian(s, axis=1)
+
+
+def _centres(dtype, *operands):
+    """The common centre of each batch element's rows: ``operands`` are pairs
+    ``(a (S, rows, D), amap (B,))``, element b taking the rows of ``a[amap[b]]`` of
+    each. Returns (B, D): the coordinate-wise median of up to CENTRE_SAMPLE evenly
+    spaced rows of each operand, in float64, rounded to ``dtype``.
 
     The median ignores non-finite values and is not moved by a few rows of huge
     magnitude (a mean would be: one row at 1e200 would shift every centred row
-    far from the origin and overflow every norm)."""
-    d = arrays[0].shape[1]
-    samples = [a[::max(1, a.shape[0] // CENTRE_SAMPLE)] for a in arrays if a.shape[0]]
-    if not samples or d == 0:
-        return np.zeros(d, dtype)
-    s = np.concatenate(samples).T.astype(np.float64)     # (D, rows): contiguous columns
-    finite = np.isfinite(s)
-    if finite.all():
-        centre = np.median(s, axis=1)
+    far from the origin and overflow every norm). Each element's centre is the
+    one a call on that element alone gets (the same sample, the same median)."""
+    nbat, d = len(operands[0][1]), operands[0][0].shape[2]
+    samples = [a[:, ::max(1, a.shape[1] // CENTRE_SAMPLE)][amap]
+               for a, amap in operands if a.shape[1]]
+    if not samples or d == 0 or nbat == 0:
+        return np.zeros((nbat, d), dtype)
+    s = np.concatenate(samples, axis=1).astype(np.float64).transpose(0, 2, 1)  # (B, D, rows)
+    if nbat == 1:     # the common unbatched call: no masks
+        centre = _sample_centre(s[0])[None]
     else:
-        s[~finite] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
-            centre = np.nanmedian(s, axis=1)
+        finite = np.isfinite(s).all(axis=(1, 2))
+        centre = np.empty((nbat, d))
+        if finite.any():
+            centre[finite] = np.median(s[finite], axis=2)
+        for b in np.flatnonzero(~finite):
+            centre[b] = _sample_centre(s[b])
     return np.where(np.isfinite(centre), centre, 0).astype(dtype)
 
 
@@ -123,11 +154,13 @@ def _norm_limit(dtype):
     return float(np.finfo(dtype).max) / 8
 
 
-def _centred(a, centre, nthreads):
-    """``(a - centre, |a - centre|^2 per row)`` (+inf for special rows)."""
-    ac = np.empty_like(a)
-    norms = np.empty(a.shape[0], a.dtype)
-    _cpu().centre_rows(ac, norms, a, centre, _norm_limit(a.dtype), nthreads)
+def _centred(a, amap, centre, nthreads):
+    """``(a[amap[b]] - centre[b], |a[amap[b]] - centre[b]|^2 per row)`` for every
+    batch element b: (B, rows, D) and (B, rows) (+inf for special rows)."""
+    nbat, rows, d = len(amap), a.shape[1], a.shape[2]
+    ac = np.empty((nbat, rows, d), a.dtype)
+    norms = np.empty((nbat, rows), a.dtype)
+    _cpu().centre_rows(ac, norms, a, amap, centre, _norm_limit(a.dtype), nthreads)
     return ac, norms
 
 
@@ -178,63 +211,91 @@ def _tile_shape(m, n, symmetric):
 
 
 
-def _pairwise_cpu(out, x, y, take_sqrt):
-    """Registry kernel: ``out[i, j] = |x_i - y_j|^2`` (or its root); y None means y = x."""
+def _pairwise_cpu(out, x, y, batch, take_sqrt):
+    """Registry kernel: ``out[b, i, j] = |x[xmap[b], i] - y[ymap[b], j]|^2`` (or its root)
+    for out (B, M, N), x (S, M, D), y (T, N, D); y None means y = x (symmetric)."""
     symmetric = y is None
     y = x if symmetric else y
-    m, n = out.shape
-    centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, y)
-    xc, nx = np.empty_like(x), np.empty(m, x.dtype)
-    yc, ny = (xc, nx) if symmetric else (np.empty_like(y), np.empty(n, y.dtype))
+    ymap = batch.xmap if symmetric else batch.ymap
+    nbat, m, n = out.shape
+    d = x.shape[2]
+    direct = d <= DIRECT_MAX_D    # point clouds: direct differences beat the GEMM form
+    if direct:
+        centre = np.zeros((nbat, d), x.dtype)
+    elif symmetric:
+        centre = _centres(x.dtype, (x, batch.xmap))
+    else:
+        centre = _centres(x.dtype, (x, batch.xmap), (y, ymap))
+    xc, nx = np.empty((nbat, m, d), x.dtype), np.empty((nbat, m), x.dtype)
+    yc, ny = (xc, nx) if symmetric else (np.empty((nbat, n, d), x.dtype),
+                                         np.empty((nbat, n), x.dtype))
     tiles = _tile_list(m, n, symmetric) if m and n else np.zeros((0, 4), np.intp)
-    nthreads = max(1, min(threads_for(m * n * x.shape[1], GEMM_WORK_PER_THREAD), len(tiles)))
-    _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, centre, tiles, TAU[x.dtype],
-                      _norm_limit(x.dtype), take_sqrt, symmetric, nthreads)
+    nthreads = max(1, min(threads_for(nbat * m * n * d, GEMM_WORK_PER_THREAD),
+                          nbat * len(tiles)))
+    _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, batch.xmap, ymap, centre, tiles,
+                      TAU[x.dtype], _norm_limit(x.dtype), take_sqrt, symmetric, direct,
+                      nthreads)
 
 
-def _sqdist_cpu(out, x, y):
-    _pairwise_cpu(out, x, y, False)
+def _sqdist_cpu(out, x, y, batch):
+    _pairwise_cpu(out, x, y, batch, False)
 
 
-def _l2_cpu(out, x, y):
-    _pairwise_cpu(out, x, y, True)
+def _l2_cpu(out, x, y, batch):
+    _pairwise_cpu(out, x, y, batch, True)
 
 
-def _knn_cpu(dist, idx, x, queries, k):
-    """Registry kernel: the k nearest rows of x for each query (see knn).
+def _knn_cpu(dist, idx, x, queries, batch, k):
+    """Registry kernel: the k nearest rows of ``x[xmap[b]]`` for each row of
+    ``queries[ymap[b]]`` (see knn), into dist/idx (B, Q, k).
     Returns the number of queries that took the exact rescan."""
-    nq, n, d = queries.shape[0], x.shape[0], x.shape[1]
-    nthreads = threads_for(nq * n * d, GEMM_WORK_PER_THREAD)
-    centre = _centre_vector(x.dtype, x, queries)
-    xc, nx = _centred(x, centre, nthreads)
-    qc, nqn = _centred(queries, centre, nthreads)
-    special = np.flatnonzero(np.isinf(nx)).astype(np.int64)
-    all_exact = special.size > KNN_SPECIAL_MAX     # then scanning directly is cheaper
+    nbat, nq = dist.shape[0], dist.shape[1]
+    n, d = x.shape[1], x.shape[2]
+    nthreads = threads_for(nbat * nq * n * d, GEMM_WORK_PER_THREAD)
+    if n <= KNN_EXACT_MAX_N:     # small clouds: every query scans x directly (no GEMM, no centre)
+        xc, qc = np.empty((nbat, n, d), x.dtype), np.empty((nbat, nq, d), x.dtype)
+        nx, nqn = np.zeros((nbat, n), x.dtype), np.zeros((nbat, nq), x.dtype)
+        all_exact = np.ones(nbat, bool)
+    else:
+        centre = _centres(x.dtype, (x, batch.xmap), (queries, batch.ymap))
+        xc, nx = _centred(x, batch.xmap, centre, nthreads)
+        qc, nqn = _centred(queries, batch.ymap, centre, nthreads)
+        all_exact = np.zeros(nbat, bool)
+    special = np.isinf(nx)                                 # (B, N)
+    count = special.sum(axis=1)
+    all_exact |= count > KNN_SPECIAL_MAX      # then scanning directly is cheaper
+    special &= ~all_exact[:, None]
+    special_ptr = np.zeros(nbat + 1, np.int64)
+    np.cumsum(np.where(all_exact, 0, count), out=special_ptr[1:])
     kc = min(n, k + KNN_EXTRA)
     qblock = max(1, min(KNN_QBLOCK, nq, KNN_HEAP_BUDGET // kc))
     nthreads = min(nthreads, -(-n // KNN_TBLOCK))
-    fallbacks = np.zeros(nq, np.intc)
-    _cpu().knn_fwd(dist, idx, x, queries, xc, qc, nx, nqn,
-                   special[:0] if all_exact else special, all_exact, k, kc, qblock,
-                   KNN_TBLOCK, float(np.finfo(x.dtype).eps) / 2, fallbacks, nthreads)
+    fallbacks = np.zeros((nbat, nq), np.intc)
+    _cpu().knn_fwd(dist, idx, x, queries, batch.xmap, batch.ymap, xc, qc, nx, nqn,
+                   special_ptr, np.nonzero(special)[1].astype(np.int64),
+                   all_exact.astype(np.uint8), k, kc, qblock, KNN_TBLOCK,
+                   float(np.finfo(x.dtype).eps) / 2, fallbacks, nthreads)
     return int(fallbacks.sum())
 
 
-def _backward_cpu(gx, gy, s, x, y, l2=None):
-    """Shared CPU backward: ``gx[i] = F sum_j S_ij (x_i - y_j)`` and ``gy[j]`` likewise
-    (y None: y = x, both roles summed into gx). ``l2 = (g, dist)`` selects the L2
-    weights S = g / dist, with near pairs taken from direct differences."""
+def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
+    """Shared CPU backward: ``gx[u, i] = F sum_b sum_j S_b,ij (x_u,i - y_j)`` over the batch
+    elements b that use x[u], and ``gy`` likewise (y None: y = x, both roles summed into
+    gx). ``l2 = (g, dist)`` selects the L2 weights S = g / dist, with near pairs taken
+    from direct differences."""
     symmetric = y is None
     yy = x if symmetric else y
-    m, n, d = x.shape[0], yy.shape[0], x.shape[1]
-    nthreads = threads_for(m * n * max(d, 1), GEMM_WORK_PER_THREAD)
-    centre = _centre_vector(x.dtype, x) if symmetric else _centre_vector(x.dtype, x, yy)
-    xc, nx = _centred(x, centre, nthreads)
-    yc, ny = (xc, nx) if symmetric else _centred(yy, centre, nthreads)
+    ymap = batch.xmap if symmetric else batch.ymap
+    nbat, m, n, d = len(batch.xmap), x.shape[1], yy.shape[1], x.shape[2]
+    nthreads = threads_for(nbat * m * n * max(d, 1), GEMM_WORK_PER_THREAD)
+    centre = (_centres(x.dtype, (x, batch.xmap)) if symmetric
+              else _centres(x.dtype, (x, batch.xmap), (yy, ymap)))
+    xc, nx = _centred(x, batch.xmap, centre, nthreads)
+    yc, ny = (xc, nx) if symmetric else _centred(yy, ymap, centre, nthreads)
     kernels = _cpu()
     if l2 is None:
-        g, near = s, np.zeros((0, 0), np.uint8)
-        rows = cols = np.zeros(0, np.int64)
+        g, near = s, np.zeros((0, 0, 0), np.uint8)
+        rows = cols = np.zeros((0, 0), np.int64)
         factor = 2.0
     else:
         g, dist = l2
@@ -243,30 +304,33 @@ def _backward_cpu(gx, gy, s, x, y, l2=None):
         s, near = np.empty_like(g), np.empty(g.shape, np.uint8)
         kernels.l2_scale(s, near, g, dist, rx, ry, TAU_L2_BWD[x.dtype],
                          threads_for(s.size, 1 << 20))
-        rows = near.sum(axis=1, dtype=np.int64)
-        cols = near.sum(axis=0, dtype=np.int64) if rows.any() else np.zeros(n, np.int64)
+        rows = near.sum(axis=2, dtype=np.int64)
+        cols = (near.sum(axis=1, dtype=np.int64) if rows.any()
+                else np.zeros((nbat, n), np.int64))
         factor = 1.0
-    kernels.grad_rows(gx, s, False, x, yy, xc, yc, g, near, rows, factor, nthreads)
+    kernels.grad_rows(gx, s, False, x, yy, ymap, xc, yc, g, near, rows,
+                      *batch.sets("x"), factor, nthreads)
     other = np.empty_like(x) if symmetric else gy
-    kernels.grad_rows(other, s, True, yy, x, yc, xc, g, near, cols, factor, nthreads)
+    kernels.grad_rows(other, s, True, yy, x, batch.xmap, yc, xc, g, near, cols,
+                      *batch.sets("x" if symmetric else "y"), factor, nthreads)
     if symmetric:
         gx += other
 
 
-def _sqdist_bwd_cpu(gx, gy, g, x, y):
+def _sqdist_bwd_cpu(gx, gy, g, x, y, batch):
     """Registry kernel: gradients of sum(g * pairwise_sqdist(x, y)) into gx, gy
-    (y None: y = x and gy is None). Two GEMMs on centred rows:
+    (y None: y = x and gy is None). Two GEMMs per element on centred rows:
     ``gx_i = 2 (rowsum(g)_i xc_i - (g @ yc)_i)``."""
-    _backward_cpu(gx, gy, g, x, y)
+    _backward_cpu(gx, gy, g, x, y, batch)
 
 
-def _l2_bwd_cpu(gx, gy, g, dist, x, y):
+def _l2_bwd_cpu(gx, gy, g, dist, x, y, batch):
     """Registry kernel: gradients of sum(g * pairwise_l2(x, y)) into gx, gy; dist is
     the forward's result or None (then computed here)."""
     if dist is None:
         dist = np.empty(g.shape, x.dtype)
-        _pairwise_cpu(dist, x, y, True)
-    _backward_cpu(gx, gy, None, x, y, (g, dist))
+        _pairwise_cpu(dist, x, y, batch, True)
+    _backward_cpu(gx, gy, None, x, y, batch, (g, dist))
 
 
 for _name, _kernel in (("pairwise_sqdist", _sqdist_cpu), ("pairwise_l2", _l2_cpu),
@@ -279,29 +343,111 @@ for _name, _kernel in (("pairwise_sqdist", _sqdist_cpu), ("pairwise_l2", _l2_cpu
 # Validation shared by the public functions
 # ----------------------------------------------------------------------------
 
-def _operands(op, p, xname="x", yname="y", xlayout="(M, D)", ylayout="(N, D)"):
-    """The validated (x, y, dtype) of a call; y is None when not given."""
+@dataclass(frozen=True)
+class Batch:
+    """How the leading (batch) dimensions of two operands broadcast, as in torch.cdist.
+
+    ``x`` has leading shape Lx and ``y`` Ly; the result has ``shape`` =
+    broadcast(Lx, Ly). Flattened, batch element b of the result pairs x's
+    element ``xmap[b]`` with y's element ``ymap[b]`` (int64 indices into the
+    flattened leading dimensions). ``nx``/``ny``: how many elements x and y hold.
+    """
+
+    shape: tuple
+    xmap: np.ndarray
+    ymap: np.ndarray
+    nx: int
+    ny: int
+
+    def sets(self, which):
+        """``(ptr, items)``: the result elements using x's (or y's) element u are
+        ``items[ptr[u]:ptr[u+1]]``, ascending (the backward sums over them)."""
+        amap, count = (self.xmap, self.nx) if which == "x" else (self.ymap, self.ny)
+        if count == 1 and len(amap) == 1:
+            return _SINGLE_SETS
+        items = np.argsort(amap, kind="stable").astype(np.int64)
+        ptr = np.zeros(count + 1, np.int64)
+        np.cumsum(np.bincount(amap, minlength=count), out=ptr[1:])
+        return ptr, items
+
+
+def _flat_map(lead, shape):
+    """For each element of the broadcast shape (flattened), the flat index of the
+    operand's element with leading shape ``lead`` that it uses."""
+    ids = np.arange(math.prod(lead), dtype=np.int64).reshape(lead)
+    return np.ascontiguousarray(np.broadcast_to(ids, shape)).reshape(-1)
+
+
+_SINGLE = np.zeros(1, np.int64)
+_SINGLE.flags.writeable = False
+_SINGLE_SETS = (np.array([0, 1], np.int64), _SINGLE)
+_SINGLE_SETS[0].flags.writeable = False
+
+
+def _batch(op, names, x, y):
+    """The :class:`Batch` of operands x (..., M, D) and y (..., N, D); y None: x with itself."""
+    lx = tuple(x.shape)[:-2]
+    ly = lx if y is None else tuple(y.shape)[:-2]
+    if not lx and not ly:
+        return Batch((), _SINGLE, _SINGLE, 1, 1)
+    try:
+        shape = tuple(np.broadcast_shapes(lx, ly))
+    except ValueError:
+        raise ValueError(
+            f"{op}: the leading (batch) dimensions of {names[0]} and {names[1]} must broadcast "
+            f"together (as in torch.cdist); got {names[0]} {shape_str(x.shape)} and "
+            f"{names[1]} {shape_str(y.shape)}.") from None
+    return Batch(shape, _flat_map(lx, shape), _flat_map(ly, shape),
+                 math.prod(lx), math.prod(ly))
+
+
+def _rows(a):
+    """The number of rows (the second-to-last dimension) of a validated operand."""
+    return tuple(a.shape)[-2]
+
+
+def _check_rows(op, name, a, layout):
+    if len(a.shape) < 2:
+        raise ValueError(f"{op}: {name} must have shape {layout}; got {shape_str(a.shape)}.")
+
+
+def _stacked(p, a):
+    """``a`` (..., R, D) as a C-contiguous (S, R, D) kernel array (S = product of the
+    leading dimensions; a non-contiguous input is copied once)."""
+    if a is None:
+        return None
+    a = as_c_contiguous(a) if p.backend == "cpu" else p.contiguous(a)
+    shape = tuple(a.shape)
+    shape = (math.prod(shape[:-2]),) + shape[-2:]
+    return a if tuple(a.shape) == shape else a.reshape(shape)
+
+
+def _operands(op, p, xname="x", yname="y", xlayout="(..., M, D)", ylayout="(..., N, D)"):
+    """The validated ``(x, y, dtype, batch)`` of a call, x and y as given (y None when
+    not given); see :func:`_stacked` for the kernels' view."""
     x = p.arrays[xname]
     y = p.arrays.get(yname)
-    check_ndim(op, xname, x, 2, xlayout)
+    _check_rows(op, xname, x, xlayout)
     if y is not None:
-        check_ndim(op, yname, y, 2, ylayout)
-        check_shape(op, yname, y, (None, x.shape[1]), ylayout)
+        _check_rows(op, yname, y, ylayout)
+        if tuple(y.shape)[-1] != tuple(x.shape)[-1]:
+            raise ValueError(f"{op}: {yname} must have shape {ylayout} = "
+                             f"(..., *, {tuple(x.shape)[-1]}); "
+                             f"got {shape_str(y.shape)}.")
     dtype = same_dtype(op, **{xname: x, yname: y})
     for name, a in ((xname, x), (yname, y)):
-        if a is not None and max(a.shape) > _INT_MAX:
+        if a is not None and max(tuple(a.shape)[-2:]) > _INT_MAX:
             raise ValueError(f"{op}: {name} must have fewer than 2**31 rows and columns; "
-                             f"got shape {tuple(a.shape)}.")
-    if p.backend == "cpu":
-        x = as_c_contiguous(x)
-        y = None if y is None else as_c_contiguous(y)
-    return x, y, dtype
+                             f"got shape {shape_str(a.shape)}.")
+    batch = _batch(op, (xname, yname), x, y)
+    return x, y, dtype, batch
 
 
 def _pairwise(op, x, y, out):
     p = begin(op, x=x, y=y)
-    x_, y_, dtype = _operands(op, p)
-    shape = (x_.shape[0], (x_ if y_ is None else y_).shape[0])
+    x_, y_, dtype, batch = _operands(op, p)
+    m, n = _rows(x_), _rows(x_ if y_ is None else y_)
+    shape = batch.shape + (m, n)
     if out is not None:
         out_caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"x": x_, "y": y_})
@@ -309,7 +455,8 @@ def _pairwise(op, x, y, out):
         out_caller, out_k = p.empty(shape, dtype)
     if p.backend == "cpu" and _same_array(x_, y_):
         y_ = None        # pairwise_sqdist(x, x): take the exactly symmetric path
-    _run(p, registry.lookup(op, p.backend, dtype), out_k, x_, y_)
+    out3 = out_k.reshape((len(batch.xmap), m, n))
+    _run(p, registry.lookup(op, p.backend, dtype), out3, _stacked(p, x_), _stacked(p, y_), batch)
     return p.wrap(out_caller)
 
 
@@ -328,31 +475,40 @@ def pairwise_sqdist(x, y=None, out=None):
 
     Parameters
     ----------
-    x : array (M, D), float32 or float64
-    y : array (N, D) of x's dtype, optional
+    x : array (..., M, D), float32 or float64
+    y : array (..., N, D) of x's dtype, optional
         Defaults to ``x`` (all pairwise distances within one set; the result
         is then exactly symmetric with an exactly zero diagonal, and only
         half of the products are computed). Passing ``x`` itself as ``y``
         does the same.
-    out : array (M, N), optional
+    out : array (..., M, N), optional
         C-contiguous destination of the inputs' dtype, not overlapping them.
 
     Returns
     -------
-    array (M, N): ``out[i, j] = sum_k (x[i, k] - y[j, k])**2``, the caller's
-    array type (NumPy, CuPy, or e.g. a torch tensor through DLPack).
+    array (..., M, N): ``out[..., i, j] = sum_k (x[..., i, k] - y[..., j, k])**2``, the
+    caller's array type (NumPy, CuPy, or e.g. a torch tensor through DLPack).
 
     Conventions
     -----------
-    CPU: a packed GEMM on centred data with a fused epilogue; entries where
+    Batches: the leading dimensions of x and y broadcast as in
+    ``torch.cdist`` ((B, M, D) with (B, N, D), (M, D) with (B, N, D), (A, 1,
+    M, D) with (B, N, D) ...), giving ``broadcast(leading) + (M, N)``. Each
+    batch element's result is bit-identical to the call on that element
+    alone; the batch is one parallel loop over elements x tiles.
+
+    CPU: for D <= 4 (point clouds) direct differences summed in float64 (float32
+    results are the float64 result rounded once); otherwise a packed GEMM
+    on centred data with a fused epilogue; entries where
     the expansion would cancel (``d^2 <= tau * (|x_c|^2 + |y_c|^2)``, tau =
     1/8 for float32, 1/256 for float64) and rows of huge magnitude are
     recomputed from direct differences in float64. Results are >= 0,
     identical rows give exactly 0, float32 results are within 5e-6 relative
     of the float64 direct computation (5e-7 typical), inf only where the
     true value overflows. Bit-identical for any thread count and calling
-    thread. Temporary memory: one centred copy of x and y. CUDA: a tiled
-    direct-difference kernel. Non-contiguous inputs are copied once.
+    thread. Temporary memory: one centred copy of x and y per batch element.
+    CUDA: a tiled direct-difference kernel. Non-contiguous inputs are copied
+    once.
 
     Examples
     --------
@@ -361,6 +517,8 @@ def pairwise_sqdist(x, y=None, out=None):
     >>> fi.pairwise_sqdist(x)
     array([[ 0., 25.],
            [25.,  0.]])
+    >>> fi.pairwise_sqdist(x, np.zeros((3, 1, 2))).shape     # a batch of 3 clouds of 1 point
+    (3, 2, 1)
     """
     return _pairwise("pairwise_sqdist", x, y, out)
 
@@ -369,7 +527,8 @@ def pairwise_l2(x, y=None, out=None):
     """Euclidean distances between the rows of ``x`` and of ``y``.
 
     The square root of :func:`pairwise_sqdist` (same parameters, same
-    precision story), taken in the same fused pass.
+    batching and broadcasting, same precision story), taken in the same
+    fused pass.
 
     Examples
     --------
@@ -381,16 +540,17 @@ def pairwise_l2(x, y=None, out=None):
 
 
 def _backward_arrays(op, p):
-    """Validated (grad_out, x, y, dtype, shape) of a backward call."""
-    x_, y_, dtype = _operands(op, p)
+    """Validated (grad_out, x, y, dtype, batch, shape) of a backward call."""
+    x_, y_, dtype, batch = _operands(op, p)
     g = p.arrays["grad_out"]
-    shape = (x_.shape[0], (x_ if y_ is None else y_).shape[0])
-    check_ndim(op, "grad_out", g, 2, "(M, N)")
-    check_shape(op, "grad_out", g, shape, "(M, N)")
+    shape = batch.shape + (_rows(x_), _rows(x_ if y_ is None else y_))
+    _check_result_shaped(op, "grad_out", g, shape)
     same_dtype(op, x=x_, grad_out=g)
-    if p.backend == "cpu":
-        g = as_c_contiguous(g)
-    return g, x_, y_, dtype, shape
+    return _stacked(p, g), x_, y_, dtype, batch, shape
+
+
+def _check_result_shaped(op, name, a, shape):
+    check_shape(op, name, a, shape, "(..., M, N)")
 
 
 def _run(p, kernel, *args):
@@ -401,12 +561,15 @@ def _run(p, kernel, *args):
     return kernel(*args)
 
 
-def _gradients(p, op, dtype, x_, y_, *inputs):
-    """Allocate (grad_x, grad_y), run ``op``'s kernel into them, wrap them back."""
+def _gradients(p, op, dtype, x_, y_, batch, *inputs):
+    """Allocate (grad_x, grad_y) of the inputs' shapes, run ``op``'s kernel into them (it
+    sums over the batch elements that share an input: broadcast dimensions are reduced
+    as autograd would), wrap them back."""
     gx_caller, gx = p.empty(x_.shape, dtype)
     gy_caller, gy = (None, None) if y_ is None else p.empty(y_.shape, dtype)
     kernel = registry.lookup(op, p.backend, dtype)
-    _run(p, kernel, gx, gy, *inputs, x_, y_)
+    _run(p, kernel, _stacked(p, gx), _stacked(p, gy), *inputs, _stacked(p, x_),
+         _stacked(p, y_), batch)
     return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
 
 
@@ -415,20 +578,24 @@ def pairwise_sqdist_backward(grad_out, x, y=None):
 
     Parameters
     ----------
-    grad_out : array (M, N)
-        Gradient of the loss with respect to the distances; x's dtype.
-    x : array (M, D)
-    y : array (N, D), optional
+    grad_out : array (..., M, N)
+        Gradient of the loss with respect to the distances (the forward's
+        result shape, broadcast batch dimensions included); x's dtype.
+    x : array (..., M, D)
+    y : array (..., N, D), optional
         As passed to the forward. When omitted (y = x), the two roles of x
         are summed into one gradient.
 
     Returns
     -------
-    (grad_x, grad_y) : arrays (M, D) and (N, D); ``grad_y`` is None when y was
-    omitted. ``grad_x[i] = 2 sum_j g_ij (x_i - y_j)``,
+    (grad_x, grad_y) : arrays of x's and y's shapes; ``grad_y`` is None when y
+    was omitted. ``grad_x[i] = 2 sum_j g_ij (x_i - y_j)``,
     ``grad_y[j] = -2 sum_i g_ij (x_i - y_j)``, computed with two GEMMs on
     centred coordinates (no cancellation for data far from the origin),
-    row sums in a fixed order: bit-identical for any thread count.
+    row sums in a fixed order: bit-identical for any thread count. Over a
+    broadcast batch dimension the gradient is summed, in batch order, as
+    autograd would; without broadcasting each batch element's gradient is
+    bit-identical to the call on that element alone.
 
     Examples
     --------
@@ -440,8 +607,8 @@ def pairwise_sqdist_backward(grad_out, x, y=None):
     """
     op = "pairwise_sqdist_backward"
     p = begin(op, grad_out=grad_out, x=x, y=y)
-    g, x_, y_, dtype, _ = _backward_arrays(op, p)
-    return _gradients(p, op, dtype, x_, y_, g)
+    g, x_, y_, dtype, batch, _ = _backward_arrays(op, p)
+    return _gradients(p, op, dtype, x_, y_, batch, g)
 
 
 def pairwise_l2_backward(grad_out, x, y=None, dist=None):
@@ -449,10 +616,10 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
 
     Parameters
     ----------
-    grad_out : array (M, N)
-    x : array (M, D)
-    y : array (N, D), optional (see :func:`pairwise_sqdist_backward`)
-    dist : array (M, N), optional
+    grad_out : array (..., M, N)
+    x : array (..., M, D)
+    y : array (..., N, D), optional (see :func:`pairwise_sqdist_backward`)
+    dist : array (..., M, N), optional
         ``pairwise_l2(x, y)`` from the forward pass; recomputed when omitted.
 
     Returns
@@ -468,7 +635,8 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
     the GEMM form would cancel) and pairs with a huge row are computed from
     direct differences in float64, with ``|x_i - y_j|`` recomputed there:
     float32 gradients stay within a few ulps of float64 for such data. On
-    CUDA every term comes from direct differences.
+    CUDA every term comes from direct differences. Batches as in
+    :func:`pairwise_sqdist_backward`.
 
     Examples
     --------
@@ -481,15 +649,26 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
     """
     op = "pairwise_l2_backward"
     p = begin(op, grad_out=grad_out, x=x, y=y, dist=dist)
-    g, x_, y_, dtype, shape = _backward_arrays(op, p)
+    g, x_, y_, dtype, batch, shape = _backward_arrays(op, p)
     dist_ = p.arrays.get("dist")
     if dist_ is not None:
-        check_ndim(op, "dist", dist_, 2, "(M, N)")
-        check_shape(op, "dist", dist_, shape, "(M, N)")
+        _check_result_shaped(op, "dist", dist_, shape)
         same_dtype(op, x=x_, dist=dist_)
-        if p.backend == "cpu":
-            dist_ = as_c_contiguous(dist_)
-    return _gradients(p, op, dtype, x_, y_, g, dist_)
+        dist_ = _stacked(p, dist_)
+    return _gradients(p, op, dtype, x_, y_, batch, g, dist_)
+
+
+def _knn_arguments(op, p, k):
+    """Validated ``(x, queries, dtype, batch, k)`` of a knn call."""
+    if p.arrays.get("queries") is None:
+        raise TypeError(f"{op}: queries must be an array of shape (..., Q, D); got None.")
+    x_, q_, dtype, batch = _operands(op, p, "x", "queries", "(..., N, D)", "(..., Q, D)")
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"{op}: k must be an int; got {type(k).__name__}.")
+    n = _rows(x_)
+    if not 1 <= k <= n:
+        raise ValueError(f"{op}: k must satisfy 1 <= k <= N = {n}; got {k}.")
+    return x_, q_, dtype, batch, int(k)
 
 
 def knn(x, queries, k, return_distances=True):
@@ -497,9 +676,11 @@ def knn(x, queries, k, return_distances=True):
 
     Parameters
     ----------
-    x : array (N, D), float32 or float64
+    x : array (..., N, D), float32 or float64
         The rows searched (the "database" or training set).
-    queries : array (Q, D) of x's dtype
+    queries : array (..., Q, D) of x's dtype
+        The leading (batch) dimensions of x and queries broadcast (as in
+        ``torch.cdist``): each batch element's queries search that element's x.
     k : int
         Number of neighbours, ``1 <= k <= N``.
     return_distances : bool
@@ -507,23 +688,25 @@ def knn(x, queries, k, return_distances=True):
 
     Returns
     -------
-    distances : array (Q, k) of x's dtype, squared Euclidean distances,
+    distances : array (..., Q, k) of x's dtype, squared Euclidean distances,
         ascending along each row (only when ``return_distances``).
-    indices : array (Q, k), int64, rows of x.
+    indices : array (..., Q, k), int64, rows of the batch element's x.
 
     Conventions
     -----------
     Results are exact: ties are broken by the smaller index (the order of a
     stable argsort of the float64 distances), and the returned distances are
-    recomputed from direct differences. CPU: blocked GEMM with a fused
-    top-k scan per query block (memory O(Q k + threads * block), never the
+    recomputed from direct differences. CPU: a database of at most 256 rows
+    (a small point cloud) is scanned directly for each query; larger ones use
+    a blocked GEMM with a fused top-k scan per query block (memory O(Q k + threads * block), never the
     full Q x N matrix); a candidate set slightly larger than k is proven to
     contain the answer with a rounding-error bound, else that query is
     rescanned exactly. Equal distances, inf included, keep the smaller index
     first; NaN distances sort after every number (and among themselves by
     index). So a query with an inf coordinate (every distance inf, or NaN
     where x is inf in the same coordinate) gets rows 0, 1, ..., k-1, and so
-    does an all-NaN query.
+    does an all-NaN query. A batch is one kernel call; each element's result
+    equals the call on that element alone.
 
     Examples
     --------
@@ -539,19 +722,14 @@ def knn(x, queries, k, return_distances=True):
     """
     op = "knn"
     p = begin(op, x=x, queries=queries)
-    x_, q_, dtype = _operands(op, p, "x", "queries", "(N, D)", "(Q, D)")
-    if q_ is None:
-        raise TypeError("knn: queries must be an array of shape (Q, D); got None.")
-    if isinstance(k, bool) or not isinstance(k, Integral):
-        raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
-    n = x_.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"knn: k must satisfy 1 <= k <= N = {n}; got {k}.")
-    k = int(k)
-    shape = (q_.shape[0], k)
+    x_, q_, dtype, batch, k = _knn_arguments(op, p, k)
+    nq = _rows(q_)
+    shape = batch.shape + (nq, k)
     dist_caller, dist_k = p.empty(shape, dtype)
     idx_caller, idx_k = p.empty(shape, np.int64)
-    _run(p, registry.lookup(op, p.backend, dtype), dist_k, idx_k, x_, q_, k)
+    flat = (len(batch.xmap), nq, k)
+    _run(p, registry.lookup(op, p.backend, dtype), dist_k.reshape(flat), idx_k.reshape(flat),
+         _stacked(p, x_), _stacked(p, q_), batch, k)
     if return_distances:
         return p.wrap(dist_caller), p.wrap(idx_caller)
     return p.wrap(idx_caller)

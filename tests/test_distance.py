@@ -23,8 +23,11 @@ REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 @pytest.fixture(autouse=True)
 def threads_even_for_small_inputs(monkeypatch):
     """Test-sized inputs would run on one thread; make them use every thread,
-    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested."""
+    so the multi-thread paths (shared tiles, per-thread kNN heaps) are tested; and keep
+    test-sized kNN databases (above 16 rows) on the GEMM and heap path, which larger
+    inputs take (tests/test_distance_batched.py covers the small-cloud exact scan)."""
     monkeypatch.setattr(fdist, "GEMM_WORK_PER_THREAD", 1 << 10)
+    monkeypatch.setattr(fdist, "KNN_EXACT_MAX_N", 16)
 
 
 def direct_sqdist(x, y):
@@ -270,11 +273,11 @@ def test_out_read_only_and_overlap(rng):
 @pytest.mark.parametrize("fn", [fi.pairwise_sqdist, fi.pairwise_l2])
 def test_errors(fn):
     x = np.zeros((4, 3))
-    with pytest.raises(ValueError, match=r"x must have shape \(M, D\); got \(4,\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., M, D\); got \(4,\)"):
         fn(np.zeros(4))
-    with pytest.raises(ValueError, match=r"y must have shape \(N, D\); got \(2, 3, 1\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., N, D\) = \(\.\.\., \*, 3\); got \(2, 3, 1\)"):
         fn(x, np.zeros((2, 3, 1)))
-    with pytest.raises(ValueError, match=r"y must have shape \(N, D\) = \(\*, 3\); got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., N, D\) = \(\.\.\., \*, 3\); got \(2, 4\)"):
         fn(x, np.zeros((2, 4)))
     with pytest.raises(TypeError, match="y must have the same dtype as x"):
         fn(x, np.zeros((2, 3), np.float32))
@@ -464,13 +467,13 @@ def test_backward_float32_far_from_origin(rng):
 def test_backward_errors(rng):
     x = rng.standard_normal((4, 3))
     y = rng.standard_normal((5, 3))
-    with pytest.raises(ValueError, match=r"grad_out must have shape \(M, N\) = \(4, 5\); got \(5, 4\)"):
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(\.\.\., M, N\) = \(4, 5\); got \(5, 4\)"):
         fi.pairwise_sqdist_backward(np.zeros((5, 4)), x, y)
     with pytest.raises(TypeError, match="grad_out must have the same dtype as x"):
         fi.pairwise_sqdist_backward(np.zeros((4, 5), np.float32), x, y)
-    with pytest.raises(ValueError, match=r"dist must have shape \(M, N\) = \(4, 5\); got \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"dist must have shape \(\.\.\., M, N\) = \(4, 5\); got \(4, 4\)"):
         fi.pairwise_l2_backward(np.zeros((4, 5)), x, y, dist=np.zeros((4, 4)))
-    with pytest.raises(ValueError, match=r"y must have shape \(N, D\) = \(\*, 3\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., N, D\) = \(\.\.\., \*, 3\)"):
         fi.pairwise_sqdist_backward(np.zeros((4, 5)), x, np.zeros((5, 2)))
 
 
@@ -511,17 +514,18 @@ def test_knn_fallback_scan_is_exercised_and_exact():
     # query takes the exact rescan; the answer is then rows 0..k-1.
     x = np.ones((40, 3), np.float32)
     q = np.zeros((3, 3), np.float32)
-    dist = np.empty((3, 5), np.float32)
-    idx = np.empty((3, 5), np.int64)
-    assert fdist._knn_cpu(dist, idx, x, q, 5) == 3
-    np.testing.assert_array_equal(idx, np.tile(np.arange(5), (3, 1)))
+    dist = np.empty((1, 3, 5), np.float32)
+    idx = np.empty((1, 3, 5), np.int64)
+    one = fdist._batch("knn", ("x", "queries"), x, q)
+    assert fdist._knn_cpu(dist, idx, x[None], q[None], one, 5) == 3
+    np.testing.assert_array_equal(idx[0], np.tile(np.arange(5), (3, 1)))
     np.testing.assert_array_equal(dist, 3.0)
     # On random data the candidate bound holds and no query is rescanned.
     rng = np.random.default_rng(1)
     x = rng.standard_normal((500, 8)).astype(np.float32)
     q = rng.standard_normal((50, 8)).astype(np.float32)
-    dist, idx = np.empty((50, 5), np.float32), np.empty((50, 5), np.int64)
-    assert fdist._knn_cpu(dist, idx, x, q, 5) == 0
+    dist, idx = np.empty((1, 50, 5), np.float32), np.empty((1, 50, 5), np.int64)
+    assert fdist._knn_cpu(dist, idx, x[None], q[None], one, 5) == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -583,11 +587,11 @@ def test_knn_errors():
         fi.knn(x, q, 2.0)
     with pytest.raises(TypeError, match="k must be an int; got bool"):
         fi.knn(x, q, True)
-    with pytest.raises(ValueError, match=r"queries must have shape \(Q, D\) = \(\*, 3\); got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"queries must have shape \(\.\.\., Q, D\) = \(\.\.\., \*, 3\); got \(2, 2\)"):
         fi.knn(x, np.zeros((2, 2)), 1)
-    with pytest.raises(ValueError, match=r"x must have shape \(N, D\); got \(5,\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., N, D\); got \(5,\)"):
         fi.knn(np.zeros(5), q, 1)
-    with pytest.raises(ValueError, match=r"queries must have shape \(Q, D\); got \(3,\)"):
+    with pytest.raises(ValueError, match=r"queries must have shape \(\.\.\., Q, D\); got \(3,\)"):
         fi.knn(x, np.zeros(3), 1)
     with pytest.raises(TypeError, match="queries must have the same dtype as x"):
         fi.knn(x, q.astype(np.float32), 1)
@@ -753,69 +757,102 @@ def test_knn_huge_and_non_finite_rows(dtype, special_max, rng, monkeypatch):
 # kernels called directly: odd arguments raise, nothing crashes
 # ----------------------------------------------------------------------------
 
-NO_NEAR, NO_COUNT = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
+NO_NEAR, NO_COUNT = np.zeros((0, 0, 0), np.uint8), np.zeros((0, 0), np.int64)
+ONE = np.zeros(1, np.int64)                       # batch map of one element
+SETS = (np.array([0, 1], np.int64), ONE)          # ... and its (ptr, items)
+
+
+def _knn_direct(k, dist, idx, x, q, special, kk, kc, nthreads, qblock=1):
+    """knn_fwd on one batch element (x (N, D), q (Q, D))."""
+    return k.knn_fwd(dist, idx, x[None], q[None], ONE, ONE, x[None], q[None],
+                     np.zeros((1, x.shape[0])), np.zeros((1, q.shape[0])),
+                     np.array([0, len(special)], np.int64), special, np.zeros(1, np.uint8),
+                     kk, kc, qblock, qblock, 1e-16, np.zeros((1, q.shape[0]), np.intc), nthreads)
+
+
+def _sqdist_direct(k, out, x, c, tiles, symmetric=False, nx=None, nthreads=1):
+    m, n = out.shape[1], out.shape[2]
+    return k.sqdist_fwd(out, x[None].copy(), x[None].copy(),
+                        np.zeros((1, m)) if nx is None else nx, np.zeros((1, n)), x[None],
+                        x[None], ONE, ONE, c[None], tiles, 0.1, 1e300, False, symmetric,
+                        False, nthreads)
 
 
 def test_kernels_reject_odd_arguments():
     k = fdist._cpu()
     x = np.ones((4, 3))
-    out = np.full((4, 4), 7.0)
+    out = np.full((1, 4, 4), 7.0)
     c = np.zeros(3)
     with pytest.raises(ValueError, match="tile"):
-        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(4), np.zeros(4), x, x, c,
-                     np.array([[0, 0, 5, 4]], np.intp), 0.1, 1e300, False, False, 1)
+        _sqdist_direct(k, out, x, c, np.array([[0, 0, 5, 4]], np.intp))
     with pytest.raises(ValueError, match="must agree"):
-        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(3), np.zeros(4), x, x, c,
-                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 1)
+        _sqdist_direct(k, out, x, c, np.array([[0, 0, 4, 4]], np.intp), nx=np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="batch map"):
+        k.sqdist_fwd(out, x[None].copy(), x[None].copy(), np.zeros((1, 4)), np.zeros((1, 4)),
+                     x[None], x[None], ONE + 1, ONE, c[None],
+                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, False, 1)
     np.testing.assert_array_equal(out, 7.0)
+    x3 = x[None]
     with pytest.raises(ValueError, match="must agree"):
-        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 5)), False, x, x, x, x, x, NO_NEAR,
-                    NO_COUNT, 2.0, 1)
+        k.grad_rows(np.zeros((1, 4, 3)), np.zeros((1, 4, 5)), False, x3, x3, ONE, x3, x3, x3,
+                    NO_NEAR, NO_COUNT, *SETS, 2.0, 1)
     with pytest.raises(ValueError, match="near must have the shape of s"):
-        k.grad_rows(np.zeros((4, 3)), np.zeros((4, 4)), False, x, x, x, x, np.zeros((4, 4)),
-                    np.zeros((4, 3), np.uint8), np.zeros(4, np.int64), 1.0, 1)
-    dist, idx = np.zeros((2, 5)), np.zeros((2, 5), np.int64)
+        k.grad_rows(np.zeros((1, 4, 3)), np.zeros((1, 4, 4)), False, x3, x3, ONE, x3, x3,
+                    np.zeros((1, 4, 4)), np.zeros((1, 4, 3), np.uint8),
+                    np.zeros((1, 4), np.int64), *SETS, 1.0, 1)
+    with pytest.raises(ValueError, match="items must lie"):
+        k.grad_rows(np.zeros((1, 4, 3)), np.zeros((1, 4, 4)), False, x3, x3, ONE, x3, x3, x3,
+                    NO_NEAR, NO_COUNT, SETS[0], ONE + 3, 2.0, 1)
+    with pytest.raises(ValueError, match="ptr must"):
+        k.grad_rows(np.zeros((1, 4, 3)), np.zeros((1, 4, 4)), False, x3, x3, ONE, x3, x3, x3,
+                    NO_NEAR, NO_COUNT, np.array([0, 2], np.int64), ONE, 2.0, 1)
+    dist, idx = np.zeros((1, 2, 5)), np.zeros((1, 2, 5), np.int64)
     with pytest.raises(ValueError, match="k <= kc <= N"):
-        k.knn_fwd(dist, idx, x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
-                  np.zeros(0, np.int64), False, 5, 5, 1, 1, 1e-16, np.zeros(2, np.intc), 1)
+        _knn_direct(k, dist, idx, x, x[:2], np.zeros(0, np.int64), 5, 5, 1)
     with pytest.raises(ValueError, match="special rows"):
-        k.knn_fwd(np.zeros((2, 2)), np.zeros((2, 2), np.int64), x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
-                  np.array([9], np.int64), False, 2, 2, 1, 1, 1e-16, np.zeros(2, np.intc), 1)
+        _knn_direct(k, np.zeros((1, 2, 2)), np.zeros((1, 2, 2), np.int64), x, x[:2],
+                    np.array([9], np.int64), 2, 2, 1)
 
 
 def test_kernels_guard_empty_and_zero_width():
     k = fdist._cpu()
     e = np.zeros((3, 0))
-    out = np.full((3, 3), 7.0)
-    k.sqdist_fwd(out, e.copy(), e.copy(), np.zeros(3), np.zeros(3), e, e, np.zeros(0),
-                 np.zeros((0, 4), np.intp), 0.1, 1e300, True, True, 2)
+    out = np.full((1, 3, 3), 7.0)
+    k.sqdist_fwd(out, e[None].copy(), e[None].copy(), np.zeros((1, 3)), np.zeros((1, 3)),
+                 e[None], e[None], ONE, ONE, np.zeros((1, 0)), np.zeros((0, 4), np.intp),
+                 0.1, 1e300, True, True, False, 2)
     np.testing.assert_array_equal(out, 0)
-    gx = np.full((3, 0), 7.0)
-    k.grad_rows(gx, np.zeros((3, 3)), True, e, e, e, e, e, NO_NEAR, NO_COUNT, 2.0, 2)
-    g1 = np.full((3, 2), 7.0)
-    z = np.zeros((0, 2))
-    k.grad_rows(g1, np.zeros((3, 0)), False, np.ones((3, 2)), z, np.ones((3, 2)), z,
-                z, NO_NEAR, NO_COUNT, 2.0, 2)
+    e3 = e[None]
+    gx = np.full((1, 3, 0), 7.0)
+    k.grad_rows(gx, np.zeros((1, 3, 3)), True, e3, e3, ONE, e3, e3, e3, NO_NEAR, NO_COUNT,
+                *SETS, 2.0, 2)
+    g1 = np.full((1, 3, 2), 7.0)
+    z = np.zeros((1, 0, 2))
+    k.grad_rows(g1, np.zeros((1, 3, 0)), False, np.ones((1, 3, 2)), z, ONE, np.ones((1, 3, 2)),
+                z, z, NO_NEAR, NO_COUNT, *SETS, 2.0, 2)
     np.testing.assert_array_equal(g1, 0)
-    dist, idx = np.zeros((2, 2)), np.zeros((2, 2), np.int64)
-    k.knn_fwd(dist, idx, e, e[:2], e, e[:2], np.zeros(3), np.zeros(2), np.zeros(0, np.int64),
-              False, 2, 3, 4, 4, 1e-16, np.zeros(2, np.intc), 2)
-    np.testing.assert_array_equal(idx, [[0, 1], [0, 1]])
+    g2 = np.full((2, 3, 2), 7.0)        # an element no batch entry uses: zero gradient
+    k.grad_rows(g2, np.ones((1, 3, 4)), False, np.ones((2, 3, 2)), np.ones((1, 4, 2)), ONE,
+                np.ones((1, 3, 2)), np.ones((1, 4, 2)), z, NO_NEAR, NO_COUNT,
+                np.array([0, 1, 1], np.int64), ONE, 2.0, 2)
+    np.testing.assert_array_equal(g2[1], 0)
+    dist, idx = np.zeros((1, 2, 2)), np.zeros((1, 2, 2), np.int64)
+    _knn_direct(k, dist, idx, e, e[:2], np.zeros(0, np.int64), 2, 3, 2, qblock=4)
+    np.testing.assert_array_equal(idx[0], [[0, 1], [0, 1]])
 
 
 @pytest.mark.no_sanitizer
 def test_failed_scratch_allocation_raises_memory_error_and_writes_nothing():
     k = fdist._cpu()
     x = np.ones((4, 3))
-    out = np.full((4, 4), 7.0)
+    out = np.full((1, 4, 4), 7.0)
     with pytest.raises(MemoryError):
-        k.sqdist_fwd(out, x.copy(), x.copy(), np.zeros(4), np.zeros(4), x, x, np.zeros(3),
-                     np.array([[0, 0, 4, 4]], np.intp), 0.1, 1e300, False, False, 2**30)
+        _sqdist_direct(k, out, x, np.zeros(3), np.array([[0, 0, 4, 4]], np.intp),
+                       nthreads=2**30)
     np.testing.assert_array_equal(out, 7.0)
-    dist, idx = np.full((2, 2), 7.0), np.zeros((2, 2), np.int64)
+    dist, idx = np.full((1, 2, 2), 7.0), np.zeros((1, 2, 2), np.int64)
     with pytest.raises(MemoryError):
-        k.knn_fwd(dist, idx, x, x[:2], x, x[:2], np.zeros(4), np.zeros(2),
-                  np.zeros(0, np.int64), False, 2, 2, 1, 1, 1e-16, np.zeros(2, np.intc), 2**30)
+        _knn_direct(k, dist, idx, x, x[:2], np.zeros(0, np.int64), 2, 2, 2**30)
     np.testing.assert_array_equal(dist, 7.0)
 
 

@@ -23,6 +23,8 @@ identical rows, special rows, NaN) are recomputed by direct differences of the
 original rows, accumulated in float64: identical rows give exact zeros, and
 every result is >= 0.
 """
+import numpy as np
+
 from cython.parallel cimport parallel, prange, threadid
 cimport openmp
 from libc.math cimport sqrt, sqrtf, fabs, INFINITY, NAN
@@ -205,6 +207,28 @@ cdef int cand_cmp(const void* pa, const void* pb) noexcept nogil:
     return 0
 
 
+cdef enum:
+    SHORT_SORT = 32     # candidate lists up to this long are insertion-sorted
+
+
+cdef void sort_cands(Cand* c, Py_ssize_t n) noexcept nogil:
+    """Sort by (distance, index), NaN last. The order is total (indices are distinct),
+    so any algorithm gives the same result: insertion sort for short lists (qsort's
+    call overhead dominates there), qsort otherwise."""
+    cdef Py_ssize_t i, j
+    cdef Cand t
+    if n > SHORT_SORT:
+        qsort(c, n, sizeof(Cand), cand_cmp)
+        return
+    for i in range(1, n):
+        t = c[i]
+        j = i
+        while j > 0 and greater(c[j - 1].d, c[j - 1].i, t.d, t.i):
+            c[j] = c[j - 1]
+            j -= 1
+        c[j] = t
+
+
 cdef inline void heap_replace_top(double* hv, i64* hi, Py_ssize_t n, double v, i64 j) noexcept nogil:
     """Max-heap on (value, index): replace the largest entry by (v, j) and sift down."""
     cdef Py_ssize_t pos = 0, c
@@ -253,24 +277,42 @@ cdef inline void centre_row(const real* src, const real* centre, real* dst, real
     norm[0] = <real> s if s <= limit else <real> INFINITY
 
 
-def centre_rows(real[:, ::1] dst, real[::1] norms, const real[:, ::1] src,
-                const real[::1] centre, double limit, int nthreads):
-    """dst[i] = src[i] - centre; norms[i] = |dst[i]|^2, +inf above ``limit`` (see centre_row)."""
-    cdef Py_ssize_t m = src.shape[0], d = src.shape[1], i
-    if (dst.shape[0] != m or dst.shape[1] != d or norms.shape[0] != m
-            or centre.shape[0] != d):
-        raise ValueError("centre_rows: dst (M, D), norms (M,) and centre (D,) must match src (M, D).")
-    if m == 0:
+cdef int check_map(const i64[::1] amap, Py_ssize_t nsrc, str what) except -1:
+    """Every entry of a batch map must index one of the ``nsrc`` batch elements of its source."""
+    cdef Py_ssize_t b
+    for b in range(amap.shape[0]):
+        if not 0 <= amap[b] < nsrc:
+            raise ValueError(f"{what}: batch map entries must lie in [0, {nsrc}); "
+                             f"got {amap[b]} at {b}.")
+    return 0
+
+
+def centre_rows(real[:, :, ::1] dst, real[:, ::1] norms, const real[:, :, ::1] src,
+                const i64[::1] srcmap, const real[:, ::1] centre, double limit, int nthreads):
+    """dst[b, i] = src[srcmap[b], i] - centre[b]; norms[b, i] = |dst[b, i]|^2, +inf above
+    ``limit`` (see centre_row). Shapes: dst (B, M, D), norms (B, M), src (S, M, D),
+    srcmap (B,), centre (B, D)."""
+    cdef Py_ssize_t nb = dst.shape[0], m = src.shape[1], d = src.shape[2], r, b, i
+    if (dst.shape[1] != m or dst.shape[2] != d or norms.shape[0] != nb
+            or norms.shape[1] != m or srcmap.shape[0] != nb or centre.shape[0] != nb
+            or centre.shape[1] != d):
+        raise ValueError("centre_rows: dst (B, M, D), norms (B, M), srcmap (B,) and "
+                         "centre (B, D) must match src (S, M, D).")
+    check_map(srcmap, src.shape[0], "centre_rows")
+    if nb == 0 or m == 0:
         return
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
         fi_team_enter(&team)
-        for i in prange(m, schedule="static"):
+        for r in prange(nb * m, schedule="static"):
+            b = r // m
+            i = r - b * m
             if d == 0:
-                norms[i] = 0
+                norms[b, i] = 0
             else:
-                centre_row(&src[i, 0], &centre[0], &dst[i, 0], &norms[i], d, limit)
+                centre_row(&src[srcmap[b], i, 0], &centre[b, 0], &dst[b, i, 0], &norms[b, i],
+                           d, limit)
         fi_team_leave(&team)
     fi_team_done(&team)
 
@@ -352,22 +394,63 @@ cdef int check_tiles(const Py_ssize_t[:, ::1] tiles, Py_ssize_t m, Py_ssize_t n,
     return 0
 
 
-def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
-               real[::1] nx, real[::1] ny, const real[:, ::1] x, const real[:, ::1] y,
-               const real[::1] centre, const Py_ssize_t[:, ::1] tiles, double tau,
-               double limit, bint take_sqrt, bint symmetric, int nthreads):
-    """out[i, j] = |x_i - y_j|^2 (or its square root), tile by tile.
+cdef void direct_tile(const real* x, const real* y, Py_ssize_t d, Py_ssize_t mb,
+                      Py_ssize_t nb, real* out, Py_ssize_t ldo, bint take_sqrt,
+                      double* yt, double* acc) noexcept nogil:
+    """out[ii, jj] = |x_ii - y_jj|^2 (or its root) for one tile from direct differences in
+    float64: the tile's rows of y are transposed into ``yt`` (d x nb), then each row of x is
+    swept along the tile (k outer, contiguous and vectorisable inner loop over jj; the sum
+    over k always runs in increasing order). For small D this beats the GEMM form and
+    is exact up to one rounding: identical rows give exactly 0."""
+    cdef Py_ssize_t ii, jj, k
+    cdef double xk, t, v
+    cdef const double* col
+    cdef real* row
+    for jj in range(nb):
+        for k in range(d):
+            yt[k * nb + jj] = y[jj * d + k]
+    for ii in range(mb):
+        for jj in range(nb):
+            acc[jj] = 0
+        for k in range(d):
+            xk = x[ii * d + k]
+            col = yt + k * nb
+            for jj in range(nb):
+                t = xk - col[jj]
+                acc[jj] += t * t
+        row = out + ii * ldo
+        if not take_sqrt:
+            for jj in range(nb):
+                row[jj] = <real> acc[jj]
+            continue
+        for jj in range(nb):
+            v = acc[jj]
+            row[jj] = <real> (sqrt(v) if v != INFINITY else direct_norm(x + ii * d, y + jj * d, d))
 
-    One parallel region: first ``xc``/``yc`` (scratch, the rows of x and y
-    minus ``centre``) and ``nx``/``ny`` (their squared norms, +inf for special
-    rows above ``limit``) are filled, then every tile ``(i0, j0, rows, cols)``
-    of ``tiles`` is multiplied and finished (dynamic schedule: which
-    thread runs a tile changes nothing in it). With ``symmetric`` (y is x: pass
-    the same arrays) the tiles cover the upper triangle (diagonal tiles square)
-    and are mirrored into the lower one. D = 0 gives zeros.
+
+def sqdist_fwd(real[:, :, ::1] out, real[:, :, ::1] xc, real[:, :, ::1] yc,
+               real[:, ::1] nx, real[:, ::1] ny, const real[:, :, ::1] x,
+               const real[:, :, ::1] y, const i64[::1] xmap, const i64[::1] ymap,
+               const real[:, ::1] centre, const Py_ssize_t[:, ::1] tiles, double tau,
+               double limit, bint take_sqrt, bint symmetric, bint direct, int nthreads):
+    """out[b, i, j] = |x[xmap[b], i] - y[ymap[b], j]|^2 (or its square root), tile by tile.
+
+    Shapes: out (B, M, N), x (S, M, D), y (T, N, D), xmap/ymap (B,), xc (B, M, D),
+    yc (B, N, D), nx (B, M), ny (B, N), centre (B, D). One parallel region: first
+    ``xc``/``yc`` (scratch, the rows of each batch element's x and y minus its
+    ``centre``) and ``nx``/``ny`` (their squared norms, +inf for special rows
+    above ``limit``) are filled, then every tile ``(i0, j0, rows, cols)`` of
+    ``tiles`` of every batch element is multiplied and finished (dynamic
+    schedule over batch x tiles: which thread runs a tile changes nothing in
+    it, so each element's bits are those of a call on it alone). With
+    ``symmetric`` (y is x: pass the same arrays and maps) the tiles cover the
+    upper triangle (diagonal tiles square) and are mirrored into the lower one.
+    With ``direct`` (for small D) every tile comes from direct differences
+    (direct_tile) and xc, yc, nx, ny and centre are not used. D = 0 gives zeros.
     """
-    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], d = x.shape[1]
-    cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb, r
+    cdef Py_ssize_t nbat = out.shape[0], m = out.shape[1], n = out.shape[2], d = x.shape[2]
+    cdef Py_ssize_t maxcols = 0
+    cdef Py_ssize_t ntiles = tiles.shape[0], t, i0, j0, mb, nb, r, b, rows
     cdef Py_ssize_t nrows = m if symmetric else m + n
     cdef real* po
     cdef void* base = NULL
@@ -375,48 +458,73 @@ def sqdist_fwd(real[:, ::1] out, real[:, ::1] xc, real[:, ::1] yc,
     cdef size_t wstride, gbytes
     cdef char* mine
     cdef FwdCtx* ctx
-    if (x.shape[0] != m or y.shape[0] != n or y.shape[1] != d or xc.shape[0] != m
-            or xc.shape[1] != d or yc.shape[0] != n or yc.shape[1] != d
-            or nx.shape[0] != m or ny.shape[0] != n or centre.shape[0] != d):
-        raise ValueError("sqdist_fwd: out (M, N), x/xc (M, D), y/yc (N, D), nx (M,), "
-                         "ny (N,), centre (D,) must agree.")
-    if m == 0 or n == 0:
+    if (x.shape[1] != m or y.shape[1] != n or y.shape[2] != d or xc.shape[0] != nbat
+            or xc.shape[1] != m or xc.shape[2] != d or yc.shape[0] != nbat
+            or yc.shape[1] != n or yc.shape[2] != d or nx.shape[0] != nbat
+            or nx.shape[1] != m or ny.shape[0] != nbat or ny.shape[1] != n
+            or xmap.shape[0] != nbat or ymap.shape[0] != nbat or centre.shape[0] != nbat
+            or centre.shape[1] != d or (symmetric and m != n)):
+        raise ValueError("sqdist_fwd: out (B, M, N), x (S, M, D), y (T, N, D), xc (B, M, D), "
+                         "yc (B, N, D), nx (B, M), ny (B, N), xmap/ymap (B,), centre (B, D) "
+                         "must agree.")
+    check_map(xmap, x.shape[0], "sqdist_fwd")
+    check_map(ymap, y.shape[0], "sqdist_fwd")
+    if nbat == 0 or m == 0 or n == 0:
         return
     if d == 0:
-        out[:, :] = 0
+        out[:, :, :] = 0
         return
     check_tiles(tiles, m, n, symmetric)
+    for t in range(ntiles):
+        maxcols = max(maxcols, tiles[t, 3])
     nthreads = max(1, nthreads)
-    po = &out[0, 0]
-    gbytes = gemm_work_bytes(po)
+    if direct:   # the transposed y rows (d x cols) and one row of sums, in float64
+        gbytes = round_up(<size_t> (d + 1) * maxcols * sizeof(double), FI_GEMM_ALIGN)
+    else:
+        gbytes = gemm_work_bytes(&out[0, 0, 0])
     wstride = gbytes + round_up(sizeof(FwdCtx), FI_GEMM_ALIGN)
     work = alloc_per_thread(wstride, nthreads, &base)
+    rows = 0 if direct else nbat * nrows
     cdef fi_team team
     try:
         nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
         with nogil, parallel(num_threads=nthreads):
             fi_team_enter(&team)
-            for r in prange(nrows, schedule="static"):
-                if r < m:
-                    centre_row(&x[r, 0], &centre[0], &xc[r, 0], &nx[r], d, limit)
+            for r in prange(rows, schedule="static"):
+                b = r // nrows
+                t = r - b * nrows
+                if t < m:
+                    centre_row(&x[xmap[b], t, 0], &centre[b, 0], &xc[b, t, 0], &nx[b, t],
+                               d, limit)
                 else:
-                    centre_row(&y[r - m, 0], &centre[0], &yc[r - m, 0], &ny[r - m], d, limit)
+                    centre_row(&y[ymap[b], t - m, 0], &centre[b, 0], &yc[b, t - m, 0],
+                               &ny[b, t - m], d, limit)
             omp_barrier()     # every centred row is ready before any tile starts
-            for t in prange(ntiles, schedule="dynamic", chunksize=1):
+            for r in prange(nbat * ntiles, schedule="dynamic", chunksize=1):
+                b = r // ntiles
+                t = r - b * ntiles
                 i0 = tiles[t, 0]
                 j0 = tiles[t, 1]
                 mb = tiles[t, 2]
                 nb = tiles[t, 3]
+                po = &out[b, 0, 0]
                 mine = work + threadid() * wstride
+                if direct:
+                    direct_tile(&x[xmap[b], i0, 0], &y[ymap[b], j0, 0], d, mb, nb,
+                                po + i0 * n + j0, n, take_sqrt, <double*> mine,
+                                <double*> mine + d * nb)
+                    if symmetric:
+                        mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
+                    continue
                 ctx = <FwdCtx*> (mine + gbytes)      # this thread's epilogue context
-                ctx.nx = &nx[i0]
-                ctx.ny = &ny[j0]
-                ctx.x = &x[i0, 0]
-                ctx.y = &y[j0, 0]
+                ctx.nx = &nx[b, i0]
+                ctx.ny = &ny[b, j0]
+                ctx.x = &x[xmap[b], i0, 0]
+                ctx.y = &y[ymap[b], j0, 0]
                 ctx.d = d
                 ctx.tau = tau
                 ctx.take_sqrt = take_sqrt
-                gemm(mb, nb, d, <real> -2, &xc[i0, 0], d, 1, &yc[j0, 0], 1, d,
+                gemm(mb, nb, d, <real> -2, &xc[b, i0, 0], d, 1, &yc[b, j0, 0], 1, d,
                      <real> 0, po + i0 * n + j0, n, mine, ctx)
                 if symmetric:
                     mirror_tile(po, n, i0, j0, mb, nb, i0 == j0)
@@ -435,22 +543,22 @@ cdef inline bint near_pair(double dist, double ra, double rb, double tau) noexce
     return not (dist > tau * (ra + rb))
 
 
-cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_ssize_t d,
+cdef void grad_tile(real* dst, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_ssize_t d,
                     const real* s, ptrdiff_t rss, ptrdiff_t css, const real* g,
                     const unsigned char* near, const i64* count,
                     const real* a, const real* b, const real* ac, const real* bc,
                     double factor, double* rowsum, double* acc, void* work) noexcept nogil:
-    """Rows r0:r0+mb of ``out[r] = factor sum_q S(r,q) (a_r - b_q)`` (S(r,q) = s[r*rss + q*css],
-    likewise g and near), as ``factor (rowsum_r ac_r - (S @ bc)_r)`` plus, for the
-    near pairs (which carry S = 0; ``count[r]`` of them in row r, none when count is
-    NULL), ``g(r,q) (a_r - b_q) / |a_r - b_q|`` from direct differences in float64.
+    """Rows r0:r0+mb of ``out[r] = factor sum_q S(r,q) (a_r - b_q)`` into ``dst`` (mb rows of
+    d; S(r,q) = s[r*rss + q*css], likewise g and near), as ``factor (rowsum_r ac_r - (S @ bc)_r)``
+    plus, for the near pairs (which carry S = 0; ``count[r]`` of them in row r, none when
+    count is NULL), ``g(r,q) (a_r - b_q) / |a_r - b_q|`` from direct differences in float64.
     Every sum runs over q in increasing order."""
     cdef Py_ssize_t rr, q, k, r
     cdef ptrdiff_t o
     cdef double w, nrm
     cdef real* row
     gemm(mb, d, ns, <real> -1, s + r0 * rss, rss, css, bc, d, 1, <real> 0,
-         out + r0 * d, d, work, NULL)
+         dst, d, work, NULL)
     for rr in range(mb):
         rowsum[rr] = 0
     if css == 1:
@@ -462,7 +570,7 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
                 rowsum[rr] += s[(r0 + rr) * rss + q * css]
     for rr in range(mb):
         r = r0 + rr
-        row = out + r * d
+        row = dst + rr * d
         for k in range(d):
             row[k] = <real> (factor * (rowsum[rr] * <double> ac[r * d + k] + <double> row[k]))
         if count == NULL or count[r] == 0:
@@ -483,51 +591,80 @@ cdef void grad_tile(real* out, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
             row[k] = <real> (<double> row[k] + acc[k])
 
 
-def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
-              const real[:, ::1] a, const real[:, ::1] b, const real[:, ::1] ac,
-              const real[:, ::1] bc, const real[:, ::1] g, const unsigned char[:, ::1] near,
-              const i64[::1] count, double factor, int nthreads):
-    """``out[r] = factor * sum_q S(r, q) (a_r - b_q)`` for every row r of ``a``.
+cdef int check_sets(const i64[::1] ptr, const i64[::1] items, Py_ssize_t nout,
+                    Py_ssize_t nelem) except -1:
+    """``items[ptr[u]:ptr[u+1]]`` lists the batch elements summed into output u."""
+    cdef Py_ssize_t u, e
+    if ptr.shape[0] != nout + 1 or ptr[0] != 0 or ptr[nout] != items.shape[0]:
+        raise ValueError(f"grad_rows: ptr must have {nout + 1} entries from 0 to len(items).")
+    for u in range(nout):
+        if ptr[u + 1] < ptr[u]:
+            raise ValueError("grad_rows: ptr must be non-decreasing.")
+    for e in range(items.shape[0]):
+        if not 0 <= items[e] < nelem:
+            raise ValueError(f"grad_rows: items must lie in [0, {nelem}).")
+    return 0
 
-    S is ``s`` (shape (len(a), len(b))) or, with ``transpose``, ``s.T``; ``g``
-    and ``near`` are read the same way. ``ac``/``bc`` are a and b minus one
-    common centre. When ``count`` is not empty (the L2 backward), the pairs
-    with ``near`` set (``count[r]`` of them in row r) must carry S = 0 and
-    contribute ``g (a_r - b_q) / |a_r - b_q|`` from direct differences
-    instead; when it is empty, g and near are not read. Fixed tiles of
-    BWD_ROWS rows, each one GEMM (sums in increasing q order): bit-identical
-    for any thread count.
+
+def grad_rows(real[:, :, ::1] out, const real[:, :, ::1] s, bint transpose,
+              const real[:, :, ::1] a, const real[:, :, ::1] b, const i64[::1] bmap,
+              const real[:, :, ::1] ac, const real[:, :, ::1] bc,
+              const real[:, :, ::1] g, const unsigned char[:, :, ::1] near,
+              const i64[:, ::1] count, const i64[::1] ptr, const i64[::1] items,
+              double factor, int nthreads):
+    """``out[u, r] = sum_e factor * sum_q S_e(r, q) (a[u, r] - b[bmap[e], q])`` for every
+    batch element u of ``a`` and every row r, e running over ``items[ptr[u]:ptr[u+1]]``
+    in order (the batch elements whose operand is a[u]: one without broadcasting).
+
+    Shapes: out and a (U, A, D), b (V, B, D), bmap (E,), ac (E, A, D) and bc (E, B, D)
+    (a[u] and b[bmap[e]] minus element e's centre), s (E, A, B) or, with
+    ``transpose``, (E, B, A) read as its transpose; ``g`` and ``near`` are read the
+    same way. When ``count`` (E, A) is not empty (the L2 backward), the pairs with
+    ``near`` set (``count[e, r]`` of them in row r) must carry S = 0 and contribute
+    ``g (a_r - b_q) / |a_r - b_q|`` from direct differences instead; when it is
+    empty, g and near are not read. Fixed tiles of BWD_ROWS rows of one u, each
+    one GEMM per element (sums in increasing q order), the first element written
+    in place and later ones added in order: bit-identical for any thread count,
+    and a single element gives the bits of an unbatched call.
     """
-    cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], d = a.shape[1]
-    cdef Py_ssize_t ntiles, t, r0, mb
+    cdef Py_ssize_t nu = out.shape[0], na = a.shape[1], nb = b.shape[1], d = a.shape[2]
+    cdef Py_ssize_t ne = bmap.shape[0], per, ntiles, t, r0, mb, u, e, l, rr, k
     cdef ptrdiff_t rss, css
-    cdef bint direct = count.shape[0] != 0
+    cdef bint direct = count.shape[0] * count.shape[1] != 0
     cdef void* base = NULL
     cdef char* work
     cdef char* mine
-    cdef size_t wstride, gbytes
+    cdef real* dst
+    cdef real* tmp
+    cdef size_t wstride, gbytes, o_tmp
     cdef Py_ssize_t s0 = nb if transpose else na, s1 = na if transpose else nb
-    if (s.shape[0] != s0 or s.shape[1] != s1 or out.shape[0] != na or out.shape[1] != d
-            or b.shape[1] != d or ac.shape[0] != na or ac.shape[1] != d
-            or bc.shape[0] != nb or bc.shape[1] != d):
-        raise ValueError("grad_rows: out/a/ac (A, D), b/bc (B, D) and s (A, B) "
-                         "(transposed: (B, A)) must agree.")
-    if direct and (g.shape[0] != s0 or g.shape[1] != s1 or near.shape[0] != s0
-                   or near.shape[1] != s1 or count.shape[0] != na):
-        raise ValueError("grad_rows: g and near must have the shape of s, count (A,).")
-    if na == 0 or d == 0:
+    if (a.shape[0] != nu or out.shape[1] != na or out.shape[2] != d or b.shape[2] != d
+            or s.shape[0] != ne or s.shape[1] != s0 or s.shape[2] != s1
+            or ac.shape[0] != ne or ac.shape[1] != na or ac.shape[2] != d
+            or bc.shape[0] != ne or bc.shape[1] != nb or bc.shape[2] != d):
+        raise ValueError("grad_rows: out/a (U, A, D), b (V, B, D), bmap (E,), ac (E, A, D), "
+                         "bc (E, B, D) and s (E, A, B) (transposed: (E, B, A)) must agree.")
+    if direct and (g.shape[0] != ne or g.shape[1] != s0 or g.shape[2] != s1
+                   or near.shape[0] != ne or near.shape[1] != s0 or near.shape[2] != s1
+                   or count.shape[0] != ne or count.shape[1] != na):
+        raise ValueError("grad_rows: g and near must have the shape of s, count (E, A).")
+    check_map(bmap, b.shape[0], "grad_rows")
+    check_sets(ptr, items, nu, ne)
+    if nu == 0 or na == 0 or d == 0:
         return
     if nb == 0:
-        out[:, :] = 0
+        out[:, :, :] = 0
         return
     if transpose:
         rss, css = 1, na
     else:
         rss, css = nb, 1
-    ntiles = (na + BWD_ROWS - 1) // BWD_ROWS
+    per = (na + BWD_ROWS - 1) // BWD_ROWS
+    ntiles = nu * per
     nthreads = max(1, min(nthreads, ntiles))
-    gbytes = gemm_work_bytes(&out[0, 0])
-    wstride = gbytes + round_up((BWD_ROWS + d) * sizeof(double), FI_GEMM_ALIGN)
+    gbytes = gemm_work_bytes(&out[0, 0, 0])
+    o_tmp = gbytes + round_up((BWD_ROWS + d) * sizeof(double), FI_GEMM_ALIGN)
+    wstride = o_tmp + round_up(<size_t> BWD_ROWS * d * sizeof(real), FI_GEMM_ALIGN)
     work = alloc_per_thread(wstride, nthreads, &base)
     cdef fi_team team
     try:
@@ -536,46 +673,61 @@ def grad_rows(real[:, ::1] out, const real[:, ::1] s, bint transpose,
             fi_team_enter(&team)
             for t in prange(ntiles, schedule="dynamic", chunksize=1):
                 mine = work + threadid() * wstride
-                r0 = t * BWD_ROWS
+                tmp = <real*> (mine + o_tmp)
+                u = t // per
+                r0 = (t - u * per) * BWD_ROWS
                 mb = min(<Py_ssize_t> BWD_ROWS, na - r0)
-                grad_tile(&out[0, 0], r0, mb, nb, d, &s[0, 0], rss, css,
-                          &g[0, 0] if direct else NULL, &near[0, 0] if direct else NULL,
-                          &count[0] if direct else NULL,
-                          &a[0, 0], &b[0, 0], &ac[0, 0], &bc[0, 0], factor,
-                          <double*> (mine + gbytes), <double*> (mine + gbytes) + BWD_ROWS,
-                          mine)
+                dst = &out[u, r0, 0]
+                if ptr[u] == ptr[u + 1]:
+                    memset(dst, 0, mb * d * sizeof(real))
+                for l in range(ptr[u], ptr[u + 1]):
+                    e = items[l]
+                    grad_tile(dst if l == ptr[u] else tmp, r0, mb, nb, d, &s[e, 0, 0], rss, css,
+                              &g[e, 0, 0] if direct else NULL,
+                              &near[e, 0, 0] if direct else NULL,
+                              &count[e, 0] if direct else NULL,
+                              &a[u, 0, 0], &b[bmap[e], 0, 0], &ac[e, 0, 0], &bc[e, 0, 0],
+                              factor, <double*> (mine + gbytes),
+                              <double*> (mine + gbytes) + BWD_ROWS, mine)
+                    if l != ptr[u]:
+                        for rr in range(mb * d):
+                            dst[rr] = dst[rr] + tmp[rr]
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
         free(base)
 
 
-def l2_scale(real[:, ::1] s, unsigned char[:, ::1] near, const real[:, ::1] g,
-             const real[:, ::1] dist, const double[::1] rx, const double[::1] ry, double tau,
-             int nthreads):
-    """``s = g / dist`` (0 where dist == 0); ``near`` marks the pairs with
+def l2_scale(real[:, :, ::1] s, unsigned char[:, :, ::1] near, const real[:, :, ::1] g,
+             const real[:, :, ::1] dist, const double[:, ::1] rx, const double[:, ::1] ry,
+             double tau, int nthreads):
+    """``s = g / dist`` (0 where dist == 0), per batch element; ``near`` marks the pairs with
     ``not (dist > tau (rx_i + ry_j))``, taken from direct differences by grad_rows
-    (their s is 0)."""
-    cdef Py_ssize_t m = s.shape[0], n = s.shape[1], i, j
+    (their s is 0). Shapes: s, near, g, dist (E, M, N), rx (E, M), ry (E, N)."""
+    cdef Py_ssize_t ne = s.shape[0], m = s.shape[1], n = s.shape[2], r, e, i, j
     cdef double dv
-    if (g.shape[0] != m or g.shape[1] != n or dist.shape[0] != m or dist.shape[1] != n
-            or near.shape[0] != m or near.shape[1] != n or rx.shape[0] != m
-            or ry.shape[0] != n):
-        raise ValueError("l2_scale: s, near, g, dist (M, N), rx (M,), ry (N,) must agree.")
-    if m == 0 or n == 0:
+    if (g.shape[0] != ne or g.shape[1] != m or g.shape[2] != n or dist.shape[0] != ne
+            or dist.shape[1] != m or dist.shape[2] != n or near.shape[0] != ne
+            or near.shape[1] != m or near.shape[2] != n or rx.shape[0] != ne
+            or rx.shape[1] != m or ry.shape[0] != ne or ry.shape[1] != n):
+        raise ValueError("l2_scale: s, near, g, dist (E, M, N), rx (E, M), ry (E, N) "
+                         "must agree.")
+    if ne == 0 or m == 0 or n == 0:
         return
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
         fi_team_enter(&team)
-        for i in prange(m, schedule="static"):
+        for r in prange(ne * m, schedule="static"):
+            e = r // m
+            i = r - e * m
             for j in range(n):
-                dv = dist[i, j]
-                near[i, j] = near_pair(dv, rx[i], ry[j], tau)
-                if near[i, j] or not (dv > 0):
-                    s[i, j] = 0
+                dv = dist[e, i, j]
+                near[e, i, j] = near_pair(dv, rx[e, i], ry[e, j], tau)
+                if near[e, i, j] or not (dv > 0):
+                    s[e, i, j] = 0
                 else:
-                    s[i, j] = <real> (<double> g[i, j] / dv)
+                    s[e, i, j] = <real> (<double> g[e, i, j] / dv)
         fi_team_leave(&team)
     fi_team_done(&team)
 
@@ -659,7 +811,7 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
         if ncand < k:
             fallback = True
         else:
-            qsort(cand, ncand, sizeof(Cand), cand_cmp)
+            sort_cands(cand, ncand)
             if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
                 fallback = True
     if fallback:
@@ -667,90 +819,185 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
         for c in range(k):
             cand[c].d = ev[c]
             cand[c].i = ei[c]
-        qsort(cand, k, sizeof(Cand), cand_cmp)
+        sort_cands(cand, k)
     else:
         for c in range(ncand):
             cand[c].d = sqdiff(q, x + cand[c].i * d, d)
-        qsort(cand, ncand, sizeof(Cand), cand_cmp)
+        sort_cands(cand, ncand)
     for c in range(k):
         dist_row[c] = <real> cand[c].d
         idx_row[c] = cand[c].i
     return fallback
 
 
-def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
-            const real[:, ::1] q, const real[:, ::1] xc, const real[:, ::1] qc,
-            const real[::1] nx, const real[::1] nq, const i64[::1] special,
-            bint all_exact, int k, int kc, int qblock, int tblock, double unit,
-            int[::1] fallbacks, int nthreads):
-    """k nearest rows of ``x`` for every row of ``q`` (sorted, ties by smaller index).
+cdef enum:
+    SOA_MAX = 1 << 18    # doubles of per-thread scratch for the transposed small-x scan
 
-    ``xc``/``qc`` are the rows minus one centre and ``nx``/``nq`` their squared
-    norms (+inf for special rows: see centre_rows); ``special`` lists the
-    special rows of x (they never enter the heaps and are always candidates).
-    A special query, or every query with ``all_exact``, is scanned exactly.
-    Query block by query block (``qblock`` queries), the threads share out the
-    blocks of ``tblock`` rows of x (dynamic schedule): GEMM into the thread's
-    buffer, then ``|xc_j|^2 - 2 qc.xc_j`` is offered to the thread's heap of
-    ``kc`` candidates per query. Finally each query's candidates are checked
-    and recomputed exactly (see finish_query). ``unit`` is the dtype's unit
-    roundoff. ``fallbacks[q]`` is set to 1 for each query that was rescanned.
-    Scratch is allocated here (MemoryError before anything is written).
+
+cdef void soa_rows(const real* x, Py_ssize_t n, Py_ssize_t d, double* xt) noexcept nogil:
+    """xt[k * n + j] = x[j, k]: the n rows of x, column by column, in float64."""
+    cdef Py_ssize_t j, k
+    for j in range(n):
+        for k in range(d):
+            xt[k * n + j] = x[j * d + k]
+
+
+cdef void soa_sqdiff(const real* q, const double* xt, Py_ssize_t n, Py_ssize_t d,
+                     double* part, double* e) noexcept nogil:
+    """e[j] = sqdiff(q, x_j) for all n rows at once (xt from soa_rows): the same eight
+    partial sums, each in the same order, and the same final tree as sqdiff, so the
+    bits are those of sqdiff; the loops run along j (vectorised)."""
+    cdef Py_ssize_t j, k, l, d8 = d - d % 8
+    cdef double qk, t
+    cdef double* pl
+    cdef const double* col
+    for j in range(8 * n):
+        part[j] = 0
+    for k in range(d):
+        l = k % 8 if k < d8 else k - d8
+        pl = part + l * n
+        col = xt + k * n
+        qk = q[k]
+        for j in range(n):
+            t = qk - col[j]
+            pl[j] += t * t
+    for j in range(n):
+        e[j] = (((part[j] + part[n + j]) + (part[2 * n + j] + part[3 * n + j]))
+                + ((part[4 * n + j] + part[5 * n + j]) + (part[6 * n + j] + part[7 * n + j])))
+
+
+cdef void top_k_of(const double* e, Py_ssize_t n, Py_ssize_t k, double* hv, i64* hi,
+                   Cand* cand, real* dist_row, i64* idx_row) noexcept nogil:
+    """The k smallest (e[j], j), sorted (NaN last, ties by index), into dist_row/idx_row."""
+    cdef Py_ssize_t j
+    for j in range(k):
+        hv[j] = NAN          # sentinel: after every number and every NaN row
+        hi[j] = I64_MAX
+    for j in range(n):
+        if greater(hv[0], hi[0], e[j], j):
+            heap_replace_top(hv, hi, k, e[j], j)
+    for j in range(k):
+        cand[j].d = hv[j]
+        cand[j].i = hi[j]
+    sort_cands(cand, k)
+    for j in range(k):
+        dist_row[j] = <real> cand[j].d
+        idx_row[j] = cand[j].i
+
+
+cdef void fill_heaps(const real* qc, const real* xc, const real* nx, Py_ssize_t j0,
+                     Py_ssize_t nb, Py_ssize_t nr, Py_ssize_t d, Py_ssize_t kc,
+                     Py_ssize_t tblock, real* g, double* hv, i64* hi, void* work) noexcept nogil:
+    """Offer rows j0:j0+nb of x to the heaps of the nr queries of a block: one GEMM
+    (``-2 qc . xc_j`` into g, row stride tblock), then scan_block per query."""
+    cdef Py_ssize_t r
+    gemm(nr, nb, d, <real> -2, qc, d, 1, xc + j0 * d, 1, d, <real> 0, g, tblock, work, NULL)
+    for r in range(nr):
+        scan_block(g + r * tblock, nx + j0, nb, j0, hv + r * kc, hi + r * kc, kc)
+
+
+def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
+            const real[:, :, ::1] q, const i64[::1] xmap, const i64[::1] qmap,
+            const real[:, :, ::1] xc, const real[:, :, ::1] qc,
+            const real[:, ::1] nx, const real[:, ::1] nq, const i64[::1] special_ptr,
+            const i64[::1] special, const unsigned char[::1] all_exact,
+            int k, int kc, int qblock, int tblock, double unit,
+            int[:, ::1] fallbacks, int nthreads):
+    """k nearest rows of ``x[xmap[b]]`` for every row of ``q[qmap[b]]``, for every batch
+    element b (sorted, ties by smaller index).
+
+    Shapes: dist/idx (B, Q, k), x (S, N, D), q (T, Q, D), xmap/qmap (B,), xc (B, N, D),
+    qc (B, Q, D), nx (B, N), nq (B, Q), fallbacks (B, Q). ``xc``/``qc`` are element b's
+    rows minus its centre and ``nx``/``nq`` their squared norms (+inf for special
+    rows: see centre_rows); ``special[special_ptr[b]:special_ptr[b+1]]`` lists the
+    special rows of element b's x (they never enter the heaps and are always
+    candidates). A special query, or every query of an element with
+    ``all_exact[b]``, is scanned exactly. Block by block (``qblock`` queries of one
+    element), the threads share out the blocks of ``tblock`` rows of x (dynamic
+    schedule): GEMM into the thread's buffer, then ``|xc_j|^2 - 2 qc.xc_j`` is
+    offered to the thread's heap of ``kc`` candidates per query. Finally each
+    query's candidates are checked and recomputed exactly (see finish_query), so
+    the result never depends on the blocks or threads. When x fits one block of
+    ``tblock`` rows, each thread instead takes whole query blocks with its own
+    heap (no barrier: many small clouds). ``unit`` is the dtype's
+    unit roundoff. ``fallbacks[b, q]`` is set to 1 for each query that was
+    rescanned. Scratch is allocated here (MemoryError before anything is written).
     """
-    cdef Py_ssize_t nqry = q.shape[0], n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t nspecial = special.shape[0]
-    cdef Py_ssize_t nblocks, ntb, b, q0, nr, r, c, j, tb, j0, nb, tid
+    cdef Py_ssize_t nbat = dist.shape[0], nqry = q.shape[1], n = x.shape[1], d = x.shape[2]
+    cdef Py_ssize_t nspecial, maxspecial = 0
+    cdef Py_ssize_t nblocks, ntb, blk, b, q0, nr, r, c, j, tb, j0, nb, tid
     cdef int nteam
-    cdef double nx_max = 0, nqr, delta
+    cdef double nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
     cdef void* base = NULL
     cdef char* work
     cdef char* mine
-    cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei
+    cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei, o_soa
+    cdef bint soa
+    cdef double* xt
     cdef real* g
     cdef double* hv
     cdef i64* hi
     cdef const i64* spec
-    if (dist.shape[0] != nqry or idx.shape[0] != nqry or dist.shape[1] != k
-            or idx.shape[1] != k or q.shape[1] != d or xc.shape[0] != n
-            or xc.shape[1] != d or qc.shape[0] != nqry or qc.shape[1] != d
-            or nx.shape[0] != n or nq.shape[0] != nqry or fallbacks.shape[0] != nqry):
-        raise ValueError("knn_fwd: dist/idx (Q, k), x/xc (N, D), q/qc (Q, D), nx (N,), "
-                         "nq (Q,), fallbacks (Q,) must agree.")
+    if (dist.shape[1] != nqry or idx.shape[0] != nbat or idx.shape[1] != nqry
+            or dist.shape[2] != k or idx.shape[2] != k or q.shape[2] != d
+            or xmap.shape[0] != nbat or qmap.shape[0] != nbat or xc.shape[0] != nbat
+            or xc.shape[1] != n or xc.shape[2] != d or qc.shape[0] != nbat
+            or qc.shape[1] != nqry or qc.shape[2] != d or nx.shape[0] != nbat
+            or nx.shape[1] != n or nq.shape[0] != nbat or nq.shape[1] != nqry
+            or fallbacks.shape[0] != nbat or fallbacks.shape[1] != nqry
+            or all_exact.shape[0] != nbat or special_ptr.shape[0] != nbat + 1):
+        raise ValueError("knn_fwd: dist/idx (B, Q, k), x (S, N, D), q (T, Q, D), xmap/qmap "
+                         "(B,), xc (B, N, D), qc (B, Q, D), nx (B, N), nq (B, Q), "
+                         "fallbacks (B, Q), all_exact (B,), special_ptr (B + 1,) must agree.")
     if not (1 <= k <= kc <= n) or qblock < 1 or tblock < 1:
         raise ValueError(f"knn_fwd: need 1 <= k <= kc <= N, qblock >= 1, tblock >= 1; "
                          f"got k={k}, kc={kc}, N={n}, qblock={qblock}, tblock={tblock}.")
-    for c in range(nspecial):
+    check_map(xmap, x.shape[0], "knn_fwd")
+    check_map(qmap, q.shape[0], "knn_fwd")
+    if special_ptr[0] != 0 or special_ptr[nbat] != special.shape[0]:
+        raise ValueError("knn_fwd: special_ptr must run from 0 to len(special).")
+    for b in range(nbat):
+        if special_ptr[b + 1] < special_ptr[b]:
+            raise ValueError("knn_fwd: special_ptr must be non-decreasing.")
+        maxspecial = max(maxspecial, special_ptr[b + 1] - special_ptr[b])
+    for c in range(special.shape[0]):
         if not 0 <= special[c] < n:
             raise ValueError(f"knn_fwd: special rows must lie in [0, {n}).")
-    if nqry == 0:
+    if nbat == 0 or nqry == 0:
         return
     if d == 0:   # every distance is 0: the first k rows, by the index tie-break
-        for r in range(nqry):
-            for c in range(k):
-                dist[r, c] = 0
-                idx[r, c] = c
-            fallbacks[r] = 0
+        for b in range(nbat):
+            for r in range(nqry):
+                for c in range(k):
+                    dist[b, r, c] = 0
+                    idx[b, r, c] = c
+                fallbacks[b, r] = 0
         return
     nthreads = max(1, nthreads)
     nblocks = (nqry + qblock - 1) // qblock
     ntb = (n + tblock - 1) // tblock
     # Per-thread scratch: GEMM workspace, the GEMM result, the heaps (read by
     # every thread when finishing), the candidate list and the exact-scan heap.
-    gbytes = gemm_work_bytes(&dist[0, 0])
+    gbytes = gemm_work_bytes(&dist[0, 0, 0])
     o_g = gbytes
     o_hv = o_g + round_up(<size_t> qblock * tblock * sizeof(real), FI_GEMM_ALIGN)
     o_hi = o_hv + round_up(<size_t> qblock * kc * sizeof(double), FI_GEMM_ALIGN)
     o_cand = o_hi + round_up(<size_t> qblock * kc * sizeof(i64), FI_GEMM_ALIGN)
-    o_ev = o_cand + round_up((<size_t> nthreads * kc + nspecial + k) * sizeof(Cand),
+    o_ev = o_cand + round_up((<size_t> nthreads * kc + maxspecial + k) * sizeof(Cand),
                              FI_GEMM_ALIGN)
     o_ei = o_ev + round_up(<size_t> k * sizeof(double), FI_GEMM_ALIGN)
-    wstride = o_ei + round_up(<size_t> k * sizeof(i64), FI_GEMM_ALIGN)
+    o_soa = o_ei + round_up(<size_t> k * sizeof(i64), FI_GEMM_ALIGN)
+    soa = ntb == 1 and (d + 9) * n <= SOA_MAX   # small x: transposed once per block
+    wstride = o_soa + (round_up(<size_t> (d + 9) * n * sizeof(double), FI_GEMM_ALIGN)
+                       if soa else 0)
     work = alloc_per_thread(wstride, nthreads, &base)
-    spec = &special[0] if nspecial else NULL
-    for j in range(n):
-        if nx[j] != INFINITY and nx[j] > nx_max:
-            nx_max = nx[j]
+    nx_max_buf = np.zeros(nbat, np.float64)
+    cdef double[::1] nx_max = nx_max_buf
+    for b in range(nbat):
+        for j in range(n):
+            if nx[b, j] != INFINITY and nx[b, j] > nx_max[b]:
+                nx_max[b] = nx[b, j]
     j = b = c = q0 = nr = tid = 0     # (thread-private below; set to quiet the compiler)
     g = NULL
     hv = NULL
@@ -760,6 +1007,46 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
     cdef fi_team team
     try:
         nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+        if ntb == 1:   # a small x: every thread takes whole blocks, one heap each, no barrier
+            with nogil, parallel(num_threads=nthreads):
+                fi_team_enter(&team)
+                for blk in prange(nbat * nblocks, schedule="dynamic", chunksize=1):
+                    mine = work + threadid() * wstride
+                    b = blk // nblocks
+                    q0 = (blk - b * nblocks) * qblock
+                    nr = min(<Py_ssize_t> qblock, nqry - q0)
+                    if soa and all_exact[b] != 0:    # every query scans x exactly
+                        xt = <double*> (mine + o_soa)
+                        soa_rows(&x[xmap[b], 0, 0], n, d, xt)
+                        for r in range(nr):
+                            soa_sqdiff(&q[qmap[b], q0 + r, 0], xt, n, d, xt + d * n,
+                                       xt + (d + 8) * n)
+                            top_k_of(xt + (d + 8) * n, n, k, <double*> (mine + o_ev),
+                                     <i64*> (mine + o_ei), <Cand*> (mine + o_cand),
+                                     &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
+                            fallbacks[b, q0 + r] = 1
+                        continue
+                    for c in range(nr * kc):
+                        (<double*> (mine + o_hv))[c] = INFINITY
+                        (<i64*> (mine + o_hi))[c] = -1
+                    if all_exact[b] == 0:
+                        fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], 0, n, nr, d, kc,
+                                   tblock, <real*> (mine + o_g), <double*> (mine + o_hv),
+                                   <i64*> (mine + o_hi), mine)
+                    nspecial = special_ptr[b + 1] - special_ptr[b]
+                    for r in range(nr):
+                        nqr = nq[b, q0 + r]
+                        delta = gamma * (nqr + 2 * sqrt(nqr * nx_max[b]) + nx_max[b])
+                        fallbacks[b, q0 + r] = finish_query(
+                            &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, 1,
+                            <double*> (mine + o_hv) + r * kc, <i64*> (mine + o_hi) + r * kc,
+                            0, &special[special_ptr[b]] if nspecial else NULL, nspecial,
+                            all_exact[b] != 0 or nqr == INFINITY, delta,
+                            <Cand*> (mine + o_cand), <double*> (mine + o_ev),
+                            <i64*> (mine + o_ei), &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
+                fi_team_leave(&team)
+            fi_team_done(&team)
+            return
         with nogil, parallel(num_threads=nthreads):
             fi_team_enter(&team)
             tid = threadid()
@@ -768,34 +1055,34 @@ def knn_fwd(real[:, ::1] dist, i64[:, ::1] idx, const real[:, ::1] x,
             g = <real*> (mine + o_g)
             hv = <double*> (mine + o_hv)
             hi = <i64*> (mine + o_hi)
-            for b in range(nblocks):
-                q0 = b * qblock
+            for blk in range(nbat * nblocks):
+                b = blk // nblocks
+                q0 = (blk - b * nblocks) * qblock
                 nr = min(<Py_ssize_t> qblock, nqry - q0)
                 for c in range(nr * kc):
                     hv[c] = INFINITY
                     hi[c] = -1
-                if not all_exact:
+                if all_exact[b] == 0:
                     for tb in prange(ntb, schedule="dynamic", chunksize=1):
                         j0 = tb * tblock
-                        nb = min(<Py_ssize_t> tblock, n - j0)
-                        gemm(nr, nb, d, <real> -2, &qc[q0, 0], d, 1, &xc[j0, 0], 1, d,
-                             <real> 0, g, tblock, mine, NULL)
-                        for r in range(nr):
-                            scan_block(g + r * tblock, &nx[j0], nb, j0, hv + r * kc,
-                                       hi + r * kc, kc)
+                        fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], j0,
+                                   min(<Py_ssize_t> tblock, n - j0), nr, d, kc, tblock,
+                                   g, hv, hi, mine)
                 omp_barrier()     # all heaps of this block are complete
+                nspecial = special_ptr[b + 1] - special_ptr[b]
+                spec = &special[special_ptr[b]] if nspecial else NULL
                 for r in prange(nr, schedule="dynamic", chunksize=16):
-                    nqr = nq[q0 + r]
-                    delta = gamma * (nqr + 2 * sqrt(nqr * nx_max) + nx_max)
-                    fallbacks[q0 + r] = finish_query(
-                        &q[q0 + r, 0], &x[0, 0], n, d, k, kc, nteam,
+                    nqr = nq[b, q0 + r]
+                    delta = gamma * (nqr + 2 * sqrt(nqr * nx_max[b]) + nx_max[b])
+                    fallbacks[b, q0 + r] = finish_query(
+                        &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, nteam,
                         <double*> (work + o_hv) + r * kc, <i64*> (work + o_hi) + r * kc,
                         wstride // sizeof(double), spec, nspecial,
-                        all_exact or nqr == INFINITY, delta,
+                        all_exact[b] != 0 or nqr == INFINITY, delta,
                         <Cand*> (work + tid * wstride + o_cand),
                         <double*> (work + tid * wstride + o_ev),
                         <i64*> (work + tid * wstride + o_ei),
-                        &dist[q0 + r, 0], &idx[q0 + r, 0])
+                        &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
                 omp_barrier()     # heaps are read before the next block resets them
             fi_team_leave(&team)
         fi_team_done(&team)
