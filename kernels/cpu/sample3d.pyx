@@ -26,6 +26,9 @@ from _taps cimport unnormalize, tap_inside
 from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
                         coordinate, linear_axis, nearest_tap, cubic_axis)
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) noexcept nogil
+
 cdef enum:
     NEAREST = 0
     BILINEAR = 1    # trilinear
@@ -51,6 +54,8 @@ cdef enum:
 
 cdef enum:
     TILE = 512              # voxels planned at once (~250 KB of plan per thread)
+    CB = 8                  # trilinear backward: channels per pass over a tile's plan
+    PF = 16                 # prefetch distance, voxels
     ALL_IN = 255            # trilinear mask: all eight corners inside, adjacent
 
 cdef enum:
@@ -205,6 +210,29 @@ cdef inline real tricubic_value(const real* ip, const real* R, const Py_ssize_t*
     return rz
 
 
+cdef inline void prefetch_rows(const real* p, const Py_ssize_t* si) noexcept nogil:
+    __builtin_prefetch(p)
+    __builtin_prefetch(p + si[3])
+    __builtin_prefetch(p + si[2])
+    __builtin_prefetch(p + si[2] + si[3])
+
+
+cdef inline void voxel_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j, Py_ssize_t m,
+                               const Py_ssize_t* si, Py_ssize_t* o) noexcept nogil:
+    """The eight corner offsets of voxel j (neighbours by strides when all inside)."""
+    if m == ALL_IN:
+        o[0] = I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
+        o[1] = o[0] + si[4]
+        o[2] = o[0] + si[3]
+        o[3] = o[2] + si[4]
+        o[4] = o[0] + si[2]
+        o[5] = o[4] + si[4]
+        o[6] = o[4] + si[3]
+        o[7] = o[6] + si[4]
+    else:
+        corner_offsets(I, L, j, o)
+
+
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_ssize_t* si,
                     const real* R, const Py_ssize_t* I) noexcept nogil:
     """One channel of one tile: op[j] for j < L; ip is the channel's volume."""
@@ -239,40 +267,71 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_s
             op[j] = tricubic_value(ip, R, I, L, j, M[j])
 
 
-cdef inline void trilinear_bwd_voxel(const real* ip, real* gip, real g, const real* R,
-                                     const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j,
-                                     const Py_ssize_t* si, bint do_input,
-                                     bint do_grid, real* G) noexcept nogil:
-    """One channel of one voxel: scatter g * weights into gip (do_input); add
-    d out / d (x, y, z) times g to G[0..2] (do_grid)."""
-    cdef Py_ssize_t m = I[I_MASK * L + j]
+cdef void sweep_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                              Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t L,
+                              const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
+                              const Py_ssize_t* I) noexcept nogil:
+    """nc channels (planes ip + q cs, gop + q ocs) of one tile, voxels outer: each voxel's
+    taps are loaded once for nc channels. Per channel and voxel: scatter g * weights into
+    gip (do_input); add d out / d (x, y, z) times g to the accumulators (do_grid), the
+    channels in increasing order."""
+    cdef Py_ssize_t j, q, m
     cdef Py_ssize_t o[8]
+    cdef real w[8]
+    cdef real f[12]
     cdef real v[8]
     cdef int k
-    cdef const real* F = R + R_F0 * L + j
-    if m == ALL_IN:
-        o[0] = I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
-        o[1] = o[0] + si[4]
-        o[2] = o[0] + si[3]
-        o[3] = o[2] + si[4]
-        o[4] = o[0] + si[2]
-        o[5] = o[4] + si[4]
-        o[6] = o[4] + si[3]
-        o[7] = o[6] + si[4]
-    else:
-        corner_offsets(I, L, j, o)
-    if do_input:
+    cdef real g, gx, gy, gz
+    cdef const real* a
+    cdef real* b
+    cdef real* GX = R + R_GX * L
+    cdef Py_ssize_t ahead
+    for j in range(L):
+        if j + PF < L:      # the taps wander across rows and slices: the hardware
+            # prefetcher does not follow them, so fetch voxel j + PF's four rows now
+            ahead = I[I_X * L + j + PF] + I[I_Y * L + j + PF] + I[I_Z * L + j + PF]
+            for q in range(nc):
+                prefetch_rows(ip + q * cs + ahead, si)
+                if do_input:
+                    prefetch_rows(gip + q * cs + ahead, si)
+        m = I[I_MASK * L + j]
+        voxel_offsets(I, L, j, m, si, o)
         for k in range(8):
-            if (m >> k) & 1:
-                gip[o[k]] += R[(R_W0 + k) * L + j] * g
-    if do_grid:
-        corner_values(ip, o, m, v)
-        G[0] = G[0] + (((v[1] - v[0]) * F[0] + (v[3] - v[2]) * F[L])
-                       + ((v[5] - v[4]) * F[2 * L] + (v[7] - v[6]) * F[3 * L])) * g
-        G[1] = G[1] + (((v[2] - v[0]) * F[4 * L] + (v[3] - v[1]) * F[5 * L])
-                       + ((v[6] - v[4]) * F[6 * L] + (v[7] - v[5]) * F[7 * L])) * g
-        G[2] = G[2] + (((v[4] - v[0]) * F[8 * L] + (v[5] - v[1]) * F[9 * L])
-                       + ((v[6] - v[2]) * F[10 * L] + (v[7] - v[3]) * F[11 * L])) * g
+            w[k] = R[(R_W0 + k) * L + j]
+        if do_grid:
+            for k in range(12):
+                f[k] = R[(R_F0 + k) * L + j]
+        gx = GX[j]
+        gy = GX[L + j]
+        gz = GX[2 * L + j]
+        for q in range(nc):
+            g = gop[q * ocs + j]
+            a = ip + q * cs
+            b = gip + q * cs
+            if m == ALL_IN:
+                if do_input:
+                    for k in range(8):
+                        b[o[k]] += w[k] * g
+                if do_grid:
+                    for k in range(8):
+                        v[k] = a[o[k]]
+            else:
+                if do_input:
+                    for k in range(8):
+                        if (m >> k) & 1:
+                            b[o[k]] += w[k] * g
+                if do_grid:
+                    corner_values(a, o, m, v)
+            if do_grid:
+                gx = gx + (((v[1] - v[0]) * f[0] + (v[3] - v[2]) * f[1])
+                           + ((v[5] - v[4]) * f[2] + (v[7] - v[6]) * f[3])) * g
+                gy = gy + (((v[2] - v[0]) * f[4] + (v[3] - v[1]) * f[5])
+                           + ((v[6] - v[4]) * f[6] + (v[7] - v[5]) * f[7])) * g
+                gz = gz + (((v[4] - v[0]) * f[8] + (v[5] - v[1]) * f[9])
+                           + ((v[6] - v[2]) * f[10] + (v[7] - v[3]) * f[11])) * g
+        GX[j] = gx
+        GX[L + j] = gy
+        GX[2 * L + j] = gz
 
 
 cdef inline void tricubic_bwd_voxel(const real* ip, real* gip, real g, const real* R,
@@ -313,7 +372,7 @@ cdef inline void tricubic_bwd_voxel(const real* ip, real* gip, real g, const rea
 cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, int mode,
                     const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
                     const Py_ssize_t* I) noexcept nogil:
-    """One channel of one tile: scatter grad_output into gip (do_input) and add this
+    """One channel of one tile (nearest, tricubic): scatter grad_output into gip (do_input) and add this
     channel's share of d out / d grid into the tile's accumulators (do_grid)."""
     cdef Py_ssize_t j
     cdef real G[3]
@@ -329,10 +388,7 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, in
         G[0] = GX[j]
         G[1] = GX[L + j]
         G[2] = GX[2 * L + j]
-        if mode == BILINEAR:
-            trilinear_bwd_voxel(ip, gip, gop[j], R, I, L, j, si, do_input, do_grid, G)
-        else:
-            tricubic_bwd_voxel(ip, gip, gop[j], R, I, L, j, do_input, do_grid, G)
+        tricubic_bwd_voxel(ip, gip, gop[j], R, I, L, j, do_input, do_grid, G)
         GX[j] = G[0]
         GX[L + j] = G[1]
         GX[2 * L + j] = G[2]
@@ -481,7 +537,7 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                           bint do_grid, const real* ax, const real* ay, const real* az,
                           real* R, Py_ssize_t* I) noexcept nogil:
     """Output voxels [p0, p1) of image n, channels [c0, c1), in tiles of TILE voxels."""
-    cdef Py_ssize_t p, j, c, L
+    cdef Py_ssize_t p, j, c, L, nc
     cdef real* GX
     cdef real* gg
     p = p0
@@ -492,9 +548,19 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                   R, I)
         for j in range(3 * L):
             GX[j] = 0
-        for c in range(c0, c1):
-            sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                      gop + n * so[0] + c * so[1] + p, L, mode, si, do_input, do_grid, R, I)
+        c = c0
+        while c < c1:
+            if mode == BILINEAR:
+                nc = min(CB, c1 - c)
+                sweep_bwd_trilinear(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                                    si[1], gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
+                                    do_input, do_grid, R, I)
+            else:
+                nc = 1
+                sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
+                          gop + n * so[0] + c * so[1] + p, L, mode, si, do_input, do_grid,
+                          R, I)
+            c = c + nc
         if do_grid:
             gg = ggp + (n * P + p) * 3
             for j in range(L):
