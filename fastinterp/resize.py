@@ -1011,7 +1011,10 @@ def _tuple_k(op, name, value, kind, k):
 
 
 def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
-    check_option(op, "mode", mode, _ND_MODES[rank])
+    if not isinstance(mode, str) or mode not in _ND_MODES[rank]:
+        allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
+        raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
+                         f"{_ND_AXES[rank]}; got {mode!r}.")
     if layout != "NCHW":
         raise ValueError(f"{op}: layout must be 'NCHW' (the default) for {rank}-D input "
                          f"{_ND_AXES[rank]}; got {layout!r}.")

@@ -99,13 +99,22 @@ def _check_options(op, mode, padding_mode, align_corners):
 
 # --------------------------------------------------------------------------- affine_grid
 
-def _affine_grid_cpu(out, theta, H, W, align_corners):
+def _affine_grid_cpu(out, theta, H, W, align_corners, D=None):
+    """Registry kernel (CPU): 2-D grids, or volume grids when the depth D is given."""
+    if D is not None:
+        return _affine_grid_3d_cpu(out, theta, _bases_3d((0, 0, D, H, W), align_corners,
+                                                         out.dtype))
     from ._cpu import sample as cpu
     cpu.affine_grid_fwd(out.reshape(-1), theta.reshape(-1), theta.shape[0], H, W,
                         align_corners, threads_for(out.size, 65536))
 
 
-def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners):
+def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners, D=None):
+    """Registry kernel (CPU): 2-D grids, or volume grids when the depth D is given."""
+    if D is not None:
+        return _affine_grid_3d_bwd_cpu(grad_theta, grad_grid,
+                                       _bases_3d((0, 0, D, H, W), align_corners,
+                                                 grad_theta.dtype))
     from ._cpu import sample as cpu
     cpu.affine_grid_bwd(grad_theta.reshape(-1), grad_grid.reshape(-1), grad_theta.shape[0],
                         H, W, align_corners, threads_for(grad_grid.size, 65536))
@@ -269,8 +278,6 @@ def _affine_grid_3d_bwd_cpu(grad_theta, grad_grid, bases):
                           grad_theta.shape[0], threads_for(grad_grid.size, 65536))
 
 
-registry.register_builtin("affine_grid_3d", _affine_grid_3d_cpu)
-registry.register_builtin("affine_grid_3d_backward", _affine_grid_3d_bwd_cpu)
 
 
 def _affine_grid_3d(op, theta, dims, align, out):
@@ -290,7 +297,7 @@ def _affine_grid_3d(op, theta, dims, align, out):
         check_out(op, out_k, shape, dtype, {"theta": th})
     else:
         caller, out_k = p.empty(shape, dtype)
-    registry.lookup("affine_grid_3d", p.backend, dtype)(out_k, th, _bases_3d(dims, align, dtype))
+    registry.lookup(op, p.backend, dtype)(out_k, th, H, W, align, D=D)
     return p.wrap(caller)
 
 
@@ -306,14 +313,17 @@ def _affine_grid_3d_backward(op, grad_grid, dims, align):
     _volume_cpu_only(op, p)
     g = as_c_contiguous(g)
     caller, out_k = p.empty((N, 3, 4), dtype)
-    registry.lookup("affine_grid_3d_backward", p.backend, dtype)(
-        out_k, g, _bases_3d(dims, align, dtype))
+    registry.lookup(op, p.backend, dtype)(out_k, g, H, W, align, D=D)
     return p.wrap(caller)
 
 
 # --------------------------------------------------------------------------- grid_sample
 
 def _grid_sample_cpu(out, x, grid, dims, mode, padding, align_corners, channels_last):
+    """Registry kernel (CPU): images (dims N, C, H, W, H_out, W_out) or volumes (dims
+    N, C, D, H, W, D_out, H_out, W_out: the kernels of sample3d)."""
+    if len(dims) == 8:
+        return _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners)
     from ._cpu import sample as cpu
     N, C, H, W, Ho, Wo = dims
     cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), N, C, H, W, Ho, Wo,
@@ -323,6 +333,10 @@ def _grid_sample_cpu(out, x, grid, dims, mode, padding, align_corners, channels_
 
 def _grid_sample_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode, padding,
                          align_corners, channels_last, deterministic):
+    """Registry kernel (CPU): images or volumes, as _grid_sample_cpu."""
+    if len(dims) == 8:
+        return _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims,
+                                       mode, padding, align_corners)
     from ._cpu import sample as cpu
     N, C, H, W, Ho, Wo = dims
     dummy = np.zeros(1, x.dtype)
@@ -334,7 +348,7 @@ def _grid_sample_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode
                         threads_for(N * C * Ho * Wo, 16384))
 
 
-def _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners, channels_last):
+def _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners):
     from ._cpu import sample3d as cpu
     N, C = dims[:2]
     cpu.grid_sample3d_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), dims,
@@ -343,7 +357,7 @@ def _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners, channe
 
 
 def _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode, padding,
-                            align_corners, channels_last, deterministic):
+                            align_corners):
     from ._cpu import sample3d as cpu
     N, C = dims[:2]
     dummy = np.zeros(1, x.dtype)
@@ -358,8 +372,6 @@ def _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, m
 registry.register_builtin("grid_sample", _grid_sample_cpu, "fastinterp._cuda.sample:grid_sample")
 registry.register_builtin("grid_sample_backward", _grid_sample_bwd_cpu,
                           "fastinterp._cuda.sample:grid_sample_backward")
-registry.register_builtin("grid_sample_3d", _grid_sample_3d_cpu)
-registry.register_builtin("grid_sample_3d_backward", _grid_sample_3d_bwd_cpu)
 
 
 def _prepare(op, p, names, channels_last):
@@ -377,8 +389,8 @@ def _prepare(op, p, names, channels_last):
 
 
 class _Geometry:
-    """One grid_sample call's sizes: ``dims`` for the kernel, the output shape, the
-    registry op (2-D or volume) and the spatial input/output extents."""
+    """One grid_sample call's sizes: ``dims`` for the kernel (6 entries for images, 8 for
+    volumes), the output shape and the spatial input/output extents."""
 
     def __init__(self, op, p, x, g, channels_last, padding_mode):
         check_ndim(op, "input", x, (4, 5), "(N, H, W, C)" if channels_last
@@ -393,7 +405,6 @@ class _Geometry:
             self.dims = (N, C, H, W, Ho, Wo)
             self.shape = (N, Ho, Wo, C) if channels_last else (N, C, Ho, Wo)
             self.spatial_in, self.spatial_out = (H, W), (Ho, Wo)
-            self.kernel_op = op
             return
         if channels_last:
             raise ValueError(f"{op}: channels_last must be False for 5-D (volume) input "
@@ -412,7 +423,6 @@ class _Geometry:
         self.dims = (N, C, D, H, W, Do, Ho, Wo)
         self.shape = (N, C, Do, Ho, Wo)
         self.spatial_in, self.spatial_out = (D, H, W), (Do, Ho, Wo)
-        self.kernel_op = op.replace("grid_sample", "grid_sample_3d")
 
     def ones_dims(self):
         """dims of the same call on one channel (the outside-weight pass of 'constant')."""
@@ -452,7 +462,7 @@ def _outside_weight(geo, g, mode, align, cl, dtype):
     broadcast against the output (channel axis of length 1)."""
     ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
     inside = np.empty((geo.dims[0], 1) + geo.spatial_out, dtype)
-    kernel = registry.lookup(geo.kernel_op, "cpu", dtype)
+    kernel = registry.lookup("grid_sample", "cpu", dtype)
     kernel(inside, ones, g, geo.ones_dims(), mode, "zeros", align, False)
     outside = 1 - inside
     return np.moveaxis(outside, 1, -1) if cl else outside
@@ -472,7 +482,7 @@ def _fill_grid_grad(geo, grad_grid, go, g, fill, mode, align, cl, dtype):
         h += f * (go[..., c] if cl else go[:, c])
     ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
     part = np.empty_like(grad_grid)
-    kernel = registry.lookup(geo.kernel_op, "cpu", dtype)
+    kernel = registry.lookup("grid_sample_backward", "cpu", dtype)
     kernel(None, part, h[:, None], ones, g, geo.ones_dims(), mode, "zeros", align, False, True)
     grad_grid -= part
 
@@ -568,7 +578,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         check_out(op, out_k, shape, dtype, {"input": x, "grid": g})
     else:
         caller, out_k = p.empty(shape, dtype)
-    kernel = registry.lookup(geo.kernel_op, p.backend, dtype)
+    kernel = registry.lookup(op, p.backend, dtype)
     if math.prod(shape) == 0:
         return p.wrap(caller)
     if p.backend == "cuda":
@@ -672,7 +682,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         gi_caller, gi_k = p.empty(tuple(x.shape), dtype)
     if need_grid:
         gg_caller, gg_k = p.empty(tuple(g.shape), dtype)
-    kernel = registry.lookup(geo.kernel_op, p.backend, dtype)
+    kernel = registry.lookup(op, p.backend, dtype)
     if need_in or need_grid:     # the kernels zero the gradients of an empty output
         if p.backend == "cuda":
             go, x, g = (p.contiguous(a) for a in (go, x, g))   # copied once if strided

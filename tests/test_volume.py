@@ -175,7 +175,9 @@ def test_volume_empty_outputs():
 
 def test_volume_kernels_are_registered():
     fi.grid_sample(np.zeros((1, 1, 2, 2, 2)), np.zeros((1, 1, 1, 1, 3)))
-    assert fi.last_kernel().key == ("grid_sample_3d", "cpu", "float64")
+    assert fi.last_kernel().key == ("grid_sample", "cpu", "float64")
+    fi.affine_grid(np.zeros((1, 3, 4)), (1, 1, 2, 2, 2))
+    assert fi.last_kernel().key == ("affine_grid", "cpu", "float64")
 
 
 # --------------------------------------------------------------------------- affine_grid 3-D
