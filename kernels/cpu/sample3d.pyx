@@ -50,12 +50,13 @@ cdef enum:
     I_X = 1         # x offsets: trilinear 1..2, tricubic 1..4, nearest 1
     I_Y = 5         # y offsets: 5..8
     I_Z = 9         # z offsets: 9..12
-    I_SLOTS = 13
+    I_BASE = 13     # trilinear: x0 + y0 + z0 (the first corner)
+    I_SLOTS = 14
 
 cdef enum:
     TILE = 512              # voxels planned at once (~250 KB of plan per thread)
     CB = 8                  # trilinear backward: channels per pass over a tile's plan
-    PF = 16                 # prefetch distance, voxels
+    PF = 64                 # prefetch distance, voxels
     ALL_IN = 255            # trilinear mask: all eight corners inside, adjacent
 
 cdef enum:
@@ -68,6 +69,8 @@ cdef inline int trilinear_mask(int bx, int by, int bz) noexcept nogil:
     """Corner k = kx + 2 ky + 4 kz is valid when its three taps are; bit 8 flags
     taps moved apart by wrap padding (the all-inside fast paths need neighbours)."""
     cdef int k, m = 0
+    if bx == 3 and by == 3 and bz == 3:     # the common case: all inside, neighbours
+        return ALL_IN
     for k in range(8):
         if (bx >> (k & 1)) & (by >> ((k >> 1) & 1)) & (bz >> (k >> 2)) & 1:
             m |= 1 << k
@@ -128,6 +131,7 @@ cdef void plan_tile(const real* g, Py_ssize_t L, int mode, int padding, bint gra
         bz = linear_axis(z, az[A_SIZE], si[2], wrap, I + I_Z * L + j, I + (I_Z + 1) * L + j,
                          &tz)
         M[j] = trilinear_mask(bx, by, bz)
+        I[I_BASE * L + j] = I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
         ux = one - tx
         uy = one - ty
         uz = one - tz
@@ -211,6 +215,7 @@ cdef inline real tricubic_value(const real* ip, const real* R, const Py_ssize_t*
 
 
 cdef inline void prefetch_rows(const real* p, const Py_ssize_t* si) noexcept nogil:
+    """Fetch the four rows (two per slice) a trilinear voxel at p reads."""
     __builtin_prefetch(p)
     __builtin_prefetch(p + si[3])
     __builtin_prefetch(p + si[2])
@@ -221,7 +226,7 @@ cdef inline void voxel_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j, 
                                const Py_ssize_t* si, Py_ssize_t* o) noexcept nogil:
     """The eight corner offsets of voxel j (neighbours by strides when all inside)."""
     if m == ALL_IN:
-        o[0] = I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
+        o[0] = I[I_BASE * L + j]
         o[1] = o[0] + si[4]
         o[2] = o[0] + si[3]
         o[3] = o[2] + si[4]
@@ -242,11 +247,14 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_s
     cdef const real* p
     cdef Py_ssize_t sx = si[4], sy = si[3], sz = si[2]
     cdef const Py_ssize_t* M = I + I_MASK * L
+    cdef const Py_ssize_t* B = I + I_BASE * L
     if mode == BILINEAR:
         for j in range(L):
+            if j + PF < L:  # the taps wander across rows and slices (see prefetch_rows)
+                prefetch_rows(ip + B[j + PF], si)
             m = M[j]
             if m == ALL_IN:
-                p = ip + I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
+                p = ip + B[j]
                 v[0] = p[0]
                 v[1] = p[sx]
                 v[2] = p[sy]
@@ -289,7 +297,7 @@ cdef void sweep_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs, const re
     for j in range(L):
         if j + PF < L:      # the taps wander across rows and slices: the hardware
             # prefetcher does not follow them, so fetch voxel j + PF's four rows now
-            ahead = I[I_X * L + j + PF] + I[I_Y * L + j + PF] + I[I_Z * L + j + PF]
+            ahead = I[I_BASE * L + j + PF]
             for q in range(nc):
                 prefetch_rows(ip + q * cs + ahead, si)
                 if do_input:
