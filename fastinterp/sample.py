@@ -24,8 +24,10 @@ __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_ba
 MODES = ("bilinear", "nearest", "bicubic")
 PADDINGS = ("zeros", "border", "reflection", "constant", "wrap")
 _MODE_CODE = {"nearest": 0, "bilinear": 1, "bicubic": 2}
-# 'constant' runs the 'zeros' kernels and adds fill times the weight that fell outside.
-_PAD_CODE = {"zeros": 0, "border": 1, "reflection": 2, "wrap": 3, "constant": 0}
+_PAD_CODE = {"zeros": 0, "border": 1, "reflection": 2}     # the C ABI's FI_PAD_* codes
+# The CPU kernels' codes: wrap is 3; 'constant' runs the 'zeros' kernels and adds fill
+# times the weight that fell outside.
+_KERNEL_PAD = {**_PAD_CODE, "wrap": 3, "constant": 0}
 _CPU_ONLY_PADDINGS = ("constant", "wrap")
 
 
@@ -327,7 +329,7 @@ def _grid_sample_cpu(out, x, grid, dims, mode, padding, align_corners, channels_
     from ._cpu import sample as cpu
     N, C, H, W, Ho, Wo = dims
     cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), N, C, H, W, Ho, Wo,
-                        channels_last, _MODE_CODE[mode], _PAD_CODE[padding], align_corners,
+                        channels_last, _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
                         threads_for(N * C * Ho * Wo, 16384))
 
 
@@ -343,8 +345,9 @@ def _grid_sample_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode
     gi = grad_input.reshape(-1) if grad_input is not None else dummy
     gg = grad_grid.reshape(-1) if grad_grid is not None else dummy
     cpu.grid_sample_bwd(gi, gg, grad_output.reshape(-1), x.reshape(-1), grid.reshape(-1),
-                        N, C, H, W, Ho, Wo, channels_last, _MODE_CODE[mode], _PAD_CODE[padding],
-                        align_corners, grad_input is not None, grad_grid is not None,
+                        N, C, H, W, Ho, Wo, channels_last, _MODE_CODE[mode],
+                        _KERNEL_PAD[padding], align_corners, grad_input is not None,
+                        grad_grid is not None,
                         threads_for(N * C * Ho * Wo, 16384))
 
 
@@ -352,7 +355,7 @@ def _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners):
     from ._cpu import sample3d as cpu
     N, C = dims[:2]
     cpu.grid_sample3d_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), dims,
-                          _MODE_CODE[mode], _PAD_CODE[padding], align_corners,
+                          _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
                           threads_for(N * C * math.prod(dims[5:]), 16384))
 
 
@@ -364,7 +367,7 @@ def _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, m
     gi = grad_input.reshape(-1) if grad_input is not None else dummy
     gg = grad_grid.reshape(-1) if grad_grid is not None else dummy
     cpu.grid_sample3d_bwd(gi, gg, grad_output.reshape(-1), x.reshape(-1), grid.reshape(-1),
-                          dims, _MODE_CODE[mode], _PAD_CODE[padding], align_corners,
+                          dims, _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
                           grad_input is not None, grad_grid is not None,
                           threads_for(N * C * math.prod(dims[5:]), 16384))
 

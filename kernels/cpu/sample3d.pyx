@@ -380,8 +380,8 @@ cdef inline void tricubic_bwd_voxel(const real* ip, real* gip, real g, const rea
 cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, int mode,
                     const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
                     const Py_ssize_t* I) noexcept nogil:
-    """One channel of one tile (nearest, tricubic): scatter grad_output into gip (do_input) and add this
-    channel's share of d out / d grid into the tile's accumulators (do_grid)."""
+    """One channel of one tile (nearest, tricubic): scatter grad_output into gip
+    (do_input) and add this channel's share of d out / d grid into the tile's accumulators (do_grid)."""
     cdef Py_ssize_t j
     cdef real G[3]
     cdef real* GX = R + R_GX * L
