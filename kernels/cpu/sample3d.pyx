@@ -381,7 +381,8 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, in
                     const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
                     const Py_ssize_t* I) noexcept nogil:
     """One channel of one tile (nearest, tricubic): scatter grad_output into gip
-    (do_input) and add this channel's share of d out / d grid into the tile's accumulators (do_grid)."""
+    (do_input) and add this channel's share of d out / d grid into the tile's
+    accumulators (do_grid)."""
     cdef Py_ssize_t j
     cdef real G[3]
     cdef real* GX = R + R_GX * L
