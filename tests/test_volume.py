@@ -296,3 +296,21 @@ def test_resize_nd_bit_identical_for_any_thread_count(threads, rng):
     for other in res[1:]:
         for a, b in zip(res[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_volume_kernels_reject_odd_direct_arguments():
+    # the raw kernels check sizes in Python ints (no overflow) and write nothing
+    from fastinterp._cpu import sample3d as k
+    z = np.zeros
+    calls = [
+        lambda: k.affine_grid3d_fwd(z(3), z(12), z(1), z(1), z(1), 2**62, 1),
+        lambda: k.affine_grid3d_bwd(z(12), z(3), z(1), z(1), z(1), -1, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (1,) * 7, 1, 0, False, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (2**40, 2**40) + (1,) * 6, 1, 0, False, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (1,) * 8, 1, 4, False, 1),
+        lambda: k.grid_sample3d_bwd(z(1), z(1), z(1), z(1), z(3), (1, 1, 0) + (1,) * 5, 1, 0,
+                                    False, True, True, 1),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()

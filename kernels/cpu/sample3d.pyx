@@ -462,7 +462,10 @@ cdef object status_error(str op, int status, int nthreads, size_t real_size):
 
 def _check_buffers(str op, dims, int mode, int padding, **buffers):
     """Each buffer must hold at least the elements its role needs: ValueError otherwise."""
-    N, C, D, H, W, Do, Ho, Wo = dims
+    if len(dims) != 8:
+        raise ValueError(f"{op}: dims must be (N, C, D, H, W, D_out, H_out, W_out); "
+                         f"got {tuple(dims)!r}.")
+    N, C, D, H, W, Do, Ho, Wo = (int(d) for d in dims)
     if check_args(N, C, D, H, W, Do, Ho, Wo, mode, padding) != ST_OK:
         raise status_error(op, ST_INVALID, 1, sizeof(double))
     need = {"out": (N, C, Do, Ho, Wo), "grad_out": (N, C, Do, Ho, Wo),
@@ -697,8 +700,7 @@ def affine_grid3d_fwd(real[::1] out, const real[::1] theta, const real[::1] xs,
     cdef real* o
     cdef const real* t
     cdef fi_team team
-    if N < 0 or theta.shape[0] < N * 12 or out.shape[0] < N * D * H * W * 3:
-        raise ValueError(f"affine_grid: buffers too short for N={N}, D={D}, H={H}, W={W}.")
+    _check_affine3d("affine_grid", N, D, H, W, theta.shape[0], out.shape[0])
     if N == 0 or D * H * W == 0:
         return
     with nogil:
@@ -762,9 +764,8 @@ def affine_grid3d_bwd(real[::1] grad_theta, const real[::1] grad_grid, const rea
     cdef Py_ssize_t W = xs.shape[0], H = ys.shape[0], D = zs.shape[0]
     cdef Py_ssize_t n
     cdef fi_team team
-    if N < 0 or grad_theta.shape[0] < N * 12 or grad_grid.shape[0] < N * D * H * W * 3:
-        raise ValueError(f"affine_grid_backward: buffers too short for N={N}, D={D}, "
-                         f"H={H}, W={W}.")
+    _check_affine3d("affine_grid_backward", N, D, H, W, grad_theta.shape[0],
+                    grad_grid.shape[0])
     if N == 0:
         return
     if D * H * W == 0:
@@ -779,3 +780,15 @@ def affine_grid3d_bwd(real[::1] grad_theta, const real[::1] grad_grid, const rea
                                    &xs[0], &ys[0], &zs[0], D, H, W)
             fi_team_leave(&team)
         fi_team_done(&team)
+
+
+def _check_affine3d(str op, Py_ssize_t N, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t theta_len, Py_ssize_t grid_len):
+    """N >= 0 and the buffers must hold (N, 3, 4) and (N, D, H, W, 3) (Python ints: no
+    overflow)."""
+    need_theta = int(N) * 12
+    need_grid = int(N) * int(D) * int(H) * int(W) * 3
+    if N < 0 or theta_len < need_theta or grid_len < need_grid:
+        raise ValueError(f"{op}: N must be >= 0 and the buffers must hold theta "
+                         f"{need_theta} and the grid {need_grid} elements for N={N}, D={D}, "
+                         f"H={H}, W={W}; got {theta_len} and {grid_len}.")
