@@ -546,6 +546,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     ones), so inside the image the fill contributes at rounding level.
     'wrap' wraps each tap index modulo the size (bilinear, nearest, bicubic
     alike), so interpolation between the last and first pixels is smooth.
+    A non-zero fill costs one extra single-channel pass: it allocates an
+    image of ones (N, 1, H, W) and one output-sized plane (N, 1, H_out, W_out).
 
     Non-finite grid values, as PyTorch's CPU kernels: a NaN or infinite point
     with ``padding_mode='zeros'`` gives NaN for bilinear and bicubic and 0 for
@@ -554,6 +556,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     (reflection: to pixel 0); bicubic gives NaN there. No memory outside the
     input is ever read. Points far outside (any finite value) are exact.
     Non-contiguous inputs are copied once.
+
+    Volumes (5-D input) use NCDHW only (no channels_last), CPU arrays only
+    (a CUDA array raises TypeError), and the same tiled design as images
+    (a tap table per thread for 512 output voxels, about 100 KB in float32).
 
     Memory: besides its output, a call allocates only a tap table per thread
     for a tile of 1,024 output pixels (about 150 KB in float32, 280 KB in
