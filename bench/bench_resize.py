@@ -158,3 +158,57 @@ def test_backward_torch(benchmark, grad_1024):
     g = torch.from_numpy(grad_1024)
     _label(benchmark, BWD_GROUP, "torch")
     benchmark(torch.ops.aten.upsample_bilinear2d_backward, g, [1024, 1024], list(BATCH), False)
+
+
+# ----------------------------------------------------------------------- volumes and 1-D
+
+VOL = (2, 16, 48, 48, 48)
+TRI_GROUP = "resize trilinear: (2,16,48,48,48) -> 80^3"
+POOL3D_GROUP = "adaptive_avg_pool3d: (2,16,48,48,48) -> 7^3"
+LIN_GROUP = "resize linear: (16,64,4096) -> 6000"
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return np.random.default_rng(3).standard_normal(VOL, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def signals():
+    return np.random.default_rng(4).standard_normal((16, 64, 4096), dtype=np.float32)
+
+
+def test_trilinear_fastinterp(benchmark, volumes):
+    _label(benchmark, TRI_GROUP, "fastinterp")
+    benchmark(fi.resize, volumes, size=(80, 80, 80), mode="trilinear")
+
+
+def test_trilinear_torch(benchmark, volumes):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    _label(benchmark, TRI_GROUP, "torch")
+    benchmark(F.interpolate, torch.from_numpy(volumes), size=(80, 80, 80), mode="trilinear")
+
+
+def test_pool3d_fastinterp(benchmark, volumes):
+    _label(benchmark, POOL3D_GROUP, "fastinterp")
+    benchmark(fi.adaptive_avg_pool3d, volumes, 7)
+
+
+def test_pool3d_torch(benchmark, volumes):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    _label(benchmark, POOL3D_GROUP, "torch")
+    benchmark(F.adaptive_avg_pool3d, torch.from_numpy(volumes), 7)
+
+
+def test_linear_fastinterp(benchmark, signals):
+    _label(benchmark, LIN_GROUP, "fastinterp")
+    benchmark(fi.resize, signals, size=6000, mode="linear")
+
+
+def test_linear_torch(benchmark, signals):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    _label(benchmark, LIN_GROUP, "torch")
+    benchmark(F.interpolate, torch.from_numpy(signals), size=6000, mode="linear")

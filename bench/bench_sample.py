@@ -255,3 +255,61 @@ def test_peak_memory(benchmark, which, group, library):
     label(benchmark, group, library)
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["peak_rss_GiB"] = round(peak["kib"] / 2**20, 3)
+
+
+# --------------------------------------------------------------------------- volumes
+# Trilinear grid_sample of (2, 16, 64, 64, 64) float32 volumes at a rotated and
+# shifted 3-D affine grid of the same size (zeros padding, align_corners=False),
+# against torch's F.grid_sample (5-D) and its autograd backward (both gradients).
+VOL = (2, 16, 64, 64, 64)
+VOL_FWD = "grid_sample 5-D fwd: (2,16,64,64,64) f32 trilinear"
+VOL_BWD = "grid_sample 5-D bwd (input+grid): (2,16,64,64,64) f32"
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(VOL, dtype=np.float32)
+    a, b = rng.uniform(-0.3, 0.3, 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    theta = np.concatenate([rz @ rx, rng.uniform(-0.1, 0.1, (3, 1))], 1)
+    theta = np.repeat(theta[None], VOL[0], 0).astype(np.float32)
+    grid = fi.affine_grid(theta, VOL, align_corners=False)
+    go = rng.standard_normal(VOL, dtype=np.float32)
+    return x, grid, go
+
+
+def test_vol_fwd_fastinterp(benchmark, volumes):
+    x, grid, _ = volumes
+    label(benchmark, VOL_FWD, "fastinterp")
+    benchmark(fi.grid_sample, x, grid)
+
+
+def test_vol_fwd_torch(benchmark, volumes):
+    torch = pytest.importorskip("torch")
+    x, grid, _ = volumes
+    tx, tg = torch.from_numpy(x), torch.from_numpy(grid)
+    label(benchmark, VOL_FWD, "torch")
+    out = benchmark(torch.nn.functional.grid_sample, tx, tg, align_corners=False)
+    np.testing.assert_allclose(out.numpy(), fi.grid_sample(x, grid), rtol=1e-4, atol=1e-5)
+
+
+def test_vol_bwd_fastinterp(benchmark, volumes):
+    x, grid, go = volumes
+    label(benchmark, VOL_BWD, "fastinterp")
+    benchmark(fi.grid_sample_backward, go, x, grid)
+
+
+def test_vol_bwd_torch(benchmark, volumes):
+    torch = pytest.importorskip("torch")
+    x, grid, go = volumes
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(grid).requires_grad_()
+    out = torch.nn.functional.grid_sample(tx, tg, align_corners=False)
+    label(benchmark, VOL_BWD, "torch")
+    gi, gg = benchmark(torch.autograd.grad, out, (tx, tg), torch.from_numpy(go),
+                       retain_graph=True)
+    ref_gi, ref_gg = fi.grid_sample_backward(go, x, grid)
+    np.testing.assert_allclose(gi.numpy(), ref_gi, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gg.numpy(), ref_gg, rtol=1e-3, atol=1e-2)

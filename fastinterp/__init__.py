@@ -18,8 +18,9 @@ from .blend import lerp, slerp, slerp_backward
 from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
                        pairwise_sqdist_backward)
 from .sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
-from .resize import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, interpolate, resize,
-                     resize_backward)
+from .resize import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
+                     adaptive_avg_pool2d_backward, adaptive_avg_pool3d,
+                     adaptive_avg_pool3d_backward, interpolate, resize, resize_backward)
 from .warp import (rotate, rotation_matrix, warp_affine, warp_affine_backward,
                    warp_perspective, warp_perspective_backward)
 from . import ops, plugins
@@ -45,7 +46,8 @@ __all__ = [
     "knn", "pairwise_l2", "pairwise_l2_backward", "pairwise_sqdist", "pairwise_sqdist_backward",
     # resize
     "resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
-    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_backward", "adaptive_avg_pool1d", "adaptive_avg_pool1d_backward",
+    "adaptive_avg_pool3d", "adaptive_avg_pool3d_backward",
     # optim
     "Adam", "AdamW", "SGD", "optim",
 ]

@@ -594,6 +594,84 @@ def _torch_pool_bwd(s):
                       {"input": np.zeros(s.kwargs["input_size"])}, g, ("input",))
 
 
+def sparse_axes(mats, x):
+    """One matrix per trailing axis (``A @`` along that axis), axis after axis, skipping
+    zero weights (the separable references of 1-D and 3-D pooling)."""
+    k = len(mats)
+    for a, A in enumerate(mats):
+        axis = x.ndim - k + a
+        xm = np.moveaxis(x, axis, -1)
+        out = np.zeros(xm.shape[:-1] + (A.shape[0],))
+        for i in range(A.shape[0]):
+            ps = np.nonzero(A[i])[0]
+            if len(ps):
+                out[..., i] = (xm[..., ps] * A[i, ps]).sum(-1)
+        x = np.moveaxis(out, -1, axis)
+    return x
+
+
+_POOL_AXES = {1: ("L",), 3: ("D", "H", "W")}
+
+
+def _pool_nd(k):
+    """make / reference / torch functions of adaptive_avg_pool{k}d and its backward."""
+    axes = _POOL_AXES[k]
+    outs = tuple(a + "o" for a in axes)
+
+    def make(rng, dt, d):
+        return Sample({"input": _rand(rng, dt, d["N"], d["C"], *(d[a] for a in axes))},
+                      {"output_size": tuple(d[a] for a in outs)})
+
+    def ref(s):
+        x = s.args["input"]
+        mats = [pool_taps(n, o) for n, o in zip(x.shape[2:], s.kwargs["output_size"])]
+        return (sparse_axes(mats, x),)
+
+    def torch_ref(s):
+        F = torch_or_none().nn.functional
+        pool = getattr(F, f"adaptive_avg_pool{k}d")
+        return (pool(_t(s.args["input"]), tuple(s.kwargs["output_size"])).numpy(),)
+
+    def make_bwd(rng, dt, d):
+        return Sample({"grad_output": _rand(rng, dt, d["N"], d["C"], *(d[a] for a in outs))},
+                      {"input_size": (d["N"], d["C"]) + tuple(d[a] for a in axes)})
+
+    def ref_bwd(s):
+        g = s.args["grad_output"]
+        mats = [pool_taps(n, o).T for n, o in zip(s.kwargs["input_size"][2:], g.shape[2:])]
+        return (sparse_axes(mats, g),)
+
+    def torch_bwd(s):
+        F = torch_or_none().nn.functional
+        pool = getattr(F, f"adaptive_avg_pool{k}d")
+        g = s.args["grad_output"]
+        return _torch_vjp(lambda input: pool(input, g.shape[2:]),
+                          {"input": np.zeros(s.kwargs["input_size"])}, g, ("input",))
+
+    return make, ref, torch_ref, make_bwd, ref_bwd, torch_bwd
+
+
+def _pool_nd_records(fi, loose):
+    """Records of adaptive_avg_pool1d/3d and their backwards (CPU kernels)."""
+    sizes = {1: ({"N": 2, "C": 3, "L": 7, "Lo": 3}, {"N": 2, "C": 8, "L": 40000, "Lo": 9999}),
+             3: ({"N": 2, "C": 3, "D": 4, "H": 5, "W": 6, "Do": 3, "Ho": 2, "Wo": 4},
+                 {"N": 2, "C": 8, "D": 24, "H": 40, "W": 40, "Do": 11, "Ho": 17, "Wo": 13})}
+    recs = []
+    for k, (dims, large) in sizes.items():
+        make, ref, torch_ref, make_bwd, ref_bwd, torch_bwd = _pool_nd(k)
+        name = f"adaptive_avg_pool{k}d"
+        shape = "(N, C, L)" if k == 1 else "(N, C, D, H, W)"
+        empty = {"N0": {"N": 0}, "C0": {"C": 0}}
+        recs.append(OpRecord(name, getattr(fi, name), (name,), ("input",), dims, large, make,
+                             ref, torch_ref, backward=name + "_backward", backends=("cpu",),
+                             layouts=shape, takes_out=True, empty=empty))
+        recs.append(OpRecord(name + "_backward", getattr(fi, name + "_backward"),
+                             (name + "_backward",), ("grad_output",), dims, large, make_bwd,
+                             ref_bwd, torch_bwd, backends=("cpu",), layouts=shape,
+                             takes_out=True, empty=empty, tol=loose))
+    return recs
+
+
 def _mk_pair(rng, dt, d):
     """x (*Bx, M, D) and y (*By, N, D): leading batch dimensions that broadcast
     (``Bx``/``By`` default to none)."""
@@ -952,6 +1030,7 @@ def _build() -> dict:
                  {"N": 2, "C": 8, "H": 96, "W": 96, "Ho": 37, "Wo": 41}, _mk_pool_bwd,
                  _ref_pool_bwd, _torch_pool_bwd, layouts=img, takes_out=True,
                  empty={"N0": {"N": 0}, "C0": {"C": 0}}, tol=loose),
+        *_pool_nd_records(fi, loose),
         OpRecord("pairwise_sqdist", fi.pairwise_sqdist, ("pairwise_sqdist",), ("x", "y"),
                  PAIR_DIMS, PAIR_LARGE, _mk_pair, _ref_sqdist, _torch_sqdist,
                  backward="pairwise_sqdist_backward", layouts=PAIR_LAYOUT, takes_out=True,

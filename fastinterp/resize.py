@@ -55,7 +55,8 @@ from ._dispatch import begin
 from ._validate import check_ndim, check_option, check_out, float_dtype, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
-           "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS"]
+           "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS", "adaptive_avg_pool1d",
+           "adaptive_avg_pool1d_backward", "adaptive_avg_pool3d", "adaptive_avg_pool3d_backward"]
 
 MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
 LAYOUTS = ("NCHW", "NHWC")
@@ -742,6 +743,9 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     input : array (N, C, H, W), float32 or float64
         The images (NumPy, a CUDA array, or a DLPack tensor such as a torch
         CPU tensor). With ``layout="NHWC"`` the shape is (N, H, W, C).
+        1-D data (N, C, L) and volumes (N, C, D, H, W) are resized too (CPU
+        arrays; modes 'linear' / 'trilinear', 'nearest', 'nearest-exact',
+        'area'; ``size`` and ``scale_factor`` then take 1 or 3 entries).
     size : int or (int, int), optional
         Output (H_out, W_out). Exactly one of ``size`` and ``scale_factor``.
     scale_factor : float or (float, float), optional
@@ -793,6 +797,9 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> fi.resize(x, scale_factor=2, mode="nearest")[0, 0, 0]
     array([1., 1., 2., 2.])
     """
+    if _rank(input) in (3, 5):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
+        return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
+                          recompute_scale_factor, layout)
     op = "resize"
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
     p, x, dtype, nhwc = _prepare(op, "input", input, layout)
@@ -850,6 +857,9 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     array([[4., 4.],
            [4., 4.]])
     """
+    if _rank(grad_output) in (3, 5):        # 1-D and 3-D data
+        return _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners,
+                                   antialias, out, recompute_scale_factor, layout)
     op = "resize_backward"
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
     p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
@@ -955,3 +965,367 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="N
     tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))
             for n_in, n_o in zip((h, w), (gh, gw))]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
+
+
+# --------------------------------------------------------------------------- 1-D and 3-D data
+#
+# 1-D (N, C, L) and 3-D (N, C, D, H, W) resizing and pooling run the 2-D separable
+# kernel: a 1-D axis is a plane of one row; a volume is resized over (H, W) plane by
+# plane, then over D with the (H_out * W_out) values of each depth slice as the
+# channels of a one-column image. This is torch's own order of operations (its
+# trilinear kernel interpolates W, then H, then D), and the backward runs the
+# transposed tables in the reverse order.
+
+_ND_MODES = {3: ("linear", "nearest", "nearest-exact", "area"),
+             5: ("trilinear", "nearest", "nearest-exact", "area")}
+_ND_AXES = {3: "(N, C, L)", 5: "(N, C, D, H, W)"}
+_ND_TABLE_MODE = {"linear": "bilinear", "trilinear": "bilinear"}
+
+
+def _rank(arr) -> int:
+    return len(getattr(arr, "shape", ()))
+
+
+def _tuple_k(op, name, value, kind, k):
+    """An int/float or a sequence of k of them, as a k-tuple of Python numbers."""
+    if k == 2:
+        return _pair(op, name, value, kind)
+    ok = _is_int if kind == "int" else (
+        lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
+    what = f"a positive {'int' if kind == 'int' else 'float'} or a sequence of {k}"
+    if ok(value):
+        vals = (value,) * k
+    else:
+        try:
+            vals = tuple(value)
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
+        if len(vals) != k or not all(ok(v) for v in vals):
+            raise ValueError(f"{op}: {name} must be {what}; got {value!r}.")
+    vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
+    if kind == "float" and not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"{op}: {name} must be finite; got {value!r}.")
+    if any(v <= 0 for v in vals):
+        raise ValueError(f"{op}: {name} must be positive; got {value!r}.")
+    return vals
+
+
+def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
+    if not isinstance(mode, str) or mode not in _ND_MODES[rank]:
+        allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
+        raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
+                         f"{_ND_AXES[rank]}; got {mode!r}.")
+    if layout != "NCHW":
+        raise ValueError(f"{op}: layout must be 'NCHW' (the default) for {rank}-D input "
+                         f"{_ND_AXES[rank]}; got {layout!r}.")
+    if antialias is not False:
+        raise ValueError(f"{op}: antialias must be False for {rank}-D input; "
+                         f"got {antialias!r}.")
+    if mode in _ND_TABLE_MODE:
+        if align_corners is None:
+            return False
+        if not isinstance(align_corners, (bool, np.bool_)):
+            raise TypeError(f"{op}: align_corners must be a bool or None; got {align_corners!r}.")
+        return bool(align_corners)
+    if align_corners is not None:
+        raise ValueError(f"{op}: align_corners must be None for mode={mode!r} (it applies to "
+                         f"{_ND_MODES[rank][0]!r} only); got {align_corners!r}.")
+    return None
+
+
+def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
+    """Output extents and the per-axis scales (None: in / out), as torch derives them."""
+    k = len(in_sp)
+    if size is not None and scale_factor is not None:
+        raise ValueError(f"{op}: size and scale_factor must not both be given; got "
+                         f"size={size!r}, scale_factor={scale_factor!r}.")
+    if size is None and scale_factor is None:
+        raise ValueError(f"{op}: size or scale_factor must be given; got neither.")
+    if recompute_scale_factor is not None and not isinstance(recompute_scale_factor,
+                                                             (bool, np.bool_)):
+        raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
+                        f"got {recompute_scale_factor!r}.")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError(f"{op}: recompute_scale_factor must be None or False when size "
+                             f"is given; got {recompute_scale_factor!r}.")
+        return _tuple_k(op, "size", size, "int", k), (None,) * k
+    scales = _tuple_k(op, "scale_factor", scale_factor, "float", k)
+    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_sp, scales))
+    if min(out) < 1:
+        raise ValueError(f"{op}: scale_factor must give an output of at least one element per "
+                         f"axis; got scale_factor={scale_factor!r} for input size "
+                         f"{shape_str(in_sp)} -> {shape_str(out)}.")
+    if mode == "area" or recompute_scale_factor:
+        return out, (None,) * k
+    return out, scales
+
+
+def _nd_tables(mode, in_sp, out_sp, align_corners, scales, dtype):
+    """Forward tap tables, one per spatial axis (torch's large-output nearest rule: its
+    small-output shortcuts are a 2-D kernel's)."""
+    tmode = _ND_TABLE_MODE.get(mode, mode)
+    name = _DTYPE_NAME[np.dtype(dtype)]
+    return [axis_table(tmode, n_in, n_o, align_corners, s, False, name, False)
+            for n_in, n_o, s in zip(in_sp, out_sp, scales)]
+
+
+def _identity_table(dtype) -> AxisTable:
+    return axis_table("area", 1, 1, None, None, False, _DTYPE_NAME[np.dtype(dtype)])
+
+
+def _nd_input(op, name, arr, ranks):
+    """Dispatch one 1-D/3-D array argument (CPU only): (prepared call, C-contiguous array,
+    dtype)."""
+    p = begin(op, **{name: arr})
+    x = p.arrays[name]
+    rank = _rank(x)
+    if rank not in ranks:
+        raise ValueError(f"{op}: {name} must have shape "
+                         f"{' or '.join(_ND_AXES[r] for r in ranks)}; got {shape_str(x.shape)}.")
+    dtype = float_dtype(op, name, x)
+    if p.backend != "cpu":
+        raise TypeError(f"{op}: {rank - 2}-D data {_ND_AXES[rank]} is supported for CPU arrays "
+                        f"(NumPy, DLPack CPU tensors) only; got a {p.backend} array.")
+    if any(d < 1 for d in x.shape[2:]):
+        raise ValueError(f"{op}: {name} must have every spatial extent >= 1; "
+                         f"got {shape_str(x.shape)}.")
+    return p, np.ascontiguousarray(x), dtype
+
+
+def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed):
+    """out = the separable map of ``tabs`` (one table per spatial axis) applied to x.
+
+    Volumes: (H, W) per depth slice, then D (forward); D first, then (H, W) for the
+    transposed tables (backward)."""
+    n, c = x.shape[:2]
+    dtype = x.dtype
+    shape = (n, c) + tuple(out_sp)
+    if out is not None:
+        caller, out_k = p.adopt_out(out)
+        check_out(op, out_k, shape, dtype, {name: x})
+    else:
+        caller, out_k = p.empty(shape, dtype)
+    if n * c == 0:
+        return p.wrap(caller)
+    kernel = registry.lookup(op, p.backend, dtype)
+    one = _identity_table(dtype)
+    if len(tabs) == 1:
+        kernel(out_k.reshape(n * c, 1, -1), x.reshape(n * c, 1, -1), one, tabs[0], 1)
+        return p.wrap(caller)
+    tz, ty, tx = tabs
+    (d, h, w), (do, ho, wo) = x.shape[2:], out_sp
+    if not transposed:
+        mid = np.empty((n * c * d, ho, wo), dtype)
+        kernel(mid, x.reshape(n * c * d, h, w), ty, tx, 1)
+        kernel(out_k.reshape(n * c, do, ho * wo), mid.reshape(n * c, d, ho * wo), tz, one,
+               ho * wo)
+    else:
+        mid = np.empty((n * c, do, h * w), dtype)
+        kernel(mid, x.reshape(n * c, d, h * w), tz, one, h * w)
+        kernel(out_k.reshape(n * c * do, ho, wo), mid.reshape(n * c * do, h, w), ty, tx, 1)
+    return p.wrap(caller)
+
+
+def _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
+               recompute_scale_factor, layout):
+    """:func:`resize` of 1-D (N, C, L) and 3-D (N, C, D, H, W) data."""
+    op = "resize"
+    rank = _rank(input)
+    align = _nd_mode_options(op, rank, mode, align_corners, antialias, layout)
+    p, x, dtype = _nd_input(op, "input", input, (rank,))
+    out_sp, scales = _nd_geometry(op, x.shape[2:], size, scale_factor, mode,
+                                  recompute_scale_factor)
+    tabs = _nd_tables(mode, x.shape[2:], out_sp, align, scales, dtype)
+    return _nd_apply(op, p, x, tabs, out_sp, out, "input", False)
+
+
+def _nd_input_size(op, input_size, grad_shape):
+    """The forward input's spatial extents from ``input_size`` (a full shape, the
+    spatial extents, or an array)."""
+    k = len(grad_shape) - 2
+    dims = getattr(input_size, "shape", input_size)
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{op}: input_size must be a shape; got {input_size!r}.") from None
+    if len(dims) not in (k, k + 2) or not all(_is_int(v) for v in dims):
+        raise ValueError(f"{op}: input_size must be a shape of {k + 2} ints (or the {k} "
+                         f"spatial extents); got {input_size!r}.")
+    dims = tuple(int(v) for v in dims)
+    if len(dims) == k + 2 and dims[:2] != tuple(grad_shape[:2]):
+        raise ValueError(f"{op}: input_size must have the same N and C as grad_output "
+                         f"{shape_str(grad_shape)}; got {shape_str(dims)}.")
+    sp = dims[-k:]
+    if any(v < 1 for v in sp):
+        raise ValueError(f"{op}: input_size must have every spatial extent >= 1; "
+                         f"got {shape_str(dims)}.")
+    return sp
+
+
+def _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners, antialias,
+                        out, recompute_scale_factor, layout):
+    """:func:`resize_backward` of 1-D and 3-D data."""
+    op = "resize_backward"
+    rank = _rank(grad_output)
+    align = _nd_mode_options(op, rank, mode, align_corners, antialias, layout)
+    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
+    in_sp = _nd_input_size(op, input_size, g.shape)
+    if scale_factor is not None:
+        out_sp, scales = _nd_geometry(op, in_sp, None, scale_factor, mode,
+                                      recompute_scale_factor)
+        if tuple(out_sp) != tuple(g.shape[2:]):
+            raise ValueError(f"{op}: grad_output must have spatial size {shape_str(out_sp)} "
+                             f"(input {shape_str(in_sp)} times scale_factor "
+                             f"{scale_factor!r}); got {shape_str(g.shape[2:])}.")
+    else:
+        _nd_geometry(op, in_sp, g.shape[2:], None, mode, recompute_scale_factor)
+        scales = (None,) * len(in_sp)
+    tabs = [transposed_table(t) for t in _nd_tables(mode, in_sp, g.shape[2:], align, scales,
+                                                     dtype)]
+    return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True)
+
+
+def _pool_size_k(op, output_size, in_sp):
+    """torch's output_size for k spatial axes: an int, or k entries (None keeps one)."""
+    k = len(in_sp)
+    if output_size is None:
+        raise TypeError(f"{op}: output_size must be an int or a sequence of {k}; got None.")
+    if _is_int(output_size):
+        vals = (output_size,) * k
+    else:
+        try:
+            vals = tuple(output_size)
+        except TypeError:
+            raise TypeError(f"{op}: output_size must be an int or a sequence of {k}; "
+                            f"got {output_size!r}.") from None
+        if len(vals) != k:
+            raise ValueError(f"{op}: output_size must be an int or a sequence of {k}; "
+                             f"got {output_size!r}.")
+    vals = tuple(n if v is None else v for v, n in zip(vals, in_sp))
+    return _tuple_k(op, "output_size", vals, "int", k)
+
+
+def _pool_tables(in_sp, out_sp, dtype):
+    name = _DTYPE_NAME[np.dtype(dtype)]
+    return [axis_table("area", n_in, n_o, None, None, False, name)
+            for n_in, n_o in zip(in_sp, out_sp)]
+
+
+def _adaptive_pool(op, rank, input, output_size, out):
+    p, x, dtype = _nd_input(op, "input", input, (rank,))
+    out_sp = _pool_size_k(op, output_size, x.shape[2:])
+    return _nd_apply(op, p, x, _pool_tables(x.shape[2:], out_sp, dtype), out_sp, out,
+                     "input", False)
+
+
+def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
+    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
+    in_sp = _nd_input_size(op, input_size, g.shape)
+    tabs = [transposed_table(t) for t in _pool_tables(in_sp, g.shape[2:], dtype)]
+    return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True)
+
+
+for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "adaptive_avg_pool3d",
+            "adaptive_avg_pool3d_backward"):
+    registry.register_builtin(_op, _separable_cpu)
+
+
+def adaptive_avg_pool1d(input, output_size, out=None):
+    """Adaptive average pooling of 1-D data; values equal ``F.adaptive_avg_pool1d``.
+
+    Parameters
+    ----------
+    input : array (N, C, L), float32 or float64 (CPU arrays)
+    output_size : int or (int,)
+        L_out.
+    out : array, optional
+        C-contiguous destination (N, C, L_out), not overlapping ``input``.
+
+    Returns
+    -------
+    array (N, C, L_out): output ``i`` is the mean of input
+    ``[floor(i L / L_out), ceil((i + 1) L / L_out))``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.adaptive_avg_pool1d(np.arange(6.0).reshape(1, 1, 6), 3)
+    array([[[0.5, 2.5, 4.5]]])
+    """
+    return _adaptive_pool("adaptive_avg_pool1d", 3, input, output_size, out)
+
+
+def adaptive_avg_pool1d_backward(grad_output, input_size, out=None):
+    """Gradient of :func:`adaptive_avg_pool1d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array (N, C, L_out)
+    input_size : (N, C, L) or (L,), or the input array itself
+    out : array, optional
+
+    Returns
+    -------
+    array (N, C, L): each input element receives ``g / k`` from every output cell
+    whose window (of k elements) holds it; deterministic (a gather).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.adaptive_avg_pool1d_backward(np.ones((1, 1, 1)), (1, 1, 2))
+    array([[[0.5, 0.5]]])
+    """
+    return _adaptive_pool_backward("adaptive_avg_pool1d_backward", 3, grad_output,
+                                   input_size, out)
+
+
+def adaptive_avg_pool3d(input, output_size, out=None):
+    """Adaptive average pooling of volumes; values equal ``F.adaptive_avg_pool3d``.
+
+    Parameters
+    ----------
+    input : array (N, C, D, H, W), float32 or float64 (CPU arrays)
+    output_size : int or (int or None, int or None, int or None)
+        (D_out, H_out, W_out); None keeps that input extent.
+    out : array, optional
+        C-contiguous destination, not overlapping ``input``.
+
+    Returns
+    -------
+    array (N, C, D_out, H_out, W_out): each output cell is the mean of its
+    window, ``[floor(i n / n_out), ceil((i + 1) n / n_out))`` per axis,
+    computed separably (W, H, then D means: within a few ulps of torch's
+    single sum).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.adaptive_avg_pool3d(np.arange(8.0).reshape(1, 1, 2, 2, 2), 1)
+    array([[[[[3.5]]]]])
+    """
+    return _adaptive_pool("adaptive_avg_pool3d", 5, input, output_size, out)
+
+
+def adaptive_avg_pool3d_backward(grad_output, input_size, out=None):
+    """Gradient of :func:`adaptive_avg_pool3d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array (N, C, D_out, H_out, W_out)
+    input_size : (N, C, D, H, W) or (D, H, W), or the input array itself
+    out : array, optional
+
+    Returns
+    -------
+    array (N, C, D, H, W): each input element receives ``g / (kd kh kw)`` from
+    every output cell whose window holds it; deterministic (gathers).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.adaptive_avg_pool3d_backward(np.ones((1, 1, 1, 1, 1)), (1, 1, 1, 1, 2))
+    array([[[[[0.5, 0.5]]]]])
+    """
+    return _adaptive_pool_backward("adaptive_avg_pool3d_backward", 5, grad_output,
+                                   input_size, out)

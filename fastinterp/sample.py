@@ -16,15 +16,19 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import (as_c_contiguous, check_ndim, check_option, check_out,
+from ._validate import (as_c_contiguous, check_ndim, check_option, check_out, real_scalar,
                         same_dtype, shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
 MODES = ("bilinear", "nearest", "bicubic")
-PADDINGS = ("zeros", "border", "reflection")
+PADDINGS = ("zeros", "border", "reflection", "constant", "wrap")
 _MODE_CODE = {"nearest": 0, "bilinear": 1, "bicubic": 2}
-_PAD_CODE = {"zeros": 0, "border": 1, "reflection": 2}
+_PAD_CODE = {"zeros": 0, "border": 1, "reflection": 2}     # the C ABI's FI_PAD_* codes
+# The CPU kernels' codes: wrap is 3; 'constant' runs the 'zeros' kernels and adds fill
+# times the weight that fell outside.
+_KERNEL_PAD = {**_PAD_CODE, "wrap": 3, "constant": 0}
+_CPU_ONLY_PADDINGS = ("constant", "wrap")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -36,12 +40,15 @@ def _check_bool(op, name, value):
 
 
 def _check_size(op, size):
+    """(N, C, H, W) or (N, C, D, H, W) as a tuple of ints >= 0."""
     try:
         dims = tuple(int(s) for s in size)
     except TypeError:
-        raise TypeError(f"{op}: size must be a sequence (N, C, H, W); got {size!r}.") from None
-    if len(dims) != 4 or any(d != s for d, s in zip(dims, size)):
-        raise ValueError(f"{op}: size must be (N, C, H, W) of 4 ints; got {tuple(size)!r}.")
+        raise TypeError(f"{op}: size must be a sequence (N, C, H, W) or (N, C, D, H, W); "
+                        f"got {size!r}.") from None
+    if len(dims) not in (4, 5) or any(d != s for d, s in zip(dims, size)):
+        raise ValueError(f"{op}: size must be (N, C, H, W) or (N, C, D, H, W) of ints; "
+                         f"got {tuple(size)!r}.")
     if any(d < 0 for d in dims):
         raise ValueError(f"{op}: size must have all entries >= 0; got {shape_str(dims)}.")
     return dims
@@ -94,13 +101,22 @@ def _check_options(op, mode, padding_mode, align_corners):
 
 # --------------------------------------------------------------------------- affine_grid
 
-def _affine_grid_cpu(out, theta, H, W, align_corners):
+def _affine_grid_cpu(out, theta, H, W, align_corners, D=None):
+    """Registry kernel (CPU): 2-D grids, or volume grids when the depth D is given."""
+    if D is not None:
+        return _affine_grid_3d_cpu(out, theta, _bases_3d((0, 0, D, H, W), align_corners,
+                                                         out.dtype))
     from ._cpu import sample as cpu
     cpu.affine_grid_fwd(out.reshape(-1), theta.reshape(-1), theta.shape[0], H, W,
                         align_corners, threads_for(out.size, 65536))
 
 
-def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners):
+def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners, D=None):
+    """Registry kernel (CPU): 2-D grids, or volume grids when the depth D is given."""
+    if D is not None:
+        return _affine_grid_3d_bwd_cpu(grad_theta, grad_grid,
+                                       _bases_3d((0, 0, D, H, W), align_corners,
+                                                 grad_theta.dtype))
     from ._cpu import sample as cpu
     cpu.affine_grid_bwd(grad_theta.reshape(-1), grad_grid.reshape(-1), grad_theta.shape[0],
                         H, W, align_corners, threads_for(grad_grid.size, 65536))
@@ -112,14 +128,17 @@ registry.register_builtin("affine_grid_backward", _affine_grid_bwd_cpu,
 
 
 def affine_grid(theta, size, align_corners=False, out=None):
-    """Sampling grid of a batch of 2-D affine maps (PyTorch's ``F.affine_grid``).
+    """Sampling grid of a batch of 2-D or 3-D affine maps (PyTorch's ``F.affine_grid``).
 
     Parameters
     ----------
-    theta : array (N, 2, 3), float32 or float64
-        Affine matrices acting on normalized output coordinates ``(x, y, 1)``.
-    size : sequence of 4 ints
-        The target output size ``(N, C, H, W)`` (C is not used).
+    theta : array (N, 2, 3) or (N, 3, 4), float32 or float64
+        Affine matrices acting on normalized output coordinates ``(x, y, 1)``
+        (or ``(x, y, z, 1)`` for volumes).
+    size : sequence of 4 or 5 ints
+        The target output size ``(N, C, H, W)`` or ``(N, C, D, H, W)`` (C is
+        not used). A 5-entry size makes a volume grid (N, D, H, W, 3)
+        (NumPy / CPU arrays only).
     align_corners : bool
         Pixel-centre convention of the normalized coordinates (see Conventions).
     out : array (N, H, W, 2), optional
@@ -159,7 +178,10 @@ def affine_grid(theta, size, align_corners=False, out=None):
     """
     op = "affine_grid"
     align = _check_bool(op, "align_corners", align_corners)
-    N, _, H, W = _check_size(op, size)
+    dims = _check_size(op, size)
+    if len(dims) == 5:
+        return _affine_grid_3d(op, theta, dims, align, out)
+    N, _, H, W = dims
     p = begin(op, theta=theta)
     th = p.arrays["theta"]
     dtype = same_dtype(op, theta=th)
@@ -187,17 +209,18 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
 
     Parameters
     ----------
-    grad_grid : array (N, H, W, 2), float32 or float64
+    grad_grid : array (N, H, W, 2) or (N, D, H, W, 3), float32 or float64
         Gradient with respect to the grid (e.g. from :func:`grid_sample_backward`).
-    size : sequence of 4 ints
-        The ``size`` given to affine_grid, ``(N, C, H, W)``.
+    size : sequence of 4 or 5 ints
+        The ``size`` given to affine_grid, ``(N, C, H, W)`` or ``(N, C, D, H, W)``.
     align_corners : bool
         As given to affine_grid.
 
     Returns
     -------
-    grad_theta : array (N, 2, 3)
-        ``sum_ij grad_grid[n, i, j, r] * (x_j, y_i, 1)[k]``, summed in float64
+    grad_theta : array (N, 2, 3) (or (N, 3, 4) for volumes)
+        ``sum_ij grad_grid[n, i, j, r] * (x_j, y_i, 1)[k]`` (volumes: over
+        ``(x, y, z, 1)``), summed in float64
         in a fixed order (each row over j, then the rows in order; the same
         bits for any thread count), rounded once to grad_grid's dtype.
 
@@ -211,7 +234,10 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
     """
     op = "affine_grid_backward"
     align = _check_bool(op, "align_corners", align_corners)
-    N, _, H, W = _check_size(op, size)
+    dims = _check_size(op, size)
+    if len(dims) == 5:
+        return _affine_grid_3d_backward(op, grad_grid, dims, align)
+    N, _, H, W = dims
     p = begin(op, grad_grid=grad_grid)
     g = p.arrays["grad_grid"]
     dtype = same_dtype(op, grad_grid=g)
@@ -229,27 +255,121 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
     return p.wrap(caller)
 
 
+def _volume_cpu_only(op, p):
+    """Volumes run on the CPU kernels only: a clear TypeError for CUDA arrays."""
+    if p.backend != "cpu":
+        raise TypeError(f"{op}: 5-D (volume) data is supported for CPU arrays (NumPy, "
+                        f"DLPack CPU tensors) only; got a {p.backend} array.")
+
+
+def _bases_3d(dims, align, dtype):
+    """The base coordinates (x over W, y over H, z over D) of a volume grid."""
+    _, _, D, H, W = dims
+    return [base_coordinates(n, align, np.dtype(dtype)) for n in (W, H, D)]
+
+
+def _affine_grid_3d_cpu(out, theta, bases):
+    from ._cpu import sample3d as cpu
+    cpu.affine_grid3d_fwd(out.reshape(-1), theta.reshape(-1), *bases, theta.shape[0],
+                          threads_for(out.size, 65536))
+
+
+def _affine_grid_3d_bwd_cpu(grad_theta, grad_grid, bases):
+    from ._cpu import sample3d as cpu
+    cpu.affine_grid3d_bwd(grad_theta.reshape(-1), grad_grid.reshape(-1), *bases,
+                          grad_theta.shape[0], threads_for(grad_grid.size, 65536))
+
+
+
+
+def _affine_grid_3d(op, theta, dims, align, out):
+    """affine_grid for a volume size (N, C, D, H, W): theta (N, 3, 4) -> (N, D, H, W, 3)."""
+    N, _, D, H, W = dims
+    p = begin(op, theta=theta)
+    th = p.arrays["theta"]
+    dtype = same_dtype(op, theta=th)
+    if tuple(th.shape) != (N, 3, 4):
+        raise ValueError(f"{op}: theta must have shape (N, 3, 4) with N = size[0] = {N} for "
+                         f"a 5-D size; got {shape_str(th.shape)}.")
+    _volume_cpu_only(op, p)
+    th = as_c_contiguous(th)
+    shape = (N, D, H, W, 3)
+    if out is not None:
+        caller, out_k = p.adopt_out(out)
+        check_out(op, out_k, shape, dtype, {"theta": th})
+    else:
+        caller, out_k = p.empty(shape, dtype)
+    registry.lookup(op, p.backend, dtype)(out_k, th, H, W, align, D=D)
+    return p.wrap(caller)
+
+
+def _affine_grid_3d_backward(op, grad_grid, dims, align):
+    """affine_grid_backward for a volume size: grad_grid (N, D, H, W, 3) -> (N, 3, 4)."""
+    N, _, D, H, W = dims
+    p = begin(op, grad_grid=grad_grid)
+    g = p.arrays["grad_grid"]
+    dtype = same_dtype(op, grad_grid=g)
+    if tuple(g.shape) != (N, D, H, W, 3):
+        raise ValueError(f"{op}: grad_grid must have shape (N, D, H, W, 3) = "
+                         f"{shape_str((N, D, H, W, 3))} from size; got {shape_str(g.shape)}.")
+    _volume_cpu_only(op, p)
+    g = as_c_contiguous(g)
+    caller, out_k = p.empty((N, 3, 4), dtype)
+    registry.lookup(op, p.backend, dtype)(out_k, g, H, W, align, D=D)
+    return p.wrap(caller)
+
+
 # --------------------------------------------------------------------------- grid_sample
 
 def _grid_sample_cpu(out, x, grid, dims, mode, padding, align_corners, channels_last):
+    """Registry kernel (CPU): images (dims N, C, H, W, H_out, W_out) or volumes (dims
+    N, C, D, H, W, D_out, H_out, W_out: the kernels of sample3d)."""
+    if len(dims) == 8:
+        return _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners)
     from ._cpu import sample as cpu
     N, C, H, W, Ho, Wo = dims
     cpu.grid_sample_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), N, C, H, W, Ho, Wo,
-                        channels_last, _MODE_CODE[mode], _PAD_CODE[padding], align_corners,
+                        channels_last, _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
                         threads_for(N * C * Ho * Wo, 16384))
 
 
 def _grid_sample_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode, padding,
                          align_corners, channels_last, deterministic):
+    """Registry kernel (CPU): images or volumes, as _grid_sample_cpu."""
+    if len(dims) == 8:
+        return _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims,
+                                       mode, padding, align_corners)
     from ._cpu import sample as cpu
     N, C, H, W, Ho, Wo = dims
     dummy = np.zeros(1, x.dtype)
     gi = grad_input.reshape(-1) if grad_input is not None else dummy
     gg = grad_grid.reshape(-1) if grad_grid is not None else dummy
     cpu.grid_sample_bwd(gi, gg, grad_output.reshape(-1), x.reshape(-1), grid.reshape(-1),
-                        N, C, H, W, Ho, Wo, channels_last, _MODE_CODE[mode], _PAD_CODE[padding],
-                        align_corners, grad_input is not None, grad_grid is not None,
+                        N, C, H, W, Ho, Wo, channels_last, _MODE_CODE[mode],
+                        _KERNEL_PAD[padding], align_corners, grad_input is not None,
+                        grad_grid is not None,
                         threads_for(N * C * Ho * Wo, 16384))
+
+
+def _grid_sample_3d_cpu(out, x, grid, dims, mode, padding, align_corners):
+    from ._cpu import sample3d as cpu
+    N, C = dims[:2]
+    cpu.grid_sample3d_fwd(out.reshape(-1), x.reshape(-1), grid.reshape(-1), dims,
+                          _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
+                          threads_for(N * C * math.prod(dims[5:]), 16384))
+
+
+def _grid_sample_3d_bwd_cpu(grad_input, grad_grid, grad_output, x, grid, dims, mode, padding,
+                            align_corners):
+    from ._cpu import sample3d as cpu
+    N, C = dims[:2]
+    dummy = np.zeros(1, x.dtype)
+    gi = grad_input.reshape(-1) if grad_input is not None else dummy
+    gg = grad_grid.reshape(-1) if grad_grid is not None else dummy
+    cpu.grid_sample3d_bwd(gi, gg, grad_output.reshape(-1), x.reshape(-1), grid.reshape(-1),
+                          dims, _MODE_CODE[mode], _KERNEL_PAD[padding], align_corners,
+                          grad_input is not None, grad_grid is not None,
+                          threads_for(N * C * math.prod(dims[5:]), 16384))
 
 
 registry.register_builtin("grid_sample", _grid_sample_cpu, "fastinterp._cuda.sample:grid_sample")
@@ -271,34 +391,145 @@ def _prepare(op, p, names, channels_last):
     return tuple(arrays.values()), dtype
 
 
+class _Geometry:
+    """One grid_sample call's sizes: ``dims`` for the kernel (6 entries for images, 8 for
+    volumes), the output shape and the spatial input/output extents."""
+
+    def __init__(self, op, p, x, g, channels_last, padding_mode):
+        check_ndim(op, "input", x, (4, 5), "(N, H, W, C)" if channels_last
+                   else "(N, C, H, W) or (N, C, D, H, W)")
+        if padding_mode in _CPU_ONLY_PADDINGS and p.backend != "cpu":
+            raise ValueError(f"{op}: padding_mode={padding_mode!r} is supported for CPU "
+                             f"arrays only; got a {p.backend} array.")
+        self.volume = len(x.shape) == 5
+        if not self.volume:
+            N, C, H, W = _layout_dims(op, x, channels_last)
+            Ho, Wo = _check_grid(op, g, N)
+            self.dims = (N, C, H, W, Ho, Wo)
+            self.shape = (N, Ho, Wo, C) if channels_last else (N, C, Ho, Wo)
+            self.spatial_in, self.spatial_out = (H, W), (Ho, Wo)
+            return
+        if channels_last:
+            raise ValueError(f"{op}: channels_last must be False for 5-D (volume) input "
+                             f"(NCDHW only); got True.")
+        _volume_cpu_only(op, p)
+        N, C, D, H, W = x.shape
+        if D < 1 or H < 1 or W < 1:
+            raise ValueError(f"{op}: input must have D, H, W >= 1; got {shape_str(x.shape)}.")
+        if len(g.shape) != 5 or g.shape[4] != 3:
+            raise ValueError(f"{op}: grid must have shape (N, D_out, H_out, W_out, 3) for 5-D "
+                             f"input; got {shape_str(g.shape)}.")
+        if g.shape[0] != N:
+            raise ValueError(f"{op}: grid must have the input's batch size N = {N}; "
+                             f"got {shape_str(g.shape)}.")
+        Do, Ho, Wo = g.shape[1:4]
+        self.dims = (N, C, D, H, W, Do, Ho, Wo)
+        self.shape = (N, C, Do, Ho, Wo)
+        self.spatial_in, self.spatial_out = (D, H, W), (Do, Ho, Wo)
+
+    def ones_dims(self):
+        """dims of the same call on one channel (the outside-weight pass of 'constant')."""
+        return (self.dims[0], 1) + self.dims[2:]
+
+
+def _fill_values(op, fill, padding_mode, C, dtype):
+    """The per-channel fill of 'constant' padding as a (C,) array; None when no fill
+    is added (other modes, or a zero fill)."""
+    if padding_mode != "constant":
+        if fill is not None:
+            raise ValueError(f"{op}: fill applies to padding_mode='constant' only; got "
+                             f"fill={fill!r} with padding_mode={padding_mode!r}.")
+        return None
+    if fill is None:
+        return None
+    if np.ndim(fill) == 0:
+        vals = np.full(C, real_scalar(op, "fill", fill, dtype), dtype)
+    else:
+        try:
+            vals = np.asarray(fill, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: fill must be a real number or a sequence of C = {C} "
+                            f"reals; got {fill!r}.") from None
+        if vals.shape != (C,):
+            raise ValueError(f"{op}: fill must be a scalar or have shape (C,) = ({C},); "
+                             f"got shape {shape_str(vals.shape)}.")
+        vals = vals.astype(dtype)
+    if not np.all(np.isfinite(vals)):
+        raise ValueError(f"{op}: fill must be finite; got {fill!r}.")
+    return vals if np.any(vals) else None
+
+
+def _outside_weight(geo, g, mode, align, cl, dtype):
+    """1 - (the interpolation weight of the taps inside the image) per output point:
+    'constant' padding adds fill times this to the 'zeros' result. Shaped to
+    broadcast against the output (channel axis of length 1)."""
+    ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
+    inside = np.empty((geo.dims[0], 1) + geo.spatial_out, dtype)
+    kernel = registry.lookup("grid_sample", "cpu", dtype)
+    kernel(inside, ones, g, geo.ones_dims(), mode, "zeros", align, False)
+    outside = 1 - inside
+    return np.moveaxis(outside, 1, -1) if cl else outside
+
+
+def _fill_axis(fill, geo, cl):
+    """fill shaped to broadcast against the output's channel axis."""
+    return fill if cl else fill.reshape((-1,) + (1,) * len(geo.spatial_out))
+
+
+def _fill_grid_grad(geo, grad_grid, go, g, fill, mode, align, cl, dtype):
+    """Subtract the grid gradient of fill * (inside weight) from grad_grid ('constant'):
+    d/dgrid sum_c fill_c go_c (1 - inside) = -d inside/dgrid * sum_c fill_c go_c, with
+    the channel sum in increasing channel order (bit-identical on any thread count)."""
+    h = np.zeros((geo.dims[0],) + geo.spatial_out, dtype)
+    for c, f in enumerate(fill):
+        h += f * (go[..., c] if cl else go[:, c])
+    ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
+    part = np.empty_like(grad_grid)
+    kernel = registry.lookup("grid_sample_backward", "cpu", dtype)
+    kernel(None, part, h[:, None], ones, g, geo.ones_dims(), mode, "zeros", align, False, True)
+    grad_grid -= part
+
+
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                out=None, channels_last=False):
-    """Sample ``input`` at the points of ``grid`` (PyTorch's ``F.grid_sample``, 2-D).
+                out=None, channels_last=False, fill=None):
+    """Sample ``input`` at the points of ``grid`` (PyTorch's ``F.grid_sample``, 2-D and 3-D).
 
     Parameters
     ----------
-    input : array (N, C, H, W), float32 or float64
+    input : array (N, C, H, W) or (N, C, D, H, W), float32 or float64
         The images; ``(N, H, W, C)`` when ``channels_last=True`` (CPU only).
-    grid : array (N, H_out, W_out, 2), input's dtype
-        Normalized sampling points ``(x, y)``: x along W, y along H, [-1, 1]
-        spanning the image (see Conventions); values outside are padded.
+        A 5-D input is a batch of volumes (CPU arrays only).
+    grid : array (N, H_out, W_out, 2) or (N, D_out, H_out, W_out, 3), input's dtype
+        Normalized sampling points ``(x, y)`` or ``(x, y, z)``: x along W, y
+        along H, z along D, [-1, 1] spanning the image (see Conventions);
+        values outside are padded.
     mode : {'bilinear', 'nearest', 'bicubic'}
         Interpolation. ``nearest`` rounds half to even (like PyTorch);
-        ``bicubic`` is Keys' cubic convolution with A = -0.75.
-    padding_mode : {'zeros', 'border', 'reflection'}
-        Values outside the image: 0, the nearest border pixel, or the image
-        mirrored at its borders (period 2 H / 2 W, as PyTorch).
+        ``bicubic`` is Keys' cubic convolution with A = -0.75. On volumes
+        'bilinear' is trilinear and 'bicubic' tricubic (the tensor product
+        of the same cubic over 4 x 4 x 4 taps, each tap padded on its own as
+        PyTorch's 2-D bicubic does; PyTorch has no tricubic mode).
+    padding_mode : {'zeros', 'border', 'reflection', 'constant', 'wrap'}
+        Values outside the image: 0, the nearest border pixel, the image
+        mirrored at its borders (period 2 H / 2 W, as PyTorch), ``fill``
+        ('constant'), or the image repeated periodically (period H / W:
+        taps past the last pixel read the first, SciPy's 'grid-wrap').
+        'constant' and 'wrap' need CPU arrays.
     align_corners : bool
         False: -1 and 1 are the outer edges of the corner pixels; True: their
         centres.
     out : array, optional
         Destination of the output's shape and dtype, C-contiguous.
     channels_last : bool
-        Input and output are NHWC (CPU only).
+        Input and output are NHWC (CPU only, 4-D input only).
+    fill : float or sequence of C floats, optional
+        The value outside the image for ``padding_mode='constant'`` (one per
+        channel allowed; default 0; must be finite). Only valid with 'constant'.
 
     Returns
     -------
-    array (N, C, H_out, W_out), or (N, H_out, W_out, C) when ``channels_last``.
+    array (N, C, H_out, W_out) (or (N, H_out, W_out, C) when ``channels_last``),
+    or (N, C, D_out, H_out, W_out) for volumes.
 
     Conventions
     -----------
@@ -308,6 +539,16 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     pixel i's centre at i too, so ``map_x = ((g + 1) * W - 1) / 2`` gives
     ``cv2.remap`` the points of an align_corners=False grid.
 
+    'constant' padding is SciPy's ``map_coordinates(mode='grid-constant',
+    cval=fill)`` (order 1 for bilinear): each tap outside the image reads
+    ``fill``. It is computed as the 'zeros' result plus ``fill`` times the
+    weight of the taps outside (``1 - `` the result of sampling an image of
+    ones), so inside the image the fill contributes at rounding level.
+    'wrap' wraps each tap index modulo the size (bilinear, nearest, bicubic
+    alike), so interpolation between the last and first pixels is smooth.
+    A non-zero fill costs one extra single-channel pass: it allocates an
+    image of ones (N, 1, H, W) and one output-sized plane (N, 1, H_out, W_out).
+
     Non-finite grid values, as PyTorch's CPU kernels: a NaN or infinite point
     with ``padding_mode='zeros'`` gives NaN for bilinear and bicubic and 0 for
     nearest; with 'border' and 'reflection' (bilinear, nearest) a NaN
@@ -315,6 +556,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     (reflection: to pixel 0); bicubic gives NaN there. No memory outside the
     input is ever read. Points far outside (any finite value) are exact.
     Non-contiguous inputs are copied once.
+
+    Volumes (5-D input) use NCDHW only (no channels_last), CPU arrays only
+    (a CUDA array raises TypeError), and the same tiled design as images
+    (a tap table per thread for 512 output voxels, about 100 KB in float32).
 
     Memory: besides its output, a call allocates only a tap table per thread
     for a tile of 1,024 output pixels (about 150 KB in float32, 280 KB in
@@ -334,9 +579,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     cl = _check_bool(op, "channels_last", channels_last)
     p = begin(op, input=input, grid=grid)
     (x, g), dtype = _prepare(op, p, ("input", "grid"), cl)
-    N, C, H, W = _layout_dims(op, x, cl)
-    Ho, Wo = _check_grid(op, g, N)
-    shape = (N, Ho, Wo, C) if cl else (N, C, Ho, Wo)
+    geo = _Geometry(op, p, x, g, cl, padding_mode)
+    fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
+    shape = geo.shape
     if out is not None:
         caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"input": x, "grid": g})
@@ -345,26 +590,31 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     kernel = registry.lookup(op, p.backend, dtype)
     if math.prod(shape) == 0:
         return p.wrap(caller)
-    dims = (N, C, H, W, Ho, Wo)
     if p.backend == "cuda":
         kernel(out_k, p.contiguous(x), p.contiguous(g), _MODE_CODE[mode], _PAD_CODE[padding_mode],
                align, stream=p.stream)
-    else:
-        kernel(out_k, x, g, dims, mode, padding_mode, align, cl)
+        return p.wrap(caller)
+    if fills is None:
+        kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
+        return p.wrap(caller)
+    outside = _outside_weight(geo, g, mode, align, cl, dtype)   # before out is written
+    kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
+    out_k += _fill_axis(fills, geo, cl) * outside
     return p.wrap(caller)
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False, needs_input_grad=True, needs_grid_grad=True,
-                         channels_last=False, deterministic=True):
+                         channels_last=False, deterministic=True, fill=None):
     """Gradients of :func:`grid_sample` with respect to ``input`` and ``grid``.
 
     Parameters
     ----------
     grad_output : array, the shape of grid_sample's output
         Gradient of the loss with respect to the sampled output.
-    input, grid, mode, padding_mode, align_corners, channels_last
-        As given to :func:`grid_sample`.
+    input, grid, mode, padding_mode, align_corners, channels_last, fill
+        As given to :func:`grid_sample` (4-D images or 5-D volumes). ``fill``
+        is a constant: it has no gradient, but it enters the grid gradient.
     needs_input_grad, needs_grid_grad : bool
         Which gradients to compute; a skipped one is returned as None.
     deterministic : bool
@@ -428,9 +678,9 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     det = _check_bool(op, "deterministic", deterministic)
     p = begin(op, grad_output=grad_output, input=input, grid=grid)
     (go, x, g), dtype = _prepare(op, p, ("grad_output", "input", "grid"), cl)
-    N, C, H, W = _layout_dims(op, x, cl)
-    Ho, Wo = _check_grid(op, g, N)
-    shape = (N, Ho, Wo, C) if cl else (N, C, Ho, Wo)
+    geo = _Geometry(op, p, x, g, cl, padding_mode)
+    fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
+    shape = geo.shape
     if tuple(go.shape) != shape:
         raise ValueError(f"{op}: grad_output must have grid_sample's output shape "
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
@@ -448,8 +698,9 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
             kernel(gi_k, gg_k, go, x, g, _MODE_CODE[mode], _PAD_CODE[padding_mode], align,
                    deterministic=det, stream=p.stream)
         else:
-            kernel(gi_k, gg_k, go, x, g, (N, C, H, W, Ho, Wo), mode, padding_mode, align,
-                   cl, det)
+            kernel(gi_k, gg_k, go, x, g, geo.dims, mode, padding_mode, align, cl, det)
+            if need_grid and fills is not None and mode != "nearest" and go.size:
+                _fill_grid_grad(geo, gg_k, go, g, fills, mode, align, cl, dtype)
     wrap = (lambda a: None if a is None else p.wrap(a))
     return wrap(gi_caller), wrap(gg_caller)
 

@@ -164,7 +164,7 @@ def test_resize_argument_errors(kwargs, exc, words):
         fi.resize(x, **kwargs)
 
 
-@pytest.mark.parametrize("shape", [(4, 5), (1, 4, 5), (1, 1, 1, 4, 5)])
+@pytest.mark.parametrize("shape", [(4, 5), (1, 1, 1, 1, 4, 5)])   # 3-D and 5-D: test_volume
 def test_wrong_rank(shape):
     with pytest.raises(ValueError, match=r"input must have shape \(N, C, H, W\)"):
         fi.resize(np.zeros(shape), size=2)

@@ -1,13 +1,13 @@
 # Interpolation taps shared by every CPU kernel (grid_sample, resize and
 # their backwards): one place for each piece of arithmetic.
-from libc.math cimport fabs, floor, trunc
+from libc.math cimport fabs, floor, fmod, trunc
 from _types cimport real
 
 # ---------------------------------------------------------------------------
 # Grid-sampling coordinate arithmetic (grid_sample and its backward).
 # PyTorch's CPU forward semantics, including its NaN handling: clipping maps NaN to 0
 # (the backward helpers follow the forward there: a clipped coordinate has gradient 0).
-# Padding codes: 0 = zeros, 1 = border, 2 = reflection.
+# Padding codes: 0 = zeros, 1 = border, 2 = reflection, 3 = wrap (periodic).
 # An axis is described by six numbers (see axis_params in sample.pyx):
 #   scale, shift: unnormalize(g) = (g + 1) * scale - shift
 #   max_val = size - 1; low, twice_span, empty: the reflection span.
@@ -72,6 +72,15 @@ cdef inline real reflect_coordinate_grad(real x, real low, real twice_span, bint
     return extra + low
 
 
+cdef inline real wrap_coordinate(real x, real size) noexcept nogil:
+    """x modulo size, in [0, size) (periodic padding). Exact for integral x (fmod is
+    exact); NaN for NaN or infinite x. Used on tap coordinates, never on a fraction."""
+    cdef real r = fmod(x, size)
+    if r < 0:
+        r = r + size
+    return r
+
+
 cdef inline real pad_coordinate(real x, int padding, real max_val, real low,
                                 real twice_span, bint empty) noexcept nogil:
     """Apply the padding mode to a pixel coordinate (zeros: unchanged)."""
@@ -79,6 +88,8 @@ cdef inline real pad_coordinate(real x, int padding, real max_val, real low,
         return clip_coordinate(x, max_val)
     if padding == 2:
         return clip_coordinate(reflect_coordinate(x, low, twice_span, empty), max_val)
+    if padding == 3:
+        return wrap_coordinate(x, max_val + 1)
     return x
 
 
@@ -91,6 +102,8 @@ cdef inline real pad_coordinate_grad(real x, int padding, real max_val, real low
     if padding == 2:
         x = reflect_coordinate_grad(x, low, twice_span, empty, grad)
         return clip_coordinate_grad(x, max_val, grad)
+    if padding == 3:    # a translation by whole periods: the gradient passes unchanged
+        return wrap_coordinate(x, max_val + 1)
     return x
 
 

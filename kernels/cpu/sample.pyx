@@ -21,12 +21,12 @@ the same order whatever the thread count: results are bit-identical.
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-from libc.math cimport nearbyint
 from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
-from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
-                    linear_weights, cubic_weights, cubic_weights_grad)
+from _taps cimport unnormalize, tap_inside
+from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
+                        coordinate, linear_axis, nearest_tap, cubic_axis)
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
@@ -68,91 +68,6 @@ cdef enum:
     ST_INVALID = 1
     ST_NOMEM = 3
 
-# Axis description: the six numbers _taps' coordinate helpers take, plus size.
-cdef enum:
-    A_SCALE = 0
-    A_SHIFT = 1
-    A_MAX = 2
-    A_LOW = 3
-    A_SPAN2 = 4
-    A_EMPTY = 5
-    A_SIZE = 6
-    A_SLOTS = 7
-
-
-cdef inline void axis_params(real* a, Py_ssize_t size, bint align_corners) noexcept nogil:
-    """PyTorch's per-axis constants (ComputeLocationBase) for an input extent."""
-    a[A_MAX] = <real>(size - 1)
-    a[A_SIZE] = <real>size
-    if align_corners:
-        a[A_SCALE] = (<real>(size - 1)) / 2
-        a[A_SHIFT] = 0
-        a[A_LOW] = 0
-        a[A_SPAN2] = (<real>(size - 1)) * 2
-        a[A_EMPTY] = 1 if size <= 1 else 0
-    else:
-        a[A_SCALE] = (<real>size) / 2
-        a[A_SHIFT] = <real>0.5
-        a[A_LOW] = <real>-0.5
-        a[A_SPAN2] = (<real>size) * 2
-        a[A_EMPTY] = 0
-
-
-cdef inline real coordinate(real g, const real* a, int padding, bint grad,
-                            real* mult) noexcept nogil:
-    """Grid value -> padded pixel coordinate; with grad, *mult = d coordinate / d g."""
-    cdef real x = unnormalize(g, a[A_SCALE], a[A_SHIFT])
-    if grad:
-        mult[0] = a[A_SCALE]
-        return pad_coordinate_grad(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
-                                   a[A_EMPTY] != 0, mult)
-    return pad_coordinate(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2], a[A_EMPTY] != 0)
-
-
-cdef inline int linear_axis(real x, real size, Py_ssize_t stride,
-                            Py_ssize_t* o0, Py_ssize_t* o1, real* t) noexcept nogil:
-    """Two taps of a padded coordinate: offsets and the valid bits (1: first, 2: second)."""
-    cdef real fl
-    cdef int bits = 0
-    cdef Py_ssize_t i
-    linear_weights(x, &fl, t)
-    if tap_inside(fl, size):
-        bits |= 1
-    if tap_inside(fl + 1, size):
-        bits |= 2
-    i = <Py_ssize_t>fl if bits else 0
-    o0[0] = i * stride if bits & 1 else 0
-    o1[0] = (i + 1) * stride if bits & 2 else 0
-    return bits
-
-
-cdef inline int cubic_axis(real x, const real* a, int padding, Py_ssize_t stride,
-                           Py_ssize_t* off, Py_ssize_t wo, real* c, real* dc,
-                           bint grad) noexcept nogil:
-    """Four taps (floor(x) - 1 .. + 2), each padded on its own (PyTorch's rule);
-    writes offsets off[k * wo], weights c[k * wo] (and dc) and returns valid bits."""
-    cdef real fl, t, tap
-    cdef real w[4]
-    cdef real dw[4]
-    cdef int k, bits = 0
-    linear_weights(x, &fl, &t)
-    cubic_weights(t, w)
-    if grad:
-        cubic_weights_grad(t, dw)
-    for k in range(4):
-        tap = pad_coordinate(fl + (k - 1), padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
-                             a[A_EMPTY] != 0)
-        if tap_inside(tap, a[A_SIZE]):
-            bits |= 1 << k
-            off[k * wo] = (<Py_ssize_t>tap) * stride
-        else:
-            off[k * wo] = 0
-        c[k * wo] = w[k]
-        if grad:
-            dc[k * wo] = dw[k]
-    return bits
-
-
 cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint grad,
                    const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
                    real* R, Py_ssize_t* I) noexcept nogil:
@@ -162,6 +77,7 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
     cdef real one = 1
     cdef int bx, by
     cdef Py_ssize_t* M = I + I_MASK * wo
+    cdef bint wrap = padding == PAD_WRAP
     for j in range(wo):
         if mode == BICUBIC:
             x = unnormalize(g[2 * j], ax[A_SCALE], ax[A_SHIFT])
@@ -179,8 +95,8 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
         R[R_MX * wo + j] = mx
         R[R_MY * wo + j] = my
         if mode == NEAREST:
-            x = nearbyint(x)
-            y = nearbyint(y)
+            x = nearest_tap(x, ax[A_SIZE], wrap)
+            y = nearest_tap(y, ay[A_SIZE], wrap)
             if tap_inside(x, ax[A_SIZE]) and tap_inside(y, ay[A_SIZE]):
                 M[j] = 1
                 I[I_X * wo + j] = (<Py_ssize_t>x) * sx
@@ -190,10 +106,13 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
                 I[I_X * wo + j] = 0
                 I[I_Y * wo + j] = 0
             continue
-        bx = linear_axis(x, ax[A_SIZE], sx, I + I_X * wo + j, I + (I_X + 1) * wo + j, &tx)
-        by = linear_axis(y, ay[A_SIZE], sy, I + I_Y * wo + j, I + (I_Y + 1) * wo + j, &ty)
+        bx = linear_axis(x, ax[A_SIZE], sx, wrap, I + I_X * wo + j, I + (I_X + 1) * wo + j,
+                         &tx)
+        by = linear_axis(y, ay[A_SIZE], sy, wrap, I + I_Y * wo + j, I + (I_Y + 1) * wo + j,
+                         &ty)
+        # bit 4 (wrapped, non-adjacent taps) keeps the mask off the all-inside fast paths
         M[j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
-            | ((bx >> 1) & (by >> 1) & 1) << 3
+            | ((bx >> 1) & (by >> 1) & 1) << 3 | ((bx | by) & LIN_SPLIT) << 2
         R[R_TX * wo + j] = tx
         R[R_TY * wo + j] = ty
         R[(R_W0 + 0) * wo + j] = (one - ty) * (one - tx)
@@ -497,7 +416,7 @@ cdef int check_args(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_s
     """ST_INVALID for arguments no kernel can run on (the C ABI passes them unchecked)."""
     if N < 0 or C < 0 or H < 0 or W < 0 or Ho < 0 or Wo < 0:
         return ST_INVALID
-    if mode < NEAREST or mode > BICUBIC or padding < 0 or padding > 2:
+    if mode < NEAREST or mode > BICUBIC or padding < 0 or padding > PAD_WRAP:
         return ST_INVALID
     if not (N == 0 or C == 0 or Ho == 0 or Wo == 0) and (H < 1 or W < 1):
         return ST_INVALID

@@ -1,0 +1,316 @@
+"""Volumes and 1-D data: 5-D grid_sample (trilinear, nearest, tricubic), 3-D affine_grid,
+resize of (N, C, L) and (N, C, D, H, W) data, adaptive_avg_pool1d/3d, with backwards."""
+import numpy as np
+import pytest
+
+import fastinterp as fi
+
+# Values equal torch's: float64 within 1e-10, float32 within 1e-5 (relative to the scale).
+REL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+DTYPES = [np.float64, np.float32]
+
+
+def assert_rel(actual, expected):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max(initial=0)))
+    err = float(np.abs(actual - expected).max(initial=0)) / scale
+    assert err <= REL[actual.dtype], err
+
+
+def random_grid(rng, shape, dtype, spread=1.3):
+    return rng.uniform(-spread, spread, shape).astype(dtype)
+
+
+def torch_vjp(torch, fn, arrays, go):
+    """torch's outputs and the gradients of sum(go * fn(*arrays)) for each array."""
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*ts)
+    out.backward(torch.tensor(go))
+    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+
+# --------------------------------------------------------------------------- grid_sample 5-D
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample_5d_equals_torch(torch, dtype, mode, padding_mode, align_corners, rng):
+    F = torch.nn.functional
+    x = rng.standard_normal((2, 3, 4, 5, 6)).astype(dtype)
+    g = random_grid(rng, (2, 3, 4, 5, 3), dtype)
+    go = rng.standard_normal((2, 3, 3, 4, 5)).astype(dtype)
+    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    ref, (rgi, rgg) = torch_vjp(torch, lambda a, b: F.grid_sample(a, b, **kw), (x, g), go)
+    assert_rel(fi.grid_sample(x, g, **kw), ref)
+    gi, gg = fi.grid_sample_backward(go, x, g, **kw)
+    assert_rel(gi, rgi)
+    assert_rel(gg, rgg)
+    assert gi.dtype == gg.dtype == np.dtype(dtype)
+
+
+def numeric_grads(f, arrays, go, eps=1e-6):
+    """Central differences of sum(go * f(*arrays)) with respect to each array."""
+    grads = []
+    for k, a in enumerate(arrays):
+        num = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            hi = [b.copy() for b in arrays]
+            lo = [b.copy() for b in arrays]
+            hi[k][idx] += eps
+            lo[k][idx] -= eps
+            num[idx] = (np.sum(go * f(*hi)) - np.sum(go * f(*lo))) / (2 * eps)
+        grads.append(num)
+    return grads
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_tricubic_gradients_by_finite_differences(padding_mode, align_corners, rng):
+    x = rng.standard_normal((1, 2, 3, 4, 5))
+    g = random_grid(rng, (1, 2, 2, 2, 3), np.float64, spread=1.15)
+    go = rng.standard_normal((1, 2, 2, 2, 2))
+    kw = dict(mode="bicubic", padding_mode=padding_mode, align_corners=align_corners)
+    gi, gg = fi.grid_sample_backward(go, x, g, **kw)
+    ngi, ngg = numeric_grads(lambda a, b: fi.grid_sample(a, b, **kw), [x, g], go)
+    np.testing.assert_allclose(gi, ngi, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gg, ngg, rtol=1e-5, atol=1e-6)
+
+
+def tricubic_reference(x, g, align_corners):
+    """Tensor-product Keys cubic (A = -0.75) with zero padding, one channel, per point."""
+    def w(t):
+        t = abs(t)
+        a = -0.75
+        if t <= 1:
+            return ((a + 2) * t - (a + 3)) * t * t + 1
+        if t < 2:
+            return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        return 0.0
+
+    sizes = x.shape[::-1]              # W, H, D against the grid's (x, y, z)
+    pos = [((gc + 1) / 2) * (n - 1) if align_corners else ((gc + 1) * n - 1) / 2
+           for gc, n in zip(g, sizes)]
+    base = [int(np.floor(p)) for p in pos]
+    total = 0.0
+    for dz in range(-1, 3):
+        for dy in range(-1, 3):
+            for dx in range(-1, 3):
+                i, j, k = base[2] + dz, base[1] + dy, base[0] + dx
+                if 0 <= i < x.shape[0] and 0 <= j < x.shape[1] and 0 <= k < x.shape[2]:
+                    total += (w(pos[0] - k) * w(pos[1] - j) * w(pos[2] - i)) * x[i, j, k]
+    return total
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_tricubic_values_match_a_direct_sum(align_corners, rng):
+    x = rng.standard_normal((1, 1, 4, 5, 6))
+    g = random_grid(rng, (1, 2, 3, 2, 3), np.float64)
+    out = fi.grid_sample(x, g, mode="bicubic", align_corners=align_corners)
+    ref = np.array([tricubic_reference(x[0, 0], g[0][idx], align_corners)
+                    for idx in np.ndindex(g.shape[1:4])]).reshape(out.shape)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_tricubic_reduces_to_bicubic_on_a_constant_depth(torch, rng):
+    # a volume constant along D, sampled with z inside: the 2-D bicubic of torch
+    F = torch.nn.functional
+    img = rng.standard_normal((1, 2, 5, 6))
+    vol = np.repeat(img[:, :, None], 4, axis=2)
+    g2 = random_grid(rng, (1, 3, 4, 2), np.float64, spread=1.2)
+    g3 = np.concatenate([g2[:, None], np.full((1, 1, 3, 4, 1), 0.1)], axis=-1)
+    ref = F.grid_sample(torch.tensor(img), torch.tensor(g2), mode="bicubic",
+                        padding_mode="border", align_corners=False).numpy()
+    out = fi.grid_sample(vol, g3, mode="bicubic", padding_mode="border")
+    np.testing.assert_allclose(out[:, :, 0], ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_volume_bit_identical_for_any_thread_count(threads, mode, rng):
+    # N = 1 takes the split (channel-block, tile) backward, N = 3 one image per thread
+    for n in (1, 3):
+        x = rng.standard_normal((n, 5, 6, 7, 8)).astype(np.float32)
+        g = random_grid(rng, (n, 8, 32, 40, 3), np.float32)   # 3 threads' work per image
+        go = rng.standard_normal((n, 5, 8, 32, 40)).astype(np.float32)
+        res = []
+        for t in (1, 2, 3):
+            threads.set_num_threads(t)
+            out = fi.grid_sample(x, g, mode=mode, padding_mode="reflection")
+            assert fi._config.threads_for(go.size, 16384) == t
+            res.append((out,) + fi.grid_sample_backward(go, x, g, mode=mode,
+                                                        padding_mode="reflection"))
+        for other in res[1:]:
+            for a, b in zip(res[0], other):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_volume_errors(rng):
+    x = np.zeros((1, 2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"grid must have shape \(N, D_out, H_out, W_out, 3\)"):
+        fi.grid_sample(x, np.zeros((1, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="batch size"):
+        fi.grid_sample(x, np.zeros((2, 2, 2, 2, 3)))
+    with pytest.raises(ValueError, match="channels_last must be False"):
+        fi.grid_sample(x, np.zeros((1, 2, 2, 2, 3)), channels_last=True)
+    with pytest.raises(ValueError, match="D, H, W >= 1"):
+        fi.grid_sample(np.zeros((1, 2, 0, 4, 5)), np.zeros((1, 2, 2, 2, 3)))
+    with pytest.raises(ValueError, match="grad_output must have"):
+        fi.grid_sample_backward(np.zeros((1, 2, 2, 2, 3)), x, np.zeros((1, 2, 2, 2, 3)))
+    with pytest.raises(ValueError, match=r"theta must have shape \(N, 3, 4\)"):
+        fi.affine_grid(np.zeros((1, 2, 3)), (1, 1, 2, 2, 2))
+    out = np.full((1, 2, 1, 1, 1), 7.0)
+    with pytest.raises(ValueError):
+        fi.grid_sample(x, np.zeros((1, 1, 1, 1, 3)), out=np.zeros((1, 2, 1, 1, 2)))
+    assert np.all(out == 7.0)
+
+
+def test_volume_empty_outputs():
+    x = np.ones((2, 3, 2, 2, 2))
+    assert fi.grid_sample(x, np.zeros((2, 0, 4, 4, 3))).shape == (2, 3, 0, 4, 4)
+    gi, gg = fi.grid_sample_backward(np.zeros((2, 3, 0, 4, 4)), x, np.zeros((2, 0, 4, 4, 3)))
+    assert not gi.any() and gg.shape == (2, 0, 4, 4, 3)
+
+
+def test_volume_kernels_are_registered():
+    fi.grid_sample(np.zeros((1, 1, 2, 2, 2)), np.zeros((1, 1, 1, 1, 3)))
+    assert fi.last_kernel().key == ("grid_sample", "cpu", "float64")
+    fi.affine_grid(np.zeros((1, 3, 4)), (1, 1, 2, 2, 2))
+    assert fi.last_kernel().key == ("affine_grid", "cpu", "float64")
+
+
+# --------------------------------------------------------------------------- affine_grid 3-D
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_3d_equals_torch(torch, dtype, align_corners, rng):
+    F = torch.nn.functional
+    th = rng.standard_normal((2, 3, 4)).astype(dtype)
+    size = (2, 1, 3, 4, 5)
+    go = rng.standard_normal((2, 3, 4, 5, 3)).astype(dtype)
+    ref, (rgt,) = torch_vjp(torch, lambda t: F.affine_grid(t, list(size),
+                                                          align_corners=align_corners),
+                            (th,), go)
+    assert_rel(fi.affine_grid(th, size, align_corners=align_corners), ref)
+    assert_rel(fi.affine_grid_backward(go, size, align_corners=align_corners), rgt)
+
+
+# --------------------------------------------------------------------------- resize 1-D / 3-D
+
+RESIZE_CASES = [
+    ((2, 3, 4, 5, 6), "trilinear", dict(size=(7, 3, 9))),
+    ((2, 3, 4, 5, 6), "trilinear", dict(scale_factor=1.7)),
+    ((2, 3, 4, 5, 6), "nearest", dict(size=(9, 2, 13))),
+    ((2, 3, 4, 5, 6), "nearest", dict(scale_factor=(1.5, 0.7, 2.3))),
+    ((2, 3, 4, 5, 6), "nearest-exact", dict(size=(3, 11, 4))),
+    ((2, 3, 4, 5, 6), "area", dict(size=(3, 2, 4))),
+    ((2, 3, 11), "linear", dict(size=17)),
+    ((2, 3, 11), "linear", dict(scale_factor=0.6)),
+    ((2, 3, 11), "nearest", dict(size=200)),
+    ((2, 3, 11), "nearest", dict(scale_factor=1.05)),
+    ((2, 3, 11), "nearest-exact", dict(size=4)),
+    ((2, 3, 11), "area", dict(size=(4,))),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, mode, kw", RESIZE_CASES)
+def test_resize_nd_equals_torch(torch, dtype, shape, mode, kw, rng):
+    F = torch.nn.functional
+    aligns = [False, True] if mode in ("linear", "trilinear") else [None]
+    for align in aligns:
+        x = rng.standard_normal(shape).astype(dtype)
+        def fn(a):
+            return F.interpolate(a, mode=mode, align_corners=align, **kw)
+        ref = fn(torch.tensor(x)).numpy()
+        go = rng.standard_normal(ref.shape).astype(dtype)
+        assert_rel(fi.resize(x, mode=mode, align_corners=align, **kw), ref)
+        gi = fi.resize_backward(go, x.shape, mode=mode, align_corners=align,
+                                scale_factor=kw.get("scale_factor"))
+        assert_rel(gi, torch_adjoint(torch, fn, x.shape, go))
+
+
+def torch_adjoint(torch, fn, shape, go):
+    """A^T go for the matrix A of torch's forward, built on basis vectors (torch's
+    autograd of nearest interpolation is not always the adjoint of its forward)."""
+    spatial = shape[2:]
+    size = int(np.prod(spatial))
+    basis = np.eye(size, dtype=go.dtype).reshape((size, 1) + spatial)
+    A = fn(torch.tensor(basis)).numpy().reshape(size, -1)
+    flat = go.reshape(shape[0] * shape[1], -1).astype(np.float64)
+    return (flat @ A.T.astype(np.float64)).astype(go.dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("shape, mode, kw", RESIZE_CASES[::2])
+def test_resize_nd_backward_is_the_adjoint(shape, mode, kw, rng):
+    x = rng.standard_normal(shape)
+    out = fi.resize(x, mode=mode, **kw)
+    go = rng.standard_normal(out.shape)
+    gi = fi.resize_backward(go, x.shape, mode=mode, scale_factor=kw.get("scale_factor"))
+    assert np.isclose(np.sum(out * go), np.sum(x * gi), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adaptive_pools_equal_torch(torch, dtype, rng):
+    F = torch.nn.functional
+    x1 = rng.standard_normal((2, 3, 13)).astype(dtype)
+    go1 = rng.standard_normal((2, 3, 5)).astype(dtype)
+    ref, (rgi,) = torch_vjp(torch, lambda a: F.adaptive_avg_pool1d(a, 5), (x1,), go1)
+    assert_rel(fi.adaptive_avg_pool1d(x1, 5), ref)
+    assert_rel(fi.adaptive_avg_pool1d_backward(go1, x1.shape), rgi)
+    x3 = rng.standard_normal((2, 3, 7, 9, 10)).astype(dtype)
+    go3 = rng.standard_normal((2, 3, 3, 9, 6)).astype(dtype)
+    ref, (rgi,) = torch_vjp(torch, lambda a: F.adaptive_avg_pool3d(a, (3, None, 6)), (x3,), go3)
+    assert_rel(fi.adaptive_avg_pool3d(x3, (3, None, 6)), ref)
+    assert_rel(fi.adaptive_avg_pool3d_backward(go3, x3), rgi)
+
+
+def test_resize_nd_errors():
+    x = np.zeros((1, 2, 3, 4, 5))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fi.resize(x, size=2, mode="bilinear")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fi.resize(np.zeros((1, 2, 3)), size=2, mode="trilinear")
+    with pytest.raises(ValueError, match="size must be"):
+        fi.resize(x, size=(2, 2), mode="nearest")
+    with pytest.raises(ValueError, match="align_corners must be None"):
+        fi.resize(x, size=2, mode="area", align_corners=False)
+    with pytest.raises(ValueError, match="layout must be 'NCHW'"):
+        fi.resize(x, size=2, mode="nearest", layout="NHWC")
+    with pytest.raises(ValueError, match="output_size must be"):
+        fi.adaptive_avg_pool3d(x, (2, 2))
+    with pytest.raises(ValueError, match=r"input must have shape \(N, C, L\)"):
+        fi.adaptive_avg_pool1d(x, 2)
+    with pytest.raises(ValueError, match="spatial size"):
+        fi.resize_backward(np.zeros((1, 2, 5)), (1, 2, 3), scale_factor=2.0, mode="linear")
+
+
+def test_resize_nd_bit_identical_for_any_thread_count(threads, rng):
+    x = rng.standard_normal((2, 4, 20, 30, 40)).astype(np.float32)
+    res = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(t)
+        out = fi.resize(x, size=(31, 17, 50), mode="trilinear")
+        res.append((out, fi.resize_backward(out, x.shape, mode="trilinear")))
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_volume_kernels_reject_odd_direct_arguments():
+    # the raw kernels check sizes in Python ints (no overflow) and write nothing
+    from fastinterp._cpu import sample3d as k
+    z = np.zeros
+    calls = [
+        lambda: k.affine_grid3d_fwd(z(3), z(12), z(1), z(1), z(1), 2**62, 1),
+        lambda: k.affine_grid3d_bwd(z(12), z(3), z(1), z(1), z(1), -1, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (1,) * 7, 1, 0, False, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (2**40, 2**40) + (1,) * 6, 1, 0, False, 1),
+        lambda: k.grid_sample3d_fwd(z(1), z(1), z(3), (1,) * 8, 1, 4, False, 1),
+        lambda: k.grid_sample3d_bwd(z(1), z(1), z(1), z(1), z(3), (1, 1, 0) + (1,) * 5, 1, 0,
+                                    False, True, True, 1),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
