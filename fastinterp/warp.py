@@ -177,7 +177,7 @@ def _float_dtype(x):
 
 
 def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
-           channels_last, rows, **more):
+           channels_last, fill, rows, **more):
     check_option(op, "match", match, MATCHES)
     align = _check_bool(op, "align_corners", align_corners)
     inverse = _check_bool(op, "inverse_map", inverse_map)
@@ -193,7 +193,7 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
-                channels_last=cl)
+                channels_last=cl, fill=fill)
     return p, x, wmap, (N, C, Ho, Wo), opts
 
 
@@ -212,9 +212,10 @@ def _full_grid(wmap, N, dtype):
 
 
 def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
-             channels_last, out, rows):
+             channels_last, out, fill, rows):
     p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
-                                               align_corners, inverse_map, channels_last, rows)
+                                               align_corners, inverse_map, channels_last, fill,
+                                               rows)
     dtype = _float_dtype(x)
     cl = opts["channels_last"]
     shape = (N, Ho, Wo, C) if cl else (N, C, Ho, Wo)
@@ -239,12 +240,12 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
 
 
 def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_corners,
-              inverse_map, channels_last, needs_input_grad, needs_matrix_grad, rows):
+              inverse_map, channels_last, needs_input_grad, needs_matrix_grad, fill, rows):
     need_m = _check_bool(op, "needs_matrix_grad", needs_matrix_grad)
     need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
     p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
-                                               align_corners, inverse_map, channels_last, rows,
-                                               grad_output=grad_output)
+                                               align_corners, inverse_map, channels_last, fill,
+                                               rows, grad_output=grad_output)
     dtype = _float_dtype(x)
     grid = _full_grid(wmap, N, dtype)
     go = p.arrays["grad_output"]
@@ -260,7 +261,7 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
 # --------------------------------------------------------------------------- public API
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                match="opencv", inverse_map=False, out=None, channels_last=False):
+                match="opencv", inverse_map=False, out=None, channels_last=False, fill=None):
     """Warp images by 2-D affine maps (``cv2.warpAffine``; kornia's ``warp_affine``).
 
     Parameters
@@ -270,9 +271,11 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
         One matrix for the batch or one per image; see ``match``.
     dsize : (H_out, W_out)
         Output size, height first (note: ``cv2.warpAffine`` takes (width, height)).
-    mode, padding_mode : as :func:`fastinterp.grid_sample`
-        ``padding_mode`` 'zeros' is OpenCV's BORDER_CONSTANT with 0, 'border'
-        BORDER_REPLICATE, 'reflection' BORDER_REFLECT.
+    mode, padding_mode, fill : as :func:`fastinterp.grid_sample`
+        ``padding_mode`` 'zeros' is OpenCV's BORDER_CONSTANT with 0,
+        'constant' with ``fill`` BORDER_CONSTANT with ``borderValue=fill``,
+        'border' BORDER_REPLICATE, 'reflection' BORDER_REFLECT, 'wrap'
+        BORDER_WRAP.
     align_corners : bool
         ``match="torch"`` only: PyTorch's normalized-coordinate convention.
     match : {'opencv', 'torch'}
@@ -307,11 +310,12 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
            [0., 6., 7.]])
     """
     return _forward("warp_affine", img, M, dsize, match, mode, padding_mode, align_corners,
-                    inverse_map, channels_last, out, rows=2)
+                    inverse_map, channels_last, out, fill, rows=2)
 
 
 def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                     match="opencv", inverse_map=False, out=None, channels_last=False):
+                     match="opencv", inverse_map=False, out=None, channels_last=False,
+                     fill=None):
     """Warp images by homographies (``cv2.warpPerspective``).
 
     Parameters
@@ -321,7 +325,7 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
         Homography (one for the batch or one per image); ``match`` and
         ``inverse_map`` as in :func:`warp_affine` ('torch': normalized
         output coordinates to normalized input coordinates).
-    dsize, mode, padding_mode, align_corners, match, inverse_map, out, channels_last
+    dsize, mode, padding_mode, align_corners, match, inverse_map, out, channels_last, fill
         As :func:`warp_affine`.
 
     Returns
@@ -342,18 +346,19 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
     array([4., 5., 6., 7.])
     """
     return _forward("warp_perspective", img, M, dsize, match, mode, padding_mode, align_corners,
-                    inverse_map, channels_last, out, rows=3)
+                    inverse_map, channels_last, out, fill, rows=3)
 
 
 def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                          align_corners=False, match="opencv", inverse_map=False,
-                         channels_last=False, needs_input_grad=True, needs_matrix_grad=True):
+                         channels_last=False, needs_input_grad=True, needs_matrix_grad=True,
+                         fill=None):
     """Gradients of :func:`warp_affine` with respect to the image and the matrix.
 
     Parameters
     ----------
     grad_output : array, warp_affine's output shape
-    img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, channels_last
+    img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, channels_last, fill
         As given to :func:`warp_affine`.
     needs_input_grad, needs_matrix_grad : bool
         Which gradients to compute; a skipped one is None.
@@ -382,13 +387,13 @@ def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mo
     """
     return _backward("warp_affine_backward", grad_output, img, M, dsize, match, mode,
                      padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
-                     needs_matrix_grad, rows=2)
+                     needs_matrix_grad, fill, rows=2)
 
 
 def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                               align_corners=False, match="opencv", inverse_map=False,
                               channels_last=False, needs_input_grad=True,
-                              needs_matrix_grad=True):
+                              needs_matrix_grad=True, fill=None):
     """Gradients of :func:`warp_perspective` with respect to the image and the homography.
 
     Parameters and returns as :func:`warp_affine_backward` (``grad_M`` of M's shape).
@@ -403,7 +408,7 @@ def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", paddi
     """
     return _backward("warp_perspective_backward", grad_output, img, M, dsize, match, mode,
                      padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
-                     needs_matrix_grad, rows=3)
+                     needs_matrix_grad, fill, rows=3)
 
 
 def rotation_matrix(angle, center, scale=1.0):
@@ -437,7 +442,7 @@ def rotation_matrix(angle, center, scale=1.0):
 
 
 def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
-           channels_last=False):
+           channels_last=False, fill=None):
     """Rotate images about ``center`` by ``angle`` degrees (counter-clockwise), same size.
 
     Parameters
@@ -450,7 +455,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
         ``((W - 1) / 2, (H - 1) / 2)``.
     scale : float
         Isotropic scale.
-    mode, padding_mode, out, channels_last
+    mode, padding_mode, out, channels_last, fill
         As :func:`warp_affine`.
 
     Returns
@@ -478,4 +483,4 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
     M = rotation_matrix(angle, center, scale)
     return _forward("rotate", img, M, (H, W), "opencv", mode, padding_mode, False, False,
-                    channels_last, out, rows=2)
+                    channels_last, out, fill, rows=2)

@@ -10,7 +10,7 @@ import fastinterp.warp as warp
 cv2 = pytest.importorskip("cv2")
 
 CV_BORDER = {"zeros": cv2.BORDER_CONSTANT, "border": cv2.BORDER_REPLICATE,
-             "reflection": cv2.BORDER_REFLECT}
+             "reflection": cv2.BORDER_REFLECT, "wrap": cv2.BORDER_WRAP}
 CV_INTER = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
@@ -45,7 +45,7 @@ def test_docstring_examples():
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
-@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap"])
 @pytest.mark.parametrize("inverse_map", [False, True])
 def test_warp_affine_matches_opencv(seed, mode, padding_mode, inverse_map):
     rng = np.random.default_rng(seed)
@@ -73,6 +73,21 @@ def test_warp_perspective_matches_opencv(seed, padding_mode):
                               borderMode=CV_BORDER[padding_mode], borderValue=0)
     got = fi.warp_perspective(img, Hm, (H, W), padding_mode=padding_mode)
     np.testing.assert_allclose(got[0, 0], ref, atol=0.03)
+
+
+@pytest.mark.parametrize("fill", [0.75, -2.0])
+def test_constant_fill_is_opencv_border_value(fill):
+    rng = np.random.default_rng(13)
+    img = smooth_image(rng, 1, 1, 14, 17, np.float32)
+    M = random_affine(rng, 14, 17)
+    ref = cv2.warpPerspective(img[0, 0], np.vstack([M, [0, 0, 1]]), (15, 12),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=fill)
+    got = fi.warp_affine(img, M, (12, 15), padding_mode="constant", fill=fill)
+    np.testing.assert_allclose(got[0, 0], ref, atol=0.05)
+    gi, gM = fi.warp_affine_backward(np.ones_like(got), img, M, (12, 15),
+                                     padding_mode="constant", fill=fill)
+    assert np.isfinite(gi).all() and np.isfinite(gM).all()
 
 
 def test_integer_translation_matches_opencv():
@@ -156,8 +171,9 @@ def _loss_and_grad(fwd, bwd, img, M, go, dsize, **kw):
 @pytest.mark.parametrize("kind", ["affine", "perspective"])
 @pytest.mark.parametrize("match, inverse_map", [("opencv", False), ("opencv", True),
                                                 ("torch", False)])
-@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
-def test_matrix_gradient_by_finite_differences(kind, match, inverse_map, mode):
+@pytest.mark.parametrize("mode, padding", [("bilinear", "border"), ("bicubic", "border"),
+                                           ("bilinear", "wrap"), ("bilinear", "constant")])
+def test_matrix_gradient_by_finite_differences(kind, match, inverse_map, mode, padding):
     rng = np.random.default_rng(8)
     H, W = 9, 10
     img = smooth_image(rng, 2, 2, H, W)
@@ -169,7 +185,8 @@ def test_matrix_gradient_by_finite_differences(kind, match, inverse_map, mode):
     fwd, bwd = ((fi.warp_affine, fi.warp_affine_backward) if kind == "affine"
                 else (fi.warp_perspective, fi.warp_perspective_backward))
     go = rng.standard_normal((2, 2, 8, 7))
-    kw = dict(mode=mode, match=match, inverse_map=inverse_map, padding_mode="border")
+    kw = dict(mode=mode, match=match, inverse_map=inverse_map, padding_mode=padding,
+              fill=0.5 if padding == "constant" else None)
     loss, (gi, gm) = _loss_and_grad(fwd, bwd, img, M, go, (8, 7), **kw)
     assert gm.shape == M.shape
     scale = np.abs(M).max(axis=None)
@@ -183,7 +200,8 @@ def test_matrix_gradient_by_finite_differences(kind, match, inverse_map, mode):
     np.testing.assert_allclose(gm, numeric, rtol=2e-4, atol=2e-5 * np.abs(numeric).max())
     # grad_img is the adjoint of the (linear in img) forward
     probe = rng.standard_normal(img.shape)
-    lhs = float((fwd(probe, M, (8, 7), **kw) * go).sum())
+    zero_fill = {**kw, "fill": 0.0 if padding == "constant" else None}    # linear in img
+    lhs = float((fwd(probe, M, (8, 7), **zero_fill) * go).sum())
     assert np.isclose(lhs, float((probe * gi).sum()), rtol=1e-10)
 
 
