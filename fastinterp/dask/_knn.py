@@ -1,0 +1,2 @@
+def knn(*a, **k): pass
+pairwise_l2 = pairwise_sqdist = knn
