@@ -492,7 +492,7 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
     return _gradients(p, op, dtype, x_, y_, g, dist_)
 
 
-def knn(x, queries, k, return_distances=True):
+def knn(x, queries, k, return_distances=True, *, progress=False):
     """The ``k`` nearest rows of ``x`` (Euclidean) for every row of ``queries``.
 
     Parameters
@@ -504,6 +504,9 @@ def knn(x, queries, k, return_distances=True):
         Number of neighbours, ``1 <= k <= N``.
     return_distances : bool
         Also return the squared distances (default True).
+    progress : bool
+        Show a progress bar (tqdm when installed, else a line on stderr) while
+        the rows of x are searched block by block.
 
     Returns
     -------
@@ -538,6 +541,9 @@ def knn(x, queries, k, return_distances=True):
            [1.  , 1.  ]])
     """
     op = "knn"
+    from . import _stream
+    if progress or _stream.is_out_of_core(x):
+        return _stream.knn_stream(x, queries, k, return_distances, progress)
     p = begin(op, x=x, queries=queries)
     x_, q_, dtype = _operands(op, p, "x", "queries", "(N, D)", "(Q, D)")
     if q_ is None:
