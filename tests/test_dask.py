@@ -75,7 +75,7 @@ def test_resize_spatial_chunks_bit_identical(opts, layout):
     for trial in range(3):
         dtype = (np.float32, np.float64)[trial % 2]
         c = int(rng.choice([1, 3, 6]))
-        h, w = (int(v) for v in rng.integers(1, 36, 2))
+        h, w = (int(v) for v in rng.integers(4, 36, 2))
         shape = (2, h, w, c) if layout == "NHWC" else (2, c, h, w)
         x = rng.standard_normal(shape).astype(dtype)
         small = trial == 0
@@ -171,6 +171,7 @@ def test_graphs_are_lazy_and_metadata_is_known():
     data = np.random.default_rng(3).standard_normal((4, 2, 12, 10)).astype(np.float32)
     src = CountingSource(data)
     x = da.from_array(src, chunks=(1, 2, 5, 4))
+    src.reads.clear()               # from_array reads an empty slice for its meta
     r = fd.resize(x, size=(7, 21), mode="bicubic", antialias=True)
     p = fd.adaptive_avg_pool2d(x, 3)
     theta = da.from_array(np.tile(np.eye(2, 3, dtype=np.float32), (4, 1, 1)), chunks=1)
@@ -244,7 +245,7 @@ def test_batch_op_errors():
     a = da.zeros((4, 8), chunks=2)
     with pytest.raises(ValueError, match="slerp: axis must not be 0"):
         fd.slerp(a, a, 0.5, axis=0)
-    with pytest.raises(ValueError, match="grid_sample: grid must have 4 rows"):
+    with pytest.raises(ValueError, match=r"grid_sample: grid must have shape \(N, H_out, W_out, 2\) with N = 4"):
         fd.grid_sample(da.zeros((4, 1, 3, 3), chunks=2), da.zeros((3, 2, 2, 2), chunks=1))
 
 
@@ -399,9 +400,9 @@ def test_fi_knn_streams_zarr(tmp_path):
 # --------------------------------------------------------------------------- distributed
 
 # Per worker. A worker process starts at about 100 MB; the combined limit of
-# the two (500 MB) is below the zarr database of the kNN test (525 MB).
-CLUSTER_MEMORY = 250 << 20
-DB_ROWS, DB_DIM, DB_CHUNK = 4_100_000, 32, 128_000      # float32: 525 MB, 16 MB chunks
+# the two (400 MB) is below the zarr database of the kNN test (420 MB).
+CLUSTER_MEMORY = 200 << 20
+DB_ROWS, DB_DIM, DB_CHUNK = 3_300_000, 32, 100_000      # float32: 422 MB, 12.8 MB chunks
 
 
 @pytest.fixture(scope="module")
@@ -433,12 +434,12 @@ def test_cluster_knn_over_zarr_larger_than_worker_memory(client, tmp_path):
     zarr = pytest.importorskip("zarr")
     path = str(tmp_path / "db.zarr")
     # written by the workers, block by block: the database never exists in memory
-    data = da.random.default_rng(12).standard_normal((DB_ROWS, DB_DIM), dtype=np.float32,
-                                                     chunks=(DB_CHUNK, DB_DIM))
+    data = da.random.default_rng(12).random((DB_ROWS, DB_DIM), dtype=np.float32,
+                                            chunks=(DB_CHUNK, DB_DIM))
     client.compute(data.to_zarr(path, compute=False), sync=True)
     z = zarr.open_array(path, mode="r")
     assert z.nbytes > 2 * CLUSTER_MEMORY
-    q = np.random.default_rng(13).standard_normal((64, DB_DIM)).astype(np.float32)
+    q = np.random.default_rng(13).random((64, DB_DIM), dtype=np.float32)
     dd, ii = fd.knn(da.from_zarr(path), da.from_array(q, chunks=(32, DB_DIM)), 5)
     gd, gi = client.compute([dd, ii], sync=True)
     rss = client.run(lambda: __import__("psutil").Process().memory_info().rss)
