@@ -117,15 +117,37 @@ def _pieces(table, in_chunks, n_out_px, per_pixel, align):
     return pieces
 
 
+def _assemble(blocks, ypiece, xpiece, hax, wax, dtype):
+    """The window of ``ypiece`` x ``xpiece`` copied once from the blocks it overlaps."""
+    if len(blocks) == 1 and len(blocks[0]) == 1:
+        sl = [slice(None)] * 4
+        sl[hax], sl[wax] = slice(*ypiece.crop), slice(*xpiece.crop)
+        return np.ascontiguousarray(blocks[0][0][tuple(sl)], dtype=dtype)
+    first = blocks[0][0]
+    shape = list(first.shape)
+    shape[hax] = ypiece.crop[1] - ypiece.crop[0]
+    shape[wax] = xpiece.crop[1] - xpiece.crop[0]
+    x = np.empty(shape, dtype)
+    r0 = 0                            # block row start, relative to the first block
+    for row in blocks:
+        c0 = 0
+        for block in row:
+            ys = (max(r0, ypiece.crop[0]), min(r0 + block.shape[hax], ypiece.crop[1]))
+            xs = (max(c0, xpiece.crop[0]), min(c0 + block.shape[wax], xpiece.crop[1]))
+            src, dst = [slice(None)] * 4, [slice(None)] * 4
+            src[hax], src[wax] = slice(ys[0] - r0, ys[1] - r0), slice(xs[0] - c0, xs[1] - c0)
+            dst[hax] = slice(ys[0] - ypiece.crop[0], ys[1] - ypiece.crop[0])
+            dst[wax] = slice(xs[0] - xpiece.crop[0], xs[1] - xpiece.crop[0])
+            x[tuple(dst)] = block[tuple(src)]
+            c0 += block.shape[wax]
+        r0 += row[0].shape[hax]
+    return x
+
+
 def _run_chunk(blocks, ypiece, xpiece, plan_, nhwc, dtype):
     """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
     hax, wax = (1, 2) if nhwc else (2, 3)
-    x = np.concatenate([np.concatenate(row, axis=wax) if len(row) > 1 else row[0]
-                        for row in blocks], axis=hax) if len(blocks) > 1 or len(blocks[0]) > 1 \
-        else blocks[0][0]
-    sl = [slice(None)] * 4
-    sl[hax], sl[wax] = slice(*ypiece.crop), slice(*xpiece.crop)
-    x = np.ascontiguousarray(x[tuple(sl)], dtype=dtype)
+    x = _assemble(blocks, ypiece, xpiece, hax, wax, dtype)
     if nhwc:
         n, h, w, c = x.shape
         x3, planes = x.reshape(n, h, w * c), n
