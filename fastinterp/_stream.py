@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -110,8 +111,8 @@ class _Progress:
 def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=None):
     """:func:`fastinterp.knn` over a database read block by block (see the module docstring).
 
-    Memory: one block of ``block_rows`` rows (default: about BLOCK_BYTES)
-    plus O(Q k) candidates, whatever the size of ``x``. The result equals
+    Memory: two blocks of ``block_rows`` rows (default: about BLOCK_BYTES;
+    the next is read while one is searched) plus O(Q k) candidates, whatever the size of ``x``. The result equals
     ``fastinterp.knn`` on the whole array.
     """
     queries = np.ascontiguousarray(queries)
@@ -130,15 +131,22 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
         block_rows = max(chunks[0], block_rows - block_rows % chunks[0])   # whole zarr chunks
     bar = _Progress(n, "knn") if progress else None
     best = None
-    try:
-        for s in range(0, n, block_rows):
-            xb = np.ascontiguousarray(x[s:s + block_rows])
-            part = block_candidates(xb, queries, k, s)
-            best = part if best is None else merge([best, part], k)
+    read = (lambda s: np.ascontiguousarray(x[s:s + block_rows]))
+    # the next block is read while this one is searched (one block ahead: bounded memory)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        try:
+            pending = reader.submit(read, 0)
+            for s in range(0, n, block_rows):
+                xb = pending.result()
+                if s + block_rows < n:
+                    pending = reader.submit(read, s + block_rows)
+                part = block_candidates(xb, queries, k, s)
+                best = part if best is None else merge([best, part], k)
+                if bar is not None:
+                    bar.update(xb.shape[0])
+                del xb
+        finally:
             if bar is not None:
-                bar.update(xb.shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     d, i, _ = best
     return (d, i) if return_distances else i
