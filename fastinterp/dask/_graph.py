@@ -14,8 +14,8 @@ def as_dask(value):
     """``value`` as a dask array (NumPy and other arrays are wrapped with one chunk)."""
     if isinstance(value, da.Array):
         return value
-    return da.from_array(np.asarray(value), chunks=-1) if not hasattr(value, "__array_function__") \
-        else da.from_array(value, chunks=-1)
+    return da.from_array(value if hasattr(value, "__array_function__") else np.asarray(value),
+                         chunks=-1)
 
 
 def is_array(value) -> bool:

@@ -63,9 +63,11 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
                    norm="linear"):
     """:func:`fastinterp.slerp_backward` over batch-chunked dask arrays.
 
-    Returns ``(grad_a, grad_b, grad_t)``. A ``t`` that is not split with the
-    batch gets its gradient summed over the blocks (in block order, float64
-    partial sums are not used: the sum of per-block results in t's dtype).
+    Returns ``(grad_a, grad_b, grad_t)``. ``grad_a`` and ``grad_b`` (and
+    ``grad_t`` when ``t`` is split with the batch) equal the in-memory call
+    bit for bit. A ``t`` shared by the whole batch (a scalar, or steps of a
+    path) gets the sum of the per-block gradients, equal to the in-memory
+    one up to the rounding of that sum.
     """
     a = as_dask(a)
     _check_axis("slerp_backward", a, axis)
@@ -131,12 +133,21 @@ def _per_block_size(fn, name, tail, **options):
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
                 channels_last=False, *, max_window=None):
-    """:func:`fastinterp.grid_sample` over dask arrays.
+    """:func:`fastinterp.grid_sample` over dask arrays; equal to the in-memory call bit for bit.
 
-    Chunks of ``input`` along N only (one chunk along C, H, W): one task per
-    block of N, ``grid`` split with it. ``input`` chunked along H and W: see
-    :func:`fastinterp.dask.grid_sample` (the package docstring) for the
-    windowed path and its limits.
+    ``input`` chunked along N only: one task per block of N, ``grid`` split
+    with it. ``input`` chunked along H and W (C is rechunked to one chunk):
+    the output is chunked like ``grid`` along H_out and W_out, and each
+    output block reads only the source blocks its points can touch. To know
+    them, a first pass computes every grid block's minimum and maximum when
+    the graph is built (a lazy grid is computed for that, and again at
+    compute time). Limits: a grid block that scatters widely (a strong
+    rotation, random points) reads a wide window; ``max_window`` (pixels)
+    makes that an error instead; with ``padding_mode='reflection'`` a block
+    whose points leave the image, and with 'border'/'reflection' a block
+    holding NaN or inf points, reads its whole rows/columns of the source.
+    Each task places its window in a zero-filled buffer of the block's full
+    source shape (address space only: untouched pages take no memory).
     """
     from ._warp import grid_sample_windows
     x = as_dask(input)
