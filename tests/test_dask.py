@@ -23,7 +23,7 @@ SYNC = {"scheduler": "sync"}
 
 def random_chunks(rng, n, small=False):
     """A random chunking of n: sizes 1..3 when ``small``, else up to n/2; ragged last chunk."""
-    sizes = []
+    sizes = [1] if small else []
     while sum(sizes) < n:
         top = 3 if small else max(1, n // 2)
         sizes.append(int(min(n - sum(sizes), rng.integers(1, top + 1))))
@@ -102,15 +102,15 @@ def test_resize_output_chunks_align_with_input():
     np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(20, 4)))
 
 
-def test_resize_reads_only_its_halo():
-    """A 2x bilinear downscale reads at most one row/column beyond each chunk's span."""
+@pytest.mark.parametrize("mode, blocks", [("bilinear", {1}), ("bicubic", {0, 1, 2})])
+def test_resize_reads_only_its_halo(mode, blocks):
+    """A 2x downscale: output rows 4..7 take input rows 8..15 (bilinear) or 7..16 (bicubic)."""
     x = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
-    lazy = fd.resize(da.from_array(x, chunks=(1, 1, 8, 8)), size=(16, 16))
+    lazy = fd.resize(da.from_array(x, chunks=(1, 1, 8, 8)), size=(16, 16), mode=mode)
     graph = dict(lazy.__dask_graph__())
-    key = (lazy.name, 0, 0, 1, 1)       # output rows/cols 4..8 -> input 8..16 (+1 halo)
-    deps = {k[3:] for k in _keys_in(graph[key]) if k[0] != lazy.name}
-    assert deps <= {(1, 1), (1, 2), (2, 1), (2, 2), (0, 1), (1, 0), (0, 0)} and (1, 1) in deps
-    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(16, 16)))
+    deps = {k[3:] for k in _keys_in(graph[(lazy.name, 0, 0, 1, 1)]) if k[0] != lazy.name}
+    assert deps == {(r, c) for r in blocks for c in blocks}
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(16, 16), mode=mode))
 
 
 def _keys_in(task):
