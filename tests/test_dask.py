@@ -320,9 +320,7 @@ def test_knn_identical_to_in_memory(dtype, ties):
     n, q, d = 300, 23, 8
     x, queries = _db(rng, n, d, dtype, ties), _db(rng, q, d, dtype, ties)
     queries[0] = np.nan          # NaN query: rows 0..k-1
-    dx = da.from_array(x, chunks=(random_chunks(rng, n, True)[:5] +
-                                  random_chunks(rng, n - 0, False), d)[0:2]
-                       if False else (random_chunks(rng, n), d))
+    dx = da.from_array(x, chunks=(random_chunks(rng, n), d))
     for k, split in ((1, 2), (9, 3), (40, 8)):
         dd, ii = fd.knn(dx, da.from_array(queries, chunks=(random_chunks(rng, q), d)), k,
                         split_every=split)
