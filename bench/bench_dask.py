@@ -32,6 +32,7 @@ da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 import fastinterp.dask as fd  # noqa: E402
+from fastinterp.demos.dask import create_zarr  # noqa: E402
 
 KNN_N, KNN_D, KNN_Q, KNN_K, KNN_CHUNK = 400_000, 128, 1_000, 10, 50_000
 KNN_GROUP = f"knn: {KNN_N} x {KNN_D} float32 (zarr), {KNN_Q} queries, k={KNN_K}"
@@ -52,8 +53,7 @@ def embeddings(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((KNN_N, KNN_D), dtype=np.float32)
     path = str(tmp_path_factory.mktemp("bench") / "emb.zarr")
-    z = zarr.create_array(path, shape=x.shape, chunks=(KNN_CHUNK, KNN_D), dtype="f4",
-                          compressors=None)
+    z = create_zarr(path, x.shape, (KNN_CHUNK, KNN_D), "f4")
     z[:] = x
     return x, path, rng.standard_normal((KNN_Q, KNN_D), dtype=np.float32)
 

@@ -17,6 +17,7 @@ dask = pytest.importorskip("dask")
 import fastinterp as fi  # noqa: E402
 import fastinterp.dask as fd  # noqa: E402
 from fastinterp import _stream  # noqa: E402
+from fastinterp.demos.dask import create_zarr  # noqa: E402
 
 SYNC = {"scheduler": "sync"}
 
@@ -382,11 +383,10 @@ def test_fi_knn_streams_memmap_in_bounded_memory(tmp_path, monkeypatch, capsys):
 
 
 def test_fi_knn_streams_zarr(tmp_path):
-    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("zarr")
     rng = np.random.default_rng(10)
     x = rng.standard_normal((3000, 6)).astype(np.float64)
-    z = zarr.create_array(str(tmp_path / "db.zarr"), shape=x.shape, chunks=(700, 6),
-                          dtype="f8")
+    z = create_zarr(str(tmp_path / "db.zarr"), x.shape, (700, 6), "f8")
     z[:] = x
     q = rng.standard_normal((9, 6))
     assert _stream.is_out_of_core(z)

@@ -19,6 +19,16 @@ TITLE = "Scaling out with Dask"
 ORDER = 90
 
 
+def create_zarr(path, shape, chunks, dtype):
+    """An empty zarr array on disk, uncompressed where the zarr version allows (2 or 3)."""
+    import zarr
+    if hasattr(zarr, "create_array"):
+        return zarr.create_array(path, shape=shape, chunks=chunks, dtype=dtype,
+                                 compressors=None, overwrite=True)
+    return zarr.open_array(path, mode="w", shape=shape, chunks=chunks, dtype=dtype,
+                           compressor=None)
+
+
 def _timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -35,7 +45,7 @@ def _knn_lines(tmp: Path, quick: bool, client, timings: dict) -> list[str]:
     x = rng.standard_normal((n, d), dtype=np.float32)
     q = rng.standard_normal((nq, d), dtype=np.float32)
     path = str(tmp / "embeddings.zarr")
-    z = zarr.create_array(path, shape=x.shape, chunks=(chunk, d), dtype="f4", compressors=None)
+    z = create_zarr(path, x.shape, (chunk, d), "f4")
     z[:] = x
     lazy = fd.knn(da.from_zarr(path), da.from_array(q, chunks=(nq, d)), k)
     run = (lambda: client.compute(list(lazy), sync=True)) if client else \
