@@ -671,7 +671,7 @@ def _knn_arguments(op, p, k):
     return x_, q_, dtype, batch, int(k)
 
 
-def knn(x, queries, k, return_distances=True):
+def knn(x, queries, k, return_distances=True, *, progress=False):
     """The ``k`` nearest rows of ``x`` (Euclidean) for every row of ``queries``.
 
     Parameters
@@ -685,6 +685,9 @@ def knn(x, queries, k, return_distances=True):
         Number of neighbours, ``1 <= k <= N``.
     return_distances : bool
         Also return the squared distances (default True).
+    progress : bool
+        Show a progress bar (tqdm when installed, else a line on stderr) while
+        the rows of x are searched block by block.
 
     Returns
     -------
@@ -721,6 +724,9 @@ def knn(x, queries, k, return_distances=True):
            [1.  , 1.  ]])
     """
     op = "knn"
+    from . import _stream
+    if progress or _stream.is_out_of_core(x):
+        return _stream.knn_stream(x, queries, k, return_distances, progress)
     p = begin(op, x=x, queries=queries)
     x_, q_, dtype, batch, k = _knn_arguments(op, p, k)
     nq = _rows(q_)

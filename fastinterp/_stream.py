@@ -1,0 +1,152 @@
+"""Exact kNN over a database read in row blocks: merging per-block top-k lists.
+
+Used by :func:`fastinterp.knn` for memory-mapped, zarr or h5py databases (or
+when ``progress`` is asked for) and by ``fastinterp.dask.knn``.
+
+Why block results merge exactly: ``knn`` returns, for each query, the rows
+sorted by their float64 direct-difference distance and then by index, and
+its distances are those direct differences rounded to the dtype. Neither
+depends on the other rows of the database (the centring vector only steers
+the GEMM candidate search, whose candidate set is proven to contain the
+exact answer), so the top-k of each block lists the block's rows in the
+global order, with the global call's distances bit for bit. Merging needs
+the float64 distance for float32 data (two rows whose float64 distances
+differ can round to one float32 value); the merge key is (distance in the
+dtype, float64 distance recomputed here from direct differences, index).
+It orders exactly as the kernel unless two float64 distances agree to
+within a few units in the last place yet are not equal (the two sums may
+round differently); integer-valued data, duplicated rows and ordinary
+floating-point data are exact.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# A block of the database this large (bytes) is read, searched and dropped at a time.
+BLOCK_BYTES = 64 << 20
+
+
+def is_out_of_core(x) -> bool:
+    """Whether ``x`` is a database better streamed than loaded: a memmap, zarr or h5py array."""
+    if isinstance(x, np.memmap):
+        return True
+    module = type(x).__module__.split(".")[0]
+    return module in ("zarr", "h5py") and hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def block_candidates(xb, queries, k, offset):
+    """(distances, global indices, float64 distances) of the top-min(k, rows) rows of block ``xb``.
+
+    ``xb`` is a NumPy (rows, D) block starting at global row ``offset``.
+    """
+    from .distance import knn
+    kb = min(k, xb.shape[0])
+    d, i = knn(xb, queries, kb)
+    d64 = _direct64(xb, queries, i)
+    return d, i + offset, d64
+
+
+def _direct64(xb, queries, idx, rows_per_step=1 << 14):
+    """sum((q - x)^2) in float64 for each (query, listed row), in bounded scratch."""
+    out = np.empty(idx.shape, np.float64)
+    if idx.size == 0:
+        return out
+    q64 = queries.astype(np.float64)
+    step = max(1, rows_per_step // max(1, idx.shape[1]))
+    for s in range(0, idx.shape[0], step):
+        diff = xb[idx[s:s + step]].astype(np.float64) - q64[s:s + step, None, :]
+        out[s:s + step] = np.einsum("qkd,qkd->qk", diff, diff)
+    return out
+
+
+def merge(parts, k):
+    """Merge candidate triples ``(dist, index, dist64)`` (each (Q, k_i)) into the top ``k``.
+
+    Sorted by distance in the dtype, then the float64 distance, then the
+    index (NaN after every number); the tie rule of :func:`fastinterp.knn`.
+    """
+    if len(parts) == 1 and parts[0][0].shape[1] <= k:
+        return parts[0]
+    d = np.concatenate([p[0] for p in parts], axis=1)
+    i = np.concatenate([p[1] for p in parts], axis=1)
+    d64 = np.concatenate([p[2] for p in parts], axis=1)
+    order = np.lexsort((i, d64, d), axis=-1)[:, :k]
+    take = (lambda a: np.take_along_axis(a, order, axis=1))
+    return take(d), take(i), take(d64)
+
+
+class _Progress:
+    """tqdm when installed, else one plain line rewritten on stderr."""
+
+    def __init__(self, total, desc):
+        self.total, self.done, self.desc = total, 0, desc
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self.bar, self.start = None, time.perf_counter()
+        else:
+            self.bar = tqdm(total=total, desc=desc, unit="rows", unit_scale=True)
+
+    def update(self, n):
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        sys.stderr.write(f"\r{self.desc}: {self.done}/{self.total} rows "
+                         f"({100 * self.done / max(self.total, 1):.0f}%, {rate:,.0f} rows/s)")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+
+
+def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=None):
+    """:func:`fastinterp.knn` over a database read block by block (see the module docstring).
+
+    Memory: two blocks of ``block_rows`` rows (default: about BLOCK_BYTES;
+    the next is read while one is searched) plus O(Q k) candidates, whatever the size of ``x``. The result equals
+    ``fastinterp.knn`` on the whole array.
+    """
+    queries = np.ascontiguousarray(queries)
+    n = x.shape[0]
+    if len(x.shape) != 2:
+        raise ValueError(f"knn: x must have shape (N, D); got {tuple(x.shape)}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"knn: k must satisfy 1 <= k <= N = {n}; got {k}.")
+    if block_rows is None:
+        row_bytes = max(1, x.shape[1] * np.dtype(x.dtype).itemsize)
+        block_rows = max(k, BLOCK_BYTES // row_bytes)
+    chunks = getattr(x, "chunks", None)
+    if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int) and chunks[0] > 0:
+        block_rows = max(chunks[0], block_rows - block_rows % chunks[0])   # whole zarr chunks
+    bar = _Progress(n, "knn") if progress else None
+    best = None
+    read = (lambda s: np.ascontiguousarray(x[s:s + block_rows]))
+    # the next block is read while this one is searched (one block ahead: bounded memory)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        try:
+            pending = reader.submit(read, 0)
+            for s in range(0, n, block_rows):
+                xb = pending.result()
+                if s + block_rows < n:
+                    pending = reader.submit(read, s + block_rows)
+                part = block_candidates(xb, queries, k, s)
+                best = part if best is None else merge([best, part], k)
+                if bar is not None:
+                    bar.update(xb.shape[0])
+                del xb
+        finally:
+            if bar is not None:
+                bar.close()
+    d, i, _ = best
+    return (d, i) if return_distances else i

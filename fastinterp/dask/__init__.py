@@ -1,0 +1,36 @@
+"""fastinterp on Dask arrays: the same op names, taking and returning ``dask.array.Array``.
+
+Nothing is computed until ``.compute()`` (or ``dask.compute``, ``persist``);
+every result carries the right ``chunks``, ``dtype`` and ``meta``, so graphs
+compose with the caller's own Dask code and run on any scheduler: the
+synchronous or threaded one, or a ``dask.distributed`` cluster (local or
+remote: ``Client("tcp://scheduler:8786")`` makes it the default).
+
+Three kinds of ops:
+
+- batch-chunked (chunks along axis 0, the batch N; other axes are rechunked
+  to one chunk): ``grid_sample``, ``affine_grid``, ``resize``,
+  ``adaptive_avg_pool2d``, ``lerp`` (any chunks), ``slerp`` and the backward
+  functions. One task per block calls the in-memory op: bit-identical.
+- spatially chunked images (chunks along H and W too, NCHW or NHWC):
+  ``resize`` (every mode, antialias included), ``adaptive_avg_pool2d`` and
+  their backwards read exactly the halo each output chunk needs and equal
+  the in-memory op bit for bit; ``grid_sample`` reads only the source blocks
+  each output block touches (see :func:`grid_sample`).
+- distances: ``pairwise_sqdist`` / ``pairwise_l2`` over row-chunked x and y
+  (a 2-D chunked result) and ``knn`` (per-block exact top-k merged by a tree
+  reduction), identical to the in-memory results.
+
+Importing :mod:`fastinterp` does not import Dask; this module does.
+"""
+from __future__ import annotations
+
+from ._ops import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, affine_grid,
+                   affine_grid_backward, grid_sample, grid_sample_backward, interpolate, lerp,
+                   resize, resize_backward, slerp, slerp_backward)
+from ._knn import knn, pairwise_l2, pairwise_sqdist
+
+__all__ = ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "affine_grid",
+           "affine_grid_backward", "grid_sample", "grid_sample_backward", "interpolate", "knn",
+           "lerp", "pairwise_l2", "pairwise_sqdist", "resize", "resize_backward", "slerp",
+           "slerp_backward"]

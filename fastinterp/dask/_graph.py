@@ -1,0 +1,110 @@
+"""Graph building shared by the Dask frontend: batch-chunked calls, block keys, metas."""
+from __future__ import annotations
+
+import functools
+import operator
+
+import numpy as np
+import dask.array as da
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+
+def as_dask(value):
+    """``value`` as a dask array (NumPy and other arrays are wrapped with one chunk)."""
+    if isinstance(value, da.Array):
+        return value
+    return da.from_array(value if hasattr(value, "__array_function__") else np.asarray(value),
+                         chunks=-1)
+
+
+def is_array(value) -> bool:
+    return isinstance(value, da.Array) or hasattr(value, "__array_function__")
+
+
+def single_chunk(arr):
+    """``arr`` rechunked to one block; its only key."""
+    arr = arr.rechunk(tuple(-1 for _ in arr.shape)) if arr.npartitions > 1 else arr
+    return arr, _first_key(arr.__dask_keys__())
+
+
+def _first_key(keys):
+    while isinstance(keys, list):
+        keys = keys[0]
+    return keys
+
+
+def empty_like_probe(a):
+    """A zero-length-batch NumPy stand-in for array ``a`` (for meta probes)."""
+    return np.zeros((0,) + tuple(a.shape[1:]), dtype=a.dtype)
+
+
+def meta_of(result):
+    """The dask ``meta`` (an empty NumPy array of the right ndim and dtype) of a probe result."""
+    return np.empty((0,) * result.ndim, dtype=result.dtype)
+
+
+def _call(fn, names, blocks):
+    return fn(**dict(zip(names, blocks)))
+
+
+def batched(op, fn, batch, consts=None, n_out=1, per_block=()):
+    """Call ``fn(**batch_blocks, **consts)`` once per block along axis 0 (the batch N).
+
+    ``batch`` maps argument names to arrays whose axis 0 is the batch: they
+    are rechunked to the first one's N chunks and to single chunks along every
+    other axis. ``consts`` (small arrays, scalars, options) reach every block
+    whole. ``fn`` is first called on zero-length batches (NumPy), which checks
+    every argument now and gives the outputs' dtypes and trailing shapes.
+    Returns one dask array (or a tuple of ``n_out``, None where ``fn`` returns
+    None), chunked along N like the first batch argument; outputs listed in
+    ``per_block`` have one row per block instead (partial results to reduce).
+    """
+    consts = dict(consts or {})
+    names = list(batch)
+    arrays = [as_dask(batch[k]) for k in names]
+    for name, arr in zip(names, arrays):
+        if arr.ndim == 0:
+            raise ValueError(f"{op}: {name} must have a batch axis 0; got a 0-d array.")
+    n = arrays[0].shape[0]
+    for name, arr in zip(names, arrays):
+        if arr.shape[0] != n:
+            raise ValueError(f"{op}: {name} must have {n} rows along the batch axis 0 (as "
+                             f"{names[0]}); got shape {tuple(arr.shape)}.")
+    nchunks = arrays[0].chunks[0]
+    arrays = [a.rechunk((nchunks,) + tuple(-1 for _ in a.shape[1:])) for a in arrays]
+    probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
+                    for k, v in consts.items()}
+    probe = fn(**{k: empty_like_probe(a) for k, a in zip(names, arrays)}, **probe_consts)
+    probes = probe if n_out > 1 else (probe,)
+    # array constants travel as graph keys (one block each), the rest bound to fn
+    const_arrays = {k: single_chunk(v) for k, v in consts.items() if isinstance(v, da.Array)}
+    bound = functools.partial(fn, **{k: v for k, v in consts.items() if k not in const_arrays})
+    deps = list(arrays) + [arr for arr, _ in const_arrays.values()]
+    token = tokenize(op, fn, names, arrays, consts)
+    call = f"{op}-call-{token}"
+    dsk = {}
+    all_names = names + list(const_arrays)
+    for i in range(len(nchunks)):
+        blocks = [(a.name, i) + (0,) * (a.ndim - 1) for a in arrays]
+        blocks += [key for _, key in const_arrays.values()]
+        dsk[(call, i)] = (_call, bound, all_names, blocks)
+    outs = []
+    for j, pr in enumerate(probes):
+        if pr is None:
+            outs.append(None)
+            continue
+        name = f"{op}-{j}-{token}" if n_out > 1 else f"{op}-{token}"
+        if n_out > 1:
+            layer = {(name, i) + (0,) * (pr.ndim - 1): (operator.getitem, (call, i), j)
+                     for i in range(len(nchunks))}
+        else:
+            layer = {(name, i) + (0,) * (pr.ndim - 1): (call, i) for i in range(len(nchunks))}
+        layer.update(dsk)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
+        lead = (1,) * len(nchunks) if j in per_block else nchunks
+        chunks = (lead,) + tuple((s,) for s in pr.shape[1:])
+        outs.append(da.Array(graph, name, chunks=chunks, meta=meta_of(pr)))
+    return tuple(outs) if n_out > 1 else outs[0]
+
+

@@ -1,0 +1,290 @@
+"""Batch-chunked and spatially chunked ops on dask arrays (see fastinterp.dask)."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import dask.array as da
+
+import fastinterp as fi
+import importlib
+
+_rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
+from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
+from . import _spatial
+
+
+def lerp(a, b, t):
+    """:func:`fastinterp.lerp` element-wise over dask arrays (any chunks, NumPy broadcasting).
+
+    Each output block is ``fi.lerp`` of the matching blocks of ``a``, ``b``
+    and ``t``, so it equals the in-memory call bit for bit.
+    """
+    args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
+    probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
+                      for v in args])
+    if not any(isinstance(v, da.Array) for v in args):
+        return da.from_array(fi.lerp(a, b, t))
+    return da.map_blocks(fi.lerp, *args, dtype=probe.dtype, meta=meta_of(probe))
+
+
+def _slerp_batch(a, b, t, path):
+    """(batched t?) ``t`` is batched when it holds every batch axis of ``a`` (axis 0 included)."""
+    if not is_array(t):
+        return False
+    t_batch_ndim = (a.ndim - 1) + bool(path)
+    return np.ndim(t) >= t_batch_ndim and t.shape[0] == a.shape[0] and a.shape[0] != 1
+
+
+def _check_axis(op, a, axis):
+    ax = axis + a.ndim if axis < 0 else axis
+    if ax == 0:
+        raise ValueError(f"{op}: axis must not be 0 (axis 0 is the batch axis the blocks "
+                         f"split); got axis={axis} for a of shape {tuple(a.shape)}.")
+
+
+def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
+    """:func:`fastinterp.slerp` over dask arrays chunked along axis 0 (the batch).
+
+    The vector axis (``axis``, not 0) and the other axes are rechunked to
+    single chunks; ``t`` is split with the batch when it holds the batch axis,
+    else it reaches every block whole.
+    """
+    a = as_dask(a)
+    _check_axis("slerp", a, axis)
+    fn = functools.partial(fi.slerp, axis=axis, path=path, shortest_path=shortest_path,
+                           norm=norm)
+    if _slerp_batch(a, b, t, path):
+        return batched("slerp", fn, {"a": a, "b": b, "t": t})
+    return batched("slerp", fn, {"a": a, "b": b}, {"t": t})
+
+
+def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=False,
+                   norm="linear"):
+    """:func:`fastinterp.slerp_backward` over batch-chunked dask arrays.
+
+    Returns ``(grad_a, grad_b, grad_t)``. ``grad_a`` and ``grad_b`` (and
+    ``grad_t`` when ``t`` is split with the batch) equal the in-memory call
+    bit for bit. A ``t`` shared by the whole batch (a scalar, or steps of a
+    path) gets the sum of the per-block gradients, equal to the in-memory
+    one up to the rounding of that sum.
+    """
+    a = as_dask(a)
+    _check_axis("slerp_backward", a, axis)
+    fn = functools.partial(fi.slerp_backward, axis=axis, path=path,
+                           shortest_path=shortest_path, norm=norm)
+    if _slerp_batch(a, b, t, path):
+        return batched("slerp_backward", fn, {"grad_out": grad_out, "a": a, "b": b, "t": t},
+                       n_out=3)
+    ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
+                                {"grad_out": grad_out, "a": a, "b": b}, {"t": t}, n_out=3,
+                                per_block=(2,))
+    return ga, gb, gt_blocks.sum(axis=0, dtype=gt_blocks.dtype)
+
+
+def _stack_t_grad(fn):
+    """Wrap a backward so that the gradient of an unsplit ``t`` gets a leading block axis."""
+    @functools.wraps(fn)
+    def wrapped(**kw):
+        ga, gb, gt = fn(**kw)
+        gt = np.asarray(gt)
+        if kw["a"].shape[0] == 0:
+            return ga, gb, np.zeros((0,) + gt.shape, gt.dtype)
+        return ga, gb, gt[None]
+    return wrapped
+
+
+def affine_grid(theta, size, align_corners=False):
+    """:func:`fastinterp.affine_grid` over ``theta`` (N, 2, 3) chunked along N.
+
+    Returns the grid (N, H, W, 2) chunked like theta along N, one chunk along H and W.
+    """
+    n, c, h, w = _size4("affine_grid", size)
+    fn = _per_block_size(fi.affine_grid, "size", (c, h, w), align_corners=align_corners)
+    return batched("affine_grid", fn, {"theta": theta})
+
+
+def affine_grid_backward(grad_grid, size, align_corners=False):
+    """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N."""
+    n, c, h, w = _size4("affine_grid_backward", size)
+    fn = _per_block_size(fi.affine_grid_backward, "size", (c, h, w), align_corners=align_corners)
+    return batched("affine_grid_backward", fn, {"grad_grid": grad_grid})
+
+
+def _size4(op, size):
+    try:
+        dims = tuple(int(v) for v in size)
+    except TypeError:
+        raise TypeError(f"{op}: size must be a sequence of 4 ints (N, C, H, W); "
+                        f"got {size!r}.") from None
+    if len(dims) != 4:
+        raise ValueError(f"{op}: size must be a sequence of 4 ints (N, C, H, W); got {size!r}.")
+    return dims
+
+
+def _per_block_size(fn, name, tail, **options):
+    """``fn`` given ``name=(block N,) + tail`` (the block's own batch size) on each call."""
+    def call(**kw):
+        first = next(iter(kw.values()))
+        return fn(**kw, **{name: (first.shape[0],) + tuple(tail)}, **options)
+    call.__name__ = getattr(fn, "__name__", "call")
+    return call
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
+                channels_last=False, *, max_window=None):
+    """:func:`fastinterp.grid_sample` over dask arrays; equal to the in-memory call bit for bit.
+
+    ``input`` chunked along N only: one task per block of N, ``grid`` split
+    with it. ``input`` chunked along H and W (C is rechunked to one chunk):
+    the output is chunked like ``grid`` along H_out and W_out, and each
+    output block reads only the source blocks its points can touch. To know
+    them, a first pass computes every grid block's minimum and maximum when
+    the graph is built (a lazy grid is computed for that, and again at
+    compute time). Limits: a grid block that scatters widely (a strong
+    rotation, random points) reads a wide window; ``max_window`` (pixels)
+    makes that an error instead; with ``padding_mode='reflection'`` a block
+    whose points leave the image, and with 'border'/'reflection' a block
+    holding NaN or inf points, reads its whole rows/columns of the source.
+    Each task places its window in a zero-filled buffer of the block's full
+    source shape (address space only: untouched pages take no memory).
+    """
+    from ._warp import grid_sample_windows
+    x = as_dask(input)
+    hax, wax = (1, 2) if channels_last else (2, 3)
+    opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                channels_last=channels_last)
+    if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
+        return grid_sample_windows(x, as_dask(grid), opts, max_window)
+    return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
+                   {"input": x, "grid": grid})
+
+
+def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False, needs_input_grad=True, needs_grid_grad=True,
+                         channels_last=False):
+    """:func:`fastinterp.grid_sample_backward` over arrays chunked along N.
+
+    Returns ``(grad_input, grad_grid)`` (None for a gradient not asked for).
+    """
+    fn = functools.partial(fi.grid_sample_backward, mode=mode, padding_mode=padding_mode,
+                           align_corners=align_corners, needs_input_grad=needs_input_grad,
+                           needs_grid_grad=needs_grid_grad, channels_last=channels_last)
+    return batched("grid_sample_backward", fn,
+                   {"grad_output": grad_output, "input": input, "grid": grid}, n_out=2)
+
+
+# --------------------------------------------------------------------------- resize family
+
+def _spatially_chunked(x, nhwc):
+    hax, wax = (1, 2) if nhwc else (2, 3)
+    return x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1)
+
+
+def _hw(shape, nhwc):
+    return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+
+
+def _float_tables_dtype(op, dtype):
+    if np.dtype(dtype) not in _rz._DTYPE_NAME:
+        raise TypeError(f"{op}: spatially chunked inputs must be float32 or float64; "
+                        f"got {np.dtype(dtype).name}.")
+    return np.dtype(dtype)
+
+
+def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
+           antialias=False, *, recompute_scale_factor=None, layout="NCHW"):
+    """:func:`fastinterp.resize` on a dask array chunked along N, H and W (C too for NCHW).
+
+    Output chunks are aligned to the input's (input boundary ``b`` along an
+    axis becomes output boundary ``floor(b * out / in)``; a chunk may be
+    empty when shrinking), and each reads exactly the input window its taps
+    need. The result equals ``fi.resize`` of the whole array bit for bit.
+    """
+    x = as_dask(input)
+    opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
+                antialias=antialias, recompute_scale_factor=recompute_scale_factor,
+                layout=layout)
+    fi.resize(empty_like_probe(x), **opts)          # every check, before any graph
+    nhwc = layout == "NHWC"
+    if not _spatially_chunked(x, nhwc):
+        return batched("resize", functools.partial(fi.resize, **opts), {"input": x})
+    op = "resize"
+    dtype = _float_tables_dtype(op, x.dtype)
+    ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias)
+    in_hw = _hw(x.shape, nhwc)
+    out_hw, scales = _rz._output_geometry(op, in_hw, size, scale_factor, mode,
+                                          recompute_scale_factor)
+    ytab, xtab = _rz._axis_tables(mode, in_hw, out_hw, ac, scales, aa, dtype)
+    return _spatial.separable(op, x, ytab, xtab, out_hw, nhwc)
+
+
+def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
+                    align_corners=None, antialias=False, *, recompute_scale_factor=None,
+                    layout="NCHW"):
+    """:func:`fastinterp.resize_backward` on a dask array chunked along N, H and W.
+
+    Chunked along H/W, each input-gradient chunk (aligned to grad_output's
+    chunks) gathers exactly the gradient window its transposed taps read.
+    """
+    g = as_dask(grad_output)
+    nhwc = layout == "NHWC"
+    in_hw = _rz._input_size("resize_backward", input_size, g.shape, nhwc)
+    opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
+                antialias=antialias, recompute_scale_factor=recompute_scale_factor,
+                layout=layout)
+    fn = functools.partial(fi.resize_backward, input_size=in_hw, **opts)
+    fn(grad_output=empty_like_probe(g))
+    if not _spatially_chunked(g, nhwc):
+        return batched("resize_backward", fn, {"grad_output": g})
+    op = "resize_backward"
+    dtype = _float_tables_dtype(op, g.dtype)
+    ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias)
+    g_hw = _hw(g.shape, nhwc)
+    scales = (None, None)
+    if scale_factor is not None:
+        _, scales = _rz._output_geometry(op, in_hw, None, scale_factor, mode,
+                                         recompute_scale_factor)
+    tabs = [_rz.transposed_table(t)
+            for t in _rz._axis_tables(mode, in_hw, g_hw, ac, scales, aa, dtype)]
+    return _spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc)
+
+
+def adaptive_avg_pool2d(input, output_size, *, layout="NCHW"):
+    """:func:`fastinterp.adaptive_avg_pool2d` on a dask array chunked along N, H and W.
+
+    Same chunk alignment and bit-equality as :func:`resize`.
+    """
+    x = as_dask(input)
+    fn = functools.partial(fi.adaptive_avg_pool2d, output_size=output_size, layout=layout)
+    fn(empty_like_probe(x))
+    nhwc = layout == "NHWC"
+    if not _spatially_chunked(x, nhwc):
+        return batched("adaptive_avg_pool2d", fn, {"input": x})
+    op = "adaptive_avg_pool2d"
+    dtype = _float_tables_dtype(op, x.dtype)
+    in_hw = _hw(x.shape, nhwc)
+    out_hw = _rz._pool_size(op, output_size, in_hw)
+    ytab, xtab = [_rz.axis_table("area", n_in, n_o, None, None, False, _rz._DTYPE_NAME[dtype])
+                  for n_in, n_o in zip(in_hw, out_hw)]
+    return _spatial.separable(op, x, ytab, xtab, out_hw, nhwc)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
+    """:func:`fastinterp.adaptive_avg_pool2d_backward` on a dask array chunked along N, H, W."""
+    g = as_dask(grad_output)
+    nhwc = layout == "NHWC"
+    op = "adaptive_avg_pool2d_backward"
+    in_hw = _rz._input_size(op, input_size, g.shape, nhwc)
+    fn = functools.partial(fi.adaptive_avg_pool2d_backward, input_size=in_hw, layout=layout)
+    fn(grad_output=empty_like_probe(g))
+    if not _spatially_chunked(g, nhwc):
+        return batched(op, fn, {"grad_output": g})
+    dtype = _float_tables_dtype(op, g.dtype)
+    tabs = [_rz.transposed_table(_rz.axis_table("area", n_in, n_o, None, None, False,
+                                                _rz._DTYPE_NAME[dtype]))
+            for n_in, n_o in zip(in_hw, _hw(g.shape, nhwc))]
+    return _spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc)
+
+
+interpolate = resize

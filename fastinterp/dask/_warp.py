@@ -1,0 +1,149 @@
+"""grid_sample over a spatially chunked source: each output block reads only the source
+blocks its grid points touch.
+
+First pass (documented in :func:`fastinterp.dask.grid_sample`): the minimum
+and maximum of every grid block are computed (one small reduction over the
+grid) to decide, for each output block, the source window its taps can
+reach. That needs the grid's values when the graph is built, so a lazy grid
+is computed once for its bounds and once when the result is computed.
+
+Exactness: each task writes its window into a zero-initialised buffer of
+the batch block's full source shape and calls ``fi.grid_sample`` on it with
+the untouched grid block, so the kernel runs with the whole image's geometry
+and its result equals the in-memory call bit for bit. The buffer is
+allocated with ``calloc`` (``np.zeros``): pages outside the window are never
+written, so they take address space but no memory; the limit is the
+process's address space (``vm.overcommit_memory``), not its RAM.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import dask
+import dask.array as da
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+import fastinterp as fi
+
+# Source pixels beyond a point's floor coordinate that its taps may read (bicubic: -1..+2),
+# plus one for the rounding of the bounds computed here in float64.
+_MARGIN_LO, _MARGIN_HI = 2, 4
+
+
+def _block_bounds(g):
+    """(xmin, xmax, ymin, ymax, any non-finite) of one grid block, shaped (1, 1, 1, 5)."""
+    out = np.full((1, 1, 1, 5), np.nan)
+    if g.size:
+        vals = g.reshape(-1, 2).astype(np.float64)
+        finite = np.isfinite(vals)
+        out[0, 0, 0, 4] = float(not finite.all())
+        for axis in (0, 1):
+            v = vals[finite[:, axis], axis]
+            if v.size:
+                out[0, 0, 0, 2 * axis] = v.min()
+                out[0, 0, 0, 2 * axis + 1] = v.max()
+    else:
+        out[0, 0, 0, 4] = 0
+    return out
+
+
+def _pixels(g, size, align_corners):
+    """Grid value -> pixel coordinate (float64), fastinterp's convention."""
+    return (g + 1) / 2 * (size - 1) if align_corners else ((g + 1) * size - 1) / 2
+
+
+def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
+    """Source pixels [lo, hi) that points with grid values in [gmin, gmax] may read."""
+    if nonfinite and padding != "zeros":
+        return 0, size          # NaN reads pixel 0, inf the border
+    if math.isnan(gmin):
+        return 0, 0             # no finite point: nothing is read
+    lo = math.floor(_pixels(gmin, size, align_corners)) - _MARGIN_LO
+    hi = math.floor(_pixels(gmax, size, align_corners)) + _MARGIN_HI
+    if padding == "reflection" and (lo < 0 or hi > size):
+        return 0, size
+    if padding == "border":
+        lo, hi = min(max(lo, 0), size - 1), max(min(hi, size), 1)
+    return max(lo, 0), max(min(hi, size), max(lo, 0))
+
+
+@dataclass(frozen=True)
+class _Window:
+    rows: tuple        # source chunk indices along H
+    cols: tuple        # ... along W
+    y: tuple           # (start, stop) in source pixels
+    x: tuple
+
+
+def _chunk_span(starts, lo, hi):
+    if hi <= lo:
+        return ()
+    first = int(np.searchsorted(starts, lo, side="right")) - 1
+    last = int(np.searchsorted(starts, hi, side="left"))
+    return tuple(range(first, last))
+
+
+def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, opts):
+    """fi.grid_sample of one output block on a full-size, zero-filled source holding its window."""
+    buf = np.zeros(shape, dtype)
+    hax, wax = (1, 2) if nhwc else (2, 3)
+    for r, row in zip(window.rows, blocks):
+        for s, block in zip(window.cols, row):
+            sl = [slice(None)] * 4
+            sl[hax] = slice(starts_y[r], starts_y[r] + block.shape[hax])
+            sl[wax] = slice(starts_x[s], starts_x[s] + block.shape[wax])
+            buf[tuple(sl)] = block
+    return fi.grid_sample(buf, grid, **opts)
+
+
+def grid_sample_windows(x, grid, opts, max_window=None):
+    """The windowed graph of grid_sample over a spatially chunked ``x`` (see module docstring)."""
+    op = "grid_sample"
+    nhwc = opts["channels_last"]
+    hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
+    probe = fi.grid_sample(np.zeros((0,) + x.shape[1:], x.dtype),
+                           np.zeros((0,) + grid.shape[1:], grid.dtype), **opts)
+    if grid.ndim != 4 or grid.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: grid must have shape (N, H_out, W_out, 2) with N = "
+                         f"{x.shape[0]}; got {tuple(grid.shape)}.")
+    if x.numblocks[cax] > 1:
+        x = x.rechunk({cax: -1})
+    grid = grid.rechunk((x.chunks[0], grid.chunks[1], grid.chunks[2], 2))
+    bounds = dask.compute(grid.map_blocks(_block_bounds, chunks=(1, 1, 1, 5),
+                                          dtype=np.float64))[0]
+    H, W = x.shape[hax], x.shape[wax]
+    starts_y = np.cumsum((0,) + x.chunks[hax])
+    starts_x = np.cumsum((0,) + x.chunks[wax])
+    name = f"{op}-windows-{tokenize(x, grid, opts)}"
+    dsk = {}
+    for i in range(grid.numblocks[0]):
+        for a in range(grid.numblocks[1]):
+            for b in range(grid.numblocks[2]):
+                bx = bounds[i, a, b]
+                y = _axis_window(bx[2], bx[3], bx[4] > 0, H, opts["padding_mode"],
+                                 opts["align_corners"])
+                xw = _axis_window(bx[0], bx[1], bx[4] > 0, W, opts["padding_mode"],
+                                  opts["align_corners"])
+                if max_window is not None and (y[1] - y[0]) * (xw[1] - xw[0]) > max_window:
+                    raise ValueError(
+                        f"{op}: the grid block {(i, a, b)} reaches a source window of "
+                        f"{y[1] - y[0]} x {xw[1] - xw[0]} pixels, over max_window="
+                        f"{max_window}; chunk the grid more finely along H_out/W_out.")
+                win = _Window(_chunk_span(starts_y, *y), _chunk_span(starts_x, *xw), y, xw)
+                src = [[(x.name, i, r, s, 0) if nhwc else (x.name, i, 0, r, s)
+                        for s in win.cols] for r in win.rows]
+                shape = list(x.shape)
+                shape[0] = x.chunks[0][i]
+                key = (name, i, a, b, 0) if nhwc else (name, i, 0, a, b)
+                dsk[key] = (_sample_block, (grid.name, i, a, b, 0), src, win, starts_y,
+                            starts_x, tuple(shape), nhwc, x.dtype, opts)
+    C = x.shape[cax]
+    if nhwc:
+        chunks = (x.chunks[0], grid.chunks[1], grid.chunks[2], (C,))
+    else:
+        chunks = (x.chunks[0], (C,), grid.chunks[1], grid.chunks[2])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, grid])
+    return da.Array(graph, name, chunks=chunks, meta=np.empty((0,) * 4, probe.dtype))

@@ -1,0 +1,447 @@
+"""fastinterp.dask: every op equals the in-memory op on randomly chunked dask arrays.
+
+Most cases run on the synchronous scheduler; a few on a LocalCluster of two
+worker processes (one module-scoped fixture), including a kNN over a zarr
+database larger than the workers' combined memory limit.
+"""
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+import fastinterp as fi  # noqa: E402
+import fastinterp.dask as fd  # noqa: E402
+from fastinterp import _stream  # noqa: E402
+from fastinterp.demos.dask import create_zarr  # noqa: E402
+
+SYNC = {"scheduler": "sync"}
+
+
+def random_chunks(rng, n, small=False):
+    """A random chunking of n: sizes 1..3 when ``small``, else up to n/2; ragged last chunk."""
+    sizes = [1] if small else []
+    while sum(sizes) < n:
+        top = 3 if small else max(1, n // 2)
+        sizes.append(int(min(n - sum(sizes), rng.integers(1, top + 1))))
+    return tuple(sizes)
+
+
+def compute(*arrays):
+    return dask.compute(*arrays, **SYNC)
+
+
+class CountingSource:
+    """An array-like source for da.from_array that records which slices were read."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        with self._lock:
+            self.reads.append(key)
+        return self.data[key]
+
+
+# --------------------------------------------------------------------------- import
+
+def test_import_fastinterp_does_not_import_dask():
+    code = ("import sys, fastinterp; "
+            "print(sorted(m for m in ('dask', 'distributed', 'zarr') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+# --------------------------------------------------------------------------- resize family
+
+RESIZE_CASES = [
+    dict(mode="nearest"), dict(mode="nearest-exact"), dict(mode="area"),
+    dict(mode="bilinear"), dict(mode="bilinear", align_corners=True),
+    dict(mode="bicubic"), dict(mode="bilinear", antialias=True),
+    dict(mode="bicubic", antialias=True),
+]
+
+
+@pytest.mark.parametrize("opts", RESIZE_CASES, ids=lambda o: "-".join(map(str, o.values())))
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_resize_spatial_chunks_bit_identical(opts, layout):
+    rng = np.random.default_rng(len(str(opts)) + len(layout))
+    for trial in range(3):
+        dtype = (np.float32, np.float64)[trial % 2]
+        c = int(rng.choice([1, 3, 6]))
+        h, w = (int(v) for v in rng.integers(4, 36, 2))
+        shape = (2, h, w, c) if layout == "NHWC" else (2, c, h, w)
+        x = rng.standard_normal(shape).astype(dtype)
+        small = trial == 0
+        hw = (random_chunks(rng, h, small), random_chunks(rng, w, small))
+        chunks = ((1, 1),) + ((hw + (c,)) if layout == "NHWC" else ((c,) + hw))
+        size = tuple(int(v) for v in rng.integers(1, 60, 2))
+        kw = dict(opts, layout=layout)
+        if trial == 2 and opts["mode"] != "area":
+            kw["scale_factor"] = tuple(float(v) for v in rng.uniform(0.3, 2.6, 2))
+        else:
+            kw["size"] = size
+        ref = fi.resize(x, **kw)
+        lazy = fd.resize(da.from_array(x, chunks=chunks), **kw)
+        assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
+        (got,) = compute(lazy)
+        np.testing.assert_array_equal(got, ref)
+        assert got.dtype == ref.dtype
+
+
+def test_resize_output_chunks_align_with_input():
+    x = np.random.default_rng(0).standard_normal((1, 2, 10, 9))
+    lazy = fd.resize(da.from_array(x, chunks=(1, 2, (3, 7), (1, 1, 7))), size=(20, 4))
+    assert lazy.chunks == ((1,), (2,), (6, 14), (0, 0, 4))   # floor(b * out / in)
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(20, 4)))
+
+
+@pytest.mark.parametrize("mode, blocks", [("bilinear", {1}), ("bicubic", {0, 1, 2})])
+def test_resize_reads_only_its_halo(mode, blocks):
+    """A 2x downscale: output rows 4..7 take input rows 8..15 (bilinear) or 7..16 (bicubic)."""
+    x = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    lazy = fd.resize(da.from_array(x, chunks=(1, 1, 8, 8)), size=(16, 16), mode=mode)
+    graph = dict(lazy.__dask_graph__())
+    deps = {k[3:] for k in _keys_in(graph[(lazy.name, 0, 0, 1, 1)]) if k[0] != lazy.name}
+    assert deps == {(r, c) for r in blocks for c in blocks}
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(16, 16), mode=mode))
+
+
+def _keys_in(task):
+    """Dask keys (tuples led by a str) anywhere inside a (possibly new-style) task."""
+    found = []
+    deps = getattr(task, "dependencies", None)
+    if deps is not None:
+        return list(deps)
+
+    def walk(t):
+        if isinstance(t, tuple) and t and isinstance(t[0], str):
+            found.append(t)
+        elif isinstance(t, (list, tuple)):
+            for v in t:
+                walk(v)
+    walk(task)
+    return found
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pool_and_backwards_spatial_bit_identical(layout):
+    rng = np.random.default_rng(2)
+    for trial in range(3):
+        h, w, c = int(rng.integers(2, 30)), int(rng.integers(2, 30)), 3
+        shape = (2, h, w, c) if layout == "NHWC" else (2, c, h, w)
+        x = rng.standard_normal(shape)
+        hw = (random_chunks(rng, h, trial == 0), random_chunks(rng, w, trial == 0))
+        chunks = ((2,),) + ((hw + (c,)) if layout == "NHWC" else ((c,) + hw))
+        out = tuple(int(v) for v in rng.integers(1, 25, 2))
+        ref = fi.adaptive_avg_pool2d(x, out, layout=layout)
+        got = fd.adaptive_avg_pool2d(da.from_array(x, chunks=chunks), out, layout=layout)
+        np.testing.assert_array_equal(got.compute(**SYNC), ref)
+        g = rng.standard_normal(ref.shape)
+        ghw = [random_chunks(rng, s) for s in ((ref.shape[1], ref.shape[2]) if layout == "NHWC"
+                                                else (ref.shape[2], ref.shape[3]))]
+        gch = ((2,),) + ((tuple(ghw) + (c,)) if layout == "NHWC" else ((c,) + tuple(ghw)))
+        dg = da.from_array(g, chunks=gch)
+        np.testing.assert_array_equal(
+            fd.adaptive_avg_pool2d_backward(dg, x.shape, layout=layout).compute(**SYNC),
+            fi.adaptive_avg_pool2d_backward(g, x.shape, layout=layout))
+        mode = ("bilinear", "bicubic", "nearest")[trial]
+        np.testing.assert_array_equal(
+            fd.resize_backward(dg, x.shape, mode=mode, layout=layout).compute(**SYNC),
+            fi.resize_backward(g, x.shape, mode=mode, layout=layout))
+
+
+def test_resize_errors_are_raised_when_building_the_graph():
+    x = da.zeros((1, 1, 8, 8), chunks=4)
+    with pytest.raises(ValueError, match="resize: mode"):
+        fd.resize(x, size=4, mode="linear")
+    with pytest.raises(TypeError, match="resize"):
+        fd.resize(da.zeros((1, 1, 8, 8), chunks=4, dtype=np.int32), size=4)
+
+
+# --------------------------------------------------------------------------- laziness
+
+def test_graphs_are_lazy_and_metadata_is_known():
+    data = np.random.default_rng(3).standard_normal((4, 2, 12, 10)).astype(np.float32)
+    src = CountingSource(data)
+    x = da.from_array(src, chunks=(1, 2, 5, 4))
+    src.reads.clear()               # from_array reads an empty slice for its meta
+    r = fd.resize(x, size=(7, 21), mode="bicubic", antialias=True)
+    p = fd.adaptive_avg_pool2d(x, 3)
+    theta = da.from_array(np.tile(np.eye(2, 3, dtype=np.float32), (4, 1, 1)), chunks=1)
+    grid = fd.affine_grid(theta, (4, 2, 6, 5))
+    s = fd.grid_sample(x, grid)
+    assert src.reads == []          # nothing read, nothing computed
+    assert r.dtype == np.float32 and r.shape == (4, 2, 7, 21)
+    assert isinstance(r._meta, np.ndarray) and r._meta.ndim == 4
+    assert p.chunks[2:] == ((1, 1, 1), (1, 1, 1)) or p.numblocks[2] == 3
+    assert grid.chunks == ((1, 1, 1, 1), (6,), (5,), (2,))
+    assert s.chunks == ((1, 1, 1, 1), (2,), (6,), (5,)) and s.dtype == np.float32
+    np.testing.assert_array_equal(r.compute(**SYNC), fi.resize(data, size=(7, 21),
+                                                               mode="bicubic", antialias=True))
+    assert src.reads
+
+
+# --------------------------------------------------------------------------- batch ops
+
+def test_batch_ops_bit_identical():
+    rng = np.random.default_rng(4)
+    n = 7
+    ch = random_chunks(rng, n, small=True)
+    a = rng.standard_normal((n, 16)).astype(np.float32)
+    b = rng.standard_normal((n, 16)).astype(np.float32)
+    t = rng.uniform(size=n).astype(np.float32)
+    da_, db_, dt_ = (da.from_array(v, chunks=ch if v.ndim == 1 else (ch, 16)) for v in (a, b, t))
+    np.testing.assert_array_equal(fd.lerp(da_, db_, 0.3).compute(**SYNC), fi.lerp(a, b, 0.3))
+    np.testing.assert_array_equal(fd.lerp(da_, db_, dt_[:, None]).compute(**SYNC),
+                                  fi.lerp(a, b, t[:, None]))
+    np.testing.assert_array_equal(fd.slerp(da_, db_, dt_).compute(**SYNC), fi.slerp(a, b, t))
+    steps = np.linspace(0, 1, 5, dtype=np.float32)
+    np.testing.assert_array_equal(fd.slerp(da_, db_, steps, path=True).compute(**SYNC),
+                                  fi.slerp(a, b, steps, path=True))
+    g = rng.standard_normal((n, 16)).astype(np.float32)
+    got = compute(*fd.slerp_backward(da.from_array(g, chunks=(ch, 16)), da_, db_, dt_))
+    for x, y in zip(got, fi.slerp_backward(g, a, b, t)):
+        np.testing.assert_array_equal(x, y)
+    ga, gb, gt = compute(*fd.slerp_backward(da.from_array(g, chunks=(ch, 16)), da_, db_, 0.4))
+    ra, rb, rt = fi.slerp_backward(g, a, b, 0.4)
+    np.testing.assert_array_equal(ga, ra)
+    np.testing.assert_array_equal(gb, rb)
+    np.testing.assert_allclose(gt, rt, rtol=1e-5)   # summed over blocks: equal to rounding
+
+    theta = (np.tile(np.eye(2, 3), (n, 1, 1)) + 0.2 * rng.standard_normal((n, 2, 3)))
+    size = (n, 3, 9, 11)
+    dth = da.from_array(theta, chunks=(ch, 2, 3))
+    grid = fi.affine_grid(theta, size)
+    np.testing.assert_array_equal(fd.affine_grid(dth, size).compute(**SYNC), grid)
+    gg = rng.standard_normal(grid.shape)
+    np.testing.assert_array_equal(
+        fd.affine_grid_backward(da.from_array(gg, chunks=(ch, 9, 11, 2)), size).compute(**SYNC),
+        fi.affine_grid_backward(gg, size))
+    x = rng.standard_normal(size)
+    dx = da.from_array(x, chunks=(ch, 3, 9, 11))
+    dgrid = da.from_array(grid, chunks=(ch, 9, 11, 2))
+    for mode in ("bilinear", "bicubic"):
+        np.testing.assert_array_equal(fd.grid_sample(dx, dgrid, mode=mode).compute(**SYNC),
+                                      fi.grid_sample(x, grid, mode=mode))
+    go = rng.standard_normal((n, 3, 9, 11))
+    got = compute(*fd.grid_sample_backward(da.from_array(go, chunks=(ch, 3, 9, 11)), dx, dgrid))
+    for x_, y_ in zip(got, fi.grid_sample_backward(go, x, grid)):
+        np.testing.assert_array_equal(x_, y_)
+    gi, gg2 = fd.grid_sample_backward(da.from_array(go, chunks=(ch, 3, 9, 11)), dx, dgrid,
+                                      needs_grid_grad=False)
+    assert gg2 is None and gi.shape == x.shape
+    np.testing.assert_array_equal(fd.resize(dx, size=(5, 4)).compute(**SYNC),
+                                  fi.resize(x, size=(5, 4)))
+
+
+def test_batch_op_errors():
+    a = da.zeros((4, 8), chunks=2)
+    with pytest.raises(ValueError, match="slerp: axis must not be 0"):
+        fd.slerp(a, a, 0.5, axis=0)
+    with pytest.raises(ValueError, match=r"grid_sample: grid must have shape \(N, H_out, W_out, 2\) with N = 4"):
+        fd.grid_sample(da.zeros((4, 1, 3, 3), chunks=2), da.zeros((3, 2, 2, 2), chunks=1))
+
+
+# --------------------------------------------------------------------------- grid_sample windows
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_grid_sample_spatial_source_bit_identical(mode, padding_mode):
+    rng = np.random.default_rng(len(mode) * 7 + len(padding_mode))
+    for trial, cl in enumerate((False, True)):
+        dtype = (np.float32, np.float64)[trial]
+        n, c, h, w = 2, 3, int(rng.integers(2, 30)), int(rng.integers(2, 30))
+        x = rng.standard_normal((n, h, w, c) if cl else (n, c, h, w)).astype(dtype)
+        theta = np.tile(np.eye(2, 3), (n, 1, 1)) + 0.3 * rng.standard_normal((n, 2, 3))
+        grid = fi.affine_grid(theta.astype(dtype), (n, c, 9, 7), align_corners=bool(trial))
+        grid[1, 0, 0] = (np.nan, 0.5)
+        hw = (random_chunks(rng, h, trial == 0), random_chunks(rng, w))
+        chunks = (1,) + ((hw + (c,)) if cl else ((c,) + hw))
+        dg = da.from_array(grid, chunks=(1, random_chunks(rng, 9), random_chunks(rng, 7), 2))
+        opts = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(trial),
+                    channels_last=cl)
+        got = fd.grid_sample(da.from_array(x, chunks=chunks), dg, **opts).compute(**SYNC)
+        np.testing.assert_array_equal(got, fi.grid_sample(x, grid, **opts))
+
+
+def test_grid_sample_reads_only_touched_source_blocks():
+    x = np.random.default_rng(5).standard_normal((1, 1, 64, 64)).astype(np.float32)
+    src = CountingSource(x)
+    dx = da.from_array(src, chunks=(1, 1, 16, 16))
+    # zoom into the top-left 8 x 8 pixels: only source block (0, 0) is needed
+    theta = np.array([[[0.125, 0, -0.875], [0, 0.125, -0.875]]], np.float32)
+    grid = fi.affine_grid(theta, (1, 1, 32, 32))
+    got = fd.grid_sample(dx, da.from_array(grid, chunks=(1, 16, 16, 2))).compute(**SYNC)
+    np.testing.assert_array_equal(got, fi.grid_sample(x, grid))
+    blocks = {(k[2].start, k[3].start) for k in src.reads}
+    assert blocks == {(0, 0)}
+    with pytest.raises(ValueError, match="max_window"):
+        fd.grid_sample(dx, fi.affine_grid(np.tile(np.eye(2, 3, dtype=np.float32), (1, 1, 1)),
+                                          (1, 1, 8, 8)), max_window=100)
+
+
+# --------------------------------------------------------------------------- distances
+
+def _db(rng, n, d, dtype, ties):
+    x = rng.standard_normal((n, d))
+    if ties:                       # integer values and duplicated rows: many exact ties
+        x = np.round(2 * x)
+        x[n // 2:] = x[:n - n // 2]
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_pairwise_bit_identical(dtype, ties):
+    rng = np.random.default_rng(6)
+    x, y = _db(rng, 37, 13, dtype, ties), _db(rng, 30, 13, dtype, ties) + dtype(1000)
+    x = x + dtype(1000)           # rows far from the origin: the centre matters
+    dx = da.from_array(x, chunks=(random_chunks(rng, 37, ties), 13))
+    dy = da.from_array(y, chunks=(random_chunks(rng, 30), 13))
+    for name in ("pairwise_sqdist", "pairwise_l2"):
+        lazy = getattr(fd, name)(dx, dy)
+        assert lazy.chunks == (dx.chunks[0], dy.chunks[0])
+        np.testing.assert_array_equal(lazy.compute(**SYNC), getattr(fi, name)(x, y))
+        np.testing.assert_array_equal(getattr(fd, name)(dx).compute(**SYNC),
+                                      getattr(fi, name)(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_knn_identical_to_in_memory(dtype, ties):
+    rng = np.random.default_rng(7 + ties)
+    n, q, d = 300, 23, 8
+    x, queries = _db(rng, n, d, dtype, ties), _db(rng, q, d, dtype, ties)
+    queries[0] = np.nan          # NaN query: rows 0..k-1
+    dx = da.from_array(x, chunks=(random_chunks(rng, n), d))
+    for k, split in ((1, 2), (9, 3), (40, 8)):
+        dd, ii = fd.knn(dx, da.from_array(queries, chunks=(random_chunks(rng, q), d)), k,
+                        split_every=split)
+        assert dd.chunks[1] == (k,) and ii.dtype == np.int64 and dd.dtype == dtype
+        gd, gi = compute(dd, ii)
+        rd, ri = fi.knn(x, queries, k)
+        np.testing.assert_array_equal(gi, ri)
+        np.testing.assert_array_equal(gd, rd)
+    # chunk size 1 everywhere, k = N
+    small = x[:12]
+    gd, gi = compute(*fd.knn(da.from_array(small, chunks=(1, d)),
+                             da.from_array(queries, chunks=(1, d)), 12))
+    rd, ri = fi.knn(small, queries, 12)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def test_knn_block_distances_equal_whole_data_distances():
+    """A block's distances (its own centre) are bit-identical to the whole-data call's."""
+    rng = np.random.default_rng(8)
+    x = (1000 + 0.1 * rng.standard_normal((500, 16))).astype(np.float32)
+    q = (1000 + 0.1 * rng.standard_normal((20, 16))).astype(np.float32)
+    rd, ri = fi.knn(x, q, 500)
+    pos = np.argsort(ri, axis=1)
+    whole = np.take_along_axis(rd, pos, axis=1)       # distance of (query, row) by row
+    for s, e in ((0, 100), (100, 350), (350, 500)):
+        bd, bi = fi.knn(x[s:e], q, e - s)
+        np.testing.assert_array_equal(bd, np.take_along_axis(whole, bi + s, axis=1))
+
+
+def test_knn_errors():
+    x = da.zeros((10, 3), chunks=5)
+    with pytest.raises(ValueError, match="knn: k must satisfy"):
+        fd.knn(x, x, 11)
+    with pytest.raises(TypeError, match="knn: k must be an int"):
+        fd.knn(x, x, 2.0)
+
+
+# --------------------------------------------------------------------------- fi.knn streaming
+
+def test_fi_knn_streams_memmap_in_bounded_memory(tmp_path, monkeypatch, capsys):
+    import tracemalloc
+    rng = np.random.default_rng(9)
+    n, d = 40_000, 32                          # 5 MB database
+    mm = np.lib.format.open_memmap(tmp_path / "db.npy", mode="w+", dtype=np.float32,
+                                   shape=(n, d))
+    mm[:] = rng.standard_normal((n, d), dtype=np.float32)
+    q = rng.standard_normal((50, d), dtype=np.float32)
+    ref = fi.knn(np.array(mm), q, 7)
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 256 << 10)
+    tracemalloc.start()
+    got = fi.knn(mm, q, 7, progress=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < mm.nbytes / 3        # a few 256 KB blocks and their scratch
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert "40000" in capsys.readouterr().err.replace(",", "").replace("40.0k", "40000")
+
+
+def test_fi_knn_streams_zarr(tmp_path):
+    pytest.importorskip("zarr")
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3000, 6)).astype(np.float64)
+    z = create_zarr(str(tmp_path / "db.zarr"), x.shape, (700, 6), "f8")
+    z[:] = x
+    q = rng.standard_normal((9, 6))
+    assert _stream.is_out_of_core(z)
+    idx = fi.knn(z, q, 5, return_distances=False)
+    np.testing.assert_array_equal(idx, fi.knn(x, q, 5, return_distances=False))
+    np.testing.assert_array_equal(fi.knn(x, q, 5, progress=True)[1], idx)
+
+
+# --------------------------------------------------------------------------- distributed
+
+# Per worker. A worker process starts at about 100 MB; the combined limit of
+# the two (320 MiB = 336 MB) is below the zarr database of the kNN test (346 MB).
+CLUSTER_MEMORY = 160 << 20
+DB_ROWS, DB_DIM, DB_CHUNK = 2_700_000, 32, 50_000      # float32: 346 MB, 6.4 MB chunks
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit=CLUSTER_MEMORY, dashboard_address=None) as cl, \
+            distributed.Client(cl) as c:
+        yield c
+
+
+def test_cluster_resize_and_knn_equal_in_memory(client):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 40, 33)).astype(np.float32)
+    lazy = fd.resize(da.from_array(x, chunks=(1, 3, 7, 11)), size=(25, 70), mode="bicubic",
+                     antialias=True)
+    np.testing.assert_array_equal(client.compute(lazy).result(),
+                                  fi.resize(x, size=(25, 70), mode="bicubic", antialias=True))
+    db = rng.standard_normal((5000, 12)).astype(np.float32)
+    q = rng.standard_normal((40, 12)).astype(np.float32)
+    dd, ii = fd.knn(da.from_array(db, chunks=(600, 12)), da.from_array(q, chunks=(15, 12)), 6)
+    gd, gi = client.compute([dd, ii], sync=True)
+    rd, ri = fi.knn(db, q, 6)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def test_cluster_knn_over_zarr_larger_than_worker_memory(client, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    path = str(tmp_path / "db.zarr")
+    # written by the workers, block by block: the database never exists in memory
+    data = da.random.default_rng(12).random((DB_ROWS, DB_DIM), dtype=np.float32,
+                                            chunks=(DB_CHUNK, DB_DIM))
+    client.compute(data.to_zarr(path, compute=False), sync=True)
+    z = zarr.open_array(path, mode="r")
+    assert z.nbytes > 2 * CLUSTER_MEMORY
+    q = np.random.default_rng(13).random((64, DB_DIM), dtype=np.float32)
+    dd, ii = fd.knn(da.from_zarr(path), da.from_array(q, chunks=(32, DB_DIM)), 5)
+    gd, gi = client.compute([dd, ii], sync=True)
+    rss = client.run(lambda: __import__("psutil").Process().memory_info().rss)
+    assert max(rss.values()) < CLUSTER_MEMORY
+    rd, ri = fi.knn(z, q, 5)            # in-process, streamed (equal to the in-memory call)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
