@@ -26,8 +26,11 @@ def _rows(op, name, a):
 
 
 def _centre(dtype, *arrays):
-    """fastinterp's centring vector of the whole operands, from their row samples."""
-    return _dist._centre_vector(dtype, *arrays)
+    """fastinterp's centring vector of the whole operands, from their row samples
+    (the samples hold at most 2 * CENTRE_SAMPLE rows, which the kernel's own sampling
+    keeps whole), shaped (1, D) as the kernel takes it."""
+    one = np.zeros(1, np.int64)
+    return _dist._centres(dtype, *[(np.asarray(a)[None], one) for a in arrays])
 
 
 def _sample(a):
@@ -42,19 +45,23 @@ def _pair_block(x, y, centre, take_sqrt):
     except the tiles; an entry's value depends on its two rows and the
     centre only, so the block equals the matching part of the whole result.
     """
-    m, n = x.shape[0], y.shape[0]
-    out = np.empty((m, n), x.dtype)
+    m, n, d = x.shape[0], y.shape[0], x.shape[1]
+    out = np.empty((1, m, n), x.dtype)
     if m == 0 or n == 0:
-        return out
-    xc, nx = np.empty_like(x), np.empty(m, x.dtype)
-    yc, ny = np.empty_like(y), np.empty(n, y.dtype)
+        return out[0]
+    direct = d <= _dist.DIRECT_MAX_D      # as the whole call: direct differences, no centre
+    centre = np.zeros((1, d), x.dtype) if direct else np.asarray(centre).reshape(1, d)
+    xc, nx = np.empty((1, m, d), x.dtype), np.empty((1, m), x.dtype)
+    yc, ny = np.empty((1, n, d), x.dtype), np.empty((1, n), x.dtype)
+    one = np.zeros(1, np.int64)
     tiles = _dist._tile_list(m, n, False)
-    nthreads = max(1, min(_dist.threads_for(m * n * x.shape[1], _dist.GEMM_WORK_PER_THREAD),
+    nthreads = max(1, min(_dist.threads_for(m * n * d, _dist.GEMM_WORK_PER_THREAD),
                           len(tiles)))
-    _dist._cpu().sqdist_fwd(out, xc, yc, nx, ny, np.ascontiguousarray(x),
-                            np.ascontiguousarray(y), centre, tiles, _dist.TAU[x.dtype],
-                            _dist._norm_limit(x.dtype), take_sqrt, False, nthreads)
-    return out
+    _dist._cpu().sqdist_fwd(out, xc, yc, nx, ny, np.ascontiguousarray(x)[None],
+                            np.ascontiguousarray(y)[None], one, one, centre, tiles,
+                            _dist.TAU[x.dtype], _dist._norm_limit(x.dtype), take_sqrt, False,
+                            direct, nthreads)
+    return out[0]
 
 
 def _pairwise(op, x, y, take_sqrt):
@@ -64,7 +71,7 @@ def _pairwise(op, x, y, take_sqrt):
                             None if y is None else np.zeros((0, yy.shape[1]), yy.dtype))
     samples = [_sample(x)] if y is None else [_sample(x), _sample(yy)]
     samples = [single_chunk(s)[0] for s in samples]
-    centre = da.map_blocks(lambda *s: _centre(x.dtype, *s), *samples, drop_axis=0,
+    centre = da.map_blocks(lambda *s: _centre(x.dtype, *s)[0], *samples, drop_axis=0,
                            chunks=((x.shape[1],),), dtype=x.dtype, meta=np.empty(0, x.dtype))
     with warnings.catch_warnings():   # an outer product has rows x columns blocks by design
         warnings.simplefilter("ignore", da.PerformanceWarning)
