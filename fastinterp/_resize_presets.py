@@ -72,11 +72,14 @@ def _cv_cubic(x):
 def opencv_area_kind(in_hw, out_hw) -> str:
     """Which INTER_AREA rule cv2.resize applies to this 2-D geometry.
 
-    ``"area"`` (box weights) when neither axis grows, ``"linear"`` (its
-    area-mode linear weights) otherwise.
+    ``"area"`` (box weights) when neither axis grows, ``"area2x2"`` for
+    exact halving of both (the same weights, rounded half up in fixed
+    point), ``"linear"`` (its area-mode linear weights) otherwise.
     """
-    shrink = all(_cv_scale(i, o) >= 1 for i, o in zip(in_hw, out_hw))
-    return "area" if shrink else "linear"
+    scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
+    if scales == [2.0, 2.0]:
+        return "area2x2"   # its 2x2 vector path: (a + b + c + d + 2) >> 2
+    return "area" if min(scales) >= 1 else "linear"
 
 
 def _cv_area(n_in, n_out):
@@ -99,14 +102,19 @@ def _cv_area(n_in, n_out):
     return _pad(taps)
 
 
-def opencv_taps(mode, n_in, n_out, area_kind="area"):
-    """One axis of cv2.resize: mode 'nearest', 'bilinear', 'bicubic' or 'area'."""
+def opencv_taps(mode, n_in, n_out, area_kind="area", axis="x"):
+    """One axis of cv2.resize: mode 'nearest', 'bilinear', 'bicubic' or 'area'.
+
+    Linear taps before the first or past the last pixel snap to it on the x
+    axis; on the y axis OpenCV keeps both weights and reads the border row
+    twice (which its uint8 rounding can tell apart).
+    """
     scale = _cv_scale(n_in, n_out)
     o = np.arange(n_out)
     if mode == "nearest":
         idx = np.minimum(np.floor(o * scale).astype(np.int64), n_in - 1)
         return idx[None, :], np.ones((1, n_out))
-    if mode == "area" and area_kind == "area":
+    if mode == "area" and area_kind in ("area", "area2x2"):
         if n_in == n_out:
             return o[None, :].astype(np.int64), np.ones((1, n_out))
         return _cv_area(n_in, n_out)
@@ -124,11 +132,12 @@ def opencv_taps(mode, n_in, n_out, area_kind="area"):
             w = _cv_cubic(fx)
             taps.append([(min(max(sx - 1 + k, 0), n_in - 1), float(w[k])) for k in range(4)])
             continue
-        if sx < 0:
+        if axis == "x" and sx < 0:
             sx, fx = 0, 0.0
-        if sx >= n_in - 1:
+        if axis == "x" and sx >= n_in - 1:
             sx, fx = n_in - 1, 0.0
-        taps.append([(sx, float(_F32(1) - _F32(fx))), (min(sx + 1, n_in - 1), fx)])
+        taps.append([(min(max(sx, 0), n_in - 1), float(_F32(1) - _F32(fx))),
+                     (min(max(sx + 1, 0), n_in - 1), fx)])
     return _pad(taps)
 
 

@@ -203,5 +203,6 @@ def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     dtype = np.dtype(arr.dtype)
     if dtype in allowed:
         return dtype
-    names = ", ".join(np.dtype(d).name for d in allowed)
+    names = [np.dtype(d).name for d in allowed]
+    names = " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
     raise TypeError(f"{op}: {name} must have dtype {names}; got {dtype}.")

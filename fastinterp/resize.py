@@ -432,10 +432,15 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
     return _cubic_table(dt, n_in, n_out, align_corners, scale_factor)
 
 
-def _fixed_table(idx, w, n_in, shift) -> AxisTable:
-    """A table of int32 fixed-point weights (uint8 images; see AxisTable)."""
+def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
+    """A table of int32 fixed-point weights (uint8 images; see AxisTable).
+
+    ``merge=False`` keeps repeated taps apart (OpenCV rounds each product).
+    """
     idx = np.ascontiguousarray(idx, dtype=np.int32)
-    w = _merge_repeated_taps(idx, np.ascontiguousarray(w, dtype=np.int32))
+    w = np.ascontiguousarray(w, dtype=np.int32)
+    if merge:
+        w = _merge_repeated_taps(idx, w)
     _readonly(idx, w)
     return AxisTable(idx, w, int(n_in), False, int(shift))
 
@@ -450,26 +455,26 @@ def preset_table(match, mode, n_in, n_out, area_kind, dtype, axis) -> AxisTable:
     (:func:`~fastinterp._resize_presets.opencv_area_kind`), else ignored.
 
     uint8 images get the library's own integer weights where the library
-    uses them: OpenCV's 11-bit weights for INTER_LINEAR, INTER_CUBIC and
-    area-mode linear (horizontal sums kept, ``>> 22`` after the vertical
-    pass), Pillow's 22-bit weights for every filter (each pass rounded to
-    uint8, as Pillow does); nearest modes and OpenCV's INTER_AREA box
-    weights use float32 weights (the latter rounded half to even, as
-    ``saturate_cast`` does).
+    uses them: OpenCV's 11-bit weights for INTER_LINEAR and area-mode linear
+    (horizontal sums kept, ``>> 22`` after the vertical pass), Pillow's
+    22-bit weights for every filter (each pass rounded to uint8, as Pillow
+    does); nearest modes, OpenCV's INTER_CUBIC (OpenCV 5 applies float
+    weights to uint8) and its INTER_AREA box weights use float32 weights
+    (rounded half to even, as ``saturate_cast`` does).
     """
     if match == "opencv":
-        idx, w = presets.opencv_taps(mode, n_in, n_out, area_kind)
+        idx, w = presets.opencv_taps(mode, n_in, n_out, area_kind, axis)
     else:
         idx, w = presets.pil_taps(mode, n_in, n_out)
-    float_weights = mode == "nearest" or (match == "opencv" and mode == "area"
-                                          and area_kind == "area")
+    float_weights = mode == "nearest" or (match == "opencv" and (
+        mode == "bicubic" or (mode == "area" and area_kind == "area")))
     if dtype != "uint8" or float_weights:
         dt = _F32 if dtype == "uint8" else np.dtype(dtype).type
         return _make_table(idx, w.astype(dt), n_in, dt)
     if match == "pil":
         return _fixed_table(idx, presets.fixed_weights(w, "pil"), n_in, presets.PIL_BITS)
     shift = 0 if axis == "x" else 2 * presets.OPENCV_BITS
-    return _fixed_table(idx, presets.fixed_weights(w, "opencv"), n_in, shift)
+    return _fixed_table(idx, presets.fixed_weights(w, "opencv"), n_in, shift, merge=False)
 
 
 @_cached
@@ -606,11 +611,13 @@ def _separable_cpu(out, x, ytab, xtab, channels):
                              threads_for(out.size + x.size, _MIN_PER_THREAD))
 
 
-def _separable_u8_cpu(out, x, ytab, xtab, channels, vfirst=False):
+def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
     """Registry kernel (CPU, uint8): :func:`_separable_cpu` with uint8 rows in and out.
 
     Float tables are applied in float32 (each output rounded half to even
-    and saturated), int32 tables in fixed point (see AxisTable).
+    and saturated), int32 tables in fixed point (see AxisTable); ``order``
+    'vfirst' runs Pillow's vertical-first order, 'opencv_linear' rounds as
+    OpenCV's vector loop.
     """
     from ._cpu import resize as cpu_resize
     if channels > 1:
@@ -621,7 +628,8 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, vfirst=False):
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
-                            threads_for(out.size + x.size, _MIN_PER_THREAD * 4), vfirst)
+                            threads_for(out.size + x.size, _MIN_PER_THREAD * 4),
+                            order == "vfirst", order == "opencv_linear")
 
 
 # Values touched per extra thread: below this a parallel region costs more than it saves.
@@ -777,7 +785,7 @@ def _prepare(op, name, array, layout, dtypes=_FLOAT_DTYPES):
     return p, arr, _check_input(op, name, arr, lay, dtypes), lay
 
 
-def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, vfirst=False):
+def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
     """Validate ``out``, allocate, run the registered separable kernel, wrap the result."""
     n, c, h, w = lay.split(x.shape)
     oh, ow = out_hw
@@ -807,8 +815,8 @@ def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, vfirst=False):
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
         kernel(out3, x3, ytab, xtab, channels, stream=p.stream)
-    elif vfirst:   # uint8 fixed point in Pillow's vertical-first order
-        kernel(out3, x3, ytab, xtab, channels, vfirst=True)
+    elif u8_order is not None:   # uint8 fixed point in Pillow's or OpenCV's own order
+        kernel(out3, x3, ytab, xtab, channels, u8_order)
     else:
         kernel(out3, x3, ytab, xtab, channels)
     return p.wrap(out_caller)
@@ -916,9 +924,13 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
         kind = presets.opencv_area_kind((h, w), out_hw) if match == "opencv" else ""
         tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
                 for n_in, n_o, ax in zip((h, w), out_hw, "yx")]
-        vfirst = (match == "pil" and dtype == _U8 and tabs[0].shift > 0
-                  and presets.pil_vertical_first((h, w), out_hw))
-        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", vfirst)
+        fixed = dtype == _U8 and tabs[0].shift > 0
+        order = None
+        if fixed and match == "pil" and presets.pil_vertical_first((h, w), out_hw):
+            order = "vfirst"
+        elif fixed and match == "opencv" and tabs[0].taps == 2:
+            order = "opencv_linear"
+        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order)
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
 
 

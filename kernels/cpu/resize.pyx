@@ -700,10 +700,25 @@ cdef extern from *:
     }
     static FI_NOINLINE void fi_u8_vrow_i(unsigned char* __restrict out, const int32_t* cache,
                                          const Py_ssize_t* off, const int32_t* w, Py_ssize_t K,
-                                         Py_ssize_t L, int32_t* __restrict tmp, int shift) {
+                                         Py_ssize_t L, int32_t* __restrict tmp, int shift,
+                                         Py_ssize_t cv) {
         const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
         const int32_t* r0 = cache + off[0];
         const int32_t a = w[0];
+        if (K == 2 && cv > 0) {
+            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u)
+               on the first cv values: 16-bit high products of the sums >> 4,
+               then (v + 2) >> 2; any rest as its scalar loop */
+            const int32_t* r1 = cache + off[1];
+            const int32_t b = w[1];
+            for (Py_ssize_t j = 0; j < cv && j < L; ++j) {
+                int32_t v = ((((r0[j] >> 4) * a) >> 16) + (((r1[j] >> 4) * b) >> 16) + 2) >> 2;
+                out[j] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
+            }
+            for (Py_ssize_t j = cv; j < L; ++j)
+                out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
+            return;
+        }
         if (K == 1) {
             for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
             return;
@@ -715,6 +730,7 @@ cdef extern from *:
                 out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
             return;
         }
+        (void)cv;
         for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const int32_t* __restrict rk = cache + off[k];
@@ -766,7 +782,7 @@ cdef extern from *:
                       const float* w, Py_ssize_t K, Py_ssize_t L, float* tmp) noexcept nogil
     void fi_u8_vrow_i(unsigned char* out, const int* cache, const Py_ssize_t* off,
                       const int* w, Py_ssize_t K, Py_ssize_t L, int* tmp,
-                      int shift) noexcept nogil
+                      int shift, Py_ssize_t cv) noexcept nogil
 
 ctypedef fused u8weight:
     float
@@ -780,7 +796,8 @@ cdef Py_ssize_t U8_MAX_TAPS = 4096
 def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                  const int[:, ::1] yidx, const u8weight[:, ::1] yw,
                  const int[:, ::1] xidx, const u8weight[:, ::1] xw,
-                 int hshift, int vshift, int nthreads, bint vfirst=False):
+                 int hshift, int vshift, int nthreads, bint vfirst=False,
+                 bint opencv_linear=False):
     """out[p] = round(A_y @ x[p] @ A_x.T) for uint8 planes, horizontal pass first.
 
     ``out`` is (P, H_out, L_out) and ``x`` (P, H_in, L_in) with one x-table
@@ -793,13 +810,15 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     ``clip((v + 2^(vshift-1)) >> vshift)``. ``vfirst`` (int32 weights only)
     runs the vertical pass first, rounding its rows to uint8 by ``vshift``,
     then the horizontal pass by ``hshift`` (Pillow's order when the height
-    shrinks and the width grows).
+    shrinks and the width grows). ``opencv_linear`` (int32 two-tap y table)
+    rounds the leading values of each row as OpenCV's SIMD loop does.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
     cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0]
     cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t njobs = P * nblocks
+    cdef Py_ssize_t cv = 0
     cdef Py_ssize_t crows, per, head, nteam, tid, job, p, y0, y1, y, r, lo, hi, k
     cdef char* bufs = NULL
     cdef char* buf
@@ -820,6 +839,8 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     xi = &xidx[0, 0]
     ywp = &yw[0, 0]
     xwp = &xw[0, 0]
+    if opencv_linear:   # OpenCV's vector loop covers whole rows (measured, 5.1)
+        cv = Lo
     crows = cache_rows(yidx)
     if vfirst:
         if u8weight is float:
@@ -876,7 +897,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                                 fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
                                              hshift)
                             done[r - lo] = 1
-                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift)
+                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift, cv)
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
@@ -885,7 +906,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
 
 cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ssize_t* off,
                           u8weight* w, const u8weight* yw, Py_ssize_t Ky, Py_ssize_t Ho, Py_ssize_t y,
-                          Py_ssize_t L, u8weight* tmp, int vshift) noexcept nogil:
+                          Py_ssize_t L, u8weight* tmp, int vshift, Py_ssize_t cv) noexcept nogil:
     """Blend output row y's cached rows (tap k at ``cache + off[k]``) into ``dst``."""
     cdef Py_ssize_t k
     # the weights of row y are strided by Ho in the tap-major table: gather them
@@ -894,7 +915,7 @@ cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ss
     if u8weight is float:
         fi_u8_vrow_f(dst, cache, off, w, Ky, L, tmp)
     else:
-        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift)
+        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv)
 
 
 def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
