@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-__all__ = ["opencv_taps", "pil_taps", "opencv_area_kind", "pil_vertical_first", "fixed_weights",
+__all__ = ["opencv_taps", "pil_taps", "opencv_variant", "pil_vertical_first", "fixed_weights",
            "OPENCV_BITS", "PIL_BITS"]
 
 OPENCV_BITS = 11   # INTER_RESIZE_COEF_BITS
@@ -69,16 +69,26 @@ def _cv_cubic(x):
     return [c0, c1, c2, c3]
 
 
-def opencv_area_kind(in_hw, out_hw) -> str:
-    """Which INTER_AREA rule cv2.resize applies to this 2-D geometry.
+def opencv_variant(mode, in_hw, out_hw, channels) -> str:
+    """Which of its rules cv2.resize applies to this 2-D geometry (uint8).
 
-    ``"area"`` (box weights) when neither axis grows, ``"area2x2"`` for
-    exact halving of both (the same weights, rounded half up in fixed
-    point), ``"linear"`` (its area-mode linear weights) otherwise.
+    For mode 'area' (and 'bilinear' halving both axes, which OpenCV runs as
+    INTER_AREA): ``"area"`` (box weights) when neither axis grows,
+    ``"area2x2"`` for exact halving of both with 1, 3 or 4 channels (its
+    vector path: the same weights, rounded half up), ``"linear"`` (its
+    area-mode linear weights) otherwise. For 'bicubic': ``"float"`` (float
+    weights, up to 4 channels) or ``"fixed"`` (11-bit weights, more
+    channels). Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
+    if mode == "bicubic":
+        return "float" if channels <= 4 else "fixed"
+    if mode not in ("area", "bilinear"):
+        return ""
     if scales == [2.0, 2.0]:
-        return "area2x2"   # its 2x2 vector path: (a + b + c + d + 2) >> 2
+        return "area2x2" if channels in (1, 3, 4) else "area"
+    if mode == "bilinear":
+        return ""
     return "area" if min(scales) >= 1 else "linear"
 
 
@@ -102,7 +112,7 @@ def _cv_area(n_in, n_out):
     return _pad(taps)
 
 
-def opencv_taps(mode, n_in, n_out, area_kind="area", axis="x"):
+def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
     """One axis of cv2.resize: mode 'nearest', 'bilinear', 'bicubic' or 'area'.
 
     Linear taps before the first or past the last pixel snap to it on the x
@@ -114,7 +124,7 @@ def opencv_taps(mode, n_in, n_out, area_kind="area", axis="x"):
     if mode == "nearest":
         idx = np.minimum(np.floor(o * scale).astype(np.int64), n_in - 1)
         return idx[None, :], np.ones((1, n_out))
-    if mode == "area" and area_kind in ("area", "area2x2"):
+    if mode in ("area", "bilinear") and area_kind in ("area", "area2x2"):
         if n_in == n_out:
             return o[None, :].astype(np.int64), np.ones((1, n_out))
         return _cv_area(n_in, n_out)

@@ -451,23 +451,23 @@ def preset_table(match, mode, n_in, n_out, area_kind, dtype, axis) -> AxisTable:
 
     ``dtype`` is the image's ('float32', 'float64' or 'uint8'); ``axis`` is
     'y' or 'x' (the passes of the uint8 fixed-point paths differ); ``area_kind``
-    is OpenCV's INTER_AREA rule for the whole geometry
-    (:func:`~fastinterp._resize_presets.opencv_area_kind`), else ignored.
+    is OpenCV's rule for the whole geometry
+    (:func:`~fastinterp._resize_presets.opencv_variant`), else ignored.
 
     uint8 images get the library's own integer weights where the library
     uses them: OpenCV's 11-bit weights for INTER_LINEAR and area-mode linear
     (horizontal sums kept, ``>> 22`` after the vertical pass), Pillow's
     22-bit weights for every filter (each pass rounded to uint8, as Pillow
-    does); nearest modes, OpenCV's INTER_CUBIC (OpenCV 5 applies float
-    weights to uint8) and its INTER_AREA box weights use float32 weights
-    (rounded half to even, as ``saturate_cast`` does).
+    does); nearest modes, OpenCV's INTER_CUBIC up to 4 channels (OpenCV 5
+    applies float weights to such uint8 images) and its INTER_AREA box
+    weights use float32 weights (rounded half to even, as ``saturate_cast``
+    does).
     """
     if match == "opencv":
         idx, w = presets.opencv_taps(mode, n_in, n_out, area_kind, axis)
     else:
         idx, w = presets.pil_taps(mode, n_in, n_out)
-    float_weights = mode == "nearest" or (match == "opencv" and (
-        mode == "bicubic" or (mode == "area" and area_kind == "area")))
+    float_weights = mode == "nearest" or (match == "opencv" and area_kind in ("float", "area"))
     if dtype != "uint8" or float_weights:
         dt = _F32 if dtype == "uint8" else np.dtype(dtype).type
         return _make_table(idx, w.astype(dt), n_in, dt)
@@ -921,7 +921,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     if match == "torch":
         tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
     else:
-        kind = presets.opencv_area_kind((h, w), out_hw) if match == "opencv" else ""
+        kind = presets.opencv_variant(mode, (h, w), out_hw, c) if match == "opencv" else ""
         tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
                 for n_in, n_o, ax in zip((h, w), out_hw, "yx")]
         fixed = dtype == _U8 and tabs[0].shift > 0

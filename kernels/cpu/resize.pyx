@@ -823,7 +823,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef char* bufs = NULL
     cdef char* buf
     cdef u8weight* cache
-    cdef u8weight* wrow
+    cdef u8weight* wrow = NULL
     cdef u8weight* tmp
     cdef Py_ssize_t* off
     cdef unsigned char* done
