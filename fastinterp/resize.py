@@ -611,15 +611,55 @@ def _separable_cpu(out, x, ytab, xtab, channels):
                              threads_for(out.size + x.size, _MIN_PER_THREAD))
 
 
+@dataclass(frozen=True)
+class _Box:
+    """A uint8 integer-factor shrink run as exact block sums (``order`` of the uint8 kernel)."""
+
+    fy: int
+    fx: int
+    half_up: bool
+
+
+def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, scales):
+    """The :class:`_Box` for a uint8 geometry that is a plain block mean, else None.
+
+    Block means: area with integer factors (torch's adaptive pooling and
+    OpenCV's fast INTER_AREA), and bilinear halving (torch: each axis
+    halved or kept; OpenCV runs halving both axes as INTER_AREA). OpenCV
+    rounds its 2x2 vector path (1, 3 or 4 channels) half up, the rest half
+    to even, as torch's preset does. Pillow rounds each pass: not here.
+    """
+    (h, w), (oh, ow) = in_hw, out_hw
+    if h % oh or w % ow or match == "pil":
+        return None
+    fy, fx = h // oh, w // ow
+    if mode == "bilinear":
+        if match == "torch" and (antialias or align_corners or fy > 2 or fx > 2
+                                 or any(s not in (None, 0.5) for s in scales)):
+            return None
+        if match == "opencv" and (fy, fx) != (2, 2):
+            return None
+    elif mode != "area":
+        return None
+    if match == "opencv" and presets.opencv_variant(mode, in_hw, out_hw, channels) == "linear":
+        return None
+    half_up = match == "opencv" and (fy, fx) == (2, 2) and channels in (1, 3, 4)
+    return _Box(fy, fx, half_up)
+
+
 def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
     """Registry kernel (CPU, uint8): :func:`_separable_cpu` with uint8 rows in and out.
 
     Float tables are applied in float32 (each output rounded half to even
     and saturated), int32 tables in fixed point (see AxisTable); ``order``
     'vfirst' runs Pillow's vertical-first order, 'opencv_linear' rounds as
-    OpenCV's vector loop.
+    OpenCV's vector loop; a :class:`_Box` runs exact block means instead.
     """
     from ._cpu import resize as cpu_resize
+    nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD * 4)
+    if isinstance(order, _Box):
+        cpu_resize.box_u8(out, x, order.fy, order.fx, channels, order.half_up, nthreads)
+        return
     if channels > 1:
         xtab = channel_table(xtab, channels)
     if ytab.w.dtype != xtab.w.dtype:   # e.g. a float identity axis next to fixed-point taps
@@ -628,8 +668,7 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
-                            threads_for(out.size + x.size, _MIN_PER_THREAD * 4),
-                            order == "vfirst", order == "opencv_linear")
+                            nthreads, order == "vfirst", order == "opencv_linear")
 
 
 # Values touched per extra thread: below this a parallel region costs more than it saves.
@@ -918,6 +957,10 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     n, c, h, w = lay.split(x.shape)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
+    box = (_box_plan(match, mode, (h, w), out_hw, c, align_corners, antialias, scales)
+           if dtype == _U8 and p.backend == "cpu" else None)
+    if box is not None:
+        return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
     if match == "torch":
         tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
     else:
@@ -1053,6 +1096,10 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     _, _, h, w = lay.split(x.shape)
     out_hw = _pool_size(op, output_size, (h, w))
+    if dtype == _U8 and p.backend == "cpu":
+        box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
+        if box is not None:
+            return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
     tabs = _axis_tables("area", (h, w), out_hw, None, (None, None), False, dtype)
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
 

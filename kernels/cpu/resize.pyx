@@ -629,33 +629,41 @@ cdef extern from *:
        per-thread row cache, then cached rows are blended vertically. */
     #include <stdint.h>
     #include <math.h>
-    static FI_NOINLINE void fi_u8_hrow_f(float* __restrict d, const unsigned char* __restrict s,
+    /* The source row is first widened to 4-byte values in ``wide`` (one
+       contiguous, vectorised pass), so that the tap loops below read 32-bit
+       lanes, which the compiler turns into vector gathers (bytes cannot be
+       gathered). */
+    static FI_NOINLINE void fi_u8_hrow_f(float* __restrict d, const unsigned char* __restrict s0,
                                          const int* __restrict idx, const float* __restrict w,
-                                         Py_ssize_t K, Py_ssize_t n) {
+                                         Py_ssize_t K, Py_ssize_t n, float* __restrict s,
+                                         Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (float)s0[i];
         if (K == 2) {
             for (Py_ssize_t x = 0; x < n; ++x)
-                d[x] = w[x] * (float)s[idx[x]] + w[n + x] * (float)s[idx[n + x]];
+                d[x] = w[x] * s[idx[x]] + w[n + x] * s[idx[n + x]];
             return;
         }
-        for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * (float)s[idx[x]];
+        for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];
         for (Py_ssize_t k = 1; k < K; ++k) {
             const int* __restrict ik = idx + k * n;
             const float* __restrict wk = w + k * n;
-            for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * (float)s[ik[x]];
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
         }
     }
-    static FI_NOINLINE void fi_u8_hrow_i(int32_t* __restrict d, const unsigned char* __restrict s,
+    static FI_NOINLINE void fi_u8_hrow_i(int32_t* __restrict d, const unsigned char* __restrict s0,
                                          const int* __restrict idx, const int32_t* __restrict w,
-                                         Py_ssize_t K, Py_ssize_t n, int shift) {
+                                         Py_ssize_t K, Py_ssize_t n, int shift,
+                                         int32_t* __restrict s, Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (int32_t)s0[i];
         if (K == 2) {
             for (Py_ssize_t x = 0; x < n; ++x)
-                d[x] = w[x] * (int32_t)s[idx[x]] + w[n + x] * (int32_t)s[idx[n + x]];
+                d[x] = w[x] * s[idx[x]] + w[n + x] * s[idx[n + x]];
         } else {
-            for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * (int32_t)s[idx[x]];
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];
             for (Py_ssize_t k = 1; k < K; ++k) {
                 const int* __restrict ik = idx + k * n;
                 const int32_t* __restrict wk = w + k * n;
-                for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * (int32_t)s[ik[x]];
+                for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
             }
         }
         if (shift > 0) {   /* a rounded uint8 intermediate (Pillow's two passes) */
@@ -775,9 +783,10 @@ cdef extern from *:
     void fi_u8_hlast_i(unsigned char* out, const int* s, const int* idx, const int* w,
                        Py_ssize_t K, Py_ssize_t n, int shift) noexcept nogil
     void fi_u8_hrow_f(float* d, const unsigned char* s, const int* idx, const float* w,
-                      Py_ssize_t K, Py_ssize_t n) noexcept nogil
+                      Py_ssize_t K, Py_ssize_t n, float* wide, Py_ssize_t ns) noexcept nogil
     void fi_u8_hrow_i(int* d, const unsigned char* s, const int* idx, const int* w,
-                      Py_ssize_t K, Py_ssize_t n, int shift) noexcept nogil
+                      Py_ssize_t K, Py_ssize_t n, int shift, int* wide,
+                      Py_ssize_t ns) noexcept nogil
     void fi_u8_vrow_f(unsigned char* out, const float* cache, const Py_ssize_t* off,
                       const float* w, Py_ssize_t K, Py_ssize_t L, float* tmp) noexcept nogil
     void fi_u8_vrow_i(unsigned char* out, const int* cache, const Py_ssize_t* off,
@@ -824,6 +833,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef char* buf
     cdef u8weight* cache
     cdef u8weight* wrow = NULL
+    cdef u8weight* wide
     cdef u8weight* tmp
     cdef Py_ssize_t* off
     cdef unsigned char* done
@@ -848,7 +858,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
         crows = max(1, (Li + Lo - 1) // Lo)   # the cache holds one blended source row
     # per thread: the row cache, a blend row, the row offsets, the done flags
     head = (Ky * 16 + 63) // 64 * 64   # offsets and weights, then 64-byte aligned rows
-    per = head + (crows + 1) * Lo * sizeof(u8weight) + crows + 64
+    per = head + ((crows + 1) * Lo + Li) * sizeof(u8weight) + crows + 64
     nteam = max(1, min(nthreads, njobs))
     if <size_t> per > SIZE_MAX // <size_t> nteam:
         raise MemoryError("resize: the per-thread row caches do not fit in memory.")
@@ -867,7 +877,8 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
             wrow = <u8weight*> (buf + Ky * 8)
             cache = <u8weight*> (buf + head)
             tmp = cache + crows * Lo
-            done = <unsigned char*> (tmp + Lo)
+            wide = tmp + Lo
+            done = <unsigned char*> (wide + Li)
             for job in prange(njobs, schedule="dynamic"):
                 p = job // nblocks
                 y0 = (job % nblocks) * ROW_BLOCK
@@ -892,10 +903,11 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                         off[k] = (r - lo) * Lo
                         if not done[r - lo]:
                             if u8weight is float:
-                                fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo)
+                                fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
+                                             wide, Li)
                             else:
                                 fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
-                                             hshift)
+                                             hshift, wide, Li)
                             done[r - lo] = 1
                     _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift, cv)
             fi_team_leave(&team)
@@ -935,3 +947,135 @@ def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, x
         raise ValueError(f"{op}: hshift and vshift must lie in [0, 30]; got {hshift}, {vshift}.")
     if not _indices_within(yidx, x.shape[1]) or not _indices_within(xidx, x.shape[2]):
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])}.")
+
+
+cdef extern from *:
+    """
+    /* Integer-factor box shrink of uint8 rows (area, and bilinear halving):
+       exact integer sums of fy x fx blocks, then one rounded division. */
+    static FI_NOINLINE void fi_box_rows(uint32_t* __restrict acc, const unsigned char* src,
+                                        Py_ssize_t stride, Py_ssize_t fy, Py_ssize_t L) {
+        for (Py_ssize_t j = 0; j < L; ++j) acc[j] = src[j];
+        for (Py_ssize_t r = 1; r < fy; ++r) {
+            const unsigned char* __restrict s = src + r * stride;
+            for (Py_ssize_t j = 0; j < L; ++j) acc[j] += s[j];
+        }
+    }
+    /* t[x*C + c] = sum_k a[(x*fx + k)*C + c], C a constant so that the
+       interleaved channels vectorise */
+    #define FI_BOX_HSUM(CC)                                                           \
+    static FI_NOINLINE void fi_box_hsum##CC(uint32_t* __restrict t,                  \
+                                            const uint32_t* __restrict a,            \
+                                            Py_ssize_t Wo, Py_ssize_t fx) {          \
+        if (fx == 2) {                                                                \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[2 * x * CC + c] + a[(2 * x + 1) * CC + c];      \
+            return;                                                                   \
+        }                                                                             \
+        for (Py_ssize_t x = 0; x < Wo; ++x)                                           \
+            for (Py_ssize_t c = 0; c < CC; ++c) {                                     \
+                uint32_t s = 0;                                                       \
+                for (Py_ssize_t k = 0; k < fx; ++k) s += a[(x * fx + k) * CC + c];    \
+                t[x * CC + c] = s;                                                    \
+            }                                                                         \
+    }
+    FI_BOX_HSUM(1)
+    FI_BOX_HSUM(2)
+    FI_BOX_HSUM(3)
+    FI_BOX_HSUM(4)
+    static FI_NOINLINE void fi_box_hsum(uint32_t* __restrict t, const uint32_t* __restrict a,
+                                        Py_ssize_t Wo, Py_ssize_t fx, Py_ssize_t C) {
+        switch (C) {
+            case 1: fi_box_hsum1(t, a, Wo, fx); return;
+            case 2: fi_box_hsum2(t, a, Wo, fx); return;
+            case 3: fi_box_hsum3(t, a, Wo, fx); return;
+            case 4: fi_box_hsum4(t, a, Wo, fx); return;
+        }
+        for (Py_ssize_t x = 0; x < Wo; ++x)
+            for (Py_ssize_t c = 0; c < C; ++c) {
+                uint32_t s = 0;
+                for (Py_ssize_t k = 0; k < fx; ++k) s += a[(x * fx + k) * C + c];
+                t[x * C + c] = s;
+            }
+    }
+    /* out = round(t / area): the float quotient's floor is exact for sums
+       below 2^24 (they are <= 255 * area); the remainder decides the rounding */
+    static FI_NOINLINE void fi_box_round(unsigned char* __restrict out,
+                                         const uint32_t* __restrict t, Py_ssize_t n,
+                                         uint32_t area, int half_up) {
+        const float fa = (float)area;
+        if (half_up) {
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                uint32_t s = t[i];
+                uint32_t q = (uint32_t)((float)s / fa);
+                out[i] = (unsigned char)(q + (2 * (s - q * area) >= area));
+            }
+            return;
+        }
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            uint32_t s = t[i];
+            uint32_t q = (uint32_t)((float)s / fa);
+            /* half to even: up when 2r > area, or 2r == area and q is odd */
+            out[i] = (unsigned char)(q + (2 * (s - q * area) + (q & 1u) > area));
+        }
+    }
+    """
+    void fi_box_rows(unsigned int* acc, const unsigned char* src, Py_ssize_t stride,
+                     Py_ssize_t fy, Py_ssize_t L) noexcept nogil
+    void fi_box_hsum(unsigned int* t, const unsigned int* a, Py_ssize_t Wo, Py_ssize_t fx,
+                     Py_ssize_t C) noexcept nogil
+    void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
+                      unsigned int area, int half_up) noexcept nogil
+
+
+def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
+           Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t channels, bint half_up, int nthreads):
+    """out = the means of the fy x fx blocks of x, rounded (uint8 planes).
+
+    ``out`` is (P, H_out, W_out*C) and ``x`` (P, H_out*fy, W_out*fx*C) with
+    interleaved channels (C = ``channels``; 1 for planar data). Rounded
+    half up (``half_up``) or half to even; exact for any block size whose
+    sums stay below 2^24.
+    """
+    cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
+    cdef Py_ssize_t Li = x.shape[2], C = channels, Wo, njobs, nteam, tid, job, p, y
+    cdef unsigned int* bufs = NULL
+    cdef unsigned int* acc
+    cdef unsigned int* t
+    op = "resize.box_u8"
+    xs = (x.shape[0], x.shape[1], x.shape[2])
+    oshape = (P, Ho, Lo)
+    if C < 1 or fy < 1 or fx < 1 or Lo % C or x.shape[0] != P:
+        raise ValueError(f"{op}: need channels, fy, fx >= 1, out rows a multiple of channels "
+                         f"and as many planes in x as in out; got channels={C}, fy={fy}, "
+                         f"fx={fx}, out {oshape}, x {xs}.")
+    Wo = Lo // C
+    if x.shape[1] != Ho * fy or Li != Lo * fx or fy * fx * 255 >= (1 << 24):
+        raise ValueError(f"{op}: x must be (P, H_out*fy, W_out*fx*C) with fy*fx*255 < 2^24; "
+                         f"got x {xs}, out {oshape}, fy={fy}, fx={fx}.")
+    njobs = P * Ho
+    if njobs == 0 or Lo == 0:
+        return
+    nteam = max(1, min(nthreads, njobs))
+    bufs = <unsigned int*> malloc((Li + Lo + 16) * sizeof(unsigned int) * nteam)
+    if bufs == NULL:
+        raise MemoryError(f"{op}: could not allocate the per-thread row sums.")
+    cdef fi_team team
+    try:
+        nteam = fi_team_plan(&team, nteam)
+        with nogil, parallel(num_threads=nteam):
+            fi_team_enter(&team)
+            tid = threadid()
+            acc = bufs + tid * (Li + Lo + 16)
+            t = acc + Li
+            for job in prange(njobs, schedule="static"):
+                p = job // Ho
+                y = job % Ho
+                fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
+                fi_box_hsum(t, acc, Wo, fx, C)
+                fi_box_round(&out[p, y, 0], t, Lo, <unsigned int> (fy * fx), half_up)
+            fi_team_leave(&team)
+        fi_team_done(&team)
+    finally:
+        free(bufs)
