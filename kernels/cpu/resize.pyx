@@ -1041,7 +1041,8 @@ cdef extern from *:
         if ((area & (area - 1)) == 0) {   /* a power of two: shifts */
             int sh = 0;
             while ((1u << sh) < area) ++sh;
-            const uint32_t odd = half_up ? 0 : 1, bias = sh ? (area >> 1) - odd : 0;
+            const uint32_t odd = (half_up || sh == 0) ? 0 : 1;
+            const uint32_t bias = sh ? (area >> 1) - odd : 0;
             for (Py_ssize_t i = 0; i < n; ++i) {
                 uint32_t v = t[i];
                 out[i] = (unsigned char)((v + bias + (odd & (v >> sh))) >> sh);
