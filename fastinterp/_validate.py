@@ -204,5 +204,6 @@ def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     if dtype in allowed:
         return dtype
     names = [np.dtype(d).name for d in allowed]
-    names = " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+    floats = [n for n in names if n.startswith("float")]
+    names = " or ".join(floats) + "".join(f" (or {n})" for n in names if n not in floats)
     raise TypeError(f"{op}: {name} must have dtype {names}; got {dtype}.")
