@@ -999,32 +999,40 @@ cdef extern from *:
                 t[x * C + c] = s;
             }
     }
-    /* The common 2 x 2 case with 16-bit sums: rows added (contiguous), then
-       each value added to its neighbour C values on (contiguous), then every
-       other pixel kept and rounded: half up (s + 2) >> 2, or half to even
-       (s + 1 + ((s >> 2) & 1)) >> 2. ``v`` holds 2 * Wo * C values. */
+    /* The common 2 x 2 case: every value is summed with the next row and
+       the next pixel (C values on) in 16 bits and rounded, half up
+       (s + 2) >> 2 or half to even (s + 1 + ((s >> 2) & 1)) >> 2, into the
+       byte row ``b`` (contiguous and vectorised, twice the values needed);
+       then every other pixel is kept (three channels: by 4-byte copies whose
+       extra byte the next pixel overwrites). */
     #define FI_BOX2X2(CC)                                                             \
     static FI_NOINLINE void fi_box2x2_##CC(unsigned char* __restrict out,            \
                                            const unsigned char* __restrict r0,       \
                                            const unsigned char* __restrict r1,       \
-                                           uint16_t* __restrict v,                   \
+                                           unsigned char* __restrict b,              \
                                            Py_ssize_t Wo, int half_up) {             \
         const Py_ssize_t L = 2 * Wo * CC;                                             \
         const uint16_t odd = half_up ? 0 : 1, bias = half_up ? 2 : 1;                \
-        for (Py_ssize_t j = 0; j < L; ++j) v[j] = (uint16_t)(r0[j] + r1[j]);          \
-        for (Py_ssize_t j = 0; j + CC < L; ++j) v[j] = (uint16_t)(v[j] + v[j + CC]);   \
-        for (Py_ssize_t x = 0; x < Wo; ++x)                                           \
-            for (Py_ssize_t c = 0; c < CC; ++c) {                                     \
-                uint16_t s = v[2 * x * CC + c];                                       \
-                out[x * CC + c] = (unsigned char)((s + bias + (odd & (s >> 2))) >> 2); \
+        Py_ssize_t x = 0;                                                             \
+        for (Py_ssize_t j = 0; j + CC < L; ++j) {                                     \
+            uint16_t s = (uint16_t)((uint16_t)r0[j] + r0[j + CC] + r1[j] + r1[j + CC]); \
+            b[j] = (unsigned char)((s + bias + (odd & (s >> 2))) >> 2);               \
+        }                                                                             \
+        if (CC == 3)                                                                  \
+            for (; x + 2 < Wo; ++x) {                                                 \
+                uint32_t w;                                                           \
+                memcpy(&w, b + 6 * x, 4);                                             \
+                memcpy(out + 3 * x, &w, 4);                                           \
             }                                                                         \
+        for (; x < Wo; ++x)                                                           \
+            for (Py_ssize_t c = 0; c < CC; ++c) out[x * CC + c] = b[2 * x * CC + c];  \
     }
     FI_BOX2X2(1)
     FI_BOX2X2(2)
     FI_BOX2X2(3)
     FI_BOX2X2(4)
     static int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                         uint16_t* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) {
+                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) {
         switch (C) {
             case 1: fi_box2x2_1(out, r0, r1, v, Wo, half_up); return 1;
             case 2: fi_box2x2_2(out, r0, r1, v, Wo, half_up); return 1;
@@ -1073,7 +1081,7 @@ cdef extern from *:
     void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
                       unsigned int area, int half_up) noexcept nogil
     int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                  unsigned short* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) noexcept nogil
+                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) noexcept nogil
 
 
 def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
@@ -1121,7 +1129,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                 y = job % Ho
                 if fy == 2 and fx == 2 and fi_box2x2(&out[p, y, 0], &x[p, 2 * y, 0],
                                                      &x[p, 2 * y + 1, 0],
-                                                     <unsigned short*> acc, Wo, C, half_up):
+                                                     <unsigned char*> acc, Wo, C, half_up):
                     continue
                 fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
                 fi_box_hsum(t, acc, Wo, fx, C)
