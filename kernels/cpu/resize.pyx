@@ -852,12 +852,12 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     if opencv_linear:   # OpenCV's vector loop covers whole rows (measured, 5.1)
         cv = Lo
     crows = cache_rows(yidx)
+    if vfirst and u8weight is float:
+        raise ValueError("resize.separable_u8: vfirst needs int32 weights.")
     if vfirst:
-        if u8weight is float:
-            raise ValueError("resize.separable_u8: vfirst needs int32 weights.")
         crows = max(1, (Li + Lo - 1) // Lo)   # the cache holds one blended source row
     # per thread: the row cache, a blend row, the row offsets, the done flags
-    head = (Ky * 16 + 63) // 64 * 64   # offsets and weights, then 64-byte aligned rows
+    head = (Ky * 16 + 63) // 64 * 64   # offsets and weights first, then the rows
     per = head + ((crows + 1) * Lo + Li) * sizeof(u8weight) + crows + 64
     nteam = max(1, min(nthreads, njobs))
     if <size_t> per > SIZE_MAX // <size_t> nteam:
