@@ -105,18 +105,21 @@ def resolve(op: str, name: str, arr, layout) -> Layout:
 
 
 def from_channels_last(op: str, layout, channels_last):
-    """``layout`` given the deprecated ``channels_last`` flag (a FutureWarning when used).
+    """``layout`` given the deprecated ``channels_last`` flag.
 
-    ``channels_last=True`` means ``layout="NHWC"``; giving both, in conflict,
-    is a ValueError.
+    ``channels_last=True`` means ``layout="NHWC"`` and warns (FutureWarning);
+    ``False`` is the default layout and passes silently (callers that spell
+    out the old default keep working quietly); giving a layout that
+    contradicts it is a ValueError.
     """
     if channels_last is None:
         return layout
     if not isinstance(channels_last, bool) and type(channels_last).__name__ != "bool_":
         raise TypeError(f"{op}: channels_last must be a bool; got "
                         f"{type(channels_last).__name__} {channels_last!r}.")
-    warnings.warn(f"{op}: channels_last is deprecated; use layout='NHWC' (or 'NCHW').",
-                  FutureWarning, stacklevel=3)
+    if channels_last:
+        warnings.warn(f"{op}: channels_last is deprecated; use layout='NHWC'.",
+                      FutureWarning, stacklevel=3)
     implied = "NHWC" if channels_last else "NCHW"
     if layout is not None and layout != implied:
         raise ValueError(f"{op}: channels_last={bool(channels_last)} contradicts "

@@ -145,6 +145,7 @@ def test_channels_last_is_a_deprecated_alias():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fi.grid_sample(x, g, layout="NHWC")
+        fi.grid_sample(x.transpose(0, 3, 1, 2), g, channels_last=False)   # the old default
 
 
 def test_torch_single_images_round_trip():
