@@ -212,3 +212,47 @@ def test_linear_torch(benchmark, signals):
     import torch.nn.functional as F
     _label(benchmark, LIN_GROUP, "torch")
     benchmark(F.interpolate, torch.from_numpy(signals), size=6000, mode="linear")
+
+
+# ----------------------------------------------------------------------- uint8 photos
+
+# A 1920x1080 RGB uint8 frame (HWC, as PIL / OpenCV / video decoders give it),
+# resized by fastinterp (layout="HWC"; match="opencv" for the OpenCV rows'
+# arithmetic, match="pil" against Pillow), cv2.resize and Pillow's Image.resize.
+PHOTO = (1080, 1920, 3)
+UINT8 = [
+    ("uint8 bilinear: 1920x1080x3 -> 960x540", (540, 960), "bilinear", "INTER_LINEAR", "BILINEAR"),
+    ("uint8 bilinear: 1920x1080x3 -> 3840x2160", (2160, 3840), "bilinear", "INTER_LINEAR",
+     "BILINEAR"),
+    ("uint8 area: 1920x1080x3 -> 960x540", (540, 960), "area", "INTER_AREA", "BOX"),
+    ("uint8 area: 1920x1080x3 -> 640x360", (360, 640), "area", "INTER_AREA", "BOX"),
+    ("uint8 area: 1920x1080x3 -> 901x487", (487, 901), "area", "INTER_AREA", "BOX"),
+]
+U8_IDS = ["uint8-" + g.split(":")[0].split()[1] + "-" + g.split("-> ")[1] for g, *_ in UINT8]
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return np.random.default_rng(3).integers(0, 256, PHOTO, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("match", ["opencv", "pil", "torch"])
+@pytest.mark.parametrize("group, size, mode, cv2_name, pil_name", UINT8, ids=U8_IDS)
+def test_uint8_fastinterp(benchmark, photo, group, size, mode, cv2_name, pil_name, match):
+    _label(benchmark, group, f"fastinterp (match={match!r})")
+    benchmark(fi.resize, photo, size=size, mode=mode, layout="HWC", match=match)
+
+
+@pytest.mark.parametrize("group, size, mode, cv2_name, pil_name", UINT8, ids=U8_IDS)
+def test_uint8_cv2(benchmark, photo, group, size, mode, cv2_name, pil_name):
+    cv2 = pytest.importorskip("cv2")
+    _label(benchmark, group, "cv2")
+    benchmark(cv2.resize, photo, size[::-1], interpolation=getattr(cv2, cv2_name))
+
+
+@pytest.mark.parametrize("group, size, mode, cv2_name, pil_name", UINT8, ids=U8_IDS)
+def test_uint8_pil(benchmark, photo, group, size, mode, cv2_name, pil_name):
+    Image = pytest.importorskip("PIL.Image")
+    img = Image.fromarray(photo)
+    _label(benchmark, group, "Pillow")
+    benchmark(img.resize, size[::-1], getattr(Image, pil_name))

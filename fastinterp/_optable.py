@@ -100,6 +100,9 @@ class OpRecord:
         steps and returns the parameter.
     exact_outputs : tuple of int
         Outputs compared exactly (knn's indices).
+    cpu_dtypes : tuple of str
+        Further dtypes the op accepts on the CPU (uint8 images), tested by
+        their family's tests (rounding rules) rather than this matrix.
     """
 
     name: str
@@ -125,6 +128,7 @@ class OpRecord:
     inplace: bool = False
     exact_outputs: tuple = ()
     aliases: tuple = ()
+    cpu_dtypes: tuple = ()
 
     def sample(self, rng, dtype, dims=None) -> Sample:
         """Random valid inputs of ``dtype`` and ``{**self.dims, **dims}``."""
@@ -940,7 +944,7 @@ _WARP_LARGE = {"N": 2, "C": 8, "H": 32, "W": 32, "Ho": 64, "Wo": 64}
 
 def _build() -> dict:
     import fastinterp as fi
-    img = "(N, C, H, W) or (N, H, W, C) with layout='NHWC'"
+    img = ("(N, C, H, W) or, with layout=, (N, H, W, C), (C, H, W), (H, W, C), (H, W)")
     loose = {"float32": (2e-4, 2e-5), "float64": (1e-9, 1e-11)}
     recs = [
         OpRecord("lerp", fi.lerp, ("lerp",), ("a", "b", "t"), {"B": 3, "D": 4},
@@ -971,7 +975,8 @@ def _build() -> dict:
                  {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 4, "Wo": 3},
                  {"N": 2, "C": 8, "H": 32, "W": 32, "Ho": 64, "Wo": 64}, _mk_grid_sample,
                  _ref_grid_sample, _torch_grid_sample, backward="grid_sample_backward",
-                 layouts=img + "; grid (N, H_out, W_out, 2)", takes_out=True,
+                 layouts=img + "; grid (N, H_out, W_out, 2) ((H_out, W_out, 2) for one image)",
+                 takes_out=True, cpu_dtypes=("uint8",),
                  empty={"N0": {"N": 0}, "C0": {"C": 0}, "Ho0": {"Ho": 0}},
                  special="class", special_args=("input",)),
         OpRecord("grid_sample_backward", fi.grid_sample_backward, ("grid_sample_backward",),
@@ -1012,7 +1017,7 @@ def _build() -> dict:
                  {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 7, "Wo": 4},
                  {"N": 2, "C": 8, "H": 64, "W": 64, "Ho": 97, "Wo": 81}, _mk_resize,
                  _ref_resize, _torch_resize, backward="resize_backward", layouts=img,
-                 takes_out=True, aliases=("interpolate",),
+                 takes_out=True, aliases=("interpolate",), cpu_dtypes=("uint8",),
                  empty={"N0": {"N": 0}, "C0": {"C": 0}}),
         OpRecord("resize_backward", fi.resize_backward, ("resize_backward",), ("grad_output",),
                  {"N": 2, "C": 3, "H": 5, "W": 6, "Ho": 7, "Wo": 4},
@@ -1023,7 +1028,7 @@ def _build() -> dict:
                  ("input",), {"N": 2, "C": 3, "H": 7, "W": 5, "Ho": 3, "Wo": 4},
                  {"N": 2, "C": 8, "H": 96, "W": 96, "Ho": 37, "Wo": 41}, _mk_pool, _ref_pool,
                  _torch_pool, backward="adaptive_avg_pool2d_backward", layouts=img,
-                 takes_out=True, empty={"N0": {"N": 0}, "C0": {"C": 0}}),
+                 takes_out=True, cpu_dtypes=("uint8",), empty={"N0": {"N": 0}, "C0": {"C": 0}}),
         OpRecord("adaptive_avg_pool2d_backward", fi.adaptive_avg_pool2d_backward,
                  ("adaptive_avg_pool2d_backward",), ("grad_output",),
                  {"N": 2, "C": 3, "H": 7, "W": 5, "Ho": 3, "Wo": 4},

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
+    "check_dtype",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -195,3 +196,14 @@ def as_c_contiguous(arr):
     Keeps the rank: unlike ``np.ascontiguousarray``, a 0-d array stays 0-d.
     """
     return np.asarray(arr, order="C")
+
+
+def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
+    """The dtype of ``arr`` if it is one of ``allowed``, else a ``TypeError`` listing them."""
+    dtype = np.dtype(arr.dtype)
+    if dtype in allowed:
+        return dtype
+    names = [np.dtype(d).name for d in allowed]
+    floats = [n for n in names if n.startswith("float")]
+    names = " or ".join(floats) + "".join(f" (or {n})" for n in names if n not in floats)
+    raise TypeError(f"{op}: {name} must have dtype {names}; got {dtype}.")

@@ -52,18 +52,28 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import check_ndim, check_option, check_out, float_dtype, shape_str
+from . import _resize_presets as presets
+from ._layout import LAYOUTS, resolve as resolve_layout
+from ._validate import check_dtype, check_option, check_out, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
-           "adaptive_avg_pool2d_backward", "MODES", "LAYOUTS", "adaptive_avg_pool1d",
+           "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
            "adaptive_avg_pool1d_backward", "adaptive_avg_pool3d", "adaptive_avg_pool3d_backward"]
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
-LAYOUTS = ("NCHW", "NHWC")
-_INTERPOLATING = ("bilinear", "bicubic")
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
+MATCHES = ("torch", "opencv", "pil")
+# the modes each preset offers (pil's 'area' is Image.BOX)
+_PRESET_MODES = {"torch": MODES,
+                 "opencv": ("nearest", "bilinear", "bicubic", "area"),
+                 "pil": ("nearest", "bilinear", "bicubic", "lanczos", "area")}
+_INTERPOLATING = ("bilinear", "bicubic", "lanczos")
 _ORDER_V_FIRST, _ORDER_H_FIRST = 0, 1
 _F32, _F64 = np.float32, np.float64
-_DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64"}   # dtype.name is slow
+_U8 = np.dtype(np.uint8)
+_FLOAT_DTYPES = (np.dtype(_F32), np.dtype(_F64))
+_IMAGE_DTYPES = _FLOAT_DTYPES + (_U8,)   # what the forward ops take
+_DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64",
+               _U8: "uint8"}   # dtype.name is slow
 
 
 # --------------------------------------------------------------------------- table cache
@@ -149,12 +159,16 @@ class AxisTable:
     positions, merged repeats), so an inf elsewhere cannot become NaN.
     Each (output, source) pair appears at most once with a non-zero weight.
     ``unit`` means K == 1 with every weight exactly 1 (a pure gather).
+    Integer weights (``w`` int32, uint8 images only) are fixed point: the
+    pass computes ``sum w * v`` and, when ``shift > 0``, rounds it to
+    ``(sum + 2^(shift-1)) >> shift``, saturated to [0, 255].
     """
 
     idx: np.ndarray
     w: np.ndarray
     n_in: int
     unit: bool
+    shift: int = 0
 
     @property
     def taps(self) -> int:
@@ -327,27 +341,42 @@ def _cubic_table(dt, n_in, n_out, align_corners, sf):
     return _make_table(idx, w, n_in, dt)
 
 
-def _aa_filter(dt, x, cubic):
+# half-widths of the antialiasing filters (in input pixels, before widening)
+_AA_SUPPORT = {"linear": 1, "cubic": 2, "lanczos": 3}
+
+
+def _aa_filter(dt, x, kind):
     x = np.abs(x)
-    if not cubic:
+    if kind == "linear":
         return np.where(x < 1, dt(1) - x, dt(0)).astype(dt)
+    if kind == "lanczos":   # sinc(x) sinc(x / 3) on |x| < 3, evaluated in float64
+        xd = x.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s1 = np.where(xd == 0, 1.0, np.sin(np.pi * xd) / (np.pi * xd))
+            s3 = np.where(xd == 0, 1.0, np.sin(np.pi * xd / 3) / (np.pi * xd / 3))
+        return np.where(xd < 3, s1 * s3, 0.0).astype(dt)
     a = dt(-0.5)
     near = ((a + 2) * x - (a + 3)) * x * x + dt(1)
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
     return np.where(x < 1, near, np.where(x < 2, far, dt(0))).astype(dt)
 
 
-def _antialias_table(dt, n_in, n_out, align_corners, sf, cubic):
-    """torch's antialiased (PIL-style) taps: the filter support grows with the downscale."""
+def _antialias_table(dt, n_in, n_out, align_corners, sf, kind, widen=True):
+    """torch's antialiased (PIL-style) taps: the filter support grows with the downscale.
+
+    ``kind`` is 'linear', 'cubic' or 'lanczos'; ``widen=False`` keeps the
+    filter's own support when shrinking (lanczos without antialias).
+    """
     if n_in == n_out:   # torch leaves an unchanged axis alone
         return _linear_table(dt, n_in, n_out, align_corners, sf)
-    interp = 4 if cubic else 2
+    half = _AA_SUPPORT[kind]
     scale = _area_scale(dt, n_in, n_out, align_corners, sf)
-    support = dt((interp * 0.5) * float(scale)) if scale >= 1 else dt(interp * 0.5)
+    wide = widen and scale >= 1
+    support = dt(half * float(scale)) if wide else dt(half)
     K = int(math.ceil(support)) * 2 + 1
     o = np.arange(n_out, dtype=np.float64)
     center = (np.float64(scale) * (o + 0.5)).astype(dt)
-    invscale = dt(1.0 / float(scale)) if scale >= 1 else dt(1.0)
+    invscale = dt(1.0 / float(scale)) if wide else dt(1.0)
     xmin = np.maximum(np.trunc((center - support).astype(np.float64) + 0.5), 0).astype(np.int64)
     xsize = np.minimum(np.trunc((center + support).astype(np.float64) + 0.5).astype(np.int64),
                        n_in) - xmin
@@ -356,7 +385,7 @@ def _antialias_table(dt, n_in, n_out, align_corners, sf, cubic):
     total = np.zeros(n_out, dt)
     for j in range(K):
         arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5
-        wj = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), cubic)
+        wj = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), kind)
         wj = np.where(j < xsize, wj, dt(0)).astype(dt)
         w[j] = wj
         total = (total + wj).astype(dt)
@@ -393,11 +422,60 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
         return _area_table(dt, n_in, n_out)
     if mode in ("nearest", "nearest-exact"):
         return _nearest_table(dt, n_in, n_out, scale_factor, mode == "nearest-exact", small)
+    if mode == "lanczos":
+        return _antialias_table(dt, n_in, n_out, align_corners, scale_factor, "lanczos",
+                                widen=antialias)
     if antialias:
-        return _antialias_table(dt, n_in, n_out, align_corners, scale_factor, mode == "bicubic")
+        return _antialias_table(dt, n_in, n_out, align_corners, scale_factor,
+                                "cubic" if mode == "bicubic" else "linear")
     if mode == "bilinear":
         return _linear_table(dt, n_in, n_out, align_corners, scale_factor)
     return _cubic_table(dt, n_in, n_out, align_corners, scale_factor)
+
+
+def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
+    """A table of int32 fixed-point weights (uint8 images; see AxisTable).
+
+    ``merge=False`` keeps repeated taps apart (OpenCV rounds each product).
+    """
+    idx = np.ascontiguousarray(idx, dtype=np.int32)
+    w = np.ascontiguousarray(w, dtype=np.int32)
+    if merge:
+        w = _merge_repeated_taps(idx, w)
+    _readonly(idx, w)
+    return AxisTable(idx, w, int(n_in), False, int(shift))
+
+
+@_cached
+def preset_table(match, mode, n_in, n_out, area_kind, dtype, axis) -> AxisTable:
+    """One axis of ``resize(match="opencv" | "pil")`` in the kernels' form.
+
+    ``dtype`` is the image's ('float32', 'float64' or 'uint8'); ``axis`` is
+    'y' or 'x' (the passes of the uint8 fixed-point paths differ); ``area_kind``
+    is OpenCV's rule for the whole geometry
+    (:func:`~fastinterp._resize_presets.opencv_variant`), else ignored.
+
+    uint8 images get the library's own integer weights where the library
+    uses them: OpenCV's 11-bit weights for INTER_LINEAR and area-mode linear
+    (horizontal sums kept, ``>> 22`` after the vertical pass), Pillow's
+    22-bit weights for every filter (each pass rounded to uint8, as Pillow
+    does); nearest modes, OpenCV's INTER_CUBIC up to 4 channels (OpenCV 5
+    applies float weights to such uint8 images) and its INTER_AREA box
+    weights use float32 weights (rounded half to even, as ``saturate_cast``
+    does).
+    """
+    if match == "opencv":
+        idx, w = presets.opencv_taps(mode, n_in, n_out, area_kind, axis)
+    else:
+        idx, w = presets.pil_taps(mode, n_in, n_out)
+    float_weights = mode == "nearest" or (match == "opencv" and area_kind in ("float", "area"))
+    if dtype != "uint8" or float_weights:
+        dt = _F32 if dtype == "uint8" else np.dtype(dtype).type
+        return _make_table(idx, w.astype(dt), n_in, dt)
+    if match == "pil":
+        return _fixed_table(idx, presets.fixed_weights(w, "pil"), n_in, presets.PIL_BITS)
+    shift = 0 if axis == "x" else 2 * presets.OPENCV_BITS
+    return _fixed_table(idx, presets.fixed_weights(w, "opencv"), n_in, shift, merge=False)
 
 
 @_cached
@@ -493,7 +571,7 @@ def channel_table(table: AxisTable, channels: int) -> AxisTable:
     w = np.repeat(table.w, channels, axis=1)
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     _readonly(idx, w)
-    return AxisTable(idx, w, table.n_in * channels, table.unit)
+    return AxisTable(idx, w, table.n_in * channels, table.unit, table.shift)
 
 
 @_cached
@@ -534,12 +612,74 @@ def _separable_cpu(out, x, ytab, xtab, channels):
                              threads_for(out.size + x.size, _MIN_PER_THREAD))
 
 
+@dataclass(frozen=True)
+class _Box:
+    """A uint8 integer-factor shrink run as exact block sums (``order`` of the uint8 kernel)."""
+
+    fy: int
+    fx: int
+    half_up: bool
+
+
+def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, scales):
+    """The :class:`_Box` for a uint8 geometry that is a plain block mean, else None.
+
+    Block means: area with integer factors (torch's adaptive pooling and
+    OpenCV's fast INTER_AREA), and bilinear halving (torch: each axis
+    halved or kept; OpenCV runs halving both axes as INTER_AREA). OpenCV
+    rounds its 2x2 vector path (1, 3 or 4 channels) half up, the rest half
+    to even, as torch's preset does. Pillow rounds each pass: not here.
+    """
+    (h, w), (oh, ow) = in_hw, out_hw
+    if h % oh or w % ow or match == "pil":
+        return None
+    fy, fx = h // oh, w // ow
+    if mode == "bilinear":
+        if match == "torch" and (antialias or align_corners or fy > 2 or fx > 2
+                                 or any(s not in (None, 0.5) for s in scales)):
+            return None
+        if match == "opencv" and (fy, fx) != (2, 2):
+            return None
+    elif mode != "area":
+        return None
+    if match == "opencv" and presets.opencv_variant(mode, in_hw, out_hw, channels) == "linear":
+        return None
+    half_up = match == "opencv" and (fy, fx) == (2, 2) and channels in (1, 3, 4)
+    return _Box(fy, fx, half_up)
+
+
+def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
+    """Registry kernel (CPU, uint8): :func:`_separable_cpu` with uint8 rows in and out.
+
+    Float tables are applied in float32 (each output rounded half to even
+    and saturated), int32 tables in fixed point (see AxisTable); ``order``
+    'vfirst' runs Pillow's vertical-first order, 'opencv_linear' rounds as
+    OpenCV's vector loop; a :class:`_Box` runs exact block means instead.
+    """
+    from ._cpu import resize as cpu_resize
+    nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD * 4)
+    if isinstance(order, _Box):
+        cpu_resize.box_u8(out, x, order.fy, order.fx, channels, order.half_up, nthreads)
+        return
+    if channels > 1:
+        xtab = channel_table(xtab, channels)
+    if ytab.w.dtype != xtab.w.dtype:   # e.g. a float identity axis next to fixed-point taps
+        raise TypeError(f"resize: uint8 tap tables must share one weight type; got "
+                        f"{ytab.w.dtype} and {xtab.w.dtype}.")
+    if ytab.w.dtype == np.float64:
+        ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
+    cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
+                            nthreads, order == "vfirst", order == "opencv_linear")
+
+
 # Values touched per extra thread: below this a parallel region costs more than it saves.
 _MIN_PER_THREAD = 1 << 18
 
 _OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")
 for _op in _OPS:
     registry.register_builtin(_op, _separable_cpu, "fastinterp._cuda.resize:separable")
+for _op in ("resize", "adaptive_avg_pool2d"):
+    registry.register_builtin(_op, _separable_u8_cpu, None, dtypes=("uint8",))
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -571,21 +711,26 @@ def _pair(op, name, value, kind):
     return vals
 
 
-def _check_mode_options(op, mode, align_corners, antialias):
+def _check_mode_options(op, mode, align_corners, antialias, match="torch"):
     check_option(op, "mode", mode, MODES)
-    if mode in _INTERPOLATING:
+    if mode not in _PRESET_MODES[match]:
+        raise ValueError(f"{op}: mode must be one of {', '.join(map(repr, _PRESET_MODES[match]))} "
+                         f"with match={match!r}; got {mode!r}.")
+    if mode in _INTERPOLATING and match == "torch":
         if align_corners is None:
             align_corners = False
         elif not isinstance(align_corners, (bool, np.bool_)):
             raise TypeError(f"{op}: align_corners must be a bool or None; got {align_corners!r}.")
     elif align_corners is not None:
-        raise ValueError(f"{op}: align_corners must be None for mode={mode!r} (it applies to "
-                         f"'bilinear' and 'bicubic' only); got {align_corners!r}.")
+        which = (f"mode={mode!r} (it applies to 'bilinear', 'bicubic' and 'lanczos' only)"
+                 if match == "torch" else f"match={match!r} (the library fixes its pixel grid)")
+        raise ValueError(f"{op}: align_corners must be None for {which}; got {align_corners!r}.")
     if not isinstance(antialias, (bool, np.bool_)):
         raise TypeError(f"{op}: antialias must be a bool; got {antialias!r}.")
-    if antialias and mode not in _INTERPOLATING:
-        raise ValueError(f"{op}: antialias=True needs mode 'bilinear' or 'bicubic'; "
-                         f"got mode={mode!r}.")
+    if antialias and (mode not in _INTERPOLATING or match != "torch"):
+        raise ValueError(f"{op}: antialias=True needs mode 'bilinear', 'bicubic' or 'lanczos' "
+                         f"and match='torch' (the presets filter as their library does); "
+                         f"got mode={mode!r}, match={match!r}.")
     return bool(align_corners) if align_corners is not None else None, bool(antialias)
 
 
@@ -620,48 +765,30 @@ def _output_geometry(op, in_hw, size, scale_factor, mode, recompute_scale_factor
     return out, scales
 
 
-def _layout_of(op, layout):
-    check_option(op, "layout", layout, LAYOUTS)
-    return layout == "NHWC"
-
-
-def _split_shape(shape, nhwc):
-    """(N, C, H, W) from a 4-D shape in the given layout."""
-    if nhwc:
-        n, h, w, c = shape
-    else:
-        n, c, h, w = shape
-    return n, c, h, w
-
-
-def _join_shape(n, c, h, w, nhwc):
-    return (n, h, w, c) if nhwc else (n, c, h, w)
-
-
-def _check_input(op, name, arr, nhwc):
-    layout = "(N, H, W, C)" if nhwc else "(N, C, H, W)"
-    check_ndim(op, name, arr, 4, layout)
-    n, c, h, w = _split_shape(arr.shape, nhwc)
+def _check_input(op, name, arr, lay, dtypes=_FLOAT_DTYPES):
+    """The image's dtype (one of ``dtypes``), after checking it has H, W >= 1."""
+    n, c, h, w = lay.split(arr.shape)
     if h < 1 or w < 1:
         raise ValueError(f"{op}: {name} must have H >= 1 and W >= 1; got {shape_str(arr.shape)}.")
-    return float_dtype(op, name, arr)
+    return check_dtype(op, name, arr, dtypes)
 
 
-def _input_size(op, input_size, grad_shape, nhwc):
-    """The forward input's (H, W) from ``input_size`` (a 4-D shape, (H, W), or an array)."""
+def _input_size(op, input_size, grad_shape, lay):
+    """The forward input's (H, W) from ``input_size`` (a full shape, (H, W), or an array)."""
     dims = getattr(input_size, "shape", input_size)
+    full = lay.axes
     try:
         dims = tuple(dims)
     except TypeError:
-        raise TypeError(f"{op}: input_size must be a shape (N, C, H, W) or (H, W); "
+        raise TypeError(f"{op}: input_size must be a shape {full} or (H, W); "
                         f"got {input_size!r}.") from None
-    if len(dims) not in (2, 4) or not all(_is_int(d) for d in dims):
-        raise ValueError(f"{op}: input_size must be a shape (N, C, H, W) or (H, W) of ints; "
+    if len(dims) not in (2, lay.ndim) or not all(_is_int(d) for d in dims):
+        raise ValueError(f"{op}: input_size must be a shape {full} or (H, W) of ints; "
                          f"got {input_size!r}.")
     dims = tuple(int(d) for d in dims)
-    if len(dims) == 4:
-        n, c, h, w = _split_shape(dims, nhwc)
-        gn, gc, _, _ = _split_shape(grad_shape, nhwc)
+    if len(dims) == lay.ndim and lay.ndim > 2:
+        n, c, h, w = lay.split(dims)
+        gn, gc, _, _ = lay.split(grad_shape)
         if (n, c) != (gn, gc):
             raise ValueError(f"{op}: input_size must have the same N and C as grad_output "
                              f"{shape_str(grad_shape)}; got {shape_str(dims)}.")
@@ -690,22 +817,22 @@ def _channels_last_view(x):
     return None
 
 
-def _prepare(op, name, array, layout):
-    """Dispatch one array argument: (prepared call, the array for the kernel, dtype, nhwc)."""
-    nhwc = _layout_of(op, layout)
+def _prepare(op, name, array, layout, dtypes=_FLOAT_DTYPES):
+    """Dispatch one array argument: (prepared call, the array for the kernel, dtype, Layout)."""
     p = begin(op, **{name: array})
     arr = p.arrays[name]
-    return p, arr, _check_input(op, name, arr, nhwc), nhwc
+    lay = resolve_layout(op, name, arr, layout)
+    return p, arr, _check_input(op, name, arr, lay, dtypes), lay
 
 
-def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
+def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
     """Validate ``out``, allocate, run the registered separable kernel, wrap the result."""
-    n, c, h, w = _split_shape(x.shape, nhwc)
+    n, c, h, w = lay.split(x.shape)
     oh, ow = out_hw
-    shape = _join_shape(n, c, oh, ow, nhwc)
-    stored_nhwc = nhwc
+    shape = lay.join(n, c, oh, ow)
+    nhwc = stored_nhwc = lay.nhwc
     if p.backend == "cpu":
-        if out is None and not nhwc:
+        if out is None and lay.name == "NCHW":
             cl = _channels_last_view(x)
             if cl is not None:     # keep torch's channels_last layout, no copy
                 x, stored_nhwc = cl, True
@@ -722,11 +849,14 @@ def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
         out_caller, out_k = p.empty(shape, dtype)
     if n * c == 0:
         return p.wrap(out_caller)
+    out_k, x = lay.as_batched(out_k), lay.as_batched(x)   # one image: a batch of one (a view)
     out3, channels = _planes(out_k, stored_nhwc, n, c, oh, ow)
     x3, _ = _planes(x, stored_nhwc, n, c, h, w)
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
         kernel(out3, x3, ytab, xtab, channels, stream=p.stream)
+    elif u8_order is not None:   # uint8 fixed point in Pillow's or OpenCV's own order
+        kernel(out3, x3, ytab, xtab, channels, u8_order)
     else:
         kernel(out3, x3, ytab, xtab, channels)
     return p.wrap(out_caller)
@@ -735,45 +865,60 @@ def _run(op, p, x, ytab, xtab, out, out_hw, nhwc, dtype, name):
 # --------------------------------------------------------------------------- public API
 
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
-           antialias=False, out=None, *, recompute_scale_factor=None, layout="NCHW"):
-    """Resize a batch of images; values equal ``torch.nn.functional.interpolate``.
+           antialias=False, out=None, *, recompute_scale_factor=None, layout=None,
+           match="torch"):
+    """Resize images; values equal ``torch.nn.functional.interpolate`` (or OpenCV / Pillow).
 
     Parameters
     ----------
-    input : array (N, C, H, W), float32 or float64
+    input : array, float32, float64 or uint8
         The images (NumPy, a CUDA array, or a DLPack tensor such as a torch
-        CPU tensor). With ``layout="NHWC"`` the shape is (N, H, W, C).
-        1-D data (N, C, L) and volumes (N, C, D, H, W) are resized too (CPU
-        arrays; modes 'linear' / 'trilinear', 'nearest', 'nearest-exact',
-        'area'; ``size`` and ``scale_factor`` then take 1 or 3 entries).
+        CPU tensor) in ``layout``: a batch (N, C, H, W) by default, or a
+        single image (H, W), (H, W, C), (C, H, W) (any C). uint8 runs on
+        the CPU. 1-D data (N, C, L) (a 3-D input with ``layout=None``, as
+        torch reads it) and volumes (N, C, D, H, W) are resized too (CPU
+        arrays, float; modes 'linear' / 'trilinear', 'nearest',
+        'nearest-exact', 'area'; ``size`` and ``scale_factor`` then take 1
+        or 3 entries).
     size : int or (int, int), optional
         Output (H_out, W_out). Exactly one of ``size`` and ``scale_factor``.
     scale_factor : float or (float, float), optional
         Output size ``floor(H * s_h), floor(W * s_w)``. As in torch, the
         sampling positions then use ``1 / scale_factor`` (not ``H / H_out``)
-        unless ``recompute_scale_factor=True`` or ``mode="area"``.
-    mode : {'bilinear', 'nearest', 'nearest-exact', 'bicubic', 'area'}
+        unless ``recompute_scale_factor=True`` or ``mode="area"`` (or a
+        ``match`` preset, which always samples at ``H / H_out``).
+    mode : {'bilinear', 'nearest', 'nearest-exact', 'bicubic', 'area', 'lanczos'}
         Note the default is 'bilinear' (torch's ``interpolate`` defaults to
-        'nearest').
+        'nearest'). 'lanczos' is the Lanczos filter with a = 3 (6 taps;
+        widened when shrinking if ``antialias=True``, as Pillow always does).
     align_corners : bool or None
-        Only for 'bilinear'/'bicubic' (None means False); must be None for
-        the other modes.
+        Only for 'bilinear'/'bicubic'/'lanczos' with ``match="torch"`` (None
+        means False); must be None otherwise.
     antialias : bool
-        Bilinear/bicubic only: PIL-style low-pass filtering when shrinking.
+        ``match="torch"`` bilinear/bicubic/lanczos only: PIL-style low-pass
+        filtering when shrinking.
     out : array, optional
         C-contiguous destination of the output shape and dtype; must not
         overlap ``input``.
     recompute_scale_factor : bool or None
         torch's flag: True samples at ``H / H_out`` even with a scale factor.
-    layout : {'NCHW', 'NHWC'}
-        'NHWC' takes and returns (N, H, W, C) arrays (OpenCV-style HWC
-        images with a batch axis). An NCHW-shaped CPU input stored
-        channels-last (torch ``channels_last``) is processed in place and
-        its result keeps that memory layout.
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        The axes of ``input`` and of the result. None (default) reads a 4-D
+        array as 'NCHW' and a 2-D one as 'HW'; a 3-D array needs 'CHW' or
+        'HWC' (an (H, W, 3) image from PIL or OpenCV is 'HWC'). An
+        NCHW-shaped CPU input stored channels-last (torch ``channels_last``)
+        is processed in place and its result keeps that memory layout.
+    match : {'torch', 'opencv', 'pil'}
+        Whose sampling rules to follow: torch's ``F.interpolate`` (default),
+        ``cv2.resize`` (modes nearest = INTER_NEAREST, bilinear =
+        INTER_LINEAR, bicubic = INTER_CUBIC, area = INTER_AREA) or Pillow's
+        ``Image.resize`` (nearest, bilinear, bicubic, lanczos, area = BOX;
+        filters widened when shrinking). See the module
+        :mod:`fastinterp._resize_presets` for the rules.
 
     Returns
     -------
-    array (N, C, H_out, W_out) (or NHWC), the caller's array type.
+    array of the input's layout and dtype with (H_out, W_out), the caller's array type.
 
     Conventions
     -----------
@@ -788,6 +933,16 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     give NaN from ``0 * inf`` at exact sample positions). Other
     non-contiguous inputs (CPU or CUDA) are copied once.
 
+    uint8 images are read and written as bytes (no float copy of the
+    image). ``match="torch"``: float32 weights and sums, each output rounded
+    half to even and saturated to [0, 255]. ``match="opencv"``: OpenCV's
+    arithmetic: 11-bit integer weights for bilinear, bicubic and area on a
+    growing axis (rounded half up, ``(v + 2^21) >> 22``), float32 box
+    weights rounded half to even for area; ``match="pil"``: Pillow's 22-bit
+    integer weights, each pass rounded half up to uint8. Both presets give
+    the library's output exactly or within one grey level (see the README's
+    parity table).
+
     Examples
     --------
     >>> import numpy as np, fastinterp as fi
@@ -796,33 +951,54 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     array([1.        , 1.33333333, 1.66666667, 2.        ])
     >>> fi.resize(x, scale_factor=2, mode="nearest")[0, 0, 0]
     array([1., 1., 2., 2.])
+    >>> img = np.zeros((4, 6, 3), np.uint8)         # an (H, W, C) image, as from PIL
+    >>> fi.resize(img, size=(2, 3), layout="HWC", match="opencv").shape
+    (2, 3, 3)
     """
-    if _rank(input) in (3, 5):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
+    if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
         return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
                           recompute_scale_factor, layout)
     op = "resize"
-    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
-    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
-    n, c, h, w = _split_shape(x.shape, nhwc)
+    check_option(op, "match", match, MATCHES)
+    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias, match)
+    p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
+    n, c, h, w = lay.split(x.shape)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
-    tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
-    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
+    box = (_box_plan(match, mode, (h, w), out_hw, c, align_corners, antialias, scales)
+           if dtype == _U8 and p.backend == "cpu" else None)
+    if box is not None:
+        return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
+    if match == "torch":
+        tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
+    else:
+        kind = presets.opencv_variant(mode, (h, w), out_hw, c) if match == "opencv" else ""
+        tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
+                for n_in, n_o, ax in zip((h, w), out_hw, "yx")]
+        fixed = dtype == _U8 and tabs[0].shift > 0
+        order = None
+        if fixed and match == "pil" and presets.pil_vertical_first((h, w), out_hw):
+            order = "vfirst"
+        elif fixed and match == "opencv" and tabs[0].taps == 2:
+            order = "opencv_linear"
+        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order)
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
 
 
 interpolate = resize
 
 
 def _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype):
-    """The (y, x) forward tap tables of one resize geometry."""
+    """The (y, x) forward tap tables of one resize geometry (float32 ones for uint8)."""
     small = mode in ("nearest", "nearest-exact") and _nearest_is_small(out_hw)
-    return [axis_table(mode, n_in, n_o, align_corners, s, antialias, _DTYPE_NAME[dtype], small)
+    name = "float32" if dtype == _U8 else _DTYPE_NAME[dtype]
+    return [axis_table(mode, n_in, n_o, align_corners, s, antialias, name, small)
             for n_in, n_o, s in zip(in_hw, out_hw, scales)]
 
 
 def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                     align_corners=None, antialias=False, out=None, *,
-                    recompute_scale_factor=None, layout="NCHW"):
+                    recompute_scale_factor=None, layout=None):
     """Gradient of :func:`resize` with respect to its input (analytic, deterministic).
 
     Parameters
@@ -857,14 +1033,14 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     array([[4., 4.],
            [4., 4.]])
     """
-    if _rank(grad_output) in (3, 5):        # 1-D and 3-D data
+    if _is_nd(grad_output, layout):        # 1-D and 3-D data
         return _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners,
                                    antialias, out, recompute_scale_factor, layout)
     op = "resize_backward"
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
-    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
-    h, w = _input_size(op, input_size, g.shape, nhwc)
-    n, c, gh, gw = _split_shape(g.shape, nhwc)
+    p, g, dtype, lay = _prepare(op, "grad_output", grad_output, layout)
+    h, w = _input_size(op, input_size, g.shape, lay)
+    n, c, gh, gw = lay.split(g.shape)
     if scale_factor is not None:
         out_hw, scales = _output_geometry(op, (h, w), None, scale_factor, mode,
                                           recompute_scale_factor)
@@ -880,7 +1056,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
         scales = (None, None)
     tabs = [transposed_table(t) for t in _axis_tables(mode, (h, w), (gh, gw), align_corners,
                                                        scales, antialias, dtype)]
-    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
+    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
 
 
 def _pool_size(op, output_size, in_hw):
@@ -900,7 +1076,7 @@ def _pool_size(op, output_size, in_hw):
     return _pair(op, "output_size", vals, "int")
 
 
-def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
+def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Parameters
@@ -928,15 +1104,18 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
            [10.5, 12.5]])
     """
     op = "adaptive_avg_pool2d"
-    p, x, dtype, nhwc = _prepare(op, "input", input, layout)
-    _, _, h, w = _split_shape(x.shape, nhwc)
+    p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
+    _, _, h, w = lay.split(x.shape)
     out_hw = _pool_size(op, output_size, (h, w))
-    tabs = [axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype])
-            for n_in, n_o in zip((h, w), out_hw)]
-    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, nhwc, dtype, "input")
+    if dtype == _U8 and p.backend == "cpu":
+        box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
+        if box is not None:
+            return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
+    tabs = _axis_tables("area", (h, w), out_hw, None, (None, None), False, dtype)
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="NCHW"):
+def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout=None):
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Parameters
@@ -959,12 +1138,12 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout="N
            [0.25, 0.25]])
     """
     op = "adaptive_avg_pool2d_backward"
-    p, g, dtype, nhwc = _prepare(op, "grad_output", grad_output, layout)
-    h, w = _input_size(op, input_size, g.shape, nhwc)
-    _, _, gh, gw = _split_shape(g.shape, nhwc)
+    p, g, dtype, lay = _prepare(op, "grad_output", grad_output, layout)
+    h, w = _input_size(op, input_size, g.shape, lay)
+    _, _, gh, gw = lay.split(g.shape)
     tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))
             for n_in, n_o in zip((h, w), (gh, gw))]
-    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), nhwc, dtype, "grad_output")
+    return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
 
 
 # --------------------------------------------------------------------------- 1-D and 3-D data
@@ -980,6 +1159,13 @@ _ND_MODES = {3: ("linear", "nearest", "nearest-exact", "area"),
              5: ("trilinear", "nearest", "nearest-exact", "area")}
 _ND_AXES = {3: "(N, C, L)", 5: "(N, C, D, H, W)"}
 _ND_TABLE_MODE = {"linear": "bilinear", "trilinear": "bilinear"}
+
+
+def _is_nd(arr, layout) -> bool:
+    """1-D (N, C, L) or volume (N, C, D, H, W) data rather than images: 5-D arrays,
+    and 3-D arrays without a layout (torch reads those as (N, C, L))."""
+    rank = _rank(arr)
+    return rank == 5 or (rank == 3 and layout is None)
 
 
 def _rank(arr) -> int:
@@ -1015,8 +1201,8 @@ def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
         allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
         raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
                          f"{_ND_AXES[rank]}; got {mode!r}.")
-    if layout != "NCHW":
-        raise ValueError(f"{op}: layout must be 'NCHW' (the default) for {rank}-D input "
+    if layout not in (None, "NCHW"):
+        raise ValueError(f"{op}: layout must be None (the default) for {rank}-D input "
                          f"{_ND_AXES[rank]}; got {layout!r}.")
     if antialias is not False:
         raise ValueError(f"{op}: antialias must be False for {rank}-D input; "

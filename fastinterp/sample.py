@@ -16,7 +16,9 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import (as_c_contiguous, check_ndim, check_option, check_out, real_scalar,
+from ._layout import from_channels_last, resolve as resolve_layout
+from ._validate import (as_c_contiguous, check_dtype, check_ndim, check_option, check_out,
+                        real_scalar,
                         same_dtype, shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
@@ -72,15 +74,27 @@ def base_coordinates(n: int, align_corners: bool, dtype) -> np.ndarray:
     return vals
 
 
-def _layout_dims(op, x, channels_last):
-    check_ndim(op, "input", x, 4, "(N, H, W, C)" if channels_last else "(N, C, H, W)")
-    if channels_last:
-        n, h, w, c = x.shape
-    else:
-        n, c, h, w = x.shape
+def _layout_dims(op, x, lay):
+    """(N, C, H, W) of the input in its resolved layout, with H, W >= 1.
+
+    ``lay`` is a Layout, or a bool meaning a batched NHWC (True) / NCHW input.
+    """
+    if isinstance(lay, (bool, np.bool_)):
+        lay = resolve_layout(op, "input", x, "NHWC" if lay else "NCHW")
+    n, c, h, w = lay.split(x.shape)
     if h < 1 or w < 1:
         raise ValueError(f"{op}: input must have H >= 1 and W >= 1; got {shape_str(x.shape)}.")
     return n, c, h, w
+
+
+def _batched_grid(op, grid, lay, n):
+    """The grid as (N, H_out, W_out, 2): a single image takes an (H_out, W_out, 2) grid."""
+    if not lay.batched:
+        if len(grid.shape) != 3 or grid.shape[2] != 2:
+            raise ValueError(f"{op}: grid must have shape (H_out, W_out, 2) for a single image "
+                             f"(layout={lay.name!r}); got {shape_str(grid.shape)}.")
+        return grid.reshape((1,) + tuple(grid.shape))
+    return grid
 
 
 def _check_grid(op, grid, n):
@@ -377,15 +391,27 @@ registry.register_builtin("grid_sample_backward", _grid_sample_bwd_cpu,
                           "fastinterp._cuda.sample:grid_sample_backward")
 
 
-def _prepare(op, p, names, channels_last):
+def _prepare(op, p, names, channels_last, uint8_input=False):
+    """The named arrays (C-contiguous on the CPU) and their dtype.
+
+    ``uint8_input``: a uint8 ``input`` is allowed (grid_sample's forward);
+    its grid must then be float32 or float64, and the dtype returned is uint8.
+    """
     arrays = {k: p.arrays[k] for k in names}
     for k, v in arrays.items():
         if not hasattr(v, "shape"):
             raise TypeError(f"{op}: {k} must be an array; got {type(v).__name__}.")
-    dtype = same_dtype(op, **arrays)
+    x = arrays.get("input")
+    if uint8_input and x is not None and np.dtype(x.dtype) == np.uint8:
+        if p.backend != "cpu":
+            raise TypeError(f"{op}: uint8 input runs on the CPU; got a {p.backend.upper()} array.")
+        dtype = np.dtype(np.uint8)
+        check_dtype(op, "grid", arrays["grid"], (np.float32, np.float64))
+    else:
+        dtype = same_dtype(op, **arrays)
     if p.backend == "cuda" and channels_last:
-        raise ValueError(f"{op}: channels_last must be False for CUDA arrays (NCHW only); "
-                         f"got True.")
+        raise ValueError(f"{op}: layout must be 'NCHW' (or 'CHW'/'HW') for CUDA arrays; "
+                         f"got a channels-last layout.")
     if p.backend == "cpu":
         arrays = {k: as_c_contiguous(v) for k, v in arrays.items()}
     return tuple(arrays.values()), dtype
@@ -491,18 +517,19 @@ def _fill_grid_grad(geo, grad_grid, go, g, fill, mode, align, cl, dtype):
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                out=None, channels_last=False, fill=None):
+                out=None, channels_last=None, fill=None, *, layout=None):
     """Sample ``input`` at the points of ``grid`` (PyTorch's ``F.grid_sample``, 2-D and 3-D).
 
     Parameters
     ----------
-    input : array (N, C, H, W) or (N, C, D, H, W), float32 or float64
-        The images; ``(N, H, W, C)`` when ``channels_last=True`` (CPU only).
-        A 5-D input is a batch of volumes (CPU arrays only).
+    input : array (N, C, H, W) or (N, C, D, H, W), float32, float64 or uint8 (CPU)
+        The images in ``layout``: a batch, or one image (H, W), (H, W, C),
+        (C, H, W) (then ``grid`` is (H_out, W_out, 2)). A 5-D input is a
+        batch of volumes, NCDHW (CPU arrays only).
     grid : array (N, H_out, W_out, 2) or (N, D_out, H_out, W_out, 3), input's dtype
         Normalized sampling points ``(x, y)`` or ``(x, y, z)``: x along W, y
         along H, z along D, [-1, 1] spanning the image (see Conventions);
-        values outside are padded.
+        values outside are padded. For a uint8 input: float32 or float64.
     mode : {'bilinear', 'nearest', 'bicubic'}
         Interpolation. ``nearest`` rounds half to even (like PyTorch);
         ``bicubic`` is Keys' cubic convolution with A = -0.75. On volumes
@@ -520,16 +547,21 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         centres.
     out : array, optional
         Destination of the output's shape and dtype, C-contiguous.
-    channels_last : bool
-        Input and output are NHWC (CPU only, 4-D input only).
+    channels_last : bool, optional
+        Deprecated (FutureWarning): ``True`` is ``layout="NHWC"``.
     fill : float or sequence of C floats, optional
         The value outside the image for ``padding_mode='constant'`` (one per
         channel allowed; default 0; must be finite). Only valid with 'constant'.
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        The axes of ``input`` and of the result, as in :func:`resize`: None
+        reads 4-D as 'NCHW' and 2-D as 'HW'; a 3-D input needs 'CHW' or
+        'HWC'. Channels-last layouts run on the CPU only. Volumes (5-D) are
+        NCDHW only (None or 'NCHW').
 
     Returns
     -------
-    array (N, C, H_out, W_out) (or (N, H_out, W_out, C) when ``channels_last``),
-    or (N, C, D_out, H_out, W_out) for volumes.
+    array (N, C, H_out, W_out) in ``layout`` (one image: no N), or
+    (N, C, D_out, H_out, W_out) for volumes; input's dtype.
 
     Conventions
     -----------
@@ -557,9 +589,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     input is ever read. Points far outside (any finite value) are exact.
     Non-contiguous inputs are copied once.
 
-    Volumes (5-D input) use NCDHW only (no channels_last), CPU arrays only
-    (a CUDA array raises TypeError), and the same tiled design as images
-    (a tap table per thread for 512 output voxels, about 100 KB in float32).
+    Volumes (5-D input) use NCDHW only, CPU arrays only (a CUDA array
+    raises TypeError), and the same tiled design as images (a tap table per
+    thread for 512 output voxels, about 100 KB in float32).
+
+    uint8 input: sampled in float32 (the grid is used as float32) and each
+    output rounded half to even and saturated to [0, 255]; the image is
+    converted to a float32 copy once (4 bytes per value).
 
     Memory: besides its output, a call allocates only a tap table per thread
     for a tile of 1,024 output pixels (about 150 KB in float32, 280 KB in
@@ -576,45 +612,87 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     align = _check_options(op, mode, padding_mode, align_corners)
-    cl = _check_bool(op, "channels_last", channels_last)
+    layout = from_channels_last(op, layout, channels_last)
     p = begin(op, input=input, grid=grid)
-    (x, g), dtype = _prepare(op, p, ("input", "grid"), cl)
-    geo = _Geometry(op, p, x, g, cl, padding_mode)
+    lay = _input_layout(op, p.arrays["input"], layout)
+    cl = bool(lay and lay.nhwc)
+    (x, g), dtype = _prepare(op, p, ("input", "grid"), cl, uint8_input=True)
+    x, g, geo = _batched_geometry(op, p, x, g, lay, padding_mode)
     fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
-    shape = geo.shape
+    shape = _user_shape(lay, geo)
     if out is not None:
         caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"input": x, "grid": g})
     else:
         caller, out_k = p.empty(shape, dtype)
-    kernel = registry.lookup(op, p.backend, dtype)
     if math.prod(shape) == 0:
         return p.wrap(caller)
+    out_k = lay.as_batched(out_k) if lay else out_k
+    if dtype == np.uint8:
+        res = np.empty(out_k.shape, np.float32)
+        _sample_float(p, res, x.astype(np.float32), np.ascontiguousarray(g, dtype=np.float32),
+                      geo, fills, mode, padding_mode, align, cl)
+        np.rint(res, out=res)
+        np.clip(res, 0, 255, out=res)
+        out_k[...] = res
+    else:
+        _sample_float(p, out_k, x, g, geo, fills, mode, padding_mode, align, cl)
+    return p.wrap(caller)
+
+
+def _input_layout(op, x, layout):
+    """The resolved Layout of an image input, or None for a 5-D volume (NCDHW only)."""
+    if len(getattr(x, "shape", ())) == 5:
+        if layout not in (None, "NCHW", "NCDHW"):
+            raise ValueError(f"{op}: 5-D (volume) input is NCDHW only; got layout={layout!r}.")
+        return None
+    return resolve_layout(op, "input", x, layout)
+
+
+def _batched_geometry(op, p, x, g, lay, padding_mode):
+    """``(x, grid, geometry)`` with a single image seen as a batch of one (views)."""
+    if lay is not None:
+        x = lay.as_batched(x)
+        g = _batched_grid(op, g, lay, x.shape[0])
+    return x, g, _Geometry(op, p, x, g, bool(lay and lay.nhwc), padding_mode)
+
+
+def _user_shape(lay, geo):
+    """The output's shape in the caller's layout."""
+    if lay is None:
+        return geo.shape
+    N, C = geo.dims[0], geo.dims[1]
+    return lay.join(N, C, *geo.spatial_out)
+
+
+def _sample_float(p, out_k, x, g, geo, fills, mode, padding_mode, align, cl):
+    """The float kernels into ``out_k`` (batched), 'constant' fill included."""
+    kernel = registry.lookup("grid_sample", p.backend, out_k.dtype)
     if p.backend == "cuda":
         kernel(out_k, p.contiguous(x), p.contiguous(g), _MODE_CODE[mode], _PAD_CODE[padding_mode],
                align, stream=p.stream)
-        return p.wrap(caller)
+        return
     if fills is None:
         kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
-        return p.wrap(caller)
-    outside = _outside_weight(geo, g, mode, align, cl, dtype)   # before out is written
+        return
+    outside = _outside_weight(geo, g, mode, align, cl, out_k.dtype)   # before out is written
     kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
     out_k += _fill_axis(fills, geo, cl) * outside
-    return p.wrap(caller)
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False, needs_input_grad=True, needs_grid_grad=True,
-                         channels_last=False, deterministic=True, fill=None):
+                         channels_last=None, deterministic=True, fill=None, *, layout=None):
     """Gradients of :func:`grid_sample` with respect to ``input`` and ``grid``.
 
     Parameters
     ----------
     grad_output : array, the shape of grid_sample's output
         Gradient of the loss with respect to the sampled output.
-    input, grid, mode, padding_mode, align_corners, channels_last, fill
-        As given to :func:`grid_sample` (4-D images or 5-D volumes). ``fill``
-        is a constant: it has no gradient, but it enters the grid gradient.
+    input, grid, mode, padding_mode, align_corners, channels_last, fill, layout
+        As given to :func:`grid_sample` (images in any layout or 5-D volumes;
+        float32 or float64 only). ``fill`` is a constant: it has no gradient,
+        but it enters the grid gradient.
     needs_input_grad, needs_grid_grad : bool
         Which gradients to compute; a skipped one is returned as None.
     deterministic : bool
@@ -672,25 +750,32 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     """
     op = "grid_sample_backward"
     align = _check_options(op, mode, padding_mode, align_corners)
-    cl = _check_bool(op, "channels_last", channels_last)
+    layout = from_channels_last(op, layout, channels_last)
     need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
     need_grid = _check_bool(op, "needs_grid_grad", needs_grid_grad)
     det = _check_bool(op, "deterministic", deterministic)
     p = begin(op, grad_output=grad_output, input=input, grid=grid)
-    (go, x, g), dtype = _prepare(op, p, ("grad_output", "input", "grid"), cl)
-    geo = _Geometry(op, p, x, g, cl, padding_mode)
+    lay = _input_layout(op, p.arrays["input"], layout)
+    cl = bool(lay and lay.nhwc)
+    (go, x_user, g_user), dtype = _prepare(op, p, ("grad_output", "input", "grid"), cl)
+    x, g, geo = _batched_geometry(op, p, x_user, g_user, lay, padding_mode)
     fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
-    shape = geo.shape
+    shape = _user_shape(lay, geo)
     if tuple(go.shape) != shape:
         raise ValueError(f"{op}: grad_output must have grid_sample's output shape "
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
+    batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
+    go = batched(go)
     gi_caller = gi_k = gg_caller = gg_k = None
     if need_in and p.backend == "cpu":
-        gi_caller = gi_k = _staggered_empty(x.shape, dtype, x)
+        gi_caller = _staggered_empty(tuple(x_user.shape), dtype, x)
+        gi_k = batched(gi_caller)
     elif need_in:
-        gi_caller, gi_k = p.empty(tuple(x.shape), dtype)
+        gi_caller, gi_k = p.empty(tuple(x_user.shape), dtype)
+        gi_k = batched(gi_k)
     if need_grid:
-        gg_caller, gg_k = p.empty(tuple(g.shape), dtype)
+        gg_caller, gg_k = p.empty(tuple(g_user.shape), dtype)
+        gg_k = gg_k.reshape(tuple(g.shape))
     kernel = registry.lookup(op, p.backend, dtype)
     if need_in or need_grid:     # the kernels zero the gradients of an empty output
         if p.backend == "cuda":

@@ -429,8 +429,8 @@ def test_cuda_affine_grid_and_errors(cuda, rng):
                                    rtol=1e-12, atol=1e-13)
     x = rng.standard_normal((1, 1, 3, 3))
     dx, dgrid = to_dev(cuda, x, np.zeros((1, 2, 2, 2)))
-    with pytest.raises(ValueError, match="channels_last must be False for CUDA"):
-        fi.grid_sample(dx, dgrid, channels_last=True)
+    with pytest.raises(ValueError, match="for CUDA arrays"):
+        fi.grid_sample(dx, dgrid, layout="NHWC")
     with pytest.raises(fi.BackendMismatchError):
         fi.grid_sample(dx, np.zeros((1, 2, 2, 2)))
 

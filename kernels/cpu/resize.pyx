@@ -614,3 +614,527 @@ def _check_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
                 or not _indices_within(<const int[:1, :xbase.shape[0]]> &xbase[0], Li)):
             raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
                              f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")
+
+
+# --------------------------------------------------------------------------- uint8 images
+
+cdef extern from *:
+    """
+    /* uint8 images: rows are read as bytes and written as bytes; in between,
+       each pass works in float32 (rounded half to even and saturated on
+       output) or in int32 fixed point (weights scaled by 2^bits, each pass
+       adding half of 2^shift and shifting right: floor(v + 0.5), the rule
+       of OpenCV's and Pillow's integer paths). Horizontal first, as both
+       libraries do: each needed source row is resampled once into a
+       per-thread row cache, then cached rows are blended vertically. */
+    #include <stdint.h>
+    #include <math.h>
+    /* The source row is first widened to 4-byte values in ``wide`` (one
+       contiguous, vectorised pass), so that the tap loops below read 32-bit
+       lanes, which the compiler turns into vector gathers (bytes cannot be
+       gathered). */
+    static FI_NOINLINE void fi_u8_hrow_f(float* __restrict d, const unsigned char* __restrict s0,
+                                         const int* __restrict idx, const float* __restrict w,
+                                         Py_ssize_t K, Py_ssize_t n, float* __restrict s,
+                                         Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (float)s0[i];
+        if (K == 2) {
+            for (Py_ssize_t x = 0; x < n; ++x)
+                d[x] = w[x] * s[idx[x]] + w[n + x] * s[idx[n + x]];
+            return;
+        }
+        for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];
+        for (Py_ssize_t k = 1; k < K; ++k) {
+            const int* __restrict ik = idx + k * n;
+            const float* __restrict wk = w + k * n;
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
+        }
+    }
+    static FI_NOINLINE void fi_u8_hrow_i(int32_t* __restrict d, const unsigned char* __restrict s0,
+                                         const int* __restrict idx, const int32_t* __restrict w,
+                                         Py_ssize_t K, Py_ssize_t n, int shift,
+                                         int32_t* __restrict s, Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (int32_t)s0[i];
+        if (K == 2) {
+            for (Py_ssize_t x = 0; x < n; ++x)
+                d[x] = w[x] * s[idx[x]] + w[n + x] * s[idx[n + x]];
+        } else {
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] = w[x] * s[idx[x]];
+            for (Py_ssize_t k = 1; k < K; ++k) {
+                const int* __restrict ik = idx + k * n;
+                const int32_t* __restrict wk = w + k * n;
+                for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
+            }
+        }
+        if (shift > 0) {   /* a rounded uint8 intermediate (Pillow's two passes) */
+            const int32_t half = (int32_t)1 << (shift - 1);
+            for (Py_ssize_t x = 0; x < n; ++x) {
+                int32_t v = (d[x] + half) >> shift;
+                d[x] = v < 0 ? 0 : (v > 255 ? 255 : v);
+            }
+        }
+    }
+    static inline unsigned char fi_u8_round_f(float v) {
+        v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+        return (unsigned char)(int)rintf(v);   /* half to even (default rounding mode) */
+    }
+    static inline unsigned char fi_u8_round_i(int32_t v, int32_t half, int shift) {
+        v = (v + half) >> shift;
+        return (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
+    }
+    /* out[j] = round(sum_k w[k] * rows[k][j]): rows[k] = cache + off[k] */
+    static FI_NOINLINE void fi_u8_vrow_f(unsigned char* __restrict out, const float* cache,
+                                         const Py_ssize_t* off, const float* w, Py_ssize_t K,
+                                         Py_ssize_t L, float* __restrict tmp) {
+        const float* r0 = cache + off[0];
+        if (K == 1) {
+            const float a = w[0];
+            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j]);
+            return;
+        }
+        const float* r1 = cache + off[1];
+        const float a = w[0], b = w[1];
+        if (K == 2) {
+            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j] + b * r1[j]);
+            return;
+        }
+        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t k = 2; k < K; ++k) {
+            const float* __restrict rk = cache + off[k];
+            const float c = w[k];
+            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+        }
+        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(tmp[j]);
+    }
+    static FI_NOINLINE void fi_u8_vrow_i(unsigned char* __restrict out, const int32_t* cache,
+                                         const Py_ssize_t* off, const int32_t* w, Py_ssize_t K,
+                                         Py_ssize_t L, int32_t* __restrict tmp, int shift,
+                                         Py_ssize_t cv) {
+        const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+        const int32_t* r0 = cache + off[0];
+        const int32_t a = w[0];
+        if (K == 2 && cv > 0) {
+            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u)
+               on the first cv values: 16-bit high products of the sums >> 4,
+               then (v + 2) >> 2; any rest as its scalar loop */
+            const int32_t* r1 = cache + off[1];
+            const int32_t b = w[1];
+            for (Py_ssize_t j = 0; j < cv && j < L; ++j) {
+                int32_t v = ((((r0[j] >> 4) * a) >> 16) + (((r1[j] >> 4) * b) >> 16) + 2) >> 2;
+                out[j] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
+            }
+            for (Py_ssize_t j = cv; j < L; ++j)
+                out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
+            return;
+        }
+        if (K == 1) {
+            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
+            return;
+        }
+        const int32_t* r1 = cache + off[1];
+        const int32_t b = w[1];
+        if (K == 2) {
+            for (Py_ssize_t j = 0; j < L; ++j)
+                out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
+            return;
+        }
+        (void)cv;
+        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t k = 2; k < K; ++k) {
+            const int32_t* __restrict rk = cache + off[k];
+            const int32_t c = w[k];
+            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+        }
+        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(tmp[j], half, shift);
+    }
+    /* Vertical-first fixed point (Pillow when the height shrinks and the
+       width grows): d[j] = clip((sum_k w[k] * rows[k][j] + half) >> shift) */
+    static FI_NOINLINE void fi_u8_vfirst_i(int32_t* __restrict d, const unsigned char* plane,
+                                           Py_ssize_t stride, const int* rows, const int32_t* w,
+                                           Py_ssize_t K, Py_ssize_t L, int shift) {
+        const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+        const unsigned char* __restrict r0 = plane + rows[0] * stride;
+        const int32_t a = w[0];
+        for (Py_ssize_t j = 0; j < L; ++j) d[j] = a * (int32_t)r0[j];
+        for (Py_ssize_t k = 1; k < K; ++k) {
+            const unsigned char* __restrict rk = plane + rows[k] * stride;
+            const int32_t c = w[k];
+            for (Py_ssize_t j = 0; j < L; ++j) d[j] += c * (int32_t)rk[j];
+        }
+        for (Py_ssize_t j = 0; j < L; ++j) {
+            int32_t v = (d[j] + half) >> shift;
+            d[j] = v < 0 ? 0 : (v > 255 ? 255 : v);
+        }
+    }
+    /* then out[x] = clip((sum_k w[k, x] * s[idx[k, x]] + half) >> shift) */
+    static FI_NOINLINE void fi_u8_hlast_i(unsigned char* __restrict out, const int32_t* __restrict s,
+                                          const int* __restrict idx, const int32_t* __restrict w,
+                                          Py_ssize_t K, Py_ssize_t n, int shift) {
+        const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+        for (Py_ssize_t x = 0; x < n; ++x) {
+            int32_t acc = 0;
+            for (Py_ssize_t k = 0; k < K; ++k) acc += w[k * n + x] * s[idx[k * n + x]];
+            out[x] = fi_u8_round_i(acc, half, shift);
+        }
+    }
+    """
+    void fi_u8_vfirst_i(int* d, const unsigned char* plane, Py_ssize_t stride, const int* rows,
+                        const int* w, Py_ssize_t K, Py_ssize_t L, int shift) noexcept nogil
+    void fi_u8_hlast_i(unsigned char* out, const int* s, const int* idx, const int* w,
+                       Py_ssize_t K, Py_ssize_t n, int shift) noexcept nogil
+    void fi_u8_hrow_f(float* d, const unsigned char* s, const int* idx, const float* w,
+                      Py_ssize_t K, Py_ssize_t n, float* wide, Py_ssize_t ns) noexcept nogil
+    void fi_u8_hrow_i(int* d, const unsigned char* s, const int* idx, const int* w,
+                      Py_ssize_t K, Py_ssize_t n, int shift, int* wide,
+                      Py_ssize_t ns) noexcept nogil
+    void fi_u8_vrow_f(unsigned char* out, const float* cache, const Py_ssize_t* off,
+                      const float* w, Py_ssize_t K, Py_ssize_t L, float* tmp) noexcept nogil
+    void fi_u8_vrow_i(unsigned char* out, const int* cache, const Py_ssize_t* off,
+                      const int* w, Py_ssize_t K, Py_ssize_t L, int* tmp,
+                      int shift, Py_ssize_t cv) noexcept nogil
+
+ctypedef fused u8weight:
+    float
+    int
+
+# Longest vertical tap list the uint8 engine blends (the tables here hold a
+# few tens; a direct caller's longer table is refused).
+cdef Py_ssize_t U8_MAX_TAPS = 4096
+
+
+def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
+                 const int[:, ::1] yidx, const u8weight[:, ::1] yw,
+                 const int[:, ::1] xidx, const u8weight[:, ::1] xw,
+                 int hshift, int vshift, int nthreads, bint vfirst=False,
+                 bint opencv_linear=False):
+    """out[p] = round(A_y @ x[p] @ A_x.T) for uint8 planes, horizontal pass first.
+
+    ``out`` is (P, H_out, L_out) and ``x`` (P, H_in, L_in) with one x-table
+    column per output value (channels already expanded: value ``j`` reads
+    ``x[.., idx[k, j]]``). float32 weights: float32 sums, each output rounded
+    half to even and saturated to [0, 255] (``hshift``/``vshift`` ignored).
+    int32 weights: fixed point; the horizontal pass keeps its sums
+    (``hshift == 0``) or rounds them to a saturated uint8 value by
+    ``(v + 2^(hshift-1)) >> hshift``; the vertical pass writes
+    ``clip((v + 2^(vshift-1)) >> vshift)``. ``vfirst`` (int32 weights only)
+    runs the vertical pass first, rounding its rows to uint8 by ``vshift``,
+    then the horizontal pass by ``hshift`` (Pillow's order when the height
+    shrinks and the width grows). ``opencv_linear`` (int32 two-tap y table)
+    rounds the leading values of each row as OpenCV's SIMD loop does.
+    """
+    cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
+    cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
+    cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0]
+    cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t njobs = P * nblocks
+    cdef Py_ssize_t cv = 0
+    cdef Py_ssize_t crows, per, head, nteam, tid, job, p, y0, y1, y, r, lo, hi, k
+    cdef char* bufs = NULL
+    cdef char* buf
+    cdef u8weight* cache
+    cdef u8weight* wrow = NULL
+    cdef u8weight* wide
+    cdef u8weight* tmp
+    cdef Py_ssize_t* off
+    cdef unsigned char* done
+    cdef const unsigned char* plane
+    cdef const int* yi
+    cdef const int* xi
+    cdef const u8weight* ywp
+    cdef const u8weight* xwp
+    _check_u8_args(out, x, yidx, yw, xidx, xw, hshift, vshift)
+    if P == 0 or Ho == 0 or Lo == 0:
+        return
+    yi = &yidx[0, 0]
+    xi = &xidx[0, 0]
+    ywp = &yw[0, 0]
+    xwp = &xw[0, 0]
+    if opencv_linear:   # OpenCV's vector loop covers whole rows (measured, 5.1)
+        cv = Lo
+    crows = cache_rows(yidx)
+    if vfirst and u8weight is float:
+        raise ValueError("resize.separable_u8: vfirst needs int32 weights.")
+    if vfirst:
+        crows = max(1, (Li + Lo - 1) // Lo)   # the cache holds one blended source row
+    # per thread: the row cache, a blend row, the row offsets, the done flags
+    head = (Ky * 16 + 63) // 64 * 64   # offsets and weights first, then the rows
+    per = head + ((crows + 1) * Lo + Li) * sizeof(u8weight) + crows + 64
+    nteam = max(1, min(nthreads, njobs))
+    if <size_t> per > SIZE_MAX // <size_t> nteam:
+        raise MemoryError("resize: the per-thread row caches do not fit in memory.")
+    bufs = <char*> malloc(per * nteam)
+    if bufs == NULL:
+        raise MemoryError(f"resize: could not allocate the per-thread row caches "
+                          f"({nteam} x {per} bytes).")
+    cdef fi_team team
+    try:
+        nteam = fi_team_plan(&team, nteam)
+        with nogil, parallel(num_threads=nteam):
+            fi_team_enter(&team)
+            tid = threadid()
+            buf = bufs + tid * per
+            off = <Py_ssize_t*> buf
+            wrow = <u8weight*> (buf + Ky * 8)
+            cache = <u8weight*> (buf + head)
+            tmp = cache + crows * Lo
+            wide = tmp + Lo
+            done = <unsigned char*> (wide + Li)
+            for job in prange(njobs, schedule="dynamic"):
+                p = job // nblocks
+                y0 = (job % nblocks) * ROW_BLOCK
+                y1 = min(Ho, y0 + ROW_BLOCK)
+                plane = &x[p, 0, 0]
+                if u8weight is int:
+                    if vfirst:
+                        for y in range(y0, y1):
+                            for k in range(Ky):
+                                wrow[k] = ywp[k * Ho + y]
+                                (<int*> off)[k] = yi[k * Ho + y]
+                            fi_u8_vfirst_i(cache, plane, Li, <int*> off, wrow, Ky, Li, vshift)
+                            fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
+                        continue
+                lo = 0
+                hi = 0
+                row_range(yi, Ky, Ho, y0, y1, &lo, &hi)
+                memset(done, 0, hi - lo)
+                for y in range(y0, y1):
+                    for k in range(Ky):
+                        r = yi[k * Ho + y]
+                        off[k] = (r - lo) * Lo
+                        if not done[r - lo]:
+                            if u8weight is float:
+                                fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
+                                             wide, Li)
+                            else:
+                                fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
+                                             hshift, wide, Li)
+                            done[r - lo] = 1
+                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift, cv)
+            fi_team_leave(&team)
+        fi_team_done(&team)
+    finally:
+        free(bufs)
+
+
+cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ssize_t* off,
+                          u8weight* w, const u8weight* yw, Py_ssize_t Ky, Py_ssize_t Ho, Py_ssize_t y,
+                          Py_ssize_t L, u8weight* tmp, int vshift, Py_ssize_t cv) noexcept nogil:
+    """Blend output row y's cached rows (tap k at ``cache + off[k]``) into ``dst``."""
+    cdef Py_ssize_t k
+    # the weights of row y are strided by Ho in the tap-major table: gather them
+    for k in range(Ky):
+        w[k] = yw[k * Ho + y]
+    if u8weight is float:
+        fi_u8_vrow_f(dst, cache, off, w, Ky, L, tmp)
+    else:
+        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv)
+
+
+def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
+                   int hshift, int vshift):
+    """Refuse arguments that would make separable_u8 read or write out of bounds."""
+    op = "resize.separable_u8"
+    P, Ho, Lo = out.shape[0], out.shape[1], out.shape[2]
+    ys, xs = (yidx.shape[0], yidx.shape[1]), (xidx.shape[0], xidx.shape[1])
+    if x.shape[0] != P:
+        raise ValueError(f"{op}: x must have as many planes as out; got x "
+                         f"{tuple(x.shape[:3])}, out {tuple(out.shape[:3])}.")
+    if (ys[0] < 1 or xs[0] < 1 or ys[0] > U8_MAX_TAPS or tuple(yw.shape[:2]) != ys
+            or tuple(xw.shape[:2]) != xs or ys[1] != Ho or xs[1] != Lo):
+        raise ValueError(f"{op}: tap tables (K, n_out) must match out {tuple(out.shape[:3])}; "
+                         f"got y {ys}/{tuple(yw.shape[:2])}, x {xs}/{tuple(xw.shape[:2])}.")
+    if not (0 <= hshift <= 30 and 0 <= vshift <= 30):
+        raise ValueError(f"{op}: hshift and vshift must lie in [0, 30]; got {hshift}, {vshift}.")
+    if not _indices_within(yidx, x.shape[1]) or not _indices_within(xidx, x.shape[2]):
+        raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])}.")
+
+
+cdef extern from *:
+    """
+    /* Integer-factor box shrink of uint8 rows (area, and bilinear halving):
+       exact integer sums of fy x fx blocks, then one rounded division. */
+    static FI_NOINLINE void fi_box_rows(uint32_t* __restrict acc, const unsigned char* src,
+                                        Py_ssize_t stride, Py_ssize_t fy, Py_ssize_t L) {
+        for (Py_ssize_t j = 0; j < L; ++j) acc[j] = src[j];
+        for (Py_ssize_t r = 1; r < fy; ++r) {
+            const unsigned char* __restrict s = src + r * stride;
+            for (Py_ssize_t j = 0; j < L; ++j) acc[j] += s[j];
+        }
+    }
+    /* t[x*C + c] = sum_k a[(x*fx + k)*C + c], C a constant so that the
+       interleaved channels vectorise */
+    #define FI_BOX_HSUM(CC)                                                           \
+    static FI_NOINLINE void fi_box_hsum##CC(uint32_t* __restrict t,                  \
+                                            const uint32_t* __restrict a,            \
+                                            Py_ssize_t Wo, Py_ssize_t fx) {          \
+        if (fx == 2) {                                                                \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[2 * x * CC + c] + a[(2 * x + 1) * CC + c];      \
+            return;                                                                   \
+        }                                                                             \
+        for (Py_ssize_t x = 0; x < Wo; ++x)                                           \
+            for (Py_ssize_t c = 0; c < CC; ++c) {                                     \
+                uint32_t s = 0;                                                       \
+                for (Py_ssize_t k = 0; k < fx; ++k) s += a[(x * fx + k) * CC + c];    \
+                t[x * CC + c] = s;                                                    \
+            }                                                                         \
+    }
+    FI_BOX_HSUM(1)
+    FI_BOX_HSUM(2)
+    FI_BOX_HSUM(3)
+    FI_BOX_HSUM(4)
+    static FI_NOINLINE void fi_box_hsum(uint32_t* __restrict t, const uint32_t* __restrict a,
+                                        Py_ssize_t Wo, Py_ssize_t fx, Py_ssize_t C) {
+        switch (C) {
+            case 1: fi_box_hsum1(t, a, Wo, fx); return;
+            case 2: fi_box_hsum2(t, a, Wo, fx); return;
+            case 3: fi_box_hsum3(t, a, Wo, fx); return;
+            case 4: fi_box_hsum4(t, a, Wo, fx); return;
+        }
+        for (Py_ssize_t x = 0; x < Wo; ++x)
+            for (Py_ssize_t c = 0; c < C; ++c) {
+                uint32_t s = 0;
+                for (Py_ssize_t k = 0; k < fx; ++k) s += a[(x * fx + k) * C + c];
+                t[x * C + c] = s;
+            }
+    }
+    /* The common 2 x 2 case: every value is summed with the next row and
+       the next pixel (C values on) in 16 bits and rounded, half up
+       (s + 2) >> 2 or half to even (s + 1 + ((s >> 2) & 1)) >> 2, into the
+       byte row ``b`` (contiguous and vectorised, twice the values needed);
+       then every other pixel is kept (three channels: by 4-byte copies whose
+       extra byte the next pixel overwrites). */
+    #define FI_BOX2X2(CC)                                                             \
+    static FI_NOINLINE void fi_box2x2_##CC(unsigned char* __restrict out,            \
+                                           const unsigned char* __restrict r0,       \
+                                           const unsigned char* __restrict r1,       \
+                                           unsigned char* __restrict b,              \
+                                           Py_ssize_t Wo, int half_up) {             \
+        const Py_ssize_t L = 2 * Wo * CC;                                             \
+        const uint16_t odd = half_up ? 0 : 1, bias = half_up ? 2 : 1;                \
+        Py_ssize_t x = 0;                                                             \
+        for (Py_ssize_t j = 0; j + CC < L; ++j) {                                     \
+            uint16_t s = (uint16_t)((uint16_t)r0[j] + r0[j + CC] + r1[j] + r1[j + CC]); \
+            b[j] = (unsigned char)((s + bias + (odd & (s >> 2))) >> 2);               \
+        }                                                                             \
+        if (CC == 3)                                                                  \
+            for (; x + 2 < Wo; ++x) {                                                 \
+                uint32_t w;                                                           \
+                memcpy(&w, b + 6 * x, 4);                                             \
+                memcpy(out + 3 * x, &w, 4);                                           \
+            }                                                                         \
+        for (; x < Wo; ++x)                                                           \
+            for (Py_ssize_t c = 0; c < CC; ++c) out[x * CC + c] = b[2 * x * CC + c];  \
+    }
+    FI_BOX2X2(1)
+    FI_BOX2X2(2)
+    FI_BOX2X2(3)
+    FI_BOX2X2(4)
+    static int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
+                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) {
+        switch (C) {
+            case 1: fi_box2x2_1(out, r0, r1, v, Wo, half_up); return 1;
+            case 2: fi_box2x2_2(out, r0, r1, v, Wo, half_up); return 1;
+            case 3: fi_box2x2_3(out, r0, r1, v, Wo, half_up); return 1;
+            case 4: fi_box2x2_4(out, r0, r1, v, Wo, half_up); return 1;
+        }
+        return 0;
+    }
+    /* out = round(t / area): the float quotient's floor is exact for sums
+       below 2^24 (they are <= 255 * area); the remainder decides the rounding */
+    static FI_NOINLINE void fi_box_round(unsigned char* __restrict out,
+                                         const uint32_t* __restrict t, Py_ssize_t n,
+                                         uint32_t area, int half_up) {
+        if ((area & (area - 1)) == 0) {   /* a power of two: shifts */
+            int sh = 0;
+            while ((1u << sh) < area) ++sh;
+            const uint32_t odd = (half_up || sh == 0) ? 0 : 1;
+            const uint32_t bias = sh ? (area >> 1) - odd : 0;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                uint32_t v = t[i];
+                out[i] = (unsigned char)((v + bias + (odd & (v >> sh))) >> sh);
+            }
+            return;
+        }
+        const float fa = (float)area;
+        if (half_up) {
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                uint32_t s = t[i];
+                uint32_t q = (uint32_t)((float)s / fa);
+                out[i] = (unsigned char)(q + (2 * (s - q * area) >= area));
+            }
+            return;
+        }
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            uint32_t s = t[i];
+            uint32_t q = (uint32_t)((float)s / fa);
+            /* half to even: up when 2r > area, or 2r == area and q is odd */
+            out[i] = (unsigned char)(q + (2 * (s - q * area) + (q & 1u) > area));
+        }
+    }
+    """
+    void fi_box_rows(unsigned int* acc, const unsigned char* src, Py_ssize_t stride,
+                     Py_ssize_t fy, Py_ssize_t L) noexcept nogil
+    void fi_box_hsum(unsigned int* t, const unsigned int* a, Py_ssize_t Wo, Py_ssize_t fx,
+                     Py_ssize_t C) noexcept nogil
+    void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
+                      unsigned int area, int half_up) noexcept nogil
+    int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
+                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) noexcept nogil
+
+
+def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
+           Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t channels, bint half_up, int nthreads):
+    """out = the means of the fy x fx blocks of x, rounded (uint8 planes).
+
+    ``out`` is (P, H_out, W_out*C) and ``x`` (P, H_out*fy, W_out*fx*C) with
+    interleaved channels (C = ``channels``; 1 for planar data). Rounded
+    half up (``half_up``) or half to even; exact for any block size whose
+    sums stay below 2^24.
+    """
+    cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
+    cdef Py_ssize_t Li = x.shape[2], C = channels, Wo, njobs, nteam, tid, job, p, y
+    cdef unsigned int* bufs = NULL
+    cdef unsigned int* acc
+    cdef unsigned int* t
+    op = "resize.box_u8"
+    xs = (x.shape[0], x.shape[1], x.shape[2])
+    oshape = (P, Ho, Lo)
+    if C < 1 or fy < 1 or fx < 1 or Lo % C or x.shape[0] != P:
+        raise ValueError(f"{op}: need channels, fy, fx >= 1, out rows a multiple of channels "
+                         f"and as many planes in x as in out; got channels={C}, fy={fy}, "
+                         f"fx={fx}, out {oshape}, x {xs}.")
+    Wo = Lo // C
+    if x.shape[1] != Ho * fy or Li != Lo * fx or fy * fx * 255 >= (1 << 24):
+        raise ValueError(f"{op}: x must be (P, H_out*fy, W_out*fx*C) with fy*fx*255 < 2^24; "
+                         f"got x {xs}, out {oshape}, fy={fy}, fx={fx}.")
+    njobs = P * Ho
+    if njobs == 0 or Lo == 0:
+        return
+    nteam = max(1, min(nthreads, njobs))
+    bufs = <unsigned int*> malloc((Li + Lo + 16) * sizeof(unsigned int) * nteam)
+    if bufs == NULL:
+        raise MemoryError(f"{op}: could not allocate the per-thread row sums.")
+    cdef fi_team team
+    try:
+        nteam = fi_team_plan(&team, nteam)
+        with nogil, parallel(num_threads=nteam):
+            fi_team_enter(&team)
+            tid = threadid()
+            acc = bufs + tid * (Li + Lo + 16)
+            t = acc + Li
+            for job in prange(njobs, schedule="static"):
+                p = job // Ho
+                y = job % Ho
+                if fy == 2 and fx == 2 and fi_box2x2(&out[p, y, 0], &x[p, 2 * y, 0],
+                                                     &x[p, 2 * y + 1, 0],
+                                                     <unsigned char*> acc, Wo, C, half_up):
+                    continue
+                fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
+                fi_box_hsum(t, acc, Wo, fx, C)
+                fi_box_round(&out[p, y, 0], t, Lo, <unsigned int> (fy * fx), half_up)
+            fi_team_leave(&team)
+        fi_team_done(&team)
+    finally:
+        free(bufs)

@@ -1,0 +1,221 @@
+"""Per-axis sampling rules of ``resize(..., match="opencv" | "pil")``.
+
+Each function returns one axis's taps as ``(idx, w)``: ``idx`` (K, n_out)
+source indices and ``w`` (K, n_out) float64 weights (entries past an
+output's last tap have weight 0), computed with the library's own
+arithmetic (float32 where OpenCV uses float, double where Pillow does), and
+:func:`fixed_weights` gives the integer weights of the libraries' uint8
+paths. The kernels then apply them (fastinterp.resize).
+
+OpenCV (``cv2.resize``, 4.x/5.x ``resize.cpp``)
+    ``scale = 1 / (out / in)`` in double. INTER_NEAREST: ``min(floor(o * scale),
+    in - 1)``. INTER_LINEAR / INTER_CUBIC: source ``f = float((o + 0.5) * scale
+    - 0.5)``, taps at ``floor(f) + {0, 1}`` (linear: a coordinate before the
+    first or at/after the last pixel snaps to it) or ``floor(f) + {-1..2}``
+    (Keys cubic, a = -0.75, border replicated); uint8 weights are
+    ``round(w * 2048)`` (11 bits). INTER_AREA when both axes shrink: box
+    weights of the overlap of output cell ``[o * s, (o + 1) * s)`` with each
+    input pixel, in float32; otherwise OpenCV's "area-mode" linear weights.
+Pillow (``Image.resize``, ``Resample.c``)
+    Output ``o`` is centred at ``(o + 0.5) * scale``; the filter (triangle,
+    Keys cubic a = -0.5, Lanczos a = 3, box) is stretched by ``scale`` when
+    shrinking; taps ``[int(c - support + 0.5), int(c + support + 0.5))``
+    clipped to the image, weights normalised to sum 1 in double, then to
+    22-bit integers. NEAREST samples ``((o * FIX(scale) + FIX(scale / 2)) >> 16)``
+    in 16.16 fixed point.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["opencv_taps", "pil_taps", "opencv_variant", "pil_vertical_first", "fixed_weights",
+           "OPENCV_BITS", "PIL_BITS"]
+
+OPENCV_BITS = 11   # INTER_RESIZE_COEF_BITS
+PIL_BITS = 22      # PRECISION_BITS = 32 - 8 - 2
+_F32 = np.float32
+
+
+def _pad(taps):
+    """(idx, w) arrays (K, n) from per-output lists of (index, weight)."""
+    K = max(1, max(len(t) for t in taps))
+    idx = np.zeros((K, len(taps)), np.int64)
+    w = np.zeros((K, len(taps)), np.float64)
+    for o, t in enumerate(taps):
+        for k, (i, a) in enumerate(t):
+            idx[k, o], w[k, o] = i, a
+        last = t[-1][0] if t else 0
+        idx[len(t):, o] = last
+    return idx, w
+
+
+# --------------------------------------------------------------------------- OpenCV
+
+def _cv_scale(n_in, n_out):
+    return 1.0 / (float(n_out) / float(n_in))
+
+
+def _cv_cubic(x):
+    """OpenCV's interpolateCubic (A = -0.75) in float32."""
+    A = _F32(-0.75)
+    x = _F32(x)
+    one = _F32(1)
+    c0 = ((A * (x + one) - _F32(5) * A) * (x + one) + _F32(8) * A) * (x + one) - _F32(4) * A
+    c1 = ((A + _F32(2)) * x - (A + _F32(3))) * x * x + one
+    c2 = ((A + _F32(2)) * (one - x) - (A + _F32(3))) * (one - x) * (one - x) + one
+    c3 = one - c0 - c1 - c2
+    return [c0, c1, c2, c3]
+
+
+def opencv_variant(mode, in_hw, out_hw, channels) -> str:
+    """Which of its rules cv2.resize applies to this 2-D geometry (uint8).
+
+    For mode 'area' (and 'bilinear' halving both axes, which OpenCV runs as
+    INTER_AREA): ``"area"`` (box weights) when neither axis grows,
+    ``"area2x2"`` for exact halving of both with 1, 3 or 4 channels (its
+    vector path: the same weights, rounded half up), ``"linear"`` (its
+    area-mode linear weights) otherwise. For 'bicubic': ``"float"`` (float
+    weights, up to 4 channels) or ``"fixed"`` (11-bit weights, more
+    channels). Otherwise ``""``.
+    """
+    scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
+    if mode == "bicubic":
+        return "float" if channels <= 4 else "fixed"
+    if mode not in ("area", "bilinear"):
+        return ""
+    if scales == [2.0, 2.0]:
+        return "area2x2" if channels in (1, 3, 4) else "area"
+    if mode == "bilinear":
+        return ""
+    return "area" if min(scales) >= 1 else "linear"
+
+
+def _cv_area(n_in, n_out):
+    scale = _cv_scale(n_in, n_out)
+    taps = []
+    for o in range(n_out):
+        f1 = o * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s2 = min(math.floor(f2), n_in - 1)
+        s1 = min(math.ceil(f1), s2)
+        t = []
+        if s1 - f1 > 1e-3:
+            t.append((s1 - 1, float(_F32((s1 - f1) / cell))))
+        for s in range(s1, s2):
+            t.append((s, float(_F32(1.0 / cell))))
+        if f2 - s2 > 1e-3:
+            t.append((s2, float(_F32(min(min(f2 - s2, 1.0), cell) / cell))))
+        taps.append(t)
+    return _pad(taps)
+
+
+def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
+    """One axis of cv2.resize: mode 'nearest', 'bilinear', 'bicubic' or 'area'.
+
+    Linear taps before the first or past the last pixel snap to it on the x
+    axis; on the y axis OpenCV keeps both weights and reads the border row
+    twice (which its uint8 rounding can tell apart).
+    """
+    scale = _cv_scale(n_in, n_out)
+    o = np.arange(n_out)
+    if mode == "nearest":
+        idx = np.minimum(np.floor(o * scale).astype(np.int64), n_in - 1)
+        return idx[None, :], np.ones((1, n_out))
+    if mode in ("area", "bilinear") and area_kind in ("area", "area2x2"):
+        if n_in == n_out:
+            return o[None, :].astype(np.int64), np.ones((1, n_out))
+        return _cv_area(n_in, n_out)
+    taps = []
+    for dx in range(n_out):
+        if mode == "area":   # INTER_AREA on a growing axis: OpenCV's "area mode" linear
+            sx = math.floor(dx * scale)
+            fx = float(_F32((dx + 1) - (sx + 1) * (float(n_out) / float(n_in))))
+            fx = 0.0 if fx <= 0 else float(_F32(fx - math.floor(fx)))
+        else:
+            f = float(_F32((dx + 0.5) * scale - 0.5))
+            sx = math.floor(f)
+            fx = float(_F32(f - sx))
+        if mode == "bicubic":
+            w = _cv_cubic(fx)
+            taps.append([(min(max(sx - 1 + k, 0), n_in - 1), float(w[k])) for k in range(4)])
+            continue
+        if axis == "x" and sx < 0:
+            sx, fx = 0, 0.0
+        if axis == "x" and sx >= n_in - 1:
+            sx, fx = n_in - 1, 0.0
+        taps.append([(min(max(sx, 0), n_in - 1), float(_F32(1) - _F32(fx))),
+                     (min(max(sx + 1, 0), n_in - 1), fx)])
+    return _pad(taps)
+
+
+# --------------------------------------------------------------------------- Pillow
+
+def _pil_filter(mode):
+    """(support, filter on a float64 array) of Pillow's resampling filters."""
+    if mode == "bilinear":
+        return 1.0, lambda x: np.where(np.abs(x) < 1, 1.0 - np.abs(x), 0.0)
+    if mode == "bicubic":
+        def cubic(x, a=-0.5):
+            x = np.abs(x)
+            near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+            far = (((x - 5) * x + 8) * x - 4) * a
+            return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+        return 2.0, cubic
+    if mode == "lanczos":
+        def sinc(x):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(x == 0, 1.0, np.sin(np.pi * x) / (np.pi * x))
+        return 3.0, lambda x: np.where((x >= -3.0) & (x < 3.0), sinc(x) * sinc(x / 3), 0.0)
+    if mode == "area":   # Pillow's BOX
+        return 0.5, lambda x: np.where((x > -0.5) & (x <= 0.5), 1.0, 0.0)
+    raise ValueError(mode)
+
+
+def pil_taps(mode, n_in, n_out):
+    """One axis of PIL's Image.resize: 'nearest', 'bilinear', 'bicubic', 'lanczos', 'area' (BOX)."""
+    if mode == "nearest":   # ImagingScaleAffine: positions accumulated in double
+        scale = float(n_in) / float(n_out)
+        steps = np.full(n_out, scale)
+        steps[0] = scale * 0.5
+        idx = np.cumsum(steps).astype(np.int64)   # cumsum adds in order, as the C loop
+        return np.minimum(idx, n_in - 1)[None, :], np.ones((1, n_out))
+    support, filt = _pil_filter(mode)
+    scale = float(n_in) / float(n_out)
+    filterscale = max(scale, 1.0)
+    support = support * filterscale
+    K = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(n_out) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)   # C's (int): truncation
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), n_in) - xmin
+    j = np.arange(K)[:, None]
+    w = filt(((j + xmin[None, :]).astype(np.float64) - center[None, :] + 0.5)
+             * (1.0 / filterscale))
+    w = np.where(j < xmax[None, :], w, 0.0)
+    total = w.sum(axis=0)   # Pillow sums in tap order; sums of <= 19 doubles agree to an ulp
+    w = np.where(total != 0, w / np.where(total != 0, total, 1.0), w)
+    last = xmin + np.maximum(xmax, 1) - 1
+    idx = np.where(j < xmax[None, :], j + xmin[None, :], last[None, :])
+    return np.clip(idx, 0, n_in - 1), w
+
+
+def pil_vertical_first(in_hw, out_hw) -> bool:
+    """Whether Pillow runs its vertical pass first (measured on Pillow 13)."""
+    return out_hw[0] < in_hw[0] and out_hw[1] > in_hw[1]
+
+
+# --------------------------------------------------------------------------- integer weights
+
+def fixed_weights(w, match) -> np.ndarray:
+    """The libraries' integer weights for uint8 data (int32, scaled by 2^bits).
+
+    OpenCV: ``saturate_cast<short>(w * 2048)`` (round half to even).
+    Pillow: ``(int)(w * 2^22 + 0.5)`` (``- 0.5`` for negative weights), truncated.
+    """
+    if match == "opencv":
+        v = np.rint(w.astype(_F32) * _F32(1 << OPENCV_BITS))
+        return np.clip(v, -32768, 32767).astype(np.int32)
+    scaled = w * float(1 << PIL_BITS)
+    return np.trunc(np.where(w < 0, scaled - 0.5, scaled + 0.5)).astype(np.int32)

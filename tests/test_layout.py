@@ -1,0 +1,162 @@
+"""One layout option for the image ops: batched NCHW/NHWC and single images HW/HWC/CHW.
+
+Every layout must give the batched NCHW result with its axes moved, for
+resize, adaptive_avg_pool2d, grid_sample and their backwards; 3-D arrays
+need an explicit layout; channels_last is a deprecated alias of layout.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+
+# layout -> (from NCHW with N = 1 to the layout, and back)
+TO = {"NCHW": lambda a: a, "NHWC": lambda a: a.transpose(0, 2, 3, 1),
+      "CHW": lambda a: a[0], "HWC": lambda a: a[0].transpose(1, 2, 0), "HW": lambda a: a[0, 0]}
+
+
+def _layouts(c):
+    return [lay for lay in TO if lay != "HW" or c == 1]
+
+
+def _as(layout, a):
+    return np.ascontiguousarray(TO[layout](a))
+
+
+@pytest.mark.parametrize("c", [1, 3, 7])
+@pytest.mark.parametrize("dtype", [np.float64, np.uint8])
+@pytest.mark.parametrize("call", [
+    lambda x, lay: fi.resize(x, size=(5, 9), mode="bicubic", layout=lay),
+    lambda x, lay: fi.resize(x, size=(5, 9), mode="area", layout=lay, match="opencv"),
+    lambda x, lay: fi.resize(x, size=(13, 4), mode="lanczos", layout=lay, match="pil"),
+    lambda x, lay: fi.adaptive_avg_pool2d(x, (3, 4), layout=lay),
+])
+def test_forward_layouts_agree(c, dtype, call):
+    rng = np.random.default_rng(c)
+    x = (rng.integers(0, 256, (1, c, 11, 8)) if dtype == np.uint8
+         else rng.standard_normal((1, c, 11, 8))).astype(dtype)
+    want = call(x, "NCHW")
+    for lay in _layouts(c):
+        got = call(_as(lay, x), lay)
+        np.testing.assert_array_equal(got, TO[lay](want), err_msg=lay)
+
+
+@pytest.mark.parametrize("c", [1, 3, 5])
+def test_default_layout_reads_2d_as_hw_and_4d_as_nchw(c):
+    x = np.random.default_rng(0).standard_normal((1, c, 6, 7))
+    np.testing.assert_array_equal(fi.resize(x, size=(3, 3)),
+                                  fi.resize(x, size=(3, 3), layout="NCHW"))
+    if c == 1:
+        np.testing.assert_array_equal(fi.resize(x[0, 0], size=(3, 3)),
+                                      fi.resize(x, size=(3, 3))[0, 0])
+
+
+@pytest.mark.parametrize("call", [lambda x: fi.resize(x, size=2),
+                                  lambda x: fi.adaptive_avg_pool2d(x, 2),
+                                  lambda x: fi.grid_sample(x, np.zeros((2, 2, 2)))])
+def test_3d_input_needs_a_layout(call):
+    img = np.zeros((8, 8, 3), np.uint8)       # an (H, W, 3) photo, never read as CHW
+    with pytest.raises(ValueError, match="needs layout='CHW'.*or layout='HWC'"):
+        call(img)
+
+
+@pytest.mark.parametrize("layout, shape", [("HWC", (4, 4)), ("NCHW", (1, 4, 4)), ("HW", (2, 4, 4)),
+                                           ("CHW", (1, 1, 4, 4))])
+def test_explicit_layout_must_match_ndim(layout, shape):
+    with pytest.raises(ValueError, match=f"for layout='{layout}'"):
+        fi.resize(np.zeros(shape), size=2, layout=layout)
+
+
+def test_unknown_layout():
+    with pytest.raises(ValueError, match="layout must be one of"):
+        fi.grid_sample(np.zeros((1, 1, 4, 4)), np.zeros((1, 2, 2, 2)), layout="nhwc")
+
+
+# --------------------------------------------------------------------------- grid_sample
+
+def _grid(rng, n, ho, wo):
+    return rng.uniform(-1.1, 1.1, (n, ho, wo, 2))
+
+
+@pytest.mark.parametrize("c", [1, 3, 6])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_grid_sample_layouts_agree(c, mode):
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((1, c, 9, 8))
+    g = _grid(rng, 1, 5, 6)
+    want = fi.grid_sample(x, g, mode=mode, padding_mode="border")
+    go = rng.standard_normal(want.shape)
+    gi, gg = fi.grid_sample_backward(go, x, g, mode=mode, padding_mode="border")
+    for lay in _layouts(c):
+        grid = g if lay.startswith("N") else g[0]
+        got = fi.grid_sample(_as(lay, x), grid, mode=mode, padding_mode="border", layout=lay)
+        np.testing.assert_allclose(got, TO[lay](want), rtol=1e-13, atol=1e-13, err_msg=lay)
+        gi_l, gg_l = fi.grid_sample_backward(_as(lay, go), _as(lay, x), grid, mode=mode,
+                                             padding_mode="border", layout=lay)
+        np.testing.assert_allclose(gi_l, TO[lay](gi), rtol=1e-12, atol=1e-12, err_msg=lay)
+        np.testing.assert_allclose(gg_l, gg if lay.startswith("N") else gg[0], rtol=1e-12,
+                                   atol=1e-12, err_msg=lay)
+
+
+def test_grid_sample_single_image_needs_a_3d_grid():
+    with pytest.raises(ValueError, match=r"grid must have shape \(H_out, W_out, 2\) for a single"):
+        fi.grid_sample(np.zeros((4, 4, 3)), np.zeros((1, 2, 2, 2)), layout="HWC")
+
+
+@pytest.mark.parametrize("lay", ["NHWC", "HWC", "NCHW", "HW"])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_grid_sample_uint8_is_float32_rounded(lay, mode):
+    rng = np.random.default_rng(1)
+    c = 1 if lay == "HW" else 3
+    x = rng.integers(0, 256, (1, c, 12, 10)).astype(np.uint8)
+    g = _grid(rng, 1, 7, 9).astype(np.float32)
+    grid = g if lay.startswith("N") else g[0]
+    got = fi.grid_sample(_as(lay, x), grid, mode=mode, layout=lay)
+    f = fi.grid_sample(x.astype(np.float32), g, mode=mode)
+    want = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, TO[lay](want))
+
+
+def test_grid_sample_uint8_errors_leave_out_untouched():
+    x = np.zeros((1, 1, 4, 4), np.uint8)
+    with pytest.raises(TypeError, match="grid must have dtype float32 or float64"):
+        fi.grid_sample(x, np.zeros((1, 2, 2, 2), np.int32))
+    out = np.full((1, 1, 2, 2), 7, np.float32)
+    with pytest.raises(TypeError, match="out must have dtype uint8"):
+        fi.grid_sample(x, np.zeros((1, 2, 2, 2), np.float32), out=out)
+    assert (out == 7).all()
+    with pytest.raises(TypeError, match="input must have dtype float32 or float64; got uint8"):
+        fi.grid_sample_backward(np.zeros((1, 1, 2, 2)), x, np.zeros((1, 2, 2, 2)))
+
+
+def test_channels_last_is_a_deprecated_alias():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, 6, 3))
+    g = _grid(rng, 2, 4, 4)
+    with pytest.warns(FutureWarning, match="channels_last is deprecated"):
+        old = fi.grid_sample(x, g, channels_last=True)
+    np.testing.assert_array_equal(old, fi.grid_sample(x, g, layout="NHWC"))
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="contradicts"):
+        fi.grid_sample(x, g, channels_last=True, layout="NCHW")
+    with pytest.warns(FutureWarning):
+        fi.grid_sample_backward(np.ones_like(old), x, g, channels_last=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fi.grid_sample(x, g, layout="NHWC")
+        fi.grid_sample(x.transpose(0, 3, 1, 2), g, channels_last=False)   # the old default
+
+
+def test_torch_single_images_round_trip():
+    torch = pytest.importorskip("torch")
+    x = torch.rand(3, 9, 7, dtype=torch.float64)
+    y = fi.resize(x, size=(4, 5), layout="CHW")
+    assert isinstance(y, torch.Tensor) and tuple(y.shape) == (3, 4, 5)
+    ref = torch.nn.functional.interpolate(x[None], size=(4, 5), mode="bilinear")[0]
+    torch.testing.assert_close(y, ref)
+    p = fi.adaptive_avg_pool2d(x, (2, 3), layout="CHW")
+    torch.testing.assert_close(p, torch.nn.functional.adaptive_avg_pool2d(x, (2, 3)))
+    img = torch.randint(0, 256, (9, 7, 3), dtype=torch.uint8)
+    z = fi.resize(img, size=(4, 5), layout="HWC", match="opencv")
+    assert z.dtype == torch.uint8 and tuple(z.shape) == (4, 5, 3)

@@ -1,0 +1,259 @@
+"""uint8 images, the match= presets (OpenCV, Pillow) and mode='lanczos' of resize.
+
+Parity tables: every preset and mode against the library itself on a spread
+of geometries (up and down, odd and even, 1 px, unchanged axes) and channel
+counts. Claims (also in the README's table): exact for OpenCV nearest and
+bilinear and for every Pillow filter; within one grey level (and on all but
+a small fraction of pixels) for OpenCV bicubic and area.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+
+cv2 = pytest.importorskip("cv2")
+Image = pytest.importorskip("PIL.Image")
+
+GEOMS = [((1, 1), (5, 7)), ((5, 7), (1, 1)), ((2, 3), (4, 6)), ((16, 24), (8, 12)),
+         ((17, 23), (9, 11)), ((9, 11), (17, 30)), ((20, 30), (7, 45)), ((30, 20), (45, 7)),
+         ((64, 48), (21, 16)), ((15, 15), (15, 15)), ((33, 35), (66, 70)),
+         ((100, 90), (33, 31)), ((13, 7), (39, 21)), ((48, 36), (12, 9)), ((31, 29), (1, 29)),
+         ((1, 40), (3, 13)), ((50, 50), (49, 51)), ((7, 120), (150, 3)), ((99, 99), (33, 33))]
+CV_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
+            "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+PIL_FLAGS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+             "lanczos": Image.LANCZOS, "area": Image.BOX}
+EXACT = {("opencv", "nearest"), ("opencv", "bilinear")} | {("pil", m) for m in PIL_FLAGS}
+
+
+def _image(rng, h, w, c):
+    return rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def _reference(match, mode, img, oh, ow):
+    c = img.shape[2]
+    if match == "opencv":
+        return cv2.resize(img, (ow, oh), interpolation=CV_FLAGS[mode]).reshape(oh, ow, c)
+    pil = Image.fromarray(img[..., 0] if c == 1 else img)
+    return np.asarray(pil.resize((ow, oh), PIL_FLAGS[mode])).reshape(oh, ow, c)
+
+
+def _channels(match, mode):
+    if match == "pil":
+        return (1, 3)              # L and RGB (RGBA is premultiplied by Pillow)
+    return (1, 3, 4) if mode == "area" else (1, 3, 4, 5)   # cv2 INTER_AREA: <= 4 channels
+
+
+@pytest.mark.parametrize("match, mode", [("opencv", m) for m in CV_FLAGS]
+                         + [("pil", m) for m in PIL_FLAGS])
+def test_parity_table(match, mode):
+    rng = np.random.default_rng(hash((match, mode)) % 2**32)
+    differing = total = 0
+    for ((h, w), (oh, ow)), c in itertools.product(GEOMS, _channels(match, mode)):
+        img = _image(rng, h, w, c)
+        ref = _reference(match, mode, img, oh, ow)
+        got = fi.resize(img, size=(oh, ow), mode=mode, layout="HWC", match=match)
+        assert got.dtype == np.uint8 and got.shape == ref.shape
+        d = np.abs(got.astype(int) - ref.astype(int))
+        assert d.max() <= 1, ((h, w), (oh, ow), c, d.max())
+        if (match, mode) in EXACT:
+            assert d.max() == 0, ((h, w), (oh, ow), c, int((d > 0).sum()))
+        differing += int((d > 0).sum())
+        total += d.size
+    assert differing <= 0.01 * total
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "area"])
+def test_opencv_batched_layouts_equal_single_images(mode):
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 256, (3, 21, 34, 3), dtype=np.uint8)
+    got = fi.resize(batch, size=(10, 17), mode=mode, layout="NHWC", match="opencv")
+    for i in range(3):   # bilinear exact, area within 1 (see the module docstring)
+        ref = _reference("opencv", mode, batch[i], 10, 17)
+        assert np.abs(got[i].astype(int) - ref).max() <= (mode == "area")
+    nchw = fi.resize(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), size=(10, 17), mode=mode,
+                     match="opencv")
+    np.testing.assert_array_equal(nchw.transpose(0, 2, 3, 1), got)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic", "area"])
+@pytest.mark.parametrize("geom", [((17, 23), (9, 11)), ((9, 11), (17, 30)), ((16, 24), (8, 12))])
+def test_opencv_float32_matches_cv2(mode, geom):
+    (h, w), (oh, ow) = geom
+    img = np.random.default_rng(4).standard_normal((h, w, 3)).astype(np.float32)
+    ref = cv2.resize(img, (ow, oh), interpolation=CV_FLAGS[mode])
+    got = fi.resize(img, size=(oh, ow), mode=mode, layout="HWC", match="opencv")
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "lanczos", "area"])
+def test_pil_float_matches_pillow_mode_f(mode):
+    img = np.random.default_rng(5).standard_normal((19, 26)).astype(np.float32)
+    for oh, ow in ((7, 9), (40, 53), (19, 11)):
+        ref = np.asarray(Image.fromarray(img, mode="F").resize((ow, oh), PIL_FLAGS[mode]))
+        got = fi.resize(img, size=(oh, ow), mode=mode, match="pil")
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- torch preset
+
+def _float_then_round(x, **kw):
+    """The documented uint8 rule: the float32 result rounded half to even, saturated."""
+    f = fi.resize(x.astype(np.float32), **kw)
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode, kw", [("bilinear", {}), ("bicubic", {}), ("area", {}),
+                                      ("nearest", {}), ("nearest-exact", {}),
+                                      ("bilinear", {"antialias": True}), ("lanczos", {}),
+                                      ("bicubic", {"align_corners": True})])
+@pytest.mark.parametrize("size", [(7, 5), (40, 33), (1, 1)])
+def test_torch_preset_uint8_is_float32_rounded(mode, kw, size):
+    x = np.random.default_rng(6).integers(0, 256, (2, 3, 19, 14), dtype=np.uint8)
+    got = fi.resize(x, size=size, mode=mode, **kw)
+    want = _float_then_round(x, size=size, mode=mode, **kw)
+    assert got.dtype == np.uint8
+    # float32 sums in another order may sit on the other side of .5 by an ulp
+    d = np.abs(got.astype(int) - want.astype(int))
+    assert d.max() <= 1 and (d > 0).mean() < 0.002
+
+
+def test_uint8_saturates_and_rounds_half_to_even():
+    x = np.array([[0, 255, 0, 255]], np.uint8)
+    got = fi.resize(x, size=(1, 8), mode="bicubic")     # overshoot past 0 and 255
+    f = fi.resize(x.astype(np.float32), size=(1, 8), mode="bicubic")
+    assert f.min() < 0 and f.max() > 255
+    np.testing.assert_array_equal(got, np.clip(np.rint(f), 0, 255).astype(np.uint8))
+    # exact halves: 1 and 2 averaged is 1.5 -> 2, 2 and 3 -> 2.5 -> 2
+    y = np.array([[1, 2, 2, 3]], np.uint8)
+    np.testing.assert_array_equal(fi.resize(y, size=(1, 2), mode="area"), [[2, 2]])
+
+
+def test_torch_uint8_against_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(7).integers(0, 256, (1, 3, 23, 31), dtype=np.uint8)
+    for mode in ("nearest", "nearest-exact"):
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(12, 50), mode=mode)
+        np.testing.assert_array_equal(fi.resize(x, size=(12, 50), mode=mode), ref.numpy())
+    for aa in (False, True):
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(12, 50),
+                                              mode="bilinear", antialias=aa).numpy()
+        got = fi.resize(x, size=(12, 50), mode="bilinear", antialias=aa)
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_adaptive_avg_pool2d_uint8():
+    x = np.random.default_rng(8).integers(0, 256, (2, 3, 17, 22), dtype=np.uint8)
+    got = fi.adaptive_avg_pool2d(x, (5, 7))
+    f = fi.adaptive_avg_pool2d(x.astype(np.float64), (5, 7))
+    assert got.dtype == np.uint8
+    assert np.abs(got.astype(float) - f).max() <= 0.5 + 1e-4
+    hwc = fi.adaptive_avg_pool2d(np.ascontiguousarray(x[0].transpose(1, 2, 0)), (5, 7),
+                                 layout="HWC")
+    np.testing.assert_array_equal(hwc, got[0].transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("match, mode", [("torch", "bicubic"), ("opencv", "bilinear"),
+                                         ("pil", "lanczos"), ("opencv", "area")])
+def test_uint8_threads_bit_identical(nthreads, match, mode):
+    x = np.random.default_rng(9).integers(0, 256, (2, 150, 97, 3), dtype=np.uint8)
+    old = fi.get_num_threads()
+    try:
+        fi.set_num_threads(1)
+        one = fi.resize(x, size=(61, 201), mode=mode, layout="NHWC", match=match)
+        fi.set_num_threads(nthreads)
+        many = fi.resize(x, size=(61, 201), mode=mode, layout="NHWC", match=match)
+    finally:
+        fi.set_num_threads(old)
+    np.testing.assert_array_equal(one, many)
+
+
+# --------------------------------------------------------------------------- lanczos
+
+def test_lanczos_weights_and_identity():
+    x = np.random.default_rng(10).standard_normal((1, 2, 9, 12))
+    np.testing.assert_allclose(fi.resize(x, size=(9, 12), mode="lanczos"), x, atol=1e-12)
+    const = np.full((1, 1, 8, 8), 3.25)
+    for size in ((3, 5), (17, 21)):
+        for aa in (False, True):
+            np.testing.assert_allclose(fi.resize(const, size=size, mode="lanczos", antialias=aa),
+                                       3.25, atol=1e-12)
+
+
+def test_lanczos_antialias_equals_pillow_on_floats():
+    img = np.random.default_rng(11).standard_normal((24, 30)).astype(np.float32)
+    ref = np.asarray(Image.fromarray(img, mode="F").resize((11, 9), Image.LANCZOS))
+    got = fi.resize(img, size=(9, 11), mode="lanczos", antialias=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_lanczos_backward_is_adjoint():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 2, 10, 13))
+    g = rng.standard_normal((1, 2, 6, 17))
+    y = fi.resize(x, size=(6, 17), mode="lanczos")
+    gx = fi.resize_backward(g, x.shape, mode="lanczos")
+    assert np.isclose((y * g).sum(), (x * gx).sum(), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(match="cv2"), ValueError, "match must be one of"),
+    (dict(match="opencv", mode="lanczos"), ValueError, "with match='opencv'"),
+    (dict(match="opencv", mode="nearest-exact"), ValueError, "with match='opencv'"),
+    (dict(match="pil", align_corners=True), ValueError, "align_corners must be None for match"),
+    (dict(match="pil", antialias=True), ValueError, "antialias=True needs"),
+    (dict(mode="area", antialias=True), ValueError, "antialias=True needs"),
+])
+def test_preset_errors(kwargs, exc, words):
+    x = np.zeros((1, 1, 4, 4), np.uint8)
+    with pytest.raises(exc, match=words):
+        fi.resize(x, size=2, **kwargs)
+
+
+def test_uint8_out_and_backward_errors():
+    x = np.zeros((1, 1, 4, 4), np.uint8)
+    bad = np.full((1, 1, 2, 2), 7.0, np.float32)
+    with pytest.raises(TypeError, match="out must have dtype uint8"):
+        fi.resize(x, size=2, out=bad)
+    assert (bad == 7).all()
+    with pytest.raises(TypeError, match="grad_output must have dtype float32 or float64"):
+        fi.resize_backward(x, (1, 1, 8, 8))
+    out = np.empty((1, 1, 2, 2), np.uint8)
+    assert fi.resize(x + 9, size=2, out=out) is out and (out == 9).all()
+
+
+def test_u8_kernel_refuses_bad_tables():
+    from fastinterp._cpu import resize as k
+    out = np.zeros((1, 2, 3), np.uint8)
+    x = np.zeros((1, 4, 5), np.uint8)
+    idx = np.zeros((2, 2), np.int32)
+    w = np.zeros((2, 2), np.float32)
+    xi = np.full((2, 3), 9, np.int32)
+    with pytest.raises(ValueError, match="inside x"):
+        k.separable_u8(out, x, idx, w, xi, np.zeros((2, 3), np.float32), 0, 0, 1)
+    with pytest.raises(ValueError, match="must match out"):
+        k.separable_u8(out, x, idx, w, idx, w, 0, 0, 1)
+    with pytest.raises(ValueError, match="shift"):
+        k.separable_u8(out, x, idx, idx, xi * 0, np.zeros((2, 3), np.int32), 40, 0, 1)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("fy, fx", [(1, 1), (2, 2), (1, 2), (2, 1), (3, 3), (4, 2), (5, 7)])
+def test_integer_factor_shrinks_are_exact_block_means(c, fy, fx):
+    x = np.random.default_rng(fy * 10 + fx).integers(0, 256, (2, fy * 6, fx * 5, c),
+                                                     dtype=np.uint8)
+    sums = x.reshape(2, 6, fy, 5, fx, c).astype(np.int64).sum(axis=(2, 4))
+    q, r = divmod(sums, fy * fx)
+    even = q + ((2 * r > fy * fx) | ((2 * r == fy * fx) & (q % 2 == 1)))
+    np.testing.assert_array_equal(fi.resize(x, size=(6, 5), mode="area", layout="NHWC"), even)
+    cv = fi.resize(x, size=(6, 5), mode="area", layout="NHWC", match="opencv")
+    # OpenCV's 2x2 vector path (1, 3, 4 channels) rounds half up, the rest half to even
+    want = q + (2 * r >= 4) if (fy, fx) == (2, 2) and c in (1, 3, 4) else even
+    np.testing.assert_array_equal(cv, want)
+    pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), (6, 5))
+    np.testing.assert_array_equal(pooled.transpose(0, 2, 3, 1), even)
