@@ -54,7 +54,7 @@ from ._config import threads_for
 from ._dispatch import begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, resolve as resolve_layout
-from ._validate import check_dtype, check_option, check_out, shape_str
+from ._validate import check_dtype, check_option, check_out, float_dtype, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -1161,6 +1161,17 @@ _ND_AXES = {3: "(N, C, L)", 5: "(N, C, D, H, W)"}
 _ND_TABLE_MODE = {"linear": "bilinear", "trilinear": "bilinear"}
 
 
+def _refuse_unnamed_image(op, x, size, scale_factor):
+    """A 3-D input without layout= is 1-D data (N, C, L), as in torch; one that can only be
+    an image (uint8, or two output sizes) gets the layout hint instead of a 1-D resize."""
+    two = any(v is not None and np.ndim(v) == 1 and len(v) == 2 for v in (size, scale_factor))
+    if np.dtype(getattr(x, "dtype", np.float64)) == np.uint8 or two:
+        raise ValueError(f"{op}: a 3-D input without layout= is 1-D data (N, C, L), as in "
+                         f"torch; for one image it needs layout='CHW' (channels first) or "
+                         f"layout='HWC' (an (H, W, C) image from PIL or OpenCV); got "
+                         f"{shape_str(x.shape)}.")
+
+
 def _is_nd(arr, layout) -> bool:
     """1-D (N, C, L) or volume (N, C, D, H, W) data rather than images: 5-D arrays,
     and 3-D arrays without a layout (torch reads those as (N, C, L))."""
@@ -1318,6 +1329,8 @@ def _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
     """:func:`resize` of 1-D (N, C, L) and 3-D (N, C, D, H, W) data."""
     op = "resize"
     rank = _rank(input)
+    if rank == 3:
+        _refuse_unnamed_image(op, input, size, scale_factor)
     align = _nd_mode_options(op, rank, mode, align_corners, antialias, layout)
     p, x, dtype = _nd_input(op, "input", input, (rank,))
     out_sp, scales = _nd_geometry(op, x.shape[2:], size, scale_factor, mode,

@@ -53,6 +53,7 @@ def test_default_layout_reads_2d_as_hw_and_4d_as_nchw(c):
 
 
 @pytest.mark.parametrize("call", [lambda x: fi.resize(x, size=2),
+                                  lambda x: fi.resize(x.astype(np.float32), size=(2, 2)),
                                   lambda x: fi.adaptive_avg_pool2d(x, 2),
                                   lambda x: fi.grid_sample(x, np.zeros((2, 2, 2)))])
 def test_3d_input_needs_a_layout(call):

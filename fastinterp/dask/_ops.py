@@ -229,7 +229,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     """
     g = as_dask(grad_output)
     nhwc = layout == "NHWC"
-    in_hw = _rz._input_size("resize_backward", input_size, g.shape, nhwc)
+    in_hw = _rz._input_size("resize_backward", input_size, g.shape, _batched_layout(nhwc))
     opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor,
                 layout=layout)
@@ -275,7 +275,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
     g = as_dask(grad_output)
     nhwc = layout == "NHWC"
     op = "adaptive_avg_pool2d_backward"
-    in_hw = _rz._input_size(op, input_size, g.shape, nhwc)
+    in_hw = _rz._input_size(op, input_size, g.shape, _batched_layout(nhwc))
     fn = functools.partial(fi.adaptive_avg_pool2d_backward, input_size=in_hw, layout=layout)
     fn(grad_output=empty_like_probe(g))
     if not _spatially_chunked(g, nhwc):
@@ -288,3 +288,8 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
 
 
 interpolate = resize
+
+
+def _batched_layout(nhwc):
+    from .._layout import Layout
+    return Layout("NHWC" if nhwc else "NCHW")
