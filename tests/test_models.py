@@ -161,12 +161,12 @@ def _blobs(rng, n=30):
 def test_nca_fit_transform(rng, init, standardize, neighbors):
     X, y = _blobs(rng)
     nca = NCA(2, init=init, max_iter=5, standardize=standardize, neighbors=neighbors,
-              batch_size=16, seed=1)
+              batch_size=16, random_state=1)
     Z = nca.fit_transform(X, y)
     assert Z.shape == (60, 2) and nca.components_.shape == (2, 4)
     np.testing.assert_allclose(Z, nca.transform(X), rtol=1e-6)
     assert len(nca.loss_curve_) == 5 and nca.n_iter_ == 5
-    start = NCA(2, init=init, max_iter=0, standardize=standardize, seed=1).fit(X, y)
+    start = NCA(2, init=init, max_iter=0, standardize=standardize, random_state=1).fit(X, y)
     Xs = ((X - nca.mean_) / nca.scale_).astype(np.float32)
     full_loss = lambda A: nca_loss_grad(A, Xs, y, reg=nca.reg)[0]
     assert full_loss(nca.components_) < full_loss(start.components_)
@@ -176,9 +176,9 @@ def test_nca_fit_transform(rng, init, standardize, neighbors):
 
 def test_nca_is_seeded(rng):
     X, y = _blobs(rng)
-    a = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
-    b = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
-    c = NCA(2, init="random", max_iter=3, seed=6).fit(X, y).components_
+    a = NCA(2, init="random", max_iter=3, random_state=5).fit(X, y).components_
+    b = NCA(2, init="random", max_iter=3, random_state=5).fit(X, y).components_
+    c = NCA(2, init="random", max_iter=3, random_state=6).fit(X, y).components_
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -236,7 +236,7 @@ def test_nca_digits_beats_sklearn():
         return KNeighborsClassifier(5).fit(model.transform(Xtr), ytr).score(model.transform(Xte), yte)
 
     theirs = accuracy(NeighborhoodComponentsAnalysis(16, random_state=0).fit(Xtr, ytr))
-    ours = accuracy(NCA(16, seed=0).fit(Xtr, ytr))
+    ours = accuracy(NCA(16, random_state=0).fit(Xtr, ytr))
     assert ours >= theirs, (ours, theirs)
 
 
