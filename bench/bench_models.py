@@ -33,7 +33,7 @@ def test_nca_fastinterp(benchmark, digits):
     benchmark.group = GROUP
     benchmark.extra_info["library"] = "fastinterp"
     Xtr, _, ytr, _ = digits
-    model = benchmark(lambda: NCA(16, seed=0).fit(Xtr, ytr))
+    model = benchmark(lambda: NCA(16, random_state=0).fit(Xtr, ytr))
     benchmark.extra_info["5nn_accuracy"] = _accuracy(model, digits)
 
 

@@ -37,7 +37,7 @@ def _nca(out_dir: Path, quick: bool) -> list[str]:
 
     NCA(16, max_iter=1).fit(Xtr[:300], ytr[:300])     # warm-up: first-call imports
     start = time.perf_counter()
-    nca = NCA(16, seed=0).fit(Xtr, ytr)
+    nca = NCA(16, random_state=0).fit(Xtr, ytr)
     ours = time.perf_counter() - start
     acc = _knn_accuracy(nca.transform(Xtr), ytr, nca.transform(Xte), yte)
     lines.append(f"  fastinterp NCA, 16 dims  5-NN accuracy {acc:.4f}   fit {ours * 1e3:7.1f} ms")
@@ -52,7 +52,7 @@ def _nca(out_dir: Path, quick: bool) -> list[str]:
         lines.append(f"  sklearn NCA, 16 dims     5-NN accuracy {acc_sk:.4f}   fit {theirs * 1e3:7.1f} ms"
                      f"   ({theirs / ours:.0f}x the time)")
 
-    flat = NCA(2, seed=0, max_iter=30).fit(Xtr, ytr)
+    flat = NCA(2, random_state=0, max_iter=30).fit(Xtr, ytr)
     Z = flat.transform(Xte)
     fig, ax = plt.subplots(figsize=(6, 5.5))
     sc = ax.scatter(Z[:, 0], Z[:, 1], c=yte, cmap="tab10", s=9)

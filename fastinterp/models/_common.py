@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -154,9 +155,9 @@ def check_matrix(op: str, name: str, X, min_rows: int = 1) -> np.ndarray:
     if X.dtype.kind not in "fiub":
         try:
             X = X.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{op}: {name} must hold numbers; got dtype {X.dtype} with values "
-                             f"that are not (argument must be a string or a real number).") from None
+        except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
+            raise type(e)(f"{op}: {name} must hold numbers; got dtype {X.dtype} with a value "
+                          f"that is not one ({e}).") from None
     if X.ndim != 2:
         raise ValueError(f"{op}: {name} must have shape (N, D); got {X.shape}. Reshape your "
                          f"data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for "
@@ -166,7 +167,8 @@ def check_matrix(op: str, name: str, X, min_rows: int = 1) -> np.ndarray:
         raise ValueError(f"{op}: {name} must have at least {min_rows} samples; got {n} "
                          f"sample{'s' if n != 1 else ''} (n_samples = {n}).")
     if d < 1:
-        raise ValueError(f"{op}: {name} must have at least 1 feature; got 0 features.")
+        raise ValueError(f"{op}: {name} must have at least 1 feature; got 0 feature(s) "
+                         f"(shape=({n}, 0)) while a minimum of 1 is required.")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
@@ -197,7 +199,7 @@ def _warn_column(op):
         from sklearn.exceptions import DataConversionWarning as category
     except ImportError:
         category = UserWarning
-    warnings.warn(f"{op}: a column-vector y was passed when a 1d array was expected; "
+    warnings.warn(f"A column-vector y was passed when a 1d array was expected ({op}); "
                   f"it is used as y.ravel().", category, stacklevel=4)
 
 
@@ -217,7 +219,7 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int, desc: str):
         self.enabled, self.total, self.desc = bool(enabled), int(total), desc
-        self.done, self._bar = 0, None
+        self.done, self._bar, self._last = 0, None, -1.0
         if self.enabled:
             try:
                 from tqdm.auto import tqdm
@@ -235,6 +237,10 @@ class Progress:
             if info:
                 self._bar.set_postfix(info, refresh=False)
             return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and self.done < self.total:
+            return                          # a plain line: at most ten writes a second
+        self._last = now
         extra = "".join(f" {k} {v:.4g}" if isinstance(v, float) else f" {k} {v}"
                         for k, v in info.items())
         sys.stderr.write(f"\r{self.desc}: {self.done}/{self.total}{extra}")
