@@ -240,6 +240,60 @@ def test_nca_digits_beats_sklearn():
     assert ours >= theirs, (ours, theirs)
 
 
+def _rings(seed, noise, radial=0.1, per_class=500):
+    """The NCA paper's rings: 5 classes on circles of radii 1..5 (radial noise), plus a
+    third feature of Gaussian noise; 70/30 stratified split."""
+    from sklearn.model_selection import train_test_split
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2 * np.pi, 5 * per_class)
+    y = np.repeat(np.arange(5), per_class)
+    r = y + 1 + radial * rng.standard_normal(t.size)
+    X = np.c_[r * np.cos(t), r * np.sin(t), noise * rng.standard_normal(t.size)]
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+
+
+@pytest.mark.parametrize("seed, noise, radial", [(0, 10.0, 0.1), (1, 3.0, 0.1),
+                                                 (2, 30.0, 0.1), (3, 10.0, 0.15)])
+def test_nca_recovers_the_rings_by_default(seed, noise, radial):
+    """Section 4 of the NCA paper: in 2-D, NCA's 5-NN accuracy is near 1, PCA's is not
+    (the defaults used to give 0.5: one row of A stuck on the noise axis)."""
+    pytest.importorskip("sklearn")
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+    Xtr, Xte, ytr, yte = _rings(seed, noise, radial)
+
+    def accuracy(model):
+        return KNeighborsClassifier(5).fit(model.transform(Xtr), ytr).score(model.transform(Xte), yte)
+
+    nca = NCA(2, random_state=seed).fit(Xtr, ytr)
+    assert accuracy(nca) >= 0.98
+    assert accuracy(PCA(2).fit(Xtr)) < 0.7
+    # the noise feature is (nearly) switched off: its weight in A is far below the rings'
+    w = np.abs(nca.components_ / nca.scale_)
+    assert w[:, 2].max() < 0.02 * w[:, :2].max()
+
+
+def test_nca_feature_scale_floor():
+    # near-constant features get a tenth of the median spread, not their own tiny one
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(0, 4, 200), rng.normal(0, 2, 200), rng.normal(0, 1e-3, 200),
+              np.full(200, 7.0)]
+    nca = NCA(2, max_iter=0).fit(X, np.arange(200) % 2)
+    std = X.std(axis=0)
+    floor = 0.1 * np.median(std[:3])
+    np.testing.assert_allclose(nca.scale_, [std[0], std[1], floor, floor])
+    assert np.all(np.isfinite(nca.transform(X + 1.0)))
+    glob = NCA(2, max_iter=0, standardize="global").fit(X, np.arange(200) % 2)
+    np.testing.assert_allclose(glob.scale_, np.sqrt(np.mean(X.var(axis=0))))
+
+
+@pytest.mark.parametrize("n, batch_size, epochs", [(60, 256, 300), (1000, 256, 75),
+                                                   (40000, 256, 12), (500, 100, 60)])
+def test_nca_default_epochs_give_at_least_300_steps(n, batch_size, epochs):
+    assert NCA(batch_size=batch_size)._epochs(n) == epochs
+    assert NCA(max_iter=3)._epochs(n) == 3
+
+
 # --- PolynomialRegression ----------------------------------------------------------------------
 
 def _classic():
