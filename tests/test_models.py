@@ -240,15 +240,10 @@ def test_nca_digits_beats_sklearn():
     assert ours >= theirs, (ours, theirs)
 
 
-def _rings(seed, noise, radial=0.1, per_class=500):
-    """The NCA paper's rings: 5 classes on circles of radii 1..5 (radial noise), plus a
-    third feature of Gaussian noise; 70/30 stratified split."""
+def _rings(seed, noise, radial=0.1):
     from sklearn.model_selection import train_test_split
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0, 2 * np.pi, 5 * per_class)
-    y = np.repeat(np.arange(5), per_class)
-    r = y + 1 + radial * rng.standard_normal(t.size)
-    X = np.c_[r * np.cos(t), r * np.sin(t), noise * rng.standard_normal(t.size)]
+    from fastinterp.demos.rings import rings
+    X, y = rings(seed, noise, radial)
     return train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
 
 
@@ -273,18 +268,32 @@ def test_nca_recovers_the_rings_by_default(seed, noise, radial):
     assert w[:, 2].max() < 0.02 * w[:, :2].max()
 
 
-def test_nca_feature_scale_floor():
-    # near-constant features get a tenth of the median spread, not their own tiny one
+@pytest.mark.parametrize("standardize", ["median", "feature", "global"])
+def test_nca_standardisation_scales(standardize):
     rng = np.random.default_rng(0)
-    X = np.c_[rng.normal(0, 4, 200), rng.normal(0, 2, 200), rng.normal(0, 1e-3, 200),
-              np.full(200, 7.0)]
-    nca = NCA(2, max_iter=0).fit(X, np.arange(200) % 2)
+    X = np.c_[rng.normal(0, 40, 200), rng.normal(0, 2, 200), rng.normal(0, 1, 200),
+              rng.normal(0, 1e-3, 200), np.full(200, 7.0)]
+    nca = NCA(2, max_iter=0, standardize=standardize).fit(X, np.arange(200) % 2)
     std = X.std(axis=0)
-    floor = 0.1 * np.median(std[:3])
-    np.testing.assert_allclose(nca.scale_, [std[0], std[1], floor, floor])
+    want = {"median": np.maximum(std, np.median(std[:4])),    # the large one brought down
+            "feature": np.r_[std[:4], 1.0],
+            "global": np.full(5, np.sqrt(np.mean(std ** 2)))}[standardize]
+    np.testing.assert_allclose(nca.scale_, want)
     assert np.all(np.isfinite(nca.transform(X + 1.0)))
-    glob = NCA(2, max_iter=0, standardize="global").fit(X, np.arange(200) % 2)
-    np.testing.assert_allclose(glob.scale_, np.sqrt(np.mean(X.var(axis=0))))
+
+
+def test_nca_step_size_follows_the_dimension():
+    """784 pixels: the fit lowers the loss (with Adam's step fixed per entry of A, the
+    embedding moved ~sqrt(784/64) times faster than on digits and the loss rose)."""
+    pytest.importorskip("sklearn")
+    from fastinterp.demos.models import mnist_like
+    X, y, _, _ = mnist_like(2000, 1, seed=1)
+    start = NCA(16, max_iter=0, init="random").fit(X, y)
+    nca = NCA(16, max_iter=3, init="random").fit(X, y)
+    Xs = ((X[:800] - nca.mean_) / nca.scale_).astype(np.float32)
+    before = nca_loss_grad(start.components_, Xs, y[:800])[0]
+    after = nca_loss_grad(nca.components_, Xs, y[:800])[0]
+    assert after < 0.8 * before, (before, after)
 
 
 @pytest.mark.parametrize("n, batch_size, epochs", [(60, 256, 300), (1000, 256, 75),

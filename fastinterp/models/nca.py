@@ -235,15 +235,16 @@ def _fits(Xc, Z, A, b, dtype):
 
 def _scales(X, standardize):
     """Per-feature divisors of the standardisation (see :class:`NCA`)."""
-    if standardize == "global":
-        rms = float(np.sqrt(np.mean(X.var(axis=0))))
-        return np.full(X.shape[1], rms if rms > 0 else 1.0)
     std = X.std(axis=0)
+    if standardize == "global":
+        rms = float(np.sqrt(np.mean(std ** 2)))
+        return np.full(X.shape[1], rms if rms > 0 else 1.0)
+    if standardize == "feature":
+        return np.where(std > 0, std, 1.0)
     live = std[std > 0]
-    # a floor at a tenth of the median spread: near-constant features (digits' border
-    # pixels) are not blown up into noise; it scales with the data, so units do not matter
-    floor = 0.1 * float(np.median(live)) if live.size else 1.0
-    return np.maximum(std, floor)
+    # 'median': no feature outweighs the typical one by its spread alone (the rings'
+    # noise), and weaker ones keep their relative size (digits' border pixels)
+    return np.maximum(std, float(np.median(live)) if live.size else 1.0)
 
 
 #: Fewest Adam steps the automatic epoch count gives a fit (see ``max_iter``).
@@ -288,7 +289,11 @@ class NCA(Estimator):
         (default): 12 epochs, or more on small training sets so that the fit
         takes at least 300 Adam steps (``MIN_STEPS``).
     lr : float
-        Adam's initial learning rate (default 0.02).
+        Initial step size in the embedding's units (default 0.05): Adam's
+        learning rate is ``lr / sqrt(sum of the standardised features'
+        variances)`` (about ``lr / ||x||``), since moving every entry of A
+        by ``d`` moves ``A x`` by about ``d ||x||``; the same ``lr`` then
+        suits 3 features or 784.
     batch_size : int
         Anchors per step (default 256).
     reg : float
@@ -301,14 +306,15 @@ class NCA(Estimator):
         Print one line per epoch (loss, time); off by default.
     dtype : float32 or float64
         Precision of the training and of :meth:`transform`'s output (default float32).
-    standardize : {'feature', 'global'}
-        ``'feature'`` (default) centres each feature and divides it by its
-        standard deviation, floored at a tenth of the median feature's
-        (constant and near-constant features get that floor, so their rare
-        deviations are not blown up into noise); ``'global'`` divides all
-        features by one common scale (the root-mean-square feature
-        deviation), which keeps their relative sizes, so a feature of large
-        variance dominates the start and the steps.
+    standardize : {'median', 'feature', 'global'}
+        Each feature is centred and divided by: ``'median'`` (default) the
+        larger of its standard deviation and the median feature's, so no
+        feature outweighs the typical one by its spread alone while weaker
+        (near-constant) features keep their relative size instead of being
+        blown up into noise; ``'feature'`` its own standard deviation (a
+        z-score; constant features get 1); ``'global'`` one common scale
+        (the root-mean-square feature deviation), which keeps all relative
+        sizes, so a feature of large variance dominates the start.
     neighbors : {'batch', 'all'}
         Whose neighbourhoods each step sees: ``'batch'`` (default) takes the
         minibatch as a small NCA problem of its own (cost per epoch
@@ -335,20 +341,23 @@ class NCA(Estimator):
 
     Notes
     -----
-    Why ``standardize='feature'`` and at least 300 steps by default: the
-    softmax of NCA has a fixed unit temperature, so the scale of the embedding
-    is learnt along with its directions, and plain gradient steps on A are
-    not invariant to the units of the features. On the rings of the NCA
-    paper (five concentric circles plus a third feature of Gaussian noise with
-    standard deviation 10), one common scale keeps the noise 4x larger than
-    each ring coordinate, so the PCA start puts a whole row of A on the noise
-    axis. The gradient of a row is proportional to that row's own embedded
-    differences (pure noise here, uncorrelated with the rings), so the row
-    only shrinks towards the stationary zero row and never turns towards the
-    missing ring direction: a one-dimensional shadow of the rings (5-NN
-    accuracy about 0.5). Dividing each feature by its own spread removes that
-    head start, and a budget counted in steps (not epochs) lets small training
-    sets leave the early plateaus that a random start can sit on.
+    Why these defaults: the softmax of NCA has a fixed unit temperature, so
+    the scale of the embedding is learnt along with its directions, and
+    gradient steps on A are not invariant to the units of the features. On
+    the rings of the NCA paper (five concentric circles plus a third feature
+    of Gaussian noise with standard deviation 10), one common scale keeps the
+    noise 4x larger than each ring coordinate, so the PCA start puts a whole
+    row of A on the noise axis. The gradient of a row is
+    ``sum_ij W_ij (z_i - z_j)(x_i - x_j)`` with ``z`` that row's own embedded
+    coordinate (pure noise here, and ``W`` even in it), so it has no component
+    towards the missing ring direction: the row only shrinks towards the
+    stationary zero row, leaving a one-dimensional shadow of the rings (5-NN
+    accuracy about 0.5). ``'median'`` brings the noise feature down to the
+    rings' spread, so no row starts on it. A budget counted in steps (at least
+    300, not 12 epochs) lets small training sets leave the early plateaus a
+    random start can sit on, and ``lr`` in the embedding's units keeps 784
+    features from taking 12x larger steps in the embedding than 64 (with
+    Adam's fixed per-entry step, a 60,000 x 784 fit diverged).
 
     Examples
     --------
@@ -364,9 +373,9 @@ class NCA(Estimator):
 
     _kind = "transformer"
 
-    def __init__(self, n_components=None, init="pca", max_iter=None, lr=0.02,
+    def __init__(self, n_components=None, init="pca", max_iter=None, lr=0.05,
                  batch_size=256, reg=0.01, random_state=0, verbose=False, dtype=np.float32,
-                 standardize="feature", neighbors="batch", progress=False, seed="deprecated"):
+                 standardize="median", neighbors="batch", progress=False, seed="deprecated"):
         self.n_components = n_components
         self.init = init
         self.max_iter = max_iter
@@ -384,7 +393,7 @@ class NCA(Estimator):
     def _check(self, X, y):
         op = "NCA.fit"
         check_option(op, "init", self.init, ("pca", "identity", "random"))
-        check_option(op, "standardize", self.standardize, ("feature", "global"))
+        check_option(op, "standardize", self.standardize, ("median", "feature", "global"))
         check_option(op, "neighbors", self.neighbors, ("batch", "all"))
         X = check_matrix(op, "X", X, min_rows=2)
         y = check_target(op, y, X.shape[0], numeric=False)
@@ -415,11 +424,12 @@ class NCA(Estimator):
         # coordinates have unit variance on average (a moderate softmax at start)
         # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
         # a fixed sign: the largest entry of each axis positive)
+        # (only the k leading pairs are computed: a fraction of the full solve for 784 pixels)
         xs = Xs.astype(np.float64, copy=False)
-        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="ev")
-        vt = vecs[:, ::-1][:, :k].T
+        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="evr", subset_by_index=[d - k, d - 1])
+        vt = vecs[:, ::-1].T
         vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
-        var = float(np.sum(np.clip(ev[::-1][:k], 0, None))) / xs.shape[0]
+        var = float(np.sum(np.clip(ev, 0, None))) / xs.shape[0]
         return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
 
     def _epochs(self, n):
@@ -446,7 +456,12 @@ class NCA(Estimator):
 
     def _train(self, A, Xs, labels, epochs, rng, dtype):
         """Minibatch Adam on A in place; returns the mean loss of every epoch."""
-        opt = Adam([A], lr=self.lr)
+        # lr is a step of the embedded coordinates: moving every entry of A by d moves
+        # A x by about d ||x||, so Adam's step is lr / rms ||x|| (the same step in the
+        # embedding for 3 features or 784)
+        row = float(np.sqrt(np.sum(np.var(Xs, axis=0, dtype=np.float64))))
+        base = self.lr / row if row > 0 else self.lr
+        opt = Adam([A], lr=base)
         n = Xs.shape[0]
         # the inputs are checked once here: each step goes straight to the computation
         # of nca_loss_grad (same kernel, same bits)
@@ -458,7 +473,7 @@ class NCA(Estimator):
         with Progress(self.progress, epochs * steps, "NCA") as bar:
             for epoch in range(epochs):
                 # cosine schedule: lr at the first epoch, decaying towards 0
-                opt.param_groups[0]["lr"] = self.lr * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
+                opt.param_groups[0]["lr"] = base * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
                 order = rng.permutation(n)
                 total = 0.0
                 for b0 in range(0, n, self.batch_size):
