@@ -64,6 +64,33 @@ def mnist_like(n_train=60_000, n_test=10_000, seed=0, noise=0.1):
     return Xtr, ytr, Xte, yte
 
 
+class PeakMemory:
+    """Context manager: ``.peak`` is the most memory allocated at once during the block
+    beyond what was allocated at its start, in bytes, as :mod:`tracemalloc` sees it
+    (NumPy arrays and Python objects; not the small scratch buffers of C kernels).
+
+    Unlike the process's peak resident set, it does not depend on what the
+    allocator kept from earlier work. Tracing slows allocation-heavy Python code
+    a little while the block runs.
+    """
+
+    def __enter__(self):
+        import tracemalloc
+        self._started = not tracemalloc.is_tracing()
+        if self._started:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        self._base, self.peak = tracemalloc.get_traced_memory()[0], 0
+        return self
+
+    def __exit__(self, *exc):
+        import tracemalloc
+        self.peak = max(0, tracemalloc.get_traced_memory()[1] - self._base)
+        if self._started:
+            tracemalloc.stop()
+        return False
+
+
 def _knn_accuracy(Ztr, ytr, Zte, yte, k=5):
     from sklearn.neighbors import KNeighborsClassifier
     return KNeighborsClassifier(k).fit(Ztr, ytr).score(Zte, yte)

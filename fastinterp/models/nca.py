@@ -233,12 +233,47 @@ def _fits(Xc, Z, A, b, dtype):
                 and amax * amax * A.size < big)
 
 
-def _scales(X, standardize):
-    """Per-feature divisors of the standardisation (see :class:`NCA`)."""
-    std = X.std(axis=0)
+_CHUNK = 4096          # rows per block of the passes over X below (bounded temporaries)
+
+
+def _moments(X):
+    """Column means and standard deviations of X in float64, in fixed row blocks:
+    no temporary as large as X, and the same bits for any thread count."""
+    n = X.shape[0]
+    total = np.zeros(X.shape[1])
+    for r in range(0, n, _CHUNK):
+        total += np.sum(X[r:r + _CHUNK], axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(X.shape[1])
+    for r in range(0, n, _CHUNK):
+        dev = X[r:r + _CHUNK] - mean
+        sq += np.sum(dev * dev, axis=0)
+    return mean, np.sqrt(sq / n)
+
+
+def _standardised(X, mean, scale, dtype):
+    """``(X - mean) / scale`` in ``dtype``, formed block by block (no float64 copy of X)."""
+    out = np.empty(X.shape, dtype)
+    for r in range(0, X.shape[0], _CHUNK):
+        out[r:r + _CHUNK] = (X[r:r + _CHUNK] - mean) / scale
+    return out
+
+
+def _gram(Xs):
+    """``Xs^T Xs`` in float64 by the deterministic GEMM, summed over fixed row blocks."""
+    G = np.zeros((Xs.shape[1], Xs.shape[1]))
+    for r in range(0, Xs.shape[0], _CHUNK):
+        block = Xs[r:r + _CHUNK].astype(np.float64)
+        G += matmul(block.T, block)
+    return G
+
+
+def _scales(std, standardize):
+    """Per-feature divisors of the standardisation (see :class:`NCA`), from the
+    features' standard deviations."""
     if standardize == "global":
         rms = float(np.sqrt(np.mean(std ** 2)))
-        return np.full(X.shape[1], rms if rms > 0 else 1.0)
+        return np.full(std.shape, rms if rms > 0 else 1.0)
     if standardize == "feature":
         return np.where(std > 0, std, 1.0)
     live = std[std > 0]
@@ -425,11 +460,10 @@ class NCA(Estimator):
         # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
         # a fixed sign: the largest entry of each axis positive)
         # (only the k leading pairs are computed: a fraction of the full solve for 784 pixels)
-        xs = Xs.astype(np.float64, copy=False)
-        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="evr", subset_by_index=[d - k, d - 1])
+        ev, vecs = scipy.linalg.eigh(_gram(Xs), driver="evr", subset_by_index=[d - k, d - 1])
         vt = vecs[:, ::-1].T
         vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
-        var = float(np.sum(np.clip(ev, 0, None))) / xs.shape[0]
+        var = float(np.sum(np.clip(ev, 0, None))) / Xs.shape[0]
         return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
 
     def _epochs(self, n):
@@ -443,9 +477,9 @@ class NCA(Estimator):
         rng = seed_from("NCA", self.random_state, self.seed)
         X, y, dtype, k = self._check(X, y)
         labels = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int32)
-        mean = X.mean(axis=0)
-        scale = _scales(X, self.standardize)
-        Xs = np.ascontiguousarray((X - mean) / scale, dtype=dtype)
+        mean, std = _moments(X)
+        scale = _scales(std, self.standardize)
+        Xs = _standardised(X, mean, scale, dtype)
         A = self._init_A(Xs, k, rng, dtype)
         epochs = self._epochs(Xs.shape[0])
         curve = self._train(A, Xs, labels, epochs, rng, dtype)
@@ -500,7 +534,7 @@ class NCA(Estimator):
         d = self.components_.shape[1]
         if X.shape[1] != d:
             raise n_features_error("NCA.transform", "NCA", X.shape[1], d)
-        Xs = np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=self.components_.dtype)
+        Xs = _standardised(X, self.mean_, self.scale_, self.components_.dtype)
         return matmul(Xs, self.components_.T)
 
     def fit_transform(self, X, y):
