@@ -268,6 +268,20 @@ def test_nca_recovers_the_rings_by_default(seed, noise, radial):
     assert w[:, 2].max() < 0.02 * w[:, :2].max()
 
 
+def test_rings_demo_section(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from fastinterp.demos import rings
+    lines = rings.run(tmp_path, quick=True)
+    assert (tmp_path / "nca_rings.png").stat().st_size > 1000
+    nca = next(line for line in lines if "NCA (defaults)" in line)
+    pca = next(line for line in lines if "PCA, 2-D" in line)
+    assert float(nca.split("accuracy")[1].split()[0]) >= 0.98
+    assert float(pca.split("accuracy")[1].split()[0]) < 0.7
+
+
 @pytest.mark.parametrize("standardize", ["median", "feature", "global"])
 def test_nca_standardisation_scales(standardize):
     rng = np.random.default_rng(0)

@@ -482,18 +482,20 @@ class NCA(Estimator):
         Xs = _standardised(X, mean, scale, dtype)
         A = self._init_A(Xs, k, rng, dtype)
         epochs = self._epochs(Xs.shape[0])
-        curve = self._train(A, Xs, labels, epochs, rng, dtype)
+        # rms norm of the standardised rows (each feature's variance is (std / scale)^2)
+        row = float(np.sqrt(np.sum((std / scale) ** 2)))
+        curve = self._train(A, Xs, labels, epochs, rng, dtype, row)
         self.mean_, self.scale_, self.components_ = mean, scale, A
         self.n_features_in_ = X.shape[1]
         self.loss_curve_, self.n_iter_ = curve, epochs
         return self
 
-    def _train(self, A, Xs, labels, epochs, rng, dtype):
-        """Minibatch Adam on A in place; returns the mean loss of every epoch."""
+    def _train(self, A, Xs, labels, epochs, rng, dtype, row):
+        """Minibatch Adam on A in place (``row``: the rms norm of Xs's rows); returns
+        the mean loss of every epoch."""
         # lr is a step of the embedded coordinates: moving every entry of A by d moves
         # A x by about d ||x||, so Adam's step is lr / rms ||x|| (the same step in the
         # embedding for 3 features or 784)
-        row = float(np.sqrt(np.sum(np.var(Xs, axis=0, dtype=np.float64))))
         base = self.lr / row if row > 0 else self.lr
         opt = Adam([A], lr=base)
         n = Xs.shape[0]
