@@ -246,6 +246,15 @@ class Progress:
         sys.stderr.write(f"\r{self.desc}: {self.done}/{self.total}{extra}")
         sys.stderr.flush()
 
+    def write(self, line: str):
+        """Print a log line (``verbose``) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            if self.enabled and self.done:
+                sys.stderr.write("\n")       # end the plain progress line first
+            print(line)
+
     def __enter__(self):
         return self
 

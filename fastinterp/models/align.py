@@ -201,7 +201,7 @@ class AffineAlign(Estimator):
                 velocity *= self.max_step / step
             theta += velocity
             if self.verbose and (it % self.log_every == 0 or it == 1):
-                print(f"AffineAlign step {it:4d}: loss {loss:.3e}")
+                bar.write(f"AffineAlign step {it:4d}: loss {loss:.3e}")
             if np.abs(velocity).max() < self.tol:
                 break
         return it

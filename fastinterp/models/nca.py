@@ -524,7 +524,7 @@ class NCA(Estimator):
                     bar.update(1, epoch=epoch + 1, loss=loss)
                 curve.append(total / n)
                 if self.verbose:
-                    print(f"NCA epoch {epoch + 1}/{epochs}: loss {total / n:.4f} "
+                    bar.write(f"NCA epoch {epoch + 1}/{epochs}: loss {total / n:.4f} "
                           f"({time.perf_counter() - start:.2f} s)")
         return curve
 

@@ -208,7 +208,7 @@ class PolynomialRegression(Estimator):
                     break
                 opt.step([grad])
                 if self.verbose and it % report == 0:
-                    print(f"PolynomialRegression step {it}: mse {self.loss_curve_[-1]:.3e}")
+                    bar.write(f"PolynomialRegression step {it}: mse {self.loss_curve_[-1]:.3e}")
         self.n_iter_ = it
         return c
 
