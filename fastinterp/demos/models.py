@@ -2,7 +2,10 @@
 
 NCA on scikit-learn's digits (a 2-D embedding plot, 5-NN accuracy and
 timings against raw pixels and scikit-learn's NCA) and a polynomial fitted
-by gradient descent next to its closed form.
+by gradient descent next to its closed form. Also home to the helpers of the
+larger NCA workloads (``examples/nca_mnist_table.py``, ``bench/bench_models.py``):
+:func:`mnist_like`, an MNIST-shaped data set built offline, and
+:class:`PeakMemory`.
 """
 from __future__ import annotations
 
