@@ -161,12 +161,12 @@ def _blobs(rng, n=30):
 def test_nca_fit_transform(rng, init, standardize, neighbors):
     X, y = _blobs(rng)
     nca = NCA(2, init=init, max_iter=5, standardize=standardize, neighbors=neighbors,
-              batch_size=16, seed=1)
+              batch_size=16, random_state=1)
     Z = nca.fit_transform(X, y)
     assert Z.shape == (60, 2) and nca.components_.shape == (2, 4)
     np.testing.assert_allclose(Z, nca.transform(X), rtol=1e-6)
     assert len(nca.loss_curve_) == 5 and nca.n_iter_ == 5
-    start = NCA(2, init=init, max_iter=0, standardize=standardize, seed=1).fit(X, y)
+    start = NCA(2, init=init, max_iter=0, standardize=standardize, random_state=1).fit(X, y)
     Xs = ((X - nca.mean_) / nca.scale_).astype(np.float32)
     full_loss = lambda A: nca_loss_grad(A, Xs, y, reg=nca.reg)[0]
     assert full_loss(nca.components_) < full_loss(start.components_)
@@ -176,9 +176,9 @@ def test_nca_fit_transform(rng, init, standardize, neighbors):
 
 def test_nca_is_seeded(rng):
     X, y = _blobs(rng)
-    a = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
-    b = NCA(2, init="random", max_iter=3, seed=5).fit(X, y).components_
-    c = NCA(2, init="random", max_iter=3, seed=6).fit(X, y).components_
+    a = NCA(2, init="random", max_iter=3, random_state=5).fit(X, y).components_
+    b = NCA(2, init="random", max_iter=3, random_state=5).fit(X, y).components_
+    c = NCA(2, init="random", max_iter=3, random_state=6).fit(X, y).components_
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -236,8 +236,85 @@ def test_nca_digits_beats_sklearn():
         return KNeighborsClassifier(5).fit(model.transform(Xtr), ytr).score(model.transform(Xte), yte)
 
     theirs = accuracy(NeighborhoodComponentsAnalysis(16, random_state=0).fit(Xtr, ytr))
-    ours = accuracy(NCA(16, seed=0).fit(Xtr, ytr))
+    ours = accuracy(NCA(16, random_state=0).fit(Xtr, ytr))
     assert ours >= theirs, (ours, theirs)
+
+
+def _rings(seed, noise, radial=0.1):
+    from sklearn.model_selection import train_test_split
+    from fastinterp.demos.rings import rings
+    X, y = rings(seed, noise, radial)
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+
+
+@pytest.mark.parametrize("seed, noise, radial", [(0, 10.0, 0.1), (1, 3.0, 0.1),
+                                                 (2, 30.0, 0.1), (3, 10.0, 0.15)])
+def test_nca_recovers_the_rings_by_default(seed, noise, radial):
+    """Section 4 of the NCA paper: in 2-D, NCA's 5-NN accuracy is near 1, PCA's is not
+    (the defaults used to give 0.5: one row of A stuck on the noise axis)."""
+    pytest.importorskip("sklearn")
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+    Xtr, Xte, ytr, yte = _rings(seed, noise, radial)
+
+    def accuracy(model):
+        return KNeighborsClassifier(5).fit(model.transform(Xtr), ytr).score(model.transform(Xte), yte)
+
+    nca = NCA(2, random_state=seed).fit(Xtr, ytr)
+    assert accuracy(nca) >= 0.98
+    assert accuracy(PCA(2).fit(Xtr)) < 0.7
+    # the noise feature is (nearly) switched off: its weight in A is far below the rings'
+    w = np.abs(nca.components_ / nca.scale_)
+    assert w[:, 2].max() < 0.02 * w[:, :2].max()
+
+
+def test_rings_demo_section(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from fastinterp.demos import rings
+    lines = rings.run(tmp_path, quick=True)
+    assert (tmp_path / "nca_rings.png").stat().st_size > 1000
+    nca = next(line for line in lines if "NCA (defaults)" in line)
+    pca = next(line for line in lines if "PCA, 2-D" in line)
+    assert float(nca.split("accuracy")[1].split()[0]) >= 0.98
+    assert float(pca.split("accuracy")[1].split()[0]) < 0.7
+
+
+@pytest.mark.parametrize("standardize", ["median", "feature", "global"])
+def test_nca_standardisation_scales(standardize):
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(0, 40, 200), rng.normal(0, 2, 200), rng.normal(0, 1, 200),
+              rng.normal(0, 1e-3, 200), np.full(200, 7.0)]
+    nca = NCA(2, max_iter=0, standardize=standardize).fit(X, np.arange(200) % 2)
+    std = X.std(axis=0)
+    want = {"median": np.maximum(std, np.median(std[:4])),    # the large one brought down
+            "feature": np.r_[std[:4], 1.0],
+            "global": np.full(5, np.sqrt(np.mean(std ** 2)))}[standardize]
+    np.testing.assert_allclose(nca.scale_, want)
+    assert np.all(np.isfinite(nca.transform(X + 1.0)))
+
+
+def test_nca_step_size_follows_the_dimension():
+    """784 pixels: the fit lowers the loss (with Adam's step fixed per entry of A, the
+    embedding moved ~sqrt(784/64) times faster than on digits and the loss rose)."""
+    pytest.importorskip("sklearn")
+    from fastinterp.demos.models import mnist_like
+    X, y, _, _ = mnist_like(2000, 1, seed=1)
+    start = NCA(16, max_iter=0, init="random").fit(X, y)
+    nca = NCA(16, max_iter=3, init="random").fit(X, y)
+    Xs = ((X[:800] - nca.mean_) / nca.scale_).astype(np.float32)
+    before = nca_loss_grad(start.components_, Xs, y[:800])[0]
+    after = nca_loss_grad(nca.components_, Xs, y[:800])[0]
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("n, batch_size, epochs", [(60, 256, 300), (1000, 256, 75),
+                                                   (40000, 256, 12), (500, 100, 60)])
+def test_nca_default_epochs_give_at_least_300_steps(n, batch_size, epochs):
+    assert NCA(batch_size=batch_size)._epochs(n) == epochs
+    assert NCA(max_iter=3)._epochs(n) == 3
 
 
 # --- PolynomialRegression ----------------------------------------------------------------------
@@ -287,8 +364,8 @@ def test_regression_verbose(capsys):
     (lambda x, y: PolynomialRegression(-1).fit(x, y), ValueError, "degree must be an int >= 0"),
     (lambda x, y: PolynomialRegression(2.5).fit(x, y), ValueError, "degree"),
     (lambda x, y: PolynomialRegression(2, optimizer="lbfgs").fit(x, y), ValueError, "optimizer must be one of"),
-    (lambda x, y: PolynomialRegression(2).fit(x[:, None], y), ValueError, r"x must have shape \(n,\)"),
-    (lambda x, y: PolynomialRegression(2).fit(x, y[:5]), ValueError, "y must have the shape of x"),
+    (lambda x, y: PolynomialRegression(2).fit(x[:, None, None], y), ValueError, r"x must have shape \(N, D\)"),
+    (lambda x, y: PolynomialRegression(2).fit(x, y[:5]), ValueError, r"y must have shape \(10,\)"),
     (lambda x, y: PolynomialRegression(12).fit(x, y), ValueError, "at least degree"),
     (lambda x, y: PolynomialRegression(2).fit(x, y * np.nan), ValueError, "finite"),
     (lambda x, y: PolynomialRegression(2).predict(x), ValueError, "not fitted"),

@@ -78,7 +78,7 @@ def run(out_dir: Path, quick: bool) -> list[str]:
     fixed = fi.grid_sample(gray[None, None], fi.affine_grid(true[None], (1, 1, H, W)),
                            padding_mode="border")[0, 0]
     t0 = time.perf_counter()
-    fit = AffineAlign(verbose=False, sample_fraction=0.5 if not quick else 1.0, seed=0,
+    fit = AffineAlign(verbose=False, sample_fraction=0.5 if not quick else 1.0, random_state=0,
                       max_iter=300).fit(gray, fixed)
     secs = time.perf_counter() - t0
     aligned = fit.transform(gray)[0]

@@ -1,7 +1,11 @@
 """Checks shared by the models: hyper-parameters and the not-fitted error."""
 from __future__ import annotations
 
+import inspect
 import math
+import sys
+import time
+import warnings
 
 import numpy as np
 
@@ -39,3 +43,225 @@ def check_real(op: str, name: str, value, positive: bool = False) -> float:
         raise ValueError(f"{op}: {name} must be a finite number {'>' if positive else '>='} 0; "
                          f"got {value!r}.")
     return float(value)
+
+
+# --- scikit-learn's estimator protocol, without importing scikit-learn --------------------
+
+class Estimator:
+    """scikit-learn's estimator protocol, implemented here so that importing
+    :mod:`fastinterp.models` does not import scikit-learn (an optional dependency).
+
+    ``get_params``/``set_params`` read the constructor's signature (every
+    argument is stored unchanged as an attribute of the same name), so
+    :func:`sklearn.base.clone`, ``Pipeline`` and ``GridSearchCV`` work;
+    ``__sklearn_tags__`` imports scikit-learn only when scikit-learn itself asks.
+    """
+
+    _kind = None                      # "transformer" or "regressor"
+
+    @classmethod
+    def _get_param_names(cls):
+        params = inspect.signature(cls.__init__).parameters.values()
+        return sorted(p.name for p in params if p.name != "self"
+                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def get_params(self, deep=True):
+        """The constructor's arguments as a dict (with ``step__param`` entries
+        of nested estimators when ``deep``)."""
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        """Set constructor arguments (``name=value`` or ``nested__name=value``); returns self.
+
+        Values are checked at ``fit``, as scikit-learn's convention asks.
+        """
+        valid = self._get_param_names()
+        nested = {}
+        for key, value in params.items():
+            name, sep, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__}.set_params: invalid parameter "
+                                 f"{name!r}; valid parameters are {valid}.")
+            if sep:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub in nested.items():
+            getattr(self, name).set_params(**sub)
+        return self
+
+    def __repr__(self):
+        defaults = inspect.signature(type(self).__init__).parameters
+        shown = []
+        for name in self._get_param_names():
+            value, default = getattr(self, name), defaults[name].default
+            same = value is default
+            if not same:
+                try:
+                    same = bool(value == default)
+                except Exception:       # arrays and the like: shown
+                    same = False
+            if not same:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import RegressorTags, Tags, TargetTags, TransformerTags
+        tags = Tags(estimator_type=None, target_tags=TargetTags(required=True))
+        if self._kind == "transformer":
+            tags.transformer_tags = TransformerTags()
+        elif self._kind == "regressor":
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+
+def seed_from(op: str, random_state, seed):
+    """The seed to use: ``random_state``, or the deprecated ``seed`` with a FutureWarning.
+
+    ``random_state`` may be None (fresh entropy), an int or a
+    ``numpy.random.Generator``/``RandomState`` (an int is drawn from it).
+    """
+    if not (isinstance(seed, str) and seed == "deprecated"):
+        warnings.warn(f"{op}: seed is deprecated and will be removed; use random_state.",
+                      FutureWarning, stacklevel=4)
+        random_state = seed
+    if random_state is None or isinstance(random_state, (np.random.Generator,)):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31))
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) \
+            or random_state < 0:
+        raise ValueError(f"{op}: random_state must be None, an int >= 0 or a NumPy random "
+                         f"generator; got {random_state!r}.")
+    return np.random.default_rng(int(random_state))
+
+
+def check_matrix(op: str, name: str, X, min_rows: int = 1) -> np.ndarray:
+    """A 2-D finite real array (N, D) with N >= ``min_rows`` and D >= 1, as float64
+    unless already float32/float64; errors in the forms scikit-learn's checks expect."""
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{op}: {name} must be a dense array; got a sparse matrix "
+                        f"({type(X).__name__}); call .toarray() first.")
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError(f"{op}: {name} must be real; got {X.dtype}. Complex data not supported.")
+    if X.dtype.kind not in "fiub":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
+            raise type(e)(f"{op}: {name} must hold numbers; got dtype {X.dtype} with a value "
+                          f"that is not one ({e}).") from None
+    if X.ndim != 2:
+        raise ValueError(f"{op}: {name} must have shape (N, D); got {X.shape}. Reshape your "
+                         f"data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for "
+                         f"a single sample.")
+    n, d = X.shape
+    if n < min_rows:
+        raise ValueError(f"{op}: {name} must have at least {min_rows} samples; got {n} "
+                         f"sample{'s' if n != 1 else ''} (n_samples = {n}).")
+    if d < 1:
+        raise ValueError(f"{op}: {name} must have at least 1 feature; got 0 feature(s) "
+                         f"(shape=({n}, 0)) while a minimum of 1 is required.")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{op}: {name} must be finite; got NaN or infinity.")
+    return X
+
+
+def check_target(op: str, y, n: int, numeric: bool) -> np.ndarray:
+    """The target: shape (n,) (a column (n, 1) is accepted with a DataConversionWarning)."""
+    if y is None:
+        raise ValueError(f"{op}: requires y to be passed, but the target y is None.")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        _warn_column(op)
+        y = y[:, 0]
+    if y.shape != (n,):
+        raise ValueError(f"{op}: y must have shape ({n},) like X's rows; got {y.shape}.")
+    if numeric:
+        y = np.asarray(y, dtype=np.float64)
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{op}: y must be finite; got NaN or infinity (Input y contains "
+                             f"NaN or infinity).")
+    return y
+
+
+def _warn_column(op):
+    try:
+        from sklearn.exceptions import DataConversionWarning as category
+    except ImportError:
+        category = UserWarning
+    warnings.warn(f"A column-vector y was passed when a 1d array was expected ({op}); "
+                  f"it is used as y.ravel().", category, stacklevel=4)
+
+
+def n_features_error(op: str, cls: str, got: int, want: int) -> ValueError:
+    """A feature-count mismatch at predict/transform time."""
+    return ValueError(f"{op}: X has {got} features, but {cls} is expecting {want} features "
+                      f"as input; X must have shape (M, {want}).")
+
+
+class Progress:
+    """Progress of a long fit: a tqdm bar when ``enabled`` and tqdm is installed, else
+    one plain line on stderr rewritten in place; nothing when not ``enabled``.
+
+    Use as a context manager; ``update(n, **info)`` advances by ``n`` steps and
+    shows ``info`` (the loss, say) next to the count.
+    """
+
+    def __init__(self, enabled: bool, total: int, desc: str):
+        self.enabled, self.total, self.desc = bool(enabled), int(total), desc
+        self.done, self._bar, self._last = 0, None, -1.0
+        if self.enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=self.total, desc=desc, leave=True)
+
+    def update(self, n: int = 1, **info):
+        if not self.enabled:
+            return
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            if info:
+                self._bar.set_postfix(info, refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and self.done < self.total:
+            return                          # a plain line: at most ten writes a second
+        self._last = now
+        extra = "".join(f" {k} {v:.4g}" if isinstance(v, float) else f" {k} {v}"
+                        for k, v in info.items())
+        sys.stderr.write(f"\r{self.desc}: {self.done}/{self.total}{extra}")
+        sys.stderr.flush()
+
+    def write(self, line: str):
+        """Print a log line (``verbose``) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            if self.enabled and self.done:
+                sys.stderr.write("\n")       # end the plain progress line first
+            print(line)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        return False

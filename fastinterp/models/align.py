@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import check_int, check_real, not_fitted
+from ._common import Estimator, Progress, check_int, check_real, not_fitted, seed_from
 from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 
 __all__ = ["AffineAlign"]
@@ -11,7 +11,7 @@ __all__ = ["AffineAlign"]
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-class AffineAlign:
+class AffineAlign(Estimator):
     """Recover the 2x3 affine matrix that warps a moving image onto a fixed image.
 
     Minimises the mean squared difference ``mean((warp(moving, theta) - fixed)**2)``
@@ -40,13 +40,27 @@ class AffineAlign:
         Passed to grid_sample / affine_grid (bilinear, border, False by default).
     sample_fraction : float in (0, 1]
         Fraction of the fixed image's rows used per step (a fresh random
-        subset each step, drawn from ``seed``); 1 uses every pixel.
-    seed : int
-        Seed of the row sampling (fits are reproducible).
+        subset each step, drawn from ``random_state``); 1 uses every pixel.
+    random_state : int, numpy Generator or None
+        Seed of the row sampling (default 0: fits are reproducible).
     verbose : bool
         Print the loss every ``log_every`` steps.
     log_every : int
         Logging period in steps.
+    progress : bool
+        Show a progress bar over the steps (tqdm when installed, else a plain
+        line on stderr); independent of ``verbose``.
+    seed : int
+        Deprecated alias of ``random_state`` (a FutureWarning).
+
+    Notes
+    -----
+    It follows scikit-learn's estimator protocol where it applies:
+    ``get_params``/``set_params`` and :func:`sklearn.base.clone` work, and
+    :meth:`transform` before :meth:`fit` raises ``NotFittedError``. It is not
+    a scikit-learn transformer of sample matrices (``fit`` takes two images),
+    so ``check_estimator`` does not apply; unlike scikit-learn's convention
+    the hyper-parameters are also checked at construction.
 
     Attributes
     ----------
@@ -73,13 +87,13 @@ class AffineAlign:
 
     def __init__(self, lr=0.5, momentum=0.9, max_iter=500, tol=1e-7, max_step=0.02,
                  mode="bilinear",
-                 padding_mode="border", align_corners=False, sample_fraction=1.0, seed=0,
-                 verbose=True, log_every=50):
+                 padding_mode="border", align_corners=False, sample_fraction=1.0,
+                 random_state=0, verbose=True, log_every=50, progress=False, seed="deprecated"):
         self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, max_iter, tol
         self.max_step = max_step
         self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
-        self.sample_fraction, self.seed = sample_fraction, seed
-        self.verbose, self.log_every = verbose, log_every
+        self.sample_fraction, self.random_state, self.seed = sample_fraction, random_state, seed
+        self.verbose, self.log_every, self.progress = verbose, log_every, progress
         self._check_params()
 
     def _check_params(self):
@@ -154,9 +168,17 @@ class AffineAlign:
         theta = np.array(_IDENTITY if theta0 is None else theta0, dtype=np.float64)
         if theta.shape != (2, 3):
             raise ValueError(f"AffineAlign: theta0 must have shape (2, 3); got {theta.shape}.")
-        rng = np.random.default_rng(self.seed)
+        rng = seed_from("AffineAlign", self.random_state, self.seed)
+        n_rows = max(1, int(round(self.sample_fraction * f.shape[2])))
+        with Progress(self.progress, self.max_iter, "AffineAlign") as bar:
+            it = self._descend(theta, m, f, rng, n_rows, bar)
+        self.n_iter_ = it
+        self.theta_ = theta
+        return self
+
+    def _descend(self, theta, m, f, rng, n_rows, bar):
+        """Heavy-ball descent on theta in place; returns the number of steps taken."""
         H = f.shape[2]
-        n_rows = max(1, int(round(self.sample_fraction * H)))
         velocity = np.zeros_like(theta)
         lr, prev, prev_theta = self.lr, np.inf, theta.copy()
         self.loss_history_ = []
@@ -165,6 +187,7 @@ class AffineAlign:
             rows = None if n_rows == H else np.sort(rng.choice(H, n_rows, replace=False))
             loss, grad = self._loss_grad(theta.astype(m.dtype), m, f, rows)
             self.loss_history_.append(loss)
+            bar.update(1, loss=loss)
             # overshoot (sampled rows: beyond their noise): undo the step, halve lr
             if loss > prev * (1.0 if rows is None else 1.5):
                 theta[:] = prev_theta
@@ -178,12 +201,10 @@ class AffineAlign:
                 velocity *= self.max_step / step
             theta += velocity
             if self.verbose and (it % self.log_every == 0 or it == 1):
-                print(f"AffineAlign step {it:4d}: loss {loss:.3e}")
+                bar.write(f"AffineAlign step {it:4d}: loss {loss:.3e}")
             if np.abs(velocity).max() < self.tol:
                 break
-        self.n_iter_ = it
-        self.theta_ = theta
-        return self
+        return it
 
     def transform(self, moving, size=None):
         """Warp ``moving`` with the fitted matrix to ``size`` (H, W) (default: moving's)."""

@@ -1,6 +1,7 @@
 """Neighbourhood Components Analysis trained by hand: analytic gradient, Adam."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -9,7 +10,8 @@ import scipy.linalg
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
-from ._common import check_real, not_fitted
+from ._common import (Estimator, Progress, check_matrix, check_real, check_target,
+                      n_features_error, not_fitted, seed_from)
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
 from ..distance import deterministic_matmul as matmul
 from ..optim import Adam
@@ -231,7 +233,60 @@ def _fits(Xc, Z, A, b, dtype):
                 and amax * amax * A.size < big)
 
 
-class NCA:
+_CHUNK = 4096          # rows per block of the passes over X below (bounded temporaries)
+
+
+def _moments(X):
+    """Column means and standard deviations of X in float64, in fixed row blocks:
+    no temporary as large as X, and the same bits for any thread count."""
+    n = X.shape[0]
+    total = np.zeros(X.shape[1])
+    for r in range(0, n, _CHUNK):
+        total += np.sum(X[r:r + _CHUNK], axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(X.shape[1])
+    for r in range(0, n, _CHUNK):
+        dev = X[r:r + _CHUNK] - mean
+        sq += np.sum(dev * dev, axis=0)
+    return mean, np.sqrt(sq / n)
+
+
+def _standardised(X, mean, scale, dtype):
+    """``(X - mean) / scale`` in ``dtype``, formed block by block (no float64 copy of X)."""
+    out = np.empty(X.shape, dtype)
+    for r in range(0, X.shape[0], _CHUNK):
+        out[r:r + _CHUNK] = (X[r:r + _CHUNK] - mean) / scale
+    return out
+
+
+def _gram(Xs):
+    """``Xs^T Xs`` in float64 by the deterministic GEMM, summed over fixed row blocks."""
+    G = np.zeros((Xs.shape[1], Xs.shape[1]))
+    for r in range(0, Xs.shape[0], _CHUNK):
+        block = Xs[r:r + _CHUNK].astype(np.float64)
+        G += matmul(block.T, block)
+    return G
+
+
+def _scales(std, standardize):
+    """Per-feature divisors of the standardisation (see :class:`NCA`), from the
+    features' standard deviations."""
+    if standardize == "global":
+        rms = float(np.sqrt(np.mean(std ** 2)))
+        return np.full(std.shape, rms if rms > 0 else 1.0)
+    if standardize == "feature":
+        return np.where(std > 0, std, 1.0)
+    live = std[std > 0]
+    # 'median': no feature outweighs the typical one by its spread alone (the rings'
+    # noise), and weaker ones keep their relative size (digits' border pixels)
+    return np.maximum(std, float(np.median(live)) if live.size else 1.0)
+
+
+#: Fewest Adam steps the automatic epoch count gives a fit (see ``max_iter``).
+MIN_STEPS = 300
+
+
+class NCA(Estimator):
     """Neighbourhood Components Analysis (Goldberger et al.), log-probability loss.
 
     Learns a linear map ``A`` (n_components x n_features) so that a stochastic
@@ -240,6 +295,11 @@ class NCA:
     :func:`nca_loss_grad`) by minibatch Adam with the analytic gradient and a
     cosine learning-rate schedule (``lr`` at the first epoch, decaying
     towards 0 at the last).
+
+    A scikit-learn transformer: ``get_params``/``set_params``, ``clone``,
+    ``Pipeline`` and ``GridSearchCV`` work, and it passes
+    ``sklearn.utils.estimator_checks.check_estimator`` (scikit-learn is not
+    imported by ``fastinterp.models``; see :class:`fastinterp.models._common.Estimator`).
 
     :meth:`fit` and :meth:`transform` give the same bits for any
     ``set_num_threads``, BLAS thread count and calling thread (every product
@@ -259,43 +319,80 @@ class NCA:
         (scaled so that the embedded coordinates have unit variance on
         average), the first rows of the identity, or a seeded Gaussian
         matrix scaled by ``1/sqrt(n_features)``.
-    max_iter : int
-        Number of epochs (passes over the shuffled training set); default 12.
+    max_iter : int or None
+        Number of epochs (passes over the shuffled training set). None
+        (default): 12 epochs, or more on small training sets so that the fit
+        takes at least 300 Adam steps (``MIN_STEPS``).
     lr : float
-        Adam's initial learning rate (default 0.02).
+        Initial step size in the embedding's units (default 0.05): Adam's
+        learning rate is ``lr / sqrt(sum of the standardised features'
+        variances)`` (about ``lr / ||x||``), since moving every entry of A
+        by ``d`` moves ``A x`` by about ``d ||x||``; the same ``lr`` then
+        suits 3 features or 784.
     batch_size : int
         Anchors per step (default 256).
     reg : float
         L2 penalty on A (default 0.01); it keeps the softmax from becoming
         a hard 1-NN rule on the training set, which generalises worse.
-    seed : int
-        Seeds the minibatch order and the random init.
+    random_state : int, numpy Generator or None
+        Seeds the minibatch order and the random init (default 0: fits are
+        reproducible).
     verbose : bool
         Print one line per epoch (loss, time); off by default.
     dtype : float32 or float64
-        Precision of the training (default float32).
-    standardize : {'global', 'feature'}
-        ``'global'`` (default) centres each feature and divides all of them
-        by one common scale (the root-mean-square feature deviation), which
-        keeps their relative sizes; ``'feature'`` z-scores each feature
-        (constant features get scale 1), which amplifies near-constant ones.
+        Precision of the training and of :meth:`transform`'s output (default float32).
+    standardize : {'median', 'feature', 'global'}
+        Each feature is centred and divided by: ``'median'`` (default) the
+        larger of its standard deviation and the median feature's, so no
+        feature outweighs the typical one by its spread alone while weaker
+        (near-constant) features keep their relative size instead of being
+        blown up into noise; ``'feature'`` its own standard deviation (a
+        z-score; constant features get 1); ``'global'`` one common scale
+        (the root-mean-square feature deviation), which keeps all relative
+        sizes, so a feature of large variance dominates the start.
     neighbors : {'batch', 'all'}
         Whose neighbourhoods each step sees: ``'batch'`` (default) takes the
         minibatch as a small NCA problem of its own (cost per epoch
         ``N * batch_size``); ``'all'`` lets every anchor of the minibatch see
         every training point (cost per epoch ``N**2``).
+    progress : bool
+        Show a progress bar over the Adam steps (tqdm when installed, else a
+        plain line on stderr); independent of ``verbose``.
+    seed : int
+        Deprecated alias of ``random_state`` (a FutureWarning).
 
     Attributes
     ----------
     components_ : array (n_components, n_features)
         The learnt A, acting on standardised inputs.
     mean_, scale_ : arrays (n_features,)
-        The standardisation ``(x - mean_) / scale_`` applied before A
-        (constant features get scale 1).
+        The standardisation ``(x - mean_) / scale_`` applied before A.
+    n_features_in_ : int
+        Number of features seen by :meth:`fit`.
     loss_curve_ : list of float
         Mean minibatch loss per epoch.
     n_iter_ : int
         Epochs run.
+
+    Notes
+    -----
+    Why these defaults: the softmax of NCA has a fixed unit temperature, so
+    the scale of the embedding is learnt along with its directions, and
+    gradient steps on A are not invariant to the units of the features. On
+    the rings of the NCA paper (five concentric circles plus a third feature
+    of Gaussian noise with standard deviation 10), one common scale keeps the
+    noise 4x larger than each ring coordinate, so the PCA start puts a whole
+    row of A on the noise axis. The gradient of a row is
+    ``sum_ij W_ij (z_i - z_j)(x_i - x_j)`` with ``z`` that row's own embedded
+    coordinate (pure noise here, and ``W`` even in it), so it has no component
+    towards the missing ring direction: the row only shrinks towards the
+    stationary zero row, leaving a one-dimensional shadow of the rings (5-NN
+    accuracy about 0.5). ``'median'`` brings the noise feature down to the
+    rings' spread, so no row starts on it. A budget counted in steps (at least
+    300, not 12 epochs) lets small training sets leave the early plateaus a
+    random start can sit on, and ``lr`` in the embedding's units keeps 784
+    features from taking 12x larger steps in the embedding than 64 (with
+    Adam's fixed per-entry step, a 60,000 x 784 fit diverged).
 
     Examples
     --------
@@ -304,54 +401,52 @@ class NCA:
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(0, 1, (20, 3)), rng.normal(3, 1, (20, 3))]
     >>> y = np.r_[np.zeros(20, int), np.ones(20, int)]
-    >>> nca = NCA(2, max_iter=5, seed=0).fit(X, y)
+    >>> nca = NCA(2, max_iter=5, random_state=0).fit(X, y)
     >>> nca.transform(X).shape
     (40, 2)
     """
 
-    def __init__(self, n_components=None, init="pca", max_iter=12, lr=0.02,
-                 batch_size=256, reg=0.01, seed=0, verbose=False, dtype=np.float32,
-                 standardize="global", neighbors="batch"):
+    _kind = "transformer"
+
+    def __init__(self, n_components=None, init="pca", max_iter=None, lr=0.05,
+                 batch_size=256, reg=0.01, random_state=0, verbose=False, dtype=np.float32,
+                 standardize="median", neighbors="batch", progress=False, seed="deprecated"):
         self.n_components = n_components
-        self.neighbors = neighbors
-        self.standardize = standardize
         self.init = init
         self.max_iter = max_iter
         self.lr = lr
         self.batch_size = batch_size
         self.reg = reg
-        self.seed = seed
+        self.random_state = random_state
         self.verbose = verbose
         self.dtype = dtype
+        self.standardize = standardize
+        self.neighbors = neighbors
+        self.progress = progress
+        self.seed = seed
 
     def _check(self, X, y):
         op = "NCA.fit"
         check_option(op, "init", self.init, ("pca", "identity", "random"))
-        check_option(op, "standardize", self.standardize, ("global", "feature"))
+        check_option(op, "standardize", self.standardize, ("median", "feature", "global"))
         check_option(op, "neighbors", self.neighbors, ("batch", "all"))
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[0] < 2:
-            raise ValueError(f"{op}: X must have shape (N, D) with N >= 2; got {X.shape}.")
-        y = np.asarray(y)
-        if y.shape != (X.shape[0],):
-            raise ValueError(f"{op}: y must have shape ({X.shape[0]},) like X's rows; got {y.shape}.")
+        X = check_matrix(op, "X", X, min_rows=2)
+        y = check_target(op, y, X.shape[0], numeric=False)
         dtype = np.dtype(self.dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"{op}: dtype must be float32 or float64; got {dtype}.")
         d = X.shape[1]
         k = d if self.n_components is None else self.n_components
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
             raise ValueError(f"{op}: n_components must be an int in [1, {d}]; got {k!r}.")
-        for name, lo in (("max_iter", 0), ("batch_size", 1)):
+        for name, lo, auto in (("max_iter", 0, True), ("batch_size", 1, False)):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{op}: {name} must be an int >= {lo}; got {v!r}.")
+            if not (auto and v is None) and (isinstance(v, bool)
+                                             or not isinstance(v, (int, np.integer)) or v < lo):
+                raise ValueError(f"{op}: {name} must be an int >= {lo}"
+                                 f"{' or None' if auto else ''}; got {v!r}.")
         for name in ("lr", "reg"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{op}: {name} must be a finite number >= 0; got {v!r}.")
-        if not np.all(np.isfinite(X)):
-            raise ValueError(f"{op}: X must be finite; got NaN or infinity.")
+            check_real(op, name, getattr(self, name))
         return X, y, dtype, int(k)
 
     def _init_A(self, Xs, k, rng, dtype):
@@ -364,73 +459,94 @@ class NCA:
         # coordinates have unit variance on average (a moderate softmax at start)
         # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
         # a fixed sign: the largest entry of each axis positive)
-        xs = Xs.astype(np.float64, copy=False)
-        ev, vecs = scipy.linalg.eigh(matmul(xs.T, xs), driver="ev")
-        vt = vecs[:, ::-1][:, :k].T
+        # (only the k leading pairs are computed: a fraction of the full solve for 784 pixels)
+        ev, vecs = scipy.linalg.eigh(_gram(Xs), driver="evr", subset_by_index=[d - k, d - 1])
+        vt = vecs[:, ::-1].T
         vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
-        var = float(np.sum(np.clip(ev[::-1][:k], 0, None))) / xs.shape[0]
+        var = float(np.sum(np.clip(ev, 0, None))) / Xs.shape[0]
         return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
+
+    def _epochs(self, n):
+        if self.max_iter is not None:
+            return int(self.max_iter)
+        steps = math.ceil(n / self.batch_size)
+        return max(12, math.ceil(MIN_STEPS / steps))
 
     def fit(self, X, y):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
-        return self._fit(X, y)
-
-    def _fit(self, X, y):
+        rng = seed_from("NCA", self.random_state, self.seed)
         X, y, dtype, k = self._check(X, y)
-        _, labels = np.unique(y, return_inverse=True)
-        labels = labels.astype(np.int32)
-        self.mean_ = X.mean(axis=0)
-        if self.standardize == "feature":
-            scale = X.std(axis=0)
-            scale[scale == 0] = 1.0
-        else:  # one scale for all features: their relative sizes are kept
-            rms = float(np.sqrt(np.mean(X.var(axis=0))))
-            scale = np.full(X.shape[1], rms if rms > 0 else 1.0)
-        self.scale_ = scale
-        Xs = np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=dtype)
-        rng = np.random.default_rng(self.seed)
+        labels = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int32)
+        mean, std = _moments(X)
+        scale = _scales(std, self.standardize)
+        Xs = _standardised(X, mean, scale, dtype)
         A = self._init_A(Xs, k, rng, dtype)
-        opt = Adam([A], lr=self.lr)
+        epochs = self._epochs(Xs.shape[0])
+        # rms norm of the standardised rows (each feature's variance is (std / scale)^2)
+        row = float(np.sqrt(np.sum((std / scale) ** 2)))
+        curve = self._train(A, Xs, labels, epochs, rng, dtype, row)
+        self.mean_, self.scale_, self.components_ = mean, scale, A
+        self.n_features_in_ = X.shape[1]
+        self.loss_curve_, self.n_iter_ = curve, epochs
+        return self
+
+    def _train(self, A, Xs, labels, epochs, rng, dtype, row):
+        """Minibatch Adam on A in place (``row``: the rms norm of Xs's rows); returns
+        the mean loss of every epoch."""
+        # lr is a step of the embedded coordinates: moving every entry of A by d moves
+        # A x by about d ||x||, so Adam's step is lr / rms ||x|| (the same step in the
+        # embedding for 3 features or 784)
+        base = self.lr / row if row > 0 else self.lr
+        opt = Adam([A], lr=base)
         n = Xs.shape[0]
         # the inputs are checked once here: each step goes straight to the computation
         # of nca_loss_grad (same kernel, same bits)
         kernel = registry.lookup("nca_softmax", "cpu", dtype)
         reg = float(self.reg)
-        self.loss_curve_ = []
+        curve = []
         start = time.perf_counter()
-        for epoch in range(self.max_iter):
-            # cosine schedule: lr at the first epoch, decaying towards 0
-            opt.param_groups[0]["lr"] = self.lr * 0.5 * (1 + np.cos(np.pi * epoch / self.max_iter))
-            order = rng.permutation(n)
-            total = 0.0
-            for b0 in range(0, n, self.batch_size):
-                batch = np.sort(order[b0:b0 + self.batch_size])
-                if self.neighbors == "batch":
-                    args = (Xs[batch], labels[batch], np.arange(len(batch)), True)
-                else:
-                    args = (Xs, labels, batch, False)
-                loss, grad = _rounded(_loss_grad(A, *args, reg, kernel, dtype), dtype)
-                opt.step([grad])
-                total += loss * len(batch)
-            self.loss_curve_.append(total / n)
-            if self.verbose:
-                print(f"NCA epoch {epoch + 1}/{self.max_iter}: loss {total / n:.4f} "
-                      f"({time.perf_counter() - start:.2f} s)")
-        self.n_iter_ = self.max_iter
-        self.components_ = A
-        return self
+        steps = math.ceil(n / self.batch_size)
+        with Progress(self.progress, epochs * steps, "NCA") as bar:
+            for epoch in range(epochs):
+                # cosine schedule: lr at the first epoch, decaying towards 0
+                opt.param_groups[0]["lr"] = base * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
+                order = rng.permutation(n)
+                total = 0.0
+                for b0 in range(0, n, self.batch_size):
+                    batch = np.sort(order[b0:b0 + self.batch_size])
+                    if self.neighbors == "batch":
+                        args = (Xs[batch], labels[batch], np.arange(len(batch)), True)
+                    else:
+                        args = (Xs, labels, batch, False)
+                    loss, grad = _rounded(_loss_grad(A, *args, reg, kernel, dtype), dtype)
+                    opt.step([grad])
+                    total += loss * len(batch)
+                    bar.update(1, epoch=epoch + 1, loss=loss)
+                curve.append(total / n)
+                if self.verbose:
+                    bar.write(f"NCA epoch {epoch + 1}/{epochs}: loss {total / n:.4f} "
+                          f"({time.perf_counter() - start:.2f} s)")
+        return curve
 
     def transform(self, X):
         """Embed X (M, D): ``((X - mean_) / scale_) @ components_.T`` -> (M, n_components)."""
         if not hasattr(self, "components_"):
             raise not_fitted("NCA.transform")
-        X = np.asarray(X)
+        X = check_matrix("NCA.transform", "X", X, min_rows=0)
         d = self.components_.shape[1]
-        if X.ndim != 2 or X.shape[1] != d:
-            raise ValueError(f"NCA.transform: X must have shape (M, {d}); got {X.shape}.")
-        Xs = ((X - self.mean_) / self.scale_).astype(self.components_.dtype, copy=False)
+        if X.shape[1] != d:
+            raise n_features_error("NCA.transform", "NCA", X.shape[1], d)
+        Xs = _standardised(X, self.mean_, self.scale_, self.components_.dtype)
         return matmul(Xs, self.components_.T)
 
     def fit_transform(self, X, y):
         """``fit(X, y).transform(X)``."""
         return self.fit(X, y).transform(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            tags.transformer_tags.preserves_dtype = [np.dtype(self.dtype).name]
+        except TypeError:        # an invalid dtype: reported by fit
+            tags.transformer_tags.preserves_dtype = []
+        return tags

@@ -1,10 +1,14 @@
 """Polynomial least squares by gradient descent with the optimizer layer."""
 from __future__ import annotations
 
+import itertools
+from math import comb
+
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import not_fitted
+from ._common import (Estimator, Progress, check_matrix, check_target, n_features_error,
+                      not_fitted)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -22,16 +26,64 @@ def _norm(v):
     return float(np.sqrt(np.sum(v * v)))
 
 
-class PolynomialRegression:
-    """Fit ``y ~ c0 + c1 x + ... + c_d x^d`` by gradient descent on the mean squared error.
+def _powers(d, degree):
+    """Exponents (T, d) of every monomial of total degree <= ``degree`` in d variables,
+    by degree, then in lexicographic order of the variables (1, x0, x1, x0^2, x0 x1, ...)."""
+    rows = []
+    for k in range(degree + 1):
+        for combo in itertools.combinations_with_replacement(range(d), k):
+            rows.append(np.bincount(np.asarray(combo, dtype=np.intp), minlength=d))
+    return np.array(rows, dtype=np.int64).reshape(-1, d)
+
+
+def _design(T, powers):
+    """The monomials of the rows of T (n, d): an (n, len(powers)) matrix."""
+    V = np.ones((T.shape[0], len(powers)))
+    for j, p in enumerate(powers):
+        for var in np.flatnonzero(p):
+            V[:, j] *= T[:, var] ** p[var]
+    return V
+
+
+def _expand(c, powers, mu, s):
+    """Coefficients of the same polynomial in x, given those ``c`` in ``t = (x - mu) / s``.
+
+    Each ``prod_j t_j^p_j`` is expanded binomially:
+    ``prod_j s_j^-p_j sum_{q_j <= p_j} C(p_j, q_j) x_j^q_j (-mu_j)^(p_j - q_j)``.
+    """
+    index = {tuple(p): j for j, p in enumerate(powers)}
+    out = np.zeros(len(powers))
+    for cj, p in zip(c, powers):
+        for q in itertools.product(*(range(pi + 1) for pi in p)):
+            w = cj
+            for pi, qi, m, si in zip(p, q, mu, s):
+                w *= comb(int(pi), qi) * (-m) ** (pi - qi) / si ** pi
+            out[index[q]] += w
+    return out
+
+
+class PolynomialRegression(Estimator):
+    """Fit ``y ~ sum_p c_p x^p`` (monomials up to total degree ``degree``) by gradient
+    descent on the mean squared error.
 
     The classic manual-gradient example: the residual ``r = V c - y`` of the
-    Vandermonde matrix ``V`` gives the gradient ``(2/n) V^T r``, and an
+    Vandermonde (design) matrix ``V`` gives the gradient ``(2/n) V^T r``, and an
     optimizer from :mod:`fastinterp.optim` steps ``c``. To keep gradient
-    descent well conditioned, ``x`` is standardised first (``t = (x - mu)/s``),
-    the fit runs on powers of ``t``, and the coefficients are converted back
-    to powers of ``x`` at the end (exactly, by polynomial composition).
-    :meth:`closed_form` gives the least-squares solution for comparison.
+    descent well conditioned, each variable is standardised first
+    (``t = (x - mu)/s``), the fit runs on monomials of ``t``, and the
+    coefficients are converted back to monomials of ``x`` at the end (exactly,
+    by binomial expansion). :meth:`closed_form` gives the least-squares
+    solution for comparison.
+
+    Two input forms: ``x`` of shape (n,) is one variable (``coef_`` holds the
+    coefficients of ``1, x, ..., x^degree`` and :meth:`predict` evaluates any
+    shape elementwise), and ``X`` of shape (n, D) is D features, as in
+    scikit-learn (all monomials of total degree <= ``degree``, listed in
+    ``powers_``; :meth:`predict` takes (M, D) and returns (M,)).
+
+    A scikit-learn regressor: ``get_params``/``set_params``, ``clone``,
+    ``score`` (R^2), ``Pipeline`` and ``GridSearchCV`` work, and it passes
+    ``check_estimator`` (except that a 1-D input is a valid single variable).
 
     :meth:`fit` gives the same bits for any ``set_num_threads``, BLAS thread
     count and calling thread (its products use fastinterp's deterministic GEMM,
@@ -40,7 +92,7 @@ class PolynomialRegression:
     Parameters
     ----------
     degree : int
-        Polynomial degree, >= 0.
+        Polynomial degree, >= 0 (default 2).
     optimizer : {'sgd', 'adam'}
         SGD with heavy-ball momentum (default) or Adam.
     lr : float, optional
@@ -54,11 +106,19 @@ class PolynomialRegression:
         Stop when the gradient's norm falls below ``tol`` times ``1 + |(2/n) V^T y|``.
     verbose : bool
         Print the loss every ``max_iter // 10`` steps.
+    progress : bool
+        Show a progress bar over the steps (tqdm when installed, else a plain
+        line on stderr).
 
     Attributes
     ----------
-    coef_ : array (degree + 1,)
-        Coefficients of ``1, x, ..., x^degree``.
+    coef_ : array (T,)
+        Coefficients of the monomials ``powers_`` of the raw inputs (for 1-D
+        x: of ``1, x, ..., x^degree``).
+    powers_ : int array (T, D)
+        The exponents of each monomial.
+    n_features_in_ : int
+        D (1 for a 1-D x).
     n_iter_ : int
         Steps taken.
     loss_curve_ : list of float
@@ -75,8 +135,10 @@ class PolynomialRegression:
     True
     """
 
-    def __init__(self, degree, optimizer="sgd", lr=None, momentum=0.9, max_iter=20000,
-                 tol=1e-12, verbose=False):
+    _kind = "regressor"
+
+    def __init__(self, degree=2, optimizer="sgd", lr=None, momentum=0.9, max_iter=20000,
+                 tol=1e-12, verbose=False, progress=False):
         self.degree = degree
         self.optimizer = optimizer
         self.lr = lr
@@ -84,34 +146,47 @@ class PolynomialRegression:
         self.max_iter = max_iter
         self.tol = tol
         self.verbose = verbose
+        self.progress = progress
 
     def _data(self, op, x, y):
+        """(X as (n, D) float64, y (n,), whether x was 1-D)."""
         if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) \
                 or self.degree < 0:
             raise ValueError(f"{op}: degree must be an int >= 0; got {self.degree!r}.")
         check_option(op, "optimizer", self.optimizer, ("sgd", "adam"))
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if x.ndim != 1:
-            raise ValueError(f"{op}: x must have shape (n,); got {x.shape}.")
-        if y.shape != x.shape:
-            raise ValueError(f"{op}: y must have the shape of x {x.shape}; got {y.shape}.")
-        if x.size < self.degree + 1:
+        if not hasattr(x, "toarray"):          # sparse input: refused by check_matrix
+            x = np.asarray(x)
+        univariate = getattr(x, "ndim", None) == 1
+        X = check_matrix(op, "x", x[:, None] if univariate else x)
+        X = X.astype(np.float64, copy=False)
+        y = check_target(op, y, X.shape[0], numeric=True)
+        terms = comb(X.shape[1] + int(self.degree), int(self.degree))
+        if X.shape[0] < min(terms, int(self.degree) + 1):
+            n = X.shape[0]
             raise ValueError(f"{op}: x must have at least degree + 1 = {self.degree + 1} "
-                             f"points; got {x.size}.")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise ValueError(f"{op}: x and y must be finite; got NaN or infinity.")
-        return x, y
+                             f"points; got {n} (n_samples = {n}).")
+        return X, y, univariate
 
     def fit(self, x, y):
-        """Fit to points ``(x, y)``, both of shape (n,); returns self."""
-        x, y = self._data("PolynomialRegression.fit", x, y)
-        self._x, self._y = x, y
-        mu = x.mean()
-        s = x.std() or 1.0
-        V = np.vander((x - mu) / s, self.degree + 1, increasing=True)
-        n = x.size
-        c = np.zeros(self.degree + 1)
+        """Fit to points ``(x, y)``: x of shape (n,) or (n, D), y of shape (n,); returns self."""
+        X, y, univariate = self._data("PolynomialRegression.fit", x, y)
+        powers = _powers(X.shape[1], int(self.degree))
+        mu = X.mean(axis=0)
+        s = X.std(axis=0)
+        s[s == 0] = 1.0
+        V = _design((X - mu) / s, powers)
+        c = self._descend(V, y)
+        self._x, self._y = X, y
+        self._univariate, self._mu, self._s, self._c = univariate, mu, s, c
+        self.powers_ = powers
+        self.coef_ = _expand(c, powers, mu, s)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _descend(self, V, y):
+        """Gradient descent on ``mean((V c - y)^2)`` from c = 0; returns c."""
+        n = V.shape[0]
+        c = np.zeros(V.shape[1])
         if self.optimizer == "sgd":
             lr = self.lr
             if lr is None:
@@ -123,37 +198,57 @@ class PolynomialRegression:
         self.loss_curve_ = []
         report = max(1, self.max_iter // 10)
         it = 0
-        for it in range(1, self.max_iter + 1):
-            r = _matvec(V, c) - y                       # residual
-            grad = (2.0 / n) * _matvec(V.T, r)          # d mean(r^2) / dc
-            self.loss_curve_.append(float(np.sum(r * r)) / n)
-            if _norm(grad) <= threshold:
-                break
-            opt.step([grad])
-            if self.verbose and it % report == 0:
-                print(f"PolynomialRegression step {it}: mse {self.loss_curve_[-1]:.3e}")
+        with Progress(self.progress, self.max_iter, "PolynomialRegression") as bar:
+            for it in range(1, self.max_iter + 1):
+                r = _matvec(V, c) - y                       # residual
+                grad = (2.0 / n) * _matvec(V.T, r)          # d mean(r^2) / dc
+                self.loss_curve_.append(float(np.sum(r * r)) / n)
+                bar.update(1, mse=self.loss_curve_[-1])
+                if _norm(grad) <= threshold:
+                    break
+                opt.step([grad])
+                if self.verbose and it % report == 0:
+                    bar.write(f"PolynomialRegression step {it}: mse {self.loss_curve_[-1]:.3e}")
         self.n_iter_ = it
-        # c are coefficients in t = (x - mu)/s; compose to get them in x.
-        poly = Polynomial(c)(Polynomial([-mu / s, 1.0 / s]))
-        self.coef_ = np.zeros(self.degree + 1)
-        self.coef_[:poly.coef.size] = poly.coef
-        return self
+        return c
 
     def predict(self, x):
-        """Evaluate the fitted polynomial at ``x`` (any shape)."""
+        """Evaluate the fitted polynomial: at every entry of x (any shape) when fitted
+        on a 1-D x, else on the rows of X (M, D), giving (M,)."""
+        op = "PolynomialRegression.predict"
         if not hasattr(self, "coef_"):
-            raise not_fitted("PolynomialRegression.predict")
-        return Polynomial(self.coef_)(np.asarray(x, dtype=np.float64))
+            raise not_fitted(op)
+        if self._univariate:
+            t = (np.asarray(x, dtype=np.float64) - self._mu[0]) / self._s[0]
+            return Polynomial(self._c)(t)
+        X = check_matrix(op, "X", x, min_rows=0)
+        if X.shape[1] != self.n_features_in_:
+            raise n_features_error(op, "PolynomialRegression", X.shape[1], self.n_features_in_)
+        return matmul(_design((X - self._mu) / self._s, self.powers_), self._c[:, None])[:, 0]
+
+    def score(self, x, y):
+        """The coefficient of determination R^2 of :meth:`predict` on ``(x, y)``
+        (scikit-learn's convention: 1 for a perfect fit; for a constant y, 1 if
+        predicted exactly else 0)."""
+        pred = np.asarray(self.predict(x), dtype=np.float64).reshape(-1)
+        y = check_target("PolynomialRegression.score", y, pred.shape[0], numeric=True)
+        ss_res = float(np.sum((y - pred) ** 2))
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        if ss_tot == 0:
+            return 1.0 if ss_res == 0 else 0.0
+        return 1.0 - ss_res / ss_tot
 
     def closed_form(self, x=None, y=None):
-        """The least-squares coefficients (increasing powers of x) by ``numpy.linalg.lstsq``.
+        """The least-squares coefficients of the monomials ``powers_`` of the raw inputs
+        (increasing powers of x for one variable) by ``numpy.linalg.lstsq``.
 
         Uses the data given to :meth:`fit` unless ``x`` and ``y`` are passed.
         """
         if x is None and y is None:
             if not hasattr(self, "_x"):
                 raise ValueError("PolynomialRegression.closed_form: pass x and y, or call fit first.")
-            x, y = self._x, self._y
-        x, y = self._data("PolynomialRegression.closed_form", x, y)
-        V = np.vander(x, self.degree + 1, increasing=True)
+            X, y = self._x, self._y
+        else:
+            X, y, _ = self._data("PolynomialRegression.closed_form", x, y)
+        V = _design(X, _powers(X.shape[1], int(self.degree)))
         return np.linalg.lstsq(V, y, rcond=None)[0]
