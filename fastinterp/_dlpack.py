@@ -28,6 +28,8 @@ __all__ = ["to_numpy", "dtype_of", "bfloat16", "DLPackError"]
 
 _VERSIONED = b"dltensor_versioned"
 _LEGACY = b"dltensor"
+# PyCapsule_SetName keeps the pointer it is given: these bytes must live forever.
+_USED = {_VERSIONED: b"used_dltensor_versioned", _LEGACY: b"used_dltensor"}
 _MAJOR = 1                  # the DLPack major version this consumer reads
 _READ_ONLY = 1 << 0         # DLPACK_FLAG_BITMASK_READ_ONLY
 _CPU_DEVICES = (1, 3)       # kDLCPU, kDLCUDAHost
@@ -194,7 +196,7 @@ def to_numpy(obj) -> np.ndarray:
     shape = _dims(shape_p, ndim) if ndim else ()
     strides = _dims(strides_p, ndim, dt.itemsize) if ndim and strides_p else None
     # Checks done: the tensor is ours now; the producer's capsule destructor must not free it.
-    _api.PyCapsule_SetName(capsule, b"used_" + name)
+    _api.PyCapsule_SetName(capsule, _USED[name])
     if 0 in shape or not data:
         if deleter:
             _call_deleter(deleter, address)
