@@ -242,6 +242,7 @@ class Prepared:
     out_caller: Any = None
     storage: dict[str, np.dtype] | None = None   # set when half-precision inputs were widened
     _pending: tuple | None = None                 # (float32 result, the caller's half out)
+    _next_like: int = 0                           # see _storage_for
 
     @property
     def stream(self):
@@ -319,14 +320,17 @@ class Prepared:
 
         Results take the dtype of the first array argument (the image, ``a``,
         ``grad_output``); for the ops in ``_RESULT_LIKE``, a result takes the
-        dtype of the listed argument whose shape it has.
+        dtype of the next listed argument whose shape it has (the gradients
+        are wrapped in the order of their primals).
         """
         storage = self.storage
         if shape is not None:
-            for name in _RESULT_LIKE.get(self.op, ()):
-                arr = self.arrays.get(name)
-                if name in storage and tuple(getattr(arr, "shape", ())) == tuple(shape):
-                    return storage[name]
+            like = _RESULT_LIKE.get(self.op, ())
+            for i in range(self._next_like, len(like)):
+                arr = self.arrays.get(like[i])
+                if like[i] in storage and tuple(getattr(arr, "shape", ())) == tuple(shape):
+                    self._next_like = i + 1     # results come in the order of their primals
+                    return storage[like[i]]
         return next(iter(storage.values()))
 
     def output(self, shape, dtype, out=None):

@@ -31,34 +31,49 @@ def _bfloat(dtype) -> bool:
 
 
 def _dense_flat(arr: np.ndarray):
-    """A 1-D view of every element of ``arr`` in memory order, or None if it has gaps."""
+    """A 1-D unit-stride view of every element of ``arr`` in memory order, or None."""
     if arr.flags.c_contiguous:
         return arr.reshape(-1)
     if arr.flags.f_contiguous:
         return arr.T.reshape(-1)
     flat = arr.ravel(order="K")
-    return flat if np.shares_memory(flat, arr, max_work=0) else None
+    dense = np.may_share_memory(flat, arr) and flat.strides == (arr.itemsize,)
+    return flat if dense else None  # a copy shares nothing
+
+
+def _flat_pair(src: np.ndarray, dst: np.ndarray):
+    """1-D views of ``src`` and ``dst`` (same shape, the same strides in elements, no gaps)
+    that visit the same elements in the same order; None if there are none."""
+    for n, a, b in zip(src.shape, src.strides, dst.strides):
+        if n > 1 and a * dst.itemsize != b * src.itemsize:
+            return None
+    fs, fd = _dense_flat(src), _dense_flat(dst)
+    return None if fs is None or fd is None else (fs, fd)
 
 
 def widen(arr: np.ndarray) -> np.ndarray:
-    """A new C-contiguous float32 array with the values of the half array ``arr`` (exact)."""
+    """A new float32 array with the values of the half array ``arr`` (exact), in ``arr``'s
+    memory order when ``arr`` has no gaps (channels-last stays so), else C order."""
     from ._cpu import convert
-    src = np.ascontiguousarray(arr)  # a strided view is compacted first (2 bytes per element)
-    out = np.empty(src.shape, COMPUTE)
-    n = src.size
-    convert.widen(src.view(np.uint16).reshape(-1), out.reshape(-1), _bfloat(arr.dtype),
-                  threads_for(n, _MIN_PER_THREAD))
+    out = np.empty_like(arr, dtype=COMPUTE)
+    pair = _flat_pair(arr, out)
+    if pair is None:    # a view with gaps is compacted first (2 bytes per element)
+        out = np.empty(arr.shape, COMPUTE)
+        pair = np.ascontiguousarray(arr).reshape(-1), out.reshape(-1)
+    src, dst = pair
+    convert.widen(src.view(np.uint16), dst, _bfloat(arr.dtype),
+                  threads_for(src.size, _MIN_PER_THREAD))
     return out
 
 
 def narrow(arr: np.ndarray, dtype) -> np.ndarray:
     """``arr`` (float32) rounded to ``dtype`` (float16/bfloat16), in a new array of its layout."""
-    out = np.empty_like(arr, dtype=dtype)  # same memory order (channels-last stays so)
-    src, dst = _dense_flat(arr), _dense_flat(out)
-    if src is None or dst is None or src.strides != (arr.itemsize,):
-        out[...] = arr                      # gaps (not produced by the ops): NumPy's cast
-        return out
-    _narrow_flat(src, dst, dtype)
+    out = np.empty_like(arr, dtype=dtype)
+    pair = _flat_pair(arr, out)
+    if pair is None:        # gaps (the ops never return such results): NumPy's own cast
+        out[...] = arr
+    else:
+        _narrow_flat(pair[0], pair[1], dtype)
     return out
 
 
