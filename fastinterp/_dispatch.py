@@ -264,8 +264,16 @@ class Prepared:
             support = _cuda_support()
             caller = support.empty_like_caller(self.template, tuple(shape), dtype)
             return caller, support.as_device(caller)
-        arr = np.empty(shape, dtype)
+        if self.storage is not None and self._rounded_result(dtype):
+            arr = _half.work_array(shape)   # rounded into a new array by wrap: never escapes
+        else:
+            arr = np.empty(shape, dtype)
         return arr, arr
+
+    def _rounded_result(self, dtype) -> bool:
+        """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
+        return (np.dtype(dtype) == _half.COMPUTE and self.op not in _RESULT_LIKE
+                and _half.is_half(self._storage_for(None)))
 
     def adopt_out(self, out):
         """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.

@@ -10,11 +10,13 @@ bits and never imports ml_dtypes itself.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ._config import threads_for
 
-__all__ = ["HALF_NAMES", "is_half", "widen", "narrow", "narrow_into"]
+__all__ = ["HALF_NAMES", "is_half", "widen", "narrow", "narrow_into", "work_array"]
 
 HALF_NAMES = ("float16", "bfloat16")
 COMPUTE = np.dtype(np.float32)
@@ -51,14 +53,59 @@ def _flat_pair(src: np.ndarray, dst: np.ndarray):
     return None if fs is None or fd is None else (fs, fd)
 
 
+# Work buffers (widened inputs, float32 results before rounding), reused per calling
+# thread: a fresh 32 MB float32 array costs as much to map and zero as the conversion. A buffer goes back
+# to its thread's pool when the last view of the array built on it is gone, so a
+# buffer is never shared by two live arrays. At most _POOL_BYTES stay pooled.
+_POOL_BYTES = 256 << 20
+_MIN_POOLED = 1 << 20
+_pools = threading.local()
+
+
+class _Lease:
+    """Owner of a pooled buffer lent to one array (NumPy keeps it as the array's base)."""
+
+    __slots__ = ("__array_interface__", "_store", "_pool")
+
+    def __init__(self, store, shape, pool):
+        self._store, self._pool = store, pool
+        self.__array_interface__ = {"version": 3, "shape": shape, "typestr": COMPUTE.str,
+                                    "data": (store.ctypes.data, False), "strides": None}
+
+    def __del__(self):
+        pool = self._pool
+        if sum(b.nbytes for b in pool) + self._store.nbytes <= _POOL_BYTES:
+            pool.append(self._store)
+
+
+def work_array(shape) -> np.ndarray:
+    """A C-contiguous float32 array of ``shape``: pooled when large, else new."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * COMPUTE.itemsize
+    if nbytes < _MIN_POOLED:
+        return np.empty(shape, COMPUTE)
+    pool = getattr(_pools, "free", None)
+    if pool is None:
+        pool = _pools.free = []
+    fits = [i for i, b in enumerate(pool) if nbytes <= b.nbytes <= 2 * nbytes]
+    if fits:
+        store = pool.pop(min(fits, key=lambda i: pool[i].nbytes))
+    else:
+        store = np.empty(nbytes, np.uint8)
+    return np.asarray(_Lease(store, tuple(shape), pool))
+
+
 def widen(arr: np.ndarray) -> np.ndarray:
     """A new float32 array with the values of the half array ``arr`` (exact), in ``arr``'s
     memory order when ``arr`` has no gaps (channels-last stays so), else C order."""
     from ._cpu import convert
-    out = np.empty_like(arr, dtype=COMPUTE)
-    pair = _flat_pair(arr, out)
+    if arr.flags.c_contiguous:
+        out = work_array(arr.shape)
+        pair = arr.reshape(-1), out.reshape(-1)
+    else:
+        out = np.empty_like(arr, dtype=COMPUTE)
+        pair = _flat_pair(arr, out)
     if pair is None:    # a view with gaps is compacted first (2 bytes per element)
-        out = np.empty(arr.shape, COMPUTE)
+        out = work_array(arr.shape)
         pair = np.ascontiguousarray(arr).reshape(-1), out.reshape(-1)
     src, dst = pair
     convert.widen(src.view(np.uint16), dst, _bfloat(arr.dtype),

@@ -331,3 +331,33 @@ def test_cuda_half_is_refused_clearly(cuda):
     with pytest.raises(TypeError, match="lerp: a must have dtype float32 or float64 on CUDA; "
                                         "got float16"):
         fi.lerp(d, d, 0.5)
+
+
+def test_work_buffers_are_reused_never_shared_and_never_returned(rng):
+    a = np.ones((1024, 512), F16)            # 2 MB in float32: pooled
+    w1, w2 = _half.widen(a), _half.widen(a)
+    assert not np.shares_memory(w1, w2)
+    view = w1[10:]
+    address = w1.__array_interface__["data"][0]
+    del w1
+    w3 = _half.widen(a)                       # w1's buffer is still held by its view
+    assert not np.shares_memory(w3, view)
+    del view, w3
+    assert _half.widen(a).__array_interface__["data"][0] == address   # now it is free again
+    x = rng.standard_normal((2, 4, 256, 256)).astype(F16)
+    first = fi.adaptive_avg_pool2d(x, (128, 128))
+    kept = first.copy()
+    second = fi.adaptive_avg_pool2d(-x, (128, 128))
+    np.testing.assert_array_equal(first, kept)          # not overwritten by the next call
+    np.testing.assert_array_equal(second, -kept)
+
+
+def test_concurrent_half_calls_equal_serial(rng):
+    from concurrent.futures import ThreadPoolExecutor
+    x = rng.standard_normal((2, 8, 128, 128)).astype(F16)
+    grids = [rng.uniform(-1, 1, (2, 64, 64, 2)).astype(np.float32) for _ in range(6)]
+    serial = [fi.grid_sample(x, g) for g in grids]
+    with ThreadPoolExecutor(6) as pool:
+        parallel = list(pool.map(lambda g: fi.grid_sample(x, g), grids))
+    for s, p in zip(serial, parallel):
+        np.testing.assert_array_equal(s.view(np.uint16), p.view(np.uint16))
