@@ -4,9 +4,10 @@
 torch or numba: NumPy arrays (and lists) go to ``"cpu"``; objects with
 ``__cuda_array_interface__`` (CuPy, numba device arrays, torch CUDA tensors)
 and numba's simulator arrays go to ``"cuda"``; DLPack-only objects (torch CPU
-tensors, JAX arrays) are viewed zero-copy through ``fastinterp._dlpack``
-(versioned capsules first, ``byte_offset``, the read-only flag, bfloat16)
-and their results are handed back as the caller's own type.
+tensors, JAX arrays) are viewed zero-copy (versioned capsules first with a
+fallback, ``byte_offset``, the read-only flag; bfloat16 and ``out=`` through
+``fastinterp._dlpack``, see ``_to_numpy``) and their results are handed back
+as the caller's own type.
 
 Half precision lives here too: for the ops in ``HALF_OPS``, float16 and
 bfloat16 arrays are widened to float32 once in :func:`begin`, the float32
@@ -177,11 +178,24 @@ def _check_viewable(op: str, name: str, obj) -> None:
                         f"e.g. {name}.float().")
 
 
-def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument"):
-    """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only)."""
+def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
+              writable: bool = False):
+    """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only).
+
+    An input goes through NumPy's own consumer (C, fastest; it asks for a versioned
+    capsule, falls back, honours byte_offset) and, for what NumPy refuses
+    (bfloat16, exotic dtypes), through ``_dlpack`` (which also names the dtype in
+    its error). An ``out`` always goes through ``_dlpack``: an unversioned capsule
+    is writable there (NumPy marks it read-only), except from JAX.
+    """
     if kind != "dlpack":
         return np.asarray(obj)
     _check_viewable(op, name, obj)
+    if not writable:
+        try:
+            return np.from_dlpack(obj)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass   # "Unsupported dtype" and the like: _dlpack reads it or names it
     try:
         return _dlpack.to_numpy(obj)
     except (BufferError, RuntimeError, TypeError, ValueError) as exc:
@@ -300,7 +314,7 @@ class Prepared:
             if _cuda_read_only(out):
                 raise ValueError(f"{self.op}: out must be writable; got a read-only array.")
             return out, _cuda_support().as_device(target)
-        view = _to_numpy(target, kind, self.op, "out")
+        view = _to_numpy(target, kind, self.op, "out", writable=True)
         if not view.flags.writeable:
             raise ValueError(f"{self.op}: out must be writable; got a read-only "
                              f"array{_read_only_hint(out)}.")
