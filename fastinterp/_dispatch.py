@@ -343,9 +343,11 @@ class Prepared:
         Results take the dtype of the first array argument (the image, ``a``,
         ``grad_output``); for the ops in ``_RESULT_LIKE``, a result takes the
         dtype of the next listed argument whose shape it has (the gradients
-        are wrapped in the order of their primals).
+        are wrapped in the order of their primals). Only called once inputs
+        were widened (``self.storage`` set).
         """
         storage = self.storage
+        assert storage is not None
         if shape is not None:
             like = _RESULT_LIKE.get(self.op, ())
             for i in range(self._next_like, len(like)):
