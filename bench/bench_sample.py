@@ -150,6 +150,40 @@ def test_bwd_torch(benchmark, stn):
     np.testing.assert_allclose(gg.numpy(), ref_gg, rtol=1e-3, atol=1e-2)
 
 
+# --------------------------------------------------------------------------- half precision
+# The same workload stored in float16 (input and grid): fastinterp widens to float32 once,
+# runs the float32 kernel and rounds once; the goal is no slower than its own float32 call.
+# Peers: fastinterp's float32 call, its bfloat16 call, and torch's float16 grid_sample.
+HALF = "grid_sample fwd, float16 storage: (16,32,128,128) bilinear (peers incl. float32)"
+
+
+def test_half_fastinterp(benchmark, stn):
+    x, grid, _ = stn
+    label(benchmark, HALF, "fastinterp")
+    benchmark(fi.grid_sample, x.astype(np.float16), grid.astype(np.float16))
+
+
+def test_half_fastinterp_float32(benchmark, stn):
+    x, grid, _ = stn
+    label(benchmark, HALF, "fastinterp float32")
+    benchmark(fi.grid_sample, x, grid)
+
+
+def test_half_fastinterp_bfloat16(benchmark, stn):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, grid, _ = stn
+    label(benchmark, HALF, "fastinterp bfloat16 (grid float32)")
+    benchmark(fi.grid_sample, x.astype(ml_dtypes.bfloat16), grid)
+
+
+def test_half_torch(benchmark, stn):
+    torch = pytest.importorskip("torch")
+    x, grid, _ = stn
+    tx, tg = torch.from_numpy(x).half(), torch.from_numpy(grid).half()
+    label(benchmark, HALF, "torch float16")
+    benchmark(torch.nn.functional.grid_sample, tx, tg, align_corners=False)
+
+
 # --------------------------------------------------------------------------- 1 thread
 # The same comparisons on one thread each: on a shared machine these are less
 # disturbed by other jobs than the 2-thread runs.

@@ -4,8 +4,15 @@
 torch or numba: NumPy arrays (and lists) go to ``"cpu"``; objects with
 ``__cuda_array_interface__`` (CuPy, numba device arrays, torch CUDA tensors)
 and numba's simulator arrays go to ``"cuda"``; DLPack-only objects (torch CPU
-tensors, JAX arrays) are viewed zero-copy with ``np.from_dlpack`` and their
-results are handed back as the caller's own type.
+tensors, JAX arrays) are viewed zero-copy (versioned capsules first with a
+fallback, ``byte_offset``, the read-only flag; bfloat16 and ``out=`` through
+``fastinterp._dlpack``, see ``_to_numpy``) and their results are handed back
+as the caller's own type.
+
+Half precision lives here too: for the ops in ``HALF_OPS``, float16 and
+bfloat16 arrays are widened to float32 once in :func:`begin`, the float32
+kernels run, and :meth:`Prepared.wrap` rounds each result once to its
+storage dtype (see ``_storage_for``).
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA"]
+from . import _dlpack, _half
+
+__all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
 CPU = "cpu"
 CUDA = "cuda"
@@ -24,9 +33,14 @@ CUDA = "cuda"
 _DLPACK_CPU = (1, 3)     # kDLCPU, kDLCUDAHost
 _DLPACK_CUDA = (2, 13)   # kDLCUDA, kDLCUDAManaged
 
-# Where to find ``from_dlpack`` for the caller's array type, by top-level module.
-_FROM_DLPACK = {"torch": "torch", "jax": "jax.numpy", "jaxlib": "jax.numpy",
-                "cupy": "cupy", "numpy": "numpy"}
+# Ops (the names given to ``begin``) that take float16/bfloat16 storage, computed in float32.
+HALF_OPS = frozenset({"lerp", "slerp", "slerp_backward", "grid_sample", "grid_sample_backward",
+                      "resize", "resize_backward", "adaptive_avg_pool2d",
+                      "adaptive_avg_pool2d_backward"})
+
+# Ops whose results follow different arguments' storage dtypes: a result takes the dtype of
+# the first of these arguments with its shape (a gradient has its primal's shape).
+_RESULT_LIKE = {"grid_sample_backward": ("input", "grid"), "slerp_backward": ("a", "b", "t")}
 
 
 class BackendMismatchError(ValueError, TypeError):
@@ -125,7 +139,7 @@ def _is_torch_tensor(obj) -> bool:
 
 
 # Data types that NumPy cannot view through DLPack (torch/JAX names).
-_NOT_VIEWABLE = ("bfloat16", "float8", "complex32", "bits", "qint", "quint")
+_NOT_VIEWABLE = ("float8", "complex32", "bits", "qint", "quint")
 
 
 def _dtype_name(obj) -> str:
@@ -164,24 +178,64 @@ def _check_viewable(op: str, name: str, obj) -> None:
                         f"e.g. {name}.float().")
 
 
-def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument"):
-    """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only)."""
+def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
+              writable: bool = False):
+    """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only).
+
+    An input goes through NumPy's own consumer (C, fastest; it asks for a versioned
+    capsule, falls back, honours byte_offset) and, for what NumPy refuses
+    (bfloat16, exotic dtypes), through ``_dlpack`` (which also names the dtype in
+    its error). An ``out`` always goes through ``_dlpack``: an unversioned capsule
+    is writable there (NumPy marks it read-only), except from JAX.
+    """
     if kind != "dlpack":
         return np.asarray(obj)
     _check_viewable(op, name, obj)
+    if not writable:
+        try:
+            return np.from_dlpack(obj)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass   # "Unsupported dtype" and the like: _dlpack reads it or names it
     try:
-        return np.from_dlpack(obj)  # asks for a versioned capsule, falls back to the old one
+        return _dlpack.to_numpy(obj)
     except (BufferError, RuntimeError, TypeError, ValueError) as exc:
         raise TypeError(f"{op}: {name} cannot be read through DLPack ({_describe(obj)}, dtype "
-                        f"{_dtype_name(obj) or '?'}): {exc} fastinterp's ops take float32 or "
-                        f"float64 arrays.") from None
+                        f"{_dtype_name(obj) or '?'}): {exc}. fastinterp's ops take float32 or "
+                        f"float64 arrays (float16 and bfloat16 for some).") from None
 
 
-def _from_dlpack_for(template):
-    root = type(template).__module__.split(".")[0]
-    modname = _FROM_DLPACK.get(root)
-    module = sys.modules.get(modname) if modname else None
-    return getattr(module, "from_dlpack", None) if module else None
+def _read_only_hint(obj) -> str:
+    root = type(obj).__module__.split(".")[0]
+    return " (JAX arrays are immutable)" if root in ("jax", "jaxlib") else ""
+
+
+def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | None:
+    """Widen ``arrays``' float16/bfloat16 entries to float32 in place (ops in HALF_OPS).
+
+    Returns the storage dtype of every argument given as a typed array
+    (``named``: the caller's objects; a list or scalar has none), or None
+    when nothing was widened. Half precision mixes with float32 only: a
+    float64 array next to a half one is a TypeError naming both.
+    """
+    half = [n for n, a in arrays.items() if _half.is_half(getattr(a, "dtype", None))]
+    if not half or op not in HALF_OPS:
+        return None  # an op without half support names the dtype in its own check
+    h = half[0]
+    hdt = arrays[h].dtype
+    if backend == CUDA:
+        raise TypeError(f"{op}: {h} must have dtype float32 or float64 on CUDA; got {hdt} "
+                        f"(float16 and bfloat16 storage is CPU only for now).")
+    storage = {n: np.dtype(a.dtype) for n, a in arrays.items()
+               if isinstance(a, np.ndarray) and hasattr(named[n], "dtype")
+               and array_kind(named[n]) is not None}
+    for n, dt in storage.items():
+        if dt == np.float64:
+            raise TypeError(f"{op}: {n} must have dtype float32, float16 or bfloat16 next to "
+                            f"{h} ({hdt}), which is computed in float32; got float64. Cast "
+                            f"{n} to float32, or {h} to float64.")
+    for n in half:
+        arrays[n] = _half.widen(arrays[n])
+    return storage
 
 
 @dataclass
@@ -200,6 +254,9 @@ class Prepared:
     template_kind: str | None = None
     originals: dict[str, Any] = field(default_factory=dict)
     out_caller: Any = None
+    storage: dict[str, np.dtype] | None = None   # set when half-precision inputs were widened
+    _pending: tuple | None = None                 # (float32 result, the caller's half out)
+    _next_like: int = 0                           # see _storage_for
 
     @property
     def stream(self):
@@ -221,13 +278,25 @@ class Prepared:
             support = _cuda_support()
             caller = support.empty_like_caller(self.template, tuple(shape), dtype)
             return caller, support.as_device(caller)
-        arr = np.empty(shape, dtype)
+        if self.storage is not None and self._rounded_result(dtype):
+            arr = _half.work_array(shape)   # rounded into a new array by wrap: never escapes
+        else:
+            arr = np.empty(shape, dtype)
         return arr, arr
+
+    def _rounded_result(self, dtype) -> bool:
+        """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
+        return (np.dtype(dtype) == _half.COMPUTE and self.op not in _RESULT_LIKE
+                and _half.is_half(self._storage_for(None)))
 
     def adopt_out(self, out):
         """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.
 
         ``for_caller`` is ``out`` itself, which :meth:`wrap` returns unchanged.
+        With half-precision storage, ``out`` must have the result's storage
+        dtype; a float16/bfloat16 ``out`` gets a float32 buffer for the
+        kernel, rounded into ``out`` by :meth:`wrap` (nothing is written
+        into ``out`` before that).
         """
         kind = array_kind(out)
         if kind is None:
@@ -245,7 +314,48 @@ class Prepared:
             if _cuda_read_only(out):
                 raise ValueError(f"{self.op}: out must be writable; got a read-only array.")
             return out, _cuda_support().as_device(target)
-        return out, _to_numpy(target, kind, self.op, "out")
+        view = _to_numpy(target, kind, self.op, "out", writable=True)
+        if not view.flags.writeable:
+            raise ValueError(f"{self.op}: out must be writable; got a read-only "
+                             f"array{_read_only_hint(out)}.")
+        if self.storage is not None:
+            return out, self._half_out(view)
+        return out, view
+
+    def _half_out(self, view):
+        """The kernel's buffer for a user's ``out`` when inputs were widened."""
+        want = self._storage_for(None)
+        if view.dtype != want:
+            raise TypeError(f"{self.op}: out must have dtype {want} (the result's storage "
+                            f"dtype); got {view.dtype}.")
+        if not _half.is_half(want):
+            return view
+        if not view.flags.c_contiguous:
+            raise ValueError(f"{self.op}: out must be C-contiguous; got strides "
+                             f"{tuple(view.strides)}.")
+        buffer = np.empty(view.shape, _half.COMPUTE)
+        self._pending = (buffer, view)
+        return buffer
+
+    def _storage_for(self, shape) -> np.dtype:
+        """The storage dtype of a result of ``shape`` (None: the op's main result).
+
+        Results take the dtype of the first array argument (the image, ``a``,
+        ``grad_output``); for the ops in ``_RESULT_LIKE``, a result takes the
+        dtype of the next listed argument whose shape it has (the gradients
+        are wrapped in the order of their primals). Only called once inputs
+        were widened (``self.storage`` set).
+        """
+        storage = self.storage
+        assert storage is not None
+        if shape is not None:
+            like = _RESULT_LIKE.get(self.op, ())
+            for i in range(self._next_like, len(like)):
+                arr = self.arrays.get(like[i])
+                if like[i] in storage and tuple(getattr(arr, "shape", ())) == tuple(shape):
+                    self._next_like = i + 1     # results come in the order of their primals
+                    return storage[like[i]]
+        return next(iter(storage.values()))
 
     def output(self, shape, dtype, out=None):
         """``out`` adopted if given (already validated), else a new allocation."""
@@ -255,13 +365,24 @@ class Prepared:
         """Return a result as the caller's array type (DLPack inputs get DLPack outputs).
 
         The caller's own ``out=`` object is returned as is, whatever its type.
+        With half-precision storage a float32 result is first rounded to its
+        storage dtype.
         """
         if self.out_caller is not None and caller_result is self.out_caller:
+            if self._pending is not None:
+                buffer, view = self._pending
+                self._pending = None
+                _half.narrow_into(view, buffer)
             return caller_result
+        if (self.storage is not None and isinstance(caller_result, np.ndarray)
+                and caller_result.dtype == _half.COMPUTE):
+            want = self._storage_for(caller_result.shape)
+            if want != _half.COMPUTE:
+                caller_result = _half.narrow(caller_result, want)
         if self.backend == CPU and self.template_kind == "dlpack" and isinstance(caller_result, np.ndarray):
-            from_dlpack = _from_dlpack_for(self.template)
-            if from_dlpack is not None:
-                return from_dlpack(caller_result)
+            back = _dlpack.from_numpy_like(self.template, caller_result)
+            if back is not None:
+                return back
         return caller_result
 
 
@@ -290,4 +411,5 @@ def begin(op: str, **named) -> Prepared:
             arrays[name] = _cuda_support().as_device(plain)
         else:
             arrays[name] = _to_numpy(plain, kind, op, name)
-    return Prepared(op, backend, arrays, template, template_kind, dict(named))
+    storage = _half_storage(op, backend, arrays, named)
+    return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage)

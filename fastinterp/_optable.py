@@ -30,6 +30,7 @@ not crash).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -37,10 +38,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 __all__ = ["OpRecord", "Sample", "records", "record", "outputs", "torch_or_none",
-           "NOT_OPS"]
+           "NOT_OPS", "HALF", "np_dtype", "compute_dtype"]
 
 FLOATS = ("float32", "float64")
+HALF = ("float16", "bfloat16")   # storage only: computed in float32 (fastinterp._half)
 BOTH = ("cpu", "cuda")
+# Half-precision results are the float32 result rounded once: a relative error of at most
+# 2**-11 (float16) or 2**-8 (bfloat16) of each value, plus the float32 arithmetic's own.
+HALF_TOL = {"float16": (1e-3, 1e-3), "bfloat16": (8e-3, 8e-3)}
 
 # Public names of fastinterp.__all__ that compute nothing (infrastructure).
 NOT_OPS = frozenset({"BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
@@ -68,7 +73,11 @@ class OpRecord:
     fn : callable
         Called as ``fn(**sample.args, **sample.kwargs[, out=out])``.
     kernels : tuple of str
-        Registry op names it runs; each is registered for every backend and dtype.
+        Registry op names it runs; each is registered for every backend and for
+        every dtype of ``dtypes`` that is not storage only (``HALF``).
+    dtypes : tuple of str
+        The dtypes it accepts. float16 and bfloat16 (``HALF``) are storage
+        dtypes, CPU only: the dispatcher computes them with the float32 kernels.
     float_args : tuple of str
         The float array arguments (those the matrix varies).
     dims : dict
@@ -132,7 +141,7 @@ class OpRecord:
 
     def sample(self, rng, dtype, dims=None) -> Sample:
         """Random valid inputs of ``dtype`` and ``{**self.dims, **dims}``."""
-        return self.make(rng, np.dtype(dtype), {**self.dims, **(dims or {})})
+        return self.make(rng, np_dtype(dtype), {**self.dims, **(dims or {})})
 
     def call(self, sample: Sample, out=None, **replace):
         """Call the op on ``sample`` with some arguments replaced."""
@@ -149,8 +158,22 @@ class OpRecord:
             return tuple(np.asarray(r) for r in self.ref_numpy(_as_f64(sample)))
 
 
+def np_dtype(name) -> np.dtype:
+    """``np.dtype(name)``, importing ml_dtypes first for ``"bfloat16"`` (ImportError if absent)."""
+    if str(name) == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def compute_dtype(name) -> str:
+    """The dtype whose kernels run for ``name``: float32 for the storage-only HALF dtypes."""
+    return "float32" if str(name) in HALF else str(name)
+
+
 def _as_f64(sample: Sample) -> Sample:
-    args = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+    args = {k: (v.astype(np.float64) if isinstance(v, np.ndarray)
+                and (v.dtype.kind == "f" or str(v.dtype) in HALF) else v)
             for k, v in sample.args.items()}
     return Sample(args, dict(sample.kwargs))
 
@@ -161,7 +184,10 @@ def outputs(result) -> tuple:
     out = []
     for r in items:
         if hasattr(r, "detach"):  # torch
-            r = r.detach().resolve_neg().resolve_conj().cpu().numpy()
+            r = r.detach().resolve_neg().resolve_conj().cpu()
+            bf16 = str(r.dtype) == "torch.bfloat16"   # NumPy has no bfloat16: by its bits
+            r = (r.view(torch_or_none().int16).numpy().view(np_dtype("bfloat16")) if bf16
+                 else r.numpy())
         out.append(np.asarray(r))
     return tuple(out)
 
@@ -1084,7 +1110,15 @@ def _build() -> dict:
                  backends=("cpu",), layouts="A (k, D), X (N, D), labels (N,) -> (loss, (k, D))",
                  special="finite", tol={"float32": (1e-3, 1e-4), "float64": (1e-6, 1e-8)}),
     ]
-    return {r.name: r for r in recs}
+    return {r.name: _with_half(r) for r in recs}
+
+
+def _with_half(rec: OpRecord) -> OpRecord:
+    """The record with the HALF storage dtypes added where the dispatcher supports them."""
+    from ._dispatch import HALF_OPS
+    if rec.name not in HALF_OPS:
+        return rec
+    return dataclasses.replace(rec, dtypes=rec.dtypes + HALF, tol={**rec.tol, **HALF_TOL})
 
 
 _RECORDS: dict = {}

@@ -162,7 +162,7 @@ class TestLerp:
             fi.lerp(a, b, 0.5, out=out)
 
     @pytest.mark.parametrize("a, b, t, exc, words", [
-        (np.zeros(3, np.float16), np.zeros(3, np.float16), 0.5, TypeError, "float16"),
+        (np.zeros(3, np.float16), np.zeros(3), 0.5, TypeError, "float16"),  # half with float64
         (np.zeros(3), np.zeros(3, np.float32), 0.5, TypeError, "b must have the same dtype"),
         (np.zeros(3), np.zeros(3), np.zeros(3, np.float32), TypeError, "t must have the same"),
         (np.zeros(3, np.int64), np.zeros(3, np.int64), 0.5, TypeError, "a must have dtype"),
@@ -492,8 +492,7 @@ class TestSlerp:
         (dict(path=1), TypeError, "path must be True or False"),
         (dict(t=np.zeros(4, np.float32)), TypeError, "t must have the same dtype"),
         (dict(b=np.zeros((4, 3), np.float32)), TypeError, "b must have the same dtype"),
-        (dict(a=np.zeros((4, 3), np.float16), b=np.zeros((4, 3), np.float16)),
-         TypeError, "cast float16 to float32"),
+        (dict(a=np.zeros((4, 3), np.float16)), TypeError, r"next to a \(float16\)"),
         (dict(a=np.float64(1.0)), TypeError, "a must be an array"),
         (dict(a=np.zeros(()), b=np.zeros(())), ValueError, "a must have at least one axis"),
     ])

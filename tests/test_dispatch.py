@@ -12,7 +12,7 @@ import pytest
 import fastinterp as fi
 from fastinterp import _registry as registry
 from fastinterp import _validate as V
-from fastinterp._dispatch import BackendMismatchError, array_kind, backend_of, begin
+from fastinterp._dispatch import HALF_OPS, BackendMismatchError, array_kind, backend_of, begin
 
 
 # ------------------------------------------------------------------ backends
@@ -364,8 +364,6 @@ def test_torch_views_read_as_their_values(torch, rng, op, view):
 
 @pytest.mark.parametrize("make, words", [
     (lambda torch, x: torch.from_numpy(x).requires_grad_(), r"must not require grad.*detach\(\)"),
-    (lambda torch, x: torch.from_numpy(x).to(torch.bfloat16),
-     r"must have dtype float32 or float64; got bfloat16"),
     (lambda torch, x: torch.complex(torch.from_numpy(x), torch.from_numpy(x)).conj(),
      r"float32 or float64.*complex64"),
 ])
@@ -376,6 +374,25 @@ def test_unreadable_torch_tensors_raise_clear_type_errors(torch, rng, op, make, 
     args[0] = make(torch, inputs[0])
     with pytest.raises(TypeError, match=f"^{op}: .*{words}"):
         fn(*args)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_torch_bfloat16_is_half_storage_or_a_clear_type_error(torch, rng, op):
+    """bfloat16 tensors are read through DLPack: ops with half-precision storage return a
+    bfloat16 tensor equal to the NumPy call on the same bits (ml_dtypes); the others raise
+    a TypeError naming the dtype."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    fn, inputs = _op_cases(rng)[op]
+    args = [torch.from_numpy(x) for x in inputs]
+    args[0] = args[0].to(torch.bfloat16)
+    if op not in HALF_OPS:
+        with pytest.raises(TypeError, match=f"^{op}: .*must have dtype float32 or float64.*got bfloat16"):
+            fn(*args)
+        return
+    got = fn(*args)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.bfloat16
+    expected = fn(inputs[0].astype(ml_dtypes.bfloat16), *inputs[1:])
+    np.testing.assert_array_equal(got.view(torch.int16).numpy(), expected.view(np.int16))
 
 
 @pytest.mark.parametrize("op, call", [

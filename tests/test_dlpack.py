@@ -1,0 +1,264 @@
+"""DLPack in and out: versioned and unversioned producers, byte_offset, the read-only
+flag, dtypes, deleters, and results returned as the caller's array type."""
+from __future__ import annotations
+
+import ctypes
+import gc
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+from fastinterp import _dlpack
+
+
+# ------------------------------------------------------------------ hand-made capsules
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32),
+                ("device_id", ctypes.c_int32), ("ndim", ctypes.c_int32),
+                ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16),
+                ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _Managed(ctypes.Structure):
+    _fields_ = [("dl_tensor", _Tensor), ("manager_ctx", ctypes.c_void_p),
+                ("deleter", ctypes.c_void_p)]
+
+
+class _Versioned(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32),
+                ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p),
+                ("flags", ctypes.c_uint64), ("dl_tensor", _Tensor)]
+
+
+_DELETER = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)
+_new_capsule = ctypes.pythonapi.PyCapsule_New
+_new_capsule.restype = ctypes.py_object
+_new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+_capsule_name = ctypes.pythonapi.PyCapsule_GetName
+_capsule_name.restype = ctypes.c_char_p
+_capsule_name.argtypes = [ctypes.py_object]
+
+
+class HandMade:
+    """A CPU DLPack producer over ``buffer`` built field by field: any byte_offset,
+    strides (in elements), dtype code, flags and version; counts deleter calls."""
+
+    def __init__(self, buffer, shape, byte_offset=0, strides=None, code=2, bits=None,
+                 lanes=1, versioned=True, flags=0, major=1, device_type=1):
+        self.buffer = buffer
+        self.deleted = 0
+        self._shape = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+        self._strides = None if strides is None else (ctypes.c_int64 * len(strides))(*strides)
+        self._deleter = _DELETER(self._delete)   # kept alive with the producer
+        self.structs = []
+        self.calls = []
+        self.spec = dict(shape=shape, byte_offset=byte_offset, code=code,
+                         bits=bits or buffer.itemsize * 8, lanes=lanes, versioned=versioned,
+                         flags=flags, major=major, device_type=device_type)
+
+    def _delete(self, _address):
+        self.deleted += 1
+
+    def _tensor(self):
+        s = self.spec
+        return _Tensor(self.buffer.ctypes.data, s["device_type"], 0, len(s["shape"]), s["code"],
+                       s["bits"], s["lanes"], self._shape,
+                       self._strides, s["byte_offset"])
+
+    def __dlpack__(self, stream=None, max_version=None, **kw):
+        self.calls.append(max_version)
+        deleter = ctypes.cast(self._deleter, ctypes.c_void_p).value
+        if self.spec["versioned"] and max_version is not None:
+            m = _Versioned(self.spec["major"], 0, None, deleter, self.spec["flags"], self._tensor())
+            name = b"dltensor_versioned"
+        else:
+            m = _Managed(self._tensor(), None, deleter)
+            name = b"dltensor"
+        self.structs.append(m)
+        return _new_capsule(ctypes.addressof(m), name, None)
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+class OldProducer:
+    """A producer from before DLPack 1.0: ``__dlpack__(stream=None)`` only."""
+
+    def __init__(self, arr):
+        self.arr, self.calls = arr, 0
+
+    def __dlpack__(self, stream=None):
+        self.calls += 1
+        return self.arr.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.arr.__dlpack_device__()
+
+
+class NewProducer(OldProducer):
+    """A DLPack 1.0 producer: returns a versioned capsule when asked for one."""
+
+    def __init__(self, arr):
+        super().__init__(arr)
+        self.asked = []
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        self.asked.append(max_version)
+        return self.arr.__dlpack__(stream=stream, max_version=max_version)
+
+
+# ------------------------------------------------------------------ versions
+
+def test_old_producer_falls_back_to_unversioned_capsule(rng):
+    a = rng.standard_normal((3, 4))
+    prod = OldProducer(a)
+    res = fi.lerp(prod, np.zeros((3, 4)), 0.5)
+    assert isinstance(res, np.ndarray) and prod.calls == 1
+    np.testing.assert_array_equal(res, a / 2)
+
+
+def test_new_producer_is_asked_for_a_versioned_capsule(rng):
+    a = rng.standard_normal((3, 4))
+    prod = NewProducer(a)
+    capsule = prod.__dlpack__(max_version=(1, 0))
+    assert _capsule_name(capsule) == b"dltensor_versioned"
+    del capsule
+    prod.asked.clear()
+    res = fi.resize(NewProducer(a[None, None]), size=(5, 2))
+    np.testing.assert_array_equal(res, fi.resize(a[None, None], size=(5, 2)))
+    np.testing.assert_array_equal(_dlpack.to_numpy(prod), a)
+    assert prod.asked == [(1, 0)]
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_byte_offset_and_strides_are_honoured(versioned):
+    buf = np.arange(40, dtype=np.float64)
+    # the (3, 4) view buf[5:, ...] with row stride 8: data at buf[0], byte_offset 5 elements
+    prod = HandMade(buf, (3, 4), byte_offset=5 * 8, strides=(8, 1), versioned=versioned)
+    view = _dlpack.to_numpy(prod)
+    expected = np.lib.stride_tricks.as_strided(buf[5:], (3, 4), (64, 8))
+    np.testing.assert_array_equal(view, expected)
+    assert np.shares_memory(view, buf)
+    np.testing.assert_array_equal(fi.lerp(prod, np.zeros((3, 4)), 0.0), expected)
+    assert prod.calls == ([(1, 0)] * 2)
+
+
+def test_each_capsule_is_released_once_when_its_array_dies():
+    buf = np.arange(6, dtype=np.float32)
+    prod = HandMade(buf, (6,))
+    view = _dlpack.to_numpy(prod)
+    sub = view[2:]        # a view keeps the capsule's memory alive
+    del view
+    gc.collect()
+    assert prod.deleted == 0
+    np.testing.assert_array_equal(sub, buf[2:])
+    del sub
+    gc.collect()
+    assert prod.deleted == 1
+    fi.lerp(prod, np.ones(6, np.float32), 0.5)
+    gc.collect()
+    assert prod.deleted == 2
+
+
+def test_unsupported_major_version_is_refused_and_not_consumed():
+    prod = HandMade(np.zeros(3), (3,), major=2)
+    with pytest.raises(TypeError, match=r"lerp: a cannot be read through DLPack .*DLPack 2\.0 "
+                                        r"tensor"):
+        fi.lerp(prod, np.zeros(3), 0.5)
+    gc.collect()
+    assert prod.deleted == 0  # left to its producer (no destructor here)
+
+
+@pytest.mark.parametrize("code, bits, lanes, words", [
+    (8, 8, 1, "float8_e4m3"), (2, 32, 4, "float32x4"), (3, 64, 1, "opaque handle"),
+    (2, 8, 1, "float8"),
+])
+def test_unreadable_dtypes_are_clear_type_errors(code, bits, lanes, words):
+    prod = HandMade(np.zeros(8), (2,), code=code, bits=bits, lanes=lanes)
+    with pytest.raises(TypeError, match=f"grid_sample: input cannot be read through DLPack.*{words}"):
+        fi.grid_sample(prod, np.zeros((2, 1, 1, 2)))
+
+
+def test_a_tensor_on_another_device_is_refused():
+    prod = HandMade(np.zeros(3), (3,), device_type=2)
+    with pytest.raises(TypeError, match="not the CPU"):
+        _dlpack.to_numpy(prod)
+
+
+@pytest.mark.parametrize("code, bits, dtype", [
+    (0, 32, np.int32), (1, 8, np.uint8), (2, 16, np.float16), (5, 128, np.complex128),
+    (6, 8, np.bool_),
+])
+def test_dtype_codes(code, bits, dtype):
+    buf = np.zeros(4, dtype)
+    assert _dlpack.to_numpy(HandMade(buf, (4,), code=code, bits=bits)).dtype == dtype
+
+
+def test_bfloat16_capsule_reads_as_ml_dtypes():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bits = np.array([1.5, -2.0, 3.25], ml_dtypes.bfloat16).view(np.uint16)
+    got = _dlpack.to_numpy(HandMade(bits, (3,), code=4, bits=16))
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got.astype(np.float32), [1.5, -2.0, 3.25])
+
+
+def test_zero_size_and_zero_dim():
+    assert _dlpack.to_numpy(HandMade(np.zeros(1), (0, 3))).shape == (0, 3)
+    v = _dlpack.to_numpy(HandMade(np.array([7.0]), ()))
+    assert v.shape == () and v == 7.0
+
+
+# ------------------------------------------------------------------ read-only
+
+def test_read_only_flag_input_is_fine_out_is_refused_and_untouched():
+    buf = np.full(4, 7.0)
+    prod = HandMade(buf, (4,), flags=1)     # DLPACK_FLAG_BITMASK_READ_ONLY
+    view = _dlpack.to_numpy(prod)
+    assert not view.flags.writeable
+    np.testing.assert_array_equal(fi.lerp(prod, np.zeros(4), 0.5), buf / 2)
+    with pytest.raises(ValueError, match="^lerp: out must be writable; got a read-only array"):
+        fi.lerp(np.zeros(4), np.ones(4), 0.5, out=prod)
+    np.testing.assert_array_equal(buf, 7.0)
+
+
+def test_unversioned_capsule_is_writable_as_out():
+    buf = np.zeros(4)
+    res = fi.lerp(np.zeros(4), np.ones(4), 0.25, out=OldProducer(buf))
+    assert isinstance(res, OldProducer)
+    np.testing.assert_array_equal(buf, 0.25)
+
+
+# ------------------------------------------------------------------ the caller's type back
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_torch_in_torch_out(torch, rng, dtype):
+    t = getattr(torch, dtype)
+    x = torch.from_numpy(rng.standard_normal((1, 2, 4, 4))).to(t)
+    for res in (fi.resize(x, size=(3, 3)), fi.adaptive_avg_pool2d(x, 2),
+                fi.lerp(x, x.flip(-1), 0.5)):
+        assert isinstance(res, torch.Tensor) and res.dtype == t
+
+
+def test_jax_in_jax_out_and_jax_out_is_refused(rng):
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.asarray(rng.standard_normal((1, 2, 4, 4)).astype(np.float32))
+    g = jnp.zeros((1, 2, 3, 2), jnp.float32)
+    res = fi.grid_sample(x, g)
+    assert type(res).__module__.split(".")[0] in ("jax", "jaxlib")
+    np.testing.assert_array_equal(np.asarray(res), fi.grid_sample(np.asarray(x), np.asarray(g)))
+    bf = fi.resize(x.astype(jnp.bfloat16), size=(2, 2))
+    assert bf.dtype == jnp.bfloat16 and type(bf).__module__.split(".")[0] in ("jax", "jaxlib")
+    out = jnp.zeros((1, 2, 2, 3), jnp.float32)
+    with pytest.raises(ValueError, match=r"grid_sample: out must be writable; got a read-only "
+                                         r"array \(JAX arrays are immutable\)"):
+        fi.grid_sample(x, g, out=out)
+    assert not np.asarray(out).any()
+
+
+def test_cupy_in_cupy_out(cupy, rng):
+    x = cupy.asarray(rng.standard_normal((1, 2, 4, 4)).astype(np.float32))
+    res = fi.resize(x, size=(3, 3))
+    assert isinstance(res, cupy.ndarray)

@@ -1,0 +1,363 @@
+"""Half-precision storage: float16 and bfloat16 arrays, computed in float32.
+
+The contract (fastinterp._half, fastinterp._dispatch): half inputs are widened
+to float32 exactly, the float32 kernels run, each result is rounded once (to
+nearest even) to its storage dtype: the first array argument's dtype, or for
+the backward ops the dtype of the primal whose gradient it is. Checked here:
+the conversions bit for bit, that contract bit for bit, errors against a
+float64 reference (at most torch's own half-precision CPU error on the same
+data), mixed inputs, dtypes, ``out=``, threads and layouts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+from fastinterp import _half
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+F16 = np.dtype(np.float16)
+BF16 = np.dtype(ml_dtypes.bfloat16)
+HALVES = (F16, BF16)
+IDS = ("float16", "bfloat16")
+UNIT = {F16: 2.0**-11, BF16: 2.0**-8}   # unit roundoff of the storage dtype
+TINY = {F16: 2.0**-25, BF16: 0.0}       # half of float16's smallest subnormal
+
+
+def _nan_equal_bits(got, expected):
+    """Bit-identical where finite or infinite; NaN where NaN."""
+    nan = np.isnan(expected.astype(np.float32))
+    assert np.isnan(got[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(got[~nan].view(np.uint16 if got.itemsize == 2 else np.uint32),
+                                  expected[~nan].view(np.uint16 if got.itemsize == 2 else np.uint32))
+
+
+# ------------------------------------------------------------------ conversions
+
+def test_widen_is_exact_for_every_float16_pattern():
+    bits = np.arange(2**16, dtype=np.uint16)
+    for dt in HALVES:
+        half = bits.view(dt)
+        _nan_equal_bits(_half.widen(half), half.astype(np.float32))
+
+
+def _float32_edge_bits(rng):
+    """Random float32 patterns plus the neighbourhoods of every rounding boundary."""
+    centres = [0x33000000, 0x33800000, 0x38800000, 0x387FC000, 0x477FE000, 0x477FF000,
+               0x7F7FFFFF, 0x7F800000, 0x00800000, 0x3F800000]
+    near = [np.arange(c - 600, c + 600, dtype=np.int64) for c in centres]
+    exact16 = np.arange(2**16, dtype=np.uint16).view(F16).astype(np.float32).view(np.uint32)
+    parts = [rng.integers(0, 2**32, 200_000, dtype=np.uint64), *near,
+             exact16.astype(np.int64) + 0x1000, exact16.astype(np.int64)]
+    u = np.concatenate([np.asarray(p, np.int64) & 0xFFFFFFFF for p in parts]).astype(np.uint32)
+    signs = np.uint32(0x80000000) * rng.integers(0, 2, u.size, dtype=np.uint32)
+    return (u | signs).view(np.float32)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_narrow_rounds_to_nearest_even_like_numpy_and_ml_dtypes(rng, dt):
+    x = _float32_edge_bits(rng)
+    with np.errstate(all="ignore"):
+        expected = x.astype(dt)
+    _nan_equal_bits(_half.narrow(x, dt), expected)
+    out = np.empty(x.shape, dt)
+    _half.narrow_into(out, x)
+    _nan_equal_bits(out, expected)
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a, lambda a: a.transpose(0, 2, 3, 1), lambda a: a[:, :, ::2],
+    lambda a: a[::-1], lambda a: a.T, lambda a: np.broadcast_to(a[:1], a.shape),
+    lambda a: a[0, 0, 0, 0], lambda a: a[:0],
+], ids=["c", "transposed", "gaps", "negative", "fortran", "zero-stride", "0d", "empty"])
+def test_widen_and_narrow_any_layout(rng, make):
+    base = rng.standard_normal((3, 4, 5, 6)).astype(F16)
+    v = make(base)
+    w = _half.widen(v)
+    assert w.dtype == np.float32 and w.shape == v.shape
+    np.testing.assert_array_equal(w, v.astype(np.float32))
+    np.testing.assert_array_equal(_half.narrow(w, F16), v)
+
+
+# ------------------------------------------------------------------ the ops
+
+def _cases(rng):
+    """name -> (call(*arrays), float inputs as float64 arrays, index of the first 'image')."""
+    x = rng.standard_normal((2, 3, 7, 6))
+    grid = rng.uniform(-1.15, 1.15, (2, 5, 4, 2))
+    go = rng.standard_normal((2, 3, 5, 4))
+    a, b = rng.standard_normal((6, 9)), rng.standard_normal((6, 9))
+    t = rng.uniform(-0.2, 1.2, (6, 9))
+    ts = rng.uniform(0, 1, 6)
+    return {
+        "grid_sample": (lambda x, g: fi.grid_sample(x, g, mode="bicubic", padding_mode="border"),
+                        [x, grid]),
+        "grid_sample_backward": (lambda go, x, g: fi.grid_sample_backward(go, x, g), [go, x, grid]),
+        "resize": (lambda x: fi.resize(x, size=(9, 5), mode="bicubic"), [x]),
+        "resize_backward": (lambda g: fi.resize_backward(g, (2, 3, 7, 6), mode="bilinear"), [go]),
+        "adaptive_avg_pool2d": (lambda x: fi.adaptive_avg_pool2d(x, (3, 4)), [x]),
+        "adaptive_avg_pool2d_backward":
+            (lambda g: fi.adaptive_avg_pool2d_backward(g, (2, 3, 7, 6)), [go]),
+        "lerp": (lambda a, b, t: fi.lerp(a, b, t), [a, b, t]),
+        "slerp": (lambda a, b, t: fi.slerp(a, b, t), [a, b, ts]),
+        "slerp_backward": (lambda g, a, b, t: fi.slerp_backward(g, a, b, t), [a * 0.5, a, b, ts]),
+    }
+
+
+OPS = list(_cases(np.random.default_rng(0)))
+
+
+def _tuple(res):
+    return res if isinstance(res, tuple) else (res,)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("op", OPS)
+def test_result_is_the_float32_result_rounded_once(rng, op, dt):
+    """The whole contract, bit for bit: widen exactly, float32 kernels, one rounding."""
+    fn, inputs = _cases(rng)[op]
+    half = [v.astype(dt) for v in inputs]
+    got = _tuple(fn(*half))
+    f32 = _tuple(fn(*[h.astype(np.float32) for h in half]))
+    assert len(got) == len(f32)
+    for g, r in zip(got, f32):
+        assert g.dtype == dt and g.shape == r.shape
+        _nan_equal_bits(g, r.astype(dt))
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("op", OPS)
+def test_error_against_float64_is_one_rounding(rng, op, dt):
+    """|result - exact| <= u |exact| + float32's error, per element: the accumulation
+    (backward passes included) runs in float32, never in the storage dtype."""
+    fn, inputs = _cases(rng)[op]
+    half = [v.astype(dt) for v in inputs]
+    got = _tuple(fn(*half))
+    exact = _tuple(fn(*[h.astype(np.float64) for h in half]))
+    for g, e in zip(got, exact):
+        scale = float(np.abs(e).max())
+        err = np.abs(g.astype(np.float64) - e)
+        bound = UNIT[dt] * np.abs(e) + TINY[dt] + 1e-5 * scale
+        assert (err <= bound).all(), f"{op}: worst excess {np.max(err - bound)}"
+
+
+# ------------------------------------------------------------------ against torch
+
+def _torch_cases():
+    for mode in ("bilinear", "nearest", "bicubic"):
+        for pad in ("zeros", "border", "reflection"):
+            for align in (False, True):
+                yield f"grid_sample-{mode}-{pad}-{align}", ("grid_sample", mode, pad, align)
+    for mode in ("bilinear", "bicubic"):
+        yield f"grid_sample_backward-{mode}", ("grid_sample_backward", mode, "zeros", False)
+    for mode in ("bilinear", "nearest", "nearest-exact", "bicubic", "area"):
+        yield f"resize-{mode}", ("resize", mode, None, None)
+    yield "adaptive_avg_pool2d", ("adaptive_avg_pool2d", None, None, None)
+    yield "lerp", ("lerp", None, None, None)
+
+
+def _pair(torch, case, x, grid, go, half):
+    """(fastinterp's results, torch's results, float64 reference) for one case."""
+    F = torch.nn.functional
+    op, mode, pad, align = case
+    tdt = torch.float16 if half == F16 else torch.bfloat16
+    T = {k: torch.from_numpy(v).to(tdt) for k, v in (("x", x), ("grid", grid), ("go", go))}
+    R = {k: v.double() for k, v in T.items()}
+    if op == "grid_sample":
+        def run(t):
+            return (F.grid_sample(t["x"], t["grid"], mode=mode, padding_mode=pad,
+                                  align_corners=align),)
+        ours = (fi.grid_sample(T["x"], T["grid"], mode=mode, padding_mode=pad,
+                               align_corners=align),)
+    elif op == "grid_sample_backward":
+        def run(t):
+            xi, gi = t["x"].clone().requires_grad_(), t["grid"].clone().requires_grad_()
+            F.grid_sample(xi, gi, mode=mode, align_corners=False).backward(t["go"])
+            return xi.grad, gi.grad
+        ours = fi.grid_sample_backward(T["go"], T["x"], T["grid"], mode=mode)
+    elif op == "resize":
+        kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+
+        def run(t):
+            return (F.interpolate(t["x"], size=(11, 4), mode=mode, **kw),)
+        ours = (fi.resize(T["x"], size=(11, 4), mode=mode, **kw),)
+    elif op == "adaptive_avg_pool2d":
+        def run(t):
+            return (F.adaptive_avg_pool2d(t["x"], (3, 4)),)
+        ours = (fi.adaptive_avg_pool2d(T["x"], (3, 4)),)
+    else:
+        def run(t):
+            return (torch.lerp(t["x"], t["x"].flip(-1), t["go"][..., :7, :6].sigmoid()),)
+        ours = (fi.lerp(T["x"], T["x"].flip(-1), T["go"][..., :7, :6].sigmoid()),)
+    return ours, run(T), run(R)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("case", [c for _, c in _torch_cases()], ids=[i for i, _ in _torch_cases()])
+def test_error_at_most_torchs_own_half_precision_error(torch, rng, case, dt):
+    """Max abs error against float64 on the same half-precision inputs: fastinterp's is at
+    most torch's (CPU, same dtype), up to float32 rounding of the reference."""
+    x = rng.standard_normal((2, 3, 7, 6))
+    grid = rng.uniform(-1.15, 1.15, (2, 5, 4, 2))
+    go = rng.standard_normal((2, 3, 5, 4)) if case[0] != "lerp" else rng.standard_normal((2, 3, 7, 6))
+    ours, theirs, ref = _pair(torch, case, x, grid, go, dt)
+    for o, t, r in zip(ours, theirs, ref):
+        assert isinstance(o, torch.Tensor) and o.dtype == t.dtype
+        ours_err = (o.double() - r).abs().max().item()
+        torch_err = (t.double() - r).abs().max().item()
+        assert ours_err <= torch_err + 2.0**-24 * r.abs().max().item(), (ours_err, torch_err)
+
+
+# ------------------------------------------------------------------ dtypes and mixing
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_mixed_half_image_and_float32_grid(rng, dt):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(dt)
+    g32 = rng.uniform(-1, 1, (1, 3, 3, 2)).astype(np.float32)
+    y = fi.grid_sample(x, g32)
+    assert y.dtype == dt
+    np.testing.assert_array_equal(y, fi.grid_sample(x.astype(np.float32), g32).astype(dt))
+    assert fi.grid_sample(x.astype(np.float32), g32.astype(dt)).dtype == np.float32
+    gi, gg = fi.grid_sample_backward(y, x, g32)
+    assert gi.dtype == dt and gg.dtype == np.float32   # each gradient in its primal's dtype
+    gi, gg = fi.grid_sample_backward(y, x.astype(np.float32), g32.astype(dt))
+    assert gi.dtype == np.float32 and gg.dtype == dt
+    a = rng.standard_normal((3, 4))
+    assert fi.lerp(a.astype(dt), a.astype(np.float32), 0.5).dtype == dt
+    assert fi.lerp(a.astype(np.float32), a.astype(dt), 0.5).dtype == np.float32
+    ga, gb, gt = fi.slerp_backward(a.astype(dt), a.astype(dt), a[::-1].astype(np.float32),
+                                   np.full(3, 0.5, np.float32))
+    assert (ga.dtype, gb.dtype, gt.dtype) == (dt, np.float32, np.float32)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda h, d: fi.grid_sample(h, np.zeros((1, 2, 2, 2))), "grid must have dtype float32, "
+     "float16 or bfloat16 next to input"),
+    (lambda h, d: fi.lerp(np.zeros((1, 2, 4, 4)), h, 0.5), "a must have dtype float32, float16 "
+     "or bfloat16 next to b"),
+])
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_half_with_float64_is_a_type_error_naming_both(call, words, dt):
+    with pytest.raises(TypeError, match=f"{words} .*got float64"):
+        call(np.zeros((1, 2, 4, 4), dt), dt)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("call", [
+    lambda x: fi.pairwise_sqdist(x, x), lambda x: fi.knn(x, x, 1),
+    lambda x: fi.affine_grid(x[:2].reshape(1, 2, 3), (1, 1, 2, 2)),
+], ids=["pairwise_sqdist", "knn", "affine_grid"])
+def test_ops_without_half_storage_refuse_it(dt, call):
+    with pytest.raises(TypeError, match=f"must have dtype float32 or float64.*got {dt}"):
+        call(np.zeros((4, 3), dt))
+
+
+# ------------------------------------------------------------------ out=
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_half_out_is_filled_and_returned(rng, dt):
+    x = rng.standard_normal((2, 3, 6, 5)).astype(dt)
+    grid = rng.uniform(-1, 1, (2, 4, 4, 2)).astype(np.float32)
+    expected = fi.grid_sample(x, grid)
+    out = np.full(expected.shape, 7, dt)
+    assert fi.grid_sample(x, grid, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    out = np.full((2, 3, 3, 2), 7, dt)
+    assert fi.resize(x, size=(3, 2), out=out) is out
+    np.testing.assert_array_equal(out, fi.resize(x, size=(3, 2)))
+    a = rng.standard_normal((4, 5)).astype(dt)
+    b = rng.standard_normal((4, 5)).astype(dt)
+    expected = fi.lerp(a, b, 0.3)
+    assert fi.lerp(a, b, 0.3, out=a) is a        # out may be exactly an input
+    np.testing.assert_array_equal(a, expected)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("bad, exc, words", [
+    ("float32", TypeError, "out must have dtype {dt} .*got float32"),
+    ("strided", ValueError, "out must be C-contiguous"),
+    ("readonly", ValueError, "out must be writable"),
+    ("shape", ValueError, "out must have shape"),
+])
+def test_bad_half_out_raises_and_is_untouched(rng, dt, bad, exc, words):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(dt)
+    shape = (1, 2, 3, 3)
+    if bad == "float32":
+        out = np.full(shape, 7, np.float32)
+    elif bad == "strided":
+        out = np.full(shape[:-1] + (6,), 7, dt)[..., ::2]
+    elif bad == "shape":
+        out = np.full((1, 2, 3, 4), 7, dt)
+    else:
+        out = np.full(shape, 7, dt)
+        out.flags.writeable = False
+    with pytest.raises(exc, match=f"^adaptive_avg_pool2d: {words.format(dt=dt)}"):
+        fi.adaptive_avg_pool2d(x, 3, out=out)
+    assert (out.astype(np.float32) == 7).all()
+
+
+# ------------------------------------------------------------------ frameworks, layouts, threads
+
+@pytest.mark.parametrize("tdt", ["float16", "bfloat16"])
+def test_torch_half_tensors_come_back_as_torch_half(torch, rng, tdt):
+    t = getattr(torch, tdt)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32)).to(t)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    y = fi.resize(cl, size=(5, 4), mode="bilinear")
+    assert isinstance(y, torch.Tensor) and y.dtype == t
+    assert torch.equal(y, fi.resize(x, size=(5, 4), mode="bilinear"))
+    assert y.is_contiguous(memory_format=torch.channels_last)   # the layout is kept
+    out = torch.empty(2, 3, 4, 4, dtype=t)
+    assert fi.adaptive_avg_pool2d(x, 4, out=out) is out
+    assert torch.equal(out, fi.adaptive_avg_pool2d(x, 4))
+
+
+def test_half_results_bit_identical_across_thread_counts(threads, rng):
+    x = rng.standard_normal((2, 16, 96, 96)).astype(np.float16)   # big enough to go parallel
+    grid = rng.uniform(-1, 1, (2, 64, 64, 2)).astype(np.float16)
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        results.append((_half.widen(x), fi.grid_sample(x, grid), fi.resize(x, size=(50, 70))))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.cudasim
+def test_cuda_half_is_refused_clearly(cuda):
+    d = cuda.to_device(np.zeros((2, 3), np.float16))
+    with pytest.raises(TypeError, match="lerp: a must have dtype float32 or float64 on CUDA; "
+                                        "got float16"):
+        fi.lerp(d, d, 0.5)
+
+
+def test_work_buffers_are_reused_never_shared_and_never_returned(rng):
+    a = np.ones((1024, 512), F16)            # 2 MB in float32: pooled
+    w1, w2 = _half.widen(a), _half.widen(a)
+    assert not np.shares_memory(w1, w2)
+    view = w1[10:]
+    address = w1.__array_interface__["data"][0]
+    del w1
+    w3 = _half.widen(a)                       # w1's buffer is still held by its view
+    assert not np.shares_memory(w3, view)
+    del view, w3
+    assert _half.widen(a).__array_interface__["data"][0] == address   # now it is free again
+    x = rng.standard_normal((2, 4, 256, 256)).astype(F16)
+    first = fi.adaptive_avg_pool2d(x, (128, 128))
+    kept = first.copy()
+    second = fi.adaptive_avg_pool2d(-x, (128, 128))
+    np.testing.assert_array_equal(first, kept)          # not overwritten by the next call
+    np.testing.assert_array_equal(second, -kept)
+
+
+def test_concurrent_half_calls_equal_serial(rng):
+    from concurrent.futures import ThreadPoolExecutor
+    x = rng.standard_normal((2, 8, 128, 128)).astype(F16)
+    grids = [rng.uniform(-1, 1, (2, 64, 64, 2)).astype(np.float32) for _ in range(6)]
+    serial = [fi.grid_sample(x, g) for g in grids]
+    with ThreadPoolExecutor(6) as pool:
+        parallel = list(pool.map(lambda g: fi.grid_sample(x, g), grids))
+    for s, p in zip(serial, parallel):
+        np.testing.assert_array_equal(s.view(np.uint16), p.view(np.uint16))

@@ -1,0 +1,192 @@
+"""fastinterp.jax: values equal the NumPy API; jit, grad (check_grads in float64) and vmap.
+
+Inputs are tiny and sampling points sit away from the kinks of the
+piecewise-polynomial maps (pixel knots, nearest's rounding points, padding
+boundaries), so that finite differences are valid.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+from jax.test_util import check_grads  # noqa: E402
+
+import fastinterp as fi  # noqa: E402
+import fastinterp.jax as fij  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64():
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def rev(f, *args, atol=1e-6):
+    check_grads(f, args, order=1, modes=["rev"], eps=1e-6, atol=atol, rtol=atol)
+
+
+def grid_off_knots(rng, shape, h, w, align, spread=1.4):
+    """Normalized points whose pixel coordinates have fractions in [0.15, 0.35] or
+    [0.65, 0.85]: away from pixel centres, nearest's half-way points and the padding
+    boundaries (which sit at pixel centres or half-way points, mirrored alike)."""
+    out = np.empty(shape + (2,))
+    for k, n in ((0, w), (1, h)):
+        lo, hi = -spread * n / 2, (n - 1) + spread * n / 2
+        base = rng.integers(int(np.floor(lo)), int(np.ceil(hi)), shape)
+        frac = rng.uniform(0.15, 0.35, shape) + 0.5 * rng.integers(0, 2, shape)
+        p = base + frac
+        out[..., k] = 2 * p / (n - 1) - 1 if align else (2 * p + 1) / n - 1
+    return out
+
+
+def test_import_fastinterp_does_not_import_jax():
+    code = ("import sys, fastinterp; assert 'jax' not in sys.modules; "
+            "import fastinterp.jax; assert 'jax' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ grid_sample
+
+MODES = ("bilinear", "nearest", "bicubic")
+PADS = ("zeros", "border", "reflection")
+
+
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("pad", PADS)
+@pytest.mark.parametrize("mode", MODES)
+def test_grid_sample_values_and_check_grads(rng, mode, pad, align):
+    x = rng.standard_normal((2, 2, 4, 5))
+    g = grid_off_knots(rng, (2, 3, 2), 4, 5, align)
+    kw = dict(mode=mode, padding_mode=pad, align_corners=align)
+    y = fij.grid_sample(jnp.asarray(x), jnp.asarray(g), **kw)
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, **kw))
+    rev(lambda x, g: fij.grid_sample(x, g, **kw), jnp.asarray(x), jnp.asarray(g))
+
+
+def test_grid_sample_channels_last_and_partial_grads(rng):
+    x = rng.standard_normal((1, 4, 5, 3))
+    g = grid_off_knots(rng, (1, 2, 3), 4, 5, False)
+    y = fij.grid_sample(x, g, channels_last=True)
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, channels_last=True))
+    rev(lambda x: fij.grid_sample(x, jnp.asarray(g), channels_last=True), jnp.asarray(x))
+
+
+# ------------------------------------------------------------------ the other ops
+
+def _ops(rng):
+    """name -> (fastinterp.jax call, NumPy call, float64 inputs)."""
+    theta = rng.standard_normal((2, 2, 3))
+    x = rng.standard_normal((2, 2, 5, 4))
+    a, b = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    t = rng.uniform(0.1, 0.9, (3, 5))
+    return {
+        "affine_grid": (lambda th: fij.affine_grid(th, (2, 1, 3, 4), align_corners=False),
+                        lambda th: fi.affine_grid(th, (2, 1, 3, 4), align_corners=False),
+                        [theta]),
+        "resize-bilinear": (lambda x: fij.resize(x, size=(7, 3), mode="bilinear"),
+                            lambda x: fi.resize(x, size=(7, 3), mode="bilinear"), [x]),
+        "resize-bicubic-align": (
+            lambda x: fij.resize(x, scale_factor=1.5, mode="bicubic", align_corners=True),
+            lambda x: fi.resize(x, scale_factor=1.5, mode="bicubic", align_corners=True), [x]),
+        "resize-area": (lambda x: fij.resize(x, size=(2, 3), mode="area"),
+                        lambda x: fi.resize(x, size=(2, 3), mode="area"), [x]),
+        "resize-nearest": (lambda x: fij.interpolate(x, size=(3, 7), mode="nearest"),
+                           lambda x: fi.interpolate(x, size=(3, 7), mode="nearest"), [x]),
+        "resize-antialias-nhwc": (
+            lambda x: fij.resize(x, size=(2, 2), antialias=True, layout="NHWC"),
+            lambda x: fi.resize(x, size=(2, 2), antialias=True, layout="NHWC"), [x]),
+        "adaptive_avg_pool2d": (lambda x: fij.adaptive_avg_pool2d(x, (3, 2)),
+                                lambda x: fi.adaptive_avg_pool2d(x, (3, 2)), [x]),
+        "pairwise_sqdist": (fij.pairwise_sqdist, fi.pairwise_sqdist, [a, b[:2]]),
+        "pairwise_sqdist-self": (fij.pairwise_sqdist, fi.pairwise_sqdist, [a]),
+        "pairwise_l2": (fij.pairwise_l2, fi.pairwise_l2, [a, b[:2]]),
+        "pairwise_l2-self": (lambda x: fij.pairwise_l2(x), lambda x: fi.pairwise_l2(x), [a]),
+        "lerp": (fij.lerp, fi.lerp, [a, b, t]),
+        "lerp-broadcast": (fij.lerp, fi.lerp, [a, b[:1], t[0]]),
+        "lerp-scalar-t": (lambda a, b: fij.lerp(a, b, 0.3), lambda a, b: fi.lerp(a, b, 0.3),
+                          [a, b]),
+        "slerp": (fij.slerp, fi.slerp, [a, b, t[:, 0]]),
+        "slerp-scalar-t": (lambda a, b: fij.slerp(a, b, 0.3), lambda a, b: fi.slerp(a, b, 0.3),
+                           [a, b]),
+        "slerp-path-axis0": (lambda a, b, t: fij.slerp(a, b, t, axis=0, path=True),
+                             lambda a, b, t: fi.slerp(a, b, t, axis=0, path=True),
+                             [a, b, t[0, :3]]),
+        "slerp-formula-shortest": (
+            lambda a, b, t: fij.slerp(a, b, t, norm="formula", shortest_path=True),
+            lambda a, b, t: fi.slerp(a, b, t, norm="formula", shortest_path=True),
+            [a, b, t[:, 0]]),
+    }
+
+
+OPS = list(_ops(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_values_equal_numpy_and_check_grads(rng, op):
+    jfn, nfn, inputs = _ops(rng)[op]
+    got = jfn(*[jnp.asarray(v) for v in inputs])
+    np.testing.assert_allclose(np.asarray(got), nfn(*inputs), rtol=1e-13, atol=1e-13)
+    rev(jfn, *[jnp.asarray(v) for v in inputs])
+
+
+@pytest.mark.parametrize("op", ["resize-bilinear", "lerp-broadcast", "slerp"])  # each vmap rule
+def test_jit_and_vmap(rng, op):
+    jfn, nfn, inputs = _ops(rng)[op]
+    args = [jnp.asarray(v) for v in inputs]
+    np.testing.assert_array_equal(np.asarray(jax.jit(jfn)(*args)), np.asarray(jfn(*args)))
+    stacked = [jnp.stack([v, v * 0.5 + 0.1, v[::-1]]) for v in args]   # 3 mapped elements
+    mapped = jax.vmap(jfn)(*stacked)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(mapped[i]),
+                                   nfn(*[np.asarray(s[i]) for s in stacked]), rtol=1e-13,
+                                   atol=1e-13)
+    # gradients of a mapped, jitted loss equal the per-element gradients
+    argnums = tuple(range(len(args)))
+    grad = jax.grad(lambda *xs: (jfn(*xs) ** 2).sum(), argnums=argnums)
+    got = jax.jit(jax.vmap(grad))(*stacked)
+    want = grad(*[s[1] for s in stacked])
+    for g_all, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g_all[1]), np.asarray(w), rtol=1e-12, atol=1e-12)
+
+
+def test_vmap_only_some_arguments_mapped(rng):
+    x = jnp.asarray(rng.standard_normal((4, 1, 2, 5, 5)))
+    g = jnp.asarray(grid_off_knots(rng, (1, 3, 3), 5, 5, False))
+    mapped = jax.vmap(lambda x: fij.grid_sample(x, g, mode="bicubic"))(x)
+    for i in range(4):
+        np.testing.assert_array_equal(np.asarray(mapped[i]),
+                                      fi.grid_sample(np.asarray(x[i]), np.asarray(g),
+                                                     mode="bicubic"))
+    grads = jax.vmap(jax.grad(lambda g, x: fij.grid_sample(x, g).sum()), in_axes=(None, 0))(g, x)
+    assert grads.shape == (4,) + g.shape
+
+
+def test_errors_surface_at_trace_time_with_the_numpy_message():
+    x = jnp.zeros((1, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"grid_sample: grid must have shape \(N, H_out, W_out, 2\)"):
+        jax.jit(lambda x: fij.grid_sample(x, jnp.zeros((1, 3, 3, 3))))(x)
+    with pytest.raises(ValueError, match="grid_sample: mode must be one of"):
+        fij.grid_sample(x, jnp.zeros((1, 3, 3, 2)), mode="cubic")
+    with pytest.raises(TypeError, match="grid must have the same dtype as input"):
+        fij.grid_sample(x, jnp.zeros((1, 3, 3, 2), jnp.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_through_jax(rng, dtype):
+    dt = jnp.dtype(dtype)
+    x = jnp.asarray(rng.standard_normal((1, 2, 5, 5)), dt)
+    g = jnp.asarray(grid_off_knots(rng, (1, 3, 3), 5, 5, False), jnp.float32)
+    y = fij.grid_sample(x, g)
+    assert y.dtype == dt
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(np.asarray(x), np.asarray(g)))
+    gx, gg = jax.grad(lambda x, g: fij.grid_sample(x, g).astype(jnp.float32).sum(),
+                      argnums=(0, 1))(x, g)
+    assert gx.dtype == dt and gg.dtype == jnp.float32
+    assert fij.resize(x, size=(3, 4)).dtype == dt
