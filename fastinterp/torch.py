@@ -165,22 +165,40 @@ def _no_setup(ctx, inputs, output):
     pass
 
 
-# op -> the autograd.Function that eager calls with gradients use (see _call)
-_EAGER_AUTOGRAD: dict = {}
+_BODY: dict = {}             # custom op -> the Python function it runs
+_EAGER_AUTOGRAD: dict = {}   # forward op -> the autograd.Function eager calls use (see _call)
 
 
-def _eager_autograd(op, body, setup, backward):
+def _custom_op(name):
+    """Decorator: register ``fn`` as the custom op ``fastinterp::name`` (no mutation)."""
+    def register(fn):
+        op = torch.library.custom_op(f"fastinterp::{name}", mutates_args=())(fn)
+        _BODY[op] = fn
+        return op
+    return register
+
+
+def _invoke(op, *args):
+    """Call a backward op: its body directly when no graph is being recorded in plain
+    eager mode (the usual backward pass), else through the dispatcher (so that
+    ``create_graph=True`` records the node whose backward raises, and tracing sees it)."""
+    if not torch.is_grad_enabled() and _eager(args):
+        return _BODY[op](*args)
+    return op(*args)
+
+
+def _eager_autograd(op, setup, backward):
     """An autograd.Function running ``op``'s body with ``op``'s own setup and backward:
-    what the registered op does under autograd, without the dispatcher's overhead."""
+    what the registered op does under autograd, without the dispatcher's overhead.
+    (Old-style ``forward(ctx, ...)``: ``apply`` then skips binding the signature.)"""
+    body = _BODY[op]
 
     class EagerOp(torch.autograd.Function):
         @staticmethod
-        def forward(*args):
-            return body(*args)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            setup(ctx, inputs, output)
+        def forward(ctx, *args):
+            output = body(*args)
+            setup(ctx, args, output)
+            return output
 
         @staticmethod
         def backward(ctx, *grads):
@@ -190,16 +208,15 @@ def _eager_autograd(op, body, setup, backward):
     return EagerOp
 
 
-def _register(op, fake, backward=None, setup=None, name=None, body=None):
+def _register(op, fake, backward=None, setup=None, name=None):
     """Attach the fake kernel and the autograd formula (or, for a backward op, the
-    double-backward error naming the forward ``name``); ``body`` is the forward op's
-    implementation, run by eager calls that record gradients."""
+    double-backward error naming the forward ``name``)."""
     op.register_fake(fake)
     if backward is None:
         op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
     else:
         op.register_autograd(backward, setup_context=setup)
-        _EAGER_AUTOGRAD[op] = _eager_autograd(op, body, setup, backward)
+        _EAGER_AUTOGRAD[op] = _eager_autograd(op, setup, backward)
     return op
 
 
@@ -237,7 +254,7 @@ def _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels
                                    out=_arg(out), channels_last=channels_last))
 
 
-@torch.library.custom_op("fastinterp::grid_sample", mutates_args=())
+@_custom_op("grid_sample")
 def _grid_sample_op(input: Tensor, grid: Tensor, mode: str, padding_mode: str,
                     align_corners: bool, channels_last: bool) -> Tensor:
     return _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels_last)
@@ -252,7 +269,7 @@ def _grid_sample_fake(input, grid, mode, padding_mode, align_corners, channels_l
     return input.new_empty((n, ho, wo, c) if channels_last else (n, c, ho, wo))
 
 
-@torch.library.custom_op("fastinterp::grid_sample_backward", mutates_args=())
+@_custom_op("grid_sample_backward")
 def _grid_sample_bwd_op(grad_output: Tensor, input: Tensor, grid: Tensor, mode: str,
                         padding_mode: str, align_corners: bool, channels_last: bool,
                         needs_input_grad: bool, needs_grid_grad: bool) -> tuple[Tensor, Tensor]:
@@ -278,12 +295,11 @@ def _grid_sample_setup(ctx, inputs, output):
 def _grid_sample_backward(ctx, grad):
     input, grid = ctx.saved_tensors
     need_in, need_grid = ctx.needs_input_grad[:2]
-    gi, gg = _grid_sample_bwd_op(grad, input, grid, *ctx.options, need_in, need_grid)
+    gi, gg = _invoke(_grid_sample_bwd_op, grad, input, grid, *ctx.options, need_in, need_grid)
     return _grad_or_none(gi, need_in), _grad_or_none(gg, need_grid), None, None, None, None
 
 
-_register(_grid_sample_op, _grid_sample_fake, _grid_sample_backward, _grid_sample_setup,
-          body=_grid_sample_direct)
+_register(_grid_sample_op, _grid_sample_fake, _grid_sample_backward, _grid_sample_setup)
 _register(_grid_sample_bwd_op, _grid_sample_bwd_fake, name="grid_sample")
 
 
@@ -318,7 +334,7 @@ def _affine_grid_direct(theta, size, align_corners, out=None):
     return _tensor(_fi.affine_grid(_arg(theta), size, align_corners, out=_arg(out)))
 
 
-@torch.library.custom_op("fastinterp::affine_grid", mutates_args=())
+@_custom_op("affine_grid")
 def _affine_grid_op(theta: Tensor, size: list[int], align_corners: bool) -> Tensor:
     return _affine_grid_direct(theta, size, align_corners)
 
@@ -328,7 +344,7 @@ def _affine_grid_fake(theta, size, align_corners):
     return theta.new_empty((n, h, w, 2))
 
 
-@torch.library.custom_op("fastinterp::affine_grid_backward", mutates_args=())
+@_custom_op("affine_grid_backward")
 def _affine_grid_bwd_op(grad_grid: Tensor, size: list[int], align_corners: bool) -> Tensor:
     return _tensor(_fi.affine_grid_backward(_arg(grad_grid), size, align_corners))
 
@@ -342,11 +358,10 @@ def _affine_grid_setup(ctx, inputs, output):
 
 
 def _affine_grid_backward(ctx, grad):
-    return _affine_grid_bwd_op(grad, ctx.size, ctx.align_corners), None, None
+    return _invoke(_affine_grid_bwd_op, grad, ctx.size, ctx.align_corners), None, None
 
 
-_register(_affine_grid_op, _affine_grid_fake, _affine_grid_backward, _affine_grid_setup,
-          body=_affine_grid_direct)
+_register(_affine_grid_op, _affine_grid_fake, _affine_grid_backward, _affine_grid_setup)
 _register(_affine_grid_bwd_op, _affine_grid_bwd_fake, name="affine_grid")
 
 
@@ -413,7 +428,7 @@ def _resize_direct(input, size, scale_factor, mode, align_corners, antialias,
     return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
 
 
-@torch.library.custom_op("fastinterp::resize", mutates_args=())
+@_custom_op("resize")
 def _resize_op(input: Tensor, size: Optional[list[int]], scale_factor: Optional[list[float]],
                mode: str, align_corners: Optional[bool], antialias: bool,
                recompute_scale_factor: Optional[bool], layout: str) -> Tensor:
@@ -436,7 +451,7 @@ def _resize_fake(input, size, scale_factor, mode, align_corners, antialias,
     return _new_image(input, layout, n, c, oh, ow)
 
 
-@torch.library.custom_op("fastinterp::resize_backward", mutates_args=())
+@_custom_op("resize_backward")
 def _resize_bwd_op(grad_output: Tensor, input_size: list[int],
                    scale_factor: Optional[list[float]], mode: str, align_corners: Optional[bool],
                    antialias: bool, recompute_scale_factor: Optional[bool],
@@ -464,10 +479,10 @@ def _resize_setup(ctx, inputs, output):
 
 
 def _resize_backward(ctx, grad):
-    return (_resize_bwd_op(grad, ctx.input_size, *ctx.options),) + (None,) * 7
+    return (_invoke(_resize_bwd_op, grad, ctx.input_size, *ctx.options),) + (None,) * 7
 
 
-_register(_resize_op, _resize_fake, _resize_backward, _resize_setup, body=_resize_direct)
+_register(_resize_op, _resize_fake, _resize_backward, _resize_setup)
 _register(_resize_bwd_op, _resize_bwd_fake, name="resize")
 
 
@@ -510,7 +525,7 @@ def _pool_direct(input, output_size, layout, out=None):
     return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
 
 
-@torch.library.custom_op("fastinterp::adaptive_avg_pool2d", mutates_args=())
+@_custom_op("adaptive_avg_pool2d")
 def _pool_op(input: Tensor, output_size: list[int], layout: str) -> Tensor:
     return _pool_direct(input, output_size, layout)
 
@@ -520,7 +535,7 @@ def _pool_fake(input, output_size, layout):
     return _new_image(input, layout, n, c, output_size[0], output_size[1])
 
 
-@torch.library.custom_op("fastinterp::adaptive_avg_pool2d_backward", mutates_args=())
+@_custom_op("adaptive_avg_pool2d_backward")
 def _pool_bwd_op(grad_output: Tensor, input_size: list[int], layout: str) -> Tensor:
     r = _fi.adaptive_avg_pool2d_backward(_arg(grad_output), input_size, layout=layout)
     return _in_layout_of(grad_output, layout, _tensor(r))
@@ -531,10 +546,10 @@ def _pool_setup(ctx, inputs, output):
 
 
 def _pool_backward(ctx, grad):
-    return _pool_bwd_op(grad, ctx.input_size, ctx.layout), None, None
+    return _invoke(_pool_bwd_op, grad, ctx.input_size, ctx.layout), None, None
 
 
-_register(_pool_op, _pool_fake, _pool_backward, _pool_setup, body=_pool_direct)
+_register(_pool_op, _pool_fake, _pool_backward, _pool_setup)
 _register(_pool_bwd_op, _image_bwd_fake, name="adaptive_avg_pool2d")
 
 
@@ -574,12 +589,12 @@ def _l2_direct(x, y, out=None):
     return _pairwise_direct("pairwise_l2", x, y, out)
 
 
-@torch.library.custom_op("fastinterp::pairwise_sqdist", mutates_args=())
+@_custom_op("pairwise_sqdist")
 def _sqdist_op(x: Tensor, y: Optional[Tensor]) -> Tensor:
     return _sqdist_direct(x, y)
 
 
-@torch.library.custom_op("fastinterp::pairwise_l2", mutates_args=())
+@_custom_op("pairwise_l2")
 def _l2_op(x: Tensor, y: Optional[Tensor]) -> Tensor:
     return _l2_direct(x, y)
 
@@ -601,12 +616,12 @@ def _pairwise_grads(x, y, grads):
     return gx, gy
 
 
-@torch.library.custom_op("fastinterp::pairwise_sqdist_backward", mutates_args=())
+@_custom_op("pairwise_sqdist_backward")
 def _sqdist_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     return _pairwise_grads(x, y, _fi.pairwise_sqdist_backward(_arg(grad_out), _arg(x), _arg(y)))
 
 
-@torch.library.custom_op("fastinterp::pairwise_l2_backward", mutates_args=())
+@_custom_op("pairwise_l2_backward")
 def _l2_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor],
                dist: Tensor) -> tuple[Tensor, Tensor]:
     return _pairwise_grads(x, y, _fi.pairwise_l2_backward(_arg(grad_out), _arg(x), _arg(y),
@@ -627,9 +642,9 @@ def _pairwise_backward(ctx, grad, l2):
     x, y, dist = ctx.saved_tensors
     need_x, need_y = ctx.needs_input_grad[:2]
     if l2:
-        gx, gy = _l2_bwd_op(grad, x, y if ctx.has_y else None, dist)
+        gx, gy = _invoke(_l2_bwd_op, grad, x, y if ctx.has_y else None, dist)
     else:
-        gx, gy = _sqdist_bwd_op(grad, x, y if ctx.has_y else None)
+        gx, gy = _invoke(_sqdist_bwd_op, grad, x, y if ctx.has_y else None)
     return _grad_or_none(gx, need_x), _grad_or_none(gy, need_y and ctx.has_y)
 
 
@@ -641,8 +656,8 @@ def _l2_backward(ctx, grad):
     return _pairwise_backward(ctx, grad, True)
 
 
-_register(_sqdist_op, _pairwise_fake, _sqdist_backward, _pairwise_setup, body=_sqdist_direct)
-_register(_l2_op, _pairwise_fake, _l2_backward, _pairwise_setup, body=_l2_direct)
+_register(_sqdist_op, _pairwise_fake, _sqdist_backward, _pairwise_setup)
+_register(_l2_op, _pairwise_fake, _l2_backward, _pairwise_setup)
 _register(_sqdist_bwd_op, _pairwise_bwd_fake, name="pairwise_sqdist")
 _register(_l2_bwd_op, _pairwise_bwd_fake, name="pairwise_l2")
 
@@ -685,7 +700,7 @@ def _lerp_direct(a, b, t, out=None):
     return _tensor(_fi.lerp(_arg(a), _arg(b), _arg(t), _arg(out)))
 
 
-@torch.library.custom_op("fastinterp::lerp", mutates_args=())
+@_custom_op("lerp")
 def _lerp_op(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return _lerp_direct(a, b, t)
 
@@ -694,7 +709,7 @@ def _lerp_fake(a, b, t):
     return a.new_empty(torch.broadcast_shapes(a.shape, b.shape, t.shape))
 
 
-@torch.library.custom_op("fastinterp::lerp_backward", mutates_args=())
+@_custom_op("lerp_backward")
 def _lerp_bwd_op(grad: Tensor, a: Tensor, b: Tensor, t: Tensor, needs_a: bool, needs_b: bool,
                  needs_t: bool) -> tuple[Tensor, Tensor, Tensor]:
     # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape
@@ -718,11 +733,11 @@ def _lerp_setup(ctx, inputs, output):
 def _lerp_backward(ctx, grad):
     a, b, t = ctx.saved_tensors
     needs = ctx.needs_input_grad[:3]
-    grads = _lerp_bwd_op(grad, a, b, t, *needs)
+    grads = _invoke(_lerp_bwd_op, grad, a, b, t, *needs)
     return tuple(_grad_or_none(g, n) for g, n in zip(grads, needs))
 
 
-_register(_lerp_op, _lerp_fake, _lerp_backward, _lerp_setup, body=_lerp_direct)
+_register(_lerp_op, _lerp_fake, _lerp_backward, _lerp_setup)
 _register(_lerp_bwd_op, _lerp_bwd_fake, name="lerp")
 
 
@@ -767,7 +782,7 @@ def _slerp_direct(a, b, t, axis, path, shortest_path, norm, out=None):
                              shortest_path=shortest_path, norm=norm, out=_arg(out)))
 
 
-@torch.library.custom_op("fastinterp::slerp", mutates_args=())
+@_custom_op("slerp")
 def _slerp_op(a: Tensor, b: Tensor, t: Tensor, axis: int, path: bool, shortest_path: bool,
               norm: str) -> Tensor:
     return _slerp_direct(a, b, t, axis, path, shortest_path, norm)
@@ -780,7 +795,7 @@ def _slerp_fake(a, b, t, axis, path, shortest_path, norm):
     return a.new_empty((*a.shape[:ax], t.shape[-1], *a.shape[ax:]))
 
 
-@torch.library.custom_op("fastinterp::slerp_backward", mutates_args=())
+@_custom_op("slerp_backward")
 def _slerp_bwd_op(grad_out: Tensor, a: Tensor, b: Tensor, t: Tensor, axis: int, path: bool,
                   shortest_path: bool, norm: str) -> tuple[Tensor, Tensor, Tensor]:
     grads = _fi.slerp_backward(_arg(grad_out), _arg(a), _arg(b), _arg(t), axis, path=path,
@@ -800,11 +815,11 @@ def _slerp_setup(ctx, inputs, output):
 
 def _slerp_backward(ctx, grad):
     a, b, t = ctx.saved_tensors
-    grads = _slerp_bwd_op(grad, a, b, t, *ctx.options)
+    grads = _invoke(_slerp_bwd_op, grad, a, b, t, *ctx.options)
     return tuple(_grad_or_none(g, n) for g, n in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 4
 
 
-_register(_slerp_op, _slerp_fake, _slerp_backward, _slerp_setup, body=_slerp_direct)
+_register(_slerp_op, _slerp_fake, _slerp_backward, _slerp_setup)
 _register(_slerp_bwd_op, _slerp_bwd_fake, name="slerp")
 
 
