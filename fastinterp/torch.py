@@ -204,7 +204,7 @@ def _eager_autograd(op, setup, backward):
         def backward(ctx, *grads):
             return backward(ctx, *grads)
 
-    EagerOp.__name__ = EagerOp.__qualname__ = f"{op._name}_eager"
+    EagerOp.__name__ = EagerOp.__qualname__ = f"{body.__name__.strip('_')}_eager"
     return EagerOp
 
 

@@ -507,6 +507,25 @@ def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
     assert str(info.value).startswith(message), str(info.value)
 
 
+# --------------------------------------------------------------------------- the STN demo
+
+def test_stn_demo_trains_both_samplers_and_draws(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from fastinterp.demos import stn
+    lines = stn.run(tmp_path, quick=True)
+    assert (tmp_path / "stn_digits.png").stat().st_size > 1000
+    text = "\n".join(lines)
+    assert "fastinterp.torch sampler" in text and "torch sampler" in text and "ms" in text
+    # same seed: the two models start from the same weights
+    a, b = stn.make_model("fastinterp", 3), stn.make_model("torch", 3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    x = torch.from_numpy(stn.distorted_digits(1, 0)[2][:8])
+    with torch.no_grad():
+        np.testing.assert_allclose(a(x).numpy(), b(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- CUDA
 
 @CUDA

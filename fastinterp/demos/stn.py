@@ -166,9 +166,13 @@ def train(kind: str, data, epochs: int, seed: int = 0, batch: int = 64, lr: floa
     return Result(model, accuracy(model, xte, yte), float(np.median(times)) * 1e3, epochs)
 
 
-def train_both(epochs: int, copies: int, test_copies: int, seed: int = 0, log=None):
-    """Train with fastinterp.torch's sampler and with torch's, same data and seed."""
+def train_both(epochs: int, copies: int, test_copies: int, seed: int = 0, log=None,
+               limit: int | None = None):
+    """Train with fastinterp.torch's sampler and with torch's, same data and seed
+    (at most ``limit`` training and test images when given)."""
     data = distorted_digits(copies, seed, test_copies)
+    if limit is not None:
+        data = tuple(a[:limit] for a in data)
     return data, {kind: train(kind, data, epochs, seed, log=log) for kind in ("fastinterp", "torch")}
 
 
@@ -208,8 +212,8 @@ def run(out_dir: Path, quick: bool) -> list[str]:
         return ["   (skipped: torch is not installed)"]
     import fastinterp as fi
     torch.set_num_threads(fi.get_num_threads())
-    epochs, copies, test_copies = (1, 1, 1) if quick else (6, 3, 4)
-    data, results = train_both(epochs, copies, test_copies)
+    epochs, copies, test_copies, limit = (1, 1, 1, 320) if quick else (6, 3, 4, None)
+    data, results = train_both(epochs, copies, test_copies, limit=limit)
     lines = [f"   {len(data[0])} training / {len(data[2])} test images of {CANVAS}x{CANVAS}, "
              f"{epochs} epoch(s)"]
     lines += report(results)
