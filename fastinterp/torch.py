@@ -78,7 +78,8 @@ def _arg(t):
     messages then come from the dispatcher). None and scalars pass through."""
     if not isinstance(t, Tensor):
         return t
-    t = t.detach()
+    if t.requires_grad:
+        t = t.detach()
     if t.is_cpu and t.dtype in _NUMPY_VIEWABLE:
         return (t.resolve_neg() if t.is_neg() else t).numpy()
     return t
