@@ -713,12 +713,11 @@ def _lerp_fake(a, b, t):
 @_custom_op("lerp_backward")
 def _lerp_bwd_op(grad: Tensor, a: Tensor, b: Tensor, t: Tensor, needs_a: bool, needs_b: bool,
                  needs_t: bool) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape
-    with torch.no_grad():
-        grad, a, b, t = grad.detach(), a.detach(), b.detach(), t.detach()
-        ga = _sum_to(grad * (1 - t), a) if needs_a else None
-        gb = _sum_to(grad * t, b) if needs_b else None
-        gt = _sum_to(grad * (b - a), t) if needs_t else None
+    # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape.
+    # (No graph is recorded here: the op runs below autograd, or with grad mode off.)
+    ga = _sum_to(grad * (1 - t), a) if needs_a else None
+    gb = _sum_to(grad * t, b) if needs_b else None
+    gt = _sum_to(grad * (b - a), t) if needs_t else None
     return tuple(_empty_like_missing(g, like) for g, like in ((ga, a), (gb, b), (gt, t)))
 
 
