@@ -437,7 +437,7 @@ def _resize_op(input: Tensor, size: Optional[list[int]], scale_factor: Optional[
                           recompute_scale_factor, layout)
 
 
-def _resize_out_hw(h, w, size, scale_factor, mode, recompute_scale_factor):
+def _resize_out_hw(h, w, size, scale_factor):
     """The output size as the NumPy API derives it (symbolic sizes allowed)."""
     if size is not None:
         return size[0], size[1]
@@ -448,7 +448,7 @@ def _resize_out_hw(h, w, size, scale_factor, mode, recompute_scale_factor):
 def _resize_fake(input, size, scale_factor, mode, align_corners, antialias,
                  recompute_scale_factor, layout):
     n, c, h, w = _image_dims("resize", "input", input, layout)
-    oh, ow = _resize_out_hw(h, w, size, scale_factor, mode, recompute_scale_factor)
+    oh, ow = _resize_out_hw(h, w, size, scale_factor)
     return _new_image(input, layout, n, c, oh, ow)
 
 
