@@ -1,0 +1,858 @@
+"""fastinterp's ops as differentiable PyTorch ops (autograd, ``torch.compile``, CUDA tensors).
+
+``import fastinterp.torch as fit`` gives the functions of the NumPy-level API
+with the same names and signatures, taking and returning torch tensors:
+:func:`grid_sample`, :func:`affine_grid`, :func:`resize` (alias
+:func:`interpolate`), :func:`adaptive_avg_pool2d`, :func:`pairwise_sqdist`,
+:func:`pairwise_l2`, :func:`lerp` and :func:`slerp`. Each is a
+``torch.library.custom_op`` in the ``fastinterp`` namespace
+(``torch.ops.fastinterp.grid_sample`` ...) with a fake (meta) kernel and an
+autograd formula, so
+
+- ``y = fit.grid_sample(x, grid); y.sum().backward()`` fills ``x.grad`` and
+  ``grid.grad`` from fastinterp's analytic, deterministic backward kernels;
+- ``torch.compile(fullgraph=True)`` traces functions that call them (each op
+  is one node of the graph; its backward is another);
+- CPU tensors run the compiled CPU kernels on zero-copy NumPy views; CUDA
+  tensors run the CUDA backend on the caller's current stream.
+
+A frontend is thin: it converts, calls the NumPy-level op and its
+``*_backward`` function, and converts back; values and gradients are exactly
+those of the NumPy API, whose docstrings give the conventions. Only the
+gradients that autograd asks for are computed. Gradients of gradients (double
+backward) are not implemented and raise ``NotImplementedError`` naming the op.
+
+Conventions of the frontend
+---------------------------
+- Argument errors are the NumPy API's (the same ValueError/TypeError and
+  message), raised before anything is computed.
+- ``out=`` works outside autograd only (as for torch's own ops): with an
+  input that requires grad while grad mode is on it raises ``TypeError``.
+- Non-contiguous and channels-last tensors are accepted; the NumPy API copies
+  a strided input once. ``resize`` and ``adaptive_avg_pool2d`` keep a
+  channels-last CPU input's memory format in their result.
+- In plain eager mode with no gradient to record (``torch.no_grad()``, or no
+  input requiring grad), a call skips torch's dispatcher and runs the same
+  implementation directly, so a tiny call costs a few microseconds over the
+  NumPy API; under ``torch.compile``, tracing, ``vmap`` or a dispatch mode the
+  registered op is called.
+
+Examples
+--------
+>>> import torch, fastinterp.torch as fit
+>>> x = torch.arange(4.0).reshape(1, 1, 2, 2).requires_grad_()
+>>> grid = torch.zeros(1, 1, 1, 2, requires_grad=True)          # the image centre
+>>> y = fit.grid_sample(x, grid, align_corners=True)
+>>> y.sum().backward()
+>>> y.detach(), x.grad.flatten(), grid.grad.flatten()
+(tensor([[[[1.5000]]]]), tensor([0.2500, 0.2500, 0.2500, 0.2500]), tensor([0.5000, 1.0000]))
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import fastinterp as _fi
+from ._validate import check_option, shape_str
+from .blend import SLERP_NORMS, _check_flag
+from .resize import _check_mode_options, _layout_of, _output_geometry, _pair, _pool_size
+from .sample import _check_bool, _check_options, _check_size
+
+__all__ = ["adaptive_avg_pool2d", "affine_grid", "grid_sample", "interpolate", "lerp",
+           "pairwise_l2", "pairwise_sqdist", "resize", "slerp"]
+
+_NUMPY_VIEWABLE = frozenset({torch.float16, torch.float32, torch.float64, torch.uint8})
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+_C = torch._C
+
+
+# --------------------------------------------------------------------------- plumbing
+
+def _arg(t):
+    """A tensor as the NumPy-level API takes it: a zero-copy NumPy view of a CPU tensor,
+    else the detached tensor (CUDA tensors, and dtypes NumPy cannot view, whose error
+    messages then come from the dispatcher). None and scalars pass through."""
+    if not isinstance(t, Tensor):
+        return t
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_cpu and t.dtype in _NUMPY_VIEWABLE:
+        return (t.resolve_neg() if t.is_neg() else t).numpy()
+    return t
+
+
+def _tensor(r):
+    """A NumPy-level result as a tensor (NumPy arrays are wrapped without a copy)."""
+    if isinstance(r, np.ndarray):
+        return torch.from_numpy(r)
+    if isinstance(r, np.generic):
+        return torch.from_numpy(np.asarray(r))
+    return r
+
+
+def _grad_needed(tensors) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                           for t in tensors)
+
+
+def _eager(tensors) -> bool:
+    """True when a call may skip the dispatcher: eager mode, not traced, transformed or
+    under a dispatch mode, and only plain tensors."""
+    if (torch.compiler.is_compiling() or _C._len_torch_dispatch_stack()
+            or _C._are_functorch_transforms_active()):
+        return False
+    return all(not isinstance(t, Tensor) or (type(t) in _PLAIN_TYPES and not t.is_meta)
+               for t in tensors)
+
+
+def _call(name, op, direct, args, tensors, out, op_args=None):
+    """Run one public call and return its result (``out``, filled, if given).
+
+    The registered custom ``op`` runs on ``op_args(*args)`` (default: ``args``).
+    In plain eager mode the same computation skips torch's dispatcher: without
+    a gradient to record, ``direct(*args, out=out)`` (the op's body) runs as is;
+    with one, the op's eager autograd.Function (same body, same backward).
+    """
+    needs_grad = _grad_needed(tensors)
+    if out is not None and needs_grad:
+        raise TypeError(f"{name}: out= does not support automatic differentiation; got an "
+                        f"input with requires_grad=True while grad mode is on: call it under "
+                        f"torch.no_grad() or drop out=.")
+    eager = _eager(tensors)
+    if eager and not needs_grad:
+        if out is None:
+            return direct(*args)
+        direct(*args, out=out)
+        return out
+    args = args if op_args is None else op_args(*args)
+    result = _EAGER_AUTOGRAD[op].apply(*args) if eager else op(*args)
+    if out is None:
+        return result
+    if tuple(out.shape) != tuple(result.shape) or out.dtype != result.dtype:
+        raise ValueError(f"{name}: out must have shape {shape_str(result.shape)} and dtype "
+                         f"{result.dtype}; got {shape_str(out.shape)} and {out.dtype}.")
+    return out.copy_(result)
+
+
+def _empty_like_missing(grad, like):
+    """A gradient the caller did not ask for, as an empty tensor (custom ops return tensors)."""
+    return like.new_empty(0) if grad is None else grad
+
+
+def _grad_or_none(grad, needed):
+    return grad if needed else None
+
+
+def _sum_to(grad, like):
+    """``grad`` summed over the axes that broadcasting added or stretched to reach it."""
+    if grad is None or tuple(grad.shape) == tuple(like.shape):
+        return grad
+    return grad.sum_to_size(like.shape)
+
+
+def _no_double_backward(name):
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"{name}: double backward (the gradient of a gradient) is not implemented: "
+            f"fastinterp's backward ops are not themselves differentiable.")
+    return backward
+
+
+def _no_setup(ctx, inputs, output):
+    pass
+
+
+_BODY: dict = {}             # custom op -> the Python function it runs
+_EAGER_AUTOGRAD: dict = {}   # forward op -> the autograd.Function eager calls use (see _call)
+
+
+def _custom_op(name):
+    """Decorator: register ``fn`` as the custom op ``fastinterp::name`` (no mutation)."""
+    def register(fn):
+        op = torch.library.custom_op(f"fastinterp::{name}", mutates_args=())(fn)
+        _BODY[op] = fn
+        return op
+    return register
+
+
+def _invoke(op, *args):
+    """Call a backward op: its body directly when no graph is being recorded in plain
+    eager mode (the usual backward pass), else through the dispatcher (so that
+    ``create_graph=True`` records the node whose backward raises, and tracing sees it)."""
+    if not torch.is_grad_enabled() and _eager(args):
+        return _BODY[op](*args)
+    return op(*args)
+
+
+def _eager_autograd(op, setup, backward):
+    """An autograd.Function running ``op``'s body with ``op``'s own setup and backward:
+    what the registered op does under autograd, without the dispatcher's overhead.
+    (Old-style ``forward(ctx, ...)``: ``apply`` then skips binding the signature.)"""
+    body = _BODY[op]
+
+    class EagerOp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            output = body(*args)
+            setup(ctx, args, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    EagerOp.__name__ = EagerOp.__qualname__ = f"{body.__name__.strip('_')}_eager"
+    return EagerOp
+
+
+def _register(op, fake, backward=None, setup=None, name=None):
+    """Attach the fake kernel and the autograd formula (or, for a backward op, the
+    double-backward error naming the forward ``name``)."""
+    op.register_fake(fake)
+    if backward is None:
+        op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
+    else:
+        op.register_autograd(backward, setup_context=setup)
+        _EAGER_AUTOGRAD[op] = _eager_autograd(op, setup, backward)
+    return op
+
+
+def _fake_rank(op, name, t, ndims, layout):
+    if t.dim() not in ((ndims,) if isinstance(ndims, int) else ndims):
+        raise ValueError(f"{op}: {name} must have shape {layout}; got {shape_str(t.shape)}.")
+
+
+def _as_tensor_like(value, like, name, op):
+    """A non-tensor array argument (a scalar, list or NumPy array) as a tensor on
+    ``like``'s device; NumPy arrays keep their dtype, other values take ``like``'s."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(value, device=like.device)
+    try:
+        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{op}: {name} must be a tensor or a real number; got "
+                        f"{type(value).__name__} {value!r}.") from None
+
+
+def _first_tensor(op, **named):
+    for value in named.values():
+        if isinstance(value, Tensor):
+            return value
+    raise TypeError(f"{op}: {' or '.join(named)} must be a torch tensor; got "
+                    + ", ".join(type(v).__name__ for v in named.values()) + ".")
+
+
+# --------------------------------------------------------------------------- grid_sample
+
+def _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels_last, out=None):
+    return _tensor(_fi.grid_sample(_arg(input), _arg(grid), mode, padding_mode, align_corners,
+                                   out=_arg(out), channels_last=channels_last))
+
+
+@_custom_op("grid_sample")
+def _grid_sample_op(input: Tensor, grid: Tensor, mode: str, padding_mode: str,
+                    align_corners: bool, channels_last: bool) -> Tensor:
+    return _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels_last)
+
+
+def _grid_sample_fake(input, grid, mode, padding_mode, align_corners, channels_last):
+    op = "grid_sample"
+    _fake_rank(op, "input", input, 4, "(N, H, W, C)" if channels_last else "(N, C, H, W)")
+    _fake_rank(op, "grid", grid, 4, "(N, H_out, W_out, 2)")
+    n, ho, wo = grid.shape[0], grid.shape[1], grid.shape[2]
+    c = input.shape[3] if channels_last else input.shape[1]
+    return input.new_empty((n, ho, wo, c) if channels_last else (n, c, ho, wo))
+
+
+@_custom_op("grid_sample_backward")
+def _grid_sample_bwd_op(grad_output: Tensor, input: Tensor, grid: Tensor, mode: str,
+                        padding_mode: str, align_corners: bool, channels_last: bool,
+                        needs_input_grad: bool, needs_grid_grad: bool) -> tuple[Tensor, Tensor]:
+    gi, gg = _fi.grid_sample_backward(_arg(grad_output), _arg(input), _arg(grid), mode,
+                                      padding_mode, align_corners, needs_input_grad,
+                                      needs_grid_grad, channels_last)
+    return _empty_like_missing(_tensor(gi), input), _empty_like_missing(_tensor(gg), grid)
+
+
+def _grid_sample_bwd_fake(grad_output, input, grid, mode, padding_mode, align_corners,
+                          channels_last, needs_input_grad, needs_grid_grad):
+    gi = input.new_empty(input.shape if needs_input_grad else (0,))
+    gg = grid.new_empty(grid.shape if needs_grid_grad else (0,))
+    return gi, gg
+
+
+def _grid_sample_setup(ctx, inputs, output):
+    input, grid, *options = inputs
+    ctx.save_for_backward(input, grid)
+    ctx.options = tuple(options)
+
+
+def _grid_sample_backward(ctx, grad):
+    input, grid = ctx.saved_tensors
+    need_in, need_grid = ctx.needs_input_grad[:2]
+    gi, gg = _invoke(_grid_sample_bwd_op, grad, input, grid, *ctx.options, need_in, need_grid)
+    return _grad_or_none(gi, need_in), _grad_or_none(gg, need_grid), None, None, None, None
+
+
+_register(_grid_sample_op, _grid_sample_fake, _grid_sample_backward, _grid_sample_setup)
+_register(_grid_sample_bwd_op, _grid_sample_bwd_fake, name="grid_sample")
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
+                out=None, channels_last=False):
+    """Differentiable :func:`fastinterp.grid_sample` (PyTorch's ``F.grid_sample``, 2-D).
+
+    Parameters and values as :func:`fastinterp.grid_sample`; gradients flow to
+    ``input`` and ``grid`` (see :func:`fastinterp.grid_sample_backward`:
+    analytic, deterministic, PyTorch's conventions at clipped points).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> x = torch.rand(2, 3, 8, 8)
+    >>> theta = torch.tensor([[[1.0, 0, 0], [0, 1, 0]]]).repeat(2, 1, 1).requires_grad_()
+    >>> y = fit.grid_sample(x, fit.affine_grid(theta, (2, 3, 8, 8)))
+    >>> y.square().sum().backward()
+    >>> theta.grad.shape
+    torch.Size([2, 2, 3])
+    """
+    op = "grid_sample"
+    align = _check_options(op, mode, padding_mode, align_corners)
+    cl = _check_bool(op, "channels_last", channels_last)
+    return _call(op, _grid_sample_op, _grid_sample_direct,
+                 (input, grid, mode, padding_mode, align, cl), (input, grid), out)
+
+
+# --------------------------------------------------------------------------- affine_grid
+
+def _affine_grid_direct(theta, size, align_corners, out=None):
+    return _tensor(_fi.affine_grid(_arg(theta), size, align_corners, out=_arg(out)))
+
+
+@_custom_op("affine_grid")
+def _affine_grid_op(theta: Tensor, size: list[int], align_corners: bool) -> Tensor:
+    return _affine_grid_direct(theta, size, align_corners)
+
+
+def _affine_grid_fake(theta, size, align_corners):
+    n, _, h, w = size
+    return theta.new_empty((n, h, w, 2))
+
+
+@_custom_op("affine_grid_backward")
+def _affine_grid_bwd_op(grad_grid: Tensor, size: list[int], align_corners: bool) -> Tensor:
+    return _tensor(_fi.affine_grid_backward(_arg(grad_grid), size, align_corners))
+
+
+def _affine_grid_bwd_fake(grad_grid, size, align_corners):
+    return grad_grid.new_empty((size[0], 2, 3))
+
+
+def _affine_grid_setup(ctx, inputs, output):
+    ctx.size, ctx.align_corners = inputs[1], inputs[2]
+
+
+def _affine_grid_backward(ctx, grad):
+    return _invoke(_affine_grid_bwd_op, grad, ctx.size, ctx.align_corners), None, None
+
+
+_register(_affine_grid_op, _affine_grid_fake, _affine_grid_backward, _affine_grid_setup)
+_register(_affine_grid_bwd_op, _affine_grid_bwd_fake, name="affine_grid")
+
+
+def affine_grid(theta, size, align_corners=False, out=None):
+    """Differentiable :func:`fastinterp.affine_grid` (PyTorch's ``F.affine_grid``, 2-D).
+
+    ``theta`` (N, 2, 3) and ``size`` (N, C, H, W) as :func:`fastinterp.affine_grid`;
+    the gradient flows to ``theta`` (:func:`fastinterp.affine_grid_backward`).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> theta = torch.tensor([[[1.0, 0, 0], [0, 1, 0]]], requires_grad=True)
+    >>> fit.affine_grid(theta, (1, 1, 2, 2), align_corners=True)[0, 0].detach()
+    tensor([[-1., -1.],
+            [ 1., -1.]])
+    """
+    op = "affine_grid"
+    align = _check_bool(op, "align_corners", align_corners)
+    dims = list(_check_size(op, size))
+    return _call(op, _affine_grid_op, _affine_grid_direct, (theta, dims, align), (theta,), out)
+
+
+# --------------------------------------------------------------------------- resize and pooling
+
+def _keeps_channels_last(x, layout) -> bool:
+    """Whether the NumPy API returns an NCHW-shaped result stored channels-last for ``x``
+    (a CPU input stored NHWC); the fake kernels mirror it."""
+    return (layout == "NCHW" and x.device.type == "cpu" and x.dim() == 4
+            and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous())
+
+
+def _new_image(like, layout, n, c, h, w):
+    """An empty result for an image op of ``like``, in the memory format the op returns."""
+    if layout == "NHWC":
+        return like.new_empty((n, h, w, c))
+    if _keeps_channels_last(like, layout):
+        return like.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
+    return like.new_empty((n, c, h, w))
+
+
+def _image_dims(op, name, t, layout):
+    _fake_rank(op, name, t, 4, "(N, H, W, C)" if layout == "NHWC" else "(N, C, H, W)")
+    if layout == "NHWC":
+        n, h, w, c = t.shape
+    else:
+        n, c, h, w = t.shape
+    return n, c, h, w
+
+
+def _in_layout_of(like, layout, result):
+    """``result`` in the memory format the fake kernel promised (it already is, normally)."""
+    if layout == "NCHW" and result.dim() == 4 and _keeps_channels_last(like, layout):
+        if not result.permute(0, 2, 3, 1).is_contiguous():
+            return result.contiguous(memory_format=torch.channels_last)
+        return result
+    return result if result.is_contiguous() else result.contiguous()
+
+
+def _resize_direct(input, size, scale_factor, mode, align_corners, antialias,
+                   recompute_scale_factor, layout, out=None):
+    r = _fi.resize(_arg(input), size, scale_factor, mode, align_corners, antialias, _arg(out),
+                   recompute_scale_factor=recompute_scale_factor, layout=layout)
+    return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
+
+
+@_custom_op("resize")
+def _resize_op(input: Tensor, size: Optional[list[int]], scale_factor: Optional[list[float]],
+               mode: str, align_corners: Optional[bool], antialias: bool,
+               recompute_scale_factor: Optional[bool], layout: str) -> Tensor:
+    return _resize_direct(input, size, scale_factor, mode, align_corners, antialias,
+                          recompute_scale_factor, layout)
+
+
+def _resize_out_hw(h, w, size, scale_factor):
+    """The output size as the NumPy API derives it (symbolic sizes allowed)."""
+    if size is not None:
+        return size[0], size[1]
+    return tuple(torch.sym_int(torch.sym_float(n) * s) if isinstance(n, torch.SymInt)
+                 else int(np.floor(float(n) * s)) for n, s in zip((h, w), scale_factor))
+
+
+def _resize_fake(input, size, scale_factor, mode, align_corners, antialias,
+                 recompute_scale_factor, layout):
+    n, c, h, w = _image_dims("resize", "input", input, layout)
+    oh, ow = _resize_out_hw(h, w, size, scale_factor)
+    return _new_image(input, layout, n, c, oh, ow)
+
+
+@_custom_op("resize_backward")
+def _resize_bwd_op(grad_output: Tensor, input_size: list[int],
+                   scale_factor: Optional[list[float]], mode: str, align_corners: Optional[bool],
+                   antialias: bool, recompute_scale_factor: Optional[bool],
+                   layout: str) -> Tensor:
+    r = _fi.resize_backward(_arg(grad_output), input_size, scale_factor, mode, align_corners,
+                            antialias, recompute_scale_factor=recompute_scale_factor,
+                            layout=layout)
+    return _in_layout_of(grad_output, layout, _tensor(r))
+
+
+def _image_bwd_fake(grad_output, input_size, layout):
+    n, c, h, w = _image_dims("backward", "input_size", grad_output.new_empty(input_size), layout)
+    return _new_image(grad_output, layout, n, c, h, w)
+
+
+def _resize_bwd_fake(grad_output, input_size, scale_factor, mode, align_corners, antialias,
+                     recompute_scale_factor, layout):
+    return _image_bwd_fake(grad_output, input_size, layout)
+
+
+def _resize_setup(ctx, inputs, output):
+    input, size, *options = inputs
+    ctx.input_size = list(input.shape)
+    ctx.options = tuple(options)
+
+
+def _resize_backward(ctx, grad):
+    return (_invoke(_resize_bwd_op, grad, ctx.input_size, *ctx.options),) + (None,) * 7
+
+
+_register(_resize_op, _resize_fake, _resize_backward, _resize_setup)
+_register(_resize_bwd_op, _resize_bwd_fake, name="resize")
+
+
+def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
+           antialias=False, out=None, *, recompute_scale_factor=None, layout="NCHW"):
+    """Differentiable :func:`fastinterp.resize`; values equal ``F.interpolate``.
+
+    Parameters as :func:`fastinterp.resize` (note the default mode is
+    'bilinear'); the gradient flows to ``input``
+    (:func:`fastinterp.resize_backward`, the exact adjoint of the forward).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> x = torch.ones(1, 1, 2, 2, requires_grad=True)
+    >>> fit.resize(x, size=4, mode="bilinear").sum().backward()
+    >>> x.grad[0, 0]
+    tensor([[4., 4.],
+            [4., 4.]])
+    """
+    op = "resize"
+    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
+    _layout_of(op, layout)
+    size_ = None if size is None else list(_pair(op, "size", size, "int"))
+    scale_ = None if scale_factor is None else list(_pair(op, "scale_factor", scale_factor,
+                                                          "float"))
+    if recompute_scale_factor is not None:
+        recompute_scale_factor = _check_bool(op, "recompute_scale_factor", recompute_scale_factor)
+    if (size is None) == (scale_factor is None):   # both or neither: the NumPy API's error
+        _output_geometry(op, (1, 1), size, scale_factor, mode, recompute_scale_factor)
+    args = (input, size_, scale_, mode, align_corners, antialias, recompute_scale_factor, layout)
+    return _call(op, _resize_op, _resize_direct, args, (input,), out)
+
+
+interpolate = resize
+
+
+def _pool_direct(input, output_size, layout, out=None):
+    r = _fi.adaptive_avg_pool2d(_arg(input), output_size, _arg(out), layout=layout)
+    return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
+
+
+@_custom_op("adaptive_avg_pool2d")
+def _pool_op(input: Tensor, output_size: list[int], layout: str) -> Tensor:
+    return _pool_direct(input, output_size, layout)
+
+
+def _pool_fake(input, output_size, layout):
+    n, c, _, _ = _image_dims("adaptive_avg_pool2d", "input", input, layout)
+    return _new_image(input, layout, n, c, output_size[0], output_size[1])
+
+
+@_custom_op("adaptive_avg_pool2d_backward")
+def _pool_bwd_op(grad_output: Tensor, input_size: list[int], layout: str) -> Tensor:
+    r = _fi.adaptive_avg_pool2d_backward(_arg(grad_output), input_size, layout=layout)
+    return _in_layout_of(grad_output, layout, _tensor(r))
+
+
+def _pool_setup(ctx, inputs, output):
+    ctx.input_size, ctx.layout = list(inputs[0].shape), inputs[2]
+
+
+def _pool_backward(ctx, grad):
+    return _invoke(_pool_bwd_op, grad, ctx.input_size, ctx.layout), None, None
+
+
+_register(_pool_op, _pool_fake, _pool_backward, _pool_setup)
+_register(_pool_bwd_op, _image_bwd_fake, name="adaptive_avg_pool2d")
+
+
+def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
+    """Differentiable :func:`fastinterp.adaptive_avg_pool2d`; values equal
+    ``F.adaptive_avg_pool2d``, gradient :func:`fastinterp.adaptive_avg_pool2d_backward`.
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fit.adaptive_avg_pool2d(x, 2)[0, 0]
+    tensor([[ 2.5000,  4.5000],
+            [10.5000, 12.5000]])
+    """
+    op = "adaptive_avg_pool2d"
+    nhwc = _layout_of(op, layout)
+    hw = (1, 1)
+    if isinstance(input, Tensor) and input.dim() == 4:
+        hw = tuple(input.shape[1:3]) if nhwc else tuple(input.shape[2:])
+    sizes = list(_pool_size(op, output_size, hw))
+    return _call(op, _pool_op, _pool_direct, (input, sizes, layout), (input,), out)
+
+
+# --------------------------------------------------------------------------- distances
+
+def _pairwise_direct(name, x, y, out=None):
+    fn = _fi.pairwise_sqdist if name == "pairwise_sqdist" else _fi.pairwise_l2
+    return _tensor(fn(_arg(x), _arg(y), _arg(out)))
+
+
+def _sqdist_direct(x, y, out=None):
+    return _pairwise_direct("pairwise_sqdist", x, y, out)
+
+
+def _l2_direct(x, y, out=None):
+    return _pairwise_direct("pairwise_l2", x, y, out)
+
+
+@_custom_op("pairwise_sqdist")
+def _sqdist_op(x: Tensor, y: Optional[Tensor]) -> Tensor:
+    return _sqdist_direct(x, y)
+
+
+@_custom_op("pairwise_l2")
+def _l2_op(x: Tensor, y: Optional[Tensor]) -> Tensor:
+    return _l2_direct(x, y)
+
+
+def _pairwise_fake(x, y):
+    """(..., P, R) with the batch axes broadcast as ``torch.cdist`` does."""
+    _fake_rank("pairwise", "x", x, range(2, 64), "(..., P, D)")
+    if y is None:
+        return x.new_empty((*x.shape[:-1], x.shape[-2]))
+    _fake_rank("pairwise", "y", y, range(2, 64), "(..., R, D)")
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    return x.new_empty((*batch, x.shape[-2], y.shape[-2]))
+
+
+def _pairwise_grads(x, y, grads):
+    gx, gy = grads
+    gx = _sum_to(_tensor(gx), x)
+    gy = x.new_empty(0) if y is None else _sum_to(_tensor(gy), y)
+    return gx, gy
+
+
+@_custom_op("pairwise_sqdist_backward")
+def _sqdist_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    return _pairwise_grads(x, y, _fi.pairwise_sqdist_backward(_arg(grad_out), _arg(x), _arg(y)))
+
+
+@_custom_op("pairwise_l2_backward")
+def _l2_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor],
+               dist: Tensor) -> tuple[Tensor, Tensor]:
+    return _pairwise_grads(x, y, _fi.pairwise_l2_backward(_arg(grad_out), _arg(x), _arg(y),
+                                                          _arg(dist)))
+
+
+def _pairwise_bwd_fake(grad_out, x, y, dist=None):
+    return x.new_empty(x.shape), (x.new_empty(0) if y is None else y.new_empty(y.shape))
+
+
+def _pairwise_setup(ctx, inputs, output):
+    x, y = inputs
+    ctx.has_y = y is not None
+    ctx.save_for_backward(x, y, output)
+
+
+def _pairwise_backward(ctx, grad, l2):
+    x, y, dist = ctx.saved_tensors
+    need_x, need_y = ctx.needs_input_grad[:2]
+    if l2:
+        gx, gy = _invoke(_l2_bwd_op, grad, x, y if ctx.has_y else None, dist)
+    else:
+        gx, gy = _invoke(_sqdist_bwd_op, grad, x, y if ctx.has_y else None)
+    return _grad_or_none(gx, need_x), _grad_or_none(gy, need_y and ctx.has_y)
+
+
+def _sqdist_backward(ctx, grad):
+    return _pairwise_backward(ctx, grad, False)
+
+
+def _l2_backward(ctx, grad):
+    return _pairwise_backward(ctx, grad, True)
+
+
+_register(_sqdist_op, _pairwise_fake, _sqdist_backward, _pairwise_setup)
+_register(_l2_op, _pairwise_fake, _l2_backward, _pairwise_setup)
+_register(_sqdist_bwd_op, _pairwise_bwd_fake, name="pairwise_sqdist")
+_register(_l2_bwd_op, _pairwise_bwd_fake, name="pairwise_l2")
+
+
+def pairwise_sqdist(x, y=None, out=None):
+    """Differentiable :func:`fastinterp.pairwise_sqdist`: ``torch.cdist(x, y) ** 2``,
+    exact and deterministic (see the NumPy API), gradients from
+    :func:`fastinterp.pairwise_sqdist_backward`.
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]], requires_grad=True)
+    >>> d = fit.pairwise_sqdist(x)
+    >>> d.sum().backward()
+    >>> d.detach(), x.grad
+    (tensor([[ 0., 25.],
+            [25.,  0.]]), tensor([[-12., -16.],
+            [ 12.,  16.]]))
+    """
+    return _call("pairwise_sqdist", _sqdist_op, _sqdist_direct, (x, y), (x, y), out)
+
+
+def pairwise_l2(x, y=None, out=None):
+    """Differentiable :func:`fastinterp.pairwise_l2` (``torch.cdist(x, y)``); the
+    gradient at zero distance is 0 (:func:`fastinterp.pairwise_l2_backward`).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> fit.pairwise_l2(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]))
+    tensor([[5.]])
+    """
+    return _call("pairwise_l2", _l2_op, _l2_direct, (x, y), (x, y), out)
+
+
+# --------------------------------------------------------------------------- lerp
+
+def _lerp_direct(a, b, t, out=None):
+    return _tensor(_fi.lerp(_arg(a), _arg(b), _arg(t), _arg(out)))
+
+
+@_custom_op("lerp")
+def _lerp_op(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    return _lerp_direct(a, b, t)
+
+
+def _lerp_fake(a, b, t):
+    return a.new_empty(torch.broadcast_shapes(a.shape, b.shape, t.shape))
+
+
+@_custom_op("lerp_backward")
+def _lerp_bwd_op(grad: Tensor, a: Tensor, b: Tensor, t: Tensor, needs_a: bool, needs_b: bool,
+                 needs_t: bool) -> tuple[Tensor, Tensor, Tensor]:
+    # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape.
+    # (No graph is recorded here: the op runs below autograd, or with grad mode off.)
+    ga = _sum_to(grad * (1 - t), a) if needs_a else None
+    gb = _sum_to(grad * t, b) if needs_b else None
+    gt = _sum_to(grad * (b - a), t) if needs_t else None
+    return tuple(_empty_like_missing(g, like) for g, like in ((ga, a), (gb, b), (gt, t)))
+
+
+def _lerp_bwd_fake(grad, a, b, t, needs_a, needs_b, needs_t):
+    return tuple(like.new_empty(like.shape if need else (0,))
+                 for like, need in ((a, needs_a), (b, needs_b), (t, needs_t)))
+
+
+def _lerp_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _lerp_backward(ctx, grad):
+    a, b, t = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3]
+    grads = _invoke(_lerp_bwd_op, grad, a, b, t, *needs)
+    return tuple(_grad_or_none(g, n) for g, n in zip(grads, needs))
+
+
+_register(_lerp_op, _lerp_fake, _lerp_backward, _lerp_setup)
+_register(_lerp_bwd_op, _lerp_bwd_fake, name="lerp")
+
+
+def _weight_tensor(op, t, like):
+    """A scalar or array weight as a tensor of ``like``'s dtype and device (no grad)."""
+    if isinstance(t, Tensor):
+        return t
+    if isinstance(t, (numbers.Real, np.generic)) and not isinstance(t, (bool, np.bool_)):
+        return torch.scalar_tensor(float(t), dtype=like.dtype, device=like.device)
+    return _as_tensor_like(t, like, "t", op)
+
+
+def lerp(a, b, t, out=None):
+    """Differentiable :func:`fastinterp.lerp`: ``a + t * (b - a)``, values equal ``torch.lerp``.
+
+    ``t`` is a real number or a tensor; gradients flow to ``a``, ``b`` and a
+    tensor ``t`` (``torch.lerp``'s derivatives, summed over broadcast axes).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> t = torch.tensor(0.25, requires_grad=True)
+    >>> y = fit.lerp(torch.zeros(2), torch.tensor([4.0, 8.0]), t)
+    >>> y.sum().backward()
+    >>> y.detach(), t.grad
+    (tensor([1., 2.]), tensor(12.))
+    """
+    op = "lerp"
+
+    def op_args(a, b, t):
+        like = _first_tensor(op, a=a, b=b)
+        a, b = (_as_tensor_like(v, like, n, op) for v, n in ((a, "a"), (b, "b")))
+        return a, b, _weight_tensor(op, t, like)
+
+    return _call(op, _lerp_op, _lerp_direct, (a, b, t), (a, b, t), out, op_args)
+
+
+# --------------------------------------------------------------------------- slerp
+
+def _slerp_direct(a, b, t, axis, path, shortest_path, norm, out=None):
+    return _tensor(_fi.slerp(_arg(a), _arg(b), _arg(t), axis, path=path,
+                             shortest_path=shortest_path, norm=norm, out=_arg(out)))
+
+
+@_custom_op("slerp")
+def _slerp_op(a: Tensor, b: Tensor, t: Tensor, axis: int, path: bool, shortest_path: bool,
+              norm: str) -> Tensor:
+    return _slerp_direct(a, b, t, axis, path, shortest_path, norm)
+
+
+def _slerp_fake(a, b, t, axis, path, shortest_path, norm):
+    if not path:
+        return a.new_empty(a.shape)
+    ax = axis % a.dim()
+    return a.new_empty((*a.shape[:ax], t.shape[-1], *a.shape[ax:]))
+
+
+@_custom_op("slerp_backward")
+def _slerp_bwd_op(grad_out: Tensor, a: Tensor, b: Tensor, t: Tensor, axis: int, path: bool,
+                  shortest_path: bool, norm: str) -> tuple[Tensor, Tensor, Tensor]:
+    grads = _fi.slerp_backward(_arg(grad_out), _arg(a), _arg(b), _arg(t), axis, path=path,
+                               shortest_path=shortest_path, norm=norm)
+    return tuple(_tensor(g) for g in grads)
+
+
+def _slerp_bwd_fake(grad_out, a, b, t, axis, path, shortest_path, norm):
+    return a.new_empty(a.shape), b.new_empty(b.shape), t.new_empty(t.shape)
+
+
+def _slerp_setup(ctx, inputs, output):
+    a, b, t, *options = inputs
+    ctx.save_for_backward(a, b, t)
+    ctx.options = tuple(options)
+
+
+def _slerp_backward(ctx, grad):
+    a, b, t = ctx.saved_tensors
+    grads = _invoke(_slerp_bwd_op, grad, a, b, t, *ctx.options)
+    return tuple(_grad_or_none(g, n) for g, n in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 4
+
+
+_register(_slerp_op, _slerp_fake, _slerp_backward, _slerp_setup)
+_register(_slerp_bwd_op, _slerp_bwd_fake, name="slerp")
+
+
+def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", out=None):
+    """Differentiable :func:`fastinterp.slerp` (spherical interpolation along ``axis``).
+
+    Parameters and values as :func:`fastinterp.slerp` (plain and path forms);
+    gradients flow to ``a``, ``b`` and a tensor ``t`` through
+    :func:`fastinterp.slerp_backward` (finite in every degenerate case the
+    forward handles).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> a = torch.tensor([1.0, 0.0]); b = torch.tensor([0.0, 1.0])
+    >>> t = torch.tensor(0.5, requires_grad=True)
+    >>> y = fit.slerp(a, b, t)
+    >>> y[1].backward()
+    >>> round(float(t.grad), 6)  # d/dt sin(t pi/2) at t = 1/2
+    1.110721
+    """
+    op = "slerp"
+    _check_flag(op, "path", path)
+    _check_flag(op, "shortest_path", shortest_path)
+    check_option(op, "norm", norm, SLERP_NORMS)
+
+    def op_args(a, b, t, axis, *options):
+        a = _first_tensor(op, a=a)
+        ndim = a.dim()
+        if (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))
+                or not -ndim <= axis < ndim):
+            raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
+        return (a, b, _weight_tensor(op, t, a), int(axis)) + options
+
+    return _call(op, _slerp_op, _slerp_direct, (a, b, t, axis, bool(path), bool(shortest_path),
+                                                 norm), (a, b, t), out, op_args)

@@ -1,0 +1,551 @@
+"""fastinterp.torch: the public ops as differentiable torch custom ops.
+
+Values equal the NumPy API's; gradients equal torch's own ops' (grid_sample,
+affine_grid, interpolate, adaptive_avg_pool2d, cdist, lerp) and pass
+gradcheck in float64 for every mode, padding and align_corners; every op and
+its backward pass ``torch.library.opcheck``; ``torch.compile(fullgraph=True)``
+traces them; no_grad, partial requires_grad, strided and channels-last
+inputs, ``out=`` and double backward behave as documented.
+"""
+from __future__ import annotations
+
+import doctest
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+import fastinterp as fi  # noqa: E402
+import fastinterp.torch as fit  # noqa: E402
+from conftest import TOL_ORACLE  # noqa: E402
+
+OPS = torch.ops.fastinterp
+GS_MODES = ("bilinear", "nearest", "bicubic")
+GS_PADS = ("zeros", "border", "reflection")
+GS_COMBOS = list(itertools.product(GS_MODES, GS_PADS, (False, True)))
+# (mode, align_corners, antialias): every resize variant
+RESIZE_COMBOS = ([("nearest", None, False), ("nearest-exact", None, False), ("area", None, False)]
+                 + list(itertools.product(("bilinear", "bicubic"), (False, True), (False, True))))
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _t(a, requires_grad=False):
+    return torch.from_numpy(np.ascontiguousarray(a)).requires_grad_(requires_grad)
+
+
+def off_knots(rng, shape, size_hw, align, dtype=np.float64, spread=1.2):
+    """Grid points whose pixel coordinates stay >= 0.01 away from every integer and
+    half-integer (knots, folds and clipping borders), so finite differences are valid."""
+    g = rng.uniform(-spread, spread, shape)
+    for k, n in enumerate((size_hw[1], size_hw[0])):       # x along W, y along H
+        pix = (g[..., k] + 1) / 2 * (n - 1) if align else ((g[..., k] + 1) * n - 1) / 2
+        frac = (pix * 2) % 1.0
+        bad = (frac < 0.02) | (frac > 0.98)
+        pix = np.where(bad, pix + 0.1, pix)
+        g[..., k] = pix * 2 / (n - 1) - 1 if align else (2 * pix + 1) / n - 1
+    return g.astype(dtype)
+
+
+def rotations(rng, n, dtype=np.float64):
+    a = rng.uniform(-0.5, 0.5, n)
+    s = rng.uniform(0.8, 1.2, n)
+    t = rng.uniform(-0.2, 0.2, (n, 2))
+    return np.stack([np.stack([s * np.cos(a), -s * np.sin(a), t[:, 0]], 1),
+                     np.stack([s * np.sin(a), s * np.cos(a), t[:, 1]], 1)], 1).astype(dtype)
+
+
+def assert_grads_close(got, want, dtype, scale=1.0):
+    rtol, atol = TOL_ORACLE[np.dtype(dtype)]
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+            continue
+        w = w.detach().numpy()
+        mag = max(1.0, float(np.abs(w).max(initial=0)))
+        np.testing.assert_allclose(g.detach().numpy(), w, rtol=rtol * scale,
+                                   atol=atol * scale * mag)
+
+
+def grads_of(fn, inputs, seed=1):
+    """Output and gradients of sum(fn(*inputs) * G) for a fixed random G."""
+    inputs = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
+    y = fn(*inputs)
+    g = torch.from_numpy(_rng(seed).standard_normal(tuple(y.shape))).to(y.dtype)
+    (y * g).sum().backward()
+    return y.detach(), [x.grad if x.requires_grad else None for x in inputs]
+
+
+# --------------------------------------------------------------------------- import
+
+def test_import_fastinterp_does_not_import_torch_but_the_frontend_does():
+    code = ("import sys, fastinterp, fastinterp.demos.stn; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert sys.modules["torch"] is torch and hasattr(torch.ops.fastinterp, "grid_sample")
+
+
+def test_docstring_examples():
+    result = doctest.testmod(fit, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
+
+
+def test_public_names_match_the_numpy_api():
+    import inspect
+    for name in fit.__all__:
+        assert inspect.signature(getattr(fit, name)) == inspect.signature(getattr(fi, name)), name
+    assert fit.interpolate is fit.resize
+
+
+# --------------------------------------------------------------------------- values and grads vs torch
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode, pad, align", GS_COMBOS)
+def test_grid_sample_values_and_grads_equal_torch(mode, pad, align, dtype):
+    rng = _rng(hash((mode, pad, align)) % 1000)
+    x = _t(rng.standard_normal((2, 3, 5, 6)).astype(dtype), True)
+    g = _t(off_knots(rng, (2, 4, 3, 2), (5, 6), align, dtype), True)
+    y, grads = grads_of(lambda a, b: fit.grid_sample(a, b, mode, pad, align), [x, g])
+    ref, ref_grads = grads_of(lambda a, b: F.grid_sample(a, b, mode, pad, align), [x, g])
+    assert y.dtype == ref.dtype and y.shape == ref.shape
+    assert_grads_close([y], [ref], dtype)
+    assert_grads_close(grads, ref_grads, dtype, scale=10)
+    np.testing.assert_array_equal(y.numpy(), fi.grid_sample(x.detach().numpy(), g.detach().numpy(),
+                                                            mode, pad, align))
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_feeding_grid_sample_grads_equal_torch(align):
+    rng = _rng(3)
+    x = _t(rng.standard_normal((3, 2, 7, 9)).astype(np.float32), True)
+    theta = _t(rotations(rng, 3, np.float32), True)
+
+    def chain(sampler, grid_fn):
+        return lambda a, th: sampler(a, grid_fn(th, (3, 2, 6, 5), align_corners=align),
+                                     align_corners=align)
+
+    y, grads = grads_of(chain(fit.grid_sample, fit.affine_grid), [x, theta])
+    ref, ref_grads = grads_of(chain(F.grid_sample, F.affine_grid), [x, theta])
+    assert_grads_close([y], [ref], np.float32)
+    assert_grads_close(grads, ref_grads, np.float32, scale=20)
+
+
+@pytest.mark.parametrize("mode, align, aa", RESIZE_COMBOS)
+def test_interpolate_values_and_grads_equal_torch(mode, align, aa):
+    x = _t(_rng(4).standard_normal((2, 3, 7, 6)), True)
+    for kw in ({"size": (5, 9)}, {"scale_factor": 1.5}):
+        ours = lambda a: fit.interpolate(a, mode=mode, align_corners=align, antialias=aa, **kw)
+        theirs = lambda a: F.interpolate(a, mode=mode, align_corners=align, antialias=aa, **kw)
+        y, grads = grads_of(ours, [x])
+        ref, ref_grads = grads_of(theirs, [x])
+        assert_grads_close([y], [ref], np.float64)
+        assert_grads_close(grads, ref_grads, np.float64)
+
+
+@pytest.mark.parametrize("out_size", [(3, 4), 1, (None, 2)])
+def test_adaptive_avg_pool2d_values_and_grads_equal_torch(out_size):
+    x = _t(_rng(5).standard_normal((2, 3, 7, 5)).astype(np.float32), True)
+    y, grads = grads_of(lambda a: fit.adaptive_avg_pool2d(a, out_size), [x])
+    ref, ref_grads = grads_of(lambda a: F.adaptive_avg_pool2d(a, out_size), [x])
+    assert_grads_close([y], [ref], np.float32)
+    assert_grads_close(grads, ref_grads, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pairwise_values_and_grads_equal_cdist(dtype):
+    rng = _rng(6)
+    x = _t(rng.standard_normal((5, 3)).astype(dtype), True)
+    y = _t(rng.standard_normal((4, 3)).astype(dtype), True)
+    for ours, theirs in ((fit.pairwise_sqdist, lambda a, b: torch.cdist(a, b) ** 2),
+                         (fit.pairwise_l2, torch.cdist)):
+        got, grads = grads_of(ours, [x, y])
+        ref, ref_grads = grads_of(theirs, [x, y])
+        assert_grads_close([got], [ref], dtype)
+        assert_grads_close(grads, ref_grads, dtype)
+    # y omitted: the same set twice, one gradient holding both roles
+    got, grads = grads_of(lambda a: fit.pairwise_sqdist(a), [x])
+    ref, ref_grads = grads_of(lambda a: torch.cdist(a, a) ** 2, [x])
+    assert_grads_close([got], [ref], dtype)
+    assert_grads_close(grads, ref_grads, dtype)
+
+
+def _numpy_accepts_batches():
+    try:
+        fi.pairwise_sqdist(np.zeros((2, 3, 2)), np.zeros((2, 4, 2)))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _numpy_accepts_batches(), reason="the NumPy API has no batched distances")
+@pytest.mark.parametrize("xs, ys", [((2, 5, 3), (2, 4, 3)), ((5, 3), (2, 4, 3)),
+                                    ((3, 1, 5, 3), (2, 4, 3))])
+def test_batched_pairwise_broadcast_like_cdist(xs, ys):
+    rng = _rng(7)
+    x, y = _t(rng.standard_normal(xs), True), _t(rng.standard_normal(ys), True)
+    got, grads = grads_of(fit.pairwise_sqdist, [x, y])
+    ref, ref_grads = grads_of(lambda a, b: torch.cdist(a, b) ** 2, [x, y])
+    assert got.shape == ref.shape
+    assert_grads_close([got], [ref], np.float64)
+    assert_grads_close(grads, ref_grads, np.float64)
+    fake = OPS.pairwise_sqdist(x.to("meta"), y.to("meta"))
+    assert fake.shape == ref.shape
+
+
+@pytest.mark.parametrize("tshape", [(), (4,), (3, 4), "scalar"])
+def test_lerp_grads_equal_torch_lerp(tshape):
+    rng = _rng(8)
+    a = _t(rng.standard_normal((3, 1)), True)
+    b = _t(rng.standard_normal((1, 4)), True)
+    if tshape == "scalar":
+        y, grads = grads_of(lambda a, b: fit.lerp(a, b, 0.3), [a, b])
+        ref, ref_grads = grads_of(lambda a, b: torch.lerp(a, b, 0.3), [a, b])
+    else:
+        t = _t(rng.uniform(-0.5, 1.5, tshape), True)
+        y, grads = grads_of(fit.lerp, [a, b, t])
+        ref, ref_grads = grads_of(lambda a, b, t: torch.lerp(a.expand(3, 4), b, t), [a, b, t])
+    assert_grads_close([y], [ref], np.float64)
+    assert_grads_close(grads, ref_grads, np.float64)
+
+
+def test_slerp_grads_equal_slerp_backward():
+    rng = _rng(9)
+    a, b = (rng.standard_normal((4, 5)) for _ in range(2))
+    t = rng.uniform(0, 1, (4, 3))
+    g = rng.standard_normal((4, 3, 5))
+    ta, tb, tt = _t(a, True), _t(b, True), _t(t, True)
+    y = fit.slerp(ta, tb, tt, path=True, norm="formula")
+    (y * _t(g)).sum().backward()
+    want = fi.slerp_backward(g, a, b, t, path=True, norm="formula")
+    np.testing.assert_array_equal(y.detach().numpy(), fi.slerp(a, b, t, path=True, norm="formula"))
+    for got, w in zip((ta.grad, tb.grad, tt.grad), want):
+        np.testing.assert_array_equal(got.numpy(), w)
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+def _gradcheck(fn, *inputs):
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode, pad, align", GS_COMBOS)
+def test_gradcheck_grid_sample(mode, pad, align):
+    rng = _rng(10)
+    x = _t(rng.standard_normal((1, 2, 3, 4)), True)
+    g = _t(off_knots(rng, (1, 2, 3, 2), (3, 4), align), True)
+    _gradcheck(lambda a, b: fit.grid_sample(a, b, mode, pad, align), x, g)
+    # the registered op's own autograd formula (the eager call above skips the dispatcher)
+    _gradcheck(lambda a, b: OPS.grid_sample(a, b, mode, pad, align, False), x, g)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_gradcheck_affine_grid_and_channels_last_sampling(align):
+    rng = _rng(11)
+    theta = _t(rotations(rng, 2), True)
+    x = _t(rng.standard_normal((2, 4, 5, 3)), True)     # NHWC
+    _gradcheck(lambda th: fit.affine_grid(th, (2, 1, 3, 4), align), theta)
+    _gradcheck(lambda a, th: fit.grid_sample(a, fit.affine_grid(th, (2, 3, 2, 3), align),
+                                             align_corners=align, channels_last=True), x, theta)
+
+
+@pytest.mark.parametrize("mode, align, aa", RESIZE_COMBOS)
+def test_gradcheck_resize(mode, align, aa):
+    x = _t(_rng(12).standard_normal((1, 2, 5, 6)), True)
+    _gradcheck(lambda a: fit.resize(a, (3, 8), mode=mode, align_corners=align, antialias=aa), x)
+    _gradcheck(lambda a: OPS.resize(a, None, [0.7, 1.4], mode, align, aa, None, "NCHW"), x)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_gradcheck_adaptive_avg_pool2d(layout):
+    x = _t(_rng(13).standard_normal((1, 5, 7, 2)), True)
+    _gradcheck(lambda a: fit.adaptive_avg_pool2d(a, (3, 4), layout=layout), x)
+    _gradcheck(lambda a: fit.resize(a, (2, 3), mode="area", layout=layout), x)
+
+
+@pytest.mark.parametrize("fn", [fit.pairwise_sqdist, fit.pairwise_l2])
+def test_gradcheck_pairwise(fn):
+    rng = _rng(14)
+    x, y = _t(rng.standard_normal((4, 3)), True), _t(rng.standard_normal((5, 3)), True)
+    _gradcheck(fn, x, y)
+    _gradcheck(lambda a: fn(a), x)
+    _gradcheck(lambda a: getattr(OPS, fn.__name__)(a, y), x)
+
+
+def test_gradcheck_lerp():
+    rng = _rng(15)
+    a, b = _t(rng.standard_normal((3, 1)), True), _t(rng.standard_normal((4,)), True)
+    t = _t(rng.uniform(-0.5, 1.5, (3, 4)), True)
+    _gradcheck(fit.lerp, a, b, t)
+    _gradcheck(lambda a, b: fit.lerp(a, b, 0.7), a, b)
+    _gradcheck(OPS.lerp, a, b, _t(rng.uniform(0, 1, (4,)), True))
+
+
+@pytest.mark.parametrize("path, shortest, norm", [(False, False, "linear"), (True, False, "formula"),
+                                                  (False, True, "formula"), (True, True, "linear")])
+def test_gradcheck_slerp(path, shortest, norm):
+    rng = _rng(16)
+    a, b = _t(rng.standard_normal((3, 4)), True), _t(rng.standard_normal((3, 4)), True)
+    t = _t(rng.uniform(0.1, 0.9, (3, 2) if path else (3,)), True)
+    _gradcheck(lambda a, b, t: fit.slerp(a, b, t, path=path, shortest_path=shortest, norm=norm),
+               a, b, t)
+    _gradcheck(lambda a, b: fit.slerp(a.T, b.T, 0.3, axis=0, path=False, norm=norm), a, b)
+
+
+# --------------------------------------------------------------------------- opcheck
+
+def _opcheck_samples():
+    rng = _rng(17)
+    r = lambda *s, grad=True: _t(rng.standard_normal(s), grad)    # noqa: E731
+    x, g = r(2, 3, 5, 4), _t(off_knots(rng, (2, 3, 2, 2), (5, 4), False), True)
+    go = r(2, 3, 3, 2, grad=False)
+    cl = r(2, 5, 4, 3).permute(0, 3, 1, 2).detach().requires_grad_()     # channels-last NCHW
+    a, b = r(3, 4), r(5, 4)
+    t = _t(rng.uniform(0, 1, (3,)), True)
+    return [
+        (OPS.grid_sample, (x, g, "bicubic", "reflection", False, False)),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "zeros", True, False, True, True)),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "border", True, False, False, True)),
+        (OPS.affine_grid, (_t(rotations(rng, 2), True), [2, 1, 3, 4], False)),
+        (OPS.affine_grid_backward, (r(2, 3, 4, 2), [2, 1, 3, 4], True)),
+        (OPS.resize, (x, [7, 3], None, "bilinear", True, False, None, "NCHW")),
+        (OPS.resize, (cl, None, [1.5, 0.5], "bicubic", False, True, None, "NCHW")),
+        (OPS.resize, (x, None, [2.0, 2.0], "nearest", None, False, True, "NHWC")),
+        (OPS.resize_backward, (r(2, 3, 4, 2), [2, 3, 5, 4], None, "area", None, False, None,
+                               "NCHW")),
+        (OPS.adaptive_avg_pool2d, (x, [2, 3], "NCHW")),
+        (OPS.adaptive_avg_pool2d, (cl, [2, 2], "NCHW")),
+        (OPS.adaptive_avg_pool2d_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
+        (OPS.pairwise_sqdist, (a, b)),
+        (OPS.pairwise_sqdist, (a, None)),
+        (OPS.pairwise_l2, (a, b)),
+        (OPS.pairwise_sqdist_backward, (r(3, 5), a, b)),
+        (OPS.pairwise_l2_backward, (r(3, 3), a, None, fi.pairwise_l2(a.detach()))),
+        (OPS.lerp, (a, r(1, 4), _t(np.array(0.25), True))),
+        (OPS.lerp_backward, (r(3, 4), a, r(4), t[:, None].detach().requires_grad_(), True,
+                             False, True)),
+        (OPS.slerp, (a, r(3, 4), t, -1, False, False, "linear")),
+        (OPS.slerp, (a, r(3, 4), t[:2], 0, True, True, "formula")),
+        (OPS.slerp_backward, (r(3, 4), a, r(3, 4), t, -1, False, False, "linear")),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_opcheck_samples())))
+def test_opcheck(case):
+    op, args = _opcheck_samples()[case]
+    if "backward" in str(op):     # not differentiable (double backward raises): plain inputs
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(op, args)
+
+
+def test_every_op_and_backward_is_opchecked():
+    checked = {str(op).split(".")[1] for op, _ in _opcheck_samples()}
+    registered = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names()
+                  if n.startswith("fastinterp::")}
+    assert registered == checked
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+def _pipeline(x, theta, pts, a, b, t):
+    grid = fit.affine_grid(theta, (x.shape[0], x.shape[1], 6, 6), align_corners=False)
+    y = fit.grid_sample(x, grid, padding_mode="border")
+    y = fit.resize(y, size=(4, 4), mode="bicubic") + fit.adaptive_avg_pool2d(y, 4)
+    d = fit.pairwise_l2(pts) + fit.pairwise_sqdist(pts, pts[:2] * 0.5).sum(1, keepdim=True)
+    s = fit.slerp(a, b, t) + fit.lerp(a, b, t[:, None])
+    return y.square().sum() + d.sum() + s.square().sum()
+
+
+def test_compile_fullgraph_forward_and_backward():
+    rng = _rng(18)
+    inputs = [_t(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), True),
+              _t(rotations(rng, 2, np.float32), True),
+              _t(rng.standard_normal((5, 3)).astype(np.float32), True),
+              _t(rng.standard_normal((4, 6)).astype(np.float32), True),
+              _t(rng.standard_normal((4, 6)).astype(np.float32), True),
+              _t(rng.uniform(0, 1, 4).astype(np.float32), True)]
+    want, want_grads = grads_of(lambda *a: _pipeline(*a)[None], inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(_pipeline, fullgraph=True, backend="aot_eager")
+    got, got_grads = grads_of(lambda *a: compiled(*a)[None], inputs)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- autograd behaviour
+
+def test_no_grad_and_inference_mode_record_nothing():
+    x = torch.rand(1, 2, 4, 4, requires_grad=True)
+    g = torch.rand(1, 3, 3, 2, requires_grad=True) * 2 - 1
+    with torch.no_grad():
+        y = fit.grid_sample(x, g)
+    assert y.grad_fn is None and not y.requires_grad
+    with torch.inference_mode():
+        z = fit.resize(x, 3)
+    assert z.grad_fn is None
+    np.testing.assert_array_equal(y.numpy(), fit.grid_sample(x, g).detach().numpy())
+
+
+@pytest.mark.parametrize("which", [(True, False), (False, True)])
+def test_only_the_inputs_that_require_grad_get_grads(which, monkeypatch):
+    rng = _rng(20)
+    x = _t(rng.standard_normal((2, 3, 5, 4)), which[0])
+    g = _t(off_knots(rng, (2, 3, 3, 2), (5, 4), False), which[1])
+    seen = []
+    real = fi.grid_sample_backward
+    monkeypatch.setattr(fi, "grid_sample_backward",
+                        lambda *a, **k: seen.append(a[6:8]) or real(*a, **k))
+    fit.grid_sample(x, g).sum().backward()
+    assert seen == [which]      # only the needed gradient was computed
+    assert (x.grad is not None, g.grad is not None) == which
+    ref_x, ref_g = x.detach().clone().requires_grad_(), g.detach().clone().requires_grad_()
+    F.grid_sample(ref_x, ref_g, align_corners=False).sum().backward()
+    got = x.grad if which[0] else g.grad
+    want = ref_x.grad if which[0] else ref_g.grad
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_strided_and_channels_last_inputs():
+    rng = _rng(21)
+    base = _t(rng.standard_normal((2, 3, 6, 10)))
+    strided = base[:, :, :, ::2].requires_grad_()            # non-contiguous
+    cl = base.contiguous(memory_format=torch.channels_last).requires_grad_()
+    dense = base[:, :, :, ::2].contiguous().requires_grad_()
+    g = _t(off_knots(rng, (2, 4, 4, 2), (6, 5), True))
+    for x, ref in ((strided, dense), (cl, base.clone().requires_grad_())):
+        for fn in (lambda a: fit.grid_sample(a, g, "bicubic", align_corners=True),
+                   lambda a: fit.resize(a, (4, 7), mode="bilinear"),
+                   lambda a: fit.adaptive_avg_pool2d(a, (2, 3))):
+            y, (gx,) = grads_of(fn, [x])
+            want, (gref,) = grads_of(fn, [ref])
+            np.testing.assert_array_equal(y.numpy(), want.numpy())
+            np.testing.assert_allclose(gx.numpy(), gref.numpy(), rtol=1e-13, atol=1e-14)
+    y = fit.resize(cl.detach(), (4, 7))
+    assert y.is_contiguous(memory_format=torch.channels_last)       # the layout is kept
+    assert fit.resize(cl, (4, 7)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_negative_bit_views_are_read_by_value():
+    c = torch.randn(2, 3, dtype=torch.complex128)
+    neg = c.conj().imag                                     # a view with the negative bit
+    assert neg.is_neg()
+    x = neg.reshape(1, 1, 2, 3)
+    np.testing.assert_array_equal(fit.resize(x, (4, 6)).numpy(),
+                                  fit.resize(x.clone(), (4, 6)).numpy())
+
+
+@pytest.mark.parametrize("name, call", [
+    ("grid_sample", lambda x: fit.grid_sample(x, torch.zeros(1, 2, 2, 2, dtype=x.dtype))),
+    ("affine_grid", lambda th: fit.affine_grid(th.reshape(1, 2, 3)[:, :, :3], (1, 1, 3, 3))),
+    ("resize", lambda x: fit.resize(x, (3, 5))),
+    ("adaptive_avg_pool2d", lambda x: fit.adaptive_avg_pool2d(x, 2)),
+    ("pairwise_sqdist", lambda x: fit.pairwise_sqdist(x.reshape(4, 4))),
+    ("pairwise_l2", lambda x: fit.pairwise_l2(x.reshape(4, 4) * torch.arange(4.0)[:, None])),
+    ("lerp", lambda x: fit.lerp(x, x * 2, x)),
+    ("slerp", lambda x: fit.slerp(x.reshape(4, 4), x.reshape(4, 4).flip(0), 0.3)),
+])
+def test_double_backward_names_the_op(name, call):
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64, requires_grad=True) + 0.5
+    x = x.detach().requires_grad_() if name != "affine_grid" else \
+        torch.rand(6, dtype=torch.float64, requires_grad=True)
+    y = call(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match=rf"^{name}: double backward"):
+        gx.sum().backward()
+
+
+# --------------------------------------------------------------------------- out= and errors
+
+def test_out_is_filled_outside_autograd_and_refused_inside():
+    x = torch.rand(2, 3, 4, 4)
+    out = torch.empty(2, 3, 8, 8)
+    assert fit.resize(x, 8, out=out) is out
+    np.testing.assert_array_equal(out.numpy(), fit.resize(x, 8).numpy())
+    xr = x.clone().requires_grad_()
+    with pytest.raises(TypeError, match=r"^resize: out= does not support automatic differ"):
+        fit.resize(xr, 8, out=out)
+    with torch.no_grad():
+        assert fit.resize(xr, 8, out=torch.zeros_like(out)).equal(out)
+    with pytest.raises(ValueError, match=r"^resize: out must have shape \(2, 3, 8, 8\)"):
+        fit.resize(x, 8, out=torch.empty(2, 3, 8, 7))
+    with pytest.raises(TypeError, match=r"^resize: out must have dtype float64; got float32"):
+        fit.resize(x.double(), 8, out=out)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda x: fit.grid_sample(x, torch.zeros(2, 3, 3, 3)), ValueError,
+     "grid_sample: grid must have shape (N, H_out, W_out, 2); got (2, 3, 3, 3)."),
+    (lambda x: fit.grid_sample(x, torch.zeros(2, 3, 3, 2), mode="area"), ValueError,
+     "grid_sample: mode must be one of"),
+    (lambda x: fit.resize(x, 4, mode="linear"), ValueError, "resize: mode must be one of"),
+    (lambda x: fit.resize(x, 4, scale_factor=2.0), ValueError,
+     "resize: size and scale_factor must not both be given"),
+    (lambda x: fit.resize(x), ValueError, "resize: size or scale_factor must be given"),
+    (lambda x: fit.adaptive_avg_pool2d(x, (2, 2, 2)), ValueError,
+     "adaptive_avg_pool2d: output_size must be an int or a pair (H, W); got (2, 2, 2)."),
+    (lambda x: fit.affine_grid(x[0, :2, :, :3], (2, 1, 4)), ValueError,
+     "affine_grid: size must be (N, C, H, W) of 4 ints; got (2, 1, 4)."),
+    (lambda x: fit.pairwise_sqdist(x[0, 0], x[0, 0, :, :2]), ValueError, "pairwise_sqdist: y"),
+    (lambda x: fit.lerp(x, x.double(), 0.5), TypeError, "lerp: b must have the same dtype"),
+    (lambda x: fit.slerp(x, x, 0.5, axis=4), ValueError, "slerp: axis must be an int in"),
+    (lambda x: fit.grid_sample(x.bfloat16(), torch.zeros(2, 1, 1, 2, dtype=torch.bfloat16)),
+     TypeError, "grid_sample: input must have dtype float32 or float64"),
+])
+@pytest.mark.parametrize("grad", [False, True])
+def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
+    x = torch.rand(2, 3, 5, 5, requires_grad=grad)
+    with pytest.raises(error) as info:
+        call(x)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+# --------------------------------------------------------------------------- the STN demo
+
+def test_stn_demo_trains_both_samplers_and_draws(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from fastinterp.demos import stn
+    lines = stn.run(tmp_path, quick=True)
+    assert (tmp_path / "stn_digits.png").stat().st_size > 1000
+    text = "\n".join(lines)
+    assert "fastinterp.torch sampler" in text and "torch sampler" in text and "ms" in text
+    # same seed: the two models start from the same weights
+    a, b = stn.make_model("fastinterp", 3), stn.make_model("torch", 3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    x = torch.from_numpy(stn.distorted_digits(1, 0)[2][:8])
+    with torch.no_grad():
+        np.testing.assert_allclose(a(x).numpy(), b(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- CUDA
+
+@CUDA
+def test_cuda_tensors_match_the_cpu():
+    rng = _rng(22)
+    x = _t(rng.standard_normal((2, 3, 6, 5)).astype(np.float32), True)
+    theta = _t(rotations(rng, 2, np.float32), True)
+    pts = _t(rng.standard_normal((6, 3)).astype(np.float32), True)
+
+    def f(x, theta, pts):
+        y = fit.grid_sample(x, fit.affine_grid(theta, (2, 3, 4, 4)))
+        y = fit.resize(y, (5, 3), mode="bicubic") + fit.adaptive_avg_pool2d(y, (5, 3))
+        return y.square().sum() + fit.pairwise_sqdist(pts).sum() + fit.lerp(pts, pts * 2, 0.3).sum()
+
+    want, want_grads = grads_of(lambda *a: f(*a)[None], [x, theta, pts])
+    dev = [v.detach().cuda().requires_grad_() for v in (x, theta, pts)]
+    got = f(*dev)
+    got.backward()
+    assert got.device.type == "cuda"
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-4)
+    for g, w in zip(dev, want_grads):
+        assert g.grad.device.type == "cuda"
+        np.testing.assert_allclose(g.grad.cpu().numpy(), w.numpy(), rtol=1e-4, atol=1e-4)
