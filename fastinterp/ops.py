@@ -25,8 +25,8 @@ class _PluginOp:
     def __init__(self, name: str) -> None:
         self.__name__ = self.__qualname__ = name
 
-    @property  # type: ignore[override]  # computed: the op may be loaded later
-    def __doc__(self) -> str:
+    @property
+    def __doc__(self) -> str:  # type: ignore[override]  # computed: a plugin may load later
         spec = _plugins.op_spec(self.__name__)
         if spec is None:
             return f"{self.__name__}: no loaded plugin provides this op."
