@@ -86,9 +86,15 @@ def ratios(result: dict[str, Any], stat: str = "median") -> dict[str, float]:
             for peer in same:
                 t_ours, t_peer = mine["stats"][stat], peer["stats"][stat]
                 if t_ours > 0 and t_peer > 0:
-                    label = f"{group} | vs {library_of(peer)}{_param_suffix(peer)}"
-                    out[label] = t_peer / t_ours
+                    out[f"{group} | vs {_peer_label(peer, mine, same)}"] = t_peer / t_ours
     return out
+
+
+def _peer_label(peer: dict[str, Any], mine: dict[str, Any], peers: list[dict[str, Any]]) -> str:
+    """The peer's library, with its test parameter when that tells pairs apart."""
+    lib = library_of(peer)
+    shared = sum(library_of(p) == lib for p in peers) > 1
+    return lib + (_param_suffix(peer) if _param_suffix(mine) or shared else "")
 
 
 def compare(current: dict[str, float], baseline: dict[str, float],
