@@ -44,7 +44,7 @@ BOTH = ("cpu", "cuda")
 
 # Public names of fastinterp.__all__ that compute nothing (infrastructure).
 NOT_OPS = frozenset({"BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-                     "set_num_threads", "get_include", "ops", "plugins", "optim"})
+                     "set_num_threads", "show_config", "get_include", "ops", "plugins", "optim"})
 
 
 @dataclass
