@@ -29,9 +29,9 @@ venv: $(STAMP)
 # every kernel family once per CPU variant (kernels/cpu/variants/<variant>/; see
 # setup.py). FASTINTERP_NATIVE=1 builds one -march=native variant instead;
 # FASTINTERP_VARIANTS=x86-64-v4 only the variants named (a quicker rebuild).
-# Modules of the older one-build layout (kernels/cpu/<family>.so) are removed.
+# Variants not built now, and modules of the older one-build layout
+# (kernels/cpu/<family>.so), are removed; a change of flags rebuilds everything.
 $(BUILT): $(STAMP) $(KERNEL_SOURCES) setup.py
-	find kernels/cpu -maxdepth 1 -name '*.so' ! -name '_*' -delete
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
 HERE = Path(__file__).parent
+SUFFIXES = tuple(EXTENSION_SUFFIXES)
 CPU_DIR = HERE / "kernels" / "cpu"
 INCLUDE_DIR = HERE / "kernels" / "include"  # the public C headers (plugin ABI)
 
@@ -173,16 +175,24 @@ class build_ext(_build_ext):
             f.write(flags)
         # Variants built earlier but not now must not be picked up (by the import's
         # choice, or by a wheel packing build/lib).
-        self._prune(os.path.join(self.build_lib, "fastinterp", "_cpu", "variants"))
+        self._prune(os.path.join(self.build_lib, "fastinterp", "_cpu"))
         if in_source:
-            self._prune(os.path.join(build_py.get_package_dir("fastinterp._cpu"), "variants"))
+            self._prune(build_py.get_package_dir("fastinterp._cpu"))
 
-    @staticmethod
-    def _prune(folder):
+    def _prune(self, folder):
+        """Remove from ``folder`` (fastinterp/_cpu) the variants not built now, and
+        kernel modules of the one-build layout (``<family>.so`` beside the sources)."""
         keep = selected_variants()
+        variants = os.path.join(folder, "variants")
+        for name in os.listdir(variants) if os.path.isdir(variants) else []:
+            if name not in keep and os.path.isdir(os.path.join(variants, name)):
+                shutil.rmtree(os.path.join(variants, name))
+        helpers = {ext.name.rpartition(".")[2] for ext in self.extensions
+                   if ext.name.count(".") == 2}
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name not in keep and os.path.isdir(os.path.join(folder, name)):
-                shutil.rmtree(os.path.join(folder, name))
+            module, _, rest = name.partition(".")
+            if rest and name.endswith(SUFFIXES) and module not in helpers:
+                os.remove(os.path.join(folder, name))
 
     def build_extensions(self):
         self.parallel = None

@@ -52,8 +52,14 @@ def installed(tmp_path_factory):
     site = Path(subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         text=True).strip())
-    # The current environment's packages (numpy, pytest, torch ...), after the venv's own.
-    (site / "_fastinterp_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The current environment's packages (numpy, pytest, torch ...), after the venv's own,
+    # with their start-up hooks (e.g. numba-cuda's redirect of numba.cuda) but not an
+    # editable fastinterp's.
+    deps = Path(sysconfig.get_paths()["purelib"])
+    (site / "00-fastinterp-test-deps.pth").write_text(f"{deps}\n")
+    for pth in deps.glob("*.pth"):
+        if "fastinterp" not in pth.name:
+            shutil.copy(pth, site / pth.name)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
                     "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True)
     work = base / "work"
@@ -93,6 +99,9 @@ def test_wheel_contents():
                        and n.endswith((".so", ".pyd")) for n in names), (variant, family)
     assert not any(n.startswith("fastinterp/_cpu/variants/native/") for n in names), \
         "a -march=native build must not go into a wheel"
+    stale = [n for n in names if n.startswith("fastinterp/_cpu/") and n.count("/") == 2
+             and n.endswith((".so", ".pyd")) and not n.split("/")[-1].startswith("_")]
+    assert not stale, f"kernel modules outside the variant folders: {stale}"
 
 
 @needs_wheel
