@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -95,6 +95,18 @@ def _peer_label(peer: dict[str, Any], mine: dict[str, Any], peers: list[dict[str
     lib = library_of(peer)
     shared = sum(library_of(p) == lib for p in peers) > 1
     return lib + (_param_suffix(peer) if _param_suffix(mine) or shared else "")
+
+
+def combine(runs: list[dict[str, float]], how: str) -> dict[str, float]:
+    """Merge the ratios of several runs: ``"best"`` (a regression must show in every
+    run to count) or ``"median"`` (a baseline that no single disturbed run sets)."""
+    keys = sorted(set().union(*runs)) if runs else []
+    values = {k: sorted(r[k] for r in runs if k in r) for k in keys}
+    if how == "best":
+        return {k: v[-1] for k, v in values.items()}
+    if how == "median":
+        return {k: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 for k, v in values.items()}
+    raise ValueError(f"combine: how must be 'best' or 'median'; got {how!r}.")
 
 
 def compare(current: dict[str, float], baseline: dict[str, float],
@@ -209,8 +221,10 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
-def baseline_record(result: dict[str, Any], stat: str, note: str) -> dict[str, Any]:
-    """What bench/baseline.json stores: the ratios and where they were measured."""
+def baseline_record(result: dict[str, Any], stat: str, note: str,
+                    more: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """What bench/baseline.json stores: the ratios (the median over ``result`` and
+    ``more`` runs) and where they were measured."""
     machine = result.get("machine_info", {})
     return {
         "about": "ratio = peer time / fastinterp time (higher is better), from "
@@ -224,7 +238,9 @@ def baseline_record(result: dict[str, Any], stat: str, note: str) -> dict[str, A
         | {"cpu": (machine.get("cpu") or {}).get("brand_raw"),
            "cores": (machine.get("cpu") or {}).get("count")},
         "note": note,
-        "ratios": {k: round(v, 4) for k, v in sorted(ratios(result, stat).items())},
+        "runs": 1 + len(more),
+        "ratios": {k: round(v, 4) for k, v in sorted(
+            combine([ratios(r, stat) for r in (result, *more)], "median").items())},
     }
 
 
@@ -235,8 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     parser.add_argument("--storage", type=Path, default=STORAGE)
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    parser.add_argument("--stat", default="median", choices=("median", "min", "mean"))
+    parser.add_argument("--stat", default="min", choices=("min", "median", "mean"),
+                        help="baseline: the statistic compared (min: the least disturbed "
+                             "round of each side; on a busy machine the median moves more)")
     parser.add_argument("--last", type=int, default=8, help="trend: runs shown")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="baseline: runs whose median ratios it stores")
+    parser.add_argument("--confirm", type=int, default=1,
+                        help="run: extra runs when a ratio looks regressed; the best of "
+                             "all runs counts")
     parser.add_argument("--note", default="", help="baseline: a remark stored with it")
     parser.add_argument("--pytest-arg", action="append", default=[],
                         help="an extra argument for pytest (repeatable)")
@@ -247,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print(trend(history(args.storage), base, args.last, args.stat))
         return 0
     if args.command == "baseline":
-        record = baseline_record(run_subset(args.pytest_arg, args.storage), args.stat, args.note)
+        runs = [run_subset(args.pytest_arg, args.storage) for _ in range(max(1, args.runs))]
+        record = baseline_record(runs[0], args.stat, args.note, runs[1:])
         args.baseline.write_text(json.dumps(record, indent=2) + "\n")
         print(f"bench-baseline: wrote {len(record['ratios'])} ratios to {args.baseline}")
         return 0
@@ -258,11 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = run_subset(args.pytest_arg, args.storage)
     base = load_baseline(args.baseline)
-    report = compare(ratios(result, base.get("stat", args.stat)), base["ratios"], args.tolerance)
+    stat = base.get("stat", args.stat)
+    seen = [ratios(result, stat)]
+    report = compare(seen[0], base["ratios"], args.tolerance)
+    for _ in range(args.confirm if args.command == "run" else 0):
+        if not report["regressed"]:
+            break
+        print(f"bench-check: {len(report['regressed'])} ratio(s) below the baseline; "
+              "measuring again (a regression must show in every run)", flush=True)
+        seen.append(ratios(run_subset(args.pytest_arg, args.storage), stat))
+        report = compare(combine(seen, "best"), base["ratios"], args.tolerance)
     print(format_report(report, args.tolerance))
     if args.command == "run":
         print("\ntrend (saved runs in", os.path.relpath(args.storage, ROOT) + "):")
-        print(trend(history(args.storage), base["ratios"], args.last, base.get("stat", args.stat)))
+        print(trend(history(args.storage), base["ratios"], args.last, stat))
     if report["regressed"]:
         print(f"\nbench-check: {len(report['regressed'])} ratio(s) dropped more than "
               f"{args.tolerance:.0%} below the baseline.", file=sys.stderr)

@@ -156,3 +156,33 @@ def test_the_committed_baseline_covers_the_quick_subset():
     assert len(groups) >= len(check.QUICK)
     assert all(value > 0 for value in data["ratios"].values())
     assert data["stat"] in ("median", "min", "mean")
+
+
+def test_combine_takes_the_best_or_the_median_of_runs():
+    runs = [{"a": 1.0, "b": 4.0}, {"a": 3.0}, {"a": 2.0, "b": 2.0}]
+    assert check.combine(runs, "best") == {"a": 3.0, "b": 4.0}
+    assert check.combine(runs, "median") == {"a": 2.0, "b": 3.0}
+    assert check.combine([], "best") == {}
+    with pytest.raises(ValueError, match=r"combine: how must be 'best' or 'median'; got 'max'"):
+        check.combine(runs, "max")
+
+
+def test_baseline_record_stores_the_median_of_its_runs():
+    slow = _typical(pair_ours=0.400)          # one disturbed run among three
+    record = check.baseline_record(_typical(), "median", "", [slow, _typical()])
+    assert record["runs"] == 3
+    assert record["ratios"][f"{PAIR} | vs matmul"] == pytest.approx(0.9)
+
+
+def test_a_regression_must_show_in_every_run(tmp_path, monkeypatch):
+    """`run` measures again when a ratio looks regressed; the best run counts."""
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps(check.baseline_record(_typical(), "median", "")))
+    runs = iter([_typical(pair_ours=0.400), _typical()])      # disturbed, then normal
+    monkeypatch.setattr(check, "run_subset", lambda *a, **k: next(runs))
+    monkeypatch.setattr(check, "history", lambda storage: [])
+    assert check.main(["run", "--baseline", str(base)]) == 0
+    runs = iter([_typical(pair_ours=0.400), _typical(pair_ours=0.300)])  # slow both times
+    assert check.main(["run", "--baseline", str(base)]) == 1
+    runs = iter([_typical(pair_ours=0.400)])
+    assert check.main(["run", "--baseline", str(base), "--confirm", "0"]) == 1
