@@ -7,9 +7,11 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.fastinterp-installed
 KERNEL_SOURCES := $(wildcard kernels/cpu/*.pyx kernels/cpu/*.pxd kernels/cpu/*.h kernels/include/fastinterp/*.h)
+WHEEL_DIR := dist
 BUILT  := $(VENV)/.fastinterp-built
 
-.PHONY: all venv build demo test test-sanitize test-fast bench bench-report gpu-check gpu-check-dry-run clean
+.PHONY: all venv build demo test test-sanitize test-fast test-wheel wheel typecheck bench bench-report \
+        bench-check bench-baseline bench-trend gpu-check gpu-check-dry-run clean
 
 all: build
 
@@ -23,8 +25,13 @@ $(STAMP): pyproject.toml setup.py
 
 venv: $(STAMP)
 
-# Rebuild the extensions in place when a .pyx/.pxd changed since the last build.
-$(BUILT): $(STAMP) $(KERNEL_SOURCES)
+# Rebuild the extensions in place when a .pyx/.pxd changed since the last build:
+# every kernel family once per CPU variant (kernels/cpu/variants/<variant>/; see
+# setup.py). FASTINTERP_NATIVE=1 builds one -march=native variant instead;
+# FASTINTERP_VARIANTS=x86-64-v4 only the variants named (a quicker rebuild).
+# Variants not built now, and modules of the older one-build layout
+# (kernels/cpu/<family>.so), are removed; a change of flags rebuilds everything.
+$(BUILT): $(STAMP) $(KERNEL_SOURCES) setup.py
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
@@ -41,6 +48,20 @@ test: build
 test-sanitize: venv
 	PY=$(PY) scripts/test-sanitize.sh
 
+# A wheel that runs on any x86-64 CPU (all variants inside) -> dist/.
+wheel: venv
+	rm -rf $(WHEEL_DIR)
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w $(WHEEL_DIR) .
+	@ls $(WHEEL_DIR)/*.whl
+
+# Install the wheel into a fresh venv and run tests against it (tests/test_wheel.py).
+test-wheel: wheel
+	FASTINTERP_WHEEL=$$(ls $(WHEEL_DIR)/fastinterp-*.whl) $(PY) -m pytest -q -p no:cacheprovider -m wheel tests/test_wheel.py
+
+# mypy on the fastinterp package (configuration in pyproject.toml).
+typecheck: venv
+	$(PY) -m mypy
+
 bench: build
 	mkdir -p .benchmarks
 	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) -m pytest bench -q --benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-json=.benchmarks/latest.json
@@ -49,6 +70,18 @@ bench: build
 # Put the last run's tables into README.md, between their bench markers only.
 bench-report:
 	$(PY) bench/report.py .benchmarks/latest.json --readme README.md
+
+# Quick benchmark subset (< 3 min) compared with bench/baseline.json as ratios to peers
+# measured in the same run; fails when a ratio drops > 25%. History: .benchmarks/check/.
+bench-check: build
+	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) bench/check.py run
+
+# Rewrite bench/baseline.json from a run of the same subset (commit it).
+bench-baseline: build
+	unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $(PY) bench/check.py baseline
+
+bench-trend:
+	$(PY) bench/check.py trend
 
 # On a machine with an NVIDIA GPU: install CuPy (and CUDA torch) for the driver's CUDA
 # version, run the tests on the device, benchmark every op -> .benchmarks/gpu.md (< 8 min).
@@ -60,4 +93,4 @@ gpu-check-dry-run: venv
 	$(PY) scripts/gpu_check.py --dry-run
 
 clean:
-	rm -rf build $(VENV) kernels/cpu/*.c kernels/cpu/*.so *.egg-info .benchmarks
+	rm -rf build dist $(VENV) kernels/cpu/*.c kernels/cpu/*.so kernels/cpu/variants *.egg-info .benchmarks

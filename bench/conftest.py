@@ -62,3 +62,9 @@ def run(benchmark, library: str, group: str, fn, *args, **kwargs):
 def bench():
     """``bench(benchmark, library, group, fn, *args)``: label and run one benchmark."""
     return run
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record which compiled kernel variant ran (bench/check.py keeps it with the baseline)."""
+    import fastinterp._cpu as cpu
+    machine_info["fastinterp_variant"] = cpu.VARIANT

@@ -11,7 +11,7 @@ from ._build import require_built_kernels as _require_built_kernels
 
 _require_built_kernels()
 
-from ._config import get_num_threads, set_num_threads
+from ._config import get_num_threads, set_num_threads, show_config
 from ._dispatch import BackendMismatchError, backend_of
 from ._registry import last_kernel
 from .blend import lerp, slerp, slerp_backward
@@ -28,11 +28,12 @@ from .plugins import get_include
 from . import optim
 from .optim import SGD, Adam, AdamW
 
-__version__ = "0.1.0"
+__version__: str = "0.1.0"
 
 __all__ = [
     # infrastructure
     "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel", "set_num_threads",
+    "show_config",
     # blend
     "lerp", "slerp", "slerp_backward",
     # sample

@@ -7,25 +7,33 @@ fastinterp then says so, and which command builds it, instead of failing with
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 __all__ = ["KERNEL_MODULES", "missing_kernel_modules", "require_built_kernels"]
 
+#: The kernel families when ``fastinterp._cpu`` cannot even list them (it is absent).
 KERNEL_MODULES = ("abi", "blend", "distance", "models", "optim", "resize", "sample")
 
 
 def missing_kernel_modules() -> list[str]:
-    """The ``fastinterp._cpu.<family>`` extension modules that cannot be found."""
-    missing = []
-    for name in KERNEL_MODULES:
-        full = f"fastinterp._cpu.{name}"
-        try:
-            found = importlib.util.find_spec(full) is not None
-        except ImportError:        # fastinterp._cpu itself is absent
-            found = False
-        if not found:
-            missing.append(full)
-    return missing
+    """The ``fastinterp._cpu.<family>`` extension modules that cannot be found.
+
+    They are looked up in the kernel variant chosen for this CPU (see
+    kernels/cpu/__init__.py); an ImportError from that choice (a forced
+    variant that is not built or that this CPU cannot run) propagates.
+    """
+    try:
+        cpu = importlib.import_module("fastinterp._cpu")
+    except ModuleNotFoundError as exc:   # fastinterp._cpu itself is absent
+        if exc.name != "fastinterp._cpu":
+            raise
+        return [f"fastinterp._cpu.{name}" for name in KERNEL_MODULES]
+    names = cpu.families() or list(KERNEL_MODULES)
+    if cpu.VARIANT is None:              # no variant built at all
+        return [f"fastinterp._cpu.{name}" for name in names]
+    return [f"fastinterp._cpu.{name}" for name in names
+            if importlib.util.find_spec(f"fastinterp._cpu.{name}") is None]
 
 
 def require_built_kernels() -> None:

@@ -1,4 +1,4 @@
-"""Process-wide settings: the CPU thread count.
+"""Process-wide settings (the CPU thread count) and the build's configuration.
 
 How the CPU kernels use their threads: an op goes parallel only when each
 thread gets enough work (``threads_for``). While a parallel region runs, its
@@ -19,8 +19,11 @@ kernels exported through the C ABI).
 from __future__ import annotations
 
 import os
+import platform
+import sys
+from typing import Any, Literal, overload
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 
 def _default_threads() -> int:
@@ -66,3 +69,72 @@ def get_num_threads() -> int:
 def threads_for(work_items: int, min_per_thread: int = 32768) -> int:
     """Threads worth starting for ``work_items`` units: serial for tiny inputs."""
     return max(1, min(_num_threads, work_items // max(1, min_per_thread)))
+
+
+def _config() -> dict[str, Any]:
+    import numpy as np
+
+    from . import _cpu
+    from ._build import missing_kernel_modules
+    info = _cpu.variant_info()
+    return {
+        "fastinterp": {"version": _version(), "path": os.path.dirname(os.path.abspath(__file__))},
+        "kernels": {**info, "missing": missing_kernel_modules(),
+                    "force_with": f"{_cpu.ENV}=<variant>"},
+        "threads": {"fastinterp": get_num_threads(),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "python": {"version": platform.python_version(), "executable": sys.executable,
+                   "machine": platform.machine()},
+        "numpy": {"version": np.__version__},
+    }
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+@overload
+def show_config(mode: Literal["stdout"] = "stdout") -> None: ...
+@overload
+def show_config(mode: Literal["dicts"]) -> dict[str, Any]: ...
+
+
+def show_config(mode: str = "stdout") -> dict[str, Any] | None:
+    """Show the build: which CPU kernel variant is loaded, and why.
+
+    The compiled kernels exist in several variants (AVX-512, AVX2, SSE4.2
+    builds, or one ``-march=native`` build); the fastest one this CPU runs is
+    loaded at import, unless ``FASTINTERP_CPU_VARIANT`` forces one.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}
+        Print a report (default), or return it as nested dicts.
+
+    Returns
+    -------
+    dict or None
+        The report for ``mode="dicts"``: sections ``fastinterp``, ``kernels``
+        (``variant``, ``target``, ``path``, ``forced``, ``built``,
+        ``cpu_level``, ``cpu_features``, ``missing``), ``threads``, ``python``
+        and ``numpy``.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> fi.show_config("dicts")["kernels"]["variant"] in fi.show_config("dicts")["kernels"]["built"]
+    True
+    """
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"show_config: mode must be 'stdout' or 'dicts'; got {mode!r}.")
+    report = _config()
+    if mode == "dicts":
+        return report
+    for section, items in report.items():
+        print(f"{section}:")
+        for key, value in items.items():
+            if isinstance(value, list):
+                value = ", ".join(value) if value else "-"
+            print(f"  {key}: {value}")
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
@@ -22,7 +22,7 @@ __all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup"
 BUILTIN = "builtin"
 BACKENDS = ("cpu", "cuda")
 
-KernelRef = Union[Callable, str]
+KernelRef = Union[Callable[..., Any], str]
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,19 @@ class KernelEntry:
     def key(self) -> tuple[str, str, str]:
         return (self.op, self.backend, self.dtype)
 
-    def resolve(self) -> Callable:
+    def resolve(self) -> Callable[..., Any]:
         """The callable, importing a lazy ``"module:attr"`` reference."""
         if callable(self.kernel):
             return self.kernel
         module, _, attr = self.kernel.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        return fn
 
 
-_DTYPE_KEYS: dict = {}
+_DTYPE_KEYS: dict[Any, str] = {}
 
 
-def _dtype_key(dtype) -> str:
+def _dtype_key(dtype: Any) -> str:
     """``"float32"`` for np.float32, np.dtype("float32") or "float32" alike."""
     try:
         return _DTYPE_KEYS[dtype]
@@ -79,7 +80,7 @@ def _dtype_key(dtype) -> str:
 
 _lock = threading.RLock()
 _table: dict[tuple[str, str, str], list[KernelEntry]] = {}
-_resolved: dict[KernelEntry, Callable] = {}
+_resolved: dict[KernelEntry, Callable[..., Any]] = {}
 _last = threading.local()
 
 
@@ -95,7 +96,7 @@ def register(op: str, backend: str, dtype: str, kernel: KernelRef,
 
 
 def register_builtin(op: str, cpu: KernelRef | None = None, cuda: str | None = None,
-                     dtypes=("float32", "float64")) -> None:
+                     dtypes: Iterable[str] = ("float32", "float64")) -> None:
     """Register a built-in op's kernels for every float dtype.
 
     ``cpu`` is the CPU kernel; ``cuda`` a lazy ``"fastinterp._cuda.<family>:<fn>"``
@@ -143,7 +144,7 @@ def has_op(op: str) -> bool:
         return any(key[0] == op for key in _table)
 
 
-def lookup(op: str, backend: str, dtype) -> Callable:
+def lookup(op: str, backend: str, dtype: Any) -> Callable[..., Any]:
     """The active kernel for ``(op, backend, dtype)``; records it for last_kernel().
 
     Raises

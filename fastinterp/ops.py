@@ -12,27 +12,31 @@ from the signature, or given as ``out=`` (required when the signature does not
 determine its shape). NumPy arrays in give NumPy arrays out; DLPack inputs
 (e.g. torch CPU tensors) are used zero-copy and give the caller's type back.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from . import plugins as _plugins
 
 
 class _PluginOp:
     """``fastinterp.ops.<name>``: a callable front for one plugin op."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self.__name__ = self.__qualname__ = name
 
     @property
-    def __doc__(self):
+    def __doc__(self) -> str:  # type: ignore[override]  # computed: a plugin may load later
         spec = _plugins.op_spec(self.__name__)
         if spec is None:
             return f"{self.__name__}: no loaded plugin provides this op."
         return (f"{self.__name__}: {spec.describe()} (plugin {spec.source!r}).\n\n"
                 f"{spec.doc or ''}\n\nSee fastinterp.ops for the calling conventions.")
 
-    def __call__(self, *arrays, **kwargs):
+    def __call__(self, *arrays: Any, **kwargs: Any) -> Any:
         return _plugins.call_op(self.__name__, arrays, kwargs)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<fastinterp.ops.{self.__name__}>"
 
 
@@ -49,5 +53,5 @@ def __getattr__(name: str) -> _PluginOp:
     return front
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return _plugins.op_names()

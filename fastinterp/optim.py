@@ -27,7 +27,7 @@ keys, a negative or NaN ``step``) with a message saying what it expected.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence, SupportsFloat, Union
 
 import numpy as np
 
@@ -38,25 +38,35 @@ from ._validate import _is_c_contiguous as _c_contiguous, float_dtype, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
+#: A hyper-parameter: a Python number, or a 0-d array or tensor (converted with ``.item()``).
+Number = SupportsFloat
+#: ``params``: a list of arrays (NumPy, CuPy, torch ...), or of group dicts with a "params" list.
+Params = Union[Iterable[Any], Iterable[dict[str, Any]]]
+#: One parameter's work for a step: (param view, flat gradient, stream keyword arguments).
+_Job = tuple[Any, Any, dict[str, Any]]
+
 
 # --- registry kernels ---------------------------------------------------------------
 
-def _sgd_cpu(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov,
-             maximize, first):
+def _sgd_cpu(param: np.ndarray, grad: np.ndarray, buf: np.ndarray, lr: float, momentum: float,
+             dampening: float, weight_decay: float, nesterov: bool, maximize: bool,
+             first: bool) -> None:
     from ._cpu import optim as cpu_optim
     cpu_optim.sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay,
                        nesterov, maximize, first, threads_for(param.shape[0]))
 
 
-def _adam_cpu(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
-              weight_decay, decoupled, amsgrad, maximize, step_size, bc2_sqrt, first):
+def _adam_cpu(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+              max_exp_avg_sq: np.ndarray, lr: float, beta1: float, beta2: float, eps: float,
+              weight_decay: float, decoupled: bool, amsgrad: bool, maximize: bool,
+              step_size: float, bc2_sqrt: float, first: bool) -> None:
     from ._cpu import optim as cpu_optim
     cpu_optim.adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
                         beta2, eps, weight_decay, decoupled, amsgrad, maximize,
                         step_size, bc2_sqrt, first, threads_for(param.shape[0], 65536))
 
 
-def _state_copy_cpu(dst, src):
+def _state_copy_cpu(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src, casting="same_kind")
 
 
@@ -77,7 +87,7 @@ class _Param:
 
     __slots__ = ("caller", "name", "backend", "dtype", "shape", "template")
 
-    def __init__(self, op: str, name: str, obj):
+    def __init__(self, op: str, name: str, obj: Any) -> None:
         if obj is None or not hasattr(obj, "shape"):
             raise TypeError(f"{op}: {name} must be an array; got {type(obj).__name__}.")
         prepared = begin(op, param=_updatable(obj))
@@ -90,7 +100,7 @@ class _Param:
         self.template = Prepared(op, prepared.backend, {}, prepared.template,
                                  prepared.template_kind)
 
-    def view(self, op: str, arr):
+    def view(self, op: str, arr: Any) -> Any:
         """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
         dtype = np.dtype(arr.dtype)
         if dtype != self.dtype:
@@ -103,12 +113,12 @@ class _Param:
         _check_writable_contiguous(op, self.name, arr)
         return _flat(arr)
 
-    def empty_like(self):
+    def empty_like(self) -> Any:
         """An uninitialised state buffer shaped like the parameter (the caller's array type)."""
         return self.template.empty(self.shape, self.dtype)[0]
 
 
-def _updatable(obj):
+def _updatable(obj: Any) -> Any:
     """The object whose memory a step writes: a torch parameter (``requires_grad``) as
     ``obj.detach()``, which shares its current storage. Like ``torch.optim``, which
     updates parameters under ``no_grad``, the update is invisible to autograd."""
@@ -117,7 +127,7 @@ def _updatable(obj):
     return obj
 
 
-def _check_writable_contiguous(op, name, arr):
+def _check_writable_contiguous(op: str, name: str, arr: Any) -> None:
     if not _c_contiguous(arr):
         raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place); "
                          f"got strides {tuple(arr.strides)}.")
@@ -126,11 +136,11 @@ def _check_writable_contiguous(op, name, arr):
                          f"got a read-only array.")
 
 
-def _flat(arr):
+def _flat(arr: Any) -> Any:
     return arr.reshape(-1) if len(arr.shape) != 1 else arr
 
 
-def _kernel_array(op: str, name: str, obj, backend: str):
+def _kernel_array(op: str, name: str, obj: Any, backend: str) -> Any:
     """``obj`` converted for ``backend``'s kernels (NumPy arrays pass through)."""
     if backend != CUDA and isinstance(obj, np.ndarray):
         return obj
@@ -141,7 +151,7 @@ def _kernel_array(op: str, name: str, obj, backend: str):
     return prepared.arrays[name]
 
 
-def _copy_state(param: _Param, value, op: str, what: str):
+def _copy_state(param: _Param, value: Any, op: str, what: str) -> Any:
     """A fresh state buffer for ``param`` holding a copy of ``value`` (registry ``state_copy``)."""
     if not hasattr(value, "shape"):
         raise TypeError(f"{op}: {what} must be an array; got {type(value).__name__}.")
@@ -163,7 +173,7 @@ def _copy_state(param: _Param, value, op: str, what: str):
     return caller
 
 
-def _scalar(value):
+def _scalar(value: Any) -> float | None:
     """A hyper-parameter as a Python float: a real number or a 0-d real array/tensor
     (converted with ``.item()``); None for anything else."""
     if getattr(value, "shape", None) == () and hasattr(value, "item"):
@@ -191,7 +201,7 @@ class Optimizer:
     _state_keys: tuple[str, ...] = ()
     _required_state: tuple[str, ...] = ()
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
         if hasattr(params, "shape") or isinstance(params, dict):
             raise TypeError(f"{self._name}: params must be a list of arrays or of parameter "
                             f"group dicts; got {type(params).__name__}.")
@@ -199,8 +209,8 @@ class Optimizer:
         if not groups:
             raise ValueError(f"{self._name}: params must not be empty; got an empty list.")
         self.defaults = dict(defaults)
-        self.param_groups: list[dict] = []
-        self.state: dict[int, dict] = {}
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
         self._params: list[_Param] = []
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
@@ -211,7 +221,7 @@ class Optimizer:
     def _name(self) -> str:
         return type(self).__name__
 
-    def _check_keys(self, op: str, what: str, group: dict) -> None:
+    def _check_keys(self, op: str, what: str, group: dict[str, Any]) -> None:
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             hint = ""
@@ -224,7 +234,7 @@ class Optimizer:
             raise ValueError(f"{op}: {what} keys must be among {sorted(self.defaults)}; "
                              f"got unknown {sorted(unknown)}.{hint}")
 
-    def add_param_group(self, group: dict) -> None:
+    def add_param_group(self, group: dict[str, Any]) -> None:
         """Add a group: a dict with ``"params"`` (a list of arrays) and optional overrides."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"{self._name}: a parameter group must be a dict with a 'params' "
@@ -235,7 +245,7 @@ class Optimizer:
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._check(full)
         start = len(self._params)
-        new = []
+        new: list[_Param] = []
         for j, a in enumerate(arrays):
             if any(p.caller is a for p in self._params + new):
                 raise ValueError(f"{self._name}: params[{start + j}] appears twice; each array "
@@ -246,7 +256,7 @@ class Optimizer:
         self.param_groups.append(full)
 
     # Validation helpers used by subclasses' _check.
-    def _nonneg(self, group, *keys):
+    def _nonneg(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` must be a finite number >= 0; stored back as a float."""
         for key in keys:
             value = _scalar(group[key])
@@ -255,10 +265,10 @@ class Optimizer:
                                  f"number or 0-d array); got {group[key]!r}.")
             group[key] = value
 
-    def _check(self, group: dict) -> None:  # pragma: no cover - abstract
+    def _check(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare(self, grads) -> list:
+    def _prepare(self, grads: Sequence[Any]) -> list[_Job | None]:
         """Validate every gradient and parameter before any changes.
 
         Returns one ``(param_flat, grad_flat, stream_kwargs)`` per parameter
@@ -276,7 +286,7 @@ class Optimizer:
                              f"({len(self._params)}); got {len(grads)}.")
         for group in self.param_groups:
             self._check(group)
-        jobs = []
+        jobs: list[_Job | None] = []
         for i, (p, g) in enumerate(zip(self._params, grads)):
             if g is None:
                 jobs.append(None)
@@ -307,10 +317,14 @@ class Optimizer:
                 index += 1
         return jobs
 
-    def _precheck(self, index: int, group: dict) -> None:
+    def _precheck(self, index: int, group: dict[str, Any]) -> None:
         """Raise before any update if parameter ``index`` cannot be stepped."""
 
-    def step(self, grads) -> None:
+    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
+                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, grads: Sequence[Any]) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -351,7 +365,7 @@ class Optimizer:
         return p.view(f"{self._name}.step", _kernel_array(
             f"{self._name}.step", f"state[{index}][{key!r}]", st[key], p.backend)), fresh
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot of the state and hyper-parameters (``torch.optim`` layout).
 
         Returns ``{"state": {index: {...}}, "param_groups": [{..., "params":
@@ -373,7 +387,7 @@ class Optimizer:
             groups.append(g)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a snapshot made by :meth:`state_dict` (arrays are copied in).
 
         Expected format: ``{"state": {index: {key: value}}, "param_groups":
@@ -422,7 +436,8 @@ class Optimizer:
             new_state[i] = entry
         self.param_groups, self.state = new_groups, new_state
 
-    def _check_state(self, name, i, entry, groups) -> None:
+    def _check_state(self, name: str, i: int, entry: dict[str, Any],
+                     groups: list[dict[str, Any]]) -> None:
         missing = [k for k in self._required_state if k not in entry]
         if missing:
             raise ValueError(f"{name}: state[{i}] must have keys {list(self._required_state)}; "
@@ -441,7 +456,7 @@ _TORCH_ONLY_KEYS = {"foreach", "fused", "capturable", "differentiable",
                     "decoupled_weight_decay", "initial_lr"}
 
 
-def _state_index(name: str, key, n: int) -> int:
+def _state_index(name: str, key: Any, n: int) -> int:
     if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
         raise ValueError(f"{name}: state keys must be parameter indices (int); got {key!r}.")
     if not 0 <= int(key) < n:
@@ -449,7 +464,7 @@ def _state_index(name: str, key, n: int) -> int:
     return int(key)
 
 
-def _load_step(name: str, what: str, value) -> float:
+def _load_step(name: str, what: str, value: Any) -> float:
     """A saved step count: a finite number >= 0 (a 0-d array or tensor is converted)."""
     step = _scalar(value)
     if step is None:
@@ -500,19 +515,21 @@ class SGD(Optimizer):
     _op = "sgd_step"
     _state_keys = _required_state = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False):
+    def __init__(self, params: Params, lr: Number, momentum: Number = 0.0,
+                 dampening: Number = 0.0, nesterov: bool = False, weight_decay: Number = 0.0,
+                 maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       maximize=maximize))
 
-    def _check(self, group):
+    def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "momentum", "dampening", "weight_decay")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"SGD: nesterov=True requires momentum > 0 and dampening == 0; "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}.")
 
-    def _update(self, i, param, g, group, kernel, kwargs):
+    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
+                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         momentum = float(group["momentum"])
         buf, first = param, False
         if momentum != 0:
@@ -562,12 +579,14 @@ class Adam(Optimizer):
     _required_state = ("step", "exp_avg", "exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False):
+    def __init__(self, params: Params, lr: Number = 1e-3,
+                 betas: tuple[Number, Number] = (0.9, 0.999), eps: Number = 1e-8,
+                 weight_decay: Number = 0.0, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
-    def _check(self, group):
+    def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "eps", "weight_decay")
         betas = group["betas"]
         try:
@@ -579,18 +598,20 @@ class Adam(Optimizer):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self._name}: betas[{k}] must be in [0, 1); got {b!r}.")
 
-    def _check_state(self, name, i, entry, groups):
+    def _check_state(self, name: str, i: int, entry: dict[str, Any],
+                     groups: list[dict[str, Any]]) -> None:
         super()._check_state(name, i, entry, groups)
         if any(g["amsgrad"] for g in groups) and "max_exp_avg_sq" not in entry:
             raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True).")
 
-    def _precheck(self, index, group):
+    def _precheck(self, index: int, group: dict[str, Any]) -> None:
         st = self.state.get(index, {})
         if group["amsgrad"] and "step" in st and "max_exp_avg_sq" not in st:
             raise ValueError(f"{self._name}.step: amsgrad must be set before the first step; "
                              f"it was switched on after step {st['step']:g}.")
 
-    def _update(self, i, param, g, group, kernel, kwargs):
+    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
+                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         st = self.state.setdefault(i, {})
         first = "step" not in st
         amsgrad = bool(group["amsgrad"])
@@ -626,7 +647,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+    def __init__(self, params: Params, lr: Number = 1e-3,
+                 betas: tuple[Number, Number] = (0.9, 0.999), eps: Number = 1e-8,
+                 weight_decay: Number = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)

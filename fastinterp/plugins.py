@@ -35,7 +35,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class PluginWarning(UserWarning):
     """A kernel entry or an installed plugin was skipped (the reason is in the message)."""
 
 
-def _abi():
+def _abi() -> Any:
     from ._cpu import abi
     return abi
 
@@ -106,7 +106,7 @@ def get_include() -> str:
     >>> os.path.isfile(os.path.join(fi.get_include(), "fastinterp", "plugin.h"))
     True
     """
-    from . import include
+    from . import include  # type: ignore[attr-defined]  # fastinterp.include: kernels/include
     return os.path.dirname(os.path.abspath(include.__file__))
 
 
@@ -127,8 +127,8 @@ class _Operand:
 class Signature:
     """An op's array signature, e.g. ``"a(m,k), b(k,n) -> c(m,n)"`` (see plugin.h)."""
 
-    inputs: tuple
-    outputs: tuple
+    inputs: tuple[_Operand, ...]
+    outputs: tuple[_Operand, ...]
     text: str
 
     @classmethod
@@ -139,19 +139,20 @@ class Signature:
         left, right = text.split("->", 1)
         inputs = _parse_operands(left, "x", where, text)
         outputs = _parse_operands(right, "out", where, text)
-        names = [o.name for o in inputs + outputs]
+        names = [o.name for o in [*inputs, *outputs]]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: signature operand names must be unique; got {text!r}.")
         if not outputs:
             raise ValueError(f"{where}: signature must declare at least one output; got {text!r}.")
         return cls(tuple(inputs), tuple(outputs), text)
 
-    def output_shapes(self, op: str, arrays) -> list:
+    def output_shapes(self, op: str, arrays: Iterable[Any]
+                      ) -> builtins.list[builtins.list[int | None] | None]:
         """Check ``arrays`` against the inputs; return each output's shape as a list
         of sizes, None standing for a size the inputs do not determine (the
         whole shape is None when its batch shape is not determined)."""
         sizes: dict[str, int] = {}
-        batch = None
+        batch: tuple[int, ...] | None = None
         for operand, arr in zip(self.inputs, arrays):
             shape = tuple(arr.shape)
             if operand.batch and batch is None:
@@ -159,27 +160,30 @@ class Signature:
                     raise ValueError(f"{op}: {operand.name} must have shape {operand.layout}; "
                                      f"got {shape_str(shape)}.")
                 batch = shape[:len(shape) - len(operand.dims)]
-            want = (builtins.list(batch) if operand.batch else []) + [
-                d if isinstance(d, int) else sizes.get(d) for d in operand.dims]
+            want: builtins.list[int | None] = [*(batch or () if operand.batch else ())]
+            want += [d if isinstance(d, int) else sizes.get(d) for d in operand.dims]
             check_shape(op, operand.name, arr, want, operand.layout)
             for d, s in zip(operand.dims, shape[len(shape) - len(operand.dims):]):
                 if isinstance(d, str):
                     sizes.setdefault(d, s)
         return [None if o.batch and batch is None else
-                (builtins.list(batch) if o.batch else [])
+                builtins.list[int | None](batch if o.batch and batch is not None else ())
                 + [d if isinstance(d, int) else sizes.get(d) for d in o.dims]
                 for o in self.outputs]
 
 
-def _parse_operands(text: str, prefix: str, where: str, whole: str) -> list[_Operand]:
-    operands, pos, text = [], 0, text.strip()
+def _parse_operands(text: str, prefix: str, where: str, whole: str
+                    ) -> builtins.list[_Operand]:
+    operands: builtins.list[_Operand] = []
+    pos, text = 0, text.strip()
     pattern = re.compile(r"\s*(?:([A-Za-z_]\w*)\s*)?\(([^()]*)\)\s*(,|\Z)")
     while pos < len(text):
         m = pattern.match(text, pos)
         if not m:
             raise ValueError(f"{where}: cannot parse signature {whole!r} near {text[pos:]!r}; "
                              f"expected operands like 'x(..., n)'.")
-        dims, batch = [], False
+        dims: builtins.list[int | str] = []
+        batch = False
         for i, token in enumerate(t.strip() for t in m.group(2).split(",") if t.strip()):
             if token == "..." and i == 0:
                 batch = True
@@ -228,14 +232,14 @@ def parse_params(text: str | None, where: str) -> tuple:
     return tuple(out)
 
 
-def param_value(op: str, param: Param, value):
+def param_value(op: str, param: Param, value: Any) -> float | int:
     """``value`` as the kernel will get it (a float64 or an int64), or a clear error.
 
     bool is refused for both kinds (``True`` is rarely meant as 1), so are
     strings, complex numbers and arrays; an int must fit int64, a float the
     float64 range. NaN and infinities pass: the kernel decides.
     """
-    def refuse(kind):
+    def refuse(kind: str) -> TypeError:
         return TypeError(f"{op}: {param.name} must be {kind}; got {type(value).__name__} "
                          f"{value!r}.")
     if isinstance(value, (bool, np.bool_)):
@@ -287,14 +291,16 @@ class PluginKernel:
 
     __slots__ = ("plugin", "op", "backend", "dtype", "address", "_owner", "_lock", "_call")
 
-    def __init__(self, plugin: str, op: str, dtype: str, address: int, owner, serial: bool):
+    def __init__(self, plugin: str, op: str, dtype: str, address: int, owner: Any,
+                 serial: bool) -> None:
         self.plugin, self.op, self.backend, self.dtype = plugin, op, "cpu", dtype
         self.address = address
         self._owner = owner
         self._lock = threading.Lock() if serial else None
         self._call = _abi().call
 
-    def _run(self, inputs, outputs, floats, ints, nthreads, broadcast_to=None):
+    def _run(self, inputs: tuple[Any, ...], outputs: tuple[Any, ...], floats: tuple[float, ...],
+             ints: tuple[int, ...], nthreads: int, broadcast_to: Any = None) -> None:
         if self._lock is None:
             result = self._call(self.address, inputs, outputs, floats, ints, nthreads,
                                 broadcast_to, self.op)
@@ -311,7 +317,7 @@ class PluginKernel:
                 f"failed with status {status} ({STATUS_NAMES.get(status, 'unknown status')}): "
                 f"{message or '(no message)'}", status, message)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<plugin kernel {self.plugin}:{self.op} ({self.backend}, {self.dtype})>"
 
 
@@ -320,7 +326,8 @@ class OpKernel(PluginKernel):
 
     __slots__ = ()
 
-    def __call__(self, outputs, inputs, floats=(), ints=()):
+    def __call__(self, outputs: Any, inputs: Any, floats: Iterable[float] = (),
+                 ints: Iterable[int] = ()) -> None:
         self._run(tuple(inputs), tuple(outputs), tuple(floats), tuple(ints),
                   threads_for(outputs[0].size))
 
@@ -334,7 +341,7 @@ class LerpKernel(PluginKernel):
 
     __slots__ = ()
 
-    def __call__(self, out, a, b, t):
+    def __call__(self, out: Any, a: Any, b: Any, t: Any) -> None:
         self._run((a, b, t), (out,), (), (), threads_for(out.size), out)
 
 
@@ -353,7 +360,8 @@ class GridSampleKernel(PluginKernel):
 
     __slots__ = ()
 
-    def __call__(self, out, x, grid, dims, mode, padding, align_corners, channels_last):
+    def __call__(self, out: Any, x: Any, grid: Any, dims: tuple[int, ...], mode: str,
+                 padding: str, align_corners: bool, channels_last: bool) -> None:
         n, c, _, _, ho, wo = dims
         self._run((x, grid), (out,), (), (GRID_MODES[mode], GRID_PADDINGS[padding],
                                           int(align_corners), int(channels_last)),
@@ -387,7 +395,7 @@ def _file_id(path: str) -> tuple:
 
 
 _MODE = os.RTLD_NOW | os.RTLD_LOCAL
-_mapped = weakref.WeakValueDictionary()   # realpath -> the newest live _Library of it
+_mapped: weakref.WeakValueDictionary[str, _Library] = weakref.WeakValueDictionary()  # realpath -> the newest live _Library of it
 _copies = itertools.count()
 
 
@@ -430,14 +438,14 @@ class _Library:
         return lib
 
     @staticmethod
-    def _open_copy(real: str):
+    def _open_copy(real: str) -> ctypes.CDLL:
         """dlopen() a copy of ``real`` at a new path (next to it, so that $ORIGIN
         dependencies resolve the same, else in a temporary folder); the copy is
         deleted at once: the mapping keeps its pages."""
         name = f".{os.path.basename(real)}.fastinterp-{os.getpid()}-{next(_copies)}"
         for folder in (os.path.dirname(real), None):
             tmp = tempfile.mkdtemp(prefix="fastinterp-plugin-") if folder is None else None
-            copy = os.path.join(folder or tmp, name)
+            copy = os.path.join(folder or tmp or "", name)
             try:
                 shutil.copyfile(real, copy)
             except OSError:
@@ -451,12 +459,13 @@ class _Library:
                 os.unlink(copy)
                 if tmp is not None:
                     os.rmdir(tmp)
+        raise AssertionError("unreachable: the temporary folder either works or raises")
 
     def entry_address(self) -> int:
         fn = getattr(self.cdll, SYMBOL)
-        return ctypes.cast(fn, ctypes.c_void_p).value
+        return ctypes.cast(fn, ctypes.c_void_p).value or 0
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             import _ctypes
             _ctypes.dlclose(self.cdll._handle)
@@ -469,7 +478,7 @@ _plugins: dict[str, PluginInfo] = {}
 _ops: dict[str, builtins.list] = {}       # op name -> stack of OpSpec
 
 
-def _fail(where: str, reason: str):
+def _fail(where: str, reason: str) -> NoReturn:
     raise PluginError(f"{where}: {reason}; nothing was registered.")
 
 
@@ -478,12 +487,17 @@ def _builtin_ops() -> set:
         op for op in CONVENTIONS}
 
 
-def _prepare(name: str, raw_kernels, owner, where: str):
+def _prepare(name: str, raw_kernels: Iterable[dict[str, Any]], owner: Any, where: str
+             ) -> tuple[builtins.list[tuple[str, str, OpKernel]], dict[str, OpSpec],
+                        builtins.list[str]]:
     """Validate kernel entries; return ``(registrations, new_specs, skipped)`` or raise
     PluginError. ``skipped`` holds a warning per entry for a device this build does
     not drive, to be issued once the plugin is registered."""
     builtin = _builtin_ops()
-    regs, specs, seen, skipped = [], {}, set(), []
+    regs: builtins.list[tuple[str, str, OpKernel]] = []
+    specs: dict[str, OpSpec] = {}
+    seen: set[Any] = set()
+    skipped: builtins.list[str] = []
     for i, k in enumerate(raw_kernels):
         what = f"kernel {i} ({k.get('op')!r})"
         op = k.get("op")
@@ -540,7 +554,9 @@ def _prepare(name: str, raw_kernels, owner, where: str):
     return regs, specs, skipped
 
 
-def _commit(info: PluginInfo, regs, specs, skipped, stacklevel: int = 3) -> PluginInfo:
+def _commit(info: PluginInfo, regs: builtins.list[tuple[str, str, OpKernel]],
+            specs: dict[str, OpSpec], skipped: builtins.list[str],
+            stacklevel: int = 3) -> PluginInfo:
     """Register a validated plugin; ``stacklevel`` points warnings at the public caller."""
     for message in skipped:
         warnings.warn(message, PluginWarning, stacklevel=stacklevel)
@@ -555,7 +571,7 @@ def _commit(info: PluginInfo, regs, specs, skipped, stacklevel: int = 3) -> Plug
 _MAX_STRUCT_SIZE = 4096     # far above any minor's growth; a bigger size is garbage
 
 
-def _check_abi(where: str, abi_info) -> None:
+def _check_abi(where: str, abi_info: dict[str, int] | None) -> None:
     host = _abi()
     if abi_info is None:
         _fail(where, f"{SYMBOL}() returned NULL without saying why (a plugin built for ABI "
@@ -576,7 +592,7 @@ def _check_abi(where: str, abi_info) -> None:
                      f"(DLPack's DLTensor), got {abi_info['tensor']}")
 
 
-def load(path) -> PluginInfo:
+def load(path: str | os.PathLike[str]) -> PluginInfo:
     """Load a plugin shared library and register its kernels.
 
     Parameters
@@ -649,7 +665,7 @@ def _load_library(lib: _Library, path: str, where: str) -> PluginInfo:
     return _commit(info, regs, specs, skipped, stacklevel=4)
 
 
-def register_cfunc(op: str, dtype, cfunc, *, signature: str | None = None,
+def register_cfunc(op: str, dtype: Any, cfunc: Any, *, signature: str | None = None,
                    params: str | None = None, doc: str | None = None,
                    name: str | None = None, serial: bool = False) -> PluginInfo:
     """Register a numba ``@cfunc`` kernel through the plugin ABI.
@@ -783,7 +799,7 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
         The plugins this call loaded.
     """
     from importlib.metadata import entry_points
-    loaded = []
+    loaded: builtins.list[PluginInfo] = []
     for ep in entry_points(group=group):
         try:
             target = ep.load()
@@ -818,17 +834,22 @@ def op_names() -> builtins.list:
         return sorted(_ops)
 
 
-def _param_values(op: str, spec: OpSpec, given: dict):
-    floats, ints = [], []
+def _param_values(op: str, spec: OpSpec, given: dict[str, Any]
+                  ) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    floats: builtins.list[float] = []
+    ints: builtins.list[int] = []
     for p in spec.params:
         value = given.pop(p.name, p.default)
         if value is None:
             raise TypeError(f"{op}: missing required parameter {p.name!r} ({p.kind.__name__}).")
-        (floats if p.kind is float else ints).append(param_value(op, p, value))
+        if p.kind is float:
+            floats.append(param_value(op, p, value))
+        else:
+            ints.append(int(param_value(op, p, value)))
     return tuple(floats), tuple(ints)
 
 
-def _keep_readonly(given, arr):
+def _keep_readonly(given: Any, arr: Any) -> Any:
     """``arr`` (maybe a contiguous copy of ``given``) read-only if ``given`` is, so
     that the kernel's ``params->readonly_inputs`` marks what the caller passed."""
     if arr is not given and not given.flags.writeable:
@@ -836,7 +857,7 @@ def _keep_readonly(given, arr):
     return arr
 
 
-def call_op(op: str, args: tuple, kwargs: dict):
+def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``)."""
     spec = op_spec(op)
     if spec is None:
@@ -880,9 +901,10 @@ def call_op(op: str, args: tuple, kwargs: dict):
         pairs = [p.adopt_out(o) for o in outs]
         inputs = dict(zip(names, arrays))
         for i, (_, o_k) in enumerate(pairs):
-            if shapes is not None and shapes[i] is not None:
+            shape_i = shapes[i] if shapes is not None else None
+            if sig is not None and shape_i is not None:
                 operand = sig.outputs[i]
-                check_shape(op, operand.name, o_k, shapes[i], operand.layout)
+                check_shape(op, operand.name, o_k, shape_i, operand.layout)
             check_out(op, o_k, o_k.shape, dtype, inputs)
     if any(k.size for _, k in pairs):      # kernels never see only empty outputs
         kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)
@@ -891,7 +913,7 @@ def call_op(op: str, args: tuple, kwargs: dict):
 
 
 # --------------------------------------------------------------------------- built-ins for C
-def builtin_capsule():
+def builtin_capsule() -> Any:
     """fastinterp's CPU kernels for C callers: a PyCapsule named ``"fastinterp.builtin_kernels"``.
 
     It holds a ``const fi_plugin_t*`` whose table lists the built-in kernels

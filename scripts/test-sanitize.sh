@@ -39,10 +39,12 @@ if ! { FASTINTERP_SANITIZE=1 "$PY" setup.py -q build_py --build-lib "$lib" --for
 fi
 echo "$flags_id" > "$out/flags-id"
 
-# Every kernel module must be the instrumented one (never a copied in-place build).
+# Every kernel module must be the instrumented one (never a copied in-place build):
+# the helpers (_*.pyx) in fastinterp/_cpu, the families in the one variant built
+# (FASTINTERP_SANITIZE builds `native` only; see setup.py).
 n_pyx=$(ls kernels/cpu/*.pyx | wc -l)
 n_so=0
-for so in "$lib"/fastinterp/_cpu/*.so; do
+for so in "$lib"/fastinterp/_cpu/*.so "$lib"/fastinterp/_cpu/variants/*/*.so; do
   if ! readelf -d "$so" | grep -q 'NEEDED.*libasan'; then
     echo "test-sanitize: $so is not built with AddressSanitizer" >&2
     exit 1

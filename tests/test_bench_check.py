@@ -1,0 +1,188 @@
+"""bench/check.py (`make bench-check`): ratios to peers, the baseline comparison, the trend.
+
+All on synthetic pytest-benchmark JSON: nothing is timed here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "bench_check", Path(__file__).resolve().parent.parent / "bench" / "check.py")
+check = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(check)
+
+
+def _bench(name, group, library, median, minimum=None):
+    extra = {"library": library} if library else {}
+    return {"name": name, "group": group, "extra_info": extra,
+            "stats": {"median": median, "min": minimum or median, "mean": median}}
+
+
+def _run(*benches, when="2026-01-01T00:00:00"):
+    return {"datetime": when, "benchmarks": list(benches),
+            "machine_info": {"node": "box", "cpu": {"brand_raw": "CPU X", "count": 2},
+                             "fastinterp_variant": "x86_64_v4"},
+            "commit_info": {"id": "abc123"}}
+
+
+LERP = "lerp: 16M"
+PAIR = "pairwise: 4096x8192"
+
+
+def _typical(lerp_ours=0.010, pair_ours=0.200, scale=1.0):
+    """A run where every time is multiplied by ``scale`` (a slower or busier machine)."""
+    return _run(_bench("test_lerp_fastinterp", LERP, "fastinterp", lerp_ours * scale),
+                _bench("test_lerp_copy_reference", LERP, "numpy copy", 0.005 * scale),
+                _bench("test_lerp_torch", LERP, "torch", 0.012 * scale),
+                _bench("test_pairwise_fastinterp", PAIR, "fastinterp", pair_ours * scale),
+                _bench("test_pairwise_matmul", PAIR, None, 0.180 * scale))
+
+
+def test_ratios_are_peer_time_over_ours_within_each_group():
+    r = check.ratios(_typical())
+    assert r == pytest.approx({f"{LERP} | vs numpy copy": 0.5, f"{LERP} | vs torch": 1.2,
+                               f"{PAIR} | vs matmul": 0.9})
+
+
+def test_a_uniformly_slower_machine_changes_no_ratio():
+    assert check.ratios(_typical(scale=3.7)) == pytest.approx(check.ratios(_typical()))
+
+
+def test_ratios_pair_parametrised_tests_by_parameter():
+    run = _run(_bench("test_knn_fastinterp[5]", "knn", "fastinterp", 1.0),
+               _bench("test_knn_fastinterp[10]", "knn", "fastinterp", 2.0),
+               _bench("test_knn_faiss[5]", "knn", "faiss", 3.0),
+               _bench("test_knn_faiss[10]", "knn", "faiss", 3.0))
+    assert check.ratios(run) == pytest.approx({"knn | vs faiss[5]": 3.0,
+                                               "knn | vs faiss[10]": 1.5})
+
+
+def test_ratios_ignore_other_fastinterp_entries_and_empty_groups():
+    run = _run(_bench("test_adam_fastinterp", "adam", "fastinterp", 1.0),
+               _bench("test_adam_fastinterp_one_thread", "adam", "fastinterp (1 thread)", 0.5),
+               _bench("test_adam_torch[fused]", "adam", "torch (fused)", 2.0),
+               _bench("test_only_torch", "alone", "torch", 1.0))
+    assert check.ratios(run) == pytest.approx({"adam | vs torch (fused)": 2.0})
+
+
+def test_ratios_can_use_another_statistic():
+    run = _run(_bench("a_fastinterp", "g", "fastinterp", 2.0, minimum=1.0),
+               _bench("a_torch", "g", "torch", 2.0, minimum=3.0))
+    assert check.ratios(run, "min") == pytest.approx({"g | vs torch": 3.0})
+
+
+@pytest.mark.parametrize("slowdown, regressed", [(1.0, False), (1.30, False), (1.36, True),
+                                                 (2.0, True)])
+def test_compare_fails_only_beyond_the_tolerance(slowdown, regressed):
+    """pairwise vs matmul: baseline 0.9; fastinterp slower by ``slowdown``."""
+    base = check.ratios(_typical())
+    now = check.ratios(_typical(pair_ours=0.200 * slowdown))
+    report = check.compare(now, base, 0.25)
+    keys = [k for k, _, _ in report["regressed"]]
+    assert keys == ([f"{PAIR} | vs matmul"] if regressed else [])
+    assert len(report["ok"]) == 3 - len(keys)
+
+
+def test_compare_reports_new_and_missing_ratios():
+    report = check.compare({"a": 1.0, "new": 2.0}, {"a": 1.0, "gone": 3.0})
+    assert report["new"] == [("new", None, 2.0)]
+    assert report["missing"] == [("gone", 3.0, None)]
+    assert report["regressed"] == []
+    text = check.format_report(report)
+    assert "new (not in baseline)" in text and "not measured" in text
+
+
+def test_compare_rejects_a_bad_tolerance():
+    with pytest.raises(ValueError, match=r"compare: tolerance must be in \[0, 1\); got 1.5"):
+        check.compare({}, {}, 1.5)
+
+
+def test_format_report_shows_the_change():
+    report = check.compare({"x": 0.5}, {"x": 1.0})
+    text = check.format_report(report)
+    assert "REGRESSED" in text and "-50%" in text and "1.00x" in text and "0.50x" in text
+
+
+def _save(storage: Path, number: int, run: dict) -> None:
+    folder = storage / "Linux-CPython-3.11-64bit"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{number:04d}_abc_{number}.json").write_text(json.dumps(run))
+
+
+def test_trend_table_lists_saved_runs_oldest_first(tmp_path):
+    _save(tmp_path, 2, _typical(pair_ours=0.300) | {"datetime": "2026-01-02T10:00:00"})
+    _save(tmp_path, 1, _typical() | {"datetime": "2026-01-01T10:00:00"})
+    (tmp_path / "Linux-CPython-3.11-64bit" / "0003_broken.json").write_text("{not json")
+    runs = check.history(tmp_path)
+    assert [stem for stem, _ in runs] == ["0001_abc_1", "0002_abc_2"]
+    table = check.trend(runs, {f"{PAIR} | vs matmul": 0.9})
+    row = next(line for line in table.splitlines() if line.startswith(f"{PAIR} | vs matmul"))
+    assert row.split()[-3:] == ["0.90x", "0.90x", "0.60x"]    # baseline, run 1, run 2
+    assert "0001 01-01" in table.splitlines()[0]
+
+
+def test_trend_of_no_history_is_just_the_baseline(tmp_path):
+    table = check.trend(check.history(tmp_path / "none"), {"a": 1.0})
+    assert table.splitlines()[-1].split() == ["a", "1.00x"]
+
+
+def test_baseline_record_round_trips_through_compare(tmp_path):
+    record = check.baseline_record(_typical(), "median", "shared machine")
+    assert record["machine"]["cpu"] == "CPU X"
+    assert record["machine"]["fastinterp_variant"] == "x86_64_v4"
+    assert record["commit"] == "abc123" and record["note"] == "shared machine"
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(record))
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(_typical(scale=2.0)))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
+    result.write_text(json.dumps(_typical(lerp_ours=0.020)))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 1
+
+
+def test_missing_baseline_says_how_to_make_one(tmp_path):
+    with pytest.raises(SystemExit, match="make bench-baseline"):
+        check.load_baseline(tmp_path / "absent.json")
+
+
+def test_the_committed_baseline_covers_the_quick_subset():
+    """bench/baseline.json has a ratio for every group of the quick subset's files."""
+    data = check.load_baseline(check.BASELINE)
+    groups = {key.split(" | ")[0] for key in data["ratios"]}
+    assert len(groups) >= len(check.QUICK)
+    assert all(value > 0 for value in data["ratios"].values())
+    assert data["stat"] in ("median", "min", "mean")
+
+
+def test_combine_takes_the_best_or_the_median_of_runs():
+    runs = [{"a": 1.0, "b": 4.0}, {"a": 3.0}, {"a": 2.0, "b": 2.0}]
+    assert check.combine(runs, "best") == {"a": 3.0, "b": 4.0}
+    assert check.combine(runs, "median") == {"a": 2.0, "b": 3.0}
+    assert check.combine([], "best") == {}
+    with pytest.raises(ValueError, match=r"combine: how must be 'best' or 'median'; got 'max'"):
+        check.combine(runs, "max")
+
+
+def test_baseline_record_stores_the_median_of_its_runs():
+    slow = _typical(pair_ours=0.400)          # one disturbed run among three
+    record = check.baseline_record(_typical(), "median", "", [slow, _typical()])
+    assert record["runs"] == 3
+    assert record["ratios"][f"{PAIR} | vs matmul"] == pytest.approx(0.9)
+
+
+def test_a_regression_must_show_in_every_run(tmp_path, monkeypatch):
+    """`run` measures again when a ratio looks regressed; the best run counts."""
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps(check.baseline_record(_typical(), "median", "")))
+    runs = iter([_typical(pair_ours=0.400), _typical()])      # disturbed, then normal
+    monkeypatch.setattr(check, "run_subset", lambda *a, **k: next(runs))
+    monkeypatch.setattr(check, "history", lambda storage: [])
+    assert check.main(["run", "--baseline", str(base)]) == 0
+    runs = iter([_typical(pair_ours=0.400), _typical(pair_ours=0.300)])  # slow both times
+    assert check.main(["run", "--baseline", str(base)]) == 1
+    runs = iter([_typical(pair_ours=0.400)])
+    assert check.main(["run", "--baseline", str(base), "--confirm", "0"]) == 1
