@@ -163,5 +163,7 @@ def test_readme_markers_name_existing_report_tables(report):
     assert spans, "README.md has no bench markers"
     for name, (begin, end) in spans.items():
         body = "".join(text.splitlines(keepends=True)[begin + 1:end])
+        if not body.strip():        # reserved for a table the next full run writes
+            continue
         title = body.strip().splitlines()[0]
         assert title.startswith("**") and report.table_name(title.strip("*")) == name, (name, title)
