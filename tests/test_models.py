@@ -312,8 +312,9 @@ def test_nca_step_size_follows_the_dimension():
 
 @pytest.mark.parametrize("n, batch_size, epochs", [(60, 256, 300), (1000, 256, 75),
                                                    (40000, 256, 12), (500, 100, 60)])
-def test_nca_default_epochs_give_at_least_300_steps(n, batch_size, epochs):
-    assert NCA(batch_size=batch_size)._epochs(n) == epochs
+def test_nca_default_epochs_give_at_least_300_steps_from_a_random_start(n, batch_size, epochs):
+    assert NCA(batch_size=batch_size, init="random")._epochs(n) == epochs
+    assert NCA(batch_size=batch_size)._epochs(n) == max(12, -(-150 // -(-n // batch_size)))
     assert NCA(max_iter=3)._epochs(n) == 3
 
 

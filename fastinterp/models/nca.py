@@ -283,7 +283,8 @@ def _scales(std, standardize):
 
 
 #: Fewest Adam steps the automatic epoch count gives a fit (see ``max_iter``).
-MIN_STEPS = 300
+MIN_STEPS = 300          # a random start
+MIN_STEPS_PCA = 150      # the PCA (or identity) start
 
 
 class NCA(Estimator):
@@ -322,7 +323,8 @@ class NCA(Estimator):
     max_iter : int or None
         Number of epochs (passes over the shuffled training set). None
         (default): 12 epochs, or more on small training sets so that the fit
-        takes at least 300 Adam steps (``MIN_STEPS``).
+        takes at least 150 Adam steps from the PCA or identity start
+        (``MIN_STEPS_PCA``) and 300 from a random start (``MIN_STEPS``).
     lr : float
         Initial step size in the embedding's units (default 0.05): Adam's
         learning rate is ``lr / sqrt(sum of the standardised features'
@@ -388,11 +390,14 @@ class NCA(Estimator):
     towards the missing ring direction: the row only shrinks towards the
     stationary zero row, leaving a one-dimensional shadow of the rings (5-NN
     accuracy about 0.5). ``'median'`` brings the noise feature down to the
-    rings' spread, so no row starts on it. A budget counted in steps (at least
-    300, not 12 epochs) lets small training sets leave the early plateaus a
-    random start can sit on, and ``lr`` in the embedding's units keeps 784
-    features from taking 12x larger steps in the embedding than 64 (with
-    Adam's fixed per-entry step, a 60,000 x 784 fit diverged).
+    rings' spread, so no row starts on it. The budget is counted in steps, not
+    epochs, since each Adam step moves A about as far whatever the data size:
+    from the PCA start the rings need about 120 steps (12 epochs of 1,750
+    points are 84 steps and suffice; 12 epochs of 700 points leave 0.45), a
+    random start about 300 (it can sit on early plateaus). And
+    ``lr`` in the embedding's units keeps 784 features from taking 12x larger
+    steps in the embedding than 64 (with Adam's fixed per-entry step, a
+    60,000 x 784 fit diverged).
 
     Examples
     --------
@@ -469,8 +474,9 @@ class NCA(Estimator):
     def _epochs(self, n):
         if self.max_iter is not None:
             return int(self.max_iter)
+        floor = MIN_STEPS if self.init == "random" else MIN_STEPS_PCA
         steps = math.ceil(n / self.batch_size)
-        return max(12, math.ceil(MIN_STEPS / steps))
+        return max(12, math.ceil(floor / steps))
 
     def fit(self, X, y):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
