@@ -60,7 +60,7 @@ import fastinterp as _fi
 from ._validate import check_option, shape_str
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS, _check_flag
-from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
+from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
 from .sample import _check_bool, _check_options, _check_size
 from .warp import _check_dsize
 
@@ -158,10 +158,12 @@ def _sum_to(grad, like):
 
 
 def _no_double_backward(name):
+    """The backward op's autograd formula: an error naming the forward op (``name``, or
+    ``name(inputs)`` for one backward op serving several public ops)."""
     def backward(ctx, *grads):
         raise NotImplementedError(
-            f"{name}: double backward (the gradient of a gradient) is not implemented: "
-            f"fastinterp's backward ops are not themselves differentiable.")
+            f"{getattr(ctx, 'op_name', name)}: double backward (the gradient of a gradient) is "
+            f"not implemented: fastinterp's backward ops are not themselves differentiable.")
     return backward
 
 
@@ -217,7 +219,12 @@ def _register(op, fake, backward=None, setup=None, name=None):
     double-backward error naming the forward ``name``)."""
     op.register_fake(fake)
     if backward is None:
-        op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
+        if callable(name):
+            def setup(ctx, inputs, output, name_of=name):
+                ctx.op_name = name_of(*inputs)
+            op.register_autograd(_no_double_backward(None), setup_context=setup)
+        else:
+            op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
     else:
         op.register_autograd(backward, setup_context=setup)
         _EAGER_AUTOGRAD[op] = _eager_autograd(op, setup, backward)
@@ -638,7 +645,12 @@ def _pool_backward(ctx, grad):
 
 
 _register(_pool_op, _pool_fake, _pool_backward, _pool_setup)
-_register(_pool_bwd_op, _image_bwd_fake, name="adaptive_avg_pool")
+def _pool_name(grad_output, input_size, layout):
+    rank = 1 if len(input_size) == 3 and layout is None else 3 if len(input_size) == 5 else 2
+    return f"adaptive_avg_pool{rank}d"
+
+
+_register(_pool_bwd_op, _image_bwd_fake, name=_pool_name)
 
 
 def _pool(op, rank, input, output_size, out, layout=None):
@@ -652,7 +664,7 @@ def _pool(op, rank, input, output_size, out, layout=None):
         raise ValueError(f"{op}: input must have shape {axes}; got {shape_str(input.shape)}.")
     else:
         sp = tuple(input.shape[2:])
-    sizes = list(_pool_size_k(op, output_size, sp))
+    sizes = list((_pool_size if rank == 2 else _pool_size_k)(op, output_size, sp))
     return _call(op, _pool_op, _pool_direct, (input, sizes, layout), (input,), out)
 
 
@@ -760,7 +772,8 @@ def _warp_backward(ctx, grad):
 
 
 _register(_warp_op, _warp_fake, _warp_backward, _warp_setup)
-_register(_warp_bwd_op, _warp_bwd_fake, name="warp")
+_register(_warp_bwd_op, _warp_bwd_fake,
+          name=lambda *inputs: "warp_affine" if inputs[11] == 2 else "warp_perspective")
 
 
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, out,

@@ -177,15 +177,6 @@ def test_pairwise_values_and_grads_equal_cdist(dtype):
     assert_grads_close(grads, ref_grads, dtype)
 
 
-def _numpy_accepts_batches():
-    try:
-        fi.pairwise_sqdist(np.zeros((2, 3, 2)), np.zeros((2, 4, 2)))
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _numpy_accepts_batches(), reason="the NumPy API has no batched distances")
 @pytest.mark.parametrize("xs, ys", [((2, 5, 3), (2, 4, 3)), ((5, 3), (2, 4, 3)),
                                     ((3, 1, 5, 3), (2, 4, 3))])
 def test_batched_pairwise_broadcast_like_cdist(xs, ys):
@@ -243,7 +234,7 @@ def test_gradcheck_grid_sample(mode, pad, align):
     g = _t(off_knots(rng, (1, 2, 3, 2), (3, 4), align), True)
     _gradcheck(lambda a, b: fit.grid_sample(a, b, mode, pad, align), x, g)
     # the registered op's own autograd formula (the eager call above skips the dispatcher)
-    _gradcheck(lambda a, b: OPS.grid_sample(a, b, mode, pad, align, False), x, g)
+    _gradcheck(lambda a, b: OPS.grid_sample(a, b, mode, pad, align, None, None), x, g)
 
 
 @pytest.mark.parametrize("align", [False, True])
@@ -253,14 +244,15 @@ def test_gradcheck_affine_grid_and_channels_last_sampling(align):
     x = _t(rng.standard_normal((2, 4, 5, 3)), True)     # NHWC
     _gradcheck(lambda th: fit.affine_grid(th, (2, 1, 3, 4), align), theta)
     _gradcheck(lambda a, th: fit.grid_sample(a, fit.affine_grid(th, (2, 3, 2, 3), align),
-                                             align_corners=align, channels_last=True), x, theta)
+                                             align_corners=align, layout="NHWC"), x, theta)
 
 
 @pytest.mark.parametrize("mode, align, aa", RESIZE_COMBOS)
 def test_gradcheck_resize(mode, align, aa):
     x = _t(_rng(12).standard_normal((1, 2, 5, 6)), True)
     _gradcheck(lambda a: fit.resize(a, (3, 8), mode=mode, align_corners=align, antialias=aa), x)
-    _gradcheck(lambda a: OPS.resize(a, None, [0.7, 1.4], mode, align, aa, None, "NCHW"), x)
+    _gradcheck(lambda a: OPS.resize(a, None, [0.7, 1.4], mode, align, aa, None, "NCHW", "torch"),
+               x)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -309,20 +301,43 @@ def _opcheck_samples():
     cl = r(2, 5, 4, 3).permute(0, 3, 1, 2).detach().requires_grad_()     # channels-last NCHW
     a, b = r(3, 4), r(5, 4)
     t = _t(rng.uniform(0, 1, (3,)), True)
+    v, gv = r(1, 2, 3, 4, 5), r(1, 2, 3, 2, 3)       # a volume and its grid
     return [
-        (OPS.grid_sample, (x, g, "bicubic", "reflection", False, False)),
-        (OPS.grid_sample_backward, (go, x, g, "bilinear", "zeros", True, False, True, True)),
-        (OPS.grid_sample_backward, (go, x, g, "bilinear", "border", True, False, False, True)),
+        (OPS.grid_sample, (x, g, "bicubic", "reflection", False, None, None)),
+        (OPS.grid_sample, (x, g, "bilinear", "constant", True, "NHWC", [0.5, -1.0, 2.0, 0.0])),
+        (OPS.grid_sample, (v, gv, "bicubic", "wrap", False, None, None)),
+        (OPS.grid_sample, (r(5, 4, 2), g[0], "nearest", "constant", False, "HWC", [3.0])),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "zeros", True, None, None, True, True)),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "border", True, None, None, False,
+                                    True)),
+        (OPS.grid_sample_backward, (r(1, 2, 2, 3, 2, grad=False), v, gv, "bilinear", "constant",
+                                    True, None, [1.0], True, True)),
         (OPS.affine_grid, (_t(rotations(rng, 2), True), [2, 1, 3, 4], False)),
+        (OPS.affine_grid, (r(2, 3, 4), [2, 1, 3, 4, 2], True)),
         (OPS.affine_grid_backward, (r(2, 3, 4, 2), [2, 1, 3, 4], True)),
-        (OPS.resize, (x, [7, 3], None, "bilinear", True, False, None, "NCHW")),
-        (OPS.resize, (cl, None, [1.5, 0.5], "bicubic", False, True, None, "NCHW")),
-        (OPS.resize, (x, None, [2.0, 2.0], "nearest", None, False, True, "NHWC")),
+        (OPS.affine_grid_backward, (r(2, 2, 3, 4, 3), [2, 1, 2, 3, 4], False)),
+        (OPS.resize, (x, [7, 3], None, "bilinear", True, False, None, "NCHW", "torch")),
+        (OPS.resize, (cl, None, [1.5, 0.5], "bicubic", False, True, None, None, "torch")),
+        (OPS.resize, (x, None, [2.0, 2.0], "nearest", None, False, True, "NHWC", "torch")),
+        (OPS.resize, (x[0], [4, 6], None, "lanczos", None, False, None, "HWC", "pil")),
+        (OPS.resize, (v, [3, 2, 5], None, "trilinear", True, False, None, None, "torch")),
+        (OPS.resize, (r(2, 3, 7), None, [1.5], "linear", False, False, None, None, "torch")),
         (OPS.resize_backward, (r(2, 3, 4, 2), [2, 3, 5, 4], None, "area", None, False, None,
                                "NCHW")),
-        (OPS.adaptive_avg_pool2d, (x, [2, 3], "NCHW")),
-        (OPS.adaptive_avg_pool2d, (cl, [2, 2], "NCHW")),
-        (OPS.adaptive_avg_pool2d_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
+        (OPS.resize_backward, (r(2, 3, 4), [2, 3, 7], None, "nearest", None, False, None, None)),
+        (OPS.adaptive_avg_pool, (x, [2, 3], "NCHW")),
+        (OPS.adaptive_avg_pool, (cl, [2, 2], None)),
+        (OPS.adaptive_avg_pool, (v, [1, 2, 2], None)),
+        (OPS.adaptive_avg_pool, (r(2, 3, 7), [3], None)),
+        (OPS.adaptive_avg_pool_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
+        (OPS.adaptive_avg_pool_backward, (r(1, 2, 1, 2, 2), [1, 2, 2, 3, 4], None)),
+        (OPS.warp, (x, _t(rotations(rng, 2), True), [4, 6], "bilinear", "zeros", False,
+                    "opencv", False, None, None, 2)),
+        (OPS.warp, (x[0].detach().requires_grad_(), r(3, 3), [3, 3], "bicubic", "constant",
+                    True, "torch", False, [1.0], "HWC", 3)),
+        (OPS.warp_backward, (r(2, 3, 4, 6, grad=False), x, _t(rotations(rng, 1)[0], True),
+                             [4, 6], "bilinear", "border", False, "opencv", True, None, None, 2,
+                             True, True)),
         (OPS.pairwise_sqdist, (a, b)),
         (OPS.pairwise_sqdist, (a, None)),
         (OPS.pairwise_l2, (a, b)),
@@ -492,12 +507,19 @@ def test_out_is_filled_outside_autograd_and_refused_inside():
     (lambda x: fit.adaptive_avg_pool2d(x, (2, 2, 2)), ValueError,
      "adaptive_avg_pool2d: output_size must be an int or a pair (H, W); got (2, 2, 2)."),
     (lambda x: fit.affine_grid(x[0, :2, :, :3], (2, 1, 4)), ValueError,
-     "affine_grid: size must be (N, C, H, W) of 4 ints; got (2, 1, 4)."),
+     "affine_grid: size must be (N, C, H, W) or (N, C, D, H, W) of ints; got (2, 1, 4)."),
     (lambda x: fit.pairwise_sqdist(x[0, 0], x[0, 0, :, :2]), ValueError, "pairwise_sqdist: y"),
     (lambda x: fit.lerp(x, x.double(), 0.5), TypeError, "lerp: b must have the same dtype"),
     (lambda x: fit.slerp(x, x, 0.5, axis=4), ValueError, "slerp: axis must be an int in"),
-    (lambda x: fit.grid_sample(x.bfloat16(), torch.zeros(2, 1, 1, 2, dtype=torch.bfloat16)),
+    (lambda x: fit.grid_sample(x.detach().int(), torch.zeros(2, 1, 1, 2)),
      TypeError, "grid_sample: input must have dtype float32 or float64"),
+    (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant", fill=[1, 2]),
+     ValueError, "grid_sample: fill must be a scalar"),
+    (lambda x: fit.resize(x, 3, layout="HWC"), ValueError,
+     "resize: input must have shape (H, W, C) for layout='HWC'"),
+    (lambda x: fit.warp_affine(x, torch.eye(3), (4, 4)), ValueError, "warp_affine: M must"),
+    (lambda x: fit.adaptive_avg_pool3d(x, 2), ValueError,
+     "adaptive_avg_pool3d: input must have shape (N, C, D, H, W)"),
 ])
 @pytest.mark.parametrize("grad", [False, True])
 def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
