@@ -720,8 +720,14 @@ def _warp_fn(rows, backward=False):
 
 def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
                  layout, rows, out=None):
-    return _tensor(_warp_fn(rows)(_arg(img), _arg(M), dsize, mode, padding_mode, align_corners,
-                                  match, inverse_map, _arg(out), _fill_arg(fill), layout=layout))
+    # the NumPy warps take float32/float64: a half image is warped in float32, rounded once
+    half = isinstance(img, Tensor) and img.dtype in _HALF
+    r = _tensor(_warp_fn(rows)(_arg(_up(img)), _arg(M), dsize, mode, padding_mode,
+                               align_corners, match, inverse_map, None if half else _arg(out),
+                               _fill_arg(fill), layout=layout))
+    if not half:
+        return r
+    return r.to(img.dtype) if out is None else out.copy_(r)
 
 
 @_custom_op("warp")
