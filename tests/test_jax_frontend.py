@@ -70,12 +70,15 @@ def test_grid_sample_values_and_check_grads(rng, mode, pad, align):
     rev(lambda x, g: fij.grid_sample(x, g, **kw), jnp.asarray(x), jnp.asarray(g))
 
 
-def test_grid_sample_channels_last_and_partial_grads(rng):
+def test_grid_sample_nhwc_and_partial_grads(rng):
     x = rng.standard_normal((1, 4, 5, 3))
     g = grid_off_knots(rng, (1, 2, 3), 4, 5, False)
-    y = fij.grid_sample(x, g, channels_last=True)
-    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, channels_last=True))
-    rev(lambda x: fij.grid_sample(x, jnp.asarray(g), channels_last=True), jnp.asarray(x))
+    y = fij.grid_sample(x, g, layout="NHWC")
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, layout="NHWC"))
+    rev(lambda x: fij.grid_sample(x, jnp.asarray(g), layout="NHWC"), jnp.asarray(x))
+    with pytest.warns(FutureWarning, match="grid_sample: channels_last is deprecated"):
+        y2 = fij.grid_sample(x, g, channels_last=True)
+    np.testing.assert_array_equal(np.asarray(y2), np.asarray(y))
 
 
 # ------------------------------------------------------------------ the other ops
