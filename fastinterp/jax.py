@@ -386,6 +386,15 @@ def _warp_bwd_host(rows):
     return host
 
 
+def _identity_like(shape, rows):
+    """Identity matrices of ``shape`` when it is (rows, 3) or (N, rows, 3), else zeros (the
+    NumPy API then names the bad shape)."""
+    m = np.zeros(shape)
+    if tuple(shape[-2:]) == (rows, 3):
+        m[...] = np.eye(rows, 3)
+    return m
+
+
 _WARP_HOSTS = {rows: (_warp_host(rows), _warp_bwd_host(rows)) for rows in (2, 3)}
 
 
@@ -399,8 +408,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
               align_corners=align_corners, match=match, inverse_map=inverse_map,
               fill=_static_fill(fill), layout=name)
     host, host_bwd = _WARP_HOSTS[rows]
-    with jax.ensure_compile_time_eval():
-        probe = host(np.zeros(x_b.shape, x_b.dtype), np.asarray(M), **kw)  # validates
+    # validation and the output's shape, on zeros and identity matrices (M may be traced)
+    probe = host(np.zeros(x_b.shape, x_b.dtype), _identity_like(M.shape, rows), **kw)
     specs = [_spec(probe.shape, probe.dtype)]
 
     @jax.custom_vjp
