@@ -300,7 +300,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> import jax.numpy as jnp, fastinterp.jax as fij
     >>> x = jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     >>> fij.resize(x, size=(1, 4), mode="bilinear", align_corners=True)[0, 0, 0]
-    Array([1.6666666, 2.       , 2.3333333, 2.6666667], dtype=float32)
+    Array([1.       , 1.3333333, 1.6666667, 2.       ], dtype=float32)
     """
     x_b, name, back_fn = _as_batch("resize", jnp.asarray(input), layout, nd_ok=True)
     kw = dict(size=_static(size, int), scale_factor=_static(scale_factor),

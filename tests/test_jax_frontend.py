@@ -46,6 +46,12 @@ def grid_off_knots(rng, shape, h, w, align, spread=1.4):
     return out
 
 
+def test_docstring_examples():
+    import doctest
+    result = doctest.testmod(fij, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
+
+
 def test_import_fastinterp_does_not_import_jax():
     code = ("import sys, fastinterp; assert 'jax' not in sys.modules; "
             "import fastinterp.jax; assert 'jax' in sys.modules")
