@@ -48,7 +48,11 @@ def grid_off_knots(rng, shape, h, w, align, spread=1.4):
 
 def test_docstring_examples():
     import doctest
-    result = doctest.testmod(fij, optionflags=doctest.NORMALIZE_WHITESPACE)
+    jax.config.update("jax_enable_x64", False)      # the examples show JAX's default dtypes
+    try:
+        result = doctest.testmod(fij, optionflags=doctest.NORMALIZE_WHITESPACE)
+    finally:
+        jax.config.update("jax_enable_x64", True)
     assert result.attempted > 10 and result.failed == 0
 
 
