@@ -2,9 +2,12 @@
 
 ``import fastinterp.torch as fit`` gives the functions of the NumPy-level API
 with the same names and signatures, taking and returning torch tensors:
-:func:`grid_sample`, :func:`affine_grid`, :func:`resize` (alias
-:func:`interpolate`), :func:`adaptive_avg_pool2d`, :func:`pairwise_sqdist`,
-:func:`pairwise_l2`, :func:`lerp` and :func:`slerp`. Each is a
+:func:`grid_sample` (2-D and 3-D), :func:`affine_grid` (2-D and 3-D),
+:func:`resize` (alias :func:`interpolate`; 1-D, 2-D and 3-D data),
+:func:`adaptive_avg_pool1d`, :func:`adaptive_avg_pool2d`,
+:func:`adaptive_avg_pool3d`, :func:`pairwise_sqdist`, :func:`pairwise_l2`
+(batched like ``torch.cdist``), :func:`lerp`, :func:`slerp`,
+:func:`warp_affine`, :func:`warp_perspective` and :func:`rotate`. Each is a
 ``torch.library.custom_op`` in the ``fastinterp`` namespace
 (``torch.ops.fastinterp.grid_sample`` ...) with a fake (meta) kernel and an
 autograd formula, so
@@ -28,6 +31,12 @@ Conventions of the frontend
   message), raised before anything is computed.
 - ``out=`` works outside autograd only (as for torch's own ops): with an
   input that requires grad while grad mode is on it raises ``TypeError``.
+- Options are the NumPy API's: ``layout=`` for images (batched or single),
+  'constant' (with ``fill``, which gets no gradient) and 'wrap' padding,
+  ``match=`` presets of resize. The presets and uint8 data are forward only
+  (a gradient through a preset is a TypeError; torch itself keeps integer
+  tensors from requiring grad). float16/bfloat16 tensors are computed in
+  float32 and their gradients returned in their own dtype.
 - Non-contiguous and channels-last tensors are accepted; the NumPy API copies
   a strided input once. ``resize`` and ``adaptive_avg_pool2d`` keep a
   channels-last CPU input's memory format in their result.
@@ -718,11 +727,16 @@ def _warp_fn(rows, backward=False):
     return getattr(_fi, name)
 
 
+def _host(M):
+    """A warp matrix as the NumPy API reads it (a host array; it is tiny)."""
+    return _arg(M.detach().cpu()) if isinstance(M, Tensor) else M
+
+
 def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
                  layout, rows, out=None):
     # the NumPy warps take float32/float64: a half image is warped in float32, rounded once
     half = isinstance(img, Tensor) and img.dtype in _HALF
-    r = _tensor(_warp_fn(rows)(_arg(_up(img)), _arg(M), dsize, mode, padding_mode,
+    r = _tensor(_warp_fn(rows)(_arg(_up(img)), _host(M), dsize, mode, padding_mode,
                                align_corners, match, inverse_map, None if half else _arg(out),
                                _fill_arg(fill), layout=layout))
     if not half:
@@ -750,7 +764,7 @@ def _warp_bwd_op(grad_output: Tensor, img: Tensor, M: Tensor, dsize: list[int], 
                  padding_mode: str, align_corners: bool, match: str, inverse_map: bool,
                  fill: Optional[list[float]], layout: Optional[str], rows: int,
                  needs_input_grad: bool, needs_matrix_grad: bool) -> tuple[Tensor, Tensor]:
-    gi, gm = _warp_fn(rows, True)(_arg(_up(grad_output)), _arg(_up(img)), _arg(M), dsize, mode,
+    gi, gm = _warp_fn(rows, True)(_arg(_up(grad_output)), _arg(_up(img)), _host(M), dsize, mode,
                                   padding_mode, align_corners, match, inverse_map,
                                   needs_input_grad, needs_matrix_grad, _fill_arg(fill),
                                   layout=layout)
