@@ -367,7 +367,7 @@ def test_every_op_and_backward_is_opchecked():
     assert registered == checked
 
 
-# --------------------------------------------------------------------------- the merged API's options
+# --------------------------------------------------------------------------- merged API options
 
 # (mode, padding, align_corners): a sample covering each value, not the full product
 NEW_PAD_COMBOS = [("bilinear", "constant", False), ("bicubic", "wrap", True),
