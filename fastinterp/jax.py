@@ -35,9 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import fastinterp as _fi
+from ._layout import Layout, from_channels_last, resolve as resolve_layout
 
-__all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool2d",
-           "pairwise_sqdist", "pairwise_l2", "lerp", "slerp"]
+__all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
+           "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
+           "lerp", "slerp", "warp_affine", "warp_perspective", "rotate"]
 
 
 # ------------------------------------------------------------------ plumbing
@@ -113,11 +115,59 @@ def _cast_like(grads, primals):
     return tuple(None if g is None else jnp.asarray(g, p.dtype) for g, p in zip(grads, primals))
 
 
+# ------------------------------------------------------------------ layouts and options
+
+def _as_batch(op, x, layout, nd_ok=False):
+    """``(x as a batch, its batched layout, a function putting a result back)``.
+
+    A single image ("CHW", "HWC", "HW") becomes a batch of one (a reshape, so
+    vmap and grad see through it); batches, 5-D volumes and (``nd_ok``) 1-D
+    data (N, C, L) pass as they are.
+    """
+    ndim = len(x.shape)
+    if ndim == 5 or (nd_ok and ndim == 3 and layout is None):
+        return x, layout, lambda y: y
+    lay = resolve_layout(op, "input", x, layout)
+    if lay.batched:
+        return x, lay.name, lambda y: y
+    name = "NHWC" if lay.nhwc else "NCHW"
+
+    def back(y):
+        return y.reshape(lay.join(*Layout(name).split(y.shape)))
+
+    return x.reshape(lay.batched_shape(x.shape)), name, back
+
+
+def _static_fill(fill):
+    """``fill`` as a hashable static value (a number, or a tuple per channel)."""
+    if fill is None or np.ndim(fill) == 0:
+        return None if fill is None else float(fill)
+    return tuple(float(v) for v in np.asarray(fill).reshape(-1))
+
+
+def _forward_only_vjp(op, what, f):
+    """``f`` as a custom_vjp whose gradient is a clear error (an option without one)."""
+    g = jax.custom_vjp(f)
+
+    def bwd(res, ct):
+        raise TypeError(f"{op}: {what} has no gradient (forward only); use match='torch' "
+                        f"with float data to differentiate.")
+
+    g.defvjp(lambda *xs: (g(*xs), None), bwd)
+    return g
+
+
 # ------------------------------------------------------------------ sampling
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                channels_last=False):
+                channels_last=None, fill=None, *, layout=None):
     """:func:`fastinterp.grid_sample` for JAX arrays, differentiable in input and grid.
+
+    Images in any ``layout`` (a single image takes an (H_out, W_out, 2) grid),
+    5-D volumes with (N, D_out, H_out, W_out, 3) grids, paddings 'constant'
+    (with ``fill``, a constant) and 'wrap', uint8 (forward only) and
+    float16/bfloat16 inputs. ``channels_last`` is deprecated: use
+    ``layout="NHWC"``.
 
     Examples
     --------
@@ -130,10 +180,20 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     Array([[0.25, 0.25],
            [0.25, 0.25]], dtype=float32)
     """
-    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-              channels_last=channels_last)
+    op = "grid_sample"
+    layout = from_channels_last(op, layout, channels_last)
     input, grid = jnp.asarray(input), jnp.asarray(grid)
-    specs = _image_specs(_fi.grid_sample, (input, grid), kw)
+    if len(input.shape) == 5 and layout not in (None, "NCHW", "NCDHW"):
+        resolve_layout(op, "input", input, layout)       # the NumPy API's error
+    x_b, name, back_fn = _as_batch(op, input, layout)
+    if input.ndim in (2, 3):          # one image: its grid is (H_out, W_out, 2)
+        if grid.ndim != 3:            # the NumPy API's error for it
+            _fi.grid_sample(np.zeros(input.shape, input.dtype), np.zeros(grid.shape, grid.dtype),
+                            layout=layout)
+        grid = grid.reshape((1,) + grid.shape)
+    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+              fill=_static_fill(fill), layout=name)
+    specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
     back = dict(kw, needs_input_grad=True, needs_grid_grad=True)
 
     @jax.custom_vjp
@@ -150,7 +210,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         return _cast_like(grads, (x, g))
 
     f.defvjp(fwd, bwd)
-    return f(input, grid)
+    return back_fn(f(x_b, grid))
 
 
 def _affine_grid_fold(theta, size, align_corners):
@@ -163,7 +223,8 @@ def _affine_grid_bwd_fold(grad_grid, size, align_corners):
 
 
 def affine_grid(theta, size, align_corners=False):
-    """:func:`fastinterp.affine_grid` for JAX arrays, differentiable in theta.
+    """:func:`fastinterp.affine_grid` for JAX arrays (2-D: theta (N, 2, 3), size
+    (N, C, H, W); 3-D: theta (N, 3, 4), size (N, C, D, H, W)), differentiable in theta.
 
     Examples
     --------
@@ -195,51 +256,83 @@ def affine_grid(theta, size, align_corners=False):
 # ------------------------------------------------------------------ resize and pooling
 
 def _spatial(shape, layout):
-    return tuple(shape[1:3]) if layout == "NHWC" else tuple(shape[2:4])
+    """The spatial extents of a batch (or of 1-D / volume data when ``layout`` is None)."""
+    if layout == "NHWC":
+        return tuple(shape[1:3])
+    return tuple(shape[2:])
+
+
+def _static(v, kinds=(int, float)):
+    return v if v is None or isinstance(v, kinds) else tuple(v)
+
+
+def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):
+    """One differentiable call of a resize-like op on a batch ``input``."""
+    specs = _image_specs(fn, (input,), kw)
+
+    def f(x):
+        return _one(fn, kw, specs, (x,))
+
+    if forward_only:
+        return _forward_only_vjp(fn.__name__, forward_only, f)(input)
+    f = jax.custom_vjp(f)
+
+    def fwd(x):
+        return f(x), x
+
+    def bwd(x, go):
+        return _cast_like(_callback(bwd_fn, back, [_spec(x.shape, x.dtype)], (go,)), (x,))
+
+    f.defvjp(fwd, bwd)
+    return f(input)
 
 
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
-           antialias=False, *, recompute_scale_factor=None, layout="NCHW"):
+           antialias=False, *, recompute_scale_factor=None, layout=None, match="torch"):
     """:func:`fastinterp.resize` for JAX arrays, differentiable in input.
+
+    Images in any ``layout``, 1-D (N, C, L) and 3-D (N, C, D, H, W) data,
+    mode 'lanczos', uint8 and float16/bfloat16. ``match='opencv'``/``'pil'``
+    are forward only (their gradient is a TypeError).
 
     Examples
     --------
     >>> import jax.numpy as jnp, fastinterp.jax as fij
     >>> x = jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     >>> fij.resize(x, size=(1, 4), mode="bilinear", align_corners=True)[0, 0, 0]
-    Array([1.6666666, 2.       , 2.3333333, 2.6666667], dtype=float32)
+    Array([1.       , 1.3333333, 1.6666667, 2.       ], dtype=float32)
     """
-    input = jnp.asarray(input)
-    kw = dict(size=size if size is None or isinstance(size, int) else tuple(size),
-              scale_factor=scale_factor if scale_factor is None or isinstance(
-                  scale_factor, (int, float)) else tuple(scale_factor),
+    x_b, name, back_fn = _as_batch("resize", jnp.asarray(input), layout, nd_ok=True)
+    kw = dict(size=_static(size, int), scale_factor=_static(scale_factor),
               mode=mode, align_corners=align_corners, antialias=antialias,
-              recompute_scale_factor=recompute_scale_factor, layout=layout)
-    specs = _image_specs(_fi.resize, (input,), kw)
-    back = dict(input_size=_spatial(input.shape, layout), scale_factor=kw["scale_factor"],
+              recompute_scale_factor=recompute_scale_factor, layout=name, match=match)
+    back = dict(input_size=_spatial(x_b.shape, name), scale_factor=kw["scale_factor"],
                 mode=mode, align_corners=align_corners, antialias=antialias,
-                recompute_scale_factor=recompute_scale_factor, layout=layout)
-
-    @jax.custom_vjp
-    def f(x):
-        return _one(_fi.resize, kw, specs, (x,))
-
-    def fwd(x):
-        return f(x), x
-
-    def bwd(x, go):
-        return _cast_like(_callback(_fi.resize_backward, back, [_spec(x.shape, x.dtype)],
-                                    (go,)), (x,))
-
-    f.defvjp(fwd, bwd)
-    return f(input)
+                recompute_scale_factor=recompute_scale_factor, layout=name)
+    what = None if match == "torch" else f"match={match!r}"
+    return back_fn(_image_op(_fi.resize, _fi.resize_backward, x_b, kw, back, what))
 
 
 interpolate = resize
 
 
-def adaptive_avg_pool2d(input, output_size, *, layout="NCHW"):
-    """:func:`fastinterp.adaptive_avg_pool2d` for JAX arrays, differentiable in input.
+def adaptive_avg_pool1d(input, output_size):
+    """:func:`fastinterp.adaptive_avg_pool1d` for JAX arrays (N, C, L), differentiable.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastinterp.jax as fij
+    >>> fij.adaptive_avg_pool1d(jnp.arange(4.0).reshape(1, 1, 4), 2)
+    Array([[[0.5, 2.5]]], dtype=float32)
+    """
+    input = jnp.asarray(input)
+    kw = dict(output_size=_static(output_size, int))
+    back = dict(input_size=_spatial(input.shape, None))
+    return _image_op(_fi.adaptive_avg_pool1d, _fi.adaptive_avg_pool1d_backward, input, kw, back)
+
+
+def adaptive_avg_pool2d(input, output_size, *, layout=None):
+    """:func:`fastinterp.adaptive_avg_pool2d` for JAX arrays (any ``layout``), differentiable.
 
     Examples
     --------
@@ -248,26 +341,143 @@ def adaptive_avg_pool2d(input, output_size, *, layout="NCHW"):
     Array([[ 2.5,  4.5],
            [10.5, 12.5]], dtype=float32)
     """
+    x_b, name, back_fn = _as_batch("adaptive_avg_pool2d", jnp.asarray(input), layout)
+    kw = dict(output_size=_static(output_size, int), layout=name)
+    back = dict(input_size=_spatial(x_b.shape, name), layout=name)
+    return back_fn(_image_op(_fi.adaptive_avg_pool2d, _fi.adaptive_avg_pool2d_backward, x_b, kw,
+                             back))
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """:func:`fastinterp.adaptive_avg_pool3d` for JAX arrays (N, C, D, H, W), differentiable.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastinterp.jax as fij
+    >>> fij.adaptive_avg_pool3d(jnp.ones((1, 1, 2, 4, 4)), 1).shape
+    (1, 1, 1, 1, 1)
+    """
     input = jnp.asarray(input)
-    osize = output_size if output_size is None or isinstance(output_size, int) \
-        else tuple(output_size)
-    kw = dict(output_size=osize, layout=layout)
-    specs = _image_specs(_fi.adaptive_avg_pool2d, (input,), kw)
-    back = dict(input_size=_spatial(input.shape, layout), layout=layout)
+    kw = dict(output_size=_static(output_size, int))
+    back = dict(input_size=_spatial(input.shape, None))
+    return _image_op(_fi.adaptive_avg_pool3d, _fi.adaptive_avg_pool3d_backward, input, kw, back)
+
+
+# ------------------------------------------------------------------ warps
+
+def _warp_host(rows):
+    """The NumPy warp (float32/float64) for a host callback; half images run in float32."""
+    fn = _fi.warp_affine if rows == 2 else _fi.warp_perspective
+
+    def host(img, M, **kw):
+        if img.dtype.itemsize == 2:
+            return fn(img.astype(np.float32), M, **kw).astype(img.dtype)
+        return fn(img, M, **kw)
+    return host
+
+
+def _warp_bwd_host(rows):
+    fn = _fi.warp_affine_backward if rows == 2 else _fi.warp_perspective_backward
+
+    def host(go, img, M, **kw):
+        if img.dtype.itemsize == 2:
+            go, img = go.astype(np.float32), img.astype(np.float32)
+        return fn(go, img, M, **kw)
+    return host
+
+
+def _identity_like(shape, rows):
+    """Identity matrices of ``shape`` when it is (rows, 3) or (N, rows, 3), else zeros (the
+    NumPy API then names the bad shape)."""
+    m = np.zeros(shape)
+    if tuple(shape[-2:]) == (rows, 3):
+        m[...] = np.eye(rows, 3)
+    return m
+
+
+_WARP_HOSTS = {rows: (_warp_host(rows), _warp_bwd_host(rows)) for rows in (2, 3)}
+
+
+def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
+          layout):
+    img, M = jnp.asarray(img), jnp.asarray(M)
+    if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
+        M = M.astype(jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
+    x_b, name, back_fn = _as_batch(op, img, layout)
+    kw = dict(dsize=tuple(int(d) for d in dsize), mode=mode, padding_mode=padding_mode,
+              align_corners=align_corners, match=match, inverse_map=inverse_map,
+              fill=_static_fill(fill), layout=name)
+    host, host_bwd = _WARP_HOSTS[rows]
+    # validation and the output's shape, on zeros and identity matrices (M may be traced)
+    probe = host(np.zeros(x_b.shape, x_b.dtype), _identity_like(M.shape, rows), **kw)
+    specs = [_spec(probe.shape, probe.dtype)]
 
     @jax.custom_vjp
-    def f(x):
-        return _one(_fi.adaptive_avg_pool2d, kw, specs, (x,))
+    def f(x, m):
+        return _one(host, kw, specs, (x, m), "sequential")
 
-    def fwd(x):
-        return f(x), x
+    def fwd(x, m):
+        return f(x, m), (x, m)
 
-    def bwd(x, go):
-        return _cast_like(_callback(_fi.adaptive_avg_pool2d_backward, back,
-                                    [_spec(x.shape, x.dtype)], (go,)), (x,))
+    def bwd(res, go):
+        x, m = res
+        grads = _callback(host_bwd, kw, [_spec(x.shape, x.dtype), _spec(m.shape, m.dtype)],
+                          (go, x, m), "sequential")
+        return _cast_like(grads, (x, m))
 
     f.defvjp(fwd, bwd)
-    return f(input)
+    return back_fn(f(x_b, M))
+
+
+def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                match="opencv", inverse_map=False, fill=None, *, layout=None):
+    """:func:`fastinterp.warp_affine` for JAX arrays, differentiable in img and M.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, fastinterp.jax as fij
+    >>> M = jnp.array([[1.0, 0, 0.5], [0, 1, 0]])
+    >>> jax.grad(lambda m: fij.warp_affine(jnp.ones((1, 1, 4, 4)), m, (4, 4)).sum())(M).shape
+    (2, 3)
+    """
+    return _warp("warp_affine", 2, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, fill, layout)
+
+
+def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                     match="opencv", inverse_map=False, fill=None, *, layout=None):
+    """:func:`fastinterp.warp_perspective` for JAX arrays, differentiable in img and M.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastinterp.jax as fij
+    >>> fij.warp_perspective(jnp.ones((1, 1, 4, 4)), jnp.eye(3), (4, 4))[0, 0, 1]
+    Array([1., 1., 1., 1.], dtype=float32)
+    """
+    return _warp("warp_perspective", 3, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, fill, layout)
+
+
+def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", fill=None,
+           *, layout=None):
+    """:func:`fastinterp.rotate` for JAX arrays (``angle`` in degrees, a constant),
+    differentiable in img.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastinterp.jax as fij
+    >>> fij.rotate(jnp.arange(9.0).reshape(1, 1, 3, 3), 90)[0, 0].round()
+    Array([[2., 5., 8.],
+           [1., 4., 7.],
+           [0., 3., 6.]], dtype=float32)
+    """
+    img = jnp.asarray(img)
+    _, _, H, W = resolve_layout("rotate", "img", img, layout).split(img.shape)
+    if center is None:
+        center = ((W - 1) / 2.0, (H - 1) / 2.0)
+    M = np.asarray(_fi.rotation_matrix(angle, center, scale))
+    return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
+                 layout)
 
 
 # ------------------------------------------------------------------ distances

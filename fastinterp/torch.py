@@ -2,9 +2,12 @@
 
 ``import fastinterp.torch as fit`` gives the functions of the NumPy-level API
 with the same names and signatures, taking and returning torch tensors:
-:func:`grid_sample`, :func:`affine_grid`, :func:`resize` (alias
-:func:`interpolate`), :func:`adaptive_avg_pool2d`, :func:`pairwise_sqdist`,
-:func:`pairwise_l2`, :func:`lerp` and :func:`slerp`. Each is a
+:func:`grid_sample` (2-D and 3-D), :func:`affine_grid` (2-D and 3-D),
+:func:`resize` (alias :func:`interpolate`; 1-D, 2-D and 3-D data),
+:func:`adaptive_avg_pool1d`, :func:`adaptive_avg_pool2d`,
+:func:`adaptive_avg_pool3d`, :func:`pairwise_sqdist`, :func:`pairwise_l2`
+(batched like ``torch.cdist``), :func:`lerp`, :func:`slerp`,
+:func:`warp_affine`, :func:`warp_perspective` and :func:`rotate`. Each is a
 ``torch.library.custom_op`` in the ``fastinterp`` namespace
 (``torch.ops.fastinterp.grid_sample`` ...) with a fake (meta) kernel and an
 autograd formula, so
@@ -28,6 +31,12 @@ Conventions of the frontend
   message), raised before anything is computed.
 - ``out=`` works outside autograd only (as for torch's own ops): with an
   input that requires grad while grad mode is on it raises ``TypeError``.
+- Options are the NumPy API's: ``layout=`` for images (batched or single),
+  'constant' (with ``fill``, which gets no gradient) and 'wrap' padding,
+  ``match=`` presets of resize. The presets and uint8 data are forward only
+  (a gradient through a preset is a TypeError; torch itself keeps integer
+  tensors from requiring grad). float16/bfloat16 tensors are computed in
+  float32 and their gradients returned in their own dtype.
 - Non-contiguous and channels-last tensors are accepted; the NumPy API copies
   a strided input once. ``resize`` and ``adaptive_avg_pool2d`` keep a
   channels-last CPU input's memory format in their result.
@@ -58,12 +67,15 @@ from torch import Tensor
 
 import fastinterp as _fi
 from ._validate import check_option, shape_str
+from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS, _check_flag
-from .resize import _check_mode_options, _layout_of, _output_geometry, _pair, _pool_size
+from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
 from .sample import _check_bool, _check_options, _check_size
+from .warp import _check_dsize
 
-__all__ = ["adaptive_avg_pool2d", "affine_grid", "grid_sample", "interpolate", "lerp",
-           "pairwise_l2", "pairwise_sqdist", "resize", "slerp"]
+__all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
+           "grid_sample", "interpolate", "lerp", "pairwise_l2", "pairwise_sqdist", "resize",
+           "rotate", "slerp", "warp_affine", "warp_perspective"]
 
 _NUMPY_VIEWABLE = frozenset({torch.float16, torch.float32, torch.float64, torch.uint8})
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
@@ -155,10 +167,12 @@ def _sum_to(grad, like):
 
 
 def _no_double_backward(name):
+    """The backward op's autograd formula: an error naming the forward op (``name``, or
+    ``name(inputs)`` for one backward op serving several public ops)."""
     def backward(ctx, *grads):
         raise NotImplementedError(
-            f"{name}: double backward (the gradient of a gradient) is not implemented: "
-            f"fastinterp's backward ops are not themselves differentiable.")
+            f"{getattr(ctx, 'op_name', name)}: double backward (the gradient of a gradient) is "
+            f"not implemented: fastinterp's backward ops are not themselves differentiable.")
     return backward
 
 
@@ -214,7 +228,12 @@ def _register(op, fake, backward=None, setup=None, name=None):
     double-backward error naming the forward ``name``)."""
     op.register_fake(fake)
     if backward is None:
-        op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
+        if callable(name):
+            def setup(ctx, inputs, output, name_of=name):
+                ctx.op_name = name_of(*inputs)
+            op.register_autograd(_no_double_backward(None), setup_context=setup)
+        else:
+            op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
     else:
         op.register_autograd(backward, setup_context=setup)
         _EAGER_AUTOGRAD[op] = _eager_autograd(op, setup, backward)
@@ -248,40 +267,84 @@ def _first_tensor(op, **named):
                     + ", ".join(type(v).__name__ for v in named.values()) + ".")
 
 
+# --------------------------------------------------------------------------- half precision
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _up(t):
+    """A half-precision tensor as float32 for the backward kernels (float32 accumulation,
+    the NumPy API's backward passes take float32/float64), others unchanged."""
+    return t.float() if isinstance(t, Tensor) and t.dtype in _HALF else t
+
+
+def _down(g, like):
+    """A gradient back in ``like``'s dtype (a half input gets a half gradient)."""
+    return g.to(like.dtype) if isinstance(g, Tensor) and g.dtype != like.dtype else g
+
+
+def _fill_list(op, fill):
+    """``fill`` as the custom ops' schema takes it: None, or a list of floats (a scalar as
+    one entry, which the NumPy API's rule gives every channel)."""
+    if fill is None:
+        return None
+    if isinstance(fill, Tensor):
+        fill = fill.detach().cpu().tolist()
+    elif isinstance(fill, np.ndarray):
+        fill = fill.tolist()
+    if isinstance(fill, (numbers.Real, np.generic)) and not isinstance(fill, (bool, np.bool_)):
+        return [float(fill)]
+    try:
+        return [float(v) for v in fill]
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: fill must be a real number or a sequence of C reals; "
+                        f"got {fill!r}.") from None
+
+
+def _fill_arg(fill):
+    return fill[0] if fill is not None and len(fill) == 1 else fill
+
+
 # --------------------------------------------------------------------------- grid_sample
 
-def _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels_last, out=None):
+def _grid_sample_direct(input, grid, mode, padding_mode, align_corners, layout, fill, out=None):
     return _tensor(_fi.grid_sample(_arg(input), _arg(grid), mode, padding_mode, align_corners,
-                                   out=_arg(out), channels_last=channels_last))
+                                   out=_arg(out), fill=_fill_arg(fill), layout=layout))
 
 
 @_custom_op("grid_sample")
 def _grid_sample_op(input: Tensor, grid: Tensor, mode: str, padding_mode: str,
-                    align_corners: bool, channels_last: bool) -> Tensor:
-    return _grid_sample_direct(input, grid, mode, padding_mode, align_corners, channels_last)
+                    align_corners: bool, layout: Optional[str],
+                    fill: Optional[list[float]]) -> Tensor:
+    return _grid_sample_direct(input, grid, mode, padding_mode, align_corners, layout, fill)
 
 
-def _grid_sample_fake(input, grid, mode, padding_mode, align_corners, channels_last):
+def _grid_sample_fake(input, grid, mode, padding_mode, align_corners, layout, fill):
     op = "grid_sample"
-    _fake_rank(op, "input", input, 4, "(N, H, W, C)" if channels_last else "(N, C, H, W)")
-    _fake_rank(op, "grid", grid, 4, "(N, H_out, W_out, 2)")
-    n, ho, wo = grid.shape[0], grid.shape[1], grid.shape[2]
-    c = input.shape[3] if channels_last else input.shape[1]
-    return input.new_empty((n, ho, wo, c) if channels_last else (n, c, ho, wo))
+    if input.dim() == 5:
+        _fake_rank(op, "grid", grid, 5, "(N, D_out, H_out, W_out, 3)")
+        return input.new_empty((grid.shape[0], input.shape[1], *grid.shape[1:4]))
+    lay = resolve_layout(op, "input", input, layout)
+    n, c, _, _ = lay.split(input.shape)
+    _fake_rank(op, "grid", grid, 4 if lay.batched else 3, "(N, H_out, W_out, 2)")
+    return input.new_empty(lay.join(grid.shape[0] if lay.batched else 1, c,
+                                    grid.shape[-3], grid.shape[-2]))
 
 
 @_custom_op("grid_sample_backward")
 def _grid_sample_bwd_op(grad_output: Tensor, input: Tensor, grid: Tensor, mode: str,
-                        padding_mode: str, align_corners: bool, channels_last: bool,
-                        needs_input_grad: bool, needs_grid_grad: bool) -> tuple[Tensor, Tensor]:
-    gi, gg = _fi.grid_sample_backward(_arg(grad_output), _arg(input), _arg(grid), mode,
-                                      padding_mode, align_corners, needs_input_grad,
-                                      needs_grid_grad, channels_last)
-    return _empty_like_missing(_tensor(gi), input), _empty_like_missing(_tensor(gg), grid)
+                        padding_mode: str, align_corners: bool, layout: Optional[str],
+                        fill: Optional[list[float]], needs_input_grad: bool,
+                        needs_grid_grad: bool) -> tuple[Tensor, Tensor]:
+    gi, gg = _fi.grid_sample_backward(_arg(_up(grad_output)), _arg(_up(input)), _arg(_up(grid)),
+                                      mode, padding_mode, align_corners, needs_input_grad,
+                                      needs_grid_grad, fill=_fill_arg(fill), layout=layout)
+    return (_empty_like_missing(_down(_tensor(gi), input), input),
+            _empty_like_missing(_down(_tensor(gg), grid), grid))
 
 
-def _grid_sample_bwd_fake(grad_output, input, grid, mode, padding_mode, align_corners,
-                          channels_last, needs_input_grad, needs_grid_grad):
+def _grid_sample_bwd_fake(grad_output, input, grid, mode, padding_mode, align_corners, layout,
+                          fill, needs_input_grad, needs_grid_grad):
     gi = input.new_empty(input.shape if needs_input_grad else (0,))
     gg = grid.new_empty(grid.shape if needs_grid_grad else (0,))
     return gi, gg
@@ -297,7 +360,7 @@ def _grid_sample_backward(ctx, grad):
     input, grid = ctx.saved_tensors
     need_in, need_grid = ctx.needs_input_grad[:2]
     gi, gg = _invoke(_grid_sample_bwd_op, grad, input, grid, *ctx.options, need_in, need_grid)
-    return _grad_or_none(gi, need_in), _grad_or_none(gg, need_grid), None, None, None, None
+    return (_grad_or_none(gi, need_in), _grad_or_none(gg, need_grid)) + (None,) * 5
 
 
 _register(_grid_sample_op, _grid_sample_fake, _grid_sample_backward, _grid_sample_setup)
@@ -305,12 +368,18 @@ _register(_grid_sample_bwd_op, _grid_sample_bwd_fake, name="grid_sample")
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                out=None, channels_last=False):
-    """Differentiable :func:`fastinterp.grid_sample` (PyTorch's ``F.grid_sample``, 2-D).
+                out=None, channels_last=None, fill=None, *, layout=None):
+    """Differentiable :func:`fastinterp.grid_sample` (PyTorch's ``F.grid_sample``, 2-D and 3-D).
 
-    Parameters and values as :func:`fastinterp.grid_sample`; gradients flow to
-    ``input`` and ``grid`` (see :func:`fastinterp.grid_sample_backward`:
-    analytic, deterministic, PyTorch's conventions at clipped points).
+    Parameters and values as :func:`fastinterp.grid_sample`: images in any
+    ``layout``, 5-D volumes (N, C, D, H, W) with grids (N, D_out, H_out,
+    W_out, 3) (CPU), paddings 'zeros', 'border', 'reflection', 'constant'
+    (with ``fill``, no gradient for it) and 'wrap', uint8 (forward only) and
+    float16/bfloat16 inputs (gradients computed in float32, returned in the
+    input's dtype). Gradients flow to ``input`` and ``grid`` (see
+    :func:`fastinterp.grid_sample_backward`: analytic, deterministic,
+    PyTorch's conventions at clipped points). ``channels_last`` is deprecated
+    (FutureWarning): use ``layout="NHWC"``.
 
     Examples
     --------
@@ -324,9 +393,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     align = _check_options(op, mode, padding_mode, align_corners)
-    cl = _check_bool(op, "channels_last", channels_last)
+    layout = from_channels_last(op, layout, channels_last)
     return _call(op, _grid_sample_op, _grid_sample_direct,
-                 (input, grid, mode, padding_mode, align, cl), (input, grid), out)
+                 (input, grid, mode, padding_mode, align, layout, _fill_list(op, fill)),
+                 (input, grid), out)
 
 
 # --------------------------------------------------------------------------- affine_grid
@@ -341,17 +411,18 @@ def _affine_grid_op(theta: Tensor, size: list[int], align_corners: bool) -> Tens
 
 
 def _affine_grid_fake(theta, size, align_corners):
-    n, _, h, w = size
-    return theta.new_empty((n, h, w, 2))
+    return theta.new_empty((size[0], *size[2:], len(size) - 2))
 
 
 @_custom_op("affine_grid_backward")
 def _affine_grid_bwd_op(grad_grid: Tensor, size: list[int], align_corners: bool) -> Tensor:
-    return _tensor(_fi.affine_grid_backward(_arg(grad_grid), size, align_corners))
+    return _down(_tensor(_fi.affine_grid_backward(_arg(_up(grad_grid)), size, align_corners)),
+                 grad_grid)
 
 
 def _affine_grid_bwd_fake(grad_grid, size, align_corners):
-    return grad_grid.new_empty((size[0], 2, 3))
+    k = len(size) - 2
+    return grad_grid.new_empty((size[0], k, k + 1))
 
 
 def _affine_grid_setup(ctx, inputs, output):
@@ -367,9 +438,10 @@ _register(_affine_grid_bwd_op, _affine_grid_bwd_fake, name="affine_grid")
 
 
 def affine_grid(theta, size, align_corners=False, out=None):
-    """Differentiable :func:`fastinterp.affine_grid` (PyTorch's ``F.affine_grid``, 2-D).
+    """Differentiable :func:`fastinterp.affine_grid` (PyTorch's ``F.affine_grid``, 2-D and 3-D).
 
-    ``theta`` (N, 2, 3) and ``size`` (N, C, H, W) as :func:`fastinterp.affine_grid`;
+    ``theta`` (N, 2, 3) with ``size`` (N, C, H, W), or (N, 3, 4) with
+    (N, C, D, H, W), as :func:`fastinterp.affine_grid`;
     the gradient flows to ``theta`` (:func:`fastinterp.affine_grid_backward`).
 
     Examples
@@ -391,31 +463,34 @@ def affine_grid(theta, size, align_corners=False, out=None):
 def _keeps_channels_last(x, layout) -> bool:
     """Whether the NumPy API returns an NCHW-shaped result stored channels-last for ``x``
     (a CPU input stored NHWC); the fake kernels mirror it."""
-    return (layout == "NCHW" and x.device.type == "cpu" and x.dim() == 4
+    return (layout in (None, "NCHW") and x.device.type == "cpu" and x.dim() == 4
             and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous())
 
 
-def _new_image(like, layout, n, c, h, w):
-    """An empty result for an image op of ``like``, in the memory format the op returns."""
-    if layout == "NHWC":
-        return like.new_empty((n, h, w, c))
-    if _keeps_channels_last(like, layout):
+def _spatial(op, name, t, layout):
+    """``(lay, (N, C), spatial sizes)`` of an image op's array: ``lay`` is None for 1-D
+    (N, C, L) and volume (N, C, D, H, W) data, else the resolved image Layout."""
+    if _is_nd(t, layout):
+        return None, tuple(t.shape[:2]), tuple(t.shape[2:])
+    lay = resolve_layout(op, name, t, layout)
+    n, c, h, w = lay.split(t.shape)
+    return lay, (n, c), (h, w)
+
+
+def _new_image(like, lay, nc, sp):
+    """An empty result of an image op, in the layout and memory format the op returns."""
+    if lay is None:
+        return like.new_empty((*nc, *sp))
+    shape = lay.join(*nc, *sp)
+    if _keeps_channels_last(like, lay.name):
+        n, c, h, w = shape
         return like.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
-    return like.new_empty((n, c, h, w))
-
-
-def _image_dims(op, name, t, layout):
-    _fake_rank(op, name, t, 4, "(N, H, W, C)" if layout == "NHWC" else "(N, C, H, W)")
-    if layout == "NHWC":
-        n, h, w, c = t.shape
-    else:
-        n, c, h, w = t.shape
-    return n, c, h, w
+    return like.new_empty(shape)
 
 
 def _in_layout_of(like, layout, result):
     """``result`` in the memory format the fake kernel promised (it already is, normally)."""
-    if layout == "NCHW" and result.dim() == 4 and _keeps_channels_last(like, layout):
+    if result.dim() == 4 and _keeps_channels_last(like, layout):
         if not result.permute(0, 2, 3, 1).is_contiguous():
             return result.contiguous(memory_format=torch.channels_last)
         return result
@@ -423,49 +498,49 @@ def _in_layout_of(like, layout, result):
 
 
 def _resize_direct(input, size, scale_factor, mode, align_corners, antialias,
-                   recompute_scale_factor, layout, out=None):
+                   recompute_scale_factor, layout, match, out=None):
     r = _fi.resize(_arg(input), size, scale_factor, mode, align_corners, antialias, _arg(out),
-                   recompute_scale_factor=recompute_scale_factor, layout=layout)
+                   recompute_scale_factor=recompute_scale_factor, layout=layout, match=match)
     return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
 
 
 @_custom_op("resize")
 def _resize_op(input: Tensor, size: Optional[list[int]], scale_factor: Optional[list[float]],
                mode: str, align_corners: Optional[bool], antialias: bool,
-               recompute_scale_factor: Optional[bool], layout: str) -> Tensor:
+               recompute_scale_factor: Optional[bool], layout: Optional[str],
+               match: str) -> Tensor:
     return _resize_direct(input, size, scale_factor, mode, align_corners, antialias,
-                          recompute_scale_factor, layout)
+                          recompute_scale_factor, layout, match)
 
 
-def _resize_out_hw(h, w, size, scale_factor):
+def _resize_out(sp, size, scale_factor):
     """The output size as the NumPy API derives it (symbolic sizes allowed)."""
     if size is not None:
-        return size[0], size[1]
+        return tuple(size)
     return tuple(torch.sym_int(torch.sym_float(n) * s) if isinstance(n, torch.SymInt)
-                 else int(np.floor(float(n) * s)) for n, s in zip((h, w), scale_factor))
+                 else int(np.floor(float(n) * s)) for n, s in zip(sp, scale_factor))
 
 
 def _resize_fake(input, size, scale_factor, mode, align_corners, antialias,
-                 recompute_scale_factor, layout):
-    n, c, h, w = _image_dims("resize", "input", input, layout)
-    oh, ow = _resize_out_hw(h, w, size, scale_factor)
-    return _new_image(input, layout, n, c, oh, ow)
+                 recompute_scale_factor, layout, match):
+    lay, nc, sp = _spatial("resize", "input", input, layout)
+    return _new_image(input, lay, nc, _resize_out(sp, size, scale_factor))
 
 
 @_custom_op("resize_backward")
 def _resize_bwd_op(grad_output: Tensor, input_size: list[int],
                    scale_factor: Optional[list[float]], mode: str, align_corners: Optional[bool],
                    antialias: bool, recompute_scale_factor: Optional[bool],
-                   layout: str) -> Tensor:
-    r = _fi.resize_backward(_arg(grad_output), input_size, scale_factor, mode, align_corners,
-                            antialias, recompute_scale_factor=recompute_scale_factor,
+                   layout: Optional[str]) -> Tensor:
+    r = _fi.resize_backward(_arg(_up(grad_output)), input_size, scale_factor, mode,
+                            align_corners, antialias, recompute_scale_factor=recompute_scale_factor,
                             layout=layout)
-    return _in_layout_of(grad_output, layout, _tensor(r))
+    return _down(_in_layout_of(grad_output, layout, _tensor(r)), grad_output)
 
 
 def _image_bwd_fake(grad_output, input_size, layout):
-    n, c, h, w = _image_dims("backward", "input_size", grad_output.new_empty(input_size), layout)
-    return _new_image(grad_output, layout, n, c, h, w)
+    lay, nc, sp = _spatial("backward", "input_size", grad_output.new_empty(input_size), layout)
+    return _new_image(grad_output, lay, nc, sp)
 
 
 def _resize_bwd_fake(grad_output, input_size, scale_factor, mode, align_corners, antialias,
@@ -476,24 +551,37 @@ def _resize_bwd_fake(grad_output, input_size, scale_factor, mode, align_corners,
 def _resize_setup(ctx, inputs, output):
     input, size, *options = inputs
     ctx.input_size = list(input.shape)
-    ctx.options = tuple(options)
+    ctx.options = tuple(options[:-1])          # match='torch' (the only one with a gradient)
 
 
 def _resize_backward(ctx, grad):
-    return (_invoke(_resize_bwd_op, grad, ctx.input_size, *ctx.options),) + (None,) * 7
+    return (_invoke(_resize_bwd_op, grad, ctx.input_size, *ctx.options),) + (None,) * 8
 
 
 _register(_resize_op, _resize_fake, _resize_backward, _resize_setup)
 _register(_resize_bwd_op, _resize_bwd_fake, name="resize")
 
 
+def _forward_only(op, what, tensors):
+    """The error for a gradient through an option that has none (the presets)."""
+    if _grad_needed(tensors):
+        raise TypeError(f"{op}: {what} has no gradient (forward only); got an input with "
+                        f"requires_grad=True while grad mode is on: detach it, call under "
+                        f"torch.no_grad(), or use match='torch'.")
+
+
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
-           antialias=False, out=None, *, recompute_scale_factor=None, layout="NCHW"):
+           antialias=False, out=None, *, recompute_scale_factor=None, layout=None,
+           match="torch"):
     """Differentiable :func:`fastinterp.resize`; values equal ``F.interpolate``.
 
     Parameters as :func:`fastinterp.resize` (note the default mode is
-    'bilinear'); the gradient flows to ``input``
-    (:func:`fastinterp.resize_backward`, the exact adjoint of the forward).
+    'bilinear'): images in any ``layout``, 1-D (N, C, L) and 3-D
+    (N, C, D, H, W) data, mode 'lanczos', uint8 and float16/bfloat16 inputs.
+    The gradient flows to ``input`` (:func:`fastinterp.resize_backward`, the
+    exact adjoint of the forward; float32 arithmetic for half inputs).
+    ``match='opencv'``/``'pil'`` and uint8 are forward only: a gradient
+    through them is a TypeError.
 
     Examples
     --------
@@ -505,16 +593,20 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
             [4., 4.]])
     """
     op = "resize"
-    align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
-    _layout_of(op, layout)
-    size_ = None if size is None else list(_pair(op, "size", size, "int"))
-    scale_ = None if scale_factor is None else list(_pair(op, "scale_factor", scale_factor,
-                                                          "float"))
+    check_option(op, "match", match, MATCHES)
+    if match != "torch":
+        _forward_only(op, f"match={match!r}", (input,))
+    size_, scale_ = size, scale_factor
+    if isinstance(input, Tensor):
+        _, _, sp = _spatial(op, "input", input, layout)
+        if size is not None:
+            size_ = list(_tuple_k(op, "size", size, "int", len(sp)))
+        if scale_factor is not None:
+            scale_ = list(_tuple_k(op, "scale_factor", scale_factor, "float", len(sp)))
     if recompute_scale_factor is not None:
         recompute_scale_factor = _check_bool(op, "recompute_scale_factor", recompute_scale_factor)
-    if (size is None) == (scale_factor is None):   # both or neither: the NumPy API's error
-        _output_geometry(op, (1, 1), size, scale_factor, mode, recompute_scale_factor)
-    args = (input, size_, scale_, mode, align_corners, antialias, recompute_scale_factor, layout)
+    args = (input, size_, scale_, mode, align_corners, antialias, recompute_scale_factor, layout,
+            match)
     return _call(op, _resize_op, _resize_direct, args, (input,), out)
 
 
@@ -522,24 +614,35 @@ interpolate = resize
 
 
 def _pool_direct(input, output_size, layout, out=None):
-    r = _fi.adaptive_avg_pool2d(_arg(input), output_size, _arg(out), layout=layout)
+    if input.dim() == 3 and layout is None:
+        r = _fi.adaptive_avg_pool1d(_arg(input), output_size, _arg(out))
+    elif input.dim() == 5:
+        r = _fi.adaptive_avg_pool3d(_arg(input), output_size, _arg(out))
+    else:
+        r = _fi.adaptive_avg_pool2d(_arg(input), output_size, _arg(out), layout=layout)
     return _tensor(r) if out is not None else _in_layout_of(input, layout, _tensor(r))
 
 
-@_custom_op("adaptive_avg_pool2d")
-def _pool_op(input: Tensor, output_size: list[int], layout: str) -> Tensor:
+@_custom_op("adaptive_avg_pool")
+def _pool_op(input: Tensor, output_size: list[int], layout: Optional[str]) -> Tensor:
     return _pool_direct(input, output_size, layout)
 
 
 def _pool_fake(input, output_size, layout):
-    n, c, _, _ = _image_dims("adaptive_avg_pool2d", "input", input, layout)
-    return _new_image(input, layout, n, c, output_size[0], output_size[1])
+    lay, nc, _ = _spatial("adaptive_avg_pool", "input", input, layout)
+    return _new_image(input, lay, nc, tuple(output_size))
 
 
-@_custom_op("adaptive_avg_pool2d_backward")
-def _pool_bwd_op(grad_output: Tensor, input_size: list[int], layout: str) -> Tensor:
-    r = _fi.adaptive_avg_pool2d_backward(_arg(grad_output), input_size, layout=layout)
-    return _in_layout_of(grad_output, layout, _tensor(r))
+@_custom_op("adaptive_avg_pool_backward")
+def _pool_bwd_op(grad_output: Tensor, input_size: list[int], layout: Optional[str]) -> Tensor:
+    g = _arg(_up(grad_output))
+    if len(input_size) == 3 and layout is None:
+        r = _fi.adaptive_avg_pool1d_backward(g, input_size)
+    elif len(input_size) == 5:
+        r = _fi.adaptive_avg_pool3d_backward(g, input_size)
+    else:
+        r = _fi.adaptive_avg_pool2d_backward(g, input_size, layout=layout)
+    return _down(_in_layout_of(grad_output, layout, _tensor(r)), grad_output)
 
 
 def _pool_setup(ctx, inputs, output):
@@ -551,12 +654,46 @@ def _pool_backward(ctx, grad):
 
 
 _register(_pool_op, _pool_fake, _pool_backward, _pool_setup)
-_register(_pool_bwd_op, _image_bwd_fake, name="adaptive_avg_pool2d")
+def _pool_name(grad_output, input_size, layout):
+    rank = 1 if len(input_size) == 3 and layout is None else 3 if len(input_size) == 5 else 2
+    return f"adaptive_avg_pool{rank}d"
 
 
-def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
-    """Differentiable :func:`fastinterp.adaptive_avg_pool2d`; values equal
-    ``F.adaptive_avg_pool2d``, gradient :func:`fastinterp.adaptive_avg_pool2d_backward`.
+_register(_pool_bwd_op, _image_bwd_fake, name=_pool_name)
+
+
+def _pool(op, rank, input, output_size, out, layout=None):
+    """One adaptive average pool over ``rank`` spatial axes (1, 2 or 3)."""
+    if not isinstance(input, Tensor):
+        input = torch.as_tensor(input)
+    if rank == 2:
+        sp = resolve_layout(op, "input", input, layout).split(input.shape)[2:]
+    elif input.dim() != rank + 2:
+        axes = {1: "(N, C, L)", 3: "(N, C, D, H, W)"}[rank]
+        raise ValueError(f"{op}: input must have shape {axes}; got {shape_str(input.shape)}.")
+    else:
+        sp = tuple(input.shape[2:])
+    sizes = list((_pool_size if rank == 2 else _pool_size_k)(op, output_size, sp))
+    return _call(op, _pool_op, _pool_direct, (input, sizes, layout), (input,), out)
+
+
+def adaptive_avg_pool1d(input, output_size, out=None):
+    """Differentiable :func:`fastinterp.adaptive_avg_pool1d` on (N, C, L) tensors; values
+    equal ``F.adaptive_avg_pool1d``, gradient :func:`fastinterp.adaptive_avg_pool1d_backward`.
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> fit.adaptive_avg_pool1d(torch.arange(4.0).reshape(1, 1, 4), 2)
+    tensor([[[0.5000, 2.5000]]])
+    """
+    return _pool("adaptive_avg_pool1d", 1, input, output_size, out)
+
+
+def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
+    """Differentiable :func:`fastinterp.adaptive_avg_pool2d` (images in any ``layout``);
+    values equal ``F.adaptive_avg_pool2d``, gradient
+    :func:`fastinterp.adaptive_avg_pool2d_backward`.
 
     Examples
     --------
@@ -566,13 +703,172 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout="NCHW"):
     tensor([[ 2.5000,  4.5000],
             [10.5000, 12.5000]])
     """
-    op = "adaptive_avg_pool2d"
-    nhwc = _layout_of(op, layout)
-    hw = (1, 1)
-    if isinstance(input, Tensor) and input.dim() == 4:
-        hw = tuple(input.shape[1:3]) if nhwc else tuple(input.shape[2:])
-    sizes = list(_pool_size(op, output_size, hw))
-    return _call(op, _pool_op, _pool_direct, (input, sizes, layout), (input,), out)
+    return _pool("adaptive_avg_pool2d", 2, input, output_size, out, layout)
+
+
+def adaptive_avg_pool3d(input, output_size, out=None):
+    """Differentiable :func:`fastinterp.adaptive_avg_pool3d` on (N, C, D, H, W) tensors;
+    values equal ``F.adaptive_avg_pool3d``, gradient
+    :func:`fastinterp.adaptive_avg_pool3d_backward`.
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> fit.adaptive_avg_pool3d(torch.ones(1, 1, 2, 4, 4), 1).shape
+    torch.Size([1, 1, 1, 1, 1])
+    """
+    return _pool("adaptive_avg_pool3d", 3, input, output_size, out)
+
+
+# --------------------------------------------------------------------------- warps
+
+def _warp_fn(rows, backward=False):
+    name = ("warp_affine" if rows == 2 else "warp_perspective") + ("_backward" * backward)
+    return getattr(_fi, name)
+
+
+def _host(M):
+    """A warp matrix as the NumPy API reads it (a host array; it is tiny)."""
+    return _arg(M.detach().cpu()) if isinstance(M, Tensor) else M
+
+
+def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
+                 layout, rows, out=None):
+    # the NumPy warps take float32/float64: a half image is warped in float32, rounded once
+    half = isinstance(img, Tensor) and img.dtype in _HALF
+    r = _tensor(_warp_fn(rows)(_arg(_up(img)), _host(M), dsize, mode, padding_mode,
+                               align_corners, match, inverse_map, None if half else _arg(out),
+                               _fill_arg(fill), layout=layout))
+    if not half:
+        return r
+    return r.to(img.dtype) if out is None else out.copy_(r)
+
+
+@_custom_op("warp")
+def _warp_op(img: Tensor, M: Tensor, dsize: list[int], mode: str, padding_mode: str,
+             align_corners: bool, match: str, inverse_map: bool, fill: Optional[list[float]],
+             layout: Optional[str], rows: int) -> Tensor:
+    return _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map,
+                        fill, layout, rows)
+
+
+def _warp_fake(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
+               layout, rows):
+    lay = resolve_layout("warp", "img", img, layout)
+    n, c, _, _ = lay.split(img.shape)
+    return img.new_empty(lay.join(n, c, *dsize))
+
+
+@_custom_op("warp_backward")
+def _warp_bwd_op(grad_output: Tensor, img: Tensor, M: Tensor, dsize: list[int], mode: str,
+                 padding_mode: str, align_corners: bool, match: str, inverse_map: bool,
+                 fill: Optional[list[float]], layout: Optional[str], rows: int,
+                 needs_input_grad: bool, needs_matrix_grad: bool) -> tuple[Tensor, Tensor]:
+    gi, gm = _warp_fn(rows, True)(_arg(_up(grad_output)), _arg(_up(img)), _host(M), dsize, mode,
+                                  padding_mode, align_corners, match, inverse_map,
+                                  needs_input_grad, needs_matrix_grad, _fill_arg(fill),
+                                  layout=layout)
+    gm = None if gm is None else _tensor(gm).to(device=M.device, dtype=M.dtype)
+    return (_empty_like_missing(_down(_tensor(gi), img), img), _empty_like_missing(gm, M))
+
+
+def _warp_bwd_fake(grad_output, img, M, dsize, mode, padding_mode, align_corners, match,
+                   inverse_map, fill, layout, rows, needs_input_grad, needs_matrix_grad):
+    return (img.new_empty(img.shape if needs_input_grad else (0,)),
+            M.new_empty(M.shape if needs_matrix_grad else (0,)))
+
+
+def _warp_setup(ctx, inputs, output):
+    img, M, *options = inputs
+    ctx.save_for_backward(img, M)
+    ctx.options = tuple(options)
+
+
+def _warp_backward(ctx, grad):
+    img, M = ctx.saved_tensors
+    need_in, need_m = ctx.needs_input_grad[:2]
+    gi, gm = _invoke(_warp_bwd_op, grad, img, M, *ctx.options, need_in, need_m)
+    return (_grad_or_none(gi, need_in), _grad_or_none(gm, need_m)) + (None,) * 9
+
+
+_register(_warp_op, _warp_fake, _warp_backward, _warp_setup)
+_register(_warp_bwd_op, _warp_bwd_fake,
+          name=lambda *inputs: "warp_affine" if inputs[11] == 2 else "warp_perspective")
+
+
+def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, out,
+          fill, layout):
+    def op_args(img, M, *options):
+        like = _first_tensor(op, img=img)
+        M = _as_tensor_like(M, like, "M", op)
+        if not M.is_floating_point() or M.dtype in _HALF:
+            M = M.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
+        return (like, M) + options
+
+    dims = list(_check_dsize(op, dsize))
+    args = (img, M, dims, mode, padding_mode, align_corners, match, inverse_map,
+            _fill_list(op, fill), layout, rows)
+    return _call(op, _warp_op, _warp_direct, args, (img, M), out, op_args)
+
+
+def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
+    """Differentiable :func:`fastinterp.warp_affine` (``cv2.warpAffine`` / kornia).
+
+    Parameters and values as :func:`fastinterp.warp_affine`; gradients flow
+    to ``img`` and to a tensor ``M`` (:func:`fastinterp.warp_affine_backward`).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> M = torch.tensor([[1.0, 0, 0.5], [0, 1, 0]], requires_grad=True)
+    >>> fit.warp_affine(torch.rand(1, 1, 4, 4), M, (4, 4)).sum().backward()
+    >>> M.grad.shape
+    torch.Size([2, 3])
+    """
+    return _warp("warp_affine", 2, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, out, fill, layout)
+
+
+def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                     match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
+    """Differentiable :func:`fastinterp.warp_perspective` (homographies,
+    ``cv2.warpPerspective``); gradients flow to ``img`` and a tensor ``M``
+    (:func:`fastinterp.warp_perspective_backward`).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> fit.warp_perspective(torch.ones(1, 1, 4, 4), torch.eye(3), (4, 4))[0, 0, 1]
+    tensor([1., 1., 1., 1.])
+    """
+    return _warp("warp_perspective", 3, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, out, fill, layout)
+
+
+def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
+           fill=None, *, layout=None):
+    """Differentiable :func:`fastinterp.rotate` (about ``center``, degrees counter-clockwise);
+    the gradient flows to ``img`` (the rotation is :func:`warp_affine` with
+    :func:`fastinterp.rotation_matrix`).
+
+    Examples
+    --------
+    >>> import torch, fastinterp.torch as fit
+    >>> img = torch.arange(9.0).reshape(1, 1, 3, 3)
+    >>> fit.rotate(img, 90)[0, 0].round()
+    tensor([[2., 5., 8.],
+            [1., 4., 7.],
+            [0., 3., 6.]])
+    """
+    op = "rotate"
+    x = _first_tensor(op, img=img)
+    _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
+    if center is None:
+        center = ((W - 1) / 2.0, (H - 1) / 2.0)
+    M = _fi.rotation_matrix(angle, center, scale)
+    return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
+                 layout)
 
 
 # --------------------------------------------------------------------------- distances

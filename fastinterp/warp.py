@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from ._dispatch import begin
+from ._layout import resolve as resolve_layout
 from ._validate import check_option, check_out, float_dtype, shape_str
 from .sample import (_check_bool, _layout_dims, base_coordinates, grid_sample,
                      grid_sample_backward)
@@ -176,25 +177,31 @@ def _float_dtype(x):
     return dtype if dtype.kind == "f" and dtype.itemsize >= 4 else np.dtype(np.float32)
 
 
+def _image_layout(op, img, layout):
+    """The resolved Layout of ``img`` (batched or one image; no 5-D volumes)."""
+    if not hasattr(img, "shape"):
+        raise TypeError(f"{op}: img must be an array; got {type(img).__name__}.")
+    return resolve_layout(op, "img", img, layout)
+
+
 def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
-           channels_last, fill, rows, **more):
+           layout, fill, rows, **more):
+    """Validate a warp call: ``(p, lay, batched img, map, (N, C, Ho, Wo), grid_sample options)``."""
     check_option(op, "match", match, MATCHES)
     align = _check_bool(op, "align_corners", align_corners)
     inverse = _check_bool(op, "inverse_map", inverse_map)
-    cl = _check_bool(op, "channels_last", channels_last)
     Ho, Wo = _check_dsize(op, dsize)
     p = begin(op, img=img, **more)
     x = p.arrays["img"]
-    if not hasattr(x, "shape"):
-        raise TypeError(f"{op}: img must be an array; got {type(img).__name__}.")
+    lay = _image_layout(op, x, layout)
     float_dtype(op, "img", x)
-    N, C, H, W = _layout_dims(op, x, cl)
+    N, C, H, W = _layout_dims(op, x, lay)
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
-                channels_last=cl, fill=fill)
-    return p, x, wmap, (N, C, Ho, Wo), opts
+                layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
+    return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
 
 
 def _to_device_like(p, grid):
@@ -212,18 +219,18 @@ def _full_grid(wmap, N, dtype):
 
 
 def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
-             channels_last, out, fill, rows):
-    p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
-                                               align_corners, inverse_map, channels_last, fill,
-                                               rows)
+             layout, out, fill, rows):
+    p, lay, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode,
+                                                    padding_mode, align_corners, inverse_map,
+                                                    layout, fill, rows)
     dtype = _float_dtype(x)
-    cl = opts["channels_last"]
-    shape = (N, Ho, Wo, C) if cl else (N, C, Ho, Wo)
+    cl = lay.nhwc
     if out is not None:
         caller, target = p.adopt_out(out)
-        check_out(op, target, shape, x.dtype, {"img": x})
+        check_out(op, target, lay.join(N, C, Ho, Wo), x.dtype, {"img": x})
     else:
-        caller, target = p.empty(shape, x.dtype)
+        caller, target = p.empty(lay.join(N, C, Ho, Wo), x.dtype)
+    target = lay.as_batched(target)
     if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":
         grid_sample(x, _to_device_like(p, _full_grid(wmap, N, dtype)), out=target, **opts)
         return p.wrap(caller)
@@ -240,33 +247,40 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
 
 
 def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_corners,
-              inverse_map, channels_last, needs_input_grad, needs_matrix_grad, fill, rows):
+              inverse_map, layout, needs_input_grad, needs_matrix_grad, fill, rows):
     need_m = _check_bool(op, "needs_matrix_grad", needs_matrix_grad)
     need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
-    p, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode, padding_mode,
-                                               align_corners, inverse_map, channels_last, fill,
-                                               rows, grad_output=grad_output)
+    p, lay, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode,
+                                                    padding_mode, align_corners, inverse_map,
+                                                    layout, fill, rows, grad_output=grad_output)
     dtype = _float_dtype(x)
     grid = _full_grid(wmap, N, dtype)
     go = p.arrays["grad_output"]
-    gi, gg = grid_sample_backward(go, x, _to_device_like(p, grid), needs_input_grad=need_in,
+    if tuple(go.shape) != lay.join(N, C, Ho, Wo):
+        raise ValueError(f"{op}: grad_output must have shape "
+                         f"{shape_str(lay.join(N, C, Ho, Wo))} (the forward's output); "
+                         f"got {shape_str(go.shape)}.")
+    gi, gg = grid_sample_backward(lay.as_batched(p.contiguous(go)), x,
+                                  _to_device_like(p, grid), needs_input_grad=need_in,
                                   needs_grid_grad=need_m, **opts)
     gm = None
     if need_m:
         host = gg.copy_to_host() if hasattr(gg, "copy_to_host") else np.asarray(gg)
         gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
-    return (None if gi is None else p.wrap(gi)), gm
+    if gi is not None:
+        gi = p.wrap(gi.reshape(tuple(p.arrays["img"].shape)))
+    return gi, gm
 
 
 # --------------------------------------------------------------------------- public API
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                match="opencv", inverse_map=False, out=None, channels_last=False, fill=None):
+                match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
     """Warp images by 2-D affine maps (``cv2.warpAffine``; kornia's ``warp_affine``).
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
     M : array (2, 3) or (N, 2, 3)
         One matrix for the batch or one per image; see ``match``.
     dsize : (H_out, W_out)
@@ -286,10 +300,15 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
         'opencv' only: ``M`` maps destination to source (``WARP_INVERSE_MAP``).
     out : array, optional
         Destination of the output's shape and dtype, C-contiguous.
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        The axes of ``img`` (and of the output), as for
+        :func:`fastinterp.grid_sample`: None reads a 4-D array as NCHW and a
+        2-D one as HW; a 3-D image needs 'CHW' or 'HWC'. A single image is
+        warped as a batch of one (``M`` then (2, 3) or (1, 2, 3)).
 
     Returns
     -------
-    array (N, C, H_out, W_out) (or NHWC), img's dtype.
+    array (N, C, H_out, W_out) in img's layout, img's dtype.
 
     Conventions
     -----------
@@ -310,27 +329,27 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
            [0., 6., 7.]])
     """
     return _forward("warp_affine", img, M, dsize, match, mode, padding_mode, align_corners,
-                    inverse_map, channels_last, out, fill, rows=2)
+                    inverse_map, layout, out, fill, rows=2)
 
 
 def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                     match="opencv", inverse_map=False, out=None, channels_last=False,
-                     fill=None):
+                     match="opencv", inverse_map=False, out=None, fill=None, *,
+                     layout=None):
     """Warp images by homographies (``cv2.warpPerspective``).
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
     M : array (3, 3) or (N, 3, 3)
         Homography (one for the batch or one per image); ``match`` and
         ``inverse_map`` as in :func:`warp_affine` ('torch': normalized
         output coordinates to normalized input coordinates).
-    dsize, mode, padding_mode, align_corners, match, inverse_map, out, channels_last, fill
+    dsize, mode, padding_mode, align_corners, match, inverse_map, out, fill, layout
         As :func:`warp_affine`.
 
     Returns
     -------
-    array (N, C, H_out, W_out) (or NHWC), img's dtype.
+    array (N, C, H_out, W_out) in img's layout, img's dtype.
 
     Conventions
     -----------
@@ -346,19 +365,19 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
     array([4., 5., 6., 7.])
     """
     return _forward("warp_perspective", img, M, dsize, match, mode, padding_mode, align_corners,
-                    inverse_map, channels_last, out, fill, rows=3)
+                    inverse_map, layout, out, fill, rows=3)
 
 
 def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                          align_corners=False, match="opencv", inverse_map=False,
-                         channels_last=False, needs_input_grad=True, needs_matrix_grad=True,
-                         fill=None):
+                         needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
+                         layout=None):
     """Gradients of :func:`warp_affine` with respect to the image and the matrix.
 
     Parameters
     ----------
     grad_output : array, warp_affine's output shape
-    img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, channels_last, fill
+    img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill, layout
         As given to :func:`warp_affine`.
     needs_input_grad, needs_matrix_grad : bool
         Which gradients to compute; a skipped one is None.
@@ -386,14 +405,14 @@ def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mo
     ((1, 1, 4, 4), (2, 3))
     """
     return _backward("warp_affine_backward", grad_output, img, M, dsize, match, mode,
-                     padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
+                     padding_mode, align_corners, inverse_map, layout, needs_input_grad,
                      needs_matrix_grad, fill, rows=2)
 
 
 def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                               align_corners=False, match="opencv", inverse_map=False,
-                              channels_last=False, needs_input_grad=True,
-                              needs_matrix_grad=True, fill=None):
+                              needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
+                              layout=None):
     """Gradients of :func:`warp_perspective` with respect to the image and the homography.
 
     Parameters and returns as :func:`warp_affine_backward` (``grad_M`` of M's shape).
@@ -407,7 +426,7 @@ def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", paddi
     (3, 3)
     """
     return _backward("warp_perspective_backward", grad_output, img, M, dsize, match, mode,
-                     padding_mode, align_corners, inverse_map, channels_last, needs_input_grad,
+                     padding_mode, align_corners, inverse_map, layout, needs_input_grad,
                      needs_matrix_grad, fill, rows=3)
 
 
@@ -442,12 +461,12 @@ def rotation_matrix(angle, center, scale=1.0):
 
 
 def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
-           channels_last=False, fill=None):
+           fill=None, *, layout=None):
     """Rotate images about ``center`` by ``angle`` degrees (counter-clockwise), same size.
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64 ((N, H, W, C) with ``channels_last``)
+    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
     angle : float
         Degrees, counter-clockwise on screen (OpenCV's and kornia's sign).
     center : (x, y), optional
@@ -455,7 +474,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
         ``((W - 1) / 2, (H - 1) / 2)``.
     scale : float
         Isotropic scale.
-    mode, padding_mode, out, channels_last, fill
+    mode, padding_mode, out, fill, layout
         As :func:`warp_affine`.
 
     Returns
@@ -473,14 +492,9 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
            [1., 4., 7.],
            [0., 3., 6.]])
     """
-    shape = tuple(getattr(img, "shape", ()))
-    if len(shape) != 4:
-        raise ValueError(f"rotate: img must have shape "
-                         f"{'(N, H, W, C)' if channels_last else '(N, C, H, W)'}; "
-                         f"got {shape_str(shape)}.")
-    H, W = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
+    _, _, H, W = _image_layout("rotate", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
     M = rotation_matrix(angle, center, scale)
     return _forward("rotate", img, M, (H, W), "opencv", mode, padding_mode, False, False,
-                    channels_last, out, fill, rows=2)
+                    layout, out, fill, rows=2)

@@ -46,6 +46,16 @@ def grid_off_knots(rng, shape, h, w, align, spread=1.4):
     return out
 
 
+def test_docstring_examples():
+    import doctest
+    jax.config.update("jax_enable_x64", False)      # the examples show JAX's default dtypes
+    try:
+        result = doctest.testmod(fij, optionflags=doctest.NORMALIZE_WHITESPACE)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert result.attempted > 10 and result.failed == 0
+
+
 def test_import_fastinterp_does_not_import_jax():
     code = ("import sys, fastinterp; assert 'jax' not in sys.modules; "
             "import fastinterp.jax; assert 'jax' in sys.modules")
@@ -70,12 +80,15 @@ def test_grid_sample_values_and_check_grads(rng, mode, pad, align):
     rev(lambda x, g: fij.grid_sample(x, g, **kw), jnp.asarray(x), jnp.asarray(g))
 
 
-def test_grid_sample_channels_last_and_partial_grads(rng):
+def test_grid_sample_nhwc_and_partial_grads(rng):
     x = rng.standard_normal((1, 4, 5, 3))
     g = grid_off_knots(rng, (1, 2, 3), 4, 5, False)
-    y = fij.grid_sample(x, g, channels_last=True)
-    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, channels_last=True))
-    rev(lambda x: fij.grid_sample(x, jnp.asarray(g), channels_last=True), jnp.asarray(x))
+    y = fij.grid_sample(x, g, layout="NHWC")
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, layout="NHWC"))
+    rev(lambda x: fij.grid_sample(x, jnp.asarray(g), layout="NHWC"), jnp.asarray(x))
+    with pytest.warns(FutureWarning, match="grid_sample: channels_last is deprecated"):
+        y2 = fij.grid_sample(x, g, channels_last=True)
+    np.testing.assert_array_equal(np.asarray(y2), np.asarray(y))
 
 
 # ------------------------------------------------------------------ the other ops
@@ -190,3 +203,119 @@ def test_half_precision_through_jax(rng, dtype):
                       argnums=(0, 1))(x, g)
     assert gx.dtype == dt and gg.dtype == jnp.float32
     assert fij.resize(x, size=(3, 4)).dtype == dt
+
+
+# ------------------------------------------------------------------ the merged API's options
+
+def grid3d_off_knots(rng, shape, dhw, align):
+    """Like grid_off_knots for volumes: (x, y) off the knots of (H, W), z of D."""
+    g = np.empty(shape + (3,))
+    g[..., :2] = grid_off_knots(rng, shape, dhw[1], dhw[2], align)
+    g[..., 2] = grid_off_knots(rng, shape, dhw[0], dhw[0], align)[..., 0]
+    return g
+
+
+@pytest.mark.parametrize("mode, pad, align, fill", [
+    ("bilinear", "constant", False, (0.5, -1.0)), ("bicubic", "wrap", True, None),
+    ("nearest", "constant", True, 2.0)])
+def test_constant_and_wrap_padding(rng, mode, pad, align, fill):
+    x = rng.standard_normal((1, 2, 4, 5))
+    g = grid_off_knots(rng, (1, 3, 2), 4, 5, align)
+    kw = dict(mode=mode, padding_mode=pad, align_corners=align, fill=fill)
+    y = fij.grid_sample(jnp.asarray(x), jnp.asarray(g), **kw)
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, **kw))
+    rev(lambda x, g: fij.grid_sample(x, g, **kw), jnp.asarray(x), jnp.asarray(g))
+
+
+@pytest.mark.parametrize("mode, pad, align", [("bilinear", "zeros", False),
+                                              ("bicubic", "reflection", True),
+                                              ("bilinear", "wrap", True)])
+def test_volume_grid_sample_and_affine_grid_3d(rng, mode, pad, align):
+    x = rng.standard_normal((1, 2, 3, 4, 3))
+    g = grid3d_off_knots(rng, (1, 2, 2, 2), (3, 4, 3), align)
+    kw = dict(mode=mode, padding_mode=pad, align_corners=align)
+    y = fij.grid_sample(jnp.asarray(x), jnp.asarray(g), **kw)
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, **kw))
+    rev(lambda x, g: fij.grid_sample(x, g, **kw), jnp.asarray(x), jnp.asarray(g))
+    theta = np.eye(3, 4)[None] + rng.uniform(-0.2, 0.2, (2, 3, 4))
+    got = fij.affine_grid(jnp.asarray(theta), (2, 1, 2, 3, 4), align)
+    np.testing.assert_allclose(np.asarray(got), fi.affine_grid(theta, (2, 1, 2, 3, 4), align),
+                               rtol=1e-14, atol=1e-14)
+    rev(lambda th: fij.affine_grid(th, (2, 1, 2, 3, 4), align), jnp.asarray(theta))
+
+
+@pytest.mark.parametrize("shape, call", [
+    ((2, 3, 7), lambda m, x: m.resize(x, 5, mode="linear")),
+    ((1, 2, 8), lambda m, x: m.resize(x, scale_factor=0.5, mode="area")),
+    ((1, 2, 3, 4, 5), lambda m, x: m.resize(x, (4, 3, 6), mode="trilinear", align_corners=True)),
+    ((2, 3, 7), lambda m, x: m.adaptive_avg_pool1d(x, 3)),
+    ((1, 2, 3, 5, 4), lambda m, x: m.adaptive_avg_pool3d(x, (2, None, 3))),
+    ((5, 4, 3), lambda m, x: m.resize(x, (3, 7), mode="bicubic", layout="HWC")),
+    ((3, 5, 4), lambda m, x: m.adaptive_avg_pool2d(x, (2, 3), layout="CHW")),
+    ((5, 4), lambda m, x: m.resize(x, (6, 2), mode="lanczos", layout="HW")),
+])
+def test_nd_data_layouts_and_pools(rng, shape, call):
+    x = rng.standard_normal(shape)
+    got = call(fij, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), call(fi, x), rtol=1e-13, atol=1e-13)
+    rev(lambda x: call(fij, x), jnp.asarray(x))
+
+
+@pytest.mark.parametrize("layout", ["CHW", "HWC", "HW"])
+def test_single_image_grid_sample_and_vmap(rng, layout):
+    x = rng.standard_normal({"CHW": (2, 4, 5), "HWC": (4, 5, 2), "HW": (4, 5)}[layout])
+    g = grid_off_knots(rng, (3, 2), 4, 5, False)
+    y = fij.grid_sample(jnp.asarray(x), jnp.asarray(g), "bicubic", layout=layout)
+    np.testing.assert_array_equal(np.asarray(y), fi.grid_sample(x, g, "bicubic", layout=layout))
+    rev(lambda x, g: fij.grid_sample(x, g, layout=layout), jnp.asarray(x), jnp.asarray(g))
+    xs = jnp.stack([jnp.asarray(x), jnp.asarray(x) * 2])
+    mapped = jax.vmap(lambda x: fij.grid_sample(x, jnp.asarray(g), layout=layout))(xs)
+    np.testing.assert_allclose(np.asarray(mapped[1]), 2 * fi.grid_sample(x, g, layout=layout),
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_presets_and_uint8_are_forward_only(rng):
+    u8 = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    for match, mode in (("opencv", "bilinear"), ("pil", "lanczos")):
+        got = fij.resize(jnp.asarray(u8), (4, 5), mode=mode, layout="HWC", match=match)
+        assert got.dtype == jnp.uint8
+        np.testing.assert_array_equal(np.asarray(got), fi.resize(u8, (4, 5), mode=mode,
+                                                                 layout="HWC", match=match))
+    x = jnp.asarray(rng.standard_normal((1, 2, 6, 6)))
+    with pytest.raises(TypeError, match=r"resize: match='opencv' has no gradient"):
+        jax.grad(lambda x: fij.resize(x, (3, 3), match="opencv").sum())(x)
+
+
+@pytest.mark.parametrize("op, rows, match, pad", [
+    ("warp_affine", 2, "opencv", "zeros"), ("warp_perspective", 3, "torch", "constant")])
+def test_warps_values_and_check_grads(rng, op, rows, match, pad):
+    x = rng.standard_normal((2, 2, 5, 6))
+    M = np.eye(rows, 3) + rng.uniform(-0.05, 0.05, (rows, 3))
+    M[:2, 2] += 0.37 if match == "opencv" else 0.07
+    if rows == 3:
+        M[2, :2] = rng.uniform(-0.02, 0.02, 2)
+    kw = dict(padding_mode=pad, match=match, fill=0.25 if pad == "constant" else None)
+    y = getattr(fij, op)(jnp.asarray(x), jnp.asarray(M), (4, 5), **kw)
+    np.testing.assert_array_equal(np.asarray(y), getattr(fi, op)(x, M, (4, 5), **kw))
+    rev(lambda x, m: getattr(fij, op)(x, m, (4, 5), **kw), jnp.asarray(x), jnp.asarray(M))
+    jitted = jax.jit(lambda x, m: getattr(fij, op)(x, m, (4, 5), **kw))
+    np.testing.assert_array_equal(np.asarray(jitted(jnp.asarray(x), jnp.asarray(M))),
+                                  np.asarray(y))
+
+
+def test_rotate_and_half_precision_warp(rng):
+    x = rng.standard_normal((5, 6, 2))
+    y = fij.rotate(jnp.asarray(x), 23.0, scale=0.9, layout="HWC")
+    np.testing.assert_array_equal(np.asarray(y), fi.rotate(x, 23.0, scale=0.9, layout="HWC"))
+    rev(lambda x: fij.rotate(x, 23.0, scale=0.9, layout="HWC"), jnp.asarray(x))
+    h = jnp.asarray(x, jnp.bfloat16)
+    gx = jax.grad(lambda h: fij.rotate(h, 23.0, layout="HWC").astype(jnp.float32).sum())(h)
+    assert fij.rotate(h, 23.0, layout="HWC").dtype == jnp.bfloat16 and gx.dtype == jnp.bfloat16
+
+
+def test_batched_distances_broadcast_like_cdist(rng):
+    x, y = rng.standard_normal((2, 4, 3)), rng.standard_normal((5, 3))
+    got = fij.pairwise_sqdist(jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(np.asarray(got), fi.pairwise_sqdist(x, y), rtol=1e-13)
+    rev(fij.pairwise_sqdist, jnp.asarray(x), jnp.asarray(y))
+    rev(fij.pairwise_l2, jnp.asarray(x), jnp.asarray(y[None].repeat(2, 0)))

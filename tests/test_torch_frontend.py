@@ -177,15 +177,6 @@ def test_pairwise_values_and_grads_equal_cdist(dtype):
     assert_grads_close(grads, ref_grads, dtype)
 
 
-def _numpy_accepts_batches():
-    try:
-        fi.pairwise_sqdist(np.zeros((2, 3, 2)), np.zeros((2, 4, 2)))
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _numpy_accepts_batches(), reason="the NumPy API has no batched distances")
 @pytest.mark.parametrize("xs, ys", [((2, 5, 3), (2, 4, 3)), ((5, 3), (2, 4, 3)),
                                     ((3, 1, 5, 3), (2, 4, 3))])
 def test_batched_pairwise_broadcast_like_cdist(xs, ys):
@@ -243,7 +234,7 @@ def test_gradcheck_grid_sample(mode, pad, align):
     g = _t(off_knots(rng, (1, 2, 3, 2), (3, 4), align), True)
     _gradcheck(lambda a, b: fit.grid_sample(a, b, mode, pad, align), x, g)
     # the registered op's own autograd formula (the eager call above skips the dispatcher)
-    _gradcheck(lambda a, b: OPS.grid_sample(a, b, mode, pad, align, False), x, g)
+    _gradcheck(lambda a, b: OPS.grid_sample(a, b, mode, pad, align, None, None), x, g)
 
 
 @pytest.mark.parametrize("align", [False, True])
@@ -253,14 +244,15 @@ def test_gradcheck_affine_grid_and_channels_last_sampling(align):
     x = _t(rng.standard_normal((2, 4, 5, 3)), True)     # NHWC
     _gradcheck(lambda th: fit.affine_grid(th, (2, 1, 3, 4), align), theta)
     _gradcheck(lambda a, th: fit.grid_sample(a, fit.affine_grid(th, (2, 3, 2, 3), align),
-                                             align_corners=align, channels_last=True), x, theta)
+                                             align_corners=align, layout="NHWC"), x, theta)
 
 
 @pytest.mark.parametrize("mode, align, aa", RESIZE_COMBOS)
 def test_gradcheck_resize(mode, align, aa):
     x = _t(_rng(12).standard_normal((1, 2, 5, 6)), True)
     _gradcheck(lambda a: fit.resize(a, (3, 8), mode=mode, align_corners=align, antialias=aa), x)
-    _gradcheck(lambda a: OPS.resize(a, None, [0.7, 1.4], mode, align, aa, None, "NCHW"), x)
+    _gradcheck(lambda a: OPS.resize(a, None, [0.7, 1.4], mode, align, aa, None, "NCHW", "torch"),
+               x)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -309,20 +301,43 @@ def _opcheck_samples():
     cl = r(2, 5, 4, 3).permute(0, 3, 1, 2).detach().requires_grad_()     # channels-last NCHW
     a, b = r(3, 4), r(5, 4)
     t = _t(rng.uniform(0, 1, (3,)), True)
+    v, gv = r(1, 2, 3, 4, 5), r(1, 2, 3, 2, 3)       # a volume and its grid
     return [
-        (OPS.grid_sample, (x, g, "bicubic", "reflection", False, False)),
-        (OPS.grid_sample_backward, (go, x, g, "bilinear", "zeros", True, False, True, True)),
-        (OPS.grid_sample_backward, (go, x, g, "bilinear", "border", True, False, False, True)),
+        (OPS.grid_sample, (x, g, "bicubic", "reflection", False, None, None)),
+        (OPS.grid_sample, (x, g, "bilinear", "constant", True, "NHWC", [0.5, -1.0, 2.0, 0.0])),
+        (OPS.grid_sample, (v, gv, "bicubic", "wrap", False, None, None)),
+        (OPS.grid_sample, (r(5, 4, 2), g[0], "nearest", "constant", False, "HWC", [3.0])),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "zeros", True, None, None, True, True)),
+        (OPS.grid_sample_backward, (go, x, g, "bilinear", "border", True, None, None, False,
+                                    True)),
+        (OPS.grid_sample_backward, (r(1, 2, 2, 3, 2, grad=False), v, gv, "bilinear", "constant",
+                                    True, None, [1.0], True, True)),
         (OPS.affine_grid, (_t(rotations(rng, 2), True), [2, 1, 3, 4], False)),
+        (OPS.affine_grid, (r(2, 3, 4), [2, 1, 3, 4, 2], True)),
         (OPS.affine_grid_backward, (r(2, 3, 4, 2), [2, 1, 3, 4], True)),
-        (OPS.resize, (x, [7, 3], None, "bilinear", True, False, None, "NCHW")),
-        (OPS.resize, (cl, None, [1.5, 0.5], "bicubic", False, True, None, "NCHW")),
-        (OPS.resize, (x, None, [2.0, 2.0], "nearest", None, False, True, "NHWC")),
+        (OPS.affine_grid_backward, (r(2, 2, 3, 4, 3), [2, 1, 2, 3, 4], False)),
+        (OPS.resize, (x, [7, 3], None, "bilinear", True, False, None, "NCHW", "torch")),
+        (OPS.resize, (cl, None, [1.5, 0.5], "bicubic", False, True, None, None, "torch")),
+        (OPS.resize, (x, None, [2.0, 2.0], "nearest", None, False, True, "NHWC", "torch")),
+        (OPS.resize, (x[0], [4, 6], None, "lanczos", None, False, None, "HWC", "pil")),
+        (OPS.resize, (v, [3, 2, 5], None, "trilinear", True, False, None, None, "torch")),
+        (OPS.resize, (r(2, 3, 7), None, [1.5], "linear", False, False, None, None, "torch")),
         (OPS.resize_backward, (r(2, 3, 4, 2), [2, 3, 5, 4], None, "area", None, False, None,
                                "NCHW")),
-        (OPS.adaptive_avg_pool2d, (x, [2, 3], "NCHW")),
-        (OPS.adaptive_avg_pool2d, (cl, [2, 2], "NCHW")),
-        (OPS.adaptive_avg_pool2d_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
+        (OPS.resize_backward, (r(2, 3, 4), [2, 3, 7], None, "nearest", None, False, None, None)),
+        (OPS.adaptive_avg_pool, (x, [2, 3], "NCHW")),
+        (OPS.adaptive_avg_pool, (cl, [2, 2], None)),
+        (OPS.adaptive_avg_pool, (v, [1, 2, 2], None)),
+        (OPS.adaptive_avg_pool, (r(2, 3, 7), [3], None)),
+        (OPS.adaptive_avg_pool_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
+        (OPS.adaptive_avg_pool_backward, (r(1, 2, 1, 2, 2), [1, 2, 2, 3, 4], None)),
+        (OPS.warp, (x, _t(rotations(rng, 2), True), [4, 6], "bilinear", "zeros", False,
+                    "opencv", False, None, None, 2)),
+        (OPS.warp, (x[0].detach().requires_grad_(), r(3, 3), [3, 3], "bicubic", "constant",
+                    True, "torch", False, [1.0], "HWC", 3)),
+        (OPS.warp_backward, (r(2, 3, 4, 6, grad=False), x, _t(rotations(rng, 1)[0], True),
+                             [4, 6], "bilinear", "border", False, "opencv", True, None, None, 2,
+                             True, True)),
         (OPS.pairwise_sqdist, (a, b)),
         (OPS.pairwise_sqdist, (a, None)),
         (OPS.pairwise_l2, (a, b)),
@@ -352,6 +367,209 @@ def test_every_op_and_backward_is_opchecked():
     assert registered == checked
 
 
+# --------------------------------------------------------------------------- merged API options
+
+# (mode, padding, align_corners): a sample covering each value, not the full product
+NEW_PAD_COMBOS = [("bilinear", "constant", False), ("bicubic", "wrap", True),
+                  ("nearest", "wrap", False), ("bicubic", "constant", True),
+                  ("bilinear", "wrap", False)]
+
+
+@pytest.mark.parametrize("mode, pad, align", NEW_PAD_COMBOS)
+def test_gradcheck_constant_and_wrap_padding(mode, pad, align):
+    rng = _rng(30)
+    x = _t(rng.standard_normal((1, 2, 3, 4)), True)
+    g = _t(off_knots(rng, (1, 2, 3, 2), (3, 4), align), True)
+    fill = [0.5, -2.0] if pad == "constant" else None
+    _gradcheck(lambda a, b: fit.grid_sample(a, b, mode, pad, align, fill=fill), x, g)
+    y = fit.grid_sample(x, g, mode, pad, align, fill=fill)
+    np.testing.assert_array_equal(y.detach().numpy(), fi.grid_sample(
+        x.detach().numpy(), g.detach().numpy(), mode, pad, align, fill=fill))
+
+
+VOLUME_COMBOS = [("bilinear", "zeros", False), ("nearest", "border", True),
+                 ("bicubic", "reflection", False), ("bilinear", "wrap", True),
+                 ("bicubic", "constant", True)]
+
+
+def _volume_grid(rng, shape, dhw, align):
+    """Off-knot grid for a volume: the 2-D helper per axis pair (x, y), then z along D."""
+    g = np.empty(shape)
+    g[..., :2] = off_knots(rng, shape[:-1] + (2,), dhw[1:], align)
+    g[..., 2:] = off_knots(rng, shape[:-1] + (2,), (dhw[0], dhw[0]), align)[..., :1]
+    return g
+
+
+@pytest.mark.parametrize("mode, pad, align", VOLUME_COMBOS)
+def test_volume_grid_sample_gradcheck_and_torch(mode, pad, align):
+    rng = _rng(31)
+    x = _t(rng.standard_normal((1, 2, 3, 4, 3)), True)
+    g = _t(_volume_grid(rng, (1, 2, 2, 2, 3), (3, 4, 3), align), True)
+    fill = 1.5 if pad == "constant" else None
+    _gradcheck(lambda a, b: fit.grid_sample(a, b, mode, pad, align, fill=fill), x, g)
+    if mode != "bicubic" and pad in GS_PADS:         # torch has these
+        y, grads = grads_of(lambda a, b: fit.grid_sample(a, b, mode, pad, align), [x, g])
+        ref, ref_grads = grads_of(lambda a, b: F.grid_sample(a, b, mode, pad, align), [x, g])
+        assert_grads_close([y], [ref], np.float64)
+        assert_grads_close(grads, ref_grads, np.float64, scale=10)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_3d_equals_torch_and_gradchecks(align):
+    rng = _rng(32)
+    theta = _t(np.eye(3, 4) + rng.uniform(-0.2, 0.2, (2, 3, 4)), True)
+    size = (2, 1, 3, 4, 2)
+    y, grads = grads_of(lambda th: fit.affine_grid(th, size, align), [theta])
+    ref, ref_grads = grads_of(lambda th: F.affine_grid(th, size, align), [theta])
+    assert_grads_close([y], [ref], np.float64)
+    assert_grads_close(grads, ref_grads, np.float64)
+    _gradcheck(lambda th: fit.affine_grid(th, size, align), theta)
+
+
+# (shape, size, mode, align_corners): 1-D and 3-D data
+ND_RESIZE = [((2, 3, 7), 5, "linear", False), ((1, 2, 6), 9, "nearest", None),
+             ((1, 2, 8), 3, "area", None), ((1, 2, 3, 4, 5), (4, 3, 6), "trilinear", True),
+             ((1, 1, 4, 3, 5), (2, 5, 3), "nearest-exact", None),
+             ((1, 2, 4, 5, 3), (2, 2, 2), "area", None)]
+
+
+@pytest.mark.parametrize("shape, size, mode, align", ND_RESIZE)
+def test_resize_1d_3d_equal_torch_and_gradcheck(shape, size, mode, align):
+    x = _t(_rng(33).standard_normal(shape), True)
+    y, grads = grads_of(lambda a: fit.resize(a, size, mode=mode, align_corners=align), [x])
+    ref, ref_grads = grads_of(lambda a: F.interpolate(a, size, mode=mode, align_corners=align),
+                              [x])
+    assert_grads_close([y], [ref], np.float64)
+    assert_grads_close(grads, ref_grads, np.float64)
+    _gradcheck(lambda a: fit.resize(a, size, mode=mode, align_corners=align), x)
+
+
+@pytest.mark.parametrize("rank, out_size", [(1, 4), (1, (3,)), (3, (2, 3, 2)), (3, (None, 1, 2))])
+def test_adaptive_avg_pool1d_3d_equal_torch_and_gradcheck(rank, out_size):
+    shape = (2, 3, 7) if rank == 1 else (1, 2, 3, 5, 4)
+    x = _t(_rng(34).standard_normal(shape), True)
+    ours = getattr(fit, f"adaptive_avg_pool{rank}d")
+    theirs = getattr(F, f"adaptive_avg_pool{rank}d")
+    y, grads = grads_of(lambda a: ours(a, out_size), [x])
+    ref, ref_grads = grads_of(lambda a: theirs(a, out_size), [x])
+    assert_grads_close([y], [ref], np.float64)
+    assert_grads_close(grads, ref_grads, np.float64)
+    _gradcheck(lambda a: ours(a, out_size), x)
+
+
+# single images in each layout: (layout, NCHW batch of one -> that layout)
+TO_LAYOUT = {"NHWC": lambda a: a.permute(0, 2, 3, 1), "CHW": lambda a: a[0],
+             "HWC": lambda a: a[0].permute(1, 2, 0), "HW": lambda a: a[0, 0]}
+
+
+@pytest.mark.parametrize("layout", sorted(TO_LAYOUT))
+def test_layouts_equal_nchw_with_gradients(layout):
+    rng = _rng(35)
+    C = 1 if layout == "HW" else 3
+    x = _t(rng.standard_normal((1, C, 5, 6)), True)
+    g = _t(off_knots(rng, (1, 3, 4, 2), (5, 6), False), True)
+    conv = TO_LAYOUT[layout]
+    single = layout != "NHWC"
+    calls = [
+        (lambda a, b: fit.grid_sample(a, b, "bicubic", "border"),
+         lambda a, b: fit.grid_sample(conv(a), b[0] if single else b, "bicubic", "border",
+                                      layout=layout)),
+        (lambda a, b: fit.resize(a, (4, 7), mode="bilinear") + b.sum(),
+         lambda a, b: fit.resize(conv(a), (4, 7), layout=layout) + b.sum()),
+        (lambda a, b: fit.adaptive_avg_pool2d(a, (2, 3)) + b.sum(),
+         lambda a, b: fit.adaptive_avg_pool2d(conv(a), (2, 3), layout=layout) + b.sum()),
+        (lambda a, b: fit.warp_affine(a, torch.eye(2, 3, dtype=a.dtype) * 0.9, (4, 5)) + b.sum(),
+         lambda a, b: fit.warp_affine(conv(a), torch.eye(2, 3, dtype=a.dtype) * 0.9, (4, 5),
+                                      layout=layout) + b.sum()),
+    ]
+    for ref_fn, fn in calls:
+        ref, ref_grads = grads_of(lambda a, b: conv(ref_fn(a, b)), [x, g])
+        y, grads = grads_of(fn, [x, g])
+        np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-13, atol=1e-13)
+        assert_grads_close(grads, ref_grads, np.float64)
+    _gradcheck(lambda a: fit.resize(conv(a), (3, 4), mode="bicubic", layout=layout), x)
+
+
+def test_presets_and_uint8_are_forward_only():
+    rng = _rng(36)
+    u8 = torch.from_numpy(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8))
+    for match, mode in (("opencv", "area"), ("pil", "lanczos"), ("torch", "bilinear")):
+        got = fit.resize(u8, (4, 5), mode=mode, layout="HWC", match=match)
+        assert got.dtype == torch.uint8
+        np.testing.assert_array_equal(got.numpy(), fi.resize(u8.numpy(), (4, 5), mode=mode,
+                                                             layout="HWC", match=match))
+    g = torch.zeros(1, 2, 2, 2)
+    assert fit.grid_sample(u8.permute(2, 0, 1)[None].contiguous(), g).dtype == torch.uint8
+    x = torch.rand(1, 2, 6, 6, requires_grad=True)
+    with pytest.raises(TypeError, match=r"^resize: match='pil' has no gradient"):
+        fit.resize(x, (3, 3), mode="bicubic", match="pil")
+    with torch.no_grad():
+        fit.resize(x, (3, 3), mode="bicubic", match="pil")
+    with pytest.raises(RuntimeError):          # torch: integer tensors cannot require grad
+        u8.float().to(torch.uint8).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_values_and_float32_gradients(dtype):
+    rng = _rng(37)
+    x32 = _t(rng.standard_normal((2, 3, 6, 5)).astype(np.float32), True)
+    g32 = _t(off_knots(rng, (2, 4, 3, 2), (6, 5), False, np.float32), True)
+    M32 = _t(np.array([[1.0, 0.1, 0.3], [-0.1, 0.9, 0.2]], np.float32), True)
+    tol = 2e-2 if dtype == torch.float16 else 1.5e-1
+    for fn, args in ((lambda a, b: fit.grid_sample(a, b, "bilinear", "wrap"), (x32, g32)),
+                     (lambda a: fit.resize(a, (4, 8), mode="bicubic"), (x32,)),
+                     (lambda a: fit.adaptive_avg_pool2d(a, 3), (x32,)),
+                     (lambda a, m: fit.warp_affine(a, m, (5, 5)), (x32, M32))):
+        ref, ref_grads = grads_of(fn, list(args))
+        half = [a.detach().to(dtype).requires_grad_() for a in args]
+        y = fn(*half)
+        assert y.dtype == dtype
+        (y.float() * torch.from_numpy(_rng(1).standard_normal(tuple(y.shape))).float()
+         ).sum().backward()
+        np.testing.assert_allclose(y.float().detach().numpy(), ref.numpy(), atol=tol * 4)
+        for h, r in zip(half, ref_grads):
+            assert h.grad.dtype == dtype
+            scale = float(r.abs().max()) + 1
+            np.testing.assert_allclose(h.grad.float().numpy(), r.numpy(), atol=tol * scale * 4)
+
+
+@pytest.mark.parametrize("op, rows, match, pad", [
+    ("warp_affine", 2, "opencv", "zeros"), ("warp_affine", 2, "torch", "reflection"),
+    ("warp_perspective", 3, "opencv", "border"), ("warp_perspective", 3, "torch", "constant")])
+def test_warps_gradcheck_image_and_matrix(op, rows, match, pad):
+    rng = _rng(38)
+    x = _t(rng.standard_normal((2, 2, 5, 6)), True)
+    M = np.eye(rows, 3) + rng.uniform(-0.05, 0.05, (rows, 3))
+    M[:2, 2] += 0.37 if match == "opencv" else 0.07       # off the pixel knots
+    if rows == 3:
+        M[2, :2] = rng.uniform(-0.02, 0.02, 2)
+    M = _t(M, True)
+    fill = 0.25 if pad == "constant" else None
+    fn = getattr(fit, op)
+    _gradcheck(lambda a, m: fn(a, m, (4, 5), padding_mode=pad, match=match, fill=fill), x, M)
+    y = fn(x, M, (4, 5), padding_mode=pad, match=match, fill=fill)
+    np.testing.assert_array_equal(y.detach().numpy(), getattr(fi, op)(
+        x.detach().numpy(), M.detach().numpy(), (4, 5), padding_mode=pad, match=match, fill=fill))
+
+
+def test_rotate_gradcheck_and_values():
+    x = _t(_rng(39).standard_normal((1, 2, 5, 6)), True)
+    _gradcheck(lambda a: fit.rotate(a, 23.0, scale=0.9), x)
+    y = fit.rotate(x, 23.0, scale=0.9)
+    np.testing.assert_array_equal(y.detach().numpy(),
+                                  fi.rotate(x.detach().numpy(), 23.0, scale=0.9))
+    hwc = fit.rotate(x[0].permute(1, 2, 0), 23.0, scale=0.9, layout="HWC")
+    np.testing.assert_allclose(hwc.detach().numpy(), y[0].permute(1, 2, 0).detach().numpy(),
+                               rtol=1e-14, atol=1e-14)
+
+
+def test_grid_sample_channels_last_is_deprecated():
+    x, g = torch.rand(1, 4, 5, 2), torch.zeros(1, 2, 2, 2)
+    with pytest.warns(FutureWarning, match="grid_sample: channels_last is deprecated"):
+        y = fit.grid_sample(x, g, channels_last=True)
+    torch.testing.assert_close(y, fit.grid_sample(x, g, layout="NHWC"))
+
+
 # --------------------------------------------------------------------------- torch.compile
 
 def _pipeline(x, theta, pts, a, b, t):
@@ -360,7 +578,12 @@ def _pipeline(x, theta, pts, a, b, t):
     y = fit.resize(y, size=(4, 4), mode="bicubic") + fit.adaptive_avg_pool2d(y, 4)
     d = fit.pairwise_l2(pts) + fit.pairwise_sqdist(pts, pts[:2] * 0.5).sum(1, keepdim=True)
     s = fit.slerp(a, b, t) + fit.lerp(a, b, t[:, None])
-    return y.square().sum() + d.sum() + s.square().sum()
+    w = fit.warp_affine(x, theta, (5, 7), match="torch", padding_mode="wrap")
+    w = fit.grid_sample(w, grid[:, :4, :5], padding_mode="constant", fill=[0.5, 1.0, -1.0])
+    v = fit.resize(x[:, :, None].expand(-1, -1, 2, -1, -1), (3, 4, 4), mode="trilinear")
+    p = fit.adaptive_avg_pool1d(y.flatten(2), 5) + fit.adaptive_avg_pool3d(v, 2).flatten(2)[..., :1]
+    return (y.square().sum() + d.sum() + s.square().sum() + w.square().sum()
+            + p.square().sum())
 
 
 def test_compile_fullgraph_forward_and_backward():
@@ -492,12 +715,19 @@ def test_out_is_filled_outside_autograd_and_refused_inside():
     (lambda x: fit.adaptive_avg_pool2d(x, (2, 2, 2)), ValueError,
      "adaptive_avg_pool2d: output_size must be an int or a pair (H, W); got (2, 2, 2)."),
     (lambda x: fit.affine_grid(x[0, :2, :, :3], (2, 1, 4)), ValueError,
-     "affine_grid: size must be (N, C, H, W) of 4 ints; got (2, 1, 4)."),
+     "affine_grid: size must be (N, C, H, W) or (N, C, D, H, W) of ints; got (2, 1, 4)."),
     (lambda x: fit.pairwise_sqdist(x[0, 0], x[0, 0, :, :2]), ValueError, "pairwise_sqdist: y"),
     (lambda x: fit.lerp(x, x.double(), 0.5), TypeError, "lerp: b must have the same dtype"),
     (lambda x: fit.slerp(x, x, 0.5, axis=4), ValueError, "slerp: axis must be an int in"),
-    (lambda x: fit.grid_sample(x.bfloat16(), torch.zeros(2, 1, 1, 2, dtype=torch.bfloat16)),
+    (lambda x: fit.grid_sample(x.detach().int(), torch.zeros(2, 1, 1, 2)),
      TypeError, "grid_sample: input must have dtype float32 or float64"),
+    (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant", fill=[1, 2]),
+     ValueError, "grid_sample: fill must be a scalar"),
+    (lambda x: fit.resize(x, 3, layout="HWC"), ValueError,
+     "resize: input must have shape (H, W, C) for layout='HWC'"),
+    (lambda x: fit.warp_affine(x, torch.eye(3), (4, 4)), ValueError, "warp_affine: M must"),
+    (lambda x: fit.adaptive_avg_pool3d(x, 2), ValueError,
+     "adaptive_avg_pool3d: input must have shape (N, C, D, H, W)"),
 ])
 @pytest.mark.parametrize("grad", [False, True])
 def test_argument_errors_are_the_numpy_apis(call, error, message, grad):

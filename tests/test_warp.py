@@ -119,14 +119,53 @@ def test_rotate_matches_opencv(angle, scale):
             np.testing.assert_allclose(got[n, c], ref, atol=0.03)
 
 
-def test_channels_last_equals_channels_first():
+# (layout, NCHW batch -> that layout)
+TO_LAYOUT = {"NHWC": lambda a: a.transpose(0, 2, 3, 1), "CHW": lambda a: a[0],
+             "HWC": lambda a: a[0].transpose(1, 2, 0), "HW": lambda a: a[0, 0]}
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+@pytest.mark.parametrize("layout", sorted(TO_LAYOUT))
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective"])
+def test_layouts_equal_nchw_forward_and_backward(layout, op):
     rng = np.random.default_rng(5)
-    img = rng.standard_normal((2, 3, 8, 11))
-    M = random_affine(rng, 8, 11)
-    nchw = fi.warp_affine(img, M, (9, 10))
-    nhwc = fi.warp_affine(np.ascontiguousarray(img.transpose(0, 2, 3, 1)), M, (9, 10),
-                          channels_last=True)
-    np.testing.assert_allclose(nhwc, nchw.transpose(0, 2, 3, 1), rtol=1e-14, atol=1e-15)
+    N = 2 if layout == "NHWC" else 1
+    C = 1 if layout == "HW" else 3
+    img = rng.standard_normal((N, C, 8, 11))
+    M = random_affine(rng, 8, 11) if op == "warp_affine" else random_homography(rng, 8, 11)
+    fwd, bwd = getattr(fi, op), getattr(fi, op + "_backward")
+    conv = TO_LAYOUT[layout]
+    nchw = fwd(img, M, (9, 10))
+    got = fwd(np.ascontiguousarray(conv(img)), M, (9, 10), layout=layout)
+    np.testing.assert_allclose(got, conv(nchw), rtol=1e-14, atol=1e-15)
+    go = rng.standard_normal(nchw.shape)
+    gi, gm = bwd(go, img, M, (9, 10))
+    gi_l, gm_l = bwd(np.ascontiguousarray(conv(go)), np.ascontiguousarray(conv(img)), M,
+                     (9, 10), layout=layout)
+    assert gi_l.shape == conv(img).shape
+    np.testing.assert_allclose(gi_l, conv(gi), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(gm_l, gm, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+def test_rotate_single_hwc_image_equals_batched():
+    rng = np.random.default_rng(12)
+    img = rng.standard_normal((7, 9, 5))
+    single = fi.rotate(img, 30, layout="HWC")
+    batched = fi.rotate(img[None], 30, layout="NHWC")
+    np.testing.assert_array_equal(single, batched[0])
+
+
+def test_layout_errors_name_the_op_and_shape():
+    with pytest.raises(ValueError, match=r"warp_affine: .*layout='CHW'"):
+        fi.warp_affine(np.zeros((3, 4, 5)), np.eye(2, 3), (4, 5))
+    with pytest.raises(ValueError, match=r"rotate: img must have shape \(H, W, C\)"):
+        fi.rotate(np.zeros((1, 3, 4, 5)), 10, layout="HWC")
+    with pytest.raises(TypeError):
+        fi.warp_affine(np.zeros((1, 1, 4, 5)), np.eye(2, 3), (4, 5), channels_last=True)
+    with pytest.raises(ValueError, match=r"warp_affine_backward: grad_output must have shape"):
+        fi.warp_affine_backward(np.zeros((1, 1, 3, 5)), np.zeros((1, 1, 4, 5)), np.eye(2, 3),
+                                (4, 5))
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
@@ -219,16 +258,16 @@ def test_per_image_and_shared_matrices():
     np.testing.assert_allclose(g_shared, g_per.sum(axis=0), rtol=1e-12)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_blocked_forward_is_bit_identical(monkeypatch, channels_last):
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "HWC"])
+def test_blocked_forward_is_bit_identical(monkeypatch, layout):
     rng = np.random.default_rng(11)
-    shape = (2, 17, 23, 3) if channels_last else (2, 3, 17, 23)
+    shape = {"NCHW": (2, 3, 17, 23), "NHWC": (2, 17, 23, 3), "HWC": (17, 23, 3)}[layout]
     img = rng.standard_normal(shape).astype(np.float32)
     Hm = random_homography(rng, 17, 23)
-    whole = fi.warp_perspective(img, Hm, (19, 21), channels_last=channels_last)
+    whole = fi.warp_perspective(img, Hm, (19, 21), layout=layout)
     monkeypatch.setattr(warp, "BLOCK_POINTS", 50)     # blocks of 2 rows of 21 pixels
     out = np.full_like(whole, np.nan)
-    blocked = fi.warp_perspective(img, Hm, (19, 21), channels_last=channels_last, out=out)
+    blocked = fi.warp_perspective(img, Hm, (19, 21), layout=layout, out=out)
     assert blocked is out
     np.testing.assert_array_equal(blocked, whole)
 
@@ -262,7 +301,7 @@ def test_torch_tensors_come_back_as_torch(torch):
     (lambda: fi.warp_perspective(np.zeros((1, 1, 4, 4)), np.full((3, 3), np.nan), (4, 4)),
      "warp_perspective: M must be finite"),
     (lambda: fi.warp_affine(np.zeros((1, 4, 4)), np.eye(2, 3), (4, 4)),
-     r"warp_affine: input must have"),
+     r"warp_affine: img must have shape .*layout="),
     (lambda: fi.warp_affine(np.zeros((1, 1, 4, 4)), np.eye(2, 3), (4, 4),
                             out=np.zeros((1, 1, 4, 5))), "warp_affine: out must have shape"),
 ])
