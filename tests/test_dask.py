@@ -267,7 +267,7 @@ def test_grid_sample_spatial_source_bit_identical(mode, padding_mode):
         chunks = (1,) + ((hw + (c,)) if cl else ((c,) + hw))
         dg = da.from_array(grid, chunks=(1, random_chunks(rng, 9), random_chunks(rng, 7), 2))
         opts = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(trial),
-                    channels_last=cl)
+                    layout="NHWC" if cl else "NCHW")
         got = fd.grid_sample(da.from_array(x, chunks=chunks), dg, **opts).compute(**SYNC)
         np.testing.assert_array_equal(got, fi.grid_sample(x, grid, **opts))
 

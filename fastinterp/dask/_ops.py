@@ -132,7 +132,7 @@ def _per_block_size(fn, name, tail, **options):
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                channels_last=False, *, max_window=None):
+                fill=None, *, layout="NCHW", max_window=None):
     """:func:`fastinterp.grid_sample` over dask arrays; equal to the in-memory call bit for bit.
 
     ``input`` chunked along N only: one task per block of N, ``grid`` split
@@ -151,9 +151,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     from ._warp import grid_sample_windows
     x = as_dask(input)
-    hax, wax = (1, 2) if channels_last else (2, 3)
+    _check_batched_layout("grid_sample", layout)
+    hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-                channels_last=channels_last)
+                fill=fill, layout=layout)
     if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
         return grid_sample_windows(x, as_dask(grid), opts, max_window)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
@@ -162,14 +163,14 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False, needs_input_grad=True, needs_grid_grad=True,
-                         channels_last=False):
+                         fill=None, *, layout="NCHW"):
     """:func:`fastinterp.grid_sample_backward` over arrays chunked along N.
 
     Returns ``(grad_input, grad_grid)`` (None for a gradient not asked for).
     """
     fn = functools.partial(fi.grid_sample_backward, mode=mode, padding_mode=padding_mode,
                            align_corners=align_corners, needs_input_grad=needs_input_grad,
-                           needs_grid_grad=needs_grid_grad, channels_last=channels_last)
+                           needs_grid_grad=needs_grid_grad, fill=fill, layout=layout)
     return batched("grid_sample_backward", fn,
                    {"grad_output": grad_output, "input": input, "grid": grid}, n_out=2)
 
@@ -288,6 +289,12 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
 
 
 interpolate = resize
+
+
+def _check_batched_layout(op, layout):
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC' for dask arrays (a batch); "
+                         f"got {layout!r}.")
 
 
 def _batched_layout(nhwc):

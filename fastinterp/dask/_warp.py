@@ -102,7 +102,7 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
 def grid_sample_windows(x, grid, opts, max_window=None):
     """The windowed graph of grid_sample over a spatially chunked ``x`` (see module docstring)."""
     op = "grid_sample"
-    nhwc = opts["channels_last"]
+    nhwc = opts["layout"] == "NHWC"
     hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
     probe = fi.grid_sample(np.zeros((0,) + x.shape[1:], x.dtype),
                            np.zeros((0,) + grid.shape[1:], grid.dtype), **opts)
