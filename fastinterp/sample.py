@@ -691,8 +691,9 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         Gradient of the loss with respect to the sampled output.
     input, grid, mode, padding_mode, align_corners, channels_last, fill, layout
         As given to :func:`grid_sample` (images in any layout or 5-D volumes;
-        float32 or float64 only). ``fill`` is a constant: it has no gradient,
-        but it enters the grid gradient.
+        float32, float64, or float16/bfloat16 computed in float32; not uint8).
+        ``fill`` is a constant: it has no gradient, but it enters the grid
+        gradient.
     needs_input_grad, needs_grid_grad : bool
         Which gradients to compute; a skipped one is returned as None.
     deterministic : bool
