@@ -412,6 +412,7 @@ def client():
         yield c
 
 
+@pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds
 def test_cluster_resize_and_knn_equal_in_memory(client):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 3, 40, 33)).astype(np.float32)
@@ -428,6 +429,7 @@ def test_cluster_resize_and_knn_equal_in_memory(client):
     np.testing.assert_array_equal(gd, rd)
 
 
+@pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds
 def test_cluster_knn_over_zarr_larger_than_worker_memory(client, tmp_path):
     zarr = pytest.importorskip("zarr")
     path = str(tmp_path / "db.zarr")

@@ -39,7 +39,10 @@ def test_forward_layouts_agree(c, dtype, call):
     want = call(x, "NCHW")
     for lay in _layouts(c):
         got = call(_as(lay, x), lay)
-        np.testing.assert_array_equal(got, TO[lay](want), err_msg=lay)
+        if dtype == np.uint8:
+            np.testing.assert_array_equal(got, TO[lay](want), err_msg=lay)
+        else:   # the channels-last kernels sum in another order where the compiler contracts
+            np.testing.assert_allclose(got, TO[lay](want), rtol=1e-13, atol=1e-15, err_msg=lay)
 
 
 @pytest.mark.parametrize("c", [1, 3, 5])
