@@ -689,26 +689,8 @@ def _is_int(v) -> bool:
 
 
 def _pair(op, name, value, kind):
-    """An int/float or a sequence of two, as a 2-tuple of Python numbers."""
-    ok = _is_int if kind == "int" else (
-        lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
-    what = "a positive int or a pair of them" if kind == "int" else \
-        "a positive float or a pair of them"
-    if ok(value):
-        vals = (value, value)
-    else:
-        try:
-            vals = tuple(value)
-        except TypeError:
-            raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
-        if len(vals) != 2 or not all(ok(v) for v in vals):
-            raise ValueError(f"{op}: {name} must be {what} (H, W); got {value!r}.")
-    vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
-    if kind == "float" and not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"{op}: {name} must be finite; got {value!r}.")
-    if any(v <= 0 for v in vals):
-        raise ValueError(f"{op}: {name} must be positive; got {value!r}.")
-    return vals
+    """An int/float or a sequence of two (H, W), as a 2-tuple of Python numbers."""
+    return _tuple_k(op, name, value, kind, 2)
 
 
 def _check_mode_options(op, mode, align_corners, antialias, match="torch"):
@@ -740,29 +722,7 @@ def _output_geometry(op, in_hw, size, scale_factor, mode, recompute_scale_factor
     The scales are None when the kernel must use ``in / out`` (a size was
     given, the mode is area, or recompute_scale_factor=True).
     """
-    if size is not None and scale_factor is not None:
-        raise ValueError(f"{op}: size and scale_factor must not both be given; got "
-                         f"size={size!r}, scale_factor={scale_factor!r}.")
-    if size is None and scale_factor is None:
-        raise ValueError(f"{op}: size or scale_factor must be given; got neither.")
-    if recompute_scale_factor is not None and not isinstance(recompute_scale_factor,
-                                                             (bool, np.bool_)):
-        raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
-                        f"got {recompute_scale_factor!r}.")
-    if size is not None:
-        if recompute_scale_factor:
-            raise ValueError(f"{op}: recompute_scale_factor must be None or False when size "
-                             f"is given; got {recompute_scale_factor!r}.")
-        return _pair(op, "size", size, "int"), (None, None)
-    scales = _pair(op, "scale_factor", scale_factor, "float")
-    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_hw, scales))
-    if min(out) < 1:
-        raise ValueError(f"{op}: scale_factor must give an output of at least 1 x 1 pixels; "
-                         f"got scale_factor={scale_factor!r} for input size "
-                         f"{shape_str(in_hw)} -> {shape_str(out)}.")
-    if mode == "area" or recompute_scale_factor:
-        return out, (None, None)
-    return out, scales
+    return _nd_geometry(op, in_hw, size, scale_factor, mode, recompute_scale_factor)
 
 
 def _check_input(op, name, arr, lay, dtypes=_FLOAT_DTYPES):
@@ -1185,11 +1145,10 @@ def _rank(arr) -> int:
 
 def _tuple_k(op, name, value, kind, k):
     """An int/float or a sequence of k of them, as a k-tuple of Python numbers."""
-    if k == 2:
-        return _pair(op, name, value, kind)
     ok = _is_int if kind == "int" else (
         lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
-    what = f"a positive {'int' if kind == 'int' else 'float'} or a sequence of {k}"
+    many = "a pair of them" if k == 2 else f"a sequence of {k}"
+    what = f"a positive {'int' if kind == 'int' else 'float'} or {many}"
     if ok(value):
         vals = (value,) * k
     else:
@@ -1198,7 +1157,8 @@ def _tuple_k(op, name, value, kind, k):
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
         if len(vals) != k or not all(ok(v) for v in vals):
-            raise ValueError(f"{op}: {name} must be {what}; got {value!r}.")
+            axes = " (H, W)" if k == 2 else ""
+            raise ValueError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
     vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
     if kind == "float" and not all(math.isfinite(v) for v in vals):
         raise ValueError(f"{op}: {name} must be finite; got {value!r}.")
@@ -1250,8 +1210,9 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
     scales = _tuple_k(op, "scale_factor", scale_factor, "float", k)
     out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_sp, scales))
     if min(out) < 1:
-        raise ValueError(f"{op}: scale_factor must give an output of at least one element per "
-                         f"axis; got scale_factor={scale_factor!r} for input size "
+        least = " x ".join("1" * k) + (" pixels" if k == 2 else " elements")
+        raise ValueError(f"{op}: scale_factor must give an output of at least {least}; "
+                         f"got scale_factor={scale_factor!r} for input size "
                          f"{shape_str(in_sp)} -> {shape_str(out)}.")
     if mode == "area" or recompute_scale_factor:
         return out, (None,) * k
