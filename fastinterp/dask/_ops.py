@@ -10,6 +10,7 @@ import fastinterp as fi
 import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
+from ..sample import _check_size
 from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
 from . import _spatial
 
@@ -95,31 +96,22 @@ def _stack_t_grad(fn):
 
 
 def affine_grid(theta, size, align_corners=False):
-    """:func:`fastinterp.affine_grid` over ``theta`` (N, 2, 3) chunked along N.
+    """:func:`fastinterp.affine_grid` over ``theta`` (N, 2, 3) (or (N, 3, 4) for a
+    5-D size) chunked along N.
 
-    Returns the grid (N, H, W, 2) chunked like theta along N, one chunk along H and W.
+    Returns the grid (N, H, W, 2) (or (N, D, H, W, 3)) chunked like theta along N,
+    one chunk along the other axes.
     """
-    n, c, h, w = _size4("affine_grid", size)
-    fn = _per_block_size(fi.affine_grid, "size", (c, h, w), align_corners=align_corners)
+    dims = _check_size("affine_grid", size)
+    fn = _per_block_size(fi.affine_grid, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid", fn, {"theta": theta})
 
 
 def affine_grid_backward(grad_grid, size, align_corners=False):
     """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N."""
-    n, c, h, w = _size4("affine_grid_backward", size)
-    fn = _per_block_size(fi.affine_grid_backward, "size", (c, h, w), align_corners=align_corners)
+    dims = _check_size("affine_grid_backward", size)
+    fn = _per_block_size(fi.affine_grid_backward, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid_backward", fn, {"grad_grid": grad_grid})
-
-
-def _size4(op, size):
-    try:
-        dims = tuple(int(v) for v in size)
-    except TypeError:
-        raise TypeError(f"{op}: size must be a sequence of 4 ints (N, C, H, W); "
-                        f"got {size!r}.") from None
-    if len(dims) != 4:
-        raise ValueError(f"{op}: size must be a sequence of 4 ints (N, C, H, W); got {size!r}.")
-    return dims
 
 
 def _per_block_size(fn, name, tail, **options):
