@@ -38,6 +38,21 @@ def assert_close(actual, expected, dtype=None, table=TOL, scale=1.0):
     np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale)
 
 
+def numeric_grads(f, arrays, go, eps=1e-6):
+    """Central differences of sum(go * f(*arrays)) with respect to each array."""
+    grads = []
+    for k, a in enumerate(arrays):
+        num = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            hi = [b.copy() for b in arrays]
+            lo = [b.copy() for b in arrays]
+            hi[k][idx] += eps
+            lo[k][idx] -= eps
+            num[idx] = (np.sum(go * f(*hi)) - np.sum(go * f(*lo))) / (2 * eps)
+        grads.append(num)
+    return grads
+
+
 @pytest.fixture(scope="session")
 def torch():
     """The torch oracle, or skip when torch is not installed."""

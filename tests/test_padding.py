@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import numeric_grads
 
 ndimage = pytest.importorskip("scipy.ndimage")
 
@@ -111,20 +112,6 @@ def test_wrap_channels_last_equals_nchw(rng):
                                            channels_last=True, **kw)
         np.testing.assert_allclose(gi2.transpose(0, 3, 1, 2), gi, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(gg2, gg, rtol=1e-12, atol=1e-12)
-
-
-def numeric_grads(f, arrays, go, eps=1e-6):
-    grads = []
-    for k, a in enumerate(arrays):
-        num = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            hi = [b.copy() for b in arrays]
-            lo = [b.copy() for b in arrays]
-            hi[k][idx] += eps
-            lo[k][idx] -= eps
-            num[idx] = (np.sum(go * f(*hi)) - np.sum(go * f(*lo))) / (2 * eps)
-        grads.append(num)
-    return grads
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])

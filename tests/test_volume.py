@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import numeric_grads
 
 # Values equal torch's: float64 within 1e-10, float32 within 1e-5 (relative to the scale).
 REL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
@@ -49,21 +50,6 @@ def test_grid_sample_5d_equals_torch(torch, dtype, mode, padding_mode, align_cor
     assert_rel(gi, rgi)
     assert_rel(gg, rgg)
     assert gi.dtype == gg.dtype == np.dtype(dtype)
-
-
-def numeric_grads(f, arrays, go, eps=1e-6):
-    """Central differences of sum(go * f(*arrays)) with respect to each array."""
-    grads = []
-    for k, a in enumerate(arrays):
-        num = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            hi = [b.copy() for b in arrays]
-            lo = [b.copy() for b in arrays]
-            hi[k][idx] += eps
-            lo[k][idx] -= eps
-            num[idx] = (np.sum(go * f(*hi)) - np.sum(go * f(*lo))) / (2 * eps)
-        grads.append(num)
-    return grads
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap"])
