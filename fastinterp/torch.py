@@ -350,19 +350,24 @@ def _grid_sample_bwd_fake(grad_output, input, grid, mode, padding_mode, align_co
     return gi, gg
 
 
-def _grid_sample_setup(ctx, inputs, output):
-    input, grid, *options = inputs
-    ctx.save_for_backward(input, grid)
-    ctx.options = tuple(options)
+def _two_tensor_autograd(backward_op):
+    """(setup, backward) of an op whose first two inputs take gradients and whose other
+    inputs are options: ``backward_op(grad, a, b, *options, need_a, need_b) -> (ga, gb)``."""
+    def setup(ctx, inputs, output):
+        a, b, *options = inputs
+        ctx.save_for_backward(a, b)
+        ctx.options = tuple(options)
+
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[:2]
+        ga, gb = _invoke(backward_op, grad, a, b, *ctx.options, need_a, need_b)
+        return (_grad_or_none(ga, need_a), _grad_or_none(gb, need_b)) + (None,) * len(ctx.options)
+
+    return setup, backward
 
 
-def _grid_sample_backward(ctx, grad):
-    input, grid = ctx.saved_tensors
-    need_in, need_grid = ctx.needs_input_grad[:2]
-    gi, gg = _invoke(_grid_sample_bwd_op, grad, input, grid, *ctx.options, need_in, need_grid)
-    return (_grad_or_none(gi, need_in), _grad_or_none(gg, need_grid)) + (None,) * 5
-
-
+_grid_sample_setup, _grid_sample_backward = _two_tensor_autograd(_grid_sample_bwd_op)
 _register(_grid_sample_op, _grid_sample_fake, _grid_sample_backward, _grid_sample_setup)
 _register(_grid_sample_bwd_op, _grid_sample_bwd_fake, name="grid_sample")
 
@@ -778,19 +783,7 @@ def _warp_bwd_fake(grad_output, img, M, dsize, mode, padding_mode, align_corners
             M.new_empty(M.shape if needs_matrix_grad else (0,)))
 
 
-def _warp_setup(ctx, inputs, output):
-    img, M, *options = inputs
-    ctx.save_for_backward(img, M)
-    ctx.options = tuple(options)
-
-
-def _warp_backward(ctx, grad):
-    img, M = ctx.saved_tensors
-    need_in, need_m = ctx.needs_input_grad[:2]
-    gi, gm = _invoke(_warp_bwd_op, grad, img, M, *ctx.options, need_in, need_m)
-    return (_grad_or_none(gi, need_in), _grad_or_none(gm, need_m)) + (None,) * 9
-
-
+_warp_setup, _warp_backward = _two_tensor_autograd(_warp_bwd_op)
 _register(_warp_op, _warp_fake, _warp_backward, _warp_setup)
 _register(_warp_bwd_op, _warp_bwd_fake,
           name=lambda *inputs: "warp_affine" if inputs[11] == 2 else "warp_perspective")
