@@ -316,7 +316,8 @@ def test_pairwise_bit_identical(dtype, ties):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ties", [False, True])
-def test_knn_identical_to_in_memory(dtype, ties):
+@pytest.mark.parametrize("block_bytes", [0, None])   # x's own chunks; merged into larger tasks
+def test_knn_identical_to_in_memory(dtype, ties, block_bytes):
     rng = np.random.default_rng(7 + ties)
     n, q, d = 300, 23, 8
     x, queries = _db(rng, n, d, dtype, ties), _db(rng, q, d, dtype, ties)
@@ -324,7 +325,7 @@ def test_knn_identical_to_in_memory(dtype, ties):
     dx = da.from_array(x, chunks=(random_chunks(rng, n), d))
     for k, split in ((1, 2), (9, 3), (40, 8)):
         dd, ii = fd.knn(dx, da.from_array(queries, chunks=(random_chunks(rng, q), d)), k,
-                        split_every=split)
+                        split_every=split, block_bytes=block_bytes)
         assert dd.chunks[1] == (k,) and ii.dtype == np.int64 and dd.dtype == dtype
         gd, gi = compute(dd, ii)
         rd, ri = fi.knn(x, queries, k)
@@ -335,6 +336,55 @@ def test_knn_identical_to_in_memory(dtype, ties):
     gd, gi = compute(*fd.knn(da.from_array(small, chunks=(1, d)),
                              da.from_array(queries, chunks=(1, d)), 12))
     rd, ri = fi.knn(small, queries, 12)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def _task_count(arr, prefix):
+    graph = dask.optimize(arr)[0].__dask_graph__()
+    return sum(1 for key in graph if (key[0] if isinstance(key, tuple) else key).startswith(prefix))
+
+
+@pytest.mark.parametrize("chunk,block_bytes,tasks", [
+    (10, 0, 20),               # x's own chunks
+    (10, 40 * 16 * 4, 5),      # 40-row tasks: 4 chunks each
+    (10, 35 * 16 * 4, 5),      # at least 35 rows: 4 chunks each (the last 4 chunks too)
+    (10, 65 * 16 * 4, 2),      # 70 + 130 rows: the short remainder joins the last task
+    (50, 10 * 16 * 4, 4),      # chunks already larger: kept
+    (10, None, 3),             # the default (MIN_TASK_BYTES) merges this tiny database into
+])                             # one block: then query chunks stay apart (3 tasks)
+def test_knn_block_bytes_sets_task_sizes(chunk, block_bytes, tasks):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    q = rng.standard_normal((9, 16)).astype(np.float32)
+    dd, ii = fd.knn(da.from_array(x, chunks=(chunk, 16)), da.from_array(q, chunks=(4, 16)), 6,
+                    block_bytes=block_bytes)
+    assert _task_count(ii, "knn-block") == tasks
+    assert ii.chunks == ((4, 4, 1), (6,)) and dd.chunks == ii.chunks
+    gd, gi = compute(dd, ii)
+    rd, ri = fi.knn(x, q, 6)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def test_knn_query_chunks_grouped_and_reads_fused(tmp_path, monkeypatch):
+    """One search task per (query group, database block), each reading its own block:
+    the database is read once per group, not once per query chunk, and no read task
+    (whose output would travel to another worker) is left in the optimized graph."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((120, 8)).astype(np.float32)
+    q = rng.standard_normal((30, 8)).astype(np.float32)
+    path = str(tmp_path / "x.zarr")
+    z = create_zarr(path, x.shape, (40, 8), "f4")
+    z[:] = x
+    from fastinterp.dask import _knn
+    monkeypatch.setattr(_knn, "QUERY_GROUP_BYTES", 12 * (8 * 4 + 3 * 12))   # 12 queries
+    dd, ii = fd.knn(da.from_zarr(path), da.from_array(q, chunks=(5, 8)), 3, block_bytes=0)
+    assert ii.chunks[0] == (5,) * 6
+    assert _task_count(ii, "knn-block") == 3 * 3            # 3 groups (10, 10, 10) x 3 blocks
+    assert _task_count(ii, "from-zarr") == 0                 # reads fused into the searches
+    gd, gi = compute(dd, ii)
+    rd, ri = fi.knn(x, q, 3)
     np.testing.assert_array_equal(gi, ri)
     np.testing.assert_array_equal(gd, rd)
 
@@ -358,6 +408,9 @@ def test_knn_errors():
         fd.knn(x, x, 11)
     with pytest.raises(TypeError, match="knn: k must be an int"):
         fd.knn(x, x, 2.0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="knn: block_bytes must be an int >= 0 or None"):
+            fd.knn(x, x, 2, block_bytes=bad)
 
 
 # --------------------------------------------------------------------------- fi.knn streaming
