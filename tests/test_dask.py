@@ -448,6 +448,67 @@ def test_fi_knn_streams_zarr(tmp_path):
     np.testing.assert_array_equal(fi.knn(x, q, 5, progress=True)[1], idx)
 
 
+def _record_blocks(monkeypatch):
+    """Replace block_candidates by a wrapper recording (start, block) of every call."""
+    seen, inner = [], _stream.block_candidates
+
+    def record(xb, queries, k, offset):
+        seen.append((offset, xb))
+        return inner(xb, queries, k, offset)
+    monkeypatch.setattr(_stream, "block_candidates", record)
+    return seen
+
+
+def test_fi_knn_stream_block_layout_over_zarr(tmp_path, monkeypatch):
+    """A short first block (one chunk: the search waits for its read), then whole-chunk
+    blocks of about BLOCK_BYTES, covering every row once."""
+    pytest.importorskip("zarr")
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((5000, 8)).astype(np.float32)
+    z = create_zarr(str(tmp_path / "db.zarr"), x.shape, (300, 8), "f4")
+    z[:] = x
+    q = rng.standard_normal((7, 8)).astype(np.float32)
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 1000 * 8 * 4)     # 1000 rows -> 900 (chunks)
+    seen = _record_blocks(monkeypatch)
+    got = fi.knn(z, q, 4)
+    sizes = [len(b) for _, b in seen]
+    assert sizes == [300] + [900] * 5 + [200]
+    assert [s for s, _ in seen] == list(np.cumsum([0] + sizes[:-1]))
+    ref = fi.knn(x, q, 4)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("mode", ["r", "r+", "c"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_fi_knn_streams_memmap_without_copies(tmp_path, monkeypatch, mode, order):
+    """A C-contiguous memmap's blocks are views of the mapping (no copy); a Fortran one is
+    read by copies; a copy-on-write map keeps its in-memory changes after the search."""
+    rng = np.random.default_rng(17)
+    n, d = 3000, 16
+    path = tmp_path / "db.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d),
+                                   fortran_order=order == "F")
+    mm[:] = rng.standard_normal((n, d))
+    mm.flush()
+    del mm
+    mm = np.load(path, mmap_mode=mode)
+    if mode == "c":
+        mm[::7] += 3.0                      # private changes, not in the file
+    expect = np.array(mm)
+    q = rng.standard_normal((11, d))
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 400 * d * 8)
+    seen = _record_blocks(monkeypatch)
+    got = fi.knn(mm, q, 6)
+    assert [len(b) for _, b in seen] == [50] + [400] * 7 + [150]
+    assert all(np.shares_memory(b, mm) == (order == "C") for _, b in seen)
+    assert all(type(b) is np.ndarray for _, b in seen)
+    ref = fi.knn(expect, q, 6)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(np.array(mm), expect)     # nothing lost by unmapping
+
+
 # --------------------------------------------------------------------------- distributed
 
 # Per worker. A worker process starts at about 100 MB; the combined limit of
