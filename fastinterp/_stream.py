@@ -110,34 +110,59 @@ class _Progress:
 
 
 class _Reader:
-    """Reads a database's row blocks; for memory maps without copying.
+    """Reads a database's row blocks: memory maps without copying, zarr into reused buffers.
 
     A C-contiguous ``np.memmap`` gives its blocks as views of the mapping: the
     background thread asks the kernel to read the next block's pages and map
     them (``madvise``), so the search neither copies the rows nor takes page
     faults, and a cold page cache is read ahead of the search. Once searched,
     a block's pages are unmapped from the process (they stay in the page
-    cache), so the resident memory stays about two blocks. Other arrays
-    (zarr, h5py, a non-contiguous memmap) are read by slicing into a copy.
+    cache), so the resident memory stays about two blocks. A zarr array is
+    read into one of two buffers used in turn (``out=``): a fresh block
+    would cost the page faults of a new allocation on every read, as much
+    CPU time as the read itself. Other arrays (h5py, a non-contiguous
+    memmap) are read by slicing into a copy.
     """
 
-    def __init__(self, x):
+    def __init__(self, x, block_rows):
         self.x = x
         self.mapped = (isinstance(x, np.memmap) and x.flags.c_contiguous
                        and _madvise is not None)
         # a private (copy-on-write) mapping would lose its changes when unmapped
         self.release_ok = self.mapped and getattr(x, "mode", "c") != "c"
+        self.into = None if self.mapped else _zarr_into(x)
+        self.shape = (min(block_rows, x.shape[0]),) + tuple(x.shape[1:])
+        self.buffers = [None, None]
 
-    def read(self, s, e):
-        if not self.mapped:
+    def read(self, s, e, slot):
+        """Rows [s, e) of x; ``slot`` (0 or 1) names the buffer that may be overwritten."""
+        if self.mapped:
+            block = self.x[s:e].view(np.ndarray)          # a plain view: not out-of-core again
+            _advise(block, _POPULATE_READ, _WILLNEED)
+            return block
+        if self.into is None:
             return np.ascontiguousarray(self.x[s:e])
-        block = self.x[s:e].view(np.ndarray)          # a plain view: not out-of-core again
-        _advise(block, _POPULATE_READ, _WILLNEED)
+        if self.buffers[slot] is None:
+            self.buffers[slot] = np.empty(self.shape, self.x.dtype)
+        block = self.buffers[slot][:e - s]
+        self.into(s, e, block)
         return block
 
     def release(self, block):
         if self.release_ok:
             _advise(block, _DONTNEED)
+
+
+def _zarr_into(x):
+    """``into(s, e, out)`` reading rows [s, e) of zarr array ``x`` into ``out``, or None."""
+    if type(x).__module__.split(".")[0] != "zarr" or not hasattr(x, "get_basic_selection"):
+        return None
+    try:
+        from zarr.core.buffer.cpu import NDBuffer        # zarr 3 takes its own buffer type
+        wrap = NDBuffer.from_numpy_array
+    except ImportError:
+        wrap = (lambda out: out)                          # zarr 2 takes the ndarray
+    return lambda s, e, out: x.get_basic_selection(slice(s, e), out=wrap(out))
 
 
 def _load_madvise():
@@ -209,18 +234,18 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
     if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int) and chunks[0] > 0:
         block_rows = max(chunks[0], block_rows - block_rows % chunks[0])   # whole zarr chunks
         first_rows = chunks[0] * max(1, -(-first_rows // chunks[0]))
-    reader = _Reader(x)
+    reader = _Reader(x, block_rows)
     bar = _Progress(n, "knn") if progress else None
     best = None
     bounds = _block_bounds(n, block_rows, first_rows)
     # the next block is read while this one is searched (one block ahead: bounded memory)
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            pending = pool.submit(reader.read, *bounds[0])
+            pending = pool.submit(reader.read, *bounds[0], 0)
             for b, (s, e) in enumerate(bounds):
                 xb = pending.result()
-                if b + 1 < len(bounds):
-                    pending = pool.submit(reader.read, *bounds[b + 1])
+                if b + 1 < len(bounds):     # the other buffer: block b - 1 is searched
+                    pending = pool.submit(reader.read, *bounds[b + 1], (b + 1) % 2)
                 part = block_candidates(xb, queries, k, s)
                 best = part if best is None else merge([best, part], k)
                 if bar is not None:

@@ -473,6 +473,8 @@ def test_fi_knn_stream_block_layout_over_zarr(tmp_path, monkeypatch):
     got = fi.knn(z, q, 4)
     sizes = [len(b) for _, b in seen]
     assert sizes == [300] + [900] * 5 + [200]
+    blocks = [b for _, b in seen]            # two buffers in turn: no allocation per block
+    assert np.shares_memory(blocks[1], blocks[3]) and not np.shares_memory(blocks[1], blocks[2])
     assert [s for s, _ in seen] == list(np.cumsum([0] + sizes[:-1]))
     ref = fi.knn(x, q, 4)
     np.testing.assert_array_equal(got[0], ref[0])
