@@ -107,11 +107,42 @@ def test_resize_output_chunks_align_with_input():
 def test_resize_reads_only_its_halo(mode, blocks):
     """A 2x downscale: output rows 4..7 take input rows 8..15 (bilinear) or 7..16 (bicubic)."""
     x = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
-    lazy = fd.resize(da.from_array(x, chunks=(1, 1, 8, 8)), size=(16, 16), mode=mode)
+    dx = da.from_array(x, chunks=(1, 1, 8, 8))
+    lazy = fd.resize(dx, size=(16, 16), mode=mode)
     graph = dict(lazy.__dask_graph__())
-    deps = {k[3:] for k in _keys_in(graph[(lazy.name, 0, 0, 1, 1)]) if k[0] != lazy.name}
-    assert deps == {(r, c) for r in blocks for c in blocks}
+    assert _source_blocks(graph, (lazy.name, 0, 0, 1, 1), dx.name) == \
+        {(r, c) for r in blocks for c in blocks}
     np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(16, 16), mode=mode))
+
+
+def _source_blocks(graph, key, source):
+    """(row, column) of the blocks of array ``source`` that task ``key`` reads, at any depth."""
+    found = set()
+    for k in _keys_in(graph[key]):
+        found |= {k[-2:]} if k[0] == source else _source_blocks(graph, k, source)
+    return found
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_resize_moves_only_halo_strips(layout):
+    """An output chunk's task takes its own input block whole and, from each neighbour,
+    only the strip of rows or columns its taps reach (cut where the neighbour lives):
+    on a cluster, only the strips travel between workers."""
+    x = np.random.default_rng(2).standard_normal((1, 2, 32, 32)).astype(np.float32)
+    x = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
+    blocks = (1, 8, 8, 2) if layout == "NHWC" else (1, 2, 8, 8)
+    dx = da.from_array(x, chunks=blocks)
+    lazy = fd.resize(dx, size=(16, 16), mode="bicubic", layout=layout)
+    graph = dict(lazy.__dask_graph__())
+    key = (lazy.name, 0, 1, 1, 0) if layout == "NHWC" else (lazy.name, 0, 0, 1, 1)
+    inputs = _keys_in(graph[key])
+    whole = [k for k in inputs if k[0] == dx.name]
+    strips = [dask.get(graph, k) for k in inputs if k[0] != dx.name]
+    assert len(whole) == 1 and len(strips) == 8
+    hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
+    assert all(min(s.shape[hax], s.shape[wax]) == 1 for s in strips)   # bicubic 2x: 1 px
+    np.testing.assert_array_equal(lazy.compute(**SYNC),
+                                  fi.resize(x, size=(16, 16), mode="bicubic", layout=layout))
 
 
 def _keys_in(task):
