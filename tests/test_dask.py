@@ -137,8 +137,10 @@ def test_resize_moves_only_halo_strips(layout):
     key = (lazy.name, 0, 1, 1, 0) if layout == "NHWC" else (lazy.name, 0, 0, 1, 1)
     inputs = _keys_in(graph[key])
     whole = [k for k in inputs if k[0] == dx.name]
-    strips = [dask.get(graph, k) for k in inputs if k[0] != dx.name]
-    assert len(whole) == 1 and len(strips) == 8
+    cuts = [k for k in inputs if k[0] != dx.name]     # one task per neighbour block
+    assert len(whole) == 1 and len(cuts) == 8
+    assert all(_keys_in(graph[k]) == [(dx.name,) + k[1:]] for k in cuts)
+    strips = [s for k in cuts for s in dask.get(graph, k)]
     hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
     assert all(min(s.shape[hax], s.shape[wax]) == 1 for s in strips)   # bicubic 2x: 1 px
     np.testing.assert_array_equal(lazy.compute(**SYNC),

@@ -151,6 +151,11 @@ def _block_ranges(piece, chunks):
     return out
 
 
+def _cut(block, slices):
+    """The strips ``block[s]`` for each of ``slices`` (contiguous copies: only they travel)."""
+    return tuple(np.ascontiguousarray(block[s]) for s in slices)
+
+
 def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
     """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
     hax, wax = (1, 2) if nhwc else (2, 3)
@@ -198,6 +203,7 @@ def separable(op, x, ytab, xtab, out_hw, nhwc):
              for j in range(1 if nhwc else x.numblocks[1])]
     dsk = {}
     for i, j in batch:
+        strips = {}              # input block -> the strips its neighbours read from it
         for oi, yp in enumerate(ypieces):
             for oj, xp in enumerate(xpieces):
                 key = (name, i, oi, oj, 0) if nhwc else (name, i, j, oi, oj)
@@ -211,15 +217,18 @@ def separable(op, x, ytab, xtab, out_hw, nhwc):
                     for c, x0, x1, xwhole in _block_ranges(xp, x.chunks[wax]):
                         block = (x.name, i, r, c, 0) if nhwc else (x.name, i, j, r, c)
                         if not (ywhole and xwhole):
-                            # only the halo strip leaves the worker that holds the block
                             sl = [slice(None)] * 4
                             sl[hax], sl[wax] = slice(y0, y1), slice(x0, x1)
-                            cut = (halo,) + key[1:] + (r, c)
-                            dsk[cut] = (operator.getitem, block, tuple(sl))
-                            block = cut
+                            cuts = strips.setdefault(block, [])
+                            block = (operator.getitem, (halo,) + block[1:], len(cuts))
+                            cuts.append(tuple(sl))
                         row.append(block)
                     parts.append(row)
                 dsk[key] = (_run_chunk, parts, yp, xp, p, nhwc, dtype)
+        # one task per input block cuts all its strips where the block lives: only the
+        # strips travel to the neighbours' tasks (few tasks, little data)
+        for block, cuts in strips.items():
+            dsk[(halo,) + block[1:]] = (_cut, block, cuts)
     ych = tuple(yp.size for yp in ypieces)
     xch = tuple(xp.size for xp in xpieces)
     if nhwc:
