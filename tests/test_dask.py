@@ -561,6 +561,20 @@ def client():
         yield c
 
 
+def _worker_threads():
+    from threadpoolctl import threadpool_info
+    return fi.get_num_threads(), tuple(sorted({p["num_threads"] for p in threadpool_info()}))
+
+
+@pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds
+def test_cluster_workers_run_kernels_on_one_thread(client):
+    """2 workers x 1 thread on 2 cores: each worker's fastinterp (and BLAS) must use one
+    thread, or the two oversubscribe the cores. distributed starts workers with
+    OMP_NUM_THREADS=1, which fastinterp reads at import."""
+    pytest.importorskip("threadpoolctl")
+    assert set(client.run(_worker_threads).values()) <= {(1, ()), (1, (1,))}
+
+
 @pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds
 def test_cluster_resize_and_knn_equal_in_memory(client):
     rng = np.random.default_rng(11)
