@@ -221,9 +221,9 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
         merged = f"knn-merge{level}-{token}"
         for i in range(qg.numblocks[0]):
             for g in range(0, width, split_every):
+                group = range(g, min(width, g + split_every))
                 dsk[(merged, i, g // split_every)] = (
-                    _merge_parts, [(name, i, m) + tail for m in range(g, min(width, g + split_every))],
-                    k)
+                    _merge_parts, [(name, i, m) + tail for m in group], k)
         name, width, tail = merged, -(-width // split_every), ()
     outs = []
     for pos, dtype in ((0, x.dtype), (1, np.dtype(np.int64))):

@@ -147,7 +147,8 @@ def _block_ranges(piece, chunks):
     out = []
     for r in piece.src:
         a, b = max(lo, int(starts[r])), min(hi, int(starts[r + 1]))
-        out.append((r, a - int(starts[r]), b - int(starts[r]), (a, b) == (starts[r], starts[r + 1])))
+        whole = (a, b) == (starts[r], starts[r + 1])
+        out.append((r, a - int(starts[r]), b - int(starts[r]), whole))
     return out
 
 
