@@ -20,6 +20,7 @@ floating-point data are exact.
 """
 from __future__ import annotations
 
+import mmap
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -108,12 +109,114 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+class _Reader:
+    """Reads a database's row blocks: memory maps without copying, zarr into reused buffers.
+
+    A C-contiguous ``np.memmap`` gives its blocks as views of the mapping: the
+    background thread asks the kernel to read the next block's pages and map
+    them (``madvise``), so the search neither copies the rows nor takes page
+    faults, and a cold page cache is read ahead of the search. Once searched,
+    a block's pages are unmapped from the process (they stay in the page
+    cache), so the resident memory stays about two blocks. A zarr array is
+    read into one of two buffers used in turn (``out=``): a fresh block
+    would cost the page faults of a new allocation on every read, as much
+    CPU time as the read itself. Other arrays (h5py, a non-contiguous
+    memmap) are read by slicing into a copy.
+    """
+
+    def __init__(self, x, block_rows):
+        self.x = x
+        self.mapped = (isinstance(x, np.memmap) and x.flags.c_contiguous
+                       and _madvise is not None)
+        # a private (copy-on-write) mapping would lose its changes when unmapped
+        self.release_ok = self.mapped and getattr(x, "mode", "c") != "c"
+        self.into = None if self.mapped else _zarr_into(x)
+        self.shape = (min(block_rows, x.shape[0]),) + tuple(x.shape[1:])
+        self.buffers = [None, None]
+
+    def read(self, s, e, slot):
+        """Rows [s, e) of x; ``slot`` (0 or 1) names the buffer that may be overwritten."""
+        if self.mapped:
+            block = self.x[s:e].view(np.ndarray)          # a plain view: not out-of-core again
+            _advise(block, _POPULATE_READ, _WILLNEED)
+            return block
+        if self.into is None:
+            return np.ascontiguousarray(self.x[s:e])
+        if self.buffers[slot] is None:
+            self.buffers[slot] = np.empty(self.shape, self.x.dtype)
+        block = self.buffers[slot][:e - s]
+        self.into(s, e, block)
+        return block
+
+    def release(self, block):
+        if self.release_ok:
+            _advise(block, _DONTNEED)
+
+
+def _zarr_into(x):
+    """``into(s, e, out)`` reading rows [s, e) of zarr array ``x`` into ``out``, or None."""
+    if type(x).__module__.split(".")[0] != "zarr" or not hasattr(x, "get_basic_selection"):
+        return None
+    try:
+        from zarr.core.buffer.cpu import NDBuffer        # zarr 3 takes its own buffer type
+        wrap = NDBuffer.from_numpy_array
+    except ImportError:
+        wrap = (lambda out: out)                          # zarr 2 takes the ndarray
+    return lambda s, e, out: x.get_basic_selection(slice(s, e), out=wrap(out))
+
+
+def _load_madvise():
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+# Linux values; elsewhere (no madvise, or other numbers) the advice is skipped
+_madvise = _load_madvise() if sys.platform.startswith("linux") else None
+_WILLNEED, _DONTNEED, _POPULATE_READ = 3, 4, 22
+_PAGE = mmap.PAGESIZE
+
+
+def _advise(block, *advice):
+    """madvise the pages inside ``block`` with the first of ``advice`` the kernel accepts."""
+    if block.size == 0:
+        return
+    start = block.ctypes.data
+    lo = -(-start // _PAGE) * _PAGE          # pages wholly inside the block only
+    hi = (start + block.nbytes) // _PAGE * _PAGE
+    if hi <= lo:
+        return
+    for a in advice:          # MADV_POPULATE_READ needs Linux 5.14; WILLNEED is older
+        if _madvise(lo, hi - lo, a) == 0:
+            return
+
+
+def _block_bounds(n, block_rows, first_rows):
+    """[start, end) of each block: a short first block (its read is not overlapped), then
+    blocks of ``block_rows``."""
+    bounds, s = [], 0
+    size = min(first_rows, block_rows)
+    while s < n:
+        bounds.append((s, min(n, s + size)))
+        s, size = s + size, block_rows
+    return bounds
+
+
 def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=None):
     """:func:`fastinterp.knn` over a database read block by block (see the module docstring).
 
     Memory: two blocks of ``block_rows`` rows (default: about BLOCK_BYTES;
-    the next is read while one is searched) plus O(Q k) candidates, whatever the size of ``x``. The result equals
-    ``fastinterp.knn`` on the whole array.
+    the next is read in a background thread while one is searched) plus
+    O(Q k) candidates, whatever the size of ``x``. The first block is short
+    (one zarr chunk, or an eighth of a block), since the search waits for its
+    read. The result equals ``fastinterp.knn`` on the whole array.
     """
     queries = np.ascontiguousarray(queries)
     n = x.shape[0]
@@ -126,24 +229,28 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
     if block_rows is None:
         row_bytes = max(1, x.shape[1] * np.dtype(x.dtype).itemsize)
         block_rows = max(k, BLOCK_BYTES // row_bytes)
+    first_rows = max(k, block_rows // 8)
     chunks = getattr(x, "chunks", None)
     if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int) and chunks[0] > 0:
         block_rows = max(chunks[0], block_rows - block_rows % chunks[0])   # whole zarr chunks
+        first_rows = chunks[0] * max(1, -(-first_rows // chunks[0]))
+    reader = _Reader(x, block_rows)
     bar = _Progress(n, "knn") if progress else None
     best = None
-    read = (lambda s: np.ascontiguousarray(x[s:s + block_rows]))
+    bounds = _block_bounds(n, block_rows, first_rows)
     # the next block is read while this one is searched (one block ahead: bounded memory)
-    with ThreadPoolExecutor(max_workers=1) as reader:
+    with ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            pending = reader.submit(read, 0)
-            for s in range(0, n, block_rows):
+            pending = pool.submit(reader.read, *bounds[0], 0)
+            for b, (s, e) in enumerate(bounds):
                 xb = pending.result()
-                if s + block_rows < n:
-                    pending = reader.submit(read, s + block_rows)
+                if b + 1 < len(bounds):     # the other buffer: block b - 1 is searched
+                    pending = pool.submit(reader.read, *bounds[b + 1], (b + 1) % 2)
                 part = block_candidates(xb, queries, k, s)
                 best = part if best is None else merge([best, part], k)
                 if bar is not None:
-                    bar.update(xb.shape[0])
+                    bar.update(e - s)
+                reader.release(xb)
                 del xb
         finally:
             if bar is not None:

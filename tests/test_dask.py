@@ -107,11 +107,44 @@ def test_resize_output_chunks_align_with_input():
 def test_resize_reads_only_its_halo(mode, blocks):
     """A 2x downscale: output rows 4..7 take input rows 8..15 (bilinear) or 7..16 (bicubic)."""
     x = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
-    lazy = fd.resize(da.from_array(x, chunks=(1, 1, 8, 8)), size=(16, 16), mode=mode)
+    dx = da.from_array(x, chunks=(1, 1, 8, 8))
+    lazy = fd.resize(dx, size=(16, 16), mode=mode)
     graph = dict(lazy.__dask_graph__())
-    deps = {k[3:] for k in _keys_in(graph[(lazy.name, 0, 0, 1, 1)]) if k[0] != lazy.name}
-    assert deps == {(r, c) for r in blocks for c in blocks}
+    assert _source_blocks(graph, (lazy.name, 0, 0, 1, 1), dx.name) == \
+        {(r, c) for r in blocks for c in blocks}
     np.testing.assert_array_equal(lazy.compute(**SYNC), fi.resize(x, size=(16, 16), mode=mode))
+
+
+def _source_blocks(graph, key, source):
+    """(row, column) of the blocks of array ``source`` that task ``key`` reads, at any depth."""
+    found = set()
+    for k in _keys_in(graph[key]):
+        found |= {k[-2:]} if k[0] == source else _source_blocks(graph, k, source)
+    return found
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_resize_moves_only_halo_strips(layout):
+    """An output chunk's task takes its own input block whole and, from each neighbour,
+    only the strip of rows or columns its taps reach (cut where the neighbour lives):
+    on a cluster, only the strips travel between workers."""
+    x = np.random.default_rng(2).standard_normal((1, 2, 32, 32)).astype(np.float32)
+    x = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
+    blocks = (1, 8, 8, 2) if layout == "NHWC" else (1, 2, 8, 8)
+    dx = da.from_array(x, chunks=blocks)
+    lazy = fd.resize(dx, size=(16, 16), mode="bicubic", layout=layout)
+    graph = dict(lazy.__dask_graph__())
+    key = (lazy.name, 0, 1, 1, 0) if layout == "NHWC" else (lazy.name, 0, 0, 1, 1)
+    inputs = _keys_in(graph[key])
+    whole = [k for k in inputs if k[0] == dx.name]
+    cuts = [k for k in inputs if k[0] != dx.name]     # one task per neighbour block
+    assert len(whole) == 1 and len(cuts) == 8
+    assert all(_keys_in(graph[k]) == [(dx.name,) + k[1:]] for k in cuts)
+    strips = [s for k in cuts for s in dask.get(graph, k)]
+    hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
+    assert all(min(s.shape[hax], s.shape[wax]) == 1 for s in strips)   # bicubic 2x: 1 px
+    np.testing.assert_array_equal(lazy.compute(**SYNC),
+                                  fi.resize(x, size=(16, 16), mode="bicubic", layout=layout))
 
 
 def _keys_in(task):
@@ -316,7 +349,8 @@ def test_pairwise_bit_identical(dtype, ties):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ties", [False, True])
-def test_knn_identical_to_in_memory(dtype, ties):
+@pytest.mark.parametrize("block_bytes", [0, None])   # x's own chunks; merged into larger tasks
+def test_knn_identical_to_in_memory(dtype, ties, block_bytes):
     rng = np.random.default_rng(7 + ties)
     n, q, d = 300, 23, 8
     x, queries = _db(rng, n, d, dtype, ties), _db(rng, q, d, dtype, ties)
@@ -324,7 +358,7 @@ def test_knn_identical_to_in_memory(dtype, ties):
     dx = da.from_array(x, chunks=(random_chunks(rng, n), d))
     for k, split in ((1, 2), (9, 3), (40, 8)):
         dd, ii = fd.knn(dx, da.from_array(queries, chunks=(random_chunks(rng, q), d)), k,
-                        split_every=split)
+                        split_every=split, block_bytes=block_bytes)
         assert dd.chunks[1] == (k,) and ii.dtype == np.int64 and dd.dtype == dtype
         gd, gi = compute(dd, ii)
         rd, ri = fi.knn(x, queries, k)
@@ -335,6 +369,55 @@ def test_knn_identical_to_in_memory(dtype, ties):
     gd, gi = compute(*fd.knn(da.from_array(small, chunks=(1, d)),
                              da.from_array(queries, chunks=(1, d)), 12))
     rd, ri = fi.knn(small, queries, 12)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def _task_count(arr, prefix):
+    graph = dask.optimize(arr)[0].__dask_graph__()
+    return sum(1 for key in graph if (key[0] if isinstance(key, tuple) else key).startswith(prefix))
+
+
+@pytest.mark.parametrize("chunk,block_bytes,tasks", [
+    (10, 0, 20),               # x's own chunks
+    (10, 40 * 16 * 4, 5),      # 40-row tasks: 4 chunks each
+    (10, 35 * 16 * 4, 5),      # at least 35 rows: 4 chunks each (the last 4 chunks too)
+    (10, 65 * 16 * 4, 2),      # 70 + 130 rows: the short remainder joins the last task
+    (50, 10 * 16 * 4, 4),      # chunks already larger: kept
+    (10, None, 3),             # the default (MIN_TASK_BYTES) merges this tiny database into
+])                             # one block: then query chunks stay apart (3 tasks)
+def test_knn_block_bytes_sets_task_sizes(chunk, block_bytes, tasks):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    q = rng.standard_normal((9, 16)).astype(np.float32)
+    dd, ii = fd.knn(da.from_array(x, chunks=(chunk, 16)), da.from_array(q, chunks=(4, 16)), 6,
+                    block_bytes=block_bytes)
+    assert _task_count(ii, "knn-block") == tasks
+    assert ii.chunks == ((4, 4, 1), (6,)) and dd.chunks == ii.chunks
+    gd, gi = compute(dd, ii)
+    rd, ri = fi.knn(x, q, 6)
+    np.testing.assert_array_equal(gi, ri)
+    np.testing.assert_array_equal(gd, rd)
+
+
+def test_knn_query_chunks_grouped_and_reads_fused(tmp_path, monkeypatch):
+    """One search task per (query group, database block), each reading its own block:
+    the database is read once per group, not once per query chunk, and no read task
+    (whose output would travel to another worker) is left in the optimized graph."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((120, 8)).astype(np.float32)
+    q = rng.standard_normal((30, 8)).astype(np.float32)
+    path = str(tmp_path / "x.zarr")
+    z = create_zarr(path, x.shape, (40, 8), "f4")
+    z[:] = x
+    from fastinterp.dask import _knn
+    monkeypatch.setattr(_knn, "QUERY_GROUP_BYTES", 12 * (8 * 4 + 3 * 12))   # 12 queries
+    dd, ii = fd.knn(da.from_zarr(path), da.from_array(q, chunks=(5, 8)), 3, block_bytes=0)
+    assert ii.chunks[0] == (5,) * 6
+    assert _task_count(ii, "knn-block") == 3 * 3            # 3 groups (10, 10, 10) x 3 blocks
+    assert _task_count(ii, "from-zarr") == 0                 # reads fused into the searches
+    gd, gi = compute(dd, ii)
+    rd, ri = fi.knn(x, q, 3)
     np.testing.assert_array_equal(gi, ri)
     np.testing.assert_array_equal(gd, rd)
 
@@ -358,6 +441,9 @@ def test_knn_errors():
         fd.knn(x, x, 11)
     with pytest.raises(TypeError, match="knn: k must be an int"):
         fd.knn(x, x, 2.0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="knn: block_bytes must be an int >= 0 or None"):
+            fd.knn(x, x, 2, block_bytes=bad)
 
 
 # --------------------------------------------------------------------------- fi.knn streaming
@@ -395,6 +481,69 @@ def test_fi_knn_streams_zarr(tmp_path):
     np.testing.assert_array_equal(fi.knn(x, q, 5, progress=True)[1], idx)
 
 
+def _record_blocks(monkeypatch):
+    """Replace block_candidates by a wrapper recording (start, block) of every call."""
+    seen, inner = [], _stream.block_candidates
+
+    def record(xb, queries, k, offset):
+        seen.append((offset, xb))
+        return inner(xb, queries, k, offset)
+    monkeypatch.setattr(_stream, "block_candidates", record)
+    return seen
+
+
+def test_fi_knn_stream_block_layout_over_zarr(tmp_path, monkeypatch):
+    """A short first block (one chunk: the search waits for its read), then whole-chunk
+    blocks of about BLOCK_BYTES, covering every row once."""
+    pytest.importorskip("zarr")
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((5000, 8)).astype(np.float32)
+    z = create_zarr(str(tmp_path / "db.zarr"), x.shape, (300, 8), "f4")
+    z[:] = x
+    q = rng.standard_normal((7, 8)).astype(np.float32)
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 1000 * 8 * 4)     # 1000 rows -> 900 (chunks)
+    seen = _record_blocks(monkeypatch)
+    got = fi.knn(z, q, 4)
+    sizes = [len(b) for _, b in seen]
+    assert sizes == [300] + [900] * 5 + [200]
+    blocks = [b for _, b in seen]            # two buffers in turn: no allocation per block
+    assert np.shares_memory(blocks[1], blocks[3]) and not np.shares_memory(blocks[1], blocks[2])
+    assert [s for s, _ in seen] == list(np.cumsum([0] + sizes[:-1]))
+    ref = fi.knn(x, q, 4)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("mode", ["r", "r+", "c"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_fi_knn_streams_memmap_without_copies(tmp_path, monkeypatch, mode, order):
+    """A C-contiguous memmap's blocks are views of the mapping (no copy); a Fortran one is
+    read by copies; a copy-on-write map keeps its in-memory changes after the search."""
+    rng = np.random.default_rng(17)
+    n, d = 3000, 16
+    path = tmp_path / "db.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d),
+                                   fortran_order=order == "F")
+    mm[:] = rng.standard_normal((n, d))
+    mm.flush()
+    del mm
+    mm = np.load(path, mmap_mode=mode)
+    if mode == "c":
+        mm[::7] += 3.0                      # private changes, not in the file
+    expect = np.array(mm)
+    q = rng.standard_normal((11, d))
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 400 * d * 8)
+    seen = _record_blocks(monkeypatch)
+    got = fi.knn(mm, q, 6)
+    assert [len(b) for _, b in seen] == [50] + [400] * 7 + [150]
+    assert all(np.shares_memory(b, mm) == (order == "C") for _, b in seen)
+    assert all(type(b) is np.ndarray for _, b in seen)
+    ref = fi.knn(expect, q, 6)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(np.array(mm), expect)     # nothing lost by unmapping
+
+
 # --------------------------------------------------------------------------- distributed
 
 # Per worker. A worker process starts at about 100 MB; the combined limit of
@@ -410,6 +559,20 @@ def client():
                                   memory_limit=CLUSTER_MEMORY, dashboard_address=None) as cl, \
             distributed.Client(cl) as c:
         yield c
+
+
+def _worker_threads():
+    from threadpoolctl import threadpool_info
+    return fi.get_num_threads(), tuple(sorted({p["num_threads"] for p in threadpool_info()}))
+
+
+@pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds
+def test_cluster_workers_run_kernels_on_one_thread(client):
+    """2 workers x 1 thread on 2 cores: each worker's fastinterp (and BLAS) must use one
+    thread, or the two oversubscribe the cores. distributed starts workers with
+    OMP_NUM_THREADS=1, which fastinterp reads at import."""
+    pytest.importorskip("threadpoolctl")
+    assert set(client.run(_worker_threads).values()) <= {(1, ()), (1, (1,))}
 
 
 @pytest.mark.no_sanitizer   # workers have memory limits, which ASan's shadow memory exceeds

@@ -21,6 +21,20 @@ Three kinds of ops:
   (a 2-D chunked result) and ``knn`` (per-block exact top-k merged by a tree
   reduction), identical to the in-memory results.
 
+On a cluster, keep data where it is computed: a NumPy array wrapped by
+``da.from_array`` sits whole in one task (one worker) and its blocks are
+copied to the others, so load from storage (``da.from_zarr``: each worker
+reads its own blocks inside the tasks that use them) or ``client.persist``
+the input first. Workers started by ``distributed`` run fastinterp, OpenMP
+and BLAS on one thread each (``OMP_NUM_THREADS=1``, read at import), so
+``n_workers x threads_per_worker`` tasks share the cores without
+oversubscribing them. distributed also starts workers with
+``MALLOC_TRIM_THRESHOLD_=65536``, under which every large allocation is
+mapped afresh (page faults and zeroing): image ops in workers then take up
+to twice the CPU time of the same call in the client; leaving the variable
+out of ``distributed.nanny.pre-spawn-environ`` trades that for memory kept
+by the allocator.
+
 Importing :mod:`fastinterp` does not import Dask; this module does.
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ import numpy as np
 import dask.array as da
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from dask.layers import ArrayValuesDep     # block j's first row, bound into its task
 
 import fastinterp as fi
 from .. import _stream
@@ -96,18 +97,93 @@ def pairwise_l2(x, y=None):
     return _pairwise("pairwise_l2", x, y, True)
 
 
+# A search task reads at least this many bytes of the database (smaller chunks are
+# merged): each task has a fixed cost (scheduling, the kernel's set-up, the
+# candidates' float64 distances), so many small tasks run slower than a few large ones.
+MIN_TASK_BYTES = 4 << 20
+# Consecutive query chunks are searched together up to this many bytes (queries and
+# their candidates), so each database block is read once per group, not once per chunk.
+QUERY_GROUP_BYTES = 64 << 20
+
+
 def _merge_parts(parts, k):
     return _stream.merge(list(parts), k)
 
 
-def knn(x, queries, k, return_distances=True, *, split_every=8):
+def _block_part(queries, xb, start, k):
+    """Exact top-k candidates of one database block for one query group (global indices)."""
+    return _stream.block_candidates(xb, queries, k, start)
+
+
+def _groups(sizes, row_bytes, limit):
+    """Consecutive ``sizes`` merged into groups of at least ``limit`` bytes (the last may be
+    smaller, and is joined to the one before); zero-size chunks are dropped."""
+    groups, run = [], 0
+    for s in sizes:
+        if s == 0:
+            continue
+        run += s
+        if run * row_bytes >= limit:
+            groups.append(run)
+            run = 0
+    if run:
+        if groups and run * row_bytes < limit:
+            groups[-1] += run
+        else:
+            groups.append(run)
+    return tuple(groups)
+
+
+def _capped_groups(sizes, row_bytes, limit):
+    """Consecutive ``sizes`` merged into groups of at most ``limit`` bytes (a larger
+    chunk stays alone); zero-size chunks are dropped."""
+    groups, run = [], 0
+    for s in sizes:
+        if s == 0:
+            continue
+        if run and (run + s) * row_bytes > limit:
+            groups.append(run)
+            run = 0
+        run += s
+    if run:
+        groups.append(run)
+    return tuple(groups)
+
+
+def _task_blocks(x, min_bytes):
+    """``x`` with chunks of at least ``min_bytes`` (whole chunks merged; none when 0)."""
+    row_bytes = x.shape[1] * x.dtype.itemsize
+    sizes = _groups(x.chunks[0], row_bytes, min_bytes) if min_bytes else \
+        tuple(s for s in x.chunks[0] if s)
+    return x if sizes == x.chunks[0] else x.rechunk({0: sizes})
+
+
+def _query_groups(q, x, k):
+    """``q`` with consecutive chunks merged into groups of at most QUERY_GROUP_BYTES."""
+    if x.numblocks[0] < 2 or q.shape[0] == 0:
+        return q            # one database block: grouping would not save a read
+    row_bytes = q.shape[1] * q.dtype.itemsize + k * (2 * q.dtype.itemsize + 8)
+    sizes = _capped_groups(q.chunks[0], row_bytes, QUERY_GROUP_BYTES)
+    return q if sizes == q.chunks[0] else q.rechunk({0: sizes})
+
+
+def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None):
     """:func:`fastinterp.knn` with a row-chunked database ``x`` and chunked ``queries``.
 
-    Every (query chunk, database chunk) pair gives its exact top-k (indices
+    Every (query group, database block) pair gives its exact top-k (indices
     made global); the lists are merged by a tree reduction (``split_every``
     lists per merge) with fastinterp's tie rule (smaller index first), so
     indices and distances equal ``fi.knn`` on the whole data (see
     fastinterp._stream for the one caveat on float32 near-ties).
+
+    Task sizes: consecutive chunks of ``x`` smaller than ``block_bytes``
+    (default :data:`MIN_TASK_BYTES`, 4 MiB; 0 keeps x's chunks) are
+    searched together, and consecutive query chunks are grouped (up to
+    :data:`QUERY_GROUP_BYTES` with their candidates) so that each database
+    block is read once per group. Reading a block (``da.from_zarr``,
+    ``da.from_array``) is fused into the task that searches it, so on a
+    cluster each worker reads its blocks itself (from the zarr store, say)
+    and only (Q, k) candidate lists travel between workers.
 
     Returns dask arrays ``(distances, indices)`` of shape (Q, k), chunked
     like ``queries`` along Q (``indices`` only when not return_distances).
@@ -122,33 +198,40 @@ def knn(x, queries, k, return_distances=True, *, split_every=8):
         raise ValueError(f"knn: k must satisfy 1 <= k <= N = {x.shape[0]}; got {k}.")
     if split_every < 2:
         raise ValueError(f"knn: split_every must be >= 2; got {split_every}.")
+    if block_bytes is None:
+        block_bytes = MIN_TASK_BYTES
+    if isinstance(block_bytes, bool) or not isinstance(block_bytes, (int, np.integer)) \
+            or block_bytes < 0:
+        raise ValueError(f"knn: block_bytes must be an int >= 0 or None; got {block_bytes!r}.")
     k = int(k)
-    token = tokenize(op, x, q, k, split_every)
-    starts = np.cumsum((0,) + x.chunks[0])
-    blocks = [j for j in range(x.numblocks[0]) if x.chunks[0][j] > 0]
-    dsk = {}
-    level, name = 0, f"knn-block-{token}"
-    for i in range(q.numblocks[0]):
-        for pos, j in enumerate(blocks):
-            dsk[(name, i, pos)] = (_stream.block_candidates, (x.name, j, 0), (q.name, i, 0), k,
-                                   int(starts[j]))
-    width = len(blocks)
+    x = _task_blocks(x, int(block_bytes))
+    qg = _query_groups(q, x, k)
+    starts = np.cumsum((0,) + x.chunks[0])[:-1]
+    starts = ArrayValuesDep((x.chunks[0],), {(j,): int(s) for j, s in enumerate(starts)})
+    # "d" (one chunk) stays an output index: no contraction, so the block reads
+    # (da.from_zarr, da.from_array: Blockwise layers) fuse into these tasks
+    parts = da.blockwise(_block_part, "ijd", qg, "id", x, "jd", starts, "j", k=k,
+                         align_arrays=False, meta=np.empty((0, 0, 0), x.dtype),
+                         name=f"knn-block-{tokenize(op, x, qg, k)}")
+    token = tokenize(op, parts, split_every)
+    dsk, name, width = {}, parts.name, x.numblocks[0]
+    level, tail = 0, (0,)             # parts' keys have the "d" index
     while width > 1:
         level += 1
         merged = f"knn-merge{level}-{token}"
-        for i in range(q.numblocks[0]):
+        for i in range(qg.numblocks[0]):
             for g in range(0, width, split_every):
+                group = range(g, min(width, g + split_every))
                 dsk[(merged, i, g // split_every)] = (
-                    _merge_parts, [(name, i, m) for m in range(g, min(width, g + split_every))],
-                    k)
-        name, width = merged, -(-width // split_every)
+                    _merge_parts, [(name, i, m) + tail for m in group], k)
+        name, width, tail = merged, -(-width // split_every), ()
     outs = []
     for pos, dtype in ((0, x.dtype), (1, np.dtype(np.int64))):
         out = f"knn-{'dist' if pos == 0 else 'idx'}-{token}"
-        layer = {(out, i, 0): (operator.getitem, (name, i, 0), pos)
-                 for i in range(q.numblocks[0])}
+        layer = {(out, i, 0): (operator.getitem, (name, i, 0) + tail, pos)
+                 for i in range(qg.numblocks[0])}
         layer.update(dsk)
-        graph = HighLevelGraph.from_collections(out, layer, dependencies=[x, q])
-        outs.append(da.Array(graph, out, chunks=(q.chunks[0], (k,)),
-                             meta=np.empty((0, 0), dtype)))
+        graph = HighLevelGraph.from_collections(out, layer, dependencies=[parts])
+        res = da.Array(graph, out, chunks=(qg.chunks[0], (k,)), meta=np.empty((0, 0), dtype))
+        outs.append(res if qg.chunks[0] == q.chunks[0] else res.rechunk({0: q.chunks[0]}))
     return tuple(outs) if return_distances else outs[1]

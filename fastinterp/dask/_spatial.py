@@ -14,6 +14,7 @@ every chunk; so every chunk equals the in-memory call bit for bit.
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,37 +118,49 @@ def _pieces(table, in_chunks, n_out_px, per_pixel, align):
     return pieces
 
 
-def _assemble(blocks, ypiece, xpiece, hax, wax, dtype):
-    """The window of ``ypiece`` x ``xpiece`` copied once from the blocks it overlaps."""
-    if len(blocks) == 1 and len(blocks[0]) == 1:
-        sl = [slice(None)] * 4
-        sl[hax], sl[wax] = slice(*ypiece.crop), slice(*xpiece.crop)
-        return np.ascontiguousarray(blocks[0][0][tuple(sl)], dtype=dtype)
-    first = blocks[0][0]
-    shape = list(first.shape)
-    shape[hax] = ypiece.crop[1] - ypiece.crop[0]
-    shape[wax] = xpiece.crop[1] - xpiece.crop[0]
+def _assemble(parts, hax, wax, dtype):
+    """The window tiled by ``parts`` (rows of pieces, each already cropped), copied once."""
+    if len(parts) == 1 and len(parts[0]) == 1:
+        return np.ascontiguousarray(parts[0][0], dtype=dtype)
+    shape = list(parts[0][0].shape)
+    shape[hax] = sum(row[0].shape[hax] for row in parts)
+    shape[wax] = sum(piece.shape[wax] for piece in parts[0])
     x = np.empty(shape, dtype)
-    r0 = 0                            # block row start, relative to the first block
-    for row in blocks:
+    r0 = 0
+    for row in parts:
         c0 = 0
-        for block in row:
-            ys = (max(r0, ypiece.crop[0]), min(r0 + block.shape[hax], ypiece.crop[1]))
-            xs = (max(c0, xpiece.crop[0]), min(c0 + block.shape[wax], xpiece.crop[1]))
-            src, dst = [slice(None)] * 4, [slice(None)] * 4
-            src[hax], src[wax] = slice(ys[0] - r0, ys[1] - r0), slice(xs[0] - c0, xs[1] - c0)
-            dst[hax] = slice(ys[0] - ypiece.crop[0], ys[1] - ypiece.crop[0])
-            dst[wax] = slice(xs[0] - xpiece.crop[0], xs[1] - xpiece.crop[0])
-            x[tuple(dst)] = block[tuple(src)]
-            c0 += block.shape[wax]
+        for piece in row:
+            dst = [slice(None)] * 4
+            dst[hax] = slice(r0, r0 + piece.shape[hax])
+            dst[wax] = slice(c0, c0 + piece.shape[wax])
+            x[tuple(dst)] = piece
+            c0 += piece.shape[wax]
         r0 += row[0].shape[hax]
     return x
 
 
-def _run_chunk(blocks, ypiece, xpiece, plan_, nhwc, dtype):
+def _block_ranges(piece, chunks):
+    """For each input chunk ``piece`` reads: (chunk index, [start, stop) inside it, whole?)."""
+    starts = np.cumsum((0,) + tuple(chunks))
+    lo = int(starts[piece.src[0]]) + piece.crop[0]
+    hi = int(starts[piece.src[0]]) + piece.crop[1]
+    out = []
+    for r in piece.src:
+        a, b = max(lo, int(starts[r])), min(hi, int(starts[r + 1]))
+        whole = (a, b) == (starts[r], starts[r + 1])
+        out.append((r, a - int(starts[r]), b - int(starts[r]), whole))
+    return out
+
+
+def _cut(block, slices):
+    """The strips ``block[s]`` for each of ``slices`` (contiguous copies: only they travel)."""
+    return tuple(np.ascontiguousarray(block[s]) for s in slices)
+
+
+def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
     """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
     hax, wax = (1, 2) if nhwc else (2, 3)
-    x = _assemble(blocks, ypiece, xpiece, hax, wax, dtype)
+    x = _assemble(parts, hax, wax, dtype)
     if nhwc:
         n, h, w, c = x.shape
         x3, planes = x.reshape(n, h, w * c), n
@@ -185,11 +198,13 @@ def separable(op, x, ytab, xtab, out_hw, nhwc):
     p = plan(ytab, xtab, c_, w, nhwc)
     ypieces = _pieces(ytab, x.chunks[hax], out_hw[0], 1, 1)
     xpieces = _pieces(p.xtab, x.chunks[wax], out_hw[1], p.expand, p.block)
-    name = f"{op}-spatial-{tokenize(op, x, ytab.idx, ytab.w, xtab.idx, xtab.w, out_hw, nhwc)}"
+    token = tokenize(op, x, ytab.idx, ytab.w, xtab.idx, xtab.w, out_hw, nhwc)
+    name, halo = f"{op}-spatial-{token}", f"{op}-halo-{token}"
     batch = [(i, j) for i in range(x.numblocks[0])
              for j in range(1 if nhwc else x.numblocks[1])]
     dsk = {}
     for i, j in batch:
+        strips = {}              # input block -> the strips its neighbours read from it
         for oi, yp in enumerate(ypieces):
             for oj, xp in enumerate(xpieces):
                 key = (name, i, oi, oj, 0) if nhwc else (name, i, j, oi, oj)
@@ -197,9 +212,24 @@ def separable(op, x, ytab, xtab, out_hw, nhwc):
                     shape = _empty_shape(x, i, j, yp.size, xp.size, nhwc)
                     dsk[key] = (functools.partial(np.zeros, shape, dtype),)
                     continue
-                blocks = [[(x.name, i, r, s, 0) if nhwc else (x.name, i, j, r, s)
-                           for s in xp.src] for r in yp.src]
-                dsk[key] = (_run_chunk, blocks, yp, xp, p, nhwc, dtype)
+                parts = []
+                for r, y0, y1, ywhole in _block_ranges(yp, x.chunks[hax]):
+                    row = []
+                    for c, x0, x1, xwhole in _block_ranges(xp, x.chunks[wax]):
+                        block = (x.name, i, r, c, 0) if nhwc else (x.name, i, j, r, c)
+                        if not (ywhole and xwhole):
+                            sl = [slice(None)] * 4
+                            sl[hax], sl[wax] = slice(y0, y1), slice(x0, x1)
+                            cuts = strips.setdefault(block, [])
+                            block = (operator.getitem, (halo,) + block[1:], len(cuts))
+                            cuts.append(tuple(sl))
+                        row.append(block)
+                    parts.append(row)
+                dsk[key] = (_run_chunk, parts, yp, xp, p, nhwc, dtype)
+        # one task per input block cuts all its strips where the block lives: only the
+        # strips travel to the neighbours' tasks (few tasks, little data)
+        for block, cuts in strips.items():
+            dsk[(halo,) + block[1:]] = (_cut, block, cuts)
     ych = tuple(yp.size for yp in ypieces)
     xch = tuple(xp.size for xp in xpieces)
     if nhwc:
