@@ -282,6 +282,17 @@ cdef enum:
 cdef void sweep_fwd_bilinear(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
                              Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx, Py_ssize_t sy,
                              const real* R, const Py_ssize_t* I, int nc) noexcept nogil:
+    """fwd_bilinear_run, with a constant channel count for full blocks."""
+    if nc == CB:
+        fwd_bilinear_run(ip, cs, op, ocs, ostep, wo, sx, sy, R, I, CB)
+    else:
+        fwd_bilinear_run(ip, cs, op, ocs, ostep, wo, sx, sy, R, I, nc)
+
+
+cdef inline void fwd_bilinear_run(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                                  Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                  Py_ssize_t sy, const real* R, const Py_ssize_t* I,
+                                  int nc) noexcept nogil:
     """nc <= CB channels (planes ip + q * cs -> op + q * ocs) of one run of output
     pixels, from plan_bilinear's plan; PyTorch's order of sums. When pixel j's west
     taps are pixel j - 1's east taps (the usual case along a row), their values are
@@ -340,6 +351,22 @@ cdef void sweep_bwd_bilinear(const real* ip, real* gip, Py_ssize_t cs, const rea
                              Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
                              Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
                              real* R, const Py_ssize_t* I, int nc) noexcept nogil:
+    """bwd_bilinear_run with constant arguments for the common cases (full channel
+    blocks, both gradients), so that the compiler drops the tests from the loop."""
+    if nc == CB and do_input and do_grid:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, True, True, R, I, CB)
+    elif nc == CB and do_input:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, True, False, R, I, CB)
+    elif nc == CB:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, False, True, R, I, CB)
+    else:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, do_input, do_grid, R, I, nc)
+
+
+cdef inline void bwd_bilinear_run(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                  Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
+                                  Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
+                                  real* R, const Py_ssize_t* I, int nc) noexcept nogil:
     """nc <= CB channels of the bilinear backward over one planned run of pixels: for
     every grad_input element the additions come in pixel order (taps nw, ne, sw, se),
     and the grid sums run over channels in increasing order, whatever nc.
