@@ -159,8 +159,9 @@ cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
 cdef inline void masked_taps(const real* R, const Py_ssize_t* I, Py_ssize_t wo, Py_ssize_t j,
                              Py_ssize_t* t, real* w) noexcept nogil:
     """Pixel j's offsets x0, x1, y0, y1 and weights from plan_bilinear's plan, copied
-    into local arrays for bilinear_masked (so that the compiler, knowing they do not
-    alias the output, forms the same sums as ever)."""
+    into local arrays for bilinear_masked, as the sweeps always passed them: which
+    products the compiler fuses into multiply-adds there depends on that shape, and
+    results must not change with it."""
     cdef int k
     for k in range(4):
         t[k] = I[B_T * wo + 4 * j + k]
@@ -273,7 +274,14 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
 
 
 # Channel blocks: the bilinear sweeps handle up to CB channels per pass over the
-# plan, so each pixel's record is loaded once for CB channels.
+# plan, so each pixel's record is loaded once for CB channels. Their channel loops
+# run to the constant CB (guarded by q < nc) so that the compiler unrolls them and
+# keeps the carried values in registers. Builds with FMA let the compiler fuse
+# products into multiply-adds (GCC's default -ffp-contract=fast), and which ones it
+# fuses depends on the loop shape: changing CB, the unrolling or these expressions
+# can change the last bit of results (4 is also the fastest block here; 8 was 30-40%
+# slower). tests/test_sample_sweeps.py checks that a channel's values do not depend
+# on its block.
 cdef enum:
     CB = 4
     PF = 32         # prefetch distance, pixels
@@ -317,13 +325,13 @@ cdef inline void fwd_bilinear_run(const real* ip, Py_ssize_t cs, real* op, Py_ss
             # the taps wander across input rows: the hardware prefetcher does not follow
             # them, so fetch pixel j + PF's rows now (every 8 pixels: a line holds 8-16)
             ahead = I[B_I * (j + PF) + 1]
-            for q in range(CB):     # unrolled: the carries stay in registers
+            for q in range(CB):
                 if q < nc:
                     __builtin_prefetch(ip + q * cs + ahead)
                     __builtin_prefetch(ip + q * cs + ahead + sy)
         if m != 15:
             masked_taps(R, I, wo, j, t, w)
-            for q in range(CB):     # unrolled: the carries stay in registers
+            for q in range(CB):
                 if q < nc:
                     o[q * ocs] = bilinear_masked(ip + q * cs, t, w, m)
             pend = -1
