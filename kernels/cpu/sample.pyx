@@ -39,9 +39,7 @@ cdef enum:
 
 # Plan table layout, per output row of width Wo: real slots (times Wo) ...
 cdef enum:
-    R_W0 = 0       # bilinear weights nw, ne, sw, se: slots 0..3
-    R_TX = 4       # bilinear fractional x (distance to the west tap)
-    R_TY = 5
+    # slots 0..5 (B_R reals per pixel): bilinear's packed records, see plan_bilinear
     R_MX = 6       # d coordinate / d grid value (x), after padding
     R_MY = 7
     R_CX = 8       # bicubic x weights: slots 8..11
@@ -54,9 +52,17 @@ cdef enum:
 # ... and integer slots (times Wo).
 cdef enum:
     I_MASK = 0     # valid-tap bits
-    I_X = 1        # x offsets (elements): bilinear 1..2, bicubic 1..4, nearest 1
-    I_Y = 5        # y offsets: bilinear 5..6, bicubic 5..8, nearest 5
+    I_X = 1        # x offsets (elements): bicubic 1..4, nearest 1
+    I_Y = 5        # y offsets: bicubic 5..8, nearest 5
     I_SLOTS = 9
+
+# Bilinear plans are packed per pixel instead (plan_bilinear): the sweeps then read
+# one record per pixel from two streams rather than one number from each of nine.
+cdef enum:
+    B_R = 6        # reals per pixel at R: weights nw, ne, sw, se, then tx, ty (< R_MX:
+                   # R_MX, R_MY, R_GX, R_GY keep their slots)
+    B_I = 2        # offsets per pixel at I: mask, base (x0 + y0) ...
+    B_T = 2        # ... and from slot B_T on, four per pixel: x0, x1, y0, y1
 
 cdef enum:
     TILE = 1024          # output pixels planned at once (~280 KB of plan per thread)
@@ -71,13 +77,16 @@ cdef enum:
 cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint grad,
                    const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
                    real* R, Py_ssize_t* I) noexcept nogil:
-    """Taps of the wo output pixels whose grid points are g[0..2*wo)."""
+    """Taps of the wo output pixels whose grid points are g[0..2*wo) (bilinear: packed,
+    see plan_bilinear)."""
     cdef Py_ssize_t j
-    cdef real x, y, mx = 0, my = 0, tx, ty
-    cdef real one = 1
+    cdef real x, y, mx = 0, my = 0
     cdef int bx, by
     cdef Py_ssize_t* M = I + I_MASK * wo
     cdef bint wrap = padding == PAD_WRAP
+    if mode == BILINEAR:
+        plan_bilinear(g, wo, padding, grad, ax, ay, sx, sy, R, I)
+        return
     for j in range(wo):
         if mode == BICUBIC:
             x = unnormalize(g[2 * j], ax[A_SCALE], ax[A_SHIFT])
@@ -106,19 +115,40 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
                 I[I_X * wo + j] = 0
                 I[I_Y * wo + j] = 0
             continue
-        bx = linear_axis(x, ax[A_SIZE], sx, wrap, I + I_X * wo + j, I + (I_X + 1) * wo + j,
-                         &tx)
-        by = linear_axis(y, ay[A_SIZE], sy, wrap, I + I_Y * wo + j, I + (I_Y + 1) * wo + j,
-                         &ty)
+
+
+cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
+                        const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
+                        real* R, Py_ssize_t* I) noexcept nogil:
+    """plan_row for bilinear: per pixel j, R[j * B_R ..] = weights nw, ne, sw, se, tx, ty;
+    I[j * B_I ..] = mask, x0 + y0; I[B_T * wo + 4 * j ..] = x0, x1, y0, y1 (offsets);
+    R_MX, R_MY (with grad) in their slots. Mask bit k: tap k inside (15: all four)."""
+    cdef Py_ssize_t j
+    cdef real x, y, mx = 0, my = 0, tx, ty
+    cdef real one = 1
+    cdef int bx, by
+    cdef bint wrap = padding == PAD_WRAP
+    cdef real* r
+    cdef Py_ssize_t* t
+    for j in range(wo):
+        x = coordinate(g[2 * j], ax, padding, grad, &mx)
+        y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
+        R[R_MX * wo + j] = mx
+        R[R_MY * wo + j] = my
+        t = I + B_T * wo + 4 * j
+        bx = linear_axis(x, ax[A_SIZE], sx, wrap, t, t + 1, &tx)
+        by = linear_axis(y, ay[A_SIZE], sy, wrap, t + 2, t + 3, &ty)
         # bit 4 (wrapped, non-adjacent taps) keeps the mask off the all-inside fast paths
-        M[j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
+        I[B_I * j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
             | ((bx >> 1) & (by >> 1) & 1) << 3 | ((bx | by) & LIN_SPLIT) << 2
-        R[R_TX * wo + j] = tx
-        R[R_TY * wo + j] = ty
-        R[(R_W0 + 0) * wo + j] = (one - ty) * (one - tx)
-        R[(R_W0 + 1) * wo + j] = (one - ty) * tx
-        R[(R_W0 + 2) * wo + j] = ty * (one - tx)
-        R[(R_W0 + 3) * wo + j] = ty * tx
+        I[B_I * j + 1] = t[0] + t[2]
+        r = R + B_R * j
+        r[0] = (one - ty) * (one - tx)
+        r[1] = (one - ty) * tx
+        r[2] = ty * (one - tx)
+        r[3] = ty * tx
+        r[4] = tx
+        r[5] = ty
 
 
 cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
@@ -126,19 +156,16 @@ cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
     return ip[off] if (mask >> bit) & 1 else 0
 
 
-cdef inline Py_ssize_t bilinear_taps(const real* R, const Py_ssize_t* I, Py_ssize_t wo,
-                                     Py_ssize_t j, Py_ssize_t* t, real* w) noexcept nogil:
-    """Pixel j's planned bilinear taps: t = x0, x1, y0, y1 offsets, w = nw, ne, sw,
-    se weights; returns the valid-tap mask (15: all inside)."""
-    t[0] = I[I_X * wo + j]
-    t[1] = I[(I_X + 1) * wo + j]
-    t[2] = I[I_Y * wo + j]
-    t[3] = I[(I_Y + 1) * wo + j]
-    w[0] = R[R_W0 * wo + j]
-    w[1] = R[(R_W0 + 1) * wo + j]
-    w[2] = R[(R_W0 + 2) * wo + j]
-    w[3] = R[(R_W0 + 3) * wo + j]
-    return I[I_MASK * wo + j]
+cdef inline void masked_taps(const real* R, const Py_ssize_t* I, Py_ssize_t wo, Py_ssize_t j,
+                             Py_ssize_t* t, real* w) noexcept nogil:
+    """Pixel j's offsets x0, x1, y0, y1 and weights from plan_bilinear's plan, copied
+    into local arrays for bilinear_masked, as the sweeps always passed them: which
+    products the compiler fuses into multiply-adds there depends on that shape, and
+    results must not change with it."""
+    cdef int k
+    for k in range(4):
+        t[k] = I[B_T * wo + 4 * j + k]
+        w[k] = R[B_R * j + k]
 
 
 cdef inline real bilinear_masked(const real* ip, const Py_ssize_t* t, const real* w,
@@ -151,25 +178,14 @@ cdef inline real bilinear_masked(const real* ip, const Py_ssize_t* t, const real
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, int mode,
                     Py_ssize_t sx, Py_ssize_t sy, const real* R,
                     const Py_ssize_t* I) noexcept nogil:
-    """One channel of one output row: op[j * ostep] for j < wo; ip is the channel's plane."""
+    """One channel of one output row, nearest or bicubic: op[j * ostep] for j < wo; ip
+    is the channel's plane (bilinear: sweep_fwd_bilinear)."""
     cdef Py_ssize_t j, m, ya
-    cdef Py_ssize_t t[4]
-    cdef real w[4]
     cdef int i, k
     cdef real v, r
     cdef real rows[4]
-    cdef const real* p
     cdef const Py_ssize_t* M = I + I_MASK * wo
-    if mode == BILINEAR:
-        for j in range(wo):
-            m = bilinear_taps(R, I, wo, j, t, w)
-            if m == 15:
-                p = ip + t[0] + t[2]
-                v = (p[0] * w[0] + p[sx] * w[1]) + p[sy] * w[2] + p[sy + sx] * w[3]
-            else:
-                v = bilinear_masked(ip, t, w, m)
-            op[j * ostep] = v
-    elif mode == NEAREST:
+    if mode == NEAREST:
         for j in range(wo):
             op[j * ostep] = tap_value(ip, I[I_X * wo + j] + I[I_Y * wo + j], M[j], 0)
     else:
@@ -186,45 +202,29 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t ostep, Py_ssize_t wo, i
                              + R[(R_CY + 2) * wo + j] * rows[2]) + R[(R_CY + 3) * wo + j] * rows[3]
 
 
-cdef inline void bilinear_bwd_pixel(const real* ip, real* gip, real g, Py_ssize_t m,
-                                    const Py_ssize_t* t, const real* w, Py_ssize_t sx,
-                                    Py_ssize_t sy, bint do_input, bint do_grid, real tx,
-                                    real ty, real* gx, real* gy) noexcept nogil:
-    """One channel of one pixel: scatter g * weights into gip (do_input); add
-    d out / d (x, y) times g to *gx, *gy (do_grid, PyTorch's formula)."""
+cdef inline void bilinear_bwd_masked(const real* ip, real* gip, real g, Py_ssize_t m,
+                                     const Py_ssize_t* t, const real* w, bint do_input,
+                                     bint do_grid, real tx, real ty, real* gx,
+                                     real* gy) noexcept nogil:
+    """One channel of one pixel with the taps in mask m only: scatter g * weights into
+    gip (do_input); add d out / d (x, y) times g to *gx, *gy (do_grid, PyTorch's
+    formula)."""
     cdef real v0, v1, v2, v3
     cdef real one = 1
-    cdef real* gp
-    cdef const real* p
-    if m == 15:         # all four taps inside: no masks
-        if do_input:
-            gp = gip + t[0] + t[2]
-            gp[0] += w[0] * g
-            gp[sx] += w[1] * g
-            gp[sy] += w[2] * g
-            gp[sy + sx] += w[3] * g
-        if do_grid:
-            p = ip + t[0] + t[2]
-            v0 = p[0]
-            v1 = p[sx]
-            v2 = p[sy]
-            v3 = p[sy + sx]
-    else:
-        if do_input:
-            if m & 1:
-                gip[t[0] + t[2]] += w[0] * g
-            if m & 2:
-                gip[t[1] + t[2]] += w[1] * g
-            if m & 4:
-                gip[t[0] + t[3]] += w[2] * g
-            if m & 8:
-                gip[t[1] + t[3]] += w[3] * g
-        if do_grid:
-            v0 = tap_value(ip, t[0] + t[2], m, 0)
-            v1 = tap_value(ip, t[1] + t[2], m, 1)
-            v2 = tap_value(ip, t[0] + t[3], m, 2)
-            v3 = tap_value(ip, t[1] + t[3], m, 3)
+    if do_input:
+        if m & 1:
+            gip[t[0] + t[2]] += w[0] * g
+        if m & 2:
+            gip[t[1] + t[2]] += w[1] * g
+        if m & 4:
+            gip[t[0] + t[3]] += w[2] * g
+        if m & 8:
+            gip[t[1] + t[3]] += w[3] * g
     if do_grid:
+        v0 = tap_value(ip, t[0] + t[2], m, 0)
+        v1 = tap_value(ip, t[1] + t[2], m, 1)
+        v2 = tap_value(ip, t[0] + t[3], m, 2)
+        v3 = tap_value(ip, t[1] + t[3], m, 3)
         gx[0] = gx[0] + ((v1 - v0) * (one - ty) + (v3 - v2) * ty) * g
         gy[0] = gy[0] + ((v2 - v0) * (one - tx) + (v3 - v1) * tx) * g
 
@@ -233,23 +233,16 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
                     Py_ssize_t wo, int mode, Py_ssize_t sx, Py_ssize_t sy,
                     bint do_input, bint do_grid, real* R,
                     const Py_ssize_t* I) noexcept nogil:
-    """One channel of one output row: scatter grad_output into gip (do_input) and add
-    this channel's share of d out / d grid into the row's accumulators (do_grid)."""
+    """One channel of one output row, nearest or bicubic: scatter grad_output into gip
+    (do_input) and add this channel's share of d out / d grid into the row's
+    accumulators (do_grid). Bilinear: sweep_bwd_bilinear."""
     cdef Py_ssize_t j, m, xa, o
-    cdef Py_ssize_t t[4]
-    cdef real w[4]
     cdef int i, k
     cdef real g, v, cxk, cyi, gx, gy
     cdef const Py_ssize_t* M = I + I_MASK * wo
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
-    if mode == BILINEAR:
-        for j in range(wo):
-            g = gop[j * ostep]
-            m = bilinear_taps(R, I, wo, j, t, w)
-            bilinear_bwd_pixel(ip, gip, g, m, t, w, sx, sy, do_input, do_grid,
-                               R[R_TX * wo + j], R[R_TY * wo + j], GX + j, GY + j)
-    elif mode == NEAREST:
+    if mode == NEAREST:
         if do_input:
             for j in range(wo):
                 if M[j]:
@@ -280,96 +273,223 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t ostep
 
 
 
-# Channel blocks: the bilinear sweeps handle CB channels per pass over the
-# plan, so each pixel's offsets and weights are loaded once for CB channels.
+# Channel blocks: the bilinear sweeps handle up to CB channels per pass over the
+# plan, so each pixel's record is loaded once for CB channels. Their channel loops
+# run to the constant CB (guarded by q < nc) so that the compiler unrolls them and
+# keeps the carried values in registers. Builds with FMA let the compiler fuse
+# products into multiply-adds (GCC's default -ffp-contract=fast), and which ones it
+# fuses depends on the loop shape: changing CB, the unrolling or these expressions
+# can change the last bit of results (4 is also the fastest block here; 8 was 30-40%
+# slower). tests/test_sample_sweeps.py checks that a channel's values do not depend
+# on its block.
 cdef enum:
     CB = 4
     PF = 32         # prefetch distance, pixels
 
 
-cdef void sweep_fwd_bilinear_block(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
-                                   Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
-                                   Py_ssize_t sy, const real* R,
-                                   const Py_ssize_t* I) noexcept nogil:
-    """CB channels (planes ip + q * cs -> op + q * ocs) of one run of output pixels;
-    the same arithmetic as sweep_fwd's bilinear branch."""
-    cdef Py_ssize_t j, m, q
+cdef void sweep_fwd_bilinear(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                             Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx, Py_ssize_t sy,
+                             const real* R, const Py_ssize_t* I, int nc) noexcept nogil:
+    """fwd_bilinear_run, with a constant channel count for full blocks."""
+    if nc == CB:
+        fwd_bilinear_run(ip, cs, op, ocs, ostep, wo, sx, sy, R, I, CB)
+    else:
+        fwd_bilinear_run(ip, cs, op, ocs, ostep, wo, sx, sy, R, I, nc)
+
+
+cdef inline void fwd_bilinear_run(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                                  Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                  Py_ssize_t sy, const real* R, const Py_ssize_t* I,
+                                  int nc) noexcept nogil:
+    """nc <= CB channels (planes ip + q * cs -> op + q * ocs) of one run of output
+    pixels, from plan_bilinear's plan; PyTorch's order of sums. When pixel j's west
+    taps are pixel j - 1's east taps (the usual case along a row), their values are
+    carried over in registers instead of loaded again."""
+    cdef Py_ssize_t j, m, q, b
+    cdef Py_ssize_t pend = -1       # offset of the carried column (north; south is + sy)
+    cdef real w0, w1, w2, w3, v1, v3
+    cdef real vn[CB]
+    cdef real vs[CB]
     cdef Py_ssize_t t[4]
     cdef real w[4]
+    cdef const real* r
     cdef const real* p
     cdef real* o
     cdef Py_ssize_t ahead
     for j in range(wo):
-        m = bilinear_taps(R, I, wo, j, t, w)
+        m = I[B_I * j]
+        b = I[B_I * j + 1]
+        r = R + B_R * j
         o = op + j * ostep
-        if j + PF < wo:     # the taps wander across input rows: the hardware
-            # prefetcher does not follow them, so fetch pixel j + PF's rows now
-            ahead = I[I_X * wo + j + PF] + I[I_Y * wo + j + PF]
+        if (j & 7) == 0 and j + PF < wo:
+            # the taps wander across input rows: the hardware prefetcher does not follow
+            # them, so fetch pixel j + PF's rows now (every 8 pixels: a line holds 8-16)
+            ahead = I[B_I * (j + PF) + 1]
             for q in range(CB):
-                __builtin_prefetch(ip + q * cs + ahead)
-                __builtin_prefetch(ip + q * cs + ahead + sy)
-        if m == 15:
-            p = ip + t[0] + t[2]
+                if q < nc:
+                    __builtin_prefetch(ip + q * cs + ahead)
+                    __builtin_prefetch(ip + q * cs + ahead + sy)
+        if m != 15:
+            masked_taps(R, I, wo, j, t, w)
             for q in range(CB):
-                o[q * ocs] = (p[0] * w[0] + p[sx] * w[1]) + p[sy] * w[2] + p[sy + sx] * w[3]
-                p = p + cs
-        else:
-            for q in range(CB):
-                o[q * ocs] = bilinear_masked(ip + q * cs, t, w, m)
+                if q < nc:
+                    o[q * ocs] = bilinear_masked(ip + q * cs, t, w, m)
+            pend = -1
+            continue
+        w0 = r[0]
+        w1 = r[1]
+        w2 = r[2]
+        w3 = r[3]
+        if b != pend:
+            for q in range(CB):     # unrolled: the carries stay in registers
+                if q < nc:
+                    vn[q] = ip[q * cs + b]
+                    vs[q] = ip[q * cs + b + sy]
+        for q in range(CB):     # unrolled: the carries stay in registers
+            if q < nc:
+                p = ip + q * cs + b
+                v1 = p[sx]
+                v3 = p[sy + sx]
+                o[q * ocs] = (vn[q] * w0 + v1 * w1) + vs[q] * w2 + v3 * w3
+                vn[q] = v1
+                vs[q] = v3
+        pend = b + sx
 
 
-cdef void sweep_bwd_bilinear_block(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
-                                   Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
-                                   Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
-                                   real* R, const Py_ssize_t* I) noexcept nogil:
-    """CB channels of sweep_bwd's bilinear branch: for every grad_input element the
-    additions come in the same order, and the grid sums run over channels in
-    increasing order, exactly as CB single-channel sweeps would do them."""
-    cdef Py_ssize_t j, m, q
-    cdef Py_ssize_t t[4]
-    cdef real w[4]
-    cdef real tx, ty, gx, gy
+cdef void sweep_bwd_bilinear(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                             Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
+                             Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
+                             real* R, const Py_ssize_t* I, int nc) noexcept nogil:
+    """bwd_bilinear_run with constant arguments for the common cases (full channel
+    blocks, both gradients), so that the compiler drops the tests from the loop."""
+    if nc == CB and do_input and do_grid:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, True, True, R, I, CB)
+    elif nc == CB and do_input:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, True, False, R, I, CB)
+    elif nc == CB:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, False, True, R, I, CB)
+    else:
+        bwd_bilinear_run(ip, gip, cs, gop, ocs, ostep, wo, sx, sy, do_input, do_grid, R, I, nc)
+
+
+cdef inline void bwd_bilinear_run(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                  Py_ssize_t ocs, Py_ssize_t ostep, Py_ssize_t wo,
+                                  Py_ssize_t sx, Py_ssize_t sy, bint do_input, bint do_grid,
+                                  real* R, const Py_ssize_t* I, int nc) noexcept nogil:
+    """nc <= CB channels of the bilinear backward over one planned run of pixels: for
+    every grad_input element the additions come in pixel order (taps nw, ne, sw, se),
+    and the grid sums run over channels in increasing order, whatever nc.
+
+    Along a row, pixel j's west taps are usually pixel j - 1's east taps. The east
+    column (grad_input being summed, and input values) is then carried in registers
+    into the next pixel instead of being stored and reloaded at once: the additions
+    are the same, but no addition waits for the store of the one before (a chain
+    through memory, ~10 cycles a pixel). Any other pixel first stores the carry."""
+    cdef Py_ssize_t j, m, q, b
+    cdef Py_ssize_t pend = -1       # offset of the carried column (north; south is + sy)
+    cdef real w0, w1, w2, w3, tx, ty, gx, gy, g, v1, v3
+    cdef real one = 1
+    cdef real cn[CB]                # carried grad_input sums, north and south
+    cdef real csouth[CB]
+    cdef real vn[CB]                # carried input values
+    cdef real vs[CB]
+    cdef const real* r
+    cdef real* gp
+    cdef const real* p
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
     for j in range(wo):
-        m = bilinear_taps(R, I, wo, j, t, w)
-        tx = R[R_TX * wo + j]
-        ty = R[R_TY * wo + j]
+        m = I[B_I * j]
+        b = I[B_I * j + 1]
+        r = R + B_R * j
+        tx = r[4]
+        ty = r[5]
         gx = GX[j]
         gy = GY[j]
-        for q in range(CB):
-            bilinear_bwd_pixel(ip + q * cs, gip + q * cs, gop[q * ocs + j * ostep], m, t, w,
-                               sx, sy, do_input, do_grid, tx, ty, &gx, &gy)
+        if m != 15 or b != pend:
+            if pend >= 0 and do_input:
+                for q in range(CB):     # unrolled: the carries stay in registers
+                    if q < nc:
+                        gip[q * cs + pend] = cn[q]
+                        gip[q * cs + pend + sy] = csouth[q]
+            pend = -1
+            if m != 15:
+                for q in range(CB):     # unrolled: the carries stay in registers
+                    if q < nc:
+                        bilinear_bwd_masked(ip + q * cs, gip + q * cs, gop[q * ocs + j * ostep], m,
+                                            I + B_T * wo + 4 * j, r, do_input, do_grid, tx, ty,
+                                            &gx, &gy)
+                GX[j] = gx
+                GY[j] = gy
+                continue
+            for q in range(CB):     # unrolled: the carries stay in registers
+                if q < nc:
+                    if do_input:
+                        cn[q] = gip[q * cs + b]
+                        csouth[q] = gip[q * cs + b + sy]
+                    if do_grid:
+                        vn[q] = ip[q * cs + b]
+                        vs[q] = ip[q * cs + b + sy]
+        w0 = r[0]
+        w1 = r[1]
+        w2 = r[2]
+        w3 = r[3]
+        for q in range(CB):     # unrolled: the carries stay in registers
+            if q < nc:
+                g = gop[q * ocs + j * ostep]
+                if do_input:
+                    gp = gip + q * cs + b
+                    gp[0] = cn[q] + w0 * g
+                    cn[q] = gp[sx] + w1 * g
+                    gp[sy] = csouth[q] + w2 * g
+                    csouth[q] = gp[sy + sx] + w3 * g
+                if do_grid:
+                    p = ip + q * cs + b
+                    v1 = p[sx]
+                    v3 = p[sy + sx]
+                    gx = gx + ((v1 - vn[q]) * (one - ty) + (v3 - vs[q]) * ty) * g
+                    gy = gy + ((vs[q] - vn[q]) * (one - tx) + (v3 - v1) * tx) * g
+                    vn[q] = v1
+                    vs[q] = v3
+        pend = b + sx
         GX[j] = gx
         GY[j] = gy
+    if pend >= 0 and do_input:
+        for q in range(CB):     # unrolled: the carries stay in registers
+            if q < nc:
+                gip[q * cs + pend] = cn[q]
+                gip[q * cs + pend + sy] = csouth[q]
 
 
 cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssize_t wo,
                                   Py_ssize_t sx, Py_ssize_t sy, const real* R,
                                   const Py_ssize_t* I) noexcept nogil:
     """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
-    image, op the run's first output pixel. Same arithmetic as sweep_fwd."""
+    image, op the run's first output pixel. Same arithmetic as sweep_fwd_bilinear."""
     cdef Py_ssize_t j, m, c
     cdef Py_ssize_t t[4]
     cdef real w[4]
     cdef real w0, w1, w2, w3
+    cdef const real* r
     cdef const real* p0
     cdef const real* p1
     cdef const real* p2
     cdef const real* p3
     cdef real* o
     for j in range(wo):
-        m = bilinear_taps(R, I, wo, j, t, w)
-        w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+        m = I[B_I * j]
+        r = R + B_R * j
+        w0, w1, w2, w3 = r[0], r[1], r[2], r[3]
         o = op + j * C
         if m == 15:
-            p0 = ip + t[0] + t[2]
+            p0 = ip + I[B_I * j + 1]
             p1 = p0 + sx
             p2 = p0 + sy
             p3 = p2 + sx
             for c in range(C):
                 o[c] = (p0[c] * w0 + p1[c] * w1) + p2[c] * w2 + p3[c] * w3
         else:
+            masked_taps(R, I, wo, j, t, w)
             for c in range(C):
                 o[c] = bilinear_masked(ip + c, t, w, m)
 
@@ -521,12 +641,11 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
                 sweep_fwd_bilinear_nhwc(ip + n * si[0], op + n * so[0] + p0 * so[3], C, length,
                                         si[3], si[2], R, I)
                 c = C
-            if mode == BILINEAR:
-                while c + CB <= C:
-                    sweep_fwd_bilinear_block(ip + n * si[0] + c * si[1], si[1],
-                                             op + n * so[0] + c * so[1] + p0 * so[3], so[1],
-                                             so[3], length, si[3], si[2], R, I)
-                    c = c + CB
+            while mode == BILINEAR and c < C:
+                sweep_fwd_bilinear(ip + n * si[0] + c * si[1], si[1],
+                                   op + n * so[0] + c * so[1] + p0 * so[3], so[1], so[3],
+                                   length, si[3], si[2], R, I, min(CB, C - c))
+                c = c + CB
             while c < C:
                 sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0 * so[3],
                           so[3], length, mode, si[3], si[2], R, I)
@@ -564,12 +683,11 @@ cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t 
     """Backward sweeps of channels [c0, c1) over one planned tile of pixels starting
     at output pixel p0 (bilinear in blocks of CB channels, then one by one)."""
     cdef Py_ssize_t c = c0
-    if mode == BILINEAR:
-        while c + CB <= c1:
-            sweep_bwd_bilinear_block(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                                     si[1], gop + n * so[0] + c * so[1] + p0 * so[3], so[1],
-                                     so[3], length, si[3], si[2], do_input, do_grid, R, I)
-            c = c + CB
+    while mode == BILINEAR and c < c1:
+        sweep_bwd_bilinear(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1], si[1],
+                           gop + n * so[0] + c * so[1] + p0 * so[3], so[1], so[3], length,
+                           si[3], si[2], do_input, do_grid, R, I, min(CB, c1 - c))
+        c = c + CB
     while c < c1:
         sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
                   gop + n * so[0] + c * so[1] + p0 * so[3], so[3], length, mode,

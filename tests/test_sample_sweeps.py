@@ -1,0 +1,104 @@
+"""The bilinear grid_sample sweeps: channel blocks (full and partial) and the tap
+column carried from one pixel to the next must neither lose, double nor reorder
+any contribution, whatever the pixel-to-pixel step of the taps (x stalls, skips,
+y steps up or down, points leaving the image)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+
+
+def stepping_grid(n, ho, wo, rng):
+    """Affine grids whose taps advance by 0, 1 or 2 pixels and step rows both ways
+    (scales 0.6-1.5, angles of either sign), shifted so that some points fall out."""
+    a = rng.uniform(-0.5, 0.5, n)
+    s = rng.uniform(0.6, 1.5, n)
+    t = rng.uniform(-0.4, 0.4, (n, 2))
+    theta = np.stack([np.stack([s * np.cos(a), -s * np.sin(a), t[:, 0]], 1),
+                      np.stack([s * np.sin(a), s * np.cos(a), t[:, 1]], 1)], 1)
+    return fi.affine_grid(theta, (n, 1, ho, wo), align_corners=False)
+
+
+def reference(x, grid, go, pad):
+    """Float64 bilinear forward, grad_input and grad_grid (zeros or border padding,
+    align_corners=False), written out directly."""
+    n_, c_, h, w = x.shape
+    gx = ((grid[..., 0] + 1) * w - 1) / 2
+    gy = ((grid[..., 1] + 1) * h - 1) / 2
+    mx = np.full(gx.shape, w / 2)
+    my = np.full(gy.shape, h / 2)
+    if pad == "border":
+        mx = np.where((gx > 0) & (gx < w - 1), mx, 0)
+        my = np.where((gy > 0) & (gy < h - 1), my, 0)
+        gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
+    x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)
+    tx, ty = gx - x0, gy - y0
+    out = np.zeros(go.shape)
+    gi = np.zeros(x.shape)
+    gg = np.zeros(grid.shape)
+    vals = {}
+    for dy, dx, wgt in ((0, 0, (1 - ty) * (1 - tx)), (0, 1, (1 - ty) * tx),
+                        (1, 0, ty * (1 - tx)), (1, 1, ty * tx)):
+        xi, yi = x0 + dx, y0 + dy
+        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        xc, yc = np.clip(xi, 0, w - 1), np.clip(yi, 0, h - 1)
+        nn = np.arange(n_)[:, None, None]
+        v = x[nn, :, yc, xc] * inside[..., None]           # (N, Ho, Wo, C)
+        vals[dy, dx] = v
+        out += np.moveaxis(v * wgt[..., None], -1, 1)
+        contrib = np.moveaxis(go, 1, -1) * (wgt * inside)[..., None]
+        for c in range(c_):
+            np.add.at(gi[:, c], (np.broadcast_to(nn, yc.shape), yc, xc), contrib[..., c])
+    g = np.moveaxis(go, 1, -1)
+    dvx = (vals[0, 1] - vals[0, 0]) * (1 - ty)[..., None] + (vals[1, 1] - vals[1, 0]) * ty[..., None]
+    dvy = (vals[1, 0] - vals[0, 0]) * (1 - tx)[..., None] + (vals[1, 1] - vals[0, 1]) * tx[..., None]
+    gg[..., 0] = (dvx * g).sum(-1) * mx
+    gg[..., 1] = (dvy * g).sum(-1) * my
+    return out, gi, gg
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 7, 9])          # partial and full blocks
+@pytest.mark.parametrize("pad", ["zeros", "border"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bilinear_sweeps_match_a_direct_reference(channels, pad, channels_last, rng):
+    n, h, w, ho, wo = 2, 13, 17, 11, 40
+    x = rng.standard_normal((n, channels, h, w))
+    grid = stepping_grid(n, ho, wo, rng)
+    go = rng.standard_normal((n, channels, ho, wo))
+    ref = reference(x, grid, go, pad)
+    xs, gos = x, go
+    if channels_last:
+        xs, gos = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, go))
+    out = fi.grid_sample(xs, grid, "bilinear", pad, layout="NHWC" if channels_last else None)
+    gi, gg = fi.grid_sample_backward(gos, xs, grid, "bilinear", pad,
+                                     layout="NHWC" if channels_last else None)
+    if channels_last:
+        out, gi = (a.transpose(0, 3, 1, 2) for a in (out, gi))
+    for got, want in zip((out, gi, gg), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection", "wrap"])
+def test_each_channel_as_if_sampled_alone(dtype, pad, rng):
+    """A channel's output and grad_input are bit-identical whether it runs in a full
+    block, a partial block or alone; the grid gradient is bit-identical whatever the
+    gradients asked for."""
+    n, c, h, w = 2, 6, 9, 23
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    grid = stepping_grid(n, 7, 50, rng).astype(dtype)
+    go = rng.standard_normal((n, c, 7, 50)).astype(dtype)
+    out = fi.grid_sample(x, grid, "bilinear", pad)
+    gi, gg = fi.grid_sample_backward(go, x, grid, "bilinear", pad)
+    for k in range(c):
+        xk, gok = x[:, k:k + 1].copy(), go[:, k:k + 1].copy()
+        np.testing.assert_array_equal(fi.grid_sample(xk, grid, "bilinear", pad), out[:, k:k + 1])
+        gik, _ = fi.grid_sample_backward(gok, xk, grid, "bilinear", pad)
+        np.testing.assert_array_equal(gik, gi[:, k:k + 1])
+    gi_only, none = fi.grid_sample_backward(go, x, grid, "bilinear", pad, needs_grid_grad=False)
+    none2, gg_only = fi.grid_sample_backward(go, x, grid, "bilinear", pad, needs_input_grad=False)
+    assert none is None and none2 is None
+    np.testing.assert_array_equal(gi_only, gi)
+    np.testing.assert_array_equal(gg_only, gg)
