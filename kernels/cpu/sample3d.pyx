@@ -54,8 +54,8 @@ cdef enum:
     I_SLOTS = 14
 
 cdef enum:
-    TILE = 512              # voxels planned at once (~250 KB of plan per thread)
-    CB = 8                  # trilinear backward: channels per pass over a tile's plan
+    TILE = 128              # voxels planned at once (~250 KB of plan per thread)
+    CB = 4                  # trilinear backward: channels per pass over a tile's plan
     PF = 64                 # prefetch distance, voxels
     ALL_IN = 255            # trilinear mask: all eight corners inside, adjacent
 
@@ -275,71 +275,137 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_s
             op[j] = tricubic_value(ip, R, I, L, j, M[j])
 
 
-cdef void sweep_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
-                              Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t L,
-                              const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
-                              const Py_ssize_t* I) noexcept nogil:
-    """nc channels (planes ip + q cs, gop + q ocs) of one tile, voxels outer: each voxel's
-    taps are loaded once for nc channels. Per channel and voxel: scatter g * weights into
-    gip (do_input); add d out / d (x, y, z) times g to the accumulators (do_grid), the
-    channels in increasing order."""
-    cdef Py_ssize_t j, q, m
+cdef inline void allin_bwd_voxel(const real* a, real* b, Py_ssize_t cs, const real* gop,
+                                 Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t sy, Py_ssize_t sz,
+                                 const real* w, const real* f, real* G, bint do_input,
+                                 bint do_grid) noexcept nogil:
+    """One voxel whose eight corners are inside and neighbours, nc channels: a, b point
+    at corner 0 of channel 0 in input and grad_input, gop at the voxel's grad_output."""
+    cdef Py_ssize_t q, syz = sy + sz
+    cdef real g, v0, v1, v2, v3, v4, v5, v6, v7
+    cdef real gx = G[0], gy = G[1], gz = G[2]
+    for q in range(nc):
+        g = gop[q * ocs]
+        if do_input:
+            b[0] += w[0] * g
+            b[1] += w[1] * g
+            b[sy] += w[2] * g
+            b[sy + 1] += w[3] * g
+            b[sz] += w[4] * g
+            b[sz + 1] += w[5] * g
+            b[syz] += w[6] * g
+            b[syz + 1] += w[7] * g
+            b = b + cs
+        if do_grid:
+            v0 = a[0]
+            v1 = a[1]
+            v2 = a[sy]
+            v3 = a[sy + 1]
+            v4 = a[sz]
+            v5 = a[sz + 1]
+            v6 = a[syz]
+            v7 = a[syz + 1]
+            a = a + cs
+            gx = gx + (((v1 - v0) * f[0] + (v3 - v2) * f[1])
+                       + ((v5 - v4) * f[2] + (v7 - v6) * f[3])) * g
+            gy = gy + (((v2 - v0) * f[4] + (v3 - v1) * f[5])
+                       + ((v6 - v4) * f[6] + (v7 - v5) * f[7])) * g
+            gz = gz + (((v4 - v0) * f[8] + (v5 - v1) * f[9])
+                       + ((v6 - v2) * f[10] + (v7 - v3) * f[11])) * g
+    G[0] = gx
+    G[1] = gy
+    G[2] = gz
+
+
+cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                Py_ssize_t ocs, Py_ssize_t nc, const Py_ssize_t* o,
+                                Py_ssize_t m, const real* w, const real* f, real* G,
+                                bint do_input, bint do_grid) noexcept nogil:
+    """One voxel with corners outside (mask m) or wrapped apart (offsets o), nc channels."""
+    cdef Py_ssize_t q
+    cdef int k
+    cdef real g
+    cdef real v[8]
+    cdef real gx = G[0], gy = G[1], gz = G[2]
+    for q in range(nc):
+        g = gop[q * ocs]
+        if do_input:
+            for k in range(8):
+                if (m >> k) & 1:
+                    gip[q * cs + o[k]] += w[k] * g
+        if do_grid:
+            corner_values(ip + q * cs, o, m, v)
+            gx = gx + (((v[1] - v[0]) * f[0] + (v[3] - v[2]) * f[1])
+                       + ((v[5] - v[4]) * f[2] + (v[7] - v[6]) * f[3])) * g
+            gy = gy + (((v[2] - v[0]) * f[4] + (v[3] - v[1]) * f[5])
+                       + ((v[6] - v[4]) * f[6] + (v[7] - v[5]) * f[7])) * g
+            gz = gz + (((v[4] - v[0]) * f[8] + (v[5] - v[1]) * f[9])
+                       + ((v[6] - v[2]) * f[10] + (v[7] - v[3]) * f[11])) * g
+    G[0] = gx
+    G[1] = gy
+    G[2] = gz
+
+
+cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
+                                    const real* gop, Py_ssize_t ocs, Py_ssize_t nc,
+                                    Py_ssize_t L, const Py_ssize_t* si, const real* R,
+                                    const Py_ssize_t* I, real* GX, bint do_input,
+                                    bint do_grid) noexcept nogil:
+    """The voxels of one tile in order (sweep_input_trilinear, sweep_grid_trilinear)."""
+    cdef Py_ssize_t j, q, m, base, ahead
+    cdef Py_ssize_t sy = si[3], sz = si[2]
     cdef Py_ssize_t o[8]
     cdef real w[8]
     cdef real f[12]
-    cdef real v[8]
+    cdef real G[3]
     cdef int k
-    cdef real g, gx, gy, gz
-    cdef const real* a
-    cdef real* b
-    cdef real* GX = R + R_GX * L
-    cdef Py_ssize_t ahead
     for j in range(L):
-        if j + PF < L:      # the taps wander across rows and slices: the hardware
-            # prefetcher does not follow them, so fetch voxel j + PF's four rows now
+        if j + PF < L and (j & 3) == 0:     # the taps wander across rows and slices: the
+            # hardware prefetcher does not follow them, so fetch voxel j + PF's four rows
+            # now (every fourth voxel: neighbours share cache lines)
             ahead = I[I_BASE * L + j + PF]
             for q in range(nc):
-                prefetch_rows(ip + q * cs + ahead, si)
+                if do_grid:
+                    prefetch_rows(ip + q * cs + ahead, si)
                 if do_input:
                     prefetch_rows(gip + q * cs + ahead, si)
         m = I[I_MASK * L + j]
-        voxel_offsets(I, L, j, m, si, o)
         for k in range(8):
             w[k] = R[(R_W0 + k) * L + j]
         if do_grid:
             for k in range(12):
                 f[k] = R[(R_F0 + k) * L + j]
-        gx = GX[j]
-        gy = GX[L + j]
-        gz = GX[2 * L + j]
-        for q in range(nc):
-            g = gop[q * ocs + j]
-            a = ip + q * cs
-            b = gip + q * cs
-            if m == ALL_IN:
-                if do_input:
-                    for k in range(8):
-                        b[o[k]] += w[k] * g
-                if do_grid:
-                    for k in range(8):
-                        v[k] = a[o[k]]
-            else:
-                if do_input:
-                    for k in range(8):
-                        if (m >> k) & 1:
-                            b[o[k]] += w[k] * g
-                if do_grid:
-                    corner_values(a, o, m, v)
-            if do_grid:
-                gx = gx + (((v[1] - v[0]) * f[0] + (v[3] - v[2]) * f[1])
-                           + ((v[5] - v[4]) * f[2] + (v[7] - v[6]) * f[3])) * g
-                gy = gy + (((v[2] - v[0]) * f[4] + (v[3] - v[1]) * f[5])
-                           + ((v[6] - v[4]) * f[6] + (v[7] - v[5]) * f[7])) * g
-                gz = gz + (((v[4] - v[0]) * f[8] + (v[5] - v[1]) * f[9])
-                           + ((v[6] - v[2]) * f[10] + (v[7] - v[3]) * f[11])) * g
-        GX[j] = gx
-        GX[L + j] = gy
-        GX[2 * L + j] = gz
+            G[0] = GX[j]
+            G[1] = GX[L + j]
+            G[2] = GX[2 * L + j]
+        if m == ALL_IN and si[4] == 1:
+            base = I[I_BASE * L + j]
+            allin_bwd_voxel(ip + base, gip + base, cs, gop + j, ocs, nc, sy, sz, w, f, G,
+                            do_input, do_grid)
+        else:
+            corner_offsets(I, L, j, o)
+            edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, f, G, do_input, do_grid)
+        if do_grid:
+            GX[j] = G[0]
+            GX[L + j] = G[1]
+            GX[2 * L + j] = G[2]
+
+
+cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
+                                Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si,
+                                const real* R, const Py_ssize_t* I) noexcept nogil:
+    """nc channels (planes gip + q cs, gop + q ocs) of one tile, voxels outer (each
+    voxel's taps are loaded once for nc channels): scatter g * weights into gip."""
+    tile_bwd_trilinear(NULL, gip, cs, gop, ocs, nc, L, si, R, I, NULL, True, False)
+
+
+cdef void sweep_grid_trilinear(const real* ip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
+                               Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si, real* R,
+                               const Py_ssize_t* I) noexcept nogil:
+    """nc channels of one tile: add d out / d (x, y, z) times g to the tile's accumulators,
+    the channels in increasing order. One compiled instance serves every schedule, so
+    the grid gradient's rounding never depends on how the work was split."""
+    tile_bwd_trilinear(ip, NULL, cs, gop, ocs, nc, L, si, R, I, R + R_GX * L, False, True)
 
 
 cdef inline void tricubic_bwd_voxel(const real* ip, real* gip, real g, const real* R,
@@ -564,9 +630,14 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
         while c < c1:
             if mode == BILINEAR:
                 nc = min(CB, c1 - c)
-                sweep_bwd_trilinear(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                                    si[1], gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
-                                    do_input, do_grid, R, I)
+                if do_input:
+                    sweep_input_trilinear(gip + n * si[0] + c * si[1], si[1],
+                                          gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
+                                          R, I)
+                if do_grid:
+                    sweep_grid_trilinear(ip + n * si[0] + c * si[1], si[1],
+                                         gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
+                                         R, I)
             else:
                 nc = 1
                 sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
