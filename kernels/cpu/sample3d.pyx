@@ -55,7 +55,8 @@ cdef enum:
 
 cdef enum:
     TILE = 128              # voxels planned at once (~250 KB of plan per thread)
-    CB = 4                  # trilinear backward: channels per pass over a tile's plan
+    CB_IN = 4               # trilinear input pass: channels per pass over a tile's plan
+    CB_GRID = 4             # trilinear grid pass: channels per pass
     PF = 64                 # prefetch distance, voxels
     ALL_IN = 255            # trilinear mask: all eight corners inside, adjacent
 
@@ -277,56 +278,67 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_s
 
 cdef inline void allin_bwd_voxel(const real* a, real* b, Py_ssize_t cs, const real* gop,
                                  Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t sy, Py_ssize_t sz,
-                                 const real* w, const real* f, real* G, bint do_input,
+                                 const real* w, real* A, bint do_input,
                                  bint do_grid) noexcept nogil:
     """One voxel whose eight corners are inside and neighbours, nc channels: a, b point
-    at corner 0 of channel 0 in input and grad_input, gop at the voxel's grad_output."""
+    at corner 0 of channel 0 in input and grad_input, gop at the voxel's grad_output.
+    do_input: b[corner k] += w[k] g; do_grid: A[k] += g v[k] (channels in order)."""
     cdef Py_ssize_t q, syz = sy + sz
-    cdef real g, v0, v1, v2, v3, v4, v5, v6, v7
-    cdef real gx = G[0], gy = G[1], gz = G[2]
-    for q in range(nc):
+    cdef const real* r
+    cdef real* t
+    cdef real g
+    cdef real A0 = A[0], A1 = A[1], A2 = A[2], A3 = A[3]
+    cdef real A4 = A[4], A5 = A[5], A6 = A[6], A7 = A[7]
+    for q in range(nc):     # each corner pair as neighbours (the compiler pairs them)
         g = gop[q * ocs]
         if do_input:
-            b[0] += w[0] * g
-            b[1] += w[1] * g
-            b[sy] += w[2] * g
-            b[sy + 1] += w[3] * g
-            b[sz] += w[4] * g
-            b[sz + 1] += w[5] * g
-            b[syz] += w[6] * g
-            b[syz + 1] += w[7] * g
+            t = b
+            t[0] += w[0] * g
+            t[1] += w[1] * g
+            t = b + sy
+            t[0] += w[2] * g
+            t[1] += w[3] * g
+            t = b + sz
+            t[0] += w[4] * g
+            t[1] += w[5] * g
+            t = b + syz
+            t[0] += w[6] * g
+            t[1] += w[7] * g
             b = b + cs
         if do_grid:
-            v0 = a[0]
-            v1 = a[1]
-            v2 = a[sy]
-            v3 = a[sy + 1]
-            v4 = a[sz]
-            v5 = a[sz + 1]
-            v6 = a[syz]
-            v7 = a[syz + 1]
+            r = a
+            A0 = A0 + r[0] * g
+            A1 = A1 + r[1] * g
+            r = a + sy
+            A2 = A2 + r[0] * g
+            A3 = A3 + r[1] * g
+            r = a + sz
+            A4 = A4 + r[0] * g
+            A5 = A5 + r[1] * g
+            r = a + syz
+            A6 = A6 + r[0] * g
+            A7 = A7 + r[1] * g
             a = a + cs
-            gx = gx + (((v1 - v0) * f[0] + (v3 - v2) * f[1])
-                       + ((v5 - v4) * f[2] + (v7 - v6) * f[3])) * g
-            gy = gy + (((v2 - v0) * f[4] + (v3 - v1) * f[5])
-                       + ((v6 - v4) * f[6] + (v7 - v5) * f[7])) * g
-            gz = gz + (((v4 - v0) * f[8] + (v5 - v1) * f[9])
-                       + ((v6 - v2) * f[10] + (v7 - v3) * f[11])) * g
-    G[0] = gx
-    G[1] = gy
-    G[2] = gz
+    A[0] = A0
+    A[1] = A1
+    A[2] = A2
+    A[3] = A3
+    A[4] = A4
+    A[5] = A5
+    A[6] = A6
+    A[7] = A7
 
 
 cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
                                 Py_ssize_t ocs, Py_ssize_t nc, const Py_ssize_t* o,
-                                Py_ssize_t m, const real* w, const real* f, real* G,
-                                bint do_input, bint do_grid) noexcept nogil:
-    """One voxel with corners outside (mask m) or wrapped apart (offsets o), nc channels."""
+                                Py_ssize_t m, const real* w, real* A, bint do_input,
+                                bint do_grid) noexcept nogil:
+    """allin_bwd_voxel for a voxel with corners outside (mask m) or wrapped apart
+    (offsets o); a corner outside reads 0."""
     cdef Py_ssize_t q
     cdef int k
     cdef real g
     cdef real v[8]
-    cdef real gx = G[0], gy = G[1], gz = G[2]
     for q in range(nc):
         g = gop[q * ocs]
         if do_input:
@@ -335,15 +347,8 @@ cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const 
                     gip[q * cs + o[k]] += w[k] * g
         if do_grid:
             corner_values(ip + q * cs, o, m, v)
-            gx = gx + (((v[1] - v[0]) * f[0] + (v[3] - v[2]) * f[1])
-                       + ((v[5] - v[4]) * f[2] + (v[7] - v[6]) * f[3])) * g
-            gy = gy + (((v[2] - v[0]) * f[4] + (v[3] - v[1]) * f[5])
-                       + ((v[6] - v[4]) * f[6] + (v[7] - v[5]) * f[7])) * g
-            gz = gz + (((v[4] - v[0]) * f[8] + (v[5] - v[1]) * f[9])
-                       + ((v[6] - v[2]) * f[10] + (v[7] - v[3]) * f[11])) * g
-    G[0] = gx
-    G[1] = gy
-    G[2] = gz
+            for k in range(8):
+                A[k] = A[k] + v[k] * g
 
 
 cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
@@ -351,13 +356,16 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
                                     Py_ssize_t L, const Py_ssize_t* si, const real* R,
                                     const Py_ssize_t* I, real* GX, bint do_input,
                                     bint do_grid) noexcept nogil:
-    """The voxels of one tile in order (sweep_input_trilinear, sweep_grid_trilinear)."""
+    """The voxels of one tile in order (sweep_input_trilinear, sweep_grid_trilinear).
+    The grid gradient of a voxel is linear in its corner values, so the nc channels'
+    sums A[k] = sum g v[k] are formed first and weighted once: d out / d x is
+    ((A1 - A0) f0 + (A3 - A2) f1) + ((A5 - A4) f2 + (A7 - A6) f3), and so on."""
     cdef Py_ssize_t j, q, m, base, ahead
     cdef Py_ssize_t sy = si[3], sz = si[2]
     cdef Py_ssize_t o[8]
     cdef real w[8]
-    cdef real f[12]
-    cdef real G[3]
+    cdef real A[8]
+    cdef const real* f
     cdef int k
     for j in range(L):
         if j + PF < L and (j & 3) == 0:     # the taps wander across rows and slices: the
@@ -370,25 +378,28 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
                 if do_input:
                     prefetch_rows(gip + q * cs + ahead, si)
         m = I[I_MASK * L + j]
-        for k in range(8):
-            w[k] = R[(R_W0 + k) * L + j]
+        if do_input:
+            for k in range(8):
+                w[k] = R[(R_W0 + k) * L + j]
         if do_grid:
-            for k in range(12):
-                f[k] = R[(R_F0 + k) * L + j]
-            G[0] = GX[j]
-            G[1] = GX[L + j]
-            G[2] = GX[2 * L + j]
+            for k in range(8):
+                A[k] = 0
         if m == ALL_IN and si[4] == 1:
             base = I[I_BASE * L + j]
-            allin_bwd_voxel(ip + base, gip + base, cs, gop + j, ocs, nc, sy, sz, w, f, G,
+            allin_bwd_voxel(ip + base, gip + base, cs, gop + j, ocs, nc, sy, sz, w, A,
                             do_input, do_grid)
         else:
             corner_offsets(I, L, j, o)
-            edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, f, G, do_input, do_grid)
+            edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, A, do_input, do_grid)
         if do_grid:
-            GX[j] = G[0]
-            GX[L + j] = G[1]
-            GX[2 * L + j] = G[2]
+            f = R + R_F0 * L + j
+            GX[j] = GX[j] + (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
+                             + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
+            GX[L + j] = GX[L + j] + (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
+                                     + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
+            GX[2 * L + j] = GX[2 * L + j] + (
+                ((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
+                + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
 
 
 cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
@@ -402,9 +413,9 @@ cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ss
 cdef void sweep_grid_trilinear(const real* ip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
                                Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si, real* R,
                                const Py_ssize_t* I) noexcept nogil:
-    """nc channels of one tile: add d out / d (x, y, z) times g to the tile's accumulators,
-    the channels in increasing order. One compiled instance serves every schedule, so
-    the grid gradient's rounding never depends on how the work was split."""
+    """nc channels of one tile: add d out / d (x, y, z) to the tile's accumulators. One
+    compiled instance serves every schedule, so the grid gradient's rounding never
+    depends on how the work was split."""
     tile_bwd_trilinear(ip, NULL, cs, gop, ocs, nc, L, si, R, I, R + R_GX * L, False, True)
 
 
@@ -608,6 +619,30 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     return ST_OK
 
 
+cdef void sweep_trilinear(const real* ip, real* gip, const real* gop, Py_ssize_t c0,
+                          Py_ssize_t c1, Py_ssize_t L, const Py_ssize_t* si,
+                          const Py_ssize_t* so, bint do_input, bint do_grid, real* R,
+                          const Py_ssize_t* I) noexcept nogil:
+    """Channels [c0, c1) of one tile of one image (ip, gip: the image; gop: the tile's
+    first voxel in channel 0): the input pass in blocks of CB_IN channels, the grid
+    pass in blocks of CB_GRID counted from c0."""
+    cdef Py_ssize_t c, nc
+    if do_input:
+        c = c0
+        while c < c1:
+            nc = min(CB_IN, c1 - c)
+            sweep_input_trilinear(gip + c * si[1], si[1], gop + c * so[1], so[1], nc, L, si,
+                                  R, I)
+            c = c + nc
+    if do_grid:
+        c = c0
+        while c < c1:
+            nc = min(CB_GRID, c1 - c)
+            sweep_grid_trilinear(ip + c * si[1], si[1], gop + c * so[1], so[1], nc, L, si,
+                                 R, I)
+            c = c + nc
+
+
 cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real* gp,
                           real* ggp, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
                           Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t P, const Py_ssize_t* si,
@@ -615,7 +650,7 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                           bint do_grid, const real* ax, const real* ay, const real* az,
                           real* R, Py_ssize_t* I) noexcept nogil:
     """Output voxels [p0, p1) of image n, channels [c0, c1), in tiles of TILE voxels."""
-    cdef Py_ssize_t p, j, c, L, nc
+    cdef Py_ssize_t p, j, c, L
     cdef real* GX
     cdef real* gg
     p = p0
@@ -626,24 +661,14 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                   R, I)
         for j in range(3 * L):
             GX[j] = 0
-        c = c0
-        while c < c1:
-            if mode == BILINEAR:
-                nc = min(CB, c1 - c)
-                if do_input:
-                    sweep_input_trilinear(gip + n * si[0] + c * si[1], si[1],
-                                          gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
-                                          R, I)
-                if do_grid:
-                    sweep_grid_trilinear(ip + n * si[0] + c * si[1], si[1],
-                                         gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
-                                         R, I)
-            else:
-                nc = 1
+        if mode == BILINEAR:
+            sweep_trilinear(ip + n * si[0], gip + n * si[0], gop + n * so[0] + p, c0, c1, L,
+                            si, so, do_input, do_grid, R, I)
+        else:
+            for c in range(c0, c1):
                 sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
                           gop + n * so[0] + c * so[1] + p, L, mode, si, do_input, do_grid,
                           R, I)
-            c = c + nc
         if do_grid:
             gg = ggp + (n * P + p) * 3
             for j in range(L):
