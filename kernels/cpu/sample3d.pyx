@@ -55,6 +55,7 @@ cdef enum:
 
 cdef enum:
     TILE = 128              # voxels planned at once (~250 KB of plan per thread)
+    CB_FWD = 2              # trilinear forward: channels per pass over a tile's plan
     CB_IN = 4               # trilinear input pass: channels per pass over a tile's plan
     CB_GRID = 4             # trilinear grid pass: channels per pass
     PF = 64                 # prefetch distance, voxels
@@ -183,12 +184,9 @@ cdef inline void corner_values(const real* ip, const Py_ssize_t* o, Py_ssize_t m
         v[k] = ip[o[k]] if (m >> k) & 1 else 0
 
 
-cdef inline real trilinear_value(const real* v, const real* R, Py_ssize_t L,
-                                 Py_ssize_t j) noexcept nogil:
-    return ((v[0] * R[R_W0 * L + j] + v[1] * R[(R_W0 + 1) * L + j])
-            + (v[2] * R[(R_W0 + 2) * L + j] + v[3] * R[(R_W0 + 3) * L + j])) \
-        + ((v[4] * R[(R_W0 + 4) * L + j] + v[5] * R[(R_W0 + 5) * L + j])
-           + (v[6] * R[(R_W0 + 6) * L + j] + v[7] * R[(R_W0 + 7) * L + j]))
+cdef inline real trilinear_sum(const real* v, const real* w) noexcept nogil:
+    return ((v[0] * w[0] + v[1] * w[1]) + (v[2] * w[2] + v[3] * w[3])) \
+        + ((v[4] * w[4] + v[5] * w[5]) + (v[6] * w[6] + v[7] * w[7]))
 
 
 cdef inline real tricubic_value(const real* ip, const real* R, const Py_ssize_t* I,
@@ -241,39 +239,62 @@ cdef inline void voxel_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j, 
 
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_ssize_t* si,
                     const real* R, const Py_ssize_t* I) noexcept nogil:
-    """One channel of one tile: op[j] for j < L; ip is the channel's volume."""
-    cdef Py_ssize_t j, m
-    cdef Py_ssize_t o[8]
-    cdef real v[8]
-    cdef const real* p
-    cdef Py_ssize_t sx = si[4], sy = si[3], sz = si[2]
+    """One channel of one tile (nearest, tricubic): op[j] for j < L; ip is the channel's
+    volume."""
+    cdef Py_ssize_t j
     cdef const Py_ssize_t* M = I + I_MASK * L
-    cdef const Py_ssize_t* B = I + I_BASE * L
-    if mode == BILINEAR:
-        for j in range(L):
-            if j + PF < L:  # the taps wander across rows and slices (see prefetch_rows)
-                prefetch_rows(ip + B[j + PF], si)
-            m = M[j]
-            if m == ALL_IN:
-                p = ip + B[j]
-                v[0] = p[0]
-                v[1] = p[sx]
-                v[2] = p[sy]
-                v[3] = p[sy + sx]
-                v[4] = p[sz]
-                v[5] = p[sz + sx]
-                v[6] = p[sz + sy]
-                v[7] = p[sz + sy + sx]
-            else:
-                corner_offsets(I, L, j, o)
-                corner_values(ip, o, m, v)
-            op[j] = trilinear_value(v, R, L, j)
-    elif mode == NEAREST:
+    if mode == NEAREST:
         for j in range(L):
             op[j] = ip[I[I_X * L + j]] if M[j] else 0
     else:
         for j in range(L):
             op[j] = tricubic_value(ip, R, I, L, j, M[j])
+
+
+cdef void sweep_fwd_trilinear(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                              Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si,
+                              const real* R, const Py_ssize_t* I) noexcept nogil:
+    """nc channels (planes ip + q cs, op + q ocs) of one tile, voxels outer: each voxel's
+    weights are loaded once for nc channels."""
+    cdef Py_ssize_t j, q, m, base
+    cdef Py_ssize_t o[8]
+    cdef real v[8]
+    cdef real w[8]
+    cdef const real* p
+    cdef const real* a
+    cdef Py_ssize_t sy = si[3], sz = si[2]
+    cdef const Py_ssize_t* M = I + I_MASK * L
+    cdef const Py_ssize_t* B = I + I_BASE * L
+    cdef int k
+    for j in range(L):
+        if j + PF < L and (j & 3) == 0:     # the taps wander across rows and slices (see
+            for q in range(nc):             # prefetch_rows; every fourth voxel: neighbours
+                prefetch_rows(ip + q * cs + B[j + PF], si)     # share cache lines)
+        m = M[j]
+        for k in range(8):
+            w[k] = R[(R_W0 + k) * L + j]
+        if m == ALL_IN and si[4] == 1:      # the corners are four pairs of neighbours
+            base = B[j]
+            for q in range(nc):
+                a = ip + q * cs + base
+                p = a
+                v[0] = p[0]
+                v[1] = p[1]
+                p = a + sy
+                v[2] = p[0]
+                v[3] = p[1]
+                p = a + sz
+                v[4] = p[0]
+                v[5] = p[1]
+                p = a + sz + sy
+                v[6] = p[0]
+                v[7] = p[1]
+                op[q * ocs + j] = trilinear_sum(v, w)
+        else:
+            corner_offsets(I, L, j, o)
+            for q in range(nc):
+                corner_values(ip + q * cs, o, m, v)
+                op[q * ocs + j] = trilinear_sum(v, w)
 
 
 cdef inline void allin_bwd_voxel(const real* a, real* b, Py_ssize_t cs, const real* gop,
@@ -588,7 +609,7 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     cdef Py_ssize_t N = d[0], C = d[1]
     cdef Py_ssize_t P = d[5] * d[6] * d[7]
     cdef Py_ssize_t nt = (P + TILE - 1) // TILE
-    cdef Py_ssize_t job, n, p0, c, L
+    cdef Py_ssize_t job, n, p0, c, L, nc
     cdef Plans plans
     cdef real* R
     cdef Py_ssize_t* I
@@ -610,9 +631,18 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
             p0 = (job - n * nt) * TILE
             L = min(p0 + TILE, P) - p0
             plan_tile(gp + (n * P + p0) * 3, L, mode, padding, False, ax, ay, az, si, R, I)
-            for c in range(C):
-                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0, L,
-                          mode, si, R, I)
+            c = 0
+            while c < C:
+                if mode == BILINEAR:
+                    nc = min(CB_FWD, C - c)
+                    sweep_fwd_trilinear(ip + n * si[0] + c * si[1], si[1],
+                                        op + n * so[0] + c * so[1] + p0, so[1], nc, L, si, R,
+                                        I)
+                else:
+                    nc = 1
+                    sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0, L,
+                              mode, si, R, I)
+                c = c + nc
         fi_team_leave(&team)
     fi_team_done(&team)
     plans_free(&plans)
