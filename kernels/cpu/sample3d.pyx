@@ -17,11 +17,11 @@ Modes: nearest (half to even), trilinear, tricubic (the tensor product of
 Keys' cubic, A = -0.75, each of the 4 x 4 x 4 taps padded on its own:
 PyTorch's bicubic conventions in three dimensions).
 """
-from cython.parallel cimport prange, parallel, threadid
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, parallel
 from libc.string cimport memset
 from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _plans cimport Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _taps cimport unnormalize, tap_inside
 from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
                         coordinate, linear_axis, nearest_tap, cubic_axis)
@@ -503,26 +503,13 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, in
 
 # --------------------------------------------------------------------------- drivers
 
-cdef struct Plans:
-    void* R
-    void* I
-
-
-cdef int plans_alloc(Plans* p, int nthreads, size_t real_size) noexcept nogil:
-    """One plan table per thread, allocated up front; ST_NOMEM (nothing held) on failure."""
-    p.R = malloc(real_size * R_SLOTS * TILE * <size_t>nthreads)
-    p.I = malloc(sizeof(Py_ssize_t) * I_SLOTS * TILE * <size_t>nthreads)
-    if p.R == NULL or p.I == NULL:
-        plans_free(p)
+cdef int plans_for(Plans* p, int nthreads, size_t real_size) noexcept nogil:
+    """One plan table pair per thread, allocated up front; ST_NOMEM (nothing held) on
+    failure."""
+    if plans_alloc(p, nthreads, real_size * R_SLOTS * TILE,
+                   sizeof(Py_ssize_t) * I_SLOTS * TILE) != 0:
         return ST_NOMEM
     return ST_OK
-
-
-cdef void plans_free(Plans* p) noexcept nogil:
-    free(p.R)
-    free(p.I)
-    p.R = NULL
-    p.I = NULL
 
 
 cdef inline void strides(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
@@ -614,7 +601,7 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     cdef real* R
     cdef Py_ssize_t* I
     cdef fi_team team
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     strides(C, d[2], d[3], d[4], si)
     strides(C, d[5], d[6], d[7], so)
@@ -624,8 +611,8 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     nthreads = fi_team_plan(&team, nthreads)
     with parallel(num_threads=nthreads):
         fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
+        R = <real*>thread_R(&plans)
+        I = <Py_ssize_t*>thread_I(&plans)
         for job in prange(N * nt, schedule="dynamic"):
             n = job // nt
             p0 = (job - n * nt) * TILE
@@ -742,6 +729,50 @@ def grid_sample3d_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1]
         raise status_error("grid_sample_backward", status, nthreads, sizeof(real))
 
 
+cdef struct BwdArgs:
+    const void* ip      # the buffers of bwd_run (float or double)
+    void* gip
+    const void* gop
+    const void* gp
+    void* ggp
+    const Py_ssize_t* si
+    const Py_ssize_t* so
+    const void* ax      # axis_params of x, y, z
+    const void* ay
+    const void* az
+    Py_ssize_t P
+    int mode
+    int padding
+
+
+cdef inline void bwd_part(const real* ip, const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0,
+                          Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, bint do_input,
+                          bint do_grid, void* R, void* I) noexcept nogil:
+    """_plans' backward_part (ip selects the type): zero grad_input's channels [c0, c1)
+    of image n (do_input), then run the output voxels [p0, p1)."""
+    cdef real* gip = <real*>a.gip
+    if do_input:
+        memset(gip + n * a.si[0] + c0 * a.si[1], 0, sizeof(real) * (c1 - c0) * a.si[1])
+    backward_voxels(ip, gip, <const real*>a.gop, <const real*>a.gp, <real*>a.ggp, n, p0, p1,
+                    c0, c1, a.P, a.si, a.so, a.mode, a.padding, do_input, do_grid,
+                    <const real*>a.ax, <const real*>a.ay, <const real*>a.az, <real*>R,
+                    <Py_ssize_t*>I)
+
+
+cdef void bwd_part_f32(const void* ctx, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const float*>(<const BwdArgs*>ctx).ip, <const BwdArgs*>ctx, n, p0, p1, c0, c1,
+             do_input, do_grid, R, I)
+
+
+cdef void bwd_part_f64(const void* ctx, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const double*>(<const BwdArgs*>ctx).ip, <const BwdArgs*>ctx, n, p0, p1, c0, c1,
+             do_input, do_grid, R, I)
+
+
 cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const real* gp,
                  const Py_ssize_t* d, int mode, int padding, bint align_corners,
                  bint do_input, bint do_grid, int nthreads) noexcept nogil:
@@ -752,13 +783,9 @@ cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const re
     cdef real az[A_SLOTS]
     cdef Py_ssize_t N = d[0], C = d[1]
     cdef Py_ssize_t P = d[5] * d[6] * d[7]
-    cdef Py_ssize_t nt = (P + TILE - 1) // TILE
-    cdef Py_ssize_t n, job, nblk, blk, c0, c1, tile
     cdef Plans plans
-    cdef real* R
-    cdef Py_ssize_t* I
-    cdef fi_team team
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    cdef BwdArgs args
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     strides(C, d[2], d[3], d[4], si)
     strides(C, d[5], d[6], d[7], so)
@@ -769,46 +796,15 @@ cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const re
         if do_grid:         # piecewise constant: no grid gradient
             memset(ggp, 0, sizeof(real) * N * P * 3)
         do_grid = False
-    if not do_input and not do_grid:
-        plans_free(&plans)
-        return ST_OK
-    nthreads = fi_team_plan(&team, nthreads)
-    if N >= nthreads or nthreads == 1:
-        with parallel(num_threads=nthreads):
-            fi_team_enter(&team)
-            R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-            I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-            for n in prange(N, schedule="dynamic"):
-                if do_input:
-                    memset(gip + n * si[0], 0, sizeof(real) * si[0])
-                backward_voxels(ip, gip, gop, gp, ggp, n, 0, P, 0, C, P, si, so, mode,
-                                padding, do_input, do_grid, ax, ay, az, R, I)
-            fi_team_leave(&team)
-        fi_team_done(&team)
-        plans_free(&plans)
-        return ST_OK
-    nblk = min(C, (nthreads + N - 1) // N)
-    with parallel(num_threads=nthreads):
-        fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-        if do_input:
-            for job in prange(N * nblk, schedule="dynamic"):
-                n = job // nblk
-                blk = job - n * nblk
-                c0 = blk * C // nblk
-                c1 = (blk + 1) * C // nblk
-                memset(gip + n * si[0] + c0 * si[1], 0, sizeof(real) * (c1 - c0) * si[1])
-                backward_voxels(ip, gip, gop, gp, ggp, n, 0, P, c0, c1, P, si, so, mode,
-                                padding, True, False, ax, ay, az, R, I)
-        if do_grid:
-            for tile in prange(N * nt, schedule="dynamic"):
-                n = tile // nt
-                c0 = (tile - n * nt) * TILE
-                backward_voxels(ip, gip, gop, gp, ggp, n, c0, min(c0 + TILE, P), 0, C, P,
-                                si, so, mode, padding, False, True, ax, ay, az, R, I)
-        fi_team_leave(&team)
-    fi_team_done(&team)
+    if do_input or do_grid:
+        args = BwdArgs(ip=ip, gip=gip, gop=gop, gp=gp, ggp=ggp, si=&si[0], so=&so[0],
+                       ax=&ax[0], ay=&ay[0], az=&az[0], P=P, mode=mode, padding=padding)
+        if real is float:
+            run_backward(bwd_part_f32, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
+        else:
+            run_backward(bwd_part_f64, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
     plans_free(&plans)
     return ST_OK
 
