@@ -52,15 +52,34 @@ cdef inline void* thread_I(const Plans* p) noexcept nogil:
     return <char*>p.I + <size_t>threadid() * p.i_bytes
 
 
+# The arguments of one backward pass (float or double buffers, as void*).
+cdef struct BwdArgs:
+    const void* ip
+    void* gip
+    const void* gop
+    const void* gp
+    void* ggp
+    const Py_ssize_t* si    # element strides of input and output
+    const Py_ssize_t* so
+    const void* ax          # axis_params (_gridaxis) of x, y and, for volumes, z
+    const void* ay
+    const void* az
+    Py_ssize_t H            # input height and width (images)
+    Py_ssize_t W
+    Py_ssize_t P            # output points per image
+    int mode
+    int padding
+
+
 # One part of a backward pass: output points [p0, p1) of image n, channels [c0, c1),
 # with the calling thread's plan tables R, I. With do_input the part first zeroes
 # grad_input's channels [c0, c1) of image n (do_input comes with p0 = 0, p1 = P).
-ctypedef void (*backward_part)(const void* ctx, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
-                               Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid,
-                               void* R, void* I) noexcept nogil
+ctypedef void (*backward_part)(const BwdArgs* args, Py_ssize_t n, Py_ssize_t p0,
+                               Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, bint do_input,
+                               bint do_grid, void* R, void* I) noexcept nogil
 
 
-cdef inline void run_backward(backward_part part, const void* ctx, const Plans* plans,
+cdef inline void run_backward(backward_part part, const BwdArgs* ctx, const Plans* plans,
                               Py_ssize_t N, Py_ssize_t C, Py_ssize_t P, Py_ssize_t tile,
                               bint do_input, bint do_grid, int nthreads) noexcept nogil:
     """Run a backward pass of N images of C channels and P output points (tiles of

@@ -21,7 +21,7 @@ from cython.parallel cimport prange, parallel
 from libc.string cimport memset
 from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
-from _plans cimport Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
+from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _taps cimport unnormalize, tap_inside
 from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
                         coordinate, linear_axis, nearest_tap, cubic_axis)
@@ -729,22 +729,6 @@ def grid_sample3d_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1]
         raise status_error("grid_sample_backward", status, nthreads, sizeof(real))
 
 
-cdef struct BwdArgs:
-    const void* ip      # the buffers of bwd_run (float or double)
-    void* gip
-    const void* gop
-    const void* gp
-    void* ggp
-    const Py_ssize_t* si
-    const Py_ssize_t* so
-    const void* ax      # axis_params of x, y, z
-    const void* ay
-    const void* az
-    Py_ssize_t P
-    int mode
-    int padding
-
-
 cdef inline void bwd_part(const real* ip, const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0,
                           Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, bint do_input,
                           bint do_grid, void* R, void* I) noexcept nogil:
@@ -759,18 +743,16 @@ cdef inline void bwd_part(const real* ip, const BwdArgs* a, Py_ssize_t n, Py_ssi
                     <Py_ssize_t*>I)
 
 
-cdef void bwd_part_f32(const void* ctx, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+cdef void bwd_part_f32(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
                        Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
                        void* I) noexcept nogil:
-    bwd_part(<const float*>(<const BwdArgs*>ctx).ip, <const BwdArgs*>ctx, n, p0, p1, c0, c1,
-             do_input, do_grid, R, I)
+    bwd_part(<const float*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
 
 
-cdef void bwd_part_f64(const void* ctx, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+cdef void bwd_part_f64(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
                        Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
                        void* I) noexcept nogil:
-    bwd_part(<const double*>(<const BwdArgs*>ctx).ip, <const BwdArgs*>ctx, n, p0, p1, c0, c1,
-             do_input, do_grid, R, I)
+    bwd_part(<const double*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
 
 
 cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const real* gp,
@@ -798,7 +780,8 @@ cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const re
         do_grid = False
     if do_input or do_grid:
         args = BwdArgs(ip=ip, gip=gip, gop=gop, gp=gp, ggp=ggp, si=&si[0], so=&so[0],
-                       ax=&ax[0], ay=&ay[0], az=&az[0], P=P, mode=mode, padding=padding)
+                       ax=&ax[0], ay=&ay[0], az=&az[0], H=d[3], W=d[4], P=P, mode=mode,
+                       padding=padding)
         if real is float:
             run_backward(bwd_part_f32, &args, &plans, N, C, P, TILE, do_input, do_grid,
                          nthreads)
