@@ -7,11 +7,21 @@ one run, cut into tiles of TILE voxels; for each tile the taps of every voxel
 (offsets, masks, weights and, for the backward, gradient factors) are planned
 once into a small per-thread table, then the channels are swept along the
 tile. Plans are allocated once per call, before anything is written, and
-their size depends only on TILE and the thread count. Results do not depend
-on TILE or on the thread count: in the backward no two threads ever add into
-the same grad_input element, every element receives its additions in the
-same order (voxels in increasing order, then taps), and each grid gradient
-sums the channels in increasing order.
+their size depends only on TILE and the thread count (_plans.pxd, shared with
+sample.pyx, as is the backward's schedule). Results do not depend on TILE or
+on the thread count: in the backward no two threads ever add into the same
+grad_input element, every element receives its additions in the same order
+(voxels in increasing order, then taps), and each grid gradient sums the
+channels in increasing order.
+
+Trilinear sweeps take a few channels per pass over a tile's plan (CB_FWD,
+CB_IN, CB_GRID: more would make the passes' rows, whose planes are often a
+multiple of 4 KiB apart, evict each other from the L1 cache), and address the
+eight corners of an all-inside voxel as four pairs of neighbours. The
+backward runs the grad_input scatter and the grid gradient as separate passes
+(each one compiled function, so the rounding cannot depend on how the work was
+split); the grid gradient first sums g * value per corner over the pass's
+channels and weights those sums once per voxel (it is linear in the values).
 
 Modes: nearest (half to even), trilinear, tricubic (the tensor product of
 Keys' cubic, A = -0.75, each of the 4 x 4 x 4 taps padded on its own:
