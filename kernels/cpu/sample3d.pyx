@@ -64,7 +64,7 @@ cdef enum:
     I_SLOTS = 14
 
 cdef enum:
-    TILE = 128              # voxels planned at once (~250 KB of plan per thread)
+    TILE = 128              # voxels planned at once (40-65 KB of plan per thread)
     CB_FWD = 2              # trilinear forward: channels per pass over a tile's plan
     CB_IN = 4               # trilinear input pass: channels per pass over a tile's plan
     CB_GRID = 4             # trilinear grid pass: channels per pass
@@ -229,22 +229,6 @@ cdef inline void prefetch_rows(const real* p, const Py_ssize_t* si) noexcept nog
     __builtin_prefetch(p + si[3])
     __builtin_prefetch(p + si[2])
     __builtin_prefetch(p + si[2] + si[3])
-
-
-cdef inline void voxel_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j, Py_ssize_t m,
-                               const Py_ssize_t* si, Py_ssize_t* o) noexcept nogil:
-    """The eight corner offsets of voxel j (neighbours by strides when all inside)."""
-    if m == ALL_IN:
-        o[0] = I[I_BASE * L + j]
-        o[1] = o[0] + si[4]
-        o[2] = o[0] + si[3]
-        o[3] = o[2] + si[4]
-        o[4] = o[0] + si[2]
-        o[5] = o[4] + si[4]
-        o[6] = o[4] + si[3]
-        o[7] = o[6] + si[4]
-    else:
-        corner_offsets(I, L, j, o)
 
 
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_ssize_t* si,
