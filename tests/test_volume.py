@@ -132,6 +132,45 @@ def test_volume_bit_identical_for_any_thread_count(threads, mode, rng):
                 np.testing.assert_array_equal(a, b)
 
 
+def near_identity_grid(rng, N, size, dtype, turn=0.3, shift=0.1):
+    """A rotated and shifted 3-D affine grid: most voxels' eight corners are inside and
+    neighbours (the trilinear kernels' fast path), the rest cross the border."""
+    a, b = rng.uniform(-turn, turn, 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    theta = np.concatenate([rz @ rx, rng.uniform(-shift, shift, (3, 1))], 1)
+    theta = np.repeat(theta[None], N, 0).astype(dtype)
+    return fi.affine_grid(theta, (N, 1) + size, align_corners=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("C", [1, 6, 9])
+def test_trilinear_near_identity_equals_torch(torch, threads, dtype, padding_mode, C, rng):
+    # power-of-two planes (channels 4 KiB apart) and channel counts around the kernels'
+    # channel blocks; one image and two (the two backward schedules at 2 threads)
+    F = torch.nn.functional
+    for N in (1, 2):
+        x = rng.standard_normal((N, C, 8, 16, 32)).astype(dtype)
+        g = near_identity_grid(rng, N, (8, 16, 32), dtype)
+        go = rng.standard_normal((N, C, 8, 16, 32)).astype(dtype)
+        kw = dict(mode="bilinear", padding_mode=padding_mode, align_corners=False)
+        ref, (rgi, rgg) = torch_vjp(torch, lambda a, b: F.grid_sample(a, b, **kw), (x, g), go)
+        res = []
+        for t in (1, 2):
+            threads.set_num_threads(t)
+            if C == 9:      # large enough for 2 threads: both schedules run
+                assert fi._config.threads_for(go.size, 16384) == t
+            out = fi.grid_sample(x, g, **kw)
+            gi, gg = fi.grid_sample_backward(go, x, g, **kw)
+            assert_rel(out, ref)
+            assert_rel(gi, rgi)
+            assert_rel(gg, rgg)
+            res.append((out, gi, gg))
+        for a, b in zip(*res):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_volume_errors(rng):
     x = np.zeros((1, 2, 3, 4, 5))
     with pytest.raises(ValueError, match=r"grid must have shape \(N, D_out, H_out, W_out, 3\)"):

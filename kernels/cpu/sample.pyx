@@ -18,11 +18,11 @@ The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
 """
-from cython.parallel cimport prange, parallel, threadid
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, parallel
 from libc.string cimport memset
 from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport unnormalize, tap_inside
 from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
@@ -509,26 +509,13 @@ cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize
         s[3] = 1
 
 
-cdef struct Plans:
-    void* R        # nthreads tables of R_SLOTS * TILE reals
-    void* I        # nthreads tables of I_SLOTS * TILE offsets
-
-
-cdef int plans_alloc(Plans* p, int nthreads, size_t real_size) noexcept nogil:
-    """One plan table per thread, allocated up front; ST_NOMEM (nothing held) on failure."""
-    p.R = malloc(real_size * R_SLOTS * TILE * <size_t>nthreads)
-    p.I = malloc(sizeof(Py_ssize_t) * I_SLOTS * TILE * <size_t>nthreads)
-    if p.R == NULL or p.I == NULL:
-        plans_free(p)
+cdef int plans_for(Plans* p, int nthreads, size_t real_size) noexcept nogil:
+    """One plan table pair per thread, allocated up front; ST_NOMEM (nothing held) on
+    failure."""
+    if plans_alloc(p, nthreads, real_size * R_SLOTS * TILE,
+                   sizeof(Py_ssize_t) * I_SLOTS * TILE) != 0:
         return ST_NOMEM
     return ST_OK
-
-
-cdef void plans_free(Plans* p) noexcept nogil:
-    free(p.R)
-    free(p.I)
-    p.R = NULL
-    p.I = NULL
 
 
 cdef int check_args(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
@@ -617,7 +604,7 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     if status != ST_OK or N == 0 or C == 0 or P == 0:
         return status
     nthreads = clamp_threads(nthreads)
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     nt = (P + TILE - 1) // TILE
     layout(channels_last, C, H, W, si)
@@ -628,8 +615,8 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with parallel(num_threads=nthreads):
         fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
+        R = <real*>thread_R(&plans)
+        I = <Py_ssize_t*>thread_I(&plans)
         for job in prange(N * nt, schedule="dynamic"):
             n = job // nt
             p0 = (job - n * nt) * TILE
@@ -768,25 +755,46 @@ def grid_sample_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1] g
         raise status_error("grid_sample_backward", status, nthreads, sizeof(real))
 
 
+cdef inline void bwd_part(const real* ip, const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0,
+                          Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, bint do_input,
+                          bint do_grid, void* R, void* I) noexcept nogil:
+    """_plans' backward_part (ip selects the type): zero grad_input's channels [c0, c1)
+    of image n (do_input), then run the output pixels [p0, p1)."""
+    cdef real* gip = <real*>a.gip
+    if do_input:
+        zero_channels(gip + n * a.si[0], c0, c1, a.H, a.W, a.si)
+    backward_pixels(ip, gip, <const real*>a.gop, <const real*>a.gp, <real*>a.ggp, n, p0, p1,
+                    c0, c1, a.P, a.si, a.so, a.mode, a.padding, do_input, do_grid,
+                    <const real*>a.ax, <const real*>a.ay, <real*>R, <Py_ssize_t*>I)
+
+
+cdef void bwd_part_f32(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const float*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
+
+
+cdef void bwd_part_f64(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const double*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
+
+
 cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* ip,
                              const real* gp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                              Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, bint channels_last,
                              int mode, int padding, bint align_corners, bint do_input,
                              bint do_grid, int nthreads) noexcept nogil:
     """grid_sample_bwd on raw C-contiguous buffers of a non-empty output; returns ST_OK
-    or ST_NOMEM (then nothing is written)."""
+    or ST_NOMEM (then nothing is written). The schedule: _plans.run_backward."""
     cdef Py_ssize_t si[4]
     cdef Py_ssize_t so[4]
     cdef real ax[A_SLOTS]
     cdef real ay[A_SLOTS]
-    cdef Py_ssize_t n, job, nblk, blk, c0, c1, tile
     cdef Py_ssize_t P = Ho * Wo
-    cdef Py_ssize_t nt = (P + TILE - 1) // TILE
     cdef Plans plans
-    cdef real* R
-    cdef Py_ssize_t* I
-    cdef fi_team team
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    cdef BwdArgs args
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     layout(channels_last, C, H, W, si)
     layout(channels_last, C, Ho, Wo, so)
@@ -796,46 +804,16 @@ cdef int grid_sample_bwd_run(real* gip, real* ggp, const real* gop, const real* 
         if do_grid:         # piecewise constant: no grid gradient
             memset(ggp, 0, sizeof(real) * N * P * 2)
         do_grid = False
-    if not do_input and not do_grid:
-        plans_free(&plans)
-        return ST_OK
-    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
-    if N >= nthreads or nthreads == 1:
-        with parallel(num_threads=nthreads):
-            fi_team_enter(&team)
-            R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-            I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-            for n in prange(N, schedule="dynamic"):
-                if do_input:
-                    zero_channels(gip + n * si[0], 0, C, H, W, si)
-                backward_pixels(ip, gip, gop, gp, ggp, n, 0, P, 0, C, P, si, so,
-                                mode, padding, do_input, do_grid, ax, ay, R, I)
-            fi_team_leave(&team)
-        fi_team_done(&team)
-        plans_free(&plans)
-        return ST_OK
-    nblk = min(C, (nthreads + N - 1) // N)
-    with parallel(num_threads=nthreads):
-        fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-        if do_input:
-            for job in prange(N * nblk, schedule="dynamic"):
-                n = job // nblk
-                blk = job - n * nblk
-                c0 = blk * C // nblk
-                c1 = (blk + 1) * C // nblk
-                zero_channels(gip + n * si[0], c0, c1, H, W, si)
-                backward_pixels(ip, gip, gop, gp, ggp, n, 0, P, c0, c1, P, si, so,
-                                mode, padding, True, False, ax, ay, R, I)
-        if do_grid:
-            for tile in prange(N * nt, schedule="dynamic"):
-                n = tile // nt
-                c0 = (tile - n * nt) * TILE
-                backward_pixels(ip, gip, gop, gp, ggp, n, c0, min(c0 + TILE, P), 0, C, P,
-                                si, so, mode, padding, False, True, ax, ay, R, I)
-        fi_team_leave(&team)
-    fi_team_done(&team)
+    if do_input or do_grid:
+        args = BwdArgs(ip=ip, gip=gip, gop=gop, gp=gp, ggp=ggp, si=&si[0], so=&so[0],
+                       ax=&ax[0], ay=&ay[0], az=NULL, H=H, W=W, P=P, mode=mode,
+                       padding=padding)
+        if real is float:
+            run_backward(bwd_part_f32, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
+        else:
+            run_backward(bwd_part_f64, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
     plans_free(&plans)
     return ST_OK
 

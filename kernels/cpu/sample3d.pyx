@@ -7,21 +7,31 @@ one run, cut into tiles of TILE voxels; for each tile the taps of every voxel
 (offsets, masks, weights and, for the backward, gradient factors) are planned
 once into a small per-thread table, then the channels are swept along the
 tile. Plans are allocated once per call, before anything is written, and
-their size depends only on TILE and the thread count. Results do not depend
-on TILE or on the thread count: in the backward no two threads ever add into
-the same grad_input element, every element receives its additions in the
-same order (voxels in increasing order, then taps), and each grid gradient
-sums the channels in increasing order.
+their size depends only on TILE and the thread count (_plans.pxd, shared with
+sample.pyx, as is the backward's schedule). Results do not depend on TILE or
+on the thread count: in the backward no two threads ever add into the same
+grad_input element, every element receives its additions in the same order
+(voxels in increasing order, then taps), and each grid gradient sums the
+channels in increasing order.
+
+Trilinear sweeps take a few channels per pass over a tile's plan (CB_FWD,
+CB_IN, CB_GRID: more would make the passes' rows, whose planes are often a
+multiple of 4 KiB apart, evict each other from the L1 cache), and address the
+eight corners of an all-inside voxel as four pairs of neighbours. The
+backward runs the grad_input scatter and the grid gradient as separate passes
+(each one compiled function, so the rounding cannot depend on how the work was
+split); the grid gradient first sums g * value per corner over the pass's
+channels and weights those sums once per voxel (it is linear in the values).
 
 Modes: nearest (half to even), trilinear, tricubic (the tensor product of
 Keys' cubic, A = -0.75, each of the 4 x 4 x 4 taps padded on its own:
 PyTorch's bicubic conventions in three dimensions).
 """
-from cython.parallel cimport prange, parallel, threadid
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, parallel
 from libc.string cimport memset
 from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _taps cimport unnormalize, tap_inside
 from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
                         coordinate, linear_axis, nearest_tap, cubic_axis)
@@ -54,8 +64,10 @@ cdef enum:
     I_SLOTS = 14
 
 cdef enum:
-    TILE = 512              # voxels planned at once (~250 KB of plan per thread)
-    CB = 8                  # trilinear backward: channels per pass over a tile's plan
+    TILE = 128              # voxels planned at once (40-65 KB of plan per thread)
+    CB_FWD = 2              # trilinear forward: channels per pass over a tile's plan
+    CB_IN = 4               # trilinear input pass: channels per pass over a tile's plan
+    CB_GRID = 4             # trilinear grid pass: channels per pass
     PF = 64                 # prefetch distance, voxels
     ALL_IN = 255            # trilinear mask: all eight corners inside, adjacent
 
@@ -182,12 +194,9 @@ cdef inline void corner_values(const real* ip, const Py_ssize_t* o, Py_ssize_t m
         v[k] = ip[o[k]] if (m >> k) & 1 else 0
 
 
-cdef inline real trilinear_value(const real* v, const real* R, Py_ssize_t L,
-                                 Py_ssize_t j) noexcept nogil:
-    return ((v[0] * R[R_W0 * L + j] + v[1] * R[(R_W0 + 1) * L + j])
-            + (v[2] * R[(R_W0 + 2) * L + j] + v[3] * R[(R_W0 + 3) * L + j])) \
-        + ((v[4] * R[(R_W0 + 4) * L + j] + v[5] * R[(R_W0 + 5) * L + j])
-           + (v[6] * R[(R_W0 + 6) * L + j] + v[7] * R[(R_W0 + 7) * L + j]))
+cdef inline real trilinear_sum(const real* v, const real* w) noexcept nogil:
+    return ((v[0] * w[0] + v[1] * w[1]) + (v[2] * w[2] + v[3] * w[3])) \
+        + ((v[4] * w[4] + v[5] * w[5]) + (v[6] * w[6] + v[7] * w[7]))
 
 
 cdef inline real tricubic_value(const real* ip, const real* R, const Py_ssize_t* I,
@@ -222,52 +231,13 @@ cdef inline void prefetch_rows(const real* p, const Py_ssize_t* si) noexcept nog
     __builtin_prefetch(p + si[2] + si[3])
 
 
-cdef inline void voxel_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j, Py_ssize_t m,
-                               const Py_ssize_t* si, Py_ssize_t* o) noexcept nogil:
-    """The eight corner offsets of voxel j (neighbours by strides when all inside)."""
-    if m == ALL_IN:
-        o[0] = I[I_BASE * L + j]
-        o[1] = o[0] + si[4]
-        o[2] = o[0] + si[3]
-        o[3] = o[2] + si[4]
-        o[4] = o[0] + si[2]
-        o[5] = o[4] + si[4]
-        o[6] = o[4] + si[3]
-        o[7] = o[6] + si[4]
-    else:
-        corner_offsets(I, L, j, o)
-
-
 cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_ssize_t* si,
                     const real* R, const Py_ssize_t* I) noexcept nogil:
-    """One channel of one tile: op[j] for j < L; ip is the channel's volume."""
-    cdef Py_ssize_t j, m
-    cdef Py_ssize_t o[8]
-    cdef real v[8]
-    cdef const real* p
-    cdef Py_ssize_t sx = si[4], sy = si[3], sz = si[2]
+    """One channel of one tile (nearest, tricubic): op[j] for j < L; ip is the channel's
+    volume."""
+    cdef Py_ssize_t j
     cdef const Py_ssize_t* M = I + I_MASK * L
-    cdef const Py_ssize_t* B = I + I_BASE * L
-    if mode == BILINEAR:
-        for j in range(L):
-            if j + PF < L:  # the taps wander across rows and slices (see prefetch_rows)
-                prefetch_rows(ip + B[j + PF], si)
-            m = M[j]
-            if m == ALL_IN:
-                p = ip + B[j]
-                v[0] = p[0]
-                v[1] = p[sx]
-                v[2] = p[sy]
-                v[3] = p[sy + sx]
-                v[4] = p[sz]
-                v[5] = p[sz + sx]
-                v[6] = p[sz + sy]
-                v[7] = p[sz + sy + sx]
-            else:
-                corner_offsets(I, L, j, o)
-                corner_values(ip, o, m, v)
-            op[j] = trilinear_value(v, R, L, j)
-    elif mode == NEAREST:
+    if mode == NEAREST:
         for j in range(L):
             op[j] = ip[I[I_X * L + j]] if M[j] else 0
     else:
@@ -275,71 +245,193 @@ cdef void sweep_fwd(const real* ip, real* op, Py_ssize_t L, int mode, const Py_s
             op[j] = tricubic_value(ip, R, I, L, j, M[j])
 
 
-cdef void sweep_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
-                              Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t L,
-                              const Py_ssize_t* si, bint do_input, bint do_grid, real* R,
-                              const Py_ssize_t* I) noexcept nogil:
-    """nc channels (planes ip + q cs, gop + q ocs) of one tile, voxels outer: each voxel's
-    taps are loaded once for nc channels. Per channel and voxel: scatter g * weights into
-    gip (do_input); add d out / d (x, y, z) times g to the accumulators (do_grid), the
-    channels in increasing order."""
-    cdef Py_ssize_t j, q, m
+cdef void sweep_fwd_trilinear(const real* ip, Py_ssize_t cs, real* op, Py_ssize_t ocs,
+                              Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si,
+                              const real* R, const Py_ssize_t* I) noexcept nogil:
+    """nc channels (planes ip + q cs, op + q ocs) of one tile, voxels outer: each voxel's
+    weights are loaded once for nc channels."""
+    cdef Py_ssize_t j, q, m, base
+    cdef Py_ssize_t o[8]
+    cdef real v[8]
+    cdef real w[8]
+    cdef const real* p
+    cdef const real* a
+    cdef Py_ssize_t sy = si[3], sz = si[2]
+    cdef const Py_ssize_t* M = I + I_MASK * L
+    cdef const Py_ssize_t* B = I + I_BASE * L
+    cdef int k
+    for j in range(L):
+        if j + PF < L and (j & 3) == 0:     # the taps wander across rows and slices (see
+            for q in range(nc):             # prefetch_rows; every fourth voxel: neighbours
+                prefetch_rows(ip + q * cs + B[j + PF], si)     # share cache lines)
+        m = M[j]
+        for k in range(8):
+            w[k] = R[(R_W0 + k) * L + j]
+        if m == ALL_IN and si[4] == 1:      # the corners are four pairs of neighbours
+            base = B[j]
+            for q in range(nc):
+                a = ip + q * cs + base
+                p = a
+                v[0] = p[0]
+                v[1] = p[1]
+                p = a + sy
+                v[2] = p[0]
+                v[3] = p[1]
+                p = a + sz
+                v[4] = p[0]
+                v[5] = p[1]
+                p = a + sz + sy
+                v[6] = p[0]
+                v[7] = p[1]
+                op[q * ocs + j] = trilinear_sum(v, w)
+        else:
+            corner_offsets(I, L, j, o)
+            for q in range(nc):
+                corner_values(ip + q * cs, o, m, v)
+                op[q * ocs + j] = trilinear_sum(v, w)
+
+
+cdef inline void allin_bwd_voxel(const real* a, real* b, Py_ssize_t cs, const real* gop,
+                                 Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t sy, Py_ssize_t sz,
+                                 const real* w, real* A, bint do_input,
+                                 bint do_grid) noexcept nogil:
+    """One voxel whose eight corners are inside and neighbours, nc channels: a, b point
+    at corner 0 of channel 0 in input and grad_input, gop at the voxel's grad_output.
+    do_input: b[corner k] += w[k] g; do_grid: A[k] += g v[k] (channels in order)."""
+    cdef Py_ssize_t q, syz = sy + sz
+    cdef const real* r
+    cdef real* t
+    cdef real g
+    cdef real A0 = A[0], A1 = A[1], A2 = A[2], A3 = A[3]
+    cdef real A4 = A[4], A5 = A[5], A6 = A[6], A7 = A[7]
+    for q in range(nc):     # each corner pair as neighbours (the compiler pairs them)
+        g = gop[q * ocs]
+        if do_input:
+            t = b
+            t[0] += w[0] * g
+            t[1] += w[1] * g
+            t = b + sy
+            t[0] += w[2] * g
+            t[1] += w[3] * g
+            t = b + sz
+            t[0] += w[4] * g
+            t[1] += w[5] * g
+            t = b + syz
+            t[0] += w[6] * g
+            t[1] += w[7] * g
+            b = b + cs
+        if do_grid:
+            r = a
+            A0 = A0 + r[0] * g
+            A1 = A1 + r[1] * g
+            r = a + sy
+            A2 = A2 + r[0] * g
+            A3 = A3 + r[1] * g
+            r = a + sz
+            A4 = A4 + r[0] * g
+            A5 = A5 + r[1] * g
+            r = a + syz
+            A6 = A6 + r[0] * g
+            A7 = A7 + r[1] * g
+            a = a + cs
+    A[0] = A0
+    A[1] = A1
+    A[2] = A2
+    A[3] = A3
+    A[4] = A4
+    A[5] = A5
+    A[6] = A6
+    A[7] = A7
+
+
+cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const real* gop,
+                                Py_ssize_t ocs, Py_ssize_t nc, const Py_ssize_t* o,
+                                Py_ssize_t m, const real* w, real* A, bint do_input,
+                                bint do_grid) noexcept nogil:
+    """allin_bwd_voxel for a voxel with corners outside (mask m) or wrapped apart
+    (offsets o); a corner outside reads 0."""
+    cdef Py_ssize_t q
+    cdef int k
+    cdef real g
+    cdef real v[8]
+    for q in range(nc):
+        g = gop[q * ocs]
+        if do_input:
+            for k in range(8):
+                if (m >> k) & 1:
+                    gip[q * cs + o[k]] += w[k] * g
+        if do_grid:
+            corner_values(ip + q * cs, o, m, v)
+            for k in range(8):
+                A[k] = A[k] + v[k] * g
+
+
+cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
+                                    const real* gop, Py_ssize_t ocs, Py_ssize_t nc,
+                                    Py_ssize_t L, const Py_ssize_t* si, const real* R,
+                                    const Py_ssize_t* I, real* GX, bint do_input,
+                                    bint do_grid) noexcept nogil:
+    """The voxels of one tile in order (sweep_input_trilinear, sweep_grid_trilinear).
+    The grid gradient of a voxel is linear in its corner values, so the nc channels'
+    sums A[k] = sum g v[k] are formed first and weighted once: d out / d x is
+    ((A1 - A0) f0 + (A3 - A2) f1) + ((A5 - A4) f2 + (A7 - A6) f3), and so on."""
+    cdef Py_ssize_t j, q, m, base, ahead
+    cdef Py_ssize_t sy = si[3], sz = si[2]
     cdef Py_ssize_t o[8]
     cdef real w[8]
-    cdef real f[12]
-    cdef real v[8]
+    cdef real A[8]
+    cdef const real* f
     cdef int k
-    cdef real g, gx, gy, gz
-    cdef const real* a
-    cdef real* b
-    cdef real* GX = R + R_GX * L
-    cdef Py_ssize_t ahead
     for j in range(L):
-        if j + PF < L:      # the taps wander across rows and slices: the hardware
-            # prefetcher does not follow them, so fetch voxel j + PF's four rows now
+        if j + PF < L and (j & 3) == 0:     # the taps wander across rows and slices: the
+            # hardware prefetcher does not follow them, so fetch voxel j + PF's four rows
+            # now (every fourth voxel: neighbours share cache lines)
             ahead = I[I_BASE * L + j + PF]
             for q in range(nc):
-                prefetch_rows(ip + q * cs + ahead, si)
+                if do_grid:
+                    prefetch_rows(ip + q * cs + ahead, si)
                 if do_input:
                     prefetch_rows(gip + q * cs + ahead, si)
         m = I[I_MASK * L + j]
-        voxel_offsets(I, L, j, m, si, o)
-        for k in range(8):
-            w[k] = R[(R_W0 + k) * L + j]
+        if do_input:
+            for k in range(8):
+                w[k] = R[(R_W0 + k) * L + j]
         if do_grid:
-            for k in range(12):
-                f[k] = R[(R_F0 + k) * L + j]
-        gx = GX[j]
-        gy = GX[L + j]
-        gz = GX[2 * L + j]
-        for q in range(nc):
-            g = gop[q * ocs + j]
-            a = ip + q * cs
-            b = gip + q * cs
-            if m == ALL_IN:
-                if do_input:
-                    for k in range(8):
-                        b[o[k]] += w[k] * g
-                if do_grid:
-                    for k in range(8):
-                        v[k] = a[o[k]]
-            else:
-                if do_input:
-                    for k in range(8):
-                        if (m >> k) & 1:
-                            b[o[k]] += w[k] * g
-                if do_grid:
-                    corner_values(a, o, m, v)
-            if do_grid:
-                gx = gx + (((v[1] - v[0]) * f[0] + (v[3] - v[2]) * f[1])
-                           + ((v[5] - v[4]) * f[2] + (v[7] - v[6]) * f[3])) * g
-                gy = gy + (((v[2] - v[0]) * f[4] + (v[3] - v[1]) * f[5])
-                           + ((v[6] - v[4]) * f[6] + (v[7] - v[5]) * f[7])) * g
-                gz = gz + (((v[4] - v[0]) * f[8] + (v[5] - v[1]) * f[9])
-                           + ((v[6] - v[2]) * f[10] + (v[7] - v[3]) * f[11])) * g
-        GX[j] = gx
-        GX[L + j] = gy
-        GX[2 * L + j] = gz
+            for k in range(8):
+                A[k] = 0
+        if m == ALL_IN and si[4] == 1:
+            base = I[I_BASE * L + j]
+            allin_bwd_voxel(ip + base, gip + base, cs, gop + j, ocs, nc, sy, sz, w, A,
+                            do_input, do_grid)
+        else:
+            corner_offsets(I, L, j, o)
+            edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, A, do_input, do_grid)
+        if do_grid:
+            f = R + R_F0 * L + j
+            GX[j] = GX[j] + (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
+                             + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
+            GX[L + j] = GX[L + j] + (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
+                                     + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
+            GX[2 * L + j] = GX[2 * L + j] + (
+                ((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
+                + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
+
+
+cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
+                                Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si,
+                                const real* R, const Py_ssize_t* I) noexcept nogil:
+    """nc channels (planes gip + q cs, gop + q ocs) of one tile, voxels outer (each
+    voxel's taps are loaded once for nc channels): scatter g * weights into gip."""
+    tile_bwd_trilinear(NULL, gip, cs, gop, ocs, nc, L, si, R, I, NULL, True, False)
+
+
+cdef void sweep_grid_trilinear(const real* ip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
+                               Py_ssize_t nc, Py_ssize_t L, const Py_ssize_t* si, real* R,
+                               const Py_ssize_t* I) noexcept nogil:
+    """nc channels of one tile: add d out / d (x, y, z) to the tile's accumulators. One
+    compiled instance serves every schedule, so the grid gradient's rounding never
+    depends on how the work was split."""
+    tile_bwd_trilinear(ip, NULL, cs, gop, ocs, nc, L, si, R, I, R + R_GX * L, False, True)
 
 
 cdef inline void tricubic_bwd_voxel(const real* ip, real* gip, real g, const real* R,
@@ -405,26 +497,13 @@ cdef void sweep_bwd(const real* ip, real* gip, const real* gop, Py_ssize_t L, in
 
 # --------------------------------------------------------------------------- drivers
 
-cdef struct Plans:
-    void* R
-    void* I
-
-
-cdef int plans_alloc(Plans* p, int nthreads, size_t real_size) noexcept nogil:
-    """One plan table per thread, allocated up front; ST_NOMEM (nothing held) on failure."""
-    p.R = malloc(real_size * R_SLOTS * TILE * <size_t>nthreads)
-    p.I = malloc(sizeof(Py_ssize_t) * I_SLOTS * TILE * <size_t>nthreads)
-    if p.R == NULL or p.I == NULL:
-        plans_free(p)
+cdef int plans_for(Plans* p, int nthreads, size_t real_size) noexcept nogil:
+    """One plan table pair per thread, allocated up front; ST_NOMEM (nothing held) on
+    failure."""
+    if plans_alloc(p, nthreads, real_size * R_SLOTS * TILE,
+                   sizeof(Py_ssize_t) * I_SLOTS * TILE) != 0:
         return ST_NOMEM
     return ST_OK
-
-
-cdef void plans_free(Plans* p) noexcept nogil:
-    free(p.R)
-    free(p.I)
-    p.R = NULL
-    p.I = NULL
 
 
 cdef inline void strides(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
@@ -511,12 +590,12 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     cdef Py_ssize_t N = d[0], C = d[1]
     cdef Py_ssize_t P = d[5] * d[6] * d[7]
     cdef Py_ssize_t nt = (P + TILE - 1) // TILE
-    cdef Py_ssize_t job, n, p0, c, L
+    cdef Py_ssize_t job, n, p0, c, L, nc
     cdef Plans plans
     cdef real* R
     cdef Py_ssize_t* I
     cdef fi_team team
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     strides(C, d[2], d[3], d[4], si)
     strides(C, d[5], d[6], d[7], so)
@@ -526,20 +605,53 @@ cdef int fwd_run(real* op, const real* ip, const real* gp, const Py_ssize_t* d, 
     nthreads = fi_team_plan(&team, nthreads)
     with parallel(num_threads=nthreads):
         fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
+        R = <real*>thread_R(&plans)
+        I = <Py_ssize_t*>thread_I(&plans)
         for job in prange(N * nt, schedule="dynamic"):
             n = job // nt
             p0 = (job - n * nt) * TILE
             L = min(p0 + TILE, P) - p0
             plan_tile(gp + (n * P + p0) * 3, L, mode, padding, False, ax, ay, az, si, R, I)
-            for c in range(C):
-                sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0, L,
-                          mode, si, R, I)
+            c = 0
+            while c < C:
+                if mode == BILINEAR:
+                    nc = min(CB_FWD, C - c)
+                    sweep_fwd_trilinear(ip + n * si[0] + c * si[1], si[1],
+                                        op + n * so[0] + c * so[1] + p0, so[1], nc, L, si, R,
+                                        I)
+                else:
+                    nc = 1
+                    sweep_fwd(ip + n * si[0] + c * si[1], op + n * so[0] + c * so[1] + p0, L,
+                              mode, si, R, I)
+                c = c + nc
         fi_team_leave(&team)
     fi_team_done(&team)
     plans_free(&plans)
     return ST_OK
+
+
+cdef void sweep_trilinear(const real* ip, real* gip, const real* gop, Py_ssize_t c0,
+                          Py_ssize_t c1, Py_ssize_t L, const Py_ssize_t* si,
+                          const Py_ssize_t* so, bint do_input, bint do_grid, real* R,
+                          const Py_ssize_t* I) noexcept nogil:
+    """Channels [c0, c1) of one tile of one image (ip, gip: the image; gop: the tile's
+    first voxel in channel 0): the input pass in blocks of CB_IN channels, the grid
+    pass in blocks of CB_GRID counted from c0."""
+    cdef Py_ssize_t c, nc
+    if do_input:
+        c = c0
+        while c < c1:
+            nc = min(CB_IN, c1 - c)
+            sweep_input_trilinear(gip + c * si[1], si[1], gop + c * so[1], so[1], nc, L, si,
+                                  R, I)
+            c = c + nc
+    if do_grid:
+        c = c0
+        while c < c1:
+            nc = min(CB_GRID, c1 - c)
+            sweep_grid_trilinear(ip + c * si[1], si[1], gop + c * so[1], so[1], nc, L, si,
+                                 R, I)
+            c = c + nc
 
 
 cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real* gp,
@@ -549,7 +661,7 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                           bint do_grid, const real* ax, const real* ay, const real* az,
                           real* R, Py_ssize_t* I) noexcept nogil:
     """Output voxels [p0, p1) of image n, channels [c0, c1), in tiles of TILE voxels."""
-    cdef Py_ssize_t p, j, c, L, nc
+    cdef Py_ssize_t p, j, c, L
     cdef real* GX
     cdef real* gg
     p = p0
@@ -560,19 +672,14 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
                   R, I)
         for j in range(3 * L):
             GX[j] = 0
-        c = c0
-        while c < c1:
-            if mode == BILINEAR:
-                nc = min(CB, c1 - c)
-                sweep_bwd_trilinear(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
-                                    si[1], gop + n * so[0] + c * so[1] + p, so[1], nc, L, si,
-                                    do_input, do_grid, R, I)
-            else:
-                nc = 1
+        if mode == BILINEAR:
+            sweep_trilinear(ip + n * si[0], gip + n * si[0], gop + n * so[0] + p, c0, c1, L,
+                            si, so, do_input, do_grid, R, I)
+        else:
+            for c in range(c0, c1):
                 sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
                           gop + n * so[0] + c * so[1] + p, L, mode, si, do_input, do_grid,
                           R, I)
-            c = c + nc
         if do_grid:
             gg = ggp + (n * P + p) * 3
             for j in range(L):
@@ -616,6 +723,32 @@ def grid_sample3d_bwd(real[::1] grad_input, real[::1] grad_grid, const real[::1]
         raise status_error("grid_sample_backward", status, nthreads, sizeof(real))
 
 
+cdef inline void bwd_part(const real* ip, const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0,
+                          Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, bint do_input,
+                          bint do_grid, void* R, void* I) noexcept nogil:
+    """_plans' backward_part (ip selects the type): zero grad_input's channels [c0, c1)
+    of image n (do_input), then run the output voxels [p0, p1)."""
+    cdef real* gip = <real*>a.gip
+    if do_input:
+        memset(gip + n * a.si[0] + c0 * a.si[1], 0, sizeof(real) * (c1 - c0) * a.si[1])
+    backward_voxels(ip, gip, <const real*>a.gop, <const real*>a.gp, <real*>a.ggp, n, p0, p1,
+                    c0, c1, a.P, a.si, a.so, a.mode, a.padding, do_input, do_grid,
+                    <const real*>a.ax, <const real*>a.ay, <const real*>a.az, <real*>R,
+                    <Py_ssize_t*>I)
+
+
+cdef void bwd_part_f32(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const float*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
+
+
+cdef void bwd_part_f64(const BwdArgs* a, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, bint do_input, bint do_grid, void* R,
+                       void* I) noexcept nogil:
+    bwd_part(<const double*>a.ip, a, n, p0, p1, c0, c1, do_input, do_grid, R, I)
+
+
 cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const real* gp,
                  const Py_ssize_t* d, int mode, int padding, bint align_corners,
                  bint do_input, bint do_grid, int nthreads) noexcept nogil:
@@ -626,13 +759,9 @@ cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const re
     cdef real az[A_SLOTS]
     cdef Py_ssize_t N = d[0], C = d[1]
     cdef Py_ssize_t P = d[5] * d[6] * d[7]
-    cdef Py_ssize_t nt = (P + TILE - 1) // TILE
-    cdef Py_ssize_t n, job, nblk, blk, c0, c1, tile
     cdef Plans plans
-    cdef real* R
-    cdef Py_ssize_t* I
-    cdef fi_team team
-    if plans_alloc(&plans, nthreads, sizeof(real)) != ST_OK:
+    cdef BwdArgs args
+    if plans_for(&plans, nthreads, sizeof(real)) != ST_OK:
         return ST_NOMEM
     strides(C, d[2], d[3], d[4], si)
     strides(C, d[5], d[6], d[7], so)
@@ -643,46 +772,16 @@ cdef int bwd_run(real* gip, real* ggp, const real* gop, const real* ip, const re
         if do_grid:         # piecewise constant: no grid gradient
             memset(ggp, 0, sizeof(real) * N * P * 3)
         do_grid = False
-    if not do_input and not do_grid:
-        plans_free(&plans)
-        return ST_OK
-    nthreads = fi_team_plan(&team, nthreads)
-    if N >= nthreads or nthreads == 1:
-        with parallel(num_threads=nthreads):
-            fi_team_enter(&team)
-            R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-            I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-            for n in prange(N, schedule="dynamic"):
-                if do_input:
-                    memset(gip + n * si[0], 0, sizeof(real) * si[0])
-                backward_voxels(ip, gip, gop, gp, ggp, n, 0, P, 0, C, P, si, so, mode,
-                                padding, do_input, do_grid, ax, ay, az, R, I)
-            fi_team_leave(&team)
-        fi_team_done(&team)
-        plans_free(&plans)
-        return ST_OK
-    nblk = min(C, (nthreads + N - 1) // N)
-    with parallel(num_threads=nthreads):
-        fi_team_enter(&team)
-        R = <real*>plans.R + <Py_ssize_t>threadid() * R_SLOTS * TILE
-        I = <Py_ssize_t*>plans.I + <Py_ssize_t>threadid() * I_SLOTS * TILE
-        if do_input:
-            for job in prange(N * nblk, schedule="dynamic"):
-                n = job // nblk
-                blk = job - n * nblk
-                c0 = blk * C // nblk
-                c1 = (blk + 1) * C // nblk
-                memset(gip + n * si[0] + c0 * si[1], 0, sizeof(real) * (c1 - c0) * si[1])
-                backward_voxels(ip, gip, gop, gp, ggp, n, 0, P, c0, c1, P, si, so, mode,
-                                padding, True, False, ax, ay, az, R, I)
-        if do_grid:
-            for tile in prange(N * nt, schedule="dynamic"):
-                n = tile // nt
-                c0 = (tile - n * nt) * TILE
-                backward_voxels(ip, gip, gop, gp, ggp, n, c0, min(c0 + TILE, P), 0, C, P,
-                                si, so, mode, padding, False, True, ax, ay, az, R, I)
-        fi_team_leave(&team)
-    fi_team_done(&team)
+    if do_input or do_grid:
+        args = BwdArgs(ip=ip, gip=gip, gop=gop, gp=gp, ggp=ggp, si=&si[0], so=&so[0],
+                       ax=&ax[0], ay=&ay[0], az=&az[0], H=d[3], W=d[4], P=P, mode=mode,
+                       padding=padding)
+        if real is float:
+            run_backward(bwd_part_f32, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
+        else:
+            run_backward(bwd_part_f64, &args, &plans, N, C, P, TILE, do_input, do_grid,
+                         nthreads)
     plans_free(&plans)
     return ST_OK
 
