@@ -574,6 +574,49 @@ def channel_table(table: AxisTable, channels: int) -> AxisTable:
     return AxisTable(idx, w, table.n_in * channels, table.unit, table.shift)
 
 
+_NO_PAIRS = (None, None, None, None)
+
+
+@_cached
+def pair_form(table: AxisTable):
+    """``(base, rel, wlo, whi)``: an int32 x table for the uint8 kernel's 16-bit pass.
+
+    The horizontal pass of fixed-point tables (kernels/cpu/_u8simd.h) runs
+    blocks of ``U8_PAIR_BLOCK`` outputs whose taps all lie in a window of
+    ``U8_PAIR_WINDOW`` source values starting at ``base[b]``, two taps per
+    16-bit multiply-add: ``rel`` holds each tap's place in its window and
+    ``wlo`` its weight, tap pairs interleaved (block, pair, output, tap).
+    Weights beyond int16 (Pillow's 22 bits) are split into ``whi * 2^15 +
+    wlo`` with ``0 <= wlo < 2^15``; ``whi`` is None when they fit. All None
+    when the build lacks the pass or a block's taps span a wider window
+    (downscales by more than about 3).
+    """
+    from ._cpu import resize as cpu_resize
+    if not cpu_resize.HAVE_U8_PAIRS or table.w.dtype != np.int32:
+        return _NO_PAIRS
+    B, window = cpu_resize.U8_PAIR_BLOCK, cpu_resize.U8_PAIR_WINDOW
+    K, n = table.idx.shape
+    P, nb = -(-K // 2), -(-n // B)
+    idx = np.pad(table.idx, ((0, 2 * P - K), (0, nb * B - n)), mode="edge").reshape(2 * P, nb, B)
+    w = np.pad(table.w.astype(np.int64), ((0, 2 * P - K), (0, nb * B - n))).reshape(2 * P, nb, B)
+    base = idx.min(axis=(0, 2))
+    if int((idx.max(axis=(0, 2)) - base).max()) >= window:
+        return _NO_PAIRS
+
+    def interleave(a):   # (2P, nb, B) -> (nb, P, B, 2), flat int16
+        a = a.reshape(P, 2, nb, B).transpose(2, 0, 3, 1)
+        return np.ascontiguousarray(a, dtype=np.int16).ravel()
+
+    rel = interleave(idx - base[None, :, None])
+    if w.min() >= -(1 << 15) and w.max() < (1 << 15):
+        wlo, whi = interleave(w), None
+    else:
+        wlo, whi = interleave(w & 0x7FFF), interleave(w >> 15)
+    base = base.astype(np.int32)
+    _readonly(*(a for a in (base, rel, wlo, whi) if a is not None))
+    return base, rel, wlo, whi
+
+
 @_cached
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
@@ -668,8 +711,10 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
                         f"{ytab.w.dtype} and {xtab.w.dtype}.")
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
+    base, rel, wlo, whi = pair_form(xtab) if order != "vfirst" else _NO_PAIRS
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
-                            nthreads, order == "vfirst", order == "opencv_linear")
+                            nthreads, order == "vfirst", order == "opencv_linear",
+                            base, rel, wlo, whi)
 
 
 # Values touched per extra thread: below this a parallel region costs more than it saves.

@@ -567,12 +567,14 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
 
 cdef bint _indices_within(const int[:, ::1] idx, Py_ssize_t n) noexcept nogil:
     """Every entry of idx lies in [0, n)."""
-    cdef Py_ssize_t i, m = idx.shape[0] * idx.shape[1]
-    cdef const int* p
+    cdef Py_ssize_t m = idx.shape[0] * idx.shape[1]
+    return m == 0 or _within(&idx[0, 0], m, n)
+
+
+cdef bint _within(const int* p, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Every one of the m ints at p lies in [0, n)."""
+    cdef Py_ssize_t i
     cdef bint ok = True
-    if m == 0:
-        return True
-    p = &idx[0, 0]
     for i in range(m):
         ok &= (p[i] >= 0) & (p[i] < n)
     return ok
@@ -629,6 +631,7 @@ cdef extern from *:
        per-thread row cache, then cached rows are blended vertically. */
     #include <stdint.h>
     #include <math.h>
+    #include "_u8simd.h"
     /* The source row is first widened to 4-byte values in ``wide`` (one
        contiguous, vectorised pass), so that the tap loops below read 32-bit
        lanes, which the compiler turns into vector gathers (bytes cannot be
@@ -719,11 +722,9 @@ cdef extern from *:
                then (v + 2) >> 2; any rest as its scalar loop */
             const int32_t* r1 = cache + off[1];
             const int32_t b = w[1];
-            for (Py_ssize_t j = 0; j < cv && j < L; ++j) {
-                int32_t v = ((((r0[j] >> 4) * a) >> 16) + (((r1[j] >> 4) * b) >> 16) + 2) >> 2;
-                out[j] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
-            }
-            for (Py_ssize_t j = cv; j < L; ++j)
+            const Py_ssize_t nv = cv < L ? cv : L;
+            fi_u8_vlinear_cv(out, r0, r1, a, b, nv);
+            for (Py_ssize_t j = nv; j < L; ++j)
                 out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
             return;
         }
@@ -793,6 +794,20 @@ cdef extern from *:
                       const int* w, Py_ssize_t K, Py_ssize_t L, int* tmp,
                       int shift, Py_ssize_t cv) noexcept nogil
 
+cdef extern from "_u8simd.h":
+    int FI_U8_HAVE_PAIRS
+    int FI_U8_BLOCK
+    int FI_U8_WINDOW
+    int fi_u8_hpairs(int* d, const unsigned char* s, Py_ssize_t ns, const int* base,
+                     const short* rel, const short* wlo, const short* whi, Py_ssize_t P,
+                     Py_ssize_t n, int shift) noexcept nogil
+
+# Whether this build has the 16-bit multiply-add horizontal pass of int32
+# tables (the pair form built by fastinterp.resize), its block and window.
+HAVE_U8_PAIRS = bool(FI_U8_HAVE_PAIRS)
+U8_PAIR_BLOCK = FI_U8_BLOCK
+U8_PAIR_WINDOW = FI_U8_WINDOW
+
 ctypedef fused u8weight:
     float
     int
@@ -806,7 +821,9 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                  const int[:, ::1] yidx, const u8weight[:, ::1] yw,
                  const int[:, ::1] xidx, const u8weight[:, ::1] xw,
                  int hshift, int vshift, int nthreads, bint vfirst=False,
-                 bint opencv_linear=False):
+                 bint opencv_linear=False, const int[::1] xbase=None,
+                 const short[::1] xrel=None, const short[::1] xwlo=None,
+                 const short[::1] xwhi=None):
     """out[p] = round(A_y @ x[p] @ A_x.T) for uint8 planes, horizontal pass first.
 
     ``out`` is (P, H_out, L_out) and ``x`` (P, H_in, L_in) with one x-table
@@ -821,6 +838,10 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     then the horizontal pass by ``hshift`` (Pillow's order when the height
     shrinks and the width grows). ``opencv_linear`` (int32 two-tap y table)
     rounds the leading values of each row as OpenCV's SIMD loop does.
+    ``xbase``, ``xrel``, ``xwlo`` and optionally ``xwhi`` (int32 weights only,
+    builds with ``HAVE_U8_PAIRS``) give the x table in the pair form of
+    _u8simd.h for the horizontal-first pass: the same sums by 16-bit
+    multiply-adds.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
@@ -842,7 +863,18 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef const int* xi
     cdef const u8weight* ywp
     cdef const u8weight* xwp
+    cdef const int* pbase = NULL
+    cdef const short* prel = NULL
+    cdef const short* pwlo = NULL
+    cdef const short* pwhi = NULL
+    cdef Py_ssize_t npairs = 0
     _check_u8_args(out, x, yidx, yw, xidx, xw, hshift, vshift)
+    npairs = _check_u8_pairs(out, x, xbase, xrel, xwlo, xwhi)
+    if npairs and u8weight is int:
+        pbase = &xbase[0]
+        prel = &xrel[0]
+        pwlo = &xwlo[0]
+        pwhi = &xwhi[0] if xwhi is not None and xwhi.shape[0] > 0 else NULL
     if P == 0 or Ho == 0 or Lo == 0:
         return
     yi = &yidx[0, 0]
@@ -905,7 +937,9 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                             if u8weight is float:
                                 fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
                                              wide, Li)
-                            else:
+                            elif pbase == NULL or not fi_u8_hpairs(
+                                    cache + off[k], plane + r * Li, Li, pbase, prel, pwlo, pwhi,
+                                    npairs, Lo, hshift):
                                 fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
                                              hshift, wide, Li)
                             done[r - lo] = 1
@@ -947,6 +981,32 @@ def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, x
         raise ValueError(f"{op}: hshift and vshift must lie in [0, 30]; got {hshift}, {vshift}.")
     if not _indices_within(yidx, x.shape[1]) or not _indices_within(xidx, x.shape[2]):
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])}.")
+
+
+def _check_u8_pairs(out, x, const int[::1] xbase, xrel, xwlo, xwhi):
+    """The tap pairs per output of a valid pair form (0 when none is given).
+
+    Only what keeps the kernel's memory accesses in bounds is checked: the
+    table lengths and each block's window start (the window is read with
+    masked loads and the permutes index registers).
+    """
+    op = "resize.separable_u8"
+    if xbase is None or xbase.shape[0] == 0:
+        return 0
+    Lo, Li = out.shape[2], x.shape[2]
+    nb = (Lo + FI_U8_BLOCK - 1) // FI_U8_BLOCK
+    n = xrel.shape[0] if xrel is not None else 0
+    P = n // (32 * nb) if nb else 0
+    sizes = [a.shape[0] for a in (xrel, xwlo) if a is not None]
+    if xwhi is not None and xwhi.shape[0]:
+        sizes.append(xwhi.shape[0])
+    if (xbase.shape[0] != nb or P < 1 or len(sizes) < 2 or any(m != P * 32 * nb for m in sizes)
+            or not _within(&xbase[0], nb, Li)):
+        raise ValueError(f"{op}: the pair form must have one window start in [0, {Li}) per "
+                         f"block of {FI_U8_BLOCK} outputs ({nb}) and 32 * pairs entries per "
+                         f"block in xrel, xwlo (and xwhi); got {xbase.shape[0]} starts and "
+                         f"lengths {sizes}.")
+    return P
 
 
 cdef extern from *:
