@@ -32,11 +32,13 @@
 static inline int32_t fi_u8_clip255(int32_t v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
 
 /* d[x] = sum_k w[k, x] * s[base + rel[...]] in the pair form (see above); when
-   shift > 0 each sum is rounded to clip((v + 2^(shift-1)) >> shift). Returns 0
-   (writing nothing) in a build without the vector instructions. */
+   shift > 0 each sum is rounded to clip((v + 2^(shift-1)) >> shift); with
+   ``narrow`` the sums are stored as fi_u8_narrow4 does, int16 values at d.
+   Returns 0 (writing nothing) in a build without the vector instructions. */
 static int fi_u8_hpairs(int32_t* d, const unsigned char* s, Py_ssize_t ns,
                         const int32_t* base, const int16_t* rel, const int16_t* wlo,
-                        const int16_t* whi, Py_ssize_t P, Py_ssize_t n, int shift) {
+                        const int16_t* whi, Py_ssize_t P, Py_ssize_t n, int shift,
+                        int narrow) {
 #if FI_U8_HAVE_PAIRS
     const __m512i half = _mm512_set1_epi32(shift > 0 ? 1 << (shift - 1) : 0);
     const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
@@ -63,42 +65,54 @@ static int fi_u8_hpairs(int32_t* d, const unsigned char* s, Py_ssize_t ns,
             acc = _mm512_min_epi32(_mm512_max_epi32(acc, zero), top);
         }
         const __mmask16 mo = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1u);
-        _mm512_mask_storeu_epi32(d + x0, mo, acc);
+        if (narrow)
+            _mm256_mask_storeu_epi16((int16_t*)d + x0, mo,
+                                     _mm512_cvtepi32_epi16(_mm512_srai_epi32(acc, 4)));
+        else
+            _mm512_mask_storeu_epi32(d + x0, mo, acc);
     }
     return 1;
 #else
     (void)d; (void)s; (void)ns; (void)base; (void)rel; (void)wlo; (void)whi; (void)P;
-    (void)n; (void)shift;
+    (void)n; (void)shift; (void)narrow;
     return 0;
 #endif
 }
 
-/* OpenCV's INTER_LINEAR vertical rounding of one row (see above). */
-static void fi_u8_vlinear_cv(unsigned char* out, const int32_t* r0, const int32_t* r1,
+/* OpenCV's INTER_LINEAR vertical rounding of one row from rows of int16
+   values r = h >> 4 (see above): 16-bit high products, saturating adds
+   (which only saturate where the result clips to 255 anyway). */
+static inline int32_t fi_u8_mulhi16(int16_t r, int32_t a) {
+    return (int32_t)(((int64_t)r * a) >> 16);
+}
+static void fi_u8_vlinear_cv(unsigned char* out, const int16_t* r0, const int16_t* r1,
                              int32_t a, int32_t b, Py_ssize_t L) {
     Py_ssize_t j = 0;
 #if FI_U8_HAVE_PAIRS
-    /* r >> 4 lies in [0, 2^15) for the non-negative sums of two 11-bit weights:
-       as int16 pairs (r >> 4, 0) one vpmaddwd by (a, 0) forms (r >> 4) * a */
-    const __m512i wa = _mm512_set1_epi32(a & 0xFFFF), wb = _mm512_set1_epi32(b & 0xFFFF);
-    const __m512i two = _mm512_set1_epi32(2), zero = _mm512_setzero_si512();
-    const __m512i top = _mm512_set1_epi32(255), lim = _mm512_set1_epi32(0x7FFF);
-    int ok = a >= 0 && b >= 0 && a < 32768 && b < 32768;
-    for (; ok && j + 16 <= L; j += 16) {
-        __m512i x0 = _mm512_srai_epi32(_mm512_loadu_si512((const void*)(r0 + j)), 4);
-        __m512i x1 = _mm512_srai_epi32(_mm512_loadu_si512((const void*)(r1 + j)), 4);
-        /* any lane outside [0, 2^15): leave the rest of the row to the scalar loop */
-        if (_mm512_cmpgt_epu32_mask(x0, lim) | _mm512_cmpgt_epu32_mask(x1, lim)) break;
-        __m512i v = _mm512_add_epi32(_mm512_srai_epi32(_mm512_madd_epi16(x0, wa), 16),
-                                     _mm512_srai_epi32(_mm512_madd_epi16(x1, wb), 16));
-        v = _mm512_srai_epi32(_mm512_add_epi32(v, two), 2);
-        v = _mm512_min_epi32(_mm512_max_epi32(v, zero), top);
-        _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtepi32_epi8(v));
+    if (a >= 0 && b >= 0 && a < 32768 && b < 32768) {
+        const __m512i wa = _mm512_set1_epi16((short)a), wb = _mm512_set1_epi16((short)b);
+        const __m512i two = _mm512_set1_epi16(2), zero = _mm512_setzero_si512();
+        for (; j + 32 <= L; j += 32) {
+            __m512i v = _mm512_adds_epi16(
+                _mm512_mulhi_epi16(_mm512_loadu_si512((const void*)(r0 + j)), wa),
+                _mm512_mulhi_epi16(_mm512_loadu_si512((const void*)(r1 + j)), wb));
+            v = _mm512_srai_epi16(_mm512_adds_epi16(v, two), 2);
+            _mm256_storeu_si256((__m256i*)(out + j),
+                                _mm512_cvtusepi16_epi8(_mm512_max_epi16(v, zero)));
+        }
     }
 #endif
     for (; j < L; ++j) {
-        int32_t v = ((((r0[j] >> 4) * a) >> 16) + (((r1[j] >> 4) * b) >> 16) + 2) >> 2;
-        out[j] = (unsigned char)fi_u8_clip255(v);
+        int32_t v = fi_u8_mulhi16(r0[j], a) + fi_u8_mulhi16(r1[j], b);
+        v = v > 32767 ? 32767 : v;   /* as the saturating 16-bit adds */
+        v = v + 2 > 32767 ? 32767 : v + 2;
+        out[j] = (unsigned char)fi_u8_clip255(v >> 2);
     }
+}
+
+/* d16[j] = (int16_t)(d[j] >> 4): the horizontal sums as OpenCV's vertical
+   linear pass reads them (wrapping outside int16, which its tables never reach) */
+static void fi_u8_narrow4(int16_t* d16, const int32_t* d, Py_ssize_t n) {
+    for (Py_ssize_t j = 0; j < n; ++j) d16[j] = (int16_t)(uint16_t)(uint32_t)(d[j] >> 4);
 }
 #endif

@@ -712,20 +712,15 @@ cdef extern from *:
     static FI_NOINLINE void fi_u8_vrow_i(unsigned char* __restrict out, const int32_t* cache,
                                          const Py_ssize_t* off, const int32_t* w, Py_ssize_t K,
                                          Py_ssize_t L, int32_t* __restrict tmp, int shift,
-                                         Py_ssize_t cv) {
+                                         int cv16) {
         const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
         const int32_t* r0 = cache + off[0];
         const int32_t a = w[0];
-        if (K == 2 && cv > 0) {
-            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u)
-               on the first cv values: 16-bit high products of the sums >> 4,
-               then (v + 2) >> 2; any rest as its scalar loop */
-            const int32_t* r1 = cache + off[1];
-            const int32_t b = w[1];
-            const Py_ssize_t nv = cv < L ? cv : L;
-            fi_u8_vlinear_cv(out, r0, r1, a, b, nv);
-            for (Py_ssize_t j = nv; j < L; ++j)
-                out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
+        if (K == 2 && cv16) {
+            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u):
+               rows of int16 values h >> 4 (fi_u8_narrow4), see _u8simd.h */
+            fi_u8_vlinear_cv(out, (const int16_t*)r0, (const int16_t*)(cache + off[1]),
+                             a, w[1], L);
             return;
         }
         if (K == 1) {
@@ -739,7 +734,6 @@ cdef extern from *:
                 out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
             return;
         }
-        (void)cv;
         for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const int32_t* __restrict rk = cache + off[k];
@@ -792,7 +786,8 @@ cdef extern from *:
                       const float* w, Py_ssize_t K, Py_ssize_t L, float* tmp) noexcept nogil
     void fi_u8_vrow_i(unsigned char* out, const int* cache, const Py_ssize_t* off,
                       const int* w, Py_ssize_t K, Py_ssize_t L, int* tmp,
-                      int shift, Py_ssize_t cv) noexcept nogil
+                      int shift, int cv16) noexcept nogil
+    void fi_u8_narrow4(short* d16, const int* d, Py_ssize_t n) noexcept nogil
 
 cdef extern from "_u8simd.h":
     int FI_U8_HAVE_PAIRS
@@ -800,7 +795,7 @@ cdef extern from "_u8simd.h":
     int FI_U8_WINDOW
     int fi_u8_hpairs(int* d, const unsigned char* s, Py_ssize_t ns, const int* base,
                      const short* rel, const short* wlo, const short* whi, Py_ssize_t P,
-                     Py_ssize_t n, int shift) noexcept nogil
+                     Py_ssize_t n, int shift, int narrow) noexcept nogil
 
 # Whether this build has the 16-bit multiply-add horizontal pass of int32
 # tables (the pair form built by fastinterp.resize), its block and window.
@@ -837,7 +832,8 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     runs the vertical pass first, rounding its rows to uint8 by ``vshift``,
     then the horizontal pass by ``hshift`` (Pillow's order when the height
     shrinks and the width grows). ``opencv_linear`` (int32 two-tap y table)
-    rounds the leading values of each row as OpenCV's SIMD loop does.
+    rounds each row as OpenCV's SIMD loop does (from horizontal sums kept as
+    int16 values ``h >> 4``, as that loop reads them).
     ``xbase``, ``xrel``, ``xwlo`` and optionally ``xwhi`` (int32 weights only,
     builds with ``HAVE_U8_PAIRS``) give the x table in the pair form of
     _u8simd.h for the horizontal-first pass: the same sums by 16-bit
@@ -848,7 +844,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0]
     cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t njobs = P * nblocks
-    cdef Py_ssize_t cv = 0
+    cdef int cv16 = opencv_linear and Ky == 2
     cdef Py_ssize_t crows, per, head, nteam, tid, job, p, y0, y1, y, r, lo, hi, k
     cdef char* bufs = NULL
     cdef char* buf
@@ -881,8 +877,6 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     xi = &xidx[0, 0]
     ywp = &yw[0, 0]
     xwp = &xw[0, 0]
-    if opencv_linear:   # OpenCV's vector loop covers whole rows (measured, 5.1)
-        cv = Lo
     crows = cache_rows(yidx)
     if vfirst and u8weight is float:
         raise ValueError("resize.separable_u8: vfirst needs int32 weights.")
@@ -939,11 +933,17 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                                              wide, Li)
                             elif pbase == NULL or not fi_u8_hpairs(
                                     cache + off[k], plane + r * Li, Li, pbase, prel, pwlo, pwhi,
-                                    npairs, Lo, hshift):
-                                fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
-                                             hshift, wide, Li)
+                                    npairs, Lo, hshift, cv16):
+                                if cv16:
+                                    fi_u8_hrow_i(tmp, plane + r * Li, xi, xwp, Kx, Lo, hshift,
+                                                 wide, Li)
+                                    fi_u8_narrow4(<short*> (cache + off[k]), tmp, Lo)
+                                else:
+                                    fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx,
+                                                 Lo, hshift, wide, Li)
                             done[r - lo] = 1
-                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift, cv)
+                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift,
+                             cv16)
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
@@ -952,7 +952,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
 
 cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ssize_t* off,
                           u8weight* w, const u8weight* yw, Py_ssize_t Ky, Py_ssize_t Ho, Py_ssize_t y,
-                          Py_ssize_t L, u8weight* tmp, int vshift, Py_ssize_t cv) noexcept nogil:
+                          Py_ssize_t L, u8weight* tmp, int vshift, int cv16) noexcept nogil:
     """Blend output row y's cached rows (tap k at ``cache + off[k]``) into ``dst``."""
     cdef Py_ssize_t k
     # the weights of row y are strided by Ho in the tap-major table: gather them
@@ -961,7 +961,7 @@ cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ss
     if u8weight is float:
         fi_u8_vrow_f(dst, cache, off, w, Ky, L, tmp)
     else:
-        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv)
+        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv16)
 
 
 def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
