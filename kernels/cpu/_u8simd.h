@@ -115,4 +115,55 @@ static void fi_u8_vlinear_cv(unsigned char* out, const int16_t* r0, const int16_
 static void fi_u8_narrow4(int16_t* d16, const int32_t* d, Py_ssize_t n) {
     for (Py_ssize_t j = 0; j < n; ++j) d16[j] = (int16_t)(uint16_t)(uint32_t)(d[j] >> 4);
 }
+/* The 2 x 2 box mean of interleaved pixels (1 to 4 channels), as the scalar
+   fi_box2x2_* in resize.pyx: s = the four values in 16 bits, rounded half up
+   (s + 2) >> 2 or half to even (s + 1 + ((s >> 2) & 1)) >> 2. Blocks of 48
+   output values: the rounded sums of a window of 96 input values (three
+   vectors of words), of which two word permutes keep every other pixel.
+   ``perm`` is fi_u8_box2x2_perm's table for C. Returns the pixels done (the
+   rest, fewer than a block and a pixel, are the caller's); 0 in a build
+   without the vector instructions. */
+static void fi_u8_box2x2_perm(int16_t* perm, Py_ssize_t C) {
+    /* perm[0..31]: window places of output values 0..31 (vectors 0, 1);
+       perm[32..47]: of values 32..47, counted from vector 1 */
+    for (int j = 0; j < 64; ++j) {
+        const int o = j, at = C >= 1 && C <= 4 ? (int)(2 * C * (o / C) + o % C) : 0;
+        perm[j] = (int16_t)(j < 32 ? at : (j < 48 ? at - 32 : 0));
+    }
+}
+static Py_ssize_t fi_u8_box2x2_vec(unsigned char* out, const unsigned char* r0,
+                                   const unsigned char* r1, Py_ssize_t Wo, Py_ssize_t C,
+                                   int half_up, const int16_t* perm) {
+    Py_ssize_t x = 0;
+#if FI_U8_HAVE_PAIRS
+    if (C < 1 || C > 4) return 0;
+    const __m512i p0 = _mm512_loadu_si512((const void*)perm);
+    const __m512i p1 = _mm512_loadu_si512((const void*)(perm + 32));
+    const __m512i bias = _mm512_set1_epi16(half_up ? 2 : 1), odd = _mm512_set1_epi16(half_up ? 0 : 1);
+    const Py_ssize_t px = 48 / C, row = 2 * Wo * C;
+    for (; 2 * x * C + 96 + C <= row; x += px) {
+        const unsigned char* a = r0 + 2 * x * C;
+        const unsigned char* b = r1 + 2 * x * C;
+        __m512i t[3];
+        for (int q = 0; q < 3; ++q) {
+            __m512i s = _mm512_add_epi16(
+                _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(a + 32 * q))),
+                                 _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(a + 32 * q + C)))),
+                _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(b + 32 * q))),
+                                 _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(b + 32 * q + C)))));
+            s = _mm512_add_epi16(_mm512_add_epi16(s, bias),
+                                 _mm512_and_si512(_mm512_srli_epi16(s, 2), odd));
+            t[q] = _mm512_srli_epi16(s, 2);
+        }
+        const __m512i lo = _mm512_permutex2var_epi16(t[0], p0, t[1]);
+        const __m512i hi = _mm512_permutex2var_epi16(t[1], p1, t[2]);
+        _mm256_storeu_si256((__m256i*)(out + x * C), _mm512_cvtepi16_epi8(lo));
+        _mm_storeu_si128((__m128i*)(out + x * C + 32),
+                         _mm256_castsi256_si128(_mm512_cvtepi16_epi8(hi)));
+    }
+#else
+    (void)out; (void)r0; (void)r1; (void)Wo; (void)C; (void)half_up; (void)perm;
+#endif
+    return x;
+}
 #endif

@@ -1092,7 +1092,14 @@ cdef extern from *:
     FI_BOX2X2(3)
     FI_BOX2X2(4)
     static int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) {
+                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up,
+                         const int16_t* perm) {
+        if (C < 1 || C > 4) return 0;
+        const Py_ssize_t x = fi_u8_box2x2_vec(out, r0, r1, Wo, C, half_up, perm);   /* _u8simd.h */
+        out += x * C;
+        r0 += 2 * x * C;
+        r1 += 2 * x * C;
+        Wo -= x;
         switch (C) {
             case 1: fi_box2x2_1(out, r0, r1, v, Wo, half_up); return 1;
             case 2: fi_box2x2_2(out, r0, r1, v, Wo, half_up); return 1;
@@ -1141,7 +1148,9 @@ cdef extern from *:
     void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
                       unsigned int area, int half_up) noexcept nogil
     int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) noexcept nogil
+                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up,
+                  const short* perm) noexcept nogil
+    void fi_u8_box2x2_perm(short* perm, Py_ssize_t C) noexcept nogil
 
 
 def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
@@ -1158,6 +1167,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef unsigned int* bufs = NULL
     cdef unsigned int* acc
     cdef unsigned int* t
+    cdef short perm[64]
     op = "resize.box_u8"
     xs = (x.shape[0], x.shape[1], x.shape[2])
     oshape = (P, Ho, Lo)
@@ -1173,6 +1183,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     if njobs == 0 or Lo == 0:
         return
     nteam = max(1, min(nthreads, njobs))
+    fi_u8_box2x2_perm(perm, C)
     bufs = <unsigned int*> malloc((Li + Lo + 16) * sizeof(unsigned int) * nteam)
     if bufs == NULL:
         raise MemoryError(f"{op}: could not allocate the per-thread row sums.")
@@ -1189,7 +1200,8 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                 y = job % Ho
                 if fy == 2 and fx == 2 and fi_box2x2(&out[p, y, 0], &x[p, 2 * y, 0],
                                                      &x[p, 2 * y + 1, 0],
-                                                     <unsigned char*> acc, Wo, C, half_up):
+                                                     <unsigned char*> acc, Wo, C, half_up,
+                                                     perm):
                     continue
                 fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
                 fi_box_hsum(t, acc, Wo, fx, C)
