@@ -618,6 +618,32 @@ def pair_form(table: AxisTable):
 
 
 @_cached
+def u8_permute_form(table: AxisTable):
+    """``(table', (base, rel, block))``: a float32 x table for the uint8 kernel's permutes.
+
+    The uint8 kernel's plain two-tap loop computes ``fma(w0, s0, w1 * s1)``
+    in the builds that have the permutes, which apply the taps in table
+    order (``w0 * s0``, then an fma per tap): two-tap tables are given with
+    their taps swapped so that the sums, and the rounded bytes, stay the
+    same. ``(table, _NO_PERM)`` when there is no permute form.
+    """
+    if table.w.dtype != np.float32:
+        return table, _NO_PERM
+    form = permute_form(table)
+    if len(form[0]) == 0:
+        return table, _NO_PERM
+    if table.taps != 2:
+        return table, form
+    swapped = AxisTable(np.ascontiguousarray(table.idx[::-1]), np.ascontiguousarray(table.w[::-1]),
+                        table.n_in, table.unit, table.shift)
+    _readonly(swapped.idx, swapped.w)
+    base, rel, block = form
+    rel = np.ascontiguousarray(rel[::-1])
+    _readonly(rel)
+    return swapped, (base, rel, block)
+
+
+@_cached
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
     """Rows-first or columns-first, whichever needs less arithmetic.
@@ -712,9 +738,10 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
     base, rel, wlo, whi = pair_form(xtab) if order != "vfirst" else _NO_PAIRS
+    xtab, perm = u8_permute_form(xtab)
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
                             nthreads, order == "vfirst", order == "opencv_linear",
-                            base, rel, wlo, whi)
+                            base, rel, wlo, whi, *perm)
 
 
 # Values touched per extra thread: below this a parallel region costs more than it saves.

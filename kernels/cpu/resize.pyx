@@ -607,15 +607,20 @@ def _check_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])} "
                          f"(channels={channels}).")
     if xbase.shape[0] > 0:
-        B = 16 if yw.itemsize == 4 else 8
-        if xblock not in (0, B, B // 2):
-            raise ValueError(f"{op}: xblock must be 0, {B} or {B // 2}; got {xblock}.")
-        if xblock:
-            B = xblock
-        if ((xrel.shape[0], xrel.shape[1]) != xs or xbase.shape[0] < (Wo + B - 1) // B
-                or not _indices_within(<const int[:1, :xbase.shape[0]]> &xbase[0], Li)):
-            raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
-                             f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")
+        _check_perm(op, xs, xbase, xrel, xblock, 16 if yw.itemsize == 4 else 8, Li)
+
+
+def _check_perm(op, xs, const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
+                Py_ssize_t B, Py_ssize_t Li):
+    """Refuse a permute form (blocks of B lanes) that does not fit the x table ``xs``."""
+    if xblock not in (0, B, B // 2):
+        raise ValueError(f"{op}: xblock must be 0, {B} or {B // 2}; got {xblock}.")
+    if xblock:
+        B = xblock
+    if ((xrel.shape[0], xrel.shape[1]) != xs or xbase.shape[0] < (xs[1] + B - 1) // B
+            or not _within(&xbase[0], xbase.shape[0], Li)):
+        raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
+                         f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")
 
 
 # --------------------------------------------------------------------------- uint8 images
@@ -652,6 +657,20 @@ cdef extern from *:
             const float* __restrict wk = w + k * n;
             for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
         }
+    }
+    /* The same pass by in-register permutes (fi_hperm_f / fi_hperm4_f) of the
+       widened row, for a table in the permute form: its taps are applied as
+       mul, then fma per further tap; a two-tap table comes with its taps
+       swapped, so that this is fma(w0, s0, w1 * s1), the contraction the
+       compiler makes of fi_u8_hrow_f's two-tap sum in the builds that have
+       the permutes (the same bits as that loop). */
+    static FI_NOINLINE void fi_u8_hperm_f(float* __restrict d, const unsigned char* __restrict s0,
+                                          const int* base, const int* rel, const float* w,
+                                          Py_ssize_t K, Py_ssize_t n, Py_ssize_t block,
+                                          float* __restrict s, Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (float)s0[i];
+        if (block) fi_hperm4_f(d, s, ns, base, rel, w, K, n, block);
+        else fi_hperm_f(d, s, ns, base, rel, w, K, n);
     }
     static FI_NOINLINE void fi_u8_hrow_i(int32_t* __restrict d, const unsigned char* __restrict s0,
                                          const int* __restrict idx, const int32_t* __restrict w,
@@ -779,6 +798,9 @@ cdef extern from *:
                        Py_ssize_t K, Py_ssize_t n, int shift) noexcept nogil
     void fi_u8_hrow_f(float* d, const unsigned char* s, const int* idx, const float* w,
                       Py_ssize_t K, Py_ssize_t n, float* wide, Py_ssize_t ns) noexcept nogil
+    void fi_u8_hperm_f(float* d, const unsigned char* s, const int* base, const int* rel,
+                       const float* w, Py_ssize_t K, Py_ssize_t n, Py_ssize_t block,
+                       float* wide, Py_ssize_t ns) noexcept nogil
     void fi_u8_hrow_i(int* d, const unsigned char* s, const int* idx, const int* w,
                       Py_ssize_t K, Py_ssize_t n, int shift, int* wide,
                       Py_ssize_t ns) noexcept nogil
@@ -818,7 +840,8 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                  int hshift, int vshift, int nthreads, bint vfirst=False,
                  bint opencv_linear=False, const int[::1] xbase=None,
                  const short[::1] xrel=None, const short[::1] xwlo=None,
-                 const short[::1] xwhi=None):
+                 const short[::1] xwhi=None, const int[::1] xpbase=None,
+                 const int[:, ::1] xprel=None, Py_ssize_t xpblock=0):
     """out[p] = round(A_y @ x[p] @ A_x.T) for uint8 planes, horizontal pass first.
 
     ``out`` is (P, H_out, L_out) and ``x`` (P, H_in, L_in) with one x-table
@@ -837,7 +860,9 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     ``xbase``, ``xrel``, ``xwlo`` and optionally ``xwhi`` (int32 weights only,
     builds with ``HAVE_U8_PAIRS``) give the x table in the pair form of
     _u8simd.h for the horizontal-first pass: the same sums by 16-bit
-    multiply-adds.
+    multiply-adds. ``xpbase``, ``xprel``, ``xpblock`` (float32 weights only,
+    builds with ``HAVE_PERM``) give its permute form (see separable_fwd)
+    for the horizontal-first pass by permutes.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
@@ -865,7 +890,15 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef const short* pwhi = NULL
     cdef Py_ssize_t npairs = 0
     _check_u8_args(out, x, yidx, yw, xidx, xw, hshift, vshift)
+    cdef const int* fpbase = NULL
+    cdef const int* fprel = NULL
     npairs = _check_u8_pairs(out, x, xbase, xrel, xwlo, xwhi)
+    if xpbase is not None and xpbase.shape[0] > 0 and FI_HAVE_PERM:
+        _check_perm("resize.separable_u8", (xidx.shape[0], xidx.shape[1]), xpbase, xprel,
+                    xpblock, 16, Li)
+        if u8weight is float:
+            fpbase = &xpbase[0]
+            fprel = &xprel[0, 0]
     if npairs and u8weight is int:
         pbase = &xbase[0]
         prel = &xrel[0]
@@ -929,8 +962,12 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                         off[k] = (r - lo) * Lo
                         if not done[r - lo]:
                             if u8weight is float:
-                                fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
-                                             wide, Li)
+                                if fpbase != NULL:
+                                    fi_u8_hperm_f(cache + off[k], plane + r * Li, fpbase, fprel,
+                                                  xwp, Kx, Lo, xpblock, wide, Li)
+                                else:
+                                    fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx,
+                                                 Lo, wide, Li)
                             elif pbase == NULL or not fi_u8_hpairs(
                                     cache + off[k], plane + r * Li, Li, pbase, prel, pwlo, pwhi,
                                     npairs, Lo, hshift, cv16):
