@@ -166,4 +166,36 @@ static Py_ssize_t fi_u8_box2x2_vec(unsigned char* out, const unsigned char* r0,
 #endif
     return x;
 }
+/* The float32 vertical blend of the uint8 engine (fi_u8_vrow_f in
+   resize.pyx) on whole vectors: the same operations in the same order as
+   that loop compiles to in the builds with FMA (a * r0 for one tap,
+   fma(a, r0, b * r1) for two, then fma(c, rk, acc) per further tap), then
+   clip to [0, 255] (NaN to 0) and round half to even. Returns the values
+   done; the caller's loop does the rest. */
+static Py_ssize_t fi_u8_vrow_f_vec(unsigned char* out, const float* cache, const Py_ssize_t* off,
+                                   const float* w, Py_ssize_t K, Py_ssize_t L) {
+    Py_ssize_t j = 0;
+#if defined(__AVX512F__) && defined(__FMA__)
+    const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f);
+    const float* r0 = cache + off[0];
+    const __m512 a = _mm512_set1_ps(w[0]);
+    for (; j + 16 <= L; j += 16) {
+        __m512 v;
+        if (K == 1) {
+            v = _mm512_mul_ps(a, _mm512_loadu_ps(r0 + j));
+        } else {
+            v = _mm512_fmadd_ps(a, _mm512_loadu_ps(r0 + j),
+                                _mm512_mul_ps(_mm512_set1_ps(w[1]),
+                                              _mm512_loadu_ps(cache + off[1] + j)));
+            for (Py_ssize_t k = 2; k < K; ++k)
+                v = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_loadu_ps(cache + off[k] + j), v);
+        }
+        v = _mm512_min_ps(_mm512_max_ps(v, zero), top);   /* max(NaN, 0) is 0 */
+        _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+#else
+    (void)out; (void)cache; (void)off; (void)w; (void)K; (void)L;
+#endif
+    return j;
+}
 #endif

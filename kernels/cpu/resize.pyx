@@ -708,25 +708,27 @@ cdef extern from *:
     static FI_NOINLINE void fi_u8_vrow_f(unsigned char* __restrict out, const float* cache,
                                          const Py_ssize_t* off, const float* w, Py_ssize_t K,
                                          Py_ssize_t L, float* __restrict tmp) {
+        /* whole vectors first (_u8simd.h: the same operations), then the rest */
+        const Py_ssize_t j0 = fi_u8_vrow_f_vec(out, cache, off, w, K, L);
         const float* r0 = cache + off[0];
         if (K == 1) {
             const float a = w[0];
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j]);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j]);
             return;
         }
         const float* r1 = cache + off[1];
         const float a = w[0], b = w[1];
         if (K == 2) {
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j] + b * r1[j]);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j] + b * r1[j]);
             return;
         }
-        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t j = j0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const float* __restrict rk = cache + off[k];
             const float c = w[k];
-            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+            for (Py_ssize_t j = j0; j < L; ++j) tmp[j] += c * rk[j];
         }
-        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(tmp[j]);
+        for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(tmp[j]);
     }
     static FI_NOINLINE void fi_u8_vrow_i(unsigned char* __restrict out, const int32_t* cache,
                                          const Py_ssize_t* off, const int32_t* w, Py_ssize_t K,
