@@ -221,3 +221,36 @@ def test_fixed_point_variants_identical(variant, tmp_path):
     assert sorted(other) == sorted(mine)
     for key, value in mine.items():
         np.testing.assert_array_equal(other[key], value, err_msg=f"{key}: {variant}")
+
+
+# --------------------------------------------------------------------------- float32 weights
+
+def _run_float(x, ytab, xtab, c, perm):
+    """separable_u8 with float32 tables (torch preset), with or without the permute form."""
+    h, w = x.shape[:2]
+    xt = R.channel_table(xtab, c) if c > 1 else xtab
+    xt, form = R.u8_permute_form(xt) if perm else (xt, R._NO_PERM)
+    out = np.zeros((1, ytab.n_out, xt.n_out), np.uint8)
+    K.separable_u8(out, x.reshape(1, h, w * c), ytab.idx, ytab.w, xt.idx, xt.w, 0, 0, 2,
+                   False, False, None, None, None, None, *form)
+    return out.reshape(ytab.n_out, xtab.n_out, c), len(form[0]) > 0
+
+
+@pytest.mark.parametrize("mode, kw", [("bilinear", {}), ("bicubic", {}), ("area", {}),
+                                      ("nearest", {}), ("lanczos", {}),
+                                      ("bilinear", {"antialias": True})])
+@pytest.mark.parametrize("c", CHANNELS)
+def test_float_permutes_equal_plain_taps(mode, kw, c):
+    """The permute pass (taps swapped for two-tap tables) gives the plain loop's bytes."""
+    rng = np.random.default_rng(c)
+    ac = False if mode in ("bilinear", "bicubic", "lanczos") else None
+    for w, ow in WIDTHS + [(11, 30), (300, 1000), (77, 200)]:
+        x = rng.integers(0, 256, (13, w, c), dtype=np.uint8)
+        x[0] = 255
+        ytab, xtab = R._axis_tables(mode, (13, w), (17, ow), ac, (None, None),
+                                    kw.get("antialias", False), np.dtype(np.uint8))
+        plain, _ = _run_float(x, ytab, xtab, c, False)
+        vec, has = _run_float(x, ytab, xtab, c, True)
+        np.testing.assert_array_equal(vec, plain, err_msg=f"{w} -> {ow}")
+        if ow >= w:
+            assert has == K.HAVE_PERM, (w, ow)
