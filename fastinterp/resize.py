@@ -436,8 +436,15 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
 def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
     """A table of int32 fixed-point weights (uint8 images; see AxisTable).
 
+    With ``merge``, trailing tap rows whose weights are all 0 (Pillow's tables
+    are sized for the widest support) are dropped: the same sums, fewer taps.
+
     ``merge=False`` keeps repeated taps apart (OpenCV rounds each product).
     """
+    if merge:
+        nz = np.flatnonzero(np.any(w != 0, axis=1))
+        keep = int(nz[-1]) + 1 if nz.size else 1   # trailing taps of weight 0 add nothing
+        idx, w = idx[:keep], w[:keep]
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     w = np.ascontiguousarray(w, dtype=np.int32)
     if merge:

@@ -198,4 +198,27 @@ static Py_ssize_t fi_u8_vrow_f_vec(unsigned char* out, const float* cache, const
 #endif
     return j;
 }
+/* The fixed-point vertical blend (fi_u8_vrow_i in resize.pyx) on whole
+   vectors: out[j] = clip((sum_k w[k] * rows[k][j] + 2^(shift-1)) >> shift),
+   exact int32 sums. Returns the values done. */
+static Py_ssize_t fi_u8_vrow_i_vec(unsigned char* out, const int32_t* cache, const Py_ssize_t* off,
+                                   const int32_t* w, Py_ssize_t K, Py_ssize_t L, int shift) {
+    Py_ssize_t j = 0;
+#if FI_U8_HAVE_PAIRS
+    const __m512i half = _mm512_set1_epi32(shift > 0 ? 1 << (shift - 1) : 0);
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    for (; j + 16 <= L; j += 16) {
+        __m512i acc = half;
+        for (Py_ssize_t k = 0; k < K; ++k)
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(
+                _mm512_set1_epi32(w[k]), _mm512_loadu_si512((const void*)(cache + off[k] + j))));
+        acc = _mm512_min_epi32(_mm512_max_epi32(_mm512_sra_epi32(acc, sh), zero), top);
+        _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtepi32_epi8(acc));
+    }
+#else
+    (void)out; (void)cache; (void)off; (void)w; (void)K; (void)L; (void)shift;
+#endif
+    return j;
+}
 #endif

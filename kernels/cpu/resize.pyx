@@ -744,24 +744,25 @@ cdef extern from *:
                              a, w[1], L);
             return;
         }
+        const Py_ssize_t j0 = fi_u8_vrow_i_vec(out, cache, off, w, K, L, shift);   /* _u8simd.h */
         if (K == 1) {
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
             return;
         }
         const int32_t* r1 = cache + off[1];
         const int32_t b = w[1];
         if (K == 2) {
-            for (Py_ssize_t j = 0; j < L; ++j)
+            for (Py_ssize_t j = j0; j < L; ++j)
                 out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
             return;
         }
-        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t j = j0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const int32_t* __restrict rk = cache + off[k];
             const int32_t c = w[k];
-            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+            for (Py_ssize_t j = j0; j < L; ++j) tmp[j] += c * rk[j];
         }
-        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(tmp[j], half, shift);
+        for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_i(tmp[j], half, shift);
     }
     /* Vertical-first fixed point (Pillow when the height shrinks and the
        width grows): d[j] = clip((sum_k w[k] * rows[k][j] + half) >> shift) */
