@@ -11,6 +11,7 @@ variants (x86-64-v2 has none of these paths) in a subprocess.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import subprocess
 import sys
@@ -254,3 +255,76 @@ def test_float_permutes_equal_plain_taps(mode, kw, c):
         np.testing.assert_array_equal(vec, plain, err_msg=f"{w} -> {ow}")
         if ow >= w:
             assert has == K.HAVE_PERM, (w, ow)
+
+
+# --------------------------------------------------------------------------- OpenCV tables
+
+def _f32(v):
+    return float(np.float32(v))
+
+
+def _scalar_opencv_taps(mode, n_in, n_out, axis):
+    """cv2.resize's per-pixel rules, one output at a time (as resize.cpp's loops)."""
+    scale = 1.0 / (float(n_out) / float(n_in))
+    taps = []
+    for dx in range(n_out):
+        if mode == "area":   # area-mode linear (an axis that grows)
+            sx = math.floor(dx * scale)
+            fx = _f32((dx + 1) - (sx + 1) * (float(n_out) / float(n_in)))
+            fx = 0.0 if fx <= 0 else _f32(fx - math.floor(fx))
+        else:
+            f = _f32((dx + 0.5) * scale - 0.5)
+            sx = math.floor(f)
+            fx = _f32(f - sx)
+        if mode == "bicubic":
+            w = [float(v) for v in presets._cv_cubic(np.float32(fx))]
+            taps.append([(min(max(sx - 1 + k, 0), n_in - 1), w[k]) for k in range(4)])
+            continue
+        if axis == "x" and sx < 0:
+            sx, fx = 0, 0.0
+        if axis == "x" and sx >= n_in - 1:
+            sx, fx = n_in - 1, 0.0
+        taps.append([(min(max(sx, 0), n_in - 1), _f32(np.float32(1) - np.float32(fx))),
+                     (min(max(sx + 1, 0), n_in - 1), fx)])
+    return taps
+
+
+def _scalar_opencv_area(n_in, n_out):
+    scale = 1.0 / (float(n_out) / float(n_in))
+    taps = []
+    for o in range(n_out):
+        f1 = o * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s2 = min(math.floor(f2), n_in - 1)
+        s1 = min(math.ceil(f1), s2)
+        t = [(s1 - 1, _f32((s1 - f1) / cell))] if s1 - f1 > 1e-3 else []
+        t += [(s, _f32(1.0 / cell)) for s in range(s1, s2)]
+        if f2 - s2 > 1e-3:
+            t.append((s2, _f32(min(min(f2 - s2, 1.0), cell) / cell)))
+        taps.append(t)
+    return taps
+
+
+def _assert_taps(got, taps):
+    idx, w = got
+    for o, t in enumerate(taps):
+        k = len(t)
+        assert [(int(i), float(v)) for i, v in zip(idx[:k, o], w[:k, o])] == t, o
+        assert (w[k:, o] == 0).all() and (idx[k:, o] == (t[-1][0] if t else 0)).all(), o
+
+
+SIZES = [1, 2, 3, 5, 7, 16, 17, 33, 100, 487, 540, 901, 960]
+
+
+@pytest.mark.parametrize("n_in", SIZES)
+def test_opencv_tables_follow_the_per_pixel_rules(n_in):
+    """The vectorised tables give each output's taps exactly as OpenCV's loops do."""
+    for n_out in SIZES:
+        for mode in ("bilinear", "bicubic", "area"):
+            for axis in "xy":
+                got = presets.opencv_taps(mode, n_in, n_out, "linear" * (mode == "area"), axis)
+                _assert_taps(got, _scalar_opencv_taps(mode, n_in, n_out, axis))
+        if n_out < n_in:
+            _assert_taps(presets.opencv_taps("area", n_in, n_out, "area"),
+                         _scalar_opencv_area(n_in, n_out))
