@@ -328,3 +328,23 @@ def test_opencv_tables_follow_the_per_pixel_rules(n_in):
         if n_out < n_in:
             _assert_taps(presets.opencv_taps("area", n_in, n_out, "area"),
                          _scalar_opencv_area(n_in, n_out))
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(xpbase=np.zeros(2, np.int32), xprel=None), "permute form must be"),
+    (dict(xpbase=np.full(2, 99, np.int32), xprel=np.zeros((2, 20), np.int32)),
+     "permute form must be"),
+    (dict(xpbase=np.zeros(2, np.int32), xprel=np.zeros((2, 20), np.int32), xpblock=3),
+     "xblock must be"),
+    (dict(xbase=np.zeros(2, np.int32), xrel=np.zeros(64, np.int16)), "pair form must"),
+])
+def test_u8_kernel_refuses_bad_forms(kw, words):
+    if "xpbase" in kw and not K.HAVE_PERM:
+        pytest.skip("this build has no permute form")
+    out = np.zeros((1, 2, 20), np.uint8)
+    x = np.full((1, 1, 20), 9, np.uint8)
+    yi, xi = np.zeros((1, 2), np.int32), np.zeros((2, 20), np.int32)
+    with pytest.raises(ValueError, match=words):
+        K.separable_u8(out, x, yi, np.ones((1, 2), np.float32), xi,
+                       np.ones((2, 20), np.float32), 0, 0, 1, **kw)
+    assert not out.any()
