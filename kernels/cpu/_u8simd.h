@@ -1,4 +1,11 @@
-/* uint8 resize: the fixed-point passes with 16-bit multiply-adds.
+/* uint8 resize: vector paths of the uint8 engine in resize.pyx (AVX-512BW,
+   the x86-64-v4 build; other builds compile them to "nothing done").
+
+   - fi_u8_hpairs: fixed-point horizontal pass by 16-bit multiply-adds;
+   - fi_u8_vlinear_cv: OpenCV's INTER_LINEAR vertical rounding (int16 rows);
+   - fi_u8_vrow_i_vec / fi_u8_vrow_f_vec: the fixed-point and float32
+     vertical blends with their rounding;
+   - fi_u8_box2x2_vec: 2 x 2 box means of 1 to 4 interleaved channels.
 
    Horizontal pass ("pair form"): outputs go in blocks of 16; block b reads
    the window of 64 source bytes starting at base[b] (widened to two vectors
@@ -14,7 +21,10 @@
    Vertical pass of OpenCV's INTER_LINEAR (VResizeLinearVec_32s8u), whole
    rows: ((((r0 >> 4) * a) >> 16) + (((r1 >> 4) * b) >> 16) + 2) >> 2.
 
-   Every function has a scalar fallback giving the same bits. */
+   Each gives the bits of the plain loop it stands for: fi_u8_hpairs
+   returns 0 without the instructions (the caller then runs its loop), the
+   *_vec functions return how many values they did (the caller's loop does
+   the rest), fi_u8_vlinear_cv has its own scalar tail. */
 #ifndef FI_U8SIMD_H
 #define FI_U8SIMD_H
 #include <stdint.h>
