@@ -744,7 +744,7 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
                         f"{ytab.w.dtype} and {xtab.w.dtype}.")
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
-    base, rel, wlo, whi = pair_form(xtab) if order != "vfirst" else _NO_PAIRS
+    base, rel, wlo, whi = pair_form(xtab)
     xtab, perm = u8_permute_form(xtab)
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
                             nthreads, order == "vfirst", order == "opencv_linear",

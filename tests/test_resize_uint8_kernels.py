@@ -348,3 +348,25 @@ def test_u8_kernel_refuses_bad_forms(kw, words):
         K.separable_u8(out, x, yi, np.ones((1, 2), np.float32), xi,
                        np.ones((2, 20), np.float32), 0, 0, 1, **kw)
     assert not out.any()
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "lanczos", "area"])
+@pytest.mark.parametrize("c", [1, 3, 5])
+def test_pair_form_after_pillows_vertical_pass(mode, c):
+    """Pillow blends vertically first when the height shrinks and the width grows."""
+    Image = pytest.importorskip("PIL.Image")
+    flag = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS,
+            "area": Image.BOX}[mode]
+    rng = np.random.default_rng(c)
+    for w, ow in [(1, 5), (2, 3), (7, 13), (50, 149), (33, 40)]:
+        x = rng.integers(0, 256, (17, w, c), dtype=np.uint8)
+        x[:3] = 255
+        assert presets.pil_vertical_first((17, w), (6, ow))
+        ytab, xtab = _tables("pil", mode, (17, w), (6, ow), c)
+        plain, _ = _run(x, ytab, xtab, c, False, "vfirst")
+        vec, has = _run(x, ytab, xtab, c, True, "vfirst")
+        np.testing.assert_array_equal(vec, plain, err_msg=f"{w} -> {ow}")
+        assert has == K.HAVE_U8_PAIRS
+        ref = np.asarray(Image.fromarray(x[..., 0] if c == 1 else x[..., :3]).resize(
+            (ow, 6), flag))
+        np.testing.assert_array_equal(vec[..., 0] if c == 1 else vec[..., :3], ref)

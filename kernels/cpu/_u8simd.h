@@ -5,7 +5,8 @@
    - fi_u8_vlinear_cv: OpenCV's INTER_LINEAR vertical rounding (int16 rows);
    - fi_u8_vrow_i_vec / fi_u8_vrow_f_vec: the fixed-point and float32
      vertical blends with their rounding;
-   - fi_u8_box2x2_vec: 2 x 2 box means of 1 to 4 interleaved channels.
+   - fi_u8_box2x2_vec: 2 x 2 box means of 1 to 4 interleaved channels;
+   - fi_u8_hlast_pairs: fi_u8_hpairs after Pillow's vertical-first pass.
 
    Horizontal pass ("pair form"): outputs go in blocks of 16; block b reads
    the window of 64 source bytes starting at base[b] (widened to two vectors
@@ -230,5 +231,23 @@ static Py_ssize_t fi_u8_vrow_i_vec(unsigned char* out, const int32_t* cache, con
     (void)out; (void)cache; (void)off; (void)w; (void)K; (void)L; (void)shift;
 #endif
     return j;
+}
+/* The horizontal pass after a vertical one (Pillow's order when the height
+   shrinks and the width grows, fi_u8_hlast_i in resize.pyx) by fi_u8_hpairs:
+   the blended row ``row`` (Li values, already clipped to [0, 255]) as bytes
+   in ``bytes``, the sums in ``tmp`` (Lo int32), then
+   out[x] = clip((sum + 2^(shift-1)) >> shift). Returns 0 (writing nothing)
+   in a build without the vector instructions. */
+static int fi_u8_hlast_pairs(unsigned char* out, const int32_t* row, unsigned char* bytes,
+                             int32_t* tmp, Py_ssize_t Li, const int32_t* base,
+                             const int16_t* rel, const int16_t* wlo, const int16_t* whi,
+                             Py_ssize_t P, Py_ssize_t Lo, int shift) {
+    if (!FI_U8_HAVE_PAIRS) return 0;
+    for (Py_ssize_t i = 0; i < Li; ++i) bytes[i] = (unsigned char)fi_u8_clip255(row[i]);
+    fi_u8_hpairs(tmp, bytes, Li, base, rel, wlo, whi, P, Lo, shift, 0);
+    const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+    for (Py_ssize_t x = 0; x < Lo; ++x)   /* hpairs rounded already when shift > 0 */
+        out[x] = (unsigned char)fi_u8_clip255(shift > 0 ? tmp[x] : (tmp[x] + half) >> shift);
+    return 1;
 }
 #endif

@@ -818,6 +818,9 @@ cdef extern from "_u8simd.h":
     int FI_U8_HAVE_PAIRS
     int FI_U8_BLOCK
     int FI_U8_WINDOW
+    int fi_u8_hlast_pairs(unsigned char* out, const int* row, unsigned char* bytes, int* tmp,
+                          Py_ssize_t Li, const int* base, const short* rel, const short* wlo,
+                          const short* whi, Py_ssize_t P, Py_ssize_t Lo, int shift) noexcept nogil
     int fi_u8_hpairs(int* d, const unsigned char* s, Py_ssize_t ns, const int* base,
                      const short* rel, const short* wlo, const short* whi, Py_ssize_t P,
                      Py_ssize_t n, int shift, int narrow) noexcept nogil
@@ -862,8 +865,8 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     int16 values ``h >> 4``, as that loop reads them).
     ``xbase``, ``xrel``, ``xwlo`` and optionally ``xwhi`` (int32 weights only,
     builds with ``HAVE_U8_PAIRS``) give the x table in the pair form of
-    _u8simd.h for the horizontal-first pass: the same sums by 16-bit
-    multiply-adds. ``xpbase``, ``xprel``, ``xpblock`` (float32 weights only,
+    _u8simd.h for the horizontal pass (either order): the same sums by
+    16-bit multiply-adds. ``xpbase``, ``xprel``, ``xpblock`` (float32 weights only,
     builds with ``HAVE_PERM``) give its permute form (see separable_fwd)
     for the horizontal-first pass by permutes.
     """
@@ -953,7 +956,10 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                                 wrow[k] = ywp[k * Ho + y]
                                 (<int*> off)[k] = yi[k * Ho + y]
                             fi_u8_vfirst_i(cache, plane, Li, <int*> off, wrow, Ky, Li, vshift)
-                            fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
+                            if pbase == NULL or not fi_u8_hlast_pairs(
+                                    &out[p, y, 0], cache, <unsigned char*> wide, tmp, Li, pbase,
+                                    prel, pwlo, pwhi, npairs, Lo, hshift):
+                                fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
                         continue
                 lo = 0
                 hi = 0
