@@ -370,3 +370,15 @@ def test_pair_form_after_pillows_vertical_pass(mode, c):
         ref = np.asarray(Image.fromarray(x[..., 0] if c == 1 else x[..., :3]).resize(
             (ow, 6), flag))
         np.testing.assert_array_equal(vec[..., 0] if c == 1 else vec[..., :3], ref)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("fy, fx", [(3, 3), (1, 4), (4, 4), (2, 3)])
+def test_box_means_on_long_rows(c, fy, fx):
+    """Integer-factor area shrinks with the specialised 3- and 4-pixel sums, long rows."""
+    x = np.random.default_rng(c * fx).integers(0, 256, (1, 2 * fy, 67 * fx, c), dtype=np.uint8)
+    x[0, 0] = 255
+    sums = x.reshape(1, 2, fy, 67, fx, c).astype(np.int64).sum(axis=(2, 4))
+    q, r = divmod(sums, fy * fx)
+    even = q + ((2 * r > fy * fx) | ((2 * r == fy * fx) & (q % 2 == 1)))
+    np.testing.assert_array_equal(fi.resize(x, size=(2, 67), mode="area", layout="NHWC"), even)

@@ -1079,6 +1079,20 @@ cdef extern from *:
                     t[x * CC + c] = a[2 * x * CC + c] + a[(2 * x + 1) * CC + c];      \
             return;                                                                   \
         }                                                                             \
+        if (fx == 3) {   /* constant strides: vectorised too */                       \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[3 * x * CC + c] + a[(3 * x + 1) * CC + c]       \
+                                    + a[(3 * x + 2) * CC + c];                        \
+            return;                                                                   \
+        }                                                                             \
+        if (fx == 4) {                                                                \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[4 * x * CC + c] + a[(4 * x + 1) * CC + c]       \
+                                    + a[(4 * x + 2) * CC + c] + a[(4 * x + 3) * CC + c]; \
+            return;                                                                   \
+        }                                                                             \
         for (Py_ssize_t x = 0; x < Wo; ++x)                                           \
             for (Py_ssize_t c = 0; c < CC; ++c) {                                     \
                 uint32_t s = 0;                                                       \
