@@ -38,19 +38,6 @@ PIL_BITS = 22      # PRECISION_BITS = 32 - 8 - 2
 _F32 = np.float32
 
 
-def _pad(taps):
-    """(idx, w) arrays (K, n) from per-output lists of (index, weight)."""
-    K = max(1, max(len(t) for t in taps))
-    idx = np.zeros((K, len(taps)), np.int64)
-    w = np.zeros((K, len(taps)), np.float64)
-    for o, t in enumerate(taps):
-        for k, (i, a) in enumerate(t):
-            idx[k, o], w[k, o] = i, a
-        last = t[-1][0] if t else 0
-        idx[len(t):, o] = last
-    return idx, w
-
-
 # --------------------------------------------------------------------------- OpenCV
 
 def _cv_scale(n_in, n_out):
@@ -58,9 +45,9 @@ def _cv_scale(n_in, n_out):
 
 
 def _cv_cubic(x):
-    """OpenCV's interpolateCubic (A = -0.75) in float32."""
+    """OpenCV's interpolateCubic (A = -0.75) in float32 (of a scalar or an array)."""
     A = _F32(-0.75)
-    x = _F32(x)
+    x = np.asarray(x, dtype=_F32)
     one = _F32(1)
     c0 = ((A * (x + one) - _F32(5) * A) * (x + one) + _F32(8) * A) * (x + one) - _F32(4) * A
     c1 = ((A + _F32(2)) * x - (A + _F32(3))) * x * x + one
@@ -93,23 +80,31 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
 
 
 def _cv_area(n_in, n_out):
+    """INTER_AREA box weights of a shrinking axis: output ``o`` covers ``[o * s, (o + 1) * s)``.
+
+    Its taps: a partial first pixel, the whole pixels, a partial last pixel
+    (partial ones only when they overlap by more than 1e-3), weights in float32.
+    """
     scale = _cv_scale(n_in, n_out)
-    taps = []
-    for o in range(n_out):
-        f1 = o * scale
-        f2 = f1 + scale
-        cell = min(scale, n_in - f1)
-        s2 = min(math.floor(f2), n_in - 1)
-        s1 = min(math.ceil(f1), s2)
-        t = []
-        if s1 - f1 > 1e-3:
-            t.append((s1 - 1, float(_F32((s1 - f1) / cell))))
-        for s in range(s1, s2):
-            t.append((s, float(_F32(1.0 / cell))))
-        if f2 - s2 > 1e-3:
-            t.append((s2, float(_F32(min(min(f2 - s2, 1.0), cell) / cell))))
-        taps.append(t)
-    return _pad(taps)
+    f1 = np.arange(n_out) * scale
+    f2 = f1 + scale
+    cell = np.minimum(scale, n_in - f1)
+    s2 = np.minimum(np.floor(f2), n_in - 1).astype(np.int64)
+    s1 = np.minimum(np.ceil(f1), s2).astype(np.int64)
+    first = s1 - f1 > 1e-3
+    mid = s2 - s1
+    last = f2 - s2 > 1e-3
+    count = first + mid + last
+    K = max(1, int(count.max()))
+    j = np.arange(K)[:, None] - first[None, :]        # tap position past the partial first pixel
+    idx = np.where(j < 0, s1 - 1, np.where(j < mid, s1 + j, s2))
+    w_first = ((s1 - f1) / cell).astype(_F32)
+    w_mid = (1.0 / cell).astype(_F32)
+    w_last = (np.minimum(np.minimum(f2 - s2, 1.0), cell) / cell).astype(_F32)
+    w = np.where(j < 0, w_first, np.where(j < mid, w_mid, w_last)).astype(np.float64)
+    real = np.arange(K)[:, None] < count[None, :]
+    end = np.where(count > 0, idx[np.maximum(count - 1, 0), np.arange(n_out)], 0)
+    return np.where(real, idx, end[None, :]), np.where(real, w, 0.0)
 
 
 def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
@@ -128,27 +123,27 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
         if n_in == n_out:
             return o[None, :].astype(np.int64), np.ones((1, n_out))
         return _cv_area(n_in, n_out)
-    taps = []
-    for dx in range(n_out):
-        if mode == "area":   # INTER_AREA on a growing axis: OpenCV's "area mode" linear
-            sx = math.floor(dx * scale)
-            fx = float(_F32((dx + 1) - (sx + 1) * (float(n_out) / float(n_in))))
-            fx = 0.0 if fx <= 0 else float(_F32(fx - math.floor(fx)))
-        else:
-            f = float(_F32((dx + 0.5) * scale - 0.5))
-            sx = math.floor(f)
-            fx = float(_F32(f - sx))
-        if mode == "bicubic":
-            w = _cv_cubic(fx)
-            taps.append([(min(max(sx - 1 + k, 0), n_in - 1), float(w[k])) for k in range(4)])
-            continue
-        if axis == "x" and sx < 0:
-            sx, fx = 0, 0.0
-        if axis == "x" and sx >= n_in - 1:
-            sx, fx = n_in - 1, 0.0
-        taps.append([(min(max(sx, 0), n_in - 1), float(_F32(1) - _F32(fx))),
-                     (min(max(sx + 1, 0), n_in - 1), fx)])
-    return _pad(taps)
+    dx = o.astype(np.float64)
+    if mode == "area":   # INTER_AREA on a growing axis: OpenCV's "area mode" linear
+        sx = np.floor(dx * scale)
+        fx = ((dx + 1) - (sx + 1) * (float(n_out) / float(n_in))).astype(_F32)
+        fx = np.where(fx <= 0, _F32(0), (fx - np.floor(fx.astype(np.float64))).astype(_F32))
+    else:
+        f = ((dx + 0.5) * scale - 0.5).astype(_F32).astype(np.float64)
+        sx = np.floor(f)
+        fx = (f - sx).astype(_F32)
+    sx = sx.astype(np.int64)
+    if mode == "bicubic":
+        w = np.stack(_cv_cubic(fx)).astype(np.float64)
+        idx = np.clip(sx[None, :] - 1 + np.arange(4)[:, None], 0, n_in - 1)
+        return idx, w
+    if axis == "x":   # a coordinate before the first or past the last pixel snaps to it
+        edge = (sx < 0) | (sx >= n_in - 1)
+        sx = np.where(sx < 0, 0, np.where(sx >= n_in - 1, n_in - 1, sx))
+        fx = np.where(edge, _F32(0), fx)
+    idx = np.clip(np.stack([sx, sx + 1]), 0, n_in - 1)
+    w = np.stack([(_F32(1) - fx).astype(_F32), fx]).astype(np.float64)
+    return idx, w
 
 
 # --------------------------------------------------------------------------- Pillow

@@ -436,8 +436,15 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
 def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
     """A table of int32 fixed-point weights (uint8 images; see AxisTable).
 
+    With ``merge``, trailing tap rows whose weights are all 0 (Pillow's tables
+    are sized for the widest support) are dropped: the same sums, fewer taps.
+
     ``merge=False`` keeps repeated taps apart (OpenCV rounds each product).
     """
+    if merge:
+        nz = np.flatnonzero(np.any(w != 0, axis=1))
+        keep = int(nz[-1]) + 1 if nz.size else 1   # trailing taps of weight 0 add nothing
+        idx, w = idx[:keep], w[:keep]
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     w = np.ascontiguousarray(w, dtype=np.int32)
     if merge:
@@ -574,6 +581,75 @@ def channel_table(table: AxisTable, channels: int) -> AxisTable:
     return AxisTable(idx, w, table.n_in * channels, table.unit, table.shift)
 
 
+_NO_PAIRS = (None, None, None, None)
+
+
+@_cached
+def pair_form(table: AxisTable):
+    """``(base, rel, wlo, whi)``: an int32 x table for the uint8 kernel's 16-bit pass.
+
+    The horizontal pass of fixed-point tables (kernels/cpu/_u8simd.h) runs
+    blocks of ``U8_PAIR_BLOCK`` outputs whose taps all lie in a window of
+    ``U8_PAIR_WINDOW`` source values starting at ``base[b]``, two taps per
+    16-bit multiply-add: ``rel`` holds each tap's place in its window and
+    ``wlo`` its weight, tap pairs interleaved (block, pair, output, tap).
+    Weights beyond int16 (Pillow's 22 bits) are split into ``whi * 2^15 +
+    wlo`` with ``0 <= wlo < 2^15``; ``whi`` is None when they fit. All None
+    when the build lacks the pass or a block's taps span a wider window
+    (downscales by more than about 3).
+    """
+    from ._cpu import resize as cpu_resize
+    if not cpu_resize.HAVE_U8_PAIRS or table.w.dtype != np.int32:
+        return _NO_PAIRS
+    B, window = cpu_resize.U8_PAIR_BLOCK, cpu_resize.U8_PAIR_WINDOW
+    K, n = table.idx.shape
+    P, nb = -(-K // 2), -(-n // B)
+    idx = np.pad(table.idx, ((0, 2 * P - K), (0, nb * B - n)), mode="edge").reshape(2 * P, nb, B)
+    w = np.pad(table.w.astype(np.int64), ((0, 2 * P - K), (0, nb * B - n))).reshape(2 * P, nb, B)
+    base = idx.min(axis=(0, 2))
+    if int((idx.max(axis=(0, 2)) - base).max()) >= window:
+        return _NO_PAIRS
+
+    def interleave(a):   # (2P, nb, B) -> (nb, P, B, 2), flat int16
+        a = a.reshape(P, 2, nb, B).transpose(2, 0, 3, 1)
+        return np.ascontiguousarray(a, dtype=np.int16).ravel()
+
+    rel = interleave(idx - base[None, :, None])
+    if w.min() >= -(1 << 15) and w.max() < (1 << 15):
+        wlo, whi = interleave(w), None
+    else:
+        wlo, whi = interleave(w & 0x7FFF), interleave(w >> 15)
+    base = base.astype(np.int32)
+    _readonly(*(a for a in (base, rel, wlo, whi) if a is not None))
+    return base, rel, wlo, whi
+
+
+@_cached
+def u8_permute_form(table: AxisTable):
+    """``(table', (base, rel, block))``: a float32 x table for the uint8 kernel's permutes.
+
+    The uint8 kernel's plain two-tap loop computes ``fma(w0, s0, w1 * s1)``
+    in the builds that have the permutes, which apply the taps in table
+    order (``w0 * s0``, then an fma per tap): two-tap tables are given with
+    their taps swapped so that the sums, and the rounded bytes, stay the
+    same. ``(table, _NO_PERM)`` when there is no permute form.
+    """
+    if table.w.dtype != np.float32:
+        return table, _NO_PERM
+    form = permute_form(table)
+    if len(form[0]) == 0:
+        return table, _NO_PERM
+    if table.taps != 2:
+        return table, form
+    swapped = AxisTable(np.ascontiguousarray(table.idx[::-1]), np.ascontiguousarray(table.w[::-1]),
+                        table.n_in, table.unit, table.shift)
+    _readonly(swapped.idx, swapped.w)
+    base, rel, block = form
+    rel = np.ascontiguousarray(rel[::-1])
+    _readonly(rel)
+    return swapped, (base, rel, block)
+
+
 @_cached
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
@@ -668,8 +744,11 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
                         f"{ytab.w.dtype} and {xtab.w.dtype}.")
     if ytab.w.dtype == np.float64:
         ytab, xtab = (AxisTable(t.idx, t.w.astype(_F32), t.n_in, t.unit) for t in (ytab, xtab))
+    base, rel, wlo, whi = pair_form(xtab)
+    xtab, perm = u8_permute_form(xtab)
     cpu_resize.separable_u8(out, x, ytab.idx, ytab.w, xtab.idx, xtab.w, xtab.shift, ytab.shift,
-                            nthreads, order == "vfirst", order == "opencv_linear")
+                            nthreads, order == "vfirst", order == "opencv_linear",
+                            base, rel, wlo, whi, *perm)
 
 
 # Values touched per extra thread: below this a parallel region costs more than it saves.

@@ -115,9 +115,10 @@ def test_torch_preset_uint8_is_float32_rounded(mode, kw, size):
     got = fi.resize(x, size=size, mode=mode, **kw)
     want = _float_then_round(x, size=size, mode=mode, **kw)
     assert got.dtype == np.uint8
-    # float32 sums in another order may sit on the other side of .5 by an ulp
+    # float32 sums in another order (or contracted to fma in other kernel
+    # variants) may sit on the other side of .5 by an ulp: a few of 210 values
     d = np.abs(got.astype(int) - want.astype(int))
-    assert d.max() <= 1 and (d > 0).mean() < 0.002
+    assert d.max() <= 1 and (d > 0).sum() <= max(3, 0.002 * d.size)
 
 
 def test_uint8_saturates_and_rounds_half_to_even():

@@ -567,12 +567,14 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
 
 cdef bint _indices_within(const int[:, ::1] idx, Py_ssize_t n) noexcept nogil:
     """Every entry of idx lies in [0, n)."""
-    cdef Py_ssize_t i, m = idx.shape[0] * idx.shape[1]
-    cdef const int* p
+    cdef Py_ssize_t m = idx.shape[0] * idx.shape[1]
+    return m == 0 or _within(&idx[0, 0], m, n)
+
+
+cdef bint _within(const int* p, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Every one of the m ints at p lies in [0, n)."""
+    cdef Py_ssize_t i
     cdef bint ok = True
-    if m == 0:
-        return True
-    p = &idx[0, 0]
     for i in range(m):
         ok &= (p[i] >= 0) & (p[i] < n)
     return ok
@@ -605,15 +607,20 @@ def _check_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])} "
                          f"(channels={channels}).")
     if xbase.shape[0] > 0:
-        B = 16 if yw.itemsize == 4 else 8
-        if xblock not in (0, B, B // 2):
-            raise ValueError(f"{op}: xblock must be 0, {B} or {B // 2}; got {xblock}.")
-        if xblock:
-            B = xblock
-        if ((xrel.shape[0], xrel.shape[1]) != xs or xbase.shape[0] < (Wo + B - 1) // B
-                or not _indices_within(<const int[:1, :xbase.shape[0]]> &xbase[0], Li)):
-            raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
-                             f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")
+        _check_perm(op, xs, xbase, xrel, xblock, 16 if yw.itemsize == 4 else 8, Li)
+
+
+def _check_perm(op, xs, const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
+                Py_ssize_t B, Py_ssize_t Li):
+    """Refuse a permute form (blocks of B lanes) that does not fit the x table ``xs``."""
+    if xblock not in (0, B, B // 2):
+        raise ValueError(f"{op}: xblock must be 0, {B} or {B // 2}; got {xblock}.")
+    if xblock:
+        B = xblock
+    if ((xrel.shape[0], xrel.shape[1]) != xs or xbase.shape[0] < (xs[1] + B - 1) // B
+            or not _within(&xbase[0], xbase.shape[0], Li)):
+        raise ValueError(f"{op}: the permute form must be (blocks,) and (K, n_out); got "
+                         f"{xbase.shape[0]} blocks and {(xrel.shape[0], xrel.shape[1])}.")
 
 
 # --------------------------------------------------------------------------- uint8 images
@@ -629,6 +636,7 @@ cdef extern from *:
        per-thread row cache, then cached rows are blended vertically. */
     #include <stdint.h>
     #include <math.h>
+    #include "_u8simd.h"
     /* The source row is first widened to 4-byte values in ``wide`` (one
        contiguous, vectorised pass), so that the tap loops below read 32-bit
        lanes, which the compiler turns into vector gathers (bytes cannot be
@@ -649,6 +657,20 @@ cdef extern from *:
             const float* __restrict wk = w + k * n;
             for (Py_ssize_t x = 0; x < n; ++x) d[x] += wk[x] * s[ik[x]];
         }
+    }
+    /* The same pass by in-register permutes (fi_hperm_f / fi_hperm4_f) of the
+       widened row, for a table in the permute form: its taps are applied as
+       mul, then fma per further tap; a two-tap table comes with its taps
+       swapped, so that this is fma(w0, s0, w1 * s1), the contraction the
+       compiler makes of fi_u8_hrow_f's two-tap sum in the builds that have
+       the permutes (the same bits as that loop). */
+    static FI_NOINLINE void fi_u8_hperm_f(float* __restrict d, const unsigned char* __restrict s0,
+                                          const int* base, const int* rel, const float* w,
+                                          Py_ssize_t K, Py_ssize_t n, Py_ssize_t block,
+                                          float* __restrict s, Py_ssize_t ns) {
+        for (Py_ssize_t i = 0; i < ns; ++i) s[i] = (float)s0[i];
+        if (block) fi_hperm4_f(d, s, ns, base, rel, w, K, n, block);
+        else fi_hperm_f(d, s, ns, base, rel, w, K, n);
     }
     static FI_NOINLINE void fi_u8_hrow_i(int32_t* __restrict d, const unsigned char* __restrict s0,
                                          const int* __restrict idx, const int32_t* __restrict w,
@@ -686,66 +708,61 @@ cdef extern from *:
     static FI_NOINLINE void fi_u8_vrow_f(unsigned char* __restrict out, const float* cache,
                                          const Py_ssize_t* off, const float* w, Py_ssize_t K,
                                          Py_ssize_t L, float* __restrict tmp) {
+        /* whole vectors first (_u8simd.h: the same operations), then the rest */
+        const Py_ssize_t j0 = fi_u8_vrow_f_vec(out, cache, off, w, K, L);
         const float* r0 = cache + off[0];
         if (K == 1) {
             const float a = w[0];
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j]);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j]);
             return;
         }
         const float* r1 = cache + off[1];
         const float a = w[0], b = w[1];
         if (K == 2) {
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j] + b * r1[j]);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(a * r0[j] + b * r1[j]);
             return;
         }
-        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t j = j0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const float* __restrict rk = cache + off[k];
             const float c = w[k];
-            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+            for (Py_ssize_t j = j0; j < L; ++j) tmp[j] += c * rk[j];
         }
-        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_f(tmp[j]);
+        for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_f(tmp[j]);
     }
     static FI_NOINLINE void fi_u8_vrow_i(unsigned char* __restrict out, const int32_t* cache,
                                          const Py_ssize_t* off, const int32_t* w, Py_ssize_t K,
                                          Py_ssize_t L, int32_t* __restrict tmp, int shift,
-                                         Py_ssize_t cv) {
+                                         int cv16) {
         const int32_t half = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
         const int32_t* r0 = cache + off[0];
         const int32_t a = w[0];
-        if (K == 2 && cv > 0) {
-            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u)
-               on the first cv values: 16-bit high products of the sums >> 4,
-               then (v + 2) >> 2; any rest as its scalar loop */
-            const int32_t* r1 = cache + off[1];
-            const int32_t b = w[1];
-            for (Py_ssize_t j = 0; j < cv && j < L; ++j) {
-                int32_t v = ((((r0[j] >> 4) * a) >> 16) + (((r1[j] >> 4) * b) >> 16) + 2) >> 2;
-                out[j] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
-            }
-            for (Py_ssize_t j = cv; j < L; ++j)
-                out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
+        if (K == 2 && cv16) {
+            /* OpenCV's vector vertical linear pass (VResizeLinearVec_32s8u):
+               rows of int16 values h >> 4 (fi_u8_narrow4), see _u8simd.h */
+            fi_u8_vlinear_cv(out, (const int16_t*)r0, (const int16_t*)(cache + off[1]),
+                             a, w[1], L);
             return;
         }
+        const Py_ssize_t j0 = fi_u8_vrow_i_vec(out, cache, off, w, K, L, shift);   /* _u8simd.h */
         if (K == 1) {
-            for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
+            for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_i(a * r0[j], half, shift);
             return;
         }
         const int32_t* r1 = cache + off[1];
         const int32_t b = w[1];
         if (K == 2) {
-            for (Py_ssize_t j = 0; j < L; ++j)
+            for (Py_ssize_t j = j0; j < L; ++j)
                 out[j] = fi_u8_round_i(a * r0[j] + b * r1[j], half, shift);
             return;
         }
-        (void)cv;
-        for (Py_ssize_t j = 0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
+        for (Py_ssize_t j = j0; j < L; ++j) tmp[j] = a * r0[j] + b * r1[j];
         for (Py_ssize_t k = 2; k < K; ++k) {
             const int32_t* __restrict rk = cache + off[k];
             const int32_t c = w[k];
-            for (Py_ssize_t j = 0; j < L; ++j) tmp[j] += c * rk[j];
+            for (Py_ssize_t j = j0; j < L; ++j) tmp[j] += c * rk[j];
         }
-        for (Py_ssize_t j = 0; j < L; ++j) out[j] = fi_u8_round_i(tmp[j], half, shift);
+        for (Py_ssize_t j = j0; j < L; ++j) out[j] = fi_u8_round_i(tmp[j], half, shift);
     }
     /* Vertical-first fixed point (Pillow when the height shrinks and the
        width grows): d[j] = clip((sum_k w[k] * rows[k][j] + half) >> shift) */
@@ -784,6 +801,9 @@ cdef extern from *:
                        Py_ssize_t K, Py_ssize_t n, int shift) noexcept nogil
     void fi_u8_hrow_f(float* d, const unsigned char* s, const int* idx, const float* w,
                       Py_ssize_t K, Py_ssize_t n, float* wide, Py_ssize_t ns) noexcept nogil
+    void fi_u8_hperm_f(float* d, const unsigned char* s, const int* base, const int* rel,
+                       const float* w, Py_ssize_t K, Py_ssize_t n, Py_ssize_t block,
+                       float* wide, Py_ssize_t ns) noexcept nogil
     void fi_u8_hrow_i(int* d, const unsigned char* s, const int* idx, const int* w,
                       Py_ssize_t K, Py_ssize_t n, int shift, int* wide,
                       Py_ssize_t ns) noexcept nogil
@@ -791,7 +811,25 @@ cdef extern from *:
                       const float* w, Py_ssize_t K, Py_ssize_t L, float* tmp) noexcept nogil
     void fi_u8_vrow_i(unsigned char* out, const int* cache, const Py_ssize_t* off,
                       const int* w, Py_ssize_t K, Py_ssize_t L, int* tmp,
-                      int shift, Py_ssize_t cv) noexcept nogil
+                      int shift, int cv16) noexcept nogil
+    void fi_u8_narrow4(short* d16, const int* d, Py_ssize_t n) noexcept nogil
+
+cdef extern from "_u8simd.h":
+    int FI_U8_HAVE_PAIRS
+    int FI_U8_BLOCK
+    int FI_U8_WINDOW
+    int fi_u8_hlast_pairs(unsigned char* out, const int* row, unsigned char* bytes, int* tmp,
+                          Py_ssize_t Li, const int* base, const short* rel, const short* wlo,
+                          const short* whi, Py_ssize_t P, Py_ssize_t Lo, int shift) noexcept nogil
+    int fi_u8_hpairs(int* d, const unsigned char* s, Py_ssize_t ns, const int* base,
+                     const short* rel, const short* wlo, const short* whi, Py_ssize_t P,
+                     Py_ssize_t n, int shift, int narrow) noexcept nogil
+
+# Whether this build has the 16-bit multiply-add horizontal pass of int32
+# tables (the pair form built by fastinterp.resize), its block and window.
+HAVE_U8_PAIRS = bool(FI_U8_HAVE_PAIRS)
+U8_PAIR_BLOCK = FI_U8_BLOCK
+U8_PAIR_WINDOW = FI_U8_WINDOW
 
 ctypedef fused u8weight:
     float
@@ -806,7 +844,10 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                  const int[:, ::1] yidx, const u8weight[:, ::1] yw,
                  const int[:, ::1] xidx, const u8weight[:, ::1] xw,
                  int hshift, int vshift, int nthreads, bint vfirst=False,
-                 bint opencv_linear=False):
+                 bint opencv_linear=False, const int[::1] xbase=None,
+                 const short[::1] xrel=None, const short[::1] xwlo=None,
+                 const short[::1] xwhi=None, const int[::1] xpbase=None,
+                 const int[:, ::1] xprel=None, Py_ssize_t xpblock=0):
     """out[p] = round(A_y @ x[p] @ A_x.T) for uint8 planes, horizontal pass first.
 
     ``out`` is (P, H_out, L_out) and ``x`` (P, H_in, L_in) with one x-table
@@ -820,14 +861,21 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     runs the vertical pass first, rounding its rows to uint8 by ``vshift``,
     then the horizontal pass by ``hshift`` (Pillow's order when the height
     shrinks and the width grows). ``opencv_linear`` (int32 two-tap y table)
-    rounds the leading values of each row as OpenCV's SIMD loop does.
+    rounds each row as OpenCV's SIMD loop does (from horizontal sums kept as
+    int16 values ``h >> 4``, as that loop reads them).
+    ``xbase``, ``xrel``, ``xwlo`` and optionally ``xwhi`` (int32 weights only,
+    builds with ``HAVE_U8_PAIRS``) give the x table in the pair form of
+    _u8simd.h for the horizontal pass (either order): the same sums by
+    16-bit multiply-adds. ``xpbase``, ``xprel``, ``xpblock`` (float32 weights only,
+    builds with ``HAVE_PERM``) give its permute form (see separable_fwd)
+    for the horizontal-first pass by permutes.
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
     cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0]
     cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t njobs = P * nblocks
-    cdef Py_ssize_t cv = 0
+    cdef int cv16 = opencv_linear and Ky == 2
     cdef Py_ssize_t crows, per, head, nteam, tid, job, p, y0, y1, y, r, lo, hi, k
     cdef char* bufs = NULL
     cdef char* buf
@@ -842,15 +890,32 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef const int* xi
     cdef const u8weight* ywp
     cdef const u8weight* xwp
+    cdef const int* pbase = NULL
+    cdef const short* prel = NULL
+    cdef const short* pwlo = NULL
+    cdef const short* pwhi = NULL
+    cdef Py_ssize_t npairs = 0
     _check_u8_args(out, x, yidx, yw, xidx, xw, hshift, vshift)
+    cdef const int* fpbase = NULL
+    cdef const int* fprel = NULL
+    npairs = _check_u8_pairs(out, x, xbase, xrel, xwlo, xwhi)
+    if xpbase is not None and xpbase.shape[0] > 0 and FI_HAVE_PERM:
+        _check_perm("resize.separable_u8", (xidx.shape[0], xidx.shape[1]), xpbase, xprel,
+                    xpblock, 16, Li)
+        if u8weight is float:
+            fpbase = &xpbase[0]
+            fprel = &xprel[0, 0]
+    if npairs and u8weight is int:
+        pbase = &xbase[0]
+        prel = &xrel[0]
+        pwlo = &xwlo[0]
+        pwhi = &xwhi[0] if xwhi is not None and xwhi.shape[0] > 0 else NULL
     if P == 0 or Ho == 0 or Lo == 0:
         return
     yi = &yidx[0, 0]
     xi = &xidx[0, 0]
     ywp = &yw[0, 0]
     xwp = &xw[0, 0]
-    if opencv_linear:   # OpenCV's vector loop covers whole rows (measured, 5.1)
-        cv = Lo
     crows = cache_rows(yidx)
     if vfirst and u8weight is float:
         raise ValueError("resize.separable_u8: vfirst needs int32 weights.")
@@ -891,7 +956,10 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                                 wrow[k] = ywp[k * Ho + y]
                                 (<int*> off)[k] = yi[k * Ho + y]
                             fi_u8_vfirst_i(cache, plane, Li, <int*> off, wrow, Ky, Li, vshift)
-                            fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
+                            if pbase == NULL or not fi_u8_hlast_pairs(
+                                    &out[p, y, 0], cache, <unsigned char*> wide, tmp, Li, pbase,
+                                    prel, pwlo, pwhi, npairs, Lo, hshift):
+                                fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
                         continue
                 lo = 0
                 hi = 0
@@ -903,13 +971,25 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                         off[k] = (r - lo) * Lo
                         if not done[r - lo]:
                             if u8weight is float:
-                                fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
-                                             wide, Li)
-                            else:
-                                fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx, Lo,
-                                             hshift, wide, Li)
+                                if fpbase != NULL:
+                                    fi_u8_hperm_f(cache + off[k], plane + r * Li, fpbase, fprel,
+                                                  xwp, Kx, Lo, xpblock, wide, Li)
+                                else:
+                                    fi_u8_hrow_f(cache + off[k], plane + r * Li, xi, xwp, Kx,
+                                                 Lo, wide, Li)
+                            elif pbase == NULL or not fi_u8_hpairs(
+                                    cache + off[k], plane + r * Li, Li, pbase, prel, pwlo, pwhi,
+                                    npairs, Lo, hshift, cv16):
+                                if cv16:
+                                    fi_u8_hrow_i(tmp, plane + r * Li, xi, xwp, Kx, Lo, hshift,
+                                                 wide, Li)
+                                    fi_u8_narrow4(<short*> (cache + off[k]), tmp, Lo)
+                                else:
+                                    fi_u8_hrow_i(cache + off[k], plane + r * Li, xi, xwp, Kx,
+                                                 Lo, hshift, wide, Li)
                             done[r - lo] = 1
-                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift, cv)
+                    _u8_vrow(&out[p, y, 0], cache, off, wrow, ywp, Ky, Ho, y, Lo, tmp, vshift,
+                             cv16)
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
@@ -918,7 +998,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
 
 cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ssize_t* off,
                           u8weight* w, const u8weight* yw, Py_ssize_t Ky, Py_ssize_t Ho, Py_ssize_t y,
-                          Py_ssize_t L, u8weight* tmp, int vshift, Py_ssize_t cv) noexcept nogil:
+                          Py_ssize_t L, u8weight* tmp, int vshift, int cv16) noexcept nogil:
     """Blend output row y's cached rows (tap k at ``cache + off[k]``) into ``dst``."""
     cdef Py_ssize_t k
     # the weights of row y are strided by Ho in the tap-major table: gather them
@@ -927,7 +1007,7 @@ cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ss
     if u8weight is float:
         fi_u8_vrow_f(dst, cache, off, w, Ky, L, tmp)
     else:
-        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv)
+        fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv16)
 
 
 def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
@@ -947,6 +1027,32 @@ def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, x
         raise ValueError(f"{op}: hshift and vshift must lie in [0, 30]; got {hshift}, {vshift}.")
     if not _indices_within(yidx, x.shape[1]) or not _indices_within(xidx, x.shape[2]):
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])}.")
+
+
+def _check_u8_pairs(out, x, const int[::1] xbase, xrel, xwlo, xwhi):
+    """The tap pairs per output of a valid pair form (0 when none is given).
+
+    Only what keeps the kernel's memory accesses in bounds is checked: the
+    table lengths and each block's window start (the window is read with
+    masked loads and the permutes index registers).
+    """
+    op = "resize.separable_u8"
+    if xbase is None or xbase.shape[0] == 0:
+        return 0
+    Lo, Li = out.shape[2], x.shape[2]
+    nb = (Lo + FI_U8_BLOCK - 1) // FI_U8_BLOCK
+    n = xrel.shape[0] if xrel is not None else 0
+    P = n // (32 * nb) if nb else 0
+    sizes = [a.shape[0] for a in (xrel, xwlo) if a is not None]
+    if xwhi is not None and xwhi.shape[0]:
+        sizes.append(xwhi.shape[0])
+    if (xbase.shape[0] != nb or P < 1 or len(sizes) < 2 or any(m != P * 32 * nb for m in sizes)
+            or not _within(&xbase[0], nb, Li)):
+        raise ValueError(f"{op}: the pair form must have one window start in [0, {Li}) per "
+                         f"block of {FI_U8_BLOCK} outputs ({nb}) and 32 * pairs entries per "
+                         f"block in xrel, xwlo (and xwhi); got {xbase.shape[0]} starts and "
+                         f"lengths {sizes}.")
+    return P
 
 
 cdef extern from *:
@@ -971,6 +1077,20 @@ cdef extern from *:
             for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
                 for (Py_ssize_t c = 0; c < CC; ++c)                                   \
                     t[x * CC + c] = a[2 * x * CC + c] + a[(2 * x + 1) * CC + c];      \
+            return;                                                                   \
+        }                                                                             \
+        if (fx == 3) {   /* constant strides: vectorised too */                       \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[3 * x * CC + c] + a[(3 * x + 1) * CC + c]       \
+                                    + a[(3 * x + 2) * CC + c];                        \
+            return;                                                                   \
+        }                                                                             \
+        if (fx == 4) {                                                                \
+            for (Py_ssize_t x = 0; x < Wo; ++x)                                       \
+                for (Py_ssize_t c = 0; c < CC; ++c)                                   \
+                    t[x * CC + c] = a[4 * x * CC + c] + a[(4 * x + 1) * CC + c]       \
+                                    + a[(4 * x + 2) * CC + c] + a[(4 * x + 3) * CC + c]; \
             return;                                                                   \
         }                                                                             \
         for (Py_ssize_t x = 0; x < Wo; ++x)                                           \
@@ -1032,7 +1152,14 @@ cdef extern from *:
     FI_BOX2X2(3)
     FI_BOX2X2(4)
     static int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) {
+                         unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up,
+                         const int16_t* perm) {
+        if (C < 1 || C > 4) return 0;
+        const Py_ssize_t x = fi_u8_box2x2_vec(out, r0, r1, Wo, C, half_up, perm);   /* _u8simd.h */
+        out += x * C;
+        r0 += 2 * x * C;
+        r1 += 2 * x * C;
+        Wo -= x;
         switch (C) {
             case 1: fi_box2x2_1(out, r0, r1, v, Wo, half_up); return 1;
             case 2: fi_box2x2_2(out, r0, r1, v, Wo, half_up); return 1;
@@ -1081,7 +1208,9 @@ cdef extern from *:
     void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
                       unsigned int area, int half_up) noexcept nogil
     int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
-                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up) noexcept nogil
+                  unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up,
+                  const short* perm) noexcept nogil
+    void fi_u8_box2x2_perm(short* perm, Py_ssize_t C) noexcept nogil
 
 
 def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
@@ -1098,6 +1227,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef unsigned int* bufs = NULL
     cdef unsigned int* acc
     cdef unsigned int* t
+    cdef short perm[64]
     op = "resize.box_u8"
     xs = (x.shape[0], x.shape[1], x.shape[2])
     oshape = (P, Ho, Lo)
@@ -1113,6 +1243,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     if njobs == 0 or Lo == 0:
         return
     nteam = max(1, min(nthreads, njobs))
+    fi_u8_box2x2_perm(perm, C)
     bufs = <unsigned int*> malloc((Li + Lo + 16) * sizeof(unsigned int) * nteam)
     if bufs == NULL:
         raise MemoryError(f"{op}: could not allocate the per-thread row sums.")
@@ -1129,7 +1260,8 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                 y = job % Ho
                 if fy == 2 and fx == 2 and fi_box2x2(&out[p, y, 0], &x[p, 2 * y, 0],
                                                      &x[p, 2 * y + 1, 0],
-                                                     <unsigned char*> acc, Wo, C, half_up):
+                                                     <unsigned char*> acc, Wo, C, half_up,
+                                                     perm):
                     continue
                 fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
                 fi_box_hsum(t, acc, Wo, fx, C)
