@@ -99,13 +99,22 @@ def _rel(paths):
     return [str(p.relative_to(HERE)) for p in paths]
 
 
+# The sampling kernels compute one value by several code paths (a pixel inside
+# or at a border, a gradient alone or with the other, one thread's schedule or
+# another's). With contraction into fused multiply-adds left to the compiler,
+# each inlined copy may fuse differently, so the paths, and the x86-64-v2 and
+# v3/v4 builds, could round differently. Without it every path rounds alike.
+NO_CONTRACTION = {"sample", "sample3d"}
+
+
 def _extension(name, pyx):
+    flags = ["-ffp-contract=off"] if pyx.stem in NO_CONTRACTION else []
     return Extension(
         name,
         [str(pyx.relative_to(HERE))],
         include_dirs=[np.get_include()] + _rel([CPU_DIR, INCLUDE_DIR]),
         depends=_rel(sorted(CPU_DIR.glob("*.h")) + sorted(INCLUDE_DIR.glob("fastinterp/*.h"))),
-        extra_compile_args=list(compile_args),
+        extra_compile_args=list(compile_args) + flags,
         extra_link_args=list(link_args),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -19,6 +19,29 @@ settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+def other_runnable_variants() -> list[str]:
+    """The built kernel variants other than the one loaded that this CPU can run."""
+    import fastinterp._cpu as cpu
+    level = cpu.cpu_level()
+    return [v for v in cpu.built_variants() if v != cpu.VARIANT
+            and (cpu.VARIANTS[v][0] is None or cpu.VARIANTS[v][0] <= level)]
+
+
+def results_in_variant(variant, module, function, path, cwd):
+    """Run ``module.function(path)`` (a test module's dump of results to ``path``) in a
+    fresh process that loads kernel ``variant``; return the saved arrays."""
+    import subprocess
+    import sys
+
+    import fastinterp._cpu as cpu
+    code = (f"import sys; sys.path.insert(0, {str(cwd)!r}); import {module} as m; "
+            f"m.{function}({str(path)!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, cpu.ENV: variant}, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dict(np.load(path))
+
+
 # Tolerances per dtype, used by every family's tests: (rtol, atol).
 TOL = {
     np.dtype(np.float32): (2e-5, 1e-6),

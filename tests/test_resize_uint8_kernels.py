@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import other_runnable_variants, results_in_variant
 import fastinterp._cpu as cpu
 from fastinterp import _resize_presets as presets
 from fastinterp._cpu import resize as K
@@ -200,24 +198,12 @@ def _dump(path: str) -> None:
     np.savez(path, **_fixed_point_workload())
 
 
-def _other_variants() -> list[str]:
-    level = cpu.cpu_level()
-    return [v for v in cpu.built_variants() if v != cpu.VARIANT
-            and (cpu.VARIANTS[v][0] is None or cpu.VARIANTS[v][0] <= level)]
-
-
-@pytest.mark.parametrize("variant", _other_variants() or [None])
+@pytest.mark.parametrize("variant", other_runnable_variants() or [None])
 def test_fixed_point_variants_identical(variant, tmp_path):
     if variant is None:
         pytest.skip(f"only one runnable variant is built ({cpu.VARIANT})")
-    path = tmp_path / "other.npz"
-    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-            f"import test_resize_uint8_kernels as t; t._dump({str(path)!r})")
-    env = {**os.environ, cpu.ENV: variant}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=HERE, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    other = dict(np.load(path))
+    other = results_in_variant(variant, "test_resize_uint8_kernels", "_dump",
+                               tmp_path / "other.npz", HERE)
     mine = _fixed_point_workload()
     assert sorted(other) == sorted(mine)
     for key, value in mine.items():

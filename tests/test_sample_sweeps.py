@@ -4,10 +4,15 @@ any contribution, whatever the pixel-to-pixel step of the taps (x stalls, skips,
 y steps up or down, points leaving the image)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import other_runnable_variants, results_in_variant
+
+HERE = Path(__file__).resolve().parent
 
 
 def stepping_grid(n, ho, wo, rng):
@@ -102,3 +107,46 @@ def test_each_channel_as_if_sampled_alone(dtype, pad, rng):
     assert none is None and none2 is None
     np.testing.assert_array_equal(gi_only, gi)
     np.testing.assert_array_equal(gg_only, gg)
+
+
+# --------------------------------------------------------------------------- across builds
+
+def _sampling_workload() -> dict:
+    """grid_sample forward and backward, 2-D and 3-D, every mode and padding, both dtypes."""
+    rng = np.random.default_rng(3)
+    res = {}
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((2, 5, 20, 30)).astype(dt)
+        g = rng.uniform(-1.3, 1.3, (2, 17, 23, 2)).astype(dt)
+        go = rng.standard_normal((2, 5, 17, 23)).astype(dt)
+        for mode in ("bilinear", "bicubic", "nearest"):
+            for pad in ("zeros", "border", "reflection", "wrap", "constant"):
+                kw = dict(mode=mode, padding_mode=pad, fill=0.5 if pad == "constant" else None)
+                key = f"{np.dtype(dt)}-{mode}-{pad}"
+                res[key] = fi.grid_sample(x, g, **kw)
+                res[key + "-gi"], res[key + "-gg"] = fi.grid_sample_backward(go, x, g, **kw)
+        v = rng.standard_normal((1, 3, 9, 10, 11)).astype(dt)
+        gv = rng.uniform(-1.2, 1.2, (1, 6, 7, 8, 3)).astype(dt)
+        gov = rng.standard_normal((1, 3, 6, 7, 8)).astype(dt)
+        for mode in ("bilinear", "bicubic", "nearest"):
+            key = f"{np.dtype(dt)}-volume-{mode}"
+            res[key] = fi.grid_sample(v, gv, mode=mode)
+            res[key + "-gi"], res[key + "-gg"] = fi.grid_sample_backward(gov, v, gv, mode=mode)
+    return res
+
+
+def _dump(path: str) -> None:
+    np.savez(path, **_sampling_workload())
+
+
+@pytest.mark.parametrize("variant", other_runnable_variants() or [None])
+def test_every_build_samples_the_same_bits(variant, tmp_path):
+    # the sampling kernels are compiled without floating-point contraction, so the
+    # x86-64-v2 build (no FMA) and the v3/v4 builds round every step alike
+    if variant is None:
+        pytest.skip("only one runnable kernel variant is built")
+    other = results_in_variant(variant, "test_sample_sweeps", "_dump", tmp_path / "o.npz", HERE)
+    mine = _sampling_workload()
+    assert sorted(other) == sorted(mine)
+    for key, value in mine.items():
+        np.testing.assert_array_equal(other[key], value, err_msg=f"{key}: {variant}")
