@@ -100,4 +100,10 @@ if compgen -G "$reports/*" > /dev/null; then
   done
   exit 1
 fi
+if [ "$status" -ne 0 ]; then
+  # a report that halts the process inside a test can be lost with pytest's captured output
+  echo "test-sanitize: pytest failed (status $status) without a report file; if it stopped" \
+       "without a summary, a sanitizer halted it: rerun the last file shown with" \
+       "'scripts/test-sanitize.sh tests/<file> -x -vv -s' to see the report" >&2
+fi
 exit "$status"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,9 @@ def _run_float(x, ytab, xtab, c, perm):
                                       ("nearest", {}), ("lanczos", {}),
                                       ("bilinear", {"antialias": True})])
 @pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.skipif(os.environ.get("FASTINTERP_SANITIZE") == "1",
+                    reason="the instrumented -O1 build fuses multiply-adds unlike the -O3 "
+                           "builds whose two paths this compares")
 def test_float_permutes_equal_plain_taps(mode, kw, c):
     """The permute pass (taps swapped for two-tap tables) gives the plain loop's bytes."""
     rng = np.random.default_rng(c)

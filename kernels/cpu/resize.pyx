@@ -924,6 +924,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     # per thread: the row cache, a blend row, the row offsets, the done flags
     head = (Ky * 16 + 63) // 64 * 64   # offsets and weights first, then the rows
     per = head + ((crows + 1) * Lo + Li) * sizeof(u8weight) + crows + 64
+    per = (per + 63) // 64 * 64        # each thread's buffer starts 64-byte aligned
     nteam = max(1, min(nthreads, njobs))
     if <size_t> per > SIZE_MAX // <size_t> nteam:
         raise MemoryError("resize: the per-thread row caches do not fit in memory.")
