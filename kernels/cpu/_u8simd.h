@@ -82,10 +82,11 @@ static inline __m128i fi_u8_low16(__m256i v) {
     return _mm256_castsi256_si128(
         _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, sel), _MM_SHUFFLE(0, 0, 2, 0)));
 }
-/* 8 int32 values in [0, 255] as 8 bytes (the low 64 bits) */
-static inline __m128i fi_u8_bytes8(__m256i v) {
-    v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
-    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0)));
+/* 4 x 8 int32 values in [0, 255] as 32 bytes, in order */
+static inline __m256i fi_u8_bytes32(const __m256i* v) {
+    const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                          _mm256_packs_epi32(v[2], v[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 static inline __attribute__((always_inline)) void
 fi_u8_hpairs_avx2(int32_t* d, const unsigned char* s, Py_ssize_t ns, const int32_t* base,
@@ -371,19 +372,24 @@ static Py_ssize_t fi_u8_vrow_f_vec(unsigned char* out, const float* cache, const
     const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
     const float* r0 = cache + off[0];
     const __m256 a = _mm256_set1_ps(w[0]);
-    for (; j + 8 <= L; j += 8) {
-        __m256 v;
-        if (K == 1) {
-            v = _mm256_mul_ps(a, _mm256_loadu_ps(r0 + j));
-        } else {
-            v = _mm256_fmadd_ps(a, _mm256_loadu_ps(r0 + j),
-                                _mm256_mul_ps(_mm256_set1_ps(w[1]),
-                                              _mm256_loadu_ps(cache + off[1] + j)));
-            for (Py_ssize_t k = 2; k < K; ++k)
-                v = _mm256_fmadd_ps(_mm256_set1_ps(w[k]), _mm256_loadu_ps(cache + off[k] + j), v);
+    for (; j + 32 <= L; j += 32) {
+        __m256i q[4];
+        for (int h = 0; h < 4; ++h) {
+            const Py_ssize_t i = j + 8 * h;
+            __m256 v;
+            if (K == 1) {
+                v = _mm256_mul_ps(a, _mm256_loadu_ps(r0 + i));
+            } else {
+                v = _mm256_fmadd_ps(a, _mm256_loadu_ps(r0 + i),
+                                    _mm256_mul_ps(_mm256_set1_ps(w[1]),
+                                                  _mm256_loadu_ps(cache + off[1] + i)));
+                for (Py_ssize_t k = 2; k < K; ++k)
+                    v = _mm256_fmadd_ps(_mm256_set1_ps(w[k]), _mm256_loadu_ps(cache + off[k] + i), v);
+            }
+            v = _mm256_min_ps(_mm256_max_ps(v, zero), top);   /* max(NaN, 0) is 0 */
+            q[h] = _mm256_cvtps_epi32(v);
         }
-        v = _mm256_min_ps(_mm256_max_ps(v, zero), top);   /* max(NaN, 0) is 0 */
-        _mm_storel_epi64((__m128i*)(out + j), fi_u8_bytes8(_mm256_cvtps_epi32(v)));
+        _mm256_storeu_si256((__m256i*)(out + j), fi_u8_bytes32(q));
     }
 #else
     (void)out; (void)cache; (void)off; (void)w; (void)K; (void)L;
@@ -412,13 +418,17 @@ static Py_ssize_t fi_u8_vrow_i_vec(unsigned char* out, const int32_t* cache, con
     const __m256i half = _mm256_set1_epi32(shift > 0 ? 1 << (shift - 1) : 0);
     const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
     const __m128i sh = _mm_cvtsi32_si128(shift);
-    for (; j + 8 <= L; j += 8) {
-        __m256i acc = half;
-        for (Py_ssize_t k = 0; k < K; ++k)
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(
-                _mm256_set1_epi32(w[k]), _mm256_loadu_si256((const __m256i*)(cache + off[k] + j))));
-        acc = _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(acc, sh), zero), top);
-        _mm_storel_epi64((__m128i*)(out + j), fi_u8_bytes8(acc));
+    for (; j + 32 <= L; j += 32) {
+        __m256i acc[4];
+        for (int h = 0; h < 4; ++h) {
+            const Py_ssize_t i = j + 8 * h;
+            acc[h] = half;
+            for (Py_ssize_t k = 0; k < K; ++k)
+                acc[h] = _mm256_add_epi32(acc[h], _mm256_mullo_epi32(
+                    _mm256_set1_epi32(w[k]), _mm256_loadu_si256((const __m256i*)(cache + off[k] + i))));
+            acc[h] = _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(acc[h], sh), zero), top);
+        }
+        _mm256_storeu_si256((__m256i*)(out + j), fi_u8_bytes32(acc));
     }
 #else
     (void)out; (void)cache; (void)off; (void)w; (void)K; (void)L; (void)shift;
