@@ -1,5 +1,6 @@
-/* uint8 resize: vector paths of the uint8 engine in resize.pyx (AVX-512BW,
-   the x86-64-v4 build; other builds compile them to "nothing done").
+/* uint8 resize: vector paths of the uint8 engine in resize.pyx: AVX-512BW
+   (the x86-64-v4 build) and AVX2 (x86-64-v3, the same algorithms on 256-bit
+   vectors, see "AVX2" below); x86-64-v2 compiles them to "nothing done".
 
    - fi_u8_hpairs: fixed-point horizontal pass by 16-bit multiply-adds;
    - fi_u8_vlinear_cv: OpenCV's INTER_LINEAR vertical rounding (int16 rows);
@@ -18,6 +19,12 @@
    that do not fit int16 (Pillow's 22 bits) are split as w = whi * 2^15 + wlo
    with 0 <= wlo < 2^15: the sum is (sum whi * s) * 2^15 + sum wlo * s, in
    wrapping int32 arithmetic, exact because the result fits int32.
+
+   AVX2 (x86-64-v3): the same table layout with blocks of 8 outputs; no
+   two-source word permute there, so taps are picked as bytes (vpshufb from
+   the window's 16-byte chunks, below fi_u8_hpairs) and widened to words in
+   the same instruction; the 2 x 2 box means pick both pixels of an output
+   with one vpshufb per row and add them with vpmaddubsw.
 
    Vertical pass of OpenCV's INTER_LINEAR (VResizeLinearVec_32s8u), whole
    rows: ((((r0 >> 4) * a) >> 16) + (((r1 >> 4) * b) >> 16) + 2) >> 2.
