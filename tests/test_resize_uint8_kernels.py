@@ -114,6 +114,32 @@ def test_pair_form_random_tables(taps, big, n_in, n_out):
     np.testing.assert_array_equal(plain[0, :, 0], np.clip(s, 0, 255))
 
 
+@pytest.mark.parametrize("span", [1, 2, 15, 16, 17, 31, 33, 48, 49, 63])
+def test_pair_form_windows_of_every_width(span):
+    """Taps spread over 1 to 63 window places (the vector forms read the window
+    in chunks), the last windows ending at the row's end, odd output counts."""
+    rng = np.random.default_rng(span)
+    n_out = 37
+    start = 16 * (np.arange(n_out) // 16)
+    n_in = int(start.max()) + span
+    mid = start + rng.integers(0, span, n_out)
+    idx = np.stack([start, mid, start + span - 1]).astype(np.int32)
+    for big in (False, True):
+        lim = (1 << 31) // (256 * 3) if big else 1 << 14
+        w = rng.integers(-lim, lim, idx.shape).astype(np.int32)
+        xtab = R.AxisTable(idx, w, n_in, False, 22 if big else 0)
+        ytab = R.AxisTable(np.zeros((1, 2), np.int32), np.ones((1, 2), np.int32), 1, False, 0)
+        x = rng.integers(0, 256, (1, n_in, 1), dtype=np.uint8)
+        plain, _ = _run(x, ytab, xtab, 1, False)
+        vec, has = _run(x, ytab, xtab, 1, True)
+        assert has == K.HAVE_U8_PAIRS
+        np.testing.assert_array_equal(vec, plain)
+        s = (w.astype(np.int64) * x[0, :, 0][idx]).sum(axis=0)
+        if xtab.shift:
+            s = (s + (1 << (xtab.shift - 1))) >> xtab.shift
+        np.testing.assert_array_equal(plain[0, :, 0], np.clip(s, 0, 255))
+
+
 def _opencv_linear_model(x, ytab, xtab):
     """OpenCV's INTER_LINEAR uint8 arithmetic (horizontal sums >> 4 in int16, 16-bit high
     products, saturating adds), in NumPy on one (H, W) plane."""

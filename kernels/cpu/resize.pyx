@@ -820,10 +820,11 @@ cdef extern from "_u8simd.h":
     int FI_U8_WINDOW
     int fi_u8_hlast_pairs(unsigned char* out, const int* row, unsigned char* bytes, int* tmp,
                           Py_ssize_t Li, const int* base, const short* rel, const short* wlo,
-                          const short* whi, Py_ssize_t P, Py_ssize_t Lo, int shift) noexcept nogil
+                          const short* whi, Py_ssize_t P, Py_ssize_t Lo, int shift,
+                          int span) noexcept nogil
     int fi_u8_hpairs(int* d, const unsigned char* s, Py_ssize_t ns, const int* base,
                      const short* rel, const short* wlo, const short* whi, Py_ssize_t P,
-                     Py_ssize_t n, int shift, int narrow) noexcept nogil
+                     Py_ssize_t n, int shift, int narrow, int span) noexcept nogil
 
 # Whether this build has the 16-bit multiply-add horizontal pass of int32
 # tables (the pair form built by fastinterp.resize), its block and window.
@@ -895,6 +896,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     cdef const short* pwlo = NULL
     cdef const short* pwhi = NULL
     cdef Py_ssize_t npairs = 0
+    cdef int span = 0
     _check_u8_args(out, x, yidx, yw, xidx, xw, hshift, vshift)
     cdef const int* fpbase = NULL
     cdef const int* fprel = NULL
@@ -910,6 +912,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
         prel = &xrel[0]
         pwlo = &xwlo[0]
         pwhi = &xwhi[0] if xwhi is not None and xwhi.shape[0] > 0 else NULL
+        span = _pair_span(xrel)
     if P == 0 or Ho == 0 or Lo == 0:
         return
     yi = &yidx[0, 0]
@@ -959,7 +962,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                             fi_u8_vfirst_i(cache, plane, Li, <int*> off, wrow, Ky, Li, vshift)
                             if pbase == NULL or not fi_u8_hlast_pairs(
                                     &out[p, y, 0], cache, <unsigned char*> wide, tmp, Li, pbase,
-                                    prel, pwlo, pwhi, npairs, Lo, hshift):
+                                    prel, pwlo, pwhi, npairs, Lo, hshift, span):
                                 fi_u8_hlast_i(&out[p, y, 0], cache, xi, xwp, Kx, Lo, hshift)
                         continue
                 lo = 0
@@ -980,7 +983,7 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                                                  Lo, wide, Li)
                             elif pbase == NULL or not fi_u8_hpairs(
                                     cache + off[k], plane + r * Li, Li, pbase, prel, pwlo, pwhi,
-                                    npairs, Lo, hshift, cv16):
+                                    npairs, Lo, hshift, cv16, span):
                                 if cv16:
                                     fi_u8_hrow_i(tmp, plane + r * Li, xi, xwp, Kx, Lo, hshift,
                                                  wide, Li)
@@ -1030,6 +1033,16 @@ def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, x
         raise ValueError(f"{op}: tap indices must lie inside x {tuple(x.shape[:3])}.")
 
 
+cdef int _pair_span(const short[::1] rel) noexcept:
+    """One more than the pair form's largest window place, in [1, FI_U8_WINDOW]."""
+    cdef Py_ssize_t i
+    cdef int top = 0
+    for i in range(rel.shape[0]):
+        if rel[i] > top:
+            top = rel[i]
+    return min(top + 1, FI_U8_WINDOW)
+
+
 def _check_u8_pairs(out, x, const int[::1] xbase, xrel, xwlo, xwhi):
     """The tap pairs per output of a valid pair form (0 when none is given).
 
@@ -1043,14 +1056,14 @@ def _check_u8_pairs(out, x, const int[::1] xbase, xrel, xwlo, xwhi):
     Lo, Li = out.shape[2], x.shape[2]
     nb = (Lo + FI_U8_BLOCK - 1) // FI_U8_BLOCK
     n = xrel.shape[0] if xrel is not None else 0
-    P = n // (32 * nb) if nb else 0
+    P = n // (2 * FI_U8_BLOCK * nb) if nb else 0
     sizes = [a.shape[0] for a in (xrel, xwlo) if a is not None]
     if xwhi is not None and xwhi.shape[0]:
         sizes.append(xwhi.shape[0])
-    if (xbase.shape[0] != nb or P < 1 or len(sizes) < 2 or any(m != P * 32 * nb for m in sizes)
+    if (xbase.shape[0] != nb or P < 1 or len(sizes) < 2 or any(m != P * 2 * FI_U8_BLOCK * nb for m in sizes)
             or not _within(&xbase[0], nb, Li)):
         raise ValueError(f"{op}: the pair form must have one window start in [0, {Li}) per "
-                         f"block of {FI_U8_BLOCK} outputs ({nb}) and 32 * pairs entries per "
+                         f"block of {FI_U8_BLOCK} outputs ({nb}) and {2 * FI_U8_BLOCK} * pairs entries per "
                          f"block in xrel, xwlo (and xwhi); got {xbase.shape[0]} starts and "
                          f"lengths {sizes}.")
     return P
