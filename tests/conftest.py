@@ -27,19 +27,27 @@ def other_runnable_variants() -> list[str]:
             and (cpu.VARIANTS[v][0] is None or cpu.VARIANTS[v][0] <= level)]
 
 
-def results_in_variant(variant, module, function, path, cwd):
-    """Run ``module.function(path)`` (a test module's dump of results to ``path``) in a
-    fresh process that loads kernel ``variant``; return the saved arrays."""
+def assert_variant_gives_same_bits(variant, module, workload, tmp_path, cwd):
+    """Run ``module.workload()`` (a dict of result arrays) in a fresh process that loads
+    kernel ``variant`` and assert every array equals this process's, bit for bit.
+    ``variant`` None (no other runnable build) skips."""
     import subprocess
     import sys
 
     import fastinterp._cpu as cpu
-    code = (f"import sys; sys.path.insert(0, {str(cwd)!r}); import {module} as m; "
-            f"m.{function}({str(path)!r})")
+    if variant is None:
+        pytest.skip(f"only one runnable kernel variant is built ({cpu.VARIANT})")
+    path = tmp_path / "other.npz"
+    code = (f"import sys, numpy as np; sys.path.insert(0, {str(cwd)!r}); import {module} as m; "
+            f"np.savez({str(path)!r}, **m.{workload}())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, cpu.ENV: variant}, cwd=cwd, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return dict(np.load(path))
+    other = dict(np.load(path))
+    mine = getattr(sys.modules[module], workload)()
+    assert sorted(other) == sorted(mine)
+    for key, value in mine.items():
+        np.testing.assert_array_equal(other[key], value, err_msg=f"{key}: {variant}")
 
 
 # Tolerances per dtype, used by every family's tests: (rtol, atol).

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
-from conftest import other_runnable_variants, results_in_variant
+from conftest import assert_variant_gives_same_bits, other_runnable_variants
 import fastinterp._cpu as cpu
 from fastinterp import _resize_presets as presets
 from fastinterp._cpu import resize as K
@@ -221,20 +221,9 @@ def _fixed_point_workload() -> dict[str, np.ndarray]:
     return res
 
 
-def _dump(path: str) -> None:
-    np.savez(path, **_fixed_point_workload())
-
-
 @pytest.mark.parametrize("variant", other_runnable_variants() or [None])
 def test_fixed_point_variants_identical(variant, tmp_path):
-    if variant is None:
-        pytest.skip(f"only one runnable variant is built ({cpu.VARIANT})")
-    other = results_in_variant(variant, "test_resize_uint8_kernels", "_dump",
-                               tmp_path / "other.npz", HERE)
-    mine = _fixed_point_workload()
-    assert sorted(other) == sorted(mine)
-    for key, value in mine.items():
-        np.testing.assert_array_equal(other[key], value, err_msg=f"{key}: {variant}")
+    assert_variant_gives_same_bits(variant, __name__, "_fixed_point_workload", tmp_path, HERE)
 
 
 # --------------------------------------------------------------------------- float32 weights

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
-from conftest import other_runnable_variants, results_in_variant
+from conftest import assert_variant_gives_same_bits, other_runnable_variants
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,18 +135,8 @@ def _sampling_workload() -> dict:
     return res
 
 
-def _dump(path: str) -> None:
-    np.savez(path, **_sampling_workload())
-
-
 @pytest.mark.parametrize("variant", other_runnable_variants() or [None])
 def test_every_build_samples_the_same_bits(variant, tmp_path):
     # the sampling kernels are compiled without floating-point contraction, so the
     # x86-64-v2 build (no FMA) and the v3/v4 builds round every step alike
-    if variant is None:
-        pytest.skip("only one runnable kernel variant is built")
-    other = results_in_variant(variant, "test_sample_sweeps", "_dump", tmp_path / "o.npz", HERE)
-    mine = _sampling_workload()
-    assert sorted(other) == sorted(mine)
-    for key, value in mine.items():
-        np.testing.assert_array_equal(other[key], value, err_msg=f"{key}: {variant}")
+    assert_variant_gives_same_bits(variant, __name__, "_sampling_workload", tmp_path, HERE)
