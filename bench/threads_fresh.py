@@ -76,6 +76,33 @@ def _resize():
     return lambda: fi.resize(x, size=(768, 768), mode="bilinear")
 
 
+def _volume_inputs():
+    import fastinterp as fi
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 48, 48, 48), dtype=np.float32)
+    theta = (np.eye(3, 4) + 0.05 * rng.standard_normal((2, 3, 4))).astype(np.float32)
+    return x, fi.affine_grid(theta, x.shape)
+
+
+def _grid_sample_3d():
+    import fastinterp as fi
+    x, grid = _volume_inputs()
+    return lambda: fi.grid_sample(x, grid)
+
+
+def _grid_sample_3d_bwd():
+    import fastinterp as fi
+    x, grid = _volume_inputs()
+    go = np.ones_like(x)
+    return lambda: fi.grid_sample_backward(go, x, grid)
+
+
+def _resize_uint8():
+    import fastinterp as fi
+    img = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    return lambda: fi.resize(img, (2160, 3840), layout="HWC", match="opencv")
+
+
 def _sqdist():
     import fastinterp as fi
     rng = np.random.default_rng(0)
@@ -100,6 +127,9 @@ OPS = {
     "grid_sample": _grid_sample,
     "grid_sample_backward": _grid_sample_bwd,
     "resize": _resize,
+    "resize_uint8": _resize_uint8,
+    "grid_sample_3d": _grid_sample_3d,
+    "grid_sample_3d_backward": _grid_sample_3d_bwd,
     "pairwise_sqdist": _sqdist,
     "knn": _knn,
 }

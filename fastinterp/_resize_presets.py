@@ -64,12 +64,12 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     ``"area2x2"`` for exact halving of both with 1, 3 or 4 channels (its
     vector path: the same weights, rounded half up), ``"linear"`` (its
     area-mode linear weights) otherwise. For 'bicubic': ``"float"`` (float
-    weights, up to 4 channels) or ``"fixed"`` (11-bit weights, more
-    channels). Otherwise ``""``.
+    weights: 1, 3 or 4 channels) or ``"fixed"`` (11-bit weights: 2 or more
+    than 4 channels). Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
     if mode == "bicubic":
-        return "float" if channels <= 4 else "fixed"
+        return "float" if channels in (1, 3, 4) else "fixed"
     if mode not in ("area", "bilinear"):
         return ""
     if scales == [2.0, 2.0]:
@@ -197,8 +197,12 @@ def pil_taps(mode, n_in, n_out):
 
 
 def pil_vertical_first(in_hw, out_hw) -> bool:
-    """Whether Pillow runs its vertical pass first (measured on Pillow 13)."""
-    return out_hw[0] < in_hw[0] and out_hw[1] > in_hw[1]
+    """Whether Pillow runs its vertical pass first: from Pillow 13 on, when the height
+    shrinks by more than twice the pixels the width loses (a growing width loses a
+    negative count); ties and everything else run horizontally first. Each pass
+    rounds to uint8, so the order decides the bits."""
+    (h, w), (oh, ow) = in_hw, out_hw
+    return oh < h and h - oh > 2 * (w - ow)
 
 
 # --------------------------------------------------------------------------- integer weights

@@ -748,6 +748,22 @@ def test_special_values_forward_and_backward(h, w, oh, ow, cfg, dtype, seed, cou
                             _apply_nonzero(P.T, g.ravel().astype(np.float64)), dtype)
 
 
+def _through_knot_noise(torch, x, size, kw):
+    """Outputs that see a special input through a tap where the filter is zero but the
+    computed weight is rounding noise in either library (antialiased filters at their
+    knots, |x| = 1 or 2 after an inexact scale): one library reads ~1e-7 * inf, the
+    other 1e-14 * inf or nothing, so inf and NaN land differently there."""
+    out = np.zeros((1, 1) + size, bool)
+    if not kw.get("antialias"):
+        return out
+    h, w = x.shape[2:]
+    ours = _dense(lambda b: fi.resize(b, size=size, **kw), h, w, x.dtype)
+    theirs = _dense(lambda b: _torch_resize(torch, b, size=size, **kw), h, w, x.dtype)
+    noise = ((np.abs(ours) < 1e-5) & (np.abs(theirs) < 1e-5)) & ((ours != 0) | (theirs != 0))
+    special = ~np.isfinite(x.reshape(-1))
+    return (noise & special[None, :]).any(axis=1).reshape(out.shape)
+
+
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(1, 8), w=st.integers(1, 8), oh=st.integers(1, 13), ow=st.integers(1, 13),
        cfg=st.sampled_from(CONFIGS), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
@@ -763,7 +779,7 @@ def test_special_values_vs_torch(torch, h, w, oh, ow, cfg, dtype, seed):
     x = _with_specials(rng, (1, 1, h, w), dtype, int(rng.integers(1, 4)))
     got = fi.resize(x, size=(oh, ow), **kw)
     ref = _torch_resize(torch, x, size=(oh, ow), **kw)
-    sane = ~np.isnan(ref)
+    sane = ~np.isnan(ref) & ~_through_knot_noise(torch, x, (oh, ow), kw)
     _assert_same_values(got[sane], ref[sane], dtype)
     if cfg[0] in ("nearest", "nearest-exact", "area"):
         _assert_same_values(got, ref, dtype)

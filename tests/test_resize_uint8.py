@@ -20,7 +20,8 @@ GEOMS = [((1, 1), (5, 7)), ((5, 7), (1, 1)), ((2, 3), (4, 6)), ((16, 24), (8, 12
          ((17, 23), (9, 11)), ((9, 11), (17, 30)), ((20, 30), (7, 45)), ((30, 20), (45, 7)),
          ((64, 48), (21, 16)), ((15, 15), (15, 15)), ((33, 35), (66, 70)),
          ((100, 90), (33, 31)), ((13, 7), (39, 21)), ((48, 36), (12, 9)), ((31, 29), (1, 29)),
-         ((1, 40), (3, 13)), ((50, 50), (49, 51)), ((7, 120), (150, 3)), ((99, 99), (33, 33))]
+         ((1, 40), (3, 13)), ((50, 50), (49, 51)), ((7, 120), (150, 3)), ((99, 99), (33, 33)),
+         ((219, 163), (109, 81)), ((120, 120), (60, 61))]
 CV_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
             "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 PIL_FLAGS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -43,7 +44,7 @@ def _reference(match, mode, img, oh, ow):
 def _channels(match, mode):
     if match == "pil":
         return (1, 3)              # L and RGB (RGBA is premultiplied by Pillow)
-    return (1, 3, 4) if mode == "area" else (1, 3, 4, 5)   # cv2 INTER_AREA: <= 4 channels
+    return (1, 2, 3, 4) if mode == "area" else (1, 2, 3, 4, 5)   # cv2 INTER_AREA: <= 4 channels
 
 
 @pytest.mark.parametrize("match, mode", [("opencv", m) for m in CV_FLAGS]
@@ -60,9 +61,10 @@ def test_parity_table(match, mode):
         assert d.max() <= 1, ((h, w), (oh, ow), c, d.max())
         if (match, mode) in EXACT:
             assert d.max() == 0, ((h, w), (oh, ow), c, int((d > 0).sum()))
+        assert d.size < 500 or (d > 0).mean() <= 0.005, ((h, w), (oh, ow), c, (d > 0).mean())
         differing += int((d > 0).sum())
         total += d.size
-    assert differing <= 0.01 * total
+    assert differing <= 0.002 * total
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "area"])
@@ -75,7 +77,11 @@ def test_opencv_batched_layouts_equal_single_images(mode):
         assert np.abs(got[i].astype(int) - ref).max() <= (mode == "area")
     nchw = fi.resize(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), size=(10, 17), mode=mode,
                      match="opencv")
-    np.testing.assert_array_equal(nchw.transpose(0, 2, 3, 1), got)
+    # bilinear is fixed-point arithmetic: the layouts agree bit for bit. INTER_AREA
+    # with a non-integer factor is float arithmetic, rounded once: how a build fuses
+    # its multiply-adds may move a value across a rounding boundary in one layout.
+    diff = np.abs(nchw.transpose(0, 2, 3, 1).astype(int) - got)
+    assert diff.max() <= (mode == "area") and (diff > 0).mean() <= 0.01
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic", "area"])
@@ -258,3 +264,21 @@ def test_integer_factor_shrinks_are_exact_block_means(c, fy, fx):
     np.testing.assert_array_equal(cv, want)
     pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), (6, 5))
     np.testing.assert_array_equal(pooled.transpose(0, 2, 3, 1), even)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "lanczos", "area"])
+def test_pil_pass_order_when_both_axes_shrink(mode):
+    """Pillow 13 blends vertically first when the height loses more than twice the
+    pixels the width loses (h - oh > 2 (w - ow)), horizontally first otherwise; each
+    pass rounds to uint8, so only the same order gives Pillow's bits. Geometries on
+    both sides of that boundary, and on it (a tie runs horizontally first)."""
+    rng = np.random.default_rng(11)
+    geoms = [((96, 40), (48, 20)), ((100, 40), (50, 20)), ((80, 40), (40, 20)),
+             ((100, 40), (60, 20)), ((140, 70), (40, 20)), ((105, 27), (58, 13)),
+             ((150, 123), (9, 9)), ((145, 70), (6, 43)), ((113, 80), (74, 61)),
+             ((92, 142), (67, 129)), ((318, 46), (159, 23)), ((452, 99), (226, 49))]
+    for ((h, w), (oh, ow)), c in itertools.product(geoms, (1, 3)):
+        img = _image(rng, h, w, c)
+        ref = _reference("pil", mode, img, oh, ow)
+        got = fi.resize(img, size=(oh, ow), mode=mode, layout="HWC", match="pil")
+        np.testing.assert_array_equal(got, ref, err_msg=f"{(h, w)} -> {(oh, ow)}, C={c}")
