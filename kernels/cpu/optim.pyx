@@ -116,7 +116,7 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
 
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
                           Py_ssize_t n, real sign, real wd, real decay, real coeff,
-                          real base_m, real base_g, real beta2, real w2, real bc2_sqrt,
+                          real base_m, real base_g, real beta2, real w2,
                           real eps, real neg_step, const bint amsgrad,
                           const bint first) noexcept nogil:
     """One contiguous run; ``amsgrad`` and ``first`` are literals at every call site.
@@ -146,9 +146,13 @@ cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vma
                 vm = vmax[i]
                 vi = vm if (vm > vi or vm != vm) else vi
             vmax[i] = vi
-        den = sqrt_(vi) / bc2_sqrt + eps
-        # param.addcdiv_(m, den, -step_size), as its own rounding: `one` (== 1 at
-        # run time) keeps the compiler from fusing the AdamW decay product into it.
+        # torch: den = sqrt(v) / bc2_sqrt + eps; param.addcdiv_(m, den, -step_size).
+        # Scaled by bc2_sqrt (the caller passes eps * bc2_sqrt and -step_size * bc2_sqrt)
+        # it needs one division instead of two: the divider, shared by sqrt and
+        # division, bounds this loop on every x86 core; the update moves by an ulp or
+        # two, as torch's own kernels differ among themselves. `one` (== 1 at run
+        # time) keeps the compiler from fusing the AdamW decay product into it.
+        den = sqrt_(vi) + eps
         p[i] = fma_(pi, one, neg_step * mi / den)
 
 
@@ -189,7 +193,8 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real wd = 0 if decoupled else <real>weight_decay
     cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
-    cdef real bc2 = <real>bc2_sqrt, ep = <real>eps, neg_step = <real>(-step_size)
+    cdef real ep = <real>(eps * bc2_sqrt)
+    cdef real neg_step = <real>(-step_size * bc2_sqrt)
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
@@ -200,15 +205,15 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
             if amsgrad:
                 if first:
                     adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 1)
+                             coeff, base_m, base_g, b2, w2, ep, neg_step, 1, 1)
                 else:
                     adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 1, 0)
+                             coeff, base_m, base_g, b2, w2, ep, neg_step, 1, 0)
             elif first:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 1)
+                         coeff, base_m, base_g, b2, w2, ep, neg_step, 0, 1)
             else:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, bc2, ep, neg_step, 0, 0)
+                         coeff, base_m, base_g, b2, w2, ep, neg_step, 0, 0)
         fi_team_leave(&team)
     fi_team_done(&team)
