@@ -65,11 +65,17 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     vector path: the same weights, rounded half up), ``"linear"`` (its
     area-mode linear weights) otherwise. For 'bicubic': ``"float"`` (float
     weights: 1, 3 or 4 channels) or ``"fixed"`` (11-bit weights: 2 or more
-    than 4 channels). Otherwise ``""``.
+    than 4 channels). With fixed weights OpenCV's vector loop rounds the
+    vertical sum half to even; ties need weights that are whole multiples of
+    2^-11 on both axes (halving, doubling, unchanged axes), and there the float
+    weights are those same numbers, so such geometries take ``"float"`` (exact,
+    rounded half to even). Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
     if mode == "bicubic":
-        return "float" if channels in (1, 3, 4) else "fixed"
+        if channels in (1, 3, 4) or all(_cv_dyadic_cubic(i, o) for i, o in zip(in_hw, out_hw)):
+            return "float"
+        return "fixed"
     if mode not in ("area", "bilinear"):
         return ""
     if scales == [2.0, 2.0]:
@@ -77,6 +83,14 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     if mode == "bilinear":
         return ""
     return "area" if min(scales) >= 1 else "linear"
+
+
+def _cv_dyadic_cubic(n_in, n_out) -> bool:
+    """Whether every INTER_CUBIC weight of this axis is a whole multiple of 2^-11."""
+    if n_in == n_out:
+        return True
+    w = opencv_taps("bicubic", n_in, n_out)[1] * float(1 << OPENCV_BITS)
+    return bool(np.all(w == np.round(w)))
 
 
 def _cv_area(n_in, n_out):
