@@ -26,6 +26,7 @@ Pillow (``Image.resize``, ``Resample.c``)
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,6 +86,7 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     return "area" if min(scales) >= 1 else "linear"
 
 
+@functools.lru_cache(maxsize=512)      # one bool per axis geometry: asked on every call
 def _cv_dyadic_cubic(n_in, n_out) -> bool:
     """Whether every INTER_CUBIC weight of this axis is a whole multiple of 2^-11."""
     if n_in == n_out:

@@ -147,11 +147,10 @@ cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vma
                 vi = vm if (vm > vi or vm != vm) else vi
             vmax[i] = vi
         # torch: den = sqrt(v) / bc2_sqrt + eps; param.addcdiv_(m, den, -step_size).
-        # Scaled by bc2_sqrt (the caller passes eps * bc2_sqrt and -step_size * bc2_sqrt)
-        # it needs one division instead of two: the divider, shared by sqrt and
-        # division, bounds this loop on every x86 core; the update moves by an ulp or
-        # two, as torch's own kernels differ among themselves. `one` (== 1 at run
-        # time) keeps the compiler from fusing the AdamW decay product into it.
+        # Multiplied through by bc2_sqrt (eps and neg_step arrive scaled) it takes one
+        # division instead of two: sqrt and division share the divider, which bounds
+        # this loop; the update moves by an ulp or two. `one` (== 1 at run time)
+        # keeps the compiler from fusing the AdamW decay product into it.
         den = sqrt_(vi) + eps
         p[i] = fma_(pi, one, neg_step * mi / den)
 
