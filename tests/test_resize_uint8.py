@@ -7,6 +7,7 @@ bilinear and for every Pillow filter; within one grey level (and on all but
 a small fraction of pixels) for OpenCV bicubic and area.
 """
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def _channels(match, mode):
 @pytest.mark.parametrize("match, mode", [("opencv", m) for m in CV_FLAGS]
                          + [("pil", m) for m in PIL_FLAGS])
 def test_parity_table(match, mode):
-    rng = np.random.default_rng(hash((match, mode)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{match}-{mode}".encode()))   # not hash(): salted
     differing = total = 0
     for ((h, w), (oh, ow)), c in itertools.product(GEOMS, _channels(match, mode)):
         img = _image(rng, h, w, c)
@@ -62,7 +63,9 @@ def test_parity_table(match, mode):
         assert d.max() <= 1, ((h, w), (oh, ow), c, d.max())
         if (match, mode) in EXACT:
             assert d.max() == 0, ((h, w), (oh, ow), c, int((d > 0).sum()))
-        assert d.size < 500 or (d > 0).mean() <= 0.005, ((h, w), (oh, ow), c, (d > 0).mean())
+        # per image: near-ties of small images reach 0.8% over 40 seeds; a wrong rounding
+        # rule (2 channels, halvings) gives 1.7-8%
+        assert d.size < 500 or (d > 0).mean() <= 0.015, ((h, w), (oh, ow), c, (d > 0).mean())
         differing += int((d > 0).sum())
         total += d.size
     assert differing <= 0.002 * total

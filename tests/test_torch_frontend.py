@@ -13,6 +13,7 @@ import doctest
 import itertools
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def test_public_names_match_the_numpy_api():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode, pad, align", GS_COMBOS)
 def test_grid_sample_values_and_grads_equal_torch(mode, pad, align, dtype):
-    rng = _rng(hash((mode, pad, align)) % 1000)
+    rng = _rng(zlib.crc32(f"{mode}-{pad}-{align}".encode()) % 1000)   # not hash(): salted
     x = _t(rng.standard_normal((2, 3, 5, 6)).astype(dtype), True)
     g = _t(off_knots(rng, (2, 4, 3, 2), (5, 6), align, dtype), True)
     y, grads = grads_of(lambda a, b: fit.grid_sample(a, b, mode, pad, align), [x, g])
