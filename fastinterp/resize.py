@@ -155,8 +155,10 @@ class AxisTable:
 
     ``idx`` (int32) and ``w`` (the data dtype) are ``(K, n_out)``, tap-major.
     Rows of fewer real taps are padded by repeating their last tap with weight
-    0; the kernels never read a tap of weight 0 (padding, exact sample
-    positions, merged repeats), so an inf elsewhere cannot become NaN.
+    0; the kernels never use a tap of weight 0 (padding, exact sample
+    positions, merged repeats), so an inf elsewhere cannot become NaN. Every
+    index, padding included, lies in ``[0, n_in)``: the vectorised gathers
+    load every tap and select by weight afterwards.
     Each (output, source) pair appears at most once with a non-zero weight.
     ``unit`` means K == 1 with every weight exactly 1 (a pure gather).
     Integer weights (``w`` int32, uint8 images only) are fixed point: the
@@ -169,6 +171,11 @@ class AxisTable:
     n_in: int
     unit: bool
     shift: int = 0
+
+    def __post_init__(self):
+        if self.idx.size and (int(self.idx.min()) < 0 or int(self.idx.max()) >= self.n_in):
+            raise AssertionError(f"resize tap table: indices must lie in [0, {self.n_in}); got "
+                                 f"[{int(self.idx.min())}, {int(self.idx.max())}].")
 
     @property
     def taps(self) -> int:
