@@ -109,6 +109,38 @@ def test_each_channel_as_if_sampled_alone(dtype, pad, rng):
     np.testing.assert_array_equal(gg_only, gg)
 
 
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, -1.0, 1.0, 0.0, 1e-40, 1.0000001])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_a_point_samples_the_same_bits_anywhere_in_a_row(dtype, pad, align_corners, rng):
+    """Plans are computed in blocks of pixels: a grid point's output and gradients do
+    not depend on where in a row it sits (block starts, block tails, short rows),
+    special values and points on the borders included."""
+    n, c, h, w, wo = 1, 3, 5, 7, 37
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    row = rng.uniform(-1.4, 1.4, (n, 1, wo, 2))
+    row[0, 0, rng.choice(wo, 12, replace=False), rng.integers(0, 2, 12)] = rng.choice(SPECIAL, 12)
+    row = row.astype(dtype)
+    go = rng.standard_normal((n, c, 1, wo)).astype(dtype)
+    kw = dict(padding_mode=pad, align_corners=align_corners)
+    out = fi.grid_sample(x, row, **kw)
+    gi, gg = fi.grid_sample_backward(go, x, row, **kw)
+    for shift in (1, 5, 15, 16, 17):
+        moved = np.roll(row, shift, axis=2)
+        out_m = fi.grid_sample(x, moved, **kw)
+        _, gg_m = fi.grid_sample_backward(np.roll(go, shift, axis=3), x, moved, **kw)
+        np.testing.assert_array_equal(np.roll(out, shift, axis=3), out_m)
+        np.testing.assert_array_equal(np.roll(gg, shift, axis=2), gg_m)
+    for k in (0, 15, 16, wo - 1):             # one point alone: a one-pixel row
+        np.testing.assert_array_equal(fi.grid_sample(x, row[:, :, k:k + 1], **kw),
+                                      out[..., k:k + 1])
+        _, gg_k = fi.grid_sample_backward(go[..., k:k + 1], x, row[:, :, k:k + 1], **kw)
+        np.testing.assert_array_equal(gg_k, gg[:, :, k:k + 1])
+
+
 # --------------------------------------------------------------------------- across builds
 
 def _sampling_workload() -> dict:

@@ -31,6 +31,14 @@ from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
 
+cdef extern from "_gridplan.h" nogil:
+    void fi_plan_bilinear_f(const float* g, Py_ssize_t wo, int padding, int grad,
+                            const float* ax, const float* ay, Py_ssize_t sx, Py_ssize_t sy,
+                            float* R, Py_ssize_t* I) noexcept
+    void fi_plan_bilinear_d(const double* g, Py_ssize_t wo, int padding, int grad,
+                            const double* ax, const double* ay, Py_ssize_t sx, Py_ssize_t sy,
+                            double* R, Py_ssize_t* I) noexcept
+
 # Mode and padding codes (the front maps the strings).
 cdef enum:
     NEAREST = 0
@@ -64,6 +72,8 @@ cdef enum:
     B_I = 2        # offsets per pixel at I: mask, base (x0 + y0) ...
     B_T = 2        # ... and from slot B_T on, four per pixel: x0, x1, y0, y1
 
+cdef enum:
+    INT_TAPS = 2147483647   # _gridplan.h converts tap coordinates through int
 cdef enum:
     TILE = 1024          # output pixels planned at once (~280 KB of plan per thread)
 
@@ -122,7 +132,9 @@ cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
                         real* R, Py_ssize_t* I) noexcept nogil:
     """plan_row for bilinear: per pixel j, R[j * B_R ..] = weights nw, ne, sw, se, tx, ty;
     I[j * B_I ..] = mask, x0 + y0; I[B_T * wo + 4 * j ..] = x0, x1, y0, y1 (offsets);
-    R_MX, R_MY (with grad) in their slots. Mask bit k: tap k inside (15: all four)."""
+    R_MX, R_MY (with grad) in their slots. Mask bit k: tap k inside (15: all four).
+    Every padding but wrap runs the block-vectorised copy of this loop in _gridplan.h
+    (the same operations in the same order: the same plans)."""
     cdef Py_ssize_t j
     cdef real x, y, mx = 0, my = 0, tx, ty
     cdef real one = 1
@@ -130,6 +142,12 @@ cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
     cdef bint wrap = padding == PAD_WRAP
     cdef real* r
     cdef Py_ssize_t* t
+    if not wrap and ax[A_SIZE] < INT_TAPS and ay[A_SIZE] < INT_TAPS:
+        if real is float:
+            fi_plan_bilinear_f(g, wo, padding, grad, ax, ay, sx, sy, R, I)
+        else:
+            fi_plan_bilinear_d(g, wo, padding, grad, ax, ay, sx, sy, R, I)
+        return
     for j in range(wo):
         x = coordinate(g[2 * j], ax, padding, grad, &mx)
         y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
