@@ -7,6 +7,12 @@ in fresh processes, where OpenMP start-up effects show). The GB/s
 column counts the bytes a step must move: Adam reads param, grad, exp_avg,
 exp_avg_sq and writes three of them back (7 x 40 MB); SGD with momentum
 reads param, grad, buffer and writes two (5 x 40 MB).
+
+The "memory ceiling" rows move the same bytes with the simplest in-place
+kernel there is, torch's ``a += b`` on 2 threads (12 bytes an element: read
+a and b, write a), over arrays sized to a step's byte count: the time any
+step needs on this machine's memory. Where torch's fused step already runs
+near it, no optimizer can be much faster than torch's.
 """
 from __future__ import annotations
 
@@ -59,6 +65,15 @@ def _bench_ours(benchmark, data, group, cls, threads=None, **kw):
     return benchmark
 
 
+def _bench_memory_ceiling(benchmark, group, nbytes):
+    torch = pytest.importorskip("torch")
+    a, b = torch.zeros(nbytes // 12), torch.ones(nbytes // 12)
+    benchmark.group = group
+    benchmark.extra_info["library"] = "memory ceiling (torch a += b, same bytes)"
+    benchmark(a.add_, b)
+    return benchmark
+
+
 ADAM = "adam_step: 10M float32 params"
 SGD_GROUP = "sgd_step (momentum 0.9): 10M float32 params"
 
@@ -74,6 +89,14 @@ def test_adam_fastinterp_one_thread(benchmark, data, bandwidth):
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
 def test_adam_torch(benchmark, data, impl, bandwidth):
     bandwidth(_bench_torch(benchmark, data, ADAM, impl, "Adam", lr=1e-3), ADAM_BYTES)
+
+
+def test_adam_memory_ceiling(benchmark, bandwidth):
+    bandwidth(_bench_memory_ceiling(benchmark, ADAM, ADAM_BYTES), ADAM_BYTES)
+
+
+def test_sgd_memory_ceiling(benchmark, bandwidth):
+    bandwidth(_bench_memory_ceiling(benchmark, SGD_GROUP, SGD_BYTES), SGD_BYTES)
 
 
 def test_sgd_fastinterp(benchmark, data, bandwidth):

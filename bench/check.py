@@ -44,7 +44,7 @@ QUICK: dict[str, tuple[str, ...]] = {
                           "test_knn_fastinterp", "test_knn_faiss"),
     "bench_resize.py": ("test_pool_fastinterp", "test_pool_torch",
                         "test_backward_fastinterp", "test_backward_torch"),
-    "bench_optim.py": ("test_adam_fastinterp", "test_adam_torch"),
+    "bench_optim.py": ("test_adam_fastinterp", "test_adam_torch", "test_adam_memory_ceiling"),
 }
 #: pytest-benchmark settings that keep the subset short and still take a median of >= 5 rounds.
 FAST_OPTIONS = ("--benchmark-min-rounds=5", "--benchmark-max-time=0.5",
@@ -82,7 +82,8 @@ def ratios(result: dict[str, Any], stat: str = "median") -> dict[str, float]:
         ours = [b for b in benches if library_of(b) == OURS]
         peers = [b for b in benches if not library_of(b).startswith(OURS)]
         for mine in ours:
-            same = [p for p in peers if _param_suffix(p) == _param_suffix(mine)] or peers
+            suffix = _param_suffix(mine)
+            same = [p for p in peers if suffix and _param_suffix(p) == suffix] or peers
             for peer in same:
                 t_ours, t_peer = mine["stats"][stat], peer["stats"][stat]
                 if t_ours > 0 and t_peer > 0:
@@ -209,16 +210,59 @@ def run_subset(extra: Iterable[str] = (), storage: Path = STORAGE) -> dict[str, 
     return json.loads(LATEST.read_text())
 
 
-def load_baseline(path: Path) -> dict[str, Any]:
+ABOUT = ("ratio = peer time / fastinterp time (higher is better), from `make bench-baseline` "
+         "(bench/check.py), one record per kernel variant; `make bench-check` fails when a "
+         f"ratio drops more than {TOLERANCE:.0%} below the record of the variant it ran.")
+
+
+def variant_of(result: dict[str, Any]) -> str:
+    """The kernel variant a run (or a baseline record) measured: ``x86_64_v4``, ..."""
+    return str((result.get("machine_info") or result.get("machine") or {})
+               .get("fastinterp_variant") or "unknown")
+
+
+def load_baselines(path: Path) -> dict[str, dict[str, Any]]:
+    """``{variant: record}`` from a baseline file.
+
+    Ratios depend on the kernel variant as well as on the peers (AVX-512
+    permutes against AVX2 gathers, say), so the file keeps one record per
+    variant under ``"variants"``; a file holding a single record at its top
+    level (the older format) counts as that record's variant.
+    """
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise SystemExit(f"bench-check: no baseline at {path}; create one with "
                          f"`make bench-baseline`.") from None
-    if not isinstance(data.get("ratios"), dict):
+    records = data.get("variants") if "variants" in data else {variant_of(data): data}
+    if not isinstance(records, dict) or not records or not all(
+            isinstance(r, dict) and isinstance(r.get("ratios"), dict) for r in records.values()):
         raise SystemExit(f"bench-check: {path} has no 'ratios' table; regenerate it with "
                          f"`make bench-baseline`.")
-    return data
+    return records
+
+
+def load_baseline(path: Path, variant: str | None = None) -> dict[str, Any]:
+    """The baseline record of ``variant`` (default: the file's only or first record).
+
+    A variant without a record gets the first record with ``"foreign": True``
+    set: compared for information only, never failing (another kernel
+    variant's ratios are not this one's).
+    """
+    records = load_baselines(path)
+    if variant is None or variant not in records:
+        name = next(iter(records))
+        return dict(records[name], foreign=variant is not None, variant=name)
+    return dict(records[variant], foreign=False, variant=variant)
+
+
+def save_baseline(path: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Store ``record`` as its variant's entry of the baseline file, keeping the others."""
+    records = load_baselines(path) if path.exists() else {}
+    records[variant_of(record)] = record
+    path.write_text(json.dumps({"about": ABOUT, "variants": dict(sorted(records.items()))},
+                               indent=2) + "\n")
+    return records
 
 
 def baseline_record(result: dict[str, Any], stat: str, note: str,
@@ -227,9 +271,6 @@ def baseline_record(result: dict[str, Any], stat: str, note: str,
     ``more`` runs) and where they were measured."""
     machine = result.get("machine_info", {})
     return {
-        "about": "ratio = peer time / fastinterp time (higher is better), from "
-                 "`make bench-baseline` (bench/check.py); `make bench-check` fails when a "
-                 f"ratio drops more than {TOLERANCE:.0%} below these.",
         "stat": stat,
         "measured": result.get("datetime") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "commit": (result.get("commit_info") or {}).get("id"),
@@ -266,14 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "trend":
-        base = load_baseline(args.baseline)["ratios"] if args.baseline.exists() else None
-        print(trend(history(args.storage), base, args.last, args.stat))
+        runs = history(args.storage)
+        variant = variant_of(runs[-1][1]) if runs else None
+        base = (load_baseline(args.baseline, variant)["ratios"] if args.baseline.exists()
+                else None)
+        print(trend(runs, base, args.last, args.stat))
         return 0
     if args.command == "baseline":
         runs = [run_subset(args.pytest_arg, args.storage) for _ in range(max(1, args.runs))]
         record = baseline_record(runs[0], args.stat, args.note, runs[1:])
-        args.baseline.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"bench-baseline: wrote {len(record['ratios'])} ratios to {args.baseline}")
+        save_baseline(args.baseline, record)
+        print(f"bench-baseline: wrote {len(record['ratios'])} ratios for kernel variant "
+              f"{variant_of(record)} to {args.baseline}")
         return 0
     if args.command == "compare":
         if not args.result:
@@ -281,11 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(Path(args.result).read_text())
     else:
         result = run_subset(args.pytest_arg, args.storage)
-    base = load_baseline(args.baseline)
+    base = load_baseline(args.baseline, variant_of(result))
+    if base["foreign"]:
+        print(f"bench-check: {args.baseline} has no record for kernel variant "
+              f"{variant_of(result)}; shown against {base['variant']}'s for information "
+              f"only (`make bench-baseline` records this variant's).")
     stat = base.get("stat", args.stat)
     seen = [ratios(result, stat)]
     report = compare(seen[0], base["ratios"], args.tolerance)
-    for _ in range(args.confirm if args.command == "run" else 0):
+    for _ in range(args.confirm if args.command == "run" and not base["foreign"] else 0):
         if not report["regressed"]:
             break
         print(f"bench-check: {len(report['regressed'])} ratio(s) below the baseline; "
@@ -296,10 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         print("\ntrend (saved runs in", os.path.relpath(args.storage, ROOT) + "):")
         print(trend(history(args.storage), base["ratios"], args.last, stat))
-    if report["regressed"]:
+    if report["regressed"] and not base["foreign"]:
         print(f"\nbench-check: {len(report['regressed'])} ratio(s) dropped more than "
               f"{args.tolerance:.0%} below the baseline.", file=sys.stderr)
         return 1
+    if base["foreign"]:
+        print(f"\nbench-check: no baseline for kernel variant {variant_of(result)}: nothing "
+              f"compared (run `make bench-baseline` on this machine to record one).")
+        return 0
     print(f"\nbench-check: {len(report['ok'])} ratio(s) within {args.tolerance:.0%} of the baseline.")
     return 0
 

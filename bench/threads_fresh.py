@@ -10,6 +10,11 @@ range (min..max) of the per-process medians, and the ratio t(1)/t(2).
 
 Run: ``python bench/threads_fresh.py [--ops adam,sgd] [--procs 10] [--reps 30]
 [--env FASTINTERP_TEAM_CONTROL=0]``.
+
+``--compare KEY=A,B`` times two settings of one environment variable instead
+of two thread counts, both at ``--threads`` (default 2), interleaved the same
+way; e.g. ``--compare FASTINTERP_CPU_VARIANT=x86_64_v3,native`` measures the
+portable kernel variant against a ``-march=native`` build (ratio t(A)/t(B)).
 It is a benchmark, not a test: on a shared or loaded machine the numbers are
 noisy, so look at the medians and the spread together.
 """
@@ -163,25 +168,44 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="set in the child processes only, e.g. FASTINTERP_TEAM_CONTROL=0 "
                          "or OMP_PROC_BIND=true, to compare settings")
+    ap.add_argument("--compare", metavar="KEY=A,B",
+                    help="time two values of one environment variable at --threads")
+    ap.add_argument("--threads", type=int, default=2, help="with --compare")
     ap.add_argument("--child", nargs=2, metavar=("OP", "THREADS"))
     args = ap.parse_args()
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     if args.child:
         child(args.child[0], int(args.child[1]), args.reps)
         return
-    print(f"{'op':<22} {'1 thread ms (range)':>24} {'2 threads ms (range)':>24} {'t1/t2':>6}")
+    settings = _settings(args.compare, args.threads)
+    ratio_name = "t1/t2" if args.compare is None else "tA/tB"
+    print(f"{'op':<22} " + " ".join(f"{label + ' ms (range)':>24}" for label, _, _ in settings)
+          + f" {ratio_name:>6}")
     for op in args.ops.split(","):
-        meds = {}
+        meds: dict[str, list[float]] = {}
         for _ in range(args.procs):
-            for threads in (1, 2):  # interleaved, so drifting load hits both alike
+            for label, threads, extra in settings:  # interleaved: drifting load hits both
                 r = subprocess.run([sys.executable, __file__, "--child", op, str(threads),
                                     "--reps", str(args.reps)],
-                                   capture_output=True, text=True, check=True, env=env)
-                meds.setdefault(threads, []).append(float(r.stdout.split()[-1]) * 1e3)
+                                   capture_output=True, text=True, check=True,
+                                   env={**env, **extra})
+                meds.setdefault(label, []).append(float(r.stdout.split()[-1]) * 1e3)
+        first, second = (meds[label] for label, _, _ in settings)
         cols = [f"{statistics.median(m):7.2f} ({min(m):6.2f}..{max(m):6.2f})"
-                for m in (meds[1], meds[2])]
-        ratio = statistics.median(meds[1]) / statistics.median(meds[2])
+                for m in (first, second)]
+        ratio = statistics.median(first) / statistics.median(second)
         print(f"{op:<22} {cols[0]:>24} {cols[1]:>24} {ratio:6.2f}", flush=True)
+
+
+def _settings(compare: str | None, threads: int) -> list[tuple[str, int, dict[str, str]]]:
+    """(label, thread count, extra environment) of the two columns."""
+    if compare is None:
+        return [("1 thread", 1, {}), ("2 threads", 2, {})]
+    key, _, values = compare.partition("=")
+    pair = values.split(",")
+    if not key or len(pair) != 2:
+        raise SystemExit(f"--compare must look like KEY=A,B; got {compare!r}.")
+    return [(value, threads, {key: value}) for value in pair]
 
 
 if __name__ == "__main__":

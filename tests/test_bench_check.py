@@ -22,10 +22,10 @@ def _bench(name, group, library, median, minimum=None):
             "stats": {"median": median, "min": minimum or median, "mean": median}}
 
 
-def _run(*benches, when="2026-01-01T00:00:00"):
+def _run(*benches, when="2026-01-01T00:00:00", variant="x86_64_v4"):
     return {"datetime": when, "benchmarks": list(benches),
             "machine_info": {"node": "box", "cpu": {"brand_raw": "CPU X", "count": 2},
-                             "fastinterp_variant": "x86_64_v4"},
+                             "fastinterp_variant": variant},
             "commit_info": {"id": "abc123"}}
 
 
@@ -33,13 +33,13 @@ LERP = "lerp: 16M"
 PAIR = "pairwise: 4096x8192"
 
 
-def _typical(lerp_ours=0.010, pair_ours=0.200, scale=1.0):
+def _typical(lerp_ours=0.010, pair_ours=0.200, scale=1.0, variant="x86_64_v4"):
     """A run where every time is multiplied by ``scale`` (a slower or busier machine)."""
     return _run(_bench("test_lerp_fastinterp", LERP, "fastinterp", lerp_ours * scale),
                 _bench("test_lerp_copy_reference", LERP, "numpy copy", 0.005 * scale),
                 _bench("test_lerp_torch", LERP, "torch", 0.012 * scale),
                 _bench("test_pairwise_fastinterp", PAIR, "fastinterp", pair_ours * scale),
-                _bench("test_pairwise_matmul", PAIR, None, 0.180 * scale))
+                _bench("test_pairwise_matmul", PAIR, None, 0.180 * scale), variant=variant)
 
 
 def test_ratios_are_peer_time_over_ours_within_each_group():
@@ -59,6 +59,18 @@ def test_ratios_pair_parametrised_tests_by_parameter():
                _bench("test_knn_faiss[10]", "knn", "faiss", 3.0))
     assert check.ratios(run) == pytest.approx({"knn | vs faiss[5]": 3.0,
                                                "knn | vs faiss[10]": 1.5})
+
+
+def test_an_unparametrised_benchmark_pairs_with_every_peer():
+    """fastinterp's Adam (no parameter) against torch's fused and foreach steps
+    (parametrised) and a plain reference: three ratios."""
+    run = _run(_bench("test_adam_fastinterp", "adam", "fastinterp", 0.005),
+               _bench("test_adam_torch[fused]", "adam", "torch (fused)", 0.006),
+               _bench("test_adam_torch[foreach]", "adam", "torch (foreach)", 0.030),
+               _bench("test_adam_memory_ceiling", "adam", "memory ceiling", 0.005))
+    assert check.ratios(run) == pytest.approx({"adam | vs torch (fused)": 1.2,
+                                               "adam | vs torch (foreach)": 6.0,
+                                               "adam | vs memory ceiling": 1.0})
 
 
 def test_ratios_ignore_other_fastinterp_entries_and_empty_groups():
@@ -149,13 +161,48 @@ def test_missing_baseline_says_how_to_make_one(tmp_path):
         check.load_baseline(tmp_path / "absent.json")
 
 
-def test_the_committed_baseline_covers_the_quick_subset():
-    """bench/baseline.json has a ratio for every group of the quick subset's files."""
-    data = check.load_baseline(check.BASELINE)
+@pytest.mark.parametrize("variant", ["x86_64_v3", "x86_64_v4"])
+def test_the_committed_baseline_covers_the_quick_subset(variant):
+    """bench/baseline.json has, for the AVX2 and the AVX-512 kernels, a ratio for every
+    group of the quick subset's files."""
+    data = check.load_baseline(check.BASELINE, variant)
+    assert not data["foreign"] and data["machine"]["fastinterp_variant"] == variant
     groups = {key.split(" | ")[0] for key in data["ratios"]}
     assert len(groups) >= len(check.QUICK)
     assert all(value > 0 for value in data["ratios"].values())
     assert data["stat"] in ("median", "min", "mean")
+
+
+def test_each_kernel_variant_is_compared_with_its_own_record(tmp_path):
+    """An AVX2 run is held to the AVX2 record, not to the AVX-512 one; saving one
+    variant's record keeps the other's."""
+    path = tmp_path / "baseline.json"
+    check.save_baseline(path, check.baseline_record(_typical(), "median", ""))
+    check.save_baseline(path, check.baseline_record(
+        _typical(pair_ours=0.400, variant="x86_64_v3"), "median", ""))
+    assert set(check.load_baselines(path)) == {"x86_64_v3", "x86_64_v4"}
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(_typical(pair_ours=0.400, variant="x86_64_v3")))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
+    result.write_text(json.dumps(_typical(pair_ours=0.400)))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 1
+
+
+def test_a_variant_without_a_record_is_shown_but_never_fails(tmp_path, capsys):
+    path = tmp_path / "baseline.json"
+    check.save_baseline(path, check.baseline_record(_typical(), "median", ""))
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(_typical(pair_ours=0.400, variant="x86_64_v2")))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no record for kernel variant x86_64_v2" in out and "REGRESSED" in out
+
+
+def test_a_single_record_file_is_read_as_its_variant(tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(check.baseline_record(_typical(), "median", "")))
+    assert set(check.load_baselines(path)) == {"x86_64_v4"}
+    assert not check.load_baseline(path, "x86_64_v4")["foreign"]
 
 
 def test_combine_takes_the_best_or_the_median_of_runs():
