@@ -141,6 +141,36 @@ def test_a_point_samples_the_same_bits_anywhere_in_a_row(dtype, pad, align_corne
         np.testing.assert_array_equal(gg_k, gg[:, :, k:k + 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection", "wrap"])
+@pytest.mark.parametrize("shape", [(2, 8, 11, 13, 9, 15), (5, 9, 7, 40, 8, 41),
+                                   (1, 17, 33, 24, 30, 27), (2, 8, 16, 16, 16, 16)])
+def test_channels_first_images_sample_as_channels_last(dtype, pad, shape, rng):
+    """With 8 or more channels, a channels-first forward runs on a channels-last copy of
+    each image (one per thread with two or more images a thread, else one shared): the
+    result is bit-identical to the channels-last call and to each channel sampled
+    alone, on 1 and 2 threads, special grid values included."""
+    n, c, h, w, ho, wo = shape
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    grid = stepping_grid(n, ho, wo, rng)
+    flat = grid.reshape(-1)
+    flat[rng.choice(flat.size, 9, replace=False)] = rng.choice(SPECIAL, 9)
+    grid = grid.astype(dtype)
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    before = fi.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fi.set_num_threads(threads)
+            out = fi.grid_sample(x, grid, padding_mode=pad)
+            last = fi.grid_sample(x_last, grid, padding_mode=pad, layout="NHWC")
+            np.testing.assert_array_equal(out, last.transpose(0, 3, 1, 2))
+            for k in (0, c - 1):
+                alone = fi.grid_sample(x[:, k:k + 1].copy(), grid, padding_mode=pad)
+                np.testing.assert_array_equal(out[:, k:k + 1], alone)
+    finally:
+        fi.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- across builds
 
 def _sampling_workload() -> dict:

@@ -48,6 +48,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An orphaned OpenMP barrier: binds to the enclosing parallel region
+   (Cython's prange inside a parallel block ends with "nowait"). */
+static inline void fi_omp_barrier(void) {
+#pragma omp barrier
+}
+
 #define FI_TEAM_MAX 64
 
 #if defined(__linux__)

@@ -6,3 +6,4 @@ cdef extern from "_team.h" nogil:
     void fi_team_enter(fi_team* team)
     void fi_team_leave(fi_team* team)
     void fi_team_done(fi_team* team)
+    void fi_omp_barrier() noexcept

@@ -33,7 +33,8 @@ from libc.stdint cimport INT64_MAX, uintptr_t
 from libc.stdlib cimport qsort, malloc, free
 from libc.string cimport memset
 from _types cimport real
-from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _team cimport (fi_omp_barrier, fi_team, fi_team_done, fi_team_enter, fi_team_leave,
+                   fi_team_plan)
 
 ctypedef long long i64
 
@@ -56,16 +57,6 @@ cdef extern from "_gemm.h" nogil:
                    fi_epilogue_d epi, void* ctx)
     int FI_GEMM_ALIGN
     int FI_MR
-
-cdef extern from *:
-    """
-    /* An orphaned OpenMP barrier: binds to the enclosing parallel region.
-       (Cython's prange inside a parallel block ends with "nowait".) */
-    static void fastinterp_omp_barrier(void) {
-    #pragma omp barrier
-    }
-    """
-    void omp_barrier "fastinterp_omp_barrier"() noexcept nogil
 
 cdef i64 I64_MAX = INT64_MAX
 
@@ -499,7 +490,7 @@ def sqdist_fwd(real[:, :, ::1] out, real[:, :, ::1] xc, real[:, :, ::1] yc,
                 else:
                     centre_row(&y[ymap[b], t - m, 0], &centre[b, 0], &yc[b, t - m, 0],
                                &ny[b, t - m], d, limit)
-            omp_barrier()     # every centred row is ready before any tile starts
+            fi_omp_barrier()     # every centred row is ready before any tile starts
             for r in prange(nbat * ntiles, schedule="dynamic", chunksize=1):
                 b = r // ntiles
                 t = r - b * ntiles
@@ -1068,7 +1059,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                         fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], j0,
                                    min(<Py_ssize_t> tblock, n - j0), nr, d, kc, tblock,
                                    g, hv, hi, mine)
-                omp_barrier()     # all heaps of this block are complete
+                fi_omp_barrier()     # all heaps of this block are complete
                 nspecial = special_ptr[b + 1] - special_ptr[b]
                 spec = &special[special_ptr[b]] if nspecial else NULL
                 for r in prange(nr, schedule="dynamic", chunksize=16):
@@ -1083,7 +1074,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                         <double*> (work + tid * wstride + o_ev),
                         <i64*> (work + tid * wstride + o_ei),
                         &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
-                omp_barrier()     # heaps are read before the next block resets them
+                fi_omp_barrier()     # heaps are read before the next block resets them
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:

@@ -18,10 +18,12 @@ The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
 """
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, parallel, threadid
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from _types cimport real
-from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _team cimport (fi_omp_barrier, fi_team, fi_team_done, fi_team_enter, fi_team_leave,
+                   fi_team_plan)
 from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport unnormalize, tap_inside
@@ -30,6 +32,12 @@ from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, 
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
+
+cdef extern from "_transpose.h" nogil:
+    void fi_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb,
+                        Py_ssize_t rows, Py_ssize_t cols) noexcept
+    void fi_transpose_d(const double* a, Py_ssize_t lda, double* b, Py_ssize_t ldb,
+                        Py_ssize_t rows, Py_ssize_t cols) noexcept
 
 cdef extern from "_gridplan.h" nogil:
     void fi_plan_bilinear_f(const float* g, Py_ssize_t wo, int padding, int grad,
@@ -484,6 +492,15 @@ cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssi
                                   const Py_ssize_t* I) noexcept nogil:
     """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
     image, op the run's first output pixel. Same arithmetic as sweep_fwd_bilinear."""
+    sweep_fwd_bilinear_pixels(ip, op, C, wo, 0, wo, sx, sy, R, I)
+
+
+cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_ssize_t wo,
+                                    Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t sx,
+                                    Py_ssize_t sy, const real* R,
+                                    const Py_ssize_t* I) noexcept nogil:
+    """sweep_fwd_bilinear_nhwc for pixels j0 <= j < j1 of a run of wo planned pixels;
+    op is pixel j0's output."""
     cdef Py_ssize_t j, m, c
     cdef Py_ssize_t t[4]
     cdef real w[4]
@@ -494,11 +511,11 @@ cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssi
     cdef const real* p2
     cdef const real* p3
     cdef real* o
-    for j in range(wo):
+    for j in range(j0, j1):
         m = I[B_I * j]
         r = R + B_R * j
         w0, w1, w2, w3 = r[0], r[1], r[2], r[3]
-        o = op + j * C
+        o = op + (j - j0) * C
         if m == 15:
             p0 = ip + I[B_I * j + 1]
             p1 = p0 + sx
@@ -510,6 +527,118 @@ cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssi
             masked_taps(R, I, wo, j, t, w)
             for c in range(C):
                 o[c] = bilinear_masked(ip + c, t, w, m)
+
+
+# Channels-first bilinear forward through an NHWC copy of each image: the NHWC sweep
+# reads a pixel's four taps for all channels from four contiguous runs, where the
+# channels-first sweep gathers them plane by plane (about twice its time with 8 or
+# more channels). Worth it when the copy is small next to the work: enough channels,
+# at least half as many output pixels as input pixels, an image of at most 16 MB.
+cdef enum:
+    NHWC_MIN_CHANNELS = 8
+    NHWC_SUB = 64           # pixels swept into the per-thread NHWC buffer at a time
+    NHWC_CHUNK = 256        # pixels per transposition task
+cdef size_t NHWC_IMAGE_BYTES = 16 << 20
+cdef size_t NHWC_TOTAL_BYTES = 64 << 20    # one copy per thread up to this much in all
+
+
+cdef inline bint fwd_via_nhwc(int mode, bint channels_last, Py_ssize_t C, Py_ssize_t H,
+                              Py_ssize_t W, Py_ssize_t P, size_t real_size) noexcept nogil:
+    return (mode == BILINEAR and not channels_last and C >= NHWC_MIN_CHANNELS
+            and 2 * P >= H * W and <size_t>(C * H * W) * real_size <= NHWC_IMAGE_BYTES)
+
+
+cdef inline void transpose(const real* a, Py_ssize_t lda, real* b, Py_ssize_t ldb,
+                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """b[j * ldb + i] = a[i * lda + j] for i < rows, j < cols (see _transpose.h)."""
+    if real is float:
+        fi_transpose_f(a, lda, b, ldb, rows, cols)
+    else:
+        fi_transpose_d(a, lda, b, ldb, rows, cols)
+
+
+cdef void sweep_fwd_bilinear_from_nhwc(const real* img, real* op, Py_ssize_t P, Py_ssize_t C,
+                                       Py_ssize_t wo, Py_ssize_t sx, Py_ssize_t sy,
+                                       const real* R, const Py_ssize_t* I,
+                                       real* buf) noexcept nogil:
+    """One run of wo planned pixels of a channels-first output (op: the run's first
+    pixel of channel 0, planes P apart) from an NHWC image: NHWC_SUB pixels at a time
+    into buf, then out to the C planes. The NHWC sweep's arithmetic, so the same bits
+    as the channels-first sweep."""
+    cdef Py_ssize_t j0 = 0, j1
+    while j0 < wo:
+        j1 = min(j0 + NHWC_SUB, wo)
+        sweep_fwd_bilinear_pixels(img, buf, C, wo, j0, j1, sx, sy, R, I)
+        transpose(buf, C, op + j0, P, j1 - j0, C)
+        j0 = j1
+
+
+cdef int grid_sample_fwd_via_nhwc(real* op, const real* ip, const real* gp, Py_ssize_t N,
+                                  Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t P,
+                                  int padding, const real* ax, const real* ay,
+                                  const Plans* plans, int nthreads) noexcept nogil:
+    """Bilinear forward of channels-first images (see fwd_via_nhwc). With at least two
+    images per thread, each thread takes whole images into its own NHWC copy (no
+    barrier inside the region: a descheduled thread holds nobody up); else, per image,
+    the threads transpose it into one shared copy, then sweep its tiles. ST_NOMEM,
+    nothing written, when the copies cannot be allocated."""
+    cdef Py_ssize_t HW = H * W
+    cdef Py_ssize_t nt = (P + TILE - 1) // TILE
+    cdef size_t image = <size_t>(C * HW)
+    cdef bint own = N >= 2 * nthreads and nthreads * image * sizeof(real) <= NHWC_TOTAL_BYTES
+    cdef real* img = <real*>malloc((nthreads if own else 1) * image * sizeof(real))
+    cdef real* bufs = <real*>malloc(<size_t>(nthreads * NHWC_SUB * C) * sizeof(real))
+    cdef real* mine
+    cdef real* buf
+    cdef real* R
+    cdef Py_ssize_t* I
+    cdef Py_ssize_t n, k, b
+    cdef fi_team team
+    if img == NULL or bufs == NULL:
+        free(img)
+        free(bufs)
+        return ST_NOMEM
+    nthreads = fi_team_plan(&team, nthreads)
+    with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        R = <real*>thread_R(plans)
+        I = <Py_ssize_t*>thread_I(plans)
+        buf = bufs + threadid() * NHWC_SUB * C
+        if own:
+            mine = img + threadid() * image
+            for k in prange(N, schedule="dynamic"):
+                transpose(ip + k * C * HW, HW, mine, C, C, HW)
+                sample_from_nhwc(mine, op + k * C * P, gp + k * P * 2, P, C, W, 0, nt,
+                                 padding, ax, ay, R, I, buf)
+        else:
+            for n in range(N):
+                for b in prange(0, HW, NHWC_CHUNK, schedule="static"):
+                    transpose(ip + n * C * HW + b, HW, img + b * C, C, C,
+                              min(b + NHWC_CHUNK, HW) - b)
+                fi_omp_barrier()    # the copy is whole before any tile reads it
+                for b in prange(nt, schedule="dynamic"):
+                    sample_from_nhwc(img, op + n * C * P, gp + n * P * 2, P, C, W, b, b + 1,
+                                     padding, ax, ay, R, I, buf)
+                fi_omp_barrier()    # every tile is done before the next image overwrites it
+        fi_team_leave(&team)
+    fi_team_done(&team)
+    free(img)
+    free(bufs)
+    return ST_OK
+
+
+cdef void sample_from_nhwc(const real* img, real* op, const real* gp, Py_ssize_t P,
+                           Py_ssize_t C, Py_ssize_t W, Py_ssize_t t0, Py_ssize_t t1,
+                           int padding, const real* ax, const real* ay, real* R,
+                           Py_ssize_t* I, real* buf) noexcept nogil:
+    """Tiles t0 <= t < t1 of one image's P output pixels (op: its channel-0 plane, gp:
+    its grid) from its NHWC copy img."""
+    cdef Py_ssize_t t, p0, length
+    for t in range(t0, t1):
+        p0 = t * TILE
+        length = min(p0 + TILE, P) - p0
+        plan_row(gp + p0 * 2, length, BILINEAR, padding, False, ax, ay, C, W * C, R, I)
+        sweep_fwd_bilinear_from_nhwc(img, op + p0, P, C, length, C, W * C, R, I, buf)
 
 
 cdef inline void layout(bint channels_last, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -629,6 +758,10 @@ cdef int grid_sample_fwd_run(real* op, const real* ip, const real* gp,
     layout(channels_last, C, Ho, Wo, so)
     axis_params(ax, W, align_corners)
     axis_params(ay, H, align_corners)
+    if fwd_via_nhwc(mode, channels_last, C, H, W, P, sizeof(real)) and grid_sample_fwd_via_nhwc(
+            op, ip, gp, N, C, H, W, P, padding, ax, ay, &plans, nthreads) == ST_OK:
+        plans_free(&plans)
+        return ST_OK
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with parallel(num_threads=nthreads):

@@ -1,0 +1,75 @@
+/* Out-of-place matrix transposes for the layout changes inside kernels:
+ *
+ *     b[j * ldb + i] = a[i * lda + j]    for i < rows, j < cols.
+ *
+ * float32 moves 8 x 8 blocks through AVX registers (loads and stores of
+ * whole rows, the standard unpack / shuffle / permute network); the edges
+ * and the other builds copy element by element. Only data moves: the
+ * values are bit-identical whichever path runs.
+ */
+#ifndef FASTINTERP_TRANSPOSE_H
+#define FASTINTERP_TRANSPOSE_H
+
+#include <stddef.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+static inline void fi_transpose_scalar_f(const float* a, ptrdiff_t lda, float* b, ptrdiff_t ldb,
+                                         ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1) {
+    for (ptrdiff_t i = i0; i < i1; ++i)
+        for (ptrdiff_t j = j0; j < j1; ++j)
+            b[j * ldb + i] = a[i * lda + j];
+}
+
+#if defined(__AVX__)
+static inline void fi_transpose8x8_f(const float* a, ptrdiff_t lda, float* b, ptrdiff_t ldb) {
+    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + lda);
+    __m256 r2 = _mm256_loadu_ps(a + 2 * lda), r3 = _mm256_loadu_ps(a + 3 * lda);
+    __m256 r4 = _mm256_loadu_ps(a + 4 * lda), r5 = _mm256_loadu_ps(a + 5 * lda);
+    __m256 r6 = _mm256_loadu_ps(a + 6 * lda), r7 = _mm256_loadu_ps(a + 7 * lda);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(b, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(b + ldb, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(b + 2 * ldb, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(b + 3 * ldb, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(b + 4 * ldb, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(b + 5 * ldb, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(b + 6 * ldb, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(b + 7 * ldb, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+static inline void fi_transpose_f(const float* a, ptrdiff_t lda, float* b, ptrdiff_t ldb,
+                                  ptrdiff_t rows, ptrdiff_t cols) {
+    ptrdiff_t r8 = 0, c8 = 0;
+#if defined(__AVX__)
+    r8 = rows - rows % 8;
+    c8 = cols - cols % 8;
+    for (ptrdiff_t i = 0; i < r8; i += 8)
+        for (ptrdiff_t j = 0; j < c8; j += 8)
+            fi_transpose8x8_f(a + i * lda + j, lda, b + j * ldb + i, ldb);
+#endif
+    fi_transpose_scalar_f(a, lda, b, ldb, 0, r8, c8, cols);   /* right edge */
+    fi_transpose_scalar_f(a, lda, b, ldb, r8, rows, 0, cols);  /* bottom rows */
+}
+
+static inline void fi_transpose_d(const double* a, ptrdiff_t lda, double* b, ptrdiff_t ldb,
+                                  ptrdiff_t rows, ptrdiff_t cols) {
+    for (ptrdiff_t i = 0; i < rows; ++i)
+        for (ptrdiff_t j = 0; j < cols; ++j)
+            b[j * ldb + i] = a[i * lda + j];
+}
+
+#endif
