@@ -13,7 +13,10 @@ backward, gradient factors) are computed once into a small per-thread table
 per pass). The plans are allocated once per call, before any output is
 written, and their size depends only on TILE and the thread count, never on
 the output: a failed allocation is reported (MemoryError) with nothing
-written. Results do not depend on TILE or on the thread count.
+written. The channels-first bilinear forward may also take channels-last
+copies of its images (at most 16 MB each, 64 MB in all, see fwd_via_nhwc);
+when they cannot be allocated it runs without them. Results do not depend
+on TILE, on the thread count or on the copies.
 The backward scatter into grad_input is parallelised so that no two threads
 ever add into the same element, and every element receives its additions in
 the same order whatever the thread count: results are bit-identical.
