@@ -144,7 +144,8 @@ def test_a_point_samples_the_same_bits_anywhere_in_a_row(dtype, pad, align_corne
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("pad", ["zeros", "border", "reflection", "wrap"])
 @pytest.mark.parametrize("shape", [(2, 8, 11, 13, 9, 15), (5, 9, 7, 40, 8, 41),
-                                   (1, 17, 33, 24, 30, 27), (2, 8, 16, 16, 16, 16)])
+                                   (1, 17, 33, 24, 30, 27), (2, 8, 16, 16, 16, 16),
+                                   (6, 16, 20, 20, 12, 12)])
 def test_channels_first_images_sample_as_channels_last(dtype, pad, shape, rng):
     """With 8 or more channels, a channels-first forward runs on a channels-last copy of
     each image (one per thread with two or more images a thread, else one shared): the

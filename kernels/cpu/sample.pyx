@@ -536,7 +536,8 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
 # reads a pixel's four taps for all channels from four contiguous runs, where the
 # channels-first sweep gathers them plane by plane (about twice its time with 8 or
 # more channels). Worth it when the copy is small next to the work: enough channels,
-# at least half as many output pixels as input pixels, an image of at most 16 MB.
+# at least a quarter as many output pixels as input pixels (the copy costs about a
+# sixth of a sweep's time per value), an image of at most 16 MB.
 cdef enum:
     NHWC_MIN_CHANNELS = 8
     NHWC_SUB = 64           # pixels swept into the per-thread NHWC buffer at a time
@@ -548,7 +549,7 @@ cdef size_t NHWC_TOTAL_BYTES = 64 << 20    # one copy per thread up to this much
 cdef inline bint fwd_via_nhwc(int mode, bint channels_last, Py_ssize_t C, Py_ssize_t H,
                               Py_ssize_t W, Py_ssize_t P, size_t real_size) noexcept nogil:
     return (mode == BILINEAR and not channels_last and C >= NHWC_MIN_CHANNELS
-            and 2 * P >= H * W and <size_t>(C * H * W) * real_size <= NHWC_IMAGE_BYTES)
+            and 4 * P >= H * W and <size_t>(C * H * W) * real_size <= NHWC_IMAGE_BYTES)
 
 
 cdef inline void transpose(const real* a, Py_ssize_t lda, real* b, Py_ssize_t ldb,
