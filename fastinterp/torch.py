@@ -468,8 +468,8 @@ def affine_grid(theta, size, align_corners=False, out=None):
 def _keeps_channels_last(x, layout) -> bool:
     """Whether the NumPy API returns an NCHW-shaped result stored channels-last for ``x``
     (a CPU input stored NHWC); the fake kernels mirror it."""
-    return (layout in (None, "NCHW") and x.device.type == "cpu" and x.dim() == 4
-            and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous())
+    return (x.dim() == 4 and not x.is_contiguous() and layout in (None, "NCHW") and x.is_cpu
+            and x.permute(0, 2, 3, 1).is_contiguous())
 
 
 def _spatial(op, name, t, layout):
@@ -601,18 +601,25 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     check_option(op, "match", match, MATCHES)
     if match != "torch":
         _forward_only(op, f"match={match!r}", (input,))
-    size_, scale_ = size, scale_factor
-    if isinstance(input, Tensor):
-        _, _, sp = _spatial(op, "input", input, layout)
-        if size is not None:
-            size_ = list(_tuple_k(op, "size", size, "int", len(sp)))
-        if scale_factor is not None:
-            scale_ = list(_tuple_k(op, "scale_factor", scale_factor, "float", len(sp)))
     if recompute_scale_factor is not None:
         recompute_scale_factor = _check_bool(op, "recompute_scale_factor", recompute_scale_factor)
-    args = (input, size_, scale_, mode, align_corners, antialias, recompute_scale_factor, layout,
-            match)
-    return _call(op, _resize_op, _resize_direct, args, (input,), out)
+    args = (input, size, scale_factor, mode, align_corners, antialias, recompute_scale_factor,
+            layout, match)
+    return _call(op, _resize_op, _resize_direct, args, (input,), out, _resize_op_args)
+
+
+def _resize_op_args(input, size, scale_factor, *options):
+    """``resize``'s arguments as the custom op's schema takes them: ``size`` and
+    ``scale_factor`` as one entry per spatial axis (the direct path leaves that to the
+    NumPy API)."""
+    if isinstance(input, Tensor):
+        op, layout = "resize", options[-2]
+        _, _, sp = _spatial(op, "input", input, layout)
+        if size is not None:
+            size = list(_tuple_k(op, "size", size, "int", len(sp)))
+        if scale_factor is not None:
+            scale_factor = list(_tuple_k(op, "scale_factor", scale_factor, "float", len(sp)))
+    return (input, size, scale_factor, *options)
 
 
 interpolate = resize
@@ -672,14 +679,17 @@ def _pool(op, rank, input, output_size, out, layout=None):
     if not isinstance(input, Tensor):
         input = torch.as_tensor(input)
     if rank == 2:
-        sp = resolve_layout(op, "input", input, layout).split(input.shape)[2:]
+        lay = resolve_layout(op, "input", input, layout)
     elif input.dim() != rank + 2:
         axes = {1: "(N, C, L)", 3: "(N, C, D, H, W)"}[rank]
         raise ValueError(f"{op}: input must have shape {axes}; got {shape_str(input.shape)}.")
-    else:
-        sp = tuple(input.shape[2:])
-    sizes = list((_pool_size if rank == 2 else _pool_size_k)(op, output_size, sp))
-    return _call(op, _pool_op, _pool_direct, (input, sizes, layout), (input,), out)
+
+    def op_args(input, output_size, layout):
+        """The output size as one entry per spatial axis, as the custom op takes it (the
+        direct path leaves that to the NumPy API)."""
+        sp = lay.split(input.shape)[2:] if rank == 2 else tuple(input.shape[2:])
+        return input, list((_pool_size if rank == 2 else _pool_size_k)(op, output_size, sp)), layout
+    return _call(op, _pool_op, _pool_direct, (input, output_size, layout), (input,), out, op_args)
 
 
 def adaptive_avg_pool1d(input, output_size, out=None):
