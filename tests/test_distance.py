@@ -167,6 +167,27 @@ def test_small_tiles_with_split_tail(dtype, rng, monkeypatch):
     assert_rel(s, direct_sqdist(x, x), dtype)
 
 
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_scratch_kept_between_calls_changes_no_bit(nthreads, threads, rng):
+    # The GEMM workspace of one call is kept for the next: calls that take it over
+    # (smaller, then larger, in every op that uses it) must not see what it held.
+    small_x, small_y = rng.standard_normal((70, 40)), rng.standard_normal((50, 40))
+    big_x = rng.standard_normal((600, 300)).astype(np.float32)
+    big_y = rng.standard_normal((700, 300)).astype(np.float32)
+    calls = [lambda: fi.pairwise_sqdist(small_x, small_y),
+             lambda: fi.pairwise_l2(big_x, big_y),
+             lambda: fi.knn(big_y, big_x[:90], 5),
+             lambda: fi.pairwise_sqdist_backward(np.ones((70, 50)), small_x, small_y),
+             lambda: fdist.deterministic_matmul(big_x, big_y.T)]
+    threads.set_num_threads(nthreads)
+    first = [c() for c in calls]
+    again = [c() for c in reversed(calls)][::-1]
+    for a, b in zip(first, again):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(u, v)
+    assert_rel(first[0], direct_sqdist(small_x, small_y), np.float64)
+
+
 def test_nonnegative_on_duplicates_far_from_origin(rng):
     base = (1e4 + rng.standard_normal((50, 8))).astype(np.float32)
     x = np.repeat(base, 3, axis=0)

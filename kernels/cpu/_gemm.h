@@ -2,7 +2,8 @@
  *
  *     C[m, n] = beta * C + alpha * A[m, k] @ B[k, n]
  *
- * A, B are read through arbitrary element strides (rows, columns); C has
+ * A, B are read through arbitrary element strides (rows, columns; operands
+ * stored the other way round are packed by the transposes of _transpose.h); C has
  * unit column stride and row stride rsc. beta is 0 (C is overwritten, never
  * read) or 1.
  *
@@ -33,6 +34,8 @@
 
 #include <stddef.h>
 #include <string.h>
+
+#include "_transpose.h"
 
 #if defined(__AVX512F__)
 #define FI_VBYTES 64
@@ -116,6 +119,8 @@ static void fi_pack_b_##S(size_t kc, size_t nc, const T* b, ptrdiff_t rs,       
             for (size_t p = 0; p < kc; p++)                                       \
                 for (size_t j = 0; j < nr; j++)                                   \
                     panel[p * FI_NR_##S + j] = src[(ptrdiff_t) p * rs + j];       \
+        } else if (rs == 1) {   /* B's columns are rows in memory: a transpose */  \
+            fi_transpose_##S(src, cs, panel, FI_NR_##S, (ptrdiff_t) nr, (ptrdiff_t) kc); \
         } else {                                                                  \
             for (size_t j = 0; j < nr; j++)                                       \
                 for (size_t p = 0; p < kc; p++)                                   \
@@ -140,6 +145,8 @@ static void fi_pack_a_##S(size_t mc, size_t kc, const T* a, ptrdiff_t rs,       
             for (size_t p = 0; p < kc; p++)                                       \
                 for (size_t i = 0; i < mr; i++)                                   \
                     panel[p * FI_MR + i] = src[(ptrdiff_t) p * cs + i];           \
+        } else if (cs == 1) {   /* A's rows are contiguous: a transpose */       \
+            fi_transpose_##S(src, rs, panel, FI_MR, (ptrdiff_t) mr, (ptrdiff_t) kc); \
         } else {                                                                  \
             for (size_t i = 0; i < mr; i++)                                       \
                 for (size_t p = 0; p < kc; p++)                                   \

@@ -78,16 +78,47 @@ cdef size_t round_up(size_t n, size_t a) noexcept nogil:
     return (n + a - 1) // a * a
 
 
-cdef char* alloc_per_thread(object per_thread, object nthreads, void** base) except NULL:
+# One freed scratch block is kept for the next call (the GIL guards it: blocks are taken
+# and given back with the GIL held, around the parallel regions). A fresh block costs page
+# faults on first touch, zeroing every page again, which is several percent of a large
+# pairwise call; at most SCRATCH_KEEP_BYTES stay allocated between calls.
+cdef enum:
+    SCRATCH_KEEP_BYTES = 32 << 20
+
+cdef void* kept_block = NULL
+cdef size_t kept_bytes = 0
+
+
+cdef char* alloc_per_thread(object per_thread, object nthreads, void** base,
+                            size_t* nbytes) except NULL:
     """One checked allocation of ``nthreads`` aligned blocks of ``per_thread`` bytes
-    (``per_thread`` a multiple of FI_GEMM_ALIGN). Raises MemoryError; frees with base."""
+    (``per_thread`` a multiple of FI_GEMM_ALIGN), the kept block when it is large enough.
+    Raises MemoryError; give it back with release_scratch(base[0], nbytes[0])."""
+    global kept_block, kept_bytes
     total = per_thread * nthreads + FI_GEMM_ALIGN
     if per_thread < 0 or nthreads < 1 or total > (<size_t> -1) // 2:
         raise MemoryError(f"distance kernel: cannot allocate {total} bytes of scratch")
-    base[0] = malloc(<size_t> total)
+    if kept_block != NULL and kept_bytes >= <size_t> total:
+        base[0], nbytes[0] = kept_block, kept_bytes
+        kept_block, kept_bytes = NULL, 0
+    else:
+        base[0], nbytes[0] = malloc(<size_t> total), <size_t> total
     if base[0] == NULL:
         raise MemoryError(f"distance kernel: cannot allocate {total} bytes of scratch")
     return <char*> round_up(<uintptr_t> base[0], FI_GEMM_ALIGN)
+
+
+cdef void release_scratch(void* block, size_t nbytes) noexcept:
+    """Give back a block of alloc_per_thread: kept for the next call if it is the larger
+    of it and the kept one and at most SCRATCH_KEEP_BYTES, else freed."""
+    global kept_block, kept_bytes
+    if block == NULL:
+        return
+    if nbytes <= SCRATCH_KEEP_BYTES and nbytes > kept_bytes:
+        free(kept_block)
+        kept_block, kept_bytes = block, nbytes
+    else:
+        free(block)
 
 
 cdef inline size_t gemm_work_bytes(real* kind) noexcept nogil:
@@ -445,6 +476,7 @@ def sqdist_fwd(real[:, :, ::1] out, real[:, :, ::1] xc, real[:, :, ::1] yc,
     cdef Py_ssize_t nrows = m if symmetric else m + n
     cdef real* po
     cdef void* base = NULL
+    cdef size_t base_bytes = 0
     cdef char* work
     cdef size_t wstride, gbytes
     cdef char* mine
@@ -474,7 +506,7 @@ def sqdist_fwd(real[:, :, ::1] out, real[:, :, ::1] xc, real[:, :, ::1] yc,
     else:
         gbytes = gemm_work_bytes(&out[0, 0, 0])
     wstride = gbytes + round_up(sizeof(FwdCtx), FI_GEMM_ALIGN)
-    work = alloc_per_thread(wstride, nthreads, &base)
+    work = alloc_per_thread(wstride, nthreads, &base, &base_bytes)
     rows = 0 if direct else nbat * nrows
     cdef fi_team team
     try:
@@ -522,7 +554,7 @@ def sqdist_fwd(real[:, :, ::1] out, real[:, :, ::1] xc, real[:, :, ::1] yc,
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
-        free(base)
+        release_scratch(base, base_bytes)
 
 
 # ----------------------------------------------------------------------------
@@ -623,6 +655,7 @@ def grad_rows(real[:, :, ::1] out, const real[:, :, ::1] s, bint transpose,
     cdef ptrdiff_t rss, css
     cdef bint direct = count.shape[0] * count.shape[1] != 0
     cdef void* base = NULL
+    cdef size_t base_bytes = 0
     cdef char* work
     cdef char* mine
     cdef real* dst
@@ -656,7 +689,7 @@ def grad_rows(real[:, :, ::1] out, const real[:, :, ::1] s, bint transpose,
     gbytes = gemm_work_bytes(&out[0, 0, 0])
     o_tmp = gbytes + round_up((BWD_ROWS + d) * sizeof(double), FI_GEMM_ALIGN)
     wstride = o_tmp + round_up(<size_t> BWD_ROWS * d * sizeof(real), FI_GEMM_ALIGN)
-    work = alloc_per_thread(wstride, nthreads, &base)
+    work = alloc_per_thread(wstride, nthreads, &base, &base_bytes)
     cdef fi_team team
     try:
         nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
@@ -686,7 +719,7 @@ def grad_rows(real[:, :, ::1] out, const real[:, :, ::1] s, bint transpose,
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
-        free(base)
+        release_scratch(base, base_bytes)
 
 
 def l2_scale(real[:, :, ::1] s, unsigned char[:, :, ::1] near, const real[:, :, ::1] g,
@@ -921,6 +954,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     cdef double nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
     cdef void* base = NULL
+    cdef size_t base_bytes = 0
     cdef char* work
     cdef char* mine
     cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei, o_soa
@@ -982,7 +1016,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     soa = ntb == 1 and (d + 9) * n <= SOA_MAX   # small x: transposed once per block
     wstride = o_soa + (round_up(<size_t> (d + 9) * n * sizeof(double), FI_GEMM_ALIGN)
                        if soa else 0)
-    work = alloc_per_thread(wstride, nthreads, &base)
+    work = alloc_per_thread(wstride, nthreads, &base, &base_bytes)
     nx_max_buf = np.zeros(nbat, np.float64)
     cdef double[::1] nx_max = nx_max_buf
     for b in range(nbat):
@@ -1078,7 +1112,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
-        free(base)
+        release_scratch(base, base_bytes)
 
 
 # ----------------------------------------------------------------------------
@@ -1104,6 +1138,7 @@ def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthread
     cdef Py_ssize_t trows, tcols, ntiles, t, r0, c0
     cdef ptrdiff_t isz = sizeof(real)
     cdef void* base = NULL
+    cdef size_t base_bytes = 0
     cdef char* work
     cdef size_t wbytes
     if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
@@ -1120,7 +1155,7 @@ def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthread
     ntiles = trows * tcols
     nthreads = max(1, min(nthreads, ntiles))
     wbytes = gemm_work_bytes(&out[0, 0])
-    work = alloc_per_thread(wbytes, nthreads, &base)
+    work = alloc_per_thread(wbytes, nthreads, &base, &base_bytes)
     cdef fi_team team
     try:
         nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
@@ -1137,4 +1172,4 @@ def matmul(real[:, ::1] out, const real[:, :] a, const real[:, :] b, int nthread
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
-        free(base)
+        release_scratch(base, base_bytes)
