@@ -396,6 +396,8 @@ def begin(op: str, **named) -> Prepared:
     >>> p.backend, type(p.arrays["b"]).__name__
     ('cpu', 'ndarray')
     """
+    if all(type(obj) in _PLAIN_NUMPY for obj in named.values()):
+        return _begin_numpy(op, named)
     backend = backend_of(*named.values(), names=tuple(named))
     arrays: dict[str, Any] = {}
     template = template_kind = None
@@ -413,3 +415,19 @@ def begin(op: str, **named) -> Prepared:
             arrays[name] = _to_numpy(plain, kind, op, name)
     storage = _half_storage(op, backend, arrays, named)
     return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage)
+
+
+# Exact types (no subclasses, no array-likes) that need no conversion at all: NumPy
+# arrays and Python scalars (None too). Calls on these alone take _begin_numpy, which
+# is what the general path does with them, without its per-argument checks.
+_PLAIN_NUMPY = frozenset({np.ndarray, float, int, bool, type(None)})
+
+
+def _begin_numpy(op: str, named: dict) -> Prepared:
+    """``begin`` for NumPy arrays and Python scalars only: the CPU backend, the arrays
+    themselves, the first array as the template (half-precision arrays widened)."""
+    arrays = dict(named)
+    template = next((obj for obj in named.values() if type(obj) is np.ndarray), None)
+    storage = _half_storage(op, CPU, arrays, named)
+    return Prepared(op, CPU, arrays, template, None if template is None else "numpy",
+                    dict(named), storage=storage)

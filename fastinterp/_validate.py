@@ -104,6 +104,9 @@ def check_option(op: str, name: str, value, allowed: Sequence) -> None:
 def broadcast_shape(op: str, **arrays) -> tuple[int, ...]:
     """NumPy broadcasting of the named shapes, with a message naming them on failure."""
     shapes = {n: tuple(a.shape) for n, a in arrays.items() if hasattr(a, "shape")}
+    widest = max(shapes.values(), key=len, default=())
+    if all(s == widest or not any(d != 1 for d in s) for s in shapes.values()):
+        return widest      # equal shapes and size-1 operands (scalars): the common case
     try:
         return tuple(np.broadcast_shapes(*shapes.values()))
     except ValueError:

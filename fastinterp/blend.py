@@ -23,6 +23,11 @@ def coalesce_broadcast(out_shape, *shapes):
     Returns ``(out_shape', [shape', ...])`` of equal rank (at least 1) with the
     same element order, so each operand can be reshaped without a copy.
     """
+    out_shape = tuple(out_shape)
+    if all(tuple(s) == out_shape or not any(d != 1 for d in s) for s in shapes):
+        # every operand full or a single value (the common case): one axis
+        size = math.prod(out_shape)
+        return (size,), [(size,) if tuple(s) == out_shape else (1,) for s in shapes]
     nd = len(out_shape)
     padded = [(1,) * (nd - len(s)) + tuple(s) for s in shapes]
     axes = [i for i in range(nd) if out_shape[i] != 1]

@@ -255,6 +255,48 @@ def test_broadcast_shape():
         V.broadcast_shape("op", a=np.zeros(3), b=np.zeros(4))
 
 
+# Equal shapes and size-1 operands take a shortcut in broadcast_shape and in lerp's
+# coalesce_broadcast; both must agree with NumPy's broadcasting everywhere.
+SHAPE_CASES = [
+    [(2, 3), (2, 3)], [(2, 3), ()], [(2, 3), (1, 1, 1)], [(1, 1, 1), (1, 1)], [(0, 3), (0, 3)],
+    [(0, 3), (1,)], [(0,), ()], [(3, 1), (1,)], [(1, 3), (3, 1)], [(2, 1, 4), (3, 1), ()],
+    [(5,), (5,), (5,)], [(), ()], [(4, 1, 1), (4, 1, 1), (1,)], [(2, 3), (2, 1)],
+]
+
+
+@pytest.mark.parametrize("shapes", SHAPE_CASES)
+def test_broadcast_shape_matches_numpy(shapes):
+    named = {f"x{i}": np.zeros(s) for i, s in enumerate(shapes)}
+    assert V.broadcast_shape("op", **named) == np.broadcast_shapes(*shapes)
+
+
+@pytest.mark.parametrize("shapes", SHAPE_CASES)
+def test_coalesce_broadcast_keeps_the_element_order(shapes):
+    from fastinterp.blend import coalesce_broadcast
+    out = np.broadcast_shapes(*shapes)
+    merged_out, merged = coalesce_broadcast(out, *shapes)
+    assert len(merged) == len(shapes) and all(len(m) == len(merged_out) for m in merged)
+    rng = np.random.default_rng(0)
+    for shape, m in zip(shapes, merged):
+        x = rng.standard_normal(shape)
+        want = np.broadcast_to(x, out).ravel()
+        np.testing.assert_array_equal(np.broadcast_to(x.reshape(m), merged_out).ravel(), want)
+
+
+def test_begin_on_numpy_arrays_and_scalars():
+    a, b = np.zeros(3, np.float32), np.ones(3, np.float16)
+    p = begin("lerp", a=a, b=np.ones(3, np.float32), t=0.5)
+    assert (p.backend, p.template_kind) == ("cpu", "numpy")
+    assert p.arrays["a"] is a and p.template is a and p.arrays["t"] == 0.5
+    assert p.storage is None
+    p = begin("lerp", a=a, b=b, t=None)          # half storage is widened, as on every path
+    assert p.arrays["b"].dtype == np.float32 and p.storage == {"a": np.float32, "b": np.float16}
+    p = begin("lerp", a=1.0, b=2, t=True)
+    assert (p.backend, p.template, p.template_kind) == ("cpu", None, None)
+    sub = np.zeros(3).view(np.matrix)              # a subclass is converted as before
+    assert type(begin("lerp", a=sub).arrays["a"]) is np.ndarray
+
+
 @pytest.mark.parametrize("make, exc, words", [
     (lambda: np.zeros((2, 4)), ValueError, r"out must have shape \(2, 3\); got \(2, 4\)"),
     (lambda: np.zeros((2, 3), np.float32), TypeError, "out must have dtype float64; got float32"),
