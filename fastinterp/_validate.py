@@ -101,11 +101,17 @@ def check_option(op: str, name: str, value, allowed: Sequence) -> None:
         raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
 
 
+def full_or_single(shape, full) -> bool:
+    """Whether ``shape`` is ``full`` itself or holds a single value (every axis 1): the
+    operands that broadcast against ``full`` without any axis to line up."""
+    return tuple(shape) == tuple(full) or all(d == 1 for d in shape)
+
+
 def broadcast_shape(op: str, **arrays) -> tuple[int, ...]:
     """NumPy broadcasting of the named shapes, with a message naming them on failure."""
     shapes = {n: tuple(a.shape) for n, a in arrays.items() if hasattr(a, "shape")}
     widest = max(shapes.values(), key=len, default=())
-    if all(s == widest or not any(d != 1 for d in s) for s in shapes.values()):
+    if all(full_or_single(s, widest) for s in shapes.values()):
         return widest      # equal shapes and size-1 operands (scalars): the common case
     try:
         return tuple(np.broadcast_shapes(*shapes.values()))

@@ -11,7 +11,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
-                        real_scalar, same_dtype, shape_str)
+                        full_or_single, real_scalar, same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
 
@@ -24,7 +24,7 @@ def coalesce_broadcast(out_shape, *shapes):
     same element order, so each operand can be reshaped without a copy.
     """
     out_shape = tuple(out_shape)
-    if all(tuple(s) == out_shape or not any(d != 1 for d in s) for s in shapes):
+    if all(full_or_single(s, out_shape) for s in shapes):
         # every operand full or a single value (the common case): one axis
         size = math.prod(out_shape)
         return (size,), [(size,) if tuple(s) == out_shape else (1,) for s in shapes]
