@@ -167,6 +167,24 @@ def test_small_tiles_with_split_tail(dtype, rng, monkeypatch):
     assert_rel(s, direct_sqdist(x, x), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", [fi.pairwise_sqdist, fi.pairwise_l2])
+def test_a_distance_has_the_same_bits_anywhere_in_the_tiles(dtype, fn, rng):
+    # Full micro-tiles are finished in registers, edge tiles (and tiles holding a
+    # near-duplicate pair) in the epilogue: permuting the rows moves every pair between
+    # them, and must not change a bit. All rows are in the centring sample, so the
+    # centre, and every centred row, is the same after the permutation.
+    x = rng.standard_normal((200, 64)).astype(dtype)
+    y = rng.standard_normal((250, 64)).astype(dtype)
+    y[:40] = x[:40] + dtype(1e-3) * y[:40]      # near duplicates: tiles the epilogue redoes
+    y[40:45] = x[50:55]                         # exact duplicates
+    assert len(x) <= fdist.CENTRE_SAMPLE and len(y) <= fdist.CENTRE_SAMPLE
+    px, py = rng.permutation(len(x)), rng.permutation(len(y))
+    want = fn(x, y)
+    np.testing.assert_array_equal(fn(x[px], y[py]), want[px][:, py])
+    assert_rel(want ** (1 if fn is fi.pairwise_sqdist else 2), direct_sqdist(x, y), dtype)
+
+
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_scratch_kept_between_calls_changes_no_bit(nthreads, threads, rng):
     # The GEMM workspace of one call is kept for the next: calls that take it over

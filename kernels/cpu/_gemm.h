@@ -27,7 +27,10 @@
  * An optional epilogue epi(ctx, i, j, mr, nr, t, FI_NR) is called on each
  * micro-tile (rows i..i+mr, columns j..j+nr of C) after its final update,
  * on the finished values in an L1 buffer t (row stride FI_NR) that are then
- * stored into C: a fused finish costs no extra pass over C.
+ * stored into C: a fused finish costs no extra pass over C. The finish of a
+ * squared-distance tile, (r_i + s_j) + alpha * acc with a per-element check,
+ * can instead run on the accumulators in registers (fi_rank1_<t>): full tiles
+ * it accepts skip the buffer, the epilogue call and the copy into C.
  */
 #ifndef FASTINTERP_GEMM_H
 #define FASTINTERP_GEMM_H
@@ -63,6 +66,22 @@ typedef double fi_vec_d __attribute__((vector_size(FI_VBYTES), aligned(FI_VBYTES
 #define FI_NC_f 2048
 #define FI_NC_d 1024
 
+/* The finish of a squared-distance tile, fused into the micro-kernel: row addends
+   r (indexed like C's rows), column addends s (like its columns), the acceptance
+   factor tau and whether to take square roots (see fi_ukr_rank1_<t>), for
+   either element type. */
+typedef struct {
+    const void* r;      /* T*: one addend per row of C */
+    const void* s;      /* T*: one per column */
+    double tau;         /* rounded to T before use */
+    int take_sqrt;
+} fi_rank1;
+
+typedef int fi_mask_f __attribute__((vector_size(FI_VBYTES)));
+typedef long long fi_mask_d __attribute__((vector_size(FI_VBYTES)));
+static inline float fi_sqrt_f(float v) { return __builtin_sqrtf(v); }
+static inline double fi_sqrt_d(double v) { return __builtin_sqrt(v); }
+
 #define FI_ROUND_UP(a, b) ((((a) + (b) - 1) / (b)) * (b))
 
 #define FI_DEFINE_GEMM(S, T)                                                      \
@@ -74,11 +93,11 @@ static inline size_t fi_gemm_work_##S(void) {                                   
          + (size_t) FI_MR * FI_NR_##S;                                            \
 }                                                                                 \
                                                                                   \
-/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
-static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
-                              const T* restrict b, T* restrict t) {               \
+/* c0/c1[MR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
+static inline __attribute__((always_inline))                                     \
+void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,      \
+                       fi_vec_##S c0[FI_MR], fi_vec_##S c1[FI_MR]) {             \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
-    fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
     a = (const T*) __builtin_assume_aligned(a, FI_GEMM_ALIGN);                    \
     b = (const T*) __builtin_assume_aligned(b, FI_GEMM_ALIGN);                    \
     for (int i = 0; i < FI_MR; i++) {                                             \
@@ -96,10 +115,58 @@ static inline void fi_ukr_##S(size_t kc, const T* restrict a,                   
             c1[i] += ai * b1;                                                     \
         }                                                                         \
     }                                                                             \
+}                                                                                 \
+                                                                                  \
+/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
+static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
+                              const T* restrict b, T* restrict t) {               \
+    enum { NV = FI_VBYTES / sizeof(T) };                                          \
+    fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
+    fi_accumulate_##S(kc, a, b, c0, c1);                                          \
     for (int i = 0; i < FI_MR; i++) {                                             \
         *(fi_vec_##S*) (t + i * 2 * NV) = c0[i];                                  \
         *(fi_vec_##S*) (t + i * 2 * NV + NV) = c1[i];                             \
     }                                                                             \
+}                                                                                 \
+                                                                                  \
+/* A full MR x NR tile of C, overwritten and finished as a squared-distance tile  \
+   without leaving the registers: v = (r[i] + s[j]) + alpha * acc, then sqrt(v)   \
+   if asked, each operation rounded as in fi_finish and the epilogue. Returns 1   \
+   when every v > tau * (r[i] + s[j]); otherwise 0, and the caller redoes the     \
+   tile through the epilogue (which overwrites all of it). */                    \
+static inline int fi_ukr_rank1_##S(size_t kc, const T* restrict a,               \
+                                   const T* restrict b, T alpha,                 \
+                                   const fi_rank1* fin, size_t i0, size_t j0, \
+                                   T* restrict c, ptrdiff_t rsc) {                \
+    enum { NV = FI_VBYTES / sizeof(T) };                                          \
+    typedef T fi_uvec __attribute__((vector_size(FI_VBYTES), aligned(sizeof(T)))); \
+    fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
+    fi_accumulate_##S(kc, a, b, c0, c1);                                          \
+    const T* r = (const T*) fin->r + i0;                                          \
+    const fi_vec_##S s0 = *(const fi_uvec*) ((const T*) fin->s + j0);             \
+    const fi_vec_##S s1 = *(const fi_uvec*) ((const T*) fin->s + j0 + NV);        \
+    const fi_vec_##S tau = (T) fin->tau - (fi_vec_##S){0};                        \
+    fi_mask_##S bad = {0};                                                        \
+    for (int i = 0; i < FI_MR; i++) {                                             \
+        fi_vec_##S m0 = alpha * c0[i], m1 = alpha * c1[i];                        \
+        /* the products round on their own (no fused multiply-add), as in         \
+           fi_finish, which stores them before the epilogue adds */               \
+        __asm__("" : "+x"(m0), "+x"(m1));                                         \
+        const fi_vec_##S p0 = r[i] + s0, p1 = r[i] + s1;                          \
+        fi_vec_##S v0 = p0 + m0, v1 = p1 + m1;                                    \
+        bad |= ~(v0 > tau * p0) | ~(v1 > tau * p1);                               \
+        if (fin->take_sqrt)                                                       \
+            for (int l = 0; l < NV; l++) {                                        \
+                v0[l] = fi_sqrt_##S(v0[l]);                                       \
+                v1[l] = fi_sqrt_##S(v1[l]);                                       \
+            }                                                                     \
+        *(fi_uvec*) (c + (ptrdiff_t) i * rsc) = v0;                               \
+        *(fi_uvec*) (c + (ptrdiff_t) i * rsc + NV) = v1;                          \
+    }                                                                             \
+    int accepted = 1;                                                             \
+    for (int l = 0; l < NV; l++)                                                  \
+        accepted &= bad[l] == 0;                                                  \
+    return accepted;                                                              \
 }                                                                                 \
                                                                                   \
 /* Pack B[0:kc, 0:nc] (strides rs, cs) into kc x NR panels, zero-padded. */        \
@@ -201,13 +268,16 @@ typedef void (*fi_epilogue_##S)(void* ctx, size_t i, size_t j, size_t mr,       
                                 size_t nr, T* c, ptrdiff_t rsc);                  \
                                                                                   \
 /* C = beta * C + alpha * A @ B (beta 0 or 1), then epi (may be NULL) on every    \
-   micro-tile; single-threaded, deterministic.                                    \
+   micro-tile; single-threaded, deterministic. With fin (may be NULL), full tiles \
+   of an overwritten C in one k block are first tried by fi_ukr_rank1, and only   \
+   those it does not accept go through epi (which must compute what it would). \
    work: fi_gemm_work_##S() elements, FI_GEMM_ALIGN-aligned. */                   \
 static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                    \
                         const T* a, ptrdiff_t rsa, ptrdiff_t csa,                 \
                         const T* b, ptrdiff_t rsb, ptrdiff_t csb,                 \
                         T beta, T* c, ptrdiff_t rsc, T* work,                     \
-                        fi_epilogue_##S epi, void* ctx) {                         \
+                        fi_epilogue_##S epi, void* ctx,                           \
+                        const fi_rank1* fin) {                                \
     T* ap = work;                                                                 \
     T* bp = ap + (size_t) FI_MC_##S * FI_KC_##S;                                  \
     T* t = bp + (size_t) FI_KC_##S * FI_ROUND_UP(FI_NC_##S, FI_NR_##S);           \
@@ -243,6 +313,11 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
                             __builtin_prefetch(ct + (ptrdiff_t) i * rsc, 1, 3);   \
                             __builtin_prefetch(ct + (ptrdiff_t) i * rsc + nr - 1, 1, 3); \
                         }                                                         \
+                        if (fin && last && overwrite && mr == FI_MR               \
+                            && nr == FI_NR_##S                                    \
+                            && fi_ukr_rank1_##S(kc, ap + ir * kc, bp + jr * kc,   \
+                                                alpha, fin, ic + ir, jc + jr, ct, rsc)) \
+                            continue;                                             \
                         fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t);            \
                         if (epi && last) {   /* finish in t (in L1), store C once */ \
                             fi_finish_##S(mr, nr, t, alpha, overwrite, ct, rsc);  \

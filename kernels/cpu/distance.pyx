@@ -43,18 +43,23 @@ cdef extern from "_gemm.h" nogil:
                                    float* c, ptrdiff_t rsc) noexcept nogil
     ctypedef void (*fi_epilogue_d)(void* ctx, size_t i, size_t j, size_t mr, size_t nr,
                                    double* c, ptrdiff_t rsc) noexcept nogil
+    ctypedef struct fi_rank1:
+        const void* r
+        const void* s
+        double tau
+        int take_sqrt
     size_t fi_gemm_work_f()
     size_t fi_gemm_work_d()
     void fi_gemm_f(size_t m, size_t n, size_t k, float alpha,
                    const float* a, ptrdiff_t rsa, ptrdiff_t csa,
                    const float* b, ptrdiff_t rsb, ptrdiff_t csb,
                    float beta, float* c, ptrdiff_t rsc, float* work,
-                   fi_epilogue_f epi, void* ctx)
+                   fi_epilogue_f epi, void* ctx, const fi_rank1* fin)
     void fi_gemm_d(size_t m, size_t n, size_t k, double alpha,
                    const double* a, ptrdiff_t rsa, ptrdiff_t csa,
                    const double* b, ptrdiff_t rsb, ptrdiff_t csb,
                    double beta, double* c, ptrdiff_t rsc, double* work,
-                   fi_epilogue_d epi, void* ctx)
+                   fi_epilogue_d epi, void* ctx, const fi_rank1* fin)
     int FI_GEMM_ALIGN
     int FI_MR
 
@@ -135,19 +140,22 @@ cdef inline void gemm(size_t m, size_t n, size_t k, real alpha,
                       real beta, real* c, ptrdiff_t rsc, void* work,
                       FwdCtx* fwd) noexcept nogil:
     """``c = beta c + alpha a @ b`` with the deterministic packed GEMM (single thread);
-    with ``fwd``, each micro-tile is finished by the forward epilogue (micro_epilogue)."""
-    cdef fi_epilogue_f epi_f = NULL
-    cdef fi_epilogue_d epi_d = NULL
+    with ``fwd``, each micro-tile is finished by the forward epilogue (micro_epilogue),
+    full tiles first in registers (fi_rank1: the same arithmetic, see _gemm.h)."""
+    cdef fi_rank1 fin
+    cdef const fi_rank1* use = NULL
+    if fwd != NULL:
+        fin.r = fwd.nx
+        fin.s = fwd.ny
+        fin.tau = fwd.tau
+        fin.take_sqrt = fwd.take_sqrt
+        use = &fin
     if real is float:
-        if fwd != NULL:
-            epi_f = micro_epilogue[float]
         fi_gemm_f(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <float*> work,
-                  epi_f, fwd)
+                  micro_epilogue[float] if fwd != NULL else <fi_epilogue_f> NULL, fwd, use)
     else:
-        if fwd != NULL:
-            epi_d = micro_epilogue[double]
         fi_gemm_d(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, <double*> work,
-                  epi_d, fwd)
+                  micro_epilogue[double] if fwd != NULL else <fi_epilogue_d> NULL, fwd, use)
 
 
 # ----------------------------------------------------------------------------
