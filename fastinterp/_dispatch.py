@@ -217,7 +217,8 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
     when nothing was widened. Half precision mixes with float32 only: a
     float64 array next to a half one is a TypeError naming both.
     """
-    half = [n for n, a in arrays.items() if _half.is_half(getattr(a, "dtype", None))]
+    half = [n for n, a in arrays.items()       # a NumPy scalar is a number, not storage
+            if _half.is_half(getattr(a, "dtype", None)) and not isinstance(a, np.generic)]
     if not half or op not in HALF_OPS:
         return None  # an op without half support names the dtype in its own check
     h = half[0]

@@ -63,6 +63,12 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
     ``TypeError``; a finite number that ``dtype`` cannot hold (``10**400``, or
     ``1e300`` for float32) raises ``ValueError``. ``nan`` and ``inf`` pass.
     """
+    return np.asarray(real_float(op, name, value, dtype), dtype=dtype)
+
+
+def real_float(op: str, name: str, value, dtype) -> float:
+    """``value`` checked as :func:`real_scalar` checks it, as a Python float (not yet
+    rounded to ``dtype``): for callers that build their own scalar of that dtype."""
     if type(value) not in _PLAIN_REALS and (
             isinstance(value, (bool, np.bool_))
             or not isinstance(value, (Real, np.integer, np.floating))):
@@ -77,7 +83,7 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
         shown = (f"an int of {len(str(abs(int(value))))} digits" if isinstance(value, Integral)
                  else repr(value))
         raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
-    return np.asarray(wide, dtype=dtype)
+    return wide
 
 
 def check_ndim(op: str, name: str, arr, ndims: int | Iterable[int], layout: str) -> None:

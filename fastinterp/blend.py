@@ -67,8 +67,13 @@ def _lerp_cpu(out, a, b, t):
 registry.register_builtin("lerp", _lerp_cpu, "fastinterp._cuda.blend:lerp")
 
 
+def _is_array(value):
+    """An array operand; NumPy scalars, like Python numbers, are weights passed by value."""
+    return hasattr(value, "shape") and not isinstance(value, np.generic)
+
+
 def _as_operand(prepared, name, value, dtype):
-    if hasattr(value, "shape"):
+    if _is_array(value):
         return value if prepared.backend == "cuda" else as_c_contiguous(value)
     if prepared.backend == "cuda" and name != "t":
         raise TypeError(f"lerp: {name} must be an array on the CUDA device (a scalar "
@@ -112,7 +117,7 @@ def lerp(a, b, t, out=None):
     array([ 0.25, 12.5 ])
     """
     p = begin("lerp", a=a, b=b, t=t)
-    arrays = {n: v for n, v in p.arrays.items() if hasattr(v, "shape")}
+    arrays = {n: v for n, v in p.arrays.items() if _is_array(v)}
     if not any(n in arrays for n in ("a", "b")):
         raise TypeError("lerp: a or b must be an array; got two scalars.")
     dtype = same_dtype("lerp", **arrays)
@@ -162,7 +167,7 @@ def _slerp_weights(p, t, dtype, batch, path, op="slerp"):
     form: ``t.shape[:-1]`` broadcasts to ``batch`` and ``t.shape[-1]`` is the
     number of steps. A weight shared by every row gets row stride 0 (no copy).
     """
-    if not hasattr(t, "shape"):
+    if not _is_array(t):
         t = real_scalar(op, "t", t, dtype)
     if path and len(t.shape) == 0:
         raise ValueError(f"{op}: t must have shape (..., T) in the path form "
@@ -226,7 +231,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
             raise TypeError(f"{op}: {name} must be an array; got {type(p.originals[name]).__name__}.")
     if not hasattr(p.originals["t"], "dtype") and hasattr(t_, "shape") and p.backend == "cpu":
         t_ = p.arrays["t"] = np.asarray(p.originals["t"], dtype=a_.dtype)  # a list: a's dtype
-    dtype = same_dtype(op, a=a_, b=b_, t=t_ if hasattr(t_, "shape") else None)
+    dtype = same_dtype(op, a=a_, b=b_, t=t_ if _is_array(t_) else None)
     if tuple(b_.shape) != tuple(a_.shape):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "
                          f"got {shape_str(b_.shape)}.")

@@ -36,6 +36,7 @@ import numpy as np
 
 import fastinterp as _fi
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
+from .sample import static_fill
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -138,13 +139,6 @@ def _as_batch(op, x, layout, nd_ok=False):
     return x.reshape(lay.batched_shape(x.shape)), name, back
 
 
-def _static_fill(fill):
-    """``fill`` as a hashable static value (a number, or a tuple per channel)."""
-    if fill is None or np.ndim(fill) == 0:
-        return None if fill is None else float(fill)
-    return tuple(float(v) for v in np.asarray(fill).reshape(-1))
-
-
 def _forward_only_vjp(op, what, f):
     """``f`` as a custom_vjp whose gradient is a clear error (an option without one)."""
     g = jax.custom_vjp(f)
@@ -192,7 +186,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
                             layout=layout)
         grid = grid.reshape((1,) + grid.shape)
     kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-              fill=_static_fill(fill), layout=name)
+              fill=static_fill(op, fill), layout=name)
     specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
     back = dict(kw, needs_input_grad=True, needs_grid_grad=True)
 
@@ -406,7 +400,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     x_b, name, back_fn = _as_batch(op, img, layout)
     kw = dict(dsize=tuple(int(d) for d in dsize), mode=mode, padding_mode=padding_mode,
               align_corners=align_corners, match=match, inverse_map=inverse_map,
-              fill=_static_fill(fill), layout=name)
+              fill=static_fill(op, fill), layout=name)
     host, host_bwd = _WARP_HOSTS[rows]
     # validation and the output's shape, on zeros and identity matrices (M may be traced)
     probe = host(np.zeros(x_b.shape, x_b.dtype), _identity_like(M.shape, rows), **kw)

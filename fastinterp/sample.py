@@ -18,7 +18,7 @@ from ._config import threads_for
 from ._dispatch import begin
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._validate import (as_c_contiguous, check_dtype, check_ndim, check_option, check_out,
-                        real_scalar,
+                        real_float, real_scalar,
                         same_dtype, shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
@@ -458,6 +458,33 @@ class _Geometry:
         return (self.dims[0], 1) + self.dims[2:]
 
 
+def _fill_sequence(op, fill, count=""):
+    """A per-channel ``fill`` as a float64 array: a TypeError for non-reals, a ValueError
+    for numbers beyond float64 (as :func:`real_scalar` gives for a scalar fill)."""
+    try:
+        return np.asarray(fill, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{op}: fill must be representable in float64; got an int beyond "
+                         f"it in {type(fill).__name__} fill.") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: fill must be a real number or a sequence of {count}"
+                        f"reals; got {fill!r}.") from None
+
+
+def static_fill(op, fill):
+    """``fill`` as plain Python floats, for frontends that pass it as a static argument:
+    None, one float (a scalar, which the NumPy API gives every channel) or a tuple of
+    floats (per channel), with the NumPy API's errors for what it cannot be. Arrays of
+    any framework are read with ``tolist``; the rest is plain Python (traceable)."""
+    if fill is None:
+        return None
+    if hasattr(fill, "tolist") and not isinstance(fill, np.generic):
+        fill = fill.tolist()
+    if isinstance(fill, (list, tuple)):
+        return tuple(real_float(op, "fill", v, np.float64) for v in fill)
+    return real_float(op, "fill", fill, np.float64)
+
+
 def _fill_values(op, fill, padding_mode, C, dtype):
     """The per-channel fill of 'constant' padding as a (C,) array; None when no fill
     is added (other modes, or a zero fill)."""
@@ -471,11 +498,7 @@ def _fill_values(op, fill, padding_mode, C, dtype):
     if np.ndim(fill) == 0:
         vals = np.full(C, real_scalar(op, "fill", fill, dtype), dtype)
     else:
-        try:
-            vals = np.asarray(fill, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: fill must be a real number or a sequence of C = {C} "
-                            f"reals; got {fill!r}.") from None
+        vals = _fill_sequence(op, fill, f"C = {C} ")
         if vals.shape != (C,):
             raise ValueError(f"{op}: fill must be a scalar or have shape (C,) = ({C},); "
                              f"got shape {shape_str(vals.shape)}.")

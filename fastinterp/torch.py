@@ -66,11 +66,11 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_option, shape_str
+from ._validate import check_option, real_float, shape_str
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS, _check_flag
 from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
-from .sample import _check_bool, _check_options, _check_size
+from .sample import _check_bool, _check_options, _check_size, static_fill
 from .warp import _check_dsize
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
@@ -246,17 +246,27 @@ def _fake_rank(op, name, t, ndims, layout):
 
 
 def _as_tensor_like(value, like, name, op):
-    """A non-tensor array argument (a scalar, list or NumPy array) as a tensor on
-    ``like``'s device; NumPy arrays keep their dtype, other values take ``like``'s."""
+    """A non-tensor argument as a tensor on ``like``'s device, read as the NumPy API reads
+    it: a Python or NumPy number (bools refused, range checked) in the dtype ``like``
+    computes in (float32 for half tensors, whose storage the NumPy API widens); NumPy
+    arrays, lists and tuples as ``np.asarray`` gives them, dtype kept, so that the op
+    checks their dtype as the NumPy API does."""
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, np.ndarray):
-        return torch.as_tensor(value, device=like.device)
+    compute = torch.float32 if like.dtype in _HALF else like.dtype
+    if isinstance(value, numbers.Number) and compute in _NUMPY_FLOAT:
+        wide = real_float(op, name, value, _NUMPY_FLOAT[compute])
+        return torch.scalar_tensor(wide, dtype=compute, device=like.device)
+    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
+        real_float(op, name, value, np.float64)     # the NumPy API's TypeError
     try:
-        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        return torch.as_tensor(np.asarray(value), device=like.device)
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{op}: {name} must be a tensor or a real number; got "
+        raise TypeError(f"{op}: {name} must be a real number or an array; got "
                         f"{type(value).__name__} {value!r}.") from None
+
+
+_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _first_tensor(op, **named):
@@ -286,19 +296,10 @@ def _down(g, like):
 def _fill_list(op, fill):
     """``fill`` as the custom ops' schema takes it: None, or a list of floats (a scalar as
     one entry, which the NumPy API's rule gives every channel)."""
-    if fill is None:
-        return None
     if isinstance(fill, Tensor):
-        fill = fill.detach().cpu().tolist()
-    elif isinstance(fill, np.ndarray):
-        fill = fill.tolist()
-    if isinstance(fill, (numbers.Real, np.generic)) and not isinstance(fill, (bool, np.bool_)):
-        return [float(fill)]
-    try:
-        return [float(v) for v in fill]
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: fill must be a real number or a sequence of C reals; "
-                        f"got {fill!r}.") from None
+        fill = fill.detach().cpu()
+    fill = static_fill(op, fill)
+    return None if fill is None else [fill] if isinstance(fill, float) else list(fill)
 
 
 def _fill_arg(fill):
@@ -1040,15 +1041,6 @@ _register(_lerp_op, _lerp_fake, _lerp_backward, _lerp_setup)
 _register(_lerp_bwd_op, _lerp_bwd_fake, name="lerp")
 
 
-def _weight_tensor(op, t, like):
-    """A scalar or array weight as a tensor of ``like``'s dtype and device (no grad)."""
-    if isinstance(t, Tensor):
-        return t
-    if isinstance(t, (numbers.Real, np.generic)) and not isinstance(t, (bool, np.bool_)):
-        return torch.scalar_tensor(float(t), dtype=like.dtype, device=like.device)
-    return _as_tensor_like(t, like, "t", op)
-
-
 def lerp(a, b, t, out=None):
     """Differentiable :func:`fastinterp.lerp`: ``a + t * (b - a)``, values equal ``torch.lerp``.
 
@@ -1069,7 +1061,7 @@ def lerp(a, b, t, out=None):
     def op_args(a, b, t):
         like = _first_tensor(op, a=a, b=b)
         a, b = (_as_tensor_like(v, like, n, op) for v, n in ((a, "a"), (b, "b")))
-        return a, b, _weight_tensor(op, t, like)
+        return a, b, _as_tensor_like(t, like, "t", op)
 
     return _call(op, _lerp_op, _lerp_direct, (a, b, t), (a, b, t), out, op_args)
 
@@ -1151,7 +1143,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
         if (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))
                 or not -ndim <= axis < ndim):
             raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
-        return (a, b, _weight_tensor(op, t, a), int(axis)) + options
+        return (a, b, _as_tensor_like(t, a, "t", op), int(axis)) + options
 
     return _call(op, _slerp_op, _slerp_direct, (a, b, t, axis, bool(path), bool(shortest_path),
                                                  norm), (a, b, t), out, op_args)

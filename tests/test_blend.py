@@ -652,7 +652,7 @@ class TestCupy:
 @pytest.mark.parametrize("t, exc, words", [
     (None, TypeError, "lerp: t must be a real number or an array; got None"),
     (1j, TypeError, "lerp: t must be a real number or an array; got complex 1j"),
-    (np.complex128(0.5), TypeError, "lerp: t must have dtype float32 or float64"),
+    (np.complex128(0.5), TypeError, "lerp: t must be a real number or an array; got complex128"),
     (np.array(0.5 + 0j), TypeError, "lerp: t must have dtype float32 or float64; got complex128"),
     (10**400, ValueError, "lerp: t must be representable in float(32|64); got an int of 401 digits"),
 ])
@@ -676,6 +676,28 @@ def test_lerp_scalar_a_or_b_must_be_real():
         fi.lerp(None, np.ones(3), 0.5)
     with pytest.raises(TypeError, match="lerp: b must be a real number or an array; got complex"):
         fi.lerp(np.ones(3), 1j, 0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("scalar", [np.float64, np.float32, np.float16, np.int64])
+def test_numpy_scalar_weights_are_passed_by_value_like_python_numbers(rng, dtype, scalar):
+    # ``for t in np.linspace(...)`` over float32 data: a NumPy scalar is a number, not an
+    # array of another dtype
+    a = rng.standard_normal((3, 8)).astype(dtype)
+    b = rng.standard_normal((3, 8)).astype(dtype)
+    t = scalar(0.25) if scalar is not np.int64 else scalar(1)
+    same = (lambda u, v: np.testing.assert_array_equal(u, v))
+    same(fi.lerp(a, b, t), fi.lerp(a, b, t.item()))
+    same(fi.lerp(a, t, 0.5), fi.lerp(a, t.item(), 0.5))
+    same(fi.slerp(a, b, t), fi.slerp(a, b, t.item()))
+    if dtype != np.float16:
+        for got, want in zip(fi.slerp_backward(np.ones_like(a), a, b, t),
+                             fi.slerp_backward(np.ones_like(a), a, b, t.item())):
+            same(got, want)
+    with pytest.raises(TypeError, match="lerp: t must be a real number or an array; got bool"):
+        fi.lerp(a, b, np.bool_(True))
+    with pytest.raises(ValueError, match="slerp: t must be representable"):
+        fi.slerp(a, b, np.float64(1e300)) if dtype != np.float64 else fi.slerp(a, b, 10**400)
 
 
 @pytest.mark.parametrize("which", ["a", "b", "t"])

@@ -172,6 +172,9 @@ def test_fill_errors(rng):
         fi.grid_sample(x, g, padding_mode="constant", fill=np.nan)
     with pytest.raises(TypeError, match="fill must be a real number"):
         fi.grid_sample(x, g, padding_mode="constant", fill="red")
+    for huge in (10**400, [0.0, 10**400, 1.0]):    # beyond float64: a ValueError, not Overflow
+        with pytest.raises(ValueError, match="fill must be representable in float64"):
+            fi.grid_sample(x, g, padding_mode="constant", fill=huge)
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         fi.grid_sample(x, g, padding_mode="periodic")
     out = np.full((1, 3, 2, 2), 7.0)

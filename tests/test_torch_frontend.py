@@ -729,6 +729,17 @@ def test_out_is_filled_outside_autograd_and_refused_inside():
     (lambda x: fit.warp_affine(x, torch.eye(3), (4, 4)), ValueError, "warp_affine: M must"),
     (lambda x: fit.adaptive_avg_pool3d(x, 2), ValueError,
      "adaptive_avg_pool3d: input must have shape (N, C, D, H, W)"),
+    # numbers and arrays that are not tensors: read as the NumPy API reads them
+    (lambda x: fit.lerp(x, x, 1e300), ValueError, "lerp: t must be representable in float32"),
+    (lambda x: fit.lerp(x, x, 10**400), ValueError, "lerp: t must be representable in float32"),
+    (lambda x: fit.lerp(x, 1e300, 0.5), ValueError, "lerp: b must be representable in float32"),
+    (lambda x: fit.lerp(x, x, True), TypeError, "lerp: t must be a real number or an array"),
+    (lambda x: fit.lerp(x, x, None), TypeError, "lerp: t must be a real number or an array"),
+    (lambda x: fit.lerp(x, x, np.bool_(True)), TypeError, "lerp: t must be a real number"),
+    (lambda x: fit.lerp(x, x, [0.1] * 5), TypeError, "lerp: t must have the same dtype"),
+    (lambda x: fit.slerp(x, x, 1e300), ValueError, "slerp: t must be representable in float32"),
+    (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant",
+                               fill=10**400), ValueError, "grid_sample: fill must be representable"),
 ])
 @pytest.mark.parametrize("grad", [False, True])
 def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
@@ -736,6 +747,25 @@ def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
     with pytest.raises(error) as info:
         call(x)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_take_a_number_weight_in_float32_with_or_without_grad(dtype):
+    # the weight is not rounded to the tensors' half dtype on the autograd path: the
+    # NumPy API computes half storage in float32, t included
+    rng = _rng(40)
+    a = torch.from_numpy(rng.standard_normal((3, 50)).astype(np.float32) * 50).to(dtype)
+    b = torch.from_numpy(rng.standard_normal((3, 50)).astype(np.float32) * 50).to(dtype)
+    for t in (0.3, 0.7, 1 / 3):
+        want = fit.lerp(a, b, t)
+        assert torch.equal(want, torch.lerp(a.float(), b.float(), t).to(dtype))
+        for grad in ((True, False), (False, True)):
+            ag, bg = a.clone().requires_grad_(grad[0]), b.clone().requires_grad_(grad[1])
+            assert torch.equal(fit.lerp(ag, bg, t).detach(), want)
+            assert torch.equal(fit.slerp(ag, bg, t).detach(), fit.slerp(a, b, t))
+        ag = a.clone().requires_grad_()
+        fit.lerp(ag, b, t).sum().backward()
+        assert torch.equal(ag.grad, torch.full_like(a, 1 - t))
 
 
 # --------------------------------------------------------------------------- the STN demo
