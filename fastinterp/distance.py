@@ -707,8 +707,9 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     rescanned exactly. Equal distances, inf included, keep the smaller index
     first; NaN distances sort after every number (and among themselves by
     index). So a query with an inf coordinate (every distance inf, or NaN
-    where x is inf in the same coordinate) gets rows 0, 1, ..., k-1, and so
-    does an all-NaN query. A batch is one kernel call; each element's result
+    from rows with a NaN or an inf in that coordinate) gets the rows at
+    distance inf in index order, then the NaN ones; an all-NaN query gets
+    rows 0, 1, ..., k-1. A batch is one kernel call; each element's result
     equals the call on that element alone.
 
     Examples

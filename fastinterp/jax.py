@@ -257,7 +257,16 @@ def _spatial(shape, layout):
 
 
 def _static(v, kinds=(int, float)):
-    return v if v is None or isinstance(v, kinds) else tuple(v)
+    """A size-like argument as a hashable static value: None, a number or a tuple. NumPy
+    scalars and arrays are read as Python values; a wrong value is left for the NumPy
+    API's error (a float size, say)."""
+    if v is None or isinstance(v, kinds):
+        return v
+    if isinstance(v, (np.generic, np.ndarray)):
+        v = v.tolist()
+    if isinstance(v, (int, float)) or not hasattr(v, "__iter__"):
+        return v
+    return tuple(x.item() if isinstance(x, np.generic) else x for x in v)
 
 
 def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):

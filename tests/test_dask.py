@@ -225,6 +225,32 @@ def test_graphs_are_lazy_and_metadata_is_known():
 
 # --------------------------------------------------------------------------- batch ops
 
+@pytest.mark.parametrize("seed", range(4))
+def test_lerp_any_chunks_and_broadcasting(seed):
+    # operands chunked differently, NumPy operands, size-1 and missing axes: the blocks
+    # are lined up (and broadcast) before fi.lerp runs on them
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((6, 7)).astype(np.float32)
+    b = rng.standard_normal((6, 7)).astype(np.float32)
+    t = rng.uniform(size=(6, 1)).astype(np.float32)
+    row = rng.standard_normal(7).astype(np.float32)
+
+    def chunked(v):
+        return da.from_array(v, chunks=tuple(random_chunks(rng, n) for n in v.shape))
+
+    cases = [(a, b, 0.3), (a, b, t), (a, row, t), (row, b, 0.7), (t, row, np.float32(0.25)),
+             (a, b, t.T[:, :1]), (a[:1], b, t)]
+    for u, v, w in cases:
+        want = fi.lerp(u, v, w)
+        for args in ((chunked(u), chunked(v), w if np.ndim(w) == 0 else chunked(w)),
+                     (chunked(u), v, w), (u, chunked(v), w)):
+            got = fd.lerp(*args)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(got.compute(**SYNC), want)
+    with pytest.raises(ValueError, match="lerp: shapes must broadcast together"):
+        fd.lerp(chunked(a), chunked(b[:, :3]), 0.5)
+
+
 def test_batch_ops_bit_identical():
     rng = np.random.default_rng(4)
     n = 7
@@ -286,7 +312,7 @@ def test_batch_op_errors():
 
 # --------------------------------------------------------------------------- grid_sample windows
 
-@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap", "constant"])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_grid_sample_spatial_source_bit_identical(mode, padding_mode):
     rng = np.random.default_rng(len(mode) * 7 + len(padding_mode))
@@ -301,9 +327,47 @@ def test_grid_sample_spatial_source_bit_identical(mode, padding_mode):
         chunks = (1,) + ((hw + (c,)) if cl else ((c,) + hw))
         dg = da.from_array(grid, chunks=(1, random_chunks(rng, 9), random_chunks(rng, 7), 2))
         opts = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(trial),
-                    layout="NHWC" if cl else "NCHW")
+                    layout="NHWC" if cl else "NCHW",
+                    fill=0.5 if padding_mode == "constant" else None)
         got = fd.grid_sample(da.from_array(x, chunks=chunks), dg, **opts).compute(**SYNC)
         np.testing.assert_array_equal(got, fi.grid_sample(x, grid, **opts))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16])
+def test_spatially_chunked_resize_and_pool_refuse_non_float_when_built(dtype):
+    # uint8 and half precision are batch-chunked only: a clear error before anything runs,
+    # never a float32 result or an error at compute time
+    x = np.random.default_rng(3).integers(0, 255, (1, 3, 9, 11)).astype(dtype)
+    spatial = da.from_array(x, chunks=(1, 3, 4, 11))
+    name = np.dtype(dtype).name
+    for call in (lambda v: fd.resize(v, size=(5, 7), mode="bicubic"),
+                 lambda v: fd.adaptive_avg_pool2d(v, (4, 5))):
+        with pytest.raises(TypeError, match=f"spatially chunked inputs must be float32 or "
+                                            f"float64; got {name}"):
+            call(spatial)
+        batch = call(da.from_array(x, chunks=(1, 3, 9, 11)))     # batch-chunked: fine
+        assert batch.dtype == dtype
+        np.testing.assert_array_equal(batch.compute(**SYNC), call(x).compute(**SYNC))
+
+
+def test_affine_grid_batch_must_be_size_0():
+    theta = da.zeros((5, 2, 3), chunks=(2, 2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"affine_grid: theta must have N = size\[0\] = 4"):
+        fd.affine_grid(theta, (4, 3, 4, 6))
+    grad = da.zeros((3, 4, 6, 2), chunks=(1, 4, 6, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"affine_grid_backward: grad_grid must have N = "
+                                         r"size\[0\] = 4"):
+        fd.affine_grid_backward(grad, (4, 3, 4, 6))
+    assert fd.affine_grid(theta, (5, 3, 4, 6)).shape == (5, 4, 6, 2)
+
+
+def test_grid_sample_wrap_reads_across_the_border():
+    # a point just left of the image wraps to its right edge, in another source block
+    x = np.arange(32, dtype=np.float32).reshape(1, 1, 4, 8)
+    grid = np.array([[[[-1.05, 0.0]]]], np.float32)
+    kw = dict(mode="bilinear", padding_mode="wrap", align_corners=False)
+    got = fd.grid_sample(da.from_array(x, chunks=(1, 1, 4, 4)), da.from_array(grid), **kw)
+    np.testing.assert_array_equal(got.compute(**SYNC), fi.grid_sample(x, grid, **kw))
 
 
 def test_grid_sample_reads_only_touched_source_blocks():

@@ -774,6 +774,23 @@ def test_knn_non_finite_query_ties_by_index(dtype, value, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [6, 300])
+def test_knn_inf_query_takes_inf_distances_then_nan_ones(dtype, n):
+    # the documented rule: rows at distance inf in index order, then the NaN distances
+    # (a NaN in the row, or an inf in the query's inf coordinate)
+    x = np.zeros((n, 2), dtype)
+    x[:, 0] = np.arange(n)
+    x[1, 1] = np.nan
+    x[3, 0] = np.inf
+    d, i = fi.knn(x, np.array([[np.inf, 0.0]], dtype), 4)
+    np.testing.assert_array_equal(i[0], [0, 2, 4, 5])
+    assert np.isinf(d[0]).all()
+    d, i = fi.knn(x, np.array([[np.inf, 0.0]], dtype), n)
+    np.testing.assert_array_equal(i[0, -2:], [1, 3])
+    assert np.isnan(d[0, -2:]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("special_max", [256, 1])
 def test_knn_huge_and_non_finite_rows(dtype, special_max, rng, monkeypatch):
     monkeypatch.setattr(fdist, "KNN_SPECIAL_MAX", special_max)

@@ -319,3 +319,18 @@ def test_batched_distances_broadcast_like_cdist(rng):
     np.testing.assert_allclose(np.asarray(got), fi.pairwise_sqdist(x, y), rtol=1e-13)
     rev(fij.pairwise_sqdist, jnp.asarray(x), jnp.asarray(y))
     rev(fij.pairwise_l2, jnp.asarray(x), jnp.asarray(y[None].repeat(2, 0)))
+
+
+def test_numpy_scalar_sizes_are_static_values():
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 2, 8, 6)), jnp.float32)
+    want = fij.resize(x, size=4)
+    np.testing.assert_array_equal(fij.resize(x, size=np.int64(4)), want)
+    np.testing.assert_array_equal(fij.resize(x, size=(np.int32(4), 4)), want)
+    np.testing.assert_array_equal(fij.resize(x, size=np.array([4, 4])), want)
+    np.testing.assert_array_equal(fij.resize(x, scale_factor=np.float32(0.5)),
+                                  fij.resize(x, scale_factor=0.5))
+    np.testing.assert_array_equal(fij.adaptive_avg_pool2d(x, np.int64(3)),
+                                  fij.adaptive_avg_pool2d(x, 3))
+    with pytest.raises((TypeError, ValueError), match="resize: size"):
+        fij.resize(x, size=4.5)
+

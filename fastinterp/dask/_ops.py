@@ -10,6 +10,7 @@ import fastinterp as fi
 import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
+from .._validate import FLOAT_DTYPES, broadcast_shape, shape_str
 from ..sample import _check_size
 from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
 from . import _spatial
@@ -24,9 +25,11 @@ def lerp(a, b, t):
     args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
     probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
                       for v in args])
+    broadcast_shape("lerp", **{n: v for n, v in zip("abt", args) if is_array(v)})
     if not any(isinstance(v, da.Array) for v in args):
         return da.from_array(fi.lerp(a, b, t))
-    return da.map_blocks(fi.lerp, *args, dtype=probe.dtype, meta=meta_of(probe))
+    # elemwise lines the operands' chunks up and keeps size-1 axes for fi.lerp to broadcast
+    return da.core.elemwise(fi.lerp, *args, dtype=probe.dtype)
 
 
 def _slerp_batch(a, b, t, path):
@@ -103,6 +106,8 @@ def affine_grid(theta, size, align_corners=False):
     one chunk along the other axes.
     """
     dims = _check_size("affine_grid", size)
+    theta = as_dask(theta)
+    _check_batch_of_size("affine_grid", "theta", theta, dims)
     fn = _per_block_size(fi.affine_grid, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid", fn, {"theta": theta})
 
@@ -110,8 +115,18 @@ def affine_grid(theta, size, align_corners=False):
 def affine_grid_backward(grad_grid, size, align_corners=False):
     """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N."""
     dims = _check_size("affine_grid_backward", size)
+    grad_grid = as_dask(grad_grid)
+    _check_batch_of_size("affine_grid_backward", "grad_grid", grad_grid, dims)
     fn = _per_block_size(fi.affine_grid_backward, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid_backward", fn, {"grad_grid": grad_grid})
+
+
+def _check_batch_of_size(op, name, arr, dims):
+    """The batch axis must be size[0], as the in-memory op requires (the blocks see only
+    their own batch size)."""
+    if arr.ndim < 1 or arr.shape[0] != dims[0]:
+        raise ValueError(f"{op}: {name} must have N = size[0] = {dims[0]} rows along axis "
+                         f"0; got shape {shape_str(arr.shape)}.")
 
 
 def _per_block_size(fn, name, tail, **options):
@@ -135,9 +150,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     the graph is built (a lazy grid is computed for that, and again at
     compute time). Limits: a grid block that scatters widely (a strong
     rotation, random points) reads a wide window; ``max_window`` (pixels)
-    makes that an error instead; with ``padding_mode='reflection'`` a block
-    whose points leave the image, and with 'border'/'reflection' a block
-    holding NaN or inf points, reads its whole rows/columns of the source.
+    makes that an error instead; with ``padding_mode='reflection'`` or
+    ``'wrap'`` a block whose points leave the image, and with any padding but
+    'zeros' a block holding NaN or inf points, reads its whole rows/columns
+    of the source.
     Each task places its window in a zero-filled buffer of the block's full
     source shape (address space only: untouched pages take no memory).
     """
@@ -179,7 +195,9 @@ def _hw(shape, nhwc):
 
 
 def _float_tables_dtype(op, dtype):
-    if np.dtype(dtype) not in _rz._DTYPE_NAME:
+    """The dtype of a spatially chunked input: float32 or float64 (uint8 and half
+    precision are batch-chunked only), else a TypeError when the graph is built."""
+    if np.dtype(dtype) not in FLOAT_DTYPES:
         raise TypeError(f"{op}: spatially chunked inputs must be float32 or float64; "
                         f"got {np.dtype(dtype).name}.")
     return np.dtype(dtype)

@@ -63,8 +63,8 @@ def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
         return 0, 0             # no finite point: nothing is read
     lo = math.floor(_pixels(gmin, size, align_corners)) - _MARGIN_LO
     hi = math.floor(_pixels(gmax, size, align_corners)) + _MARGIN_HI
-    if padding == "reflection" and (lo < 0 or hi > size):
-        return 0, size
+    if padding in ("reflection", "wrap") and (lo < 0 or hi > size):
+        return 0, size          # taps beyond an edge read pixels anywhere along the axis
     if padding == "border":
         lo, hi = min(max(lo, 0), size - 1), max(min(hi, size), 1)
     return max(lo, 0), max(min(hi, size), max(lo, 0))
