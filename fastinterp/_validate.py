@@ -103,8 +103,15 @@ def check_shape(op: str, name: str, arr, expected: Sequence[int | None], layout:
 
 def check_option(op: str, name: str, value, allowed: Sequence) -> None:
     """``value`` must be one of ``allowed`` (strings are compared exactly)."""
-    if value not in allowed:
-        raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+    try:
+        known = value in allowed
+    except (TypeError, ValueError):     # an array (no single truth value), say
+        known = False
+    if not known:
+        shown = (f"{type(value).__name__} of shape {shape_str(value.shape)}"
+                 if hasattr(value, "shape") else repr(value))
+        raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}; "
+                         f"got {shown}.")
 
 
 def full_or_single(shape, full) -> bool:

@@ -590,13 +590,16 @@ class Adam(Optimizer):
         self._nonneg(group, "lr", "eps", "weight_decay")
         betas = group["betas"]
         try:
-            b1, b2 = (float(b) for b in betas)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self._name}: betas must be two numbers in [0, 1); "
-                             f"got {betas!r}.") from None
-        for k, b in enumerate((b1, b2)):
+            pair = [_scalar(b) for b in betas]
+        except TypeError:           # not a sequence
+            pair = []
+        if len(pair) != 2 or None in pair:
+            raise ValueError(f"{self._name}: betas must be two numbers in [0, 1) (Python "
+                             f"numbers or 0-d arrays); got {betas!r}.")
+        for k, b in enumerate(pair):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self._name}: betas[{k}] must be in [0, 1); got {b!r}.")
+        group["betas"] = tuple(pair)
 
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
                      groups: list[dict[str, Any]]) -> None:

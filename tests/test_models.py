@@ -194,6 +194,9 @@ def test_nca_verbose_log(rng, capsys):
 
 @pytest.mark.parametrize("kw, X, y, exc, match", [
     (dict(init="lda"), None, None, ValueError, "init must be one of"),
+    (dict(init=np.eye(4)), None, None, ValueError,
+     r"init must be one of 'pca', 'identity', 'random'; got ndarray of shape \(4, 4\)"),
+    (dict(standardize=np.ones(4)), None, None, ValueError, "standardize must be one of"),
     (dict(standardize="none"), None, None, ValueError, "standardize must be one of"),
     (dict(neighbors="knn"), None, None, ValueError, "neighbors must be one of"),
     (dict(n_components=5), None, None, ValueError, r"n_components must be an int in \[1, 4\]; got 5"),
@@ -365,6 +368,8 @@ def test_regression_verbose(capsys):
     (lambda x, y: PolynomialRegression(-1).fit(x, y), ValueError, "degree must be an int >= 0"),
     (lambda x, y: PolynomialRegression(2.5).fit(x, y), ValueError, "degree"),
     (lambda x, y: PolynomialRegression(2, optimizer="lbfgs").fit(x, y), ValueError, "optimizer must be one of"),
+    (lambda x, y: PolynomialRegression(2, optimizer=np.zeros(2)).fit(x, y), ValueError,
+     "optimizer must be one of"),
     (lambda x, y: PolynomialRegression(2).fit(x[:, None, None], y), ValueError, r"x must have shape \(N, D\)"),
     (lambda x, y: PolynomialRegression(2).fit(x, y[:5]), ValueError, r"y must have shape \(10,\)"),
     (lambda x, y: PolynomialRegression(12).fit(x, y), ValueError, "at least degree"),

@@ -77,6 +77,9 @@ typedef struct {
     int take_sqrt;
 } fi_rank1;
 
+/* Vectors stored to or loaded from any element of C (element alignment only). */
+typedef float fi_uvec_f __attribute__((vector_size(FI_VBYTES), aligned(sizeof(float))));
+typedef double fi_uvec_d __attribute__((vector_size(FI_VBYTES), aligned(sizeof(double))));
 typedef int fi_mask_f __attribute__((vector_size(FI_VBYTES)));
 typedef long long fi_mask_d __attribute__((vector_size(FI_VBYTES)));
 static inline float fi_sqrt_f(float v) { return __builtin_sqrtf(v); }
@@ -117,16 +120,25 @@ void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,     
     }                                                                             \
 }                                                                                 \
                                                                                   \
-/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
-static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
-                              const T* restrict b, T* restrict t) {               \
+/* C[MR x NR] (row stride rsc) = alpha * (a_panel @ b_panel), stored from the      \
+   registers: with alpha = 1 the micro-tile itself (into the buffer t), else what \
+   fi_update would store from t, without the pass through it. */                  \
+static inline void fi_ukr_scale_##S(size_t kc, const T* restrict a,              \
+                                    const T* restrict b, T alpha,                \
+                                    T* restrict c, ptrdiff_t rsc) {              \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
     fi_accumulate_##S(kc, a, b, c0, c1);                                          \
     for (int i = 0; i < FI_MR; i++) {                                             \
-        *(fi_vec_##S*) (t + i * 2 * NV) = c0[i];                                  \
-        *(fi_vec_##S*) (t + i * 2 * NV + NV) = c1[i];                             \
+        *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc) = alpha * c0[i];                \
+        *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc + NV) = alpha * c1[i];           \
     }                                                                             \
+}                                                                                 \
+                                                                                  \
+/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
+static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
+                              const T* restrict b, T* restrict t) {               \
+    fi_ukr_scale_##S(kc, a, b, (T) 1, t, FI_NR_##S);                             \
 }                                                                                 \
                                                                                   \
 /* A full MR x NR tile of C, overwritten and finished as a squared-distance tile  \
@@ -139,12 +151,11 @@ static inline int fi_ukr_rank1_##S(size_t kc, const T* restrict a,              
                                    const fi_rank1* fin, size_t i0, size_t j0, \
                                    T* restrict c, ptrdiff_t rsc) {                \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
-    typedef T fi_uvec __attribute__((vector_size(FI_VBYTES), aligned(sizeof(T)))); \
     fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
     fi_accumulate_##S(kc, a, b, c0, c1);                                          \
     const T* r = (const T*) fin->r + i0;                                          \
-    const fi_vec_##S s0 = *(const fi_uvec*) ((const T*) fin->s + j0);             \
-    const fi_vec_##S s1 = *(const fi_uvec*) ((const T*) fin->s + j0 + NV);        \
+    const fi_vec_##S s0 = *(const fi_uvec_##S*) ((const T*) fin->s + j0);             \
+    const fi_vec_##S s1 = *(const fi_uvec_##S*) ((const T*) fin->s + j0 + NV);        \
     const fi_vec_##S tau = (T) fin->tau - (fi_vec_##S){0};                        \
     fi_mask_##S bad = {0};                                                        \
     for (int i = 0; i < FI_MR; i++) {                                             \
@@ -160,8 +171,8 @@ static inline int fi_ukr_rank1_##S(size_t kc, const T* restrict a,              
                 v0[l] = fi_sqrt_##S(v0[l]);                                       \
                 v1[l] = fi_sqrt_##S(v1[l]);                                       \
             }                                                                     \
-        *(fi_uvec*) (c + (ptrdiff_t) i * rsc) = v0;                               \
-        *(fi_uvec*) (c + (ptrdiff_t) i * rsc + NV) = v1;                          \
+        *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc) = v0;                               \
+        *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc + NV) = v1;                          \
     }                                                                             \
     int accepted = 1;                                                             \
     for (int l = 0; l < NV; l++)                                                  \
@@ -313,11 +324,15 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
                             __builtin_prefetch(ct + (ptrdiff_t) i * rsc, 1, 3);   \
                             __builtin_prefetch(ct + (ptrdiff_t) i * rsc + nr - 1, 1, 3); \
                         }                                                         \
-                        if (fin && last && overwrite && mr == FI_MR               \
-                            && nr == FI_NR_##S                                    \
+                        int full = mr == FI_MR && nr == FI_NR_##S;               \
+                        if (full && overwrite && last && fin                      \
                             && fi_ukr_rank1_##S(kc, ap + ir * kc, bp + jr * kc,   \
                                                 alpha, fin, ic + ir, jc + jr, ct, rsc)) \
                             continue;                                             \
+                        if (full && overwrite && !(epi && last)) {                \
+                            fi_ukr_scale_##S(kc, ap + ir * kc, bp + jr * kc, alpha, ct, rsc); \
+                            continue;                                             \
+                        }                                                         \
                         fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t);            \
                         if (epi && last) {   /* finish in t (in L1), store C once */ \
                             fi_finish_##S(mr, nr, t, alpha, overwrite, ct, rsc);  \

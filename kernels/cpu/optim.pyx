@@ -117,7 +117,7 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
                           Py_ssize_t n, real sign, real wd, real decay, real coeff,
                           real base_m, real base_g, real beta2, real w2,
-                          real eps, real neg_step, const bint amsgrad,
+                          real inv_bc2, real eps, real neg_step, const bint amsgrad,
                           const bint first) noexcept nogil:
     """One contiguous run; ``amsgrad`` and ``first`` are literals at every call site.
 
@@ -146,12 +146,14 @@ cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vma
                 vm = vmax[i]
                 vi = vm if (vm > vi or vm != vm) else vi
             vmax[i] = vi
-        # torch: den = sqrt(v) / bc2_sqrt + eps; param.addcdiv_(m, den, -step_size).
-        # Multiplied through by bc2_sqrt (eps and neg_step arrive scaled) it takes one
-        # division instead of two: sqrt and division share the divider, which bounds
-        # this loop; the update moves by an ulp or two. `one` (== 1 at run time)
-        # keeps the compiler from fusing the AdamW decay product into it.
-        den = sqrt_(vi) + eps
+        # torch: den = sqrt(v) / bc2_sqrt + eps; param.addcdiv_(m, den, -step_size),
+        # i.e. p + (-step_size * m) / den. The numerator is torch's; den multiplies by
+        # 1 / bc2_sqrt instead of dividing (an ulp at most): one division instead of
+        # two, as sqrt and division share the divider, which bounds this loop. (Scaling
+        # the numerator by bc2_sqrt instead would make a small m subnormal, losing
+        # bits.) `one` (== 1 at run time) keeps the compiler from fusing the AdamW
+        # decay product into it.
+        den = sqrt_(vi) * inv_bc2 + eps
         p[i] = fma_(pi, one, neg_step * mi / den)
 
 
@@ -192,8 +194,9 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real wd = 0 if decoupled else <real>weight_decay
     cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
-    cdef real ep = <real>(eps * bc2_sqrt)
-    cdef real neg_step = <real>(-step_size * bc2_sqrt)
+    cdef real inv_bc2 = <real>(1.0 / bc2_sqrt)
+    cdef real ep = <real>eps
+    cdef real neg_step = <real>(-step_size)
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
@@ -204,15 +207,15 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
             if amsgrad:
                 if first:
                     adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, ep, neg_step, 1, 1)
+                             coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 1, 1)
                 else:
                     adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, ep, neg_step, 1, 0)
+                             coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 1, 0)
             elif first:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, ep, neg_step, 0, 1)
+                         coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 0, 1)
             else:
                 adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, ep, neg_step, 0, 0)
+                         coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 0, 0)
         fi_team_leave(&team)
     fi_team_done(&team)
