@@ -227,7 +227,7 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
         raise TypeError(f"{op}: {h} must have dtype float32 or float64 on CUDA; got {hdt} "
                         f"(float16 and bfloat16 storage is CPU only for now).")
     storage = {n: np.dtype(a.dtype) for n, a in arrays.items()
-               if isinstance(a, np.ndarray) and hasattr(named[n], "dtype")
+               if isinstance(a, np.ndarray) and not isinstance(named[n], (list, tuple))
                and array_kind(named[n]) is not None}
     for n, dt in storage.items():
         if dt == np.float64:

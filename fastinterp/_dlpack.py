@@ -79,7 +79,12 @@ def bfloat16():
 
 def dtype_of(code: int, bits: int, lanes: int = 1) -> np.dtype:
     """The NumPy dtype of a DLPack ``(code, bits, lanes)``; ``DLPackError`` if there is none."""
-    name = f"{_CODE_NAMES.get(code, f'type code {code}')}{bits}"
+    if code not in _CODE_NAMES:
+        name = f"type code {code} ({bits} bits)"
+    elif code in (0, 1, 2, 4, 5, 6):      # the generic codes take their width: int8, float16
+        name = f"{_CODE_NAMES[code]}{bits}"
+    else:                                 # the narrow float names hold theirs: float8_e4m3fn
+        name = _CODE_NAMES[code]
     if lanes != 1:
         raise DLPackError(f"{name}x{lanes} (vector lanes)")
     if code == 4 and bits == 16:
@@ -200,7 +205,9 @@ def to_numpy(obj) -> np.ndarray:
     if 0 in shape or not data:
         if deleter:
             _call_deleter(deleter, address)
-        return np.zeros(shape, dt)
+        empty = np.zeros(shape, dt)
+        empty.flags.writeable = not read_only     # a read-only out= stays refused
+        return empty
     interface = {"version": 3, "shape": shape, "typestr": plain.str, "strides": strides,
                  "data": (data + byte_offset, read_only)}
     arr = np.asarray(_Owner(interface, deleter, address))

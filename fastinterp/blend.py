@@ -229,7 +229,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
     for name in ("a", "b", *extra):
         if array_kind(p.originals[name]) is None:
             raise TypeError(f"{op}: {name} must be an array; got {type(p.originals[name]).__name__}.")
-    if not hasattr(p.originals["t"], "dtype") and hasattr(t_, "shape") and p.backend == "cpu":
+    if isinstance(p.originals["t"], (list, tuple)) and p.backend == "cpu":
         t_ = p.arrays["t"] = np.asarray(p.originals["t"], dtype=a_.dtype)  # a list: a's dtype
     dtype = same_dtype(op, a=a_, b=b_, t=t_ if _is_array(t_) else None)
     if tuple(b_.shape) != tuple(a_.shape):

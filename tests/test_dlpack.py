@@ -174,7 +174,7 @@ def test_unsupported_major_version_is_refused_and_not_consumed():
 
 @pytest.mark.parametrize("code, bits, lanes, words", [
     (8, 8, 1, "float8_e4m3"), (2, 32, 4, "float32x4"), (3, 64, 1, "opaque handle"),
-    (2, 8, 1, "float8"),
+    (2, 8, 1, "float8"), (10, 8, 1, r"float8_e4m3fn\b(?!8)"), (99, 16, 1, r"type code 99 \(16 bits\)"),
 ])
 def test_unreadable_dtypes_are_clear_type_errors(code, bits, lanes, words):
     prod = HandMade(np.zeros(8), (2,), code=code, bits=bits, lanes=lanes)
@@ -222,6 +222,33 @@ def test_read_only_flag_input_is_fine_out_is_refused_and_untouched():
     with pytest.raises(ValueError, match="^lerp: out must be writable; got a read-only array"):
         fi.lerp(np.zeros(4), np.ones(4), 0.5, out=prod)
     np.testing.assert_array_equal(buf, 7.0)
+
+
+def test_zero_size_read_only_out_is_refused():
+    prod = HandMade(np.zeros(1), (0,), flags=1)
+    assert not _dlpack.to_numpy(prod).flags.writeable
+    with pytest.raises(ValueError, match="^lerp: out must be writable; got a read-only array"):
+        fi.lerp(np.zeros(0), np.ones(0), 0.5, out=HandMade(np.zeros(1), (0,), flags=1))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_producers_without_a_dtype_attribute_are_typed_arrays(torch, dtype, rng):
+    # half storage, slerp's t: a DLPack object is an array whether or not it has .dtype
+    tdt = getattr(torch, dtype)
+    a = torch.from_numpy(rng.standard_normal((3, 5)).astype(np.float32)).to(tdt)
+    b = torch.from_numpy(rng.standard_normal((3, 5)).astype(np.float32)).to(tdt)
+    t = torch.rand(3).to(tdt)
+    for wrap in (OldProducer, NewProducer):
+        got = fi.lerp(wrap(a), wrap(b), 0.25)
+        assert isinstance(got, np.ndarray)     # a wrapper has no way back: NumPy
+        np.testing.assert_array_equal(torch.from_numpy(np.asarray(got, np.float32)),
+                                      fi.lerp(a, b, 0.25).float())
+        got = fi.slerp(a, b, wrap(t))             # a torch template: torch back
+        assert isinstance(got, torch.Tensor) and got.dtype == tdt
+        assert torch.equal(got, fi.slerp(a, b, t))
+        x = torch.rand(1, 2, 4, 4).to(tdt)
+        np.testing.assert_array_equal(np.asarray(fi.resize(wrap(x), size=(2, 2)), np.float32),
+                                      fi.resize(x, size=(2, 2)).float().numpy())
 
 
 def test_unversioned_capsule_is_writable_as_out():
