@@ -590,10 +590,11 @@ class Adam(Optimizer):
         self._nonneg(group, "lr", "eps", "weight_decay")
         betas = group["betas"]
         try:
-            pair = [_scalar(b) for b in betas]
+            values = [_scalar(b) for b in betas]
         except TypeError:           # not a sequence
-            pair = []
-        if len(pair) != 2 or None in pair:
+            values = []
+        pair = [v for v in values if v is not None]
+        if len(values) != 2 or len(pair) != 2:
             raise ValueError(f"{self._name}: betas must be two numbers in [0, 1) (Python "
                              f"numbers or 0-d arrays); got {betas!r}.")
         for k, b in enumerate(pair):
