@@ -538,7 +538,9 @@ def test_affine_align_recovers_a_shift():
     moving, fixed, theta = _align_pair()
     fit = AffineAlign(verbose=False).fit(moving, fixed)
     assert np.abs(fit.theta_ - theta).max() < 1e-2
-    assert fit.transform(moving).shape == (1, 32, 32)
+    assert fit.transform(moving).shape == (32, 32)             # moving's own form
+    assert fit.transform(moving[None]).shape == (1, 32, 32)
+    assert fit.transform(moving, size=(8, 16)).shape == (8, 16)
 
 
 @pytest.mark.parametrize("kw, match", [

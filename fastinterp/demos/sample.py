@@ -81,7 +81,7 @@ def run(out_dir: Path, quick: bool) -> list[str]:
     fit = AffineAlign(verbose=False, sample_fraction=0.5 if not quick else 1.0, random_state=0,
                       max_iter=300).fit(gray, fixed)
     secs = time.perf_counter() - t0
-    aligned = fit.transform(gray)[0]
+    aligned = fit.transform(gray)
     err = np.abs(fit.theta_ - true).max()
     gray_kw = dict(cmap="gray", vmin=0, vmax=1)
     titles = ("moving", "fixed (rotated 8.6°, shifted)", "moving aligned by AffineAlign",

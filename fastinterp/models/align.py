@@ -207,11 +207,16 @@ class AffineAlign(Estimator):
         return it
 
     def transform(self, moving, size=None):
-        """Warp ``moving`` with the fitted matrix to ``size`` (H, W) (default: moving's)."""
+        """Warp ``moving`` with the fitted matrix to ``size`` (H, W) (default: moving's).
+
+        Returns an image of moving's form: (H, W) for an (H, W) image, (C, H, W) for
+        a (C, H, W) one.
+        """
         if not hasattr(self, "theta_"):
             raise not_fitted("AffineAlign.transform")
         m = self._as_image("moving", moving)
         h, w = size if size is not None else m.shape[2:]
         grid = affine_grid(self.theta_[None].astype(m.dtype), (1, m.shape[1], h, w),
                            align_corners=self.align_corners)
-        return grid_sample(m, grid, self.mode, self.padding_mode, self.align_corners)[0]
+        out = grid_sample(m, grid, self.mode, self.padding_mode, self.align_corners)[0]
+        return out[0] if np.ndim(moving) == 2 else out
