@@ -10,7 +10,7 @@ computes no distance). fastinterp runs its own deterministic packed GEMM
 (kernels/cpu/_gemm.h), never the shared BLAS: its results are bit-identical
 for any thread count, so the ratio to ``X @ Y.T`` is the price of that
 guarantee plus the centring and the exactness epilogue. Every call allocates
-its (4096, 8192) result.
+its (4096, 8192) result; a second group writes both into a preallocated one.
 
 knn, 50,000 x 128 float32 rows, 2,000 queries, k = 10 and k = 5: the peers
 are faiss ``IndexFlatL2.search`` (index built outside the timing) and
@@ -95,6 +95,27 @@ def test_pairwise_fastinterp(benchmark, pair_data):
 def test_pairwise_matmul(benchmark, pair_data):
     x, y = pair_data
     run(benchmark, "numpy", PAIR_GROUP, np.matmul, x, y.T)
+    benchmark.extra_info["note"] = "X @ Y.T only (no distance)"
+    gflops(benchmark, PAIR_FLOPS)
+
+
+# Both into a preallocated result: the computation alone, without the result's
+# memory (fastinterp's allocating call reuses its previous result's freed block,
+# README "Result memory"; np.matmul faults in 128 MB afresh on every call).
+PAIR_OUT_GROUP = PAIR_GROUP + ", into out="
+
+
+def test_pairwise_out_fastinterp(benchmark, pair_data):
+    x, y = pair_data
+    out = np.empty((PAIR_M, PAIR_N), np.float32)
+    run(benchmark, "fastinterp", PAIR_OUT_GROUP, fi.pairwise_sqdist, x, y, out=out)
+    gflops(benchmark, PAIR_FLOPS)
+
+
+def test_pairwise_out_matmul(benchmark, pair_data):
+    x, y = pair_data
+    out = np.empty((PAIR_M, PAIR_N), np.float32)
+    run(benchmark, "numpy", PAIR_OUT_GROUP, np.matmul, x, y.T, out=out)
     benchmark.extra_info["note"] = "X @ Y.T only (no distance)"
     gflops(benchmark, PAIR_FLOPS)
 

@@ -8,10 +8,11 @@ same pixels as eight 512x512x3 HWC images for ``cv2.resize``, which takes
 one image per call, so its row is a loop over the batch), and feature maps
 (16, 64, 112, 112) for adaptive pooling. Every library runs with the same
 thread count (bench/conftest.py: 2, or FASTINTERP_BENCH_THREADS).
-Each call allocates its output, as users call these functions; the
-``fastinterp (out=)`` rows reuse a preallocated output, which removes the
-kernel's first-touch page faults on fresh output memory (large for the
-100 MB outputs of the 1024x1024 upscales). ``fastinterp (NHWC)`` rows run
+Each call allocates its output, as users call these functions: torch and
+OpenCV fault in fresh memory for it (large for the 100 MB outputs of the
+1024x1024 upscales), fastinterp gets the previous result's freed block back
+from its result-memory cache (README, "Result memory"). The
+``fastinterp (out=)`` rows write into one preallocated output. ``fastinterp (NHWC)`` rows run
 fastinterp on the HWC data that OpenCV gets.
 """
 from __future__ import annotations

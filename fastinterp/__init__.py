@@ -13,6 +13,7 @@ _require_built_kernels()
 
 from ._config import get_num_threads, set_num_threads, show_config
 from ._dispatch import BackendMismatchError, backend_of
+from ._memory import output_cache_info, set_output_cache
 from ._registry import last_kernel
 from .blend import lerp, slerp, slerp_backward
 from .distance import (knn, pairwise_l2, pairwise_l2_backward, pairwise_sqdist,
@@ -32,8 +33,8 @@ __version__: str = "0.1.0"
 
 __all__ = [
     # infrastructure
-    "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel", "set_num_threads",
-    "show_config",
+    "BackendMismatchError", "backend_of", "get_num_threads", "last_kernel", "output_cache_info",
+    "set_num_threads", "set_output_cache", "show_config",
     # blend
     "lerp", "slerp", "slerp_backward",
     # sample

@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-__all__ = ["KERNEL_MODULES", "missing_kernel_modules", "require_built_kernels"]
+__all__ = ["HELPER_MODULES", "KERNEL_MODULES", "missing_kernel_modules", "require_built_kernels"]
 
 #: The kernel families when ``fastinterp._cpu`` cannot even list them (it is absent).
 KERNEL_MODULES = ("abi", "blend", "distance", "models", "optim", "resize", "sample")
+#: Compiled helpers built once for every CPU (not per kernel variant).
+HELPER_MODULES = ("_outcache",)
 
 
 def missing_kernel_modules() -> list[str]:
@@ -32,7 +34,7 @@ def missing_kernel_modules() -> list[str]:
     names = cpu.families() or list(KERNEL_MODULES)
     if cpu.VARIANT is None:              # no variant built at all
         return [f"fastinterp._cpu.{name}" for name in names]
-    return [f"fastinterp._cpu.{name}" for name in names
+    return [f"fastinterp._cpu.{name}" for name in [*names, *HELPER_MODULES]
             if importlib.util.find_spec(f"fastinterp._cpu.{name}") is None]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dlpack, _half
+from . import _dlpack, _half, _memory
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
@@ -282,7 +282,7 @@ class Prepared:
         if self.storage is not None and self._rounded_result(dtype):
             arr = _half.work_array(shape)   # rounded into a new array by wrap: never escapes
         else:
-            arr = np.empty(shape, dtype)
+            arr = _memory.empty(shape, dtype)
         return arr, arr
 
     def _rounded_result(self, dtype) -> bool:

@@ -1,0 +1,129 @@
+"""Memory for large CPU results: freed outputs are reused, already faulted in.
+
+Every page of a new array is faulted in and zeroed by the operating system on
+first touch; for results of tens of MB that costs as much as the op itself
+on many machines (a (16, 32, 128, 128) float32 grid_sample: about 7 ms of
+work, 8-20 ms more to fault in its 33 MB). fastinterp's CPU results of at
+least 1 MiB are therefore allocated through a NumPy memory handler
+(kernels/cpu/_outcache.pyx) that keeps freed blocks, oldest evicted first,
+up to a byte limit, and hands them to the next result of the same size.
+The arrays are ordinary NumPy arrays owning their data; memory that other
+code allocates is untouched.
+
+The limit is ``FASTINTERP_OUTPUT_CACHE_MB`` (default 128) MiB, changed at run
+time with :func:`set_output_cache` (0 keeps nothing and frees what is kept).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+__all__ = ["empty", "output_cache_info", "set_output_cache"]
+
+DEFAULT_LIMIT_MB = 128
+#: Smaller results come from NumPy's own allocator (glibc reuses such blocks).
+MIN_CACHED_BYTES = 1 << 20
+
+_lock = threading.Lock()
+_cache: Any = None
+_enabled = True
+
+
+def _limit_from_env() -> int:
+    text = os.environ.get("FASTINTERP_OUTPUT_CACHE_MB", "").strip()
+    if not text:
+        return DEFAULT_LIMIT_MB << 20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not (0 <= mb < 2 ** 40):
+        raise ValueError("FASTINTERP_OUTPUT_CACHE_MB must be a number of MiB >= 0; "
+                         f"got {text!r}.")
+    return int(mb * (1 << 20))
+
+
+def _module() -> Any:
+    global _cache, _enabled
+    if _cache is None:
+        with _lock:
+            if _cache is None:
+                from ._cpu import _outcache
+                limit = _limit_from_env()
+                _outcache.set_limit(limit)
+                _enabled = limit > 0
+                _cache = _outcache
+    return _cache
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` for a CPU result; large ones come from the cache."""
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize < MIN_CACHED_BYTES:
+        return np.empty(shape, dtype)
+    cache = _module()
+    return cache.empty(shape, dtype) if _enabled else np.empty(shape, dtype)
+
+
+def set_output_cache(max_bytes: int) -> int:
+    """Set how much freed result memory fastinterp keeps for reuse.
+
+    fastinterp's CPU results of 1 MiB or more come from a cache of freed
+    result memory: an op called in a loop gets back the block its previous
+    result occupied, without the operating system faulting in and zeroing
+    it again. This sets the most bytes kept (blocks beyond it are freed,
+    oldest first); 0 keeps none. The default is ``FASTINTERP_OUTPUT_CACHE_MB``
+    MiB, or 128 MiB.
+
+    Parameters
+    ----------
+    max_bytes : int
+        The limit in bytes, >= 0.
+
+    Returns
+    -------
+    int
+        The previous limit.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> old = fi.set_output_cache(0)          # keep nothing; frees what is kept
+    >>> fi.output_cache_info()["kept_bytes"]
+    0
+    >>> _ = fi.set_output_cache(old)
+    """
+    global _enabled
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
+            or not 0 <= max_bytes < 2 ** 62:
+        raise ValueError(f"set_output_cache: max_bytes must be an int >= 0; got {max_bytes!r}.")
+    cache = _module()
+    with _lock:
+        old = cache.set_limit(int(max_bytes))
+        _enabled = max_bytes > 0
+    return int(old)
+
+
+def output_cache_info() -> dict[str, int]:
+    """What the result-memory cache holds now (see :func:`set_output_cache`).
+
+    Returns
+    -------
+    dict
+        ``limit`` and ``kept_bytes`` (bytes), ``kept_blocks``, and ``hits`` /
+        ``misses``: how many cached allocations reused a kept block or took
+        new memory since the process started.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> sorted(fi.output_cache_info())
+    ['hits', 'kept_blocks', 'kept_bytes', 'limit', 'misses']
+    """
+    limit, kept, blocks, hits, misses = _module().info()
+    return {"limit": limit, "kept_bytes": kept, "kept_blocks": blocks,
+            "hits": hits, "misses": misses}
