@@ -25,6 +25,7 @@ from dask.highlevelgraph import HighLevelGraph
 import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
+from .. import _memory
 from .._config import threads_for
 
 
@@ -125,7 +126,7 @@ def _assemble(parts, hax, wax, dtype):
     shape = list(parts[0][0].shape)
     shape[hax] = sum(row[0].shape[hax] for row in parts)
     shape[wax] = sum(piece.shape[wax] for piece in parts[0])
-    x = np.empty(shape, dtype)
+    x = _memory.empty(shape, dtype)
     r0 = 0
     for row in parts:
         c0 = 0
@@ -169,7 +170,7 @@ def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
         x3, planes = x.reshape(n * c, h, w), n * c
     ny = ypiece.idx.shape[1]
     units = xpiece.idx.shape[1]
-    out3 = np.empty((planes, ny, units * plan_.chan), dtype)
+    out3 = _memory.empty((planes, ny, units * plan_.chan), dtype)
     if planes:
         base, rel, blk = (_rz.permute_form(_rz.AxisTable(xpiece.idx, xpiece.w, 0, False))
                           if plan_.perm else _rz._NO_PERM)
