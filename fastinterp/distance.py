@@ -38,7 +38,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _registry as registry
+from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
@@ -158,8 +158,8 @@ def _centred(a, amap, centre, nthreads):
     """``(a[amap[b]] - centre[b], |a[amap[b]] - centre[b]|^2 per row)`` for every
     batch element b: (B, rows, D) and (B, rows) (+inf for special rows)."""
     nbat, rows, d = len(amap), a.shape[1], a.shape[2]
-    ac = np.empty((nbat, rows, d), a.dtype)
-    norms = np.empty((nbat, rows), a.dtype)
+    ac = _memory.empty((nbat, rows, d), a.dtype)
+    norms = _memory.empty((nbat, rows), a.dtype)
     _cpu().centre_rows(ac, norms, a, amap, centre, _norm_limit(a.dtype), nthreads)
     return ac, norms
 
@@ -226,9 +226,9 @@ def _pairwise_cpu(out, x, y, batch, take_sqrt):
         centre = _centres(x.dtype, (x, batch.xmap))
     else:
         centre = _centres(x.dtype, (x, batch.xmap), (y, ymap))
-    xc, nx = np.empty((nbat, m, d), x.dtype), np.empty((nbat, m), x.dtype)
-    yc, ny = (xc, nx) if symmetric else (np.empty((nbat, n, d), x.dtype),
-                                         np.empty((nbat, n), x.dtype))
+    xc, nx = _memory.empty((nbat, m, d), x.dtype), _memory.empty((nbat, m), x.dtype)
+    yc, ny = (xc, nx) if symmetric else (_memory.empty((nbat, n, d), x.dtype),
+                                         _memory.empty((nbat, n), x.dtype))
     tiles = _tile_list(m, n, symmetric) if m and n else np.zeros((0, 4), np.intp)
     nthreads = max(1, min(threads_for(nbat * m * n * d, GEMM_WORK_PER_THREAD),
                           nbat * len(tiles)))
@@ -301,7 +301,7 @@ def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
         g, dist = l2
         rx = np.sqrt(nx.astype(np.float64))
         ry = rx if symmetric else np.sqrt(ny.astype(np.float64))
-        s, near = np.empty_like(g), np.empty(g.shape, np.uint8)
+        s, near = _memory.empty(g.shape, g.dtype), _memory.empty(g.shape, np.uint8)
         kernels.l2_scale(s, near, g, dist, rx, ry, TAU_L2_BWD[x.dtype],
                          threads_for(s.size, 1 << 20))
         rows = near.sum(axis=2, dtype=np.int64)
@@ -310,7 +310,7 @@ def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
         factor = 1.0
     kernels.grad_rows(gx, s, False, x, yy, ymap, xc, yc, g, near, rows,
                       *batch.sets("x"), factor, nthreads)
-    other = np.empty_like(x) if symmetric else gy
+    other = _memory.empty(x.shape, x.dtype) if symmetric else gy
     kernels.grad_rows(other, s, True, yy, x, batch.xmap, yc, xc, g, near, cols,
                       *batch.sets("x" if symmetric else "y"), factor, nthreads)
     if symmetric:
@@ -328,7 +328,7 @@ def _l2_bwd_cpu(gx, gy, g, dist, x, y, batch):
     """Registry kernel: gradients of sum(g * pairwise_l2(x, y)) into gx, gy; dist is
     the forward's result or None (then computed here)."""
     if dist is None:
-        dist = np.empty(g.shape, x.dtype)
+        dist = _memory.empty(g.shape, x.dtype)
         _pairwise_cpu(dist, x, y, batch, True)
     _backward_cpu(gx, gy, None, x, y, batch, (g, dist))
 
