@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _registry as registry
+from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
@@ -361,7 +361,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
         kernel(out_k.reshape(rows * steps, depth), a2, b2, t_flat, t_row_stride, steps, *flags)
         return p.wrap(out_caller)
     a2, b2 = (np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(rows, depth) for x in (a_, b_))
-    res = np.empty((rows * steps, depth), dtype)
+    res = _memory.empty((rows * steps, depth), dtype)
     kernel(res, a2, b2, t_flat, t_row_stride, steps, *flags)
     res = res.reshape(batch + ((steps,) if path else ()) + (depth,))
     src, dst = ((-2, -1), (ax, ax + 1)) if path else (-1, ax)
@@ -487,7 +487,7 @@ def _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt, flags):
     src, dst = ((ax, ax + 1), (-2, -1)) if path else (ax, -1)
     g2 = np.ascontiguousarray(np.moveaxis(g_, src, dst)).reshape(rows * steps, depth)
     a2, b2 = (np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(rows, depth) for x in (a_, b_))
-    ga2, gb2 = np.empty((rows, depth), c.dtype), np.empty((rows, depth), c.dtype)
+    ga2, gb2 = _memory.empty((rows, depth), c.dtype), _memory.empty((rows, depth), c.dtype)
     kernel(ga2, gb2, gt, g2, a2, b2, c.t_flat, c.t_row_stride, steps, *flags)
     for dst_arr, res in ((ga, ga2), (gb, gb2)):
         np.copyto(dst_arr, np.moveaxis(res.reshape(c.batch + (depth,)), -1, ax))

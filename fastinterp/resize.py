@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _registry as registry
+from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from . import _resize_presets as presets
@@ -889,7 +889,7 @@ def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
         out_caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {name: x})
     elif stored_nhwc and not nhwc:
-        buf = np.empty((n, oh, ow, c), dtype)
+        buf = _memory.empty((n, oh, ow, c), dtype)
         out_caller, out_k = buf.transpose(0, 3, 1, 2), buf
     else:
         out_caller, out_k = p.empty(shape, dtype)
@@ -1360,12 +1360,12 @@ def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed):
     tz, ty, tx = tabs
     (d, h, w), (do, ho, wo) = x.shape[2:], out_sp
     if not transposed:
-        mid = np.empty((n * c * d, ho, wo), dtype)
+        mid = _memory.empty((n * c * d, ho, wo), dtype)
         kernel(mid, x.reshape(n * c * d, h, w), ty, tx, 1)
         kernel(out_k.reshape(n * c, do, ho * wo), mid.reshape(n * c, d, ho * wo), tz, one,
                ho * wo)
     else:
-        mid = np.empty((n * c, do, h * w), dtype)
+        mid = _memory.empty((n * c, do, h * w), dtype)
         kernel(mid, x.reshape(n * c, d, h * w), tz, one, h * w)
         kernel(out_k.reshape(n * c * do, ho, wo), mid.reshape(n * c * do, h, w), ty, tx, 1)
     return p.wrap(caller)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import _registry as registry
+from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._layout import from_channels_last, resolve as resolve_layout
@@ -821,7 +821,7 @@ def _staggered_empty(shape, dtype, other):
     stores (4K aliasing), costing ~2x."""
     dtype = np.dtype(dtype)
     n = math.prod(shape)
-    buf = np.empty(n + 4096 // dtype.itemsize, dtype)
+    buf = _memory.empty((n + 4096 // dtype.itemsize,), dtype)
     target = (other.ctypes.data + 2048) % 4096
     skip = ((target - buf.ctypes.data) % 4096) // dtype.itemsize
     return buf[skip:skip + n].reshape(shape)
