@@ -49,8 +49,8 @@ HALF_TOL = {"float16": (1e-3, 1e-3), "bfloat16": (8e-3, 8e-3)}
 
 # Public names of fastinterp.__all__ that compute nothing (infrastructure).
 NOT_OPS = frozenset({"BackendMismatchError", "backend_of", "get_num_threads", "last_kernel",
-                     "set_num_threads", "show_config", "get_include", "ops", "plugins",
-                     "optim", "rotation_matrix"})
+                     "output_cache_info", "set_num_threads", "set_output_cache", "show_config",
+                     "get_include", "ops", "plugins", "optim", "rotation_matrix"})
 
 
 @dataclass
