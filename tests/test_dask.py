@@ -97,51 +97,6 @@ def test_resize_spatial_chunks_bit_identical(opts, layout):
         assert got.dtype == ref.dtype
 
 
-@pytest.mark.parametrize("opts", RESIZE_CASES, ids=lambda o: "-".join(map(str, o.values())))
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_downscale_interiors_read_their_block_in_place(opts, layout):
-    """Downscales of large chunks compute each chunk's interior straight from its own
-    block and only the bands around it from copied windows: still bit-identical,
-    with non-finite pixels placed on block edges and inside."""
-    import fastinterp.dask._spatial as spatial
-    rng = np.random.default_rng(7 + len(str(opts)) + len(layout))
-    split = []
-    original = spatial._regions
-
-    def counting(*args):
-        regions = original(*args)
-        split.append(len(regions) > 1)
-        return regions
-    for trial in range(3):
-        dtype = (np.float32, np.float64)[trial % 2]
-        c = int(rng.choice([1, 3, 5]))
-        h, w = (int(v) for v in rng.integers(60, 120, 2))
-        shape = (2, h, w, c) if layout == "NHWC" else (2, c, h, w)
-        x = rng.standard_normal(shape).astype(dtype)
-        if trial == 1:          # non-finite values on block edges and inside blocks
-            hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
-            for value in (np.inf, -np.inf, np.nan):
-                idx = [0] * 4
-                idx[hax], idx[wax] = int(rng.integers(0, h)), int(rng.integers(0, w))
-                x[tuple(idx)] = value
-        hw = tuple(tuple(int(v) for v in np.diff(np.r_[0, np.sort(rng.choice(
-            np.arange(20, n - 20), 2, replace=False)), n])) for n in (h, w))
-        chunks = ((1, 1),) + ((hw + (c,)) if layout == "NHWC" else ((c,) + hw))
-        kw = dict(opts, layout=layout)
-        if opts["mode"] == "area" or trial != 2:
-            kw["size"] = tuple(int(v) for v in rng.integers(12, 40, 2))
-        else:
-            kw["scale_factor"] = tuple(float(v) for v in rng.uniform(0.2, 0.6, 2))
-        ref = fi.resize(x, **kw)
-        spatial._regions = counting
-        try:
-            (got,) = compute(fd.resize(da.from_array(x, chunks=chunks), **kw))
-        finally:
-            spatial._regions = original
-        np.testing.assert_array_equal(got, ref)
-    assert any(split), "no chunk took the in-place interior"
-
-
 def test_resize_output_chunks_align_with_input():
     x = np.random.default_rng(0).standard_normal((1, 2, 10, 9))
     lazy = fd.resize(da.from_array(x, chunks=(1, 2, (3, 7), (1, 1, 7))), size=(20, 4))

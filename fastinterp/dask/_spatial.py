@@ -159,26 +159,26 @@ def _cut(block, slices):
 
 
 def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
-    """One output chunk: run the kernel on its window, crop the alignment columns.
-
-    The outputs whose taps all lie in the window's largest piece (the chunk's
-    own input block) are computed from that piece in place; only the bands
-    around them (a few rows and columns) read copies of their small windows,
-    so the block is not copied. Every output's taps and the whole-image
-    choices are the same either way: the bits do not change.
-    """
+    """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
     hax, wax = (1, 2) if nhwc else (2, 3)
-    first = parts[0][0]
-    n = first.shape[0]
-    c = first.shape[3] if nhwc else first.shape[1]
-    planes = n if nhwc else n * c
+    x = _assemble(parts, hax, wax, dtype)
+    if nhwc:
+        n, h, w, c = x.shape
+        x3, planes = x.reshape(n, h, w * c), n
+    else:
+        n, c, h, w = x.shape
+        x3, planes = x.reshape(n * c, h, w), n * c
     ny = ypiece.idx.shape[1]
     units = xpiece.idx.shape[1]
     out3 = _memory.empty((planes, ny, units * plan_.chan), dtype)
     if planes:
-        for (y0, y1), (j0, j1), window in _regions(parts, ypiece, xpiece, plan_, hax, wax):
-            _run_region(out3, parts, window, (y0, y1), (j0, j1), ypiece, xpiece, plan_,
-                        hax, wax, nhwc, dtype)
+        base, rel, blk = (_rz.permute_form(_rz.AxisTable(xpiece.idx, xpiece.w, 0, False))
+                          if plan_.perm else _rz._NO_PERM)
+        if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
+            raise RuntimeError("resize: a chunk lost the whole image's permute form.")
+        _cpu().separable_fwd(out3, x3, ypiece.idx, ypiece.w, plan_.ytab.unit, xpiece.idx,
+                             xpiece.w, plan_.xtab.unit, base, rel, blk, plan_.chan,
+                             plan_.order, threads_for(out3.size + x3.size, _rz._MIN_PER_THREAD))
     cu = c if nhwc else 1
     drop = xpiece.drop * plan_.chan
     keep = xpiece.size * cu
@@ -186,113 +186,6 @@ def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
     if nhwc:
         return np.ascontiguousarray(out).reshape(n, ny, xpiece.size, c)
     return np.ascontiguousarray(out).reshape(n, c, ny, xpiece.size)
-
-
-def _inside(idx, w, lo, hi):
-    """Outputs [a, b) of a table whose non-zero taps all lie in [lo, hi) (one run), or None."""
-    ok = np.where(w != 0, (idx >= lo) & (idx < hi), True).all(axis=0)
-    hits = np.flatnonzero(ok)
-    if not hits.size or not ok[hits[0]:hits[-1] + 1].all():
-        return None
-    return int(hits[0]), int(hits[-1]) + 1
-
-
-def _regions(parts, ypiece, xpiece, plan_, hax, wax):
-    """``((y0, y1), (j0, j1), window)`` covering the chunk's outputs (x in table units).
-
-    ``window`` is ``(r0, r1, c0, c1)``, the window pixels the region reads, or
-    None for the interior read straight from the largest piece.
-    """
-    ny, units = ypiece.idx.shape[1], xpiece.idx.shape[1]
-    pp, align = plan_.expand, plan_.block
-    ri, ci, R0, C0, h, w = _largest_piece(parts, hax, wax)
-    # the interior's result is copied into place when the regions split its rows, so
-    # the split pays only when the chunk's output is smaller than the piece it spares
-    if len(parts) * len(parts[0]) == 1 or ny * units >= h * w * pp:
-        return [((0, ny), (0, units), _span(ypiece, xpiece, (0, ny), (0, units), pp))]
-    ys = _inside(ypiece.idx, ypiece.w, R0, R0 + h)
-    xs = _inside(xpiece.idx, xpiece.w, C0 * pp, (C0 + w) * pp)
-    if ys is None or xs is None:
-        return [((0, ny), (0, units), _span(ypiece, xpiece, (0, ny), (0, units), pp))]
-    (iy0, iy1), (ix0, ix1) = ys, xs
-    ix0 = -(-max(ix0, xpiece.drop) // align) * align   # a table slice starts block-aligned
-    if ix1 < units:
-        ix1 -= ix1 % align
-    if iy1 <= iy0 or ix1 <= ix0:
-        return [((0, ny), (0, units), _span(ypiece, xpiece, (0, ny), (0, units), pp))]
-    bands = [((0, iy0), (0, units)), ((iy1, ny), (0, units)),
-             ((iy0, iy1), (0, ix0)), ((iy0, iy1), (ix1, units))]
-    out = [((iy0, iy1), (ix0, ix1), None)]
-    for yr, xr in bands:
-        if yr[1] > yr[0] and xr[1] > xr[0]:
-            out.append((yr, xr, _span(ypiece, xpiece, yr, xr, pp)))
-    return out
-
-
-def _span(ypiece, xpiece, yr, xr, pp):
-    """The window pixels ``(r0, r1, c0, c1)`` read by outputs ``yr`` x ``xr`` (non-zero taps)."""
-    return (*_window(ypiece.idx, ypiece.w, *yr, 1), *_window(xpiece.idx, xpiece.w, *xr, pp))
-
-
-def _largest_piece(parts, hax, wax):
-    """``(ri, ci, r0, c0, h, w)``: the largest piece of ``parts`` (the chunk's own block),
-    its window offset and its size (pixels)."""
-    hs = [row[0].shape[hax] for row in parts]
-    ws = [piece.shape[wax] for piece in parts[0]]
-    ri, ci = int(np.argmax(hs)), int(np.argmax(ws))
-    return ri, ci, sum(hs[:ri]), sum(ws[:ci]), hs[ri], ws[ci]
-
-
-def _crop_parts(parts, hax, wax, r0, r1, c0, c1):
-    """The pieces of ``parts`` cropped to window rows [r0, r1) and columns [c0, c1)."""
-    rows, top = [], 0
-    for row in parts:
-        h = row[0].shape[hax]
-        a, b = max(r0, top), min(r1, top + h)
-        if a < b:
-            cells, left = [], 0
-            for piece in row:
-                wd = piece.shape[wax]
-                u, v = max(c0, left), min(c1, left + wd)
-                if u < v:
-                    sl = [slice(None)] * 4
-                    sl[hax], sl[wax] = slice(a - top, b - top), slice(u - left, v - left)
-                    cells.append(piece[tuple(sl)])
-                left += wd
-            rows.append(cells)
-        top += h
-    return rows
-
-
-def _run_region(out3, parts, window, yr, xr, ypiece, xpiece, plan_, hax, wax, nhwc, dtype):
-    """Outputs ``yr`` x ``xr`` of the chunk into ``out3``, from ``window`` (None: the
-    largest piece, uncopied)."""
-    if window is None:
-        ri, ci, r0, c0, _, _ = _largest_piece(parts, hax, wax)
-        x = np.ascontiguousarray(parts[ri][ci], dtype=dtype)
-    else:
-        r0, r1, c0, c1 = window
-        x = _assemble(_crop_parts(parts, hax, wax, r0, r1, c0, c1), hax, wax, dtype)
-    if nhwc:
-        n, h, w, c = x.shape
-        x3 = x.reshape(n, h, w * c)
-    else:
-        n, c, h, w = x.shape
-        x3 = x.reshape(n * c, h, w)
-    pp = plan_.expand
-    yidx, yw = _slice_table(ypiece, yr[0], yr[1], r0, h)
-    xidx, xw = _slice_table(xpiece, xr[0], xr[1], c0 * pp, w * pp)
-    base, rel, blk = (_rz.permute_form(_rz.AxisTable(xidx, xw, 0, False))
-                      if plan_.perm else _rz._NO_PERM)
-    if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
-        raise RuntimeError("resize: a chunk lost the whole image's permute form.")
-    out = out3[:, yr[0]:yr[1], xr[0] * plan_.chan:xr[1] * plan_.chan]
-    into = out if out.flags.c_contiguous else _memory.empty(out.shape, dtype)
-    _cpu().separable_fwd(into, x3, yidx, yw, plan_.ytab.unit, xidx, xw, plan_.xtab.unit,
-                         base, rel, blk, plan_.chan, plan_.order,
-                         threads_for(into.size + x3.size, _rz._MIN_PER_THREAD))
-    if into is not out:
-        out[...] = into
 
 
 def separable(op, x, ytab, xtab, out_hw, nhwc):
