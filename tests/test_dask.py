@@ -97,6 +97,36 @@ def test_resize_spatial_chunks_bit_identical(opts, layout):
         assert got.dtype == ref.dtype
 
 
+@pytest.mark.parametrize("opts", RESIZE_CASES, ids=lambda o: "-".join(map(str, o.values())))
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_downscales_of_large_chunks_with_non_finite_pixels(opts, layout):
+    """Large chunks shrunk by 2-5x, with inf/NaN pixels on block edges and inside
+    blocks: bit-identical to the in-memory op."""
+    rng = np.random.default_rng(7 + len(str(opts)) + len(layout))
+    for trial in range(3):
+        dtype = (np.float32, np.float64)[trial % 2]
+        c = int(rng.choice([1, 3, 5]))
+        h, w = (int(v) for v in rng.integers(60, 120, 2))
+        shape = (2, h, w, c) if layout == "NHWC" else (2, c, h, w)
+        x = rng.standard_normal(shape).astype(dtype)
+        if trial == 1:
+            hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
+            for value in (np.inf, -np.inf, np.nan):
+                idx = [0] * 4
+                idx[hax], idx[wax] = int(rng.integers(0, h)), int(rng.integers(0, w))
+                x[tuple(idx)] = value
+        hw = tuple(tuple(int(v) for v in np.diff(np.r_[0, np.sort(rng.choice(
+            np.arange(20, n - 20), 2, replace=False)), n])) for n in (h, w))
+        chunks = ((1, 1),) + ((hw + (c,)) if layout == "NHWC" else ((c,) + hw))
+        kw = dict(opts, layout=layout)
+        if opts["mode"] == "area" or trial != 2:
+            kw["size"] = tuple(int(v) for v in rng.integers(12, 40, 2))
+        else:
+            kw["scale_factor"] = tuple(float(v) for v in rng.uniform(0.2, 0.6, 2))
+        (got,) = compute(fd.resize(da.from_array(x, chunks=chunks), **kw))
+        np.testing.assert_array_equal(got, fi.resize(x, **kw))
+
+
 def test_resize_output_chunks_align_with_input():
     x = np.random.default_rng(0).standard_normal((1, 2, 10, 9))
     lazy = fd.resize(da.from_array(x, chunks=(1, 2, (3, 7), (1, 1, 7))), size=(20, 4))
