@@ -35,11 +35,13 @@ data that lives on the cluster, as a chunked image does) or gathered into
 the client (``dask-cluster-gather``: 50 MB cross a process boundary).
 The in-memory op takes a few tens of ms here; every chunk task copies its
 window (its block and the halo strips cut from its neighbours) before the
-kernel runs (about 1.7x the in-memory op's CPU time), workers allocate
-under distributed's ``MALLOC_TRIM_THRESHOLD_`` (fresh pages for every
-large array: another ~1.3x), and a cluster round trip costs tens of ms,
-so the cluster's ratio stays well above 1.3x at this size; the threaded
-scheduler shows the cost of chunking alone.
+kernel runs, dask joins the chunks into the result (one more copy of the
+output), and a cluster round trip costs tens of ms, so the cluster's ratio
+stays well above 1.3x at this size; the threaded scheduler shows the cost of
+chunking alone. The windows and chunk results come from fastinterp's
+result-memory cache, so neither faults in fresh pages (in workers too, where
+distributed's ``MALLOC_TRIM_THRESHOLD_`` would otherwise map every large
+array afresh).
 """
 from __future__ import annotations
 
