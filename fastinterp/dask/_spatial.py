@@ -172,8 +172,8 @@ def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
     units = xpiece.idx.shape[1]
     out3 = _memory.empty((planes, ny, units * plan_.chan), dtype)
     if planes:
-        base, rel, blk = (_rz.permute_form(_rz.AxisTable(xpiece.idx, xpiece.w, 0, False))
-                          if plan_.perm else _rz._NO_PERM)
+        window = _rz.AxisTable(xpiece.idx, xpiece.w, x3.shape[2], False)   # indices checked
+        base, rel, blk = _rz.permute_form(window) if plan_.perm else _rz._NO_PERM
         if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
             raise RuntimeError("resize: a chunk lost the whole image's permute form.")
         _cpu().separable_fwd(out3, x3, ypiece.idx, ypiece.w, plan_.ytab.unit, xpiece.idx,
