@@ -12,11 +12,10 @@ exact answer), so the top-k of each block lists the block's rows in the
 global order, with the global call's distances bit for bit. Merging needs
 the float64 distance for float32 data (two rows whose float64 distances
 differ can round to one float32 value); the merge key is (distance in the
-dtype, float64 distance recomputed here from direct differences, index).
-It orders exactly as the kernel unless two float64 distances agree to
-within a few units in the last place yet are not equal (the two sums may
-round differently); integer-valued data, duplicated rows and ordinary
-floating-point data are exact.
+dtype, float64 distance, index), and that float64 distance is recomputed
+here with the kernel's own summation (``listed_sqdiff``), so it is the
+very key the kernel sorted by: merged lists order exactly as one call on
+the whole database, near-ties included.
 """
 from __future__ import annotations
 
@@ -51,16 +50,14 @@ def block_candidates(xb, queries, k, offset):
     return d, i + offset, d64
 
 
-def _direct64(xb, queries, idx, rows_per_step=1 << 14):
-    """sum((q - x)^2) in float64 for each (query, listed row), in bounded scratch."""
+def _direct64(xb, queries, idx):
+    """knn's float64 sort key, |q - x|^2 summed as the kernel sums it, for each
+    (query, listed row): the kernel's own distances, bit for bit."""
+    from .distance import GEMM_WORK_PER_THREAD, _cpu, threads_for
     out = np.empty(idx.shape, np.float64)
-    if idx.size == 0:
-        return out
-    q64 = queries.astype(np.float64)
-    step = max(1, rows_per_step // max(1, idx.shape[1]))
-    for s in range(0, idx.shape[0], step):
-        diff = xb[idx[s:s + step]].astype(np.float64) - q64[s:s + step, None, :]
-        out[s:s + step] = np.einsum("qkd,qkd->qk", diff, diff)
+    nthreads = threads_for(idx.size * max(1, xb.shape[1]), GEMM_WORK_PER_THREAD)
+    _cpu().listed_sqdiff(out, np.ascontiguousarray(xb), np.ascontiguousarray(queries),
+                         np.ascontiguousarray(idx, dtype=np.int64), nthreads)
     return out
 
 

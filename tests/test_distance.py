@@ -809,6 +809,38 @@ def test_knn_huge_and_non_finite_rows(dtype, special_max, rng, monkeypatch):
         np.testing.assert_array_equal(np.isinf(d), np.isinf(np.take_along_axis(e, ref_i, 1).astype(dtype)))
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 7, 64, 131])
+def test_block_candidates_merge_key_is_the_kernels_float64_distance(dtype, d, rng):
+    """Block results of a streamed or Dask kNN merge by (distance, float64 distance,
+    index): the float64 distance must be the very value the kernel ordered by, so that
+    a merge orders near-ties exactly as one call on the whole data does."""
+    from fastinterp import _stream
+    x = rng.standard_normal((700, d)).astype(dtype)
+    q = rng.standard_normal((60, d)).astype(dtype)
+    x[5] = np.nan
+    x[6, 0] = np.inf
+    q[3] = np.nan
+    dist, idx, d64 = _stream.block_candidates(x, q, 12, 1000)
+    assert d64.dtype == np.float64 and d64.shape == dist.shape
+    np.testing.assert_array_equal(d64.astype(dtype), dist)
+    if dtype == np.float64:     # the kernel's float64 sums, bit for bit
+        np.testing.assert_array_equal(d64, dist)
+    np.testing.assert_array_equal(idx, fi.knn(x, q, 12)[1] + 1000)
+
+
+def test_listed_sqdiff_refuses_rows_outside_x(rng):
+    k = fdist._cpu()
+    x, q = rng.standard_normal((5, 3)), rng.standard_normal((2, 3))
+    out = np.empty((2, 2))
+    with pytest.raises(ValueError, match="rows"):
+        k.listed_sqdiff(out, x, q, np.array([[0, 5], [1, 2]], np.int64), 1)
+    with pytest.raises(ValueError, match="rows"):
+        k.listed_sqdiff(out, x, q, np.array([[0, -1], [1, 2]], np.int64), 1)
+    with pytest.raises(ValueError, match="shape"):
+        k.listed_sqdiff(out, x, q[:1], np.zeros((2, 2), np.int64), 1)
+
 # ----------------------------------------------------------------------------
 # kernels called directly: odd arguments raise, nothing crashes
 # ----------------------------------------------------------------------------

@@ -173,8 +173,8 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
     Every (query group, database block) pair gives its exact top-k (indices
     made global); the lists are merged by a tree reduction (``split_every``
     lists per merge) with fastinterp's tie rule (smaller index first), so
-    indices and distances equal ``fi.knn`` on the whole data (see
-    fastinterp._stream for the one caveat on float32 near-ties).
+    indices and distances equal ``fi.knn`` on the whole data, near-ties
+    included (see fastinterp._stream).
 
     Task sizes: consecutive chunks of ``x`` smaller than ``block_bytes``
     (default :data:`MIN_TASK_BYTES`, 4 MiB; 0 keeps x's chunks) are

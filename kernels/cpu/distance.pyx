@@ -928,6 +928,35 @@ cdef void fill_heaps(const real* qc, const real* xc, const real* nx, Py_ssize_t 
         scan_block(g + r * tblock, nx + j0, nb, j0, hv + r * kc, hi + r * kc, kc)
 
 
+def listed_sqdiff(double[:, ::1] out, const real[:, ::1] x, const real[:, ::1] q,
+                  const i64[:, ::1] idx, int nthreads):
+    """out[r, c] = |q[r] - x[idx[r, c]]|^2 in float64, summed exactly as knn_fwd sums
+    the distances it orders by (sqdiff), so these are knn's float64 sort keys bit for
+    bit. Shapes: out (Q, K), x (N, D), q (Q, D), idx (Q, K) with rows of x."""
+    cdef Py_ssize_t nq = q.shape[0], kk = idx.shape[1], n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t r, c, i
+    if (out.shape[0] != nq or out.shape[1] != kk or idx.shape[0] != nq
+            or q.shape[1] != d):
+        raise ValueError("listed_sqdiff: out (Q, K), x (N, D), q (Q, D) and idx (Q, K) "
+                         "must agree in shape.")
+    for r in range(nq):
+        for c in range(kk):
+            if not 0 <= idx[r, c] < n:
+                raise ValueError(f"listed_sqdiff: idx must list rows of x in [0, {n}); "
+                                 f"got {idx[r, c]}.")
+    if nq == 0 or kk == 0:
+        return
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
+    with nogil, parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for r in prange(nq, schedule="static"):
+            for c in range(kk):
+                out[r, c] = sqdiff(&q[r, 0], &x[idx[r, c], 0], d) if d else 0
+        fi_team_leave(&team)
+    fi_team_done(&team)
+
+
 def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
             const real[:, :, ::1] q, const i64[::1] xmap, const i64[::1] qmap,
             const real[:, :, ::1] xc, const real[:, :, ::1] qc,
