@@ -144,7 +144,7 @@ def test_fwd_nhwc_fastinterp(benchmark, stn):
     x, grid, _ = stn
     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     label(benchmark, FWD_NHWC, "fastinterp")
-    benchmark(fi.grid_sample, xl, grid, channels_last=True)
+    benchmark(fi.grid_sample, xl, grid, layout="NHWC")
 
 
 def test_fwd_nhwc_cv2(benchmark, stn):
