@@ -96,10 +96,16 @@ static inline size_t fi_gemm_work_##S(void) {                                   
          + (size_t) FI_MR * FI_NR_##S;                                            \
 }                                                                                 \
                                                                                   \
-/* c0/c1[MR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
+/* c0/c1[MR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order.       \
+   Meanwhile the next micro-tile of C (pn/2 rows from pc, row stride prs; pn may  \
+   be 0) is prefetched for writing, one line every 8 steps of k: issued in one    \
+   burst before the tile, the 2 MR prefetches of lines that are not cached filled \
+   the line-fill buffers and stalled the core (about 8% of a 4096 x 8192 x 256    \
+   distance matrix on one AVX-512 core); spread out, they cost nothing. */       \
 static inline __attribute__((always_inline))                                     \
 void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,      \
-                       fi_vec_##S c0[FI_MR], fi_vec_##S c1[FI_MR]) {             \
+                       fi_vec_##S c0[FI_MR], fi_vec_##S c1[FI_MR],               \
+                       const T* pc, ptrdiff_t prs, size_t pn) {                  \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     a = (const T*) __builtin_assume_aligned(a, FI_GEMM_ALIGN);                    \
     b = (const T*) __builtin_assume_aligned(b, FI_GEMM_ALIGN);                    \
@@ -117,28 +123,44 @@ void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,     
             c0[i] += ai * b0;                                                     \
             c1[i] += ai * b1;                                                     \
         }                                                                         \
+        if ((p & 7) == 0 && (p >> 3) < pn)                                        \
+            __builtin_prefetch(pc + (ptrdiff_t) (p >> 4) * prs                   \
+                               + ((p >> 3) & 1) * (FI_NR_##S - 1), 1, 3);         \
     }                                                                             \
+    for (size_t q = (kc + 7) >> 3; q < pn; q++)   /* a short k: the rest now */   \
+        __builtin_prefetch(pc + (ptrdiff_t) (q >> 1) * prs                       \
+                           + (q & 1) * (FI_NR_##S - 1), 1, 3);                    \
 }                                                                                 \
                                                                                   \
 /* C[MR x NR] (row stride rsc) = alpha * (a_panel @ b_panel), stored from the      \
    registers: with alpha = 1 the micro-tile itself (into the buffer t), else what \
-   fi_update would store from t, without the pass through it. */                  \
+   fi_update would store from t, without the pass through it. pc, pn: the next    \
+   micro-tile of C to prefetch (see fi_accumulate; its row stride is rsc). */     \
 static inline void fi_ukr_scale_##S(size_t kc, const T* restrict a,              \
                                     const T* restrict b, T alpha,                \
-                                    T* restrict c, ptrdiff_t rsc) {              \
+                                    T* restrict c, ptrdiff_t rsc,                \
+                                    const T* pc, size_t pn) {                     \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
-    fi_accumulate_##S(kc, a, b, c0, c1);                                          \
+    fi_accumulate_##S(kc, a, b, c0, c1, pc, rsc, pn);                             \
     for (int i = 0; i < FI_MR; i++) {                                             \
         *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc) = alpha * c0[i];                \
         *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc + NV) = alpha * c1[i];           \
     }                                                                             \
 }                                                                                 \
                                                                                   \
-/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order. */  \
+/* t[MR x NR] = a_panel (MR x kc) @ b_panel (kc x NR), k in increasing order;     \
+   prefetches C's micro-tile pc (pn: see fi_accumulate; row stride rsc). */       \
 static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
-                              const T* restrict b, T* restrict t) {               \
-    fi_ukr_scale_##S(kc, a, b, (T) 1, t, FI_NR_##S);                             \
+                              const T* restrict b, T* restrict t,                 \
+                              const T* pc, ptrdiff_t rsc, size_t pn) {            \
+    enum { NV = FI_VBYTES / sizeof(T) };                                          \
+    fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
+    fi_accumulate_##S(kc, a, b, c0, c1, pc, rsc, pn);                             \
+    for (int i = 0; i < FI_MR; i++) {                                             \
+        *(fi_uvec_##S*) (t + i * FI_NR_##S) = c0[i];                              \
+        *(fi_uvec_##S*) (t + i * FI_NR_##S + NV) = c1[i];                         \
+    }                                                                             \
 }                                                                                 \
                                                                                   \
 /* A full MR x NR tile of C, overwritten and finished as a squared-distance tile  \
@@ -149,10 +171,11 @@ static inline void fi_ukr_##S(size_t kc, const T* restrict a,                   
 static inline int fi_ukr_rank1_##S(size_t kc, const T* restrict a,               \
                                    const T* restrict b, T alpha,                 \
                                    const fi_rank1* fin, size_t i0, size_t j0, \
-                                   T* restrict c, ptrdiff_t rsc) {                \
+                                   T* restrict c, ptrdiff_t rsc,                 \
+                                   const T* pc, size_t pn) {                      \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
-    fi_accumulate_##S(kc, a, b, c0, c1);                                          \
+    fi_accumulate_##S(kc, a, b, c0, c1, pc, rsc, pn);                             \
     const T* r = (const T*) fin->r + i0;                                          \
     const fi_vec_##S s0 = *(const fi_uvec_##S*) ((const T*) fin->s + j0);             \
     const fi_vec_##S s1 = *(const fi_uvec_##S*) ((const T*) fin->s + j0 + NV);        \
@@ -319,21 +342,27 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
                     for (size_t ir = 0; ir < mc; ir += FI_MR) {                   \
                         size_t mr = mc - ir < FI_MR ? mc - ir : FI_MR;            \
                         T* ct = c + (ptrdiff_t) (ic + ir) * rsc + jc + jr;        \
-                        /* fetch the C micro-tile while the micro-kernel runs */  \
-                        for (size_t i = 0; i < mr; i++) {                         \
-                            __builtin_prefetch(ct + (ptrdiff_t) i * rsc, 1, 3);   \
-                            __builtin_prefetch(ct + (ptrdiff_t) i * rsc + nr - 1, 1, 3); \
+                        /* the next micro-tile of C, fetched while this one runs */ \
+                        const T* pc = NULL;                                       \
+                        size_t pn = 0;                                            \
+                        if (ir + FI_MR < mc) {                                    \
+                            pc = ct + (ptrdiff_t) FI_MR * rsc;                    \
+                            pn = 2 * (mc - ir - FI_MR < FI_MR ? mc - ir - FI_MR : FI_MR); \
+                        } else if (jr + FI_NR_##S < nc) {                         \
+                            pc = c + (ptrdiff_t) ic * rsc + jc + jr + FI_NR_##S;  \
+                            pn = 2 * (mc < FI_MR ? mc : FI_MR);                   \
                         }                                                         \
                         int full = mr == FI_MR && nr == FI_NR_##S;               \
                         if (full && overwrite && last && fin                      \
                             && fi_ukr_rank1_##S(kc, ap + ir * kc, bp + jr * kc,   \
-                                                alpha, fin, ic + ir, jc + jr, ct, rsc)) \
+                                                alpha, fin, ic + ir, jc + jr, ct, rsc, pc, pn)) \
                             continue;                                             \
                         if (full && overwrite && !(epi && last)) {                \
-                            fi_ukr_scale_##S(kc, ap + ir * kc, bp + jr * kc, alpha, ct, rsc); \
+                            fi_ukr_scale_##S(kc, ap + ir * kc, bp + jr * kc, alpha, ct, rsc, \
+                                             pc, pn);                             \
                             continue;                                             \
                         }                                                         \
-                        fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t);            \
+                        fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t, pc, rsc, pn); \
                         if (epi && last) {   /* finish in t (in L1), store C once */ \
                             fi_finish_##S(mr, nr, t, alpha, overwrite, ct, rsc);  \
                             epi(ctx, ic + ir, jc + jr, mr, nr, t, FI_NR_##S);     \
