@@ -35,6 +35,7 @@ from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, 
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
+    void prefetch_for_write "__builtin_prefetch"(const void* addr, int rw, int locality) noexcept nogil
 
 cdef extern from "_transpose.h" nogil:
     void fi_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb,
@@ -495,16 +496,23 @@ cdef void sweep_fwd_bilinear_nhwc(const real* ip, real* op, Py_ssize_t C, Py_ssi
                                   const Py_ssize_t* I) noexcept nogil:
     """NHWC: all C channels of each pixel, contiguous (vectorisable); ip is the
     image, op the run's first output pixel. Same arithmetic as sweep_fwd_bilinear."""
-    sweep_fwd_bilinear_pixels(ip, op, C, wo, 0, wo, sx, sy, R, I)
+    sweep_fwd_bilinear_pixels(ip, op, C, wo, 0, wo, sx, sy, R, I, NULL, 0, 0)
 
 
 cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_ssize_t wo,
                                     Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t sx,
                                     Py_ssize_t sy, const real* R,
-                                    const Py_ssize_t* I) noexcept nogil:
+                                    const Py_ssize_t* I, real* pf, Py_ssize_t pf_stride,
+                                    Py_ssize_t pf_len) noexcept nogil:
     """sweep_fwd_bilinear_nhwc for pixels j0 <= j < j1 of a run of wo planned pixels;
-    op is pixel j0's output."""
-    cdef Py_ssize_t j, m, c
+    op is pixel j0's output. With ``pf``, the C runs of pf_len values at pf,
+    pf + pf_stride, ... (the planes the next block will be written to) are
+    prefetched for writing, a few lines per pixel: spread out, the prefetches
+    do not fill the line-fill buffers as a burst would."""
+    cdef Py_ssize_t j, m, c, q, q1
+    cdef Py_ssize_t per_plane = (pf_len * <Py_ssize_t> sizeof(real) + 63) // 64
+    cdef Py_ssize_t lines = C * per_plane if pf != NULL else 0
+    cdef Py_ssize_t step = (lines + (j1 - j0) - 1) // (j1 - j0) if j1 > j0 else 0
     cdef Py_ssize_t t[4]
     cdef real w[4]
     cdef real w0, w1, w2, w3
@@ -519,6 +527,12 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
         r = R + B_R * j
         w0, w1, w2, w3 = r[0], r[1], r[2], r[3]
         o = op + (j - j0) * C
+        q = (j - j0) * step
+        q1 = min(q + step, lines)
+        while q < q1:
+            prefetch_for_write(pf + (q // per_plane) * pf_stride
+                               + (q % per_plane) * (64 // <Py_ssize_t> sizeof(real)), 1, 3)
+            q += 1
         if m == 15:
             p0 = ip + I[B_I * j + 1]
             p1 = p0 + sx
@@ -572,7 +586,8 @@ cdef void sweep_fwd_bilinear_from_nhwc(const real* img, real* op, Py_ssize_t P, 
     cdef Py_ssize_t j0 = 0, j1
     while j0 < wo:
         j1 = min(j0 + NHWC_SUB, wo)
-        sweep_fwd_bilinear_pixels(img, buf, C, wo, j0, j1, sx, sy, R, I)
+        sweep_fwd_bilinear_pixels(img, buf, C, wo, j0, j1, sx, sy, R, I, op + j1, P,
+                                  min(j1 + NHWC_SUB, wo) - j1)
         transpose(buf, C, op + j0, P, j1 - j0, C)
         j0 = j1
 
