@@ -30,9 +30,12 @@ def create_zarr(path, shape, chunks, dtype):
 
 
 def _timed(fn, repeats=2):
-    """(best time of ``repeats`` runs, result): the first run also warms up pools and caches."""
-    best = float("inf")
+    """(best time of ``repeats`` runs, result): the first run also warms up pools and caches.
+    A run's result is dropped before the next run starts, so that run does not work beside
+    an extra result's memory (hundreds of MB in the resize section)."""
+    best, result = float("inf"), None
     for _ in range(repeats):
+        result = None
         start = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - start)
