@@ -134,15 +134,15 @@ void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,     
                                                                                   \
 /* C[MR x NR] (row stride rsc) = alpha * (a_panel @ b_panel), stored from the      \
    registers: with alpha = 1 the micro-tile itself (into the buffer t), else what \
-   fi_update would store from t, without the pass through it. pc, pn: the next    \
-   micro-tile of C to prefetch (see fi_accumulate; its row stride is rsc). */     \
+   fi_update would store from t, without the pass through it. pc, prs, pn: the    \
+   next micro-tile of C to prefetch (see fi_accumulate). */                       \
 static inline void fi_ukr_scale_##S(size_t kc, const T* restrict a,              \
                                     const T* restrict b, T alpha,                \
                                     T* restrict c, ptrdiff_t rsc,                \
-                                    const T* pc, size_t pn) {                     \
+                                    const T* pc, ptrdiff_t prs, size_t pn) {      \
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
-    fi_accumulate_##S(kc, a, b, c0, c1, pc, rsc, pn);                             \
+    fi_accumulate_##S(kc, a, b, c0, c1, pc, prs, pn);                             \
     for (int i = 0; i < FI_MR; i++) {                                             \
         *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc) = alpha * c0[i];                \
         *(fi_uvec_##S*) (c + (ptrdiff_t) i * rsc + NV) = alpha * c1[i];           \
@@ -153,14 +153,8 @@ static inline void fi_ukr_scale_##S(size_t kc, const T* restrict a,             
    prefetches C's micro-tile pc (pn: see fi_accumulate; row stride rsc). */       \
 static inline void fi_ukr_##S(size_t kc, const T* restrict a,                     \
                               const T* restrict b, T* restrict t,                 \
-                              const T* pc, ptrdiff_t rsc, size_t pn) {            \
-    enum { NV = FI_VBYTES / sizeof(T) };                                          \
-    fi_vec_##S c0[FI_MR], c1[FI_MR];                                              \
-    fi_accumulate_##S(kc, a, b, c0, c1, pc, rsc, pn);                             \
-    for (int i = 0; i < FI_MR; i++) {                                             \
-        *(fi_uvec_##S*) (t + i * FI_NR_##S) = c0[i];                              \
-        *(fi_uvec_##S*) (t + i * FI_NR_##S + NV) = c1[i];                         \
-    }                                                                             \
+                              const T* pc, ptrdiff_t prs, size_t pn) {            \
+    fi_ukr_scale_##S(kc, a, b, (T) 1, t, FI_NR_##S, pc, prs, pn);                \
 }                                                                                 \
                                                                                   \
 /* A full MR x NR tile of C, overwritten and finished as a squared-distance tile  \
@@ -359,7 +353,7 @@ static void fi_gemm_##S(size_t m, size_t n, size_t k, T alpha,                  
                             continue;                                             \
                         if (full && overwrite && !(epi && last)) {                \
                             fi_ukr_scale_##S(kc, ap + ir * kc, bp + jr * kc, alpha, ct, rsc, \
-                                             pc, pn);                             \
+                                             pc, rsc, pn);                        \
                             continue;                                             \
                         }                                                         \
                         fi_ukr_##S(kc, ap + ir * kc, bp + jr * kc, t, pc, rsc, pn); \

@@ -934,7 +934,7 @@ def listed_sqdiff(double[:, ::1] out, const real[:, ::1] x, const real[:, ::1] q
     the distances it orders by (sqdiff), so these are knn's float64 sort keys bit for
     bit. Shapes: out (Q, K), x (N, D), q (Q, D), idx (Q, K) with rows of x."""
     cdef Py_ssize_t nq = q.shape[0], kk = idx.shape[1], n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t r, c, i
+    cdef Py_ssize_t r, c
     if (out.shape[0] != nq or out.shape[1] != kk or idx.shape[0] != nq
             or q.shape[1] != d):
         raise ValueError("listed_sqdiff: out (Q, K), x (N, D), q (Q, D) and idx (Q, K) "

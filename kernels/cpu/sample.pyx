@@ -509,10 +509,12 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
     pf + pf_stride, ... (the planes the next block will be written to) are
     prefetched for writing, a few lines per pixel: spread out, the prefetches
     do not fill the line-fill buffers as a burst would."""
-    cdef Py_ssize_t j, m, c, q, q1
+    cdef Py_ssize_t j, m, c, q
     cdef Py_ssize_t per_plane = (pf_len * <Py_ssize_t> sizeof(real) + 63) // 64
     cdef Py_ssize_t lines = C * per_plane if pf != NULL else 0
     cdef Py_ssize_t step = (lines + (j1 - j0) - 1) // (j1 - j0) if j1 > j0 else 0
+    cdef Py_ssize_t line = 0        # the next line to prefetch: line of plane pf_plane
+    cdef real* pf_plane = pf
     cdef Py_ssize_t t[4]
     cdef real w[4]
     cdef real w0, w1, w2, w3
@@ -527,11 +529,14 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
         r = R + B_R * j
         w0, w1, w2, w3 = r[0], r[1], r[2], r[3]
         o = op + (j - j0) * C
-        q = (j - j0) * step
-        q1 = min(q + step, lines)
-        while q < q1:
-            prefetch_for_write(pf + (q // per_plane) * pf_stride
-                               + (q % per_plane) * (64 // <Py_ssize_t> sizeof(real)), 1, 3)
+        q = 0
+        while q < step and lines > 0:
+            prefetch_for_write(pf_plane + line * (64 // <Py_ssize_t> sizeof(real)), 1, 3)
+            lines -= 1
+            line += 1
+            if line == per_plane:
+                line = 0
+                pf_plane += pf_stride
             q += 1
         if m == 15:
             p0 = ip + I[B_I * j + 1]
