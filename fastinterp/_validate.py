@@ -16,7 +16,7 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype",
+    "check_dtype", "check_array",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -99,6 +99,14 @@ def check_shape(op: str, name: str, arr, expected: Sequence[int | None], layout:
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"{op}: {name} must have shape {layout} = {want}; got {shape_str(shape)}.")
+
+
+def check_array(op: str, name: str, arr) -> None:
+    """``arr`` must be an array (anything with a shape), not ``None`` or a scalar:
+    a ``TypeError`` naming the argument otherwise."""
+    if not hasattr(arr, "shape") or isinstance(arr, (np.generic, bool)):
+        given = "None" if arr is None else type(arr).__name__
+        raise TypeError(f"{op}: {name} must be an array; got {given}.")
 
 
 def check_option(op: str, name: str, value, allowed: Sequence) -> None:

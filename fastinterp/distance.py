@@ -41,7 +41,7 @@ import numpy as np
 from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
+from ._validate import as_c_contiguous, check_array, check_out, check_shape, same_dtype, shape_str
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
            "pairwise_l2_backward", "knn"]
@@ -407,6 +407,7 @@ def _rows(a):
 
 
 def _check_rows(op, name, a, layout):
+    check_array(op, name, a)
     if len(a.shape) < 2:
         raise ValueError(f"{op}: {name} must have shape {layout}; got {shape_str(a.shape)}.")
 
@@ -543,6 +544,7 @@ def _backward_arrays(op, p):
     """Validated (grad_out, x, y, dtype, batch, shape) of a backward call."""
     x_, y_, dtype, batch = _operands(op, p)
     g = p.arrays["grad_out"]
+    check_array(op, "grad_out", g)
     shape = batch.shape + (_rows(x_), _rows(x_ if y_ is None else y_))
     _check_result_shaped(op, "grad_out", g, shape)
     same_dtype(op, x=x_, grad_out=g)
@@ -651,7 +653,8 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
     p = begin(op, grad_out=grad_out, x=x, y=y, dist=dist)
     g, x_, y_, dtype, batch, shape = _backward_arrays(op, p)
     dist_ = p.arrays.get("dist")
-    if dist_ is not None:
+    if dist is not None:
+        check_array(op, "dist", dist_)
         _check_result_shaped(op, "dist", dist_, shape)
         same_dtype(op, x=x_, dist=dist_)
         dist_ = _stacked(p, dist_)

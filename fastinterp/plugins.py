@@ -42,7 +42,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import as_c_contiguous, check_out, check_shape, same_dtype, shape_str
+from ._validate import as_c_contiguous, check_array, check_out, check_shape, same_dtype, shape_str
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginArgumentError",
@@ -881,8 +881,7 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                         f"parameters: {allowed}.")
     p = begin(op, **named)
     for n in names:
-        if not hasattr(p.arrays[n], "shape") or isinstance(p.arrays[n], np.generic):
-            raise TypeError(f"{op}: {n} must be an array; got {type(named[n]).__name__}.")
+        check_array(op, n, p.arrays[n])
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
     kernel = registry.lookup(op, p.backend, dtype)
     arrays = [_keep_readonly(p.arrays[n], as_c_contiguous(p.arrays[n])) for n in names]

@@ -17,9 +17,8 @@ from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._layout import from_channels_last, resolve as resolve_layout
-from ._validate import (as_c_contiguous, check_dtype, check_ndim, check_option, check_out,
-                        real_float, real_scalar,
-                        same_dtype, shape_str)
+from ._validate import (as_c_contiguous, check_array, check_dtype, check_ndim, check_option,
+                        check_out, real_float, real_scalar, same_dtype, shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
@@ -399,8 +398,7 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
     """
     arrays = {k: p.arrays[k] for k in names}
     for k, v in arrays.items():
-        if not hasattr(v, "shape"):
-            raise TypeError(f"{op}: {k} must be an array; got {type(v).__name__}.")
+        check_array(op, k, v)
     x = arrays.get("input")
     if uint8_input and x is not None and np.dtype(x.dtype) == np.uint8:
         if p.backend != "cpu":

@@ -516,6 +516,28 @@ def test_backward_errors(rng):
         fi.pairwise_sqdist_backward(np.zeros((4, 5)), x, np.zeros((5, 2)))
 
 
+@pytest.mark.parametrize("call", [
+    ("x", lambda v, a: fi.pairwise_sqdist(v, a)),
+    ("y", lambda v, a: fi.pairwise_l2(a, v)),
+    ("x", lambda v, a: fi.knn(v, a, 1)),
+    ("queries", lambda v, a: fi.knn(a, v, 1)),
+    ("grad_out", lambda v, a: fi.pairwise_sqdist_backward(v, a, a)),
+    ("grad_out", lambda v, a: fi.pairwise_l2_backward(v, a, a)),
+    ("x", lambda v, a: fi.pairwise_sqdist_backward(np.ones((2, 2)), v, a)),
+    ("dist", lambda v, a: fi.pairwise_l2_backward(np.ones((2, 2)), a, a, dist=v)),
+], ids=lambda c: c[0] if isinstance(c, tuple) else None)
+@pytest.mark.parametrize("value", [1.0, 3, np.float64(2.0), True], ids=repr)
+def test_scalar_operands_raise_type_error_naming_them(call, value):
+    name, fn = call
+    with pytest.raises(TypeError, match=rf"{name} must be an array"):
+        fn(value, np.ones((2, 3)))
+
+
+def test_none_grad_out_raises_type_error():
+    with pytest.raises(TypeError, match="grad_out must be an array"):
+        fi.pairwise_sqdist_backward(None, np.ones((2, 3)), np.ones((2, 3)))
+
+
 # ----------------------------------------------------------------------------
 # knn
 # ----------------------------------------------------------------------------
