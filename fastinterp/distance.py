@@ -634,7 +634,9 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
     distance; there the subgradient 0 is used (the pair contributes
     nothing), so no NaN or inf appears for identical rows. Pairs whose
     distance is small against their centred norms (near-duplicate rows, where
-    the GEMM form would cancel) and pairs with a huge row are computed from
+    the GEMM form would cancel), pairs with a huge row and pairs whose
+    ``grad_out / dist`` exceeds the dtype (distances below about 3e-39 in
+    float32: tiny rows) are computed from
     direct differences in float64, with ``|x_i - y_j|`` recomputed there:
     float32 gradients stay within a few ulps of float64 for such data. On
     CUDA every term comes from direct differences. Batches as in

@@ -479,6 +479,46 @@ def test_l2_backward_zero_distance_is_zero_subgradient(rng):
     np.testing.assert_array_equal(fi.pairwise_l2_backward(w, x, dist=d)[0], gx)
 
 
+def _l2_backward_float64(w, x, y):
+    """float64 gradients of sum(w * |x_i - y_j|) (the subgradient 0 at zero distance)."""
+    x64, y64, w64 = (a.astype(np.float64) for a in (x, y, w))
+    diff = x64[:, None, :] - y64[None, :, :]
+    norm = np.sqrt((diff ** 2).sum(-1, keepdims=True))
+    unit = np.divide(diff, norm, out=np.zeros_like(diff), where=norm > 0)
+    return (w64[:, :, None] * unit).sum(1), -(w64[:, :, None] * unit).sum(0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 64])
+@pytest.mark.parametrize("scale", [1e-39, 1e-38, 1e-37])
+def test_l2_backward_float32_tiny_distances_are_finite_and_exact(d, scale):
+    # |x_i - y_j| below 1 / FLT_MAX: g / dist overflows float32, yet the gradient
+    # (a sum of unit vectors) is of order 1
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((6, d)) * scale).astype(np.float32)
+    y = (rng.standard_normal((7, d)) * scale).astype(np.float32)
+    w = rng.standard_normal((6, 7)).astype(np.float32)
+    ref_x, ref_y = _l2_backward_float64(w, x, y)
+    for gx, gy in (fi.pairwise_l2_backward(w, x, y),
+                   fi.pairwise_l2_backward(w, x, y, dist=fi.pairwise_l2(x, y))):
+        assert np.isfinite(gx).all() and np.isfinite(gy).all()
+        np.testing.assert_allclose(gx, ref_x, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gy, ref_y, rtol=1e-5, atol=1e-5)
+    gs, _ = fi.pairwise_l2_backward(np.ones((6, 6), np.float32), x)
+    ref_s = sum(_l2_backward_float64(np.ones((6, 6)), x, x))
+    np.testing.assert_allclose(gs, ref_s, rtol=1e-5, atol=1e-5)
+
+
+def test_l2_backward_weight_over_distance_beyond_float32_is_finite():
+    # g / dist = 1e38 / 0.25 overflows float32; g times a unit vector does not
+    x = np.array([[0.0, 0.0], [0.0, 0.0]], np.float32)
+    y = np.array([[0.15, 0.2]], np.float32)
+    w = np.array([[1e38], [1.0]], np.float32)
+    gx, gy = fi.pairwise_l2_backward(w, x, y)
+    ref_x, ref_y = _l2_backward_float64(w, x, y)
+    np.testing.assert_allclose(gx, ref_x, rtol=1e-6)
+    np.testing.assert_allclose(gy, ref_y, rtol=1e-6)
+
+
 def test_backward_vs_torch(torch, rng):
     x = torch.tensor(rng.standard_normal((6, 5)), requires_grad=True)
     y = torch.tensor(rng.standard_normal((7, 5)), requires_grad=True)

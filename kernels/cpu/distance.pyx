@@ -27,6 +27,7 @@ import numpy as np
 
 from cython.parallel cimport parallel, prange, threadid
 cimport openmp
+from libc.float cimport DBL_MAX, FLT_MAX
 from libc.math cimport sqrt, sqrtf, fabs, INFINITY, NAN
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport INT64_MAX, uintptr_t
@@ -734,10 +735,12 @@ def l2_scale(real[:, :, ::1] s, unsigned char[:, :, ::1] near, const real[:, :, 
              const real[:, :, ::1] dist, const double[:, ::1] rx, const double[:, ::1] ry,
              double tau, int nthreads):
     """``s = g / dist`` (0 where dist == 0), per batch element; ``near`` marks the pairs with
-    ``not (dist > tau (rx_i + ry_j))``, taken from direct differences by grad_rows
-    (their s is 0). Shapes: s, near, g, dist (E, M, N), rx (E, M), ry (E, N)."""
+    ``not (dist > tau (rx_i + ry_j))``, and those whose finite g / dist exceeds the dtype
+    (a distance below |g| / FLT_MAX: tiny rows), taken from direct differences in float64
+    by grad_rows (their s is 0). Shapes: s, near, g, dist (E, M, N), rx (E, M), ry (E, N)."""
     cdef Py_ssize_t ne = s.shape[0], m = s.shape[1], n = s.shape[2], r, e, i, j
-    cdef double dv
+    cdef double dv, w
+    cdef double limit = FLT_MAX if real is float else DBL_MAX
     if (g.shape[0] != ne or g.shape[1] != m or g.shape[2] != n or dist.shape[0] != ne
             or dist.shape[1] != m or dist.shape[2] != n or near.shape[0] != ne
             or near.shape[1] != m or near.shape[2] != n or rx.shape[0] != ne
@@ -755,11 +758,10 @@ def l2_scale(real[:, :, ::1] s, unsigned char[:, :, ::1] near, const real[:, :, 
             i = r - e * m
             for j in range(n):
                 dv = dist[e, i, j]
-                near[e, i, j] = near_pair(dv, rx[e, i], ry[e, j], tau)
-                if near[e, i, j] or not (dv > 0):
-                    s[e, i, j] = 0
-                else:
-                    s[e, i, j] = <real> (<double> g[e, i, j] / dv)
+                w = <double> g[e, i, j] / dv if dv > 0 else 0
+                near[e, i, j] = near_pair(dv, rx[e, i], ry[e, j], tau) or (
+                    fabs(<double> g[e, i, j]) <= limit and not (fabs(w) <= limit))
+                s[e, i, j] = 0 if near[e, i, j] else <real> w
         fi_team_leave(&team)
     fi_team_done(&team)
 
