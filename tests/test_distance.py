@@ -1092,6 +1092,22 @@ def test_cuda_l2_backward_route_and_dist(cuda, symmetric, rng):
 
 
 @pytest.mark.cudasim
+def test_cuda_l2_backward_float32_tiny_distances_are_finite(cuda):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 2)) * 1e-39).astype(np.float32)
+    y = (rng.standard_normal((2, 2)) * 1e-39).astype(np.float32)
+    w = np.ones((3, 2), np.float32)
+    ref_x, ref_y = _l2_backward_float64(w, x, y)
+    # the forward's distances from the CPU, which sums float32 squares in float64 (the
+    # GPU sums them in float32, where these underflow to 0: the subgradient 0)
+    dist = cuda.to_device(fi.pairwise_l2(x, y))
+    gx, gy = fi.pairwise_l2_backward(cuda.to_device(w), cuda.to_device(x), cuda.to_device(y),
+                                     dist=dist)
+    np.testing.assert_allclose(gx.copy_to_host(), ref_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gy.copy_to_host(), ref_y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cudasim
 def test_cuda_launches_stride_over_more_tiles_than_blocks(cuda, rng, monkeypatch):
     # 1-D grid-stride launches (no gridDim.y cap): with one block per launch,
     # every tile and element must still be covered.

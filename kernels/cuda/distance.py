@@ -111,10 +111,10 @@ def _topk_per_query(dist, idx, x, q, xmap, qmap, k):
 @cuda.jit(device=True, inline=True)
 def _weight(g, dist, e, i, j, l2):
     """Pair (i, j) of batch element e: its weight g, or g / dist for the L2 backward
-    (0 at dist == 0)."""
-    w = g[e, i, j]
+    (0 at dist == 0), in float64 (a float32 g / dist overflows for rows a few 1e-39 apart)."""
+    w = float64(g[e, i, j])
     if l2:
-        dv = dist[e, i, j]
+        dv = float64(dist[e, i, j])
         w = w / dv if dv > 0 else 0.0
     return w
 
