@@ -26,6 +26,7 @@ keys, a negative or NaN ``step``) with a message saying what it expected.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, Callable, Iterable, Sequence, SupportsFloat, Union
 
@@ -34,7 +35,8 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import CUDA, Prepared, begin
-from ._validate import _is_c_contiguous as _c_contiguous, float_dtype, shape_str
+from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
+from ._validate import same_view, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -134,6 +136,49 @@ def _check_writable_contiguous(op: str, name: str, arr: Any) -> None:
     if isinstance(arr, np.ndarray) and not arr.flags.writeable:
         raise ValueError(f"{op}: {name} must be writable (it is updated in place); "
                          f"got a read-only array.")
+
+
+def _contiguous_extent(arr: Any) -> tuple[int, int] | None:
+    """[start, end) of the bytes of a C-contiguous array (parameters and the gradients
+    handed to the kernels are)."""
+    if isinstance(arr, np.ndarray):
+        start = arr.__array_interface__["data"][0]
+        return start, start + arr.nbytes
+    return _extent(arr)
+
+
+def _check_no_shared_writes(op: str, names: list[str], jobs: list[Any]) -> None:
+    """A step writes each parameter while it reads the gradients: refuse parameters that
+    share memory with each other, and gradients that share memory with a parameter
+    other than exactly their own (``grads[i]`` may be parameter i itself: each element
+    is read before it is written). Either would make the result depend on the order of
+    the updates. ``jobs``: ``(param_flat, grad_flat, ...)`` or None, per parameter."""
+    spans = []                      # (start, end, index) of each stepped parameter
+    for i, job in enumerate(jobs):
+        extent = None if job is None or job[0].size == 0 else _contiguous_extent(job[0])
+        if extent:
+            spans.append((extent[0], extent[1], i))
+    spans.sort()
+    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"{op}: {names[i]} and {names[j]} share memory; the parameters "
+                             f"must be separate arrays (they are updated in place).")
+    ends = [end for _, end, _ in spans]          # increasing: the spans are disjoint
+    for i, job in enumerate(jobs):
+        grad = None if job is None else job[1]
+        extent = None if grad is None or grad.size == 0 else _contiguous_extent(grad)
+        if not extent:
+            continue
+        k = bisect.bisect_right(ends, extent[0])
+        while k < len(spans) and spans[k][0] < extent[1]:
+            j = spans[k][2]
+            param = jobs[j][0]
+            if not (j == i and same_view(param, grad)) and _overlaps(param, grad):
+                own = "its parameter" if j == i else names[j]
+                raise ValueError(f"{op}: grads[{i}] shares memory with {own} "
+                                 f"(which this step updates) without being exactly "
+                                 f"{names[i]}; pass a copy of the gradient.")
+            k += 1
 
 
 def _flat(arr: Any) -> Any:
@@ -309,6 +354,7 @@ class Optimizer:
                 arr = prepared.contiguous(arr) if p.backend == CUDA else np.ascontiguousarray(arr)
             kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
             jobs.append((param, _flat(arr), kwargs))
+        _check_no_shared_writes(op, [p.name for p in self._params], jobs)
         index = 0
         for group in self.param_groups:
             for _ in group["params"]:
@@ -333,7 +379,9 @@ class Optimizer:
             One gradient per parameter, in the order the parameters were given
             (group by group), each with its parameter's shape, dtype and
             device. ``None`` leaves that parameter and its state untouched.
-            Everything is validated before any parameter changes.
+            Everything is validated before any parameter changes. A gradient
+            may be exactly its own parameter, but must share no memory with
+            any other parameter stepped, nor partially with its own.
 
         Notes
         -----

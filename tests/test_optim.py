@@ -333,6 +333,53 @@ def test_noncontiguous_grad_is_accepted():
     np.testing.assert_array_equal(w, v)
 
 
+
+@pytest.mark.parametrize("opt_cls", [SGD, Adam])
+@pytest.mark.parametrize("shift", [1, 2, -1, -3])
+def test_grad_partially_overlapping_its_parameter_is_refused(opt_cls, shift):
+    buf = np.arange(1.0, 13.0)
+    w = buf[max(shift, 0):][:9]
+    g = buf[max(-shift, 0):][:9]         # w shifted by `shift` elements
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with its parameter"):
+        opt_cls([w], lr=0.1).step([g])
+    np.testing.assert_array_equal(buf, before)
+
+
+def test_grad_sharing_memory_with_another_parameter_is_refused():
+    a, b = np.ones(4), np.arange(4.0)
+    opt = SGD([a, b], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"grads\[1\] shares memory with params\[0\]"):
+        opt.step([np.ones(4), a])               # a is stepped before grads[1] is read
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with params\[1\]"):
+        opt.step([b, np.ones(4)])
+    np.testing.assert_array_equal(a, 1.0)
+    np.testing.assert_array_equal(b, np.arange(4.0))
+    assert opt.state == {}
+
+
+def test_parameters_sharing_memory_are_refused_at_step():
+    buf = np.zeros(10)
+    opt = SGD([buf[:6], buf[4:]], lr=1.0)
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] share memory"):
+        opt.step([np.ones(6), np.ones(6)])
+    np.testing.assert_array_equal(buf, 0.0)
+
+
+def test_grad_that_is_its_parameter_or_a_disjoint_view_steps():
+    w = np.arange(5.0)
+    SGD([w], lr=0.5).step([w])                 # exactly its own parameter: read, then written
+    np.testing.assert_array_equal(w, np.arange(5.0) * 0.5)
+    buf = np.arange(8.0)
+    w, g = buf[:4], buf[4:]                     # one buffer, disjoint halves
+    SGD([w], lr=1.0).step([g])
+    np.testing.assert_array_equal(w, np.arange(4.0) - np.arange(4.0, 8.0))
+    inter = np.arange(8.0)
+    w2 = np.zeros(4)
+    SGD([w2], lr=1.0).step([inter[::2]])      # strided grad, copied once
+    np.testing.assert_array_equal(w2, -inter[::2])
+
+
 def test_torch_tensors_updated_in_place(torch):
     t = torch.ones(5, dtype=torch.float64)
     opt = Adam([t], lr=0.5)
