@@ -1292,9 +1292,11 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
         if recompute_scale_factor:
             raise ValueError(f"{op}: recompute_scale_factor must be None or False when size "
                              f"is given; got {recompute_scale_factor!r}.")
-        return _tuple_k(op, "size", size, "int", k), (None,) * k
+        return _axis_sizes_fit(op, "size", size, _tuple_k(op, "size", size, "int", k)), \
+            (None,) * k
     scales = _tuple_k(op, "scale_factor", scale_factor, "float", k)
-    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_sp, scales))
+    out = _axis_sizes_fit(op, "scale_factor", scale_factor,
+                          tuple(int(math.floor(float(n) * s)) for n, s in zip(in_sp, scales)))
     if min(out) < 1:
         least = " x ".join("1" * k) + (" pixels" if k == 2 else " elements")
         raise ValueError(f"{op}: scale_factor must give an output of at least {least}; "
@@ -1303,6 +1305,19 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
     if mode == "area" or recompute_scale_factor:
         return out, (None,) * k
     return out, scales
+
+
+# The tap tables index an axis with int32.
+_AXIS_MAX = 2**31 - 1
+
+
+def _axis_sizes_fit(op, name, given, out):
+    """``out`` (output extents), after checking each fits the int32 tap tables."""
+    if max(out) > _AXIS_MAX:
+        raise ValueError(f"{op}: {name} must give an output of at most 2**31 - 1 pixels "
+                         f"along each axis; got {name}={given!r}, an axis of "
+                         f"{float(max(out)):.4g} pixels.")
+    return out
 
 
 def _nd_tables(mode, in_sp, out_sp, align_corners, scales, dtype):

@@ -309,6 +309,10 @@ def test_resize_nd_errors():
         fi.adaptive_avg_pool1d(x, 2)
     with pytest.raises(ValueError, match="spatial size"):
         fi.resize_backward(np.zeros((1, 2, 5)), (1, 2, 3), scale_factor=2.0, mode="linear")
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 pixels along each axis"):
+        fi.resize(np.zeros((1, 2, 3)), scale_factor=1e300, mode="linear")
+    with pytest.raises(ValueError, match=r"size must give an output of at most"):
+        fi.resize(x, size=(2, 2**33, 2), mode="nearest")
 
 
 def test_resize_nd_bit_identical_for_any_thread_count(threads, rng):
