@@ -127,6 +127,27 @@ def test_downscales_of_large_chunks_with_non_finite_pixels(opts, layout):
         np.testing.assert_array_equal(got, fi.resize(x, **kw))
 
 
+
+@pytest.mark.parametrize("mode, kw", [("bicubic", {}), ("bilinear", {}), ("lanczos", {}),
+                                      ("bicubic", {"antialias": True}), ("area", {})])
+@pytest.mark.parametrize("layout, c", [("NCHW", 1), ("NCHW", 3), ("NHWC", 2), ("NHWC", 3),
+                                       ("NHWC", 4)])
+def test_strong_horizontal_downscales_chunked_along_w_bit_identical(mode, kw, layout, c):
+    """Rows shrunk 3-40x and cut into W chunks of 1 to 16 columns: a chunk's short
+    rows put outputs into the horizontal pass's vector remainder that the whole
+    row computes in its vector body; both must round alike."""
+    rng = np.random.default_rng(c + len(mode) + len(layout))
+    for w, wo in ((40, 5), (200, 13), (97, 33), (23, 3)):
+        dtype = np.float64 if wo % 2 else np.float32
+        shape = (1, 4, w, c) if layout == "NHWC" else (1, c, 4, w)
+        x = rng.standard_normal(shape).astype(dtype)
+        for cw in (1, 7, 16):
+            chunks = (1, 4, cw, c) if layout == "NHWC" else (1, c, 4, cw)
+            opts = dict(kw, size=(3, wo), mode=mode, layout=layout)
+            (got,) = compute(fd.resize(da.from_array(x, chunks=chunks), **opts))
+            np.testing.assert_array_equal(got, fi.resize(x, **opts), err_msg=f"{w}->{wo}/{cw}")
+
+
 def test_resize_output_chunks_align_with_input():
     x = np.random.default_rng(0).standard_normal((1, 2, 10, 9))
     lazy = fd.resize(da.from_array(x, chunks=(1, 2, (3, 7), (1, 1, 7))), size=(20, 4))

@@ -15,10 +15,8 @@ Three kinds of ops:
 - spatially chunked images (chunks along H and W too, NCHW or NHWC):
   ``resize`` (every mode, antialias included), ``adaptive_avg_pool2d`` and
   their backwards read exactly the halo each output chunk needs and equal
-  the in-memory op bit for bit (except in the last bit for bicubic on NHWC
-  images of 2 to 4 channels chunked along W: see the README); ``grid_sample``
-  reads only the source blocks each output block touches (see
-  :func:`grid_sample`).
+  the in-memory op bit for bit; ``grid_sample`` reads only the source blocks
+  each output block touches (see :func:`grid_sample`).
 - distances: ``pairwise_sqdist`` / ``pairwise_l2`` over row-chunked x and y
   (a 2-D chunked result) and ``knn`` (per-block exact top-k merged by a tree
   reduction), identical to the in-memory results.

@@ -210,9 +210,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     Output chunks are aligned to the input's (input boundary ``b`` along an
     axis becomes output boundary ``floor(b * out / in)``; a chunk may be
     empty when shrinking), and each reads exactly the input window its taps
-    need. The result equals ``fi.resize`` of the whole array bit for bit
-    (one known exception, in the last bit: bicubic on NHWC images of 2 to 4
-    channels chunked along W; see the README's Dask section).
+    need. The result equals ``fi.resize`` of the whole array bit for bit.
     """
     x = as_dask(input)
     opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,

@@ -9,11 +9,7 @@ the global tables (indices shifted by the window's offset). The kernel's
 arithmetic per output element depends only on its taps and on three choices
 made for the whole image (pass order, channel expansion, the permute form of
 the horizontal pass), which are taken from the global tables and imposed on
-every chunk; so every chunk equals the in-memory call bit for bit. The one
-known exception: bicubic on NHWC images of 2 to 4 channels chunked along W,
-where the horizontal pass's vector body and scalar tail fuse multiply-adds
-differently and a chunk moves outputs between the two (last-bit differences;
-see the README's Dask section).
+every chunk; so every chunk equals the in-memory call bit for bit.
 """
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from _taps cimport cubic_weights
 
 cdef extern from *:
     """
+    #include <math.h>
     /* dst[j] += a * src[j]: kept out of line so that the compiler vectorises
        it along j instead of across the caller's tap loop (which it would do
        with strided gathers). */
@@ -61,6 +62,32 @@ cdef extern from *:
     static inline float fi_gtap_float(float w, float v) { return w != 0 ? w * v : 0; }
     static inline double fi_gtap_double(double w, double v) { return w != 0 ? w * v : 0; }
     #define FI_GTAP(T, W, V) fi_gtap_##T((W), (V))
+    /* acc + w * v for a tap of non-zero weight, acc for a zero-weight tap, with
+       one rounding where the build has fused multiply-adds (as the permute
+       passes' masked fma) and two where it has not. Written out, not left to
+       the compiler's contraction: that fuses the select-and-add of a
+       vectorised loop but not of its scalar remainder, so an output's bits
+       would depend on where the row's vector tail falls, and a spatially
+       chunked resize (shorter rows) would round some outputs differently. */
+    #if defined(__FP_FAST_FMAF)
+    static inline float fi_gacc_float(float acc, float w, float v) {
+        return w != 0 ? fmaf(w, v, acc) : acc;
+    }
+    #else
+    static inline float fi_gacc_float(float acc, float w, float v) {
+        return w != 0 ? acc + w * v : acc;
+    }
+    #endif
+    #if defined(__FP_FAST_FMA)
+    static inline double fi_gacc_double(double acc, double w, double v) {
+        return w != 0 ? fma(w, v, acc) : acc;
+    }
+    #else
+    static inline double fi_gacc_double(double acc, double w, double v) {
+        return w != 0 ? acc + w * v : acc;
+    }
+    #endif
+    #define FI_GACC(T, ACC, W, V) fi_gacc_##T((ACC), (W), (V))
     /* Horizontal taps by gathers, any tap count: restrict lets the compiler
        vectorise along x (the destination never overlaps the source row). */
     #define FI_HGATHER(NAME, T)                                                    \
@@ -71,7 +98,7 @@ cdef extern from *:
         for (Py_ssize_t k = 1; k < K; ++k) {                                       \
             const int* __restrict ik = idx + k * n;                                \
             const T* __restrict wk = w + k * n;                                    \
-            for (Py_ssize_t x = 0; x < n; ++x) d[x] += FI_GTAP(T, wk[x], s[ik[x]]);    \
+            for (Py_ssize_t x = 0; x < n; ++x) d[x] = FI_GACC(T, d[x], wk[x], s[ik[x]]); \
         }                                                                          \
     }
     FI_HGATHER(fi_hgather_f, float)
@@ -87,10 +114,12 @@ cdef extern from *:
     static FI_NOINLINE void NAME##4(T* __restrict d, const T* __restrict s,       \
                                     const int* __restrict idx, const T* __restrict w, \
                                     Py_ssize_t n) {                                \
-        for (Py_ssize_t x = 0; x < n; ++x)                                         \
-            d[x] = FI_GTAP(T, w[x], s[idx[x]]) + FI_GTAP(T, w[n + x], s[idx[n + x]])       \
-                   + FI_GTAP(T, w[2 * n + x], s[idx[2 * n + x]])                        \
-                   + FI_GTAP(T, w[3 * n + x], s[idx[3 * n + x]]);                       \
+        for (Py_ssize_t x = 0; x < n; ++x) {                                       \
+            T acc = FI_GTAP(T, w[x], s[idx[x]]);                                   \
+            acc = FI_GACC(T, acc, w[n + x], s[idx[n + x]]);                        \
+            acc = FI_GACC(T, acc, w[2 * n + x], s[idx[2 * n + x]]);                \
+            d[x] = FI_GACC(T, acc, w[3 * n + x], s[idx[3 * n + x]]);               \
+        }                                                                          \
     }
     FI_HGATHER_K(fi_hgather_f, float)
     FI_HGATHER_K(fi_hgather_d, double)
