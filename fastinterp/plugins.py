@@ -161,11 +161,20 @@ class Signature:
                                      f"got {shape_str(shape)}.")
                 batch = shape[:len(shape) - len(operand.dims)]
             want: builtins.list[int | None] = [*(batch or () if operand.batch else ())]
-            want += [d if isinstance(d, int) else sizes.get(d) for d in operand.dims]
+            tail = shape[len(shape) - len(operand.dims):] if len(shape) >= len(operand.dims) \
+                else ()
+            mine: dict[str, int] = {}      # names first seen in this operand, bound in order
+            for i, d in enumerate(operand.dims):
+                if isinstance(d, int):
+                    want.append(d)
+                    continue
+                # a name repeated within the operand (x(n, n)) must agree with its first use
+                want.append(sizes.get(d, mine.get(d)))
+                if tail and d not in sizes:
+                    mine.setdefault(d, tail[i])
             check_shape(op, operand.name, arr, want, operand.layout)
-            for d, s in zip(operand.dims, shape[len(shape) - len(operand.dims):]):
-                if isinstance(d, str):
-                    sizes.setdefault(d, s)
+            for d, s in mine.items():
+                sizes.setdefault(d, s)
         return [None if o.batch and batch is None else
                 builtins.list[int | None](batch if o.batch and batch is not None else ())
                 + [d if isinstance(d, int) else sizes.get(d) for d in o.dims]

@@ -1172,3 +1172,22 @@ def test_builtin_kernels_refuse_hostile_c_calls(hostile_results, op, which, mess
     assert status == 1
     assert text.startswith(f"{op}: ")
     assert re.search(message, text), text
+
+
+def test_size_name_repeated_within_one_operand_must_agree():
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def diag(inputs, n_in, outputs, n_out, params, err, err_size):
+        x = nb.flat(inputs, 0, np.float64)
+        y = nb.flat(outputs, 0, np.float64)
+        n = y.size
+        for i in range(n):
+            y[i] = x[i * n + i]
+        return 0
+    fi.plugins.register_cfunc("diag", "float64", diag, signature="x(n, n) -> out(n)")
+    np.testing.assert_array_equal(fi.ops.diag(np.arange(9.0).reshape(3, 3)), [0, 4, 8])
+    for shape in ((3, 2), (2, 3)):      # the kernel would read past the input
+        with pytest.raises(ValueError, match=r"diag: x must have shape \(n, n\)"):
+            fi.ops.diag(np.zeros(shape))
