@@ -492,8 +492,13 @@ def _fail(where: str, reason: str) -> NoReturn:
 
 
 def _builtin_ops() -> set:
-    return {e.op for e in registry.entries() if e.source == registry.BUILTIN} | {
-        op for op in CONVENTIONS}
+    """Every built-in op name: those registered now, the frontends' conventions, and the
+    kernels the op table lists (some, like ``nca_softmax``, are registered only when
+    their module is imported, and must not be claimable before that)."""
+    from . import _optable
+    listed = {k for record in _optable.records() for k in record.kernels}
+    return {e.op for e in registry.entries() if e.source == registry.BUILTIN} | set(
+        CONVENTIONS) | listed
 
 
 def _prepare(name: str, raw_kernels: Iterable[dict[str, Any]], owner: Any, where: str

@@ -1191,3 +1191,25 @@ def test_size_name_repeated_within_one_operand_must_agree():
     for shape in ((3, 2), (2, 3)):      # the kernel would read past the input
         with pytest.raises(ValueError, match=r"diag: x must have shape \(n, n\)"):
             fi.ops.diag(np.zeros(shape))
+
+
+def test_lazily_registered_builtin_op_is_refused_before_its_module_is_imported():
+    """nca_softmax's kernel is registered when fastinterp.models is imported; a plugin
+    claiming that name first must be refused all the same (a fresh interpreter)."""
+    pytest.importorskip("numba")
+    code = """
+import sys, numpy as np, fastinterp as fi
+from numba import cfunc
+from fastinterp import numba_abi as nb
+assert "fastinterp.models" not in sys.modules
+@cfunc(nb.signature)
+def k(inputs, n_in, outputs, n_out, params, err, err_size):
+    return 0
+try:
+    fi.plugins.register_cfunc("nca_softmax", "float64", k, signature="x(...) -> out(...)")
+except fi.plugins.PluginError as e:
+    print("refused:", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("refused:") and "nca_softmax" in out
