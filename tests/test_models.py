@@ -825,3 +825,24 @@ def test_polynomial_regression_fit_same_bits_everywhere(threads, optimizer):
                 _assert_same_bits(got, one)
     threads.set_num_threads(1)
     _assert_same_bits(fit(), one)
+
+
+# --- features and images at extreme scales -------------------------------------------
+
+@pytest.mark.parametrize("scale", [1e160, 1e-170, 1e300, 1e-300])
+def test_models_fit_data_whose_squares_overflow_or_underflow(rng, scale):
+    """Finite data whose squared deviations overflow (or underflow) float64: the
+    standardisation must still see its true spread (it read inf or 0)."""
+    from fastinterp.models import AffineAlign
+    X, y = _blobs(rng)
+    X = X.astype(np.float64)
+    ref = NCA(2, max_iter=5, random_state=1).fit(X, y)
+    big = NCA(2, max_iter=5, random_state=1).fit(X * scale, y)
+    np.testing.assert_allclose(big.scale_ / scale, ref.scale_, rtol=1e-12)
+    np.testing.assert_allclose(big.transform(X * scale), ref.transform(X), rtol=1e-6, atol=1e-6)
+    x = np.linspace(0.0, 1.0, 20)
+    line = PolynomialRegression(1).fit(x * scale, 3 * x + 1)
+    assert line.score(x * scale, 3 * x + 1) > 1 - 1e-9
+    moving, fixed, theta = _align_pair()
+    fit = AffineAlign(verbose=False).fit(moving * scale, fixed * scale)
+    assert np.abs(fit.theta_ - theta).max() < 1e-2

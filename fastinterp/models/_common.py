@@ -143,6 +143,45 @@ def seed_from(op: str, random_state, seed):
     return np.random.default_rng(int(random_state))
 
 
+# Mean squares in this range lost nothing to overflow or underflow of the squares.
+_SAFE_MEAN_SQUARE = (1e-290, 1e290)
+
+
+def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
+    """The standard deviation of each column of ``X`` (n, D) about ``mean`` (D,), in
+    float64, summed over fixed row blocks (no temporary as large as X; the same bits
+    for any thread count).
+
+    A column whose squared deviations overflow or underflow float64 (spreads above
+    about 1e145 or below about 1e-145) is summed again scaled by its largest
+    deviation, so its spread comes out right rather than inf or 0: models
+    standardise with it, and finite data at any scale must train alike.
+    """
+    n, d = X.shape
+    mean = np.asarray(mean, np.float64)
+    sq = np.zeros(d)
+    with np.errstate(over="ignore", under="ignore"):   # such columns are redone below
+        for r in range(0, n, chunk):
+            dev = X[r:r + chunk] - mean
+            sq += np.sum(dev * dev, axis=0)
+    spread = np.sqrt(sq / max(n, 1))
+    lo, hi = _SAFE_MEAN_SQUARE
+    redo = np.flatnonzero(~((sq / max(n, 1) > lo) & (sq / max(n, 1) < hi)))
+    if redo.size == 0:
+        return spread
+    big = np.zeros(redo.size)
+    for r in range(0, n, chunk):
+        dev = np.abs(X[r:r + chunk, redo] - mean[redo])
+        big = np.maximum(big, np.max(dev, axis=0, initial=0.0))
+    unit = np.where(big > 0, big, 1.0)
+    scaled = np.zeros(redo.size)
+    for r in range(0, n, chunk):
+        dev = (X[r:r + chunk, redo] - mean[redo]) / unit
+        scaled += np.sum(dev * dev, axis=0)
+    spread[redo] = np.where(big > 0, unit * np.sqrt(scaled / max(n, 1)), 0.0)
+    return spread
+
+
 def check_matrix(op: str, name: str, X, min_rows: int = 1) -> np.ndarray:
     """A 2-D finite real array (N, D) with N >= ``min_rows`` and D >= 1, as float64
     unless already float32/float64; errors in the forms scikit-learn's checks expect."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Estimator, Progress, check_int, check_real, not_fitted, seed_from
+from ._common import (Estimator, Progress, check_int, check_real, column_spread, not_fitted,
+                      seed_from)
 from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 
 __all__ = ["AffineAlign"]
@@ -163,7 +164,8 @@ class AffineAlign(Estimator):
             raise ValueError(f"AffineAlign: moving and fixed must have the same channel count; "
                              f"got {m.shape[1]} and {f.shape[1]}.")
         # unit variance (shared scale) so lr does not depend on the image's contrast
-        scale = float(np.std(f)) or 1.0
+        flat = f.reshape(-1, 1)
+        scale = float(column_spread(flat, [np.mean(flat, dtype=np.float64)])[0]) or 1.0
         m, f = m / m.dtype.type(scale), f / f.dtype.type(scale)
         theta = np.array(_IDENTITY if theta0 is None else theta0, dtype=np.float64)
         if theta.shape != (2, 3):

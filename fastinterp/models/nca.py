@@ -11,7 +11,7 @@ from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
 from ._common import (Estimator, Progress, check_matrix, check_real, check_target,
-                      n_features_error, not_fitted, seed_from)
+                      column_spread, n_features_error, not_fitted, seed_from)
 from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
 from ..distance import deterministic_matmul as matmul
 from ..optim import Adam
@@ -244,11 +244,7 @@ def _moments(X):
     for r in range(0, n, _CHUNK):
         total += np.sum(X[r:r + _CHUNK], axis=0, dtype=np.float64)
     mean = total / n
-    sq = np.zeros(X.shape[1])
-    for r in range(0, n, _CHUNK):
-        dev = X[r:r + _CHUNK] - mean
-        sq += np.sum(dev * dev, axis=0)
-    return mean, np.sqrt(sq / n)
+    return mean, column_spread(X, mean, _CHUNK)
 
 
 def _standardised(X, mean, scale, dtype):

@@ -7,8 +7,8 @@ from math import comb
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import (Estimator, Progress, check_matrix, check_target, n_features_error,
-                      not_fitted)
+from ._common import (Estimator, Progress, check_matrix, check_target, column_spread,
+                      n_features_error, not_fitted)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -172,7 +172,7 @@ class PolynomialRegression(Estimator):
         X, y, univariate = self._data("PolynomialRegression.fit", x, y)
         powers = _powers(X.shape[1], int(self.degree))
         mu = X.mean(axis=0)
-        s = X.std(axis=0)
+        s = column_spread(X, mu)
         s[s == 0] = 1.0
         V = _design((X - mu) / s, powers)
         c = self._descend(V, y)
