@@ -846,3 +846,40 @@ def test_models_fit_data_whose_squares_overflow_or_underflow(rng, scale):
     moving, fixed, theta = _align_pair()
     fit = AffineAlign(verbose=False).fit(moving * scale, fixed * scale)
     assert np.abs(fit.theta_ - theta).max() < 1e-2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_iter=0), r"max_iter must be an int >= 1; got 0"),
+    (dict(max_iter=-1), r"max_iter must be an int >= 1; got -1"),
+    (dict(max_iter=1.5), r"max_iter must be an int >= 1; got 1.5"),
+    (dict(momentum=2.0), r"momentum must be in \[0, 1\); got 2.0"),
+    (dict(momentum=-0.1), r"momentum must be a finite number >= 0"),
+    (dict(tol=-1.0), r"tol must be a finite number >= 0; got -1.0"),
+    (dict(tol=float("nan")), r"tol must be a finite number >= 0"),
+    (dict(lr=0.0), r"lr must be a finite number > 0; got 0.0"),
+    (dict(lr=float("inf")), r"lr must be a finite number > 0; got inf"),
+])
+def test_regression_parameter_errors(kw, match):
+    x = np.linspace(0.0, 1.0, 10)
+    with pytest.raises(ValueError, match=r"PolynomialRegression.fit: " + match):
+        PolynomialRegression(1, **kw).fit(x, 2 * x)
+
+
+@pytest.mark.parametrize("scale", [1e-14, 1e-30, 1.0, 1e12])
+def test_regression_converges_whatever_the_scale_of_y(scale):
+    x = np.linspace(0.0, 1.0, 10)
+    model = PolynomialRegression(1).fit(x, (3 * x + 1) * scale)
+    np.testing.assert_allclose(model.coef_ / scale, [1.0, 3.0], rtol=1e-8)
+    zero = PolynomialRegression(1).fit(x, np.zeros(10))
+    assert zero.n_iter_ == 1 and not zero.coef_.any()
+
+
+@pytest.mark.parametrize("which", ["moving", "fixed"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_affine_align_refuses_non_finite_images(which, bad):
+    from fastinterp.models import AffineAlign
+    moving, fixed, _ = _align_pair()
+    images = {"moving": moving.copy(), "fixed": fixed.copy()}
+    images[which][3, 5] = bad
+    with pytest.raises(ValueError, match=rf"AffineAlign: {which} must be finite; got 1 NaN"):
+        AffineAlign(verbose=False).fit(images["moving"], images["fixed"])

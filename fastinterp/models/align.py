@@ -124,6 +124,13 @@ class AffineAlign(Estimator):
             a = a.astype(np.float64)
         return np.ascontiguousarray(a[None])
 
+    @staticmethod
+    def _check_finite(name, img):
+        """fit's images must be finite: a NaN or inf pixel would give a NaN theta_."""
+        if not np.isfinite(img).all():
+            raise ValueError(f"AffineAlign: {name} must be finite; got "
+                             f"{int(np.sum(~np.isfinite(img)))} NaN or inf pixel(s).")
+
     def _loss_grad(self, theta, moving, fixed, rows):
         size = fixed.shape
         grid = affine_grid(theta[None], size, align_corners=self.align_corners)
@@ -160,6 +167,8 @@ class AffineAlign(Estimator):
         self._check_params()
         m = self._as_image("moving", moving)
         f = self._as_image("fixed", fixed).astype(m.dtype)
+        self._check_finite("moving", m)
+        self._check_finite("fixed", f)
         if m.shape[1] != f.shape[1]:
             raise ValueError(f"AffineAlign: moving and fixed must have the same channel count; "
                              f"got {m.shape[1]} and {f.shape[1]}.")

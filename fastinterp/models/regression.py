@@ -7,8 +7,8 @@ from math import comb
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import (Estimator, Progress, check_matrix, check_target, column_spread,
-                      n_features_error, not_fitted)
+from ._common import (Estimator, Progress, check_int, check_matrix, check_real, check_target,
+                      column_spread, n_features_error, not_fitted)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -103,7 +103,8 @@ class PolynomialRegression(Estimator):
     max_iter : int
         Maximum number of steps.
     tol : float
-        Stop when the gradient's norm falls below ``tol`` times ``1 + |(2/n) V^T y|``.
+        Stop when the gradient's norm falls to ``tol`` times its norm at c = 0,
+        ``|(2/n) V^T y|`` (relative: the fit does not depend on the units of y).
     verbose : bool
         Print the loss every ``max_iter // 10`` steps.
     progress : bool
@@ -154,6 +155,12 @@ class PolynomialRegression(Estimator):
                 or self.degree < 0:
             raise ValueError(f"{op}: degree must be an int >= 0; got {self.degree!r}.")
         check_option(op, "optimizer", self.optimizer, ("sgd", "adam"))
+        check_int(op, "max_iter", self.max_iter, 1)
+        check_real(op, "tol", self.tol)
+        if check_real(op, "momentum", self.momentum) >= 1:
+            raise ValueError(f"{op}: momentum must be in [0, 1); got {self.momentum!r}.")
+        if self.lr is not None:
+            check_real(op, "lr", self.lr, positive=True)
         if not hasattr(x, "toarray"):          # sparse input: refused by check_matrix
             x = np.asarray(x)
         univariate = getattr(x, "ndim", None) == 1
@@ -194,7 +201,8 @@ class PolynomialRegression(Estimator):
             opt = SGD([c], lr=lr, momentum=self.momentum)
         else:
             opt = Adam([c], lr=0.05 if self.lr is None else self.lr)
-        threshold = self.tol * (1 + _norm((2.0 / n) * _matvec(V.T, y)))
+        # relative to the gradient at c = 0, so that the fit does not depend on y's units
+        threshold = self.tol * _norm((2.0 / n) * _matvec(V.T, y))
         self.loss_curve_ = []
         report = max(1, self.max_iter // 10)
         it = 0
