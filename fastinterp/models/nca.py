@@ -51,12 +51,16 @@ def _dense_labels(op, labels, n):
     if y.dtype.kind in "iub" and (n == 0 or y.dtype.itemsize < 4 or y.dtype == np.int32
                                   or (int(y.min()) >= -2**31 and int(y.max()) < 2**31)):
         return np.ascontiguousarray(y, dtype=np.int32)
+    return np.ascontiguousarray(_class_codes(op, y), dtype=np.int32)
+
+
+def _class_codes(op, y):
+    """Dense class codes 0..K-1 of labels ``y``, in ``np.unique``'s order."""
     try:
-        codes = np.unique(y, return_inverse=True)[1]
+        return np.unique(y, return_inverse=True)[1].reshape(-1)
     except TypeError:
         raise TypeError(f"{op}: labels must be sortable values (numbers or strings); "
                         f"got dtype {y.dtype}.") from None
-    return np.ascontiguousarray(codes.reshape(-1), dtype=np.int32)
 
 
 def _check_anchors(op, anchors, n):
@@ -433,6 +437,11 @@ class NCA(Estimator):
         check_option(op, "neighbors", self.neighbors, ("batch", "all"))
         X = check_matrix(op, "X", X, min_rows=2)
         y = check_target(op, y, X.shape[0], numeric=False)
+        if y.dtype.kind in "fc" and np.isnan(y).any():    # np.unique would merge them
+            raise ValueError(f"{op}: y must not contain NaN labels; got "
+                             f"{int(np.isnan(y).sum())} of them.")
+        if self.dtype is None:                             # np.dtype(None) is float64
+            raise TypeError(f"{op}: dtype must be float32 or float64; got None.")
         dtype = np.dtype(self.dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"{op}: dtype must be float32 or float64; got {dtype}.")
@@ -478,7 +487,7 @@ class NCA(Estimator):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
         rng = seed_from("NCA", self.random_state, self.seed)
         X, y, dtype, k = self._check(X, y)
-        labels = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int32)
+        labels = _class_codes("NCA.fit", y).astype(np.int32)
         mean, std = _moments(X)
         scale = _scales(std, self.standardize)
         Xs = _standardised(X, mean, scale, dtype)
