@@ -732,7 +732,10 @@ def register_cfunc(op: str, dtype: Any, cfunc: Any, *, signature: str | None = N
     if sig != numba_abi.signature:
         raise TypeError(f"{where}: cfunc must have the signature {numba_abi.signature} "
                         f"(fastinterp.numba_abi.signature); got {sig}.")
-    dtype_name = str(np.dtype(dtype))
+    try:
+        dtype_name = str(np.dtype(dtype)) if dtype is not None else "None"
+    except TypeError:                     # not a dtype at all ("bogus")
+        dtype_name = repr(dtype)
     code = {v: k for k, v in _DTYPES.items()}.get(dtype_name)
     if code is None:
         raise TypeError(f"{where}: dtype must be float32 or float64; got {dtype_name}.")

@@ -1213,3 +1213,16 @@ except fi.plugins.PluginError as e:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.startswith("refused:") and "nca_softmax" in out
+
+
+@pytest.mark.parametrize("dtype", ["bogus", None, "int32"])
+def test_register_cfunc_names_a_bad_dtype(dtype):
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def k(inputs, n_in, outputs, n_out, params, err, err_size):
+        return 0
+    with pytest.raises(TypeError, match=r"register_cfunc\('odd'\): dtype must be float32 or "
+                                        r"float64; got"):
+        fi.plugins.register_cfunc("odd", dtype, k, signature="x(...) -> out(...)")
