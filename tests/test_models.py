@@ -887,3 +887,10 @@ def test_affine_align_refuses_non_finite_images(which, bad):
     images[which][3, 5] = bad
     with pytest.raises(ValueError, match=rf"AffineAlign: {which} must be finite; got 1 NaN"):
         AffineAlign(verbose=False).fit(images["moving"], images["fixed"])
+
+
+def test_regression_predict_names_non_numeric_input():
+    x = np.linspace(0.0, 1.0, 10)
+    model = PolynomialRegression(1).fit(x, 2 * x)
+    with pytest.raises(ValueError, match=r"PolynomialRegression.predict: x must be numeric"):
+        model.predict(["a"])

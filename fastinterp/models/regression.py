@@ -227,8 +227,12 @@ class PolynomialRegression(Estimator):
         if not hasattr(self, "coef_"):
             raise not_fitted(op)
         if self._univariate:
-            t = (np.asarray(x, dtype=np.float64) - self._mu[0]) / self._s[0]
-            return Polynomial(self._c)(t)
+            try:
+                x = np.asarray(x, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{op}: x must be numeric (values convertible to float64); "
+                                 f"got {type(x).__name__} {x!r:.80}.") from None
+            return Polynomial(self._c)((x - self._mu[0]) / self._s[0])
         X = check_matrix(op, "X", x, min_rows=0)
         if X.shape[1] != self.n_features_in_:
             raise n_features_error(op, "PolynomialRegression", X.shape[1], self.n_features_in_)
