@@ -552,6 +552,17 @@ class TestCudaKernels:
         b[3] = 0           # zero
         return a.astype(dtype), b.astype(dtype)
 
+    @pytest.mark.parametrize("depth", [3, 64])          # thread kernel, block kernel
+    @pytest.mark.parametrize("norm", ["linear", "formula"])
+    def test_slerp_nan_row_is_nan_everywhere(self, cuda, rng, depth, norm):
+        a, b = rng.standard_normal((2, 2, depth))
+        a[0, 0] = np.nan
+        b[1, 1] = np.nan
+        want = fi.slerp(a, b, 0.5, norm=norm)
+        assert np.isnan(want).all()
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.5, norm=norm).copy_to_host()
+        assert np.isnan(got).all()
+
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_slerp_thread_kernel(self, cuda, rng, dtype):
         a, b = self._pairs(rng, 6, 4, dtype)

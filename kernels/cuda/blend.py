@@ -155,6 +155,8 @@ def _norms(aa, bb, ab, shortest_path):
     c = 0.0
     if na > 0 and nb > 0:
         c = sign * ab / na / nb
+    elif na != na or nb != nb:
+        c = math.nan        # a NaN row: its angle, so its whole result, is NaN (as on the CPU)
     return na, nb, sign, c
 
 
