@@ -483,6 +483,8 @@ def _l2_backward_float64(w, x, y):
     """float64 gradients of sum(w * |x_i - y_j|) (the subgradient 0 at zero distance)."""
     x64, y64, w64 = (a.astype(np.float64) for a in (x, y, w))
     diff = x64[:, None, :] - y64[None, :, :]
+    big = np.abs(diff).max(-1, keepdims=True)      # scaled: no overflow of the squares
+    diff = diff / np.where(big > 0, big, 1.0)
     norm = np.sqrt((diff ** 2).sum(-1, keepdims=True))
     unit = np.divide(diff, norm, out=np.zeros_like(diff), where=norm > 0)
     return (w64[:, :, None] * unit).sum(1), -(w64[:, :, None] * unit).sum(0)
@@ -1103,6 +1105,25 @@ def test_cuda_l2_backward_float32_tiny_distances_are_finite(cuda):
     dist = cuda.to_device(fi.pairwise_l2(x, y))
     gx, gy = fi.pairwise_l2_backward(cuda.to_device(w), cuda.to_device(x), cuda.to_device(y),
                                      dist=dist)
+    np.testing.assert_allclose(gx.copy_to_host(), ref_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gy.copy_to_host(), ref_y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e20), (np.float32, 1e-30),
+                                          (np.float32, 1e-39), (np.float64, 1e200)])
+def test_cuda_l2_whose_squares_overflow_or_underflow(cuda, dtype, scale):
+    """Distances whose squares leave the dtype's range (or float32's, summed there) are
+    the CPU's: finite, not inf or 0, and so are the backward's unit-vector gradients."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 2)) * scale).astype(dtype)
+    y = (rng.standard_normal((2, 2)) * scale).astype(dtype)
+    w = np.ones((3, 2), dtype)
+    want = fi.pairwise_l2(x, y)
+    got = fi.pairwise_l2(cuda.to_device(x), cuda.to_device(y)).copy_to_host()
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    gx, gy = fi.pairwise_l2_backward(cuda.to_device(w), cuda.to_device(x), cuda.to_device(y))
+    ref_x, ref_y = _l2_backward_float64(w, x, y)
     np.testing.assert_allclose(gx.copy_to_host(), ref_x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gy.copy_to_host(), ref_y, rtol=1e-5, atol=1e-5)
 

@@ -24,7 +24,29 @@ MAX_K = 128                # largest k of the per-query top-k kernel (local arra
 MAX_BLOCKS = 1 << 16       # blocks per 1-D launch; grid-stride loops cover the rest
 
 
+@cuda.jit(device=True)
+def _scaled_l2(x, y, xb, yb, i, j):
+    """|x[xb, i] - y[yb, j]| in float64, the differences divided by the largest first:
+    the L2 distance of rows whose squares overflow or underflow the sum (rare: called
+    only for those pairs)."""
+    big = 0.0
+    for k in range(x.shape[2]):
+        big = max(big, abs(float64(x[xb, i, k]) - float64(y[yb, j, k])))
+    if not (0.0 < big < math.inf):
+        return big
+    acc = 0.0
+    for k in range(x.shape[2]):
+        t = (float64(x[xb, i, k]) - float64(y[yb, j, k])) / big
+        acc += t * t
+    return big * math.sqrt(acc)
+
+
 def _make_sqdist_kernel(nb_type):
+    # Overflowed L2 entries are redone scaled, and so are float32 ones below this (their
+    # squares are summed in float32 here, in float64 on the CPU, which resolves them);
+    # float64 squares underflow on the CPU too (distances below 1e-162 are 0 in both)
+    tiny = 1e-30 if nb_type == float32 else -1.0
+
     @cuda.jit
     def sqdist_tiled(out, x, y, xmap, ymap, take_sqrt):
         """One thread computes out[b, i, j] = sum_k (x[xmap[b], i, k] - y[ymap[b], j, k])**2
@@ -57,7 +79,10 @@ def _make_sqdist_kernel(nb_type):
                     acc += v * v
                 cuda.syncthreads()
             if i < out.shape[1] and j < out.shape[2]:          # bounds guard (after syncs)
-                out[b, i, j] = math.sqrt(acc) if take_sqrt else acc
+                if take_sqrt and acc == acc and not (tiny < acc < math.inf):
+                    out[b, i, j] = _scaled_l2(x, y, xb, yb, i, j)
+                else:
+                    out[b, i, j] = math.sqrt(acc) if take_sqrt else acc
     return sqdist_tiled
 
 
