@@ -400,6 +400,23 @@ def test_cuda_matches_cpu(cuda, mode, pad, align, rng):
 
 
 @pytest.mark.cudasim
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1e-300), (np.float64, 1e-310),
+                                          (np.float32, 1e-25), (np.float32, 1e-40),
+                                          (np.float64, 1e300)])
+def test_cuda_deterministic_backward_of_tiny_or_huge_gradients(cuda, rng, dtype, scale):
+    """The fixed-point scale 2**k follows max|grad_output| to either end of the dtype's
+    range (k beyond 1023 overflowed a float64 on the host; in float32 the scatter must
+    scale in float64)."""
+    x = rng.standard_normal((1, 2, 3, 3)).astype(dtype)
+    grid = rng.uniform(-0.9, 0.9, (1, 4, 4, 2)).astype(dtype)
+    go = (rng.standard_normal((1, 2, 4, 4)) * scale).astype(dtype)
+    got = fi.grid_sample_backward(*to_dev(cuda, go, x, grid), deterministic=True)[0]
+    want = fi.grid_sample_backward(go, x, grid)[0]
+    tiny = np.finfo(dtype).smallest_subnormal * 4
+    np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=tiny)
+
+
+@pytest.mark.cudasim
 def test_cuda_deterministic_backward_is_bit_identical(cuda, rng):
     n, c, h, w, ho, wo = 1, 2, 3, 3, 6, 6
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

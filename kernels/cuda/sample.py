@@ -7,7 +7,8 @@ is associative, so the order in which threads add does not matter), then
 converted to floating point. The fixed-point scale 2**k is chosen per call
 from a bound on any partial sum, ``B = f * H_out * W_out * max|grad_output|``
 (``f`` = 1 for bilinear/nearest, 2 for bicubic), as the largest k with
-``B * 2**k < 2**62``: no overflow is possible and each addition is rounded to
+``B * 2**k < 2**62`` (applied as two float64 factors: ``2**k`` alone overflows
+for subnormal gradients): no overflow is possible and each addition is rounded to
 ``2**-k`` (about ``2**-62 * B``, far below float32 resolution and close to
 float64's). Cost: an int64 buffer the size of input, one max reduction, one
 conversion pass and 64-bit atomics (not yet timed on GPU hardware). The
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float64
 
 from ._support import THREADS_1D, blocks_1d, flat, read_to_host, to_device
 
@@ -158,7 +159,8 @@ def _cubic_tap(fl, k, padding, size, max_val, low, span2, empty):
 @cuda.jit(device=True, inline=True)
 def _scatter(gin, fixed, n, c, y, x, v, det, scale, flag):
     if det:
-        s = v * scale
+        # scale = (2**a, 2**b), a + b = k: each factor is a float64 even where 2**k is not
+        s = (float64(v) * scale[0]) * scale[1]
         if s != s or abs(s) > 9.2e18:
             cuda.atomic.max(flag, 0, 1)
         else:
@@ -324,7 +326,7 @@ def _fixed_to_float(out, fixed, inv_scale):
     i = cuda.grid(1)
     if i >= out.shape[0]:
         return
-    out[i] = fixed[i] * inv_scale
+    out[i] = (fixed[i] * inv_scale[0]) * inv_scale[1]
 
 
 @cuda.jit
@@ -419,7 +421,7 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
     ax, ay = _axis(W, align_corners, dt, stream), _axis(H, align_corners, dt, stream)
     do_input, do_grid = gin is not None, ggrid is not None
     det = bool(deterministic and do_input)
-    scale = 1.0
+    scale = (1.0, 1.0)
     fixed = cuda.device_array((1, 1, 1, 1), np.int64, stream=stream)
     flag = to_device(np.zeros(1, np.int32), stream)
     if do_input:
@@ -433,7 +435,8 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
             raise ValueError("grid_sample_backward: grad_output must be finite with "
                              "deterministic=True (fixed-point accumulation); got a NaN or inf.")
         k = 62 - math.frexp(bound)[1] if bound > 0 else 62
-        scale = math.ldexp(1.0, k)
+        # 2**k itself can exceed float64 (k reaches 1136 for subnormal gradients): two factors
+        scale = (math.ldexp(1.0, k // 2), math.ldexp(1.0, k - k // 2))
         fixed = cuda.device_array(inp.shape, np.int64, stream=stream)
         fill_zero(fixed, stream)
     gin_k = gin if do_input else cuda.device_array((1, 1, 1, 1), dt, stream=stream)
@@ -448,7 +451,8 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
                              "bicubic border/reflection padding sends to the image. Use "
                              "deterministic=False or clean the grid.")
         _fixed_to_float[blocks_1d(gin.size), THREADS_1D, stream](flat(gin), flat(fixed),
-                                                                   1.0 / scale)
+                                                                   (1.0 / scale[0],
+                                                                    1.0 / scale[1]))
 
 
 def _base(n, align_corners, dtype, stream):
