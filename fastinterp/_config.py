@@ -39,6 +39,10 @@ def _default_threads() -> int:
 _num_threads = _default_threads()
 
 
+# OpenMP takes the thread count as a C int
+_MAX_THREADS = 2**31 - 1
+
+
 def set_num_threads(n: int) -> None:
     """Set how many OpenMP threads fastinterp's CPU kernels use.
 
@@ -56,8 +60,9 @@ def set_num_threads(n: int) -> None:
     1
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int; got {n!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be a positive int of at most "
+                         f"{_MAX_THREADS}; got {n!r}.")
     _num_threads = n
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from ._validate import shape_str
+from ._validate import check_array, shape_str
 
 __all__ = ["LAYOUTS", "Layout", "resolve", "from_channels_last"]
 
@@ -83,8 +83,11 @@ def resolve(op: str, name: str, arr, layout) -> Layout:
     """The :class:`Layout` of ``arr`` given the caller's ``layout`` (None: by ndim).
 
     Raises ValueError for an unknown layout, a layout that does not match the
-    array's number of axes, and a 3-D array without an explicit layout.
+    array's number of axes, and a 3-D array without an explicit layout;
+    TypeError when ``arr`` is not an array at all (None, a scalar).
     """
+    if not hasattr(arr, "shape"):          # None, a Python scalar (NumPy scalars pass)
+        check_array(op, name, arr)
     ndim = len(arr.shape)
     if layout is None:
         layout = _DEFAULT_BY_NDIM.get(ndim)

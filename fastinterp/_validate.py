@@ -32,6 +32,8 @@ def float_dtype(op: str, name: str, arr) -> np.dtype:
     float16 is rejected (cast it to float32 first); integer image data must be
     converted by the caller, who knows its scale.
     """
+    if not hasattr(arr, "dtype"):          # None, a Python scalar (NumPy scalars pass)
+        check_array(op, name, arr)
     dtype = np.dtype(arr.dtype)
     if dtype in FLOAT_DTYPES:
         return dtype
@@ -42,6 +44,8 @@ def float_dtype(op: str, name: str, arr) -> np.dtype:
 def same_dtype(op: str, **arrays) -> np.dtype:
     """Check all named arrays are float32 or all float64; return that dtype."""
     dtypes = {name: float_dtype(op, name, a) for name, a in arrays.items() if a is not None}
+    if not dtypes:
+        check_array(op, next(iter(arrays)), None)     # every one None: name the first
     first_name, first = next(iter(dtypes.items()))
     for name, dtype in dtypes.items():
         if dtype != first:

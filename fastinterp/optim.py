@@ -448,6 +448,8 @@ class Optimizer:
         """
         name = f"{self._name}.load_state_dict"
         try:
+            if not isinstance(state_dict, dict):      # a NumPy scalar indexes as an IndexError
+                raise TypeError
             groups, saved = state_dict["param_groups"], state_dict["state"]
             theirs = [len(g["params"]) for g in groups]
             saved_items = list(saved.items())

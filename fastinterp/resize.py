@@ -54,7 +54,7 @@ from ._config import threads_for
 from ._dispatch import begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, resolve as resolve_layout
-from ._validate import check_dtype, check_option, check_out, float_dtype, shape_str
+from ._validate import check_array, check_dtype, check_option, check_out, float_dtype, shape_str
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -1338,6 +1338,7 @@ def _nd_input(op, name, arr, ranks):
     dtype)."""
     p = begin(op, **{name: arr})
     x = p.arrays[name]
+    check_array(op, name, x)
     rank = _rank(x)
     if rank not in ranks:
         raise ValueError(f"{op}: {name} must have shape "

@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_option, real_float, shape_str
+from ._validate import check_array, check_option, real_float, shape_str
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS, _check_flag
 from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
@@ -678,6 +678,7 @@ _register(_pool_bwd_op, _image_bwd_fake, name=_pool_name)
 def _pool(op, rank, input, output_size, out, layout=None):
     """One adaptive average pool over ``rank`` spatial axes (1, 2 or 3)."""
     if not isinstance(input, Tensor):
+        check_array(op, "input", input if input is None else np.asarray(input))
         input = torch.as_tensor(input)
     if rank == 2:
         lay = resolve_layout(op, "input", input, layout)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ._dispatch import begin
 from ._layout import resolve as resolve_layout
-from ._validate import check_option, check_out, float_dtype, shape_str
+from ._validate import check_array, check_option, check_out, float_dtype, shape_str
 from .sample import (_check_bool, _layout_dims, base_coordinates, grid_sample,
                      grid_sample_backward)
 
@@ -256,6 +256,7 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
     dtype = _float_dtype(x)
     grid = _full_grid(wmap, N, dtype)
     go = p.arrays["grad_output"]
+    check_array(op, "grad_output", go)
     if tuple(go.shape) != lay.join(N, C, Ho, Wo):
         raise ValueError(f"{op}: grad_output must have shape "
                          f"{shape_str(lay.join(N, C, Ho, Wo))} (the forward's output); "

@@ -172,7 +172,7 @@ def test_import_does_not_import_optional_libraries():
 
 # ------------------------------------------------------------------- threads
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, 2**31, 2**70])
 def test_set_num_threads_validation(threads, bad):
     with pytest.raises(ValueError, match="n must be a positive int"):
         fi.set_num_threads(bad)
@@ -582,3 +582,26 @@ def test_unbuilt_checkout_says_how_to_build(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert out.stdout.startswith("ERR"), out.stdout + out.stderr
     assert "fastinterp._cpu.blend" in out.stdout and "make build" in out.stdout
+
+
+_IMG = np.zeros((1, 1, 4, 4), np.float32)
+_GRID = np.zeros((1, 2, 2, 2), np.float32)
+
+
+@pytest.mark.parametrize("op, arg, call", [
+    ("resize", "input", lambda v: fi.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool2d", "input", lambda v: fi.adaptive_avg_pool2d(v, 2)),
+    ("adaptive_avg_pool1d", "input", lambda v: fi.adaptive_avg_pool1d(v, 2)),
+    ("resize_backward", "grad_output", lambda v: fi.resize_backward(v, (1, 1, 4, 4))),
+    ("affine_grid", "theta", lambda v: fi.affine_grid(v, (1, 1, 4, 4))),
+    ("affine_grid_backward", "grad_grid", lambda v: fi.affine_grid_backward(v, (1, 1, 4, 4))),
+    ("grid_sample", "input", lambda v: fi.grid_sample(v, _GRID)),
+    ("grid_sample_backward", "input",
+     lambda v: fi.grid_sample_backward(np.zeros((1, 1, 2, 2), np.float32), v, _GRID)),
+    ("warp_affine_backward", "grad_output",
+     lambda v: fi.warp_affine_backward(v, _IMG, np.eye(2, 3), (4, 4))),
+])
+@pytest.mark.parametrize("value", [None, 2.5], ids=repr)
+def test_a_scalar_or_none_for_the_main_array_is_a_type_error_naming_it(op, arg, call, value):
+    with pytest.raises(TypeError, match=rf"^{op}: {arg} must be an array; got"):
+        call(value)

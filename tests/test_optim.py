@@ -287,6 +287,9 @@ def test_load_state_dict_errors():
     with pytest.raises(ValueError, match=r"state_dict must be a dict with 'state'.*got a dict "
                                          r"with keys \['x'\]"):
         Adam([np.ones(3)]).load_state_dict({"x": 1})
+    for bad in (np.float32(1), np.zeros(()), np.zeros(0), None, [1]):
+        with pytest.raises(ValueError, match=r"state_dict must be a dict with 'state'"):
+            Adam([np.ones(3)]).load_state_dict(bad)
     del sd["state"][0]["exp_avg_sq"]
     with pytest.raises(ValueError, match="missing"):
         Adam([np.ones(3)]).load_state_dict(sd)
