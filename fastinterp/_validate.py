@@ -45,7 +45,7 @@ def same_dtype(op: str, **arrays) -> np.dtype:
     """Check all named arrays are float32 or all float64; return that dtype."""
     dtypes = {name: float_dtype(op, name, a) for name, a in arrays.items() if a is not None}
     if not dtypes:
-        check_array(op, next(iter(arrays)), None)     # every one None: name the first
+        raise TypeError(f"{op}: {next(iter(arrays))} must be an array; got None.")
     first_name, first = next(iter(dtypes.items()))
     for name, dtype in dtypes.items():
         if dtype != first:

@@ -678,7 +678,8 @@ _register(_pool_bwd_op, _image_bwd_fake, name=_pool_name)
 def _pool(op, rank, input, output_size, out, layout=None):
     """One adaptive average pool over ``rank`` spatial axes (1, 2 or 3)."""
     if not isinstance(input, Tensor):
-        check_array(op, "input", input if input is None else np.asarray(input))
+        if input is None:          # torch.as_tensor(None) would not name the op
+            check_array(op, "input", input)
         input = torch.as_tensor(input)
     if rank == 2:
         lay = resolve_layout(op, "input", input, layout)

@@ -164,9 +164,10 @@ def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
         for r in range(0, n, chunk):
             dev = X[r:r + chunk] - mean
             sq += np.sum(dev * dev, axis=0)
-    spread = np.sqrt(sq / max(n, 1))
+    mean_square = sq / max(n, 1)
+    spread = np.sqrt(mean_square)
     lo, hi = _SAFE_MEAN_SQUARE
-    redo = np.flatnonzero(~((sq / max(n, 1) > lo) & (sq / max(n, 1) < hi)))
+    redo = np.flatnonzero(~((mean_square > lo) & (mean_square < hi)))
     if redo.size == 0:
         return spread
     big = np.zeros(redo.size)
