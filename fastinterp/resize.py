@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _memory, _registry as registry
+from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from . import _resize_presets as presets
@@ -871,8 +871,12 @@ def _prepare(op, name, array, layout, dtypes=_FLOAT_DTYPES):
     return p, arr, _check_input(op, name, arr, lay, dtypes), lay
 
 
-def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
-    """Validate ``out``, allocate, run the registered separable kernel, wrap the result."""
+def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None, plan_key=None):
+    """Validate ``out``, allocate, run the registered separable kernel, wrap the result.
+
+    With ``plan_key`` (a NumPy call's signature, see fastinterp._plans), a
+    call that allocates its result from a C-contiguous input stores its plan.
+    """
     n, c, h, w = lay.split(x.shape)
     oh, ow = out_hw
     shape = lay.join(n, c, oh, ow)
@@ -882,6 +886,12 @@ def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
             cl = _channels_last_view(x)
             if cl is not None:     # keep torch's channels_last layout, no copy
                 x, stored_nhwc = cl, True
+        if (plan_key is not None and out is None and p.storage is None
+                and stored_nhwc == nhwc and x.flags.c_contiguous
+                and _nbytes((ytab, xtab)) <= _plans.MAX_PLAN_BYTES):
+            plan = _plan(op, dtype, lay, shape, (n, c, h, w, oh, ow), ytab, xtab, u8_order)
+            _plans.store(plan_key, plan)
+            return plan(x)
         x = np.ascontiguousarray(x)
     else:
         x = p.contiguous(x)    # a strided device array is copied once, as on the CPU
@@ -893,19 +903,46 @@ def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None):
         out_caller, out_k = buf.transpose(0, 3, 1, 2), buf
     else:
         out_caller, out_k = p.empty(shape, dtype)
-    if n * c == 0:
-        return p.wrap(out_caller)
+    if n * c:
+        _separable(op, p.backend, p.stream if p.backend == "cuda" else None, out_k, x, lay,
+                   stored_nhwc, (n, c, h, w, oh, ow), ytab, xtab, u8_order)
+    return p.wrap(out_caller)
+
+
+def _plan(op, dtype, lay, shape, dims, ytab, xtab, u8_order):
+    """A stored plan: ``plan(x)`` resizes a C-contiguous NumPy ``x`` of this call's
+    shape into a new array, as :func:`_run` does on the CPU."""
+    n, c, h, w, oh, ow = dims
+    out3, channels = _planes(np.empty(lay.batched_shape(shape), dtype), lay.nhwc,
+                             n, c, oh, ow)
+    x3_shape = _planes(np.empty(lay.batched_shape(lay.join(n, c, h, w)), dtype), lay.nhwc,
+                       n, c, h, w)[0].shape
+    out3_shape = out3.shape
+    extra = () if u8_order is None else (u8_order,)
+
+    def plan(x):
+        out = _memory.empty(shape, dtype)
+        if n * c:
+            kernel = registry.lookup(op, "cpu", dtype)
+            kernel(out.reshape(out3_shape), x.reshape(x3_shape), ytab, xtab, channels, *extra)
+        return out
+    return plan
+
+
+def _separable(op, backend, stream, out_k, x, lay, stored_nhwc, dims, ytab, xtab, u8_order):
+    """Run the registered separable kernel of ``op`` on C-contiguous ``x`` into ``out_k``
+    (both in the layout ``lay``, stored channels-last when ``stored_nhwc``)."""
+    n, c, h, w, oh, ow = dims
     out_k, x = lay.as_batched(out_k), lay.as_batched(x)   # one image: a batch of one (a view)
     out3, channels = _planes(out_k, stored_nhwc, n, c, oh, ow)
     x3, _ = _planes(x, stored_nhwc, n, c, h, w)
-    kernel = registry.lookup(op, p.backend, dtype)
-    if p.backend == "cuda":
-        kernel(out3, x3, ytab, xtab, channels, stream=p.stream)
+    kernel = registry.lookup(op, backend, out_k.dtype)
+    if backend == "cuda":
+        kernel(out3, x3, ytab, xtab, channels, stream=stream)
     elif u8_order is not None:   # uint8 fixed point in Pillow's or OpenCV's own order
         kernel(out3, x3, ytab, xtab, channels, u8_order)
     else:
         kernel(out3, x3, ytab, xtab, channels)
-    return p.wrap(out_caller)
 
 
 # --------------------------------------------------------------------------- public API
@@ -1001,6 +1038,14 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> fi.resize(img, size=(2, 3), layout="HWC", match="opencv").shape
     (2, 3, 3)
     """
+    plan_key = None
+    if out is None and type(input) is np.ndarray:    # repeated NumPy calls: see _plans
+        plan_key = _plans.key("resize", (input,), (size, scale_factor, mode, align_corners,
+                                                   antialias, recompute_scale_factor, layout,
+                                                   match))
+        plan = _plans.lookup(plan_key)
+        if plan is not None:
+            return plan(input)
     if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
         return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
                           recompute_scale_factor, layout)
@@ -1014,7 +1059,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     box = (_box_plan(match, mode, (h, w), out_hw, c, align_corners, antialias, scales)
            if dtype == _U8 and p.backend == "cpu" else None)
     if box is not None:
-        return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
+        return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box, plan_key)
     if match == "torch":
         tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
     else:
@@ -1027,8 +1072,8 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
             order = "vfirst"
         elif fixed and match == "opencv" and tabs[0].taps == 2:
             order = "opencv_linear"
-        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order)
-    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
+        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order, plan_key)
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", None, plan_key)
 
 
 interpolate = resize

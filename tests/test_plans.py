@@ -1,0 +1,138 @@
+"""Call plans (fastinterp._plans): a repeated small call skips its checks and must
+give exactly what the full path gives, raise exactly what it raises, and never
+hold large tables."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastinterp as fi
+from fastinterp import _plans, _registry as registry
+
+
+@pytest.fixture(autouse=True)
+def fresh_plans():
+    _plans.clear()
+    yield
+    _plans.clear()
+
+
+def _full_path(fn, *args, **kwargs):
+    """``fn``'s result with no plan stored before or after the call."""
+    _plans.clear()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _plans.clear()
+
+
+RESIZE_CASES = [
+    ((32, 32, 3), np.uint8, dict(size=(16, 16), layout="HWC")),                  # box means
+    ((32, 30, 3), np.uint8, dict(size=(13, 41), layout="HWC")),
+    ((2, 3, 17, 19), np.float32, dict(size=(9, 31), mode="bicubic", antialias=True)),
+    ((2, 3, 17, 19), np.float64, dict(scale_factor=(0.5, 1.7), mode="bilinear",
+                                      align_corners=True)),
+    ((21, 18), np.float32, dict(size=7, mode="nearest")),
+    ((21, 18), np.float32, dict(scale_factor=1.5, mode="nearest-exact")),
+    ((3, 24, 20), np.float32, dict(size=(10, 8), mode="area", layout="CHW")),
+    ((1, 20, 20, 4), np.float32, dict(size=(33, 12), mode="lanczos", layout="NHWC")),
+    ((24, 20, 3), np.uint8, dict(size=(10, 13), mode="bilinear", layout="HWC", match="opencv")),
+    ((24, 20, 3), np.uint8, dict(size=(10, 13), mode="bicubic", layout="HWC", match="pil")),
+    ((20, 24, 1), np.uint8, dict(size=(30, 9), mode="lanczos", layout="HWC", match="pil")),
+    ((2, 1, 9), np.float32, dict(size=4, mode="linear")),                         # 1-D data
+]
+
+
+def _image(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape).astype(np.uint8)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::7] = np.inf if seed % 2 else np.nan
+    return x
+
+
+@pytest.mark.parametrize("shape,dtype,kwargs", RESIZE_CASES)
+def test_repeated_resize_calls_equal_the_full_path(shape, dtype, kwargs):
+    first = fi.resize(_image(shape, dtype, 0), **kwargs)
+    one_d = len(shape) == 3 and "layout" not in kwargs          # (N, C, L): no plan
+    assert len(_plans._plans) == (0 if one_d else 1)
+    assert first.shape == _full_path(fi.resize, _image(shape, dtype, 0), **kwargs).shape
+    for seed in (1, 2, 3):
+        x = _image(shape, dtype, seed)
+        got = fi.resize(x, **kwargs)                  # planned after the first call
+        want = _full_path(fi.resize, x, **kwargs)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.tobytes() == want.tobytes()
+        assert got is not first and not np.shares_memory(got, x)
+
+
+def test_a_planned_signature_still_refuses_arguments_of_other_types():
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    fi.resize(x, size=(4, 4), align_corners=True)
+    fi.resize(x, size=(4, 4), align_corners=True)
+    with pytest.raises(ValueError, match="size"):
+        fi.resize(x, size=(4.0, 4))                   # 4.0 == 4, and hashes alike
+    with pytest.raises(TypeError, match="align_corners"):
+        fi.resize(x, size=(4, 4), align_corners=1)    # 1 == True
+    with pytest.raises(TypeError, match="antialias"):
+        fi.resize(x, size=(4, 4), align_corners=True, antialias=0)
+    with pytest.raises(ValueError, match="size"):
+        fi.resize(x, size=(True, 4))                  # True == 1
+    got = fi.resize(x + 1, size=(np.int64(4), 4), align_corners=True)
+    assert np.array_equal(got, np.ones((1, 1, 4, 4), np.float32))
+
+
+def test_float_arguments_are_keyed_by_their_bits():
+    assert _plans.key("op", (), (0.0,)) != _plans.key("op", (), (-0.0,))
+    assert _plans.key("op", (), (1,)) != _plans.key("op", (), (1.0,))
+    assert _plans.key("op", (), ([1, 2],)) is None                # lists are not keyed
+    assert _plans.key("op", (np.zeros(2).tolist(),), ()) is None  # nor array-likes
+    a = np.zeros((2, 3))
+    assert _plans.key("op", (a,), ()) != _plans.key("op", (a.T.copy().T,), ())   # F order
+
+
+def test_other_layouts_and_out_take_the_full_path():
+    x = _image((2, 3, 16, 12), np.float32, 0)
+    fi.resize(x, size=(5, 7))
+    strided = np.asfortranarray(x)
+    assert np.array_equal(fi.resize(strided, size=(5, 7)), fi.resize(x, size=(5, 7)),
+                          equal_nan=True)
+    cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    res = fi.resize(cl, size=(5, 7))                  # torch channels_last stays so
+    assert res.transpose(0, 2, 3, 1).flags.c_contiguous
+    out = np.empty((2, 3, 5, 7), np.float32)
+    assert fi.resize(x, size=(5, 7), out=out) is out
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(fi.resize(ro, size=(5, 7)), fi.resize(x, size=(5, 7)), equal_nan=True)
+
+
+def test_a_plan_runs_the_kernel_registered_now():
+    x = np.ones((1, 1, 6, 6), np.float64)
+    fi.resize(x, size=(3, 3))
+    fi.resize(x, size=(3, 3))
+    calls = []
+
+    def spy(out, x3, ytab, xtab, channels):
+        calls.append(out.shape)
+        out[...] = 7.0
+
+    registry.register("resize", "cpu", "float64", spy, source="test-plans")
+    try:
+        got = fi.resize(x, size=(3, 3))
+        assert calls and np.all(got == 7.0)
+        assert fi.last_kernel().source == "test-plans"
+    finally:
+        registry.unregister("test-plans")
+    assert np.all(fi.resize(x, size=(3, 3)) == 1.0)
+
+
+def test_plans_are_bounded_in_number_and_table_bytes():
+    x = np.zeros((1, 1, 3, 3), np.float32)
+    for n in range(1, _plans.MAX_PLANS + 40):
+        fi.resize(x, size=(2, n))
+    assert 0 < len(_plans._plans) <= _plans.MAX_PLANS
+    _plans.clear()
+    fi.resize(x, size=(2, 50_000))                    # its tables: 800 KB
+    assert not _plans._plans
