@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import _memory, _registry as registry
+from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._layout import from_channels_last, resolve as resolve_layout
@@ -631,6 +631,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     >>> fi.grid_sample(x, grid, align_corners=True)
     array([[[[1.5, 0. ]]]])
     """
+    plan_key = None
+    if out is None and channels_last is None:        # repeated NumPy calls: see _plans
+        plan_key = _plans.key("grid_sample", (input, grid),
+                              (mode, padding_mode, align_corners, fill, layout))
+        plan = _plans.lookup(plan_key)
+        if plan is not None:
+            return plan(input, grid)
     op = "grid_sample"
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
@@ -641,6 +648,12 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     x, g, geo = _batched_geometry(op, p, x, g, lay, padding_mode)
     fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
     shape = _user_shape(lay, geo)
+    if plan_key is not None and p.storage is None and p.backend == "cpu" \
+            and input.flags.c_contiguous and grid.flags.c_contiguous:
+        plan = _sample_plan(shape, dtype, lay, x.shape, g.shape, geo, fills, mode,
+                            padding_mode, align, cl)
+        _plans.store(plan_key, plan)
+        return plan(input, grid)
     if out is not None:
         caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"input": x, "grid": g})
@@ -649,16 +662,42 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     if math.prod(shape) == 0:
         return p.wrap(caller)
     out_k = lay.as_batched(out_k) if lay else out_k
-    if dtype == np.uint8:
-        res = np.empty(out_k.shape, np.float32)
-        _sample_float(p, res, x.astype(np.float32), np.ascontiguousarray(g, dtype=np.float32),
-                      geo, fills, mode, padding_mode, align, cl)
-        np.rint(res, out=res)
-        np.clip(res, 0, 255, out=res)
-        out_k[...] = res
-    else:
-        _sample_float(p, out_k, x, g, geo, fills, mode, padding_mode, align, cl)
+    _sample_any(p.backend, p.contiguous if p.backend == "cuda" else None, p.stream
+                if p.backend == "cuda" else None, out_k, x, g, geo, fills, mode, padding_mode,
+                align, cl)
     return p.wrap(caller)
+
+
+def _sample_plan(shape, dtype, lay, x_shape, g_shape, geo, fills, mode, padding_mode, align,
+                 cl):
+    """A stored plan: ``plan(input, grid)`` samples C-contiguous NumPy arrays of this
+    call's shapes into a new array, as :func:`grid_sample` does on the CPU."""
+    empty = math.prod(shape) == 0
+
+    def plan(x, g):
+        out = _memory.empty(shape, dtype)
+        if not empty:
+            out_k = lay.as_batched(out) if lay else out
+            _sample_any("cpu", None, None, out_k, x.reshape(x_shape), g.reshape(g_shape), geo,
+                        fills, mode, padding_mode, align, cl)
+        return out
+    return plan
+
+
+def _sample_any(backend, contiguous, stream, out_k, x, g, geo, fills, mode, padding_mode,
+                align, cl):
+    """grid_sample's kernels into ``out_k`` (batched): uint8 through a float32 copy."""
+    if out_k.dtype != np.uint8:
+        _sample_float(backend, contiguous, stream, out_k, x, g, geo, fills, mode,
+                      padding_mode, align, cl)
+        return
+    res = np.empty(out_k.shape, np.float32)
+    _sample_float(backend, contiguous, stream, res, x.astype(np.float32),
+                  np.ascontiguousarray(g, dtype=np.float32), geo, fills, mode, padding_mode,
+                  align, cl)
+    np.rint(res, out=res)
+    np.clip(res, 0, 255, out=res)
+    out_k[...] = res
 
 
 def _input_layout(op, x, layout):
@@ -686,12 +725,13 @@ def _user_shape(lay, geo):
     return lay.join(N, C, *geo.spatial_out)
 
 
-def _sample_float(p, out_k, x, g, geo, fills, mode, padding_mode, align, cl):
+def _sample_float(backend, contiguous, stream, out_k, x, g, geo, fills, mode, padding_mode,
+                  align, cl):
     """The float kernels into ``out_k`` (batched), 'constant' fill included."""
-    kernel = registry.lookup("grid_sample", p.backend, out_k.dtype)
-    if p.backend == "cuda":
-        kernel(out_k, p.contiguous(x), p.contiguous(g), _MODE_CODE[mode], _PAD_CODE[padding_mode],
-               align, stream=p.stream)
+    kernel = registry.lookup("grid_sample", backend, out_k.dtype)
+    if backend == "cuda":
+        kernel(out_k, contiguous(x), contiguous(g), _MODE_CODE[mode], _PAD_CODE[padding_mode],
+               align, stream=stream)
         return
     if fills is None:
         kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)

@@ -136,3 +136,49 @@ def test_plans_are_bounded_in_number_and_table_bytes():
     _plans.clear()
     fi.resize(x, size=(2, 50_000))                    # its tables: 800 KB
     assert not _plans._plans
+
+
+SAMPLE_CASES = [
+    ((2, 3, 8, 9), (2, 5, 4, 2), np.float32, dict()),
+    ((2, 3, 8, 9), (2, 5, 4, 2), np.float64, dict(mode="bicubic", padding_mode="reflection",
+                                                  align_corners=True)),
+    ((1, 2, 7, 6), (1, 3, 3, 2), np.float32, dict(padding_mode="constant", fill=(0.5, -2.0))),
+    ((1, 2, 7, 6), (1, 3, 3, 2), np.float64, dict(padding_mode="constant", fill=3.0)),
+    ((7, 6, 3), (3, 4, 2), np.uint8, dict(mode="nearest", layout="HWC")),
+    ((2, 7, 6, 3), (2, 4, 4, 2), np.float32, dict(layout="NHWC", padding_mode="border")),
+    ((1, 2, 4, 5, 6), (1, 3, 2, 2, 3), np.float32, dict()),                    # a volume
+]
+
+
+def _sample_args(xshape, gshape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 256, xshape).astype(np.uint8) if dtype == np.uint8
+         else rng.standard_normal(xshape).astype(dtype))
+    g = (rng.uniform(-1.3, 1.3, gshape)).astype(np.float32 if dtype == np.uint8 else dtype)
+    return x, g
+
+
+@pytest.mark.parametrize("xshape,gshape,dtype,kwargs", SAMPLE_CASES)
+def test_repeated_grid_sample_calls_equal_the_full_path(xshape, gshape, dtype, kwargs):
+    fi.grid_sample(*_sample_args(xshape, gshape, dtype, 0), **kwargs)
+    assert len(_plans._plans) == 1
+    for seed in (1, 2):
+        x, g = _sample_args(xshape, gshape, dtype, seed)
+        got = fi.grid_sample(x, g, **kwargs)
+        want = _full_path(fi.grid_sample, x, g, **kwargs)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_a_planned_grid_sample_still_checks_its_arguments():
+    x, g = _sample_args((1, 2, 5, 5), (1, 3, 3, 2), np.float32, 0)
+    fi.grid_sample(x, g, align_corners=True)
+    fi.grid_sample(x, g, align_corners=True)
+    with pytest.raises(TypeError, match="align_corners"):
+        fi.grid_sample(x, g, align_corners=1)
+    with pytest.raises(TypeError):
+        fi.grid_sample(x, g.astype(np.float64), align_corners=True)     # dtypes differ
+    with pytest.raises(ValueError, match="fill"):
+        fi.grid_sample(x, g, align_corners=True, fill=1.0)              # not 'constant'
+    strided = np.asfortranarray(x)
+    assert np.array_equal(fi.grid_sample(strided, g, align_corners=True),
+                          fi.grid_sample(x, g, align_corners=True))
