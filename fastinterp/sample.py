@@ -646,7 +646,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     cl = bool(lay and lay.nhwc)
     (x, g), dtype = _prepare(op, p, ("input", "grid"), cl, uint8_input=True)
     x, g, geo = _batched_geometry(op, p, x, g, lay, padding_mode)
-    fills = _fill_values(op, fill, padding_mode, geo.dims[1], dtype)
+    # uint8 samples in float32: the fill joins the float32 result before it is rounded
+    fills = _fill_values(op, fill, padding_mode, geo.dims[1],
+                         np.float32 if dtype == np.uint8 else dtype)
     shape = _user_shape(lay, geo)
     if plan_key is not None and p.storage is None and p.backend == "cpu" \
             and input.flags.c_contiguous and grid.flags.c_contiguous:

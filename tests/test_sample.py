@@ -822,3 +822,22 @@ def test_affine_grid_bit_identical_for_any_thread_count(threads, rng):
     for grid, gt in res[1:]:
         np.testing.assert_array_equal(grid, res[0][0])
         np.testing.assert_array_equal(gt, res[0][1])
+
+
+@pytest.mark.parametrize("fill", [7.0, 0, -3.5, 300, [300.0, -5.0, 10.6], (0.5, 1.5, 2.5),
+                                  np.array([254.5, 255.5, -0.5])])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_uint8_constant_fill_follows_the_uint8_rule(fill, mode):
+    """uint8 input samples in float32 with the fill as given (not cast to uint8 first),
+    then rounds half to even and saturates: the float32 call, rounded and clipped."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 3, 5, 6)).astype(np.uint8)
+    g = rng.uniform(-1.6, 1.6, (2, 4, 7, 2)).astype(np.float32)
+    got = fi.grid_sample(x, g, mode=mode, padding_mode="constant", fill=fill)
+    ref = fi.grid_sample(x.astype(np.float32), g, mode=mode, padding_mode="constant", fill=fill)
+    assert got.dtype == np.uint8
+    assert np.array_equal(got, np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+    hwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))        # the NHWC path too
+    got_nhwc = fi.grid_sample(hwc, g, mode=mode, padding_mode="constant", fill=fill,
+                              layout="NHWC")
+    assert np.array_equal(got_nhwc, got.transpose(0, 2, 3, 1))
