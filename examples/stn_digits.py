@@ -12,7 +12,7 @@ demo runs a small version of this script: ``python -m fastinterp demo``).
 
 Usage::
 
-    python examples/stn_digits.py [--epochs 8] [--copies 4] [--threads 2] [--out stn_digits.png]
+    python examples/stn_digits.py [--epochs 12] [--copies 5] [--threads 2] [--out stn_digits.png]
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
-    parser.add_argument("--copies", type=int, default=4,
-                        help="random distortions of each training digit (default 4)")
-    parser.add_argument("--test-copies", type=int, default=5,
-                        help="random distortions of each test digit (default 5)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    parser.add_argument("--copies", type=int, default=5,
+                        help="random distortions of each training digit (default 5)")
+    parser.add_argument("--test-copies", type=int, default=10,
+                        help="random distortions of each test digit (default 10)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for torch and fastinterp (default 2)")
     parser.add_argument("--seed", type=int, default=0)
