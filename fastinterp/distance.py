@@ -31,6 +31,7 @@ of a call on that element alone.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _memory, _registry as registry
+from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._validate import as_c_contiguous, check_array, check_out, check_shape, same_dtype, shape_str
@@ -113,11 +114,24 @@ def _sample_centre(s):
     non-finite values (NaN where a coordinate has none)."""
     finite = np.isfinite(s)
     if finite.all():
-        return np.median(s, axis=1)
+        return _median_last(s)
     s = np.where(finite, s, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
         return np.nanmedian(s, axis=1)
+
+
+def _median_last(s):
+    """``np.median(s, axis=-1)`` of finite ``s``, bit for bit (the middle value, or
+    the sum of the two middle values halved), without np.median's overhead: this
+    runs on every distance call, small ones included."""
+    n = s.shape[-1]
+    mid = n // 2
+    if n % 2:
+        return np.partition(s, mid, axis=-1)[..., mid]
+    part = np.partition(s, (mid - 1, mid), axis=-1)
+    with np.errstate(over="ignore"):     # two values near the float64 limit: the caller
+        return (part[..., mid - 1] + part[..., mid]) / 2    # replaces an inf centre
 
 
 def _centres(dtype, *operands):
@@ -142,7 +156,7 @@ def _centres(dtype, *operands):
         finite = np.isfinite(s).all(axis=(1, 2))
         centre = np.empty((nbat, d))
         if finite.any():
-            centre[finite] = np.median(s[finite], axis=2)
+            centre[finite] = _median_last(s[finite])
         for b in np.flatnonzero(~finite):
             centre[b] = _sample_centre(s[b])
     return np.where(np.isfinite(centre), centre, 0).astype(dtype)
@@ -164,8 +178,10 @@ def _centred(a, amap, centre, nthreads):
     return ac, norms
 
 
+@functools.lru_cache(maxsize=256)
 def _tile_list(m, n, symmetric):
-    """The tiles ``(i0, j0, rows, cols)`` of an (m, n) output, in work order.
+    """The tiles ``(i0, j0, rows, cols)`` of an (m, n) output, in work order (a
+    read-only array, cached per shape).
 
     Large tiles first; the last TAIL_SPLIT tiles are cut into quarters so that
     the threads finish together. With ``symmetric`` only the upper triangle is
@@ -190,7 +206,9 @@ def _tile_list(m, n, symmetric):
         else:
             tiles += [(i, j, a1, b1), (i, j + b1, a1, b - b1),
                       (i + a1, j, a - a1, b1), (i + a1, j + b1, a - a1, b - b1)]
-    return np.array(tiles, dtype=np.intp).reshape(-1, 4)
+    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 4)
+    tiles.flags.writeable = False
+    return tiles
 
 
 def _tile_shape(m, n, symmetric):
@@ -445,10 +463,21 @@ def _operands(op, p, xname="x", yname="y", xlayout="(..., M, D)", ylayout="(...,
 
 
 def _pairwise(op, x, y, out):
+    plan_key = None
+    if out is None:                      # repeated NumPy calls: see _plans
+        plan_key = _plans.key(op, (x, y), ())
+        plan = _plans.lookup(plan_key)
+        if plan is not None:
+            return plan(x, y)
     p = begin(op, x=x, y=y)
     x_, y_, dtype, batch = _operands(op, p)
     m, n = _rows(x_), _rows(x_ if y_ is None else y_)
     shape = batch.shape + (m, n)
+    if plan_key is not None and p.storage is None and x.flags.c_contiguous \
+            and (y is None or y.flags.c_contiguous):
+        plan = _pairwise_plan(op, dtype, batch, shape, m, n)
+        _plans.store(plan_key, plan)
+        return plan(x, y)
     if out is not None:
         out_caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"x": x_, "y": y_})
@@ -459,6 +488,26 @@ def _pairwise(op, x, y, out):
     out3 = out_k.reshape((len(batch.xmap), m, n))
     _run(p, registry.lookup(op, p.backend, dtype), out3, _stacked(p, x_), _stacked(p, y_), batch)
     return p.wrap(out_caller)
+
+
+def _pairwise_plan(op, dtype, batch, shape, m, n):
+    """A stored plan: ``plan(x, y)`` computes ``op`` on C-contiguous NumPy arrays of
+    this call's shapes into a new array, as :func:`_pairwise` does on the CPU."""
+    for a in (batch.xmap, batch.ymap):     # shared by every call of the plan
+        a.flags.writeable = False
+    out_shape = (len(batch.xmap), m, n)
+
+    def stacked(a):
+        return a.reshape((math.prod(a.shape[:-2]),) + a.shape[-2:])
+
+    def plan(x, y):
+        out = _memory.empty(shape, dtype)
+        if y is not None and _same_array(x, y):
+            y = None        # as the full path: the exactly symmetric one
+        kernel = registry.lookup(op, "cpu", dtype)
+        kernel(out.reshape(out_shape), stacked(x), None if y is None else stacked(y), batch)
+        return out
+    return plan
 
 
 def _same_array(a, b):

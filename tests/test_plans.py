@@ -182,3 +182,39 @@ def test_a_planned_grid_sample_still_checks_its_arguments():
     strided = np.asfortranarray(x)
     assert np.array_equal(fi.grid_sample(strided, g, align_corners=True),
                           fi.grid_sample(x, g, align_corners=True))
+
+
+PAIRWISE_SHAPES = [((5, 8), None), ((5, 8), (7, 8)), ((3, 5, 2), (3, 4, 2)),
+                   ((5, 16), (2, 1, 6, 16)), ((0, 9), (4, 9))]
+
+
+@pytest.mark.parametrize("op", ["pairwise_sqdist", "pairwise_l2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xshape,yshape", PAIRWISE_SHAPES)
+def test_repeated_pairwise_calls_equal_the_full_path(op, dtype, xshape, yshape):
+    fn = getattr(fi, op)
+
+    def args(seed):
+        r = np.random.default_rng(seed)
+        x = (r.standard_normal(xshape) * 10.0 ** r.integers(-3, 4) + 1e3).astype(dtype)
+        return x, None if yshape is None else r.standard_normal(yshape).astype(dtype)
+
+    fn(*args(0))
+    for seed in (1, 2, 3):
+        x, y = args(seed)
+        for yy in (y, x) if yshape is None else (y,):      # y = x itself: symmetric path
+            got = fn(x, yy)
+            want = _full_path(fn, x, yy)
+            assert got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def test_the_fast_median_is_numpys_median():
+    from fastinterp.distance import _median_last
+    rng = np.random.default_rng(5)
+    for n in range(1, 40):
+        s = rng.standard_normal((3, 4, n)) * 10.0 ** rng.integers(-300, 300, (3, 4, 1))
+        assert _median_last(s.copy()).tobytes() == np.median(s, axis=-1).tobytes()
+    big = np.array([[1.7e308, 1.7e308, 1.0e308, -1.0]])
+    with np.errstate(over="ignore"):
+        want = np.median(big, axis=-1)
+    assert _median_last(big).tobytes() == want.tobytes()      # inf, without a warning
