@@ -3,16 +3,18 @@
 A small call (one 32 x 32 image, a few rows) spends most of its time in
 argument checks, layout resolution and table look-ups, not in its kernel.
 An op may therefore remember, for each *signature* of a successful call on
-NumPy arrays (every array's type, shape, dtype and contiguity, every other
-argument's exact type and value), a *plan*: a function of the arrays alone
-that allocates the result and runs the kernel exactly as the full call did.
+NumPy arrays (every array's type, shape, dtype, contiguity and writeability,
+every other argument's exact type and value), a *plan*: a function of the
+arrays alone that allocates the result and runs the kernel exactly as the
+full call did.
 The next call with the same signature runs the plan directly.
 
 What makes this safe:
 
 - only signatures made of NumPy arrays and plain scalars (and tuples of
-  them) are keyed; anything else (lists, array-likes, DLPack tensors,
-  ``out=``) takes the full path every time;
+  them) are keyed; anything else (lists, array-likes, DLPack tensors)
+  takes the full path every time, and so do calls with ``out=`` except
+  lerp's (whose plan checks the overlap of ``out`` at every call);
 - a key holds each value's exact type, so ``True`` and ``1``, ``16`` and
   ``16.0``, ``np.int64(16)`` and ``16`` are different signatures, and
   floats are keyed by their exact value (``float.hex``: ``-0.0`` is not
@@ -68,7 +70,7 @@ def key(op: str, arrays: tuple, params: tuple) -> tuple | None:
             parts.append(None)
         elif type(a) is np.ndarray:
             f = a.flags
-            parts.append((a.shape, a.dtype, f.c_contiguous, f.f_contiguous))
+            parts.append((a.shape, a.dtype, f.c_contiguous, f.f_contiguous, f.writeable))
         else:
             return None
     try:

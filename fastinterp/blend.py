@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _memory, _registry as registry
+from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
@@ -116,6 +116,12 @@ def lerp(a, b, t, out=None):
     >>> fi.lerp(np.array([0.0, 10.0]), np.array([1.0, 20.0]), 0.25)
     array([ 0.25, 12.5 ])
     """
+    plan_key = _lerp_key(a, b, t, out)               # repeated NumPy calls: see _plans
+    plan = _plans.lookup(plan_key)
+    if plan is not None:
+        result = plan(a, b, t, out)
+        if result is not None:
+            return result
     p = begin("lerp", a=a, b=b, t=t)
     arrays = {n: v for n, v in p.arrays.items() if _is_array(v)}
     if not any(n in arrays for n in ("a", "b")):
@@ -131,6 +137,9 @@ def lerp(a, b, t, out=None):
     if out_k.size == 0:
         return p.wrap(out_caller)
     cshape, (sa, sb, st) = coalesce_broadcast(shape, a_.shape, b_.shape, t_.shape)
+    if plan_key is not None and p.storage is None and a_ is a and b_ is b \
+            and (t_ is t or not _is_array(t)):
+        _plans.store(plan_key, _lerp_plan(dtype, shape, cshape, sa, sb, st))
     kernel = registry.lookup("lerp", p.backend, dtype)
     if p.backend == "cuda":
         # A scalar t stays a host scalar, passed to the kernel by value.
@@ -141,6 +150,36 @@ def lerp(a, b, t, out=None):
     else:
         kernel(out_k.reshape(cshape), a_.reshape(sa), b_.reshape(sb), t_.reshape(st))
     return p.wrap(out_caller)
+
+
+def _lerp_key(a, b, t, out):
+    """The plan signature of a lerp call (a scalar t by its type only: its value is an
+    argument of the plan), or None."""
+    if type(t) is np.ndarray:
+        return _plans.key("lerp", (a, b, t, out), ())
+    if type(t) in (float, int):
+        return _plans.key("lerp", (a, b, None, out), (type(t).__name__,))
+    return None
+
+
+def _lerp_plan(dtype, shape, cshape, sa, sb, st):
+    """A stored plan: ``plan(a, b, t, out)`` runs lerp on C-contiguous NumPy arrays of
+    this call's signature, as :func:`lerp` does on the CPU; it returns None (the full
+    path decides) when ``out`` shares memory with an operand other than being it."""
+    def plan(a, b, t, out):
+        t_is_array = type(t) is np.ndarray
+        if out is not None:
+            for v in (a, b, t if t_is_array else None):
+                if v is not None and v is not out and np.may_share_memory(out, v):
+                    return None
+            res = out
+        else:
+            res = _memory.empty(shape, dtype)
+        t_ = t if t_is_array else real_scalar("lerp", "t", t, dtype)
+        kernel = registry.lookup("lerp", "cpu", dtype)
+        kernel(res.reshape(cshape), a.reshape(sa), b.reshape(sb), t_.reshape(st))
+        return res
+    return plan
 
 
 def _slerp_cpu(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):

@@ -218,3 +218,46 @@ def test_the_fast_median_is_numpys_median():
     with np.errstate(over="ignore"):
         want = np.median(big, axis=-1)
     assert _median_last(big).tobytes() == want.tobytes()      # inf, without a warning
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_repeated_lerp_calls_equal_the_full_path(dtype):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 3, 5)).astype(dtype)
+    tarr = rng.uniform(-0.5, 1.5, (3, 1)).astype(dtype)
+    for t in (0.25, 0.75, 1, 0, -0.0, float("nan"), 3.5, tarr, tarr * 2):
+        got = fi.lerp(a, b, t)
+        want = _full_path(fi.lerp, a, b, t)
+        assert got.tobytes() == want.tobytes()
+    m, m_full = a.copy(), a.copy()
+    for step in range(6):                               # an in-place moving average
+        fi.lerp(m, b, 0.1 * step, out=m)
+        _full_path(fi.lerp, m_full, b, 0.1 * step, out=m_full)
+        assert m.tobytes() == m_full.tobytes()
+
+
+def test_a_planned_lerp_still_checks_t_and_out():
+    a, b = np.zeros(8), np.ones(8)
+    out = np.empty(8)
+    for _ in range(2):
+        fi.lerp(a, b, 0.5, out=out)
+        fi.lerp(a, b, 0.5)
+    with pytest.raises(ValueError, match="t"):
+        fi.lerp(a, b, 10 ** 400)                       # planned signature (int t)
+    fi.lerp(a, b, 1)
+    with pytest.raises(ValueError, match="t"):
+        fi.lerp(a, b, 10 ** 400)
+    buf = np.zeros(9)
+    x, y = buf[:8], buf[1:]                            # partially overlapping views
+    fi.lerp(x, b, 0.5, out=np.empty(8))
+    with pytest.raises(ValueError, match="overlap"):
+        fi.lerp(x, b, 0.5, out=y)
+    same = np.arange(8.0)
+    fi.lerp(same, b, 0.5, out=same)
+    alias = same[:]                                    # the same memory, another object
+    assert fi.lerp(same, b, 0.5, out=alias) is alias
+    assert np.array_equal(same, 1 - (1 - np.arange(8.0)) / 4)
+    ro = np.zeros(8)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        fi.lerp(a, b, 0.5, out=ro)
