@@ -812,6 +812,14 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     >>> gg
     array([[[[0.5, 1. ]]]])
     """
+    plan_key = None
+    if channels_last is None:                        # repeated NumPy calls: see _plans
+        plan_key = _plans.key("grid_sample_backward", (grad_output, input, grid),
+                              (mode, padding_mode, align_corners, needs_input_grad,
+                               needs_grid_grad, deterministic, fill, layout))
+        plan = _plans.lookup(plan_key)
+        if plan is not None:
+            return plan(grad_output, input, grid)
     op = "grid_sample_backward"
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
@@ -830,6 +838,13 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
     batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
     go = batched(go)
+    if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
+            a.flags.c_contiguous for a in (grad_output, input, grid)):
+        plan = _backward_plan(op, dtype, tuple(x_user.shape), tuple(g_user.shape), go.shape,
+                              x.shape, g.shape, geo, fills, mode, padding_mode, align, cl,
+                              det, need_in, need_grid)
+        _plans.store(plan_key, plan)
+        return plan(grad_output, input, grid)
     gi_caller = gi_k = gg_caller = gg_k = None
     if need_in and p.backend == "cpu":
         gi_caller = _staggered_empty(tuple(x_user.shape), dtype, x)
@@ -847,11 +862,37 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
             kernel(gi_k, gg_k, go, x, g, _MODE_CODE[mode], _PAD_CODE[padding_mode], align,
                    deterministic=det, stream=p.stream)
         else:
-            kernel(gi_k, gg_k, go, x, g, geo.dims, mode, padding_mode, align, cl, det)
-            if need_grid and fills is not None and mode != "nearest" and go.size:
-                _fill_grid_grad(geo, gg_k, go, g, fills, mode, align, cl, dtype)
+            _backward_cpu(kernel, gi_k, gg_k, go, x, g, geo, fills, mode, padding_mode, align,
+                          cl, det)
     wrap = (lambda a: None if a is None else p.wrap(a))
     return wrap(gi_caller), wrap(gg_caller)
+
+
+def _backward_cpu(kernel, gi_k, gg_k, go, x, g, geo, fills, mode, padding_mode, align, cl,
+                  det):
+    """The CPU backward kernel into the batched gradients (None: not wanted), the grid
+    gradient of a 'constant' fill included."""
+    kernel(gi_k, gg_k, go, x, g, geo.dims, mode, padding_mode, align, cl, det)
+    if gg_k is not None and fills is not None and mode != "nearest" and go.size:
+        _fill_grid_grad(geo, gg_k, go, g, fills, mode, align, cl, gg_k.dtype)
+
+
+def _backward_plan(op, dtype, x_user_shape, g_user_shape, go_shape, x_shape, g_shape, geo,
+                   fills, mode, padding_mode, align, cl, det, need_in, need_grid):
+    """A stored plan: ``plan(grad_output, input, grid)`` computes the wanted gradients
+    of C-contiguous NumPy arrays of this call's shapes, as :func:`grid_sample_backward`
+    does on the CPU."""
+    def plan(go, x_user, g_user):
+        x, g = x_user.reshape(x_shape), g_user.reshape(g_shape)
+        gi = _staggered_empty(x_user_shape, dtype, x) if need_in else None
+        gg = _memory.empty(g_user_shape, dtype) if need_grid else None
+        if need_in or need_grid:
+            _backward_cpu(registry.lookup(op, "cpu", dtype),
+                          None if gi is None else gi.reshape(x_shape),
+                          None if gg is None else gg.reshape(g_shape), go.reshape(go_shape),
+                          x, g, geo, fills, mode, padding_mode, align, cl, det)
+        return gi, gg
+    return plan
 
 
 def _staggered_empty(shape, dtype, other):

@@ -261,3 +261,27 @@ def test_a_planned_lerp_still_checks_t_and_out():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writable"):
         fi.lerp(a, b, 0.5, out=ro)
+
+
+@pytest.mark.parametrize("xshape,gshape,dtype,kwargs", [
+    c for c in SAMPLE_CASES if c[2] != np.uint8])
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True), (False, False)])
+def test_repeated_grid_sample_backward_calls_equal_the_full_path(xshape, gshape, dtype, kwargs,
+                                                                  needs):
+    def args(seed):
+        x, g = _sample_args(xshape, gshape, dtype, seed)
+        go = np.random.default_rng(seed + 9).standard_normal(
+            fi.grid_sample(x, g, **kwargs).shape).astype(dtype)
+        return go, x, g
+
+    kw = dict(kwargs, needs_input_grad=needs[0], needs_grid_grad=needs[1])
+    fi.grid_sample_backward(*args(0), **kw)
+    for seed in (1, 2):
+        a = args(seed)
+        got = fi.grid_sample_backward(*a, **kw)
+        want = _full_path(fi.grid_sample_backward, *a, **kw)
+        for gv, wv in zip(got, want):
+            assert (gv is None) == (wv is None)
+            if gv is not None:
+                assert gv.shape == wv.shape and gv.tobytes() == wv.tobytes()
+                assert gv.flags.c_contiguous
