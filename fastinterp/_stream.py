@@ -38,16 +38,39 @@ def is_out_of_core(x) -> bool:
     return module in ("zarr", "h5py") and hasattr(x, "shape") and hasattr(x, "dtype")
 
 
-def block_candidates(xb, queries, k, offset):
+#: The index of a missing candidate (a block with fewer than k rows within the bound):
+#: with distance +inf it sorts after every row of finite distance.
+MISSING = np.iinfo(np.int64).max
+
+
+def block_candidates(xb, queries, k, offset, bound=None):
     """(distances, global indices, float64 distances) of the top-min(k, rows) rows of block ``xb``.
 
     ``xb`` is a NumPy (rows, D) block starting at global row ``offset``.
+    With ``bound`` (Q,) (the float64 k-th distance of each query among rows
+    searched before), only the rows within it are needed: a query with fewer
+    gets those, then missing entries (+inf, index :data:`MISSING`), which the
+    k rows behind the bound outrank in :func:`merge`.
     """
-    from .distance import knn
+    from .distance import knn, knn_within
     kb = min(k, xb.shape[0])
-    d, i = knn(xb, queries, kb)
-    d64 = _direct64(xb, queries, i)
-    return d, i + offset, d64
+    if bound is None:
+        d, i = knn(xb, queries, kb)
+    else:
+        d, i = knn_within(xb, queries, kb, bound)
+    missing = i < 0
+    d64 = _direct64(xb, queries, np.where(missing, 0, i))
+    i = i + offset
+    if missing.any():
+        d64[missing] = np.inf
+        i[missing] = MISSING
+    return d, i, d64
+
+
+def kth_bound(best, k):
+    """The float64 k-th distance of each query in merged candidates ``best`` (Q,):
+    the bound of :func:`block_candidates` for the rows not yet searched."""
+    return np.ascontiguousarray(best[2][:, k - 1])
 
 
 def _direct64(xb, queries, idx):
@@ -243,7 +266,8 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
                 xb = pending.result()
                 if b + 1 < len(bounds):     # the other buffer: block b - 1 is searched
                     pending = pool.submit(reader.read, *bounds[b + 1], (b + 1) % 2)
-                part = block_candidates(xb, queries, k, s)
+                part = block_candidates(xb, queries, k, s,
+                                        None if best is None else kth_bound(best, k))
                 best = part if best is None else merge([best, part], k)
                 if bar is not None:
                     bar.update(e - s)

@@ -263,10 +263,14 @@ def _l2_cpu(out, x, y, batch):
     _pairwise_cpu(out, x, y, batch, True)
 
 
-def _knn_cpu(dist, idx, x, queries, batch, k):
+def _knn_cpu(dist, idx, x, queries, batch, k, bound=None):
     """Registry kernel: the k nearest rows of ``x[xmap[b]]`` for each row of
     ``queries[ymap[b]]`` (see knn), into dist/idx (B, Q, k).
-    Returns the number of queries that took the exact rescan."""
+    Returns the number of queries that took the exact rescan.
+
+    ``bound`` (B, Q) float64, optional: only the rows within that squared
+    distance of each query are wanted (see knn_fwd): a query with fewer gets
+    them, then entries of distance +inf and index -1."""
     nbat, nq = dist.shape[0], dist.shape[1]
     n, d = x.shape[1], x.shape[2]
     nthreads = threads_for(nbat * nq * n * d, GEMM_WORK_PER_THREAD)
@@ -292,7 +296,7 @@ def _knn_cpu(dist, idx, x, queries, batch, k):
     _cpu().knn_fwd(dist, idx, x, queries, batch.xmap, batch.ymap, xc, qc, nx, nqn,
                    special_ptr, np.nonzero(special)[1].astype(np.int64),
                    all_exact.astype(np.uint8), k, kc, qblock, KNN_TBLOCK,
-                   float(np.finfo(x.dtype).eps) / 2, fallbacks, nthreads)
+                   float(np.finfo(x.dtype).eps) / 2, fallbacks, nthreads, bound)
     return int(fallbacks.sum())
 
 
@@ -723,6 +727,34 @@ def _knn_arguments(op, p, k):
     if not 1 <= k <= n:
         raise ValueError(f"{op}: k must satisfy 1 <= k <= N = {n}; got {k}.")
     return x_, q_, dtype, batch, int(k)
+
+
+def knn_within(x, queries, k, bound):
+    """:func:`knn` of NumPy ``x`` (N, D) and ``queries`` (Q, D) where only the rows
+    within squared distance ``bound`` (Q,) of each query are wanted (the k-th
+    distance among rows searched before, when a database is searched block by
+    block): far rows are then rarely inserted into the candidate heaps.
+
+    Returns ``(distances, indices)`` (Q, k): a query with at least k rows
+    within its bound gets knn's answer; one with fewer gets at least those
+    rows, sorted as knn sorts them, then entries of distance +inf and index
+    -1. A bound of +inf or NaN asks for knn's answer. CPU only; internal (the
+    streamed and Dask kNN use it).
+    """
+    op = "knn"
+    p = begin(op, x=x, queries=queries)
+    x_, q_, dtype, batch, k = _knn_arguments(op, p, k)
+    if p.backend != "cpu" or batch.shape != ():
+        raise ValueError("knn_within: x (N, D) and queries (Q, D) must be CPU arrays.")
+    nq = _rows(q_)
+    bound = np.ascontiguousarray(bound, dtype=np.float64)
+    if bound.shape != (nq,):
+        raise ValueError(f"knn_within: bound must have shape (Q,) = ({nq},); "
+                         f"got {shape_str(bound.shape)}.")
+    bound = bound.reshape(1, nq)
+    dist, idx = np.empty((1, nq, k), dtype), np.empty((1, nq, k), np.int64)
+    _knn_cpu(dist, idx, _stacked(p, x_), _stacked(p, q_), batch, k, bound)
+    return dist[0], idx[0]
 
 
 def knn(x, queries, k, return_distances=True, *, progress=False):

@@ -601,9 +601,9 @@ def _record_blocks(monkeypatch):
     """Replace block_candidates by a wrapper recording (start, block) of every call."""
     seen, inner = [], _stream.block_candidates
 
-    def record(xb, queries, k, offset):
+    def record(xb, queries, k, offset, bound=None):
         seen.append((offset, xb))
-        return inner(xb, queries, k, offset)
+        return inner(xb, queries, k, offset, bound)
     monkeypatch.setattr(_stream, "block_candidates", record)
     return seen
 

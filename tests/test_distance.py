@@ -1208,3 +1208,75 @@ def test_l2_backward_nan_entry_poisons_its_pairs_like_the_formula(dtype, where):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
         finite = ~np.isnan(ref)
         np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# knn_within: the bounded search behind the streamed and Dask kNN
+# ----------------------------------------------------------------------------
+
+def _knn_within_case(seed, dtype):
+    rng = np.random.default_rng(seed)
+    n, d, nq = int(rng.integers(257, 2500)), int(rng.integers(1, 40)), 17
+    x = rng.standard_normal((n, d)) * 10.0 ** rng.integers(-2, 3)
+    x[rng.integers(0, n, n // 5)] = x[rng.integers(0, n, n // 5)]      # duplicates: ties
+    q = np.concatenate([x[rng.integers(0, n, nq - 5)],                  # queries on rows
+                        rng.standard_normal((5, d)) * 3])
+    if seed % 3 == 0:
+        x[rng.integers(0, n, 3)] = np.nan
+        x[rng.integers(0, n, 2)] = 1e30 if dtype == np.float32 else 1e200   # special rows
+    return x.astype(dtype), q.astype(dtype), int(rng.integers(1, 25))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(8))
+def test_knn_within_lists_every_row_within_the_bound_in_knn_order(dtype, seed):
+    from fastinterp import _stream
+    from fastinterp.distance import knn_within
+    x, q, k = _knn_within_case(seed, dtype)
+    n = x.shape[0]
+    full_d, full_i = fi.knn(x, q, n)                   # every row, in knn's order
+    full64 = _stream._direct64(x, q, full_i)           # knn's float64 sort keys
+    rng = np.random.default_rng(seed + 100)
+    kth = full64[:, k - 1]
+    choices = [kth, kth * rng.uniform(0, 1, len(q)), full64[:, min(n - 1, 3 * k)],
+               np.zeros(len(q)), np.full(len(q), -1.0), np.full(len(q), np.inf),
+               np.full(len(q), np.nan), np.full(len(q), 1e300)]
+    for bound in choices:
+        d, i = knn_within(x, q, k, bound)
+        for r in range(len(q)):
+            within = full_i[r][full64[r] <= bound[r]][:k]
+            assert np.array_equal(i[r, :len(within)], within), (r, bound[r])
+            assert np.array_equal(d[r, :len(within)], full_d[r, :len(within)])
+            rest = i[r, len(within):]
+            missing = rest < 0
+            assert np.all(d[r, len(within):][missing] == np.inf)
+            assert np.all(missing[np.argmax(missing):] if missing.any() else True)
+            listed = rest[~missing]
+            assert not np.any(full64[r][np.isin(full_i[r], listed)] <= bound[r])   # extras
+        if not np.all(bound < kth):          # no query can come up short: knn's answer
+            full = ~(bound < kth)
+            assert np.array_equal(i[full], full_i[full, :k])
+            assert np.array_equal(d[full], full_d[full, :k])
+
+
+def test_knn_within_checks_its_arguments():
+    from fastinterp.distance import knn_within
+    x, q = np.zeros((300, 3)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match="bound"):
+        knn_within(x, q, 2, np.zeros(5))
+    with pytest.raises(ValueError, match="CPU arrays"):
+        knn_within(np.zeros((2, 300, 3)), q, 2, np.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(4))
+def test_streamed_knn_with_bounds_equals_knn(dtype, seed):
+    """Blocks after the first are searched within the k-th distance found so far;
+    rows tied across blocks (duplicates), NaN and huge rows included."""
+    from fastinterp import _stream
+    x, q, k = _knn_within_case(seed, dtype)
+    x = np.concatenate([x, x[::-1], x[: len(x) // 3]])       # every row again, later
+    for block_rows in (k + 1, 257, 700):
+        d, i = _stream.knn_stream(x, q, k, block_rows=block_rows)
+        rd, ri = fi.knn(x, q, k)
+        assert np.array_equal(i, ri) and np.array_equal(d, rd, equal_nan=True)

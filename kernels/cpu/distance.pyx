@@ -809,11 +809,39 @@ cdef void exact_scan(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
             heap_replace_top(hv, hi, k, e, j)
 
 
+cdef inline double heap_start(double tau, double nqr, double nxm, double delta) noexcept nogil:
+    """The value a query's heap entries start from (with index -1): +inf, or, when
+    only the rows within squared distance ``tau`` of the query are wanted (a
+    bound from rows searched before, see knn_fwd), tau - |q_c|^2 + 2 delta, so
+    that every row within tau enters the heap (its v is at most tau - |q_c|^2 +
+    delta) and most others are never inserted. A tau beyond every possible
+    distance ((|q_c| + max |x_c|)^2), NaN or +inf gives +inf."""
+    if nqr == INFINITY or not (tau < nqr + 2 * sqrt(nqr * nxm) + nxm):
+        return INFINITY
+    return tau - nqr + 2 * delta
+
+
+cdef void start_heaps(double* hv, i64* hi, Py_ssize_t nr, Py_ssize_t kc, const double* tau,
+                      const real* nq, double nxm, double gamma) noexcept nogil:
+    """Empty heaps for nr queries: kc entries each at heap_start (+inf when ``tau`` is
+    NULL), index -1."""
+    cdef Py_ssize_t r, c
+    cdef double start = INFINITY, nqr
+    for r in range(nr):
+        if tau != NULL:
+            nqr = nq[r]
+            start = heap_start(tau[r], nqr, nxm, gamma * (nqr + 2 * sqrt(nqr * nxm) + nxm))
+        for c in range(kc):
+            hv[r * kc + c] = start
+            hi[r * kc + c] = -1
+
+
 cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
                       Py_ssize_t k, Py_ssize_t kc, Py_ssize_t nheaps, const double* hv,
                       const i64* hi, Py_ssize_t heap_stride, const i64* special,
-                      Py_ssize_t nspecial, bint exact, double delta, Cand* cand,
-                      double* ev, i64* ei, real* dist_row, i64* idx_row) noexcept nogil:
+                      Py_ssize_t nspecial, bint exact, double delta, double nqr, double tau,
+                      Cand* cand, double* ev, i64* ei, real* dist_row,
+                      i64* idx_row) noexcept nogil:
     """The k nearest rows of one query from the candidates of ``nheaps`` heaps
     (heap t at hv/hi + t * heap_stride, kc entries each; one heap per thread,
     each over its share of the rows of x) and the ``special`` rows of x.
@@ -825,8 +853,13 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
     rounding bound ``delta``, the candidates contain the exact answer: their
     distances are recomputed directly and sorted. Otherwise (or with
     ``exact``) the query is rescanned exactly. Returns 1 on a rescan.
+
+    With a bound ``tau`` (finite; heaps started at heap_start), fewer than k
+    candidates is an answer too when every row outside them is proven farther
+    than tau (a_out + |q_c|^2 - delta > tau): those candidates, sorted, then
+    entries of distance +inf and index -1.
     """
-    cdef Py_ssize_t c, t, ncand = 0
+    cdef Py_ssize_t c, t, ncand = 0, nout = k
     cdef double a_out = INFINITY
     cdef bint fallback = exact
     if not fallback:
@@ -843,7 +876,7 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
             cand[ncand].i = special[c]
             ncand += 1
         if ncand < k:
-            fallback = True
+            fallback = tau == INFINITY or not (a_out + nqr - delta > tau)
         else:
             sort_cands(cand, ncand)
             if a_out != INFINITY and not (a_out > cand[k - 1].d + 2 * delta):
@@ -858,9 +891,13 @@ cdef int finish_query(const real* q, const real* x, Py_ssize_t n, Py_ssize_t d,
         for c in range(ncand):
             cand[c].d = sqdiff(q, x + cand[c].i * d, d)
         sort_cands(cand, ncand)
-    for c in range(k):
+        nout = min(k, ncand)
+    for c in range(nout):
         dist_row[c] = <real> cand[c].d
         idx_row[c] = cand[c].i
+    for c in range(nout, k):
+        dist_row[c] = INFINITY
+        idx_row[c] = -1
     return fallback
 
 
@@ -965,7 +1002,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
             const real[:, ::1] nx, const real[:, ::1] nq, const i64[::1] special_ptr,
             const i64[::1] special, const unsigned char[::1] all_exact,
             int k, int kc, int qblock, int tblock, double unit,
-            int[:, ::1] fallbacks, int nthreads):
+            int[:, ::1] fallbacks, int nthreads, const double[:, ::1] bound=None):
     """k nearest rows of ``x[xmap[b]]`` for every row of ``q[qmap[b]]``, for every batch
     element b (sorted, ties by smaller index).
 
@@ -985,6 +1022,13 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     heap (no barrier: many small clouds). ``unit`` is the dtype's
     unit roundoff. ``fallbacks[b, q]`` is set to 1 for each query that was
     rescanned. Scratch is allocated here (MemoryError before anything is written).
+
+    ``bound`` (B, Q), or None: a squared distance per query within
+    which the answer is wanted (the k-th distance of rows already searched
+    elsewhere, say; +inf or NaN for none). The heaps then start at the bound
+    (see heap_start), so far rows are never inserted, and a query with fewer
+    than k rows within its bound gets those rows, then entries of distance
+    +inf and index -1. Every row within the bound is always listed.
     """
     cdef Py_ssize_t nbat = dist.shape[0], nqry = q.shape[1], n = x.shape[1], d = x.shape[2]
     cdef Py_ssize_t nspecial, maxspecial = 0
@@ -998,6 +1042,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     cdef char* mine
     cdef size_t gbytes, wstride, o_g, o_hv, o_hi, o_cand, o_ev, o_ei, o_soa
     cdef bint soa
+    cdef bint bounded = bound is not None
     cdef double* xt
     cdef real* g
     cdef double* hv
@@ -1010,10 +1055,12 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
             or qc.shape[1] != nqry or qc.shape[2] != d or nx.shape[0] != nbat
             or nx.shape[1] != n or nq.shape[0] != nbat or nq.shape[1] != nqry
             or fallbacks.shape[0] != nbat or fallbacks.shape[1] != nqry
-            or all_exact.shape[0] != nbat or special_ptr.shape[0] != nbat + 1):
+            or all_exact.shape[0] != nbat or special_ptr.shape[0] != nbat + 1
+            or (bound is not None and (bound.shape[0] != nbat or bound.shape[1] != nqry))):
         raise ValueError("knn_fwd: dist/idx (B, Q, k), x (S, N, D), q (T, Q, D), xmap/qmap "
                          "(B,), xc (B, N, D), qc (B, Q, D), nx (B, N), nq (B, Q), "
-                         "fallbacks (B, Q), all_exact (B,), special_ptr (B + 1,) must agree.")
+                         "fallbacks (B, Q), all_exact (B,), special_ptr (B + 1,), bound (B, Q) "
+                         "must agree.")
     if not (1 <= k <= kc <= n) or qblock < 1 or tblock < 1:
         raise ValueError(f"knn_fwd: need 1 <= k <= kc <= N, qblock >= 1, tblock >= 1; "
                          f"got k={k}, kc={kc}, N={n}, qblock={qblock}, tblock={tblock}.")
@@ -1090,9 +1137,9 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                                      &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
                             fallbacks[b, q0 + r] = 1
                         continue
-                    for c in range(nr * kc):
-                        (<double*> (mine + o_hv))[c] = INFINITY
-                        (<i64*> (mine + o_hi))[c] = -1
+                    start_heaps(<double*> (mine + o_hv), <i64*> (mine + o_hi), nr, kc,
+                                &bound[b, q0] if bounded else NULL, &nq[b, q0], nx_max[b],
+                                gamma)
                     if all_exact[b] == 0:
                         fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], 0, n, nr, d, kc,
                                    tblock, <real*> (mine + o_g), <double*> (mine + o_hv),
@@ -1105,7 +1152,8 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                             &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, 1,
                             <double*> (mine + o_hv) + r * kc, <i64*> (mine + o_hi) + r * kc,
                             0, &special[special_ptr[b]] if nspecial else NULL, nspecial,
-                            all_exact[b] != 0 or nqr == INFINITY, delta,
+                            all_exact[b] != 0 or nqr == INFINITY, delta, nqr,
+                            bound[b, q0 + r] if bounded else INFINITY,
                             <Cand*> (mine + o_cand), <double*> (mine + o_ev),
                             <i64*> (mine + o_ei), &dist[b, q0 + r, 0], &idx[b, q0 + r, 0])
                 fi_team_leave(&team)
@@ -1123,9 +1171,8 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                 b = blk // nblocks
                 q0 = (blk - b * nblocks) * qblock
                 nr = min(<Py_ssize_t> qblock, nqry - q0)
-                for c in range(nr * kc):
-                    hv[c] = INFINITY
-                    hi[c] = -1
+                start_heaps(hv, hi, nr, kc, &bound[b, q0] if bounded else NULL, &nq[b, q0],
+                            nx_max[b], gamma)
                 if all_exact[b] == 0:
                     for tb in prange(ntb, schedule="dynamic", chunksize=1):
                         j0 = tb * tblock
@@ -1142,7 +1189,8 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                         &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, nteam,
                         <double*> (work + o_hv) + r * kc, <i64*> (work + o_hi) + r * kc,
                         wstride // sizeof(double), spec, nspecial,
-                        all_exact[b] != 0 or nqr == INFINITY, delta,
+                        all_exact[b] != 0 or nqr == INFINITY, delta, nqr,
+                        bound[b, q0 + r] if bounded else INFINITY,
                         <Cand*> (work + tid * wstride + o_cand),
                         <double*> (work + tid * wstride + o_ev),
                         <i64*> (work + tid * wstride + o_ei),
