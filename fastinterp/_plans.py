@@ -68,7 +68,7 @@ def key(op: str, arrays: tuple, params: tuple) -> tuple | None:
     for a in arrays:
         if a is None:
             parts.append(None)
-        elif type(a) is np.ndarray:
+        elif type(a) is np.ndarray and a.dtype.metadata is None:   # metadata: never equal
             f = a.flags
             parts.append((a.shape, a.dtype, f.c_contiguous, f.f_contiguous, f.writeable))
         else:

@@ -478,7 +478,8 @@ def _pairwise(op, x, y, out):
     m, n = _rows(x_), _rows(x_ if y_ is None else y_)
     shape = batch.shape + (m, n)
     if plan_key is not None and p.storage is None and x.flags.c_contiguous \
-            and (y is None or y.flags.c_contiguous):
+            and (y is None or y.flags.c_contiguous) \
+            and batch.xmap.nbytes + batch.ymap.nbytes <= _plans.MAX_PLAN_BYTES:
         plan = _pairwise_plan(op, dtype, batch, shape, m, n)
         _plans.store(plan_key, plan)
         return plan(x, y)

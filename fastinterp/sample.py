@@ -650,7 +650,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     fills = _fill_values(op, fill, padding_mode, geo.dims[1],
                          np.float32 if dtype == np.uint8 else dtype)
     shape = _user_shape(lay, geo)
-    if plan_key is not None and p.storage is None and p.backend == "cpu" \
+    # a fill is converted at every call (its float errors follow np.errstate): no plan
+    if plan_key is not None and p.storage is None and p.backend == "cpu" and fill is None \
             and input.flags.c_contiguous and grid.flags.c_contiguous:
         plan = _sample_plan(shape, dtype, lay, x.shape, g.shape, geo, fills, mode,
                             padding_mode, align, cl)
@@ -838,8 +839,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
     batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
     go = batched(go)
-    if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
-            a.flags.c_contiguous for a in (grad_output, input, grid)):
+    if plan_key is not None and p.storage is None and p.backend == "cpu" and fill is None \
+            and all(a.flags.c_contiguous for a in (grad_output, input, grid)):
         plan = _backward_plan(op, dtype, tuple(x_user.shape), tuple(g_user.shape), go.shape,
                               x.shape, g.shape, geo, fills, mode, padding_mode, align, cl,
                               det, need_in, need_grid)

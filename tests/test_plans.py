@@ -161,7 +161,7 @@ def _sample_args(xshape, gshape, dtype, seed):
 @pytest.mark.parametrize("xshape,gshape,dtype,kwargs", SAMPLE_CASES)
 def test_repeated_grid_sample_calls_equal_the_full_path(xshape, gshape, dtype, kwargs):
     fi.grid_sample(*_sample_args(xshape, gshape, dtype, 0), **kwargs)
-    assert len(_plans._plans) == 1
+    assert len(_plans._plans) == (0 if "fill" in kwargs else 1)   # a fill: the full path
     for seed in (1, 2):
         x, g = _sample_args(xshape, gshape, dtype, seed)
         got = fi.grid_sample(x, g, **kwargs)
@@ -285,3 +285,31 @@ def test_repeated_grid_sample_backward_calls_equal_the_full_path(xshape, gshape,
             if gv is not None:
                 assert gv.shape == wv.shape and gv.tobytes() == wv.tobytes()
                 assert gv.flags.c_contiguous
+
+
+def test_a_fill_is_converted_at_every_call():
+    """Its conversion's float errors follow np.errstate, so no plan skips it."""
+    x, g = _sample_args((1, 2, 5, 5), (1, 3, 3, 2), np.float32, 0)
+    for _ in range(2):
+        fi.grid_sample(x, g, padding_mode="constant", fill=(1e-50, 1.0))
+    with np.errstate(under="raise"), pytest.raises(FloatingPointError):
+        fi.grid_sample(x, g, padding_mode="constant", fill=(1e-50, 1.0))
+
+
+def test_dtype_metadata_is_never_keyed():
+    meta = np.dtype(np.float32, metadata={"unit": "m"})
+    plain, tagged = np.ones((4, 3), np.float32), np.ones((4, 3), meta)
+    assert _plans.key("op", (tagged,), ()) is None
+    for first, second in ((plain, tagged), (tagged, plain)):
+        _plans.clear()
+        fi.pairwise_sqdist(first)
+        assert fi.pairwise_sqdist(second).dtype.metadata == _full_path(
+            fi.pairwise_sqdist, second).dtype.metadata
+
+
+def test_pairwise_plans_hold_no_large_batch_maps():
+    x, y = np.ones((3000, 1, 1, 1), np.float32), np.ones((1, 3000, 1, 1), np.float32)
+    fi.pairwise_sqdist(x, y)                           # 9M batch elements: 144 MB of maps
+    assert not _plans._plans
+    fi.pairwise_sqdist(x[:3], y[:, :3])
+    assert len(_plans._plans) == 1
