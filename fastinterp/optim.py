@@ -120,6 +120,15 @@ class _Param:
         return self.template.empty(self.shape, self.dtype)[0]
 
 
+def _listed(op: str, name: str, value: Any, expected: str, given: Any = None) -> list[Any]:
+    """``value``, an iterable that is not a string or a dict, as a list; a ``TypeError``
+    saying ``expected`` otherwise (``given``: the object to name, if not ``value``)."""
+    if value is None or isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        shown = type(value if given is None else given).__name__
+        raise TypeError(f"{op}: {name} must be {expected}; got {shown}.")
+    return list(value)
+
+
 def _updatable(obj: Any) -> Any:
     """The object whose memory a step writes: a torch parameter (``requires_grad``) as
     ``obj.detach()``, which shares its current storage. Like ``torch.optim``, which
@@ -247,10 +256,8 @@ class Optimizer:
     _required_state: tuple[str, ...] = ()
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        if hasattr(params, "shape") or isinstance(params, dict):
-            raise TypeError(f"{self._name}: params must be a list of arrays or of parameter "
-                            f"group dicts; got {type(params).__name__}.")
-        groups = list(params)
+        groups = _listed(self._name, "params", None if hasattr(params, "shape") else params,
+                         "a sequence of arrays or of parameter group dicts", params)
         if not groups:
             raise ValueError(f"{self._name}: params must not be empty; got an empty list.")
         self.defaults = dict(defaults)
@@ -285,7 +292,8 @@ class Optimizer:
             raise TypeError(f"{self._name}: a parameter group must be a dict with a 'params' "
                             f"list; got {type(group).__name__}.")
         arrays = group["params"]
-        arrays = [arrays] if hasattr(arrays, "shape") else list(arrays)
+        arrays = [arrays] if hasattr(arrays, "shape") else _listed(
+            self._name, "a parameter group's 'params'", arrays, "a sequence of arrays")
         self._check_keys(self._name, "parameter group", group)
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._check(full)

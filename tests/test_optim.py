@@ -219,7 +219,7 @@ def test_no_momentum_sgd_keeps_no_state():
 
 @pytest.mark.parametrize("make, exc, match", [
     (lambda: SGD([], lr=0.1), ValueError, "params must not be empty"),
-    (lambda: SGD(np.zeros(3), lr=0.1), TypeError, "params must be a list"),
+    (lambda: SGD(np.zeros(3), lr=0.1), TypeError, "params must be a sequence of arrays"),
     (lambda: SGD([np.zeros(3, np.int64)], lr=0.1), TypeError, r"params\[0\] must have dtype float32 or float64"),
     (lambda: SGD([np.zeros(3, np.float16)], lr=0.1), TypeError, "float16"),
     (lambda: SGD([np.zeros((4, 4))[:, ::2]], lr=0.1), ValueError, "C-contiguous"),
@@ -247,6 +247,34 @@ def test_no_momentum_sgd_keeps_no_state():
 def test_constructor_errors(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1)), (Adam, {}), (AdamW, {})])
+@pytest.mark.parametrize("params, given", [
+    (None, "NoneType"), (3, "int"), (2.5, "float"), ("abc", "str"), (b"ab", "bytes"),
+    ({"params": [np.zeros(3)]}, "dict"), (np.zeros(3), "ndarray"), (np.float64(1.0), "float64"),
+])
+def test_params_that_are_not_a_sequence_of_arrays(cls, kw, params, given):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: params must be a sequence of arrays "
+                                        rf"or of parameter group dicts; got {given}\.$"):
+        cls(params, **kw)
+
+
+@pytest.mark.parametrize("arrays, given", [(None, "NoneType"), (3, "int"), ("ab", "str"),
+                                           ({"a": np.zeros(3)}, "dict")])
+def test_group_params_that_are_not_a_sequence_of_arrays(arrays, given):
+    with pytest.raises(TypeError, match=rf"^Adam: a parameter group's 'params' must be a sequence "
+                                        rf"of arrays; got {given}\.$"):
+        Adam([{"params": arrays}])
+    opt = Adam([np.zeros(2)])
+    with pytest.raises(TypeError, match="a parameter group's 'params' must be a sequence"):
+        opt.add_param_group({"params": arrays})
+
+
+def test_params_may_be_any_iterable_of_arrays():
+    a, b = np.zeros(2), np.zeros(3)
+    assert len(Adam(iter([a, b])).param_groups[0]["params"]) == 2
+    assert len(SGD((a, b), lr=0.1).param_groups[0]["params"]) == 2
 
 
 @pytest.mark.parametrize("grads, exc, match", [
