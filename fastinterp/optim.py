@@ -36,7 +36,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import CUDA, Prepared, begin
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
-from ._validate import same_view, shape_str
+from ._validate import check_bool, same_view, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -318,6 +318,11 @@ class Optimizer:
                                  f"number or 0-d array); got {group[key]!r}.")
             group[key] = value
 
+    def _flags(self, group: dict[str, Any], *keys: str) -> None:
+        """Each ``group[key]`` must be a bool (NumPy bools pass); stored back as one."""
+        for key in keys:
+            group[key] = check_bool(self._name, key, group[key])
+
     def _check(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -582,6 +587,7 @@ class SGD(Optimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "momentum", "dampening", "weight_decay")
+        self._flags(group, "nesterov", "maximize")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"SGD: nesterov=True requires momentum > 0 and dampening == 0; "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}.")
@@ -646,6 +652,7 @@ class Adam(Optimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "eps", "weight_decay")
+        self._flags(group, "amsgrad", "maximize")
         betas = group["betas"]
         try:
             values = [_scalar(b) for b in betas]

@@ -271,6 +271,27 @@ def test_group_params_that_are_not_a_sequence_of_arrays(arrays, given):
         opt.add_param_group({"params": arrays})
 
 
+@pytest.mark.parametrize("cls, kw, flag", [
+    (SGD, dict(lr=0.1, momentum=0.9), "nesterov"), (SGD, dict(lr=0.1), "maximize"),
+    (Adam, {}, "amsgrad"), (Adam, {}, "maximize"), (AdamW, {}, "amsgrad"), (AdamW, {}, "maximize"),
+])
+@pytest.mark.parametrize("bad", ["no", "", [1], 1, 0, None, np.array([True])])
+def test_flags_must_be_bools(cls, kw, flag, bad):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool; got "):
+        cls([np.zeros(3)], **kw, **{flag: bad})
+    opt = cls([np.zeros(3)], **kw)
+    opt.param_groups[0][flag] = bad                       # set later, as a scheduler might
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool"):
+        opt.step([np.ones(3)])
+
+
+def test_flags_take_numpy_bools():
+    w = np.ones(3)
+    SGD([w], lr=0.1, momentum=0.9, nesterov=np.True_, maximize=np.False_).step([np.ones(3)])
+    np.testing.assert_allclose(w, 1 - 0.1 * 1.9)
+    Adam([np.ones(2)], amsgrad=np.bool_(True)).step([np.ones(2)])
+
+
 def test_params_may_be_any_iterable_of_arrays():
     a, b = np.zeros(2), np.zeros(3)
     assert len(Adam(iter([a, b])).param_groups[0]["params"]) == 2
