@@ -820,13 +820,14 @@ def _input_size(op, input_size, grad_shape, lay):
     dims = getattr(input_size, "shape", input_size)
     full = lay.axes
     try:
-        dims = tuple(dims)
+        dims = _sequence(dims)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape {full} or (H, W); "
                         f"got {input_size!r}.") from None
-    if len(dims) not in (2, lay.ndim) or not all(_is_int(d) for d in dims):
-        raise ValueError(f"{op}: input_size must be a shape {full} or (H, W) of ints; "
-                         f"got {input_size!r}.")
+    error = ValueError if all(_is_int(d) for d in dims) else TypeError
+    if error is TypeError or len(dims) not in (2, lay.ndim):
+        raise error(f"{op}: input_size must be a shape {full} or (H, W) of ints; "
+                    f"got {input_size!r}.")
     dims = tuple(int(d) for d in dims)
     if len(dims) == lay.ndim and lay.ndim > 2:
         n, c, h, w = lay.split(dims)
@@ -1409,12 +1410,13 @@ def _nd_input_size(op, input_size, grad_shape):
     k = len(grad_shape) - 2
     dims = getattr(input_size, "shape", input_size)
     try:
-        dims = tuple(dims)
+        dims = _sequence(dims)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape; got {input_size!r}.") from None
-    if len(dims) not in (k, k + 2) or not all(_is_int(v) for v in dims):
-        raise ValueError(f"{op}: input_size must be a shape of {k + 2} ints (or the {k} "
-                         f"spatial extents); got {input_size!r}.")
+    error = ValueError if all(_is_int(v) for v in dims) else TypeError
+    if error is TypeError or len(dims) not in (k, k + 2):
+        raise error(f"{op}: input_size must be a shape of {k + 2} ints (or the {k} "
+                    f"spatial extents); got {input_size!r}.")
     dims = tuple(int(v) for v in dims)
     if len(dims) == k + 2 and dims[:2] != tuple(grad_shape[:2]):
         raise ValueError(f"{op}: input_size must have the same N and C as grad_output "

@@ -1148,3 +1148,14 @@ def test_backward_input_sizes_beyond_an_axis_are_refused(call):
     with pytest.raises(ValueError, match=r"_backward: input_size must give an output of at "
                                          r"most 2\*\*31 - 1 pixels"):
         call()
+
+
+@pytest.mark.parametrize("fn, grad", [("resize_backward", (1, 1, 4, 4)),
+                                      ("adaptive_avg_pool2d_backward", (1, 1, 4, 4)),
+                                      ("adaptive_avg_pool1d_backward", (1, 1, 4)),
+                                      ("adaptive_avg_pool3d_backward", (1, 1, 2, 2, 2))])
+@pytest.mark.parametrize("bad", ["ab", "abcd", b"abcd", (1, 1, 2.0, 2), (1, 1, None, 2),
+                                 (True, 1, 2, 2), None])
+def test_backward_input_sizes_of_other_types(fn, grad, bad):
+    with pytest.raises(TypeError, match=rf"^{fn}: input_size must be a shape"):
+        getattr(fi, fn)(np.zeros(grad), bad)
