@@ -32,7 +32,7 @@ class AffineAlign(Estimator):
     momentum : float
         Heavy-ball momentum in [0, 1).
     max_iter : int
-        Maximum number of steps, >= 0 (0 keeps ``theta0``).
+        Maximum number of steps, in [0, 2**31 - 1] (0 keeps ``theta0``).
     tol : float
         Stop when the step (max |delta theta|) falls below ``tol``.
     max_step : float

@@ -322,7 +322,7 @@ class NCA(Estimator):
         (scaled so that the embedded coordinates have unit variance on
         average), the first rows of the identity, or a seeded Gaussian
         matrix scaled by ``1/sqrt(n_features)``.
-    max_iter : int or None
+    max_iter : int in [0, 2**31 - 1], or None
         Number of epochs (passes over the shuffled training set). None
         (default): 12 epochs, or more on small training sets so that the fit
         takes at least 150 Adam steps from the PCA or identity start

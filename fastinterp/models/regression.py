@@ -92,7 +92,7 @@ class PolynomialRegression(Estimator):
     Parameters
     ----------
     degree : int
-        Polynomial degree, >= 0 (default 2).
+        Polynomial degree, in [0, 2**31 - 1] (default 2).
     optimizer : {'sgd', 'adam'}
         SGD with heavy-ball momentum (default) or Adam.
     lr : float, optional
@@ -101,7 +101,7 @@ class PolynomialRegression(Estimator):
     momentum : float
         SGD momentum (default 0.9).
     max_iter : int
-        Maximum number of steps.
+        Maximum number of steps, in [1, 2**31 - 1].
     tol : float
         Stop when the gradient's norm falls to ``tol`` times its norm at c = 0,
         ``|(2/n) V^T y|`` (relative: the fit does not depend on the units of y).
