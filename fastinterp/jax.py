@@ -265,7 +265,7 @@ def _static(v, kinds=(int, float)):
         return v
     if isinstance(v, (np.generic, np.ndarray)):
         v = v.tolist()
-    if isinstance(v, (int, float)) or not hasattr(v, "__iter__"):
+    if isinstance(v, (int, float, str, bytes)) or not hasattr(v, "__iter__"):
         return v
     return tuple(x.item() if isinstance(x, np.generic) else x for x in v)
 

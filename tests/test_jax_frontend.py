@@ -205,6 +205,14 @@ def test_errors_surface_at_trace_time_with_the_numpy_message():
     (lambda x: fij.rotate(x, 30, center=3), TypeError, r"^rotate: center must be a pair"),
     (lambda x: fij.affine_grid(jnp.zeros((1, 2, 3)), ("a", 1, 4, 4)), TypeError,
      r"^affine_grid: size must be a sequence"),
+    (lambda x: fij.resize(x, "ab"), TypeError,
+     r"^resize: size must be a positive int or a pair of them \(H, W\); got 'ab'"),
+    (lambda x: fij.adaptive_avg_pool2d(x, "ab"), TypeError,
+     r"^adaptive_avg_pool2d: output_size must be an int or a pair \(H, W\); got 'ab'"),
+    (lambda x: fij.adaptive_avg_pool1d(x[0], "a"), TypeError,
+     r"^adaptive_avg_pool1d: output_size must be an int or a sequence of 1; got 'a'"),
+    (lambda x: fij.adaptive_avg_pool2d(x, 2**70), ValueError,
+     r"^adaptive_avg_pool2d: output_size must give an output of at most 2\*\*31 - 1"),
 ])
 def test_hostile_warp_arguments_name_the_op(call, exc, match):
     with pytest.raises(exc, match=match):
