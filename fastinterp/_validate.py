@@ -16,7 +16,8 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype", "check_array",
+    "check_dtype", "check_array", "check_bool", "is_int", "int_sizes", "finite_float",
+    "AXIS_MAX",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -70,14 +71,22 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
     return np.asarray(real_float(op, name, value, dtype), dtype=dtype)
 
 
+def _is_real(value) -> bool:
+    """A real Python/NumPy scalar: not None, a bool, a complex number or a string."""
+    return type(value) in _PLAIN_REALS or (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (Real, np.integer, np.floating)))
+
+
+def _given(value) -> str:
+    return "None" if value is None else f"{type(value).__name__} {value!r}"
+
+
 def real_float(op: str, name: str, value, dtype) -> float:
     """``value`` checked as :func:`real_scalar` checks it, as a Python float (not yet
     rounded to ``dtype``): for callers that build their own scalar of that dtype."""
-    if type(value) not in _PLAIN_REALS and (
-            isinstance(value, (bool, np.bool_))
-            or not isinstance(value, (Real, np.integer, np.floating))):
-        given = "None" if value is None else f"{type(value).__name__} {value!r}"
-        raise TypeError(f"{op}: {name} must be a real number or an array; got {given}.")
+    if not _is_real(value):
+        raise TypeError(f"{op}: {name} must be a real number or an array; got {_given(value)}.")
     dtype = np.dtype(dtype)
     try:
         wide = float(value)
@@ -88,6 +97,62 @@ def real_float(op: str, name: str, value, dtype) -> float:
                  else repr(value))
         raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
     return wide
+
+
+def finite_float(op: str, name: str, value) -> float:
+    """A finite real Python/NumPy scalar as a float: a ``TypeError`` for ``None``,
+    bools, strings, complex numbers and arrays, a ``ValueError`` for nan, inf and
+    ints beyond float64."""
+    if not _is_real(value):
+        raise TypeError(f"{op}: {name} must be a real number; got {_given(value)}.")
+    try:
+        wide = float(value)
+    except OverflowError:  # an int beyond float64
+        wide = math.inf
+    if not math.isfinite(wide):
+        shown = f"an int of {len(str(abs(int(value))))} digits" if is_int(value) else repr(wide)
+        raise ValueError(f"{op}: {name} must be finite; got {shown}.")
+    return wide
+
+
+def check_bool(op: str, name: str, value) -> bool:
+    """``value`` must be a bool (Python or NumPy): a ``TypeError`` otherwise (no truthy
+    stand-ins such as ``'no'``, ``[1]`` or ``1``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool; got {type(value).__name__} {value!r}.")
+    return bool(value)
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy), bools excluded."""
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+#: The largest extent of an output axis: tap tables and grids index an axis with int32.
+AXIS_MAX = 2**31 - 1
+
+
+def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
+              lo: int = 0) -> tuple[int, ...]:
+    """``value``, a sequence of axis sizes, as a tuple of Python ints.
+
+    ``layout`` names the entries for the message (``"(H_out, W_out)"``). A
+    string, a non-sequence or an entry that is not an int (a bool, a float,
+    ``None``) raises ``TypeError``; a length not in ``lengths`` or an entry
+    outside ``[lo, 2**31 - 1]`` raises ``ValueError``.
+    """
+    try:
+        dims = tuple(value) if not isinstance(value, (str, bytes)) else None
+    except TypeError:
+        dims = None
+    if dims is None or not all(is_int(d) for d in dims):
+        raise TypeError(f"{op}: {name} must be a sequence {layout} of ints; got {value!r}.")
+    if len(dims) not in lengths:
+        raise ValueError(f"{op}: {name} must be {layout} of ints; got {shape_str(dims)}.")
+    if not all(lo <= d <= AXIS_MAX for d in dims):
+        raise ValueError(f"{op}: {name} must have entries >= {lo} and <= 2**31 - 1; "
+                         f"got {shape_str(dims)}.")
+    return tuple(int(d) for d in dims)
 
 
 def check_ndim(op: str, name: str, arr, ndims: int | Iterable[int], layout: str) -> None:

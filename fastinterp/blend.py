@@ -10,7 +10,7 @@ import numpy as np
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
-from ._validate import (as_c_contiguous, broadcast_shape, check_option, check_out,
+from ._validate import (as_c_contiguous, broadcast_shape, check_bool, check_option, check_out,
                         full_or_single, real_scalar, same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
@@ -194,11 +194,6 @@ registry.register_builtin("slerp", _slerp_cpu, "fastinterp._cuda.blend:slerp")
 SLERP_NORMS = ("linear", "formula")
 
 
-def _check_flag(op, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be True or False; got {value!r}.")
-
-
 def _slerp_weights(p, t, dtype, batch, path, op="slerp"):
     """t as a flat array for the kernel: ``(t_flat, t_row_stride, steps)``.
 
@@ -260,8 +255,8 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
 
     ``extra`` arrays (the backward's ``grad_out``) go through ``begin`` first.
     """
-    _check_flag(op, "path", path)
-    _check_flag(op, "shortest_path", shortest_path)
+    check_bool(op, "path", path)
+    check_bool(op, "shortest_path", shortest_path)
     check_option(op, "norm", norm, SLERP_NORMS)
     p = begin(op, **extra, a=a, b=b, t=t)
     a_, b_, t_ = p.arrays["a"], p.arrays["b"], p.arrays["t"]

@@ -36,7 +36,8 @@ import numpy as np
 
 import fastinterp as _fi
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from .sample import static_fill
+from .sample import _check_size, static_fill
+from .warp import _check_dsize, _rotation_matrix, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -228,7 +229,7 @@ def affine_grid(theta, size, align_corners=False):
            [-1.,  0.,  1.]], dtype=float32)
     """
     theta = jnp.asarray(theta)
-    size = tuple(int(s) for s in size)
+    size = _check_size("affine_grid", size)
     kw = dict(size=size, align_corners=align_corners)
     specs = _image_specs(_affine_grid_fold, (theta,), kw)
 
@@ -264,7 +265,7 @@ def _static(v, kinds=(int, float)):
         return v
     if isinstance(v, (np.generic, np.ndarray)):
         v = v.tolist()
-    if isinstance(v, (int, float)) or not hasattr(v, "__iter__"):
+    if isinstance(v, (int, float, str, bytes)) or not hasattr(v, "__iter__"):
         return v
     return tuple(x.item() if isinstance(x, np.generic) else x for x in v)
 
@@ -404,10 +405,12 @@ _WARP_HOSTS = {rows: (_warp_host(rows), _warp_bwd_host(rows)) for rows in (2, 3)
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
           layout):
     img, M = jnp.asarray(img), jnp.asarray(M)
+    if jnp.issubdtype(M.dtype, jnp.bool_) or jnp.issubdtype(M.dtype, jnp.complexfloating):
+        raise matrix_type_error(op, "M", M.dtype)
     if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
         M = M.astype(jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
     x_b, name, back_fn = _as_batch(op, img, layout)
-    kw = dict(dsize=tuple(int(d) for d in dsize), mode=mode, padding_mode=padding_mode,
+    kw = dict(dsize=_check_dsize(op, dsize), mode=mode, padding_mode=padding_mode,
               align_corners=align_corners, match=match, inverse_map=inverse_map,
               fill=static_fill(op, fill), layout=name)
     host, host_bwd = _WARP_HOSTS[rows]
@@ -478,7 +481,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout("rotate", "img", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = np.asarray(_fi.rotation_matrix(angle, center, scale))
+    M = _rotation_matrix("rotate", angle, center, scale)
     return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout)
 

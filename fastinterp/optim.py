@@ -36,7 +36,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import CUDA, Prepared, begin
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
-from ._validate import same_view, shape_str
+from ._validate import check_bool, same_view, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -118,6 +118,15 @@ class _Param:
     def empty_like(self) -> Any:
         """An uninitialised state buffer shaped like the parameter (the caller's array type)."""
         return self.template.empty(self.shape, self.dtype)[0]
+
+
+def _listed(op: str, name: str, value: Any, expected: str, given: Any = None) -> list[Any]:
+    """``value``, an iterable that is not a string or a dict, as a list; a ``TypeError``
+    saying ``expected`` otherwise (``given``: the object to name, if not ``value``)."""
+    if value is None or isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        shown = type(value if given is None else given).__name__
+        raise TypeError(f"{op}: {name} must be {expected}; got {shown}.")
+    return list(value)
 
 
 def _updatable(obj: Any) -> Any:
@@ -247,10 +256,8 @@ class Optimizer:
     _required_state: tuple[str, ...] = ()
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        if hasattr(params, "shape") or isinstance(params, dict):
-            raise TypeError(f"{self._name}: params must be a list of arrays or of parameter "
-                            f"group dicts; got {type(params).__name__}.")
-        groups = list(params)
+        groups = _listed(self._name, "params", None if hasattr(params, "shape") else params,
+                         "a sequence of arrays or of parameter group dicts", params)
         if not groups:
             raise ValueError(f"{self._name}: params must not be empty; got an empty list.")
         self.defaults = dict(defaults)
@@ -285,7 +292,8 @@ class Optimizer:
             raise TypeError(f"{self._name}: a parameter group must be a dict with a 'params' "
                             f"list; got {type(group).__name__}.")
         arrays = group["params"]
-        arrays = [arrays] if hasattr(arrays, "shape") else list(arrays)
+        arrays = [arrays] if hasattr(arrays, "shape") else _listed(
+            self._name, "a parameter group's 'params'", arrays, "a sequence of arrays")
         self._check_keys(self._name, "parameter group", group)
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._check(full)
@@ -309,6 +317,11 @@ class Optimizer:
                 raise ValueError(f"{self._name}: {key} must be a finite number >= 0 (a Python "
                                  f"number or 0-d array); got {group[key]!r}.")
             group[key] = value
+
+    def _flags(self, group: dict[str, Any], *keys: str) -> None:
+        """Each ``group[key]`` must be a bool (NumPy bools pass); stored back as one."""
+        for key in keys:
+            group[key] = check_bool(self._name, key, group[key])
 
     def _check(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -574,6 +587,7 @@ class SGD(Optimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "momentum", "dampening", "weight_decay")
+        self._flags(group, "nesterov", "maximize")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"SGD: nesterov=True requires momentum > 0 and dampening == 0; "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}.")
@@ -638,6 +652,7 @@ class Adam(Optimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         self._nonneg(group, "lr", "eps", "weight_decay")
+        self._flags(group, "amsgrad", "maximize")
         betas = group["betas"]
         try:
             values = [_scalar(b) for b in betas]

@@ -54,7 +54,8 @@ from ._config import threads_for
 from ._dispatch import begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, resolve as resolve_layout
-from ._validate import check_array, check_dtype, check_option, check_out, float_dtype, shape_str
+from ._validate import (AXIS_MAX, check_array, check_bool, check_dtype, check_option, check_out,
+                        float_dtype, is_int as _is_int, shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -770,10 +771,6 @@ for _op in ("resize", "adaptive_avg_pool2d"):
 
 # --------------------------------------------------------------------------- argument checks
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
 def _pair(op, name, value, kind):
     """An int/float or a sequence of two (H, W), as a 2-tuple of Python numbers."""
     return _tuple_k(op, name, value, kind, 2)
@@ -793,8 +790,7 @@ def _check_mode_options(op, mode, align_corners, antialias, match="torch"):
         which = (f"mode={mode!r} (it applies to 'bilinear', 'bicubic' and 'lanczos' only)"
                  if match == "torch" else f"match={match!r} (the library fixes its pixel grid)")
         raise ValueError(f"{op}: align_corners must be None for {which}; got {align_corners!r}.")
-    if not isinstance(antialias, (bool, np.bool_)):
-        raise TypeError(f"{op}: antialias must be a bool; got {antialias!r}.")
+    check_bool(op, "antialias", antialias)
     if antialias and (mode not in _INTERPOLATING or match != "torch"):
         raise ValueError(f"{op}: antialias=True needs mode 'bilinear', 'bicubic' or 'lanczos' "
                          f"and match='torch' (the presets filter as their library does); "
@@ -824,13 +820,14 @@ def _input_size(op, input_size, grad_shape, lay):
     dims = getattr(input_size, "shape", input_size)
     full = lay.axes
     try:
-        dims = tuple(dims)
+        dims = _sequence(dims)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape {full} or (H, W); "
                         f"got {input_size!r}.") from None
-    if len(dims) not in (2, lay.ndim) or not all(_is_int(d) for d in dims):
-        raise ValueError(f"{op}: input_size must be a shape {full} or (H, W) of ints; "
-                         f"got {input_size!r}.")
+    error = ValueError if all(_is_int(d) for d in dims) else TypeError
+    if error is TypeError or len(dims) not in (2, lay.ndim):
+        raise error(f"{op}: input_size must be a shape {full} or (H, W) of ints; "
+                    f"got {input_size!r}.")
     dims = tuple(int(d) for d in dims)
     if len(dims) == lay.ndim and lay.ndim > 2:
         n, c, h, w = lay.split(dims)
@@ -842,7 +839,7 @@ def _input_size(op, input_size, grad_shape, lay):
         h, w = dims
     if h < 1 or w < 1:
         raise ValueError(f"{op}: input_size must have H >= 1 and W >= 1; got {shape_str(dims)}.")
-    return h, w
+    return _axis_sizes_fit(op, "input_size", input_size, (h, w))
 
 
 # --------------------------------------------------------------------------- the common call
@@ -1150,6 +1147,13 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
 
 
+def _sequence(value) -> tuple:
+    """``tuple(value)``; a ``TypeError`` for a string or a non-iterable."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError("a string is not a sequence of sizes")
+    return tuple(value)
+
+
 def _pool_size(op, output_size, in_hw):
     """torch's output_size: an int, or a pair whose None entries keep the input size."""
     if output_size is None:
@@ -1157,14 +1161,14 @@ def _pool_size(op, output_size, in_hw):
     if _is_int(output_size):
         output_size = (output_size, output_size)
     try:
-        vals = tuple(output_size)
+        vals = _sequence(output_size)
     except TypeError:
         raise TypeError(f"{op}: output_size must be an int or a pair (H, W); "
                         f"got {output_size!r}.") from None
     if len(vals) != 2:
         raise ValueError(f"{op}: output_size must be an int or a pair (H, W); got {output_size!r}.")
     vals = tuple(n if v is None else v for v, n in zip(vals, in_hw))
-    return _pair(op, "output_size", vals, "int")
+    return _axis_sizes_fit(op, "output_size", output_size, _pair(op, "output_size", vals, "int"))
 
 
 def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
@@ -1287,8 +1291,10 @@ def _tuple_k(op, name, value, kind, k):
             vals = tuple(value)
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
-        if len(vals) != k or not all(ok(v) for v in vals):
-            axes = " (H, W)" if k == 2 else ""
+        axes = " (H, W)" if k == 2 else ""
+        if isinstance(value, (str, bytes)) or not all(ok(v) for v in vals):
+            raise TypeError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
+        if len(vals) != k:
             raise ValueError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
     vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
     if kind == "float" and not all(math.isfinite(v) for v in vals):
@@ -1352,13 +1358,9 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
     return out, scales
 
 
-# The tap tables index an axis with int32.
-_AXIS_MAX = 2**31 - 1
-
-
 def _axis_sizes_fit(op, name, given, out):
     """``out`` (output extents), after checking each fits the int32 tap tables."""
-    if max(out) > _AXIS_MAX:
+    if max(out) > AXIS_MAX:
         raise ValueError(f"{op}: {name} must give an output of at most 2**31 - 1 pixels "
                          f"along each axis; got {name}={given!r}, an axis of "
                          f"{float(max(out)):.4g} pixels.")
@@ -1453,12 +1455,13 @@ def _nd_input_size(op, input_size, grad_shape):
     k = len(grad_shape) - 2
     dims = getattr(input_size, "shape", input_size)
     try:
-        dims = tuple(dims)
+        dims = _sequence(dims)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape; got {input_size!r}.") from None
-    if len(dims) not in (k, k + 2) or not all(_is_int(v) for v in dims):
-        raise ValueError(f"{op}: input_size must be a shape of {k + 2} ints (or the {k} "
-                         f"spatial extents); got {input_size!r}.")
+    error = ValueError if all(_is_int(v) for v in dims) else TypeError
+    if error is TypeError or len(dims) not in (k, k + 2):
+        raise error(f"{op}: input_size must be a shape of {k + 2} ints (or the {k} "
+                    f"spatial extents); got {input_size!r}.")
     dims = tuple(int(v) for v in dims)
     if len(dims) == k + 2 and dims[:2] != tuple(grad_shape[:2]):
         raise ValueError(f"{op}: input_size must have the same N and C as grad_output "
@@ -1467,7 +1470,7 @@ def _nd_input_size(op, input_size, grad_shape):
     if any(v < 1 for v in sp):
         raise ValueError(f"{op}: input_size must have every spatial extent >= 1; "
                          f"got {shape_str(dims)}.")
-    return sp
+    return _axis_sizes_fit(op, "input_size", input_size, sp)
 
 
 def _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners, antialias,
@@ -1502,7 +1505,7 @@ def _pool_size_k(op, output_size, in_sp):
         vals = (output_size,) * k
     else:
         try:
-            vals = tuple(output_size)
+            vals = _sequence(output_size)
         except TypeError:
             raise TypeError(f"{op}: output_size must be an int or a sequence of {k}; "
                             f"got {output_size!r}.") from None
@@ -1510,7 +1513,8 @@ def _pool_size_k(op, output_size, in_sp):
             raise ValueError(f"{op}: output_size must be an int or a sequence of {k}; "
                              f"got {output_size!r}.")
     vals = tuple(n if v is None else v for v, n in zip(vals, in_sp))
-    return _tuple_k(op, "output_size", vals, "int", k)
+    return _axis_sizes_fit(op, "output_size", output_size,
+                           _tuple_k(op, "output_size", vals, "int", k))
 
 
 def _pool_tables(in_sp, out_sp, dtype):

@@ -17,8 +17,9 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._layout import from_channels_last, resolve as resolve_layout
-from ._validate import (as_c_contiguous, check_array, check_dtype, check_ndim, check_option,
-                        check_out, real_float, real_scalar, same_dtype, shape_str)
+from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
+                        check_option, check_out, int_sizes, real_float, real_scalar, same_dtype,
+                        shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
@@ -34,25 +35,9 @@ _CPU_ONLY_PADDINGS = ("constant", "wrap")
 
 # --------------------------------------------------------------------------- helpers
 
-def _check_bool(op, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool; got {type(value).__name__} {value!r}.")
-    return bool(value)
-
-
 def _check_size(op, size):
     """(N, C, H, W) or (N, C, D, H, W) as a tuple of ints >= 0."""
-    try:
-        dims = tuple(int(s) for s in size)
-    except TypeError:
-        raise TypeError(f"{op}: size must be a sequence (N, C, H, W) or (N, C, D, H, W); "
-                        f"got {size!r}.") from None
-    if len(dims) not in (4, 5) or any(d != s for d, s in zip(dims, size)):
-        raise ValueError(f"{op}: size must be (N, C, H, W) or (N, C, D, H, W) of ints; "
-                         f"got {tuple(size)!r}.")
-    if any(d < 0 for d in dims):
-        raise ValueError(f"{op}: size must have all entries >= 0; got {shape_str(dims)}.")
-    return dims
+    return int_sizes(op, "size", size, "(N, C, H, W) or (N, C, D, H, W)", (4, 5))
 
 
 def base_coordinates(n: int, align_corners: bool, dtype) -> np.ndarray:
@@ -109,7 +94,7 @@ def _check_grid(op, grid, n):
 def _check_options(op, mode, padding_mode, align_corners):
     check_option(op, "mode", mode, MODES)
     check_option(op, "padding_mode", padding_mode, PADDINGS)
-    return _check_bool(op, "align_corners", align_corners)
+    return check_bool(op, "align_corners", align_corners)
 
 
 # --------------------------------------------------------------------------- affine_grid
@@ -190,7 +175,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
            [-1.,  0.,  1.]])
     """
     op = "affine_grid"
-    align = _check_bool(op, "align_corners", align_corners)
+    align = check_bool(op, "align_corners", align_corners)
     dims = _check_size(op, size)
     if len(dims) == 5:
         return _affine_grid_3d(op, theta, dims, align, out)
@@ -246,7 +231,7 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
             [0., 0., 4.]]])
     """
     op = "affine_grid_backward"
-    align = _check_bool(op, "align_corners", align_corners)
+    align = check_bool(op, "align_corners", align_corners)
     dims = _check_size(op, size)
     if len(dims) == 5:
         return _affine_grid_3d_backward(op, grad_grid, dims, align)
@@ -824,9 +809,9 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     op = "grid_sample_backward"
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
-    need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
-    need_grid = _check_bool(op, "needs_grid_grad", needs_grid_grad)
-    det = _check_bool(op, "deterministic", deterministic)
+    need_in = check_bool(op, "needs_input_grad", needs_input_grad)
+    need_grid = check_bool(op, "needs_grid_grad", needs_grid_grad)
+    det = check_bool(op, "deterministic", deterministic)
     p = begin(op, grad_output=grad_output, input=input, grid=grid)
     lay = _input_layout(op, p.arrays["input"], layout)
     cl = bool(lay and lay.nhwc)

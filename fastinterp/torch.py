@@ -66,12 +66,12 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_array, check_option, real_float, shape_str
+from ._validate import check_array, check_bool, check_option, real_float, shape_str
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from .blend import SLERP_NORMS, _check_flag
+from .blend import SLERP_NORMS
 from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
-from .sample import _check_bool, _check_options, _check_size, static_fill
-from .warp import _check_dsize
+from .sample import _check_options, _check_size, static_fill
+from .warp import _check_dsize, _rotation_matrix, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
            "grid_sample", "interpolate", "lerp", "pairwise_l2", "pairwise_sqdist", "resize",
@@ -459,7 +459,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
             [ 1., -1.]])
     """
     op = "affine_grid"
-    align = _check_bool(op, "align_corners", align_corners)
+    align = check_bool(op, "align_corners", align_corners)
     dims = list(_check_size(op, size))
     return _call(op, _affine_grid_op, _affine_grid_direct, (theta, dims, align), (theta,), out)
 
@@ -603,7 +603,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     if match != "torch":
         _forward_only(op, f"match={match!r}", (input,))
     if recompute_scale_factor is not None:
-        recompute_scale_factor = _check_bool(op, "recompute_scale_factor", recompute_scale_factor)
+        recompute_scale_factor = check_bool(op, "recompute_scale_factor", recompute_scale_factor)
     args = (input, size, scale_factor, mode, align_corners, antialias, recompute_scale_factor,
             layout, match)
     return _call(op, _resize_op, _resize_direct, args, (input,), out, _resize_op_args)
@@ -807,6 +807,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     def op_args(img, M, *options):
         like = _first_tensor(op, img=img)
         M = _as_tensor_like(M, like, "M", op)
+        if M.dtype == torch.bool or M.is_complex():
+            raise matrix_type_error(op, "M", M.dtype)
         if not M.is_floating_point() or M.dtype in _HALF:
             M = M.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
         return (like, M) + options
@@ -872,7 +874,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _fi.rotation_matrix(angle, center, scale)
+    M = _rotation_matrix(op, angle, center, scale)
     return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
                  layout)
 
@@ -1135,8 +1137,8 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     1.110721
     """
     op = "slerp"
-    _check_flag(op, "path", path)
-    _check_flag(op, "shortest_path", shortest_path)
+    check_bool(op, "path", path)
+    check_bool(op, "shortest_path", shortest_path)
     check_option(op, "norm", norm, SLERP_NORMS)
 
     def op_args(a, b, t, axis, *options):

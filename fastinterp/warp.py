@@ -24,8 +24,9 @@ import numpy as np
 
 from ._dispatch import begin
 from ._layout import resolve as resolve_layout
-from ._validate import check_array, check_option, check_out, float_dtype, shape_str
-from .sample import (_check_bool, _layout_dims, base_coordinates, grid_sample,
+from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
+                        float_dtype, int_sizes, shape_str)
+from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates, grid_sample,
                      grid_sample_backward)
 
 __all__ = ["warp_affine", "warp_affine_backward", "warp_perspective",
@@ -39,22 +40,33 @@ FAR_OUTSIDE = 1.0e7        # normalized coordinate for points at infinity (w == 
 # --------------------------------------------------------------------------- validation
 
 def _check_dsize(op, dsize):
-    try:
-        dims = tuple(int(s) for s in dsize)
-    except TypeError:
-        raise TypeError(f"{op}: dsize must be a pair (H_out, W_out); got {dsize!r}.") from None
-    if len(dims) != 2 or any(d != s for d, s in zip(dims, dsize)) or min(dims) < 0:
-        raise ValueError(f"{op}: dsize must be (H_out, W_out), two ints >= 0; got {dsize!r}.")
-    return dims
+    """The output size (H_out, W_out) as two Python ints."""
+    return int_sizes(op, "dsize", dsize, "(H_out, W_out)", (2,))
+
+
+def matrix_type_error(op, name, dtype):
+    """The TypeError for a matrix of a dtype a warp does not take (bool, complex, ...)."""
+    return TypeError(f"{op}: {name} must hold real numbers (an integer or float dtype, "
+                     f"used as float64); got dtype {dtype}.")
 
 
 def _host_matrix(op, name, M, rows, N):
-    """The matrix as float64 NumPy, shape (N, rows, 3) (a single matrix is broadcast)."""
+    """The matrix as float64 NumPy, shape (N, rows, 3) (a single matrix is broadcast).
+
+    Any integer or float dtype is converted to float64 (as ``cv2.warpAffine``
+    reads any numeric matrix); bool, complex, object and string data are refused.
+    """
+    if M is None:
+        raise TypeError(f"{op}: {name} must be an array; got None.")
     if hasattr(M, "copy_to_host"):           # a numba device array
         M = M.copy_to_host()
-    arr = np.asarray(M)
-    if arr.dtype.kind not in "fiu" or arr.dtype == np.float16:
-        raise TypeError(f"{op}: {name} must hold real numbers; got dtype {arr.dtype}.")
+    try:
+        arr = np.asarray(M)
+    except (TypeError, ValueError):          # a ragged nest of lists, say
+        raise ValueError(f"{op}: {name} must have shape ({rows}, 3) or (N, {rows}, 3); "
+                         f"got {M!r}.") from None
+    if arr.dtype.kind not in "fiu":
+        raise matrix_type_error(op, name, arr.dtype)
     arr = arr.astype(np.float64)
     if arr.shape not in ((rows, 3), (N, rows, 3)):
         raise ValueError(f"{op}: {name} must have shape ({rows}, 3) or (N, {rows}, 3) with "
@@ -188,8 +200,8 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
            layout, fill, rows, **more):
     """Validate a warp call: ``(p, lay, batched img, map, (N, C, Ho, Wo), grid_sample options)``."""
     check_option(op, "match", match, MATCHES)
-    align = _check_bool(op, "align_corners", align_corners)
-    inverse = _check_bool(op, "inverse_map", inverse_map)
+    align = check_bool(op, "align_corners", align_corners)
+    inverse = check_bool(op, "inverse_map", inverse_map)
     Ho, Wo = _check_dsize(op, dsize)
     p = begin(op, img=img, **more)
     x = p.arrays["img"]
@@ -199,6 +211,8 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
+    _check_options(op, mode, padding_mode, sample_align)      # errors under this op's name
+    _fill_values(op, fill, padding_mode, C, x.dtype)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
                 layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
     return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
@@ -248,8 +262,8 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
 
 def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_corners,
               inverse_map, layout, needs_input_grad, needs_matrix_grad, fill, rows):
-    need_m = _check_bool(op, "needs_matrix_grad", needs_matrix_grad)
-    need_in = _check_bool(op, "needs_input_grad", needs_input_grad)
+    need_m = check_bool(op, "needs_matrix_grad", needs_matrix_grad)
+    need_in = check_bool(op, "needs_input_grad", needs_input_grad)
     p, lay, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode,
                                                     padding_mode, align_corners, inverse_map,
                                                     layout, fill, rows, grad_output=grad_output)
@@ -283,7 +297,9 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     ----------
     img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
     M : array (2, 3) or (N, 2, 3)
-        One matrix for the batch or one per image; see ``match``.
+        One matrix for the batch or one per image; see ``match``. Any integer
+        or float dtype, used as float64 (bool, complex and object matrices
+        raise ``TypeError``).
     dsize : (H_out, W_out)
         Output size, height first (note: ``cv2.warpAffine`` takes (width, height)).
     mode, padding_mode, fill : as :func:`fastinterp.grid_sample`
@@ -443,6 +459,10 @@ def rotation_matrix(angle, center, scale=1.0):
     scale : float
         Isotropic scale factor.
 
+    ``angle``, ``scale`` and both coordinates of ``center`` must be finite
+    real numbers: ``TypeError`` for another type (None, a string, a bool),
+    ``ValueError`` for nan or inf.
+
     Returns
     -------
     ndarray (2, 3), float64, mapping source pixels to destination pixels.
@@ -454,11 +474,31 @@ def rotation_matrix(angle, center, scale=1.0):
     array([[ 0.,  1.,  0.],
            [-1.,  0.,  2.]])
     """
-    rad = math.radians(float(angle))
-    a, b = float(scale) * math.cos(rad), float(scale) * math.sin(rad)
-    cx, cy = (float(c) for c in center)
+    return _rotation_matrix("rotation_matrix", angle, center, scale)
+
+
+def _rotation_matrix(op, angle, center, scale):
+    """:func:`rotation_matrix`, its errors under the name ``op``."""
+    rad = math.radians(finite_float(op, "angle", angle))
+    s = finite_float(op, "scale", scale)
+    a, b = s * math.cos(rad), s * math.sin(rad)
+    cx, cy = _center(op, center)
     return np.array([[a, b, (1 - a) * cx - b * cy],
                      [-b, a, b * cx + (1 - a) * cy]])
+
+
+def _center(op, center):
+    """A rotation centre (x, y) as two finite floats."""
+    try:
+        vals = None if isinstance(center, (str, bytes)) else tuple(center)
+    except TypeError:
+        vals = None
+    if vals is None:
+        raise TypeError(f"{op}: center must be a pair (x, y) of numbers; got {center!r}.")
+    if len(vals) != 2:
+        raise ValueError(f"{op}: center must be a pair (x, y) of numbers; got {len(vals)} "
+                         f"of them ({center!r}).")
+    return tuple(finite_float(op, f"center[{i}]", v) for i, v in enumerate(vals))
 
 
 def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
@@ -496,6 +536,6 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = _image_layout("rotate", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = rotation_matrix(angle, center, scale)
+    M = _rotation_matrix("rotate", angle, center, scale)
     return _forward("rotate", img, M, (H, W), "opencv", mode, padding_mode, False, False,
                     layout, out, fill, rows=2)

@@ -679,6 +679,21 @@ def test_knn_hypothesis(n, nq, d, dtype, data):
     assert_rel(dist, ref_d, dtype)
 
 
+@pytest.mark.parametrize("name", ["return_distances", "progress"])
+@pytest.mark.parametrize("bad", ["no", "", [1], [], 1, 0, 1.0, None, np.array([True]), object()])
+def test_knn_flags_must_be_bools(name, bad):
+    x = np.zeros((5, 3))
+    with pytest.raises(TypeError, match=rf"^knn: {name} must be a bool; got "):
+        fi.knn(x, x, 2, **{name: bad})
+
+
+def test_knn_flags_take_numpy_bools():
+    x = np.arange(15.0).reshape(5, 3)
+    i = fi.knn(x, x, 2, return_distances=np.bool_(False), progress=np.False_)
+    d, j = fi.knn(x, x, 2, return_distances=np.True_)
+    np.testing.assert_array_equal(i, j)
+
+
 def test_knn_errors():
     x = np.zeros((5, 3))
     q = np.zeros((2, 3))

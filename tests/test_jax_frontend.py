@@ -191,6 +191,41 @@ def test_errors_surface_at_trace_time_with_the_numpy_message():
         fij.grid_sample(x, jnp.zeros((1, 3, 3, 2), jnp.float32))
 
 
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda x: fij.warp_affine(x, jnp.eye(2, 3, dtype=jnp.complex64), (4, 4)), TypeError,
+     r"^warp_affine: M must hold real numbers"),
+    (lambda x: fij.warp_perspective(x, jnp.eye(3, dtype=bool), (4, 4)), TypeError,
+     r"^warp_perspective: M must hold real numbers"),
+    (lambda x: fij.warp_affine(x, jnp.eye(2, 3), "ab"), TypeError,
+     r"^warp_affine: dsize must be a sequence \(H_out, W_out\) of ints; got 'ab'"),
+    (lambda x: fij.warp_affine(x, jnp.eye(2, 3), (4, 4), padding_mode="edge"), ValueError,
+     r"^warp_affine: padding_mode must be one of"),
+    (lambda x: fij.rotate(x, float("nan")), ValueError, r"^rotate: angle must be finite; got nan"),
+    (lambda x: fij.rotate(x, 30, scale=None), TypeError, r"^rotate: scale must be a real number"),
+    (lambda x: fij.rotate(x, 30, center=3), TypeError, r"^rotate: center must be a pair"),
+    (lambda x: fij.affine_grid(jnp.zeros((1, 2, 3)), ("a", 1, 4, 4)), TypeError,
+     r"^affine_grid: size must be a sequence"),
+    (lambda x: fij.resize(x, "ab"), TypeError,
+     r"^resize: size must be a positive int or a pair of them \(H, W\); got 'ab'"),
+    (lambda x: fij.adaptive_avg_pool2d(x, "ab"), TypeError,
+     r"^adaptive_avg_pool2d: output_size must be an int or a pair \(H, W\); got 'ab'"),
+    (lambda x: fij.adaptive_avg_pool1d(x[0], "a"), TypeError,
+     r"^adaptive_avg_pool1d: output_size must be an int or a sequence of 1; got 'a'"),
+    (lambda x: fij.adaptive_avg_pool2d(x, 2**70), ValueError,
+     r"^adaptive_avg_pool2d: output_size must give an output of at most 2\*\*31 - 1"),
+])
+def test_hostile_warp_arguments_name_the_op(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call(jnp.zeros((1, 2, 4, 4)))
+
+
+def test_integer_matrices_warp_as_float():
+    x = jnp.arange(16.0).reshape(1, 1, 4, 4)
+    M = [[1, 0, 1], [0, 1, 0]]
+    np.testing.assert_array_equal(fij.warp_affine(x, jnp.array(M), (4, 4)),
+                                  fij.warp_affine(x, jnp.array(M, jnp.float32), (4, 4)))
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_through_jax(rng, dtype):
     dt = jnp.dtype(dtype)

@@ -892,5 +892,145 @@ def test_affine_align_refuses_non_finite_images(which, bad):
 def test_regression_predict_names_non_numeric_input():
     x = np.linspace(0.0, 1.0, 10)
     model = PolynomialRegression(1).fit(x, 2 * x)
-    with pytest.raises(ValueError, match=r"PolynomialRegression.predict: x must be numeric"):
+    with pytest.raises(ValueError, match=r"PolynomialRegression.predict: x must hold numbers"):
         model.predict(["a"])
+
+
+# --- hostile hyper-parameters and data, the same rules in every model ---------------------
+
+from fastinterp.models import AffineAlign  # noqa: E402
+
+
+def _fit_nca(rng, data=None, y=None, **kw):
+    X, y0 = _blobs(rng)
+    return NCA(**{"max_iter": 1, **kw}).fit(X if data is None else data, y0 if y is None else y)
+
+
+def _fit_poly(rng, data=None, y=None, **kw):
+    x, y0 = _classic()
+    return PolynomialRegression(**{"degree": 1, "max_iter": 5, **kw}).fit(
+        x if data is None else data, y0 if y is None else y)
+
+
+def _fit_align(rng, data=None, y=None, **kw):
+    moving, fixed, _ = _align_pair(size=8)
+    return AffineAlign(**{"max_iter": 1, "verbose": False, **kw}).fit(
+        moving if data is None else data, fixed)
+
+
+FITS = {"NCA.fit": (_fit_nca, ("max_iter", "batch_size")),
+        "PolynomialRegression.fit": (_fit_poly, ("max_iter", "degree")),
+        "AffineAlign": (_fit_align, ("max_iter", "log_every"))}
+
+
+@pytest.mark.parametrize("op", list(FITS))
+@pytest.mark.parametrize("bad", [2.0, 2.5, True, np.bool_(False), "10", None, 1 + 0j,
+                                 np.float64(3), [2]])
+def test_integer_hyper_parameters_refuse_other_types(rng, op, bad):
+    fit, names = FITS[op]
+    for name in names:
+        if bad is None and (op, name) == ("NCA.fit", "max_iter"):
+            continue                                   # None: NCA's automatic epoch count
+        with pytest.raises(TypeError, match=rf"^{op}: {name} must be an int >= \d"):
+            fit(rng, **{name: bad})
+
+
+@pytest.mark.parametrize("op", list(FITS))
+@pytest.mark.parametrize("big", [2**31, 2**70, np.uint64(2**63)])
+def test_integer_hyper_parameters_are_bounded(rng, op, big):
+    fit, names = FITS[op]
+    for name in names:
+        with pytest.raises(ValueError, match=rf"^{op}: {name} must be an int <= 2\*\*31 - 1; got"):
+            fit(rng, **{name: big})
+
+
+@pytest.mark.parametrize("op", list(FITS))
+@pytest.mark.parametrize("name", ["verbose", "progress"])
+@pytest.mark.parametrize("bad", ["no", [1], 1, None])
+def test_flags_must_be_bools(rng, op, name, bad):
+    fit, _ = FITS[op]
+    with pytest.raises(TypeError, match=rf"^{op}: {name} must be a bool; got"):
+        fit(rng, **{name: bad})
+
+
+def test_integer_hyper_parameters_take_numpy_ints(rng):
+    assert _fit_nca(rng, max_iter=np.int64(2), batch_size=np.int32(16)).n_iter_ == 2
+    assert _fit_poly(rng, degree=np.int8(2), max_iter=np.uint16(3)).n_iter_ <= 3
+    assert _fit_align(rng, max_iter=np.int64(2), log_every=np.int64(1)).n_iter_ <= 2
+    assert _fit_nca(rng, n_components=np.int64(2)).components_.shape == (2, 4)
+
+
+@pytest.mark.parametrize("bad, exc", [(2.0, TypeError), ("2", TypeError), (True, TypeError),
+                                      (0, ValueError), (5, ValueError)])
+def test_nca_n_components(rng, bad, exc):
+    with pytest.raises(exc, match=r"^NCA.fit: n_components must be an int in \[1, 4\]"):
+        _fit_nca(rng, n_components=bad)
+
+
+@pytest.mark.parametrize("op", list(FITS))
+@pytest.mark.parametrize("convert", [
+    lambda a: a.astype(np.complex128),
+    lambda a: a.astype(np.complex64),
+    lambda a: a.astype(object) + 0j,
+    lambda a: a.astype(str),
+    lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, "1.5", a.astype(object)),
+], ids=["complex128", "complex64", "object-complex", "str", "object-str"])
+def test_complex_and_string_data_is_refused(rng, op, convert):
+    fit, _ = FITS[op]
+    data = {"NCA.fit": _blobs(rng)[0], "PolynomialRegression.fit": _classic()[0],
+            "AffineAlign": _align_pair(size=8)[0]}[op]
+    with pytest.raises(TypeError, match=rf"^{op}: \w+ must (be real|hold numbers); got"):
+        fit(rng, data=convert(data))
+
+
+@pytest.mark.parametrize("op", list(FITS))
+def test_object_data_that_is_not_numbers_is_refused(rng, op):
+    fit, _ = FITS[op]
+    data = {"NCA.fit": _blobs(rng)[0], "PolynomialRegression.fit": _classic()[0],
+            "AffineAlign": _align_pair(size=8)[0]}[op].astype(object)
+    data.flat[0] = {"a": 1}
+    with pytest.raises(TypeError, match=rf"^{op}: \w+ must hold numbers"):
+        fit(rng, data=data)
+
+
+def test_object_arrays_of_real_numbers_are_read_as_float64(rng):
+    # scikit-learn's convention (check_estimator's check_dtype_object)
+    X, y = _blobs(rng)
+    a = NCA(max_iter=2, random_state=0).fit(X, y).components_
+    np.testing.assert_array_equal(NCA(max_iter=2, random_state=0).fit(X.astype(object), y)
+                                  .components_, a)
+
+
+@pytest.mark.parametrize("bad", [np.ones(10) + 1j, np.array(["1"] * 10)])
+def test_regression_targets_must_be_real_numbers(rng, bad):
+    with pytest.raises(TypeError, match=r"^PolynomialRegression.fit: y must"):
+        _fit_poly(rng, y=bad)
+    model = _fit_poly(rng)
+    with pytest.raises(TypeError, match=r"^PolynomialRegression.score: y must"):
+        model.score(_classic()[0], bad)
+    with pytest.raises(TypeError, match=r"^PolynomialRegression.predict: x must"):
+        model.predict(bad)
+
+
+def test_type_errors_are_also_value_errors_as_scikit_learn_raises(rng):
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        _fit_nca(rng, data=_blobs(rng)[0] + 1j)
+    with pytest.raises(ValueError, match="max_iter"):
+        _fit_nca(rng, max_iter=2.5)
+
+
+@pytest.mark.parametrize("size, exc", [(3, TypeError), ("ab", TypeError), ((4.0, 4), TypeError),
+                                       ((4, 4, 4), ValueError), ((0, 4), ValueError),
+                                       ((2**40, 4), ValueError)])
+def test_affine_align_transform_size(rng, size, exc):
+    model = _fit_align(rng)
+    with pytest.raises(exc, match=r"^AffineAlign.transform: size must"):
+        model.transform(_align_pair(size=8)[0], size=size)
+
+
+@pytest.mark.parametrize("bad, exc", [("0.5", TypeError), (None, TypeError), (True, TypeError),
+                                      (0.0, ValueError), (1.5, ValueError),
+                                      (float("nan"), ValueError)])
+def test_affine_align_sample_fraction(bad, exc):
+    with pytest.raises(exc, match="^AffineAlign: sample_fraction must be"):
+        AffineAlign(sample_fraction=bad)

@@ -219,7 +219,7 @@ def test_no_momentum_sgd_keeps_no_state():
 
 @pytest.mark.parametrize("make, exc, match", [
     (lambda: SGD([], lr=0.1), ValueError, "params must not be empty"),
-    (lambda: SGD(np.zeros(3), lr=0.1), TypeError, "params must be a list"),
+    (lambda: SGD(np.zeros(3), lr=0.1), TypeError, "params must be a sequence of arrays"),
     (lambda: SGD([np.zeros(3, np.int64)], lr=0.1), TypeError, r"params\[0\] must have dtype float32 or float64"),
     (lambda: SGD([np.zeros(3, np.float16)], lr=0.1), TypeError, "float16"),
     (lambda: SGD([np.zeros((4, 4))[:, ::2]], lr=0.1), ValueError, "C-contiguous"),
@@ -247,6 +247,55 @@ def test_no_momentum_sgd_keeps_no_state():
 def test_constructor_errors(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1)), (Adam, {}), (AdamW, {})])
+@pytest.mark.parametrize("params, given", [
+    (None, "NoneType"), (3, "int"), (2.5, "float"), ("abc", "str"), (b"ab", "bytes"),
+    ({"params": [np.zeros(3)]}, "dict"), (np.zeros(3), "ndarray"), (np.float64(1.0), "float64"),
+])
+def test_params_that_are_not_a_sequence_of_arrays(cls, kw, params, given):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: params must be a sequence of arrays "
+                                        rf"or of parameter group dicts; got {given}\.$"):
+        cls(params, **kw)
+
+
+@pytest.mark.parametrize("arrays, given", [(None, "NoneType"), (3, "int"), ("ab", "str"),
+                                           ({"a": np.zeros(3)}, "dict")])
+def test_group_params_that_are_not_a_sequence_of_arrays(arrays, given):
+    with pytest.raises(TypeError, match=rf"^Adam: a parameter group's 'params' must be a sequence "
+                                        rf"of arrays; got {given}\.$"):
+        Adam([{"params": arrays}])
+    opt = Adam([np.zeros(2)])
+    with pytest.raises(TypeError, match="a parameter group's 'params' must be a sequence"):
+        opt.add_param_group({"params": arrays})
+
+
+@pytest.mark.parametrize("cls, kw, flag", [
+    (SGD, dict(lr=0.1, momentum=0.9), "nesterov"), (SGD, dict(lr=0.1), "maximize"),
+    (Adam, {}, "amsgrad"), (Adam, {}, "maximize"), (AdamW, {}, "amsgrad"), (AdamW, {}, "maximize"),
+])
+@pytest.mark.parametrize("bad", ["no", "", [1], 1, 0, None, np.array([True])])
+def test_flags_must_be_bools(cls, kw, flag, bad):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool; got "):
+        cls([np.zeros(3)], **kw, **{flag: bad})
+    opt = cls([np.zeros(3)], **kw)
+    opt.param_groups[0][flag] = bad                       # set later, as a scheduler might
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool"):
+        opt.step([np.ones(3)])
+
+
+def test_flags_take_numpy_bools():
+    w = np.ones(3)
+    SGD([w], lr=0.1, momentum=0.9, nesterov=np.True_, maximize=np.False_).step([np.ones(3)])
+    np.testing.assert_allclose(w, 1 - 0.1 * 1.9)
+    Adam([np.ones(2)], amsgrad=np.bool_(True)).step([np.ones(2)])
+
+
+def test_params_may_be_any_iterable_of_arrays():
+    a, b = np.zeros(2), np.zeros(3)
+    assert len(Adam(iter([a, b])).param_groups[0]["params"]) == 2
+    assert len(SGD((a, b), lr=0.1).param_groups[0]["params"]) == 2
 
 
 @pytest.mark.parametrize("grads, exc, match", [

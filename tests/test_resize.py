@@ -1087,3 +1087,75 @@ def test_special_values_gather_path(monkeypatch, dtype):
             g = _with_specials(rng, (1, 1, oh, ow), dtype, 3)
             _assert_same_values(fi.resize_backward(g, (h, w), **kw).ravel(),
                                 _apply_nonzero(A.T, g.ravel().astype(np.float64)), dtype)
+
+
+# --------------------------------------------------------------------------- hostile sizes
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(size="abc"), TypeError, r"^resize: size must be a positive int or a pair of them \(H, W\); got 'abc'"),
+    (dict(size=b"ab"), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=(2.5, 3)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=(2.0, 3)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=("2", 3)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=(True, 3)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=(None, 3)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=np.float64(2)), TypeError, r"^resize: size must be a positive int"),
+    (dict(size=2**70), ValueError, r"^resize: size must give an output of at most 2\*\*31 - 1"),
+    (dict(scale_factor="2"), TypeError, r"^resize: scale_factor must be a positive float"),
+    (dict(scale_factor=(2.0, "2")), TypeError, r"^resize: scale_factor must be a positive float"),
+    (dict(scale_factor=(2.0, None)), TypeError, r"^resize: scale_factor must be a positive float"),
+    (dict(size=2, antialias="no"), TypeError, r"^resize: antialias must be a bool; got str 'no'"),
+    (dict(size=2, antialias=[1]), TypeError, r"^resize: antialias must be a bool"),
+])
+def test_resize_hostile_sizes(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        fi.resize(np.zeros((1, 1, 4, 5), np.float32), **kwargs)
+
+
+@pytest.mark.parametrize("fn, shape", [("adaptive_avg_pool1d", (1, 1, 4)),
+                                       ("adaptive_avg_pool2d", (1, 1, 4, 4)),
+                                       ("adaptive_avg_pool3d", (1, 1, 2, 2, 2))])
+@pytest.mark.parametrize("size, exc, words", [
+    (2**70, ValueError, r"output_size must give an output of at most 2\*\*31 - 1 pixels along "
+                        r"each axis; got output_size=\(?1180591620717411303424"),
+    (2**31, ValueError, r"output_size must give an output of at most 2\*\*31 - 1"),
+    (np.int64(2**40), ValueError, r"output_size must give an output of at most 2\*\*31 - 1"),
+    ("ab", TypeError, r"output_size must be an int or a"),
+    (2.5, TypeError, r"output_size must be an int or a"),
+    (True, TypeError, r"output_size must be"),
+])
+def test_pool_output_sizes_beyond_an_axis_are_refused(fn, shape, size, exc, words):
+    with pytest.raises(exc, match=rf"^{fn}: {words}"):
+        getattr(fi, fn)(np.zeros(shape), size)
+
+
+def test_pool_output_size_pairs_are_bounded_too():
+    with pytest.raises(ValueError, match=r"^adaptive_avg_pool2d: output_size must give an "
+                                         r"output of at most 2\*\*31 - 1"):
+        fi.adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), (None, 2**40))
+    with pytest.raises(TypeError, match=r"^adaptive_avg_pool3d: output_size must be a positive "
+                                        r"int or a sequence of 3"):
+        fi.adaptive_avg_pool3d(np.zeros((1, 1, 2, 2, 2)), (2, "a", 2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fi.resize_backward(np.zeros((1, 1, 4, 4)), (1, 1, 2**40, 4)),
+    lambda: fi.adaptive_avg_pool2d_backward(np.zeros((1, 1, 4, 4)), (2**70, 4)),
+    lambda: fi.adaptive_avg_pool1d_backward(np.zeros((1, 1, 4)), (2**70,)),
+    lambda: fi.adaptive_avg_pool3d_backward(np.zeros((1, 1, 2, 2, 2)), (2, 2**31, 2)),
+])
+def test_backward_input_sizes_beyond_an_axis_are_refused(call):
+    with pytest.raises(ValueError, match=r"_backward: input_size must give an output of at "
+                                         r"most 2\*\*31 - 1 pixels"):
+        call()
+
+
+@pytest.mark.parametrize("fn, grad", [("resize_backward", (1, 1, 4, 4)),
+                                      ("adaptive_avg_pool2d_backward", (1, 1, 4, 4)),
+                                      ("adaptive_avg_pool1d_backward", (1, 1, 4)),
+                                      ("adaptive_avg_pool3d_backward", (1, 1, 2, 2, 2))])
+@pytest.mark.parametrize("bad", ["ab", "abcd", b"abcd", (1, 1, 2.0, 2), (1, 1, None, 2),
+                                 (True, 1, 2, 2), None])
+def test_backward_input_sizes_of_other_types(fn, grad, bad):
+    with pytest.raises(TypeError, match=rf"^{fn}: input_size must be a shape"):
+        getattr(fi, fn)(np.zeros(grad), bad)

@@ -322,3 +322,135 @@ def test_cuda_arrays_give_the_cpu_result(cuda):
     ref_gi, ref_gm = fi.warp_perspective_backward(go, img, Hm, (5, 4))
     np.testing.assert_allclose(gi.copy_to_host(), ref_gi, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gm, ref_gm, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- hostile arguments
+
+IMG = np.zeros((1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("fn", ["rotate", "rotation_matrix"])
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(scale=None), TypeError, "scale must be a real number; got None"),
+    (dict(scale="2"), TypeError, "scale must be a real number; got str '2'"),
+    (dict(scale=True), TypeError, "scale must be a real number; got bool"),
+    (dict(scale=1 + 2j), TypeError, "scale must be a real number; got complex"),
+    (dict(scale=np.ones(2)), TypeError, "scale must be a real number; got ndarray"),
+    (dict(scale=float("inf")), ValueError, "scale must be finite; got inf"),
+    (dict(scale=float("nan")), ValueError, "scale must be finite; got nan"),
+    (dict(scale=10**400), ValueError, "scale must be finite; got an int of 401 digits"),
+    (dict(angle=float("inf")), ValueError, "angle must be finite; got inf"),
+    (dict(angle=-np.inf), ValueError, "angle must be finite; got -inf"),
+    (dict(angle=np.float32("nan")), ValueError, "angle must be finite; got nan"),
+    (dict(angle=None), TypeError, "angle must be a real number; got None"),
+    (dict(angle="30"), TypeError, "angle must be a real number; got str '30'"),
+    (dict(angle=np.bool_(True)), TypeError, "angle must be a real number; got bool"),
+    (dict(center=3), TypeError, r"center must be a pair \(x, y\) of numbers; got 3"),
+    (dict(center="ab"), TypeError, r"center must be a pair \(x, y\) of numbers; got 'ab'"),
+    (dict(center=(1.0, 2.0, 3.0)), ValueError, r"center must be a pair \(x, y\) of numbers; got 3"),
+    (dict(center=(1.0,)), ValueError, r"center must be a pair"),
+    (dict(center=(np.inf, 1.0)), ValueError, r"center\[0\] must be finite; got inf"),
+    (dict(center=(1.0, None)), TypeError, r"center\[1\] must be a real number; got None"),
+    (dict(center=(1.0, "2")), TypeError, r"center\[1\] must be a real number; got str"),
+])
+def test_rotation_arguments_raise_clear_errors(fn, kw, exc, match):
+    args = dict(angle=30.0, center=(1.5, 1.5), scale=1.0)
+    args.update(kw)
+    call = (lambda: fi.rotate(IMG, **args)) if fn == "rotate" else (
+        lambda: fi.rotation_matrix(**args))
+    with pytest.raises(exc, match=rf"^{fn}: {match}"):
+        call()
+
+
+def test_rotation_takes_numpy_and_integer_scalars():
+    M = fi.rotation_matrix(np.float32(90), (np.int64(1), 1), scale=np.int8(2))
+    np.testing.assert_allclose(M, fi.rotation_matrix(90.0, (1.0, 1.0), 2.0), atol=1e-15)
+    np.testing.assert_array_equal(fi.rotation_matrix(0, np.array([1.0, 2.0])), np.eye(2, 3))
+
+
+@pytest.mark.parametrize("dsize, exc, match", [
+    ("abc", TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints; got 'abc'"),
+    (b"ab", TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    (4, TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints; got 4"),
+    (None, TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints; got None"),
+    (("a", 3), TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    ((2.5, 3), TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    ((4.0, 4), TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    ((True, 4), TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    ((4, None), TypeError, r"dsize must be a sequence \(H_out, W_out\) of ints"),
+    ((4, 4, 4), ValueError, r"dsize must be \(H_out, W_out\) of ints; got \(4, 4, 4\)"),
+    ((-1, 4), ValueError, r"dsize must have entries >= 0 and <= 2\*\*31 - 1"),
+    ((2**70, 3), ValueError, r"dsize must have entries >= 0 and <= 2\*\*31 - 1"),
+    ((4, 2**31), ValueError, r"dsize must have entries >= 0 and <= 2\*\*31 - 1"),
+])
+@pytest.mark.parametrize("fn", ["warp_affine", "warp_perspective"])
+def test_dsize_errors(fn, dsize, exc, match):
+    M = np.eye(2, 3) if fn == "warp_affine" else np.eye(3)
+    with pytest.raises(exc, match=rf"^{fn}: {match}"):
+        getattr(fi, fn)(IMG, M, dsize)
+    with pytest.raises(exc, match=rf"^{fn}_backward: {match}"):
+        getattr(fi, fn + "_backward")(IMG, IMG, M, dsize)
+
+
+def test_dsize_takes_numpy_ints_and_arrays():
+    out = fi.warp_affine(IMG, np.eye(2, 3), np.array([3, 5]))
+    assert out.shape == (1, 1, 3, 5)
+    assert fi.warp_affine(IMG, np.eye(2, 3), (np.int32(2), np.uint8(3))).shape == (1, 1, 2, 3)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(mode="linear"), ValueError, "mode must be one of 'bilinear'"),
+    (dict(mode=None), ValueError, "mode must be one of"),
+    (dict(padding_mode="replicate"), ValueError, "padding_mode must be one of 'zeros'"),
+    (dict(padding_mode=np.zeros(2)), ValueError, r"padding_mode must be one of .*got ndarray"),
+    (dict(padding_mode="constant", fill="x"), TypeError, "fill must be a real number"),
+    (dict(padding_mode="constant", fill=[1.0, 2.0]), ValueError, r"fill must be a scalar or have shape \(C,\)"),
+    (dict(padding_mode="constant", fill=np.nan), ValueError, "fill must be finite"),
+    (dict(fill=1.0), ValueError, "fill applies to padding_mode='constant' only"),
+])
+@pytest.mark.parametrize("fn", ["warp_affine", "warp_perspective", "rotate",
+                                "warp_affine_backward", "warp_perspective_backward"])
+def test_sampling_option_errors_name_the_warp(fn, kw, exc, match):
+    """mode, padding_mode and fill errors come under the warp's own name, not grid_sample's."""
+    M = np.eye(3) if "perspective" in fn else np.eye(2, 3)
+    calls = {"rotate": lambda: fi.rotate(IMG, 10.0, **kw)}
+    call = calls.get(fn) or (
+        (lambda: getattr(fi, fn)(IMG, IMG, M, (4, 4), **kw)) if fn.endswith("_backward")
+        else (lambda: getattr(fi, fn)(IMG, M, (4, 4), **kw)))
+    with pytest.raises(exc, match=rf"^{fn}: {match}"):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.int8, np.float16,
+                                   np.float32])
+@pytest.mark.parametrize("fn, M", [("warp_affine", [[1, 0, 1], [0, 1, 0]]),
+                                   ("warp_perspective", [[1, 0, 1], [0, 1, 0], [0, 0, 1]])])
+def test_integer_and_float_matrices_are_used_as_float64(rng, fn, M, dtype):
+    img = rng.standard_normal((2, 3, 5, 6))
+    want = getattr(fi, fn)(img, np.array(M, np.float64), (5, 6))
+    got = getattr(fi, fn)(img, np.array(M, dtype), (5, 6))
+    np.testing.assert_array_equal(got, want)
+    _, gm = getattr(fi, fn + "_backward")(np.ones_like(img), img, np.array(M, dtype), (5, 6))
+    assert gm.shape == np.shape(M) and gm.dtype == img.dtype
+
+
+@pytest.mark.parametrize("M", [
+    np.eye(2, 3, dtype=bool), np.eye(2, 3, dtype=np.complex128), np.eye(2, 3, dtype=np.complex64),
+    np.eye(2, 3).astype(object), np.array([["1", "0", "0"], ["0", "1", "0"]]),
+    [[1, 0, 0], [0, 1, 1j]], [[True, False, False], [False, True, False]],
+])
+@pytest.mark.parametrize("fn", ["warp_affine", "warp_affine_backward"])
+def test_non_real_matrices_are_refused(fn, M):
+    args = (IMG, IMG) if fn.endswith("_backward") else (IMG,)
+    with pytest.raises(TypeError, match=rf"^{fn}: M must hold real numbers \(an integer or "
+                                        rf"float dtype, used as float64\); got dtype"):
+        getattr(fi, fn)(*args, M, (4, 4))
+
+
+@pytest.mark.parametrize("M, exc, match", [
+    (None, TypeError, "M must be an array; got None"),
+    ([[1, 0, 0], [0, 1]], ValueError, r"M must have shape \(2, 3\) or \(N, 2, 3\)"),
+])
+def test_missing_or_ragged_matrices_are_refused(M, exc, match):
+    with pytest.raises(exc, match=rf"^warp_affine: {match}"):
+        fi.warp_affine(IMG, M, (4, 4))

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from .._validate import is_int
+
 
 class _NotFittedError(ValueError, AttributeError):
     """Used when scikit-learn is absent: the same bases as sklearn's NotFittedError."""
@@ -28,20 +30,50 @@ def not_fitted(op: str) -> Exception:
     return NotFittedError(f"{op}: the model is not fitted; call fit first.")
 
 
-def check_int(op: str, name: str, value, lo: int) -> int:
-    """``value`` must be an int (not bool) >= ``lo``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{op}: {name} must be an int >= {lo}; got {value!r}.")
+class InvalidTypeError(TypeError, ValueError):
+    """A hyper-parameter or data of the wrong type (a float or a bool for an int, a
+    string for a number, complex data). A ``TypeError`` that is also a
+    ``ValueError``, as scikit-learn raises for these (its ``InvalidParameterError``;
+    "Complex data not supported"), so code written for either keeps working."""
+
+
+#: Largest value of an integer hyper-parameter (a count of steps, a batch size, a
+#: polynomial degree): a C int, far beyond any run that finishes.
+INT_PARAM_MAX = 2**31 - 1
+
+
+def check_int(op: str, name: str, value, lo: int, none_ok: bool = False) -> int | None:
+    """``value`` must be an int (Python or NumPy; not a bool, not a float) in
+    ``[lo, 2**31 - 1]``, or None when ``none_ok``: :class:`InvalidTypeError` for
+    another type, ``ValueError`` for a value out of range."""
+    if value is None and none_ok:
+        return None
+    expected = f"an int >= {lo}{' or None' if none_ok else ''}"
+    if not is_int(value):
+        raise InvalidTypeError(f"{op}: {name} must be {expected}; got {value!r}.")
+    if value < lo:
+        raise ValueError(f"{op}: {name} must be {expected}; got {value!r}.")
+    if value > INT_PARAM_MAX:
+        raise ValueError(f"{op}: {name} must be an int <= 2**31 - 1; got {value!r}.")
     return int(value)
 
 
+def check_flag(op: str, name: str, value) -> bool:
+    """``value`` must be a bool (Python or NumPy): :class:`InvalidTypeError` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidTypeError(f"{op}: {name} must be a bool; got {value!r}.")
+    return bool(value)
+
+
 def check_real(op: str, name: str, value, positive: bool = False) -> float:
-    """``value`` must be a finite real number >= 0 (> 0 when ``positive``)."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-          and math.isfinite(value) and (value > 0 if positive else value >= 0))
-    if not ok:
-        raise ValueError(f"{op}: {name} must be a finite number {'>' if positive else '>='} 0; "
-                         f"got {value!r}.")
+    """``value`` must be a finite real number >= 0 (> 0 when ``positive``):
+    :class:`InvalidTypeError` for another type, ``ValueError`` for another value."""
+    expected = f"a finite number {'>' if positive else '>='} 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise InvalidTypeError(f"{op}: {name} must be {expected}; got {value!r}.")
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{op}: {name} must be {expected}; got {value!r}.")
     return float(value)
 
 
@@ -183,21 +215,41 @@ def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
     return spread
 
 
+def real_data(op: str, name: str, data) -> np.ndarray:
+    """``data`` as a NumPy array of real numbers: bool, integer and float arrays as they
+    are, an object array of real numbers as float64 (as scikit-learn reads it).
+
+    Complex data and strings (an array of them, or an object array holding one) raise
+    :class:`InvalidTypeError` (a ``TypeError``, also the ``ValueError`` scikit-learn's
+    checks expect); other objects that are not numbers NumPy's ``TypeError``, its
+    words kept.
+    """
+    a = np.asarray(data)
+    kind = a.dtype.kind
+    if kind == "c" or (kind == "O" and any(isinstance(v, (complex, np.complexfloating))
+                                           for v in a.flat)):
+        raise InvalidTypeError(f"{op}: {name} must be real; got {a.dtype}"
+                               f"{' holding complex numbers' if kind == 'O' else ''}. "
+                               f"Complex data not supported.")
+    if kind in "USV" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in a.flat)):
+        raise InvalidTypeError(f"{op}: {name} must hold numbers; got dtype {a.dtype} with "
+                               f"strings or records (convert them to numbers first).")
+    if kind not in "fiub":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
+            raise type(e)(f"{op}: {name} must hold numbers; got dtype {a.dtype} with a value "
+                          f"that is not one ({e}).") from None
+    return a
+
+
 def check_matrix(op: str, name: str, X, min_rows: int = 1) -> np.ndarray:
     """A 2-D finite real array (N, D) with N >= ``min_rows`` and D >= 1, as float64
     unless already float32/float64; errors in the forms scikit-learn's checks expect."""
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{op}: {name} must be a dense array; got a sparse matrix "
                         f"({type(X).__name__}); call .toarray() first.")
-    X = np.asarray(X)
-    if X.dtype.kind == "c":
-        raise ValueError(f"{op}: {name} must be real; got {X.dtype}. Complex data not supported.")
-    if X.dtype.kind not in "fiub":
-        try:
-            X = X.astype(np.float64)
-        except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
-            raise type(e)(f"{op}: {name} must hold numbers; got dtype {X.dtype} with a value "
-                          f"that is not one ({e}).") from None
+    X = real_data(op, name, X)
     if X.ndim != 2:
         raise ValueError(f"{op}: {name} must have shape (N, D); got {X.shape}. Reshape your "
                          f"data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for "
@@ -227,7 +279,7 @@ def check_target(op: str, y, n: int, numeric: bool) -> np.ndarray:
     if y.shape != (n,):
         raise ValueError(f"{op}: y must have shape ({n},) like X's rows; got {y.shape}.")
     if numeric:
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(real_data(op, "y", y), dtype=np.float64)
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{op}: y must be finite; got NaN or infinity (Input y contains "
                              f"NaN or infinity).")

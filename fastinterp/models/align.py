@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (Estimator, Progress, check_int, check_real, column_spread, not_fitted,
-                      seed_from)
+from ._common import (Estimator, Progress, check_flag, check_int, check_real, column_spread,
+                      not_fitted, real_data, seed_from)
+from .._validate import int_sizes
 from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
 
 __all__ = ["AffineAlign"]
@@ -31,7 +32,7 @@ class AffineAlign(Estimator):
     momentum : float
         Heavy-ball momentum in [0, 1).
     max_iter : int
-        Maximum number of steps, >= 0 (0 keeps ``theta0``).
+        Maximum number of steps, in [0, 2**31 - 1] (0 keeps ``theta0``).
     tol : float
         Stop when the step (max |delta theta|) falls below ``tol``.
     max_step : float
@@ -100,10 +101,9 @@ class AffineAlign(Estimator):
     def _check_params(self):
         """Validate the hyper-parameters (at construction and again at fit)."""
         op = "AffineAlign"
-        sf = self.sample_fraction
-        if isinstance(sf, bool) or not isinstance(sf, (int, float, np.integer, np.floating)) \
-                or not 0 < sf <= 1:
-            raise ValueError(f"{op}: sample_fraction must be in (0, 1]; got {sf!r}.")
+        if not 0 < check_real(op, "sample_fraction", self.sample_fraction, positive=True) <= 1:
+            raise ValueError(f"{op}: sample_fraction must be in (0, 1]; got "
+                             f"{self.sample_fraction!r}.")
         if check_real(op, "momentum", self.momentum) >= 1:
             raise ValueError(f"{op}: momentum must be in [0, 1); got {self.momentum!r}.")
         check_real(op, "lr", self.lr, positive=True)
@@ -111,10 +111,12 @@ class AffineAlign(Estimator):
         check_real(op, "max_step", self.max_step, positive=True)
         check_int(op, "max_iter", self.max_iter, 0)
         check_int(op, "log_every", self.log_every, 1)
+        for name in ("verbose", "progress"):
+            check_flag(op, name, getattr(self, name))
 
     @staticmethod
     def _as_image(name, img):
-        a = np.asarray(img)
+        a = real_data("AffineAlign", name, img)
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3:
@@ -226,7 +228,8 @@ class AffineAlign(Estimator):
         if not hasattr(self, "theta_"):
             raise not_fitted("AffineAlign.transform")
         m = self._as_image("moving", moving)
-        h, w = size if size is not None else m.shape[2:]
+        h, w = m.shape[2:] if size is None else int_sizes("AffineAlign.transform", "size", size,
+                                                           "(H, W)", (2,), lo=1)
         grid = affine_grid(self.theta_[None].astype(m.dtype), (1, m.shape[1], h, w),
                            align_corners=self.align_corners)
         out = grid_sample(m, grid, self.mode, self.padding_mode, self.align_corners)[0]

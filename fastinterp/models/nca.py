@@ -10,9 +10,11 @@ import scipy.linalg
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
-from ._common import (Estimator, Progress, check_matrix, check_real, check_target,
-                      column_spread, n_features_error, not_fitted, seed_from)
-from .._validate import check_ndim, check_option, check_shape, float_dtype, same_dtype, shape_str
+from ._common import (Estimator, InvalidTypeError, Progress, check_flag, check_int,
+                      check_matrix, check_real, check_target, column_spread, n_features_error,
+                      not_fitted, seed_from)
+from .._validate import (check_ndim, check_option, check_shape, float_dtype, is_int, same_dtype,
+                         shape_str)
 from ..distance import deterministic_matmul as matmul
 from ..optim import Adam
 
@@ -320,7 +322,7 @@ class NCA(Estimator):
         (scaled so that the embedded coordinates have unit variance on
         average), the first rows of the identity, or a seeded Gaussian
         matrix scaled by ``1/sqrt(n_features)``.
-    max_iter : int or None
+    max_iter : int in [0, 2**31 - 1], or None
         Number of epochs (passes over the shuffled training set). None
         (default): 12 epochs, or more on small training sets so that the fit
         takes at least 150 Adam steps from the PCA or identity start
@@ -447,16 +449,15 @@ class NCA(Estimator):
             raise TypeError(f"{op}: dtype must be float32 or float64; got {dtype}.")
         d = X.shape[1]
         k = d if self.n_components is None else self.n_components
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
-            raise ValueError(f"{op}: n_components must be an int in [1, {d}]; got {k!r}.")
-        for name, lo, auto in (("max_iter", 0, True), ("batch_size", 1, False)):
-            v = getattr(self, name)
-            if not (auto and v is None) and (isinstance(v, bool)
-                                             or not isinstance(v, (int, np.integer)) or v < lo):
-                raise ValueError(f"{op}: {name} must be an int >= {lo}"
-                                 f"{' or None' if auto else ''}; got {v!r}.")
+        if not is_int(k) or not 1 <= k <= d:
+            error = ValueError if is_int(k) else InvalidTypeError
+            raise error(f"{op}: n_components must be an int in [1, {d}]; got {k!r}.")
+        check_int(op, "max_iter", self.max_iter, 0, none_ok=True)
+        check_int(op, "batch_size", self.batch_size, 1)
         for name in ("lr", "reg"):
             check_real(op, name, getattr(self, name))
+        for name in ("verbose", "progress"):
+            check_flag(op, name, getattr(self, name))
         return X, y, dtype, int(k)
 
     def _init_A(self, Xs, k, rng, dtype):

@@ -7,8 +7,8 @@ from math import comb
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import (Estimator, Progress, check_int, check_matrix, check_real, check_target,
-                      column_spread, n_features_error, not_fitted)
+from ._common import (Estimator, Progress, check_flag, check_int, check_matrix, check_real,
+                      check_target, column_spread, n_features_error, not_fitted, real_data)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -92,7 +92,7 @@ class PolynomialRegression(Estimator):
     Parameters
     ----------
     degree : int
-        Polynomial degree, >= 0 (default 2).
+        Polynomial degree, in [0, 2**31 - 1] (default 2).
     optimizer : {'sgd', 'adam'}
         SGD with heavy-ball momentum (default) or Adam.
     lr : float, optional
@@ -101,7 +101,7 @@ class PolynomialRegression(Estimator):
     momentum : float
         SGD momentum (default 0.9).
     max_iter : int
-        Maximum number of steps.
+        Maximum number of steps, in [1, 2**31 - 1].
     tol : float
         Stop when the gradient's norm falls to ``tol`` times its norm at c = 0,
         ``|(2/n) V^T y|`` (relative: the fit does not depend on the units of y).
@@ -151,11 +151,11 @@ class PolynomialRegression(Estimator):
 
     def _data(self, op, x, y):
         """(X as (n, D) float64, y (n,), whether x was 1-D)."""
-        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) \
-                or self.degree < 0:
-            raise ValueError(f"{op}: degree must be an int >= 0; got {self.degree!r}.")
+        check_int(op, "degree", self.degree, 0)
         check_option(op, "optimizer", self.optimizer, ("sgd", "adam"))
         check_int(op, "max_iter", self.max_iter, 1)
+        for name in ("verbose", "progress"):
+            check_flag(op, name, getattr(self, name))
         check_real(op, "tol", self.tol)
         if check_real(op, "momentum", self.momentum) >= 1:
             raise ValueError(f"{op}: momentum must be in [0, 1); got {self.momentum!r}.")
@@ -227,11 +227,7 @@ class PolynomialRegression(Estimator):
         if not hasattr(self, "coef_"):
             raise not_fitted(op)
         if self._univariate:
-            try:
-                x = np.asarray(x, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{op}: x must be numeric (values convertible to float64); "
-                                 f"got {type(x).__name__} {x!r:.80}.") from None
+            x = np.asarray(real_data(op, "x", x), dtype=np.float64)
             return Polynomial(self._c)((x - self._mu[0]) / self._s[0])
         X = check_matrix(op, "X", x, min_rows=0)
         if X.shape[1] != self.n_features_in_:
