@@ -8,6 +8,7 @@ elsewhere). Exceptions are ``ValueError`` for bad values and shapes and
 from __future__ import annotations
 
 import math
+import operator
 from numbers import Integral, Real
 from typing import Collection, Iterable, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype", "check_array", "check_bool", "is_int", "int_sizes", "finite_float",
+    "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes", "finite_float",
     "AXIS_MAX",
 ]
 
@@ -99,12 +100,39 @@ def real_float(op: str, name: str, value, dtype) -> float:
     return wide
 
 
+def _one_real(value) -> float | None:
+    """A one-element real array of any framework (a 0-d NumPy array, a torch tensor
+    such as ``torch.empty(1).uniform_(-30, 30)``, a JAX array) as a float; None for
+    anything else, bool, complex, string and object arrays included. A traced JAX
+    value raises JAX's own error, which says that it must be concrete."""
+    shape = getattr(value, "shape", None)
+    if shape is None or not hasattr(value, "reshape") or isinstance(value, (str, bytes)):
+        return None
+    try:
+        if math.prod(tuple(shape)) != 1:
+            return None
+    except TypeError:
+        return None
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        if dtype.kind not in "iuf":
+            return None
+    elif dtype is None or any(w in str(dtype) for w in ("bool", "complex")):
+        return None
+    if hasattr(value, "detach"):        # a torch tensor that requires grad
+        value = value.detach()
+    return float(value.reshape(()))
+
+
 def finite_float(op: str, name: str, value) -> float:
-    """A finite real Python/NumPy scalar as a float: a ``TypeError`` for ``None``,
-    bools, strings, complex numbers and arrays, a ``ValueError`` for nan, inf and
-    ints beyond float64."""
+    """A finite real number as a float: a Python/NumPy scalar or a one-element real
+    array (NumPy, torch, JAX). A ``TypeError`` for ``None``, bools, strings, complex
+    numbers and other arrays, a ``ValueError`` for nan, inf and ints beyond float64."""
     if not _is_real(value):
-        raise TypeError(f"{op}: {name} must be a real number; got {_given(value)}.")
+        one = _one_real(value)
+        if one is None:
+            raise TypeError(f"{op}: {name} must be a real number; got {_given(value)}.")
+        value = one
     try:
         wide = float(value)
     except OverflowError:  # an int beyond float64
@@ -113,6 +141,16 @@ def finite_float(op: str, name: str, value) -> float:
         shown = f"an int of {len(str(abs(int(value))))} digits" if is_int(value) else repr(wide)
         raise ValueError(f"{op}: {name} must be finite; got {shown}.")
     return wide
+
+
+def check_flag(op: str, name: str, value) -> bool:
+    """A switch given as a bool or an int (``nesterov=1``, ``progress=0``, as torch and
+    scikit-learn accept them), as a bool: a ``TypeError`` for anything else (``'no'``,
+    ``[1]``, ``None``: truthy or falsy by accident)."""
+    if isinstance(value, (bool, np.bool_)) or is_int(value):
+        return bool(value)
+    raise TypeError(f"{op}: {name} must be a bool (or an int); got "
+                    f"{type(value).__name__} {value!r}.")
 
 
 def check_bool(op: str, name: str, value) -> bool:
@@ -132,6 +170,14 @@ def is_int(value) -> bool:
 AXIS_MAX = 2**31 - 1
 
 
+def as_index(value) -> int:
+    """An int, or a 0-d integer array of any framework (NumPy, torch, JAX: through
+    ``__index__``), as a Python int; ``TypeError`` for bools, floats and the rest."""
+    if isinstance(value, (bool, np.bool_)) or "bool" in str(getattr(value, "dtype", "")):
+        raise TypeError
+    return int(value) if is_int(value) else operator.index(value)
+
+
 def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
               lo: int = 0) -> tuple[int, ...]:
     """``value``, a sequence of axis sizes, as a tuple of Python ints.
@@ -141,12 +187,19 @@ def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
     ``None``) raises ``TypeError``; a length not in ``lengths`` or an entry
     outside ``[lo, 2**31 - 1]`` raises ``ValueError``.
     """
+    refused = TypeError(f"{op}: {name} must be a sequence {layout} of ints; got {value!r}.")
     try:
-        dims = tuple(value) if not isinstance(value, (str, bytes)) else None
+        entries = tuple(value) if not isinstance(value, (str, bytes)) else None
     except TypeError:
-        dims = None
-    if dims is None or not all(is_int(d) for d in dims):
-        raise TypeError(f"{op}: {name} must be a sequence {layout} of ints; got {value!r}.")
+        entries = None
+    if entries is None:
+        raise refused
+    try:
+        dims = tuple(as_index(d) for d in entries)
+    except TypeError as exc:
+        if type(exc) is not TypeError:   # a framework's own (a traced JAX value: not static)
+            raise
+        raise refused from None
     if len(dims) not in lengths:
         raise ValueError(f"{op}: {name} must be {layout} of ints; got {shape_str(dims)}.")
     if not all(lo <= d <= AXIS_MAX for d in dims):

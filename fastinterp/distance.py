@@ -42,7 +42,7 @@ import numpy as np
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import (as_c_contiguous, check_array, check_bool, check_out, check_shape,
+from ._validate import (as_c_contiguous, check_array, check_flag, check_out, check_shape,
                         same_dtype, shape_str)
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
@@ -814,8 +814,8 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     """
     op = "knn"
     from . import _stream
-    return_distances = check_bool(op, "return_distances", return_distances)
-    if check_bool(op, "progress", progress) or _stream.is_out_of_core(x):
+    return_distances = check_flag(op, "return_distances", return_distances)
+    if check_flag(op, "progress", progress) or _stream.is_out_of_core(x):
         return _stream.knn_stream(x, queries, k, return_distances, progress)
     p = begin(op, x=x, queries=queries)
     x_, q_, dtype, batch, k = _knn_arguments(op, p, k)

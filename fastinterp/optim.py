@@ -36,7 +36,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import CUDA, Prepared, begin
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
-from ._validate import check_bool, same_view, shape_str
+from ._validate import check_flag, same_view, shape_str
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -321,7 +321,7 @@ class Optimizer:
     def _flags(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` must be a bool (NumPy bools pass); stored back as one."""
         for key in keys:
-            group[key] = check_bool(self._name, key, group[key])
+            group[key] = check_flag(self._name, key, group[key])
 
     def _check(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

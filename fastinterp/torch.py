@@ -747,7 +747,10 @@ def _warp_fn(rows, backward=False):
 
 def _host(M):
     """A warp matrix as the NumPy API reads it (a host array; it is tiny)."""
-    return _arg(M.detach().cpu()) if isinstance(M, Tensor) else M
+    if not isinstance(M, Tensor):
+        return M
+    M = M.detach().cpu()
+    return _arg(M.float() if M.dtype in _HALF else M)   # read as float64 by the warps
 
 
 def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,

@@ -62,9 +62,12 @@ def _host_matrix(op, name, M, rows, N):
         M = M.copy_to_host()
     try:
         arr = np.asarray(M)
-    except (TypeError, ValueError):          # a ragged nest of lists, say
+    except ValueError:                       # a ragged nest of lists, say
         raise ValueError(f"{op}: {name} must have shape ({rows}, 3) or (N, {rows}, 3); "
                          f"got {M!r}.") from None
+    except TypeError as exc:                 # a dtype NumPy cannot read (bfloat16, say)
+        raise TypeError(f"{op}: {name} must be an array of numbers NumPy can read; got "
+                        f"{type(M).__name__} ({exc}).") from None
     if arr.dtype.kind not in "fiu":
         raise matrix_type_error(op, name, arr.dtype)
     arr = arr.astype(np.float64)

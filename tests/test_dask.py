@@ -560,7 +560,7 @@ def test_knn_errors():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="knn: block_bytes must be an int >= 0 or None"):
             fd.knn(x, x, 2, block_bytes=bad)
-    for bad in ("no", [1], 1, None, np.array([True])):
+    for bad in ("no", [1], 1.0, None, np.array([True])):
         with pytest.raises(TypeError, match="^knn: return_distances must be a bool"):
             fd.knn(x, x, 2, return_distances=bad)
     for bad in ("4", 2.5, True, None):
@@ -569,6 +569,7 @@ def test_knn_errors():
     with pytest.raises(ValueError, match="^knn: split_every must be >= 2; got 1"):
         fd.knn(x, x, 2, split_every=1)
     d, i = fd.knn(x, x, 2, return_distances=np.bool_(True), split_every=np.int64(2))
+    assert fd.knn(x, x, 2, return_distances=1, split_every=np.array(3))[1].shape == (10, 2)
     assert fd.knn(x, x, 2, return_distances=np.bool_(False)).compute().shape == (10, 2)
 
 

@@ -946,10 +946,10 @@ def test_integer_hyper_parameters_are_bounded(rng, op, big):
 
 @pytest.mark.parametrize("op", list(FITS))
 @pytest.mark.parametrize("name", ["verbose", "progress"])
-@pytest.mark.parametrize("bad", ["no", [1], 1, None])
+@pytest.mark.parametrize("bad", ["no", [1], 1.0, None])
 def test_flags_must_be_bools(rng, op, name, bad):
     fit, _ = FITS[op]
-    with pytest.raises(TypeError, match=rf"^{op}: {name} must be a bool; got"):
+    with pytest.raises(TypeError, match=rf"^{op}: {name} must be a bool \(or an int\); got"):
         fit(rng, **{name: bad})
 
 
@@ -1034,3 +1034,10 @@ def test_affine_align_transform_size(rng, size, exc):
 def test_affine_align_sample_fraction(bad, exc):
     with pytest.raises(exc, match="^AffineAlign: sample_fraction must be"):
         AffineAlign(sample_fraction=bad)
+
+
+@pytest.mark.parametrize("op", list(FITS))
+def test_flags_take_ints_as_scikit_learn_does(rng, op, capsys):
+    fit, _ = FITS[op]
+    fit(rng, verbose=0, progress=0)
+    assert capsys.readouterr().out == ""

@@ -275,9 +275,9 @@ def test_group_params_that_are_not_a_sequence_of_arrays(arrays, given):
     (SGD, dict(lr=0.1, momentum=0.9), "nesterov"), (SGD, dict(lr=0.1), "maximize"),
     (Adam, {}, "amsgrad"), (Adam, {}, "maximize"), (AdamW, {}, "amsgrad"), (AdamW, {}, "maximize"),
 ])
-@pytest.mark.parametrize("bad", ["no", "", [1], 1, 0, None, np.array([True])])
+@pytest.mark.parametrize("bad", ["no", "", [1], 1.0, None, np.array([True])])
 def test_flags_must_be_bools(cls, kw, flag, bad):
-    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool; got "):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: {flag} must be a bool \(or an int\); got "):
         cls([np.zeros(3)], **kw, **{flag: bad})
     opt = cls([np.zeros(3)], **kw)
     opt.param_groups[0][flag] = bad                       # set later, as a scheduler might
@@ -889,3 +889,15 @@ def test_torch_parameters_with_requires_grad_are_updated_like_torch(make):
     ours.data = torch.zeros(7, dtype=torch.float64)     # replaced storage is followed
     opt.step([torch.ones(7, dtype=torch.float64)])
     assert not torch.equal(ours.detach(), torch.zeros(7, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("flag", ["nesterov", "maximize"])
+def test_sgd_flags_take_ints_as_torch_does(flag):
+    p = np.ones(3)
+    opts = dict(momentum=0.9) if flag == "nesterov" else {}
+    for value, want in ((1, True), (0, False), (np.int64(1), True), (np.bool_(True), True)):
+        opt = fi.optim.SGD([p], lr=0.1, **opts, **{flag: value})
+        assert opt.param_groups[0][flag] is want
+    for bad in ("no", [1], None, 1.0):
+        with pytest.raises(TypeError, match=f"{flag} must be a bool"):
+            fi.optim.SGD([p], lr=0.1, **opts, **{flag: bad})

@@ -454,3 +454,34 @@ def test_non_real_matrices_are_refused(fn, M):
 def test_missing_or_ragged_matrices_are_refused(M, exc, match):
     with pytest.raises(exc, match=rf"^warp_affine: {match}"):
         fi.warp_affine(IMG, M, (4, 4))
+
+
+def test_angle_scale_and_center_take_one_element_arrays_of_any_framework():
+    """torchvision's idiom ``rotate(img, torch.empty(1).uniform_(-30, 30))`` and 0-d arrays."""
+    torch = pytest.importorskip("torch")
+    want = fi.rotation_matrix(30.0, (4.5, 3.5), 1.25)
+    for angle in (np.array(30.0), np.array([30.0]), torch.tensor(30.0), torch.tensor([30.0]),
+                  torch.tensor(30.0, requires_grad=True), np.float32(30)):
+        np.testing.assert_allclose(fi.rotation_matrix(angle, (4.5, 3.5), 1.25), want, rtol=1e-6)
+    for center in (np.array([4.5, 3.5]), torch.tensor([4.5, 3.5]), [np.array(4.5), 3.5]):
+        np.testing.assert_allclose(fi.rotation_matrix(30.0, center, np.array(1.25)), want)
+    for bad in (torch.tensor(True), np.array(1 + 2j), np.array("30"), np.array([30.0, 1.0]),
+                np.array(None)):
+        with pytest.raises(TypeError, match="angle must be a real number"):
+            fi.rotation_matrix(bad, (4.5, 3.5))
+
+
+def test_sizes_take_integer_arrays_of_any_framework():
+    torch = pytest.importorskip("torch")
+    img = np.random.default_rng(0).random((1, 2, 5, 6))
+    M = np.array([[1.0, 0.1, 0.5], [0.0, 0.9, -0.5]])
+    want = fi.warp_affine(img, M, (6, 7))
+    for dsize in ((np.int64(6), np.uint8(7)), (np.array(6), np.array(7)), torch.tensor([6, 7]),
+                  (torch.tensor(6), 7), np.array([6, 7]), [6, 7]):
+        assert np.array_equal(fi.warp_affine(img, M, dsize), want)
+    theta = np.array([[[1.0, 0.2, 0.0], [0.0, 1.0, 0.1]]])
+    assert np.array_equal(fi.affine_grid(theta, torch.tensor([1, 2, 6, 7])),
+                          fi.affine_grid(theta, (1, 2, 6, 7)))
+    for bad in ((6.0, 7), (True, 7), torch.tensor([True, False]), (torch.tensor(6.0), 7), "67"):
+        with pytest.raises(TypeError, match="dsize must be a sequence"):
+            fi.warp_affine(img, M, bad)

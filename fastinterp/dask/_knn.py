@@ -13,7 +13,7 @@ from dask.layers import ArrayValuesDep     # block j's first row, bound into its
 
 import fastinterp as fi
 from .. import _stream
-from .._validate import check_bool, is_int
+from .._validate import as_index, check_flag
 from ._graph import as_dask, single_chunk
 
 _dist = importlib.import_module("fastinterp.distance")
@@ -197,9 +197,11 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
         raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
     if not 1 <= k <= x.shape[0]:
         raise ValueError(f"knn: k must satisfy 1 <= k <= N = {x.shape[0]}; got {k}.")
-    return_distances = check_bool(op, "return_distances", return_distances)
-    if not is_int(split_every):
-        raise TypeError(f"knn: split_every must be an int; got {split_every!r}.")
+    return_distances = check_flag(op, "return_distances", return_distances)
+    try:
+        split_every = as_index(split_every)
+    except TypeError:
+        raise TypeError(f"knn: split_every must be an int; got {split_every!r}.") from None
     if split_every < 2:
         raise ValueError(f"knn: split_every must be >= 2; got {split_every}.")
     if block_bytes is None:

@@ -6,6 +6,7 @@ import math
 import sys
 import time
 import warnings
+from numbers import Integral
 
 import numpy as np
 
@@ -59,9 +60,11 @@ def check_int(op: str, name: str, value, lo: int, none_ok: bool = False) -> int 
 
 
 def check_flag(op: str, name: str, value) -> bool:
-    """``value`` must be a bool (Python or NumPy): :class:`InvalidTypeError` otherwise."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidTypeError(f"{op}: {name} must be a bool; got {value!r}.")
+    """``value`` must be a bool or an int (``verbose=1``, as scikit-learn's estimators
+    take it): :class:`InvalidTypeError` otherwise (``'no'``, ``None``, ``[1]``)."""
+    if not isinstance(value, (bool, np.bool_, Integral)):
+        raise InvalidTypeError(f"{op}: {name} must be a bool (or an int); got "
+                               f"{type(value).__name__} {value!r}.")
     return bool(value)
 
 
