@@ -1199,15 +1199,21 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
            [10.5, 12.5]])
     """
     op = "adaptive_avg_pool2d"
+    plan_key = None
+    if out is None and type(input) is np.ndarray:    # repeated NumPy calls: see _plans
+        plan_key = _plans.key(op, (input,), (output_size, layout))
+        plan = _plans.lookup(plan_key)
+        if plan is not None:
+            return plan(input)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     _, _, h, w = lay.split(x.shape)
     out_hw = _pool_size(op, output_size, (h, w))
     if dtype == _U8 and p.backend == "cpu":
         box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
         if box is not None:
-            return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box)
+            return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box, plan_key)
     tabs = _axis_tables("area", (h, w), out_hw, None, (None, None), False, dtype)
-    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input")
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", None, plan_key)
 
 
 def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout=None):

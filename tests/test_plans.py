@@ -313,3 +313,19 @@ def test_pairwise_plans_hold_no_large_batch_maps():
     assert not _plans._plans
     fi.pairwise_sqdist(x[:3], y[:, :3])
     assert len(_plans._plans) == 1
+
+
+@pytest.mark.parametrize("shape,dtype,size,layout", [
+    ((2, 8, 7, 7), np.float32, 1, None), ((2, 8, 9, 6), np.float64, (4, 5), None),
+    ((12, 10, 3), np.uint8, (6, 5), "HWC"), ((12, 10, 3), np.uint8, (5, 4), "HWC"),
+    ((3, 12, 10), np.float32, (None, 3), "CHW")])
+def test_repeated_pooling_calls_equal_the_full_path(shape, dtype, size, layout):
+    fi.adaptive_avg_pool2d(_image(shape, dtype, 0), size, layout=layout)
+    assert len(_plans._plans) == 1
+    for seed in (1, 2):
+        x = _image(shape, dtype, seed)
+        got = fi.adaptive_avg_pool2d(x, size, layout=layout)
+        want = _full_path(fi.adaptive_avg_pool2d, x, size, layout=layout)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    with pytest.raises(TypeError):
+        fi.adaptive_avg_pool2d(x, 1.0 if size == 1 else (True, 3), layout=layout)
