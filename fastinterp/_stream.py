@@ -69,7 +69,10 @@ def block_candidates(xb, queries, k, offset, bound=None):
 
 def kth_bound(best, k):
     """The float64 k-th distance of each query in merged candidates ``best`` (Q,):
-    the bound of :func:`block_candidates` for the rows not yet searched."""
+    the bound of :func:`block_candidates` for the rows not yet searched; None while
+    fewer than k rows were searched (no bound yet)."""
+    if best[2].shape[1] < k:
+        return None
     return np.ascontiguousarray(best[2][:, k - 1])
 
 
@@ -237,11 +240,20 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
     O(Q k) candidates, whatever the size of ``x``. The first block is short
     (one zarr chunk, or an eighth of a block), since the search waits for its
     read. The result equals ``fastinterp.knn`` on the whole array.
+    Queries with leading (batch) dimensions all search the one database.
     """
-    queries = np.ascontiguousarray(queries)
-    n = x.shape[0]
+    if not hasattr(x, "shape"):                        # a nest of lists, with progress=True
+        x = np.asarray(x)
     if len(x.shape) != 2:
-        raise ValueError(f"knn: x must have shape (N, D); got {tuple(x.shape)}.")
+        raise ValueError(f"knn: a database read in blocks (a memmap, zarr or h5py array, or "
+                         f"progress=True) must have shape (N, D); got {tuple(x.shape)} (a batch "
+                         f"of databases is searched in memory, without progress).")
+    from .distance import knn
+    knn(np.zeros((1, x.shape[1]), x.dtype), queries, 1)   # the queries' checks, as in memory
+    queries = np.asarray(queries)
+    lead = queries.shape[:-1]                          # (..., Q): each query's place
+    queries = np.ascontiguousarray(queries.reshape(-1, queries.shape[-1]))
+    n = x.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
     if not 1 <= k <= n:
@@ -276,5 +288,5 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
         finally:
             if bar is not None:
                 bar.close()
-    d, i, _ = best
+    d, i = (a.reshape(lead + a.shape[-1:]) for a in best[:2])
     return (d, i) if return_distances else i

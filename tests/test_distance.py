@@ -1305,3 +1305,41 @@ def test_knn_flags_take_ints():
     for bad in ("no", [1], None, 1.0):
         with pytest.raises(TypeError, match="return_distances must be a bool"):
             fi.knn(x, q, 3, bad)
+
+
+def test_streamed_knn_takes_what_the_in_memory_call_takes(tmp_path):
+    """Batched queries, a list database with progress=True, and the in-memory call's
+    errors (queries None, a batch of databases gets a clear message)."""
+    import io
+    import contextlib
+    from fastinterp import _stream
+    rng = np.random.default_rng(1)
+    x, q = rng.standard_normal((300, 8)), rng.standard_normal((2, 3, 7, 8))
+    x.tofile(tmp_path / "x.bin")
+    mm = np.memmap(tmp_path / "x.bin", dtype=np.float64, mode="r", shape=x.shape)
+    for got in (_stream.knn_stream(mm, q, 5, block_rows=40), fi.knn(mm, q, 5)):
+        want = fi.knn(x, q, 5)
+        assert got[0].shape == (2, 3, 7, 5)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    with contextlib.redirect_stderr(io.StringIO()):
+        got = fi.knn(x[:50].tolist(), q[0, 0], 5, progress=True)
+    assert np.array_equal(got[1], fi.knn(x[:50], q[0, 0], 5)[1])
+    with pytest.raises(TypeError, match=r"^knn: queries must be an array"):
+        fi.knn(mm, None, 5)
+    with pytest.raises(TypeError, match="dtype"):
+        fi.knn(mm, q.astype(np.float32), 5)
+    with pytest.raises(ValueError, match="batch of databases is searched in memory"):
+        fi.knn(mm.reshape(3, 100, 8), q[0], 5)
+
+
+def test_streamed_knn_with_a_first_block_shorter_than_k():
+    """zarr chunks smaller than k: the first block holds fewer than k rows (no bound yet)."""
+    zarr = pytest.importorskip("zarr")
+    from fastinterp import _stream
+    rng = np.random.default_rng(0)
+    x, q = rng.standard_normal((120, 19)), rng.standard_normal((5, 19))
+    z = zarr.create_array(zarr.storage.MemoryStore(), shape=x.shape, chunks=(7, 19),
+                          dtype=x.dtype)
+    z[:] = x
+    got, want = _stream.knn_stream(z, q, 64, block_rows=64), fi.knn(x, q, 64)
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
