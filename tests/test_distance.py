@@ -1343,3 +1343,22 @@ def test_streamed_knn_with_a_first_block_shorter_than_k():
     z[:] = x
     got, want = _stream.knn_stream(z, q, 64, block_rows=64), fi.knn(x, q, 64)
     assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("dtype,scale,offset", [(np.float32, 1e-22, 0.0), (np.float32, 3e-21, 1e-19),
+                                                (np.float64, 3e-162, 3e-159),
+                                                (np.float64, 1e-158, 0.0)])
+def test_knn_exact_where_distances_are_subnormal(dtype, scale, offset):
+    """Squared distances below the dtype's smallest normal number lose their relative
+    precision in the GEMM form: the candidate proof allows for that absolute error."""
+    from fastinterp import _stream
+    rng = np.random.default_rng(0)
+    n, q_rows, k = 2000, 30, 20
+    x = (offset + rng.standard_normal((n, 8)) * scale).astype(dtype)
+    q = (offset + rng.standard_normal((q_rows, 8)) * scale).astype(dtype)
+    key = _stream._direct64(x, q, np.tile(np.arange(n, dtype=np.int64), (q_rows, 1)))
+    want = np.lexsort((np.tile(np.arange(n), (q_rows, 1)), key), axis=-1)[:, :k]
+    d, i = fi.knn(x, q, k)
+    assert np.array_equal(i, want)
+    ds, is_ = _stream.knn_stream(x, q, k, block_rows=300)
+    assert np.array_equal(is_, i) and ds.tobytes() == d.tobytes()

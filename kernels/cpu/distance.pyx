@@ -821,8 +821,18 @@ cdef inline double heap_start(double tau, double nqr, double nxm, double delta) 
     return tau - nqr + 2 * delta
 
 
+cdef inline double round_bound(double nqr, double nxm, double gamma,
+                               double floor) noexcept nogil:
+    """The bound ``delta`` on |v + |q_c|^2 - d| (v from the GEMM form, d the direct
+    float64 distance) for a query of centred squared norm ``nqr`` against rows of
+    centred squared norms up to ``nxm``: relative rounding, gamma (|q_c| + |x_c|)^2,
+    plus ``floor`` for the absolute error of subnormal results (products and sums
+    below the dtype's smallest normal number lose their relative precision)."""
+    return gamma * (nqr + 2 * sqrt(nqr * nxm) + nxm) + floor
+
+
 cdef void start_heaps(double* hv, i64* hi, Py_ssize_t nr, Py_ssize_t kc, const double* tau,
-                      const real* nq, double nxm, double gamma) noexcept nogil:
+                      const real* nq, double nxm, double gamma, double floor) noexcept nogil:
     """Empty heaps for nr queries: kc entries each at heap_start (+inf when ``tau`` is
     NULL), index -1."""
     cdef Py_ssize_t r, c
@@ -830,7 +840,7 @@ cdef void start_heaps(double* hv, i64* hi, Py_ssize_t nr, Py_ssize_t kc, const d
     for r in range(nr):
         if tau != NULL:
             nqr = nq[r]
-            start = heap_start(tau[r], nqr, nxm, gamma * (nqr + 2 * sqrt(nqr * nxm) + nxm))
+            start = heap_start(tau[r], nqr, nxm, round_bound(nqr, nxm, gamma, floor))
         for c in range(kc):
             hv[r * kc + c] = start
             hi[r * kc + c] = -1
@@ -1036,6 +1046,9 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
     cdef int nteam
     cdef double nqr, delta
     cdef double gamma = 2.0 * (d + 16) * unit
+    # each of the ~2d + 16 roundings may lose up to the dtype's smallest subnormal
+    cdef double floor = (2.0 * d + 16) * (1.401298464324817e-45 if real is float
+                                          else 4.9406564584124654e-324)
     cdef void* base = NULL
     cdef size_t base_bytes = 0
     cdef char* work
@@ -1139,7 +1152,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                         continue
                     start_heaps(<double*> (mine + o_hv), <i64*> (mine + o_hi), nr, kc,
                                 &bound[b, q0] if bounded else NULL, &nq[b, q0], nx_max[b],
-                                gamma)
+                                gamma, floor)
                     if all_exact[b] == 0:
                         fill_heaps(&qc[b, q0, 0], &xc[b, 0, 0], &nx[b, 0], 0, n, nr, d, kc,
                                    tblock, <real*> (mine + o_g), <double*> (mine + o_hv),
@@ -1147,7 +1160,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                     nspecial = special_ptr[b + 1] - special_ptr[b]
                     for r in range(nr):
                         nqr = nq[b, q0 + r]
-                        delta = gamma * (nqr + 2 * sqrt(nqr * nx_max[b]) + nx_max[b])
+                        delta = round_bound(nqr, nx_max[b], gamma, floor)
                         fallbacks[b, q0 + r] = finish_query(
                             &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, 1,
                             <double*> (mine + o_hv) + r * kc, <i64*> (mine + o_hi) + r * kc,
@@ -1172,7 +1185,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                 q0 = (blk - b * nblocks) * qblock
                 nr = min(<Py_ssize_t> qblock, nqry - q0)
                 start_heaps(hv, hi, nr, kc, &bound[b, q0] if bounded else NULL, &nq[b, q0],
-                            nx_max[b], gamma)
+                            nx_max[b], gamma, floor)
                 if all_exact[b] == 0:
                     for tb in prange(ntb, schedule="dynamic", chunksize=1):
                         j0 = tb * tblock
@@ -1184,7 +1197,7 @@ def knn_fwd(real[:, :, ::1] dist, i64[:, :, ::1] idx, const real[:, :, ::1] x,
                 spec = &special[special_ptr[b]] if nspecial else NULL
                 for r in prange(nr, schedule="dynamic", chunksize=16):
                     nqr = nq[b, q0 + r]
-                    delta = gamma * (nqr + 2 * sqrt(nqr * nx_max[b]) + nx_max[b])
+                    delta = round_bound(nqr, nx_max[b], gamma, floor)
                     fallbacks[b, q0 + r] = finish_query(
                         &q[qmap[b], q0 + r, 0], &x[xmap[b], 0, 0], n, d, k, kc, nteam,
                         <double*> (work + o_hv) + r * kc, <i64*> (work + o_hi) + r * kc,
