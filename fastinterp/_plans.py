@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["MAX_PLANS", "MAX_PLAN_BYTES", "clear", "key", "lookup", "store"]
+__all__ = ["MAX_PLANS", "MAX_PLAN_BYTES", "clear", "find", "key", "lookup", "store"]
 
 #: Plans kept at most (all ops together); the table is emptied when it fills.
 MAX_PLANS = 256
@@ -78,6 +78,12 @@ def key(op: str, arrays: tuple, params: tuple) -> tuple | None:
     except TypeError:
         return None
     return tuple(parts)
+
+
+def find(op: str, arrays: tuple, params: tuple) -> tuple[tuple | None, Any]:
+    """``(key, plan)`` of a call (see :func:`key`): the plan stored for it, or None."""
+    k = key(op, arrays, params)
+    return k, lookup(k)
 
 
 def lookup(k: tuple | None) -> Callable[..., Any] | None:

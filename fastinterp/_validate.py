@@ -17,8 +17,8 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes", "finite_float",
-    "AXIS_MAX",
+    "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
+    "finite_float", "AXIS_MAX",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

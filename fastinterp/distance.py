@@ -470,8 +470,7 @@ def _operands(op, p, xname="x", yname="y", xlayout="(..., M, D)", ylayout="(...,
 def _pairwise(op, x, y, out):
     plan_key = None
     if out is None:                      # repeated NumPy calls: see _plans
-        plan_key = _plans.key(op, (x, y), ())
-        plan = _plans.lookup(plan_key)
+        plan_key, plan = _plans.find(op, (x, y), ())
         if plan is not None:
             return plan(x, y)
     p = begin(op, x=x, y=y)

@@ -844,11 +844,15 @@ def _input_size(op, input_size, grad_shape, lay):
 
 # --------------------------------------------------------------------------- the common call
 
+def _plane_shape(nhwc, n, c, h, w):
+    """The (P, rows, row_length) shape the kernels see of a 4-D array, and its channel step."""
+    return ((n, h, w * c), c) if nhwc else ((n * c, h, w), 1)
+
+
 def _planes(arr, nhwc, n, c, h, w):
     """A (P, rows, row_length) view of a C-contiguous 4-D array and its channel step."""
-    if nhwc:
-        return arr.reshape(n, h, w * c), c
-    return arr.reshape(n * c, h, w), 1
+    shape, channels = _plane_shape(nhwc, n, c, h, w)
+    return arr.reshape(shape), channels
 
 
 def _channels_last_view(x):
@@ -910,11 +914,8 @@ def _plan(op, dtype, lay, shape, dims, ytab, xtab, u8_order):
     """A stored plan: ``plan(x)`` resizes a C-contiguous NumPy ``x`` of this call's
     shape into a new array, as :func:`_run` does on the CPU."""
     n, c, h, w, oh, ow = dims
-    out3, channels = _planes(np.empty(lay.batched_shape(shape), dtype), lay.nhwc,
-                             n, c, oh, ow)
-    x3_shape = _planes(np.empty(lay.batched_shape(lay.join(n, c, h, w)), dtype), lay.nhwc,
-                       n, c, h, w)[0].shape
-    out3_shape = out3.shape
+    out3_shape, channels = _plane_shape(lay.nhwc, n, c, oh, ow)
+    x3_shape, _ = _plane_shape(lay.nhwc, n, c, h, w)
     extra = () if u8_order is None else (u8_order,)
 
     def plan(x):
@@ -1036,11 +1037,10 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     (2, 3, 3)
     """
     plan_key = None
-    if out is None and type(input) is np.ndarray:    # repeated NumPy calls: see _plans
-        plan_key = _plans.key("resize", (input,), (size, scale_factor, mode, align_corners,
-                                                   antialias, recompute_scale_factor, layout,
-                                                   match))
-        plan = _plans.lookup(plan_key)
+    if out is None:                                  # repeated NumPy calls: see _plans
+        plan_key, plan = _plans.find("resize", (input,), (size, scale_factor, mode,
+                                                          align_corners, antialias,
+                                                          recompute_scale_factor, layout, match))
         if plan is not None:
             return plan(input)
     if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
@@ -1069,7 +1069,8 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
             order = "vfirst"
         elif fixed and match == "opencv" and tabs[0].taps == 2:
             order = "opencv_linear"
-        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order, plan_key)
+        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order,
+                    plan_key)
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", None, plan_key)
 
 
@@ -1200,9 +1201,8 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     """
     op = "adaptive_avg_pool2d"
     plan_key = None
-    if out is None and type(input) is np.ndarray:    # repeated NumPy calls: see _plans
-        plan_key = _plans.key(op, (input,), (output_size, layout))
-        plan = _plans.lookup(plan_key)
+    if out is None:                                  # repeated NumPy calls: see _plans
+        plan_key, plan = _plans.find(op, (input,), (output_size, layout))
         if plan is not None:
             return plan(input)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)

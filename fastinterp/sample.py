@@ -617,10 +617,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     array([[[[1.5, 0. ]]]])
     """
     plan_key = None
-    if out is None and channels_last is None:        # repeated NumPy calls: see _plans
-        plan_key = _plans.key("grid_sample", (input, grid),
-                              (mode, padding_mode, align_corners, fill, layout))
-        plan = _plans.lookup(plan_key)
+    if out is None and channels_last is None and fill is None:   # repeated calls: _plans
+        plan_key, plan = _plans.find("grid_sample", (input, grid),
+                                     (mode, padding_mode, align_corners, layout))
         if plan is not None:
             return plan(input, grid)
     op = "grid_sample"
@@ -635,8 +634,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     fills = _fill_values(op, fill, padding_mode, geo.dims[1],
                          np.float32 if dtype == np.uint8 else dtype)
     shape = _user_shape(lay, geo)
-    # a fill is converted at every call (its float errors follow np.errstate): no plan
-    if plan_key is not None and p.storage is None and p.backend == "cpu" and fill is None \
+    if plan_key is not None and p.storage is None and p.backend == "cpu" \
             and input.flags.c_contiguous and grid.flags.c_contiguous:
         plan = _sample_plan(shape, dtype, lay, x.shape, g.shape, geo, fills, mode,
                             padding_mode, align, cl)
@@ -799,11 +797,10 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     array([[[[0.5, 1. ]]]])
     """
     plan_key = None
-    if channels_last is None:                        # repeated NumPy calls: see _plans
-        plan_key = _plans.key("grid_sample_backward", (grad_output, input, grid),
-                              (mode, padding_mode, align_corners, needs_input_grad,
-                               needs_grid_grad, deterministic, fill, layout))
-        plan = _plans.lookup(plan_key)
+    if channels_last is None and fill is None:       # repeated NumPy calls: see _plans
+        plan_key, plan = _plans.find("grid_sample_backward", (grad_output, input, grid),
+                                     (mode, padding_mode, align_corners, needs_input_grad,
+                                      needs_grid_grad, deterministic, layout))
         if plan is not None:
             return plan(grad_output, input, grid)
     op = "grid_sample_backward"
@@ -824,8 +821,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
     batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
     go = batched(go)
-    if plan_key is not None and p.storage is None and p.backend == "cpu" and fill is None \
-            and all(a.flags.c_contiguous for a in (grad_output, input, grid)):
+    if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
+            a.flags.c_contiguous for a in (grad_output, input, grid)):
         plan = _backward_plan(op, dtype, tuple(x_user.shape), tuple(g_user.shape), go.shape,
                               x.shape, g.shape, geo, fills, mode, padding_mode, align, cl,
                               det, need_in, need_grid)

@@ -6,10 +6,10 @@ import math
 import sys
 import time
 import warnings
-from numbers import Integral
 
 import numpy as np
 
+from .. import _validate
 from .._validate import is_int
 
 
@@ -60,12 +60,12 @@ def check_int(op: str, name: str, value, lo: int, none_ok: bool = False) -> int 
 
 
 def check_flag(op: str, name: str, value) -> bool:
-    """``value`` must be a bool or an int (``verbose=1``, as scikit-learn's estimators
-    take it): :class:`InvalidTypeError` otherwise (``'no'``, ``None``, ``[1]``)."""
-    if not isinstance(value, (bool, np.bool_, Integral)):
-        raise InvalidTypeError(f"{op}: {name} must be a bool (or an int); got "
-                               f"{type(value).__name__} {value!r}.")
-    return bool(value)
+    """:func:`fastinterp._validate.check_flag` (a bool or an int, ``verbose=1`` as
+    scikit-learn's estimators take it), its error an :class:`InvalidTypeError`."""
+    try:
+        return _validate.check_flag(op, name, value)
+    except TypeError as exc:
+        raise InvalidTypeError(str(exc)) from None
 
 
 def check_real(op: str, name: str, value, positive: bool = False) -> float:
