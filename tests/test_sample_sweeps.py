@@ -172,6 +172,34 @@ def test_channels_first_images_sample_as_channels_last(dtype, pad, shape, rng):
         fi.set_num_threads(before)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 8, 16, 16, 16, 16), (3, 9, 13, 11, 23, 37)])
+def test_out_at_any_alignment_gets_the_allocated_bits(dtype, shape, rng):
+    """The channels-last route cuts each output run into blocks aligned to the output's
+    address: an out= array starting at any element offset within a cache line (and a
+    run length that is no multiple of the block) gets the bits of an allocated result,
+    on 1 and 2 threads."""
+    n, c, h, w, ho, wo = shape
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    grid = stepping_grid(n, ho, wo, rng).astype(dtype)
+    size = n * c * ho * wo
+    lanes = 64 // np.dtype(dtype).itemsize
+    before = fi.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fi.set_num_threads(threads)
+            expected = fi.grid_sample(x, grid)
+            for offset in range(lanes):
+                buf = np.full(size + 2 * lanes, np.nan, dtype)
+                start = offset + (-buf.ctypes.data // buf.itemsize) % lanes
+                out = buf[start:start + size].reshape(expected.shape)
+                assert fi.grid_sample(x, grid, out=out) is out
+                np.testing.assert_array_equal(out, expected)
+                assert np.isnan(buf[:start]).all() and np.isnan(buf[start + size:]).all()
+    finally:
+        fi.set_num_threads(before)
+
 # --------------------------------------------------------------------------- across builds
 
 def _sampling_workload() -> dict:

@@ -37,6 +37,8 @@ cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
     void prefetch_for_write "__builtin_prefetch"(const void* addr, int rw, int locality) noexcept nogil
 
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** ptr, size_t alignment, size_t size)
 cdef extern from "_transpose.h" nogil:
     void fi_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb,
                         Py_ssize_t rows, Py_ssize_t cols) noexcept
@@ -587,14 +589,30 @@ cdef void sweep_fwd_bilinear_from_nhwc(const real* img, real* op, Py_ssize_t P, 
     """One run of wo planned pixels of a channels-first output (op: the run's first
     pixel of channel 0, planes P apart) from an NHWC image: NHWC_SUB pixels at a time
     into buf, then out to the C planes. The NHWC sweep's arithmetic, so the same bits
-    as the channels-first sweep."""
-    cdef Py_ssize_t j0 = 0, j1
+    as the channels-first sweep. The blocks after the first start 32-byte aligned in
+    channel 0's plane (in every plane when P is a multiple of 8 floats), so that the
+    transposition's whole-row stores do not straddle cache lines: a caller's out=
+    array from NumPy's allocator starts 16 bytes into a line, where the straddling
+    stores cost about a third more time."""
+    cdef Py_ssize_t j0 = 0
+    cdef Py_ssize_t j1 = NHWC_SUB - (<size_t>op // sizeof(real)) % (32 // sizeof(real))
     while j0 < wo:
-        j1 = min(j0 + NHWC_SUB, wo)
+        j1 = min(j1, wo)
         sweep_fwd_bilinear_pixels(img, buf, C, wo, j0, j1, sx, sy, R, I, op + j1, P,
                                   min(j1 + NHWC_SUB, wo) - j1)
         transpose(buf, C, op + j0, P, j1 - j0, C)
         j0 = j1
+        j1 = j0 + NHWC_SUB
+
+
+cdef void* line_aligned_malloc(size_t size) noexcept nogil:
+    """malloc's memory starting on a cache line (free() releases it), or NULL: the NHWC
+    copies' pixel runs and the transposition's rows then split no more lines than
+    they must (malloc's large blocks start 16 bytes into a line)."""
+    cdef void* p = NULL
+    if posix_memalign(&p, 64, size) != 0:
+        return NULL
+    return p
 
 
 cdef int grid_sample_fwd_via_nhwc(real* op, const real* ip, const real* gp, Py_ssize_t N,
@@ -610,8 +628,8 @@ cdef int grid_sample_fwd_via_nhwc(real* op, const real* ip, const real* gp, Py_s
     cdef Py_ssize_t nt = (P + TILE - 1) // TILE
     cdef size_t image = <size_t>(C * HW)
     cdef bint own = N >= 2 * nthreads and nthreads * image * sizeof(real) <= NHWC_TOTAL_BYTES
-    cdef real* img = <real*>malloc((nthreads if own else 1) * image * sizeof(real))
-    cdef real* bufs = <real*>malloc(<size_t>(nthreads * NHWC_SUB * C) * sizeof(real))
+    cdef real* img = <real*>line_aligned_malloc((nthreads if own else 1) * image * sizeof(real))
+    cdef real* bufs = <real*>line_aligned_malloc(<size_t>(nthreads * NHWC_SUB * C) * sizeof(real))
     cdef real* mine
     cdef real* buf
     cdef real* R
