@@ -180,28 +180,31 @@ def _centred(a, amap, centre, nthreads):
 
 
 @functools.lru_cache(maxsize=256)
-def _tile_list(m, n, symmetric):
+def _tile_list(m, n, symmetric, head=0):
     """The tiles ``(i0, j0, rows, cols)`` of an (m, n) output, in work order (a
     read-only array, cached per shape).
 
     Large tiles first; the last TAIL_SPLIT tiles are cut into quarters so that
     the threads finish together. With ``symmetric`` only the upper triangle is
-    listed (diagonal tiles square; the mirror fills the rest).
+    listed (diagonal tiles square; the mirror fills the rest). Otherwise the
+    first ``head`` columns (see _aligned_head) are a strip of their own, so
+    that the other tiles start on a cache line.
     """
     tm, tn = _tile_shape(m, n, symmetric)
     if symmetric:
         rects = [(i, j, min(tm, m - i), min(tm, n - j))
                  for i in range(0, m, tm) for j in range(i, n, tm)]
     else:
-        rects = [(i, j, min(tm, m - i), min(tn, n - j))
-                 for i in range(0, m, tm) for j in range(0, n, tn)]
+        starts = ([0] if head else []) + list(range(head, n, tn))
+        rects = [(i, j, min(tm, m - i), (head if j == 0 and head else min(tn, n - j)))
+                 for i in range(0, m, tm) for j in starts]
     split = len(rects) - TAIL_SPLIT if len(rects) > TAIL_SPLIT else len(rects)
     tiles = rects[:split]
     for i, j, a, b in rects[split:]:
         if min(a, b) < 2 * SPLIT_MIN:
             tiles.append((i, j, a, b))
             continue
-        a1, b1 = a // 2, b // 2
+        a1, b1 = a // 2, b // 2 - (b // 2) % 32     # columns: keep whole micro-tiles
         if symmetric and i == j:      # upper-left, upper-right, lower-right
             tiles += [(i, j, a1, a1), (i, j + a1, a1, b - a1), (i + a1, j + a1, a - a1, b - a1)]
         else:
@@ -230,6 +233,21 @@ def _tile_shape(m, n, symmetric):
 
 
 
+def _aligned_head(out):
+    """How many columns of ``out`` (B, M, N) precede the first one that starts a cache
+    line in every row of every batch element (0 when they cannot all agree, or N is
+    too narrow to matter). The GEMM's micro-tiles store whole rows of 64 bytes: from
+    a caller's out= array as NumPy allocates it (16 bytes into a line), every store
+    straddled two lines, ~25% of the time of a (4096, 8192) float32 distance matrix."""
+    nbat, m, n = out.shape
+    size = out.itemsize
+    lanes = 64 // size
+    if n < 4 * lanes or (n * size) % 64 or (nbat > 1 and (m * n * size) % 64):
+        return 0
+    address = out.__array_interface__["data"][0]
+    return 0 if address % size else (-(address // size)) % lanes
+
+
 def _pairwise_cpu(out, x, y, batch, take_sqrt):
     """Registry kernel: ``out[b, i, j] = |x[xmap[b], i] - y[ymap[b], j]|^2`` (or its root)
     for out (B, M, N), x (S, M, D), y (T, N, D); y None means y = x (symmetric)."""
@@ -248,7 +266,8 @@ def _pairwise_cpu(out, x, y, batch, take_sqrt):
     xc, nx = _memory.empty((nbat, m, d), x.dtype), _memory.empty((nbat, m), x.dtype)
     yc, ny = (xc, nx) if symmetric else (_memory.empty((nbat, n, d), x.dtype),
                                          _memory.empty((nbat, n), x.dtype))
-    tiles = _tile_list(m, n, symmetric) if m and n else np.zeros((0, 4), np.intp)
+    head = 0 if symmetric or direct else _aligned_head(out)
+    tiles = _tile_list(m, n, symmetric, head) if m and n else np.zeros((0, 4), np.intp)
     nthreads = max(1, min(threads_for(nbat * m * n * d, GEMM_WORK_PER_THREAD),
                           nbat * len(tiles)))
     _cpu().sqdist_fwd(out, xc, yc, nx, ny, x, y, batch.xmap, ymap, centre, tiles,

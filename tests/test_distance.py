@@ -132,13 +132,16 @@ def test_rows_near_1000_within_1e5_relative(dtype, rng):
 
 
 @pytest.mark.parametrize("m, n", [(1, 1), (70, 300), (530, 530), (1100, 2300), (4096, 8192)])
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_tiles_cover_the_output_once(m, n, symmetric):
+@pytest.mark.parametrize("symmetric, head", [(False, 0), (True, 0), (False, 1), (False, 12)])
+def test_tiles_cover_the_output_once(m, n, symmetric, head):
     if symmetric:
         n = m
+    head = head if head < n else 0
     cover = np.zeros((m, n), np.int32)
-    for i0, j0, a, b in fdist._tile_list(m, n, symmetric):
+    for i0, j0, a, b in fdist._tile_list(m, n, symmetric, head):
         assert a > 0 and b > 0
+        if head and j0:
+            assert (j0 - head) % 32 == 0, "tiles after the head strip start on micro-tiles"
         cover[i0:i0 + a, j0:j0 + b] += 1
         if symmetric:
             assert j0 >= i0 and (j0 >= i0 + a or (i0 == j0 and a == b))
@@ -281,6 +284,32 @@ def test_out_argument(rng):
     assert_rel(out, direct_sqdist(x, y), np.float64)
     r = fi.pairwise_l2(x, out=np.empty((7, 7)))
     assert_rel(r ** 2, direct_sqdist(x, x), np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, m, n", [(1, 70, 96), (2, 33, 160), (1, 9, 2080)])
+def test_out_at_any_alignment_gets_the_allocated_bits(dtype, batch, m, n, rng):
+    """Distance tiles start on a cache line of out= wherever the array starts (a strip
+    of head columns before them): the bits are those of an allocated result, on 1
+    and 2 threads, batched or not."""
+    x = rng.standard_normal((batch, m, 40)).astype(dtype)
+    y = rng.standard_normal((batch, n, 40)).astype(dtype)
+    lanes = 64 // np.dtype(dtype).itemsize
+    before = fi.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fi.set_num_threads(threads)
+            for op in (fi.pairwise_sqdist, fi.pairwise_l2):
+                expected = op(x, y)
+                for offset in range(lanes):
+                    buf = np.full(expected.size + 2 * lanes, np.nan, dtype)
+                    start = offset + (-buf.ctypes.data // buf.itemsize) % lanes
+                    out = buf[start:start + expected.size].reshape(expected.shape)
+                    assert op(x, y, out=out) is out
+                    np.testing.assert_array_equal(out, expected)
+                    assert np.isnan(buf[:start]).all() and np.isnan(buf[start + out.size:]).all()
+    finally:
+        fi.set_num_threads(before)
 
 
 @pytest.mark.parametrize("bad, exc, match", [
