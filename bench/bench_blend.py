@@ -3,9 +3,11 @@
 Run with ``make bench`` (all families) or
 ``python -m pytest bench/bench_blend.py --benchmark-min-rounds=5``.
 
-lerp: 16,777,216 float32 elements, scalar and array weight; the reference
-for memory speed is a plain copy of the same bytes (``np.copyto``); GB/s =
-bytes read + written per second. slerp: the textbook formula written with
+lerp: 16,777,216 float32 elements, scalar and array weight; the references
+for memory speed are the memory ceiling (torch's ``a += b`` over the bytes
+lerp reads and writes, on the same 2 threads: the gauge bench/check.py
+tracks) and ``np.copyto`` of one operand (single-threaded); GB/s = bytes
+read + written per second. slerp: the textbook formula written with
 whole-array NumPy / torch operations is the peer (it is what users write).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastinterp as fi
+from conftest import memory_ceiling
 
 N_LERP = 16_777_216
 SLERP_ROWS, SLERP_DIM = 65_536, 512
@@ -80,6 +83,10 @@ def test_lerp_array_torch(benchmark, bench, bandwidth, lerp_data):
     a, b, t, out = (torch.from_numpy(x) for x in lerp_data)
     bench(benchmark, "torch", LERP_ARRAY, torch.lerp, a, b, t, out=out)
     bandwidth(benchmark, 4 * N_LERP * F32)
+
+
+def test_lerp_array_memory_ceiling(benchmark, bandwidth):
+    bandwidth(memory_ceiling(benchmark, LERP_ARRAY, 4 * N_LERP * F32), 4 * N_LERP * F32)
 
 
 def test_lerp_array_copy_reference(benchmark, bench, bandwidth, lerp_data):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import memory_ceiling
 from fastinterp.optim import SGD, Adam
 
 N = 10_000_000
@@ -65,15 +66,6 @@ def _bench_ours(benchmark, data, group, cls, threads=None, **kw):
     return benchmark
 
 
-def _bench_memory_ceiling(benchmark, group, nbytes):
-    torch = pytest.importorskip("torch")
-    a, b = torch.zeros(nbytes // 12), torch.ones(nbytes // 12)
-    benchmark.group = group
-    benchmark.extra_info["library"] = "memory ceiling (torch a += b, same bytes)"
-    benchmark(a.add_, b)
-    return benchmark
-
-
 ADAM = "adam_step: 10M float32 params"
 SGD_GROUP = "sgd_step (momentum 0.9): 10M float32 params"
 
@@ -92,11 +84,11 @@ def test_adam_torch(benchmark, data, impl, bandwidth):
 
 
 def test_adam_memory_ceiling(benchmark, bandwidth):
-    bandwidth(_bench_memory_ceiling(benchmark, ADAM, ADAM_BYTES), ADAM_BYTES)
+    bandwidth(memory_ceiling(benchmark, ADAM, ADAM_BYTES), ADAM_BYTES)
 
 
 def test_sgd_memory_ceiling(benchmark, bandwidth):
-    bandwidth(_bench_memory_ceiling(benchmark, SGD_GROUP, SGD_BYTES), SGD_BYTES)
+    bandwidth(memory_ceiling(benchmark, SGD_GROUP, SGD_BYTES), SGD_BYTES)
 
 
 def test_sgd_fastinterp(benchmark, data, bandwidth):

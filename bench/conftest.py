@@ -51,6 +51,18 @@ def bandwidth():
     return record
 
 
+def memory_ceiling(benchmark, group: str, nbytes: int):
+    """Benchmark torch's in-place ``a += b`` over ``nbytes`` bytes read and written (a
+    third per array) in ``group``: the speed of memory at BENCH_THREADS threads, for
+    ops that only stream their operands (the same bytes, the same threads)."""
+    torch = pytest.importorskip("torch")
+    a, b = torch.zeros(nbytes // 12), torch.ones(nbytes // 12)
+    benchmark.group = group
+    benchmark.extra_info["library"] = "memory ceiling (torch a += b, same bytes)"
+    benchmark(a.add_, b)
+    return benchmark
+
+
 def run(benchmark, library: str, group: str, fn, *args, **kwargs):
     """Benchmark ``fn(*args, **kwargs)`` as ``library`` in ``group``."""
     benchmark.group = group
