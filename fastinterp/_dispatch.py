@@ -170,6 +170,22 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     return obj
 
 
+def to_host(op: str, name: str, obj):
+    """A small argument given as an array (a warp matrix, a per-channel fill), ready
+    for ``np.asarray`` on the host by the rules of an op's arrays: a device array
+    (numba, CuPy, a CUDA tensor) is copied to the host; a torch tensor's negative
+    or conjugate bit is resolved, and one that requires grad is the TypeError of
+    :func:`_plain_tensor`. Anything else is returned as is."""
+    if hasattr(obj, "copy_to_host"):                    # a numba device array
+        return obj.copy_to_host()
+    if _is_torch_tensor(obj):
+        obj = _plain_tensor(op, name, obj)
+        return obj if obj.is_cpu else obj.cpu()
+    if _has_cuda_interface(obj) and hasattr(obj, "get"):   # CuPy
+        return obj.get()
+    return obj
+
+
 def _check_viewable(op: str, name: str, obj) -> None:
     dtype = _dtype_name(obj)
     if any(dtype.startswith(bad) for bad in _NOT_VIEWABLE):

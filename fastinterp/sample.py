@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import begin
+from ._dispatch import begin, to_host
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_option, check_out, int_sizes, real_float, real_scalar, same_dtype,
@@ -444,6 +444,7 @@ class _Geometry:
 def _fill_sequence(op, fill, count=""):
     """A per-channel ``fill`` as a float64 array: a TypeError for non-reals, a ValueError
     for numbers beyond float64 (as :func:`real_scalar` gives for a scalar fill)."""
+    fill = to_host(op, "fill", fill)
     try:
         return np.asarray(fill, dtype=np.float64)
     except OverflowError:

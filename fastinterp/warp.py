@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ._dispatch import begin
+from ._dispatch import begin, to_host
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
                         float_dtype, int_sizes, shape_str)
@@ -58,8 +58,7 @@ def _host_matrix(op, name, M, rows, N):
     """
     if M is None:
         raise TypeError(f"{op}: {name} must be an array; got None.")
-    if hasattr(M, "copy_to_host"):           # a numba device array
-        M = M.copy_to_host()
+    M = to_host(op, name, M)
     try:
         arr = np.asarray(M)
     except ValueError:                       # a ragged nest of lists, say

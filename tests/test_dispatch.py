@@ -472,6 +472,36 @@ def test_out_with_negative_bit_or_requires_grad_is_refused_and_untouched(torch):
     assert torch.equal(g.detach(), torch.full((3,), 7.0))
 
 
+_SMALL_ARRAY_ARGUMENTS = {   # op -> call(image, small tensor), the small tensor's name
+    "warp_affine M": (lambda x, m: fi.warp_affine(x, m, (7, 6)),
+                      [[1.0, 0.1, 0.5], [0.0, 1.0, -0.3]], "M"),
+    "warp_perspective M": (lambda x, m: fi.warp_perspective(x, m, (7, 6)),
+                           [[1.0, 0.1, 0.5], [0.0, 1.0, -0.3], [0.01, 0.0, 1.0]], "M"),
+    "warp_affine_backward M": (
+        lambda x, m: fi.warp_affine_backward(np.ones((1, 3, 7, 6), np.float32), x, m, (7, 6))[0],
+        [[1.0, 0.1, 0.5], [0.0, 1.0, -0.3]], "M"),
+    "grid_sample fill": (
+        lambda x, f: fi.grid_sample(x, np.full((1, 4, 5, 2), 0.9, np.float32),
+                                    padding_mode="constant", fill=f),
+        [0.5, -2.0, 3.0], "fill"),
+}
+
+
+@pytest.mark.parametrize("case", list(_SMALL_ARRAY_ARGUMENTS))
+def test_small_array_arguments_follow_the_tensor_rules(torch, case, rng):
+    """A warp matrix or a per-channel fill given as a tensor is read like an image: a
+    negative-bit view by its values, one that requires grad is the same TypeError."""
+    call, values, name = _SMALL_ARRAY_ARGUMENTS[case]
+    x = rng.standard_normal((1, 3, 8, 9)).astype(np.float32)
+    plain = torch.tensor(values)
+    expected = call(x, plain.numpy())
+    np.testing.assert_array_equal(call(x, plain), expected)
+    np.testing.assert_array_equal(call(x, torch._neg_view(-plain)), expected)
+    with pytest.raises(TypeError, match=f": {name} must not require grad .* pass "
+                                        f"{name}.detach"):
+        call(x, plain.clone().requires_grad_())
+
+
 class _ReadOnlyExporter:
     """A DLPack producer of a read-only array; ``legacy`` takes no max_version."""
 
