@@ -116,8 +116,9 @@ class _Param:
         return _flat(arr)
 
     def empty_like(self) -> Any:
-        """An uninitialised state buffer shaped like the parameter (the caller's array type)."""
-        return self.template.empty(self.shape, self.dtype)[0]
+        """An uninitialised state buffer shaped like the parameter (the caller's array type:
+        a torch parameter gets a torch tensor, as ``torch.optim`` keeps its state)."""
+        return self.template.wrap(self.template.empty(self.shape, self.dtype)[0])
 
 
 def _listed(op: str, name: str, value: Any, expected: str, given: Any = None) -> list[Any]:

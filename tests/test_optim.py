@@ -439,6 +439,33 @@ def test_torch_tensors_updated_in_place(torch):
     np.testing.assert_allclose(t.numpy(), 0.5)
 
 
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9)),
+                                     (Adam, dict(lr=0.01, amsgrad=True)), (AdamW, dict(lr=0.01))])
+def test_torch_parameters_keep_torch_state(torch, rng, cls, kw):
+    """State buffers and state_dict() copies have the parameters' array type (torch
+    tensors for torch parameters, as torch.optim keeps them); a snapshot restores into a
+    fresh optimizer, and the steps equal those on NumPy parameters bit for bit."""
+    start = rng.standard_normal((4, 3)).astype(np.float32)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(4)]
+    w, v = torch.from_numpy(start.copy()), start.copy()
+    opt, ref = cls([w], **kw), cls([v], **kw)
+    for g in grads[:2]:
+        opt.step([torch.from_numpy(g)])
+        ref.step([g])
+    buffers = [value for value in opt.state[0].values() if hasattr(value, "shape")]
+    assert buffers and all(isinstance(b, torch.Tensor) for b in buffers)
+    snapshot = opt.state_dict()
+    saved = [value for value in snapshot["state"][0].values() if hasattr(value, "shape")]
+    assert all(isinstance(b, torch.Tensor) for b in saved)
+    assert not any(np.shares_memory(s.numpy(), b.numpy()) for s in saved for b in buffers)
+    again = cls([w], **kw)
+    again.load_state_dict(snapshot)
+    for g in grads[2:]:
+        again.step([torch.from_numpy(g)])
+        ref.step([g])
+    np.testing.assert_array_equal(w.numpy(), v)
+
+
 def test_registry_reports_the_kernels():
     w = np.ones(3, np.float32)
     Adam([w]).step([np.ones(3, np.float32)])
