@@ -57,8 +57,8 @@ def _cv_cubic(x):
     return [c0, c1, c2, c3]
 
 
-def opencv_variant(mode, in_hw, out_hw, channels) -> str:
-    """Which of its rules cv2.resize applies to this 2-D geometry (uint8).
+def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
+    """Which of its rules cv2.resize applies to this 2-D geometry.
 
     For mode 'area' (and 'bilinear' halving both axes, which OpenCV runs as
     INTER_AREA): ``"area"`` (box weights) when neither axis grows,
@@ -70,10 +70,19 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     vertical sum half to even; ties need weights that are whole multiples of
     2^-11 on both axes (halving, doubling, unchanged axes), and there the float
     weights are those same numbers, so such geometries take ``"float"`` (exact,
-    rounded half to even). Otherwise ``""``.
+    rounded half to even). ``"float_positions"`` for 'bilinear' on float32
+    and float64 images and 'bicubic' on float32 ones (``dtype``, the image's
+    dtype name), with 1, 3 or 4 channels and no input axis of one pixel:
+    OpenCV 5's vector paths take those sample positions in float64, where
+    uint8 images, other channel counts and single-row or single-column inputs
+    have them rounded to float32.
+    Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
+    vector_path = channels in (1, 3, 4) and min(in_hw) > 1
     if mode == "bicubic":
+        if dtype == "float32" and vector_path:
+            return "float_positions"
         if channels in (1, 3, 4) or all(_cv_dyadic_cubic(i, o) for i, o in zip(in_hw, out_hw)):
             return "float"
         return "fixed"
@@ -82,7 +91,7 @@ def opencv_variant(mode, in_hw, out_hw, channels) -> str:
     if scales == [2.0, 2.0]:
         return "area2x2" if channels in (1, 3, 4) else "area"
     if mode == "bilinear":
-        return ""
+        return "float_positions" if dtype != "uint8" and vector_path else ""
     return "area" if min(scales) >= 1 else "linear"
 
 
@@ -128,7 +137,9 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
 
     Linear taps before the first or past the last pixel snap to it on the x
     axis; on the y axis OpenCV keeps both weights and reads the border row
-    twice (which its uint8 rounding can tell apart).
+    twice (which its uint8 rounding can tell apart). Sample positions are
+    rounded to float32 before their fractions are taken, except for
+    ``area_kind="float_positions"`` (see :func:`opencv_variant`).
     """
     scale = _cv_scale(n_in, n_out)
     o = np.arange(n_out)
@@ -145,7 +156,9 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
         fx = ((dx + 1) - (sx + 1) * (float(n_out) / float(n_in))).astype(_F32)
         fx = np.where(fx <= 0, _F32(0), (fx - np.floor(fx.astype(np.float64))).astype(_F32))
     else:
-        f = ((dx + 0.5) * scale - 0.5).astype(_F32).astype(np.float64)
+        f = (dx + 0.5) * scale - 0.5
+        if area_kind != "float_positions":
+            f = f.astype(_F32).astype(np.float64)
         sx = np.floor(f)
         fx = (f - sx).astype(_F32)
     sx = sx.astype(np.int64)

@@ -1060,7 +1060,8 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     if match == "torch":
         tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
     else:
-        kind = presets.opencv_variant(mode, (h, w), out_hw, c) if match == "opencv" else ""
+        kind = (presets.opencv_variant(mode, (h, w), out_hw, c, _DTYPE_NAME[dtype])
+                if match == "opencv" else "")
         tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
                 for n_in, n_o, ax in zip((h, w), out_hw, "yx")]
         fixed = dtype == _U8 and tabs[0].shift > 0
