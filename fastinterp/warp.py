@@ -199,8 +199,9 @@ def _image_layout(op, img, layout):
 
 
 def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
-           layout, fill, rows, **more):
-    """Validate a warp call: ``(p, lay, batched img, map, (N, C, Ho, Wo), grid_sample options)``."""
+           layout, fill, rows, uint8_ok=False, **more):
+    """Validate a warp call: ``(p, lay, batched img, map, (N, C, Ho, Wo), grid_sample options)``;
+    ``uint8_ok``: a uint8 image is allowed (the forward, which grid_sample runs on it)."""
     check_option(op, "match", match, MATCHES)
     align = check_bool(op, "align_corners", align_corners)
     inverse = check_bool(op, "inverse_map", inverse_map)
@@ -208,13 +209,14 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     p = begin(op, img=img, **more)
     x = p.arrays["img"]
     lay = _image_layout(op, x, layout)
-    float_dtype(op, "img", x)
+    if not (uint8_ok and getattr(x, "dtype", None) == np.uint8):
+        float_dtype(op, "img", x)
     N, C, H, W = _layout_dims(op, x, lay)
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
     _check_options(op, mode, padding_mode, sample_align)      # errors under this op's name
-    _fill_values(op, fill, padding_mode, C, x.dtype)
+    _fill_values(op, fill, padding_mode, C, _float_dtype(x))   # uint8 samples in float32
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
                 layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
     return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
@@ -238,7 +240,7 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
              layout, out, fill, rows):
     p, lay, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode,
                                                     padding_mode, align_corners, inverse_map,
-                                                    layout, fill, rows)
+                                                    layout, fill, rows, uint8_ok=True)
     dtype = _float_dtype(x)
     cl = lay.nhwc
     if out is not None:
@@ -297,7 +299,7 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
+    img : array (N, C, H, W) float32, float64 or uint8 (CPU), or another shape named by ``layout``
     M : array (2, 3) or (N, 2, 3)
         One matrix for the batch or one per image; see ``match``. Any integer
         or float dtype, used as float64 (bool, complex and object matrices
@@ -337,6 +339,11 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     result equals ``grid_sample(img, affine_grid(M, (N, C, H_out, W_out)))``
     up to the rounding of the grid (computed here in float64, rounded once).
 
+    A uint8 image (CPU, forward only) is sampled as :func:`fastinterp.grid_sample`
+    samples one: in float32 at the exact positions, each output rounded half
+    to even and saturated to [0, 255] (``cv2.warpAffine`` also rounds its
+    weights to 15 bits, so the two differ by a grey level here and there).
+
     Examples
     --------
     >>> import numpy as np, fastinterp as fi
@@ -358,7 +365,7 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
+    img : array (N, C, H, W) float32, float64 or uint8 (CPU), or another shape named by ``layout``
     M : array (3, 3) or (N, 3, 3)
         Homography (one for the batch or one per image); ``match`` and
         ``inverse_map`` as in :func:`warp_affine` ('torch': normalized

@@ -272,6 +272,61 @@ def test_blocked_forward_is_bit_identical(monkeypatch, layout):
     np.testing.assert_array_equal(blocked, whole)
 
 
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective", "rotate"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "HWC", "HW"])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap", "constant"])
+def test_uint8_images_are_the_rounded_float32_warp(monkeypatch, op, layout, mode, padding_mode):
+    """A uint8 image is warped as grid_sample samples one: in float32, then each output
+    rounded half to even and saturated; bit for bit, blocked or not, with out=."""
+    rng = np.random.default_rng(13)
+    shape = {"NCHW": (2, 3, 17, 23), "NHWC": (2, 17, 23, 3), "HWC": (17, 23, 3),
+             "HW": (17, 23)}[layout]
+    img = rng.integers(0, 256, shape).astype(np.uint8)
+    fill = 300.0 if padding_mode == "constant" else None      # saturates
+    kw = dict(mode=mode, padding_mode=padding_mode, layout=layout, fill=fill)
+    if op == "rotate":
+        call = lambda x, **more: fi.rotate(x, 23.0, **kw, **more)           # noqa: E731
+    elif op == "warp_affine":
+        M = random_affine(rng, 17, 23)
+        call = lambda x, **more: fi.warp_affine(x, M, (19, 21), **kw, **more)   # noqa: E731
+    else:
+        Hm = random_homography(rng, 17, 23)
+        call = lambda x, **more: fi.warp_perspective(x, Hm, (19, 21), **kw, **more)  # noqa: E731
+    got = call(img)
+    assert got.dtype == np.uint8
+    expected = np.clip(np.rint(call(img.astype(np.float32))), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+    monkeypatch.setattr(warp, "BLOCK_POINTS", 50)
+    out = np.zeros_like(got)
+    assert call(img, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "constant"])
+def test_uint8_warp_affine_within_a_grey_level_of_opencv(mode, padding_mode):
+    rng = np.random.default_rng(14)
+    for _ in range(5):
+        H, W, Ho, Wo = (int(v) for v in rng.integers(12, 40, 4))
+        img = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)
+        M = random_affine(rng, H, W)
+        fill = (40.0, 90.0, 250.0) if padding_mode == "constant" else None
+        got = fi.warp_affine(img, M, (Ho, Wo), mode=mode, padding_mode=padding_mode,
+                             fill=fill, layout="HWC")
+        flag = {"nearest": cv2.INTER_NEAREST, **CV_INTER}[mode]
+        ref = cv2.warpAffine(img, M, (Wo, Ho), flags=flag, borderValue=fill or 0,
+                             borderMode=CV_BORDER.get(padding_mode, cv2.BORDER_CONSTANT))
+        assert np.abs(got.astype(int) - ref).max() <= (mode != "nearest")
+
+
+def test_uint8_gradients_are_refused():
+    img = np.zeros((1, 1, 6, 6), np.uint8)
+    with pytest.raises(TypeError, match="warp_affine_backward: img must have dtype float32 "
+                                        "or float64; got uint8"):
+        fi.warp_affine_backward(np.ones((1, 1, 6, 6), np.float32), img, np.eye(2, 3), (6, 6))
+
+
 def test_points_at_infinity_sample_the_padding():
     img = np.ones((1, 1, 4, 4))
     Hm = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 1.0]])   # w = 1 - x: zero at x = 1
