@@ -124,25 +124,29 @@ class _Map:
             self.by = base_coordinates(Ho, align_corners, np.dtype(np.float64))
             self.K = _square(self.M)
 
-    def homogeneous(self, n, r0, r1):
-        """u, v, w of output rows [r0, r1) of image n, each (r1 - r0, W_out), float64."""
+    def homogeneous(self, n, r0, r1, c0=0, c1=None):
+        """u, v, w of output rows [r0, r1), columns [c0, c1) (default: all) of image n,
+        each (r1 - r0, c1 - c0), float64. Element-wise: a block's values are those of
+        the whole output."""
         K = self.K[n]
+        bx = self.bx[c0:c1]
         by = self.by[r0:r1, None]
-        u = K[0, 0] * self.bx + K[0, 1] * by + K[0, 2]
-        v = K[1, 0] * self.bx + K[1, 1] * by + K[1, 2]
+        u = K[0, 0] * bx + K[0, 1] * by + K[0, 2]
+        v = K[1, 0] * bx + K[1, 1] * by + K[1, 2]
         if self.affine:
             return u, v, None
-        return u, v, K[2, 0] * self.bx + K[2, 1] * by + K[2, 2]
+        return u, v, K[2, 0] * bx + K[2, 1] * by + K[2, 2]
 
-    def grid_rows(self, n, r0, r1, dtype):
-        """Grid points of output rows [r0, r1) of image n: (r1 - r0, W_out, 2) in dtype."""
-        u, v, w = self.homogeneous(n, r0, r1)
+    def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
+        """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:
+        (r1 - r0, c1 - c0, 2) in dtype."""
+        u, v, w = self.homogeneous(n, r0, r1, c0, c1)
         if w is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 u, v = u / w, v / w
             u = np.nan_to_num(u, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
             v = np.nan_to_num(v, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
-        grid = np.empty((r1 - r0, self.Wo, 2), dtype)
+        grid = np.empty(u.shape + (2,), dtype)
         grid[..., 0] = u
         grid[..., 1] = v
         return grid

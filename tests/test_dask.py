@@ -437,6 +437,79 @@ def test_grid_sample_reads_only_touched_source_blocks():
                                           (1, 1, 8, 8)), max_window=100)
 
 
+# --------------------------------------------------------------------------- warps
+
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective", "rotate"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_warps_bit_identical_on_random_chunks(op, layout, dtype):
+    """The warps over randomly chunked images (chunk size 1, ragged chunks, batch-only and
+    spatial chunks), per-image and shared matrices, every padding and mode, both
+    conventions: lazy shape/dtype/chunks right, values the in-memory call's bits."""
+    rng = np.random.default_rng(len(op) * 5 + len(layout) + np.dtype(dtype).itemsize)
+    for trial in range(4):
+        n, c = 2, int(rng.choice([1, 3]))
+        h, w = (int(v) for v in rng.integers(3, 30, 2))
+        shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+        x = (rng.integers(0, 256, shape) if dtype == np.uint8
+             else rng.standard_normal(shape)).astype(dtype)
+        hw = (random_chunks(rng, h, trial == 0), random_chunks(rng, w)) if trial < 3 else (h, w)
+        chunks = (random_chunks(rng, n, True),) + ((hw + (c,)) if layout == "NHWC"
+                                                   else ((c,) + hw))
+        padding = ["zeros", "border", "reflection", "wrap", "constant"][trial + (op == "rotate")]
+        kw = dict(mode=["bilinear", "nearest", "bicubic"][trial % 3], padding_mode=padding,
+                  layout=layout, fill=(7.5 if padding == "constant" else None))
+        if op == "rotate":
+            args = (float(rng.uniform(-60, 60)),)
+            call_kw = dict(kw, center=(float(rng.uniform(0, w)), 2.0) if trial % 2 else None)
+        else:
+            rows = 2 if op == "warp_affine" else 3
+            M = np.tile(np.eye(3)[:rows], (n, 1, 1)) + 0.1 * rng.standard_normal((n, rows, 3))
+            M = M if trial % 2 else M[0]                 # per image, then one shared
+            match = "torch" if trial == 2 else "opencv"
+            args = (M, tuple(int(v) for v in rng.integers(1, 25, 2)))
+            call_kw = dict(kw, match=match, inverse_map=trial == 1,
+                           align_corners=match == "torch" and trial % 2 == 0)
+        ref = getattr(fi, op)(x, *args, **call_kw)
+        out_chunks = tuple(random_chunks(rng, s) for s in ref.shape[1:3] if layout == "NHWC") \
+            or tuple(random_chunks(rng, s) for s in ref.shape[2:4])
+        lazy = getattr(fd, op)(da.from_array(x, chunks=chunks), *args, chunks=out_chunks,
+                               **call_kw)
+        assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
+        spatial = lazy.chunks[1:3] if layout == "NHWC" else lazy.chunks[2:4]
+        assert spatial == (out_chunks if trial < 3 else
+                           tuple((s,) for s in spatial_size(ref, layout)))
+        np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+
+
+def spatial_size(a, layout="NCHW"):
+    return a.shape[1:3] if layout == "NHWC" else a.shape[2:4]
+
+
+def test_warp_reads_only_the_source_blocks_it_reaches():
+    x = np.random.default_rng(9).standard_normal((1, 1, 64, 64)).astype(np.float32)
+    src = CountingSource(x)
+    dx = da.from_array(src, chunks=(1, 1, 16, 16))
+    src.reads.clear()                                           # dask's own probe of the source
+    shift = np.array([[1.0, 0.0, -3.0], [0.0, 1.0, -5.0]])     # 3 px left, 5 px up
+    lazy = fd.warp_affine(dx, shift, (8, 8))
+    assert src.reads == []                                     # nothing read to build it
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.warp_affine(x, shift, (8, 8)))
+    assert {(k[2].start, k[3].start) for k in src.reads} == {(0, 0)}
+
+
+def test_warp_errors_are_the_in_memory_ones():
+    dx = da.zeros((2, 3, 8, 8), chunks=(1, 3, 4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="warp_affine: M must be invertible"):
+        fd.warp_affine(dx, np.zeros((2, 3)), (4, 4))
+    with pytest.raises(ValueError, match=r"warp_perspective: M must have shape \(3, 3\)"):
+        fd.warp_perspective(dx, np.eye(2, 3), (4, 4))
+    with pytest.raises(ValueError, match="rotate: padding_mode must be one of"):
+        fd.rotate(dx, 10.0, padding_mode="mirror")
+    with pytest.raises(ValueError, match="warp_affine: layout must be 'NCHW' or 'NHWC'"):
+        fd.warp_affine(dx[0], np.eye(2, 3), (4, 4), layout="CHW")
+
+
 # --------------------------------------------------------------------------- distances
 
 def _db(rng, n, d, dtype, ties):

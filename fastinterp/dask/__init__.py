@@ -41,10 +41,11 @@ from __future__ import annotations
 
 from ._ops import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, affine_grid,
                    affine_grid_backward, grid_sample, grid_sample_backward, interpolate, lerp,
-                   resize, resize_backward, slerp, slerp_backward)
+                   resize, resize_backward, rotate, slerp, slerp_backward, warp_affine,
+                   warp_perspective)
 from ._knn import knn, pairwise_l2, pairwise_sqdist
 
 __all__ = ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "affine_grid",
            "affine_grid_backward", "grid_sample", "grid_sample_backward", "interpolate", "knn",
-           "lerp", "pairwise_l2", "pairwise_sqdist", "resize", "resize_backward", "slerp",
-           "slerp_backward"]
+           "lerp", "pairwise_l2", "pairwise_sqdist", "resize", "resize_backward", "rotate",
+           "slerp", "slerp_backward", "warp_affine", "warp_perspective"]

@@ -10,7 +10,8 @@ import fastinterp as fi
 import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
-from .._validate import FLOAT_DTYPES, broadcast_shape, shape_str
+from .. import warp as _wp
+from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
 from ..sample import _check_size
 from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
 from . import _spatial
@@ -167,6 +168,84 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         return grid_sample_windows(x, as_dask(grid), opts, max_window)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
                    {"input": x, "grid": grid})
+
+
+def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                match="opencv", inverse_map=False, fill=None, *, layout="NCHW", chunks=None,
+                max_window=None):
+    """:func:`fastinterp.warp_affine` over a dask image; equal to the in-memory call bit for bit.
+
+    ``img`` (N, C, H, W) or (N, H, W, C) (``layout``) in any chunks; ``M`` a
+    host array, (2, 3) or (N, 2, 3). The sampling grid is built lazily, block
+    by block, from the matrices, chunked like ``img`` along N and by
+    ``chunks`` (H_out, W_out) (default: ``img``'s chunk size along H and W);
+    the result is chunked like the grid, and :func:`grid_sample` samples it:
+    over a spatially chunked image each output block reads only the source
+    blocks it reaches (``max_window`` as there; the grid is computed once for
+    its bounds when the graph is built, and again when the result is). uint8
+    images (forward) need a source chunked along N only, as for grid_sample.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> img = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    >>> M = fi.rotation_matrix(20, center=(31.5, 31.5))
+    >>> y = fd.warp_affine(da.from_array(img, chunks=(1, 3, 32, 32)), M, (48, 64))
+    >>> y.chunks[2:], np.array_equal(y.compute(), fi.warp_affine(img, M, (48, 64)))
+    (((32, 16), (32, 32)), True)
+    """
+    return _warp("warp_affine", 2, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, fill, layout, chunks, max_window)
+
+
+def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+                     match="opencv", inverse_map=False, fill=None, *, layout="NCHW",
+                     chunks=None, max_window=None):
+    """:func:`fastinterp.warp_perspective` over a dask image (homographies (3, 3) or
+    (N, 3, 3)); everything else as :func:`warp_affine`. Bit for bit the in-memory call."""
+    return _warp("warp_perspective", 3, img, M, dsize, mode, padding_mode, align_corners, match,
+                 inverse_map, fill, layout, chunks, max_window)
+
+
+def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", fill=None,
+           *, layout="NCHW", chunks=None, max_window=None):
+    """:func:`fastinterp.rotate` over a dask image: :func:`warp_affine` by
+    ``fastinterp.rotation_matrix(angle, center, scale)`` to the image's own size
+    (``center`` defaults to the image centre)."""
+    x = as_dask(img)
+    _check_batched_layout("rotate", layout)
+    H, W = _hw(x.shape, layout == "NHWC")
+    if center is None:
+        center = ((W - 1) / 2.0, (H - 1) / 2.0)
+    M = _wp._rotation_matrix("rotate", angle, center, scale)
+    return _warp("rotate", 2, x, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
+                 layout, chunks, max_window)
+
+
+def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
+          layout, chunks, max_window):
+    """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
+    from ._warp import warp_grid
+    x = as_dask(img)
+    _check_batched_layout(op, layout)
+    nhwc = layout == "NHWC"
+    if x.ndim != 4:
+        raise ValueError(f"{op}: img must be a batch (N, C, H, W) or (N, H, W, C) "
+                         f"({layout!r}); got shape {tuple(x.shape)}.")
+    N = x.shape[0]
+    C = x.shape[3] if nhwc else x.shape[1]
+    H, W = _hw(x.shape, nhwc)
+    # the in-memory checks (matrix, options, fill, dtype) on one pixel per image
+    stand_in = np.zeros((N, 1, 1, C) if nhwc else (N, C, 1, 1), x.dtype)
+    *_, opts = _wp._begin(op, stand_in, M, dsize, match, mode, padding_mode, align_corners,
+                          inverse_map, layout, fill, rows, uint8_ok=True)
+    Ho, Wo = _wp._check_dsize(op, dsize)
+    inverse = check_bool(op, "inverse_map", inverse_map)
+    align = check_bool(op, "align_corners", align_corners)
+    wmap = _wp._Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
+    grid = warp_grid(x, wmap, nhwc, chunks, _wp._float_dtype(x))
+    return grid_sample(x, grid, opts["mode"], opts["padding_mode"], opts["align_corners"],
+                       opts["fill"], layout=layout, max_window=max_window)
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",

@@ -147,3 +147,32 @@ def grid_sample_windows(x, grid, opts, max_window=None):
         chunks = (x.chunks[0], (C,), grid.chunks[1], grid.chunks[2])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, grid])
     return da.Array(graph, name, chunks=chunks, meta=np.empty((0,) * 4, probe.dtype))
+
+
+def warp_grid(x, wmap, nhwc, chunks, dtype):
+    """The sampling grid of a warp (``wmap``, a fastinterp.warp._Map) as a dask array
+    (N, H_out, W_out, 2) of ``dtype``, chunked like ``x`` along N and by ``chunks``
+    (H_out, W_out) (default: x's chunk size along H and W). Each block is computed
+    from the matrices when needed, element by element as the in-memory warp
+    computes the whole grid, so its values are the same bits."""
+    hax, wax = (1, 2) if nhwc else (2, 3)
+    if chunks is None:
+        chunks = (x.chunksize[hax], x.chunksize[wax])
+    hc, wc = da.core.normalize_chunks(chunks, (wmap.Ho, wmap.Wo))
+    name = f"warp-grid-{tokenize(x.chunks[0], wmap.K, wmap.Ho, wmap.Wo, hc, wc, dtype)}"
+    n_starts, r_starts, c_starts = (np.cumsum((0,) + c) for c in (x.chunks[0], hc, wc))
+    dsk = {(name, i, a, b, 0): (_grid_block, wmap, int(n_starts[i]), int(n_starts[i + 1]),
+                                int(r_starts[a]), int(r_starts[a + 1]), int(c_starts[b]),
+                                int(c_starts[b + 1]), dtype)
+           for i in range(len(x.chunks[0])) for a in range(len(hc)) for b in range(len(wc))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    return da.Array(graph, name, chunks=(x.chunks[0], hc, wc, (2,)),
+                    meta=np.empty((0, 0, 0, 0), dtype))
+
+
+def _grid_block(wmap, n0, n1, r0, r1, c0, c1, dtype):
+    out = np.empty((n1 - n0, r1 - r0, c1 - c0, 2), dtype)
+    for n in range(n0, n1):
+        out[n - n0] = wmap.grid_rows(n, r0, r1, dtype, c0, c1)
+    return out
+
