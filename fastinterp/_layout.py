@@ -25,7 +25,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from ._validate import check_array, shape_str
+from ._validate import check_array, shape_str, symbolic
 
 __all__ = ["LAYOUTS", "Layout", "resolve", "from_channels_last"]
 
@@ -60,8 +60,8 @@ class Layout:
         return _AXES[self.name]
 
     def split(self, shape) -> tuple[int, int, int, int]:
-        """``(N, C, H, W)`` of a shape in this layout."""
-        d = dict(zip(self.name, (int(s) for s in shape)))
+        """``(N, C, H, W)`` of a shape in this layout (a torch.SymInt stays symbolic)."""
+        d = dict(zip(self.name, (s if type(s) is int or symbolic(s) else int(s) for s in shape)))
         return d.get("N", 1), d.get("C", 1), d["H"], d["W"]
 
     def join(self, n, c, h, w) -> tuple[int, ...]:

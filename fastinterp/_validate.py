@@ -3,12 +3,18 @@
 Messages follow one form: ``"<op>: <arg> must <expectation>; got <given>."``
 A check that fails raises before anything is written (into ``out`` or
 elsewhere). Exceptions are ``ValueError`` for bad values and shapes and
-``TypeError`` for bad types and dtypes.
+``TypeError`` for bad types and dtypes. A message is built only when its
+check fails: the checks also run while ``torch.compile`` traces the torch
+frontend, where sizes and the numbers computed from them are symbolic (shown
+to the checks as ints and floats) and cannot be formatted, and they test
+finiteness with ``abs(x) < inf`` (which such numbers support) rather than
+``math.isfinite``.
 """
 from __future__ import annotations
 
 import math
 import operator
+import sys
 from numbers import Integral, Real
 from typing import Collection, Iterable, Sequence
 
@@ -18,7 +24,7 @@ __all__ = [
     "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
     "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
-    "finite_float", "AXIS_MAX",
+    "finite_float", "is_scalar", "symbolic", "AXIS_MAX",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -56,10 +62,26 @@ def same_dtype(op: str, **arrays) -> np.dtype:
     return first
 
 
-# |x| at or above this rounds to inf in the dtype (its largest value plus half an ulp).
-_ROUNDS_TO_INF = {np.dtype(np.float32): float(np.finfo(np.float32).max) + 2.0**103,
-                  np.dtype(np.float64): math.inf}
+# |x| at or above this rounds to inf in float32 (its largest value plus half an ulp), as the
+# int it is: torch.compile reads an int constant as it is, a float one as a graph input.
+_F32_ROUNDS_TO_INF = int(float(np.finfo(np.float32).max) + 2.0**103)
 _PLAIN_REALS = (float, int, np.float64, np.float32)  # checked without the slow ABC tests
+
+
+def symbolic(value) -> bool:
+    """Whether ``value`` is a torch symbolic number, a ``torch.SymInt`` or
+    ``torch.SymFloat``, as sizes and the numbers computed from them are while
+    torch.export or make_fx trace a function with dynamic shapes.
+
+    The checks pass such a number on as it is: its value is known only when the
+    graph runs (where the op's own call checks it), and reading it as a Python
+    number would fix the shape it comes from. (``torch.compile`` shows these
+    numbers to the checks as ints and floats.) False whenever torch is not imported.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return isinstance(value, (torch.SymInt, torch.SymFloat))
 
 
 def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
@@ -85,15 +107,20 @@ def _given(value) -> str:
 
 def real_float(op: str, name: str, value, dtype) -> float:
     """``value`` checked as :func:`real_scalar` checks it, as a Python float (not yet
-    rounded to ``dtype``): for callers that build their own scalar of that dtype."""
+    rounded to ``dtype``): for callers that build their own scalar of that dtype. A
+    torch symbolic number passes as it is (see :func:`symbolic`)."""
     if not _is_real(value):
+        if symbolic(value):
+            return value
         raise TypeError(f"{op}: {name} must be a real number or an array; got {_given(value)}.")
     dtype = np.dtype(dtype)
     try:
         wide = float(value)
     except OverflowError:  # an int beyond float64
         wide = math.inf
-    if (isinstance(value, Integral) or math.isfinite(wide)) and not abs(wide) < _ROUNDS_TO_INF[dtype]:
+    bound = _F32_ROUNDS_TO_INF if dtype == np.float32 else math.inf
+    # numbers that round to inf are refused, but inf and nan themselves pass
+    if not abs(wide) < bound and (isinstance(value, Integral) or abs(wide) < math.inf):
         shown = (f"an int of {len(str(abs(int(value))))} digits" if isinstance(value, Integral)
                  else repr(value))
         raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
@@ -127,8 +154,11 @@ def _one_real(value) -> float | None:
 def finite_float(op: str, name: str, value) -> float:
     """A finite real number as a float: a Python/NumPy scalar or a one-element real
     array (NumPy, torch, JAX). A ``TypeError`` for ``None``, bools, strings, complex
-    numbers and other arrays, a ``ValueError`` for nan, inf and ints beyond float64."""
+    numbers and other arrays, a ``ValueError`` for nan, inf and ints beyond float64. A
+    torch symbolic number passes as it is (see :func:`symbolic`)."""
     if not _is_real(value):
+        if symbolic(value):
+            return value
         one = _one_real(value)
         if one is None:
             raise TypeError(f"{op}: {name} must be a real number; got {_given(value)}.")
@@ -137,7 +167,7 @@ def finite_float(op: str, name: str, value) -> float:
         wide = float(value)
     except OverflowError:  # an int beyond float64
         wide = math.inf
-    if not math.isfinite(wide):
+    if not abs(wide) < math.inf:
         shown = f"an int of {len(str(abs(int(value))))} digits" if is_int(value) else repr(wide)
         raise ValueError(f"{op}: {name} must be finite; got {shown}.")
     return wide
@@ -172,40 +202,55 @@ AXIS_MAX = 2**31 - 1
 
 def as_index(value) -> int:
     """An int, or a 0-d integer array of any framework (NumPy, torch, JAX: through
-    ``__index__``), as a Python int; ``TypeError`` for bools, floats and the rest."""
-    if isinstance(value, (bool, np.bool_)) or "bool" in str(getattr(value, "dtype", "")):
+    ``__index__``), as a Python int; ``TypeError`` for bools, floats, arrays of other
+    shapes and the rest. A ``torch.SymInt`` passes as it is (see :func:`symbolic`)."""
+    if is_int(value):
+        return int(value)
+    if (isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__")
+            or "bool" in str(getattr(value, "dtype", "")) or len(getattr(value, "shape", ()))):
         raise TypeError
-    return int(value) if is_int(value) else operator.index(value)
+    return value if symbolic(value) else operator.index(value)   # a SymFloat has no __index__
+
+
+def is_scalar(value) -> bool:
+    """Whether ``value`` is one value rather than a sequence of them: not iterable, or an
+    array of shape () (a NumPy scalar, or a 0-d array or tensor of any framework)."""
+    if isinstance(value, (int, float)):    # torch.compile's symbolic numbers among them
+        return True
+    shape = getattr(value, "shape", None)
+    return not hasattr(value, "__iter__") if shape is None else len(shape) == 0
 
 
 def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
               lo: int = 0) -> tuple[int, ...]:
     """``value``, a sequence of axis sizes, as a tuple of Python ints.
 
-    ``layout`` names the entries for the message (``"(H_out, W_out)"``). A
-    string, a non-sequence or an entry that is not an int (a bool, a float,
-    ``None``) raises ``TypeError``; a length not in ``lengths`` or an entry
-    outside ``[lo, 2**31 - 1]`` raises ``ValueError``.
+    ``layout`` names the entries for the message (``"(H_out, W_out)"``). An
+    entry is an int or a 0-d integer array (:func:`as_index`), and ``value``
+    may be a 1-D integer array or tensor. A string, a non-sequence or an entry
+    that is not an int (a bool, a float, ``None``) raises ``TypeError``; a
+    length not in ``lengths`` or an entry outside ``[lo, 2**31 - 1]`` raises
+    ``ValueError``. ``torch.SymInt`` entries pass as they are (see :func:`symbolic`).
     """
-    refused = TypeError(f"{op}: {name} must be a sequence {layout} of ints; got {value!r}.")
     try:
         entries = tuple(value) if not isinstance(value, (str, bytes)) else None
     except TypeError:
         entries = None
-    if entries is None:
-        raise refused
     try:
+        if entries is None:
+            raise TypeError
         dims = tuple(as_index(d) for d in entries)
     except TypeError as exc:
         if type(exc) is not TypeError:   # a framework's own (a traced JAX value: not static)
             raise
-        raise refused from None
+        raise TypeError(f"{op}: {name} must be a sequence {layout} of ints; "
+                        f"got {value!r}.") from None
     if len(dims) not in lengths:
         raise ValueError(f"{op}: {name} must be {layout} of ints; got {shape_str(dims)}.")
-    if not all(lo <= d <= AXIS_MAX for d in dims):
+    if not all(lo <= d <= AXIS_MAX for d in dims if type(d) is int or not symbolic(d)):
         raise ValueError(f"{op}: {name} must have entries >= {lo} and <= 2**31 - 1; "
                          f"got {shape_str(dims)}.")
-    return tuple(int(d) for d in dims)
+    return dims
 
 
 def check_ndim(op: str, name: str, arr, ndims: int | Iterable[int], layout: str) -> None:

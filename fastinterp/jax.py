@@ -13,9 +13,11 @@ backward is the NumPy API's analytic ``*_backward``), so they work inside
 Conventions
 -----------
 - Arrays are passed as JAX arrays; every other argument (``mode``, ``size``,
-  ``align_corners``, ...) is static, a plain Python value.
+  ``align_corners``, ...) is static, a plain Python value (a size may also be
+  a NumPy or concrete JAX integer array; a traced one is a TypeError).
 - Shapes, dtypes and options are checked when the function is traced, with
-  the NumPy API's own error messages (a zero-batch call of the NumPy op).
+  the NumPy API's own error messages (a zero-batch call of the NumPy op, and
+  a check of the batch sizes N of its arrays).
 - ``jax.vmap``: the image ops (grid_sample, affine_grid, resize,
   adaptive_avg_pool2d) fold the mapped axes into the batch axis N and make
   one call (``vmap_method="broadcast_all"``); lerp broadcasts; slerp and the
@@ -36,7 +38,8 @@ import numpy as np
 
 import fastinterp as _fi
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from .sample import _check_size, static_fill
+from ._validate import real_float
+from .sample import _check_size, check_grid_batch, static_fill
 from .warp import _check_dsize, _rotation_matrix, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
@@ -51,7 +54,14 @@ def _spec(shape, dtype):
 
 
 def _frozen(kwargs: dict) -> tuple:
-    return tuple(sorted(kwargs.items()))
+    """``kwargs`` as a key of :func:`_probe`'s cache: (name, value, the value's types)
+    triples. The types tell ``True`` from ``1`` and ``7.0`` from ``7`` (equal as keys),
+    which the NumPy API's checks tell apart."""
+    return tuple(sorted((k, v, _types(v)) for k, v in kwargs.items()))
+
+
+def _types(v):
+    return tuple(map(_types, v)) if type(v) is tuple else type(v)
 
 
 @functools.lru_cache(maxsize=512)
@@ -60,12 +70,14 @@ def _probe(fn, shapes: tuple, dtypes: tuple, kwargs: tuple, batch_zero: bool):
 
     ``batch_zero``: call on arrays whose leading axis (N) is 0 (image ops, cheap),
     then put N back; else on zero-stride dummies of the full shapes. Either way
-    the NumPy op validates the arguments, so errors surface at trace time.
+    the NumPy op validates the arguments, so errors surface at trace time; with
+    ``batch_zero`` it cannot compare the N of two arguments, which the callers
+    that take two (grid_sample, affine_grid) check on the real shapes.
     """
     n = shapes[0][0] if batch_zero else None
     dummies = [np.broadcast_to(np.zeros((), dt), ((0,) + s[1:]) if batch_zero else s)
                for s, dt in zip(shapes, dtypes)]
-    outs = fn(*dummies, **dict(kwargs))
+    outs = fn(*dummies, **{k: v for k, v, _ in kwargs})
     outs = outs if isinstance(outs, tuple) else (outs,)
     res = tuple(((n,) + o.shape[1:]) if batch_zero else o.shape for o in outs)
     return res, tuple(np.dtype(o.dtype) for o in outs)
@@ -189,6 +201,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
               fill=static_fill(op, fill), layout=name)
     specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
+    check_grid_batch(op, grid, x_b.shape[0])    # the probe's arrays all have N = 0
     back = dict(kw, needs_input_grad=True, needs_grid_grad=True)
 
     @jax.custom_vjp
@@ -229,9 +242,11 @@ def affine_grid(theta, size, align_corners=False):
            [-1.,  0.,  1.]], dtype=float32)
     """
     theta = jnp.asarray(theta)
-    size = _check_size("affine_grid", size)
+    size = _check_size("affine_grid", _static("affine_grid", "size", size, int))
     kw = dict(size=size, align_corners=align_corners)
     specs = _image_specs(_affine_grid_fold, (theta,), kw)
+    if theta.shape[0] != size[0]:   # the probe's N = 0 cannot see it: the NumPy API's error
+        _fi.affine_grid(np.zeros(theta.shape, theta.dtype), size, align_corners)
 
     @jax.custom_vjp
     def f(th):
@@ -257,17 +272,24 @@ def _spatial(shape, layout):
     return tuple(shape[2:])
 
 
-def _static(v, kinds=(int, float)):
+def _static(op, name, v, kinds=(int, float)):
     """A size-like argument as a hashable static value: None, a number or a tuple. NumPy
-    scalars and arrays are read as Python values; a wrong value is left for the NumPy
-    API's error (a float size, say)."""
+    and (concrete) JAX scalars and arrays are read as Python values; a traced JAX value
+    is a TypeError; a wrong value is left for the NumPy API's error (a float size, say)."""
     if v is None or isinstance(v, kinds):
         return v
-    if isinstance(v, (np.generic, np.ndarray)):
-        v = v.tolist()
+    if any(isinstance(x, jax.core.Tracer) for x in (v if isinstance(v, (tuple, list)) else [v])):
+        what = "sizes are Python ints" if kinds is int else "scale factors are Python numbers"
+        raise TypeError(f"{op}: {name} must be static: {what}, known when the function is "
+                        f"traced (they set the result's shape); got a traced array.")
+    if isinstance(v, _HOST_ARRAYS):
+        v = np.asarray(v).tolist()
     if isinstance(v, (int, float, str, bytes)) or not hasattr(v, "__iter__"):
         return v
-    return tuple(x.item() if isinstance(x, np.generic) else x for x in v)
+    return tuple(np.asarray(x).tolist() if isinstance(x, _HOST_ARRAYS) else x for x in v)
+
+
+_HOST_ARRAYS = (np.generic, np.ndarray, jax.Array)
 
 
 def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):
@@ -307,7 +329,8 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     Array([1.       , 1.3333333, 1.6666667, 2.       ], dtype=float32)
     """
     x_b, name, back_fn = _as_batch("resize", jnp.asarray(input), layout, nd_ok=True)
-    kw = dict(size=_static(size, int), scale_factor=_static(scale_factor),
+    kw = dict(size=_static("resize", "size", size, int),
+              scale_factor=_static("resize", "scale_factor", scale_factor),
               mode=mode, align_corners=align_corners, antialias=antialias,
               recompute_scale_factor=recompute_scale_factor, layout=name, match=match)
     back = dict(input_size=_spatial(x_b.shape, name), scale_factor=kw["scale_factor"],
@@ -330,7 +353,7 @@ def adaptive_avg_pool1d(input, output_size):
     Array([[[0.5, 2.5]]], dtype=float32)
     """
     input = jnp.asarray(input)
-    kw = dict(output_size=_static(output_size, int))
+    kw = dict(output_size=_static("adaptive_avg_pool1d", "output_size", output_size, int))
     back = dict(input_size=_spatial(input.shape, None))
     return _image_op(_fi.adaptive_avg_pool1d, _fi.adaptive_avg_pool1d_backward, input, kw, back)
 
@@ -346,7 +369,8 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
            [10.5, 12.5]], dtype=float32)
     """
     x_b, name, back_fn = _as_batch("adaptive_avg_pool2d", jnp.asarray(input), layout)
-    kw = dict(output_size=_static(output_size, int), layout=name)
+    kw = dict(output_size=_static("adaptive_avg_pool2d", "output_size", output_size, int),
+              layout=name)
     back = dict(input_size=_spatial(x_b.shape, name), layout=name)
     return back_fn(_image_op(_fi.adaptive_avg_pool2d, _fi.adaptive_avg_pool2d_backward, x_b, kw,
                              back))
@@ -362,7 +386,7 @@ def adaptive_avg_pool3d(input, output_size):
     (1, 1, 1, 1, 1)
     """
     input = jnp.asarray(input)
-    kw = dict(output_size=_static(output_size, int))
+    kw = dict(output_size=_static("adaptive_avg_pool3d", "output_size", output_size, int))
     back = dict(input_size=_spatial(input.shape, None))
     return _image_op(_fi.adaptive_avg_pool3d, _fi.adaptive_avg_pool3d_backward, input, kw, back)
 
@@ -410,9 +434,9 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
         M = M.astype(jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
     x_b, name, back_fn = _as_batch(op, img, layout)
-    kw = dict(dsize=_check_dsize(op, dsize), mode=mode, padding_mode=padding_mode,
-              align_corners=align_corners, match=match, inverse_map=inverse_map,
-              fill=static_fill(op, fill), layout=name)
+    kw = dict(dsize=_check_dsize(op, _static(op, "dsize", dsize, int)), mode=mode,
+              padding_mode=padding_mode, align_corners=align_corners, match=match,
+              inverse_map=inverse_map, fill=static_fill(op, fill), layout=name)
     host, host_bwd = _WARP_HOSTS[rows]
     # validation and the output's shape, on zeros and identity matrices (M may be traced)
     probe = host(np.zeros(x_b.shape, x_b.dtype), _identity_like(M.shape, rows), **kw)
@@ -571,9 +595,17 @@ def lerp(a, b, t):
     >>> fij.lerp(jnp.array([0.0, 10.0]), jnp.array([1.0, 20.0]), 0.25)
     Array([ 0.25, 12.5 ], dtype=float32)
     """
-    if isinstance(t, (int, float)):
-        return _lerp_arrays(jnp.asarray(a), jnp.asarray(b), float(t))
-    return _lerp_arrays(jnp.asarray(a), jnp.asarray(b), jnp.asarray(t))
+    const_t = _constant_t("lerp", t)
+    return _lerp_arrays(jnp.asarray(a), jnp.asarray(b),
+                        jnp.asarray(t) if const_t is None else const_t)
+
+
+def _constant_t(op, t):
+    """A Python number ``t`` as a float (a constant weight), else None (an array). None,
+    bools and strings get the NumPy API's TypeError."""
+    if t is None or isinstance(t, (bool, np.bool_, str, bytes)):
+        real_float(op, "t", t, np.float64)
+    return float(t) if isinstance(t, (int, float)) else None
 
 
 def _lerp_arrays(a, b, t):
@@ -615,9 +647,9 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
-    const_t = isinstance(t, (int, float))
-    arrays = (a, b) if const_t else (a, b, jnp.asarray(t))
-    fkw = dict(kw, t=float(t)) if const_t else kw
+    const_t = _constant_t("slerp", t)
+    arrays = (a, b) if const_t is not None else (a, b, jnp.asarray(t))
+    fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _full_specs(_fi.slerp, arrays, fkw)
 
     @jax.custom_vjp

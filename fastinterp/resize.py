@@ -51,11 +51,11 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import begin
+from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, resolve as resolve_layout
-from ._validate import (AXIS_MAX, check_array, check_bool, check_dtype, check_option, check_out,
-                        float_dtype, is_int as _is_int, shape_str)
+from ._validate import (AXIS_MAX, as_index, check_array, check_bool, check_dtype, check_option,
+                        check_out, float_dtype, is_int as _is_int, is_scalar, shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -771,11 +771,6 @@ for _op in ("resize", "adaptive_avg_pool2d"):
 
 # --------------------------------------------------------------------------- argument checks
 
-def _pair(op, name, value, kind):
-    """An int/float or a sequence of two (H, W), as a 2-tuple of Python numbers."""
-    return _tuple_k(op, name, value, kind, 2)
-
-
 def _check_mode_options(op, mode, align_corners, antialias, match="torch"):
     check_option(op, "mode", mode, MODES)
     if mode not in _PRESET_MODES[match]:
@@ -1156,23 +1151,6 @@ def _sequence(value) -> tuple:
     return tuple(value)
 
 
-def _pool_size(op, output_size, in_hw):
-    """torch's output_size: an int, or a pair whose None entries keep the input size."""
-    if output_size is None:
-        raise TypeError(f"{op}: output_size must be an int or a pair (H, W); got None.")
-    if _is_int(output_size):
-        output_size = (output_size, output_size)
-    try:
-        vals = _sequence(output_size)
-    except TypeError:
-        raise TypeError(f"{op}: output_size must be an int or a pair (H, W); "
-                        f"got {output_size!r}.") from None
-    if len(vals) != 2:
-        raise ValueError(f"{op}: output_size must be an int or a pair (H, W); got {output_size!r}.")
-    vals = tuple(n if v is None else v for v, n in zip(vals, in_hw))
-    return _axis_sizes_fit(op, "output_size", output_size, _pair(op, "output_size", vals, "int"))
-
-
 def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
 
@@ -1208,7 +1186,7 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
             return plan(input)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     _, _, h, w = lay.split(x.shape)
-    out_hw = _pool_size(op, output_size, (h, w))
+    out_hw = _pool_size_k(op, output_size, (h, w))
     if dtype == _U8 and p.backend == "cpu":
         box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
         if box is not None:
@@ -1265,9 +1243,10 @@ _ND_TABLE_MODE = {"linear": "bilinear", "trilinear": "bilinear"}
 
 def _refuse_unnamed_image(op, x, size, scale_factor):
     """A 3-D input without layout= is 1-D data (N, C, L), as in torch; one that can only be
-    an image (uint8, or two output sizes) gets the layout hint instead of a 1-D resize."""
+    an image (uint8, or two output sizes) gets the layout hint instead of a 1-D resize.
+    ``x`` is the caller's array (a torch tensor, say: its dtype is named, not converted)."""
     two = any(v is not None and np.ndim(v) == 1 and len(v) == 2 for v in (size, scale_factor))
-    if np.dtype(getattr(x, "dtype", np.float64)) == np.uint8 or two:
+    if _dtype_name(x) == "uint8" or two:
         raise ValueError(f"{op}: a 3-D input without layout= is 1-D data (N, C, L), as in "
                          f"torch; for one image it needs layout='CHW' (channels first) or "
                          f"layout='HWC' (an (H, W, C) image from PIL or OpenCV); got "
@@ -1285,26 +1264,39 @@ def _rank(arr) -> int:
     return len(getattr(arr, "shape", ()))
 
 
+def _real_number(value) -> float:
+    """A real Python/NumPy number as a float; ``TypeError`` for bools and the rest."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    raise TypeError
+
+
 def _tuple_k(op, name, value, kind, k):
-    """An int/float or a sequence of k of them, as a k-tuple of Python numbers."""
-    ok = _is_int if kind == "int" else (
-        lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
+    """An int/float or a sequence of k of them, as a k-tuple of Python numbers.
+
+    Ints are read by :func:`as_index`, as every size is: a NumPy int or a 0-d
+    integer array or tensor is one int, and a 1-D integer array or tensor
+    (``torch.tensor([6, 7])``) a sequence of them.
+    """
+    read = as_index if kind == "int" else _real_number
     many = "a pair of them" if k == 2 else f"a sequence of {k}"
     what = f"a positive {'int' if kind == 'int' else 'float'} or {many}"
-    if ok(value):
-        vals = (value,) * k
-    else:
+    if is_scalar(value):
         try:
-            vals = tuple(value)
+            vals = (read(value),) * k
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
+    else:
         axes = " (H, W)" if k == 2 else ""
-        if isinstance(value, (str, bytes)) or not all(ok(v) for v in vals):
-            raise TypeError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            vals = tuple(read(v) for v in value)
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be {what}{axes}; got {value!r}.") from None
         if len(vals) != k:
             raise ValueError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
-    vals = tuple(int(v) if kind == "int" else float(v) for v in vals)
-    if kind == "float" and not all(math.isfinite(v) for v in vals):
+    if kind == "float" and not all(abs(v) < math.inf for v in vals):
         raise ValueError(f"{op}: {name} must be finite; got {value!r}.")
     if any(v <= 0 for v in vals):
         raise ValueError(f"{op}: {name} must be positive; got {value!r}.")
@@ -1504,22 +1496,27 @@ def _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corne
 
 
 def _pool_size_k(op, output_size, in_sp):
-    """torch's output_size for k spatial axes: an int, or k entries (None keeps one)."""
+    """torch's output_size for k spatial axes: an int, or k entries whose None entries
+    keep the input's size; ints (and integer arrays or tensors) as :func:`_tuple_k`
+    reads them."""
     k = len(in_sp)
-    if output_size is None:
-        raise TypeError(f"{op}: output_size must be an int or a sequence of {k}; got None.")
-    if _is_int(output_size):
-        vals = (output_size,) * k
+    form = "a pair (H, W)" if k == 2 else f"a sequence of {k}"
+    if is_scalar(output_size):
+        try:
+            vals = (as_index(output_size),) * k
+        except TypeError:
+            raise TypeError(f"{op}: output_size must be an int or {form}; "
+                            f"got {output_size!r}.") from None
     else:
         try:
             vals = _sequence(output_size)
         except TypeError:
-            raise TypeError(f"{op}: output_size must be an int or a sequence of {k}; "
+            raise TypeError(f"{op}: output_size must be an int or {form}; "
                             f"got {output_size!r}.") from None
         if len(vals) != k:
-            raise ValueError(f"{op}: output_size must be an int or a sequence of {k}; "
+            raise ValueError(f"{op}: output_size must be an int or {form}; "
                              f"got {output_size!r}.")
-    vals = tuple(n if v is None else v for v, n in zip(vals, in_sp))
+        vals = tuple(n if v is None else v for v, n in zip(vals, in_sp))
     return _axis_sizes_fit(op, "output_size", output_size,
                            _tuple_k(op, "output_size", vals, "int", k))
 

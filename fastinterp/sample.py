@@ -85,10 +85,15 @@ def _check_grid(op, grid, n):
     if len(grid.shape) != 4 or grid.shape[3] != 2:
         raise ValueError(f"{op}: grid must have shape (N, H_out, W_out, 2); "
                          f"got {shape_str(grid.shape)}.")
+    check_grid_batch(op, grid, n)
+    return grid.shape[1], grid.shape[2]
+
+
+def check_grid_batch(op, grid, n):
+    """The grid (of images or volumes) must have the input's batch size ``n``."""
     if grid.shape[0] != n:
         raise ValueError(f"{op}: grid must have the input's batch size N = {n}; "
                          f"got {shape_str(grid.shape)}.")
-    return grid.shape[1], grid.shape[2]
 
 
 def _check_options(op, mode, padding_mode, align_corners):
@@ -428,9 +433,7 @@ class _Geometry:
         if len(g.shape) != 5 or g.shape[4] != 3:
             raise ValueError(f"{op}: grid must have shape (N, D_out, H_out, W_out, 3) for 5-D "
                              f"input; got {shape_str(g.shape)}.")
-        if g.shape[0] != N:
-            raise ValueError(f"{op}: grid must have the input's batch size N = {N}; "
-                             f"got {shape_str(g.shape)}.")
+        check_grid_batch(op, g, N)
         Do, Ho, Wo = g.shape[1:4]
         self.dims = (N, C, D, H, W, Do, Ho, Wo)
         self.shape = (N, C, Do, Ho, Wo)

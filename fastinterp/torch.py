@@ -66,12 +66,12 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_array, check_bool, check_option, real_float, shape_str
+from ._validate import check_array, check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS
-from .resize import MATCHES, _is_nd, _pool_size, _pool_size_k, _tuple_k
+from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, static_fill
-from .warp import _check_dsize, _rotation_matrix, matrix_type_error
+from .warp import _check_dsize, _rotation_rows, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
            "grid_sample", "interpolate", "lerp", "pairwise_l2", "pairwise_sqdist", "resize",
@@ -247,14 +247,14 @@ def _fake_rank(op, name, t, ndims, layout):
 
 def _as_tensor_like(value, like, name, op):
     """A non-tensor argument as a tensor on ``like``'s device, read as the NumPy API reads
-    it: a Python or NumPy number (bools refused, range checked) in the dtype ``like``
-    computes in (float32 for half tensors, whose storage the NumPy API widens); NumPy
-    arrays, lists and tuples as ``np.asarray`` gives them, dtype kept, so that the op
-    checks their dtype as the NumPy API does."""
+    it: a Python or NumPy number (bools refused, range checked; symbolic under tracing)
+    in the dtype ``like`` computes in (float32 for half tensors, whose storage the NumPy
+    API widens); NumPy arrays, lists and tuples as ``np.asarray`` gives them, dtype kept,
+    so that the op checks their dtype as the NumPy API does."""
     if isinstance(value, Tensor):
         return value
     compute = torch.float32 if like.dtype in _HALF else like.dtype
-    if isinstance(value, numbers.Number) and compute in _NUMPY_FLOAT:
+    if isinstance(value, _NUMBERS) and compute in _NUMPY_FLOAT:
         wide = real_float(op, name, value, _NUMPY_FLOAT[compute])
         return torch.scalar_tensor(wide, dtype=compute, device=like.device)
     if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
@@ -267,6 +267,7 @@ def _as_tensor_like(value, like, name, op):
 
 
 _NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMBERS = (numbers.Number, torch.SymInt, torch.SymFloat)
 
 
 def _first_tensor(op, **named):
@@ -681,6 +682,7 @@ def _pool(op, rank, input, output_size, out, layout=None):
         if input is None:          # torch.as_tensor(None) would not name the op
             check_array(op, "input", input)
         input = torch.as_tensor(input)
+    lay = None                     # bound on every path: torch.compile reads the closure's cell
     if rank == 2:
         lay = resolve_layout(op, "input", input, layout)
     elif input.dim() != rank + 2:
@@ -690,8 +692,8 @@ def _pool(op, rank, input, output_size, out, layout=None):
     def op_args(input, output_size, layout):
         """The output size as one entry per spatial axis, as the custom op takes it (the
         direct path leaves that to the NumPy API)."""
-        sp = lay.split(input.shape)[2:] if rank == 2 else tuple(input.shape[2:])
-        return input, list((_pool_size if rank == 2 else _pool_size_k)(op, output_size, sp)), layout
+        sp = lay.split(input.shape)[2:] if lay is not None else tuple(input.shape[2:])
+        return input, list(_pool_size_k(op, output_size, sp)), layout
     return _call(op, _pool_op, _pool_direct, (input, output_size, layout), (input,), out, op_args)
 
 
@@ -805,6 +807,20 @@ _register(_warp_bwd_op, _warp_bwd_fake,
           name=lambda *inputs: "warp_affine" if inputs[11] == 2 else "warp_perspective")
 
 
+def _matrix(rows):
+    """A float64 matrix of rows of numbers: in eager mode a NumPy array, as the NumPy API
+    makes it; when traced, a tensor in which torch's symbolic numbers (a centre computed
+    from a traced shape) stay graph values, which NumPy would fix at their traced values
+    (``torch.tensor`` keeps those of ``torch.compile``; under torch.export or make_fx they
+    are ``torch.SymFloat`` objects, each made a scalar tensor)."""
+    if any(symbolic(v) for row in rows for v in row):
+        return torch.stack([torch.stack([torch.scalar_tensor(v, dtype=torch.float64) for v in row])
+                            for row in rows])
+    if torch.compiler.is_compiling():
+        return torch.tensor(rows, dtype=torch.float64)
+    return np.array(rows)
+
+
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, out,
           fill, layout):
     def op_args(img, M, *options):
@@ -876,8 +892,8 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     x = _first_tensor(op, img=img)
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
     if center is None:
-        center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _rotation_matrix(op, angle, center, scale)
+        center = ((W - 1) / 2.0, (H - 1) / 2.0)     # symbolic when the shape is
+    M = _matrix(_rotation_rows(op, angle, center, scale))
     return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
                  layout)
 

@@ -492,12 +492,17 @@ def rotation_matrix(angle, center, scale=1.0):
 
 def _rotation_matrix(op, angle, center, scale):
     """:func:`rotation_matrix`, its errors under the name ``op``."""
+    return np.array(_rotation_rows(op, angle, center, scale))
+
+
+def _rotation_rows(op, angle, center, scale):
+    """The two rows of :func:`rotation_matrix` as tuples of numbers (from which the torch
+    frontend builds its matrix: a centre computed from a traced shape stays symbolic)."""
     rad = math.radians(finite_float(op, "angle", angle))
     s = finite_float(op, "scale", scale)
     a, b = s * math.cos(rad), s * math.sin(rad)
     cx, cy = _center(op, center)
-    return np.array([[a, b, (1 - a) * cx - b * cy],
-                     [-b, a, b * cx + (1 - a) * cy]])
+    return (a, b, (1 - a) * cx - b * cy), (-b, a, b * cx + (1 - a) * cy)
 
 
 def _center(op, center):

@@ -191,6 +191,69 @@ def test_errors_surface_at_trace_time_with_the_numpy_message():
         fij.grid_sample(x, jnp.zeros((1, 3, 3, 2), jnp.float32))
 
 
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit])
+def test_batch_sizes_are_checked_at_trace_time(trace):
+    """The trace-time checks see the real N of every array (not the probe's N = 0)."""
+    x, g = jnp.ones((2, 3, 5, 6)), jnp.zeros((1, 4, 3, 2))
+    with pytest.raises(ValueError, match=r"^grid_sample: grid must have the input's batch size "
+                                         r"N = 2; got \(1, 4, 3, 2\)\."):
+        trace(lambda x, g: fij.grid_sample(x, g))(x, g)
+    with pytest.raises(ValueError, match=r"^grid_sample: grid must have the input's batch size "
+                                         r"N = 2; got \(3, 1, 2, 2, 3\)\."):
+        trace(lambda x, g: fij.grid_sample(x, g))(jnp.ones((2, 1, 3, 3, 3)),
+                                                  jnp.zeros((3, 1, 2, 2, 3)))
+    with pytest.raises(ValueError, match=r"^affine_grid: theta must have shape \(N, 2, 3\) with "
+                                         r"N = size\[0\] = 3; got \(2, 2, 3\)\."):
+        trace(lambda th: fij.affine_grid(th, (3, 1, 4, 4)))(jnp.zeros((2, 2, 3)))
+    with pytest.raises(ValueError, match=r"^affine_grid: theta must have shape \(N, 3, 4\) with "
+                                         r"N = size\[0\] = 1"):
+        trace(lambda th: fij.affine_grid(th, (1, 1, 2, 4, 4)))(jnp.zeros((2, 3, 4)))
+
+
+def test_cached_checks_tell_equal_arguments_of_other_types_apart():
+    x = jnp.ones((1, 2, 5, 6))
+    fij.resize(x, (7, 3))
+    with pytest.raises(TypeError, match=r"^resize: size must be a positive int"):
+        fij.resize(x, (7.0, 3))
+    fij.grid_sample(x, jnp.zeros((1, 2, 2, 2)), align_corners=True)
+    with pytest.raises(TypeError, match=r"^grid_sample: align_corners must be a bool"):
+        fij.grid_sample(x, jnp.zeros((1, 2, 2, 2)), align_corners=1)
+
+
+def test_sizes_as_jax_arrays():
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 3, 5, 6)))
+    np.testing.assert_array_equal(fij.resize(x, size=jnp.array([7, 3])), fij.resize(x, (7, 3)))
+    np.testing.assert_array_equal(fij.resize(x, size=jnp.array(4)), fij.resize(x, 4))
+    np.testing.assert_array_equal(fij.resize(x, size=(jnp.array(7), 3)), fij.resize(x, (7, 3)))
+    np.testing.assert_array_equal(fij.adaptive_avg_pool2d(x, jnp.array([2, 3])),
+                                  fij.adaptive_avg_pool2d(x, (2, 3)))
+    np.testing.assert_array_equal(fij.adaptive_avg_pool1d(x[0], jnp.array([4])),
+                                  fij.adaptive_avg_pool1d(x[0], 4))
+    np.testing.assert_array_equal(fij.affine_grid(jnp.zeros((2, 2, 3)), jnp.array([2, 1, 4, 4])),
+                                  fij.affine_grid(jnp.zeros((2, 2, 3)), (2, 1, 4, 4)))
+    with pytest.raises(TypeError, match=r"^resize: size must be a positive int or a pair of "
+                                        r"them \(H, W\); got"):
+        fij.resize(x, size=jnp.array([7.0, 3.0]))
+    for call in (lambda s: fij.resize(x, size=s), lambda s: fij.adaptive_avg_pool2d(x, s),
+                 lambda s: fij.resize(x, size=(s[0], 3))):
+        with pytest.raises(TypeError, match=r"^(resize: size|adaptive_avg_pool2d: output_size) "
+                                            r"must be static: sizes are Python ints"):
+            jax.jit(call)(jnp.array([7, 3]))
+
+
+@pytest.mark.parametrize("fn", [fij.lerp, fij.slerp])
+@pytest.mark.parametrize("t", [True, np.bool_(False), None])
+def test_weights_that_are_not_numbers_are_refused_like_numpy(fn, t):
+    a = jnp.ones((2, 3))
+    with pytest.raises(TypeError) as numpy_error:
+        getattr(fi, fn.__name__)(np.ones((2, 3)), np.ones((2, 3)), t)
+    with pytest.raises(TypeError) as jax_error:
+        fn(a, a, t)
+    assert str(jax_error.value) == str(numpy_error.value)
+    with pytest.raises(TypeError, match=rf"^{fn.__name__}: t must be a real number"):
+        fn(a, a, "0.5")
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda x: fij.warp_affine(x, jnp.eye(2, 3, dtype=jnp.complex64), (4, 4)), TypeError,
      r"^warp_affine: M must hold real numbers"),

@@ -531,6 +531,75 @@ def test_torch_tensors_round_trip_and_channels_last(torch):
     assert fi.last_kernel().key == ("resize", "cpu", "float32")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["linear", "nearest", "area"])
+def test_torch_tensors_of_1d_data(torch, dtype, mode):
+    import torch.nn.functional as F
+    x = torch.randn(2, 3, 5).to(getattr(torch, dtype))
+    y = fi.resize(x, size=7, mode=mode)
+    assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and tuple(y.shape) == (2, 3, 7)
+    want = F.interpolate(x.float(), size=7, mode=mode).to(x.dtype)
+    torch.testing.assert_close(y, want, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match=r"^resize: a 3-D input without layout= is 1-D data"):
+        fi.resize(x, size=(4, 4))
+    with pytest.raises(ValueError, match=r"^resize: a 3-D input without layout= is 1-D data"):
+        fi.resize(x.to(torch.uint8), size=4)
+
+
+def test_sizes_as_integer_arrays_and_tensors(torch):
+    """Integer arrays and tensors, and 0-d ones, give a size as the ints they hold."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 6))
+    want = fi.resize(x, size=(6, 7))
+    for size in (torch.tensor([6, 7]), np.array([6, 7]), (torch.tensor(6), np.int8(7)),
+                 np.array([6, 7], np.uint16)):
+        np.testing.assert_array_equal(fi.resize(x, size=size), want)
+    np.testing.assert_array_equal(fi.resize(x, size=torch.tensor(6)), fi.resize(x, size=6))
+    np.testing.assert_array_equal(fi.resize(x, size=np.array(6)), fi.resize(x, size=6))
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, torch.tensor([2, 3])),
+                                  fi.adaptive_avg_pool2d(x, (2, 3)))
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, torch.tensor(2)),
+                                  fi.adaptive_avg_pool2d(x, 2))
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, (None, torch.tensor(3))),
+                                  fi.adaptive_avg_pool2d(x, (5, 3)))
+    np.testing.assert_array_equal(fi.adaptive_avg_pool1d(x[0], torch.tensor([4])),
+                                  fi.adaptive_avg_pool1d(x[0], 4))
+    v = x[:, :, None].repeat(3, axis=2)
+    np.testing.assert_array_equal(fi.adaptive_avg_pool3d(v, np.array([2, 3, 4])),
+                                  fi.adaptive_avg_pool3d(v, (2, 3, 4)))
+    np.testing.assert_array_equal(fi.resize(v, size=torch.tensor([2, 3, 4]), mode="trilinear"),
+                                  fi.resize(v, size=(2, 3, 4), mode="trilinear"))
+    np.testing.assert_array_equal(fi.resize(x[0], size=torch.tensor([8]), mode="linear"),
+                                  fi.resize(x[0], size=8, mode="linear"))
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda x, t: fi.resize(x, size=t.tensor([6.0, 7.0])), TypeError,
+     r"^resize: size must be a positive int or a pair of them \(H, W\); got tensor"),
+    (lambda x, t: fi.resize(x, size=t.tensor([True, True])), TypeError,
+     r"^resize: size must be a positive int or a pair"),
+    (lambda x, t: fi.resize(x, size=np.array([6.0, 7.0])), TypeError,
+     r"^resize: size must be a positive int or a pair"),
+    (lambda x, t: fi.resize(x, size=t.tensor(6.0)), TypeError, r"^resize: size must be a positive"),
+    (lambda x, t: fi.resize(x, size=t.tensor([6])), ValueError,
+     r"^resize: size must be a positive int or a pair of them \(H, W\); got tensor\(\[6\]\)"),
+    (lambda x, t: fi.resize(x, size=t.tensor([[6, 7]])), TypeError,
+     r"^resize: size must be a positive int or a pair"),
+    (lambda x, t: fi.resize(x, size=t.tensor([0, 7])), ValueError,
+     r"^resize: size must be positive"),
+    (lambda x, t: fi.adaptive_avg_pool2d(x, t.tensor([2.0, 3.0])), TypeError,
+     r"^adaptive_avg_pool2d: output_size must be a positive int or a pair"),
+    (lambda x, t: fi.adaptive_avg_pool2d(x, t.tensor([2, 3, 4])), ValueError,
+     r"^adaptive_avg_pool2d: output_size must be an int or a pair \(H, W\); got tensor"),
+    (lambda x, t: fi.adaptive_avg_pool2d(x, t.tensor(True)), TypeError,
+     r"^adaptive_avg_pool2d: output_size must be"),
+    (lambda x, t: fi.adaptive_avg_pool1d(x[0], t.tensor([2**40])), ValueError,
+     r"^adaptive_avg_pool1d: output_size must give an output of at most 2\*\*31 - 1"),
+])
+def test_sizes_as_arrays_of_other_types(torch, call, exc, words):
+    with pytest.raises(exc, match=words):
+        call(np.zeros((2, 3, 5, 6)), torch)
+
+
 def test_registry_records_each_op():
     x = np.zeros((1, 1, 4, 4))
     fi.resize(x, size=2)

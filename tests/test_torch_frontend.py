@@ -534,6 +534,49 @@ def test_half_precision_values_and_float32_gradients(dtype):
             np.testing.assert_allclose(h.grad.float().numpy(), r.numpy(), atol=tol * scale * 4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("mode", ["linear", "nearest", "area"])
+def test_1d_data_of_every_dtype_with_and_without_grad(dtype, mode):
+    x32 = torch.from_numpy(_rng(38).standard_normal((2, 3, 5)).astype(np.float32))
+    x = x32.to(dtype)
+    want = F.interpolate(x.float(), size=7, mode=mode).to(dtype)
+    for grad in (False, True):
+        xg = x.clone().requires_grad_(grad)
+        y = fit.interpolate(xg, size=7, mode=mode)
+        assert y.dtype == dtype and tuple(y.shape) == (2, 3, 7)
+        torch.testing.assert_close(y.detach(), want, rtol=1e-2, atol=1e-2)
+        if grad:
+            y.float().sum().backward()
+            ref = x.float().requires_grad_()
+            F.interpolate(ref, size=7, mode=mode).sum().backward()
+            assert xg.grad.dtype == dtype
+            torch.testing.assert_close(xg.grad.float(), ref.grad, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_sizes_as_integer_tensors_and_arrays(grad):
+    x = torch.rand(2, 3, 5, 6, requires_grad=grad)
+    for size in (torch.tensor([6, 7]), np.array([6, 7]), (torch.tensor(6), 7)):
+        torch.testing.assert_close(fit.resize(x, size=size), fit.resize(x, size=(6, 7)))
+    torch.testing.assert_close(fit.resize(x, size=torch.tensor(6)), fit.resize(x, size=6))
+    for size in (torch.tensor([2, 3]), np.array([2, 3]), (None, torch.tensor(3))):
+        want = fit.adaptive_avg_pool2d(x, (5 if size[0] is None else 2, 3))
+        torch.testing.assert_close(fit.adaptive_avg_pool2d(x, size), want)
+    torch.testing.assert_close(fit.adaptive_avg_pool1d(x[0], torch.tensor(4)),
+                               fit.adaptive_avg_pool1d(x[0], 4))
+    v = x[:, :, None].expand(-1, -1, 3, -1, -1)
+    torch.testing.assert_close(fit.adaptive_avg_pool3d(v, torch.tensor([2, 3, 4])),
+                               fit.adaptive_avg_pool3d(v, (2, 3, 4)))
+    torch.testing.assert_close(fit.resize(v, torch.tensor([2, 3, 4]), mode="trilinear"),
+                               fit.resize(v, (2, 3, 4), mode="trilinear"))
+    with pytest.raises(TypeError, match=r"^resize: size must be a positive int or a pair of "
+                                        r"them \(H, W\); got tensor\(\[6\., 7\.\]\)"):
+        fit.resize(x, size=torch.tensor([6.0, 7.0]))
+    with pytest.raises(TypeError, match=r"^adaptive_avg_pool2d: output_size must be a positive "
+                                        r"int or a pair"):
+        fit.adaptive_avg_pool2d(x, torch.tensor([True, True]))
+
+
 @pytest.mark.parametrize("op, rows, match, pad", [
     ("warp_affine", 2, "opencv", "zeros"), ("warp_affine", 2, "torch", "reflection"),
     ("warp_perspective", 3, "opencv", "border"), ("warp_perspective", 3, "torch", "constant")])
@@ -602,6 +645,71 @@ def test_compile_fullgraph_forward_and_backward():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
     for g, w in zip(got_grads, want_grads):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _compile_counted(fn, **options):
+    """``torch.compile(fn, fullgraph=True)`` (aot_eager) and its count of compiled frames."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    return torch.compile(fn, fullgraph=True, backend=counter, **options), counter
+
+
+def _sizes_from_shapes(x, theta):
+    grid = fit.affine_grid(theta, x.shape)           # a size that is x's own (symbolic) shape
+    y = fit.grid_sample(x, grid) + fit.rotate(x, 10.0)     # the default centre: symbolic floats
+    return y.square().sum() + fit.resize(y, size=(x.shape[2] + 1, 3)).sum()
+
+
+def test_compile_a_second_shape_traces_sizes_symbolically():
+    compiled, counter = _compile_counted(_sizes_from_shapes)
+    rng = _rng(19)
+    frames = []
+    for n, h, w in ((2, 8, 8), (3, 6, 10), (4, 7, 9)):
+        inputs = [_t(rng.standard_normal((n, 2, h, w)).astype(np.float32), True),
+                  _t(rotations(rng, n, np.float32), True)]
+        want, want_grads = grads_of(lambda *a: _sizes_from_shapes(*a)[None], inputs)
+        got, got_grads = grads_of(lambda *a: compiled(*a)[None], inputs)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)
+        for g, w_ in zip(got_grads, want_grads):
+            np.testing.assert_allclose(g.numpy(), w_.numpy(), rtol=1e-5, atol=1e-5)
+        frames.append(counter.frame_count)
+    assert frames[2] == frames[1]      # the second shape's graph (dynamic) serves the third
+
+
+def _numbers_with_dynamic_shapes(a, b, x):
+    t = a.shape[0] / 10.0                # a symbolic float
+    return (fit.lerp(a, b, 0.3).sum() + fit.slerp(a, b, 0.3).sum() + fit.lerp(a, b, t).sum()
+            + fit.rotate(x, 10.0, scale=0.9).sum() + fit.rotate(x, 5.0, (1.5, 2.0)).sum())
+
+
+def test_compile_dynamic_number_arguments():
+    compiled, counter = _compile_counted(_numbers_with_dynamic_shapes, dynamic=True)
+    rng = _rng(20)
+    frames = []
+    for p, h, w in ((4, 6, 7), (5, 8, 5)):
+        a, b = (_t(rng.uniform(0.5, 1, (p, 3)).astype(np.float32)) for _ in range(2))
+        x = _t(rng.standard_normal((2, 3, h, w)).astype(np.float32))
+        torch.testing.assert_close(compiled(a, b, x), _numbers_with_dynamic_shapes(a, b, x))
+        frames.append(counter.frame_count)
+    assert frames[1] == frames[0]      # no shape was fixed by a check
+
+
+def test_symbolic_sizes_and_numbers_outside_torch_compile():
+    """make_fx (as torch.export) traces with torch.SymInt/SymFloat objects, which the checks
+    pass on: the graph then serves other shapes."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def f(x, a, b):
+        theta = torch.eye(2, 3).expand(x.shape[0], 2, 3)
+        y = fit.grid_sample(x, fit.affine_grid(theta, x.shape)) + fit.rotate(x, 10.0)
+        return (fit.resize(y, size=(x.shape[2] + 1, 3)).sum() + fit.lerp(a, b, a.shape[0] / 10).sum()
+                + fit.adaptive_avg_pool2d(y, (None, 2)).sum())
+
+    traced = make_fx(f, tracing_mode="symbolic")(torch.rand(2, 3, 6, 7), torch.rand(4, 3),
+                                                 torch.rand(4, 3))
+    args = (torch.rand(3, 3, 8, 5), torch.rand(5, 3), torch.rand(5, 3))
+    torch.testing.assert_close(traced(*args), f(*args))
 
 
 # --------------------------------------------------------------------------- autograd behaviour

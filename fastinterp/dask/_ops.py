@@ -354,7 +354,7 @@ def adaptive_avg_pool2d(input, output_size, *, layout="NCHW"):
     op = "adaptive_avg_pool2d"
     dtype = _float_tables_dtype(op, x.dtype)
     in_hw = _hw(x.shape, nhwc)
-    out_hw = _rz._pool_size(op, output_size, in_hw)
+    out_hw = _rz._pool_size_k(op, output_size, in_hw)
     ytab, xtab = [_rz.axis_table("area", n_in, n_o, None, None, False, _rz._DTYPE_NAME[dtype])
                   for n_in, n_o in zip(in_hw, out_hw)]
     return _spatial.separable(op, x, ytab, xtab, out_hw, nhwc)
