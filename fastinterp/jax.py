@@ -438,9 +438,13 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
               padding_mode=padding_mode, align_corners=align_corners, match=match,
               inverse_map=inverse_map, fill=static_fill(op, fill), layout=name)
     host, host_bwd = _WARP_HOSTS[rows]
-    # validation and the output's shape, on zeros and identity matrices (M may be traced)
-    probe = host(np.zeros(x_b.shape, x_b.dtype), _identity_like(M.shape, rows), **kw)
-    specs = [_spec(probe.shape, probe.dtype)]
+    # the NumPy API's checks and the output dtype, on one zero pixel per image and identity
+    # matrices (M may be traced; dsize was checked above): as cheap for any image size
+    lay = Layout(name)
+    n, c, _, _ = lay.split(x_b.shape)
+    probe = host(np.zeros(lay.join(n, c, 1, 1), x_b.dtype), _identity_like(M.shape, rows),
+                 **dict(kw, dsize=(1, 1)))
+    specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
 
     @jax.custom_vjp
     def f(x, m):
