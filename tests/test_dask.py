@@ -412,6 +412,30 @@ def test_affine_grid_batch_must_be_size_0():
     assert fd.affine_grid(theta, (5, 3, 4, 6)).shape == (5, 4, 6, 2)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample_border_blocks_outside_the_image_read_the_edge_taps(mode, align_corners):
+    """Grid blocks wholly beyond an edge clamp to the edge pixels, whose neighbours the
+    kernel reads too (with weight 0: a NaN or inf there still shows): the window must hold
+    them. NaN/inf pixels on and next to every edge; bit for bit the in-memory call."""
+    rng = np.random.default_rng(17 + len(mode) + align_corners)
+    for trial in range(4):
+        h, w = (int(v) for v in rng.integers(2, 12, 2))
+        x = rng.standard_normal((1, 2, h, w))
+        for r, c in ((0, 1), (1, 0), (h - 2, w - 1), (h - 1, w - 2), (1, 1), (h - 2, w - 2)):
+            x[0, int(rng.integers(2)), r, c] = rng.choice([np.nan, np.inf, -np.inf])
+        # each 3 x 4 block beyond one edge or corner (trials 0, 1), or with some points inside
+        side = np.repeat(np.repeat(rng.choice([-1, 1], (1, 4, 3, 2)), 3, 1), 4, 2)
+        far = rng.uniform(1.2, 8.0, (1, 12, 12, 2)) * side
+        inside = rng.random((1, 12, 12, 1)) < (0.0 if trial < 2 else 0.3)
+        grid = np.where(inside, rng.uniform(-1, 1, far.shape), far)
+        kw = dict(mode=mode, padding_mode="border", align_corners=align_corners)
+        got = fd.grid_sample(da.from_array(x, chunks=(1, 2, random_chunks(rng, h, True),
+                                                      random_chunks(rng, w, True))),
+                             da.from_array(grid, chunks=(1, 3, 4, 2)), **kw)
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.grid_sample(x, grid, **kw))
+
+
 def test_grid_sample_wrap_reads_across_the_border():
     # a point just left of the image wraps to its right edge, in another source block
     x = np.arange(32, dtype=np.float32).reshape(1, 1, 4, 8)

@@ -61,12 +61,13 @@ def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
         return 0, size          # NaN reads pixel 0, inf the border
     if math.isnan(gmin):
         return 0, 0             # no finite point: nothing is read
-    lo = math.floor(_pixels(gmin, size, align_corners)) - _MARGIN_LO
-    hi = math.floor(_pixels(gmax, size, align_corners)) + _MARGIN_HI
+    pmin, pmax = _pixels(gmin, size, align_corners), _pixels(gmax, size, align_corners)
+    if padding == "border":     # points clamp to the edge pixels, whose taps (weight 0 or not,
+        pmin, pmax = (min(max(p, 0.0), size - 1.0) for p in (pmin, pmax))   # NaN included) count
+    lo = math.floor(pmin) - _MARGIN_LO
+    hi = math.floor(pmax) + _MARGIN_HI
     if padding in ("reflection", "wrap") and (lo < 0 or hi > size):
         return 0, size          # taps beyond an edge read pixels anywhere along the axis
-    if padding == "border":
-        lo, hi = min(max(lo, 0), size - 1), max(min(hi, size), 1)
     return max(lo, 0), max(min(hi, size), max(lo, 0))
 
 
