@@ -205,7 +205,12 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
     is writable there (NumPy marks it read-only), except from JAX.
     """
     if kind != "dlpack":
-        return np.asarray(obj)
+        try:
+            return np.asarray(obj)
+        except ValueError:                  # a ragged nest of lists, say
+            raise ValueError(f"{op}: {name} must be a rectangular array; got a "
+                             f"{type(obj).__name__} NumPy cannot read as one: "
+                             f"{obj!r:.80}.") from None
     _check_viewable(op, name, obj)
     if not writable:
         try:

@@ -264,7 +264,11 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
         if array_kind(p.originals[name]) is None:
             raise TypeError(f"{op}: {name} must be an array; got {type(p.originals[name]).__name__}.")
     if isinstance(p.originals["t"], (list, tuple)) and p.backend == "cpu":
-        t_ = p.arrays["t"] = np.asarray(p.originals["t"], dtype=a_.dtype)  # a list: a's dtype
+        try:                                                                 # a list: a's dtype
+            t_ = p.arrays["t"] = np.asarray(p.originals["t"], dtype=a_.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: t must be a real number or an array of reals; got "
+                            f"{type(p.originals['t']).__name__} {p.originals['t']!r:.80}.") from None
     dtype = same_dtype(op, a=a_, b=b_, t=t_ if _is_array(t_) else None)
     if tuple(b_.shape) != tuple(a_.shape):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "

@@ -1052,25 +1052,31 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
            if dtype == _U8 and p.backend == "cpu" else None)
     if box is not None:
         return _run(op, p, x, None, None, out, out_hw, lay, dtype, "input", box, plan_key)
-    if match == "torch":
-        tabs = _axis_tables(mode, (h, w), out_hw, align_corners, scales, antialias, dtype)
-    else:
-        kind = (presets.opencv_variant(mode, (h, w), out_hw, c, _DTYPE_NAME[dtype])
-                if match == "opencv" else "")
-        tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
-                for n_in, n_o, ax in zip((h, w), out_hw, "yx")]
-        fixed = dtype == _U8 and tabs[0].shift > 0
-        order = None
-        if fixed and match == "pil" and presets.pil_vertical_first((h, w), out_hw):
-            order = "vfirst"
-        elif fixed and match == "opencv" and tabs[0].taps == 2:
-            order = "opencv_linear"
-        return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order,
-                    plan_key)
-    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", None, plan_key)
+    tabs, order = _resize_tables(match, mode, (h, w), out_hw, c, align_corners, scales,
+                                 antialias, dtype)
+    return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", order, plan_key)
 
 
 interpolate = resize
+
+
+def _resize_tables(match, mode, in_hw, out_hw, channels, align_corners, scales, antialias,
+                   dtype):
+    """The (y, x) axis tables of a 2-D resize of checked arguments, and the pass order of
+    its uint8 fixed-point kernels (None, 'vfirst' or 'opencv_linear'; always None for
+    float images)."""
+    if match == "torch":
+        return _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype), None
+    kind = (presets.opencv_variant(mode, in_hw, out_hw, channels, _DTYPE_NAME[dtype])
+            if match == "opencv" else "")
+    tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
+            for n_in, n_o, ax in zip(in_hw, out_hw, "yx")]
+    fixed = dtype == _U8 and tabs[0].shift > 0
+    if fixed and match == "pil" and presets.pil_vertical_first(in_hw, out_hw):
+        return tabs, "vfirst"
+    if fixed and match == "opencv" and tabs[0].taps == 2:
+        return tabs, "opencv_linear"
+    return tabs, None
 
 
 def _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype):

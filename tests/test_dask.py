@@ -534,6 +534,88 @@ def test_warp_errors_are_the_in_memory_ones():
         fd.warp_affine(dx[0], np.eye(2, 3), (4, 4), layout="CHW")
 
 
+# --------------------------------------------------------------------------- arguments as in memory
+
+@pytest.mark.parametrize("match, mode", [("opencv", "bilinear"), ("opencv", "bicubic"),
+                                         ("opencv", "area"), ("opencv", "nearest"),
+                                         ("pil", "bilinear"), ("pil", "lanczos"),
+                                         ("pil", "area")])
+def test_resize_presets_bit_identical(match, mode):
+    """match= presets: spatial chunks (float) and batch chunks (float and uint8)."""
+    rng = np.random.default_rng(len(match) + len(mode))
+    for trial in range(3):
+        c = int(rng.choice([1, 3, 4]))
+        h, w = (int(v) for v in rng.integers(5, 40, 2))
+        dtype = (np.float32, np.float64, np.uint8)[trial]
+        x = rng.uniform(0, 255, (2, h, w, c)).astype(dtype)
+        hw = (random_chunks(rng, h, trial == 0), random_chunks(rng, w)) if trial < 2 else (h, w)
+        size = tuple(int(v) for v in rng.integers(1, 50, 2))
+        kw = dict(size=size, mode=mode, match=match, layout="NHWC")
+        got = fd.resize(da.from_array(x, chunks=(1,) + hw + (c,)), **kw)
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.resize(x, **kw))
+
+
+@pytest.mark.parametrize("layout", ["HW", "HWC", "CHW", None])
+def test_one_image_chunked_along_h_and_w(layout):
+    """A single (whole-slide) image in any single-image layout, chunked along H and W, as
+    resize and adaptive_avg_pool2d take it in memory: same shape, same bits."""
+    rng = np.random.default_rng(len(str(layout)))
+    h, w = 37, 29
+    shape = {"HW": (h, w), None: (h, w), "HWC": (h, w, 3), "CHW": (3, h, w)}[layout]
+    x = rng.standard_normal(shape).astype(np.float32)
+    chunks = tuple(random_chunks(rng, s) if s > 3 else s for s in shape)
+    dx = da.from_array(x, chunks=chunks)
+    for call in (lambda v: (fi, fd)[v is dx].resize(v, size=(15, 40), mode="bicubic",
+                                                    antialias=False, layout=layout),
+                 lambda v: (fi, fd)[v is dx].adaptive_avg_pool2d(v, (5, 7), layout=layout)):
+        ref, lazy = call(x), call(dx)
+        assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
+        np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+    with pytest.raises(ValueError, match=r"resize: input must have shape HWC \(3 axes\)"):
+        fd.resize(da.zeros((1, 4, 4, 3), chunks=2), size=2, layout="HWC")
+
+
+def test_one_dimensional_data_and_empty_channels_as_in_memory():
+    x = np.random.default_rng(1).standard_normal((4, 3, 10)).astype(np.float32)
+    got = fd.resize(da.from_array(x, chunks=(1, 3, 10)), size=5, mode="linear")
+    np.testing.assert_array_equal(got.compute(**SYNC), fi.resize(x, size=5, mode="linear"))
+    empty = np.zeros((1, 4, 4, 0), np.float32)
+    for call in (lambda v, m: m.resize(v, size=3, layout="NHWC"),
+                 lambda v, m: m.adaptive_avg_pool2d(v, 3, layout="NHWC")):
+        lazy = call(da.from_array(empty, chunks=(1, 2, 2, 1)), fd)
+        assert lazy.shape == (1, 3, 3, 0) == call(empty, fi).shape
+
+
+def test_slerp_t_as_a_list_is_read_as_in_memory():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 8, 3)).astype(np.float32)
+    t = [float(v) for v in np.linspace(0, 1, 8)]
+    got = fd.slerp(da.from_array(a, chunks=3), b, t)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.compute(**SYNC), fi.slerp(a, b, t))
+    grads = fd.slerp_backward(da.from_array(np.ones_like(a), chunks=3), a, b, t)
+    for g, ref in zip(grads, fi.slerp_backward(np.ones_like(a), a, b, t)):
+        np.testing.assert_array_equal(g.compute(**SYNC), ref)
+    with pytest.raises(TypeError, match="slerp: t must be a real number or an array of reals"):
+        fd.slerp(da.from_array(a, chunks=3), b, ["x"] * 8)
+
+
+def test_unknown_batch_chunks():
+    """After boolean indexing (unknown chunk sizes along N): a one-array op runs as in
+    memory; one that must match several arrays' rows says to compute the chunk sizes."""
+    x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    keep = np.array([True, False, True])
+    for chunks in ((1, 3, 8, 8), (1, 3, 4, 8)):
+        picked = da.from_array(x, chunks=chunks)[da.from_array(keep, chunks=1)]
+        got = fd.resize(picked, size=3)
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.resize(x[keep], size=3))
+    grid = da.zeros((3, 4, 4, 2), chunks=(1, 4, 4, 2), dtype=np.float32)[
+        da.from_array(keep, chunks=1)]
+    with pytest.raises(ValueError, match=r"grid_sample: input has unknown chunk sizes along "
+                                         r"the batch axis 0 .* input\.compute_chunk_sizes\(\)"):
+        fd.grid_sample(picked.rechunk((picked.chunks[0], 3, 8, 8)), grid)
+
+
 # --------------------------------------------------------------------------- distances
 
 def _db(rng, n, d, dtype, ties):

@@ -635,3 +635,14 @@ _GRID = np.zeros((1, 2, 2, 2), np.float32)
 def test_a_scalar_or_none_for_the_main_array_is_a_type_error_naming_it(op, arg, call, value):
     with pytest.raises(TypeError, match=rf"^{op}: {arg} must be an array; got"):
         call(value)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda r: fi.lerp(r, np.ones(2), 0.5), "a"),
+    (lambda r: fi.slerp(np.ones((2, 3)), np.ones((2, 3)), r), "t"),
+    (lambda r: fi.pairwise_sqdist(r), "x"),
+])
+def test_ragged_lists_are_a_clear_value_error(call, name):
+    op = call.__code__.co_names[1]
+    with pytest.raises(ValueError, match=f"^{op}: {name} must be a rectangular array; got a list"):
+        call([[1.0, 2.0], [3.0]])

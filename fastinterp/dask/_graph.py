@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import operator
 
 import numpy as np
@@ -67,12 +68,19 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=()):
         if arr.ndim == 0:
             raise ValueError(f"{op}: {name} must have a batch axis 0; got a 0-d array.")
     n = arrays[0].shape[0]
+    unknown = [name for name, arr in zip(names, arrays) if math.isnan(arr.shape[0])]
+    if unknown and len(arrays) > 1:
+        raise ValueError(f"{op}: {unknown[0]} has unknown chunk sizes along the batch axis 0 "
+                         f"(after boolean indexing, say), so its rows cannot be matched with "
+                         f"the other arguments'; call {unknown[0]}.compute_chunk_sizes() first.")
     for name, arr in zip(names, arrays):
-        if arr.shape[0] != n:
+        if arr.shape[0] != n and not unknown:
             raise ValueError(f"{op}: {name} must have {n} rows along the batch axis 0 (as "
                              f"{names[0]}); got shape {tuple(arr.shape)}.")
     nchunks = arrays[0].chunks[0]
-    arrays = [a.rechunk((nchunks,) + tuple(-1 for _ in a.shape[1:])) for a in arrays]
+    # (an array of unknown batch chunks is alone here, and already split along N only)
+    arrays = [a if a.chunks[0] == nchunks and a.numblocks[1:] == (1,) * (a.ndim - 1) else
+              a.rechunk((nchunks,) + tuple(-1 for _ in a.shape[1:])) for a in arrays]
     probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
                     for k, v in consts.items()}
     probe = fn(**{k: empty_like_probe(a) for k, a in zip(names, arrays)}, **probe_consts)

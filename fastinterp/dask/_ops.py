@@ -33,6 +33,17 @@ def lerp(a, b, t):
     return da.core.elemwise(fi.lerp, *args, dtype=probe.dtype)
 
 
+def _t_array(t, dtype):
+    """A list or tuple ``t`` as the in-memory slerp reads it, an array of a's ``dtype`` (one
+    that NumPy cannot read stays as it is, for the in-memory call's error)."""
+    if not isinstance(t, (list, tuple)):
+        return t
+    try:
+        return np.asarray(t, dtype=dtype)
+    except (TypeError, ValueError):
+        return t
+
+
 def _slerp_batch(a, b, t, path):
     """(batched t?) ``t`` is batched when it holds every batch axis of ``a`` (axis 0 included)."""
     if not is_array(t):
@@ -56,6 +67,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     else it reaches every block whole.
     """
     a = as_dask(a)
+    t = _t_array(t, a.dtype)
     _check_axis("slerp", a, axis)
     fn = functools.partial(fi.slerp, axis=axis, path=path, shortest_path=shortest_path,
                            norm=norm)
@@ -75,6 +87,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     one up to the rounding of that sum.
     """
     a = as_dask(a)
+    t = _t_array(t, a.dtype)
     _check_axis("slerp_backward", a, axis)
     fn = functools.partial(fi.slerp_backward, axis=axis, path=path,
                            shortest_path=shortest_path, norm=norm)
@@ -265,8 +278,32 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
 # --------------------------------------------------------------------------- resize family
 
 def _spatially_chunked(x, nhwc):
+    """A 4-D batch chunked along H or W that holds values (an empty one is batch work)."""
     hax, wax = (1, 2) if nhwc else (2, 3)
-    return x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1)
+    return (x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1)
+            and 0 not in x.shape)
+
+
+# single-image layouts -> (their batched layout, the leading axes a batch of one adds)
+_SINGLE_IMAGE = {"HW": ("NCHW", 2), "HWC": ("NHWC", 1), "CHW": ("NCHW", 1)}
+
+
+def _batch_of(op, x, layout):
+    """``(x as a batch, its layout, a function putting a result back)``: one image (layout
+    'HW', 'HWC', 'CHW', or a 2-D array with layout None) gains lazy batch axes; a 4-D
+    array with layout None is 'NCHW'; other batches pass as they are."""
+    if layout is None and x.ndim == 2:
+        layout = "HW"
+    if layout in _SINGLE_IMAGE:
+        if x.ndim != 4 - _SINGLE_IMAGE[layout][1]:
+            raise ValueError(f"{op}: input must have shape {layout} ({len(layout)} axes) for "
+                             f"layout={layout!r}; got shape {tuple(x.shape)}.")
+        name, added = _SINGLE_IMAGE[layout]
+        lead = (0,) * added
+        return x[(None,) * added], name, lambda y: y[lead]
+    if layout is None and x.ndim == 4:
+        layout = "NCHW"
+    return x, layout, lambda y: y
 
 
 def _hw(shape, nhwc):
@@ -283,30 +320,36 @@ def _float_tables_dtype(op, dtype):
 
 
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
-           antialias=False, *, recompute_scale_factor=None, layout="NCHW"):
+           antialias=False, *, recompute_scale_factor=None, match="torch", layout=None):
     """:func:`fastinterp.resize` on a dask array chunked along N, H and W (C too for NCHW).
 
     Output chunks are aligned to the input's (input boundary ``b`` along an
     axis becomes output boundary ``floor(b * out / in)``; a chunk may be
     empty when shrinking), and each reads exactly the input window its taps
     need. The result equals ``fi.resize`` of the whole array bit for bit.
+    ``layout`` as there: a batch (None reads 4-D as 'NCHW'; (N, C, L) and
+    (N, C, D, H, W) data are chunked along N only), or one image ('HWC',
+    'CHW', 'HW', or a 2-D array), such as a whole-slide image chunked along
+    H and W. ``match`` presets too (spatial chunks: float32/float64).
     """
-    x = as_dask(input)
+    x, layout, back = _batch_of("resize", as_dask(input), layout)
     opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor,
-                layout=layout)
+                match=match, layout=layout)
     fi.resize(empty_like_probe(x), **opts)          # every check, before any graph
     nhwc = layout == "NHWC"
     if not _spatially_chunked(x, nhwc):
-        return batched("resize", functools.partial(fi.resize, **opts), {"input": x})
+        return back(batched("resize", functools.partial(fi.resize, **opts), {"input": x}))
     op = "resize"
     dtype = _float_tables_dtype(op, x.dtype)
-    ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias)
+    ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias, match)
     in_hw = _hw(x.shape, nhwc)
     out_hw, scales = _rz._output_geometry(op, in_hw, size, scale_factor, mode,
                                           recompute_scale_factor)
-    ytab, xtab = _rz._axis_tables(mode, in_hw, out_hw, ac, scales, aa, dtype)
-    return _spatial.separable(op, x, ytab, xtab, out_hw, nhwc)
+    channels = x.shape[3] if nhwc else x.shape[1]
+    (ytab, xtab), _ = _rz._resize_tables(match, mode, in_hw, out_hw, channels, ac, scales, aa,
+                                         dtype)
+    return back(_spatial.separable(op, x, ytab, xtab, out_hw, nhwc))
 
 
 def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
@@ -340,24 +383,24 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     return _spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc)
 
 
-def adaptive_avg_pool2d(input, output_size, *, layout="NCHW"):
+def adaptive_avg_pool2d(input, output_size, *, layout=None):
     """:func:`fastinterp.adaptive_avg_pool2d` on a dask array chunked along N, H and W.
 
-    Same chunk alignment and bit-equality as :func:`resize`.
+    Same chunk alignment, layouts (one image included) and bit-equality as :func:`resize`.
     """
-    x = as_dask(input)
+    x, layout, back = _batch_of("adaptive_avg_pool2d", as_dask(input), layout)
     fn = functools.partial(fi.adaptive_avg_pool2d, output_size=output_size, layout=layout)
     fn(empty_like_probe(x))
     nhwc = layout == "NHWC"
     if not _spatially_chunked(x, nhwc):
-        return batched("adaptive_avg_pool2d", fn, {"input": x})
+        return back(batched("adaptive_avg_pool2d", fn, {"input": x}))
     op = "adaptive_avg_pool2d"
     dtype = _float_tables_dtype(op, x.dtype)
     in_hw = _hw(x.shape, nhwc)
     out_hw = _rz._pool_size_k(op, output_size, in_hw)
     ytab, xtab = [_rz.axis_table("area", n_in, n_o, None, None, False, _rz._DTYPE_NAME[dtype])
                   for n_in, n_o in zip(in_hw, out_hw)]
-    return _spatial.separable(op, x, ytab, xtab, out_hw, nhwc)
+    return back(_spatial.separable(op, x, ytab, xtab, out_hw, nhwc))
 
 
 def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
