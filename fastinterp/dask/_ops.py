@@ -191,12 +191,14 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     ``img`` (N, C, H, W) or (N, H, W, C) (``layout``) in any chunks; ``M`` a
     host array, (2, 3) or (N, 2, 3). The sampling grid is built lazily, block
     by block, from the matrices, chunked like ``img`` along N and by
-    ``chunks`` (H_out, W_out) (default: ``img``'s chunk size along H and W);
-    the result is chunked like the grid, and :func:`grid_sample` samples it:
-    over a spatially chunked image each output block reads only the source
-    blocks it reaches (``max_window`` as there; the grid is computed once for
-    its bounds when the graph is built, and again when the result is). uint8
-    images (forward) need a source chunked along N only, as for grid_sample.
+    ``chunks`` (H_out, W_out) (default: ``img``'s chunk size along H and W),
+    and :func:`grid_sample` samples it: over an image chunked along H or W
+    the result is chunked like the grid and each output block reads only the
+    source blocks it reaches (``max_window`` as there; the grid, cheap
+    arithmetic on the matrices, is computed once for its bounds when the
+    graph is built and again when the result is); an image chunked along N
+    only gives one block per image block. float32, float64 and uint8 images
+    (forward), as the in-memory warps.
 
     Examples
     --------
