@@ -530,8 +530,8 @@ def test_warp_errors_are_the_in_memory_ones():
         fd.warp_perspective(dx, np.eye(2, 3), (4, 4))
     with pytest.raises(ValueError, match="rotate: padding_mode must be one of"):
         fd.rotate(dx, 10.0, padding_mode="mirror")
-    with pytest.raises(ValueError, match="warp_affine: layout must be 'NCHW' or 'NHWC'"):
-        fd.warp_affine(dx[0], np.eye(2, 3), (4, 4), layout="CHW")
+    with pytest.raises(ValueError, match=r"warp_affine: img must have shape CHW \(3 axes\)"):
+        fd.warp_affine(dx, np.eye(2, 3), (4, 4), layout="CHW")
 
 
 # --------------------------------------------------------------------------- arguments as in memory
@@ -558,7 +558,7 @@ def test_resize_presets_bit_identical(match, mode):
 @pytest.mark.parametrize("layout", ["HW", "HWC", "CHW", None])
 def test_one_image_chunked_along_h_and_w(layout):
     """A single (whole-slide) image in any single-image layout, chunked along H and W, as
-    resize and adaptive_avg_pool2d take it in memory: same shape, same bits."""
+    resize, adaptive_avg_pool2d and the warps take it in memory: same shape, same bits."""
     rng = np.random.default_rng(len(str(layout)))
     h, w = 37, 29
     shape = {"HW": (h, w), None: (h, w), "HWC": (h, w, 3), "CHW": (3, h, w)}[layout]
@@ -569,6 +569,12 @@ def test_one_image_chunked_along_h_and_w(layout):
                                                     antialias=False, layout=layout),
                  lambda v: (fi, fd)[v is dx].adaptive_avg_pool2d(v, (5, 7), layout=layout)):
         ref, lazy = call(x), call(dx)
+        assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
+        np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+    M = np.array([[1.0, 0.1, 2.0], [0.05, 1.0, -1.0]])
+    for call in (lambda m, v: m.warp_affine(v, M, (30, 21), layout=layout),
+                 lambda m, v: m.rotate(v, 13.0, mode="bicubic", layout=layout)):
+        ref, lazy = call(fi, x), call(fd, dx)
         assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
         np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
     with pytest.raises(ValueError, match=r"resize: input must have shape HWC \(3 axes\)"):

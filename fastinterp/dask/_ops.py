@@ -184,12 +184,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                match="opencv", inverse_map=False, fill=None, *, layout="NCHW", chunks=None,
+                match="opencv", inverse_map=False, fill=None, *, layout=None, chunks=None,
                 max_window=None):
     """:func:`fastinterp.warp_affine` over a dask image; equal to the in-memory call bit for bit.
 
-    ``img`` (N, C, H, W) or (N, H, W, C) (``layout``) in any chunks; ``M`` a
-    host array, (2, 3) or (N, 2, 3). The sampling grid is built lazily, block
+    ``img`` in any chunks and ``layout`` (a batch, None reading 4-D as NCHW,
+    or one image, 'HWC', 'CHW', 'HW', as for :func:`resize`); ``M`` a host
+    array, (2, 3) or (N, 2, 3). The sampling grid is built lazily, block
     by block, from the matrices, chunked like ``img`` along N and by
     ``chunks`` (H_out, W_out) (default: ``img``'s chunk size along H and W),
     and :func:`grid_sample` samples it: over an image chunked along H or W
@@ -214,7 +215,7 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
 
 
 def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                     match="opencv", inverse_map=False, fill=None, *, layout="NCHW",
+                     match="opencv", inverse_map=False, fill=None, *, layout=None,
                      chunks=None, max_window=None):
     """:func:`fastinterp.warp_perspective` over a dask image (homographies (3, 3) or
     (N, 3, 3)); everything else as :func:`warp_affine`. Bit for bit the in-memory call."""
@@ -223,17 +224,17 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
 
 
 def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", fill=None,
-           *, layout="NCHW", chunks=None, max_window=None):
+           *, layout=None, chunks=None, max_window=None):
     """:func:`fastinterp.rotate` over a dask image: :func:`warp_affine` by
     ``fastinterp.rotation_matrix(angle, center, scale)`` to the image's own size
     (``center`` defaults to the image centre)."""
-    x = as_dask(img)
-    _check_batched_layout("rotate", layout)
-    H, W = _hw(x.shape, layout == "NHWC")
+    x, batch_layout, _ = _batch_of("rotate", as_dask(img), layout, "img")
+    _check_batched_layout("rotate", batch_layout)
+    H, W = _hw(x.shape, batch_layout == "NHWC")
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
     M = _wp._rotation_matrix("rotate", angle, center, scale)
-    return _warp("rotate", 2, x, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
+    return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout, chunks, max_window)
 
 
@@ -241,7 +242,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
           layout, chunks, max_window):
     """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
     from ._warp import warp_grid
-    x = as_dask(img)
+    x, layout, back = _batch_of(op, as_dask(img), layout, "img")
     _check_batched_layout(op, layout)
     nhwc = layout == "NHWC"
     if x.ndim != 4:
@@ -259,8 +260,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     align = check_bool(op, "align_corners", align_corners)
     wmap = _wp._Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     grid = warp_grid(x, wmap, nhwc, chunks, _wp._float_dtype(x))
-    return grid_sample(x, grid, opts["mode"], opts["padding_mode"], opts["align_corners"],
-                       opts["fill"], layout=layout, max_window=max_window)
+    return back(grid_sample(x, grid, opts["mode"], opts["padding_mode"], opts["align_corners"],
+                            opts["fill"], layout=layout, max_window=max_window))
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
@@ -290,7 +291,7 @@ def _spatially_chunked(x, nhwc):
 _SINGLE_IMAGE = {"HW": ("NCHW", 2), "HWC": ("NHWC", 1), "CHW": ("NCHW", 1)}
 
 
-def _batch_of(op, x, layout):
+def _batch_of(op, x, layout, name="input"):
     """``(x as a batch, its layout, a function putting a result back)``: one image (layout
     'HW', 'HWC', 'CHW', or a 2-D array with layout None) gains lazy batch axes; a 4-D
     array with layout None is 'NCHW'; other batches pass as they are."""
@@ -298,7 +299,7 @@ def _batch_of(op, x, layout):
         layout = "HW"
     if layout in _SINGLE_IMAGE:
         if x.ndim != 4 - _SINGLE_IMAGE[layout][1]:
-            raise ValueError(f"{op}: input must have shape {layout} ({len(layout)} axes) for "
+            raise ValueError(f"{op}: {name} must have shape {layout} ({len(layout)} axes) for "
                              f"layout={layout!r}; got shape {tuple(x.shape)}.")
         name, added = _SINGLE_IMAGE[layout]
         lead = (0,) * added
