@@ -844,9 +844,19 @@ def test_models_fit_data_whose_squares_overflow_or_underflow(rng, scale):
     big = NCA(2, max_iter=5, random_state=1).fit(X * scale, y)
     np.testing.assert_allclose(big.scale_ / scale, ref.scale_, rtol=1e-12)
     np.testing.assert_allclose(big.transform(X * scale), ref.transform(X), rtol=1e-6, atol=1e-6)
+    ref = NCA(2, max_iter=5, random_state=1, standardize="global").fit(X, y)
+    big = NCA(2, max_iter=5, random_state=1, standardize="global").fit(X * scale, y)
+    np.testing.assert_allclose(big.scale_ / scale, ref.scale_, rtol=1e-12)
+    np.testing.assert_allclose(big.transform(X * scale), ref.transform(X), rtol=1e-6, atol=1e-6)
     x = np.linspace(0.0, 1.0, 20)
     line = PolynomialRegression(1).fit(x * scale, 3 * x + 1)
     assert line.score(x * scale, 3 * x + 1) > 1 - 1e-9
+    np.testing.assert_allclose(line.coef_ * [1, scale], [1.0, 3.0], rtol=1e-8)
+    # raw-monomial coefficients 1, 3 / scale, then ~0 / scale^2 and ~0 / scale^3: never
+    # NaN (they were inf / inf), inf only where beyond float64
+    cubic = PolynomialRegression(3).fit(x * scale, 3 * x + 1)
+    assert not np.isnan(cubic.coef_).any()
+    np.testing.assert_allclose(cubic.coef_[:2] * [1, scale], [1.0, 3.0], rtol=1e-6)
     moving, fixed, theta = _align_pair()
     fit = AffineAlign(verbose=False).fit(moving * scale, fixed * scale)
     assert np.abs(fit.theta_ - theta).max() < 1e-2
@@ -869,7 +879,23 @@ def test_regression_parameter_errors(kw, match):
         PolynomialRegression(1, **kw).fit(x, 2 * x)
 
 
-@pytest.mark.parametrize("scale", [1e-14, 1e-30, 1.0, 1e12])
+@pytest.mark.parametrize("offset", [1e307, -1e307])
+def test_models_fit_finite_data_whose_sums_overflow(rng, offset):
+    """Finite features near float64's limit: their column sums overflow, the means must
+    not (the embedding was all NaN, or scipy refused the PCA start)."""
+    X, y = _blobs(rng)
+    X = X.astype(np.float64)
+    for init in ("identity", "random", "pca"):
+        ref = NCA(2, max_iter=3, init=init, random_state=1).fit(X, y)
+        far = NCA(2, max_iter=3, init=init, random_state=1).fit(X + offset, y)
+        np.testing.assert_allclose(far.mean_ - offset, ref.mean_, atol=1e-6 * abs(offset) * 1e-300)
+        assert np.isfinite(far.transform(X + offset)).all()
+    x = np.linspace(0.0, 1.0, 20)
+    line = PolynomialRegression(1).fit(x * 1e306 + offset, 3 * x + 1)
+    np.testing.assert_allclose(line.predict(np.array([offset])), [1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-14, 1e-30, 1.0, 1e12, 1e160, 1e-200, 1e300])
 def test_regression_converges_whatever_the_scale_of_y(scale):
     x = np.linspace(0.0, 1.0, 10)
     model = PolynomialRegression(1).fit(x, (3 * x + 1) * scale)

@@ -182,6 +182,42 @@ def seed_from(op: str, random_state, seed):
 _SAFE_MEAN_SQUARE = (1e-290, 1e290)
 
 
+def root_mean_square(values) -> float:
+    """``sqrt(mean(values**2))`` of a 1-D float array, scaled by its largest magnitude so
+    that squares neither overflow nor underflow (finite values at any scale); 0 for an
+    empty or all-zero array."""
+    v = np.asarray(values, np.float64).ravel()
+    big = float(np.max(np.abs(v), initial=0.0))
+    if big == 0 or not math.isfinite(big):
+        return big
+    return big * float(np.sqrt(np.mean((v / big) ** 2)))
+
+
+def column_mean(X, chunk: int = 4096) -> np.ndarray:
+    """The mean of each column of ``X`` (n, D) in float64, summed over fixed row blocks
+    (no temporary as large as X; the same bits for any thread count). A column of
+    finite values whose sum overflows (values near float64's limit) is summed again
+    scaled by its largest magnitude, so its mean comes out finite."""
+    n, d = X.shape
+    total = np.zeros(d)
+    with np.errstate(over="ignore", invalid="ignore"):   # such columns are redone below
+        for r in range(0, n, chunk):
+            total += np.sum(X[r:r + chunk], axis=0, dtype=np.float64)
+    mean = total / max(n, 1)
+    redo = np.flatnonzero(~np.isfinite(mean))
+    if redo.size == 0:
+        return mean
+    big = np.zeros(redo.size)
+    for r in range(0, n, chunk):
+        big = np.maximum(big, np.max(np.abs(X[r:r + chunk, redo]), axis=0, initial=0.0))
+    unit = np.where((big > 0) & np.isfinite(big), big, 1.0)
+    scaled = np.zeros(redo.size)
+    for r in range(0, n, chunk):
+        scaled += np.sum(X[r:r + chunk, redo] / unit, axis=0, dtype=np.float64)
+    mean[redo] = unit * (scaled / max(n, 1))
+    return mean
+
+
 def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
     """The standard deviation of each column of ``X`` (n, D) about ``mean`` (D,), in
     float64, summed over fixed row blocks (no temporary as large as X; the same bits

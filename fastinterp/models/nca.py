@@ -11,8 +11,8 @@ from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
 from ._common import (Estimator, InvalidTypeError, Progress, check_flag, check_int,
-                      check_matrix, check_real, check_target, column_spread, n_features_error,
-                      not_fitted, seed_from)
+                      check_matrix, check_real, check_target, column_mean, column_spread,
+                      n_features_error, not_fitted, root_mean_square, seed_from)
 from .._validate import (check_ndim, check_option, check_shape, float_dtype, is_int, same_dtype,
                          shape_str)
 from ..distance import deterministic_matmul as matmul
@@ -245,11 +245,7 @@ _CHUNK = 4096          # rows per block of the passes over X below (bounded temp
 def _moments(X):
     """Column means and standard deviations of X in float64, in fixed row blocks:
     no temporary as large as X, and the same bits for any thread count."""
-    n = X.shape[0]
-    total = np.zeros(X.shape[1])
-    for r in range(0, n, _CHUNK):
-        total += np.sum(X[r:r + _CHUNK], axis=0, dtype=np.float64)
-    mean = total / n
+    mean = column_mean(X, _CHUNK)
     return mean, column_spread(X, mean, _CHUNK)
 
 
@@ -274,7 +270,7 @@ def _scales(std, standardize):
     """Per-feature divisors of the standardisation (see :class:`NCA`), from the
     features' standard deviations."""
     if standardize == "global":
-        rms = float(np.sqrt(np.mean(std ** 2)))
+        rms = root_mean_square(std)          # finite for spreads at any scale
         return np.full(std.shape, rms if rms > 0 else 1.0)
     if standardize == "feature":
         return np.where(std > 0, std, 1.0)

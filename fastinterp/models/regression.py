@@ -8,7 +8,8 @@ import numpy as np
 from numpy.polynomial import Polynomial
 
 from ._common import (Estimator, Progress, check_flag, check_int, check_matrix, check_real,
-                      check_target, column_spread, n_features_error, not_fitted, real_data)
+                      check_target, column_mean, column_spread, n_features_error, not_fitted,
+                      real_data, root_mean_square)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -23,7 +24,9 @@ def _matvec(m, v):
 
 
 def _norm(v):
-    return float(np.sqrt(np.sum(v * v)))
+    """The Euclidean norm of a gradient, finite and nonzero at any scale of y (its squares
+    would overflow above ~1e154 and vanish below ~1e-160)."""
+    return root_mean_square(v) * float(np.sqrt(v.size))
 
 
 def _powers(d, degree):
@@ -53,12 +56,15 @@ def _expand(c, powers, mu, s):
     """
     index = {tuple(p): j for j, p in enumerate(powers)}
     out = np.zeros(len(powers))
-    for cj, p in zip(c, powers):
-        for q in itertools.product(*(range(pi + 1) for pi in p)):
-            w = cj
-            for pi, qi, m, si in zip(p, q, mu, s):
-                w *= comb(int(pi), qi) * (-m) ** (pi - qi) / si ** pi
-            out[index[q]] += w
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):  # beyond float64: inf
+        for cj, p in zip(c, powers):
+            for q in itertools.product(*(range(pi + 1) for pi in p)):
+                w = cj
+                for pi, qi, m, si in zip(p, q, mu, s):   # (-m)^(p-q) / s^p, without s^p,
+                    if w == 0:                            # which overflows; a zero term
+                        break                             # stays 0 (never 0 * inf)
+                    w *= comb(int(pi), qi) * (-m / si) ** (pi - qi) / si ** qi
+                out[index[q]] += w
     return out
 
 
@@ -178,7 +184,7 @@ class PolynomialRegression(Estimator):
         """Fit to points ``(x, y)``: x of shape (n,) or (n, D), y of shape (n,); returns self."""
         X, y, univariate = self._data("PolynomialRegression.fit", x, y)
         powers = _powers(X.shape[1], int(self.degree))
-        mu = X.mean(axis=0)
+        mu = column_mean(X)
         s = column_spread(X, mu)
         s[s == 0] = 1.0
         V = _design((X - mu) / s, powers)
@@ -210,7 +216,8 @@ class PolynomialRegression(Estimator):
             for it in range(1, self.max_iter + 1):
                 r = _matvec(V, c) - y                       # residual
                 grad = (2.0 / n) * _matvec(V.T, r)          # d mean(r^2) / dc
-                self.loss_curve_.append(float(np.sum(r * r)) / n)
+                with np.errstate(over="ignore"):     # an mse beyond float64 is inf
+                    self.loss_curve_.append(float(np.sum(r * r)) / n)
                 bar.update(1, mse=self.loss_curve_[-1])
                 if _norm(grad) <= threshold:
                     break
