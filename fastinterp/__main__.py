@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -13,6 +14,11 @@ def main(argv=None) -> int:
     demo.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            demo.error(f"argument --out: cannot create the folder {args.out!r}: "
+                       f"{exc.strerror or exc}")
         from .demo import run_demo
         return run_demo(args.out, quick=args.quick)
     return 2

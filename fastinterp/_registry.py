@@ -21,6 +21,8 @@ __all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup"
 
 BUILTIN = "builtin"
 BACKENDS = ("cpu", "cuda")
+#: The dtypes kernels are looked up with (float16 and bfloat16 are computed in float32).
+DTYPES = ("uint8", "float32", "float64")
 
 KernelRef = Union[Callable[..., Any], str]
 
@@ -89,7 +91,14 @@ def register(op: str, backend: str, dtype: str, kernel: KernelRef,
     """Register ``kernel`` for ``(op, backend, dtype)``, on top of any earlier one."""
     if backend not in BACKENDS:
         raise ValueError(f"register: backend must be one of {BACKENDS}; got {backend!r}.")
-    entry = KernelEntry(op, backend, _dtype_key(dtype), kernel, source)
+    key = _dtype_key(dtype)
+    if key not in DTYPES:
+        raise ValueError(f"register: dtype must be one of {DTYPES}; got {key!r}.")
+    if not callable(kernel) and not (isinstance(kernel, str)
+                                     and all(kernel.partition(":")[::2])):
+        raise TypeError(f"register: kernel must be a callable or a 'module:attr' string; "
+                        f"got {type(kernel).__name__} {kernel!r}.")
+    entry = KernelEntry(op, backend, key, kernel, source)
     with _lock:
         _table.setdefault(entry.key, []).append(entry)
     return entry

@@ -51,6 +51,8 @@ def float_dtype(op: str, name: str, arr) -> np.dtype:
 
 def same_dtype(op: str, **arrays) -> np.dtype:
     """Check all named arrays are float32 or all float64; return that dtype."""
+    if not arrays:
+        raise TypeError(f"{op}: at least one input array is required; got none.")
     dtypes = {name: float_dtype(op, name, a) for name, a in arrays.items() if a is not None}
     if not dtypes:
         raise TypeError(f"{op}: {next(iter(arrays))} must be an array; got None.")

@@ -142,6 +142,9 @@ class Signature:
         names = [o.name for o in [*inputs, *outputs]]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: signature operand names must be unique; got {text!r}.")
+        if not inputs:
+            raise ValueError(f"{where}: signature must declare at least one input array; "
+                             f"got {text!r}.")
         if not outputs:
             raise ValueError(f"{where}: signature must declare at least one output; got {text!r}.")
         return cls(tuple(inputs), tuple(outputs), text)
@@ -197,7 +200,11 @@ def _parse_operands(text: str, prefix: str, where: str, whole: str
             if token == "..." and i == 0:
                 batch = True
             elif token.isdigit():
-                dims.append(int(token))
+                size = int(token)
+                if size > INT64_MAX:
+                    raise ValueError(f"{where}: signature size must be in [0, 2**63 - 1] "
+                                     f"(int64); got {size} in {whole!r}.")
+                dims.append(size)
             elif re.fullmatch(r"[A-Za-z_]\w*", token):
                 dims.append(token)
             else:
@@ -337,8 +344,9 @@ class OpKernel(PluginKernel):
 
     def __call__(self, outputs: Any, inputs: Any, floats: Iterable[float] = (),
                  ints: Iterable[int] = ()) -> None:
-        self._run(tuple(inputs), tuple(outputs), tuple(floats), tuple(ints),
-                  threads_for(outputs[0].size))
+        inputs, outputs = tuple(inputs), tuple(outputs)
+        work = max(a.size for a in inputs + outputs)    # a reduction's work is its input
+        self._run(inputs, outputs, tuple(floats), tuple(ints), threads_for(work))
 
 
 class LerpKernel(PluginKernel):
@@ -501,6 +509,13 @@ def _builtin_ops() -> set:
         CONVENTIONS) | listed
 
 
+def _ops_module_names() -> set:
+    """The names ``fastinterp.ops`` defines itself (public lowercase ones): an op of
+    that name could not be reached as ``fastinterp.ops.<name>``."""
+    from . import ops
+    return {n for n in vars(ops) if _OP_NAME.match(n)}
+
+
 def _prepare(name: str, raw_kernels: Iterable[dict[str, Any]], owner: Any, where: str
              ) -> tuple[builtins.list[tuple[str, str, OpKernel]], dict[str, OpSpec],
                         builtins.list[str]]:
@@ -517,6 +532,9 @@ def _prepare(name: str, raw_kernels: Iterable[dict[str, Any]], owner: Any, where
         op = k.get("op")
         if not op or not _OP_NAME.match(op):
             _fail(where, f"{what}: op name must match [a-z][a-z0-9_]*; got {op!r}")
+        if op not in builtin and op in _ops_module_names():
+            _fail(where, f"{what}: op name must not be an attribute of fastinterp.ops "
+                         f"({', '.join(sorted(_ops_module_names()))}); got {op!r}")
         if k["fn"] == 0:
             continue  # NULL: not supported (policy rule 6)
         if k["device_type"] != DEVICE_CPU:
@@ -891,6 +909,8 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if n not in kwargs:
             raise TypeError(f"{op}: missing array argument {n!r}.")
         named[n] = kwargs.pop(n)
+    if not names:
+        raise TypeError(f"{op}: at least one input array is required; got none.")
     floats, ints = _param_values(op, spec, kwargs)
     if kwargs:
         allowed = ", ".join(p.name for p in spec.params) or "none"

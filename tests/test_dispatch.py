@@ -646,3 +646,25 @@ def test_ragged_lists_are_a_clear_value_error(call, name):
     op = call.__code__.co_names[1]
     with pytest.raises(ValueError, match=f"^{op}: {name} must be a rectangular array; got a list"):
         call([[1.0, 2.0], [3.0]])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(kernel=42), TypeError,
+     r"register: kernel must be a callable or a 'module:attr' string; got int 42"),
+    (dict(kernel="math.sqrt"), TypeError,
+     r"register: kernel must be a callable or a 'module:attr' string; got str 'math.sqrt'"),
+    (dict(dtype="float17"), ValueError,
+     r"register: dtype must be one of .*float32.*float64.*; got 'float17'"),
+    (dict(dtype="complex64"), ValueError, r"register: dtype must be one of .*; got 'complex64'"),
+    (dict(backend="tpu"), ValueError, r"register: backend must be one of"),
+])
+def test_register_validates_its_arguments(kwargs, error, message):
+    args = dict(op="lerp", backend="cpu", dtype="float64", kernel=lambda *a: None) | kwargs
+    before = registry.entries()
+    try:
+        with pytest.raises(error, match=message):
+            registry.register(**args, source="test-bad")
+    finally:
+        assert registry.unregister("test-bad") == 0
+    assert registry.entries() == before
+    np.testing.assert_array_equal(fi.lerp(np.zeros(3), np.ones(3), 0.5), 0.5)

@@ -573,6 +573,78 @@ def test_numba_cfunc_overrides_lerp(numba_kernels, rng):
     assert fi.last_kernel().source == registry.BUILTIN
 
 
+@pytest.fixture(scope="module")
+def nthreads_kernel():
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def nthreads(inputs, n_in, outputs, n_out, params, err, err_size):
+        y = nb.flat(outputs, 0, np.float64)
+        for i in range(y.size):
+            y[i] = nb.nthreads(params)
+        return 0
+    return nthreads
+
+
+@pytest.mark.parametrize("op", ["annotations", "helper"])
+def test_op_names_taken_by_the_ops_module_refused(nthreads_kernel, op, monkeypatch):
+    import fastinterp.ops
+    monkeypatch.setattr(fastinterp.ops, "helper", len, raising=False)  # any module attribute
+    assert op in vars(fastinterp.ops)
+    before = snapshot()
+    with pytest.raises(PluginError, match=rf"op name must not be an attribute of "
+                                          rf"fastinterp.ops \(.*\); got '{op}'"):
+        fi.plugins.register_cfunc(op, "float64", nthreads_kernel, signature="x(...) -> y(...)")
+    assert snapshot() == before
+
+
+def test_op_without_inputs_refused(nthreads_kernel):
+    before = snapshot()
+    with pytest.raises(PluginError, match=r"signature must declare at least one input array; "
+                                          r"got '-> y\(3\)'"):
+        fi.plugins.register_cfunc("gen", "float64", nthreads_kernel, signature="-> y(3)")
+    assert snapshot() == before
+    # Without a signature the arrays are counted at the call: none is a clear TypeError.
+    fi.plugins.register_cfunc("gen", "float64", nthreads_kernel)
+    with pytest.raises(TypeError, match=r"gen: at least one input array is required; got none"):
+        fi.ops.gen(out=np.zeros(3))
+
+
+def test_same_dtype_without_arrays_is_a_type_error():
+    from fastinterp._validate import same_dtype
+    with pytest.raises(TypeError, match=r"f: at least one input array is required; got none"):
+        same_dtype("f")
+    with pytest.raises(TypeError, match=r"f: x must be an array; got None"):
+        same_dtype("f", x=None)
+
+
+def test_reduction_op_threads_follow_the_work_size(nthreads_kernel):
+    fi.plugins.register_cfunc("rowred", "float64", nthreads_kernel, signature="x(m, n) -> y(m)")
+    fi.plugins.register_cfunc("ident", "float64", nthreads_kernel, signature="x(...) -> y(...)")
+    before = fi.get_num_threads()
+    fi.set_num_threads(2)
+    try:
+        big = np.ones((4, 10**5))
+        assert fi.ops.ident(big)[0, 0] == 2
+        assert fi.ops.rowred(big)[0] == 2
+        assert fi.ops.rowred(np.ones((4, 3)))[0] == 1      # still serial for tiny inputs
+    finally:
+        fi.set_num_threads(before)
+
+
+@pytest.mark.parametrize("size", [2**63, 99999999999999999999999])
+def test_signature_size_beyond_int64_refused(nthreads_kernel, size):
+    before = snapshot()
+    with pytest.raises(PluginError, match=rf"signature size must be in \[0, 2\*\*63 - 1\] "
+                                          rf"\(int64\); got {size}"):
+        fi.plugins.register_cfunc("huge", "float64", nthreads_kernel,
+                                  signature=f"x(...) -> y({size})")
+    assert snapshot() == before
+    sig = Signature.parse(f"x(n) -> y({2**63 - 1})", "t")
+    assert sig.outputs[0].dims == (2**63 - 1,)
+
+
 # --------------------------------------------------------------------------- built-ins from C
 @pytest.fixture(scope="session")
 def c_caller(build_dir):
