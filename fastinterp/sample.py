@@ -483,6 +483,8 @@ def _fill_values(op, fill, padding_mode, C, dtype):
     if fill is None:
         return None
     if np.ndim(fill) == 0:
+        if getattr(fill, "shape", None) == () and not isinstance(fill, np.generic):
+            fill = np.asarray(to_host(op, "fill", fill)).item()   # a 0-d array or tensor
         vals = np.full(C, real_scalar(op, "fill", fill, dtype), dtype)
     else:
         vals = _fill_sequence(op, fill, f"C = {C} ")

@@ -192,3 +192,17 @@ def test_wrap_kernel_code_reaches_the_c_abi_checks():
     assert out[0] == 1.5          # half-way between the last and the first pixel
     with pytest.raises(ValueError):
         cpu.grid_sample_fwd(out, x, np.zeros(2), 1, 1, 1, 4, 1, 1, False, 1, 4, False, 1)
+
+
+@pytest.mark.parametrize("fill", [np.array(0.5), np.array(0.5, np.float32)])
+def test_zero_d_array_fill_is_a_number(fill):
+    """A 0-d array (or tensor) fill is the number it holds, as a NumPy scalar is."""
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 9)).astype(np.float32)
+    g = np.full((1, 4, 5, 2), 1.5, np.float32)
+    np.testing.assert_array_equal(fi.grid_sample(x, g, padding_mode="constant", fill=fill),
+                                  fi.grid_sample(x, g, padding_mode="constant", fill=0.5))
+    M = np.array([[2.0, 0, 0], [0, 2.0, 0]])
+    np.testing.assert_array_equal(fi.warp_affine(x, M, (5, 5), padding_mode="constant", fill=fill),
+                                  fi.warp_affine(x, M, (5, 5), padding_mode="constant", fill=0.5))
+    with pytest.raises(TypeError, match="grid_sample: fill must be a real number"):
+        fi.grid_sample(x, g, padding_mode="constant", fill=np.array(True))

@@ -306,3 +306,24 @@ def test_pil_pass_order_when_both_axes_shrink(mode):
         ref = _reference("pil", mode, img, oh, ow)
         got = fi.resize(img, size=(oh, ow), mode=mode, layout="HWC", match="pil")
         np.testing.assert_array_equal(got, ref, err_msg=f"{(h, w)} -> {(oh, ow)}, C={c}")
+
+
+@pytest.mark.parametrize("match", ["torch", "opencv", "pil"])
+@pytest.mark.parametrize("in_hw, out_hw", [((257, 257), (1, 1)), ((514, 514), (2, 2)),
+                                           ((300, 600), (1, 1)), ((1, 70000), (1, 1))])
+def test_uint8_area_with_blocks_beyond_24_bit_sums(match, in_hw, out_hw):
+    """Integer-factor shrinks whose block sums do not fit the exact 24-bit path (global
+    pooling of any image from 257 x 257 up) take the float32 tables: a constant image
+    keeps its value, random ones are within a grey level of the float64 block means."""
+    rng = np.random.default_rng(in_hw[0] + in_hw[1])
+    const = np.full(in_hw + (3,), 200, np.uint8)
+    np.testing.assert_array_equal(fi.resize(const, size=out_hw, mode="area", layout="HWC",
+                                            match=match), np.full(out_hw + (3,), 200))
+    x = rng.integers(0, 256, in_hw + (3,)).astype(np.uint8)
+    got = fi.resize(x, size=out_hw, mode="area", layout="HWC", match=match).astype(float)
+    (h, w), (oh, ow) = in_hw, out_hw
+    means = x.reshape(oh, h // oh, ow, w // ow, 3).astype(float).mean(axis=(1, 3))
+    assert np.abs(got - means).max() <= 1.0
+    if match == "torch":
+        pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(2, 0, 1))[None], out_hw)
+        np.testing.assert_array_equal(pooled[0].transpose(1, 2, 0), got)
