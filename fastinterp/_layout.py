@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ._validate import check_array, shape_str, symbolic
 
-__all__ = ["LAYOUTS", "Layout", "resolve", "from_channels_last"]
+__all__ = ["LAYOUTS", "Layout", "resolve", "as_batch", "from_channels_last"]
 
 LAYOUTS = ("NCHW", "NHWC", "CHW", "HWC", "HW")
 _AXES = {"NCHW": "(N, C, H, W)", "NHWC": "(N, H, W, C)", "CHW": "(C, H, W)",
@@ -105,6 +105,29 @@ def resolve(op: str, name: str, arr, layout) -> Layout:
         raise ValueError(f"{op}: {name} must have shape {lay.axes} for layout={layout!r}; "
                          f"got {shape_str(arr.shape)}.")
     return lay
+
+
+def as_batch(op: str, name: str, x, layout, nd_ok: bool = False):
+    """``(x as a batch, its batched layout, a function putting a result back)`` for a
+    lazy or traced array ``x`` (JAX, Dask: anything with ``shape`` and ``reshape``).
+
+    One image ('CHW', 'HWC', 'HW', or a 2-D array with layout None) becomes a batch
+    of one by a reshape (no copy, and transforms see through it); batches pass as
+    they are, as do 5-D volumes and, with ``nd_ok``, 3-D 1-D data (N, C, L) with
+    layout None.
+    """
+    ndim = len(x.shape)
+    if ndim == 5 or (nd_ok and ndim == 3 and layout is None):
+        return x, layout, lambda y: y
+    lay = resolve(op, name, x, layout)
+    if lay.batched:
+        return x, lay.name, lambda y: y
+    batched = Layout("NHWC" if lay.nhwc else "NCHW")
+
+    def back(y):
+        return y.reshape(lay.join(*batched.split(y.shape)))
+
+    return x.reshape(lay.batched_shape(x.shape)), batched.name, back
 
 
 def from_channels_last(op: str, layout, channels_last):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fastinterp as _fi
-from ._layout import Layout, from_channels_last, resolve as resolve_layout
+from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
 from .warp import _check_dsize, _rotation_matrix, matrix_type_error
@@ -132,24 +132,8 @@ def _cast_like(grads, primals):
 # ------------------------------------------------------------------ layouts and options
 
 def _as_batch(op, x, layout, nd_ok=False):
-    """``(x as a batch, its batched layout, a function putting a result back)``.
-
-    A single image ("CHW", "HWC", "HW") becomes a batch of one (a reshape, so
-    vmap and grad see through it); batches, 5-D volumes and (``nd_ok``) 1-D
-    data (N, C, L) pass as they are.
-    """
-    ndim = len(x.shape)
-    if ndim == 5 or (nd_ok and ndim == 3 and layout is None):
-        return x, layout, lambda y: y
-    lay = resolve_layout(op, "input", x, layout)
-    if lay.batched:
-        return x, lay.name, lambda y: y
-    name = "NHWC" if lay.nhwc else "NCHW"
-
-    def back(y):
-        return y.reshape(lay.join(*Layout(name).split(y.shape)))
-
-    return x.reshape(lay.batched_shape(x.shape)), name, back
+    """:func:`fastinterp._layout.as_batch` of the argument ``input``."""
+    return as_batch(op, "input", x, layout, nd_ok)
 
 
 def _forward_only_vjp(op, what, f):

@@ -11,6 +11,7 @@ import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
 from .. import warp as _wp
+from .._layout import as_batch
 from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
 from ..sample import _check_size
 from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
@@ -228,7 +229,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     """:func:`fastinterp.rotate` over a dask image: :func:`warp_affine` by
     ``fastinterp.rotation_matrix(angle, center, scale)`` to the image's own size
     (``center`` defaults to the image centre)."""
-    x, batch_layout, _ = _batch_of("rotate", as_dask(img), layout, "img")
+    x, batch_layout, _ = as_batch("rotate", "img", as_dask(img), layout)
     _check_batched_layout("rotate", batch_layout)
     H, W = _hw(x.shape, batch_layout == "NHWC")
     if center is None:
@@ -242,7 +243,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
           layout, chunks, max_window):
     """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
     from ._warp import warp_grid
-    x, layout, back = _batch_of(op, as_dask(img), layout, "img")
+    x, layout, back = as_batch(op, "img", as_dask(img), layout)
     _check_batched_layout(op, layout)
     nhwc = layout == "NHWC"
     if x.ndim != 4:
@@ -287,28 +288,6 @@ def _spatially_chunked(x, nhwc):
             and 0 not in x.shape)
 
 
-# single-image layouts -> (their batched layout, the leading axes a batch of one adds)
-_SINGLE_IMAGE = {"HW": ("NCHW", 2), "HWC": ("NHWC", 1), "CHW": ("NCHW", 1)}
-
-
-def _batch_of(op, x, layout, name="input"):
-    """``(x as a batch, its layout, a function putting a result back)``: one image (layout
-    'HW', 'HWC', 'CHW', or a 2-D array with layout None) gains lazy batch axes; a 4-D
-    array with layout None is 'NCHW'; other batches pass as they are."""
-    if layout is None and x.ndim == 2:
-        layout = "HW"
-    if layout in _SINGLE_IMAGE:
-        if x.ndim != 4 - _SINGLE_IMAGE[layout][1]:
-            raise ValueError(f"{op}: {name} must have shape {layout} ({len(layout)} axes) for "
-                             f"layout={layout!r}; got shape {tuple(x.shape)}.")
-        name, added = _SINGLE_IMAGE[layout]
-        lead = (0,) * added
-        return x[(None,) * added], name, lambda y: y[lead]
-    if layout is None and x.ndim == 4:
-        layout = "NCHW"
-    return x, layout, lambda y: y
-
-
 def _hw(shape, nhwc):
     return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
 
@@ -335,7 +314,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     'CHW', 'HW', or a 2-D array), such as a whole-slide image chunked along
     H and W. ``match`` presets too (spatial chunks: float32/float64).
     """
-    x, layout, back = _batch_of("resize", as_dask(input), layout)
+    x, layout, back = as_batch("resize", "input", as_dask(input), layout, nd_ok=True)
     opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor,
                 match=match, layout=layout)
@@ -391,7 +370,8 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
 
     Same chunk alignment, layouts (one image included) and bit-equality as :func:`resize`.
     """
-    x, layout, back = _batch_of("adaptive_avg_pool2d", as_dask(input), layout)
+    x, layout, back = as_batch("adaptive_avg_pool2d", "input", as_dask(input), layout,
+                                nd_ok=True)
     fn = functools.partial(fi.adaptive_avg_pool2d, output_size=output_size, layout=layout)
     fn(empty_like_probe(x))
     nhwc = layout == "NHWC"
