@@ -216,6 +216,16 @@ def _keys_in(task):
     return found
 
 
+@pytest.mark.parametrize("opts", [dict(mode="area"), dict(mode="bilinear", antialias=True)])
+def test_long_float32_windows_spatial_bit_identical(opts):
+    """Windows of over 16 taps (summed in float64, rounded once) split over chunks."""
+    rng = np.random.default_rng(5)
+    x = rng.random((1, 2, 301, 277), dtype=np.float32)
+    chunks = ((1,), (2,), random_chunks(rng, 301), random_chunks(rng, 277))
+    got = fd.resize(da.from_array(x, chunks=chunks), size=(7, 5), **opts)
+    np.testing.assert_array_equal(got.compute(**SYNC), fi.resize(x, size=(7, 5), **opts))
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_pool_and_backwards_spatial_bit_identical(layout):
     rng = np.random.default_rng(2)

@@ -136,6 +136,37 @@ def test_identity_and_constant_preserved():
                                    rtol=1e-14)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("mode, antialias, rtol", [("area", False, 3e-7),
+                                                   ("bilinear", True, 2e-6),
+                                                   ("bicubic", True, 2e-6)])
+def test_float32_long_windows_accumulate_exactly(mode, antialias, rtol, layout):
+    """Windows of hundreds of taps do not drift in float32: area keeps a constant to an
+    ulp or two and random data to float32 rounding of the float64 result; the
+    antialiased filters keep them to their float32 weights' own rounding (torch drifts
+    by 2e-6 there)."""
+    rng = np.random.default_rng(7)
+    shape = (1, 1003, 997, 2) if layout == "NHWC" else (1, 2, 1003, 997)
+    out_hw = (1, 3)
+    for value in (200.0, 0.1, 1 / 3, 1.9999, 123456.7):
+        c = np.full(shape, value, np.float32)
+        got = fi.resize(c, size=out_hw, mode=mode, antialias=antialias, layout=layout)
+        np.testing.assert_allclose(got, np.float32(value), rtol=rtol, atol=0)
+        if mode == "area":
+            pooled = fi.adaptive_avg_pool2d(c, out_hw, layout=layout)
+            np.testing.assert_allclose(pooled, np.float32(value), rtol=3e-7, atol=0)
+    x = (rng.random(shape) * 100 + 50).astype(np.float32)
+    got = fi.resize(x, size=out_hw, mode=mode, antialias=antialias, layout=layout)
+    ref = fi.resize(x.astype(np.float64), size=out_hw, mode=mode, antialias=antialias,
+                    layout=layout)
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
+    back = fi.resize_backward(np.ones_like(got), x.shape, mode=mode, antialias=antialias,
+                              layout=layout)
+    back64 = fi.resize_backward(np.ones(got.shape), x.shape, mode=mode, antialias=antialias,
+                                layout=layout)
+    np.testing.assert_allclose(back, back64, rtol=rtol, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- exceptions
 
 @pytest.mark.parametrize("kwargs, exc, words", [
