@@ -10,18 +10,26 @@
  * the results, are bit-identical to the scalar path in every build. Wrap
  * padding stays on the scalar path.
  *
- * Layout written (see sample.pyx): per pixel j, R[6j .. 6j+5] = weights nw,
- * ne, sw, se, then tx, ty; R[6 wo + j], R[7 wo + j] = d coordinate / d grid
- * (0 without grad); I[2j] = tap mask (bit k: tap k inside), I[2j+1] = x0 + y0;
- * I[2 wo + 4j ..] = offsets x0, x1, y0, y1 (0 for a tap outside).
+ * Layout written (see sample.pyx), one slot of wo values per quantity so that
+ * every store is a contiguous vector store: R[k wo + j] = pixel j's weights
+ * nw, ne, sw, se (k < 4), then tx (k = 4), ty (5), d coordinate / d grid x, y
+ * (6, 7; 0 without grad); I[j] = tap mask (bit k: tap k inside), I[wo + j] =
+ * x0 + y0, I[(2 + k) wo + j] = offsets x0, x1, y0, y1 (0 for a tap outside).
+ * Full blocks run with the constant count FI_PLAN_BLOCK (no remainder loops).
  */
 #ifndef FASTINTERP_GRIDPLAN_H
 #define FASTINTERP_GRIDPLAN_H
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #define FI_PLAN_BLOCK 16
+#if defined(__GNUC__)
+#define FI_PLAN_INLINE inline __attribute__((always_inline))
+#else
+#define FI_PLAN_INLINE inline
+#endif
 
 /* Axis slots (_gridaxis.pxd's A_*) and padding codes (PAD_*). */
 enum { FI_A_SCALE, FI_A_SHIFT, FI_A_MAX, FI_A_LOW, FI_A_SPAN2, FI_A_EMPTY, FI_A_SIZE };
@@ -82,43 +90,55 @@ static inline void fi_plan_taps_##SUFFIX(const T* x, ptrdiff_t n, T size,       
     }                                                                               \
 }                                                                                   \
                                                                                     \
-/* plan_bilinear for padding zeros, border or reflection (see the top). */          \
-static void fi_plan_bilinear_##SUFFIX(const T* g, ptrdiff_t wo, int padding,        \
-                                      int grad, const T* ax, const T* ay,           \
-                                      ptrdiff_t sx, ptrdiff_t sy, T* R,             \
-                                      ptrdiff_t* I) {                               \
+/* Pixels j0 <= j < j0 + n (n <= FI_PLAN_BLOCK) of plan_bilinear. */              \
+static FI_PLAN_INLINE void fi_plan_block_##SUFFIX(const T* g, ptrdiff_t j0, ptrdiff_t n, \
+                                          ptrdiff_t wo, int padding, int grad,      \
+                                          const T* ax, const T* ay, ptrdiff_t sx,   \
+                                          ptrdiff_t sy, T* R, ptrdiff_t* I) {       \
     T x[FI_PLAN_BLOCK], y[FI_PLAN_BLOCK], mx[FI_PLAN_BLOCK], my[FI_PLAN_BLOCK];     \
     T tx[FI_PLAN_BLOCK], ty[FI_PLAN_BLOCK];                                         \
     int bx0[FI_PLAN_BLOCK], bx1[FI_PLAN_BLOCK], by0[FI_PLAN_BLOCK], by1[FI_PLAN_BLOCK]; \
     ptrdiff_t ox0[FI_PLAN_BLOCK], ox1[FI_PLAN_BLOCK], oy0[FI_PLAN_BLOCK], oy1[FI_PLAN_BLOCK]; \
-    for (ptrdiff_t j0 = 0; j0 < wo; j0 += FI_PLAN_BLOCK) {                          \
-        ptrdiff_t n = wo - j0 < FI_PLAN_BLOCK ? wo - j0 : FI_PLAN_BLOCK;            \
-        fi_plan_axis_##SUFFIX(g + 2 * j0, n, ax, padding, grad, x, mx);             \
-        fi_plan_axis_##SUFFIX(g + 2 * j0 + 1, n, ay, padding, grad, y, my);         \
-        fi_plan_taps_##SUFFIX(x, n, ax[FI_A_SIZE], sx, bx0, bx1, ox0, ox1, tx);     \
-        fi_plan_taps_##SUFFIX(y, n, ay[FI_A_SIZE], sy, by0, by1, oy0, oy1, ty);     \
-        for (ptrdiff_t k = 0; k < n; ++k) {                                         \
-            ptrdiff_t j = j0 + k;                                                   \
-            T* r = R + 6 * j;                                                       \
-            ptrdiff_t* o = I + 2 * wo + 4 * j;                                      \
-            T one = 1;                                                              \
-            R[6 * wo + j] = mx[k];                                                  \
-            R[7 * wo + j] = my[k];                                                  \
-            o[0] = ox0[k];                                                          \
-            o[1] = ox1[k];                                                          \
-            o[2] = oy0[k];                                                          \
-            o[3] = oy1[k];                                                          \
-            I[2 * j] = (bx0[k] & by0[k]) | (bx1[k] & by0[k]) << 1                   \
-                       | (bx0[k] & by1[k]) << 2 | (bx1[k] & by1[k]) << 3;           \
-            I[2 * j + 1] = ox0[k] + oy0[k];                                         \
-            r[0] = (one - ty[k]) * (one - tx[k]);                                   \
-            r[1] = (one - ty[k]) * tx[k];                                           \
-            r[2] = ty[k] * (one - tx[k]);                                           \
-            r[3] = ty[k] * tx[k];                                                   \
-            r[4] = tx[k];                                                           \
-            r[5] = ty[k];                                                           \
-        }                                                                           \
+    fi_plan_axis_##SUFFIX(g + 2 * j0, n, ax, padding, grad, x, mx);                 \
+    fi_plan_axis_##SUFFIX(g + 2 * j0 + 1, n, ay, padding, grad, y, my);             \
+    fi_plan_taps_##SUFFIX(x, n, ax[FI_A_SIZE], sx, bx0, bx1, ox0, ox1, tx);         \
+    fi_plan_taps_##SUFFIX(y, n, ay[FI_A_SIZE], sy, by0, by1, oy0, oy1, ty);         \
+    /* Each slot's n values are computed into a local block, then copied out:      \
+       the compiler cannot tell that the slots (wo apart) do not overlap, and would \
+       keep a loop storing into them directly scalar. */                            \
+    T w[4][FI_PLAN_BLOCK];                                                          \
+    ptrdiff_t mask[FI_PLAN_BLOCK], base[FI_PLAN_BLOCK];                             \
+    for (ptrdiff_t k = 0; k < n; ++k) {                                             \
+        T one = 1;                                                                  \
+        w[0][k] = (one - ty[k]) * (one - tx[k]);                                    \
+        w[1][k] = (one - ty[k]) * tx[k];                                            \
+        w[2][k] = ty[k] * (one - tx[k]);                                            \
+        w[3][k] = ty[k] * tx[k];                                                    \
+        mask[k] = (bx0[k] & by0[k]) | (bx1[k] & by0[k]) << 1                        \
+                  | (bx0[k] & by1[k]) << 2 | (bx1[k] & by1[k]) << 3;                \
+        base[k] = ox0[k] + oy0[k];                                                  \
     }                                                                               \
+    const T* rslots[8] = {w[0], w[1], w[2], w[3], tx, ty, mx, my};                  \
+    const ptrdiff_t* islots[6] = {mask, base, ox0, ox1, oy0, oy1};                  \
+    for (int s = 0; s < 8; ++s)                                                     \
+        memcpy(R + s * wo + j0, rslots[s], (size_t)n * sizeof(T));                  \
+    for (int s = 0; s < 6; ++s)                                                     \
+        memcpy(I + s * wo + j0, islots[s], (size_t)n * sizeof(ptrdiff_t));         \
+}                                                                                   \
+                                                                                    \
+/* plan_bilinear for padding zeros, border or reflection (see the top): full       \
+   blocks with the constant count (vectorised without remainder loops). */          \
+static void fi_plan_bilinear_##SUFFIX(const T* g, ptrdiff_t wo, int padding,        \
+                                      int grad, const T* ax, const T* ay,           \
+                                      ptrdiff_t sx, ptrdiff_t sy, T* R,             \
+                                      ptrdiff_t* I) {                               \
+    ptrdiff_t j0 = 0;                                                               \
+    for (; j0 + FI_PLAN_BLOCK <= wo; j0 += FI_PLAN_BLOCK)                           \
+        fi_plan_block_##SUFFIX(g, j0, FI_PLAN_BLOCK, wo, padding, grad, ax, ay,     \
+                               sx, sy, R, I);                                       \
+    if (j0 < wo)                                                                    \
+        fi_plan_block_##SUFFIX(g, j0, wo - j0, wo, padding, grad, ax, ay, sx, sy,   \
+                               R, I);                                               \
 }
 
 FI_DEFINE_GRIDPLAN(f, float, floorf, truncf, fabsf)

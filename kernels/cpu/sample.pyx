@@ -61,7 +61,7 @@ cdef enum:
 
 # Plan table layout, per output row of width Wo: real slots (times Wo) ...
 cdef enum:
-    # slots 0..5 (B_R reals per pixel): bilinear's packed records, see plan_bilinear
+    # slots 0..5: bilinear's weights and fractions (BL_* below)
     R_MX = 6       # d coordinate / d grid value (x), after padding
     R_MY = 7
     R_CX = 8       # bicubic x weights: slots 8..11
@@ -78,13 +78,15 @@ cdef enum:
     I_Y = 5        # y offsets: bicubic 5..8, nearest 5
     I_SLOTS = 9
 
-# Bilinear plans are packed per pixel instead (plan_bilinear): the sweeps then read
-# one record per pixel from two streams rather than one number from each of nine.
+# Bilinear's own slots (plan_bilinear): real slots 0..3 hold the weights nw, ne, sw,
+# se, then the fractions tx, ty; R_MX, R_MY, R_GX, R_GY as above. Integer slots:
+# I_MASK, then the base offset x0 + y0 and the offsets x0, x1, y0, y1. One slot per
+# plane (not one record per pixel), so the planner's vector stores stay contiguous.
 cdef enum:
-    B_R = 6        # reals per pixel at R: weights nw, ne, sw, se, then tx, ty (< R_MX:
-                   # R_MX, R_MY, R_GX, R_GY keep their slots)
-    B_I = 2        # offsets per pixel at I: mask, base (x0 + y0) ...
-    B_T = 2        # ... and from slot B_T on, four per pixel: x0, x1, y0, y1
+    BL_TX = 4
+    BL_TY = 5
+    BL_BASE = 1
+    BL_OFF = 2     # x0, x1, y0, y1: slots 2..5
 
 cdef enum:
     INT_TAPS = 2147483647   # _gridplan.h converts tap coordinates through int
@@ -144,9 +146,10 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
 cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
                         const real* ax, const real* ay, Py_ssize_t sx, Py_ssize_t sy,
                         real* R, Py_ssize_t* I) noexcept nogil:
-    """plan_row for bilinear: per pixel j, R[j * B_R ..] = weights nw, ne, sw, se, tx, ty;
-    I[j * B_I ..] = mask, x0 + y0; I[B_T * wo + 4 * j ..] = x0, x1, y0, y1 (offsets);
-    R_MX, R_MY (with grad) in their slots. Mask bit k: tap k inside (15: all four).
+    """plan_row for bilinear: pixel j's weights nw, ne, sw, se at R[k * wo + j] (k < 4),
+    tx, ty in slots BL_TX, BL_TY; its mask in I_MASK, x0 + y0 in BL_BASE, the offsets
+    x0, x1, y0, y1 in BL_OFF..; R_MX, R_MY (with grad) in their slots. Mask bit k:
+    tap k inside (15: all four).
     Every padding but wrap runs the block-vectorised copy of this loop in _gridplan.h
     (the same operations in the same order: the same plans)."""
     cdef Py_ssize_t j
@@ -154,7 +157,6 @@ cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
     cdef real one = 1
     cdef int bx, by
     cdef bint wrap = padding == PAD_WRAP
-    cdef real* r
     cdef Py_ssize_t* t
     if not wrap and ax[A_SIZE] < INT_TAPS and ay[A_SIZE] < INT_TAPS:
         if real is float:
@@ -167,20 +169,20 @@ cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
         y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
         R[R_MX * wo + j] = mx
         R[R_MY * wo + j] = my
-        t = I + B_T * wo + 4 * j
-        bx = linear_axis(x, ax[A_SIZE], sx, wrap, t, t + 1, &tx)
-        by = linear_axis(y, ay[A_SIZE], sy, wrap, t + 2, t + 3, &ty)
+        t = I + BL_OFF * wo + j
+        bx = linear_axis(x, ax[A_SIZE], sx, wrap, t, t + wo, &tx)
+        by = linear_axis(y, ay[A_SIZE], sy, wrap, t + 2 * wo, t + 3 * wo, &ty)
         # bit 4 (wrapped, non-adjacent taps) keeps the mask off the all-inside fast paths
-        I[B_I * j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 | (bx & (by >> 1) & 1) << 2 \
-            | ((bx >> 1) & (by >> 1) & 1) << 3 | ((bx | by) & LIN_SPLIT) << 2
-        I[B_I * j + 1] = t[0] + t[2]
-        r = R + B_R * j
-        r[0] = (one - ty) * (one - tx)
-        r[1] = (one - ty) * tx
-        r[2] = ty * (one - tx)
-        r[3] = ty * tx
-        r[4] = tx
-        r[5] = ty
+        I[I_MASK * wo + j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 \
+            | (bx & (by >> 1) & 1) << 2 | ((bx >> 1) & (by >> 1) & 1) << 3 \
+            | ((bx | by) & LIN_SPLIT) << 2
+        I[BL_BASE * wo + j] = t[0] + t[2 * wo]
+        R[j] = (one - ty) * (one - tx)
+        R[wo + j] = (one - ty) * tx
+        R[2 * wo + j] = ty * (one - tx)
+        R[3 * wo + j] = ty * tx
+        R[BL_TX * wo + j] = tx
+        R[BL_TY * wo + j] = ty
 
 
 cdef inline real tap_value(const real* ip, Py_ssize_t off, Py_ssize_t mask,
@@ -196,8 +198,8 @@ cdef inline void masked_taps(const real* R, const Py_ssize_t* I, Py_ssize_t wo, 
     results must not change with it."""
     cdef int k
     for k in range(4):
-        t[k] = I[B_T * wo + 4 * j + k]
-        w[k] = R[B_R * j + k]
+        t[k] = I[(BL_OFF + k) * wo + j]
+        w[k] = R[k * wo + j]
 
 
 cdef inline real bilinear_masked(const real* ip, const Py_ssize_t* t, const real* w,
@@ -344,19 +346,17 @@ cdef inline void fwd_bilinear_run(const real* ip, Py_ssize_t cs, real* op, Py_ss
     cdef real vs[CB]
     cdef Py_ssize_t t[4]
     cdef real w[4]
-    cdef const real* r
     cdef const real* p
     cdef real* o
     cdef Py_ssize_t ahead
     for j in range(wo):
-        m = I[B_I * j]
-        b = I[B_I * j + 1]
-        r = R + B_R * j
+        m = I[I_MASK * wo + j]
+        b = I[BL_BASE * wo + j]
         o = op + j * ostep
         if (j & 7) == 0 and j + PF < wo:
             # the taps wander across input rows: the hardware prefetcher does not follow
             # them, so fetch pixel j + PF's rows now (every 8 pixels: a line holds 8-16)
-            ahead = I[B_I * (j + PF) + 1]
+            ahead = I[BL_BASE * wo + j + PF]
             for q in range(CB):
                 if q < nc:
                     __builtin_prefetch(ip + q * cs + ahead)
@@ -368,10 +368,10 @@ cdef inline void fwd_bilinear_run(const real* ip, Py_ssize_t cs, real* op, Py_ss
                     o[q * ocs] = bilinear_masked(ip + q * cs, t, w, m)
             pend = -1
             continue
-        w0 = r[0]
-        w1 = r[1]
-        w2 = r[2]
-        w3 = r[3]
+        w0 = R[j]
+        w1 = R[wo + j]
+        w2 = R[2 * wo + j]
+        w3 = R[3 * wo + j]
         if b != pend:
             for q in range(CB):     # unrolled: the carries stay in registers
                 if q < nc:
@@ -425,17 +425,17 @@ cdef inline void bwd_bilinear_run(const real* ip, real* gip, Py_ssize_t cs, cons
     cdef real csouth[CB]
     cdef real vn[CB]                # carried input values
     cdef real vs[CB]
-    cdef const real* r
     cdef real* gp
     cdef const real* p
     cdef real* GX = R + R_GX * wo
     cdef real* GY = R + R_GY * wo
+    cdef Py_ssize_t t[4]
+    cdef real w[4]
     for j in range(wo):
-        m = I[B_I * j]
-        b = I[B_I * j + 1]
-        r = R + B_R * j
-        tx = r[4]
-        ty = r[5]
+        m = I[I_MASK * wo + j]
+        b = I[BL_BASE * wo + j]
+        tx = R[BL_TX * wo + j]
+        ty = R[BL_TY * wo + j]
         gx = GX[j]
         gy = GY[j]
         if m != 15 or b != pend:
@@ -446,11 +446,11 @@ cdef inline void bwd_bilinear_run(const real* ip, real* gip, Py_ssize_t cs, cons
                         gip[q * cs + pend + sy] = csouth[q]
             pend = -1
             if m != 15:
+                masked_taps(R, I, wo, j, t, w)
                 for q in range(CB):     # unrolled: the carries stay in registers
                     if q < nc:
                         bilinear_bwd_masked(ip + q * cs, gip + q * cs, gop[q * ocs + j * ostep], m,
-                                            I + B_T * wo + 4 * j, r, do_input, do_grid, tx, ty,
-                                            &gx, &gy)
+                                            t, w, do_input, do_grid, tx, ty, &gx, &gy)
                 GX[j] = gx
                 GY[j] = gy
                 continue
@@ -462,10 +462,10 @@ cdef inline void bwd_bilinear_run(const real* ip, real* gip, Py_ssize_t cs, cons
                     if do_grid:
                         vn[q] = ip[q * cs + b]
                         vs[q] = ip[q * cs + b + sy]
-        w0 = r[0]
-        w1 = r[1]
-        w2 = r[2]
-        w3 = r[3]
+        w0 = R[j]
+        w1 = R[wo + j]
+        w2 = R[2 * wo + j]
+        w3 = R[3 * wo + j]
         for q in range(CB):     # unrolled: the carries stay in registers
             if q < nc:
                 g = gop[q * ocs + j * ostep]
@@ -520,16 +520,14 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
     cdef Py_ssize_t t[4]
     cdef real w[4]
     cdef real w0, w1, w2, w3
-    cdef const real* r
     cdef const real* p0
     cdef const real* p1
     cdef const real* p2
     cdef const real* p3
     cdef real* o
     for j in range(j0, j1):
-        m = I[B_I * j]
-        r = R + B_R * j
-        w0, w1, w2, w3 = r[0], r[1], r[2], r[3]
+        m = I[I_MASK * wo + j]
+        w0, w1, w2, w3 = R[j], R[wo + j], R[2 * wo + j], R[3 * wo + j]
         o = op + (j - j0) * C
         q = 0
         while q < step and lines > 0:
@@ -541,7 +539,7 @@ cdef void sweep_fwd_bilinear_pixels(const real* ip, real* op, Py_ssize_t C, Py_s
                 pf_plane += pf_stride
             q += 1
         if m == 15:
-            p0 = ip + I[B_I * j + 1]
+            p0 = ip + I[BL_BASE * wo + j]
             p1 = p0 + sx
             p2 = p0 + sy
             p3 = p2 + sx
