@@ -381,18 +381,22 @@ def _antialias_table(dt, n_in, n_out, align_corners, sf, kind, widen=True):
     scale = _area_scale(dt, n_in, n_out, align_corners, sf)
     wide = widen and scale >= 1
     support = dt(half * float(scale)) if wide else dt(half)
-    K = int(math.ceil(support)) * 2 + 1
+    # torch's align_corners_delta: without antialias, align_corners puts output o at
+    # o * scale itself (scale = (n_in - 1) / (n_out - 1)), not at the centre of a cell
+    delta = 0.5 if align_corners and not widen else 0.0
     o = np.arange(n_out, dtype=np.float64)
-    center = (np.float64(scale) * (o + 0.5)).astype(dt)
+    center = (np.float64(scale) * (o + 0.5 - delta)).astype(dt)
     invscale = dt(1.0 / float(scale)) if wide else dt(1.0)
-    xmin = np.maximum(np.trunc((center - support).astype(np.float64) + 0.5), 0).astype(np.int64)
-    xsize = np.minimum(np.trunc((center + support).astype(np.float64) + 0.5).astype(np.int64),
-                       n_in) - xmin
-    xsize = np.clip(xsize, 0, K)
+    xmin = np.maximum(np.trunc((center - support).astype(np.float64) + 0.5 + delta),
+                      0).astype(np.int64)
+    xsize = np.minimum(np.trunc((center + support).astype(np.float64) + 0.5 + delta)
+                       .astype(np.int64), n_in) - xmin
+    xsize = np.clip(xsize, 0, int(math.ceil(support)) * 2 + 1)
+    K = max(1, int(xsize.max(initial=0)))   # no more taps than the longest window has
     w = np.zeros((K, n_out), dt)
     total = np.zeros(n_out, dt)
     for j in range(K):
-        arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5
+        arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5 - delta
         wj = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), kind)
         wj = np.where(j < xsize, wj, dt(0)).astype(dt)
         w[j] = wj

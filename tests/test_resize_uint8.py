@@ -214,6 +214,25 @@ def test_lanczos_weights_and_identity():
                                        3.25, atol=1e-12)
 
 
+def test_lanczos_align_corners_samples_the_corner_grid():
+    """align_corners=True (without antialias) samples output o at o (H - 1) / (H_out - 1),
+    as bilinear and bicubic do: integer positions return the input there exactly, a
+    constant stays constant, and shrinking never leaves an output without taps."""
+    x = np.arange(5.0)[None, None, None]
+    up = fi.resize(x, size=(1, 9), mode="lanczos", align_corners=True)[0, 0, 0]
+    np.testing.assert_allclose(up[::2], np.arange(5.0), atol=1e-12)
+    for size in ((2, 2), (3, 5), (1, 7), (15, 4)):
+        got = fi.resize(np.ones((1, 1, 8, 8)), size=size, mode="lanczos", align_corners=True)
+        np.testing.assert_allclose(got, 1.0, atol=1e-12)
+    x = np.random.default_rng(13).standard_normal((1, 1, 6, 11))
+    corners = fi.resize(x, size=(3, 6), mode="lanczos", align_corners=True)
+    np.testing.assert_allclose(corners[..., 0, 0], x[..., 0, 0], atol=1e-12)
+    np.testing.assert_allclose(corners[..., -1, -1], x[..., -1, -1], atol=1e-12)
+    g = np.random.default_rng(14).standard_normal(corners.shape)
+    back = fi.resize_backward(g, x.shape, mode="lanczos", align_corners=True)
+    assert np.isclose((corners * g).sum(), (x * back).sum(), rtol=1e-12)
+
+
 def test_lanczos_antialias_equals_pillow_on_floats():
     img = np.random.default_rng(11).standard_normal((24, 30)).astype(np.float32)
     ref = np.asarray(Image.fromarray(img, mode="F").resize((11, 9), Image.LANCZOS))
@@ -327,3 +346,28 @@ def test_uint8_area_with_blocks_beyond_24_bit_sums(match, in_hw, out_hw):
     if match == "torch":
         pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(2, 0, 1))[None], out_hw)
         np.testing.assert_array_equal(pooled[0].transpose(1, 2, 0), got)
+
+
+@pytest.mark.parametrize("shape, size, kw", [
+    ((1, 3, 1025, 8), (1, 8), dict(mode="bicubic", antialias=True)),
+    ((1, 2, 2100, 5), (1, 5), dict(mode="bilinear", antialias=True)),
+    ((1, 1, 700, 3), (1, 3), dict(mode="lanczos", antialias=True)),
+    ((1, 1, 70000, 1), (1, 1), dict(mode="area")),
+    ((1, 2, 5003, 4), (3, 2), dict(mode="area")),
+    ((1, 1, 5000, 4), (1, 4), dict(mode="area", match="pil")),
+    ((1, 1, 5000, 4), (1, 4), dict(mode="area", match="opencv")),
+    ((1, 1, 4, 9000), (4, 1), dict(mode="area")),
+])
+def test_uint8_windows_of_thousands_of_rows(shape, size, kw):
+    """An output row may blend thousands of input rows (tall images shrunk hard): a
+    constant keeps its value and random data is the float64 result correctly rounded
+    (the torch convention), within a grey level of it for the presets."""
+    const = np.full(shape, 200, np.uint8)
+    np.testing.assert_array_equal(fi.resize(const, size=size, **kw), 200)
+    x = np.random.default_rng(shape[2]).integers(0, 256, shape).astype(np.uint8)
+    got = fi.resize(x, size=size, **kw).astype(np.float64)
+    ref = fi.resize(x.astype(np.float64), size=size, **{**kw, "match": "torch"})
+    tol = 0.5 + 1e-6 if kw.get("match", "torch") == "torch" else 1.0
+    assert np.abs(got - ref).max() <= tol
+    if kw["mode"] == "area" and "match" not in kw:
+        np.testing.assert_array_equal(fi.adaptive_avg_pool2d(x, size), got)

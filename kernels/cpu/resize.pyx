@@ -616,22 +616,34 @@ def _separable_wide(float[:, :, ::1] out, const float[:, :, ::1] x,
                     const int[:, ::1] yidx, const float[:, ::1] yw, bint yunit,
                     const int[:, ::1] xidx, const float[:, ::1] xw, bint xunit,
                     Py_ssize_t channels, int order, int nthreads):
-    """:func:`separable_fwd` of float32 planes through the float64 passes, a group of
-    planes at a time; each output is the float64 result rounded to float32."""
+    """:func:`separable_fwd` of float32 planes through the float64 passes; each output
+    is the float64 result rounded to float32."""
     import numpy as np
-    cdef Py_ssize_t P = out.shape[0], p0, p1, per_plane, group
+    outs = np.asarray(out)
+    for p0, p1, out64 in _float64_groups(x, out.shape, yidx, yw, yunit, xidx, xw, xunit,
+                                         channels, order, nthreads):
+        outs[p0:p1] = out64
+
+
+def _float64_groups(x, out_shape, yidx, yw, bint yunit, xidx, xw, bint xunit,
+                    Py_ssize_t channels, int order, int nthreads):
+    """Yield ``(p0, p1, out64)``: planes [p0, p1) of ``x`` resampled by the float64
+    kernel with float64 copies of the tables, a group of planes at a time (at most
+    about _WIDE_GROUP_BYTES of float64 copies)."""
+    import numpy as np
     f64 = np.float64
     yw64, xw64 = np.asarray(yw, dtype=f64), np.asarray(xw, dtype=f64)
     no_base, no_rel = np.zeros(0, np.int32), np.zeros((1, 1), np.int32)
-    xs, outs = np.asarray(x), np.asarray(out)
-    per_plane = 8 * (x.shape[1] * x.shape[2] + out.shape[1] * out.shape[2])
+    xs = np.asarray(x)
+    P, Ho, Lo = out_shape[0], out_shape[1], out_shape[2]
+    per_plane = 8 * (xs.shape[1] * xs.shape[2] + Ho * Lo)
     group = max(1, _WIDE_GROUP_BYTES // max(1, per_plane))
     for p0 in range(0, P, group):
         p1 = min(P, p0 + group)
-        out64 = np.empty((p1 - p0, out.shape[1], out.shape[2]), f64)
+        out64 = np.empty((p1 - p0, Ho, Lo), f64)
         separable_fwd(out64, xs[p0:p1].astype(f64), yidx, yw64, yunit, xidx, xw64,
                       xunit, no_base, no_rel, 0, channels, order, nthreads)
-        outs[p0:p1] = out64
+        yield p0, p1, out64
 
 
 cdef bint _indices_within(const int[:, ::1] idx, Py_ssize_t n) noexcept nogil:
@@ -905,9 +917,6 @@ ctypedef fused u8weight:
     float
     int
 
-# Longest vertical tap list the uint8 engine blends (the tables here hold a
-# few tens; a direct caller's longer table is refused).
-cdef Py_ssize_t U8_MAX_TAPS = 4096
 
 
 def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
@@ -983,6 +992,9 @@ def separable_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
         pwhi = &xwhi[0] if xwhi is not None and xwhi.shape[0] > 0 else NULL
         span = _pair_span(xrel)
     if P == 0 or Ho == 0 or Lo == 0:
+        return
+    if u8weight is float and max(Ky, Kx) > WIDE_TAPS:
+        _separable_u8_wide(out, x, yidx, yw, xidx, xw, nthreads)
         return
     yi = &yidx[0, 0]
     xi = &xidx[0, 0]
@@ -1083,6 +1095,20 @@ cdef inline void _u8_vrow(unsigned char* dst, const u8weight* cache, const Py_ss
         fi_u8_vrow_i(dst, cache, off, w, Ky, L, tmp, vshift, cv16)
 
 
+def _separable_u8_wide(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
+                       const int[:, ::1] yidx, const float[:, ::1] yw,
+                       const int[:, ::1] xidx, const float[:, ::1] xw, int nthreads):
+    """:func:`separable_u8` for float tables of more than WIDE_TAPS taps: the float64
+    passes of :func:`separable_fwd`, each output rounded half to even and saturated
+    (a float32 sum of thousands of taps could round the wrong way)."""
+    import numpy as np
+    outs = np.asarray(out)
+    order = ORDER_V_FIRST if out.shape[0] and out.shape[1] < x.shape[1] else ORDER_H_FIRST
+    for p0, p1, out64 in _float64_groups(x, out.shape, yidx, yw, False, xidx, xw, False, 1,
+                                         order, nthreads):
+        outs[p0:p1] = np.clip(np.rint(out64), 0, 255)
+
+
 def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
                    int hshift, int vshift):
     """Refuse arguments that would make separable_u8 read or write out of bounds."""
@@ -1092,7 +1118,7 @@ def _check_u8_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, x
     if x.shape[0] != P:
         raise ValueError(f"{op}: x must have as many planes as out; got x "
                          f"{tuple(x.shape[:3])}, out {tuple(out.shape[:3])}.")
-    if (ys[0] < 1 or xs[0] < 1 or ys[0] > U8_MAX_TAPS or tuple(yw.shape[:2]) != ys
+    if (ys[0] < 1 or xs[0] < 1 or tuple(yw.shape[:2]) != ys
             or tuple(xw.shape[:2]) != xs or ys[1] != Ho or xs[1] != Lo):
         raise ValueError(f"{op}: tap tables (K, n_out) must match out {tuple(out.shape[:3])}; "
                          f"got y {ys}/{tuple(yw.shape[:2])}, x {xs}/{tuple(xw.shape[:2])}.")
