@@ -70,12 +70,13 @@ def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
     vertical sum half to even; ties need weights that are whole multiples of
     2^-11 on both axes (halving, doubling, unchanged axes), and there the float
     weights are those same numbers, so such geometries take ``"float"`` (exact,
-    rounded half to even). ``"float_positions"`` for 'bilinear' on float32
-    and float64 images and 'bicubic' on float32 ones (``dtype``, the image's
-    dtype name), with 1, 3 or 4 channels and no input axis of one pixel:
-    OpenCV 5's vector paths take those sample positions in float64, where
-    uint8 images, other channel counts and single-row or single-column inputs
-    have them rounded to float32.
+    rounded half to even). ``"float_positions"`` for 'bilinear' and 'bicubic'
+    on float32 images (``dtype``, the image's dtype name), with 1, 3 or 4
+    channels and no input axis of one pixel: OpenCV 5's vector paths take
+    those sample positions in float64, where uint8 images, other channel
+    counts and single-row or single-column inputs have them rounded to
+    float32; ``"double_positions"`` for 'bilinear' on such float64 images,
+    whose fractions and weights stay in float64 too.
     Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
@@ -90,8 +91,10 @@ def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
         return ""
     if scales == [2.0, 2.0]:
         return "area2x2" if channels in (1, 3, 4) else "area"
+    if mode == "bilinear" and dtype != "uint8" and vector_path:
+        return "double_positions" if dtype == "float64" else "float_positions"
     if mode == "bilinear":
-        return "float_positions" if dtype != "uint8" and vector_path else ""
+        return ""
     return "area" if min(scales) >= 1 else "linear"
 
 
@@ -139,8 +142,11 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
     axis; on the y axis OpenCV keeps both weights and reads the border row
     twice (which its uint8 rounding can tell apart). Sample positions are
     rounded to float32 before their fractions are taken, except for
-    ``area_kind="float_positions"`` (see :func:`opencv_variant`).
+    ``area_kind="float_positions"`` and ``"double_positions"`` (float64
+    fractions and weights; see :func:`opencv_variant`).
     """
+    double = area_kind == "double_positions"
+    frac = np.float64 if double else _F32
     scale = _cv_scale(n_in, n_out)
     o = np.arange(n_out)
     if mode == "nearest":
@@ -157,10 +163,10 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
         fx = np.where(fx <= 0, _F32(0), (fx - np.floor(fx.astype(np.float64))).astype(_F32))
     else:
         f = (dx + 0.5) * scale - 0.5
-        if area_kind != "float_positions":
+        if area_kind not in ("float_positions", "double_positions"):
             f = f.astype(_F32).astype(np.float64)
         sx = np.floor(f)
-        fx = (f - sx).astype(_F32)
+        fx = (f - sx).astype(frac)
     sx = sx.astype(np.int64)
     if mode == "bicubic":
         w = np.stack(_cv_cubic(fx)).astype(np.float64)
@@ -169,9 +175,9 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
     if axis == "x":   # a coordinate before the first or past the last pixel snaps to it
         edge = (sx < 0) | (sx >= n_in - 1)
         sx = np.where(sx < 0, 0, np.where(sx >= n_in - 1, n_in - 1, sx))
-        fx = np.where(edge, _F32(0), fx)
+        fx = np.where(edge, frac(0), fx)
     idx = np.clip(np.stack([sx, sx + 1]), 0, n_in - 1)
-    w = np.stack([(_F32(1) - fx).astype(_F32), fx]).astype(np.float64)
+    w = np.stack([(frac(1) - fx).astype(frac), fx]).astype(np.float64)
     return idx, w
 
 
