@@ -1044,11 +1044,15 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
                                                           recompute_scale_factor, layout, match))
         if plan is not None:
             return plan(input)
-    if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
-        return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
-                          recompute_scale_factor, layout)
     op = "resize"
     check_option(op, "match", match, MATCHES)
+    if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
+        if match != "torch":
+            raise ValueError(f"{op}: match={match!r} applies to 2-D images; got "
+                             f"{_rank(input)}-D input {_ND_AXES[_rank(input)]} (the presets "
+                             f"follow OpenCV's and Pillow's image resizes): drop match=.")
+        return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
+                          recompute_scale_factor, layout)
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias, match)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     n, c, h, w = lay.split(x.shape)
@@ -1320,7 +1324,7 @@ def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
         allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
         raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
                          f"{_ND_AXES[rank]}; got {mode!r}.")
-    if layout not in (None, "NCHW"):
+    if layout is not None:
         raise ValueError(f"{op}: layout must be None (the default) for {rank}-D input "
                          f"{_ND_AXES[rank]}; got {layout!r}.")
     if antialias is not False:
@@ -1529,8 +1533,13 @@ def _pool_size_k(op, output_size, in_sp):
             raise ValueError(f"{op}: output_size must be an int or {form}; "
                              f"got {output_size!r}.")
         vals = tuple(n if v is None else v for v, n in zip(vals, in_sp))
-    return _axis_sizes_fit(op, "output_size", output_size,
-                           _tuple_k(op, "output_size", vals, "int", k))
+    try:
+        sizes = _tuple_k(op, "output_size", vals, "int", k)
+    except (TypeError, ValueError) as error:   # the message shows what was passed
+        many = "a pair (H, W)" if k == 2 else f"a sequence of {k}"
+        raise type(error)(f"{op}: output_size must be a positive int or {many} of positive "
+                          f"ints (None keeps that input size); got {output_size!r}.") from None
+    return _axis_sizes_fit(op, "output_size", output_size, sizes)
 
 
 def _pool_tables(in_sp, out_sp, dtype):

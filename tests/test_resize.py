@@ -255,8 +255,13 @@ def test_backward_and_pool_argument_errors():
         fi.resize_backward(g, (1, 2, 3, 3), scale_factor=2.0)
     with pytest.raises(ValueError, match="align_corners must be None"):
         fi.resize_backward(g, (2, 2), mode="nearest", align_corners=True)
-    with pytest.raises(ValueError, match="output_size must be positive"):
+    with pytest.raises(ValueError, match=r"output_size must be a positive int .*; got \(0, 2\)"):
         fi.adaptive_avg_pool2d(g, (0, 2))
+    # the message shows the output_size given, None entries included
+    with pytest.raises(ValueError, match=r"None keeps that input size\); got \(0, None\)"):
+        fi.adaptive_avg_pool2d(g, (0, None))
+    with pytest.raises(TypeError, match=r"got \(\(None, 4\), 2, None\)"):
+        fi.adaptive_avg_pool3d(np.ones((1, 1, 4, 5, 6)), ((None, 4), 2, None))
     with pytest.raises(TypeError, match="output_size must be an int or a pair"):
         fi.adaptive_avg_pool2d(g, None)
     with pytest.raises(ValueError, match="output_size must be an int or a pair"):

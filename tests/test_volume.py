@@ -301,8 +301,15 @@ def test_resize_nd_errors():
         fi.resize(x, size=(2, 2), mode="nearest")
     with pytest.raises(ValueError, match="align_corners must be None"):
         fi.resize(x, size=2, mode="area", align_corners=False)
-    with pytest.raises(ValueError, match=r"layout must be None \(the default\)"):
-        fi.resize(x, size=2, mode="nearest", layout="NHWC")
+    for layout in ("NHWC", "NCHW"):     # no image layout names a volume's axes
+        with pytest.raises(ValueError, match=r"layout must be None \(the default\)"):
+            fi.resize(x, size=2, mode="nearest", layout=layout)
+    for data, mode in ((x, "trilinear"), (np.zeros((1, 2, 9)), "linear")):
+        for match in ("opencv", "pil"):
+            with pytest.raises(ValueError, match=f"match='{match}' applies to 2-D images"):
+                fi.resize(data, size=2, mode=mode, match=match)
+        with pytest.raises(ValueError, match="match must be one of"):
+            fi.resize(data, size=2, mode=mode, match="bogus")
     with pytest.raises(ValueError, match="output_size must be"):
         fi.adaptive_avg_pool3d(x, (2, 2))
     with pytest.raises(ValueError, match=r"input must have shape \(N, C, L\)"):
