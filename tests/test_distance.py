@@ -519,6 +519,30 @@ def _l2_backward_float64(w, x, y):
     return (w64[:, :, None] * unit).sum(1), -(w64[:, :, None] * unit).sum(0)
 
 
+@pytest.mark.parametrize("dtype, scales", [
+    (np.float32, [1e-17, 1e-19, 1e-20, 1e-21, 1e-22, 1e-23, 1e-24, 1e-26]),
+    (np.float64, [1e-150, 1e-155, 1e-158, 1e-160, 1e-162])])
+@pytest.mark.parametrize("d", [5, 16, 300])
+def test_rows_of_tiny_norms_are_exact(dtype, scales, d):
+    """Rows whose squares underflow (every entry tiny): the GEMM's products lose their
+    relative precision there, so such rows take direct differences (float32 relative
+    error 5e-6 down to the subnormals), alone or mixed with rows of ordinary size."""
+    rng = np.random.default_rng(d)
+    for scale in scales:
+        x = (rng.standard_normal((9, d)) * scale).astype(dtype)
+        y = (rng.standard_normal((11, d)) * scale).astype(dtype)
+        y[3] = x[2]
+        mixed = np.concatenate([y, rng.standard_normal((4, d)).astype(dtype)])
+        for a, b in ((x, y), (x, mixed), (mixed, x)):
+            ref = np.sqrt(((a[:, None].astype(np.float64) - b[None]) ** 2).sum(-1))
+            got = fi.pairwise_l2(a, b)
+            tol = 5e-6 if dtype == np.float32 else 1e-13
+            # float32 results are rounded to the (subnormal) grid at the smallest scales
+            atol = 2 * float(np.finfo(dtype).smallest_subnormal)
+            np.testing.assert_allclose(got, ref, rtol=tol, atol=atol, err_msg=f"{scale}")
+        np.testing.assert_allclose(fi.pairwise_l2(x), fi.pairwise_l2(x, x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("d", [1, 2, 5, 64])
 @pytest.mark.parametrize("scale", [1e-39, 1e-38, 1e-37])
 def test_l2_backward_float32_tiny_distances_are_finite_and_exact(d, scale):

@@ -299,13 +299,24 @@ cdef inline double sqnorm(const real* a, Py_ssize_t d) noexcept nogil:
 cdef inline void centre_row(const real* src, const real* centre, real* dst, real* norm,
                             Py_ssize_t d, double limit) noexcept nogil:
     """dst = src - centre; norm = |dst|^2 (float64 sum, rounded once), or +inf for a
-    special row (norm above ``limit``, or not finite)."""
+    special row: norm above ``limit``, not finite, or tiny but not 0 (below
+    tiny_norm: the GEMM's products would underflow and lose their relative
+    precision, which the cancellation test cannot see)."""
     cdef Py_ssize_t k
     cdef double s
     for k in range(d):
         dst[k] = src[k] - centre[k]
     s = sqnorm(dst, d)
-    norm[0] = <real> s if s <= limit else <real> INFINITY
+    norm[0] = <real> s if s <= limit and not (0 < s < tiny_norm(dst)) else <real> INFINITY
+
+
+cdef inline double tiny_norm(const real* like) noexcept nogil:
+    """Squared centred norms below this (the smallest normal number over the unit
+    roundoff: 2^-102 in float32, 2^-969 in float64) are special rows; above it, every
+    product of two entries of such rows that matters is a normal number."""
+    if real is float:
+        return 1.9721522630525295e-31
+    return 2.004168360008973e-292
 
 
 cdef int check_map(const i64[::1] amap, Py_ssize_t nsrc, str what) except -1:
