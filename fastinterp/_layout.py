@@ -109,12 +109,14 @@ def resolve(op: str, name: str, arr, layout) -> Layout:
 
 def as_batch(op: str, name: str, x, layout, nd_ok: bool = False):
     """``(x as a batch, its batched layout, a function putting a result back)`` for a
-    lazy or traced array ``x`` (JAX, Dask: anything with ``shape`` and ``reshape``).
+    lazy or traced array ``x`` (JAX, Dask: anything with ``shape`` and NumPy indexing).
 
     One image ('CHW', 'HWC', 'HW', or a 2-D array with layout None) becomes a batch
-    of one by a reshape (no copy, and transforms see through it); batches pass as
-    they are, as do 5-D volumes and, with ``nd_ok``, 3-D 1-D data (N, C, L) with
-    layout None.
+    of one by leading axes of size 1 (``x[None]``, no copy, and transforms see
+    through it), and a result loses them by indexing (``y[0]``): unlike a reshape,
+    indexing keeps a Dask array's chunks as they are, empty ones included. Batches
+    pass as they are, as do 5-D volumes and, with ``nd_ok``, 3-D 1-D data (N, C, L)
+    with layout None.
     """
     ndim = len(x.shape)
     if ndim == 5 or (nd_ok and ndim == 3 and layout is None):
@@ -122,12 +124,12 @@ def as_batch(op: str, name: str, x, layout, nd_ok: bool = False):
     lay = resolve(op, name, x, layout)
     if lay.batched:
         return x, lay.name, lambda y: y
-    batched = Layout("NHWC" if lay.nhwc else "NCHW")
+    lead = 4 - lay.ndim            # the axes the batched layout adds in front: N (and C)
 
     def back(y):
-        return y.reshape(lay.join(*batched.split(y.shape)))
+        return y[(0,) * lead]
 
-    return x.reshape(lay.batched_shape(x.shape)), batched.name, back
+    return x[(None,) * lead], "NHWC" if lay.nhwc else "NCHW", back
 
 
 def from_channels_last(op: str, layout, channels_last):

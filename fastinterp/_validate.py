@@ -12,6 +12,7 @@ finiteness with ``abs(x) < inf`` (which such numbers support) rather than
 """
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import sys
@@ -31,7 +32,12 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def shape_str(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    """``shape`` as NumPy prints it; an unknown size (NaN, a Dask array's) as ``nan``."""
+    return "(" + ", ".join(_size_str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _size_str(s) -> str:
+    return "nan" if isinstance(s, float) and math.isnan(s) else str(int(s))
 
 
 def float_dtype(op: str, name: str, arr) -> np.dtype:
@@ -291,6 +297,14 @@ def check_option(op: str, name: str, value, allowed: Sequence) -> None:
                          f"got {shown}.")
 
 
+def check_axis(op: str, axis, ndim: int) -> int:
+    """``axis`` (an int in [-ndim, ndim - 1], not a bool) as an axis in [0, ndim)."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)) \
+            or not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
+    return int(axis) % ndim
+
+
 def full_or_single(shape, full) -> bool:
     """Whether ``shape`` is ``full`` itself or holds a single value (every axis 1): the
     operands that broadcast against ``full`` without any axis to line up."""
@@ -304,10 +318,26 @@ def broadcast_shape(op: str, **arrays) -> tuple[int, ...]:
     if all(full_or_single(s, widest) for s in shapes.values()):
         return widest      # equal shapes and size-1 operands (scalars): the common case
     try:
-        return tuple(np.broadcast_shapes(*shapes.values()))
+        return _broadcast_shapes(shapes.values())
     except ValueError:
         given = ", ".join(f"{n} {shape_str(s)}" for n, s in shapes.items())
         raise ValueError(f"{op}: shapes must broadcast together; got {given}.") from None
+
+
+def _broadcast_shapes(shapes) -> tuple:
+    """``np.broadcast_shapes``; an unknown size (NaN, a Dask array's) matches any size
+    and stays unknown, as in Dask."""
+    shapes = [tuple(s) for s in shapes]
+    if not any(isinstance(d, float) and math.isnan(d) for s in shapes for d in s):
+        return tuple(np.broadcast_shapes(*shapes))
+    out = []
+    for sizes in itertools.zip_longest(*(s[::-1] for s in shapes), fillvalue=1):
+        known = {int(d) for d in sizes if not math.isnan(d)}
+        if len(known - {1}) > 1:
+            raise ValueError("shapes do not broadcast")
+        unknown = any(math.isnan(d) for d in sizes)
+        out.append(math.nan if unknown else max(known - {1}, default=1))
+    return tuple(out[::-1])
 
 
 def _extent(arr) -> tuple[int, int] | None:

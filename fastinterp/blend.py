@@ -10,8 +10,8 @@ import numpy as np
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import array_kind, begin
-from ._validate import (as_c_contiguous, broadcast_shape, check_bool, check_option, check_out,
-                        full_or_single, real_scalar, same_dtype, shape_str)
+from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
+                        check_out, full_or_single, real_scalar, same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
 
@@ -276,9 +276,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
     ndim = len(a_.shape)
     if ndim == 0:
         raise ValueError(f"{op}: a must have at least one axis (the vectors); got shape ().")
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
-    ax = int(axis) % ndim
+    ax = check_axis(op, axis, ndim)
     last = ax == ndim - 1
     if not last and p.backend == "cuda":
         raise ValueError(f"{op}: on CUDA the vectors must lie along the last axis; got "

@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_array, check_bool, check_option, real_float, shape_str, symbolic
+from ._validate import check_array, check_axis, check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from .blend import SLERP_NORMS
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
@@ -1162,10 +1162,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
 
     def op_args(a, b, t, axis, *options):
         a = _first_tensor(op, a=a)
-        ndim = a.dim()
-        if (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))
-                or not -ndim <= axis < ndim):
-            raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
+        check_axis(op, axis, a.dim())
         return (a, b, _as_tensor_like(t, a, "t", op), int(axis)) + options
 
     return _call(op, _slerp_op, _slerp_direct, (a, b, t, axis, bool(path), bool(shortest_path),

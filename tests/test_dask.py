@@ -591,6 +591,146 @@ def test_one_image_chunked_along_h_and_w(layout):
         fd.resize(da.zeros((1, 4, 4, 3), chunks=2), size=2, layout="HWC")
 
 
+def _one_image(x2d, layout, c=2):
+    """A 2-D image in ``layout`` (C = ``c`` channels for 'CHW' and 'HWC')."""
+    if layout == "CHW":
+        return np.stack([x2d + k for k in range(c)])
+    if layout == "HWC":
+        return np.stack([x2d + k for k in range(c)], axis=-1)
+    return x2d
+
+
+def _image_chunks(shape, layout, hw_chunks):
+    """Chunks of an image of ``shape`` in ``layout``: ``hw_chunks`` along H and W."""
+    if layout == "CHW":
+        return (shape[0],) + hw_chunks
+    if layout == "HWC":
+        return hw_chunks + (shape[2],)
+    return hw_chunks
+
+
+@pytest.mark.parametrize("layout", ["HW", None, "CHW", "HWC"])
+def test_one_image_shrunk_to_empty_output_chunks(layout):
+    """A single image shrunk so that an output chunk is empty (boundary b maps to
+    floor(b * out / in) = 0): forwards and backwards compute the in-memory result."""
+    x = _one_image(np.random.default_rng(5).random((4, 6)), layout)
+    dx = da.from_array(x, chunks=_image_chunks(x.shape, layout, ((2, 2), (3, 3))))
+    for size in ((4, 1), (1, 1), (1, 4)):
+        for call in (lambda m, v: m.resize(v, size=size, mode="nearest", layout=layout),
+                     lambda m, v: m.resize(v, size=size, mode="bilinear", layout=layout),
+                     lambda m, v: m.adaptive_avg_pool2d(v, size, layout=layout)):
+            ref, lazy = call(fi, x), call(fd, dx)
+            assert lazy.shape == ref.shape
+            np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+        for call in (lambda m, v: m.resize_backward(v, size, mode="bilinear", layout=layout),
+                     lambda m, v: m.adaptive_avg_pool2d_backward(v, size, layout=layout)):
+            ref, lazy = call(fi, x), call(fd, dx)     # x as the gradient of a (4, 6) output
+            assert lazy.shape == ref.shape
+            np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+
+
+@pytest.mark.parametrize("layout", ["HW", None, "CHW", "HWC"])
+def test_backwards_take_one_image(layout):
+    """resize_backward and adaptive_avg_pool2d_backward take one image as the forwards
+    and the in-memory backwards do; input_size (H, W) or the image's shape."""
+    rng = np.random.default_rng(6)
+    g = _one_image(rng.standard_normal((6, 5)), layout, c=3)
+    full = {"CHW": (3, 12, 10), "HWC": (12, 10, 3)}.get(layout, (12, 10))
+    for chunks in (g.shape, _image_chunks(g.shape, layout, ((2, 4), (3, 2)))):
+        dg = da.from_array(g, chunks=chunks)
+        for input_size in ((12, 10), full):
+            for mode in ("bilinear", "bicubic", "nearest"):
+                ref = fi.resize_backward(g, input_size, mode=mode, layout=layout)
+                lazy = fd.resize_backward(dg, input_size, mode=mode, layout=layout)
+                assert lazy.shape == ref.shape == full
+                np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+            ref = fi.adaptive_avg_pool2d_backward(g, input_size, layout=layout)
+            lazy = fd.adaptive_avg_pool2d_backward(dg, input_size, layout=layout)
+            assert lazy.shape == ref.shape == full
+            np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
+
+
+def test_resize_backward_of_one_dimensional_data_as_in_memory():
+    g = np.random.default_rng(7).standard_normal((4, 3, 5))
+    got = fd.resize_backward(da.from_array(g, chunks=(1, 3, 5)), (4, 3, 10), mode="linear")
+    np.testing.assert_array_equal(got.compute(**SYNC),
+                                  fi.resize_backward(g, (4, 3, 10), mode="linear"))
+
+
+def _same_error(in_memory, lazy):
+    """``lazy()`` raises the error ``in_memory()`` raises, message included."""
+    with pytest.raises((ValueError, TypeError)) as want:
+        in_memory()
+    with pytest.raises(want.type) as got:
+        lazy()
+    assert str(got.value) == str(want.value)
+
+
+def test_errors_name_the_callers_shapes():
+    """The dask ops check their arguments on zero-length-batch stand-ins; the errors are
+    the in-memory op's, naming the shapes the caller passed (single images included)."""
+    z = np.zeros
+    x4, grid, bad_grid = z((2, 3, 5, 5)), z((2, 4, 4, 2)), z((2, 4, 4, 3))
+    cases = [
+        ("grid_sample", (x4, bad_grid), {}),
+        ("grid_sample_backward", (z((2, 3, 4, 5)), x4, grid), {}),
+        ("grid_sample_backward", (z((2, 3, 4, 4)), x4, bad_grid), {}),
+        ("affine_grid", (z((2, 2, 4)), (2, 3, 4, 4)), {}),
+        ("affine_grid_backward", (z((2, 4, 4, 2)), (2, 3, 5, 5)), {}),
+        ("slerp", (z((4, 3)), z((4, 2)), 0.5), {}),
+        ("slerp", (z((4, 3)), z((4, 3)), z((4, 2))), {}),
+        ("pairwise_sqdist", (z((5, 3)), z((6, 4))), {}),
+        ("knn", (z((5, 3)), z((6, 4)), 2), {}),
+        ("adaptive_avg_pool2d", (z((2, 3, 0, 5)), 2), {}),
+        ("adaptive_avg_pool2d", (z((0, 5)), 2), {}),
+        ("resize", (z((0, 5, 3)),), {"size": 2, "layout": "HWC"}),
+        ("resize_backward", (z((6, 5, 3)), (12, 10, 4)), {"layout": "HWC"}),
+        ("resize_backward", (z((2, 3, 4, 5)), (2, 3, 8, 8)), {"scale_factor": 2}),
+        ("adaptive_avg_pool2d_backward", (z((3, 0, 5)), (4, 4)), {"layout": "CHW"}),
+        ("warp_affine", (x4, np.eye(2, 3), (4, 4)), {"padding_mode": "constant", "fill": [1, 2]}),
+    ]
+    for op, args, kw in cases:
+        lazy = [da.from_array(a, chunks=1) if isinstance(a, np.ndarray) and a.ndim > 1 else a
+                for a in args]
+        _same_error(lambda: getattr(fi, op)(*args, **kw), lambda: getattr(fd, op)(*lazy, **kw))
+    with pytest.raises(ValueError, match="grid_sample_backward: layout must be 'NCHW' or "
+                                         "'NHWC' for dask arrays"):
+        fd.grid_sample_backward(da.zeros((3, 4, 4)), da.zeros((3, 5, 5)), da.zeros((4, 4, 2)),
+                                layout="CHW")
+
+
+@pytest.mark.parametrize("axis", [None, "1", 1.0, True, 2, -3])
+def test_slerp_axis_checked_as_in_memory(axis):
+    a = np.ones((4, 3))
+    da_ = da.from_array(a, chunks=2)
+    _same_error(lambda: fi.slerp(a, a, 0.5, axis=axis), lambda: fd.slerp(da_, a, 0.5, axis=axis))
+    _same_error(lambda: fi.slerp_backward(a, a, a, 0.5, axis=axis),
+                lambda: fd.slerp_backward(da_, da_, a, 0.5, axis=axis))
+
+
+def test_lerp_broadcasts_unknown_chunk_sizes():
+    """Operands of unknown length (boolean indexing) broadcast as in Dask: a missing or
+    size-1 axis against an unknown one, or operands split alike along it."""
+    x = np.arange(40.).reshape(10, 4)
+    keep = x[:, 0] > 5
+    dx = da.from_array(x, chunks=3)
+    picked = dx[dx[:, 0] > 5]
+    t = np.linspace(0, 1, 10)
+    t_picked = da.from_array(t, chunks=3)[dx[:, 0] > 5]
+    cases = [((picked, np.ones(4), 0.5), (x[keep], np.ones(4), 0.5)),
+             ((np.ones((1, 4)), picked, np.ones((1, 1))),
+              (np.ones((1, 4)), x[keep], np.ones((1, 1)))),
+             ((picked, picked + 1, t_picked[:, None]), (x[keep], x[keep] + 1, t[keep][:, None])),
+             ((picked, 2 * picked, 0.25), (x[keep], 2 * x[keep], 0.25))]
+    for lazy, whole in cases:
+        got = fd.lerp(*lazy)
+        assert np.isnan(got.shape[0]) and got.shape[1] == 4
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.lerp(*whole))
+    with pytest.raises(ValueError, match=r"lerp: shapes must broadcast together; "
+                                         r"got a \(nan, 4\), b \(3,\)\."):
+        fd.lerp(picked, np.ones(3), 0.5)
+
+
 def test_one_dimensional_data_and_empty_channels_as_in_memory():
     x = np.random.default_rng(1).standard_normal((4, 3, 10)).astype(np.float32)
     got = fd.resize(da.from_array(x, chunks=(1, 3, 10)), size=5, mode="linear")

@@ -1,14 +1,18 @@
 """Graph building shared by the Dask frontend: batch-chunked calls, block keys, metas."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import operator
+import re
 
 import numpy as np
 import dask.array as da
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+
+from .._validate import shape_str
 
 
 def as_dask(value):
@@ -40,6 +44,67 @@ def empty_like_probe(a):
     return np.zeros((0,) + tuple(a.shape[1:]), dtype=a.dtype)
 
 
+@contextlib.contextmanager
+def callers_shapes(*pairs):
+    """Errors raised inside (ValueError, TypeError: the in-memory op's checks on
+    stand-ins) name the caller's shapes: ``pairs`` of (stand-in, the caller's array),
+    each stand-in's shape in the message replaced by its caller's array's.
+
+    A single image batched by ``as_batch`` is paired with the image as passed.
+    """
+    shown = {}
+    for stand_in, real in pairs:           # (a stand-in shape naming two shapes is left)
+        key, value = shape_str(stand_in.shape), shape_str(real.shape)
+        shown[key] = value if shown.get(key, value) == value else None
+    shown = {k: v for k, v in shown.items() if v not in (None, k)}
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if shown and e.args and isinstance(e.args[0], str):
+            pattern = "|".join(re.escape(k) for k in sorted(shown, key=len, reverse=True))
+            e.args = (re.sub(pattern, lambda m: shown[m.group(0)], e.args[0]),) + e.args[1:]
+        raise
+
+
+def probe(fn, batch, consts=None, shown=None):
+    """``fn(**stand-ins, **consts)``: the ``batch`` arrays (name -> array) replaced by
+    zero-length-batch NumPy stand-ins (the in-memory op's checks, and its outputs'
+    dtypes and trailing shapes).
+
+    Its errors are the in-memory op's on the caller's shapes: on an error, ``fn``
+    runs again on zero arrays of the full shapes (``np.zeros``: pages never
+    written take no memory; skipped with unknown sizes or when the address space
+    cannot hold them), whose error, raised by the same check before any work,
+    names every shape as given (one derived from N too); in the message, each
+    stand-in's shape is then replaced by that of its caller's array, ``shown``
+    (name -> the array as passed: a single image before ``as_batch``), by default
+    the batch array itself.
+    """
+    shown = dict(batch, **(shown or {}))
+    consts = consts or {}
+    stand_ins = {k: empty_like_probe(a) for k, a in batch.items()}
+    try:
+        return fn(**stand_ins, **consts)
+    except (ValueError, TypeError):
+        whole = _full_stand_ins(batch)
+        if whole is not None:
+            with callers_shapes(*((whole[k], shown[k]) for k in batch)):
+                fn(**whole, **consts)
+        with callers_shapes(*((stand_ins[k], shown[k]) for k in batch)):
+            raise
+
+
+def _full_stand_ins(batch):
+    """Zero NumPy arrays of the ``batch`` arrays' shapes (None for unknown sizes, or when
+    the address space cannot hold them)."""
+    if any(math.isnan(d) for a in batch.values() for d in a.shape):
+        return None
+    try:
+        return {k: np.zeros(a.shape, a.dtype) for k, a in batch.items()}
+    except MemoryError:
+        return None
+
+
 def meta_of(result):
     """The dask ``meta`` (an empty NumPy array of the right ndim and dtype) of a probe result."""
     return np.empty((0,) * result.ndim, dtype=result.dtype)
@@ -49,14 +114,15 @@ def _call(fn, names, blocks):
     return fn(**dict(zip(names, blocks)))
 
 
-def batched(op, fn, batch, consts=None, n_out=1, per_block=()):
+def batched(op, fn, batch, consts=None, n_out=1, per_block=(), shown=None):
     """Call ``fn(**batch_blocks, **consts)`` once per block along axis 0 (the batch N).
 
     ``batch`` maps argument names to arrays whose axis 0 is the batch: they
     are rechunked to the first one's N chunks and to single chunks along every
     other axis. ``consts`` (small arrays, scalars, options) reach every block
     whole. ``fn`` is first called on zero-length batches (NumPy), which checks
-    every argument now and gives the outputs' dtypes and trailing shapes.
+    every argument now and gives the outputs' dtypes and trailing shapes (its
+    errors name the caller's shapes: ``shown`` as for :func:`probe`).
     Returns one dask array (or a tuple of ``n_out``, None where ``fn`` returns
     None), chunked along N like the first batch argument; outputs listed in
     ``per_block`` have one row per block instead (partial results to reduce).
@@ -83,8 +149,8 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=()):
               a.rechunk((nchunks,) + tuple(-1 for _ in a.shape[1:])) for a in arrays]
     probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
                     for k, v in consts.items()}
-    probe = fn(**{k: empty_like_probe(a) for k, a in zip(names, arrays)}, **probe_consts)
-    probes = probe if n_out > 1 else (probe,)
+    result = probe(fn, dict(zip(names, arrays)), probe_consts, shown)
+    probes = result if n_out > 1 else (result,)
     # array constants travel as graph keys (one block each), the rest bound to fn
     const_arrays = {k: single_chunk(v) for k, v in consts.items() if isinstance(v, da.Array)}
     bound = functools.partial(fn, **{k: v for k, v in consts.items() if k not in const_arrays})

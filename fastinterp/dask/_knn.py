@@ -14,7 +14,7 @@ from dask.layers import ArrayValuesDep     # block j's first row, bound into its
 import fastinterp as fi
 from .. import _stream
 from .._validate import as_index, check_flag
-from ._graph import as_dask, single_chunk
+from ._graph import as_dask, callers_shapes, probe, single_chunk
 
 _dist = importlib.import_module("fastinterp.distance")
 
@@ -69,8 +69,8 @@ def _pair_block(x, y, centre, take_sqrt):
 def _pairwise(op, x, y, take_sqrt):
     x = _rows(op, "x", x)
     yy = x if y is None else _rows(op, "y", y)
-    probe = getattr(fi, op)(np.zeros((0, x.shape[1]), x.dtype),
-                            None if y is None else np.zeros((0, yy.shape[1]), yy.dtype))
+    result = probe(getattr(fi, op), {"x": x} if y is None else {"x": x, "y": yy},
+                   {"y": None} if y is None else None)
     samples = [_sample(x)] if y is None else [_sample(x), _sample(yy)]
     samples = [single_chunk(s)[0] for s in samples]
     centre = da.map_blocks(lambda *s: _centre(x.dtype, *s)[0], *samples, drop_axis=0,
@@ -78,8 +78,8 @@ def _pairwise(op, x, y, take_sqrt):
     with warnings.catch_warnings():   # an outer product has rows x columns blocks by design
         warnings.simplefilter("ignore", da.PerformanceWarning)
         return da.blockwise(_pair_block, "ij", x, "ik", yy, "jk", centre, "k",
-                            take_sqrt=take_sqrt, concatenate=True, dtype=probe.dtype,
-                            meta=np.empty((0, 0), probe.dtype))
+                            take_sqrt=take_sqrt, concatenate=True, dtype=result.dtype,
+                            meta=np.empty((0, 0), result.dtype))
 
 
 def pairwise_sqdist(x, y=None):
@@ -192,7 +192,9 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
     op = "knn"
     x = _rows(op, "x", x)
     q = _rows(op, "queries", queries)
-    fi.knn(np.zeros((1, x.shape[1]), x.dtype), np.zeros((0, q.shape[1]), q.dtype), 1)  # checks
+    stand_ins = np.zeros((1, x.shape[1]), x.dtype), np.zeros((0, q.shape[1]), q.dtype)
+    with callers_shapes(*zip(stand_ins, (x, q))):
+        fi.knn(*stand_ins, 1)                                                      # checks
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
     if not 1 <= k <= x.shape[0]:

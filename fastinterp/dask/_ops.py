@@ -11,10 +11,10 @@ import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
 from .. import warp as _wp
-from .._layout import as_batch
-from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
+from .._layout import as_batch, resolve as resolve_layout
+from .._validate import FLOAT_DTYPES, broadcast_shape, check_axis, check_bool, shape_str
 from ..sample import _check_size
-from ._graph import as_dask, batched, empty_like_probe, is_array, meta_of
+from ._graph import as_dask, batched, callers_shapes, is_array, probe
 from . import _spatial
 
 
@@ -54,8 +54,8 @@ def _slerp_batch(a, b, t, path):
 
 
 def _check_axis(op, a, axis):
-    ax = axis + a.ndim if axis < 0 else axis
-    if ax == 0:
+    """The in-memory op's check of ``axis``, then: not 0 (the batch axis)."""
+    if check_axis(op, axis, a.ndim) == 0:
         raise ValueError(f"{op}: axis must not be 0 (axis 0 is the batch axis the blocks "
                          f"split); got axis={axis} for a of shape {tuple(a.shape)}.")
 
@@ -243,7 +243,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
           layout, chunks, max_window):
     """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
     from ._warp import warp_grid
-    x, layout, back = as_batch(op, "img", as_dask(img), layout)
+    img = as_dask(img)
+    x, layout, back = as_batch(op, "img", img, layout)
     _check_batched_layout(op, layout)
     nhwc = layout == "NHWC"
     if x.ndim != 4:
@@ -254,8 +255,9 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     H, W = _hw(x.shape, nhwc)
     # the in-memory checks (matrix, options, fill, dtype) on one pixel per image
     stand_in = np.zeros((N, 1, 1, C) if nhwc else (N, C, 1, 1), x.dtype)
-    *_, opts = _wp._begin(op, stand_in, M, dsize, match, mode, padding_mode, align_corners,
-                          inverse_map, layout, fill, rows, uint8_ok=True)
+    with callers_shapes((stand_in, img)):
+        *_, opts = _wp._begin(op, stand_in, M, dsize, match, mode, padding_mode, align_corners,
+                              inverse_map, layout, fill, rows, uint8_ok=True)
     Ho, Wo = _wp._check_dsize(op, dsize)
     inverse = check_bool(op, "inverse_map", inverse_map)
     align = check_bool(op, "align_corners", align_corners)
@@ -272,6 +274,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
 
     Returns ``(grad_input, grad_grid)`` (None for a gradient not asked for).
     """
+    _check_batched_layout("grid_sample_backward", layout)
     fn = functools.partial(fi.grid_sample_backward, mode=mode, padding_mode=padding_mode,
                            align_corners=align_corners, needs_input_grad=needs_input_grad,
                            needs_grid_grad=needs_grid_grad, fill=fill, layout=layout)
@@ -314,14 +317,16 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     'CHW', 'HW', or a 2-D array), such as a whole-slide image chunked along
     H and W. ``match`` presets too (spatial chunks: float32/float64).
     """
-    x, layout, back = as_batch("resize", "input", as_dask(input), layout, nd_ok=True)
+    input = as_dask(input)
+    x, layout, back = as_batch("resize", "input", input, layout, nd_ok=True)
     opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor,
                 match=match, layout=layout)
-    fi.resize(empty_like_probe(x), **opts)          # every check, before any graph
+    fn = functools.partial(fi.resize, **opts)
+    probe(fn, {"input": x}, shown={"input": input})      # every check, before any graph
     nhwc = layout == "NHWC"
     if not _spatially_chunked(x, nhwc):
-        return back(batched("resize", functools.partial(fi.resize, **opts), {"input": x}))
+        return back(batched("resize", fn, {"input": x}, shown={"input": input}))
     op = "resize"
     dtype = _float_tables_dtype(op, x.dtype)
     ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias, match)
@@ -336,23 +341,29 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
 
 def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                     align_corners=None, antialias=False, *, recompute_scale_factor=None,
-                    layout="NCHW"):
+                    layout=None):
     """:func:`fastinterp.resize_backward` on a dask array chunked along N, H and W.
 
     Chunked along H/W, each input-gradient chunk (aligned to grad_output's
     chunks) gathers exactly the gradient window its transposed taps read.
+    ``layout`` as for :func:`resize` (one image included); 1-D (N, C, L) and
+    3-D (N, C, D, H, W) gradients are chunked along N only.
     """
-    g = as_dask(grad_output)
-    nhwc = layout == "NHWC"
-    in_hw = _rz._input_size("resize_backward", input_size, g.shape, _batched_layout(nhwc))
-    opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
-                antialias=antialias, recompute_scale_factor=recompute_scale_factor,
-                layout=layout)
-    fn = functools.partial(fi.resize_backward, input_size=in_hw, **opts)
-    fn(grad_output=empty_like_probe(g))
-    if not _spatially_chunked(g, nhwc):
-        return batched("resize_backward", fn, {"grad_output": g})
     op = "resize_backward"
+    opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
+                antialias=antialias, recompute_scale_factor=recompute_scale_factor)
+    grad_output = as_dask(grad_output)
+    if _rz._is_nd(grad_output, layout):
+        in_sp = _rz._nd_input_size(op, input_size, grad_output.shape)
+        fn = functools.partial(fi.resize_backward, input_size=in_sp, layout=layout, **opts)
+        return batched(op, fn, {"grad_output": grad_output})
+    g, layout, in_hw, back = _grad_batch(op, grad_output, input_size, layout)
+    fn = functools.partial(fi.resize_backward, input_size=in_hw, layout=layout, **opts)
+    shown = {"grad_output": grad_output}
+    probe(fn, {"grad_output": g}, shown=shown)
+    nhwc = layout == "NHWC"
+    if not _spatially_chunked(g, nhwc):
+        return back(batched(op, fn, {"grad_output": g}, shown=shown))
     dtype = _float_tables_dtype(op, g.dtype)
     ac, aa = _rz._check_mode_options(op, mode, align_corners, antialias)
     g_hw = _hw(g.shape, nhwc)
@@ -362,7 +373,16 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                                          recompute_scale_factor)
     tabs = [_rz.transposed_table(t)
             for t in _rz._axis_tables(mode, in_hw, g_hw, ac, scales, aa, dtype)]
-    return _spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc)
+    return back(_spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc))
+
+
+def _grad_batch(op, grad_output, input_size, layout):
+    """``(grad_output as a batch, its batched layout, the forward input's (H, W), a
+    function putting a result back)``: one image as the forwards take it, and
+    ``input_size`` a shape in the caller's layout or (H, W)."""
+    g, batched_layout, back = as_batch(op, "grad_output", grad_output, layout)
+    lay = resolve_layout(op, "grad_output", grad_output, layout)
+    return g, batched_layout, _rz._input_size(op, input_size, grad_output.shape, lay), back
 
 
 def adaptive_avg_pool2d(input, output_size, *, layout=None):
@@ -370,13 +390,13 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
 
     Same chunk alignment, layouts (one image included) and bit-equality as :func:`resize`.
     """
-    x, layout, back = as_batch("adaptive_avg_pool2d", "input", as_dask(input), layout,
-                                nd_ok=True)
+    input = as_dask(input)
+    x, layout, back = as_batch("adaptive_avg_pool2d", "input", input, layout, nd_ok=True)
     fn = functools.partial(fi.adaptive_avg_pool2d, output_size=output_size, layout=layout)
-    fn(empty_like_probe(x))
+    probe(fn, {"input": x}, shown={"input": input})
     nhwc = layout == "NHWC"
     if not _spatially_chunked(x, nhwc):
-        return back(batched("adaptive_avg_pool2d", fn, {"input": x}))
+        return back(batched("adaptive_avg_pool2d", fn, {"input": x}, shown={"input": input}))
     op = "adaptive_avg_pool2d"
     dtype = _float_tables_dtype(op, x.dtype)
     in_hw = _hw(x.shape, nhwc)
@@ -386,21 +406,23 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     return back(_spatial.separable(op, x, ytab, xtab, out_hw, nhwc))
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout="NCHW"):
-    """:func:`fastinterp.adaptive_avg_pool2d_backward` on a dask array chunked along N, H, W."""
-    g = as_dask(grad_output)
-    nhwc = layout == "NHWC"
+def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout=None):
+    """:func:`fastinterp.adaptive_avg_pool2d_backward` on a dask array chunked along N, H, W
+    (``layout`` as for :func:`adaptive_avg_pool2d`, one image included)."""
     op = "adaptive_avg_pool2d_backward"
-    in_hw = _rz._input_size(op, input_size, g.shape, _batched_layout(nhwc))
+    grad_output = as_dask(grad_output)
+    g, layout, in_hw, back = _grad_batch(op, grad_output, input_size, layout)
     fn = functools.partial(fi.adaptive_avg_pool2d_backward, input_size=in_hw, layout=layout)
-    fn(grad_output=empty_like_probe(g))
+    shown = {"grad_output": grad_output}
+    probe(fn, {"grad_output": g}, shown=shown)
+    nhwc = layout == "NHWC"
     if not _spatially_chunked(g, nhwc):
-        return batched(op, fn, {"grad_output": g})
+        return back(batched(op, fn, {"grad_output": g}, shown=shown))
     dtype = _float_tables_dtype(op, g.dtype)
     tabs = [_rz.transposed_table(_rz.axis_table("area", n_in, n_o, None, None, False,
                                                 _rz._DTYPE_NAME[dtype]))
             for n_in, n_o in zip(in_hw, _hw(g.shape, nhwc))]
-    return _spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc)
+    return back(_spatial.separable(op, g, tabs[0], tabs[1], in_hw, nhwc))
 
 
 interpolate = resize
@@ -411,7 +433,3 @@ def _check_batched_layout(op, layout):
         raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC' for dask arrays (a batch); "
                          f"got {layout!r}.")
 
-
-def _batched_layout(nhwc):
-    from .._layout import Layout
-    return Layout("NHWC" if nhwc else "NCHW")

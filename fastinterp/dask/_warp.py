@@ -17,6 +17,7 @@ process's address space (``vm.overcommit_memory``), not its RAM.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
+
+from ._graph import probe
 
 # Source pixels beyond a point's floor coordinate that its taps may read (bicubic: -1..+2),
 # plus one for the rounding of the bounds computed here in float64.
@@ -105,8 +108,7 @@ def grid_sample_windows(x, grid, opts, max_window=None):
     op = "grid_sample"
     nhwc = opts["layout"] == "NHWC"
     hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
-    probe = fi.grid_sample(np.zeros((0,) + x.shape[1:], x.dtype),
-                           np.zeros((0,) + grid.shape[1:], grid.dtype), **opts)
+    result = probe(functools.partial(fi.grid_sample, **opts), {"input": x, "grid": grid})
     if grid.ndim != 4 or grid.shape[0] != x.shape[0]:
         raise ValueError(f"{op}: grid must have shape (N, H_out, W_out, 2) with N = "
                          f"{x.shape[0]}; got {tuple(grid.shape)}.")
@@ -147,7 +149,7 @@ def grid_sample_windows(x, grid, opts, max_window=None):
     else:
         chunks = (x.chunks[0], (C,), grid.chunks[1], grid.chunks[2])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, grid])
-    return da.Array(graph, name, chunks=chunks, meta=np.empty((0,) * 4, probe.dtype))
+    return da.Array(graph, name, chunks=chunks, meta=np.empty((0,) * 4, result.dtype))
 
 
 def warp_grid(x, wmap, nhwc, chunks, dtype):
