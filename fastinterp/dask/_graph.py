@@ -94,10 +94,18 @@ def probe(fn, batch, consts=None, shown=None):
             raise
 
 
+# The rerun of a failed probe on full-size zero arrays is skipped beyond this size:
+# should an op ever refuse only the zero-batch stand-ins, it would compute them all.
+_FULL_PROBE_BYTES = 1 << 28
+
+
 def _full_stand_ins(batch):
-    """Zero NumPy arrays of the ``batch`` arrays' shapes (None for unknown sizes, or when
-    the address space cannot hold them)."""
+    """Zero NumPy arrays of the ``batch`` arrays' shapes (None for unknown sizes, beyond
+    _FULL_PROBE_BYTES in all, or when the address space cannot hold them)."""
     if any(math.isnan(d) for a in batch.values() for d in a.shape):
+        return None
+    if sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in batch.values()) \
+            > _FULL_PROBE_BYTES:
         return None
     try:
         return {k: np.zeros(a.shape, a.dtype) for k, a in batch.items()}
