@@ -274,11 +274,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "
                          f"got {shape_str(b_.shape)}.")
     ndim = len(a_.shape)
-    if ndim == 0:
-        raise ValueError(f"{op}: a must have at least one axis (the vectors); got shape ().")
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
-    ax = int(axis) % ndim
+    ax = slerp_axis(op, ndim, axis)
     last = ax == ndim - 1
     if not last and p.backend == "cuda":
         raise ValueError(f"{op}: on CUDA the vectors must lie along the last axis; got "
@@ -288,6 +284,16 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
     t_flat, t_row_stride, steps = _slerp_weights(p, t_, dtype, batch, path, op)
     shape = tuple(a_.shape) if not path else tuple(a_.shape[:ax]) + (steps,) + tuple(a_.shape[ax:])
     return p, _SlerpCall(dtype, ax, last, depth, batch, t_flat, t_row_stride, steps, shape)
+
+
+def slerp_axis(op, ndim, axis):
+    """The axis of the vectors of ``ndim``-D arrays, ``axis`` read as an index in
+    [0, ndim), or the ValueError for 0-D arrays or an axis out of range."""
+    if ndim == 0:
+        raise ValueError(f"{op}: a must have at least one axis (the vectors); got shape ().")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
+    return int(axis) % ndim
 
 
 def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", out=None):
