@@ -274,9 +274,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "
                          f"got {shape_str(b_.shape)}.")
     ndim = len(a_.shape)
-    if ndim == 0:
-        raise ValueError(f"{op}: a must have at least one axis (the vectors); got shape ().")
-    ax = check_axis(op, axis, ndim)
+    ax = slerp_axis(op, ndim, axis)
     last = ax == ndim - 1
     if not last and p.backend == "cuda":
         raise ValueError(f"{op}: on CUDA the vectors must lie along the last axis; got "
@@ -286,6 +284,14 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
     t_flat, t_row_stride, steps = _slerp_weights(p, t_, dtype, batch, path, op)
     shape = tuple(a_.shape) if not path else tuple(a_.shape[:ax]) + (steps,) + tuple(a_.shape[ax:])
     return p, _SlerpCall(dtype, ax, last, depth, batch, t_flat, t_row_stride, steps, shape)
+
+
+def slerp_axis(op, ndim, axis):
+    """The axis of the vectors of ``ndim``-D arrays, ``axis`` read as an index in
+    [0, ndim), or the ValueError for 0-D arrays or an axis out of range."""
+    if ndim == 0:
+        raise ValueError(f"{op}: a must have at least one axis (the vectors); got shape ().")
+    return check_axis(op, axis, ndim)
 
 
 def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", out=None):

@@ -16,8 +16,11 @@ Conventions
   ``align_corners``, ...) is static, a plain Python value (a size may also be
   a NumPy or concrete JAX integer array; a traced one is a TypeError).
 - Shapes, dtypes and options are checked when the function is traced, with
-  the NumPy API's own error messages (a zero-batch call of the NumPy op, and
-  a check of the batch sizes N of its arrays).
+  the NumPy API's own error messages, which name the caller's shapes (a
+  zero-batch call of the NumPy op, repeated on zero-stride arrays of the real
+  shapes when it fails, and a check of the batch sizes N of its arrays).
+- ``rotate``'s angle, scale and center are constants: a traced one is a
+  TypeError.
 - ``jax.vmap``: the image ops (grid_sample, affine_grid, resize,
   adaptive_avg_pool2d) fold the mapped axes into the batch axis N and make
   one call (``vmap_method="broadcast_all"``); lerp broadcasts; slerp and the
@@ -40,7 +43,7 @@ import fastinterp as _fi
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
-from .warp import _check_dsize, _rotation_matrix, matrix_type_error
+from .warp import _check_dsize, _rotation_matrix, _warp_as, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -70,17 +73,35 @@ def _probe(fn, shapes: tuple, dtypes: tuple, kwargs: tuple, batch_zero: bool):
 
     ``batch_zero``: call on arrays whose leading axis (N) is 0 (image ops, cheap),
     then put N back; else on zero-stride dummies of the full shapes. Either way
-    the NumPy op validates the arguments, so errors surface at trace time; with
-    ``batch_zero`` it cannot compare the N of two arguments, which the callers
-    that take two (grid_sample, affine_grid) check on the real shapes.
+    the NumPy op validates the arguments, so errors surface at trace time. A
+    call of batch 0 that fails is made again on dummies of the full shapes, so
+    that the error names the caller's shapes (the NumPy API checks before it
+    computes). With ``batch_zero`` the probe cannot compare the N of two
+    arguments, which the callers that take two (grid_sample, affine_grid)
+    check on the real shapes.
     """
-    n = shapes[0][0] if batch_zero else None
-    dummies = [np.broadcast_to(np.zeros((), dt), ((0,) + s[1:]) if batch_zero else s)
-               for s, dt in zip(shapes, dtypes)]
-    outs = fn(*dummies, **{k: v for k, v, _ in kwargs})
+    kw = {k: v for k, v, _ in kwargs}
+    if batch_zero and all(shapes):
+        try:
+            outs = _outputs(fn, [(0,) + s[1:] for s in shapes], dtypes, kw)
+        except (TypeError, ValueError):
+            pass            # again on the real shapes: the error then names them
+        else:
+            n = shapes[0][0]
+            return tuple((n,) + s[1:] for s in outs[0]), outs[1]
+    return _outputs(fn, shapes, dtypes, kw)
+
+
+def _outputs(fn, shapes, dtypes, kw):
+    """(shapes, dtypes) of ``fn``'s outputs on :func:`_dummy` arrays."""
+    outs = fn(*(_dummy(s, dt) for s, dt in zip(shapes, dtypes)), **kw)
     outs = outs if isinstance(outs, tuple) else (outs,)
-    res = tuple(((n,) + o.shape[1:]) if batch_zero else o.shape for o in outs)
-    return res, tuple(np.dtype(o.dtype) for o in outs)
+    return tuple(o.shape for o in outs), tuple(np.dtype(o.dtype) for o in outs)
+
+
+def _dummy(shape, dtype):
+    """A read-only array of zeros of ``shape`` taking no memory (zero strides)."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(shape))
 
 
 def _numpy_call(fn, kwargs, fold, specs, *arrays):
@@ -179,7 +200,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     x_b, name, back_fn = _as_batch(op, input, layout)
     if input.ndim in (2, 3):          # one image: its grid is (H_out, W_out, 2)
         if grid.ndim != 3:            # the NumPy API's error for it
-            _fi.grid_sample(np.zeros(input.shape, input.dtype), np.zeros(grid.shape, grid.dtype),
+            _fi.grid_sample(_dummy(input.shape, input.dtype), _dummy(grid.shape, grid.dtype),
                             layout=layout)
         grid = grid.reshape((1,) + grid.shape)
     kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
@@ -230,7 +251,7 @@ def affine_grid(theta, size, align_corners=False):
     kw = dict(size=size, align_corners=align_corners)
     specs = _image_specs(_affine_grid_fold, (theta,), kw)
     if theta.shape[0] != size[0]:   # the probe's N = 0 cannot see it: the NumPy API's error
-        _fi.affine_grid(np.zeros(theta.shape, theta.dtype), size, align_corners)
+        _fi.affine_grid(_dummy(theta.shape, theta.dtype), size, align_corners)
 
     @jax.custom_vjp
     def f(th):
@@ -262,7 +283,7 @@ def _static(op, name, v, kinds=(int, float)):
     is a TypeError; a wrong value is left for the NumPy API's error (a float size, say)."""
     if v is None or isinstance(v, kinds):
         return v
-    if any(isinstance(x, jax.core.Tracer) for x in (v if isinstance(v, (tuple, list)) else [v])):
+    if _traced(v):
         what = "sizes are Python ints" if kinds is int else "scale factors are Python numbers"
         raise TypeError(f"{op}: {name} must be static: {what}, known when the function is "
                         f"traced (they set the result's shape); got a traced array.")
@@ -274,6 +295,21 @@ def _static(op, name, v, kinds=(int, float)):
 
 
 _HOST_ARRAYS = (np.generic, np.ndarray, jax.Array)
+
+
+def _traced(v) -> bool:
+    """Whether ``v``, or an entry of a tuple or list ``v``, is a traced JAX value."""
+    return any(isinstance(x, jax.core.Tracer) for x in (v if isinstance(v, (tuple, list)) else [v]))
+
+
+def _constant(op, name, v):
+    """A number read on the host when the function is traced (rotate's angle, scale and
+    centre, which make the matrix): ``v`` itself, or a TypeError for a traced value."""
+    if _traced(v):
+        raise TypeError(f"{op}: {name} must be static: a Python number (or a concrete array), "
+                        f"known when the function is traced (it has no gradient); got a traced "
+                        f"array.")
+    return v
 
 
 def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):
@@ -377,19 +413,18 @@ def adaptive_avg_pool3d(input, output_size):
 
 # ------------------------------------------------------------------ warps
 
-def _warp_host(rows):
-    """The NumPy warp (float32/float64) for a host callback; half images run in float32."""
-    fn = _fi.warp_affine if rows == 2 else _fi.warp_perspective
-
+def _warp_host(op):
+    """The NumPy warp ``op`` (float32/float64; rotate is warp_affine under its own name in
+    errors) for a host callback; half images run in float32."""
     def host(img, M, **kw):
         if img.dtype.itemsize == 2:
-            return fn(img.astype(np.float32), M, **kw).astype(img.dtype)
-        return fn(img, M, **kw)
+            return _warp_as(op, img.astype(np.float32), M, **kw).astype(img.dtype)
+        return _warp_as(op, img, M, **kw)
     return host
 
 
-def _warp_bwd_host(rows):
-    fn = _fi.warp_affine_backward if rows == 2 else _fi.warp_perspective_backward
+def _warp_bwd_host(op):
+    fn = _fi.warp_perspective_backward if op == "warp_perspective" else _fi.warp_affine_backward
 
     def host(go, img, M, **kw):
         if img.dtype.itemsize == 2:
@@ -407,7 +442,8 @@ def _identity_like(shape, rows):
     return m
 
 
-_WARP_HOSTS = {rows: (_warp_host(rows), _warp_bwd_host(rows)) for rows in (2, 3)}
+_WARP_HOSTS = {op: (_warp_host(op), _warp_bwd_host(op))
+               for op in ("warp_affine", "warp_perspective", "rotate")}
 
 
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
@@ -421,7 +457,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     kw = dict(dsize=_check_dsize(op, _static(op, "dsize", dsize, int)), mode=mode,
               padding_mode=padding_mode, align_corners=align_corners, match=match,
               inverse_map=inverse_map, fill=static_fill(op, fill), layout=name)
-    host, host_bwd = _WARP_HOSTS[rows]
+    host, host_bwd = _WARP_HOSTS[op]
     # the NumPy API's checks and the output dtype, on one zero pixel per image and identity
     # matrices (M may be traced; dsize was checked above): as cheap for any image size
     lay = Layout(name)
@@ -493,8 +529,10 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout("rotate", "img", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _rotation_matrix("rotate", angle, center, scale)
-    return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
+    op = "rotate"
+    angle, scale = _constant(op, "angle", angle), _constant(op, "scale", scale)
+    M = _rotation_matrix(op, angle, _constant(op, "center", center), scale)
+    return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout)
 
 

@@ -31,6 +31,12 @@ Conventions of the frontend
   message), raised before anything is computed.
 - ``out=`` works outside autograd only (as for torch's own ops): with an
   input that requires grad while grad mode is on it raises ``TypeError``.
+  ``out`` must be a torch tensor that does not require grad and has neither
+  the negative nor the conjugate bit set (``TypeError``, as in the NumPy API).
+- Array arguments may be NumPy arrays, in every op and with or without
+  autograd: each is read as a tensor on the device of the call's first tensor
+  argument (the CPU if there is none; a writable CPU array is shared, not
+  copied) and gets no gradient. Results are tensors.
 - Options are the NumPy API's: ``layout=`` for images (batched or single),
   'constant' (with ``fill``, which gets no gradient) and 'wrap' padding,
   ``match=`` presets of resize. The presets and uint8 data are forward only
@@ -66,12 +72,13 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_array, check_axis, check_bool, check_option, real_float, shape_str, symbolic
+from ._validate import check_array, check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from .blend import SLERP_NORMS
+from ._dispatch import _plain_tensor
+from .blend import SLERP_NORMS, slerp_axis
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, static_fill
-from .warp import _check_dsize, _rotation_rows, matrix_type_error
+from .warp import _check_dsize, _rotation_rows, _warp_as, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
            "grid_sample", "interpolate", "lerp", "pairwise_l2", "pairwise_sqdist", "resize",
@@ -129,6 +136,8 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
     a gradient to record, ``direct(*args, out=out)`` (the op's body) runs as is;
     with one, the op's eager autograd.Function (same body, same backward).
     """
+    if out is not None:
+        _check_out(name, out)
     needs_grad = _grad_needed(tensors)
     if out is not None and needs_grad:
         raise TypeError(f"{name}: out= does not support automatic differentiation; got an "
@@ -148,6 +157,48 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
         raise ValueError(f"{name}: out must have shape {shape_str(result.shape)} and dtype "
                          f"{result.dtype}; got {shape_str(out.shape)} and {out.dtype}.")
     return out.copy_(result)
+
+
+def _check_out(op, out):
+    """``out=`` as the NumPy API takes it, checked before the zero-copy view that
+    :func:`_arg` makes of it would hide its flags: a torch tensor that does not
+    require grad and has neither the negative nor the conjugate bit (a result
+    written through such a view would land in a copy)."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{op}: out must be a torch tensor; got {_type_name(out)}.")
+    _plain_tensor(op, "out", out, writable=True)
+
+
+def _type_name(value):
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _tensors(op, names, *values):
+    """The array arguments of one call (``values``, named by the space-separated ``names``),
+    NumPy arrays as tensors on the device of the first tensor among them (the CPU if there
+    is none; a writable CPU array is shared, not copied). They get no gradient. Other
+    values (tensors, numbers, None, lists) pass through."""
+    if not any(isinstance(v, np.ndarray) for v in values):
+        return values
+    like = next((v for v in values if isinstance(v, Tensor)), None)
+    device = None if like is None else like.device
+    return tuple(_from_numpy(op, name, v, device) if isinstance(v, np.ndarray) else v
+                 for name, v in zip(names.split(), values))
+
+
+def _from_numpy(op, name, a, device):
+    if not a.flags.writeable or not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))          # a copy torch may share
+    try:
+        if a.dtype.name == "bfloat16":                     # ml_dtypes' bfloat16: torch's
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(a)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a torch tensor or a NumPy array of a dtype torch "
+                        f"holds; got numpy.ndarray of dtype {a.dtype}.") from None
+    return t if device is None else t.to(device)
 
 
 def _empty_like_missing(grad, like):
@@ -275,7 +326,7 @@ def _first_tensor(op, **named):
         if isinstance(value, Tensor):
             return value
     raise TypeError(f"{op}: {' or '.join(named)} must be a torch tensor; got "
-                    + ", ".join(type(v).__name__ for v in named.values()) + ".")
+                    + ", ".join(_type_name(v) for v in named.values()) + ".")
 
 
 # --------------------------------------------------------------------------- half precision
@@ -399,6 +450,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     torch.Size([2, 2, 3])
     """
     op = "grid_sample"
+    input, grid = _tensors(op, "input grid", input, grid)
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
     return _call(op, _grid_sample_op, _grid_sample_direct,
@@ -460,6 +512,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
             [ 1., -1.]])
     """
     op = "affine_grid"
+    (theta,) = _tensors(op, "theta", theta)
     align = check_bool(op, "align_corners", align_corners)
     dims = list(_check_size(op, size))
     return _call(op, _affine_grid_op, _affine_grid_direct, (theta, dims, align), (theta,), out)
@@ -600,6 +653,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
             [4., 4.]])
     """
     op = "resize"
+    (input,) = _tensors(op, "input", input)
     check_option(op, "match", match, MATCHES)
     if match != "torch":
         _forward_only(op, f"match={match!r}", (input,))
@@ -678,6 +732,7 @@ _register(_pool_bwd_op, _image_bwd_fake, name=_pool_name)
 
 def _pool(op, rank, input, output_size, out, layout=None):
     """One adaptive average pool over ``rank`` spatial axes (1, 2 or 3)."""
+    (input,) = _tensors(op, "input", input)
     if not isinstance(input, Tensor):
         if input is None:          # torch.as_tensor(None) would not name the op
             check_array(op, "input", input)
@@ -742,9 +797,10 @@ def adaptive_avg_pool3d(input, output_size, out=None):
 
 # --------------------------------------------------------------------------- warps
 
-def _warp_fn(rows, backward=False):
-    name = ("warp_affine" if rows == 2 else "warp_perspective") + ("_backward" * backward)
-    return getattr(_fi, name)
+def _warp_backward_fn(name):
+    """The NumPy API's backward of the warp ``name`` (rotate's is warp_affine's)."""
+    return _fi.warp_perspective_backward if name == "warp_perspective" else \
+        _fi.warp_affine_backward
 
 
 def _host(M):
@@ -756,12 +812,12 @@ def _host(M):
 
 
 def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
-                 layout, rows, out=None):
+                 layout, name, out=None):
     # the NumPy warps take float32/float64: a half image is warped in float32, rounded once
     half = isinstance(img, Tensor) and img.dtype in _HALF
-    r = _tensor(_warp_fn(rows)(_arg(_up(img)), _host(M), dsize, mode, padding_mode,
-                               align_corners, match, inverse_map, None if half else _arg(out),
-                               _fill_arg(fill), layout=layout))
+    r = _tensor(_warp_as(name, _arg(_up(img)), _host(M), dsize, mode, padding_mode,
+                         align_corners, match, inverse_map, None if half else _arg(out),
+                         _fill_arg(fill), layout=layout))
     if not half:
         return r
     return r.to(img.dtype) if out is None else out.copy_(r)
@@ -770,14 +826,14 @@ def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, invers
 @_custom_op("warp")
 def _warp_op(img: Tensor, M: Tensor, dsize: list[int], mode: str, padding_mode: str,
              align_corners: bool, match: str, inverse_map: bool, fill: Optional[list[float]],
-             layout: Optional[str], rows: int) -> Tensor:
+             layout: Optional[str], name: str) -> Tensor:
     return _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map,
-                        fill, layout, rows)
+                        fill, layout, name)
 
 
 def _warp_fake(img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
-               layout, rows):
-    lay = resolve_layout("warp", "img", img, layout)
+               layout, name):
+    lay = resolve_layout(name, "img", img, layout)
     n, c, _, _ = lay.split(img.shape)
     return img.new_empty(lay.join(n, c, *dsize))
 
@@ -785,26 +841,25 @@ def _warp_fake(img, M, dsize, mode, padding_mode, align_corners, match, inverse_
 @_custom_op("warp_backward")
 def _warp_bwd_op(grad_output: Tensor, img: Tensor, M: Tensor, dsize: list[int], mode: str,
                  padding_mode: str, align_corners: bool, match: str, inverse_map: bool,
-                 fill: Optional[list[float]], layout: Optional[str], rows: int,
+                 fill: Optional[list[float]], layout: Optional[str], name: str,
                  needs_input_grad: bool, needs_matrix_grad: bool) -> tuple[Tensor, Tensor]:
-    gi, gm = _warp_fn(rows, True)(_arg(_up(grad_output)), _arg(_up(img)), _host(M), dsize, mode,
-                                  padding_mode, align_corners, match, inverse_map,
-                                  needs_input_grad, needs_matrix_grad, _fill_arg(fill),
-                                  layout=layout)
+    gi, gm = _warp_backward_fn(name)(_arg(_up(grad_output)), _arg(_up(img)), _host(M), dsize,
+                                     mode, padding_mode, align_corners, match, inverse_map,
+                                     needs_input_grad, needs_matrix_grad, _fill_arg(fill),
+                                     layout=layout)
     gm = None if gm is None else _tensor(gm).to(device=M.device, dtype=M.dtype)
     return (_empty_like_missing(_down(_tensor(gi), img), img), _empty_like_missing(gm, M))
 
 
 def _warp_bwd_fake(grad_output, img, M, dsize, mode, padding_mode, align_corners, match,
-                   inverse_map, fill, layout, rows, needs_input_grad, needs_matrix_grad):
+                   inverse_map, fill, layout, name, needs_input_grad, needs_matrix_grad):
     return (img.new_empty(img.shape if needs_input_grad else (0,)),
             M.new_empty(M.shape if needs_matrix_grad else (0,)))
 
 
 _warp_setup, _warp_backward = _two_tensor_autograd(_warp_bwd_op)
 _register(_warp_op, _warp_fake, _warp_backward, _warp_setup)
-_register(_warp_bwd_op, _warp_bwd_fake,
-          name=lambda *inputs: "warp_affine" if inputs[11] == 2 else "warp_perspective")
+_register(_warp_bwd_op, _warp_bwd_fake, name=lambda *inputs: inputs[11])
 
 
 def _matrix(rows):
@@ -821,8 +876,8 @@ def _matrix(rows):
     return np.array(rows)
 
 
-def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, out,
-          fill, layout):
+def _warp(op, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, out, fill,
+          layout):
     def op_args(img, M, *options):
         like = _first_tensor(op, img=img)
         M = _as_tensor_like(M, like, "M", op)
@@ -832,9 +887,10 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
             M = M.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
         return (like, M) + options
 
+    (img,) = _tensors(op, "img", img)      # M: read on the host, or a tensor by op_args
     dims = list(_check_dsize(op, dsize))
     args = (img, M, dims, mode, padding_mode, align_corners, match, inverse_map,
-            _fill_list(op, fill), layout, rows)
+            _fill_list(op, fill), layout, op)
     return _call(op, _warp_op, _warp_direct, args, (img, M), out, op_args)
 
 
@@ -853,7 +909,7 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     >>> M.grad.shape
     torch.Size([2, 3])
     """
-    return _warp("warp_affine", 2, img, M, dsize, mode, padding_mode, align_corners, match,
+    return _warp("warp_affine", img, M, dsize, mode, padding_mode, align_corners, match,
                  inverse_map, out, fill, layout)
 
 
@@ -869,7 +925,7 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
     >>> fit.warp_perspective(torch.ones(1, 1, 4, 4), torch.eye(3), (4, 4))[0, 0, 1]
     tensor([1., 1., 1., 1.])
     """
-    return _warp("warp_perspective", 3, img, M, dsize, mode, padding_mode, align_corners, match,
+    return _warp("warp_perspective", img, M, dsize, mode, padding_mode, align_corners, match,
                  inverse_map, out, fill, layout)
 
 
@@ -889,12 +945,13 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
             [0., 3., 6.]])
     """
     op = "rotate"
+    (img,) = _tensors(op, "img", img)
     x = _first_tensor(op, img=img)
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)     # symbolic when the shape is
     M = _matrix(_rotation_rows(op, angle, center, scale))
-    return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
+    return _warp(op, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
                  layout)
 
 
@@ -1002,6 +1059,7 @@ def pairwise_sqdist(x, y=None, out=None):
             [25.,  0.]]), tensor([[-12., -16.],
             [ 12.,  16.]]))
     """
+    x, y = _tensors("pairwise_sqdist", "x y", x, y)
     return _call("pairwise_sqdist", _sqdist_op, _sqdist_direct, (x, y), (x, y), out)
 
 
@@ -1015,6 +1073,7 @@ def pairwise_l2(x, y=None, out=None):
     >>> fit.pairwise_l2(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]))
     tensor([[5.]])
     """
+    x, y = _tensors("pairwise_l2", "x y", x, y)
     return _call("pairwise_l2", _l2_op, _l2_direct, (x, y), (x, y), out)
 
 
@@ -1080,6 +1139,7 @@ def lerp(a, b, t, out=None):
     (tensor([1., 2.]), tensor(12.))
     """
     op = "lerp"
+    a, b, t = _tensors(op, "a b t", a, b, t)
 
     def op_args(a, b, t):
         like = _first_tensor(op, a=a, b=b)
@@ -1156,13 +1216,14 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     1.110721
     """
     op = "slerp"
+    a, b, t = _tensors(op, "a b t", a, b, t)
     check_bool(op, "path", path)
     check_bool(op, "shortest_path", shortest_path)
     check_option(op, "norm", norm, SLERP_NORMS)
 
     def op_args(a, b, t, axis, *options):
         a = _first_tensor(op, a=a)
-        check_axis(op, axis, a.dim())
+        slerp_axis(op, a.dim(), axis)
         return (a, b, _as_tensor_like(t, a, "t", op), int(axis)) + options
 
     return _call(op, _slerp_op, _slerp_direct, (a, b, t, axis, bool(path), bool(shortest_path),

@@ -398,6 +398,15 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
                     inverse_map, layout, out, fill, rows=3)
 
 
+def _warp_as(op, img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
+             match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
+    """:func:`warp_affine` (:func:`warp_perspective` for ``op="warp_perspective"``) with
+    its errors under the name ``op``: the frontends' ``rotate`` is a warp_affine."""
+    rows = 3 if op == "warp_perspective" else 2
+    return _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
+                    layout, out, fill, rows=rows)
+
+
 def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                          align_corners=False, match="opencv", inverse_map=False,
                          needs_input_grad=True, needs_matrix_grad=True, fill=None, *,

@@ -210,6 +210,62 @@ def test_batch_sizes_are_checked_at_trace_time(trace):
         trace(lambda th: fij.affine_grid(th, (1, 1, 2, 4, 4)))(jnp.zeros((2, 3, 4)))
 
 
+@pytest.mark.parametrize("name, shapes, kw", [
+    ("adaptive_avg_pool1d", [(4, 2, 5, 6)], dict(output_size=2)),
+    ("adaptive_avg_pool2d", [(4, 2, 5, 6, 7)], dict(output_size=2)),
+    ("adaptive_avg_pool2d", [(4, 2, 5, 6)], dict(output_size=2, layout="HWC")),
+    ("adaptive_avg_pool3d", [(4, 2, 5, 6)], dict(output_size=2)),
+    ("adaptive_avg_pool3d", [(4, 2, 0, 5, 6)], dict(output_size=2)),
+    ("grid_sample", [(4, 2, 5, 6), (4, 3, 3, 3)], {}),
+    ("grid_sample", [(4, 2, 5, 6), (4, 3, 3, 3, 2)], {}),
+    ("grid_sample", [(4, 2, 3, 5, 6), (4, 3, 3, 2)], {}),
+    ("grid_sample", [(4, 2, 0, 6), (4, 3, 3, 2)], {}),
+    ("grid_sample", [(4, 5, 6, 2), (4, 3, 3, 2)], dict(layout="NHWC", mode="area")),
+    ("grid_sample", [(4, 2, 5, 6), (4, 3, 3, 2)], dict(padding_mode="constant", fill=[1, 2, 3])),
+    ("resize", [(4, 2, 0, 6)], dict(size=3)),
+    ("resize", [(4, 2, 5, 6)], dict(size=(1, 2, 3))),
+    ("affine_grid", [(4, 2, 2)], dict(size=(4, 1, 3, 3))),
+    ("affine_grid", [(4, 3, 3)], dict(size=(4, 1, 2, 3, 3))),
+])
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit])
+def test_trace_time_errors_name_the_callers_shapes(name, shapes, kw, trace):
+    """The trace-time checks run on arrays of batch 0, but their messages carry the
+    caller's shapes: the NumPy API's message on arrays of the same shapes."""
+    with pytest.raises((TypeError, ValueError)) as numpy_error:
+        getattr(fi, name)(*(np.ones(s) for s in shapes), **kw)
+    with pytest.raises(type(numpy_error.value)) as jax_error:
+        trace(lambda *xs: getattr(fij, name)(*xs, **kw))(*(jnp.ones(s) for s in shapes))
+    assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("kw", [dict(mode="foo"), dict(padding_mode="foo"),
+                                dict(padding_mode="constant", fill=[1, 2, 3]),
+                                dict(layout="NHWC", padding_mode="constant", fill=[1, 2])])
+def test_rotate_errors_name_rotate(kw):
+    x = np.ones((1, 2, 4, 4))
+    with pytest.raises((TypeError, ValueError)) as numpy_error:
+        fi.rotate(x, 30.0, **kw)
+    assert str(numpy_error.value).startswith("rotate: ")
+    with pytest.raises(type(numpy_error.value)) as jax_error:
+        fij.rotate(jnp.asarray(x), 30.0, **kw)
+    assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, a: fij.rotate(x, a),
+    lambda x, a: fij.rotate(x, 30.0, scale=a),
+    lambda x, a: fij.rotate(x, 30.0, center=(a, 1.0)),
+    lambda x, a: fij.rotate(x, 30.0, center=jnp.stack([a, a])),
+])
+def test_rotate_refuses_a_traced_angle_scale_or_center(call):
+    x = jnp.ones((1, 2, 4, 4))
+    for transform in (jax.jit, jax.grad):
+        with pytest.raises(TypeError, match=r"^rotate: (angle|scale|center) must be static: "
+                                            r"a Python number"):
+            transform(lambda a: call(x, a).sum())(30.0)
+    np.testing.assert_array_equal(call(x, jnp.float64(1.0)), call(x, 1.0))   # concrete: read
+
+
 def test_cached_checks_tell_equal_arguments_of_other_types_apart():
     x = jnp.ones((1, 2, 5, 6))
     fij.resize(x, (7, 3))

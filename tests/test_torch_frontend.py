@@ -13,6 +13,7 @@ import doctest
 import itertools
 import subprocess
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -333,12 +334,12 @@ def _opcheck_samples():
         (OPS.adaptive_avg_pool_backward, (r(2, 3, 2, 3), [2, 3, 5, 4], "NCHW")),
         (OPS.adaptive_avg_pool_backward, (r(1, 2, 1, 2, 2), [1, 2, 2, 3, 4], None)),
         (OPS.warp, (x, _t(rotations(rng, 2), True), [4, 6], "bilinear", "zeros", False,
-                    "opencv", False, None, None, 2)),
+                    "opencv", False, None, None, "warp_affine")),
         (OPS.warp, (x[0].detach().requires_grad_(), r(3, 3), [3, 3], "bicubic", "constant",
-                    True, "torch", False, [1.0], "HWC", 3)),
+                    True, "torch", False, [1.0], "HWC", "warp_perspective")),
         (OPS.warp_backward, (r(2, 3, 4, 6, grad=False), x, _t(rotations(rng, 1)[0], True),
-                             [4, 6], "bilinear", "border", False, "opencv", True, None, None, 2,
-                             True, True)),
+                             [4, 6], "bilinear", "border", False, "opencv", True, None, None,
+                             "rotate", True, True)),
         (OPS.pairwise_sqdist, (a, b)),
         (OPS.pairwise_sqdist, (a, None)),
         (OPS.pairwise_l2, (a, b)),
@@ -783,6 +784,9 @@ def test_negative_bit_views_are_read_by_value():
     ("pairwise_l2", lambda x: fit.pairwise_l2(x.reshape(4, 4) * torch.arange(4.0)[:, None])),
     ("lerp", lambda x: fit.lerp(x, x * 2, x)),
     ("slerp", lambda x: fit.slerp(x.reshape(4, 4), x.reshape(4, 4).flip(0), 0.3)),
+    ("rotate", lambda x: fit.rotate(x, 30.0)),
+    ("warp_affine", lambda x: fit.warp_affine(x, torch.eye(2, 3, dtype=x.dtype), (3, 3))),
+    ("warp_perspective", lambda x: fit.warp_perspective(x, torch.eye(3, dtype=x.dtype), (3, 3))),
 ])
 def test_double_backward_names_the_op(name, call):
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64, requires_grad=True) + 0.5
@@ -810,6 +814,133 @@ def test_out_is_filled_outside_autograd_and_refused_inside():
         fit.resize(x, 8, out=torch.empty(2, 3, 8, 7))
     with pytest.raises(TypeError, match=r"^resize: out must have dtype float64; got float32"):
         fit.resize(x.double(), 8, out=out)
+
+
+# every op that takes out=, as (name, call(x, out)) on a (2, 3, 5, 5) input x
+OUT_CALLS = [
+    ("grid_sample", lambda x, out: fit.grid_sample(x, torch.zeros(2, 3, 4, 2), out=out)),
+    ("affine_grid", lambda x, out: fit.affine_grid(x[:, 0, :2, :3], (2, 1, 3, 4), out=out)),
+    ("resize", lambda x, out: fit.resize(x, (4, 6), out=out)),
+    ("adaptive_avg_pool1d", lambda x, out: fit.adaptive_avg_pool1d(x[:, :, 0], 2, out=out)),
+    ("adaptive_avg_pool2d", lambda x, out: fit.adaptive_avg_pool2d(x, 2, out=out)),
+    ("adaptive_avg_pool3d", lambda x, out: fit.adaptive_avg_pool3d(x[None], 2, out=out)),
+    ("pairwise_sqdist", lambda x, out: fit.pairwise_sqdist(x[0, 0], x[1, 0], out=out)),
+    ("pairwise_l2", lambda x, out: fit.pairwise_l2(x[0, 0], out=out)),
+    ("lerp", lambda x, out: fit.lerp(x, x * 2, 0.5, out=out)),
+    ("slerp", lambda x, out: fit.slerp(x, x.flip(0), 0.5, out=out)),
+    ("warp_affine", lambda x, out: fit.warp_affine(x, torch.eye(2, 3), (4, 4), out=out)),
+    ("warp_perspective", lambda x, out: fit.warp_perspective(x, torch.eye(3), (4, 4), out=out)),
+    ("rotate", lambda x, out: fit.rotate(x, 30.0, out=out)),
+]
+
+
+def _neg_bit(t):
+    return torch._neg_view(t)
+
+
+def _conj_imag(t):
+    return torch.complex(torch.zeros_like(t), t).conj().imag     # a negative-bit view
+
+
+@pytest.mark.parametrize("name, call", OUT_CALLS)
+@pytest.mark.parametrize("view", [_neg_bit, _conj_imag])
+@pytest.mark.parametrize("grad", [False, True])
+def test_out_with_the_negative_or_conjugate_bit_is_refused(name, call, view, grad):
+    # its memory does not hold the values it shows: a result written there would be lost
+    x = torch.rand(2, 3, 5, 5)
+    out = view(torch.zeros(call(x, None).shape))
+    assert out.is_neg()
+    with torch.no_grad():
+        with pytest.raises(TypeError, match=rf"^{name}: out must be a plain tensor; got a view "
+                                            r"with torch's negative or conjugate bit set"):
+            call(x.requires_grad_(grad), out)
+    assert not out.any()
+
+
+@pytest.mark.parametrize("name, call", OUT_CALLS)
+@pytest.mark.parametrize("no_grad", [False, True])
+def test_out_that_requires_grad_is_refused(name, call, no_grad):
+    x = torch.rand(2, 3, 5, 5)
+    out = torch.zeros(call(x, None).shape, requires_grad=True)
+    with torch.set_grad_enabled(not no_grad):
+        with pytest.raises(TypeError, match=rf"^{name}: out must not require grad .* pass "
+                                            r"out\.detach\(\)"):
+            call(x, out)
+    assert not out.detach().any()
+
+
+@pytest.mark.parametrize("name, call", OUT_CALLS)
+def test_out_must_be_a_tensor(name, call):
+    x = torch.rand(2, 3, 5, 5)
+    out = np.zeros(tuple(call(x, None).shape), np.float32)
+    with pytest.raises(TypeError, match=rf"^{name}: out must be a torch tensor; got "
+                                        r"numpy\.ndarray\."):
+        call(x, out)
+    assert not out.any()
+
+
+# every op with a NumPy array argument, as (call(*arrays), arrays): each array is given
+# once as a NumPy array and the others as tensors (requiring grad where floating)
+def _numpy_cases():
+    r = _rng(41)
+
+    def f64(*shape):
+        return r.standard_normal(shape)
+    grid = r.uniform(-1, 1, (2, 4, 3, 2))
+    return [
+        (lambda x, g: fit.grid_sample(x, g), (f64(2, 3, 5, 5), grid)),
+        (lambda th: fit.affine_grid(th, (2, 1, 3, 4)), (f64(2, 2, 3),)),
+        (lambda x: fit.resize(x, (4, 6)), (f64(2, 3, 5, 5),)),
+        (lambda x: fit.interpolate(x, (4, 6), mode="bicubic"), (f64(2, 3, 5, 5),)),
+        (lambda x: fit.adaptive_avg_pool1d(x, 2), (f64(2, 3, 5),)),
+        (lambda x: fit.adaptive_avg_pool2d(x, 2), (f64(2, 3, 5, 5),)),
+        (lambda x: fit.adaptive_avg_pool3d(x, 2), (f64(2, 3, 4, 5, 5),)),
+        (lambda x, y: fit.pairwise_sqdist(x, y), (f64(3, 2), f64(4, 2))),
+        (lambda x, y: fit.pairwise_l2(x, y), (f64(3, 2), f64(4, 2))),
+        (lambda a, b, t: fit.lerp(a, b, t), (f64(3, 4), f64(3, 4), f64(4))),
+        (lambda a, b, t: fit.slerp(a, b, t), (f64(3, 4), f64(3, 4), r.uniform(0, 1, 3))),
+        (lambda x, M: fit.warp_affine(x, M, (4, 4)), (f64(2, 3, 5, 5), np.eye(2, 3) * 0.9)),
+        (lambda x, M: fit.warp_perspective(x, M, (4, 4)), (f64(2, 3, 5, 5), np.eye(3))),
+        (lambda x: fit.rotate(x, 30.0), (f64(2, 3, 5, 5),)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_numpy_cases())))
+@pytest.mark.parametrize("grad", [False, True])
+def test_numpy_array_arguments_are_read_as_tensors(case, grad):
+    """One rule for every op: a NumPy array argument is converted to a tensor on the device
+    of the tensor arguments (it gets no gradient), with or without autograd."""
+    call, arrays = _numpy_cases()[case]
+    ref = [_t(a, True) for a in arrays]
+    want = call(*ref)
+    want.sum().backward()
+    want_grads = [r.grad for r in ref]
+    for i in range(len(arrays)):
+        args = [a if j == i else _t(a, grad) for j, a in enumerate(arrays)]
+        y = call(*args)
+        assert isinstance(y, torch.Tensor) and y.requires_grad == (grad and len(arrays) > 1)
+        np.testing.assert_array_equal(y.detach().numpy(), want.detach().numpy())
+        if y.requires_grad:
+            y.sum().backward()
+            for j, a in enumerate(args):
+                if j != i:
+                    np.testing.assert_allclose(a.grad.numpy(), want_grads[j].numpy(),
+                                               rtol=1e-12, atol=1e-12)
+    y = call(*arrays)                                               # NumPy arrays only
+    assert isinstance(y, torch.Tensor)
+    np.testing.assert_array_equal(y.numpy(), want.detach().numpy())
+
+
+def test_read_only_numpy_arrays_are_read_without_a_warning():
+    a = np.ones((2, 3))
+    a.flags.writeable = False
+    b = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fit.lerp(a, b, 0.25)
+    y.sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), np.full((2, 3), 0.75))
+    assert torch.equal(b.grad, torch.full((2, 3), 0.25, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("call, error, message", [
@@ -846,6 +977,14 @@ def test_out_is_filled_outside_autograd_and_refused_inside():
     (lambda x: fit.rotate(x, float("inf")), ValueError, "rotate: angle must be finite; got inf."),
     (lambda x: fit.rotate(x, 30, scale=None), TypeError, "rotate: scale must be a real number"),
     (lambda x: fit.rotate(x, 30, center=3), TypeError, "rotate: center must be a pair (x, y)"),
+    # rotate's checks name rotate, not the warp_affine that computes it
+    (lambda x: fit.rotate(x, 30, mode="foo"), ValueError, "rotate: mode must be one of"),
+    (lambda x: fit.rotate(x, 30, padding_mode="foo"), ValueError,
+     "rotate: padding_mode must be one of"),
+    (lambda x: fit.rotate(x, 30, padding_mode="constant", fill=[1, 2]), ValueError,
+     "rotate: fill must be a scalar or have shape (C,) = (3,)"),
+    (lambda x: fit.slerp(x[0, 0, 0, 0], x[0, 0, 0, 1].detach(), 0.5), ValueError,
+     "slerp: a must have at least one axis (the vectors); got shape ()."),
     (lambda x: fit.affine_grid(x[0, :2, :, :3], ("2", 1, 4, 4)), TypeError,
      "affine_grid: size must be a sequence"),
     (lambda x: fit.adaptive_avg_pool3d(x, 2), ValueError,

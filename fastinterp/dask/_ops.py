@@ -12,7 +12,8 @@ import importlib
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
 from .. import warp as _wp
 from .._layout import as_batch, resolve as resolve_layout
-from .._validate import FLOAT_DTYPES, broadcast_shape, check_axis, check_bool, shape_str
+from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
+from ..blend import slerp_axis
 from ..sample import _check_size
 from ._graph import as_dask, batched, callers_shapes, is_array, probe
 from . import _spatial
@@ -55,7 +56,7 @@ def _slerp_batch(a, b, t, path):
 
 def _check_axis(op, a, axis):
     """The in-memory op's check of ``axis``, then: not 0 (the batch axis)."""
-    if check_axis(op, axis, a.ndim) == 0:
+    if slerp_axis(op, a.ndim, axis) == 0:
         raise ValueError(f"{op}: axis must not be 0 (axis 0 is the batch axis the blocks "
                          f"split); got axis={axis} for a of shape {tuple(a.shape)}.")
 
