@@ -19,6 +19,7 @@ the whole database, near-ties included.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import sys
 import time
@@ -252,7 +253,7 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
     knn(np.zeros((1, x.shape[1]), x.dtype), queries, 1)   # the queries' checks, as in memory
     queries = np.asarray(queries)
     lead = queries.shape[:-1]                          # (..., Q): each query's place
-    queries = np.ascontiguousarray(queries.reshape(-1, queries.shape[-1]))
+    queries = np.ascontiguousarray(queries.reshape(math.prod(lead), queries.shape[-1]))
     n = x.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")

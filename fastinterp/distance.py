@@ -777,6 +777,24 @@ def knn_within(x, queries, k, bound):
     return dist[0], idx[0]
 
 
+def _knn_streamed(op, x, queries, k, return_distances, progress):
+    """:func:`knn` over a database read block by block (a memmap, zarr or h5py array,
+    or any database with ``progress``), returning the caller's array type."""
+    from . import _stream
+    if _stream.is_out_of_core(x):
+        p = begin(op, queries=queries)
+        x_ = x
+    else:
+        p = begin(op, x=x, queries=queries)
+        x_ = _knn_arguments(op, p, k)[0]    # the in-memory call's checks and messages
+    if p.backend != "cpu":
+        raise ValueError(f"{op}: a search read in blocks (progress=True or an out-of-core "
+                         f"database) runs on the CPU; got {p.backend.upper()} arrays: call "
+                         f"it without progress.")
+    result = _stream.knn_stream(x_, p.arrays["queries"], k, return_distances, progress)
+    return tuple(p.wrap(r) for r in result) if return_distances else p.wrap(result)
+
+
 def knn(x, queries, k, return_distances=True, *, progress=False):
     """The ``k`` nearest rows of ``x`` (Euclidean) for every row of ``queries``.
 
@@ -834,7 +852,7 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     from . import _stream
     return_distances = check_flag(op, "return_distances", return_distances)
     if check_flag(op, "progress", progress) or _stream.is_out_of_core(x):
-        return _stream.knn_stream(x, queries, k, return_distances, progress)
+        return _knn_streamed(op, x, queries, k, return_distances, progress)
     p = begin(op, x=x, queries=queries)
     x_, q_, dtype, batch, k = _knn_arguments(op, p, k)
     nq = _rows(q_)

@@ -1385,6 +1385,37 @@ def test_streamed_knn_takes_what_the_in_memory_call_takes(tmp_path):
         fi.knn(mm.reshape(3, 100, 8), q[0], 5)
 
 
+def test_knn_with_progress_returns_the_callers_type(tmp_path):
+    """progress=True searches the same way for every input the in-memory call takes:
+    torch in, torch out (the queries' type with a memmap database), D = 0, and the
+    in-memory call's errors."""
+    import io
+    import contextlib
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x, q = rng.standard_normal((60, 3)).astype(np.float32), rng.standard_normal((4, 3))
+    q = q.astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    mm = np.memmap(tmp_path / "x.bin", dtype=np.float32, mode="r", shape=x.shape)
+    want_d, want_i = fi.knn(x, q, 2)
+    with contextlib.redirect_stderr(io.StringIO()):
+        for db, queries in ((torch.from_numpy(x), torch.from_numpy(q)), (x, torch.from_numpy(q)),
+                            (mm, torch.from_numpy(q))):
+            d, i = fi.knn(db, queries, 2, progress=True)
+            assert isinstance(d, torch.Tensor) and isinstance(i, torch.Tensor)
+            assert np.array_equal(d.numpy(), want_d) and np.array_equal(i.numpy(), want_i)
+        i = fi.knn(torch.from_numpy(x), torch.from_numpy(q), 2, False, progress=True)
+        assert isinstance(i, torch.Tensor) and np.array_equal(i.numpy(), want_i)
+        empty = np.zeros((5, 0), np.float32)
+        for progress in (False, True):
+            d, i = fi.knn(empty, np.zeros((2, 0), np.float32), 2, progress=progress)
+            np.testing.assert_array_equal(i, [[0, 1], [0, 1]])
+            np.testing.assert_array_equal(d, 0)
+        for progress in (False, True):
+            with pytest.raises(TypeError, match=r"^knn: x must be an array; got None"):
+                fi.knn(None, q, 1, progress=progress)
+
+
 def test_streamed_knn_with_a_first_block_shorter_than_k():
     """zarr chunks smaller than k: the first block holds fewer than k rows (no bound yet)."""
     zarr = pytest.importorskip("zarr")
