@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 import fastinterp as fi
 from fastinterp import _registry as registry
 from fastinterp.models import NCA, PolynomialRegression
+from fastinterp.models._common import InvalidTypeError
 from fastinterp.models.nca import nca_loss_grad
 from conftest import assert_close
 
@@ -207,6 +208,10 @@ def test_nca_verbose_log(rng, capsys):
     (dict(reg=float("nan")), None, None, ValueError, "reg must be"),
     (dict(dtype=np.float16), None, None, TypeError, "dtype must be float32 or float64"),
     (dict(dtype=None), None, None, TypeError, "dtype must be float32 or float64; got None"),
+    (dict(random_state=1.5), None, None, InvalidTypeError, "random_state must be None, an int"),
+    (dict(random_state="abc"), None, None, InvalidTypeError, "random_state must be None"),
+    (dict(random_state=True), None, None, InvalidTypeError, "random_state must be None"),
+    (dict(random_state=-1), None, None, ValueError, r"random_state must be .*; got -1"),
     (dict(), None, np.r_[np.zeros(59), np.nan], ValueError, "y must not contain NaN labels"),
     (dict(), None, np.array([None] + [1] * 59, dtype=object), TypeError,
      "labels must be sortable values"),

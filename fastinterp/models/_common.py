@@ -171,8 +171,10 @@ def seed_from(op: str, random_state, seed):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**31))
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) \
-            or random_state < 0:
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+        raise InvalidTypeError(f"{op}: random_state must be None, an int >= 0 or a NumPy "
+                               f"random generator; got {random_state!r}.")
+    if random_state < 0:
         raise ValueError(f"{op}: random_state must be None, an int >= 0 or a NumPy random "
                          f"generator; got {random_state!r}.")
     return np.random.default_rng(int(random_state))
