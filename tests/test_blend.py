@@ -885,6 +885,28 @@ def test_slerp_subnormal_and_normal_vectors_together(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_end_points_are_the_inputs_bit_for_bit(rng, dtype, norm):
+    """t = 0 gives a itself and t = 1 gives b itself, signed zeros included (as the
+    README and slerp_backward's degenerate table say), in the plain and path forms,
+    for ordinary, parallel, zero and subnormal rows."""
+    a = rng.standard_normal((6, 5)).astype(dtype)
+    b = rng.standard_normal((6, 5)).astype(dtype)
+    a[:, 0], b[:, 1] = -0.0, -0.0
+    a[1], b[2] = 2 * b[1], 0.0
+    a[3] *= np.finfo(dtype).smallest_subnormal * 4
+    for row_t in (np.zeros(6, dtype), np.ones(6, dtype)):
+        want = a if row_t[0] == 0 else b
+        got = fi.slerp(a, b, row_t, norm=norm)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+        np.testing.assert_array_equal(got, want)
+    path = fi.slerp(a, b, np.array([0.0, 0.5, 1.0], dtype), path=True, norm=norm)
+    for j, want in ((0, a), (2, b)):
+        np.testing.assert_array_equal(np.signbit(path[:, j]), np.signbit(want))
+        np.testing.assert_array_equal(path[:, j], want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_slerp_nearly_antipodal_float32_keeps_precision(rng, dtype):
     """Near θ = π the weights are large and cancel: the blend runs in float64."""
     a = rng.standard_normal((50, 3)).astype(dtype)

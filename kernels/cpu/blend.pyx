@@ -389,8 +389,15 @@ cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
     cdef real ok = 0
     if ck != 0:  # before the loop: o may be a (in-place), whose a[k] the loop overwrites
         ok = <real> ((ca * a[k] + cb * b[k]) + ck)
-    for i in range(n):
-        o[i] = <real> (ca * a[i] + cb * b[i])
+    if cb == 0:     # an end point (t = 0): a itself, signed zeros included, whatever b holds
+        for i in range(n):
+            o[i] = <real> (ca * a[i])
+    elif ca == 0:
+        for i in range(n):
+            o[i] = <real> (cb * b[i])
+    else:
+        for i in range(n):
+            o[i] = <real> (ca * a[i] + cb * b[i])
     if ck != 0:
         o[k] = ok
 
@@ -399,8 +406,15 @@ cdef inline void blend_row_narrow(const real* a, const real* b, real* o, Py_ssiz
                                   real ca, real cb) noexcept nogil:
     """o = ca a + cb b in the input precision (float32: twice the SIMD width of double)."""
     cdef Py_ssize_t i
-    for i in range(n):
-        o[i] = ca * a[i] + cb * b[i]
+    if cb == 0:     # as in blend_row
+        for i in range(n):
+            o[i] = ca * a[i]
+    elif ca == 0:
+        for i in range(n):
+            o[i] = cb * b[i]
+    else:
+        for i in range(n):
+            o[i] = ca * a[i] + cb * b[i]
 
 
 cdef inline bint narrow_blend_ok(double ca, double cb, double na, double nb, double aa,
