@@ -350,3 +350,36 @@ def test_volume_kernels_reject_odd_direct_arguments():
     for call in calls:
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_volume_non_finite_grid_points_follow_torch(torch, padding_mode, mode, align_corners):
+    """torch's volume kernels clip NaN and +-inf coordinates differently from its 2-D
+    ones: zeros gives 0 (not NaN), border sends NaN, reflection NaN and +-inf, to the
+    last voxel of the axis. The backward is the forward's adjoint: with zeros nothing
+    is read (all gradients 0, as torch gives); with border/reflection the voxel read
+    gets grad_output (torch's own backward leaves it 0) and that coordinate's grid
+    gradient is 0."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 3, 4, 5))
+    grid = rng.uniform(-1.1, 1.1, (2, 3, 3, 4, 3))
+    for point, value in enumerate((np.nan, np.inf, -np.inf)):
+        for axis in range(3):
+            grid[point % 2, point, axis, axis, axis] = value
+    want = F.grid_sample(torch.from_numpy(x), torch.from_numpy(grid), mode=mode,
+                         padding_mode=padding_mode, align_corners=align_corners).numpy()
+    got = fi.grid_sample(x, grid, mode=mode, padding_mode=padding_mode,
+                         align_corners=align_corners)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    gi, gg = fi.grid_sample_backward(np.ones_like(got), x, grid, mode=mode,
+                                     padding_mode=padding_mode, align_corners=align_corners)
+    bad = ~np.isfinite(grid)
+    assert np.isfinite(gi).all() and np.isfinite(gg).all()
+    assert (gg[bad] == 0).all()
+    if padding_mode == "zeros":
+        assert (gg[bad.any(-1)] == 0).all()
+    # the forward's adjoint: <grid_sample(x), g> = <x, grad_input>
+    np.testing.assert_allclose((got * 1.0).sum(), (x * gi).sum(), rtol=1e-12)

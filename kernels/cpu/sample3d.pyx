@@ -33,8 +33,9 @@ from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _taps cimport unnormalize, tap_inside
-from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
-                        coordinate, linear_axis, nearest_tap, cubic_axis)
+from _gridaxis cimport (PAD_WRAP, PAD_ZEROS, PAD_REFLECTION, A_MAX, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS,
+                        LIN_SPLIT, axis_params, coordinate, linear_axis, nearest_tap,
+                        cubic_axis)
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
@@ -117,9 +118,9 @@ cdef void plan_tile(const real* g, Py_ssize_t L, int mode, int padding, bint gra
             R[(R_MX + 1) * L + j] = ay[A_SCALE]
             R[(R_MX + 2) * L + j] = az[A_SCALE]
             continue
-        x = coordinate(g[3 * j], ax, padding, grad, &mx)
-        y = coordinate(g[3 * j + 1], ay, padding, grad, &my)
-        z = coordinate(g[3 * j + 2], az, padding, grad, &mz)
+        x = volume_coordinate(g[3 * j], ax, padding, grad, &mx)
+        y = volume_coordinate(g[3 * j + 1], ay, padding, grad, &my)
+        z = volume_coordinate(g[3 * j + 2], az, padding, grad, &mz)
         R[R_MX * L + j] = mx
         R[(R_MX + 1) * L + j] = my
         R[(R_MX + 2) * L + j] = mz
@@ -168,6 +169,24 @@ cdef void plan_tile(const real* g, Py_ssize_t L, int mode, int padding, bint gra
             R[(R_F0 + 9) * L + j] = tx * uy
             R[(R_F0 + 10) * L + j] = ux * ty
             R[(R_F0 + 11) * L + j] = tx * ty
+
+
+cdef inline real volume_coordinate(real g, const real* a, int padding, bint grad,
+                                   real* mult) noexcept nogil:
+    """coordinate() with PyTorch's volume rules for a NaN or infinite pixel coordinate
+    (its 3-D kernels clip them differently from its 2-D ones): zero padding reads no
+    voxel (the output is 0, not NaN), border sends NaN, and reflection NaN and +-inf,
+    to the last voxel of the axis. Such a coordinate has no grid gradient."""
+    cdef real x = unnormalize(g, a[A_SCALE], a[A_SHIFT])
+    if x - x == 0 or padding == PAD_WRAP:      # finite (or wrap: fastinterp's own)
+        return coordinate(g, a, padding, grad, mult)
+    if padding == PAD_ZEROS:
+        mult[0] = 0
+        return -8                           # every tap outside the axis
+    if padding == PAD_REFLECTION or x != x:
+        mult[0] = 0
+        return a[A_MAX]
+    return coordinate(g, a, padding, grad, mult)   # border: +-inf clip to either end
 
 
 cdef inline void corner_offsets(const Py_ssize_t* I, Py_ssize_t L, Py_ssize_t j,
