@@ -381,7 +381,8 @@ registry.register_builtin("grid_sample_backward", _grid_sample_bwd_cpu,
 
 
 def _prepare(op, p, names, channels_last, uint8_input=False):
-    """The named arrays (C-contiguous on the CPU) and their dtype.
+    """The named arrays (as given: :func:`_host_contiguous` copies them once the
+    shapes are checked) and their dtype.
 
     ``uint8_input``: a uint8 ``input`` is allowed (grid_sample's forward);
     its grid must then be float32 or float64, and the dtype returned is uint8.
@@ -400,9 +401,15 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
     if p.backend == "cuda" and channels_last:
         raise ValueError(f"{op}: layout must be 'NCHW' (or 'CHW'/'HW') for CUDA arrays; "
                          f"got a channels-last layout.")
-    if p.backend == "cpu":
-        arrays = {k: as_c_contiguous(v) for k, v in arrays.items()}
     return tuple(arrays.values()), dtype
+
+
+def _host_contiguous(p, *arrays):
+    """The arrays C-contiguous on the CPU (a strided one copied once), as they are on
+    a device (whose kernels take strided arrays through ``p.contiguous``)."""
+    if p.backend != "cpu":
+        return arrays
+    return tuple(as_c_contiguous(a) for a in arrays)
 
 
 class _Geometry:
@@ -636,6 +643,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     cl = bool(lay and lay.nhwc)
     (x, g), dtype = _prepare(op, p, ("input", "grid"), cl, uint8_input=True)
     x, g, geo = _batched_geometry(op, p, x, g, lay, padding_mode)
+    x, g = _host_contiguous(p, x, g)      # after the checks: an error copies nothing
     # uint8 samples in float32: the fill joins the float32 result before it is rounded
     fills = _fill_values(op, fill, padding_mode, geo.dims[1],
                          np.float32 if dtype == np.uint8 else dtype)
@@ -826,7 +834,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         raise ValueError(f"{op}: grad_output must have grid_sample's output shape "
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
     batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
-    go = batched(go)
+    go, x, g = _host_contiguous(p, batched(go), x, g)
     if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
             a.flags.c_contiguous for a in (grad_output, input, grid)):
         plan = _backward_plan(op, dtype, tuple(x_user.shape), tuple(g_user.shape), go.shape,

@@ -853,3 +853,22 @@ def test_uint8_constant_fill_follows_the_uint8_rule(fill, mode):
     got_nhwc = fi.grid_sample(hwc, g, mode=mode, padding_mode="constant", fill=fill,
                               layout="NHWC")
     assert np.array_equal(got_nhwc, got.transpose(0, 2, 3, 1))
+
+
+def test_argument_errors_copy_nothing():
+    """A strided input is copied once for the kernels, after the shape checks: a call
+    refused for its grid's shape allocates nothing of the input's size."""
+    import tracemalloc
+    x = np.zeros((4, 8, 256, 256), np.float32)[..., ::2]          # 8 MB, strided
+    bad_grid = np.zeros((4, 5, 5, 3), np.float32)
+    tracemalloc.start()
+    try:
+        for call in (lambda: fi.grid_sample(x, bad_grid),
+                     lambda: fi.grid_sample_backward(np.zeros((4, 8, 5, 5), np.float32), x,
+                                                     bad_grid)):
+            with pytest.raises(ValueError, match="grid must have shape"):
+                call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < x.nbytes // 4
