@@ -40,7 +40,7 @@ import fastinterp as _fi
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
-from .warp import _check_dsize, _rotation_matrix, matrix_type_error
+from .warp import _check_dsize, _rotate_matrix, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -493,7 +493,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout("rotate", "img", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _rotation_matrix("rotate", angle, center, scale)
+    M = _rotate_matrix("rotate", angle, center, scale)
     return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout)
 

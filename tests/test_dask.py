@@ -552,6 +552,13 @@ def test_warp_errors_are_the_in_memory_ones():
         fd.warp_perspective(dx, np.eye(2, 3), (4, 4))
     with pytest.raises(ValueError, match="rotate: padding_mode must be one of"):
         fd.rotate(dx, 10.0, padding_mode="mirror")
+    with pytest.raises(ValueError, match="^rotate: scale must be non-zero; got 0"):
+        fd.rotate(dx, 10.0, scale=0)
+    with pytest.raises(ValueError, match="^warp_affine: align_corners applies to match='torch'"):
+        fd.warp_affine(dx, np.eye(2, 3), (4, 4), align_corners=True)
+    with pytest.raises(ValueError, match="^warp_perspective: inverse_map applies to "
+                                         "match='opencv' only"):
+        fd.warp_perspective(dx, np.eye(3), (4, 4), match="torch", inverse_map=True)
     with pytest.raises(ValueError, match=r"warp_affine: img must have shape \(C, H, W\) for layout='CHW'; got \(2, 3, 8, 8\)"):
         fd.warp_affine(dx, np.eye(2, 3), (4, 4), layout="CHW")
 

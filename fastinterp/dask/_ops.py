@@ -234,7 +234,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     H, W = _hw(x.shape, batch_layout == "NHWC")
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _wp._rotation_matrix("rotate", angle, center, scale)
+    M = _wp._rotate_matrix("rotate", angle, center, scale)
     return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout, chunks, max_window)
 
