@@ -408,8 +408,20 @@ class Prepared:
         return caller_result
 
 
-def begin(op: str, **named) -> Prepared:
+def _native(arr):
+    """A NumPy array in the machine's byte order: one stored in the other (read from a
+    big-endian file, say) is copied once, as a non-contiguous input is."""
+    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
     """Decide the backend for ``named`` arguments and convert them for its kernels.
+
+    CPU arrays in the other byte order are copied once into the native one, except
+    those named in ``writes`` (updated in place: a copy would take the update), which
+    the op's dtype check refuses.
 
     Examples
     --------
@@ -419,7 +431,7 @@ def begin(op: str, **named) -> Prepared:
     ('cpu', 'ndarray')
     """
     if all(type(obj) in _PLAIN_NUMPY for obj in named.values()):
-        return _begin_numpy(op, named)
+        return _begin_numpy(op, named, writes)
     backend = backend_of(*named.values(), names=tuple(named))
     arrays: dict[str, Any] = {}
     template = template_kind = None
@@ -434,7 +446,8 @@ def begin(op: str, **named) -> Prepared:
         if backend == CUDA:
             arrays[name] = _cuda_support().as_device(plain)
         else:
-            arrays[name] = _to_numpy(plain, kind, op, name)
+            arr = _to_numpy(plain, kind, op, name)
+            arrays[name] = arr if name in writes else _native(arr)
     storage = _half_storage(op, backend, arrays, named)
     return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage)
 
@@ -445,10 +458,11 @@ def begin(op: str, **named) -> Prepared:
 _PLAIN_NUMPY = frozenset({np.ndarray, float, int, bool, type(None)})
 
 
-def _begin_numpy(op: str, named: dict) -> Prepared:
+def _begin_numpy(op: str, named: dict, writes: tuple[str, ...] = ()) -> Prepared:
     """``begin`` for NumPy arrays and Python scalars only: the CPU backend, the arrays
-    themselves, the first array as the template (half-precision arrays widened)."""
-    arrays = dict(named)
+    themselves (in native byte order), the first array as the template (half-precision
+    arrays widened)."""
+    arrays = {name: obj if name in writes else _native(obj) for name, obj in named.items()}
     template = next((obj for obj in named.values() if type(obj) is np.ndarray), None)
     storage = _half_storage(op, CPU, arrays, named)
     return Prepared(op, CPU, arrays, template, None if template is None else "numpy",

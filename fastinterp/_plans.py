@@ -68,7 +68,8 @@ def key(op: str, arrays: tuple, params: tuple) -> tuple | None:
     for a in arrays:
         if a is None:
             parts.append(None)
-        elif type(a) is np.ndarray and a.dtype.metadata is None:   # metadata: never equal
+        elif (type(a) is np.ndarray and a.dtype.metadata is None   # metadata: never equal
+              and a.dtype.isnative):           # byte-swapped: converted by the full path
             f = a.flags
             parts.append((a.shape, a.dtype, f.c_contiguous, f.f_contiguous, f.writeable))
         else:

@@ -52,7 +52,16 @@ def float_dtype(op: str, name: str, arr) -> np.dtype:
     if dtype in FLOAT_DTYPES:
         return dtype
     hint = " (cast float16 to float32 first)" if dtype == np.float16 else ""
-    raise TypeError(f"{op}: {name} must have dtype float32 or float64{hint}; got {dtype}.")
+    raise TypeError(f"{op}: {name} must have dtype float32 or float64{hint}"
+                    f"{_byte_order_hint(dtype, FLOAT_DTYPES)}; got {dtype}.")
+
+
+def _byte_order_hint(dtype: np.dtype, allowed) -> str:
+    """" in native byte order" when ``dtype`` is refused for its byte order alone (the
+    arrays an op writes in place, which cannot be converted), else ""."""
+    if dtype.isnative or dtype.newbyteorder("=") not in allowed:
+        return ""
+    return " in native byte order"
 
 
 def same_dtype(op: str, **arrays) -> np.dtype:
@@ -390,7 +399,9 @@ def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: out must have shape {shape_str(shape)}; got {shape_str(out.shape)}.")
     if np.dtype(out.dtype) != np.dtype(dtype):
-        raise TypeError(f"{op}: out must have dtype {np.dtype(dtype)}; got {np.dtype(out.dtype)}.")
+        hint = _byte_order_hint(np.dtype(out.dtype), (np.dtype(dtype),))
+        raise TypeError(f"{op}: out must have dtype {np.dtype(dtype)}{hint}; "
+                        f"got {np.dtype(out.dtype)}.")
     if not _is_c_contiguous(out):
         raise ValueError(f"{op}: out must be C-contiguous; got strides {tuple(out.strides)}.")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
@@ -435,4 +446,5 @@ def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     names = [np.dtype(d).name for d in allowed]
     floats = [n for n in names if n.startswith("float")]
     names = " or ".join(floats) + "".join(f" (or {n})" for n in names if n not in floats)
-    raise TypeError(f"{op}: {name} must have dtype {names}; got {dtype}.")
+    hint = _byte_order_hint(dtype, [np.dtype(d) for d in allowed])
+    raise TypeError(f"{op}: {name} must have dtype {names}{hint}; got {dtype}.")

@@ -43,7 +43,7 @@ import fastinterp as _fi
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
-from .warp import _check_dsize, _rotation_matrix, _warp_as, matrix_type_error
+from .warp import _check_dsize, _rotate_matrix, _warp_as, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -531,7 +531,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
     op = "rotate"
     angle, scale = _constant(op, "angle", angle), _constant(op, "scale", scale)
-    M = _rotation_matrix(op, angle, _constant(op, "center", center), scale)
+    M = _rotate_matrix(op, angle, _constant(op, "center", center), scale)
     return _warp(op, 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout)
 

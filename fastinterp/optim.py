@@ -92,7 +92,7 @@ class _Param:
     def __init__(self, op: str, name: str, obj: Any) -> None:
         if obj is None or not hasattr(obj, "shape"):
             raise TypeError(f"{op}: {name} must be an array; got {type(obj).__name__}.")
-        prepared = begin(op, param=_updatable(obj))
+        prepared = begin(op, writes=("param",), param=_updatable(obj))
         arr = prepared.arrays["param"]
         self.caller, self.name, self.backend = obj, name, prepared.backend
         self.dtype = float_dtype(op, name, arr)
@@ -354,7 +354,7 @@ class Optimizer:
             if not hasattr(g, "shape"):
                 raise TypeError(f"{op}: {name} must be an array or None; "
                                 f"got {type(g).__name__}.")
-            prepared = begin(op, **{p.name: _updatable(p.caller), name: g})
+            prepared = begin(op, writes=(p.name,), **{p.name: _updatable(p.caller), name: g})
             param = p.view(op, prepared.arrays[p.name])
             arr = prepared.arrays[name]
             dtype = float_dtype(op, name, arr)

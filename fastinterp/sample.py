@@ -58,16 +58,16 @@ def base_coordinates(n: int, align_corners: bool, dtype) -> np.ndarray:
     return vals
 
 
-def _layout_dims(op, x, lay):
-    """(N, C, H, W) of the input in its resolved layout, with H, W >= 1.
+def _layout_dims(op, x, lay, name="input"):
+    """(N, C, H, W) of the image argument ``name`` in its resolved layout, with H, W >= 1.
 
     ``lay`` is a Layout, or a bool meaning a batched NHWC (True) / NCHW input.
     """
     if isinstance(lay, (bool, np.bool_)):
-        lay = resolve_layout(op, "input", x, "NHWC" if lay else "NCHW")
+        lay = resolve_layout(op, name, x, "NHWC" if lay else "NCHW")
     n, c, h, w = lay.split(x.shape)
     if h < 1 or w < 1:
-        raise ValueError(f"{op}: input must have H >= 1 and W >= 1; got {shape_str(x.shape)}.")
+        raise ValueError(f"{op}: {name} must have H >= 1 and W >= 1; got {shape_str(x.shape)}.")
     return n, c, h, w
 
 

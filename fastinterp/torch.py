@@ -78,7 +78,7 @@ from ._dispatch import _plain_tensor
 from .blend import SLERP_NORMS, slerp_axis
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, static_fill
-from .warp import _check_dsize, _rotation_rows, _warp_as, matrix_type_error
+from .warp import _check_dsize, _rotate_rows, _warp_as, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
            "grid_sample", "interpolate", "lerp", "pairwise_l2", "pairwise_sqdist", "resize",
@@ -950,7 +950,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)     # symbolic when the shape is
-    M = _matrix(_rotation_rows(op, angle, center, scale))
+    M = _matrix(_rotate_rows(op, angle, center, scale))
     return _warp(op, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
                  layout)
 

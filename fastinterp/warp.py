@@ -25,7 +25,7 @@ import numpy as np
 from ._dispatch import begin, to_host
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
-                        float_dtype, int_sizes, shape_str)
+                        float_dtype, int_sizes, same_dtype, shape_str, symbolic)
 from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates, grid_sample,
                      grid_sample_backward)
 
@@ -111,12 +111,9 @@ class _Map:
             self.by = np.arange(Ho, dtype=np.float64)
             self.norm = _pixel_to_normalized(H, W)
             square = _square(self.M)
+            self.scales = np.ones((N, 1, 1))
             if not inverse_map:
-                det = np.linalg.det(square)
-                if not (np.abs(det) > 0).all():
-                    raise ValueError(f"{op}: M must be invertible (OpenCV convention maps "
-                                     f"source to destination); got determinant(s) {det}.")
-                square = np.linalg.inv(square)
+                square, self.scales = _inverted(op, square, self.shared, self.affine)
             self.inner = square                      # destination pixel -> source pixel
             self.K = self.norm @ square
         else:
@@ -140,15 +137,13 @@ class _Map:
     def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
         """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:
         (r1 - r0, c1 - c0, 2) in dtype."""
-        u, v, w = self.homogeneous(n, r0, r1, c0, c1)
-        if w is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            u, v, w = self.homogeneous(n, r0, r1, c0, c1)
+            if w is not None:
                 u, v = u / w, v / w
-            u = np.nan_to_num(u, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
-            v = np.nan_to_num(v, nan=FAR_OUTSIDE, posinf=FAR_OUTSIDE, neginf=-FAR_OUTSIDE)
         grid = np.empty(u.shape + (2,), dtype)
-        grid[..., 0] = u
-        grid[..., 1] = v
+        grid[..., 0] = _far_outside(u, dtype)
+        grid[..., 1] = _far_outside(v, dtype)
         return grid
 
     def grad_K(self, grad_grid):
@@ -175,12 +170,100 @@ class _Map:
             g_inner = self.norm.T @ grad_K                       # K = norm @ inner
             if self.inverse_map:
                 g = g_inner
-            else:                                                # inner = inv(square)
+            else:                                        # inner = inv(square / scales)
                 g = -np.swapaxes(self.inner, 1, 2) @ g_inner @ np.swapaxes(self.inner, 1, 2)
+                with np.errstate(over="ignore"):     # as large as 1 / scale: maybe inf
+                    g = g / self.scales
         else:
             g = grad_K
         g = g[:, :2] if self.affine else g
         return g.sum(axis=0) if self.shared else g
+
+
+def _far_outside(u, dtype):
+    """Normalized coordinates with those beyond what the sampler computes with in ``dtype``
+    (the square root of its largest value: 1.8e19 for float32), and nan and inf (points at
+    infinity, w == 0), replaced by the point ``FAR_OUTSIDE`` in their direction (nan: +)."""
+    limit = np.sqrt(np.finfo(dtype).max)
+    far = ~(np.abs(u) <= limit)
+    if not far.any():
+        return u
+    return np.where(far, np.where(u < 0, -FAR_OUTSIDE, FAR_OUTSIDE), u)
+
+
+def _power_of_two_near(big):
+    """The power of two nearest above ``big``'s magnitude (1 for 0): dividing by it is exact."""
+    return np.ldexp(1.0, np.frexp(np.where(big > 0, big, 1.0))[1])
+
+
+def _lapack_inverses(square):
+    """``(inverses, singular)`` of (N, 3, 3) matrices; singular: an exactly zero pivot."""
+    inv = np.zeros_like(square)
+    singular = np.zeros(len(square), bool)
+    try:
+        inv[...] = np.linalg.inv(square)
+    except np.linalg.LinAlgError:                    # which ones: one at a time
+        for n, m in enumerate(square):
+            try:
+                inv[n] = np.linalg.inv(m)
+            except np.linalg.LinAlgError:
+                singular[n] = True
+    return inv, singular
+
+
+def _affine_inverses(square):
+    """``(inverses, singular)`` of (N, 3, 3) affine matrices, as ``cv2.invertAffineTransform``
+    computes them (the same bits), with the 2 x 2 part first divided by a power of two near
+    its largest entry: its determinant then neither under- nor overflows (1e-170 * I is
+    invertible). Singular: that determinant is 0."""
+    p2 = _power_of_two_near(np.abs(square[:, :2, :2]).max(axis=(1, 2)))
+    a, b = square[:, 0, 0] / p2, square[:, 0, 1] / p2
+    c, d = square[:, 1, 0] / p2, square[:, 1, 1] / p2
+    det = a * d - b * c
+    singular = det == 0
+    r = 1.0 / np.where(singular, 1.0, det)
+    inv = np.zeros_like(square)
+    inv[:, 0, 0], inv[:, 0, 1] = d * r / p2, -b * r / p2
+    inv[:, 1, 0], inv[:, 1, 1] = -c * r / p2, a * r / p2
+    tx, ty = square[:, 0, 2], square[:, 1, 2]
+    inv[:, 0, 2] = -inv[:, 0, 0] * tx - inv[:, 0, 1] * ty
+    inv[:, 1, 2] = -inv[:, 1, 0] * tx - inv[:, 1, 1] * ty
+    inv[:, 2, 2] = 1.0
+    return inv, singular
+
+
+def _inverted(op, square, shared, affine):
+    """``(inner, scales)``: the inverses of OpenCV's source -> destination matrices (N, 3, 3)
+    as ``inner[n] = inv(square[n] / scales[n])``, scales (N, 1, 1).
+
+    An affine matrix is inverted as OpenCV inverts it (scale 1). A homography is the same
+    map at any scale: it is divided by a power of two near its largest entry first (exact:
+    its warp and gradient are unchanged), so that neither it nor its inverse over- or
+    underflows, then inverted by LAPACK (singular: an exactly zero pivot). Neither test
+    is a determinant, which underflows to 0 for invertible matrices such as 1e-170 * I.
+    A singular matrix, or an inverse beyond float64, is a ValueError naming ``M``.
+    """
+    mats = square[:1] if shared else square
+    scales = np.ones((len(mats), 1, 1))
+    if not affine:
+        scales = _power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True))
+    with np.errstate(all="ignore"):
+        inv, singular = (_affine_inverses if affine else _lapack_inverses)(mats / scales)
+    overflows = ~singular & ~np.isfinite(inv).all(axis=(1, 2))
+    if singular.any():
+        i = int(np.argmax(singular))
+        which = "" if shared else f"M[{i}] with "
+        raise ValueError(f"{op}: M must be invertible (OpenCV convention maps source to "
+                         f"destination); got {which}determinant "
+                         f"{float(np.linalg.det(mats[i]))!r}.")
+    if overflows.any():
+        i = int(np.argmax(overflows))
+        given = (mats[i, :2] if affine else mats[i]).tolist()
+        raise ValueError(f"{op}: M must have an inverse that float64 can hold (OpenCV "
+                         f"convention maps source to destination); got "
+                         f"{'M' if shared else f'M[{i}]'} = {given}.")
+    n = len(square)
+    return np.broadcast_to(inv, (n, 3, 3)), np.broadcast_to(scales, (n, 1, 1))
 
 
 def _moments(weights, bx, by):
@@ -202,20 +285,35 @@ def _image_layout(op, img, layout):
     return resolve_layout(op, "img", img, layout)
 
 
+def _check_convention(op, match, align_corners, inverse_map):
+    """``(align_corners, inverse_map)`` as bools, each refused when set for the ``match``
+    it does not apply to (its default, False, fits both)."""
+    check_option(op, "match", match, MATCHES)
+    align = check_bool(op, "align_corners", align_corners)
+    inverse = check_bool(op, "inverse_map", inverse_map)
+    for name, value, applies in (("align_corners", align, "torch"),
+                                 ("inverse_map", inverse, "opencv")):
+        if value and match != applies:
+            raise ValueError(f"{op}: {name} applies to match={applies!r} only; got "
+                             f"{name}=True with match={match!r}.")
+    return align, inverse
+
+
 def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
            layout, fill, rows, uint8_ok=False, **more):
     """Validate a warp call: ``(p, lay, batched img, map, (N, C, Ho, Wo), grid_sample options)``;
     ``uint8_ok``: a uint8 image is allowed (the forward, which grid_sample runs on it)."""
-    check_option(op, "match", match, MATCHES)
-    align = check_bool(op, "align_corners", align_corners)
-    inverse = check_bool(op, "inverse_map", inverse_map)
+    align, inverse = _check_convention(op, match, align_corners, inverse_map)
     Ho, Wo = _check_dsize(op, dsize)
     p = begin(op, img=img, **more)
     x = p.arrays["img"]
     lay = _image_layout(op, x, layout)
     if not (uint8_ok and getattr(x, "dtype", None) == np.uint8):
         float_dtype(op, "img", x)
-    N, C, H, W = _layout_dims(op, x, lay)
+    elif p.backend != "cpu":
+        raise TypeError(f"{op}: img must be a CPU array for dtype uint8 (uint8 warps run on "
+                        f"the CPU); got a {p.backend.upper()} array.")
+    N, C, H, W = _layout_dims(op, x, lay, "img")
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
@@ -279,6 +377,7 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
     grid = _full_grid(wmap, N, dtype)
     go = p.arrays["grad_output"]
     check_array(op, "grad_output", go)
+    same_dtype(op, img=x, grad_output=go)
     if tuple(go.shape) != lay.join(N, C, Ho, Wo):
         raise ValueError(f"{op}: grad_output must have shape "
                          f"{shape_str(lay.join(N, C, Ho, Wo))} (the forward's output); "
@@ -316,13 +415,18 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
         'border' BORDER_REPLICATE, 'reflection' BORDER_REFLECT, 'wrap'
         BORDER_WRAP.
     align_corners : bool
-        ``match="torch"`` only: PyTorch's normalized-coordinate convention.
+        ``match="torch"`` only: PyTorch's normalized-coordinate convention
+        (True with ``match="opencv"`` raises ``ValueError``).
     match : {'opencv', 'torch'}
         'opencv': ``M`` maps source pixels to destination pixels (pixel i's
         centre at i); 'torch': ``M`` is ``F.affine_grid``'s theta (output
         normalized coordinates to input normalized coordinates).
     inverse_map : bool
-        'opencv' only: ``M`` maps destination to source (``WARP_INVERSE_MAP``).
+        'opencv' only: ``M`` maps destination to source (``WARP_INVERSE_MAP``);
+        True with ``match="torch"`` raises ``ValueError``. Without it ``M`` must be
+        invertible (``ValueError`` otherwise); it is inverted as
+        ``cv2.invertAffineTransform`` does, scale-aware, so that tiny matrices
+        whose determinant underflows (``1e-170 * np.eye(2, 3)``) still warp.
     out : array, optional
         Destination of the output's shape and dtype, C-contiguous.
     layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
@@ -514,6 +618,30 @@ def _rotation_rows(op, angle, center, scale):
     return (a, b, (1 - a) * cx - b * cy), (-b, a, b * cx + (1 - a) * cy)
 
 
+def _rotate_rows(op, angle, center, scale):
+    """:func:`_rotation_rows` for :func:`rotate`, which inverts the rotation: a ValueError
+    naming ``scale`` when it is 0, or so small that the inverse overflows. (Symbolic
+    numbers of a traced torch function pass: the warp checks the matrix when it runs.)"""
+    rows = _rotation_rows(op, angle, center, scale)
+    s = finite_float(op, "scale", scale)
+    if symbolic(s) or any(symbolic(v) for row in rows for v in row):
+        return rows
+    if s == 0:
+        shown = repr(scale) if type(scale) in (int, float) else repr(s)
+        raise ValueError(f"{op}: scale must be non-zero; got {shown}.")
+    inverse = (None if not abs(1.0 / s) < math.inf else      # rotation_matrix(-angle, c, 1/s)
+               _rotation_rows(op, -finite_float(op, "angle", angle), center, 1.0 / s))
+    if inverse is None or not all(abs(v) < math.inf for row in inverse for v in row):
+        raise ValueError(f"{op}: scale must be non-zero and large enough for the rotation's "
+                         f"inverse to be finite (in float64); got {s!r}.")
+    return rows
+
+
+def _rotate_matrix(op, angle, center, scale):
+    """:func:`_rotate_rows` as a (2, 3) float64 array."""
+    return np.array(_rotate_rows(op, angle, center, scale))
+
+
 def _center(op, center):
     """A rotation centre (x, y) as two finite floats."""
     try:
@@ -541,7 +669,8 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
         Pixel coordinates of the fixed point; default the image centre
         ``((W - 1) / 2, (H - 1) / 2)``.
     scale : float
-        Isotropic scale.
+        Isotropic scale, non-zero (the rotation is inverted): 0, or a scale so
+        small that the inverse overflows float64, raises ``ValueError``.
     mode, padding_mode, out, fill, layout
         As :func:`warp_affine`.
 
@@ -563,6 +692,6 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = _image_layout("rotate", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _rotation_matrix("rotate", angle, center, scale)
+    M = _rotate_matrix("rotate", angle, center, scale)
     return _forward("rotate", img, M, (H, W), "opencv", mode, padding_mode, False, False,
                     layout, out, fill, rows=2)

@@ -532,6 +532,18 @@ def test_warp_reads_only_the_source_blocks_it_reaches():
     assert {(k[2].start, k[3].start) for k in src.reads} == {(0, 0)}
 
 
+@pytest.mark.parametrize("call", [lambda a: fd.resize(a, size=(5, 3), mode="bicubic"),
+                                  lambda a: fd.adaptive_avg_pool2d(a, 3),
+                                  lambda a: fd.warp_affine(a, 0.9 * np.eye(2, 3), (6, 6))])
+def test_byte_swapped_sources_give_the_native_result(call):
+    x = np.random.default_rng(3).random((1, 2, 8, 8))
+    swapped = x.astype(x.dtype.newbyteorder("S"))
+    got = call(da.from_array(swapped, chunks=(1, 2, 4, 4)))
+    want = call(da.from_array(x, chunks=(1, 2, 4, 4)))
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.compute(**SYNC), want.compute(**SYNC))
+
+
 def test_warp_errors_are_the_in_memory_ones():
     dx = da.zeros((2, 3, 8, 8), chunks=(1, 3, 4, 4), dtype=np.float32)
     with pytest.raises(ValueError, match="warp_affine: M must be invertible"):
@@ -540,6 +552,13 @@ def test_warp_errors_are_the_in_memory_ones():
         fd.warp_perspective(dx, np.eye(2, 3), (4, 4))
     with pytest.raises(ValueError, match="rotate: padding_mode must be one of"):
         fd.rotate(dx, 10.0, padding_mode="mirror")
+    with pytest.raises(ValueError, match="^rotate: scale must be non-zero; got 0"):
+        fd.rotate(dx, 10.0, scale=0)
+    with pytest.raises(ValueError, match="^warp_affine: align_corners applies to match='torch'"):
+        fd.warp_affine(dx, np.eye(2, 3), (4, 4), align_corners=True)
+    with pytest.raises(ValueError, match="^warp_perspective: inverse_map applies to "
+                                         "match='opencv' only"):
+        fd.warp_perspective(dx, np.eye(3), (4, 4), match="torch", inverse_map=True)
     with pytest.raises(ValueError, match=r"warp_affine: img must have shape \(C, H, W\) for layout='CHW'; got \(2, 3, 8, 8\)"):
         fd.warp_affine(dx, np.eye(2, 3), (4, 4), layout="CHW")
 

@@ -668,3 +668,60 @@ def test_register_validates_its_arguments(kwargs, error, message):
         assert registry.unregister("test-bad") == 0
     assert registry.entries() == before
     np.testing.assert_array_equal(fi.lerp(np.zeros(3), np.ones(3), 0.5), 0.5)
+
+
+# ------------------------------------------------------------------ byte order
+
+def _swapped(a):
+    """``a`` stored in the other byte order (as read from a big-endian file, say)."""
+    return a.astype(a.dtype.newbyteorder("S"))
+
+
+_BYTE_ORDER_CALLS = {
+    "grid_sample": lambda x, g: fi.grid_sample(x, g, align_corners=True),
+    "grid_sample_backward": lambda x, g: fi.grid_sample_backward(x[:, :, :4, :5], x, g),
+    "affine_grid": lambda x, g: fi.affine_grid(x[:1, 0, :2, :3], (1, 1, 4, 5)),
+    "warp_affine": lambda x, g: fi.warp_affine(x, np.array([[1.0, 0.2, 0.5], [0.1, 0.9, 0.0]]),
+                                               (4, 5)),
+    "warp_perspective_backward": lambda x, g: fi.warp_perspective_backward(
+        x[:, :, :4, :5], x, np.eye(3) + 0.01, (4, 5)),
+    "resize": lambda x, g: fi.resize(x, size=(9, 4), mode="bicubic"),
+    "adaptive_avg_pool2d": lambda x, g: fi.adaptive_avg_pool2d(x, 3),
+    "lerp": lambda x, g: fi.lerp(x, x[:, :, ::-1], 0.25),
+    "slerp": lambda x, g: fi.slerp(x[0, 0], x[1, 0], 0.5),
+    "pairwise_sqdist": lambda x, g: fi.pairwise_sqdist(x[0, 0], x[1, 1]),
+    "knn": lambda x, g: fi.knn(x[0, 0], x[1, 2], 2),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_BYTE_ORDER_CALLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_byte_swapped_arrays_are_read_as_their_values(op, dtype, rng):
+    """Arrays of the other byte order are converted once (like non-contiguous ones): every
+    op gives the native array's result, in the native dtype, for the first and later calls."""
+    x = rng.random((2, 3, 6, 7)).astype(dtype)
+    g = rng.uniform(-1.1, 1.1, (2, 4, 5, 2)).astype(dtype)
+    call = _BYTE_ORDER_CALLS[op]
+    want = call(x, g)
+    for _ in range(2):        # the second call may run a stored plan
+        got = call(_swapped(x), _swapped(g))
+        for w, r in zip(*((want, got) if isinstance(want, tuple) else ((want,), (got,)))):
+            assert r.dtype == w.dtype and r.dtype.isnative
+            np.testing.assert_array_equal(r, w)
+
+
+def test_byte_swapped_arrays_are_named_where_they_cannot_be_converted():
+    """An ``out`` or an optimizer's parameter is written in place: no copy, a clear error."""
+    x = np.zeros((1, 1, 4, 4))
+    f8, f4, i4 = (_swapped(np.zeros(3, d)).dtype for d in ("f8", "f4", "i4"))
+    with pytest.raises(TypeError, match=rf"^resize: out must have dtype float64 in native byte "
+                                        rf"order; got \{f8}\."):
+        fi.resize(x, size=(4, 4), out=np.zeros((1, 1, 4, 4), f8))
+    with pytest.raises(TypeError, match=rf"^SGD: params\[0\] must have dtype float32 or float64 "
+                                        rf"in native byte order; got \{f8}\."):
+        fi.SGD([np.zeros(3, f8)], lr=0.1)
+    with pytest.raises(TypeError, match=rf"^op: x must have dtype float32 or float64 in native "
+                                        rf"byte order; got \{f4}\."):
+        V.float_dtype("op", "x", np.zeros(1, f4))
+    with pytest.raises(TypeError, match=rf"^op: x must have dtype float32 or float64; got \{i4}\."):
+        V.float_dtype("op", "x", np.zeros(1, i4))

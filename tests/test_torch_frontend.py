@@ -608,6 +608,17 @@ def test_rotate_gradcheck_and_values():
                                rtol=1e-14, atol=1e-14)
 
 
+def test_rotate_scale_and_warp_options_raise_under_their_names():
+    x = _t(_rng(40).standard_normal((1, 2, 5, 6)))
+    with pytest.raises(ValueError, match=r"^rotate: scale must be non-zero; got 0\.0"):
+        fit.rotate(x, 23.0, scale=0.0)
+    y = fit.rotate(x, 23.0, center=(0, 0), scale=1e-200)      # only the fixed point inside
+    np.testing.assert_allclose(y[..., 0, 0].numpy(), x[..., 0, 0].numpy(), rtol=1e-12)
+    assert not y.reshape(1, 2, -1)[..., 1:].any()
+    with pytest.raises(ValueError, match=r"^warp_affine: align_corners applies to match='torch'"):
+        fit.warp_affine(x, torch.eye(2, 3), (4, 4), align_corners=True)
+
+
 def test_grid_sample_channels_last_is_deprecated():
     x, g = torch.rand(1, 4, 5, 2), torch.zeros(1, 2, 2, 2)
     with pytest.warns(FutureWarning, match="grid_sample: channels_last is deprecated"):

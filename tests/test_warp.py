@@ -379,6 +379,24 @@ def test_cuda_arrays_give_the_cpu_result(cuda):
     np.testing.assert_allclose(gm, ref_gm, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("call", [lambda x: fi.warp_affine(x, np.eye(2, 3), (3, 3)),
+                                  lambda x: fi.warp_perspective(x, np.eye(3), (3, 3)),
+                                  lambda x: fi.rotate(x, 30.0)])
+def test_uint8_cuda_images_are_refused_under_the_warps_name(cuda, call):
+    x = cuda.to_device(np.zeros((1, 1, 4, 4), np.uint8))
+    op = call.__code__.co_names[1]
+    with pytest.raises(TypeError, match=rf"^{op}: img must be a CPU array for dtype uint8"):
+        call(x)
+
+
+def test_affine_inverse_is_opencvs_bit_for_bit():
+    rng = np.random.default_rng(21)
+    M = rng.standard_normal((50, 2, 3)) * 10.0 ** rng.uniform(-8, 8, (50, 1, 1))
+    inner = warp._Map("warp_affine", M, 2, 50, 6, 7, 5, 4, "opencv", False, False).inner
+    for m, got in zip(M, inner):
+        np.testing.assert_array_equal(got[:2], cv2.invertAffineTransform(m))
+
+
 # --------------------------------------------------------------------------- hostile arguments
 
 IMG = np.zeros((1, 1, 4, 4))
@@ -540,3 +558,166 @@ def test_sizes_take_integer_arrays_of_any_framework():
     for bad in ((6.0, 7), (True, 7), torch.tensor([True, False]), (torch.tensor(6.0), 7), "67"):
         with pytest.raises(TypeError, match="dsize must be a sequence"):
             fi.warp_affine(img, M, bad)
+
+
+# --------------------------------------------------------------------------- tiny and singular matrices
+
+@pytest.mark.parametrize("s", [1e-170, 1e-200, 1e-300])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_invertible_affine_matrices_warp_by_their_exact_inverse(s, dtype):
+    """det underflows to 0 in float64, but the inverse exists: the warp samples by it."""
+    img = np.random.default_rng(1).random((2, 3, 6, 7)).astype(dtype)
+    for M in (s * np.eye(2, 3), np.array([[s, 0.0, 3 * s], [-2 * s, s, 0.0]])):
+        A = M[:, :2] / s                                 # exact: entries are small integers
+        inv = np.zeros((2, 3))
+        inv[:, :2] = np.linalg.inv(A) / s
+        inv[:, 2] = -inv[:, :2] @ M[:, 2]
+        for padding_mode in ("zeros", "border", "reflection"):
+            got = fi.warp_affine(img, M, (5, 4), padding_mode=padding_mode)
+            want = fi.warp_affine(img, inv, (5, 4), padding_mode=padding_mode, inverse_map=True)
+            assert np.isfinite(got).all()
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        # destination pixel (0, 0) is source pixel (0, 0): the only one inside the image
+        got = fi.warp_affine(img, s * np.eye(2, 3), (5, 4))
+        np.testing.assert_allclose(got[..., 0, 0], img[..., 0, 0], rtol=1e-6)
+        assert not got.reshape(2, 3, -1)[..., 1:].any()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("s", [1e-120, 1e-200, 1e-310, 1e120, 1e300, 2.0**-40])
+def test_homographies_of_any_scale_are_the_same_warp(s):
+    """A homography and its multiples are one map, however small or large the factor."""
+    rng = np.random.default_rng(2)
+    img = smooth_image(rng, 1, 2, 9, 8)
+    Hm = random_homography(rng, 9, 8)
+    tol = 1e-9 if s < 1e-300 else 1e-12        # subnormal entries: Hm * s holds fewer digits
+    want = fi.warp_perspective(img, Hm, (7, 6))
+    np.testing.assert_allclose(fi.warp_perspective(img, Hm * s, (7, 6)), want, rtol=tol, atol=tol)
+    go = rng.standard_normal(want.shape)
+    gi, gm = fi.warp_perspective_backward(go, img, Hm, (7, 6))
+    gi_s, gm_s = fi.warp_perspective_backward(go, img, Hm * s, (7, 6))
+    np.testing.assert_allclose(gi_s, gi, rtol=tol, atol=tol)
+    if 1e-300 < s < 1e300:    # d/dM of a map of M / s: the gradient scales by 1 / s
+        np.testing.assert_allclose(gm_s * s, gm, rtol=1e-9, atol=1e-9 * np.abs(gm).max())
+
+
+def test_tiny_affine_matrices_match_opencv_where_it_inverts_them():
+    img = np.random.default_rng(3).random((8, 8)).astype(np.float32)
+    M = 1e-150 * np.eye(2, 3)                    # det 1e-300: cv2 inverts it
+    ref = cv2.warpAffine(img, M, (5, 4), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    got = fi.warp_affine(img, M, (4, 5), layout="HW")
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-200, -1e-250, 1e-300])
+def test_rotate_by_a_tiny_scale_keeps_only_the_fixed_point(scale):
+    img = np.random.default_rng(4).random((1, 2, 8, 8))
+    got = fi.rotate(img, 10, center=(0, 0), scale=scale)
+    np.testing.assert_array_equal(got[..., 0, 0], img[..., 0, 0])
+    assert not got.reshape(1, 2, -1)[..., 1:].any()
+    assert np.isfinite(fi.rotate(img, 10, scale=scale)).all()
+
+
+@pytest.mark.parametrize("scale, shown", [(0, "0"), (0.0, "0.0"), (-0.0, "-0.0"),
+                                          (np.float32(0), "0.0")])
+def test_rotate_by_scale_zero_names_scale(scale, shown):
+    with pytest.raises(ValueError, match=rf"^rotate: scale must be non-zero; got {shown}\.$"):
+        fi.rotate(IMG, 10, scale=scale)
+    # rotation_matrix itself takes scale 0, as cv2.getRotationMatrix2D does
+    np.testing.assert_array_equal(fi.rotation_matrix(10, (1.0, 2.0), scale),
+                                  [[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
+
+
+def test_rotate_by_a_scale_whose_inverse_overflows_names_scale():
+    with pytest.raises(ValueError, match=r"^rotate: scale must be non-zero and large enough "
+                                         r"for the rotation's inverse to be finite .*; got 1e-320"):
+        fi.rotate(IMG, 10, scale=1e-320)
+
+
+def test_singular_matrix_errors_show_the_matrix_given():
+    img2 = np.zeros((2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"^warp_affine: M must be invertible \(OpenCV convention "
+                                         r"maps source to destination\); got determinant 0\.0\.$"):
+        fi.warp_affine(img2, np.zeros((2, 3)), (4, 4))
+    with pytest.raises(ValueError, match=r"^warp_perspective_backward: M must be invertible .*; "
+                                         r"got M\[1\] with determinant 0\.0\.$"):
+        fi.warp_perspective_backward(img2, img2, np.stack([np.eye(3), np.ones((3, 3))]), (4, 4))
+    with pytest.raises(ValueError, match=r"^warp_affine: M must have an inverse that float64 "
+                                         r"can hold"):
+        fi.warp_affine(img2, 1e-320 * np.eye(2, 3), (4, 4))
+    # inverse_map=True takes M as the destination -> source map: a singular one is fine
+    assert not fi.warp_affine(img2, np.zeros((2, 3)), (4, 4), inverse_map=True).any()
+
+
+def test_singular_matrices_are_refused_but_nearly_singular_ones_are_not():
+    M = np.array([[1.0, 2.0, 0.0], [1.0, 2.0 + 2**-50, 0.0]])
+    assert np.isfinite(fi.warp_affine(IMG, M, (4, 4))).all()
+    with pytest.raises(ValueError, match="M must be invertible"):
+        fi.warp_affine(IMG, [[1.0, 2.0, 0.0], [1.0, 2.0, 5.0]], (4, 4))
+
+
+# --------------------------------------------------------------------------- argument names
+
+E = np.zeros((1, 3, 0, 5))
+
+
+@pytest.mark.parametrize("fn, call", [
+    ("warp_affine", lambda x, lay: fi.warp_affine(x, np.eye(2, 3), (4, 4), layout=lay)),
+    ("warp_perspective", lambda x, lay: fi.warp_perspective(x, np.eye(3), (4, 4), layout=lay)),
+    ("rotate", lambda x, lay: fi.rotate(x, 10.0, layout=lay)),
+    ("warp_affine_backward", lambda x, lay: fi.warp_affine_backward(
+        np.zeros((1, 3, 4, 4)), x, np.eye(2, 3), (4, 4), layout=lay)),
+    ("warp_perspective_backward", lambda x, lay: fi.warp_perspective_backward(
+        np.zeros((1, 3, 4, 4)), x, np.eye(3), (4, 4), layout=lay)),
+])
+@pytest.mark.parametrize("shape, layout", [((1, 3, 0, 5), None), ((1, 3, 5, 0), "NCHW"),
+                                           ((0, 5, 3), "HWC"), ((1, 4, 0, 3), "NHWC")])
+def test_empty_image_errors_name_img(fn, call, shape, layout):
+    with pytest.raises(ValueError, match=rf"^{fn}: img must have H >= 1 and W >= 1; got"):
+        call(np.zeros(shape), layout)
+
+
+@pytest.mark.parametrize("fn", ["warp_affine_backward", "warp_perspective_backward"])
+def test_grad_output_dtype_errors_name_the_backward_and_its_arguments(fn):
+    M = np.eye(3) if "perspective" in fn else np.eye(2, 3)
+    img = np.zeros((1, 1, 4, 4))
+    with pytest.raises(TypeError, match=rf"^{fn}: grad_output must have the same dtype as img "
+                                        rf"\(float64\); got float32"):
+        getattr(fi, fn)(np.zeros((1, 1, 4, 4), np.float32), img, M, (4, 4))
+    with pytest.raises(TypeError, match=rf"^{fn}: grad_output must have dtype float32 or "
+                                        rf"float64; got int64"):
+        getattr(fi, fn)(np.zeros((1, 1, 4, 4), np.int64), img, M, (4, 4))
+
+
+# --------------------------------------------------------------------------- options that do not apply
+
+WARPS = ["warp_affine", "warp_perspective", "warp_affine_backward", "warp_perspective_backward"]
+
+
+def _warp_call(fn, **kw):
+    M = np.eye(3) if "perspective" in fn else np.eye(2, 3)
+    args = (IMG, IMG) if fn.endswith("_backward") else (IMG,)
+    return getattr(fi, fn)(*args, M, (4, 4), **kw)
+
+
+@pytest.mark.parametrize("fn", WARPS)
+@pytest.mark.parametrize("kw, message", [
+    (dict(match="torch", inverse_map=True), "inverse_map applies to match='opencv' only; got "
+                                            "inverse_map=True with match='torch'"),
+    (dict(align_corners=True), "align_corners applies to match='torch' only; got "
+                               "align_corners=True with match='opencv'"),
+    (dict(match="opencv", align_corners=np.bool_(True)), "align_corners applies to "
+                                                         "match='torch' only; got "
+                                                         "align_corners=True with match='opencv'"),
+])
+def test_options_of_the_other_convention_are_refused(fn, kw, message):
+    with pytest.raises(ValueError, match=rf"^{fn}: {message}\.$"):
+        _warp_call(fn, **kw)
+
+
+@pytest.mark.parametrize("fn", WARPS)
+def test_default_options_fit_both_conventions(fn):
+    for kw in (dict(match="torch", inverse_map=False), dict(match="torch", align_corners=True),
+               dict(match="opencv", align_corners=False), dict(match="opencv", inverse_map=True)):
+        _warp_call(fn, **kw)

@@ -235,7 +235,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     H, W = _hw(x.shape, batch_layout == "NHWC")
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
-    M = _wp._rotation_matrix("rotate", angle, center, scale)
+    M = _wp._rotate_matrix("rotate", angle, center, scale)
     return _warp("rotate", 2, img, M, (H, W), mode, padding_mode, False, "opencv", False, fill,
                  layout, chunks, max_window)
 
@@ -298,11 +298,13 @@ def _hw(shape, nhwc):
 
 def _float_tables_dtype(op, dtype):
     """The dtype of a spatially chunked input: float32 or float64 (uint8 and half
-    precision are batch-chunked only), else a TypeError when the graph is built."""
-    if np.dtype(dtype) not in FLOAT_DTYPES:
+    precision are batch-chunked only), else a TypeError when the graph is built. Either
+    byte order: each block is read in the native one."""
+    native = np.dtype(dtype).newbyteorder("=")
+    if native not in FLOAT_DTYPES:
         raise TypeError(f"{op}: spatially chunked inputs must be float32 or float64; "
                         f"got {np.dtype(dtype).name}.")
-    return np.dtype(dtype)
+    return native
 
 
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
