@@ -420,10 +420,14 @@ def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
 
 
 def _is_c_contiguous(arr) -> bool:
+    """Whether ``arr``'s strides are those of a C-contiguous array (NumPy's flag for
+    NumPy arrays; for others, as NumPy and numba decide: an empty array always is)."""
     if isinstance(arr, np.ndarray):
         return arr.flags.c_contiguous
+    if 0 in tuple(arr.shape):
+        return True
     expected = np.dtype(arr.dtype).itemsize
-    for n, s in zip(reversed(arr.shape), reversed(arr.strides)):
+    for n, s in zip(reversed(tuple(arr.shape)), reversed(tuple(arr.strides))):
         if n != 1 and s != expected:
             return False
         expected *= n

@@ -563,6 +563,21 @@ class TestCudaKernels:
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 0.5, norm=norm).copy_to_host()
         assert np.isnan(got).all()
 
+    @pytest.mark.parametrize("depth", [3, 67])          # thread kernel, block kernel
+    def test_slerp_end_points_are_the_inputs_bit_for_bit(self, cuda, depth):
+        """As on the CPU: a at t = 0 and b at t = 1, signed zeros kept, an inf in the
+        other vector not turned into NaN."""
+        a = np.zeros((2, depth))
+        b = np.zeros((2, depth))
+        a[0, 0], b[0, 1] = np.inf, 1.0
+        a[1, :2], b[1, 0], b[1, 2] = (-0.0, 1.0), 1.0, -0.0
+        for t, want in ((0.0, a[1]), (1.0, b[1])):
+            got = fi.slerp(_dev(cuda, a), _dev(cuda, b), t).copy_to_host()
+            np.testing.assert_array_equal(np.signbit(got[1]), np.signbit(want))
+            np.testing.assert_array_equal(got[1], want)
+        got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 1.0).copy_to_host()
+        np.testing.assert_array_equal(got[0], b[0])
+
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_slerp_thread_kernel(self, cuda, rng, dtype):
         a, b = self._pairs(rng, 6, 4, dtype)

@@ -174,6 +174,20 @@ def test_contiguous_copy_every_rank(cuda, rng):
     assert _support.contiguous(empty) is empty
 
 
+def test_empty_device_outputs_and_parameters_are_contiguous(cuda):
+    """An empty device array is C-contiguous whatever its strides (as NumPy and numba
+    say): out= and optimizer parameters of size 0 are accepted, as on the CPU."""
+    z = cuda.device_array((0, 4), np.float32)
+    for out in (cuda.device_array((0, 4), np.float32), cuda.device_array((3, 4), np.float32)[:0]):
+        assert fi.lerp(z, z, 0.5, out=out) is out
+    view = cuda.device_array((2, 4), np.float32)[:, :0]
+    assert fi.lerp(view, view, 0.5, out=view) is view
+    out = cuda.device_array((0, 0), np.float32)
+    assert fi.pairwise_sqdist(z, z, out=out) is out
+    p = cuda.device_array((0,), np.float32)
+    fi.optim.SGD([p], lr=0.1).step([cuda.device_array((0,), np.float32)])
+
+
 # --------------------------------------------------------------------------- launch limits
 
 def test_pairwise_two_million_rows_respects_grid_limits(cuda, device_rules, rng):

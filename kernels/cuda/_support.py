@@ -93,15 +93,9 @@ def as_stream(stream):
 
 def is_c_contiguous(arr) -> bool:
     """True when a device array's strides are those of a C-contiguous array (an
-    empty array always is, as in NumPy and numba)."""
-    if 0 in tuple(arr.shape):
-        return True
-    expected = np.dtype(arr.dtype).itemsize
-    for n, s in zip(reversed(tuple(arr.shape)), reversed(tuple(arr.strides))):
-        if n != 1 and s != expected:
-            return False
-        expected *= n
-    return True
+    empty array always is, as in NumPy and numba): the front's own rule."""
+    from fastinterp._validate import _is_c_contiguous
+    return _is_c_contiguous(arr)
 
 
 def flat(arr):

@@ -135,7 +135,13 @@ def _value(x, y, ca, cb, extra, sa, sb, scaled, emax, t, sign):
     x = float(x)  # float32 entries: float64 arithmetic on the device and in the simulator
     y = float(y)
     if not scaled:
-        return ca * x + cb * y + extra
+        if cb == 0:     # an end point: a itself (signed zeros kept, whatever b holds)
+            v = ca * x
+        elif ca == 0:
+            v = cb * y
+        else:
+            v = ca * x + cb * y
+        return v + extra if extra != 0 else v
     if t == 0:
         return float(x)
     if t == 1:
