@@ -106,6 +106,8 @@ class _Map:
         self.affine = rows == 2
         self.match, self.inverse_map = match, inverse_map
         self.Ho, self.Wo = Ho, Wo
+        if Ho * Wo == 0:    # no output pixel: no base coordinates (an axis may be huge)
+            Ho = Wo = 0
         if match == "opencv":
             self.bx = np.arange(Wo, dtype=np.float64)
             self.by = np.arange(Ho, dtype=np.float64)
@@ -150,6 +152,8 @@ class _Map:
         """d loss / d K (N, 3, 3) from the grid gradient (N, H_out, W_out, 2), in float64."""
         N = grad_grid.shape[0]
         out = np.zeros((N, 3, 3))
+        if grad_grid.size == 0:
+            return out
         for n in range(N):
             gx = grad_grid[n, ..., 0].astype(np.float64)
             gy = grad_grid[n, ..., 1].astype(np.float64)
@@ -333,8 +337,8 @@ def _to_device_like(p, grid):
 
 def _full_grid(wmap, N, dtype):
     Ho, Wo = wmap.Ho, wmap.Wo
-    if N == 0:
-        return np.empty((0, Ho, Wo, 2), dtype)
+    if N * Ho * Wo == 0:     # no point to map (an axis of 0 would still cost its length)
+        return np.empty((N, Ho, Wo, 2), dtype)
     return np.stack([wmap.grid_rows(n, 0, Ho, dtype) for n in range(N)])
 
 

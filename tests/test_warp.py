@@ -721,3 +721,25 @@ def test_default_options_fit_both_conventions(fn):
     for kw in (dict(match="torch", inverse_map=False), dict(match="torch", align_corners=True),
                dict(match="opencv", align_corners=False), dict(match="opencv", inverse_map=True)):
         _warp_call(fn, **kw)
+
+
+@pytest.mark.parametrize("match", ["opencv", "torch"])
+def test_empty_output_with_a_huge_axis_costs_nothing(match):
+    """dsize with one axis 0 and the other up to 2**31 - 1: an empty result at once,
+    forward and backward (no per-axis coordinates of the other axis are built)."""
+    import tracemalloc
+    img = np.random.default_rng(0).random((1, 2, 4, 4)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        for dsize in ((2**31 - 1, 0), (0, 2**31 - 1)):
+            for warp, back, M in ((fi.warp_affine, fi.warp_affine_backward, np.eye(2, 3)),
+                                  (fi.warp_perspective, fi.warp_perspective_backward,
+                                   np.eye(3))):
+                out = warp(img, M, dsize, match=match)
+                assert out.size == 0 and out.shape[:2] == (1, 2)
+                gi, gm = back(out, img, M, dsize, match=match)
+                assert (gi == 0).all() and (gm == 0).all() and gm.shape == M.shape
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
