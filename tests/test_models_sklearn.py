@@ -91,6 +91,23 @@ def test_nca_in_grid_search_over_n_components(rng):
     assert best.n_features_in_ == X.shape[1] and search.best_score_ > 0.5
 
 
+def test_nca_feature_names_out_in_a_pipeline(rng):
+    """As scikit-learn's NCA: the embedding's columns are named nca0, nca1, ... and a
+    Pipeline of scaler + NCA reports them."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = _digits_like(rng)
+    pipe = make_pipeline(StandardScaler(), NCA(3, max_iter=2)).fit(X, y)
+    names = [f"x{i}" for i in range(X.shape[1])]
+    assert pipe.get_feature_names_out(names).tolist() == ["nca0", "nca1", "nca2"]
+    nca = pipe.named_steps["nca"]
+    assert nca.get_feature_names_out().dtype == object
+    with pytest.raises(ValueError, match="input_features must hold n_features_in_"):
+        nca.get_feature_names_out(names[:2])
+    with pytest.raises(NotFittedError):
+        NCA(2).get_feature_names_out()
+
+
 def test_polynomial_in_pipeline_and_grid_search(rng):
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline

@@ -551,6 +551,28 @@ class NCA(Estimator):
         """``fit(X, y).transform(X)``."""
         return self.fit(X, y).transform(X)
 
+    def get_feature_names_out(self, input_features=None):
+        """Names of the embedding's columns, ``nca0``, ``nca1``, ... (scikit-learn's
+        convention for transformers that make new features, so that
+        ``Pipeline.get_feature_names_out`` works).
+
+        ``input_features``, when given, must hold ``n_features_in_`` names (they do
+        not enter the output names). Returns an object array of ``n_components``.
+
+        >>> import numpy as np
+        >>> X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
+        >>> NCA(2, max_iter=1).fit(X, y).get_feature_names_out().tolist()
+        ['nca0', 'nca1']
+        """
+        op = "NCA.get_feature_names_out"
+        if not hasattr(self, "components_"):
+            raise not_fitted(op)
+        if input_features is not None and len(input_features) != self.n_features_in_:
+            raise ValueError(f"{op}: input_features must hold n_features_in_ = "
+                             f"{self.n_features_in_} names; got {len(input_features)}.")
+        k = self.components_.shape[0]
+        return np.asarray([f"nca{i}" for i in range(k)], dtype=object)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         try:
