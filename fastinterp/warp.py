@@ -392,7 +392,8 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
     gm = None
     if need_m:
         host = gg.copy_to_host() if hasattr(gg, "copy_to_host") else np.asarray(gg)
-        gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
+        with np.errstate(over="ignore"):      # a gradient beyond float32 is +-inf, quietly
+            gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
     if gi is not None:
         gi = p.wrap(gi.reshape(tuple(p.arrays["img"].shape)))
     return gi, gm

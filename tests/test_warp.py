@@ -743,3 +743,16 @@ def test_empty_output_with_a_huge_axis_costs_nothing(match):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+def test_matrix_gradient_beyond_float32_is_inf_without_a_warning():
+    """M = 1e-170 I in float32: the warp is defined (its inverse is huge) and so is the
+    gradient, about 1e170, which float32 holds as inf: no RuntimeWarning."""
+    import warnings
+    img = np.random.default_rng(1).random((1, 1, 5, 5)).astype(np.float32)
+    M = np.eye(2, 3) * 1e-170
+    out = fi.warp_affine(img, M, (5, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gi, gm = fi.warp_affine_backward(np.ones_like(out), img, M, (5, 5))
+    assert gm.dtype == np.float32 and not np.isnan(gm).any()
