@@ -12,7 +12,8 @@ as the caller's own type.
 Half precision lives here too: for the ops in ``HALF_OPS``, float16 and
 bfloat16 arrays are widened to float32 once in :func:`begin`, the float32
 kernels run, and :meth:`Prepared.wrap` rounds each result once to its
-storage dtype (see ``_storage_for``).
+storage dtype: the first array argument's, or that of the argument named by
+``like`` (a gradient takes its primal's).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _dlpack, _half, _memory
+from ._validate import check_overlap
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
@@ -37,11 +39,6 @@ _DLPACK_CUDA = (2, 13)   # kDLCUDA, kDLCUDAManaged
 HALF_OPS = frozenset({"lerp", "slerp", "slerp_backward", "grid_sample", "grid_sample_backward",
                       "resize", "resize_backward", "adaptive_avg_pool2d",
                       "adaptive_avg_pool2d_backward"})
-
-# Ops whose results follow different arguments' storage dtypes: a result takes the dtype of
-# the first of these arguments with its shape (a gradient has its primal's shape).
-_RESULT_LIKE = {"grid_sample_backward": ("input", "grid"), "slerp_backward": ("a", "b", "t")}
-
 
 class BackendMismatchError(ValueError, TypeError):
     """Arrays on different devices (e.g. a NumPy and a CuPy array) in one call."""
@@ -230,13 +227,16 @@ def _read_only_hint(obj) -> str:
     return " (JAX arrays are immutable)" if root in ("jax", "jaxlib") else ""
 
 
-def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | None:
+def _half_storage(op: str, backend: str, arrays: dict, named: dict,
+                  given: dict) -> dict | None:
     """Widen ``arrays``' float16/bfloat16 entries to float32 in place (ops in HALF_OPS).
 
     Returns the storage dtype of every argument given as a typed array
     (``named``: the caller's objects; a list or scalar has none), or None
     when nothing was widened. Half precision mixes with float32 only: a
     float64 array next to a half one is a TypeError naming both.
+    ``given`` receives the NumPy arrays as the caller passed them, before
+    widening (what an ``out=`` must not partially overlap).
     """
     half = [n for n, a in arrays.items()       # a NumPy scalar is a number, not storage
             if _half.is_half(getattr(a, "dtype", None)) and not isinstance(a, np.generic)]
@@ -255,6 +255,7 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
             raise TypeError(f"{op}: {n} must have dtype float32, float16 or bfloat16 next to "
                             f"{h} ({hdt}), which is computed in float32; got float64. Cast "
                             f"{n} to float32, or {h} to float64.")
+    given.update((n, a) for n, a in arrays.items() if isinstance(a, np.ndarray))
     for n in half:
         arrays[n] = _half.widen(arrays[n])
     return storage
@@ -277,8 +278,8 @@ class Prepared:
     originals: dict[str, Any] = field(default_factory=dict)
     out_caller: Any = None
     storage: dict[str, np.dtype] | None = None   # set when half-precision inputs were widened
+    given: dict[str, np.ndarray] = field(default_factory=dict)   # the arrays before widening
     _pending: tuple | None = None                 # (float32 result, the caller's half out)
-    _next_like: int = 0                           # see _storage_for
 
     @property
     def stream(self):
@@ -293,23 +294,24 @@ class Prepared:
             return arr
         return _cuda_support().contiguous(arr, self.stream)
 
-    def empty(self, shape, dtype):
-        """Allocate an output: returns ``(for_caller, for_kernel)``."""
+    def empty(self, shape, dtype, like=None):
+        """Allocate an output: returns ``(for_caller, for_kernel)``. ``like`` names the
+        argument whose storage dtype the result takes (see :meth:`wrap`); pass the
+        same name to :meth:`wrap`."""
         dtype = np.dtype(dtype)
         if self.backend == CUDA:
             support = _cuda_support()
             caller = support.empty_like_caller(self.template, tuple(shape), dtype)
             return caller, support.as_device(caller)
-        if self.storage is not None and self._rounded_result(dtype):
+        if self.storage is not None and self._rounded_result(dtype, like):
             arr = _half.work_array(shape)   # rounded into a new array by wrap: never escapes
         else:
             arr = _memory.empty(shape, dtype)
         return arr, arr
 
-    def _rounded_result(self, dtype) -> bool:
+    def _rounded_result(self, dtype, like) -> bool:
         """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
-        return (np.dtype(dtype) == _half.COMPUTE and self.op not in _RESULT_LIKE
-                and _half.is_half(self._storage_for(None)))
+        return np.dtype(dtype) == _half.COMPUTE and _half.is_half(self._storage_for(like))
 
     def adopt_out(self, out):
         """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.
@@ -345,11 +347,17 @@ class Prepared:
         return out, view
 
     def _half_out(self, view):
-        """The kernel's buffer for a user's ``out`` when inputs were widened."""
+        """The kernel's buffer for a user's ``out`` when inputs were widened.
+
+        ``out`` may be exactly one of the caller's arrays (it is written after the
+        computation) but must not partially overlap any, checked on the arrays as
+        given: the kernel's own check sees the widened copies.
+        """
         want = self._storage_for(None)
         if view.dtype != want:
             raise TypeError(f"{self.op}: out must have dtype {want} (the result's storage "
                             f"dtype); got {view.dtype}.")
+        check_overlap(self.op, view, self.given, alias_ok=True)
         if not _half.is_half(want):
             return view
         if not view.flags.c_contiguous:
@@ -359,36 +367,28 @@ class Prepared:
         self._pending = (buffer, view)
         return buffer
 
-    def _storage_for(self, shape) -> np.dtype:
-        """The storage dtype of a result of ``shape`` (None: the op's main result).
-
-        Results take the dtype of the first array argument (the image, ``a``,
-        ``grad_output``); for the ops in ``_RESULT_LIKE``, a result takes the
-        dtype of the next listed argument whose shape it has (the gradients
-        are wrapped in the order of their primals). Only called once inputs
-        were widened (``self.storage`` set).
-        """
+    def _storage_for(self, like) -> np.dtype:
+        """The storage dtype of a result that takes argument ``like``'s (a gradient: its
+        primal's name); None, or an argument given as a list or a number: the first
+        array argument's (the image, ``a``, ``grad_output``). Only called once inputs
+        were widened (``self.storage`` set)."""
         storage = self.storage
         assert storage is not None
-        if shape is not None:
-            like = _RESULT_LIKE.get(self.op, ())
-            for i in range(self._next_like, len(like)):
-                arr = self.arrays.get(like[i])
-                if like[i] in storage and tuple(getattr(arr, "shape", ())) == tuple(shape):
-                    self._next_like = i + 1     # results come in the order of their primals
-                    return storage[like[i]]
+        if like in storage:
+            return storage[like]
         return next(iter(storage.values()))
 
     def output(self, shape, dtype, out=None):
         """``out`` adopted if given (already validated), else a new allocation."""
         return self.adopt_out(out) if out is not None else self.empty(shape, dtype)
 
-    def wrap(self, caller_result):
+    def wrap(self, caller_result, like=None):
         """Return a result as the caller's array type (DLPack inputs get DLPack outputs).
 
         The caller's own ``out=`` object is returned as is, whatever its type.
         With half-precision storage a float32 result is first rounded to its
-        storage dtype.
+        storage dtype: that of the argument named ``like`` (an op with several
+        results names each one's primal), else the first array argument's.
         """
         if self.out_caller is not None and caller_result is self.out_caller:
             if self._pending is not None:
@@ -398,7 +398,7 @@ class Prepared:
             return caller_result
         if (self.storage is not None and isinstance(caller_result, np.ndarray)
                 and caller_result.dtype == _half.COMPUTE):
-            want = self._storage_for(caller_result.shape)
+            want = self._storage_for(like)
             if want != _half.COMPUTE:
                 caller_result = _half.narrow(caller_result, want)
         if self.backend == CPU and self.template_kind == "dlpack" and isinstance(caller_result, np.ndarray):
@@ -448,8 +448,10 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
         else:
             arr = _to_numpy(plain, kind, op, name)
             arrays[name] = arr if name in writes else _native(arr)
-    storage = _half_storage(op, backend, arrays, named)
-    return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage)
+    given: dict[str, np.ndarray] = {}
+    storage = _half_storage(op, backend, arrays, named, given)
+    return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage,
+                    given=given)
 
 
 # Exact types (no subclasses, no array-likes) that need no conversion at all: NumPy
@@ -464,6 +466,7 @@ def _begin_numpy(op: str, named: dict, writes: tuple[str, ...] = ()) -> Prepared
     arrays widened)."""
     arrays = {name: obj if name in writes else _native(obj) for name, obj in named.items()}
     template = next((obj for obj in named.values() if type(obj) is np.ndarray), None)
-    storage = _half_storage(op, CPU, arrays, named)
+    given: dict[str, np.ndarray] = {}
+    storage = _half_storage(op, CPU, arrays, named, given)
     return Prepared(op, CPU, arrays, template, None if template is None else "numpy",
-                    dict(named), storage=storage)
+                    dict(named), storage=storage, given=given)

@@ -22,7 +22,7 @@ from typing import Collection, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "float_dtype", "same_dtype", "check_ndim", "check_shape", "check_option",
+    "float_dtype", "same_dtype", "check_overlap", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
     "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
     "finite_float", "is_scalar", "symbolic", "AXIS_MAX",
@@ -64,18 +64,24 @@ def _byte_order_hint(dtype: np.dtype, allowed) -> str:
     return " in native byte order"
 
 
-def same_dtype(op: str, **arrays) -> np.dtype:
-    """Check all named arrays are float32 or all float64; return that dtype."""
+def same_dtype(op: str, given: dict | None = None, /, **arrays) -> np.dtype:
+    """Check all named arrays are float32 or all float64; return that dtype.
+
+    ``given`` maps names to the dtypes the caller passed where they differ from the
+    arrays' (half-precision storage widened to float32: ``Prepared.storage``); the
+    error names those.
+    """
     if not arrays:
         raise TypeError(f"{op}: at least one input array is required; got none.")
     dtypes = {name: float_dtype(op, name, a) for name, a in arrays.items() if a is not None}
     if not dtypes:
         raise TypeError(f"{op}: {next(iter(arrays))} must be an array; got None.")
+    shown = {name: (given or {}).get(name, dtype) for name, dtype in dtypes.items()}
     first_name, first = next(iter(dtypes.items()))
     for name, dtype in dtypes.items():
         if dtype != first:
             raise TypeError(f"{op}: {name} must have the same dtype as {first_name} "
-                            f"({first}); got {dtype}.")
+                            f"({shown[first_name]}); got {shown[name]}.")
     return first
 
 
@@ -406,6 +412,14 @@ def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
         raise ValueError(f"{op}: out must be C-contiguous; got strides {tuple(out.strides)}.")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError(f"{op}: out must be writable; got a read-only array.")
+    check_overlap(op, out, inputs, alias_ok)
+
+
+def check_overlap(op: str, out, inputs: dict | None,
+                  alias_ok: Collection[str] | bool = ()) -> None:
+    """Refuse an ``out`` sharing memory with any of ``inputs`` (a name -> array dict),
+    except being exactly one of those named by ``alias_ok`` (``True``: any of them;
+    see :func:`check_out`). A partial overlap is always refused."""
     for name, arr in (inputs or {}).items():
         if arr is None or not hasattr(arr, "shape") or not _overlaps(out, arr):
             continue

@@ -126,7 +126,7 @@ def lerp(a, b, t, out=None):
     arrays = {n: v for n, v in p.arrays.items() if _is_array(v)}
     if not any(n in arrays for n in ("a", "b")):
         raise TypeError("lerp: a or b must be an array; got two scalars.")
-    dtype = same_dtype("lerp", **arrays)
+    dtype = same_dtype("lerp", p.storage, **arrays)
     a_, b_, t_ = (_as_operand(p, n, p.arrays[n], dtype) for n in ("a", "b", "t"))
     shape = broadcast_shape("lerp", a=a_, b=b_, t=t_)
     if out is not None:
@@ -269,7 +269,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
         except (TypeError, ValueError):
             raise TypeError(f"{op}: t must be a real number or an array of reals; got "
                             f"{type(p.originals['t']).__name__} {p.originals['t']!r:.80}.") from None
-    dtype = same_dtype(op, a=a_, b=b_, t=t_ if _is_array(t_) else None)
+    dtype = same_dtype(op, p.storage, a=a_, b=b_, t=t_ if _is_array(t_) else None)
     if tuple(b_.shape) != tuple(a_.shape):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "
                          f"got {shape_str(b_.shape)}.")
@@ -495,14 +495,14 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     op = "slerp_backward"
     p, c = _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, grad_out=grad_out)
     g_, a_, b_, t_ = (p.arrays[n] for n in ("grad_out", "a", "b", "t"))
-    same_dtype(op, grad_out=g_, a=a_)
+    same_dtype(op, p.storage, grad_out=g_, a=a_)
     if tuple(g_.shape) != c.shape:
         raise ValueError(f"{op}: grad_out must have the forward's output shape "
                          f"{shape_str(c.shape)}; got {shape_str(g_.shape)}.")
     kernel = registry.lookup(op, p.backend, c.dtype)
     rows, depth, steps = math.prod(c.batch), c.depth, c.steps
-    ga_caller, ga = p.empty(a_.shape, c.dtype)
-    gb_caller, gb = p.empty(b_.shape, c.dtype)
+    ga_caller, ga = p.empty(a_.shape, c.dtype, like="a")
+    gb_caller, gb = p.empty(b_.shape, c.dtype, like="b")
     gt = np.zeros(rows * steps, np.float64)
     if rows * depth * steps == 0:
         ga[...] = 0
@@ -513,7 +513,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     tshape = tuple(t_.shape) if hasattr(t_, "shape") else ()
     gt_full = gt.reshape(c.batch + ((steps,) if path else ()))
     grad_t = np.asarray(_sum_to(gt_full, tshape).reshape(tshape), dtype=c.dtype)
-    return p.wrap(ga_caller), p.wrap(gb_caller), p.wrap(grad_t)
+    return p.wrap(ga_caller, like="a"), p.wrap(gb_caller, like="b"), p.wrap(grad_t, like="t")
 
 
 def _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt, flags):

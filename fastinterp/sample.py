@@ -397,7 +397,7 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
         dtype = np.dtype(np.uint8)
         check_dtype(op, "grid", arrays["grid"], (np.float32, np.float64))
     else:
-        dtype = same_dtype(op, **arrays)
+        dtype = same_dtype(op, p.storage, **arrays)
     if p.backend == "cuda" and channels_last:
         raise ValueError(f"{op}: layout must be 'NCHW' (or 'CHW'/'HW') for CUDA arrays; "
                          f"got a channels-last layout.")
@@ -847,10 +847,10 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         gi_caller = _staggered_empty(tuple(x_user.shape), dtype, x)
         gi_k = batched(gi_caller)
     elif need_in:
-        gi_caller, gi_k = p.empty(tuple(x_user.shape), dtype)
+        gi_caller, gi_k = p.empty(tuple(x_user.shape), dtype, like="input")
         gi_k = batched(gi_k)
     if need_grid:
-        gg_caller, gg_k = p.empty(tuple(g_user.shape), dtype)
+        gg_caller, gg_k = p.empty(tuple(g_user.shape), dtype, like="grid")
         gg_k = gg_k.reshape(tuple(g.shape))
     kernel = registry.lookup(op, p.backend, dtype)
     if need_in or need_grid:     # the kernels zero the gradients of an empty output
@@ -861,8 +861,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         else:
             _backward_cpu(kernel, gi_k, gg_k, go, x, g, geo, fills, mode, padding_mode, align,
                           cl, det)
-    wrap = (lambda a: None if a is None else p.wrap(a))
-    return wrap(gi_caller), wrap(gg_caller)
+    wrap = (lambda a, like: None if a is None else p.wrap(a, like))
+    return wrap(gi_caller, "input"), wrap(gg_caller, "grid")
 
 
 def _backward_cpu(kernel, gi_k, gg_k, go, x, g, geo, fills, mode, padding_mode, align, cl,

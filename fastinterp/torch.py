@@ -42,7 +42,7 @@ Conventions of the frontend
   ``match=`` presets of resize. The presets and uint8 data are forward only
   (a gradient through a preset is a TypeError; torch itself keeps integer
   tensors from requiring grad). float16/bfloat16 tensors are computed in
-  float32 and their gradients returned in their own dtype.
+  float32 and each gradient is rounded once, to its own input's dtype.
 - Non-contiguous and channels-last tensors are accepted; the NumPy API copies
   a strided input once. ``resize`` and ``adaptive_avg_pool2d`` keep a
   channels-last CPU input's memory format in their result.
@@ -1095,11 +1095,14 @@ def _lerp_fake(a, b, t):
 @_custom_op("lerp_backward")
 def _lerp_bwd_op(grad: Tensor, a: Tensor, b: Tensor, t: Tensor, needs_a: bool, needs_b: bool,
                  needs_t: bool) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape.
+    # torch.lerp's derivatives: d/da = 1 - t, d/db = t, d/dt = b - a, summed to each shape,
+    # computed in float32 for half tensors (torch's promotion would round a float32 input's
+    # gradient through a half grad) and rounded once to each input's dtype.
     # (No graph is recorded here: the op runs below autograd, or with grad mode off.)
-    ga = _sum_to(grad * (1 - t), a) if needs_a else None
-    gb = _sum_to(grad * t, b) if needs_b else None
-    gt = _sum_to(grad * (b - a), t) if needs_t else None
+    go, a_, b_, t_ = (_up(v) for v in (grad, a, b, t))
+    ga = _down(_sum_to(go * (1 - t_), a), a) if needs_a else None
+    gb = _down(_sum_to(go * t_, b), b) if needs_b else None
+    gt = _down(_sum_to(go * (b_ - a_), t), t) if needs_t else None
     return tuple(_empty_like_missing(g, like) for g, like in ((ga, a), (gb, b), (gt, t)))
 
 

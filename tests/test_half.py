@@ -10,6 +10,8 @@ data), mixed inputs, dtypes, ``out=``, threads and layouts.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -232,6 +234,76 @@ def test_mixed_half_image_and_float32_grid(rng, dt):
     assert (ga.dtype, gb.dtype, gt.dtype) == (dt, np.float32, np.float32)
 
 
+@pytest.mark.parametrize("layout, x_shape, grid_shape", [
+    ("NCHW", (1, 3, 4, 2), (1, 3, 4, 2)),    # input and grid of one shape
+    ("NHWC", (1, 3, 4, 2), (1, 3, 4, 2)),
+    ("HWC", (3, 4, 2), (3, 4, 2)),
+    ("NCHW", (2, 3, 5, 4), (2, 3, 4, 2)),
+])
+@pytest.mark.parametrize("needs", [(True, True), (False, True), (True, False)],
+                         ids=["both", "grid-only", "input-only"])
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_backward_results_take_their_primals_dtype_whatever_the_shapes(rng, dt, layout,
+                                                                        x_shape, grid_shape,
+                                                                        needs):
+    """Each gradient is rounded to its own primal's dtype, by name: not the dtype of
+    whichever argument happens to have its shape."""
+    x = rng.standard_normal(x_shape)
+    grid = rng.uniform(-1, 1, grid_shape)
+    go = fi.grid_sample(x, grid, layout=layout)
+    for xdt, gdt in ((dt, np.float32), (np.float32, dt), (dt, dt)):
+        args = (go.astype(xdt), x.astype(xdt), grid.astype(gdt))
+        gi, gg = fi.grid_sample_backward(*args, needs_input_grad=needs[0],
+                                         needs_grid_grad=needs[1], layout=layout)
+        ri, rg = fi.grid_sample_backward(*(a.astype(np.float32) for a in args), layout=layout)
+        for got, want, primal in ((gi, ri, xdt), (gg, rg, gdt)):
+            if got is not None:
+                assert got.dtype == primal and got.shape == want.shape
+                _nan_equal_bits(got, want.astype(primal))
+        assert (gi is None, gg is None) == (not needs[0], not needs[1])
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_slerp_backward_results_take_their_primals_dtype(rng, dt):
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    t = rng.uniform(0, 1, 4)
+    g = rng.standard_normal((4, 4))
+    for adt, bdt, tdt in itertools.product((dt, np.float32), repeat=3):
+        args = (g.astype(adt), a.astype(adt), b.astype(bdt), t.astype(tdt))
+        got = fi.slerp_backward(*args)
+        want = fi.slerp_backward(*(v.astype(np.float32) for v in args))
+        for r, w, primal in zip(got, want, (adt, bdt, tdt)):
+            assert r.dtype == primal
+            _nan_equal_bits(r, w.astype(primal))
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda h: fi.lerp(h, [1.0, 2.0, 3.0], 0.5),
+     "lerp: b must have the same dtype as a ({dt}); got float64."),
+    (lambda h: fi.lerp([1.0, 2.0, 3.0], h, 0.5),
+     "lerp: b must have the same dtype as a (float64); got {dt}."),
+    (lambda h: fi.lerp([1.0, 2.0, 3.0], np.zeros(3, np.float32), h),
+     "lerp: b must have the same dtype as a (float64); got float32."),
+    (lambda h: fi.slerp(h, [1.0, 2.0, 3.0], 0.5),
+     "slerp: b must have the same dtype as a ({dt}); got float64."),
+    (lambda h: fi.slerp([1.0, 2.0, 3.0], h, 0.5),
+     "slerp: b must have the same dtype as a (float64); got {dt}."),
+    (lambda h: fi.grid_sample(np.zeros((1, 1, 3, 3), h.dtype), [[[[0.0, 0.0]]]]),
+     "grid_sample: grid must have the same dtype as input ({dt}); got float64."),
+    (lambda h: fi.grid_sample([[[[0.0, 1.0], [2.0, 3.0]]]], np.zeros((1, 1, 1, 2), h.dtype)),
+     "grid_sample: grid must have the same dtype as input (float64); got {dt}."),
+    (lambda h: fi.grid_sample_backward(np.zeros((1, 1, 1, 1), h.dtype), [[[[0.0]]]],
+                                       np.zeros((1, 1, 1, 2), np.float32)),
+     "grid_sample_backward: input must have the same dtype as grad_output ({dt}); got "
+     "float64."),
+])
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_dtype_errors_name_the_dtypes_the_caller_passed(call, words, dt):
+    with pytest.raises(TypeError) as info:
+        call(np.zeros(3, dt))
+    assert str(info.value) == words.format(dt=dt)
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda h, d: fi.grid_sample(h, np.zeros((1, 2, 2, 2))), "grid must have dtype float32, "
      "float16 or bfloat16 next to input"),
@@ -296,6 +368,62 @@ def test_bad_half_out_raises_and_is_untouched(rng, dt, bad, exc, words):
     with pytest.raises(exc, match=f"^adaptive_avg_pool2d: {words.format(dt=dt)}"):
         fi.adaptive_avg_pool2d(x, 3, out=out)
     assert (out.astype(np.float32) == 7).all()
+
+
+def _overlapping(dt, shape, shift):
+    """(a C-contiguous array of ``shape``, a view of its memory shifted by ``shift`` elements)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + abs(shift), dt)
+    buf[...] = np.arange(buf.size) % 7
+    lo, hi = (0, shift) if shift > 0 else (-shift, 0)
+    return buf[lo:lo + n].reshape(shape), buf[hi:hi + n].reshape(shape)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("shift", [3, -5])
+@pytest.mark.parametrize("op", ["adaptive_avg_pool2d", "resize", "grid_sample", "lerp",
+                                "lerp-b", "slerp", "resize_backward",
+                                "adaptive_avg_pool2d_backward"])
+def test_half_out_partially_overlapping_an_input_is_refused(rng, dt, shift, op):
+    """out= may be exactly a half input (it is written after the computation), never a
+    shifted view of one: the check runs on the caller's arrays, before widening."""
+    shape = (1, 2, 6, 6)
+    x, out = _overlapping(dt, shape, shift)
+    other = rng.standard_normal(shape).astype(dt)
+    name = "b" if op == "lerp-b" else "a" if op in ("lerp", "slerp") else \
+        "grad_output" if op.endswith("backward") else "input"
+    calls = {
+        "adaptive_avg_pool2d": lambda o: fi.adaptive_avg_pool2d(x, (6, 6), out=o),
+        "resize": lambda o: fi.resize(x, size=(6, 6), mode="bicubic", out=o),
+        "grid_sample": lambda o: fi.grid_sample(x, np.zeros((1, 6, 6, 2), np.float32), out=o),
+        "lerp": lambda o: fi.lerp(x, other, 0.5, out=o),
+        "lerp-b": lambda o: fi.lerp(other, x, 0.5, out=o),
+        "slerp": lambda o: fi.slerp(x, other, 0.5, out=o),
+        "resize_backward": lambda o: fi.resize_backward(x, shape, mode="bilinear", out=o),
+        "adaptive_avg_pool2d_backward":
+            lambda o: fi.adaptive_avg_pool2d_backward(x, shape, out=o),
+    }
+    before = out.copy()
+    with pytest.raises(ValueError, match=f"^{op.removesuffix('-b')}: out must be either exactly "
+                                         f"{name} .*partially overlaps {name}"):
+        calls[op](out)
+    np.testing.assert_array_equal(out.view(np.uint16), before.view(np.uint16))
+    expected = calls[op](None)
+    assert calls[op](x) is x                     # exactly the input: allowed
+    np.testing.assert_array_equal(x.view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_float32_out_partially_overlapping_a_half_input_is_refused(rng, dt):
+    """A float32 result next to a half grid: the out= check sees the grid as passed."""
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    buf = np.zeros(40, np.float32)
+    grid = buf[2:11].view(dt).reshape(1, 3, 3, 2)       # bytes 8..44 of buf
+    out = buf[:18].reshape(1, 2, 3, 3)                  # bytes 0..72
+    with pytest.raises(ValueError, match="^grid_sample: out must be either exactly grid "
+                                         ".*partially overlaps grid"):
+        fi.grid_sample(x, grid, out=out)
+    assert not buf[:2].any() and not buf[11:].any()
 
 
 # ------------------------------------------------------------------ frameworks, layouts, threads

@@ -1040,6 +1040,68 @@ def test_half_inputs_take_a_number_weight_in_float32_with_or_without_grad(dtype)
         assert torch.equal(ag.grad, torch.full_like(a, 1 - t))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("t", [0.3141592, "tensor", "half-tensor"])
+def test_mixed_precision_lerp_gradients_are_computed_in_float32_rounded_once(dtype, t):
+    """Each gradient is computed in float32 and rounded once, to its own input's dtype:
+    a float32 input next to a half one gets an unrounded gradient."""
+    rng = _rng(41)
+    a = torch.from_numpy(rng.standard_normal(1000).astype(np.float32)).to(dtype)
+    b = torch.from_numpy(rng.standard_normal(1000).astype(np.float32))
+    go = torch.from_numpy(rng.standard_normal(1000).astype(np.float32)).to(dtype)
+    if t == "tensor":
+        t = torch.tensor(0.3141592).requires_grad_()
+    elif t == "half-tensor":
+        t = torch.tensor(0.3141592).to(dtype).requires_grad_()
+    for a_, b_ in ((a, b), (b, a)):
+        a_, b_ = a_.clone().requires_grad_(), b_.clone().requires_grad_()
+        if isinstance(t, torch.Tensor):
+            t.grad = None
+        fit.lerp(a_, b_, t).backward(go)
+        g, w = go.float(), (t.detach().float() if isinstance(t, torch.Tensor)
+                            else torch.tensor(t, dtype=torch.float32))
+        for x, want in ((a_, g * (1 - w)), (b_, g * w)):
+            assert x.grad.dtype == x.dtype
+            assert torch.equal(x.grad, want.to(x.dtype))
+        if isinstance(t, torch.Tensor):
+            want = (g * (b_.detach().float() - a_.detach().float())).sum()
+            assert t.grad.dtype == t.dtype and torch.equal(t.grad, want.to(t.dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_gradients_equal_the_numpy_apis(dtype):
+    """grid_sample and slerp with one half and one float32 input: each gradient is the
+    NumPy API's (computed in float32, rounded once to its input's dtype)."""
+    rng = _rng(42)
+    x = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
+    grid = rng.uniform(-1, 1, (1, 3, 3, 2)).astype(np.float32)
+    for xdt, gdt in ((dtype, torch.float32), (torch.float32, dtype)):
+        xt = torch.from_numpy(x).to(xdt).requires_grad_()
+        gt = torch.from_numpy(grid).to(gdt).requires_grad_()
+        y = fit.grid_sample(xt, gt, "bilinear", "border")
+        go = torch.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32)).to(y.dtype)
+        y.backward(go)
+        gi, gg = fi.grid_sample_backward(go.float().numpy(), xt.detach().float().numpy(),
+                                         gt.detach().float().numpy(), "bilinear", "border")
+        assert xt.grad.dtype == xdt and gt.grad.dtype == gdt
+        assert torch.equal(xt.grad, torch.from_numpy(gi).to(xdt))
+        assert torch.equal(gt.grad, torch.from_numpy(gg).to(gdt))
+    a = rng.standard_normal((5, 3)).astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    for adt, bdt in ((dtype, torch.float32), (torch.float32, dtype)):
+        at = torch.from_numpy(a).to(adt).requires_grad_()
+        bt = torch.from_numpy(b).to(bdt).requires_grad_()
+        tt = torch.tensor(0.3141592, requires_grad=True)
+        y = fit.slerp(at, bt, tt)
+        go = torch.from_numpy(rng.standard_normal((5, 3)).astype(np.float32)).to(y.dtype)
+        y.backward(go)
+        ga, gb, gw = fi.slerp_backward(go.float().numpy(), at.detach().float().numpy(),
+                                       bt.detach().float().numpy(), np.float32(0.3141592))
+        assert torch.equal(at.grad, torch.from_numpy(ga).to(adt))
+        assert torch.equal(bt.grad, torch.from_numpy(gb).to(bdt))
+        assert torch.equal(tt.grad, torch.tensor(float(gw), dtype=torch.float32))
+
+
 # --------------------------------------------------------------------------- the STN demo
 
 def test_stn_demo_trains_both_samplers_and_draws(tmp_path):
