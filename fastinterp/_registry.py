@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
-__all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup", "entries",
-           "last_kernel", "BUILTIN"]
+__all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup",
+           "lookup_below", "entries", "last_kernel", "BUILTIN"]
 
 BUILTIN = "builtin"
 BACKENDS = ("cpu", "cuda")
@@ -165,10 +165,36 @@ def lookup(op: str, backend: str, dtype: Any) -> Callable[..., Any]:
     with _lock:
         stack = _table.get(key)
         entry = stack[-1] if stack else None
+    return _use(entry, key)
+
+
+def lookup_below(op: str, backend: str, dtype: Any, source: str) -> Callable[..., Any]:
+    """The kernel below ``source``'s for ``(op, backend, dtype)``: the one a call runs
+    that ``source``'s kernel cannot take (the top-most entry under source's own, or
+    the active one once source is unregistered). Records it for last_kernel().
+
+    Raises
+    ------
+    NotImplementedError
+        If nothing but ``source`` is registered for the key.
+    """
+    key = (op, backend, _dtype_key(dtype))
+    with _lock:
+        stack = _table.get(key, [])
+        own = [i for i, e in enumerate(stack) if e.source == source]
+        below = stack[:own[-1]] if own else stack
+        entry = next((e for e in reversed(below) if e.source != source), None)
+    return _use(entry, key)
+
+
+def _use(entry: KernelEntry | None, key: tuple[str, str, str]) -> Callable[..., Any]:
+    """``entry``'s callable, recorded for last_kernel(); None: no kernel for ``key``."""
     if entry is None:
-        have = ", ".join(f"({b}, {d})" for (o, b, d) in sorted(_table) if o == op)
+        op, backend, dtype = key
+        with _lock:
+            have = ", ".join(f"({b}, {d})" for (o, b, d) in sorted(_table) if o == op)
         raise NotImplementedError(
-            f"{op}: no kernel for backend {backend!r} and dtype {key[2]}; "
+            f"{op}: no kernel for backend {backend!r} and dtype {dtype}; "
             f"available (backend, dtype): {have or 'none'}.")
     fn = _resolved.get(entry)
     if fn is None:

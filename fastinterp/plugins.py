@@ -23,6 +23,7 @@ back the old one.
 from __future__ import annotations
 
 import builtins
+import collections.abc
 import ctypes
 import functools
 import itertools
@@ -35,7 +36,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn, TypeGuard
 
 import numpy as np
 
@@ -333,6 +334,11 @@ class PluginKernel:
                 f"failed with status {status} ({STATUS_NAMES.get(status, 'unknown status')}): "
                 f"{message or '(no message)'}", status, message)
 
+    def _below(self) -> Callable[..., Any]:
+        """The kernel registered below this one (the built-in one unless another
+        plugin's is stacked there): it runs the calls this kernel's ABI cannot express."""
+        return registry.lookup_below(self.op, self.backend, self.dtype, self.plugin)
+
     def __repr__(self) -> str:
         return f"<plugin kernel {self.plugin}:{self.op} ({self.backend}, {self.dtype})>"
 
@@ -365,6 +371,10 @@ class LerpKernel(PluginKernel):
 #: grid_sample's mode and padding codes in the ABI (FI_GRID_*, FI_PAD_* in plugin.h).
 GRID_MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
 GRID_PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+#: The paddings a grid_sample kernel gets that the ABI expresses: 'constant' is the
+#: 'zeros' kernel (the front adds fill times the weight that fell outside, for
+#: built-in and plugin kernels alike); 'wrap' has no ABI code.
+_GRID_KERNEL_PADDINGS = {**GRID_PADDINGS, "constant": GRID_PADDINGS["zeros"]}
 
 
 class GridSampleKernel(PluginKernel):
@@ -372,16 +382,21 @@ class GridSampleKernel(PluginKernel):
     ``kernel(out, x, grid, dims, mode, padding, align_corners, channels_last)``.
 
     The C kernel gets inputs ``x, grid`` and output ``out`` (compact) and
-    ``params->ints = {mode, padding, align_corners, channels_last}``.
+    ``params->ints = {mode, padding, align_corners, channels_last}``. Calls the ABI
+    cannot express (volumes: 8 dims; 'wrap' padding) run the kernel below this one.
     """
 
     __slots__ = ()
 
     def __call__(self, out: Any, x: Any, grid: Any, dims: tuple[int, ...], mode: str,
                  padding: str, align_corners: bool, channels_last: bool) -> None:
+        pad = _GRID_KERNEL_PADDINGS.get(padding)
+        if len(dims) != 6 or pad is None or mode not in GRID_MODES:
+            self._below()(out, x, grid, dims, mode, padding, align_corners, channels_last)
+            return
         n, c, _, _, ho, wo = dims
-        self._run((x, grid), (out,), (), (GRID_MODES[mode], GRID_PADDINGS[padding],
-                                          int(align_corners), int(channels_last)),
+        self._run((x, grid), (out,), (), (GRID_MODES[mode], pad, int(align_corners),
+                                          int(channels_last)),
                   threads_for(n * c * ho * wo, 16384))
 
 
@@ -499,6 +514,23 @@ def _fail(where: str, reason: str) -> NoReturn:
     raise PluginError(f"{where}: {reason}; nothing was registered.")
 
 
+def _is_op_name(op: Any) -> TypeGuard[str]:
+    """True if ``op`` can name a plugin op (else refuse it with :func:`_op_name_error`)."""
+    return isinstance(op, str) and _OP_NAME.match(op) is not None
+
+
+def _op_name_error(op: Any) -> str:
+    """Why ``op`` cannot name a plugin op (the same words for libraries and cfuncs)."""
+    return f"op name must match [a-z][a-z0-9_]*; got {op!r}"
+
+
+def _optional_str(where: str, arg: str, value: Any) -> None:
+    """Refuse a ``value`` for argument ``arg`` that is neither a str nor None."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{where}: {arg} must be a str or None; "
+                        f"got {type(value).__name__} {value!r}.")
+
+
 def _builtin_ops() -> set:
     """Every built-in op name: those registered now, the frontends' conventions, and the
     kernels the op table lists (some, like ``nca_softmax``, are registered only when
@@ -528,15 +560,15 @@ def _prepare(name: str, raw_kernels: Iterable[dict[str, Any]], owner: Any, where
     seen: set[Any] = set()
     skipped: builtins.list[str] = []
     for i, k in enumerate(raw_kernels):
+        if not k["fn"]:
+            continue  # NULL: not supported, whatever else the entry holds (policy rule 6)
         what = f"kernel {i} ({k.get('op')!r})"
         op = k.get("op")
-        if not op or not _OP_NAME.match(op):
-            _fail(where, f"{what}: op name must match [a-z][a-z0-9_]*; got {op!r}")
+        if not _is_op_name(op):
+            _fail(where, f"{what}: {_op_name_error(op)}")
         if op not in builtin and op in _ops_module_names():
             _fail(where, f"{what}: op name must not be an attribute of fastinterp.ops "
                          f"({', '.join(sorted(_ops_module_names()))}); got {op!r}")
-        if k["fn"] == 0:
-            continue  # NULL: not supported (policy rule 6)
         if k["device_type"] != DEVICE_CPU:
             dev = _DEVICE_NAMES.get(k["device_type"], f"device type {k['device_type']}")
             skipped.append(f"{where}: {what} for {dev} skipped: this fastinterp runs plugin "
@@ -624,12 +656,12 @@ def _check_abi(where: str, abi_info: dict[str, int] | None) -> None:
                      f"(DLPack's DLTensor), got {abi_info['tensor']}")
 
 
-def load(path: str | os.PathLike[str]) -> PluginInfo:
+def load(path: str | bytes | os.PathLike[Any]) -> PluginInfo:
     """Load a plugin shared library and register its kernels.
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, bytes or os.PathLike
         A shared library exporting ``fastinterp_plugin`` (see ``fastinterp/plugin.h``).
 
     Returns
@@ -655,7 +687,7 @@ def load(path: str | os.PathLike[str]) -> PluginInfo:
     ...
     fastinterp.plugins.PluginError: load('/nonexistent/libnothing.so'): no such file; nothing was registered.
     """
-    path = os.fspath(path)
+    path = _path_str("load", path)
     where = f"load({path!r})"
     if not os.path.exists(path):
         _fail(where, "no such file")
@@ -665,6 +697,14 @@ def load(path: str | os.PathLike[str]) -> PluginInfo:
         except OSError as exc:
             _fail(where, f"not a loadable shared library ({exc})")
         return _load_library(lib, path, where)
+
+
+def _path_str(op: str, path: Any) -> str:
+    """``path`` (str, bytes or os.PathLike) as a str, or a TypeError naming it."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{op}: path must be a str, bytes or os.PathLike; "
+                        f"got {type(path).__name__} {path!r}.")
+    return os.fsdecode(path)
 
 
 def _load_library(lib: _Library, path: str, where: str) -> PluginInfo:
@@ -741,6 +781,8 @@ def register_cfunc(op: str, dtype: Any, cfunc: Any, *, signature: str | None = N
     >>> fi.plugins.unload("numba.twice")
     """
     where = f"register_cfunc({op!r})"
+    if not _is_op_name(op):
+        _fail(where, _op_name_error(op))
     address = getattr(cfunc, "address", None)
     sig = getattr(cfunc, "_sig", None)
     if address is None or sig is None:
@@ -757,7 +799,10 @@ def register_cfunc(op: str, dtype: Any, cfunc: Any, *, signature: str | None = N
     code = {v: k for k, v in _DTYPES.items()}.get(dtype_name)
     if code is None:
         raise TypeError(f"{where}: dtype must be float32 or float64; got {dtype_name}.")
-    name = name or f"numba.{op}"
+    for arg, value in (("signature", signature), ("params", params), ("doc", doc),
+                       ("name", name)):
+        _optional_str(where, arg, value)
+    name = f"numba.{op}" if name is None else name
     if not _PLUGIN_NAME.match(name) or name == registry.BUILTIN:
         raise ValueError(f"{where}: name must match [A-Za-z0-9_.-]+ and not be 'builtin'; "
                          f"got {name!r}.")
@@ -821,9 +866,10 @@ list = list_plugins
 def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
     """Load the plugins that installed packages declare in the entry-point group.
 
-    An entry point may name a path (str / PathLike) to a plugin library, or a
-    callable returning a path, a list of paths, or None (for a callable that
-    registers kernels itself, e.g. with :func:`register_cfunc`). Plugins whose
+    An entry point may name a path (str, bytes or os.PathLike) to a plugin
+    library, a list of paths, or a callable returning a path, a list of paths,
+    or None (for a callable that registers kernels itself, e.g. with
+    :func:`register_cfunc`). Plugins whose
     name is already loaded are skipped; one that fails to load is skipped
     with a :class:`PluginWarning` saying why, so one broken package does not
     hide the others. Discovery never runs at ``import fastinterp``.
@@ -842,9 +888,7 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
                 before = set(_plugins)
                 target = target()
                 loaded.extend(_plugins[n] for n in _plugins if n not in before)
-            paths = [] if target is None else [target] if isinstance(target, (str, os.PathLike)) \
-                else builtins.list(target)
-            for path in paths:
+            for path in _entry_point_paths(target):
                 try:
                     loaded.append(load(path))
                 except PluginError as exc:
@@ -854,6 +898,19 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
             warnings.warn(f"discover: entry point {ep.name!r} ({ep.value}) skipped: {exc}",
                           PluginWarning, stacklevel=2)
     return loaded
+
+
+def _entry_point_paths(target: Any) -> builtins.list:
+    """The plugin paths an entry point (or the callable it names) gave."""
+    if target is None:
+        return []
+    if isinstance(target, (str, bytes, os.PathLike)):
+        return [target]
+    if isinstance(target, collections.abc.Iterable) and not isinstance(target, dict):
+        return builtins.list(target)
+    raise TypeError(f"it must give a path (str, bytes or os.PathLike), a list of paths, a "
+                    f"callable returning one of those, or None; got {type(target).__name__} "
+                    f"{target!r}.")
 
 
 # --------------------------------------------------------------------------- new ops

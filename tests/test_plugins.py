@@ -148,6 +148,17 @@ def test_null_entries_skipped_and_other_devices_warned(test_so):
     assert not hasattr(fi.ops, "not_built") and not hasattr(fi.ops, "gpu_only")
 
 
+def test_entries_with_a_null_fn_are_skipped_whatever_they_hold(build_dir):
+    """plugin.h rule 6: an entry whose fn is NULL is skipped, even with a NULL or
+    malformed op name, dtype or signature (a zeroed terminator counted in n_kernels)."""
+    so = compile_so(SOURCES / "test_plugin.c", build_dir / "libnullentries.so",
+                    "-DNULL_ENTRIES", '-DNAME="nullentries"')
+    with pytest.warns(fi.plugins.PluginWarning, match="CUDA skipped") as record:
+        info = fi.plugins.load(so)
+    assert len(record) == 1
+    assert {k[0] for k in info.kernels} == {"fail_op", "sum_rows", "lerp"}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_scale_add_numpy(example_so, rng, dtype):
     fi.plugins.load(example_so)
@@ -379,6 +390,24 @@ def bad_plugins(build_dir, test_so):
     return paths
 
 
+@pytest.mark.parametrize("op", ["Bad Op", "Fail-Op", "", "9lives", 5, None])
+@pytest.mark.parametrize("name", [None, "mine"])
+def test_register_cfunc_bad_op_name_same_error_as_a_library(numba_kernels, bad_plugins, op,
+                                                            name):
+    """The op name is checked, with the library loader's words, before anything else
+    (the default plugin name numba.<op> used to be blamed)."""
+    with pytest.raises(PluginError) as lib:
+        fi.plugins.load(bad_plugins["op_name"])
+    reason = str(lib.value).split(": ", 2)[2]
+    assert reason == "op name must match [a-z][a-z0-9_]*; got 'Fail-Op'; nothing was registered."
+    before = snapshot()
+    with pytest.raises(PluginError) as info:
+        fi.plugins.register_cfunc(op, "float64", numba_kernels[0], name=name)
+    assert str(info.value) == (f"register_cfunc({op!r}): op name must match [a-z][a-z0-9_]*; "
+                               f"got {op!r}; nothing was registered.")
+    assert snapshot() == before
+
+
 @pytest.mark.parametrize("case, message", [
     ("major", r"ABI major version mismatch: this fastinterp implements ABI 1\.1 .*built for 2\.1"),
     ("kernel_size", r"fi_kernel_t size mismatch: expected at least 56 bytes .*got 48"),
@@ -473,6 +502,36 @@ def test_kernel_error_status_raises_with_message(test_so):
         fi.ops.fail_op(x)
     assert info.value.status == 2 and info.value.message == "fail_op: refusing 10 elements on purpose"
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name=5), r"name must be a str or None; got int 5\."),
+    (dict(name=b"mine"), r"name must be a str or None; got bytes b'mine'\."),
+    (dict(signature=5), r"signature must be a str or None; got int 5\."),
+    (dict(signature=["x(n) -> out(n)"]), r"signature must be a str or None; got list"),
+    (dict(params=1.5), r"params must be a str or None; got float 1\.5\."),
+    (dict(doc=3), r"doc must be a str or None; got int 3\."),
+])
+def test_register_cfunc_argument_types_are_clear_errors(numba_kernels, kwargs, message):
+    before = snapshot()
+    with pytest.raises(TypeError, match=r"register_cfunc\('ok'\): " + message):
+        fi.plugins.register_cfunc("ok", "float64", numba_kernels[0], **kwargs)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("path, typename", [(None, "NoneType"), (3, "int"), (2.5, "float"),
+                                            (["lib.so"], "list")])
+def test_load_path_of_the_wrong_type(path, typename):
+    with pytest.raises(TypeError, match=rf"load: path must be a str, bytes or os\.PathLike; "
+                                        rf"got {typename} "):
+        fi.plugins.load(path)
+
+
+def test_load_takes_a_bytes_path(example_so):
+    info = fi.plugins.load(os.fsencode(example_so))
+    assert info.name == "example" and info.path == str(example_so)
+    with pytest.raises(PluginError, match=r"load\('/nonexistent/lib\.so'\): no such file"):
+        fi.plugins.load(b"/nonexistent/lib.so")
 
 
 def test_unload_unknown_name():
@@ -773,6 +832,111 @@ def test_grid_sample_override_through_the_abi(rng, torch):
     assert fi.last_kernel().source == registry.BUILTIN
 
 
+def _grid_sample_calls(rng, dtype):
+    """grid_sample calls covering every option: (kwargs, reaches a plugin kernel)."""
+    x = rand(rng, (2, 3, 6, 5), dtype)
+    grid = rng.uniform(-1.3, 1.3, (2, 4, 3, 2)).astype(dtype)
+    x3 = rand(rng, (1, 2, 3, 4, 5), dtype)
+    grid3 = rng.uniform(-1.3, 1.3, (1, 2, 2, 3, 3)).astype(dtype)
+    u8 = rng.integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+    calls = []
+    for pad in ("zeros", "border", "reflection", "constant", "wrap"):
+        for mode in fi.plugins.GRID_MODES:
+            kw = dict(mode=mode, padding_mode=pad, align_corners=mode == "bicubic")
+            if pad == "constant":
+                kw["fill"] = 0.5
+            calls.append(((x, grid), kw, pad != "wrap"))
+            calls.append(((x3, grid3), kw, False))        # volumes: no ABI convention
+    calls.append(((np.moveaxis(x, 1, -1), grid), dict(layout="NHWC"), True))
+    calls.append(((np.moveaxis(x, 1, -1), grid), dict(layout="NHWC", padding_mode="constant",
+                                                      fill=[1.0, -2.0, 3.0]), True))
+    calls.append(((x[0], grid[0]), dict(layout="CHW", padding_mode="border"), True))
+    if dtype == np.float32:
+        calls.append(((u8, grid), dict(layout="NHWC", padding_mode="reflection"), True))
+        calls.append(((u8, grid), dict(layout="NHWC", padding_mode="wrap"), False))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grid_sample_override_is_indistinguishable_for_every_option(rng, dtype):
+    """The exported grid_sample as a plugin kernel gives the built-in's results for every
+    call: those the ABI cannot express (wrap padding, volumes) run the built-in kernel."""
+    _grid_sample_exported()
+    from fastinterp.plugins import GridSampleKernel
+    name = np.dtype(dtype).name
+    addr = {(k["op"], k["dtype"]): k["address"] for k in fi.plugins.builtin_kernels()}
+    calls = _grid_sample_calls(rng, dtype)
+    refs = [fi.grid_sample(*args, **kw) for args, kw, _ in calls]
+    kernel = GridSampleKernel("exported", "grid_sample", name, addr[("grid_sample", name)],
+                              None, False)
+    registry.register("grid_sample", "cpu", name, kernel, source="exported")
+    try:
+        for (args, kw, by_plugin), ref in zip(calls, refs):
+            np.testing.assert_array_equal(fi.grid_sample(*args, **kw), ref, err_msg=str(kw))
+            expected = "exported" if by_plugin else registry.BUILTIN
+            assert fi.last_kernel().source == expected, kw
+    finally:
+        registry.unregister("exported")
+
+
+@pytest.fixture(scope="module")
+def marker_grid_sample():
+    """A numba grid_sample kernel that writes 7 everywhere."""
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def sevens(inputs, n_in, outputs, n_out, params, err, err_size):
+        y = nb.flat(outputs, 0, np.float32)
+        for i in range(y.size):
+            y[i] = 7.0
+        return 0
+    return sevens
+
+
+def test_grid_sample_plugin_gets_the_calls_its_abi_expresses(marker_grid_sample, rng):
+    """wrap padding and volumes run the built-in kernel below the plugin's; 'constant'
+    runs the plugin's 'zeros' kernel plus fill times the weight outside (as built in)."""
+    calls = _grid_sample_calls(rng, np.float32)
+    refs = [fi.grid_sample(*args, **kw) for args, kw, _ in calls]
+    fi.plugins.register_cfunc("grid_sample", "float32", marker_grid_sample)
+    for (args, kw, by_plugin), ref in zip(calls, refs):
+        got = fi.grid_sample(*args, **kw)
+        if not by_plugin:
+            np.testing.assert_array_equal(got, ref, err_msg=str(kw))
+            assert fi.last_kernel().source == registry.BUILTIN, kw
+            continue
+        assert fi.last_kernel().source == "numba.grid_sample", kw
+        fill = np.asarray(kw.get("fill", 0.0), np.float32)
+        # 'constant': out = zeros kernel (7) + fill * (1 - zeros kernel on ones (7))
+        want = np.broadcast_to(7 - 6 * fill, got.shape) if kw.get("layout") else 7 - 6 * fill
+        np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape), err_msg=str(kw))
+    # The float64 kernels stay built-in.
+    x = rand(rng, (1, 2, 5, 5), np.float64)
+    grid = rng.uniform(-1, 1, (1, 4, 3, 2))
+    fi.grid_sample(x, grid, padding_mode="wrap")
+    assert fi.last_kernel().source == registry.BUILTIN
+
+
+def test_grid_sample_fallback_runs_the_kernel_below_a_stacked_plugin(marker_grid_sample, rng):
+    """Two plugins stacked: a call the top one cannot take runs the one below it."""
+    x = rand(rng, (1, 2, 3, 4, 5), np.float32)
+    grid = rng.uniform(-1, 1, (1, 2, 2, 3, 3)).astype(np.float32)
+    seen = []
+
+    def volumes(out, x_, grid_, dims, *args):
+        seen.append(len(dims))
+        out[...] = 3.0
+    registry.register("grid_sample", "cpu", "float32", volumes, source="python_volumes")
+    try:
+        fi.plugins.register_cfunc("grid_sample", "float32", marker_grid_sample)
+        np.testing.assert_array_equal(fi.grid_sample(x, grid), 3.0)
+        assert seen == [8] and fi.last_kernel().source == "python_volumes"
+        fi.plugins.unload("numba.grid_sample")
+    finally:
+        registry.unregister("python_volumes")
+
+
 def test_builtin_table_listing():
     keys = {(k["op"], k["device"], k["dtype"]) for k in fi.plugins.builtin_kernels()}
     assert {("lerp", "cpu", "float32"), ("lerp", "cpu", "float64")} <= keys
@@ -879,6 +1043,41 @@ def test_entry_point_discovery(example_so, tmp_path, monkeypatch):
     res = subprocess.run([sys.executable, "-c", "import fastinterp as fi; print(fi.plugins.list())"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+
+def test_entry_points_giving_no_path_are_named(example_so, tmp_path, monkeypatch):
+    """An entry point whose value is not a path, a list of paths, a callable or None
+    is skipped with a warning that says what it gave; a bytes path loads."""
+    site = tmp_path / "site"
+    dist = site / "fi_odd_plugins-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fi-odd-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [fastinterp.plugins]
+        number = fi_odd_plugins:NUMBER
+        gives_number = fi_odd_plugins:gives_number
+        list_of_junk = fi_odd_plugins:JUNK
+        as_bytes = fi_odd_plugins:AS_BYTES
+        """))
+    (site / "fi_odd_plugins.py").write_text(
+        f"NUMBER = 5\nJUNK = [None]\nAS_BYTES = {os.fsencode(example_so)!r}\n"
+        "def gives_number():\n    return 7\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(fi.plugins.PluginWarning) as record:
+        loaded = fi.plugins.discover()
+    assert [p.name for p in loaded] == ["example"]
+    messages = sorted(str(w.message) for w in record)
+    assert messages == [
+        "discover: entry point 'gives_number' (fi_odd_plugins:gives_number) skipped: it must "
+        "give a path (str, bytes or os.PathLike), a list of paths, a callable returning one "
+        "of those, or None; got int 7.",
+        "discover: entry point 'list_of_junk' (fi_odd_plugins:JUNK) skipped: load: path must "
+        "be a str, bytes or os.PathLike; got NoneType None.",
+        "discover: entry point 'number' (fi_odd_plugins:NUMBER) skipped: it must give a path "
+        "(str, bytes or os.PathLike), a list of paths, a callable returning one of those, or "
+        "None; got int 5.",
+    ]
 
 
 # --------------------------------------------------------------------------- example script

@@ -8,6 +8,8 @@
  *   -DNO_ENTRY           does not export fastinterp_plugin at all
  *   -DBAD_DTYPE          declares an int32 kernel
  *   -DBAD_OP             declares an op whose name is not an identifier
+ *   -DNULL_ENTRIES       adds entries with a NULL fn and otherwise malformed fields
+ *                        (NULL op, a zeroed terminator...): skipped all the same
  *   -DFUTURE_MINOR       claims ABI 1.7 with kernel entries 16 bytes longer
  *                        (fields a later minor appended); only fail_op, sum_rows
  *   -DREFUSE             the entry point refuses with a message (ABI >= 1.1)
@@ -94,6 +96,12 @@ static const fi_kernel_t kernels[] = {
 #endif
 #ifdef BAD_OP
     {"Fail-Op", FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 32, 1}, fail_op, NULL, NULL, NULL, 0, 0},
+#endif
+#ifdef NULL_ENTRIES
+    {NULL, FI_DEVICE_CPU, {FI_DTYPE_FLOAT, 64, 1}, NULL, NULL, NULL, NULL, 0, 0},
+    {"Not Built", FI_DEVICE_CPU, {FI_DTYPE_INT, 32, 1}, NULL, "x(", "k: int = x", NULL, 0, 0},
+    {"annotations", 99, {FI_DTYPE_FLOAT, 64, 1}, NULL, NULL, NULL, NULL, 0, 0},
+    {NULL, 0, {0, 0, 0}, NULL, NULL, NULL, NULL, 0, 0},
 #endif
 };
 
