@@ -268,10 +268,19 @@ def _eager_autograd(op, setup, backward):
 
         @staticmethod
         def backward(ctx, *grads):
-            return backward(ctx, *grads)
+            return backward(ctx, *(_dense(g) for g in grads))
 
     EagerOp.__name__ = EagerOp.__qualname__ = f"{body.__name__.strip('_')}_eager"
     return EagerOp
+
+
+def _dense(grad):
+    """An expanded gradient (a zero stride: ``y.sum().backward()`` sends ones expanded to
+    y's shape) as a contiguous tensor: the NumPy API copies a strided array once anyway,
+    and a contiguous one takes its call plans (a tiny call then costs a third less)."""
+    if isinstance(grad, Tensor) and 0 in grad.stride() and not grad.is_contiguous():
+        return grad.contiguous()
+    return grad
 
 
 def _register(op, fake, backward=None, setup=None, name=None):
