@@ -64,7 +64,8 @@ def reference(x, grid, go, pad):
     return out, gi, gg
 
 
-@pytest.mark.parametrize("channels", [1, 3, 4, 7, 9])          # partial and full blocks
+# partial and full blocks of 4 (channels first) and of 16 lanes (channels-last backward)
+@pytest.mark.parametrize("channels", [1, 3, 4, 7, 9, 16, 17, 35])
 @pytest.mark.parametrize("pad", ["zeros", "border"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bilinear_sweeps_match_a_direct_reference(channels, pad, channels_last, rng):
@@ -216,6 +217,12 @@ def _sampling_workload() -> dict:
                 key = f"{np.dtype(dt)}-{mode}-{pad}"
                 res[key] = fi.grid_sample(x, g, **kw)
                 res[key + "-gi"], res[key + "-gg"] = fi.grid_sample_backward(go, x, g, **kw)
+        xl = rng.standard_normal((2, 20, 30, 19)).astype(dt)      # channels-last backward
+        gol = rng.standard_normal((2, 17, 23, 19)).astype(dt)
+        for pad in ("zeros", "border", "reflection", "wrap"):
+            key = f"{np.dtype(dt)}-nhwc-{pad}"
+            res[key + "-gi"], res[key + "-gg"] = fi.grid_sample_backward(
+                gol, xl, g, padding_mode=pad, layout="NHWC")
         v = rng.standard_normal((1, 3, 9, 10, 11)).astype(dt)
         gv = rng.uniform(-1.2, 1.2, (1, 6, 7, 8, 3)).astype(dt)
         gov = rng.standard_normal((1, 3, 6, 7, 8)).astype(dt)

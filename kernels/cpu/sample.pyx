@@ -45,6 +45,16 @@ cdef extern from "_transpose.h" nogil:
     void fi_transpose_d(const double* a, Py_ssize_t lda, double* b, Py_ssize_t ldb,
                         Py_ssize_t rows, Py_ssize_t cols) noexcept
 
+cdef extern from "_gridbwd.h" nogil:
+    void fi_bwd_bilinear_nhwc_f(const float* ip, float* gip, const float* gop, Py_ssize_t nc,
+                                Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx, Py_ssize_t sy,
+                                const float* R, const Py_ssize_t* I, int do_input,
+                                int do_grid, float* GX, float* GY) noexcept
+    void fi_bwd_bilinear_nhwc_d(const double* ip, double* gip, const double* gop,
+                                Py_ssize_t nc, Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                Py_ssize_t sy, const double* R, const Py_ssize_t* I,
+                                int do_input, int do_grid, double* GX, double* GY) noexcept
+
 cdef extern from "_gridplan.h" nogil:
     void fi_plan_bilinear_f(const float* g, Py_ssize_t wo, int padding, int grad,
                             const float* ax, const float* ay, Py_ssize_t sx, Py_ssize_t sy,
@@ -861,6 +871,11 @@ cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t 
     """Backward sweeps of channels [c0, c1) over one planned tile of pixels starting
     at output pixel p0 (bilinear in blocks of CB channels, then one by one)."""
     cdef Py_ssize_t c = c0
+    if mode == BILINEAR and si[1] == 1 and c1 > c0:     # NHWC: all channels as vectors
+        bwd_bilinear_nhwc(ip + n * si[0] + c0, gip + n * si[0] + c0,
+                          gop + n * so[0] + c0 + p0 * so[3], c1 - c0, so[3], length,
+                          si[3], si[2], R, I, do_input, do_grid)
+        return
     while mode == BILINEAR and c < c1:
         sweep_bwd_bilinear(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1], si[1],
                            gop + n * so[0] + c * so[1] + p0 * so[3], so[1], so[3], length,
@@ -871,6 +886,20 @@ cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t 
                   gop + n * so[0] + c * so[1] + p0 * so[3], so[3], length, mode,
                   si[3], si[2], do_input, do_grid, R, I)
         c = c + 1
+
+
+cdef inline void bwd_bilinear_nhwc(const real* ip, real* gip, const real* gop, Py_ssize_t nc,
+                                   Py_ssize_t ostep, Py_ssize_t wo, Py_ssize_t sx,
+                                   Py_ssize_t sy, const real* R, const Py_ssize_t* I,
+                                   bint do_input, bint do_grid) noexcept nogil:
+    """The NHWC bilinear backward of one planned run (_gridbwd.h), grid sums into the
+    plan's R_GX, R_GY slots."""
+    if real is float:
+        fi_bwd_bilinear_nhwc_f(ip, gip, gop, nc, ostep, wo, sx, sy, R, I, do_input, do_grid,
+                               <float*>R + R_GX * wo, <float*>R + R_GY * wo)
+    else:
+        fi_bwd_bilinear_nhwc_d(ip, gip, gop, nc, ostep, wo, sx, sy, R, I, do_input, do_grid,
+                               <double*>R + R_GX * wo, <double*>R + R_GY * wo)
 
 
 cdef void backward_pixels(const real* ip, real* gip, const real* gop, const real* gp,
