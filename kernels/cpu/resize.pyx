@@ -1103,7 +1103,7 @@ def _separable_u8_wide(unsigned char[:, :, ::1] out, const unsigned char[:, :, :
     (a float32 sum of thousands of taps could round the wrong way)."""
     import numpy as np
     outs = np.asarray(out)
-    order = ORDER_V_FIRST if out.shape[0] and out.shape[1] < x.shape[1] else ORDER_H_FIRST
+    order = ORDER_V_FIRST if out.shape[1] < x.shape[1] else ORDER_H_FIRST   # shrinking: V first
     for p0, p1, out64 in _float64_groups(x, out.shape, yidx, yw, False, xidx, xw, False, 1,
                                          order, nthreads):
         outs[p0:p1] = np.clip(np.rint(out64), 0, 255)
