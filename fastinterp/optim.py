@@ -15,7 +15,8 @@ count.
 
 Parameters are viewed afresh at every step, so replacing a torch
 parameter's storage (``p.data = new``, ``p.resize_`` back to its shape) is
-followed; a parameter whose shape or dtype changed raises. Non-finite values
+followed; a parameter whose shape or dtype changed raises. Arrays appended to (or
+removed from) a group's ``"params"`` list are followed too, as in torch. Non-finite values
 follow torch: an infinite parameter stays infinite when nothing finite is
 added to it (no ``0 * inf`` from a zero weight decay), NaN propagates, and
 AMSGrad's maximum keeps NaN like ``torch.maximum``. Hyper-parameters are
@@ -34,7 +35,7 @@ import numpy as np
 
 from . import _registry as registry
 from ._config import threads_for
-from ._dispatch import CUDA, Prepared, begin
+from ._dispatch import CUDA, Prepared, array_kind, begin
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -90,8 +91,7 @@ class _Param:
     __slots__ = ("caller", "name", "backend", "dtype", "shape", "template")
 
     def __init__(self, op: str, name: str, obj: Any) -> None:
-        if obj is None or not hasattr(obj, "shape"):
-            raise TypeError(f"{op}: {name} must be an array; got {type(obj).__name__}.")
+        _check_updatable(op, name, obj)
         prepared = begin(op, writes=("param",), param=_updatable(obj))
         arr = prepared.arrays["param"]
         self.caller, self.name, self.backend = obj, name, prepared.backend
@@ -119,6 +119,17 @@ class _Param:
         """An uninitialised state buffer shaped like the parameter (the caller's array type:
         a torch parameter gets a torch tensor, as ``torch.optim`` keeps its state)."""
         return self.template.wrap(self.template.empty(self.shape, self.dtype)[0])
+
+
+def _check_updatable(op: str, name: str, obj: Any) -> None:
+    """``obj`` must be an array a step can write through: a NumPy array (0-d included), a
+    CUDA array or a DLPack tensor. A NumPy scalar is immutable, and other array-likes
+    (lists, objects with ``__array__``) convert by copy: a step would update the copy."""
+    kind = None if obj is None or not hasattr(obj, "shape") else array_kind(obj)
+    if kind is None or (kind == "numpy" and not isinstance(obj, np.ndarray)):
+        shown = (f"a NumPy scalar {type(obj).__name__} (immutable; use a 0-d array, "
+                 f"np.array(x))" if isinstance(obj, np.generic) else type(obj).__name__)
+        raise TypeError(f"{op}: {name} must be an array (it is updated in place); got {shown}.")
 
 
 def _listed(op: str, name: str, value: Any, expected: str, given: Any = None) -> list[Any]:
@@ -235,7 +246,19 @@ def _scalar(value: Any) -> float | None:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:        # an int beyond float: out of every range checked, like inf
+        return math.inf if value > 0 else -math.inf
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message; an int beyond float's range by its size
+    (its repr would run to hundreds of digits)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+            and abs(int(value)) > 2 ** 1024:
+        return f"an int of {len(str(abs(int(value))))} digits (beyond float's range)"
+    return repr(value)
 
 
 # --- the base class -----------------------------------------------------------------
@@ -295,6 +318,7 @@ class Optimizer:
         arrays = group["params"]
         arrays = [arrays] if hasattr(arrays, "shape") else _listed(
             self._name, "a parameter group's 'params'", arrays, "a sequence of arrays")
+        self._sync_params(self._name)
         self._check_keys(self._name, "parameter group", group)
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._check(full)
@@ -309,6 +333,38 @@ class Optimizer:
         full["params"] = arrays
         self.param_groups.append(full)
 
+    def _sync_params(self, op: str) -> None:
+        """Follow edits of the groups' ``"params"`` lists made since the last call (torch
+        allows ``opt.param_groups[i]["params"].append(p)``): a new array is checked like
+        a constructor's, the state of the others follows them to their new index, and a
+        removed one loses its state. Nothing changes if a new array is refused."""
+        lists = [g["params"] for g in self.param_groups]
+        if all(type(lst) is list for lst in lists) and \
+                sum(map(len, lists)) == len(self._params) and \
+                all(p.caller is a for p, a in zip(self._params, (a for lst in lists for a in lst))):
+            return                                   # unchanged: the common case, every step
+        lists = [[lst] if hasattr(lst, "shape") else _listed(
+            op, f"param_groups[{k}]['params']", lst, "a sequence of arrays")
+            for k, lst in enumerate(lists)]
+        old = {id(p.caller): (i, p) for i, p in enumerate(self._params)}
+        params: list[_Param] = []
+        state: dict[int, dict[str, Any]] = {}
+        seen: set[int] = set()                   # ids of live objects (the lists hold them)
+        for j, a in enumerate(a for lst in lists for a in lst):
+            if id(a) in seen:
+                raise ValueError(f"{op}: params[{j}] appears twice; each array may be in "
+                                 f"one group only.")
+            seen.add(id(a))
+            i, p = old.get(id(a), (None, None))
+            params.append(_Param(op, f"params[{j}]", a) if p is None else p)
+            if i in self.state:
+                state[j] = self.state[i]
+        for j, p in enumerate(params):
+            p.name = f"params[{j}]"
+        for group, lst in zip(self.param_groups, lists):
+            group["params"] = lst
+        self._params, self.state = params, state
+
     # Validation helpers used by subclasses' _check.
     def _nonneg(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` must be a finite number >= 0; stored back as a float."""
@@ -316,7 +372,7 @@ class Optimizer:
             value = _scalar(group[key])
             if value is None or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{self._name}: {key} must be a finite number >= 0 (a Python "
-                                 f"number or 0-d array); got {group[key]!r}.")
+                                 f"number or 0-d array); got {_shown(group[key])}.")
             group[key] = value
 
     def _flags(self, group: dict[str, Any], *keys: str) -> None:
@@ -339,7 +395,8 @@ class Optimizer:
         if hasattr(grads, "shape"):
             raise TypeError(f"{op}: grads must be a list of arrays, one per "
                             f"parameter; got a single {type(grads).__name__}.")
-        grads = list(grads)
+        grads = _listed(op, "grads", grads, "a list of arrays (or None), one per parameter")
+        self._sync_params(op)
         if len(grads) != len(self._params):
             raise ValueError(f"{op}: grads must have one entry per parameter "
                              f"({len(self._params)}); got {len(grads)}.")
@@ -401,7 +458,9 @@ class Optimizer:
         -----
         Each step views the parameters afresh: if a torch parameter's storage
         was replaced (``p.data = new``, ``p.resize_``) the new storage is
-        updated; a parameter whose shape or dtype changed raises.
+        updated; a parameter whose shape or dtype changed raises. Arrays
+        appended to or removed from a group's ``"params"`` list since the last
+        step are taken into account (their state follows them).
         """
         jobs = self._prepare(grads)
         index = 0
@@ -434,6 +493,7 @@ class Optimizer:
         [indices]}]}``. The state arrays are copies (of the parameters' array
         type), so later steps do not change a saved snapshot.
         """
+        self._sync_params(f"{self._name}.state_dict")
         state = {}
         for i, st in self.state.items():
             p = self._params[i]
@@ -461,6 +521,7 @@ class Optimizer:
         A ``torch.optim`` state_dict is refused with a note on converting it.
         """
         name = f"{self._name}.load_state_dict"
+        self._sync_params(name)
         try:
             if not isinstance(state_dict, dict):      # a NumPy scalar indexes as an IndexError
                 raise TypeError
@@ -483,6 +544,7 @@ class Optimizer:
             self._check(full)
             new_groups.append(full)
         new_state: dict[int, dict] = {}
+        owners = [g for g in new_groups for _ in g["params"]]     # each parameter's group
         for key, st in saved_items:
             i = _state_index(name, key, len(self._params))
             if not isinstance(st, dict):
@@ -496,12 +558,13 @@ class Optimizer:
                 what = f"state[{i}][{k!r}]"
                 entry[k] = _load_step(name, what, v) if k == "step" else \
                     _copy_state(self._params[i], v, name, what)
-            self._check_state(name, i, entry, new_groups)
+            self._check_state(name, i, entry, owners[i])
             new_state[i] = entry
         self.param_groups, self.state = new_groups, new_state
 
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
-                     groups: list[dict[str, Any]]) -> None:
+                     group: dict[str, Any]) -> None:
+        """Raise if state ``entry`` of parameter ``i`` lacks what its ``group`` needs."""
         missing = [k for k in self._required_state if k not in entry]
         if missing:
             raise ValueError(f"{name}: state[{i}] must have keys {list(self._required_state)}; "
@@ -536,7 +599,7 @@ def _load_step(name: str, what: str, value: Any) -> float:
                         f"taken); got {type(value).__name__} {value!r}.")
     if not math.isfinite(step) or step < 0:
         raise ValueError(f"{name}: {what} must be a finite number >= 0 (the number of steps "
-                         f"taken); got {value!r}.")
+                         f"taken); got {_shown(value)}.")
     return step
 
 
@@ -552,8 +615,9 @@ class SGD(Optimizer):
     Parameters
     ----------
     params : list of arrays, or list of dicts
-        float32/float64 arrays, C-contiguous and writable (NumPy, CuPy, or
-        DLPack CPU tensors such as torch tensors, updated in place), or
+        float32/float64 arrays, C-contiguous and writable (NumPy, 0-d included,
+        CuPy, or DLPack CPU tensors such as torch tensors, updated in place; a
+        NumPy scalar is immutable and refused), or
         parameter groups ``{"params": [...], "lr": ...}`` like torch.
     lr : float
         Learning rate, >= 0.
@@ -669,10 +733,11 @@ class Adam(Optimizer):
         group["betas"] = tuple(pair)
 
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
-                     groups: list[dict[str, Any]]) -> None:
-        super()._check_state(name, i, entry, groups)
-        if any(g["amsgrad"] for g in groups) and "max_exp_avg_sq" not in entry:
-            raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True).")
+                     group: dict[str, Any]) -> None:
+        super()._check_state(name, i, entry, group)
+        if group["amsgrad"] and "max_exp_avg_sq" not in entry:
+            raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True "
+                             f"in its group).")
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
         st = self.state.get(index, {})

@@ -1,6 +1,9 @@
 """fastinterp.models: NCA (kernel, analytic gradient, digits) and PolynomialRegression."""
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -208,6 +211,13 @@ def test_nca_verbose_log(rng, capsys):
     (dict(reg=float("nan")), None, None, ValueError, "reg must be"),
     (dict(dtype=np.float16), None, None, TypeError, "dtype must be float32 or float64"),
     (dict(dtype=None), None, None, TypeError, "dtype must be float32 or float64; got None"),
+    (dict(dtype="garbage"), None, None, InvalidTypeError,
+     r"^NCA.fit: dtype must be float32 or float64; got 'garbage'\.$"),
+    (dict(dtype=[1]), None, None, InvalidTypeError, r"dtype must be float32 or float64; got \[1\]"),
+    (dict(dtype="float16"), None, None, InvalidTypeError,
+     r"dtype must be float32 or float64; got float16\.$"),
+    (dict(dtype=np.int32), None, None, InvalidTypeError,
+     "dtype must be float32 or float64; got int32"),
     (dict(random_state=1.5), None, None, InvalidTypeError, "random_state must be None, an int"),
     (dict(random_state="abc"), None, None, InvalidTypeError, "random_state must be None"),
     (dict(random_state=True), None, None, InvalidTypeError, "random_state must be None"),
@@ -1072,3 +1082,81 @@ def test_flags_take_ints_as_scikit_learn_does(rng, op, capsys):
     fit, _ = FITS[op]
     fit(rng, verbose=0, progress=0)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, "float32", np.dtype("f8")])
+def test_nca_dtype_names(rng, dtype):
+    assert _fit_nca(rng, dtype=dtype).components_.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("theta0, exc, match", [
+    (np.full((2, 3), np.nan), ValueError, r"theta0 must be finite; got 6 NaN or inf entries"),
+    (np.array([[np.inf, 0, 0], [0, 1, 0]]), ValueError, r"theta0 must be finite; got 1 NaN"),
+    (np.eye(2, 3) + 0j, InvalidTypeError, r"theta0 must be real; got complex128"),
+    ("abc", InvalidTypeError, r"theta0 must hold numbers; got dtype <U3"),
+    ([[1, 0, None], [0, 1, 0]], ValueError, r"theta0 must be finite; got 1 NaN or inf entry"),
+    ([[1, 0, object()], [0, 1, 0]], TypeError, r"theta0 must hold numbers"),
+    (np.eye(2, 3)[None], ValueError, r"theta0 must have shape \(2, 3\); got \(1, 2, 3\)"),
+    (np.eye(3), ValueError, r"theta0 must have shape \(2, 3\); got \(3, 3\)"),
+])
+@pytest.mark.parametrize("max_iter", [0, 5])
+def test_affine_align_refuses_bad_theta0(theta0, exc, match, max_iter):
+    moving, fixed, _ = _align_pair(size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no ComplexWarning instead
+        with pytest.raises(exc, match=rf"^AffineAlign: {match}"):
+            AffineAlign(max_iter=max_iter, verbose=False).fit(moving, fixed, theta0=theta0)
+
+
+def test_affine_align_takes_theta0_as_any_real_array(torch):
+    moving, fixed, theta = _align_pair(size=8)
+    for theta0 in ([[1, 0, 0.08], [0, 1, -0.05]], np.float32(theta), torch.tensor(theta)):
+        fit = AffineAlign(max_iter=0, verbose=False).fit(moving, fixed, theta0=theta0)
+        assert fit.theta_.dtype == np.float64
+        np.testing.assert_allclose(fit.theta_, theta, rtol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-30, 1e30, 1e300])
+@pytest.mark.parametrize("which", ["moving", "fixed"])
+def test_affine_align_images_of_two_dtypes_at_any_scale(scale, which):
+    """Each image is scaled from its own dtype: a float64 image beyond float32's range
+    next to a float32 one is finite. Images whose scales differ by far more than float64
+    can square give a ValueError saying so, never a NaN theta_."""
+    moving, fixed, _ = _align_pair(size=16)
+    images = {"moving": moving.astype(np.float32), "fixed": fixed.astype(np.float32)}
+    images[which] = {"moving": moving, "fixed": fixed}[which] * scale
+    model = AffineAlign(max_iter=20, verbose=False)
+    if (scale if which == "moving" else 1 / scale) > 1e200:
+        with pytest.raises(ValueError, match=r"^AffineAlign: moving and fixed must have "
+                                             r"comparable scales"):
+            model.fit(images["moving"], images["fixed"])
+        return
+    fit = model.fit(images["moving"], images["fixed"])
+    assert np.isfinite(fit.theta_).all() and np.isfinite(fit.loss_history_).all()
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_affine_align_mixed_dtypes_recover_the_shift(scale, dtypes):
+    moving, fixed, theta = _align_pair()
+    fit = AffineAlign(verbose=False).fit((moving * scale).astype(dtypes[0]),
+                                         (fixed * scale).astype(dtypes[1]))
+    assert np.abs(fit.theta_ - theta).max() < 1e-2
+
+
+@pytest.mark.parametrize("which", ["moving", "fixed"])
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 5, 5), (3, 0, 5)])
+def test_affine_align_refuses_empty_images(which, shape):
+    moving, fixed, _ = _align_pair(size=8)
+    images = {"moving": moving[None], "fixed": fixed[None], which: np.ones(shape)}
+    if len(shape) == 2:
+        images = {k: v[0] if v.ndim == 3 else v for k, v in images.items()}
+    with pytest.raises(ValueError, match=rf"^AffineAlign: {which} must have at least one "
+                                         rf"channel and one pixel; got shape "
+                                         rf"{re.escape(str(shape))}\.$"):
+        AffineAlign(verbose=False).fit(images["moving"], images["fixed"])
+    if which == "moving":
+        fit = AffineAlign(max_iter=0, verbose=False).fit(moving, fixed)
+        with pytest.raises(ValueError, match=r"^AffineAlign.transform: moving must have at "
+                                             r"least one channel"):
+            fit.transform(np.ones(shape))

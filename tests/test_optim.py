@@ -693,7 +693,9 @@ def test_torch_state_dict_is_refused_with_the_expected_format(torch):
 
 
 @pytest.mark.parametrize("step, exc", [(-1.0, ValueError), (float("nan"), ValueError),
-                                       (float("inf"), ValueError), ("3", TypeError),
+                                       (float("inf"), ValueError),
+                                       pytest.param(10**400, ValueError, id="10**400"),
+                                       ("3", TypeError),
                                        (None, TypeError), (True, TypeError), (1 + 2j, TypeError)])
 def test_load_state_dict_rejects_bad_steps(step, exc):
     opt = Adam([np.ones(3)], lr=0.1)
@@ -928,3 +930,168 @@ def test_sgd_flags_take_ints_as_torch_does(flag):
     for bad in ("no", [1], None, 1.0):
         with pytest.raises(TypeError, match=f"{flag} must be a bool"):
             fi.optim.SGD([p], lr=0.1, **opts, **{flag: bad})
+
+
+# --- parameters that cannot be updated in place, gradients that are not a list -----------
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.5)), (SGD, dict(lr=0.5, momentum=0.9)),
+                                     (Adam, dict(lr=0.5)), (AdamW, dict(lr=0.5))])
+@pytest.mark.parametrize("scalar", [np.float32(1.0), np.float64(1.0)])
+def test_numpy_scalar_params_are_refused(cls, kw, scalar):
+    """A NumPy scalar is immutable: a step would update a copy and leave it unchanged."""
+    match = (rf"^{cls.__name__}: params\[0\] must be an array \(it is updated in place\); "
+             rf"got a NumPy scalar {type(scalar).__name__}")
+    with pytest.raises(TypeError, match=match):
+        cls([scalar], **kw)
+    opt = cls([np.zeros(2)], **kw)
+    with pytest.raises(TypeError, match=match.replace("0", "1")):
+        opt.add_param_group({"params": [scalar]})
+    assert len(opt.param_groups) == 1
+
+
+class _ArrayLike:
+    """Has a shape and converts to an array, but a conversion is a copy."""
+    shape = (3,)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.ones(3)
+
+
+def test_array_likes_that_convert_by_copy_are_refused():
+    with pytest.raises(TypeError, match=r"^SGD: params\[0\] must be an array \(it is updated "
+                                        r"in place\); got _ArrayLike"):
+        SGD([_ArrayLike()], lr=0.1)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_0d_array_params_step(cls):
+    w = np.array(1.0)
+    cls([w], lr=0.5, weight_decay=0.0).step([np.array(1.0)])
+    np.testing.assert_allclose(w, 0.5, rtol=1e-7)
+
+
+@pytest.mark.parametrize("grads, given", [(None, "NoneType"), (5, "int"), ("abc", "str"),
+                                          ({0: np.ones(3)}, "dict"), (2.5, "float")])
+def test_step_grads_that_are_not_a_list(grads, given):
+    w = np.ones(3)
+    opt = SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match=rf"^SGD.step: grads must be a list of arrays \(or "
+                                        rf"None\), one per parameter; got {given}\.$"):
+        opt.step(grads)
+    np.testing.assert_array_equal(w, 1.0)
+    opt.step(g for g in [np.ones(3)])                  # any iterable other than those
+    np.testing.assert_array_equal(w, 0.9)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: SGD([np.ones(3)], lr=10**400), r"lr must be a finite number >= 0 \(a Python "
+                                            r"number or 0-d array\); got an int of 401 digits "
+                                            r"\(beyond float's range\)\.$"),
+    (lambda: SGD([np.ones(3)], lr=-10**400), "lr must be a finite number"),
+    (lambda: SGD([np.ones(3)], lr=0.1, momentum=10**400), "momentum must be a finite number"),
+    (lambda: Adam([np.ones(3)], eps=10**400), "eps must be a finite number"),
+    (lambda: Adam([np.ones(3)], betas=(0.9, 10**400)), r"betas\[1\] must be in \[0, 1\)"),
+])
+def test_numbers_beyond_float_are_value_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+# --- per-group options in state_dict round trips ----------------------------------------
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+@pytest.mark.parametrize("amsgrad", [(False, True), (True, False)])
+def test_state_dict_round_trip_with_amsgrad_in_some_groups(cls, amsgrad):
+    a, b = np.ones(3), np.ones(2)
+    opt = cls([{"params": [a], "amsgrad": amsgrad[0]}, {"params": [b], "amsgrad": amsgrad[1]}],
+              lr=0.1)
+    opt.step([np.ones(3), np.ones(2)])
+    snap = opt.state_dict()
+    opt.load_state_dict(snap)
+    assert [g["amsgrad"] for g in opt.param_groups] == list(amsgrad)
+    opt.step([np.ones(3), np.ones(2)])
+    # the parameter whose own group has amsgrad must keep its maximum
+    k = amsgrad.index(True)
+    del snap["state"][k]["max_exp_avg_sq"]
+    with pytest.raises(ValueError, match=rf"state {k} must have key 'max_exp_avg_sq' "
+                                         rf"\(amsgrad=True in its group\)"):
+        opt.load_state_dict(snap)
+
+
+# --- parameter lists edited after construction (as torch allows) -------------------------
+
+def _torch_sgd_with_append(torch, groups_np, grads_seq, append_at, extra):
+    """torch.optim.SGD on copies, ``extra`` appended to group 0 before step ``append_at``."""
+    groups = [{**g, "params": [torch.tensor(p) for p in g["params"]]} for g in groups_np]
+    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    for k, grads in enumerate(grads_seq):
+        if k == append_at:
+            groups[0]["params"].append(torch.tensor(extra))
+            opt.param_groups[0]["params"] = groups[0]["params"]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for p, g in zip(params, grads):
+            p.grad = torch.tensor(g)
+        opt.step()
+    return [p.numpy() for g in opt.param_groups for p in g["params"]]
+
+
+def test_param_appended_to_a_group_is_stepped_like_torch(torch, rng):
+    a, b, c = rng.standard_normal(3), rng.standard_normal(2), rng.standard_normal(4)
+    grads_seq = [[rng.standard_normal(3), rng.standard_normal(2)] for _ in range(2)]
+    grads_seq += [[rng.standard_normal(3), rng.standard_normal(4), rng.standard_normal(2)]
+                  for _ in range(2)]
+    groups = [{"params": [a]}, {"params": [b], "lr": 0.05}]
+    want = _torch_sgd_with_append(torch, groups, grads_seq, 2, c)
+    ours = [{"params": [a.copy()]}, {"params": [b.copy()], "lr": 0.05}]
+    extra = c.copy()
+    opt = SGD(ours, lr=0.1, momentum=0.9)
+    for k, grads in enumerate(grads_seq):
+        if k == 2:
+            opt.param_groups[0]["params"].append(extra)
+        opt.step(grads)
+    got = opt.param_groups[0]["params"] + opt.param_groups[1]["params"]
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    sd = opt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2]]
+    assert sorted(sd["state"]) == [0, 1, 2]
+    assert sd["state"][1]["momentum_buffer"].shape == (4,)        # the appended one
+    assert sd["state"][2]["momentum_buffer"].shape == (2,)        # b's state followed it
+
+
+def test_param_removed_from_a_group_drops_its_state():
+    a, b = np.ones(3), np.ones(2)
+    opt = Adam([a, b], lr=0.1)
+    opt.step([np.ones(3), np.ones(2)])
+    opt.param_groups[0]["params"].remove(a)
+    opt.step([np.ones(2)])
+    assert sorted(opt.state) == [0] and opt.state[0]["step"] == 2.0
+    np.testing.assert_allclose(b, 0.8)
+    np.testing.assert_allclose(a, 0.9)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (lambda a: np.ones(4, np.int64), TypeError, r"params\[1\] must have dtype float32 or float64"),
+    (lambda a: a, ValueError, r"params\[1\] appears twice"),
+    (lambda a: np.float64(1.0), TypeError, r"params\[1\] must be an array"),
+    (lambda a: [1.0], TypeError, r"params\[1\] must be an array"),
+])
+def test_invalid_param_appended_to_a_group_is_refused(bad, exc, match):
+    a = np.ones(3)
+    opt = SGD([a], lr=0.1, momentum=0.9)
+    opt.step([np.ones(3)])
+    opt.param_groups[0]["params"].append(bad(a))
+    with pytest.raises(exc, match=rf"^SGD.step: {match}"):
+        opt.step([np.ones(3), np.ones(4)])
+    np.testing.assert_array_equal(a, 0.9)                  # nothing moved
+    opt.param_groups[0]["params"].pop()
+    opt.step([np.ones(3)])                                 # and it steps again once undone
+    assert opt.state[0]["momentum_buffer"][0] == 1.9
+
+
+def test_group_params_replaced_by_a_non_list_is_refused():
+    opt = SGD([np.ones(3)], lr=0.1)
+    opt.param_groups[0]["params"] = None
+    with pytest.raises(TypeError, match=r"^SGD.step: param_groups\[0\]\['params'\] must be a "
+                                        r"sequence of arrays; got NoneType\.$"):
+        opt.step([np.ones(3)])

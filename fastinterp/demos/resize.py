@@ -44,7 +44,7 @@ def _timing_lines(quick: bool) -> list[str]:
     up = shape[2] * 2
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     ours = _best_ms(lambda: fi.resize(x, size=up))
-    parts = [f"fastinterp {ours:.1f} ms"]
+    parts = [f"fastinterp {ours:.2f} ms"]
     if quick:   # peers are imported for the full demo only (torch takes seconds to load)
         return [f"   bilinear {shape} -> {up}x{up}: " + parts[0]]
     try:
@@ -52,14 +52,14 @@ def _timing_lines(quick: bool) -> list[str]:
         import torch.nn.functional as F
         xt = torch.from_numpy(x)
         ms = _best_ms(lambda: F.interpolate(xt, size=up, mode="bilinear"))
-        parts.append(f"torch {ms:.1f} ms ({ms / ours:.1f}x)")
+        parts.append(f"torch {ms:.2f} ms ({ms / ours:.1f}x)")
     except ImportError:
         pass
     try:
         import cv2
         hwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         ms = _best_ms(lambda: [cv2.resize(im, (up, up)) for im in hwc])
-        parts.append(f"cv2 {ms:.1f} ms ({ms / ours:.1f}x)")
+        parts.append(f"cv2 {ms:.2f} ms ({ms / ours:.1f}x)")
     except ImportError:
         pass
     return [f"   bilinear {shape} -> {up}x{up} ({fi.get_num_threads()} threads): "

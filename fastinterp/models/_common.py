@@ -80,6 +80,20 @@ def check_real(op: str, name: str, value, positive: bool = False) -> float:
     return float(value)
 
 
+def check_float_dtype(op: str, name: str, value) -> np.dtype:
+    """``value`` must name float32 or float64 (a type, a dtype or a string such as
+    ``"float32"``): :class:`InvalidTypeError` for anything else, naming what was given
+    (``np.dtype``'s own error names neither the argument nor the choices)."""
+    try:
+        dtype = None if value is None else np.dtype(value)    # np.dtype(None) is float64
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype not in (np.float32, np.float64):
+        shown = repr(value) if dtype is None else str(dtype)
+        raise InvalidTypeError(f"{op}: {name} must be float32 or float64; got {shown}.")
+    return dtype
+
+
 # --- scikit-learn's estimator protocol, without importing scikit-learn --------------------
 
 class Estimator:

@@ -115,13 +115,18 @@ class AffineAlign(Estimator):
             check_flag(op, name, getattr(self, name))
 
     @staticmethod
-    def _as_image(name, img):
-        a = real_data("AffineAlign", name, img)
+    def _as_image(name, img, op="AffineAlign"):
+        """``img`` (H, W) or (C, H, W) as a (1, C, H, W) float32/float64 array (other
+        real dtypes as float64); an empty image is refused."""
+        a = real_data(op, name, img)
+        if a.ndim not in (2, 3):
+            raise ValueError(f"{op}: {name} must have shape (H, W) or (C, H, W); "
+                             f"got {a.shape}.")
+        if a.size == 0:
+            raise ValueError(f"{op}: {name} must have at least one channel and one pixel; "
+                             f"got shape {a.shape}.")
         if a.ndim == 2:
             a = a[None]
-        if a.ndim != 3:
-            raise ValueError(f"AffineAlign: {name} must have shape (H, W) or (C, H, W); "
-                             f"got {a.shape}.")
         if a.dtype not in (np.float32, np.float64):
             a = a.astype(np.float64)
         return np.ascontiguousarray(a[None])
@@ -140,7 +145,8 @@ class AffineAlign(Estimator):
         target = fixed[:, :, rows] if rows is not None else fixed
         warped = grid_sample(moving, sub, self.mode, self.padding_mode, self.align_corners)
         diff = warped - target
-        loss = float(np.mean(diff.astype(np.float64) ** 2))
+        with np.errstate(over="ignore"):          # an overflow: _check_overflow says so
+            loss = float(np.mean(diff.astype(np.float64) ** 2))
         go = (2.0 / diff.size) * diff
         _, g_sub = grid_sample_backward(go, moving, sub, self.mode, self.padding_mode,
                                         self.align_corners, needs_input_grad=False)
@@ -168,19 +174,19 @@ class AffineAlign(Estimator):
         """
         self._check_params()
         m = self._as_image("moving", moving)
-        f = self._as_image("fixed", fixed).astype(m.dtype)
+        f = self._as_image("fixed", fixed)
         self._check_finite("moving", m)
         self._check_finite("fixed", f)
         if m.shape[1] != f.shape[1]:
             raise ValueError(f"AffineAlign: moving and fixed must have the same channel count; "
                              f"got {m.shape[1]} and {f.shape[1]}.")
-        # unit variance (shared scale) so lr does not depend on the image's contrast
+        theta = _check_theta0(theta0)
+        # unit variance (shared scale) so lr does not depend on the image's contrast; each
+        # image is scaled from its own dtype, then both are taken to their common one
         flat = f.reshape(-1, 1)
         scale = float(column_spread(flat, [np.mean(flat, dtype=np.float64)])[0]) or 1.0
-        m, f = m / m.dtype.type(scale), f / f.dtype.type(scale)
-        theta = np.array(_IDENTITY if theta0 is None else theta0, dtype=np.float64)
-        if theta.shape != (2, 3):
-            raise ValueError(f"AffineAlign: theta0 must have shape (2, 3); got {theta.shape}.")
+        dtype = np.result_type(m.dtype, f.dtype)
+        m, f = _scaled(m, scale, dtype), _scaled(f, scale, dtype)
         rng = seed_from("AffineAlign", self.random_state, self.seed)
         n_rows = max(1, int(round(self.sample_fraction * f.shape[2])))
         with Progress(self.progress, self.max_iter, "AffineAlign") as bar:
@@ -199,6 +205,7 @@ class AffineAlign(Estimator):
         for it in range(1, self.max_iter + 1):
             rows = None if n_rows == H else np.sort(rng.choice(H, n_rows, replace=False))
             loss, grad = self._loss_grad(theta.astype(m.dtype), m, f, rows)
+            _check_overflow(loss, grad, m, it)
             self.loss_history_.append(loss)
             bar.update(1, loss=loss)
             # overshoot (sampled rows: beyond their noise): undo the step, halve lr
@@ -227,10 +234,48 @@ class AffineAlign(Estimator):
         """
         if not hasattr(self, "theta_"):
             raise not_fitted("AffineAlign.transform")
-        m = self._as_image("moving", moving)
+        m = self._as_image("moving", moving, "AffineAlign.transform")
         h, w = m.shape[2:] if size is None else int_sizes("AffineAlign.transform", "size", size,
                                                            "(H, W)", (2,), lo=1)
         grid = affine_grid(self.theta_[None].astype(m.dtype), (1, m.shape[1], h, w),
                            align_corners=self.align_corners)
         out = grid_sample(m, grid, self.mode, self.padding_mode, self.align_corners)[0]
         return out[0] if np.ndim(moving) == 2 else out
+
+
+def _check_theta0(theta0) -> np.ndarray:
+    """fit's starting matrix as a new float64 (2, 3) array: real (else
+    InvalidTypeError), of that shape and finite (else ValueError); None: the identity."""
+    if theta0 is None:
+        return _IDENTITY.copy()
+    theta = real_data("AffineAlign", "theta0", theta0)
+    if theta.shape != (2, 3):
+        raise ValueError(f"AffineAlign: theta0 must have shape (2, 3); got {theta.shape}.")
+    theta = theta.astype(np.float64)              # a copy: fit updates it in place
+    bad = int(np.sum(~np.isfinite(theta)))
+    if bad:
+        raise ValueError(f"AffineAlign: theta0 must be finite; got {bad} NaN or inf "
+                         f"entr{'y' if bad == 1 else 'ies'}.")
+    return theta
+
+
+def _scaled(img: np.ndarray, scale: float, dtype: np.dtype) -> np.ndarray:
+    """``img / scale`` as ``dtype``. Divided in ``img``'s own dtype when ``scale`` is a
+    normal number there, else in float64, so neither the scale nor the image overflows
+    a narrower dtype before it is brought to unit variance."""
+    info = np.finfo(img.dtype)
+    with np.errstate(over="ignore"):     # moving far above fixed: _check_overflow says so
+        if img.dtype == dtype and info.tiny <= scale <= info.max:
+            return img / img.dtype.type(scale)
+        return (img.astype(np.float64) / scale).astype(dtype)
+
+
+def _check_overflow(loss: float, grad: np.ndarray, m: np.ndarray, step: int) -> None:
+    """The images and theta are finite, so a non-finite loss or gradient means that the
+    moving image, at the fixed image's unit variance, is too large to square."""
+    if not (np.isfinite(loss) and np.isfinite(grad).all()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            top = float(np.max(np.abs(m)))
+        raise ValueError(f"AffineAlign: moving and fixed must have comparable scales; with "
+                         f"fixed scaled to unit variance, moving reaches {top:.3g} and the "
+                         f"squared difference overflows {m.dtype} (step {step}).")

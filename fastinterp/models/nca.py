@@ -10,9 +10,9 @@ import scipy.linalg
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
-from ._common import (Estimator, InvalidTypeError, Progress, check_flag, check_int,
-                      check_matrix, check_real, check_target, column_mean, column_spread,
-                      n_features_error, not_fitted, root_mean_square, seed_from)
+from ._common import (Estimator, InvalidTypeError, Progress, check_flag, check_float_dtype,
+                      check_int, check_matrix, check_real, check_target, column_mean,
+                      column_spread, n_features_error, not_fitted, root_mean_square, seed_from)
 from .._validate import (check_ndim, check_option, check_shape, float_dtype, is_int, same_dtype,
                          shape_str)
 from ..distance import deterministic_matmul as matmul
@@ -438,11 +438,7 @@ class NCA(Estimator):
         if y.dtype.kind in "fc" and np.isnan(y).any():    # np.unique would merge them
             raise ValueError(f"{op}: y must not contain NaN labels; got "
                              f"{int(np.isnan(y).sum())} of them.")
-        if self.dtype is None:                             # np.dtype(None) is float64
-            raise TypeError(f"{op}: dtype must be float32 or float64; got None.")
-        dtype = np.dtype(self.dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"{op}: dtype must be float32 or float64; got {dtype}.")
+        dtype = check_float_dtype(op, "dtype", self.dtype)
         d = X.shape[1]
         k = d if self.n_components is None else self.n_components
         if not is_int(k) or not 1 <= k <= d:
@@ -576,7 +572,8 @@ class NCA(Estimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         try:
-            tags.transformer_tags.preserves_dtype = [np.dtype(self.dtype).name]
-        except TypeError:        # an invalid dtype: reported by fit
+            tags.transformer_tags.preserves_dtype = [
+                check_float_dtype("NCA", "dtype", self.dtype).name]
+        except InvalidTypeError:        # an invalid dtype: reported by fit
             tags.transformer_tags.preserves_dtype = []
         return tags
