@@ -20,7 +20,9 @@ Conventions
   zero-batch call of the NumPy op, repeated on zero-stride arrays of the real
   shapes when it fails, and a check of the batch sizes N of its arrays).
 - ``rotate``'s angle, scale and center are constants: a traced one is a
-  TypeError.
+  TypeError. A warp matrix known when tracing (NumPy, a concrete JAX array,
+  rotate's own) is a constant, checked then and read in its own precision
+  (float64 kept without x64); a traced one is differentiable.
 - ``jax.vmap``: the image ops (grid_sample, affine_grid, resize,
   adaptive_avg_pool2d) fold the mapped axes into the batch axis N and make
   one call (``vmap_method="broadcast_all"``); lerp broadcasts; slerp and the
@@ -249,9 +251,9 @@ def affine_grid(theta, size, align_corners=False):
     theta = jnp.asarray(theta)
     size = _check_size("affine_grid", _static("affine_grid", "size", size, int))
     kw = dict(size=size, align_corners=align_corners)
-    specs = _image_specs(_affine_grid_fold, (theta,), kw)
-    if theta.shape[0] != size[0]:   # the probe's N = 0 cannot see it: the NumPy API's error
+    if theta.shape[:1] != size[:1]:   # the probe's N = 0 cannot see it: the NumPy API's error
         _fi.affine_grid(_dummy(theta.shape, theta.dtype), size, align_corners)
+    specs = _image_specs(_affine_grid_fold, (theta,), kw)
 
     @jax.custom_vjp
     def f(th):
@@ -448,23 +450,32 @@ _WARP_HOSTS = {op: (_warp_host(op), _warp_bwd_host(op))
 
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
           layout):
-    img, M = jnp.asarray(img), jnp.asarray(M)
+    img, traced = jnp.asarray(img), _traced(M)
+    if traced:
+        M = jnp.asarray(M)
+    else:       # a constant: read on the host in its own precision (float64 kept)
+        M = np.asarray(M)
     if jnp.issubdtype(M.dtype, jnp.bool_) or jnp.issubdtype(M.dtype, jnp.complexfloating):
         raise matrix_type_error(op, "M", M.dtype)
     if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
-        M = M.astype(jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
+        M = M.astype(np.float64 if not traced else
+                     jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
     x_b, name, back_fn = _as_batch(op, img, layout)
     kw = dict(dsize=_check_dsize(op, _static(op, "dsize", dsize, int)), mode=mode,
               padding_mode=padding_mode, align_corners=align_corners, match=match,
               inverse_map=inverse_map, fill=static_fill(op, fill), layout=name)
     host, host_bwd = _WARP_HOSTS[op]
-    # the NumPy API's checks and the output dtype, on one zero pixel per image and identity
-    # matrices (M may be traced; dsize was checked above): as cheap for any image size
+    # the NumPy API's checks and the output dtype, on one zero pixel per image (as cheap
+    # for any image size; dsize was checked above) and the matrices: a constant M as
+    # given (finite, invertible: errors now, not from the compiled call), identity
+    # matrices of M's shape for a traced one
     lay = Layout(name)
     n, c, _, _ = lay.split(x_b.shape)
-    probe = host(np.zeros(lay.join(n, c, 1, 1), x_b.dtype), _identity_like(M.shape, rows),
-                 **dict(kw, dsize=(1, 1)))
+    probe = host(np.zeros(lay.join(n, c, 1, 1), x_b.dtype),
+                 _identity_like(M.shape, rows) if traced else M, **dict(kw, dsize=(1, 1)))
     specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
+    if not traced:
+        return back_fn(_warp_constant_matrix(host, host_bwd, M, kw, specs, x_b))
 
     @jax.custom_vjp
     def f(x, m):
@@ -481,6 +492,34 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
 
     f.defvjp(fwd, bwd)
     return back_fn(f(x_b, M))
+
+
+def _warp_constant_matrix(host, host_bwd, M, kw, specs, x):
+    """The warp of ``x`` by a constant host matrix ``M``, differentiable in ``x``."""
+    fwd_host = functools.partial(_warp_by, host, M)
+    bwd_host = functools.partial(_warp_grad_by, host_bwd, M)
+
+    @jax.custom_vjp
+    def f(x):
+        return _one(fwd_host, kw, specs, (x,), "sequential")
+
+    def fwd(x):
+        return f(x), x
+
+    def bwd(x, go):
+        return _cast_like(_callback(bwd_host, kw, [_spec(x.shape, x.dtype)], (go, x),
+                                    "sequential"), (x,))
+
+    f.defvjp(fwd, bwd)
+    return f(x)
+
+
+def _warp_by(host, M, img, **kw):
+    return host(img, M, **kw)
+
+
+def _warp_grad_by(host_bwd, M, go, img, **kw):
+    return host_bwd(go, img, M, needs_matrix_grad=False, **kw)[0]
 
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
@@ -628,17 +667,17 @@ def lerp(a, b, t):
 
 def _constant_t(op, t):
     """A Python number ``t`` as a float (a constant weight), else None (an array). None,
-    bools and strings get the NumPy API's TypeError."""
-    if t is None or isinstance(t, (bool, np.bool_, str, bytes)):
+    bools, strings and complex numbers get the NumPy API's TypeError."""
+    if t is None or isinstance(t, (bool, np.bool_, str, bytes, complex)):
         real_float(op, "t", t, np.float64)
     return float(t) if isinstance(t, (int, float)) else None
 
 
 def _lerp_arrays(a, b, t):
     arrays = (a, b) if isinstance(t, float) else (a, b, t)
-    shape = jnp.broadcast_shapes(*(x.shape for x in arrays))
     kw = {} if len(arrays) == 3 else {"t": t}
-    specs = _full_specs(_fi.lerp, arrays, kw)
+    specs = _full_specs(_fi.lerp, arrays, kw)     # first: the NumPy API's errors
+    shape = jnp.broadcast_shapes(*(x.shape for x in arrays))
     # equal ranks, so that a mapped axis added in front of each broadcasts correctly
     padded = tuple(x.reshape((1,) * (len(shape) - x.ndim) + x.shape) for x in arrays)
 

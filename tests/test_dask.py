@@ -367,8 +367,12 @@ def test_batch_op_errors():
     a = da.zeros((4, 8), chunks=2)
     with pytest.raises(ValueError, match="slerp: axis must not be 0"):
         fd.slerp(a, a, 0.5, axis=0)
-    with pytest.raises(ValueError, match=r"grid_sample: grid must have shape \(N, H_out, W_out, 2\) with N = 4"):
-        fd.grid_sample(da.zeros((4, 1, 3, 3), chunks=2), da.zeros((3, 2, 2, 2), chunks=1))
+    # the in-memory wording, over batch and spatial chunks alike
+    for chunks in (2, (2, 1, 2, 2)):
+        with pytest.raises(ValueError, match=r"^grid_sample: grid must have the input's batch "
+                                             r"size N = 4; got \(3, 2, 2, 2\)\.$"):
+            fd.grid_sample(da.zeros((4, 1, 3, 3), chunks=chunks),
+                           da.zeros((3, 2, 2, 2), chunks=1))
 
 
 # --------------------------------------------------------------------------- grid_sample windows
@@ -413,11 +417,13 @@ def test_spatially_chunked_resize_and_pool_refuse_non_float_when_built(dtype):
 
 def test_affine_grid_batch_must_be_size_0():
     theta = da.zeros((5, 2, 3), chunks=(2, 2, 3), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"affine_grid: theta must have N = size\[0\] = 4"):
+    with pytest.raises(ValueError, match=r"^affine_grid: theta must have shape \(N, 2, 3\) "
+                                         r"with N = size\[0\] = 4; got \(5, 2, 3\)\.$"):
         fd.affine_grid(theta, (4, 3, 4, 6))
     grad = da.zeros((3, 4, 6, 2), chunks=(1, 4, 6, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"affine_grid_backward: grad_grid must have N = "
-                                         r"size\[0\] = 4"):
+    with pytest.raises(ValueError, match=r"^affine_grid_backward: grad_grid must have shape "
+                                         r"\(N, H, W, 2\) = \(4, 4, 6, 2\) from size; got "
+                                         r"\(3, 4, 6, 2\)\.$"):
         fd.affine_grid_backward(grad, (4, 3, 4, 6))
     assert fd.affine_grid(theta, (5, 3, 4, 6)).shape == (5, 4, 6, 2)
 
@@ -542,6 +548,20 @@ def test_byte_swapped_sources_give_the_native_result(call):
     want = call(da.from_array(x, chunks=(1, 2, 4, 4)))
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got.compute(**SYNC), want.compute(**SYNC))
+
+
+@pytest.mark.parametrize("dsize", [(0, 4), (4, 0), (0, 0)])
+@pytest.mark.parametrize("op, M", [("warp_affine", np.array([[1.0, 0, 0.5], [0, 1, 0]])),
+                                   ("warp_perspective", np.eye(3))])
+def test_warps_to_an_empty_output(op, M, dsize):
+    """An output size with a zero axis gives an empty result, as in memory, over batch and
+    spatial chunks alike."""
+    x = np.random.default_rng(3).random((2, 1, 8, 8)).astype(np.float32)
+    want = getattr(fi, op)(x, M, dsize)
+    for chunks in ((1, 1, 8, 8), (1, 1, 4, 4)):
+        got = getattr(fd, op)(da.from_array(x, chunks=chunks), M, dsize)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.compute(**SYNC), want)
 
 
 def test_warp_errors_are_the_in_memory_ones():
@@ -707,6 +727,20 @@ def test_errors_name_the_callers_shapes():
         ("resize_backward", (z((2, 3, 4, 5)), (2, 3, 8, 8)), {"scale_factor": 2}),
         ("adaptive_avg_pool2d_backward", (z((3, 0, 5)), (4, 4)), {"layout": "CHW"}),
         ("warp_affine", (x4, np.eye(2, 3), (4, 4)), {"padding_mode": "constant", "fill": [1, 2]}),
+        # batch sizes that differ: the in-memory op's wording, not the blocks'
+        ("grid_sample", (x4, z((3, 4, 4, 2))), {}),
+        ("grid_sample", (z((1, 3, 6, 6)), grid), {"layout": "NCHW"}),
+        ("grid_sample", (z((6, 6)), z((1, 4, 4, 2))), {"layout": "NCHW"}),
+        ("affine_grid", (z((2, 2, 3)), (3, 1, 4, 4)), {}),
+        ("affine_grid", (z((2, 3, 4)), (3, 1, 2, 4, 4)), {}),
+        ("affine_grid_backward", (z((2, 4, 4, 2)), (3, 1, 4, 4)), {}),
+        ("slerp", (z((3, 4)), z((2, 4)), 0.5), {}),
+        ("lerp", (z((3, 4)), z((2, 4)), 0.5), {}),
+        # images with an empty spatial axis: the in-memory ValueError
+        ("warp_affine", (z((1, 1, 0, 5)), np.eye(2, 3), (3, 3)), {}),
+        ("warp_perspective", (z((1, 1, 5, 0)), np.eye(3), (3, 3)), {}),
+        ("rotate", (z((1, 1, 0, 5)), 10.0), {}),
+        ("rotate", (z((0, 5, 3)), 10.0), {"layout": "HWC"}),
     ]
     for op, args, kw in cases:
         lazy = [da.from_array(a, chunks=1) if isinstance(a, np.ndarray) and a.ndim > 1 else a
@@ -746,7 +780,7 @@ def test_lerp_broadcasts_unknown_chunk_sizes():
         assert np.isnan(got.shape[0]) and got.shape[1] == 4
         np.testing.assert_array_equal(got.compute(**SYNC), fi.lerp(*whole))
     with pytest.raises(ValueError, match=r"lerp: shapes must broadcast together; "
-                                         r"got a \(nan, 4\), b \(3,\)\."):
+                                         r"got a \(nan, 4\), b \(3,\), t \(\)\."):
         fd.lerp(picked, np.ones(3), 0.5)
 
 
@@ -922,6 +956,11 @@ def test_knn_errors():
             fd.knn(x, x, 2, split_every=bad)
     with pytest.raises(ValueError, match="^knn: split_every must be >= 2; got 1"):
         fd.knn(x, x, 2, split_every=1)
+    clouds = da.zeros((2, 10, 3), chunks=5)
+    for call in (lambda: fd.knn(clouds, clouds, 2), lambda: fd.pairwise_sqdist(clouds, clouds)):
+        with pytest.raises(ValueError, match=r"must have shape \(rows, D\) \(batched point "
+                                             r"clouds \(B, N, D\) are for the in-memory op\)"):
+            call()
     d, i = fd.knn(x, x, 2, return_distances=np.bool_(True), split_every=np.int64(2))
     assert fd.knn(x, x, 2, return_distances=1, split_every=np.array(3))[1].shape == (10, 2)
     assert fd.knn(x, x, 2, return_distances=np.bool_(False)).compute().shape == (10, 2)

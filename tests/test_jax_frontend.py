@@ -493,3 +493,77 @@ def test_numpy_scalar_sizes_are_static_values():
     with pytest.raises((TypeError, ValueError), match="resize: size"):
         fij.resize(x, size=4.5)
 
+
+
+@pytest.fixture
+def x32():
+    """JAX's default: 64-bit types off (arrays made from float64 data are float32)."""
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit])
+def test_constant_matrices_keep_float64_without_x64(rng, x32, trace):
+    """rotate's matrix, and a constant NumPy float64 M, are read on the host in float64
+    as the NumPy API reads them: the same bits as fi.rotate / fi.warp_* on float32 images
+    (a float32 matrix moves points of a large image by ~1e-4 pixels)."""
+    x = rng.standard_normal((1, 2, 300, 257)).astype(np.float32)
+    M = fi.rotation_matrix(31.7, center=(130.3, 141.1), scale=1.07)
+    cases = [(lambda v: fij.rotate(v, 31.7, scale=1.07), lambda v: fi.rotate(v, 31.7, scale=1.07)),
+             (lambda v: fij.warp_affine(v, M, (280, 260)), lambda v: fi.warp_affine(v, M, (280, 260))),
+             (lambda v: fij.warp_perspective(v, np.vstack([M, [1e-5, 2e-5, 1]]), (64, 64)),
+              lambda v: fi.warp_perspective(v, np.vstack([M, [1e-5, 2e-5, 1]]), (64, 64)))]
+    for jax_call, numpy_call in cases:
+        got = trace(jax_call)(jnp.asarray(x))
+        np.testing.assert_array_equal(np.asarray(got), numpy_call(x))
+    gx = jax.grad(lambda v: fij.rotate(v, 31.7).sum())(jnp.asarray(x))
+    np.testing.assert_array_equal(
+        np.asarray(gx), fi.warp_affine_backward(np.ones((1, 2, 300, 257), np.float32), x,
+                                                fi.rotation_matrix(31.7, center=(128, 149.5)),
+                                                (300, 257), needs_matrix_grad=False)[0])
+
+
+@pytest.mark.parametrize("op, M", [
+    ("warp_affine", np.array([[np.nan, 0, 0], [0, 1, 0]])),
+    ("warp_affine", np.array([[1, 0, np.inf], [0, 1, 0]])),
+    ("warp_affine", np.zeros((2, 3))),
+    ("warp_affine", np.stack([np.eye(2, 3), np.zeros((2, 3))])),
+    ("warp_perspective", np.zeros((3, 3))),
+    ("warp_perspective", np.array([[1, 0, 0], [0, 1, 0], [0, 0, np.nan]])),
+])
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit])
+def test_constant_matrices_are_checked_at_trace_time(op, M, trace):
+    """A matrix known when tracing (NumPy or concrete JAX) gets the NumPy API's checks
+    then (finite, invertible), not an error from inside the compiled call."""
+    x = np.ones((2, 1, 5, 5))
+    with pytest.raises(ValueError) as numpy_error:
+        getattr(fi, op)(x, M, (4, 4))
+    for m in (M, jnp.asarray(M)):
+        with pytest.raises(ValueError) as jax_error:
+            trace(lambda v: getattr(fij, op)(v, m, (4, 4)))(jnp.asarray(x))
+        assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("a, b, t", [((3,), (4,), 0.5), ((2, 3), (3,), np.ones(4)),
+                                     ((3,), (3,), 0.5 + 1j), ((3,), (3,), np.ones(3, np.complex64)),
+                                     ((3,), (3,), np.ones(3, int))])
+@pytest.mark.parametrize("fn", ["lerp", "slerp"])
+def test_blend_argument_errors_are_the_numpy_ones(fn, a, b, t):
+    with pytest.raises((TypeError, ValueError)) as numpy_error:
+        getattr(fi, fn)(np.ones(a), np.ones(b), t)
+    jt = t if np.isscalar(t) else jnp.asarray(t)
+    with pytest.raises(type(numpy_error.value)) as jax_error:
+        getattr(fij, fn)(jnp.ones(a), jnp.ones(b), jt)
+    assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("theta, size", [((2, 3), (1, 1, 4, 4)), ((3, 4), (1, 1, 2, 4, 4)),
+                                         ((2, 3), (2, 1, 4, 4)), ((), (1, 1, 4, 4)),
+                                         ((1, 2, 3), (1, 1, 2, 4, 4))])
+def test_affine_grid_theta_shape_errors_are_the_numpy_ones(theta, size):
+    with pytest.raises((TypeError, ValueError)) as numpy_error:
+        fi.affine_grid(np.zeros(theta), size)
+    with pytest.raises(type(numpy_error.value)) as jax_error:
+        fij.affine_grid(jnp.zeros(theta), size)
+    assert str(jax_error.value) == str(numpy_error.value)

@@ -80,18 +80,26 @@ def probe(fn, batch, consts=None, shown=None):
     (name -> the array as passed: a single image before ``as_batch``), by default
     the batch array itself.
     """
-    shown = dict(batch, **(shown or {}))
     consts = consts or {}
     stand_ins = {k: empty_like_probe(a) for k, a in batch.items()}
     try:
         return fn(**stand_ins, **consts)
     except (ValueError, TypeError):
-        whole = _full_stand_ins(batch)
-        if whole is not None:
-            with callers_shapes(*((whole[k], shown[k]) for k in batch)):
-                fn(**whole, **consts)
-        with callers_shapes(*((stand_ins[k], shown[k]) for k in batch)):
+        in_memory_error(fn, batch, consts, shown)
+        with callers_shapes(*((stand_ins[k], dict(batch, **(shown or {}))[k]) for k in batch)):
             raise
+
+
+def in_memory_error(fn, batch, consts=None, shown=None):
+    """Raise the error ``fn`` (the in-memory op) gives on zero arrays of the ``batch``
+    arrays' full shapes, naming the caller's shapes (``shown`` as for :func:`probe`);
+    return quietly when it gives none or the stand-ins cannot be made."""
+    whole = _full_stand_ins(batch)
+    if whole is None:
+        return
+    shown = dict(batch, **(shown or {}))
+    with callers_shapes(*((whole[k], shown[k]) for k in batch)):
+        fn(**whole, **(consts or {}))
 
 
 # The rerun of a failed probe on full-size zero arrays is skipped beyond this size:
@@ -147,16 +155,17 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=(), shown=None):
         raise ValueError(f"{op}: {unknown[0]} has unknown chunk sizes along the batch axis 0 "
                          f"(after boolean indexing, say), so its rows cannot be matched with "
                          f"the other arguments'; call {unknown[0]}.compute_chunk_sizes() first.")
+    probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
+                    for k, v in consts.items()}
     for name, arr in zip(names, arrays):
         if arr.shape[0] != n and not unknown:
+            in_memory_error(fn, dict(zip(names, arrays)), probe_consts, shown)
             raise ValueError(f"{op}: {name} must have {n} rows along the batch axis 0 (as "
                              f"{names[0]}); got shape {tuple(arr.shape)}.")
     nchunks = arrays[0].chunks[0]
     # (an array of unknown batch chunks is alone here, and already split along N only)
     arrays = [a if a.chunks[0] == nchunks and a.numblocks[1:] == (1,) * (a.ndim - 1) else
               a.rechunk((nchunks,) + tuple(-1 for _ in a.shape[1:])) for a in arrays]
-    probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
-                    for k, v in consts.items()}
     result = probe(fn, dict(zip(names, arrays)), probe_consts, shown)
     probes = result if n_out > 1 else (result,)
     # array constants travel as graph keys (one block each), the rest bound to fn

@@ -23,7 +23,9 @@ def _rows(op, name, a):
     """``a`` as a 2-D dask array with one chunk along D."""
     a = as_dask(a)
     if a.ndim != 2:
-        raise ValueError(f"{op}: {name} must have shape (rows, D); got {tuple(a.shape)}.")
+        batched = " (batched point clouds (B, N, D) are for the in-memory op)" if a.ndim == 3 else ""
+        raise ValueError(f"{op}: {name} must have shape (rows, D){batched}; got "
+                         f"{tuple(a.shape)}.")
     return a.rechunk({1: -1}) if a.numblocks[1] > 1 else a
 
 

@@ -15,7 +15,7 @@ from .._layout import as_batch, resolve as resolve_layout
 from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
 from ..blend import slerp_axis
 from ..sample import _check_size
-from ._graph import as_dask, batched, callers_shapes, is_array, probe
+from ._graph import as_dask, batched, callers_shapes, in_memory_error, is_array, probe
 from . import _spatial
 
 
@@ -28,7 +28,8 @@ def lerp(a, b, t):
     args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
     probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
                       for v in args])
-    broadcast_shape("lerp", **{n: v for n, v in zip("abt", args) if is_array(v)})
+    broadcast_shape("lerp", **{n: v if is_array(v) else np.asarray(v)   # (checked above)
+                               for n, v in zip("abt", args)})
     if not any(isinstance(v, da.Array) for v in args):
         return da.from_array(fi.lerp(a, b, t))
     # elemwise lines the operands' chunks up and keeps size-1 axes for fi.lerp to broadcast
@@ -123,7 +124,8 @@ def affine_grid(theta, size, align_corners=False):
     """
     dims = _check_size("affine_grid", size)
     theta = as_dask(theta)
-    _check_batch_of_size("affine_grid", "theta", theta, dims)
+    _check_batch_of_size("affine_grid", "theta", theta, dims, functools.partial(
+        fi.affine_grid, size=size, align_corners=align_corners))
     fn = _per_block_size(fi.affine_grid, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid", fn, {"theta": theta})
 
@@ -132,15 +134,19 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
     """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N."""
     dims = _check_size("affine_grid_backward", size)
     grad_grid = as_dask(grad_grid)
-    _check_batch_of_size("affine_grid_backward", "grad_grid", grad_grid, dims)
+    _check_batch_of_size("affine_grid_backward", "grad_grid", grad_grid, dims,
+                         functools.partial(fi.affine_grid_backward, size=size,
+                                           align_corners=align_corners))
     fn = _per_block_size(fi.affine_grid_backward, "size", dims[1:], align_corners=align_corners)
     return batched("affine_grid_backward", fn, {"grad_grid": grad_grid})
 
 
-def _check_batch_of_size(op, name, arr, dims):
+def _check_batch_of_size(op, name, arr, dims, in_memory):
     """The batch axis must be size[0], as the in-memory op requires (the blocks see only
-    their own batch size)."""
+    their own batch size): else the error of ``in_memory`` (the op, given ``name=``
+    and a whole size) on the caller's shapes."""
     if arr.ndim < 1 or arr.shape[0] != dims[0]:
+        in_memory_error(in_memory, {name: arr})
         raise ValueError(f"{op}: {name} must have N = size[0] = {dims[0]} rows along axis "
                          f"0; got shape {shape_str(arr.shape)}.")
 
@@ -254,8 +260,10 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     N = x.shape[0]
     C = x.shape[3] if nhwc else x.shape[1]
     H, W = _hw(x.shape, nhwc)
-    # the in-memory checks (matrix, options, fill, dtype) on one pixel per image
-    stand_in = np.zeros((N, 1, 1, C) if nhwc else (N, C, 1, 1), x.dtype)
+    # the in-memory checks (matrix, options, fill, dtype, H and W >= 1) on one pixel per
+    # image (none along an empty axis)
+    h, w = min(H, 1), min(W, 1)
+    stand_in = np.zeros((N, h, w, C) if nhwc else (N, C, h, w), x.dtype)
     with callers_shapes((stand_in, img)):
         *_, opts = _wp._begin(op, stand_in, M, dsize, match, mode, padding_mode, align_corners,
                               inverse_map, layout, fill, rows, uint8_ok=True)

@@ -29,7 +29,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
 
-from ._graph import probe
+from ._graph import in_memory_error, probe
 
 # Source pixels beyond a point's floor coordinate that its taps may read (bicubic: -1..+2),
 # plus one for the rounding of the bounds computed here in float64.
@@ -110,6 +110,7 @@ def grid_sample_windows(x, grid, opts, max_window=None):
     hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
     result = probe(functools.partial(fi.grid_sample, **opts), {"input": x, "grid": grid})
     if grid.ndim != 4 or grid.shape[0] != x.shape[0]:
+        in_memory_error(functools.partial(fi.grid_sample, **opts), {"input": x, "grid": grid})
         raise ValueError(f"{op}: grid must have shape (N, H_out, W_out, 2) with N = "
                          f"{x.shape[0]}; got {tuple(grid.shape)}.")
     if x.numblocks[cax] > 1:
@@ -175,6 +176,8 @@ def warp_grid(x, wmap, nhwc, chunks, dtype):
 
 def _grid_block(wmap, n0, n1, r0, r1, c0, c1, dtype):
     out = np.empty((n1 - n0, r1 - r0, c1 - c0, 2), dtype)
+    if out.size == 0:    # (the map holds no base coordinates when the output is empty)
+        return out
     for n in range(n0, n1):
         out[n - n0] = wmap.grid_rows(n, r0, r1, dtype, c0, c1)
     return out
