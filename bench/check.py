@@ -211,8 +211,9 @@ def run_subset(extra: Iterable[str] = (), storage: Path = STORAGE) -> dict[str, 
 
 
 ABOUT = ("ratio = peer time / fastinterp time (higher is better), from `make bench-baseline` "
-         "(bench/check.py), one record per kernel variant; `make bench-check` fails when a "
-         f"ratio drops more than {TOLERANCE:.0%} below the record of the variant it ran.")
+         "(bench/check.py), one record per kernel variant and CPU model; `make bench-check` "
+         f"fails when a ratio drops more than {TOLERANCE:.0%} below the record of the variant "
+         "and CPU it ran on.")
 
 
 def variant_of(result: dict[str, Any]) -> str:
@@ -221,45 +222,64 @@ def variant_of(result: dict[str, Any]) -> str:
                .get("fastinterp_variant") or "unknown")
 
 
-def load_baselines(path: Path) -> dict[str, dict[str, Any]]:
-    """``{variant: record}`` from a baseline file.
+def cpu_of(result: dict[str, Any]) -> str:
+    """The CPU model a run (or a baseline record) measured on: ``AMD EPYC``, ..."""
+    info = result.get("machine_info") or result.get("machine") or {}
+    cpu = info.get("cpu")
+    return str((cpu.get("brand_raw") if isinstance(cpu, dict) else cpu) or "unknown CPU")
 
-    Ratios depend on the kernel variant as well as on the peers (AVX-512
-    permutes against AVX2 gathers, say), so the file keeps one record per
-    variant under ``"variants"``; a file holding a single record at its top
-    level (the older format) counts as that record's variant.
+
+def record_key(result: dict[str, Any]) -> str:
+    """The baseline entry a run is held to: ``"<kernel variant> on <CPU model>"``."""
+    return f"{variant_of(result)} on {cpu_of(result)}"
+
+
+def load_baselines(path: Path) -> dict[str, dict[str, Any]]:
+    """``{record_key: record}`` from a baseline file.
+
+    Ratios depend on the kernel variant (AVX-512 permutes against AVX2
+    gathers, say) and on the CPU model (the same AVX-512 kernels against the
+    same peers differ by up to 40% between an AMD EPYC and an Intel Xeon,
+    with memory-bound ops moving most), so the file keeps one record per
+    variant and CPU under ``"variants"``, each found by its own machine
+    fields (entries of older files, named by variant alone, included); a file
+    holding a single record at its top level (the oldest format) is that record.
     """
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise SystemExit(f"bench-check: no baseline at {path}; create one with "
                          f"`make bench-baseline`.") from None
-    records = data.get("variants") if "variants" in data else {variant_of(data): data}
+    records = data.get("variants") if "variants" in data else {"": data}
     if not isinstance(records, dict) or not records or not all(
             isinstance(r, dict) and isinstance(r.get("ratios"), dict) for r in records.values()):
         raise SystemExit(f"bench-check: {path} has no 'ratios' table; regenerate it with "
                          f"`make bench-baseline`.")
-    return records
+    return {record_key(r): r for r in records.values()}
 
 
-def load_baseline(path: Path, variant: str | None = None) -> dict[str, Any]:
-    """The baseline record of ``variant`` (default: the file's only or first record).
+def load_baseline(path: Path, key: str | None = None) -> dict[str, Any]:
+    """The baseline record of ``key`` (a :func:`record_key`; default: the file's only or
+    first record), with ``"key"`` set to the record's own key.
 
-    A variant without a record gets the first record with ``"foreign": True``
-    set: compared for information only, never failing (another kernel
-    variant's ratios are not this one's).
+    A key without a record gets, with ``"foreign": True`` set, the record of the
+    same kernel variant on another CPU if there is one, else the first: compared
+    for information only, never failing (another machine's ratios are not this
+    one's).
     """
     records = load_baselines(path)
-    if variant is None or variant not in records:
-        name = next(iter(records))
-        return dict(records[name], foreign=variant is not None, variant=name)
-    return dict(records[variant], foreign=False, variant=variant)
+    if key is not None and key in records:
+        return dict(records[key], foreign=False, key=key)
+    same_variant = [k for k in records if key and k.split(" on ")[0] == key.split(" on ")[0]]
+    name = (same_variant or list(records))[0]
+    return dict(records[name], foreign=key is not None, key=name)
 
 
 def save_baseline(path: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Store ``record`` as its variant's entry of the baseline file, keeping the others."""
+    """Store ``record`` as its variant and CPU's entry of the baseline file, keeping the
+    others."""
     records = load_baselines(path) if path.exists() else {}
-    records[variant_of(record)] = record
+    records[record_key(record)] = record
     path.write_text(json.dumps({"about": ABOUT, "variants": dict(sorted(records.items()))},
                                indent=2) + "\n")
     return records
@@ -298,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last", type=int, default=8, help="trend: runs shown")
     parser.add_argument("--runs", type=int, default=3,
                         help="baseline: runs whose median ratios it stores")
-    parser.add_argument("--confirm", type=int, default=1,
+    parser.add_argument("--confirm", type=int, default=2,
                         help="run: extra runs when a ratio looks regressed; the best of "
                              "all runs counts")
     parser.add_argument("--note", default="", help="baseline: a remark stored with it")
@@ -308,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "trend":
         runs = history(args.storage)
-        variant = variant_of(runs[-1][1]) if runs else None
-        base = (load_baseline(args.baseline, variant)["ratios"] if args.baseline.exists()
+        key = record_key(runs[-1][1]) if runs else None
+        base = (load_baseline(args.baseline, key)["ratios"] if args.baseline.exists()
                 else None)
         print(trend(runs, base, args.last, args.stat))
         return 0
@@ -318,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         record = baseline_record(runs[0], args.stat, args.note, runs[1:])
         save_baseline(args.baseline, record)
         print(f"bench-baseline: wrote {len(record['ratios'])} ratios for kernel variant "
-              f"{variant_of(record)} to {args.baseline}")
+              f"{record_key(record)} to {args.baseline}")
         return 0
     if args.command == "compare":
         if not args.result:
@@ -326,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(Path(args.result).read_text())
     else:
         result = run_subset(args.pytest_arg, args.storage)
-    base = load_baseline(args.baseline, variant_of(result))
+    base = load_baseline(args.baseline, record_key(result))
     if base["foreign"]:
         print(f"bench-check: {args.baseline} has no record for kernel variant "
-              f"{variant_of(result)}; shown against {base['variant']}'s for information "
-              f"only (`make bench-baseline` records this variant's).")
+              f"{record_key(result)}; shown against {base['key']}'s for information "
+              f"only (`make bench-baseline` records this machine's).")
     stat = base.get("stat", args.stat)
     seen = [ratios(result, stat)]
     report = compare(seen[0], base["ratios"], args.tolerance)
@@ -350,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.tolerance:.0%} below the baseline.", file=sys.stderr)
         return 1
     if base["foreign"]:
-        print(f"\nbench-check: no baseline for kernel variant {variant_of(result)}: nothing "
+        print(f"\nbench-check: no baseline for kernel variant {record_key(result)}: nothing "
               f"compared (run `make bench-baseline` on this machine to record one).")
         return 0
     print(f"\nbench-check: {len(report['ok'])} ratio(s) within {args.tolerance:.0%} of the baseline.")

@@ -37,6 +37,19 @@ def _default_threads() -> int:
 
 
 _num_threads = _default_threads()
+_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    """A process made by ``fork`` runs the kernels on one thread: GNU OpenMP's thread pool
+    does not survive fork, and a parallel region in the child would wait for the
+    parent's threads for ever."""
+    global _num_threads, _forked_child
+    _num_threads, _forked_child = 1, True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # OpenMP takes the thread count as a C int
@@ -53,6 +66,11 @@ def set_num_threads(n: int) -> None:
         else the number of CPUs this process may run on. Results are
         bit-identical for any thread count.
 
+    In a process made by ``fork`` (``multiprocessing``'s default start method
+    on Linux, ``os.fork``) the kernels run on one thread, and ``n > 1`` is a
+    RuntimeError: OpenMP's threads do not survive fork. Start the workers with
+    the ``'spawn'`` or ``'forkserver'`` method for more threads.
+
     Examples
     --------
     >>> import fastinterp as fi
@@ -63,6 +81,13 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _MAX_THREADS:
         raise ValueError(f"set_num_threads: n must be a positive int of at most "
                          f"{_MAX_THREADS}; got {n!r}.")
+    if _forked_child and n > 1:
+        raise RuntimeError(
+            f"set_num_threads: this process was made by fork, whose child cannot run "
+            f"OpenMP threads (the parent's thread pool does not survive fork: a parallel "
+            f"region would wait for ever), so fastinterp runs on one thread here; got n={n}. "
+            f"Start workers with multiprocessing.get_context('spawn') or 'forkserver' for "
+            f"more threads.")
     _num_threads = n
 
 

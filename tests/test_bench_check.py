@@ -22,9 +22,9 @@ def _bench(name, group, library, median, minimum=None):
             "stats": {"median": median, "min": minimum or median, "mean": median}}
 
 
-def _run(*benches, when="2026-01-01T00:00:00", variant="x86_64_v4"):
+def _run(*benches, when="2026-01-01T00:00:00", variant="x86_64_v4", cpu="CPU X"):
     return {"datetime": when, "benchmarks": list(benches),
-            "machine_info": {"node": "box", "cpu": {"brand_raw": "CPU X", "count": 2},
+            "machine_info": {"node": "box", "cpu": {"brand_raw": cpu, "count": 2},
                              "fastinterp_variant": variant},
             "commit_info": {"id": "abc123"}}
 
@@ -33,13 +33,14 @@ LERP = "lerp: 16M"
 PAIR = "pairwise: 4096x8192"
 
 
-def _typical(lerp_ours=0.010, pair_ours=0.200, scale=1.0, variant="x86_64_v4"):
+def _typical(lerp_ours=0.010, pair_ours=0.200, scale=1.0, variant="x86_64_v4", cpu="CPU X"):
     """A run where every time is multiplied by ``scale`` (a slower or busier machine)."""
     return _run(_bench("test_lerp_fastinterp", LERP, "fastinterp", lerp_ours * scale),
                 _bench("test_lerp_copy_reference", LERP, "numpy copy", 0.005 * scale),
                 _bench("test_lerp_torch", LERP, "torch", 0.012 * scale),
                 _bench("test_pairwise_fastinterp", PAIR, "fastinterp", pair_ours * scale),
-                _bench("test_pairwise_matmul", PAIR, None, 0.180 * scale), variant=variant)
+                _bench("test_pairwise_matmul", PAIR, None, 0.180 * scale), variant=variant,
+                cpu=cpu)
 
 
 def test_ratios_are_peer_time_over_ours_within_each_group():
@@ -165,7 +166,9 @@ def test_missing_baseline_says_how_to_make_one(tmp_path):
 def test_the_committed_baseline_covers_the_quick_subset(variant):
     """bench/baseline.json has, for the AVX2 and the AVX-512 kernels, a ratio for every
     group of the quick subset's files."""
-    data = check.load_baseline(check.BASELINE, variant)
+    keys = [k for k in check.load_baselines(check.BASELINE) if k.startswith(variant + " on ")]
+    assert keys
+    data = check.load_baseline(check.BASELINE, keys[0])
     assert not data["foreign"] and data["machine"]["fastinterp_variant"] == variant
     groups = {key.split(" | ")[0] for key in data["ratios"]}
     assert len(groups) >= len(check.QUICK)
@@ -180,7 +183,7 @@ def test_each_kernel_variant_is_compared_with_its_own_record(tmp_path):
     check.save_baseline(path, check.baseline_record(_typical(), "median", ""))
     check.save_baseline(path, check.baseline_record(
         _typical(pair_ours=0.400, variant="x86_64_v3"), "median", ""))
-    assert set(check.load_baselines(path)) == {"x86_64_v3", "x86_64_v4"}
+    assert set(check.load_baselines(path)) == {"x86_64_v3 on CPU X", "x86_64_v4 on CPU X"}
     result = tmp_path / "result.json"
     result.write_text(json.dumps(_typical(pair_ours=0.400, variant="x86_64_v3")))
     assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
@@ -195,14 +198,41 @@ def test_a_variant_without_a_record_is_shown_but_never_fails(tmp_path, capsys):
     result.write_text(json.dumps(_typical(pair_ours=0.400, variant="x86_64_v2")))
     assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "no record for kernel variant x86_64_v2" in out and "REGRESSED" in out
+    assert "no record for kernel variant x86_64_v2 on CPU X" in out and "REGRESSED" in out
+
+
+def test_another_cpu_model_is_compared_for_information_only(tmp_path, capsys):
+    """The same kernels against the same peers move differently on another CPU model (an
+    AMD EPYC against an Intel Xeon): a run is held only to its own CPU's record, and
+    shown against the same variant's record from another CPU without failing."""
+    path = tmp_path / "baseline.json"
+    check.save_baseline(path, check.baseline_record(_typical(), "median", ""))
+    check.save_baseline(path, check.baseline_record(_typical(variant="x86_64_v3", cpu="CPU Y"),
+                                                    "median", ""))
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(_typical(pair_ours=0.400, cpu="CPU Y")))
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("no record for kernel variant x86_64_v4 on CPU Y; shown against x86_64_v4 on "
+            "CPU X's for information only") in out
+    check.save_baseline(path, check.baseline_record(_typical(cpu="CPU Y"), "median", ""))
+    assert len(check.load_baselines(path)) == 3
+    assert check.main(["compare", str(result), "--baseline", str(path)]) == 1
 
 
 def test_a_single_record_file_is_read_as_its_variant(tmp_path):
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(check.baseline_record(_typical(), "median", "")))
-    assert set(check.load_baselines(path)) == {"x86_64_v4"}
-    assert not check.load_baseline(path, "x86_64_v4")["foreign"]
+    assert set(check.load_baselines(path)) == {"x86_64_v4 on CPU X"}
+    assert not check.load_baseline(path, "x86_64_v4 on CPU X")["foreign"]
+
+
+def test_records_named_by_variant_alone_are_found_by_their_machine(tmp_path):
+    """Older files name each record by its variant only; the key comes from the record."""
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"variants": {"x86_64_v4": check.baseline_record(
+        _typical(cpu="CPU Z"), "median", "")}}))
+    assert not check.load_baseline(path, "x86_64_v4 on CPU Z")["foreign"]
 
 
 def test_combine_takes_the_best_or_the_median_of_runs():
@@ -229,7 +259,8 @@ def test_a_regression_must_show_in_every_run(tmp_path, monkeypatch):
     monkeypatch.setattr(check, "run_subset", lambda *a, **k: next(runs))
     monkeypatch.setattr(check, "history", lambda storage: [])
     assert check.main(["run", "--baseline", str(base)]) == 0
-    runs = iter([_typical(pair_ours=0.400), _typical(pair_ours=0.300)])  # slow both times
+    runs = iter([_typical(pair_ours=0.400), _typical(pair_ours=0.300),
+                 _typical(pair_ours=0.350)])                            # slow every time
     assert check.main(["run", "--baseline", str(base)]) == 1
     runs = iter([_typical(pair_ours=0.400)])
     assert check.main(["run", "--baseline", str(base), "--confirm", "0"]) == 1

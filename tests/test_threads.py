@@ -152,3 +152,61 @@ def test_two_threads_bit_identical_and_affinity_restored(threads, case):
             x, y = np.asarray(x), np.asarray(y)
             assert x.dtype == y.dtype and x.shape == y.shape, (case, i)
             assert x.tobytes() == y.tobytes(), f"{case}: output {i} differs with 2 threads"
+
+
+_FORK_SCRIPT = r"""
+import multiprocessing as mp, os, sys
+import numpy as np, fastinterp as fi
+
+fi.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.random((16, 32, 128, 128), dtype=np.float32)
+grid = rng.uniform(-1.1, 1.1, (16, 128, 128, 2)).astype(np.float32)
+
+def work():
+    return (fi.lerp(x, x[::-1], 0.3), fi.grid_sample(x, grid),
+            fi.resize(x, size=(100, 90)), fi.pairwise_sqdist(x[0, 0], x[1, 1]))
+
+want = work()                       # the parent runs OpenMP teams before forking
+
+def child(_=None):
+    got = work()
+    assert fi.get_num_threads() == 1
+    try:
+        fi.set_num_threads(2)
+    except RuntimeError as e:
+        assert "made by fork" in str(e), e
+    else:
+        raise AssertionError("set_num_threads(2) accepted in a forked child")
+    fi.set_num_threads(1)
+    return all(np.array_equal(g, w) for g, w in zip(got, want))
+
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if child() else 3)
+assert os.waitpid(pid, 0)[1] == 0
+with mp.get_context("fork").Pool(2) as pool:
+    assert all(pool.map(child, range(2)))
+assert fi.get_num_threads() == 2    # the parent keeps its setting
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_on_one_thread_and_does_not_hang():
+    """GNU OpenMP's thread pool does not survive fork: a child whose parent ran teams would
+    wait for ever in its first parallel region. fastinterp runs such a child on one thread
+    (same bits), refuses more, and leaves the parent alone."""
+    import signal
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.Popen([sys.executable, "-c", _FORK_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)     # the hung children too
+        out, err = proc.communicate()
+        pytest.fail("a forked child hung in its first parallel region")
+    assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
