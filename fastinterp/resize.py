@@ -1277,6 +1277,13 @@ def _is_nd(arr, layout) -> bool:
 
 
 def _rank(arr) -> int:
+    """The number of axes of an array, or of a (nested) list or tuple read as NumPy reads
+    it (0 for a ragged one: the array checks then name it)."""
+    if isinstance(arr, (list, tuple)):
+        try:
+            return np.ndim(arr)
+        except ValueError:
+            return 0
     return len(getattr(arr, "shape", ()))
 
 

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ._dispatch import begin, to_host
+from ._dispatch import _to_numpy, begin, to_host
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
                         float_dtype, int_sizes, same_dtype, shape_str, symbolic)
@@ -236,6 +236,18 @@ def _affine_inverses(square):
     return inv, singular
 
 
+def _invert_unscaled(mats, inv, singular, scales):
+    """Homographies whose scaled inverse under- or overflows (entries of very different
+    magnitudes, [[1, 0, 0], [0, 1, 0], [1e200, 1e200, 1]]) inverted as given instead, where
+    that inverse is finite: ``inv``, ``singular`` and ``scales`` updated in place."""
+    retry = np.flatnonzero(singular | ~np.isfinite(inv).all(axis=(1, 2)))
+    if not retry.size:
+        return
+    again, still_singular = _lapack_inverses(mats[retry])
+    ok = ~still_singular & np.isfinite(again).all(axis=(1, 2))
+    inv[retry[ok]], singular[retry[ok]], scales[retry[ok]] = again[ok], False, 1.0
+
+
 def _inverted(op, square, shared, affine):
     """``(inner, scales)``: the inverses of OpenCV's source -> destination matrices (N, 3, 3)
     as ``inner[n] = inv(square[n] / scales[n])``, scales (N, 1, 1).
@@ -243,16 +255,19 @@ def _inverted(op, square, shared, affine):
     An affine matrix is inverted as OpenCV inverts it (scale 1). A homography is the same
     map at any scale: it is divided by a power of two near its largest entry first (exact:
     its warp and gradient are unchanged), so that neither it nor its inverse over- or
-    underflows, then inverted by LAPACK (singular: an exactly zero pivot). Neither test
-    is a determinant, which underflows to 0 for invertible matrices such as 1e-170 * I.
+    underflows, then inverted by LAPACK (singular: an exactly zero pivot); one whose
+    scaled inverse fails is inverted as given. Neither test is a determinant, which underflows to 0 for invertible matrices such as 1e-170 * I.
     A singular matrix, or an inverse beyond float64, is a ValueError naming ``M``.
     """
     mats = square[:1] if shared else square
     scales = np.ones((len(mats), 1, 1))
-    if not affine:
-        scales = _power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True))
     with np.errstate(all="ignore"):
+        if not affine:     # (entries near float64's top: at most 2**1023)
+            scales = np.minimum(_power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True)),
+                                2.0 ** 1023)
         inv, singular = (_affine_inverses if affine else _lapack_inverses)(mats / scales)
+        if not affine:
+            _invert_unscaled(mats, inv, singular, scales)
     overflows = ~singular & ~np.isfinite(inv).all(axis=(1, 2))
     if singular.any():
         i = int(np.argmax(singular))
@@ -694,6 +709,8 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
            [1., 4., 7.],
            [0., 3., 6.]])
     """
+    if isinstance(img, (list, tuple)):      # read as every op reads a list
+        img = _to_numpy(img, "numpy", "rotate", "img")
     _, _, H, W = _image_layout("rotate", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)

@@ -1264,3 +1264,15 @@ def test_backward_input_sizes_beyond_an_axis_are_refused(call):
 def test_backward_input_sizes_of_other_types(fn, grad, bad):
     with pytest.raises(TypeError, match=rf"^{fn}: input_size must be a shape"):
         getattr(fi, fn)(np.zeros(grad), bad)
+
+
+@pytest.mark.parametrize("shape, kw", [((2, 3, 12), dict(size=23, mode="linear")),
+                                       ((1, 2, 3, 4, 5), dict(size=(2, 3, 4), mode="trilinear")),
+                                       ((2, 3, 12), dict(size=5, mode="area"))])
+def test_one_dimensional_and_volume_data_as_lists(shape, kw):
+    """A nested list is read as NumPy reads it, so 3-D and 5-D lists are (N, C, L) and
+    (N, C, D, H, W) data as arrays of those shapes are (not images)."""
+    x = np.random.default_rng(6).random(shape)
+    np.testing.assert_array_equal(fi.resize(x.tolist(), **kw), fi.resize(x, **kw))
+    pool = fi.adaptive_avg_pool1d if len(shape) == 3 else fi.adaptive_avg_pool3d
+    np.testing.assert_array_equal(pool(x.tolist(), 2), pool(x, 2))

@@ -601,6 +601,27 @@ def test_homographies_of_any_scale_are_the_same_warp(s):
         np.testing.assert_allclose(gm_s * s, gm, rtol=1e-9, atol=1e-9 * np.abs(gm).max())
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("Hm", [
+    [[1, 0, 0], [0, 1, 0], [1e200, 1e200, 1]],          # entries of very different sizes
+    [[1, 0, 0], [0, 1, 0], [1e300, -1e300, 1]],
+    [[1, 0, 2], [0, 1, 0], [0, 0, 1e-300]],
+    [[1.7e308, 0, 0], [0, 1.7e308, 0], [0, 0, 1.7e308]],  # near float64's top
+    [[1e-200, 0, 0], [0, 1e-200, 0], [1, 1, 1]],
+])
+def test_homographies_with_a_float64_inverse_warp_by_it(Hm):
+    """A homography whose power-of-two-scaled form inverts badly (its inverse under- or
+    overflows) but which float64 inverts as given is not called singular: it warps by that
+    inverse, with no overflow warning."""
+    Hm = np.array(Hm, dtype=np.float64)
+    img = np.random.default_rng(4).random((1, 2, 6, 7)).astype(np.float32)
+    inv = np.linalg.inv(Hm)
+    assert np.isfinite(inv).all()
+    np.testing.assert_array_equal(
+        fi.warp_perspective(img, Hm, (5, 4)),
+        fi.warp_perspective(img, inv, (5, 4), inverse_map=True))
+
+
 def test_tiny_affine_matrices_match_opencv_where_it_inverts_them():
     img = np.random.default_rng(3).random((8, 8)).astype(np.float32)
     M = 1e-150 * np.eye(2, 3)                    # det 1e-300: cv2 inverts it
@@ -756,3 +777,12 @@ def test_matrix_gradient_beyond_float32_is_inf_without_a_warning():
         warnings.simplefilter("error")
         gi, gm = fi.warp_affine_backward(np.ones_like(out), img, M, (5, 5))
     assert gm.dtype == np.float32 and not np.isnan(gm).any()
+
+
+def test_rotate_reads_lists_as_every_op_does():
+    img = np.random.default_rng(5).random((1, 2, 5, 6))
+    np.testing.assert_array_equal(fi.rotate(img.tolist(), 17.0), fi.rotate(img, 17.0))
+    np.testing.assert_array_equal(fi.rotate(img[0, 0].tolist(), 17.0), fi.rotate(img[0, 0], 17.0))
+    with pytest.raises(ValueError, match=r"^rotate: img must be a rectangular array; got a "
+                                         r"list NumPy cannot read as one"):
+        fi.rotate([[1.0, 2.0], [3.0]], 10.0)
