@@ -60,6 +60,35 @@ def _module() -> Any:
     return _cache
 
 
+def machine_bytes() -> int | None:
+    """This machine's RAM plus swap in bytes (Linux ``/proc/meminfo``), else None."""
+    global _machine_bytes
+    if _machine_bytes is False:
+        try:
+            with open("/proc/meminfo") as f:
+                kb = {line.split(":")[0]: int(line.split()[1]) for line in f
+                      if line.startswith(("MemTotal:", "SwapTotal:"))}
+            _machine_bytes = (kb["MemTotal"] + kb.get("SwapTotal", 0)) << 10
+        except (OSError, ValueError, KeyError, IndexError):
+            _machine_bytes = None
+    return _machine_bytes
+
+
+_machine_bytes: Any = False
+
+
+def check_fits(op: str, what: str, nbytes: int) -> None:
+    """A ``MemoryError`` naming ``what`` when ``nbytes`` exceed the machine's RAM and swap.
+
+    With the operating system's overcommit, an allocation that big may succeed and the
+    process be killed while filling it: refusing first is the only clean error.
+    """
+    total = machine_bytes()
+    if total is not None and nbytes > total:
+        raise MemoryError(f"{op}: {what} would need {nbytes / 2**30:.1f} GiB, more than this "
+                          f"machine's memory and swap ({total / 2**30:.1f} GiB).")
+
+
 def empty(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` for a CPU result; large ones come from the cache."""
     dtype = np.dtype(dtype)

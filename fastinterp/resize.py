@@ -1058,6 +1058,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     n, c, h, w = lay.split(x.shape)
     out_hw, scales = _output_geometry(op, (h, w), size, scale_factor, mode,
                                       recompute_scale_factor)
+    _check_memory(op, n * c, (h, w), out_hw, dtype, mode, antialias, out)
     box = (_box_plan(match, mode, (h, w), out_hw, c, align_corners, antialias, scales)
            if dtype == _U8 and p.backend == "cpu" else None)
     if box is not None:
@@ -1155,6 +1156,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
             raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
                             f"got {recompute_scale_factor!r}.")
         scales = (None, None)
+    _check_memory(op, n * c, (h, w), (gh, gw), dtype, mode, antialias, out, backward=True)
     tabs = [transposed_table(t) for t in _axis_tables(mode, (h, w), (gh, gw), align_corners,
                                                        scales, antialias, dtype)]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
@@ -1203,6 +1205,8 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     _, _, h, w = lay.split(x.shape)
     out_hw = _pool_size_k(op, output_size, (h, w))
+    _check_memory(op, x.shape[0] * lay.split(x.shape)[1], (h, w), out_hw, dtype, "area", False,
+                  out)
     if dtype == _U8 and p.backend == "cpu":
         box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
         if box is not None:
@@ -1236,7 +1240,8 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout=No
     op = "adaptive_avg_pool2d_backward"
     p, g, dtype, lay = _prepare(op, "grad_output", grad_output, layout)
     h, w = _input_size(op, input_size, g.shape, lay)
-    _, _, gh, gw = lay.split(g.shape)
+    n, c, gh, gw = lay.split(g.shape)
+    _check_memory(op, n * c, (h, w), (gh, gw), dtype, "area", False, out, backward=True)
     tabs = [transposed_table(axis_table("area", n_in, n_o, None, None, False, _DTYPE_NAME[dtype]))
             for n_in, n_o in zip((h, w), (gh, gw))]
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
@@ -1467,6 +1472,7 @@ def _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
     p, x, dtype = _nd_input(op, "input", input, (rank,))
     out_sp, scales = _nd_geometry(op, x.shape[2:], size, scale_factor, mode,
                                   recompute_scale_factor)
+    _check_memory(op, x.shape[0] * x.shape[1], x.shape[2:], out_sp, dtype, mode, False, out)
     tabs = _nd_tables(mode, x.shape[2:], out_sp, align, scales, dtype)
     return _nd_apply(op, p, x, tabs, out_sp, out, "input", False)
 
@@ -1513,6 +1519,8 @@ def _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corne
     else:
         _nd_geometry(op, in_sp, g.shape[2:], None, mode, recompute_scale_factor)
         scales = (None,) * len(in_sp)
+    _check_memory(op, g.shape[0] * g.shape[1], in_sp, g.shape[2:], dtype, mode, False, out,
+                  backward=True)
     tabs = [transposed_table(t) for t in _nd_tables(mode, in_sp, g.shape[2:], align, scales,
                                                      dtype)]
     return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True)
@@ -1549,6 +1557,35 @@ def _pool_size_k(op, output_size, in_sp):
     return _axis_sizes_fit(op, "output_size", output_size, sizes)
 
 
+# Taps per output of each mode before widening (antialias, area and lanczos widen by
+# the shrink factor), for the memory estimate of _check_memory.
+_SUPPORT_TAPS = {"nearest": 1, "nearest-exact": 1, "bilinear": 2, "linear": 2, "trilinear": 2,
+                 "bicubic": 4, "lanczos": 6, "area": 2}
+# Bytes per tap of one axis table while it is built (float64 positions and weights, the
+# int32 indices, the copies the kernels take): 15-50 measured, so the estimate is a lower
+# bound, and a call it refuses could not have run.
+_TABLE_BYTES_PER_TAP = 16
+
+
+def _check_memory(op, lead, in_sp, out_sp, dtype, mode, antialias, out=None, backward=False):
+    """``MemoryError`` (:func:`fastinterp._memory.check_fits`) when the result (``lead``
+    = N * C values per point; none when ``out`` is given) or the axis tables of a resize
+    or pool of ``in_sp`` to ``out_sp`` cannot fit in this machine: sizes up to 2**31 - 1
+    per axis are valid, and a table is built before the result is allocated. A
+    ``backward`` result has the shape of ``in_sp``."""
+    widen = antialias or mode in ("area", "lanczos")
+    taps = sum(n_o * (math.ceil(_SUPPORT_TAPS.get(mode, 6) * (max(1.0, n_i / n_o) if widen
+                                                               and n_o else 1.0)) + 1)
+               for n_i, n_o in zip(in_sp, out_sp))
+    if backward:    # the transposed tables: the outputs each input sample feeds
+        taps += sum(n_i * (math.ceil(_SUPPORT_TAPS.get(mode, 6) * max(1.0, n_o / max(n_i, 1)))
+                           + 1) for n_i, n_o in zip(in_sp, out_sp))
+    result_sp = tuple(in_sp if backward else out_sp)
+    result = 0 if out is not None else lead * math.prod(result_sp) * np.dtype(dtype).itemsize
+    _memory.check_fits(op, f"an output of {shape_str(result_sp)} per image and its tap "
+                           f"tables", result + _TABLE_BYTES_PER_TAP * taps)
+
+
 def _pool_tables(in_sp, out_sp, dtype):
     name = _DTYPE_NAME[np.dtype(dtype)]
     return [axis_table("area", n_in, n_o, None, None, False, name)
@@ -1558,6 +1595,7 @@ def _pool_tables(in_sp, out_sp, dtype):
 def _adaptive_pool(op, rank, input, output_size, out):
     p, x, dtype = _nd_input(op, "input", input, (rank,))
     out_sp = _pool_size_k(op, output_size, x.shape[2:])
+    _check_memory(op, x.shape[0] * x.shape[1], x.shape[2:], out_sp, dtype, "area", False, out)
     return _nd_apply(op, p, x, _pool_tables(x.shape[2:], out_sp, dtype), out_sp, out,
                      "input", False)
 
@@ -1565,6 +1603,8 @@ def _adaptive_pool(op, rank, input, output_size, out):
 def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
     p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
     in_sp = _nd_input_size(op, input_size, g.shape)
+    _check_memory(op, g.shape[0] * g.shape[1], in_sp, g.shape[2:], dtype, "area", False, out,
+                  backward=True)
     tabs = [transposed_table(t) for t in _pool_tables(in_sp, g.shape[2:], dtype)]
     return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True)
 

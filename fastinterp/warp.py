@@ -601,7 +601,9 @@ def rotation_matrix(angle, center, scale=1.0):
     angle : float
         Degrees, counter-clockwise as seen on screen (y pointing down).
     center : (x, y)
-        Pixel coordinates of the fixed point (pixel i's centre at i).
+        Pixel coordinates of the fixed point (pixel i's centre at i), used in
+        float64 (cv2 rounds them to float32 first: the same matrix whenever
+        float32 holds the centre exactly, as it holds ``((W - 1) / 2, (H - 1) / 2)``).
     scale : float
         Isotropic scale factor.
 

@@ -1276,3 +1276,44 @@ def test_one_dimensional_and_volume_data_as_lists(shape, kw):
     np.testing.assert_array_equal(fi.resize(x.tolist(), **kw), fi.resize(x, **kw))
     pool = fi.adaptive_avg_pool1d if len(shape) == 3 else fi.adaptive_avg_pool3d
     np.testing.assert_array_equal(pool(x.tolist(), 2), pool(x, 2))
+
+
+_HUGE = 2**31 - 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fi.resize(np.zeros((16, 16), np.uint8), size=(1000, 2**30 + 2), match="pil",
+                      layout="HW"),
+    lambda: fi.resize(np.zeros((16, 16, 3), np.uint8), size=(_HUGE, _HUGE), match="opencv",
+                      layout="HWC"),
+    lambda: fi.resize(np.zeros((1, 1, 4, 4), np.float32), size=(_HUGE, 2)),
+    lambda: fi.resize(np.zeros((1, 1, 4, 4), np.float32), size=(4, _HUGE), mode="bicubic",
+                      antialias=True),
+    lambda: fi.adaptive_avg_pool2d(np.zeros((1, 1, 4, 4), np.float32), (_HUGE, 2)),
+    lambda: fi.adaptive_avg_pool2d(np.zeros((1, 1, 4, 4), np.uint8), (2, _HUGE)),
+    lambda: fi.adaptive_avg_pool1d(np.zeros((1, 1, 4), np.float32), _HUGE),
+    lambda: fi.adaptive_avg_pool3d(np.zeros((1, 1, 2, 2, 2), np.float32), (_HUGE, 2, 2)),
+    lambda: fi.resize(np.zeros((1, 1, 4), np.float32), size=_HUGE, mode="linear"),
+    lambda: fi.resize_backward(np.zeros((1, 1, 2, 2), np.float32), (1, 1, _HUGE, 2)),
+    lambda: fi.resize_backward(np.zeros((1, 1, 2), np.float32), (1, 1, _HUGE), mode="linear"),
+    lambda: fi.adaptive_avg_pool2d_backward(np.zeros((1, 1, 2, 2), np.float32), (1, 1, _HUGE, 2)),
+    lambda: fi.adaptive_avg_pool1d_backward(np.zeros((1, 1, 2), np.float32), (1, 1, _HUGE)),
+])
+def test_sizes_beyond_the_machine_are_a_memory_error_before_any_work(call, monkeypatch):
+    """Valid sizes (each axis <= 2**31 - 1) whose result or tap tables cannot fit in the
+    machine's memory and swap raise MemoryError at once: the tables are built before the
+    result is allocated, and with the system's overcommit a process filling them is killed
+    rather than given an error."""
+    from fastinterp import _memory
+    monkeypatch.setattr(_memory, "_machine_bytes", 8 << 30)     # as on an 8 GiB machine
+    with pytest.raises(MemoryError, match=r"would need [0-9.]+ GiB, more than this machine's "
+                                          r"memory and swap \(8\.0 GiB\)"):
+        call()
+
+
+def test_large_results_that_fit_are_not_refused(monkeypatch):
+    from fastinterp import _memory
+    monkeypatch.setattr(_memory, "_machine_bytes", 8 << 30)
+    y = fi.resize(np.ones((1, 1, 4, 4), np.float32), size=(2, 2**24))
+    assert y.shape == (1, 1, 2, 2**24) and y[0, 0, 1, -1] == 1
+    assert _memory.machine_bytes() == 8 << 30
