@@ -96,10 +96,16 @@ def check_grid_batch(op, grid, n):
                          f"got {shape_str(grid.shape)}.")
 
 
+def check_align_corners(op, align_corners) -> bool:
+    """grid_sample's and affine_grid's ``align_corners``: a bool, or None for False (torch's
+    default, which its functional ops take as None)."""
+    return False if align_corners is None else check_bool(op, "align_corners", align_corners)
+
+
 def _check_options(op, mode, padding_mode, align_corners):
     check_option(op, "mode", mode, MODES)
     check_option(op, "padding_mode", padding_mode, PADDINGS)
-    return check_bool(op, "align_corners", align_corners)
+    return check_align_corners(op, align_corners)
 
 
 # --------------------------------------------------------------------------- affine_grid
@@ -180,7 +186,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
            [-1.,  0.,  1.]])
     """
     op = "affine_grid"
-    align = check_bool(op, "align_corners", align_corners)
+    align = check_align_corners(op, align_corners)
     dims = _check_size(op, size)
     if len(dims) == 5:
         return _affine_grid_3d(op, theta, dims, align, out)
@@ -236,7 +242,7 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
             [0., 0., 4.]]])
     """
     op = "affine_grid_backward"
-    align = check_bool(op, "align_corners", align_corners)
+    align = check_align_corners(op, align_corners)
     dims = _check_size(op, size)
     if len(dims) == 5:
         return _affine_grid_3d_backward(op, grad_grid, dims, align)

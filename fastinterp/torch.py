@@ -77,7 +77,7 @@ from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from ._dispatch import _plain_tensor
 from .blend import SLERP_NORMS, slerp_axis
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
-from .sample import _check_options, _check_size, static_fill
+from .sample import _check_options, _check_size, check_align_corners, static_fill
 from .warp import _check_dsize, _rotate_rows, _warp_as, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
@@ -522,7 +522,7 @@ def affine_grid(theta, size, align_corners=False, out=None):
     """
     op = "affine_grid"
     (theta,) = _tensors(op, "theta", theta)
-    align = check_bool(op, "align_corners", align_corners)
+    align = check_align_corners(op, align_corners)
     dims = list(_check_size(op, size))
     return _call(op, _affine_grid_op, _affine_grid_direct, (theta, dims, align), (theta,), out)
 

@@ -872,3 +872,47 @@ def test_argument_errors_copy_nothing():
     finally:
         tracemalloc.stop()
     assert peak < x.nbytes // 4
+
+
+def test_align_corners_none_is_torchs_default_false():
+    """torch's functional grid_sample and affine_grid take align_corners=None for their
+    default, False: so do fastinterp's (any other non-bool is still a TypeError)."""
+    rng = np.random.default_rng(7)
+    x, g = rng.random((1, 2, 4, 5)), rng.uniform(-1.1, 1.1, (1, 3, 3, 2))
+    theta = rng.random((1, 2, 3))
+    np.testing.assert_array_equal(fi.grid_sample(x, g, align_corners=None), fi.grid_sample(x, g))
+    go = np.ones((1, 2, 3, 3))
+    for got, want in zip(fi.grid_sample_backward(go, x, g, align_corners=None),
+                         fi.grid_sample_backward(go, x, g)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fi.affine_grid(theta, (1, 1, 3, 4), align_corners=None),
+                                  fi.affine_grid(theta, (1, 1, 3, 4)))
+    np.testing.assert_array_equal(
+        fi.affine_grid_backward(np.ones((1, 3, 4, 2)), (1, 1, 3, 4), align_corners=None),
+        fi.affine_grid_backward(np.ones((1, 3, 4, 2)), (1, 1, 3, 4)))
+    with pytest.raises(TypeError, match="^affine_grid: align_corners must be a bool"):
+        fi.affine_grid(theta, (1, 1, 3, 4), align_corners="no")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [1, 2, 3, 17])
+def test_backward_of_one_pixel_images_matches_torch(torch, c, dtype):
+    """An NCHW image of one pixel has a channel stride of 1, as an NHWC batch does: the
+    backward must still read grad_output's channels a plane apart (it took the NHWC
+    sweep and mixed up channels and pixels)."""
+    rng = np.random.default_rng(c)
+    for n, (ho, wo) in [(1, (1, 2)), (2, (3, 2)), (1, (1, 1)), (3, (2, 5))]:
+        x = rng.standard_normal((n, c, 1, 1)).astype(dtype)
+        grid = rng.uniform(-1.5, 1.5, (n, ho, wo, 2)).astype(dtype)
+        go = rng.standard_normal((n, c, ho, wo)).astype(dtype)
+        for align in (False, True):
+            ref_out, ref_gi, ref_gg = torch_grads(torch, x, grid, go, "bilinear", "zeros", align)
+            gi, gg = fi.grid_sample_backward(go, x, grid, align_corners=align)
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(gi, ref_gi, rtol=tol, atol=tol)
+            np.testing.assert_allclose(gg, ref_gg, rtol=tol, atol=tol)
+            gi_l, gg_l = fi.grid_sample_backward(go.transpose(0, 2, 3, 1).copy(),
+                                                 x.transpose(0, 2, 3, 1).copy(), grid,
+                                                 align_corners=align, layout="NHWC")
+            np.testing.assert_allclose(gi_l.transpose(0, 3, 1, 2), gi, rtol=tol, atol=tol)
+            np.testing.assert_allclose(gg_l, gg, rtol=tol, atol=tol)

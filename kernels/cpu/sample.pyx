@@ -871,7 +871,9 @@ cdef void sweep_channels(const real* ip, real* gip, const real* gop, Py_ssize_t 
     """Backward sweeps of channels [c0, c1) over one planned tile of pixels starting
     at output pixel p0 (bilinear in blocks of CB channels, then one by one)."""
     cdef Py_ssize_t c = c0
-    if mode == BILINEAR and si[1] == 1 and c1 > c0:     # NHWC: all channels as vectors
+    # NHWC: all channels as vectors. (A unit channel stride alone is not NHWC: an NCHW
+    # image of one pixel has it too, and its grad_output's channels are planes apart.)
+    if mode == BILINEAR and si[1] == 1 and so[1] == 1 and c1 > c0:
         bwd_bilinear_nhwc(ip + n * si[0] + c0, gip + n * si[0] + c0,
                           gop + n * so[0] + c0 + p0 * so[3], c1 - c0, so[3], length,
                           si[3], si[2], R, I, do_input, do_grid)
