@@ -375,6 +375,8 @@ def adaptive_avg_pool1d(input, output_size):
     Array([[[0.5, 2.5]]], dtype=float32)
     """
     input = jnp.asarray(input)
+    if input.ndim == 2:         # one unbatched (C, L), as torch takes it
+        return adaptive_avg_pool1d(input[None], output_size)[0]
     kw = dict(output_size=_static("adaptive_avg_pool1d", "output_size", output_size, int))
     back = dict(input_size=_spatial(input.shape, None))
     return _image_op(_fi.adaptive_avg_pool1d, _fi.adaptive_avg_pool1d_backward, input, kw, back)
@@ -408,6 +410,8 @@ def adaptive_avg_pool3d(input, output_size):
     (1, 1, 1, 1, 1)
     """
     input = jnp.asarray(input)
+    if input.ndim == 4:         # one unbatched (C, D, H, W), as torch takes it
+        return adaptive_avg_pool3d(input[None], output_size)[0]
     kw = dict(output_size=_static("adaptive_avg_pool3d", "output_size", output_size, int))
     back = dict(input_size=_spatial(input.shape, None))
     return _image_op(_fi.adaptive_avg_pool3d, _fi.adaptive_avg_pool3d_backward, input, kw, back)

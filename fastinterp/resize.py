@@ -1592,7 +1592,16 @@ def _pool_tables(in_sp, out_sp, dtype):
             for n_in, n_o in zip(in_sp, out_sp)]
 
 
+def _one_item(arr):
+    """An unbatched array (a list read by NumPy) with a batch axis of 1 in front."""
+    return (np.asarray(arr) if isinstance(arr, (list, tuple)) else arr)[None]
+
+
 def _adaptive_pool(op, rank, input, output_size, out):
+    if _rank(input) == rank - 1:     # one unbatched (C, L) / (C, D, H, W), as torch takes it
+        y = _adaptive_pool(op, rank, _one_item(input), output_size,
+                           None if out is None else out[None])
+        return out if out is not None else y[0]
     p, x, dtype = _nd_input(op, "input", input, (rank,))
     out_sp = _pool_size_k(op, output_size, x.shape[2:])
     _check_memory(op, x.shape[0] * x.shape[1], x.shape[2:], out_sp, dtype, "area", False, out)
@@ -1601,6 +1610,18 @@ def _adaptive_pool(op, rank, input, output_size, out):
 
 
 def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
+    if _rank(grad_output) == rank - 1:  # unbatched: input_size (C, *spatial) or spatial
+        dims = getattr(input_size, "shape", input_size)
+        try:
+            dims = _sequence(dims)
+        except TypeError:
+            dims = None             # (the batched call names it)
+        if dims is not None and len(dims) == rank - 1:
+            dims = (1,) + tuple(dims)
+        gi = _adaptive_pool_backward(op, rank, _one_item(grad_output),
+                                     input_size if dims is None else dims,
+                                     None if out is None else out[None])
+        return out if out is not None else gi[0]
     p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
     in_sp = _nd_input_size(op, input_size, g.shape)
     _check_memory(op, g.shape[0] * g.shape[1], in_sp, g.shape[2:], dtype, "area", False, out,
@@ -1619,7 +1640,7 @@ def adaptive_avg_pool1d(input, output_size, out=None):
 
     Parameters
     ----------
-    input : array (N, C, L), float32 or float64 (CPU arrays)
+    input : array (N, C, L), or one unbatched (C, L), float32 or float64 (CPU arrays)
     output_size : int or (int,)
         L_out.
     out : array, optional
@@ -1668,7 +1689,8 @@ def adaptive_avg_pool3d(input, output_size, out=None):
 
     Parameters
     ----------
-    input : array (N, C, D, H, W), float32 or float64 (CPU arrays)
+    input : array (N, C, D, H, W), or one unbatched (C, D, H, W), float32 or float64
+        (CPU arrays)
     output_size : int or (int or None, int or None, int or None)
         (D_out, H_out, W_out); None keeps that input extent.
     out : array, optional

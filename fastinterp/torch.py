@@ -746,6 +746,10 @@ def _pool(op, rank, input, output_size, out, layout=None):
         if input is None:          # torch.as_tensor(None) would not name the op
             check_array(op, "input", input)
         input = torch.as_tensor(input)
+    if rank != 2 and input.dim() == rank + 1:    # one unbatched item, as torch takes it
+        y = _pool(op, rank, input.unsqueeze(0), output_size,
+                  None if out is None else out.unsqueeze(0), layout)
+        return out if out is not None else y.squeeze(0)
     lay = None                     # bound on every path: torch.compile reads the closure's cell
     if rank == 2:
         lay = resolve_layout(op, "input", input, layout)
@@ -762,8 +766,9 @@ def _pool(op, rank, input, output_size, out, layout=None):
 
 
 def adaptive_avg_pool1d(input, output_size, out=None):
-    """Differentiable :func:`fastinterp.adaptive_avg_pool1d` on (N, C, L) tensors; values
-    equal ``F.adaptive_avg_pool1d``, gradient :func:`fastinterp.adaptive_avg_pool1d_backward`.
+    """Differentiable :func:`fastinterp.adaptive_avg_pool1d` on (N, C, L) (or one (C, L))
+    tensors; values equal ``F.adaptive_avg_pool1d``, gradient
+    :func:`fastinterp.adaptive_avg_pool1d_backward`.
 
     Examples
     --------
@@ -791,7 +796,8 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
 
 
 def adaptive_avg_pool3d(input, output_size, out=None):
-    """Differentiable :func:`fastinterp.adaptive_avg_pool3d` on (N, C, D, H, W) tensors;
+    """Differentiable :func:`fastinterp.adaptive_avg_pool3d` on (N, C, D, H, W) (or one
+    (C, D, H, W)) tensors;
     values equal ``F.adaptive_avg_pool3d``, gradient
     :func:`fastinterp.adaptive_avg_pool3d_backward`.
 

@@ -214,7 +214,7 @@ def test_batch_sizes_are_checked_at_trace_time(trace):
     ("adaptive_avg_pool1d", [(4, 2, 5, 6)], dict(output_size=2)),
     ("adaptive_avg_pool2d", [(4, 2, 5, 6, 7)], dict(output_size=2)),
     ("adaptive_avg_pool2d", [(4, 2, 5, 6)], dict(output_size=2, layout="HWC")),
-    ("adaptive_avg_pool3d", [(4, 2, 5, 6)], dict(output_size=2)),
+    ("adaptive_avg_pool3d", [(4, 2, 5)], dict(output_size=2)),
     ("adaptive_avg_pool3d", [(4, 2, 0, 5, 6)], dict(output_size=2)),
     ("grid_sample", [(4, 2, 5, 6), (4, 3, 3, 3)], {}),
     ("grid_sample", [(4, 2, 5, 6), (4, 3, 3, 3, 2)], {}),
@@ -567,3 +567,12 @@ def test_affine_grid_theta_shape_errors_are_the_numpy_ones(theta, size):
     with pytest.raises(type(numpy_error.value)) as jax_error:
         fij.affine_grid(jnp.zeros(theta), size)
     assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("rank, shape", [(1, (3, 8)), (3, (2, 5, 2, 7))])
+def test_pools_take_one_unbatched_item(rng, rank, shape):
+    x = rng.random(shape)
+    pool = getattr(fij, f"adaptive_avg_pool{rank}d")
+    np.testing.assert_array_equal(np.asarray(pool(jnp.asarray(x), 3)),
+                                  getattr(fi, f"adaptive_avg_pool{rank}d")(x, 3))
+    rev(lambda v: pool(v, 3), jnp.asarray(x))

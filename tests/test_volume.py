@@ -383,3 +383,31 @@ def test_volume_non_finite_grid_points_follow_torch(torch, padding_mode, mode, a
         assert (gg[bad.any(-1)] == 0).all()
     # the forward's adjoint: <grid_sample(x), g> = <x, grad_input>
     np.testing.assert_allclose((got * 1.0).sum(), (x * gi).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rank, shape, size", [(1, (3, 8), 5), (3, (3, 5, 2, 7), 3),
+                                               (3, (2, 4, 4, 4), (2, None, 3))])
+def test_pools_take_one_unbatched_item_as_torch(rank, shape, size):
+    """adaptive_avg_pool1d/3d take an unbatched (C, L) / (C, D, H, W), as torch's do:
+    the result (and gradient) of the batch of one, without its batch axis."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    pool = getattr(fi, f"adaptive_avg_pool{rank}d")
+    back = getattr(fi, f"adaptive_avg_pool{rank}d_backward")
+    x = np.random.default_rng(rank).random(shape)
+    y = pool(x, size)
+    np.testing.assert_allclose(y, getattr(F, f"adaptive_avg_pool{rank}d")(
+        torch.from_numpy(x), size).numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(y, pool(x[None], size)[0])
+    out = np.empty_like(y)
+    assert pool(x, size, out=out) is out and np.array_equal(out, y)
+    g = np.random.default_rng(9).random(y.shape)
+    want = back(g[None], (1,) + shape)[0]
+    for input_size in (shape, shape[1:]):
+        np.testing.assert_array_equal(back(g, input_size), want)
+    import fastinterp.torch as fit
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = getattr(fit, f"adaptive_avg_pool{rank}d")(tx, size)
+    ty.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(ty.detach().numpy(), y)
+    np.testing.assert_array_equal(tx.grad.numpy(), want)
