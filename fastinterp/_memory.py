@@ -15,6 +15,7 @@ time with :func:`set_output_cache` (0 keeps nothing and frees what is kept).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -60,21 +61,16 @@ def _module() -> Any:
     return _cache
 
 
+@functools.lru_cache(maxsize=None)
 def machine_bytes() -> int | None:
     """This machine's RAM plus swap in bytes (Linux ``/proc/meminfo``), else None."""
-    global _machine_bytes
-    if _machine_bytes is False:
-        try:
-            with open("/proc/meminfo") as f:
-                kb = {line.split(":")[0]: int(line.split()[1]) for line in f
-                      if line.startswith(("MemTotal:", "SwapTotal:"))}
-            _machine_bytes = (kb["MemTotal"] + kb.get("SwapTotal", 0)) << 10
-        except (OSError, ValueError, KeyError, IndexError):
-            _machine_bytes = None
-    return _machine_bytes
-
-
-_machine_bytes: Any = False
+    try:
+        with open("/proc/meminfo") as f:
+            kb = {line.split(":")[0]: int(line.split()[1]) for line in f
+                  if line.startswith(("MemTotal:", "SwapTotal:"))}
+        return (kb["MemTotal"] + kb.get("SwapTotal", 0)) << 10
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def check_fits(op: str, what: str, nbytes: int) -> None:

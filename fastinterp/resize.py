@@ -1203,10 +1203,9 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
         if plan is not None:
             return plan(input)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
-    _, _, h, w = lay.split(x.shape)
+    n, c, h, w = lay.split(x.shape)
     out_hw = _pool_size_k(op, output_size, (h, w))
-    _check_memory(op, x.shape[0] * lay.split(x.shape)[1], (h, w), out_hw, dtype, "area", False,
-                  out)
+    _check_memory(op, n * c, (h, w), out_hw, dtype, "area", False, out)
     if dtype == _U8 and p.backend == "cpu":
         box = _box_plan("torch", "area", (h, w), out_hw, 1, None, False, (None, None))
         if box is not None:

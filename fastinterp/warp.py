@@ -139,6 +139,9 @@ class _Map:
     def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
         """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:
         (r1 - r0, c1 - c0, 2) in dtype."""
+        c1 = self.Wo if c1 is None else c1
+        if (r1 - r0) * (c1 - c0) == 0:     # (an empty map holds no base coordinates)
+            return np.empty((r1 - r0, c1 - c0, 2), dtype)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             u, v, w = self.homogeneous(n, r0, r1, c0, c1)
             if w is not None:

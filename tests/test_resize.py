@@ -1305,7 +1305,7 @@ def test_sizes_beyond_the_machine_are_a_memory_error_before_any_work(call, monke
     result is allocated, and with the system's overcommit a process filling them is killed
     rather than given an error."""
     from fastinterp import _memory
-    monkeypatch.setattr(_memory, "_machine_bytes", 8 << 30)     # as on an 8 GiB machine
+    monkeypatch.setattr(_memory, "machine_bytes", lambda: 8 << 30)     # an 8 GiB machine
     with pytest.raises(MemoryError, match=r"would need [0-9.]+ GiB, more than this machine's "
                                           r"memory and swap \(8\.0 GiB\)"):
         call()
@@ -1313,7 +1313,7 @@ def test_sizes_beyond_the_machine_are_a_memory_error_before_any_work(call, monke
 
 def test_large_results_that_fit_are_not_refused(monkeypatch):
     from fastinterp import _memory
-    monkeypatch.setattr(_memory, "_machine_bytes", 8 << 30)
+    monkeypatch.setattr(_memory, "machine_bytes", lambda: 8 << 30)
     y = fi.resize(np.ones((1, 1, 4, 4), np.float32), size=(2, 2**24))
     assert y.shape == (1, 1, 2, 2**24) and y[0, 0, 1, -1] == 1
     assert _memory.machine_bytes() == 8 << 30

@@ -86,7 +86,8 @@ def probe(fn, batch, consts=None, shown=None):
         return fn(**stand_ins, **consts)
     except (ValueError, TypeError):
         in_memory_error(fn, batch, consts, shown)
-        with callers_shapes(*((stand_ins[k], dict(batch, **(shown or {}))[k]) for k in batch)):
+        shown = dict(batch, **(shown or {}))
+        with callers_shapes(*((stand_ins[k], shown[k]) for k in batch)):
             raise
 
 

@@ -176,8 +176,6 @@ def warp_grid(x, wmap, nhwc, chunks, dtype):
 
 def _grid_block(wmap, n0, n1, r0, r1, c0, c1, dtype):
     out = np.empty((n1 - n0, r1 - r0, c1 - c0, 2), dtype)
-    if out.size == 0:    # (the map holds no base coordinates when the output is empty)
-        return out
     for n in range(n0, n1):
         out[n - n0] = wmap.grid_rows(n, r0, r1, dtype, c0, c1)
     return out
