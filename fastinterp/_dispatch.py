@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _dlpack, _half, _memory
-from ._validate import check_overlap
+from ._validate import HALF_OPS, check_overlap
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
@@ -35,10 +35,6 @@ CUDA = "cuda"
 _DLPACK_CPU = (1, 3)     # kDLCPU, kDLCUDAHost
 _DLPACK_CUDA = (2, 13)   # kDLCUDA, kDLCUDAManaged
 
-# Ops (the names given to ``begin``) that take float16/bfloat16 storage, computed in float32.
-HALF_OPS = frozenset({"lerp", "slerp", "slerp_backward", "grid_sample", "grid_sample_backward",
-                      "resize", "resize_backward", "adaptive_avg_pool2d",
-                      "adaptive_avg_pool2d_backward"})
 
 class BackendMismatchError(ValueError, TypeError):
     """Arrays on different devices (e.g. a NumPy and a CuPy array) in one call."""

@@ -40,11 +40,29 @@ def _size_str(s) -> str:
     return "nan" if isinstance(s, float) and math.isnan(s) else str(int(s))
 
 
-def float_dtype(op: str, name: str, arr) -> np.dtype:
-    """The dtype of ``arr`` if float32/float64, else a ``TypeError``.
+# Ops (the names given to ``_dispatch.begin``) that take float16/bfloat16 storage,
+# computed in float32 (the dispatcher widens it before the checks here run).
+HALF_OPS = frozenset({"lerp", "slerp", "slerp_backward", "grid_sample", "grid_sample_backward",
+                      "resize", "resize_backward", "adaptive_avg_pool2d",
+                      "adaptive_avg_pool2d_backward"})
 
-    float16 is rejected (cast it to float32 first); integer image data must be
-    converted by the caller, who knows its scale.
+
+def _dtype_names(op: str, names: Sequence[str]) -> str:
+    """The dtypes an argument of ``op`` takes, for an error: ``names`` (floats first,
+    then uint8) and, for the ops in HALF_OPS, float16 and bfloat16."""
+    floats = [n for n in names if n.startswith("float")]
+    more = [n for n in names if n not in floats]
+    if op in HALF_OPS and floats:
+        more += ["float16", "bfloat16"]
+    return " or ".join(floats) + (f" (or {', '.join(more)})" if more else "")
+
+
+def float_dtype(op: str, name: str, arr, uint8: bool = False) -> np.dtype:
+    """The dtype of ``arr`` if float32/float64, else a ``TypeError`` naming what ``op``
+    takes (with ``uint8``: a uint8 image too, which the caller handles).
+
+    float16 is rejected outside HALF_OPS (cast it to float32 first); integer
+    image data must be converted by the caller, who knows its scale.
     """
     if not hasattr(arr, "dtype"):          # None, a Python scalar (NumPy scalars pass)
         check_array(op, name, arr)
@@ -52,7 +70,8 @@ def float_dtype(op: str, name: str, arr) -> np.dtype:
     if dtype in FLOAT_DTYPES:
         return dtype
     hint = " (cast float16 to float32 first)" if dtype == np.float16 else ""
-    raise TypeError(f"{op}: {name} must have dtype float32 or float64{hint}"
+    names = _dtype_names(op, ("float32", "float64") + (("uint8",) if uint8 else ()))
+    raise TypeError(f"{op}: {name} must have dtype {names}{hint}"
                     f"{_byte_order_hint(dtype, FLOAT_DTYPES)}; got {dtype}.")
 
 
@@ -461,8 +480,6 @@ def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     dtype = np.dtype(arr.dtype)
     if dtype in allowed:
         return dtype
-    names = [np.dtype(d).name for d in allowed]
-    floats = [n for n in names if n.startswith("float")]
-    names = " or ".join(floats) + "".join(f" (or {n})" for n in names if n not in floats)
+    names = _dtype_names(op, [np.dtype(d).name for d in allowed])
     hint = _byte_order_hint(dtype, [np.dtype(d) for d in allowed])
     raise TypeError(f"{op}: {name} must have dtype {names}{hint}; got {dtype}.")

@@ -18,8 +18,8 @@ from ._config import threads_for
 from ._dispatch import begin, to_host
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
-                        check_option, check_out, int_sizes, real_float, real_scalar, same_dtype,
-                        shape_str)
+                        check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
+                        same_dtype, shape_str)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
@@ -403,6 +403,8 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
         dtype = np.dtype(np.uint8)
         check_dtype(op, "grid", arrays["grid"], (np.float32, np.float64))
     else:
+        if uint8_input and x is not None:
+            float_dtype(op, "input", x, uint8=True)       # names uint8 in the error
         dtype = same_dtype(op, p.storage, **arrays)
     if p.backend == "cuda" and channels_last:
         raise ValueError(f"{op}: layout must be 'NCHW' (or 'CHW'/'HW') for CUDA arrays; "
@@ -702,7 +704,8 @@ def _sample_any(backend, contiguous, stream, out_k, x, g, geo, fills, mode, padd
                   np.ascontiguousarray(g, dtype=np.float32), geo, fills, mode, padding_mode,
                   align, cl)
     np.rint(res, out=res)
-    np.clip(res, 0, 255, out=res)
+    np.fmax(res, 0, out=res)        # fmax, not clip: a NaN sample (NaN/inf grid point) -> 0
+    np.fmin(res, 255, out=res)
     out_k[...] = res
 
 

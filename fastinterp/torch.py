@@ -460,6 +460,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     input, grid = _tensors(op, "input grid", input, grid)
+    _uint8_forward_only(op, input, (grid,))
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
     return _call(op, _grid_sample_op, _grid_sample_direct,
@@ -631,12 +632,22 @@ _register(_resize_op, _resize_fake, _resize_backward, _resize_setup)
 _register(_resize_bwd_op, _resize_bwd_fake, name="resize")
 
 
-def _forward_only(op, what, tensors):
-    """The error for a gradient through an option that has none (the presets)."""
+def _forward_only(op, what, tensors, instead="use match='torch'"):
+    """The error for a gradient through an option or dtype that has none (the presets,
+    uint8 images): ``instead`` says what to do for one."""
     if _grad_needed(tensors):
         raise TypeError(f"{op}: {what} has no gradient (forward only); got an input with "
                         f"requires_grad=True while grad mode is on: detach it, call under "
-                        f"torch.no_grad(), or use match='torch'.")
+                        f"torch.no_grad(), or {instead}.")
+
+
+def _uint8_forward_only(op, image, others):
+    """uint8 images are forward only: a gradient asked of the other inputs (a grid, a
+    warp matrix) through one is the TypeError of :func:`_forward_only` (torch itself
+    keeps the integer image from requiring grad)."""
+    if isinstance(image, Tensor) and image.dtype == torch.uint8:
+        _forward_only(op, "a uint8 image", others,
+                      "convert the image to a float dtype for gradients")
 
 
 def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
@@ -903,6 +914,7 @@ def _warp(op, img, M, dsize, mode, padding_mode, align_corners, match, inverse_m
         return (like, M) + options
 
     (img,) = _tensors(op, "img", img)      # M: read on the host, or a tensor by op_args
+    _uint8_forward_only(op, img, (M,))
     dims = list(_check_dsize(op, dsize))
     args = (img, M, dims, mode, padding_mode, align_corners, match, inverse_map,
             _fill_list(op, fill), layout, op)

@@ -331,7 +331,7 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     x = p.arrays["img"]
     lay = _image_layout(op, x, layout)
     if not (uint8_ok and getattr(x, "dtype", None) == np.uint8):
-        float_dtype(op, "img", x)
+        float_dtype(op, "img", x, uint8=uint8_ok)
     elif p.backend != "cpu":
         raise TypeError(f"{op}: img must be a CPU array for dtype uint8 (uint8 warps run on "
                         f"the CPU); got a {p.backend.upper()} array.")

@@ -4,6 +4,7 @@ Every layout must give the batched NCHW result with its axes moved, for
 resize, adaptive_avg_pool2d, grid_sample and their backwards; 3-D arrays
 need an explicit layout; channels_last is a deprecated alias of layout.
 """
+import re
 import warnings
 
 import numpy as np
@@ -131,8 +132,67 @@ def test_grid_sample_uint8_errors_leave_out_untouched():
     with pytest.raises(TypeError, match="out must have dtype uint8"):
         fi.grid_sample(x, np.zeros((1, 2, 2, 2), np.float32), out=out)
     assert (out == 7).all()
-    with pytest.raises(TypeError, match="input must have dtype float32 or float64; got uint8"):
+    with pytest.raises(TypeError, match="input must have dtype float32 or float64 "
+                                        r"\(or float16, bfloat16\); got uint8"):
         fi.grid_sample_backward(np.zeros((1, 1, 2, 2)), x, np.zeros((1, 2, 2, 2)))
+
+
+_U8_NAN_CASES = [(m, p, False) for m in ("bilinear", "bicubic", "nearest")
+                 for p in ("zeros", "border", "reflection", "constant", "wrap")] + \
+                [(m, p, True) for m in ("bilinear", "nearest") for p in ("zeros", "border",
+                                                                         "reflection")]
+
+
+@pytest.mark.parametrize("mode, padding_mode, volume", _U8_NAN_CASES)
+def test_grid_sample_uint8_nan_points_are_zero(mode, padding_mode, volume):
+    """A sample the float path makes NaN (a NaN or infinite grid point) is 0 in uint8,
+    with no warning from casting NaN (undefined in C) and out= written once."""
+    rng = np.random.default_rng(5)
+    k = 3 if volume else 2
+    x = rng.integers(0, 256, (2, 3) + (4,) * k, dtype=np.uint8)
+    g = rng.uniform(-1.2, 1.2, (2,) + (1,) * (k - 1) + (6, k)).astype(np.float32)
+    flat = g.reshape(2, 6, k)
+    flat[0, 0, 0] = np.nan
+    flat[0, 1, -1] = np.inf
+    flat[1, 2, 0] = -np.inf
+    flat[1, 3] = np.nan
+    kw = dict(mode=mode, padding_mode=padding_mode)
+    if padding_mode == "constant":
+        kw["fill"] = 77.0
+    ref = fi.grid_sample(x.astype(np.float32), g, **kw)
+    want = np.clip(np.rint(np.nan_to_num(ref, nan=0.0)), 0, 255).astype(np.uint8)
+    out = np.full(want.shape, 9, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fi.grid_sample(x, g, out=out, **kw)
+    assert got is out
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: fi.grid_sample(x, np.zeros((1, 2, 2, 2), np.float32)),
+     "grid_sample: input must have dtype float32 or float64 (or uint8, float16, bfloat16)"),
+    (lambda x: fi.warp_affine(x[0, 0], np.eye(2, 3), (3, 3)),
+     "warp_affine: img must have dtype float32 or float64 (or uint8)"),
+    (lambda x: fi.rotate(x[0, 0], 10.0),
+     "rotate: img must have dtype float32 or float64 (or uint8)"),
+    (lambda x: fi.resize(x, 3), "resize: input must have dtype float32 or float64 "
+                                "(or uint8, float16, bfloat16)"),
+    (lambda x: fi.resize(x[None], 3, mode="nearest"),
+     "resize: input must have dtype float32 or float64 (or float16, bfloat16)"),
+    (lambda x: fi.adaptive_avg_pool2d(x, 2), "adaptive_avg_pool2d: input must have dtype float32 "
+                                             "or float64 (or uint8, float16, bfloat16)"),
+    (lambda x: fi.adaptive_avg_pool3d(x[None], 2),
+     "adaptive_avg_pool3d: input must have dtype float32 or float64;"),
+    (lambda x: fi.lerp(x, x, 0.5),
+     "lerp: a must have dtype float32 or float64 (or float16, bfloat16)"),
+    (lambda x: fi.pairwise_sqdist(x[0, 0], x[0, 0]),
+     "pairwise_sqdist: x must have dtype float32 or float64;"),
+], ids=["grid_sample", "warp_affine", "rotate", "resize", "resize-3d", "pool2d", "pool3d", "lerp",
+        "pairwise"])
+def test_dtype_errors_name_every_dtype_the_argument_takes(call, message):
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        call(np.zeros((1, 1, 4, 4), np.int16))
 
 
 def test_channels_last_is_a_deprecated_alias():

@@ -212,7 +212,8 @@ def test_wrong_rank(shape):
 @pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.complex64, bool])  # half: test_half.py
 def test_non_float_dtypes(dtype):
     if dtype is not np.uint8:   # uint8 images: tests/test_resize_uint8.py
-        with pytest.raises(TypeError, match=r"must have dtype float32 or float64 \(or uint8\)"):
+        with pytest.raises(TypeError, match=r"must have dtype float32 or float64 "
+                                            r"\(or uint8, float16, bfloat16\)"):
             fi.resize(np.zeros((1, 1, 4, 4), dtype), size=2)
     with pytest.raises(TypeError, match="grad_output must have dtype"):
         fi.resize_backward(np.zeros((1, 1, 2, 2), dtype), (1, 1, 4, 4))

@@ -509,6 +509,19 @@ def test_presets_and_uint8_are_forward_only():
         fit.resize(x, (3, 3), mode="bicubic", match="pil")
     with pytest.raises(RuntimeError):          # torch: integer tensors cannot require grad
         u8.float().to(torch.uint8).requires_grad_()
+    # a grid or matrix that requires grad next to a uint8 image: an error, not a result
+    # that silently has no gradient
+    img = u8.permute(2, 0, 1)[None].contiguous()
+    gg = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    M = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]], requires_grad=True)
+    for call in (lambda: fit.grid_sample(img, gg),
+                 lambda: fit.warp_affine(u8, M, (4, 4), layout="HWC")):
+        with pytest.raises(TypeError, match=r"^(grid_sample|warp_affine): a uint8 image has no "
+                                            r"gradient \(forward only\).*float dtype"):
+            call()
+        with torch.no_grad():
+            assert call().dtype == torch.uint8
+    assert fit.rotate(u8, torch.tensor(10.0, requires_grad=True), layout="HWC").dtype == torch.uint8
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -11,7 +11,56 @@ from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _lerp cimport lerp_run
 
+cdef extern from "_ntstore.h" nogil:
+    bint FI_STREAM_STORES
+    void fi_stream_line_f32(float* dst, const float* src)
+    void fi_stream_line_f64(double* dst, const double* src)
+    void fi_stream_fence()
+
 cdef Py_ssize_t LERP_CHUNK = 65536  # elements per scheduled job (256 KiB of float32)
+# A lerp touching at least this many bytes (output and full-size operands) writes its
+# output with streaming stores (_ntstore.h): it cannot stay in the last-level cache,
+# and the stores then skip reading each output line first (measured here: 16M float32
+# elements 7.0 -> 6.1 ms at 2 threads; 2M, 34 MB in all, 0.46 -> 0.39 ms).
+cdef size_t LERP_STREAM_MIN_BYTES = 32 << 20
+cdef enum:
+    LINE_BYTES = 64
+    STREAM_BLOCK = 1024     # elements computed into a buffer (in L1), then streamed out
+
+
+cdef inline void stream_lines(real* dst, const real* src, Py_ssize_t n) noexcept nogil:
+    """Store src[:n] at the line-aligned dst with streaming stores (n whole lines)."""
+    cdef Py_ssize_t i = 0, per = LINE_BYTES // sizeof(real)
+    while i < n:
+        if real is float:
+            fi_stream_line_f32(dst + i, src + i)
+        else:
+            fi_stream_line_f64(dst + i, src + i)
+        i = i + per
+
+
+cdef void lerp_run_streamed(const real* a, const real* b, const real* t, real* out,
+                            Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb,
+                            Py_ssize_t st) noexcept nogil:
+    """lerp_run, writing the whole aligned output lines with streaming stores: blocks
+    of the result are computed into a buffer, then stored (the same values)."""
+    cdef Py_ssize_t per = LINE_BYTES // sizeof(real)
+    cdef Py_ssize_t head, i, m
+    cdef real block[STREAM_BLOCK]
+    if (<size_t>out) % sizeof(real):
+        lerp_run(a, b, t, out, n, sa, sb, st)
+        return
+    head = min(n, <Py_ssize_t>(((LINE_BYTES - (<size_t>out) % LINE_BYTES) % LINE_BYTES)
+                               // sizeof(real)))
+    lerp_run(a, b, t, out, head, sa, sb, st)
+    i = head
+    while i + per <= n:
+        m = min(<Py_ssize_t>STREAM_BLOCK, (n - i) // per * per)
+        lerp_run(a + i * sa, b + i * sb, t + i * st, block, m, sa, sb, st)
+        stream_lines(out + i, block, m)
+        i = i + m
+    lerp_run(a + i * sa, b + i * sb, t + i * st, out + i, n - i, sa, sb, st)
+    fi_stream_fence()
 
 
 cdef enum:
@@ -100,6 +149,12 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
     cdef const real* pt = &t[0]
     cdef real* po = &out[0]
     cdef Py_ssize_t ia = sa[ndim - 1], ib = sb[ndim - 1], it = st[ndim - 1]
+    cdef size_t touched = (1 + (a.shape[0] == out.shape[0]) + (b.shape[0] == out.shape[0])
+                           + (t.shape[0] == out.shape[0])) * <size_t>out.shape[0] * sizeof(real)
+    # (an in-place update, out being an operand, reads each line first anyway: measured
+    # slower streamed)
+    cdef bint streamed = (FI_STREAM_STORES and touched >= LERP_STREAM_MIN_BYTES
+                          and &out[0] != &a[0] and &out[0] != &b[0] and &out[0] != &t[0])
     cdef fi_team team
     nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
     with nogil, parallel(num_threads=nthreads):
@@ -108,10 +163,16 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
             row = job // nchunks
             c0 = (job % nchunks) * LERP_CHUNK
             n = min(LERP_CHUNK, inner - c0)
-            lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
-                     pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
-                     pt + row_offset(row, ndim, cshape, st) + c0 * it,
-                     po + row * inner + c0, n, ia, ib, it)
+            if streamed:
+                lerp_run_streamed(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
+                                  pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
+                                  pt + row_offset(row, ndim, cshape, st) + c0 * it,
+                                  po + row * inner + c0, n, ia, ib, it)
+            else:
+                lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
+                         pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
+                         pt + row_offset(row, ndim, cshape, st) + c0 * it,
+                         po + row * inner + c0, n, ia, ib, it)
         fi_team_leave(&team)
     fi_team_done(&team)
 
