@@ -741,6 +741,29 @@ def test_lerp_in_place(rng, which, dtype, shape):
     np.testing.assert_array_equal(target, expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight", ["array", "scalar", "row"])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_lerp_large_outputs_equal_the_small_call_bits(rng, dtype, weight, offset):
+    """A lerp touching more than the last-level cache stores its output with streaming
+    stores: the same bits as the same elements lerped in small calls (cached stores),
+    for an output at any element offset from a cache line, and nothing written around it."""
+    n = (1 << 22) + 37                          # > 32 MiB touched in float32 and float64
+    a, b = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    t = {"array": rng.uniform(-0.5, 1.5, n).astype(dtype), "scalar": 0.3,
+         "row": rng.random(1).astype(dtype)}[weight]
+    buf = np.full(n + 8, 7, dtype)
+    out = buf[offset:offset + n]
+    assert fi.lerp(a, b, t, out=out) is out
+    step = 1 << 16
+    for i in range(0, n, step):
+        part = t[i:i + step] if weight == "array" else t
+        small = fi.lerp(a[i:i + step], b[i:i + step], part)
+        np.testing.assert_array_equal(out[i:i + step], small)
+    assert (buf[:offset] == 7).all() and (buf[offset + n:] == 7).all()
+    np.testing.assert_array_equal(fi.lerp(a, b, t), out)
+
+
 def test_lerp_in_place_ema_with_scalar_weight_and_torch(torch, rng):
     m, g = rng.standard_normal(1000), rng.standard_normal(1000)
     expected = m + 0.1 * (g - m)
