@@ -223,16 +223,13 @@ def _read_only_hint(obj) -> str:
     return " (JAX arrays are immutable)" if root in ("jax", "jaxlib") else ""
 
 
-def _half_storage(op: str, backend: str, arrays: dict, named: dict,
-                  given: dict) -> dict | None:
+def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | None:
     """Widen ``arrays``' float16/bfloat16 entries to float32 in place (ops in HALF_OPS).
 
     Returns the storage dtype of every argument given as a typed array
     (``named``: the caller's objects; a list or scalar has none), or None
     when nothing was widened. Half precision mixes with float32 only: a
     float64 array next to a half one is a TypeError naming both.
-    ``given`` receives the NumPy arrays as the caller passed them, before
-    widening (what an ``out=`` must not partially overlap).
     """
     half = [n for n, a in arrays.items()       # a NumPy scalar is a number, not storage
             if _half.is_half(getattr(a, "dtype", None)) and not isinstance(a, np.generic)]
@@ -251,7 +248,6 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict,
             raise TypeError(f"{op}: {n} must have dtype float32, float16 or bfloat16 next to "
                             f"{h} ({hdt}), which is computed in float32; got float64. Cast "
                             f"{n} to float32, or {h} to float64.")
-    given.update((n, a) for n, a in arrays.items() if isinstance(a, np.ndarray))
     for n in half:
         arrays[n] = _half.widen(arrays[n])
     return storage
@@ -274,7 +270,7 @@ class Prepared:
     originals: dict[str, Any] = field(default_factory=dict)
     out_caller: Any = None
     storage: dict[str, np.dtype] | None = None   # set when half-precision inputs were widened
-    given: dict[str, np.ndarray] = field(default_factory=dict)   # the arrays before widening
+    given: dict[str, np.ndarray] = field(default_factory=dict)   # CPU arrays as passed
     _pending: tuple | None = None                 # (float32 result, the caller's half out)
 
     @property
@@ -338,6 +334,9 @@ class Prepared:
         if not view.flags.writeable:
             raise ValueError(f"{self.op}: out must be writable; got a read-only "
                              f"array{_read_only_hint(out)}.")
+        # against the arrays as passed: the op's own check sees the copies made of
+        # strided, byte-swapped or half-precision inputs, which out cannot overlap
+        check_overlap(self.op, view, self.given, alias_ok=True)
         if self.storage is not None:
             return out, self._half_out(view)
         return out, view
@@ -346,14 +345,12 @@ class Prepared:
         """The kernel's buffer for a user's ``out`` when inputs were widened.
 
         ``out`` may be exactly one of the caller's arrays (it is written after the
-        computation) but must not partially overlap any, checked on the arrays as
-        given: the kernel's own check sees the widened copies.
+        computation; adopt_out checked the arrays as given).
         """
         want = self._storage_for(None)
         if view.dtype != want:
             raise TypeError(f"{self.op}: out must have dtype {want} (the result's storage "
                             f"dtype); got {view.dtype}.")
-        check_overlap(self.op, view, self.given, alias_ok=True)
         if not _half.is_half(want):
             return view
         if not view.flags.c_contiguous:
@@ -430,6 +427,7 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
         return _begin_numpy(op, named, writes)
     backend = backend_of(*named.values(), names=tuple(named))
     arrays: dict[str, Any] = {}
+    given: dict[str, np.ndarray] = {}       # the caller's CPU arrays, before any copy
     template = template_kind = None
     for name, obj in named.items():
         kind = array_kind(obj)
@@ -443,9 +441,9 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
             arrays[name] = _cuda_support().as_device(plain)
         else:
             arr = _to_numpy(plain, kind, op, name)
+            given[name] = arr
             arrays[name] = arr if name in writes else _native(arr)
-    given: dict[str, np.ndarray] = {}
-    storage = _half_storage(op, backend, arrays, named, given)
+    storage = _half_storage(op, backend, arrays, named)
     return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage,
                     given=given)
 
@@ -462,7 +460,7 @@ def _begin_numpy(op: str, named: dict, writes: tuple[str, ...] = ()) -> Prepared
     arrays widened)."""
     arrays = {name: obj if name in writes else _native(obj) for name, obj in named.items()}
     template = next((obj for obj in named.values() if type(obj) is np.ndarray), None)
-    given: dict[str, np.ndarray] = {}
-    storage = _half_storage(op, CPU, arrays, named, given)
+    given = {name: obj for name, obj in named.items() if type(obj) is np.ndarray}
+    storage = _half_storage(op, CPU, arrays, named)
     return Prepared(op, CPU, arrays, template, None if template is None else "numpy",
                     dict(named), storage=storage, given=given)

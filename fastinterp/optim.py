@@ -168,12 +168,23 @@ def _contiguous_extent(arr: Any) -> tuple[int, int] | None:
     return _extent(arr)
 
 
-def _check_no_shared_writes(op: str, names: list[str], jobs: list[Any]) -> None:
+def _check_no_shared_writes(op: str, names: list[str], jobs: list[Any],
+                            copied_from: list[Any]) -> None:
     """A step writes each parameter while it reads the gradients: refuse parameters that
     share memory with each other, and gradients that share memory with a parameter
     other than exactly their own (``grads[i]`` may be parameter i itself: each element
     is read before it is written). Either would make the result depend on the order of
-    the updates. ``jobs``: ``(param_flat, grad_flat, ...)`` or None, per parameter."""
+    the updates. ``jobs``: ``(param_flat, grad_flat, ...)`` or None, per parameter;
+    ``copied_from``: per parameter, the caller's gradient when the kernel's is a copy
+    of it (strided or byte-swapped), else None: such a gradient is never exactly a
+    parameter, and may share no memory with any."""
+    for i, source in enumerate(copied_from):
+        for j, job in enumerate(jobs):
+            if source is not None and job is not None and _overlaps(job[0], source):
+                own = "its parameter" if j == i else names[j]
+                raise ValueError(f"{op}: grads[{i}] shares memory with {own} (which this "
+                                 f"step updates) without being exactly {names[i]}; pass a "
+                                 f"copy of the gradient.")
     spans = []                      # (start, end, index) of each stepped parameter
     for i, job in enumerate(jobs):
         extent = None if job is None or job[0].size == 0 else _contiguous_extent(job[0])
@@ -403,7 +414,9 @@ class Optimizer:
         for group in self.param_groups:
             self._check(group)
         jobs: list[_Job | None] = []
+        copied_from: list[Any] = []         # see _check_no_shared_writes
         for i, (p, g) in enumerate(zip(self._params, grads)):
+            copied_from.append(None)
             if g is None:
                 jobs.append(None)
                 continue
@@ -423,9 +436,12 @@ class Optimizer:
                                  f"{shape_str(p.shape)}; got {shape_str(arr.shape)}.")
             if not _c_contiguous(arr):   # copied once (on CUDA on the caller's stream)
                 arr = prepared.contiguous(arr) if p.backend == CUDA else np.ascontiguousarray(arr)
+            given = prepared.given.get(name)
+            if given is not None and given is not arr:
+                copied_from[-1] = given
             kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
             jobs.append((param, _flat(arr), kwargs))
-        _check_no_shared_writes(op, [p.name for p in self._params], jobs)
+        _check_no_shared_writes(op, [p.name for p in self._params], jobs, copied_from)
         index = 0
         for group in self.param_groups:
             for _ in group["params"]:

@@ -691,10 +691,13 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     ``ytab``/``xtab`` are AxisTable; ``channels`` is C (1 for NCHW).
     """
     from ._cpu import resize as cpu_resize
+    # The pass order decides the rounding: take the one-channel (NCHW) call's, whatever
+    # the layout, so that an image gives the same bits stored either way (a torch
+    # channels_last tensor runs the NHWC kernel without a copy).
+    order = pass_order(ytab, xtab, x.shape[2] // channels, 1, len(permute_form(xtab)[0]) > 0)
     if 1 < channels <= _EXPAND_CHANNELS:
         xtab, channels = channel_table(xtab, channels), 1
     perm = permute_form(xtab) if channels == 1 else _NO_PERM
-    order = pass_order(ytab, xtab, x.shape[2] // channels, channels, len(perm[0]) > 0)
     cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
                              perm[0], perm[1], perm[2], channels, order,
                              threads_for(out.size + x.size, _MIN_PER_THREAD))

@@ -317,6 +317,52 @@ def test_check_out_read_only_and_overlap():
         V.check_out("op", out, (2, 3), np.float64)
 
 
+_OUT_OPS = {
+    "lerp": lambda x, out: fi.lerp(x, x, 0.5, out=out),
+    "resize": lambda x, out: fi.resize(x, size=x.shape[2:], out=out),
+    "adaptive_avg_pool2d": lambda x, out: fi.adaptive_avg_pool2d(x, x.shape[2:], out=out),
+    "grid_sample": lambda x, out: fi.grid_sample(x, np.zeros((2, 4, 5, 2), x.dtype), out=out),
+}
+
+
+@pytest.mark.parametrize("op", list(_OUT_OPS))
+@pytest.mark.parametrize("view", ["reversed", "strided", "byteswapped", "fortran"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_out_overlapping_an_input_that_is_copied_is_refused(op, view, dtype):
+    """An input the kernel takes as a copy (strided, reversed, byte-swapped) that shares
+    memory with out is refused before anything is written, as a contiguous one is: the
+    check sees the caller's array, not the copy."""
+    if op == "grid_sample" and dtype == np.float16:
+        dtype = np.float32          # (the grid must match; float16 images are tested above)
+    base = np.arange(2 * 3 * 4 * 5 * 2, dtype=dtype)
+    out = base[:120].reshape(2, 3, 4, 5)
+    fortran = tuple(np.cumprod((1, 2, 3, 4)) * base.itemsize)   # out's memory, F order
+    x = {"reversed": out[:, :, ::-1],
+         "strided": base[::2].reshape(2, 3, 4, 5),
+         "byteswapped": out.view(out.dtype.newbyteorder()),
+         "fortran": np.lib.stride_tricks.as_strided(out, out.shape, fortran)}[view]
+    before = base.copy()
+    with pytest.raises(ValueError, match=f"^{op}: out must"):
+        _OUT_OPS[op](x, out)
+    np.testing.assert_array_equal(base, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_out_whose_overlap_numpy_cannot_decide_is_refused(dtype):
+    """np.shares_memory gives up on interleaved strides (TooHardError): such an out is
+    taken as sharing memory, a ValueError, never NumPy's RuntimeError."""
+    shape = (7, 11, 13, 17)
+    base = np.zeros(400000, dtype)
+    it = base.itemsize
+    x = np.lib.stride_tricks.as_strided(base, shape, tuple(s * it for s in (30011, 2003, 157, 7)))
+    out = base[100000:100000 + x.size].reshape(shape)
+    for call in (lambda: fi.lerp(x, np.ones(shape, dtype), 0.5, out=out),
+                 lambda: fi.resize(x, size=(13, 17), out=out)):
+        with pytest.raises(ValueError, match="out must"):
+            call()
+    assert not base.any()
+
+
 def test_as_c_contiguous_keeps_rank_and_avoids_copies():
     x = np.zeros((3, 4))
     assert V.as_c_contiguous(x) is x

@@ -46,6 +46,43 @@ def test_forward_layouts_agree(c, dtype, call):
             np.testing.assert_allclose(got, TO[lay](want), rtol=1e-13, atol=1e-15, err_msg=lay)
 
 
+def _stored_nhwc(x):
+    """``x``'s values in an NCHW-shaped view of NHWC memory (torch's channels_last)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("op", ["pool", "resize", "backward"])
+def test_channels_last_storage_takes_the_nchw_pass_order(seed, dtype, c, op):
+    """An NCHW-shaped input stored channels-last runs the NHWC kernel (no copy) with the
+    NCHW call's pass order (the order was chosen per layout, and such an input differed
+    from the contiguous call, e.g. pooled (2, 11) -> (1, 1)): up to 4 channels (one
+    interleaved row, the NCHW loops) the same bits as the contiguous call; beyond, the
+    channel loop may fuse multiply-adds differently (last-bit differences on some builds)."""
+    rng = np.random.default_rng(seed)
+    h, w, oh, ow = [(2, 11, 1, 1), (2, 22, 1, 2), (16, 21, 3, 2)][seed] if seed < 3 else \
+        (int(v) for v in rng.integers(1, 40, 4))
+    if op == "pool":
+        x = rng.standard_normal((2, c, h, w)).astype(dtype)
+        call = lambda a: fi.adaptive_avg_pool2d(a, (oh, ow))   # noqa: E731
+    elif op == "resize":
+        x = rng.standard_normal((2, c, h, w)).astype(dtype)
+        mode = ["bilinear", "bicubic", "area", "lanczos"][seed % 4]
+        call = lambda a: fi.resize(a, (oh, ow), mode=mode, antialias=mode != "area")  # noqa: E731
+    else:
+        x = rng.standard_normal((2, c, oh, ow)).astype(dtype)
+        mode = ["bilinear", "bicubic", "area", "nearest"][seed % 4]
+        call = lambda g: fi.resize_backward(g, (2, c, h, w), mode=mode)    # noqa: E731
+    want, got = call(x), call(_stored_nhwc(x))
+    if c <= 4:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=8 * np.finfo(dtype).eps,
+                                   atol=8 * np.finfo(dtype).eps * np.abs(want).max())
+
+
 @pytest.mark.parametrize("c", [1, 3, 5])
 def test_default_layout_reads_2d_as_hw_and_4d_as_nchw(c):
     x = np.random.default_rng(0).standard_normal((1, c, 6, 7))

@@ -398,6 +398,22 @@ def test_grad_partially_overlapping_its_parameter_is_refused(opt_cls, shift):
     np.testing.assert_array_equal(buf, before)
 
 
+@pytest.mark.parametrize("opt_cls", [SGD, Adam])
+@pytest.mark.parametrize("view", ["reversed", "strided", "byteswapped"])
+def test_grad_copied_from_a_view_of_a_parameter_is_refused(opt_cls, view):
+    """A gradient that must be copied for the kernel (strided, byte-swapped) and shares
+    memory with a stepped parameter is refused like a contiguous one: the check sees
+    the caller's array, not the copy."""
+    buf = np.arange(1.0, 13.0)
+    w = buf[:6]
+    g = {"reversed": w[::-1], "strided": buf[::2],
+         "byteswapped": w.view(w.dtype.newbyteorder())}[view]
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with its parameter"):
+        opt_cls([w], lr=0.1).step([g])
+    np.testing.assert_array_equal(buf, before)
+
+
 def test_grad_sharing_memory_with_another_parameter_is_refused():
     a, b = np.ones(4), np.arange(4.0)
     opt = SGD([a, b], lr=0.1, momentum=0.9)
