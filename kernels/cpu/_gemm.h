@@ -61,6 +61,12 @@ typedef double fi_vec_d __attribute__((vector_size(FI_VBYTES), aligned(FI_VBYTES
 #define FI_NR_d (2 * FI_VBYTES / 8)
 #define FI_KC_f 256
 #define FI_KC_d 192
+/* Each block's dot products are summed in steps of FI_KSTEP values of k, each step
+ * from zero, then added to the block's running sums: a float32 sum of k same-sign
+ * products (the centred rows of two clusters, say) then errs by ~(KSTEP + k/KSTEP) u
+ * instead of ~k u (4.4x less at k = 256). float64 keeps one step per block. */
+#define FI_KSTEP_f 32
+#define FI_KSTEP_d FI_KC_d
 #define FI_MC_f (FI_MR * 32)
 #define FI_MC_d (FI_MR * 12)
 #define FI_NC_f 2048
@@ -109,23 +115,31 @@ void fi_accumulate_##S(size_t kc, const T* restrict a, const T* restrict b,     
     enum { NV = FI_VBYTES / sizeof(T) };                                          \
     a = (const T*) __builtin_assume_aligned(a, FI_GEMM_ALIGN);                    \
     b = (const T*) __builtin_assume_aligned(b, FI_GEMM_ALIGN);                    \
-    for (int i = 0; i < FI_MR; i++) {                                             \
-        c0[i] = (fi_vec_##S){0};                                                  \
-        c1[i] = (fi_vec_##S){0};                                                  \
-    }                                                                             \
-    for (size_t p = 0; p < kc; p++) {                                             \
-        const fi_vec_##S b0 = *(const fi_vec_##S*) (b + p * 2 * NV);              \
-        const fi_vec_##S b1 = *(const fi_vec_##S*) (b + p * 2 * NV + NV);         \
-        const T* ap = a + p * FI_MR;                                              \
-        _Pragma("GCC unroll 16")                                                  \
+    for (size_t p0 = 0; p0 < kc; p0 += FI_KSTEP_##S) {                            \
+        const size_t p1 = kc - p0 < FI_KSTEP_##S ? kc : p0 + FI_KSTEP_##S;        \
+        fi_vec_##S d0[FI_MR], d1[FI_MR];                                          \
         for (int i = 0; i < FI_MR; i++) {                                         \
-            const fi_vec_##S ai = ap[i] - (fi_vec_##S){0};                        \
-            c0[i] += ai * b0;                                                     \
-            c1[i] += ai * b1;                                                     \
+            d0[i] = (fi_vec_##S){0};                                              \
+            d1[i] = (fi_vec_##S){0};                                              \
         }                                                                         \
-        if ((p & 7) == 0 && (p >> 3) < pn)                                        \
-            __builtin_prefetch(pc + (ptrdiff_t) (p >> 4) * prs                   \
-                               + ((p >> 3) & 1) * (FI_NR_##S - 1), 1, 3);         \
+        for (size_t p = p0; p < p1; p++) {                                        \
+            const fi_vec_##S b0 = *(const fi_vec_##S*) (b + p * 2 * NV);          \
+            const fi_vec_##S b1 = *(const fi_vec_##S*) (b + p * 2 * NV + NV);     \
+            const T* ap = a + p * FI_MR;                                          \
+            _Pragma("GCC unroll 16")                                              \
+            for (int i = 0; i < FI_MR; i++) {                                     \
+                const fi_vec_##S ai = ap[i] - (fi_vec_##S){0};                    \
+                d0[i] += ai * b0;                                                 \
+                d1[i] += ai * b1;                                                 \
+            }                                                                     \
+            if ((p & 7) == 0 && (p >> 3) < pn)                                    \
+                __builtin_prefetch(pc + (ptrdiff_t) (p >> 4) * prs               \
+                                   + ((p >> 3) & 1) * (FI_NR_##S - 1), 1, 3);     \
+        }                                                                         \
+        for (int i = 0; i < FI_MR; i++) {   /* the first step's sums as they are */ \
+            c0[i] = p0 == 0 ? d0[i] : c0[i] + d0[i];                              \
+            c1[i] = p0 == 0 ? d1[i] : c1[i] + d1[i];                              \
+        }                                                                         \
     }                                                                             \
     for (size_t q = (kc + 7) >> 3; q < pn; q++)   /* a short k: the rest now */   \
         __builtin_prefetch(pc + (ptrdiff_t) (q >> 1) * prs                       \
