@@ -662,6 +662,14 @@ def u8_permute_form(table: AxisTable):
     return swapped, (base, rel, block)
 
 
+def image_pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int) -> int:
+    """The pass order of the separable kernel for an image ``in_w`` pixels wide, in any
+    layout: the one-channel (NCHW) call's. The order decides the rounding, so an image
+    gives the same bits stored either way (a torch channels_last tensor runs the NHWC
+    kernel without a copy; a chunk of a Dask image takes the whole image's order)."""
+    return pass_order(ytab, xtab, in_w, 1, len(permute_form(xtab)[0]) > 0)
+
+
 @_cached
 def pass_order(ytab: AxisTable, xtab: AxisTable, in_w: int, channels: int,
                permuted: bool = False) -> int:
@@ -691,10 +699,7 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     ``ytab``/``xtab`` are AxisTable; ``channels`` is C (1 for NCHW).
     """
     from ._cpu import resize as cpu_resize
-    # The pass order decides the rounding: take the one-channel (NCHW) call's, whatever
-    # the layout, so that an image gives the same bits stored either way (a torch
-    # channels_last tensor runs the NHWC kernel without a copy).
-    order = pass_order(ytab, xtab, x.shape[2] // channels, 1, len(permute_form(xtab)[0]) > 0)
+    order = image_pass_order(ytab, xtab, x.shape[2] // channels)
     if 1 < channels <= _EXPAND_CHANNELS:
         xtab, channels = channel_table(xtab, channels), 1
     perm = permute_form(xtab) if channels == 1 else _NO_PERM

@@ -50,7 +50,7 @@ def plan(ytab, xtab, c, w_in, nhwc) -> _Plan:
     chan = 1 if expand else channels
     perm = _rz.permute_form(xt) if chan == 1 else _rz._NO_PERM
     permuted = len(perm[0]) > 0
-    order = _rz.pass_order(ytab, xt, (w_in * channels) // chan, chan, permuted)
+    order = _rz.image_pass_order(ytab, xtab, w_in)
     block = _cpu().PERM_BLOCK[xt.w.dtype.name] if permuted else 1
     return _Plan(ytab, xt, channels if expand else 1, chan, permuted, block, order)
 
