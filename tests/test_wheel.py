@@ -82,14 +82,32 @@ def _probe(installed, code: str, **extra_env: str) -> dict:
 
 
 _WHERE = ("import json, fastinterp as fi, fastinterp._cpu.blend as b, fastinterp._cpu.abi as a\n"
+          "import fastinterp.dask as fd\n"
           "print(json.dumps({'pkg': fi.__file__, 'blend': b.__file__, 'abi': a.__file__,\n"
-          "                  'cfg': fi.show_config('dicts')['kernels']}))")
+          "                  'dask': fd.__file__, 'cfg': fi.show_config('dicts')['kernels']}))")
+
+
+def _subpackages() -> list[str]:
+    """Every Python package of the source tree (fastinterp and the folders below it)."""
+    return sorted(".".join(p.parent.relative_to(ROOT).parts)
+                  for p in (ROOT / "fastinterp").rglob("__init__.py"))
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject.toml lists every package of the source tree (fastinterp.dask was left
+    out: an installed fastinterp had no fastinterp.dask). Runs without a wheel."""
+    import tomllib
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert set(_subpackages()) <= set(listed), set(_subpackages()) - set(listed)
 
 
 @needs_wheel
 def test_wheel_contents():
-    """py.typed, the public header and every kernel family in every variant are inside."""
+    """py.typed, the public header, every Python package and every kernel family in every
+    variant are inside."""
     names = set(zipfile.ZipFile(WHEEL).namelist())
+    for package in _subpackages():
+        assert package.replace(".", "/") + "/__init__.py" in names, package
     assert "fastinterp/py.typed" in names
     assert "fastinterp/include/fastinterp/plugin.h" in names
     variants = ("x86_64_v2", "x86_64_v3", "x86_64_v4") if X86 else ("generic",)
@@ -109,7 +127,7 @@ def test_imports_from_the_venv(installed):
     """fastinterp and its kernels come from the venv, in the variant chosen for this CPU."""
     _, _, _, env_dir = installed
     where = _probe(installed, _WHERE)
-    for key in ("pkg", "blend", "abi"):
+    for key in ("pkg", "blend", "abi", "dask"):
         assert Path(where[key]).resolve().is_relative_to(env_dir.resolve()), where
     cfg = where["cfg"]
     assert Path(where["blend"]).parent.name == cfg["variant"]
