@@ -18,6 +18,7 @@ backward builds the grid once (it needs the grid gradient of every pixel).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -218,12 +219,13 @@ def _lapack_inverses(square):
     return inv, singular
 
 
-def _affine_inverses(square):
+def _affine_inverses(square, scaled=True):
     """``(inverses, singular)`` of (N, 3, 3) affine matrices, as ``cv2.invertAffineTransform``
     computes them (the same bits), with the 2 x 2 part first divided by a power of two near
-    its largest entry: its determinant then neither under- nor overflows (1e-170 * I is
-    invertible). Singular: that determinant is 0."""
-    p2 = _power_of_two_near(np.abs(square[:, :2, :2]).max(axis=(1, 2)))
+    its largest entry (``scaled``): its determinant then neither under- nor overflows
+    (1e-170 * I is invertible). Singular: that determinant is 0."""
+    p2 = (_power_of_two_near(np.abs(square[:, :2, :2]).max(axis=(1, 2))) if scaled
+          else np.ones(len(square)))
     a, b = square[:, 0, 0] / p2, square[:, 0, 1] / p2
     c, d = square[:, 1, 0] / p2, square[:, 1, 1] / p2
     det = a * d - b * c
@@ -239,14 +241,15 @@ def _affine_inverses(square):
     return inv, singular
 
 
-def _invert_unscaled(mats, inv, singular, scales):
-    """Homographies whose scaled inverse under- or overflows (entries of very different
-    magnitudes, [[1, 0, 0], [0, 1, 0], [1e200, 1e200, 1]]) inverted as given instead, where
-    that inverse is finite: ``inv``, ``singular`` and ``scales`` updated in place."""
+def _invert_unscaled(mats, inv, singular, scales, invert):
+    """Matrices whose scaled inverse under- or overflows (entries of very different
+    magnitudes: the homography [[1, 0, 0], [0, 1, 0], [1e200, 1e200, 1]], the affine
+    diag(1e200, 1e-200)) inverted as given by ``invert`` instead, where that inverse is
+    finite: ``inv``, ``singular`` and ``scales`` updated in place."""
     retry = np.flatnonzero(singular | ~np.isfinite(inv).all(axis=(1, 2)))
     if not retry.size:
         return
-    again, still_singular = _lapack_inverses(mats[retry])
+    again, still_singular = invert(mats[retry])
     ok = ~still_singular & np.isfinite(again).all(axis=(1, 2))
     inv[retry[ok]], singular[retry[ok]], scales[retry[ok]] = again[ok], False, 1.0
 
@@ -255,10 +258,11 @@ def _inverted(op, square, shared, affine):
     """``(inner, scales)``: the inverses of OpenCV's source -> destination matrices (N, 3, 3)
     as ``inner[n] = inv(square[n] / scales[n])``, scales (N, 1, 1).
 
-    An affine matrix is inverted as OpenCV inverts it (scale 1). A homography is the same
+    An affine matrix is inverted as OpenCV inverts it (scale 1; its 2 x 2 part scaled for
+    the determinant, see _affine_inverses). A homography is the same
     map at any scale: it is divided by a power of two near its largest entry first (exact:
     its warp and gradient are unchanged), so that neither it nor its inverse over- or
-    underflows, then inverted by LAPACK (singular: an exactly zero pivot); one whose
+    underflows, then inverted by LAPACK (singular: an exactly zero pivot). Either one whose
     scaled inverse fails is inverted as given. Neither test is a determinant, which underflows to 0 for invertible matrices such as 1e-170 * I.
     A singular matrix, or an inverse beyond float64, is a ValueError naming ``M``.
     """
@@ -269,8 +273,9 @@ def _inverted(op, square, shared, affine):
             scales = np.minimum(_power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True)),
                                 2.0 ** 1023)
         inv, singular = (_affine_inverses if affine else _lapack_inverses)(mats / scales)
-        if not affine:
-            _invert_unscaled(mats, inv, singular, scales)
+        _invert_unscaled(mats, inv, singular, scales,
+                         functools.partial(_affine_inverses, scaled=False) if affine
+                         else _lapack_inverses)
     overflows = ~singular & ~np.isfinite(inv).all(axis=(1, 2))
     if singular.any():
         i = int(np.argmax(singular))
@@ -687,7 +692,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
 
     Parameters
     ----------
-    img : array (N, C, H, W) float32/float64, or another shape named by ``layout``
+    img : array (N, C, H, W) float32/float64 or uint8, or another shape named by ``layout``
     angle : float
         Degrees, counter-clockwise on screen (OpenCV's and kornia's sign).
     center : (x, y), optional

@@ -584,6 +584,16 @@ def test_affine_align_parameter_errors(kw, match):
         model.fit(moving, fixed)
 
 
+def test_affine_align_is_quiet_by_default(capsys):
+    """verbose defaults to False, as for NCA and PolynomialRegression (it printed)."""
+    from fastinterp.models import AffineAlign
+    moving, fixed, _ = _align_pair(size=8)
+    AffineAlign(max_iter=60).fit(moving, fixed)
+    assert capsys.readouterr().out == ""
+    AffineAlign(max_iter=60, verbose=True, log_every=20).fit(moving, fixed)
+    assert capsys.readouterr().out.count("\n") >= 2
+
+
 def test_affine_align_zero_iterations_keeps_theta0():
     from fastinterp.models import AffineAlign
     moving, fixed, _ = _align_pair(size=8)

@@ -622,6 +622,24 @@ def test_homographies_with_a_float64_inverse_warp_by_it(Hm):
         fi.warp_perspective(img, inv, (5, 4), inverse_map=True))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("diag", [(1e200, 1e-200), (1e154, 1e-154), (4.0, 1e-308),
+                                  (-1e-300, 1e300)])
+def test_affine_matrices_of_very_different_scales_invert_as_opencv(diag):
+    """An affine matrix whose 2 x 2 part scaled by its largest entry loses the smaller one
+    (the determinant underflows to 0, or its reciprocal overflows) but which
+    cv2.invertAffineTransform inverts as given warps by that inverse (it was refused as
+    singular, "determinant 1.0")."""
+    M = np.array([[diag[0], 0.0, 1.0], [0.0, diag[1], 0.0]])
+    inv = cv2.invertAffineTransform(M)
+    assert np.isfinite(inv).all()
+    img = np.random.default_rng(5).random((1, 2, 6, 7))
+    for mode in ("bilinear", "nearest"):
+        np.testing.assert_array_equal(
+            fi.warp_affine(img, M, (5, 4), mode=mode),
+            fi.warp_affine(img, inv, (5, 4), mode=mode, inverse_map=True))
+
+
 def test_tiny_affine_matrices_match_opencv_where_it_inverts_them():
     img = np.random.default_rng(3).random((8, 8)).astype(np.float32)
     M = 1e-150 * np.eye(2, 3)                    # det 1e-300: cv2 inverts it

@@ -46,7 +46,7 @@ class AffineAlign(Estimator):
     random_state : int, numpy Generator or None
         Seed of the row sampling (default 0: fits are reproducible).
     verbose : bool
-        Print the loss every ``log_every`` steps.
+        Print the loss every ``log_every`` steps (default False, as the other models).
     log_every : int
         Logging period in steps.
     progress : bool
@@ -90,7 +90,7 @@ class AffineAlign(Estimator):
     def __init__(self, lr=0.5, momentum=0.9, max_iter=500, tol=1e-7, max_step=0.02,
                  mode="bilinear",
                  padding_mode="border", align_corners=False, sample_fraction=1.0,
-                 random_state=0, verbose=True, log_every=50, progress=False, seed="deprecated"):
+                 random_state=0, verbose=False, log_every=50, progress=False, seed="deprecated"):
         self.lr, self.momentum, self.max_iter, self.tol = lr, momentum, max_iter, tol
         self.max_step = max_step
         self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
