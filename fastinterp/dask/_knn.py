@@ -91,12 +91,65 @@ def pairwise_sqdist(x, y=None):
     block runs fastinterp's kernel with the centring vector of the whole x and
     y (computed from the same row sample), so it equals the in-memory result
     bit for bit.
+
+    Parameters
+    ----------
+    x : dask or NumPy array (M, D), float32 or float64
+        Rows chunked along M (D is rechunked to one chunk; a NumPy array is
+        one chunk). Batched point clouds (B, M, D) are for the in-memory op.
+    y : dask or NumPy array (N, D) of x's dtype, optional
+        Rows chunked along N; defaults to ``x``, as for
+        :func:`fastinterp.pairwise_sqdist` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (M, N) of x's dtype, chunked (x's row chunks, y's row chunks).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.random((5, 3)), rng.random((4, 3))
+    >>> d = fd.pairwise_sqdist(da.from_array(x, chunks=(2, 3)), da.from_array(y, chunks=(2, 3)))
+    >>> d.chunks
+    ((2, 2, 1), (2, 2))
+    >>> bool((d.compute(scheduler="sync") == fi.pairwise_sqdist(x, y)).all())
+    True
     """
     return _pairwise("pairwise_sqdist", x, y, False)
 
 
 def pairwise_l2(x, y=None):
-    """:func:`fastinterp.pairwise_l2` over row-chunked arrays (see :func:`pairwise_sqdist`)."""
+    """:func:`fastinterp.pairwise_l2` over row-chunked arrays (see :func:`pairwise_sqdist`).
+
+    Each block runs the kernel of :func:`pairwise_sqdist` with the square root
+    taken (the same centring), so it equals the in-memory result bit for bit.
+
+    Parameters
+    ----------
+    x : dask or NumPy array (M, D), float32 or float64
+        Rows chunked along M (D is rechunked to one chunk).
+    y : dask or NumPy array (N, D) of x's dtype, optional
+        Rows chunked along N; defaults to ``x``, as for
+        :func:`fastinterp.pairwise_l2` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (M, N) Euclidean distances of x's dtype, chunked (x's row
+        chunks, y's row chunks).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> x = np.random.default_rng(0).random((5, 3))
+    >>> d = fd.pairwise_l2(da.from_array(x, chunks=(2, 3)))
+    >>> d.chunks
+    ((2, 2, 1), (2, 2, 1))
+    >>> bool((d.compute(scheduler="sync") == fi.pairwise_l2(x)).all())
+    True
+    """
     return _pairwise("pairwise_l2", x, y, True)
 
 
@@ -190,6 +243,47 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
 
     Returns dask arrays ``(distances, indices)`` of shape (Q, k), chunked
     like ``queries`` along Q (``indices`` only when not return_distances).
+
+    Parameters
+    ----------
+    x : dask or NumPy array (N, D), float32 or float64
+        The database rows, chunked along N (D is rechunked to one chunk;
+        small chunks are merged into tasks of ``block_bytes``).
+    queries : dask or NumPy array (Q, D) of x's dtype
+        Chunked along Q (D is rechunked to one chunk).
+    k : int
+        Number of neighbours, ``1 <= k <= N``.
+    return_distances : bool
+        As for :func:`fastinterp.knn` (no ``progress``).
+    split_every : int
+        Candidate lists per merge of the tree reduction, >= 2 (default 8).
+    block_bytes : int, optional
+        Least bytes of ``x`` per search task (default :data:`MIN_TASK_BYTES`;
+        0 keeps x's chunks).
+
+    Returns
+    -------
+    distances : dask.array.Array
+        Lazy (Q, k) squared Euclidean distances of x's dtype, ascending along
+        each row, chunked like ``queries`` along Q, one chunk along k (only
+        when ``return_distances``).
+    indices : dask.array.Array
+        Lazy (Q, k) int64 rows of ``x``, chunked as ``distances``.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> rng = np.random.default_rng(0)
+    >>> x, q = rng.random((10, 2)), rng.random((3, 2))
+    >>> d, i = fd.knn(da.from_array(x, chunks=(4, 2)), da.from_array(q, chunks=(2, 2)), 2,
+    ...               block_bytes=0)
+    >>> d.chunks, i.dtype
+    (((2, 1), (2,)), dtype('int64'))
+    >>> want_d, want_i = fi.knn(x, q, 2)
+    >>> bool((d.compute(scheduler="sync") == want_d).all())
+    True
+    >>> bool((i.compute(scheduler="sync") == want_i).all())
+    True
     """
     op = "knn"
     x = _rows(op, "x", x)

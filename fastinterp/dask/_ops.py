@@ -24,6 +24,34 @@ def lerp(a, b, t):
 
     Each output block is ``fi.lerp`` of the matching blocks of ``a``, ``b``
     and ``t``, so it equals the in-memory call bit for bit.
+
+    Parameters
+    ----------
+    a, b : dask or NumPy arrays, float32 or float64
+        Start and end values, in any chunks; they broadcast against each
+        other and ``t`` as in :func:`fastinterp.lerp` (a NumPy array is
+        wrapped as one chunk, and the operands' chunks are lined up).
+    t : float or array
+        The weight: a scalar, or an array (dask or NumPy) of the same dtype
+        that broadcasts, in any chunks (lined up with the others; size-1 axes
+        stay whole). There is no ``out``: the result is a new lazy array.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of the broadcast shape and the operands' dtype, chunked as
+        Dask's element-wise ops line the operands' chunks up. With NumPy
+        operands only, ``da.from_array`` of the in-memory result.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> a, b = np.arange(6.0).reshape(2, 3), np.full((2, 3), 10.0)
+    >>> y = fd.lerp(da.from_array(a, chunks=(1, 3)), b, 0.25)
+    >>> y.chunks, y.dtype
+    (((1, 1), (3,)), dtype('float64'))
+    >>> bool((y.compute(scheduler="sync") == fi.lerp(a, b, 0.25)).all())
+    True
     """
     args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
     probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
@@ -68,6 +96,39 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     The vector axis (``axis``, not 0) and the other axes are rechunked to
     single chunks; ``t`` is split with the batch when it holds the batch axis,
     else it reaches every block whole.
+
+    Parameters
+    ----------
+    a, b : dask or NumPy arrays, float32 or float64, shape (N, ..., D)
+        Start and end vectors along ``axis``, chunked along axis 0 (N); the
+        other axes are rechunked to one chunk, and ``b`` to ``a``'s N chunks.
+    t : float or array
+        The weights, as for :func:`fastinterp.slerp`: a ``t`` holding every
+        batch axis of ``a`` (axis 0 included; plus the T axis when ``path``)
+        is split with the batch, any other (a scalar, one weight per pair
+        broadcast, the T steps shared by a path) goes to every block whole.
+    axis : int
+        The vector axis, not 0 (axis 0 is the batch the blocks split).
+    path, shortest_path, norm
+        As for :func:`fastinterp.slerp` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of the in-memory result's shape (the T axis inserted before the
+        vector axis in the path form) and ``a``'s dtype, chunked like ``a``
+        along N, one chunk along the other axes.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> rng = np.random.default_rng(0)
+    >>> a, b, t = rng.random((4, 3)), rng.random((4, 3)), np.linspace(0, 1, 4)
+    >>> y = fd.slerp(da.from_array(a, chunks=(2, 3)), b, t)
+    >>> y.chunks
+    ((2, 2), (3,))
+    >>> bool((y.compute(scheduler="sync") == fi.slerp(a, b, t)).all())
+    True
     """
     a = as_dask(a)
     t = _t_array(t, a.dtype)
@@ -88,6 +149,37 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     bit for bit. A ``t`` shared by the whole batch (a scalar, or steps of a
     path) gets the sum of the per-block gradients, equal to the in-memory
     one up to the rounding of that sum.
+
+    Parameters
+    ----------
+    grad_out : dask or NumPy array, the forward's output shape and a's dtype
+        Gradient of the loss with respect to :func:`slerp`'s output, chunked
+        along axis 0 (N); the other axes are rechunked to one chunk.
+    a, b, t, axis, path, shortest_path, norm
+        As passed to :func:`slerp` (``a``, ``b`` and a batched ``t`` are
+        rechunked to ``grad_out``'s N chunks; ``axis`` not 0); the options are
+        those of :func:`fastinterp.slerp_backward`.
+
+    Returns
+    -------
+    (grad_a, grad_b, grad_t) : dask.array.Array
+        Lazy, of the shapes of ``a``, ``b`` and ``t`` and ``a``'s dtype.
+        ``grad_a`` and ``grad_b`` (and a batched ``grad_t``) are chunked like
+        ``grad_out`` along N, one chunk along the other axes; a shared ``t``'s
+        gradient is one chunk (0-d for a scalar ``t``).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> rng = np.random.default_rng(0)
+    >>> a, b, t = rng.random((4, 3)), rng.random((4, 3)), np.linspace(0, 1, 4)
+    >>> g = np.ones((4, 3))
+    >>> grads = fd.slerp_backward(da.from_array(g, chunks=(2, 3)), a, b, t)
+    >>> [v.chunks for v in grads]
+    [((2, 2), (3,)), ((2, 2), (3,)), ((2, 2),)]
+    >>> [bool((v.compute(scheduler="sync") == w).all())
+    ...  for v, w in zip(grads, fi.slerp_backward(g, a, b, t))]
+    [True, True, True]
     """
     a = as_dask(a)
     t = _t_array(t, a.dtype)
@@ -121,6 +213,34 @@ def affine_grid(theta, size, align_corners=False):
 
     Returns the grid (N, H, W, 2) (or (N, D, H, W, 3)) chunked like theta along N,
     one chunk along the other axes.
+
+    Parameters
+    ----------
+    theta : dask or NumPy array (N, 2, 3) or (N, 3, 4), float32 or float64
+        Affine matrices, chunked along N (the other axes are rechunked to one
+        chunk).
+    size : sequence of 4 or 5 ints
+        The whole output size ``(N, C, H, W)`` or ``(N, C, D, H, W)``, with
+        ``N`` theta's number of rows (each block gets its own share of N).
+    align_corners : bool
+        As for :func:`fastinterp.affine_grid` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy grid (N, H, W, 2) (or (N, D, H, W, 3)) of theta's dtype, chunked
+        like ``theta`` along N, one chunk along the other axes; equal to the
+        in-memory grid bit for bit.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> theta = np.tile([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], (4, 1, 1))
+    >>> y = fd.affine_grid(da.from_array(theta, chunks=(2, 2, 3)), (4, 1, 3, 5))
+    >>> y.chunks
+    ((2, 2), (3,), (5,), (2,))
+    >>> bool((y.compute(scheduler="sync") == fi.affine_grid(theta, (4, 1, 3, 5))).all())
+    True
     """
     dims = _check_size("affine_grid", size)
     theta = as_dask(theta)
@@ -131,7 +251,36 @@ def affine_grid(theta, size, align_corners=False):
 
 
 def affine_grid_backward(grad_grid, size, align_corners=False):
-    """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N."""
+    """:func:`fastinterp.affine_grid_backward` over ``grad_grid`` (N, H, W, 2) chunked along N.
+
+    One task per block of N calls the in-memory op: equal to it bit for bit.
+
+    Parameters
+    ----------
+    grad_grid : dask or NumPy array (N, H, W, 2) or (N, D, H, W, 3), float32 or float64
+        Gradient with respect to the grid, chunked along N (the other axes
+        are rechunked to one chunk).
+    size : sequence of 4 or 5 ints
+        The whole ``size`` given to :func:`affine_grid`, ``N`` included.
+    align_corners : bool
+        As for :func:`fastinterp.affine_grid_backward`.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy ``grad_theta`` (N, 2, 3) (or (N, 3, 4)) of grad_grid's dtype,
+        chunked like ``grad_grid`` along N, one chunk along the other axes.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> g = np.ones((4, 3, 5, 2))
+    >>> y = fd.affine_grid_backward(da.from_array(g, chunks=(2, 3, 5, 2)), (4, 1, 3, 5))
+    >>> y.chunks
+    ((2, 2), (2,), (3,))
+    >>> bool((y.compute(scheduler="sync") == fi.affine_grid_backward(g, (4, 1, 3, 5))).all())
+    True
+    """
     dims = _check_size("affine_grid_backward", size)
     grad_grid = as_dask(grad_grid)
     _check_batch_of_size("affine_grid_backward", "grad_grid", grad_grid, dims,
@@ -178,6 +327,47 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     of the source.
     Each task places its window in a zero-filled buffer of the block's full
     source shape (address space only: untouched pages take no memory).
+
+    Parameters
+    ----------
+    input : dask or NumPy array (N, C, H, W) (``layout='NHWC'``: (N, H, W, C))
+        The images, chunked along N, or along N, H and W (then C is rechunked
+        to one chunk). Batch-chunked: any dtype of :func:`fastinterp.grid_sample`,
+        and 5-D volumes (N, C, D, H, W) too.
+    grid : dask or NumPy array (N, H_out, W_out, 2)
+        Normalized sampling points. Batch-chunked input: rechunked to
+        ``input``'s N chunks, one chunk along the other axes. Spatially
+        chunked input: rechunked to ``input``'s N chunks, its chunks along
+        H_out and W_out kept (they are the output's).
+    mode, padding_mode, align_corners, fill
+        As for :func:`fastinterp.grid_sample` (no ``out``).
+    layout : {'NCHW', 'NHWC'}
+        A batch only (default 'NCHW'): one image is not taken here.
+    max_window : int, optional
+        Spatially chunked input: the most source pixels (H x W) one output
+        block may read; a grid block reaching more raises ``ValueError``
+        when the graph is built. None (default): no limit.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (N, C, H_out, W_out) in ``layout``, the in-memory result's dtype,
+        chunked like ``input`` along N and one chunk along C; along H_out and
+        W_out one chunk (batch-chunked input) or ``grid``'s chunks (spatially
+        chunked input).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> x = np.random.default_rng(0).random((2, 1, 8, 8))
+    >>> theta = np.tile([[0.9, -0.2, 0.0], [0.2, 0.9, 0.0]], (2, 1, 1))
+    >>> grid = fi.affine_grid(theta, (2, 1, 6, 6))
+    >>> y = fd.grid_sample(da.from_array(x, chunks=(1, 1, 4, 4)),
+    ...                    da.from_array(grid, chunks=(1, 3, 3, 2)))
+    >>> y.chunks
+    ((1, 1), (1,), (3, 3), (3, 3))
+    >>> bool((y.compute(scheduler="sync") == fi.grid_sample(x, grid)).all())
+    True
     """
     from ._warp import grid_sample_windows
     x = as_dask(input)
@@ -209,6 +399,34 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     only gives one block per image block. float32, float64 and uint8 images
     (forward), as the in-memory warps.
 
+    Parameters
+    ----------
+    img : dask or NumPy array (N, C, H, W), or another shape named by ``layout``
+        The images, in any chunks (C is rechunked to one chunk; a NumPy array
+        is one chunk).
+    M : array (2, 3) or (N, 2, 3)
+        Affine matrices, a host (NumPy) array: one for the batch or one per
+        image.
+    dsize : (H_out, W_out)
+        Output size, height first (``cv2.warpAffine`` takes (width, height)).
+    mode, padding_mode, align_corners, match, inverse_map, fill
+        As for :func:`fastinterp.warp_affine` (no ``out``).
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        As for :func:`resize`: None reads 4-D as 'NCHW' and 2-D as 'HW'.
+    chunks : (int, int) or dask chunks, optional
+        The output's chunks along H_out and W_out (default: ``img``'s chunk
+        size along H and W).
+    max_window : int, optional
+        As for :func:`grid_sample` (image chunked along H or W).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (N, C, H_out, W_out) in ``img``'s layout (one image: no N) and
+        dtype, chunked like ``img`` along N, one chunk along C, and by
+        ``chunks`` along H_out and W_out (one chunk there when ``img`` is
+        chunked along N only).
+
     Examples
     --------
     >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
@@ -226,7 +444,36 @@ def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align
                      match="opencv", inverse_map=False, fill=None, *, layout=None,
                      chunks=None, max_window=None):
     """:func:`fastinterp.warp_perspective` over a dask image (homographies (3, 3) or
-    (N, 3, 3)); everything else as :func:`warp_affine`. Bit for bit the in-memory call."""
+    (N, 3, 3)); everything else as :func:`warp_affine`. Bit for bit the in-memory call.
+
+    Parameters
+    ----------
+    img : dask or NumPy array (N, C, H, W), or another shape named by ``layout``
+        The images, in any chunks, as for :func:`warp_affine`.
+    M : array (3, 3) or (N, 3, 3)
+        Homographies, a host (NumPy) array: one for the batch or one per image.
+    dsize, mode, padding_mode, align_corners, match, inverse_map, fill
+        As for :func:`fastinterp.warp_perspective` (no ``out``).
+    layout, chunks, max_window
+        As for :func:`warp_affine`.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (N, C, H_out, W_out) in ``img``'s layout and dtype, chunked as
+        for :func:`warp_affine`.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> img = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    >>> H = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [0.001, 0.0, 1.0]])
+    >>> y = fd.warp_perspective(da.from_array(img, chunks=(1, 1, 4, 4)), H, (6, 8))
+    >>> y.chunks
+    ((1,), (1,), (4, 2), (4, 4))
+    >>> bool((y.compute(scheduler="sync") == fi.warp_perspective(img, H, (6, 8))).all())
+    True
+    """
     return _warp("warp_perspective", 3, img, M, dsize, mode, padding_mode, align_corners, match,
                  inverse_map, fill, layout, chunks, max_window)
 
@@ -235,7 +482,34 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
            *, layout=None, chunks=None, max_window=None):
     """:func:`fastinterp.rotate` over a dask image: :func:`warp_affine` by
     ``fastinterp.rotation_matrix(angle, center, scale)`` to the image's own size
-    (``center`` defaults to the image centre)."""
+    (``center`` defaults to the image centre).
+
+    Parameters
+    ----------
+    img : dask or NumPy array (N, C, H, W), or another shape named by ``layout``
+        The images, in any chunks, as for :func:`warp_affine`.
+    angle, center, scale, mode, padding_mode, fill
+        As for :func:`fastinterp.rotate` (no ``out``): degrees
+        counter-clockwise, the fixed point in pixels, the isotropic scale.
+    layout, chunks, max_window
+        As for :func:`warp_affine`.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of ``img``'s shape and dtype, chunked as for :func:`warp_affine`
+        (by default like ``img``).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> img = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    >>> y = fd.rotate(da.from_array(img, chunks=(1, 1, 4, 4)), 30)
+    >>> y.chunks, y.dtype
+    (((1,), (1,), (4, 4), (4, 4)), dtype('float32'))
+    >>> bool((y.compute(scheduler="sync") == fi.rotate(img, 30)).all())
+    True
+    """
     x, batch_layout, _ = as_batch("rotate", "img", as_dask(img), layout)
     _check_batched_layout("rotate", batch_layout)
     H, W = _hw(x.shape, batch_layout == "NHWC")
@@ -282,6 +556,40 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     """:func:`fastinterp.grid_sample_backward` over arrays chunked along N.
 
     Returns ``(grad_input, grad_grid)`` (None for a gradient not asked for).
+    One task per block of N calls the in-memory op: equal to it bit for bit.
+
+    Parameters
+    ----------
+    grad_output : dask or NumPy array (N, C, H_out, W_out) (NHWC: (N, H_out, W_out, C))
+        Gradient with respect to :func:`grid_sample`'s output, chunked along N
+        (the other axes are rechunked to one chunk).
+    input, grid : dask or NumPy arrays (N, C, H, W) and (N, H_out, W_out, 2)
+        As given to :func:`grid_sample`, rechunked to ``grad_output``'s N
+        chunks and one chunk along the other axes.
+    mode, padding_mode, align_corners, needs_input_grad, needs_grid_grad, fill
+        As for :func:`fastinterp.grid_sample_backward`.
+    layout : {'NCHW', 'NHWC'}
+        A batch only (default 'NCHW').
+
+    Returns
+    -------
+    (grad_input, grad_grid) : dask.array.Array or None
+        Lazy, of ``input``'s and ``grid``'s shapes and the in-memory
+        gradients' dtypes, chunked like ``grad_output`` along N, one chunk
+        along the other axes (None for a gradient not asked for).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> x = np.random.default_rng(0).random((2, 1, 8, 8))
+    >>> theta = np.tile([[0.9, -0.2, 0.0], [0.2, 0.9, 0.0]], (2, 1, 1))
+    >>> grid, g = fi.affine_grid(theta, (2, 1, 6, 6)), np.ones((2, 1, 6, 6))
+    >>> gi, gg = fd.grid_sample_backward(da.from_array(g, chunks=(1, 1, 6, 6)), x, grid)
+    >>> gi.chunks, gg.chunks
+    (((1, 1), (1,), (8,), (8,)), ((1, 1), (6,), (6,), (2,)))
+    >>> [bool((u.compute(scheduler="sync") == v).all())
+    ...  for u, v in zip((gi, gg), fi.grid_sample_backward(g, x, grid))]
+    [True, True]
     """
     _check_batched_layout("grid_sample_backward", layout)
     fn = functools.partial(fi.grid_sample_backward, mode=mode, padding_mode=padding_mode,
@@ -327,6 +635,38 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     (N, C, D, H, W) data are chunked along N only), or one image ('HWC',
     'CHW', 'HW', or a 2-D array), such as a whole-slide image chunked along
     H and W. ``match`` presets too (spatial chunks: float32/float64).
+
+    Parameters
+    ----------
+    input : dask or NumPy array (N, C, H, W), or another shape named by ``layout``
+        The images. Chunked along N only: any input of
+        :func:`fastinterp.resize` (uint8, 1-D and 3-D data included), one
+        task per block. Chunked along H or W too (4-D batches and single
+        images): float32 or float64; for NHWC, C is rechunked to one chunk.
+    size, scale_factor, mode, align_corners, antialias, recompute_scale_factor, match
+        As for :func:`fastinterp.resize` (no ``out``).
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        As for :func:`fastinterp.resize`: None reads 4-D as 'NCHW' and 2-D as
+        'HW'.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of ``input``'s layout and dtype with (H_out, W_out). Chunked
+        along H or W: chunked like ``input`` along N and C (NHWC: one chunk
+        along C) and, along H_out and W_out, at the aligned boundaries above.
+        Chunked along N only: like ``input`` along N, one chunk along the
+        other axes.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> x = np.random.default_rng(0).random((2, 3, 8, 8))
+    >>> y = fd.resize(da.from_array(x, chunks=(1, 3, 4, 4)), size=(4, 4))
+    >>> y.chunks
+    ((1, 1), (3,), (2, 2), (2, 2))
+    >>> bool((y.compute(scheduler="sync") == fi.resize(x, size=(4, 4))).all())
+    True
     """
     input = as_dask(input)
     x, layout, back = as_batch("resize", "input", input, layout, nd_ok=True)
@@ -359,6 +699,38 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     chunks) gathers exactly the gradient window its transposed taps read.
     ``layout`` as for :func:`resize` (one image included); 1-D (N, C, L) and
     3-D (N, C, D, H, W) gradients are chunked along N only.
+    The result equals ``fi.resize_backward`` of the whole array bit for bit.
+
+    Parameters
+    ----------
+    grad_output : dask or NumPy array (N, C, H_out, W_out), or the shape named by ``layout``
+        Gradient with respect to :func:`resize`'s output. Chunked along N
+        only, or along N, H_out and W_out too (then float32 or float64; for
+        NHWC, C is rechunked to one chunk).
+    input_size : (N, C, H, W) or (H, W), or the input array itself
+        The forward input's shape (in ``layout`` order).
+    scale_factor, mode, align_corners, antialias, recompute_scale_factor, layout
+        As given to the forward call, as for
+        :func:`fastinterp.resize_backward` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of ``input_size`` (in ``layout``) and grad_output's dtype.
+        Chunked along H_out or W_out: chunked like ``grad_output`` along N and
+        C (NHWC: one chunk along C) and, along H and W, at the boundaries
+        aligned to grad_output's chunks. Chunked along N only: like
+        ``grad_output`` along N, one chunk along the other axes.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> g = np.ones((1, 1, 4, 4))
+    >>> y = fd.resize_backward(da.from_array(g, chunks=(1, 1, 2, 2)), (1, 1, 8, 8))
+    >>> y.chunks
+    ((1,), (1,), (4, 4), (4, 4))
+    >>> bool((y.compute(scheduler="sync") == fi.resize_backward(g, (1, 1, 8, 8))).all())
+    True
     """
     op = "resize_backward"
     opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
@@ -400,6 +772,34 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     """:func:`fastinterp.adaptive_avg_pool2d` on a dask array chunked along N, H and W.
 
     Same chunk alignment, layouts (one image included) and bit-equality as :func:`resize`.
+
+    Parameters
+    ----------
+    input : dask or NumPy array (N, C, H, W), or another shape named by ``layout``
+        The images. Chunked along N only: any input of
+        :func:`fastinterp.adaptive_avg_pool2d`, one task per block. Chunked
+        along H or W too: float32 or float64 (for NHWC, C is rechunked to
+        one chunk).
+    output_size : int or (int or None, int or None)
+        As for :func:`fastinterp.adaptive_avg_pool2d` (no ``out``).
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        As for :func:`resize`.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of ``input``'s layout and dtype with (H_out, W_out), chunked as
+        the result of :func:`resize`.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> x = np.random.default_rng(0).random((1, 2, 6, 6))
+    >>> y = fd.adaptive_avg_pool2d(da.from_array(x, chunks=(1, 2, 3, 3)), 4)
+    >>> y.chunks
+    ((1,), (2,), (2, 2), (2, 2))
+    >>> bool((y.compute(scheduler="sync") == fi.adaptive_avg_pool2d(x, 4)).all())
+    True
     """
     input = as_dask(input)
     x, layout, back = as_batch("adaptive_avg_pool2d", "input", input, layout, nd_ok=True)
@@ -419,7 +819,37 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
 
 def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout=None):
     """:func:`fastinterp.adaptive_avg_pool2d_backward` on a dask array chunked along N, H, W
-    (``layout`` as for :func:`adaptive_avg_pool2d`, one image included)."""
+    (``layout`` as for :func:`adaptive_avg_pool2d`, one image included).
+
+    Chunk alignment and bit-equality as :func:`resize_backward`.
+
+    Parameters
+    ----------
+    grad_output : dask or NumPy array (N, C, H_out, W_out), or the shape named by ``layout``
+        Gradient with respect to :func:`adaptive_avg_pool2d`'s output, chunked
+        along N, or along N, H_out and W_out too (then float32 or float64).
+    input_size : (N, C, H, W) or (H, W), or the input array itself
+        The forward input's shape (in ``layout`` order).
+    layout : {None, 'NCHW', 'NHWC', 'CHW', 'HWC', 'HW'}
+        As for :func:`fastinterp.adaptive_avg_pool2d_backward` (no ``out``).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, of ``input_size`` (in ``layout``) and grad_output's dtype,
+        chunked as the result of :func:`resize_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastinterp as fi, fastinterp.dask as fd
+    >>> g = np.ones((1, 2, 4, 4))
+    >>> y = fd.adaptive_avg_pool2d_backward(da.from_array(g, chunks=(1, 2, 2, 2)), (1, 2, 6, 6))
+    >>> y.chunks
+    ((1,), (2,), (3, 3), (3, 3))
+    >>> want = fi.adaptive_avg_pool2d_backward(g, (1, 2, 6, 6))
+    >>> bool((y.compute(scheduler="sync") == want).all())
+    True
+    """
     op = "adaptive_avg_pool2d_backward"
     grad_output = as_dask(grad_output)
     g, layout, in_hw, back = _grad_batch(op, grad_output, input_size, layout)
