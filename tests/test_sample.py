@@ -483,7 +483,7 @@ def test_affine_align_recovers_rotation_and_translation(fraction, rng, capsys):
     true = np.array([[np.cos(a), -np.sin(a), 0.07], [np.sin(a), np.cos(a), -0.04]])
     fixed = fi.grid_sample(img[None, None], fi.affine_grid(true[None], (1, 1) + img.shape),
                            padding_mode="border")[0]
-    fit = AffineAlign(sample_fraction=fraction, random_state=3, log_every=20).fit(img, fixed)
+    fit = AffineAlign(sample_fraction=fraction, random_state=3, verbose=True, log_every=20).fit(img, fixed)
     assert np.abs(fit.theta_ - true).max() < 1e-2
     assert fit.loss_history_[-1] < 1e-3 * fit.loss_history_[0]
     assert "AffineAlign step" in capsys.readouterr().out
