@@ -127,24 +127,44 @@ def _callback(fn, kwargs, specs, arrays, vmap="fold"):
     axes are just more leading axes) or ``"sequential"`` (one call per element).
     """
     fold = tuple(a.ndim for a in arrays) if vmap == "fold" else ()
-    host = functools.partial(_numpy_call, fn, kwargs, fold, specs)
+    host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs))
     method = "sequential" if vmap == "sequential" else "broadcast_all"
     return jax.pure_callback(host, tuple(specs), *arrays, vmap_method=method)
+
+
+@functools.lru_cache(maxsize=1024)
+def _host(fn, kwargs: tuple, fold: tuple, specs: tuple):
+    """The host function of one callback configuration, one object per configuration:
+    JAX compiles a callback per host function object (outside jit every call runs on
+    its own), so a new object per call compiled, and kept, a new executable each time
+    (14 ms and about 1.4 MiB per eager call)."""
+    return functools.partial(_numpy_call, fn, {k: v for k, v, _ in kwargs}, fold, specs)
 
 
 def _one(fn, kwargs, specs, arrays, vmap="fold"):
     return _callback(fn, kwargs, specs, arrays, vmap)[0]
 
 
+def _cached(cached_fn, *key):
+    """``cached_fn(*key)`` through its cache, or uncached when ``key`` holds an
+    unhashable value (an option given as a list, say: the NumPy API's check then
+    names it, instead of "unhashable type")."""
+    try:
+        hash(key)
+    except TypeError:
+        return cached_fn.__wrapped__(*key)
+    return cached_fn(*key)
+
+
 def _image_specs(fn, arrays, kwargs):
-    shapes, dtypes = _probe(fn, tuple(tuple(a.shape) for a in arrays),
-                            tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), True)
+    shapes, dtypes = _cached(_probe, fn, tuple(tuple(a.shape) for a in arrays),
+                             tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), True)
     return [_spec(s, d) for s, d in zip(shapes, dtypes)]
 
 
 def _full_specs(fn, arrays, kwargs):
-    shapes, dtypes = _probe(fn, tuple(tuple(a.shape) for a in arrays),
-                            tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), False)
+    shapes, dtypes = _cached(_probe, fn, tuple(tuple(a.shape) for a in arrays),
+                             tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), False)
     return [_spec(s, d) for s, d in zip(shapes, dtypes)]
 
 
@@ -159,16 +179,20 @@ def _as_batch(op, x, layout, nd_ok=False):
     return as_batch(op, "input", x, layout, nd_ok)
 
 
-def _forward_only_vjp(op, what, f):
-    """``f`` as a custom_vjp whose gradient is a clear error (an option without one)."""
+def _forward_only_vjp(op, what, f, instead="use match='torch' with float data"):
+    """``f`` as a custom_vjp whose gradient is a clear error (an option or a dtype without
+    one); ``instead`` says what to do for one."""
     g = jax.custom_vjp(f)
 
     def bwd(res, ct):
-        raise TypeError(f"{op}: {what} has no gradient (forward only); use match='torch' "
-                        f"with float data to differentiate.")
+        raise TypeError(f"{op}: {what} has no gradient (forward only); {instead} to "
+                        f"differentiate.")
 
     g.defvjp(lambda *xs: (g(*xs), None), bwd)
     return g
+
+
+_TO_FLOAT = "convert the image to a float dtype"
 
 
 # ------------------------------------------------------------------ sampling
@@ -209,6 +233,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
               fill=static_fill(op, fill), layout=name)
     specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
     check_grid_batch(op, grid, x_b.shape[0])    # the probe's arrays all have N = 0
+    if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of the grid is an error
+        return back_fn(_forward_only_vjp(
+            op, "a uint8 image", lambda x, g: _one(_fi.grid_sample, kw, specs, (x, g)),
+            _TO_FLOAT)(x_b, grid))
     back = dict(kw, needs_input_grad=True, needs_grid_grad=True)
 
     @jax.custom_vjp
@@ -480,6 +508,10 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
     if not traced:
         return back_fn(_warp_constant_matrix(host, host_bwd, M, kw, specs, x_b))
+    if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of M is an error
+        return back_fn(_forward_only_vjp(
+            op, "a uint8 image", lambda x, m: _one(host, kw, specs, (x, m), "sequential"),
+            _TO_FLOAT)(x_b, M))
 
     @jax.custom_vjp
     def f(x, m):
@@ -500,8 +532,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
 
 def _warp_constant_matrix(host, host_bwd, M, kw, specs, x):
     """The warp of ``x`` by a constant host matrix ``M``, differentiable in ``x``."""
-    fwd_host = functools.partial(_warp_by, host, M)
-    bwd_host = functools.partial(_warp_grad_by, host_bwd, M)
+    fwd_host, bwd_host = _matrix_hosts(host, host_bwd, M.tobytes(), M.shape, M.dtype.str)
 
     @jax.custom_vjp
     def f(x):
@@ -516,6 +547,14 @@ def _warp_constant_matrix(host, host_bwd, M, kw, specs, x):
 
     f.defvjp(fwd, bwd)
     return f(x)
+
+
+@functools.lru_cache(maxsize=256)
+def _matrix_hosts(host, host_bwd, data: bytes, shape: tuple, dtype: str):
+    """(forward, backward) host functions bound to one constant matrix, one pair of
+    objects per matrix value (see :func:`_host`: a callback compiles per function)."""
+    M = np.frombuffer(data, dtype).reshape(shape)
+    return functools.partial(_warp_by, host, M), functools.partial(_warp_grad_by, host_bwd, M)
 
 
 def _warp_by(host, M, img, **kw):
@@ -597,7 +636,7 @@ def _pairwise(forward, backward, x, y, with_dist):
     def bwd(res, g):
         xs, d = res
         if len(xs) == 1:
-            host, args = functools.partial(_first_only, backward), (g, xs[0])
+            host, args = _FIRST_ONLY[backward], (g, xs[0])
         elif with_dist:
             host, args = _l2_bwd_with_dist, (g, *xs, d)
         else:
@@ -611,6 +650,10 @@ def _pairwise(forward, backward, x, y, with_dist):
 
 def _first_only(backward, g, x):
     return backward(g, x)[0]
+
+
+_FIRST_ONLY = {bwd: functools.partial(_first_only, bwd)    # one object each: see _host
+               for bwd in (_fi.pairwise_sqdist_backward, _fi.pairwise_l2_backward)}
 
 
 def _l2_bwd_with_dist(g, x, y, dist):
@@ -644,6 +687,12 @@ def pairwise_l2(x, y=None):
 
 # ------------------------------------------------------------------ blending
 
+def _widened(v):
+    """A float16/bfloat16 array as float32 (the half-precision compute dtype), others
+    unchanged."""
+    return v.astype(jnp.float32) if v.dtype in (jnp.float16, jnp.bfloat16) else v
+
+
 def _sum_to(g, shape):
     """Sum ``g`` over the axes broadcasting added or stretched to reach ``shape``."""
     lead = g.ndim - len(shape)
@@ -670,11 +719,14 @@ def lerp(a, b, t):
 
 
 def _constant_t(op, t):
-    """A Python number ``t`` as a float (a constant weight), else None (an array). None,
-    bools, strings and complex numbers get the NumPy API's TypeError."""
+    """A Python or NumPy number ``t`` as a float (a constant weight, passed by value as
+    the NumPy API passes numbers), else None (an array). None, bools, strings and
+    complex numbers get the NumPy API's TypeError, an int beyond float64 its ValueError."""
     if t is None or isinstance(t, (bool, np.bool_, str, bytes, complex)):
         real_float(op, "t", t, np.float64)
-    return float(t) if isinstance(t, (int, float)) else None
+    if isinstance(t, (int, float, np.integer, np.floating)):
+        return real_float(op, "t", t, np.float64)
+    return None
 
 
 def _lerp_arrays(a, b, t):
@@ -693,8 +745,10 @@ def _lerp_arrays(a, b, t):
         return f(*xs), xs
 
     def bwd(xs, g):
-        a_, b_ = xs[0], xs[1]
-        w = xs[2] if len(xs) == 3 else t
+        # in float32 for half-precision values, each gradient rounded once to its
+        # primal's dtype (the NumPy API's half-precision rule)
+        g, a_, b_ = _widened(g), _widened(xs[0]), _widened(xs[1])
+        w = _widened(xs[2]) if len(xs) == 3 else t
         grads = [g * (1 - w), g * w]
         if len(xs) == 3:
             grads.append(g * (b_ - a_))
