@@ -715,6 +715,10 @@ def _input_layout(op, x, layout):
         if layout not in (None, "NCHW", "NCDHW"):
             raise ValueError(f"{op}: 5-D (volume) input is NCDHW only; got layout={layout!r}.")
         return None
+    if layout is None and len(getattr(x, "shape", (0, 0))) not in (2, 3, 4):
+        raise ValueError(f"{op}: input must have shape (N, C, H, W), (H, W), a volume "
+                         f"(N, C, D, H, W), or another image shape named by layout=; got "
+                         f"{shape_str(x.shape)}.")
     return resolve_layout(op, "input", x, layout)
 
 

@@ -88,6 +88,8 @@ def test_affine_grid_hand_computed():
 
 @pytest.mark.parametrize("call, exc, text", [
     (lambda x, g: fi.grid_sample(x[0], g), ValueError, "input must have shape (N, C, H, W)"),
+    (lambda x, g: fi.grid_sample(x[None, None], g), ValueError,
+     "input must have shape (N, C, H, W), (H, W), a volume (N, C, D, H, W)"),
     (lambda x, g: fi.grid_sample(x, g[..., :1]), ValueError, "grid must have shape (N, H_out, W_out, 2)"),
     (lambda x, g: fi.grid_sample(x, g[0]), ValueError, "grid must have shape"),
     (lambda x, g: fi.grid_sample(x, g[:1]), ValueError, "batch size N = 2"),
