@@ -822,8 +822,13 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     Conventions
     -----------
     Results are exact: ties are broken by the smaller index (the order of a
-    stable argsort of the float64 distances), and the returned distances are
-    recomputed from direct differences. CPU: a database of at most 256 rows
+    stable argsort of the float64 distances, each summed from direct
+    differences over the columns in order), and the returned distances are
+    recomputed from direct differences. Those float64 sums round once their
+    terms need more than 53 bits (float32 rows of a few hundred columns): two
+    rows at the same exact distance can then differ by an ulp, and the
+    float64-nearer comes first even where the float32 distances returned are
+    equal. CPU: a database of at most 256 rows
     (a small point cloud) is scanned directly for each query; larger ones use
     a blocked GEMM with a fused top-k scan per query block (memory O(Q k + threads * block), never the
     full Q x N matrix); a candidate set slightly larger than k is proven to
