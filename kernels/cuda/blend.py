@@ -27,19 +27,23 @@ def _at(x, i0, i1, i2, i3):
              i2 if x.shape[2] > 1 else 0, i3 if x.shape[3] > 1 else 0]
 
 
+@cuda.jit(device=True, inline=True)
+def _unravel(i, shape):
+    """The 4-D index of flat (C-order) position i in an array of this shape."""
+    i3 = i % shape[3]
+    r = i // shape[3]
+    i2 = r % shape[2]
+    r //= shape[2]
+    return r // shape[1], r % shape[1], i2, i3
+
+
 @cuda.jit
 def _lerp_array_weight(out, a, b, t):
     """One thread computes one element of the 4-D output."""
     i = cuda.grid(1)
-    n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
-    if i >= out.shape[0] * n1 * n2 * n3:
+    if i >= out.size:
         return
-    i3 = i % n3
-    r = i // n3
-    i2 = r % n2
-    r //= n2
-    i1 = r % n1
-    i0 = r // n1
+    i0, i1, i2, i3 = _unravel(i, out.shape)
     out[i0, i1, i2, i3] = _lerp_one(_at(a, i0, i1, i2, i3), _at(b, i0, i1, i2, i3),
                                     _at(t, i0, i1, i2, i3))
 
@@ -48,15 +52,9 @@ def _lerp_array_weight(out, a, b, t):
 def _lerp_scalar_weight(out, a, b, w):
     """One thread computes one element of the 4-D output; the weight is a scalar."""
     i = cuda.grid(1)
-    n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
-    if i >= out.shape[0] * n1 * n2 * n3:
+    if i >= out.size:
         return
-    i3 = i % n3
-    r = i // n3
-    i2 = r % n2
-    r //= n2
-    i1 = r % n1
-    i0 = r // n1
+    i0, i1, i2, i3 = _unravel(i, out.shape)
     out[i0, i1, i2, i3] = _lerp_one(_at(a, i0, i1, i2, i3), _at(b, i0, i1, i2, i3),
                                     w)
 
