@@ -39,15 +39,16 @@ cdef inline void stream_lines(real* dst, const real* src, Py_ssize_t n) noexcept
         i = i + per
 
 
-cdef void lerp_run_streamed(const real* a, const real* b, const real* t, real* out,
-                            Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb,
-                            Py_ssize_t st) noexcept nogil:
-    """lerp_run, writing the whole aligned output lines with streaming stores: blocks
-    of the result are computed into a buffer, then stored (the same values)."""
+cdef void lerp_block(const real* a, const real* b, const real* t, real* out,
+                     Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb, Py_ssize_t st,
+                     bint streamed) noexcept nogil:
+    """lerp_run; if ``streamed``, writing the whole aligned output lines with streaming
+    stores: blocks of the result are computed into a buffer, then stored (the same
+    values)."""
     cdef Py_ssize_t per = LINE_BYTES // sizeof(real)
     cdef Py_ssize_t head, i, m
     cdef real block[STREAM_BLOCK]
-    if (<size_t>out) % sizeof(real):
+    if not streamed or (<size_t>out) % sizeof(real):
         lerp_run(a, b, t, out, n, sa, sb, st)
         return
     head = min(n, <Py_ssize_t>(((LINE_BYTES - (<size_t>out) % LINE_BYTES) % LINE_BYTES)
@@ -163,16 +164,10 @@ def lerp_fwd(real[::1] out, const real[::1] a, const real[::1] b, const real[::1
             row = job // nchunks
             c0 = (job % nchunks) * LERP_CHUNK
             n = min(LERP_CHUNK, inner - c0)
-            if streamed:
-                lerp_run_streamed(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
-                                  pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
-                                  pt + row_offset(row, ndim, cshape, st) + c0 * it,
-                                  po + row * inner + c0, n, ia, ib, it)
-            else:
-                lerp_run(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
-                         pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
-                         pt + row_offset(row, ndim, cshape, st) + c0 * it,
-                         po + row * inner + c0, n, ia, ib, it)
+            lerp_block(pa + row_offset(row, ndim, cshape, sa) + c0 * ia,
+                       pb + row_offset(row, ndim, cshape, sb) + c0 * ib,
+                       pt + row_offset(row, ndim, cshape, st) + c0 * it,
+                       po + row * inner + c0, n, ia, ib, it, streamed)
         fi_team_leave(&team)
     fi_team_done(&team)
 
