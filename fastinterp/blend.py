@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import array_kind, begin
+from ._dispatch import _to_numpy, array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
                         check_out, full_or_single, real_scalar, same_dtype, shape_str)
 
@@ -81,6 +81,30 @@ def _as_operand(prepared, name, value, dtype):
     return real_scalar("lerp", name, value, dtype)  # on CUDA: a host scalar, passed by value
 
 
+def _is_weight_list(prepared):
+    """Whether the call's weight ``t`` was given as a list or tuple (on the CPU)."""
+    return isinstance(prepared.originals["t"], (list, tuple)) and prepared.backend == "cpu"
+
+
+def _read_weight_list(prepared, op, dtype):
+    """The call's list or tuple ``t`` read by :func:`weight_list`, stored in ``prepared``."""
+    prepared.arrays["t"] = weight_list(op, prepared.originals["t"], dtype)
+    return prepared.arrays["t"]
+
+
+def weight_list(op, t, dtype):
+    """A weight ``t`` given as a list or tuple, as an array of the operands' ``dtype``, as
+    a Python number is read (NumPy's float64 default would be refused next to float32
+    operands). A ragged list is the rectangular-array ValueError, one of non-real
+    entries a TypeError."""
+    _to_numpy(t, "list", op, "t")
+    try:
+        return np.asarray(t, dtype=dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: t must be a real number or an array of reals; got "
+                        f"{type(t).__name__} {t!r:.80}.") from None
+
+
 def lerp(a, b, t, out=None):
     """Linear interpolation ``a + t * (b - a)``, element-wise with NumPy broadcasting.
 
@@ -90,7 +114,8 @@ def lerp(a, b, t, out=None):
         Start and end values; they broadcast against each other and ``t``.
         Both must have the same dtype (like ``torch.lerp``).
     t : float or array
-        The weight. A Python/NumPy scalar, or an array of the same dtype.
+        The weight. A Python/NumPy scalar, an array of the same dtype, or a
+        list/tuple of numbers (read in the operands' dtype, as a scalar is).
     out : array, optional
         Destination, C-contiguous, of the broadcast shape and the operands'
         dtype. Returned when given. It may be exactly ``a``, ``b`` or ``t``
@@ -126,7 +151,12 @@ def lerp(a, b, t, out=None):
     arrays = {n: v for n, v in p.arrays.items() if _is_array(v)}
     if not any(n in arrays for n in ("a", "b")):
         raise TypeError("lerp: a or b must be an array; got two scalars.")
+    t_list = _is_weight_list(p)
+    if t_list:
+        del arrays["t"]
     dtype = same_dtype("lerp", p.storage, **arrays)
+    if t_list:
+        _read_weight_list(p, "lerp", dtype)
     a_, b_, t_ = (_as_operand(p, n, p.arrays[n], dtype) for n in ("a", "b", "t"))
     shape = broadcast_shape("lerp", a=a_, b=b_, t=t_)
     if out is not None:
@@ -263,12 +293,8 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
     for name in ("a", "b", *extra):
         if array_kind(p.originals[name]) is None:
             raise TypeError(f"{op}: {name} must be an array; got {type(p.originals[name]).__name__}.")
-    if isinstance(p.originals["t"], (list, tuple)) and p.backend == "cpu":
-        try:                                                                 # a list: a's dtype
-            t_ = p.arrays["t"] = np.asarray(p.originals["t"], dtype=a_.dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: t must be a real number or an array of reals; got "
-                            f"{type(p.originals['t']).__name__} {p.originals['t']!r:.80}.") from None
+    if _is_weight_list(p):
+        t_ = _read_weight_list(p, op, a_.dtype)
     dtype = same_dtype(op, p.storage, a=a_, b=b_, t=t_ if _is_array(t_) else None)
     if tuple(b_.shape) != tuple(a_.shape):
         raise ValueError(f"{op}: b must have the same shape as a {shape_str(a_.shape)}; "

@@ -72,10 +72,10 @@ import torch
 from torch import Tensor
 
 import fastinterp as _fi
-from ._validate import check_array, check_bool, check_option, real_float, shape_str, symbolic
+from ._validate import check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from ._dispatch import _plain_tensor
-from .blend import SLERP_NORMS, slerp_axis
+from ._dispatch import _plain_tensor, _to_numpy
+from .blend import SLERP_NORMS, slerp_axis, weight_list
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, check_align_corners, static_fill
 from .warp import _check_dsize, _rotate_rows, _warp_as, matrix_type_error
@@ -176,15 +176,28 @@ def _type_name(value):
 
 def _tensors(op, names, *values):
     """The array arguments of one call (``values``, named by the space-separated ``names``),
-    NumPy arrays as tensors on the device of the first tensor among them (the CPU if there
-    is none; a writable CPU array is shared, not copied). They get no gradient. Other
-    values (tensors, numbers, None, lists) pass through."""
+    NumPy arrays and nested lists or tuples of numbers (read as the NumPy API reads them)
+    as tensors on the device of the first tensor among them (the CPU if there is none; a
+    writable CPU array is shared, not copied). They get no gradient. Other values
+    (tensors, numbers, None, a weight ``t`` given as a list: see _as_tensor_like) pass
+    through."""
+    values = tuple(_list_as_numpy(op, name, v) for name, v in zip(names.split(), values))
     if not any(isinstance(v, np.ndarray) for v in values):
         return values
     like = next((v for v in values if isinstance(v, Tensor)), None)
     device = None if like is None else like.device
     return tuple(_from_numpy(op, name, v, device) if isinstance(v, np.ndarray) else v
                  for name, v in zip(names.split(), values))
+
+
+def _list_as_numpy(op, name, value):
+    """A list or tuple array argument as the NumPy API reads it (``np.asarray``; a ragged
+    one is its ValueError); one of no numbers (strings, say) stays as it is, for the op's
+    own error, as does the weight ``t``, which the op reads in its operands' dtype."""
+    if not isinstance(value, (list, tuple)) or name == "t":
+        return value
+    arr = _to_numpy(value, "list", op, name)
+    return arr if arr.dtype.kind in "biuf" else value
 
 
 def _from_numpy(op, name, a, device):
@@ -305,12 +318,13 @@ def _fake_rank(op, name, t, ndims, layout):
         raise ValueError(f"{op}: {name} must have shape {layout}; got {shape_str(t.shape)}.")
 
 
-def _as_tensor_like(value, like, name, op):
+def _as_tensor_like(value, like, name, op, weight=False):
     """A non-tensor argument as a tensor on ``like``'s device, read as the NumPy API reads
     it: a Python or NumPy number (bools refused, range checked; symbolic under tracing)
     in the dtype ``like`` computes in (float32 for half tensors, whose storage the NumPy
     API widens); NumPy arrays, lists and tuples as ``np.asarray`` gives them, dtype kept,
-    so that the op checks their dtype as the NumPy API does."""
+    so that the op checks their dtype as the NumPy API does, except that a ``weight``
+    (lerp's and slerp's t) given as a list or tuple is read in the compute dtype too."""
     if isinstance(value, Tensor):
         return value
     compute = torch.float32 if like.dtype in _HALF else like.dtype
@@ -319,6 +333,8 @@ def _as_tensor_like(value, like, name, op):
         return torch.scalar_tensor(wide, dtype=compute, device=like.device)
     if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
         real_float(op, name, value, np.float64)     # the NumPy API's TypeError
+    if weight and isinstance(value, (list, tuple)) and compute in _NUMPY_FLOAT:
+        return torch.as_tensor(weight_list(op, value, _NUMPY_FLOAT[compute]), device=like.device)
     try:
         return torch.as_tensor(np.asarray(value), device=like.device)
     except (TypeError, ValueError, RuntimeError):
@@ -754,8 +770,8 @@ def _pool(op, rank, input, output_size, out, layout=None):
     """One adaptive average pool over ``rank`` spatial axes (1, 2 or 3)."""
     (input,) = _tensors(op, "input", input)
     if not isinstance(input, Tensor):
-        if input is None:          # torch.as_tensor(None) would not name the op
-            check_array(op, "input", input)
+        if not hasattr(input, "shape"):     # a number, a string, None: the NumPy API's error
+            getattr(_fi, op)(input, output_size)
         input = torch.as_tensor(input)
     if rank != 2 and input.dim() == rank + 1:    # one unbatched item, as torch takes it
         y = _pool(op, rank, input.unsqueeze(0), output_size,
@@ -1174,7 +1190,7 @@ def lerp(a, b, t, out=None):
     def op_args(a, b, t):
         like = _first_tensor(op, a=a, b=b)
         a, b = (_as_tensor_like(v, like, n, op) for v, n in ((a, "a"), (b, "b")))
-        return a, b, _as_tensor_like(t, like, "t", op)
+        return a, b, _as_tensor_like(t, like, "t", op, weight=True)
 
     return _call(op, _lerp_op, _lerp_direct, (a, b, t), (a, b, t), out, op_args)
 
@@ -1254,7 +1270,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     def op_args(a, b, t, axis, *options):
         a = _first_tensor(op, a=a)
         slerp_axis(op, a.dim(), axis)
-        return (a, b, _as_tensor_like(t, a, "t", op), int(axis)) + options
+        return (a, b, _as_tensor_like(t, a, "t", op, weight=True), int(axis)) + options
 
     return _call(op, _slerp_op, _slerp_direct, (a, b, t, axis, bool(path), bool(shortest_path),
                                                  norm), (a, b, t), out, op_args)

@@ -118,6 +118,19 @@ class TestLerp:
     def test_list_inputs(self):
         np.testing.assert_array_equal(fi.lerp([0.0, 2.0], np.array([2.0, 4.0]), 0.5), [1.0, 3.0])
 
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+    def test_list_weight_is_read_in_the_operands_dtype(self, rng, dtype):
+        # as a Python number t is, and as slerp reads a list t
+        a, b = rng.standard_normal((2, 3, 4)).astype(dtype)
+        t = rng.uniform(-0.5, 1.5, (3, 1)).tolist()
+        want = fi.lerp(a, b, np.asarray(t, dtype=np.float32 if dtype == np.float16 else dtype))
+        for weight in (t, tuple(t)):
+            got = fi.lerp(a, b, weight)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+        with pytest.raises(TypeError, match="t must be a real number or an array of reals"):
+            fi.lerp(a, b, ["x"])
+
     def test_non_contiguous_input(self, rng):
         a = rng.standard_normal((8, 10))[:, ::2]
         b = rng.standard_normal((8, 5))

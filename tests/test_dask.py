@@ -809,6 +809,19 @@ def test_slerp_t_as_a_list_is_read_as_in_memory():
         fd.slerp(da.from_array(a, chunks=3), b, ["x"] * 8)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_lerp_t_as_a_list_is_read_as_in_memory(dtype):
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 5, 3)).astype(dtype)
+    t = [[float(v)] for v in rng.uniform(-0.5, 1.5, 5)]
+    for weight in (t, tuple(t)):
+        got = fd.lerp(da.from_array(a, chunks=2), b, weight)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.lerp(a, b, t))
+    with pytest.raises(TypeError, match="lerp: t must be a real number or an array of reals"):
+        fd.lerp(da.from_array(a, chunks=2), b, ["x"])
+
+
 def test_unknown_batch_chunks():
     """After boolean indexing (unknown chunk sizes along N): a one-array op runs as in
     memory; one that must match several arrays' rows says to compute the chunk sizes."""

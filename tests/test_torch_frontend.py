@@ -209,6 +209,21 @@ def test_lerp_grads_equal_torch_lerp(tshape):
     assert_grads_close(grads, ref_grads, np.float64)
 
 
+@pytest.mark.parametrize("op, kwargs", [(fit.lerp, {}), (fit.slerp, {}), (fit.slerp, {"path": True})])
+def test_list_weight_is_read_as_the_numpy_api_reads_it_with_or_without_grad(op, kwargs):
+    rng = _rng(10)
+    a, b = (torch.tensor(rng.standard_normal((3, 4)), dtype=torch.float32) for _ in range(2))
+    t = {"lerp": [[0.2], [0.5], [0.9]], "slerp": [0.2, 0.5, 0.9]}[op.__name__]
+    t = [0.2, 0.7] if kwargs else t
+    want = op(a, b, t, **kwargs)
+    ta = a.clone().requires_grad_()
+    y = op(ta, b, t, **kwargs)
+    y.sum().backward()
+    assert y.dtype == ta.grad.dtype == torch.float32
+    torch.testing.assert_close(y.detach(), want, rtol=0, atol=0)
+    torch.testing.assert_close(y.detach(), op(a, b, torch.tensor(t), **kwargs), rtol=0, atol=0)
+
+
 def test_slerp_grads_equal_slerp_backward():
     rng = _rng(9)
     a, b = (rng.standard_normal((4, 5)) for _ in range(2))
@@ -931,16 +946,19 @@ def _numpy_cases():
 
 @pytest.mark.parametrize("case", range(len(_numpy_cases())))
 @pytest.mark.parametrize("grad", [False, True])
-def test_numpy_array_arguments_are_read_as_tensors(case, grad):
-    """One rule for every op: a NumPy array argument is converted to a tensor on the device
-    of the tensor arguments (it gets no gradient), with or without autograd."""
+@pytest.mark.parametrize("form", ["numpy", "list"])
+def test_numpy_array_arguments_are_read_as_tensors(case, grad, form):
+    """One rule for every op: a NumPy array argument, or nested lists of numbers, is read as
+    the NumPy API reads it and converted to a tensor on the device of the tensor arguments
+    (it gets no gradient), with or without autograd."""
     call, arrays = _numpy_cases()[case]
     ref = [_t(a, True) for a in arrays]
     want = call(*ref)
     want.sum().backward()
     want_grads = [r.grad for r in ref]
+    given = arrays if form == "numpy" else [a.tolist() for a in arrays]
     for i in range(len(arrays)):
-        args = [a if j == i else _t(a, grad) for j, a in enumerate(arrays)]
+        args = [given[i] if j == i else _t(a, grad) for j, a in enumerate(arrays)]
         y = call(*args)
         assert isinstance(y, torch.Tensor) and y.requires_grad == (grad and len(arrays) > 1)
         np.testing.assert_array_equal(y.detach().numpy(), want.detach().numpy())
@@ -950,7 +968,7 @@ def test_numpy_array_arguments_are_read_as_tensors(case, grad):
                 if j != i:
                     np.testing.assert_allclose(a.grad.numpy(), want_grads[j].numpy(),
                                                rtol=1e-12, atol=1e-12)
-    y = call(*arrays)                                               # NumPy arrays only
+    y = call(*given)                                                # no tensor at all
     assert isinstance(y, torch.Tensor)
     np.testing.assert_array_equal(y.numpy(), want.detach().numpy())
 
@@ -1020,7 +1038,18 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
     (lambda x: fit.lerp(x, x, True), TypeError, "lerp: t must be a real number or an array"),
     (lambda x: fit.lerp(x, x, None), TypeError, "lerp: t must be a real number or an array"),
     (lambda x: fit.lerp(x, x, np.bool_(True)), TypeError, "lerp: t must be a real number"),
-    (lambda x: fit.lerp(x, x, [0.1] * 5), TypeError, "lerp: t must have the same dtype"),
+    (lambda x: fit.lerp(x, x, [[0.1], [0.1, 0.2]]), ValueError,
+     "lerp: t must be a rectangular array; got a list NumPy cannot read as one"),
+    (lambda x: fit.lerp(x, x, [0.1, 1j]), TypeError,
+     "lerp: t must be a real number or an array of reals; got list"),
+    (lambda x: fit.slerp(x, x, ["a"]), TypeError,
+     "slerp: t must be a real number or an array of reals; got list"),
+    (lambda x: fit.adaptive_avg_pool2d("abc", 2), ValueError,
+     "adaptive_avg_pool2d: input must have shape (N, C, H, W)"),
+    (lambda x: fit.adaptive_avg_pool1d(1.5, 2), TypeError,
+     "adaptive_avg_pool1d: input must be an array; got float."),
+    (lambda x: fit.adaptive_avg_pool3d(b"x", 2), ValueError,
+     "adaptive_avg_pool3d: input must have shape (N, C, D, H, W)"),
     (lambda x: fit.slerp(x, x, 1e300), ValueError, "slerp: t must be representable in float32"),
     (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant",
                                fill=10**400), ValueError, "grid_sample: fill must be representable"),

@@ -11,6 +11,7 @@ import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
 from .. import warp as _wp
+from .._half import is_half
 from .._layout import as_batch, resolve as resolve_layout
 from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
 from ..blend import slerp_axis
@@ -53,6 +54,9 @@ def lerp(a, b, t):
     >>> bool((y.compute(scheduler="sync") == fi.lerp(a, b, 0.25)).all())
     True
     """
+    operand = next((v for v in (a, b) if is_array(v)), None)
+    if operand is not None:     # a list t in the dtype the in-memory lerp reads it in
+        t = _t_array(t, np.float32 if is_half(operand.dtype) else operand.dtype)
     args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
     probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
                       for v in args])
@@ -65,8 +69,8 @@ def lerp(a, b, t):
 
 
 def _t_array(t, dtype):
-    """A list or tuple ``t`` as the in-memory slerp reads it, an array of a's ``dtype`` (one
-    that NumPy cannot read stays as it is, for the in-memory call's error)."""
+    """A list or tuple ``t`` as the in-memory lerp and slerp read it, an array of ``dtype``
+    (one that NumPy cannot read stays as it is, for the in-memory call's error)."""
     if not isinstance(t, (list, tuple)):
         return t
     try:
