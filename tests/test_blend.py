@@ -968,6 +968,24 @@ def test_slerp_nearly_antipodal_float32_keeps_precision(rng, dtype):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("depth", [2, 40])     # short rows and the vectorized reductions
+@pytest.mark.parametrize("scale", [1e-6, 1e-200])   # a vectorized row and a scaled one
+@pytest.mark.parametrize("norm", ["formula", "linear"])
+def test_slerp_small_weight_keeps_its_relative_precision(depth, scale, norm):
+    """a = e0, b = scale e1 (θ = π/2): out[0] = r / |a| sin((1-t) π/2), a tiny multiple of
+    a large entry as t -> 1; as t -> 0 the mirror image, out[1] = r / |b| sin(tπ/2) |b|."""
+    a = np.zeros(depth)
+    b = np.zeros(depth)
+    a[0], b[1] = 1.0, scale
+    for t in (0.75, 1 - 1e-6, 1 - 2.0**-40, 1 - 2.0**-53, 0.25, 1e-6, 2.0**-40):
+        r = (1 - t) + t * scale if norm == "linear" else None
+        got = fi.slerp(a, b, t, norm=norm)
+        want0 = np.sin((1 - t) * np.pi / 2) * (r if r is not None else 1.0)
+        want1 = np.sin(t * np.pi / 2) * (r / scale if r is not None else 1.0) * scale
+        np.testing.assert_allclose(got[:2], [want0, want1], rtol=1e-14, atol=0)
+        np.testing.assert_array_equal(got[2:], 0)
+
+
 # ---------------------------------------------- kernels called directly (C ABI)
 
 _KERNEL_CALLS = {

@@ -148,7 +148,10 @@ static inline void fi_half_angles(ptrdiff_t n, const double* q, double* theta) {
 }
 
 /* Coefficients of a regular row pair: out = ca * a + cb * b.
- * w1 = sin(t θ) / sin θ, w0 = sin((1 - t) θ) / sin θ = cos(t θ) - cos θ w1;
+ * w1 = sin(t θ) / sin θ and w0 = sin((1 - t) θ) / sin θ, one sincos per row: the weight
+ * of the nearer end point (t <= 1/2: w1; else w0, 1 - t exact) directly, the other by
+ * sin((1 - t) θ) = sin θ cos tθ - cos θ sin tθ (w0 = cos tθ - cos θ w1, and mirrored), so
+ * that a small weight keeps its relative precision (t -> 0 or t -> 1);
  * with linear_norm the direction is rescaled to r = (1 - t)|a| + t|b|. */
 static inline void fi_slerp_coefs(ptrdiff_t n, const double* t, const double* theta,
                                   const double* sin_theta, const double* cos_theta,
@@ -157,9 +160,12 @@ static inline void fi_slerp_coefs(ptrdiff_t n, const double* t, const double* th
     _Pragma("omp simd")
     for (ptrdiff_t i = 0; i < n; i++) {
         double s, c;
-        fi_sincos(t[i] * theta[i], &s, &c);
-        double w1 = s / sin_theta[i];
-        double w0 = c - cos_theta[i] * w1;
+        int near_b = t[i] > 0.5;
+        fi_sincos((near_b ? 1.0 - t[i] : t[i]) * theta[i], &s, &c);
+        double wd = s / sin_theta[i];            /* the nearer end point's weight */
+        double wo = c - cos_theta[i] * wd;       /* the other one */
+        double w1 = near_b ? wo : wd;
+        double w0 = near_b ? wd : wo;
         double r = (1.0 - t[i]) * na[i] + t[i] * nb[i];
         double ka = linear_norm ? r / na[i] : 1.0;
         double kb = linear_norm ? r / nb[i] : 1.0;

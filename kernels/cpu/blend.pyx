@@ -395,6 +395,19 @@ cdef inline bint needs_scalar_coefs(const RowGeom* g, double t) noexcept nogil:
             or not fabs(t * g.theta) < WIDE_ANGLE)
 
 
+cdef inline void slerp_weights(double t, const RowGeom* g, double* w0,
+                               double* w1) noexcept nogil:
+    """w0 = sin((1-t)θ) / sin θ and w1 = sin(tθ) / sin θ as fi_slerp_coefs forms them: the
+    nearer end point's weight directly, the other by sin((1-t)θ) = sin θ cos tθ -
+    cos θ sin tθ (mirrored for t > 1/2), so that a small weight keeps its precision."""
+    if t > 0.5:
+        w0[0] = sin((1.0 - t) * g.theta) / g.sin_theta
+        w1[0] = cos((1.0 - t) * g.theta) - g.cos_theta * w0[0]
+    else:
+        w1[0] = sin(t * g.theta) / g.sin_theta
+        w0[0] = cos(t * g.theta) - g.cos_theta * w1[0]
+
+
 cdef inline void row_coefs(const RowGeom* g, double t, bint linear_norm,
                            double* ca, double* cb, double* ck) noexcept nogil:
     """out = ca * a + cb * b (+ ck on axis g.k) for weight t: every case.
@@ -426,9 +439,7 @@ cdef inline void row_coefs(const RowGeom* g, double t, bint linear_norm,
         w0 = 1.0 - t
         w1 = t
     else:
-        # sin((1-t)θ) = sin θ cos tθ - cos θ sin tθ, as in fi_slerp_coefs
-        w1 = sin(t * g.theta) / g.sin_theta
-        w0 = cos(t * g.theta) - g.cos_theta * w1
+        slerp_weights(t, g, &w0, &w1)
     if linear_norm:
         ca[0] = w0 * (r / g.na)
         cb[0] = g.sign * w1 * (r / g.nb)
@@ -682,7 +693,7 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
                                     double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
     """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
     cdef Py_ssize_t i
-    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, sn, cs, ra, rb
+    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, ra, rb
     cdef double a1, b1, ha, hb, gna, gnb, gd, gt
     cdef double ia = 1.0 / G.na, ib = G.sign / G.nb   # u = (sa a) ia, v = (sb b) ib
     gdot2(g, a, b, n, G.sa, G.sb, &gu, &gv)
@@ -691,12 +702,9 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
     if G.theta < TINY_ANGLE:  # the forward's limit weights 1 - t, t: no θ term
         w0 = 1.0 - t; w1 = t; dw0 = -1.0; dw1 = 1.0; h0 = 0.0; h1 = 0.0
     else:
-        sn = sin(t * G.theta)
-        cs = cos(t * G.theta)
-        w1 = sn / G.sin_theta
-        w0 = cs - G.cos_theta * w1
+        slerp_weights(t, G, &w0, &w1)
         q = G.theta / G.sin_theta
-        dw1 = q * cs
+        dw1 = q * cos(t * G.theta)
         dw0 = -q * cos((1.0 - t) * G.theta)
         h1 = fi_slerp_dweight(t, G.theta, G.sin_theta)
         h0 = fi_slerp_dweight(1.0 - t, G.theta, G.sin_theta)
