@@ -410,8 +410,9 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", o
     dtype, ax, last, depth, batch = c.dtype, c.ax, c.last, c.depth, c.batch
     t_flat, t_row_stride, steps, shape = c.t_flat, c.t_row_stride, c.steps, c.shape
     if out is not None:
-        out_caller, out_k = p.adopt_out(out)
-        check_out("slerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_}, alias_ok=("a", "b"))
+        alias_ok = () if path else ("a", "b")     # (a path's out has another shape)
+        out_caller, out_k = p.adopt_out(out, alias_ok)
+        check_out("slerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_}, alias_ok=alias_ok)
     else:
         out_caller, out_k = p.empty(shape, dtype)
     rows = math.prod(batch)

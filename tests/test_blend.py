@@ -824,9 +824,18 @@ def test_slerp_in_place(rng, which, dtype, depth):
 
 
 def test_slerp_path_out_overlapping_a_is_refused(rng):
+    # the path form's out never is a (another shape): the message does not offer it
     buf = rng.standard_normal((2, 1, 3))
-    with pytest.raises(ValueError, match="slerp: out must be either exactly a"):
+    with pytest.raises(ValueError, match="^slerp: out must not share memory with a; pass"):
         fi.slerp(buf[:, 0], np.eye(2, 3), np.array([0.5]), path=True, out=buf)
+
+
+@pytest.mark.parametrize("offset", [0, 2])
+def test_slerp_out_overlapping_t_is_refused_without_offering_out_t(rng, offset):
+    buf = np.zeros(20)
+    a, b = rng.standard_normal((2, 4, 3))
+    with pytest.raises(ValueError, match="^slerp: out must not share memory with t; pass"):
+        fi.slerp(a, b, buf[:4], out=buf[offset:offset + 12].reshape(4, 3))
 
 
 def _blend_calls(rng, dtype):
