@@ -79,6 +79,13 @@ class Layout:
         return arr if self.batched else arr.reshape(self.batched_shape(arr.shape))
 
 
+def check_layout_name(op: str, layout) -> None:
+    """``layout`` must be None or one of :data:`LAYOUTS` (a ValueError naming them)."""
+    if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
+        raise ValueError(f"{op}: layout must be one of {', '.join(map(repr, LAYOUTS))} or "
+                         f"None; got {layout!r}.")
+
+
 def resolve(op: str, name: str, arr, layout) -> Layout:
     """The :class:`Layout` of ``arr`` given the caller's ``layout`` (None: by ndim).
 
@@ -97,9 +104,8 @@ def resolve(op: str, name: str, arr, layout) -> Layout:
                     " the default layout reads 4-D arrays as (N, C, H, W) and 2-D as (H, W)")
             raise ValueError(f"{op}: {name} must have shape (N, C, H, W), (H, W), or another "
                              f"shape named by layout=;{hint}; got {shape_str(arr.shape)}.")
-    elif not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"{op}: layout must be one of {', '.join(map(repr, LAYOUTS))} or "
-                         f"None; got {layout!r}.")
+    else:
+        check_layout_name(op, layout)
     lay = Layout(layout)
     if ndim != lay.ndim:
         raise ValueError(f"{op}: {name} must have shape {lay.axes} for layout={layout!r}; "

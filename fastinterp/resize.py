@@ -53,7 +53,7 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
-from ._layout import LAYOUTS, resolve as resolve_layout
+from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._validate import (AXIS_MAX, as_index, check_array, check_bool, check_dtype, check_option,
                         check_out, float_dtype, is_int as _is_int, is_scalar, shape_str)
 
@@ -1061,6 +1061,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
                              f"follow OpenCV's and Pillow's image resizes): drop match=.")
         return _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
                           recompute_scale_factor, layout)
+    check_layout_name(op, layout)   # first: a 1-D mode with an unknown layout is not the error
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias, match)
     p, x, dtype, lay = _prepare(op, "input", input, layout, _IMAGE_DTYPES)
     n, c, h, w = lay.split(x.shape)
@@ -1147,6 +1148,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
         return _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners,
                                    antialias, out, recompute_scale_factor, layout)
     op = "resize_backward"
+    check_layout_name(op, layout)
     align_corners, antialias = _check_mode_options(op, mode, align_corners, antialias)
     p, g, dtype, lay = _prepare(op, "grad_output", grad_output, layout)
     h, w = _input_size(op, input_size, g.shape, lay)
@@ -1159,10 +1161,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                              f"(input {shape_str((h, w))} times scale_factor "
                              f"{scale_factor!r}); got {shape_str((gh, gw))}.")
     else:
-        if recompute_scale_factor is not None and not isinstance(recompute_scale_factor,
-                                                                 (bool, np.bool_)):
-            raise TypeError(f"{op}: recompute_scale_factor must be a bool or None; "
-                            f"got {recompute_scale_factor!r}.")
+        _output_geometry(op, (h, w), (gh, gw), None, mode, recompute_scale_factor)  # checks
         scales = (None, None)
     _check_memory(op, n * c, (h, w), (gh, gw), dtype, mode, antialias, out, backward=True)
     tabs = [transposed_table(t) for t in _axis_tables(mode, (h, w), (gh, gw), align_corners,
@@ -1339,13 +1338,13 @@ def _tuple_k(op, name, value, kind, k):
 
 
 def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
+    if layout is not None:      # first, as for images: a wrong layout makes any mode look wrong
+        raise ValueError(f"{op}: layout must be None (the default) for {rank}-D input "
+                         f"{_ND_AXES[rank]}; got {layout!r}.")
     if not isinstance(mode, str) or mode not in _ND_MODES[rank]:
         allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
         raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
                          f"{_ND_AXES[rank]}; got {mode!r}.")
-    if layout is not None:
-        raise ValueError(f"{op}: layout must be None (the default) for {rank}-D input "
-                         f"{_ND_AXES[rank]}; got {layout!r}.")
     if antialias is not False:
         raise ValueError(f"{op}: antialias must be False for {rank}-D input; "
                          f"got {antialias!r}.")
@@ -1375,8 +1374,9 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
                         f"got {recompute_scale_factor!r}.")
     if size is not None:
         if recompute_scale_factor:
-            raise ValueError(f"{op}: recompute_scale_factor must be None or False when size "
-                             f"is given; got {recompute_scale_factor!r}.")
+            raise ValueError(f"{op}: recompute_scale_factor must be None or False without a "
+                             f"scale_factor (there is none to recompute); got "
+                             f"{recompute_scale_factor!r}.")
         return _axis_sizes_fit(op, "size", size, _tuple_k(op, "size", size, "int", k)), \
             (None,) * k
     scales = _tuple_k(op, "scale_factor", scale_factor, "float", k)

@@ -199,6 +199,31 @@ def test_resize_argument_errors(kwargs, exc, words):
         fi.resize(x, **kwargs)
 
 
+@pytest.mark.parametrize("call", [
+    lambda x, **kw: fi.resize(x, 3, **kw),
+    lambda x, **kw: fi.resize_backward(np.zeros(x.shape[:-1] + (3,)), x.shape, **kw),
+])
+@pytest.mark.parametrize("shape", [(1, 2, 9), (1, 2, 4, 9), (1, 1, 2, 4, 9)])
+def test_resize_an_unknown_layout_is_the_error_whatever_the_mode(call, shape):
+    # 'linear' is (N, C, L) data's mode: the unknown layout, not the mode, is what is wrong
+    x = np.zeros(shape)
+    for mode in ("linear", "bilinear", "trilinear"):
+        with pytest.raises(ValueError, match="layout must be (one of .*|None .*); got 'NCL'"):
+            call(x, mode=mode, layout="NCL")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4, 4), (1, 1, 4)])
+def test_resize_backward_refuses_recompute_scale_factor_without_scale_factor_as_resize(shape):
+    g = np.zeros(shape[:-1] + (3,))
+    mode = "bilinear" if len(shape) == 4 else "linear"
+    for call in (lambda: fi.resize(np.zeros(shape), 3, mode=mode, recompute_scale_factor=True),
+                 lambda: fi.resize_backward(g, shape, mode=mode, recompute_scale_factor=True)):
+        with pytest.raises(ValueError, match="recompute_scale_factor must be None or False "
+                                             "without a scale_factor"):
+            call()
+    assert fi.resize_backward(g, shape, mode=mode, recompute_scale_factor=False).shape == shape
+
+
 @pytest.mark.parametrize("shape", [(5,), (1, 1, 1, 1, 4, 5)])   # 3-D and 5-D: test_volume
 def test_wrong_rank(shape):
     with pytest.raises(ValueError, match=r"input must have shape \(N, C, H, W\)"):
