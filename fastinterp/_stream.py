@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._dispatch import _native
+
 # A block of the database this large (bytes) is read, searched and dropped at a time.
 BLOCK_BYTES = 64 << 20
 
@@ -54,6 +56,7 @@ def block_candidates(xb, queries, k, offset, bound=None):
     k rows behind the bound outrank in :func:`merge`.
     """
     from .distance import knn, knn_within
+    xb, queries = _native(xb), _native(queries)      # the listed-rows kernel's byte order
     kb = min(k, xb.shape[0])
     if bound is None:
         d, i = knn(xb, queries, kb)

@@ -378,6 +378,20 @@ def test_batch_op_errors():
 # --------------------------------------------------------------------------- grid_sample windows
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap", "constant"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample_spatial_source_with_grid_values_near_the_float64_limit(padding_mode,
+                                                                          align_corners):
+    # finite grid values whose pixel coordinates overflow to inf: far outside, as in memory
+    x = np.random.default_rng(5).random((1, 1, 8, 8))
+    for v in (1e308, -1.7e308, 5e307):
+        grid = np.zeros((1, 2, 2, 2))
+        grid[0, 0, 0, 0], grid[0, 1, 1, 1] = v, -v / 3
+        opts = dict(padding_mode=padding_mode, align_corners=align_corners)
+        got = fd.grid_sample(da.from_array(x, chunks=(1, 1, 4, 4)), grid, **opts)
+        np.testing.assert_array_equal(got.compute(**SYNC), fi.grid_sample(x, grid, **opts))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection", "wrap", "constant"])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_grid_sample_spatial_source_bit_identical(mode, padding_mode):
     rng = np.random.default_rng(len(mode) * 7 + len(padding_mode))
@@ -1045,6 +1059,40 @@ def test_fi_knn_stream_block_layout_over_zarr(tmp_path, monkeypatch):
     ref = fi.knn(x, q, 4)
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_fi_knn_streams_a_byte_swapped_memmap(tmp_path, monkeypatch, dtype):
+    """A database in the other byte order (a big-endian .npy file) and such queries are
+    read as the in-memory op reads them (it crashed in the float64 re-check)."""
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((3000, 8)).astype(dtype)
+    np.save(tmp_path / "db.npy", x)
+    mm = np.load(tmp_path / "db.npy", mmap_mode="r")
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 400 * 8 * 8)
+    for q in (x[:9], x[:9].astype(np.dtype(dtype).newbyteorder("="))):
+        got = fi.knn(mm, q, 5)
+        ref = fi.knn(x.astype(np.dtype(dtype).newbyteorder("=")), q, 5)
+        assert got[0].dtype == ref[0].dtype and got[0].dtype.isnative
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("swapped", ["x", "y", "both"])
+def test_distances_and_knn_of_byte_swapped_arrays_equal_in_memory(swapped):
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((40, 6)).astype(">f8" if swapped != "y" else "<f8")
+    y = rng.standard_normal((23, 6)).astype(">f8" if swapped != "x" else "<f8")
+    for fn in ("pairwise_sqdist", "pairwise_l2"):
+        lazy = getattr(fd, fn)(da.from_array(x, chunks=(7, 6)), y)
+        want = getattr(fi, fn)(x, y)
+        assert lazy.dtype == want.dtype == np.float64
+        np.testing.assert_array_equal(lazy.compute(**SYNC), want)
+    d, i = fd.knn(da.from_array(y, chunks=(5, 6)), x, 4)
+    want_d, want_i = fi.knn(y, x, 4)
+    assert d.dtype == want_d.dtype
+    np.testing.assert_array_equal(d.compute(**SYNC), want_d)
+    np.testing.assert_array_equal(i.compute(**SYNC), want_i)
 
 
 @pytest.mark.parametrize("mode", ["r", "r+", "c"])

@@ -20,8 +20,11 @@ _dist = importlib.import_module("fastinterp.distance")
 
 
 def _rows(op, name, a):
-    """``a`` as a 2-D dask array with one chunk along D."""
+    """``a`` as a 2-D dask array with one chunk along D, in the machine's byte order (as
+    the in-memory op reads a byte-swapped array: copied once, block by block)."""
     a = as_dask(a)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim != 2:
         batched = " (batched point clouds (B, N, D) are for the in-memory op)" if a.ndim == 3 else ""
         raise ValueError(f"{op}: {name} must have shape (rows, D){batched}; got "

@@ -54,8 +54,13 @@ def _block_bounds(g):
 
 
 def _pixels(g, size, align_corners):
-    """Grid value -> pixel coordinate (float64), fastinterp's convention."""
+    """Grid value -> pixel coordinate (float64), fastinterp's convention (a Python float:
+    one beyond the float64 range is inf, without NumPy's overflow warning)."""
+    g = float(g)
     return (g + 1) / 2 * (size - 1) if align_corners else ((g + 1) * size - 1) / 2
+
+
+_FAR = 2.0 ** 62       # pixel coordinates beyond any image (and within an int64's range)
 
 
 def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
@@ -64,7 +69,9 @@ def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
         return 0, size          # NaN reads pixel 0, inf the border
     if math.isnan(gmin):
         return 0, 0             # no finite point: nothing is read
-    pmin, pmax = _pixels(gmin, size, align_corners), _pixels(gmax, size, align_corners)
+    # a finite grid value near the float64 limit gives an infinite pixel coordinate: such a
+    # point is far outside either way (clipped, the window rule below is unchanged)
+    pmin, pmax = (min(max(_pixels(g, size, align_corners), -_FAR), _FAR) for g in (gmin, gmax))
     if padding == "border":     # points clamp to the edge pixels, whose taps (weight 0 or not,
         pmin, pmax = (min(max(p, 0.0), size - 1.0) for p in (pmin, pmax))   # NaN included) count
     lo = math.floor(pmin) - _MARGIN_LO
