@@ -491,6 +491,31 @@ def test_grid_sample_reads_only_touched_source_blocks():
                                           (1, 1, 8, 8)), max_window=100)
 
 
+@pytest.mark.parametrize("op", ["grid_sample", "rotate"])
+def test_max_window_is_checked_and_errors_name_the_op(op):
+    x = da.from_array(np.zeros((1, 1, 16, 16)), chunks=(1, 1, 8, 8))
+    grid = fi.affine_grid(np.eye(2, 3)[None], (1, 1, 8, 8))
+    call = {"grid_sample": lambda **kw: fd.grid_sample(x, grid, **kw),
+            "rotate": lambda **kw: fd.rotate(x, 20.0, **kw)}[op]
+    for bad, exc in (("a", TypeError), (2.5, TypeError), (True, TypeError), (0, ValueError),
+                     (-1, ValueError)):
+        with pytest.raises(exc, match=f"^{op}: max_window must be"):
+            call(max_window=bad)
+    with pytest.raises(ValueError, match=f"^{op}: the grid block .* over max_window=10;"):
+        call(max_window=10)
+    assert call(max_window=np.int64(10**6)).shape[-2:] == ((8, 8) if op == "grid_sample"
+                                                          else (16, 16))
+
+
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective", "rotate"])
+def test_warps_take_auto_chunks(op):
+    x = np.random.default_rng(6).random((2, 1, 16, 16))
+    m = {"warp_affine": ([[0.9, -0.2, 1.0], [0.2, 0.9, 0.5]], (12, 12)),
+         "warp_perspective": (np.eye(3), (12, 12)), "rotate": (20.0,)}[op]
+    lazy = getattr(fd, op)(da.from_array(x, chunks=(1, 1, 8, 8)), *m, chunks="auto")
+    np.testing.assert_array_equal(lazy.compute(**SYNC), getattr(fi, op)(x, *m))
+
+
 # --------------------------------------------------------------------------- warps
 
 @pytest.mark.parametrize("op", ["warp_affine", "warp_perspective", "rotate"])
@@ -834,6 +859,17 @@ def test_lerp_t_as_a_list_is_read_as_in_memory(dtype):
         np.testing.assert_array_equal(got.compute(**SYNC), fi.lerp(a, b, t))
     with pytest.raises(TypeError, match="lerp: t must be a real number or an array of reals"):
         fd.lerp(da.from_array(a, chunks=2), b, ["x"])
+
+
+@pytest.mark.parametrize("op", ["resize", "adaptive_avg_pool2d"])
+def test_an_output_beyond_memory_is_the_in_memory_memory_error(op):
+    # the message names the whole call's size, not that of the zero-batch probe
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    with pytest.raises(MemoryError) as want:
+        getattr(fi, op)(x, (10**9, 2))
+    with pytest.raises(MemoryError) as got:
+        getattr(fd, op)(da.from_array(x, chunks=(1, 3, 8, 8)), (10**9, 2))
+    assert str(got.value) == str(want.value)
 
 
 def test_unknown_batch_chunks():

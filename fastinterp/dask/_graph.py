@@ -84,7 +84,7 @@ def probe(fn, batch, consts=None, shown=None):
     stand_ins = {k: empty_like_probe(a) for k, a in batch.items()}
     try:
         return fn(**stand_ins, **consts)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, MemoryError):    # (a MemoryError names the full size)
         in_memory_error(fn, batch, consts, shown)
         shown = dict(batch, **(shown or {}))
         with callers_shapes(*((stand_ins[k], shown[k]) for k in batch)):

@@ -13,7 +13,7 @@ _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.re
 from .. import warp as _wp
 from .._half import is_half
 from .._layout import as_batch, resolve as resolve_layout
-from .._validate import FLOAT_DTYPES, broadcast_shape, check_bool, shape_str
+from .._validate import FLOAT_DTYPES, as_index, broadcast_shape, check_bool, shape_str
 from ..blend import slerp_axis
 from ..sample import _check_size
 from ._graph import as_dask, batched, callers_shapes, in_memory_error, is_array, probe
@@ -373,16 +373,38 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     >>> bool((y.compute(scheduler="sync") == fi.grid_sample(x, grid)).all())
     True
     """
+    return _grid_sample("grid_sample", input, grid, mode, padding_mode, align_corners, fill,
+                        layout, max_window)
+
+
+def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layout,
+                 max_window):
+    """:func:`grid_sample` for ``op`` (itself or a warp, whose errors name it)."""
     from ._warp import grid_sample_windows
+    max_window = _check_max_window(op, max_window)
     x = as_dask(input)
-    _check_batched_layout("grid_sample", layout)
+    _check_batched_layout(op, layout)
     hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                 fill=fill, layout=layout)
     if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
-        return grid_sample_windows(x, as_dask(grid), opts, max_window)
+        return grid_sample_windows(op, x, as_dask(grid), opts, max_window)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
                    {"input": x, "grid": grid})
+
+
+def _check_max_window(op, max_window):
+    """``max_window`` as an int >= 1, or None."""
+    if max_window is None:
+        return None
+    try:
+        limit = as_index(max_window)
+    except TypeError:
+        raise TypeError(f"{op}: max_window must be an int (pixels) or None; got "
+                        f"{type(max_window).__name__} {max_window!r}.") from None
+    if limit < 1:
+        raise ValueError(f"{op}: max_window must be at least 1 pixel; got {limit}.")
+    return limit
 
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
@@ -549,9 +571,10 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     inverse = check_bool(op, "inverse_map", inverse_map)
     align = check_bool(op, "align_corners", align_corners)
     wmap = _wp._Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
+    max_window = _check_max_window(op, max_window)
     grid = warp_grid(x, wmap, nhwc, chunks, _wp._float_dtype(x))
-    return back(grid_sample(x, grid, opts["mode"], opts["padding_mode"], opts["align_corners"],
-                            opts["fill"], layout=layout, max_window=max_window))
+    return back(_grid_sample(op, x, grid, opts["mode"], opts["padding_mode"],
+                             opts["align_corners"], opts["fill"], layout, max_window))
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",

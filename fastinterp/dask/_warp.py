@@ -110,9 +110,9 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
     return fi.grid_sample(buf, grid, **opts)
 
 
-def grid_sample_windows(x, grid, opts, max_window=None):
-    """The windowed graph of grid_sample over a spatially chunked ``x`` (see module docstring)."""
-    op = "grid_sample"
+def grid_sample_windows(op, x, grid, opts, max_window=None):
+    """The windowed graph of grid_sample over a spatially chunked ``x`` (see module docstring);
+    ``op`` names the caller (grid_sample or a warp) in the errors."""
     nhwc = opts["layout"] == "NHWC"
     hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
     result = probe(functools.partial(fi.grid_sample, **opts), {"input": x, "grid": grid})
@@ -169,7 +169,7 @@ def warp_grid(x, wmap, nhwc, chunks, dtype):
     hax, wax = (1, 2) if nhwc else (2, 3)
     if chunks is None:
         chunks = (x.chunksize[hax], x.chunksize[wax])
-    hc, wc = da.core.normalize_chunks(chunks, (wmap.Ho, wmap.Wo))
+    hc, wc = da.core.normalize_chunks(chunks, (wmap.Ho, wmap.Wo), dtype=np.dtype(dtype))
     name = f"warp-grid-{tokenize(x.chunks[0], wmap.K, wmap.Ho, wmap.Wo, hc, wc, dtype)}"
     n_starts, r_starts, c_starts = (np.cumsum((0,) + c) for c in (x.chunks[0], hc, wc))
     dsk = {(name, i, a, b, 0): (_grid_block, wmap, int(n_starts[i]), int(n_starts[i + 1]),
