@@ -197,8 +197,24 @@ static inline double fi_xcos2(double x) {
     double s = fi_sinc(0.5 * x);
     return 0.5 * s * s;
 }
-/* h(t, θ) above; sin_theta is sin θ as the forward computed it (> 0). */
-static inline double fi_slerp_dweight(double t, double theta, double sin_theta) {
+/* h(t, θ) above, given u = 1 - t too; sin_theta, cos_theta are sin θ, cos θ as the
+ * forward computed them (sin θ > 0). From θ = π/2 on, h = N / sin^3 θ with the textbook numerator
+ * N = t cos(tθ) sin θ - sin(tθ) cos θ, written for t > 1/2 with u = 1 - t as
+ * N = -u sin θ cos θ cos(uθ) + sin(uθ) (1 - u sin^2 θ): for t in [0, 1] both forms add
+ * two terms of one sign (cos θ <= 0), where the form above cancels as θ -> π, t -> 1. */
+static inline double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
+                                      double cos_theta) {
+    /* u = 1 - t, as the caller knows it exactly (h0 takes t' = 1 - t rounded, u = t) */
+    if (theta >= 1.5707963267948966) {
+        double n;
+        if (t > 0.5) {
+            n = -u * sin_theta * cos_theta * cos(u * theta)
+                + sin(u * theta) * (1.0 - u * sin_theta * sin_theta);
+        } else {
+            n = t * cos(t * theta) * sin_theta - sin(t * theta) * cos_theta;
+        }
+        return n / (sin_theta * sin_theta * sin_theta);
+    }
     double x = t * theta;
     double s1 = fi_xsin3(theta), c1 = fi_xcos2(theta);
     double sx = fi_xsin3(x), cx = fi_xcos2(x);

@@ -644,7 +644,8 @@ from cython.parallel cimport threadid
 from libc.math cimport atan
 
 cdef extern from "_blendmath.h" nogil:
-    double fi_slerp_dweight(double t, double theta, double sin_theta)
+    double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
+                            double cos_theta)
     void fi_gdot2_f(const float* g, const float* a, const float* b, Py_ssize_t n, double sa,
                     double sb, double* ga, double* gb)
     void fi_gdot2_d(const double* g, const double* a, const double* b, Py_ssize_t n,
@@ -706,8 +707,8 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
         q = G.theta / G.sin_theta
         dw1 = q * cos(t * G.theta)
         dw0 = -q * cos((1.0 - t) * G.theta)
-        h1 = fi_slerp_dweight(t, G.theta, G.sin_theta)
-        h0 = fi_slerp_dweight(1.0 - t, G.theta, G.sin_theta)
+        h1 = fi_slerp_dweight(t, 1.0 - t, G.theta, G.sin_theta, G.cos_theta)
+        h0 = fi_slerp_dweight(1.0 - t, t, G.theta, G.sin_theta, G.cos_theta)
     gd = w0 * gu + w1 * gv
     if linear_norm:
         ra = (1.0 - t) * K.inv_a + t * K.lam_a     # r / |a| / 2^sh_a
