@@ -305,12 +305,13 @@ class Prepared:
         """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
         return np.dtype(dtype) == _half.COMPUTE and _half.is_half(self._storage_for(like))
 
-    def adopt_out(self, out, alias_ok=True):
+    def adopt_out(self, out, alias_ok=()):
         """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.
 
         ``for_caller`` is ``out`` itself, which :meth:`wrap` returns unchanged.
-        ``alias_ok`` names the inputs ``out`` may be exactly (``True``: any; the
-        op's own check_out decides), as :func:`check_overlap` takes it.
+        ``alias_ok`` names the inputs ``out`` may be exactly (``True``: any), as the
+        op's own check_out does; with half-precision storage it may be any input
+        (``out`` is written once, after the computation).
         With half-precision storage, ``out`` must have the result's storage
         dtype; a float16/bfloat16 ``out`` gets a float32 buffer for the
         kernel, rounded into ``out`` by :meth:`wrap` (nothing is written
@@ -338,7 +339,8 @@ class Prepared:
                              f"array{_read_only_hint(out)}.")
         # against the arrays as passed: the op's own check sees the copies made of
         # strided, byte-swapped or half-precision inputs, which out cannot overlap
-        check_overlap(self.op, view, self.given, alias_ok=alias_ok)
+        check_overlap(self.op, view, self.given,
+                      alias_ok=True if self.storage is not None else alias_ok)
         if self.storage is not None:
             return out, self._half_out(view)
         return out, view

@@ -160,7 +160,7 @@ def lerp(a, b, t, out=None):
     a_, b_, t_ = (_as_operand(p, n, p.arrays[n], dtype) for n in ("a", "b", "t"))
     shape = broadcast_shape("lerp", a=a_, b=b_, t=t_)
     if out is not None:
-        out_caller, out_k = p.adopt_out(out)
+        out_caller, out_k = p.adopt_out(out, alias_ok=True)
         check_out("lerp", out_k, shape, dtype, {"a": a_, "b": b_, "t": t_}, alias_ok=True)
     else:
         out_caller, out_k = p.empty(shape, dtype)

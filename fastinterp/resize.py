@@ -826,10 +826,9 @@ def _check_input(op, name, arr, lay, dtypes=_FLOAT_DTYPES):
 
 def _input_size(op, input_size, grad_shape, lay):
     """The forward input's (H, W) from ``input_size`` (a full shape, (H, W), or an array)."""
-    dims = getattr(input_size, "shape", input_size)
     full = lay.axes
     try:
-        dims = _sequence(dims)
+        dims = _size_dims(input_size)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape {full} or (H, W); "
                         f"got {input_size!r}.") from None
@@ -1169,6 +1168,24 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
 
 
+def _size_dims(input_size) -> tuple:
+    """The extents a backward's ``input_size`` gives: a sequence, or a 1-D array (NumPy,
+    torch: ``torch.tensor([6, 7])``) of ints, holds them; an array of another rank
+    stands for the forward's input itself (its shape). ``TypeError`` for what holds no
+    sizes (a string, a number); entries that are not ints are left for the caller's
+    check."""
+    shape = getattr(input_size, "shape", None)
+    if shape is not None and len(shape) != 1:
+        return tuple(shape)
+    dims = []
+    for v in _sequence(input_size):
+        try:
+            dims.append(as_index(v))
+        except TypeError:
+            dims.append(v)
+    return tuple(dims)
+
+
 def _sequence(value) -> tuple:
     """``tuple(value)``; a ``TypeError`` for a string or a non-iterable."""
     if isinstance(value, (str, bytes)):
@@ -1488,9 +1505,8 @@ def _nd_input_size(op, input_size, grad_shape):
     """The forward input's spatial extents from ``input_size`` (a full shape, the
     spatial extents, or an array)."""
     k = len(grad_shape) - 2
-    dims = getattr(input_size, "shape", input_size)
     try:
-        dims = _sequence(dims)
+        dims = _size_dims(input_size)
     except TypeError:
         raise TypeError(f"{op}: input_size must be a shape; got {input_size!r}.") from None
     error = ValueError if all(_is_int(v) for v in dims) else TypeError

@@ -201,8 +201,9 @@ def _list_as_numpy(op, name, value):
 
 
 def _from_numpy(op, name, a, device):
-    if not a.flags.writeable or not a.dtype.isnative:
-        a = a.astype(a.dtype.newbyteorder("="))          # a copy torch may share
+    if not a.flags.writeable or not a.dtype.isnative or any(s < 0 for s in a.strides):
+        # a copy torch may share (torch holds no negative strides)
+        a = np.array(a, dtype=a.dtype.newbyteorder("="), order="C")      # (always a copy)
     try:
         if a.dtype.name == "bfloat16":                     # ml_dtypes' bfloat16: torch's
             t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
@@ -336,7 +337,7 @@ def _as_tensor_like(value, like, name, op, weight=False):
     if weight and isinstance(value, (list, tuple)) and compute in _NUMPY_FLOAT:
         return torch.as_tensor(weight_list(op, value, _NUMPY_FLOAT[compute]), device=like.device)
     try:
-        return torch.as_tensor(np.asarray(value), device=like.device)
+        return _from_numpy(op, name, np.asarray(value), like.device)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{op}: {name} must be a real number or an array; got "
                         f"{type(value).__name__} {value!r}.") from None

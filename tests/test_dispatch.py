@@ -591,6 +591,21 @@ def test_check_out_alias_rule():
             V.check_out("op", target, (2, 3), np.float64, {"x": partial}, alias_ok=("x",))
 
 
+@pytest.mark.parametrize("call", [
+    lambda buf: fi.resize(buf[:16].reshape(1, 1, 4, 4), (2, 2), out=buf[14:18].reshape(1, 1, 2, 2)),
+    lambda buf: fi.adaptive_avg_pool2d(buf[:16].reshape(1, 1, 4, 4), 2,
+                                       out=buf[15:19].reshape(1, 1, 2, 2)),
+    lambda buf: fi.pairwise_sqdist(buf[:8].reshape(4, 2), out=buf[6:22].reshape(4, 4)),
+    lambda buf: fi.grid_sample(buf[:16].reshape(1, 1, 4, 4), np.zeros((1, 2, 2, 2), np.float32),
+                               out=buf[12:16].reshape(1, 1, 2, 2)),
+])
+def test_partial_overlap_of_an_op_without_aliasing_does_not_offer_exact_aliasing(call):
+    # such an op refuses out=input too: the message must not suggest it
+    buf = np.arange(24, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"out must not share memory with (input|x); pass"):
+        call(buf)
+
+
 @pytest.mark.parametrize("value, exc, words", [
     (None, TypeError, "got None"),
     (1j, TypeError, "got complex 1j"),

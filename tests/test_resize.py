@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -222,6 +224,27 @@ def test_resize_backward_refuses_recompute_scale_factor_without_scale_factor_as_
                                              "without a scale_factor"):
             call()
     assert fi.resize_backward(g, shape, mode=mode, recompute_scale_factor=False).shape == shape
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 6), (1, 2, 6, 7), (1, 2, 3, 6, 7)])
+def test_backward_input_size_as_a_1d_integer_array_is_read_as_the_sizes(shape):
+    # (it was taken for the forward's input: its own shape (k,) read as 1-D data's length)
+    k = len(shape) - 2
+    g = np.ones(shape[:2] + (2,) * k)
+    pool = getattr(fi, f"adaptive_avg_pool{k}d_backward")
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[k]
+    sizes = [shape, shape[2:]]
+    arrays = [np.array(s) for s in sizes] + [np.array(s, np.int32) for s in sizes]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        arrays += [torch.tensor(s) for s in sizes]
+    for size in arrays:
+        np.testing.assert_array_equal(pool(g, size), pool(g, shape))
+        np.testing.assert_array_equal(fi.resize_backward(g, size, mode=mode),
+                                      fi.resize_backward(g, shape, mode=mode))
+    assert pool(g, np.zeros(shape)).shape == shape          # the input itself: its shape
+    with pytest.raises(TypeError, match="input_size must be a shape"):
+        pool(g, np.array(shape, np.float64))
 
 
 @pytest.mark.parametrize("shape", [(5,), (1, 1, 1, 1, 4, 5)])   # 3-D and 5-D: test_volume

@@ -946,7 +946,7 @@ def _numpy_cases():
 
 @pytest.mark.parametrize("case", range(len(_numpy_cases())))
 @pytest.mark.parametrize("grad", [False, True])
-@pytest.mark.parametrize("form", ["numpy", "list"])
+@pytest.mark.parametrize("form", ["numpy", "list", "negative strides"])
 def test_numpy_array_arguments_are_read_as_tensors(case, grad, form):
     """One rule for every op: a NumPy array argument, or nested lists of numbers, is read as
     the NumPy API reads it and converted to a tensor on the device of the tensor arguments
@@ -956,7 +956,8 @@ def test_numpy_array_arguments_are_read_as_tensors(case, grad, form):
     want = call(*ref)
     want.sum().backward()
     want_grads = [r.grad for r in ref]
-    given = arrays if form == "numpy" else [a.tolist() for a in arrays]
+    given = {"numpy": arrays, "list": [a.tolist() for a in arrays],
+             "negative strides": [a[::-1].copy()[::-1] for a in arrays]}[form]
     for i in range(len(arrays)):
         args = [given[i] if j == i else _t(a, grad) for j, a in enumerate(arrays)]
         y = call(*args)
