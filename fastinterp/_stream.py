@@ -252,16 +252,13 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
         raise ValueError(f"knn: a database read in blocks (a memmap, zarr or h5py array, or "
                          f"progress=True) must have shape (N, D); got {tuple(x.shape)} (a batch "
                          f"of databases is searched in memory, without progress).")
-    from .distance import knn
+    from .distance import check_k, knn
     knn(np.zeros((1, x.shape[1]), x.dtype), queries, 1)   # the queries' checks, as in memory
     queries = np.asarray(queries)
     lead = queries.shape[:-1]                          # (..., Q): each query's place
     queries = np.ascontiguousarray(queries.reshape(math.prod(lead), queries.shape[-1]))
     n = x.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
-    if not 1 <= k <= n:
-        raise ValueError(f"knn: k must satisfy 1 <= k <= N = {n}; got {k}.")
+    k = check_k("knn", k, n)
     if block_rows is None:
         row_bytes = max(1, x.shape[1] * np.dtype(x.dtype).itemsize)
         block_rows = max(k, BLOCK_BYTES // row_bytes)

@@ -35,15 +35,14 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import (as_c_contiguous, check_array, check_flag, check_out, check_shape,
-                        same_dtype, shape_str)
+from ._validate import (as_c_contiguous, as_index, check_array, check_flag, check_out,
+                        check_shape, same_dtype, shape_str)
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
            "pairwise_l2_backward", "knn"]
@@ -741,12 +740,19 @@ def _knn_arguments(op, p, k):
     if p.arrays.get("queries") is None:
         raise TypeError(f"{op}: queries must be an array of shape (..., Q, D); got None.")
     x_, q_, dtype, batch = _operands(op, p, "x", "queries", "(..., N, D)", "(..., Q, D)")
-    if isinstance(k, bool) or not isinstance(k, Integral):
-        raise TypeError(f"{op}: k must be an int; got {type(k).__name__}.")
-    n = _rows(x_)
+    return x_, q_, dtype, batch, check_k(op, k, _rows(x_))
+
+
+def check_k(op, k, n):
+    """knn's ``k`` as an int in [1, n]: a Python or NumPy int, or a 0-d integer array or
+    tensor (read by ``__index__``); TypeError for bools and the rest."""
+    try:
+        k = as_index(k)
+    except TypeError:
+        raise TypeError(f"{op}: k must be an int; got {type(k).__name__}.") from None
     if not 1 <= k <= n:
         raise ValueError(f"{op}: k must satisfy 1 <= k <= N = {n}; got {k}.")
-    return x_, q_, dtype, batch, int(k)
+    return k
 
 
 def knn_within(x, queries, k, bound):

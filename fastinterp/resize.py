@@ -1316,8 +1316,15 @@ def _rank(arr) -> int:
 
 
 def _real_number(value) -> float:
-    """A real Python/NumPy number as a float; ``TypeError`` for bools and the rest."""
+    """A real Python/NumPy number, or a 0-d real array or tensor, as a float; ``TypeError``
+    for bools, complex numbers and the rest."""
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    dtype = getattr(value, "dtype", None)
+    kind = getattr(dtype, "kind", None)       # NumPy's; other frameworks' dtypes by name
+    real = kind in ("i", "u", "f") if kind is not None else (
+        dtype is not None and any(w in str(dtype) for w in ("float", "int")))
+    if real and len(getattr(value, "shape", (None,))) == 0:
         return float(value)
     raise TypeError
 

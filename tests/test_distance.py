@@ -769,6 +769,22 @@ def test_knn_flags_take_numpy_bools():
     np.testing.assert_array_equal(i, j)
 
 
+def test_knn_k_as_a_0d_integer_array_is_an_int(rng, tmp_path):
+    # as every size is read (a NumPy int passed; a 0-d array was refused), in memory and
+    # over a database read in blocks
+    x = rng.standard_normal((30, 4))
+    q = x[:5]
+    want = fi.knn(x, q, 3)
+    np.save(tmp_path / "x.npy", x)
+    for db in (x, np.load(tmp_path / "x.npy", mmap_mode="r")):
+        for k in (np.array(3), np.array(3, np.int32), np.int16(3)):
+            got = fi.knn(db, q, k)
+            np.testing.assert_array_equal(got[1], want[1])
+    for k in (np.array(True), np.array(3.0), np.array([3])):
+        with pytest.raises(TypeError, match="knn: k must be an int"):
+            fi.knn(x, q, k)
+
+
 def test_knn_errors():
     x = np.zeros((5, 3))
     q = np.zeros((2, 3))

@@ -226,6 +226,17 @@ def test_resize_backward_refuses_recompute_scale_factor_without_scale_factor_as_
     assert fi.resize_backward(g, shape, mode=mode, recompute_scale_factor=False).shape == shape
 
 
+def test_scale_factor_as_a_0d_array_is_a_number():
+    # as a NumPy scalar is (a 0-d array was refused)
+    x = np.ones((1, 1, 4, 4))
+    want = fi.resize(x, scale_factor=2.0)
+    for sf in (np.array(2.0), np.array(2), np.float32(2.0), (np.array(2.0), 2.0)):
+        np.testing.assert_array_equal(fi.resize(x, scale_factor=sf), want)
+    for bad in (np.array(True), np.array(2j), np.array("2")):
+        with pytest.raises(TypeError, match="scale_factor must be a positive float"):
+            fi.resize(x, scale_factor=bad)
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 6), (1, 2, 6, 7), (1, 2, 3, 6, 7)])
 def test_backward_input_size_as_a_1d_integer_array_is_read_as_the_sizes(shape):
     # (it was taken for the forward's input: its own shape (k,) read as 1-D data's length)

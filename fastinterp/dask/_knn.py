@@ -294,10 +294,7 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
     stand_ins = np.zeros((1, x.shape[1]), x.dtype), np.zeros((0, q.shape[1]), q.dtype)
     with callers_shapes(*zip(stand_ins, (x, q))):
         fi.knn(*stand_ins, 1)                                                      # checks
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"knn: k must be an int; got {type(k).__name__}.")
-    if not 1 <= k <= x.shape[0]:
-        raise ValueError(f"knn: k must satisfy 1 <= k <= N = {x.shape[0]}; got {k}.")
+    k = _dist.check_k(op, k, x.shape[0])
     return_distances = check_flag(op, "return_distances", return_distances)
     try:
         split_every = as_index(split_every)
