@@ -862,7 +862,9 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     op = "knn"
     from . import _stream
     return_distances = check_flag(op, "return_distances", return_distances)
-    if check_flag(op, "progress", progress) or _stream.is_out_of_core(x):
+    # a batch of databases (B, N, D) is searched in memory, a memmap's or zarr's too
+    if check_flag(op, "progress", progress) or (_stream.is_out_of_core(x)
+                                                 and len(x.shape) == 2):
         return _knn_streamed(op, x, queries, k, return_distances, progress)
     p = begin(op, x=x, queries=queries)
     x_, q_, dtype, batch, k = _knn_arguments(op, p, k)

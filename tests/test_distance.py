@@ -785,6 +785,16 @@ def test_knn_k_as_a_0d_integer_array_is_an_int(rng, tmp_path):
             fi.knn(x, q, k)
 
 
+def test_knn_batched_memmap_database_is_searched_in_memory(rng, tmp_path):
+    x = rng.standard_normal((2, 8, 3))
+    q = rng.standard_normal((2, 4, 3))
+    np.save(tmp_path / "b.npy", x)
+    got = fi.knn(np.load(tmp_path / "b.npy", mmap_mode="r"), q, 2)
+    want = fi.knn(x, q, 2)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_knn_errors():
     x = np.zeros((5, 3))
     q = np.zeros((2, 3))
@@ -1420,7 +1430,7 @@ def test_streamed_knn_takes_what_the_in_memory_call_takes(tmp_path):
     with pytest.raises(TypeError, match="dtype"):
         fi.knn(mm, q.astype(np.float32), 5)
     with pytest.raises(ValueError, match="batch of databases is searched in memory"):
-        fi.knn(mm.reshape(3, 100, 8), q[0], 5)
+        fi.knn(mm.reshape(3, 100, 8), q[0], 5, progress=True)
 
 
 def test_knn_with_progress_returns_the_callers_type(tmp_path):
