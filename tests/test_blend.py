@@ -1451,6 +1451,22 @@ def test_slerp_backward_nearly_antipodal_against_high_precision(gap, t, norm):
                           joint=True)
 
 
+@pytest.mark.parametrize("theta", [1e-3, 0.93, 2.0])
+@pytest.mark.parametrize("t", [1e-13, 1e-15, 1 - 1e-13, -1.0, 2.0, -1 + 1e-9, 1.4999, -1.4999])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_near_the_end_points_against_high_precision(theta, t, norm):
+    """grad_b as t -> 0 and grad_a as t -> 1 (the far end point's weight derivative
+    cancelled there: 5% off at t = 1e-15), and t = -1 or 2, where that derivative is 0
+    and an eps of it was multiplied by |b| / |a|."""
+    rng = np.random.default_rng(int(theta * 100) + 7)
+    a = rng.standard_normal((1, 3))
+    b = _nudge_off(a, 0.7 * a, theta)
+    _check_against_mpmath(a, b, rng.standard_normal((1, 3)), t, norm, rtol=1e-10, atol=1e-12)
+    far = _nudge_off(a, 1e-12 * a, theta)        # |b| / |a| = 1e-12
+    _check_against_mpmath(a, far, rng.standard_normal((1, 3)), t, norm, rtol=1e-9, atol=1e-11,
+                          joint=True)
+
+
 def _check_against_mpmath(a, b, g, t, norm, rtol, atol, joint=False):
     """slerp_backward of one row against mpmath derivatives at 60 digits (atol relative
     to each gradient's largest entry, or with ``joint`` to the largest of grad_a and

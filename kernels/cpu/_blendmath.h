@@ -197,22 +197,15 @@ static inline double fi_xcos2(double x) {
     double s = fi_sinc(0.5 * x);
     return 0.5 * s * s;
 }
-/* h(t, θ) above, given u = 1 - t too; sin_theta, cos_theta are sin θ, cos θ as the
- * forward computed them (sin θ > 0). From θ = π/2 on, h = N / sin^3 θ with the textbook numerator
- * N = t cos(tθ) sin θ - sin(tθ) cos θ, written for t > 1/2 with u = 1 - t as
- * N = -u sin θ cos θ cos(uθ) + sin(uθ) (1 - u sin^2 θ): for t in [0, 1] both forms add
- * two terms of one sign (cos θ <= 0), where the form above cancels as θ -> π, t -> 1. */
-static inline double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
-                                      double cos_theta) {
-    /* u = 1 - t, as the caller knows it exactly (h0 takes t' = 1 - t rounded, u = t) */
+/* h(t, θ) above, for |t| <= 1/2 (and far outside [-3/2, 3/2]); sin_theta, cos_theta are
+ * sin θ, cos θ as the forward computed them (sin θ > 0). Below θ = π/2 the form above, its
+ * last term written (cx - c1) s1 - (sx - s1) c1 (exactly 0 at t = ±1, FMA or not); from
+ * θ = π/2 on, N / sin^3 θ with the textbook numerator N = t cos(tθ) sin θ - sin(tθ) cos θ,
+ * whose two terms have one sign there for |t| <= 1/2 (no cancellation as θ -> π). */
+static inline double fi_slerp_dweight_near0(double t, double theta, double sin_theta,
+                                            double cos_theta) {
     if (theta >= 1.5707963267948966) {
-        double n;
-        if (t > 0.5) {
-            n = -u * sin_theta * cos_theta * cos(u * theta)
-                + sin(u * theta) * (1.0 - u * sin_theta * sin_theta);
-        } else {
-            n = t * cos(t * theta) * sin_theta - sin(t * theta) * cos_theta;
-        }
+        double n = t * cos(t * theta) * sin_theta - sin(t * theta) * cos_theta;
         return n / (sin_theta * sin_theta * sin_theta);
     }
     double x = t * theta;
@@ -220,7 +213,25 @@ static inline double fi_slerp_dweight(double t, double u, double theta, double s
     double sx = fi_xsin3(x), cx = fi_xcos2(x);
     double q = theta / sin_theta;
     return t * q * q * q * ((c1 - s1) - t * t * (cx - sx)
-                            + t * t * theta * theta * (cx * s1 - sx * c1));
+                            + t * t * theta * theta * ((cx - c1) * s1 - (sx - s1) * c1));
+}
+/* h(t, θ) for every t, given u = 1 - t as the caller knows it exactly (h0 takes
+ * t' = 1 - t, rounded, with u = t). Near the end points the form above cancels (h(1, θ)
+ * and h(-1, θ) are small against its terms); there the weights' identity
+ * w(t) = cos(uθ) - cos θ w(u), differentiated, gives h(t) = t w(u) - cos θ h(u), with
+ * |u| < 1/2 (no cancellation for u -> 0 at any θ), and h is odd in t. */
+static inline double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
+                                      double cos_theta) {
+    double sign = 1.0;
+    if (t < -0.5 && t > -1.5) {      /* h(t) = -h(-t), 1 - (-t) = 1 + t exact here */
+        sign = -1.0;
+        u = 1.0 + t;
+        t = -t;
+    }
+    if (t > 0.5 && t < 1.5)
+        return sign * (t * (sin(u * theta) / sin_theta)
+                       - cos_theta * fi_slerp_dweight_near0(u, theta, sin_theta, cos_theta));
+    return sign * fi_slerp_dweight_near0(t, theta, sin_theta, cos_theta);
 }
 
 
