@@ -11,7 +11,7 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import _to_numpy, array_kind, begin
 from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
-                        check_out, full_or_single, real_scalar, same_dtype, shape_str)
+                        check_out, full_or_single, real_float, real_scalar, same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
 
@@ -93,16 +93,19 @@ def _read_weight_list(prepared, op, dtype):
 
 
 def weight_list(op, t, dtype):
-    """A weight ``t`` given as a list or tuple, as an array of the operands' ``dtype``, as
-    a Python number is read (NumPy's float64 default would be refused next to float32
-    operands). A ragged list is the rectangular-array ValueError, one of non-real
-    entries a TypeError."""
+    """A weight ``t`` given as a list or tuple, as an array of the operands' ``dtype``, each
+    entry read and checked as a Python number ``t`` is (NumPy's float64 default would be
+    refused next to float32 operands). A ragged list is the rectangular-array ValueError;
+    an entry that is not a real number (None, a bool, a string) a TypeError, one that
+    ``dtype`` cannot hold (1e300 for float32) a ValueError."""
     _to_numpy(t, "list", op, "t")
     try:
-        return np.asarray(t, dtype=dtype)
-    except (TypeError, ValueError):
+        for v in np.asarray(t, dtype=object).ravel():
+            real_float(op, "t", v, dtype)
+    except TypeError:
         raise TypeError(f"{op}: t must be a real number or an array of reals; got "
                         f"{type(t).__name__} {t!r:.80}.") from None
+    return np.asarray(t, dtype=dtype)
 
 
 def lerp(a, b, t, out=None):

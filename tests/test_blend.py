@@ -131,6 +131,20 @@ class TestLerp:
         with pytest.raises(TypeError, match="t must be a real number or an array of reals"):
             fi.lerp(a, b, ["x"])
 
+    @pytest.mark.parametrize("op", ["lerp", "slerp"])
+    def test_list_weight_entries_are_checked_as_a_number_weight(self, op):
+        # a list of None was all NaN, 1e300 inf in float32, bools were read as 0 and 1
+        a, b = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+        call = getattr(fi, op)
+        for bad, exc, words in (([None, 0.5], TypeError, "a real number or an array of reals"),
+                                ([True, False], TypeError, "a real number or an array of reals"),
+                                ([1e300, 0.5], ValueError, "representable in float32"),
+                                ([10**400, 0], ValueError, "representable in float32")):
+            with pytest.raises(exc, match=f"^{op}: t must be {words}"):
+                call(a, b, bad if op == "slerp" else [bad[:1] * 1, bad[1:]])
+        got = call(a, b, [0.5, float("nan")] if op == "slerp" else [[0.5], [float("nan")]])
+        assert np.isnan(got[1]).all() and not np.isnan(got[0]).any()
+
     def test_non_contiguous_input(self, rng):
         a = rng.standard_normal((8, 10))[:, ::2]
         b = rng.standard_normal((8, 5))

@@ -14,7 +14,7 @@ from .. import warp as _wp
 from .._half import is_half
 from .._layout import as_batch, resolve as resolve_layout
 from .._validate import FLOAT_DTYPES, as_index, broadcast_shape, check_bool, shape_str
-from ..blend import slerp_axis
+from ..blend import slerp_axis, weight_list
 from ..sample import _check_size
 from ._graph import as_dask, batched, callers_shapes, in_memory_error, is_array, probe
 from . import _spatial
@@ -74,7 +74,7 @@ def _t_array(t, dtype):
     if not isinstance(t, (list, tuple)):
         return t
     try:
-        return np.asarray(t, dtype=dtype)
+        return weight_list("lerp", t, dtype)
     except (TypeError, ValueError):
         return t
 
