@@ -40,16 +40,19 @@ def _check_size(op, size):
     return int_sizes(op, "size", size, "(N, C, H, W) or (N, C, D, H, W)", (4, 5))
 
 
-def base_coordinates(n: int, align_corners: bool, dtype) -> np.ndarray:
-    """The normalized coordinates of ``n`` pixel centres (PyTorch's affine_grid base).
+def base_coordinates(n: int, align_corners: bool, dtype, start: int = 0,
+                     stop: int | None = None) -> np.ndarray:
+    """The normalized coordinates of ``n`` pixel centres (PyTorch's affine_grid base), or
+    of pixels [start, stop) of them (each value as in the whole array).
 
     ``linspace(-1, 1, n)``, scaled by ``(n - 1) / n`` when ``align_corners``
     is False; a single pixel sits at 0.
     """
+    stop = n if stop is None else min(stop, n)
     if n <= 1:
-        return np.zeros(max(n, 0), dtype)
+        return np.zeros(max(stop - start, 0), dtype)
     step = 2.0 / (n - 1)
-    i = np.arange(n, dtype=np.float64)
+    i = np.arange(start, stop, dtype=np.float64)
     half = n // 2
     # torch.linspace fills the first half from the start, the rest from the end
     vals = np.where(i < half, -1.0 + step * i, 1.0 - step * (n - 1 - i)).astype(dtype)

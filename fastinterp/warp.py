@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from . import _memory
 from ._dispatch import _to_numpy, begin, to_host
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
@@ -107,11 +108,8 @@ class _Map:
         self.affine = rows == 2
         self.match, self.inverse_map = match, inverse_map
         self.Ho, self.Wo = Ho, Wo
-        if Ho * Wo == 0:    # no output pixel: no base coordinates (an axis may be huge)
-            Ho = Wo = 0
+        self.align_corners = align_corners
         if match == "opencv":
-            self.bx = np.arange(Wo, dtype=np.float64)
-            self.by = np.arange(Ho, dtype=np.float64)
             self.norm = _pixel_to_normalized(H, W)
             square = _square(self.M)
             self.scales = np.ones((N, 1, 1))
@@ -120,17 +118,32 @@ class _Map:
             self.inner = square                      # destination pixel -> source pixel
             self.K = self.norm @ square
         else:
-            self.bx = base_coordinates(Wo, align_corners, np.dtype(np.float64))
-            self.by = base_coordinates(Ho, align_corners, np.dtype(np.float64))
             self.K = _square(self.M)
+
+    def base(self, size, start=0, stop=None):
+        """Base coordinates [start, stop) of an output axis of ``size`` pixels (pixels for
+        OpenCV, normalized for torch), float64, computed for the range asked only: an
+        output axis may be huge (a Dask warp's blocks each take their own range)."""
+        stop = size if stop is None else min(stop, size)
+        if self.match == "opencv":
+            return np.arange(start, max(stop, start), dtype=np.float64)
+        return base_coordinates(size, self.align_corners, np.dtype(np.float64), start, stop)
+
+    @property
+    def bx(self):
+        return self.base(self.Wo)
+
+    @property
+    def by(self):
+        return self.base(self.Ho)
 
     def homogeneous(self, n, r0, r1, c0=0, c1=None):
         """u, v, w of output rows [r0, r1), columns [c0, c1) (default: all) of image n,
         each (r1 - r0, c1 - c0), float64. Element-wise: a block's values are those of
         the whole output."""
         K = self.K[n]
-        bx = self.bx[c0:c1]
-        by = self.by[r0:r1, None]
+        bx = self.base(self.Wo, c0, c1)
+        by = self.base(self.Ho, r0, r1)[:, None]
         u = K[0, 0] * bx + K[0, 1] * by + K[0, 2]
         v = K[1, 0] * bx + K[1, 1] * by + K[1, 2]
         if self.affine:
@@ -158,6 +171,7 @@ class _Map:
         out = np.zeros((N, 3, 3))
         if grad_grid.size == 0:
             return out
+        bx, by = self.bx, self.by
         for n in range(N):
             gx = grad_grid[n, ..., 0].astype(np.float64)
             gy = grad_grid[n, ..., 1].astype(np.float64)
@@ -167,9 +181,9 @@ class _Map:
                 inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
                 gx, gy = gx * inv_w, gy * inv_w
                 gw = -(gx * u + gy * v) * inv_w
-                out[n, 2] = _moments(gw, self.bx, self.by)
-            out[n, 0] = _moments(gx, self.bx, self.by)
-            out[n, 1] = _moments(gy, self.bx, self.by)
+                out[n, 2] = _moments(gw, bx, by)
+            out[n, 0] = _moments(gx, bx, by)
+            out[n, 1] = _moments(gy, bx, by)
         return out
 
     def grad_M(self, grad_K):
@@ -376,6 +390,8 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
         caller, target = p.adopt_out(out)
         check_out(op, target, lay.join(N, C, Ho, Wo), x.dtype, {"img": x})
     else:
+        _memory.check_fits(op, f"an output of {shape_str((Ho, Wo))} per image",
+                           N * C * Ho * Wo * x.dtype.itemsize)
         caller, target = p.empty(lay.join(N, C, Ho, Wo), x.dtype)
     target = lay.as_batched(target)
     if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":

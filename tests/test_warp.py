@@ -804,3 +804,26 @@ def test_rotate_reads_lists_as_every_op_does():
     with pytest.raises(ValueError, match=r"^rotate: img must be a rectangular array; got a "
                                          r"list NumPy cannot read as one"):
         fi.rotate([[1.0, 2.0], [3.0]], 10.0)
+
+
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective"])
+def test_an_output_beyond_memory_is_a_memory_error_naming_it(op):
+    # (NumPy's allocation error, or the operating system's kill, came first)
+    x = np.zeros((1, 1, 8, 8))
+    m = np.eye(2, 3) if op == "warp_affine" else np.eye(3)
+    with pytest.raises(MemoryError, match=rf"^{op}: an output of \(2147483647, 1048576\) per "
+                                          r"image would need"):
+        getattr(fi, op)(x, m, (2**31 - 1, 2**20))
+
+
+@pytest.mark.parametrize("match", ["opencv", "torch"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_rows_of_any_range_equal_the_whole_grid(match, align_corners):
+    # each block computes only its own base coordinates, with the whole grid's values
+    from fastinterp.warp import _Map
+    m = np.array([[0.9, 0.2, 0.3], [-0.1, 1.1, 0.2], [0.01, -0.02, 1.0]])
+    wmap = _Map("warp_perspective", m, 3, 1, 9, 11, 13, 17, match, False, align_corners)
+    whole = wmap.grid_rows(0, 0, 13, np.float64)
+    for r0, r1, c0, c1 in ((0, 13, 0, 17), (3, 7, 5, 16), (12, 13, 0, 1), (0, 1, 16, 17)):
+        np.testing.assert_array_equal(wmap.grid_rows(0, r0, r1, np.float64, c0, c1),
+                                      whole[r0:r1, c0:c1])
