@@ -192,12 +192,11 @@ def _tensors(op, names, *values):
 
 def _list_as_numpy(op, name, value):
     """A list or tuple array argument as the NumPy API reads it (``np.asarray``; a ragged
-    one is its ValueError); one of no numbers (strings, say) stays as it is, for the op's
-    own error, as does the weight ``t``, which the op reads in its operands' dtype."""
+    one is its ValueError; one of strings a NumPy array that :func:`_from_numpy` names);
+    the weight ``t`` stays as it is, for the op reads it in its operands' dtype."""
     if not isinstance(value, (list, tuple)) or name == "t":
         return value
-    arr = _to_numpy(value, "list", op, name)
-    return arr if arr.dtype.kind in "biuf" else value
+    return _to_numpy(value, "list", op, name)
 
 
 def _from_numpy(op, name, a, device):

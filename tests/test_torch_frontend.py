@@ -1045,6 +1045,9 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
      "lerp: t must be a real number or an array of reals; got list"),
     (lambda x: fit.slerp(x, x, ["a"]), TypeError,
      "slerp: t must be a real number or an array of reals; got list"),
+    (lambda x: fit.slerp([["a"] * 5], x[0, 0], 0.3), TypeError,
+     "slerp: a must be a torch tensor or a NumPy array of a dtype torch holds; got "
+     "numpy.ndarray of dtype <U1."),
     (lambda x: fit.adaptive_avg_pool2d("abc", 2), ValueError,
      "adaptive_avg_pool2d: input must have shape (N, C, H, W)"),
     (lambda x: fit.adaptive_avg_pool1d(1.5, 2), TypeError,
