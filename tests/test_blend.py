@@ -1481,6 +1481,39 @@ def test_slerp_backward_near_the_end_points_against_high_precision(theta, t, nor
                           joint=True)
 
 
+@pytest.mark.parametrize("t", [3.0, 2.0, -1.0, -2.0, 2 + 1e-9, 2.0001, 7.5, -5.2])
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+def test_slerp_backward_nearly_antipodal_extrapolation_against_high_precision(t, norm):
+    """t near an integer outside [0, 1] on a nearly antipodal row: the weight derivative
+    there is small against the terms of its closed forms (1e-2 of the gradient off at
+    t = 3, |u + v| = 1e-7); it is stepped from |t| <= 1/2 instead."""
+    a = np.array([[1.0, 2.0, 3.0]])
+    b = -a + 1e-7 * np.array([[3.0, 0.0, -1.0]])
+    _check_against_mpmath(a, b, np.array([[0.5, -1.0, 2.0]]), t, norm, rtol=5e-8, atol=5e-9,
+                          joint=True)
+
+
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slerp_one_axis_is_the_lerp_with_its_gradient(norm, dtype):
+    # D = 1: a / |a| is +-1 only to rounding, which the regular path's projections
+    # multiplied by |a| / |b| (grad_b 0.149 for 3 at |b| / |a| = 1e-15)
+    rng = np.random.default_rng(12)
+    a = rng.uniform(0.5, 10, (40, 1)) * rng.choice([-1, 1], (40, 1))
+    b = a * 10.0 ** rng.uniform(-15, 15, (40, 1))
+    if dtype == np.float32:
+        b = a * 10.0 ** rng.uniform(-6, 6, (40, 1))
+    a, b = a.astype(dtype), b.astype(dtype)
+    t = rng.uniform(-3, 4, 40).astype(dtype)
+    g = rng.standard_normal((40, 1)).astype(dtype)
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, norm=norm)
+    np.testing.assert_allclose(ga, (1 - t[:, None]) * g, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    np.testing.assert_allclose(gb, t[:, None] * g, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    want = (1 - t[:, None].astype(np.float64)) * a + t[:, None] * b.astype(np.float64)
+    np.testing.assert_allclose(fi.slerp(a, b, t, norm=norm), want,
+                               rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
 def _check_against_mpmath(a, b, g, t, norm, rtol, atol, joint=False):
     """slerp_backward of one row against mpmath derivatives at 60 digits (atol relative
     to each gradient's largest entry, or with ``joint`` to the largest of grad_a and

@@ -197,7 +197,7 @@ static inline double fi_xcos2(double x) {
     double s = fi_sinc(0.5 * x);
     return 0.5 * s * s;
 }
-/* h(t, θ) above, for |t| <= 1/2 (and far outside [-3/2, 3/2]); sin_theta, cos_theta are
+/* h(t, θ) above, for |t| <= 1/2 (and far extrapolation); sin_theta, cos_theta are
  * sin θ, cos θ as the forward computed them (sin θ > 0). Below θ = π/2 the form above, its
  * last term written (cx - c1) s1 - (sx - s1) c1 (exactly 0 at t = ±1, FMA or not); from
  * θ = π/2 on, N / sin^3 θ with the textbook numerator N = t cos(tθ) sin θ - sin(tθ) cos θ,
@@ -215,23 +215,28 @@ static inline double fi_slerp_dweight_near0(double t, double theta, double sin_t
     return t * q * q * q * ((c1 - s1) - t * t * (cx - sx)
                             + t * t * theta * theta * ((cx - c1) * s1 - (sx - s1) * c1));
 }
-/* h(t, θ) for every t, given u = 1 - t as the caller knows it exactly (h0 takes
- * t' = 1 - t, rounded, with u = t). Near the end points the form above cancels (h(1, θ)
- * and h(-1, θ) are small against its terms); there the weights' identity
- * w(t) = cos(uθ) - cos θ w(u), differentiated, gives h(t) = t w(u) - cos θ h(u), with
- * |u| < 1/2 (no cancellation for u -> 0 at any θ), and h is odd in t. */
-static inline double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
+/* h(r + k, θ) for |r| <= 1/2 and an integer k (r exact: the caller forms it from its
+ * exact t). The form above cancels where h is small against its terms (t near an integer
+ * other than 0, θ -> π); there the weights' identity sin((x + 1)θ) = sin(xθ) cos θ +
+ * cos(xθ) sin θ, differentiated, steps from h(r): h(x + 1) = cos θ h(x) - (x + 1) w(x),
+ * w(x) = sin(xθ) / sin θ, and h is odd in t. Beyond |k| = 64 (far extrapolation) the
+ * form above is used as it is. */
+static inline double fi_slerp_dweight(double r, double k, double theta, double sin_theta,
                                       double cos_theta) {
+    if (!(fabs(k) <= 64.0))
+        return fi_slerp_dweight_near0(r + k, theta, sin_theta, cos_theta);
     double sign = 1.0;
-    if (t < -0.5 && t > -1.5) {      /* h(t) = -h(-t), 1 - (-t) = 1 + t exact here */
+    if (k < 0) {
         sign = -1.0;
-        u = 1.0 + t;
-        t = -t;
+        r = -r;
+        k = -k;
     }
-    if (t > 0.5 && t < 1.5)
-        return sign * (t * (sin(u * theta) / sin_theta)
-                       - cos_theta * fi_slerp_dweight_near0(u, theta, sin_theta, cos_theta));
-    return sign * fi_slerp_dweight_near0(t, theta, sin_theta, cos_theta);
+    double h = fi_slerp_dweight_near0(r, theta, sin_theta, cos_theta);
+    for (int j = 0; j < (int)k; j++) {
+        double x = r + j;
+        h = cos_theta * h - (x + 1.0) * (sin(x * theta) / sin_theta);
+    }
+    return sign * h;
 }
 
 

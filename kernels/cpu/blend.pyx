@@ -361,7 +361,10 @@ cdef inline void row_geometry(const real* a, const real* b, Py_ssize_t n,
     g.cos_theta = 1.0
     g.k = 0
     g.uk = 0.0
-    if g.na == 0 or g.nb == 0:
+    if g.na == 0 or g.nb == 0 or n == 1:
+        # (one axis: a and s b point the same way, or opposite without shortest_path, where
+        # no perpendicular exists: slerp is the lerp exactly; a / |a| is +-1 only to
+        # rounding, which the backward's projections would multiply by |a| / |b|)
         g.kind = ROW_ZERO
         g.na = 1.0 if g.na == 0 else g.na
         g.nb = 1.0 if g.nb == 0 else g.nb
@@ -641,10 +644,10 @@ def slerp_fwd(real[:, ::1] out, const real[:, ::1] a, const real[:, ::1] b,
 
 import numpy as np
 from cython.parallel cimport threadid
-from libc.math cimport atan
+from libc.math cimport atan, round
 
 cdef extern from "_blendmath.h" nogil:
-    double fi_slerp_dweight(double t, double u, double theta, double sin_theta,
+    double fi_slerp_dweight(double r, double k, double theta, double sin_theta,
                             double cos_theta)
     void fi_gdot2_f(const float* g, const float* a, const float* b, Py_ssize_t n, double sa,
                     double sb, double* ga, double* gb)
@@ -694,7 +697,7 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
                                     double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
     """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
     cdef Py_ssize_t i
-    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, ra, rb
+    cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, ra, rb, k0, k1
     cdef double a1, b1, ha, hb, gna, gnb, gd, gt
     cdef double ia = 1.0 / G.na, ib = G.sign / G.nb   # u = (sa a) ia, v = (sb b) ib
     gdot2(g, a, b, n, G.sa, G.sb, &gu, &gv)
@@ -707,8 +710,10 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
         q = G.theta / G.sin_theta
         dw1 = q * cos(t * G.theta)
         dw0 = -q * cos((1.0 - t) * G.theta)
-        h1 = fi_slerp_dweight(t, 1.0 - t, G.theta, G.sin_theta, G.cos_theta)
-        h0 = fi_slerp_dweight(1.0 - t, t, G.theta, G.sin_theta, G.cos_theta)
+        k1 = round(t)                 # h1 = h(t), h0 = h(1 - t), each as h(r + k) with
+        k0 = round(1.0 - t)           # |r| <= 1/2 formed exactly from t
+        h1 = fi_slerp_dweight(t - k1, k1, G.theta, G.sin_theta, G.cos_theta)
+        h0 = fi_slerp_dweight((1.0 - k0) - t, k0, G.theta, G.sin_theta, G.cos_theta)
     gd = w0 * gu + w1 * gv
     if linear_norm:
         ra = (1.0 - t) * K.inv_a + t * K.lam_a     # r / |a| / 2^sh_a
