@@ -54,8 +54,9 @@ from ._config import threads_for
 from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
-from ._validate import (AXIS_MAX, as_index, check_array, check_bool, check_dtype, check_option,
-                        check_out, float_dtype, is_int as _is_int, is_scalar, shape_str)
+from ._validate import (AXIS_MAX, _one_real, as_index, check_array, check_bool, check_dtype,
+                        check_option, check_out, float_dtype, is_int as _is_int, is_scalar,
+                        shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -1320,13 +1321,10 @@ def _real_number(value) -> float:
     for bools, complex numbers and the rest."""
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return float(value)
-    dtype = getattr(value, "dtype", None)
-    kind = getattr(dtype, "kind", None)       # NumPy's; other frameworks' dtypes by name
-    real = kind in ("i", "u", "f") if kind is not None else (
-        dtype is not None and any(w in str(dtype) for w in ("float", "int")))
-    if real and len(getattr(value, "shape", (None,))) == 0:
-        return float(value)
-    raise TypeError
+    one = _one_real(value) if len(getattr(value, "shape", (None,))) == 0 else None
+    if one is None:
+        raise TypeError
+    return one
 
 
 def _tuple_k(op, name, value, kind, k):
