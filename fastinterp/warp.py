@@ -141,14 +141,30 @@ class _Map:
         """u, v, w of output rows [r0, r1), columns [c0, c1) (default: all) of image n,
         each (r1 - r0, c1 - c0), float64. Element-wise: a block's values are those of
         the whole output."""
-        K = self.K[n]
-        bx = self.base(self.Wo, c0, c1)
-        by = self.base(self.Ho, r0, r1)[:, None]
-        u = K[0, 0] * bx + K[0, 1] * by + K[0, 2]
-        v = K[1, 0] * bx + K[1, 1] * by + K[1, 2]
+        return self._uvw(self.K[n], self.base(self.Wo, c0, c1), self.base(self.Ho, r0, r1)[:, None])
+
+    def _uvw(self, K, bx, by):
+        """u, v, w (w None when affine) of base coordinates ``bx``, ``by`` (broadcast) by
+        ``K`` (3, 3), or by ``K[..., i, j]`` shaped to broadcast against them."""
+        u = K[..., 0, 0] * bx + K[..., 0, 1] * by + K[..., 0, 2]
+        v = K[..., 1, 0] * bx + K[..., 1, 1] * by + K[..., 1, 2]
         if self.affine:
             return u, v, None
-        return u, v, K[2, 0] * bx + K[2, 1] * by + K[2, 2]
+        return u, v, K[..., 2, 0] * bx + K[..., 2, 1] * by + K[..., 2, 2]
+
+    def points(self, rows, cols):
+        """``(x, y, w)`` at output pixels ``rows`` x ``cols`` (index sequences) of every
+        image, each (N, len(rows), len(cols)) float64 (w None when affine): the grid
+        points before :func:`_far_outside` and the cast to the grid's dtype, element by
+        element the values :meth:`grid_rows` computes."""
+        bx = np.concatenate([self.base(self.Wo, c, c + 1) for c in cols] or [np.empty(0)])
+        by = np.concatenate([self.base(self.Ho, r, r + 1) for r in rows] or [np.empty(0)])
+        K = self.K[:, None, None]                       # (N, 1, 1, 3, 3)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            u, v, w = self._uvw(K, bx, by[:, None])
+            if w is not None:
+                u, v = u / w, v / w
+        return u, v, w
 
     def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
         """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:

@@ -1229,3 +1229,70 @@ def test_cluster_knn_over_zarr_larger_than_worker_memory(client, tmp_path):
     rd, ri = fi.knn(z, q, 5)            # in-process, streamed (equal to the in-memory call)
     np.testing.assert_array_equal(gi, ri)
     np.testing.assert_array_equal(gd, rd)
+
+
+def _random_warp_maps(rng, trials):
+    """(op, M, dsize, kw) of random affine and perspective warps, some with the horizon
+    (w = 0) across the output."""
+    for trial in range(trials):
+        perspective = trial % 2 == 1
+        rows = 3 if perspective else 2
+        M = np.eye(3)[:rows] + 0.2 * rng.standard_normal((rows, 3))
+        if perspective:
+            M[2, :2] = rng.standard_normal(2) * (0.2 if trial % 4 == 1 else 0.01)
+        match = "torch" if trial % 3 == 2 else "opencv"
+        kw = dict(match=match, inverse_map=match == "opencv" and trial % 5 == 0,
+                  align_corners=match == "torch" and trial % 2 == 0)
+        dsize = tuple(int(v) for v in rng.integers(5, 40, 2))
+        yield ("warp_perspective" if perspective else "warp_affine"), M, dsize, kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_warp_corner_bounds_bound_every_grid_block(dtype):
+    """The bounds a warp's graph takes from its grid's block corners hold every point of the
+    block (rounding and the cast to the grid's dtype included); blocks they cannot bound
+    (the horizon of a perspective map inside) are left to be computed."""
+    from fastinterp import warp as wp
+    from fastinterp.dask import _warp
+    rng = np.random.default_rng(21)
+    unknown = 0
+    for op, M, (Ho, Wo), kw in _random_warp_maps(rng, 24):
+        rows = 3 if op == "warp_perspective" else 2
+        wmap = wp._Map(op, M, rows, 2, 17, 23, Ho, Wo, kw["match"], kw["inverse_map"],
+                       kw["align_corners"])
+        grid = _warp.warp_grid(da.zeros((2, 1, 17, 23), chunks=(1, 1, 17, 23)), wmap, False,
+                               (random_chunks(rng, Ho), random_chunks(rng, Wo)), np.dtype(dtype))
+        known = _warp.warp_grid_bounds(wmap, grid)
+        actual = _warp._grid_bounds(grid)
+        sure = ~np.isnan(known[..., 4])
+        unknown += int((~sure).sum())
+        assert (known[sure][:, [0, 2]] <= actual[sure][:, [0, 2]]).all()
+        assert (known[sure][:, [1, 3]] >= actual[sure][:, [1, 3]]).all()
+        assert (actual[sure][:, 4] == 0).all()
+        if op == "warp_affine":
+            assert sure.all()
+            np.testing.assert_array_equal(known, actual)    # the corners are the extremes
+    assert unknown > 0          # some perspective blocks hold their horizon
+
+
+def test_building_a_warp_graph_computes_no_grid_block(monkeypatch):
+    """A warp over a spatially chunked image builds its graph from the grid's block corners:
+    no grid block is computed until the result is, except blocks that hold the horizon
+    of a perspective map; the result is the in-memory warp's bits."""
+    from fastinterp.dask import _warp
+    calls = []
+    real = _warp._grid_block
+    monkeypatch.setattr(_warp, "_grid_block", lambda *a: calls.append(a[3:7]) or real(*a))
+    x = np.random.default_rng(5).random((1, 2, 40, 40)).astype(np.float32)
+    dx = da.from_array(x, chunks=(1, 2, 10, 10))
+    affine = np.array([[0.9, -0.3, 4.0], [0.3, 0.9, -2.0]])
+    lazy = fd.warp_affine(dx, affine, (60, 50), chunks=(7, 9))
+    assert calls == []
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.warp_affine(x, affine, (60, 50)))
+    calls.clear()
+    horizon = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.05, -1.0]])  # w = 0 at row 20
+    with dask.config.set(scheduler="sync"):     # (in this process, where calls are counted)
+        lazy = fd.warp_perspective(dx, horizon, (40, 40), inverse_map=True, chunks=(10, 10))
+    assert sorted(calls) == [(20, 30, c, c + 10) for c in range(0, 40, 10)]
+    np.testing.assert_array_equal(lazy.compute(**SYNC),
+                                  fi.warp_perspective(x, horizon, (40, 40), inverse_map=True))

@@ -378,8 +378,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 
 def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layout,
-                 max_window):
-    """:func:`grid_sample` for ``op`` (itself or a warp, whose errors name it)."""
+                 max_window, known_bounds=None):
+    """:func:`grid_sample` for ``op`` (itself or a warp, whose errors name it; its
+    ``known_bounds``: see fastinterp.dask._warp.grid_sample_windows)."""
     from ._warp import grid_sample_windows
     max_window = _check_max_window(op, max_window)
     x = as_dask(input)
@@ -388,7 +389,7 @@ def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layou
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                 fill=fill, layout=layout)
     if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
-        return grid_sample_windows(op, x, as_dask(grid), opts, max_window)
+        return grid_sample_windows(op, x, as_dask(grid), opts, max_window, known_bounds)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
                    {"input": x, "grid": grid})
 
@@ -419,9 +420,10 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
     ``chunks`` (H_out, W_out) (default: ``img``'s chunk size along H and W),
     and :func:`grid_sample` samples it: over an image chunked along H or W
     the result is chunked like the grid and each output block reads only the
-    source blocks it reaches (``max_window`` as there; the grid, cheap
-    arithmetic on the matrices, is computed once for its bounds when the
-    graph is built and again when the result is); an image chunked along N
+    source blocks it reaches (``max_window`` as there; the graph is built
+    from the grid's points at its blocks' corners, which bound the blocks,
+    so no block is computed before the result is, except a perspective
+    block that holds its map's horizon, w = 0); an image chunked along N
     only gives one block per image block. float32, float64 and uint8 images
     (forward), as the in-memory warps.
 
@@ -549,7 +551,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
           layout, chunks, max_window):
     """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
-    from ._warp import warp_grid
+    from ._warp import warp_grid, warp_grid_bounds
     img = as_dask(img)
     x, layout, back = as_batch(op, "img", img, layout)
     _check_batched_layout(op, layout)
@@ -574,7 +576,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     max_window = _check_max_window(op, max_window)
     grid = warp_grid(x, wmap, nhwc, chunks, _wp._float_dtype(x))
     return back(_grid_sample(op, x, grid, opts["mode"], opts["padding_mode"],
-                             opts["align_corners"], opts["fill"], layout, max_window))
+                             opts["align_corners"], opts["fill"], layout, max_window,
+                             functools.partial(warp_grid_bounds, wmap)))
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",

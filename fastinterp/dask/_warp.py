@@ -5,7 +5,10 @@ First pass (documented in :func:`fastinterp.dask.grid_sample`): the minimum
 and maximum of every grid block are computed (one small reduction over the
 grid) to decide, for each output block, the source window its taps can
 reach. That needs the grid's values when the graph is built, so a lazy grid
-is computed once for its bounds and once when the result is computed.
+is computed once for its bounds and once when the result is computed. A
+warp's grid is not: its blocks' bounds come from the grid at their corners
+(:func:`warp_grid_bounds`), so building the graph of a huge warp costs a few
+points per block, not the whole grid.
 
 Exactness: each task writes its window into a zero-initialised buffer of
 the batch block's full source shape and calls ``fi.grid_sample`` on it with
@@ -110,9 +113,24 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
     return fi.grid_sample(buf, grid, **opts)
 
 
-def grid_sample_windows(op, x, grid, opts, max_window=None):
+def _grid_bounds(grid, known=None):
+    """(numblocks..., 5) bounds (:func:`_block_bounds`) of every block of ``grid``: those of
+    ``known`` (same shape; NaN in column 4 where unknown), the others computed, in one pass."""
+    if known is None:
+        return dask.compute(grid.map_blocks(_block_bounds, chunks=(1, 1, 1, 5),
+                                            dtype=np.float64))[0]
+    bounds = known.copy()
+    todo = [idx for idx in np.ndindex(bounds.shape[:3]) if math.isnan(bounds[idx][4])]
+    for idx, b in zip(todo, dask.compute(*[grid.blocks[idx].map_blocks(
+            _block_bounds, chunks=(1, 1, 1, 5), dtype=np.float64) for idx in todo])):
+        bounds[idx] = b[0, 0, 0]
+    return bounds
+
+
+def grid_sample_windows(op, x, grid, opts, max_window=None, known_bounds=None):
     """The windowed graph of grid_sample over a spatially chunked ``x`` (see module docstring);
-    ``op`` names the caller (grid_sample or a warp) in the errors."""
+    ``op`` names the caller (grid_sample or a warp) in the errors; ``known_bounds(grid)``,
+    if given, returns the grid blocks' bounds where known (see :func:`_grid_bounds`)."""
     nhwc = opts["layout"] == "NHWC"
     hax, wax, cax = (1, 2, 3) if nhwc else (2, 3, 1)
     result = probe(functools.partial(fi.grid_sample, **opts), {"input": x, "grid": grid})
@@ -123,8 +141,7 @@ def grid_sample_windows(op, x, grid, opts, max_window=None):
     if x.numblocks[cax] > 1:
         x = x.rechunk({cax: -1})
     grid = grid.rechunk((x.chunks[0], grid.chunks[1], grid.chunks[2], 2))
-    bounds = dask.compute(grid.map_blocks(_block_bounds, chunks=(1, 1, 1, 5),
-                                          dtype=np.float64))[0]
+    bounds = _grid_bounds(grid, None if known_bounds is None else known_bounds(grid))
     H, W = x.shape[hax], x.shape[wax]
     starts_y = np.cumsum((0,) + x.chunks[hax])
     starts_x = np.cumsum((0,) + x.chunks[wax])
@@ -187,3 +204,48 @@ def _grid_block(wmap, n0, n1, r0, r1, c0, c1, dtype):
         out[n - n0] = wmap.grid_rows(n, r0, r1, dtype, c0, c1)
     return out
 
+
+
+def warp_grid_bounds(wmap, grid):
+    """Bounds (as :func:`_block_bounds`) of every block of ``grid``, :func:`warp_grid`'s grid
+    of ``wmap``, from its points at the block corners; NaN in column 4 where they do
+    not bound the block (to be computed from the grid).
+
+    An affine map's points, rounding included, are monotone along each axis (products
+    by a constant and sums, each rounded, are), so a block's extremes are at its
+    corners, and stay there through the monotone cast to the grid's dtype. A
+    perspective map's are too, in exact arithmetic, where w keeps one sign over the
+    block (the block's image is then a convex quadrilateral); its divisions' rounding
+    is covered by a relative widening of 1e-9 (nanometres of a pixel). Blocks where
+    w changes sign or vanishes, or any corner is not finite, are left unknown.
+    """
+    dtype = grid.dtype
+    n_starts, r_starts, c_starts = (np.cumsum((0,) + tuple(c)) for c in grid.chunks[:3])
+    known = np.full(grid.numblocks[:3] + (5,), np.nan)
+    if grid.size == 0 or 0 in grid.chunks[0]:
+        return known
+    rows = np.unique(np.concatenate([r_starts[:-1], r_starts[1:] - 1]))
+    cols = np.unique(np.concatenate([c_starts[:-1], c_starts[1:] - 1]))
+    x, y, w = wmap.points(rows, cols)
+    r0, r1 = np.searchsorted(rows, r_starts[:-1]), np.searchsorted(rows, r_starts[1:] - 1)
+    c0, c1 = np.searchsorted(cols, c_starts[:-1]), np.searchsorted(cols, c_starts[1:] - 1)
+
+    def corners(a):                       # (N, nH, nW, 4): a at each block's 4 corners
+        return np.stack([a[:, r][:, :, c] for r in (r0, r1) for c in (c0, c1)], axis=-1)
+
+    xs, ys = corners(x), corners(y)
+    ok = np.isfinite(xs).all(-1) & np.isfinite(ys).all(-1)
+    if w is not None:
+        ws = corners(w)
+        ok &= (ws > 0).all(-1) | (ws < 0).all(-1)
+    first = n_starts[:-1]                 # per batch chunk: extremes over its images
+    ok = np.logical_and.reduceat(ok, first, axis=0)
+    for col, (a, reduce) in enumerate([(xs, np.minimum), (xs, np.maximum),
+                                       (ys, np.minimum), (ys, np.maximum)]):
+        ext = reduce.reduceat(reduce.reduce(a, axis=-1), first, axis=0)
+        if w is not None:
+            ext = ext + (1 if reduce is np.maximum else -1) * 1e-9 * (1 + np.abs(ext))
+        with np.errstate(over="ignore", invalid="ignore"):
+            known[..., col] = ext.astype(dtype).astype(np.float64)
+    known[..., 4] = np.where(ok, 0.0, np.nan)
+    return known
