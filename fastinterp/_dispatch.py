@@ -418,7 +418,8 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
 
     CPU arrays in the other byte order are copied once into the native one, except
     those named in ``writes`` (updated in place: a copy would take the update), which
-    the op's dtype check refuses.
+    the op's dtype check refuses; those are read as an ``out=`` is (a view with
+    torch's negative bit refused, an unversioned DLPack capsule writable).
 
     Examples
     --------
@@ -440,13 +441,14 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
             continue
         if template is None or (template_kind == "numpy" and kind == "dlpack"):
             template, template_kind = obj, kind
-        plain = _plain_tensor(op, name, obj)
+        written = name in writes
+        plain = _plain_tensor(op, name, obj, writable=written)
         if backend == CUDA:
             arrays[name] = _cuda_support().as_device(plain)
         else:
-            arr = _to_numpy(plain, kind, op, name)
+            arr = _to_numpy(plain, kind, op, name, writable=written)
             given[name] = arr
-            arrays[name] = arr if name in writes else _native(arr)
+            arrays[name] = arr if written else _native(arr)
     storage = _half_storage(op, backend, arrays, named)
     return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage,
                     given=given)

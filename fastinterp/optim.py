@@ -64,7 +64,8 @@ def _adam_cpu(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
               weight_decay: float, decoupled: bool, amsgrad: bool, maximize: bool,
               step_size: float, bc2_sqrt: float, first: bool) -> None:
     from ._cpu import optim as cpu_optim
-    cpu_optim.adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
+    decay_factor = 1.0 - lr * weight_decay      # AdamW's, rounded twice as torch rounds it
+    cpu_optim.adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor, beta1,
                         beta2, eps, weight_decay, decoupled, amsgrad, maximize,
                         step_size, bc2_sqrt, first, threads_for(param.shape[0], 65536))
 
@@ -92,8 +93,8 @@ class _Param:
 
     def __init__(self, op: str, name: str, obj: Any) -> None:
         _check_updatable(op, name, obj)
-        prepared = begin(op, writes=("param",), param=_updatable(obj))
-        arr = prepared.arrays["param"]
+        prepared = begin(op, writes=(name,), **{name: _updatable(obj)})
+        arr = prepared.arrays[name]
         self.caller, self.name, self.backend = obj, name, prepared.backend
         self.dtype = float_dtype(op, name, arr)
         self.shape = tuple(arr.shape)
@@ -125,7 +126,8 @@ def _check_updatable(op: str, name: str, obj: Any) -> None:
     """``obj`` must be an array a step can write through: a NumPy array (0-d included), a
     CUDA array or a DLPack tensor. A NumPy scalar is immutable, and other array-likes
     (lists, objects with ``__array__``) convert by copy: a step would update the copy."""
-    kind = None if obj is None or not hasattr(obj, "shape") else array_kind(obj)
+    array_like = hasattr(obj, "shape") or hasattr(obj, "__dlpack__")
+    kind = array_kind(obj) if obj is not None and array_like else None
     if kind is None or (kind == "numpy" and not isinstance(obj, np.ndarray)):
         shown = (f"a NumPy scalar {type(obj).__name__} (immutable; use a 0-d array, "
                  f"np.array(x))" if isinstance(obj, np.generic) else type(obj).__name__)

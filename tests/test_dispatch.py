@@ -505,6 +505,15 @@ def test_scalar_out_is_a_type_error(out):
         fi.lerp(np.zeros(3), np.ones(3), 0.5, out=out)
 
 
+def test_parameter_with_negative_bit_is_refused_not_copied(torch):
+    """An optimizer writes its parameters in place: a view with torch's negative bit would
+    be resolved into a copy, which would take the update; it is refused as out= is."""
+    base = torch.complex(torch.zeros(3), torch.full((3,), -7.0))
+    with pytest.raises(TypeError, match=r"SGD: params\[0\] must be a plain tensor; got a "
+                                        r"view with torch's negative"):
+        fi.SGD([base.conj().imag], lr=0.1)
+
+
 def test_out_with_negative_bit_or_requires_grad_is_refused_and_untouched(torch):
     a, b = torch.zeros(3), torch.ones(3)
     base = torch.complex(torch.zeros(3), torch.full((3,), -7.0))

@@ -258,6 +258,17 @@ def test_unversioned_capsule_is_writable_as_out():
     np.testing.assert_array_equal(buf, 0.25)
 
 
+@pytest.mark.parametrize("cls", [fi.SGD, fi.Adam])
+def test_unversioned_capsule_is_an_updatable_parameter(cls):
+    """A parameter is written in place, so it is read as an ``out=`` is: an unversioned
+    capsule is writable (NumPy's own reader marks it read-only)."""
+    buf, ref = np.ones(4), np.ones(4)
+    for p in (OldProducer(buf), ref):
+        cls([p], lr=0.5).step([np.arange(4.0)])
+    np.testing.assert_array_equal(buf, ref)
+    assert (ref[1:] < 1).all()
+
+
 # ------------------------------------------------------------------ the caller's type back
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])

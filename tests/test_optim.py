@@ -162,6 +162,24 @@ def test_adamw_decay_hand_computed():
     assert w[0] == 2.0 * (1 - 0.1 * 0.5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adamw_decay_factor_is_rounded_as_torch_does(dtype):
+    """AdamW multiplies by ``1 - lr * weight_decay`` rounded twice in double, as torch does
+    (``param.mul_(1 - lr * wd)``), on every CPU variant: a fused multiply-add gave
+    -5.6e-17 instead of 0 at lr = 10, wd = 0.1 (an inf parameter became -inf, not NaN)
+    and last-bit differences elsewhere."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.05, 20.0, 64)
+    pairs = [(10.0, 0.1), (3.0, 1 / 3)] + [(1 / v, float(v)) for v in x] + \
+        [(float(a), float(b)) for a, b in rng.uniform(1e-3, 1.0, (64, 2))]
+    for lr, wd in pairs:
+        w = np.array([np.inf, 3.0, -1.5, 1e-3], dtype)
+        with np.errstate(invalid="ignore"):                       # inf * 0
+            want = w * dtype(1.0 - lr * wd)
+        AdamW([w], lr=lr, weight_decay=wd).step([np.zeros(4, dtype)])   # m = 0: decay only
+        np.testing.assert_array_equal(w, want, err_msg=f"lr={lr!r}, weight_decay={wd!r}")
+
+
 # --- state_dict ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),

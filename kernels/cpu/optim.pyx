@@ -159,13 +159,16 @@ cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vma
 
 def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
               real[::1] exp_avg_sq, real[::1] max_exp_avg_sq,
-              double lr, double beta1, double beta2, double eps,
+              double decay_factor, double beta1, double beta2, double eps,
               double weight_decay, bint decoupled, bint amsgrad, bint maximize,
               double step_size, double bc2_sqrt, bint first, int nthreads):
     """One Adam (``decoupled=False``) or AdamW step on ``param`` in place.
 
-    ``step_size = lr / (1 - beta1**t)`` and ``bc2_sqrt = sqrt(1 - beta2**t)``
-    come from the caller (computed in double like torch). ``first`` marks
+    ``decay_factor = 1 - lr * weight_decay`` (AdamW's), ``step_size = lr /
+    (1 - beta1**t)`` and ``bc2_sqrt = sqrt(1 - beta2**t)`` come from the
+    caller, computed in double like torch (here the compiler could fuse
+    ``1 - lr * weight_decay`` into one rounding: 0 would become -5.6e-17 at
+    lr = 10, weight_decay = 0.1, on some CPU variants only). ``first`` marks
     step 1: the moment buffers are written without being read, so they may
     be uninitialised. ``max_exp_avg_sq`` is touched only when ``amsgrad``.
     The unused weight-decay form and maximize enter as exact arithmetic
@@ -192,7 +195,7 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     cdef real base_m = 1 if small else 0
     cdef real base_g = 0 if small else 1
     cdef real wd = 0 if decoupled else <real>weight_decay
-    cdef real decay = <real>(1.0 - lr * weight_decay) if decoupled else 1
+    cdef real decay = <real>decay_factor if decoupled else 1
     cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
     cdef real inv_bc2 = <real>(1.0 / bc2_sqrt)
     cdef real ep = <real>eps
