@@ -134,7 +134,8 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
     The registered custom ``op`` runs on ``op_args(*args)`` (default: ``args``).
     In plain eager mode the same computation skips torch's dispatcher: without
     a gradient to record, ``direct(*args, out=out)`` (the op's body) runs as is;
-    with one, the op's eager autograd.Function (same body, same backward).
+    with one, the op's eager autograd.Function (same body, same backward). Its
+    argument errors are the direct path's (the NumPy API's, in its order of checks).
     """
     if out is not None:
         _check_out(name, out)
@@ -149,8 +150,13 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
             return direct(*args)
         direct(*args, out=out)
         return out
-    args = args if op_args is None else op_args(*args)
-    result = _EAGER_AUTOGRAD[op].apply(*args) if eager else op(*args)
+    try:
+        op_in = args if op_args is None else op_args(*args)
+        result = _EAGER_AUTOGRAD[op].apply(*op_in) if eager else op(*op_in)
+    except (TypeError, ValueError):
+        if eager:           # the message the same arguments get without a gradient
+            direct(*(a.detach() if isinstance(a, Tensor) else a for a in args))
+        raise
     if out is None:
         return result
     if tuple(out.shape) != tuple(result.shape) or out.dtype != result.dtype:
@@ -774,6 +780,12 @@ def _pool(op, rank, input, output_size, out, layout=None):
             getattr(_fi, op)(input, output_size)
         input = torch.as_tensor(input)
     if rank != 2 and input.dim() == rank + 1:    # one unbatched item, as torch takes it
+        if out is not None:                        # checked as the caller gave it
+            _check_out(op, out)
+            want = (input.shape[0],) + tuple(_pool_size_k(op, output_size, input.shape[1:]))
+            if tuple(out.shape) != want:
+                raise ValueError(f"{op}: out must have shape {shape_str(want)}; got "
+                                 f"{shape_str(out.shape)}.")
         y = _pool(op, rank, input.unsqueeze(0), output_size,
                   None if out is None else out.unsqueeze(0), layout)
         return out if out is not None else y.squeeze(0)
@@ -1056,10 +1068,16 @@ def _pairwise_bwd_fake(grad_out, x, y, dist=None):
     return x.new_empty(x.shape), (x.new_empty(0) if y is None else y.new_empty(y.shape))
 
 
-def _pairwise_setup(ctx, inputs, output):
+def _sqdist_setup(ctx, inputs, output):
     x, y = inputs
     ctx.has_y = y is not None
-    ctx.save_for_backward(x, y, output)
+    ctx.save_for_backward(x, y, None)       # not the output: the caller may change it in place
+
+
+def _l2_setup(ctx, inputs, output):
+    x, y = inputs
+    ctx.has_y = y is not None
+    ctx.save_for_backward(x, y, output)     # the distances divide the gradient
 
 
 def _pairwise_backward(ctx, grad, l2):
@@ -1080,8 +1098,8 @@ def _l2_backward(ctx, grad):
     return _pairwise_backward(ctx, grad, True)
 
 
-_register(_sqdist_op, _pairwise_fake, _sqdist_backward, _pairwise_setup)
-_register(_l2_op, _pairwise_fake, _l2_backward, _pairwise_setup)
+_register(_sqdist_op, _pairwise_fake, _sqdist_backward, _sqdist_setup)
+_register(_l2_op, _pairwise_fake, _l2_backward, _l2_setup)
 _register(_sqdist_bwd_op, _pairwise_bwd_fake, name="pairwise_sqdist")
 _register(_l2_bwd_op, _pairwise_bwd_fake, name="pairwise_l2")
 
@@ -1155,11 +1173,19 @@ def _lerp_bwd_fake(grad, a, b, t, needs_a, needs_b, needs_t):
 
 
 def _lerp_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    """Save only the values a needed gradient reads (t for a's and b's, a and b for t's),
+    as torch.lerp does: the others may be changed in place before the backward; their
+    shapes and dtypes are kept."""
+    a, b, t = inputs
+    need_ab, need_t = any(ctx.needs_input_grad[:2]), ctx.needs_input_grad[2]
+    ctx.save_for_backward(a if need_t else None, b if need_t else None, t if need_ab else None)
+    ctx.specs = [(v.shape, v.dtype, v.device) for v in inputs]
 
 
 def _lerp_backward(ctx, grad):
-    a, b, t = ctx.saved_tensors
+    # an unsaved operand stands in as an expanded scalar of its shape and dtype (no memory)
+    a, b, t = (v if v is not None else torch.zeros((), dtype=dtype, device=device).expand(shape)
+               for v, (shape, dtype, device) in zip(ctx.saved_tensors, ctx.specs))
     needs = ctx.needs_input_grad[:3]
     grads = _invoke(_lerp_bwd_op, grad, a, b, t, *needs)
     return tuple(_grad_or_none(g, n) for g, n in zip(grads, needs))

@@ -1057,6 +1057,12 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
     (lambda x: fit.slerp(x, x, 1e300), ValueError, "slerp: t must be representable in float32"),
     (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant",
                                fill=10**400), ValueError, "grid_sample: fill must be representable"),
+    # checks the gradient path makes itself (the custom op's schema) come after the API's
+    (lambda x: fit.resize(x[0], size=(3, 3)), ValueError,
+     "resize: a 3-D input without layout= is 1-D data (N, C, L)"),
+    (lambda x: fit.resize(x, scale_factor=1e12), ValueError,
+     "resize: scale_factor must give an output of at most 2**31 - 1 pixels along each axis; "
+     "got scale_factor=1000000000000.0, an axis"),
 ])
 @pytest.mark.parametrize("grad", [False, True])
 def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
@@ -1190,3 +1196,32 @@ def test_cuda_tensors_match_the_cpu():
     for g, w in zip(dev, want_grads):
         assert g.grad.device.type == "cuda"
         np.testing.assert_allclose(g.grad.cpu().numpy(), w.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_backward_saves_only_the_values_it_reads():
+    """As torch's own ops: pairwise_sqdist's result, and lerp's operands whose values no
+    needed gradient reads, may be changed in place before the backward."""
+    x, y = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3)
+    d = fit.pairwise_sqdist(x, y)
+    d.add_(1)
+    d.sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    (torch.cdist(xr, y) ** 2).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    a = torch.randn(3, requires_grad=True)
+    b = torch.randn(3)
+    grads = []
+    for lerp in (fit.lerp, torch.lerp):
+        a.grad = None
+        aa = a * 1
+        out = lerp(aa, b, 0.3)
+        aa.mul_(2)                        # a's value is not needed: t is not learned
+        out.backward(torch.arange(3.0))
+        grads.append(a.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+    t = torch.tensor(0.3, requires_grad=True)
+    aa = a.detach() * 1
+    out = fit.lerp(aa, b, t)
+    aa.mul_(2)                            # t's gradient reads a: torch refuses this too
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
