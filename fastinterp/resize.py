@@ -704,9 +704,42 @@ def _separable_cpu(out, x, ytab, xtab, channels):
     if 1 < channels <= _EXPAND_CHANNELS:
         xtab, channels = channel_table(xtab, channels), 1
     perm = permute_form(xtab) if channels == 1 else _NO_PERM
-    cpu_resize.separable_fwd(out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit,
-                             perm[0], perm[1], perm[2], channels, order,
-                             threads_for(out.size + x.size, _MIN_PER_THREAD))
+    nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD)
+    args = (out, x, ytab.idx, ytab.w, ytab.unit, xtab.idx, xtab.w, xtab.unit, perm[0], perm[1],
+            perm[2], channels, order, nthreads)
+    if out.dtype != _F32 or not _averages(ytab, xtab):
+        cpu_resize.separable_fwd(*args)
+        return
+    with np.errstate(over="ignore"):    # long windows: float64 sums rounded to inf, redone
+        cpu_resize.separable_fwd(*args)
+    if np.isinf(out).any():
+        _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthreads)
+
+
+def _averages(ytab, xtab):
+    """Whether the tables average windows of 3 pixels or more (non-negative weights: area,
+    the pools, antialiased shrinks), whose float32 weights (1/count, rounded) may take a
+    mean of finite pixels near the largest float32 past it; 2-tap interpolation overflows
+    there as torch's does."""
+    taps = max(ytab.w.shape[0], xtab.w.shape[0])
+    return taps > 2 and bool((ytab.w >= 0).all()) and bool((xtab.w >= 0).all())
+
+
+def _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthreads):
+    """Outputs of a float32 average that came out inf: recomputed in float64, where a
+    window without an inf pixel has a finite mean, at most the largest float32 times
+    the weights' rounding (1 + a few 2**-24): rounded to the largest float32 (the
+    finite mean's nearest float32, to that rounding) rather than to inf."""
+    big = np.finfo(_F32).max
+    bad = np.isinf(out)
+    for p0, p1, out64 in cpu_resize._float64_groups(x, out.shape, ytab.idx, ytab.w, ytab.unit,
+                                                    xtab.idx, xtab.w, xtab.unit, channels,
+                                                    order, nthreads):
+        where = bad[p0:p1]
+        vals = out64[where]
+        finite = np.isfinite(vals)
+        vals[finite] = np.clip(vals[finite], -big, big)
+        out[p0:p1][where] = vals
 
 
 @dataclass(frozen=True)
@@ -1367,7 +1400,7 @@ def _nd_mode_options(op, rank, mode, align_corners, antialias, layout):
         allowed = ", ".join(repr(m) for m in _ND_MODES[rank])
         raise ValueError(f"{op}: mode must be one of {allowed} for input of shape "
                          f"{_ND_AXES[rank]}; got {mode!r}.")
-    if antialias is not False:
+    if check_bool(op, "antialias", antialias):
         raise ValueError(f"{op}: antialias must be False for {rank}-D input; "
                          f"got {antialias!r}.")
     if mode in _ND_TABLE_MODE:
@@ -1456,19 +1489,22 @@ def _nd_input(op, name, arr, ranks):
     return p, np.ascontiguousarray(x), dtype
 
 
-def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed):
+def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
     """out = the separable map of ``tabs`` (one table per spatial axis) applied to x.
 
     Volumes: (H, W) per depth slice, then D (forward); D first, then (H, W) for the
-    transposed tables (backward)."""
+    transposed tables (backward). ``unbatched``: ``x`` is the caller's one item with a
+    batch axis of 1 in front, and the result (``out`` too) has none."""
     n, c = x.shape[:2]
     dtype = x.dtype
     shape = (n, c) + tuple(out_sp)
+    shown = shape[1:] if unbatched else shape      # the result's shape, as the caller has it
     if out is not None:
         caller, out_k = p.adopt_out(out)
-        check_out(op, out_k, shape, dtype, {name: x})
+        check_out(op, out_k, shown, dtype, {name: x})
     else:
-        caller, out_k = p.empty(shape, dtype)
+        caller, out_k = p.empty(shown, dtype)
+    out_k = out_k.reshape(shape)
     if n * c == 0:
         return p.wrap(caller)
     kernel = registry.lookup(op, p.backend, dtype)
@@ -1626,19 +1662,17 @@ def _one_item(arr):
 
 
 def _adaptive_pool(op, rank, input, output_size, out):
-    if _rank(input) == rank - 1:     # one unbatched (C, L) / (C, D, H, W), as torch takes it
-        y = _adaptive_pool(op, rank, _one_item(input), output_size,
-                           None if out is None else out[None])
-        return out if out is not None else y[0]
-    p, x, dtype = _nd_input(op, "input", input, (rank,))
+    unbatched = _rank(input) == rank - 1  # one (C, L) / (C, D, H, W), as torch takes it
+    p, x, dtype = _nd_input(op, "input", _one_item(input) if unbatched else input, (rank,))
     out_sp = _pool_size_k(op, output_size, x.shape[2:])
     _check_memory(op, x.shape[0] * x.shape[1], x.shape[2:], out_sp, dtype, "area", False, out)
     return _nd_apply(op, p, x, _pool_tables(x.shape[2:], out_sp, dtype), out_sp, out,
-                     "input", False)
+                     "input", False, unbatched)
 
 
 def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
-    if _rank(grad_output) == rank - 1:  # unbatched: input_size (C, *spatial) or spatial
+    unbatched = _rank(grad_output) == rank - 1
+    if unbatched:                       # input_size (C, *spatial) or spatial
         dims = getattr(input_size, "shape", input_size)
         try:
             dims = _sequence(dims)
@@ -1646,16 +1680,13 @@ def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
             dims = None             # (the batched call names it)
         if dims is not None and len(dims) == rank - 1:
             dims = (1,) + tuple(dims)
-        gi = _adaptive_pool_backward(op, rank, _one_item(grad_output),
-                                     input_size if dims is None else dims,
-                                     None if out is None else out[None])
-        return out if out is not None else gi[0]
+        grad_output, input_size = _one_item(grad_output), input_size if dims is None else dims
     p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
     in_sp = _nd_input_size(op, input_size, g.shape)
     _check_memory(op, g.shape[0] * g.shape[1], in_sp, g.shape[2:], dtype, "area", False, out,
                   backward=True)
     tabs = [transposed_table(t) for t in _pool_tables(in_sp, g.shape[2:], dtype)]
-    return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True)
+    return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True, unbatched)
 
 
 for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "adaptive_avg_pool3d",

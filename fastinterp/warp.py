@@ -375,10 +375,18 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
     _check_options(op, mode, padding_mode, sample_align)      # errors under this op's name
-    _fill_values(op, fill, padding_mode, C, _float_dtype(x))   # uint8 samples in float32
+    fills = _fill_values(op, fill, padding_mode, C, _float_dtype(x))  # uint8: in float32
+    if fills is not None and x.dtype == np.uint8:
+        fill = _saturated_uint8(fills)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
                 layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
     return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
+
+
+def _saturated_uint8(fills):
+    """A uint8 image's fill as OpenCV takes ``borderValue``: converted to the image's type
+    (rounded half to even, clamped to [0, 255]) before it is interpolated."""
+    return np.clip(np.rint(fills), 0, 255)
 
 
 def _to_device_like(p, grid):
@@ -471,9 +479,10 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
         Output size, height first (note: ``cv2.warpAffine`` takes (width, height)).
     mode, padding_mode, fill : as :func:`fastinterp.grid_sample`
         ``padding_mode`` 'zeros' is OpenCV's BORDER_CONSTANT with 0,
-        'constant' with ``fill`` BORDER_CONSTANT with ``borderValue=fill``,
-        'border' BORDER_REPLICATE, 'reflection' BORDER_REFLECT, 'wrap'
-        BORDER_WRAP.
+        'constant' with ``fill`` BORDER_CONSTANT with ``borderValue=fill``
+        (on a uint8 image converted to uint8 first, as OpenCV does: rounded
+        half to even, clamped to [0, 255]), 'border' BORDER_REPLICATE,
+        'reflection' BORDER_REFLECT, 'wrap' BORDER_WRAP.
     align_corners : bool
         ``match="torch"`` only: PyTorch's normalized-coordinate convention
         (True with ``match="opencv"`` raises ``ValueError``).

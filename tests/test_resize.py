@@ -977,6 +977,40 @@ def test_huge_and_subnormal_values_no_crash(dtype):
         assert g.shape == x.shape and np.all(np.isfinite(g[0, 1]))
 
 
+def test_float32_means_near_the_largest_float32_stay_finite():
+    """Area and the pools return the finite mean of finite float32 pixels however near the
+    largest float32 they are (the rounded weights 1/count of a short window summed past
+    it: a row of 6 x 3.4028235e38 pooled to inf); an inf pixel still gives inf."""
+    big = np.finfo(np.float32).max
+    rng = np.random.default_rng(3)
+    for n in range(2, 40):
+        for m in (1, 2, 3):
+            x = (big * (1 - rng.uniform(0, 1e-6, (1, 2, 1, n)))).astype(np.float32)
+            x[0, 1] = big
+            exact = x.astype(np.float64)
+            for got, mean in [
+                    (fi.adaptive_avg_pool2d(x, (1, m)), _window_means(exact, 1, m)),
+                    (fi.adaptive_avg_pool1d(x[0, :, 0], m), _window_means(exact, 1, m)[0, :, 0]),
+                    (fi.adaptive_avg_pool3d(x[:, :, None], (1, 1, m)),
+                     _window_means(exact, 1, m)[:, :, None])]:
+                assert np.isfinite(got).all(), (n, m)
+                np.testing.assert_allclose(got, mean, rtol=3e-7)
+            if n % m == 0:       # area equals the pool where the windows are whole pixels
+                np.testing.assert_array_equal(fi.resize(x, size=(1, m), mode="area"),
+                                              fi.adaptive_avg_pool2d(x, (1, m)))
+            assert np.isfinite(fi.resize(x, size=(3, m), mode="area")).all()
+    x = np.full((1, 1, 1, 6), big, np.float32)
+    x[..., 2] = np.inf
+    assert fi.adaptive_avg_pool2d(x, (1, 2)).tolist() == [[[[np.inf, big]]]]
+
+
+def _window_means(x, out_h, out_w):
+    """adaptive_avg_pool2d of a float64 (N, C, 1, W) row in float64, for out_h = 1."""
+    w = x.shape[-1]
+    cols = [x[..., (j * w) // out_w:-(-(j + 1) * w // out_w)].mean(-1) for j in range(out_w)]
+    return np.stack(cols, -1)
+
+
 # --------------------------------------------------------------------------- backward = A^T g
 
 # (input (H, W), size or scale_factor): small and large nearest outputs, axes that keep their

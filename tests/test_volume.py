@@ -385,6 +385,54 @@ def test_volume_non_finite_grid_points_follow_torch(torch, padding_mode, mode, a
     np.testing.assert_allclose((got * 1.0).sum(), (x * gi).sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("rank, shape, size, want", [(1, (3, 10), 5, (3, 5)),
+                                                     (3, (2, 4, 4, 6), 2, (2, 2, 2, 2))])
+def test_unbatched_pools_check_out_as_the_caller_gave_it(rank, shape, size, want):
+    """An unbatched pool's out= (and its backward's) is checked against the unbatched
+    result: the messages name the shapes the caller has, and a list or a scalar is
+    the usual "must be an array" error."""
+    pool = getattr(fi, f"adaptive_avg_pool{rank}d")
+    back = getattr(fi, f"adaptive_avg_pool{rank}d_backward")
+    x = np.zeros(shape)
+    for bad in ((1,) + want, want[:-1] + (want[-1] + 1,)):
+        with pytest.raises(ValueError, match=rf"out must have shape \({', '.join(map(str, want))}"
+                                             rf"\); got \({', '.join(map(str, bad))}\)\."):
+            pool(x, size, out=np.empty(bad))
+        with pytest.raises(ValueError, match=rf"out must have shape \({', '.join(map(str, shape))}"
+                                             rf"\); got"):
+            back(np.ones(want), shape, out=np.empty((1,) + shape))
+    for bad in ([[0.0] * want[-1]] * want[0], np.float64(0)):
+        with pytest.raises(TypeError, match="out must be"):
+            pool(x, size, out=bad)
+    torch = pytest.importorskip("torch")
+    import fastinterp.torch as fit
+    tpool = getattr(fit, f"adaptive_avg_pool{rank}d")
+    with pytest.raises(TypeError, match="out must be a torch tensor; got numpy.ndarray"):
+        tpool(torch.zeros(shape), size, out=np.empty(want))
+    with pytest.raises(ValueError, match=rf"out must have shape \({', '.join(map(str, want))}"
+                                         rf"\); got \(1, "):
+        tpool(torch.zeros(shape), size, out=torch.empty((1,) + want))
+    out = torch.empty(want, dtype=torch.float64)
+    assert tpool(torch.zeros(shape, dtype=torch.float64), size, out=out) is out
+
+
+@pytest.mark.parametrize("shape, mode", [((1, 1, 4), "nearest"), ((1, 1, 4, 4, 4), "trilinear")])
+def test_nd_resize_antialias_is_a_bool_flag(shape, mode):
+    """1-D and 3-D resize take antialias as a bool flag, NumPy's included (False only):
+    a non-bool is a TypeError, as for images."""
+    x = np.ones(shape)
+    size = 2 if len(shape) == 3 else (2, 2, 2)
+    np.testing.assert_array_equal(fi.resize(x, size=size, mode=mode, antialias=np.False_),
+                                  fi.resize(x, size=size, mode=mode))
+    gi = fi.resize_backward(np.ones(shape[:2] + (2,) * (len(shape) - 2)), shape, mode=mode,
+                            antialias=np.False_)
+    assert gi.shape == shape
+    with pytest.raises(TypeError, match="antialias must be a bool; got NoneType"):
+        fi.resize(x, size=size, mode=mode, antialias=None)
+    with pytest.raises(ValueError, match="antialias must be False for"):
+        fi.resize(x, size=size, mode=mode, antialias=np.True_)
+
+
 @pytest.mark.parametrize("rank, shape, size", [(1, (3, 8), 5), (3, (3, 5, 2, 7), 3),
                                                (3, (2, 4, 4, 4), (2, None, 3))])
 def test_pools_take_one_unbatched_item_as_torch(rank, shape, size):

@@ -283,19 +283,21 @@ def test_uint8_images_are_the_rounded_float32_warp(monkeypatch, op, layout, mode
     shape = {"NCHW": (2, 3, 17, 23), "NHWC": (2, 17, 23, 3), "HWC": (17, 23, 3),
              "HW": (17, 23)}[layout]
     img = rng.integers(0, 256, shape).astype(np.uint8)
-    fill = 300.0 if padding_mode == "constant" else None      # saturates
+    fill = 300.0 if padding_mode == "constant" else None      # converted to uint8: 255
     kw = dict(mode=mode, padding_mode=padding_mode, layout=layout, fill=fill)
     if op == "rotate":
-        call = lambda x, **more: fi.rotate(x, 23.0, **kw, **more)           # noqa: E731
+        call = lambda x, **more: fi.rotate(x, 23.0, **dict(kw, **more))           # noqa: E731
     elif op == "warp_affine":
         M = random_affine(rng, 17, 23)
-        call = lambda x, **more: fi.warp_affine(x, M, (19, 21), **kw, **more)   # noqa: E731
+        call = lambda x, **more: fi.warp_affine(x, M, (19, 21), **dict(kw, **more))  # noqa: E731
     else:
         Hm = random_homography(rng, 17, 23)
-        call = lambda x, **more: fi.warp_perspective(x, Hm, (19, 21), **kw, **more)  # noqa: E731
+        call = lambda x, **more: fi.warp_perspective(x, Hm, (19, 21),  # noqa: E731
+                                                     **dict(kw, **more))
     got = call(img)
     assert got.dtype == np.uint8
-    expected = np.clip(np.rint(call(img.astype(np.float32))), 0, 255).astype(np.uint8)
+    as_float = call(img.astype(np.float32), fill=fill and 255.0)
+    expected = np.clip(np.rint(as_float), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(got, expected)
     monkeypatch.setattr(warp, "BLOCK_POINTS", 50)
     out = np.zeros_like(got)
@@ -307,11 +309,13 @@ def test_uint8_images_are_the_rounded_float32_warp(monkeypatch, op, layout, mode
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "constant"])
 def test_uint8_warp_affine_within_a_grey_level_of_opencv(mode, padding_mode):
     rng = np.random.default_rng(14)
-    for _ in range(5):
+    fills = [(40.0, 90.0, 250.0), (300.0, -7.0, 100.5), (101.5, 255.5, -0.5), (1e6,) * 3,
+             (7.49, 0.5, 254.5)]    # OpenCV converts borderValue to uint8 first
+    for trial in range(5):
         H, W, Ho, Wo = (int(v) for v in rng.integers(12, 40, 4))
         img = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)
         M = random_affine(rng, H, W)
-        fill = (40.0, 90.0, 250.0) if padding_mode == "constant" else None
+        fill = fills[trial] if padding_mode == "constant" else None
         got = fi.warp_affine(img, M, (Ho, Wo), mode=mode, padding_mode=padding_mode,
                              fill=fill, layout="HWC")
         flag = {"nearest": cv2.INTER_NEAREST, **CV_INTER}[mode]
