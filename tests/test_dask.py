@@ -1296,3 +1296,64 @@ def test_building_a_warp_graph_computes_no_grid_block(monkeypatch):
     assert sorted(calls) == [(20, 30, c, c + 10) for c in range(0, 40, 10)]
     np.testing.assert_array_equal(lazy.compute(**SYNC),
                                   fi.warp_perspective(x, horizon, (40, 40), inverse_map=True))
+
+
+def _unknown_rows(a, axis, chunk):
+    """``a`` (NumPy) as a dask array whose ``axis`` has unknown chunk sizes (boolean indexing)."""
+    keep = da.from_array(np.arange(a.shape[axis]) % 3 != 0,
+                         chunks=chunk[axis] if isinstance(chunk, tuple) else chunk)
+    index = (slice(None),) * axis + (keep,)
+    return da.from_array(a, chunks=chunk)[index]
+
+
+_IMG = np.random.default_rng(0).standard_normal((2, 3, 12, 10)).astype(np.float32)
+
+
+@pytest.mark.parametrize("call, name, axis", [
+    (lambda h, n: fd.resize(h, size=(4, 4)), "input", 2),
+    (lambda h, n: fd.resize(h[0, 0], size=(3, 3)), "input", 0),
+    (lambda h, n: fd.adaptive_avg_pool2d(h, 3), "input", 2),
+    (lambda h, n: fd.grid_sample(h, np.zeros((2, 4, 4, 2), np.float32)), "input", 2),
+    (lambda h, n: fd.resize_backward(h, (2, 3, 16, 16)), "grad_output", 2),
+    (lambda h, n: fd.adaptive_avg_pool2d_backward(h, (2, 3, 16, 16)), "grad_output", 2),
+    (lambda h, n: fd.warp_affine(h, np.eye(2, 3), (5, 5)), "img", 2),
+    (lambda h, n: fd.rotate(h, 10.0), "img", 2),
+    (lambda h, n: fd.warp_affine(n, np.eye(2, 3), (5, 5)), "img", 0),
+    (lambda h, n: fd.rotate(n, 10.0), "img", 0),
+    (lambda h, n: fd.knn(_unknown_rows(np.ones((20, 4)), 0, 5), np.zeros((3, 4)), 2), "x", 0),
+    (lambda h, n: fd.pairwise_sqdist(_unknown_rows(np.ones((20, 4)), 0, 5)), "x", 0),
+    (lambda h, n: fd.pairwise_l2(np.ones((3, 4)), _unknown_rows(np.ones((20, 4)), 0, 5)),
+     "y", 0),
+])
+def test_unknown_chunk_sizes_are_a_clear_error_when_the_graph_is_built(call, name, axis):
+    """Chunk sizes left unknown by boolean indexing, where an op needs them (an image's H
+    and W, a warp's N, a database's rows), are a ValueError naming the argument and the
+    fix, not a raw error from a stand-in."""
+    h = da.from_array(_IMG, chunks=(1, 3, 4, 5))[:, :, da.from_array(np.arange(12) % 3 != 0,
+                                                                    chunks=4)]
+    n = _unknown_rows(_IMG, 0, (1, 3, 12, 10))
+    with pytest.raises(ValueError, match=rf"has unknown chunk sizes along axis {axis} .*call "
+                                         rf"{name}\.compute_chunk_sizes\(\) first"):
+        call(h, n)
+
+
+def test_unknown_batch_and_query_sizes_still_work():
+    n = _unknown_rows(_IMG, 0, (1, 3, 12, 10))
+    want = fi.resize(_IMG[np.arange(2) % 3 != 0], size=4)
+    np.testing.assert_array_equal(fd.resize(n, size=4).compute(**SYNC), want)
+    db = np.random.default_rng(1).standard_normal((20, 4))
+    q = _unknown_rows(db, 0, 5)
+    got = fd.knn(da.from_array(db, chunks=5), q, 2)
+    for g, w in zip(dask.compute(*got, **SYNC), fi.knn(db, db[np.arange(20) % 3 != 0], 2)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_an_empty_argument_is_checked_against_the_whole_batch():
+    """An empty ``t`` broadcasts against the zero-length stand-in batch that checks the
+    arguments: it is checked against the real batch too, when the graph is built."""
+    a = np.ones((3, 4))
+    with pytest.raises(ValueError, match=r"slerp: t must broadcast to the batch shape \(3,\); "
+                                         r"got \(0,\)\."):
+        fd.slerp(da.from_array(a, chunks=1), a, np.zeros(0))
+    empty = fd.slerp(da.from_array(a[:0], chunks=1), a[:0], np.zeros(0))
+    assert empty.compute(**SYNC).shape == (0, 4)

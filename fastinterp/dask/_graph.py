@@ -39,6 +39,16 @@ def _first_key(keys):
     return keys
 
 
+def check_known_sizes(op, name, arr, axes):
+    """Refuse unknown chunk sizes (NaN, after boolean indexing, say) along ``axes`` of
+    ``arr``, naming the argument and saying how to resolve them."""
+    for ax in axes:
+        if math.isnan(arr.shape[ax]):
+            raise ValueError(f"{op}: {name} has unknown chunk sizes along axis {ax} (after "
+                             f"boolean indexing, say); call {name}.compute_chunk_sizes() "
+                             f"first.")
+
+
 def empty_like_probe(a):
     """A zero-length-batch NumPy stand-in for array ``a`` (for meta probes)."""
     return np.zeros((0,) + tuple(a.shape[1:]), dtype=a.dtype)
@@ -81,14 +91,21 @@ def probe(fn, batch, consts=None, shown=None):
     the batch array itself.
     """
     consts = consts or {}
+    op = getattr(fn, "func", fn).__name__
+    for k, a in batch.items():      # axes past the batch axis, as the caller's array has them
+        given = (shown or {}).get(k, a)
+        check_known_sizes(op, k, given, range(int(len(given.shape) == a.ndim), len(given.shape)))
     stand_ins = {k: empty_like_probe(a) for k, a in batch.items()}
     try:
-        return fn(**stand_ins, **consts)
+        result = fn(**stand_ins, **consts)
     except (ValueError, TypeError, MemoryError):    # (a MemoryError names the full size)
         in_memory_error(fn, batch, consts, shown)
         shown = dict(batch, **(shown or {}))
         with callers_shapes(*((stand_ins[k], shown[k]) for k in batch)):
             raise
+    if any(0 in np.shape(v) for v in consts.values() if is_array(v)):
+        in_memory_error(fn, batch, consts, shown)   # an empty argument broadcasts against an
+    return result                                   # empty batch, maybe not against N rows
 
 
 def in_memory_error(fn, batch, consts=None, shown=None):

@@ -14,7 +14,7 @@ from dask.layers import ArrayValuesDep     # block j's first row, bound into its
 import fastinterp as fi
 from .. import _stream
 from .._validate import as_index, check_flag
-from ._graph import as_dask, callers_shapes, probe, single_chunk
+from ._graph import as_dask, callers_shapes, check_known_sizes, probe, single_chunk
 
 _dist = importlib.import_module("fastinterp.distance")
 
@@ -29,6 +29,7 @@ def _rows(op, name, a):
         batched = " (batched point clouds (B, N, D) are for the in-memory op)" if a.ndim == 3 else ""
         raise ValueError(f"{op}: {name} must have shape (rows, D){batched}; got "
                          f"{tuple(a.shape)}.")
+    check_known_sizes(op, name, a, (1,))
     return a.rechunk({1: -1}) if a.numblocks[1] > 1 else a
 
 
@@ -74,6 +75,8 @@ def _pair_block(x, y, centre, take_sqrt):
 def _pairwise(op, x, y, take_sqrt):
     x = _rows(op, "x", x)
     yy = x if y is None else _rows(op, "y", y)
+    for name, arr in (("x", x), ("y", yy)):     # blocks of rows and columns of the result
+        check_known_sizes(op, name, arr, (0,))
     result = probe(getattr(fi, op), {"x": x} if y is None else {"x": x, "y": yy},
                    {"y": None} if y is None else None)
     samples = [_sample(x)] if y is None else [_sample(x), _sample(yy)]
@@ -290,6 +293,7 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
     """
     op = "knn"
     x = _rows(op, "x", x)
+    check_known_sizes(op, "x", x, (0,))         # (global indices: each block's first row)
     q = _rows(op, "queries", queries)
     stand_ins = np.zeros((1, x.shape[1]), x.dtype), np.zeros((0, q.shape[1]), q.dtype)
     with callers_shapes(*zip(stand_ins, (x, q))):

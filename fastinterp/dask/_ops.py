@@ -16,7 +16,8 @@ from .._layout import as_batch, resolve as resolve_layout
 from .._validate import FLOAT_DTYPES, as_index, broadcast_shape, check_bool, shape_str
 from ..blend import slerp_axis, weight_list
 from ..sample import _check_size
-from ._graph import as_dask, batched, callers_shapes, in_memory_error, is_array, probe
+from ._graph import (as_dask, batched, callers_shapes, check_known_sizes, in_memory_error,
+                     is_array, probe)
 from . import _spatial
 
 
@@ -538,8 +539,10 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     >>> bool((y.compute(scheduler="sync") == fi.rotate(img, 30)).all())
     True
     """
-    x, batch_layout, _ = as_batch("rotate", "img", as_dask(img), layout)
+    img = as_dask(img)
+    x, batch_layout, _ = as_batch("rotate", "img", img, layout)
     _check_batched_layout("rotate", batch_layout)
+    check_known_sizes("rotate", "img", img, range(img.ndim))     # (the centre is from H, W)
     H, W = _hw(x.shape, batch_layout == "NHWC")
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
@@ -555,6 +558,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     img = as_dask(img)
     x, layout, back = as_batch(op, "img", img, layout)
     _check_batched_layout(op, layout)
+    check_known_sizes(op, "img", img, range(img.ndim))     # N too: M may be one per image
     nhwc = layout == "NHWC"
     if x.ndim != 4:
         raise ValueError(f"{op}: img must be a batch (N, C, H, W) or (N, H, W, C) "
@@ -795,6 +799,7 @@ def _grad_batch(op, grad_output, input_size, layout):
     ``input_size`` a shape in the caller's layout or (H, W)."""
     g, batched_layout, back = as_batch(op, "grad_output", grad_output, layout)
     lay = resolve_layout(op, "grad_output", grad_output, layout)
+    check_known_sizes(op, "grad_output", grad_output, range(int(lay.batched), grad_output.ndim))
     return g, batched_layout, _rz._input_size(op, input_size, grad_output.shape, lay), back
 
 
