@@ -717,29 +717,34 @@ def _separable_cpu(out, x, ytab, xtab, channels):
 
 
 def _averages(ytab, xtab):
-    """Whether the tables average windows of 3 pixels or more (non-negative weights: area,
-    the pools, antialiased shrinks), whose float32 weights (1/count, rounded) may take a
-    mean of finite pixels near the largest float32 past it; 2-tap interpolation overflows
-    there as torch's does."""
+    """Whether the tables take means of windows of 3 pixels or more (non-negative weights
+    summing to 1 but for their rounding: area, the pools, antialiased shrinks), whose
+    float32 weights (1/count, rounded) may take a mean of finite pixels near the largest
+    float32 past it. Not a backward's transposed tables (their sums exceed 1: a true
+    overflow), nor 2-tap interpolation (which overflows there as torch's does)."""
     taps = max(ytab.w.shape[0], xtab.w.shape[0])
-    return taps > 2 and bool((ytab.w >= 0).all()) and bool((xtab.w >= 0).all())
+    return taps > 2 and all(bool((t.w >= 0).all()) and float(t.w.sum(axis=0, dtype=_F64).max(
+        initial=0.0)) <= 1 + t.w.shape[0] * 2.0**-23 for t in (ytab, xtab))
 
 
 def _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthreads):
-    """Outputs of a float32 average that came out inf: recomputed in float64, where a
-    window without an inf pixel has a finite mean, at most the largest float32 times
-    the weights' rounding (1 + a few 2**-24): rounded to the largest float32 (the
-    finite mean's nearest float32, to that rounding) rather than to inf."""
+    """Outputs of a float32 mean that came out inf: recomputed in float64 (the planes that
+    hold one), where a window without an inf pixel has a finite mean, at most the
+    largest float32 times the weights' rounding (1 + a few 2**-24): rounded to the
+    largest float32 (the finite mean's nearest float32, to that rounding), not to inf."""
     big = np.finfo(_F32).max
     bad = np.isinf(out)
-    for p0, p1, out64 in cpu_resize._float64_groups(x, out.shape, ytab.idx, ytab.w, ytab.unit,
-                                                    xtab.idx, xtab.w, xtab.unit, channels,
-                                                    order, nthreads):
-        where = bad[p0:p1]
-        vals = out64[where]
-        finite = np.isfinite(vals)
-        vals[finite] = np.clip(vals[finite], -big, big)
-        out[p0:p1][where] = vals
+    planes = np.flatnonzero(bad.any(axis=(1, 2)))
+    for p0, p1, out64 in cpu_resize._float64_groups(x[planes], (len(planes),) + out.shape[1:],
+                                                    ytab.idx, ytab.w, ytab.unit, xtab.idx,
+                                                    xtab.w, xtab.unit, channels, order,
+                                                    nthreads):
+        for plane, mean in zip(planes[p0:p1], out64):
+            where = bad[plane]
+            vals = mean[where]
+            finite = np.isfinite(vals)
+            vals[finite] = np.clip(vals[finite], -big, big)
+            out[plane][where] = vals
 
 
 @dataclass(frozen=True)

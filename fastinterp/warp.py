@@ -376,8 +376,8 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     sample_align = False if match == "opencv" else align
     _check_options(op, mode, padding_mode, sample_align)      # errors under this op's name
     fills = _fill_values(op, fill, padding_mode, C, _float_dtype(x))  # uint8: in float32
-    if fills is not None and x.dtype == np.uint8:
-        fill = _saturated_uint8(fills)
+    if fills is not None and x.dtype == np.uint8:       # (read in float64: rounded once)
+        fill = _saturated_uint8(_fill_values(op, fill, padding_mode, C, np.dtype(np.float64)))
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
                 layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
     return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
@@ -385,7 +385,8 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
 
 def _saturated_uint8(fills):
     """A uint8 image's fill as OpenCV takes ``borderValue``: converted to the image's type
-    (rounded half to even, clamped to [0, 255]) before it is interpolated."""
+    (rounded half to even, clamped to [0, 255]) before it is interpolated. (OpenCV's
+    rounding to int wraps fills beyond the int32 range; here they clamp too.)"""
     return np.clip(np.rint(fills), 0, 255)
 
 

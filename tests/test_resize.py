@@ -1002,6 +1002,11 @@ def test_float32_means_near_the_largest_float32_stay_finite():
     x = np.full((1, 1, 1, 6), big, np.float32)
     x[..., 2] = np.inf
     assert fi.adaptive_avg_pool2d(x, (1, 2)).tolist() == [[[[np.inf, big]]]]
+    # a backward's sums of many gradients exceed the largest float32: a true overflow
+    g = np.full((1, 1, 6, 6), 3e38, np.float32)
+    assert np.isposinf(fi.adaptive_avg_pool2d_backward(g, (1, 1, 1, 1))).all()
+    assert np.isposinf(fi.adaptive_avg_pool1d_backward(g[0], (1, 6, 1))).all()
+    assert np.isposinf(fi.resize_backward(g, (1, 1, 2, 2), mode="area")).all()
 
 
 def _window_means(x, out_h, out_w):

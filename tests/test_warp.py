@@ -310,7 +310,7 @@ def test_uint8_images_are_the_rounded_float32_warp(monkeypatch, op, layout, mode
 def test_uint8_warp_affine_within_a_grey_level_of_opencv(mode, padding_mode):
     rng = np.random.default_rng(14)
     fills = [(40.0, 90.0, 250.0), (300.0, -7.0, 100.5), (101.5, 255.5, -0.5), (1e6,) * 3,
-             (7.49, 0.5, 254.5)]    # OpenCV converts borderValue to uint8 first
+             (254.50000001, 0.5000000001, 2.5000001)]  # OpenCV converts borderValue first
     for trial in range(5):
         H, W, Ho, Wo = (int(v) for v in rng.integers(12, 40, 4))
         img = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)

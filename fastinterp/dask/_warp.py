@@ -31,6 +31,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
+from fastinterp import warp as _wp
 
 from ._graph import in_memory_error, probe
 
@@ -213,7 +214,7 @@ def warp_grid_bounds(wmap, grid):
 
     An affine map's points, rounding included, are monotone along each axis (products
     by a constant and sums, each rounded, are), so a block's extremes are at its
-    corners, and stay there through the monotone cast to the grid's dtype. A
+    corners; :func:`_as_grid_values` takes them to the grid's values. A
     perspective map's are too, in exact arithmetic, where w keeps one sign over the
     block (the block's image is then a convex quadrilateral); its divisions' rounding
     is covered by a relative widening of 1e-9 (nanometres of a pixel). Blocks where
@@ -240,12 +241,26 @@ def warp_grid_bounds(wmap, grid):
         ok &= (ws > 0).all(-1) | (ws < 0).all(-1)
     first = n_starts[:-1]                 # per batch chunk: extremes over its images
     ok = np.logical_and.reduceat(ok, first, axis=0)
-    for col, (a, reduce) in enumerate([(xs, np.minimum), (xs, np.maximum),
-                                       (ys, np.minimum), (ys, np.maximum)]):
-        ext = reduce.reduceat(reduce.reduce(a, axis=-1), first, axis=0)
-        if w is not None:
-            ext = ext + (1 if reduce is np.maximum else -1) * 1e-9 * (1 + np.abs(ext))
+    for col, a in ((0, xs), (2, ys)):
+        lo = np.minimum.reduceat(a.min(axis=-1), first, axis=0)
+        hi = np.maximum.reduceat(a.max(axis=-1), first, axis=0)
         with np.errstate(over="ignore", invalid="ignore"):
-            known[..., col] = ext.astype(dtype).astype(np.float64)
+            if w is not None:
+                lo, hi = lo - 1e-9 * (1 + np.abs(lo)), hi + 1e-9 * (1 + np.abs(hi))
+            known[..., col], known[..., col + 1] = _as_grid_values(lo, hi, dtype)
     known[..., 4] = np.where(ok, 0.0, np.nan)
     return known
+
+
+def _as_grid_values(lo, hi, dtype):
+    """Bounds of the grid's values (``dtype``, as float64) from bounds [lo, hi] of its
+    points: those beyond the sampler's range become the point FAR_OUTSIDE in their
+    direction (fastinterp.warp._far_outside, inside that range), the others are cast
+    (both monotone)."""
+    limit = np.float64(np.sqrt(np.finfo(dtype).max))
+    ends = [_wp._far_outside(v, dtype) for v in (lo, hi)]
+    inner_lo, inner_hi = np.maximum(lo, -limit), np.minimum(hi, limit)
+    inner = inner_lo <= inner_hi
+    lo = np.minimum(np.minimum(*ends), np.where(inner, inner_lo, np.inf))
+    hi = np.maximum(np.maximum(*ends), np.where(inner, inner_hi, -np.inf))
+    return lo.astype(dtype).astype(np.float64), hi.astype(dtype).astype(np.float64)
