@@ -728,9 +728,15 @@ def _input_layout(op, x, layout):
 def _batched_geometry(op, p, x, g, lay, padding_mode):
     """``(x, grid, geometry)`` with a single image seen as a batch of one (views)."""
     if lay is not None:
-        x = lay.as_batched(x)
-        g = _batched_grid(op, g, lay, x.shape[0])
+        x = _as_batch(p, lay, x)
+        g = _batched_grid(op, g if lay.batched else p.contiguous(g), lay, x.shape[0])
     return x, g, _Geometry(op, p, x, g, bool(lay and lay.nhwc), padding_mode)
+
+
+def _as_batch(p, lay, a):
+    """A single image as a batch of one (a view; a strided CUDA array, which numba cannot
+    reshape, copied once first); a batch as it is."""
+    return a if lay is None or lay.batched else lay.as_batched(p.contiguous(a))
 
 
 def _user_shape(lay, geo):
@@ -849,8 +855,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     if tuple(go.shape) != shape:
         raise ValueError(f"{op}: grad_output must have grid_sample's output shape "
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
-    batched = (lambda a: lay.as_batched(a)) if lay else (lambda a: a)
-    go, x, g = _host_contiguous(p, batched(go), x, g)
+    go, x, g = _host_contiguous(p, _as_batch(p, lay, go), x, g)
     if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
             a.flags.c_contiguous for a in (grad_output, input, grid)):
         plan = _backward_plan(op, dtype, tuple(x_user.shape), tuple(g_user.shape), go.shape,
@@ -861,10 +866,10 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     gi_caller = gi_k = gg_caller = gg_k = None
     if need_in and p.backend == "cpu":
         gi_caller = _staggered_empty(tuple(x_user.shape), dtype, x)
-        gi_k = batched(gi_caller)
+        gi_k = _as_batch(p, lay, gi_caller)
     elif need_in:
         gi_caller, gi_k = p.empty(tuple(x_user.shape), dtype, like="input")
-        gi_k = batched(gi_k)
+        gi_k = _as_batch(p, lay, gi_k)
     if need_grid:
         gg_caller, gg_k = p.empty(tuple(g_user.shape), dtype, like="grid")
         gg_k = gg_k.reshape(tuple(g.shape))

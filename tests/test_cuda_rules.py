@@ -112,6 +112,23 @@ def test_grid_sample_and_backward_strided(cuda, rng, deterministic):
     assert_close(host(gg), ref_g, table=TOL_ORACLE)
 
 
+@pytest.mark.parametrize("layout, shape", [("CHW", (2, 4, 5)), ("HW", (4, 5))])
+def test_grid_sample_of_one_strided_image(cuda, rng, layout, shape):
+    """A single image, its grid and grad_output strided on the device: copied once before
+    they are seen as a batch of one (numba cannot reshape a strided device array)."""
+    x = rng.standard_normal(shape)
+    grid = rng.uniform(-1.1, 1.1, (3, 2, 2))
+    want = fi.grid_sample(x, grid, layout=layout)
+    go = rng.standard_normal(want.shape)
+    assert_close(host(fi.grid_sample(strided(cuda, x), strided(cuda, grid, 0), layout=layout)),
+                 want, table=TOL_ORACLE)
+    gi, gg = fi.grid_sample_backward(strided(cuda, go), strided(cuda, x, 0),
+                                     strided(cuda, grid, 1), layout=layout)
+    ref_i, ref_g = fi.grid_sample_backward(go, x, grid, layout=layout)
+    assert_close(host(gi), ref_i, table=TOL_ORACLE)
+    assert_close(host(gg), ref_g, table=TOL_ORACLE)
+
+
 def test_affine_grid_and_backward_strided(cuda, rng):
     theta = rng.standard_normal((2, 2, 3))
     size = (2, 1, 3, 4)

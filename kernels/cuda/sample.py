@@ -430,11 +430,13 @@ def grid_sample_backward(gin, ggrid, gout, inp, grid, mode, padding, align_corne
         m = to_device(np.zeros(1, dt), stream)
         _max_abs[blocks_1d(gout.size), THREADS_1D, stream](flat(gout), m)
         # The fixed-point scale is a launch argument: the host must read the bound.
-        bound = float(read_to_host(m, stream)[0]) * Ho * Wo * (2.0 if mode == BICUBIC else 1.0)
-        if not math.isfinite(bound):
+        largest = float(read_to_host(m, stream)[0])
+        if not math.isfinite(largest):
             raise ValueError("grid_sample_backward: grad_output must be finite with "
                              "deterministic=True (fixed-point accumulation); got a NaN or inf.")
-        k = 62 - math.frexp(bound)[1] if bound > 0 else 62
+        # the bound's binary exponent, as a sum (the bound itself may exceed float64)
+        points = Ho * Wo * (2 if mode == BICUBIC else 1)
+        k = 62 - math.frexp(largest)[1] - math.frexp(points)[1] if largest > 0 else 62
         # 2**k itself can exceed float64 (k reaches 1136 for subnormal gradients): two factors
         scale = (math.ldexp(1.0, k // 2), math.ldexp(1.0, k - k // 2))
         fixed = cuda.device_array(inp.shape, np.int64, stream=stream)
