@@ -605,6 +605,19 @@ class TestCudaKernels:
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 1.0).copy_to_host()
         np.testing.assert_array_equal(got[0], b[0])
 
+    @pytest.mark.parametrize("shortest_path", [False, True])
+    def test_slerp_of_one_axis_is_the_lerp_as_on_the_cpu(self, cuda, rng, shortest_path):
+        """Rows of one axis are the lerp on CUDA too: an infinite entry gave NaN there (the
+        general angle code), the CPU's inf."""
+        a = np.array([[np.inf], [2.0], [1e300], [-3.0]] + [[v] for v in rng.standard_normal(4)])
+        b = np.array([[1.0], [-np.inf], [-1e300], [0.0]] + [[v] for v in rng.standard_normal(4)])
+        for t in (0.25, 0.0, 1.0, 1.7, -0.5):
+            want = fi.slerp(a, b, t, shortest_path=shortest_path)
+            got = fi.slerp(_dev(cuda, a), _dev(cuda, b), t,
+                           shortest_path=shortest_path).copy_to_host()
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_slerp_thread_kernel(self, cuda, rng, dtype):
         a, b = self._pairs(rng, 6, 4, dtype)

@@ -1188,6 +1188,21 @@ def test_cuda_backward(cuda, symmetric, rng):
 
 
 @pytest.mark.cudasim
+def test_cuda_backward_of_infinite_and_nan_rows_is_the_cpus(cuda, rng):
+    """The special-value rules of the README hold on CUDA too: an infinite row's gradient
+    is inf with the sign of the summed weights (product form; pair by pair gave NaN for
+    weights of both signs), a NaN row's L2 gradient NaN (a NaN distance weighed 0)."""
+    x = rng.standard_normal((4, 2))
+    x[0, 0], x[2, 1] = np.inf, np.nan
+    y = np.array([[0.0, 0.0], [1.0, 1.0], [-np.inf, 2.0]])
+    g = np.array([[1.0, -0.5, 0.3], [1.0, 1.0, -2.0], [0.5, 0.5, 0.5], [0.1, -0.1, 0.2]])
+    for bwd in (fi.pairwise_sqdist_backward, fi.pairwise_l2_backward):
+        for got, want in zip(bwd(*(cuda.to_device(a) for a in (g, x, y))), bwd(g, x, y)):
+            np.testing.assert_array_equal(np.isnan(got.copy_to_host()), np.isnan(want))
+            assert_close(got.copy_to_host(), want, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
 def test_cuda_mixed_backends_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
         fi.pairwise_sqdist(np.zeros((2, 2)), cuda.to_device(np.zeros((2, 2))))

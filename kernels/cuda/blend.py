@@ -165,9 +165,11 @@ def _norms(aa, bb, ab, shortest_path):
 
 
 @cuda.jit(device=True, inline=True)
-def _coarse_angle(na, nb, c):
-    """(kind, theta, fine) from the norms and cosine; fine: needs the direct-difference pass."""
-    if na == 0 or nb == 0:
+def _coarse_angle(na, nb, c, depth):
+    """(kind, theta, fine) from the norms and cosine; fine: needs the direct-difference pass.
+    Rows of one axis are the lerp (as on the CPU: a / |a| is +-1 only to rounding, and an
+    infinite entry has no angle)."""
+    if na == 0 or nb == 0 or depth == 1:
         return ROW_ZERO, 0.0, False
     if abs(c) <= COS_ACCURATE:
         return ROW_REGULAR, math.acos(c), False
@@ -242,7 +244,7 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
             bb += y * y
             ab += x * y
     na, nb, sign, c = _norms(aa, bb, ab, shortest_path)
-    kind, theta, fine = _coarse_angle(na, nb, c)
+    kind, theta, fine = _coarse_angle(na, nb, c, depth)
     k = 0
     uk = 0.0
     if fine:
@@ -343,7 +345,7 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
         cuda.syncthreads()
         _block_dots(a, b, r, tid, sa, sb, s_aa, s_bb, s_ab)
     na, nb, sign, c = _norms(s_aa[0], s_bb[0], s_ab[0], shortest_path)
-    kind, theta, fine = _coarse_angle(na, nb, c)
+    kind, theta, fine = _coarse_angle(na, nb, c, depth)
     k = 0
     uk = 0.0
     if fine:  # uniform across the block: every thread sees the same sums

@@ -136,11 +136,12 @@ def _topk_per_query(dist, idx, x, q, xmap, qmap, k):
 @cuda.jit(device=True, inline=True)
 def _weight(g, dist, e, i, j, l2):
     """Pair (i, j) of batch element e: its weight g, or g / dist for the L2 backward
-    (0 at dist == 0), in float64 (a float32 g / dist overflows for rows a few 1e-39 apart)."""
+    (0 at dist == 0; NaN at a NaN dist, as on the CPU), in float64 (a float32 g / dist
+    overflows for rows a few 1e-39 apart)."""
     w = float64(g[e, i, j])
     if l2:
         dv = float64(dist[e, i, j])
-        w = w / dv if dv > 0 else 0.0
+        w = 0.0 if dv == 0 else w / dv
     return w
 
 
@@ -149,7 +150,9 @@ def _grad_rows(out, g, dist, a, b, bmap, ptr, items, transpose, both, l2):
     """One thread computes out[u, r, c] = F sum_e sum_s W_e(r, s) (a[u, r, c] - b[bmap[e], s, c])
     for each element it strides over (1-D grid-stride), e running over the batch elements
     items[ptr[u]:ptr[u+1]] that use a[u], with W = w, w.T (transpose) or w + w.T (both) of
-    the pair weights (see _weight); F = 2, or 1 for L2."""
+    the pair weights (see _weight); F = 2, or 1 for L2. An infinite a[u, r, c] takes the
+    CPU's product form, F (sum W) a - F sum W b: its gradient is inf with the sign of
+    sum W (pair by pair, weights of both signs would give NaN)."""
     ncols = out.shape[2]
     nrows = out.shape[1]
     for f in range(cuda.grid(1), out.shape[0] * nrows * ncols, cuda.gridsize(1)):
@@ -158,6 +161,8 @@ def _grad_rows(out, g, dist, a, b, bmap, ptr, items, transpose, both, l2):
         r = rc // ncols
         c = rc - r * ncols
         acc = 0.0
+        wsum = 0.0
+        wb = 0.0
         ar = a[u, r, c]
         for l in range(ptr[u], ptr[u + 1]):
             e = items[l]
@@ -169,7 +174,12 @@ def _grad_rows(out, g, dist, a, b, bmap, ptr, items, transpose, both, l2):
                     w = _weight(g, dist, e, s, r, l2)
                 else:
                     w = _weight(g, dist, e, r, s, l2)
-                acc += w * (ar - b[bb, s, c])
+                bv = b[bb, s, c]
+                acc += w * (ar - bv)
+                wsum += w
+                wb += w * bv
+        if math.isinf(ar):
+            acc = wsum * ar - wb
         out[u, r, c] = acc if l2 else 2 * acc
 
 
