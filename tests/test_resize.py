@@ -747,6 +747,22 @@ def test_cuda_special_values_match_cpu(cuda, cfg):
 
 
 @pytest.mark.cudasim
+@pytest.mark.parametrize("n", [17, 1000, 4096])
+def test_cuda_float32_long_windows_sum_in_float64(cuda, n):
+    """float32 windows of more than 16 taps are summed in float64 and rounded once on CUDA
+    too (a float32 sum of 0.1 over 1000 taps drifted by 1.1e-5): the CPU's values."""
+    x = np.full((1, 1, 2, n), 0.1, np.float32)
+    x[0, 0, 1] = np.linspace(-3, 7, n, dtype=np.float32)
+    for call in (lambda a: fi.adaptive_avg_pool2d(a, (1, 1)),
+                 lambda a: fi.resize(a, size=(1, 3), mode="area")):
+        got = call(cuda.to_device(x)).copy_to_host()
+        np.testing.assert_allclose(got, call(x), rtol=2e-7, atol=1e-7)
+    one_row = np.ascontiguousarray(x[:, :, :1])
+    np.testing.assert_array_equal(fi.adaptive_avg_pool2d(cuda.to_device(one_row), 1)
+                                  .copy_to_host(), fi.adaptive_avg_pool2d(one_row, 1))
+
+
+@pytest.mark.cudasim
 def test_cuda_nhwc_pool_and_out(cuda):
     rng = np.random.default_rng(12)
     xh = rng.standard_normal((1, 4, 3, 2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import cuda
 
 from ._support import THREADS_1D, DeviceCache, blocks_1d
@@ -25,19 +26,25 @@ def _unflatten(i, dst):
     return pr // dst.shape[1], pr % dst.shape[1], i % length
 
 
+# float32 tables of more taps than this are summed in float64 and rounded once, as on the
+# CPU (kernels/cpu/resize.pyx, WIDE_TAPS): a float32 sum of K taps drifts by up to ~K/2 ulps.
+WIDE_TAPS = 16
+
+
 @cuda.jit(device=True, inline=True)
-def _hsum(src, p, r, idx, w, x, channels, c):
-    """sum_k w[k, x] * src[p, r, idx[k, x]*C + c] over the taps of non-zero weight."""
-    acc = w[0, x] * 0   # zero of the data type
+def _hsum(src, p, r, idx, w, x, channels, c, zero):
+    """sum_k w[k, x] * src[p, r, idx[k, x]*C + c] over the taps of non-zero weight, in
+    the type of ``zero`` (the data's, or float64)."""
+    acc = zero
     for k in range(idx.shape[0]):
         wk = w[k, x]
         if wk != 0:   # zero-weight taps are not read: 0 * inf would be NaN
-            acc += wk * src[p, r, idx[k, x] * channels + c]
+            acc += (zero + wk) * src[p, r, idx[k, x] * channels + c]
     return acc
 
 
 @cuda.jit
-def _hpass(dst, src, idx, w, channels):
+def _hpass(dst, src, idx, w, channels, zero):
     """One thread computes one value dst[p, r, j]: the horizontal taps of row r."""
     i = cuda.grid(1)
     if i >= dst.size:
@@ -45,21 +52,22 @@ def _hpass(dst, src, idx, w, channels):
     p, r, j = _unflatten(i, dst)
     x = j // channels
     c = j - x * channels
-    dst[p, r, j] = _hsum(src, p, r, idx, w, x, channels, c)
+    dst[p, r, j] = _hsum(src, p, r, idx, w, x, channels, c, zero)
 
 
 @cuda.jit
-def _vpass(dst, src, idx, w):
-    """One thread computes one value dst[p, y, j]: the vertical taps of column j."""
+def _vpass(dst, src, idx, w, zero):
+    """One thread computes one value dst[p, y, j]: the vertical taps of column j, in the
+    type of ``zero``."""
     i = cuda.grid(1)
     if i >= dst.size:
         return
     p, y, j = _unflatten(i, dst)
-    acc = w[0, y] * 0   # zero of the data type
+    acc = zero
     for k in range(idx.shape[0]):
         wk = w[k, y]
         if wk != 0:   # zero-weight taps are not read: 0 * inf would be NaN
-            acc += wk * src[p, idx[k, y], j]
+            acc += (zero + wk) * src[p, idx[k, y], j]
     dst[p, y, j] = acc
 
 
@@ -90,11 +98,14 @@ def separable(out, x, ytab, xtab, channels, stream=0):
     xi, xw = _device_table(xtab, stream)
     h_first = h_in * len_out * xtab.taps + h_out * len_out * ytab.taps
     v_first = h_out * len_in * ytab.taps + h_out * len_out * xtab.taps
+    wide = np.dtype(x.dtype) == np.float32 and max(ytab.taps, xtab.taps) > WIDE_TAPS
+    acc_dtype = np.dtype(np.float64) if wide else np.dtype(x.dtype)
+    zero = acc_dtype.type(0)
     if h_first <= v_first:
-        tmp = cuda.device_array((P, h_in, len_out), dtype=x.dtype, stream=stream)
-        _launch(_hpass, tmp, x, xi, xw, channels, stream=stream)
-        _launch(_vpass, out, tmp, yi, yw, stream=stream)
+        tmp = cuda.device_array((P, h_in, len_out), dtype=acc_dtype, stream=stream)
+        _launch(_hpass, tmp, x, xi, xw, channels, zero, stream=stream)
+        _launch(_vpass, out, tmp, yi, yw, zero, stream=stream)
     else:
-        tmp = cuda.device_array((P, h_out, len_in), dtype=x.dtype, stream=stream)
-        _launch(_vpass, tmp, x, yi, yw, stream=stream)
-        _launch(_hpass, out, tmp, xi, xw, channels, stream=stream)
+        tmp = cuda.device_array((P, h_out, len_in), dtype=acc_dtype, stream=stream)
+        _launch(_vpass, tmp, x, yi, yw, zero, stream=stream)
+        _launch(_hpass, out, tmp, xi, xw, channels, zero, stream=stream)
