@@ -409,10 +409,21 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
         if uint8_input and x is not None:
             float_dtype(op, "input", x, uint8=True)       # names uint8 in the error
         dtype = same_dtype(op, p.storage, **arrays)
-    if p.backend == "cuda" and channels_last:
+    check_device_options(op, p.backend, channels_last=channels_last)
+    return tuple(arrays.values()), dtype
+
+
+def check_device_options(op, backend, channels_last=False, padding_mode=None):
+    """What the CUDA sampler does not take: a channels-last layout, the CPU-only paddings
+    (``op`` names the caller: grid_sample, its backward or a warp)."""
+    if backend == "cpu":
+        return
+    if channels_last:
         raise ValueError(f"{op}: layout must be 'NCHW' (or 'CHW'/'HW') for CUDA arrays; "
                          f"got a channels-last layout.")
-    return tuple(arrays.values()), dtype
+    if padding_mode in _CPU_ONLY_PADDINGS:
+        raise ValueError(f"{op}: padding_mode={padding_mode!r} is supported for CPU "
+                         f"arrays only; got a {backend} array.")
 
 
 def _host_contiguous(p, *arrays):
@@ -430,9 +441,7 @@ class _Geometry:
     def __init__(self, op, p, x, g, channels_last, padding_mode):
         check_ndim(op, "input", x, (4, 5), "(N, H, W, C)" if channels_last
                    else "(N, C, H, W) or (N, C, D, H, W)")
-        if padding_mode in _CPU_ONLY_PADDINGS and p.backend != "cpu":
-            raise ValueError(f"{op}: padding_mode={padding_mode!r} is supported for CPU "
-                             f"arrays only; got a {p.backend} array.")
+        check_device_options(op, p.backend, padding_mode=padding_mode)
         self.volume = len(x.shape) == 5
         if not self.volume:
             N, C, H, W = _layout_dims(op, x, channels_last)

@@ -28,8 +28,8 @@ from ._dispatch import _to_numpy, begin, to_host
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
                         float_dtype, int_sizes, same_dtype, shape_str, symbolic)
-from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates, grid_sample,
-                     grid_sample_backward)
+from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates,
+                     check_device_options, grid_sample, grid_sample_backward)
 
 __all__ = ["warp_affine", "warp_affine_backward", "warp_perspective",
            "warp_perspective_backward", "rotate", "rotation_matrix"]
@@ -371,6 +371,7 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
         raise TypeError(f"{op}: img must be a CPU array for dtype uint8 (uint8 warps run on "
                         f"the CPU); got a {p.backend.upper()} array.")
     N, C, H, W = _layout_dims(op, x, lay, "img")
+    check_device_options(op, p.backend, lay.nhwc, padding_mode)
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align

@@ -393,6 +393,24 @@ def test_uint8_cuda_images_are_refused_under_the_warps_name(cuda, call):
         call(x)
 
 
+@pytest.mark.parametrize("op", ["warp_affine", "warp_perspective", "rotate"])
+def test_cuda_only_options_are_refused_under_the_warps_name(cuda, op):
+    """A channels-last layout and the CPU-only paddings, which the CUDA sampler does not
+    take, are refused naming the warp called (they named grid_sample)."""
+    call = {"warp_affine": lambda x, **kw: fi.warp_affine(x, np.eye(2, 3), (3, 3), **kw),
+            "warp_perspective": lambda x, **kw: fi.warp_perspective(x, np.eye(3), (3, 3), **kw),
+            "rotate": lambda x, **kw: fi.rotate(x, 30.0, **kw)}[op]
+    hwc = cuda.to_device(np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match=rf"^{op}: layout must be 'NCHW' \(or 'CHW'/'HW'\) "
+                                         rf"for CUDA arrays"):
+        call(hwc, layout="HWC")
+    nchw = cuda.to_device(np.zeros((1, 2, 4, 4)))
+    for padding in ("wrap", "constant"):
+        with pytest.raises(ValueError, match=rf"^{op}: padding_mode='{padding}' is supported "
+                                             rf"for CPU arrays only"):
+            call(nchw, padding_mode=padding)
+
+
 def test_affine_inverse_is_opencvs_bit_for_bit():
     rng = np.random.default_rng(21)
     M = rng.standard_normal((50, 2, 3)) * 10.0 ** rng.uniform(-8, 8, (50, 1, 1))
