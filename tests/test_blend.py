@@ -605,6 +605,17 @@ class TestCudaKernels:
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 1.0).copy_to_host()
         np.testing.assert_array_equal(got[0], b[0])
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_lerp_broadcast_of_any_rank(self, cuda, rng, dtype):
+        """Broadcast patterns that coalesce to more than 4 axes run too (they were refused
+        on CUDA): array and scalar weights."""
+        a = rng.standard_normal((2, 1, 2, 1, 2, 1)).astype(dtype)
+        b = rng.standard_normal((1, 3, 1, 2, 1, 2)).astype(dtype)
+        t = rng.random((2, 1, 1, 2, 1, 1)).astype(dtype)
+        for w in (t, 0.3):
+            got = fi.lerp(_dev(cuda, a), _dev(cuda, b), _dev(cuda, w) if w is t else w)
+            assert_close(got.copy_to_host(), fi.lerp(a, b, w), table=TOL_ORACLE)
+
     @pytest.mark.parametrize("shortest_path", [False, True])
     def test_slerp_of_one_axis_is_the_lerp_as_on_the_cpu(self, cuda, rng, shortest_path):
         """Rows of one axis are the lerp on CUDA too: an infinite entry gave NaN there (the

@@ -59,22 +59,63 @@ def _lerp_scalar_weight(out, a, b, w):
                                     w)
 
 
-def _as4d(x):
-    if x.ndim > MAX_RANK:
-        raise NotImplementedError(
-            f"lerp: on CUDA the broadcast pattern must coalesce to at most {MAX_RANK} axes; "
-            f"got {x.ndim}. Make the operands contiguous with the full shape first.")
+def _contiguous(x):
     if not is_c_contiguous(x):   # a device array cannot be reshaped by copying
         raise ValueError(f"lerp: on CUDA the operands must be C-contiguous here; got strides "
                          f"{tuple(x.strides)} for shape {tuple(x.shape)}.")
-    return x.reshape((1,) * (MAX_RANK - x.ndim) + tuple(x.shape))
+    return x
+
+
+def _as4d(x):
+    return _contiguous(x).reshape((1,) * (MAX_RANK - x.ndim) + tuple(x.shape))
+
+
+@cuda.jit
+def _lerp_any_rank(out, a, b, t, shape, strides, w, scalar):
+    """One thread computes one element of the flat output of ``shape``; ``strides`` holds
+    each operand's element strides per axis (a, b, t rows; 0 along a broadcast axis)."""
+    i = cuda.grid(1)
+    if i >= out.size:
+        return
+    r = i
+    oa = 0
+    ob = 0
+    ot = 0
+    for d in range(shape.size - 1, -1, -1):
+        k = r % shape[d]
+        r //= shape[d]
+        oa += k * strides[0, d]
+        ob += k * strides[1, d]
+        ot += k * strides[2, d]
+    out[i] = _lerp_one(a[oa], b[ob], w if scalar else t[ot])
+
+
+def _broadcast_strides(x, shape):
+    """Element strides of contiguous ``x`` broadcast to ``shape`` (0 along size-1 axes)."""
+    dims = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+    strides = np.zeros(len(shape), np.int64)
+    step = 1
+    for d in range(len(shape) - 1, -1, -1):
+        strides[d] = step if dims[d] > 1 else 0
+        step *= dims[d]
+    return strides
 
 
 def lerp(out, a, b, t, stream=0):
     """Launch lerp over ``out`` (contiguous); ``t`` is a device array or a host scalar."""
     n = math.prod(out.shape)
+    scalar = isinstance(t, (float, np.floating))
+    if out.ndim > MAX_RANK:     # a broadcast pattern that coalesces to more axes: any rank
+        shape = tuple(out.shape)
+        ops = [_contiguous(v) for v in (a, b, a if scalar else t)]
+        strides = np.stack([_broadcast_strides(v, shape) for v in ops])
+        _lerp_any_rank[blocks_1d(n), THREADS_1D, stream](
+            out.reshape(n), *(v.reshape(math.prod(v.shape)) for v in ops),
+            to_device(np.array(shape, np.int64), stream), to_device(strides, stream),
+            float(t) if scalar else 0.0, scalar)
+        return
     out4, a4, b4 = _as4d(out), _as4d(a), _as4d(b)
-    if isinstance(t, (float, np.floating)):
+    if scalar:
         _lerp_scalar_weight[blocks_1d(n), THREADS_1D, stream](out4, a4, b4, t)
     else:
         _lerp_array_weight[blocks_1d(n), THREADS_1D, stream](out4, a4, b4, _as4d(t))
