@@ -106,6 +106,9 @@ def backend_of(*arrays, names: tuple[str, ...] | None = None) -> str:
     'cpu'
     """
     names = names or tuple(f"argument {i}" for i in range(len(arrays)))
+    if len(names) != len(arrays):
+        raise ValueError(f"backend_of: names must name every array: {len(arrays)} arrays, "
+                         f"{len(names)} names.")
     seen: dict[str, tuple[str, Any]] = {}
     for name, obj in zip(names, arrays):
         kind = array_kind(obj)

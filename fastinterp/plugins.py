@@ -926,14 +926,20 @@ def op_names() -> builtins.list:
         return sorted(_ops)
 
 
+_NOT_GIVEN = object()     # a parameter left out of the call (None is a value, refused)
+
+
 def _param_values(op: str, spec: OpSpec, given: dict[str, Any]
                   ) -> tuple[tuple[float, ...], tuple[int, ...]]:
     floats: builtins.list[float] = []
     ints: builtins.list[int] = []
     for p in spec.params:
-        value = given.pop(p.name, p.default)
-        if value is None:
-            raise TypeError(f"{op}: missing required parameter {p.name!r} ({p.kind.__name__}).")
+        value = given.pop(p.name, _NOT_GIVEN)
+        if value is _NOT_GIVEN:
+            value = p.default
+            if value is None:
+                raise TypeError(f"{op}: missing required parameter {p.name!r} "
+                                f"({p.kind.__name__}).")
         if p.kind is float:
             floats.append(param_value(op, p, value))
         else:
@@ -988,21 +994,34 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                              f"shape; got out=None.")
         pairs = [p.empty(shape, dtype) for shape in shapes]
     else:
-        outs = out if isinstance(out, tuple) else (out,)
-        if n_out is not None and len(outs) != n_out:
-            raise ValueError(f"{op}: out must be {n_out} array(s); got {len(outs)}.")
+        outs = _outputs(op, out, n_out)
         pairs = [p.adopt_out(o) for o in outs]
-        inputs = dict(zip(names, arrays))
+        others = dict(zip(names, arrays))      # inputs, then the outputs before each one
         for i, (_, o_k) in enumerate(pairs):
             shape_i = shapes[i] if shapes is not None else None
             if sig is not None and shape_i is not None:
                 operand = sig.outputs[i]
                 check_shape(op, operand.name, o_k, shape_i, operand.layout)
-            check_out(op, o_k, o_k.shape, dtype, inputs)
+            check_out(op, o_k, o_k.shape, dtype, others)
+            others[f"out[{i}]"] = o_k
     if any(k.size for _, k in pairs):      # kernels never see only empty outputs
         kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)
     results = tuple(p.wrap(c) for c, _ in pairs)
     return results[0] if len(results) == 1 else results
+
+
+def _outputs(op: str, out: Any, n_out: int | None) -> tuple[Any, ...]:
+    """The caller's ``out=``: one array, or a tuple of ``n_out`` arrays."""
+    if isinstance(out, builtins.list):
+        raise TypeError(f"{op}: out must be an array or a tuple of arrays; got a list.")
+    outs = out if isinstance(out, tuple) else (out,)
+    if n_out is not None and len(outs) != n_out:
+        raise ValueError(f"{op}: out must be {n_out} array(s); got {len(outs)}.")
+    for i, o in enumerate(outs):
+        if o is None and len(outs) > 1:
+            raise TypeError(f"{op}: out[{i}] must be an array; got None (a tuple of outputs "
+                            f"gives every one).")
+    return outs
 
 
 # --------------------------------------------------------------------------- built-ins for C

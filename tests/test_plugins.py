@@ -670,6 +670,47 @@ def test_op_without_inputs_refused(nthreads_kernel):
         fi.ops.gen(out=np.zeros(3))
 
 
+def test_outputs_of_one_call_are_separate_arrays():
+    """A call's outputs may not share memory with each other (a kernel writing both would
+    leave one's values in the other), a tuple of outputs gives every one, and a
+    parameter given as None is a wrong value, not a missing one."""
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def two(inputs, n_in, outputs, n_out, params, err, err_size):
+        x = nb.flat(inputs, 0, np.float64)
+        p, q = nb.flat(outputs, 0, np.float64), nb.flat(outputs, 1, np.float64)
+        w = nb.float_param(params, 0)
+        for i in range(x.size):
+            p[i] = x[i] + w
+        for i in range(x.size):
+            q[i] = x[i] * 10
+        return 0
+    fi.plugins.register_cfunc("two", "float64", two, signature="x(...) -> p(...), q(...)",
+                              params="w: float = 1")
+    x, o, buf = np.arange(3.0), np.zeros(3), np.zeros(6)
+    with pytest.raises(ValueError, match=r"two: out must not share memory with out\[0\]"):
+        fi.ops.two(x, out=(o, o))
+    with pytest.raises(ValueError, match=r"two: out must not share memory with out\[0\]"):
+        fi.ops.two(x, out=(buf[:3], buf[2:5]))
+    with pytest.raises(TypeError, match=r"two: out\[1\] must be an array; got None"):
+        fi.ops.two(x, out=(o, None))
+    with pytest.raises(TypeError, match=r"two: out must be an array or a tuple of arrays; got "
+                                        r"a list"):
+        fi.ops.two(x, out=[o, o])
+    with pytest.raises(TypeError, match=r"two: w must be a float; got NoneType None"):
+        fi.ops.two(x, w=None)
+    p, q = fi.ops.two(x, out=(buf[:3], buf[3:]))
+    np.testing.assert_array_equal(buf, [1, 2, 3, 0, 10, 20])
+
+
+def test_backend_of_names_every_array():
+    with pytest.raises(ValueError, match=r"backend_of: names must name every array: 2 arrays, "
+                                         r"1 names"):
+        fi.backend_of(np.zeros(3), np.zeros(2), names=("x",))
+
+
 def test_same_dtype_without_arrays_is_a_type_error():
     from fastinterp._validate import same_dtype
     with pytest.raises(TypeError, match=r"f: at least one input array is required; got none"):
