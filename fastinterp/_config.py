@@ -23,6 +23,8 @@ import platform
 import sys
 from typing import Any, Literal, overload
 
+from ._validate import is_int
+
 __all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 
@@ -78,9 +80,10 @@ def set_num_threads(n: int) -> None:
     1
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _MAX_THREADS:
+    if not is_int(n) or not 1 <= n <= _MAX_THREADS:
         raise ValueError(f"set_num_threads: n must be a positive int of at most "
                          f"{_MAX_THREADS}; got {n!r}.")
+    n = int(n)          # (a NumPy int too, as set_output_cache takes one)
     if _forked_child and n > 1:
         raise RuntimeError(
             f"set_num_threads: this process was made by fork, whose child cannot run "

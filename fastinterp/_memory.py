@@ -48,13 +48,15 @@ def _limit_from_env() -> int:
     return int(mb * (1 << 20))
 
 
-def _module() -> Any:
+def _module(limit: int | None = None) -> Any:
+    """The cache module, set up on first use with ``limit`` bytes (default: the
+    environment's, whose bad value is a ValueError until a limit is set)."""
     global _cache, _enabled
     if _cache is None:
         with _lock:
             if _cache is None:
                 from ._cpu import _outcache
-                limit = _limit_from_env()
+                limit = _limit_from_env() if limit is None else limit
                 _outcache.set_limit(limit)
                 _enabled = limit > 0
                 _cache = _outcache
@@ -126,7 +128,10 @@ def set_output_cache(max_bytes: int) -> int:
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
             or not 0 <= max_bytes < 2 ** 62:
         raise ValueError(f"set_output_cache: max_bytes must be an int >= 0; got {max_bytes!r}.")
-    cache = _module()
+    try:
+        cache = _module()
+    except ValueError:          # a bad FASTINTERP_OUTPUT_CACHE_MB: this limit replaces it
+        cache = _module(int(max_bytes))
     with _lock:
         old = cache.set_limit(int(max_bytes))
         _enabled = max_bytes > 0

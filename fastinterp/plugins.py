@@ -43,7 +43,8 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import as_c_contiguous, check_array, check_out, check_shape, same_dtype, shape_str
+from ._validate import (as_c_contiguous, check_array, check_bool, check_out, check_shape,
+                        same_dtype, shape_str)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginArgumentError",
@@ -802,6 +803,7 @@ def register_cfunc(op: str, dtype: Any, cfunc: Any, *, signature: str | None = N
     for arg, value in (("signature", signature), ("params", params), ("doc", doc),
                        ("name", name)):
         _optional_str(where, arg, value)
+    serial = check_bool(where, "serial", serial)
     name = f"numba.{op}" if name is None else name
     if not _PLUGIN_NAME.match(name) or name == registry.BUILTIN:
         raise ValueError(f"{where}: name must match [A-Za-z0-9_.-]+ and not be 'builtin'; "

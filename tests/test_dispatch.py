@@ -181,6 +181,8 @@ def test_set_num_threads_validation(threads, bad):
 def test_set_num_threads_roundtrip(threads):
     fi.set_num_threads(3)
     assert fi.get_num_threads() == 3
+    fi.set_num_threads(np.int64(2))            # a NumPy int, as set_output_cache takes
+    assert fi.get_num_threads() == 2 and type(fi.get_num_threads()) is int
 
 
 def test_threads_for_is_serial_for_tiny_work(threads):

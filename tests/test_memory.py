@@ -169,6 +169,11 @@ def test_the_limit_comes_from_the_environment():
     assert _run(code, {"FASTINTERP_OUTPUT_CACHE_MB": "0"}).stdout.strip() == "0"
     bad = _run(code, {"FASTINTERP_OUTPUT_CACHE_MB": "lots"})
     assert bad.returncode != 0 and "FASTINTERP_OUTPUT_CACHE_MB" in bad.stderr
+    # a limit set at run time replaces the bad value: the cache, and the ops, work again
+    fixed = _run("import fastinterp as fi, numpy as np; fi.set_output_cache(1 << 22); "
+                 "print(fi.output_cache_info()['limit'], fi.lerp(np.zeros(1 << 18), 1.0, 0.5)[0])",
+                 {"FASTINTERP_OUTPUT_CACHE_MB": "lots"})
+    assert fixed.stdout.split() == [str(1 << 22), "0.5"], fixed.stderr
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")

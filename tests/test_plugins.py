@@ -511,6 +511,7 @@ def test_kernel_error_status_raises_with_message(test_so):
     (dict(signature=["x(n) -> out(n)"]), r"signature must be a str or None; got list"),
     (dict(params=1.5), r"params must be a str or None; got float 1\.5\."),
     (dict(doc=3), r"doc must be a str or None; got int 3\."),
+    (dict(serial="no"), r"serial must be a bool; got str 'no'\."),
 ])
 def test_register_cfunc_argument_types_are_clear_errors(numba_kernels, kwargs, message):
     before = snapshot()
