@@ -27,6 +27,7 @@ import collections.abc
 import ctypes
 import functools
 import itertools
+import math
 import numbers
 import os
 import re
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterable, NoReturn, TypeGuard
 
 import numpy as np
 
-from . import _registry as registry
+from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._validate import (as_c_contiguous, check_array, check_bool, check_out, check_shape,
@@ -994,6 +995,9 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             raise ValueError(f"{op}: out must be given: the signature "
                              f"{sig.text if sig else '(none)'!r} does not determine the output "
                              f"shape; got out=None.")
+        for operand, shape in zip(sig.outputs, shapes):     # (a signature may ask for any size)
+            _memory.check_fits(op, f"output {operand.name} of shape {shape_str(shape)}",
+                               math.prod(shape) * np.dtype(dtype).itemsize)
         pairs = [p.empty(shape, dtype) for shape in shapes]
     else:
         outs = _outputs(op, out, n_out)

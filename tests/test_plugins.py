@@ -746,6 +746,15 @@ def test_signature_size_beyond_int64_refused(nthreads_kernel, size):
     assert sig.outputs[0].dims == (2**63 - 1,)
 
 
+@pytest.mark.parametrize("size", [2**63 - 1, 2**40])
+def test_an_output_beyond_memory_is_a_memory_error_naming_it(nthreads_kernel, size):
+    """A signature may declare any output size: one the machine cannot hold is a
+    MemoryError naming the op and the output (NumPy's own "array is too big" before)."""
+    fi.plugins.register_cfunc("big", "float64", nthreads_kernel, signature=f"x(n) -> y({size})")
+    with pytest.raises(MemoryError, match=rf"big: output y of shape \({size},\) would need"):
+        fi.ops.big(np.zeros(3))
+
+
 # --------------------------------------------------------------------------- built-ins from C
 @pytest.fixture(scope="session")
 def c_caller(build_dir):
