@@ -995,9 +995,10 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             raise ValueError(f"{op}: out must be given: the signature "
                              f"{sig.text if sig else '(none)'!r} does not determine the output "
                              f"shape; got out=None.")
+        assert sig is not None                 # (the shapes come from it)
         for operand, shape in zip(sig.outputs, shapes):     # (a signature may ask for any size)
             _memory.check_fits(op, f"output {operand.name} of shape {shape_str(shape)}",
-                               math.prod(shape) * np.dtype(dtype).itemsize)
+                               math.prod(d or 0 for d in shape) * np.dtype(dtype).itemsize)
         pairs = [p.empty(shape, dtype) for shape in shapes]
     else:
         outs = _outputs(op, out, n_out)
