@@ -27,7 +27,6 @@ import collections.abc
 import ctypes
 import functools
 import itertools
-import math
 import numbers
 import os
 import re
@@ -997,8 +996,10 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                              f"shape; got out=None.")
         assert sig is not None                 # (the shapes come from it)
         for operand, shape in zip(sig.outputs, shapes):     # (a signature may ask for any size)
-            _memory.check_fits(op, f"output {operand.name} of shape {shape_str(shape)}",
-                               math.prod(d or 0 for d in shape) * np.dtype(dtype).itemsize)
+            nbytes = np.dtype(dtype).itemsize
+            for d in shape or ():
+                nbytes *= int(d or 0)
+            _memory.check_fits(op, f"output {operand.name} of shape {shape_str(shape)}", nbytes)
         pairs = [p.empty(shape, dtype) for shape in shapes]
     else:
         outs = _outputs(op, out, n_out)
