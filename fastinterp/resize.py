@@ -187,6 +187,15 @@ class AxisTable:
     def n_out(self) -> int:
         return self.idx.shape[1]
 
+    @functools.cached_property
+    def means(self) -> bool:
+        """Whether every output is a mean of its taps: non-negative weights summing to 1 but
+        for their rounding (area, the pools, antialiased shrinks; not a backward's
+        transposed table, whose sums exceed 1). Computed once per (cached) table."""
+        w = self.w
+        return bool((w >= 0).all()) and float(
+            w.sum(axis=0, dtype=np.float64).max(initial=0.0)) <= 1 + w.shape[0] * 2.0**-23
+
 
 def _readonly(*arrays):
     for a in arrays:
@@ -722,9 +731,7 @@ def _averages(ytab, xtab):
     float32 weights (1/count, rounded) may take a mean of finite pixels near the largest
     float32 past it. Not a backward's transposed tables (their sums exceed 1: a true
     overflow), nor 2-tap interpolation (which overflows there as torch's does)."""
-    taps = max(ytab.w.shape[0], xtab.w.shape[0])
-    return taps > 2 and all(bool((t.w >= 0).all()) and float(t.w.sum(axis=0, dtype=_F64).max(
-        initial=0.0)) <= 1 + t.w.shape[0] * 2.0**-23 for t in (ytab, xtab))
+    return max(ytab.taps, xtab.taps) > 2 and ytab.means and xtab.means
 
 
 def _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthreads):

@@ -376,9 +376,11 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     # OpenCV's pixel matrices address pixel centres: align_corners=False normalization
     sample_align = False if match == "opencv" else align
     _check_options(op, mode, padding_mode, sample_align)      # errors under this op's name
-    fills = _fill_values(op, fill, padding_mode, C, _float_dtype(x))  # uint8: in float32
-    if fills is not None and x.dtype == np.uint8:       # (read in float64: rounded once)
-        fill = _saturated_uint8(_fill_values(op, fill, padding_mode, C, np.dtype(np.float64)))
+    uint8 = x.dtype == np.uint8     # (its fill read in float64, then rounded once to uint8)
+    fills = _fill_values(op, fill, padding_mode, C, np.dtype(np.float64) if uint8
+                         else _float_dtype(x))
+    if fills is not None and uint8:
+        fill = _saturated_uint8(fills)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=sample_align,
                 layout="NHWC" if lay.nhwc else "NCHW", fill=fill)
     return p, lay, lay.as_batched(p.contiguous(x)), wmap, (N, C, Ho, Wo), opts
