@@ -919,3 +919,21 @@ def test_backward_of_one_pixel_images_matches_torch(torch, c, dtype):
                                                  align_corners=align, layout="NHWC")
             np.testing.assert_allclose(gi_l.transpose(0, 3, 1, 2), gi, rtol=tol, atol=tol)
             np.testing.assert_allclose(gg_l, gg, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("size, align", [
+    ((1, 1, 2, 2), False), ((2, 1, 1, 4), False), ((2, 1, 1, 3), True), ((3, 1, 1, 2), True),
+    ((1, 1, 2, 1, 2), False), ((1, 1, 1, 2, 2), False), ((2, 1, 1, 1, 3), True)])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_affine_grid_backward_weighs_each_pixel_before_summing(size, align, sign):
+    """float64 gradients near the largest double: the coordinate terms are sums of
+    products g * coordinate, which cancel here (the coordinates are symmetric about 0;
+    no partial sum of products overflows at these sizes), even though the plain sum of
+    a row overflows; only the constant term is infinite. Multiplying a row's
+    overflowed sum by its coordinate gave +-inf or NaN (inf * 0 on a single row)."""
+    big = sign * 1.5e308
+    g = np.full(size[:1] + size[2:] + (len(size) - 2,), big)
+    gt = fi.affine_grid_backward(g, size, align_corners=align)
+    coordinate_terms, constant_term = gt[..., :-1], gt[..., -1]
+    assert np.all(np.abs(coordinate_terms) <= 1e-12 * abs(big) * g[0].size), gt
+    assert np.all(constant_term == sign * np.inf), gt

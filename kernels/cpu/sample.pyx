@@ -1102,8 +1102,9 @@ cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
     cdef Py_ssize_t i, j, r
     cdef double s[2]
     cdef double sx[2]
+    cdef double sy[2]
     cdef double acc[6]
-    cdef double x, y
+    cdef double x, y, v
     for r in range(6):
         acc[r] = 0
     for i in range(H):
@@ -1111,14 +1112,17 @@ cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
         for r in range(2):
             s[r] = 0
             sx[r] = 0
+            sy[r] = 0
         for j in range(W):
             x = base_coordinate(j, W, align_corners, gt[0])
             for r in range(2):
-                s[r] = s[r] + <double>g[(i * W + j) * 2 + r]
-                sx[r] = sx[r] + <double>g[(i * W + j) * 2 + r] * x
+                v = <double>g[(i * W + j) * 2 + r]
+                s[r] = s[r] + v
+                sx[r] = sx[r] + v * x
+                sy[r] = sy[r] + v * y   # per pixel: a row's sum may overflow where this does not
         for r in range(2):
             acc[3 * r] = acc[3 * r] + sx[r]
-            acc[3 * r + 1] = acc[3 * r + 1] + s[r] * y
+            acc[3 * r + 1] = acc[3 * r + 1] + sy[r]
             acc[3 * r + 2] = acc[3 * r + 2] + s[r]
     for r in range(6):
         gt[r] = <real>acc[r]
@@ -1127,7 +1131,8 @@ cdef void affine_bwd_image(real* gt, const real* g, Py_ssize_t H, Py_ssize_t W,
 def affine_grid_bwd(real[::1] grad_theta, const real[::1] grad_grid, Py_ssize_t N,
                     Py_ssize_t H, Py_ssize_t W, bint align_corners, int nthreads):
     """grad_theta[n, r, k] = sum_ij grad_grid[n, i, j, r] * (x_j, y_i, 1)[k], in float64:
-    per row i the sums over j in increasing order, then over rows in increasing order;
+    per row i the sums of the products over j in increasing order, then over rows in
+    increasing order;
     rounded once. Deterministic for any thread count (one image per thread)."""
     cdef Py_ssize_t n
     _check_affine("affine_grid_backward", N, H, W, grad_theta.shape[0], grad_grid.shape[0])

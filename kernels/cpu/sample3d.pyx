@@ -847,12 +847,15 @@ cdef void affine3d_bwd_image(real* gt, const real* g, const real* xs, const real
                              const real* zs, Py_ssize_t D, Py_ssize_t H,
                              Py_ssize_t W) noexcept nogil:
     """One image: gt[r, k] = sum grad_grid[d, h, w, r] * (x_w, y_h, z_d, 1)[k], float64,
-    per row (d, h) the sums over w in order, then rows in order; rounded once."""
+    per row (d, h) the sums of the products over w in order, then rows in order; rounded
+    once."""
     cdef Py_ssize_t row, j, r
     cdef double s[3]
     cdef double sx[3]
+    cdef double sy[3]
+    cdef double sz[3]
     cdef double acc[12]
-    cdef double y, z
+    cdef double y, z, v
     cdef const real* gr
     for r in range(12):
         acc[r] = 0
@@ -863,14 +866,19 @@ cdef void affine3d_bwd_image(real* gt, const real* g, const real* xs, const real
         for r in range(3):
             s[r] = 0
             sx[r] = 0
+            sy[r] = 0
+            sz[r] = 0
         for j in range(W):
             for r in range(3):
-                s[r] = s[r] + <double>gr[3 * j + r]
-                sx[r] = sx[r] + <double>gr[3 * j + r] * <double>xs[j]
+                v = <double>gr[3 * j + r]
+                s[r] = s[r] + v
+                sx[r] = sx[r] + v * <double>xs[j]
+                sy[r] = sy[r] + v * y   # per voxel: a row's sum may overflow where this does not
+                sz[r] = sz[r] + v * z
         for r in range(3):
             acc[4 * r] = acc[4 * r] + sx[r]
-            acc[4 * r + 1] = acc[4 * r + 1] + s[r] * y
-            acc[4 * r + 2] = acc[4 * r + 2] + s[r] * z
+            acc[4 * r + 1] = acc[4 * r + 1] + sy[r]
+            acc[4 * r + 2] = acc[4 * r + 2] + sz[r]
             acc[4 * r + 3] = acc[4 * r + 3] + s[r]
     for r in range(12):
         gt[r] = <real>acc[r]
