@@ -1203,6 +1203,23 @@ def test_cuda_backward_of_infinite_and_nan_rows_is_the_cpus(cuda, rng):
 
 
 @pytest.mark.cudasim
+def test_cuda_symmetric_backward_of_infinite_rows_is_the_cpus(cuda):
+    """y omitted: each row's gradient is its gradient as x plus its gradient as y (as
+    torch's autograd sums the two uses of x), each in the product form; so a finite row
+    whose weights towards an infinite row differ in sign in the two roles (g[i, j] and
+    g[j, i]) is NaN, as on the CPU. CUDA weighed the pair once (inf)."""
+    x = np.array([[np.inf, 0.0], [1.0, 2.0], [0.5, -1.0]])
+    g = np.array([[0.0, 1.0, 0.5], [-2.0, 0.0, 1.0], [0.5, 0.25, 0.0]])
+    for bwd in (fi.pairwise_sqdist_backward, fi.pairwise_l2_backward):
+        want, _ = bwd(g, x)
+        got, _ = bwd(cuda.to_device(g), cuda.to_device(x))
+        if bwd is fi.pairwise_sqdist_backward:       # the case above
+            assert np.isnan(want[1, 0]) and want[2, 0] == -np.inf, want
+        np.testing.assert_array_equal(np.isnan(got.copy_to_host()), np.isnan(want))
+        assert_close(got.copy_to_host(), want, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
 def test_cuda_mixed_backends_rejected(cuda):
     with pytest.raises(fi.BackendMismatchError):
         fi.pairwise_sqdist(np.zeros((2, 2)), cuda.to_device(np.zeros((2, 2))))

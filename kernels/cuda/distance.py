@@ -145,14 +145,41 @@ def _weight(g, dist, e, i, j, l2):
     return w
 
 
+@cuda.jit(device=True)
+def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
+    """sum_e sum_s W_e(r, s) (a[u, r, c] - b[bmap[e], s, c]) for one role of a[u]: W = w,
+    or w.T with ``transpose`` (see _grad_rows). An infinite a[u, r, c] takes the CPU's
+    product form, (sum W) a - sum W b: inf with the sign of sum W (pair by pair,
+    weights of both signs would give NaN)."""
+    acc = 0.0
+    wsum = 0.0
+    wb = 0.0
+    ar = a[u, r, c]
+    for l in range(ptr[u], ptr[u + 1]):
+        e = items[l]
+        bb = bmap[e]
+        for s in range(b.shape[1]):
+            if transpose:
+                w = _weight(g, dist, e, s, r, l2)
+            else:
+                w = _weight(g, dist, e, r, s, l2)
+            bv = b[bb, s, c]
+            acc += w * (ar - bv)
+            wsum += w
+            wb += w * bv
+    if math.isinf(ar):
+        acc = wsum * ar - wb
+    return acc
+
+
 @cuda.jit
 def _grad_rows(out, g, dist, a, b, bmap, ptr, items, transpose, both, l2):
     """One thread computes out[u, r, c] = F sum_e sum_s W_e(r, s) (a[u, r, c] - b[bmap[e], s, c])
     for each element it strides over (1-D grid-stride), e running over the batch elements
-    items[ptr[u]:ptr[u+1]] that use a[u], with W = w, w.T (transpose) or w + w.T (both) of
-    the pair weights (see _weight); F = 2, or 1 for L2. An infinite a[u, r, c] takes the
-    CPU's product form, F (sum W) a - F sum W b: its gradient is inf with the sign of
-    sum W (pair by pair, weights of both signs would give NaN)."""
+    items[ptr[u]:ptr[u+1]] that use a[u], with W = w or w.T (transpose) of the pair
+    weights (see _weight), or with ``both`` (y is x) the sum of the two roles' results,
+    each summed on its own as the CPU does (and torch's autograd for x used twice);
+    F = 2, or 1 for L2."""
     ncols = out.shape[2]
     nrows = out.shape[1]
     for f in range(cuda.grid(1), out.shape[0] * nrows * ncols, cuda.gridsize(1)):
@@ -160,26 +187,9 @@ def _grad_rows(out, g, dist, a, b, bmap, ptr, items, transpose, both, l2):
         rc = f - u * nrows * ncols
         r = rc // ncols
         c = rc - r * ncols
-        acc = 0.0
-        wsum = 0.0
-        wb = 0.0
-        ar = a[u, r, c]
-        for l in range(ptr[u], ptr[u + 1]):
-            e = items[l]
-            bb = bmap[e]
-            for s in range(b.shape[1]):
-                if both:
-                    w = _weight(g, dist, e, r, s, l2) + _weight(g, dist, e, s, r, l2)
-                elif transpose:
-                    w = _weight(g, dist, e, s, r, l2)
-                else:
-                    w = _weight(g, dist, e, r, s, l2)
-                bv = b[bb, s, c]
-                acc += w * (ar - bv)
-                wsum += w
-                wb += w * bv
-        if math.isinf(ar):
-            acc = wsum * ar - wb
+        acc = _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2)
+        if both:
+            acc += _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, True, l2)
         out[u, r, c] = acc if l2 else 2 * acc
 
 
