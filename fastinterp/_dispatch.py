@@ -190,6 +190,17 @@ def _check_viewable(op: str, name: str, obj) -> None:
                         f"e.g. {name}.float().")
 
 
+_NOT_NUMBERS = frozenset("USOVMm")   # NumPy dtype kinds: strings, objects, records, dates
+
+
+def not_numbers_error(op: str, name: str, obj) -> TypeError:
+    """The error for an argument ``obj`` that does not hold real numbers (a string, a list
+    holding None)."""
+    return TypeError(f"{op}: {name} must be a real number or an array of reals (NumPy, CuPy, "
+                     f"a DLPack tensor, or a list of numbers); got {type(obj).__name__} "
+                     f"{obj!r:.80}.")
+
+
 def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
               writable: bool = False):
     """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only).
@@ -202,11 +213,15 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
     """
     if kind != "dlpack":
         try:
-            return np.asarray(obj)
+            arr = np.asarray(obj)
         except ValueError:                  # a ragged nest of lists, say
             raise ValueError(f"{op}: {name} must be a rectangular array; got a "
                              f"{type(obj).__name__} NumPy cannot read as one: "
                              f"{obj!r:.80}.") from None
+        if arr.dtype.kind in _NOT_NUMBERS and not isinstance(obj, np.ndarray) and not (
+                arr.dtype.kind == "O" and all(isinstance(v, Number) for v in arr.flat)):
+            raise not_numbers_error(op, name, obj)     # (a huge int is an object: checked later)
+        return arr
     _check_viewable(op, name, obj)
     if not writable:
         try:

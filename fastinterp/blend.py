@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import _to_numpy, array_kind, begin
+from ._dispatch import _to_numpy, array_kind, begin, not_numbers_error
 from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
                         check_out, full_or_single, real_float, real_scalar, same_dtype, shape_str)
 
@@ -98,13 +98,12 @@ def weight_list(op, t, dtype):
     refused next to float32 operands). A ragged list is the rectangular-array ValueError;
     an entry that is not a real number (None, a bool, a string) a TypeError, one that
     ``dtype`` cannot hold (1e300 for float32) a ValueError."""
-    _to_numpy(t, "list", op, "t")
     try:
+        _to_numpy(t, "list", op, "t")       # a ragged list: its ValueError
         for v in np.asarray(t, dtype=object).ravel():
             real_float(op, "t", v, dtype)
     except TypeError:
-        raise TypeError(f"{op}: t must be a real number or an array of reals; got "
-                        f"{type(t).__name__} {t!r:.80}.") from None
+        raise not_numbers_error(op, "t", t) from None
     return np.asarray(t, dtype=dtype)
 
 

@@ -709,6 +709,25 @@ def test_a_scalar_or_none_for_the_main_array_is_a_type_error_naming_it(op, arg, 
         call(value)
 
 
+@pytest.mark.parametrize("op, arg, call", [
+    ("lerp", "a", lambda v: fi.lerp(v, np.ones(2), 0.5)),
+    ("slerp", "t", lambda v: fi.slerp(np.ones((2, 3)), np.ones((2, 3)), v)),
+    ("pairwise_sqdist", "x", lambda v: fi.pairwise_sqdist(v)),
+    ("knn", "queries", lambda v: fi.knn(np.zeros((3, 2)), v, 1)),
+    ("resize", "input", lambda v: fi.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool2d", "input", lambda v: fi.adaptive_avg_pool2d(v, 2)),
+    ("affine_grid", "theta", lambda v: fi.affine_grid(v, (1, 1, 4, 4))),
+    ("grid_sample", "grid", lambda v: fi.grid_sample(_IMG, v)),
+])
+@pytest.mark.parametrize("value", ["ab", b"xy", [None, 1.0], [1.0, "a"]], ids=repr)
+def test_strings_and_objects_are_a_type_error_naming_the_argument(op, arg, call, value):
+    """NumPy reads a string as a 0-d array of dtype <U2: the error named a dtype or a
+    shape () instead of what was passed."""
+    with pytest.raises(TypeError, match=rf"^{op}: {arg} must be a real number or an array of reals .*; "
+                                        rf"got {type(value).__name__} "):
+        call(value)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda r: fi.lerp(r, np.ones(2), 0.5), "a"),
     (lambda r: fi.slerp(np.ones((2, 3)), np.ones((2, 3)), r), "t"),

@@ -1042,18 +1042,22 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
     (lambda x: fit.lerp(x, x, [[0.1], [0.1, 0.2]]), ValueError,
      "lerp: t must be a rectangular array; got a list NumPy cannot read as one"),
     (lambda x: fit.lerp(x, x, [0.1, 1j]), TypeError,
-     "lerp: t must be a real number or an array of reals; got list"),
+     "lerp: t must be a real number or an array of reals (NumPy, CuPy, a DLPack tensor, or a "
+     "list of numbers); got list [0.1, 1j]."),
     (lambda x: fit.slerp(x, x, ["a"]), TypeError,
-     "slerp: t must be a real number or an array of reals; got list"),
+     "slerp: t must be a real number or an array of reals (NumPy, CuPy, a DLPack tensor, "
+     "or a list of numbers); got list ['a']."),
     (lambda x: fit.slerp([["a"] * 5], x[0, 0], 0.3), TypeError,
-     "slerp: a must be a torch tensor or a NumPy array of a dtype torch holds; got "
-     "numpy.ndarray of dtype <U1."),
-    (lambda x: fit.adaptive_avg_pool2d("abc", 2), ValueError,
-     "adaptive_avg_pool2d: input must have shape (N, C, H, W)"),
+     "slerp: a must be a real number or an array of reals (NumPy, CuPy, a DLPack tensor, "
+     "or a list of numbers); got list [['a', "),
+    (lambda x: fit.adaptive_avg_pool2d("abc", 2), TypeError,
+     "adaptive_avg_pool2d: input must be a real number or an array of reals (NumPy, CuPy, "
+     "a DLPack tensor, or a list of numbers); got str 'abc'."),
     (lambda x: fit.adaptive_avg_pool1d(1.5, 2), TypeError,
      "adaptive_avg_pool1d: input must be an array; got float."),
-    (lambda x: fit.adaptive_avg_pool3d(b"x", 2), ValueError,
-     "adaptive_avg_pool3d: input must have shape (N, C, D, H, W)"),
+    (lambda x: fit.adaptive_avg_pool3d(b"x", 2), TypeError,
+     "adaptive_avg_pool3d: input must be a real number or an array of reals (NumPy, CuPy, "
+     "a DLPack tensor, or a list of numbers); got bytes b'x'."),
     (lambda x: fit.slerp(x, x, 1e300), ValueError, "slerp: t must be representable in float32"),
     (lambda x: fit.grid_sample(x, torch.zeros(2, 1, 1, 2), padding_mode="constant",
                                fill=10**400), ValueError, "grid_sample: fill must be representable"),
