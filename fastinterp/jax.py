@@ -119,17 +119,41 @@ def _numpy_call(fn, kwargs, fold, specs, *arrays):
                  for o, s in zip(outs, specs))
 
 
-def _callback(fn, kwargs, specs, arrays, vmap="fold"):
+def _callback(fn, kwargs, specs, arrays, vmap="fold", backward_of=None):
     """``fn(*arrays, **kwargs)`` on the host; ``specs`` its unbatched output structs.
 
     ``vmap``: ``"fold"`` (``fn`` is batched along axis 0 of every argument: mapped
     axes are folded into it, one call), ``"broadcast"`` (``fn`` broadcasts: mapped
     axes are just more leading axes) or ``"sequential"`` (one call per element).
+    ``backward_of``: the op whose gradient this callback computes; differentiating it
+    (a second-order derivative) is then a TypeError naming the op.
     """
     fold = tuple(a.ndim for a in arrays) if vmap == "fold" else ()
     host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs))
     method = "sequential" if vmap == "sequential" else "broadcast_all"
-    return jax.pure_callback(host, tuple(specs), *arrays, vmap_method=method)
+
+    def call(*xs):
+        return jax.pure_callback(host, tuple(specs), *xs, vmap_method=method)
+
+    if backward_of is None:
+        return call(*arrays)
+    return _not_differentiable(backward_of, call)(*arrays)
+
+
+def _not_differentiable(op, call):
+    """``call`` (a gradient's callback) as a custom_jvp whose derivative is a clear error:
+    JAX's own ("Pure callbacks do not support JVP") names no op. Reached only where the
+    callback's inputs depend on the variable (grad of a gradient that is constant in it,
+    a linear op's under a sum, stays zero)."""
+    checked = jax.custom_jvp(call)
+
+    def jvp(primals, tangents):
+        raise TypeError(f"fastinterp.jax.{op}: second-order derivatives (the derivative of "
+                        f"its gradient, e.g. jax.grad of jax.grad) are not implemented: its "
+                        f"gradient runs a compiled kernel that JAX cannot differentiate.")
+
+    checked.defjvp(jvp)
+    return checked
 
 
 @functools.lru_cache(maxsize=1024)
@@ -249,7 +273,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     def bwd(res, go):
         x, g = res
         grads = _callback(_fi.grid_sample_backward, back,
-                          [_spec(x.shape, x.dtype), _spec(g.shape, g.dtype)], (go, x, g))
+                          [_spec(x.shape, x.dtype), _spec(g.shape, g.dtype)], (go, x, g),
+                          backward_of=op)
         return _cast_like(grads, (x, g))
 
     f.defvjp(fwd, bwd)
@@ -292,7 +317,7 @@ def affine_grid(theta, size, align_corners=False):
 
     def bwd(th, gg):
         return _cast_like(_callback(_affine_grid_bwd_fold, kw, [_spec(th.shape, th.dtype)],
-                                    (gg,)), (th,))
+                                    (gg,), backward_of="affine_grid"), (th,))
 
     f.defvjp(fwd, bwd)
     return f(theta)
@@ -357,7 +382,8 @@ def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):
         return f(x), x
 
     def bwd(x, go):
-        return _cast_like(_callback(bwd_fn, back, [_spec(x.shape, x.dtype)], (go,)), (x,))
+        return _cast_like(_callback(bwd_fn, back, [_spec(x.shape, x.dtype)], (go,),
+                                    backward_of=fn.__name__), (x,))
 
     f.defvjp(fwd, bwd)
     return f(input)
@@ -507,7 +533,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
                  _identity_like(M.shape, rows) if traced else M, **dict(kw, dsize=(1, 1)))
     specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
     if not traced:
-        return back_fn(_warp_constant_matrix(host, host_bwd, M, kw, specs, x_b))
+        return back_fn(_warp_constant_matrix(op, host, host_bwd, M, kw, specs, x_b))
     if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of M is an error
         return back_fn(_forward_only_vjp(
             op, "a uint8 image", lambda x, m: _one(host, kw, specs, (x, m), "sequential"),
@@ -523,14 +549,14 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     def bwd(res, go):
         x, m = res
         grads = _callback(host_bwd, kw, [_spec(x.shape, x.dtype), _spec(m.shape, m.dtype)],
-                          (go, x, m), "sequential")
+                          (go, x, m), "sequential", backward_of=op)
         return _cast_like(grads, (x, m))
 
     f.defvjp(fwd, bwd)
     return back_fn(f(x_b, M))
 
 
-def _warp_constant_matrix(host, host_bwd, M, kw, specs, x):
+def _warp_constant_matrix(op, host, host_bwd, M, kw, specs, x):
     """The warp of ``x`` by a constant host matrix ``M``, differentiable in ``x``."""
     fwd_host, bwd_host = _matrix_hosts(host, host_bwd, M.tobytes(), M.shape, M.dtype.str)
 
@@ -543,7 +569,7 @@ def _warp_constant_matrix(host, host_bwd, M, kw, specs, x):
 
     def bwd(x, go):
         return _cast_like(_callback(bwd_host, kw, [_spec(x.shape, x.dtype)], (go, x),
-                                    "sequential"), (x,))
+                                    "sequential", backward_of=op), (x,))
 
     f.defvjp(fwd, bwd)
     return f(x)
@@ -641,7 +667,8 @@ def _pairwise(forward, backward, x, y, with_dist):
             host, args = _l2_bwd_with_dist, (g, *xs, d)
         else:
             host, args = backward, (g, *xs)
-        grads = _callback(host, {}, [_spec(a.shape, a.dtype) for a in xs], args, "sequential")
+        grads = _callback(host, {}, [_spec(a.shape, a.dtype) for a in xs], args, "sequential",
+                          backward_of=forward.__name__)
         return _cast_like(grads, xs)
 
     f.defvjp(fwd, bwd)
@@ -784,7 +811,8 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
 
     def bwd(xs, g):
         specs_b = [_spec(x.shape, x.dtype) for x in xs]
-        grads = _callback(_slerp_bwd_host, fkw, specs_b, (g, *xs), "sequential")
+        grads = _callback(_slerp_bwd_host, fkw, specs_b, (g, *xs), "sequential",
+                          backward_of="slerp")
         return _cast_like(grads, xs)
 
     f.defvjp(fwd, bwd)

@@ -20,8 +20,8 @@ removed from) a group's ``"params"`` list are followed too, as in torch. Non-fin
 follow torch: an infinite parameter stays infinite when nothing finite is
 added to it (no ``0 * inf`` from a zero weight decay), NaN propagates, and
 AMSGrad's maximum keeps NaN like ``torch.maximum``. Hyper-parameters are
-numbers; a 0-d array or tensor (``lr=torch.tensor(0.1)``) is converted to a
-float. ``load_state_dict`` takes the layout :meth:`Optimizer.state_dict`
+numbers; a 0-d array or tensor (``lr=torch.tensor(0.1)``) is kept and read at
+every step. ``load_state_dict`` takes the layout :meth:`Optimizer.state_dict`
 returns and refuses anything else (a ``torch.optim`` state_dict, unknown
 keys, a negative or NaN ``step``) with a message saying what it expected.
 """
@@ -284,8 +284,8 @@ class Optimizer:
     ``_update(index, param_flat, grad_flat, group, kernel, kwargs)``.
 
     Hyper-parameters are Python numbers; a 0-d array or tensor (``lr=
-    torch.tensor(0.1)``) is converted to a float when the group is added and
-    again at every step (a scheduler may set one later).
+    torch.tensor(0.1)``) is kept in the group and read at every step (a scheduler
+    may change it in place, as torch's do, or set a new one).
     """
 
     _op = "optimizer"
@@ -380,13 +380,16 @@ class Optimizer:
 
     # Validation helpers used by subclasses' _check.
     def _nonneg(self, group: dict[str, Any], *keys: str) -> None:
-        """Each ``group[key]`` must be a finite number >= 0; stored back as a float."""
+        """Each ``group[key]`` must be a finite number >= 0; a number is stored back as a
+        float, a 0-d array or tensor is kept (read again at every step: a scheduler may
+        change it in place, ``lr.fill_(0.01)``, as torch's do)."""
         for key in keys:
             value = _scalar(group[key])
             if value is None or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{self._name}: {key} must be a finite number >= 0 (a Python "
                                  f"number or 0-d array); got {_shown(group[key])}.")
-            group[key] = value
+            if getattr(group[key], "shape", None) != () or isinstance(group[key], np.generic):
+                group[key] = value              # (a NumPy scalar is immutable)
 
     def _flags(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` must be a bool (NumPy bools pass); stored back as one."""
@@ -413,7 +416,8 @@ class Optimizer:
         if len(grads) != len(self._params):
             raise ValueError(f"{op}: grads must have one entry per parameter "
                              f"({len(self._params)}); got {len(grads)}.")
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
+            self._check_keys(op, f"param_groups[{k}]", group)    # as load_state_dict would
             self._check(group)
         jobs: list[_Job | None] = []
         copied_from: list[Any] = []         # see _check_no_shared_writes

@@ -1481,16 +1481,19 @@ def _identity_table(dtype) -> AxisTable:
     return axis_table("area", 1, 1, None, None, False, _DTYPE_NAME[np.dtype(dtype)])
 
 
-def _nd_input(op, name, arr, ranks):
+def _nd_input(op, name, arr, ranks, one_item_ok=False):
     """Dispatch one 1-D/3-D array argument (CPU only): (prepared call, C-contiguous array,
-    dtype)."""
+    dtype). ``one_item_ok``: the op also takes one unbatched item (the error says so)."""
     p = begin(op, **{name: arr})
     x = p.arrays[name]
     check_array(op, name, x)
     rank = _rank(x)
     if rank not in ranks:
-        raise ValueError(f"{op}: {name} must have shape "
-                         f"{' or '.join(_ND_AXES[r] for r in ranks)}; got {shape_str(x.shape)}.")
+        shapes = " or ".join(_ND_AXES[r] for r in ranks)
+        if one_item_ok:
+            shapes += " or, one item, " + " or ".join(_ND_AXES[r].replace("(N, ", "(")
+                                                     for r in ranks)
+        raise ValueError(f"{op}: {name} must have shape {shapes}; got {shape_str(x.shape)}.")
     dtype = float_dtype(op, name, x)
     if p.backend != "cpu":
         raise TypeError(f"{op}: {rank - 2}-D data {_ND_AXES[rank]} is supported for CPU arrays "
@@ -1583,7 +1586,7 @@ def _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corne
     op = "resize_backward"
     rank = _rank(grad_output)
     align = _nd_mode_options(op, rank, mode, align_corners, antialias, layout)
-    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
+    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,), one_item_ok=True)
     in_sp = _nd_input_size(op, input_size, g.shape)
     if scale_factor is not None:
         out_sp, scales = _nd_geometry(op, in_sp, None, scale_factor, mode,
@@ -1675,7 +1678,8 @@ def _one_item(arr):
 
 def _adaptive_pool(op, rank, input, output_size, out):
     unbatched = _rank(input) == rank - 1  # one (C, L) / (C, D, H, W), as torch takes it
-    p, x, dtype = _nd_input(op, "input", _one_item(input) if unbatched else input, (rank,))
+    p, x, dtype = _nd_input(op, "input", _one_item(input) if unbatched else input, (rank,),
+                            one_item_ok=True)
     out_sp = _pool_size_k(op, output_size, x.shape[2:])
     _check_memory(op, x.shape[0] * x.shape[1], x.shape[2:], out_sp, dtype, "area", False, out)
     return _nd_apply(op, p, x, _pool_tables(x.shape[2:], out_sp, dtype), out_sp, out,
@@ -1693,7 +1697,7 @@ def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
         if dims is not None and len(dims) == rank - 1:
             dims = (1,) + tuple(dims)
         grad_output, input_size = _one_item(grad_output), input_size if dims is None else dims
-    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,))
+    p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,), one_item_ok=True)
     in_sp = _nd_input_size(op, input_size, g.shape)
     _check_memory(op, g.shape[0] * g.shape[1], in_sp, g.shape[2:], dtype, "area", False, out,
                   backward=True)

@@ -668,3 +668,34 @@ def test_uint8_images_are_forward_only():
         assert y.dtype == jnp.uint8
         with pytest.raises(TypeError, match="a uint8 image has no gradient"):
             vjp(np.zeros(y.shape, jax.dtypes.float0))
+
+
+_IMG = np.linspace(-1, 1, 2 * 3 * 5 * 5).reshape(2, 3, 5, 5)
+
+
+@pytest.mark.parametrize("op, call", [
+    ("resize", lambda x: fij.resize(x, size=(7, 7), mode="bicubic")),
+    ("adaptive_avg_pool2d", lambda x: fij.adaptive_avg_pool2d(x, 3)),
+    ("grid_sample", lambda x: fij.grid_sample(_IMG, jnp.stack([x[:, 0], x[:, 1]], -1) * 0.9)),
+    ("pairwise_l2", lambda x: fij.pairwise_l2(x[0, 0], x[1, 0] + 0.1)),
+    ("slerp", lambda x: fij.slerp(x[0, 0], x[1, 0] + 2.0, 0.3)),
+    ("warp_affine", lambda x: fij.warp_affine(x, np.array([[0.9, 0.1, 0.2], [-0.1, 1.1, 0]]),
+                                              (4, 4))),
+    ("affine_grid", lambda x: fij.affine_grid(x[:, 0, :2, :3], (2, 1, 4, 4))),
+])
+def test_second_order_derivatives_are_a_clear_error_naming_the_op(x64, op, call):
+    """grad of grad through a compiled backward: JAX's own error named no op."""
+    def loss(x):
+        return (call(x) ** 2).sum()
+
+    x = jnp.asarray(_IMG)
+    jax.grad(loss)(x)             # first order works
+    with pytest.raises(TypeError, match=rf"^fastinterp.jax.{op}: second-order derivatives"):
+        jax.grad(lambda x: jax.grad(loss)(x).sum())(x)
+
+
+def test_second_order_derivative_of_a_linear_op_under_a_sum_stays_zero(x64):
+    """Its gradient does not depend on the input: nothing to differentiate, no error."""
+    x = jnp.asarray(_IMG)
+    hess_sum = jax.grad(lambda x: jax.grad(lambda x: fij.resize(x, size=(7, 7)).sum())(x).sum())
+    np.testing.assert_array_equal(np.asarray(hess_sum(x)), 0.0)

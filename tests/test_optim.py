@@ -773,11 +773,12 @@ def test_load_state_dict_rejects_unknown_state_keys():
 
 @pytest.mark.parametrize("cls, key, kw", [(SGD, "lr", {}), (Adam, "lr", {}), (Adam, "eps", {}),
                                           (SGD, "momentum", dict(lr=0.1))])
-def test_0d_tensor_hyperparameters_become_floats(torch, cls, key, kw):
+def test_0d_tensor_hyperparameters_are_kept_and_read_as_floats(torch, cls, key, kw):
     w, ref_w = np.ones(3), np.ones(3)
-    opt = cls([w], **{**kw, key: torch.tensor(0.1, dtype=torch.float64)})
+    value = torch.tensor(0.1, dtype=torch.float64)
+    opt = cls([w], **{**kw, key: value})
     ref = cls([ref_w], **{**kw, key: 0.1})
-    assert type(opt.param_groups[0][key]) is float
+    assert opt.param_groups[0][key] is value
     for _ in range(2):
         opt.step([np.ones(3)])
         ref.step([np.ones(3)])
@@ -1129,3 +1130,36 @@ def test_group_params_replaced_by_a_non_list_is_refused():
     with pytest.raises(TypeError, match=r"^SGD.step: param_groups\[0\]\['params'\] must be a "
                                         r"sequence of arrays; got NoneType\.$"):
         opt.step([np.ones(3)])
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_a_tensor_lr_changed_in_place_is_read_at_the_step(torch, cls):
+    """torch's schedulers update a tensor lr with fill_: the group keeps the tensor (it
+    was converted to a float once, and the change was ignored)."""
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    w, ref_w = np.ones(3), torch.ones(3, dtype=torch.float64, requires_grad=True)
+    ref_lr = torch.tensor(0.1, dtype=torch.float64)
+    opt, ref = cls([w], lr=lr), getattr(torch.optim, cls.__name__)([ref_w], lr=ref_lr)
+    for new_lr in (0.5, 0.05):
+        lr.fill_(new_lr)
+        ref_lr.fill_(new_lr)
+        opt.step([np.full(3, 0.3)])
+        ref_w.grad = torch.full((3,), 0.3, dtype=torch.float64)
+        ref.step()
+        np.testing.assert_allclose(w, ref_w.detach().numpy(), rtol=1e-15)
+    assert opt.param_groups[0]["lr"] is lr
+    assert opt.state_dict()["param_groups"][0]["lr"] is lr
+
+
+def test_a_key_added_to_a_group_is_refused_by_step_as_by_load_state_dict():
+    """step() took a group key that load_state_dict(state_dict()) then refused."""
+    w = np.ones(3)
+    opt = SGD([w], lr=0.1)
+    opt.param_groups[0]["note"] = "x"
+    with pytest.raises(ValueError, match=r"^SGD.step: param_groups\[0\] keys must be among .*; "
+                                         r"got unknown \['note'\]"):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(w, 1.0)
+    del opt.param_groups[0]["note"]
+    opt.step([np.ones(3)])
+    SGD([np.ones(3)], lr=0.1).load_state_dict(opt.state_dict())

@@ -1,5 +1,7 @@
 """Volumes and 1-D data: 5-D grid_sample (trilinear, nearest, tricubic), 3-D affine_grid,
 resize of (N, C, L) and (N, C, D, H, W) data, adaptive_avg_pool1d/3d, with backwards."""
+import re
+
 import numpy as np
 import pytest
 
@@ -459,3 +461,18 @@ def test_pools_take_one_unbatched_item_as_torch(rank, shape, size):
     ty.backward(torch.from_numpy(g))
     np.testing.assert_array_equal(ty.detach().numpy(), y)
     np.testing.assert_array_equal(tx.grad.numpy(), want)
+
+
+@pytest.mark.parametrize("op, shape, axes", [
+    ("adaptive_avg_pool1d", (4,), "(N, C, L) or, one item, (C, L)"),
+    ("adaptive_avg_pool1d", (1, 2, 3, 4), "(N, C, L) or, one item, (C, L)"),
+    ("adaptive_avg_pool3d", (2, 2, 2), "(N, C, D, H, W) or, one item, (C, D, H, W)"),
+    ("adaptive_avg_pool3d", (1,) * 6, "(N, C, D, H, W) or, one item, (C, D, H, W)"),
+])
+def test_pool_rank_errors_name_the_unbatched_shape_too(op, shape, axes):
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=rf"^{op}: input must have shape {re.escape(axes)}; "):
+        getattr(fi, op)(x, 2)
+    with pytest.raises(ValueError, match=rf"^{op}_backward: grad_output must have shape "
+                                         rf"{re.escape(axes)}; "):
+        getattr(fi, op + "_backward")(x, (1, 1) + (4,) * (1 if "1d" in op else 3))
