@@ -157,14 +157,27 @@ class _Map:
         image, each (N, len(rows), len(cols)) float64 (w None when affine): the grid
         points before :func:`_far_outside` and the cast to the grid's dtype, element by
         element the values :meth:`grid_rows` computes."""
-        bx = np.concatenate([self.base(self.Wo, c, c + 1) for c in cols] or [np.empty(0)])
-        by = np.concatenate([self.base(self.Ho, r, r + 1) for r in rows] or [np.empty(0)])
+        bx, by = self._bases(rows, cols)
         K = self.K[:, None, None]                       # (N, 1, 1, 3, 3)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             u, v, w = self._uvw(K, bx, by[:, None])
             if w is not None:
                 u, v = u / w, v / w
         return u, v, w
+
+    def magnitudes(self, rows, cols):
+        """``(|u|, |v|, |w|)`` sums at the points of :meth:`points`: each of u, v, w summed
+        from the terms' magnitudes (``|K| |b|``), so that its rounding error is at most a
+        few ulps of this (w None when affine)."""
+        bx, by = self._bases(rows, cols)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._uvw(np.abs(self.K[:, None, None]), np.abs(bx), np.abs(by[:, None]))
+
+    def _bases(self, rows, cols):
+        """The base coordinates of output columns ``cols`` and rows ``rows``."""
+        bx = np.concatenate([self.base(self.Wo, c, c + 1) for c in cols] or [np.empty(0)])
+        by = np.concatenate([self.base(self.Ho, r, r + 1) for r in rows] or [np.empty(0)])
+        return bx, by
 
     def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
         """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:

@@ -1264,7 +1264,7 @@ def test_warp_corner_bounds_bound_every_grid_block(dtype):
         rows = 3 if op == "warp_perspective" else 2
         wmap = wp._Map(op, M, rows, 2, 17, 23, Ho, Wo, kw["match"], kw["inverse_map"],
                        kw["align_corners"])
-        grid = _warp.warp_grid(da.zeros((2, 1, 17, 23), chunks=(1, 1, 17, 23)), wmap, False,
+        grid = _warp.warp_grid(op, da.zeros((2, 1, 17, 23), chunks=(1, 1, 17, 23)), wmap, False,
                                (random_chunks(rng, Ho), random_chunks(rng, Wo)), np.dtype(dtype))
         known = _warp.warp_grid_bounds(wmap, grid)
         actual = _warp._grid_bounds(grid)
@@ -1329,6 +1329,12 @@ _IMG = np.random.default_rng(0).standard_normal((2, 3, 12, 10)).astype(np.float3
     (lambda h, n: fd.pairwise_sqdist(_unknown_rows(np.ones((20, 4)), 0, 5)), "x", 0),
     (lambda h, n: fd.pairwise_l2(np.ones((3, 4)), _unknown_rows(np.ones((20, 4)), 0, 5)),
      "y", 0),
+    # a spatially chunked image with an unknown batch: the grid is split along its N
+    (lambda h, n: fd.grid_sample(_unknown_rows(_IMG, 0, (1, 3, 4, 5)),
+                                 np.zeros((1, 4, 4, 2), np.float32)), "input", 0),
+    (lambda h, n: fd.slerp(_unknown_rows(np.ones((4, 6)), 1, 2), np.ones((4, 4)), 0.5), "a", 1),
+    (lambda h, n: fd.slerp_backward(np.ones((4, 4)), _unknown_rows(np.ones((4, 6)), 1, 2),
+                                    np.ones((4, 4)), 0.5), "a", 1),
 ])
 def test_unknown_chunk_sizes_are_a_clear_error_when_the_graph_is_built(call, name, axis):
     """Chunk sizes left unknown by boolean indexing, where an op needs them (an image's H
@@ -1353,6 +1359,15 @@ def test_unknown_batch_and_query_sizes_still_work():
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("backward", [fd.resize_backward, fd.adaptive_avg_pool2d_backward])
+def test_a_backward_of_unknown_batch_takes_a_full_input_size(backward):
+    """input_size (N, C, H, W) next to a gradient whose N is unknown: its N cannot be
+    checked against the blocks' (it was int(nan): 'cannot convert float NaN')."""
+    g = _unknown_rows(_IMG, 0, (1, 3, 12, 10))
+    want = getattr(fi, backward.__name__)(_IMG[np.arange(2) % 3 != 0], (1, 3, 16, 16))
+    np.testing.assert_array_equal(backward(g, (1, 3, 16, 16)).compute(**SYNC), want)
+
+
 def test_an_empty_argument_is_checked_against_the_whole_batch():
     """An empty ``t`` broadcasts against the zero-length stand-in batch that checks the
     arguments: it is checked against the real batch too, when the graph is built."""
@@ -1362,3 +1377,48 @@ def test_an_empty_argument_is_checked_against_the_whole_batch():
         fd.slerp(da.from_array(a, chunks=1), a, np.zeros(0))
     empty = fd.slerp(da.from_array(a[:0], chunks=1), a[:0], np.zeros(0))
     assert empty.compute(**SYNC).shape == (0, 4)
+
+
+def test_warps_differing_only_in_align_corners_or_match_do_not_share_a_grid():
+    """The grid's graph layer was named by the matrix and sizes only: two warps differing
+    in align_corners computed together shared one grid (the first's)."""
+    x = np.random.default_rng(0).random((1, 1, 16, 16))
+    dx = da.from_array(x, chunks=(1, 1, 8, 8))
+    M = np.array([[0.9, -0.2, 0.1], [0.2, 0.9, 0.0]])
+    calls = [dict(match="torch", align_corners=False), dict(match="torch", align_corners=True),
+             dict(match="opencv")]
+    lazy = [fd.warp_affine(dx, M, (12, 12), **kw) for kw in calls]
+    for got, kw in zip(dask.compute(*lazy, **SYNC), calls):
+        np.testing.assert_array_equal(got, fi.warp_affine(x, M, (12, 12), **kw))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_singular_homographies_read_every_source_block_they_touch(seed):
+    """Near the horizon u and w lose most of their digits to cancellation, so the points
+    at a block's corners no longer bound its points to 1e-9: the bounds now widen by the
+    rounding error of u / w (relative to the magnitudes summed into u and w), or leave
+    the block to be computed when w's sign is not certain."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((1, 1, 2, 400))
+    a = rng.uniform(-1, 1)
+    # row 0 nearly a multiple of row 2: x = u / w stays near a, by cancellation in both
+    K = np.array([[a, a * rng.uniform(1e-16, 1e-15), a * 0.75 + rng.uniform(-1e-15, 1e-15)],
+                  [0.0, 0.0, 0.0],
+                  [1.0, rng.uniform(1e-16, 1e-15), 0.75 + rng.uniform(-1e-15, 1e-15)]])
+    dx = da.from_array(x, chunks=(1, 1, 2, 50))
+    got = fd.warp_perspective(dx, K, (16, 4), chunks=(16, 4), match="torch")
+    np.testing.assert_array_equal(got.compute(**SYNC),
+                                  fi.warp_perspective(x, K, (16, 4), match="torch"))
+    if seed == 0:       # the reproducer: x = -0.648, spread to [-0.75, -0.625] by rounding
+        K0 = np.array([[-0.648, -1.8353883370416778e-16, -0.4860000000000006], [0.0, 0.0, 0.0],
+                       [1.0, 2.8323894090149347e-16, 0.7500000000000009]])
+        got = fd.warp_perspective(dx, K0, (16, 4), chunks=(16, 4), match="torch")
+        np.testing.assert_array_equal(got.compute(**SYNC),
+                                      fi.warp_perspective(x, K0, (16, 4), match="torch"))
+
+
+@pytest.mark.parametrize("chunks", [(0, 5), (-2, 5), ((3, 3), (8,)), "x", (4,), 2.5])
+def test_bad_warp_chunks_are_a_value_error_naming_them(chunks):
+    dx = da.ones((1, 1, 8, 8), chunks=4)
+    with pytest.raises((ValueError, TypeError), match=r"^warp_affine: chunks must "):
+        fd.warp_affine(dx, np.eye(2, 3), (8, 8), chunks=chunks)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import dask.array as da
@@ -136,6 +137,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     True
     """
     a = as_dask(a)
+    check_known_sizes("slerp", "a", a, range(1, a.ndim))     # rechunked to one chunk
     t = _t_array(t, a.dtype)
     _check_axis("slerp", a, axis)
     fn = functools.partial(fi.slerp, axis=axis, path=path, shortest_path=shortest_path,
@@ -187,6 +189,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     [True, True, True]
     """
     a = as_dask(a)
+    check_known_sizes("slerp_backward", "a", a, range(1, a.ndim))
     t = _t_array(t, a.dtype)
     _check_axis("slerp_backward", a, axis)
     fn = functools.partial(fi.slerp_backward, axis=axis, path=path,
@@ -390,6 +393,7 @@ def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layou
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                 fill=fill, layout=layout)
     if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
+        check_known_sizes(op, "input", x, (0,))      # the grid is split along x's N chunks
         return grid_sample_windows(op, x, as_dask(grid), opts, max_window, known_bounds)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
                    {"input": x, "grid": grid})
@@ -578,7 +582,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     align = check_bool(op, "align_corners", align_corners)
     wmap = _wp._Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)
     max_window = _check_max_window(op, max_window)
-    grid = warp_grid(x, wmap, nhwc, chunks, _wp._float_dtype(x))
+    grid = warp_grid(op, x, wmap, nhwc, chunks, _wp._float_dtype(x))
     return back(_grid_sample(op, x, grid, opts["mode"], opts["padding_mode"],
                              opts["align_corners"], opts["fill"], layout, max_window,
                              functools.partial(warp_grid_bounds, wmap)))
@@ -800,7 +804,20 @@ def _grad_batch(op, grad_output, input_size, layout):
     g, batched_layout, back = as_batch(op, "grad_output", grad_output, layout)
     lay = resolve_layout(op, "grad_output", grad_output, layout)
     check_known_sizes(op, "grad_output", grad_output, range(int(lay.batched), grad_output.ndim))
-    return g, batched_layout, _rz._input_size(op, input_size, grad_output.shape, lay), back
+    shape = grad_output.shape
+    if lay.batched and math.isnan(shape[0]):    # an unknown N: input_size's cannot be checked
+        shape = (_batch_of(input_size, len(shape)),) + tuple(shape[1:])
+    return g, batched_layout, _rz._input_size(op, input_size, shape, lay), back
+
+
+def _batch_of(input_size, ndim):
+    """The N of ``input_size`` (a shape, or an array) if it names one (``ndim`` entries),
+    else 0 (an (H, W) size names none)."""
+    dims = getattr(input_size, "shape", input_size)
+    try:
+        return int(dims[0]) if len(dims) == ndim else 0
+    except (TypeError, ValueError, IndexError):
+        return 0            # (the size's own check names it)
 
 
 def adaptive_avg_pool2d(input, output_size, *, layout=None):

@@ -178,7 +178,23 @@ def grid_sample_windows(op, x, grid, opts, max_window=None, known_bounds=None):
     return da.Array(graph, name, chunks=chunks, meta=np.empty((0,) * 4, result.dtype))
 
 
-def warp_grid(x, wmap, nhwc, chunks, dtype):
+def _output_chunks(op, chunks, shape, dtype):
+    """A warp's ``chunks`` of its output (H_out, W_out), as dask normalises them ("auto",
+    sizes >= 1 where the axis is not empty, -1 or None for one chunk), or a ValueError
+    naming them."""
+    bad = ValueError(f"{op}: chunks must be the output's (H_out, W_out) chunks as dask takes "
+                     f"them (\"auto\", or per axis a size >= 1 or sizes summing to the axis); "
+                     f"got {chunks!r:.80} for an output of {shape}.")
+    try:
+        hc, wc = da.core.normalize_chunks(chunks, shape, dtype=np.dtype(dtype))
+    except (ValueError, TypeError, ZeroDivisionError):
+        raise bad from None
+    if any(n and not all(c >= 1 for c in cs) for cs, n in zip((hc, wc), shape)):
+        raise bad
+    return hc, wc
+
+
+def warp_grid(op, x, wmap, nhwc, chunks, dtype):
     """The sampling grid of a warp (``wmap``, a fastinterp.warp._Map) as a dask array
     (N, H_out, W_out, 2) of ``dtype``, chunked like ``x`` along N and by ``chunks``
     (H_out, W_out) (default: x's chunk size along H and W). Each block is computed
@@ -187,8 +203,11 @@ def warp_grid(x, wmap, nhwc, chunks, dtype):
     hax, wax = (1, 2) if nhwc else (2, 3)
     if chunks is None:
         chunks = (x.chunksize[hax], x.chunksize[wax])
-    hc, wc = da.core.normalize_chunks(chunks, (wmap.Ho, wmap.Wo), dtype=np.dtype(dtype))
-    name = f"warp-grid-{tokenize(x.chunks[0], wmap.K, wmap.Ho, wmap.Wo, hc, wc, dtype)}"
+    hc, wc = _output_chunks(op, chunks, (wmap.Ho, wmap.Wo), dtype)
+    # everything the grid's values depend on (the base coordinates: match, align_corners)
+    token = tokenize(x.chunks[0], wmap.K, wmap.match, wmap.align_corners, wmap.Ho, wmap.Wo,
+                     hc, wc, dtype)
+    name = f"warp-grid-{token}"
     n_starts, r_starts, c_starts = (np.cumsum((0,) + c) for c in (x.chunks[0], hc, wc))
     dsk = {(name, i, a, b, 0): (_grid_block, wmap, int(n_starts[i]), int(n_starts[i + 1]),
                                 int(r_starts[a]), int(r_starts[a + 1]), int(c_starts[b]),
@@ -216,9 +235,14 @@ def warp_grid_bounds(wmap, grid):
     by a constant and sums, each rounded, are), so a block's extremes are at its
     corners; :func:`_as_grid_values` takes them to the grid's values. A
     perspective map's are too, in exact arithmetic, where w keeps one sign over the
-    block (the block's image is then a convex quadrilateral); its divisions' rounding
-    is covered by a relative widening of 1e-9 (nanometres of a pixel). Blocks where
-    w changes sign or vanishes, or any corner is not finite, are left unknown.
+    block (the block's image is then a convex quadrilateral); their rounding is covered
+    by widening each bound by twice the error bound of x = u / w, (|du| + |x| |dw|) /
+    (|w| - |dw|) with |du| <= 4 eps sum|K b| (two products and two sums; likewise dw),
+    at the block's worst corner (these magnitudes are convex, |w| affine), and by 1e-9
+    relatively for the division and the cast. Near the horizon u and w lose most of
+    their digits to cancellation and this widening grows; blocks where w's sign is not
+    certain (|w| within its error of 0 at a corner), or any corner is not finite, are
+    left unknown.
     """
     dtype = grid.dtype
     n_starts, r_starts, c_starts = (np.cumsum((0,) + tuple(c)) for c in grid.chunks[:3])
@@ -236,20 +260,37 @@ def warp_grid_bounds(wmap, grid):
 
     xs, ys = corners(x), corners(y)
     ok = np.isfinite(xs).all(-1) & np.isfinite(ys).all(-1)
+    widths = (0.0, 0.0)
     if w is not None:
-        ws = corners(w)
-        ok &= (ws > 0).all(-1) | (ws < 0).all(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            widths, certain = _rounding_widths(xs, ys, corners(w), [
+                corners(m).max(axis=-1) for m in wmap.magnitudes(rows, cols)])
+        ok &= certain
     first = n_starts[:-1]                 # per batch chunk: extremes over its images
     ok = np.logical_and.reduceat(ok, first, axis=0)
-    for col, a in ((0, xs), (2, ys)):
-        lo = np.minimum.reduceat(a.min(axis=-1), first, axis=0)
-        hi = np.maximum.reduceat(a.max(axis=-1), first, axis=0)
+    for col, a, width in ((0, xs, widths[0]), (2, ys, widths[1])):
         with np.errstate(over="ignore", invalid="ignore"):
+            lo = np.minimum.reduceat(a.min(axis=-1) - width, first, axis=0)
+            hi = np.maximum.reduceat(a.max(axis=-1) + width, first, axis=0)
             if w is not None:
                 lo, hi = lo - 1e-9 * (1 + np.abs(lo)), hi + 1e-9 * (1 + np.abs(hi))
             known[..., col], known[..., col + 1] = _as_grid_values(lo, hi, dtype)
     known[..., 4] = np.where(ok, 0.0, np.nan)
     return known
+
+
+def _rounding_widths(xs, ys, ws, sums):
+    """Per block (N, nH, nW): how far the computed x = u / w and y = v / w may stray from
+    their exact values (twice the error bound: at a corner and inside), and whether w's
+    sign is certain over the block; ``xs``, ``ys``, ``ws`` at the 4 corners (last axis),
+    ``sums`` the largest magnitude sums of u, v, w over them."""
+    eps = 4 * np.finfo(np.float64).eps / 2          # two products and two sums, rounded
+    su, sv, sw = (eps * m for m in sums)
+    margin = np.abs(ws).min(axis=-1) - sw           # a lower bound of |w| over the block
+    certain = ((ws > 0).all(-1) | (ws < 0).all(-1)) & (margin > 0)
+    margin = np.where(certain, margin, np.nan)
+    return tuple(2 * (s + np.abs(a).max(axis=-1) * sw) / margin
+                 for s, a in ((su, xs), (sv, ys))), certain
 
 
 def _as_grid_values(lo, hi, dtype):
