@@ -1422,3 +1422,26 @@ def test_bad_warp_chunks_are_a_value_error_naming_them(chunks):
     dx = da.ones((1, 1, 8, 8), chunks=4)
     with pytest.raises((ValueError, TypeError), match=r"^warp_affine: chunks must "):
         fd.warp_affine(dx, np.eye(2, 3), (8, 8), chunks=chunks)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: (fd if isinstance(x, da.Array) else fi).adaptive_avg_pool2d(x, 2),
+    lambda x: (fd if isinstance(x, da.Array) else fi).adaptive_avg_pool2d(x, (3, 5)),
+    lambda x: (fd if isinstance(x, da.Array) else fi).resize(x, size=(5, 3), mode="area"),
+    lambda x: (fd if isinstance(x, da.Array) else fi).resize(x, size=(4, 4), mode="bilinear",
+                                                               antialias=True),
+])
+@pytest.mark.parametrize("chunks", [(1, 1, 2, 2), (1, 2, 5, 7), (2, 3, 12, 1)])
+def test_spatial_float32_means_near_the_largest_float32_are_the_in_memory_ones(call, chunks):
+    """A mean of finite pixels near FLT_MAX is redone in float64 in memory (the float32
+    weights' rounding took it past FLT_MAX to inf); the spatially chunked path skipped it."""
+    rng = np.random.default_rng(5)
+    big = np.finfo(np.float32).max
+    x = (big * rng.uniform(0.98, 1.0, (2, 3, 12, 12))).astype(np.float32)
+    x[0, 0] = big
+    x[1, 2, :, :6] = -big
+    x[1, 1, 3, 3] = np.inf
+    want = call(x)
+    got = call(da.from_array(x, chunks=chunks)).compute(**SYNC)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(want[0, 0]).all()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import operator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import dask.array as da
@@ -158,6 +159,14 @@ def _cut(block, slices):
     return tuple(np.ascontiguousarray(block[s]) for s in slices)
 
 
+class _Taps(NamedTuple):
+    """A chunk's piece of an axis table, as the kernels read one."""
+
+    idx: np.ndarray
+    w: np.ndarray
+    unit: bool
+
+
 def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
     """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
     hax, wax = (1, 2) if nhwc else (2, 3)
@@ -176,9 +185,16 @@ def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
         base, rel, blk = _rz.permute_form(window) if plan_.perm else _rz._NO_PERM
         if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
             raise RuntimeError("resize: a chunk lost the whole image's permute form.")
-        _cpu().separable_fwd(out3, x3, ypiece.idx, ypiece.w, plan_.ytab.unit, xpiece.idx,
-                             xpiece.w, plan_.xtab.unit, base, rel, blk, plan_.chan,
-                             plan_.order, threads_for(out3.size + x3.size, _rz._MIN_PER_THREAD))
+        nthreads = threads_for(out3.size + x3.size, _rz._MIN_PER_THREAD)
+        with np.errstate(over="ignore"):
+            _cpu().separable_fwd(out3, x3, ypiece.idx, ypiece.w, plan_.ytab.unit, xpiece.idx,
+                                 xpiece.w, plan_.xtab.unit, base, rel, blk, plan_.chan,
+                                 plan_.order, nthreads)
+        if dtype == np.float32 and _rz._averages(plan_.ytab, plan_.xtab) and np.isinf(out3).any():
+            pieces = (_Taps(ypiece.idx, ypiece.w, plan_.ytab.unit),
+                      _Taps(xpiece.idx, xpiece.w, plan_.xtab.unit))
+            _rz._redo_overflowed_means(_cpu(), out3, x3, *pieces, plan_.chan, plan_.order,
+                                       nthreads)      # as the in-memory call redoes them
     cu = c if nhwc else 1
     drop = xpiece.drop * plan_.chan
     keep = xpiece.size * cu
