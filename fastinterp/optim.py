@@ -28,6 +28,7 @@ keys, a negative or NaN ``step``) with a message saying what it expected.
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from typing import Any, Callable, Iterable, Sequence, SupportsFloat, Union
 
@@ -265,6 +266,15 @@ def _scalar(value: Any) -> float | None:
         return math.inf if value > 0 else -math.inf
 
 
+def _kept(given: Any, value: float) -> Any:
+    """What a group stores for a hyper-parameter ``given`` (checked, read as ``value``):
+    a 0-d array or tensor itself, read again at every step (a scheduler may change it
+    in place, ``lr.fill_(0.01)``, as torch's do); else the float."""
+    if getattr(given, "shape", None) == () and not isinstance(given, np.generic):
+        return given            # (a NumPy scalar is immutable: stored as the float)
+    return value
+
+
 def _shown(value: Any) -> str:
     """``repr(value)`` for an error message; an int beyond float's range by its size
     (its repr would run to hundreds of digits)."""
@@ -388,8 +398,7 @@ class Optimizer:
             if value is None or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{self._name}: {key} must be a finite number >= 0 (a Python "
                                  f"number or 0-d array); got {_shown(group[key])}.")
-            if getattr(group[key], "shape", None) != () or isinstance(group[key], np.generic):
-                group[key] = value              # (a NumPy scalar is immutable)
+            group[key] = _kept(group[key], value)
 
     def _flags(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` must be a bool (NumPy bools pass); stored back as one."""
@@ -418,6 +427,10 @@ class Optimizer:
                              f"({len(self._params)}); got {len(grads)}.")
         for k, group in enumerate(self.param_groups):
             self._check_keys(op, f"param_groups[{k}]", group)    # as load_state_dict would
+            missing = sorted(set(self.defaults) - set(group))
+            if missing:
+                raise ValueError(f"{op}: param_groups[{k}] must have every key of "
+                                 f"{sorted(self.defaults)}; missing {missing}.")
             self._check(group)
         jobs: list[_Job | None] = []
         copied_from: list[Any] = []         # see _check_no_shared_writes
@@ -562,7 +575,8 @@ class Optimizer:
         new_groups = []
         for k, (mine, g) in enumerate(zip(self.param_groups, groups)):
             self._check_keys(name, f"param_groups[{k}]", g)
-            full = {**mine, **{key: v for key, v in g.items() if key != "params"}}
+            # copies, as torch's: a 0-d tensor hyper-parameter is not shared with the source
+            full = {**mine, **{key: copy.deepcopy(v) for key, v in g.items() if key != "params"}}
             self._check(full)
             new_groups.append(full)
         new_state: dict[int, dict] = {}
@@ -752,7 +766,7 @@ class Adam(Optimizer):
         for k, b in enumerate(pair):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self._name}: betas[{k}] must be in [0, 1); got {b!r}.")
-        group["betas"] = tuple(pair)
+        group["betas"] = tuple(_kept(b, v) for b, v in zip(betas, pair))
 
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
                      group: dict[str, Any]) -> None:

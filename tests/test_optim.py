@@ -1163,3 +1163,40 @@ def test_a_key_added_to_a_group_is_refused_by_step_as_by_load_state_dict():
     del opt.param_groups[0]["note"]
     opt.step([np.ones(3)])
     SGD([np.ones(3)], lr=0.1).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_tensor_betas_changed_in_place_are_read_at_the_step(torch, cls):
+    b1, ref_b1 = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.9, dtype=torch.float64)
+    w, ref_w = np.ones(3), torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = cls([w], lr=0.1, betas=(b1, 0.999))
+    ref = getattr(torch.optim, cls.__name__)([ref_w], lr=0.1,
+                                             betas=(ref_b1, torch.tensor(0.999, dtype=torch.float64)))
+    for new_b1 in (0.5, 0.7, 0.2):
+        b1.fill_(new_b1)
+        ref_b1.fill_(new_b1)
+        opt.step([np.array([0.3, -1.0, 2.0])])
+        ref_w.grad = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+        ref.step()
+        np.testing.assert_allclose(w, ref_w.detach().numpy(), rtol=1e-14)
+    b1.fill_(1.5)                       # checked at every step too
+    with pytest.raises(ValueError, match=r"betas\[0\] must be in \[0, 1\); got 1.5"):
+        opt.step([np.ones(3)])
+
+
+def test_load_state_dict_copies_tensor_hyperparameters(torch):
+    """As torch's: the loading optimizer does not share a 0-d tensor with the source."""
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    source, target = SGD([np.ones(3)], lr=lr), SGD([np.ones(3)], lr=0.5)
+    target.load_state_dict(source.state_dict())
+    lr.fill_(0.01)
+    assert float(target.param_groups[0]["lr"]) == 0.1
+    assert target.param_groups[0]["lr"] is not lr
+
+
+def test_a_group_missing_a_key_is_a_value_error_at_the_step():
+    opt = SGD([np.ones(3)], lr=0.1)
+    del opt.param_groups[0]["momentum"]
+    with pytest.raises(ValueError, match=r"^SGD.step: param_groups\[0\] must have every key of "
+                                         r".*; missing \['momentum'\]"):
+        opt.step([np.ones(3)])
