@@ -937,3 +937,49 @@ def test_affine_grid_backward_weighs_each_pixel_before_summing(size, align, sign
     coordinate_terms, constant_term = gt[..., :-1], gt[..., -1]
     assert np.all(np.abs(coordinate_terms) <= 1e-12 * abs(big) * g[0].size), gt
     assert np.all(constant_term == sign * np.inf), gt
+
+
+def _exact_affine_grid_backward(g, size, align):
+    """grad_theta as exact rationals (the coordinates as fastinterp computes them: an
+    identity theta's grid), rounded once to float64 (inf beyond it)."""
+    from fractions import Fraction
+    nd = len(size) - 2
+    eye = np.concatenate([np.eye(nd), np.zeros((nd, 1))], 1)[None].repeat(size[0], 0)
+    base = fi.affine_grid(eye, size, align_corners=align)            # (N, ..., nd)
+    out = np.empty((size[0], nd, nd + 1))
+    for n in range(size[0]):
+        coords = base[n].reshape(-1, nd)
+        grads = g[n].reshape(-1, nd)
+        for r in range(nd):
+            for k in range(nd + 1):
+                col = coords[:, k] if k < nd else np.ones(len(coords))
+                exact = sum(Fraction(float(a)) * Fraction(float(b))
+                            for a, b in zip(grads[:, r], col))
+                try:
+                    out[n, r, k] = float(exact)
+                except OverflowError:
+                    out[n, r, k] = np.inf if exact > 0 else -np.inf
+    return out
+
+
+@pytest.mark.parametrize("size", [(1, 1, 2, 3), (2, 1, 4, 2), (1, 1, 3, 5), (1, 1, 2, 1, 3),
+                                  (2, 1, 3, 2, 2)])
+@pytest.mark.parametrize("align", [False, True])
+def test_affine_grid_backward_near_the_largest_double_is_the_exact_sum(size, align):
+    """Partial sums of products g * coordinate near 1e308 overflowed where the exact
+    result is finite (inf + -inf = NaN across rows): such images are summed again
+    scaled by a power of two."""
+    rng = np.random.default_rng(sum(size) + align)
+    big = np.finfo(np.float64).max
+    for trial in range(20):
+        g = rng.choice([-1.0, 1.0], size[:1] + size[2:] + (len(size) - 2,)) * big * \
+            rng.uniform(0.3, 1.0, size[:1] + size[2:] + (len(size) - 2,))
+        if trial == 0:
+            g = np.full_like(g, 1.5e308)
+        want = _exact_affine_grid_backward(g, size, align)
+        near_overflow = (np.abs(want) > big / 4) & np.isfinite(want)
+        got = fi.affine_grid_backward(g, size, align_corners=align)
+        finite = np.isfinite(want) & ~near_overflow
+        np.testing.assert_allclose(got[finite], want[finite], rtol=0,
+                                   atol=1e-14 * big * g[0].size)
+        np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
