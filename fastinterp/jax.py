@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fastinterp as _fi
+from ._dispatch import _to_numpy
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
@@ -53,6 +54,14 @@ __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_
 
 
 # ------------------------------------------------------------------ plumbing
+
+def _array(op, name, v):
+    """``v`` as a JAX array; a string or a nest holding non-numbers is the NumPy API's
+    TypeError naming ``op`` and ``name`` (JAX's own names neither)."""
+    if not isinstance(v, (jax.Array, np.ndarray)) and not _traced(v):
+        _to_numpy(v, "numpy", op, name)
+    return jnp.asarray(v)
+
 
 def _spec(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
@@ -244,7 +253,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     layout = from_channels_last(op, layout, channels_last)
-    input, grid = jnp.asarray(input), jnp.asarray(grid)
+    input, grid = _array(op, "input", input), _array(op, "grid", grid)
     if len(input.shape) == 5 and layout not in (None, "NCHW", "NCDHW"):
         resolve_layout(op, "input", input, layout)       # the NumPy API's error
     x_b, name, back_fn = _as_batch(op, input, layout)
@@ -301,7 +310,7 @@ def affine_grid(theta, size, align_corners=False):
     Array([[-1.,  0.,  1.],
            [-1.,  0.,  1.]], dtype=float32)
     """
-    theta = jnp.asarray(theta)
+    theta = _array("affine_grid", "theta", theta)
     size = _check_size("affine_grid", _static("affine_grid", "size", size, int))
     kw = dict(size=size, align_corners=align_corners)
     if theta.shape[:1] != size[:1]:   # the probe's N = 0 cannot see it: the NumPy API's error
@@ -404,7 +413,8 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> fij.resize(x, size=(1, 4), mode="bilinear", align_corners=True)[0, 0, 0]
     Array([1.       , 1.3333333, 1.6666667, 2.       ], dtype=float32)
     """
-    x_b, name, back_fn = _as_batch("resize", jnp.asarray(input), layout, nd_ok=True)
+    x_b, name, back_fn = _as_batch("resize", _array("resize", "input", input), layout,
+                                   nd_ok=True)
     kw = dict(size=_static("resize", "size", size, int),
               scale_factor=_static("resize", "scale_factor", scale_factor),
               mode=mode, align_corners=align_corners, antialias=antialias,
@@ -428,7 +438,7 @@ def adaptive_avg_pool1d(input, output_size):
     >>> fij.adaptive_avg_pool1d(jnp.arange(4.0).reshape(1, 1, 4), 2)
     Array([[[0.5, 2.5]]], dtype=float32)
     """
-    input = jnp.asarray(input)
+    input = _array("adaptive_avg_pool1d", "input", input)
     if input.ndim == 2:         # one unbatched (C, L), as torch takes it
         return adaptive_avg_pool1d(input[None], output_size)[0]
     kw = dict(output_size=_static("adaptive_avg_pool1d", "output_size", output_size, int))
@@ -446,7 +456,8 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     Array([[ 2.5,  4.5],
            [10.5, 12.5]], dtype=float32)
     """
-    x_b, name, back_fn = _as_batch("adaptive_avg_pool2d", jnp.asarray(input), layout)
+    x_b, name, back_fn = _as_batch("adaptive_avg_pool2d",
+                                   _array("adaptive_avg_pool2d", "input", input), layout)
     kw = dict(output_size=_static("adaptive_avg_pool2d", "output_size", output_size, int),
               layout=name)
     back = dict(input_size=_spatial(x_b.shape, name), layout=name)
@@ -463,7 +474,7 @@ def adaptive_avg_pool3d(input, output_size):
     >>> fij.adaptive_avg_pool3d(jnp.ones((1, 1, 2, 4, 4)), 1).shape
     (1, 1, 1, 1, 1)
     """
-    input = jnp.asarray(input)
+    input = _array("adaptive_avg_pool3d", "input", input)
     if input.ndim == 4:         # one unbatched (C, D, H, W), as torch takes it
         return adaptive_avg_pool3d(input[None], output_size)[0]
     kw = dict(output_size=_static("adaptive_avg_pool3d", "output_size", output_size, int))
@@ -508,12 +519,13 @@ _WARP_HOSTS = {op: (_warp_host(op), _warp_bwd_host(op))
 
 def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inverse_map, fill,
           layout):
-    img, traced = jnp.asarray(img), _traced(M)
+    img, traced = _array(op, "img", img), _traced(M)
     if traced:
-        M = jnp.asarray(M)
+        M = _array(op, "M", M)
     else:       # a constant: read on the host in its own precision (float64 kept)
         M = np.asarray(M)
-    if jnp.issubdtype(M.dtype, jnp.bool_) or jnp.issubdtype(M.dtype, jnp.complexfloating):
+    if jnp.issubdtype(M.dtype, jnp.bool_) or jnp.issubdtype(M.dtype, jnp.complexfloating) \
+            or M.dtype.kind in "USOMm":         # (strings, objects: not numbers)
         raise matrix_type_error(op, "M", M.dtype)
     if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
         M = M.astype(np.float64 if not traced else
@@ -633,7 +645,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
            [1., 4., 7.],
            [0., 3., 6.]], dtype=float32)
     """
-    img = jnp.asarray(img)
+    img = _array("rotate", "img", img)
     _, _, H, W = resolve_layout("rotate", "img", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)
@@ -647,8 +659,9 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
 # ------------------------------------------------------------------ distances
 
 def _pairwise(forward, backward, x, y, with_dist):
-    x = jnp.asarray(x)
-    arrays = (x,) if y is None else (x, jnp.asarray(y))
+    op = forward.__name__
+    x = _array(op, "x", x)
+    arrays = (x,) if y is None else (x, _array(op, "y", y))
     specs = _full_specs(forward, arrays, {})
 
     @jax.custom_vjp
@@ -741,8 +754,8 @@ def lerp(a, b, t):
     Array([ 0.25, 12.5 ], dtype=float32)
     """
     const_t = _constant_t("lerp", t)
-    return _lerp_arrays(jnp.asarray(a), jnp.asarray(b),
-                        jnp.asarray(t) if const_t is None else const_t)
+    return _lerp_arrays(_array("lerp", "a", a), _array("lerp", "b", b),
+                        _array("lerp", "t", t) if const_t is None else const_t)
 
 
 def _constant_t(op, t):
@@ -795,10 +808,10 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     >>> fij.slerp(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), 0.5).round(6)
     Array([0.707107, 0.707107], dtype=float32)
     """
-    a, b = jnp.asarray(a), jnp.asarray(b)
+    a, b = _array("slerp", "a", a), _array("slerp", "b", b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
     const_t = _constant_t("slerp", t)
-    arrays = (a, b) if const_t is not None else (a, b, jnp.asarray(t))
+    arrays = (a, b) if const_t is not None else (a, b, _array("slerp", "t", t))
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _full_specs(_fi.slerp, arrays, fkw)
 

@@ -10,6 +10,7 @@ the *centres* of the first and last pixels (pixel ``i`` sits at
 from __future__ import annotations
 
 import math
+from numbers import Number
 
 import numpy as np
 
@@ -491,11 +492,29 @@ class _Geometry:
         return (self.dims[0], 1) + self.dims[2:]
 
 
+def _is_scalar(value):
+    """Whether ``value`` has no axes (a ragged nest of lists has some)."""
+    try:
+        return np.ndim(value) == 0
+    except ValueError:
+        return False
+
+
+def _all_numbers(values):
+    """Whether NumPy reads ``values`` as numbers (not strings, None or other objects)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "O":
+        return all(isinstance(v, Number) for v in arr.flat)
+    return arr.dtype.kind in "biufc"
+
+
 def _fill_sequence(op, fill, count=""):
     """A per-channel ``fill`` as a float64 array: a TypeError for non-reals, a ValueError
     for numbers beyond float64 (as :func:`real_scalar` gives for a scalar fill)."""
     fill = to_host(op, "fill", fill)
     try:
+        if not _all_numbers(fill):          # None would read as NaN, a string as its digits
+            raise TypeError
         return np.asarray(fill, dtype=np.float64)
     except OverflowError:
         raise ValueError(f"{op}: fill must be representable in float64; got an int beyond "
@@ -529,7 +548,7 @@ def _fill_values(op, fill, padding_mode, C, dtype):
         return None
     if fill is None:
         return None
-    if np.ndim(fill) == 0:
+    if _is_scalar(fill):
         if getattr(fill, "shape", None) == () and not isinstance(fill, np.generic):
             fill = np.asarray(to_host(op, "fill", fill)).item()   # a 0-d array or tensor
         vals = np.full(C, real_scalar(op, "fill", fill, dtype), dtype)

@@ -1445,3 +1445,23 @@ def test_spatial_float32_means_near_the_largest_float32_are_the_in_memory_ones(c
     got = call(da.from_array(x, chunks=chunks)).compute(**SYNC)
     np.testing.assert_array_equal(got, want)
     assert np.isfinite(want[0, 0]).all()
+
+
+@pytest.mark.parametrize("op, arg, call", [
+    ("pairwise_sqdist", "x", lambda v: fd.pairwise_sqdist(v)),
+    ("knn", "queries", lambda v: fd.knn(np.ones((3, 2)), v, 1)),
+    ("slerp", "a", lambda v: fd.slerp(v, np.ones(3), 0.5)),
+    ("resize", "input", lambda v: fd.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool2d", "input", lambda v: fd.adaptive_avg_pool2d(v, 2)),
+    ("resize_backward", "grad_output", lambda v: fd.resize_backward(v, (1, 1, 4, 4))),
+    ("warp_affine", "img", lambda v: fd.warp_affine(v, np.eye(2, 3), (3, 3))),
+    ("rotate", "img", lambda v: fd.rotate(v, 3.0)),
+    ("grid_sample", "grid", lambda v: fd.grid_sample(da.ones((1, 1, 4, 4), chunks=2), v)),
+    ("affine_grid", "theta", lambda v: fd.affine_grid(v, (1, 1, 2, 2))),
+])
+@pytest.mark.parametrize("value", ["ab", [None, 1.0]], ids=repr)
+def test_strings_and_objects_are_the_in_memory_type_error(op, arg, call, value):
+    """They were read as 0-d arrays: errors named a shape () or a dtype <U2."""
+    with pytest.raises(TypeError, match=rf"^{op}: {arg} must be a real number or an array of "
+                                        rf"reals .*; got {type(value).__name__} "):
+        call(value)

@@ -699,3 +699,27 @@ def test_second_order_derivative_of_a_linear_op_under_a_sum_stays_zero(x64):
     x = jnp.asarray(_IMG)
     hess_sum = jax.grad(lambda x: jax.grad(lambda x: fij.resize(x, size=(7, 7)).sum())(x).sum())
     np.testing.assert_array_equal(np.asarray(hess_sum(x)), 0.0)
+
+
+@pytest.mark.parametrize("op, arg, call", [
+    ("resize", "input", lambda v: fij.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool3d", "input", lambda v: fij.adaptive_avg_pool3d(v, 2)),
+    ("grid_sample", "grid", lambda v: fij.grid_sample(jnp.ones((1, 1, 4, 4)), v)),
+    ("affine_grid", "theta", lambda v: fij.affine_grid(v, (1, 1, 2, 2))),
+    ("pairwise_l2", "y", lambda v: fij.pairwise_l2(jnp.ones((2, 2)), v)),
+    ("lerp", "a", lambda v: fij.lerp(v, jnp.ones(2), 0.5)),
+    ("slerp", "b", lambda v: fij.slerp(jnp.ones(2), v, 0.5)),
+    ("warp_affine", "img", lambda v: fij.warp_affine(v, np.eye(2, 3), (3, 3))),
+])
+@pytest.mark.parametrize("value", ["ab", [None, 1.0]], ids=repr)
+def test_strings_and_objects_are_the_numpy_apis_type_error(op, arg, call, value):
+    """JAX's own errors ("not a valid JAX array type") named neither op nor argument."""
+    with pytest.raises(TypeError, match=rf"^{op}: {arg} must be a real number or an array of "
+                                        rf"reals .*; got {type(value).__name__} "):
+        call(value)
+
+
+@pytest.mark.parametrize("M", ["ab", [[1, 0, 0], [0, 1, None]]], ids=repr)
+def test_a_constant_matrix_of_non_numbers_is_the_numpy_apis_type_error(M):
+    with pytest.raises(TypeError, match=r"^warp_affine: M must hold real numbers"):
+        fij.warp_affine(jnp.ones((1, 1, 6, 6)), M, (5, 5))

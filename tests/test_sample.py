@@ -983,3 +983,17 @@ def test_affine_grid_backward_near_the_largest_double_is_the_exact_sum(size, ali
         np.testing.assert_allclose(got[finite], want[finite], rtol=0,
                                    atol=1e-14 * big * g[0].size)
         np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+
+
+@pytest.mark.parametrize("fill", [[None, 1.0], ["a", "b"], [[1.0, 2.0], [3.0]]], ids=repr)
+@pytest.mark.parametrize("call", [
+    lambda f: fi.grid_sample(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 2, 2, 2),
+                             np.float32), padding_mode="constant", fill=f),
+    lambda f: fi.warp_affine(np.zeros((1, 2, 4, 4), np.uint8), np.eye(2, 3), (3, 3),
+                             padding_mode="constant", fill=f),
+])
+def test_a_fill_of_non_numbers_is_a_type_error(call, fill):
+    """None was read as NaN ('fill must be finite'), a ragged list gave NumPy's error."""
+    with pytest.raises(TypeError, match=r"fill must be a real number or a sequence of C = 2 "
+                                        r"reals; got"):
+        call(fill)

@@ -12,15 +12,19 @@ import dask.array as da
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from .._dispatch import _to_numpy
 from .._validate import shape_str
 
 
-def as_dask(value):
-    """``value`` as a dask array (NumPy and other arrays are wrapped with one chunk)."""
+def as_dask(value, op="fastinterp", name="argument"):
+    """``value`` as a dask array (NumPy and other arrays are wrapped with one chunk); a
+    string or a list holding non-numbers is the in-memory op's TypeError naming ``op``
+    and the argument ``name``."""
     if isinstance(value, da.Array):
         return value
-    return da.from_array(value if hasattr(value, "__array_function__") else np.asarray(value),
-                         chunks=-1)
+    if not hasattr(value, "__array_function__"):
+        value = _to_numpy(value, "numpy", op, name)
+    return da.from_array(value, chunks=-1)
 
 
 def is_array(value) -> bool:
@@ -163,7 +167,7 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=(), shown=None):
     """
     consts = dict(consts or {})
     names = list(batch)
-    arrays = [as_dask(batch[k]) for k in names]
+    arrays = [as_dask(batch[k], op, k) for k in names]
     for name, arr in zip(names, arrays):
         if arr.ndim == 0:
             raise ValueError(f"{op}: {name} must have a batch axis 0; got a 0-d array.")

@@ -22,7 +22,7 @@ _dist = importlib.import_module("fastinterp.distance")
 def _rows(op, name, a):
     """``a`` as a 2-D dask array with one chunk along D, in the machine's byte order (as
     the in-memory op reads a byte-swapped array: copied once, block by block)."""
-    a = as_dask(a)
+    a = as_dask(a, op, name)
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim != 2:

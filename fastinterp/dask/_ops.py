@@ -59,7 +59,7 @@ def lerp(a, b, t):
     operand = next((v for v in (a, b) if is_array(v)), None)
     if operand is not None:     # a list t in the dtype the in-memory lerp reads it in
         t = _t_array(t, np.float32 if is_half(operand.dtype) else operand.dtype)
-    args = [as_dask(v) if is_array(v) else v for v in (a, b, t)]
+    args = [as_dask(v, "lerp", n) if is_array(v) else v for n, v in zip("abt", (a, b, t))]
     probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
                       for v in args])
     broadcast_shape("lerp", **{n: v if is_array(v) else np.asarray(v)   # (checked above)
@@ -136,7 +136,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     >>> bool((y.compute(scheduler="sync") == fi.slerp(a, b, t)).all())
     True
     """
-    a = as_dask(a)
+    a = as_dask(a, "slerp", "a")
     check_known_sizes("slerp", "a", a, range(1, a.ndim))     # rechunked to one chunk
     t = _t_array(t, a.dtype)
     _check_axis("slerp", a, axis)
@@ -188,7 +188,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     ...  for v, w in zip(grads, fi.slerp_backward(g, a, b, t))]
     [True, True, True]
     """
-    a = as_dask(a)
+    a = as_dask(a, "slerp_backward", "a")
     check_known_sizes("slerp_backward", "a", a, range(1, a.ndim))
     t = _t_array(t, a.dtype)
     _check_axis("slerp_backward", a, axis)
@@ -251,7 +251,7 @@ def affine_grid(theta, size, align_corners=False):
     True
     """
     dims = _check_size("affine_grid", size)
-    theta = as_dask(theta)
+    theta = as_dask(theta, "affine_grid", "theta")
     _check_batch_of_size("affine_grid", "theta", theta, dims, functools.partial(
         fi.affine_grid, size=size, align_corners=align_corners))
     fn = _per_block_size(fi.affine_grid, "size", dims[1:], align_corners=align_corners)
@@ -290,7 +290,7 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
     True
     """
     dims = _check_size("affine_grid_backward", size)
-    grad_grid = as_dask(grad_grid)
+    grad_grid = as_dask(grad_grid, "affine_grid_backward", "grad_grid")
     _check_batch_of_size("affine_grid_backward", "grad_grid", grad_grid, dims,
                          functools.partial(fi.affine_grid_backward, size=size,
                                            align_corners=align_corners))
@@ -387,14 +387,15 @@ def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layou
     ``known_bounds``: see fastinterp.dask._warp.grid_sample_windows)."""
     from ._warp import grid_sample_windows
     max_window = _check_max_window(op, max_window)
-    x = as_dask(input)
+    x = as_dask(input, op, "input")
     _check_batched_layout(op, layout)
     hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                 fill=fill, layout=layout)
     if x.ndim == 4 and (x.numblocks[hax] > 1 or x.numblocks[wax] > 1):
         check_known_sizes(op, "input", x, (0,))      # the grid is split along x's N chunks
-        return grid_sample_windows(op, x, as_dask(grid), opts, max_window, known_bounds)
+        return grid_sample_windows(op, x, as_dask(grid, op, "grid"), opts, max_window,
+                                   known_bounds)
     return batched("grid_sample", functools.partial(fi.grid_sample, **opts),
                    {"input": x, "grid": grid})
 
@@ -543,7 +544,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     >>> bool((y.compute(scheduler="sync") == fi.rotate(img, 30)).all())
     True
     """
-    img = as_dask(img)
+    img = as_dask(img, "rotate", "img")
     x, batch_layout, _ = as_batch("rotate", "img", img, layout)
     _check_batched_layout("rotate", batch_layout)
     check_known_sizes("rotate", "img", img, range(img.ndim))     # (the centre is from H, W)
@@ -559,7 +560,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
           layout, chunks, max_window):
     """The warps: grid (fastinterp.dask._warp.warp_grid) then :func:`grid_sample`."""
     from ._warp import warp_grid, warp_grid_bounds
-    img = as_dask(img)
+    img = as_dask(img, op, "img")
     x, layout, back = as_batch(op, "img", img, layout)
     _check_batched_layout(op, layout)
     check_known_sizes(op, "img", img, range(img.ndim))     # N too: M may be one per image
@@ -706,7 +707,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> bool((y.compute(scheduler="sync") == fi.resize(x, size=(4, 4))).all())
     True
     """
-    input = as_dask(input)
+    input = as_dask(input, "resize", "input")
     x, layout, back = as_batch("resize", "input", input, layout, nd_ok=True)
     opts = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor,
@@ -773,7 +774,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     op = "resize_backward"
     opts = dict(scale_factor=scale_factor, mode=mode, align_corners=align_corners,
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor)
-    grad_output = as_dask(grad_output)
+    grad_output = as_dask(grad_output, op, "grad_output")
     if _rz._is_nd(grad_output, layout):
         in_sp = _rz._nd_input_size(op, input_size, grad_output.shape)
         fn = functools.partial(fi.resize_backward, input_size=in_sp, layout=layout, **opts)
@@ -853,7 +854,7 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     >>> bool((y.compute(scheduler="sync") == fi.adaptive_avg_pool2d(x, 4)).all())
     True
     """
-    input = as_dask(input)
+    input = as_dask(input, "adaptive_avg_pool2d", "input")
     x, layout, back = as_batch("adaptive_avg_pool2d", "input", input, layout, nd_ok=True)
     fn = functools.partial(fi.adaptive_avg_pool2d, output_size=output_size, layout=layout)
     probe(fn, {"input": x}, shown={"input": input})
@@ -903,7 +904,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_size, *, layout=None):
     True
     """
     op = "adaptive_avg_pool2d_backward"
-    grad_output = as_dask(grad_output)
+    grad_output = as_dask(grad_output, op, "grad_output")
     g, layout, in_hw, back = _grad_batch(op, grad_output, input_size, layout)
     fn = functools.partial(fi.adaptive_avg_pool2d_backward, input_size=in_hw, layout=layout)
     shown = {"grad_output": grad_output}
