@@ -997,3 +997,19 @@ def test_a_fill_of_non_numbers_is_a_type_error(call, fill):
     with pytest.raises(TypeError, match=r"fill must be a real number or a sequence of C = 2 "
                                         r"reals; got"):
         call(fill)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("size", [(1, 1, 2, 3), (2, 1, 4, 2)])
+def test_cuda_affine_grid_backward_near_the_largest_double_is_the_cpus(cuda, size):
+    rng = np.random.default_rng(11)
+    big = np.finfo(np.float64).max
+    g = rng.choice([-1.0, 1.0], size[:1] + size[2:] + (2,)) * big * rng.uniform(0.3, 1.0, size[:1]
+                                                                               + size[2:] + (2,))
+    g[0] = 1.5e308
+    want = fi.affine_grid_backward(g, size)
+    got = fi.affine_grid_backward(cuda.to_device(g), size).copy_to_host()
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=0,
+                               atol=1e-14 * big * g[0].size)
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])

@@ -367,10 +367,27 @@ def _affine_grid_fwd(out, theta, xs, ys):
                            + np.float64(theta[n, r, 2]))
 
 
+@cuda.jit(device=True)
+def _affine_grid_bwd_sum(g, xs, ys, n, r, k, scale):
+    """sum over pixels of g[n, h, w, r] * scale * (x_w, y_h, 1)[k], in float64, in a
+    fixed order; and whether every g term was finite."""
+    acc = 0.0
+    finite = True
+    for h in range(g.shape[1]):
+        for w in range(g.shape[2]):
+            b = xs[w] if k == 0 else (ys[h] if k == 1 else 1.0)
+            v = np.float64(g[n, h, w, r])
+            finite = finite and math.isfinite(v)
+            acc += (v * scale) * b
+    return acc, finite
+
+
 @cuda.jit
-def _affine_grid_bwd(out, g, xs, ys):
+def _affine_grid_bwd(out, g, xs, ys, down, up):
     """One thread sums one grad_theta entry (n, r, k) over all pixels, in float64,
-    in a fixed order (deterministic)."""
+    in a fixed order (deterministic). A finite gradient whose sum overflowed on the way
+    (near 1e308) is summed again scaled by ``down`` (a power of two), no partial sum of
+    which can overflow, then scaled back by ``up`` = 1 / down, as on the CPU."""
     i = cuda.grid(1)
     N = out.shape[0]
     if i >= N * 6:
@@ -378,11 +395,10 @@ def _affine_grid_bwd(out, g, xs, ys):
     k = i % 3
     r = (i // 3) % 2
     n = i // 6
-    acc = 0.0
-    for h in range(g.shape[1]):
-        for w in range(g.shape[2]):
-            b = xs[w] if k == 0 else (ys[h] if k == 1 else 1.0)
-            acc += np.float64(g[n, h, w, r]) * b
+    acc, finite = _affine_grid_bwd_sum(g, xs, ys, n, r, k, 1.0)
+    if finite and not math.isfinite(acc):
+        acc, finite = _affine_grid_bwd_sum(g, xs, ys, n, r, k, down)
+        acc = acc * up
     out[n, r, k] = acc
 
 
@@ -474,7 +490,9 @@ def affine_grid_backward(out, grad_grid, align_corners, stream=0):
     N, H, W, _ = grad_grid.shape
     xs = to_device(_base_host(W, align_corners, grad_grid.dtype), stream)
     ys = to_device(_base_host(H, align_corners, grad_grid.dtype), stream)
-    _affine_grid_bwd[blocks_1d(N * 6), THREADS_1D, stream](out, grad_grid, xs, ys)
+    shift = math.ceil(math.log2(max(H * W * 2, 1))) + 2    # terms |g * coordinate| <= |g|
+    _affine_grid_bwd[blocks_1d(N * 6), THREADS_1D, stream](out, grad_grid, xs, ys,
+                                                           2.0 ** -shift, 2.0 ** shift)
 
 
 def _base_host(n, align_corners, dtype):
