@@ -169,13 +169,16 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
 def to_host(op: str, name: str, obj):
     """A small argument given as an array (a warp matrix, a per-channel fill), ready
     for ``np.asarray`` on the host by the rules of an op's arrays: a device array
-    (numba, CuPy, a CUDA tensor) is copied to the host; a torch tensor's negative
+    (numba, CuPy, a CUDA tensor) is copied to the host (a bfloat16 tensor widened to
+    float32, exactly); a torch tensor's negative
     or conjugate bit is resolved, and one that requires grad is the TypeError of
     :func:`_plain_tensor`. Anything else is returned as is."""
     if hasattr(obj, "copy_to_host"):                    # a numba device array
         return obj.copy_to_host()
     if _is_torch_tensor(obj):
         obj = _plain_tensor(op, name, obj)
+        if str(obj.dtype) == "torch.bfloat16":       # NumPy cannot read it; float32 exactly
+            obj = obj.float()
         return obj if obj.is_cpu else obj.cpu()
     if _has_cuda_interface(obj) and hasattr(obj, "get"):   # CuPy
         return obj.get()
@@ -190,7 +193,16 @@ def _check_viewable(op: str, name: str, obj) -> None:
                         f"e.g. {name}.float().")
 
 
-_NOT_NUMBERS = frozenset("USOVMm")   # NumPy dtype kinds: strings, objects, records, dates
+_NOT_NUMBERS = frozenset("USOMm")   # NumPy dtype kinds: strings, objects, dates ('V' is
+#                                   also ml_dtypes' bfloat16: left to the dtype checks)
+
+
+def holds_numbers(arr: np.ndarray) -> bool:
+    """Whether ``arr`` (NumPy's reading of a caller's value) holds numbers: a numeric or
+    bool dtype, or objects that are all numbers (an int beyond int64: checked later)."""
+    if arr.dtype.kind == "O":
+        return all(isinstance(v, Number) for v in arr.flat)
+    return arr.dtype.kind not in _NOT_NUMBERS
 
 
 def not_numbers_error(op: str, name: str, obj) -> TypeError:
@@ -218,9 +230,8 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
             raise ValueError(f"{op}: {name} must be a rectangular array; got a "
                              f"{type(obj).__name__} NumPy cannot read as one: "
                              f"{obj!r:.80}.") from None
-        if arr.dtype.kind in _NOT_NUMBERS and not isinstance(obj, np.ndarray) and not (
-                arr.dtype.kind == "O" and all(isinstance(v, Number) for v in arr.flat)):
-            raise not_numbers_error(op, name, obj)     # (a huge int is an object: checked later)
+        if not isinstance(obj, np.ndarray) and not holds_numbers(arr):
+            raise not_numbers_error(op, name, obj)
         return arr
     _check_viewable(op, name, obj)
     if not writable:

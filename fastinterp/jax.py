@@ -56,11 +56,14 @@ __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_
 # ------------------------------------------------------------------ plumbing
 
 def _array(op, name, v):
-    """``v`` as a JAX array; a string or a nest holding non-numbers is the NumPy API's
-    TypeError naming ``op`` and ``name`` (JAX's own names neither)."""
-    if not isinstance(v, (jax.Array, np.ndarray)) and not _traced(v):
-        _to_numpy(v, "numpy", op, name)
-    return jnp.asarray(v)
+    """``v`` as a JAX array (a nest of traced values included); a string or a nest holding
+    non-numbers is the NumPy API's TypeError naming ``op`` and ``name`` (JAX's own names
+    neither)."""
+    try:
+        return jnp.asarray(v)
+    except (TypeError, ValueError):
+        _to_numpy(v, "numpy", op, name)    # its error, where it has one for v
+        raise
 
 
 def _spec(shape, dtype):

@@ -275,6 +275,17 @@ def _kept(given: Any, value: float) -> Any:
     return value
 
 
+def _copied(value: Any) -> Any:
+    """A copy of a saved hyper-parameter (a number, a 0-d array or tensor, a tuple of
+    them); a tensor that is not a graph leaf (no deepcopy) is copied detached."""
+    if isinstance(value, tuple):
+        return tuple(_copied(v) for v in value)
+    try:
+        return copy.deepcopy(value)
+    except RuntimeError:
+        return value.detach().clone()
+
+
 def _shown(value: Any) -> str:
     """``repr(value)`` for an error message; an int beyond float's range by its size
     (its repr would run to hundreds of digits)."""
@@ -576,7 +587,7 @@ class Optimizer:
         for k, (mine, g) in enumerate(zip(self.param_groups, groups)):
             self._check_keys(name, f"param_groups[{k}]", g)
             # copies, as torch's: a 0-d tensor hyper-parameter is not shared with the source
-            full = {**mine, **{key: copy.deepcopy(v) for key, v in g.items() if key != "params"}}
+            full = {**mine, **{key: _copied(v) for key, v in g.items() if key != "params"}}
             self._check(full)
             new_groups.append(full)
         new_state: dict[int, dict] = {}
@@ -756,13 +767,14 @@ class Adam(Optimizer):
         self._flags(group, "amsgrad", "maximize")
         betas = group["betas"]
         try:
+            betas = tuple(betas)    # (an iterator is read once)
             values = [_scalar(b) for b in betas]
         except TypeError:           # not a sequence
             values = []
         pair = [v for v in values if v is not None]
         if len(values) != 2 or len(pair) != 2:
             raise ValueError(f"{self._name}: betas must be two numbers in [0, 1) (Python "
-                             f"numbers or 0-d arrays); got {betas!r}.")
+                             f"numbers or 0-d arrays); got {group['betas']!r}.")
         for k, b in enumerate(pair):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self._name}: betas[{k}] must be in [0, 1); got {b!r}.")

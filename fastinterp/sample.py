@@ -10,13 +10,12 @@ the *centres* of the first and last pixels (pixel ``i`` sits at
 from __future__ import annotations
 
 import math
-from numbers import Number
 
 import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import begin, to_host
+from ._dispatch import begin, holds_numbers, to_host
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
@@ -500,20 +499,13 @@ def _is_scalar(value):
         return False
 
 
-def _all_numbers(values):
-    """Whether NumPy reads ``values`` as numbers (not strings, None or other objects)."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "O":
-        return all(isinstance(v, Number) for v in arr.flat)
-    return arr.dtype.kind in "biufc"
-
-
 def _fill_sequence(op, fill, count=""):
     """A per-channel ``fill`` as a float64 array: a TypeError for non-reals, a ValueError
     for numbers beyond float64 (as :func:`real_scalar` gives for a scalar fill)."""
     fill = to_host(op, "fill", fill)
     try:
-        if not _all_numbers(fill):          # None would read as NaN, a string as its digits
+        held = np.asarray(fill)             # None would read as NaN, a string as its digits,
+        if not holds_numbers(held) or held.dtype.kind == "c":   # a complex as its real part
             raise TypeError
         return np.asarray(fill, dtype=np.float64)
     except OverflowError:

@@ -1465,3 +1465,14 @@ def test_strings_and_objects_are_the_in_memory_type_error(op, arg, call, value):
     with pytest.raises(TypeError, match=rf"^{op}: {arg} must be a real number or an array of "
                                         rf"reals .*; got {type(value).__name__} "):
         call(value)
+
+
+def test_subnormal_homographies_read_every_source_block_they_touch():
+    """The same homography scaled into subnormals: its products lose absolute precision
+    (underflow), which a purely relative error bound missed."""
+    M = np.array([[8, -4, 2], [4, 8, -5], [1, 2, 2]]) * 5e-324
+    x = np.random.default_rng(0).random((1, 1, 64, 64)).astype(np.float32)
+    kw = dict(match="torch", align_corners=True)
+    got = fd.warp_perspective(da.from_array(x, chunks=(1, 1, 4, 4)), M, (48, 48), chunks=(5, 7),
+                              **kw)
+    np.testing.assert_array_equal(got.compute(**SYNC), fi.warp_perspective(x, M, (48, 48), **kw))

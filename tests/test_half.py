@@ -489,3 +489,19 @@ def test_concurrent_half_calls_equal_serial(rng):
         parallel = list(pool.map(lambda g: fi.grid_sample(x, g), grids))
     for s, p in zip(serial, parallel):
         np.testing.assert_array_equal(s.view(np.uint16), p.view(np.uint16))
+
+
+@pytest.mark.parametrize("make_fill, values", [
+    (lambda torch, ml: torch.tensor(0.75, dtype=torch.bfloat16), 0.75),
+    (lambda torch, ml: torch.tensor([1.0, -2.5], dtype=torch.bfloat16), [1.0, -2.5]),
+    (lambda torch, ml: np.array([1.0, -2.5], ml.bfloat16), [1.0, -2.5]),
+])
+def test_a_bfloat16_fill_is_read_as_its_values(make_fill, values):
+    """A bfloat16 fill is a real number like a float16 one (NumPy cannot read a torch
+    bfloat16 tensor: a raw 'unsupported ScalarType'; an ml_dtypes array was refused)."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(2).random((1, 2, 3, 4)).astype(np.float32)
+    g = np.random.default_rng(3).uniform(-3, 3, (1, 2, 5, 2)).astype(np.float32)
+    got = fi.grid_sample(x, g, padding_mode="constant", fill=make_fill(torch, ml_dtypes))
+    np.testing.assert_array_equal(got, fi.grid_sample(x, g, padding_mode="constant",
+                                                      fill=values))

@@ -723,3 +723,18 @@ def test_strings_and_objects_are_the_numpy_apis_type_error(op, arg, call, value)
 def test_a_constant_matrix_of_non_numbers_is_the_numpy_apis_type_error(M):
     with pytest.raises(TypeError, match=r"^warp_affine: M must hold real numbers"):
         fij.warp_affine(jnp.ones((1, 1, 6, 6)), M, (5, 5))
+
+
+def test_a_list_of_traced_values_is_an_array_under_grad():
+    """A theta built as a list from traced parameters (the NumPy conversion that checks
+    for strings must not see the tracers)."""
+    weights = jnp.arange(32.0).reshape(1, 4, 4, 2)
+
+    def loss(a, as_list):
+        c, s = jnp.cos(a), jnp.sin(a)
+        rows = [[[c, -s, 0.0], [s, c, 0.0]]]
+        theta = rows if as_list else jnp.array(rows)
+        return jnp.sum(fij.affine_grid(theta, (1, 1, 4, 4)) * weights)
+
+    assert float(jax.grad(loss)(0.3, True)) == float(jax.grad(loss)(0.3, False))
+    assert float(jax.jit(loss, static_argnums=1)(0.3, True)) == float(loss(0.3, False))

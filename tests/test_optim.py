@@ -1200,3 +1200,15 @@ def test_a_group_missing_a_key_is_a_value_error_at_the_step():
     with pytest.raises(ValueError, match=r"^SGD.step: param_groups\[0\] must have every key of "
                                          r".*; missing \['momentum'\]"):
         opt.step([np.ones(3)])
+
+
+def test_betas_given_as_an_iterator_are_read_once():
+    opt = Adam([np.zeros(3)], betas=iter([0.9, 0.999]))
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_load_state_dict_takes_a_non_leaf_tensor_hyperparameter(torch):
+    lr = torch.tensor(0.2, requires_grad=True) * 0.5       # (no deepcopy for non-leaves)
+    opt = SGD([np.zeros(3)], lr=lr)
+    opt.load_state_dict(opt.state_dict())
+    assert float(opt.param_groups[0]["lr"]) == float(lr)

@@ -985,7 +985,8 @@ def test_affine_grid_backward_near_the_largest_double_is_the_exact_sum(size, ali
         np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
 
 
-@pytest.mark.parametrize("fill", [[None, 1.0], ["a", "b"], [[1.0, 2.0], [3.0]]], ids=repr)
+@pytest.mark.parametrize("fill", [[None, 1.0], ["a", "b"], [[1.0, 2.0], [3.0]],
+                                  np.array([1 + 5j, 2])], ids=repr)
 @pytest.mark.parametrize("call", [
     lambda f: fi.grid_sample(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 2, 2, 2),
                              np.float32), padding_mode="constant", fill=f),

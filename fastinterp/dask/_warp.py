@@ -285,7 +285,8 @@ def _rounding_widths(xs, ys, ws, sums):
     sign is certain over the block; ``xs``, ``ys``, ``ws`` at the 4 corners (last axis),
     ``sums`` the largest magnitude sums of u, v, w over them."""
     eps = 4 * np.finfo(np.float64).eps / 2          # two products and two sums, rounded
-    su, sv, sw = (eps * m for m in sums)
+    tiny = 4 * 2.0 ** -1074                         # ... each product's underflow, absolute
+    su, sv, sw = (eps * m + tiny for m in sums)
     margin = np.abs(ws).min(axis=-1) - sw           # a lower bound of |w| over the block
     certain = ((ws > 0).all(-1) | (ws < 0).all(-1)) & (margin > 0)
     margin = np.where(certain, margin, np.nan)
