@@ -190,6 +190,8 @@ def _one_real(value) -> float | None:
         return None
     if hasattr(value, "detach"):        # a torch tensor that requires grad
         value = value.detach()
+    if hasattr(value, "copy_to_host"):  # a numba device array (no __float__)
+        value = value.copy_to_host()
     return float(value.reshape(()))
 
 

@@ -451,9 +451,11 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
 
 
 def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_corners,
-              inverse_map, layout, needs_input_grad, needs_matrix_grad, fill, rows):
+              inverse_map, layout, needs_input_grad, needs_matrix_grad, fill, rows,
+              deterministic):
     need_m = check_bool(op, "needs_matrix_grad", needs_matrix_grad)
     need_in = check_bool(op, "needs_input_grad", needs_input_grad)
+    det = check_bool(op, "deterministic", deterministic)
     p, lay, x, wmap, (N, C, Ho, Wo), opts = _begin(op, img, M, dsize, match, mode,
                                                     padding_mode, align_corners, inverse_map,
                                                     layout, fill, rows, grad_output=grad_output)
@@ -466,9 +468,15 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
         raise ValueError(f"{op}: grad_output must have shape "
                          f"{shape_str(lay.join(N, C, Ho, Wo))} (the forward's output); "
                          f"got {shape_str(go.shape)}.")
-    gi, gg = grid_sample_backward(lay.as_batched(p.contiguous(go)), x,
-                                  _to_device_like(p, grid), needs_input_grad=need_in,
-                                  needs_grid_grad=need_m, **opts)
+    try:
+        gi, gg = grid_sample_backward(lay.as_batched(p.contiguous(go)), x,
+                                      _to_device_like(p, grid), needs_input_grad=need_in,
+                                      needs_grid_grad=need_m, deterministic=det, **opts)
+    except ValueError as e:      # the CUDA sampler's refusals: under this op's name
+        prefix = "grid_sample_backward:"
+        if not str(e).startswith(prefix):
+            raise
+        raise ValueError(f"{op}:{str(e)[len(prefix):]}") from None
     gm = None
     if need_m:
         host = gg.copy_to_host() if hasattr(gg, "copy_to_host") else np.asarray(gg)
@@ -600,7 +608,7 @@ def _warp_as(op, img, M, dsize, mode="bilinear", padding_mode="zeros", align_cor
 def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                          align_corners=False, match="opencv", inverse_map=False,
                          needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
-                         layout=None):
+                         layout=None, deterministic=True):
     """Gradients of :func:`warp_affine` with respect to the image and the matrix.
 
     Parameters
@@ -610,6 +618,10 @@ def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mo
         As given to :func:`warp_affine`.
     needs_input_grad, needs_matrix_grad : bool
         Which gradients to compute; a skipped one is None.
+    deterministic : bool
+        CUDA images only, as for :func:`grid_sample_backward`: True sums the image
+        gradient in fixed point (bit-reproducible; needs a finite ``grad_output``),
+        False with atomic float adds. The CPU is always deterministic.
 
     Returns
     -------
@@ -635,13 +647,13 @@ def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mo
     """
     return _backward("warp_affine_backward", grad_output, img, M, dsize, match, mode,
                      padding_mode, align_corners, inverse_map, layout, needs_input_grad,
-                     needs_matrix_grad, fill, rows=2)
+                     needs_matrix_grad, fill, rows=2, deterministic=deterministic)
 
 
 def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
                               align_corners=False, match="opencv", inverse_map=False,
                               needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
-                              layout=None):
+                              layout=None, deterministic=True):
     """Gradients of :func:`warp_perspective` with respect to the image and the homography.
 
     Parameters and returns as :func:`warp_affine_backward` (``grad_M`` of M's shape).
@@ -656,7 +668,7 @@ def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", paddi
     """
     return _backward("warp_perspective_backward", grad_output, img, M, dsize, match, mode,
                      padding_mode, align_corners, inverse_map, layout, needs_input_grad,
-                     needs_matrix_grad, fill, rows=3)
+                     needs_matrix_grad, fill, rows=3, deterministic=deterministic)
 
 
 def rotation_matrix(angle, center, scale=1.0):

@@ -849,3 +849,28 @@ def test_grid_rows_of_any_range_equal_the_whole_grid(match, align_corners):
     for r0, r1, c0, c1 in ((0, 13, 0, 17), (3, 7, 5, 16), (12, 13, 0, 1), (0, 1, 16, 17)):
         np.testing.assert_array_equal(wmap.grid_rows(0, r0, r1, np.float64, c0, c1),
                                       whole[r0:r1, c0:c1])
+
+
+@pytest.mark.parametrize("op", ["warp_affine_backward", "warp_perspective_backward"])
+def test_cuda_warp_backward_of_a_non_finite_gradient(cuda, op):
+    """The CUDA deterministic backward refuses a NaN grad_output under the warp's own name
+    (it named grid_sample_backward), and deterministic=False, which a warp did not take,
+    computes it as the CPU does."""
+    x = np.ones((1, 1, 3, 3))
+    go = x.copy()
+    go[0, 0, 0, 0] = np.nan
+    M = np.eye(2, 3) if op == "warp_affine_backward" else np.eye(3)
+    call = getattr(fi, op)
+    with pytest.raises(ValueError, match=rf"^{op}: grad_output must be finite with "
+                                         r"deterministic=True"):
+        call(cuda.to_device(go), cuda.to_device(x), M, (3, 3))
+    gi, gm = call(cuda.to_device(go), cuda.to_device(x), M, (3, 3), deterministic=False)
+    want_gi, want_gm = call(go, x, M, (3, 3))
+    np.testing.assert_array_equal(gi.copy_to_host(), want_gi)
+    np.testing.assert_array_equal(np.isnan(gm), np.isnan(want_gm))
+
+
+def test_cuda_rotate_takes_a_one_element_device_angle(cuda):
+    img = np.random.default_rng(4).random((1, 1, 5, 5))
+    got = fi.rotate(cuda.to_device(img), cuda.to_device(np.array([30.0])))
+    np.testing.assert_allclose(got.copy_to_host(), fi.rotate(img, 30.0), rtol=1e-12, atol=1e-12)
