@@ -1432,3 +1432,24 @@ def test_large_results_that_fit_are_not_refused(monkeypatch):
     y = fi.resize(np.ones((1, 1, 4, 4), np.float32), size=(2, 2**24))
     assert y.shape == (1, 1, 2, 2**24) and y[0, 0, 1, -1] == 1
     assert _memory.machine_bytes() == 8 << 30
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("call", [
+    lambda x: fi.resize(x, size=(1, 2), mode="bilinear", antialias=True),
+    lambda x: fi.resize(x, size=(1, 1), mode="bicubic", antialias=True),
+    lambda x: fi.resize(x, size=(1, 2), mode="area"),
+    lambda x: fi.adaptive_avg_pool2d(x, (1, 1)),
+    lambda x: fi.resize(x, size=(1, 1), mode="area"),      # 25 taps: the float64 path
+])
+def test_cuda_float32_means_near_the_largest_float32_are_the_cpus(cuda, call):
+    """Means of finite pixels at FLT_MAX came out inf on CUDA (the float32 weights' rounding
+    sums past 1); the CPU redoes them in float64 and rounds to FLT_MAX."""
+    big = np.finfo(np.float32).max
+    x = np.full((2, 1, 1, 25), big, np.float32)
+    x[1, 0, 0, :3] = -big
+    x[1, 0, 0, 20] = np.inf                # a window holding an inf stays inf
+    want = call(x)
+    got = call(cuda.to_device(x)).copy_to_host()
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert_close(got, want)

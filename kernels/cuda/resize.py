@@ -71,6 +71,38 @@ def _vpass(dst, src, idx, w, zero):
     dst[p, y, j] = acc
 
 
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@cuda.jit
+def _redo_inf_means(out, x, yi, yw, xi, xw, channels):
+    """float32 means (non-negative weights summing to 1 but for their rounding) that came
+    out inf: each recomputed from its window in float64, as the CPU redoes them; a finite
+    mean of finite pixels is at most the largest float32 times the weights' rounding and
+    is rounded to it (a window holding an inf stays inf)."""
+    i = cuda.grid(1)
+    if i >= out.size:
+        return
+    p, y, j = _unflatten(i, out)
+    if not math.isinf(out[p, y, j]):
+        return
+    col = j // channels
+    c = j - col * channels
+    acc = 0.0
+    for ky in range(yi.shape[0]):
+        wy = yw[ky, y]
+        if wy != 0:
+            row = 0.0
+            for kx in range(xi.shape[0]):
+                wx = xw[kx, col]
+                if wx != 0:
+                    row += np.float64(wx) * np.float64(x[p, yi[ky, y], xi[kx, col] * channels + c])
+            acc += np.float64(wy) * row
+    if math.isfinite(acc):
+        acc = min(max(acc, -_FLT_MAX), _FLT_MAX)
+    out[p, y, j] = acc
+
+
 def _launch(kernel, dst, *args, stream):
     n = math.prod(dst.shape)
     kernel[blocks_1d(n), THREADS_1D, stream](dst, *args)
@@ -109,3 +141,6 @@ def separable(out, x, ytab, xtab, channels, stream=0):
         tmp = cuda.device_array((P, h_out, len_in), dtype=acc_dtype, stream=stream)
         _launch(_vpass, tmp, x, yi, yw, zero, stream=stream)
         _launch(_hpass, out, tmp, xi, xw, channels, zero, stream=stream)
+    from fastinterp.resize import _averages
+    if np.dtype(out.dtype) == np.float32 and _averages(ytab, xtab):    # forward means only
+        _launch(_redo_inf_means, out, x, yi, yw, xi, xw, channels, stream=stream)
