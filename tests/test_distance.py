@@ -1526,3 +1526,21 @@ def test_knn_exact_where_distances_are_subnormal(dtype, scale, offset):
     assert np.array_equal(i, want)
     ds, is_ = _stream.knn_stream(x, q, k, block_rows=300)
     assert np.array_equal(is_, i) and ds.tobytes() == d.tobytes()
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cuda_l2_backward_of_float32_distances_beyond_float32_is_the_cpus(cuda, symmetric):
+    """A float32 distance that overflows (rows near +-3e38 apart) weighed its pair by
+    g / inf = 0 on CUDA: the gradient vanished; the CPU takes it from float64 differences."""
+    x = np.array([[1, 0, 0, 0], [0.5, 2, -1, 3]], np.float32)
+    y = np.array([[-3e38, 3e38, -3e38, 3e38], [1, 1, 1, 1]], np.float32)
+    if symmetric:
+        x, y = np.concatenate([x, y]), None
+    g = np.random.default_rng(1).standard_normal((len(x), 2 if y is not None else len(x)))
+    g = g.astype(np.float32)
+    want = fi.pairwise_l2_backward(g, x, y)
+    got = fi.pairwise_l2_backward(*(None if a is None else cuda.to_device(a) for a in (g, x, y)))
+    for w, gt in zip(want, got):
+        if w is not None:
+            assert_close(gt.copy_to_host(), w, table=TOL_ORACLE)

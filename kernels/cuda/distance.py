@@ -146,6 +146,15 @@ def _weight(g, dist, e, i, j, l2):
 
 
 @cuda.jit(device=True)
+def _direct_weight(g, e, r, s, a, u, b, bb, transpose):
+    """g / |a[u, r] - b[bb, s]| with the distance taken from the rows in float64 (where
+    the stored one overflowed float32), 0 at distance 0 or where it overflows too."""
+    dv = _scaled_l2(a, b, u, bb, r, s)
+    gv = float64(g[e, s, r]) if transpose else float64(g[e, r, s])
+    return 0.0 if dv == 0 or math.isinf(dv) else gv / dv
+
+
+@cuda.jit(device=True)
 def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
     """sum_e sum_s W_e(r, s) (a[u, r, c] - b[bmap[e], s, c]) for one role of a[u]: W = w,
     or w.T with ``transpose`` (see _grad_rows). An infinite a[u, r, c] takes the CPU's
@@ -161,8 +170,12 @@ def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
         for s in range(b.shape[1]):
             if transpose:
                 w = _weight(g, dist, e, s, r, l2)
+                overflowed = l2 and math.isinf(dist[e, s, r])
             else:
                 w = _weight(g, dist, e, r, s, l2)
+                overflowed = l2 and math.isinf(dist[e, r, s])
+            if overflowed:      # a float32 distance beyond its range: g / the float64 one
+                w = _direct_weight(g, e, r, s, a, u, b, bb, transpose)
             bv = b[bb, s, c]
             acc += w * (ar - bv)
             wsum += w
