@@ -1170,3 +1170,47 @@ def test_affine_align_refuses_empty_images(which, shape):
         with pytest.raises(ValueError, match=r"^AffineAlign.transform: moving must have at "
                                              r"least one channel"):
             fit.transform(np.ones(shape))
+
+
+def test_finite_data_spanning_more_than_float64_trains_to_a_finite_fit():
+    """X - mean overflowed (|X| near 1e308 of both signs): NaN components, scipy's eigh
+    error, or an 'SGD: lr must be finite' about an lr the caller never gave."""
+    X = np.array([[1.7e308, 0.0], [-1.7e308, 1.0], [-1.7e308, 2.0], [-1.7e308, 3.0]])
+    for init in ("pca", "identity", "random"):
+        A = NCA(init=init, max_iter=2).fit(X, [0, 1, 0, 1]).components_
+        assert np.isfinite(A).all(), (init, A)
+    x, t = np.array([1.7e308, -1.7e308, -1.7e308]), np.array([0.0, 1.0, 2.0])
+    for optimizer in ("sgd", "adam"):
+        model = PolynomialRegression(1, optimizer=optimizer).fit(x, t)
+        assert np.isfinite(model.coef_).all()
+        np.testing.assert_allclose(model.predict(x), [0.0, 1.5, 1.5], atol=1e-6)
+
+
+def test_a_diverging_fit_is_a_value_error_naming_lr():
+    """sklearn's SGD estimators raise on overflow; the coefficients were all NaN, silently."""
+    with pytest.raises(ValueError, match=r"^PolynomialRegression.fit: training diverged .*lower "
+                                         r"lr \(got 1.0\)"):
+        PolynomialRegression(2, lr=1.0).fit(np.linspace(0, 1, 10), np.linspace(0, 1, 10) ** 2)
+    X, y = np.random.default_rng(0).standard_normal((30, 3)), np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"^NCA.fit: training diverged .*lower lr"):
+        NCA(2, lr=1e300, dtype=np.float64).fit(X, y)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_nca_batches_of_fewer_than_three_points_are_refused(batch_size):
+    """A point's only neighbour in a batch of 2 is picked with probability 1: the loss is
+    constant and the penalty shrank the map to 0 (5-NN accuracy 0.39 on digits)."""
+    X, y = np.random.default_rng(1).standard_normal((12, 3)), np.arange(12) % 2
+    with pytest.raises(ValueError, match=r"batch_size must be at least 3 with neighbors='batch'"):
+        NCA(batch_size=batch_size).fit(X, y)
+    NCA(batch_size=batch_size, neighbors="all", max_iter=2).fit(X, y)      # (all: fine)
+
+
+def test_nca_pca_start_leaves_constant_features_out_in_every_variant():
+    """LAPACK left ~1e-19 in the columns of features constant in training, which Adam
+    inflated differently per build (1.5e-6 relative on transform between v2 and v4)."""
+    X = np.random.default_rng(2).standard_normal((60, 5))
+    X[:, 1] = 0.0
+    X[:, 3] = 7.0
+    model = NCA(3, dtype=np.float64, max_iter=5).fit(X, np.arange(60) % 3)
+    assert np.all(model.components_[:, [1, 3]] == 0)

@@ -258,16 +258,33 @@ def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
     if redo.size == 0:
         return spread
     big = np.zeros(redo.size)
-    for r in range(0, n, chunk):
-        dev = np.abs(X[r:r + chunk, redo] - mean[redo])
-        big = np.maximum(big, np.max(dev, axis=0, initial=0.0))
+    with np.errstate(over="ignore"):        # deviations beyond float64: see below
+        for r in range(0, n, chunk):
+            dev = np.abs(X[r:r + chunk, redo] - mean[redo])
+            big = np.maximum(big, np.max(dev, axis=0, initial=0.0))
     unit = np.where(big > 0, big, 1.0)
     scaled = np.zeros(redo.size)
     for r in range(0, n, chunk):
-        dev = (X[r:r + chunk, redo] - mean[redo]) / unit
-        scaled += np.sum(dev * dev, axis=0)
+        scaled += np.sum(centred_scaled(X[r:r + chunk, redo], mean[redo], unit) ** 2, axis=0)
+    wide = np.isinf(big)        # finite data whose deviations exceed float64 (|X| near 1e308)
+    if wide.any():
+        cols = redo[wide]
+        unit[wide] = np.maximum(np.max(np.abs(X[:, cols]), axis=0), np.abs(mean[cols]))
+        scaled[wide] = np.sum(centred_scaled(X[:, cols], mean[cols], unit[wide]) ** 2, axis=0)
     spread[redo] = np.where(big > 0, unit * np.sqrt(scaled / max(n, 1)), 0.0)
     return spread
+
+
+def centred_scaled(X, mean, scale):
+    """``(X - mean) / scale`` in float64 (``mean`` and ``scale`` per column); where a
+    finite ``X - mean`` overflows (data spanning more than float64's range), taken as
+    ``X / scale - mean / scale`` instead."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (X - mean) / scale
+        bad = ~np.isfinite(out) & np.isfinite(X)
+        if bad.any():
+            out = np.where(bad, X / scale - mean / scale, out)
+    return out
 
 
 def real_data(op: str, name: str, data) -> np.ndarray:

@@ -10,9 +10,10 @@ import scipy.linalg
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
-from ._common import (Estimator, InvalidTypeError, Progress, check_flag, check_float_dtype,
-                      check_int, check_matrix, check_real, check_target, column_mean,
-                      column_spread, n_features_error, not_fitted, root_mean_square, seed_from)
+from ._common import (Estimator, InvalidTypeError, Progress, centred_scaled, check_flag,
+                      check_float_dtype, check_int, check_matrix, check_real, check_target,
+                      column_mean, column_spread, n_features_error, not_fitted,
+                      root_mean_square, seed_from)
 from .._validate import (check_ndim, check_option, check_shape, float_dtype, is_int, same_dtype,
                          shape_str)
 from ..distance import deterministic_matmul as matmul
@@ -253,7 +254,7 @@ def _standardised(X, mean, scale, dtype):
     """``(X - mean) / scale`` in ``dtype``, formed block by block (no float64 copy of X)."""
     out = np.empty(X.shape, dtype)
     for r in range(0, X.shape[0], _CHUNK):
-        out[r:r + _CHUNK] = (X[r:r + _CHUNK] - mean) / scale
+        out[r:r + _CHUNK] = centred_scaled(X[r:r + _CHUNK], mean, scale)
     return out
 
 
@@ -446,6 +447,11 @@ class NCA(Estimator):
             raise error(f"{op}: n_components must be an int in [1, {d}]; got {k!r}.")
         check_int(op, "max_iter", self.max_iter, 0, none_ok=True)
         check_int(op, "batch_size", self.batch_size, 1)
+        if self.neighbors == "batch" and self.batch_size < 3:
+            raise ValueError(f"{op}: batch_size must be at least 3 with neighbors='batch' (a "
+                             f"point's only neighbour in a batch of 2 is picked for sure: the "
+                             f"loss is constant, and the penalty alone shrinks the map to 0); "
+                             f"got {self.batch_size}.")
         for name in ("lr", "reg"):
             check_real(op, name, getattr(self, name))
         for name in ("verbose", "progress"):
@@ -463,8 +469,10 @@ class NCA(Estimator):
         # (eigenvectors of the Gram matrix, formed by the deterministic GEMM, with
         # a fixed sign: the largest entry of each axis positive)
         # (only the k leading pairs are computed: a fraction of the full solve for 784 pixels)
-        ev, vecs = scipy.linalg.eigh(_gram(Xs), driver="evr", subset_by_index=[d - k, d - 1])
+        G = _gram(Xs)
+        ev, vecs = scipy.linalg.eigh(G, driver="evr", subset_by_index=[d - k, d - 1])
         vt = vecs[:, ::-1].T
+        vt[:, np.diag(G) == 0] = 0     # features constant in training: LAPACK leaves ~1e-19
         vt = vt * np.where(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)] < 0, -1.0, 1.0)[:, None]
         var = float(np.sum(np.clip(ev, 0, None))) / Xs.shape[0]
         return np.ascontiguousarray(vt * np.sqrt(k / var) if var > 0 else vt, dtype=dtype)
@@ -489,6 +497,10 @@ class NCA(Estimator):
         # rms norm of the standardised rows (each feature's variance is (std / scale)^2)
         row = float(np.sqrt(np.sum((std / scale) ** 2)))
         curve = self._train(A, Xs, labels, epochs, rng, dtype, row)
+        if not np.isfinite(A).all():
+            raise ValueError(f"NCA.fit: training diverged (the map became non-finite after "
+                             f"{epochs} epochs); lower lr (got {self.lr}) or reg (got "
+                             f"{self.reg}).")
         self.mean_, self.scale_, self.components_ = mean, scale, A
         self.n_features_in_ = X.shape[1]
         self.loss_curve_, self.n_iter_ = curve, epochs

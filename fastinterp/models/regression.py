@@ -7,9 +7,9 @@ from math import comb
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import (Estimator, Progress, check_flag, check_int, check_matrix, check_real,
-                      check_target, column_mean, column_spread, n_features_error, not_fitted,
-                      real_data, root_mean_square)
+from ._common import (Estimator, Progress, centred_scaled, check_flag, check_int,
+                      check_matrix, check_real, check_target, column_mean, column_spread,
+                      n_features_error, not_fitted, real_data, root_mean_square)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -187,8 +187,12 @@ class PolynomialRegression(Estimator):
         mu = column_mean(X)
         s = column_spread(X, mu)
         s[s == 0] = 1.0
-        V = _design((X - mu) / s, powers)
+        V = _design(centred_scaled(X, mu, s), powers)
         c = self._descend(V, y)
+        if not np.isfinite(c).all():
+            raise ValueError(f"PolynomialRegression.fit: training diverged (the coefficients "
+                             f"became non-finite after {self.n_iter_} steps); lower lr (got "
+                             f"{self.lr}) or leave it None (chosen from the data).")
         self._x, self._y = X, y
         self._univariate, self._mu, self._s, self._c = univariate, mu, s, c
         self.powers_ = powers
@@ -235,11 +239,11 @@ class PolynomialRegression(Estimator):
             raise not_fitted(op)
         if self._univariate:
             x = np.asarray(real_data(op, "x", x), dtype=np.float64)
-            return Polynomial(self._c)((x - self._mu[0]) / self._s[0])
+            return Polynomial(self._c)(centred_scaled(x, self._mu[0], self._s[0]))
         X = check_matrix(op, "X", x, min_rows=0)
         if X.shape[1] != self.n_features_in_:
             raise n_features_error(op, "PolynomialRegression", X.shape[1], self.n_features_in_)
-        return matmul(_design((X - self._mu) / self._s, self.powers_), self._c[:, None])[:, 0]
+        return matmul(_design(centred_scaled(X, self._mu, self._s), self.powers_), self._c[:, None])[:, 0]
 
     def score(self, x, y):
         """The coefficient of determination R^2 of :meth:`predict` on ``(x, y)``
