@@ -143,20 +143,21 @@ def _callback(fn, kwargs, specs, arrays, vmap="fold", backward_of=None):
     fold = tuple(a.ndim for a in arrays) if vmap == "fold" else ()
     host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs))
     method = "sequential" if vmap == "sequential" else "broadcast_all"
-
-    def call(*xs):
-        return jax.pure_callback(host, tuple(specs), *xs, vmap_method=method)
-
     if backward_of is None:
-        return call(*arrays)
-    return _not_differentiable(backward_of, call)(*arrays)
+        return jax.pure_callback(host, tuple(specs), *arrays, vmap_method=method)
+    return _cached(_not_differentiable, backward_of, host, tuple(specs), method)(*arrays)
 
 
-def _not_differentiable(op, call):
-    """``call`` (a gradient's callback) as a custom_jvp whose derivative is a clear error:
-    JAX's own ("Pure callbacks do not support JVP") names no op. Reached only where the
-    callback's inputs depend on the variable (grad of a gradient that is constant in it,
-    a linear op's under a sum, stays zero)."""
+@functools.lru_cache(maxsize=1024)
+def _not_differentiable(op, host, specs, method):
+    """The callback of ``host`` (a gradient's) as a custom_jvp whose derivative is a clear
+    error: JAX's own ("Pure callbacks do not support JVP") names no op. Reached only
+    where the callback's inputs depend on the variable (grad of a gradient that is
+    constant in it, a linear op's under a sum, stays zero). One object per
+    configuration, as :func:`_host`'s."""
+    def call(*xs):
+        return jax.pure_callback(host, specs, *xs, vmap_method=method)
+
     checked = jax.custom_jvp(call)
 
     def jvp(primals, tangents):
