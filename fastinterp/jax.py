@@ -267,7 +267,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
                             layout=layout)
         grid = grid.reshape((1,) + grid.shape)
     kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-              fill=static_fill(op, fill), layout=name)
+              fill=static_fill(op, _constant(op, "fill", fill)), layout=name)
     specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
     check_grid_batch(op, grid, x_b.shape[0])    # the probe's arrays all have N = 0
     if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of the grid is an error
@@ -366,8 +366,10 @@ _HOST_ARRAYS = (np.generic, np.ndarray, jax.Array)
 
 
 def _traced(v) -> bool:
-    """Whether ``v``, or an entry of a tuple or list ``v``, is a traced JAX value."""
-    return any(isinstance(x, jax.core.Tracer) for x in (v if isinstance(v, (tuple, list)) else [v]))
+    """Whether ``v``, or an entry of a (nested) tuple or list ``v``, is a traced JAX value."""
+    if isinstance(v, (tuple, list)):
+        return any(_traced(x) for x in v)
+    return isinstance(v, jax.core.Tracer)
 
 
 def _constant(op, name, v):
@@ -537,7 +539,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     x_b, name, back_fn = _as_batch(op, img, layout)
     kw = dict(dsize=_check_dsize(op, _static(op, "dsize", dsize, int)), mode=mode,
               padding_mode=padding_mode, align_corners=align_corners, match=match,
-              inverse_map=inverse_map, fill=static_fill(op, fill), layout=name)
+              inverse_map=inverse_map, fill=static_fill(op, _constant(op, "fill", fill)),
+              layout=name)
     host, host_bwd = _WARP_HOSTS[op]
     # the NumPy API's checks and the output dtype, on one zero pixel per image (as cheap
     # for any image size; dsize was checked above) and the matrices: a constant M as

@@ -270,9 +270,13 @@ def _kept(given: Any, value: float) -> Any:
     """What a group stores for a hyper-parameter ``given`` (checked, read as ``value``):
     a 0-d array or tensor itself, read again at every step (a scheduler may change it
     in place, ``lr.fill_(0.01)``, as torch's do); else the float."""
-    if getattr(given, "shape", None) == () and not isinstance(given, np.generic):
-        return given            # (a NumPy scalar is immutable: stored as the float)
-    return value
+    if getattr(given, "shape", None) != () or isinstance(given, np.generic):
+        return value            # (a NumPy scalar is immutable)
+    try:
+        float(given)            # as each step reads it
+    except TypeError:           # (a numba device array: read once, by .item())
+        return value
+    return given
 
 
 def _copied(value: Any) -> Any:

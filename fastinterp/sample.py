@@ -127,21 +127,23 @@ def _affine_grid_bwd_cpu(grad_theta, grad_grid, H, W, align_corners, D=None):
     """Registry kernel (CPU): 2-D grids, or volume grids when the depth D is given.
 
     float64 sums of products near the largest double can overflow on the way to a
-    finite result (inf + -inf = NaN where the exact sum is 0): an image whose finite
-    gradient gave a non-finite result is summed again scaled by a power of two that
-    no partial sum can overflow, then scaled back (exact, unless a product underflows
-    there: far below the result's rounding)."""
+    finite result (inf + -inf = NaN where the exact sum is 0): an entry that came out
+    non-finite from a finite gradient component is summed again scaled by a power of
+    two that no partial sum can overflow, then scaled back (exact, unless a product
+    underflows there: below the largest terms' rounding), as the CUDA kernel does."""
     _affine_grid_bwd_raw(grad_theta, grad_grid, H, W, align_corners, D)
     if grad_theta.dtype != np.float64 or np.isfinite(grad_theta).all():
         return
-    redo = np.flatnonzero(~np.isfinite(grad_theta).all(axis=(1, 2))
-                          & np.isfinite(grad_grid).reshape(len(grad_grid), -1).all(axis=1))
-    if len(redo):
-        shift = math.ceil(math.log2(max(grad_grid[0].size, 1))) + 2   # terms |g * coordinate|
-        part = np.empty((len(redo),) + grad_theta.shape[1:])          # <= |g|, < 2**1024
-        _affine_grid_bwd_raw(part, np.ldexp(grad_grid[redo], -shift), H, W, align_corners, D)
-        with np.errstate(over="ignore"):
-            grad_theta[redo] = np.ldexp(part, shift)
+    redo = np.flatnonzero(~np.isfinite(grad_theta).all(axis=(1, 2)))
+    shift = math.ceil(math.log2(max(grad_grid[0].size, 1))) + 2   # terms |g * coordinate|
+    part = np.empty((len(redo),) + grad_theta.shape[1:])          # <= |g|, < 2**1024
+    _affine_grid_bwd_raw(part, np.ldexp(grad_grid[redo], -shift), H, W, align_corners, D)
+    # the entries that came out non-finite from a finite gradient component
+    nd = grad_grid.shape[-1]
+    finite = np.isfinite(grad_grid[redo]).reshape(len(redo), -1, nd).all(axis=1)
+    take = ~np.isfinite(grad_theta[redo]) & finite[:, :, None]
+    with np.errstate(over="ignore"):
+        grad_theta[redo] = np.where(take, np.ldexp(part, shift), grad_theta[redo])
 
 
 def _affine_grid_bwd_raw(grad_theta, grad_grid, H, W, align_corners, D):

@@ -1476,3 +1476,11 @@ def test_subnormal_homographies_read_every_source_block_they_touch():
     got = fd.warp_perspective(da.from_array(x, chunks=(1, 1, 4, 4)), M, (48, 48), chunks=(5, 7),
                               **kw)
     np.testing.assert_array_equal(got.compute(**SYNC), fi.warp_perspective(x, M, (48, 48), **kw))
+
+
+def test_a_bfloat16_torch_tensor_is_read_through_dlpack():
+    torch = pytest.importorskip("torch")
+    x = torch.arange(8, dtype=torch.bfloat16).reshape(1, 1, 2, 4)
+    got = fd.resize(x, size=(1, 2)).compute(**SYNC)
+    np.testing.assert_array_equal(np.asarray(got, np.float32),
+                                  fi.resize(x, size=(1, 2)).float().numpy())

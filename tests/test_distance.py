@@ -1544,3 +1544,14 @@ def test_cuda_l2_backward_of_float32_distances_beyond_float32_is_the_cpus(cuda, 
     for w, gt in zip(want, got):
         if w is not None:
             assert_close(gt.copy_to_host(), w, table=TOL_ORACLE)
+
+
+@pytest.mark.cudasim
+def test_cuda_l2_backward_takes_differences_beyond_float32_in_float64(cuda):
+    """Rows 3e38 and -3e38: their float32 difference overflows, the unit vector does not."""
+    x, y = np.array([[3e38]], np.float32), np.array([[-3e38]], np.float32)
+    g = np.ones((1, 1), np.float32)
+    for got, want in zip(fi.pairwise_l2_backward(*map(cuda.to_device, (g, x, y))),
+                         fi.pairwise_l2_backward(g, x, y)):
+        np.testing.assert_array_equal(got.copy_to_host(), want)
+    np.testing.assert_array_equal(fi.pairwise_l2_backward(g, x, y)[0], [[1.0]])

@@ -738,3 +738,20 @@ def test_a_list_of_traced_values_is_an_array_under_grad():
 
     assert float(jax.grad(loss)(0.3, True)) == float(jax.grad(loss)(0.3, False))
     assert float(jax.jit(loss, static_argnums=1)(0.3, True)) == float(loss(0.3, False))
+
+
+def test_a_matrix_given_as_nested_lists_of_traced_values_is_traced():
+    img = jnp.asarray(np.random.default_rng(5).random((1, 1, 4, 4)))
+
+    def warped(s):
+        return fij.warp_affine(img, [[1.0, 0.0, s], [0.0, 1.0, 0.0]], (4, 4)).sum()
+
+    assert float(jax.jit(warped)(0.5)) == float(warped(0.5))
+    assert np.isfinite(float(jax.grad(warped)(0.5)))
+
+
+def test_a_traced_fill_is_a_type_error_saying_it_must_be_static():
+    img, grid = jnp.ones((1, 1, 3, 3)), jnp.full((1, 2, 2, 2), 5.0)
+    with pytest.raises(TypeError, match=r"^grid_sample: fill must be static"):
+        jax.jit(lambda s: fij.grid_sample(img, grid, padding_mode="constant", fill=s))(
+            jnp.array(2.0))

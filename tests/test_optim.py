@@ -1212,3 +1212,12 @@ def test_load_state_dict_takes_a_non_leaf_tensor_hyperparameter(torch):
     opt = SGD([np.zeros(3)], lr=lr)
     opt.load_state_dict(opt.state_dict())
     assert float(opt.param_groups[0]["lr"]) == float(lr)
+
+
+def test_a_hyperparameter_float_cannot_read_is_read_once(cuda):
+    """A 0-d numba device array (no __float__) was kept and failed mid-step, after other
+    parameters had been updated."""
+    a, b = np.ones(3), np.ones(3)
+    opt = SGD([{"params": [a]}, {"params": [b], "lr": cuda.to_device(np.array(0.1))}], lr=0.1)
+    opt.step([np.ones(3), np.ones(3)])
+    np.testing.assert_array_equal(a, b)

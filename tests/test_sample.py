@@ -1014,3 +1014,14 @@ def test_cuda_affine_grid_backward_near_the_largest_double_is_the_cpus(cuda, siz
     np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=0,
                                atol=1e-14 * big * g[0].size)
     np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+
+
+def test_affine_grid_backward_redoes_an_overflowed_component_next_to_an_infinite_one():
+    """An inf in the x component of an image does not keep its y component's overflowed
+    sum from being redone (the CUDA kernel redoes each entry on its own)."""
+    g = np.zeros((1, 1, 3, 2))
+    g[0, 0, :, 1] = [1e308, 1e308, -1e308]
+    g[0, 0, 0, 0] = np.inf
+    got = fi.affine_grid_backward(g, (1, 1, 1, 3), align_corners=True)
+    np.testing.assert_array_equal(got[0, 1], [-np.inf, 0.0, 1e308])
+    assert np.isinf(got[0, 0, 0]) and np.isnan(got[0, 0, 1])     # (inf * 0 in the x row)

@@ -12,7 +12,7 @@ import dask.array as da
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .._dispatch import _to_numpy
+from .._dispatch import _to_numpy, array_kind
 from .._validate import shape_str
 
 
@@ -22,8 +22,8 @@ def as_dask(value, op="fastinterp", name="argument"):
     and the argument ``name``."""
     if isinstance(value, da.Array):
         return value
-    if not hasattr(value, "__array_function__"):
-        value = _to_numpy(value, "numpy", op, name)
+    if not hasattr(value, "__array_function__"):     # lists, DLPack tensors (bfloat16 too)
+        value = _to_numpy(value, array_kind(value) or "numpy", op, name)
     return da.from_array(value, chunks=-1)
 
 

@@ -163,7 +163,7 @@ def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
     acc = 0.0
     wsum = 0.0
     wb = 0.0
-    ar = a[u, r, c]
+    ar = float64(a[u, r, c])
     for l in range(ptr[u], ptr[u + 1]):
         e = items[l]
         bb = bmap[e]
@@ -176,8 +176,8 @@ def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
                 overflowed = l2 and math.isinf(dist[e, r, s])
             if overflowed:      # a float32 distance beyond its range: g / the float64 one
                 w = _direct_weight(g, e, r, s, a, u, b, bb, transpose)
-            bv = b[bb, s, c]
-            acc += w * (ar - bv)
+            bv = float64(b[bb, s, c])
+            acc += w * (ar - bv)        # in float64: a float32 difference may overflow
             wsum += w
             wb += w * bv
     if math.isinf(ar):
