@@ -272,6 +272,8 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
     storage = {n: np.dtype(a.dtype) for n, a in arrays.items()
                if isinstance(a, np.ndarray) and not isinstance(named[n], (list, tuple))
                and array_kind(named[n]) is not None}
+    if not storage:     # only lists (of NumPy half scalars) hold half values: theirs
+        storage = {n: np.dtype(arrays[n].dtype) for n in half}
     for n, dt in storage.items():
         if dt == np.float64:
             raise TypeError(f"{op}: {n} must have dtype float32, float16 or bfloat16 next to "

@@ -505,3 +505,12 @@ def test_a_bfloat16_fill_is_read_as_its_values(make_fill, values):
     got = fi.grid_sample(x, g, padding_mode="constant", fill=make_fill(torch, ml_dtypes))
     np.testing.assert_array_equal(got, fi.grid_sample(x, g, padding_mode="constant",
                                                       fill=values))
+
+
+@pytest.mark.parametrize("call", [lambda x: fi.resize(x, size=(1, 2)),
+                                  lambda x: fi.adaptive_avg_pool2d(x, 1)])
+def test_a_nested_list_of_half_scalars_is_a_half_array(call):
+    """Only lists held the half values: no argument's storage was recorded (StopIteration)."""
+    values = [[[[np.float16(v) for v in range(4)]] * 2]]
+    np.testing.assert_array_equal(call(values), call(np.asarray(values)))
+    assert call(values).dtype == np.float16
