@@ -270,13 +270,10 @@ def _kept(given: Any, value: float) -> Any:
     """What a group stores for a hyper-parameter ``given`` (checked, read as ``value``):
     a 0-d array or tensor itself, read again at every step (a scheduler may change it
     in place, ``lr.fill_(0.01)``, as torch's do); else the float."""
-    if getattr(given, "shape", None) != () or isinstance(given, np.generic):
-        return value            # (a NumPy scalar is immutable)
-    try:
-        float(given)            # as each step reads it
-    except TypeError:           # (a numba device array: read once, by .item())
-        return value
-    return given
+    if getattr(given, "shape", None) != () or isinstance(given, np.generic) \
+            or not hasattr(type(given), "__float__"):      # each step reads it with float()
+        return value            # (a NumPy scalar is immutable; a numba device array has
+    return given                # no __float__: both stored as the float)
 
 
 def _copied(value: Any) -> Any:

@@ -509,7 +509,7 @@ def _fill_sequence(op, fill, count=""):
         held = np.asarray(fill)             # None would read as NaN, a string as its digits,
         if not holds_numbers(held) or held.dtype.kind == "c":   # a complex as its real part
             raise TypeError
-        return np.asarray(fill, dtype=np.float64)
+        return held.astype(np.float64)
     except OverflowError:
         raise ValueError(f"{op}: fill must be representable in float64; got an int beyond "
                          f"it in {type(fill).__name__} fill.") from None

@@ -258,19 +258,18 @@ def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
     if redo.size == 0:
         return spread
     big = np.zeros(redo.size)
+    magnitude = np.abs(mean[redo])
     with np.errstate(over="ignore"):        # deviations beyond float64: see below
         for r in range(0, n, chunk):
-            dev = np.abs(X[r:r + chunk, redo] - mean[redo])
-            big = np.maximum(big, np.max(dev, axis=0, initial=0.0))
-    unit = np.where(big > 0, big, 1.0)
+            block = X[r:r + chunk, redo]
+            big = np.maximum(big, np.max(np.abs(block - mean[redo]), axis=0, initial=0.0))
+            magnitude = np.maximum(magnitude, np.max(np.abs(block), axis=0, initial=0.0))
+    # finite data whose deviations exceed float64 (|X| near 1e308 of both signs) is scaled
+    # by its magnitude instead (centred_scaled then takes X / unit - mean / unit)
+    unit = np.where(np.isinf(big), magnitude, np.where(big > 0, big, 1.0))
     scaled = np.zeros(redo.size)
     for r in range(0, n, chunk):
         scaled += np.sum(centred_scaled(X[r:r + chunk, redo], mean[redo], unit) ** 2, axis=0)
-    wide = np.isinf(big)        # finite data whose deviations exceed float64 (|X| near 1e308)
-    if wide.any():
-        cols = redo[wide]
-        unit[wide] = np.maximum(np.max(np.abs(X[:, cols]), axis=0), np.abs(mean[cols]))
-        scaled[wide] = np.sum(centred_scaled(X[:, cols], mean[cols], unit[wide]) ** 2, axis=0)
     spread[redo] = np.where(big > 0, unit * np.sqrt(scaled / max(n, 1)), 0.0)
     return spread
 
