@@ -155,8 +155,11 @@ class _Reader:
         self.x = x
         self.mapped = (isinstance(x, np.memmap) and x.flags.c_contiguous
                        and _madvise is not None)
-        # a private (copy-on-write) mapping would lose its changes when unmapped
-        self.release_ok = self.mapped and getattr(x, "mode", "c") != "c"
+        # Only a shared file mapping may be unmapped: a private (copy-on-write) one would
+        # lose its changes, and the memory of a memmap object that maps no file (a
+        # memmap's copy, an array viewed as np.memmap: no _mmap, mode None) would be zeroed.
+        self.release_ok = (self.mapped and getattr(x, "_mmap", None) is not None
+                           and getattr(x, "mode", None) in ("r", "r+", "w+"))
         self.into = None if self.mapped else _zarr_into(x)
         self.shape = (min(block_rows, x.shape[0]),) + tuple(x.shape[1:])
         self.buffers = [None, None]

@@ -17,6 +17,7 @@ import math
 import operator
 import sys
 from numbers import Integral, Real
+from collections.abc import Mapping, Set
 from typing import Collection, Iterable, Sequence
 
 import numpy as np
@@ -137,10 +138,12 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
 
 
 def _is_real(value) -> bool:
-    """A real Python/NumPy scalar: not None, a bool, a complex number or a string."""
+    """A real Python/NumPy scalar: not None, a bool, a complex number or a string. A
+    bfloat16 scalar (ml_dtypes: a NumPy scalar outside np.floating) is one."""
     return type(value) in _PLAIN_REALS or (
         not isinstance(value, (bool, np.bool_))
-        and isinstance(value, (Real, np.integer, np.floating)))
+        and (isinstance(value, (Real, np.integer, np.floating))
+             or (isinstance(value, np.generic) and str(value.dtype) == "bfloat16")))
 
 
 def _given(value) -> str:
@@ -265,6 +268,15 @@ def is_scalar(value) -> bool:
     return not hasattr(value, "__iter__") if shape is None else len(shape) == 0
 
 
+def entries(value) -> tuple:
+    """The entries of a sequence argument (a tuple, a list, a 1-D array or tensor), in
+    order; a ``TypeError`` for a string, an unordered collection (a set or a dict, whose
+    order says nothing about axes) or a value that is not iterable."""
+    if isinstance(value, (str, bytes, Set, Mapping)):
+        raise TypeError(f"{type(value).__name__} is not an ordered sequence of numbers")
+    return tuple(value)
+
+
 def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
               lo: int = 0) -> tuple[int, ...]:
     """``value``, a sequence of axis sizes, as a tuple of Python ints.
@@ -277,13 +289,7 @@ def int_sizes(op: str, name: str, value, layout: str, lengths: Collection[int],
     ``ValueError``. ``torch.SymInt`` entries pass as they are (see :func:`symbolic`).
     """
     try:
-        entries = tuple(value) if not isinstance(value, (str, bytes)) else None
-    except TypeError:
-        entries = None
-    try:
-        if entries is None:
-            raise TypeError
-        dims = tuple(as_index(d) for d in entries)
+        dims = tuple(as_index(d) for d in entries(value))
     except TypeError as exc:
         if type(exc) is not TypeError:   # a framework's own (a traced JAX value: not static)
             raise

@@ -118,9 +118,53 @@ def _dummy(shape, dtype):
     return np.broadcast_to(np.zeros((), dtype), tuple(shape))
 
 
-def _numpy_call(fn, kwargs, fold, specs, *arrays):
-    """Host side of a callback: ``fn`` on NumPy views, mapped axes folded into N if ``fold``."""
+# Keyword arguments holding numbers that may change from call to call (a weight, a
+# fill, a constant warp matrix: random augmentation). They reach the host as an
+# operand, not inside the host function: JAX compiles, and keeps, one executable per
+# host function object, so one per value grew memory without bound.
+_VALUE_KWARGS = ("M", "fill", "t")
+
+
+def _packed(values: dict):
+    """``values`` (name -> a float, a tuple of floats or a NumPy array) as one uint32
+    array holding their bytes (float64 kept without x64), and the hashable layout that
+    :func:`_unpacked` reads them back with."""
+    parts, layout = [], []
+    for name in sorted(values):
+        v = values[name]
+        if isinstance(v, np.ndarray):
+            arr, kind = np.ascontiguousarray(v), ("array", v.shape, v.dtype.str)
+        else:
+            arr, kind = np.array(v, np.float64).reshape(-1), type(v).__name__
+        raw = arr.tobytes()
+        parts.append(raw + bytes(-len(raw) % 4))
+        layout.append((name, kind, len(raw)))
+    return np.frombuffer(b"".join(parts), np.uint32), tuple(layout)
+
+
+def _unpacked(words, layout) -> dict:
+    """The values packed by :func:`_packed` (``words`` may carry mapped axes in front:
+    an unmapped operand broadcast by vmap, every row the same)."""
+    raw = np.ascontiguousarray(words).reshape(-1, words.shape[-1])[0].tobytes()
+    values, at = {}, 0
+    for name, kind, size in layout:
+        chunk, at = raw[at:at + size], at + size + (-size % 4)
+        if kind == "float":
+            values[name] = float(np.frombuffer(chunk, np.float64)[0])
+        elif kind == "tuple":
+            values[name] = tuple(np.frombuffer(chunk, np.float64).tolist())
+        else:
+            _, shape, dtype = kind
+            values[name] = np.frombuffer(chunk, dtype).reshape(shape).copy()
+    return values
+
+
+def _numpy_call(fn, kwargs, fold, specs, layout, *arrays):
+    """Host side of a callback: ``fn`` on NumPy views, mapped axes folded into N if
+    ``fold``; with a value ``layout``, the last array holds the packed values."""
     arrays = [np.asarray(a) for a in arrays]
+    if layout:
+        kwargs = dict(kwargs, **_unpacked(arrays.pop(), layout))
     lead = ()
     if fold:    # every argument carries the same mapped axes in front of its own
         lead = arrays[0].shape[:arrays[0].ndim - fold[0]]
@@ -141,7 +185,13 @@ def _callback(fn, kwargs, specs, arrays, vmap="fold", backward_of=None):
     (a second-order derivative) is then a TypeError naming the op.
     """
     fold = tuple(a.ndim for a in arrays) if vmap == "fold" else ()
-    host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs))
+    values = {k: kwargs[k] for k in _VALUE_KWARGS if kwargs.get(k) is not None}
+    layout = ()
+    if values:
+        words, layout = _packed(values)
+        arrays = (*arrays, jnp.asarray(words))
+        kwargs = {k: v for k, v in kwargs.items() if k not in values}
+    host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs), layout)
     method = "sequential" if vmap == "sequential" else "broadcast_all"
     if backward_of is None:
         return jax.pure_callback(host, tuple(specs), *arrays, vmap_method=method)
@@ -170,12 +220,14 @@ def _not_differentiable(op, host, specs, method):
 
 
 @functools.lru_cache(maxsize=1024)
-def _host(fn, kwargs: tuple, fold: tuple, specs: tuple):
+def _host(fn, kwargs: tuple, fold: tuple, specs: tuple, layout: tuple):
     """The host function of one callback configuration, one object per configuration:
     JAX compiles a callback per host function object (outside jit every call runs on
     its own), so a new object per call compiled, and kept, a new executable each time
-    (14 ms and about 1.4 MiB per eager call)."""
-    return functools.partial(_numpy_call, fn, {k: v for k, v, _ in kwargs}, fold, specs)
+    (14 ms and about 1.4 MiB per eager call). Values that change from call to call
+    are not part of it (see _VALUE_KWARGS)."""
+    return functools.partial(_numpy_call, fn, {k: v for k, v, _ in kwargs}, fold, specs,
+                             layout)
 
 
 def _one(fn, kwargs, specs, arrays, vmap="fold"):
@@ -547,8 +599,8 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     # given (finite, invertible: errors now, not from the compiled call), identity
     # matrices of M's shape for a traced one
     lay = Layout(name)
-    n, c, _, _ = lay.split(x_b.shape)
-    probe = host(np.zeros(lay.join(n, c, 1, 1), x_b.dtype),
+    n, c, h, w = lay.split(x_b.shape)
+    probe = host(np.zeros(lay.join(n, c, min(h, 1), min(w, 1)), x_b.dtype),   # H, W = 0 kept
                  _identity_like(M.shape, rows) if traced else M, **dict(kw, dsize=(1, 1)))
     specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
     if not traced:
@@ -576,8 +628,10 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
 
 
 def _warp_constant_matrix(op, host, host_bwd, M, kw, specs, x):
-    """The warp of ``x`` by a constant host matrix ``M``, differentiable in ``x``."""
-    fwd_host, bwd_host = _matrix_hosts(host, host_bwd, M.tobytes(), M.shape, M.dtype.str)
+    """The warp of ``x`` by a constant host matrix ``M`` (passed as a value: see
+    _VALUE_KWARGS), differentiable in ``x``."""
+    fwd_host, bwd_host = _CONSTANT_MATRIX_HOSTS[op]
+    kw = dict(kw, M=M)
 
     @jax.custom_vjp
     def f(x):
@@ -594,20 +648,17 @@ def _warp_constant_matrix(op, host, host_bwd, M, kw, specs, x):
     return f(x)
 
 
-@functools.lru_cache(maxsize=256)
-def _matrix_hosts(host, host_bwd, data: bytes, shape: tuple, dtype: str):
-    """(forward, backward) host functions bound to one constant matrix, one pair of
-    objects per matrix value (see :func:`_host`: a callback compiles per function)."""
-    M = np.frombuffer(data, dtype).reshape(shape)
-    return functools.partial(_warp_by, host, M), functools.partial(_warp_grad_by, host_bwd, M)
-
-
-def _warp_by(host, M, img, **kw):
+def _warp_by(host, img, M, **kw):
     return host(img, M, **kw)
 
 
-def _warp_grad_by(host_bwd, M, go, img, **kw):
+def _warp_grad_by(host_bwd, go, img, M, **kw):
     return host_bwd(go, img, M, needs_matrix_grad=False, **kw)[0]
+
+
+_CONSTANT_MATRIX_HOSTS = {op: (functools.partial(_warp_by, host),
+                               functools.partial(_warp_grad_by, host_bwd))
+                          for op, (host, host_bwd) in _WARP_HOSTS.items()}
 
 
 def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
@@ -761,8 +812,20 @@ def lerp(a, b, t):
     Array([ 0.25, 12.5 ], dtype=float32)
     """
     const_t = _constant_t("lerp", t)
-    return _lerp_arrays(_array("lerp", "a", a), _array("lerp", "b", b),
-                        _array("lerp", "t", t) if const_t is None else const_t)
+    arrays = _weak_to_strong(_array("lerp", "a", a), _array("lerp", "b", b),
+                             *(() if const_t is not None else (_array("lerp", "t", t),)))
+    return _lerp_arrays(*arrays, *(() if const_t is None else (const_t,)))
+
+
+def _weak_to_strong(*arrays):
+    """JAX's weak types: a value from a Python scalar (weakly typed; float64 with x64)
+    takes the floating dtype of the strongly typed arrays beside it, as in JAX's own
+    arithmetic, instead of failing the NumPy API's same-dtype check."""
+    strong = [a for a in arrays if not a.weak_type]
+    if not strong or not all(jnp.issubdtype(a.dtype, jnp.floating) for a in strong):
+        return arrays
+    dtype = jnp.result_type(*strong)
+    return tuple(a.astype(dtype) if a.weak_type else a for a in arrays)
 
 
 def _constant_t(op, t):
@@ -818,7 +881,8 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     a, b = _array("slerp", "a", a), _array("slerp", "b", b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
     const_t = _constant_t("slerp", t)
-    arrays = (a, b) if const_t is not None else (a, b, _array("slerp", "t", t))
+    arrays = _weak_to_strong(*((a, b) if const_t is not None
+                               else (a, b, _array("slerp", "t", t))))
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _full_specs(_fi.slerp, arrays, fkw)
 

@@ -55,7 +55,7 @@ from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._validate import (AXIS_MAX, _one_real, as_index, check_array, check_bool, check_dtype,
-                        check_option, check_out, float_dtype, is_int as _is_int, is_scalar,
+                        check_option, check_out, entries, float_dtype, is_int as _is_int, is_scalar,
                         shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
@@ -1224,7 +1224,7 @@ def _size_dims(input_size) -> tuple:
     if shape is not None and len(shape) != 1:
         return tuple(shape)
     dims = []
-    for v in _sequence(input_size):
+    for v in entries(input_size):
         try:
             dims.append(as_index(v))
         except TypeError:
@@ -1232,11 +1232,6 @@ def _size_dims(input_size) -> tuple:
     return tuple(dims)
 
 
-def _sequence(value) -> tuple:
-    """``tuple(value)``; a ``TypeError`` for a string or a non-iterable."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError("a string is not a sequence of sizes")
-    return tuple(value)
 
 
 def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
@@ -1390,9 +1385,7 @@ def _tuple_k(op, name, value, kind, k):
     else:
         axes = " (H, W)" if k == 2 else ""
         try:
-            if isinstance(value, (str, bytes)):
-                raise TypeError
-            vals = tuple(read(v) for v in value)
+            vals = tuple(read(v) for v in entries(value))
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}{axes}; got {value!r}.") from None
         if len(vals) != k:
@@ -1619,7 +1612,7 @@ def _pool_size_k(op, output_size, in_sp):
                             f"got {output_size!r}.") from None
     else:
         try:
-            vals = _sequence(output_size)
+            vals = entries(output_size)
         except TypeError:
             raise TypeError(f"{op}: output_size must be an int or {form}; "
                             f"got {output_size!r}.") from None
@@ -1691,7 +1684,7 @@ def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
     if unbatched:                       # input_size (C, *spatial) or spatial
         dims = getattr(input_size, "shape", input_size)
         try:
-            dims = _sequence(dims)
+            dims = entries(dims)
         except TypeError:
             dims = None             # (the batched call names it)
         if dims is not None and len(dims) == rank - 1:

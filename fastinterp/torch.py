@@ -70,6 +70,9 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor
+from torch._C._functorch import TransformType as _TransformType
+from torch._functorch import pyfunctorch as _pyfunctorch
+from torch.autograd import forward_ad as _forward_ad
 
 import fastinterp as _fi
 from ._validate import check_bool, check_option, real_float, shape_str, symbolic
@@ -120,12 +123,44 @@ def _grad_needed(tensors) -> bool:
 
 def _eager(tensors) -> bool:
     """True when a call may skip the dispatcher: eager mode, not traced, transformed or
-    under a dispatch mode, and only plain tensors."""
+    under a dispatch mode, and only plain tensors (not a functorch-wrapped one: the
+    batched gradient of ``is_grads_batched``, which reaches a backward without an
+    active transform)."""
     if (torch.compiler.is_compiling() or _C._len_torch_dispatch_stack()
             or _C._are_functorch_transforms_active()):
         return False
-    return all(not isinstance(t, Tensor) or (type(t) in _PLAIN_TYPES and not t.is_meta)
+    return all(not isinstance(t, Tensor) or (type(t) in _PLAIN_TYPES and not t.is_meta
+                                             and not _is_wrapped(t))
                for t in tensors)
+
+
+_is_wrapped = _C._functorch.is_functorch_wrapped_tensor
+
+
+def _refuse_transforms(name, tensors):
+    """Forward-mode AD (torch.func.jvp and jacfwd, torch.autograd.forward_ad) and
+    torch.func's reverse-mode transforms (grad, jacrev, vjp) are a TypeError naming the
+    op: torch drops a custom op's tangents silently (derivatives of exactly 0), and its
+    own error for the others names no op. torch.func.vmap works."""
+    if getattr(_forward_ad, "_current_level", -1) >= 0 and any(
+            isinstance(t, Tensor) and _forward_ad.unpack_dual(t).tangent is not None
+            for t in tensors):
+        raise _forward_mode_error(name)
+    if not _C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+        return
+    kinds = {i.key() for i in _pyfunctorch.retrieve_all_functorch_interpreters()}
+    if _TransformType.Jvp in kinds:
+        raise _forward_mode_error(name)
+    if _TransformType.Grad in kinds:
+        raise TypeError(f"{name}: torch.func's grad, jacrev, vjp and hessian are not supported "
+                        f"(the op's gradient is registered for torch.autograd): use "
+                        f"torch.autograd.grad or .backward(); torch.func.vmap works.")
+
+
+def _forward_mode_error(name):
+    return TypeError(f"{name}: forward-mode differentiation (torch.func.jvp, jacfwd, "
+                     f"torch.autograd.forward_ad) is not implemented; use reverse mode "
+                     f"(.backward(), torch.autograd.grad, or jacobian's default strategy).")
 
 
 def _call(name, op, direct, args, tensors, out, op_args=None):
@@ -137,6 +172,7 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
     with one, the op's eager autograd.Function (same body, same backward). Its
     argument errors are the direct path's (the NumPy API's, in its order of checks).
     """
+    _refuse_transforms(name, tensors)
     if out is not None:
         _check_out(name, out)
     needs_grad = _grad_needed(tensors)
@@ -267,9 +303,19 @@ def _invoke(op, *args):
     """Call a backward op: its body directly when no graph is being recorded in plain
     eager mode (the usual backward pass), else through the dispatcher (so that
     ``create_graph=True`` records the node whose backward raises, and tracing sees it)."""
+    if op is not _lerp_bwd_op and any(isinstance(a, Tensor) and _is_legacy_batched(a)
+                                      for a in args):
+        raise TypeError(f"{op._name.removesuffix('_backward')}: batched gradients "
+                        f"(torch.autograd.grad(..., is_grads_batched=True), "
+                        f"jacobian(..., vectorize=True)) are not supported: its backward runs "
+                        f"a compiled kernel on one gradient at a time (use vectorize=False, or "
+                        f"torch.func.vmap over the whole computation).")
     if not torch.is_grad_enabled() and _eager(args):
         return _BODY[op](*args)
     return op(*args)
+
+
+_is_legacy_batched = _C._functorch.is_legacy_batchedtensor
 
 
 def _eager_autograd(op, setup, backward):
@@ -1164,7 +1210,10 @@ def _lerp_bwd_op(grad: Tensor, a: Tensor, b: Tensor, t: Tensor, needs_a: bool, n
     ga = _down(_sum_to(go * (1 - t_), a), a) if needs_a else None
     gb = _down(_sum_to(go * t_, b), b) if needs_b else None
     gt = _down(_sum_to(go * (b_ - a_), t), t) if needs_t else None
-    return tuple(_empty_like_missing(g, like) for g, like in ((ga, a), (gb, b), (gt, t)))
+    # contiguous, as the fake kernel says (go * (1 - t) takes go's strides: a
+    # channels-last or transposed gradient failed torch.compile's stride check)
+    return tuple(_empty_like_missing(g, like).contiguous()
+                 for g, like in ((ga, a), (gb, b), (gt, t)))
 
 
 def _lerp_bwd_fake(grad, a, b, t, needs_a, needs_b, needs_t):

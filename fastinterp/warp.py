@@ -26,7 +26,7 @@ import numpy as np
 from . import _memory
 from ._dispatch import _to_numpy, begin, to_host
 from ._layout import resolve as resolve_layout
-from ._validate import (check_array, check_bool, check_option, check_out, finite_float,
+from ._validate import (check_array, check_bool, check_option, check_out, entries, finite_float,
                         float_dtype, int_sizes, same_dtype, shape_str, symbolic)
 from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates,
                      check_device_options, grid_sample, grid_sample_backward)
@@ -745,7 +745,7 @@ def _rotate_matrix(op, angle, center, scale):
 def _center(op, center):
     """A rotation centre (x, y) as two finite floats."""
     try:
-        vals = None if isinstance(center, (str, bytes)) else tuple(center)
+        vals = entries(center)
     except TypeError:
         vals = None
     if vals is None:

@@ -1161,6 +1161,29 @@ def test_fi_knn_streams_memmap_without_copies(tmp_path, monkeypatch, mode, order
     np.testing.assert_array_equal(np.array(mm), expect)     # nothing lost by unmapping
 
 
+@pytest.mark.parametrize("make", ["copy", "view"])
+def test_fi_knn_keeps_a_memmap_object_not_backed_by_a_file(tmp_path, monkeypatch, make):
+    """np.memmap objects over ordinary memory (a memmap's copy, an array viewed as
+    np.memmap) are searched without touching their pages: unmapping those would zero them."""
+    rng = np.random.default_rng(5)
+    n, d = 3000, 8
+    data = rng.standard_normal((n, d)).astype(np.float32)
+    np.save(tmp_path / "db.npy", data)
+    if make == "view":
+        x = data.copy().view(np.memmap)
+    else:
+        x = np.load(tmp_path / "db.npy", mmap_mode="r").copy()
+    assert isinstance(x, np.memmap)
+    expect = np.array(x)
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    monkeypatch.setattr(_stream, "BLOCK_BYTES", 400 * d * 4)
+    got = fi.knn(x, q, 4)
+    np.testing.assert_array_equal(np.asarray(x), expect)
+    ref = fi.knn(expect, q, 4)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
 # --------------------------------------------------------------------------- distributed
 
 # Per worker. A worker process starts at about 100 MB; the combined limit of
@@ -1354,9 +1377,10 @@ def test_unknown_batch_and_query_sizes_still_work():
     np.testing.assert_array_equal(fd.resize(n, size=4).compute(**SYNC), want)
     db = np.random.default_rng(1).standard_normal((20, 4))
     q = _unknown_rows(db, 0, 5)
-    got = fd.knn(da.from_array(db, chunks=5), q, 2)
-    for g, w in zip(dask.compute(*got, **SYNC), fi.knn(db, db[np.arange(20) % 3 != 0], 2)):
-        np.testing.assert_array_equal(g, w)
+    for block_bytes in (None, 0):       # 0: four database blocks, whose query groups
+        got = fd.knn(da.from_array(db, chunks=5), q, 2, block_bytes=block_bytes)  # need sizes
+        for g, w in zip(dask.compute(*got, **SYNC), fi.knn(db, db[np.arange(20) % 3 != 0], 2)):
+            np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("backward", [fd.resize_backward, fd.adaptive_avg_pool2d_backward])
@@ -1484,3 +1508,10 @@ def test_a_bfloat16_torch_tensor_is_read_through_dlpack():
     got = fd.resize(x, size=(1, 2)).compute(**SYNC)
     np.testing.assert_array_equal(np.asarray(got, np.float32),
                                   fi.resize(x, size=(1, 2)).float().numpy())
+
+
+def test_a_lerp_list_operand_that_does_not_broadcast_names_the_shapes():
+    """The shapes in the message are the caller's (b was named (0,): the stand-in's)."""
+    with pytest.raises(ValueError, match=r"lerp: shapes must broadcast together; got a \(3,\), "
+                                         r"b \(4,\), t \(\)\."):
+        fd.lerp([1.0, 2.0, 3.0], da.ones((4,), chunks=2), 0.5)

@@ -816,3 +816,33 @@ def test_byte_swapped_arrays_are_named_where_they_cannot_be_converted():
         V.float_dtype("op", "x", np.zeros(1, f4))
     with pytest.raises(TypeError, match=rf"^op: x must have dtype float32 or float64; got \{i4}\."):
         V.float_dtype("op", "x", np.zeros(1, i4))
+
+
+@pytest.mark.parametrize("op, arg, call", [
+    ("lerp", "a", lambda v: fi.lerp(v, np.ones(2), 0.5)),
+    ("lerp", "t", lambda v: fi.lerp(np.ones(2), np.ones(2), v)),
+    ("pairwise_sqdist", "x", lambda v: fi.pairwise_sqdist([v])),
+])
+def test_a_list_holding_tensors_that_require_grad_is_a_type_error_naming_it(op, arg, call):
+    """NumPy cannot read such a list: torch's raw RuntimeError named neither op nor argument."""
+    torch = pytest.importorskip("torch")
+    t = torch.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match=rf"^{op}: {arg} must be an array or a list of numbers "
+                                        r".*requires grad"):
+        call([t[0], t[1]])
+
+
+@pytest.mark.parametrize("name, values, call", [
+    ("size", (5, 4), lambda v: fi.resize(np.ones((1, 1, 8, 8)), size=v)),
+    ("scale_factor", (2.0, 3.0), lambda v: fi.resize(np.ones((1, 1, 8, 8)), scale_factor=v)),
+    ("output_size", (5, 4), lambda v: fi.adaptive_avg_pool2d(np.ones((1, 1, 8, 8)), v)),
+    ("size", (1, 3, 5, 4), lambda v: fi.affine_grid(np.zeros((1, 2, 3)), v)),
+    ("dsize", (5, 4), lambda v: fi.warp_affine(np.ones((1, 1, 4, 4)), np.eye(2, 3), v)),
+    ("center", (1.0, 2.0), lambda v: fi.rotate(np.ones((1, 1, 4, 4)), 3.0, center=v)),
+    ("input_size", (1, 3, 8, 9), lambda v: fi.resize_backward(np.ones((1, 3, 4, 5)), v)),
+])
+@pytest.mark.parametrize("unordered", [set, dict.fromkeys, frozenset])
+def test_an_unordered_collection_of_sizes_is_a_type_error(name, values, call, unordered):
+    """A set has no order for its axes: {5, 4} was read as (4, 5)."""
+    with pytest.raises(TypeError, match=rf"{name} must be"):
+        call(unordered(values))

@@ -514,3 +514,18 @@ def test_a_nested_list_of_half_scalars_is_a_half_array(call):
     values = [[[[np.float16(v) for v in range(4)]] * 2]]
     np.testing.assert_array_equal(call(values), call(np.asarray(values)))
     assert call(values).dtype == np.float16
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: fi.lerp(np.ones((2, 3), BF16), np.zeros((2, 3), BF16), s),
+    lambda s: fi.slerp(np.ones((2, 3), np.float32), np.eye(2, 3, dtype=np.float32), s),
+    lambda s: fi.grid_sample(np.ones((1, 1, 2, 2), np.float32),
+                             np.full((1, 1, 1, 2), 3, np.float32), padding_mode="constant",
+                             fill=s),
+])
+def test_a_bfloat16_scalar_is_a_number(call):
+    """A bfloat16 scalar (what indexing a bfloat16 array gives) is read as its value, as a
+    float16 scalar is (it was refused: it is not an np.floating)."""
+    got = call(ml_dtypes.bfloat16(0.25))
+    np.testing.assert_array_equal(np.asarray(got, np.float32),
+                                  np.asarray(call(0.25), np.float32))

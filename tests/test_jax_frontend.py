@@ -6,6 +6,7 @@ boundaries), so that finite differences are valid.
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -337,6 +338,12 @@ def test_weights_that_are_not_numbers_are_refused_like_numpy(fn, t):
      r"^adaptive_avg_pool1d: output_size must be an int or a sequence of 1; got 'a'"),
     (lambda x: fij.adaptive_avg_pool2d(x, 2**70), ValueError,
      r"^adaptive_avg_pool2d: output_size must give an output of at most 2\*\*31 - 1"),
+    # an empty image: the trace-time check ran on a 1 x 1 stand-in
+    (lambda x: fij.rotate(x[:, :, :0], 30), ValueError, r"^rotate: img must have H >= 1"),
+    (lambda x: fij.warp_affine(x[..., :0], jnp.eye(2, 3), (3, 3)), ValueError,
+     r"^warp_affine: img must have H >= 1"),
+    (lambda x: fij.warp_perspective(x[:, :, :0], jnp.eye(3), (3, 3)), ValueError,
+     r"^warp_perspective: img must have H >= 1"),
 ])
 def test_hostile_warp_arguments_name_the_op(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -601,16 +608,7 @@ def test_repeated_eager_calls_compile_once(name):
     function object per call): XLA compiled it again, 14 ms a call, and kept every
     executable (about 1.4 MiB a call, never given back). Repeated calls, forward and
     backward, now compile nothing new."""
-    monitoring = pytest.importorskip("jax._src.monitoring")
-    if not hasattr(monitoring, "unregister_event_duration_listener"):
-        pytest.skip("this JAX has no compile-event listeners")
-    compiles = []
-
-    def count(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-    monitoring.register_event_duration_secs_listener(count)
-    try:
+    with compile_events() as compiles:
         x = jnp.asarray(np.random.default_rng(0).random((1, 1, 4, 4)))
         call = _EAGER_CALLS[name]
         loss = lambda x: (call(x) ** 2).sum()       # noqa: E731
@@ -621,8 +619,64 @@ def test_repeated_eager_calls_compile_once(name):
             call(x).block_until_ready()
             jax.grad(loss)(x).block_until_ready()
         assert len(compiles) == before
+
+
+@contextlib.contextmanager
+def compile_events():
+    """A list that collects XLA's compile events while the block runs."""
+    monitoring = pytest.importorskip("jax._src.monitoring")
+    if not hasattr(monitoring, "unregister_event_duration_listener"):
+        pytest.skip("this JAX has no compile-event listeners")
+    compiles = []
+
+    def count(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+    monitoring.register_event_duration_secs_listener(count)
+    try:
+        yield compiles
     finally:
         monitoring.unregister_event_duration_listener(count)
+
+
+_VARYING_CALLS = {
+    "lerp": (lambda x, v: fij.lerp(x, x + 1, v), lambda x, v: fi.lerp(x, x + 1, v)),
+    "slerp": (lambda x, v: fij.slerp(x[0, 0], x[0, 0] + 1, v),
+              lambda x, v: fi.slerp(x[0, 0], x[0, 0] + 1, v)),
+    "rotate": (lambda x, v: fij.rotate(x, 100 * v), lambda x, v: fi.rotate(x, 100 * v)),
+    "warp_affine_constant_M": (
+        lambda x, v: fij.warp_affine(x, np.array([[1, v, 0], [0, 1, v]]), (4, 4)),
+        lambda x, v: fi.warp_affine(x, np.array([[1, v, 0], [0, 1, v]]), (4, 4))),
+    "grid_sample_fill": (
+        lambda x, v: fij.grid_sample(x, jnp.full((1, 2, 2, 2), 2.0, x.dtype), padding_mode="constant",
+                                     fill=v),
+        lambda x, v: fi.grid_sample(x, np.full((1, 2, 2, 2), 2.0, x.dtype),
+                                    padding_mode="constant", fill=v)),
+    "warp_fill": (
+        lambda x, v: fij.warp_affine(x, jnp.eye(2, 3) * 3, (4, 4), padding_mode="constant",
+                                     fill=(v,)),
+        lambda x, v: fi.warp_affine(x, np.eye(2, 3) * 3, (4, 4), padding_mode="constant",
+                                    fill=(v,))),
+}
+
+
+@pytest.mark.parametrize("name", list(_VARYING_CALLS))
+def test_new_constant_values_compile_nothing_new(name):
+    """A constant that changes from call to call (a weight t, an angle, a fill, a warp
+    matrix: random augmentation) made a new callback each time, which XLA compiled and
+    kept (40 ms and 1.4 MiB a call, without bound). The values travel as an operand; a
+    weight of -0.0 keeps its sign (it shared 0.0's callback)."""
+    call, numpy_call = _VARYING_CALLS[name]
+    x = np.random.default_rng(0).random((1, 1, 4, 4)).astype(np.float32)
+    with compile_events() as compiles:
+        call(jnp.asarray(x), 0.25).block_until_ready()
+        before = len(compiles)
+        got = {v: np.asarray(call(jnp.asarray(x), v)) for v in (0.0, -0.0, 0.125, 0.375)}
+        assert len(compiles) == before
+    for v, y in got.items():
+        want = numpy_call(x, v)
+        np.testing.assert_array_equal(y, want)
+        np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
 
 
 def test_lerp_half_precision_gradients_are_float32_rounded_once():
@@ -755,3 +809,19 @@ def test_a_traced_fill_is_a_type_error_saying_it_must_be_static():
     with pytest.raises(TypeError, match=r"^grid_sample: fill must be static"):
         jax.jit(lambda s: fij.grid_sample(img, grid, padding_mode="constant", fill=s))(
             jnp.array(2.0))
+
+
+def test_python_scalars_take_the_dtype_of_the_arrays_beside_them():
+    """With x64 a Python scalar is a weakly typed float64: next to float32 arrays it takes
+    their dtype, as in JAX's arithmetic (the NumPy API's same-dtype check refused it)."""
+    a = jnp.ones(3, jnp.float32)
+    b = jnp.zeros(3, jnp.float32)
+    assert fij.lerp(a, 2.0, 0.5).dtype == jnp.float32
+    np.testing.assert_array_equal(fij.lerp(a, 2.0, 0.5), fi.lerp(np.ones(3, np.float32), 2.0, 0.5))
+    np.testing.assert_array_equal(jax.jit(fij.lerp)(a, b, 0.3), fi.lerp(np.ones(3, np.float32),
+                                                                      np.zeros(3, np.float32),
+                                                                      np.float32(0.3)))
+    assert float(jax.grad(lambda t: fij.lerp(a, b, t).sum())(0.3)) == -3.0
+    u, v = jnp.array([1.0, 0.0], jnp.float32), jnp.array([0.0, 1.0], jnp.float32)
+    assert jax.jit(fij.slerp)(u, v, 0.5).dtype == jnp.float32
+    assert jax.grad(lambda t: fij.slerp(u, v, t).sum())(0.5).dtype == jnp.float64

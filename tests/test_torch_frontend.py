@@ -1229,3 +1229,74 @@ def test_backward_saves_only_the_values_it_reads():
     aa.mul_(2)                            # t's gradient reads a: torch refuses this too
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_compiled_lerp_backward_of_a_channels_last_or_transposed_gradient():
+    """lerp's backward kept the incoming gradient's strides while its fake kernel said
+    contiguous: compiled code failed torch's stride check ('incorrect fake kernel')."""
+    conv = torch.nn.Conv2d(3, 3, 3).to(memory_format=torch.channels_last)
+    a = torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    b = torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    torch.compile(lambda a, b: conv(fit.lerp(a, b, 0.3)).sum(), fullgraph=True)(a, b).backward()
+    want = a.detach().clone().requires_grad_()
+    conv(torch.lerp(want, b, 0.3)).sum().backward()
+    torch.testing.assert_close(a.grad, want.grad)
+    p = torch.rand(4, 3, requires_grad=True)
+    t, w = torch.rand(4, 1), torch.rand(3, 4)
+    torch.compile(lambda p: (fit.lerp(p * 2, torch.ones(4, 3), t).t() * w).sum(),
+                  fullgraph=True)(p).backward()
+    torch.testing.assert_close(p.grad, (2 * (1 - t) * w.t()).expand(4, 3))
+
+
+_TRANSFORM_CALLS = {
+    "lerp": lambda x: fit.lerp(x, x * 2, 0.25),
+    "resize": lambda x: fit.resize(x, size=(2, 3)),
+    "grid_sample": lambda x: fit.grid_sample(x, torch.zeros(1, 2, 2, 2, dtype=x.dtype)),
+    "pairwise_sqdist": lambda x: fit.pairwise_sqdist(x[0, 0]),
+}
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_forward_mode_ad_is_a_clear_error_naming_the_op(name):
+    """Forward-mode AD (torch.func.jvp/jacfwd, torch.autograd.forward_ad) dropped the
+    tangents: derivatives of exactly 0, silently."""
+    call = _TRANSFORM_CALLS[name]
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=rf"^{name}: forward-mode"):
+        torch.func.jvp(call, (x,), (torch.ones_like(x),))
+    with pytest.raises(TypeError, match=rf"^{name}: forward-mode"):
+        torch.func.jacfwd(call)(x)
+    fwad = torch.autograd.forward_ad
+    with fwad.dual_level(), pytest.raises(TypeError, match=rf"^{name}: forward-mode"):
+        call(fwad.make_dual(x, torch.ones_like(x)))
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_torch_func_reverse_transforms_are_a_clear_error_naming_the_op(name):
+    call = _TRANSFORM_CALLS[name]
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=rf"^{name}: torch\.func"):
+        torch.func.grad(lambda x: call(x).sum())(x)
+    with pytest.raises(TypeError, match=rf"^{name}: torch\.func"):
+        torch.func.jacrev(call)(x)
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_batched_gradients_are_a_clear_error_naming_the_op(name):
+    """is_grads_batched (and jacobian(vectorize=True)) runs the backward on a batched
+    gradient: 'Batching rule not implemented for aten::detach' named no op. lerp's
+    backward is made of torch ops and takes it."""
+    call = _TRANSFORM_CALLS[name]
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = call(x)
+    gs = torch.randn(3, *y.shape, dtype=torch.float64)
+    if name != "lerp":
+        with pytest.raises(TypeError, match=rf"^{name}: batched gradients"):
+            torch.autograd.grad(y, x, gs, is_grads_batched=True, retain_graph=True)
+        with pytest.raises(TypeError, match=rf"^{name}: batched gradients"):
+            torch.autograd.functional.jacobian(call, x.detach(), vectorize=True)
+        return
+    (got,) = torch.autograd.grad(y, x, gs, is_grads_batched=True, retain_graph=True)
+    for g, row in zip(gs, got):
+        (want,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        torch.testing.assert_close(row, want)

@@ -60,8 +60,9 @@ def lerp(a, b, t):
     if operand is not None:     # a list t in the dtype the in-memory lerp reads it in
         t = _t_array(t, np.float32 if is_half(operand.dtype) else operand.dtype)
     args = [as_dask(v, "lerp", n) if is_array(v) else v for n, v in zip("abt", (a, b, t))]
-    probe = fi.lerp(*[np.zeros((0,) * v.ndim, v.dtype) if isinstance(v, da.Array) else v
-                      for v in args])
+    # the in-memory lerp's errors and dtype, dask arrays standing in as single values
+    probe = fi.lerp(*[np.zeros(tuple(0 if s == 0 else 1 for s in v.shape), v.dtype)
+                      if isinstance(v, da.Array) else v for v in args])
     broadcast_shape("lerp", **{n: v if is_array(v) else np.asarray(v)   # (checked above)
                                for n, v in zip("abt", args)})
     if not any(isinstance(v, da.Array) for v in args):
