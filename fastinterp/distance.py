@@ -355,7 +355,8 @@ def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
     kernels.grad_rows(other, s, True, yy, x, batch.xmap, yc, xc, g, near, cols,
                       *batch.sets("x" if symmetric else "y"), factor, nthreads)
     if symmetric:
-        gx += other
+        with np.errstate(invalid="ignore", over="ignore"):    # non-finite rows
+            np.add(gx, other, out=gx)
 
 
 def _sqdist_bwd_cpu(gx, gy, g, x, y, batch):
@@ -363,15 +364,63 @@ def _sqdist_bwd_cpu(gx, gy, g, x, y, batch):
     (y None: y = x and gy is None). Two GEMMs per element on centred rows:
     ``gx_i = 2 (rowsum(g)_i xc_i - (g @ yc)_i)``."""
     _backward_cpu(gx, gy, g, x, y, batch)
+    _redo_overflowed(gx, gy, g, x, y, batch, l2=False)
 
 
 def _l2_bwd_cpu(gx, gy, g, dist, x, y, batch):
     """Registry kernel: gradients of sum(g * pairwise_l2(x, y)) into gx, gy; dist is
     the forward's result or None (then computed here)."""
+    _l2_backward(gx, gy, g, dist, x, y, batch)
+    _redo_overflowed(gx, gy, g, x, y, batch, l2=True)
+
+
+def _l2_backward(gx, gy, g, dist, x, y, batch):
     if dist is None:
         dist = _memory.empty(g.shape, x.dtype)
         _pairwise_cpu(dist, x, y, batch, True)
     _backward_cpu(gx, gy, None, x, y, batch, (g, dist))
+
+
+def _exponent(a, axis=None):
+    """The binary exponent e of max |a| (2^(e-1) <= max |a| < 2^e; 0 for zeros)."""
+    return np.frexp(np.abs(a).max(axis=axis, initial=0).astype(np.float64))[1]
+
+
+def _redo_overflowed(gx, gy, g, x, y, batch, l2):
+    """Compute a backward again when a gradient came out non-finite although every
+    input is finite: rows of both signs near the dtype's largest value overflow their
+    differences (from the centre, from each other) or a partial sum, while the exact
+    gradient need not. The call is redone in float64 with g, and the columns of x and
+    y, scaled by powers of two that no difference, product or partial sum of ``terms``
+    of them can overflow (one common scale for L2, whose gradient it does not change),
+    and scaled back: inf only where the exact gradient exceeds the dtype."""
+    grads = [a for a in (gx, gy) if a is not None]
+    if all(np.isfinite(a).all() for a in grads):
+        return
+    if not all(np.isfinite(a).all() for a in (g, x, y) if a is not None):
+        return      # non-finite inputs: the non-finite gradients are theirs
+    yy = x if y is None else y
+    terms = len(batch.xmap) * max(x.shape[1], yy.shape[1], 1)
+    room = 1020 - (terms.bit_length() + 3)      # exponent left for |g| |x - y| sums
+    eg = _exponent(g)
+    ecol = np.maximum(_exponent(x, axis=(0, 1)), _exponent(yy, axis=(0, 1)))
+    if l2:   # terms g (x - y) / |x - y|: only g's scale matters
+        g_shift, col_shift = max(0, eg - room), np.full_like(ecol, max(0, ecol.max(initial=0) - 1020))
+    else:
+        g_shift = max(0, eg - room // 2)
+        col_shift = np.maximum(0, np.maximum(ecol - 1020, ecol + (eg - g_shift) - room))
+    gw = np.ldexp(g.astype(np.float64), -g_shift)
+    xw = np.ldexp(x.astype(np.float64), -col_shift)
+    yw = None if y is None else np.ldexp(y.astype(np.float64), -col_shift)
+    wide = [np.empty(a.shape) for a in grads] + [None] * (2 - len(grads))
+    if l2:
+        _l2_backward(*wide, gw, None, xw, yw, batch)
+    else:
+        _backward_cpu(*wide, gw, xw, yw, batch)
+    back = g_shift + (0 if l2 else col_shift)
+    with np.errstate(over="ignore"):
+        for out, w in zip(grads, wide):
+            out[...] = np.ldexp(w, back)
 
 
 for _name, _kernel in (("pairwise_sqdist", _sqdist_cpu), ("pairwise_l2", _l2_cpu),

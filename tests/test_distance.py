@@ -1555,3 +1555,107 @@ def test_cuda_l2_backward_takes_differences_beyond_float32_in_float64(cuda):
                          fi.pairwise_l2_backward(g, x, y)):
         np.testing.assert_array_equal(got.copy_to_host(), want)
     np.testing.assert_array_equal(fi.pairwise_l2_backward(g, x, y)[0], [[1.0]])
+
+
+def wide_ref_backward(w, x, y, l2):
+    """Like ref_backward, in long double (a 15-bit exponent): no difference, product
+    or sum of float64 rows overflows, so rows spanning the dtype's range are exact."""
+    wide = np.longdouble
+    diff = np.asarray(x, wide)[:, None, :] - np.asarray(y, wide)[None, :, :]
+    norms = np.sqrt((diff ** 2).sum(-1))
+    if l2:
+        unit = diff / np.where(norms > 0, norms, 1)[..., None]
+        terms = np.asarray(w, wide)[..., None] * unit
+    else:
+        terms = 2 * np.asarray(w, wide)[..., None] * diff
+    size = np.sqrt((terms ** 2).sum(-1))
+    return terms.sum(1), -terms.sum(0), size.sum(1)[:, None], size.sum(0)[:, None]
+
+
+def assert_wide_close(got, ref, scale, dtype):
+    """Within a few ulps of the terms' scale where the exact result is finite in dtype;
+    an infinity of the exact result's sign where it overflows dtype."""
+    big = np.longdouble(np.finfo(dtype).max)
+    overflows = np.abs(ref) > big * (1 + 4 * np.finfo(dtype).eps)
+    np.testing.assert_array_equal(got[overflows], np.sign(ref[overflows]) * np.inf)
+    fits = np.abs(ref) < big * (1 - 4 * np.finfo(dtype).eps)
+    assert np.isfinite(got[fits]).all(), got
+    err = np.abs(np.asarray(got, np.longdouble) - ref)
+    bound = 64 * np.finfo(dtype).eps * np.broadcast_to(scale, ref.shape)
+    assert (err[fits] <= bound[fits]).all(), np.max(err[fits] / bound[fits])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("l2", [False, True])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_backward_of_rows_spanning_the_dtypes_range(dtype, l2, symmetric, seed):
+    # Rows of both signs near the largest finite value: their differences from the
+    # centre (and from each other) overflow the dtype, while every gradient whose
+    # exact value fits stays finite and accurate.
+    rng = np.random.default_rng(seed)
+    big = float(np.finfo(dtype).max)
+    m, n, d = rng.integers(1, 9), rng.integers(1, 9), rng.integers(1, 6)
+    x = (rng.uniform(-0.98, 0.98, (m, d)) * big).astype(dtype)
+    y = x if symmetric else (rng.uniform(-0.98, 0.98, (n, d)) * big).astype(dtype)
+    x[rng.random((m, d)) < 0.3] = rng.standard_normal() # ordinary values next to them
+    w = rng.standard_normal((m, len(y))).astype(dtype)
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    with np.errstate(over="ignore"):
+        gx, gy = bwd(w, x, None) if symmetric else bwd(w, x, y)
+    rx, ry, sx, sy = wide_ref_backward(w, x, y, l2)
+    if symmetric:
+        assert gy is None
+        assert_wide_close(gx, rx + ry, sx + sy, dtype)
+    else:
+        assert_wide_close(gx, rx, sx, dtype)
+        assert_wide_close(gy, ry, sy, dtype)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_backward_whose_exact_gradient_cancels_near_the_float32_limit(l2):
+    x = np.array([[-1.85e38]], np.float32)
+    y = np.array([[3.3e38], [-1.96e38]], np.float32)
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    gx, gy = bwd(np.ones((1, 2), np.float32), x, y)
+    rx, ry, sx, sy = wide_ref_backward(np.ones((1, 2)), x, y, l2)
+    assert_wide_close(gx, rx, sx, np.float32)
+    assert_wide_close(gy, ry, sy, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("l2", [False, True])
+def test_batched_backward_of_rows_spanning_the_dtypes_range(dtype, l2, rng):
+    # y broadcast over x's batch: its gradient sums both elements' terms
+    big = float(np.finfo(dtype).max)
+    x = (rng.uniform(-0.98, 0.98, (2, 5, 3)) * big).astype(dtype)
+    y = (rng.uniform(-0.98, 0.98, (4, 3)) * big).astype(dtype)
+    y[1] = 0.5
+    w = rng.standard_normal((2, 5, 4)).astype(dtype)
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    gx, gy = bwd(w, x, y)
+    refs = [wide_ref_backward(w[b], x[b], y, l2) for b in range(2)]
+    for b in range(2):
+        assert_wide_close(gx[b], refs[b][0], refs[b][2], dtype)
+    assert_wide_close(gy, refs[0][1] + refs[1][1], refs[0][3] + refs[1][3], dtype)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("l2", [False, True])
+@pytest.mark.parametrize("scale", ["huge", "tiny"])
+def test_cuda_backward_of_float64_rows_at_the_ends_of_the_range(cuda, l2, scale):
+    # float64 rows near the largest value (differences overflow float64, the exact
+    # gradient need not), or 1e-150 apart with weights of 1e160 (g / dist overflows)
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((4, 3))
+    if scale == "huge":
+        x, y = (rng.uniform(-0.98, 0.98, (n, 3)) * 1.7976931348623157e308 for n in (4, 3))
+    else:
+        x, y = (rng.integers(-8, 8, (n, 3)) * 1e-150 for n in (4, 3))
+        w *= 1e160
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    rx, ry, sx, sy = wide_ref_backward(w, x, y, l2)
+    for got, ref, size in zip(bwd(*(cuda.to_device(a) for a in (w, x, y))), (rx, ry), (sx, sy)):
+        assert_wide_close(got.copy_to_host(), ref, size, np.float64)
+    for got, ref, size in zip(bwd(w, x, y), (rx, ry), (sx, sy)):
+        assert_wide_close(got, ref, size, np.float64)

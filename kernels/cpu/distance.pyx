@@ -628,8 +628,12 @@ cdef void grad_tile(real* dst, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
             if nrm == 0:
                 continue    # zero distance: the subgradient 0 (a NaN distance propagates)
             w = <double> g[o] / nrm
-            for k in range(d):
-                acc[k] += w * (<double> a[r * d + k] - <double> b[q * d + k])
+            if fabs(w) <= DBL_MAX or not fabs(<double> g[o]) <= DBL_MAX:
+                for k in range(d):
+                    acc[k] += w * (<double> a[r * d + k] - <double> b[q * d + k])
+            else:   # g / |a - b| overflows (float64 rows a few 1e-300 apart): g times the unit vector
+                for k in range(d):
+                    acc[k] += <double> g[o] * ((<double> a[r * d + k] - <double> b[q * d + k]) / nrm)
         for k in range(d):
             row[k] = <real> (<double> row[k] + acc[k])
 

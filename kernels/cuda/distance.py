@@ -146,12 +146,68 @@ def _weight(g, dist, e, i, j, l2):
 
 
 @cuda.jit(device=True)
-def _direct_weight(g, e, r, s, a, u, b, bb, transpose):
-    """g / |a[u, r] - b[bb, s]| with the distance taken from the rows in float64 (where
-    the stored one overflowed float32), 0 at distance 0 or where it overflows too."""
-    dv = _scaled_l2(a, b, u, bb, r, s)
-    gv = float64(g[e, s, r]) if transpose else float64(g[e, r, s])
-    return 0.0 if dv == 0 or math.isinf(dv) else gv / dv
+def _unit(a, u, r, b, bb, s, c):
+    """Component c of (a[u, r] - b[bb, s]) / |a[u, r] - b[bb, s]| in float64, the
+    differences divided by the largest first (quartered when one overflows float64):
+    finite for finite rows whose distance overflows or underflows; 0 at distance 0;
+    NaN when a coordinate is not finite."""
+    q = 1.0
+    for k in range(a.shape[2]):
+        if not (math.isfinite(a[u, r, k]) and math.isfinite(b[bb, s, k])):
+            return math.nan
+        if math.isinf(float64(a[u, r, k]) - float64(b[bb, s, k])):
+            q = 0.25
+    big = 0.0
+    for k in range(a.shape[2]):
+        big = max(big, abs(float64(a[u, r, k]) * q - float64(b[bb, s, k]) * q))
+    if not (0.0 < big < math.inf):
+        return 0.0 if big == 0 else math.nan
+    acc = 0.0
+    for k in range(a.shape[2]):
+        t = (float64(a[u, r, k]) * q - float64(b[bb, s, k]) * q) / big
+        acc += t * t
+    return (float64(a[u, r, c]) * q - float64(b[bb, s, c]) * q) / big / math.sqrt(acc)
+
+
+@cuda.jit(device=True)
+def _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2, wdown, ddown):
+    """One pass over the terms of _one_role, the weights scaled by ``wdown`` and the
+    coordinates by ``ddown`` (powers of two): (sum W (a - b), sum W, sum W b, whether
+    every weight and coordinate read was finite, max |W|, max |b|, the number of terms).
+    An L2 pair of finite rows whose distance overflowed, or whose g / dist overflows
+    float64, takes g times the unit vector between the rows (see _unit); an infinite
+    distance between rows that are not finite weighs 0."""
+    acc = 0.0
+    wsum = 0.0
+    wb = 0.0
+    finite = True
+    wmax = 0.0
+    bmax = 0.0
+    ar = float64(a[u, r, c]) * ddown
+    for l in range(ptr[u], ptr[u + 1]):
+        e = items[l]
+        bb = bmap[e]
+        for s in range(b.shape[1]):
+            i, j = (s, r) if transpose else (r, s)
+            w = _weight(g, dist, e, i, j, l2)
+            bv = float64(b[bb, s, c]) * ddown
+            unit = math.nan
+            if l2 and (math.isinf(dist[e, i, j]) or (math.isinf(w) and math.isfinite(g[e, i, j]))):
+                unit = _unit(a, u, r, b, bb, s, c)
+                if math.isnan(unit) and math.isinf(dist[e, i, j]):
+                    w = 0.0     # an infinite row: g / inf, as on the CPU
+            if not math.isnan(unit):
+                term = float64(g[e, i, j]) * wdown * unit * ddown
+            else:
+                w *= wdown
+                term = w * (ar - bv)        # in float64: a float32 difference may overflow
+                wsum += w
+                wb += w * bv
+            acc += term
+            finite = finite and math.isfinite(w) and math.isfinite(bv)
+            wmax = max(wmax, abs(w))
+            bmax = max(bmax, abs(bv))
+    return acc, wsum, wb, finite, wmax, bmax, (ptr[u + 1] - ptr[u]) * b.shape[1]
 
 
 @cuda.jit(device=True)
@@ -159,30 +215,24 @@ def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
     """sum_e sum_s W_e(r, s) (a[u, r, c] - b[bmap[e], s, c]) for one role of a[u]: W = w,
     or w.T with ``transpose`` (see _grad_rows). An infinite a[u, r, c] takes the CPU's
     product form, (sum W) a - sum W b: inf with the sign of sum W (pair by pair,
-    weights of both signs would give NaN)."""
-    acc = 0.0
-    wsum = 0.0
-    wb = 0.0
+    weights of both signs would give NaN). A sum that overflowed although every input
+    is finite (float64 rows near the largest value) is summed again with the weights
+    and coordinates scaled by powers of two that no term or partial sum can overflow,
+    then scaled back, as the CPU redoes such calls."""
+    acc, wsum, wb, finite, wmax, bmax, n = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c,
+                                                      transpose, l2, 1.0, 1.0)
     ar = float64(a[u, r, c])
-    for l in range(ptr[u], ptr[u + 1]):
-        e = items[l]
-        bb = bmap[e]
-        for s in range(b.shape[1]):
-            if transpose:
-                w = _weight(g, dist, e, s, r, l2)
-                overflowed = l2 and math.isinf(dist[e, s, r])
-            else:
-                w = _weight(g, dist, e, r, s, l2)
-                overflowed = l2 and math.isinf(dist[e, r, s])
-            if overflowed:      # a float32 distance beyond its range: g / the float64 one
-                w = _direct_weight(g, e, r, s, a, u, b, bb, transpose)
-            bv = float64(b[bb, s, c])
-            acc += w * (ar - bv)        # in float64: a float32 difference may overflow
-            wsum += w
-            wb += w * bv
     if math.isinf(ar):
-        acc = wsum * ar - wb
-    return acc
+        return wsum * ar - wb
+    if math.isfinite(acc) or not (finite and math.isfinite(ar)):
+        return acc
+    eb = math.frexp(max(bmax, abs(ar)))[1]
+    sd = max(0, eb - 1020)                     # differences below 2^1022
+    sw = max(0, math.frexp(wmax)[1] + eb - sd + math.frexp(float64(n))[1] + 3 - 1020)
+    acc = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2,
+                     math.ldexp(1.0, -sw), math.ldexp(1.0, -sd))[0]
+    up = sw + sd       # two factors: each is a float64, the product may overflow to inf
+    return acc * math.ldexp(1.0, up // 2) * math.ldexp(1.0, up - up // 2)
 
 
 @cuda.jit
