@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -18,6 +19,11 @@ def main(argv=None) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             demo.error(f"argument --out: cannot create the folder {args.out!r}: "
+                       f"{exc.strerror or exc}")
+        try:        # a folder that exists but takes no files (read-only, /proc)
+            tempfile.TemporaryFile(dir=args.out).close()
+        except OSError as exc:
+            demo.error(f"argument --out: cannot write in the folder {args.out!r}: "
                        f"{exc.strerror or exc}")
         from .demo import run_demo
         return run_demo(args.out, quick=args.quick)

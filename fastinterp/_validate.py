@@ -488,6 +488,15 @@ def as_c_contiguous(arr):
     return np.asarray(arr, order="C")
 
 
+def contiguous_input(arr):
+    """:func:`as_c_contiguous` of an input, a copy read-only when ``arr`` is, so that a
+    plugin kernel's ``params->readonly_inputs`` marks what the caller passed."""
+    out = as_c_contiguous(arr)
+    if out is not arr and not arr.flags.writeable:
+        out.flags.writeable = False
+    return out
+
+
 def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     """The dtype of ``arr`` if it is one of ``allowed``, else a ``TypeError`` listing them."""
     dtype = np.dtype(arr.dtype)

@@ -11,7 +11,8 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import _to_numpy, array_kind, begin, not_numbers_error
 from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
-                        check_out, full_or_single, real_float, real_scalar, same_dtype, shape_str)
+                        check_out, contiguous_input, full_or_single, real_float, real_scalar,
+                        same_dtype, shape_str)
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
 
@@ -74,7 +75,7 @@ def _is_array(value):
 
 def _as_operand(prepared, name, value, dtype):
     if _is_array(value):
-        return value if prepared.backend == "cuda" else as_c_contiguous(value)
+        return value if prepared.backend == "cuda" else contiguous_input(value)
     if prepared.backend == "cuda" and name != "t":
         raise TypeError(f"lerp: {name} must be an array on the CUDA device (a scalar "
                         f"is accepted for t only); got {type(value).__name__}.")

@@ -27,6 +27,7 @@ import collections.abc
 import ctypes
 import functools
 import itertools
+import math
 import numbers
 import os
 import re
@@ -43,8 +44,8 @@ import numpy as np
 from . import _memory, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._validate import (as_c_contiguous, check_array, check_bool, check_out, check_shape,
-                        same_dtype, shape_str)
+from ._validate import (check_array, check_bool, check_out, check_shape,
+                        contiguous_input, same_dtype, shape_str)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginArgumentError",
@@ -201,7 +202,7 @@ def _parse_operands(text: str, prefix: str, where: str, whole: str
         for i, token in enumerate(t.strip() for t in m.group(2).split(",") if t.strip()):
             if token == "..." and i == 0:
                 batch = True
-            elif token.isdigit():
+            elif token.isascii() and token.isdigit():
                 size = int(token)
                 if size > INT64_MAX:
                     raise ValueError(f"{where}: signature size must be in [0, 2**63 - 1] "
@@ -212,6 +213,9 @@ def _parse_operands(text: str, prefix: str, where: str, whole: str
             else:
                 raise ValueError(f"{where}: signature dimension must be a name, a size or a "
                                  f"leading '...'; got {token!r} in {whole!r}.")
+        if len(dims) > _abi().MAX_NDIM:
+            raise ValueError(f"{where}: signature operands have at most {_abi().MAX_NDIM} "
+                             f"dimensions; got {len(dims)} in {whole!r}.")
         operands.append(_Operand(m.group(1) or f"{prefix}{len(operands)}", batch, tuple(dims)))
         pos = m.end()
         if m.group(3) == "," and pos >= len(text):
@@ -239,7 +243,7 @@ def parse_params(text: str | None, where: str) -> tuple:
         kind = float if m.group(2) == "float" else int
         try:
             default = None if m.group(3) is None else param_value(
-                where, Param(m.group(1), kind, None), kind(m.group(3)))
+                where, Param(m.group(1), kind, None), _literal(kind, m.group(3)))
         except (TypeError, ValueError):
             raise ValueError(f"{where}: default of parameter {m.group(1)!r} must be "
                              f"{'an int64' if kind is int else 'a float'}; "
@@ -248,6 +252,18 @@ def parse_params(text: str | None, where: str) -> tuple:
     if len({p.name for p in out}) != len(out):
         raise ValueError(f"{where}: parameter names must be unique; got {text!r}.")
     return tuple(out)
+
+
+def _literal(kind: type, text: str) -> float | int:
+    """A default's text as ``kind``: ASCII only (int() and float() also read other
+    scripts' digits), and a float beyond float64's range is refused (float() reads
+    '1e400' as inf), as a call's 10**400 is; 'inf' and 'nan' pass, as in a call."""
+    if not text.isascii():
+        raise ValueError(text)
+    value = kind(text)
+    if kind is float and math.isinf(value) and "inf" not in text.lower():
+        raise ValueError(text)
+    return value
 
 
 def param_value(op: str, param: Param, value: Any) -> float | int:
@@ -456,6 +472,11 @@ class _Library:
         self.file_id = file_id
         self.fresh_copy = fresh_copy
         self.cdll = self._open_copy(real) if fresh_copy else ctypes.CDLL(real, mode=_MODE)
+        # dlclose() once the object is gone: a finalizer runs after the weak references
+        # (_mapped's) are cleared, so a concurrent open() cannot take back a library
+        # being closed (a __del__ runs before, and open() could resurrect the object
+        # whose handle it then closed). Libraries stay mapped at interpreter exit.
+        weakref.finalize(self, _dlclose, self.cdll._handle).atexit = False
 
     @classmethod
     def open(cls, path: str) -> "_Library":
@@ -498,12 +519,25 @@ class _Library:
         fn = getattr(self.cdll, SYMBOL)
         return ctypes.cast(fn, ctypes.c_void_p).value or 0
 
-    def __del__(self) -> None:
-        try:
-            import _ctypes
-            _ctypes.dlclose(self.cdll._handle)
-        except Exception:  # interpreter shutdown
-            pass
+
+def _dlclose(handle: int) -> None:
+    import _ctypes
+    _ctypes.dlclose(handle)
+
+
+def _executable(address: int) -> bool:
+    """Whether ``address`` lies in executable memory (Linux: /proc/self/maps; True where
+    that cannot be read): a plugin entry point defined as data would crash when called."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                span, perms = line.split(None, 2)[:2]
+                lo, hi = (int(v, 16) for v in span.split("-"))
+                if lo <= address < hi:
+                    return "x" in perms
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 _lock = threading.RLock()
@@ -714,6 +748,10 @@ def _load_library(lib: _Library, path: str, where: str) -> PluginInfo:
     except AttributeError:
         _fail(where, f"the library does not export the symbol {SYMBOL!r}; a plugin defines it "
                      f"with FI_PLUGIN_ENTRY from fastinterp/plugin.h")
+    if not _executable(entry):
+        _fail(where, f"the symbol {SYMBOL!r} is not a function (a variable of that name?); a "
+                     f"plugin defines it with FI_PLUGIN_ENTRY from fastinterp/plugin.h, a "
+                     f"function returning its fi_plugin_t")
     address, abi_info = _abi().plugin_abi(entry)
     _check_abi(where, abi_info)
     contents = _abi().plugin_contents(address)
@@ -834,9 +872,14 @@ def unload(name: str) -> None:
 
     Raises
     ------
+    TypeError
+        If ``name`` is not a str.
     ValueError
         If no plugin of that name is loaded (the message lists those that are).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"unload: name must be a str (a plugin's name, PluginInfo.name); got "
+                        f"{type(name).__name__} {name!r:.80}.")
     with _lock:
         if name not in _plugins:
             loaded = ", ".join(sorted(_plugins)) or "none"
@@ -881,6 +924,9 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
     list of PluginInfo
         The plugins this call loaded.
     """
+    if not isinstance(group, str):
+        raise TypeError(f"discover: group must be a str (an entry-point group); got "
+                        f"{type(group).__name__} {group!r:.80}.")
     from importlib.metadata import entry_points
     loaded: builtins.list[PluginInfo] = []
     for ep in entry_points(group=group):
@@ -949,21 +995,13 @@ def _param_values(op: str, spec: OpSpec, given: dict[str, Any]
     return tuple(floats), tuple(ints)
 
 
-def _keep_readonly(given: Any, arr: Any) -> Any:
-    """``arr`` (maybe a contiguous copy of ``given``) read-only if ``given`` is, so
-    that the kernel's ``params->readonly_inputs`` marks what the caller passed."""
-    if arr is not given and not given.flags.writeable:
-        arr.flags.writeable = False
-    return arr
-
-
 def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``)."""
     spec = op_spec(op)
     if spec is None:
         raise NotImplementedError(f"ops.{op}: no loaded plugin provides this op "
                                   f"(loaded ops: {', '.join(op_names()) or 'none'}).")
-    kwargs = dict(kwargs)
+    given_kwargs, kwargs = kwargs, dict(kwargs)
     out = kwargs.pop("out", None)
     sig = spec.signature
     names = [o.name for o in sig.inputs] if sig else [f"x{i}" for i in range(len(args))]
@@ -985,8 +1023,11 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     for n in names:
         check_array(op, n, p.arrays[n])
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
-    kernel = registry.lookup(op, p.backend, dtype)
-    arrays = [_keep_readonly(p.arrays[n], as_c_contiguous(p.arrays[n])) for n in names]
+    with _lock:     # the kernel of the declaration read above (a plugin may be swapped)
+        if op_spec(op) is not spec:
+            return call_op(op, args, given_kwargs)
+        kernel = registry.lookup(op, p.backend, dtype)
+    arrays = [contiguous_input(p.arrays[n]) for n in names]
     n_out = len(sig.outputs) if sig else None
     shapes = sig.output_shapes(op, arrays) if sig else None
     if out is None:

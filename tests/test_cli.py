@@ -1,6 +1,7 @@
 """The command line, ``python -m fastinterp``: argument errors are argparse errors."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -68,3 +69,12 @@ def test_stn_demo_quick_mode_says_it_is_too_short_to_train(tmp_path):
     from fastinterp.demos import stn
     lines = _demo_lines(stn, tmp_path)
     assert any("quick mode" in line and "--quick" in line for line in lines)
+
+
+def test_demo_out_is_a_folder_that_takes_no_files(capsys):
+    """An existing folder where no file can be written (/proc/self): PIL's raw
+    FileNotFoundError came at the first image."""
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    err = _cli_error(capsys, ["demo", "--quick", "--out", "/proc/self"])
+    assert "argument --out: cannot write in the folder '/proc/self': " in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import math
 import os
 import re
 import shutil
@@ -377,6 +378,7 @@ def bad_plugins(build_dir, test_so):
         "plugin_size": [f"-DPLUGIN_SIZE={plugin_size - 8}"],
         "null": ["-DNULL_DESCRIPTOR"],
         "no_entry": ["-DNO_ENTRY"],
+        "data_entry": ["-DDATA_ENTRY"],
         "dtype": ["-DBAD_DTYPE"],
         "op_name": ["-DBAD_OP"],
     }
@@ -414,6 +416,7 @@ def test_register_cfunc_bad_op_name_same_error_as_a_library(numba_kernels, bad_p
     ("plugin_size", r"fi_plugin_t size mismatch: expected at least 56 bytes .*got 48"),
     ("null", r"fastinterp_plugin\(\) returned NULL"),
     ("no_entry", r"does not export the symbol 'fastinterp_plugin'"),
+    ("data_entry", r"the symbol 'fastinterp_plugin' is not a function"),   # (was a segfault)
     ("dtype", r"dtype must be float32 \{2, 32, 1\} or float64 \{2, 64, 1\}; got \{0, 32, 1\}"),
     ("op_name", r"kernel 5 \('Fail-Op'\): op name must match \[a-z\]\[a-z0-9_\]\*"),
     ("not_a_library", r"not a loadable shared library \(.*\)"),
@@ -468,6 +471,12 @@ def test_builtin_op_without_convention_refused(test_so):
     (", ".join(f"x{i}(n)" for i in range(16)) + " -> y(n)", None, "at most 16 arrays per op"),
     ("x(n) -> y(n)", ", ".join(f"p{i}: float" for i in range(17)), "at most 16 float parameters"),
     ("x(n) -> y(n", None, "cannot parse signature"),
+    ("x(" + ", ".join(["1"] * 33) + ") -> y(1)", None, "at most 32 dimensions; got 33"),
+    ("x(\u00b2) -> y(\u00b2)", None, "dimension must be a name, a size"),   # a superscript 2
+    ("x(\u0663) -> y(n)", None, "dimension must be a name, a size"),       # an Arabic-Indic 3
+    ("x(n) -> y(n)", "a: float = \u0663", "default of parameter 'a' must be a float"),
+    ("x(n) -> y(n)", "a: int = \u0663", "default of parameter 'a' must be an int64"),
+    ("x(n) -> y(n)", "a: float = 1e400", "default of parameter 'a' must be a float"),
 ])
 def test_malformed_declarations_refused(numba_kernels, signature, params, message):
     axpb = numba_kernels[0]
@@ -538,6 +547,83 @@ def test_load_takes_a_bytes_path(example_so):
 def test_unload_unknown_name():
     with pytest.raises(ValueError, match=r"unload: name must be a loaded plugin \(none\); got 'nope'"):
         fi.plugins.unload("nope")
+
+
+@pytest.mark.parametrize("name", [["example"], None, b"example", 3])
+def test_unload_and_discover_arguments_of_the_wrong_type(name):
+    with pytest.raises(TypeError, match=r"^unload: name must be a str"):
+        fi.plugins.unload(name)
+    with pytest.raises(TypeError, match=r"^discover: group must be a str"):
+        fi.plugins.discover(name)
+
+
+def test_infinite_and_nan_defaults_are_taken_as_written(numba_kernels):
+    fi.plugins.register_cfunc("odd", "float64", numba_kernels[0], signature="x(n) -> y(n)",
+                              params="a: float = -inf, b: float = nan")
+    a, b = fi.plugins.op_spec("odd").params
+    assert a.default == -math.inf and math.isnan(b.default)
+
+
+def test_reloading_while_the_old_library_is_being_closed(example_so, monkeypatch):
+    """A load() that found the library of an earlier load in _mapped while that one was
+    being closed (its last kernel dropped by another thread) took it back and ran its
+    closed code: a segfault. The library is closed only after it left _mapped."""
+    from fastinterp import plugins
+    closing = threading.Event()
+    proceed = threading.Event()
+    real_dlclose = plugins._dlclose
+
+    def slow_dlclose(handle):
+        closing.set()
+        proceed.wait(5)
+        real_dlclose(handle)
+    monkeypatch.setattr(plugins, "_dlclose", slow_dlclose)
+    fi.plugins.load(example_so)
+    fi.plugins.unload("example")
+    fi.lerp(np.ones(2), np.ones(2), 0.5)          # the last reference went with last_kernel
+    gc.collect()
+    assert closing.wait(5)
+    info = fi.plugins.load(example_so)            # while the old copy is being closed
+    proceed.set()
+    x = np.arange(4.0)
+    np.testing.assert_array_equal(fi.ops.scale_add(x, x, alpha=2.0), 3 * x)
+    assert info.name == "example"
+
+
+def test_a_call_runs_the_kernel_of_the_declaration_it_checked(monkeypatch):
+    """call_op read an op's declaration and looked its kernel up separately: an op
+    swapped between plugins in between (another thread unloading one and loading the
+    other) ran the new kernel on the old declaration's shapes (a segfault for a
+    kernel that trusts them). The call now runs on the declaration its kernel has."""
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+    from fastinterp import plugins
+
+    def filler(size):
+        @numba.cfunc(nb.signature)
+        def fill(inputs, n_in, outputs, n_out, params, err, err_size):
+            y = nb.flat(outputs, 0, np.float64)
+            if y.size != size:
+                return nb.error(err, err_size, 1, "race: output of the wrong size")
+            for i in range(y.size):
+                y[i] = size
+            return 0
+        return fill
+    fill_n, fill_2 = filler(3), filler(2)
+    fi.plugins.register_cfunc("race", "float64", fill_n, signature="x(n) -> out(n)", name="a")
+    real_spec, calls = plugins.op_spec, []
+
+    def op_spec(op):        # the swap lands right after the call read the declaration
+        spec = real_spec(op)
+        if op == "race" and not calls:
+            calls.append(op)
+            fi.plugins.unload("a")
+            fi.plugins.register_cfunc("race", "float64", fill_2, signature="x(n) -> out(2)",
+                                      name="b")
+        return spec
+    monkeypatch.setattr(plugins, "op_spec", op_spec)
+    np.testing.assert_array_equal(fi.ops.race(np.zeros(3)), [2.0, 2.0])
+
 
 
 # --------------------------------------------------------------------------- numba
@@ -1308,6 +1394,11 @@ def test_readonly_mask_through_numba(rng):
     b = np.ones((2, 3))
     np.testing.assert_array_equal(fi.lerp(a, b, 0.5), 4)
     np.testing.assert_array_equal(fi.lerp(b, b, b), 0)
+    # read-only inputs the front copies (strided, broadcast views) keep their mark
+    wide = np.ones((2, 6))
+    wide.flags.writeable = False
+    np.testing.assert_array_equal(fi.lerp(wide[:, ::2], b, b), 4)
+    np.testing.assert_array_equal(fi.lerp(b, np.broadcast_to(np.ones(3), (2, 3)), b), 2)
 
 
 _HEADER_USE = r"""

@@ -6,6 +6,7 @@
  *   -DPLUGIN_SIZE=n      claims sizeof(fi_plugin_t) = n
  *   -DNULL_DESCRIPTOR    the entry point returns NULL
  *   -DNO_ENTRY           does not export fastinterp_plugin at all
+ *   -DDATA_ENTRY         exports fastinterp_plugin as the descriptor itself (data)
  *   -DBAD_DTYPE          declares an int32 kernel
  *   -DBAD_OP             declares an op whose name is not an identifier
  *   -DNULL_ENTRIES       adds entries with a NULL fn and otherwise malformed fields
@@ -123,7 +124,9 @@ static fi_plugin_t plugin =
     FI_PLUGIN_INIT(NAME, "0.1", kernels, sizeof(kernels) / sizeof(kernels[0]));
 #endif
 
-#ifndef NO_ENTRY
+#if defined(DATA_ENTRY)
+FI_EXTERN_C FI_EXPORT const fi_plugin_t* fastinterp_plugin = &plugin;
+#elif !defined(NO_ENTRY)
 FI_PLUGIN_ENTRY {
 #ifdef NULL_DESCRIPTOR
   return NULL;
