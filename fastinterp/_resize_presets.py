@@ -183,6 +183,15 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
 
 # --------------------------------------------------------------------------- Pillow
 
+def sinc(x):
+    """sin(pi x) / (pi x) of a float64 array: 1 at 0 and exactly 0 at the other integers
+    (sin(pi k) is about 1e-16, not 0), so that a Lanczos tap at a whole-pixel distance
+    has weight 0 and is never read: a sample position on a pixel takes that pixel alone."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.sin(np.pi * x) / (np.pi * x)
+    return np.where(x == np.round(x), np.where(x == 0, 1.0, 0.0), s)
+
+
 def _pil_filter(mode):
     """(support, filter on a float64 array) of Pillow's resampling filters."""
     if mode == "bilinear":
@@ -195,9 +204,6 @@ def _pil_filter(mode):
             return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
         return 2.0, cubic
     if mode == "lanczos":
-        def sinc(x):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(x == 0, 1.0, np.sin(np.pi * x) / (np.pi * x))
         return 3.0, lambda x: np.where((x >= -3.0) & (x < 3.0), sinc(x) * sinc(x / 3), 0.0)
     if mode == "area":   # Pillow's BOX
         return 0.5, lambda x: np.where((x > -0.5) & (x <= 0.5), 1.0, 0.0)
@@ -212,6 +218,8 @@ def pil_taps(mode, n_in, n_out):
         steps[0] = scale * 0.5
         idx = np.cumsum(steps).astype(np.int64)   # cumsum adds in order, as the C loop
         return np.minimum(idx, n_in - 1)[None, :], np.ones((1, n_out))
+    if n_in == n_out:      # Pillow skips the pass of an axis whose size is unchanged
+        return np.arange(n_in)[None, :], np.ones((1, n_in))
     support, filt = _pil_filter(mode)
     scale = float(n_in) / float(n_out)
     filterscale = max(scale, 1.0)

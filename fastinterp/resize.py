@@ -369,10 +369,7 @@ def _aa_filter(dt, x, kind):
         return np.where(x < 1, dt(1) - x, dt(0)).astype(dt)
     if kind == "lanczos":   # sinc(x) sinc(x / 3) on |x| < 3, evaluated in float64
         xd = x.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s1 = np.where(xd == 0, 1.0, np.sin(np.pi * xd) / (np.pi * xd))
-            s3 = np.where(xd == 0, 1.0, np.sin(np.pi * xd / 3) / (np.pi * xd / 3))
-        return np.where(xd < 3, s1 * s3, 0.0).astype(dt)
+        return np.where(xd < 3, presets.sinc(xd) * presets.sinc(xd / 3), 0.0).astype(dt)
     a = dt(-0.5)
     near = ((a + 2) * x - (a + 3)) * x * x + dt(1)
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a

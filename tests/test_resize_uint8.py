@@ -214,6 +214,21 @@ def test_lanczos_weights_and_identity():
                                        3.25, atol=1e-12)
 
 
+@pytest.mark.parametrize("match", ["torch", "pil"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_lanczos_samples_on_pixels_take_that_pixel_alone(match, bad):
+    """sinc at a whole-pixel distance was about 1e-17, not 0: an axis of unchanged size
+    under match='pil' (which Pillow leaves alone) and a 3x upscale's samples on pixel
+    centres read their neighbours, spreading an inf or NaN (and moving values by ulps)."""
+    x = np.array([[1, 2, bad, 4, 5, 6, 7]] * 2, np.float32)
+    same = fi.resize(x, size=(2, 7), mode="lanczos", match=match)
+    np.testing.assert_array_equal(same, x)
+    y = np.random.default_rng(0).standard_normal((13, 97))
+    np.testing.assert_array_equal(fi.resize(y, size=y.shape, mode="lanczos", match=match), y)
+    up = fi.resize(x, size=(2, 21), mode="lanczos", match=match)
+    np.testing.assert_array_equal(up[:, 1::3], x)       # output 3k + 1 sits on pixel k
+
+
 def test_lanczos_align_corners_samples_the_corner_grid():
     """align_corners=True (without antialias) samples output o at o (H - 1) / (H_out - 1),
     as bilinear and bicubic do: integer positions return the input there exactly, a
