@@ -864,7 +864,16 @@ def _check_input(op, name, arr, lay, dtypes=_FLOAT_DTYPES):
     n, c, h, w = lay.split(arr.shape)
     if h < 1 or w < 1:
         raise ValueError(f"{op}: {name} must have H >= 1 and W >= 1; got {shape_str(arr.shape)}.")
+    _check_extents_fit(op, name, arr.shape, (h, w))
     return check_dtype(op, name, arr, dtypes)
+
+
+def _check_extents_fit(op, name, shape, extents):
+    """Spatial ``extents`` must fit the int32 indices of the tap tables."""
+    if max(extents) > AXIS_MAX:
+        raise ValueError(f"{op}: {name} must have at most 2**31 - 1 pixels along each spatial "
+                         f"axis (the tap tables index them with int32); got "
+                         f"{shape_str(shape)}.")
 
 
 def _input_size(op, input_size, grad_shape, lay):
@@ -1491,6 +1500,7 @@ def _nd_input(op, name, arr, ranks, one_item_ok=False):
     if any(d < 1 for d in x.shape[2:]):
         raise ValueError(f"{op}: {name} must have every spatial extent >= 1; "
                          f"got {shape_str(x.shape)}.")
+    _check_extents_fit(op, name, x.shape, x.shape[2:])
     return p, np.ascontiguousarray(x), dtype
 
 

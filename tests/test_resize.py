@@ -1453,3 +1453,21 @@ def test_cuda_float32_means_near_the_largest_float32_are_the_cpus(cuda, call):
     got = call(cuda.to_device(x)).copy_to_host()
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: fi.resize(x, size=(1, 2), mode="bilinear", align_corners=True),
+    lambda x: fi.resize(x, size=(1, 8), mode="bicubic"),
+    lambda x: fi.resize(x, size=(1, 16), mode="nearest"),
+    lambda x: fi.resize(x, size=(1, 8), match="pil"),
+    lambda x: fi.adaptive_avg_pool2d(x, (1, 2)),
+    lambda x: fi.resize(x[0], size=3, mode="linear"),
+    lambda x: fi.adaptive_avg_pool1d(x[0], 2),
+])
+def test_an_input_axis_beyond_int32_is_a_value_error(call):
+    """The tap tables index input pixels with int32: an axis of 2**31 + 1 pixels (a
+    broadcast view: no memory) wrapped to negative indices (a raw AssertionError)."""
+    x = np.broadcast_to(np.float32(1), (1, 1, 1, 2**31 + 1))
+    with pytest.raises(ValueError, match=r"must have at most 2\*\*31 - 1 pixels along each "
+                                         r"spatial axis"):
+        call(x)
