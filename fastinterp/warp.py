@@ -109,16 +109,17 @@ class _Map:
         self.match, self.inverse_map = match, inverse_map
         self.Ho, self.Wo = Ho, Wo
         self.align_corners = align_corners
+        square = _square(self.M)
+        if match == "opencv" and not inverse_map:
+            square, self.scales = _inverted(op, square, self.shared, self.affine)
+        else:
+            square, self.scales = _scaled(square, self.affine)
         if match == "opencv":
             self.norm = _pixel_to_normalized(H, W)
-            square = _square(self.M)
-            self.scales = np.ones((N, 1, 1))
-            if not inverse_map:
-                square, self.scales = _inverted(op, square, self.shared, self.affine)
             self.inner = square                      # destination pixel -> source pixel
             self.K = self.norm @ square
         else:
-            self.K = _square(self.M)
+            self.K = square
 
     def base(self, size, start=0, stop=None):
         """Base coordinates [start, stop) of an output axis of ``size`` pixels (pixels for
@@ -217,16 +218,13 @@ class _Map:
 
     def grad_M(self, grad_K):
         """Chain d loss / d K back to the caller's matrix (its shape)."""
+        g = grad_K
         if self.match == "opencv":
-            g_inner = self.norm.T @ grad_K                       # K = norm @ inner
-            if self.inverse_map:
-                g = g_inner
-            else:                                        # inner = inv(square / scales)
-                g = -np.swapaxes(self.inner, 1, 2) @ g_inner @ np.swapaxes(self.inner, 1, 2)
-                with np.errstate(over="ignore"):     # as large as 1 / scale: maybe inf
-                    g = g / self.scales
-        else:
-            g = grad_K
+            g = self.norm.T @ grad_K                         # K = norm @ inner
+            if not self.inverse_map:                         # inner = inv(square / scales)
+                g = -np.swapaxes(self.inner, 1, 2) @ g @ np.swapaxes(self.inner, 1, 2)
+        with np.errstate(over="ignore"):     # (square / scales): as large as 1 / scale, maybe inf
+            g = g / self.scales
         g = g[:, :2] if self.affine else g
         return g.sum(axis=0) if self.shared else g
 
@@ -297,6 +295,25 @@ def _invert_unscaled(mats, inv, singular, scales, invert):
     inv[retry[ok]], singular[retry[ok]], scales[retry[ok]] = again[ok], False, 1.0
 
 
+def _homography_scales(mats):
+    """Per matrix (N, 1, 1): the power of two nearest above its largest entry (at most
+    2**1023): dividing a homography by it is exact and leaves its map unchanged."""
+    with np.errstate(all="ignore"):
+        return np.minimum(_power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True)),
+                          2.0 ** 1023)
+
+
+def _scaled(square, affine):
+    """``(square / scales, scales)``: a homography used as given (inverse_map, or torch's
+    convention) divided by :func:`_homography_scales`, so that a multiple of it near
+    float64's limits maps as it does (its product with the normalisation would over- or
+    underflow); an affine matrix (not scale-free) as it is, scale 1."""
+    if affine:
+        return square, np.ones((len(square), 1, 1))
+    scales = _homography_scales(square)
+    return square / scales, scales
+
+
 def _inverted(op, square, shared, affine):
     """``(inner, scales)``: the inverses of OpenCV's source -> destination matrices (N, 3, 3)
     as ``inner[n] = inv(square[n] / scales[n])``, scales (N, 1, 1).
@@ -312,9 +329,8 @@ def _inverted(op, square, shared, affine):
     mats = square[:1] if shared else square
     scales = np.ones((len(mats), 1, 1))
     with np.errstate(all="ignore"):
-        if not affine:     # (entries near float64's top: at most 2**1023)
-            scales = np.minimum(_power_of_two_near(np.abs(mats).max(axis=(1, 2), keepdims=True)),
-                                2.0 ** 1023)
+        if not affine:
+            scales = _homography_scales(mats)
         inv, singular = (_affine_inverses if affine else _lapack_inverses)(mats / scales)
         _invert_unscaled(mats, inv, singular, scales,
                          functools.partial(_affine_inverses, scaled=False) if affine
@@ -729,12 +745,22 @@ def _rotate_rows(op, angle, center, scale):
     if s == 0:
         shown = repr(scale) if type(scale) in (int, float) else repr(s)
         raise ValueError(f"{op}: scale must be non-zero; got {shown}.")
+    _check_finite_rows(op, rows, center, s)
     inverse = (None if not abs(1.0 / s) < math.inf else      # rotation_matrix(-angle, c, 1/s)
                _rotation_rows(op, -finite_float(op, "angle", angle), center, 1.0 / s))
     if inverse is None or not all(abs(v) < math.inf for row in inverse for v in row):
         raise ValueError(f"{op}: scale must be non-zero and large enough for the rotation's "
                          f"inverse to be finite (in float64); got {s!r}.")
     return rows
+
+
+def _check_finite_rows(op, rows, center, scale):
+    """A rotation matrix whose entries overflow float64 (a huge centre or scale): a
+    ValueError naming center and scale, the arguments it is made of."""
+    if not all(abs(v) < math.inf for row in rows for v in row):
+        raise ValueError(f"{op}: center and scale must give a rotation matrix that float64 "
+                         f"can hold; got center={center!r}, scale={scale!r}, whose matrix is "
+                         f"{[list(r) for r in rows]}.")
 
 
 def _rotate_matrix(op, angle, center, scale):

@@ -874,3 +874,36 @@ def test_cuda_rotate_takes_a_one_element_device_angle(cuda):
     img = np.random.default_rng(4).random((1, 1, 5, 5))
     got = fi.rotate(cuda.to_device(img), cuda.to_device(np.array([30.0])))
     np.testing.assert_allclose(got.copy_to_host(), fi.rotate(img, 30.0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(inverse_map=True), dict(match="torch")])
+@pytest.mark.parametrize("e", [-1074, -1070, -900, 900, 1000, 1016])
+def test_a_homography_scaled_to_the_ends_of_float64_maps_as_it_does(kw, e):
+    """A homography and its multiples are one map: used as given (inverse_map=True, or
+    torch's convention) its product with the normalisation over- or underflowed near
+    float64's limits (5e-324 * I warped every pixel to img[0, 0] / 4). It is divided by
+    a power of two near its largest entry first, as the default path already did; its
+    gradient is the given matrix's."""
+    img = np.random.default_rng(0).random((1, 2, 6, 8))
+    Mi = np.array([[100.0, 2, 3], [1, 100, 2], [2, 1, 100]])    # exact at every scale
+    M = Mi * 2.0 ** e
+    want = fi.warp_perspective(img, Mi, (5, 7), **kw)
+    np.testing.assert_array_equal(fi.warp_perspective(img, M, (5, 7), **kw), want)
+    np.testing.assert_array_equal(fi.warp_perspective(img, 2.0 ** e * np.eye(3), (5, 7), **kw),
+                                  fi.warp_perspective(img, np.eye(3), (5, 7), **kw))
+    if abs(e) < 1000:
+        g = np.random.default_rng(1).random(want.shape)
+        gi, gm = fi.warp_perspective_backward(g, img, M, (5, 7), **kw)
+        want_i, want_m = fi.warp_perspective_backward(g, img, Mi, (5, 7), **kw)
+        np.testing.assert_array_equal(gi, want_i)
+        np.testing.assert_array_equal(gm * 2.0 ** e, want_m)
+
+
+@pytest.mark.parametrize("kw", [dict(angle=180, center=(1e308, 0.0)),
+                                dict(angle=30, scale=1e308)])
+def test_rotate_whose_matrix_overflows_names_center_and_scale(kw):
+    """A huge centre's translation overflowed: the error named scale (1.0), or an M that
+    rotate does not take."""
+    with pytest.raises(ValueError, match=r"^rotate: center and scale must give a rotation "
+                                         r"matrix that float64 can hold"):
+        fi.rotate(np.ones((1, 1, 5, 7)), **kw)
