@@ -253,6 +253,9 @@ def _copy_state(param: _Param, value: Any, op: str, what: str) -> Any:
     return caller
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _scalar(value: Any) -> float | None:
     """A hyper-parameter as a Python float: a real number or a 0-d real array/tensor
     (converted with ``.item()``); None for anything else."""
@@ -478,8 +481,22 @@ class Optimizer:
             for _ in group["params"]:
                 if jobs[index] is not None:
                     self._precheck(index, group)
+                    self._check_representable(op, index, group)
                 index += 1
         return jobs
+
+    def _check_representable(self, op: str, index: int, group: dict[str, Any]) -> None:
+        """The update runs in the parameter's dtype: a hyper-parameter float32 cannot hold
+        (``lr=1e300``) would turn float32 parameters into inf or NaN; torch refuses it."""
+        p = self._params[index]
+        if p.dtype != np.float32:
+            return
+        for key, given in group.items():
+            for v in (given if isinstance(given, tuple) else (given,)):
+                value = _scalar(v)
+                if value is not None and abs(value) > _FLOAT32_MAX:
+                    raise ValueError(f"{op}: {key} must be representable in float32 (the "
+                                     f"dtype of {p.name}); got {_shown(v)}.")
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
         """Raise before any update if parameter ``index`` cannot be stepped."""

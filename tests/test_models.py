@@ -1214,3 +1214,50 @@ def test_nca_pca_start_leaves_constant_features_out_in_every_variant():
     X[:, 3] = 7.0
     model = NCA(3, dtype=np.float64, max_iter=5).fit(X, np.arange(60) % 3)
     assert np.all(model.components_[:, [1, 3]] == 0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("scale", [1e307, 1e-300])
+def test_regression_of_a_target_near_the_ends_of_float64(optimizer, scale):
+    """A finite y near float64's largest value overflowed the stopping threshold: the fit
+    stopped at once with zero coefficients, silently. y is fitted in units of a power of
+    two near its largest entry (exact), the coefficients scaled back."""
+    x = np.linspace(0, 1, 50)
+    kw = dict(optimizer=optimizer, max_iter=20000 if optimizer == "sgd" else 3000)
+    ref = PolynomialRegression(1, **kw).fit(x, 1 + x)
+    got = PolynomialRegression(1, **kw).fit(x, (1 + x) * scale)
+    np.testing.assert_allclose(got.coef_, ref.coef_ * scale, rtol=1e-9)   # adam: not scale-free
+    np.testing.assert_allclose(got.predict(np.array([0.5])), 1.5 * scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_regression_fitted_on_1d_x_refuses_non_finite_x_in_predict(bad):
+    m = PolynomialRegression(2).fit(np.linspace(0, 1, 20), np.linspace(0, 1, 20) ** 2)
+    with pytest.raises(ValueError, match=r"PolynomialRegression.predict: x must be finite"):
+        m.predict(np.array([0.5, bad]))
+
+
+def test_regression_with_more_monomials_than_points_takes_its_lr_from_the_small_gram(
+        monkeypatch):
+    """The default lr came from the eigenvalues of the T x T Gram matrix of the monomials
+    (46376 x 46376, 16 GiB, for 30 features at degree 4 on 10 points); its largest
+    eigenvalue is that of the n x n one."""
+    X = np.random.default_rng(0).standard_normal((10, 5))
+    sizes, eigvalsh = [], np.linalg.eigvalsh
+    monkeypatch.setattr(np.linalg, "eigvalsh", lambda a: sizes.append(a.shape) or eigvalsh(a))
+    m = PolynomialRegression(3, max_iter=3).fit(X, X.sum(1))
+    assert sizes == [(10, 10)] and m.coef_.shape == (56,)
+    assert np.isfinite(m.coef_).all()
+
+
+def test_float32_nca_embedding_beyond_float32_is_inf_not_nan():
+    """X finite (float64) whose float32 embedding overflows: inf - inf in the product gave
+    NaN; the row is embedded in float64 and rounded (inf where it exceeds float32)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+    model = NCA(2, max_iter=2).fit(X, y)
+    Z = model.transform(np.concatenate([np.full((1, 4), 1e39), X[:2]]))
+    assert not np.isnan(Z).any() and np.isinf(Z[0]).all()
+    np.testing.assert_array_equal(Z[1:], model.transform(X[:2]))
+    wide = NCA(2, max_iter=2, dtype="float64").fit(X, y).transform(np.full((1, 4), 1e39))
+    assert np.isfinite(wide).all()

@@ -1221,3 +1221,23 @@ def test_a_hyperparameter_float_cannot_read_is_read_once(cuda):
     opt = SGD([{"params": [a]}, {"params": [b], "lr": cuda.to_device(np.array(0.1))}], lr=0.1)
     opt.step([np.ones(3), np.ones(3)])
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: SGD([p], lr=1e300),
+    lambda p: SGD([p], lr=0.1, weight_decay=1e300),
+    lambda p: SGD([p], lr=0.1, momentum=0.5, dampening=1e39),
+    lambda p: Adam([p], lr=1e300),
+    lambda p: Adam([p], lr=0.1, weight_decay=1e300),
+    lambda p: AdamW([p], lr=0.1, eps=1e39),
+])
+def test_a_hyper_parameter_float32_cannot_hold_is_a_value_error(make):
+    """The update runs in the parameter's dtype: lr=1e300 turned float32 parameters into
+    -inf or NaN (torch: 'value cannot be converted to type float without overflow')."""
+    p = np.ones(3, np.float32)
+    opt = make(p)
+    with pytest.raises(ValueError, match=r"must be representable in float32 \(the dtype of "
+                                         r"params\[0\]\)"):
+        opt.step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(p, 1)
+    make(np.ones(3)).step([np.ones(3)])          # float64 parameters hold it

@@ -553,7 +553,20 @@ class NCA(Estimator):
         if X.shape[1] != d:
             raise n_features_error("NCA.transform", "NCA", X.shape[1], d)
         Xs = _standardised(X, self.mean_, self.scale_, self.components_.dtype)
-        return matmul(Xs, self.components_.T)
+        Z = matmul(Xs, self.components_.T)
+        if Z.dtype == np.float32 and not np.isfinite(Z).all():
+            Z = self._widened_rows(X, Z)
+        return Z
+
+    def _widened_rows(self, X, Z):
+        """A float32 model's embedding of the rows of a finite X whose standardised values
+        or embedding exceed float32 (inf - inf gave NaN): embedded in float64, rounded."""
+        rows = np.flatnonzero(~np.isfinite(Z).all(axis=1))
+        wide = matmul(centred_scaled(X[rows].astype(np.float64), self.mean_, self.scale_),
+                      self.components_.T.astype(np.float64))
+        with np.errstate(over="ignore"):       # beyond float32: inf, as the dtype holds it
+            Z[rows] = wide
+        return Z
 
     def fit_transform(self, X, y):
         """``fit(X, y).transform(X)``."""

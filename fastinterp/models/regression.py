@@ -29,6 +29,15 @@ def _norm(v):
     return root_mean_square(v) * float(np.sqrt(v.size))
 
 
+def _unit_of(y):
+    """1, or for a y whose largest magnitude lies beyond 2^+-400 (its squares and sums would
+    leave float64) the power of two nearest above it."""
+    big = float(np.max(np.abs(y), initial=0.0))
+    if big == 0 or 2.0 ** -400 <= big <= 2.0 ** 400:
+        return 1.0
+    return float(np.ldexp(1.0, np.frexp(big)[1]))
+
+
 def _powers(d, degree):
     """Exponents (T, d) of every monomial of total degree <= ``degree`` in d variables,
     by degree, then in lexicographic order of the variables (1, x0, x1, x0^2, x0 x1, ...)."""
@@ -190,9 +199,10 @@ class PolynomialRegression(Estimator):
         V = _design(centred_scaled(X, mu, s), powers)
         c = self._descend(V, y)
         if not np.isfinite(c).all():
+            advice = ("lower lr (got {!r}) or leave it None (chosen from the data)".format(self.lr)
+                      if self.lr is not None else "the coefficients of this data exceed float64")
             raise ValueError(f"PolynomialRegression.fit: training diverged (the coefficients "
-                             f"became non-finite after {self.n_iter_} steps); lower lr (got "
-                             f"{self.lr}) or leave it None (chosen from the data).")
+                             f"became non-finite after {self.n_iter_} steps); {advice}.")
         self._x, self._y = X, y
         self._univariate, self._mu, self._s, self._c = univariate, mu, s, c
         self.powers_ = powers
@@ -201,13 +211,19 @@ class PolynomialRegression(Estimator):
         return self
 
     def _descend(self, V, y):
-        """Gradient descent on ``mean((V c - y)^2)`` from c = 0; returns c."""
+        """Gradient descent on ``mean((V c - y)^2)`` from c = 0; returns c. A y near
+        float64's limits is fitted in units of a power of two near its largest entry
+        (exact), so that the gradients and the stopping threshold stay finite."""
+        unit = _unit_of(y)
+        if unit != 1.0:
+            return self._descend(V, y / unit) * unit
         n = V.shape[0]
         c = np.zeros(V.shape[1])
         if self.optimizer == "sgd":
             lr = self.lr
-            if lr is None:
-                lr = 1.0 / np.linalg.eigvalsh((2.0 / n) * matmul(V.T, V))[-1]
+            if lr is None:       # the largest eigenvalue of V^T V is that of V V^T
+                gram = matmul(V.T, V) if V.shape[1] <= n else matmul(V, V.T)
+                lr = 1.0 / np.linalg.eigvalsh((2.0 / n) * gram)[-1]
             opt = SGD([c], lr=lr, momentum=self.momentum)
         else:
             opt = Adam([c], lr=0.05 if self.lr is None else self.lr)
@@ -239,6 +255,8 @@ class PolynomialRegression(Estimator):
             raise not_fitted(op)
         if self._univariate:
             x = np.asarray(real_data(op, "x", x), dtype=np.float64)
+            if not np.isfinite(x).all():        # (check_matrix's rule for X)
+                raise ValueError(f"{op}: x must be finite; got NaN or infinity.")
             return Polynomial(self._c)(centred_scaled(x, self._mu[0], self._s[0]))
         X = check_matrix(op, "X", x, min_rows=0)
         if X.shape[1] != self.n_features_in_:
