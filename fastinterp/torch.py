@@ -70,9 +70,13 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor
-from torch._C._functorch import TransformType as _TransformType
-from torch._functorch import pyfunctorch as _pyfunctorch
 from torch.autograd import forward_ad as _forward_ad
+
+try:        # functorch's internals (a torch without them runs no transform checks)
+    from torch._C._functorch import TransformType as _TransformType
+    from torch._functorch import pyfunctorch as _pyfunctorch
+except ImportError:          # pragma: no cover
+    _TransformType = _pyfunctorch = None
 
 import fastinterp as _fi
 from ._validate import check_bool, check_option, real_float, shape_str, symbolic
@@ -134,7 +138,7 @@ def _eager(tensors) -> bool:
                for t in tensors)
 
 
-_is_wrapped = _C._functorch.is_functorch_wrapped_tensor
+_is_wrapped = getattr(_C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
 
 def _refuse_transforms(name, tensors):
@@ -146,15 +150,39 @@ def _refuse_transforms(name, tensors):
             isinstance(t, Tensor) and _forward_ad.unpack_dual(t).tangent is not None
             for t in tensors):
         raise _forward_mode_error(name)
-    if not _C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+    if (_pyfunctorch is None or not _C._are_functorch_transforms_active()
+            or torch.compiler.is_compiling()):
         return
-    kinds = {i.key() for i in _pyfunctorch.retrieve_all_functorch_interpreters()}
+    levels = {i.level(): i.key() for i in _pyfunctorch.retrieve_all_functorch_interpreters()
+              if i.key() in (_TransformType.Jvp, _TransformType.Grad)}
+    # only an argument that depends on the variable: data the transform does not
+    # differentiate passes (its derivative is 0 anyway), as under torch.autograd
+    kinds = {levels[lv] for t in tensors if isinstance(t, Tensor)
+             for lv, wrapper in _wrappers(t) if lv in levels and _depends(levels[lv], wrapper)}
     if _TransformType.Jvp in kinds:
         raise _forward_mode_error(name)
     if _TransformType.Grad in kinds:
         raise TypeError(f"{name}: torch.func's grad, jacrev, vjp and hessian are not supported "
                         f"(the op's gradient is registered for torch.autograd): use "
                         f"torch.autograd.grad or .backward(); torch.func.vmap works.")
+
+
+def _wrappers(t):
+    """(functorch level, wrapper) of each wrapper around tensor ``t``, outermost first."""
+    while _is_wrapped(t):
+        yield _C._functorch.maybe_get_level(t), t
+        t = _C._functorch.get_unwrapped(t)
+
+
+def _depends(kind, wrapper) -> bool:
+    """Whether a tensor wrapped at a grad or jvp level carries that level's derivative (a
+    tangent that cannot be read, inside a vmap, counts as one)."""
+    if kind == _TransformType.Grad:
+        return wrapper.requires_grad
+    try:
+        return _forward_ad.unpack_dual(wrapper).tangent is not None
+    except RuntimeError:
+        return True
 
 
 def _forward_mode_error(name):
@@ -315,7 +343,7 @@ def _invoke(op, *args):
     return op(*args)
 
 
-_is_legacy_batched = _C._functorch.is_legacy_batchedtensor
+_is_legacy_batched = getattr(_C._functorch, "is_legacy_batchedtensor", lambda t: False)
 
 
 def _eager_autograd(op, setup, backward):
@@ -1034,7 +1062,9 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
            fill=None, *, layout=None):
     """Differentiable :func:`fastinterp.rotate` (about ``center``, degrees counter-clockwise);
     the gradient flows to ``img`` (the rotation is :func:`warp_affine` with
-    :func:`fastinterp.rotation_matrix`).
+    :func:`fastinterp.rotation_matrix`). ``angle``, ``scale`` and ``center`` are read as
+    numbers, also from tensors that require grad, and get no gradient: to differentiate
+    the angle, build the matrix in torch and call :func:`warp_affine`.
 
     Examples
     --------

@@ -1279,6 +1279,22 @@ def test_torch_func_reverse_transforms_are_a_clear_error_naming_the_op(name):
         torch.func.grad(lambda x: call(x).sum())(x)
     with pytest.raises(TypeError, match=rf"^{name}: torch\.func"):
         torch.func.jacrev(call)(x)
+    with pytest.raises(TypeError, match=rf"^{name}: torch\.func"):
+        torch.vmap(torch.func.grad(lambda x: call(x).sum()))(x[None].expand(2, -1, -1, -1, -1))
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_transforms_of_other_variables_take_the_op_on_constant_data(name):
+    """Under torch.func.grad or jvp, an op whose inputs do not depend on the variable (data
+    resized, the parameters differentiated) runs as it did: only an argument wrapped at a
+    grad or jvp level is refused."""
+    call = _TRANSFORM_CALLS[name]
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    w = torch.rand(()).double()
+    got = torch.func.grad(lambda w: (call(x) * w).sum())(w)
+    torch.testing.assert_close(got, call(x).sum())
+    _, tangent = torch.func.jvp(lambda w: (call(x) * w).sum(), (w,), (torch.ones(()).double(),))
+    torch.testing.assert_close(tangent, call(x).sum())
 
 
 @pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
