@@ -382,45 +382,90 @@ def _l2_backward(gx, gy, g, dist, x, y, batch):
 
 
 def _exponent(a, axis=None):
-    """The binary exponent e of max |a| (2^(e-1) <= max |a| < 2^e; 0 for zeros)."""
-    return np.frexp(np.abs(a).max(axis=axis, initial=0).astype(np.float64))[1]
+    """The binary exponent e of the largest finite |a| (2^(e-1) <= it < 2^e; 0 for none)."""
+    finite = np.where(np.isfinite(a), np.abs(a), 0).max(axis=axis, initial=0)
+    return np.frexp(np.asarray(finite, np.float64))[1]
 
 
 def _redo_overflowed(gx, gy, g, x, y, batch, l2):
-    """Compute a backward again when a gradient came out non-finite although every
-    input is finite: rows of both signs near the dtype's largest value overflow their
-    differences (from the centre, from each other) or a partial sum, while the exact
-    gradient need not. The call is redone in float64 with g, and the columns of x and
-    y, scaled by powers of two that no difference, product or partial sum of ``terms``
-    of them can overflow (one common scale for L2, whose gradient it does not change),
-    and scaled back: inf only where the exact gradient exceeds the dtype."""
-    grads = [a for a in (gx, gy) if a is not None]
-    if all(np.isfinite(a).all() for a in grads):
+    """Compute again the gradient rows that came out non-finite although every input
+    they are made of is finite: rows of both signs near the dtype's largest value
+    overflow their differences (from the centre, from each other) or a partial sum,
+    while the exact gradient need not. Each batch element touching such a row is redone
+    on its own (:func:`_redone_element`) and the rows are summed from those, in batch
+    order, in long double: an element that did not overflow keeps its bits, and a
+    non-finite input elsewhere leaves the rows it does not enter to be redone."""
+    if all(np.isfinite(a).all() for a in (gx, gy) if a is not None):
         return
-    if not all(np.isfinite(a).all() for a in (g, x, y) if a is not None):
-        return      # non-finite inputs: the non-finite gradients are theirs
+    rows_x, rows_y = _overflowed_rows(gx, gy, g, x, y, batch)
+    if not rows_x.any() and not (rows_y is not None and rows_y.any()):
+        return
+    # long double (a 15-bit exponent on x86-64): elements' terms that overflow float64
+    # on their own still sum to what the dtype holds
+    acc_x = np.zeros(gx.shape, np.longdouble)
+    acc_y = None if gy is None else np.zeros(gy.shape, np.longdouble)
+    for e, (u, v) in enumerate(zip(batch.xmap, batch.ymap)):
+        if not rows_x[u].any() and not (rows_y is not None and rows_y[v].any()):
+            continue
+        ex, ey = _redone_element(g[e], x[u], None if y is None else y[v], l2)
+        acc_x[u] += ex
+        if acc_y is not None:
+            acc_y[v] += ey
+    with np.errstate(over="ignore"):        # beyond the dtype: inf, as it holds them
+        gx[rows_x] = acc_x[rows_x]
+        if gy is not None:
+            gy[rows_y] = acc_y[rows_y]
+
+
+def _overflowed_rows(gx, gy, g, x, y, batch):
+    """(U, M) and (V, N) masks of the gradient rows to redo (None for gy when y is x): a
+    non-finite row all of whose terms, in every batch element summed into it, come from
+    finite values (its own row, its weights, every row of the other operand)."""
+    fin_g = np.isfinite(g)
+    fin_x = np.isfinite(x).all(axis=2)
+    fin_y = fin_x if y is None else np.isfinite(y).all(axis=2)
+    g_rows, g_cols = fin_g.all(axis=2), fin_g.all(axis=1)
+    ok_x = np.ones(gx.shape[:2], bool)
+    ok_y = None if gy is None else np.ones(gy.shape[:2], bool)
+    for e, (u, v) in enumerate(zip(batch.xmap, batch.ymap)):
+        if y is None:        # both roles of x: its weights as rows and as columns
+            ok_x[u] &= fin_x[u] & g_rows[e] & g_cols[e] & fin_x[u].all()
+            continue
+        ok_x[u] &= fin_x[u] & g_rows[e] & fin_y[v].all()
+        ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()
+    rows_x = ok_x & ~np.isfinite(gx).all(axis=2)
+    return rows_x, None if gy is None else ok_y & ~np.isfinite(gy).all(axis=2)
+
+
+def _redone_element(g, x, y, l2):
+    """The gradients (gx, gy) of one batch element (g (M, N), x (M, D), y (N, D) or
+    None) as long doubles, computed in float64 with g, and the columns of x and y,
+    scaled by powers of two that no difference, product or partial sum of its terms can
+    overflow (one common scale for L2, whose gradient it does not change), then scaled
+    back exactly. Non-finite values are left as they are."""
     yy = x if y is None else y
-    terms = len(batch.xmap) * max(x.shape[1], yy.shape[1], 1)
-    room = 1020 - (terms.bit_length() + 3)      # exponent left for |g| |x - y| sums
+    room = 1020 - (max(x.shape[0], yy.shape[0], 1).bit_length() + 3)   # for |g| |x - y| sums
     eg = _exponent(g)
-    ecol = np.maximum(_exponent(x, axis=(0, 1)), _exponent(yy, axis=(0, 1)))
+    ecol = np.maximum(_exponent(x, axis=0), _exponent(yy, axis=0))
     if l2:   # terms g (x - y) / |x - y|: only g's scale matters
-        g_shift, col_shift = max(0, eg - room), np.full_like(ecol, max(0, ecol.max(initial=0) - 1020))
+        g_shift = max(0, eg - room)
+        col_shift = np.full_like(ecol, max(0, ecol.max(initial=0) - 1020))
     else:
         g_shift = max(0, eg - room // 2)
         col_shift = np.maximum(0, np.maximum(ecol - 1020, ecol + (eg - g_shift) - room))
-    gw = np.ldexp(g.astype(np.float64), -g_shift)
-    xw = np.ldexp(x.astype(np.float64), -col_shift)
-    yw = None if y is None else np.ldexp(y.astype(np.float64), -col_shift)
-    wide = [np.empty(a.shape) for a in grads] + [None] * (2 - len(grads))
+    gw = np.ldexp(g.astype(np.float64), -g_shift)[None]
+    xw = np.ldexp(x.astype(np.float64), -col_shift)[None]
+    yw = None if y is None else np.ldexp(y.astype(np.float64), -col_shift)[None]
+    gx = np.empty(xw.shape)
+    gy = None if y is None else np.empty(yw.shape)
+    single = Batch((), _SINGLE, _SINGLE, 1, 1)
     if l2:
-        _l2_backward(*wide, gw, None, xw, yw, batch)
+        _l2_backward(gx, gy, gw, None, xw, yw, single)
     else:
-        _backward_cpu(*wide, gw, xw, yw, batch)
+        _backward_cpu(gx, gy, gw, xw, yw, single)
     back = g_shift + (0 if l2 else col_shift)
-    with np.errstate(over="ignore"):
-        for out, w in zip(grads, wide):
-            out[...] = np.ldexp(w, back)
+    wide = [None if a is None else np.ldexp(a[0].astype(np.longdouble), back) for a in (gx, gy)]
+    return wide[0], wide[1]
 
 
 for _name, _kernel in (("pairwise_sqdist", _sqdist_cpu), ("pairwise_l2", _l2_cpu),

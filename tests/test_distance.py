@@ -1659,3 +1659,43 @@ def test_cuda_backward_of_float64_rows_at_the_ends_of_the_range(cuda, l2, scale)
         assert_wide_close(got.copy_to_host(), ref, size, np.float64)
     for got, ref, size in zip(bwd(w, x, y), (rx, ry), (sx, sy)):
         assert_wide_close(got, ref, size, np.float64)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_overflow_redo_is_per_batch_element_and_row(l2):
+    """The redo of an overflowed backward ran on the whole call, with one scale for every
+    batch element, and not at all when any input anywhere was non-finite: a huge g in
+    one element flushed another's tiny g to 0, an element that did not overflow lost its
+    bits, and an inf grad_out or NaN row elsewhere kept the others' NaN."""
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    alone = lambda g, x, y: bwd(g, x, y)                      # noqa: E731
+    with np.errstate(all="ignore"):
+        # (a) float64: each element scaled on its own
+        x, y = np.array([[[1.5e308]], [[1.0]]]), np.array([[[-1.5e308]], [[0.0]]])
+        g = np.array([[[1e300]], [[1e-300]]])
+        gx, gy = bwd(g, x, y)
+        for e in range(2):
+            want = alone(g[e], x[e], y[e])
+            np.testing.assert_array_equal(gx[e], want[0])
+            np.testing.assert_array_equal(gy[e], want[1])
+        assert gx[1, 0, 0] != 0
+        # (b) float32: an element that did not overflow keeps the bits of its own call
+        r = np.random.default_rng(0)
+        x, y = (r.standard_normal(s).astype(np.float32) for s in ((2, 4, 3), (2, 5, 3)))
+        g = r.standard_normal((2, 4, 5)).astype(np.float32)
+        x[0, 0, 0], y[0, 0, 0] = 3e38, -3e38
+        gx, gy = bwd(g, x, y)
+        for e in range(2):
+            want = alone(g[e], x[e], y[e])
+            np.testing.assert_array_equal(gx[e], want[0])
+            np.testing.assert_array_equal(gy[e], want[1])
+        # (c) an inf grad_out in another element, a NaN row beside an overflowing one
+        x, y = np.array([[[0.0]], [[1.5e308]]]), np.array([[[0.0]], [[-1.5e308]]])
+        g = np.array([[[np.inf]], [[1.0]]])
+        np.testing.assert_array_equal(bwd(g, x, y)[0][1], alone(g[1], x[1], y[1])[0])
+        assert np.isfinite(bwd(g, x, y)[0][1]).all() == l2    # 2 (x - y) exceeds float64
+        gx, _ = bwd(np.ones((2, 1)), np.array([[np.nan], [1.5e308]]), np.array([[-1.5e308]]))
+        assert np.isnan(gx[0]).all()
+        np.testing.assert_array_equal(gx[1], alone(np.ones((1, 1)), np.array([[1.5e308]]),
+                                                   np.array([[-1.5e308]]))[0][0])
+        assert np.isfinite(gx[1]).all() == l2

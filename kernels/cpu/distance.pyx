@@ -213,6 +213,24 @@ cdef double direct_norm(const real* a, const real* b, Py_ssize_t d) noexcept nog
     return m * sqrt(s)
 
 
+cdef double quarter_norm(const real* a, const real* b, Py_ssize_t d) noexcept nogil:
+    """|a / 4 - b / 4| in float64, the differences divided by the largest first: finite
+    for finite float64 rows whose difference overflows (their unit vector is
+    (a / 4 - b / 4) / this); inf or NaN for rows holding inf or NaN."""
+    cdef double m = 0, s = 0, t
+    cdef Py_ssize_t k
+    for k in range(d):
+        t = fabs(<double> a[k] * 0.25 - <double> b[k] * 0.25)
+        if not t <= m:
+            m = t
+    if not 0 < m < INFINITY:
+        return m
+    for k in range(d):
+        t = (<double> a[k] * 0.25 - <double> b[k] * 0.25) / m
+        s += t * t
+    return m * sqrt(s)
+
+
 cdef inline double direct_dist(const real* a, const real* b, Py_ssize_t d,
                                bint take_sqrt) noexcept nogil:
     """|a - b|^2 (or |a - b|) from direct differences, in float64."""
@@ -627,6 +645,13 @@ cdef void grad_tile(real* dst, Py_ssize_t r0, Py_ssize_t mb, Py_ssize_t ns, Py_s
             nrm = direct_norm(a + r * d, b + q * d, d)
             if nrm == 0:
                 continue    # zero distance: the subgradient 0 (a NaN distance propagates)
+            if nrm == INFINITY and real is double:
+                nrm = quarter_norm(a + r * d, b + q * d, d)
+                if nrm < INFINITY:  # finite rows farther apart than float64 holds: g times
+                    for k in range(d):      # their unit vector (g / inf weighed them 0)
+                        acc[k] += <double> g[o] * ((<double> a[r * d + k] * 0.25
+                                                    - <double> b[q * d + k] * 0.25) / nrm)
+                    continue
             w = <double> g[o] / nrm
             if fabs(w) <= DBL_MAX or not fabs(<double> g[o]) <= DBL_MAX:
                 for k in range(d):

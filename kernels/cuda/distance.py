@@ -25,18 +25,19 @@ MAX_BLOCKS = 1 << 16       # blocks per 1-D launch; grid-stride loops cover the 
 
 
 @cuda.jit(device=True)
-def _scaled_l2(x, y, xb, yb, i, j):
-    """|x[xb, i] - y[yb, j]| in float64, the differences divided by the largest first:
-    the L2 distance of rows whose squares overflow or underflow the sum (rare: called
-    only for those pairs)."""
+def _scaled_l2(x, y, xb, yb, i, j, q):
+    """|q x[xb, i] - q y[yb, j]| in float64, the differences divided by the largest
+    first: the L2 distance of rows whose squares overflow or underflow the sum (rare:
+    called only for those pairs); q = 1/4 keeps the differences of finite float64 rows
+    finite."""
     big = 0.0
     for k in range(x.shape[2]):
-        big = max(big, abs(float64(x[xb, i, k]) - float64(y[yb, j, k])))
+        big = max(big, abs(float64(x[xb, i, k]) * q - float64(y[yb, j, k]) * q))
     if not (0.0 < big < math.inf):
         return big
     acc = 0.0
     for k in range(x.shape[2]):
-        t = (float64(x[xb, i, k]) - float64(y[yb, j, k])) / big
+        t = (float64(x[xb, i, k]) * q - float64(y[yb, j, k]) * q) / big
         acc += t * t
     return big * math.sqrt(acc)
 
@@ -80,7 +81,7 @@ def _make_sqdist_kernel(nb_type):
                 cuda.syncthreads()
             if i < out.shape[1] and j < out.shape[2]:          # bounds guard (after syncs)
                 if take_sqrt and acc == acc and not (tiny < acc < math.inf):
-                    out[b, i, j] = _scaled_l2(x, y, xb, yb, i, j)
+                    out[b, i, j] = _scaled_l2(x, y, xb, yb, i, j, 1.0)
                 else:
                     out[b, i, j] = math.sqrt(acc) if take_sqrt else acc
     return sqdist_tiled
@@ -147,43 +148,41 @@ def _weight(g, dist, e, i, j, l2):
 
 @cuda.jit(device=True)
 def _unit(a, u, r, b, bb, s, c):
-    """Component c of (a[u, r] - b[bb, s]) / |a[u, r] - b[bb, s]| in float64, the
-    differences divided by the largest first (quartered when one overflows float64):
-    finite for finite rows whose distance overflows or underflows; 0 at distance 0;
-    NaN when a coordinate is not finite."""
-    q = 1.0
+    """Component c of (a[u, r] - b[bb, s]) / |a[u, r] - b[bb, s]| in float64 from quartered
+    differences (finite for finite float64 rows, however far apart or close); 0 at
+    distance 0; NaN when a coordinate is not finite."""
     for k in range(a.shape[2]):
         if not (math.isfinite(a[u, r, k]) and math.isfinite(b[bb, s, k])):
             return math.nan
-        if math.isinf(float64(a[u, r, k]) - float64(b[bb, s, k])):
-            q = 0.25
-    big = 0.0
-    for k in range(a.shape[2]):
-        big = max(big, abs(float64(a[u, r, k]) * q - float64(b[bb, s, k]) * q))
-    if not (0.0 < big < math.inf):
-        return 0.0 if big == 0 else math.nan
-    acc = 0.0
-    for k in range(a.shape[2]):
-        t = (float64(a[u, r, k]) * q - float64(b[bb, s, k]) * q) / big
-        acc += t * t
-    return (float64(a[u, r, c]) * q - float64(b[bb, s, c]) * q) / big / math.sqrt(acc)
+    dv = _scaled_l2(a, b, u, bb, r, s, 0.25)
+    if dv == 0:
+        return 0.0
+    return (float64(a[u, r, c]) * 0.25 - float64(b[bb, s, c]) * 0.25) / dv
+
+
+@cuda.jit(device=True, inline=True)
+def _unit_pair(g, dist, w, e, i, j, l2):
+    """Whether an L2 pair takes g times the unit vector between its rows (see _unit): its
+    distance overflowed, or its finite g / dist overflows float64."""
+    return l2 and (math.isinf(dist[e, i, j]) or (math.isinf(w) and math.isfinite(g[e, i, j])))
 
 
 @cuda.jit(device=True)
-def _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2, wdown, ddown):
+def _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2, wdown, ddown, track):
     """One pass over the terms of _one_role, the weights scaled by ``wdown`` and the
-    coordinates by ``ddown`` (powers of two): (sum W (a - b), sum W, sum W b, whether
-    every weight and coordinate read was finite, max |W|, max |b|, the number of terms).
-    An L2 pair of finite rows whose distance overflowed, or whose g / dist overflows
-    float64, takes g times the unit vector between the rows (see _unit); an infinite
-    distance between rows that are not finite weighs 0."""
+    coordinates by ``ddown`` (powers of two): (sum W (a - b), sum W, sum W b, and with
+    ``track`` (a rare second pass) whether every weight and coordinate is finite, the
+    largest |weight| and |coordinate|, the number of terms). An L2 pair of finite rows
+    whose distance overflowed, or whose g / dist overflows float64, takes g times the
+    unit vector between the rows (see _unit); an infinite distance between rows that
+    are not finite weighs 0."""
     acc = 0.0
     wsum = 0.0
     wb = 0.0
     finite = True
     wmax = 0.0
-    bmax = 0.0
     ar = float64(a[u, r, c]) * ddown
+    bmax = abs(ar)
     for l in range(ptr[u], ptr[u + 1]):
         e = items[l]
         bb = bmap[e]
@@ -192,21 +191,22 @@ def _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2, wdown, d
             w = _weight(g, dist, e, i, j, l2)
             bv = float64(b[bb, s, c]) * ddown
             unit = math.nan
-            if l2 and (math.isinf(dist[e, i, j]) or (math.isinf(w) and math.isfinite(g[e, i, j]))):
+            if _unit_pair(g, dist, w, e, i, j, l2):
                 unit = _unit(a, u, r, b, bb, s, c)
                 if math.isnan(unit) and math.isinf(dist[e, i, j]):
                     w = 0.0     # an infinite row: g / inf, as on the CPU
             if not math.isnan(unit):
-                term = float64(g[e, i, j]) * wdown * unit * ddown
+                w = float64(g[e, i, j]) * wdown
+                acc += w * unit * ddown
             else:
                 w *= wdown
-                term = w * (ar - bv)        # in float64: a float32 difference may overflow
+                acc += w * (ar - bv)        # in float64: a float32 difference may overflow
                 wsum += w
                 wb += w * bv
-            acc += term
-            finite = finite and math.isfinite(w) and math.isfinite(bv)
-            wmax = max(wmax, abs(w))
-            bmax = max(bmax, abs(bv))
+            if track:
+                finite = finite and math.isfinite(w) and math.isfinite(bv)
+                wmax = max(wmax, abs(w))
+                bmax = max(bmax, abs(bv))
     return acc, wsum, wb, finite, wmax, bmax, (ptr[u + 1] - ptr[u]) * b.shape[1]
 
 
@@ -218,19 +218,23 @@ def _one_role(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2):
     weights of both signs would give NaN). A sum that overflowed although every input
     is finite (float64 rows near the largest value) is summed again with the weights
     and coordinates scaled by powers of two that no term or partial sum can overflow,
-    then scaled back, as the CPU redoes such calls."""
-    acc, wsum, wb, finite, wmax, bmax, n = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c,
-                                                      transpose, l2, 1.0, 1.0)
+    then scaled back, as the CPU redoes such rows."""
+    acc, wsum, wb, _, _, _, _ = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c,
+                                           transpose, l2, 1.0, 1.0, False)
     ar = float64(a[u, r, c])
     if math.isinf(ar):
         return wsum * ar - wb
-    if math.isfinite(acc) or not (finite and math.isfinite(ar)):
+    if math.isfinite(acc) or not math.isfinite(ar):
         return acc
-    eb = math.frexp(max(bmax, abs(ar)))[1]
+    _, _, _, finite, wmax, bmax, n = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c,
+                                                transpose, l2, 1.0, 1.0, True)
+    if not finite:
+        return acc
+    eb = math.frexp(bmax)[1]
     sd = max(0, eb - 1020)                     # differences below 2^1022
     sw = max(0, math.frexp(wmax)[1] + eb - sd + math.frexp(float64(n))[1] + 3 - 1020)
     acc = _role_pass(g, dist, a, b, bmap, ptr, items, u, r, c, transpose, l2,
-                     math.ldexp(1.0, -sw), math.ldexp(1.0, -sd))[0]
+                     math.ldexp(1.0, -sw), math.ldexp(1.0, -sd), False)[0]
     up = sw + sd       # two factors: each is a float64, the product may overflow to inf
     return acc * math.ldexp(1.0, up // 2) * math.ldexp(1.0, up - up // 2)
 
