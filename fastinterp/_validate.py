@@ -137,13 +137,18 @@ def real_scalar(op: str, name: str, value, dtype) -> np.ndarray:
     return np.asarray(real_float(op, name, value, dtype), dtype=dtype)
 
 
-def _is_real(value) -> bool:
+def is_real_scalar(value) -> bool:
     """A real Python/NumPy scalar: not None, a bool, a complex number or a string. A
     bfloat16 scalar (ml_dtypes: a NumPy scalar outside np.floating) is one."""
     return type(value) in _PLAIN_REALS or (
         not isinstance(value, (bool, np.bool_))
         and (isinstance(value, (Real, np.integer, np.floating))
-             or (isinstance(value, np.generic) and str(value.dtype) == "bfloat16")))
+             or (isinstance(value, np.generic) and _half_scalar(value))))
+
+
+def _half_scalar(value) -> bool:
+    from ._half import is_half        # (_half imports this module's users)
+    return is_half(value.dtype)
 
 
 def _given(value) -> str:
@@ -154,7 +159,7 @@ def real_float(op: str, name: str, value, dtype) -> float:
     """``value`` checked as :func:`real_scalar` checks it, as a Python float (not yet
     rounded to ``dtype``): for callers that build their own scalar of that dtype. A
     torch symbolic number passes as it is (see :func:`symbolic`)."""
-    if not _is_real(value):
+    if not is_real_scalar(value):
         if symbolic(value):
             return value
         raise TypeError(f"{op}: {name} must be a real number or an array; got {_given(value)}.")
@@ -203,7 +208,7 @@ def finite_float(op: str, name: str, value) -> float:
     array (NumPy, torch, JAX). A ``TypeError`` for ``None``, bools, strings, complex
     numbers and other arrays, a ``ValueError`` for nan, inf and ints beyond float64. A
     torch symbolic number passes as it is (see :func:`symbolic`)."""
-    if not _is_real(value):
+    if not is_real_scalar(value):
         if symbolic(value):
             return value
         one = _one_real(value)

@@ -25,8 +25,9 @@ Conventions
   (float64 kept without x64); a traced one is differentiable.
 - ``jax.vmap``: the image ops (grid_sample, affine_grid, resize,
   adaptive_avg_pool2d) fold the mapped axes into the batch axis N and make
-  one call (``vmap_method="broadcast_all"``); lerp broadcasts; slerp and the
-  distances call once per mapped element (``"sequential"``).
+  one call (``vmap_method="broadcast_all"``); lerp broadcasts; slerp, the
+  distances and the warps call once per mapped element, in a loop on the host
+  (JAX's ``"sequential"`` method compiled a loop again at every eager call).
 - Results are computed on the host CPU (JAX arrays on a GPU are copied there
   and back by ``pure_callback``). JAX arrays are never written to.
 - float16 and bfloat16 follow the NumPy API's half-precision rules;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Set
 
 import jax
 import jax.numpy as jnp
@@ -159,20 +161,35 @@ def _unpacked(words, layout) -> dict:
     return values
 
 
-def _numpy_call(fn, kwargs, fold, specs, layout, *arrays):
-    """Host side of a callback: ``fn`` on NumPy views, mapped axes folded into N if
-    ``fold``; with a value ``layout``, the last array holds the packed values."""
+def _numpy_call(fn, kwargs, mapped, specs, layout, *arrays):
+    """Host side of a callback: ``fn`` on NumPy views. ``mapped`` = (how, ranks): the
+    arguments' unmapped ranks, any axes in front of them mapped by vmap, folded into N
+    (``"fold"``) or looped over (``"loop"``); () when ``fn`` broadcasts. With a value
+    ``layout``, the last array holds the packed values."""
     arrays = [np.asarray(a) for a in arrays]
     if layout:
         kwargs = dict(kwargs, **_unpacked(arrays.pop(), layout))
-    lead = ()
-    if fold:    # every argument carries the same mapped axes in front of its own
-        lead = arrays[0].shape[:arrays[0].ndim - fold[0]]
-        arrays = [a.reshape((-1,) + a.shape[len(lead) + 1:]) if lead else a for a in arrays]
+    how, ranks = mapped or (None, ())
+    lead = arrays[0].shape[:arrays[0].ndim - ranks[0]] if ranks else ()
+    if how == "loop" and lead:
+        return _looped(fn, kwargs, specs, lead, arrays)
+    if how == "fold" and lead:   # every argument carries the same mapped axes in front
+        arrays = [a.reshape((-1,) + a.shape[len(lead) + 1:]) for a in arrays]
     outs = fn(*arrays, **kwargs)
     outs = outs if isinstance(outs, tuple) else (outs,)
-    return tuple(np.asarray(o, dtype=s.dtype).reshape(lead + tuple(s.shape) if fold else o.shape)
+    return tuple(np.asarray(o, dtype=s.dtype).reshape(lead + tuple(s.shape) if how else o.shape)
                  for o, s in zip(outs, specs))
+
+
+def _looped(fn, kwargs, specs, lead, arrays):
+    """``fn`` once per element of the mapped axes ``lead`` (vmap's sequential method run on
+    the host: JAX's own compiled a loop again at every eager call)."""
+    outs = [np.empty(lead + tuple(s.shape), s.dtype) for s in specs]
+    for index in np.ndindex(*lead):
+        results = fn(*(a[index] for a in arrays), **kwargs)
+        for out, r in zip(outs, results if isinstance(results, tuple) else (results,)):
+            out[index] = r
+    return tuple(outs)
 
 
 def _callback(fn, kwargs, specs, arrays, vmap="fold", backward_of=None):
@@ -184,29 +201,29 @@ def _callback(fn, kwargs, specs, arrays, vmap="fold", backward_of=None):
     ``backward_of``: the op whose gradient this callback computes; differentiating it
     (a second-order derivative) is then a TypeError naming the op.
     """
-    fold = tuple(a.ndim for a in arrays) if vmap == "fold" else ()
+    how = {"fold": "fold", "sequential": "loop"}.get(vmap)
+    mapped = (how, tuple(a.ndim for a in arrays)) if how else ()
     values = {k: kwargs[k] for k in _VALUE_KWARGS if kwargs.get(k) is not None}
     layout = ()
     if values:
         words, layout = _packed(values)
         arrays = (*arrays, jnp.asarray(words))
         kwargs = {k: v for k, v in kwargs.items() if k not in values}
-    host = _cached(_host, fn, _frozen(kwargs), fold, tuple(specs), layout)
-    method = "sequential" if vmap == "sequential" else "broadcast_all"
+    host = _cached(_host, fn, _frozen(kwargs), mapped, tuple(specs), layout)
     if backward_of is None:
-        return jax.pure_callback(host, tuple(specs), *arrays, vmap_method=method)
-    return _cached(_not_differentiable, backward_of, host, tuple(specs), method)(*arrays)
+        return jax.pure_callback(host, tuple(specs), *arrays, vmap_method="broadcast_all")
+    return _cached(_not_differentiable, backward_of, host, tuple(specs))(*arrays)
 
 
 @functools.lru_cache(maxsize=1024)
-def _not_differentiable(op, host, specs, method):
+def _not_differentiable(op, host, specs):
     """The callback of ``host`` (a gradient's) as a custom_jvp whose derivative is a clear
     error: JAX's own ("Pure callbacks do not support JVP") names no op. Reached only
     where the callback's inputs depend on the variable (grad of a gradient that is
     constant in it, a linear op's under a sum, stays zero). One object per
     configuration, as :func:`_host`'s."""
     def call(*xs):
-        return jax.pure_callback(host, specs, *xs, vmap_method=method)
+        return jax.pure_callback(host, specs, *xs, vmap_method="broadcast_all")
 
     checked = jax.custom_jvp(call)
 
@@ -220,13 +237,13 @@ def _not_differentiable(op, host, specs, method):
 
 
 @functools.lru_cache(maxsize=1024)
-def _host(fn, kwargs: tuple, fold: tuple, specs: tuple, layout: tuple):
+def _host(fn, kwargs: tuple, mapped: tuple, specs: tuple, layout: tuple):
     """The host function of one callback configuration, one object per configuration:
     JAX compiles a callback per host function object (outside jit every call runs on
     its own), so a new object per call compiled, and kept, a new executable each time
     (14 ms and about 1.4 MiB per eager call). Values that change from call to call
     are not part of it (see _VALUE_KWARGS)."""
-    return functools.partial(_numpy_call, fn, {k: v for k, v, _ in kwargs}, fold, specs,
+    return functools.partial(_numpy_call, fn, {k: v for k, v, _ in kwargs}, mapped, specs,
                              layout)
 
 
@@ -309,7 +326,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     layout = from_channels_last(op, layout, channels_last)
-    input, grid = _array(op, "input", input), _array(op, "grid", grid)
+    input, grid = _weak_to_strong(_array(op, "input", input), _array(op, "grid", grid))
     if len(input.shape) == 5 and layout not in (None, "NCHW", "NCDHW"):
         resolve_layout(op, "input", input, layout)       # the NumPy API's error
     x_b, name, back_fn = _as_batch(op, input, layout)
@@ -409,8 +426,8 @@ def _static(op, name, v, kinds=(int, float)):
                         f"traced (they set the result's shape); got a traced array.")
     if isinstance(v, _HOST_ARRAYS):
         v = np.asarray(v).tolist()
-    if isinstance(v, (int, float, str, bytes)) or not hasattr(v, "__iter__"):
-        return v
+    if isinstance(v, (int, float, str, bytes, Set, Mapping)) or not hasattr(v, "__iter__"):
+        return v        # (a set or dict has no order for its axes: the NumPy API's error)
     return tuple(np.asarray(x).tolist() if isinstance(x, _HOST_ARRAYS) else x for x in v)
 
 
@@ -719,7 +736,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
 def _pairwise(forward, backward, x, y, with_dist):
     op = forward.__name__
     x = _array(op, "x", x)
-    arrays = (x,) if y is None else (x, _array(op, "y", y))
+    arrays = (x,) if y is None else _weak_to_strong(x, _array(op, "y", y))
     specs = _full_specs(forward, arrays, {})
 
     @jax.custom_vjp

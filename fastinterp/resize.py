@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._validate import (AXIS_MAX, _one_real, as_index, check_array, check_bool, check_dtype,
-                        check_option, check_out, entries, float_dtype, is_int as _is_int, is_scalar,
-                        shape_str)
+                        check_option, check_out, entries, float_dtype, is_int as _is_int,
+                        is_real_scalar, is_scalar, shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -1365,7 +1364,7 @@ def _rank(arr) -> int:
 def _real_number(value) -> float:
     """A real Python/NumPy number, or a 0-d real array or tensor, as a float; ``TypeError``
     for bools, complex numbers and the rest."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+    if is_real_scalar(value):
         return float(value)
     one = _one_real(value) if len(getattr(value, "shape", (None,))) == 0 else None
     if one is None:

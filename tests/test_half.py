@@ -17,6 +17,7 @@ import pytest
 
 import fastinterp as fi
 from fastinterp import _half
+from fastinterp.models import PolynomialRegression
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -522,6 +523,8 @@ def test_a_nested_list_of_half_scalars_is_a_half_array(call):
     lambda s: fi.grid_sample(np.ones((1, 1, 2, 2), np.float32),
                              np.full((1, 1, 1, 2), 3, np.float32), padding_mode="constant",
                              fill=s),
+    lambda s: fi.resize(np.ones((1, 1, 4, 4), np.float32), scale_factor=8 * s),
+    lambda s: PolynomialRegression(1, tol=s / 1000).fit(np.arange(4.0), np.arange(4.0)).coef_,
 ])
 def test_a_bfloat16_scalar_is_a_number(call):
     """A bfloat16 scalar (what indexing a bfloat16 array gives) is read as its value, as a

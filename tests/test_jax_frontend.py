@@ -824,4 +824,43 @@ def test_python_scalars_take_the_dtype_of_the_arrays_beside_them():
     assert float(jax.grad(lambda t: fij.lerp(a, b, t).sum())(0.3)) == -3.0
     u, v = jnp.array([1.0, 0.0], jnp.float32), jnp.array([0.0, 1.0], jnp.float32)
     assert jax.jit(fij.slerp)(u, v, 0.5).dtype == jnp.float32
+    y = jax.jit(lambda x, s: fij.pairwise_sqdist(x, jnp.broadcast_to(s, (3, 1))))(
+        jnp.ones((2, 1), jnp.float32), 2.0)
+    np.testing.assert_array_equal(y, np.ones((2, 3), np.float32))
+    img = jnp.ones((1, 1, 2, 2), jnp.float32)
+    out = jax.jit(lambda s: fij.grid_sample(img, jnp.broadcast_to(s, (1, 1, 1, 2))))(0.0)
+    assert out.dtype == jnp.float32
     assert jax.grad(lambda t: fij.slerp(u, v, t).sum())(0.5).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("call", [
+    lambda z, v: fij.rotate(z, v),
+    lambda z, v: fij.warp_affine(z, np.array([[1.0, 0.1 * v, 0], [0, 1, 0]]), (3, 4)),
+    lambda z, v: fij.slerp(z[0, 0, 0], z[0, 0, 0] + 1, v / 100),
+])
+def test_vmapped_constants_compile_once_per_value(call):
+    """Under jax.vmap a constant passed as data became a constant of the per-element loop,
+    compiled again at every call (1.7 MiB each), even for the same value."""
+    x = jnp.asarray(np.random.default_rng(0).random((2, 1, 1, 3, 4)), jnp.float32)
+    f = lambda v: jax.vmap(lambda z: call(z, v))(x)      # noqa: E731
+    with compile_events() as compiles:
+        f(10.0).block_until_ready()
+        before = len(compiles)
+        for _ in range(3):
+            f(10.0).block_until_ready()
+        assert len(compiles) == before
+
+
+@pytest.mark.parametrize("name, call", [
+    ("size", lambda v: fij.resize(jnp.ones((1, 1, 8, 8)), size=v)),
+    ("scale_factor", lambda v: fij.resize(jnp.ones((1, 1, 8, 8)), scale_factor=v)),
+    ("output_size", lambda v: fij.adaptive_avg_pool2d(jnp.ones((1, 1, 8, 8)), v)),
+    ("size", lambda v: fij.affine_grid(jnp.zeros((1, 2, 3)), v | {1, 3} if isinstance(v, set)
+                                       else {**v, 1: 0, 3: 0})),
+    ("dsize", lambda v: fij.warp_affine(jnp.ones((1, 1, 4, 4)), np.eye(2, 3), v)),
+])
+@pytest.mark.parametrize("unordered", [lambda: {5, 4}, lambda: {5: 0, 4: 0}], ids=["set", "dict"])
+def test_an_unordered_collection_of_sizes_is_the_numpy_apis_type_error(name, call, unordered):
+    """_static read a set as a tuple, in the set's order: {5, 3} gave a 3 x 5 result."""
+    with pytest.raises(TypeError, match=rf"{name} must be"):
+        call(unordered())

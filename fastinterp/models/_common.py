@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .. import _validate
-from .._validate import is_int
+from .._validate import is_int, is_real_scalar
 
 
 class _NotFittedError(ValueError, AttributeError):
@@ -72,9 +72,9 @@ def check_real(op: str, name: str, value, positive: bool = False) -> float:
     """``value`` must be a finite real number >= 0 (> 0 when ``positive``):
     :class:`InvalidTypeError` for another type, ``ValueError`` for another value."""
     expected = f"a finite number {'>' if positive else '>='} 0"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
+    if not is_real_scalar(value):
         raise InvalidTypeError(f"{op}: {name} must be {expected}; got {value!r}.")
+    value = float(value)
     if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
         raise ValueError(f"{op}: {name} must be {expected}; got {value!r}.")
     return float(value)
