@@ -148,6 +148,9 @@ class Signature:
         if not inputs:
             raise ValueError(f"{where}: signature must declare at least one input array; "
                              f"got {text!r}.")
+        if any(o.name == "out" for o in inputs):
+            raise ValueError(f"{where}: an input must not be named 'out' (the keyword that "
+                             f"takes the outputs); got {text!r}.")
         if not outputs:
             raise ValueError(f"{where}: signature must declare at least one output; got {text!r}.")
         return cls(tuple(inputs), tuple(outputs), text)
@@ -996,12 +999,24 @@ def _param_values(op: str, spec: OpSpec, given: dict[str, Any]
 
 
 def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``)."""
-    spec = op_spec(op)
+    """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``): on the kernel of
+    the declaration its arguments were checked against (a plugin swapped in between, by
+    another thread, makes the call start again with the new one)."""
+    while True:
+        result = _call_declared(op, op_spec(op), args, kwargs)
+        if result is not _SWAPPED:
+            return result
+
+
+_SWAPPED = object()      # _call_declared: the op's declaration changed during the call
+
+
+def _call_declared(op: str, spec: OpSpec | None, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
     if spec is None:
         raise NotImplementedError(f"ops.{op}: no loaded plugin provides this op "
                                   f"(loaded ops: {', '.join(op_names()) or 'none'}).")
-    given_kwargs, kwargs = kwargs, dict(kwargs)
+    kwargs = dict(kwargs)
     out = kwargs.pop("out", None)
     sig = spec.signature
     names = [o.name for o in sig.inputs] if sig else [f"x{i}" for i in range(len(args))]
@@ -1025,7 +1040,7 @@ def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
     with _lock:     # the kernel of the declaration read above (a plugin may be swapped)
         if op_spec(op) is not spec:
-            return call_op(op, args, given_kwargs)
+            return _SWAPPED
         kernel = registry.lookup(op, p.backend, dtype)
     arrays = [contiguous_input(p.arrays[n]) for n in names]
     n_out = len(sig.outputs) if sig else None
