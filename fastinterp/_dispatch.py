@@ -232,7 +232,7 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
                              f"{obj!r:.80}.") from None
         except (RuntimeError, TypeError) as exc:   # a list holding tensors that require grad
             raise TypeError(f"{op}: {name} must be an array or a list of numbers NumPy can "
-                            f"read; got a {type(obj).__name__} it cannot ({exc})") from None
+                            f"read; got a {type(obj).__name__} it cannot ({exc}).") from None
         if not isinstance(obj, np.ndarray) and not holds_numbers(arr):
             raise not_numbers_error(op, name, obj)
         return arr

@@ -1237,8 +1237,6 @@ def _size_dims(input_size) -> tuple:
     return tuple(dims)
 
 
-
-
 def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
 

@@ -627,7 +627,6 @@ def test_a_call_runs_the_kernel_of_the_declaration_it_checked(monkeypatch):
     np.testing.assert_array_equal(race(np.zeros(3)), [2.0, 2.0])
 
 
-
 # --------------------------------------------------------------------------- numba
 @pytest.fixture(scope="module")
 def numba_kernels():
@@ -1182,7 +1181,6 @@ def test_entry_point_discovery(example_so, tmp_path, monkeypatch):
     res = subprocess.run([sys.executable, "-c", "import fastinterp as fi; print(fi.plugins.list())"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
-
 
 
 def test_entry_points_giving_no_path_are_named(example_so, tmp_path, monkeypatch):

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import math
 import operator
 import warnings
-
-import math
 
 import numpy as np
 import dask.array as da
@@ -224,9 +223,10 @@ def _task_blocks(x, min_bytes):
 
 def _query_groups(q, x, k):
     """``q`` with consecutive chunks merged into groups of at most QUERY_GROUP_BYTES."""
+    # one database block: grouping would not save a read; chunk sizes left unknown by
+    # boolean indexing cannot be grouped
     if x.numblocks[0] < 2 or q.shape[0] == 0 or any(math.isnan(c) for c in q.chunks[0]):
-        return q            # one database block: grouping would not save a read; unknown
-        #                     chunk sizes (boolean indexing) cannot be grouped
+        return q
     row_bytes = q.shape[1] * q.dtype.itemsize + k * (2 * q.dtype.itemsize + 8)
     sizes = _capped_groups(q.chunks[0], row_bytes, QUERY_GROUP_BYTES)
     return q if sizes == q.chunks[0] else q.rechunk({0: sizes})
