@@ -162,10 +162,24 @@ def _unpacked(words, layout) -> dict:
 
 
 def _numpy_call(fn, kwargs, mapped, specs, layout, *arrays):
-    """Host side of a callback: ``fn`` on NumPy views. ``mapped`` = (how, ranks): the
-    arguments' unmapped ranks, any axes in front of them mapped by vmap, folded into N
-    (``"fold"``) or looped over (``"loop"``); () when ``fn`` broadcasts. With a value
-    ``layout``, the last array holds the packed values."""
+    """Host side of a callback: ``fn`` on NumPy views, with subnormal numbers computed
+    as the NumPy API computes them. ``mapped`` = (how, ranks): the arguments' unmapped
+    ranks, any axes in front of them mapped by vmap, folded into N (``"fold"``) or looped
+    over (``"loop"``); () when ``fn`` broadcasts. With a value ``layout``, the last array
+    holds the packed values."""
+    saved = _fp().ieee_subnormals()      # XLA runs host callbacks with flush-to-zero set
+    try:
+        return _host_call(fn, kwargs, mapped, specs, layout, arrays)
+    finally:
+        _fp().restore_fp(saved)
+
+
+def _fp():
+    from ._cpu import blend
+    return blend
+
+
+def _host_call(fn, kwargs, mapped, specs, layout, arrays):
     arrays = [np.asarray(a) for a in arrays]
     if layout:
         kwargs = dict(kwargs, **_unpacked(arrays.pop(), layout))

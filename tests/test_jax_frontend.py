@@ -864,3 +864,23 @@ def test_an_unordered_collection_of_sizes_is_the_numpy_apis_type_error(name, cal
     """_static read a set as a tuple, in the set's order: {5, 3} gave a 3 x 5 result."""
     with pytest.raises(TypeError, match=rf"{name} must be"):
         call(unordered())
+
+
+def test_subnormals_are_the_numpy_apis():
+    """XLA runs host callbacks with flush-to-zero set: a 1e-40 fill came out 0, and a lerp
+    of subnormal arrays held flushed and unflushed halves (the caller's thread flushed,
+    the team's other thread did not)."""
+    a = np.full(300_000, 1e-39, np.float32)
+    b = np.full(300_000, 3e-39, np.float32)
+    with_threads = fi.get_num_threads()
+    fi.set_num_threads(2)
+    try:
+        got = np.asarray(fij.lerp(jnp.asarray(a), jnp.asarray(b), 0.5))
+    finally:
+        fi.set_num_threads(with_threads)
+    np.testing.assert_array_equal(got, fi.lerp(a, b, 0.5))
+    img, grid = np.ones((1, 1, 2, 2), np.float32), np.full((1, 1, 1, 2), 5.0, np.float32)
+    got = fij.grid_sample(jnp.asarray(img), jnp.asarray(grid), padding_mode="constant",
+                          fill=1e-40)
+    np.testing.assert_array_equal(got, fi.grid_sample(img, grid, padding_mode="constant",
+                                                      fill=1e-40))

@@ -210,3 +210,40 @@ def test_a_forked_child_runs_on_one_thread_and_does_not_hang():
         out, err = proc.communicate()
         pytest.fail("a forked child hung in its first parallel region")
     assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+_SUBNORMAL_CALLS = {
+    "lerp": lambda a: fi.lerp(a, np.flip(a), 0.5),     # (arithmetic here would flush)
+    "resize": lambda a: fi.resize(a.reshape(1, 1, 600, 500), size=(300, 777)),
+    "grid_sample": lambda a: fi.grid_sample(a.reshape(1, 1, 600, 500),
+                                            _grid(1, 300, 400).astype(np.float32)),
+    "pool": lambda a: fi.adaptive_avg_pool2d(a.reshape(1, 1, 600, 500), (70, 90)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SUBNORMAL_CALLS))
+def test_subnormals_do_not_depend_on_the_callers_flush_to_zero(threads, name):
+    """A caller's thread with flush-to-zero set (an XLA host callback,
+    torch.set_flush_denormal) computed its share of a region flushed, the team's other
+    threads not: one result held both. Every region now clears it for its length."""
+    torch = pytest.importorskip("torch")
+    a = (np.random.default_rng(3).random(300_000) * 2e-38).astype(np.float32)
+    call = _SUBNORMAL_CALLS[name]
+    fi.set_num_threads(2)
+    want = np.asarray(call(a))
+    result = {}
+
+    def flushing_caller():
+        if not torch.set_flush_denormal(True):
+            return
+        try:
+            result["got"] = np.asarray(call(a))
+        finally:
+            torch.set_flush_denormal(False)
+    import threading
+    t = threading.Thread(target=flushing_caller)
+    t.start()
+    t.join()
+    if "got" not in result:
+        pytest.skip("this CPU has no flush-to-zero control")
+    assert result["got"].tobytes() == want.tobytes()

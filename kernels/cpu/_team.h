@@ -48,6 +48,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Subnormal numbers are computed as IEEE 754 says in every thread of a region:
+   the caller's thread may run with flush-to-zero / denormals-are-zero set (an
+   XLA host callback, torch.set_flush_denormal(True)) while the team's other
+   threads, created elsewhere, do not, so one result held flushed and unflushed
+   parts. Each thread clears FTZ and DAZ on entering a region and restores its
+   own setting on leaving it. */
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define FI_MXCSR_FTZ_DAZ 0x8040u
+static inline unsigned int fi_fp_enter(void) {
+    unsigned int saved = _mm_getcsr();
+    if (saved & FI_MXCSR_FTZ_DAZ) _mm_setcsr(saved & ~FI_MXCSR_FTZ_DAZ);
+    return saved;
+}
+static inline void fi_fp_leave(unsigned int saved) {
+    if (saved & FI_MXCSR_FTZ_DAZ) _mm_setcsr(saved);
+}
+#else
+static inline unsigned int fi_fp_enter(void) { return 0; }
+static inline void fi_fp_leave(unsigned int saved) { (void)saved; }
+#endif
+
 /* An orphaned OpenMP barrier: binds to the enclosing parallel region
    (Cython's prange inside a parallel block ends with "nowait"). */
 static inline void fi_omp_barrier(void) {
@@ -75,6 +97,7 @@ typedef struct {
     int cpus[FI_TEAM_MAX];        /* CPU of each thread of the team */
     int bound[FI_TEAM_MAX];       /* whether thread t changed its mask */
     cpu_set_t saved[FI_TEAM_MAX]; /* thread t's mask before the region */
+    unsigned int fp[FI_TEAM_MAX]; /* thread t's floating-point control before it */
 } fi_team;
 
 /* FASTINTERP_TEAM_CONTROL=0 in the environment turns placement and back-off
@@ -135,6 +158,7 @@ static int fi_team_plan(fi_team* team, int nthreads) {
 static void fi_team_enter(fi_team* team) {
     int t = omp_get_thread_num();
     cpu_set_t one;
+    if (t < FI_TEAM_MAX) team->fp[t] = fi_fp_enter();
     if (team->timed && t < FI_TEAM_MAX) team->cpu[t] = -fi_thread_cpu();
     if (!team->active || t >= FI_TEAM_MAX) return;
     if (sched_getaffinity(0, sizeof(cpu_set_t), &team->saved[t]) != 0) return;
@@ -145,6 +169,7 @@ static void fi_team_enter(fi_team* team) {
 
 static void fi_team_leave(fi_team* team) {
     int t = omp_get_thread_num();
+    if (t < FI_TEAM_MAX) fi_fp_leave(team->fp[t]);
     if (team->timed && t < FI_TEAM_MAX) team->cpu[t] += fi_thread_cpu();
     if (!team->active || t >= FI_TEAM_MAX) return;
     if (team->bound[t]) {
@@ -188,13 +213,19 @@ static void fi_team_done(fi_team* team) {
 
 #else  /* not Linux: no placement */
 
-typedef struct { int active; } fi_team;
+typedef struct { int active; unsigned int fp[FI_TEAM_MAX]; } fi_team;
 static int fi_team_plan(fi_team* team, int nthreads) {
     team->active = 0;
     return nthreads < 1 ? 1 : nthreads;
 }
-static void fi_team_enter(fi_team* team) { (void)team; }
-static void fi_team_leave(fi_team* team) { (void)team; }
+static void fi_team_enter(fi_team* team) {
+    int t = omp_get_thread_num();
+    if (t < FI_TEAM_MAX) team->fp[t] = fi_fp_enter();
+}
+static void fi_team_leave(fi_team* team) {
+    int t = omp_get_thread_num();
+    if (t < FI_TEAM_MAX) fi_fp_leave(team->fp[t]);
+}
 static void fi_team_done(fi_team* team) { (void)team; }
 
 #endif

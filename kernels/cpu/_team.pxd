@@ -7,3 +7,5 @@ cdef extern from "_team.h" nogil:
     void fi_team_leave(fi_team* team)
     void fi_team_done(fi_team* team)
     void fi_omp_barrier() noexcept
+    unsigned int fi_fp_enter() noexcept
+    void fi_fp_leave(unsigned int saved) noexcept

@@ -8,7 +8,8 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython.parallel cimport parallel, prange
 from libc.math cimport M_PI, cos, fabs, frexp, isfinite, ldexp, sin, sqrt
 from _types cimport real
-from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
+from _team cimport (fi_fp_enter, fi_fp_leave, fi_team, fi_team_done, fi_team_enter,
+                   fi_team_leave, fi_team_plan)
 from _lerp cimport lerp_run
 
 cdef extern from "_ntstore.h" nogil:
@@ -885,3 +886,15 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
                           &grad_a[r, 0], &grad_b[r, 0], &grad_t[r * steps], w, w + n)
         fi_team_leave(&team)
     fi_team_done(&team)
+
+
+def ieee_subnormals():
+    """Clear flush-to-zero and denormals-are-zero on the calling thread (for code that
+    runs on a thread that has them set, such as an XLA host callback); returns the
+    previous floating-point control word, for :func:`restore_fp`."""
+    return fi_fp_enter()
+
+
+def restore_fp(unsigned int saved):
+    """Restore the control word :func:`ieee_subnormals` returned."""
+    fi_fp_leave(saved)
