@@ -1504,9 +1504,9 @@ def _nd_input(op, name, arr, ranks, one_item_ok=False):
 def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
     """out = the separable map of ``tabs`` (one table per spatial axis) applied to x.
 
-    Volumes: (H, W) per depth slice, then D (forward); D first, then (H, W) for the
-    transposed tables (backward). ``unbatched``: ``x`` is the caller's one item with a
-    batch axis of 1 in front, and the result (``out`` too) has none."""
+    Volumes: in the order :func:`_planes_first` picks. ``unbatched``: ``x`` is the
+    caller's one item with a batch axis of 1 in front, and the result (``out`` too) has
+    none."""
     n, c = x.shape[:2]
     dtype = x.dtype
     shape = (n, c) + tuple(out_sp)
@@ -1526,7 +1526,7 @@ def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
         return p.wrap(caller)
     tz, ty, tx = tabs
     (d, h, w), (do, ho, wo) = x.shape[2:], out_sp
-    if not transposed:
+    if _planes_first(x.shape[2:], out_sp, transposed):
         mid = _memory.empty((n * c * d, ho, wo), dtype)
         kernel(mid, x.reshape(n * c * d, h, w), ty, tx, 1)
         kernel(out_k.reshape(n * c, do, ho * wo), mid.reshape(n * c, d, ho * wo), tz, one,
@@ -1536,6 +1536,17 @@ def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
         kernel(mid, x.reshape(n * c, d, h * w), tz, one, h * w)
         kernel(out_k.reshape(n * c * do, ho, wo), mid.reshape(n * c * do, h, w), ty, tx, 1)
     return p.wrap(caller)
+
+
+def _planes_first(in_sp, out_sp, transposed):
+    """Whether a volume's separable map runs (H, W) per depth slice before D: the order
+    whose intermediate is smaller (d * ho * wo against do * h * w values per image: a
+    depth that shrinks while the planes grow is mapped first). On a tie, (H, W) first
+    for the forward tables (torch's own order), D first for the transposed ones (the
+    forward's transpose; the same rule then picks it for every backward)."""
+    (d, h, w), (do, ho, wo) = in_sp, out_sp
+    planes, depth = d * ho * wo, do * h * w
+    return planes < depth or (planes == depth and not transposed)
 
 
 def _resize_nd(input, size, scale_factor, mode, align_corners, antialias, out,
@@ -1657,9 +1668,13 @@ def _check_memory(op, lead, in_sp, out_sp, dtype, mode, antialias, out=None, bac
         taps += sum(n_i * (math.ceil(_SUPPORT_TAPS.get(mode, 6) * max(1.0, n_o / max(n_i, 1)))
                            + 1) for n_i, n_o in zip(in_sp, out_sp))
     result_sp = tuple(in_sp if backward else out_sp)
-    result = 0 if out is not None else lead * math.prod(result_sp) * np.dtype(dtype).itemsize
-    _memory.check_fits(op, f"an output of {shape_str(result_sp)} per image and its tap "
-                           f"tables", result + _TABLE_BYTES_PER_TAP * taps)
+    values = 0 if out is not None else math.prod(result_sp)
+    if len(in_sp) == 3:     # a volume's intermediate (see _planes_first)
+        (d, h, w), (do, ho, wo) = in_sp, out_sp
+        values += min(d * ho * wo, do * h * w)
+    _memory.check_fits(op, f"an output of {shape_str(result_sp)} per image, its "
+                           f"intermediate and its tap tables",
+                       lead * values * np.dtype(dtype).itemsize + _TABLE_BYTES_PER_TAP * taps)
 
 
 def _pool_tables(in_sp, out_sp, dtype):

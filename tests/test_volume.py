@@ -476,3 +476,57 @@ def test_pool_rank_errors_name_the_unbatched_shape_too(op, shape, axes):
     with pytest.raises(ValueError, match=rf"^{op}_backward: grad_output must have shape "
                                          rf"{re.escape(axes)}; "):
         getattr(fi, op + "_backward")(x, (1, 1) + (4,) * (1 if "1d" in op else 3))
+
+
+# A depth that shrinks while the planes grow (and the reverse): the intermediate of
+# the order (H, W) first, then D, is far larger than input and output.
+DEPTH_PLANE_CASES = [
+    ((1, 2, 60, 3, 4), dict(size=(2, 40, 30))),
+    ((2, 1, 3, 40, 30), dict(size=(50, 4, 3))),
+    ((1, 1, 9, 9, 9), dict(size=(9, 9, 9))),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["trilinear", "nearest", "area"])
+@pytest.mark.parametrize("shape, kw", DEPTH_PLANE_CASES)
+def test_volume_maps_allocate_the_smaller_intermediate(torch, monkeypatch, dtype, mode,
+                                                       shape, kw, rng):
+    """(N, C, 1000, 8, 8) resized to (1, 256, 256) built a 1000 x 256 x 256 intermediate
+    (250 MB for a 256 KB result) and the memory check never counted it; the volume
+    pass that shrinks now runs first, forward and backward, with the same values."""
+    from fastinterp import _memory
+    F = torch.nn.functional
+    x = rng.standard_normal(shape).astype(dtype)
+    fn = (lambda a: F.adaptive_avg_pool3d(a, kw["size"])) if mode == "area" else (
+        lambda a: F.interpolate(a, mode=mode, **kw))
+    ref, (rgi,) = torch_vjp(torch, fn, (x,), np.ones(fn(torch.tensor(x)).shape, dtype))
+    go = np.ones(ref.shape, dtype)
+    sizes = []
+    real_empty = _memory.empty
+
+    def recorded_empty(shape, dtype, *args, **kwargs):
+        sizes.append(int(np.prod(shape)))
+        return real_empty(shape, dtype, *args, **kwargs)
+    monkeypatch.setattr(_memory, "empty", recorded_empty)
+    got = fi.resize(x, mode=mode, **kw)
+    gi = fi.resize_backward(go, x.shape, mode=mode)
+    assert max(sizes) <= max(x.size, ref.size)
+    assert_rel(got, ref)
+    assert_rel(gi, rgi)
+
+
+def test_a_volume_intermediate_counts_in_the_memory_check(monkeypatch):
+    """The check passed (1, 1, 4000, 8, 8) to (1, 2048, 2048), whose intermediate in the
+    order (H, W) first held 62.5 GiB; the one built now (D first) holds 64 values, and
+    the check counts it with the 16 MiB result."""
+    from fastinterp import _memory
+    need = []
+    real_check = _memory.check_fits
+
+    def recorded_check(op, what, nbytes):
+        need.append(nbytes)
+        return real_check(op, what, nbytes)
+    monkeypatch.setattr(_memory, "check_fits", recorded_check)
+    fi.resize(np.zeros((1, 1, 4000, 8, 8), np.float32), size=(1, 2048, 2048), mode="nearest")
+    assert 16 * 2**20 + 64 * 4 <= need[0] < 64 * 2**20
