@@ -12,9 +12,10 @@ pixels to. Two conventions are offered by ``match``:
   ``align_corners`` as in PyTorch) to the input's. ``warp_affine(x, theta,
   size, match="torch")`` equals ``grid_sample(x, affine_grid(theta, ...))``.
 
-The sampling grid is generated in blocks of at most ``2**18`` output pixels
-and sampled block by block, so the forward never holds a full-size grid; the
-backward builds the grid once (it needs the grid gradient of every pixel).
+On the CPU the sampling grid is generated in blocks of at most ``2**18`` output
+pixels (see ``_blocks``) and sampled block by block, so the forward never holds a
+full-size grid; the backward builds the grid once (it needs the grid gradient of
+every pixel), block by block.
 """
 from __future__ import annotations
 
@@ -138,12 +139,6 @@ class _Map:
     def by(self):
         return self.base(self.Ho)
 
-    def homogeneous(self, n, r0, r1, c0=0, c1=None):
-        """u, v, w of output rows [r0, r1), columns [c0, c1) (default: all) of image n,
-        each (r1 - r0, c1 - c0), float64. Element-wise: a block's values are those of
-        the whole output."""
-        return self._uvw(self.K[n], self.base(self.Wo, c0, c1), self.base(self.Ho, r0, r1)[:, None])
-
     def _uvw(self, K, bx, by):
         """u, v, w (w None when affine) of base coordinates ``bx``, ``by`` (broadcast) by
         ``K`` (3, 3), or by ``K[..., i, j]`` shaped to broadcast against them."""
@@ -183,11 +178,18 @@ class _Map:
     def grid_rows(self, n, r0, r1, dtype, c0=0, c1=None):
         """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of image n:
         (r1 - r0, c1 - c0, 2) in dtype."""
+        return self.grid_block(n, n + 1, r0, r1, dtype, c0, c1)[0]
+
+    def grid_block(self, n0, n1, r0, r1, dtype, c0=0, c1=None):
+        """Grid points of output rows [r0, r1), columns [c0, c1) (default: all) of images
+        [n0, n1): (n1 - n0, r1 - r0, c1 - c0, 2) in dtype, element by element the values
+        of any other block holding the same points."""
         c1 = self.Wo if c1 is None else c1
-        if (r1 - r0) * (c1 - c0) == 0:     # (an empty map holds no base coordinates)
-            return np.empty((r1 - r0, c1 - c0, 2), dtype)
+        if (n1 - n0) * (r1 - r0) * (c1 - c0) == 0:   # (an empty map has no base coordinates)
+            return np.empty((n1 - n0, r1 - r0, c1 - c0, 2), dtype)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            u, v, w = self.homogeneous(n, r0, r1, c0, c1)
+            u, v, w = self._uvw(self.K[n0:n1, None, None], self.base(self.Wo, c0, c1),
+                                self.base(self.Ho, r0, r1)[:, None])
             if w is not None:
                 u, v = u / w, v / w
         grid = np.empty(u.shape + (2,), dtype)
@@ -196,24 +198,34 @@ class _Map:
         return grid
 
     def grad_K(self, grad_grid):
-        """d loss / d K (N, 3, 3) from the grid gradient (N, H_out, W_out, 2), in float64."""
+        """d loss / d K (N, 3, 3) from the grid gradient (N, H_out, W_out, 2), in float64,
+        computed a few images at a time (each block's float64 temporaries hold at most
+        about BLOCK_POINTS points, or one image)."""
         N = grad_grid.shape[0]
         out = np.zeros((N, 3, 3))
         if grad_grid.size == 0:
             return out
+        step = max(1, BLOCK_POINTS // (self.Ho * self.Wo))
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            out[n0:n1] = self._grad_K_block(grad_grid[n0:n1], n0, n1)
+        return out
+
+    def _grad_K_block(self, grad_grid, n0, n1):
+        """grad_K of images [n0, n1) from their grid gradient (n1 - n0, H_out, W_out, 2)."""
+        out = np.zeros((n1 - n0, 3, 3))
         bx, by = self.bx, self.by
-        for n in range(N):
-            gx = grad_grid[n, ..., 0].astype(np.float64)
-            gy = grad_grid[n, ..., 1].astype(np.float64)
-            u, v, w = self.homogeneous(n, 0, self.Ho)
-            if w is not None:
-                ok = w != 0
-                inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
-                gx, gy = gx * inv_w, gy * inv_w
-                gw = -(gx * u + gy * v) * inv_w
-                out[n, 2] = _moments(gw, bx, by)
-            out[n, 0] = _moments(gx, bx, by)
-            out[n, 1] = _moments(gy, bx, by)
+        gx = grad_grid[..., 0].astype(np.float64)
+        gy = grad_grid[..., 1].astype(np.float64)
+        u, v, w = self._uvw(self.K[n0:n1, None, None], bx, by[:, None])
+        if w is not None:
+            ok = w != 0
+            inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
+            gx, gy = gx * inv_w, gy * inv_w
+            gw = -(gx * u + gy * v) * inv_w
+            out[:, 2] = _moments(gw, bx, by)
+        out[:, 0] = _moments(gx, bx, by)
+        out[:, 1] = _moments(gy, bx, by)
         return out
 
     def grad_M(self, grad_K):
@@ -353,8 +365,10 @@ def _inverted(op, square, shared, affine):
 
 
 def _moments(weights, bx, by):
-    """(sum w * bx, sum w * by, sum w) over the pixel grid: each row first, rows in order."""
-    return np.array([(weights @ bx).sum(), (weights.sum(axis=1) @ by), weights.sum()])
+    """(sum w * bx, sum w * by, sum w) over each image's pixel grid (weights (N, H_out,
+    W_out), C-contiguous), as (N, 3): each row first, then the rows."""
+    rows = weights.sum(axis=2)
+    return np.stack([(weights @ bx).sum(axis=1), rows @ by, rows.sum(axis=1)], axis=1)
 
 
 # --------------------------------------------------------------------------- drivers
@@ -429,11 +443,33 @@ def _to_device_like(p, grid):
     return cuda.to_device(np.ascontiguousarray(grid), stream=p.stream)
 
 
+def _blocks(N, Ho, Wo):
+    """``(n0, n1, r0, r1, c0, c1)``: the output of N images of Ho x Wo pixels in blocks
+    of at most BLOCK_POINTS points, in order: whole images when one fits, else whole
+    rows of one image, else runs of one row."""
+    per_image = Ho * Wo
+    if per_image <= BLOCK_POINTS:
+        step = BLOCK_POINTS // max(per_image, 1)
+        for n0 in range(0, N, step):
+            yield n0, min(N, n0 + step), 0, Ho, 0, Wo
+        return
+    rows, cols = max(1, BLOCK_POINTS // Wo), min(Wo, BLOCK_POINTS)
+    for n in range(N):
+        for r0 in range(0, Ho, rows):
+            for c0 in range(0, Wo, cols):
+                yield n, n + 1, r0, min(Ho, r0 + rows), c0, min(Wo, c0 + cols)
+
+
 def _full_grid(wmap, N, dtype):
+    """The whole grid (N, H_out, W_out, 2), generated block by block (the float64
+    temporaries of a block hold at most BLOCK_POINTS points)."""
     Ho, Wo = wmap.Ho, wmap.Wo
+    grid = np.empty((N, Ho, Wo, 2), dtype)
     if N * Ho * Wo == 0:     # no point to map (an axis of 0 would still cost its length)
-        return np.empty((N, Ho, Wo, 2), dtype)
-    return np.stack([wmap.grid_rows(n, 0, Ho, dtype) for n in range(N)])
+        return grid
+    for n0, n1, r0, r1, c0, c1 in _blocks(N, Ho, Wo):
+        grid[n0:n1, r0:r1, c0:c1] = wmap.grid_block(n0, n1, r0, r1, dtype, c0, c1)
+    return grid
 
 
 def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_map,
@@ -454,15 +490,13 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
     if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":
         grid_sample(x, _to_device_like(p, _full_grid(wmap, N, dtype)), out=target, **opts)
         return p.wrap(caller)
-    rows_per_block = max(1, BLOCK_POINTS // Wo)
-    for n in range(N):
-        for r0 in range(0, Ho, rows_per_block):
-            r1 = min(Ho, r0 + rows_per_block)
-            grid = wmap.grid_rows(n, r0, r1, dtype)[None]
-            if cl:      # a block of NHWC rows is contiguous: sample straight into it
-                grid_sample(x[n:n + 1], grid, out=target[n:n + 1, r0:r1], **opts)
-            else:
-                target[n:n + 1, :, r0:r1] = grid_sample(x[n:n + 1], grid, **opts)
+    for n0, n1, r0, r1, c0, c1 in _blocks(N, Ho, Wo):
+        grid = wmap.grid_block(n0, n1, r0, r1, dtype, c0, c1)
+        block = (target[n0:n1, r0:r1, c0:c1] if cl else target[n0:n1, :, r0:r1, c0:c1])
+        if block.flags.c_contiguous:    # whole images, or NHWC rows: sample straight into it
+            grid_sample(x[n0:n1], grid, out=block, **opts)
+        else:
+            block[...] = grid_sample(x[n0:n1], grid, **opts)
     return p.wrap(caller)
 
 
