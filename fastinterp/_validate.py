@@ -44,8 +44,10 @@ def _size_str(s) -> str:
 # Ops (the names given to ``_dispatch.begin``) that take float16/bfloat16 storage,
 # computed in float32 (the dispatcher widens it before the checks here run).
 HALF_OPS = frozenset({"lerp", "slerp", "slerp_backward", "grid_sample", "grid_sample_backward",
-                      "resize", "resize_backward", "adaptive_avg_pool2d",
-                      "adaptive_avg_pool2d_backward"})
+                      "affine_grid", "affine_grid_backward", "resize", "resize_backward",
+                      "adaptive_avg_pool1d", "adaptive_avg_pool1d_backward",
+                      "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+                      "adaptive_avg_pool3d", "adaptive_avg_pool3d_backward"})
 
 
 def _dtype_names(op: str, names: Sequence[str]) -> str:

@@ -94,6 +94,8 @@ def _cases(rng):
     a, b = rng.standard_normal((6, 9)), rng.standard_normal((6, 9))
     t = rng.uniform(-0.2, 1.2, (6, 9))
     ts = rng.uniform(0, 1, 6)
+    vol = rng.standard_normal((2, 3, 7, 6, 5))
+    theta = rng.standard_normal((2, 2, 3))
     return {
         "grid_sample": (lambda x, g: fi.grid_sample(x, g, mode="bicubic", padding_mode="border"),
                         [x, grid]),
@@ -103,6 +105,15 @@ def _cases(rng):
         "adaptive_avg_pool2d": (lambda x: fi.adaptive_avg_pool2d(x, (3, 4)), [x]),
         "adaptive_avg_pool2d_backward":
             (lambda g: fi.adaptive_avg_pool2d_backward(g, (2, 3, 7, 6)), [go]),
+        "adaptive_avg_pool1d": (lambda x: fi.adaptive_avg_pool1d(x, 4), [x[:, :, 0]]),
+        "adaptive_avg_pool1d_backward":
+            (lambda g: fi.adaptive_avg_pool1d_backward(g, (2, 3, 6)), [go[:, :, 0]]),
+        "adaptive_avg_pool3d": (lambda v: fi.adaptive_avg_pool3d(v, (2, 4, 3)), [vol]),
+        "adaptive_avg_pool3d_backward":
+            (lambda g: fi.adaptive_avg_pool3d_backward(g, (2, 3, 7, 6, 5)),
+             [vol[:, :, :2, :4, :3]]),
+        "affine_grid": (lambda th: fi.affine_grid(th, (2, 3, 5, 4)), [theta]),
+        "affine_grid_backward": (lambda g: fi.affine_grid_backward(g, (2, 3, 5, 4)), [grid]),
         "lerp": (lambda a, b, t: fi.lerp(a, b, t), [a, b, t]),
         "slerp": (lambda a, b, t: fi.slerp(a, b, t), [a, b, ts]),
         "slerp_backward": (lambda g, a, b, t: fi.slerp_backward(g, a, b, t), [a * 0.5, a, b, ts]),
@@ -320,8 +331,8 @@ def test_half_with_float64_is_a_type_error_naming_both(call, words, dt):
 @pytest.mark.parametrize("dt", HALVES, ids=IDS)
 @pytest.mark.parametrize("call", [
     lambda x: fi.pairwise_sqdist(x, x), lambda x: fi.knn(x, x, 1),
-    lambda x: fi.affine_grid(x[:2].reshape(1, 2, 3), (1, 1, 2, 2)),
-], ids=["pairwise_sqdist", "knn", "affine_grid"])
+    lambda x: fi.pairwise_l2_backward(x, x[:1], x[1:]),
+], ids=["pairwise_sqdist", "knn", "pairwise_l2_backward"])
 def test_ops_without_half_storage_refuse_it(dt, call):
     with pytest.raises(TypeError, match=f"must have dtype float32 or float64.*got {dt}"):
         call(np.zeros((4, 3), dt))
@@ -441,6 +452,25 @@ def test_torch_half_tensors_come_back_as_torch_half(torch, rng, tdt):
     out = torch.empty(2, 3, 4, 4, dtype=t)
     assert fi.adaptive_avg_pool2d(x, 4, out=out) is out
     assert torch.equal(out, fi.adaptive_avg_pool2d(x, 4))
+
+
+@pytest.mark.parametrize("tdt", ["float16", "bfloat16"])
+def test_a_half_spatial_transformer_runs_in_its_own_dtype(torch, rng, tdt):
+    """affine_grid and the 1-D/3-D pools refused half precision, so a float16 spatial
+    transformer stopped at its grid; now each is the float32 call rounded once."""
+    import fastinterp.torch as fit
+    t = getattr(torch, tdt)
+    theta = torch.tensor(rng.standard_normal((2, 2, 3)), dtype=t, requires_grad=True)
+    x = torch.tensor(rng.standard_normal((2, 3, 6, 5)), dtype=t, requires_grad=True)
+    grid = fit.affine_grid(theta, (2, 3, 4, 4))
+    y = fit.grid_sample(x, grid)
+    y.float().sum().backward()
+    assert grid.dtype == y.dtype == theta.grad.dtype == x.grad.dtype == t
+    assert torch.equal(grid, fit.affine_grid(theta.detach().float(), (2, 3, 4, 4)).to(t))
+    vol = torch.tensor(rng.standard_normal((1, 2, 5, 4, 3)), dtype=t)
+    pooled = fit.adaptive_avg_pool3d(vol, (2, 2, 2))
+    assert pooled.dtype == t
+    assert torch.equal(pooled, fit.adaptive_avg_pool3d(vol.float(), (2, 2, 2)).to(t))
 
 
 def test_half_results_bit_identical_across_thread_counts(threads, rng):
