@@ -1242,10 +1242,13 @@ def test_regression_with_more_monomials_than_points_takes_its_lr_from_the_small_
     """The default lr came from the eigenvalues of the T x T Gram matrix of the monomials
     (46376 x 46376, 16 GiB, for 30 features at degree 4 on 10 points); its largest
     eigenvalue is that of the n x n one."""
+    from fastinterp.models import regression
     X = np.random.default_rng(0).standard_normal((10, 5))
-    sizes, eigvalsh = [], np.linalg.eigvalsh
-    monkeypatch.setattr(np.linalg, "eigvalsh", lambda a: sizes.append(a.shape) or eigvalsh(a))
-    m = PolynomialRegression(3, max_iter=3).fit(X, X.sum(1))
+    sizes, largest = [], regression._largest_eigenvalue
+    monkeypatch.setattr(regression, "_largest_eigenvalue",
+                        lambda a: sizes.append(a.shape) or largest(a))
+    with pytest.warns(UserWarning, match="stopped at max_iter = 3 steps"):
+        m = PolynomialRegression(3, max_iter=3).fit(X, X.sum(1))
     assert sizes == [(10, 10)] and m.coef_.shape == (56,)
     assert np.isfinite(m.coef_).all()
 
@@ -1261,3 +1264,71 @@ def test_float32_nca_embedding_beyond_float32_is_inf_not_nan():
     np.testing.assert_array_equal(Z[1:], model.transform(X[:2]))
     wide = NCA(2, max_iter=2, dtype="float64").fit(X, y).transform(np.full((1, 4), 1e39))
     assert np.isfinite(wide).all()
+
+
+def test_regression_fit_bits_do_not_depend_on_the_blas_thread_count():
+    """The default lr came from LAPACK's eigen-solver, whose bits depend on OpenBLAS's
+    thread count (1/lambda differed in the last place at 455 monomials)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((600, 12)), rng.standard_normal(600)
+    coefs = []
+    for threads in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            coefs.append(PolynomialRegression(3, max_iter=50).fit(X, y).coef_)
+    assert all(c.tobytes() == coefs[0].tobytes() for c in coefs)
+
+
+def test_regression_default_lr_is_the_largest_eigenvalues_inverse(rng):
+    from fastinterp.models.regression import _largest_eigenvalue
+    for n in (1, 2, 7, 60):
+        a = rng.standard_normal((n + 3, n))
+        gram = a.T @ a
+        want = np.linalg.eigvalsh(gram)[-1]
+        assert abs(_largest_eigenvalue(gram) - want) <= 1e-9 * want
+    assert _largest_eigenvalue(np.zeros((3, 3))) == 0
+
+
+def test_regression_that_stops_at_max_iter_warns():
+    """A degree-9 fit stopped 20000 steps short of the least-squares fit (mse 4.8e-4
+    against 1.3e-11) without a word."""
+    x = np.linspace(0, 1, 50)
+    with pytest.warns(UserWarning, match="stopped at max_iter = 200 steps"):
+        PolynomialRegression(9, max_iter=200).fit(x, np.sin(6 * x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PolynomialRegression(2).fit(x, 1 + x - x * x)           # converges: no warning
+
+
+def test_a_diverging_regression_stops_at_once_and_keeps_the_last_fit():
+    """lr=1e6 ran 20000 steps on NaN, reported them all, and a refit that failed left
+    the new run's n_iter_ and loss_curve_ beside the previous coef_."""
+    x = np.linspace(0, 1, 50)
+    m = PolynomialRegression(3).fit(x, x ** 3)
+    fitted = (m.coef_.copy(), m.n_iter_, list(m.loss_curve_))
+    m.set_params(lr=1e6)
+    with pytest.raises(ValueError, match=r"non-finite at step \d+\);") as info:
+        m.fit(x, x ** 3)
+    assert int(re.search(r"at step (\d+)", str(info.value)).group(1)) < 100
+    assert m.coef_.tobytes() == fitted[0].tobytes()
+    assert (m.n_iter_, m.loss_curve_) == fitted[1:]
+    fresh = PolynomialRegression(3, lr=1e6)
+    with pytest.raises(ValueError, match="diverged"):
+        fresh.fit(x, x ** 3)
+    assert not hasattr(fresh, "n_iter_") and not hasattr(fresh, "loss_curve_")
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([1.0, 0.0, np.nan, 1.0, 0.0, np.nan, 2.0, 1.0], dtype=object),
+    np.array([1.0, 0.0, np.nan, 1.0, 0.0, np.nan, 2.0, 1.0]),
+    np.array(["a", "b", float("nan"), "a", "b", "a", "b", "a"], dtype=object),
+])
+def test_nan_labels_are_refused_everywhere(labels):
+    """An object array holding NaN was accepted: np.unique cannot sort around NaN, so the
+    classes split (loss 0); float NaNs were merged into one class by nca_loss_grad."""
+    X = np.random.default_rng(1).standard_normal((8, 2))
+    with pytest.raises(ValueError, match=r"nca_loss_grad: labels must not contain NaN "
+                                         r"labels; got 2 of them|got 1 of them"):
+        nca_loss_grad(np.eye(2), X, labels)
+    with pytest.raises(ValueError, match=r"NCA.fit: y must not contain NaN labels"):
+        NCA(max_iter=1).fit(X, labels)

@@ -216,3 +216,26 @@ def test_progress_and_verbose_together(rng, capsys):
     NCA(2, max_iter=2, verbose=True, progress=True).fit(X, y)
     out = capsys.readouterr()
     assert out.out.count("NCA epoch") == 2 and "NCA" in out.err
+
+
+def test_nca_takes_pipeline_set_output():
+    """NCA had no set_output: Pipeline.set_output raised ValueError."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 3)), np.arange(30) % 3
+    pipe = Pipeline([("nca", NCA(2, max_iter=3)), ("knn", KNeighborsClassifier(3))])
+    assert pipe.set_output(transform="default").fit(X, y).predict(X).shape == (30,)
+    assert NCA().set_output().get_params() == NCA().get_params()
+    with pytest.raises(ValueError, match="transform must be one of 'default', 'pandas'"):
+        NCA().set_output(transform="arrow")
+
+
+def test_nca_set_output_pandas_gives_named_columns_and_xs_index():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((30, 3)), index=np.arange(30) + 100)
+    y = np.arange(30) % 3
+    frame = NCA(2, max_iter=3).set_output(transform="pandas").fit(X, y).transform(X)
+    assert list(frame.columns) == ["nca0", "nca1"] and list(frame.index) == list(X.index)
+    np.testing.assert_array_equal(frame.to_numpy(), NCA(2, max_iter=3).fit(X, y).transform(X))

@@ -366,6 +366,16 @@ def _warn_column(op):
                   f"it is used as y.ravel().", category, stacklevel=4)
 
 
+def convergence_warning(message: str) -> None:
+    """Warn that a fit stopped at its step limit (scikit-learn's ConvergenceWarning when
+    scikit-learn is installed, else a UserWarning), pointing at the caller of ``fit``."""
+    try:
+        from sklearn.exceptions import ConvergenceWarning as category
+    except ImportError:
+        category = UserWarning
+    warnings.warn(message, category, stacklevel=3)
+
+
 def n_features_error(op: str, cls: str, got: int, want: int) -> ValueError:
     """A feature-count mismatch at predict/transform time."""
     return ValueError(f"{op}: X has {got} features, but {cls} is expecting {want} features "

@@ -54,11 +54,17 @@ def _dense_labels(op, labels, n):
     if y.dtype.kind in "iub" and (n == 0 or y.dtype.itemsize < 4 or y.dtype == np.int32
                                   or (int(y.min()) >= -2**31 and int(y.max()) < 2**31)):
         return np.ascontiguousarray(y, dtype=np.int32)
-    return np.ascontiguousarray(_class_codes(op, y), dtype=np.int32)
+    return np.ascontiguousarray(_class_codes(op, "labels", y), dtype=np.int32)
 
 
-def _class_codes(op, y):
-    """Dense class codes 0..K-1 of labels ``y``, in ``np.unique``'s order."""
+def _class_codes(op, name, y):
+    """Dense class codes 0..K-1 of labels ``y``, in ``np.unique``'s order. A NaN label
+    (in a float or an object array) is a ``ValueError``: NaN equals no label, itself
+    included, and ``np.unique`` merges float NaNs and cannot sort around object ones."""
+    nans = int(np.isnan(y).sum()) if y.dtype.kind in "fc" else (
+        sum(1 for v in y.ravel() if v != v) if y.dtype.kind == "O" else 0)
+    if nans:
+        raise ValueError(f"{op}: {name} must not contain NaN labels; got {nans} of them.")
     try:
         return np.unique(y, return_inverse=True)[1].reshape(-1)
     except TypeError:
@@ -436,9 +442,7 @@ class NCA(Estimator):
         check_option(op, "neighbors", self.neighbors, ("batch", "all"))
         X = check_matrix(op, "X", X, min_rows=2)
         y = check_target(op, y, X.shape[0], numeric=False)
-        if y.dtype.kind in "fc" and np.isnan(y).any():    # np.unique would merge them
-            raise ValueError(f"{op}: y must not contain NaN labels; got "
-                             f"{int(np.isnan(y).sum())} of them.")
+        _class_codes(op, "y", y)                # (its errors before any other work)
         dtype = check_float_dtype(op, "dtype", self.dtype)
         d = X.shape[1]
         k = d if self.n_components is None else self.n_components
@@ -488,7 +492,7 @@ class NCA(Estimator):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
         rng = seed_from("NCA", self.random_state, self.seed)
         X, y, dtype, k = self._check(X, y)
-        labels = _class_codes("NCA.fit", y).astype(np.int32)
+        labels = _class_codes("NCA.fit", "y", y).astype(np.int32)
         mean, std = _moments(X)
         scale = _scales(std, self.standardize)
         Xs = _standardised(X, mean, scale, dtype)
@@ -548,6 +552,7 @@ class NCA(Estimator):
         """Embed X (M, D): ``((X - mean_) / scale_) @ components_.T`` -> (M, n_components)."""
         if not hasattr(self, "components_"):
             raise not_fitted("NCA.transform")
+        given = X
         X = check_matrix("NCA.transform", "X", X, min_rows=0)
         d = self.components_.shape[1]
         if X.shape[1] != d:
@@ -556,7 +561,32 @@ class NCA(Estimator):
         Z = matmul(Xs, self.components_.T)
         if Z.dtype == np.float32 and not np.isfinite(Z).all():
             Z = self._widened_rows(X, Z)
+        if getattr(self, "_sklearn_output_config", {}).get("transform") == "pandas":
+            import pandas as pd
+            return pd.DataFrame(Z, columns=list(self.get_feature_names_out()),
+                                index=getattr(given, "index", None))
         return Z
+
+    def set_output(self, *, transform=None):
+        """scikit-learn's output configuration (``Pipeline.set_output`` calls it):
+        ``transform="pandas"`` makes :meth:`transform` return a DataFrame with the
+        columns of :meth:`get_feature_names_out` (and X's index when X is a DataFrame),
+        ``"default"`` NumPy arrays; None leaves the setting as it is. Returns self.
+
+        >>> NCA(2).set_output(transform="default")
+        NCA(n_components=2)
+        """
+        if transform is None:
+            return self
+        check_option("NCA.set_output", "transform", transform, ("default", "pandas"))
+        if transform == "pandas":
+            try:
+                import pandas  # noqa: F401
+            except ImportError:
+                raise ImportError("NCA.set_output: transform='pandas' needs pandas "
+                                  "(pip install pandas).") from None
+        self._sklearn_output_config = {"transform": transform}
+        return self
 
     def _widened_rows(self, X, Z):
         """A float32 model's embedding of the rows of a finite X whose standardised values

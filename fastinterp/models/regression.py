@@ -9,6 +9,7 @@ from numpy.polynomial import Polynomial
 
 from ._common import (Estimator, Progress, centred_scaled, check_flag, check_int,
                       check_matrix, check_real, check_target, column_mean, column_spread,
+                      convergence_warning,
                       n_features_error, not_fitted, real_data, root_mean_square)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
@@ -21,6 +22,26 @@ __all__ = ["PolynomialRegression"]
 # so that a fit has the same bits for any thread count and calling thread.
 def _matvec(m, v):
     return matmul(m, v[:, None])[:, 0]
+
+
+def _largest_eigenvalue(gram):
+    """The largest eigenvalue of a symmetric positive semi-definite matrix, by power
+    iteration with fastinterp's GEMM from a fixed start (LAPACK's eigen-solver gives
+    bits that depend on the BLAS thread count). The Rayleigh quotient never exceeds
+    it and stops when it changes by less than 1e-12 of itself (at most 1000 steps)."""
+    v = np.random.default_rng(0).standard_normal(gram.shape[0])
+    v /= _norm(v)
+    value = 0.0
+    for _ in range(1000):
+        w = _matvec(gram, v)
+        previous, value = value, float(v @ w)
+        size = _norm(w)
+        if size == 0 or not np.isfinite(size):
+            break
+        v = w / size
+        if abs(value - previous) <= 1e-12 * abs(value):
+            break
+    return value
 
 
 def _norm(v):
@@ -197,12 +218,18 @@ class PolynomialRegression(Estimator):
         s = column_spread(X, mu)
         s[s == 0] = 1.0
         V = _design(centred_scaled(X, mu, s), powers)
-        c = self._descend(V, y)
+        c, it, curve, converged = self._descend(V, y)
         if not np.isfinite(c).all():
             advice = ("lower lr (got {!r}) or leave it None (chosen from the data)".format(self.lr)
                       if self.lr is not None else "the coefficients of this data exceed float64")
-            raise ValueError(f"PolynomialRegression.fit: training diverged (the coefficients "
-                             f"became non-finite after {self.n_iter_} steps); {advice}.")
+            raise ValueError(f"PolynomialRegression.fit: training diverged (the loss or the "
+                             f"coefficients became non-finite at step {it}); {advice}.")
+        if not converged and self.max_iter:
+            convergence_warning(f"PolynomialRegression.fit: stopped at max_iter = "
+                                f"{self.max_iter} steps before the gradient fell to tol = "
+                                f"{self.tol!r} of its start (mse {curve[-1]:.3e}); raise "
+                                f"max_iter, or use closed_form for a high degree.")
+        self.n_iter_, self.loss_curve_ = it, curve
         self._x, self._y = X, y
         self._univariate, self._mu, self._s, self._c = univariate, mu, s, c
         self.powers_ = powers
@@ -216,36 +243,40 @@ class PolynomialRegression(Estimator):
         (exact), so that the gradients and the stopping threshold stay finite."""
         unit = _unit_of(y)
         if unit != 1.0:
-            return self._descend(V, y / unit) * unit
+            c, it, curve, converged = self._descend(V, y / unit)
+            return c * unit, it, [v * unit * unit for v in curve], converged
         n = V.shape[0]
         c = np.zeros(V.shape[1])
         if self.optimizer == "sgd":
             lr = self.lr
             if lr is None:       # the largest eigenvalue of V^T V is that of V V^T
                 gram = matmul(V.T, V) if V.shape[1] <= n else matmul(V, V.T)
-                lr = 1.0 / np.linalg.eigvalsh((2.0 / n) * gram)[-1]
+                lr = 1.0 / _largest_eigenvalue((2.0 / n) * gram)
             opt = SGD([c], lr=lr, momentum=self.momentum)
         else:
             opt = Adam([c], lr=0.05 if self.lr is None else self.lr)
         # relative to the gradient at c = 0, so that the fit does not depend on y's units
         threshold = self.tol * _norm((2.0 / n) * _matvec(V.T, y))
-        self.loss_curve_ = []
+        curve = []
         report = max(1, self.max_iter // 10)
-        it = 0
+        it, converged = 0, False
         with Progress(self.progress, self.max_iter, "PolynomialRegression") as bar:
             for it in range(1, self.max_iter + 1):
                 r = _matvec(V, c) - y                       # residual
                 grad = (2.0 / n) * _matvec(V.T, r)          # d mean(r^2) / dc
-                with np.errstate(over="ignore"):     # an mse beyond float64 is inf
-                    self.loss_curve_.append(float(np.sum(r * r)) / n)
-                bar.update(1, mse=self.loss_curve_[-1])
+                with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: inf
+                    curve.append(float(np.sum(r * r)) / n)
+                bar.update(1, mse=curve[-1])
+                if not (np.isfinite(curve[-1]) and np.isfinite(c).all()):
+                    c[...] = np.nan             # diverged: fit reports it at this step
+                    break
                 if _norm(grad) <= threshold:
+                    converged = True
                     break
                 opt.step([grad])
                 if self.verbose and it % report == 0:
-                    bar.write(f"PolynomialRegression step {it}: mse {self.loss_curve_[-1]:.3e}")
-        self.n_iter_ = it
-        return c
+                    bar.write(f"PolynomialRegression step {it}: mse {curve[-1]:.3e}")
+        return c, it, curve, converged
 
     def predict(self, x):
         """Evaluate the fitted polynomial: at every entry of x (any shape) when fitted
