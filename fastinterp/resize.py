@@ -1698,6 +1698,15 @@ def _adaptive_pool(op, rank, input, output_size, out):
                      "input", False, unbatched)
 
 
+def _same_channels(op, grad_output, dims):
+    """An unbatched input_size (C, *spatial) must have grad_output's C: the error names
+    both as the caller gave them (not with the batch axis added inside)."""
+    g_shape = tuple(np.shape(grad_output))
+    if all(_is_int(v) for v in dims) and g_shape and int(dims[0]) != g_shape[0]:
+        raise ValueError(f"{op}: input_size must have the same C as grad_output "
+                         f"{shape_str(g_shape)}; got {shape_str(tuple(int(v) for v in dims))}.")
+
+
 def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
     unbatched = _rank(grad_output) == rank - 1
     if unbatched:                       # input_size (C, *spatial) or spatial
@@ -1707,6 +1716,7 @@ def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
         except TypeError:
             dims = None             # (the batched call names it)
         if dims is not None and len(dims) == rank - 1:
+            _same_channels(op, grad_output, dims)
             dims = (1,) + tuple(dims)
         grad_output, input_size = _one_item(grad_output), input_size if dims is None else dims
     p, g, dtype = _nd_input(op, "grad_output", grad_output, (rank,), one_item_ok=True)
@@ -1727,7 +1737,8 @@ def adaptive_avg_pool1d(input, output_size, out=None):
 
     Parameters
     ----------
-    input : array (N, C, L), or one unbatched (C, L), float32 or float64 (CPU arrays)
+    input : array (N, C, L), or one unbatched (C, L), float32 or float64 (CPU arrays;
+        float16/bfloat16 too, computed in float32)
     output_size : int or (int,)
         L_out.
     out : array, optional
@@ -1777,6 +1788,7 @@ def adaptive_avg_pool3d(input, output_size, out=None):
     Parameters
     ----------
     input : array (N, C, D, H, W), or one unbatched (C, D, H, W), float32 or float64
+        (or float16/bfloat16, computed in float32)
         (CPU arrays)
     output_size : int or (int or None, int or None, int or None)
         (D_out, H_out, W_out); None keeps that input extent.

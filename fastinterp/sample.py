@@ -166,7 +166,8 @@ def affine_grid(theta, size, align_corners=False, out=None):
 
     Parameters
     ----------
-    theta : array (N, 2, 3) or (N, 3, 4), float32 or float64
+    theta : array (N, 2, 3) or (N, 3, 4), float32 or float64 (or float16/bfloat16,
+        computed in float32)
         Affine matrices acting on normalized output coordinates ``(x, y, 1)``
         (or ``(x, y, z, 1)`` for volumes).
     size : sequence of 4 or 5 ints
@@ -243,7 +244,7 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
 
     Parameters
     ----------
-    grad_grid : array (N, H, W, 2) or (N, D, H, W, 3), float32 or float64
+    grad_grid : array (N, H, W, 2) or (N, D, H, W, 3), float32 or float64 (or float16/bfloat16)
         Gradient with respect to the grid (e.g. from :func:`grid_sample_backward`).
     size : sequence of 4 or 5 ints
         The ``size`` given to affine_grid, ``(N, C, H, W)`` or ``(N, C, D, H, W)``.

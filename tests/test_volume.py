@@ -530,3 +530,16 @@ def test_a_volume_intermediate_counts_in_the_memory_check(monkeypatch):
     monkeypatch.setattr(_memory, "check_fits", recorded_check)
     fi.resize(np.zeros((1, 1, 4000, 8, 8), np.float32), size=(1, 2048, 2048), mode="nearest")
     assert 16 * 2**20 + 64 * 4 <= need[0] < 64 * 2**20
+
+
+@pytest.mark.parametrize("op, grad_shape, input_size", [
+    ("adaptive_avg_pool3d_backward", (2, 1, 1, 1), (3, 4, 5, 6)),
+    ("adaptive_avg_pool1d_backward", (2, 3), (5, 7)),
+])
+def test_unbatched_pool_backward_errors_show_the_callers_shapes(op, grad_shape, input_size):
+    """The message showed the shapes with the batch axis added inside: "same N and C as
+    grad_output (1, 2, 1, 1, 1); got (1, 3, 4, 5, 6)"."""
+    want = (rf"{op}: input_size must have the same C as grad_output "
+            rf"{re.escape(str(grad_shape))}; got {re.escape(str(input_size))}\.")
+    with pytest.raises(ValueError, match=want):
+        getattr(fi, op)(np.zeros(grad_shape), input_size)
