@@ -220,7 +220,8 @@ def test_grid_sample_uint8_nan_points_are_zero(mode, padding_mode, volume):
     (lambda x: fi.adaptive_avg_pool2d(x, 2), "adaptive_avg_pool2d: input must have dtype float32 "
                                              "or float64 (or uint8, float16, bfloat16)"),
     (lambda x: fi.adaptive_avg_pool3d(x[None], 2),
-     "adaptive_avg_pool3d: input must have dtype float32 or float64;"),
+     "adaptive_avg_pool3d: input must have dtype float32 or float64 "
+     "(or float16, bfloat16)"),
     (lambda x: fi.lerp(x, x, 0.5),
      "lerp: a must have dtype float32 or float64 (or float16, bfloat16)"),
     (lambda x: fi.pairwise_sqdist(x[0, 0], x[0, 0]),
