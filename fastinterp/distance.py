@@ -923,7 +923,8 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     -----------
     Results are exact: ties are broken by the smaller index (the order of a
     stable argsort of the float64 distances, each summed from direct
-    differences over the columns in order), and the returned distances are
+    differences in eight partial sums, column c into sum c mod 8, combined as
+    ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))), and the returned distances are
     recomputed from direct differences. Those float64 sums round once their
     terms need more than 53 bits (float32 rows of a few hundred columns): two
     rows at the same exact distance can then differ by an ulp, and the

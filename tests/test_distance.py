@@ -1170,6 +1170,53 @@ def test_cuda_knn(cuda, rng):
         fi.knn(cuda.to_device(big), cuda.to_device(q), cuda_distance.MAX_K + 1)
 
 
+def lane_order_knn(x, q, k):
+    """kNN by the documented key: float64 squared differences, column c into partial sum
+    c mod 8, the sums combined as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)); a stable
+    argsort (ties: the smaller index). NumPy rounds every step (no fused multiply-add)."""
+    t = (q[:, None, :].astype(np.float64) - x[None, :, :].astype(np.float64)) ** 2
+    lanes = np.zeros(t.shape[:2] + (8,))
+    for c in range(t.shape[2]):
+        lanes[..., c % 8] += t[..., c]
+    keys = (((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]))
+            + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
+    order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(keys, order, axis=1), order
+
+
+@pytest.mark.parametrize("D", [3, 8, 11, 29])
+def test_knn_orders_by_the_documented_lane_key(D, rng):
+    """float32 rows: each squared float64 difference is exact, so every build (fused
+    multiply-adds or not) computes the documented key bit for bit; rows that are
+    permutations of one another tie in exact arithmetic but not always in the key."""
+    base = rng.standard_normal((4, D)).astype(np.float32)
+    x = np.concatenate([base[:, rng.permutation(D)] for _ in range(8)])
+    q = rng.standard_normal((3, D)).astype(np.float32)
+    d, i = fi.knn(x, q, 20)
+    want_d, want_i = lane_order_knn(x, q, 20)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(d, want_d.astype(np.float32))
+
+
+@pytest.mark.cudasim
+def test_cuda_knn_orders_ties_by_the_cpus_key(cuda, rng):
+    """Rows holding the same coordinates in another order are at the same distance, but
+    their float64 keys may round apart: the CUDA kernel summed the columns in order where
+    the CPU sums them in 8 lanes, so the backends returned such rows in opposite orders.
+    (Builds that fuse multiply-adds, the CPU's v3/v4 and real GPUs, may round a key
+    differently again; the simulator rounds every step.)"""
+    a, b, c = 0.5118216247002567, 0.9504636963259353, 0.14415961271963373
+    x = np.array([[a, b, c, 0.0], [a, 0.0, b, c]])
+    base = rng.standard_normal((3, 11))
+    for x, q, k in ((x, np.zeros((1, 4)), 2),
+                    (np.concatenate([base[:, rng.permutation(11)] for _ in range(6)]),
+                     rng.standard_normal((2, 11)), 18)):
+        d, i = fi.knn(cuda.to_device(x), cuda.to_device(q), k)
+        want_d, want_i = lane_order_knn(x, q, k)
+        np.testing.assert_array_equal(i.copy_to_host(), want_i)
+        np.testing.assert_array_equal(d.copy_to_host(), want_d)
+
+
 @pytest.mark.cudasim
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_cuda_backward(cuda, symmetric, rng):

@@ -97,6 +97,21 @@ def _after(a, b):
     return (a != a and b == b) or a > b
 
 
+@cuda.jit(device=True, inline=True)
+def _lane_sqdist(q, qb, r, x, xb, j, d, lanes):
+    """The kNN key of query row (qb, r) and database row (xb, j): sum of squared float64
+    differences in the CPU kernels' order (column c into partial sum c mod 8, the sums
+    combined as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))), so that both backends order
+    ties alike."""
+    for lane in range(8):
+        lanes[lane] = 0.0
+    for c in range(d):
+        t = float64(q[qb, r, c]) - float64(x[xb, j, c])
+        lanes[c % 8] += t * t
+    return (((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+            + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+
+
 @cuda.jit
 def _topk_per_query(dist, idx, x, q, xmap, qmap, k):
     """One thread scans every row of x[xmap[b]] for one query r of q[qmap[b]], keeping its
@@ -106,6 +121,7 @@ def _topk_per_query(dist, idx, x, q, xmap, qmap, k):
     d = x.shape[2]
     best_d = cuda.local.array(MAX_K, float64)
     best_i = cuda.local.array(MAX_K, int64)
+    lanes = cuda.local.array(8, float64)
     for e in range(cuda.grid(1), dist.shape[0] * nq, cuda.gridsize(1)):
         b = e // nq
         r = e - b * nq
@@ -113,10 +129,7 @@ def _topk_per_query(dist, idx, x, q, xmap, qmap, k):
         qb = qmap[b]
         filled = 0
         for j in range(x.shape[1]):
-            s = 0.0
-            for c in range(d):
-                t = float64(q[qb, r, c]) - float64(x[xb, j, c])
-                s += t * t
+            s = _lane_sqdist(q, qb, r, x, xb, j, d, lanes)
             if filled == k and not _after(best_d[k - 1], s):
                 continue
             pos = filled if filled < k else k - 1
