@@ -749,10 +749,16 @@ def _sample_any(backend, contiguous, stream, out_k, x, g, geo, fills, mode, padd
     _sample_float(backend, contiguous, stream, res, x.astype(np.float32),
                   np.ascontiguousarray(g, dtype=np.float32), geo, fills, mode, padding_mode,
                   align, cl)
+    out_k[...] = round_for_uint8(res)
+
+
+def round_for_uint8(res):
+    """A float32 sample of a uint8 image rounded half to even and saturated to [0, 255],
+    in place (returns ``res``; a NaN sample, from a NaN or infinite grid point, gives 0)."""
     np.rint(res, out=res)
-    np.fmax(res, 0, out=res)        # fmax, not clip: a NaN sample (NaN/inf grid point) -> 0
+    np.fmax(res, 0, out=res)        # fmax, not clip: NaN -> 0
     np.fmin(res, 255, out=res)
-    out_k[...] = res
+    return res
 
 
 def _input_layout(op, x, layout):

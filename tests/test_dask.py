@@ -561,6 +561,42 @@ def test_warps_bit_identical_on_random_chunks(op, layout, dtype):
         np.testing.assert_array_equal(lazy.compute(**SYNC), ref)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("fill", [None, 0.0, 300.0, (7.5, 255.0, 0.0)])
+def test_spatial_warp_blocks_touch_only_their_window(monkeypatch, layout, dtype, fill):
+    """A block of a uint8 warp converted the whole zero-filled source to float32 and a
+    'constant' fill sampled a full-size image of ones: every page of a source the size of
+    the whole image was written per block (880 MB for one 1000 x 1000 block of a
+    12000 x 16000 uint8 slide). The block tasks now sample float sources with zeros
+    padding only, with the in-memory call's bits."""
+    from fastinterp.dask import _warp
+    rng = np.random.default_rng(len(layout) + np.dtype(dtype).itemsize)
+    shape = (2, 23, 19, 3) if layout == "NHWC" else (2, 3, 23, 19)
+    x = (rng.integers(0, 256, shape) if dtype == np.uint8
+         else rng.standard_normal(shape)).astype(dtype)
+    hw = (random_chunks(rng, 23), random_chunks(rng, 19))
+    chunks = ((1, 1),) + (hw + (3,) if layout == "NHWC" else (3,) + hw)
+    padding = "zeros" if fill is None else "constant"
+    kw = dict(mode="bilinear", padding_mode=padding, fill=fill, layout=layout)
+    for op, args in (("rotate", (33.0,)), ("warp_affine", (np.array([[0.9, 0.2, 1.5],
+                                                                      [-0.1, 1.1, -2.0]]),
+                                                            (21, 17)))):
+        ref = getattr(fi, op)(x, *args, **kw)
+        lazy = getattr(fd, op)(da.from_array(x, chunks=chunks), *args, chunks=(7, 6), **kw)
+        sampled = []
+        real = _warp.fi.grid_sample
+
+        def recorded(src, grid, **opts):
+            sampled.append((src.dtype, opts["padding_mode"]))
+            return real(src, grid, **opts)
+        monkeypatch.setattr(_warp.fi, "grid_sample", recorded)
+        got = lazy.compute(**SYNC)
+        monkeypatch.setattr(_warp.fi, "grid_sample", real)
+        np.testing.assert_array_equal(got, ref)
+        assert sampled and all(dt != np.uint8 and pad != "constant" for dt, pad in sampled)
+
+
 def spatial_size(a, layout="NCHW"):
     return a.shape[1:3] if layout == "NHWC" else a.shape[2:4]
 
@@ -1515,3 +1551,43 @@ def test_a_lerp_list_operand_that_does_not_broadcast_names_the_shapes():
     with pytest.raises(ValueError, match=r"lerp: shapes must broadcast together; got a \(3,\), "
                                          r"b \(4,\), t \(\)\."):
         fd.lerp([1.0, 2.0, 3.0], da.ones((4,), chunks=2), 0.5)
+
+
+@pytest.mark.parametrize("shape, size, mode", [
+    ((4, 2, 6), (4, 2, 3), "linear"),
+    ((4, 2, 4, 6, 6), (4, 2, 2, 3, 3), "trilinear"),
+])
+def test_nd_resize_backward_takes_an_unknown_batch_size(shape, size, mode):
+    """1-D and 3-D grad_output with unknown N (after boolean indexing): input_size's N was
+    compared with nan, a false 'same N and C' error; 2-D data took it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    lazy = da.from_array(x, chunks=(2,) + shape[1:])
+    lazy = lazy[lazy[(slice(None),) + (0,) * (len(shape) - 1)] > -10]
+    got = fd.resize_backward(lazy, size, mode=mode).compute(**SYNC)
+    np.testing.assert_array_equal(got, fi.resize_backward(x, size, mode=mode))
+
+
+@pytest.mark.parametrize("op", ["affine_grid", "affine_grid_backward"])
+def test_affine_grid_with_an_unknown_batch_size_says_how_to_resolve_it(op):
+    """The error read as a shape mismatch: 'theta must have N = size[0] = 4 rows ...;
+    got shape (nan, 2, 3)'; every other op names compute_chunk_sizes."""
+    arr = np.zeros((4, 2, 3)) if op == "affine_grid" else np.zeros((4, 5, 5, 2))
+    lazy = da.from_array(arr, chunks=(2,) + arr.shape[1:])
+    lazy = lazy[da.ones(4, chunks=2, dtype=bool)]
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        getattr(fd, op)(lazy, (4, 1, 5, 5))
+
+
+def test_grid_sample_takes_the_in_memory_defaults_as_keywords():
+    """layout=None (the in-memory default) was refused, and grid_sample_backward had no
+    deterministic=: code forwarding the in-memory call's keywords broke."""
+    rng = np.random.default_rng(2)
+    x, grid = rng.standard_normal((2, 3, 6, 7)), rng.uniform(-1, 1, (2, 4, 5, 2))
+    go = rng.standard_normal((2, 3, 4, 5))
+    lazy = fd.grid_sample(da.from_array(x, chunks=(1, 3, 3, 7)), grid, layout=None)
+    np.testing.assert_array_equal(lazy.compute(**SYNC), fi.grid_sample(x, grid, layout=None))
+    grads = fd.grid_sample_backward(da.from_array(go, chunks=(1, 3, 4, 5)), x, grid,
+                                    deterministic=True, layout=None)
+    for got, want in zip(grads, fi.grid_sample_backward(go, x, grid, deterministic=True)):
+        np.testing.assert_array_equal(got.compute(**SYNC), want)

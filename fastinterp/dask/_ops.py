@@ -303,6 +303,8 @@ def _check_batch_of_size(op, name, arr, dims, in_memory):
     """The batch axis must be size[0], as the in-memory op requires (the blocks see only
     their own batch size): else the error of ``in_memory`` (the op, given ``name=``
     and a whole size) on the caller's shapes."""
+    if arr.ndim >= 1:
+        check_known_sizes(op, name, arr, (0,))
     if arr.ndim < 1 or arr.shape[0] != dims[0]:
         in_memory_error(in_memory, {name: arr})
         raise ValueError(f"{op}: {name} must have N = size[0] = {dims[0]} rows along axis "
@@ -351,7 +353,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     mode, padding_mode, align_corners, fill
         As for :func:`fastinterp.grid_sample` (no ``out``).
     layout : {'NCHW', 'NHWC'}
-        A batch only (default 'NCHW'): one image is not taken here.
+        A batch only (default 'NCHW'; None reads as 'NCHW'): one image is not taken here.
     max_window : int, optional
         Spatially chunked input: the most source pixels (H x W) one output
         block may read; a grid block reaching more raises ``ValueError``
@@ -389,7 +391,7 @@ def _grid_sample(op, input, grid, mode, padding_mode, align_corners, fill, layou
     from ._warp import grid_sample_windows
     max_window = _check_max_window(op, max_window)
     x = as_dask(input, op, "input")
-    _check_batched_layout(op, layout)
+    layout = _check_batched_layout(op, layout)
     hax, wax = (1, 2) if layout == "NHWC" else (2, 3)
     opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                 fill=fill, layout=layout)
@@ -592,7 +594,7 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False, needs_input_grad=True, needs_grid_grad=True,
-                         fill=None, *, layout="NCHW"):
+                         deterministic=True, fill=None, *, layout="NCHW"):
     """:func:`fastinterp.grid_sample_backward` over arrays chunked along N.
 
     Returns ``(grad_input, grad_grid)`` (None for a gradient not asked for).
@@ -606,10 +608,11 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     input, grid : dask or NumPy arrays (N, C, H, W) and (N, H_out, W_out, 2)
         As given to :func:`grid_sample`, rechunked to ``grad_output``'s N
         chunks and one chunk along the other axes.
-    mode, padding_mode, align_corners, needs_input_grad, needs_grid_grad, fill
-        As for :func:`fastinterp.grid_sample_backward`.
-    layout : {'NCHW', 'NHWC'}
-        A batch only (default 'NCHW').
+    mode, padding_mode, align_corners, needs_input_grad, needs_grid_grad, deterministic, fill
+        As for :func:`fastinterp.grid_sample_backward` (the CPU backward is always
+        deterministic).
+    layout : {'NCHW', 'NHWC'} or None
+        A batch only (default 'NCHW'; None reads as 'NCHW').
 
     Returns
     -------
@@ -631,10 +634,11 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     ...  for u, v in zip((gi, gg), fi.grid_sample_backward(g, x, grid))]
     [True, True]
     """
-    _check_batched_layout("grid_sample_backward", layout)
+    layout = _check_batched_layout("grid_sample_backward", layout)
     fn = functools.partial(fi.grid_sample_backward, mode=mode, padding_mode=padding_mode,
                            align_corners=align_corners, needs_input_grad=needs_input_grad,
-                           needs_grid_grad=needs_grid_grad, fill=fill, layout=layout)
+                           needs_grid_grad=needs_grid_grad, deterministic=deterministic,
+                           fill=fill, layout=layout)
     return batched("grid_sample_backward", fn,
                    {"grad_output": grad_output, "input": input, "grid": grid}, n_out=2)
 
@@ -777,7 +781,10 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
                 antialias=antialias, recompute_scale_factor=recompute_scale_factor)
     grad_output = as_dask(grad_output, op, "grad_output")
     if _rz._is_nd(grad_output, layout):
-        in_sp = _rz._nd_input_size(op, input_size, grad_output.shape)
+        shape = grad_output.shape
+        if math.isnan(shape[0]):    # an unknown N: input_size's cannot be checked
+            shape = (_batch_of(input_size, len(shape)),) + tuple(shape[1:])
+        in_sp = _rz._nd_input_size(op, input_size, shape)
         fn = functools.partial(fi.resize_backward, input_size=in_sp, layout=layout, **opts)
         return batched(op, fn, {"grad_output": grad_output})
     g, layout, in_hw, back = _grad_batch(op, grad_output, input_size, layout)
@@ -924,7 +931,11 @@ interpolate = resize
 
 
 def _check_batched_layout(op, layout):
+    """A batch's layout: 'NCHW' (None, the in-memory ops' default, reads as it) or 'NHWC'."""
+    if layout is None:
+        return "NCHW"
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC' for dask arrays (a batch); "
                          f"got {layout!r}.")
+    return layout
 

@@ -32,6 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
 from fastinterp import warp as _wp
+from fastinterp.sample import _fill_values, round_for_uint8
 
 from ._graph import in_memory_error, probe
 
@@ -102,16 +103,41 @@ def _chunk_span(starts, lo, hi):
 
 
 def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, opts):
-    """fi.grid_sample of one output block on a full-size, zero-filled source holding its window."""
-    buf = np.zeros(shape, dtype)
+    """fi.grid_sample of one output block on a full-size, zero-filled source holding its
+    window, as the in-memory op computes it. Only the window's pages are written: a uint8
+    image is placed in a float32 source (the in-memory op's float32 copy of the whole
+    image), and a 'constant' fill is added as that op adds it, with the weight of the
+    taps inside the image sampled from ones placed in the window only (every tap of the
+    block's points lies there)."""
+    uint8 = np.dtype(dtype) == np.uint8
+    buf = np.zeros(shape, np.float32 if uint8 else dtype)
     hax, wax = (1, 2) if nhwc else (2, 3)
+    ones = None
+    if opts["padding_mode"] == "constant":
+        ones = np.zeros((shape[0], 1, shape[hax], shape[wax]), buf.dtype)
     for r, row in zip(window.rows, blocks):
         for s, block in zip(window.cols, row):
+            ys = slice(starts_y[r], starts_y[r] + block.shape[hax])
+            xs = slice(starts_x[s], starts_x[s] + block.shape[wax])
             sl = [slice(None)] * 4
-            sl[hax] = slice(starts_y[r], starts_y[r] + block.shape[hax])
-            sl[wax] = slice(starts_x[s], starts_x[s] + block.shape[wax])
+            sl[hax], sl[wax] = ys, xs
             buf[tuple(sl)] = block
-    return fi.grid_sample(buf, grid, **opts)
+            if ones is not None:
+                ones[:, :, ys, xs] = 1
+    if uint8:
+        grid = np.ascontiguousarray(grid, dtype=np.float32)
+    res = fi.grid_sample(buf, grid, **dict(opts, padding_mode="zeros", fill=None)
+                         if ones is not None else opts)
+    if ones is not None:
+        fills = _fill_values("grid_sample", opts.get("fill"), "constant",
+                             shape[-1 if nhwc else 1], res.dtype)
+        if fills is not None:
+            inside = fi.grid_sample(ones, grid, **dict(opts, padding_mode="zeros", fill=None,
+                                                       layout="NCHW"))
+            outside = 1 - inside
+            res += (fills if nhwc else fills.reshape(-1, 1, 1)) * (
+                np.moveaxis(outside, 1, -1) if nhwc else outside)
+    return round_for_uint8(res).astype(np.uint8) if uint8 else res
 
 
 def _grid_bounds(grid, known=None):
