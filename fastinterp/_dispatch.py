@@ -44,6 +44,16 @@ def _is_simulator_array(obj) -> bool:
     return type(obj).__module__.startswith("numba.cuda.simulator")
 
 
+def _check_cuda_interface(op: str, name: str, obj) -> None:
+    """A CUDA array must come with ``__cuda_array_interface__`` (CuPy, torch, numba): one
+    that speaks only DLPack is refused, naming the ways in."""
+    if not (_is_simulator_array(obj) or _has_cuda_interface(obj)):
+        raise TypeError(f"{op}: {name} is a CUDA array given through DLPack only "
+                        f"({type(obj).__name__}), which fastinterp does not take yet; pass "
+                        f"it as a CuPy array (cupy.from_dlpack(x)) or a torch tensor "
+                        f"(torch.from_dlpack(x)), both zero-copy.")
+
+
 def _has_cuda_interface(obj) -> bool:
     try:
         getattr(obj, "__cuda_array_interface__")
@@ -478,6 +488,7 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
         written = name in writes
         plain = _plain_tensor(op, name, obj, writable=written)
         if backend == CUDA:
+            _check_cuda_interface(op, name, plain)
             arrays[name] = _cuda_support().as_device(plain)
         else:
             arr = _to_numpy(plain, kind, op, name, writable=written)

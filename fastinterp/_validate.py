@@ -474,11 +474,15 @@ def check_overlap(op: str, out, inputs: dict | None,
 
 def _is_c_contiguous(arr) -> bool:
     """Whether ``arr``'s strides are those of a C-contiguous array (NumPy's flag for
-    NumPy arrays; for others, as NumPy and numba decide: an empty array always is)."""
+    NumPy arrays; for others, as numba decides: an empty array always is, and a zero
+    stride, even along an axis of length 1, never is, since numba refuses to reshape
+    such a device array without a copy)."""
     if isinstance(arr, np.ndarray):
         return arr.flags.c_contiguous
     if 0 in tuple(arr.shape):
         return True
+    if 0 in tuple(arr.strides):
+        return False
     expected = np.dtype(arr.dtype).itemsize
     for n, s in zip(reversed(tuple(arr.shape)), reversed(tuple(arr.strides))):
         if n != 1 and s != expected:

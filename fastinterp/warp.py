@@ -529,12 +529,21 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
         raise ValueError(f"{op}:{str(e)[len(prefix):]}") from None
     gm = None
     if need_m:
-        host = gg.copy_to_host() if hasattr(gg, "copy_to_host") else np.asarray(gg)
+        host = _grid_grad_on_host(p, gg)
         with np.errstate(over="ignore"):      # a gradient beyond float32 is +-inf, quietly
             gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
     if gi is not None:
         gi = p.wrap(gi.reshape(tuple(p.arrays["img"].shape)))
     return gi, gm
+
+
+def _grid_grad_on_host(p, gg):
+    """The grid gradient on the host: on CUDA read on the caller's stream, once the
+    backward kernel that writes it is done (that stream synchronised only)."""
+    if p.backend != "cuda":
+        return np.asarray(gg)
+    from ._cuda import _support
+    return _support.read_to_host(gg, p.stream)
 
 
 # --------------------------------------------------------------------------- public API

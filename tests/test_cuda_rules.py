@@ -78,6 +78,45 @@ def test_fixture_accepts_the_largest_valid_launch():
 
 # --------------------------------------------------------------------------- strided inputs
 
+def batch_of_one(cuda, x):
+    """``cuda.to_device(x[None])``: NumPy's stride 0 for the new axis is kept, and numba
+    counts any zero stride as not contiguous (its reshape refuses the array)."""
+    d = cuda.to_device(np.asarray(x)[None])
+    assert 0 in tuple(d.strides)
+    return d
+
+
+_BATCH_OF_ONE_CALLS = {
+    "lerp": lambda x, y: fi.lerp(x, y, 0.25),
+    "slerp": lambda x, y: fi.slerp(x, y, 0.3),
+    "resize": lambda x, y: fi.resize(x, size=(3, 3)),
+    "pool": lambda x, y: fi.adaptive_avg_pool2d(x, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BATCH_OF_ONE_CALLS))
+def test_a_batch_of_one_with_a_zero_stride_is_copied_once(cuda, rng, name):
+    """Such an input passed NumPy's contiguity rule, was not copied, and the kernels'
+    reshape raised NotImplementedError on a device (and under the device rules)."""
+    call = _BATCH_OF_ONE_CALLS[name]
+    x, y = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 5, 6))
+    got = call(batch_of_one(cuda, x), batch_of_one(cuda, y))
+    assert_close(host(got), call(x[None], y[None]))
+
+
+def test_grid_sample_backward_and_optimizers_take_a_batch_of_one(cuda, rng):
+    go, x = rng.standard_normal((2, 3, 2)), rng.standard_normal((1, 2, 4, 5))
+    grid = rng.uniform(-1, 1, (1, 3, 2, 2))
+    got = fi.grid_sample_backward(batch_of_one(cuda, go), cuda.to_device(x),
+                                  cuda.to_device(grid))
+    for g, w in zip(got, fi.grid_sample_backward(go[None], x, grid)):
+        assert_close(host(g), w)
+    with pytest.raises(ValueError, match="param.* must be C-contiguous"):
+        fi.optim.SGD([batch_of_one(cuda, np.zeros(3))], lr=1.0)
+    p = cuda.to_device(np.zeros((1, 3)))
+    fi.optim.SGD([p], lr=1.0).step([batch_of_one(cuda, np.ones(3))])
+    assert host(p).tolist() == [[-1.0, -1.0, -1.0]]
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lerp_strided_operands(cuda, rng, dtype):
     a = rng.standard_normal((3, 5)).astype(dtype)
@@ -357,6 +396,11 @@ def test_every_op_runs_on_the_callers_stream(cuda, rng, monkeypatch, sim_rules):
     opt.step([g])
     opt.state_dict()
     assert spy.syncs == []
+    fi.warp_affine(dev["x"], np.eye(2, 3), (3, 2))
+    assert spy.syncs == []
+    fi.warp_affine_backward(dev["go"], dev["x"], np.eye(2, 3), (3, 2), deterministic=False)
+    assert spy.syncs == [s]        # the matrix gradient reaches the host (it read on stream 0)
+    spy.syncs.clear()
     fi.grid_sample_backward(dev["go"], dev["x"], dev["grid"], deterministic=True)
     assert spy.syncs == [s, s]
     assert len(sim_rules.streams) > 20 and all(t is s for t in sim_rules.streams)

@@ -846,3 +846,21 @@ def test_an_unordered_collection_of_sizes_is_a_type_error(name, values, call, un
     """A set has no order for its axes: {5, 4} was read as (4, 5)."""
     with pytest.raises(TypeError, match=rf"{name} must be"):
         call(unordered(values))
+
+
+def test_a_cuda_array_given_through_dlpack_only_is_a_clear_type_error():
+    """Such an object (a JAX GPU array) was sent to the CUDA backend, whose
+    cuda.as_cuda_array needs __cuda_array_interface__: an AttributeError or a TypeError
+    about numba's interface, not one naming the argument and the ways in."""
+    class CudaDLPackOnly:
+        shape, dtype = (2, 3), np.dtype(np.float32)
+
+        def __dlpack__(self, stream=None, **kwargs):
+            raise AssertionError("not to be read")
+
+        def __dlpack_device__(self):
+            return (2, 0)          # kDLCUDA
+
+    with pytest.raises(TypeError, match=r"lerp: a is a CUDA array given through DLPack "
+                                        r"only \(CudaDLPackOnly\).*cupy.from_dlpack"):
+        fi.lerp(CudaDLPackOnly(), CudaDLPackOnly(), 0.5)
