@@ -5,7 +5,8 @@
  *   - scale_add(x, y, alpha=1) -> alpha * x + y, float32 and float64, a new op
  *     callable as fastinterp.ops.scale_add(x, y, alpha=...);
  *   - lerp for float32 on the CPU, replacing fastinterp's own kernel until the
- *     plugin is unloaded (same results, written here with a plain loop).
+ *     plugin is unloaded (the same formula with a plain loop: equal up to rounding,
+ *     since the built-in kernel fuses its multiply-add where the CPU has FMA).
  *
  * Build:  ./build.sh            (or see the command in it)
  * Use:    import fastinterp as fi

@@ -555,6 +555,15 @@ cdef inline bint _compact_4d(const fi_tensor_t* t, uint8_t bits) noexcept nogil:
             and t.ndim == 4 and fi_is_contiguous(t))
 
 
+cdef const char* _grid_int_name(int i) noexcept nogil:
+    """The name of grid_sample's int parameter ``i`` (for its errors)."""
+    if i == 0:
+        return b"mode"
+    if i == 1:
+        return b"padding"
+    return b"align_corners" if i == 2 else b"channels_last"
+
+
 cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_tensor_t* outputs,
                             int32_t n_out, const fi_params_t* params, uint8_t bits,
                             int64_t* dims, int* opts, char* err, size_t errsz) noexcept nogil:
@@ -582,10 +591,14 @@ cdef int _check_grid_sample(const fi_tensor_t* inputs, int32_t n_in, const fi_te
                             b"grid_sample: expects at most 4 int parameters; got %d",
                             <int>params.n_ints)
         for i in range(params.n_ints):
-            if params.ints[i] < 0 or params.ints[i] > 2:   # no int truncation below
+            # mode and padding take 0-2, the flags align_corners and channels_last 0 or 1
+            # (no int truncation below)
+            if params.ints[i] < 0 or params.ints[i] > (2 if i < 2 else 1):
                 return fi_error(err, errsz, FI_ERR_INVALID,
-                                b"grid_sample: int parameter %d must be 0, 1 or 2; got %lld",
-                                <int>i, <long long>params.ints[i])
+                                b"grid_sample: int parameter %d (%s) must be %s; got %lld",
+                                <int>i, _grid_int_name(i),
+                                <const char*>(b"0, 1 or 2" if i < 2 else b"0 or 1"),
+                                <long long>params.ints[i])
             opts[i] = <int>params.ints[i]
     if opts[0] < 0 or opts[0] > FI_GRID_BICUBIC or opts[1] < 0 or opts[1] > FI_PAD_REFLECTION:
         return fi_error(err, errsz, FI_ERR_INVALID,

@@ -104,7 +104,8 @@ FI_EXTERN_C FI_EXPORT int run_grid_sample(const fi_plugin_t* table, float* out,
 
 /* Call the exported float32 `op` ("lerp" or "grid_sample") with one hostile
  * argument (`which`, below); every case must return FI_ERR_INVALID with a
- * message, never crash. Case 9 is valid but asks for 2**30 threads. */
+ * message, never crash. Case 9 is valid but asks for 2**30 threads; lerp takes no
+ * int parameters, so cases 10 and 11 are valid for it. */
 FI_EXTERN_C FI_EXPORT int hostile_call(const fi_plugin_t* table, const char* op, int which,
                                        char* err, size_t err_size) {
   float data[64];
@@ -135,6 +136,7 @@ FI_EXTERN_C FI_EXPORT int hostile_call(const fi_plugin_t* table, const char* op,
     case 8: params.n_ints = 3; params.ints = NULL; break;
     case 9: params.nthreads = 1 << 30; break;
     case 10: ints[0] = INT64_C(1) << 32; break;
+    case 11: ints[2] = 2; break; /* align_corners is a flag */
     default: return -1;
   }
   return k->fn(in, n_in, &res, 1, &params, err, err_size);
