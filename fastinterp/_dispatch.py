@@ -152,6 +152,13 @@ def _dtype_name(obj) -> str:
     return str(getattr(obj, "dtype", "")).removeprefix("torch.")
 
 
+def requires_grad_error(op: str, name: str) -> TypeError:
+    """The error for a tensor that requires grad where none may (out=, the NumPy API)."""
+    return TypeError(f"{op}: {name} must not require grad (fastinterp's array ops attach "
+                     f"no gradients); got a torch tensor with requires_grad=True: pass "
+                     f"{name}.detach().")
+
+
 def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     """``obj`` with torch's lazy negative/conjugate bits resolved, or a clear error.
 
@@ -164,9 +171,7 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     if not _is_torch_tensor(obj):
         return obj
     if getattr(obj, "requires_grad", False):
-        raise TypeError(f"{op}: {name} must not require grad (fastinterp's array ops attach "
-                        f"no gradients); got a torch tensor with requires_grad=True: pass "
-                        f"{name}.detach().")
+        raise requires_grad_error(op, name)
     if obj.is_neg() or obj.is_conj():
         if writable:
             raise TypeError(f"{op}: {name} must be a plain tensor; got a view with torch's "

@@ -81,7 +81,7 @@ except ImportError:          # pragma: no cover
 import fastinterp as _fi
 from ._validate import check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from ._dispatch import _plain_tensor, _to_numpy
+from ._dispatch import _plain_tensor, _to_numpy, requires_grad_error
 from .blend import SLERP_NORMS, slerp_axis, weight_list
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, check_align_corners, static_fill
@@ -130,8 +130,8 @@ def _eager(tensors) -> bool:
     under a dispatch mode, and only plain tensors (not a functorch-wrapped one: the
     batched gradient of ``is_grads_batched``, which reaches a backward without an
     active transform)."""
-    if (torch.compiler.is_compiling() or _C._len_torch_dispatch_stack()
-            or _C._are_functorch_transforms_active()):
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or _C._len_torch_dispatch_stack() or _C._are_functorch_transforms_active()):
         return False
     return all(not isinstance(t, Tensor) or (type(t) in _PLAIN_TYPES and not t.is_meta
                                              and not _is_wrapped(t))
@@ -236,6 +236,10 @@ def _check_out(op, out):
     written through such a view would land in a copy)."""
     if not isinstance(out, Tensor):
         raise TypeError(f"{op}: out must be a torch tensor; got {_type_name(out)}.")
+    if torch.compiler.is_compiling():    # Dynamo cannot trace is_neg/is_conj (a graph
+        if out.requires_grad:            # break); the bits are checked in eager calls
+            raise requires_grad_error(op, "out")
+        return
     _plain_tensor(op, "out", out, writable=True)
 
 
@@ -1297,7 +1301,13 @@ def lerp(a, b, t, out=None):
         a, b = (_as_tensor_like(v, like, n, op) for v, n in ((a, "a"), (b, "b")))
         return a, b, _as_tensor_like(t, like, "t", op, weight=True)
 
-    return _call(op, _lerp_op, _lerp_direct, (a, b, t), (a, b, t), out, op_args)
+    result = _call(op, _lerp_op, _lerp_direct, (a, b, t), (a, b, t), out, op_args)
+    if out is None and not isinstance(a, Tensor) and isinstance(b, Tensor) and (
+            b.dtype in _HALF and result.dtype != b.dtype):
+        # a number a is computed in float32 next to a half b: the result is b's dtype,
+        # rounded once, as the NumPy API gives it (with or without autograd)
+        result = result.to(b.dtype)
+    return result
 
 
 # --------------------------------------------------------------------------- slerp

@@ -1316,3 +1316,40 @@ def test_batched_gradients_are_a_clear_error_naming_the_op(name):
     for g, row in zip(gs, got):
         (want,) = torch.autograd.grad(y, x, g, retain_graph=True)
         torch.testing.assert_close(row, want)
+
+
+def test_jit_trace_records_the_op_not_its_output():
+    """Traced without an input requiring grad, the eager shortcut ran on NumPy views and
+    the tracer kept the output as a constant: the traced function returned the traced
+    input's result for every later input."""
+    x, x2 = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(lambda v: fit.resize(v, size=(4, 4)), (x,))
+        lerped = torch.jit.trace(lambda a, b: fit.lerp(a, b, 0.25), (x, x2))
+    assert torch.equal(traced(x2), fit.resize(x2, size=(4, 4)))
+    assert "fastinterp::resize" in str(traced.graph)
+    assert torch.equal(lerped(x2, x), fit.lerp(x2, x, 0.25))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lerp_of_a_number_and_a_half_tensor_is_half_with_or_without_grad(dtype):
+    """A number a was made a float32 tensor: with autograd, compiled or vmapped, the
+    result came back float32 (half without autograd)."""
+    b = torch.rand(6).to(dtype)
+    want = fit.lerp(0.1, b, 0.3)
+    grad_b = b.clone().requires_grad_()
+    got = fit.lerp(0.1, grad_b, 0.3)
+    got.float().sum().backward()
+    assert want.dtype == got.dtype == grad_b.grad.dtype == dtype
+    assert torch.equal(got.detach(), want)
+    compiled = torch.compile(lambda v: fit.lerp(0.1, v, 0.3), fullgraph=True)(b)
+    assert compiled.dtype == dtype and torch.equal(compiled, want)
+
+
+def test_out_compiles_without_a_graph_break():
+    """_check_out read out.is_neg(), which Dynamo cannot trace: fullgraph=True failed."""
+    x, out = torch.rand(2, 3, 6, 7), torch.empty(2, 3, 3, 3)
+    got = torch.compile(lambda v, o: fit.resize(v, size=(3, 3), out=o), fullgraph=True)(x, out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(out, fit.resize(x, size=(3, 3)))
