@@ -558,21 +558,25 @@ def _fill_values(op, fill, padding_mode, C, dtype):
     return vals if np.any(vals) else None
 
 
-def _outside_weight(geo, g, mode, align, cl, dtype):
-    """1 - (the interpolation weight of the taps inside the image) per output point:
-    'constant' padding adds fill times this to the 'zeros' result. Shaped to
-    broadcast against the output (channel axis of length 1)."""
+def _inside_weight(geo, g, mode, align, dtype):
+    """The interpolation weight of the taps inside the image per output point, (N, 1,
+    *spatial_out): the 'zeros' sample of an image of ones (see :func:`add_fill`)."""
     ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
     inside = np.empty((geo.dims[0], 1) + geo.spatial_out, dtype)
     kernel = registry.lookup("grid_sample", "cpu", dtype)
     kernel(inside, ones, g, geo.ones_dims(), mode, "zeros", align, False)
+    return inside
+
+
+def add_fill(out, fills, inside, cl):
+    """'constant' padding: ``out`` (the 'zeros' result, batched) += fill times the weight
+    of the taps outside the image, ``1 - inside`` (``inside`` as :func:`_inside_weight`
+    gives it); ``fills`` (C,), ``cl``: ``out`` is channels-last."""
     outside = 1 - inside
-    return np.moveaxis(outside, 1, -1) if cl else outside
-
-
-def _fill_axis(fill, geo, cl):
-    """fill shaped to broadcast against the output's channel axis."""
-    return fill if cl else fill.reshape((-1,) + (1,) * len(geo.spatial_out))
+    if cl:
+        out += fills * np.moveaxis(outside, 1, -1)
+    else:
+        out += fills.reshape((-1,) + (1,) * (outside.ndim - 2)) * outside
 
 
 def _fill_grid_grad(geo, grad_grid, go, g, fill, mode, align, cl, dtype):
@@ -807,9 +811,9 @@ def _sample_float(backend, contiguous, stream, out_k, x, g, geo, fills, mode, pa
     if fills is None:
         kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
         return
-    outside = _outside_weight(geo, g, mode, align, cl, out_k.dtype)   # before out is written
+    inside = _inside_weight(geo, g, mode, align, out_k.dtype)   # before out is written
     kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
-    out_k += _fill_axis(fills, geo, cl) * outside
+    add_fill(out_k, fills, inside, cl)
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",

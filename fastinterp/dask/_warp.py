@@ -32,7 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
 from fastinterp import warp as _wp
-from fastinterp.sample import _fill_values, round_for_uint8
+from fastinterp.sample import _fill_values, add_fill, round_for_uint8
 
 from ._graph import in_memory_error, probe
 
@@ -132,11 +132,8 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
         fills = _fill_values("grid_sample", opts.get("fill"), "constant",
                              shape[-1 if nhwc else 1], res.dtype)
         if fills is not None:
-            inside = fi.grid_sample(ones, grid, **dict(opts, padding_mode="zeros", fill=None,
-                                                       layout="NCHW"))
-            outside = 1 - inside
-            res += (fills if nhwc else fills.reshape(-1, 1, 1)) * (
-                np.moveaxis(outside, 1, -1) if nhwc else outside)
+            add_fill(res, fills, fi.grid_sample(ones, grid, **dict(
+                opts, padding_mode="zeros", fill=None, layout="NCHW")), nhwc)
     return round_for_uint8(res).astype(np.uint8) if uint8 else res
 
 
