@@ -1354,6 +1354,37 @@ def test_slerp_backward_extreme_magnitudes_scale_exactly(dtype, norm):
                                    + 2 * np.finfo(dtype).smallest_subnormal)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["linear", "formula"])
+@pytest.mark.parametrize("shortest_path", [False, True])
+def test_slerp_backward_grad_t_for_norms_beyond_the_dtype_range(dtype, norm, shortest_path):
+    """Entries near the largest value, so |a| and |b| exceed the dtype's range: grad_t is
+    its exact value scaled by 2^k (±inf only where that overflows), never NaN."""
+    rng = np.random.default_rng(31)
+    rows, depth, steps = 64, 32, 3
+    a, b = _regular_pairs(rng, rows, depth)
+    b[:8] = -0.5 * a[:8]                      # antipodal rows
+    b[8:12] = 0.0                             # zero rows
+    peak = np.maximum(np.abs(a).max(1, keepdims=True), np.abs(b).max(1, keepdims=True))
+    a, b = (0.9 * a / peak).astype(dtype), (0.9 * b / peak).astype(dtype)
+    t = rng.uniform(-0.2, 1.2, (rows, steps)).astype(dtype)
+    g = (rng.standard_normal((rows, steps, depth)) / 64).astype(dtype)  # grad_t mostly finite
+    k = np.finfo(dtype).maxexp - 1
+    kw = dict(path=True, norm=norm, shortest_path=shortest_path)
+    ref = fi.slerp_backward(g, a, b, t, **kw)[2].astype(np.float64)
+    got = fi.slerp_backward(g, np.ldexp(a, k), np.ldexp(b, k), t, **kw)[2]
+    want = np.ldexp(ref, k)
+    assert np.linalg.norm(np.ldexp(a, k).astype(np.float64), axis=1).max() > np.finfo(dtype).max
+    assert not np.isnan(got).any()
+    inside = np.abs(want) < np.finfo(dtype).max / 2
+    assert inside[8:].mean() > 0.5           # most rows' exact grad_t is representable
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[inside].astype(np.float64), want[inside], rtol=tol,
+                               atol=tol * np.abs(want[inside]).max())
+    beyond = np.abs(want) > 2 * np.finfo(dtype).max
+    assert np.all(got[beyond] == np.sign(want[beyond]) * np.inf)
+
+
 @pytest.mark.parametrize("scale", [1e-150, 1e-310])
 @pytest.mark.parametrize("norm", ["linear", "formula"])
 def test_slerp_backward_norms_far_apart_never_nan(scale, norm):

@@ -793,7 +793,7 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     cdef BwdAcc S
     cdef Py_ssize_t i, j
     cdef double norm_a, norm_b, ia, ib, u, v, lm
-    cdef int ea, eb, e
+    cdef int ea, eb, e, e_t
     cdef BwdScale K
     row_geometry(a, b, n, shortest_path, &G)
     G.theta = 2.0 * atan(G.half_tan)
@@ -801,7 +801,7 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     for i in range(n):
         acc_a[i] = 0.0
         acc_b[i] = 0.0
-    frexp(G.sa, &ea)                        # sa = 2^(1 - ea), sb = 2^(1 - eb)
+    frexp(G.sa, &ea)                        # sa = 2^(ea - 1), sb = 2^(eb - 1)
     frexp(G.sb, &eb)
     e = ea - eb                             # |b| / |a| = (nb / na) 2^e
     lm = G.nb / G.na
@@ -811,17 +811,22 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     K.inv_b = ldexp(1.0, -K.sh_b)
     K.lam_a = ldexp(lm, e - K.sh_a)
     K.ilam_b = ldexp(1.0 / lm, -e - K.sh_b)
-    norm_a = G.na / G.sa
-    norm_b = G.nb / G.sb
+    # grad_t is linear in the norms: it is formed with both norms divided by 2^e_t
+    # and scaled back last, so that a norm beyond the double range (entries near the
+    # largest double) gives grad_t's exact value, or ±inf only when that overflows.
+    # Unscaled rows: e_t = 0, the norms as they are.
+    e_t = 1 - (ea if ea < eb else eb)
+    norm_a = ldexp(G.na, 1 - ea - e_t)          # |a| / 2^e_t (|a| = na / sa)
+    norm_b = ldexp(G.nb, 1 - eb - e_t)
     for j in range(steps):
         if G.kind == ROW_ZERO:
             gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)  # sh = 0
         elif G.kind == ROW_ANTIPODAL:
-            gt[j] = bwd_antipodal_step(&G, g + j * n, a, n, t[j], &K, norm_a, norm_b,
-                                       acc_a, acc_b, &S)
+            gt[j] = ldexp(bwd_antipodal_step(&G, g + j * n, a, n, t[j], &K, norm_a, norm_b,
+                                             acc_a, acc_b, &S), e_t)
         else:
-            gt[j] = bwd_regular_step(&G, g + j * n, a, b, n, t[j], &K, norm_a, norm_b,
-                                     linear_norm, acc_a, acc_b, &S)
+            gt[j] = ldexp(bwd_regular_step(&G, g + j * n, a, b, n, t[j], &K, norm_a, norm_b,
+                                           linear_norm, acc_a, acc_b, &S), e_t)
     ia = 1.0 / G.na      # sa / na itself may overflow (subnormal rows)
     ib = G.sign / G.nb
     for i in range(n):
