@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
+from ._fpenv import ieee_subnormals
+
 __all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup",
            "lookup_below", "entries", "last_kernel", "BUILTIN"]
 
@@ -156,6 +158,10 @@ def has_op(op: str) -> bool:
 def lookup(op: str, backend: str, dtype: Any) -> Callable[..., Any]:
     """The active kernel for ``(op, backend, dtype)``; records it for last_kernel().
 
+    A CPU kernel comes back wrapped so that it runs with IEEE 754 subnormals
+    (:func:`fastinterp._fpenv.ieee_subnormals`); ``__wrapped__`` is the registered
+    callable.
+
     Raises
     ------
     NotImplementedError
@@ -199,6 +205,8 @@ def _use(entry: KernelEntry | None, key: tuple[str, str, str]) -> Callable[..., 
     fn = _resolved.get(entry)
     if fn is None:
         fn = entry.resolve()
+        if entry.backend == "cpu":
+            fn = ieee_subnormals(fn)
         _resolved[entry] = fn
     _last.entry = entry
     return fn

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import inspect
 import json
 import math
 import os
@@ -1303,10 +1304,10 @@ def test_reload_keeps_both_builds_apart(build_dir, tmp_path):
 def test_unchanged_library_is_shared_not_copied(build_dir, tmp_path):
     path = _probe(build_dir, tmp_path / "libprobe.so", 5)
     fi.plugins.load(path)
-    first = registry.lookup("probe_value", "cpu", "float64")._owner
+    first = inspect.unwrap(registry.lookup("probe_value", "cpu", "float64"))._owner
     fi.plugins.unload("probe")
     fi.plugins.load(path)
-    again = registry.lookup("probe_value", "cpu", "float64")._owner
+    again = inspect.unwrap(registry.lookup("probe_value", "cpu", "float64"))._owner
     assert again is first and not again.fresh_copy
     assert _probe_value() == 5
 
@@ -1502,7 +1503,7 @@ def test_hostile_arrays_give_clear_errors(example_so):
     with pytest.raises(ValueError, match=r"scale_add: .*at most 32 dimensions; got 33"):
         fi.ops.scale_add(deep, deep)
     from fastinterp._cpu import abi
-    addr = registry.lookup("scale_add", "cpu", "float64").address
+    addr = inspect.unwrap(registry.lookup("scale_add", "cpu", "float64")).address
     x = np.ones(3)
     with pytest.raises(ValueError, match=r"myop: at most 16 arrays per call; got 17"):
         abi.call(addr, (x,) * 16, (x.copy(),), (1.0,), (), 1, None, "myop")

@@ -218,26 +218,49 @@ _SUBNORMAL_CALLS = {
     "grid_sample": lambda a: fi.grid_sample(a.reshape(1, 1, 600, 500),
                                             _grid(1, 300, 400).astype(np.float32)),
     "pool": lambda a: fi.adaptive_avg_pool2d(a.reshape(1, 1, 600, 500), (70, 90)),
+    # windows of more than 16 taps: float32 summed in float64 (conversions included)
+    "pool_wide": lambda a: fi.adaptive_avg_pool2d(a.reshape(1, 1, 600, 500), (3, 7)),
+    "area_wide": lambda a: fi.resize(a.reshape(3, 1, 200, 500), size=(9, 11), mode="area"),
+    "antialias_wide": lambda a: fi.resize(a.reshape(1, 1, 600, 500), size=(5, 6),
+                                          antialias=True, mode="bicubic"),
+    "pool1d_wide": lambda a: fi.adaptive_avg_pool1d(a.reshape(2, 50, 3000), 4),
+    "pool3d_wide": lambda a: fi.adaptive_avg_pool3d(a.reshape(1, 3, 40, 50, 50), (2, 3, 2)),
+    "pool_backward_wide": lambda a: fi.adaptive_avg_pool2d_backward(
+        a[:21].reshape(1, 1, 3, 7), (1, 1, 600, 500)),
+    "resize_backward_wide": lambda a: fi.resize_backward(
+        a[:99].reshape(1, 1, 9, 11), (1, 1, 600, 500), mode="area"),
+    # the rows' centre is a float64 median of float32 samples (NumPy, the caller's thread)
+    "sqdist_backward": lambda a: fi.pairwise_sqdist_backward(
+        np.full((300, 200), 1e30, np.float32), a[:1500].reshape(300, 5),
+        a[-1000:].reshape(200, 5)),
 }
+
+
+def _result_bytes(result):
+    """The bits of a result or of a tuple of them."""
+    parts = result if isinstance(result, tuple) else (result,)
+    return b"".join(np.asarray(p).tobytes() for p in parts)
 
 
 @pytest.mark.parametrize("name", sorted(_SUBNORMAL_CALLS))
 def test_subnormals_do_not_depend_on_the_callers_flush_to_zero(threads, name):
     """A caller's thread with flush-to-zero set (an XLA host callback,
     torch.set_flush_denormal) computed its share of a region flushed, the team's other
-    threads not: one result held both. Every region now clears it for its length."""
+    threads not: one result held both. Every region now clears it for its length, and
+    every CPU kernel call for its own length (its NumPy arithmetic runs on the caller's
+    thread)."""
     torch = pytest.importorskip("torch")
     a = (np.random.default_rng(3).random(300_000) * 2e-38).astype(np.float32)
     call = _SUBNORMAL_CALLS[name]
     fi.set_num_threads(2)
-    want = np.asarray(call(a))
+    want = _result_bytes(call(a))
     result = {}
 
     def flushing_caller():
         if not torch.set_flush_denormal(True):
             return
         try:
-            result["got"] = np.asarray(call(a))
+            result["got"] = _result_bytes(call(a))
         finally:
             torch.set_flush_denormal(False)
     import threading
@@ -246,4 +269,4 @@ def test_subnormals_do_not_depend_on_the_callers_flush_to_zero(threads, name):
     t.join()
     if "got" not in result:
         pytest.skip("this CPU has no flush-to-zero control")
-    assert result["got"].tobytes() == want.tobytes()
+    assert result["got"] == want
