@@ -228,6 +228,13 @@ def not_numbers_error(op: str, name: str, obj) -> TypeError:
                      f"{obj!r:.80}.")
 
 
+def unreadable_error(op: str, name: str, obj, exc: Exception) -> TypeError:
+    """The error for a list NumPy cannot read (one holding tensors that require grad:
+    torch's own RuntimeError names neither the op nor the argument)."""
+    return TypeError(f"{op}: {name} must be an array or a list of numbers NumPy can read; "
+                     f"got a {type(obj).__name__} it cannot ({exc}).")
+
+
 def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
               writable: bool = False):
     """A NumPy view of a CPU array-like; DLPack objects zero-copy (read-only stays read-only).
@@ -246,8 +253,7 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
                              f"{type(obj).__name__} NumPy cannot read as one: "
                              f"{obj!r:.80}.") from None
         except (RuntimeError, TypeError) as exc:   # a list holding tensors that require grad
-            raise TypeError(f"{op}: {name} must be an array or a list of numbers NumPy can "
-                            f"read; got a {type(obj).__name__} it cannot ({exc}).") from None
+            raise unreadable_error(op, name, obj, exc) from None
         if not isinstance(obj, np.ndarray) and not holds_numbers(arr):
             raise not_numbers_error(op, name, obj)
         return arr

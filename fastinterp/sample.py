@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import begin, holds_numbers, to_host
+from ._dispatch import begin, holds_numbers, to_host, unreadable_error
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
@@ -495,7 +495,10 @@ class _Geometry:
 
 
 def _is_scalar(value):
-    """Whether ``value`` has no axes (a ragged nest of lists has some)."""
+    """Whether ``value`` has no axes (a ragged nest of lists has some; so has any list or
+    tuple, even one NumPy cannot read)."""
+    if isinstance(value, (list, tuple)):
+        return False
     try:
         return np.ndim(value) == 0
     except ValueError:
@@ -514,6 +517,8 @@ def _fill_sequence(op, fill, count=""):
     except OverflowError:
         raise ValueError(f"{op}: fill must be representable in float64; got an int beyond "
                          f"it in {type(fill).__name__} fill.") from None
+    except RuntimeError as exc:             # a list holding tensors that require grad
+        raise unreadable_error(op, "fill", fill, exc) from None
     except (TypeError, ValueError):
         raise TypeError(f"{op}: fill must be a real number or a sequence of {count}"
                         f"reals; got {fill!r}.") from None

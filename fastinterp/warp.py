@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from . import _memory
-from ._dispatch import _to_numpy, begin, to_host
+from ._dispatch import _to_numpy, begin, to_host, unreadable_error
 from ._layout import resolve as resolve_layout
 from ._validate import (check_array, check_bool, check_option, check_out, entries, finite_float,
                         float_dtype, int_sizes, same_dtype, shape_str, symbolic)
@@ -67,9 +67,8 @@ def _host_matrix(op, name, M, rows, N):
     except ValueError:                       # a ragged nest of lists, say
         raise ValueError(f"{op}: {name} must have shape ({rows}, 3) or (N, {rows}, 3); "
                          f"got {M!r}.") from None
-    except TypeError as exc:                 # a dtype NumPy cannot read (bfloat16, say)
-        raise TypeError(f"{op}: {name} must be an array of numbers NumPy can read; got "
-                        f"{type(M).__name__} ({exc}).") from None
+    except (RuntimeError, TypeError) as exc:  # bfloat16, or tensors that require grad
+        raise unreadable_error(op, name, M, exc) from None
     if arr.dtype.kind not in "fiu":
         raise matrix_type_error(op, name, arr.dtype)
     arr = arr.astype(np.float64)

@@ -823,6 +823,15 @@ def test_byte_swapped_arrays_are_named_where_they_cannot_be_converted():
     ("lerp", "a", lambda v: fi.lerp(v, np.ones(2), 0.5)),
     ("lerp", "t", lambda v: fi.lerp(np.ones(2), np.ones(2), v)),
     ("pairwise_sqdist", "x", lambda v: fi.pairwise_sqdist([v])),
+    ("warp_affine", "M", lambda v: fi.warp_affine(np.ones((1, 2, 4, 4)), [v + [0.0], [0, 1, 0]],
+                                                  (3, 3))),
+    ("warp_perspective", "M", lambda v: fi.warp_perspective(
+        np.ones((1, 2, 4, 4)), [v + [0.0], [0, 1, 0], [0, 0, 1]], (3, 3))),
+    ("rotate", "fill", lambda v: fi.rotate(np.ones((1, 2, 4, 4)), 10.0,
+                                           padding_mode="constant", fill=v)),
+    ("grid_sample", "fill", lambda v: fi.grid_sample(np.ones((1, 2, 4, 4)),
+                                                     np.zeros((1, 3, 3, 2)),
+                                                     padding_mode="constant", fill=v)),
 ])
 def test_a_list_holding_tensors_that_require_grad_is_a_type_error_naming_it(op, arg, call):
     """NumPy cannot read such a list: torch's raw RuntimeError named neither op nor argument."""
