@@ -95,7 +95,14 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Return the thread count fastinterp's CPU kernels use (see set_num_threads)."""
+    """Return the thread count fastinterp's CPU kernels use (see set_num_threads).
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> fi.get_num_threads() >= 1
+    True
+    """
     return _num_threads
 
 

@@ -37,7 +37,17 @@ _DLPACK_CUDA = (2, 13)   # kDLCUDA, kDLCUDAManaged
 
 
 class BackendMismatchError(ValueError, TypeError):
-    """Arrays on different devices (e.g. a NumPy and a CuPy array) in one call."""
+    """Arrays on different devices (e.g. a NumPy and a CuPy array) in one call.
+
+    Both a ``ValueError`` and a ``TypeError``, so code that catches either for bad
+    arguments catches it too.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> issubclass(fi.BackendMismatchError, ValueError), issubclass(fi.BackendMismatchError, TypeError)
+    (True, True)
+    """
 
 
 def _is_simulator_array(obj) -> bool:
@@ -111,8 +121,8 @@ def backend_of(*arrays, names: tuple[str, ...] | None = None) -> str:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> backend_of(np.zeros(3), 2.0)
+    >>> import numpy as np, fastinterp as fi
+    >>> fi.backend_of(np.zeros(3), 2.0)
     'cpu'
     """
     names = names or tuple(f"argument {i}" for i in range(len(arrays)))

@@ -109,7 +109,8 @@ def set_output_cache(max_bytes: int) -> int:
     Parameters
     ----------
     max_bytes : int
-        The limit in bytes, >= 0.
+        The limit in bytes, in [0, 2**62) (a ValueError otherwise; a TypeError for a
+        value that is not an int).
 
     Returns
     -------
@@ -125,9 +126,11 @@ def set_output_cache(max_bytes: int) -> int:
     >>> _ = fi.set_output_cache(old)
     """
     global _enabled
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
-            or not 0 <= max_bytes < 2 ** 62:
-        raise ValueError(f"set_output_cache: max_bytes must be an int >= 0; got {max_bytes!r}.")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
+        raise TypeError(f"set_output_cache: max_bytes must be an int; got "
+                        f"{type(max_bytes).__name__} {max_bytes!r}.")
+    if not 0 <= max_bytes < 2 ** 62:
+        raise ValueError(f"set_output_cache: max_bytes must be in [0, 2**62); got {max_bytes}.")
     try:
         cache = _module()
     except ValueError:          # a bad FASTINTERP_OUTPUT_CACHE_MB: this limit replaces it

@@ -311,6 +311,17 @@ class Optimizer:
     Hyper-parameters are Python numbers; a 0-d array or tensor (``lr=
     torch.tensor(0.1)``) is kept in the group and read at every step (a scheduler
     may change it in place, as torch's do, or set a new one).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> w = np.ones(3)
+    >>> opt = fi.SGD([w], lr=0.5)
+    >>> isinstance(opt, fi.optim.Optimizer), opt.param_groups[0]["lr"]
+    (True, 0.5)
+    >>> opt.param_groups[0]["lr"] = 0.25        # what a scheduler does
+    >>> opt.step([np.ones(3)]); w
+    array([0.75, 0.75, 0.75])
     """
 
     _op = "optimizer"

@@ -68,11 +68,29 @@ _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
 class PluginError(ImportError):
-    """A plugin could not be loaded or registered; nothing of it was registered."""
+    """A plugin could not be loaded or registered; nothing of it was registered.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> try:
+    ...     fi.plugins.load("/nonexistent/libnothing.so")
+    ... except fi.plugins.PluginError as exc:
+    ...     print(exc)
+    load('/nonexistent/libnothing.so'): no such file; nothing was registered.
+    """
 
 
 class PluginKernelError(RuntimeError):
-    """A plugin kernel returned an error status; ``.status`` and ``.message`` hold it."""
+    """A plugin kernel returned an error status; ``.status`` and ``.message`` hold it.
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> err = fi.plugins.PluginKernelError("myop: failed", 3, "bad state")
+    >>> err.status, err.message
+    (3, 'bad state')
+    """
 
     def __init__(self, text: str, status: int, message: str):
         super().__init__(text)
@@ -81,15 +99,38 @@ class PluginKernelError(RuntimeError):
 
 
 class PluginArgumentError(PluginKernelError, ValueError):
-    """A plugin kernel refused its arguments (status ``FI_ERR_INVALID``)."""
+    """A plugin kernel refused its arguments (status ``FI_ERR_INVALID``).
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> issubclass(fi.plugins.PluginArgumentError, ValueError)    # catch it as ValueError
+    True
+    """
 
 
 class PluginMemoryError(PluginKernelError, MemoryError):
-    """A plugin kernel could not allocate memory (status ``FI_ERR_NOMEM``)."""
+    """A plugin kernel could not allocate memory (status ``FI_ERR_NOMEM``).
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> issubclass(fi.plugins.PluginMemoryError, MemoryError)     # catch it as MemoryError
+    True
+    """
 
 
 class PluginWarning(UserWarning):
-    """A kernel entry or an installed plugin was skipped (the reason is in the message)."""
+    """A kernel entry or an installed plugin was skipped (the reason is in the message).
+
+    Examples
+    --------
+    >>> import warnings, fastinterp as fi
+    >>> with warnings.catch_warnings():          # make a broken installed plugin an error
+    ...     warnings.simplefilter("error", fi.plugins.PluginWarning)
+    ...     fi.plugins.discover("example.no_such_group")
+    []
+    """
 
 
 def _abi() -> Any:
@@ -427,7 +468,25 @@ CONVENTIONS: dict[str, type] = {"lerp": LerpKernel, "grid_sample": GridSampleKer
 # --------------------------------------------------------------------------- state
 @dataclass(frozen=True)
 class PluginInfo:
-    """A loaded plugin, as listed by :func:`list`."""
+    """A loaded plugin, as listed by :func:`list`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastinterp as fi
+    >>> from numba import cfunc
+    >>> from fastinterp import numba_abi as nb
+    >>> @cfunc(nb.signature)
+    ... def negate(inputs, n_in, outputs, n_out, params, err, err_size):
+    ...     x, y = nb.flat(inputs, 0, np.float64), nb.flat(outputs, 0, np.float64)
+    ...     for i in range(x.size):
+    ...         y[i] = -x[i]
+    ...     return 0
+    >>> info = fi.plugins.register_cfunc("negate", "float64", negate,
+    ...                                  signature="x(...) -> out(...)")
+    >>> info.name, info.kind, info.kernels
+    ('numba.negate', 'cfunc', (('negate', 'cpu', 'float64'),))
+    >>> fi.plugins.unload(info.name)
+    """
 
     name: str
     version: str
@@ -879,6 +938,14 @@ def unload(name: str) -> None:
         If ``name`` is not a str.
     ValueError
         If no plugin of that name is loaded (the message lists those that are).
+
+    Examples
+    --------
+    >>> import fastinterp as fi
+    >>> fi.plugins.unload("no_such_plugin")
+    Traceback (most recent call last):
+    ...
+    ValueError: unload: name must be a loaded plugin (none); got 'no_such_plugin'.
     """
     if not isinstance(name, str):
         raise TypeError(f"unload: name must be a str (a plugin's name, PluginInfo.name); got "
@@ -926,6 +993,20 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
     -------
     list of PluginInfo
         The plugins this call loaded.
+
+    Examples
+    --------
+    A package declares its plugin in its ``pyproject.toml``::
+
+        [project.entry-points."fastinterp.plugins"]
+        mykernels = "mykernels:library_path"
+
+    and its users call ``fi.plugins.discover()`` once per process. Another group
+    may be named (here one that no installed package declares):
+
+    >>> import fastinterp as fi
+    >>> fi.plugins.discover("example.no_such_group")
+    []
     """
     if not isinstance(group, str):
         raise TypeError(f"discover: group must be a str (an entry-point group); got "
@@ -1097,6 +1178,15 @@ def builtin_capsule() -> Any:
     ``fastinterp/plugin.h``; ``fi_find_kernel()`` looks one up. The same
     pointer is returned by the C function ``fastinterp_builtin_kernels()``
     exported by the extension ``fastinterp._cpu.abi``.
+
+    Examples
+    --------
+    >>> import ctypes, fastinterp as fi
+    >>> capsule = fi.plugins.builtin_capsule()
+    >>> ctypes.pythonapi.PyCapsule_IsValid.restype = ctypes.c_int
+    >>> ctypes.pythonapi.PyCapsule_IsValid(ctypes.py_object(capsule),
+    ...                                    b"fastinterp.builtin_kernels")
+    1
     """
     return _abi().builtin_capsule()
 

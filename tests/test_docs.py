@@ -6,6 +6,8 @@ dropped, spaces turned into '-', and '-1', '-2', ... appended to repeats.
 """
 from __future__ import annotations
 
+import doctest
+import inspect
 import re
 from pathlib import Path
 
@@ -173,6 +175,27 @@ def test_public_modules_list_their_names():
     for module in (fastinterp, fastinterp.optim, fastinterp.models, fastinterp.plugins):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.__all__ names missing {name}"
+
+
+def _public_callables():
+    for module in (fastinterp, fastinterp.optim, fastinterp.models, fastinterp.plugins):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj) and not inspect.ismodule(obj):
+                yield f"{module.__name__}.{name}", obj
+
+
+@pytest.mark.parametrize("name, obj", list(_public_callables()), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_every_public_callable_has_a_working_example(name, obj):
+    """Each public function and class shows an example, and the example runs as shown."""
+    tests = doctest.DocTestFinder(recurse=False).find(obj, name, globs={})
+    assert tests and any(t.examples for t in tests), f"{name}: no example in its docstring"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    report = []
+    for test in tests:
+        runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
 
 
 # --- docstrings that point into the README ------------------------------------------------

@@ -149,11 +149,20 @@ def test_concurrent_callers_get_distinct_blocks_and_right_results(fresh_cache):
     assert not errors
 
 
-@pytest.mark.parametrize("setting, message", [(-1, "max_bytes"), (1.5, "max_bytes"),
-                                              (True, "max_bytes"), ("1", "max_bytes")])
-def test_bad_limits_are_refused(setting, message):
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("setting, error, message", [
+    (-1, ValueError, r"max_bytes must be in \[0, 2\*\*62\); got -1"),
+    (2 ** 70, ValueError, r"max_bytes must be in \[0, 2\*\*62\); got 1180591620717411303424"),
+    (1.5, TypeError, "max_bytes must be an int; got float 1.5"),
+    (True, TypeError, "max_bytes must be an int; got bool"),
+    (None, TypeError, "max_bytes must be an int; got NoneType"),
+    ("1", TypeError, "max_bytes must be an int; got str")])
+def test_bad_limits_are_refused(setting, error, message):
+    """A value of the wrong type is a TypeError, an int out of range a ValueError naming
+    the range (the README's error conventions)."""
+    before = fi.output_cache_info()
+    with pytest.raises(error, match=message):
         fi.set_output_cache(setting)
+    assert fi.output_cache_info() == before
 
 
 def _run(code, env_extra=None):
