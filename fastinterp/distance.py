@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +64,8 @@ KNN_EXTRA = 8         # candidates kept beyond k, to prove the exact top-k
 KNN_HEAP_BUDGET = 1 << 22   # heap entries per thread (query block x candidates)
 KNN_SPECIAL_MAX = 256  # special rows (huge, inf, NaN) of x kept as candidates; beyond: exact scans
 KNN_EXACT_MAX_N = 256  # up to this many rows of x, every query is scanned exactly (small clouds)
-CENTRE_SAMPLE = 256   # rows per operand whose median is the centring vector
+CENTRE_SAMPLE = 256   # rows per operand whose median is the centring vector,
+CENTRE_VALUES = 1 << 18   # fewer for wide rows: about this many values per operand
 DIRECT_MAX_D = 4      # pairwise forward: direct differences (no GEMM) up to this many columns
 _INT_MAX = 2**31 - 1  # row and column limit (kernel tile and kNN arithmetic)
 GEMM_WORK_PER_THREAD = 1 << 23   # multiply-adds below which one thread is used
@@ -109,16 +109,29 @@ def deterministic_matmul(a, b):
 # CPU kernels (registered below)
 # ----------------------------------------------------------------------------
 
+def centre_step(rows, d):
+    """The stride of the rows of an operand (rows, d) sampled for the centre: about
+    CENTRE_SAMPLE rows, fewer (at least 2) when they hold more than CENTRE_VALUES
+    values (a median over 256 rows of a million columns would cost seconds)."""
+    most = min(CENTRE_SAMPLE, max(2, CENTRE_VALUES // max(d, 1)))
+    return max(1, rows // most)
+
+
 def _sample_centre(s):
     """The coordinate-wise median of the sample ``s`` (D, rows), float64, ignoring
     non-finite values (NaN where a coordinate has none)."""
-    finite = np.isfinite(s)
-    if finite.all():
-        return _median_last(s)
-    s = np.where(finite, s, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
-        return np.nanmedian(s, axis=1)
+    return _median_last(s) if np.isfinite(s).all() else _finite_median_last(s)
+
+
+def _finite_median_last(s):
+    """The median along the last axis of ``s``'s finite values, NaN where there are none;
+    the middle value or the two middle values' sum halved, as :func:`_median_last`."""
+    v = np.sort(np.where(np.isfinite(s), s, np.nan), axis=-1)     # NaN last
+    n = np.isfinite(v).sum(axis=-1)
+    lo = np.take_along_axis(v, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
+    hi = np.take_along_axis(v, (n // 2)[..., None], -1)[..., 0]    # (rows >= 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(n % 2 == 1, lo, np.where(n > 0, (lo + hi) / 2, np.nan))
 
 
 def _median_last(s):
@@ -137,16 +150,15 @@ def _median_last(s):
 def _centres(dtype, *operands):
     """The common centre of each batch element's rows: ``operands`` are pairs
     ``(a (S, rows, D), amap (B,))``, element b taking the rows of ``a[amap[b]]`` of
-    each. Returns (B, D): the coordinate-wise median of up to CENTRE_SAMPLE evenly
-    spaced rows of each operand, in float64, rounded to ``dtype``.
+    each. Returns (B, D): the coordinate-wise median of evenly spaced rows of each
+    operand (every :func:`centre_step`-th), in float64, rounded to ``dtype``.
 
     The median ignores non-finite values and is not moved by a few rows of huge
     magnitude (a mean would be: one row at 1e200 would shift every centred row
     far from the origin and overflow every norm). Each element's centre is the
     one a call on that element alone gets (the same sample, the same median)."""
     nbat, d = len(operands[0][1]), operands[0][0].shape[2]
-    samples = [a[:, ::max(1, a.shape[1] // CENTRE_SAMPLE)][amap]
-               for a, amap in operands if a.shape[1]]
+    samples = [a[:, ::centre_step(a.shape[1], d)][amap] for a, amap in operands if a.shape[1]]
     if not samples or d == 0 or nbat == 0:
         return np.zeros((nbat, d), dtype)
     s = np.concatenate(samples, axis=1).astype(np.float64).transpose(0, 2, 1)  # (B, D, rows)
@@ -157,8 +169,8 @@ def _centres(dtype, *operands):
         centre = np.empty((nbat, d))
         if finite.any():
             centre[finite] = _median_last(s[finite])
-        for b in np.flatnonzero(~finite):
-            centre[b] = _sample_centre(s[b])
+        if not finite.all():
+            centre[~finite] = _finite_median_last(s[~finite])
     return np.where(np.isfinite(centre), centre, 0).astype(dtype)
 
 

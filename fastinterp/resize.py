@@ -216,6 +216,14 @@ def _merge_repeated_taps(idx, w):
     if not same.any():
         return w
     w = w.copy()
+    if not np.any(w[1:][same]):
+        # only zero weights repeat an index (the padding of ranges tables, any number
+        # of taps): the fold below adds +0 to each run's first tap, and zeroes the rest
+        before = np.zeros_like(same)
+        before[1:] = same[:-1]
+        w[:-1][same & ~before] += 0
+        w[1:][same] = 0
+        return w
     for k in range(idx.shape[0] - 1, 0, -1):   # fold each run into its first tap
         w[k - 1] = np.where(same[k - 1], w[k - 1] + w[k], w[k - 1])
         w[k] = np.where(same[k - 1], 0, w[k])
@@ -399,14 +407,13 @@ def _antialias_table(dt, n_in, n_out, align_corners, sf, kind, widen=True):
                        .astype(np.int64), n_in) - xmin
     xsize = np.clip(xsize, 0, int(math.ceil(support)) * 2 + 1)
     K = max(1, int(xsize.max(initial=0)))   # no more taps than the longest window has
-    w = np.zeros((K, n_out), dt)
-    total = np.zeros(n_out, dt)
-    for j in range(K):
-        arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5 - delta
-        wj = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), kind)
-        wj = np.where(j < xsize, wj, dt(0)).astype(dt)
-        w[j] = wj
-        total = (total + wj).astype(dt)
+    j = np.arange(K)[:, None]
+    arg = ((xmin + j).astype(dt) - center).astype(np.float64) + 0.5 - delta
+    w = _aa_filter(dt, (arg * np.float64(invscale)).astype(dt), kind)
+    w = np.where(j < xsize, w, dt(0)).astype(dt)
+    # torch's running sum over the taps in order, in dt (a cumulative sum adds them one
+    # after the other; a reduction may pair them up)
+    total = np.cumsum(w, axis=0, dtype=dt)[-1]
     safe = np.where(total != 0, total, dt(1)).astype(dt)
     w = np.where(total != 0, w / safe, w).astype(dt)
     return _ranges_table(xmin, xsize, w, n_in, dt)

@@ -36,15 +36,15 @@ def _rows(op, name, a):
 
 def _centre(dtype, *arrays):
     """fastinterp's centring vector of the whole operands, from their row samples
-    (the samples hold at most 2 * CENTRE_SAMPLE rows, which the kernel's own sampling
-    keeps whole), shaped (1, D) as the kernel takes it."""
+    (the samples hold fewer than twice the rows the kernel's own sampling takes, so
+    it keeps them whole), shaped (1, D) as the kernel takes it."""
     one = np.zeros(1, np.int64)
     return _dist._centres(dtype, *[(np.asarray(a)[None], one) for a in arrays])
 
 
 def _sample(a):
-    """The rows of ``a`` that fastinterp's centre samples (every n // CENTRE_SAMPLE-th)."""
-    return a[::max(1, a.shape[0] // _dist.CENTRE_SAMPLE)] if a.shape[0] else a
+    """The rows of ``a`` that fastinterp's centre samples (every centre_step-th)."""
+    return a[::_dist.centre_step(a.shape[0], a.shape[1])] if a.shape[0] else a
 
 
 def _pair_block(x, y, centre, take_sqrt):
