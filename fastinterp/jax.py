@@ -147,7 +147,7 @@ def _packed(values: dict):
 def _unpacked(words, layout) -> dict:
     """The values packed by :func:`_packed` (``words`` may carry mapped axes in front:
     an unmapped operand broadcast by vmap, every row the same)."""
-    raw = np.ascontiguousarray(words).reshape(-1, words.shape[-1])[0].tobytes()
+    raw = np.ascontiguousarray(words[(0,) * (words.ndim - 1)]).tobytes()
     values, at = {}, 0
     for name, kind, size in layout:
         chunk, at = raw[at:at + size], at + size + (-size % 4)
@@ -188,11 +188,17 @@ def _host_call(fn, kwargs, mapped, specs, layout, arrays):
     if how == "loop" and lead:
         return _looped(fn, kwargs, specs, lead, arrays)
     if how == "fold" and lead:   # every argument carries the same mapped axes in front
-        arrays = [a.reshape((-1,) + a.shape[len(lead) + 1:]) for a in arrays]
+        arrays = [_folded(a, len(lead)) for a in arrays]
     outs = fn(*arrays, **kwargs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     return tuple(np.asarray(o, dtype=s.dtype).reshape(lead + tuple(s.shape) if how else o.shape)
                  for o, s in zip(outs, specs))
+
+
+def _folded(a, mapped):
+    """``a`` with its ``mapped`` leading axes folded into the axis after them (N). The
+    size is spelled out: a -1 is ambiguous for an array of size 0."""
+    return a.reshape((math.prod(a.shape[:mapped + 1]),) + a.shape[mapped + 1:])
 
 
 def _looped(fn, kwargs, specs, lead, arrays):

@@ -884,3 +884,22 @@ def test_subnormals_are_the_numpy_apis():
                           fill=1e-40)
     np.testing.assert_array_equal(got, fi.grid_sample(img, grid, padding_mode="constant",
                                                       fill=1e-40))
+
+
+@pytest.mark.parametrize("call", [
+    lambda g: fij.grid_sample(jnp.ones((1, 0, 4, 4)), g),
+    lambda g: fij.grid_sample(jnp.ones((1, 4, 4, 0)), g, layout="NHWC"),
+])
+def test_vmapped_gradients_of_zero_size_arrays(call):
+    """A mapped callback folded its axes into N with reshape((-1, ...)), which is
+    ambiguous for a zero-size array: the backward of an empty image failed."""
+    grads = jax.vmap(jax.grad(lambda g: call(g).sum()))(jnp.zeros((2, 1, 2, 2, 2)))
+    np.testing.assert_array_equal(grads, np.zeros((2, 1, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("value", [np.zeros((0, 2, 3)), np.zeros((2, 0))])
+def test_packed_values_of_no_bytes_unpack(value):
+    words, layout = fij._packed({"M": value})
+    for mapped in (words, np.broadcast_to(words, (3,) + words.shape)):
+        got = fij._unpacked(mapped, layout)["M"]
+        assert got.shape == value.shape and got.dtype == value.dtype
