@@ -298,6 +298,74 @@ def _cast_like(grads, primals):
     return tuple(None if g is None else jnp.asarray(g, p.dtype) for g, p in zip(grads, primals))
 
 
+class _Static:
+    """A residual known when the function is traced (which gradients a backward computes,
+    the shapes of the primals it does not keep): a pytree without leaves, so it reaches
+    the backward as it is."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+jax.tree_util.register_pytree_node(_Static, lambda s: ((), s.value), lambda v, _: _Static(v))
+
+
+def _partial_vjp(op, forward, backward, kw, primals, reads, flags=None, vmap="fold"):
+    """``forward(*primals)`` as a custom_vjp whose backward runs ``backward(go, *primals,
+    **kw)`` on the host (its results: the primals' gradients, in order) for the gradients
+    asked for only.
+
+    ``flags``: ``backward``'s arguments that ask for each primal's gradient (they get
+    whether the primal is differentiated; None: ``backward`` computes every gradient).
+    ``reads(needs)``: for each primal, whether the backward reads its values when
+    ``needs`` says which gradients it computes. The others reach it as host zeros of their
+    shape, so that a gradient that does not depend on a primal (a linear op's in its
+    input) does not depend on it for JAX either: its derivative there is 0, not an error.
+    """
+    f = jax.custom_vjp(forward)
+
+    def fwd(*ps):
+        needs, values = tuple(p.perturbed for p in ps), tuple(p.value for p in ps)
+        kept = tuple(v if r else None for v, r in zip(values, reads(needs)))
+        return f(*values), (kept, _Static((needs, [_spec(v.shape, v.dtype) for v in values])))
+
+    def bwd(res, go):
+        kept, static = res
+        needs, specs = static.value
+        if isinstance(go, jax.custom_derivatives.SymbolicZero):
+            return (None,) * len(needs)
+        back = dict(kw, **dict(zip(flags, needs))) if flags else dict(kw)
+        absent = tuple((i, s.shape, s.dtype) for i, (k, s) in enumerate(zip(kept, specs))
+                       if k is None)
+        if absent:
+            back["absent"] = absent
+        grads = iter(_callback(_asked(backward, needs), back,
+                               [s for s, n in zip(specs, needs) if n],
+                               (go, *(k for k in kept if k is not None)), vmap, backward_of=op))
+        return _cast_like(tuple(next(grads) if n else None for n in needs), specs)
+
+    f.defvjp(fwd, bwd, symbolic_zeros=True)
+    return f(*primals)
+
+
+@functools.lru_cache(maxsize=None)
+def _asked(backward, needs):
+    """``backward`` as the host function of :func:`_partial_vjp`'s callback (one object
+    per configuration: see _host)."""
+    return functools.partial(_asked_host, backward, needs)
+
+
+def _asked_host(backward, needs, go, *arrays, absent=(), **kw):
+    """``backward(go, *arrays, **kw)`` with the ``absent`` (position, shape, dtype) arrays
+    put back as zeros of go's N (mapped axes folded in; calloc'd: pages nobody reads are
+    never touched), returning the gradients ``needs`` asks for only."""
+    arrays = list(arrays)
+    for at, shape, dtype in absent:
+        arrays.insert(at, np.zeros((go.shape[0],) + tuple(shape[1:]), dtype))
+    grads = backward(go, *arrays, **kw)
+    return tuple(g for g, n in zip(grads if isinstance(grads, tuple) else (grads,), needs) if n)
+
+
 # ------------------------------------------------------------------ layouts and options
 
 def _as_batch(op, x, layout, nd_ok=False):
@@ -363,24 +431,15 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         return back_fn(_forward_only_vjp(
             op, "a uint8 image", lambda x, g: _one(_fi.grid_sample, kw, specs, (x, g)),
             _TO_FLOAT)(x_b, grid))
-    back = dict(kw, needs_input_grad=True, needs_grid_grad=True)
+    return back_fn(_partial_vjp(op, lambda x, g: _one(_fi.grid_sample, kw, specs, (x, g)),
+                                _fi.grid_sample_backward, kw, (x_b, grid), _sampler_reads,
+                                ("needs_input_grad", "needs_grid_grad")))
 
-    @jax.custom_vjp
-    def f(x, g):
-        return _one(_fi.grid_sample, kw, specs, (x, g))
 
-    def fwd(x, g):
-        return f(x, g), (x, g)
-
-    def bwd(res, go):
-        x, g = res
-        grads = _callback(_fi.grid_sample_backward, back,
-                          [_spec(x.shape, x.dtype), _spec(g.shape, g.dtype)], (go, x, g),
-                          backward_of=op)
-        return _cast_like(grads, (x, g))
-
-    f.defvjp(fwd, bwd)
-    return back_fn(f(x_b, grid))
+def _sampler_reads(needs):
+    """What a sampler's backward (grid_sample's, a warp's) reads: the input's gradient
+    needs the grid (or matrix) and the input's shape only; the grid's needs both."""
+    return needs[1], True
 
 
 def _affine_grid_fold(theta, size, align_corners):
@@ -646,22 +705,9 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
         return back_fn(_forward_only_vjp(
             op, "a uint8 image", lambda x, m: _one(host, kw, specs, (x, m), "sequential"),
             _TO_FLOAT)(x_b, M))
-
-    @jax.custom_vjp
-    def f(x, m):
-        return _one(host, kw, specs, (x, m), "sequential")
-
-    def fwd(x, m):
-        return f(x, m), (x, m)
-
-    def bwd(res, go):
-        x, m = res
-        grads = _callback(host_bwd, kw, [_spec(x.shape, x.dtype), _spec(m.shape, m.dtype)],
-                          (go, x, m), "sequential", backward_of=op)
-        return _cast_like(grads, (x, m))
-
-    f.defvjp(fwd, bwd)
-    return back_fn(f(x_b, M))
+    return back_fn(_partial_vjp(op, lambda x, m: _one(host, kw, specs, (x, m), "sequential"),
+                                host_bwd, kw, (x_b, M), _sampler_reads,
+                                ("needs_input_grad", "needs_matrix_grad"), "sequential"))
 
 
 def _warp_constant_matrix(op, host, host_bwd, M, kw, specs, x):
@@ -669,20 +715,8 @@ def _warp_constant_matrix(op, host, host_bwd, M, kw, specs, x):
     _VALUE_KWARGS), differentiable in ``x``."""
     fwd_host, bwd_host = _CONSTANT_MATRIX_HOSTS[op]
     kw = dict(kw, M=M)
-
-    @jax.custom_vjp
-    def f(x):
-        return _one(fwd_host, kw, specs, (x,), "sequential")
-
-    def fwd(x):
-        return f(x), x
-
-    def bwd(x, go):
-        return _cast_like(_callback(bwd_host, kw, [_spec(x.shape, x.dtype)], (go, x),
-                                    "sequential", backward_of=op), (x,))
-
-    f.defvjp(fwd, bwd)
-    return f(x)
+    return _partial_vjp(op, lambda x: _one(fwd_host, kw, specs, (x,), "sequential"), bwd_host,
+                        kw, (x,), lambda needs: (False,), vmap="sequential")
 
 
 def _warp_by(host, img, M, **kw):
