@@ -16,9 +16,11 @@ Conventions
   ``align_corners``, ...) is static, a plain Python value (a size may also be
   a NumPy or concrete JAX integer array; a traced one is a TypeError).
 - Shapes, dtypes and options are checked when the function is traced, with
-  the NumPy API's own error messages, which name the caller's shapes (a
-  zero-batch call of the NumPy op, repeated on zero-stride arrays of the real
-  shapes when it fails, and a check of the batch sizes N of its arrays).
+  the NumPy API's own error messages, which name the caller's shapes (a call
+  of the NumPy op on small arrays: batch 0 for the image ops, every size
+  replaced by a small one for the others; repeated on zero-stride arrays of
+  the real shapes when it fails; and a check of the batch sizes N of its
+  arrays). Whatever the sizes, tracing allocates and computes next to nothing.
 - ``rotate``'s angle, scale and center are constants: a traced one is a
   TypeError. A warp matrix known when tracing (NumPy, a concrete JAX array,
   rotate's own) is a constant, checked then and read in its own precision
@@ -83,29 +85,60 @@ def _types(v):
     return tuple(map(_types, v)) if type(v) is tuple else type(v)
 
 
-@functools.lru_cache(maxsize=512)
-def _probe(fn, shapes: tuple, dtypes: tuple, kwargs: tuple, batch_zero: bool):
-    """Output (shapes, dtypes) of ``fn`` on arrays of ``shapes``/``dtypes`` (cached).
+def _specs(fn, arrays, kwargs, shrink, probe_kwargs=None):
+    """The output structs of ``fn`` on ``arrays`` (JAX arrays or structs) and ``kwargs``,
+    from :func:`_probe` on small arrays (``probe_kwargs``: the kwargs to probe with, when
+    a value differs from call to call). The NumPy op validates the arguments there, so
+    errors surface at trace time. A probe that fails is made again on zero-stride dummies
+    of the real shapes with the real kwargs, so that the error names the caller's shapes
+    (the NumPy API checks before it computes)."""
+    shapes = tuple(tuple(a.shape) for a in arrays)
+    dtypes = tuple(np.dtype(a.dtype) for a in arrays)
+    try:
+        outs = _cached(_probe, fn, shapes, dtypes, _frozen(probe_kwargs or kwargs), shrink)
+    except (TypeError, ValueError):
+        outs = None         # again on the real shapes: the error then names them
+    if outs is None:
+        outs = _outputs(fn, shapes, dtypes, kwargs)
+    return [_spec(s, d) for s, d in zip(*outs)]
 
-    ``batch_zero``: call on arrays whose leading axis (N) is 0 (image ops, cheap),
-    then put N back; else on zero-stride dummies of the full shapes. Either way
-    the NumPy op validates the arguments, so errors surface at trace time. A
-    call of batch 0 that fails is made again on dummies of the full shapes, so
-    that the error names the caller's shapes (the NumPy API checks before it
-    computes). With ``batch_zero`` the probe cannot compare the N of two
-    arguments, which the callers that take two (grid_sample, affine_grid)
-    check on the real shapes.
-    """
-    kw = {k: v for k, v, _ in kwargs}
-    if batch_zero and all(shapes):
-        try:
-            outs = _outputs(fn, [(0,) + s[1:] for s in shapes], dtypes, kw)
-        except (TypeError, ValueError):
-            pass            # again on the real shapes: the error then names them
-        else:
-            n = shapes[0][0]
-            return tuple((n,) + s[1:] for s in outs[0]), outs[1]
-    return _outputs(fn, shapes, dtypes, kw)
+
+@functools.lru_cache(maxsize=512)
+def _probe(fn, shapes: tuple, dtypes: tuple, kwargs: tuple, shrink: str):
+    """Output (shapes, dtypes) of ``fn`` on arrays of ``shapes``/``dtypes`` (cached),
+    from a call on small arrays: ``shrink`` names the :data:`_SHRINKS` rule that makes
+    them and maps the outputs' shapes back."""
+    small, restore = _SHRINKS[shrink](shapes)
+    outs, out_dtypes = _outputs(fn, small, dtypes, {k: v for k, v, _ in kwargs})
+    return restore(outs), out_dtypes
+
+
+def _batch_zero(shapes):
+    """Image ops: the shapes with N (the leading axis) = 0, and the function putting the N
+    back. The probe then cannot compare the N of two arguments, which the callers that
+    take two (grid_sample, affine_grid) check on the real shapes."""
+    if not all(shapes):
+        return shapes, lambda outs: outs
+    n = shapes[0][0]
+    return ([(0,) + s[1:] for s in shapes],
+            lambda outs: tuple((n,) + s[1:] for s in outs))
+
+
+def _relabeled(shapes):
+    """Broadcasting ops (distances, lerp, slerp): the shapes with their sizes relabeled,
+    0 and 1 kept and the larger sizes replaced by 2, 3, ... in increasing order, and the
+    function mapping the labels back. Every relation between sizes that the NumPy checks
+    read (equal, 1 broadcasts, 0 is empty, which is larger) holds as for the real shapes,
+    and each output size is an input size. Sizes from 2**31 on are kept: the NumPy API
+    refuses some of them."""
+    big = sorted({d for s in shapes for d in s if 1 < d < 2 ** 31})
+    label = {d: i + 2 for i, d in enumerate(big)}
+    size = {i: d for d, i in label.items()}
+    return ([tuple(label.get(d, d) for d in s) for s in shapes],
+            lambda outs: tuple(tuple(size.get(d, d) for d in s) for s in outs))
+
+
+_SHRINKS = {"batch": _batch_zero, "sizes": _relabeled}
 
 
 def _outputs(fn, shapes, dtypes, kw):
@@ -283,15 +316,22 @@ def _cached(cached_fn, *key):
 
 
 def _image_specs(fn, arrays, kwargs):
-    shapes, dtypes = _cached(_probe, fn, tuple(tuple(a.shape) for a in arrays),
-                             tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), True)
-    return [_spec(s, d) for s, d in zip(shapes, dtypes)]
+    return _specs(fn, arrays, kwargs, "batch")
 
 
-def _full_specs(fn, arrays, kwargs):
-    shapes, dtypes = _cached(_probe, fn, tuple(tuple(a.shape) for a in arrays),
-                             tuple(np.dtype(a.dtype) for a in arrays), _frozen(kwargs), False)
-    return [_spec(s, d) for s, d in zip(shapes, dtypes)]
+# The weight a constant t is probed with: a new t each call probes nothing again.
+_PROBE_T = 0.5
+
+
+def _relabeled_specs(op, fn, arrays, kwargs):
+    """The output structs of ``fn`` (lerp, slerp, a distance) on ``arrays``; a constant
+    weight ``t`` in ``kwargs`` is probed as :data:`_PROBE_T`, then checked as the NumPy
+    API reads it, in the operands' compute dtype (float32 for half operands)."""
+    t = kwargs.get("t")
+    specs = _specs(fn, arrays, kwargs, "sizes", None if t is None else dict(kwargs, t=_PROBE_T))
+    if t is not None:
+        real_float(op, "t", t, np.float64 if specs[0].dtype == np.float64 else np.float32)
+    return specs
 
 
 def _cast_like(grads, primals):
@@ -791,7 +831,7 @@ def _pairwise(forward, backward, x, y, with_dist):
     op = forward.__name__
     x = _array(op, "x", x)
     arrays = (x,) if y is None else _weak_to_strong(x, _array(op, "y", y))
-    specs = _full_specs(forward, arrays, {})
+    specs = _relabeled_specs(op, forward, arrays, {})
 
     @jax.custom_vjp
     def f(*xs):
@@ -913,7 +953,7 @@ def _constant_t(op, t):
 def _lerp_arrays(a, b, t):
     arrays = (a, b) if isinstance(t, float) else (a, b, t)
     kw = {} if len(arrays) == 3 else {"t": t}
-    specs = _full_specs(_fi.lerp, arrays, kw)     # first: the NumPy API's errors
+    specs = _relabeled_specs("lerp", _fi.lerp, arrays, kw)    # first: the NumPy API's errors
     shape = jnp.broadcast_shapes(*(x.shape for x in arrays))
     # equal ranks, so that a mapped axis added in front of each broadcasts correctly
     padded = tuple(x.reshape((1,) * (len(shape) - x.ndim) + x.shape) for x in arrays)
@@ -955,7 +995,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     arrays = _weak_to_strong(*((a, b) if const_t is not None
                                else (a, b, _array("slerp", "t", t))))
     fkw = dict(kw, t=const_t) if const_t is not None else kw
-    specs = _full_specs(_fi.slerp, arrays, fkw)
+    specs = _relabeled_specs("slerp", _fi.slerp, arrays, fkw)
 
     @jax.custom_vjp
     def f(*xs):

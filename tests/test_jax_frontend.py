@@ -994,3 +994,63 @@ def test_second_derivative_in_the_image_of_a_warp_by_a_traced_matrix_is_zero(x64
         return jax.grad(lambda x: jax.grad(lambda x: fij.warp_affine(x, m, (4, 4)).sum())(x).sum())(x)
 
     np.testing.assert_array_equal(jax.jit(hess_sum)(x, jnp.asarray(_M)), np.zeros(x.shape))
+
+
+def _spied(monkeypatch, name):
+    """A list of the sizes (largest argument or result) of the calls of the NumPy op
+    ``name`` that fastinterp.jax makes while the test runs."""
+    import functools
+    real, sizes = getattr(fi, name), []
+
+    @functools.wraps(real)
+    def op(*args, **kw):
+        result = real(*args, **kw)
+        sizes.append(max(np.size(v) for v in (*args, result) if hasattr(v, "shape")))
+        return result
+
+    monkeypatch.setattr(fi, name, op)
+    return sizes
+
+
+def _abstract(*shapes, dtype=jnp.float32):
+    return [jax.ShapeDtypeStruct(s, dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("name, call, shapes, want", [
+    ("pairwise_sqdist", fij.pairwise_sqdist, [(4000, 3), (3000, 3)], (4000, 3000)),
+    ("pairwise_sqdist", fij.pairwise_sqdist, [(4000, 3)], (4000, 4000)),
+    ("pairwise_l2", fij.pairwise_l2, [(5, 1, 900, 3), (4, 700, 3)], (5, 4, 900, 700)),
+    ("lerp", fij.lerp, [(4000, 1), (1, 4000), (4000, 4000)], (4000, 4000)),
+    ("lerp", lambda a, b: fij.lerp(a, b, 0.25), [(4000, 1), (1, 1, 4000)], (1, 4000, 4000)),
+    ("slerp", fij.slerp, [(1000, 1000, 4), (1000, 1000, 4), (1000, 1)], (1000, 1000, 4)),
+    ("slerp", lambda a, b, t: fij.slerp(a, b, t, axis=0, path=True),
+     [(4, 500, 500), (4, 500, 500), (500, 1, 16)], (16, 4, 500, 500)),
+])
+def test_shapes_are_probed_on_small_arrays(monkeypatch, name, call, shapes, want):
+    """The distances, lerp and slerp ran the NumPy op at full size when traced (an
+    eval_shape of pairwise_sqdist on 16000 x 3 points took 3.3 s and about 1 GB): now on
+    small shapes whose sizes relate as the real ones do, the result's shape mapped back."""
+    sizes = _spied(monkeypatch, name)
+    out = jax.eval_shape(call, *_abstract(*shapes))
+    assert out.shape == want and out.dtype == jnp.float32
+    assert sizes and max(sizes) <= 1000
+
+
+@pytest.mark.parametrize("name, call", [
+    ("lerp", lambda a, t: fij.lerp(a, a + 1, t)),
+    ("slerp", lambda a, t: fij.slerp(a, a + 1, t)),
+])
+def test_a_new_constant_weight_probes_nothing_again(monkeypatch, name, call):
+    """t was part of the probe's cache key: every new Python number t ran the probe again."""
+    sizes = _spied(monkeypatch, name)
+    a = jax.ShapeDtypeStruct((3, 4), jnp.float32)
+    jax.eval_shape(lambda a: call(a, 0.125), a)
+    probes = len(sizes)
+    for t in (0.25, -0.5, 3.0):
+        jax.eval_shape(lambda a: call(a, t), a)
+    assert len(sizes) == probes
+    with pytest.raises(ValueError, match=rf"^{name}: t must be representable in float32"):
+        call(jnp.ones((3, 4), jnp.float32), 1e300)
+    with pytest.raises(ValueError, match=rf"^{name}: t must be representable in float32"):
+        call(jnp.ones((3, 4), jnp.bfloat16), 1e300)
+    call(jnp.ones((3, 4), jnp.float64), 1e300)
