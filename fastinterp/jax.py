@@ -37,6 +37,7 @@ Conventions
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Mapping, Set
@@ -50,7 +51,7 @@ from ._dispatch import _to_numpy
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
-from .warp import _check_dsize, _rotate_matrix, _warp_as, matrix_type_error
+from .warp import _check_dsize, _image_layout, _rotate_matrix, _warp_as, matrix_type_error
 
 __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pairwise_sqdist", "pairwise_l2",
@@ -408,9 +409,32 @@ def _asked_host(backward, needs, go, *arrays, absent=(), **kw):
 
 # ------------------------------------------------------------------ layouts and options
 
-def _as_batch(op, x, layout, nd_ok=False):
-    """:func:`fastinterp._layout.as_batch` of the argument ``input``."""
-    return as_batch(op, "input", x, layout, nd_ok)
+def _as_batch(op, x, layout, nd_ok=False, name="input"):
+    """:func:`fastinterp._layout.as_batch` of the argument ``name``."""
+    return as_batch(op, name, x, layout, nd_ok)
+
+
+@contextlib.contextmanager
+def _numpy_errors(call):
+    """Within the block (a frontend's trace-time checks, its probe included), an error
+    becomes the NumPy API's for the caller's own call: ``call()`` makes it on zero-stride
+    dummies of the caller's arrays, as given (one image, not its batch of one), and
+    raises what the NumPy API raises first for it (it checks before it computes)."""
+    try:
+        yield
+        return
+    except (TypeError, ValueError) as e:
+        error = e
+    try:
+        call()
+    except (TypeError, ValueError) as e:
+        raise e from None
+    raise error
+
+
+def _dummies(*arrays):
+    """:func:`_dummy` arrays of the shapes and dtypes of JAX arrays."""
+    return [_dummy(a.shape, a.dtype) for a in arrays]
 
 
 def _forward_only_vjp(op, what, f, instead="use match='torch' with float data"):
@@ -455,24 +479,21 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     op = "grid_sample"
     layout = from_channels_last(op, layout, channels_last)
     input, grid = _weak_to_strong(_array(op, "input", input), _array(op, "grid", grid))
-    if len(input.shape) == 5 and layout not in (None, "NCHW", "NCDHW"):
-        resolve_layout(op, "input", input, layout)       # the NumPy API's error
-    x_b, name, back_fn = _as_batch(op, input, layout)
-    if input.ndim in (2, 3):          # one image: its grid is (H_out, W_out, 2)
-        if grid.ndim != 3:            # the NumPy API's error for it
-            _fi.grid_sample(_dummy(input.shape, input.dtype), _dummy(grid.shape, grid.dtype),
-                            layout=layout)
-        grid = grid.reshape((1,) + grid.shape)
-    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-              fill=static_fill(op, _constant(op, "fill", fill)), layout=name)
-    specs = _image_specs(_fi.grid_sample, (x_b, grid), kw)
-    check_grid_batch(op, grid, x_b.shape[0])    # the probe's arrays all have N = 0
+    given = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                 fill=_constant(op, "fill", fill), layout=layout)
+    with _numpy_errors(lambda: _fi.grid_sample(*_dummies(input, grid), **given)):
+        x_b, name, back_fn = _as_batch(op, input, layout)
+        # one image: its grid is (H_out, W_out, 2)
+        g_b = grid.reshape((1,) + grid.shape) if input.ndim in (2, 3) else grid
+        kw = dict(given, fill=static_fill(op, given["fill"]), layout=name)
+        specs = _image_specs(_fi.grid_sample, (x_b, g_b), kw)
+        check_grid_batch(op, g_b, x_b.shape[0])    # the probe's arrays all have N = 0
     if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of the grid is an error
         return back_fn(_forward_only_vjp(
             op, "a uint8 image", lambda x, g: _one(_fi.grid_sample, kw, specs, (x, g)),
-            _TO_FLOAT)(x_b, grid))
+            _TO_FLOAT)(x_b, g_b))
     return back_fn(_partial_vjp(op, lambda x, g: _one(_fi.grid_sample, kw, specs, (x, g)),
-                                _fi.grid_sample_backward, kw, (x_b, grid), _sampler_reads,
+                                _fi.grid_sample_backward, kw, (x_b, g_b), _sampler_reads,
                                 ("needs_input_grad", "needs_grid_grad")))
 
 
@@ -570,9 +591,10 @@ def _constant(op, name, v):
     return v
 
 
-def _image_op(fn, bwd_fn, input, kw, back, forward_only=None):
-    """One differentiable call of a resize-like op on a batch ``input``."""
-    specs = _image_specs(fn, (input,), kw)
+def _image_op(fn, bwd_fn, input, kw, back, specs=None, forward_only=None):
+    """One differentiable call of a resize-like op on a batch ``input`` (``specs``: its
+    output structs, when the caller has them)."""
+    specs = specs or _image_specs(fn, (input,), kw)
 
     def f(x):
         return _one(fn, kw, specs, (x,))
@@ -607,17 +629,20 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     >>> fij.resize(x, size=(1, 4), mode="bilinear", align_corners=True)[0, 0, 0]
     Array([1.       , 1.3333333, 1.6666667, 2.       ], dtype=float32)
     """
-    x_b, name, back_fn = _as_batch("resize", _array("resize", "input", input), layout,
-                                   nd_ok=True)
-    kw = dict(size=_static("resize", "size", size, int),
-              scale_factor=_static("resize", "scale_factor", scale_factor),
-              mode=mode, align_corners=align_corners, antialias=antialias,
-              recompute_scale_factor=recompute_scale_factor, layout=name, match=match)
+    input = _array("resize", "input", input)
+    given = dict(size=_static("resize", "size", size, int),
+                 scale_factor=_static("resize", "scale_factor", scale_factor),
+                 mode=mode, align_corners=align_corners, antialias=antialias,
+                 recompute_scale_factor=recompute_scale_factor, layout=layout, match=match)
+    with _numpy_errors(lambda: _fi.resize(*_dummies(input), **given)):
+        x_b, name, back_fn = _as_batch("resize", input, layout, nd_ok=True)
+        kw = dict(given, layout=name)
+        specs = _image_specs(_fi.resize, (x_b,), kw)
     back = dict(input_size=_spatial(x_b.shape, name), scale_factor=kw["scale_factor"],
                 mode=mode, align_corners=align_corners, antialias=antialias,
                 recompute_scale_factor=recompute_scale_factor, layout=name)
     what = None if match == "torch" else f"match={match!r}"
-    return back_fn(_image_op(_fi.resize, _fi.resize_backward, x_b, kw, back, what))
+    return back_fn(_image_op(_fi.resize, _fi.resize_backward, x_b, kw, back, specs, what))
 
 
 interpolate = resize
@@ -650,13 +675,16 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     Array([[ 2.5,  4.5],
            [10.5, 12.5]], dtype=float32)
     """
-    x_b, name, back_fn = _as_batch("adaptive_avg_pool2d",
-                                   _array("adaptive_avg_pool2d", "input", input), layout)
-    kw = dict(output_size=_static("adaptive_avg_pool2d", "output_size", output_size, int),
-              layout=name)
+    input = _array("adaptive_avg_pool2d", "input", input)
+    given = dict(output_size=_static("adaptive_avg_pool2d", "output_size", output_size, int),
+                 layout=layout)
+    with _numpy_errors(lambda: _fi.adaptive_avg_pool2d(*_dummies(input), **given)):
+        x_b, name, back_fn = _as_batch("adaptive_avg_pool2d", input, layout)
+        kw = dict(given, layout=name)
+        specs = _image_specs(_fi.adaptive_avg_pool2d, (x_b,), kw)
     back = dict(input_size=_spatial(x_b.shape, name), layout=name)
     return back_fn(_image_op(_fi.adaptive_avg_pool2d, _fi.adaptive_avg_pool2d_backward, x_b, kw,
-                             back))
+                             back, specs))
 
 
 def adaptive_avg_pool3d(input, output_size):
@@ -683,9 +711,14 @@ def _warp_host(op):
     errors) for a host callback; half images run in float32."""
     def host(img, M, **kw):
         if img.dtype.itemsize == 2:
-            return _warp_as(op, img.astype(np.float32), M, **kw).astype(img.dtype)
+            return _warp_as(op, img.astype(_warp_dtype(img.dtype)), M, **kw).astype(img.dtype)
         return _warp_as(op, img, M, **kw)
     return host
+
+
+def _warp_dtype(dtype):
+    """The dtype the NumPy warps compute an image of ``dtype`` in (float32 for half)."""
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize == 2 else np.dtype(dtype)
 
 
 def _warp_bwd_host(op):
@@ -696,6 +729,17 @@ def _warp_bwd_host(op):
             go, img = go.astype(np.float32), img.astype(np.float32)
         return fn(go, img, M, **kw)
     return host
+
+
+def _warp_spec(host, x_b, M, kw):
+    """The output struct of a warp of the batch ``x_b``, from the NumPy API's call on one
+    zero pixel per image (its checks and the output dtype: as cheap for any image size;
+    dsize is checked by the caller)."""
+    lay = Layout(kw["layout"])
+    n, c, h, w = lay.split(x_b.shape)
+    probe = host(np.zeros(lay.join(n, c, min(h, 1), min(w, 1)), x_b.dtype),   # H, W = 0 kept
+                 M, **dict(kw, dsize=(1, 1)))
+    return _spec(lay.join(n, c, *kw["dsize"]), probe.dtype)
 
 
 def _identity_like(shape, rows):
@@ -724,21 +768,20 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     if not jnp.issubdtype(M.dtype, jnp.floating) or M.dtype.itemsize == 2:
         M = M.astype(np.float64 if not traced else
                      jnp.float64 if img.dtype == jnp.float64 else jnp.float32)
-    x_b, name, back_fn = _as_batch(op, img, layout)
-    kw = dict(dsize=_check_dsize(op, _static(op, "dsize", dsize, int)), mode=mode,
-              padding_mode=padding_mode, align_corners=align_corners, match=match,
-              inverse_map=inverse_map, fill=static_fill(op, _constant(op, "fill", fill)),
-              layout=name)
+    # the NumPy API's checks of a constant M (finite, invertible: errors now, not from the
+    # compiled call); identity matrices of M's shape for a traced one
+    matrix = _identity_like(M.shape, rows) if traced else M
+    given = dict(dsize=_static(op, "dsize", dsize, int), mode=mode, padding_mode=padding_mode,
+                 align_corners=align_corners, match=match, inverse_map=inverse_map,
+                 fill=_constant(op, "fill", fill), layout=layout)
     host, host_bwd = _WARP_HOSTS[op]
-    # the NumPy API's checks and the output dtype, on one zero pixel per image (as cheap
-    # for any image size; dsize was checked above) and the matrices: a constant M as
-    # given (finite, invertible: errors now, not from the compiled call), identity
-    # matrices of M's shape for a traced one
-    lay = Layout(name)
-    n, c, h, w = lay.split(x_b.shape)
-    probe = host(np.zeros(lay.join(n, c, min(h, 1), min(w, 1)), x_b.dtype),   # H, W = 0 kept
-                 _identity_like(M.shape, rows) if traced else M, **dict(kw, dsize=(1, 1)))
-    specs = [_spec(lay.join(n, c, *kw["dsize"]), probe.dtype)]
+    with _numpy_errors(lambda: _warp_as(op, _dummy(img.shape, _warp_dtype(img.dtype)), matrix,
+                                        **given)):
+        _image_layout(op, img, layout)          # (as_batch passes a volume)
+        x_b, name, back_fn = _as_batch(op, img, layout, name="img")
+        kw = dict(given, dsize=_check_dsize(op, given["dsize"]),
+                  fill=static_fill(op, given["fill"]), layout=name)
+        specs = [_warp_spec(host, x_b, matrix, kw)]
     if not traced:
         return back_fn(_warp_constant_matrix(op, host, host_bwd, M, kw, specs, x_b))
     if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of M is an error

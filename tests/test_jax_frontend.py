@@ -1054,3 +1054,59 @@ def test_a_new_constant_weight_probes_nothing_again(monkeypatch, name, call):
     with pytest.raises(ValueError, match=rf"^{name}: t must be representable in float32"):
         call(jnp.ones((3, 4), jnp.bfloat16), 1e300)
     call(jnp.ones((3, 4), jnp.float64), 1e300)
+
+
+_E = np.eye(2, 3)
+
+
+@pytest.mark.parametrize("name, shapes, kw", [
+    ("grid_sample", [(1, 3, 4, 4, 4), (1, 2, 2, 2, 3)], dict(layout="NHWC")),
+    ("grid_sample", [(1, 3, 4, 4, 4), (1, 2, 2, 2, 3)], dict(layout="CHW", mode="foo")),
+    ("grid_sample", [(3,), (1, 2, 2, 2)], {}),
+    ("grid_sample", [(1, 3, 4), (1, 2, 2)], {}),
+    ("grid_sample", [(3, 4, 4), (2, 2, 3)], dict(layout="CHW")),
+    ("grid_sample", [(4, 4), (1, 2, 2, 2)], {}),
+    ("grid_sample", [(3, 0, 4), (2, 2, 2)], dict(layout="CHW")),
+    ("grid_sample", [(4, 4, 3), (2, 2, 2)], dict(layout="HWC", padding_mode="constant",
+                                                  fill=(1, 2))),
+    ("grid_sample", [(1, 3, 4, 4), (2, 2, 2, 2)], dict(mode="foo")),
+    ("grid_sample", [(1, 3, 4, 4), (1, 2, 2, 2)], dict(layout="foo")),
+    ("resize", [(3, 0, 4)], dict(size=(2, 2), layout="CHW")),
+    ("resize", [(0, 4)], dict(size=(2, 2))),
+    ("resize", [(4, 5, 3)], dict(size=(2, 2, 2), layout="HWC")),
+    ("resize", [(1, 3, 4, 4)], dict(size=(2, 2), match="foo", layout="CHW")),
+    ("resize", [(1, 3, 4, 4, 4)], dict(size=(2, 2, 2), match="opencv")),
+    ("resize", [(1, 3, 4, 4)], dict(size=(2, 2), scale_factor=2)),
+    ("adaptive_avg_pool2d", [(3, 0, 4)], dict(output_size=2, layout="CHW")),
+    ("adaptive_avg_pool2d", [(0, 4)], dict(output_size=2)),
+    ("adaptive_avg_pool1d", [(3, 0)], dict(output_size=2)),
+    ("adaptive_avg_pool3d", [(3, 0, 4, 4)], dict(output_size=2)),
+    ("warp_affine", [(1, 3, 4, 4)], dict(M=_E, dsize=(3, 3), layout="CHW")),
+    ("warp_affine", [(1, 3, 0, 4)], dict(M=_E, dsize=(3, 3))),
+    ("warp_affine", [(3, 0, 4)], dict(M=_E, dsize=(3, 3), layout="CHW")),
+    ("warp_affine", [(3, 4, 4)], dict(M=_E, dsize=(3, 3))),
+    ("warp_affine", [(1, 3, 4, 4, 4)], dict(M=_E, dsize=(3, 3))),
+    ("warp_affine", [(1, 3, 4, 4, 4)], dict(M=_E, dsize=(3, 3), match="foo")),
+    ("warp_affine", [(4, 4)], dict(M=np.stack([_E] * 3), dsize=(3, 3))),
+    ("warp_affine", [(1, 3, 4, 4)], dict(M=_E, dsize=(2 ** 31, 3))),
+    ("warp_affine", [(1, 3, 4, 4)], dict(M=np.zeros((2, 3)), dsize=(3, 3))),
+    ("warp_perspective", [(1, 3, 4, 0)], dict(M=np.eye(3), dsize=(3, 3))),
+    ("warp_perspective", [(1, 3, 4, 4)], dict(M=np.eye(3), dsize=(3, 3), layout="HWC")),
+    ("rotate", [(1, 3, 0, 4)], dict(angle=30)),
+    ("rotate", [(0, 4)], dict(angle=30)),
+    ("rotate", [(3, 4, 4)], dict(angle=30)),
+    ("pairwise_sqdist", [(2, 4, 3), (3, 5, 2)], {}),
+    ("pairwise_l2", [(2, 4, 3), (3, 5, 3)], {}),
+    ("lerp", [(3, 4), (5, 4), (7,)], {}),
+    ("slerp", [(3, 4), (3, 4), (2, 5)], dict(path=True)),
+])
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_every_trace_time_error_is_the_numpy_apis(name, shapes, kw, trace):
+    """Errors raised by the frontend's own steps (an image made a batch of one, a probe
+    on one pixel per image) named its own shapes, "input" for a warp's img, or another
+    check than the NumPy API's (a volume in another layout)."""
+    with pytest.raises((TypeError, ValueError)) as numpy_error:
+        getattr(fi, name)(*(np.ones(s) for s in shapes), **kw)
+    with pytest.raises(type(numpy_error.value)) as jax_error:
+        trace(lambda *xs: getattr(fij, name)(*xs, **kw))(*(jnp.ones(s) for s in shapes))
+    assert str(jax_error.value) == str(numpy_error.value)
