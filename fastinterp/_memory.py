@@ -15,6 +15,7 @@ time with :func:`set_output_cache` (0 keeps nothing and frees what is kept).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -85,6 +86,32 @@ def check_fits(op: str, what: str, nbytes: int) -> None:
     if total is not None and nbytes > total:
         raise MemoryError(f"{op}: {what} would need {nbytes / 2**30:.1f} GiB, more than this "
                           f"machine's memory and swap ({total / 2**30:.1f} GiB).")
+    if getattr(_checking, "only", False):
+        raise ChecksPassed
+
+
+class ChecksPassed(Exception):
+    """Raised by :func:`check_fits` within :func:`checks_only` when the memory fits."""
+
+
+_checking = threading.local()
+
+
+@contextlib.contextmanager
+def checks_only():
+    """Within the block, an op stops at its memory check (:func:`check_fits`): with its
+    ``MemoryError``, or, when the memory fits, with :class:`ChecksPassed`, which the block
+    swallows. An op called there on zero-stride dummies of the real shapes checks its
+    arguments and its memory need as it would for real arrays, and computes nothing (the
+    ops check before they allocate or compute); the JAX frontend checks so when a
+    function is traced. Only for calls that reach a memory check."""
+    _checking.only = True
+    try:
+        yield
+    except ChecksPassed:
+        pass
+    finally:
+        _checking.only = False
 
 
 def empty(shape, dtype) -> np.ndarray:

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fastinterp as _fi
+from . import _memory
 from ._dispatch import _to_numpy
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
@@ -109,9 +110,24 @@ def _probe(fn, shapes: tuple, dtypes: tuple, kwargs: tuple, shrink: str):
     """Output (shapes, dtypes) of ``fn`` on arrays of ``shapes``/``dtypes`` (cached),
     from a call on small arrays: ``shrink`` names the :data:`_SHRINKS` rule that makes
     them and maps the outputs' shapes back."""
+    kw = {k: v for k, v, _ in kwargs}
+    if fn in _MEMORY_CHECKED:     # with the real sizes: the small probe's are not the need
+        with _memory.checks_only():
+            _outputs(fn, shapes, [_compute_dtype(d) for d in dtypes], kw)
     small, restore = _SHRINKS[shrink](shapes)
-    outs, out_dtypes = _outputs(fn, small, dtypes, {k: v for k, v, _ in kwargs})
+    outs, out_dtypes = _outputs(fn, small, dtypes, kw)
     return restore(outs), out_dtypes
+
+
+# The NumPy ops that refuse a result beyond the machine's memory (_memory.check_fits)
+_MEMORY_CHECKED = frozenset((_fi.resize, _fi.adaptive_avg_pool1d, _fi.adaptive_avg_pool2d,
+                             _fi.adaptive_avg_pool3d))
+
+
+def _compute_dtype(dtype):
+    """The dtype the NumPy ops compute ``dtype`` in: float32 for half precision (on
+    zero-stride dummies, what the op then checks without widening a full-size copy)."""
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize == 2 else np.dtype(dtype)
 
 
 def _batch_zero(shapes):
@@ -415,26 +431,30 @@ def _as_batch(op, x, layout, nd_ok=False, name="input"):
 
 
 @contextlib.contextmanager
-def _numpy_errors(call):
+def _numpy_errors(call, memory_checked=False):
     """Within the block (a frontend's trace-time checks, its probe included), an error
     becomes the NumPy API's for the caller's own call: ``call()`` makes it on zero-stride
     dummies of the caller's arrays, as given (one image, not its batch of one), and
-    raises what the NumPy API raises first for it (it checks before it computes)."""
+    raises what the NumPy API raises first for it (it checks before it computes).
+    ``memory_checked``: the op has a memory check, where the call stops (computing
+    nothing if its arguments pass)."""
     try:
         yield
         return
     except (TypeError, ValueError) as e:
         error = e
     try:
-        call()
-    except (TypeError, ValueError) as e:
+        with _memory.checks_only() if memory_checked else contextlib.nullcontext():
+            call()
+    except (TypeError, ValueError, MemoryError) as e:
         raise e from None
     raise error
 
 
-def _dummies(*arrays):
-    """:func:`_dummy` arrays of the shapes and dtypes of JAX arrays."""
-    return [_dummy(a.shape, a.dtype) for a in arrays]
+def _dummies(*arrays, compute=False):
+    """:func:`_dummy` arrays of the shapes and dtypes of JAX arrays (``compute``: in the
+    dtypes the NumPy ops compute them in, see :func:`_compute_dtype`)."""
+    return [_dummy(a.shape, _compute_dtype(a.dtype) if compute else a.dtype) for a in arrays]
 
 
 def _forward_only_vjp(op, what, f, instead="use match='torch' with float data"):
@@ -634,7 +654,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
                  scale_factor=_static("resize", "scale_factor", scale_factor),
                  mode=mode, align_corners=align_corners, antialias=antialias,
                  recompute_scale_factor=recompute_scale_factor, layout=layout, match=match)
-    with _numpy_errors(lambda: _fi.resize(*_dummies(input), **given)):
+    with _numpy_errors(lambda: _fi.resize(*_dummies(input, compute=True), **given), True):
         x_b, name, back_fn = _as_batch("resize", input, layout, nd_ok=True)
         kw = dict(given, layout=name)
         specs = _image_specs(_fi.resize, (x_b,), kw)
@@ -678,7 +698,8 @@ def adaptive_avg_pool2d(input, output_size, *, layout=None):
     input = _array("adaptive_avg_pool2d", "input", input)
     given = dict(output_size=_static("adaptive_avg_pool2d", "output_size", output_size, int),
                  layout=layout)
-    with _numpy_errors(lambda: _fi.adaptive_avg_pool2d(*_dummies(input), **given)):
+    with _numpy_errors(lambda: _fi.adaptive_avg_pool2d(*_dummies(input, compute=True),
+                                                      **given), True):
         x_b, name, back_fn = _as_batch("adaptive_avg_pool2d", input, layout)
         kw = dict(given, layout=name)
         specs = _image_specs(_fi.adaptive_avg_pool2d, (x_b,), kw)
@@ -711,14 +732,10 @@ def _warp_host(op):
     errors) for a host callback; half images run in float32."""
     def host(img, M, **kw):
         if img.dtype.itemsize == 2:
-            return _warp_as(op, img.astype(_warp_dtype(img.dtype)), M, **kw).astype(img.dtype)
+            return _warp_as(op, img.astype(_compute_dtype(img.dtype)), M,
+                            **kw).astype(img.dtype)
         return _warp_as(op, img, M, **kw)
     return host
-
-
-def _warp_dtype(dtype):
-    """The dtype the NumPy warps compute an image of ``dtype`` in (float32 for half)."""
-    return np.dtype(np.float32) if np.dtype(dtype).itemsize == 2 else np.dtype(dtype)
 
 
 def _warp_bwd_host(op):
@@ -731,15 +748,18 @@ def _warp_bwd_host(op):
     return host
 
 
-def _warp_spec(host, x_b, M, kw):
-    """The output struct of a warp of the batch ``x_b``, from the NumPy API's call on one
-    zero pixel per image (its checks and the output dtype: as cheap for any image size;
-    dsize is checked by the caller)."""
+def _warp_spec(op, x_b, M, kw):
+    """The output struct of a warp of the batch ``x_b`` (its dtype: the image's), after the
+    NumPy API's checks, its memory check of the real dsize included, on one zero pixel per
+    image (N, C and dsize make the memory need; as cheap for any image size): the call
+    stops at the memory check, computing nothing."""
     lay = Layout(kw["layout"])
     n, c, h, w = lay.split(x_b.shape)
-    probe = host(np.zeros(lay.join(n, c, min(h, 1), min(w, 1)), x_b.dtype),   # H, W = 0 kept
-                 M, **dict(kw, dsize=(1, 1)))
-    return _spec(lay.join(n, c, *kw["dsize"]), probe.dtype)
+    pixels = np.zeros(lay.join(n, c, min(h, 1), min(w, 1)),      # H, W = 0 kept
+                      _compute_dtype(x_b.dtype))
+    with _memory.checks_only():
+        _warp_as(op, pixels, M, **kw)
+    return _spec(lay.join(n, c, *kw["dsize"]), x_b.dtype)
 
 
 def _identity_like(shape, rows):
@@ -775,13 +795,13 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
                  align_corners=align_corners, match=match, inverse_map=inverse_map,
                  fill=_constant(op, "fill", fill), layout=layout)
     host, host_bwd = _WARP_HOSTS[op]
-    with _numpy_errors(lambda: _warp_as(op, _dummy(img.shape, _warp_dtype(img.dtype)), matrix,
-                                        **given)):
+    with _numpy_errors(lambda: _warp_as(op, *_dummies(img, compute=True), matrix, **given),
+                       True):
         _image_layout(op, img, layout)          # (as_batch passes a volume)
         x_b, name, back_fn = _as_batch(op, img, layout, name="img")
         kw = dict(given, dsize=_check_dsize(op, given["dsize"]),
                   fill=static_fill(op, given["fill"]), layout=name)
-        specs = [_warp_spec(host, x_b, matrix, kw)]
+        specs = [_warp_spec(op, x_b, matrix, kw)]
     if not traced:
         return back_fn(_warp_constant_matrix(op, host, host_bwd, M, kw, specs, x_b))
     if x_b.dtype == jnp.uint8:    # forward only: a gradient asked of M is an error

@@ -1485,8 +1485,9 @@ def _identity_table(dtype) -> AxisTable:
 
 
 def _nd_input(op, name, arr, ranks, one_item_ok=False):
-    """Dispatch one 1-D/3-D array argument (CPU only): (prepared call, C-contiguous array,
-    dtype). ``one_item_ok``: the op also takes one unbatched item (the error says so)."""
+    """Dispatch one 1-D/3-D array argument (CPU only): (prepared call, array, dtype); the
+    array is made C-contiguous by :func:`_nd_apply`, after the memory check.
+    ``one_item_ok``: the op also takes one unbatched item (the error says so)."""
     p = begin(op, **{name: arr})
     x = p.arrays[name]
     check_array(op, name, x)
@@ -1505,7 +1506,7 @@ def _nd_input(op, name, arr, ranks, one_item_ok=False):
         raise ValueError(f"{op}: {name} must have every spatial extent >= 1; "
                          f"got {shape_str(x.shape)}.")
     _check_extents_fit(op, name, x.shape, x.shape[2:])
-    return p, np.ascontiguousarray(x), dtype
+    return p, x, dtype
 
 
 def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
@@ -1513,7 +1514,8 @@ def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
 
     Volumes: in the order :func:`_planes_first` picks. ``unbatched``: ``x`` is the
     caller's one item with a batch axis of 1 in front, and the result (``out`` too) has
-    none."""
+    none. ``x`` is made C-contiguous here, after the callers' checks (memory included)."""
+    x = np.ascontiguousarray(x)
     n, c = x.shape[:2]
     dtype = x.dtype
     shape = (n, c) + tuple(out_sp)

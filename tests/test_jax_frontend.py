@@ -1110,3 +1110,52 @@ def test_every_trace_time_error_is_the_numpy_apis(name, shapes, kw, trace):
     with pytest.raises(type(numpy_error.value)) as jax_error:
         trace(lambda *xs: getattr(fij, name)(*xs, **kw))(*(jnp.ones(s) for s in shapes))
     assert str(jax_error.value) == str(numpy_error.value)
+
+
+_HUGE = (10 ** 6, 10 ** 6)
+
+
+@pytest.mark.parametrize("name, call, shape", [
+    ("resize", lambda m, x: m.resize(x, size=_HUGE), (1, 2, 4, 4)),
+    ("resize", lambda m, x: m.resize(x, size=_HUGE, layout="HWC", match="opencv"), (4, 4, 3)),
+    ("resize", lambda m, x: m.resize(x, size=(10 ** 4,) * 3, mode="trilinear"), (1, 2, 3, 4, 4)),
+    ("resize", lambda m, x: m.resize(x, size=2 ** 31 - 1, mode="linear"), (1, 4096, 4)),
+    ("adaptive_avg_pool2d", lambda m, x: m.adaptive_avg_pool2d(x, _HUGE, layout="CHW"), (3, 4, 4)),
+    ("adaptive_avg_pool3d", lambda m, x: m.adaptive_avg_pool3d(x, 10 ** 4), (1, 2, 3, 4, 4)),
+    ("warp_affine", lambda m, x: m.warp_affine(x, np.eye(2, 3), _HUGE), (2, 3, 4, 4)),
+    ("warp_perspective", lambda m, x: m.warp_perspective(x, np.eye(3), _HUGE, layout="HW"),
+     (4, 4)),
+])
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_results_beyond_memory_are_the_numpy_apis_memory_error(name, call, shape, trace):
+    """The probes ran at batch 0 (or dsize 1 x 1), where the NumPy API's memory check
+    passes: XLA then failed to allocate the result (RESOURCE_EXHAUSTED). The check now
+    runs with the real sizes when the function is traced."""
+    x = np.ones(shape, np.float32)
+    with pytest.raises(MemoryError) as numpy_error:
+        call(fi, x)
+    assert str(numpy_error.value).startswith(f"{name}: ")
+    with pytest.raises(MemoryError) as jax_error:
+        trace(lambda x: call(fij, x))(jnp.asarray(x))
+    assert str(jax_error.value) == str(numpy_error.value)
+
+
+@pytest.mark.parametrize("call, shape", [
+    (lambda x: fij.resize(x, size=(2, 3)), (1, 1, 2 ** 20, 2 ** 20)),
+    (lambda x: fij.resize(x, size=(2, 3, 2), mode="trilinear"), (1, 1, 2 ** 14, 2 ** 14, 2 ** 14)),
+    (lambda x: fij.adaptive_avg_pool1d(x, 3), (1, 2 ** 20, 2 ** 22)),
+    (lambda x: fij.warp_affine(x, np.eye(2, 3), (5, 5)), (1, 1, 2 ** 20, 2 ** 20)),
+    (lambda x: fij.rotate(x, 30.0), (1, 1, 2 ** 15, 2 ** 14)),
+])
+def test_memory_checks_of_abstract_inputs_allocate_nothing(call, shape):
+    """The memory check runs on zero-stride dummies of the real shapes and stops there:
+    nothing of the input's size (terabytes here) is copied, nothing is computed."""
+    out = jax.eval_shape(call, jax.ShapeDtypeStruct(shape, jnp.float32))
+    assert out.dtype == jnp.float32
+
+
+def test_rotate_of_an_abstract_image_beyond_memory_is_a_memory_error():
+    with pytest.raises(MemoryError, match=r"^rotate: an output of \(1000000, 1000000\) per image "
+                                          r"would need"):
+        jax.eval_shape(lambda x: fij.rotate(x, 30.0), jax.ShapeDtypeStruct((1, 1) + _HUGE,
+                                                                          jnp.float32))
