@@ -49,6 +49,7 @@ import numpy as np
 import fastinterp as _fi
 from . import _memory
 from ._dispatch import _to_numpy
+from ._fpenv import ieee_subnormals
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import real_float
 from .sample import _check_size, check_grid_batch, static_fill
@@ -217,18 +218,12 @@ def _numpy_call(fn, kwargs, mapped, specs, layout, *arrays):
     ranks, any axes in front of them mapped by vmap, folded into N (``"fold"``) or looped
     over (``"loop"``); () when ``fn`` broadcasts. With a value ``layout``, the last array
     holds the packed values."""
-    saved = _fp().ieee_subnormals()      # XLA runs host callbacks with flush-to-zero set
-    try:
-        return _host_call(fn, kwargs, mapped, specs, layout, arrays)
-    finally:
-        _fp().restore_fp(saved)
+    # XLA runs host callbacks with flush-to-zero set; the NumPy steps here run with it
+    # cleared, as the kernels do
+    return _host_call(fn, kwargs, mapped, specs, layout, arrays)
 
 
-def _fp():
-    from ._cpu import blend
-    return blend
-
-
+@ieee_subnormals
 def _host_call(fn, kwargs, mapped, specs, layout, arrays):
     arrays = [np.asarray(a) for a in arrays]
     if layout:
