@@ -81,7 +81,7 @@ except ImportError:          # pragma: no cover
 import fastinterp as _fi
 from ._validate import check_bool, check_option, real_float, shape_str, symbolic
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from ._dispatch import _plain_tensor, _to_numpy, requires_grad_error
+from ._dispatch import _dtype_name, _plain_tensor, _to_numpy, requires_grad_error
 from .blend import SLERP_NORMS, slerp_axis, weight_list
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
 from .sample import _check_options, _check_size, check_align_corners, static_fill
@@ -213,6 +213,9 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
         if out is None:
             return direct(*args)
         direct(*args, out=out)
+        # written through a NumPy view: tell autograd, as torch's own out= ops do (a graph
+        # that saved out's old values then raises instead of using the new ones)
+        torch.autograd.graph.increment_version(out)
         return out
     try:
         op_in = args if op_args is None else op_args(*args)
@@ -241,6 +244,9 @@ def _check_out(op, out):
             raise requires_grad_error(op, "out")
         return
     _plain_tensor(op, "out", out, writable=True)
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"{op}: out is an inference tensor, which torch lets only code "
+                         f"under torch.inference_mode() write; got one outside it.")
 
 
 def _type_name(value):
@@ -337,7 +343,7 @@ def _invoke(op, *args):
     ``create_graph=True`` records the node whose backward raises, and tracing sees it)."""
     if op is not _lerp_bwd_op and any(isinstance(a, Tensor) and _is_legacy_batched(a)
                                       for a in args):
-        raise TypeError(f"{op._name.removesuffix('_backward')}: batched gradients "
+        raise TypeError(f"{_forward_name(op, args)}: batched gradients "
                         f"(torch.autograd.grad(..., is_grads_batched=True), "
                         f"jacobian(..., vectorize=True)) are not supported: its backward runs "
                         f"a compiled kernel on one gradient at a time (use vectorize=False, or "
@@ -380,14 +386,26 @@ def _dense(grad):
     return grad
 
 
+_FORWARD_NAME: dict = {}     # backward op -> its public op's name, or name(*inputs)
+
+
+def _forward_name(op, inputs):
+    """The public op a backward ``op`` called with ``inputs`` serves, for its errors."""
+    name = _FORWARD_NAME.get(op)
+    if callable(name):
+        return name(*inputs)
+    return name or op._name.removesuffix("_backward")
+
+
 def _register(op, fake, backward=None, setup=None, name=None):
     """Attach the fake kernel and the autograd formula (or, for a backward op, the
     double-backward error naming the forward ``name``)."""
     op.register_fake(fake)
     if backward is None:
+        _FORWARD_NAME[op] = name
         if callable(name):
-            def setup(ctx, inputs, output, name_of=name):
-                ctx.op_name = name_of(*inputs)
+            def setup(ctx, inputs, output):
+                ctx.op_name = _forward_name(op, inputs)
             op.register_autograd(_no_double_backward(None), setup_context=setup)
         else:
             op.register_autograd(_no_double_backward(name), setup_context=_no_setup)
@@ -952,7 +970,44 @@ def _warp_direct(img, M, dsize, mode, padding_mode, align_corners, match, invers
                          _fill_arg(fill), layout=layout))
     if not half:
         return r
-    return r.to(img.dtype) if out is None else out.copy_(r)
+    if out is None:
+        return r.to(img.dtype)
+    _check_half_out(name, out, r.shape, img)
+    return out.copy_(r)
+
+
+def _check_half_out(op, out, shape, img):
+    """The NumPy API's ``out=`` checks for a half-precision result computed in float32
+    (the NumPy call it comes from had no ``out`` to check)."""
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{op}: out must have shape {shape_str(shape)}; got "
+                         f"{shape_str(out.shape)}.")
+    if out.dtype != img.dtype:
+        raise TypeError(f"{op}: out must have dtype {_dtype_name(img)}; got "
+                        f"{_dtype_name(out)}.")
+    if not out.is_contiguous():
+        raise ValueError(f"{op}: out must be C-contiguous; got strides "
+                         f"{tuple(s * out.element_size() for s in out.stride())}.")
+    if _bytes_overlap(out, img):
+        raise ValueError(f"{op}: out must not share memory with img; pass a separate output "
+                         f"array.")
+
+
+def _bytes_overlap(a, b) -> bool:
+    """Whether two tensors' memory spans (first to last element) meet in one storage."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr() + t.element_size() * sum(st * (n - 1) for st, n in
+                                                   zip(t.stride(), t.shape) if st < 0)
+        hi = t.data_ptr() + t.element_size() * (1 + sum(st * (n - 1) for st, n in
+                                                         zip(t.stride(), t.shape) if st > 0))
+        return lo, hi
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 @_custom_op("warp")

@@ -10,6 +10,7 @@ inputs, ``out=`` and double backward behave as documented.
 from __future__ import annotations
 
 import doctest
+import math
 import itertools
 import subprocess
 import sys
@@ -909,6 +910,65 @@ def test_out_that_requires_grad_is_refused(name, call, no_grad):
 
 
 @pytest.mark.parametrize("name, call", OUT_CALLS)
+def test_out_written_in_place_is_seen_by_autograd(name, call):
+    """out= is written through a NumPy view: autograd did not see it, so a graph that had
+    saved out's old values used the new ones silently (a wrong gradient) where torch's
+    own out= ops make backward raise."""
+    x = torch.rand(2, 3, 5, 5)
+    out = torch.ones(call(x, None).shape)
+    w = torch.tensor(2.0, requires_grad=True)
+    loss = (out * w).sum()                 # saves out for w's gradient
+    version = out._version
+    call(x, out)
+    assert out._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("name, call", OUT_CALLS)
+def test_out_that_is_an_inference_tensor_is_written_in_inference_mode_only(name, call):
+    x = torch.rand(2, 3, 5, 5)
+    with torch.inference_mode():
+        out = torch.zeros(call(x, None).shape)
+    with pytest.raises(ValueError, match=rf"^{name}: out is an inference tensor"):
+        call(x, out)
+    assert not out.any()
+    with torch.inference_mode():
+        assert call(x, out) is out and out.any()
+
+
+_HALF_WARPS = [
+    ("warp_affine", lambda x, out: fit.warp_affine(x, torch.eye(2, 3), (4, 4), out=out)),
+    ("warp_perspective", lambda x, out: fit.warp_perspective(x, torch.eye(3), (4, 4), out=out)),
+    ("rotate", lambda x, out: fit.rotate(x, 30.0, out=out)),
+]
+
+
+@pytest.mark.parametrize("name, call", _HALF_WARPS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_warps_check_out_as_the_float_ones_do(name, call, dtype):
+    """A half-precision warp is computed in float32 and rounded into out: out was never
+    checked (an int64 out was cast into, a broadcastable shape filled, a strided or
+    overlapping one written)."""
+    x = torch.rand(2, 3, 5, 5).to(dtype)
+    shape = tuple(call(x, None).shape)
+    bad = [(torch.zeros(shape, dtype=torch.int64), TypeError,
+            rf"^{name}: out must have dtype {str(dtype)[6:]}; got int64"),
+           (torch.zeros((4,) + shape, dtype=dtype), ValueError, rf"^{name}: out must have shape"),
+           (torch.zeros(shape[:-1] + (2 * shape[-1],), dtype=dtype)[..., ::2], ValueError,
+            rf"^{name}: out must be C-contiguous"),
+           (x.view(-1)[:math.prod(shape)].view(shape), ValueError,
+            rf"^{name}: out must not share memory with img")]
+    for out, error, message in bad:
+        before = out.clone()
+        with pytest.raises(error, match=message):
+            call(x, out)
+        assert torch.equal(out, before)
+    out = torch.empty(shape, dtype=dtype)
+    assert call(x, out) is out and torch.equal(out, call(x, None))
+
+
+@pytest.mark.parametrize("name, call", OUT_CALLS)
 def test_out_must_be_a_tensor(name, call):
     x = torch.rand(2, 3, 5, 5)
     out = np.zeros(tuple(call(x, None).shape), np.float32)
@@ -1297,12 +1357,25 @@ def test_transforms_of_other_variables_take_the_op_on_constant_data(name):
     torch.testing.assert_close(tangent, call(x).sum())
 
 
-@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+# ops whose backward op serves several public ops too (the error names the caller's)
+_BATCHED_GRAD_CALLS = {
+    **_TRANSFORM_CALLS,
+    "adaptive_avg_pool2d": lambda x: fit.adaptive_avg_pool2d(x, 2),
+    "adaptive_avg_pool1d": lambda x: fit.adaptive_avg_pool1d(x[0], 2),
+    "adaptive_avg_pool3d": lambda x: fit.adaptive_avg_pool3d(x[None], 2),
+    "warp_affine": lambda x: fit.warp_affine(x, torch.eye(2, 3), (2, 2)),
+    "warp_perspective": lambda x: fit.warp_perspective(x, torch.eye(3), (2, 2)),
+    "rotate": lambda x: fit.rotate(x, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", list(_BATCHED_GRAD_CALLS))
 def test_batched_gradients_are_a_clear_error_naming_the_op(name):
     """is_grads_batched (and jacobian(vectorize=True)) runs the backward on a batched
-    gradient: 'Batching rule not implemented for aten::detach' named no op. lerp's
-    backward is made of torch ops and takes it."""
-    call = _TRANSFORM_CALLS[name]
+    gradient: 'Batching rule not implemented for aten::detach' named no op (and then the
+    internal one shared by several: 'adaptive_avg_pool', 'warp'). lerp's backward is
+    made of torch ops and takes it."""
+    call = _BATCHED_GRAD_CALLS[name]
     x = torch.rand(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     y = call(x)
     gs = torch.randn(3, *y.shape, dtype=torch.float64)
