@@ -530,6 +530,28 @@ def _grid_sample_bwd_fake(grad_output, input, grid, mode, padding_mode, align_co
     return gi, gg
 
 
+def _needed(ctx, count):
+    """Which of the first ``count`` inputs' gradients this backward pass uses: those that
+    required grad in the forward, less those the running pass does not reach
+    (``torch.autograd.grad(y, x)`` or ``backward(inputs=...)`` of one of them). Where
+    the engine cannot tell (a compiled backward), every one that required grad."""
+    needs = tuple(ctx.needs_input_grad[:count])
+    try:
+        edges = ctx.next_functions
+    except (AttributeError, RuntimeError):
+        return needs
+    return tuple(need and _engine_runs(edge[0]) for need, edge in zip(needs, edges))
+
+
+def _engine_runs(node) -> bool:
+    if node is None:
+        return False
+    try:
+        return bool(_C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):   # a leaf captured by inputs=, or no engine
+        return True
+
+
 def _two_tensor_autograd(backward_op):
     """(setup, backward) of an op whose first two inputs take gradients and whose other
     inputs are options: ``backward_op(grad, a, b, *options, need_a, need_b) -> (ga, gb)``."""
@@ -540,7 +562,7 @@ def _two_tensor_autograd(backward_op):
 
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        need_a, need_b = ctx.needs_input_grad[:2]
+        need_a, need_b = _needed(ctx, 2)
         ga, gb = _invoke(backward_op, grad, a, b, *ctx.options, need_a, need_b)
         return (_grad_or_none(ga, need_a), _grad_or_none(gb, need_b)) + (None,) * len(ctx.options)
 
@@ -1324,7 +1346,7 @@ def _lerp_backward(ctx, grad):
     # an unsaved operand stands in as an expanded scalar of its shape and dtype (no memory)
     a, b, t = (v if v is not None else torch.zeros((), dtype=dtype, device=device).expand(shape)
                for v, (shape, dtype, device) in zip(ctx.saved_tensors, ctx.specs))
-    needs = ctx.needs_input_grad[:3]
+    needs = _needed(ctx, 3)
     grads = _invoke(_lerp_bwd_op, grad, a, b, t, *needs)
     return tuple(_grad_or_none(g, n) for g, n in zip(grads, needs))
 

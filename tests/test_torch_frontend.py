@@ -786,6 +786,39 @@ def test_only_the_inputs_that_require_grad_get_grads(which, monkeypatch):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_only_the_gradients_the_backward_pass_reaches_are_computed(compiled, monkeypatch):
+    """torch.autograd.grad(y, x) and backward(inputs=[x]) skip the other input's
+    gradient even when it requires grad (they computed both: 2x the time)."""
+    rng = _rng(22)
+    x = _t(rng.standard_normal((2, 3, 5, 4)), True)
+    g = _t(off_knots(rng, (2, 3, 3, 2), (5, 4), False), True)
+    M = torch.tensor([[1.0, 0.1, 0.2], [0.0, 0.9, -0.1]], dtype=torch.float64,
+                     requires_grad=True)
+    seen = []
+    for name, flags in (("grid_sample_backward", slice(6, 8)),
+                        ("warp_affine_backward", slice(9, 11))):
+        real = getattr(fi, name)
+
+        def spy(*a, real=real, flags=flags, **k):
+            seen.append(a[flags])
+            return real(*a, **k)
+        monkeypatch.setattr(fi, name, spy)
+    sample = torch.compile(fit.grid_sample, backend="eager") if compiled else fit.grid_sample
+    want = [p.detach().clone().requires_grad_() for p in (x, g)]
+    fit.grid_sample(*want).sum().backward()
+    seen.clear()
+    (gx,) = torch.autograd.grad(sample(x, g).sum(), x)
+    (gg,) = torch.autograd.grad(sample(x, g).sum(), g)
+    sample(x, g).sum().backward(inputs=[g])
+    assert seen == [(True, False), (False, True), (False, True)]
+    assert gx.equal(want[0].grad) and gg.equal(want[1].grad) and g.grad.equal(gg)
+    assert x.grad is None
+    seen.clear()
+    torch.autograd.grad(fit.warp_affine(x, M, (3, 3)).sum(), x)
+    assert seen == [(True, False)]
+
+
 def test_strided_and_channels_last_inputs():
     rng = _rng(21)
     base = _t(rng.standard_normal((2, 3, 6, 10)))
