@@ -1372,6 +1372,7 @@ def lerp(a, b, t, out=None):
     """
     op = "lerp"
     a, b, t = _tensors(op, "a b t", a, b, t)
+    t = _zero_dim_weight(t, a if isinstance(a, Tensor) else b)
 
     def op_args(a, b, t):
         like = _first_tensor(op, a=a, b=b)
@@ -1385,6 +1386,17 @@ def lerp(a, b, t, out=None):
         # rounded once, as the NumPy API gives it (with or without autograd)
         result = result.to(b.dtype)
     return result
+
+
+def _zero_dim_weight(t, like):
+    """torch.lerp's reading of a 0-dim floating weight tensor next to operands with
+    dimensions: cast to their dtype (a 0-dim tensor does not promote them), so that
+    ``lerp(a32, b32, torch.tensor(0.3, dtype=torch.float64))`` is float32 and a half
+    operand's weight is rounded to half, as torch rounds it."""
+    if (isinstance(t, Tensor) and isinstance(like, Tensor) and t.dim() == 0 and like.dim() > 0
+            and t.is_floating_point() and like.is_floating_point() and t.dtype != like.dtype):
+        return t.to(like.dtype)
+    return t
 
 
 # --------------------------------------------------------------------------- slerp

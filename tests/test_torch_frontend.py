@@ -1459,3 +1459,24 @@ def test_out_compiles_without_a_graph_break():
     got = torch.compile(lambda v, o: fit.resize(v, size=(3, 3), out=o), fullgraph=True)(x, out)
     assert got.data_ptr() == out.data_ptr()
     assert torch.equal(out, fit.resize(x, size=(3, 3)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_dtype", [torch.float16, torch.bfloat16, torch.float32,
+                                          torch.float64])
+@pytest.mark.parametrize("grad", [False, True])
+def test_lerp_reads_a_zero_dim_weight_tensor_as_torch_lerp_does(dtype, weight_dtype, grad):
+    """A 0-dim weight of another float dtype is cast to the operands' dtype (torch's
+    promotion: 0-dim tensors do not promote dimensioned ones): float64 next to float32
+    was a TypeError, and a float32 weight next to half operands was not rounded to half."""
+    rng = _rng(23)
+    a = torch.from_numpy(rng.standard_normal(40)).to(dtype)
+    b = torch.from_numpy(rng.standard_normal(40) * 100).to(dtype)
+    w = torch.tensor(0.3, dtype=weight_dtype, requires_grad=grad)
+    want, got = torch.lerp(a, b, w), fit.lerp(a, b, w)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+    if grad:
+        (gw,) = torch.autograd.grad(want.sum(), w)
+        (gg,) = torch.autograd.grad(got.sum(), w)
+        assert gg.dtype == weight_dtype
+        torch.testing.assert_close(gg.double(), gw.double(), rtol=1e-2, atol=0)
