@@ -445,11 +445,13 @@ SLERP_BWD_MIN_PER_THREAD = 1 << 14
 
 
 def _slerp_bwd_cpu(grad_a, grad_b, grad_t, grad_out, a, b, t, t_row_stride, steps,
-                   shortest_path, linear_norm):
-    """Registry kernel: grad_out (rows * steps, D), a, b, grads (rows, D), grad_t flat float64."""
+                   shortest_path, linear_norm, need_ab=True):
+    """Registry kernel: grad_out (rows * steps, D), a, b, grads (rows, D; (0, D) and not
+    written without ``need_ab``), grad_t flat float64."""
     from ._cpu import blend as cpu_blend
     cpu_blend.slerp_bwd(grad_out, a, b, t, t_row_stride, steps, shortest_path, linear_norm,
-                        grad_a, grad_b, grad_t, threads_for(grad_out.size, SLERP_BWD_MIN_PER_THREAD))
+                        grad_a, grad_b, grad_t, threads_for(grad_out.size, SLERP_BWD_MIN_PER_THREAD),
+                        need_ab)
 
 
 registry.register_builtin("slerp_backward", _slerp_bwd_cpu)
@@ -464,7 +466,7 @@ def _sum_to(x, shape):
 
 
 def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=False,
-                   norm="linear"):
+                   norm="linear", needs_ab_grad=True, needs_t_grad=True):
     """Gradients of ``sum(grad_out * slerp(a, b, t, axis, ...))`` with respect to a, b and t.
 
     Parameters
@@ -473,13 +475,18 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
         Gradient of the loss with respect to slerp's output.
     a, b, t, axis, path, shortest_path, norm
         As passed to :func:`slerp`.
+    needs_ab_grad, needs_t_grad : bool
+        Which gradients to compute (default both): without ``needs_ab_grad``
+        ``grad_a`` and ``grad_b`` are None and the backward only forms the two
+        dot products per weight that ``grad_t`` needs; without ``needs_t_grad``
+        ``grad_t`` is None.
 
     Returns
     -------
     (grad_a, grad_b, grad_t) : arrays of the shapes of a, b and t and a's
-    dtype, the caller's array type. ``grad_t`` is summed over the axes on
-    which ``t`` was broadcast (a scalar ``t`` gives a 0-d array), as autograd
-    does.
+    dtype, the caller's array type (None for a gradient not asked for).
+    ``grad_t`` is summed over the axes on which ``t`` was broadcast (a scalar
+    ``t`` gives a 0-d array), as autograd does.
 
     Conventions
     -----------
@@ -523,43 +530,60 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     ((2,), (2,), ())
     """
     op = "slerp_backward"
+    need_ab = check_bool(op, "needs_ab_grad", needs_ab_grad)
+    need_t = check_bool(op, "needs_t_grad", needs_t_grad)
     p, c = _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, grad_out=grad_out)
     g_, a_, b_, t_ = (p.arrays[n] for n in ("grad_out", "a", "b", "t"))
     same_dtype(op, p.storage, grad_out=g_, a=a_)
     if tuple(g_.shape) != c.shape:
         raise ValueError(f"{op}: grad_out must have the forward's output shape "
                          f"{shape_str(c.shape)}; got {shape_str(g_.shape)}.")
+    if not (need_ab or need_t):
+        return None, None, None
     kernel = registry.lookup(op, p.backend, c.dtype)
     rows, depth, steps = math.prod(c.batch), c.depth, c.steps
-    ga_caller, ga = p.empty(a_.shape, c.dtype, like="a")
-    gb_caller, gb = p.empty(b_.shape, c.dtype, like="b")
+    ga_caller = gb_caller = ga = gb = None
+    if need_ab:
+        ga_caller, ga = p.empty(a_.shape, c.dtype, like="a")
+        gb_caller, gb = p.empty(b_.shape, c.dtype, like="b")
     gt = np.zeros(rows * steps, np.float64)
     if rows * depth * steps == 0:
-        ga[...] = 0
-        gb[...] = 0
+        if need_ab:
+            ga[...] = 0
+            gb[...] = 0
     else:
         _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt,
-                       (bool(shortest_path), norm == "linear"))
-    tshape = tuple(t_.shape) if hasattr(t_, "shape") else ()
-    gt_full = gt.reshape(c.batch + ((steps,) if path else ()))
-    grad_t = np.asarray(_sum_to(gt_full, tshape).reshape(tshape), dtype=c.dtype)
-    return p.wrap(ga_caller, like="a"), p.wrap(gb_caller, like="b"), p.wrap(grad_t, like="t")
+                       (bool(shortest_path), norm == "linear"), need_ab)
+    grads = [None, None, None]
+    if need_ab:
+        grads[:2] = p.wrap(ga_caller, like="a"), p.wrap(gb_caller, like="b")
+    if need_t:
+        tshape = tuple(t_.shape) if hasattr(t_, "shape") else ()
+        gt_full = gt.reshape(c.batch + ((steps,) if path else ()))
+        grads[2] = p.wrap(np.asarray(_sum_to(gt_full, tshape).reshape(tshape), dtype=c.dtype),
+                          like="t")
+    return tuple(grads)
 
 
-def _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt, flags):
-    """Run the backward kernel on (rows, D) views, moving the vector axis last if needed."""
+def _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt, flags, need_ab):
+    """Run the backward kernel on (rows, D) views, moving the vector axis last if needed
+    (ga, gb: None without ``need_ab``)."""
     rows, depth, steps = math.prod(c.batch), c.depth, c.steps
+    skipped = np.empty((0, depth), c.dtype)       # grad_a, grad_b not asked for
     if c.last:
         g2, a2, b2 = (as_c_contiguous(x) for x in (g_, a_, b_))
-        kernel(ga.reshape(rows, depth), gb.reshape(rows, depth), gt,
-               g2.reshape(rows * steps, depth), a2.reshape(rows, depth), b2.reshape(rows, depth),
-               c.t_flat, c.t_row_stride, steps, *flags)
+        ga2, gb2 = ((ga.reshape(rows, depth), gb.reshape(rows, depth)) if need_ab
+                    else (skipped, skipped))
+        kernel(ga2, gb2, gt, g2.reshape(rows * steps, depth), a2.reshape(rows, depth),
+               b2.reshape(rows, depth), c.t_flat, c.t_row_stride, steps, *flags, need_ab)
         return
     ax = c.ax
     src, dst = ((ax, ax + 1), (-2, -1)) if path else (ax, -1)
     g2 = np.ascontiguousarray(np.moveaxis(g_, src, dst)).reshape(rows * steps, depth)
     a2, b2 = (np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(rows, depth) for x in (a_, b_))
-    ga2, gb2 = _memory.empty((rows, depth), c.dtype), _memory.empty((rows, depth), c.dtype)
-    kernel(ga2, gb2, gt, g2, a2, b2, c.t_flat, c.t_row_stride, steps, *flags)
-    for dst_arr, res in ((ga, ga2), (gb, gb2)):
-        np.copyto(dst_arr, np.moveaxis(res.reshape(c.batch + (depth,)), -1, ax))
+    ga2, gb2 = ((_memory.empty((rows, depth), c.dtype), _memory.empty((rows, depth), c.dtype))
+                if need_ab else (skipped, skipped))
+    kernel(ga2, gb2, gt, g2, a2, b2, c.t_flat, c.t_row_stride, steps, *flags, need_ab)
+    if need_ab:
+        for dst_arr, res in ((ga, ga2), (gb, gb2)):
+            np.copyto(dst_arr, np.moveaxis(res.reshape(c.batch + (depth,)), -1, ax))

@@ -1054,25 +1054,14 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
                                else (a, b, _array("slerp", "t", t))))
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _relabeled_specs("slerp", _fi.slerp, arrays, fkw)
-
-    @jax.custom_vjp
-    def f(*xs):
-        return _one(_fi.slerp, fkw, specs, xs, "sequential")
-
-    def fwd(*xs):
-        return f(*xs), xs
-
-    def bwd(xs, g):
-        specs_b = [_spec(x.shape, x.dtype) for x in xs]
-        grads = _callback(_slerp_bwd_host, fkw, specs_b, (g, *xs), "sequential",
-                          backward_of="slerp")
-        return _cast_like(grads, xs)
-
-    f.defvjp(fwd, bwd)
-    return f(*arrays)
+    return _partial_vjp("slerp", lambda *xs: _one(_fi.slerp, fkw, specs, xs, "sequential"),
+                        _slerp_bwd_host, fkw, arrays, lambda needs: (True,) * len(needs),
+                        ("needs_a", "needs_b", "needs_t")[:len(arrays)], "sequential")
 
 
-def _slerp_bwd_host(g, a, b, t=None, **kw):
+def _slerp_bwd_host(g, a, b, t=None, *, needs_a=True, needs_b=True, needs_t=True, **kw):
+    """slerp_backward for :func:`_partial_vjp` (a's and b's gradients come together)."""
+    ab = needs_a or needs_b
     if t is None:   # a constant t travels in kw; it gets no gradient
-        return _fi.slerp_backward(g, a, b, **kw)[:2]
-    return _fi.slerp_backward(g, a, b, t, **kw)
+        return _fi.slerp_backward(g, a, b, needs_ab_grad=ab, needs_t_grad=False, **kw)[:2]
+    return _fi.slerp_backward(g, a, b, t, needs_ab_grad=ab, needs_t_grad=needs_t, **kw)

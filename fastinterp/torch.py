@@ -1372,7 +1372,8 @@ def lerp(a, b, t, out=None):
     """
     op = "lerp"
     a, b, t = _tensors(op, "a b t", a, b, t)
-    t = _zero_dim_weight(t, a if isinstance(a, Tensor) else b)
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype:
+        t = _zero_dim_weight(t, a)      # (mixed operand dtypes: the NumPy API's rule)
 
     def op_args(a, b, t):
         like = _first_tensor(op, a=a, b=b)
@@ -1389,12 +1390,12 @@ def lerp(a, b, t, out=None):
 
 
 def _zero_dim_weight(t, like):
-    """torch.lerp's reading of a 0-dim floating weight tensor next to operands with
-    dimensions: cast to their dtype (a 0-dim tensor does not promote them), so that
+    """torch.lerp's reading of a 0-dim floating weight tensor next to operands of one
+    dtype with dimensions: cast to that dtype (a 0-dim tensor does not promote them), so that
     ``lerp(a32, b32, torch.tensor(0.3, dtype=torch.float64))`` is float32 and a half
     operand's weight is rounded to half, as torch rounds it."""
-    if (isinstance(t, Tensor) and isinstance(like, Tensor) and t.dim() == 0 and like.dim() > 0
-            and t.is_floating_point() and like.is_floating_point() and t.dtype != like.dtype):
+    if (isinstance(t, Tensor) and t.dim() == 0 and like.dim() > 0 and t.is_floating_point()
+            and like.is_floating_point() and t.dtype != like.dtype):
         return t.to(like.dtype)
     return t
 
@@ -1421,14 +1422,19 @@ def _slerp_fake(a, b, t, axis, path, shortest_path, norm):
 
 @_custom_op("slerp_backward")
 def _slerp_bwd_op(grad_out: Tensor, a: Tensor, b: Tensor, t: Tensor, axis: int, path: bool,
-                  shortest_path: bool, norm: str) -> tuple[Tensor, Tensor, Tensor]:
+                  shortest_path: bool, norm: str, needs_ab_grad: bool,
+                  needs_t_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
     grads = _fi.slerp_backward(_arg(grad_out), _arg(a), _arg(b), _arg(t), axis, path=path,
-                               shortest_path=shortest_path, norm=norm)
-    return tuple(_tensor(g) for g in grads)
+                               shortest_path=shortest_path, norm=norm,
+                               needs_ab_grad=needs_ab_grad, needs_t_grad=needs_t_grad)
+    return tuple(_empty_like_missing(None if g is None else _tensor(g), like)
+                 for g, like in zip(grads, (a, b, t)))
 
 
-def _slerp_bwd_fake(grad_out, a, b, t, axis, path, shortest_path, norm):
-    return a.new_empty(a.shape), b.new_empty(b.shape), t.new_empty(t.shape)
+def _slerp_bwd_fake(grad_out, a, b, t, axis, path, shortest_path, norm, needs_ab_grad,
+                    needs_t_grad):
+    return tuple(like.new_empty(like.shape if need else (0,)) for like, need in
+                 ((a, needs_ab_grad), (b, needs_ab_grad), (t, needs_t_grad)))
 
 
 def _slerp_setup(ctx, inputs, output):
@@ -1439,8 +1445,9 @@ def _slerp_setup(ctx, inputs, output):
 
 def _slerp_backward(ctx, grad):
     a, b, t = ctx.saved_tensors
-    grads = _invoke(_slerp_bwd_op, grad, a, b, t, *ctx.options)
-    return tuple(_grad_or_none(g, n) for g, n in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 4
+    needs = _needed(ctx, 3)
+    grads = _invoke(_slerp_bwd_op, grad, a, b, t, *ctx.options, needs[0] or needs[1], needs[2])
+    return tuple(_grad_or_none(g, n) for g, n in zip(grads, needs)) + (None,) * 4
 
 
 _register(_slerp_op, _slerp_fake, _slerp_backward, _slerp_setup)

@@ -1625,3 +1625,29 @@ def test_slerp_backward_antipodal_path_form_grad_t(norm):
     f = _slerp_loss(g, kw)
     np.testing.assert_allclose(gt, _central_diff(lambda x: f(a, b, x), t, 1e-6), rtol=1e-6,
                                atol=1e-8)
+
+
+@pytest.mark.parametrize("path", [False, True])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_slerp_backward_computes_only_the_gradients_asked_for(path, axis):
+    """needs_ab_grad / needs_t_grad: a gradient not asked for is None, the others are
+    bit-identical to the full call's (t's alone skips the passes over D that a's and b's
+    take per weight)."""
+    rng = np.random.default_rng(17)
+    a, b = _regular_pairs(rng, 40, 6)
+    b[:4] = -2 * a[:4]                      # antipodal rows
+    b[4:6] = 0                              # zero rows
+    t = rng.uniform(-0.2, 1.2, (40, 3) if path else 40)
+    t[0] = 0
+    if axis == 0:
+        a, b = a.T.copy(), b.T.copy()
+    g = rng.standard_normal(fi.slerp(a, b, t, axis, path=path).shape)
+    full = fi.slerp_backward(g, a, b, t, axis, path=path)
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, axis, path=path, needs_t_grad=False)
+    assert gt is None and ga.tobytes() == full[0].tobytes() and gb.tobytes() == full[1].tobytes()
+    ga, gb, gt = fi.slerp_backward(g, a, b, t, axis, path=path, needs_ab_grad=False)
+    assert ga is None and gb is None and gt.tobytes() == full[2].tobytes()
+    assert fi.slerp_backward(g, a, b, t, axis, path=path, needs_ab_grad=False,
+                             needs_t_grad=False) == (None, None, None)
+    with pytest.raises(TypeError, match="needs_t_grad must be a bool"):
+        fi.slerp_backward(g, a, b, t, axis, path=path, needs_t_grad=0)

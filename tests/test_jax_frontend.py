@@ -1159,3 +1159,20 @@ def test_rotate_of_an_abstract_image_beyond_memory_is_a_memory_error():
                                           r"would need"):
         jax.eval_shape(lambda x: fij.rotate(x, 30.0), jax.ShapeDtypeStruct((1, 1) + _HUGE,
                                                                           jnp.float32))
+
+
+@pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (0, 2)])
+def test_slerp_backward_computes_the_gradients_asked_for(argnums, monkeypatch):
+    """jax.grad of slerp in some of a, b, t asks the host backward for those only."""
+    rng = np.random.default_rng(25)
+    a, b = (jnp.asarray(rng.standard_normal((20, 4))) for _ in range(2))
+    t = jnp.asarray(rng.uniform(0, 1, 20))
+    seen = []
+    real = fi.slerp_backward
+    monkeypatch.setattr(fi, "slerp_backward", lambda *p, **k: seen.append(
+        (k["needs_ab_grad"], k["needs_t_grad"])) or real(*p, **k))
+    grads = jax.grad(lambda a, b, t: fij.slerp(a, b, t).sum(), argnums=argnums)(a, b, t)
+    assert seen == [(0 in argnums or 1 in argnums, 2 in argnums)]
+    want = real(np.ones((20, 4)), np.asarray(a), np.asarray(b), np.asarray(t))
+    for got, i in zip(grads, argnums):
+        np.testing.assert_array_equal(np.asarray(got), want[i])

@@ -366,7 +366,8 @@ def _opcheck_samples():
                              False, True)),
         (OPS.slerp, (a, r(3, 4), t, -1, False, False, "linear")),
         (OPS.slerp, (a, r(3, 4), t[:2], 0, True, True, "formula")),
-        (OPS.slerp_backward, (r(3, 4), a, r(3, 4), t, -1, False, False, "linear")),
+        (OPS.slerp_backward, (r(3, 4), a, r(3, 4), t, -1, False, False, "linear", True, True)),
+        (OPS.slerp_backward, (r(3, 4), a, r(3, 4), t, -1, False, False, "linear", False, True)),
     ]
 
 
@@ -1480,3 +1481,24 @@ def test_lerp_reads_a_zero_dim_weight_tensor_as_torch_lerp_does(dtype, weight_dt
         (gg,) = torch.autograd.grad(got.sum(), w)
         assert gg.dtype == weight_dtype
         torch.testing.assert_close(gg.double(), gw.double(), rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("which", [(True, False, False), (False, True, False),
+                                   (False, False, True), (True, True, True)])
+def test_slerp_backward_computes_the_gradients_asked_for(which, monkeypatch):
+    """slerp's backward computed grad_a, grad_b and grad_t whatever was asked (a t-only
+    gradient paid for two (rows, D) gradients it threw away)."""
+    rng = _rng(24)
+    a, b = (_t(rng.standard_normal((30, 5)), w) for w in which[:2])
+    t = _t(rng.uniform(0, 1, 30), which[2])
+    seen = []
+    real = fi.slerp_backward
+    monkeypatch.setattr(fi, "slerp_backward", lambda *p, **k: seen.append(
+        (k["needs_ab_grad"], k["needs_t_grad"])) or real(*p, **k))
+    fit.slerp(a, b, t).sum().backward()
+    assert seen == [(which[0] or which[1], which[2])]
+    want = real(np.ones((30, 5)), a.detach().numpy(), b.detach().numpy(), t.detach().numpy())
+    for x, w, need in zip((a, b, t), want, which):
+        assert (x.grad is not None) == need
+        if need:
+            np.testing.assert_array_equal(x.grad.numpy(), w)

@@ -695,8 +695,10 @@ cdef inline void acc_vec(double* acc, const real* g, Py_ssize_t n, double c) noe
 cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real* a,
                                     const real* b, Py_ssize_t n, double t, const BwdScale* K,
                                     double norm_a, double norm_b, bint linear_norm,
-                                    double* acc_a, double* acc_b, BwdAcc* S) noexcept nogil:
-    """One weight of a regular row: accumulates grad_a, grad_b; returns grad_t."""
+                                    double* acc_a, double* acc_b, Py_ssize_t n_acc,
+                                    BwdAcc* S) noexcept nogil:
+    """One weight of a regular row: accumulates grad_a, grad_b (the first n_acc entries:
+    n, or 0 when they are not asked for); returns grad_t."""
     cdef Py_ssize_t i
     cdef double gu = 0.0, gv = 0.0, w0, w1, dw0, dw1, h0, h1, q, ra, rb, k0, k1
     cdef double a1, b1, ha, hb, gna, gnb, gd, gt
@@ -733,8 +735,8 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
         b1 = K.inv_b if t == 1 else 0.0
         ha = hb = gna = gnb = 0.0
         gu = gv = 0.0
-    acc_vec(acc_a, g, n, a1)
-    acc_vec(acc_b, g, n, G.sign * b1)
+    acc_vec(acc_a, g, n_acc, a1)
+    acc_vec(acc_b, g, n_acc, G.sign * b1)
     S.u_a += -a1 * gu + ha * G.cos_theta + gna
     S.v_a += -ha
     S.v_b += G.sign * (-b1 * gv + hb * G.cos_theta + gnb)
@@ -745,7 +747,7 @@ cdef inline double bwd_regular_step(const RowGeom* G, const real* g, const real*
 cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const real* a,
                                       Py_ssize_t n, double t, const BwdScale* K, double norm_a,
                                       double norm_b, double* acc_a, double* acc_b,
-                                      BwdAcc* S) noexcept nogil:
+                                      Py_ssize_t n_acc, BwdAcc* S) noexcept nogil:
     """One weight of an antipodal row: out = r (cos(πt) u + sin(πt) p), p built on axis k."""
     cdef Py_ssize_t i
     cdef double gu, unused, ia = 1.0 / G.na, uk = G.uk
@@ -759,12 +761,12 @@ cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const rea
     gt = (norm_b - norm_a) * gd \
         + ((1.0 - t) * norm_a + t * norm_b) * M_PI * (-sp * gu + cp * phi / sk)
     if t == 0 or t == 1:
-        acc_vec(acc_a if t == 0 else acc_b, g, n, K.inv_a if t == 0 else G.sign * K.inv_b)
+        acc_vec(acc_a if t == 0 else acc_b, g, n_acc, K.inv_a if t == 0 else G.sign * K.inv_b)
         return gt
     ra = (1.0 - t) * K.inv_a + t * K.lam_a
     e = ra * (cp - sp * uk / sk)                      # coefficient of g in ∂/∂u, / |a|
     kk = ra * sp * (-gu / sk + phi * uk / (sk * sk * sk))   # coefficient of e_k
-    acc_vec(acc_a, g, n, e)
+    acc_vec(acc_a, g, n_acc, e)
     S.k_a += kk
     S.u_a += -(e * gu + kk * uk) + (1.0 - t) * gd * K.inv_a
     S.v_b += t * gd * K.inv_b          # grad_b = t (g . d) b / |b|, and b / |b| = s v
@@ -772,33 +774,35 @@ cdef inline double bwd_antipodal_step(const RowGeom* G, const real* g, const rea
 
 
 cdef inline double bwd_zero_step(const real* g, const real* a, const real* b, Py_ssize_t n,
-                                 double t, double sign, double* acc_a,
-                                 double* acc_b) noexcept nogil:
+                                 double t, double sign, double* acc_a, double* acc_b,
+                                 Py_ssize_t n_acc) noexcept nogil:
     """One weight of a lerp row (a or b zero, or D = 1 antipodal): out = (1-t) a + t s b."""
     cdef Py_ssize_t i
     cdef double gt = 0.0
     for i in range(n):
         gt += g[i] * (sign * <double> b[i] - <double> a[i])
-    acc_vec(acc_a, g, n, 1.0 - t)
-    acc_vec(acc_b, g, n, sign * t)
+    acc_vec(acc_a, g, n_acc, 1.0 - t)
+    acc_vec(acc_b, g, n_acc, sign * t)
     return gt
 
 
 cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_ssize_t n,
                                const real* t, Py_ssize_t steps, bint shortest_path,
-                               bint linear_norm, real* ga, real* gb, double* gt,
+                               bint linear_norm, bint need_ab, real* ga, real* gb, double* gt,
                                double* acc_a, double* acc_b) noexcept nogil:
-    """grad_a, grad_b (n) and grad_t (steps) of one row pair; g holds steps rows of n."""
+    """grad_a, grad_b (n; skipped unless need_ab) and grad_t (steps) of one row pair; g
+    holds steps rows of n."""
     cdef RowGeom G
     cdef BwdAcc S
     cdef Py_ssize_t i, j
     cdef double norm_a, norm_b, ia, ib, u, v, lm
     cdef int ea, eb, e, e_t
+    cdef Py_ssize_t n_acc
     cdef BwdScale K
     row_geometry(a, b, n, shortest_path, &G)
     G.theta = 2.0 * atan(G.half_tan)
     S.u_a = S.v_a = S.k_a = S.u_b = S.v_b = 0.0
-    for i in range(n):
+    for i in range(n if need_ab else 0):
         acc_a[i] = 0.0
         acc_b[i] = 0.0
     frexp(G.sa, &ea)                        # sa = 2^(ea - 1), sb = 2^(eb - 1)
@@ -818,15 +822,19 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
     e_t = 1 - (ea if ea < eb else eb)
     norm_a = ldexp(G.na, 1 - ea - e_t)          # |a| / 2^e_t (|a| = na / sa)
     norm_b = ldexp(G.nb, 1 - eb - e_t)
+    n_acc = n if need_ab else 0
     for j in range(steps):
         if G.kind == ROW_ZERO:
-            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b)  # sh = 0
+            gt[j] = bwd_zero_step(g + j * n, a, b, n, t[j], G.sign, acc_a, acc_b,
+                                  n_acc)  # sh = 0
         elif G.kind == ROW_ANTIPODAL:
             gt[j] = ldexp(bwd_antipodal_step(&G, g + j * n, a, n, t[j], &K, norm_a, norm_b,
-                                             acc_a, acc_b, &S), e_t)
+                                             acc_a, acc_b, n_acc, &S), e_t)
         else:
             gt[j] = ldexp(bwd_regular_step(&G, g + j * n, a, b, n, t[j], &K, norm_a, norm_b,
-                                           linear_norm, acc_a, acc_b, &S), e_t)
+                                           linear_norm, acc_a, acc_b, n_acc, &S), e_t)
+    if not need_ab:
+        return
     ia = 1.0 / G.na      # sa / na itself may overflow (subnormal rows)
     ib = G.sign / G.nb
     for i in range(n):
@@ -850,12 +858,14 @@ cdef inline void slerp_bwd_row(const real* g, const real* a, const real* b, Py_s
 def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, ::1] b,
               const real[::1] t, Py_ssize_t t_row_stride, Py_ssize_t steps,
               bint shortest_path, bint linear_norm, real[:, ::1] grad_a,
-              real[:, ::1] grad_b, double[::1] grad_t, int nthreads):
+              real[:, ::1] grad_b, double[::1] grad_t, int nthreads, bint need_ab=True):
     """Gradients of ``sum(grad_out * slerp_fwd(a, b, t, ...))``.
 
     Layout as slerp_fwd: ``grad_out`` (rows * steps, D) like its ``out``;
     ``grad_a``, ``grad_b`` (rows, D); ``grad_t`` (rows * steps,) float64, the
     gradient of each output row's weight (the caller sums shared weights).
+    Without ``need_ab`` only grad_t is computed (grad_a, grad_b may then be (0, D)
+    and are not written): no pass over D per weight beyond the two dot products.
     """
     cdef Py_ssize_t rows = a.shape[0], n = a.shape[1]
     cdef Py_ssize_t r, tid
@@ -864,7 +874,7 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
                         (grad_out.shape[0], grad_out.shape[1]), t.shape[0], t_row_stride, steps,
                         "slerp_bwd")
     for name, arr in (("grad_a", grad_a), ("grad_b", grad_b)):
-        if (arr.shape[0], arr.shape[1]) != (rows, n):
+        if need_ab and (arr.shape[0], arr.shape[1]) != (rows, n):
             raise ValueError(f"slerp_bwd: {name} must have shape {(rows, n)}; "
                              f"got {(arr.shape[0], arr.shape[1])}.")
     if grad_t.shape[0] != rows * steps:
@@ -874,8 +884,9 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
         grad_t[:] = 0.0
         return
     if steps == 0:
-        grad_a[:, :] = 0
-        grad_b[:, :] = 0
+        if need_ab:
+            grad_a[:, :] = 0
+            grad_b[:, :] = 0
         return
     cdef double[:, ::1] work = np.empty((nt, 2 * n), np.float64)
     cdef double* w
@@ -887,8 +898,9 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
             tid = threadid()
             w = &work[tid, 0]
             slerp_bwd_row(&grad_out[r * steps, 0], &a[r, 0], &b[r, 0], n,
-                          &t[r * t_row_stride], steps, shortest_path, linear_norm,
-                          &grad_a[r, 0], &grad_b[r, 0], &grad_t[r * steps], w, w + n)
+                          &t[r * t_row_stride], steps, shortest_path, linear_norm, need_ab,
+                          &grad_a[r, 0] if need_ab else NULL,
+                          &grad_b[r, 0] if need_ab else NULL, &grad_t[r * steps], w, w + n)
         fi_team_leave(&team)
     fi_team_done(&team)
 
