@@ -468,24 +468,14 @@ CONVENTIONS: dict[str, type] = {"lerp": LerpKernel, "grid_sample": GridSampleKer
 # --------------------------------------------------------------------------- state
 @dataclass(frozen=True)
 class PluginInfo:
-    """A loaded plugin, as listed by :func:`list`.
+    """A loaded plugin, as listed by :func:`list` and returned by :func:`load` and
+    :func:`register_cfunc` (whose example registers one).
 
     Examples
     --------
-    >>> import numpy as np, fastinterp as fi
-    >>> from numba import cfunc
-    >>> from fastinterp import numba_abi as nb
-    >>> @cfunc(nb.signature)
-    ... def negate(inputs, n_in, outputs, n_out, params, err, err_size):
-    ...     x, y = nb.flat(inputs, 0, np.float64), nb.flat(outputs, 0, np.float64)
-    ...     for i in range(x.size):
-    ...         y[i] = -x[i]
-    ...     return 0
-    >>> info = fi.plugins.register_cfunc("negate", "float64", negate,
-    ...                                  signature="x(...) -> out(...)")
-    >>> info.name, info.kind, info.kernels
-    ('numba.negate', 'cfunc', (('negate', 'cpu', 'float64'),))
-    >>> fi.plugins.unload(info.name)
+    >>> import dataclasses, fastinterp as fi
+    >>> [f.name for f in dataclasses.fields(fi.plugins.PluginInfo)]
+    ['name', 'version', 'path', 'abi', 'kernels', 'ops', 'kind']
     """
 
     name: str
