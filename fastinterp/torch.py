@@ -79,7 +79,8 @@ except ImportError:          # pragma: no cover
     _TransformType = _pyfunctorch = None
 
 import fastinterp as _fi
-from ._validate import check_bool, check_option, real_float, shape_str, symbolic
+from ._validate import (check_bool, check_option, check_overlap, real_float, shape_str,
+                        symbolic)
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from ._dispatch import _dtype_name, _plain_tensor, _to_numpy, requires_grad_error
 from .blend import SLERP_NORMS, slerp_axis, weight_list
@@ -1010,26 +1011,14 @@ def _check_half_out(op, out, shape, img):
     if not out.is_contiguous():
         raise ValueError(f"{op}: out must be C-contiguous; got strides "
                          f"{tuple(s * out.element_size() for s in out.stride())}.")
-    if _bytes_overlap(out, img):
-        raise ValueError(f"{op}: out must not share memory with img; pass a separate output "
-                         f"array.")
+    check_overlap(op, _words(out), {"img": _words(img)})
 
 
-def _bytes_overlap(a, b) -> bool:
-    """Whether two tensors' memory spans (first to last element) meet in one storage."""
-    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
-        return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def span(t):
-        lo = t.data_ptr() + t.element_size() * sum(st * (n - 1) for st, n in
-                                                   zip(t.stride(), t.shape) if st < 0)
-        hi = t.data_ptr() + t.element_size() * (1 + sum(st * (n - 1) for st, n in
-                                                         zip(t.stride(), t.shape) if st > 0))
-        return lo, hi
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
+def _words(t):
+    """A half tensor's memory as 16-bit words (NumPy has no bfloat16): a NumPy view on the
+    CPU, a CUDA tensor (read through its array interface) on the device."""
+    words = t.detach().view(torch.int16)
+    return words.numpy() if words.is_cpu else words
 
 
 @_custom_op("warp")
