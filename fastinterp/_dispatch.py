@@ -366,6 +366,16 @@ class Prepared:
             arr = _memory.empty(shape, dtype)
         return arr, arr
 
+    def zeros(self, shape, dtype, like=None):
+        """:meth:`empty`, filled with zeros (on a device, on the caller's stream): the
+        result of an op whose output is empty, or a gradient nothing flows into."""
+        if self.backend != CUDA:
+            arr = np.zeros(shape, dtype)    # (pages zeroed by the system as first touched)
+            return arr, arr
+        caller, kernel = self.empty(shape, dtype, like)
+        _cuda_support().fill_zero(kernel, self.stream)
+        return caller, kernel
+
     def _rounded_result(self, dtype, like) -> bool:
         """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
         return np.dtype(dtype) == _half.COMPUTE and _half.is_half(self._storage_for(like))

@@ -74,8 +74,11 @@ def _is_array(value):
 
 
 def _as_operand(prepared, name, value, dtype):
+    """A lerp operand as the kernels take it: an array as given (:func:`contiguous_input`
+    copies a strided CPU one once the result is known not to be empty), a scalar read in
+    ``dtype``."""
     if _is_array(value):
-        return value if prepared.backend == "cuda" else contiguous_input(value)
+        return value
     if prepared.backend == "cuda" and name != "t":
         raise TypeError(f"lerp: {name} must be an array on the CUDA device (a scalar "
                         f"is accepted for t only); got {type(value).__name__}.")
@@ -169,6 +172,8 @@ def lerp(a, b, t, out=None):
         out_caller, out_k = p.empty(shape, dtype)
     if out_k.size == 0:
         return p.wrap(out_caller)
+    if p.backend == "cpu":
+        a_, b_, t_ = (contiguous_input(v) if _is_array(v) else v for v in (a_, b_, t_))
     cshape, (sa, sb, st) = coalesce_broadcast(shape, a_.shape, b_.shape, t_.shape)
     if plan_key is not None and p.storage is None and a_ is a and b_ is b \
             and (t_ is t or not _is_array(t)):
@@ -227,12 +232,14 @@ registry.register_builtin("slerp", _slerp_cpu, "fastinterp._cuda.blend:slerp")
 SLERP_NORMS = ("linear", "formula")
 
 
-def _slerp_weights(p, t, dtype, batch, path, op="slerp"):
+def _slerp_weights(p, t, dtype, batch, path, op="slerp", depth=1):
     """t as a flat array for the kernel: ``(t_flat, t_row_stride, steps)``.
 
     Plain form: one weight per batch row (t broadcast to ``batch``). Path
     form: ``t.shape[:-1]`` broadcasts to ``batch`` and ``t.shape[-1]`` is the
     number of steps. A weight shared by every row gets row stride 0 (no copy).
+    With no element to compute (``depth``, the vectors' length, or a count of 0),
+    ``t_flat`` is empty (t is checked, not copied).
     """
     if not _is_array(t):
         t = real_scalar(op, "t", t, dtype)
@@ -255,6 +262,8 @@ def _slerp_weights(p, t, dtype, batch, path, op="slerp"):
                          f"got {shape_str(t.shape)}.")
     rows = math.prod(batch)
     shared = math.prod(lead) == 1
+    if rows * steps * depth == 0:
+        return np.empty(0, dtype), 0, steps
     if p.backend == "cuda":
         if not shared and tuple(lead) != tuple(batch):
             raise ValueError(f"{op}: on CUDA, t must be shared by all rows or have the full "
@@ -310,7 +319,7 @@ def _slerp_setup(op, a, b, t, axis, path, shortest_path, norm, **extra):
                          f"axis={axis} for shape {shape_str(a_.shape)}.")
     depth = int(a_.shape[ax])
     batch = tuple(a_.shape[:ax]) + tuple(a_.shape[ax + 1:])
-    t_flat, t_row_stride, steps = _slerp_weights(p, t_, dtype, batch, path, op)
+    t_flat, t_row_stride, steps = _slerp_weights(p, t_, dtype, batch, path, op, depth)
     shape = tuple(a_.shape) if not path else tuple(a_.shape[:ax]) + (steps,) + tuple(a_.shape[ax:])
     return p, _SlerpCall(dtype, ax, last, depth, batch, t_flat, t_row_stride, steps, shape)
 
@@ -543,15 +552,13 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     kernel = registry.lookup(op, p.backend, c.dtype)
     rows, depth, steps = math.prod(c.batch), c.depth, c.steps
     ga_caller = gb_caller = ga = gb = None
+    empty = rows * depth * steps == 0     # no gradient flows: zeros
     if need_ab:
-        ga_caller, ga = p.empty(a_.shape, c.dtype, like="a")
-        gb_caller, gb = p.empty(b_.shape, c.dtype, like="b")
+        alloc = p.zeros if empty else p.empty
+        ga_caller, ga = alloc(a_.shape, c.dtype, like="a")
+        gb_caller, gb = alloc(b_.shape, c.dtype, like="b")
     gt = np.zeros(rows * steps, np.float64)
-    if rows * depth * steps == 0:
-        if need_ab:
-            ga[...] = 0
-            gb[...] = 0
-    else:
+    if not empty:
         _slerp_bwd_run(kernel, c, path, g_, a_, b_, ga, gb, gt,
                        (bool(shortest_path), norm == "linear"), need_ab)
     grads = [None, None, None]

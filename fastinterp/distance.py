@@ -601,7 +601,8 @@ def _pairwise(op, x, y, out):
     x_, y_, dtype, batch = _operands(op, p)
     m, n = _rows(x_), _rows(x_ if y_ is None else y_)
     shape = batch.shape + (m, n)
-    if plan_key is not None and p.storage is None and x.flags.c_contiguous \
+    empty = math.prod(shape) == 0
+    if plan_key is not None and not empty and p.storage is None and x.flags.c_contiguous \
             and (y is None or y.flags.c_contiguous) \
             and batch.xmap.nbytes + batch.ymap.nbytes <= _plans.MAX_PLAN_BYTES:
         plan = _pairwise_plan(op, dtype, batch, shape, m, n)
@@ -612,6 +613,8 @@ def _pairwise(op, x, y, out):
         check_out(op, out_k, shape, dtype, {"x": x_, "y": y_})
     else:
         out_caller, out_k = p.empty(shape, dtype)
+    if empty:             # nothing to compute: the operands are not even copied
+        return p.wrap(out_caller)
     if p.backend == "cpu" and _same_array(x_, y_):
         y_ = None        # pairwise_sqdist(x, x): take the exactly symmetric path
     out3 = out_k.reshape((len(batch.xmap), m, n))
@@ -726,7 +729,7 @@ def _backward_arrays(op, p):
     shape = batch.shape + (_rows(x_), _rows(x_ if y_ is None else y_))
     _check_result_shaped(op, "grad_out", g, shape)
     same_dtype(op, x=x_, grad_out=g)
-    return _stacked(p, g), x_, y_, dtype, batch, shape
+    return g, x_, y_, dtype, batch, shape
 
 
 def _check_result_shaped(op, name, a, shape):
@@ -741,15 +744,20 @@ def _run(p, kernel, *args):
     return kernel(*args)
 
 
-def _gradients(p, op, dtype, x_, y_, batch, *inputs):
+def _gradients(p, op, dtype, x_, y_, batch, g, *more):
     """Allocate (grad_x, grad_y) of the inputs' shapes, run ``op``'s kernel into them (it
     sums over the batch elements that share an input: broadcast dimensions are reduced
-    as autograd would), wrap them back."""
+    as autograd would), wrap them back. An empty ``g`` gives zeros without reading the
+    operands (a broadcast operand is not copied)."""
+    if g.size == 0:
+        gx_caller, _ = p.zeros(x_.shape, dtype)
+        gy_caller = None if y_ is None else p.zeros(y_.shape, dtype)[0]
+        return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
     gx_caller, gx = p.empty(x_.shape, dtype)
     gy_caller, gy = (None, None) if y_ is None else p.empty(y_.shape, dtype)
     kernel = registry.lookup(op, p.backend, dtype)
-    _run(p, kernel, _stacked(p, gx), _stacked(p, gy), *inputs, _stacked(p, x_),
-         _stacked(p, y_), batch)
+    _run(p, kernel, _stacked(p, gx), _stacked(p, gy), _stacked(p, g),
+         *(_stacked(p, a) for a in more), _stacked(p, x_), _stacked(p, y_), batch)
     return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
 
 
@@ -837,7 +845,6 @@ def pairwise_l2_backward(grad_out, x, y=None, dist=None):
         check_array(op, "dist", dist_)
         _check_result_shaped(op, "dist", dist_, shape)
         same_dtype(op, x=x_, dist=dist_)
-        dist_ = _stacked(p, dist_)
     return _gradients(p, op, dtype, x_, y_, batch, g, dist_)
 
 
@@ -980,8 +987,9 @@ def knn(x, queries, k, return_distances=True, *, progress=False):
     dist_caller, dist_k = p.empty(shape, dtype)
     idx_caller, idx_k = p.empty(shape, np.int64)
     flat = (len(batch.xmap), nq, k)
-    _run(p, registry.lookup(op, p.backend, dtype), dist_k.reshape(flat), idx_k.reshape(flat),
-         _stacked(p, x_), _stacked(p, q_), batch, k)
+    if math.prod(shape) > 0:     # no query: the database is not even copied
+        _run(p, registry.lookup(op, p.backend, dtype), dist_k.reshape(flat),
+             idx_k.reshape(flat), _stacked(p, x_), _stacked(p, q_), batch, k)
     if return_distances:
         return p.wrap(dist_caller), p.wrap(idx_caller)
     return p.wrap(idx_caller)

@@ -223,14 +223,16 @@ def affine_grid(theta, size, align_corners=False, out=None):
     if tuple(th.shape) != (N, 2, 3):
         raise ValueError(f"{op}: theta must have shape (N, 2, 3) with N = size[0] = {N}; "
                          f"got {shape_str(th.shape)}.")
-    if p.backend == "cpu":
-        th = as_c_contiguous(th)
     shape = (N, H, W, 2)
     if out is not None:
         caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"theta": th})
     else:
         caller, out_k = p.empty(shape, dtype)
+    if math.prod(shape) == 0:
+        return p.wrap(caller)
+    if p.backend == "cpu":
+        th = as_c_contiguous(th)
     kernel = registry.lookup(op, p.backend, dtype)
     if p.backend == "cuda":
         kernel(out_k, p.contiguous(th), align, stream=p.stream)
@@ -327,14 +329,15 @@ def _affine_grid_3d(op, theta, dims, align, out):
         raise ValueError(f"{op}: theta must have shape (N, 3, 4) with N = size[0] = {N} for "
                          f"a 5-D size; got {shape_str(th.shape)}.")
     _volume_cpu_only(op, p)
-    th = as_c_contiguous(th)
     shape = (N, D, H, W, 3)
     if out is not None:
         caller, out_k = p.adopt_out(out)
         check_out(op, out_k, shape, dtype, {"theta": th})
     else:
         caller, out_k = p.empty(shape, dtype)
-    registry.lookup(op, p.backend, dtype)(out_k, th, H, W, align, D=D)
+    if math.prod(shape) == 0:
+        return p.wrap(caller)
+    registry.lookup(op, p.backend, dtype)(out_k, as_c_contiguous(th), H, W, align, D=D)
     return p.wrap(caller)
 
 
@@ -706,7 +709,6 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     cl = bool(lay and lay.nhwc)
     (x, g), dtype = _prepare(op, p, ("input", "grid"), cl, uint8_input=True)
     x, g, geo = _batched_geometry(op, p, x, g, lay, padding_mode)
-    x, g = _host_contiguous(p, x, g)      # after the checks: an error copies nothing
     # uint8 samples in float32: the fill joins the float32 result before it is rounded
     fills = _fill_values(op, fill, padding_mode, geo.dims[1],
                          np.float32 if dtype == np.uint8 else dtype)
@@ -722,8 +724,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         check_out(op, out_k, shape, dtype, {"input": x, "grid": g})
     else:
         caller, out_k = p.empty(shape, dtype)
-    if math.prod(shape) == 0:
+    if math.prod(shape) == 0:     # nothing to sample: the inputs are not even copied
         return p.wrap(caller)
+    x, g = _host_contiguous(p, x, g)
     out_k = lay.as_batched(out_k) if lay else out_k
     _sample_any(p.backend, p.contiguous if p.backend == "cuda" else None, p.stream
                 if p.backend == "cuda" else None, out_k, x, g, geo, fills, mode, padding_mode,
@@ -913,6 +916,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     if tuple(go.shape) != shape:
         raise ValueError(f"{op}: grad_output must have grid_sample's output shape "
                          f"{shape_str(shape)}; got {shape_str(go.shape)}.")
+    if math.prod(shape) == 0:     # no gradient flows: zeros, the inputs not even copied
+        return _zero_gradients(p, dtype, x_user, g_user, need_in, need_grid)
     go, x, g = _host_contiguous(p, _as_batch(p, lay, go), x, g)
     if plan_key is not None and p.storage is None and p.backend == "cpu" and all(
             a.flags.c_contiguous for a in (grad_output, input, grid)):
@@ -942,6 +947,14 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
                           cl, det)
     wrap = (lambda a, like: None if a is None else p.wrap(a, like))
     return wrap(gi_caller, "input"), wrap(gg_caller, "grid")
+
+
+def _zero_gradients(p, dtype, x, g, need_in, need_grid):
+    """``(grad_input, grad_grid)`` of an empty output: zeros of x's and g's shapes (None
+    where not wanted)."""
+    gi = p.wrap(p.zeros(tuple(x.shape), dtype, like="input")[0], "input") if need_in else None
+    gg = p.wrap(p.zeros(tuple(g.shape), dtype, like="grid")[0], "grid") if need_grid else None
+    return gi, gg
 
 
 def _backward_cpu(kernel, gi_k, gg_k, go, x, g, geo, fills, mode, padding_mode, align, cl,

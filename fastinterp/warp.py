@@ -485,6 +485,8 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
         _memory.check_fits(op, f"an output of {shape_str((Ho, Wo))} per image",
                            N * C * Ho * Wo * x.dtype.itemsize)
         caller, target = p.empty(lay.join(N, C, Ho, Wo), x.dtype)
+    if N * C * Ho * Wo == 0:     # nothing to sample: no grid is built, no input copied
+        return p.wrap(caller)
     target = lay.as_batched(target)
     if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":
         grid_sample(x, _to_device_like(p, _full_grid(wmap, N, dtype)), out=target, **opts)
@@ -509,7 +511,6 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
                                                     padding_mode, align_corners, inverse_map,
                                                     layout, fill, rows, grad_output=grad_output)
     dtype = _float_dtype(x)
-    grid = _full_grid(wmap, N, dtype)
     go = p.arrays["grad_output"]
     check_array(op, "grad_output", go)
     same_dtype(op, img=x, grad_output=go)
@@ -517,6 +518,9 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
         raise ValueError(f"{op}: grad_output must have shape "
                          f"{shape_str(lay.join(N, C, Ho, Wo))} (the forward's output); "
                          f"got {shape_str(go.shape)}.")
+    if N * C * Ho * Wo == 0:     # no gradient flows: no grid is built, no input copied
+        return _zero_gradients(p, wmap, dtype, need_in, need_m)
+    grid = _full_grid(wmap, N, dtype)
     try:
         gi, gg = grid_sample_backward(lay.as_batched(p.contiguous(go)), x,
                                       _to_device_like(p, grid), needs_input_grad=need_in,
@@ -533,6 +537,18 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
             gm = p.wrap(wmap.grad_M(wmap.grad_K(host)).astype(dtype))
     if gi is not None:
         gi = p.wrap(gi.reshape(tuple(p.arrays["img"].shape)))
+    return gi, gm
+
+
+def _zero_gradients(p, wmap, dtype, need_in, need_m):
+    """``(grad_img, grad_M)`` of an empty output (None where not wanted): the image's
+    is zero; the matrix's is the chain rule applied to a zero grid gradient, as for any
+    output nothing flows into."""
+    gi = p.wrap(p.zeros(tuple(p.arrays["img"].shape), dtype)[0]) if need_in else None
+    gm = None
+    if need_m:
+        with np.errstate(over="ignore"):
+            gm = p.wrap(wmap.grad_M(np.zeros((len(wmap.K), 3, 3))).astype(dtype))
     return gi, gm
 
 

@@ -138,6 +138,20 @@ def contiguous(arr, stream=0):
     return dst.reshape(tuple(arr.shape))
 
 
+@cuda.jit
+def _fill_zero_kernel(dst):
+    for i in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[i] = 0
+
+
+def fill_zero(arr, stream=0):
+    """Set every element of a C-contiguous device array to zero, on ``stream``."""
+    n = math.prod(arr.shape)
+    if n:
+        _fill_zero_kernel[blocks_strided(n), THREADS_1D, stream](flat(arr))
+    return arr
+
+
 def to_device(host, stream=0):
     """A device copy of the host array ``host``, made on ``stream``."""
     return cuda.to_device(np.ascontiguousarray(host), stream=stream)
