@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import subprocess
 import sys
@@ -186,11 +187,12 @@ def trend(runs: list[tuple[str, dict[str, Any]]], baseline: dict[str, float] | N
 # ------------------------------------------------------------------ running
 def pytest_command(python: str, json_out: Path, storage: Path, extra: Iterable[str] = ()
                    ) -> list[str]:
-    """The pytest invocation of the quick subset (files plus a ``-k`` of test names)."""
-    files = [str(HERE / f) for f in QUICK]
-    names = sorted({n for tests in QUICK.values() for n in tests})
-    return [python, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider",
-            "-k", " or ".join(names), "--benchmark-only", *FAST_OPTIONS,
+    """The pytest invocation of the quick subset: its tests by node ID (every
+    parametrisation of each, nothing whose name merely contains one; a ``-k`` in
+    ``extra`` narrows that set)."""
+    tests = [f"{HERE / f}::{name}" for f, names in QUICK.items() for name in names]
+    return [python, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider",
+            "--benchmark-only", *FAST_OPTIONS,
             "--benchmark-columns=median,iqr", "--benchmark-sort=name",
             f"--benchmark-json={json_out}", "--benchmark-autosave",
             f"--benchmark-storage=file://{storage}", *extra]
@@ -203,7 +205,8 @@ def run_subset(extra: Iterable[str] = (), storage: Path = STORAGE) -> dict[str, 
     env = dict(os.environ)
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):   # as `make bench` does
         env.pop(var, None)
-    print("bench-check:", " ".join(cmd[3:6]), "... (", len(cmd), "arguments )", flush=True)
+    print(f"bench-check: pytest on {sum(map(len, QUICK.values()))} benchmarks of "
+          f"{', '.join(QUICK)}", " ".join(extra), flush=True)
     status = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     if status != 0:
         raise SystemExit(f"bench-check: the benchmark run failed (pytest exit status {status}).")
@@ -250,12 +253,26 @@ def load_baselines(path: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         raise SystemExit(f"bench-check: no baseline at {path}; create one with "
                          f"`make bench-baseline`.") from None
-    records = data.get("variants") if "variants" in data else {"": data}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"bench-check: {path} is not valid JSON ({exc}); restore it from git "
+                         f"or regenerate it with `make bench-baseline`.") from None
+    records = data.get("variants") if isinstance(data, dict) and "variants" in data else {"": data}
     if not isinstance(records, dict) or not records or not all(
             isinstance(r, dict) and isinstance(r.get("ratios"), dict) for r in records.values()):
         raise SystemExit(f"bench-check: {path} has no 'ratios' table; regenerate it with "
                          f"`make bench-baseline`.")
+    for record in records.values():
+        bad = {k: v for k, v in record["ratios"].items() if not _is_ratio(v)}
+        if bad:
+            raise SystemExit(f"bench-check: {path} has ratios that are not positive numbers "
+                             f"({bad}); regenerate it with `make bench-baseline`.")
     return {record_key(r): r for r in records.values()}
+
+
+def _is_ratio(value: Any) -> bool:
+    """A stored ratio: a positive, finite number (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 def load_baseline(path: Path, key: str | None = None) -> dict[str, Any]:
@@ -312,9 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     parser.add_argument("--storage", type=Path, default=STORAGE)
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    parser.add_argument("--stat", default="min", choices=("min", "median", "mean"),
-                        help="baseline: the statistic compared (min: the least disturbed "
-                             "round of each side; on a busy machine the median moves more)")
+    parser.add_argument("--stat", default=None, choices=("min", "median", "mean"),
+                        help="the statistic compared (default: the baseline record's; a new "
+                             "baseline: min, the least disturbed round of each side; on a "
+                             "busy machine the median moves more)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="run/compare: pass although baseline ratios were not measured "
+                             "(a run narrowed with --pytest-arg, say)")
     parser.add_argument("--last", type=int, default=8, help="trend: runs shown")
     parser.add_argument("--runs", type=int, default=3,
                         help="baseline: runs whose median ratios it stores")
@@ -331,11 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         key = record_key(runs[-1][1]) if runs else None
         base = (load_baseline(args.baseline, key)["ratios"] if args.baseline.exists()
                 else None)
-        print(trend(runs, base, args.last, args.stat))
+        stat = args.stat or (load_baseline(args.baseline, key).get("stat", "min")
+                             if args.baseline.exists() else "min")
+        print(trend(runs, base, args.last, stat))
         return 0
     if args.command == "baseline":
         runs = [run_subset(args.pytest_arg, args.storage) for _ in range(max(1, args.runs))]
-        record = baseline_record(runs[0], args.stat, args.note, runs[1:])
+        record = baseline_record(runs[0], args.stat or "min", args.note, runs[1:])
         save_baseline(args.baseline, record)
         print(f"bench-baseline: wrote {len(record['ratios'])} ratios for kernel variant "
               f"{record_key(record)} to {args.baseline}")
@@ -343,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         if not args.result:
             parser.error("compare needs a pytest-benchmark JSON file")
-        result = json.loads(Path(args.result).read_text())
+        try:
+            result = json.loads(Path(args.result).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"bench-check: cannot read {args.result} as a pytest-benchmark "
+                             f"JSON file ({exc}).") from None
     else:
         result = run_subset(args.pytest_arg, args.storage)
     base = load_baseline(args.baseline, record_key(result))
@@ -351,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-check: {args.baseline} has no record for kernel variant "
               f"{record_key(result)}; shown against {base['key']}'s for information "
               f"only (`make bench-baseline` records this machine's).")
-    stat = base.get("stat", args.stat)
+    stat = args.stat or base.get("stat", "min")
+    if stat != base.get("stat", stat):
+        print(f"bench-check: comparing {stat} ratios with a baseline of {base['stat']} ratios "
+              f"(`make bench-baseline` with --stat {stat} records {stat} ones).")
     seen = [ratios(result, stat)]
     report = compare(seen[0], base["ratios"], args.tolerance)
     for _ in range(args.confirm if args.command == "run" and not base["foreign"] else 0):
@@ -368,6 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     if report["regressed"] and not base["foreign"]:
         print(f"\nbench-check: {len(report['regressed'])} ratio(s) dropped more than "
               f"{args.tolerance:.0%} below the baseline.", file=sys.stderr)
+        return 1
+    if not base["foreign"] and not (report["ok"] or report["regressed"]):
+        print("\nbench-check: no ratio of the baseline was measured: nothing compared.",
+              file=sys.stderr)
+        return 1
+    if not base["foreign"] and report["missing"] and not args.allow_missing:
+        print(f"\nbench-check: {len(report['missing'])} ratio(s) of the baseline were not "
+              f"measured (a peer library not installed, or a benchmark renamed or skipped): "
+              f"install the bench extras, refresh the baseline with `make bench-baseline` "
+              f"after a rename, or pass --allow-missing for a run narrowed on purpose.",
+              file=sys.stderr)
         return 1
     if base["foreign"]:
         print(f"\nbench-check: no baseline for kernel variant {record_key(result)}: nothing "

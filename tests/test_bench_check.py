@@ -264,3 +264,75 @@ def test_a_regression_must_show_in_every_run(tmp_path, monkeypatch):
     assert check.main(["run", "--baseline", str(base)]) == 1
     runs = iter([_typical(pair_ours=0.400)])
     assert check.main(["run", "--baseline", str(base), "--confirm", "0"]) == 1
+
+
+def _compare(tmp_path, result, *args, record=None):
+    """``check.main(["compare", ...])`` of a run against a baseline of ``_typical()``."""
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps(record or check.baseline_record(_typical(), "median", "")))
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    return check.main(["compare", str(path), "--baseline", str(base), *args])
+
+
+def test_a_baseline_ratio_not_measured_fails_unless_allowed(tmp_path, capsys):
+    """A peer not installed or a benchmark renamed must not pass unnoticed."""
+    without_torch = _run(*[b for b in _typical()["benchmarks"] if b["name"] != "test_lerp_torch"])
+    assert _compare(tmp_path, without_torch) == 1
+    assert "1 ratio(s) of the baseline were not measured" in capsys.readouterr().err
+    assert _compare(tmp_path, without_torch, "--allow-missing") == 0
+
+
+def test_a_run_that_measures_no_ratio_of_the_baseline_fails(tmp_path, capsys):
+    for args in ((), ("--allow-missing",)):
+        assert _compare(tmp_path, _run(), *args) == 1
+        assert "nothing compared" in capsys.readouterr().err
+
+
+def test_the_stat_option_chooses_the_statistic_compared(tmp_path, capsys):
+    """Each side's median is 2x its minimum for fastinterp only: compared by median, the
+    ratio halves (a regression); by minimum (the baseline's statistic) it holds."""
+    record = check.baseline_record(_typical(), "min", "")
+    run = _typical()
+    for bench in run["benchmarks"]:
+        if bench["extra_info"].get("library") == "fastinterp":
+            bench["stats"]["median"] = 2 * bench["stats"]["min"]
+    assert _compare(tmp_path, run, record=record) == 0
+    assert _compare(tmp_path, run, "--stat", "median", record=record) == 1
+    assert "comparing median ratios with a baseline of min ratios" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{\"variants\": {", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("[1, 2]", "no 'ratios' table"),
+    (json.dumps({"ratios": {"a | vs b": "fast"}}), "not positive numbers"),
+    (json.dumps({"ratios": {"a | vs b": None}}), "not positive numbers"),
+    (json.dumps({"ratios": {"a | vs b": -1.0}}), "not positive numbers"),
+    (json.dumps({"ratios": {"a | vs b": True}}), "not positive numbers"),
+])
+def test_a_malformed_baseline_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "baseline.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        check.load_baselines(path)
+
+
+def test_an_unreadable_result_is_a_clear_error(tmp_path):
+    bad = tmp_path / "result.json"
+    bad.write_text("{")
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps(check.baseline_record(_typical(), "median", "")))
+    for path in (bad, tmp_path / "absent.json"):
+        with pytest.raises(SystemExit, match="cannot read"):
+            check.main(["compare", str(path), "--baseline", str(base)])
+
+
+def test_the_subset_selects_its_tests_by_node_id(tmp_path):
+    """Tests named as prefixes of others (test_adam_fastinterp, ..._one_thread) run alone;
+    every parametrisation runs; a -k of the caller narrows the set."""
+    cmd = check.pytest_command("python", tmp_path / "out.json", tmp_path, ["-k", "lerp"])
+    ids = [a for a in cmd if "::" in a]
+    assert len(ids) == sum(len(v) for v in check.QUICK.values())
+    assert any(a.endswith("bench_optim.py::test_adam_fastinterp") for a in ids)
+    assert cmd.count("-k") == 1 and cmd[-2:] == ["-k", "lerp"]
