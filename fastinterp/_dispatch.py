@@ -112,7 +112,7 @@ def _describe(obj) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def backend_of(*arrays, names: tuple[str, ...] | None = None) -> str:
+def backend_of(*arrays: object, names: tuple[str, ...] | None = None) -> str:
     """The backend (``"cpu"`` or ``"cuda"``) that must run a call on ``arrays``.
 
     Scalars and None are ignored. Arrays on different devices raise

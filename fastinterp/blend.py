@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ._dispatch import _to_numpy, array_kind, begin, not_numbers_error
 from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
                         check_out, contiguous_input, full_or_single, real_float, real_scalar,
                         same_dtype, shape_str)
+from ._typing import Array, Axis, Flag, NumPyLike, SlerpNorm
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
 
@@ -111,7 +112,11 @@ def weight_list(op, t, dtype):
     return np.asarray(t, dtype=dtype)
 
 
-def lerp(a, b, t, out=None):
+@overload
+def lerp(a: NumPyLike, b: NumPyLike, t: NumPyLike, out: Array | None = None) -> Array: ...
+@overload
+def lerp(a: Any, b: Any, t: Any, out: Any = None) -> Any: ...
+def lerp(a: Any, b: Any, t: Any, out: Any = None) -> Any:
     """Linear interpolation ``a + t * (b - a)``, element-wise with NumPy broadcasting.
 
     Parameters
@@ -332,7 +337,15 @@ def slerp_axis(op, ndim, axis):
     return check_axis(op, axis, ndim)
 
 
-def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear", out=None):
+@overload
+def slerp(a: NumPyLike, b: NumPyLike, t: NumPyLike, axis: Axis = -1, *, path: Flag = False,
+          shortest_path: Flag = False, norm: SlerpNorm = "linear",
+          out: Array | None = None) -> Array: ...
+@overload
+def slerp(a: Any, b: Any, t: Any, axis: Axis = -1, *, path: Flag = False,
+          shortest_path: Flag = False, norm: SlerpNorm = "linear", out: Any = None) -> Any: ...
+def slerp(a: Any, b: Any, t: Any, axis: Axis = -1, *, path: Flag = False,
+          shortest_path: Flag = False, norm: SlerpNorm = "linear", out: Any = None) -> Any:
     """Spherical linear interpolation of vectors along ``axis``, batched.
 
     Parameters
@@ -474,8 +487,25 @@ def _sum_to(x, shape):
     return x.sum(axis=stretched, keepdims=True) if stretched else x
 
 
-def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=False,
-                   norm="linear", needs_ab_grad=True, needs_t_grad=True):
+@overload
+def slerp_backward(grad_out: NumPyLike, a: NumPyLike, b: NumPyLike, t: NumPyLike,
+                   axis: Axis = -1, *, path: Flag = False, shortest_path: Flag = False,
+                   norm: SlerpNorm = "linear", needs_ab_grad: Literal[True] = True,
+                   needs_t_grad: Literal[True] = True) -> tuple[Array, Array, Array]: ...
+@overload
+def slerp_backward(grad_out: NumPyLike, a: NumPyLike, b: NumPyLike, t: NumPyLike,
+                   axis: Axis = -1, *, path: Flag = False, shortest_path: Flag = False,
+                   norm: SlerpNorm = "linear", needs_ab_grad: Flag = True,
+                   needs_t_grad: Flag = True
+                   ) -> tuple[Array | None, Array | None, Array | None]: ...
+@overload
+def slerp_backward(grad_out: Any, a: Any, b: Any, t: Any, axis: Axis = -1, *,
+                   path: Flag = False, shortest_path: Flag = False, norm: SlerpNorm = "linear",
+                   needs_ab_grad: Flag = True, needs_t_grad: Flag = True
+                   ) -> tuple[Any, Any, Any]: ...
+def slerp_backward(grad_out: Any, a: Any, b: Any, t: Any, axis: Axis = -1, *,
+                   path: Flag = False, shortest_path: Flag = False, norm: SlerpNorm = "linear",
+                   needs_ab_grad: Flag = True, needs_t_grad: Flag = True) -> Any:
     """Gradients of ``sum(grad_out * slerp(a, b, t, axis, ...))`` with respect to a, b and t.
 
     Parameters

@@ -34,12 +34,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
+from ._typing import Array, IntFlag, NumPyLike
 from ._validate import (as_c_contiguous, as_index, check_array, check_flag, check_out,
                         check_shape, same_dtype, shape_str)
 
@@ -221,9 +223,9 @@ def _tile_list(m, n, symmetric, head=0):
         else:
             tiles += [(i, j, a1, b1), (i, j + b1, a1, b - b1),
                       (i + a1, j, a - a1, b1), (i + a1, j + b1, a - a1, b - b1)]
-    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 4)
-    tiles.flags.writeable = False
-    return tiles
+    table = np.array(tiles, dtype=np.intp).reshape(-1, 4)
+    table.flags.writeable = False
+    return table
 
 
 def _tile_shape(m, n, symmetric):
@@ -426,7 +428,7 @@ def _redo_overflowed(gx, gy, g, x, y, batch, l2):
     with np.errstate(over="ignore"):        # beyond the dtype: inf, as it holds them
         gx[rows_x] = acc_x[rows_x]
         if gy is not None:
-            gy[rows_y] = acc_y[rows_y]
+            gy[rows_y] = acc_y[rows_y]      # type: ignore[index]  # (acc_y is set with gy)
 
 
 def _overflowed_rows(gx, gy, g, x, y, batch):
@@ -444,7 +446,7 @@ def _overflowed_rows(gx, gy, g, x, y, batch):
             ok_x[u] &= fin_x[u] & g_rows[e] & g_cols[e] & fin_x[u].all()
             continue
         ok_x[u] &= fin_x[u] & g_rows[e] & fin_y[v].all()
-        ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()
+        ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()    # type: ignore[index]  # (y: ok_y set)
     rows_x = ok_x & ~np.isfinite(gx).all(axis=2)
     return rows_x, None if gy is None else ok_y & ~np.isfinite(gy).all(axis=2)
 
@@ -469,7 +471,7 @@ def _redone_element(g, x, y, l2):
     xw = np.ldexp(x.astype(np.float64), -col_shift)[None]
     yw = None if y is None else np.ldexp(y.astype(np.float64), -col_shift)[None]
     gx = np.empty(xw.shape)
-    gy = None if y is None else np.empty(yw.shape)
+    gy = None if y is None else np.empty(yw.shape)      # type: ignore[union-attr]  # (y: yw set)
     single = Batch((), _SINGLE, _SINGLE, 1, 1)
     if l2:
         _l2_backward(gx, gy, gw, None, xw, yw, single)
@@ -652,7 +654,12 @@ def _same_array(a, b):
 # Public API
 # ----------------------------------------------------------------------------
 
-def pairwise_sqdist(x, y=None, out=None):
+@overload
+def pairwise_sqdist(x: NumPyLike, y: NumPyLike | None = None,
+                    out: Array | None = None) -> Array: ...
+@overload
+def pairwise_sqdist(x: Any, y: Any = None, out: Any = None) -> Any: ...
+def pairwise_sqdist(x: Any, y: Any = None, out: Any = None) -> Any:
     """Squared Euclidean distances between the rows of ``x`` and of ``y``.
 
     Parameters
@@ -705,7 +712,12 @@ def pairwise_sqdist(x, y=None, out=None):
     return _pairwise("pairwise_sqdist", x, y, out)
 
 
-def pairwise_l2(x, y=None, out=None):
+@overload
+def pairwise_l2(x: NumPyLike, y: NumPyLike | None = None,
+                out: Array | None = None) -> Array: ...
+@overload
+def pairwise_l2(x: Any, y: Any = None, out: Any = None) -> Any: ...
+def pairwise_l2(x: Any, y: Any = None, out: Any = None) -> Any:
     """Euclidean distances between the rows of ``x`` and of ``y``.
 
     The square root of :func:`pairwise_sqdist` (same parameters, same
@@ -761,7 +773,15 @@ def _gradients(p, op, dtype, x_, y_, batch, g, *more):
     return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
 
 
-def pairwise_sqdist_backward(grad_out, x, y=None):
+@overload
+def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike,
+                             y: None = None) -> tuple[Array, None]: ...
+@overload
+def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike,
+                             y: NumPyLike) -> tuple[Array, Array]: ...
+@overload
+def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> tuple[Any, Any]: ...
+def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> Any:
     """Gradients of ``sum(grad_out * pairwise_sqdist(x, y))`` with respect to x and y.
 
     Parameters
@@ -799,7 +819,16 @@ def pairwise_sqdist_backward(grad_out, x, y=None):
     return _gradients(p, op, dtype, x_, y_, batch, g)
 
 
-def pairwise_l2_backward(grad_out, x, y=None, dist=None):
+@overload
+def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: None = None,
+                         dist: NumPyLike | None = None) -> tuple[Array, None]: ...
+@overload
+def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike,
+                         dist: NumPyLike | None = None) -> tuple[Array, Array]: ...
+@overload
+def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None,
+                         dist: Any = None) -> tuple[Any, Any]: ...
+def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None) -> Any:
     """Gradients of ``sum(grad_out * pairwise_l2(x, y))`` with respect to x and y.
 
     Parameters
@@ -914,7 +943,24 @@ def _knn_streamed(op, x, queries, k, return_distances, progress):
     return tuple(p.wrap(r) for r in result) if return_distances else p.wrap(result)
 
 
-def knn(x, queries, k, return_distances=True, *, progress=False):
+@overload
+def knn(x: NumPyLike, queries: NumPyLike, k: SupportsIndex,
+        return_distances: Literal[True] = True, *,
+        progress: IntFlag = False) -> tuple[Array, Array]: ...
+@overload
+def knn(x: NumPyLike, queries: NumPyLike, k: SupportsIndex, return_distances: Literal[False],
+        *, progress: IntFlag = False) -> Array: ...
+@overload
+def knn(x: NumPyLike, queries: NumPyLike, k: SupportsIndex, return_distances: IntFlag = True,
+        *, progress: IntFlag = False) -> tuple[Array, Array] | Array: ...
+@overload
+def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: Literal[True] = True, *,
+        progress: IntFlag = False) -> tuple[Any, Any]: ...
+@overload
+def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True, *,
+        progress: IntFlag = False) -> Any: ...
+def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True, *,
+        progress: IntFlag = False) -> Any:
     """The ``k`` nearest rows of ``x`` (Euclidean) for every row of ``queries``.
 
     Parameters

@@ -276,7 +276,7 @@ class Param:
     default: Any        # None: required
 
 
-def parse_params(text: str | None, where: str) -> tuple:
+def parse_params(text: str | None, where: str) -> tuple[Param, ...]:
     """Parse ``"alpha: float = 1, k: int"`` into :class:`Param` entries."""
     out = []
     for item in (t.strip() for t in (text or "").split(",") if t.strip()):
@@ -345,7 +345,7 @@ class OpSpec:
 
     name: str
     signature: Signature | None
-    params: tuple
+    params: tuple[Param, ...]
     doc: str | None
     source: str
 
@@ -481,10 +481,10 @@ class PluginInfo:
     name: str
     version: str
     path: str | None
-    abi: tuple
-    kernels: tuple          # ((op, backend, dtype), ...)
-    ops: tuple              # new ops it defines
-    kind: str               # "library" or "cfunc"
+    abi: tuple[int, int]                        # (major, minor) of its C ABI
+    kernels: tuple[tuple[str, str, str], ...]   # ((op, backend, dtype), ...)
+    ops: tuple[str, ...]                        # new ops it defines
+    kind: str                                   # "library" or "cfunc"
 
 
 def _file_id(path: str) -> tuple:
@@ -594,7 +594,7 @@ def _executable(address: int) -> bool:
 
 _lock = threading.RLock()
 _plugins: dict[str, PluginInfo] = {}
-_ops: dict[str, builtins.list] = {}       # op name -> stack of OpSpec
+_ops: dict[str, builtins.list[OpSpec]] = {}       # op name -> stack of OpSpec
 
 
 def _fail(where: str, reason: str) -> NoReturn:
@@ -952,7 +952,7 @@ def unload(name: str) -> None:
         del _plugins[name]
 
 
-def list_plugins() -> builtins.list:
+def list_plugins() -> builtins.list[PluginInfo]:
     """The loaded plugins, as :class:`PluginInfo` records, in load order.
 
     Examples
@@ -968,7 +968,7 @@ def list_plugins() -> builtins.list:
 list = list_plugins
 
 
-def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list:
+def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list[PluginInfo]:
     """Load the plugins that installed packages declare in the entry-point group.
 
     An entry point may name a path (str, bytes or os.PathLike) to a plugin
@@ -1043,7 +1043,7 @@ def op_spec(op: str) -> OpSpec | None:
         return stack[-1] if stack else None
 
 
-def op_names() -> builtins.list:
+def op_names() -> builtins.list[str]:
     with _lock:
         return sorted(_ops)
 
@@ -1181,7 +1181,7 @@ def builtin_capsule() -> Any:
     return _abi().builtin_capsule()
 
 
-def builtin_kernels() -> builtins.list:
+def builtin_kernels() -> builtins.list[dict[str, Any]]:
     """The (op, device, dtype) keys and C addresses of the built-in ABI table.
 
     Examples

@@ -45,6 +45,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -53,6 +54,8 @@ from ._config import threads_for
 from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
+from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, ResizeMatch, ResizeMode,
+                      Shape, Size)
 from ._validate import (AXIS_MAX, _one_real, as_index, check_array, check_bool, check_dtype,
                         check_option, check_out, entries, float_dtype, is_int as _is_int,
                         is_real_scalar, is_scalar, shape_str)
@@ -79,7 +82,7 @@ _DTYPE_NAME = {np.dtype(_F32): "float32", np.dtype(_F64): "float64",
 
 # --------------------------------------------------------------------------- table cache
 
-def _nbytes(obj) -> int:
+def _nbytes(obj: object) -> int:
     """Bytes held by the arrays in a cache key or value (tables, tuples of arrays)."""
     if isinstance(obj, np.ndarray):
         return obj.nbytes
@@ -144,7 +147,7 @@ def _cached(fn):
     @functools.wraps(fn)
     def wrapper(*args):
         return _TABLE_CACHE.get((fn.__name__,) + args, lambda: fn(*args))
-    wrapper.cache = _TABLE_CACHE
+    wrapper.cache = _TABLE_CACHE      # type: ignore[attr-defined]  # (a function attribute)
     return wrapper
 
 
@@ -230,7 +233,7 @@ def _merge_repeated_taps(idx, w):
     return w
 
 
-def _make_table(idx, w, n_in, dtype) -> AxisTable:
+def _make_table(idx: Any, w: Any, n_in: int, dtype: Any) -> AxisTable:
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     w = _merge_repeated_taps(idx, np.ascontiguousarray(w, dtype=dtype))
     if idx.shape[0] > 1 and np.all(w[0] == 1) and not np.any(w[1:]):
@@ -240,7 +243,7 @@ def _make_table(idx, w, n_in, dtype) -> AxisTable:
     return AxisTable(idx, w, int(n_in), unit)
 
 
-def _ranges_table(start, count, weights, n_in, dtype) -> AxisTable:
+def _ranges_table(start: Any, count: Any, weights: Any, n_in: int, dtype: Any) -> AxisTable:
     """A table from contiguous tap ranges: taps ``start[o] + j`` for ``j < count[o]``.
 
     ``weights`` is ``(K, n_out)``; entries at ``j >= count[o]`` are ignored and
@@ -333,7 +336,7 @@ def _nearest_table(dt, n_in, n_out, sf, exact, small):
     return _make_table(idx[None, :], np.ones((1, n_out)), n_in, dt)
 
 
-def _nearest_is_small(out_hw) -> bool:
+def _nearest_is_small(out_hw: tuple[int, int]) -> bool:
     """Whether torch's CPU nearest kernel uses its small-output index rule.
 
     Measured on torch 2.13 over many sizes and scales: outputs with
@@ -435,8 +438,9 @@ def _area_table(dt, n_in, n_out):
 
 
 @_cached
-def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
-               small=False) -> AxisTable:
+def axis_table(mode: str, n_in: int, n_out: int, align_corners: bool | None,
+               scale_factor: float | None, antialias: bool, dtype: Any,
+               small: bool = False) -> AxisTable:
     """The cached tap table of one axis (forward direction).
 
     ``small`` applies to the nearest modes only (torch's small-output index
@@ -458,7 +462,7 @@ def axis_table(mode, n_in, n_out, align_corners, scale_factor, antialias, dtype,
     return _cubic_table(dt, n_in, n_out, align_corners, scale_factor)
 
 
-def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
+def _fixed_table(idx: Any, w: Any, n_in: int, shift: int, merge: bool = True) -> AxisTable:
     """A table of int32 fixed-point weights (uint8 images; see AxisTable).
 
     With ``merge``, trailing tap rows whose weights are all 0 (Pillow's tables
@@ -479,7 +483,8 @@ def _fixed_table(idx, w, n_in, shift, merge=True) -> AxisTable:
 
 
 @_cached
-def preset_table(match, mode, n_in, n_out, area_kind, dtype, axis) -> AxisTable:
+def preset_table(match: str, mode: str, n_in: int, n_out: int, area_kind: Any, dtype: str,
+                 axis: str) -> AxisTable:
     """One axis of ``resize(match="opencv" | "pil")`` in the kernels' form.
 
     ``dtype`` is the image's ('float32', 'float64' or 'uint8'); ``axis`` is
@@ -562,7 +567,7 @@ def _blocks(idx, B):
 
 
 @_cached
-def permute_form(table: AxisTable):
+def permute_form(table: AxisTable) -> tuple[np.ndarray, np.ndarray, int]:
     """``(base, rel, block)`` for the CPU kernels' gather-free horizontal pass.
 
     Outputs go in blocks; the form exists when every block's taps fit in a
@@ -610,7 +615,7 @@ _NO_PAIRS = (None, None, None, None)
 
 
 @_cached
-def pair_form(table: AxisTable):
+def pair_form(table: AxisTable) -> tuple[Any, Any, Any, Any]:
     """``(base, rel, wlo, whi)``: an int32 x table for the uint8 kernel's 16-bit pass.
 
     The horizontal pass of fixed-point tables (kernels/cpu/_u8simd.h) runs
@@ -650,7 +655,8 @@ def pair_form(table: AxisTable):
 
 
 @_cached
-def u8_permute_form(table: AxisTable):
+def u8_permute_form(table: AxisTable
+                    ) -> tuple[AxisTable, tuple[np.ndarray, np.ndarray, int]]:
     """``(table', (base, rel, block))``: a float32 x table for the uint8 kernel's permutes.
 
     The uint8 kernel's plain two-tap loop computes ``fma(w0, s0, w1 * s1)``
@@ -1011,9 +1017,23 @@ def _separable(op, backend, stream, out_k, x, lay, stored_nhwc, dims, ytab, xtab
 
 # --------------------------------------------------------------------------- public API
 
-def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=None,
-           antialias=False, out=None, *, recompute_scale_factor=None, layout=None,
-           match="torch"):
+@overload
+def resize(input: NumPyLike, size: Size | None = None, scale_factor: Reals | None = None,
+           mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+           antialias: Flag = False, out: Array | None = None, *,
+           recompute_scale_factor: Flag | None = None, layout: ImageLayout | None = None,
+           match: ResizeMatch = "torch") -> Array: ...
+@overload
+def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = None,
+           mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+           antialias: Flag = False, out: Any = None, *,
+           recompute_scale_factor: Flag | None = None, layout: ImageLayout | None = None,
+           match: ResizeMatch = "torch") -> Any: ...
+def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = None,
+           mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+           antialias: Flag = False, out: Any = None, *,
+           recompute_scale_factor: Flag | None = None, layout: ImageLayout | None = None,
+           match: ResizeMatch = "torch") -> Any:
     """Resize images; values equal ``torch.nn.functional.interpolate`` (or OpenCV / Pillow).
 
     Parameters
@@ -1164,9 +1184,23 @@ def _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype):
             for n_in, n_o, s in zip(in_hw, out_hw, scales)]
 
 
-def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
-                    align_corners=None, antialias=False, out=None, *,
-                    recompute_scale_factor=None, layout=None):
+@overload
+def resize_backward(grad_output: NumPyLike, input_size: Shape, scale_factor: Reals | None = None,
+                    mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+                    antialias: Flag = False, out: Array | None = None, *,
+                    recompute_scale_factor: Flag | None = None,
+                    layout: ImageLayout | None = None) -> Array: ...
+@overload
+def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | None = None,
+                    mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+                    antialias: Flag = False, out: Any = None, *,
+                    recompute_scale_factor: Flag | None = None,
+                    layout: ImageLayout | None = None) -> Any: ...
+def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | None = None,
+                    mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
+                    antialias: Flag = False, out: Any = None, *,
+                    recompute_scale_factor: Flag | None = None,
+                    layout: ImageLayout | None = None) -> Any:
     """Gradient of :func:`resize` with respect to its input (analytic, deterministic).
 
     Parameters
@@ -1226,7 +1260,7 @@ def resize_backward(grad_output, input_size, scale_factor=None, mode="bilinear",
     return _run(op, p, g, tabs[0], tabs[1], out, (h, w), lay, dtype, "grad_output")
 
 
-def _size_dims(input_size) -> tuple:
+def _size_dims(input_size: Any) -> tuple[Any, ...]:
     """The extents a backward's ``input_size`` gives: a sequence, or a 1-D array (NumPy,
     torch: ``torch.tensor([6, 7])``) of ints, holds them; an array of another rank
     stands for the forward's input itself (its shape). ``TypeError`` for what holds no
@@ -1244,7 +1278,14 @@ def _size_dims(input_size) -> tuple:
     return tuple(dims)
 
 
-def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
+@overload
+def adaptive_avg_pool2d(input: NumPyLike, output_size: PoolSize, out: Array | None = None, *,
+                        layout: ImageLayout | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
+                        layout: ImageLayout | None = None) -> Any: ...
+def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
+                        layout: ImageLayout | None = None) -> Any:
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Parameters
@@ -1289,7 +1330,15 @@ def adaptive_avg_pool2d(input, output_size, out=None, *, layout=None):
     return _run(op, p, x, tabs[0], tabs[1], out, out_hw, lay, dtype, "input", None, plan_key)
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_size, out=None, *, layout=None):
+@overload
+def adaptive_avg_pool2d_backward(grad_output: NumPyLike, input_size: Shape,
+                                 out: Array | None = None, *,
+                                 layout: ImageLayout | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
+                                 layout: ImageLayout | None = None) -> Any: ...
+def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
+                                 layout: ImageLayout | None = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Parameters
@@ -1348,14 +1397,14 @@ def _refuse_unnamed_image(op, x, size, scale_factor):
                          f"{shape_str(x.shape)}.")
 
 
-def _is_nd(arr, layout) -> bool:
+def _is_nd(arr: Any, layout: object) -> bool:
     """1-D (N, C, L) or volume (N, C, D, H, W) data rather than images: 5-D arrays,
     and 3-D arrays without a layout (torch reads those as (N, C, L))."""
     rank = _rank(arr)
     return rank == 5 or (rank == 3 and layout is None)
 
 
-def _rank(arr) -> int:
+def _rank(arr: Any) -> int:
     """The number of axes of an array, or of a (nested) list or tuple read as NumPy reads
     it (0 for a ragged one: the array checks then name it)."""
     if isinstance(arr, (list, tuple)):
@@ -1366,7 +1415,7 @@ def _rank(arr) -> int:
     return len(getattr(arr, "shape", ()))
 
 
-def _real_number(value) -> float:
+def _real_number(value: Any) -> float:
     """A real Python/NumPy number, or a 0-d real array or tensor, as a float; ``TypeError``
     for bools, complex numbers and the rest."""
     if is_real_scalar(value):
@@ -1480,7 +1529,7 @@ def _nd_tables(mode, in_sp, out_sp, align_corners, scales, dtype):
             for n_in, n_o, s in zip(in_sp, out_sp, scales)]
 
 
-def _identity_table(dtype) -> AxisTable:
+def _identity_table(dtype: Any) -> AxisTable:
     return axis_table("area", 1, 1, None, None, False, _DTYPE_NAME[np.dtype(dtype)])
 
 
@@ -1741,7 +1790,12 @@ for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "adaptive_avg
     registry.register_builtin(_op, _separable_cpu)
 
 
-def adaptive_avg_pool1d(input, output_size, out=None):
+@overload
+def adaptive_avg_pool1d(input: NumPyLike, output_size: PoolSize,
+                        out: Array | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
+def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of 1-D data; values equal ``F.adaptive_avg_pool1d``.
 
     Parameters
@@ -1767,7 +1821,12 @@ def adaptive_avg_pool1d(input, output_size, out=None):
     return _adaptive_pool("adaptive_avg_pool1d", 3, input, output_size, out)
 
 
-def adaptive_avg_pool1d_backward(grad_output, input_size, out=None):
+@overload
+def adaptive_avg_pool1d_backward(grad_output: NumPyLike, input_size: Shape,
+                                 out: Array | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
+def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool1d` with respect to its input.
 
     Parameters
@@ -1791,7 +1850,12 @@ def adaptive_avg_pool1d_backward(grad_output, input_size, out=None):
                                    input_size, out)
 
 
-def adaptive_avg_pool3d(input, output_size, out=None):
+@overload
+def adaptive_avg_pool3d(input: NumPyLike, output_size: PoolSize,
+                        out: Array | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
+def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of volumes; values equal ``F.adaptive_avg_pool3d``.
 
     Parameters
@@ -1820,7 +1884,12 @@ def adaptive_avg_pool3d(input, output_size, out=None):
     return _adaptive_pool("adaptive_avg_pool3d", 5, input, output_size, out)
 
 
-def adaptive_avg_pool3d_backward(grad_output, input_size, out=None):
+@overload
+def adaptive_avg_pool3d_backward(grad_output: NumPyLike, input_size: Shape,
+                                 out: Array | None = None) -> Array: ...
+@overload
+def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
+def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool3d` with respect to its input.
 
     Parameters

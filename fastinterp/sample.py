@@ -10,6 +10,7 @@ the *centres* of the first and last pixels (pixel ``i`` sits at
 from __future__ import annotations
 
 import math
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin, holds_numbers, to_host, unreadable_error
 from ._layout import from_channels_last, resolve as resolve_layout
+from ._typing import Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, SampleMode, Sizes
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
                         same_dtype, shape_str)
@@ -40,7 +42,7 @@ def _check_size(op, size):
     return int_sizes(op, "size", size, "(N, C, H, W) or (N, C, D, H, W)", (4, 5))
 
 
-def base_coordinates(n: int, align_corners: bool, dtype, start: int = 0,
+def base_coordinates(n: int, align_corners: bool, dtype: np.dtype[Any], start: int = 0,
                      stop: int | None = None) -> np.ndarray:
     """The normalized coordinates of ``n`` pixel centres (PyTorch's affine_grid base), or
     of pixels [start, stop) of them (each value as in the whole array).
@@ -99,7 +101,7 @@ def check_grid_batch(op, grid, n):
                          f"got {shape_str(grid.shape)}.")
 
 
-def check_align_corners(op, align_corners) -> bool:
+def check_align_corners(op: str, align_corners: object) -> bool:
     """grid_sample's and affine_grid's ``align_corners``: a bool, or None for False (torch's
     default, which its functional ops take as None)."""
     return False if align_corners is None else check_bool(op, "align_corners", align_corners)
@@ -161,7 +163,14 @@ registry.register_builtin("affine_grid_backward", _affine_grid_bwd_cpu,
                           "fastinterp._cuda.sample:affine_grid_backward")
 
 
-def affine_grid(theta, size, align_corners=False, out=None):
+@overload
+def affine_grid(theta: NumPyLike, size: Sizes, align_corners: Flag | None = False,
+                out: Array | None = None) -> Array: ...
+@overload
+def affine_grid(theta: Any, size: Sizes, align_corners: Flag | None = False,
+                out: Any = None) -> Any: ...
+def affine_grid(theta: Any, size: Sizes, align_corners: Flag | None = False,
+                out: Any = None) -> Any:
     """Sampling grid of a batch of 2-D or 3-D affine maps (PyTorch's ``F.affine_grid``).
 
     Parameters
@@ -241,7 +250,14 @@ def affine_grid(theta, size, align_corners=False, out=None):
     return p.wrap(caller)
 
 
-def affine_grid_backward(grad_grid, size, align_corners=False):
+@overload
+def affine_grid_backward(grad_grid: NumPyLike, size: Sizes,
+                         align_corners: Flag | None = False) -> Array: ...
+@overload
+def affine_grid_backward(grad_grid: Any, size: Sizes,
+                         align_corners: Flag | None = False) -> Any: ...
+def affine_grid_backward(grad_grid: Any, size: Sizes,
+                         align_corners: Flag | None = False) -> Any:
     """Gradient of a loss with respect to ``theta`` of :func:`affine_grid`.
 
     Parameters
@@ -464,6 +480,11 @@ class _Geometry:
     """One grid_sample call's sizes: ``dims`` for the kernel (6 entries for images, 8 for
     volumes), the output shape and the spatial input/output extents."""
 
+    dims: tuple[int, ...]
+    shape: tuple[int, ...]
+    spatial_in: tuple[int, ...]
+    spatial_out: tuple[int, ...]
+
     def __init__(self, op, p, x, g, channels_last, padding_mode):
         check_ndim(op, "input", x, (4, 5), "(N, H, W, C)" if channels_last
                    else "(N, C, H, W) or (N, C, D, H, W)")
@@ -601,8 +622,20 @@ def _fill_grid_grad(geo, grad_grid, go, g, fill, mode, align, cl, dtype):
     grad_grid -= part
 
 
-def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
-                out=None, channels_last=None, fill=None, *, layout=None):
+@overload
+def grid_sample(input: NumPyLike, grid: NumPyLike, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
+                out: Array | None = None, channels_last: Flag | None = None, fill: Fill = None,
+                *, layout: ImageLayout | None = None) -> Array: ...
+@overload
+def grid_sample(input: Any, grid: Any, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
+                out: Any = None, channels_last: Flag | None = None, fill: Fill = None, *,
+                layout: ImageLayout | None = None) -> Any: ...
+def grid_sample(input: Any, grid: Any, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
+                out: Any = None, channels_last: Flag | None = None, fill: Fill = None, *,
+                layout: ImageLayout | None = None) -> Any:
     """Sample ``input`` at the points of ``grid`` (PyTorch's ``F.grid_sample``, 2-D and 3-D).
 
     Parameters
@@ -824,9 +857,35 @@ def _sample_float(backend, contiguous, stream, out_k, x, g, geo, fills, mode, pa
     add_fill(out_k, fills, inside, cl)
 
 
-def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False, needs_input_grad=True, needs_grid_grad=True,
-                         channels_last=None, deterministic=True, fill=None, *, layout=None):
+@overload
+def grid_sample_backward(grad_output: NumPyLike, input: NumPyLike, grid: NumPyLike,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag | None = False,
+                         needs_input_grad: Literal[True] = True,
+                         needs_grid_grad: Literal[True] = True,
+                         channels_last: Flag | None = None, deterministic: Flag = True,
+                         fill: Fill = None, *, layout: ImageLayout | None = None
+                         ) -> tuple[Array, Array]: ...
+@overload
+def grid_sample_backward(grad_output: NumPyLike, input: NumPyLike, grid: NumPyLike,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag | None = False, needs_input_grad: Flag = True,
+                         needs_grid_grad: Flag = True, channels_last: Flag | None = None,
+                         deterministic: Flag = True, fill: Fill = None, *,
+                         layout: ImageLayout | None = None
+                         ) -> tuple[Array | None, Array | None]: ...
+@overload
+def grid_sample_backward(grad_output: Any, input: Any, grid: Any, mode: SampleMode = "bilinear",
+                         padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
+                         needs_input_grad: Flag = True, needs_grid_grad: Flag = True,
+                         channels_last: Flag | None = None, deterministic: Flag = True,
+                         fill: Fill = None, *, layout: ImageLayout | None = None
+                         ) -> tuple[Any, Any]: ...
+def grid_sample_backward(grad_output: Any, input: Any, grid: Any, mode: SampleMode = "bilinear",
+                         padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
+                         needs_input_grad: Flag = True, needs_grid_grad: Flag = True,
+                         channels_last: Flag | None = None, deterministic: Flag = True,
+                         fill: Fill = None, *, layout: ImageLayout | None = None) -> Any:
     """Gradients of :func:`grid_sample` with respect to ``input`` and ``grid``.
 
     Parameters

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from . import _memory
 from ._dispatch import _to_numpy, begin, to_host, unreadable_error
 from ._layout import resolve as resolve_layout
+from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
+                      SampleMode, Sizes, WarpMatch)
 from ._validate import (check_array, check_bool, check_option, check_out, entries, finite_float,
                         float_dtype, int_sizes, same_dtype, shape_str, symbolic)
 from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates,
@@ -563,8 +566,20 @@ def _grid_grad_on_host(p, gg):
 
 # --------------------------------------------------------------------------- public API
 
-def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
+@overload
+def warp_affine(img: NumPyLike, M: NumPyLike, dsize: Sizes, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                match: WarpMatch = "opencv", inverse_map: Flag = False, out: Array | None = None,
+                fill: Fill = None, *, layout: ImageLayout | None = None) -> Array: ...
+@overload
+def warp_affine(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
+                fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
+def warp_affine(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
+                padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
+                fill: Fill = None, *, layout: ImageLayout | None = None) -> Any:
     """Warp images by 2-D affine maps (``cv2.warpAffine``; kornia's ``warp_affine``).
 
     Parameters
@@ -634,9 +649,21 @@ def warp_affine(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corn
                     inverse_map, layout, out, fill, rows=2)
 
 
-def warp_perspective(img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
-                     match="opencv", inverse_map=False, out=None, fill=None, *,
-                     layout=None):
+@overload
+def warp_perspective(img: NumPyLike, M: NumPyLike, dsize: Sizes, mode: SampleMode = "bilinear",
+                     padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                     match: WarpMatch = "opencv", inverse_map: Flag = False,
+                     out: Array | None = None, fill: Fill = None, *,
+                     layout: ImageLayout | None = None) -> Array: ...
+@overload
+def warp_perspective(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
+                     padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                     match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
+                     fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
+def warp_perspective(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
+                     padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
+                     match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
+                     fill: Fill = None, *, layout: ImageLayout | None = None) -> Any:
     """Warp images by homographies (``cv2.warpPerspective``).
 
     Parameters
@@ -679,10 +706,36 @@ def _warp_as(op, img, M, dsize, mode="bilinear", padding_mode="zeros", align_cor
                     layout, out, fill, rows=rows)
 
 
-def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
-                         align_corners=False, match="opencv", inverse_map=False,
-                         needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
-                         layout=None, deterministic=True):
+@overload
+def warp_affine_backward(grad_output: NumPyLike, img: NumPyLike, M: NumPyLike, dsize: Sizes,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag = False, match: WarpMatch = "opencv",
+                         inverse_map: Flag = False, needs_input_grad: Literal[True] = True,
+                         needs_matrix_grad: Literal[True] = True, fill: Fill = None, *,
+                         layout: ImageLayout | None = None, deterministic: Flag = True
+                         ) -> tuple[Array, Array]: ...
+@overload
+def warp_affine_backward(grad_output: NumPyLike, img: NumPyLike, M: NumPyLike, dsize: Sizes,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag = False, match: WarpMatch = "opencv",
+                         inverse_map: Flag = False, needs_input_grad: Flag = True,
+                         needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                         layout: ImageLayout | None = None, deterministic: Flag = True
+                         ) -> tuple[Array | None, Array | None]: ...
+@overload
+def warp_affine_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag = False, match: WarpMatch = "opencv",
+                         inverse_map: Flag = False, needs_input_grad: Flag = True,
+                         needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                         layout: ImageLayout | None = None, deterministic: Flag = True
+                         ) -> tuple[Any, Any]: ...
+def warp_affine_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
+                         mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                         align_corners: Flag = False, match: WarpMatch = "opencv",
+                         inverse_map: Flag = False, needs_input_grad: Flag = True,
+                         needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                         layout: ImageLayout | None = None, deterministic: Flag = True) -> Any:
     """Gradients of :func:`warp_affine` with respect to the image and the matrix.
 
     Parameters
@@ -724,10 +777,36 @@ def warp_affine_backward(grad_output, img, M, dsize, mode="bilinear", padding_mo
                      needs_matrix_grad, fill, rows=2, deterministic=deterministic)
 
 
-def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", padding_mode="zeros",
-                              align_corners=False, match="opencv", inverse_map=False,
-                              needs_input_grad=True, needs_matrix_grad=True, fill=None, *,
-                              layout=None, deterministic=True):
+@overload
+def warp_perspective_backward(grad_output: NumPyLike, img: NumPyLike, M: NumPyLike, dsize: Sizes,
+                              mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                              align_corners: Flag = False, match: WarpMatch = "opencv",
+                              inverse_map: Flag = False, needs_input_grad: Literal[True] = True,
+                              needs_matrix_grad: Literal[True] = True, fill: Fill = None, *,
+                              layout: ImageLayout | None = None, deterministic: Flag = True
+                              ) -> tuple[Array, Array]: ...
+@overload
+def warp_perspective_backward(grad_output: NumPyLike, img: NumPyLike, M: NumPyLike, dsize: Sizes,
+                              mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                              align_corners: Flag = False, match: WarpMatch = "opencv",
+                              inverse_map: Flag = False, needs_input_grad: Flag = True,
+                              needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                              layout: ImageLayout | None = None, deterministic: Flag = True
+                              ) -> tuple[Array | None, Array | None]: ...
+@overload
+def warp_perspective_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
+                              mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                              align_corners: Flag = False, match: WarpMatch = "opencv",
+                              inverse_map: Flag = False, needs_input_grad: Flag = True,
+                              needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                              layout: ImageLayout | None = None, deterministic: Flag = True
+                              ) -> tuple[Any, Any]: ...
+def warp_perspective_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
+                              mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+                              align_corners: Flag = False, match: WarpMatch = "opencv",
+                              inverse_map: Flag = False, needs_input_grad: Flag = True,
+                              needs_matrix_grad: Flag = True, fill: Fill = None, *,
+                              layout: ImageLayout | None = None, deterministic: Flag = True) -> Any:
     """Gradients of :func:`warp_perspective` with respect to the image and the homography.
 
     Parameters and returns as :func:`warp_affine_backward` (``grad_M`` of M's shape).
@@ -745,7 +824,7 @@ def warp_perspective_backward(grad_output, img, M, dsize, mode="bilinear", paddi
                      needs_matrix_grad, fill, rows=3, deterministic=deterministic)
 
 
-def rotation_matrix(angle, center, scale=1.0):
+def rotation_matrix(angle: Real, center: Point, scale: Real = 1.0) -> Array:
     """The 2x3 pixel matrix of a rotation about ``center`` (``cv2.getRotationMatrix2D``).
 
     Parameters
@@ -840,8 +919,18 @@ def _center(op, center):
     return tuple(finite_float(op, f"center[{i}]", v) for i, v in enumerate(vals))
 
 
-def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="zeros", out=None,
-           fill=None, *, layout=None):
+@overload
+def rotate(img: NumPyLike, angle: Real, center: Point | None = None, scale: Real = 1.0,
+           mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
+           out: Array | None = None, fill: Fill = None, *,
+           layout: ImageLayout | None = None) -> Array: ...
+@overload
+def rotate(img: Any, angle: Real, center: Point | None = None, scale: Real = 1.0,
+           mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros", out: Any = None,
+           fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
+def rotate(img: Any, angle: Real, center: Point | None = None, scale: Real = 1.0,
+           mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros", out: Any = None,
+           fill: Fill = None, *, layout: ImageLayout | None = None) -> Any:
     """Rotate images about ``center`` by ``angle`` degrees (counter-clockwise), same size.
 
     Parameters
