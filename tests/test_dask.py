@@ -199,6 +199,36 @@ def test_resize_moves_only_halo_strips(layout):
                                   fi.resize(x, size=(16, 16), mode="bicubic", layout=layout))
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("opts", [dict(mode="bilinear", antialias=True),
+                                  dict(mode="bicubic"), dict(mode="area")])
+def test_an_output_chunk_reads_its_own_block_in_place(layout, opts):
+    """Only the edge bands of a chunk, whose taps reach into the neighbours' strips, are
+    computed from copied windows: the task allocates about its result, never a copy of
+    its whole window (a quarter of it here)."""
+    import tracemalloc
+    x = np.random.default_rng(5).standard_normal((1, 3, 768, 768)).astype(np.float32)
+    x = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
+    blocks = (1, 256, 256, 3) if layout == "NHWC" else (1, 3, 256, 256)
+    lazy = fd.resize(da.from_array(x, chunks=blocks), size=(384, 384), layout=layout, **opts)
+    middle = lazy.blocks[0, 1, 1, 0] if layout == "NHWC" else lazy.blocks[0, 0, 1, 1]
+    expected = fi.resize(x, size=(384, 384), layout=layout, **opts)
+    rows = cols = slice(128, 256)
+    want = expected[:, rows, cols] if layout == "NHWC" else expected[:, :, rows, cols]
+    old = fi.set_output_cache(0)
+    try:
+        middle.compute(**SYNC)             # tables built and cached first
+        tracemalloc.start()
+        got = middle.compute(**SYNC)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        fi.set_output_cache(old)
+    np.testing.assert_array_equal(got, want)
+    window = 260 * 260 * 3 * 4
+    assert peak < got.nbytes + window // 4 + (256 << 10), (peak, got.nbytes, window)
+
+
 def _keys_in(task):
     """Dask keys (tuples led by a str) anywhere inside a (possibly new-style) task."""
     found = []

@@ -1533,3 +1533,45 @@ def test_an_input_axis_beyond_int32_is_a_value_error(call):
     with pytest.raises(ValueError, match=r"must have at most 2\*\*31 - 1 pixels along each "
                                          r"spatial axis"):
         call(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode, antialias, out_hw", [
+    ("bilinear", False, (23, 31)), ("bicubic", True, (9, 13)), ("area", False, (3, 2)),
+    ("bilinear", True, (50, 140)), ("nearest", False, (17, 61))])
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_the_separable_kernel_reads_and_writes_rows_through_their_strides(
+        dtype, mode, antialias, out_hw, channels):
+    """Views of larger arrays (strided rows and planes, as a chunk of a tiled image)
+    give the bits of their contiguous copies, in both pass orders, the permute form,
+    channel expansion and the float64 path of long float32 windows included."""
+    rng = np.random.default_rng(channels)
+    h, w = 34, 50
+    big = rng.standard_normal((4, h + 7, (w + 11) * channels)).astype(dtype)
+    x = big[1:, 3:3 + h, 5 * channels:(5 + w) * channels]
+    assert not x.flags.c_contiguous and x.strides[2] == x.itemsize
+    ytab = R.axis_table(mode, h, out_hw[0], False, None, antialias, dtype)
+    xtab = R.axis_table(mode, w, out_hw[1], False, None, antialias, dtype)
+    expected = np.empty((3, out_hw[0], out_hw[1] * channels), dtype)
+    R._separable_cpu(expected, np.ascontiguousarray(x), ytab, xtab, channels)
+    canvas = np.full((5, out_hw[0] + 4, (out_hw[1] + 3) * channels), 7.0, dtype)
+    out = canvas[1:4, 2:2 + out_hw[0], channels:(1 + out_hw[1]) * channels]
+    R._separable_cpu(out, x, ytab, xtab, channels)
+    assert np.array_equal(out, expected)
+    outside = np.ones(canvas.shape, bool)
+    outside[1:4, 2:2 + out_hw[0], channels:(1 + out_hw[1]) * channels] = False
+    assert (canvas[outside] == 7.0).all()          # nothing written outside the view
+
+
+def test_the_separable_kernel_refuses_values_strided_within_a_row():
+    cpu_resize = importlib.import_module("fastinterp._cpu.resize")
+    tab = R.axis_table("bilinear", 8, 4, False, None, False, np.float32)
+    x = np.zeros((1, 8, 16), np.float32)[:, :, ::2]
+    out = np.zeros((1, 4, 4), np.float32)
+    args = (tab.idx, tab.w, tab.unit, tab.idx, tab.w, tab.unit, np.zeros(0, np.int32),
+            np.zeros((1, 1), np.int32), 0, 1, 0, 1)
+    with pytest.raises(ValueError, match="contiguous along its rows"):
+        cpu_resize.separable_fwd(out, x, *args)
+    with pytest.raises(ValueError, match="contiguous along its rows"):
+        cpu_resize.separable_fwd(np.zeros((1, 4, 8), np.float32)[:, :, ::2],
+                                 np.zeros((1, 8, 8), np.float32), *args)

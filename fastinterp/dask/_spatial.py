@@ -10,10 +10,18 @@ arithmetic per output element depends only on its taps and on three choices
 made for the whole image (pass order, channel expansion, the permute form of
 the horizontal pass), which are taken from the global tables and imposed on
 every chunk; so every chunk equals the in-memory call bit for bit.
+
+Within a chunk, the outputs whose taps all lie in one input block (the chunk's
+own, most of them) are computed straight from that block, a view: only the
+bands along the chunk's edges, whose taps reach into the neighbours' strips,
+are computed from small copied windows (the kernel reads and writes rows
+through their strides). A band of the x axis starts on a block of the permute
+form, as a chunk does; so it changes no bit either.
 """
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -86,6 +94,16 @@ def _slice_table(table, a0, a1, offset, n_units):
     return np.ascontiguousarray(idx, dtype=np.int32), np.ascontiguousarray(table.w[:, a0:a1])
 
 
+class _Band(NamedTuple):
+    """A run of a chunk's table outputs ``[t0, t1)`` computed by one kernel call from the
+    window pixels ``[w0, w1)`` (relative to the chunk's window)."""
+
+    t0: int
+    t1: int
+    w0: int
+    w1: int
+
+
 @dataclass(frozen=True)
 class _AxisPiece:
     """One output chunk along one axis: its window, the input chunks it reads, its table."""
@@ -96,6 +114,7 @@ class _AxisPiece:
     idx: np.ndarray
     w: np.ndarray
     drop: int             # leading table outputs computed only for alignment (x axis)
+    bands: tuple = ()     # the _Band runs that tile [0, drop + size * per_pixel)
 
 
 def _pieces(table, in_chunks, n_out_px, per_pixel, align):
@@ -115,29 +134,74 @@ def _pieces(table, in_chunks, n_out_px, per_pixel, align):
         first = int(np.searchsorted(starts, lo, side="right")) - 1
         last = int(np.searchsorted(starts, hi, side="left"))
         crop = (lo - int(starts[first]), hi - int(starts[first]))
-        pieces.append(_AxisPiece(size, tuple(range(first, last)), crop, idx, w, u0 - a0))
+        spans = [(max(lo, int(starts[r])) - lo, min(hi, int(starts[r + 1])) - lo)
+                 for r in range(first, last)]
+        bands = _bands(idx, w, per_pixel, spans, align * per_pixel // math.gcd(align, per_pixel),
+                       u0 - a0)
+        pieces.append(_AxisPiece(size, tuple(range(first, last)), crop, idx, w, u0 - a0,
+                                 bands))
         o0 = o1
     return pieces
 
 
-def _assemble(parts, hax, wax, dtype):
-    """The window tiled by ``parts`` (rows of pieces, each already cropped), copied once."""
-    if len(parts) == 1 and len(parts[0]) == 1:
-        return np.ascontiguousarray(parts[0][0], dtype=dtype)
+def _reach(idx, w, per_pixel):
+    """For each table output, ``(first, last + 1)``: the window pixels its taps of non-zero
+    weight read (all its taps where none has a non-zero weight)."""
+    nz = w != 0
+    some = nz.any(axis=0)
+    lo = np.where(some, np.where(nz, idx, np.iinfo(np.int64).max).min(axis=0), idx.min(axis=0))
+    hi = np.where(some, np.where(nz, idx, -1).max(axis=0), idx.max(axis=0))
+    return lo // per_pixel, hi // per_pixel + 1
+
+
+def _bands(idx, w, per_pixel, spans, step, drop):
+    """A chunk's table outputs as up to three _Band runs: those whose taps all lie in the
+    widest part of the window (its own input block) in the middle, starting and ending
+    on a multiple of ``step`` (a block of the permute form and a whole pixel) after the
+    ``drop`` outputs computed only for alignment, the edges on either side. One band
+    when no such middle run exists."""
+    n = idx.shape[1]
+    lo, hi = _reach(idx.astype(np.int64), w, per_pixel)
+    whole = (_Band(0, n, int(lo.min()), int(hi.max())),)
+    a, b = max(spans, key=lambda s: s[1] - s[0])
+    inside = np.flatnonzero((lo >= a) & (hi <= b))
+    if len(inside) == 0 or len(inside) != inside[-1] - inside[0] + 1:
+        return whole
+    t0 = -(-max(int(inside[0]), drop) // step) * step
+    t1 = n if inside[-1] + 1 == n else (int(inside[-1]) + 1) // step * step
+    if t1 <= t0:
+        return whole
+    cuts = [t for t in (0, t0, t1, n) if 0 <= t <= n]
+    return tuple(_Band(c0, c1, int(lo[c0:c1].min()), int(hi[c0:c1].max()))
+                 for c0, c1 in zip(cuts, cuts[1:]) if c1 > c0)
+
+
+def _sub_window(parts, hax, wax, rows, cols, dtype):
+    """Window pixels ``rows`` x ``cols`` (``(start, stop)`` pairs) of the window tiled by
+    ``parts`` (rows of pieces, each already cropped): a view when they lie in one piece
+    of ``dtype``, else assembled into a new array."""
+    heights = np.cumsum([0] + [row[0].shape[hax] for row in parts])
+    widths = np.cumsum([0] + [piece.shape[wax] for piece in parts[0]])
+    r_first = int(np.searchsorted(heights, rows[0], side="right")) - 1
+    r_last = int(np.searchsorted(heights, rows[1], side="left"))
+    c_first = int(np.searchsorted(widths, cols[0], side="right")) - 1
+    c_last = int(np.searchsorted(widths, cols[1], side="left"))
     shape = list(parts[0][0].shape)
-    shape[hax] = sum(row[0].shape[hax] for row in parts)
-    shape[wax] = sum(piece.shape[wax] for piece in parts[0])
-    x = _memory.empty(shape, dtype)
-    r0 = 0
-    for row in parts:
-        c0 = 0
-        for piece in row:
-            dst = [slice(None)] * 4
-            dst[hax] = slice(r0, r0 + piece.shape[hax])
-            dst[wax] = slice(c0, c0 + piece.shape[wax])
-            x[tuple(dst)] = piece
-            c0 += piece.shape[wax]
-        r0 += row[0].shape[hax]
+    shape[hax], shape[wax] = rows[1] - rows[0], cols[1] - cols[0]
+    one = r_last - r_first == 1 and c_last - c_first == 1
+    x = None if one and parts[r_first][c_first].dtype == dtype else _memory.empty(shape, dtype)
+    for r in range(r_first, r_last):
+        for c in range(c_first, c_last):
+            y0, y1 = max(rows[0], heights[r]), min(rows[1], heights[r + 1])
+            x0, x1 = max(cols[0], widths[c]), min(cols[1], widths[c + 1])
+            src, dst = [slice(None)] * 4, [slice(None)] * 4
+            src[hax], src[wax] = slice(y0 - heights[r], y1 - heights[r]), \
+                slice(x0 - widths[c], x1 - widths[c])
+            if x is None:
+                return parts[r][c][tuple(src)]
+            dst[hax], dst[wax] = slice(y0 - rows[0], y1 - rows[0]), \
+                slice(x0 - cols[0], x1 - cols[0])
+            x[tuple(dst)] = parts[r][c][tuple(src)]
     return x
 
 
@@ -167,41 +231,73 @@ class _Taps(NamedTuple):
     unit: bool
 
 
-def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
-    """One output chunk: assemble the window, run the kernel on it, crop the alignment columns."""
-    hax, wax = (1, 2) if nhwc else (2, 3)
-    x = _assemble(parts, hax, wax, dtype)
+def _planes(x, nhwc):
+    """A 4-D window as the kernel's (planes, rows, values per row): a view when its strides
+    allow one (rows may be strided; values within a row must be contiguous)."""
     if nhwc:
         n, h, w, c = x.shape
-        x3, planes = x.reshape(n, h, w * c), n
+        x3 = x.reshape(n, h, w * c)
     else:
         n, c, h, w = x.shape
-        x3, planes = x.reshape(n * c, h, w), n * c
-    ny = ypiece.idx.shape[1]
-    units = xpiece.idx.shape[1]
-    out3 = _memory.empty((planes, ny, units * plan_.chan), dtype)
-    if planes:
-        window = _rz.AxisTable(xpiece.idx, xpiece.w, x3.shape[2], False)   # indices checked
-        base, rel, blk = _rz.permute_form(window) if plan_.perm else _rz._NO_PERM
-        if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
-            raise RuntimeError("resize: a chunk lost the whole image's permute form.")
-        nthreads = threads_for(out3.size + x3.size, _rz._MIN_PER_THREAD)
-        with np.errstate(over="ignore"):
-            _cpu().separable_fwd(out3, x3, ypiece.idx, ypiece.w, plan_.ytab.unit, xpiece.idx,
-                                 xpiece.w, plan_.xtab.unit, base, rel, blk, plan_.chan,
-                                 plan_.order, nthreads)
-        if dtype == np.float32 and _rz._averages(plan_.ytab, plan_.xtab) and np.isinf(out3).any():
-            pieces = (_Taps(ypiece.idx, ypiece.w, plan_.ytab.unit),
-                      _Taps(xpiece.idx, xpiece.w, plan_.xtab.unit))
-            _rz._redo_overflowed_means(_cpu(), out3, x3, *pieces, plan_.chan, plan_.order,
-                                       nthreads)      # as the in-memory call redoes them
-    cu = c if nhwc else 1
-    drop = xpiece.drop * plan_.chan
-    keep = xpiece.size * cu
-    out = out3[:, :, drop:drop + keep]
-    if nhwc:
-        return np.ascontiguousarray(out).reshape(n, ny, xpiece.size, c)
-    return np.ascontiguousarray(out).reshape(n, c, ny, xpiece.size)
+        x3 = x.reshape(n * c, h, w)
+    return x3 if x3.strides[2] == x3.itemsize else np.ascontiguousarray(x3)
+
+
+def _band_taps(piece, band, per_pixel):
+    """The band's slice of a chunk's table, indices relative to the band's window (taps
+    of weight 0 clipped into it: they are never read)."""
+    idx = piece.idx[:, band.t0:band.t1].astype(np.int64) - band.w0 * per_pixel
+    idx = np.clip(idx, 0, (band.w1 - band.w0) * per_pixel - 1)
+    return np.ascontiguousarray(idx, dtype=np.int32), np.ascontiguousarray(
+        piece.w[:, band.t0:band.t1])
+
+
+def _run_band(out3, x3, ytaps, xtaps, plan_, dtype):
+    """The kernel on one band: ``out3`` (planes, rows, values) from ``x3``."""
+    window = _rz.AxisTable(xtaps[0], xtaps[1], x3.shape[2], False)   # indices checked
+    base, rel, blk = _rz.permute_form(window) if plan_.perm else _rz._NO_PERM
+    if plan_.perm and not len(base):   # cannot happen: block-aligned spans only shrink
+        raise RuntimeError("resize: a chunk lost the whole image's permute form.")
+    nthreads = threads_for(out3.size + x3.size, _rz._MIN_PER_THREAD)
+    with np.errstate(over="ignore"):
+        _cpu().separable_fwd(out3, x3, ytaps[0], ytaps[1], plan_.ytab.unit, xtaps[0],
+                             xtaps[1], plan_.xtab.unit, base, rel, blk, plan_.chan,
+                             plan_.order, nthreads)
+    if dtype == np.float32 and _rz._averages(plan_.ytab, plan_.xtab) and np.isinf(out3).any():
+        pieces = (_Taps(*ytaps, plan_.ytab.unit), _Taps(*xtaps, plan_.xtab.unit))
+        _rz._redo_overflowed_means(_cpu(), out3, x3, *pieces, plan_.chan, plan_.order,
+                                   nthreads)      # as the in-memory call redoes them
+
+
+def _run_chunk(parts, ypiece, xpiece, plan_, nhwc, dtype):
+    """One output chunk, band by band (see the module docstring): each band's kernel
+    writes into the chunk's result, except the columns computed only for alignment."""
+    hax, wax = (1, 2) if nhwc else (2, 3)
+    first = parts[0][0]
+    n = first.shape[0]
+    c = first.shape[3] if nhwc else first.shape[1]
+    ny, nx = ypiece.size, xpiece.size
+    out = _memory.empty((n, ny, nx, c) if nhwc else (n, c, ny, nx), dtype)
+    out3 = out.reshape((n, ny, nx * c) if nhwc else (n * c, ny, nx))
+    if out3.size == 0:
+        return out
+    chan, per_pixel = plan_.chan, plan_.expand
+    drop = xpiece.drop
+    for yb in ypiece.bands:
+        ytaps = _band_taps(ypiece, yb, 1)
+        for xb in xpiece.bands:
+            x3 = _planes(_sub_window(parts, hax, wax, (yb.w0, yb.w1), (xb.w0, xb.w1), dtype),
+                         nhwc)
+            xtaps = _band_taps(xpiece, xb, per_pixel)
+            rows = slice(yb.t0, yb.t1)
+            if xb.t0 >= drop:          # straight into the result
+                _run_band(out3[:, rows, (xb.t0 - drop) * chan:(xb.t1 - drop) * chan], x3,
+                          ytaps, xtaps, plan_, dtype)
+                continue
+            tmp = _memory.empty((out3.shape[0], yb.t1 - yb.t0, (xb.t1 - xb.t0) * chan), dtype)
+            _run_band(tmp, x3, ytaps, xtaps, plan_, dtype)
+            out3[:, rows, :(xb.t1 - drop) * chan] = tmp[:, :, (drop - xb.t0) * chan:]
+    return out
 
 
 def separable(op, x, ytab, xtab, out_hw, nhwc):

@@ -488,14 +488,16 @@ def cache_rows(const int[:, ::1] yidx):
     return most
 
 
-def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
+def separable_fwd(real[:, :, :] out, const real[:, :, :] x,
                   const int[:, ::1] yidx, const real[:, ::1] yw, bint yunit,
                   const int[:, ::1] xidx, const real[:, ::1] xw, bint xunit,
                   const int[::1] xbase, const int[:, ::1] xrel, Py_ssize_t xblock,
                   Py_ssize_t channels, int order, int nthreads):
     """out[p] = A_y @ x[p] @ A_x.T for every plane p (see the module docstring).
 
-    ``out`` is (P, H_out, W_out*C), ``x`` is (P, H_in, W_in*C); the y table
+    ``out`` is (P, H_out, W_out*C), ``x`` is (P, H_in, W_in*C), each contiguous
+    along its rows only (views of larger arrays are read and written in place,
+    as a chunk of a tiled image is); the y table
     is (Ky, H_out), the x table (Kx, W_out); ``*unit`` marks a one-tap table
     whose weights are all exactly 1 (a pure gather: nearest modes).
     ``xbase``/``xrel`` are the x table's permute form (see HAVE_PERM), or
@@ -504,6 +506,7 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Hi = x.shape[1], Li = x.shape[2]
+    cdef Py_ssize_t pitch = x.strides[1] // <Py_ssize_t> sizeof(real)   # x's row stride
     cdef Py_ssize_t Ky = yidx.shape[0], Kx = xidx.shape[0], Wo = xidx.shape[1]
     cdef Py_ssize_t nblocks = (Ho + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t njobs = P * nblocks
@@ -582,20 +585,20 @@ def separable_fwd(real[:, :, ::1] out, const real[:, :, ::1] x,
                             r = yi[k * Ho + y]
                             if not done[r - lo]:
                                 if r + 1 < Hi:
-                                    fi_prefetch(<const char*> (plane + (r + 1) * Li),
+                                    fi_prefetch(<const char*> (plane + (r + 1) * pitch),
                                                 Li * sizeof(real))
-                                hrow(buf + (r - lo) * Lo, plane + r * Li, Li, &ht, C)
+                                hrow(buf + (r - lo) * Lo, plane + r * pitch, Li, &ht, C)
                                 done[r - lo] = 1
                         vpass(&out[p, y, 0], buf, Lo, yi, ywp, Ky, Ho, y, lo, Lo, ycopy)
                 else:
                     for y in range(y0, y1):
                         if ycopy:
-                            hrow(&out[p, y, 0], plane + yi[y] * Li, Li, &ht, C)
+                            hrow(&out[p, y, 0], plane + yi[y] * pitch, Li, &ht, C)
                         else:
                             if y + PREFETCH_AHEAD < Ho:
-                                fi_prefetch_rows(<const char*> plane, Li * sizeof(real), yi,
+                                fi_prefetch_rows(<const char*> plane, pitch * sizeof(real), yi,
                                                  Ky, Ho, y + PREFETCH_AHEAD, Li * sizeof(real))
-                            vpass(buf, plane, Li, yi, ywp, Ky, Ho, y, 0, Li, False)
+                            vpass(buf, plane, pitch, yi, ywp, Ky, Ho, y, 0, Li, False)
                             hrow(&out[p, y, 0], buf, Li, &ht, C)
             fi_team_leave(&team)
         fi_team_done(&team)
@@ -612,7 +615,7 @@ WIDE_TAPS = 16
 _WIDE_GROUP_BYTES = 1 << 24
 
 
-def _separable_wide(float[:, :, ::1] out, const float[:, :, ::1] x,
+def _separable_wide(float[:, :, :] out, const float[:, :, :] x,
                     const int[:, ::1] yidx, const float[:, ::1] yw, bint yunit,
                     const int[:, ::1] xidx, const float[:, ::1] xw, bint xunit,
                     Py_ssize_t channels, int order, int nthreads):
@@ -677,6 +680,10 @@ def _check_args(out, x, const int[:, ::1] yidx, yw, const int[:, ::1] xidx, xw,
                          f"out {tuple(out.shape[:3])}.")
     if order not in (ORDER_V_FIRST, ORDER_H_FIRST):
         raise ValueError(f"{op}: order must be 0 or 1; got {order}.")
+    for name, a in (("out", out), ("x", x)):
+        if a.strides[2] != a.itemsize or a.strides[1] % a.itemsize or a.strides[0] % a.itemsize:
+            raise ValueError(f"{op}: {name} must be contiguous along its rows, its rows and "
+                             f"planes on element boundaries; got strides {tuple(a.strides[:3])}.")
     ys, xs = (yidx.shape[0], yidx.shape[1]), (xidx.shape[0], xidx.shape[1])
     if (ys[0] < 1 or xs[0] < 1 or tuple(yw.shape[:2]) != ys or tuple(xw.shape[:2]) != xs
             or ys[1] != Ho or Wo * channels != Lo):
