@@ -1621,3 +1621,29 @@ def test_grid_sample_takes_the_in_memory_defaults_as_keywords():
                                     deterministic=True, layout=None)
     for got, want in zip(grads, fi.grid_sample_backward(go, x, grid, deterministic=True)):
         np.testing.assert_array_equal(got.compute(**SYNC), want)
+
+
+@pytest.mark.parametrize("needs_ab, needs_t", [(True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("form", ["rows, batched t", "rows, shared t", "path"])
+def test_slerp_backward_computes_only_the_gradients_asked_for(needs_ab, needs_t, form,
+                                                              monkeypatch):
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((2, 9, 5))
+    path = form == "path"
+    t = {"rows, batched t": rng.random(9), "rows, shared t": 0.3,
+         "path": np.linspace(0, 1, 4)}[form]
+    g = rng.standard_normal((9, 4, 5) if path else (9, 5))
+    flags = dict(needs_ab_grad=needs_ab, needs_t_grad=needs_t)
+    expected = fi.slerp_backward(g, a, b, t, path=path, **flags)
+    seen = []
+    real = fi.slerp_backward
+    monkeypatch.setattr(fi, "slerp_backward", lambda *args, **kw: seen.append(
+        (kw["needs_ab_grad"], kw["needs_t_grad"])) or real(*args, **kw))
+    lazy = fd.slerp_backward(da.from_array(g, chunks=(4,) + g.shape[1:]), a, b, t, path=path,
+                             **flags)
+    for got, want in zip(lazy, expected):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got.compute(**SYNC), want, rtol=1e-12, atol=1e-15)
+    assert seen and set(seen) == {(needs_ab, needs_t)}     # every block skips the rest

@@ -149,10 +149,12 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
 
 
 def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=False,
-                   norm="linear"):
+                   norm="linear", needs_ab_grad=True, needs_t_grad=True):
     """:func:`fastinterp.slerp_backward` over batch-chunked dask arrays.
 
-    Returns ``(grad_a, grad_b, grad_t)``. ``grad_a`` and ``grad_b`` (and
+    Returns ``(grad_a, grad_b, grad_t)`` (None for a gradient not asked for, as
+    in memory: ``needs_ab_grad=False`` or ``needs_t_grad=False`` skips its
+    work in every block). ``grad_a`` and ``grad_b`` (and
     ``grad_t`` when ``t`` is split with the batch) equal the in-memory call
     bit for bit. A ``t`` shared by the whole batch (a scalar, or steps of a
     path) gets the sum of the per-block gradients, equal to the in-memory
@@ -167,10 +169,12 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
         As passed to :func:`slerp` (``a``, ``b`` and a batched ``t`` are
         rechunked to ``grad_out``'s N chunks; ``axis`` not 0); the options are
         those of :func:`fastinterp.slerp_backward`.
+    needs_ab_grad, needs_t_grad : bool
+        Which gradients to compute (default: all three).
 
     Returns
     -------
-    (grad_a, grad_b, grad_t) : dask.array.Array
+    (grad_a, grad_b, grad_t) : dask.array.Array or None
         Lazy, of the shapes of ``a``, ``b`` and ``t`` and ``a``'s dtype.
         ``grad_a`` and ``grad_b`` (and a batched ``grad_t``) are chunked like
         ``grad_out`` along N, one chunk along the other axes; a shared ``t``'s
@@ -194,14 +198,15 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     t = _t_array(t, a.dtype)
     _check_axis("slerp_backward", a, axis)
     fn = functools.partial(fi.slerp_backward, axis=axis, path=path,
-                           shortest_path=shortest_path, norm=norm)
+                           shortest_path=shortest_path, norm=norm,
+                           needs_ab_grad=needs_ab_grad, needs_t_grad=needs_t_grad)
     if _slerp_batch(a, b, t, path):
         return batched("slerp_backward", fn, {"grad_out": grad_out, "a": a, "b": b, "t": t},
                        n_out=3)
     ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
                                 {"grad_out": grad_out, "a": a, "b": b}, {"t": t}, n_out=3,
                                 per_block=(2,))
-    return ga, gb, gt_blocks.sum(axis=0, dtype=gt_blocks.dtype)
+    return ga, gb, (None if gt_blocks is None else gt_blocks.sum(axis=0, dtype=gt_blocks.dtype))
 
 
 def _stack_t_grad(fn):
@@ -209,6 +214,8 @@ def _stack_t_grad(fn):
     @functools.wraps(fn)
     def wrapped(**kw):
         ga, gb, gt = fn(**kw)
+        if gt is None:                 # not asked for
+            return ga, gb, None
         gt = np.asarray(gt)
         if kw["a"].shape[0] == 0:
             return ga, gb, np.zeros((0,) + gt.shape, gt.dtype)
