@@ -41,9 +41,9 @@ import numpy as np
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
-from ._typing import Array, IntFlag, NumPyLike
-from ._validate import (as_c_contiguous, as_index, check_array, check_flag, check_out,
-                        check_shape, same_dtype, shape_str)
+from ._typing import Array, Flag, IntFlag, NumPyLike
+from ._validate import (as_c_contiguous, as_index, check_array, check_bool, check_flag,
+                        check_out, check_shape, same_dtype, shape_str)
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
            "pairwise_l2_backward", "knn"]
@@ -336,8 +336,8 @@ def _knn_cpu(dist, idx, x, queries, batch, k, bound=None):
 def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
     """Shared CPU backward: ``gx[u, i] = F sum_b sum_j S_b,ij (x_u,i - y_j)`` over the batch
     elements b that use x[u], and ``gy`` likewise (y None: y = x, both roles summed into
-    gx). ``l2 = (g, dist)`` selects the L2 weights S = g / dist, with near pairs taken
-    from direct differences."""
+    gx; else gx or gy None: that gradient is not computed). ``l2 = (g, dist)`` selects
+    the L2 weights S = g / dist, with near pairs taken from direct differences."""
     symmetric = y is None
     yy = x if symmetric else y
     ymap = batch.xmap if symmetric else batch.ymap
@@ -363,11 +363,13 @@ def _backward_cpu(gx, gy, s, x, y, batch, l2=None):
         cols = (near.sum(axis=1, dtype=np.int64) if rows.any()
                 else np.zeros((nbat, n), np.int64))
         factor = 1.0
-    kernels.grad_rows(gx, s, False, x, yy, ymap, xc, yc, g, near, rows,
-                      *batch.sets("x"), factor, nthreads)
+    if gx is not None:
+        kernels.grad_rows(gx, s, False, x, yy, ymap, xc, yc, g, near, rows,
+                          *batch.sets("x"), factor, nthreads)
     other = _memory.empty(x.shape, x.dtype) if symmetric else gy
-    kernels.grad_rows(other, s, True, yy, x, batch.xmap, yc, xc, g, near, cols,
-                      *batch.sets("x" if symmetric else "y"), factor, nthreads)
+    if other is not None:
+        kernels.grad_rows(other, s, True, yy, x, batch.xmap, yc, xc, g, near, cols,
+                          *batch.sets("x" if symmetric else "y"), factor, nthreads)
     if symmetric:
         with np.errstate(invalid="ignore", over="ignore"):    # non-finite rows
             np.add(gx, other, out=gx)
@@ -416,7 +418,7 @@ def _redo_overflowed(gx, gy, g, x, y, batch, l2):
         return
     # long double (a 15-bit exponent on x86-64): elements' terms that overflow float64
     # on their own still sum to what the dtype holds
-    acc_x = np.zeros(gx.shape, np.longdouble)
+    acc_x = np.zeros(x.shape, np.longdouble)
     acc_y = None if gy is None else np.zeros(gy.shape, np.longdouble)
     for e, (u, v) in enumerate(zip(batch.xmap, batch.ymap)):
         if not rows_x[u].any() and not (rows_y is not None and rows_y[v].any()):
@@ -426,28 +428,31 @@ def _redo_overflowed(gx, gy, g, x, y, batch, l2):
         if acc_y is not None:
             acc_y[v] += ey
     with np.errstate(over="ignore"):        # beyond the dtype: inf, as it holds them
-        gx[rows_x] = acc_x[rows_x]
+        if gx is not None:
+            gx[rows_x] = acc_x[rows_x]
         if gy is not None:
             gy[rows_y] = acc_y[rows_y]      # type: ignore[index]  # (acc_y is set with gy)
 
 
 def _overflowed_rows(gx, gy, g, x, y, batch):
-    """(U, M) and (V, N) masks of the gradient rows to redo (None for gy when y is x): a
-    non-finite row all of whose terms, in every batch element summed into it, come from
-    finite values (its own row, its weights, every row of the other operand)."""
+    """(U, M) and (V, N) masks of the gradient rows to redo (None for gy when y is x or
+    gy is not computed; none of x's when gx is not): a non-finite row all of whose
+    terms, in every batch element summed into it, come from finite values (its own row,
+    its weights, every row of the other operand)."""
     fin_g = np.isfinite(g)
     fin_x = np.isfinite(x).all(axis=2)
     fin_y = fin_x if y is None else np.isfinite(y).all(axis=2)
     g_rows, g_cols = fin_g.all(axis=2), fin_g.all(axis=1)
-    ok_x = np.ones(gx.shape[:2], bool)
+    ok_x = np.ones(x.shape[:2], bool)
     ok_y = None if gy is None else np.ones(gy.shape[:2], bool)
     for e, (u, v) in enumerate(zip(batch.xmap, batch.ymap)):
         if y is None:        # both roles of x: its weights as rows and as columns
             ok_x[u] &= fin_x[u] & g_rows[e] & g_cols[e] & fin_x[u].all()
             continue
         ok_x[u] &= fin_x[u] & g_rows[e] & fin_y[v].all()
-        ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()    # type: ignore[index]  # (y: ok_y set)
-    rows_x = ok_x & ~np.isfinite(gx).all(axis=2)
+        if ok_y is not None:
+            ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()
+    rows_x = ok_x & (False if gx is None else ~np.isfinite(gx).all(axis=2))
     return rows_x, None if gy is None else ok_y & ~np.isfinite(gy).all(axis=2)
 
 
@@ -756,32 +761,47 @@ def _run(p, kernel, *args):
     return kernel(*args)
 
 
-def _gradients(p, op, dtype, x_, y_, batch, g, *more):
+def _gradients(p, op, dtype, x_, y_, batch, needs, g, *more):
     """Allocate (grad_x, grad_y) of the inputs' shapes, run ``op``'s kernel into them (it
     sums over the batch elements that share an input: broadcast dimensions are reduced
-    as autograd would), wrap them back. An empty ``g`` gives zeros without reading the
-    operands (a broadcast operand is not copied)."""
+    as autograd would), wrap them back. ``needs``: (x's, y's) asked for; one not asked
+    for is None (the built-in CPU kernel skips it; others compute it, then it is
+    dropped). An empty ``g`` gives zeros without reading the operands (a broadcast
+    operand is not copied)."""
+    need_x, need_y = needs[0], needs[1] and y_ is not None
+    if not (need_x or need_y):
+        return None, None
     if g.size == 0:
-        gx_caller, _ = p.zeros(x_.shape, dtype)
-        gy_caller = None if y_ is None else p.zeros(y_.shape, dtype)[0]
-        return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
-    gx_caller, gx = p.empty(x_.shape, dtype)
-    gy_caller, gy = (None, None) if y_ is None else p.empty(y_.shape, dtype)
+        zeros = [p.zeros(a.shape, dtype)[0] if need else None
+                 for a, need in ((x_, need_x), (y_, need_y))]
+        return tuple(None if z is None else p.wrap(z) for z in zeros)
     kernel = registry.lookup(op, p.backend, dtype)
+    skips = p.backend == "cpu" and getattr(registry.last_kernel(), "source", None) == "builtin"
+    gx_caller, gx = p.empty(x_.shape, dtype) if need_x or not skips else (None, None)
+    gy_caller, gy = (None, None) if y_ is None or (skips and not need_y) else \
+        p.empty(y_.shape, dtype)
     _run(p, kernel, _stacked(p, gx), _stacked(p, gy), _stacked(p, g),
          *(_stacked(p, a) for a in more), _stacked(p, x_), _stacked(p, y_), batch)
-    return p.wrap(gx_caller), (None if gy_caller is None else p.wrap(gy_caller))
+    return (p.wrap(gx_caller) if need_x else None), (p.wrap(gy_caller) if need_y else None)
 
 
 @overload
-def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike,
-                             y: None = None) -> tuple[Array, None]: ...
+def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike, y: None = None, *,
+                             needs_x_grad: Literal[True] = True,
+                             needs_y_grad: Flag = True) -> tuple[Array, None]: ...
 @overload
-def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike,
-                             y: NumPyLike) -> tuple[Array, Array]: ...
+def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike, *,
+                             needs_x_grad: Literal[True] = True,
+                             needs_y_grad: Literal[True] = True) -> tuple[Array, Array]: ...
 @overload
-def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> tuple[Any, Any]: ...
-def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> Any:
+def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike | None = None, *,
+                             needs_x_grad: Flag = True, needs_y_grad: Flag = True
+                             ) -> tuple[Array | None, Array | None]: ...
+@overload
+def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None, *, needs_x_grad: Flag = True,
+                             needs_y_grad: Flag = True) -> tuple[Any, Any]: ...
+def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None, *, needs_x_grad: Flag = True,
+                             needs_y_grad: Flag = True) -> Any:
     """Gradients of ``sum(grad_out * pairwise_sqdist(x, y))`` with respect to x and y.
 
     Parameters
@@ -793,6 +813,9 @@ def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> Any:
     y : array (..., N, D), optional
         As passed to the forward. When omitted (y = x), the two roles of x
         are summed into one gradient.
+    needs_x_grad, needs_y_grad : bool
+        Which gradients to compute (default both); one not asked for is
+        returned as None and costs nothing (the CPU kernels skip its GEMM).
 
     Returns
     -------
@@ -814,21 +837,36 @@ def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None) -> Any:
     (array([[2., 4.]]), array([[-2., -4.]]))
     """
     op = "pairwise_sqdist_backward"
+    needs = _needs(op, needs_x_grad, needs_y_grad)
     p = begin(op, grad_out=grad_out, x=x, y=y)
     g, x_, y_, dtype, batch, _ = _backward_arrays(op, p)
-    return _gradients(p, op, dtype, x_, y_, batch, g)
+    return _gradients(p, op, dtype, x_, y_, batch, needs, g)
+
+
+def _needs(op, needs_x_grad, needs_y_grad):
+    """The backward's ``(needs_x_grad, needs_y_grad)`` as bools."""
+    return (check_bool(op, "needs_x_grad", needs_x_grad),
+            check_bool(op, "needs_y_grad", needs_y_grad))
 
 
 @overload
 def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: None = None,
-                         dist: NumPyLike | None = None) -> tuple[Array, None]: ...
+                         dist: NumPyLike | None = None, *, needs_x_grad: Literal[True] = True,
+                         needs_y_grad: Flag = True) -> tuple[Array, None]: ...
 @overload
 def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike,
-                         dist: NumPyLike | None = None) -> tuple[Array, Array]: ...
+                         dist: NumPyLike | None = None, *, needs_x_grad: Literal[True] = True,
+                         needs_y_grad: Literal[True] = True) -> tuple[Array, Array]: ...
 @overload
-def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None,
-                         dist: Any = None) -> tuple[Any, Any]: ...
-def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None) -> Any:
+def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike | None = None,
+                         dist: NumPyLike | None = None, *, needs_x_grad: Flag = True,
+                         needs_y_grad: Flag = True) -> tuple[Array | None, Array | None]: ...
+@overload
+def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None, *,
+                         needs_x_grad: Flag = True,
+                         needs_y_grad: Flag = True) -> tuple[Any, Any]: ...
+def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None, *,
+                         needs_x_grad: Flag = True, needs_y_grad: Flag = True) -> Any:
     """Gradients of ``sum(grad_out * pairwise_l2(x, y))`` with respect to x and y.
 
     Parameters
@@ -838,6 +876,8 @@ def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None)
     y : array (..., N, D), optional (see :func:`pairwise_sqdist_backward`)
     dist : array (..., M, N), optional
         ``pairwise_l2(x, y)`` from the forward pass; recomputed when omitted.
+    needs_x_grad, needs_y_grad : bool
+        As in :func:`pairwise_sqdist_backward`.
 
     Returns
     -------
@@ -867,6 +907,7 @@ def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None)
            [0.6, 0.8]])
     """
     op = "pairwise_l2_backward"
+    needs = _needs(op, needs_x_grad, needs_y_grad)
     p = begin(op, grad_out=grad_out, x=x, y=y, dist=dist)
     g, x_, y_, dtype, batch, shape = _backward_arrays(op, p)
     dist_ = p.arrays.get("dist")
@@ -874,7 +915,7 @@ def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None)
         check_array(op, "dist", dist_)
         _check_result_shaped(op, "dist", dist_, shape)
         same_dtype(op, x=x_, dist=dist_)
-    return _gradients(p, op, dtype, x_, y_, batch, g, dist_)
+    return _gradients(p, op, dtype, x_, y_, batch, needs, g, dist_)
 
 
 def _knn_arguments(op, p, k):

@@ -1192,26 +1192,35 @@ def _pairwise_fake(x, y):
 
 
 def _pairwise_grads(x, y, grads):
+    """The gradients as tensors of x's and y's shapes; one not computed (or y None) an
+    empty tensor."""
     gx, gy = grads
-    gx = _sum_to(_tensor(gx), x)
-    gy = x.new_empty(0) if y is None else _sum_to(_tensor(gy), y)
+    gx = x.new_empty(0) if gx is None else _sum_to(_tensor(gx), x)
+    gy = x.new_empty(0) if gy is None else _sum_to(_tensor(gy), y)
     return gx, gy
 
 
 @_custom_op("pairwise_sqdist_backward")
-def _sqdist_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    return _pairwise_grads(x, y, _fi.pairwise_sqdist_backward(_arg(grad_out), _arg(x), _arg(y)))
+def _sqdist_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor], needs_x_grad: bool,
+                   needs_y_grad: bool) -> tuple[Tensor, Tensor]:
+    return _pairwise_grads(x, y, _fi.pairwise_sqdist_backward(
+        _arg(grad_out), _arg(x), _arg(y), needs_x_grad=needs_x_grad,
+        needs_y_grad=needs_y_grad))
 
 
 @_custom_op("pairwise_l2_backward")
-def _l2_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor],
-               dist: Tensor) -> tuple[Tensor, Tensor]:
-    return _pairwise_grads(x, y, _fi.pairwise_l2_backward(_arg(grad_out), _arg(x), _arg(y),
-                                                          _arg(dist)))
+def _l2_bwd_op(grad_out: Tensor, x: Tensor, y: Optional[Tensor], dist: Tensor,
+               needs_x_grad: bool, needs_y_grad: bool) -> tuple[Tensor, Tensor]:
+    return _pairwise_grads(x, y, _fi.pairwise_l2_backward(
+        _arg(grad_out), _arg(x), _arg(y), _arg(dist), needs_x_grad=needs_x_grad,
+        needs_y_grad=needs_y_grad))
 
 
-def _pairwise_bwd_fake(grad_out, x, y, dist=None):
-    return x.new_empty(x.shape), (x.new_empty(0) if y is None else y.new_empty(y.shape))
+def _pairwise_bwd_fake(grad_out, x, y, *rest):
+    needs_x, needs_y = rest[-2:]
+    gx = x.new_empty(x.shape if needs_x else (0,))
+    gy = x.new_empty(0) if y is None or not needs_y else y.new_empty(y.shape)
+    return gx, gy
 
 
 def _sqdist_setup(ctx, inputs, output):
@@ -1228,12 +1237,13 @@ def _l2_setup(ctx, inputs, output):
 
 def _pairwise_backward(ctx, grad, l2):
     x, y, dist = ctx.saved_tensors
-    need_x, need_y = ctx.needs_input_grad[:2]
+    need_x, need_y = (_needed(ctx, 2) if ctx.has_y else _needed(ctx, 1) + (False,))
+    y = y if ctx.has_y else None
     if l2:
-        gx, gy = _invoke(_l2_bwd_op, grad, x, y if ctx.has_y else None, dist)
+        gx, gy = _invoke(_l2_bwd_op, grad, x, y, dist, need_x, need_y)
     else:
-        gx, gy = _invoke(_sqdist_bwd_op, grad, x, y if ctx.has_y else None)
-    return _grad_or_none(gx, need_x), _grad_or_none(gy, need_y and ctx.has_y)
+        gx, gy = _invoke(_sqdist_bwd_op, grad, x, y, need_x, need_y)
+    return _grad_or_none(gx, need_x), _grad_or_none(gy, need_y)
 
 
 def _sqdist_backward(ctx, grad):

@@ -1793,3 +1793,34 @@ def test_batched_non_finite_elements_share_one_vectorized_centre():
     want = np.where(np.isfinite(want), want, 0).astype(np.float32)
     idx = np.arange(300)
     np.testing.assert_array_equal(dist._centres(np.float32, (p, idx), (q, idx)), want)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+@pytest.mark.parametrize("shapes", [((7, 5), (9, 5)), ((3, 7, 5), (1, 9, 5)),
+                                    ((2, 1, 7, 5), (4, 9, 5)), ((7, 5), None)])
+def test_backward_computes_only_the_gradients_asked_for(l2, shapes, rng, monkeypatch):
+    """needs_x_grad / needs_y_grad: the other gradient is None and its rows are never
+    formed (the CPU kernel's GEMM for it does not run); the asked one's bits unchanged."""
+    import importlib
+    cpu = importlib.import_module("fastinterp._cpu.distance")
+    x = rng.standard_normal(shapes[0])
+    y = None if shapes[1] is None else rng.standard_normal(shapes[1])
+    bwd = fi.pairwise_l2_backward if l2 else fi.pairwise_sqdist_backward
+    g = rng.standard_normal((fi.pairwise_l2 if l2 else fi.pairwise_sqdist)(x, y).shape)
+    gx, gy = bwd(g, x, y)
+    calls = []
+    real = cpu.grad_rows
+    monkeypatch.setattr(cpu, "grad_rows", lambda *a: calls.append(a[2]) or real(*a))
+    for flags, want in (({"needs_y_grad": False}, (gx, None)),
+                        ({"needs_x_grad": False}, (None, gy)),
+                        ({"needs_x_grad": False, "needs_y_grad": False}, (None, None))):
+        calls.clear()
+        got = bwd(g, x, y, **flags)
+        if y is None:       # one gradient, both roles of x: asked for by needs_x_grad
+            want = (gx if flags.get("needs_x_grad", True) else None, None)
+        for a, b in zip(got, want):
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+        n_asked = sum(w is not None for w in want)
+        assert len(calls) == (2 * n_asked if y is None else n_asked)
+    with pytest.raises(TypeError, match="needs_y_grad"):
+        bwd(g, x, y, needs_y_grad="no")

@@ -362,8 +362,11 @@ def _opcheck_samples():
         (OPS.pairwise_sqdist, (a, b)),
         (OPS.pairwise_sqdist, (a, None)),
         (OPS.pairwise_l2, (a, b)),
-        (OPS.pairwise_sqdist_backward, (r(3, 5), a, b)),
-        (OPS.pairwise_l2_backward, (r(3, 3), a, None, fi.pairwise_l2(a.detach()))),
+        (OPS.pairwise_sqdist_backward, (r(3, 5), a, b, True, True)),
+        (OPS.pairwise_sqdist_backward, (r(3, 5), a, b, False, True)),
+        (OPS.pairwise_l2_backward, (r(3, 3), a, None, fi.pairwise_l2(a.detach()), True, False)),
+        (OPS.pairwise_l2_backward, (r(3, 5), a, b, fi.pairwise_l2(a.detach(), b.detach()),
+                                    True, False)),
         (OPS.lerp, (a, r(1, 4), _t(np.array(0.25), True))),
         (OPS.lerp_backward, (r(3, 4), a, r(4), t[:, None].detach().requires_grad_(), True,
                              False, True)),
@@ -1510,3 +1513,25 @@ def test_slerp_backward_computes_the_gradients_asked_for(which, monkeypatch):
         assert (x.grad is not None) == need
         if need:
             np.testing.assert_array_equal(x.grad.numpy(), w)
+
+
+@pytest.mark.parametrize("op", ["pairwise_sqdist", "pairwise_l2"])
+def test_distances_compute_only_the_gradients_the_pass_needs(op, monkeypatch):
+    """``requires_grad`` on one operand, or ``torch.autograd.grad`` of one of two, asks
+    the NumPy backward for that gradient only (its GEMM alone runs); values unchanged."""
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((2, 6, 4)), requires_grad=True)
+    y = torch.tensor(rng.standard_normal((1, 5, 4)), requires_grad=True)
+    backward = getattr(fi, op + "_backward")
+    asked = []
+    monkeypatch.setattr(fi, op + "_backward", lambda *a, **kw: asked.append(
+        (kw["needs_x_grad"], kw["needs_y_grad"])) or backward(*a, **kw))
+    w = torch.tensor(rng.standard_normal((2, 6, 5)))
+    loss = lambda a, b: (getattr(fit, op)(a, b) * w).sum()
+    gx_full, gy_full = torch.autograd.grad(loss(x, y), (x, y))
+    (gx,) = torch.autograd.grad(loss(x, y), (x,))
+    (gy,) = torch.autograd.grad(loss(x.detach(), y), (y,))
+    loss(x, y).backward(inputs=[y])
+    assert asked == [(True, True), (True, False), (False, True), (False, True)]
+    assert torch.equal(gx, gx_full) and torch.equal(gy, gy_full) and torch.equal(y.grad, gy)
+    assert x.grad is None
