@@ -263,7 +263,8 @@ def knn_stream(x, queries, k, return_distances=True, progress=False, block_rows=
     n = x.shape[0]
     k = check_k("knn", k, n)
     if queries.shape[0] == 0:                          # no query: nothing is read
-        d, i = np.empty(lead + (k,), np.dtype(x.dtype)), np.empty(lead + (k,), np.int64)
+        dtype = np.dtype(x.dtype).newbyteorder("=")      # as the kernels' results
+        d, i = np.empty(lead + (k,), dtype), np.empty(lead + (k,), np.int64)
         return (d, i) if return_distances else i
     if block_rows is None:
         row_bytes = max(1, x.shape[1] * np.dtype(x.dtype).itemsize)

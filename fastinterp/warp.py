@@ -114,6 +114,8 @@ class _Map:
         self.align_corners = align_corners
         square = _square(self.M)
         if match == "opencv" and not inverse_map:
+            if self.shared and N == 0:     # an empty batch: its one matrix is checked too
+                _inverted(op, _square(_host_matrix(op, "M", M, rows, 1)[0]), True, self.affine)
             square, self.scales = _inverted(op, square, self.shared, self.affine)
         else:
             square, self.scales = _scaled(square, self.affine)

@@ -1647,3 +1647,24 @@ def test_slerp_backward_computes_only_the_gradients_asked_for(needs_ab, needs_t,
         else:
             np.testing.assert_allclose(got.compute(**SYNC), want, rtol=1e-12, atol=1e-15)
     assert seen and set(seen) == {(needs_ab, needs_t)}     # every block skips the rest
+
+
+def test_an_empty_distance_or_knn_result_reads_no_block_of_the_other_operand():
+    """No query (or no row of x): the result is empty and depends on no block of the
+    database, which may be a large store on disk."""
+    reads = []
+
+    def block(block_info=None):
+        reads.append(block_info[None]["chunk-location"])
+        return np.ones(block_info[None]["chunk-shape"], np.float32)
+    x = da.map_blocks(block, chunks=((4,) * 8, (16,)), dtype=np.float32,
+                      meta=np.empty((0, 0), np.float32))
+    none = da.zeros((0, 16), dtype=np.float32, chunks=(4, 16))
+    results = [*fd.knn(x, none, 3), fd.knn(x, none, 3, return_distances=False),
+               fd.pairwise_sqdist(none, x), fd.pairwise_l2(x, none)]
+    shapes = [(0, 3), (0, 3), (0, 3), (0, 32), (32, 0)]
+    for lazy, shape in zip(results, shapes):
+        got = lazy.compute(**SYNC)
+        assert got.shape == shape and got.dtype == lazy.dtype
+    assert results[1].dtype == np.int64 and results[0].dtype == np.float32
+    assert reads == []

@@ -175,6 +175,23 @@ def test_an_out_of_core_knn_without_queries_reads_no_block(tmp_path, monkeypatch
         fi.knn(x, np.zeros((0, 8), np.float32), 5000)
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_an_out_of_core_knn_without_queries_returns_native_distances(tmp_path, order):
+    """As with queries: the distances are the kernels' (native byte order), so that they
+    equal np.float32 and go back through DLPack to a torch caller."""
+    db = np.lib.format.open_memmap(tmp_path / "db.npy", mode="w+", dtype=order + "f4",
+                                   shape=(20, 4))
+    db[:] = 1
+    db.flush()
+    x = np.load(tmp_path / "db.npy", mmap_mode="r")
+    for queries in (np.zeros((0, 4), np.float32), np.zeros((2, 4), np.float32)):
+        d, i = fi.knn(x, queries, 3)
+        assert d.dtype == np.float32 and d.dtype.isnative and i.dtype == np.int64
+    torch = pytest.importorskip("torch")
+    d, i = fi.knn(x, torch.zeros(0, 4), 3)
+    assert isinstance(d, torch.Tensor) and d.dtype == torch.float32 and d.shape == (0, 3)
+
+
 def test_empty_results_still_check_their_arguments():
     with pytest.raises(ValueError, match="must have shape"):
         fi.pairwise_sqdist(np.zeros((0, 3), np.float32), np.zeros((2, 4), np.float32))
@@ -189,6 +206,15 @@ def test_empty_results_still_check_their_arguments():
     with pytest.raises(ValueError, match="finite"):
         fi.warp_affine(np.zeros((1, 1, 4, 4), np.float32),
                        np.array([[np.nan, 0, 0], [0, 1, 0]]), (0, 4))
+    for n in (0, 1):          # an empty batch's shared matrix is checked as a batch of one's
+        img = np.zeros((n, 3, 5, 5), np.float32)
+        with pytest.raises(ValueError, match="M must be invertible"):
+            fi.warp_affine(img, np.zeros((2, 3)), (4, 4))
+        with pytest.raises(ValueError, match="M must be invertible"):
+            fi.warp_perspective(img, np.zeros((3, 3)), (4, 4))
+        with pytest.raises(ValueError, match="M must be invertible"):
+            fi.warp_affine_backward(np.zeros((n, 3, 4, 4), np.float32), img, np.zeros((2, 3)),
+                                    (4, 4))
 
 
 @pytest.mark.cudasim

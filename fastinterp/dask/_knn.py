@@ -80,6 +80,9 @@ def _pairwise(op, x, y, take_sqrt):
         check_known_sizes(op, name, arr, (0,))
     result = probe(getattr(fi, op), {"x": x} if y is None else {"x": x, "y": yy},
                    {"y": None} if y is None else None)
+    if x.shape[0] == 0 or yy.shape[0] == 0:     # an empty result reads no block
+        return da.empty((x.shape[0], yy.shape[0]), dtype=result.dtype,
+                        chunks=(x.chunks[0], yy.chunks[0]))
     samples = [_sample(x)] if y is None else [_sample(x), _sample(yy)]
     samples = [single_chunk(s)[0] for s in samples]
     centre = da.map_blocks(lambda *s: _centre(x.dtype, *s)[0], *samples, drop_axis=0,
@@ -315,6 +318,10 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
             or block_bytes < 0:
         raise ValueError(f"knn: block_bytes must be an int >= 0 or None; got {block_bytes!r}.")
     k = int(k)
+    if q.shape[0] == 0:          # no query: the result depends on no block of x
+        outs = [da.empty((0, k), dtype=dtype, chunks=(q.chunks[0], (k,)))
+                for dtype in (x.dtype, np.dtype(np.int64))]
+        return tuple(outs) if return_distances else outs[1]
     x = _task_blocks(x, int(block_bytes))
     qg = _query_groups(q, x, k)
     starts = np.cumsum((0,) + x.chunks[0])[:-1]
