@@ -68,7 +68,10 @@ def selected_variants():
                          "each other; set one of them.")
     wanted = os.environ.get("FASTINTERP_VARIANTS", "").strip()
     if wanted:
-        names = [w.strip().replace("-", "_") for w in wanted.split(",") if w.strip()]
+        names = [w.strip().lower().replace("-", "_") for w in wanted.split(",") if w.strip()]
+        if not names:     # (",": nothing would be built, and every built variant pruned)
+            raise SystemExit(f"setup.py: FASTINTERP_VARIANTS must name at least one variant "
+                             f"among {', '.join(sorted(known))}; got {wanted!r}.")
         unknown = [n for n in names if n not in known]
         if unknown:
             raise SystemExit(f"setup.py: FASTINTERP_VARIANTS must name variants among "

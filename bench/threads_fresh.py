@@ -187,8 +187,9 @@ def main() -> None:
             for label, threads, extra in settings:  # interleaved: drifting load hits both
                 r = subprocess.run([sys.executable, __file__, "--child", op, str(threads),
                                     "--reps", str(args.reps)],
-                                   capture_output=True, text=True, check=True,
-                                   env={**env, **extra})
+                                   capture_output=True, text=True, env={**env, **extra})
+                if r.returncode != 0:      # the child's own error, not just its status
+                    raise SystemExit(f"threads_fresh: {op} with {label} failed:\n{r.stderr}")
                 meds.setdefault(label, []).append(float(r.stdout.split()[-1]) * 1e3)
         first, second = (meds[label] for label, _, _ in settings)
         cols = [f"{statistics.median(m):7.2f} ({min(m):6.2f}..{max(m):6.2f})"

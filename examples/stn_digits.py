@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -33,6 +34,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="stn_digits.png", help="where to save the picture")
     args = parser.parse_args(argv)
+    try:            # now, not after minutes of training
+        tempfile.TemporaryFile(dir=Path(args.out).parent).close()
+    except OSError as exc:
+        parser.error(f"argument --out: cannot write in the folder of {args.out!r}: "
+                     f"{exc.strerror or exc}")
 
     import matplotlib
     matplotlib.use("Agg")

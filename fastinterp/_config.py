@@ -28,10 +28,16 @@ from ._validate import is_int
 __all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 
+# OpenMP takes the thread count as a C int
+_MAX_THREADS = 2**31 - 1
+
+
 def _default_threads() -> int:
+    """OMP_NUM_THREADS's first entry when it is a positive decimal number (ASCII digits,
+    as OpenMP reads it; at most _MAX_THREADS), else the CPUs this process may use."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    if env.isascii() and env.isdigit() and int(env) > 0:
+        return min(int(env), _MAX_THREADS)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -54,10 +60,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# OpenMP takes the thread count as a C int
-_MAX_THREADS = 2**31 - 1
-
-
 def set_num_threads(n: int) -> None:
     """Set how many OpenMP threads fastinterp's CPU kernels use.
 
@@ -71,7 +73,8 @@ def set_num_threads(n: int) -> None:
     In a process made by ``fork`` (``multiprocessing``'s default start method
     on Linux, ``os.fork``) the kernels run on one thread, and ``n > 1`` is a
     RuntimeError: OpenMP's threads do not survive fork. Start the workers with
-    the ``'spawn'`` or ``'forkserver'`` method for more threads.
+    the ``'spawn'`` or ``'forkserver'`` method for more threads (without
+    preloading fastinterp into the fork server: its workers are forked from it).
 
     Examples
     --------

@@ -6,6 +6,8 @@ The sizes are large enough for each op to go parallel (``threads_for``)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -270,3 +272,20 @@ def test_subnormals_do_not_depend_on_the_callers_flush_to_zero(threads, name):
     if "got" not in result:
         pytest.skip("this CPU has no flush-to-zero control")
     assert result["got"] == want
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2", 2), ("3,1", 3), (" 4 ", 4), ("99999999999", 2**31 - 1),
+    ("\u00b2", None), ("\u0663", None), ("0", None), ("-2", None), ("", None), ("two", None)])
+def test_the_default_thread_count_reads_omp_num_threads_as_openmp_does(value, expected):
+    """ASCII decimal digits only (a superscript two crashed the import; an Arabic-Indic
+    three was read as 3), at most the largest count set_num_threads takes; anything else
+    falls back to the CPUs this process may use."""
+    code = ("import os, fastinterp as fi\n"
+            "fi.set_num_threads(fi.get_num_threads())\n"
+            "print(fi.get_num_threads(), len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": value}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got, cpus = map(int, out.stdout.split())
+    assert got == (cpus if expected is None else expected)

@@ -123,6 +123,41 @@ def test_import_with_an_unknown_forced_variant_says_so():
     assert "got 'sse9'" in out.stderr
 
 
+def test_show_config_reports_the_variant_forced_at_import():
+    """``forced`` says how this process chose its kernels, whatever the variable says now."""
+    code = ("import os, json, fastinterp as fi\n"
+            f"os.environ.pop({cpu.ENV!r})\n"
+            "print(json.dumps(fi.show_config('dicts')['kernels']['forced']))")
+    out = _run_with(cpu.VARIANT or "auto", code)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) is (cpu.VARIANT is not None)
+
+
+def _selected_variants(value: str):
+    """setup.py's selected_variants() with FASTINTERP_VARIANTS=value."""
+    code = ("import runpy, sys, json\n"
+            "sys.argv = ['setup.py', '--name']\n"
+            "import setuptools; setuptools.setup = lambda **kw: None\n"
+            "ns = runpy.run_path('setup.py')\n"
+            "print(json.dumps(sorted(ns['selected_variants']())))")
+    env = {**os.environ, "FASTINTERP_VARIANTS": value}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=HERE.parent, timeout=120)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="x86-64 variants")
+def test_the_build_refuses_a_variant_list_that_names_none():
+    """FASTINTERP_VARIANTS=',' named nothing: nothing was built and every built variant
+    pruned, an install without kernels; names are read in any case."""
+    for value in (",", " , "):
+        out = _selected_variants(value)
+        assert out.returncode != 0 and "must name at least one variant" in out.stderr
+    out = _selected_variants("X86-64-V3, x86_64_v2")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [V2, V3]
+
+
 # ------------------------------------------------------------------ variants agree
 def _workload() -> dict[str, np.ndarray]:
     """Fixed inputs through every family's kernels: what variants must agree on."""

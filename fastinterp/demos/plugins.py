@@ -3,6 +3,7 @@ and what a call into a plugin kernel costs."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import timeit
@@ -20,12 +21,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin_c" / "scale
 
 def _build(out_dir: Path) -> Path | None:
     import fastinterp as fi
-    cc = os.environ.get("CC", "cc")
-    if not EXAMPLE.exists() or shutil.which(cc) is None:
+    cc = shlex.split(os.environ.get("CC", "cc")) or ["cc"]   # "ccache gcc", "gcc -m64"
+    if not EXAMPLE.exists() or shutil.which(cc[0]) is None:
         return None
     lib = out_dir / "plugin" / "libfi_example.so"
     lib.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([cc, "-std=c99", "-O2", "-fPIC", "-shared", "-I", fi.get_include(),
+    subprocess.run([*cc, "-std=c99", "-O2", "-fPIC", "-shared", "-I", fi.get_include(),
                     str(EXAMPLE), "-o", str(lib), "-lm"], check=True)
     return lib
 

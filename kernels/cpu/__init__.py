@@ -121,7 +121,7 @@ def variant_info() -> dict[str, Any]:
         "variant": VARIANT,
         "target": VARIANTS[VARIANT][1] if VARIANT else None,
         "path": os.path.join(_VARIANTS_DIR, VARIANT) if VARIANT else None,
-        "forced": _normalise(os.environ.get(ENV, "")) not in ("", "auto"),
+        "forced": _FORCED,
         "built": built_variants(),
         "cpu_level": cpu_level(),
         "cpu_features": sorted(f for f, ok in features.items() if ok),
@@ -130,5 +130,7 @@ def variant_info() -> dict[str, Any]:
 
 #: The variant loaded in this process (None when no variant is built).
 VARIANT: str | None = choose_variant(built_variants(), cpu_level(), os.environ.get(ENV))
+#: Whether ``ENV`` named it at import (what show_config reports, whatever the variable is now).
+_FORCED: bool = _normalise(os.environ.get(ENV, "")) not in ("", "auto")
 if VARIANT is not None:
     __path__.insert(0, os.path.join(_VARIANTS_DIR, VARIANT))  # noqa: F821 (package __path__)
