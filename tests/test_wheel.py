@@ -30,7 +30,7 @@ WHEEL = os.environ.get("FASTINTERP_WHEEL", "")
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 #: Test files run against the installed wheel: the C ABI, dispatch, one family per kind of kernel.
 SUBSET = ("test_variants.py", "test_blend.py", "test_distance.py", "test_optim.py",
-          "test_plugins.py", "test_dispatch.py")
+          "test_plugins.py", "test_dispatch.py", "test_typing.py")
 
 needs_wheel = pytest.mark.skipif(not WHEEL, reason="set FASTINTERP_WHEEL=<wheel> (make test-wheel)")
 
