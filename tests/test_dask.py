@@ -1668,3 +1668,17 @@ def test_an_empty_distance_or_knn_result_reads_no_block_of_the_other_operand():
         assert got.shape == shape and got.dtype == lazy.dtype
     assert results[1].dtype == np.int64 and results[0].dtype == np.float32
     assert reads == []
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "constant"])
+def test_a_warp_block_of_a_whole_slide_needs_no_memory_for_the_rest_of_it(padding_mode):
+    """README's whole-slide rotate: a task places its window in a full-size zero source;
+    that source (here 3 x 2**17 x 2**17 float32, 192 GiB) takes address space only (an
+    allocation larger than the machine's memory was a MemoryError)."""
+    n = 2**17
+    img = da.ones((1, 3, n, n), chunks=(1, 3, 1024, 1024), dtype=np.float32)
+    lazy = fd.rotate(img, 12.0, padding_mode=padding_mode,
+                     fill=0.0 if padding_mode == "constant" else None)
+    middle = lazy.blocks[0, 0, 64, 64].compute(**SYNC)
+    assert middle.shape == (1, 3, 1024, 1024)
+    np.testing.assert_allclose(middle, 1.0, rtol=1e-6)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +104,23 @@ def _chunk_span(starts, lo, hi):
     return tuple(range(first, last))
 
 
+# Linux's MAP_NORESERVE (the mmap module names it from Python 3.12)
+_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
+
+
+def _lazy_zeros(shape, dtype):
+    """``np.zeros(shape, dtype)`` whose pages nothing reserves: anonymous memory mapped
+    with MAP_NORESERVE, zero pages until written. A task writes one window of a
+    full-size source; a plain allocation of a whole slide (100k x 100k x 3 float32:
+    112 GiB) is refused by the kernel's overcommit check, this one needs address space
+    only."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return np.zeros(shape, dtype)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", _NORESERVE)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype).reshape(shape)
+
+
 def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, opts):
     """fi.grid_sample of one output block on a full-size, zero-filled source holding its
     window, as the in-memory op computes it. Only the window's pages are written: a uint8
@@ -110,11 +129,11 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
     taps inside the image sampled from ones placed in the window only (every tap of the
     block's points lies there)."""
     uint8 = np.dtype(dtype) == np.uint8
-    buf = np.zeros(shape, np.float32 if uint8 else dtype)
+    buf = _lazy_zeros(shape, np.float32 if uint8 else dtype)
     hax, wax = (1, 2) if nhwc else (2, 3)
     ones = None
     if opts["padding_mode"] == "constant":
-        ones = np.zeros((shape[0], 1, shape[hax], shape[wax]), buf.dtype)
+        ones = _lazy_zeros((shape[0], 1, shape[hax], shape[wax]), buf.dtype)
     for r, row in zip(window.rows, blocks):
         for s, block in zip(window.cols, row):
             ys = slice(starts_y[r], starts_y[r] + block.shape[hax])
