@@ -1682,3 +1682,26 @@ def test_a_warp_block_of_a_whole_slide_needs_no_memory_for_the_rest_of_it(paddin
     middle = lazy.blocks[0, 0, 64, 64].compute(**SYNC)
     assert middle.shape == (1, 3, 1024, 1024)
     np.testing.assert_allclose(middle, 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("size", [3 * 2**24, 2**31 - 7, 1000])
+def test_a_warp_window_holds_the_taps_of_float32_coordinates(align_corners, size):
+    """The source window of a grid block covers the bicubic taps (floor - 1 .. floor + 2)
+    of every point as the float32 sampler computes its coordinate (a few ulps from the
+    exact one: 3-4 px on an axis of 5e7 px, where a one-pixel allowance read zeros)."""
+    from fastinterp.dask import _warp
+    g = np.random.default_rng(size).uniform(-1, 1, 20000).astype(np.float32)
+    scale = np.float32((size - 1) / 2 if align_corners else size / 2)
+    shift = np.float32(0.0 if align_corners else 0.5)
+    unfused = (g + np.float32(1)) * scale - shift                     # each step rounded
+    fused = ((g.astype(np.float64) + 1) * np.float64(scale)
+             - np.float64(shift)).astype(np.float32)                  # an FMA: once
+    for block in np.array_split(np.sort(g), 40):
+        lo, hi = _warp._axis_window(float(block.min()), float(block.max()), False, size,
+                                    "zeros", align_corners, 2.0**-24)
+        for p in (unfused, fused):
+            sel = p[(g >= block.min()) & (g <= block.max())]
+            taps = np.floor(sel.astype(np.float64))
+            inside = (taps - 1 >= 0) & (taps + 2 < size)
+            assert (taps[inside] - 1 >= lo).all() and (taps[inside] + 2 < hi).all()

@@ -70,8 +70,9 @@ def _pixels(g, size, align_corners):
 _FAR = 2.0 ** 62       # pixel coordinates beyond any image (and within an int64's range)
 
 
-def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
-    """Source pixels [lo, hi) that points with grid values in [gmin, gmax] may read."""
+def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners, eps=2.0**-53):
+    """Source pixels [lo, hi) that points with grid values in [gmin, gmax] may read, the
+    sampler computing their coordinates in a float of unit roundoff ``eps``."""
     if nonfinite and padding != "zeros":
         return 0, size          # NaN reads pixel 0, inf the border
     if math.isnan(gmin):
@@ -81,8 +82,11 @@ def _axis_window(gmin, gmax, nonfinite, size, padding, align_corners):
     pmin, pmax = (min(max(_pixels(g, size, align_corners), -_FAR), _FAR) for g in (gmin, gmax))
     if padding == "border":     # points clamp to the edge pixels, whose taps (weight 0 or not,
         pmin, pmax = (min(max(p, 0.0), size - 1.0) for p in (pmin, pmax))   # NaN included) count
-    lo = math.floor(pmin) - _MARGIN_LO
-    hi = math.floor(pmax) + _MARGIN_HI
+    # the sampler's coordinate is off by a few of its ulps (float32: 4 px at 5e7 px); the
+    # margins allow one pixel, enough below 2**21 px in float32
+    slack = max(0, math.ceil(4 * eps * (max(abs(pmin), abs(pmax)) + size)) - 1)
+    lo = math.floor(pmin) - _MARGIN_LO - slack
+    hi = math.floor(pmax) + _MARGIN_HI + slack
     if padding in ("reflection", "wrap") and (lo < 0 or hi > size):
         return 0, size          # taps beyond an edge read pixels anywhere along the axis
     return max(lo, 0), max(min(hi, size), max(lo, 0))
@@ -190,14 +194,17 @@ def grid_sample_windows(op, x, grid, opts, max_window=None, known_bounds=None):
     starts_x = np.cumsum((0,) + x.chunks[wax])
     name = f"{op}-windows-{tokenize(x, grid, opts)}"
     dsk = {}
+    # the sampler's coordinate arithmetic: float32 for float32 grids and uint8 images
+    eps = 2.0**-24 if np.float32 in (grid.dtype, np.dtype(x.dtype)) or x.dtype == np.uint8 \
+        else 2.0**-53
     for i in range(grid.numblocks[0]):
         for a in range(grid.numblocks[1]):
             for b in range(grid.numblocks[2]):
                 bx = bounds[i, a, b]
                 y = _axis_window(bx[2], bx[3], bx[4] > 0, H, opts["padding_mode"],
-                                 opts["align_corners"])
+                                 opts["align_corners"], eps)
                 xw = _axis_window(bx[0], bx[1], bx[4] > 0, W, opts["padding_mode"],
-                                  opts["align_corners"])
+                                  opts["align_corners"], eps)
                 if max_window is not None and (y[1] - y[0]) * (xw[1] - xw[0]) > max_window:
                     raise ValueError(
                         f"{op}: the grid block {(i, a, b)} reaches a source window of "
