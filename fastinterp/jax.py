@@ -895,36 +895,41 @@ def _pairwise(forward, backward, x, y, with_dist):
     def f(*xs):
         return _one(forward, {}, specs, xs, "sequential")
 
-    def fwd(*xs):
+    def fwd(*ps):
+        xs, needs = tuple(p.value for p in ps), tuple(p.perturbed for p in ps)
         d = f(*xs)
-        return d, (xs, d)
+        return d, (xs, d if with_dist else None, _Static(needs))
 
     def bwd(res, g):
-        xs, d = res
-        if len(xs) == 1:
-            host, args = _FIRST_ONLY[backward], (g, xs[0])
-        elif with_dist:
-            host, args = _l2_bwd_with_dist, (g, *xs, d)
-        else:
-            host, args = backward, (g, *xs)
-        grads = _callback(host, {}, [_spec(a.shape, a.dtype) for a in xs], args, "sequential",
-                          backward_of=forward.__name__)
-        return _cast_like(grads, xs)
+        xs, d, static = res
+        needs = static.value
+        if isinstance(g, jax.custom_derivatives.SymbolicZero):
+            return (None,) * len(xs)
+        args = (g, *xs) if d is None or len(xs) == 1 else (g, *xs, d)
+        grads = iter(_callback(_distance_host(backward, len(xs), needs), {},
+                               [_spec(a.shape, a.dtype) for a, n in zip(xs, needs) if n],
+                               args, "sequential", backward_of=op))
+        return _cast_like(tuple(next(grads) if n else None for n in needs), xs)
 
-    f.defvjp(fwd, bwd)
+    f.defvjp(fwd, bwd, symbolic_zeros=True)
     return f(*arrays)
 
 
-def _first_only(backward, g, x):
-    return backward(g, x)[0]
+@functools.lru_cache(maxsize=None)
+def _distance_host(backward, n_operands, needs):
+    """The host function of a distance's gradient callback, computing the gradients
+    ``needs`` asks for only (one object per configuration: see _host)."""
+    return functools.partial(_distance_grads, backward, n_operands, needs)
 
 
-_FIRST_ONLY = {bwd: functools.partial(_first_only, bwd)    # one object each: see _host
-               for bwd in (_fi.pairwise_sqdist_backward, _fi.pairwise_l2_backward)}
-
-
-def _l2_bwd_with_dist(g, x, y, dist):
-    return _fi.pairwise_l2_backward(g, x, y, dist=dist)
+def _distance_grads(backward, n_operands, needs, g, x, y=None, dist=None):
+    """``backward``'s gradients of the operands ``needs`` names (x alone: one gradient,
+    both of its roles), asked for with needs_x_grad / needs_y_grad."""
+    if n_operands == 1:
+        return backward(g, x)[:1]
+    kw = {} if dist is None else {"dist": dist}
+    grads = backward(g, x, y, needs_x_grad=needs[0], needs_y_grad=needs[1], **kw)
+    return tuple(gr for gr, n in zip(grads, needs) if n)
 
 
 def pairwise_sqdist(x, y=None):

@@ -1176,3 +1176,29 @@ def test_slerp_backward_computes_the_gradients_asked_for(argnums, monkeypatch):
     want = real(np.ones((20, 4)), np.asarray(a), np.asarray(b), np.asarray(t))
     for got, i in zip(grads, argnums):
         np.testing.assert_array_equal(np.asarray(got), want[i])
+
+
+@pytest.mark.parametrize("name", ["pairwise_sqdist", "pairwise_l2"])
+@pytest.mark.parametrize("argnums", [(0,), (1,), (0, 1)])
+@pytest.mark.parametrize("transform", ["eager", "jit", "vmap"])
+def test_distances_compute_the_gradients_asked_for(monkeypatch, name, argnums, transform):
+    """jax.grad of a distance in x only (or y only) ran the backward of both: the product
+    for the other operand's gradient is as large as the one asked for. The host backward
+    now gets needs_x_grad / needs_y_grad, and the gradients are bit for bit the same."""
+    rng = np.random.default_rng(31)
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((5, 3))
+    go = rng.standard_normal((7, 5))
+    real = getattr(fi, f"{name}_backward")
+    want = real(go, x, y)
+    seen = []
+    monkeypatch.setattr(fi, f"{name}_backward", lambda *p, **k: seen.append(
+        (k.get("needs_x_grad", True), k.get("needs_y_grad", True))) or real(*p, **k))
+    op = getattr(fij, name)
+    grad = jax.grad(lambda x, y: (op(x, y) * go).sum(), argnums=argnums)
+    if transform == "vmap":
+        got = [g[1] for g in jax.vmap(grad)(jnp.stack([x, x]), jnp.stack([y, y]))]
+    else:
+        got = (jax.jit(grad) if transform == "jit" else grad)(jnp.asarray(x), jnp.asarray(y))
+    assert set(seen) == {(0 in argnums, 1 in argnums)}
+    for g, i in zip(got, argnums):
+        np.testing.assert_array_equal(np.asarray(g), want[i])
