@@ -72,17 +72,17 @@ def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
     weights are those same numbers, so such geometries take ``"float"`` (exact,
     rounded half to even). ``"float_positions"`` for 'bilinear' and 'bicubic'
     on float32 images (``dtype``, the image's dtype name), with 1, 3 or 4
-    channels and no input axis of one pixel: OpenCV 5's vector paths take
-    those sample positions in float64, where uint8 images, other channel
-    counts and single-row or single-column inputs have them rounded to
-    float32; ``"double_positions"`` for 'bilinear' on such float64 images,
+    channels and no input axis of one pixel (bicubic: of fewer than four):
+    OpenCV 5's vector paths take those sample positions in float64, where
+    uint8 images, other channel counts and narrower inputs have them rounded
+    to float32; ``"double_positions"`` for 'bilinear' on such float64 images,
     whose fractions and weights stay in float64 too.
     Otherwise ``""``.
     """
     scales = [_cv_scale(i, o) for i, o in zip(in_hw, out_hw)]
     vector_path = channels in (1, 3, 4) and min(in_hw) > 1
     if mode == "bicubic":
-        if dtype == "float32" and vector_path:
+        if dtype == "float32" and vector_path and min(in_hw) >= 4:
             return "float_positions"
         if channels in (1, 3, 4) or all(_cv_dyadic_cubic(i, o) for i, o in zip(in_hw, out_hw)):
             return "float"
@@ -135,6 +135,32 @@ def _cv_area(n_in, n_out):
     return np.where(real, idx, end[None, :]), np.where(real, w, 0.0)
 
 
+def _two_product(a, b):
+    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker's product,
+    Veltkamp's split), for float64 arrays."""
+    def split(x):
+        t = 134217729.0 * x            # 2**27 + 1
+        hi = t - (t - x)
+        return hi, x - hi
+    p = a * b
+    (ah, al), (bh, bl) = split(a), split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _vector_positions(n_in, n_out):
+    """OpenCV 5's float64 sample positions of its vector paths, ``fma(o + 0.5, n_in /
+    n_out, -0.5)``: one rounding (``(o + 0.5) * scale - 0.5`` in two roundings is off by
+    up to an ulp of the position: 2e-13 at 1000 px), as (floor, fraction).
+
+    ``p - 0.5`` is exact for ``p >= 0.25`` (below, the position is under -0.25: a tap
+    outside the image, whose fraction OpenCV ignores on x and that moves a sum of one
+    border pixel by an ulp at most on y), so adding the product's error rounds once."""
+    p, e = _two_product(np.arange(n_out) + 0.5, n_in / n_out)
+    f = (p - 0.5) + e
+    sx = np.floor(f)
+    return sx, f - sx
+
+
 def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
     """One axis of cv2.resize: mode 'nearest', 'bilinear', 'bicubic' or 'area'.
 
@@ -161,10 +187,11 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
         sx = np.floor(dx * scale)
         fx = ((dx + 1) - (sx + 1) * (float(n_out) / float(n_in))).astype(_F32)
         fx = np.where(fx <= 0, _F32(0), (fx - np.floor(fx.astype(np.float64))).astype(_F32))
+    elif area_kind in ("float_positions", "double_positions"):
+        sx, fx = _vector_positions(n_in, n_out)
+        fx = fx.astype(frac)
     else:
-        f = (dx + 0.5) * scale - 0.5
-        if area_kind not in ("float_positions", "double_positions"):
-            f = f.astype(_F32).astype(np.float64)
+        f = ((dx + 0.5) * scale - 0.5).astype(_F32).astype(np.float64)
         sx = np.floor(f)
         fx = (f - sx).astype(frac)
     sx = sx.astype(np.int64)

@@ -99,17 +99,20 @@ def test_opencv_float32_matches_cv2(mode, geom):
 
 
 # OpenCV 5 takes the sample positions of float images in float64 in its vector paths
-# (1, 3 or 4 channels, no single-pixel input axis; bicubic: float32 images only) and
-# rounds them to float32 elsewhere, as for uint8: on axes of a few hundred pixels the
-# two differ by ~1e-5 in the weights.
+# (1, 3 or 4 channels, no single-pixel input axis; bicubic: float32 images only, no
+# input axis under 4 pixels), as fma(o + 0.5, in / out, -0.5), and rounds them to
+# float32 elsewhere, as for uint8: on axes of a few hundred pixels the two differ by
+# ~1e-5 in the weights, and an unfused float64 position by 2e-13 on 1000 pixels.
 @pytest.mark.parametrize("mode, dtype, atol", [("bilinear", np.float32, 3e-7),
-                                               ("bilinear", np.float64, 1e-13),
+                                               ("bilinear", np.float64, 1e-14),
                                                ("bicubic", np.float32, 5e-6),
-                                               ("bicubic", np.float64, 1e-12)])
+                                               ("bicubic", np.float64, 1e-14)])
 @pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("geom", [((100, 100), (37, 41)), ((288, 295), (292, 207)),
                                   ((33, 1000), (20, 77)), ((1, 300), (5, 113)),
-                                  ((240, 1), (97, 3))])
+                                  ((240, 1), (97, 3)), ((2, 1545), (2, 1798)),
+                                  ((3, 2314), (3, 1000)), ((1545, 2), (800, 5)),
+                                  ((3, 700), (9, 300))])
 def test_opencv_float_sample_positions_match_cv2(mode, dtype, atol, channels, geom):
     (h, w), (oh, ow) = geom
     img = np.random.default_rng(6).uniform(0, 1, (h, w, channels)).astype(dtype)
