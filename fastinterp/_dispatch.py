@@ -148,6 +148,14 @@ def _cuda_support():
     return _support
 
 
+def mark_written(obj) -> None:
+    """Tell torch's autograd that tensor ``obj`` was written in place (through a view it
+    cannot see), as torch's own in-place ops and ``out=`` do: a graph that saved its old
+    values then raises instead of using the new ones. Other arrays: nothing to do."""
+    if _is_torch_tensor(obj):
+        sys.modules["torch"].autograd.graph.increment_version(obj)
+
+
 def _is_torch_tensor(obj) -> bool:
     """A torch tensor, detected without importing torch (as array-api-compat does)."""
     torch = sys.modules.get("torch")
@@ -467,6 +475,7 @@ class Prepared:
                 buffer, view = self._pending
                 self._pending = None
                 _half.narrow_into(view, buffer)
+            mark_written(caller_result)
             return caller_result
         if (self.storage is not None and isinstance(caller_result, np.ndarray)
                 and caller_result.dtype == _half.COMPUTE):

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _registry as registry
 from ._config import threads_for
-from ._dispatch import CUDA, Prepared, array_kind, begin
+from ._dispatch import CUDA, Prepared, array_kind, begin, mark_written
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -106,15 +106,29 @@ class _Param:
 
     def view(self, op: str, arr: Any) -> Any:
         """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
+        replaced = "its storage was replaced{} since the optimizer was built"
+        return self._fitted(op, self.name, arr, "keep its",
+                            f" ({replaced.format('')})", f" ({replaced.format(' or resized')})")
+
+    def state_view(self, op: str, what: str, value: Any) -> Any:
+        """The flat kernel view of state buffer ``value`` (named ``what``): an array of
+        this parameter's shape and dtype, C-contiguous and writable (the step updates it
+        in place, so an array-like that would be copied, a list, is refused)."""
+        _check_updatable(op, what, value)
+        return self._fitted(op, what, _kernel_array(op, what, value, self.backend), "have",
+                            " like its parameter", " like its parameter")
+
+    def _fitted(self, op: str, what: str, arr: Any, verb: str, dtype_note: str,
+                shape_note: str) -> Any:
+        """``arr`` flat, if it has this parameter's dtype and shape and can be written."""
         dtype = np.dtype(arr.dtype)
         if dtype != self.dtype:
-            raise TypeError(f"{op}: {self.name} must keep its dtype {self.dtype} (its storage "
-                            f"was replaced since the optimizer was built); got {dtype}.")
+            raise TypeError(f"{op}: {what} must {verb} dtype {self.dtype}{dtype_note}; "
+                            f"got {dtype}.")
         if tuple(arr.shape) != self.shape:
-            raise ValueError(f"{op}: {self.name} must keep its shape {shape_str(self.shape)} "
-                             f"(its storage was replaced or resized since the optimizer was "
-                             f"built); got {shape_str(arr.shape)}.")
-        _check_writable_contiguous(op, self.name, arr)
+            raise ValueError(f"{op}: {what} must {verb} shape {shape_str(self.shape)}"
+                             f"{shape_note}; got {shape_str(arr.shape)}.")
+        _check_writable_contiguous(op, what, arr)
         return _flat(arr)
 
     def empty_like(self) -> Any:
@@ -329,6 +343,7 @@ class Optimizer:
     _required_state: tuple[str, ...] = ()
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        self._views: dict[tuple[int, str], Any] = {}   # a step's checked state buffers
         groups = _listed(self._name, "params", None if hasattr(params, "shape") else params,
                          "a sequence of arrays or of parameter group dicts", params)
         if not groups:
@@ -491,6 +506,7 @@ class Optimizer:
         for group in self.param_groups:
             for _ in group["params"]:
                 if jobs[index] is not None:
+                    self._check_saved_state(op, index, group)
                     self._precheck(index, group)
                     self._check_representable(op, index, group)
                 index += 1
@@ -511,6 +527,33 @@ class Optimizer:
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
         """Raise before any update if parameter ``index`` cannot be stepped."""
+
+    def _buffers_used(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state buffers a step of a parameter in ``group`` reads and writes."""
+        return ()
+
+    def _check_saved_state(self, op: str, index: int, group: dict[str, Any]) -> None:
+        """The state of parameter ``index``, as the caller may have edited it (``opt.state``
+        is theirs), checked before any update: a step count, the buffers the step uses
+        (views kept for it). A buffer set to None starts afresh, as in ``torch.optim``."""
+        st = self.state.get(index)
+        if st is None:
+            return
+        if not isinstance(st, dict):
+            raise TypeError(f"{op}: state[{index}] must be a dict; got {type(st).__name__}.")
+        for key in [k for k, v in st.items() if v is None and k != "step"]:
+            del st[key]
+        if not st:
+            return
+        if "step" in st:
+            _load_step(op, f"state[{index}]['step']", st["step"])
+        if "step" in st or "step" not in self._state_keys:
+            Optimizer._check_state(self, op, index, st, group)
+        p = self._params[index]
+        for key in self._buffers_used(group):
+            if key in st:
+                self._views[(index, key)] = p.state_view(op, f"state[{index}][{key!r}]",
+                                                         st[key])
 
     def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
                 kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:  # pragma: no cover
@@ -537,16 +580,24 @@ class Optimizer:
         appended to or removed from a group's ``"params"`` list since the last
         step are taken into account (their state follows them).
         """
-        jobs = self._prepare(grads)
-        index = 0
-        for group in self.param_groups:
-            for _ in group["params"]:
-                job = jobs[index]
-                if job is not None:
-                    p = self._params[index]
-                    kernel = registry.lookup(self._op, p.backend, p.dtype)
-                    self._update(index, job[0], job[1], group, kernel, job[2])
-                index += 1
+        self._views = {}
+        try:
+            jobs = self._prepare(grads)
+            index = 0
+            for group in self.param_groups:
+                for _ in group["params"]:
+                    job = jobs[index]
+                    if job is not None:
+                        p = self._params[index]
+                        kernel = registry.lookup(self._op, p.backend, p.dtype)
+                        self._update(index, job[0], job[1], group, kernel, job[2])
+                        # written through views: tell torch's autograd, as torch.optim's
+                        # in-place updates do (a graph that saved the old values raises)
+                        for obj in (p.caller, *self.state.get(index, {}).values()):
+                            mark_written(obj)
+                    index += 1
+        finally:
+            self._views = {}
 
     # --- state ----------------------------------------------------------------------
 
@@ -558,8 +609,10 @@ class Optimizer:
         fresh = key not in st
         if fresh:
             st[key] = p.empty_like()
-        return p.view(f"{self._name}.step", _kernel_array(
-            f"{self._name}.step", f"state[{index}][{key!r}]", st[key], p.backend)), fresh
+        view = self._views.pop((index, key), None)       # checked by the step's _prepare
+        if view is None:
+            view = p.state_view(f"{self._name}.step", f"state[{index}][{key!r}]", st[key])
+        return view, fresh
 
     def state_dict(self) -> dict[str, Any]:
         """A snapshot of the state and hyper-parameters (``torch.optim`` layout).
@@ -733,6 +786,9 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: nesterov=True requires momentum > 0 and dampening == 0; "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}.")
 
+    def _buffers_used(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if float(group["momentum"]) != 0 else ()
+
     def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
                 kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         momentum = float(group["momentum"])
@@ -815,6 +871,9 @@ class Adam(Optimizer):
         if group["amsgrad"] and "max_exp_avg_sq" not in entry:
             raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True "
                              f"in its group).")
+
+    def _buffers_used(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
         st = self.state.get(index, {})

@@ -300,3 +300,24 @@ def test_cupy_in_cupy_out(cupy, rng):
     x = cupy.asarray(rng.standard_normal((1, 2, 4, 4)).astype(np.float32))
     res = fi.resize(x, size=(3, 3))
     assert isinstance(res, cupy.ndarray)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, out: fi.lerp(out, out * 0, 0.5, out=out),
+    lambda m, out: fi.slerp(out, out + 1, 0.5, out=out),
+    lambda m, out: fi.pairwise_sqdist(out[:1].reshape(1, 1) * 0, out.reshape(3, 1) * 2,
+                                      out=out.view(1, 3)),
+])
+def test_torch_out_written_by_the_numpy_api_is_seen_by_autograd(call):
+    """fi.lerp(m, g, w, out=m) is the README's m.lerp_(g, w), but a graph that had saved
+    m used the new values (a silently wrong gradient) where torch's own in-place op makes
+    backward raise: out= now bumps the tensor's version."""
+    torch = pytest.importorskip("torch")
+    m = torch.tensor([1.0, 2.0, 3.0])
+    v = torch.ones(3, requires_grad=True)
+    loss = (v * m).sum()                      # saves m for v's gradient
+    before = m._version
+    call(None, m)
+    assert m._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

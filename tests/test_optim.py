@@ -1241,3 +1241,86 @@ def test_a_hyper_parameter_float32_cannot_hold_is_a_value_error(make):
         opt.step([np.ones(3, np.float32)])
     np.testing.assert_array_equal(p, 1)
     make(np.ones(3)).step([np.ones(3)])          # float64 parameters hold it
+
+
+# --- torch's autograd sees the in-place update ------------------------------------------
+
+@pytest.mark.parametrize("cls, kw", [(SGD, {"lr": 0.1}), (SGD, {"lr": 0.1, "momentum": 0.9}),
+                                     (Adam, {"lr": 0.1}), (AdamW, {"lr": 0.1})])
+def test_step_tells_autograd_the_parameter_changed(torch, cls, kw):
+    """A graph that saved a parameter's old values used the stepped ones (silently wrong
+    gradients, [1.8, 3.8, 5.8] instead of [2, 4, 6]) where torch.optim's step raises:
+    the step now bumps the tensor's version, as torch's in-place updates do."""
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    opt = cls([w], **kw)
+    y = (w * w).sum()
+    opt.step([torch.ones(3)])
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+    ref = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    torch_opt = getattr(torch.optim, cls.__name__)([ref], **kw)
+    ref.grad = torch.ones(3)
+    z = (ref * ref).sum()
+    torch_opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+    np.testing.assert_allclose(w.detach().numpy(), ref.detach().numpy(), rtol=1e-6)
+
+
+def test_step_bumps_the_version_of_torch_state(torch):
+    w = torch.tensor([1.0, 2.0, 3.0])
+    opt = Adam([w], lr=0.1)
+    opt.step([torch.ones(3)])
+    m = opt.state[0]["exp_avg"]
+    assert isinstance(m, torch.Tensor)
+    before = m._version
+    opt.step([torch.ones(3)])
+    assert m._version > before
+
+
+# --- state edited by hand is checked before any parameter changes -----------------------
+
+def _stepped_adam():
+    ws = [np.ones(3), np.ones(3)]
+    opt = Adam(ws, lr=0.1)
+    opt.step([np.ones(3)] * 2)
+    return ws, opt
+
+
+@pytest.mark.parametrize("key, value, error, match", [
+    ("exp_avg", np.zeros(5), ValueError, r"state\[1\]\['exp_avg'\] must have shape \(3,\)"),
+    ("exp_avg", np.zeros(3, np.float32), TypeError, r"state\[1\]\['exp_avg'\] must have dtype"),
+    ("exp_avg", np.zeros(6)[::2], ValueError, r"state\[1\]\['exp_avg'\] must be C-contiguous"),
+    ("exp_avg", [0.0, 0.0, 0.0], TypeError, r"state\[1\]\['exp_avg'\] must be an array"),
+    ("exp_avg", None, ValueError, r"state\[1\] must have keys"),
+    ("exp_avg_sq", np.zeros(3).reshape(3, 1), ValueError, r"state\[1\]\['exp_avg_sq'\]"),
+    ("step", "x", TypeError, r"state\[1\]\['step'\] must be a finite number"),
+    ("step", -1.0, ValueError, r"state\[1\]\['step'\] must be a finite number"),
+])
+def test_bad_state_is_refused_before_any_update(key, value, error, match):
+    """An edited state entry was checked only when its parameter's turn came: the error
+    named the parameter (params[1] must keep its shape) after parameter 0 had been
+    stepped; a list was copied each step (its moments never moved), a bad step count
+    was a bare float() error."""
+    ws, opt = _stepped_adam()
+    before = [w.copy() for w in ws], {i: dict(s) for i, s in opt.state.items()}
+    opt.state[1][key] = value
+    with pytest.raises(error, match=match):
+        opt.step([np.ones(3)] * 2)
+    for w, w0 in zip(ws, before[0]):
+        np.testing.assert_array_equal(w, w0)
+    assert opt.state[0]["step"] == before[1][0]["step"]
+
+
+def test_momentum_buffer_none_starts_afresh_as_torch():
+    """torch's idiom to reset momentum: state['momentum_buffer'] = None (the next step
+    starts from the gradient). It raised AttributeError."""
+    w, ref = np.ones(3), np.ones(3)
+    opt, fresh = SGD([w], lr=0.1, momentum=0.9), SGD([ref], lr=0.1, momentum=0.9)
+    opt.step([np.full(3, 5.0)])
+    opt.state[0]["momentum_buffer"] = None
+    w[...] = ref
+    opt.step([np.full(3, 2.0)])
+    fresh.step([np.full(3, 2.0)])
+    np.testing.assert_array_equal(w, ref)
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], fresh.state[0]["momentum_buffer"])
