@@ -3,6 +3,7 @@ under numba's simulator, against PyTorch (the oracle) and finite differences."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -1025,3 +1026,57 @@ def test_affine_grid_backward_redoes_an_overflowed_component_next_to_an_infinite
     got = fi.affine_grid_backward(g, (1, 1, 1, 3), align_corners=True)
     np.testing.assert_array_equal(got[0, 1], [-np.inf, 0.0, 1e308])
     assert np.isinf(got[0, 0, 0]) and np.isnan(got[0, 0, 1])     # (inf * 0 in the x row)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_nearest_picks_torchs_pixel_at_half_pixel_ties(torch, dtype, padding):
+    """Nearest rounds the pixel coordinate half to even, so the coordinate's last bit
+    decides a tie: torch's 2-D CPU kernel rounds (g + 1) * W/2 - 1/2 once (a fused
+    multiply-add), fastinterp rounded twice and picked the neighbouring pixel (a 6x6
+    image halved by an identity grid: [[0, 2, 4], ...] where torch gives [[7, 8, 10], ...];
+    about 1 point in 1e5 of grids dense in half pixels)."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(41)
+    for h, w, ho, wo in [(6, 6, 3, 3), (97, 45, 50, 22), (33, 70, 65, 141), (7, 300, 5, 601)]:
+        x = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+        theta = np.eye(2, 3, dtype=dtype)[None]
+        grids = [F.affine_grid(torch.from_numpy(theta), (1, 1, ho, wo),
+                               align_corners=False).numpy(),
+                 # every half-pixel point of each axis (in the input's dtype), shuffled
+                 np.stack(np.meshgrid(((np.arange(2 * w + 1) - w) / w).astype(dtype),
+                                      ((np.arange(2 * h + 1) - h) / h).astype(dtype)),
+                          axis=-1)[None]]
+        grids.append(rng.permutation(grids[1].reshape(-1, 2)).reshape(grids[1].shape))
+        for g in grids:
+            want = F.grid_sample(torch.from_numpy(x), torch.from_numpy(g), mode="nearest",
+                                 padding_mode=padding, align_corners=False).numpy()
+            got = fi.grid_sample(x, g, mode="nearest", padding_mode=padding)
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_nearest_picks_the_cpus_pixel_at_half_pixel_ties(cuda, dtype, monkeypatch):
+    """The CUDA kernel rounds nearest's coordinate once too (cuda.fma: numba contracts
+    nothing without fastmath; torch's nvcc build does), in the grid's dtype (float32 +
+    the literal 1 was float64 in numba). The simulator's cuda.fma rounds twice: it is
+    made exact here, so that the simulator checks the kernel's arithmetic."""
+    from fractions import Fraction
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        from numba.cuda.simulator import kernelapi
+        monkeypatch.setattr(kernelapi.FakeCUDAModule, "fma", lambda self, a, b, c: type(a)(
+            float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))))
+    h, w = 6, 7
+    x = np.arange(h * w, dtype=dtype).reshape(1, 1, h, w)
+    g = np.stack(np.meshgrid(((np.arange(2 * w + 1) - w) / w).astype(dtype),
+                             ((np.arange(2 * h + 1) - h) / h).astype(dtype)), axis=-1)[None]
+    want = fi.grid_sample(x, g, mode="nearest", padding_mode="border")
+    dx, dg = to_dev(cuda, x, g)
+    got = fi.grid_sample(dx, dg, mode="nearest", padding_mode="border").copy_to_host()
+    np.testing.assert_array_equal(got, want)
+    go = np.ones(want.shape, dtype)
+    gi = fi.grid_sample_backward(*to_dev(cuda, go, x, g), mode="nearest",
+                                 padding_mode="border")[0].copy_to_host()
+    np.testing.assert_array_equal(gi, fi.grid_sample_backward(go, x, g, mode="nearest",
+                                                              padding_mode="border")[0])

@@ -3,8 +3,8 @@
 # coordinate, and the taps of one axis (linear and cubic).
 from libc.math cimport nearbyint
 from _types cimport real
-from _taps cimport (unnormalize, pad_coordinate, pad_coordinate_grad, tap_inside,
-                    linear_weights, cubic_weights, cubic_weights_grad, wrap_coordinate)
+from _taps cimport (unnormalize, unnormalize_fused, pad_coordinate, pad_coordinate_grad,
+                    tap_inside, linear_weights, cubic_weights, cubic_weights_grad, wrap_coordinate)
 
 # Padding codes (the fronts map the strings; 'constant' runs as 'zeros' plus the
 # fill times the weight that fell outside, see fastinterp.sample).
@@ -49,10 +49,12 @@ cdef inline void axis_params(real* a, Py_ssize_t size, bint align_corners) noexc
 
 
 cdef inline real coordinate(real g, const real* a, int padding, bint grad,
-                            real* mult) noexcept nogil:
+                            real* mult, bint fused=False) noexcept nogil:
     """Grid value -> padded pixel coordinate; with grad, *mult = d coordinate / d g.
-    Wrap padding acts on the taps (linear_axis), so the coordinate is left as is."""
-    cdef real x = unnormalize(g, a[A_SCALE], a[A_SHIFT])
+    Wrap padding acts on the taps (linear_axis), so the coordinate is left as is.
+    ``fused``: unnormalized with one rounding (unnormalize_fused)."""
+    cdef real x = (unnormalize_fused(g, a[A_SCALE], a[A_SHIFT]) if fused
+                   else unnormalize(g, a[A_SCALE], a[A_SHIFT]))
     if padding == PAD_WRAP:
         padding = PAD_ZEROS
     if grad:

@@ -1,6 +1,6 @@
 # Interpolation taps shared by every CPU kernel (grid_sample, resize and
 # their backwards): one place for each piece of arithmetic.
-from libc.math cimport fabs, floor, fmod, trunc
+from libc.math cimport fabs, floor, fma, fmaf, fmod, trunc
 from _types cimport real
 
 # ---------------------------------------------------------------------------
@@ -16,6 +16,16 @@ from _types cimport real
 cdef inline real unnormalize(real g, real scale, real shift) noexcept nogil:
     """Grid value in [-1, 1] -> pixel coordinate (align_corners lives in scale/shift)."""
     return (g + <real>1) * scale - shift
+
+
+cdef inline real unnormalize_fused(real g, real scale, real shift) noexcept nogil:
+    """unnormalize rounded once, fma(g + 1, scale, -shift), as PyTorch's 2-D CPU kernel
+    (vectorised, its multiply and subtract contracted) computes it: where the coordinate
+    falls on a half pixel, nearest's tap depends on its last bit. An explicit fma is
+    rounded once on every build (-ffp-contract=off leaves it alone)."""
+    if real is float:
+        return fmaf(g + <real>1, scale, -shift)
+    return fma(g + <real>1, scale, -shift)
 
 
 cdef inline real clip_coordinate(real x, real max_val) noexcept nogil:

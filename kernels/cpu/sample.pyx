@@ -135,8 +135,9 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
             R[R_MX * wo + j] = ax[A_SCALE]
             R[R_MY * wo + j] = ay[A_SCALE]
             continue
-        x = coordinate(g[2 * j], ax, padding, grad, &mx)
-        y = coordinate(g[2 * j + 1], ay, padding, grad, &my)
+        # nearest: torch's rounding of the coordinate, which decides half-pixel ties
+        x = coordinate(g[2 * j], ax, padding, grad, &mx, mode == NEAREST)
+        y = coordinate(g[2 * j + 1], ay, padding, grad, &my, mode == NEAREST)
         R[R_MX * wo + j] = mx
         R[R_MY * wo + j] = my
         if mode == NEAREST:

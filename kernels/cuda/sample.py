@@ -172,14 +172,17 @@ def _scatter(gin, fixed, n, c, y, x, v, det, scale, flag):
 # --------------------------------------------------------------------------- kernels
 
 @cuda.jit(device=True, inline=True)
-def _point(i, grid, Ho, Wo, ax, ay):
-    """Output pixel (n, h, w) of flat index i and its unnormalized grid point (x, y)."""
+def _point(i, grid, Ho, Wo, ax, ay, fused):
+    """Output pixel (n, h, w) of flat index i and its unnormalized grid point (x, y).
+    ``fused`` (nearest): (g + 1) * scale - shift rounded once, as torch's kernels round
+    it (nvcc contracts it; numba does not without fastmath): it decides half-pixel ties."""
     w = i % Wo
     h = (i // Wo) % Ho
     n = i // (Wo * Ho)
-    x = (grid[n, h, w, 0] + 1) * ax[0] - ax[1]
-    y = (grid[n, h, w, 1] + 1) * ay[0] - ay[1]
-    return n, h, w, x, y
+    gx, gy = grid[n, h, w, 0] + ax[6], grid[n, h, w, 1] + ay[6]     # in the grid's dtype
+    if fused:
+        return n, h, w, cuda.fma(gx, ax[0], -ax[1]), cuda.fma(gy, ay[0], -ay[1])
+    return n, h, w, gx * ax[0] - ax[1], gy * ay[0] - ay[1]
 
 
 @cuda.jit(device=True, inline=True)
@@ -209,7 +212,7 @@ def _grid_sample_fwd(out, inp, grid, mode, padding, ax, ay):
     N, C, Ho, Wo = out.shape
     if i >= N * Ho * Wo:
         return
-    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay)
+    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay, mode == NEAREST)
     H, W = inp.shape[2], inp.shape[3]
     if mode == BICUBIC:
         fx = _floor(x)
@@ -259,7 +262,7 @@ def _grid_sample_bwd(gin, fixed, ggrid, gout, inp, grid, mode, padding, ax, ay,
     N, C, Ho, Wo = gout.shape
     if i >= N * Ho * Wo:
         return
-    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay)
+    n, h, w, x, y = _point(i, grid, Ho, Wo, ax, ay, mode == NEAREST)
     H, W = inp.shape[2], inp.shape[3]
     gx = 0.0
     gy = 0.0
@@ -409,7 +412,8 @@ def _axis(size, align_corners, dtype, stream):
         vals = ((size - 1) / 2, 0.0, size - 1, 0.0, (size - 1) * 2, 1.0 if size <= 1 else 0.0)
     else:
         vals = (size / 2, 0.5, size - 1, -0.5, size * 2.0, 0.0)
-    return to_device(np.array(vals, dtype=dtype), stream)
+    # [6]: 1 in the grid's dtype (numba types float32 + an int literal as float64)
+    return to_device(np.array(vals + (1.0,), dtype=dtype), stream)
 
 
 def fill_zero(arr, stream=0):
