@@ -31,8 +31,8 @@ import math
 
 import numpy as np
 
-__all__ = ["opencv_taps", "pil_taps", "opencv_variant", "pil_vertical_first", "fixed_weights",
-           "OPENCV_BITS", "PIL_BITS"]
+__all__ = ["opencv_taps", "pil_taps", "opencv_variant", "area_fast_kinds", "pil_vertical_first",
+           "fixed_weights", "OPENCV_BITS", "PIL_BITS"]
 
 OPENCV_BITS = 11   # INTER_RESIZE_COEF_BITS
 PIL_BITS = 22      # PRECISION_BITS = 32 - 8 - 2
@@ -61,7 +61,9 @@ def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
     """Which of its rules cv2.resize applies to this 2-D geometry.
 
     For mode 'area' (and 'bilinear' halving both axes, which OpenCV runs as
-    INTER_AREA): ``"area"`` (box weights) when neither axis grows,
+    INTER_AREA): ``"area_fast"`` for float images shrunk by integer factors (its
+    fast path: each block's sum times ``float32(1 / (fy * fx))``; see
+    :func:`area_fast_kinds`), ``"area"`` (box weights) when neither axis grows,
     ``"area2x2"`` for exact halving of both with 1, 3 or 4 channels (its
     vector path: the same weights, rounded half up), ``"linear"`` (its
     area-mode linear weights) otherwise. For 'bicubic': ``"float"`` (float
@@ -91,6 +93,9 @@ def opencv_variant(mode, in_hw, out_hw, channels, dtype="uint8") -> str:
         return ""
     if scales == [2.0, 2.0]:
         return "area2x2" if channels in (1, 3, 4) else "area"
+    if mode == "area" and dtype != "uint8" and all(s >= 1 and abs(s - round(s)) < 2.2e-16
+                                                   for s in scales):
+        return "area_fast"
     if mode == "bilinear" and dtype != "uint8" and vector_path:
         return "double_positions" if dtype == "float64" else "float_positions"
     if mode == "bilinear":
@@ -105,6 +110,26 @@ def _cv_dyadic_cubic(n_in, n_out) -> bool:
         return True
     w = opencv_taps("bicubic", n_in, n_out)[1] * float(1 << OPENCV_BITS)
     return bool(np.all(w == np.round(w)))
+
+
+def area_fast_kinds(in_hw, out_hw):
+    """The per-axis ``area_kind`` of an ``"area_fast"`` geometry: the rows summed
+    (``"area_sum"``, weight 1), the columns weighted by ``float32(1 / (fy * fx))``
+    (``"area_mean/<fy>"``), so that each output is its block's sum times OpenCV's one
+    rounded factor (``float32(1 / f)`` on each axis rounds twice: 5e-8 off in float64)."""
+    fy = int(round(_cv_scale(in_hw[0], out_hw[0])))
+    return "area_sum", f"area_mean/{fy}"
+
+
+def _cv_area_fast(n_in, n_out, area_kind):
+    """Box taps of an integer factor with the weights of :func:`area_fast_kinds`."""
+    idx, w = _cv_area(n_in, n_out)
+    if area_kind == "area_sum":
+        value = 1.0
+    else:
+        other = int(area_kind.split("/")[1])
+        value = float(_F32(1.0 / (int(round(_cv_scale(n_in, n_out))) * other)))
+    return idx, np.where(w != 0, value, 0.0)
 
 
 def _cv_area(n_in, n_out):
@@ -178,6 +203,8 @@ def opencv_taps(mode, n_in, n_out, area_kind="", axis="x"):
     if mode == "nearest":
         idx = np.minimum(np.floor(o * scale).astype(np.int64), n_in - 1)
         return idx[None, :], np.ones((1, n_out))
+    if mode == "area" and area_kind.startswith("area_") and area_kind != "area_fast":
+        return _cv_area_fast(n_in, n_out, area_kind)
     if mode in ("area", "bilinear") and area_kind in ("area", "area2x2"):
         if n_in == n_out:
             return o[None, :].astype(np.int64), np.ones((1, n_out))

@@ -1166,8 +1166,9 @@ def _resize_tables(match, mode, in_hw, out_hw, channels, align_corners, scales, 
         return _axis_tables(mode, in_hw, out_hw, align_corners, scales, antialias, dtype), None
     kind = (presets.opencv_variant(mode, in_hw, out_hw, channels, _DTYPE_NAME[dtype])
             if match == "opencv" else "")
-    tabs = [preset_table(match, mode, n_in, n_o, kind, _DTYPE_NAME[dtype], ax)
-            for n_in, n_o, ax in zip(in_hw, out_hw, "yx")]
+    kinds = presets.area_fast_kinds(in_hw, out_hw) if kind == "area_fast" else (kind, kind)
+    tabs = [preset_table(match, mode, n_in, n_o, k, _DTYPE_NAME[dtype], ax)
+            for n_in, n_o, k, ax in zip(in_hw, out_hw, kinds, "yx")]
     fixed = dtype == _U8 and tabs[0].shift > 0
     if fixed and match == "pil" and presets.pil_vertical_first(in_hw, out_hw):
         return tabs, "vfirst"
