@@ -15,7 +15,8 @@ pixels to. Two conventions are offered by ``match``:
 On the CPU the sampling grid is generated in blocks of at most ``2**18`` output
 pixels (see ``_blocks``) and sampled block by block, so the forward never holds a
 full-size grid; the backward builds the grid once (it needs the grid gradient of
-every pixel), block by block.
+every pixel), block by block. On CUDA the grid is computed on the device, from the
+maps and the base coordinates, with the host's arithmetic (the same values).
 """
 from __future__ import annotations
 
@@ -440,11 +441,22 @@ def _saturated_uint8(fills):
     return np.clip(np.rint(fills), 0, 255)
 
 
-def _to_device_like(p, grid):
+def _grid_for(p, wmap, N, dtype):
+    """The whole grid of a warp where ``p``'s backend samples: on the CPU built on the
+    host (:func:`_full_grid`), on CUDA computed on the device from the maps and the base
+    coordinates (the same values: nothing of the grid's size is built on the host or
+    copied to the device)."""
     if p.backend != "cuda":
-        return grid
+        return _full_grid(wmap, N, dtype)
     from numba import cuda
-    return cuda.to_device(np.ascontiguousarray(grid), stream=p.stream)
+    from ._cuda import sample as cuda_sample
+    grid = cuda.device_array((N, wmap.Ho, wmap.Wo, 2), dtype, stream=p.stream)
+    if N * wmap.Ho * wmap.Wo:
+        put = functools.partial(cuda.to_device, stream=p.stream)
+        cuda_sample.warp_grid(grid, put(np.ascontiguousarray(wmap.K, np.float64)),
+                              put(wmap.bx), put(wmap.by), wmap.affine,
+                              float(np.sqrt(np.finfo(dtype).max)), FAR_OUTSIDE, p.stream)
+    return grid
 
 
 def _blocks(N, Ho, Wo):
@@ -494,7 +506,7 @@ def _forward(op, img, M, dsize, match, mode, padding_mode, align_corners, invers
         return p.wrap(caller)
     target = lay.as_batched(target)
     if N * Ho * Wo <= BLOCK_POINTS or p.backend == "cuda":
-        grid_sample(x, _to_device_like(p, _full_grid(wmap, N, dtype)), out=target, **opts)
+        grid_sample(x, _grid_for(p, wmap, N, dtype), out=target, **opts)
         return p.wrap(caller)
     for n0, n1, r0, r1, c0, c1 in _blocks(N, Ho, Wo):
         grid = wmap.grid_block(n0, n1, r0, r1, dtype, c0, c1)
@@ -525,10 +537,9 @@ def _backward(op, grad_output, img, M, dsize, match, mode, padding_mode, align_c
                          f"got {shape_str(go.shape)}.")
     if N * C * Ho * Wo == 0:     # no gradient flows: no grid is built, no input copied
         return _zero_gradients(p, wmap, dtype, need_in, need_m)
-    grid = _full_grid(wmap, N, dtype)
     try:
         gi, gg = grid_sample_backward(lay.as_batched(p.contiguous(go)), x,
-                                      _to_device_like(p, grid), needs_input_grad=need_in,
+                                      _grid_for(p, wmap, N, dtype), needs_input_grad=need_in,
                                       needs_grid_grad=need_m, deterministic=det, **opts)
     except ValueError as e:      # the CUDA sampler's refusals: under this op's name
         prefix = "grid_sample_backward:"

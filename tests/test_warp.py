@@ -938,3 +938,25 @@ def test_rotate_whose_matrix_overflows_names_center_and_scale(kw):
     with pytest.raises(ValueError, match=r"^rotate: center and scale must give a rotation "
                                          r"matrix that float64 can hold"):
         fi.rotate(np.ones((1, 1, 5, 7)), **kw)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, match, inverse", [(2, "opencv", False), (3, "opencv", True),
+                                                  (2, "torch", False), (3, "torch", False)])
+def test_cuda_warp_grid_is_the_hosts_bit_for_bit(cuda, dtype, rows, match, inverse):
+    """The CUDA warps built their whole (N, H_out, W_out, 2) grid on the host and copied it
+    to the device; it is computed on the device now, from the maps and base coordinates,
+    with the same values (points at infinity and far outside included)."""
+    from fastinterp import _dispatch
+    rng = np.random.default_rng(17)
+    M = np.eye(3)[:rows] + 0.3 * rng.standard_normal((3, rows, 3))
+    if rows == 3:
+        M[1, 2] = [0.0, 0.0, 0.0]             # w == 0 on the whole image: at infinity
+        M[2, 2, :2] = [0.4, -0.3]             # w crosses 0 inside the image
+    M[0, 0, 2] = 1e25                          # far outside
+    wmap = warp._Map("warp", M, rows, 3, 6, 5, 4, 7, match, inverse, False)
+    p = _dispatch.begin("warp", img=cuda.to_device(np.zeros((3, 1, 6, 5), dtype)))
+    with np.errstate(divide="ignore", invalid="ignore"):    # the simulator's NumPy scalars
+        got = warp._grid_for(p, wmap, 3, np.dtype(dtype)).copy_to_host()
+    np.testing.assert_array_equal(got, warp._full_grid(wmap, 3, np.dtype(dtype)))

@@ -416,6 +416,47 @@ def _axis(size, align_corners, dtype, stream):
     return to_device(np.array(vals + (1.0,), dtype=dtype), stream)
 
 
+@cuda.jit(device=True, inline=True)
+def _far(u, limit, far):
+    """A warp's grid coordinate, or +-far beyond ``limit`` (NaN: +far)."""
+    if abs(u) <= limit:
+        return u
+    return -far if u < 0 else far
+
+
+@cuda.jit
+def _warp_grid(grid, K, bx, by, affine, limit, far):
+    """Grid point (n, h, w) of a warp, g = (K[:2] b) / (K[2] b) with b = (bx[w], by[h], 1):
+    in float64, in fastinterp.warp._Map.grid_block's order of operations (numba contracts
+    nothing without fastmath), stored in the grid's dtype."""
+    i = cuda.grid(1)
+    N, Ho, Wo = grid.shape[0], grid.shape[1], grid.shape[2]
+    if i >= N * Ho * Wo:
+        return
+    w = i % Wo
+    h = (i // Wo) % Ho
+    n = i // (Wo * Ho)
+    k = n if K.shape[0] > 1 else 0
+    x, y = bx[w], by[h]
+    u = K[k, 0, 0] * x + K[k, 0, 1] * y + K[k, 0, 2]
+    v = K[k, 1, 0] * x + K[k, 1, 1] * y + K[k, 1, 2]
+    if not affine:
+        d = K[k, 2, 0] * x + K[k, 2, 1] * y + K[k, 2, 2]
+        u = u / d
+        v = v / d
+    grid[n, h, w, 0] = _far(u, limit, far)
+    grid[n, h, w, 1] = _far(v, limit, far)
+
+
+def warp_grid(grid, K, bx, by, affine, limit, far, stream=0):
+    """Fill a warp's device grid (N, Ho, Wo, 2) from its maps K (N or 1, 3, 3) and the base
+    coordinates bx (Wo), by (Ho), all float64 on the device (see _warp_grid)."""
+    n = grid.shape[0] * grid.shape[1] * grid.shape[2]
+    if n:
+        _warp_grid[blocks_1d(n), THREADS_1D, stream](grid, K, bx, by, bool(affine),
+                                                      float(limit), float(far))
+
+
 def fill_zero(arr, stream=0):
     """Zero a device array."""
     if arr.size:
