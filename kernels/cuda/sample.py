@@ -172,13 +172,17 @@ def _scatter(gin, fixed, n, c, y, x, v, det, scale, flag):
 # --------------------------------------------------------------------------- kernels
 
 @cuda.jit(device=True, inline=True)
+def _nhw(i, H, W):
+    """(n, h, w) of flat index i over (N, H, W)."""
+    return i // (W * H), (i // W) % H, i % W
+
+
+@cuda.jit(device=True, inline=True)
 def _point(i, grid, Ho, Wo, ax, ay, fused):
     """Output pixel (n, h, w) of flat index i and its unnormalized grid point (x, y).
     ``fused`` (nearest): (g + 1) * scale - shift rounded once, as torch's kernels round
     it (nvcc contracts it; numba does not without fastmath): it decides half-pixel ties."""
-    w = i % Wo
-    h = (i // Wo) % Ho
-    n = i // (Wo * Ho)
+    n, h, w = _nhw(i, Ho, Wo)
     gx, gy = grid[n, h, w, 0] + ax[6], grid[n, h, w, 1] + ay[6]     # in the grid's dtype
     if fused:
         return n, h, w, cuda.fma(gx, ax[0], -ax[1]), cuda.fma(gy, ay[0], -ay[1])
@@ -361,9 +365,7 @@ def _affine_grid_fwd(out, theta, xs, ys):
     N, H, W = out.shape[0], out.shape[1], out.shape[2]
     if i >= N * H * W:
         return
-    w = i % W
-    h = (i // W) % H
-    n = i // (W * H)
+    n, h, w = _nhw(i, H, W)
     for r in range(2):
         out[n, h, w, r] = ((np.float64(theta[n, r, 0]) * np.float64(xs[w])
                             + np.float64(theta[n, r, 1]) * np.float64(ys[h]))
@@ -433,9 +435,7 @@ def _warp_grid(grid, K, bx, by, affine, limit, far):
     N, Ho, Wo = grid.shape[0], grid.shape[1], grid.shape[2]
     if i >= N * Ho * Wo:
         return
-    w = i % Wo
-    h = (i // Wo) % Ho
-    n = i // (Wo * Ho)
+    n, h, w = _nhw(i, Ho, Wo)
     k = n if K.shape[0] > 1 else 0
     x, y = bx[w], by[h]
     u = K[k, 0, 0] * x + K[k, 0, 1] * y + K[k, 0, 2]
