@@ -235,6 +235,21 @@ def _benches() -> list[Bench]:
         return (lambda: fi.affine_grid(th, (16, 32, 256, 256)),
                 lambda: F.affine_grid(tth, (16, 32, 256, 256), align_corners=False), None)
 
+    def warp(cp, torch):
+        import numpy as np
+        # a 4K frame rotated (its grid made on the device) against torch's two calls with
+        # a rotation of the same cost (timing only: the two conventions differ)
+        x = cp.random.standard_normal((1, 3, 2160, 3840), dtype=cp.float32)
+        M = np.array([[0.96, -0.26, 300.0], [0.26, 0.96, -400.0]])
+        theta = torch.tensor([[[0.96, -0.15, 0.1], [0.46, 0.96, -0.3]]], device="cuda")
+        tx = torch.as_tensor(x, device="cuda")
+        F = torch.nn.functional
+
+        def torch_warp():
+            grid = F.affine_grid(theta, (1, 3, 2160, 3840), align_corners=False)
+            return F.grid_sample(tx, grid, align_corners=False)
+        return lambda: fi.warp_affine(x, M, (2160, 3840)), torch_warp, None
+
     def resize(cp, torch):
         import cupyx.scipy.ndimage as ndi
         x = cp.random.standard_normal((8, 3, 512, 512), dtype=cp.float32)
@@ -303,6 +318,8 @@ def _benches() -> list[Bench]:
               "CuPy: map_coordinates, order 1"),
         Bench("grid_sample_backward", "same, deterministic", grid_bwd),
         Bench("affine_grid", "(16,32,256,256)", affine),
+        Bench("warp_affine", "(1,3,2160,3840) float32 rotation", warp,
+              "torch: affine_grid + grid_sample"),
         Bench("resize", "(8,3,512,512) -> 1024 bilinear", resize, "CuPy: ndimage.zoom"),
         Bench("resize_backward", "same", resize_bwd),
         Bench("pairwise_sqdist", "4096 x 8192 x 256", pairwise,
