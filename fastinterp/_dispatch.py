@@ -205,7 +205,8 @@ def to_host(op: str, name: str, obj):
     (numba, CuPy, a CUDA tensor) is copied to the host (a bfloat16 tensor widened to
     float32, exactly); a torch tensor's negative
     or conjugate bit is resolved, and one that requires grad is the TypeError of
-    :func:`_plain_tensor`. Anything else is returned as is."""
+    :func:`_plain_tensor`; another DLPack object is viewed as NumPy. Anything else is
+    returned as is."""
     if hasattr(obj, "copy_to_host"):                    # a numba device array
         return obj.copy_to_host()
     if _is_torch_tensor(obj):
@@ -215,6 +216,8 @@ def to_host(op: str, name: str, obj):
         return obj if obj.is_cpu else obj.cpu()
     if _has_cuda_interface(obj) and hasattr(obj, "get"):   # CuPy
         return obj.get()
+    if array_kind(obj) == "dlpack":                    # JAX, or DLPack alone: a view
+        return _to_numpy(obj, "dlpack", op, name)
     return obj
 
 
@@ -388,6 +391,13 @@ class Prepared:
         """True when a new result of ``dtype`` will be rounded to half precision by wrap."""
         return np.dtype(dtype) == _half.COMPUTE and _half.is_half(self._storage_for(like))
 
+    def also_template(self, obj) -> None:
+        """Let ``obj``, an argument read on the host rather than by a kernel (a warp's
+        matrix), choose the results' type as :func:`begin`'s arguments do."""
+        kind = array_kind(obj)
+        if kind is not None and self.backend == CPU and _takes_over(self.template_kind, kind):
+            self.template, self.template_kind = obj, kind
+
     def adopt_out(self, out, alias_ok=()):
         """A user's ``out=`` argument: returns ``(for_caller, for_kernel)``.
 
@@ -523,7 +533,7 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
         if kind is None:
             arrays[name] = obj
             continue
-        if template is None or (template_kind == "numpy" and kind == "dlpack"):
+        if _takes_over(template_kind, kind):
             template, template_kind = obj, kind
         written = name in writes
         plain = _plain_tensor(op, name, obj, writable=written)
@@ -537,6 +547,12 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
     storage = _half_storage(op, backend, arrays, named)
     return Prepared(op, backend, arrays, template, template_kind, dict(named), storage=storage,
                     given=given)
+
+
+def _takes_over(template_kind, kind) -> bool:
+    """Whether an argument of ``kind`` chooses the results' type over the template so far
+    (the first array; a DLPack object over NumPy arrays: torch in, torch out)."""
+    return template_kind is None or (template_kind == "numpy" and kind == "dlpack")
 
 
 # Exact types (no subclasses, no array-likes) that need no conversion at all: NumPy

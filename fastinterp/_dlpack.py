@@ -221,7 +221,8 @@ def from_numpy_like(template, arr: np.ndarray):
     then returns the NumPy array).
     """
     root = type(template).__module__.split(".")[0]
-    if root == "torch":
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(template, torch.Tensor):   # subclasses too
         torch = sys.modules["torch"]
         if arr.dtype.name == "bfloat16":
             return torch.from_dlpack(arr.view(np.uint16)).view(torch.bfloat16)

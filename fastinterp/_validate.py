@@ -149,8 +149,7 @@ def is_real_scalar(value) -> bool:
 
 
 def _half_scalar(value) -> bool:
-    from ._half import is_half        # (_half imports this module's users)
-    return is_half(value.dtype)
+    return _half_dtype(value.dtype)
 
 
 def _given(value) -> str:
@@ -179,11 +178,30 @@ def real_float(op: str, name: str, value, dtype) -> float:
     return wide
 
 
+def from_dlpack_only(value):
+    """An object that offers DLPack and no ``shape`` (not a NumPy, torch, JAX or CuPy
+    array) as the NumPy array it stands for, so that it reads as the arrays do; anything
+    else (and such an object NumPy cannot import) as it is."""
+    if hasattr(value, "__dlpack__") and not hasattr(value, "shape"):
+        try:
+            return np.from_dlpack(value)
+        except (TypeError, ValueError, BufferError, RuntimeError):
+            return value
+    return value
+
+
+def _half_dtype(dtype) -> bool:
+    from ._half import is_half        # (_half imports this module's users)
+    return is_half(dtype)
+
+
 def _one_real(value) -> float | None:
     """A one-element real array of any framework (a 0-d NumPy array, a torch tensor
     such as ``torch.empty(1).uniform_(-30, 30)``, a JAX array) as a float; None for
     anything else, bool, complex, string and object arrays included. A traced JAX
-    value raises JAX's own error, which says that it must be concrete."""
+    value raises JAX's own error, which says that it must be concrete. An object that
+    offers DLPack alone is read through it."""
+    value = from_dlpack_only(value)
     shape = getattr(value, "shape", None)
     if shape is None or not hasattr(value, "reshape") or isinstance(value, (str, bytes)):
         return None
@@ -194,7 +212,7 @@ def _one_real(value) -> float | None:
         return None
     dtype = getattr(value, "dtype", None)
     if isinstance(dtype, np.dtype):
-        if dtype.kind not in "iuf":
+        if dtype.kind not in "iuf" and not _half_dtype(dtype):   # ml_dtypes' bfloat16: 'V'
             return None
     elif dtype is None or any(w in str(dtype) for w in ("bool", "complex")):
         return None
@@ -278,7 +296,9 @@ def is_scalar(value) -> bool:
 def entries(value) -> tuple:
     """The entries of a sequence argument (a tuple, a list, a 1-D array or tensor), in
     order; a ``TypeError`` for a string, an unordered collection (a set or a dict, whose
-    order says nothing about axes) or a value that is not iterable."""
+    order says nothing about axes) or a value that is not iterable. An object that offers
+    DLPack alone is read through it."""
+    value = from_dlpack_only(value)
     if isinstance(value, (str, bytes, Set, Mapping)):
         raise TypeError(f"{type(value).__name__} is not an ordered sequence of numbers")
     return tuple(value)

@@ -56,7 +56,7 @@ from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, ResizeMatch, ResizeMode,
                       Shape, Size)
-from ._validate import (AXIS_MAX, _one_real, as_index, check_array, check_bool, check_dtype,
+from ._validate import (AXIS_MAX, _one_real, as_index, from_dlpack_only, check_array, check_bool, check_dtype,
                         check_option, check_out, entries, float_dtype, is_int as _is_int,
                         is_real_scalar, is_scalar, shape_str)
 
@@ -1421,6 +1421,7 @@ def _real_number(value: Any) -> float:
     for bools, complex numbers and the rest."""
     if is_real_scalar(value):
         return float(value)
+    value = from_dlpack_only(value)
     one = _one_real(value) if len(getattr(value, "shape", (None,))) == 0 else None
     if one is None:
         raise TypeError

@@ -572,6 +572,7 @@ def _fill_values(op, fill, padding_mode, C, dtype):
         return None
     if fill is None:
         return None
+    fill = to_host(op, "fill", fill)        # (an object offering DLPack alone has no axes)
     if _is_scalar(fill):
         if getattr(fill, "shape", None) == () and not isinstance(fill, np.generic):
             fill = np.asarray(to_host(op, "fill", fill)).item()   # a 0-d array or tensor

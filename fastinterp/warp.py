@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _memory
 from ._dispatch import _to_numpy, begin, to_host, unreadable_error
+from ._half import is_half
 from ._layout import resolve as resolve_layout
 from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
                       SampleMode, Sizes, WarpMatch)
@@ -73,7 +74,7 @@ def _host_matrix(op, name, M, rows, N):
                          f"got {M!r}.") from None
     except (RuntimeError, TypeError) as exc:  # bfloat16, or tensors that require grad
         raise unreadable_error(op, name, M, exc) from None
-    if arr.dtype.kind not in "fiu":
+    if arr.dtype.kind not in "fiu" and not is_half(arr.dtype):   # bfloat16: kind 'V'
         raise matrix_type_error(op, name, arr.dtype)
     arr = arr.astype(np.float64)
     if arr.shape not in ((rows, 3), (N, rows, 3)):
@@ -411,6 +412,7 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     align, inverse = _check_convention(op, match, align_corners, inverse_map)
     Ho, Wo = _check_dsize(op, dsize)
     p = begin(op, img=img, **more)
+    p.also_template(M)          # a torch matrix with a NumPy image: torch results
     x = p.arrays["img"]
     lay = _image_layout(op, x, layout)
     if not (uint8_ok and getattr(x, "dtype", None) == np.uint8):

@@ -321,3 +321,80 @@ def test_torch_out_written_by_the_numpy_api_is_seen_by_autograd(call):
     assert m._version > before
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_a_torch_tensor_subclass_gets_torch_results():
+    """MONAI's MetaTensor, torchvision's tv_tensors: a torch.Tensor subclass defined in
+    another module came back as a NumPy array (the way back was chosen by the module of
+    the template's type)."""
+    torch = pytest.importorskip("torch")
+
+    class Sub(torch.Tensor):
+        pass
+
+    x = torch.rand(1, 3, 8, 8).as_subclass(Sub)
+    got = fi.resize(x, size=(4, 4))
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), fi.resize(x.numpy(), size=(4, 4)))
+
+
+class _DLPackOnly:
+    """An object that offers DLPack and nothing else (no __array__, no shape)."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __dlpack__(self, **kw):
+        return self.arr.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self.arr.__dlpack_device__()
+
+
+_IMG = np.random.default_rng(3).random((8, 9, 3)).astype(np.float32)
+_M = np.array([[1.0, 0.1, 0.5], [0.05, 0.9, 0.3]])
+
+
+@pytest.mark.parametrize("call", [
+    lambda wrap: fi.warp_affine(_IMG, wrap(_M), (7, 6), layout="HWC"),
+    lambda wrap: fi.warp_affine(_IMG, _M, (7, 6), layout="HWC", padding_mode="constant",
+                                fill=wrap(np.array([1.0, 2.0, 3.0]))),
+    lambda wrap: fi.warp_affine(_IMG, _M, (7, 6), layout="HWC", padding_mode="constant",
+                                fill=wrap(np.array(2.0))),
+    lambda wrap: fi.rotate(_IMG, wrap(np.array([20.0])), layout="HWC",
+                           center=wrap(np.array([3.0, 4.0]))),
+    lambda wrap: fi.resize(_IMG, scale_factor=wrap(np.array(0.5)), layout="HWC"),
+])
+def test_small_arguments_given_through_dlpack_only_are_read(call):
+    """An image may be any DLPack object; a matrix, fill, angle, center or scale factor
+    given as one was read by np.asarray as a 0-d object array ('M must hold real numbers
+    ...; got dtype object', a fill taken as a scalar)."""
+    np.testing.assert_array_equal(call(_DLPackOnly), call(lambda a: a))
+
+
+@pytest.mark.parametrize("call", [
+    lambda v: fi.rotate(_IMG, v(20.0), layout="HWC"),
+    lambda v: fi.resize(np.zeros((1, 1, 4, 4), np.float32), scale_factor=v(2.0)),
+    lambda v: fi.warp_affine(_IMG, v(np.float32(_M)), (7, 6), layout="HWC"),
+])
+def test_bfloat16_numbers_from_jax_are_numbers(call):
+    """README: a bfloat16 scalar is a number wherever a number is taken, and a matrix
+    of any float dtype is read as float64; JAX's (ml_dtypes) bfloat16, of dtype kind
+    'V', was refused where torch's was accepted."""
+    jnp = pytest.importorskip("jax.numpy")
+    got = call(lambda v: jnp.asarray(v, jnp.bfloat16))
+    want = call(lambda v: np.asarray(np.asarray(v, jnp.bfloat16), np.float64))
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_a_torch_matrix_gets_torch_results_from_a_warp():
+    """For every other op any torch argument makes the results torch; a warp's matrix
+    took no part (a NumPy image with a torch M gave NumPy results and gradients)."""
+    torch = pytest.importorskip("torch")
+    M = torch.tensor(_M)
+    out = fi.warp_affine(_IMG, M, (7, 6), layout="HWC")
+    assert isinstance(out, torch.Tensor)
+    grads = fi.warp_affine_backward(np.ones((7, 6, 3), np.float32), _IMG, M, (7, 6),
+                                    layout="HWC")
+    assert all(isinstance(g, torch.Tensor) for g in grads)
+    np.testing.assert_array_equal(out.numpy(), fi.warp_affine(_IMG, _M, (7, 6), layout="HWC"))
