@@ -445,13 +445,14 @@ def _overflowed_rows(gx, gy, g, x, y, batch):
     g_rows, g_cols = fin_g.all(axis=2), fin_g.all(axis=1)
     ok_x = np.ones(x.shape[:2], bool)
     ok_y = None if gy is None else np.ones(gy.shape[:2], bool)
-    for e, (u, v) in enumerate(zip(batch.xmap, batch.ymap)):
-        if y is None:        # both roles of x: its weights as rows and as columns
-            ok_x[u] &= fin_x[u] & g_rows[e] & g_cols[e] & fin_x[u].all()
-            continue
-        ok_x[u] &= fin_x[u] & g_rows[e] & fin_y[v].all()
+    xs, ys = batch.xmap, batch.ymap          # per element e: x's element xs[e], y's ys[e]
+    whole_x, whole_y = fin_x.all(axis=1), fin_y.all(axis=1)
+    if y is None:            # both roles of x: its weights as rows and as columns
+        np.logical_and.at(ok_x, xs, fin_x[xs] & g_rows & g_cols & whole_x[xs][:, None])
+    else:
+        np.logical_and.at(ok_x, xs, fin_x[xs] & g_rows & whole_y[ys][:, None])
         if ok_y is not None:
-            ok_y[v] &= fin_y[v] & g_cols[e] & fin_x[u].all()
+            np.logical_and.at(ok_y, ys, fin_y[ys] & g_cols & whole_x[xs][:, None])
     rows_x = ok_x & (False if gx is None else ~np.isfinite(gx).all(axis=2))
     return rows_x, None if gy is None else ok_y & ~np.isfinite(gy).all(axis=2)
 
@@ -918,6 +919,25 @@ def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None,
     return _gradients(p, op, dtype, x_, y_, batch, needs, g, dist_)
 
 
+def _knn_shared(kernel, dist, idx, xs, qs, batch, k):
+    """knn where batch elements share a database (broadcast): one search per database of
+    all its elements' queries, scattered back. Searched element by element, each would
+    centre its own copy of the shared database (200 query sets against one 20k x 64
+    database: 1 GB and 4.7 s, against 0.12 s for one search); each query's answer does
+    not depend on the others searched with it (exact indices, distances from direct
+    differences)."""
+    nx, per = batch.nx, len(batch.xmap) // batch.nx     # broadcasting: equal shares
+    order = np.argsort(batch.xmap, kind="stable")       # the elements of database 0, 1, ...
+    grouped = np.ascontiguousarray(qs[batch.ymap[order]]).reshape(nx, per * qs.shape[1],
+                                                                  qs.shape[2])
+    one_each = np.arange(nx, dtype=np.int64)
+    d = np.empty((nx, grouped.shape[1], k), dist.dtype)
+    i = np.empty((nx, grouped.shape[1], k), idx.dtype)
+    kernel(d, i, xs, grouped, Batch((nx,), one_each, one_each, nx, nx), k)
+    dist[order] = d.reshape(dist.shape)
+    idx[order] = i.reshape(idx.shape)
+
+
 def _knn_arguments(op, p, k):
     """Validated ``(x, queries, dtype, batch, k)`` of a knn call."""
     if p.arrays.get("queries") is None:
@@ -1045,7 +1065,8 @@ def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True
     index). So a query with an inf coordinate (every distance inf, or NaN
     from rows with a NaN or an inf in that coordinate) gets the rows at
     distance inf in index order, then the NaN ones; an all-NaN query gets
-    rows 0, 1, ..., k-1. A batch is one kernel call; each element's result
+    rows 0, 1, ..., k-1. A batch is one kernel call (query sets that share a
+    database are searched together, one search of it); each element's result
     equals the call on that element alone.
 
     Examples
@@ -1075,8 +1096,12 @@ def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True
     idx_caller, idx_k = p.empty(shape, np.int64)
     flat = (len(batch.xmap), nq, k)
     if math.prod(shape) > 0:     # no query: the database is not even copied
-        _run(p, registry.lookup(op, p.backend, dtype), dist_k.reshape(flat),
-             idx_k.reshape(flat), _stacked(p, x_), _stacked(p, q_), batch, k)
+        kernel = registry.lookup(op, p.backend, dtype)
+        xs, qs = _stacked(p, x_), _stacked(p, q_)
+        if p.backend == "cpu" and len(batch.xmap) > batch.nx:
+            _knn_shared(kernel, dist_k.reshape(flat), idx_k.reshape(flat), xs, qs, batch, k)
+        else:
+            _run(p, kernel, dist_k.reshape(flat), idx_k.reshape(flat), xs, qs, batch, k)
     if return_distances:
         return p.wrap(dist_caller), p.wrap(idx_caller)
     return p.wrap(idx_caller)
