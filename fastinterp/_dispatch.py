@@ -221,12 +221,13 @@ def to_host(op: str, name: str, obj):
     return obj
 
 
-def _check_viewable(op: str, name: str, obj) -> None:
+def _check_viewable(op: str, name: str, obj, writable: bool = False) -> None:
     dtype = _dtype_name(obj)
     if any(dtype.startswith(bad) for bad in _NOT_VIEWABLE):
+        # a cast of an array written in place (an out=, a parameter) would take the result
+        advice = "" if writable else f": cast it first, e.g. {name}.float()"
         raise TypeError(f"{op}: {name} must have dtype float32 or float64; got {dtype} "
-                        f"({_describe(obj)}), which NumPy cannot read: cast it first, "
-                        f"e.g. {name}.float().")
+                        f"({_describe(obj)}), which NumPy cannot read{advice}.")
 
 
 _NOT_NUMBERS = frozenset("USOMm")   # NumPy dtype kinds: strings, objects, dates ('V' is
@@ -278,7 +279,7 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
         if not isinstance(obj, np.ndarray) and not holds_numbers(arr):
             raise not_numbers_error(op, name, obj)
         return arr
-    _check_viewable(op, name, obj)
+    _check_viewable(op, name, obj, writable)
     if not writable:
         try:
             return np.from_dlpack(obj)

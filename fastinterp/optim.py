@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _registry as registry
 from ._config import threads_for
-from ._dispatch import CUDA, Prepared, array_kind, begin, mark_written
+from ._dispatch import CUDA, Prepared, _read_only_hint, array_kind, begin, mark_written
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -99,7 +99,7 @@ class _Param:
         self.caller, self.name, self.backend = obj, name, prepared.backend
         self.dtype = float_dtype(op, name, arr)
         self.shape = tuple(arr.shape)
-        _check_writable_contiguous(op, name, arr)
+        _check_writable_contiguous(op, name, arr, obj)
         # allocation only needs the caller's type: keep no reference to the kernel view
         self.template = Prepared(op, prepared.backend, {}, prepared.template,
                                  prepared.template_kind)
@@ -108,7 +108,8 @@ class _Param:
         """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
         replaced = "its storage was replaced{} since the optimizer was built"
         return self._fitted(op, self.name, arr, "keep its",
-                            f" ({replaced.format('')})", f" ({replaced.format(' or resized')})")
+                            f" ({replaced.format('')})", f" ({replaced.format(' or resized')})",
+                            self.caller)
 
     def state_view(self, op: str, what: str, value: Any) -> Any:
         """The flat kernel view of state buffer ``value`` (named ``what``): an array of
@@ -116,10 +117,10 @@ class _Param:
         in place, so an array-like that would be copied, a list, is refused)."""
         _check_updatable(op, what, value)
         return self._fitted(op, what, _kernel_array(op, what, value, self.backend), "have",
-                            " like its parameter", " like its parameter")
+                            " like its parameter", " like its parameter", value)
 
     def _fitted(self, op: str, what: str, arr: Any, verb: str, dtype_note: str,
-                shape_note: str) -> Any:
+                shape_note: str, caller: Any) -> Any:
         """``arr`` flat, if it has this parameter's dtype and shape and can be written."""
         dtype = np.dtype(arr.dtype)
         if dtype != self.dtype:
@@ -128,7 +129,7 @@ class _Param:
         if tuple(arr.shape) != self.shape:
             raise ValueError(f"{op}: {what} must {verb} shape {shape_str(self.shape)}"
                              f"{shape_note}; got {shape_str(arr.shape)}.")
-        _check_writable_contiguous(op, what, arr)
+        _check_writable_contiguous(op, what, arr, caller)
         return _flat(arr)
 
     def empty_like(self) -> Any:
@@ -167,13 +168,14 @@ def _updatable(obj: Any) -> Any:
     return obj
 
 
-def _check_writable_contiguous(op: str, name: str, arr: Any) -> None:
+def _check_writable_contiguous(op: str, name: str, arr: Any, caller: Any = None) -> None:
+    """``arr``, the kernel's view of the caller's ``caller``, can be updated in place."""
     if not _c_contiguous(arr):
         raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place); "
                          f"got strides {tuple(arr.strides)}.")
     if isinstance(arr, np.ndarray) and not arr.flags.writeable:
         raise ValueError(f"{op}: {name} must be writable (it is updated in place); "
-                         f"got a read-only array.")
+                         f"got a read-only array{_read_only_hint(caller)}.")
 
 
 def _contiguous_extent(arr: Any) -> tuple[int, int] | None:

@@ -398,3 +398,18 @@ def test_a_torch_matrix_gets_torch_results_from_a_warp():
                                     layout="HWC")
     assert all(isinstance(g, torch.Tensor) for g in grads)
     np.testing.assert_array_equal(out.numpy(), fi.warp_affine(_IMG, _M, (7, 6), layout="HWC"))
+
+
+def test_read_only_or_unreadable_written_arrays_get_errors_for_what_they_are():
+    """A float8 out= was told to cast itself (a copy: the result would be lost); a JAX
+    parameter's 'read-only array' did not say why, as out= does."""
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("no float8 in this torch")
+    out = torch.zeros(3, dtype=torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match=r"out must have dtype float32 or float64; got "
+                                        r"float8_e4m3fn .*which NumPy cannot read\.$"):
+        fi.lerp(np.zeros(3, np.float32), np.ones(3, np.float32), 0.5, out=out)
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(ValueError, match=r"JAX arrays are immutable"):
+        fi.SGD([jnp.zeros(3)], lr=0.1)
