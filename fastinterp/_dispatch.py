@@ -304,7 +304,7 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
     Returns the storage dtype of every argument given as a typed array
     (``named``: the caller's objects; a list or scalar has none), or None
     when nothing was widened. Half precision mixes with float32 only: a
-    float64 array next to a half one is a TypeError naming both.
+    float64 array, or the other half dtype, next to a half one is a TypeError naming both.
     """
     half = [n for n, a in arrays.items()       # a NumPy scalar is a number, not storage
             if _half.is_half(getattr(a, "dtype", None)) and not isinstance(a, np.generic)]
@@ -325,6 +325,10 @@ def _half_storage(op: str, backend: str, arrays: dict, named: dict) -> dict | No
             raise TypeError(f"{op}: {n} must have dtype float32, float16 or bfloat16 next to "
                             f"{h} ({hdt}), which is computed in float32; got float64. Cast "
                             f"{n} to float32, or {h} to float64.")
+        if _half.is_half(dt) and dt != hdt:      # which one would the result be stored in?
+            raise TypeError(f"{op}: {n} must have dtype {hdt} or float32 next to {h} ({hdt}); "
+                            f"got {dt}. float16 and bfloat16 do not mix (as in torch): cast "
+                            f"one of them.")
     for n in half:
         arrays[n] = _half.widen(arrays[n])
     return storage

@@ -1705,3 +1705,55 @@ def test_a_warp_window_holds_the_taps_of_float32_coordinates(align_corners, size
             taps = np.floor(sel.astype(np.float64))
             inside = (taps - 1 >= 0) & (taps + 2 < size)
             assert (taps[inside] - 1 >= lo).all() and (taps[inside] + 2 < hi).all()
+
+
+_HALF = ["float16", "bfloat16"]
+
+
+def _half_dtype(name):
+    return np.dtype(name) if name == "float16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
+@pytest.mark.parametrize("half", _HALF)
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_grid_sample_over_a_chunked_half_source_with_a_fill_is_bit_exact(half, mode):
+    """A half source was sampled in half (the result rounded), then the fill added in half
+    (rounded again): 16-107 values off the in-memory call, which rounds once; and every
+    task widened its whole full-size source (693 MB for a 12k x 12k float16 image, 148 MB
+    in float32)."""
+    dt = _half_dtype(half)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, (2, 3, 32, 40)).astype(dt)
+    g = rng.uniform(-1.3, 1.3, (2, 12, 14, 2)).astype(dt)
+    for kw in ({"padding_mode": "constant", "fill": [1.3, -2.1, 5.5]},
+               {"padding_mode": "border"}, {}):
+        got = fd.grid_sample(da.from_array(x, chunks=(1, 3, 16, 20)),
+                             da.from_array(g, chunks=(1, 6, 7, 2)), mode=mode, **kw
+                             ).compute(**SYNC)
+        want = fi.grid_sample(x, g, mode=mode, **kw)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_grid_sample_of_a_half_grid_on_a_wide_half_source_reads_the_right_window():
+    """With a half image and a half grid the window allowed float64's rounding of the
+    pixel coordinate, but the sampler computes in float32 (3 px off at 3.7e7 px): a tap
+    read zeros (0 instead of 1)."""
+    W, b = 50331642, 37748729
+    x = da.ones((1, 1, 1, W), dtype=np.float16, chunks=(1, 1, 1, (b, W - b)))
+    g = np.array([0.5, 0.0], np.float16).reshape(1, 1, 1, 2)
+    assert fd.grid_sample(x, da.from_array(g)).compute(**SYNC)[0, 0, 0, 0] == 1
+
+
+@pytest.mark.parametrize("half", _HALF)
+def test_slerp_reads_a_list_t_in_float32_for_half_operands(half):
+    dt = _half_dtype(half)
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((4, 3)).astype(dt) for _ in range(2))
+    t = [0.1, 0.3, 0.7, 0.9001]
+    got = fd.slerp(da.from_array(a, chunks=(2, 3)), b, t).compute(**SYNC)
+    np.testing.assert_array_equal(got.view(np.uint16), fi.slerp(a, b, t).view(np.uint16))
+    g = np.ones((4, 3), dt)
+    for x, y in zip(fd.slerp_backward(da.from_array(g, chunks=(2, 3)), a, b, t),
+                    fi.slerp_backward(g, a, b, t)):
+        np.testing.assert_array_equal(x.compute(**SYNC).view(np.uint16), y.view(np.uint16))

@@ -562,3 +562,19 @@ def test_a_bfloat16_scalar_is_a_number(call):
     got = call(ml_dtypes.bfloat16(0.25))
     np.testing.assert_array_equal(np.asarray(got, np.float32),
                                   np.asarray(call(0.25), np.float32))
+
+
+@pytest.mark.parametrize("call", [
+    lambda h, b: fi.lerp(h, b, 1.0),
+    lambda h, b: fi.grid_sample(h.reshape(1, 1, 2, 2), b.reshape(1, 1, 2, 2)),
+])
+def test_float16_next_to_bfloat16_is_refused(call):
+    """README: half precision mixes with float32 only. float16 next to bfloat16 was
+    computed and stored in the first one's dtype (a bfloat16 1e6 became float16 inf);
+    torch refuses the pair."""
+    h = np.zeros(4, np.float16)
+    b = np.array([1e6, 3, 0.5, -0.5], BF16)
+    with pytest.raises(TypeError, match=r"float16 .*bfloat16|bfloat16 .*float16"):
+        call(h, b)
+    with pytest.raises(TypeError, match=r"float16 .*bfloat16|bfloat16 .*float16"):
+        call(b.astype(np.float32).astype(np.float16) * 0, h.astype(BF16))

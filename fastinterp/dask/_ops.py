@@ -139,7 +139,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     """
     a = as_dask(a, "slerp", "a")
     check_known_sizes("slerp", "a", a, range(1, a.ndim))     # rechunked to one chunk
-    t = _t_array(t, a.dtype)
+    t = _t_array(t, np.float32 if is_half(a.dtype) else a.dtype)   # as in memory
     _check_axis("slerp", a, axis)
     fn = functools.partial(fi.slerp, axis=axis, path=path, shortest_path=shortest_path,
                            norm=norm)
@@ -195,18 +195,22 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     """
     a = as_dask(a, "slerp_backward", "a")
     check_known_sizes("slerp_backward", "a", a, range(1, a.ndim))
-    t = _t_array(t, a.dtype)
+    # a list t is read in the compute dtype, its gradient stored in a's (as in memory)
+    stored = a.dtype if is_half(a.dtype) and isinstance(t, (list, tuple)) else None
+    t = _t_array(t, np.float32 if is_half(a.dtype) else a.dtype)
     _check_axis("slerp_backward", a, axis)
     fn = functools.partial(fi.slerp_backward, axis=axis, path=path,
                            shortest_path=shortest_path, norm=norm,
                            needs_ab_grad=needs_ab_grad, needs_t_grad=needs_t_grad)
     if _slerp_batch(a, b, t, path):
-        return batched("slerp_backward", fn, {"grad_out": grad_out, "a": a, "b": b, "t": t},
-                       n_out=3)
-    ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
-                                {"grad_out": grad_out, "a": a, "b": b}, {"t": t}, n_out=3,
-                                per_block=(2,))
-    return ga, gb, (None if gt_blocks is None else gt_blocks.sum(axis=0, dtype=gt_blocks.dtype))
+        ga, gb, gt = batched("slerp_backward", fn,
+                             {"grad_out": grad_out, "a": a, "b": b, "t": t}, n_out=3)
+    else:
+        ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
+                                    {"grad_out": grad_out, "a": a, "b": b}, {"t": t}, n_out=3,
+                                    per_block=(2,))
+        gt = None if gt_blocks is None else gt_blocks.sum(axis=0, dtype=gt_blocks.dtype)
+    return ga, gb, (gt if gt is None or stored is None else gt.astype(stored))
 
 
 def _stack_t_grad(fn):

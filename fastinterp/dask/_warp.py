@@ -34,6 +34,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 import fastinterp as fi
 from fastinterp import warp as _wp
+from fastinterp._half import is_half, narrow
 from fastinterp.sample import _fill_values, add_fill, round_for_uint8
 
 from ._graph import in_memory_error, probe
@@ -128,12 +129,13 @@ def _lazy_zeros(shape, dtype):
 def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, opts):
     """fi.grid_sample of one output block on a full-size, zero-filled source holding its
     window, as the in-memory op computes it. Only the window's pages are written: a uint8
-    image is placed in a float32 source (the in-memory op's float32 copy of the whole
-    image), and a 'constant' fill is added as that op adds it, with the weight of the
-    taps inside the image sampled from ones placed in the window only (every tap of the
-    block's points lies there)."""
-    uint8 = np.dtype(dtype) == np.uint8
-    buf = _lazy_zeros(shape, np.float32 if uint8 else dtype)
+    or half image is placed in a float32 source (the in-memory op's float32 copy of the
+    whole image; widening a half one there would touch every page), and a 'constant' fill
+    is added as that op adds it, in the compute dtype, with the weight of the taps inside
+    the image sampled from ones placed in the window only (every tap of the block's
+    points lies there); a half result is rounded once, at the end."""
+    uint8, half = np.dtype(dtype) == np.uint8, is_half(dtype)
+    buf = _lazy_zeros(shape, np.float32 if uint8 or half else dtype)
     hax, wax = (1, 2) if nhwc else (2, 3)
     ones = None
     if opts["padding_mode"] == "constant":
@@ -147,8 +149,8 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
             buf[tuple(sl)] = block
             if ones is not None:
                 ones[:, :, ys, xs] = 1
-    if uint8:
-        grid = np.ascontiguousarray(grid, dtype=np.float32)
+    if uint8 or half:
+        grid = np.ascontiguousarray(grid, dtype=np.float32)      # (exact for a half grid)
     res = fi.grid_sample(buf, grid, **dict(opts, padding_mode="zeros", fill=None)
                          if ones is not None else opts)
     if ones is not None:
@@ -157,6 +159,8 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
         if fills is not None:
             add_fill(res, fills, fi.grid_sample(ones, grid, **dict(
                 opts, padding_mode="zeros", fill=None, layout="NCHW")), nhwc)
+    if half:
+        return narrow(res, dtype)
     return round_for_uint8(res).astype(np.uint8) if uint8 else res
 
 
@@ -194,9 +198,10 @@ def grid_sample_windows(op, x, grid, opts, max_window=None, known_bounds=None):
     starts_x = np.cumsum((0,) + x.chunks[wax])
     name = f"{op}-windows-{tokenize(x, grid, opts)}"
     dsk = {}
-    # the sampler's coordinate arithmetic: float32 for float32 grids and uint8 images
-    eps = 2.0**-24 if np.float32 in (grid.dtype, np.dtype(x.dtype)) or x.dtype == np.uint8 \
-        else 2.0**-53
+    # the sampler's coordinate arithmetic: float64 for float64 images and grids only
+    # (uint8 and half operands are computed in float32)
+    eps = 2.0**-53 if np.dtype(x.dtype) == np.float64 and grid.dtype == np.float64 \
+        else 2.0**-24
     for i in range(grid.numblocks[0]):
         for a in range(grid.numblocks[1]):
             for b in range(grid.numblocks[2]):
