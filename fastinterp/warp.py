@@ -372,9 +372,12 @@ def _inverted(op, square, shared, affine):
 
 def _moments(weights, bx, by):
     """(sum w * bx, sum w * by, sum w) over each image's pixel grid (weights (N, H_out,
-    W_out), C-contiguous), as (N, 3): each row first, then the rows."""
+    W_out), C-contiguous), as (N, 3): each row first, then the rows. Sums in a fixed
+    order (einsum's own loops): a matrix product would go to the BLAS, which splits a
+    long dot product across its threads (other bits for another BLAS thread count)."""
     rows = weights.sum(axis=2)
-    return np.stack([(weights @ bx).sum(axis=1), rows @ by, rows.sum(axis=1)], axis=1)
+    return np.stack([np.einsum("nhw,w->nh", weights, bx).sum(axis=1),
+                     np.einsum("nh,h->n", rows, by), rows.sum(axis=1)], axis=1)
 
 
 # --------------------------------------------------------------------------- drivers

@@ -960,3 +960,25 @@ def test_cuda_warp_grid_is_the_hosts_bit_for_bit(cuda, dtype, rows, match, inver
     with np.errstate(divide="ignore", invalid="ignore"):    # the simulator's NumPy scalars
         got = warp._grid_for(p, wmap, 3, np.dtype(dtype)).copy_to_host()
     np.testing.assert_array_equal(got, warp._full_grid(wmap, 3, np.dtype(dtype)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda go, x, M: fi.warp_affine_backward(go, x, M[:2], (go.shape[2], go.shape[3]),
+                                             match="torch")[1],
+    lambda go, x, M: fi.warp_perspective_backward(go, x, M, (go.shape[2], go.shape[3]))[1],
+])
+@pytest.mark.parametrize("out_hw", [(10001, 2), (1, 20011)])
+def test_matrix_gradient_does_not_depend_on_the_blas_thread_count(call, out_hw):
+    """The matrix gradient's moments were matrix products (NumPy -> OpenBLAS), which split
+    a dot product of over 10,000 terms across BLAS threads: an output of 10,001 rows gave
+    other bits with 1 and 2 BLAS threads (3e-12 apart). Fixed-order sums now."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 64, 64))
+    M = np.array([[0.9, 0.1, 0.5], [-0.1, 0.9, 0.2], [1e-4, 2e-4, 1.0]])
+    go = rng.standard_normal((1, 1) + out_hw)
+    got = []
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(n, user_api="blas"):
+            got.append(call(go, x, M))
+    np.testing.assert_array_equal(got[0], got[1])
