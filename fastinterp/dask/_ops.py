@@ -206,6 +206,12 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
         ga, gb, gt = batched("slerp_backward", fn,
                              {"grad_out": grad_out, "a": a, "b": b, "t": t}, n_out=3)
     else:
+        if is_half(a.dtype) and not isinstance(t, da.Array) and (not is_array(t)
+                                                                 or is_half(t.dtype)):
+            # the blocks' partial sums of a shared t's gradient stay in float32 (t read in
+            # it, as in memory), rounded once to half after the sum
+            stored = stored or (t.dtype if is_array(t) else a.dtype)
+            t = np.asarray(t, np.float32)
         ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
                                     {"grad_out": grad_out, "a": a, "b": b}, {"t": t}, n_out=3,
                                     per_block=(2,))
