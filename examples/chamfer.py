@@ -1,6 +1,6 @@
 """Chamfer distance between batches of point clouds, with its gradient, in fastinterp.
 
-    python examples/chamfer.py
+    python examples/chamfer.py [--batch B] [--p P] [--r R] [--seed S]
 
 For clouds x (B, P, 3) and y (B, R, 3), per batch element:
 
@@ -141,4 +141,12 @@ def main(batch=8, p=1000, r=800, seed=0):
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+    parser = argparse.ArgumentParser(description="Chamfer distance of batched point clouds "
+                                     "with fastinterp, checked against torch.cdist.")
+    parser.add_argument("--batch", type=int, default=8, help="clouds per batch (default 8)")
+    parser.add_argument("--p", type=int, default=1000, help="points in each x (default 1000)")
+    parser.add_argument("--r", type=int, default=800, help="points in each y (default 800)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    main(args.batch, args.p, args.r, args.seed)

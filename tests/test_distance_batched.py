@@ -472,6 +472,18 @@ def test_chamfer_example_runs_and_checks_itself(torch, capsys):
     assert "equal torch.cdist" in capsys.readouterr().out
 
 
+def test_chamfer_example_takes_its_sizes_and_help():
+    """`--help` ran the whole example instead of printing its usage."""
+    import pathlib
+    import subprocess
+    import sys
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "chamfer.py"
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "usage: chamfer.py" in done.stdout
+    assert "--batch" in done.stdout and "equal torch.cdist" not in done.stdout
+
+
 @pytest.mark.parametrize("x_shape, q_shape", [((4000, 32), (100, 3, 32)),
                                               ((2, 1, 4000, 32), (2, 50, 3, 32)),
                                               ((1, 4000, 32), (100, 3, 32))])
