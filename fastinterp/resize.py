@@ -1221,8 +1221,9 @@ def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | N
     -------
     array (N, C, H, W): ``A_y.T @ grad_output @ A_x`` per plane, the exact
     adjoint of :func:`resize`'s matrix (torch's autograd of ``F.interpolate``
-    is not, for nearest modes on outputs over the small-output rule and for
-    bicubic or antialias with a scale factor that keeps an axis's size;
+    is not, for nearest modes on outputs over the small-output rule (on 1-D and
+    3-D data on small ones too) and for bicubic or antialias with a scale
+    factor that keeps an axis's size;
     elsewhere they agree). It is computed as a gather over
     the transposed tap tables, in one fixed order: bit-identical for any
     thread count. Input positions that no output reads get 0 (for finite
