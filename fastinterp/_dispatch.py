@@ -349,10 +349,11 @@ class Prepared:
     template: Any = None
     template_kind: str | None = None
     originals: dict[str, Any] = field(default_factory=dict)
-    out_caller: Any = None
     storage: dict[str, np.dtype] | None = None   # set when half-precision inputs were widened
     given: dict[str, np.ndarray] = field(default_factory=dict)   # CPU arrays as passed
-    _pending: tuple | None = None                 # (float32 result, the caller's half out)
+    # per adopted out= (a plugin op may have several): [the caller's object, None or
+    # (the kernel's float32 buffer, the caller's half view) to round into it]
+    _outs: list = field(default_factory=list)
 
     @property
     def stream(self):
@@ -426,7 +427,7 @@ class Prepared:
         if kind == "numpy" and not isinstance(out, np.ndarray):
             raise TypeError(f"{self.op}: out must be an array; got {_describe(out)}.")
         target = _plain_tensor(self.op, "out", out, writable=True)
-        self.out_caller = out
+        self._outs.append([out, None])
         if self.backend == CUDA:
             if _cuda_read_only(out):
                 raise ValueError(f"{self.op}: out must be writable; got a read-only array.")
@@ -459,7 +460,7 @@ class Prepared:
             raise ValueError(f"{self.op}: out must be C-contiguous; got strides "
                              f"{tuple(view.strides)}.")
         buffer = np.empty(view.shape, _half.COMPUTE)
-        self._pending = (buffer, view)
+        self._outs[-1][1] = (buffer, view)          # (the out adopted last: this one)
         return buffer
 
     def _storage_for(self, like) -> np.dtype:
@@ -485,13 +486,14 @@ class Prepared:
         storage dtype: that of the argument named ``like`` (an op with several
         results names each one's primal), else the first array argument's.
         """
-        if self.out_caller is not None and caller_result is self.out_caller:
-            if self._pending is not None:
-                buffer, view = self._pending
-                self._pending = None
-                _half.narrow_into(view, buffer)
-            mark_written(caller_result)
-            return caller_result
+        for entry in self._outs:
+            if caller_result is entry[0]:
+                if entry[1] is not None:
+                    buffer, view = entry[1]
+                    entry[1] = None
+                    _half.narrow_into(view, buffer)
+                mark_written(caller_result)
+                return caller_result
         if (self.storage is not None and isinstance(caller_result, np.ndarray)
                 and caller_result.dtype == _half.COMPUTE):
             want = self._storage_for(like)

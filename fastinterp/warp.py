@@ -16,7 +16,8 @@ On the CPU the sampling grid is generated in blocks of at most ``2**18`` output
 pixels (see ``_blocks``) and sampled block by block, so the forward never holds a
 full-size grid; the backward builds the grid once (it needs the grid gradient of
 every pixel), block by block. On CUDA the grid is computed on the device, from the
-maps and the base coordinates, with the host's arithmetic (the same values).
+maps and the base coordinates, with the host's arithmetic (the same values, but for
+the multiply-adds the GPU compiler fuses).
 """
 from __future__ import annotations
 
@@ -449,7 +450,8 @@ def _saturated_uint8(fills):
 def _grid_for(p, wmap, N, dtype):
     """The whole grid of a warp where ``p``'s backend samples: on the CPU built on the
     host (:func:`_full_grid`), on CUDA computed on the device from the maps and the base
-    coordinates (the same values: nothing of the grid's size is built on the host or
+    coordinates (the same values up to the multiply-adds the GPU compiler fuses: an ulp
+    or so; nothing of the grid's size is built on the host or
     copied to the device)."""
     if p.backend != "cuda":
         return _full_grid(wmap, N, dtype)

@@ -1779,3 +1779,15 @@ def test_slerp_backward_sums_a_shared_t_gradient_in_float32(half, t_kind):
     ulp = np.abs(np.spacing(np.abs(want).astype(np.float32)))
     spacing = (np.abs(want.astype(np.float32)) * (2.0 ** -10 if half == "float16" else 2.0 ** -7))
     assert (np.abs(got.astype(np.float32) - want.astype(np.float32)) <= spacing + ulp).all()
+
+
+def test_slerp_backward_with_half_operands_takes_a_torch_t():
+    torch = pytest.importorskip("torch")
+    dt = _half_dtype("bfloat16")
+    rng = np.random.default_rng(6)
+    a, b = (rng.standard_normal((40, 3)).astype(dt) for _ in range(2))
+    g = rng.standard_normal((40, 3)).astype(dt)
+    t = torch.tensor(0.3, dtype=torch.bfloat16)
+    got = fd.slerp_backward(da.from_array(g, chunks=(10, 3)), a, b, t)[2].compute(**SYNC)
+    want = fi.slerp_backward(g, a, b, t)[2].float().numpy()      # (a torch result)
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2.0 ** -7)

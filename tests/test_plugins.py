@@ -792,6 +792,17 @@ def test_outputs_of_one_call_are_separate_arrays():
         fi.ops.two(x, w=None)
     p, q = fi.ops.two(x, out=(buf[:3], buf[3:]))
     np.testing.assert_array_equal(buf, [1, 2, 3, 0, 10, 20])
+    torch = pytest.importorskip("torch")
+    # every torch output tells autograd it was written (only the last one did: a graph
+    # that saved the first used its new values silently)
+    a = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    o0, o1 = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    y0, y1 = (a * o0).sum(), (a * o1).sum()
+    r0, r1 = fi.ops.two(x, out=(o0, o1))
+    assert r0 is o0 and r1 is o1 and o0._version > 0 and o1._version > 0
+    for y in (y0, y1):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
 
 
 def test_backend_of_names_every_array():

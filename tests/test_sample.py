@@ -1058,8 +1058,8 @@ def test_nearest_picks_torchs_pixel_at_half_pixel_ties(torch, dtype, padding):
 @pytest.mark.cudasim
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_nearest_picks_the_cpus_pixel_at_half_pixel_ties(cuda, dtype, monkeypatch):
-    """The CUDA kernel rounds nearest's coordinate once too (cuda.fma: numba contracts
-    nothing without fastmath; torch's nvcc build does), in the grid's dtype (float32 +
+    """The CUDA kernel rounds nearest's coordinate once too (an explicit cuda.fma, as
+    torch's nvcc build rounds it), in the grid's dtype (float32 +
     the literal 1 was float64 in numba). The simulator's cuda.fma rounds twice: it is
     made exact here, so that the simulator checks the kernel's arithmetic."""
     from fractions import Fraction

@@ -12,6 +12,7 @@ import importlib
 
 _rz = importlib.import_module("fastinterp.resize")   # the module (fastinterp.resize is the function)
 from .. import warp as _wp
+from .._dispatch import _to_numpy, array_kind
 from .._half import is_half
 from .._layout import as_batch, resolve as resolve_layout
 from .._validate import FLOAT_DTYPES, as_index, broadcast_shape, check_bool, shape_str
@@ -69,6 +70,12 @@ def lerp(a, b, t):
         return da.from_array(fi.lerp(a, b, t))
     # elemwise lines the operands' chunks up and keeps size-1 axes for fi.lerp to broadcast
     return da.core.elemwise(fi.lerp, *args, dtype=probe.dtype)
+
+
+def _host_t(op, t):
+    """A weight ``t`` given as another framework's CPU array (a torch tensor) as a NumPy
+    view (bfloat16 too), so that the blocks and the graph's metadata read it as NumPy."""
+    return _to_numpy(t, "dlpack", op, "t") if array_kind(t) == "dlpack" else t
 
 
 def _t_array(t, dtype):
@@ -139,6 +146,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     """
     a = as_dask(a, "slerp", "a")
     check_known_sizes("slerp", "a", a, range(1, a.ndim))     # rechunked to one chunk
+    t = _host_t("slerp", t)
     t = _t_array(t, np.float32 if is_half(a.dtype) else a.dtype)   # as in memory
     _check_axis("slerp", a, axis)
     fn = functools.partial(fi.slerp, axis=axis, path=path, shortest_path=shortest_path,
@@ -195,6 +203,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     """
     a = as_dask(a, "slerp_backward", "a")
     check_known_sizes("slerp_backward", "a", a, range(1, a.ndim))
+    t = _host_t("slerp_backward", t)
     # a list t is read in the compute dtype, its gradient stored in a's (as in memory)
     stored = a.dtype if is_half(a.dtype) and isinstance(t, (list, tuple)) else None
     t = _t_array(t, np.float32 if is_half(a.dtype) else a.dtype)
@@ -206,8 +215,8 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
         ga, gb, gt = batched("slerp_backward", fn,
                              {"grad_out": grad_out, "a": a, "b": b, "t": t}, n_out=3)
     else:
-        if is_half(a.dtype) and not isinstance(t, da.Array) and (not is_array(t)
-                                                                 or is_half(t.dtype)):
+        if is_half(a.dtype) and (isinstance(t, (int, float)) or (
+                isinstance(t, (np.ndarray, np.generic)) and is_half(t.dtype))):
             # the blocks' partial sums of a shared t's gradient stay in float32 (t read in
             # it, as in memory), rounded once to half after the sum
             stored = stored or (t.dtype if is_array(t) else a.dtype)
@@ -226,7 +235,9 @@ def _stack_t_grad(fn):
         ga, gb, gt = fn(**kw)
         if gt is None:                 # not asked for
             return ga, gb, None
-        gt = np.asarray(gt)
+        kind = array_kind(gt)          # (a torch t's gradient is a tensor: bfloat16 too)
+        gt = np.asarray(gt) if kind in (None, "numpy") else _to_numpy(gt, kind, "slerp_backward",
+                                                                      "t")
         if kw["a"].shape[0] == 0:
             return ga, gb, np.zeros((0,) + gt.shape, gt.dtype)
         return ga, gb, gt[None]

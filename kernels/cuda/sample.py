@@ -180,8 +180,9 @@ def _nhw(i, H, W):
 @cuda.jit(device=True, inline=True)
 def _point(i, grid, Ho, Wo, ax, ay, fused):
     """Output pixel (n, h, w) of flat index i and its unnormalized grid point (x, y).
-    ``fused`` (nearest): (g + 1) * scale - shift rounded once, as torch's kernels round
-    it (nvcc contracts it; numba does not without fastmath): it decides half-pixel ties."""
+    ``fused`` (nearest): (g + 1) * scale - shift rounded once, an explicit fma, as torch's
+    kernels round it: it decides half-pixel ties (left to the compiler, NVVM may or may
+    not contract it)."""
     n, h, w = _nhw(i, Ho, Wo)
     gx, gy = grid[n, h, w, 0] + ax[6], grid[n, h, w, 1] + ay[6]     # in the grid's dtype
     if fused:
@@ -429,8 +430,10 @@ def _far(u, limit, far):
 @cuda.jit
 def _warp_grid(grid, K, bx, by, affine, limit, far):
     """Grid point (n, h, w) of a warp, g = (K[:2] b) / (K[2] b) with b = (bx[w], by[h], 1):
-    in float64, in fastinterp.warp._Map.grid_block's order of operations (numba contracts
-    nothing without fastmath), stored in the grid's dtype."""
+    in float64, in fastinterp.warp._Map.grid_block's order of operations, stored in the
+    grid's dtype. NVVM contracts a multiply and an add into an fma where it can (numba
+    offers no switch without fastmath): on a device a point can be an ulp or so from the
+    host's (bit for bit under the simulator)."""
     i = cuda.grid(1)
     N, Ho, Wo = grid.shape[0], grid.shape[1], grid.shape[2]
     if i >= N * Ho * Wo:
