@@ -62,6 +62,19 @@ TOL_ORACLE = {
 }
 
 
+def assert_autograd_sees_write(torch, target, write):
+    """``write()`` changes the torch tensor ``target`` in place: its version is bumped and a
+    graph that saved ``target`` before refuses to backward, as after torch's own in-place
+    ops (else the gradient would silently use the new values)."""
+    w = torch.tensor(2.0, dtype=target.dtype, requires_grad=True)
+    loss = (target * w).sum()                      # saves target for w's gradient
+    before = target._version
+    write()
+    assert target._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def assert_close(actual, expected, dtype=None, table=TOL, scale=1.0):
     """assert_allclose with the tolerance for ``dtype`` (default: actual's dtype)."""
     actual = np.asarray(actual)
