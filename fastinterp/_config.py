@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import threading
+import weakref
 from typing import Any, Literal, overload
 
 from ._validate import is_int
@@ -48,12 +50,27 @@ _num_threads = _default_threads()
 _forked_child = False
 
 
+_fork_safe_locks: weakref.WeakSet = weakref.WeakSet()
+
+
+def fork_safe_lock(reentrant: bool = False) -> Any:
+    """A new ``threading`` lock (an RLock when ``reentrant``) that a process made by
+    ``fork`` finds released: the thread that held it at the fork (a server thread
+    inside fastinterp while a DataLoader forks) does not exist in the child, which
+    would otherwise wait for it for ever. Every lock of fastinterp is made here."""
+    lock = threading.RLock() if reentrant else threading.Lock()
+    _fork_safe_locks.add(lock)
+    return lock
+
+
 def _after_fork_in_child() -> None:
     """A process made by ``fork`` runs the kernels on one thread: GNU OpenMP's thread pool
     does not survive fork, and a parallel region in the child would wait for the
-    parent's threads for ever."""
+    parent's threads for ever. Its locks start released (``fork_safe_lock``)."""
     global _num_threads, _forked_child
     _num_threads, _forked_child = 1, True
+    for lock in list(_fork_safe_locks):
+        lock._at_fork_reinit()      # what the standard library does for its own locks
 
 
 if hasattr(os, "register_at_fork"):

@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from ._config import fork_safe_lock
+
 __all__ = ["empty", "output_cache_info", "set_output_cache"]
 
 DEFAULT_LIMIT_MB = 128
 #: Smaller results come from NumPy's own allocator (glibc reuses such blocks).
 MIN_CACHED_BYTES = 1 << 20
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _cache: Any = None
 _enabled = True
 

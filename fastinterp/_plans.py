@@ -27,10 +27,11 @@ What makes this safe:
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 import numpy as np
+
+from ._config import fork_safe_lock
 
 __all__ = ["MAX_PLANS", "MAX_PLAN_BYTES", "clear", "find", "key", "lookup", "store"]
 
@@ -42,7 +43,7 @@ MAX_PLANS = 256
 MAX_PLAN_BYTES = 32 << 10
 
 _plans: dict[tuple, Callable[..., Any]] = {}
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _SCALARS = (int, str, bool, type(None), np.int64, np.int32, np.intp, np.bool_)
 
 

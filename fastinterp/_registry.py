@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
+from ._config import fork_safe_lock
 from ._fpenv import ieee_subnormals
 
 __all__ = ["KernelEntry", "register", "register_builtin", "unregister", "lookup",
@@ -82,7 +83,7 @@ def _dtype_key(dtype: Any) -> str:
     return key
 
 
-_lock = threading.RLock()
+_lock = fork_safe_lock(reentrant=True)
 _table: dict[tuple[str, str, str], list[KernelEntry]] = {}
 _resolved: dict[KernelEntry, Callable[..., Any]] = {}
 _last = threading.local()

@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from typing import Any, Callable, Iterable, NoReturn, TypeGuard
 import numpy as np
 
 from . import _memory, _registry as registry
-from ._config import threads_for
+from ._config import fork_safe_lock, threads_for
 from ._dispatch import begin
 from ._validate import (check_array, check_bool, check_out, check_shape,
                         contiguous_input, same_dtype, shape_str)
@@ -374,7 +373,7 @@ class PluginKernel:
         self.plugin, self.op, self.backend, self.dtype = plugin, op, "cpu", dtype
         self.address = address
         self._owner = owner
-        self._lock = threading.Lock() if serial else None
+        self._lock = fork_safe_lock() if serial else None
         self._call = _abi().call
 
     def _run(self, inputs: tuple[Any, ...], outputs: tuple[Any, ...], floats: tuple[float, ...],
@@ -592,7 +591,7 @@ def _executable(address: int) -> bool:
     return False
 
 
-_lock = threading.RLock()
+_lock = fork_safe_lock(reentrant=True)
 _plugins: dict[str, PluginInfo] = {}
 _ops: dict[str, builtins.list[OpSpec]] = {}       # op name -> stack of OpSpec
 

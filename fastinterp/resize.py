@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, overload
@@ -50,7 +49,7 @@ from typing import Any, overload
 import numpy as np
 
 from . import _memory, _plans, _registry as registry
-from ._config import threads_for
+from ._config import fork_safe_lock, threads_for
 from ._dispatch import _dtype_name, begin
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
@@ -105,7 +104,7 @@ class _ByteLRU:
     def __init__(self, budget: int, entry_limit: int):
         self.budget = budget
         self.entry_limit = entry_limit
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._items: OrderedDict = OrderedDict()   # key -> (value, nbytes)
         self.nbytes = 0
 

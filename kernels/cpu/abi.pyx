@@ -363,13 +363,43 @@ def call(size_t fn, tuple inputs, tuple outputs, tuple floats=(), tuple ints=(),
 
 
 # ---------------------------------------------------------------- built-in kernels
+cdef extern from *:
+    """
+    #include <pthread.h>
+    /* Set in a process made by fork: GNU OpenMP's threads do not survive fork, and
+       a team started there would wait for the parent's threads for ever. */
+    static int fi_abi_forked = 0;
+    static void fi_abi_after_fork_child(void) { fi_abi_forked = 1; }
+    static int fi_abi_register_fork(void) {
+        return pthread_atfork(NULL, NULL, fi_abi_after_fork_child);
+    }
+    """
+    int fi_abi_forked
+    int fi_abi_register_fork() nogil
+
+
 cdef int _nthreads(const fi_params_t* params) noexcept nogil:
     """params->nthreads, within [1, processors]: a C caller's huge count must not
-    make OpenMP start (and per-thread buffers be sized for) that many threads."""
+    make OpenMP start (and per-thread buffers be sized for) that many threads. One
+    thread in a process made by fork, as fastinterp's Python API there."""
     cdef int procs = openmp.omp_get_num_procs()
-    if params == NULL or params.nthreads < 1:
+    if params == NULL or params.nthreads < 1 or fi_abi_forked:
         return 1
     return min(params.nthreads, max(procs, 1))
+
+
+def _note_forks():
+    """Forks from now on set the flag; a child made before this module was loaded
+    (fastinterp's own fork hook saw it) sets it at once."""
+    global fi_abi_forked
+    import importlib
+    if importlib.import_module("fastinterp._config")._forked_child:
+        fi_abi_forked = 1
+    if fi_abi_register_fork() != 0:
+        raise OSError("fastinterp: pthread_atfork failed for the exported kernels")
+
+
+_note_forks()
 
 
 cdef int _check_call(const char* op, const fi_tensor_t* inputs, int32_t n_in,
