@@ -154,6 +154,31 @@ def test_torch_preset_uint8_is_float32_rounded(mode, kw, size):
     assert d.max() <= 1 and (d > 0).sum() <= max(3, 0.002 * d.size)
 
 
+
+@pytest.mark.parametrize("mode, kw", [("bilinear", {}), ("bicubic", {}), ("area", {}),
+                                      ("bilinear", {"antialias": True}),
+                                      ("bicubic", {"antialias": True}), ("lanczos", {})])
+def test_torch_preset_uint8_differs_from_float32_rounded_only_within_an_ulp_of_a_half(mode, kw):
+    """The README's uint8 rule on random geometries and images: the uint8 kernel computes
+    in float32 in its own order, so it rounds the float32 result's way except where that
+    lies within float32 rounding of a half (6 pixels to 5: 0.9 * 49 + 0.1 * 244 = 68.5,
+    the float32 kernel gives 68.5 -> 68, the uint8 kernel 69)."""
+    rng = np.random.default_rng(12)
+    x = np.array([[[[49, 244, 178, 143, 0, 214]]]], np.uint8)
+    cases = [(x, (1, 5))]
+    for _ in range(12):
+        h, w, oh, ow = (int(v) for v in rng.integers(1, 70, 4))
+        img = rng.integers(0, 256, (1, 2, h, w), dtype=np.uint8)
+        cases.append((img if rng.random() < 0.5 else (img > 127).astype(np.uint8) * 255, (oh, ow)))
+    for img, size in cases:
+        got = fi.resize(img, size=size, mode=mode, **kw)
+        f = fi.resize(img.astype(np.float32), size=size, mode=mode, **kw)
+        d = got.astype(int) - np.clip(np.rint(f), 0, 255).astype(int)
+        assert np.abs(d).max() <= 1
+        off = f[d != 0]
+        assert np.all(np.abs(off - np.floor(off) - 0.5) <= 8 * np.spacing(np.abs(off))), size
+
+
 def test_uint8_saturates_and_rounds_half_to_even():
     x = np.array([[0, 255, 0, 255]], np.uint8)
     got = fi.resize(x, size=(1, 8), mode="bicubic")     # overshoot past 0 and 255
