@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _registry as registry
 from ._config import threads_for
-from ._dispatch import CUDA, Prepared, _read_only_hint, array_kind, begin, mark_written
+from ._dispatch import CPU, CUDA, Prepared, _read_only_hint, array_kind, begin, mark_written, to_host
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -90,7 +90,7 @@ class _Param:
     step takes a fresh view (:meth:`view`) and checks it still fits.
     """
 
-    __slots__ = ("caller", "name", "backend", "dtype", "shape", "template")
+    __slots__ = ("caller", "name", "backend", "dtype", "shape", "_op", "_template_kind")
 
     def __init__(self, op: str, name: str, obj: Any) -> None:
         _check_updatable(op, name, obj)
@@ -100,9 +100,15 @@ class _Param:
         self.dtype = float_dtype(op, name, arr)
         self.shape = tuple(arr.shape)
         _check_writable_contiguous(op, name, arr, obj)
-        # allocation only needs the caller's type: keep no reference to the kernel view
-        self.template = Prepared(op, prepared.backend, {}, prepared.template,
-                                 prepared.template_kind)
+        self._op, self._template_kind = op, prepared.template_kind
+
+    @property
+    def template(self) -> Prepared:
+        """What allocating state needs of the caller's object (its array type, device and
+        stream), taken afresh: a kept one would hold the storage the parameter had when
+        the optimizer was built (``p.data = new`` must release it, as in torch.optim)."""
+        return Prepared(self._op, self.backend, {}, _updatable(self.caller),
+                        self._template_kind)
 
     def view(self, op: str, arr: Any) -> Any:
         """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
@@ -247,18 +253,33 @@ def _kernel_array(op: str, name: str, obj: Any, backend: str) -> Any:
     return prepared.arrays[name]
 
 
+def _state_source(param: _Param, value: Any, op: str, what: str) -> Any:
+    """Saved state ``value`` as ``param``'s kernels read it. A snapshot made on another
+    device (or, for a CUDA parameter, in another dtype) goes through the host, cast to
+    the parameter's dtype: torch.optim's load_state_dict moves state to its parameter's
+    device and dtype, so a checkpoint loaded on the CPU resumes on the GPU."""
+    given = begin(op, **{what: value}) if not isinstance(value, np.ndarray) else None
+    src = value if given is None else given.arrays[what]
+    float_dtype(op, what, src)
+    if (CUDA if given is not None and given.backend == CUDA else CPU) == param.backend and (
+            param.backend != CUDA or np.dtype(src.dtype) == param.dtype):
+        return src
+    host = np.asarray(to_host(op, what, value))
+    if param.backend != CUDA:
+        return host
+    from ._dispatch import _cuda_support
+    return _cuda_support().to_device(np.ascontiguousarray(host, dtype=param.dtype),
+                                     param.template.stream)
+
+
 def _copy_state(param: _Param, value: Any, op: str, what: str) -> Any:
     """A fresh state buffer for ``param`` holding a copy of ``value`` (registry ``state_copy``)."""
     if not hasattr(value, "shape"):
         raise TypeError(f"{op}: {what} must be an array; got {type(value).__name__}.")
-    src = _kernel_array(op, what, value, param.backend)
-    float_dtype(op, what, src)
+    src = _state_source(param, value, op, what)
     if tuple(src.shape) != param.shape:
         raise ValueError(f"{op}: {what} must have shape {shape_str(param.shape)} like its "
                          f"parameter; got {shape_str(src.shape)}.")
-    if param.backend == CUDA and np.dtype(src.dtype) != param.dtype:
-        raise TypeError(f"{op}: {what} must have dtype {param.dtype} like its parameter on "
-                        f"CUDA; got {np.dtype(src.dtype)}.")
     caller = param.empty_like()
     dst = _kernel_array(op, what, caller, param.backend)
     kernel = registry.lookup("state_copy", param.backend, param.dtype)
@@ -362,6 +383,20 @@ class Optimizer:
     @property
     def _name(self) -> str:
         return type(self).__name__
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling keeps: the groups (each parameter once, in its group's list), the
+        state and the defaults. The per-parameter records are rebuilt from the groups on
+        loading, so a pickler that does not keep object identity (joblib copies NumPy
+        arrays apart) restores the parameters and their state together."""
+        self._sync_params(f"{self._name}.__getstate__")
+        return {k: v for k, v in self.__dict__.items() if k not in ("_params", "_views")}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__dict__.update(saved)
+        self._views = {}
+        arrays = [a for group in self.param_groups for a in group["params"]]
+        self._params = [_Param(self._name, f"params[{j}]", a) for j, a in enumerate(arrays)]
 
     def _check_keys(self, op: str, what: str, group: dict[str, Any]) -> None:
         unknown = set(group) - set(self.defaults) - {"params"}
@@ -623,14 +658,10 @@ class Optimizer:
         [indices]}]}``. The state arrays are copies (of the parameters' array
         type), so later steps do not change a saved snapshot.
         """
-        self._sync_params(f"{self._name}.state_dict")
-        state = {}
-        for i, st in self.state.items():
-            p = self._params[i]
-            state[i] = {key: (_copy_state(p, value, f"{self._name}.state_dict",
-                                          f"state[{i}][{key!r}]")
-                              if hasattr(value, "shape") else value)
-                        for key, value in st.items()}
+        name = f"{self._name}.state_dict"
+        self._sync_params(name)
+        state = {i: {key: self._saved_value(name, i, key, value) for key, value in st.items()}
+                 for i, st in self.state.items()}
         groups, index = [], 0
         for group in self.param_groups:
             g = {k: v for k, v in group.items() if k != "params"}
@@ -638,6 +669,15 @@ class Optimizer:
             index += len(group["params"])
             groups.append(g)
         return {"state": state, "param_groups": groups}
+
+    def _saved_value(self, op: str, i: int, key: str, value: Any) -> Any:
+        """State entry ``key`` of parameter ``i`` as a snapshot holds it (and as
+        ``load_state_dict`` restores it): the step count as a float, a buffer set to None
+        (start afresh) as None, any other buffer copied."""
+        what = f"state[{i}][{key!r}]"
+        if key == "step":
+            return _load_step(op, what, value)
+        return None if value is None else _copy_state(self._params[i], value, op, what)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a snapshot made by :meth:`state_dict` (arrays are copied in).
@@ -684,11 +724,7 @@ class Optimizer:
             if unknown:
                 raise ValueError(f"{name}: state[{i}] keys must be among "
                                  f"{list(self._state_keys)}; got unknown {sorted(unknown)}.")
-            entry = {}
-            for k, v in st.items():
-                what = f"state[{i}][{k!r}]"
-                entry[k] = _load_step(name, what, v) if k == "step" else \
-                    _copy_state(self._params[i], v, name, what)
+            entry = {k: self._saved_value(name, i, k, v) for k, v in st.items()}
             self._check_state(name, i, entry, owners[i])
             new_state[i] = entry
         self.param_groups, self.state = new_groups, new_state

@@ -1324,3 +1324,93 @@ def test_momentum_buffer_none_starts_afresh_as_torch():
     fresh.step([np.full(3, 2.0)])
     np.testing.assert_array_equal(w, ref)
     np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], fresh.state[0]["momentum_buffer"])
+
+
+def test_replaced_torch_storage_is_released(torch):
+    """p.data = new: the optimizer kept the storage the parameter had when it was built
+    (its allocation template was a detached view of it): 200 MB held per replaced
+    50M-element parameter, saved again by torch.save(opt). torch.optim keeps none."""
+    import gc
+    import weakref
+    p = torch.nn.Parameter(torch.ones(1000))
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    old = weakref.ref(p.data.untyped_storage())
+    opt.step([torch.ones(1000)])                 # state buffers made from the template
+    p.data = torch.zeros(1000)
+    gc.collect()
+    assert old() is None, "the optimizer keeps the replaced storage alive"
+    opt.step([torch.ones(1000)])
+    assert torch.all(p.detach() < 0)
+
+
+@pytest.mark.parametrize("cls, key, value", [
+    (SGD, "momentum_buffer", None),                     # torch's idiom: restart momentum
+    (Adam, "step", np.float64(2.0)), (Adam, "step", np.array(2.0))])
+def test_state_dict_round_trips_state_the_caller_may_edit(cls, key, value):
+    """state_dict() refused a 0-d step (copied as a buffer of the parameter's shape) and
+    load_state_dict() a None buffer, though step() takes both (a None buffer starts
+    afresh, as in torch); load_state_dict takes exactly what state_dict returns."""
+    kw = dict(lr=0.1, momentum=0.9) if cls is SGD else dict(lr=0.1)
+    ws = [np.ones(3), np.ones(3)]
+    opt, twin = cls(ws[:1], **kw), cls(ws[1:], **kw)
+    opt.step([np.ones(3)])
+    ws[1][...] = ws[0]
+    opt.state[0][key] = value
+    twin.load_state_dict(opt.state_dict())
+    for o in (opt, twin):
+        o.step([np.full(3, 2.0)])
+    np.testing.assert_array_equal(ws[0], ws[1])
+    assert opt.state_dict()["state"][0].keys() == twin.state_dict()["state"][0].keys()
+
+
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=0.1)),
+                                     (AdamW, dict(lr=0.1, amsgrad=True))])
+def test_joblib_round_trip_keeps_the_state(cls, kw):
+    """joblib's pickler does not keep the identity of NumPy arrays: the restored
+    optimizer's parameter records and its groups held separate copies, and its first
+    step dropped all state as if the parameters had been replaced (Adam restarted at
+    step 1). Parameters are pickled once, in the groups, and the records rebuilt."""
+    import io
+    joblib = pytest.importorskip("joblib")
+    w, ref = np.ones(4), np.ones(4)
+    opt, straight = cls([w], **kw), cls([ref], **kw)
+    for o in (opt, straight):
+        o.step([np.linspace(-1, 1, 4)])
+    buf = io.BytesIO()
+    joblib.dump(opt, buf)
+    buf.seek(0)
+    restored = joblib.load(buf)
+    restored.step([np.full(4, 0.5)])
+    straight.step([np.full(4, 0.5)])
+    np.testing.assert_array_equal(restored.param_groups[0]["params"][0], ref)
+    for key, value in straight.state[0].items():
+        np.testing.assert_array_equal(restored.state[0][key], value)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("saved_on, loaded_on", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_state_saved_on_one_device_loads_on_the_other(cuda, rng, saved_on, loaded_on):
+    """torch.optim's load_state_dict moves the state to its parameter's device and
+    dtype (a checkpoint loaded with map_location='cpu' resumes on CUDA); fastinterp's
+    refused it ("must be a CUDA array like its parameter"). The snapshot here is also
+    float32 for float64 parameters: cast, as on the CPU."""
+    def place(arr, where):
+        return cuda.to_device(arr) if where == "cuda" else arr
+
+    def host(arr):
+        return arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
+
+    p0, grads = rng.standard_normal(9), [rng.standard_normal(9) for _ in range(4)]
+    src = place(p0.astype(np.float32), saved_on)
+    opt = Adam([src], lr=0.1, amsgrad=True)
+    for g in grads[:2]:
+        opt.step([place(g.astype(np.float32), saved_on)])
+    dst = place(host(src).astype(np.float64), loaded_on)
+    other = Adam([dst], lr=0.1, amsgrad=True)
+    other.load_state_dict(opt.state_dict())
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        moved = other.state[0][key]
+        assert hasattr(moved, "copy_to_host") == (loaded_on == "cuda")
+        np.testing.assert_array_equal(host(moved), host(opt.state[0][key]).astype(np.float64))
+    other.step([place(grads[2], loaded_on)])
+    assert np.isfinite(host(dst)).all() and not np.array_equal(host(dst), host(src))
