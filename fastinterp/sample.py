@@ -21,7 +21,7 @@ from ._layout import from_channels_last, resolve as resolve_layout
 from ._typing import Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, SampleMode, Sizes
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
-                        same_dtype, shape_str)
+                        is_real_scalar, same_dtype, shape_str, symbolic)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
@@ -555,6 +555,8 @@ def static_fill(op, fill):
     any framework are read with ``tolist``; the rest is plain Python (traceable)."""
     if fill is None:
         return None
+    if is_real_scalar(fill) or symbolic(fill):     # first: a traced number has no attributes
+        return real_float(op, "fill", fill, np.float64)
     if hasattr(fill, "tolist") and not isinstance(fill, np.generic):
         fill = fill.tolist()
     if isinstance(fill, (list, tuple)):

@@ -178,8 +178,8 @@ def _wrappers(t):
 def _depends(kind, wrapper) -> bool:
     """Whether a tensor wrapped at a grad or jvp level carries that level's derivative (a
     tangent that cannot be read, inside a vmap, counts as one)."""
-    if kind == _TransformType.Grad:
-        return wrapper.requires_grad
+    if kind == _TransformType.Grad:     # under no_grad/inference_mode nothing is recorded
+        return wrapper.requires_grad and torch.is_grad_enabled()
     try:
         return _forward_ad.unpack_dual(wrapper).tangent is not None
     except RuntimeError:
@@ -479,7 +479,13 @@ def _fill_list(op, fill):
     if isinstance(fill, Tensor):
         fill = fill.detach().cpu()
     fill = static_fill(op, fill)
-    return None if fill is None else [fill] if isinstance(fill, float) else list(fill)
+    fill = None if fill is None else list(fill) if isinstance(fill, tuple) else [fill]
+    if fill is not None and any(map(symbolic, fill)):
+        raise TypeError(f"{op}: fill must not be computed from a symbolic size while "
+                        f"make_fx or torch.export traces (the op's fill is a constant of the "
+                        f"graph: the traced value would be kept for every size); compute "
+                        f"it outside the traced function.")
+    return fill
 
 
 def _fill_arg(fill):

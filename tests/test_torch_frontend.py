@@ -760,6 +760,42 @@ def test_symbolic_sizes_and_numbers_outside_torch_compile():
     torch.testing.assert_close(traced(*args), f(*args))
 
 
+
+_FILL_CALLS = {
+    "grid_sample": lambda x, v: fit.grid_sample(x, torch.full((2, 3, 4, 2), 1.5),
+                                                padding_mode="constant", fill=v),
+    "warp_affine": lambda x, v: fit.warp_affine(x, torch.tensor([[1.0, 0, 5], [0, 1, 0]]),
+                                                (4, 6), padding_mode="constant", fill=v),
+    "warp_perspective": lambda x, v: fit.warp_perspective(x, torch.eye(3) * 0.5, (4, 6),
+                                                          padding_mode="constant", fill=v),
+    "rotate": lambda x, v: fit.rotate(x, 30.0, padding_mode="constant", fill=v),
+}
+
+
+@pytest.mark.parametrize("dynamic", [None, True])
+@pytest.mark.parametrize("name", list(_FILL_CALLS))
+def test_compile_a_number_fill_that_changes_between_calls(name, dynamic):
+    """A per-call random fill (augmentation): once dynamo made the float symbolic (its
+    second value, or at once with dynamic=True), the fill's check asked it for .tolist,
+    which dynamo cannot trace: fullgraph failed, eager graphs broke at every call."""
+    call = _FILL_CALLS[name]
+    compiled, _ = _compile_counted(call, dynamic=dynamic)
+    x = torch.rand(2, 3, 8, 9)
+    for v in (0.25, 0.75, -2.0):
+        torch.testing.assert_close(compiled(x, v), call(x, v), rtol=0, atol=0)
+
+
+def test_a_fill_computed_from_a_symbolic_size_is_refused_by_make_fx():
+    """make_fx (as torch.export) would keep the traced value of such a fill for every
+    size (the op's fill is a constant of its graph): a clear error instead of 'SymFloat
+    object is not iterable'."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    g = torch.full((2, 3, 4, 2), 1.5)
+    f = lambda x, g: fit.grid_sample(x, g, padding_mode="constant", fill=x.shape[0] / 10)  # noqa: E731
+    with pytest.raises(TypeError, match="fill must not be computed from a symbolic size"):
+        make_fx(f, tracing_mode="symbolic")(torch.rand(2, 3, 8, 9), g)
+
+
 # --------------------------------------------------------------------------- autograd behaviour
 
 def test_no_grad_and_inference_mode_record_nothing():
@@ -1389,6 +1425,26 @@ def test_transforms_of_other_variables_take_the_op_on_constant_data(name):
     torch.testing.assert_close(got, call(x).sum())
     _, tangent = torch.func.jvp(lambda w: (call(x) * w).sum(), (w,), (torch.ones(()).double(),))
     torch.testing.assert_close(tangent, call(x).sum())
+
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_an_op_under_no_grad_inside_torch_func_grad_runs(name, mode):
+    """A constant target built under no_grad (or inference_mode) inside a function given to
+    torch.func.grad was refused as if it were differentiated: nothing is recorded there,
+    as with torch's own ops."""
+    call = _TRANSFORM_CALLS[name]
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    if name == "pairwise_sqdist":       # (torch cannot take a view of x in inference mode)
+        call, x = fit.pairwise_sqdist, x[0, 0]
+
+    def loss(x):
+        with getattr(torch, mode)():
+            target = call(x)
+        return x.sum() * target.sum()
+
+    torch.testing.assert_close(torch.func.grad(loss)(x), torch.full_like(x, call(x).sum()))
 
 
 # ops whose backward op serves several public ops too (the error names the caller's)
