@@ -271,13 +271,15 @@ def _source_index(dt, scale, n_out, align_corners, cubic):
 
     For float32 the half-pixel formula is one fused multiply-add, as torch's
     compiled kernels evaluate it (the float64 product of two float32 values
-    is exact, so rounding it once to float32 is the fused result).
+    is exact, so rounding it once to float32 is the fused result); its operand
+    ``o + 0.5`` is torch's float32 sum, rounded from 2**23 on (long signals).
     """
     o = np.arange(n_out, dtype=np.float64)
     if align_corners:
         return (dt(scale) * o.astype(dt)).astype(dt)
     if dt is _F32:
-        src = (np.float64(scale) * (o + 0.5) - 0.5).astype(_F32)
+        half = (o.astype(_F32) + _F32(0.5)).astype(np.float64)
+        src = (np.float64(scale) * half - 0.5).astype(_F32)
     else:
         src = scale * (o + 0.5) - 0.5
     if not cubic:

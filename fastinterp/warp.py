@@ -225,6 +225,12 @@ class _Map:
         gx = grad_grid[..., 0].astype(np.float64)
         gy = grad_grid[..., 1].astype(np.float64)
         u, v, w = self._uvw(self.K[n0:n1, None, None], bx, by[:, None])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            x, y = (u, v) if w is None else (u / w, v / w)
+        # a point the forward moved far outside (grid_block) does not depend on K: its grid
+        # gradient (not 0 with reflection or wrap padding) must not reach K through 1/w
+        gx = np.where(_within_sampler(x, grad_grid.dtype), gx, 0.0)
+        gy = np.where(_within_sampler(y, grad_grid.dtype), gy, 0.0)
         if w is not None:
             ok = w != 0
             inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
@@ -252,11 +258,15 @@ def _far_outside(u, dtype):
     """Normalized coordinates with those beyond what the sampler computes with in ``dtype``
     (the square root of its largest value: 1.8e19 for float32), and nan and inf (points at
     infinity, w == 0), replaced by the point ``FAR_OUTSIDE`` in their direction (nan: +)."""
-    limit = np.sqrt(np.finfo(dtype).max)
-    far = ~(np.abs(u) <= limit)
+    far = ~_within_sampler(u, dtype)
     if not far.any():
         return u
     return np.where(far, np.where(u < 0, -FAR_OUTSIDE, FAR_OUTSIDE), u)
+
+
+def _within_sampler(u, dtype):
+    """Where normalized coordinates ``u`` are kept as they are by :func:`_far_outside`."""
+    return np.abs(u) <= np.sqrt(np.finfo(dtype).max)
 
 
 def _power_of_two_near(big):

@@ -1332,3 +1332,40 @@ def test_nan_labels_are_refused_everywhere(labels):
         nca_loss_grad(np.eye(2), X, labels)
     with pytest.raises(ValueError, match=r"NCA.fit: y must not contain NaN labels"):
         NCA(max_iter=1).fit(X, labels)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e160, 1e-170])
+def test_polynomial_score_does_not_depend_on_the_scale_of_y(scale):
+    """score squared y - pred unscaled: 0/0 (1.0) below ~1e-160 and inf/inf (NaN) above
+    ~1e154, where fit and predict are right."""
+    x = np.linspace(0, 1, 20)
+    y = 3 * x + np.sin(6 * x) + 1
+    want = PolynomialRegression(2).fit(x, y).score(x, y)
+    model = PolynomialRegression(2).fit(x, y * scale)
+    assert model.score(x, y * scale) == pytest.approx(want, rel=1e-9)
+
+
+def test_nca_loss_of_a_huge_transform_without_reg_is_finite():
+    """With reg = 0 the loss added 0 * ||A||^2, NaN once ||A||^2 overflowed float64; the
+    same embedding reached through X instead of A gave the right loss."""
+    X = np.array([[0.0], [1e-170], [1e-160], [1.1e-160]])
+    labels = np.array([0, 0, 1, 1])
+    loss, _ = nca_loss_grad(np.array([[1e160]]), X, labels)
+    want, _ = nca_loss_grad(np.array([[1.0]]), X * 1e160, labels)
+    assert loss == pytest.approx(want, rel=1e-12)
+    # with reg, the penalty's overflow is the loss's
+    assert nca_loss_grad(np.array([[1e160]]), X, labels, reg=1e-3)[0] == np.inf
+    big = np.full((2, 2), 1e154)       # ||A||^2 = 4e308 overflows, reg * ||A||^2 does not
+    assert np.isfinite(nca_loss_grad(big, np.ones((4, 2)), labels, reg=1e-10)[0])
+
+
+def test_affine_align_fits_bright_images_at_any_scale():
+    """The standardisation took the fixed image's mean with a plain float64 sum: a 32x32
+    image of pixels up to 228 at 1e305 summed to inf, and fit said the images must have
+    comparable scales."""
+    from fastinterp.models import AffineAlign
+    moving, fixed, theta = _align_pair()
+    moving, fixed = 128 + 100 * moving / np.abs(moving).max(), 128 + 100 * fixed / np.abs(fixed).max()
+    ref = AffineAlign(verbose=False, max_iter=5).fit(moving, fixed)
+    big = AffineAlign(verbose=False, max_iter=5).fit(moving * 1e305, fixed * 1e305)
+    np.testing.assert_allclose(big.theta_, ref.theta_, rtol=1e-9, atol=1e-12)

@@ -930,6 +930,31 @@ def test_nearest_differs_from_opencv_only_where_the_position_is_an_integer():
     assert integer_positions > 0       # the README's example (6 -> 34) is one
 
 
+
+@pytest.mark.parametrize("mode", ["linear", "nearest-exact"])
+def test_float32_output_axes_beyond_2_to_23_follow_torch(torch, mode):
+    """Three minutes of 48 kHz audio: torch adds o + 0.5 in float32, rounded from output
+    2**23 on; fastinterp added it exactly, and its positions drifted by up to a whole
+    sample there (0.25 off torch on [0, 1] data, 4M -> 9M samples)."""
+    n_in, n_out = 4_000_000, (1 << 23) + 600_000
+    x = np.random.default_rng(13).random((1, 1, n_in), dtype=np.float32)
+    ours = fi.resize(x, size=(n_out,), mode=mode)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(n_out,), mode=mode).numpy()
+    tail = slice((1 << 23) - 10, None)
+    np.testing.assert_allclose(ours[..., tail], ref[..., tail], rtol=0, atol=1e-6)
+
+
+
+@pytest.mark.parametrize("mode, match", [("lanczos", "pil"), ("bicubic", "pil"), ("bicubic", "torch")])
+def test_float64_copy_resizes_data_near_the_float32_limit_finitely(mode, match):
+    """The README's advice for float32 data within a factor of ~1.5 of the largest float32,
+    whose negative-lobe passes may overflow in float32 (as torch's do)."""
+    x = np.full((1, 1, 4, 6), 3e38, np.float32)
+    x[..., 1, 2] = -3e38
+    wide = fi.resize(x.astype(np.float64), size=(8, 12), mode=mode, match=match)
+    assert np.isfinite(wide).all() and np.abs(wide).max() < 2 * 3e38
+
+
 # --------------------------------------------------------------------------- inf and NaN
 
 SPECIALS = [np.inf, -np.inf, np.nan]

@@ -373,6 +373,27 @@ def test_points_at_infinity_sample_the_padding():
     assert np.isfinite(gi).all() and np.isfinite(gH).all()
 
 
+
+@pytest.mark.parametrize("padding", ["reflection", "wrap", "zeros", "border"])
+@pytest.mark.parametrize("dtype, tiny", [(np.float64, 1e-160), (np.float32, 1e-25)])
+def test_matrix_gradient_of_points_moved_far_outside_is_finite(padding, dtype, tiny):
+    """A homography whose w is tiny sends its points beyond what the sampler computes
+    with; the forward samples them far outside, where they no longer depend on the
+    matrix. Their grid gradient (not 0 with reflection or wrap) was still chained through
+    1/w: u/w**2 overflowed, +inf and -inf summed to NaN in the whole grad_M."""
+    img = np.random.default_rng(0).random((1, 1, 20, 30)).astype(dtype)
+    Hm = np.diag([1.0, 1.0, tiny])
+    out = fi.warp_perspective(img, Hm, (8, 9), inverse_map=True, padding_mode=padding)
+    gi, gH = fi.warp_perspective_backward(np.ones_like(out), img, Hm, (8, 9),
+                                          inverse_map=True, padding_mode=padding)
+    assert np.isfinite(out).all() and np.isfinite(gi).all() and np.isfinite(gH).all()
+    # a row of w = 1 beside them keeps its ordinary gradient
+    Hm2 = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0 - tiny, tiny]])
+    _, gH2 = fi.warp_perspective_backward(np.ones_like(out), img, Hm2, (8, 9),
+                                          inverse_map=True, padding_mode=padding)
+    assert np.isfinite(gH2).all()
+
+
 def test_torch_tensors_come_back_as_torch(torch):
     img = torch.rand(1, 2, 5, 5)
     out = fi.rotate(img, 15.0)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (Estimator, Progress, check_flag, check_int, check_real, column_spread,
+from ._common import (Estimator, Progress, check_flag, check_int, check_real, column_mean,
+                      column_spread,
                       not_fitted, real_data, seed_from)
 from .._validate import int_sizes
 from ..sample import affine_grid, affine_grid_backward, grid_sample, grid_sample_backward
@@ -184,7 +185,7 @@ class AffineAlign(Estimator):
         # unit variance (shared scale) so lr does not depend on the image's contrast; each
         # image is scaled from its own dtype, then both are taken to their common one
         flat = f.reshape(-1, 1)
-        scale = float(column_spread(flat, [np.mean(flat, dtype=np.float64)])[0]) or 1.0
+        scale = float(column_spread(flat, column_mean(flat))[0]) or 1.0   # at any scale
         dtype = np.result_type(m.dtype, f.dtype)
         m, f = _scaled(m, scale, dtype), _scaled(f, scale, dtype)
         rng = seed_from("AffineAlign", self.random_state, self.seed)

@@ -214,10 +214,21 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
     grad *= dtype.type(2.0 / b)
     if reg:
         grad += dtype.type(2 * reg) * A
-    with np.errstate(over="ignore"):      # ||A||^2 may overflow: an infinite loss
-        loss = float(terms.sum(dtype=np.float64) / b
-                     + reg * float(np.sum(A.astype(np.float64) ** 2)))
+    loss = float(terms.sum(dtype=np.float64) / b)
+    if reg:     # (without reg, a huge A adds nothing: 0 * inf would make the loss NaN)
+        loss += _penalty(reg, A)
     return loss, grad
+
+
+def _penalty(reg: float, A) -> float:
+    """reg * ||A||^2 in float64; inf only when it really overflows (the squares of
+    entries above ~1e154 do overflow, though reg times their sum may not)."""
+    with np.errstate(over="ignore"):
+        direct = reg * float(np.sum(A.astype(np.float64) ** 2))
+    if math.isfinite(direct):
+        return direct
+    rms = root_mean_square(A)
+    return reg * rms * rms * A.size
 
 
 def _centred(A, X, dtype):

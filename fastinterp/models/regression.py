@@ -300,6 +300,8 @@ class PolynomialRegression(Estimator):
         predicted exactly else 0)."""
         pred = np.asarray(self.predict(x), dtype=np.float64).reshape(-1)
         y = check_target("PolynomialRegression.score", y, pred.shape[0], numeric=True)
+        unit = _unit_of(y)          # squares of y beyond 2**+-400 would leave float64
+        y, pred = y / unit, pred / unit
         ss_res = float(np.sum((y - pred) ** 2))
         ss_tot = float(np.sum((y - y.mean()) ** 2))
         if ss_tot == 0:
