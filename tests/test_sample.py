@@ -1080,3 +1080,28 @@ def test_cuda_nearest_picks_the_cpus_pixel_at_half_pixel_ties(cuda, dtype, monke
                                  padding_mode="border")[0].copy_to_host()
     np.testing.assert_array_equal(gi, fi.grid_sample_backward(go, x, g, mode="nearest",
                                                               padding_mode="border")[0])
+
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("padding", ["border", "zeros", "reflection"])
+@pytest.mark.parametrize("axis", ["width", "height"])
+def test_axes_beyond_2_to_24_pixels_keep_their_last_pixel(mode, padding, axis):
+    """A float32 kernel held the axis size in float32: 2**24 + 1 rounds to 2**24, and its
+    last pixel failed the bounds test (t < size): border padding of a constant image gave
+    0 at the edge, torch (integer bounds) gives the pixel."""
+    n = (1 << 24) + 1
+    shape = (1, 1, 1, n) if axis == "width" else (1, 1, n, 1)
+    x = np.full(shape, 7.0, np.float32)
+    x.reshape(-1)[-1] = 5.0
+    pts = np.array([0.5, 1.0, 1.5], np.float32)
+    g = np.zeros((1, 1, 3, 2), np.float32)
+    g[..., 0 if axis == "width" else 1] = pts
+    got = fi.grid_sample(x, g, mode=mode, padding_mode=padding, align_corners=True)
+    want = fi.grid_sample(x.astype(np.float64), g.astype(np.float64), mode=mode,
+                          padding_mode=padding, align_corners=True)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0, 0, 0, 1] == 5.0          # the last pixel itself
+    gi, _ = fi.grid_sample_backward(np.ones_like(got), x, g, mode=mode, padding_mode=padding,
+                                    align_corners=True)
+    assert gi.reshape(-1)[-1] > 0

@@ -1,7 +1,7 @@
 # Per-axis grid-sampling arithmetic shared by the 2-D and 3-D grid_sample kernels
 # (sample.pyx, sample3d.pyx): PyTorch's unnormalize constants, the padded
 # coordinate, and the taps of one axis (linear and cubic).
-from libc.math cimport nearbyint
+from libc.math cimport nearbyint, nextafter, nextafterf, INFINITY
 from _types cimport real
 from _taps cimport (unnormalize, unnormalize_fused, pad_coordinate, pad_coordinate_grad,
                     tap_inside, linear_weights, cubic_weights, cubic_weights_grad, wrap_coordinate)
@@ -14,7 +14,8 @@ cdef enum:
     PAD_REFLECTION = 2
     PAD_WRAP = 3
 
-# Axis description: the six numbers _taps' coordinate helpers take, plus size.
+# Axis description: the six numbers _taps' coordinate helpers take, plus size (the wrap
+# period) and the bound of the taps inside it (see axis_params).
 cdef enum:
     A_SCALE = 0
     A_SHIFT = 1
@@ -23,7 +24,8 @@ cdef enum:
     A_SPAN2 = 4
     A_EMPTY = 5
     A_SIZE = 6
-    A_SLOTS = 7
+    A_LIMIT = 7
+    A_SLOTS = 8
 
 # linear_axis's flag: the two taps are not neighbours in memory (wrapped around).
 cdef enum:
@@ -34,6 +36,15 @@ cdef inline void axis_params(real* a, Py_ssize_t size, bint align_corners) noexc
     """PyTorch's per-axis constants (ComputeLocationBase) for an input extent."""
     a[A_MAX] = <real>(size - 1)
     a[A_SIZE] = <real>size
+    # an integral tap t lies in [0, size) exactly when t < A_LIMIT, the least value of
+    # real >= size: float32 rounds sizes beyond 2**24 (2**24 + 1 to 2**24), which
+    # would turn the last pixel away
+    a[A_LIMIT] = a[A_SIZE]
+    if <double>a[A_LIMIT] < <double>size:
+        if real is float:
+            a[A_LIMIT] = nextafterf(a[A_LIMIT], INFINITY)
+        else:
+            a[A_LIMIT] = nextafter(a[A_LIMIT], INFINITY)
     if align_corners:
         a[A_SCALE] = (<real>(size - 1)) / 2
         a[A_SHIFT] = 0
@@ -64,10 +75,11 @@ cdef inline real coordinate(real g, const real* a, int padding, bint grad,
     return pad_coordinate(x, padding, a[A_MAX], a[A_LOW], a[A_SPAN2], a[A_EMPTY] != 0)
 
 
-cdef inline int linear_axis(real x, real size, Py_ssize_t stride, bint wrap,
+cdef inline int linear_axis(real x, real size, real limit, Py_ssize_t stride, bint wrap,
                             Py_ssize_t* o0, Py_ssize_t* o1, real* t) noexcept nogil:
     """Two taps of a padded coordinate: offsets and the valid bits (1: first, 2: second;
-    LIN_SPLIT when wrap padding moved them apart)."""
+    LIN_SPLIT when wrap padding moved them apart). ``size``: the wrap period (A_SIZE),
+    ``limit``: the taps' bound (A_LIMIT)."""
     cdef real fl, a, b
     cdef int bits = 0
     linear_weights(x, &fl, t)
@@ -76,9 +88,9 @@ cdef inline int linear_axis(real x, real size, Py_ssize_t stride, bint wrap,
     if wrap:
         a = wrap_coordinate(a, size)
         b = wrap_coordinate(b, size)
-    if tap_inside(a, size):
+    if tap_inside(a, limit):
         bits |= 1
-    if tap_inside(b, size):
+    if tap_inside(b, limit):
         bits |= 2
     o0[0] = (<Py_ssize_t>a) * stride if bits & 1 else 0
     o1[0] = (<Py_ssize_t>b) * stride if bits & 2 else 0
@@ -112,7 +124,7 @@ cdef inline int cubic_axis(real x, const real* a, int padding, Py_ssize_t stride
     for k in range(4):
         tap = pad_coordinate(fl + (k - 1), padding, a[A_MAX], a[A_LOW], a[A_SPAN2],
                              a[A_EMPTY] != 0)
-        if tap_inside(tap, a[A_SIZE]):
+        if tap_inside(tap, a[A_LIMIT]):
             bits |= 1 << k
             off[k * wo] = (<Py_ssize_t>tap) * stride
         else:

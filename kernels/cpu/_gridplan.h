@@ -32,7 +32,8 @@
 #endif
 
 /* Axis slots (_gridaxis.pxd's A_*) and padding codes (PAD_*). */
-enum { FI_A_SCALE, FI_A_SHIFT, FI_A_MAX, FI_A_LOW, FI_A_SPAN2, FI_A_EMPTY, FI_A_SIZE };
+enum { FI_A_SCALE, FI_A_SHIFT, FI_A_MAX, FI_A_LOW, FI_A_SPAN2, FI_A_EMPTY, FI_A_SIZE,
+       FI_A_LIMIT };
 enum { FI_PAD_ZEROS, FI_PAD_BORDER, FI_PAD_REFLECTION };
 
 #define FI_DEFINE_GRIDPLAN(SUFFIX, T, FLOOR, TRUNC, FABS)                           \
@@ -101,8 +102,8 @@ static FI_PLAN_INLINE void fi_plan_block_##SUFFIX(const T* g, ptrdiff_t j0, ptrd
     ptrdiff_t ox0[FI_PLAN_BLOCK], ox1[FI_PLAN_BLOCK], oy0[FI_PLAN_BLOCK], oy1[FI_PLAN_BLOCK]; \
     fi_plan_axis_##SUFFIX(g + 2 * j0, n, ax, padding, grad, x, mx);                 \
     fi_plan_axis_##SUFFIX(g + 2 * j0 + 1, n, ay, padding, grad, y, my);             \
-    fi_plan_taps_##SUFFIX(x, n, ax[FI_A_SIZE], sx, bx0, bx1, ox0, ox1, tx);         \
-    fi_plan_taps_##SUFFIX(y, n, ay[FI_A_SIZE], sy, by0, by1, oy0, oy1, ty);         \
+    fi_plan_taps_##SUFFIX(x, n, ax[FI_A_LIMIT], sx, bx0, bx1, ox0, ox1, tx);         \
+    fi_plan_taps_##SUFFIX(y, n, ay[FI_A_LIMIT], sy, by0, by1, oy0, oy1, ty);         \
     /* Each slot's n values are computed into a local block, then copied out:      \
        the compiler cannot tell that the slots (wo apart) do not overlap, and would \
        keep a loop storing into them directly scalar. */                            \

@@ -30,7 +30,7 @@ from _team cimport (fi_omp_barrier, fi_team, fi_team_done, fi_team_enter, fi_tea
 from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _c_entry cimport grid_sample_fwd_f32_t, grid_sample_fwd_f64_t
 from _taps cimport unnormalize, tap_inside
-from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS, LIN_SPLIT, axis_params,
+from _gridaxis cimport (PAD_WRAP, A_SCALE, A_SHIFT, A_SIZE, A_LIMIT, A_SLOTS, LIN_SPLIT, axis_params,
                         coordinate, linear_axis, nearest_tap, cubic_axis)
 
 cdef extern from *:
@@ -143,7 +143,7 @@ cdef void plan_row(const real* g, Py_ssize_t wo, int mode, int padding, bint gra
         if mode == NEAREST:
             x = nearest_tap(x, ax[A_SIZE], wrap)
             y = nearest_tap(y, ay[A_SIZE], wrap)
-            if tap_inside(x, ax[A_SIZE]) and tap_inside(y, ay[A_SIZE]):
+            if tap_inside(x, ax[A_LIMIT]) and tap_inside(y, ay[A_LIMIT]):
                 M[j] = 1
                 I[I_X * wo + j] = (<Py_ssize_t>x) * sx
                 I[I_Y * wo + j] = (<Py_ssize_t>y) * sy
@@ -181,8 +181,8 @@ cdef void plan_bilinear(const real* g, Py_ssize_t wo, int padding, bint grad,
         R[R_MX * wo + j] = mx
         R[R_MY * wo + j] = my
         t = I + BL_OFF * wo + j
-        bx = linear_axis(x, ax[A_SIZE], sx, wrap, t, t + wo, &tx)
-        by = linear_axis(y, ay[A_SIZE], sy, wrap, t + 2 * wo, t + 3 * wo, &ty)
+        bx = linear_axis(x, ax[A_SIZE], ax[A_LIMIT], sx, wrap, t, t + wo, &tx)
+        by = linear_axis(y, ay[A_SIZE], ay[A_LIMIT], sy, wrap, t + 2 * wo, t + 3 * wo, &ty)
         # bit 4 (wrapped, non-adjacent taps) keeps the mask off the all-inside fast paths
         I[I_MASK * wo + j] = (bx & by & 1) | ((bx >> 1) & by & 1) << 1 \
             | (bx & (by >> 1) & 1) << 2 | ((bx >> 1) & (by >> 1) & 1) << 3 \

@@ -33,7 +33,7 @@ from _types cimport real
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from _plans cimport BwdArgs, Plans, plans_alloc, plans_free, thread_R, thread_I, run_backward
 from _taps cimport unnormalize, tap_inside
-from _gridaxis cimport (PAD_WRAP, PAD_ZEROS, PAD_REFLECTION, A_MAX, A_SCALE, A_SHIFT, A_SIZE, A_SLOTS,
+from _gridaxis cimport (PAD_WRAP, PAD_ZEROS, PAD_REFLECTION, A_MAX, A_SCALE, A_SHIFT, A_SIZE, A_LIMIT, A_SLOTS,
                         LIN_SPLIT, axis_params, coordinate, linear_axis, nearest_tap,
                         cubic_axis)
 
@@ -128,8 +128,8 @@ cdef void plan_tile(const real* g, Py_ssize_t L, int mode, int padding, bint gra
             x = nearest_tap(x, ax[A_SIZE], wrap)
             y = nearest_tap(y, ay[A_SIZE], wrap)
             z = nearest_tap(z, az[A_SIZE], wrap)
-            if tap_inside(x, ax[A_SIZE]) and tap_inside(y, ay[A_SIZE]) \
-                    and tap_inside(z, az[A_SIZE]):
+            if tap_inside(x, ax[A_LIMIT]) and tap_inside(y, ay[A_LIMIT]) \
+                    and tap_inside(z, az[A_LIMIT]):
                 M[j] = 1
                 I[I_X * L + j] = (<Py_ssize_t>x) * si[4] + (<Py_ssize_t>y) * si[3] \
                     + (<Py_ssize_t>z) * si[2]
@@ -137,11 +137,11 @@ cdef void plan_tile(const real* g, Py_ssize_t L, int mode, int padding, bint gra
                 M[j] = 0
                 I[I_X * L + j] = 0
             continue
-        bx = linear_axis(x, ax[A_SIZE], si[4], wrap, I + I_X * L + j, I + (I_X + 1) * L + j,
+        bx = linear_axis(x, ax[A_SIZE], ax[A_LIMIT], si[4], wrap, I + I_X * L + j, I + (I_X + 1) * L + j,
                          &tx)
-        by = linear_axis(y, ay[A_SIZE], si[3], wrap, I + I_Y * L + j, I + (I_Y + 1) * L + j,
+        by = linear_axis(y, ay[A_SIZE], ay[A_LIMIT], si[3], wrap, I + I_Y * L + j, I + (I_Y + 1) * L + j,
                          &ty)
-        bz = linear_axis(z, az[A_SIZE], si[2], wrap, I + I_Z * L + j, I + (I_Z + 1) * L + j,
+        bz = linear_axis(z, az[A_SIZE], az[A_LIMIT], si[2], wrap, I + I_Z * L + j, I + (I_Z + 1) * L + j,
                          &tz)
         M[j] = trilinear_mask(bx, by, bz)
         I[I_BASE * L + j] = I[I_X * L + j] + I[I_Y * L + j] + I[I_Z * L + j]
