@@ -1824,3 +1824,14 @@ def test_backward_computes_only_the_gradients_asked_for(l2, shapes, rng, monkeyp
         assert len(calls) == (2 * n_asked if y is None else n_asked)
     with pytest.raises(TypeError, match="needs_y_grad"):
         bwd(g, x, y, needs_y_grad="no")
+
+
+
+@pytest.mark.parametrize("scale, unit", [(1e160, 2.0 ** -600), (1e-170, 2.0 ** 600)])
+def test_knn_of_float64_data_beyond_squares_ranks_after_power_of_two_scaling(scale, unit):
+    """The README's advice for float64 data whose squared distances leave float64 (they
+    rank as ties there): scaled by a power of two, knn ranks them right."""
+    x = np.array([[0.0, 0], [3, 0], [1, 0], [0.5, 0.2]]) * scale
+    q = np.array([[0.9, 0]]) * scale
+    _, idx = fi.knn(x * unit, q * unit, 4)
+    np.testing.assert_array_equal(idx[0], [2, 3, 0, 1])
