@@ -1791,3 +1791,31 @@ def test_slerp_backward_with_half_operands_takes_a_torch_t():
     got = fd.slerp_backward(da.from_array(g, chunks=(10, 3)), a, b, t)[2].compute(**SYNC)
     want = fi.slerp_backward(g, a, b, t)[2].float().numpy()      # (a torch result)
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2.0 ** -7)
+
+
+_PICKLED_GRAPHS = {
+    "affine_grid": lambda th, x, g, p, a: fd.affine_grid(th, (4, 2, 8, 8)),
+    "affine_grid_backward": lambda th, x, g, p, a: fd.affine_grid_backward(
+        fd.affine_grid(th, (4, 2, 8, 8)), (4, 2, 8, 8)),
+    "slerp_backward": lambda th, x, g, p, a: fd.slerp_backward(a, a, a[::-1], 0.3)[2],
+    "pairwise_sqdist": lambda th, x, g, p, a: fd.pairwise_sqdist(p, a),
+    "pairwise_l2": lambda th, x, g, p, a: fd.pairwise_l2(p),
+    "grid_sample": lambda th, x, g, p, a: fd.grid_sample(x, g),
+    "knn": lambda th, x, g, p, a: fd.knn(p, a, 3)[1],
+}
+
+
+@pytest.mark.parametrize("name", list(_PICKLED_GRAPHS))
+def test_graphs_pickle_with_the_standard_pickle(name):
+    """Task functions were closures for affine_grid(_backward), slerp_backward and the
+    distances: pickle.dumps of those graphs failed (only cloudpickle took them)."""
+    import pickle
+    rng = np.random.default_rng(0)
+    th = da.from_array(np.tile(np.eye(2, 3, dtype=np.float32), (4, 1, 1)), chunks=(2, 2, 3))
+    x = da.from_array(rng.random((4, 2, 16, 16), dtype=np.float32), chunks=(2, 2, 16, 16))
+    g = da.from_array(rng.uniform(-1, 1, (4, 8, 8, 2)).astype(np.float32), chunks=(2, 8, 8, 2))
+    p = da.from_array(rng.random((100, 8)), chunks=(30, 8))
+    a = da.from_array(rng.random((10, 8)), chunks=(5, 8))
+    lazy = _PICKLED_GRAPHS[name](th, x, g, p, a)
+    back = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(back.compute(scheduler="sync"), lazy.compute(scheduler="sync"))

@@ -73,6 +73,11 @@ def _pair_block(x, y, centre, take_sqrt):
     return out[0]
 
 
+def _centre_only(*samples, dtype_):
+    """The centre of :func:`_centre` alone (a module-level task function: graphs pickle)."""
+    return _centre(dtype_, *samples)[0]
+
+
 def _pairwise(op, x, y, take_sqrt):
     x = _rows(op, "x", x)
     yy = x if y is None else _rows(op, "y", y)
@@ -85,7 +90,7 @@ def _pairwise(op, x, y, take_sqrt):
                         chunks=(x.chunks[0], yy.chunks[0]))
     samples = [_sample(x)] if y is None else [_sample(x), _sample(yy)]
     samples = [single_chunk(s)[0] for s in samples]
-    centre = da.map_blocks(lambda *s: _centre(x.dtype, *s)[0], *samples, drop_axis=0,
+    centre = da.map_blocks(_centre_only, *samples, dtype_=x.dtype, drop_axis=0,
                            chunks=((x.shape[1],),), dtype=x.dtype, meta=np.empty(0, x.dtype))
     with warnings.catch_warnings():   # an outer product has rows x columns blocks by design
         warnings.simplefilter("ignore", da.PerformanceWarning)

@@ -228,11 +228,16 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     return ga, gb, (gt if gt is None or stored is None else gt.astype(stored))
 
 
-def _stack_t_grad(fn):
-    """Wrap a backward so that the gradient of an unsplit ``t`` gets a leading block axis."""
-    @functools.wraps(fn)
-    def wrapped(**kw):
-        ga, gb, gt = fn(**kw)
+class _stack_t_grad:
+    """Wrap a backward so that the gradient of an unsplit ``t`` gets a leading block axis
+    (a module-level class, not a closure: graphs pickle)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "slerp_backward")
+
+    def __call__(self, **kw):
+        ga, gb, gt = self.fn(**kw)
         if gt is None:                 # not asked for
             return ga, gb, None
         kind = array_kind(gt)          # (a torch t's gradient is a tensor: bfloat16 too)
@@ -241,7 +246,6 @@ def _stack_t_grad(fn):
         if kw["a"].shape[0] == 0:
             return ga, gb, np.zeros((0,) + gt.shape, gt.dtype)
         return ga, gb, gt[None]
-    return wrapped
 
 
 def affine_grid(theta, size, align_corners=False):
@@ -339,13 +343,17 @@ def _check_batch_of_size(op, name, arr, dims, in_memory):
                          f"0; got shape {shape_str(arr.shape)}.")
 
 
-def _per_block_size(fn, name, tail, **options):
-    """``fn`` given ``name=(block N,) + tail`` (the block's own batch size) on each call."""
-    def call(**kw):
+class _per_block_size:
+    """``fn`` given ``name=(block N,) + tail`` (the block's own batch size) on each call
+    (a module-level class, not a closure: graphs pickle)."""
+
+    def __init__(self, fn, name, tail, **options):
+        self.fn, self.name, self.tail, self.options = fn, name, tuple(tail), options
+        self.__name__ = getattr(fn, "__name__", "call")
+
+    def __call__(self, **kw):
         first = next(iter(kw.values()))
-        return fn(**kw, **{name: (first.shape[0],) + tuple(tail)}, **options)
-    call.__name__ = getattr(fn, "__name__", "call")
-    return call
+        return self.fn(**kw, **{self.name: (first.shape[0],) + self.tail}, **self.options)
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False,
