@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+from collections.abc import Mapping, Set as AbstractSet
 from typing import Any, Callable, Iterable, Sequence, SupportsFloat, Union
 
 import numpy as np
@@ -578,14 +579,17 @@ class Optimizer:
             return
         if not isinstance(st, dict):
             raise TypeError(f"{op}: state[{index}] must be a dict; got {type(st).__name__}.")
-        for key in [k for k, v in st.items() if v is None and k != "step"]:
+        present = {k: v for k, v in st.items() if v is not None or k == "step"}
+        if "step" in present:
+            _load_step(op, f"state[{index}]['step']", st["step"])
+        if present and ("step" in present or "step" not in self._state_keys):
+            Optimizer._check_state(self, op, index, present, group)
+            if len(present) < len(st):       # a buffer set to None: what its group needs
+                self._check_state(op, index, st, group)
+        for key in set(st) - set(present):      # checked: only now is the state changed
             del st[key]
         if not st:
             return
-        if "step" in st:
-            _load_step(op, f"state[{index}]['step']", st["step"])
-        if "step" in st or "step" not in self._state_keys:
-            Optimizer._check_state(self, op, index, st, group)
         p = self._params[index]
         for key in self._buffers_used(group):
             if key in st:
@@ -731,9 +735,12 @@ class Optimizer:
 
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
                      group: dict[str, Any]) -> None:
-        """Raise if state ``entry`` of parameter ``i`` lacks what its ``group`` needs."""
-        missing = [k for k in self._required_state if k not in entry]
-        if missing:
+        """Raise if state ``entry`` of parameter ``i`` lacks what its ``group`` needs (a
+        buffer set to None counts as absent; an entry of None buffers alone is a fresh
+        start, as SGD's ``momentum_buffer = None``)."""
+        present = {k for k, v in entry.items() if v is not None}
+        missing = [k for k in self._required_state if k not in present]
+        if present and missing:
             raise ValueError(f"{name}: state[{i}] must have keys {list(self._required_state)}; "
                              f"missing {missing}.")
 
@@ -890,6 +897,8 @@ class Adam(Optimizer):
         self._flags(group, "amsgrad", "maximize")
         betas = group["betas"]
         try:
+            if isinstance(betas, (str, bytes, bytearray, AbstractSet, Mapping)):
+                raise TypeError     # no order (a set, a dict's keys), or not numbers
             betas = tuple(betas)    # (an iterator is read once)
             values = [_scalar(b) for b in betas]
         except TypeError:           # not a sequence
@@ -906,7 +915,8 @@ class Adam(Optimizer):
     def _check_state(self, name: str, i: int, entry: dict[str, Any],
                      group: dict[str, Any]) -> None:
         super()._check_state(name, i, entry, group)
-        if group["amsgrad"] and "max_exp_avg_sq" not in entry:
+        if group["amsgrad"] and entry.get("max_exp_avg_sq") is None and any(
+                v is not None for v in entry.values()):
             raise ValueError(f"{name}: state {i} must have key 'max_exp_avg_sq' (amsgrad=True "
                              f"in its group).")
 

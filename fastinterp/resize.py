@@ -1445,12 +1445,18 @@ def _tuple_k(op, name, value, kind, k):
             vals = (read(value),) * k
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
+        except OverflowError:           # an int beyond float64
+            raise ValueError(f"{op}: {name} must be finite; got an int of "
+                             f"{len(str(abs(int(value))))} digits.") from None
     else:
         axes = " (H, W)" if k == 2 else ""
         try:
             vals = tuple(read(v) for v in entries(value))
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}{axes}; got {value!r}.") from None
+        except OverflowError:
+            raise ValueError(f"{op}: {name} must be finite{axes}; got an int beyond "
+                             f"float64 in {value!r}.") from None
         if len(vals) != k:
             raise ValueError(f"{op}: {name} must be {what}{axes}; got {value!r}.")
     if kind == "float" and not all(abs(v) < math.inf for v in vals):
@@ -1503,8 +1509,9 @@ def _nd_geometry(op, in_sp, size, scale_factor, mode, recompute_scale_factor):
         return _axis_sizes_fit(op, "size", size, _tuple_k(op, "size", size, "int", k)), \
             (None,) * k
     scales = _tuple_k(op, "scale_factor", scale_factor, "float", k)
+    extents = (float(n) * s for n, s in zip(in_sp, scales))     # inf beyond float64
     out = _axis_sizes_fit(op, "scale_factor", scale_factor,
-                          tuple(int(math.floor(float(n) * s)) for n, s in zip(in_sp, scales)))
+                          tuple(int(math.floor(e)) if e < math.inf else e for e in extents))
     if min(out) < 1:
         least = " x ".join("1" * k) + (" pixels" if k == 2 else " elements")
         raise ValueError(f"{op}: scale_factor must give an output of at least {least}; "
@@ -1520,8 +1527,16 @@ def _axis_sizes_fit(op, name, given, out):
     if max(out) > AXIS_MAX:
         raise ValueError(f"{op}: {name} must give an output of at most 2**31 - 1 pixels "
                          f"along each axis; got {name}={given!r}, an axis of "
-                         f"{float(max(out)):.4g} pixels.")
+                         f"{_extent_shown(max(out))} pixels.")
     return out
+
+
+def _extent_shown(extent) -> str:
+    """An output extent (an int, or a float extent that is inf) for a message; an int
+    too large for a float is shown by its number of digits."""
+    if isinstance(extent, float) or extent < 10 ** 300:
+        return f"{extent:.4g}"
+    return f"about 10**{len(str(extent)) - 1}"
 
 
 def _nd_tables(mode, in_sp, out_sp, align_corners, scales, dtype):

@@ -1819,3 +1819,15 @@ def test_graphs_pickle_with_the_standard_pickle(name):
     lazy = _PICKLED_GRAPHS[name](th, x, g, p, a)
     back = pickle.loads(pickle.dumps(lazy))
     np.testing.assert_array_equal(back.compute(scheduler="sync"), lazy.compute(scheduler="sync"))
+
+
+
+@pytest.mark.parametrize("op", ["slerp", "slerp_backward"])
+def test_slerp_path_given_as_an_array_is_the_in_memory_type_error(op):
+    """bool(path) ran before the in-memory op checked path: NumPy's 'truth value of an
+    array is ambiguous' ValueError, naming neither the function nor the argument."""
+    a = da.from_array(np.random.default_rng(0).random((4, 3)), chunks=(2, 3))
+    t = np.linspace(0, 1, 4)             # (a scalar t reached the in-memory check first)
+    args = (a, a, a[::-1], t) if op == "slerp_backward" else (a, a[::-1], t)
+    with pytest.raises(TypeError, match=rf"^{op}: path must be a bool"):
+        getattr(fd, op)(*args, path=np.array([True, False]))

@@ -1369,3 +1369,17 @@ def test_affine_align_fits_bright_images_at_any_scale():
     ref = AffineAlign(verbose=False, max_iter=5).fit(moving, fixed)
     big = AffineAlign(verbose=False, max_iter=5).fit(moving * 1e305, fixed * 1e305)
     np.testing.assert_allclose(big.theta_, ref.theta_, rtol=1e-9, atol=1e-12)
+
+
+
+@pytest.mark.parametrize("call", [
+    lambda: PolynomialRegression(lr=10**400).fit([0.0, 1, 2], [0.0, 1, 2]),
+    lambda: NCA(reg=10**400).fit(np.eye(4), [0, 0, 1, 1]),
+    lambda: PolynomialRegression().fit([0, 1, 10**400], [0.0, 1, 2]),
+    lambda: NCA(max_iter=2).fit([[0, 1], [1, 0], [10**400, 1], [2, 2]], [0, 0, 1, 1]),
+])
+def test_ints_beyond_float64_are_value_errors(call):
+    """An int too large for a float (a hyper-parameter or a value in the data) escaped as
+    a raw OverflowError; the optimizers already said ValueError."""
+    with pytest.raises(ValueError, match=r"must be (finite|a finite number).*(digits|beyond float64)"):
+        call()

@@ -1414,3 +1414,33 @@ def test_state_saved_on_one_device_loads_on_the_other(cuda, rng, saved_on, loade
         np.testing.assert_array_equal(host(moved), host(opt.state[0][key]).astype(np.float64))
     other.step([place(grads[2], loaded_on)])
     assert np.isfinite(host(dst)).all() and not np.array_equal(host(dst), host(src))
+
+
+@pytest.mark.parametrize("key", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])
+def test_a_required_adam_buffer_set_to_none_is_refused_and_left_alone(key):
+    """load_state_dict took a None exp_avg (or max_exp_avg_sq with amsgrad), after which
+    every step failed ('amsgrad ... switched on after step 1') and had deleted the key:
+    the optimizer was stuck. Adam cannot start one buffer afresh mid-run (torch.optim
+    fails there too): both refuse it, naming the key, and change nothing."""
+    w = np.ones(3)
+    opt = Adam([w], lr=0.1, amsgrad=True)
+    opt.step([np.ones(3)])
+    snapshot = opt.state_dict()
+    snapshot["state"][0][key] = None
+    with pytest.raises(ValueError, match=key if key == "max_exp_avg_sq" else r"missing \['" + key):
+        opt.load_state_dict(snapshot)
+    opt.state[0][key] = None
+    with pytest.raises(ValueError, match=key if key == "max_exp_avg_sq" else r"missing \['" + key):
+        opt.step([np.ones(3)])
+    assert key in opt.state[0]
+    opt.state[0][key] = np.zeros(3)
+    opt.step([np.ones(3)])
+    assert opt.state[0]["step"] == 2
+
+
+@pytest.mark.parametrize("betas", [{0.999, 0.9}, {0.9: "a", 0.999: "b"}, b"\x00\x00", "ab"])
+def test_adam_betas_without_an_order_are_refused(betas):
+    """A set (its order says nothing), a dict's keys or bytes were read as two betas: a
+    set {0.999, 0.9} gave betas (0.999, 0.9), silently swapped."""
+    with pytest.raises(ValueError, match="betas must be two numbers"):
+        Adam([np.ones(3)], betas=betas)

@@ -1430,6 +1430,14 @@ def test_special_values_gather_path(monkeypatch, dtype):
     (dict(size=(None, 3)), TypeError, r"^resize: size must be a positive int"),
     (dict(size=np.float64(2)), TypeError, r"^resize: size must be a positive int"),
     (dict(size=2**70), ValueError, r"^resize: size must give an output of at most 2\*\*31 - 1"),
+    # beyond float64: an OverflowError escaped (from the size's float, or from floor(inf))
+    (dict(size=10**400), ValueError, r"^resize: size must give an output of at most 2\*\*31 - 1 "
+                                     r"pixels along each axis; got size=1000.*about 10\*\*400"),
+    (dict(scale_factor=1e308), ValueError, r"^resize: scale_factor must give an output of at "
+                                           r"most 2\*\*31 - 1 .* an axis of inf pixels"),
+    (dict(scale_factor=10**400), ValueError, r"^resize: scale_factor must be finite; got an "
+                                             r"int of 401 digits"),
+    (dict(scale_factor=(2, 10**400)), ValueError, r"^resize: scale_factor must be finite"),
     (dict(scale_factor="2"), TypeError, r"^resize: scale_factor must be a positive float"),
     (dict(scale_factor=(2.0, "2")), TypeError, r"^resize: scale_factor must be a positive float"),
     (dict(scale_factor=(2.0, None)), TypeError, r"^resize: scale_factor must be a positive float"),
@@ -1448,6 +1456,7 @@ def test_resize_hostile_sizes(kwargs, exc, words):
     (2**70, ValueError, r"output_size must give an output of at most 2\*\*31 - 1 pixels along "
                         r"each axis; got output_size=\(?1180591620717411303424"),
     (2**31, ValueError, r"output_size must give an output of at most 2\*\*31 - 1"),
+    (10**400, ValueError, r"output_size must give an output of at most 2\*\*31 - 1"),
     (np.int64(2**40), ValueError, r"output_size must give an output of at most 2\*\*31 - 1"),
     ("ab", TypeError, r"output_size must be an int or a"),
     (2.5, TypeError, r"output_size must be an int or a"),
@@ -1472,6 +1481,8 @@ def test_pool_output_size_pairs_are_bounded_too():
     lambda: fi.adaptive_avg_pool2d_backward(np.zeros((1, 1, 4, 4)), (2**70, 4)),
     lambda: fi.adaptive_avg_pool1d_backward(np.zeros((1, 1, 4)), (2**70,)),
     lambda: fi.adaptive_avg_pool3d_backward(np.zeros((1, 1, 2, 2, 2)), (2, 2**31, 2)),
+    lambda: fi.resize_backward(np.zeros((1, 1, 4, 4)), (1, 1, 5, 10**400)),
+    lambda: fi.adaptive_avg_pool2d_backward(np.zeros((1, 1, 4, 4)), (10**400, 4)),
 ])
 def test_backward_input_sizes_beyond_an_axis_are_refused(call):
     with pytest.raises(ValueError, match=r"_backward: input_size must give an output of at "

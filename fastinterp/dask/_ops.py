@@ -144,6 +144,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     >>> bool((y.compute(scheduler="sync") == fi.slerp(a, b, t)).all())
     True
     """
+    check_bool("slerp", "path", path)       # read below, before the in-memory op checks it
     a = as_dask(a, "slerp", "a")
     check_known_sizes("slerp", "a", a, range(1, a.ndim))     # rechunked to one chunk
     t = _host_t("slerp", t)
@@ -201,6 +202,7 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
     ...  for v, w in zip(grads, fi.slerp_backward(g, a, b, t))]
     [True, True, True]
     """
+    check_bool("slerp_backward", "path", path)
     a = as_dask(a, "slerp_backward", "a")
     check_known_sizes("slerp_backward", "a", a, range(1, a.ndim))
     t = _host_t("slerp_backward", t)

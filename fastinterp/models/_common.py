@@ -74,7 +74,11 @@ def check_real(op: str, name: str, value, positive: bool = False) -> float:
     expected = f"a finite number {'>' if positive else '>='} 0"
     if not is_real_scalar(value):
         raise InvalidTypeError(f"{op}: {name} must be {expected}; got {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:               # an int beyond float64
+        raise ValueError(f"{op}: {name} must be {expected}; got an int of "
+                         f"{len(str(abs(int(value))))} digits.") from None
     if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
         raise ValueError(f"{op}: {name} must be {expected}; got {value!r}.")
     return float(value)
@@ -311,6 +315,9 @@ def real_data(op: str, name: str, data) -> np.ndarray:
         except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
             raise type(e)(f"{op}: {name} must hold numbers; got dtype {a.dtype} with a value "
                           f"that is not one ({e}).") from None
+        except OverflowError:                    # an int beyond float64 in an object array
+            raise ValueError(f"{op}: {name} must be finite; got an int beyond float64 "
+                             f"(dtype {a.dtype}).") from None
     return a
 
 
