@@ -1531,7 +1531,7 @@ def _axis_sizes_fit(op, name, given, out):
     return out
 
 
-def _extent_shown(extent) -> str:
+def _extent_shown(extent: "int | float") -> str:
     """An output extent (an int, or a float extent that is inf) for a message; an int
     too large for a float is shown by its number of digits."""
     if isinstance(extent, float) or extent < 10 ** 300:
