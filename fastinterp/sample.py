@@ -569,6 +569,8 @@ def _fill_values(op, fill, padding_mode, C, dtype):
     is added (other modes, or a zero fill)."""
     if padding_mode != "constant":
         if fill is not None:
+            # a fill that is no number is that TypeError first, as in the frontends
+            static_fill(op, to_host(op, "fill", fill))
             raise ValueError(f"{op}: fill applies to padding_mode='constant' only; got "
                              f"fill={fill!r} with padding_mode={padding_mode!r}.")
         return None

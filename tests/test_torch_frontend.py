@@ -1585,3 +1585,23 @@ def test_distances_compute_only_the_gradients_the_pass_needs(op, monkeypatch):
     assert asked == [(True, True), (True, False), (False, True), (False, True)]
     assert torch.equal(gx, gx_full) and torch.equal(gy, gy_full) and torch.equal(y.grad, gy)
     assert x.grad is None
+
+
+
+@pytest.mark.parametrize("fill, error", [("red", TypeError), (True, TypeError),
+                                         ([1, "a"], TypeError), ({1: 2}, TypeError),
+                                         (0.5, ValueError), ((0.5, 0.5), ValueError)])
+@pytest.mark.parametrize("op", ["grid_sample", "rotate", "warp_affine"])
+def test_a_bad_fill_with_other_padding_is_the_numpy_apis_error(op, fill, error):
+    """With padding other than 'constant', the NumPy API said ValueError (fill does not
+    apply) before looking at the fill, the torch frontend TypeError (not a number) for the
+    same call; both now say TypeError for a fill that is no number, then ValueError."""
+    x, g = np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 2), np.float32)
+    calls = {"grid_sample": lambda api, x: api.grid_sample(x, _t(g) if api is fit else g,
+                                                           fill=fill),
+             "rotate": lambda api, x: api.rotate(x, 10.0, fill=fill),
+             "warp_affine": lambda api, x: api.warp_affine(x, np.eye(2, 3, dtype=np.float32),
+                                                           (4, 4), fill=fill)}
+    for api, arr in ((fi, x), (fit, _t(x))):
+        with pytest.raises(error, match=f"^{op}: fill"):
+            calls[op](api, arr)
