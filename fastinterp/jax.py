@@ -51,7 +51,7 @@ from . import _memory
 from ._dispatch import _to_numpy
 from ._fpenv import ieee_subnormals
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
-from ._validate import real_float
+from ._validate import is_real_scalar, real_float
 from .sample import _check_size, check_grid_batch, static_fill
 from .warp import _check_dsize, _image_layout, _rotate_matrix, _warp_as, matrix_type_error
 
@@ -66,11 +66,21 @@ def _array(op, name, v):
     """``v`` as a JAX array (a nest of traced values included); a string or a nest holding
     non-numbers is the NumPy API's TypeError naming ``op`` and ``name`` (JAX's own names
     neither)."""
+    number = is_real_scalar(v) and not isinstance(v, np.generic)
+    if number or isinstance(v, (complex, np.complexfloating)):
+        # the NumPy API's errors for a complex number (JAX would drop its imaginary part)
+        # and an int beyond float64; an int beyond JAX's int32 is read as a float, as the
+        # NumPy API reads numbers in the operands' float dtype
+        wide = real_float(op, name, v, np.float64)
+        v = wide if isinstance(v, int) and abs(v) >= 2 ** 31 else v
     try:
-        return jnp.asarray(v)
+        arr = jnp.asarray(v)
     except (TypeError, ValueError):
         _to_numpy(v, "numpy", op, name)    # its error, where it has one for v
         raise
+    if number and math.isfinite(wide) and not _traced(arr) and not np.isfinite(np.asarray(arr)):
+        raise ValueError(f"{op}: {name} must be representable in {arr.dtype}; got {v!r}.")
+    return arr
 
 
 def _spec(shape, dtype):
@@ -493,7 +503,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     layout = from_channels_last(op, layout, channels_last)
-    input, grid = _weak_to_strong(_array(op, "input", input), _array(op, "grid", grid))
+    input, grid = _weak_to_strong(op, ("input", "grid"), _array(op, "input", input),
+                                  _array(op, "grid", grid))
     given = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                  fill=_constant(op, "fill", fill), layout=layout)
     with _numpy_errors(lambda: _fi.grid_sample(*_dummies(input, grid), **given)):
@@ -888,7 +899,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
 def _pairwise(forward, backward, x, y, with_dist):
     op = forward.__name__
     x = _array(op, "x", x)
-    arrays = (x,) if y is None else _weak_to_strong(x, _array(op, "y", y))
+    arrays = (x,) if y is None else _weak_to_strong(op, ("x", "y"), x, _array(op, "y", y))
     specs = _relabeled_specs(op, forward, arrays, {})
 
     @jax.custom_vjp
@@ -986,20 +997,38 @@ def lerp(a, b, t):
     Array([ 0.25, 12.5 ], dtype=float32)
     """
     const_t = _constant_t("lerp", t)
-    arrays = _weak_to_strong(_array("lerp", "a", a), _array("lerp", "b", b),
+    arrays = _weak_to_strong("lerp", ("a", "b", "t"), _array("lerp", "a", a),
+                             _array("lerp", "b", b),
                              *(() if const_t is not None else (_array("lerp", "t", t),)))
     return _lerp_arrays(*arrays, *(() if const_t is None else (const_t,)))
 
 
-def _weak_to_strong(*arrays):
-    """JAX's weak types: a value from a Python scalar (weakly typed; float64 with x64)
-    takes the floating dtype of the strongly typed arrays beside it, as in JAX's own
-    arithmetic, instead of failing the NumPy API's same-dtype check."""
+def _weak_to_strong(op, names, *arrays):
+    """JAX's weak types: a real value from a Python scalar (weakly typed; float64 with
+    x64) takes the floating dtype of the strongly typed arrays beside it, as in JAX's own
+    arithmetic, instead of failing the NumPy API's same-dtype check. A complex one keeps
+    its dtype (the NumPy API's TypeError); a finite one beyond that dtype is the NumPy
+    API's ValueError (``names``: the arrays' argument names, for the message)."""
     strong = [a for a in arrays if not a.weak_type]
     if not strong or not all(jnp.issubdtype(a.dtype, jnp.floating) for a in strong):
         return arrays
     dtype = jnp.result_type(*strong)
-    return tuple(a.astype(dtype) if a.weak_type else a for a in arrays)
+    return tuple(_weak_cast(op, name, a, dtype)
+                 if a.weak_type and not jnp.issubdtype(a.dtype, jnp.complexfloating) else a
+                 for name, a in zip(names, arrays))
+
+
+def _weak_cast(op, name, a, dtype):
+    """Weakly typed ``a`` in ``dtype``; a concrete finite value that becomes inf there is
+    the NumPy API's ValueError (``t=1e300`` with float32 operands)."""
+    if not _traced(a):          # (checked in NumPy: jnp inside a jit would be traced)
+        host = np.asarray(a)
+        with np.errstate(over="ignore"):
+            lost = np.isfinite(host) & ~np.isfinite(host.astype(dtype))
+        if lost.any():
+            raise ValueError(f"{op}: {name} must be representable in {np.dtype(dtype)}; "
+                             f"got {host!r}.")
+    return a.astype(dtype)
 
 
 def _constant_t(op, t):
@@ -1055,8 +1084,8 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     a, b = _array("slerp", "a", a), _array("slerp", "b", b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
     const_t = _constant_t("slerp", t)
-    arrays = _weak_to_strong(*((a, b) if const_t is not None
-                               else (a, b, _array("slerp", "t", t))))
+    arrays = _weak_to_strong("slerp", ("a", "b", "t"), *((a, b) if const_t is not None
+                                                         else (a, b, _array("slerp", "t", t))))
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _relabeled_specs("slerp", _fi.slerp, arrays, fkw)
     return _partial_vjp("slerp", lambda *xs: _one(_fi.slerp, fkw, specs, xs, "sequential"),

@@ -1202,3 +1202,24 @@ def test_distances_compute_the_gradients_asked_for(monkeypatch, name, argnums, t
     assert set(seen) == {(0 in argnums, 1 in argnums)}
     for g, i in zip(got, argnums):
         np.testing.assert_array_equal(np.asarray(g), want[i])
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda b: fij.lerp(1 + 2j, b, 0.5), TypeError, "lerp: a must be a real number"),
+    (lambda b: fij.lerp(b, b, jnp.array(0.5 + 3j)), TypeError, "lerp: t must have dtype"),
+    (lambda b: fij.slerp(b + 1, b, jnp.array(0.5 + 3j)), TypeError, "slerp: t must have dtype"),
+    (lambda b: fij.lerp(1e300, b, 0.5), ValueError, "lerp: a must be representable in float32"),
+    (lambda b: fij.lerp(10 ** 400, b, 0.5), ValueError, "lerp: a must be representable"),
+])
+def test_python_numbers_get_the_numpy_apis_errors(call, error, words):
+    """A complex number lost its imaginary part (lerp(1+2j, b, 0.5) returned 0.5), a
+    finite float beyond float32 became inf, and an int beyond int32 was JAX's raw
+    OverflowError: the NumPy API refuses the first two and reads the third as a float."""
+    with pytest.raises(error, match=words):
+        call(jnp.zeros((2, 3), jnp.float32))
+
+
+def test_an_int_beyond_int32_is_read_as_a_float():
+    b = jnp.zeros((2, 3), jnp.float32)
+    np.testing.assert_array_equal(fij.lerp(2 ** 70, b, 0.5),
+                                  fi.lerp(2 ** 70, np.zeros((2, 3), np.float32), 0.5))
