@@ -368,10 +368,14 @@ def check_option(op: str, name: str, value, allowed: Sequence) -> None:
 
 
 def check_axis(op: str, axis, ndim: int) -> int:
-    """``axis`` (an int in [-ndim, ndim - 1], not a bool) as an axis in [0, ndim)."""
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)) \
-            or not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}.")
+    """``axis`` (an int in [-ndim, ndim - 1], not a bool) as an axis in [0, ndim): a
+    ``TypeError`` for another type (as for sizes: ``1.0``, None, a string), a
+    ``ValueError`` for an int out of range."""
+    expected = f"{op}: axis must be an int in [{-ndim}, {ndim - 1}]; got {axis!r}."
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(expected)
+    if not -ndim <= axis < ndim:
+        raise ValueError(expected)
     return int(axis) % ndim
 
 

@@ -513,7 +513,11 @@ class TestSlerp:
         (dict(t=np.zeros((3, 2)), path=True), ValueError, r"t must have shape \(4, T\)"),
         (dict(t=0.5, path=True), ValueError, r"t must have shape \(..., T\)"),
         (dict(axis=2), ValueError, r"axis must be an int in \[-2, 1\]"),
-        (dict(axis=1.0), ValueError, "axis must be an int"),
+        # another type is a TypeError, as the README's table has it for sizes (was ValueError)
+        (dict(axis=1.0), TypeError, "axis must be an int"),
+        (dict(axis=None), TypeError, "axis must be an int"),
+        (dict(axis="1"), TypeError, "axis must be an int"),
+        (dict(axis=True), TypeError, "axis must be an int"),
         (dict(norm="great"), ValueError, "norm must be one of 'linear', 'formula'"),
         (dict(shortest_path="yes"), TypeError, "shortest_path must be a bool"),
         (dict(path=1), TypeError, "path must be a bool"),
