@@ -15,6 +15,8 @@ def main(argv=None) -> int:
     demo.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        if not args.out.strip():        # Path('') is the current folder: not what was meant
+            demo.error(f"argument --out: expected a folder name; got {args.out!r}.")
         try:
             Path(args.out).mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -78,3 +78,12 @@ def test_demo_out_is_a_folder_that_takes_no_files(capsys):
         pytest.skip("no /proc")
     err = _cli_error(capsys, ["demo", "--quick", "--out", "/proc/self"])
     assert "argument --out: cannot write in the folder '/proc/self': " in err
+
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_demo_out_that_is_empty_is_refused(capsys, out, tmp_path, monkeypatch):
+    """--out '' wrote the PNG files into the current folder (Path('') is '.')."""
+    monkeypatch.chdir(tmp_path)         # (where they would land)
+    err = _cli_error(capsys, ["demo", "--quick", "--out", out])
+    assert f"argument --out: expected a folder name; got {out!r}." in err
