@@ -156,6 +156,11 @@ def _given(value) -> str:
     return "None" if value is None else f"{type(value).__name__} {value!r}"
 
 
+def int_digits(value) -> str:
+    """An int too large to show whole (one beyond float64), for an error message."""
+    return f"an int of {len(str(abs(int(value))))} digits"
+
+
 def real_float(op: str, name: str, value, dtype) -> float:
     """``value`` checked as :func:`real_scalar` checks it, as a Python float (not yet
     rounded to ``dtype``): for callers that build their own scalar of that dtype. A
@@ -172,8 +177,7 @@ def real_float(op: str, name: str, value, dtype) -> float:
     bound = _F32_ROUNDS_TO_INF if dtype == np.float32 else math.inf
     # numbers that round to inf are refused, but inf and nan themselves pass
     if not abs(wide) < bound and (isinstance(value, Integral) or abs(wide) < math.inf):
-        shown = (f"an int of {len(str(abs(int(value))))} digits" if isinstance(value, Integral)
-                 else repr(value))
+        shown = int_digits(value) if isinstance(value, Integral) else repr(value)
         raise ValueError(f"{op}: {name} must be representable in {dtype}; got {shown}.")
     return wide
 
@@ -241,7 +245,7 @@ def finite_float(op: str, name: str, value) -> float:
     except OverflowError:  # an int beyond float64
         wide = math.inf
     if not abs(wide) < math.inf:
-        shown = f"an int of {len(str(abs(int(value))))} digits" if is_int(value) else repr(wide)
+        shown = int_digits(value) if is_int(value) else repr(wide)
         raise ValueError(f"{op}: {name} must be finite; got {shown}.")
     return wide
 

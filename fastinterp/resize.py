@@ -57,7 +57,7 @@ from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, Resi
                       Shape, Size)
 from ._validate import (AXIS_MAX, _one_real, as_index, from_dlpack_only, check_array, check_bool, check_dtype,
                         check_option, check_out, entries, float_dtype, is_int as _is_int,
-                        is_real_scalar, is_scalar, shape_str)
+                        int_digits, is_real_scalar, is_scalar, shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
            "adaptive_avg_pool2d_backward", "MODES", "MATCHES", "LAYOUTS", "adaptive_avg_pool1d",
@@ -1446,8 +1446,7 @@ def _tuple_k(op, name, value, kind, k):
         except TypeError:
             raise TypeError(f"{op}: {name} must be {what}; got {value!r}.") from None
         except OverflowError:           # an int beyond float64
-            raise ValueError(f"{op}: {name} must be finite; got an int of "
-                             f"{len(str(abs(int(value))))} digits.") from None
+            raise ValueError(f"{op}: {name} must be finite; got {int_digits(value)}.") from None
     else:
         axes = " (H, W)" if k == 2 else ""
         try:

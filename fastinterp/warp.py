@@ -229,8 +229,7 @@ class _Map:
             x, y = (u, v) if w is None else (u / w, v / w)
         # a point the forward moved far outside (grid_block) does not depend on K: its grid
         # gradient (not 0 with reflection or wrap padding) must not reach K through 1/w
-        gx = np.where(_within_sampler(x, grad_grid.dtype), gx, 0.0)
-        gy = np.where(_within_sampler(y, grad_grid.dtype), gy, 0.0)
+        gx, gy = _sampled_only(gx, x, grad_grid.dtype), _sampled_only(gy, y, grad_grid.dtype)
         if w is not None:
             ok = w != 0
             inv_w = np.where(ok, 1.0 / np.where(ok, w, 1.0), 0.0)
@@ -262,6 +261,13 @@ def _far_outside(u, dtype):
     if not far.any():
         return u
     return np.where(far, np.where(u < 0, -FAR_OUTSIDE, FAR_OUTSIDE), u)
+
+
+def _sampled_only(grad, u, dtype):
+    """``grad`` with 0 where coordinate ``u`` was moved far outside by :func:`_far_outside`
+    (the same array when none was: the common case costs no copy)."""
+    inside = _within_sampler(u, dtype)
+    return grad if inside.all() else np.where(inside, grad, 0.0)
 
 
 def _within_sampler(u, dtype):

@@ -77,8 +77,8 @@ def check_real(op: str, name: str, value, positive: bool = False) -> float:
     try:
         value = float(value)
     except OverflowError:               # an int beyond float64
-        raise ValueError(f"{op}: {name} must be {expected}; got an int of "
-                         f"{len(str(abs(int(value))))} digits.") from None
+        raise ValueError(f"{op}: {name} must be {expected}; got "
+                         f"{_validate.int_digits(value)}.") from None
     if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
         raise ValueError(f"{op}: {name} must be {expected}; got {value!r}.")
     return float(value)
