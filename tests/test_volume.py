@@ -117,9 +117,10 @@ def test_tricubic_reduces_to_bicubic_on_a_constant_depth(torch, rng):
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_volume_bit_identical_for_any_thread_count(threads, mode, rng):
-    # N = 1 takes the split (channel-block, tile) backward, N = 3 one image per thread
-    for n in (1, 3):
-        x = rng.standard_normal((n, 5, 6, 7, 8)).astype(np.float32)
+    # N = 1 takes the split (channel-block, tile) backward, N = 3 one image per thread;
+    # values near float32's max send some voxels' grid gradients term by term
+    for n, scale in ((1, 1.0), (3, 1.0), (1, 3e37)):
+        x = (rng.standard_normal((n, 5, 6, 7, 8)) * scale).astype(np.float32)
         g = random_grid(rng, (n, 8, 32, 40, 3), np.float32)   # 3 threads' work per image
         go = rng.standard_normal((n, 5, 8, 32, 40)).astype(np.float32)
         res = []
@@ -385,6 +386,54 @@ def test_volume_non_finite_grid_points_follow_torch(torch, padding_mode, mode, a
         assert (gg[bad.any(-1)] == 0).all()
     # the forward's adjoint: <grid_sample(x), g> = <x, grad_input>
     np.testing.assert_allclose((got * 1.0).sum(), (x * gi).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_trilinear_grid_gradient_of_values_near_the_dtype_max(torch, dtype, padding_mode,
+                                                              align_corners, rng):
+    """Values within a few times of the dtype's maximum: summed over channels before
+    the corner differences are taken, the grid gradient's partial sums overflow (inf -
+    inf = NaN) where torch's term-by-term sum is finite. Such voxels are summed term by
+    term: finite wherever torch's is, and equal to it within the dtype's rounding."""
+    F = torch.nn.functional
+    big = float(np.finfo(dtype).max) / 4
+    x = (rng.choice([-1.0, 1.0], (2, 7, 3, 4, 5)) * rng.uniform(0.5, 1.0, (2, 7, 3, 4, 5))
+         * big).astype(dtype)
+    grid = random_grid(rng, (2, 4, 5, 6, 3), dtype, spread=1.1)
+    go = rng.uniform(1.0, 2.0, (2, 7, 4, 5, 6)).astype(dtype)
+    kw = dict(mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
+    _, (_, want) = torch_vjp(torch, lambda a, b: F.grid_sample(a, b, **kw), (x, grid), go)
+    _, got = fi.grid_sample_backward(go, x, grid, **kw)
+    finite = np.isfinite(want)
+    assert finite.mean() > 0.5
+    assert np.isfinite(got[finite]).all(), int((~np.isfinite(got[finite])).sum())
+    # compared in units of the largest term (v f g <= 2 big), where no difference overflows
+    unit = 2 * big
+    err = np.abs(got[finite] / unit - want[finite] / unit).max()
+    assert err <= 256 * float(np.finfo(dtype).eps), err
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_trilinear_grid_gradient_of_an_infinite_grad_output_is_torchs(torch, padding_mode, rng):
+    """An infinite grad_output entry: its voxel's grid gradient is torch's NaN or +-inf
+    (summed term by term as torch sums it), the others stay finite."""
+    F = torch.nn.functional
+    kw = dict(mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    for _ in range(8):
+        x = rng.standard_normal((1, 6, 3, 4, 5))
+        grid = random_grid(rng, (1, 2, 3, 4, 3), np.float64, spread=1.1)
+        go = rng.standard_normal((1, 6, 2, 3, 4))
+        at = tuple(int(rng.integers(0, n)) for n in go.shape)
+        go[at] = rng.choice([-np.inf, np.inf])
+        _, (_, want) = torch_vjp(torch, lambda a, b: F.grid_sample(a, b, **kw), (x, grid), go)
+        _, got = fi.grid_sample_backward(go, x, grid, **kw)
+        voxel = (at[0],) + at[2:]
+        np.testing.assert_array_equal(got[voxel], want[voxel])
+        others = np.ones(got.shape[:-1], bool)
+        others[voxel] = False
+        assert np.isfinite(got[others]).all()
 
 
 @pytest.mark.parametrize("rank, shape, size, want", [(1, (3, 10), 5, (3, 5)),

@@ -385,6 +385,42 @@ cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const 
                 A[k] = A[k] + v[k] * g
 
 
+cdef void grid_terms_voxel(const real* ip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
+                           Py_ssize_t nc, const Py_ssize_t* o, Py_ssize_t m, const real* f,
+                           Py_ssize_t L, real* G) noexcept nogil:
+    """Add d out / d (x, y, z) of one voxel, nc channels, to its running sums G[0], G[L],
+    G[2 L] term by term in PyTorch's order (corner value times its factor times g, over
+    corners, then channels): for a voxel whose channel sums overflowed (values near the
+    dtype's maximum), where this is finite wherever the terms and PyTorch's running sums
+    are. f: the voxel's factors (slots R_F0.., stride L); the x factor of corner k is
+    f[k >> 1] with the sign of kx, the y factor f[4 + (k & 1) + 2 (k >> 2)], the z factor
+    f[8 + (k & 3)]."""
+    cdef Py_ssize_t q
+    cdef int k
+    cdef real g, v, sx = G[0], sy = G[L], sz = G[2 * L]
+    for q in range(nc):
+        g = gop[q * ocs]
+        for k in range(8):
+            if not (m >> k) & 1:
+                continue
+            v = ip[q * cs + o[k]]
+            if k & 1:
+                sx = sx + v * f[(k >> 1) * L] * g
+            else:
+                sx = sx - v * f[(k >> 1) * L] * g
+            if (k >> 1) & 1:
+                sy = sy + v * f[(4 + (k & 1) + 2 * (k >> 2)) * L] * g
+            else:
+                sy = sy - v * f[(4 + (k & 1) + 2 * (k >> 2)) * L] * g
+            if k >> 2:
+                sz = sz + v * f[(8 + (k & 3)) * L] * g
+            else:
+                sz = sz - v * f[(8 + (k & 3)) * L] * g
+    G[0] = sx
+    G[L] = sy
+    G[2 * L] = sz
+
+
 cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
                                     const real* gop, Py_ssize_t ocs, Py_ssize_t nc,
                                     Py_ssize_t L, const Py_ssize_t* si, const real* R,
@@ -399,6 +435,7 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
     cdef Py_ssize_t o[8]
     cdef real w[8]
     cdef real A[8]
+    cdef real d[3]
     cdef const real* f
     cdef int k
     for j in range(L):
@@ -427,13 +464,19 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
             edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, A, do_input, do_grid)
         if do_grid:
             f = R + R_F0 * L + j
-            GX[j] = GX[j] + (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
-                             + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
-            GX[L + j] = GX[L + j] + (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
-                                     + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
-            GX[2 * L + j] = GX[2 * L + j] + (
-                ((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
-                + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
+            d[0] = (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
+                    + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
+            d[1] = (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
+                    + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
+            d[2] = (((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
+                    + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
+            if d[0] - d[0] == 0 and d[1] - d[1] == 0 and d[2] - d[2] == 0:
+                GX[j] = GX[j] + d[0]
+                GX[L + j] = GX[L + j] + d[1]
+                GX[2 * L + j] = GX[2 * L + j] + d[2]
+            else:
+                corner_offsets(I, L, j, o)
+                grid_terms_voxel(ip, cs, gop + j, ocs, nc, o, m, f, L, GX + j)
 
 
 cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
