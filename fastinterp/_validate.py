@@ -16,7 +16,7 @@ import itertools
 import math
 import operator
 import sys
-from numbers import Integral, Real
+from numbers import Integral, Number, Real
 from collections.abc import Mapping, Set
 from typing import Collection, Iterable, Sequence
 
@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_overlap", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype", "check_array", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
+    "check_dtype", "check_array", "check_not_number", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
     "finite_float", "is_scalar", "symbolic", "AXIS_MAX",
 ]
 
@@ -356,6 +356,14 @@ def check_array(op: str, name: str, arr) -> None:
     if not hasattr(arr, "shape") or isinstance(arr, (np.generic, bool)):
         given = "None" if arr is None else type(arr).__name__
         raise TypeError(f"{op}: {name} must be an array; got {given}.")
+
+
+def check_not_number(op: str, name: str, value) -> None:
+    """A Python number where an array is required: :func:`check_array`'s ``TypeError``, as
+    the NumPy API raises it, for frontends that would otherwise read it as a 0-d array
+    (a NumPy scalar has a shape: the NumPy API's shape error follows for it)."""
+    if isinstance(value, Number) and not isinstance(value, np.generic):
+        check_array(op, name, value)
 
 
 def check_option(op: str, name: str, value, allowed: Sequence) -> None:

@@ -69,6 +69,11 @@ def _lerp_cpu(out, a, b, t):
 registry.register_builtin("lerp", _lerp_cpu, "fastinterp._cuda.blend:lerp")
 
 
+def two_scalars_error() -> TypeError:
+    """lerp's error for two scalar operands (every frontend's)."""
+    return TypeError("lerp: a or b must be an array; got two scalars.")
+
+
 def _is_array(value):
     """An array operand; NumPy scalars, like Python numbers, are weights passed by value."""
     return hasattr(value, "shape") and not isinstance(value, np.generic)
@@ -161,7 +166,7 @@ def lerp(a: Any, b: Any, t: Any, out: Any = None) -> Any:
     p = begin("lerp", a=a, b=b, t=t)
     arrays = {n: v for n, v in p.arrays.items() if _is_array(v)}
     if not any(n in arrays for n in ("a", "b")):
-        raise TypeError("lerp: a or b must be an array; got two scalars.")
+        raise two_scalars_error()
     t_list = _is_weight_list(p)
     if t_list:
         del arrays["t"]

@@ -41,6 +41,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Mapping, Set
+from numbers import Number
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,8 @@ from . import _memory
 from ._dispatch import _to_numpy
 from ._fpenv import ieee_subnormals
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
-from ._validate import is_real_scalar, real_float
+from ._validate import check_not_number, is_real_scalar, real_float
+from .blend import two_scalars_error
 from .sample import _check_size, check_grid_batch, static_fill
 from .warp import _check_dsize, _image_layout, _rotate_matrix, _warp_as, matrix_type_error
 
@@ -62,10 +64,13 @@ __all__ = ["grid_sample", "affine_grid", "resize", "interpolate", "adaptive_avg_
 
 # ------------------------------------------------------------------ plumbing
 
-def _array(op, name, v):
+def _array(op, name, v, scalar_ok=False):
     """``v`` as a JAX array (a nest of traced values included); a string or a nest holding
     non-numbers is the NumPy API's TypeError naming ``op`` and ``name`` (JAX's own names
-    neither)."""
+    neither), and so is a Python number unless ``scalar_ok`` (lerp's operands and the
+    weights t)."""
+    if not scalar_ok:
+        check_not_number(op, name, v)
     number = is_real_scalar(v) and not isinstance(v, np.generic)
     if number or isinstance(v, (complex, np.complexfloating)):
         # the NumPy API's errors for a complex number (JAX would drop its imaginary part)
@@ -996,10 +1001,13 @@ def lerp(a, b, t):
     >>> fij.lerp(jnp.array([0.0, 10.0]), jnp.array([1.0, 20.0]), 0.25)
     Array([ 0.25, 12.5 ], dtype=float32)
     """
+    if isinstance(a, (Number, np.generic)) and isinstance(b, (Number, np.generic)):
+        raise two_scalars_error()
     const_t = _constant_t("lerp", t)
-    arrays = _weak_to_strong("lerp", ("a", "b", "t"), _array("lerp", "a", a),
-                             _array("lerp", "b", b),
-                             *(() if const_t is not None else (_array("lerp", "t", t),)))
+    arrays = _weak_to_strong("lerp", ("a", "b", "t"), _array("lerp", "a", a, scalar_ok=True),
+                             _array("lerp", "b", b, scalar_ok=True),
+                             *(() if const_t is not None
+                               else (_array("lerp", "t", t, scalar_ok=True),)))
     return _lerp_arrays(*arrays, *(() if const_t is None else (const_t,)))
 
 
@@ -1084,8 +1092,8 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     a, b = _array("slerp", "a", a), _array("slerp", "b", b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
     const_t = _constant_t("slerp", t)
-    arrays = _weak_to_strong("slerp", ("a", "b", "t"), *((a, b) if const_t is not None
-                                                         else (a, b, _array("slerp", "t", t))))
+    t_array = () if const_t is not None else (_array("slerp", "t", t, scalar_ok=True),)
+    arrays = _weak_to_strong("slerp", ("a", "b", "t"), a, b, *t_array)
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _relabeled_specs("slerp", _fi.slerp, arrays, fkw)
     return _partial_vjp("slerp", lambda *xs: _one(_fi.slerp, fkw, specs, xs, "sequential"),

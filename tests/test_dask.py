@@ -1557,6 +1557,27 @@ def test_strings_and_objects_are_the_in_memory_type_error(op, arg, call, value):
         call(value)
 
 
+@pytest.mark.parametrize("op, arg, call", [
+    ("pairwise_sqdist", "x", lambda m, v: m.pairwise_sqdist(v)),
+    ("knn", "x", lambda m, v: m.knn(v, np.ones((3, 2)), 1)),
+    ("slerp", "a", lambda m, v: m.slerp(v, np.ones(3), 0.5)),
+    ("slerp_backward", "a", lambda m, v: m.slerp_backward(np.ones(3), v, np.ones(3), 0.5)),
+    ("resize", "input", lambda m, v: m.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool2d", "input", lambda m, v: m.adaptive_avg_pool2d(v, 2)),
+    ("resize_backward", "grad_output", lambda m, v: m.resize_backward(v, (1, 1, 4, 4))),
+    ("warp_affine", "img", lambda m, v: m.warp_affine(v, np.eye(2, 3), (3, 3))),
+    ("grid_sample", "input", lambda m, v: m.grid_sample(v, np.zeros((1, 2, 2, 2)))),
+    ("affine_grid_backward", "grad_grid", lambda m, v: m.affine_grid_backward(v, (1, 1, 2, 2))),
+])
+@pytest.mark.parametrize("value", [1.5, 2, True], ids=repr)
+def test_a_python_number_for_an_array_is_the_in_memory_type_error(op, arg, call, value):
+    """It was read as a 0-d array: a ValueError about its shape () instead."""
+    for module in (fd, fi):
+        with pytest.raises(TypeError, match=rf"^{op}: {arg} must be an array; "
+                                            rf"got {type(value).__name__}\.$"):
+            call(module, value)
+
+
 def test_subnormal_homographies_read_every_source_block_they_touch():
     """The same homography scaled into subnormals: its products lose absolute precision
     (underflow), which a purely relative error bound missed."""

@@ -773,6 +773,35 @@ def test_strings_and_objects_are_the_numpy_apis_type_error(op, arg, call, value)
         call(value)
 
 
+@pytest.mark.parametrize("op, arg, call", [
+    ("resize", "input", lambda m, v: m.resize(v, size=(2, 2))),
+    ("adaptive_avg_pool1d", "input", lambda m, v: m.adaptive_avg_pool1d(v, 2)),
+    ("grid_sample", "input", lambda m, v: m.grid_sample(v, np.zeros((1, 2, 2, 2)))),
+    ("grid_sample", "grid", lambda m, v: m.grid_sample(np.ones((1, 1, 4, 4)), v)),
+    ("affine_grid", "theta", lambda m, v: m.affine_grid(v, (1, 1, 2, 2))),
+    ("pairwise_sqdist", "x", lambda m, v: m.pairwise_sqdist(v)),
+    ("pairwise_l2", "y", lambda m, v: m.pairwise_l2(np.ones((2, 2)), v)),
+    ("slerp", "a", lambda m, v: m.slerp(v, np.ones(2), 0.5)),
+    ("warp_perspective", "img", lambda m, v: m.warp_perspective(v, np.eye(3), (3, 3))),
+    ("rotate", "img", lambda m, v: m.rotate(v, 30.0)),
+])
+@pytest.mark.parametrize("value", [1.5, 2, True], ids=repr)
+def test_a_python_number_for_an_array_is_the_numpy_apis_type_error(op, arg, call, value):
+    """It was read as a 0-d array: a ValueError about its shape () instead."""
+    for module in (fij, fi):
+        with pytest.raises(TypeError, match=rf"^{op}: {arg} must be an array; "
+                                            rf"got {type(value).__name__}\.$"):
+            call(module, value)
+
+
+@pytest.mark.parametrize("a, b", [(1.0, 2.0), (np.float32(1), 2), (1, np.float64(2.0))], ids=repr)
+def test_lerp_of_two_scalars_is_the_numpy_apis_type_error(a, b):
+    for lerp in (fij.lerp, fi.lerp):
+        with pytest.raises(TypeError, match="^lerp: a or b must be an array; got two scalars"):
+            lerp(a, b, 0.5)
+    np.testing.assert_array_equal(np.asarray(fij.lerp(1.0, jnp.ones(2), 0.5)), [1.0, 1.0])
+
+
 @pytest.mark.parametrize("M", ["ab", [[1, 0, 0], [0, 1, None]]], ids=repr)
 def test_a_constant_matrix_of_non_numbers_is_the_numpy_apis_type_error(M):
     with pytest.raises(TypeError, match=r"^warp_affine: M must hold real numbers"):

@@ -13,15 +13,16 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .._dispatch import _to_numpy, array_kind
-from .._validate import shape_str
+from .._validate import check_not_number, shape_str
 
 
 def as_dask(value, op="fastinterp", name="argument"):
     """``value`` as a dask array (NumPy and other arrays are wrapped with one chunk); a
-    string or a list holding non-numbers is the in-memory op's TypeError naming ``op``
-    and the argument ``name``."""
+    string, a list holding non-numbers or a Python number is the in-memory op's TypeError
+    naming ``op`` and the argument ``name``."""
     if isinstance(value, da.Array):
         return value
+    check_not_number(op, name, value)
     if not hasattr(value, "__array_function__"):     # lists, DLPack tensors (bfloat16 too)
         value = _to_numpy(value, array_kind(value) or "numpy", op, name)
     return da.from_array(value, chunks=-1)
