@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _dlpack, _half, _memory
-from ._validate import HALF_OPS, check_overlap
+from ._validate import HALF_OPS, check_overlap, shown
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
@@ -247,7 +247,7 @@ def not_numbers_error(op: str, name: str, obj) -> TypeError:
     holding None)."""
     return TypeError(f"{op}: {name} must be a real number or an array of reals (NumPy, CuPy, "
                      f"a DLPack tensor, or a list of numbers); got {type(obj).__name__} "
-                     f"{obj!r:.80}.")
+                     f"{shown(obj)}.")
 
 
 def unreadable_error(op: str, name: str, obj, exc: Exception) -> TypeError:
@@ -273,7 +273,7 @@ def _to_numpy(obj, kind: str, op: str = "fastinterp", name: str = "argument",
         except ValueError:                  # a ragged nest of lists, say
             raise ValueError(f"{op}: {name} must be a rectangular array; got a "
                              f"{type(obj).__name__} NumPy cannot read as one: "
-                             f"{obj!r:.80}.") from None
+                             f"{shown(obj)}.") from None
         except (RuntimeError, TypeError) as exc:   # a list holding tensors that require grad
             raise unreadable_error(op, name, obj, exc) from None
         if not isinstance(obj, np.ndarray) and not holds_numbers(arr):

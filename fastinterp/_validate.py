@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import reprlib
 import operator
 import sys
 from numbers import Integral, Number, Real
@@ -26,7 +27,7 @@ __all__ = [
     "float_dtype", "same_dtype", "check_overlap", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
     "check_dtype", "check_array", "check_not_number", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
-    "finite_float", "is_scalar", "symbolic", "AXIS_MAX",
+    "finite_float", "is_scalar", "symbolic", "shown", "AXIS_MAX",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -35,6 +36,27 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def shape_str(shape) -> str:
     """``shape`` as NumPy prints it; an unknown size (NaN, a Dask array's) as ``nan``."""
     return "(" + ", ".join(_size_str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _message_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict = 8, 16, 16, 8
+    r.maxstring = r.maxother = r.maxlong = 80
+    return r
+
+
+_MESSAGE_REPR = _message_repr()
+
+
+def shown(value, width: int = 80) -> str:
+    """``value``'s repr for an error message, at most ``width`` characters. Nests and long
+    sequences are abbreviated first, so a list nested thousands deep costs no recursion
+    and a list of millions no full repr.
+
+    >>> shown([[[[[[[[[[1.0]]]]]]]]]])
+    '[[[[[[[[[...]]]]]]]]]'
+    """
+    return f"{_MESSAGE_REPR.repr(value):.{width}}"
 
 
 def _size_str(s) -> str:
@@ -373,10 +395,10 @@ def check_option(op: str, name: str, value, allowed: Sequence) -> None:
     except (TypeError, ValueError):     # an array (no single truth value), say
         known = False
     if not known:
-        shown = (f"{type(value).__name__} of shape {shape_str(value.shape)}"
-                 if hasattr(value, "shape") else repr(value))
+        given = (f"{type(value).__name__} of shape {shape_str(value.shape)}"
+                 if hasattr(value, "shape") else shown(value))
         raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}; "
-                         f"got {shown}.")
+                         f"got {given}.")
 
 
 def check_axis(op: str, axis, ndim: int) -> int:

@@ -78,6 +78,10 @@ def _array(op, name, v, scalar_ok=False):
         # NumPy API reads numbers in the operands' float dtype
         wide = real_float(op, name, v, np.float64)
         v = wide if isinstance(v, int) and abs(v) >= 2 ** 31 else v
+    if _nested_deeper_than(v, 64):
+        # JAX reads nests recursively, and its RecursionError (from within its C++) leaves
+        # the thread unable to recurse for a while: NumPy's error, read without recursion
+        _to_numpy(v, "numpy", op, name)
     try:
         arr = jnp.asarray(v)
     except (TypeError, ValueError):
@@ -86,6 +90,17 @@ def _array(op, name, v, scalar_ok=False):
     if number and math.isfinite(wide) and not _traced(arr) and not np.isfinite(np.asarray(arr)):
         raise ValueError(f"{op}: {name} must be representable in {arr.dtype}; got {v!r}.")
     return arr
+
+
+def _nested_deeper_than(v, levels: int) -> bool:
+    """Whether ``v`` is a nest of lists and tuples more than ``levels`` deep (walked level
+    by level, without recursion)."""
+    level = [v]
+    for _ in range(levels + 1):
+        level = [x for item in level if isinstance(item, (list, tuple)) for x in item]
+        if not level:
+            return False
+    return True
 
 
 def _spec(shape, dtype):

@@ -44,7 +44,7 @@ from . import _memory, _registry as registry
 from ._config import fork_safe_lock, threads_for
 from ._dispatch import begin
 from ._validate import (check_array, check_bool, check_out, check_shape,
-                        contiguous_input, same_dtype, shape_str)
+                        contiguous_input, same_dtype, shape_str, shown)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PluginError", "PluginKernelError", "PluginArgumentError",
@@ -938,7 +938,7 @@ def unload(name: str) -> None:
     """
     if not isinstance(name, str):
         raise TypeError(f"unload: name must be a str (a plugin's name, PluginInfo.name); got "
-                        f"{type(name).__name__} {name!r:.80}.")
+                        f"{type(name).__name__} {shown(name)}.")
     with _lock:
         if name not in _plugins:
             loaded = ", ".join(sorted(_plugins)) or "none"
@@ -999,7 +999,7 @@ def discover(group: str = ENTRY_POINT_GROUP) -> builtins.list[PluginInfo]:
     """
     if not isinstance(group, str):
         raise TypeError(f"discover: group must be a str (an entry-point group); got "
-                        f"{type(group).__name__} {group!r:.80}.")
+                        f"{type(group).__name__} {shown(group)}.")
     from importlib.metadata import entry_points
     loaded: builtins.list[PluginInfo] = []
     for ep in entry_points(group=group):

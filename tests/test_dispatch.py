@@ -740,6 +740,38 @@ def test_ragged_lists_are_a_clear_value_error(call, name):
         call([[1.0, 2.0], [3.0]])
 
 
+def _nested(depth):
+    v = [1.0]
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize("frontend", ["numpy", "jax", "dask", "torch"])
+def test_a_list_nested_thousands_deep_is_a_clear_value_error(frontend):
+    """Its repr in the message recursed (RecursionError); JAX's own reading recursed too.
+    Options are shown abbreviated as well."""
+    m = {"numpy": fi}.get(frontend) or pytest.importorskip(f"fastinterp.{frontend}")
+    img = np.ones((1, 1, 4, 4), np.float32)
+    if frontend == "torch":
+        img = pytest.importorskip("torch").ones(1, 1, 4, 4)
+    deep = _nested(5000)
+    for call, name in ((lambda: m.resize(deep, size=(2, 2)), "input"),
+                       (lambda: m.lerp(img, img, deep), "t")):
+        with pytest.raises(ValueError, match=rf"must be a rectangular array; got a list") as info:
+            call()
+        assert str(info.value).startswith(f"{('resize', 'lerp')[name == 't']}: {name} ")
+        assert len(str(info.value)) < 300
+    with pytest.raises(ValueError, match=r"^resize: mode must be one of .*; got \[\[\[") as info:
+        m.resize(img, size=(2, 2), mode=deep)
+    assert len(str(info.value)) < 300
+
+
+def test_messages_show_long_lists_abbreviated():
+    with pytest.raises(ValueError, match=r"^resize: mode must be one of .*; got \[0, 1, 2, .*\.\.\.\]\.$"):
+        fi.resize(np.ones((4, 4)), size=(2, 2), mode=list(range(10**6)))
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(kernel=42), TypeError,
      r"register: kernel must be a callable or a 'module:attr' string; got int 42"),

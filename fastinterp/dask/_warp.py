@@ -35,6 +35,7 @@ from dask.highlevelgraph import HighLevelGraph
 import fastinterp as fi
 from fastinterp import warp as _wp
 from fastinterp._half import is_half, narrow
+from fastinterp._validate import shown
 from fastinterp.sample import _fill_values, add_fill, round_for_uint8
 
 from ._graph import in_memory_error, probe
@@ -238,7 +239,7 @@ def _output_chunks(op, chunks, shape, dtype):
     naming them."""
     bad = ValueError(f"{op}: chunks must be the output's (H_out, W_out) chunks as dask takes "
                      f"them (\"auto\", or per axis a size >= 1 or sizes summing to the axis); "
-                     f"got {chunks!r:.80} for an output of {shape}.")
+                     f"got {shown(chunks)} for an output of {shape}.")
     try:
         hc, wc = da.core.normalize_chunks(chunks, shape, dtype=np.dtype(dtype))
     except (ValueError, TypeError, ZeroDivisionError):
