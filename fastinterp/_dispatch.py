@@ -514,8 +514,9 @@ def _native(arr):
     return arr
 
 
-def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
-    """Decide the backend for ``named`` arguments and convert them for its kernels.
+def begin(op: str, /, *, writes: tuple[str, ...] = (), **named) -> Prepared:
+    """Decide the backend for ``named`` arguments and convert them for its kernels
+    (:func:`begin_named`, for arguments of any names, ``writes`` and ``op`` included).
 
     CPU arrays in the other byte order are copied once into the native one, except
     those named in ``writes`` (updated in place: a copy would take the update), which
@@ -529,6 +530,11 @@ def begin(op: str, *, writes: tuple[str, ...] = (), **named) -> Prepared:
     >>> p.backend, type(p.arrays["b"]).__name__
     ('cpu', 'ndarray')
     """
+    return begin_named(op, named, writes)
+
+
+def begin_named(op: str, named: dict, writes: tuple[str, ...] = ()) -> Prepared:
+    """:func:`begin` with the arguments as a ``name -> value`` dict."""
     if all(type(obj) in _PLAIN_NUMPY for obj in named.values()):
         return _begin_numpy(op, named, writes)
     backend = backend_of(*named.values(), names=tuple(named))

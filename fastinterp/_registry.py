@@ -208,7 +208,9 @@ def _use(entry: KernelEntry | None, key: tuple[str, str, str]) -> Callable[..., 
         fn = entry.resolve()
         if entry.backend == "cpu":
             fn = ieee_subnormals(fn)
-        _resolved[entry] = fn
+        with _lock:     # cached only while registered: an entry unregistered meanwhile
+            if any(e is entry for e in _table.get(entry.key, ())):   # would stay cached,
+                fn = _resolved.setdefault(entry, fn)     # its kernel (a library) held
     _last.entry = entry
     return fn
 

@@ -368,7 +368,8 @@ def check_shape(op: str, name: str, arr, expected: Sequence[int | None], layout:
     """``arr.shape`` must equal ``expected`` (``None`` matches any size)."""
     shape = tuple(arr.shape)
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
-        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) \
+            + ("," if len(expected) == 1 else "") + ")"
         raise ValueError(f"{op}: {name} must have shape {layout} = {want}; got {shape_str(shape)}.")
 
 
@@ -486,7 +487,7 @@ def same_view(x, y) -> bool:
 
 
 def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
-              alias_ok: Collection[str] | bool = ()) -> None:
+              alias_ok: Collection[str] | bool = (), name: str = "out") -> None:
     """Validate a user's ``out=`` (already converted for the kernel).
 
     ``out`` must have exactly ``shape`` and ``dtype``, be C-contiguous and
@@ -498,37 +499,37 @@ def check_out(op: str, out, shape, dtype, inputs: dict | None = None,
     out=m)``). An op opts in only where its kernel reads every element of
     those inputs that an output element depends on before writing that
     output element. A partial overlap (a shifted or re-strided view) is
-    still refused.
+    still refused. ``name``: the output's name in messages (``out[1]`` of several).
     """
     if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{op}: out must have shape {shape_str(shape)}; got {shape_str(out.shape)}.")
+        raise ValueError(f"{op}: {name} must have shape {shape_str(shape)}; got {shape_str(out.shape)}.")
     if np.dtype(out.dtype) != np.dtype(dtype):
         hint = _byte_order_hint(np.dtype(out.dtype), (np.dtype(dtype),))
-        raise TypeError(f"{op}: out must have dtype {np.dtype(dtype)}{hint}; "
+        raise TypeError(f"{op}: {name} must have dtype {np.dtype(dtype)}{hint}; "
                         f"got {np.dtype(out.dtype)}.")
     if not _is_c_contiguous(out):
-        raise ValueError(f"{op}: out must be C-contiguous; got strides {tuple(out.strides)}.")
+        raise ValueError(f"{op}: {name} must be C-contiguous; got strides {tuple(out.strides)}.")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError(f"{op}: out must be writable; got a read-only array.")
-    check_overlap(op, out, inputs, alias_ok)
+        raise ValueError(f"{op}: {name} must be writable; got a read-only array.")
+    check_overlap(op, out, inputs, alias_ok, name)
 
 
 def check_overlap(op: str, out, inputs: dict | None,
-                  alias_ok: Collection[str] | bool = ()) -> None:
+                  alias_ok: Collection[str] | bool = (), name: str = "out") -> None:
     """Refuse an ``out`` sharing memory with any of ``inputs`` (a name -> array dict),
     except being exactly one of those named by ``alias_ok`` (``True``: any of them;
     see :func:`check_out`). A partial overlap is always refused."""
-    for name, arr in (inputs or {}).items():
+    for other, arr in (inputs or {}).items():
         if arr is None or not hasattr(arr, "shape") or not _overlaps(out, arr):
             continue
-        may_alias = alias_ok is True or (alias_ok is not False and name in alias_ok)
+        may_alias = alias_ok is True or (alias_ok is not False and other in alias_ok)
         if not may_alias:
-            raise ValueError(f"{op}: out must not share memory with {name}; "
+            raise ValueError(f"{op}: {name} must not share memory with {other}; "
                              f"pass a separate output array.")
         if not same_view(out, arr):
-            raise ValueError(f"{op}: out must be either exactly {name} (same memory, shape "
+            raise ValueError(f"{op}: {name} must be either exactly {other} (same memory, shape "
                              f"and strides) or share no memory with it; got a view that "
-                             f"partially overlaps {name}: pass a separate output array.")
+                             f"partially overlaps {other}: pass a separate output array.")
 
 
 def _is_c_contiguous(arr) -> bool:

@@ -33,7 +33,7 @@ class _PluginOp:
         return (f"{self.__name__}: {spec.describe()} (plugin {spec.source!r}).\n\n"
                 f"{spec.doc or ''}\n\nSee fastinterp.ops for the calling conventions.")
 
-    def __call__(self, *arrays: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *arrays: Any, **kwargs: Any) -> Any:
         return _plugins.call_op(self.__name__, arrays, kwargs)
 
     def __repr__(self) -> str:

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _memory, _registry as registry
 from ._config import fork_safe_lock, threads_for
-from ._dispatch import begin
+from ._dispatch import begin_named
 from ._validate import (check_array, check_bool, check_out, check_shape,
                         contiguous_input, same_dtype, shape_str, shown)
 
@@ -203,31 +203,49 @@ class Signature:
         sizes: dict[str, int] = {}
         batch: tuple[int, ...] | None = None
         for operand, arr in zip(self.inputs, arrays):
-            shape = tuple(arr.shape)
-            if operand.batch and batch is None:
-                if len(shape) < len(operand.dims):
-                    raise ValueError(f"{op}: {operand.name} must have shape {operand.layout}; "
-                                     f"got {shape_str(shape)}.")
-                batch = shape[:len(shape) - len(operand.dims)]
-            want: builtins.list[int | None] = [*(batch or () if operand.batch else ())]
-            tail = shape[len(shape) - len(operand.dims):] if len(shape) >= len(operand.dims) \
-                else ()
-            mine: dict[str, int] = {}      # names first seen in this operand, bound in order
-            for i, d in enumerate(operand.dims):
-                if isinstance(d, int):
-                    want.append(d)
-                    continue
-                # a name repeated within the operand (x(n, n)) must agree with its first use
-                want.append(sizes.get(d, mine.get(d)))
-                if tail and d not in sizes:
-                    mine.setdefault(d, tail[i])
-            check_shape(op, operand.name, arr, want, operand.layout)
-            for d, s in mine.items():
-                sizes.setdefault(d, s)
+            batch = _bind_operand(op, operand, arr, sizes, batch)
         return [None if o.batch and batch is None else
                 builtins.list[int | None](batch if o.batch and batch is not None else ())
                 + [d if isinstance(d, int) else sizes.get(d) for d in o.dims]
                 for o in self.outputs]
+
+    def check_outputs(self, op: str, arrays: Iterable[Any], outs: Iterable[Any]) -> None:
+        """Check the caller's output arrays ``outs`` against the signature, after the
+        inputs ``arrays``: a size or batch shape no input determines is bound by the
+        first output that has it, and every other output must agree (a kernel may read
+        a size from any of its outputs)."""
+        sizes: dict[str, int] = {}
+        batch: tuple[int, ...] | None = None
+        for operand, arr in (*zip(self.inputs, arrays), *zip(self.outputs, outs)):
+            batch = _bind_operand(op, operand, arr, sizes, batch)
+
+
+def _bind_operand(op: str, operand: _Operand, arr: Any, sizes: dict[str, int],
+                  batch: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Check ``arr`` against ``operand`` given the names bound so far (``sizes``) and the
+    batch shape (None: not bound yet); bind the names it is the first to have (added to
+    ``sizes``) and, if it is the first batched operand, the batch shape (returned)."""
+    shape = tuple(arr.shape)
+    if operand.batch and batch is None:
+        if len(shape) < len(operand.dims):
+            raise ValueError(f"{op}: {operand.name} must have shape {operand.layout}; "
+                             f"got {shape_str(shape)}.")
+        batch = shape[:len(shape) - len(operand.dims)]
+    want: builtins.list[int | None] = [*(batch or () if operand.batch else ())]
+    tail = shape[len(shape) - len(operand.dims):] if len(shape) >= len(operand.dims) else ()
+    mine: dict[str, int] = {}      # names first seen in this operand, bound in order
+    for i, d in enumerate(operand.dims):
+        if isinstance(d, int):
+            want.append(d)
+            continue
+        # a name repeated within the operand (x(n, n)) must agree with its first use
+        want.append(sizes.get(d, mine.get(d)))
+        if tail and d not in sizes:
+            mine.setdefault(d, tail[i])
+    check_shape(op, operand.name, arr, want, operand.layout)
+    for d, s in mine.items():
+        sizes.setdefault(d, s)
+    return batch
 
 
 def _parse_operands(text: str, prefix: str, where: str, whole: str
@@ -818,8 +836,10 @@ def _load_library(lib: _Library, path: str, where: str) -> PluginInfo:
         _fail(where, f"kernel table must hold 0 to {limit} entries; got n_kernels="
                      f"{contents['n_kernels']} with a {table} table")
     if name in _plugins:
-        _fail(where, f"a plugin named {name!r} is already loaded (from "
-                     f"{_plugins[name].path}); unload it first")
+        loaded = _plugins[name]
+        origin = loaded.path if loaded.path is not None else "register_cfunc"
+        _fail(where, f"a plugin named {name!r} is already loaded (from {origin}); "
+                     f"unload it first")
     regs, specs, skipped = _prepare(name, contents["kernels"], lib, where)
     info = PluginInfo(name, contents["version"] or "", os.path.abspath(path),
                       (abi_info["major"], abi_info["minor"]),
@@ -1104,7 +1124,7 @@ def _call_declared(op: str, spec: OpSpec | None, args: tuple[Any, ...],
         allowed = ", ".join(p.name for p in spec.params) or "none"
         raise TypeError(f"{op}: unexpected keyword argument {next(iter(kwargs))!r}; "
                         f"parameters: {allowed}.")
-    p = begin(op, **named)
+    p = begin_named(op, named)
     for n in names:
         check_array(op, n, p.arrays[n])
     dtype = same_dtype(op, **{n: p.arrays[n] for n in names})
@@ -1130,13 +1150,12 @@ def _call_declared(op: str, spec: OpSpec | None, args: tuple[Any, ...],
     else:
         outs = _outputs(op, out, n_out)
         pairs = [p.adopt_out(o) for o in outs]
+        if sig is not None:
+            sig.check_outputs(op, arrays, [o_k for _, o_k in pairs])
         others = dict(zip(names, arrays))      # inputs, then the outputs before each one
         for i, (_, o_k) in enumerate(pairs):
-            shape_i = shapes[i] if shapes is not None else None
-            if sig is not None and shape_i is not None:
-                operand = sig.outputs[i]
-                check_shape(op, operand.name, o_k, shape_i, operand.layout)
-            check_out(op, o_k, o_k.shape, dtype, others)
+            check_out(op, o_k, o_k.shape, dtype, others,
+                      name="out" if len(pairs) == 1 else f"out[{i}]")
             others[f"out[{i}]"] = o_k
     if any(k.size for _, k in pairs):      # kernels never see only empty outputs
         kernel(tuple(k for _, k in pairs), tuple(arrays), floats, ints)

@@ -779,9 +779,9 @@ def test_outputs_of_one_call_are_separate_arrays():
     fi.plugins.register_cfunc("two", "float64", two, signature="x(...) -> p(...), q(...)",
                               params="w: float = 1")
     x, o, buf = np.arange(3.0), np.zeros(3), np.zeros(6)
-    with pytest.raises(ValueError, match=r"two: out must not share memory with out\[0\]"):
+    with pytest.raises(ValueError, match=r"two: out\[1\] must not share memory with out\[0\]"):
         fi.ops.two(x, out=(o, o))
-    with pytest.raises(ValueError, match=r"two: out must not share memory with out\[0\]"):
+    with pytest.raises(ValueError, match=r"two: out\[1\] must not share memory with out\[0\]"):
         fi.ops.two(x, out=(buf[:3], buf[2:5]))
     with pytest.raises(TypeError, match=r"two: out\[1\] must be an array; got None"):
         fi.ops.two(x, out=(o, None))
@@ -1649,3 +1649,98 @@ def test_register_cfunc_names_a_bad_dtype(dtype):
     with pytest.raises(TypeError, match=r"register_cfunc\('odd'\): dtype must be float32 or "
                                         r"float64; got"):
         fi.plugins.register_cfunc("odd", dtype, k, signature="x(...) -> out(...)")
+
+
+@pytest.fixture(scope="module")
+def copy_kernel():
+    """A numba kernel copying input 0 into output 0 (sizes from the input)."""
+    numba = pytest.importorskip("numba")
+    from fastinterp import numba_abi as nb
+
+    @numba.cfunc(nb.signature)
+    def copy(inputs, n_in, outputs, n_out, params, err, err_size):
+        x, y = nb.flat(inputs, 0, np.float64), nb.flat(outputs, 0, np.float64)
+        for i in range(x.size):
+            y[i] = x[i]
+        return 0
+    return copy
+
+
+@pytest.mark.parametrize("signature, out, message", [
+    ("x(n) -> a(m), b(m)", (np.zeros(2), np.zeros(5)), r"b must have shape \(m,\) = \(2,\)"),
+    ("x(n) -> out(m, m)", np.zeros((2, 5)), r"out must have shape \(m, m\)"),
+    ("x(n) -> out(..., n)", np.zeros(7), r"out must have shape \(\.\.\., n\) = \(3,\)"),
+    ("x(n) -> out(..., n)", np.zeros((2, 5)), r"out must have shape \(\.\.\., n\) = \(2, 3\)"),
+    ("x(n) -> out(..., n)", np.zeros(()), r"out must have shape \(\.\.\., n\); got \(\)"),
+    ("x(n) -> a(..., m), b(..., m)", (np.zeros((2, 4)), np.zeros((3, 4))),
+     r"b must have shape \(\.\.\., m\) = \(2, 4\)"),
+])
+def test_outputs_given_agree_on_the_sizes_no_input_determines(copy_kernel, signature, out,
+                                                              message):
+    """A size or batch shape only outputs name was left unchecked across the caller's
+    out= arrays: a kernel reading m from one output wrote past the end of another."""
+    fi.plugins.register_cfunc("sizes", "float64", copy_kernel, signature=signature)
+    with pytest.raises(ValueError, match=rf"^sizes: {message}"):
+        fi.ops.sizes(np.zeros(3), out=out)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert all((o == 0).all() for o in outs)
+
+
+def test_outputs_given_that_agree_are_taken(copy_kernel):
+    fi.plugins.register_cfunc("sizes", "float64", copy_kernel,
+                              signature="x(n) -> a(..., m), b(..., m)")
+    a, b = np.zeros((2, 4)), np.zeros((2, 4))
+    fi.ops.sizes(np.arange(3.0), out=(a, b))
+    np.testing.assert_array_equal(a.ravel()[:3], [0, 1, 2])
+
+
+@pytest.mark.parametrize("signature, params, call", [
+    ("op(...) -> y(...)", None, lambda f, x: f(x)),
+    ("writes(...) -> y(...)", None, lambda f, x: f(x)),
+    ("op(...) -> y(...)", None, lambda f, x: f(op=x)),
+    ("x(...), self(...) -> y(...)", None, lambda f, x: f(x, self=x)),
+    ("x(...) -> y(...)", "self: float = 1", lambda f, x: f(x, self=2.0)),
+    ("x(...) -> y(...)", "self: float", lambda f, x: f(x, self=2.0)),
+])
+def test_any_declared_name_can_be_passed(copy_kernel, signature, params, call):
+    """Inputs named op or writes, and a parameter or input named self, clashed with the
+    call machinery's own arguments: every call failed (TypeError, KeyError)."""
+    fi.plugins.register_cfunc("named", "float64", copy_kernel, signature=signature,
+                              params=params)
+    np.testing.assert_array_equal(call(fi.ops.named, np.arange(3.0)), [0, 1, 2])
+
+
+def test_several_outputs_are_named_in_their_errors(copy_kernel):
+    fi.plugins.register_cfunc("two", "float64", copy_kernel, signature="x(n) -> a(n), b(n)")
+    a = np.zeros(3)
+    with pytest.raises(ValueError, match=r"^two: out\[1\] must not share memory with out\[0\]"):
+        fi.ops.two(np.zeros(3), out=(a, a))
+    with pytest.raises(TypeError, match=r"^two: out\[0\] must have dtype float64"):
+        fi.ops.two(np.zeros(3), out=(np.zeros(3, np.float32), np.zeros(3)))
+
+
+def test_an_entry_unregistered_while_it_is_resolved_is_not_cached(monkeypatch):
+    """A lookup racing unload() put the entry back into the resolved cache after unload
+    removed it: the stale entry held its kernel (and a plugin's library) for good."""
+    def kernel(*args):
+        return None
+    entry = registry.register("lerp", "cpu", "float64", kernel, source="racing")
+    real = registry.ieee_subnormals
+
+    def unregister_meanwhile(fn):
+        registry.unregister("racing")      # another thread's unload, mid-lookup
+        return real(fn)
+    monkeypatch.setattr(registry, "ieee_subnormals", unregister_meanwhile)
+    try:
+        registry.lookup("lerp", "cpu", "float64")
+    finally:
+        registry.unregister("racing")
+    assert entry not in registry._resolved
+
+
+def test_a_library_named_as_a_registered_cfunc_says_where_that_came_from(copy_kernel, test_so):
+    fi.plugins.register_cfunc("copied", "float64", copy_kernel, signature="x(n) -> out(n)",
+                              name="testplug")
+    with pytest.raises(fi.plugins.PluginError,
+                       match=r"a plugin named 'testplug' is already loaded \(from register_cfunc\)"):
+        fi.plugins.load(test_so)
