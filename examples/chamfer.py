@@ -101,10 +101,11 @@ def main(batch=8, p=1000, r=800, seed=0):
           np.array2string(loss, precision=5))
 
     # PyTorch3D-style usage: knn_points / knn_gather equivalents on the batch.
-    dists, idx = knn_points(x, y, K=4)
+    k = min(4, r)
+    dists, idx = knn_points(x, y, K=k)
     nearest = knn_gather(y, idx)
     assert np.allclose(((x[:, :, None, :] - nearest) ** 2).sum(-1), dists)
-    print(f"knn_points(x, y, K=4): dists {dists.shape}, idx {idx.shape}; "
+    print(f"knn_points(x, y, K={k}): dists {dists.shape}, idx {idx.shape}; "
           f"knn_gather -> {nearest.shape}")
 
     try:
@@ -144,9 +145,13 @@ if __name__ == "__main__":
     import argparse
     parser = argparse.ArgumentParser(description="Chamfer distance of batched point clouds "
                                      "with fastinterp, checked against torch.cdist.")
-    parser.add_argument("--batch", type=int, default=8, help="clouds per batch (default 8)")
-    parser.add_argument("--p", type=int, default=1000, help="points in each x (default 1000)")
-    parser.add_argument("--r", type=int, default=800, help="points in each y (default 800)")
+    from fastinterp.demo import at_least_one
+    parser.add_argument("--batch", type=at_least_one, default=8,
+                        help="clouds per batch (default 8)")
+    parser.add_argument("--p", type=at_least_one, default=1000,
+                        help="points in each x (default 1000)")
+    parser.add_argument("--r", type=at_least_one, default=800,
+                        help="points in each y (default 800)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     main(args.batch, args.p, args.r, args.seed)

@@ -21,21 +21,30 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fastinterp.demo import at_least_one
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
-    parser.add_argument("--copies", type=int, default=5,
+    parser.add_argument("--epochs", type=at_least_one, default=12,
+                        help="training epochs (default 12)")
+    parser.add_argument("--copies", type=at_least_one, default=5,
                         help="random distortions of each training digit (default 5)")
-    parser.add_argument("--test-copies", type=int, default=10,
+    parser.add_argument("--test-copies", type=at_least_one, default=10,
                         help="random distortions of each test digit (default 10)")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=at_least_one, default=2,
                         help="threads for torch and fastinterp (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="stn_digits.png", help="where to save the picture")
+    parser.add_argument("--out", default="stn_digits.png",
+                        help="the picture's file (PNG; .png is added to a name without a suffix)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if not args.out.strip() or out.is_dir():
+        parser.error(f"argument --out: expected a file name, such as stn_digits.png; got "
+                     f"{args.out!r}{' (a folder)' if args.out.strip() else ''}.")
+    out = out if out.suffix else out.with_suffix(".png")    # as matplotlib writes it
     try:            # now, not after minutes of training
-        tempfile.TemporaryFile(dir=Path(args.out).parent).close()
+        tempfile.TemporaryFile(dir=out.parent).close()
     except OSError as exc:
         parser.error(f"argument --out: cannot write in the folder of {args.out!r}: "
                      f"{exc.strerror or exc}")
@@ -57,7 +66,7 @@ def main(argv=None) -> int:
           f"({stn.CANVAS}x{stn.CANVAS}, rotated up to 60 degrees, scaled and shifted)")
     for line in stn.report(results):
         print(line.strip())
-    path = stn.plot(Path(args.out), results["fastinterp"].model, torch.from_numpy(data[2][:10]))
+    path = stn.plot(out, results["fastinterp"].model, torch.from_numpy(data[2][:10]))
     print(f"saved inputs and rectified outputs to {path}")
     gap = abs(results["fastinterp"].accuracy - results["torch"].accuracy) * 100
     return 0 if gap <= 1.0 else 1

@@ -22,6 +22,19 @@ def sections():
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+def at_least_one(text: str) -> int:
+    """An ``argparse`` type for the examples' counts: an int of at least 1.
+
+    >>> at_least_one("3")
+    3
+    """
+    import argparse
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Lay out, write and close a matplotlib figure; returns ``path``."""
     import matplotlib.pyplot as plt

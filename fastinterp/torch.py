@@ -607,7 +607,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     op = "grid_sample"
     input, grid = _tensors(op, "input grid", input, grid)
-    _uint8_forward_only(op, input, (grid,))
+    _uint8_forward_only(op, input, {"grid": grid})
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
     return _call(op, _grid_sample_op, _grid_sample_direct,
@@ -781,17 +781,19 @@ _register(_resize_bwd_op, _resize_bwd_fake, name="resize")
 
 def _forward_only(op, what, tensors, instead="use match='torch'"):
     """The error for a gradient through an option or dtype that has none (the presets,
-    uint8 images): ``instead`` says what to do for one."""
-    if _grad_needed(tensors):
-        raise TypeError(f"{op}: {what} has no gradient (forward only); got an input with "
+    uint8 images): ``tensors`` maps argument names to the tensors that would need one,
+    and the message names the first that does; ``instead`` says what to do."""
+    if _grad_needed(tensors.values()):
+        name = next(n for n, t in tensors.items() if isinstance(t, Tensor) and t.requires_grad)
+        raise TypeError(f"{op}: {what} has no gradient (forward only); got {name} with "
                         f"requires_grad=True while grad mode is on: detach it, call under "
                         f"torch.no_grad(), or {instead}.")
 
 
 def _uint8_forward_only(op, image, others):
-    """uint8 images are forward only: a gradient asked of the other inputs (a grid, a
-    warp matrix) through one is the TypeError of :func:`_forward_only` (torch itself
-    keeps the integer image from requiring grad)."""
+    """uint8 images are forward only: a gradient asked of the other inputs (``others``:
+    name -> tensor, a grid, a warp matrix) through one is the TypeError of
+    :func:`_forward_only` (torch itself keeps the integer image from requiring grad)."""
     if isinstance(image, Tensor) and image.dtype == torch.uint8:
         _forward_only(op, "a uint8 image", others,
                       "convert the image to a float dtype for gradients")
@@ -823,7 +825,7 @@ def resize(input, size=None, scale_factor=None, mode="bilinear", align_corners=N
     (input,) = _tensors(op, "input", input)
     check_option(op, "match", match, MATCHES)
     if match != "torch":
-        _forward_only(op, f"match={match!r}", (input,))
+        _forward_only(op, f"match={match!r}", {"input": input})
     if recompute_scale_factor is not None:
         recompute_scale_factor = check_bool(op, "recompute_scale_factor", recompute_scale_factor)
     args = (input, size, scale_factor, mode, align_corners, antialias, recompute_scale_factor,
@@ -1092,7 +1094,7 @@ def _warp(op, img, M, dsize, mode, padding_mode, align_corners, match, inverse_m
         return (like, M) + options
 
     (img,) = _tensors(op, "img", img)      # M: read on the host, or a tensor by op_args
-    _uint8_forward_only(op, img, (M,))
+    _uint8_forward_only(op, img, {"M": M})
     dims = list(_check_dsize(op, dsize))
     args = (img, M, dims, mode, padding_mode, align_corners, match, inverse_map,
             _fill_list(op, fill), layout, op)

@@ -484,6 +484,26 @@ def test_chamfer_example_takes_its_sizes_and_help():
     assert "--batch" in done.stdout and "equal torch.cdist" not in done.stdout
 
 
+def test_chamfer_example_takes_clouds_smaller_than_its_k(torch, capsys):
+    """knn_points(..., K=4) failed on clouds of fewer than 4 points (a raw knn error)."""
+    import pathlib
+    import runpy
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "chamfer.py"
+    runpy.run_path(str(path))["main"](batch=1, p=3, r=2, seed=0)
+    assert "K=2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--r", "--p", "--batch"])
+def test_chamfer_example_refuses_empty_clouds(flag):
+    import pathlib
+    import subprocess
+    import sys
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "chamfer.py"
+    done = subprocess.run([sys.executable, str(path), flag, "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "must be at least 1; got 0" in done.stderr
+
+
 @pytest.mark.parametrize("x_shape, q_shape", [((4000, 32), (100, 3, 32)),
                                               ((2, 1, 4000, 32), (2, 50, 3, 32)),
                                               ((1, 4000, 32), (100, 3, 32))])

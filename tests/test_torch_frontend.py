@@ -537,10 +537,11 @@ def test_presets_and_uint8_are_forward_only():
     img = u8.permute(2, 0, 1)[None].contiguous()
     gg = torch.zeros(1, 2, 2, 2, requires_grad=True)
     M = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]], requires_grad=True)
-    for call in (lambda: fit.grid_sample(img, gg),
-                 lambda: fit.warp_affine(u8, M, (4, 4), layout="HWC")):
+    for call, name in ((lambda: fit.grid_sample(img, gg), "grid"),
+                       (lambda: fit.warp_affine(u8, M, (4, 4), layout="HWC"), "M")):
         with pytest.raises(TypeError, match=r"^(grid_sample|warp_affine): a uint8 image has no "
-                                            r"gradient \(forward only\).*float dtype"):
+                                            rf"gradient \(forward only\); got {name} with "
+                                            r"requires_grad=True.*float dtype"):
             call()
         with torch.no_grad():
             assert call().dtype == torch.uint8
@@ -1289,6 +1290,27 @@ def test_mixed_precision_gradients_equal_the_numpy_apis(dtype):
 
 
 # --------------------------------------------------------------------------- the STN demo
+
+@pytest.mark.parametrize("argv, words", [
+    (["--out", ""], "expected a file name"),
+    (["--out", "{tmp}"], "(a folder)"),
+    (["--epochs", "0"], "must be at least 1; got 0"),
+    (["--copies", "-1"], "must be at least 1; got -1"),
+])
+def test_stn_example_refuses_bad_arguments_before_training(tmp_path, monkeypatch, capsys, argv,
+                                                           words):
+    """--out DIR wrote DIR.png beside the folder and printed DIR; --out '' wrote ./.png;
+    --epochs 0 trained nothing and printed nan timings."""
+    import pathlib
+    import runpy
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "stn_digits.py"
+    monkeypatch.chdir(tmp_path)
+    main = runpy.run_path(str(path))["main"]
+    with pytest.raises(SystemExit) as info:
+        main([a.format(tmp=tmp_path) for a in argv])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()) and not tmp_path.with_suffix(".png").exists()
+
 
 def test_stn_demo_trains_both_samplers_and_draws(tmp_path):
     pytest.importorskip("sklearn")
