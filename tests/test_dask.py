@@ -1074,8 +1074,10 @@ def test_knn_errors():
         fd.knn(x, x, 11)
     with pytest.raises(TypeError, match="knn: k must be an int"):
         fd.knn(x, x, 2.0)
-    for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="knn: block_bytes must be an int >= 0 or None"):
+    with pytest.raises(ValueError, match="knn: block_bytes must be an int >= 0 or None"):
+        fd.knn(x, x, 2, block_bytes=-1)
+    for bad in (1.5, 4096.0, "4096", True):      # a TypeError, as for k and split_every
+        with pytest.raises(TypeError, match="knn: block_bytes must be an int >= 0 or None"):
             fd.knn(x, x, 2, block_bytes=bad)
     for bad in ("no", [1], 1.0, None, np.array([True])):
         with pytest.raises(TypeError, match="^knn: return_distances must be a bool"):
@@ -1802,6 +1804,23 @@ def test_slerp_backward_sums_a_shared_t_gradient_in_float32(half, t_kind):
     assert (np.abs(got.astype(np.float32) - want.astype(np.float32)) <= spacing + ulp).all()
 
 
+@pytest.mark.parametrize("half", _HALF)
+@pytest.mark.parametrize("t", [0.5, np.float32(0.5), np.int64(0), np.float64(0.5)], ids=repr)
+def test_slerp_backward_of_a_number_t_of_any_type_equals_in_memory(half, t):
+    """Blocks whose t gradients nearly cancel: with t a NumPy scalar other than float64
+    or half, each block's gradient was rounded to half before the sum (bfloat16: 8.0
+    where the in-memory gradient is 1.109)."""
+    dt = _half_dtype(half)
+    a = np.array([[1.0, 0.0, 0.0, 0.0]] * 2, dt)
+    b = np.array([[0.0, 1.0, 0.0, 0.0]] * 2, dt)
+    g = np.array([[1000.0, 3.0, 0.0, 0.0], [-1000.0, -2.0, 0.0, 0.0]], dt)
+    got = fd.slerp_backward(*(da.from_array(v, chunks=(1, 4)) for v in (g, a, b)), t)[2]
+    want = fi.slerp_backward(g, a, b, t)[2]
+    got = got.compute(**SYNC)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
 def test_slerp_backward_with_half_operands_takes_a_torch_t():
     torch = pytest.importorskip("torch")
     dt = _half_dtype("bfloat16")
@@ -1812,6 +1831,23 @@ def test_slerp_backward_with_half_operands_takes_a_torch_t():
     got = fd.slerp_backward(da.from_array(g, chunks=(10, 3)), a, b, t)[2].compute(**SYNC)
     want = fi.slerp_backward(g, a, b, t)[2].float().numpy()      # (a torch result)
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2.0 ** -7)
+
+
+@pytest.mark.parametrize("operand", [2, 0, 1])
+def test_lerp_takes_torch_operands_and_weights(operand):
+    """A torch t (and a torch a or b beside NumPy ones) failed while building the graph
+    ("Cannot interpret 'torch.float32' as a data type"); slerp took them."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    args = [rng.standard_normal((4, 3)), rng.standard_normal((4, 3)), rng.random((4, 3))]
+    args[operand] = torch.from_numpy(args[operand])
+    args[0] = da.from_array(args[0], chunks=(2, 3)) if operand != 0 else args[0]
+    got = fd.lerp(*args).compute(**SYNC)
+    want = fi.lerp(*[a.compute() if isinstance(a, da.Array) else a for a in args])
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    got = fd.lerp(args[0], args[1], torch.tensor(0.25, dtype=torch.float64)).compute(**SYNC)
+    want = fi.lerp(*[np.asarray(a) for a in args[:2]], 0.25)
+    np.testing.assert_array_equal(np.asarray(got), want)
 
 
 _PICKLED_GRAPHS = {

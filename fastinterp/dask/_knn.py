@@ -319,8 +319,12 @@ def knn(x, queries, k, return_distances=True, *, split_every=8, block_bytes=None
         raise ValueError(f"knn: split_every must be >= 2; got {split_every}.")
     if block_bytes is None:
         block_bytes = MIN_TASK_BYTES
-    if isinstance(block_bytes, bool) or not isinstance(block_bytes, (int, np.integer)) \
-            or block_bytes < 0:
+    try:
+        block_bytes = as_index(block_bytes)
+    except TypeError:
+        raise TypeError(f"knn: block_bytes must be an int >= 0 or None; "
+                        f"got {block_bytes!r}.") from None
+    if block_bytes < 0:
         raise ValueError(f"knn: block_bytes must be an int >= 0 or None; got {block_bytes!r}.")
     k = int(k)
     if q.shape[0] == 0:          # no query: the result depends on no block of x

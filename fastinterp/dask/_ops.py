@@ -15,7 +15,8 @@ from .. import warp as _wp
 from .._dispatch import _to_numpy, array_kind
 from .._half import is_half
 from .._layout import as_batch, resolve as resolve_layout
-from .._validate import FLOAT_DTYPES, as_index, broadcast_shape, check_bool, shape_str
+from .._validate import (FLOAT_DTYPES, as_index, broadcast_shape, check_bool,
+                          is_real_scalar, shape_str)
 from ..blend import slerp_axis, weight_list
 from ..sample import _check_size
 from ._graph import (as_dask, batched, callers_shapes, check_known_sizes, in_memory_error,
@@ -57,6 +58,7 @@ def lerp(a, b, t):
     >>> bool((y.compute(scheduler="sync") == fi.lerp(a, b, 0.25)).all())
     True
     """
+    a, b, t = (_host_t("lerp", v, n) for n, v in zip("abt", (a, b, t)))
     operand = next((v for v in (a, b) if is_array(v)), None)
     if operand is not None:     # a list t in the dtype the in-memory lerp reads it in
         t = _t_array(t, np.float32 if is_half(operand.dtype) else operand.dtype)
@@ -72,10 +74,11 @@ def lerp(a, b, t):
     return da.core.elemwise(fi.lerp, *args, dtype=probe.dtype)
 
 
-def _host_t(op, t):
-    """A weight ``t`` given as another framework's CPU array (a torch tensor) as a NumPy
-    view (bfloat16 too), so that the blocks and the graph's metadata read it as NumPy."""
-    return _to_numpy(t, "dlpack", op, "t") if array_kind(t) == "dlpack" else t
+def _host_t(op, t, name="t"):
+    """A weight ``t`` (or another operand ``name``) given as another framework's CPU array
+    (a torch tensor) as a NumPy view (bfloat16 too), so that the blocks and the graph's
+    metadata read it as NumPy."""
+    return _to_numpy(t, "dlpack", op, name) if array_kind(t) == "dlpack" else t
 
 
 def _t_array(t, dtype):
@@ -217,10 +220,11 @@ def slerp_backward(grad_out, a, b, t, axis=-1, *, path=False, shortest_path=Fals
         ga, gb, gt = batched("slerp_backward", fn,
                              {"grad_out": grad_out, "a": a, "b": b, "t": t}, n_out=3)
     else:
-        if is_half(a.dtype) and (isinstance(t, (int, float)) or (
-                isinstance(t, (np.ndarray, np.generic)) and is_half(t.dtype))):
+        if is_half(a.dtype) and (is_real_scalar(t) or (
+                isinstance(t, np.ndarray) and is_half(t.dtype))):
             # the blocks' partial sums of a shared t's gradient stay in float32 (t read in
-            # it, as in memory), rounded once to half after the sum
+            # it, as in memory: a number of any type, NumPy's included), rounded once to
+            # half after the sum
             stored = stored or (t.dtype if is_array(t) else a.dtype)
             t = np.asarray(t, np.float32)
         ga, gb, gt_blocks = batched("slerp_backward", _stack_t_grad(fn),
