@@ -26,7 +26,7 @@ import numpy as np
 __all__ = [
     "float_dtype", "same_dtype", "check_overlap", "check_ndim", "check_shape", "check_option",
     "check_out", "same_view", "as_c_contiguous", "broadcast_shape", "shape_str", "real_scalar",
-    "check_dtype", "check_array", "check_not_number", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
+    "check_dtype", "check_array", "check_not_number", "check_uint8_on_cpu", "check_bool", "check_flag", "as_index", "is_int", "int_sizes",
     "finite_float", "is_scalar", "symbolic", "shown", "AXIS_MAX",
 ]
 
@@ -379,6 +379,13 @@ def check_array(op: str, name: str, arr) -> None:
     if not hasattr(arr, "shape") or isinstance(arr, (np.generic, bool)):
         given = "None" if arr is None else type(arr).__name__
         raise TypeError(f"{op}: {name} must be an array; got {given}.")
+
+
+def check_uint8_on_cpu(op: str, dtype, backend: str) -> None:
+    """uint8 images run on the CPU only: a ``TypeError`` for one on another backend (the
+    registry would say only that it has no such kernel)."""
+    if np.dtype(dtype) == np.uint8 and backend != "cpu":
+        raise TypeError(f"{op}: uint8 input runs on the CPU; got a {backend.upper()} array.")
 
 
 def check_not_number(op: str, name: str, value) -> None:

@@ -56,7 +56,7 @@ from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, ResizeMatch, ResizeMode,
                       Shape, Size)
 from ._validate import (AXIS_MAX, _one_real, as_index, from_dlpack_only, check_array, check_bool, check_dtype,
-                        check_option, check_out, entries, float_dtype, is_int as _is_int,
+                        check_option, check_out, check_uint8_on_cpu, entries, float_dtype, is_int as _is_int,
                         int_digits, is_real_scalar, is_scalar, shape_str)
 
 __all__ = ["resize", "interpolate", "resize_backward", "adaptive_avg_pool2d",
@@ -942,7 +942,9 @@ def _prepare(op, name, array, layout, dtypes=_FLOAT_DTYPES):
     p = begin(op, **{name: array})
     arr = p.arrays[name]
     lay = resolve_layout(op, name, arr, layout)
-    return p, arr, _check_input(op, name, arr, lay, dtypes), lay
+    dtype = _check_input(op, name, arr, lay, dtypes)
+    check_uint8_on_cpu(op, dtype, p.backend)
+    return p, arr, dtype, lay
 
 
 def _run(op, p, x, ytab, xtab, out, out_hw, lay, dtype, name, u8_order=None, plan_key=None):

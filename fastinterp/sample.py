@@ -20,6 +20,7 @@ from ._dispatch import begin, holds_numbers, to_host, unreadable_error
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._typing import Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, SampleMode, Sizes
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
+                        check_uint8_on_cpu,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
                         is_real_scalar, same_dtype, shape_str, symbolic)
 
@@ -443,8 +444,7 @@ def _prepare(op, p, names, channels_last, uint8_input=False):
         check_array(op, k, v)
     x = arrays.get("input")
     if uint8_input and x is not None and np.dtype(x.dtype) == np.uint8:
-        if p.backend != "cpu":
-            raise TypeError(f"{op}: uint8 input runs on the CPU; got a {p.backend.upper()} array.")
+        check_uint8_on_cpu(op, x.dtype, p.backend)
         dtype = np.dtype(np.uint8)
         check_dtype(op, "grid", arrays["grid"], (np.float32, np.float64))
     else:

@@ -430,3 +430,15 @@ def test_opencv_area_by_integer_factors_of_float_images_matches_cv2(dtype, atol,
     ref = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA).reshape(oh, ow, channels)
     got = fi.resize(img, size=(oh, ow), mode="area", layout="HWC", match="opencv")
     np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, cuda: fi.resize(x, size=(2, 2)),
+    lambda x, cuda: fi.adaptive_avg_pool2d(x, 2),
+    lambda x, cuda: fi.grid_sample(x, cuda.to_device(np.zeros((1, 2, 2, 2), np.float32)))])
+def test_uint8_images_on_a_gpu_are_the_same_type_error(cuda, call):
+    """resize and the pool raised the registry's NotImplementedError ("no kernel for
+    backend 'cuda' and dtype uint8") where grid_sample said uint8 runs on the CPU."""
+    x = cuda.to_device(np.zeros((1, 1, 4, 4), np.uint8))
+    with pytest.raises(TypeError, match=r"^\w+: uint8 input runs on the CPU; got a CUDA array\.$"):
+        call(x, cuda)
