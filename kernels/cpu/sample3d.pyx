@@ -385,6 +385,28 @@ cdef inline void edge_bwd_voxel(const real* ip, real* gip, Py_ssize_t cs, const 
                 A[k] = A[k] + v[k] * g
 
 
+cdef void redo_overflowed_voxels(const real* ip, Py_ssize_t cs, const real* gop,
+                                 Py_ssize_t ocs, Py_ssize_t nc, Py_ssize_t L, real* R,
+                                 const Py_ssize_t* I) noexcept nogil:
+    """The trilinear grid gradient of one tile, all nc channels done (ip, gop: channel 0):
+    a voxel whose sums are not finite (its per-corner channel sums overflowed, values near
+    the dtype's maximum, or an infinite grad_output) is summed again term by term in
+    PyTorch's order, finite wherever PyTorch's sum is. One test per voxel otherwise."""
+    cdef Py_ssize_t j
+    cdef Py_ssize_t o[8]
+    cdef real* GX = R + R_GX * L
+    for j in range(L):
+        if GX[j] - GX[j] == 0 and GX[L + j] - GX[L + j] == 0 \
+                and GX[2 * L + j] - GX[2 * L + j] == 0:
+            continue
+        GX[j] = 0
+        GX[L + j] = 0
+        GX[2 * L + j] = 0
+        corner_offsets(I, L, j, o)
+        grid_terms_voxel(ip, cs, gop + j, ocs, nc, o, I[I_MASK * L + j], R + R_F0 * L + j, L,
+                         GX + j)
+
+
 cdef void grid_terms_voxel(const real* ip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
                            Py_ssize_t nc, const Py_ssize_t* o, Py_ssize_t m, const real* f,
                            Py_ssize_t L, real* G) noexcept nogil:
@@ -435,7 +457,6 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
     cdef Py_ssize_t o[8]
     cdef real w[8]
     cdef real A[8]
-    cdef real d[3]
     cdef const real* f
     cdef int k
     for j in range(L):
@@ -464,19 +485,13 @@ cdef inline void tile_bwd_trilinear(const real* ip, real* gip, Py_ssize_t cs,
             edge_bwd_voxel(ip, gip, cs, gop + j, ocs, nc, o, m, w, A, do_input, do_grid)
         if do_grid:
             f = R + R_F0 * L + j
-            d[0] = (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
-                    + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
-            d[1] = (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
-                    + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
-            d[2] = (((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
-                    + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
-            if d[0] - d[0] == 0 and d[1] - d[1] == 0 and d[2] - d[2] == 0:
-                GX[j] = GX[j] + d[0]
-                GX[L + j] = GX[L + j] + d[1]
-                GX[2 * L + j] = GX[2 * L + j] + d[2]
-            else:
-                corner_offsets(I, L, j, o)
-                grid_terms_voxel(ip, cs, gop + j, ocs, nc, o, m, f, L, GX + j)
+            GX[j] = GX[j] + (((A[1] - A[0]) * f[0] + (A[3] - A[2]) * f[L])
+                             + ((A[5] - A[4]) * f[2 * L] + (A[7] - A[6]) * f[3 * L]))
+            GX[L + j] = GX[L + j] + (((A[2] - A[0]) * f[4 * L] + (A[3] - A[1]) * f[5 * L])
+                                     + ((A[6] - A[4]) * f[6 * L] + (A[7] - A[5]) * f[7 * L]))
+            GX[2 * L + j] = GX[2 * L + j] + (
+                ((A[4] - A[0]) * f[8 * L] + (A[5] - A[1]) * f[9 * L])
+                + ((A[6] - A[2]) * f[10 * L] + (A[7] - A[3]) * f[11 * L]))
 
 
 cdef void sweep_input_trilinear(real* gip, Py_ssize_t cs, const real* gop, Py_ssize_t ocs,
@@ -737,6 +752,10 @@ cdef void backward_voxels(const real* ip, real* gip, const real* gop, const real
         if mode == BILINEAR:
             sweep_trilinear(ip + n * si[0], gip + n * si[0], gop + n * so[0] + p, c0, c1, L,
                             si, so, do_input, do_grid, R, I)
+            if do_grid:
+                redo_overflowed_voxels(ip + n * si[0] + c0 * si[1], si[1],
+                                       gop + n * so[0] + c0 * so[1] + p, so[1], c1 - c0, L,
+                                       R, I)
         else:
             for c in range(c0, c1):
                 sweep_bwd(ip + n * si[0] + c * si[1], gip + n * si[0] + c * si[1],
