@@ -432,6 +432,32 @@ class TestSlerp:
         b = np.array([2.0, -4.0])
         np.testing.assert_allclose(fi.slerp(np.zeros(2), b, 0.25), 0.25 * b, rtol=1e-15)
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("depth", [1, 3, 130])
+    def test_far_extrapolation_of_parallel_rows_stays_on_their_line(self, rng, dtype, depth):
+        """Identical, parallel (b = 2a, -a with shortest_path) and zero rows are the lerp of
+        a and b, exact however far t extrapolates: (1 - t) a + t b cancelled (relative
+        error |t| u: slerp(a, a, 1e16) was noise, 1e-8 off at t = 1e8)."""
+        a = rng.standard_normal((5, depth)).astype(dtype)
+        big = [1e3, -1e6, 7.5, -2.5] if dtype == np.float32 else [1e8, -1e16, 1e300, 7.5]
+        t = np.array(big + [-0.75], dtype)
+        rtol = 2e-7 if dtype == np.float32 else 5e-16
+        for norm in ("linear", "formula"):
+            for w in t:
+                same = fi.slerp(a, a, w, norm=norm)
+                np.testing.assert_array_equal(same, a)
+                flipped = fi.slerp(a, -a, w, norm=norm, shortest_path=True)
+                np.testing.assert_array_equal(flipped, a)
+                with np.errstate(over="ignore"):
+                    want = (a.astype(np.float64) * (1.0 + np.float64(w))).astype(dtype)
+                    np.testing.assert_allclose(fi.slerp(a, 2 * a, w, norm=norm), want,
+                                               rtol=rtol)
+                    want = (a.astype(np.float64) * (1.0 - np.float64(w))).astype(dtype)
+                    np.testing.assert_allclose(fi.slerp(a, np.zeros_like(a), w, norm=norm),
+                                               want, rtol=rtol)
+            path = fi.slerp(a, a, t, path=True, norm=norm)
+            np.testing.assert_array_equal(path, np.broadcast_to(a[:, None], path.shape))
+
     def test_quaternion_shortest_path(self, rng):
         q0 = rng.standard_normal((40, 4))
         q1 = rng.standard_normal((40, 4))
@@ -608,6 +634,16 @@ class TestCudaKernels:
             np.testing.assert_array_equal(got[1], want)
         got = fi.slerp(_dev(cuda, a), _dev(cuda, b), 1.0).copy_to_host()
         np.testing.assert_array_equal(got[0], b[0])
+
+    @pytest.mark.parametrize("depth", [3, 67])          # thread kernel, block kernel
+    def test_slerp_far_extrapolation_of_identical_rows_is_exact(self, cuda, rng, depth):
+        """As on the CPU: identical and parallel rows are the lerp a + t (b - a)."""
+        a = rng.standard_normal((2, depth))
+        for t in (1e8, -1e16, 3.5):
+            got = fi.slerp(_dev(cuda, a), _dev(cuda, a), t).copy_to_host()
+            np.testing.assert_array_equal(got, a)
+            got = fi.slerp(_dev(cuda, a), _dev(cuda, 2 * a), t).copy_to_host()
+            np.testing.assert_allclose(got, a * (1 + t), rtol=5e-16)
 
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_lerp_broadcast_of_any_rank(self, cuda, rng, dtype):

@@ -10,7 +10,7 @@ from libc.math cimport M_PI, cos, fabs, frexp, isfinite, ldexp, sin, sqrt
 from _types cimport real
 from _team cimport (fi_fp_enter, fi_fp_leave, fi_team, fi_team_done, fi_team_enter,
                    fi_team_leave, fi_team_plan)
-from _lerp cimport lerp_run
+from _lerp cimport lerp_one, lerp_run
 
 cdef extern from "_ntstore.h" nogil:
     bint FI_STREAM_STORES
@@ -473,6 +473,32 @@ cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
         o[k] = ok
 
 
+cdef inline bint lerp_row(const RowGeom* g, double t) noexcept nogil:
+    """Rows that are the lerp of a and sign * b: one axis, a zero vector, or a and sign * b
+    parallel (θ = 0), away from the end points. Blended as a + t (sign b - a) rather than
+    (1 - t) a + t sign b: far outside [0, 1] the two terms of the latter cancel (|t| u of
+    error; slerp(a, a, 1e16) gave noise), while the former is exactly a when b = a."""
+    return (not g.scaled and g.kind != ROW_ANTIPODAL and g.theta < TINY_ANGLE
+            and t != 0 and t != 1)
+
+
+cdef inline double lerp_entry(double x, double y, double t) noexcept nogil:
+    """fastinterp.lerp's two-sided formula where y - x is finite; (1 - t) x + t y where
+    it is not (an infinite entry stays infinite, opposite values near the maximum do not
+    overflow)."""
+    if isfinite(y - x):
+        return lerp_one(x, y, t)
+    return (1.0 - t) * x + t * y
+
+
+cdef inline void blend_lerp_row(const real* a, const real* b, real* o, Py_ssize_t n,
+                                double sign, double t) noexcept nogil:
+    """o = lerp(a, sign * b, t), each entry in double (lerp_entry)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = <real> lerp_entry(a[i], sign * b[i], t)
+
+
 cdef inline void blend_row_narrow(const real* a, const real* b, real* o, Py_ssize_t n,
                                   real ca, real cb) noexcept nogil:
     """o = ca a + cb b in the input precision (float32: twice the SIMD width of double)."""
@@ -574,7 +600,9 @@ cdef inline void slerp_block(const real* a, const real* b, real* out, Py_ssize_t
             if needs_scalar_coefs(&g[i], tw[i]):
                 row_coefs(&g[i], tw[i], linear_norm, &ca[i], &cb[i], &ck)
             o = out + (i * steps + j) * n
-            if g[i].scaled:
+            if lerp_row(&g[i], tw[i]):
+                blend_lerp_row(a + i * n, b + i * n, o, n, g[i].sign, tw[i])
+            elif g[i].scaled:
                 blend_scaled_row(a + i * n, b + i * n, o, n, &g[i], tw[i], ca[i], cb[i], ck)
             elif real is float and ck == 0 and narrow_blend_ok(ca[i], cb[i], g[i].na, g[i].nb,
                                                                aa[i], bb[i], ab[i]):

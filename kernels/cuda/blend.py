@@ -169,10 +169,14 @@ def _scales(aa, bb, ma, mb):
 
 
 @cuda.jit(device=True, inline=True)
-def _value(x, y, ca, cb, extra, sa, sb, scaled, emax, t, sign):
-    """One output entry from entries x of a and y of b, in float64; exact at t = 0, 1."""
+def _value(x, y, ca, cb, extra, sa, sb, scaled, emax, t, sign, lerp):
+    """One output entry from entries x of a and y of b, in float64; exact at t = 0, 1.
+    lerp: the row is the lerp of a and sign * b (see _lerp_row)."""
     x = float(x)  # float32 entries: float64 arithmetic on the device and in the simulator
     y = float(y)
+    if lerp:  # as the CPU's lerp_entry: the product form where y - x is not finite
+        y = sign * y
+        return _lerp_one(x, y, t) if math.isfinite(y - x) else (1.0 - t) * x + t * y
     if not scaled:
         if cb == 0:     # an end point: a itself (signed zeros kept, whatever b holds)
             v = ca * x
@@ -223,6 +227,14 @@ def _angle(dm, dp, depth):
     if math.sqrt(dp) <= ANTIPODAL_TOL:
         return (ROW_ANTIPODAL if depth >= 2 else ROW_ZERO), 0.0
     return ROW_REGULAR, 2.0 * math.atan2(math.sqrt(dm), math.sqrt(dp))
+
+
+@cuda.jit(device=True, inline=True)
+def _lerp_row(kind, theta, scaled, t):
+    """One axis, a zero vector or parallel rows, away from the end points: the lerp
+    a + t (sign b - a), exactly a when b = a however far t extrapolates (as on the CPU)."""
+    return (not scaled and kind != ROW_ANTIPODAL and theta < TINY_ANGLE
+            and t != 0 and t != 1)
 
 
 @cuda.jit(device=True, inline=True)
@@ -306,9 +318,10 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
             uk = (float(a[r, k]) * sa) / na
     w = float(t[r * t_row_stride + i - r * steps])
     ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
+    lerp = _lerp_row(kind, theta, scaled, w)
     for d in range(depth):
         out[i, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb, scaled,
-                           emax, w, sign)
+                           emax, w, sign, lerp)
 
 
 @cuda.jit(device=True, inline=True)
@@ -430,9 +443,10 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
         w = float(t[r * t_row_stride + j])
         ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
         row = r * steps + j
+        lerp = _lerp_row(kind, theta, scaled, w)
         for d in range(tid, depth, ROW_BLOCK):
             out[row, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb,
-                                 scaled, emax, w, sign)
+                                 scaled, emax, w, sign, lerp)
 
 
 def slerp(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm, stream=0):
