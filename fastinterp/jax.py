@@ -1019,11 +1019,34 @@ def lerp(a, b, t):
     if isinstance(a, (Number, np.generic)) and isinstance(b, (Number, np.generic)):
         raise two_scalars_error()
     const_t = _constant_t("lerp", t)
-    arrays = _weak_to_strong("lerp", ("a", "b", "t"), _array("lerp", "a", a, scalar_ok=True),
-                             _array("lerp", "b", b, scalar_ok=True),
-                             *(() if const_t is not None
-                               else (_array("lerp", "t", t, scalar_ok=True),)))
-    return _lerp_arrays(*arrays, *(() if const_t is None else (const_t,)))
+    arrays = [_array("lerp", "a", a, scalar_ok=True), _array("lerp", "b", b, scalar_ok=True),
+              *(() if const_t is not None else (_array("lerp", "t", t, scalar_ok=True),))]
+    half = _number_operand_dtype(a, b, arrays)
+    if half is not None and all(x.dtype == half for x in arrays if not x.weak_type):
+        # the NumPy API reads a number operand in the float32 it computes half precision
+        # in (lerp(1e5, ones_f16, 0.999) is 101): so do the JAX one, jit or not
+        arrays = [x.astype(jnp.float32) for x in arrays]
+    arrays = list(_weak_to_strong("lerp", ("a", "b", "t"), *arrays))
+    out = _lerp_arrays(*arrays, *(() if const_t is None else (const_t,)))
+    return out.astype(half) if half is not None and out.dtype != half else out
+
+
+def _number_operand_dtype(a, b, arrays):
+    """For lerp with a Python or NumPy number as ``a`` or ``b``: the number checked as the
+    NumPy API checks it, in the dtype it computes in (float32 for half-precision operands;
+    a number is never traced, so this holds under jit too, where the cast below would
+    otherwise turn it into inf unchecked). Returns the half-precision dtype of the other
+    operand, whose lerp then runs in float32, or None."""
+    for name, v, other in (("a", a, arrays[1]), ("b", b, arrays[0])):
+        if not isinstance(v, (Number, np.generic)) or other.weak_type \
+                or not jnp.issubdtype(other.dtype, jnp.floating):
+            continue
+        half = other.dtype in (jnp.float16, jnp.bfloat16)
+        compute = np.float32 if half else np.dtype(other.dtype)
+        if is_real_scalar(v):
+            real_float("lerp", name, v, compute)
+        return other.dtype if half else None
+    return None
 
 
 def _weak_to_strong(op, names, *arrays):

@@ -802,6 +802,35 @@ def test_lerp_of_two_scalars_is_the_numpy_apis_type_error(a, b):
     np.testing.assert_array_equal(np.asarray(fij.lerp(1.0, jnp.ones(2), 0.5)), [1.0, 1.0])
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_lerp_number_operand_is_read_as_the_numpy_api_reads_it(dtype, jit):
+    """A number operand was cast to the array's dtype unchecked under jit (1e300 with
+    float32 arrays: inf; 1e5 with float16: inf) and refused eagerly for half precision,
+    where the NumPy API reads it in float32 (lerp(1e5, ones_f16, 0.999) = 101)."""
+    import ml_dtypes
+    np_dtype = np.dtype(getattr(ml_dtypes, dtype, None) or dtype)
+    rng = np.random.default_rng(3)
+    b = rng.uniform(-2, 2, 6).astype(np_dtype)
+    t = rng.uniform(-0.5, 1.5, 6).astype(np_dtype)
+    wrap = jax.jit if jit else (lambda f: f)
+    for number in (1e5, -7e4, 3.25, 1e30):
+        for call in (lambda m, b_, t_: m.lerp(number, b_, t_),
+                     lambda m, b_, t_: m.lerp(b_, number, t_)):
+            with np.errstate(over="ignore"):
+                want = call(fi, b, t)
+            got = wrap(lambda b_, t_: call(fij, b_, t_))(jnp.asarray(b), jnp.asarray(t))
+            assert got.dtype == np_dtype
+            np.testing.assert_array_equal(np.asarray(got).astype(np.float64),
+                                          want.astype(np.float64))
+    too_big = 1e300 if np_dtype != np.float64 else None
+    if too_big is not None:
+        with pytest.raises(ValueError, match="^lerp: a must be representable in float32"):
+            fi.lerp(too_big, b, t)
+        with pytest.raises(ValueError, match="^lerp: a must be representable in float32"):
+            wrap(lambda b_, t_: fij.lerp(too_big, b_, t_))(jnp.asarray(b), jnp.asarray(t))
+
+
 @pytest.mark.parametrize("M", ["ab", [[1, 0, 0], [0, 1, None]]], ids=repr)
 def test_a_constant_matrix_of_non_numbers_is_the_numpy_apis_type_error(M):
     with pytest.raises(TypeError, match=r"^warp_affine: M must hold real numbers"):
