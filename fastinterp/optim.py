@@ -562,6 +562,16 @@ class Optimizer:
                 if value is not None and abs(value) > _FLOAT32_MAX:
                     raise ValueError(f"{op}: {key} must be representable in float32 (the "
                                      f"dtype of {p.name}); got {_shown(v)}.")
+        for label, value in self._derived_scalars(index, group):
+            if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+                raise ValueError(f"{op}: {label} must be representable in float32 (the "
+                                 f"dtype of {p.name}); got {value!r}.")
+
+    def _derived_scalars(self, index: int, group: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+        """Scalars the next step of parameter ``index`` computes from the hyper-parameters
+        and passes to the kernel in the parameter's dtype, as (label, value): torch refuses
+        one that float32 cannot hold as it refuses a hyper-parameter."""
+        return ()
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
         """Raise before any update if parameter ``index`` cannot be stepped."""
@@ -793,14 +803,17 @@ class SGD(Optimizer):
         CuPy, or DLPack CPU tensors such as torch tensors, updated in place; a
         NumPy scalar is immutable and refused), or
         parameter groups ``{"params": [...], "lr": ...}`` like torch.
-    lr : float
-        Learning rate, >= 0.
+    lr : float, optional
+        Learning rate, >= 0 (default 1e-3).
     momentum, dampening, weight_decay : float, optional
         >= 0 each; default 0.
     nesterov : bool, optional
         Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
     maximize : bool, optional
-        Ascend instead of descend.
+        Ascend instead of descend (keyword only).
+
+    The positional order is ``torch.optim.SGD``'s: ``SGD(params, 0.1, 0.9, 0, 1e-4)`` is
+    momentum 0.9 and weight decay 1e-4 in both.
 
     Examples
     --------
@@ -817,9 +830,9 @@ class SGD(Optimizer):
     _op = "sgd_step"
     _state_keys = _required_state = ("momentum_buffer",)
 
-    def __init__(self, params: Params, lr: Number, momentum: Number = 0.0,
-                 dampening: Number = 0.0, nesterov: bool = False, weight_decay: Number = 0.0,
-                 maximize: bool = False) -> None:
+    def __init__(self, params: Params, lr: Number = 1e-3, momentum: Number = 0.0,
+                 dampening: Number = 0.0, weight_decay: Number = 0.0, nesterov: bool = False,
+                 *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       maximize=maximize))
@@ -887,7 +900,7 @@ class Adam(Optimizer):
 
     def __init__(self, params: Params, lr: Number = 1e-3,
                  betas: tuple[Number, Number] = (0.9, 0.999), eps: Number = 1e-8,
-                 weight_decay: Number = 0.0, amsgrad: bool = False,
+                 weight_decay: Number = 0.0, amsgrad: bool = False, *,
                  maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
@@ -929,6 +942,15 @@ class Adam(Optimizer):
             raise ValueError(f"{self._name}.step: amsgrad must be set before the first step; "
                              f"it was switched on after step {st['step']:g}.")
 
+    def _step_size(self, index: int, group: dict[str, Any]) -> tuple[float, float]:
+        """The next step's ``(step, lr / (1 - beta1**step))``."""
+        step = float(self.state.get(index, {}).get("step", 0.0)) + 1.0
+        return step, float(group["lr"]) / (1 - float(group["betas"][0]) ** step)
+
+    def _derived_scalars(self, index: int, group: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+        step, step_size = self._step_size(index, group)
+        return ((f"lr / (1 - beta1**step) at step {step:g}", step_size),)
+
     def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
                 kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         st = self.state.setdefault(i, {})
@@ -937,10 +959,9 @@ class Adam(Optimizer):
         m, _ = self._buffer(i, "exp_avg")
         v, _ = self._buffer(i, "exp_avg_sq")
         vmax = self._buffer(i, "max_exp_avg_sq")[0] if amsgrad else param
-        step = float(st.get("step", 0.0)) + 1.0
+        step, step_size = self._step_size(i, group)
         beta1, beta2 = (float(b) for b in group["betas"])
         lr = float(group["lr"])
-        step_size = lr / (1 - beta1 ** step)
         bc2_sqrt = (1 - beta2 ** step) ** 0.5
         kernel(param, g, m, v, vmax, lr, beta1, beta2, float(group["eps"]),
                float(group["weight_decay"]), self._decoupled, amsgrad,
@@ -968,7 +989,7 @@ class AdamW(Adam):
 
     def __init__(self, params: Params, lr: Number = 1e-3,
                  betas: tuple[Number, Number] = (0.9, 0.999), eps: Number = 1e-8,
-                 weight_decay: Number = 1e-2, amsgrad: bool = False,
+                 weight_decay: Number = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)

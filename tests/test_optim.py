@@ -1243,6 +1243,54 @@ def test_a_hyper_parameter_float32_cannot_hold_is_a_value_error(make):
     make(np.ones(3)).step([np.ones(3)])          # float64 parameters hold it
 
 
+@pytest.mark.parametrize("cls, kw, steps", [
+    (Adam, dict(lr=1e38), 0),                           # lr / (1 - 0.9) at step 1
+    (AdamW, dict(lr=4e37, weight_decay=0.0), 0),
+    (Adam, dict(lr=1e37, betas=(0.99, 0.999)), 0),
+    (Adam, dict(lr=5e37, betas=(0.95, 0.999), amsgrad=True), 2),  # lr raised at step 3
+])
+def test_a_step_size_float32_cannot_hold_is_refused_as_torch_refuses_it(torch, cls, kw, steps):
+    """lr / (1 - beta1**step) beyond float32 turned the parameters into -inf without an
+    error; torch refuses it ('value cannot be converted to type float without overflow')."""
+    p = np.ones(3, np.float32)
+    opt = cls([p], **dict(kw, lr=0.1 if steps else kw["lr"]))
+    for _ in range(steps):
+        opt.step([np.ones(3, np.float32)])
+    opt.param_groups[0]["lr"] = kw["lr"]
+    before = p.copy()
+    with pytest.raises(ValueError, match=r"must be representable in float32 \(the dtype of "
+                                         r"params\[0\]\)"):
+        opt.step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(p, before)
+    tp = torch.ones(3, requires_grad=True)
+    topt = getattr(torch.optim, cls.__name__)([tp], **dict(kw, lr=0.1 if steps else kw["lr"]))
+    for _ in range(steps):
+        tp.grad = torch.ones(3)
+        topt.step()
+    topt.param_groups[0]["lr"] = kw["lr"]
+    tp.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match="overflow"):
+        topt.step()
+
+
+def test_sgd_takes_torchs_positional_order_and_default_lr(torch):
+    """SGD(params, lr, momentum, dampening, weight_decay, nesterov) as torch.optim.SGD: the
+    positional call SGD([p], 0.1, 0.9, 0, 1) was Nesterov without weight decay here."""
+    p = np.array([1.0, -2.0, 0.5])
+    tp = torch.tensor(p, requires_grad=True)
+    opt, topt = SGD([p], 0.1, 0.9, 0, 1), torch.optim.SGD([tp], 0.1, 0.9, 0, 1)
+    for k in range(3):
+        g = np.array([0.3, -0.1, 2.0]) * (k + 1)
+        opt.step([g])
+        tp.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-15)
+    assert SGD([np.ones(2)]).param_groups[0]["lr"] == torch.optim.SGD(
+        [torch.ones(2, requires_grad=True)]).param_groups[0]["lr"]
+    with pytest.raises(TypeError):
+        SGD([np.ones(2)], 0.1, 0.9, 0, 0, False, False)      # maximize is keyword only
+
+
 # --- torch's autograd sees the in-place update ------------------------------------------
 
 @pytest.mark.parametrize("cls, kw", [(SGD, {"lr": 0.1}), (SGD, {"lr": 0.1, "momentum": 0.9}),
