@@ -95,9 +95,20 @@ def float_dtype(op: str, name: str, arr, uint8: bool = False) -> np.dtype:
     if dtype in FLOAT_DTYPES:
         return dtype
     hint = " (cast float16 to float32 first)" if dtype == np.float16 else ""
+    _refuse_on_cuda(op, name, arr)
     names = _dtype_names(op, ("float32", "float64") + (("uint8",) if uint8 else ()))
     raise TypeError(f"{op}: {name} must have dtype {names}{hint}"
                     f"{_byte_order_hint(dtype, FLOAT_DTYPES)}; got {dtype}.")
+
+
+def _refuse_on_cuda(op: str, name: str, arr) -> None:
+    """The ``TypeError`` for a CUDA array of a dtype a kernel does not take: CUDA kernels
+    take float32 and float64 only (uint8 and half-precision storage run on the CPU), so
+    the CPU's list would mislead. Returns for any other array."""
+    from ._dispatch import array_kind   # (the dispatcher imports this module)
+    if not isinstance(arr, np.ndarray) and array_kind(arr) == "cuda":
+        raise TypeError(f"{op}: {name} must have dtype float32 or float64 on CUDA; "
+                        f"got {np.dtype(arr.dtype)}.")
 
 
 def _byte_order_hint(dtype: np.dtype, allowed) -> str:
@@ -580,6 +591,7 @@ def check_dtype(op: str, name: str, arr, allowed: Sequence) -> np.dtype:
     dtype = np.dtype(arr.dtype)
     if dtype in allowed:
         return dtype
+    _refuse_on_cuda(op, name, arr)
     names = _dtype_names(op, [np.dtype(d).name for d in allowed])
     hint = _byte_order_hint(dtype, [np.dtype(d) for d in allowed])
     raise TypeError(f"{op}: {name} must have dtype {names}{hint}; got {dtype}.")

@@ -33,8 +33,9 @@ from ._half import is_half
 from ._layout import resolve as resolve_layout
 from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
                       SampleMode, Sizes, WarpMatch)
-from ._validate import (check_array, check_bool, check_option, check_out, entries, finite_float,
-                        float_dtype, int_sizes, same_dtype, shape_str, symbolic)
+from ._validate import (check_array, check_bool, check_option, check_out, check_uint8_on_cpu,
+                        entries, finite_float, float_dtype, int_sizes, same_dtype, shape_str,
+                        symbolic)
 from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates,
                      check_device_options, grid_sample, grid_sample_backward)
 
@@ -437,9 +438,7 @@ def _begin(op, img, M, dsize, match, mode, padding_mode, align_corners, inverse_
     lay = _image_layout(op, x, layout)
     if not (uint8_ok and getattr(x, "dtype", None) == np.uint8):
         float_dtype(op, "img", x, uint8=uint8_ok)
-    elif p.backend != "cpu":
-        raise TypeError(f"{op}: img must be a CPU array for dtype uint8 (uint8 warps run on "
-                        f"the CPU); got a {p.backend.upper()} array.")
+    check_uint8_on_cpu(op, x.dtype, p.backend)
     N, C, H, W = _layout_dims(op, x, lay, "img")
     check_device_options(op, p.backend, lay.nhwc, padding_mode)
     wmap = _Map(op, M, rows, N, H, W, Ho, Wo, match, inverse, align)

@@ -442,3 +442,19 @@ def test_uint8_images_on_a_gpu_are_the_same_type_error(cuda, call):
     x = cuda.to_device(np.zeros((1, 1, 4, 4), np.uint8))
     with pytest.raises(TypeError, match=r"^\w+: uint8 input runs on the CPU; got a CUDA array\.$"):
         call(x, cuda)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, cuda: fi.resize(x, size=(2, 2)),
+    lambda x, cuda: fi.adaptive_avg_pool2d(x, 2),
+    lambda x, cuda: fi.grid_sample(x, cuda.to_device(np.zeros((1, 2, 2, 2), np.float32))),
+    lambda x, cuda: fi.warp_affine(x, np.eye(2, 3), (3, 3)),
+    lambda x, cuda: fi.lerp(x, x, 0.5),
+    lambda x, cuda: fi.pairwise_sqdist(x[0, 0])])
+@pytest.mark.parametrize("dtype", [np.int32, np.complex64, np.bool_])
+def test_other_dtypes_on_a_gpu_name_what_cuda_takes(cuda, call, dtype):
+    """The message listed uint8, float16 and bfloat16, which run on the CPU only."""
+    x = cuda.to_device(np.zeros((1, 1, 4, 4), dtype))
+    with pytest.raises(TypeError, match=r"^\w+: \w+ must have dtype float32 or float64 on CUDA; "
+                                        rf"got {np.dtype(dtype)}\.$"):
+        call(x, cuda)
