@@ -1395,7 +1395,13 @@ def _refuse_unnamed_image(op, x, size, scale_factor):
     an image (uint8, or two output sizes) gets the layout hint instead of a 1-D resize.
     ``x`` is the caller's array (a torch tensor, say: its dtype is named, not converted)."""
     two = any(v is not None and np.ndim(v) == 1 and len(v) == 2 for v in (size, scale_factor))
-    if _dtype_name(x) == "uint8" or two:
+    if _dtype_name(x) == "uint8" and not two:
+        raise TypeError(f"{op}: uint8 input runs on 2-D images only: a 3-D input without "
+                        f"layout= is 1-D data (N, C, L), as in torch, which must be float32 "
+                        f"or float64 (or float16, bfloat16); for one image pass "
+                        f"layout='CHW' (channels first) or layout='HWC' (an (H, W, C) image "
+                        f"from PIL or OpenCV); got uint8 {shape_str(x.shape)}.")
+    if two:
         raise ValueError(f"{op}: a 3-D input without layout= is 1-D data (N, C, L), as in "
                          f"torch; for one image it needs layout='CHW' (channels first) or "
                          f"layout='HWC' (an (H, W, C) image from PIL or OpenCV); got "
@@ -1553,6 +1559,16 @@ def _identity_table(dtype: Any) -> AxisTable:
     return axis_table("area", 1, 1, None, None, False, _DTYPE_NAME[np.dtype(dtype)])
 
 
+def nd_shape_error(op, name, shape, ranks, one_item_ok=False):
+    """The ValueError for 1-D/3-D data of another rank (``ranks``: the array ranks taken;
+    ``one_item_ok``: one unbatched item is taken too)."""
+    shapes = " or ".join(_ND_AXES[r] for r in ranks)
+    if one_item_ok:
+        shapes += " or, one item, " + " or ".join(_ND_AXES[r].replace("(N, ", "(")
+                                                 for r in ranks)
+    return ValueError(f"{op}: {name} must have shape {shapes}; got {shape_str(shape)}.")
+
+
 def _nd_input(op, name, arr, ranks, one_item_ok=False):
     """Dispatch one 1-D/3-D array argument (CPU only): (prepared call, array, dtype); the
     array is made C-contiguous by :func:`_nd_apply`, after the memory check.
@@ -1562,11 +1578,7 @@ def _nd_input(op, name, arr, ranks, one_item_ok=False):
     check_array(op, name, x)
     rank = _rank(x)
     if rank not in ranks:
-        shapes = " or ".join(_ND_AXES[r] for r in ranks)
-        if one_item_ok:
-            shapes += " or, one item, " + " or ".join(_ND_AXES[r].replace("(N, ", "(")
-                                                     for r in ranks)
-        raise ValueError(f"{op}: {name} must have shape {shapes}; got {shape_str(x.shape)}.")
+        raise nd_shape_error(op, name, x.shape, ranks, one_item_ok)
     dtype = float_dtype(op, name, x)
     if p.backend != "cpu":
         raise TypeError(f"{op}: {rank - 2}-D data {_ND_AXES[rank]} is supported for CPU arrays "

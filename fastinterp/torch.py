@@ -84,7 +84,7 @@ from ._validate import (check_bool, check_option, check_overlap, real_float, sha
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
 from ._dispatch import _dtype_name, _plain_tensor, _to_numpy, requires_grad_error
 from .blend import SLERP_NORMS, slerp_axis, weight_list
-from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k
+from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k, nd_shape_error
 from .sample import _check_options, _check_size, check_align_corners, static_fill
 from .warp import _check_dsize, _rotate_rows, _warp_as, matrix_type_error
 
@@ -920,8 +920,7 @@ def _pool(op, rank, input, output_size, out, layout=None):
     if rank == 2:
         lay = resolve_layout(op, "input", input, layout)
     elif input.dim() != rank + 2:
-        axes = {1: "(N, C, L)", 3: "(N, C, D, H, W)"}[rank]
-        raise ValueError(f"{op}: input must have shape {axes}; got {shape_str(input.shape)}.")
+        raise nd_shape_error(op, "input", input.shape, (rank + 2,), one_item_ok=True)
 
     def op_args(input, output_size, layout):
         """The output size as one entry per spatial axis, as the custom op takes it (the

@@ -1186,6 +1186,13 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
      "a DLPack tensor, or a list of numbers); got str 'abc'."),
     (lambda x: fit.adaptive_avg_pool1d(1.5, 2), TypeError,
      "adaptive_avg_pool1d: input must be an array; got float."),
+    (lambda x: fit.adaptive_avg_pool1d(x[0, 0, 0], 2), ValueError,
+     "adaptive_avg_pool1d: input must have shape (N, C, L) or, one item, (C, L); got (5,)."),
+    (lambda x: fit.adaptive_avg_pool3d(x[0], 2), ValueError,
+     "adaptive_avg_pool3d: input must have shape (N, C, D, H, W) or, one item, (C, D, H, W); "
+     "got (3, 5, 5)."),
+    (lambda x: fit.interpolate(x[0].to(torch.uint8), size=4), TypeError,
+     "resize: uint8 input runs on 2-D images only"),
     (lambda x: fit.adaptive_avg_pool3d(b"x", 2), TypeError,
      "adaptive_avg_pool3d: input must be a real number or an array of reals (NumPy, CuPy, "
      "a DLPack tensor, or a list of numbers); got bytes b'x'."),
