@@ -1134,6 +1134,7 @@ def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = No
             return plan(input)
     op = "resize"
     check_option(op, "match", match, MATCHES)
+    input = from_dlpack_only(input)    # its rank decides the path: read it as an array
     if _is_nd(input, layout):      # 1-D (N, C, L) and 3-D (N, C, D, H, W) data
         if match != "torch":
             raise ValueError(f"{op}: match={match!r} applies to 2-D images; got "
@@ -1240,6 +1241,7 @@ def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | N
     array([[4., 4.],
            [4., 4.]])
     """
+    grad_output = from_dlpack_only(grad_output)     # (as in resize)
     if _is_nd(grad_output, layout):        # 1-D and 3-D data
         return _resize_nd_backward(grad_output, input_size, scale_factor, mode, align_corners,
                                    antialias, out, recompute_scale_factor, layout)
@@ -1779,6 +1781,7 @@ def _one_item(arr):
 
 
 def _adaptive_pool(op, rank, input, output_size, out):
+    input = from_dlpack_only(input)       # (as in resize)
     unbatched = _rank(input) == rank - 1  # one (C, L) / (C, D, H, W), as torch takes it
     p, x, dtype = _nd_input(op, "input", _one_item(input) if unbatched else input, (rank,),
                             one_item_ok=True)
@@ -1798,6 +1801,7 @@ def _same_channels(op, grad_output, dims):
 
 
 def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
+    grad_output = from_dlpack_only(grad_output)     # (as in resize)
     unbatched = _rank(grad_output) == rank - 1
     if unbatched:                       # input_size (C, *spatial) or spatial
         dims = getattr(input_size, "shape", input_size)

@@ -34,8 +34,8 @@ from ._layout import resolve as resolve_layout
 from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
                       SampleMode, Sizes, WarpMatch)
 from ._validate import (check_array, check_bool, check_option, check_out, check_uint8_on_cpu,
-                        entries, finite_float, float_dtype, int_sizes, same_dtype, shape_str,
-                        symbolic)
+                        entries, finite_float, float_dtype, from_dlpack_only, int_sizes,
+                        same_dtype, shape_str, symbolic)
 from .sample import (_check_options, _fill_values, _layout_dims, base_coordinates,
                      check_device_options, grid_sample, grid_sample_backward)
 
@@ -999,6 +999,7 @@ def rotate(img: Any, angle: Real, center: Point | None = None, scale: Real = 1.0
     """
     if isinstance(img, (list, tuple)):      # read as every op reads a list
         img = _to_numpy(img, "numpy", "rotate", "img")
+    img = from_dlpack_only(img)             # its shape gives the centre: read it as an array
     _, _, H, W = _image_layout("rotate", img, layout).split(img.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)

@@ -367,6 +367,28 @@ def test_small_arguments_given_through_dlpack_only_are_read(call):
     np.testing.assert_array_equal(call(_DLPackOnly), call(lambda a: a))
 
 
+_X3 = np.random.default_rng(4).standard_normal((2, 3, 7)).astype(np.float32)
+_X5 = np.random.default_rng(5).standard_normal((1, 2, 3, 4, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: fi.interpolate(a(_X3), size=11, mode="linear"),
+    lambda a: fi.resize(a(_X3), size=11, mode="nearest"),
+    lambda a: fi.resize(a(_X5), size=(2, 3, 4), mode="trilinear"),
+    lambda a: fi.resize(a(_X5), scale_factor=0.5, mode="area"),
+    lambda a: fi.resize_backward(a(_X3), (2, 3, 3), mode="linear"),
+    lambda a: fi.resize_backward(a(_X5), (1, 2, 2, 2, 2), mode="trilinear"),
+    lambda a: fi.adaptive_avg_pool1d(a(_X3[0]), 4),
+    lambda a: fi.adaptive_avg_pool3d(a(_X5[0]), 2),
+    lambda a: fi.adaptive_avg_pool1d_backward(a(_X3[0]), (3, 9)),
+    lambda a: fi.rotate(a(_IMG), 20.0, layout="HWC"),
+])
+def test_dlpack_only_data_whose_rank_decides_the_path(call):
+    """The rank was read from a .shape the object does not have: 1-D and volume data
+    were taken for images (a mode error, a layout error) and rotate refused the image."""
+    np.testing.assert_array_equal(call(_DLPackOnly), call(lambda a: a))
+
+
 @pytest.mark.parametrize("call", [
     lambda v: fi.rotate(_IMG, v(20.0), layout="HWC"),
     lambda v: fi.resize(np.zeros((1, 1, 4, 4), np.float32), scale_factor=v(2.0)),
