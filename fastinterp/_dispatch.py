@@ -196,6 +196,9 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
                             f"negative or conjugate bit set (e.g. c.conj().imag), whose memory "
                             f"does not hold the values it shows.")
         obj = obj.resolve_conj().resolve_neg()
+    if writable and obj.is_inference() and not sys.modules["torch"].is_inference_mode_enabled():
+        raise ValueError(f"{op}: {name} is an inference tensor, which torch lets only code "
+                         f"under torch.inference_mode() write; got one outside it.")
     return obj
 
 

@@ -244,10 +244,7 @@ def _check_out(op, out):
         if out.requires_grad:            # break); the bits are checked in eager calls
             raise requires_grad_error(op, "out")
         return
-    _plain_tensor(op, "out", out, writable=True)
-    if out.is_inference() and not torch.is_inference_mode_enabled():
-        raise ValueError(f"{op}: out is an inference tensor, which torch lets only code "
-                         f"under torch.inference_mode() write; got one outside it.")
+    _plain_tensor(op, "out", out, writable=True)     # (inference tensors included)
 
 
 def _type_name(value):

@@ -417,6 +417,28 @@ def test_a_torch_matrix_gets_torch_results_from_a_warp():
     np.testing.assert_array_equal(out.numpy(), fi.warp_affine(_IMG, _M, (7, 6), layout="HWC"))
 
 
+@pytest.mark.parametrize("write", [
+    lambda o: fi.lerp(np.ones(3, np.float32), np.zeros(3, np.float32), 0.5, out=o),
+    lambda o: fi.pairwise_sqdist(np.ones((3, 2), np.float32), np.ones((1, 2), np.float32),
+                                 out=o.reshape(3, 1)),
+    lambda o: fi.SGD([o], lr=0.1).step([np.ones(3, np.float32)]),
+    lambda o: fi.Adam([o]).step([np.ones(3, np.float32)]),
+])
+def test_inference_tensors_are_written_only_under_inference_mode(write):
+    """torch refuses any in-place write to an inference tensor outside inference_mode;
+    the NumPy API's out= and the optimizers wrote it (fastinterp.torch refused it)."""
+    torch = pytest.importorskip("torch")
+    with torch.inference_mode():
+        o = torch.full((3,), 7.0)
+    with pytest.raises(ValueError, match=r"(out|params\[0\]) is an inference tensor, which "
+                                         r"torch lets only code under torch.inference_mode"):
+        write(o)
+    assert torch.equal(o, torch.full((3,), 7.0))
+    with torch.inference_mode():
+        write(o)
+    assert not torch.equal(o, torch.full((3,), 7.0))
+
+
 def test_read_only_or_unreadable_written_arrays_get_errors_for_what_they_are():
     """A float8 out= was told to cast itself (a copy: the result would be lost); a JAX
     parameter's 'read-only array' did not say why, as out= does."""
