@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _dlpack, _half, _memory
-from ._validate import HALF_OPS, check_overlap, shown
+from ._validate import HALF_OPS, check_overlap, shape_str, shown
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
 
@@ -188,6 +188,10 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     """
     if not _is_torch_tensor(obj):
         return obj
+    if obj.is_meta:
+        raise TypeError(f"{op}: {name} is a torch meta tensor, which holds no data (shape "
+                        f"{shape_str(tuple(obj.shape))}, dtype {_dtype_name(obj)}); pass one "
+                        f"on a real device.")
     if getattr(obj, "requires_grad", False):
         raise requires_grad_error(op, name)
     if obj.is_neg() or obj.is_conj():

@@ -254,6 +254,8 @@ def _one_real(value) -> float | None:
             return None
     elif dtype is None or any(w in str(dtype) for w in ("bool", "complex")):
         return None
+    if getattr(value, "is_meta", False):    # a torch meta tensor holds no value
+        return None
     if hasattr(value, "detach"):        # a torch tensor that requires grad
         value = value.detach()
     if hasattr(value, "copy_to_host"):  # a numba device array (no __float__)

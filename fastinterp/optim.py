@@ -297,6 +297,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def _scalar(value: Any) -> float | None:
     """A hyper-parameter as a Python float: a real number or a 0-d real array/tensor
     (converted with ``.item()``); None for anything else."""
+    if getattr(value, "is_meta", False):     # a torch meta tensor holds no value
+        return None
     if getattr(value, "shape", None) == () and hasattr(value, "item"):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -417,6 +417,23 @@ def test_a_torch_matrix_gets_torch_results_from_a_warp():
     np.testing.assert_array_equal(out.numpy(), fi.warp_affine(_IMG, _M, (7, 6), layout="HWC"))
 
 
+@pytest.mark.parametrize("call, name", [
+    (lambda m: fi.warp_affine(_IMG, m(_M), (7, 6), layout="HWC"), "M"),
+    (lambda m: fi.warp_perspective(_IMG, m(np.eye(3)), (7, 6), layout="HWC"), "M"),
+    (lambda m: fi.warp_affine(_IMG, _M, (7, 6), layout="HWC", padding_mode="constant",
+                              fill=m(np.ones(3))), "fill"),
+    (lambda m: fi.rotate(m(_IMG), 20.0, layout="HWC"), "img"),
+    (lambda m: fi.rotate(_IMG, m(np.array(20.0)), layout="HWC"), "angle"),
+    (lambda m: fi.lerp(m(np.ones(3)), np.ones(3), 0.5), "a"),
+])
+def test_torch_meta_tensors_are_type_errors_naming_the_argument(call, name):
+    """A meta tensor holds no data: as a matrix or fill it raised torch's own
+    NotImplementedError/RuntimeError, naming neither the op nor the argument."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=rf"^\w+: {name}\b.*(meta tensor|real number)"):
+        call(lambda v: torch.as_tensor(v).to("meta"))
+
+
 @pytest.mark.parametrize("write", [
     lambda o: fi.lerp(np.ones(3, np.float32), np.zeros(3, np.float32), 0.5, out=o),
     lambda o: fi.pairwise_sqdist(np.ones((3, 2), np.float32), np.ones((1, 2), np.float32),
