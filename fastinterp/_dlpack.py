@@ -231,7 +231,12 @@ def from_numpy_like(template, arr: np.ndarray):
         jnp = sys.modules.get("jax.numpy")
         if jnp is None:
             return None
-        return jnp.asarray(arr) if arr.dtype.name == "bfloat16" else jnp.from_dlpack(arr)
+        back = jnp.asarray(arr) if arr.dtype.name == "bfloat16" else jnp.from_dlpack(arr)
+        if arr.dtype.kind == "f" and back.dtype != arr.dtype:
+            # float64 with jax_enable_x64 off (a NumPy float64 operand beside JAX ones):
+            # JAX would round the result to float32; it stays NumPy, in full
+            return None
+        return back
     if root == "cupy":  # a CuPy array on the host (rare): cupy.from_dlpack copies to the device
         return None
     module = sys.modules.get(root)

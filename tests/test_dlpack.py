@@ -434,6 +434,27 @@ def test_torch_meta_tensors_are_type_errors_naming_the_argument(call, name):
         call(lambda v: torch.as_tensor(v).to("meta"))
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_a_float64_result_is_never_rounded_to_jaxs_float32(x64):
+    """A float64 NumPy image warped with a JAX matrix came back as JAX float32 with
+    jax_enable_x64 off (rounded, 3e-8 off the NumPy call): it stays NumPy float64 then."""
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", x64)
+    try:
+        img = np.random.default_rng(6).standard_normal((8, 9, 3))
+        want = fi.warp_affine(img, _M.astype(np.float32), (7, 6), layout="HWC")
+        got = fi.warp_affine(img, jnp.asarray(_M, jnp.float32), (7, 6), layout="HWC")
+        assert got.dtype == np.float64
+        assert isinstance(got, jax.Array) == x64
+        np.testing.assert_array_equal(np.asarray(got), want)
+        small = fi.warp_affine(img.astype(np.float32), jnp.asarray(_M), (7, 6), layout="HWC")
+        assert isinstance(small, jax.Array)          # float32 results: JAX as before
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
 @pytest.mark.parametrize("write", [
     lambda o: fi.lerp(np.ones(3, np.float32), np.zeros(3, np.float32), 0.5, out=o),
     lambda o: fi.pairwise_sqdist(np.ones((3, 2), np.float32), np.ones((1, 2), np.float32),
