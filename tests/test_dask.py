@@ -1423,6 +1423,19 @@ _IMG = np.random.default_rng(0).standard_normal((2, 3, 12, 10)).astype(np.float3
     # a spatially chunked image with an unknown batch: the grid is split along its N
     (lambda h, n: fd.grid_sample(_unknown_rows(_IMG, 0, (1, 3, 4, 5)),
                                  np.zeros((1, 4, 4, 2), np.float32)), "input", 0),
+    # unknown sizes in a second argument's other axes, or in a whole-array argument
+    (lambda h, n: fd.grid_sample(da.from_array(_IMG, chunks=(1, 3, 12, 10)),
+                                 _unknown_rows(np.zeros((2, 6, 4, 2), np.float32), 1,
+                                               (1, 3, 4, 2))), "grid", 1),
+    (lambda h, n: fd.slerp(np.ones((4, 6)), _unknown_rows(np.ones((4, 6)), 1, 2), 0.5),
+     "b", 1),
+    (lambda h, n: fd.slerp(np.ones((4, 6)), np.ones((4, 6)),
+                           _unknown_rows(np.linspace(0, 1, 6), 0, 2), path=True), "t", 0),
+    (lambda h, n: fd.slerp_backward(np.ones((4, 4, 6)), np.ones((4, 6)), np.ones((4, 6)),
+                                    _unknown_rows(np.linspace(0, 1, 6), 0, 2), path=True),
+     "t", 0),
+    (lambda h, n: fd.affine_grid_backward(_unknown_rows(np.zeros((2, 6, 5, 2)), 1, (1, 2, 5, 2)),
+                                          (2, 3, 4, 5)), "grad_grid", 1),
     (lambda h, n: fd.slerp(_unknown_rows(np.ones((4, 6)), 1, 2), np.ones((4, 4)), 0.5), "a", 1),
     (lambda h, n: fd.slerp_backward(np.ones((4, 4)), _unknown_rows(np.ones((4, 6)), 1, 2),
                                     np.ones((4, 4)), 0.5), "a", 1),
@@ -1437,6 +1450,45 @@ def test_unknown_chunk_sizes_are_a_clear_error_when_the_graph_is_built(call, nam
     with pytest.raises(ValueError, match=rf"has unknown chunk sizes along axis {axis} .*call "
                                          rf"{name}\.compute_chunk_sizes\(\) first"):
         call(h, n)
+
+
+def test_an_empty_batch_in_several_empty_chunks_with_per_row_weights():
+    """Dask leaves an empty array's chunks as they are when asked for more: a per-row t
+    then referred to a block it does not have (a graph key reached slerp as t)."""
+    a = da.zeros((0, 5), chunks=((0, 0), 5))
+    t = np.zeros(0)
+    got = compute(fd.slerp(a, a, t), *fd.slerp_backward(a, a, a, t))
+    want = (fi.slerp(np.zeros((0, 5)), np.zeros((0, 5)), t),
+            *fi.slerp_backward(np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 5)), t))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+
+
+@pytest.mark.parametrize("chunks", [(0, 1), (1, 0), (0, 0, 1, 0)])
+def test_length_one_axes_split_with_empty_chunks(chunks):
+    """One row split as (0, 1): Dask broadcast it block by block, so lerp and the pairwise
+    distances returned a copy of the row per chunk ((2, 3) for a (1, 3) result)."""
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((2, 1, 3)).astype(np.float32)
+    x, y = rng.standard_normal((1, 3)), rng.standard_normal((4, 3))
+    dx = da.from_array(a, chunks=(chunks, 3))
+    got = compute(fd.lerp(dx, b, 0.25), fd.lerp(dx, dx, da.from_array(np.float32([[0.5]]))),
+                  fd.pairwise_sqdist(da.from_array(x, chunks=(chunks, 3)), y),
+                  fd.pairwise_l2(y, da.from_array(x, chunks=(chunks, 3))))
+    want = (fi.lerp(a, b, 0.25), fi.lerp(a, a, np.float32([[0.5]])), fi.pairwise_sqdist(x, y),
+            fi.pairwise_l2(y, x))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    y_img = fd.resize(da.from_array(np.ones((1, 1, 8, 8), np.float32), chunks=(1, 1, 2, 8)),
+                      size=(1, 8))
+    assert compute(fd.lerp(y_img, y_img, 0.5))[0].shape == (1, 1, 1, 8)
+
+
+def test_a_warp_of_a_volume_names_the_shapes_it_takes():
+    with pytest.raises(ValueError, match=r"^warp_affine: img must be a batch \(N, C, H, W\), or "
+                                         r"\(N, H, W, C\) with layout='NHWC'; got shape "
+                                         r"\(1, 2, 3, 8, 8\)\.$"):
+        fd.warp_affine(da.zeros((1, 2, 3, 8, 8)), np.eye(2, 3), (4, 4))
 
 
 def test_unknown_batch_and_query_sizes_still_work():

@@ -28,6 +28,15 @@ def as_dask(value, op="fastinterp", name="argument"):
     return da.from_array(value, chunks=-1)
 
 
+def unit_axes_whole(arr):
+    """``arr`` with each axis of length 1 in one chunk. Dask broadcasts a length-1 axis
+    block by block: one split into empty chunks and its row, ``(0, 1)``, came out as two
+    rows (resize to one row can leave such chunks)."""
+    axes = {ax: -1 for ax, (n, c) in enumerate(zip(arr.shape, arr.chunks))
+            if n == 1 and len(c) > 1}
+    return arr.rechunk(axes) if axes else arr
+
+
 def is_array(value) -> bool:
     return isinstance(value, da.Array) or hasattr(value, "__array_function__")
 
@@ -178,6 +187,11 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=(), shown=None):
         raise ValueError(f"{op}: {unknown[0]} has unknown chunk sizes along the batch axis 0 "
                          f"(after boolean indexing, say), so its rows cannot be matched with "
                          f"the other arguments'; call {unknown[0]}.compute_chunk_sizes() first.")
+    for name, arr in zip(names, arrays):        # (rows are matched above, or refused)
+        check_known_sizes(op, name, arr, range(1, arr.ndim))
+    for name, v in consts.items():
+        if isinstance(v, da.Array):
+            check_known_sizes(op, name, v, range(v.ndim))
     probe_consts = {k: (np.zeros(v.shape, v.dtype) if isinstance(v, da.Array) else v)
                     for k, v in consts.items()}
     for name, arr in zip(names, arrays):
@@ -185,6 +199,10 @@ def batched(op, fn, batch, consts=None, n_out=1, per_block=(), shown=None):
             in_memory_error(fn, dict(zip(names, arrays)), probe_consts, shown)
             raise ValueError(f"{op}: {name} must have {n} rows along the batch axis 0 (as "
                              f"{names[0]}); got shape {tuple(arr.shape)}.")
+    if n == 0 and arrays[0].numblocks[0] > 1:
+        # no rows: one empty block (dask leaves an empty array's empty blocks as they are
+        # when asked for more of them, so the other arguments could not follow)
+        arrays[0] = arrays[0].rechunk(((0,),) + tuple(-1 for _ in arrays[0].shape[1:]))
     nchunks = arrays[0].chunks[0]
     # (an array of unknown batch chunks is alone here, and already split along N only)
     arrays = [a if a.chunks[0] == nchunks and a.numblocks[1:] == (1,) * (a.ndim - 1) else

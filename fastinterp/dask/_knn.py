@@ -94,9 +94,10 @@ def _pairwise(op, x, y, take_sqrt):
                            chunks=((x.shape[1],),), dtype=x.dtype, meta=np.empty(0, x.dtype))
     with warnings.catch_warnings():   # an outer product has rows x columns blocks by design
         warnings.simplefilter("ignore", da.PerformanceWarning)
+        # not aligned: a length-1 x or y split as (0, 1) would be broadcast block by block
         return da.blockwise(_pair_block, "ij", x, "ik", yy, "jk", centre, "k",
                             take_sqrt=take_sqrt, concatenate=True, dtype=result.dtype,
-                            meta=np.empty((0, 0), result.dtype))
+                            meta=np.empty((0, 0), result.dtype), align_arrays=False)
 
 
 def pairwise_sqdist(x, y=None):

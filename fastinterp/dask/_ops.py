@@ -20,7 +20,7 @@ from .._validate import (FLOAT_DTYPES, as_index, broadcast_shape, check_bool,
 from ..blend import slerp_axis, weight_list
 from ..sample import _check_size
 from ._graph import (as_dask, batched, callers_shapes, check_known_sizes, in_memory_error,
-                     is_array, probe)
+                     is_array, probe, unit_axes_whole)
 from . import _spatial
 
 
@@ -62,7 +62,8 @@ def lerp(a, b, t):
     operand = next((v for v in (a, b) if is_array(v)), None)
     if operand is not None:     # a list t in the dtype the in-memory lerp reads it in
         t = _t_array(t, np.float32 if is_half(operand.dtype) else operand.dtype)
-    args = [as_dask(v, "lerp", n) if is_array(v) else v for n, v in zip("abt", (a, b, t))]
+    args = [unit_axes_whole(as_dask(v, "lerp", n)) if is_array(v) else v
+            for n, v in zip("abt", (a, b, t))]
     # the in-memory lerp's errors and dtype, dask arrays standing in as single values
     probe = fi.lerp(*[np.zeros(tuple(0 if s == 0 else 1 for s in v.shape), v.dtype)
                       if isinstance(v, da.Array) else v for v in args])
@@ -611,8 +612,9 @@ def _warp(op, rows, img, M, dsize, mode, padding_mode, align_corners, match, inv
     check_known_sizes(op, "img", img, range(img.ndim))     # N too: M may be one per image
     nhwc = layout == "NHWC"
     if x.ndim != 4:
-        raise ValueError(f"{op}: img must be a batch (N, C, H, W) or (N, H, W, C) "
-                         f"({layout!r}); got shape {tuple(x.shape)}.")
+        given = "" if layout is None else f" (layout={layout!r})"
+        raise ValueError(f"{op}: img must be a batch (N, C, H, W), or (N, H, W, C) with "
+                         f"layout='NHWC'{given}; got shape {tuple(x.shape)}.")
     N = x.shape[0]
     C = x.shape[3] if nhwc else x.shape[1]
     H, W = _hw(x.shape, nhwc)
