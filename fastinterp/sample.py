@@ -22,7 +22,7 @@ from ._typing import Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Sam
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
                         check_uint8_on_cpu,
                         check_option, check_out, float_dtype, int_sizes, real_float, real_scalar,
-                        is_real_scalar, same_dtype, shape_str, symbolic)
+                        is_real_scalar, same_dtype, shape_str, shown, symbolic)
 
 __all__ = ["affine_grid", "affine_grid_backward", "grid_sample", "grid_sample_backward"]
 
@@ -586,27 +586,46 @@ def _fill_values(op, fill, padding_mode, C, dtype):
         if vals.shape != (C,):
             raise ValueError(f"{op}: fill must be a scalar or have shape (C,) = ({C},); "
                              f"got shape {shape_str(vals.shape)}.")
-        vals = vals.astype(dtype)
+        with np.errstate(over="ignore"):
+            narrow = vals.astype(dtype)
+        lost = np.isfinite(vals) & ~np.isfinite(narrow)
+        if lost.any():
+            raise ValueError(f"{op}: fill must be representable in {np.dtype(dtype)}; got "
+                             f"{float(vals[lost][0])!r} in {shown(fill)}.")
+        vals = narrow
     if not np.all(np.isfinite(vals)):
         raise ValueError(f"{op}: fill must be finite; got {fill!r}.")
     return vals if np.any(vals) else None
 
 
-def _inside_weight(geo, g, mode, align, dtype):
-    """The interpolation weight of the taps inside the image per output point, (N, 1,
-    *spatial_out): the 'zeros' sample of an image of ones (see :func:`add_fill`)."""
+def _outside_weight(geo, g, mode, align, dtype):
+    """The interpolation weight of the taps outside the image per output point, (N, 1,
+    *spatial_out), from an image of ones sampled with 'zeros' and 'border' padding (see
+    :func:`outside_weight`)."""
     ones = np.ones((geo.dims[0], 1) + geo.spatial_in, dtype)
     inside = np.empty((geo.dims[0], 1) + geo.spatial_out, dtype)
+    full = np.empty_like(inside)
     kernel = registry.lookup("grid_sample", "cpu", dtype)
     kernel(inside, ones, g, geo.ones_dims(), mode, "zeros", align, False)
-    return inside
+    kernel(full, ones, g, geo.ones_dims(), mode, "border", align, False)
+    return outside_weight(inside, full)
 
 
-def add_fill(out, fills, inside, cl):
+def outside_weight(inside, full):
+    """The weight of the taps outside the image, ``full - inside``: ``inside`` the sum of
+    the weights of the taps inside (ones sampled with 'zeros' padding), ``full`` that of
+    all of them (with 'border'). Where every tap is inside, the two sums have the same
+    terms, so the weight is exactly 0 (``1 - inside`` left 1 ulp of the sum there: fill
+    times that leaked into interior points, 596 at fill=1e10); where none is, exactly 1."""
+    with np.errstate(invalid="ignore"):
+        outside = full - inside
+    return np.where(inside == 0, outside.dtype.type(1), outside)
+
+
+def add_fill(out, fills, outside, cl):
     """'constant' padding: ``out`` (the 'zeros' result, batched) += fill times the weight
-    of the taps outside the image, ``1 - inside`` (``inside`` as :func:`_inside_weight`
-    gives it); ``fills`` (C,), ``cl``: ``out`` is channels-last."""
-    outside = 1 - inside
+    of the taps outside the image (:func:`outside_weight`); ``fills`` (C,), ``cl``: ``out``
+    is channels-last."""
     if cl:
         out += fills * np.moveaxis(outside, 1, -1)
     else:
@@ -697,8 +716,8 @@ def grid_sample(input: Any, grid: Any, mode: SampleMode = "bilinear",
     'constant' padding is SciPy's ``map_coordinates(mode='grid-constant',
     cval=fill)`` (order 1 for bilinear): each tap outside the image reads
     ``fill``. It is computed as the 'zeros' result plus ``fill`` times the
-    weight of the taps outside (``1 - `` the result of sampling an image of
-    ones), so inside the image the fill contributes at rounding level.
+    weight of the taps outside (an image of ones sampled with 'border' minus
+    the same with 'zeros' padding), exactly 0 where every tap is inside.
     'wrap' wraps each tap index modulo the size (bilinear, nearest, bicubic
     alike), so interpolation between the last and first pixels is smooth.
     A non-zero fill costs one extra single-channel pass: it allocates an
@@ -857,9 +876,9 @@ def _sample_float(backend, contiguous, stream, out_k, x, g, geo, fills, mode, pa
     if fills is None:
         kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
         return
-    inside = _inside_weight(geo, g, mode, align, out_k.dtype)   # before out is written
+    outside = _outside_weight(geo, g, mode, align, out_k.dtype)   # before out is written
     kernel(out_k, x, g, geo.dims, mode, padding_mode, align, cl)
-    add_fill(out_k, fills, inside, cl)
+    add_fill(out_k, fills, outside, cl)
 
 
 @overload

@@ -36,7 +36,7 @@ import fastinterp as fi
 from fastinterp import warp as _wp
 from fastinterp._half import is_half, narrow
 from fastinterp._validate import shown
-from fastinterp.sample import _fill_values, add_fill, round_for_uint8
+from fastinterp.sample import _fill_values, add_fill, outside_weight, round_for_uint8
 
 from ._graph import in_memory_error, probe
 
@@ -158,8 +158,11 @@ def _sample_block(grid, blocks, window, starts_y, starts_x, shape, nhwc, dtype, 
         fills = _fill_values("grid_sample", opts.get("fill"), "constant",
                              shape[-1 if nhwc else 1], res.dtype)
         if fills is not None:
-            add_fill(res, fills, fi.grid_sample(ones, grid, **dict(
-                opts, padding_mode="zeros", fill=None, layout="NCHW")), nhwc)
+            # every tap of a point with a tap inside the image lies in the window, and so
+            # does where 'border' clamps the others: both sums are the in-memory op's
+            inside, full = (fi.grid_sample(ones, grid, **dict(
+                opts, padding_mode=pad, fill=None, layout="NCHW")) for pad in ("zeros", "border"))
+            add_fill(res, fills, outside_weight(inside, full), nhwc)
     if half:
         return narrow(res, dtype)
     return round_for_uint8(res).astype(np.uint8) if uint8 else res
