@@ -1398,11 +1398,11 @@ def _refuse_unnamed_image(op, x, size, scale_factor):
     ``x`` is the caller's array (a torch tensor, say: its dtype is named, not converted)."""
     two = any(v is not None and np.ndim(v) == 1 and len(v) == 2 for v in (size, scale_factor))
     if _dtype_name(x) == "uint8" and not two:
-        raise TypeError(f"{op}: uint8 input runs on 2-D images only: a 3-D input without "
-                        f"layout= is 1-D data (N, C, L), as in torch, which must be float32 "
-                        f"or float64 (or float16, bfloat16); for one image pass "
-                        f"layout='CHW' (channels first) or layout='HWC' (an (H, W, C) image "
-                        f"from PIL or OpenCV); got uint8 {shape_str(x.shape)}.")
+        raise ValueError(f"{op}: a 3-D uint8 input needs layout='CHW' (channels first) or "
+                         f"layout='HWC' (an (H, W, C) image from PIL or OpenCV): uint8 runs on "
+                         f"2-D images only, and a 3-D input without layout= is 1-D data "
+                         f"(N, C, L), as in torch, which must be float32 or float64 (or "
+                         f"float16, bfloat16); got uint8 {shape_str(x.shape)}.")
     if two:
         raise ValueError(f"{op}: a 3-D input without layout= is 1-D data (N, C, L), as in "
                          f"torch; for one image it needs layout='CHW' (channels first) or "

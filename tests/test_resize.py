@@ -700,9 +700,10 @@ def test_torch_tensors_of_1d_data(torch, dtype, mode):
     torch.testing.assert_close(y, want, rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match=r"^resize: a 3-D input without layout= is 1-D data"):
         fi.resize(x, size=(4, 4))
-    with pytest.raises(TypeError, match=r"^resize: uint8 input runs on 2-D images only: a "
-                                        r"3-D input without layout= is 1-D data \(N, C, L\)"):
-        fi.resize(x.to(torch.uint8), size=4)     # an integer dtype outside the image ops
+    with pytest.raises(ValueError, match=r"^resize: a 3-D uint8 input needs layout='CHW' .*: "
+                                         r"uint8 runs on 2-D images only, and a 3-D input "
+                                         r"without layout= is 1-D data \(N, C, L\)"):
+        fi.resize(x.to(torch.uint8), size=4)     # an image without its layout, or 1-D data
     with pytest.raises(ValueError, match=r"^resize: a 3-D input without layout= is 1-D data"):
         fi.resize(x.to(torch.uint8), size=(4, 4))
 

@@ -1191,8 +1191,8 @@ def test_read_only_numpy_arrays_are_read_without_a_warning():
     (lambda x: fit.adaptive_avg_pool3d(x[0], 2), ValueError,
      "adaptive_avg_pool3d: input must have shape (N, C, D, H, W) or, one item, (C, D, H, W); "
      "got (3, 5, 5)."),
-    (lambda x: fit.interpolate(x[0].to(torch.uint8), size=4), TypeError,
-     "resize: uint8 input runs on 2-D images only"),
+    (lambda x: fit.interpolate(x[0].to(torch.uint8), size=4), ValueError,
+     "resize: a 3-D uint8 input needs layout='CHW' (channels first) or layout='HWC'"),
     (lambda x: fit.adaptive_avg_pool3d(b"x", 2), TypeError,
      "adaptive_avg_pool3d: input must be a real number or an array of reals (NumPy, CuPy, "
      "a DLPack tensor, or a list of numbers); got bytes b'x'."),
