@@ -177,6 +177,13 @@ def requires_grad_error(op: str, name: str) -> TypeError:
                      f"{name}.detach().")
 
 
+def meta_tensor_error(op: str, name: str, obj) -> TypeError:
+    """The error for a torch meta tensor where data is read: it holds none."""
+    return TypeError(f"{op}: {name} is a torch meta tensor, which holds no data (shape "
+                     f"{shape_str(tuple(obj.shape))}, dtype {_dtype_name(obj)}); pass one on "
+                     f"a real device.")
+
+
 def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     """``obj`` with torch's lazy negative/conjugate bits resolved, or a clear error.
 
@@ -189,9 +196,7 @@ def _plain_tensor(op: str, name: str, obj, writable: bool = False):
     if not _is_torch_tensor(obj):
         return obj
     if obj.is_meta:
-        raise TypeError(f"{op}: {name} is a torch meta tensor, which holds no data (shape "
-                        f"{shape_str(tuple(obj.shape))}, dtype {_dtype_name(obj)}); pass one "
-                        f"on a real device.")
+        raise meta_tensor_error(op, name, obj)
     if getattr(obj, "requires_grad", False):
         raise requires_grad_error(op, name)
     if obj.is_neg() or obj.is_conj():

@@ -82,7 +82,8 @@ import fastinterp as _fi
 from ._validate import (check_bool, check_option, check_overlap, real_float, shape_str,
                         symbolic)
 from ._layout import Layout, from_channels_last, resolve as resolve_layout
-from ._dispatch import _dtype_name, _plain_tensor, _to_numpy, requires_grad_error
+from ._dispatch import (_dtype_name, _plain_tensor, _to_numpy, meta_tensor_error,
+                        requires_grad_error)
 from .blend import SLERP_NORMS, slerp_axis, weight_list
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k, nd_shape_error
 from .sample import _check_options, _check_size, check_align_corners, static_fill
@@ -192,6 +193,19 @@ def _forward_mode_error(name):
                      f"(.backward(), torch.autograd.grad, or jacobian's default strategy).")
 
 
+def _refuse_meta_beside_data(name, tensors):
+    """Meta tensors run with meta tensors only (shape propagation through the ops' fake
+    kernels); beside a tensor that holds data, torch's dispatcher would run the fake
+    kernel and hand back its uninitialised result as the answer."""
+    given = [t for t in tensors if isinstance(t, Tensor)]
+    meta = next((t for t in given if t.is_meta), None)
+    real = next((t for t in given if not t.is_meta), None)
+    if meta is not None and real is not None:
+        raise TypeError(f"{name}: got a torch meta tensor (which holds no data; shape "
+                        f"{shape_str(tuple(meta.shape))}) beside a tensor on "
+                        f"{real.device.type}; meta tensors run only with meta tensors.")
+
+
 def _call(name, op, direct, args, tensors, out, op_args=None):
     """Run one public call and return its result (``out``, filled, if given).
 
@@ -202,6 +216,7 @@ def _call(name, op, direct, args, tensors, out, op_args=None):
     argument errors are the direct path's (the NumPy API's, in its order of checks).
     """
     _refuse_transforms(name, tensors)
+    _refuse_meta_beside_data(name, tensors)
     if out is not None:
         _check_out(name, out)
     needs_grad = _grad_needed(tensors)
@@ -474,6 +489,8 @@ def _fill_list(op, fill):
     """``fill`` as the custom ops' schema takes it: None, or a list of floats (a scalar as
     one entry, which the NumPy API's rule gives every channel)."""
     if isinstance(fill, Tensor):
+        if fill.is_meta:
+            raise meta_tensor_error(op, "fill", fill)
         fill = fill.detach().cpu()
     fill = static_fill(op, fill)
     fill = None if fill is None else list(fill) if isinstance(fill, tuple) else [fill]

@@ -1214,6 +1214,33 @@ def test_argument_errors_are_the_numpy_apis(call, error, message, grad):
     assert str(info.value).startswith(message), str(info.value)
 
 
+_META = dict(device="meta")
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: fit.grid_sample(torch.rand(1, 1, 5, 6), torch.empty(1, 3, 4, 2, **m)),
+    lambda m: fit.lerp(torch.zeros(4), torch.ones(4), torch.empty(4, **m)),
+    lambda m: fit.slerp(torch.eye(3), torch.eye(3).flip(0), torch.empty(3, **m)),
+    lambda m: fit.warp_affine(torch.rand(1, 1, 5, 6), torch.empty(2, 3, **m), (4, 4)),
+    lambda m: fit.pairwise_sqdist(torch.rand(3, 2), torch.empty(4, 2, **m)),
+    lambda m: fit.grid_sample(torch.rand(1, 1, 5, 6), torch.zeros(1, 3, 4, 2),
+                              padding_mode="constant", fill=torch.empty(1, **m)),
+])
+def test_meta_tensors_beside_real_ones_are_refused(call):
+    """torch's dispatcher ran the fake kernel for a CPU tensor beside a meta one and its
+    uninitialised output came back as the result (values changing from run to run)."""
+    with pytest.raises(TypeError, match=r"meta tensor"):
+        call(_META)
+
+
+def test_meta_tensors_alone_still_propagate_shapes():
+    y = fit.grid_sample(torch.empty(2, 3, 5, 6, **_META), torch.empty(2, 4, 4, 2, **_META),
+                        align_corners=False)
+    assert y.is_meta and tuple(y.shape) == (2, 3, 4, 4)
+    assert tuple(fit.affine_grid(torch.empty(1, 2, 3, **_META), (1, 1, 3, 3),
+                                 align_corners=False).shape) == (1, 3, 3, 2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_take_a_number_weight_in_float32_with_or_without_grad(dtype):
     # the weight is not rounded to the tensors' half dtype on the autograd path: the
