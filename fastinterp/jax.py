@@ -1018,6 +1018,9 @@ def lerp(a, b, t):
     """
     if isinstance(a, (Number, np.generic)) and isinstance(b, (Number, np.generic)):
         raise two_scalars_error()
+    # a NumPy number operand is a number, as the NumPy API reads it (JAX would make it a
+    # strongly typed array: np.int64(2) a dtype error, np.float16 the result's dtype)
+    a, b = (v.item() if isinstance(v, np.generic) and is_real_scalar(v) else v for v in (a, b))
     const_t = _constant_t("lerp", t)
     arrays = [_array("lerp", "a", a, scalar_ok=True), _array("lerp", "b", b, scalar_ok=True),
               *(() if const_t is not None else (_array("lerp", "t", t, scalar_ok=True),))]

@@ -814,7 +814,7 @@ def test_lerp_number_operand_is_read_as_the_numpy_api_reads_it(dtype, jit):
     b = rng.uniform(-2, 2, 6).astype(np_dtype)
     t = rng.uniform(-0.5, 1.5, 6).astype(np_dtype)
     wrap = jax.jit if jit else (lambda f: f)
-    for number in (1e5, -7e4, 3.25, 1e30):
+    for number in (1e5, -7e4, 3.25, 1e30, np.int64(2), np.float64(2.5), np.float16(0.1)):
         for call in (lambda m, b_, t_: m.lerp(number, b_, t_),
                      lambda m, b_, t_: m.lerp(b_, number, t_)):
             with np.errstate(over="ignore"):
