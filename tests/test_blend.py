@@ -458,6 +458,28 @@ class TestSlerp:
             path = fi.slerp(a, a, t, path=True, norm=norm)
             np.testing.assert_array_equal(path, np.broadcast_to(a[:, None], path.shape))
 
+    @pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e200, 2.0**1000])
+    @pytest.mark.parametrize("depth", [1, 3, 70])
+    def test_far_extrapolation_of_identical_rows_of_extreme_magnitude(self, rng, scale,
+                                                                        depth):
+        """Rows rescaled for their geometry (|a|^2 out of range) took the old blend:
+        slerp(1e-300 a, 1e-300 a, -1e16) was 0.27 a."""
+        a = rng.standard_normal((4, depth)) * scale
+        for t in (1e16, -1e16, 12.5, 0.3, 0.7):
+            np.testing.assert_array_equal(fi.slerp(a, a, t), a)
+            np.testing.assert_array_equal(fi.slerp(a, -a, t, shortest_path=True), a)
+            np.testing.assert_allclose(fi.slerp(a, 2 * a, t), a * (1 + t), rtol=5e-16)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_identical_rows_keep_signed_zeros(self, dtype):
+        """a + t (a - a) turned -0 into +0 (identical rows are a itself, bit for bit)."""
+        a = np.array([[-0.0, 1.0, 2.0], [-0.0, -0.0, -0.0], [0.0, -0.0, 3.0]], dtype)
+        for t in (0.3, 0.7, 2.0, -1.5):
+            got = fi.slerp(a, a, t)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(a))
+            np.testing.assert_array_equal(got, a)
+        assert np.isnan(fi.slerp(a, a, np.nan)).all()
+
     def test_quaternion_shortest_path(self, rng):
         q0 = rng.standard_normal((40, 4))
         q1 = rng.standard_normal((40, 4))
@@ -639,9 +661,14 @@ class TestCudaKernels:
     def test_slerp_far_extrapolation_of_identical_rows_is_exact(self, cuda, rng, depth):
         """As on the CPU: identical and parallel rows are the lerp a + t (b - a)."""
         a = rng.standard_normal((2, depth))
+        a[0, 0] = -0.0
         for t in (1e8, -1e16, 3.5):
             got = fi.slerp(_dev(cuda, a), _dev(cuda, a), t).copy_to_host()
             np.testing.assert_array_equal(got, a)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(a))
+            tiny = a * 1e-300           # rescaled for its geometry
+            got = fi.slerp(_dev(cuda, tiny), _dev(cuda, tiny), t).copy_to_host()
+            np.testing.assert_array_equal(got, tiny)
             got = fi.slerp(_dev(cuda, a), _dev(cuda, 2 * a), t).copy_to_host()
             np.testing.assert_allclose(got, a * (1 + t), rtol=5e-16)
 

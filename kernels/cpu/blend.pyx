@@ -475,18 +475,22 @@ cdef inline void blend_row(const real* a, const real* b, real* o, Py_ssize_t n,
 
 cdef inline bint lerp_row(const RowGeom* g, double t) noexcept nogil:
     """Rows that are the lerp of a and sign * b: one axis, a zero vector, or a and sign * b
-    parallel (θ = 0), away from the end points. Blended as a + t (sign b - a) rather than
+    parallel (θ = 0), away from the end points, at any magnitude. Blended as a + t (sign b - a) rather than
     (1 - t) a + t sign b: far outside [0, 1] the two terms of the latter cancel (|t| u of
     error; slerp(a, a, 1e16) gave noise), while the former is exactly a when b = a."""
-    return (not g.scaled and g.kind != ROW_ANTIPODAL and g.theta < TINY_ANGLE
-            and t != 0 and t != 1)
+    return g.kind != ROW_ANTIPODAL and g.theta < TINY_ANGLE and t != 0 and t != 1
 
 
 cdef inline double lerp_entry(double x, double y, double t) noexcept nogil:
     """fastinterp.lerp's two-sided formula where y - x is finite; (1 - t) x + t y where
     it is not (an infinite entry stays infinite, opposite values near the maximum do not
-    overflow)."""
-    if isfinite(y - x):
+    overflow). Equal entries give the nearer one itself, signed zeros included (x + t 0
+    would turn -0 into +0). In double, so rows of any magnitude (the scaled ones too)
+    need no rescaling: each entry is a lerp."""
+    cdef double d = y - x
+    if d == 0 and t == t:       # (a NaN weight stays NaN, as in lerp)
+        return x if (t < 0.5 and t > -0.5) else y
+    if isfinite(d):
         return lerp_one(x, y, t)
     return (1.0 - t) * x + t * y
 

@@ -174,8 +174,10 @@ def _value(x, y, ca, cb, extra, sa, sb, scaled, emax, t, sign, lerp):
     lerp: the row is the lerp of a and sign * b (see _lerp_row)."""
     x = float(x)  # float32 entries: float64 arithmetic on the device and in the simulator
     y = float(y)
-    if lerp:  # as the CPU's lerp_entry: the product form where y - x is not finite
-        y = sign * y
+    if lerp:  # as the CPU's lerp_entry (equal entries: the nearer one, signed zeros kept;
+        y = sign * y    # the product form where y - x is not finite)
+        if y - x == 0 and t == t:     # (a NaN weight stays NaN, as in lerp)
+            return x if abs(t) < 0.5 else y
         return _lerp_one(x, y, t) if math.isfinite(y - x) else (1.0 - t) * x + t * y
     if not scaled:
         if cb == 0:     # an end point: a itself (signed zeros kept, whatever b holds)
@@ -230,11 +232,11 @@ def _angle(dm, dp, depth):
 
 
 @cuda.jit(device=True, inline=True)
-def _lerp_row(kind, theta, scaled, t):
-    """One axis, a zero vector or parallel rows, away from the end points: the lerp
-    a + t (sign b - a), exactly a when b = a however far t extrapolates (as on the CPU)."""
-    return (not scaled and kind != ROW_ANTIPODAL and theta < TINY_ANGLE
-            and t != 0 and t != 1)
+def _lerp_row(kind, theta, t):
+    """One axis, a zero vector or parallel rows, away from the end points, at any
+    magnitude: the lerp a + t (sign b - a), exactly a when b = a however far t
+    extrapolates (as on the CPU)."""
+    return kind != ROW_ANTIPODAL and theta < TINY_ANGLE and t != 0 and t != 1
 
 
 @cuda.jit(device=True, inline=True)
@@ -318,7 +320,7 @@ def _slerp_thread(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm)
             uk = (float(a[r, k]) * sa) / na
     w = float(t[r * t_row_stride + i - r * steps])
     ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
-    lerp = _lerp_row(kind, theta, scaled, w)
+    lerp = _lerp_row(kind, theta, w)
     for d in range(depth):
         out[i, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb, scaled,
                            emax, w, sign, lerp)
@@ -443,7 +445,7 @@ def _slerp_block(out, a, b, t, t_row_stride, steps, shortest_path, linear_norm):
         w = float(t[r * t_row_stride + j])
         ca, cb, ck = _coefs(kind, na, nb, sign, theta, uk, w, linear_norm, pa, pb)
         row = r * steps + j
-        lerp = _lerp_row(kind, theta, scaled, w)
+        lerp = _lerp_row(kind, theta, w)
         for d in range(tid, depth, ROW_BLOCK):
             out[row, d] = _value(a[r, d], b[r, d], ca, cb, ck if d == k else 0.0, sa, sb,
                                  scaled, emax, w, sign, lerp)
