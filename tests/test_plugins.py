@@ -1043,7 +1043,8 @@ def marker_grid_sample():
 
 def test_grid_sample_plugin_gets_the_calls_its_abi_expresses(marker_grid_sample, rng):
     """wrap padding and volumes run the built-in kernel below the plugin's; 'constant'
-    runs the plugin's 'zeros' kernel plus fill times the weight outside (as built in)."""
+    runs the plugin's 'zeros' kernel plus fill times the weight outside (as built in: the
+    plugin's 'border' minus its 'zeros' kernel on ones)."""
     calls = _grid_sample_calls(rng, np.float32)
     refs = [fi.grid_sample(*args, **kw) for args, kw, _ in calls]
     fi.plugins.register_cfunc("grid_sample", "float32", marker_grid_sample)
@@ -1055,8 +1056,9 @@ def test_grid_sample_plugin_gets_the_calls_its_abi_expresses(marker_grid_sample,
             continue
         assert fi.last_kernel().source == "numba.grid_sample", kw
         fill = np.asarray(kw.get("fill", 0.0), np.float32)
-        # 'constant': out = zeros kernel (7) + fill * (1 - zeros kernel on ones (7))
-        want = np.broadcast_to(7 - 6 * fill, got.shape) if kw.get("layout") else 7 - 6 * fill
+        # 'constant': out = zeros kernel (7) + fill * (border kernel on ones (7) - zeros
+        # kernel on ones (7)): the fill's weight is what the two kernels' sums differ by
+        want = 7 + fill * (np.float32(7) - np.float32(7))
         np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape), err_msg=str(kw))
     # The float64 kernels stay built-in.
     x = rand(rng, (1, 2, 5, 5), np.float64)
