@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ._validate import broadcast_shapes
+
 __all__ = ["OpRecord", "Sample", "records", "record", "outputs", "torch_or_none",
            "NOT_OPS", "HALF", "np_dtype", "compute_dtype"]
 
@@ -711,7 +713,7 @@ def _mk_pair(rng, dt, d):
 
 def _lead(*arrays):
     """The broadcast leading (batch) shape of (..., rows, D) operands."""
-    return np.broadcast_shapes(*(a.shape[:-2] for a in arrays))
+    return broadcast_shapes(a.shape[:-2] for a in arrays)
 
 
 def _ref_sqdist(s):

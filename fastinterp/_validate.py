@@ -447,24 +447,22 @@ def broadcast_shape(op: str, **arrays) -> tuple[int, ...]:
     if all(full_or_single(s, widest) for s in shapes.values()):
         return widest      # equal shapes and size-1 operands (scalars): the common case
     try:
-        return _broadcast_shapes(shapes.values())
+        return broadcast_shapes(shapes.values())
     except ValueError:
         given = ", ".join(f"{n} {shape_str(s)}" for n, s in shapes.items())
         raise ValueError(f"{op}: shapes must broadcast together; got {given}.") from None
 
 
-def _broadcast_shapes(shapes) -> tuple:
-    """``np.broadcast_shapes``; an unknown size (NaN, a Dask array's) matches any size
-    and stays unknown, as in Dask."""
-    shapes = [tuple(s) for s in shapes]
-    if not any(isinstance(d, float) and math.isnan(d) for s in shapes for d in s):
-        return tuple(np.broadcast_shapes(*shapes))
+def broadcast_shapes(shapes) -> tuple:
+    """``np.broadcast_shapes`` for any number of dimensions (NumPy's own stops at 32; its
+    arrays have up to 64); an unknown size (NaN, a Dask array's) matches any size and
+    stays unknown, as in Dask. Raises ValueError when the shapes do not broadcast."""
     out = []
-    for sizes in itertools.zip_longest(*(s[::-1] for s in shapes), fillvalue=1):
-        known = {int(d) for d in sizes if not math.isnan(d)}
+    for sizes in itertools.zip_longest(*(tuple(s)[::-1] for s in shapes), fillvalue=1):
+        unknown = any(isinstance(d, float) and math.isnan(d) for d in sizes)
+        known = {int(d) for d in sizes if not (isinstance(d, float) and math.isnan(d))}
         if len(known - {1}) > 1:
             raise ValueError("shapes do not broadcast")
-        unknown = any(math.isnan(d) for d in sizes)
         out.append(math.nan if unknown else max(known - {1}, default=1))
     return tuple(out[::-1])
 

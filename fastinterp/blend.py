@@ -10,9 +10,9 @@ import numpy as np
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import _to_numpy, array_kind, begin, not_numbers_error
-from ._validate import (as_c_contiguous, broadcast_shape, check_axis, check_bool, check_option,
-                        check_out, contiguous_input, full_or_single, real_float, real_scalar,
-                        same_dtype, shape_str)
+from ._validate import (as_c_contiguous, broadcast_shape, broadcast_shapes, check_axis,
+                        check_bool, check_option, check_out, contiguous_input, full_or_single,
+                        real_float, real_scalar, same_dtype, shape_str)
 from ._typing import Array, Axis, Flag, NumPyLike, SlerpNorm
 
 __all__ = ["lerp", "slerp", "slerp_backward"]
@@ -260,7 +260,7 @@ def _slerp_weights(p, t, dtype, batch, path, op="slerp", depth=1):
     lead = tshape[:-1] if path else tshape
     steps = int(tshape[-1]) if path else 1
     try:
-        fits = np.broadcast_shapes(lead, batch) == tuple(batch)
+        fits = broadcast_shapes((lead, batch)) == tuple(batch)
     except ValueError:
         fits = False
     if not fits and path:

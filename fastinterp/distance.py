@@ -42,8 +42,8 @@ from . import _memory, _plans, _registry as registry
 from ._config import threads_for
 from ._dispatch import begin
 from ._typing import Array, Flag, IntFlag, NumPyLike
-from ._validate import (as_c_contiguous, as_index, check_array, check_bool, check_flag,
-                        check_out, check_shape, same_dtype, shape_str)
+from ._validate import (as_c_contiguous, as_index, broadcast_shapes, check_array, check_bool,
+                        check_flag, check_out, check_shape, same_dtype, shape_str)
 
 __all__ = ["pairwise_sqdist", "pairwise_l2", "pairwise_sqdist_backward",
            "pairwise_l2_backward", "knn"]
@@ -546,7 +546,7 @@ def _batch(op, names, x, y):
     if not lx and not ly:
         return Batch((), _SINGLE, _SINGLE, 1, 1)
     try:
-        shape = tuple(np.broadcast_shapes(lx, ly))
+        shape = broadcast_shapes((lx, ly))
     except ValueError:
         raise ValueError(
             f"{op}: the leading (batch) dimensions of {names[0]} and {names[1]} must broadcast "

@@ -239,6 +239,39 @@ def _check_no_shared_writes(op: str, names: list[str], jobs: list[Any],
             k += 1
 
 
+def _check_state_separate(op: str, names: list[str], jobs: list[Any],
+                          buffers: dict[tuple[int, str], Any]) -> None:
+    """A step updates each state buffer in place: refuse one that shares memory with any
+    parameter, gradient or other buffer of the step (exactly or in part), as torch.optim
+    refuses it; its result would depend on the order of the updates and the thread
+    count. ``buffers``: (parameter index, key) -> the kernel's flat view of a buffer the
+    caller set (fresh buffers are new arrays)."""
+    if not buffers:
+        return
+    spans = []                      # (start, end, label, is a buffer); all contiguous
+    for (i, key), view in buffers.items():
+        spans.append((view, f"state[{i}][{key!r}]", True))
+    for i, job in enumerate(jobs):
+        if job is not None:
+            spans += [(job[0], names[i], False), (job[1], f"grads[{i}]", False)]
+    extents = []                    # (start, end, rank): rank orders the labels in errors
+    for rank, (arr, _, _) in enumerate(spans):
+        extent = None if arr.size == 0 else _contiguous_extent(arr)
+        if extent:
+            extents.append((extent[0], extent[1], rank))
+    extents.sort()
+    active: list[tuple[int, int]] = []                  # (end, rank)
+    for start, end, rank in extents:
+        active = [a for a in active if a[0] > start]
+        for _, other in active:
+            if spans[rank][2] or spans[other][2]:       # a buffer among them
+                first, second = sorted((rank, other), key=lambda r: (not spans[r][2], r))
+                raise ValueError(f"{op}: {spans[first][1]} shares memory with "
+                                 f"{spans[second][1]}; state buffers must be separate "
+                                 f"arrays (the step updates them in place).")
+        active.append((end, rank))
+
+
 def _flat(arr: Any) -> Any:
     return arr.reshape(-1) if len(arr.shape) != 1 else arr
 
@@ -550,6 +583,7 @@ class Optimizer:
                     self._precheck(index, group)
                     self._check_representable(op, index, group)
                 index += 1
+        _check_state_separate(op, [p.name for p in self._params], jobs, self._views)
         return jobs
 
     def _check_representable(self, op: str, index: int, group: dict[str, Any]) -> None:

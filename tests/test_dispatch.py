@@ -906,3 +906,36 @@ def test_a_cuda_array_given_through_dlpack_only_is_a_clear_type_error():
     with pytest.raises(TypeError, match=r"lerp: a is a CUDA array given through DLPack "
                                         r"only \(CudaDLPackOnly\).*cupy.from_dlpack"):
         fi.lerp(CudaDLPackOnly(), CudaDLPackOnly(), 0.5)
+
+
+# NumPy arrays have up to 64 dimensions; np.broadcast (and np.broadcast_shapes) only 32.
+MANY_DIMS = (2,) + (1,) * 31 + (3, 4)          # 34 dimensions
+
+
+def test_lerp_and_slerp_take_arrays_of_more_than_32_dimensions():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(MANY_DIMS)
+    b = rng.standard_normal((1,) * 33 + (4,))    # broadcasts against a
+    np.testing.assert_allclose(fi.lerp(a, b, 0.25), a + 0.25 * (b - a), rtol=1e-15)
+    bb = np.broadcast_to(b, MANY_DIMS).copy()
+    got = fi.slerp(a, bb, 0.5)
+    want = fi.slerp(a.reshape(-1, 4), bb.reshape(-1, 4), 0.5).reshape(MANY_DIMS)
+    np.testing.assert_array_equal(got, want)
+    t = rng.random(MANY_DIMS[:-1])
+    np.testing.assert_array_equal(
+        fi.slerp(a, bb, t), fi.slerp(a.reshape(-1, 4), bb.reshape(-1, 4),
+                                     t.reshape(-1)).reshape(MANY_DIMS))
+
+
+def test_distances_take_more_than_32_batch_dimensions():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2,) + (1,) * 32 + (5, 3))       # 33 batch dimensions
+    y = rng.standard_normal((1,) * 32 + (3, 4, 3))
+    d = fi.pairwise_sqdist(x, y)
+    assert d.shape == (2,) + (1,) * 31 + (3, 5, 4)
+    ref = fi.pairwise_sqdist(x.reshape(2, 1, 5, 3), y.reshape(1, 3, 4, 3))
+    np.testing.assert_array_equal(d.reshape(2, 3, 5, 4), ref)
+    dist, idx = fi.knn(y, x, 2)
+    ref_d, ref_i = fi.knn(y.reshape(1, 3, 4, 3), x.reshape(2, 1, 5, 3), 2)
+    np.testing.assert_array_equal(idx.reshape(2, 3, 5, 2), ref_i)
+    np.testing.assert_array_equal(dist.reshape(2, 3, 5, 2), ref_d)

@@ -452,6 +452,61 @@ def test_parameters_sharing_memory_are_refused_at_step():
     np.testing.assert_array_equal(buf, 0.0)
 
 
+def _with_state(opt_cls, key, w, grad):
+    """An optimizer over ``w`` after one step, so that state ``key`` exists."""
+    kw = {"momentum": 0.9} if opt_cls is SGD else {}
+    opt = opt_cls([w], lr=0.1, **kw)
+    opt.step([grad])
+    return opt
+
+
+STATE_KEYS = [(SGD, "momentum_buffer"), (Adam, "exp_avg"), (Adam, "exp_avg_sq"),
+              (AdamW, "exp_avg")]
+
+
+@pytest.mark.parametrize("opt_cls,key", STATE_KEYS)
+@pytest.mark.parametrize("shift", [1, -2, 0])
+def test_state_buffer_sharing_memory_with_its_parameter_is_refused(opt_cls, key, shift):
+    """opt.state is the caller's to edit: a buffer that shares memory with the parameter
+    (shifted, or exactly it) would make the update depend on its order and the thread
+    count, as torch.optim refuses it."""
+    buf = np.linspace(1.0, 2.0, 12)
+    w = buf[max(shift, 0):][:9]
+    opt = _with_state(opt_cls, key, w, np.ones(9))
+    opt.state[0][key] = buf[max(-shift, 0):][:9]
+    before, state = buf.copy(), {k: np.copy(v) for k, v in opt.state[0].items()}
+    with pytest.raises(ValueError, match=rf"state\[0\]\['{key}'\] shares memory with "
+                                         r"params\[0\]"):
+        opt.step([np.ones(9)])
+    np.testing.assert_array_equal(buf, before)
+    for k, v in state.items():
+        np.testing.assert_array_equal(opt.state[0][k], v)
+
+
+@pytest.mark.parametrize("opt_cls,key", STATE_KEYS)
+def test_state_buffer_sharing_memory_with_a_gradient_or_buffer_is_refused(opt_cls, key):
+    w, v = np.ones(6), np.full(6, 2.0)
+    kw = {"momentum": 0.9} if opt_cls is SGD else {}
+    opt = opt_cls([w, v], lr=0.1, **kw)
+    g0, g1 = np.full(6, 0.5), np.full(6, 0.25)
+    opt.step([g0, g1])
+    w_before, v_before = w.copy(), v.copy()
+    opt.state[0][key] = g1                                   # another parameter's gradient
+    with pytest.raises(ValueError, match=rf"state\[0\]\['{key}'\] shares memory with "
+                                         r"grads\[1\]"):
+        opt.step([g0, g1])
+    opt.state[0][key] = g0                                   # its own gradient, exactly
+    with pytest.raises(ValueError, match=rf"state\[0\]\['{key}'\] shares memory with "
+                                         r"grads\[0\]"):
+        opt.step([g0, g1])
+    opt.state[0][key] = opt.state[1][key]                    # another parameter's buffer
+    with pytest.raises(ValueError, match=rf"state\[0\]\['{key}'\] shares memory with "
+                                         rf"state\[1\]\['{key}'\]"):
+        opt.step([g0, g1])
+    np.testing.assert_array_equal(w, w_before)            # nothing stepped
+    np.testing.assert_array_equal(v, v_before)
+
+
 def test_grad_that_is_its_parameter_or_a_disjoint_view_steps():
     w = np.arange(5.0)
     SGD([w], lr=0.5).step([w])                 # exactly its own parameter: read, then written
