@@ -17,10 +17,13 @@ storage dtype: the first array argument's, or that of the argument named by
 """
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from numbers import Number
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 import numpy as np
 
@@ -78,6 +81,21 @@ def _cuda_read_only(obj) -> bool:
         return bool(obj.__cuda_array_interface__["data"][1])
     except Exception:
         return False
+
+
+def eager_under_torch_compile(fn: _F) -> _F:
+    """Make a public call a graph break under ``torch.compile``: Dynamo cannot trace the
+    NumPy API (DLPack device enums, compiled kernels; its attempt is an internal error),
+    so while it traces, the call runs as ``torch.compiler.disable(fn)`` does, eagerly,
+    with the eager result. Costs one dictionary lookup otherwise (torch is never
+    imported here). ``fastinterp.torch`` holds the ops Dynamo traces as graph nodes."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.compiler.is_compiling():
+            return torch.compiler.disable(fn)(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return call  # type: ignore[return-value]
 
 
 def _dlpack_device(obj):

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import fork_safe_lock, threads_for
-from ._dispatch import _dtype_name, begin
+from ._dispatch import _dtype_name, begin, eager_under_torch_compile
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, ResizeMatch, ResizeMode,
@@ -1032,6 +1032,7 @@ def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = No
            antialias: Flag = False, out: Any = None, *,
            recompute_scale_factor: Flag | None = None, layout: ImageLayout | None = None,
            match: ResizeMatch = "torch") -> Any: ...
+@eager_under_torch_compile
 def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = None,
            mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
            antialias: Flag = False, out: Any = None, *,
@@ -1201,6 +1202,7 @@ def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | N
                     antialias: Flag = False, out: Any = None, *,
                     recompute_scale_factor: Flag | None = None,
                     layout: ImageLayout | None = None) -> Any: ...
+@eager_under_torch_compile
 def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | None = None,
                     mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
                     antialias: Flag = False, out: Any = None, *,
@@ -1291,6 +1293,7 @@ def adaptive_avg_pool2d(input: NumPyLike, output_size: PoolSize, out: Array | No
 @overload
 def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
                         layout: ImageLayout | None = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
                         layout: ImageLayout | None = None) -> Any:
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
@@ -1344,6 +1347,7 @@ def adaptive_avg_pool2d_backward(grad_output: NumPyLike, input_size: Shape,
 @overload
 def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
                                  layout: ImageLayout | None = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
                                  layout: ImageLayout | None = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
@@ -1831,6 +1835,7 @@ def adaptive_avg_pool1d(input: NumPyLike, output_size: PoolSize,
                         out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of 1-D data; values equal ``F.adaptive_avg_pool1d``.
 
@@ -1862,6 +1867,7 @@ def adaptive_avg_pool1d_backward(grad_output: NumPyLike, input_size: Shape,
                                  out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool1d` with respect to its input.
 
@@ -1891,6 +1897,7 @@ def adaptive_avg_pool3d(input: NumPyLike, output_size: PoolSize,
                         out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of volumes; values equal ``F.adaptive_avg_pool3d``.
 
@@ -1925,6 +1932,7 @@ def adaptive_avg_pool3d_backward(grad_output: NumPyLike, input_size: Shape,
                                  out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
+@eager_under_torch_compile
 def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool3d` with respect to its input.
 

@@ -148,9 +148,12 @@ def _refuse_transforms(name, tensors):
     torch.func's reverse-mode transforms (grad, jacrev, vjp) are a TypeError naming the
     op: torch drops a custom op's tangents silently (derivatives of exactly 0), and its
     own error for the others names no op. torch.func.vmap works."""
-    if getattr(_forward_ad, "_current_level", -1) >= 0 and any(
-            isinstance(t, Tensor) and _forward_ad.unpack_dual(t).tangent is not None
-            for t in tensors):
+    if getattr(_forward_ad, "_current_level", -1) >= 0 and (
+            torch.compiler.is_compiling() or any(
+                isinstance(t, Tensor) and _forward_ad.unpack_dual(t).tangent is not None
+                for t in tensors)):
+        # while Dynamo traces, tangents are not visible (fake tensors carry none): a call
+        # under an open dual level is refused outright there
         raise _forward_mode_error(name)
     if (_pyfunctorch is None or not _C._are_functorch_transforms_active()
             or torch.compiler.is_compiling()):
@@ -167,6 +170,23 @@ def _refuse_transforms(name, tensors):
         raise TypeError(f"{name}: torch.func's grad, jacrev, vjp and hessian are not supported "
                         f"(the op's gradient is registered for torch.autograd): use "
                         f"torch.autograd.grad or .backward(); torch.func.vmap works.")
+
+
+def _refuse_transforms_by_value(name, *values):
+    """:func:`_refuse_transforms` for arguments read as numbers (``fill``, ``rotate``'s
+    angle, centre and scale): a transform would see their derivative as 0."""
+    found = []
+
+    def collect(v):
+        if isinstance(v, Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                collect(item)
+    for v in values:
+        collect(v)
+    if found:
+        _refuse_transforms(name, found)
 
 
 def _wrappers(t):
@@ -283,6 +303,19 @@ def _tensors(op, names, *values):
                  for name, v in zip(names.split(), values))
 
 
+def _autocast_fp32(*values):
+    """Under ``torch.autocast``, half-precision tensors as float32, for the ops whose torch
+    counterparts autocast runs in float32 (``grid_sampler``, ``cdist``: grid_sample, the
+    warps, the pairwise distances), so that they give torch's dtypes there; other values
+    and calls outside autocast unchanged."""
+    like = next((v for v in values if isinstance(v, Tensor)), None)
+    if like is None or like.device.type not in ("cpu", "cuda") or \
+            not torch.is_autocast_enabled(like.device.type):     # (meta has no autocast)
+        return values
+    return tuple(v.float() if isinstance(v, Tensor) and v.dtype in _HALF else v
+                 for v in values)
+
+
 def _list_as_numpy(op, name, value):
     """A list or tuple array argument as the NumPy API reads it (``np.asarray``; a ragged
     one is its ValueError; one of strings a NumPy array that :func:`_from_numpy` names);
@@ -375,19 +408,21 @@ def _eager_autograd(op, setup, backward):
     (Old-style ``forward(ctx, ...)``: ``apply`` then skips binding the signature.)"""
     body = _BODY[op]
 
-    class EagerOp(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *args):
-            output = body(*args)
-            setup(ctx, args, output)
-            return output
+    def forward(ctx, *args):
+        output = body(*args)
+        setup(ctx, args, output)
+        return output
 
-        @staticmethod
-        def backward(ctx, *grads):
-            return backward(ctx, *(_dense(g) for g in grads))
+    def backward_(ctx, *grads):
+        return backward(ctx, *(_dense(g) for g in grads))
 
-    EagerOp.__name__ = EagerOp.__qualname__ = f"{body.__name__.strip('_')}_eager"
-    return EagerOp
+    # named when the class is made: autograd names the grad_fn class after it then
+    # (FastinterpGridSampleBackward, as torch's GridSampler2DBackward0), which anomaly
+    # mode and graph dumps show
+    name = "Fastinterp" + "".join(part.title() for part in op._name.split("_"))
+    return type(name, (torch.autograd.Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(backward_),
+                 "__module__": __name__, "__qualname__": name})
 
 
 def _dense(grad):
@@ -488,6 +523,7 @@ def _down(g, like):
 def _fill_list(op, fill):
     """``fill`` as the custom ops' schema takes it: None, or a list of floats (a scalar as
     one entry, which the NumPy API's rule gives every channel)."""
+    _refuse_transforms_by_value(op, fill)
     if isinstance(fill, Tensor):
         if fill.is_meta:
             raise meta_tensor_error(op, "fill", fill)
@@ -620,7 +656,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     torch.Size([2, 2, 3])
     """
     op = "grid_sample"
-    input, grid = _tensors(op, "input grid", input, grid)
+    input, grid = _autocast_fp32(*_tensors(op, "input grid", input, grid))
     _uint8_forward_only(op, input, {"grid": grid})
     align = _check_options(op, mode, padding_mode, align_corners)
     layout = from_channels_last(op, layout, channels_last)
@@ -1106,7 +1142,8 @@ def _warp(op, img, M, dsize, mode, padding_mode, align_corners, match, inverse_m
             M = M.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
         return (like, M) + options
 
-    (img,) = _tensors(op, "img", img)      # M: read on the host, or a tensor by op_args
+    # M: read on the host, or as a tensor by op_args
+    img, M = _autocast_fp32(*_tensors(op, "img", img), M)
     _uint8_forward_only(op, img, {"M": M})
     dims = list(_check_dsize(op, dsize))
     args = (img, M, dims, mode, padding_mode, align_corners, match, inverse_map,
@@ -1167,6 +1204,7 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
             [0., 3., 6.]])
     """
     op = "rotate"
+    _refuse_transforms_by_value(op, angle, center, scale)
     (img,) = _tensors(op, "img", img)
     x = _first_tensor(op, img=img)
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
@@ -1297,7 +1335,7 @@ def pairwise_sqdist(x, y=None, out=None):
             [25.,  0.]]), tensor([[-12., -16.],
             [ 12.,  16.]]))
     """
-    x, y = _tensors("pairwise_sqdist", "x y", x, y)
+    x, y = _autocast_fp32(*_tensors("pairwise_sqdist", "x y", x, y))
     return _call("pairwise_sqdist", _sqdist_op, _sqdist_direct, (x, y), (x, y), out)
 
 
@@ -1311,7 +1349,7 @@ def pairwise_l2(x, y=None, out=None):
     >>> fit.pairwise_l2(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]))
     tensor([[5.]])
     """
-    x, y = _tensors("pairwise_l2", "x y", x, y)
+    x, y = _autocast_fp32(*_tensors("pairwise_l2", "x y", x, y))
     return _call("pairwise_l2", _l2_op, _l2_direct, (x, y), (x, y), out)
 
 

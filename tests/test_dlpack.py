@@ -490,3 +490,37 @@ def test_read_only_or_unreadable_written_arrays_get_errors_for_what_they_are():
     jnp = pytest.importorskip("jax.numpy")
     with pytest.raises(ValueError, match=r"JAX arrays are immutable"):
         fi.SGD([jnp.zeros(3)], lr=0.1)
+
+
+def test_numpy_api_on_torch_tensors_inside_torch_compile_runs_eagerly():
+    """Dynamo cannot trace the NumPy API (DLPack device enums, compiled kernels): each public
+    call is a graph break that runs eagerly, with the eager result, not a Dynamo crash.
+    fastinterp.torch holds the traceable ops."""
+    torch = pytest.importorskip("torch")
+    x, q = torch.rand(40, 3), torch.rand(6, 3)
+    img = torch.rand(1, 2, 5, 7)
+    calls = {
+        "knn": lambda x, q: fi.knn(x + 0, q, 4),
+        "resize": lambda x, q: fi.resize(img * 1, size=(3, 4)) + 1,
+        "lerp": lambda x, q: fi.lerp(q, q * 2, 0.25),
+        "pairwise_sqdist": lambda x, q: fi.pairwise_sqdist(x, q) * 2,
+    }
+    for name, f in calls.items():
+        torch._dynamo.reset()
+        got, want = torch.compile(f)(x, q), f(x, q)
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g, w), name
+
+
+def test_optimizer_step_on_torch_parameters_inside_torch_compile_runs_eagerly():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(5)
+    opt = fi.SGD([w], lr=0.5)
+
+    def step(g):
+        opt.step([g * 1])
+        return w.sum()
+    torch._dynamo.reset()
+    assert float(torch.compile(step)(torch.ones(5))) == 2.5
+    np.testing.assert_array_equal(w.numpy(), 0.5)

@@ -1458,6 +1458,54 @@ def test_forward_mode_ad_is_a_clear_error_naming_the_op(name):
 
 
 @pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
+def test_forward_mode_ad_inside_torch_compile_is_a_clear_error(name):
+    """Inside a compiled function the tangents are invisible to the op (Dynamo traces fake
+    tensors): the op's tangent was dropped silently (only the other terms' remained)."""
+    call = _TRANSFORM_CALLS[name]
+    fwad = torch.autograd.forward_ad
+
+    def tangent(x, v):
+        with fwad.dual_level():
+            d = fwad.make_dual(x, v)
+            return fwad.unpack_dual(call(d).sum() + d.sum()).tangent
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    torch._dynamo.reset()
+    with pytest.raises(TypeError, match=rf"{name}: forward-mode"):
+        torch.compile(tangent)(x, torch.ones_like(x))
+
+
+_BY_VALUE_CALLS = {      # arguments read as numbers: a transform would see a derivative of 0
+    "rotate angle": ("rotate", lambda a: fit.rotate(torch.rand(1, 1, 4, 5, dtype=a.dtype), a)),
+    "rotate scale": ("rotate", lambda s: fit.rotate(torch.rand(1, 1, 4, 5, dtype=s.dtype), 30,
+                                                    scale=s)),
+    "rotate center": ("rotate", lambda c: fit.rotate(torch.rand(1, 1, 4, 5, dtype=c.dtype), 30,
+                                                     center=(c, c))),
+    "grid_sample fill": ("grid_sample", lambda f: fit.grid_sample(
+        torch.rand(1, 1, 3, 3, dtype=f.dtype), torch.full((1, 2, 2, 2), 3.0, dtype=f.dtype),
+        padding_mode="constant", fill=f)),
+    "warp_affine fill": ("warp_affine", lambda f: fit.warp_affine(
+        torch.rand(1, 1, 3, 3, dtype=f.dtype), torch.eye(2, 3, dtype=f.dtype) * 9, (2, 2),
+        padding_mode="constant", fill=f)),
+}
+
+
+@pytest.mark.parametrize("case", list(_BY_VALUE_CALLS))
+def test_transforms_of_arguments_read_as_numbers_are_a_clear_error(case):
+    """torch.func.grad / jacfwd / jvp with respect to rotate's angle (scale, centre) or a
+    fill returned a derivative of exactly 0 (finite differences: -0.066 for the angle)."""
+    name, call = _BY_VALUE_CALLS[case]
+    v = torch.tensor(1.5, dtype=torch.float64)
+    with pytest.raises(TypeError, match=rf"^{name}: torch\.func"):
+        torch.func.grad(lambda v: call(v).sum())(v)
+    with pytest.raises(TypeError, match=rf"^{name}: forward-mode"):
+        torch.func.jvp(lambda v: call(v), (v,), (torch.ones_like(v),))
+    fwad = torch.autograd.forward_ad
+    with fwad.dual_level(), pytest.raises(TypeError, match=rf"^{name}: forward-mode"):
+        call(fwad.make_dual(v, torch.ones_like(v)))
+    assert call(v.clone().requires_grad_()).shape[0] == 1    # plain autograd: a number
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_CALLS))
 def test_torch_func_reverse_transforms_are_a_clear_error_naming_the_op(name):
     call = _TRANSFORM_CALLS[name]
     x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
@@ -1661,3 +1709,50 @@ def test_a_bad_fill_with_other_padding_is_the_numpy_apis_error(op, fill, error):
     for api, arr in ((fi, x), (fit, _t(x))):
         with pytest.raises(error, match=f"^{op}: fill"):
             calls[op](api, arr)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_autocast_gives_torchs_dtypes(dtype, compiled):
+    """Under torch.autocast, torch runs grid_sampler and cdist in float32 (a bf16 feature
+    map gives a float32 result); fit's ops kept the half dtype (the distances refused it)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 6, 7).to(dtype).requires_grad_()
+    grid = (torch.rand(2, 4, 5, 2) * 2 - 1).to(dtype)
+    emb = torch.rand(5, 8).to(dtype).requires_grad_()
+    M = torch.tensor([[1.0, 0.1, 0.5], [0.0, 0.9, 0.2]])
+    calls = {
+        "grid_sample": (lambda: fit.grid_sample(x, grid),
+                        lambda: F.grid_sample(x, grid, align_corners=False),
+                        lambda: fit.grid_sample(x.float(), grid.float())),
+        "pairwise_l2": (lambda: fit.pairwise_l2(emb, emb), lambda: torch.cdist(emb, emb),
+                        lambda: fit.pairwise_l2(emb.float(), emb.float())),
+        "pairwise_sqdist": (lambda: fit.pairwise_sqdist(emb), lambda: torch.cdist(emb, emb),
+                            lambda: fit.pairwise_sqdist(emb.float())),
+        "warp_affine": (lambda: fit.warp_affine(x, M, (4, 5)), None,
+                        lambda: fit.warp_affine(x.float(), M, (4, 5))),
+    }
+    for name, (ours, peer, want) in calls.items():
+        run = torch.compile(ours, fullgraph=True) if compiled else ours
+        torch._dynamo.reset()
+        with torch.autocast("cpu", dtype=dtype):
+            got = run()
+            assert got.dtype == torch.float32, name
+            if peer is not None:
+                assert peer().dtype == got.dtype, name
+        torch.testing.assert_close(got, want(), rtol=0, atol=0)
+        got.sum().backward()                         # back to the half-precision input
+        leaf = emb if name.startswith("pairwise") else x
+        assert leaf.grad.dtype == dtype
+        leaf.grad = None
+
+
+def test_grad_fn_names_the_op():
+    """Anomaly mode and graph dumps name a node by its grad_fn class: every eager op's was
+    'EagerOpBackward'."""
+    x = torch.rand(1, 1, 3, 3, requires_grad=True)
+    names = {type(fit.grid_sample(x, torch.zeros(1, 2, 2, 2)).grad_fn).__name__,
+             type(fit.pairwise_l2(x[0, 0]).grad_fn).__name__,
+             type(fit.lerp(x, x * 2, 0.5).grad_fn).__name__}
+    assert names == {"FastinterpGridSampleBackward", "FastinterpPairwiseL2Backward",
+                     "FastinterpLerpBackward"}
