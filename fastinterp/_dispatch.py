@@ -27,7 +27,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 import numpy as np
 
-from . import _dlpack, _half, _memory
+from . import _dlpack, _fpenv, _half, _memory
 from ._validate import HALF_OPS, check_overlap, shape_str, shown
 
 __all__ = ["BackendMismatchError", "backend_of", "begin", "Prepared", "CPU", "CUDA", "HALF_OPS"]
@@ -83,18 +83,30 @@ def _cuda_read_only(obj) -> bool:
         return False
 
 
-def eager_under_torch_compile(fn: _F) -> _F:
-    """Make a public call a graph break under ``torch.compile``: Dynamo cannot trace the
-    NumPy API (DLPack device enums, compiled kernels; its attempt is an internal error),
-    so while it traces, the call runs as ``torch.compiler.disable(fn)`` does, eagerly,
-    with the eager result. Costs one dictionary lookup otherwise (torch is never
-    imported here). ``fastinterp.torch`` holds the ops Dynamo traces as graph nodes."""
+def public_call(fn: _F) -> _F:
+    """The entry of a public call of the NumPy API.
+
+    - The whole call computes in IEEE 754's default floating-point environment
+      (subnormals kept, rounding to nearest) whatever the calling thread has set
+      (:mod:`fastinterp._fpenv`): its results, and the tables it caches for later
+      calls, do not depend on the caller's mode or the thread count.
+    - Under ``torch.compile`` it is a graph break: Dynamo cannot trace the NumPy API
+      (DLPack device enums, compiled kernels; its attempt is an internal error), so
+      while it traces, the call runs as ``torch.compiler.disable`` makes it, eagerly,
+      with the eager result. torch is never imported here; ``fastinterp.torch`` holds
+      the ops Dynamo compiles into graphs.
+    """
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         torch = sys.modules.get("torch")
         if torch is not None and torch.compiler.is_compiling():
-            return torch.compiler.disable(fn)(*args, **kwargs)
-        return fn(*args, **kwargs)
+            return torch.compiler.disable(call)(*args, **kwargs)  # not compiling in there
+        fp = _fpenv.control()
+        saved = fp.ieee_subnormals()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            fp.restore_fp(saved)
     return call  # type: ignore[return-value]
 
 

@@ -1,11 +1,12 @@
 """The floating-point environment the CPU kernels compute in.
 
-Results follow IEEE 754 for subnormal numbers whatever the calling thread's
-flush-to-zero (FTZ) and denormals-are-zero (DAZ) settings: a thread may have them
-set (an XLA host callback, ``torch.set_flush_denormal(True)``), and the NumPy
-arithmetic a kernel does on the calling thread (float64 copies of float32 data,
-centres, medians) would then read subnormal inputs as zero and flush subnormal
-results, where the kernels' own parallel regions (_team.h) do not.
+Results follow IEEE 754's default environment (subnormal numbers kept, rounding to
+nearest) whatever the calling thread has set: a thread may flush to zero
+(FTZ/DAZ: an XLA host callback, ``torch.set_flush_denormal(True)``) or round
+another way (``fesetround``), and the NumPy arithmetic a call does on the calling
+thread (tap tables, float64 copies of float32 data, centres, medians) would then
+differ from the kernels' own parallel regions (_team.h), which set that
+environment on every thread, and from the tables cached for later calls.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ __all__ = ["ieee_subnormals"]
 _control: Any = None     # kernels/cpu/blend: the control word's save and restore
 
 
-def _fp() -> Any:
+def control() -> Any:
+    """The module whose ``ieee_subnormals()`` sets the default environment on the calling
+    thread and returns the previous control word, and ``restore_fp(saved)`` puts it back."""
     global _control
     if _control is None:
         from ._cpu import blend
@@ -26,11 +29,11 @@ def _fp() -> Any:
 
 
 def ieee_subnormals(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` run with FTZ and DAZ cleared on the calling thread, the caller's
-    setting restored after it (a few nanoseconds per call)."""
+    """``fn`` run with FTZ and DAZ cleared and rounding to nearest on the calling thread,
+    the caller's setting restored after it (a few nanoseconds per call)."""
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        fp = _fp()
+        fp = control()
         saved = fp.ieee_subnormals()
         try:
             return fn(*args, **kwargs)

@@ -9,8 +9,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import (_to_numpy, array_kind, begin, eager_under_torch_compile,
-                        not_numbers_error)
+from ._dispatch import _to_numpy, array_kind, begin, not_numbers_error, public_call
 from ._validate import (as_c_contiguous, broadcast_shape, broadcast_shapes, check_axis,
                         check_bool, check_option, check_out, contiguous_input, full_or_single,
                         real_float, real_scalar, same_dtype, shape_str)
@@ -122,7 +121,7 @@ def weight_list(op, t, dtype):
 def lerp(a: NumPyLike, b: NumPyLike, t: NumPyLike, out: Array | None = None) -> Array: ...
 @overload
 def lerp(a: Any, b: Any, t: Any, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def lerp(a: Any, b: Any, t: Any, out: Any = None) -> Any:
     """Linear interpolation ``a + t * (b - a)``, element-wise with NumPy broadcasting.
 
@@ -351,7 +350,7 @@ def slerp(a: NumPyLike, b: NumPyLike, t: NumPyLike, axis: Axis = -1, *, path: Fl
 @overload
 def slerp(a: Any, b: Any, t: Any, axis: Axis = -1, *, path: Flag = False,
           shortest_path: Flag = False, norm: SlerpNorm = "linear", out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def slerp(a: Any, b: Any, t: Any, axis: Axis = -1, *, path: Flag = False,
           shortest_path: Flag = False, norm: SlerpNorm = "linear", out: Any = None) -> Any:
     """Spherical linear interpolation of vectors along ``axis``, batched.
@@ -511,7 +510,7 @@ def slerp_backward(grad_out: Any, a: Any, b: Any, t: Any, axis: Axis = -1, *,
                    path: Flag = False, shortest_path: Flag = False, norm: SlerpNorm = "linear",
                    needs_ab_grad: Flag = True, needs_t_grad: Flag = True
                    ) -> tuple[Any, Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def slerp_backward(grad_out: Any, a: Any, b: Any, t: Any, axis: Axis = -1, *,
                    path: Flag = False, shortest_path: Flag = False, norm: SlerpNorm = "linear",
                    needs_ab_grad: Flag = True, needs_t_grad: Flag = True) -> Any:

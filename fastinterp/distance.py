@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import begin, eager_under_torch_compile
+from ._dispatch import begin, public_call
 from ._typing import Array, Flag, IntFlag, NumPyLike
 from ._validate import (as_c_contiguous, as_index, broadcast_shapes, check_array, check_bool,
                         check_flag, check_out, check_shape, same_dtype, shape_str)
@@ -665,7 +665,7 @@ def pairwise_sqdist(x: NumPyLike, y: NumPyLike | None = None,
                     out: Array | None = None) -> Array: ...
 @overload
 def pairwise_sqdist(x: Any, y: Any = None, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def pairwise_sqdist(x: Any, y: Any = None, out: Any = None) -> Any:
     """Squared Euclidean distances between the rows of ``x`` and of ``y``.
 
@@ -724,7 +724,7 @@ def pairwise_l2(x: NumPyLike, y: NumPyLike | None = None,
                 out: Array | None = None) -> Array: ...
 @overload
 def pairwise_l2(x: Any, y: Any = None, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def pairwise_l2(x: Any, y: Any = None, out: Any = None) -> Any:
     """Euclidean distances between the rows of ``x`` and of ``y``.
 
@@ -803,7 +803,7 @@ def pairwise_sqdist_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike | N
 @overload
 def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None, *, needs_x_grad: Flag = True,
                              needs_y_grad: Flag = True) -> tuple[Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def pairwise_sqdist_backward(grad_out: Any, x: Any, y: Any = None, *, needs_x_grad: Flag = True,
                              needs_y_grad: Flag = True) -> Any:
     """Gradients of ``sum(grad_out * pairwise_sqdist(x, y))`` with respect to x and y.
@@ -869,7 +869,7 @@ def pairwise_l2_backward(grad_out: NumPyLike, x: NumPyLike, y: NumPyLike | None 
 def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None, *,
                          needs_x_grad: Flag = True,
                          needs_y_grad: Flag = True) -> tuple[Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def pairwise_l2_backward(grad_out: Any, x: Any, y: Any = None, dist: Any = None, *,
                          needs_x_grad: Flag = True, needs_y_grad: Flag = True) -> Any:
     """Gradients of ``sum(grad_out * pairwise_l2(x, y))`` with respect to x and y.
@@ -1024,7 +1024,7 @@ def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: Literal[True] 
 @overload
 def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True, *,
         progress: IntFlag = False) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def knn(x: Any, queries: Any, k: SupportsIndex, return_distances: IntFlag = True, *,
         progress: IntFlag = False) -> Any:
     """The ``k`` nearest rows of ``x`` (Euclidean) for every row of ``queries``.

@@ -38,7 +38,7 @@ import numpy as np
 from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import (CPU, CUDA, Prepared, _read_only_hint, array_kind, begin,
-                        eager_under_torch_compile, mark_written, to_host)
+                        mark_written, public_call, to_host)
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -647,7 +647,7 @@ class Optimizer:
                 kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    @eager_under_torch_compile
+    @public_call
     def step(self, grads: Sequence[Any]) -> None:
         """Update every parameter in place from its gradient.
 

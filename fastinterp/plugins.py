@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _memory, _registry as registry
 from ._config import fork_safe_lock, threads_for
-from ._dispatch import begin_named, eager_under_torch_compile
+from ._dispatch import begin_named, public_call
 from ._validate import (check_array, check_bool, check_out, check_shape,
                         contiguous_input, same_dtype, shape_str, shown)
 
@@ -1088,7 +1088,7 @@ def _param_values(op: str, spec: OpSpec, given: dict[str, Any]
     return tuple(floats), tuple(ints)
 
 
-@eager_under_torch_compile
+@public_call
 def call_op(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run plugin op ``op`` (the body of ``fastinterp.ops.<op>(...)``): on the kernel of
     the declaration its arguments were checked against (a plugin swapped in between, by

@@ -40,6 +40,7 @@ A pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections import OrderedDict
@@ -50,7 +51,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import fork_safe_lock, threads_for
-from ._dispatch import _dtype_name, begin, eager_under_torch_compile
+from ._dispatch import _dtype_name, begin, public_call
 from . import _resize_presets as presets
 from ._layout import LAYOUTS, check_layout_name, resolve as resolve_layout
 from ._typing import (Array, Flag, ImageLayout, NumPyLike, PoolSize, Reals, ResizeMatch, ResizeMode,
@@ -735,6 +736,65 @@ def _separable_cpu(out, x, ytab, xtab, channels):
         _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthreads)
 
 
+def _separable_bwd_cpu(out, x, ytab, xtab, channels):
+    """Registry kernel (CPU) of the backward ops: :func:`_separable_cpu` over the
+    transposed tables, whose sums exceed 1 (an input pixel is read by many outputs): the
+    first pass's partial sums may overflow where the exact gradient is finite (1e308
+    through an upscale on one axis and a shrink on the other gave inf and NaN where
+    torch's is 1.5e308). Planes that came out non-finite from a finite gradient are
+    redone with headroom (:func:`_redo_overflowed_sums`)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        _separable_cpu(out, x, ytab, xtab, channels)
+    if _sums_may_overflow(out, x, (ytab, xtab)):
+        _redo_overflowed_sums(out, x, ytab, xtab, channels)
+
+
+def _sums_may_overflow(out, x, tabs):
+    """Whether ``out = map(x)`` by the transposed ``tabs`` may hold an inf or NaN: false
+    when a bound rules it out, ``max|x|`` times each table's largest sum of absolute
+    weights (the common case; a pass over ``x`` when it is the smaller array), else
+    when the sum of ``out`` is not finite (a pass over ``out``; a false alarm only costs
+    the check of :func:`_redo_overflowed_sums`)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if 2 * x.size <= out.size:
+            peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+            bound = peak
+            for t in tabs:
+                bound *= max(1.0, float(np.abs(t.w).sum(axis=0).max(initial=0.0)))
+            if bound < float(np.finfo(out.dtype).max) / 2:      # NaN: not below
+                return False
+        return not np.isfinite(np.sum(out))
+
+
+_HEADROOM = 64      # float64 gradients are redone scaled by 2**-_HEADROOM
+
+
+def _redo_overflowed_sums(out, x, ytab, xtab, channels):
+    """Entries of ``out`` (P, H_out, L_out) that are inf or NaN in planes whose ``x`` is
+    finite, recomputed where their partial sums cannot overflow: in float64 for float32
+    (then rounded: inf only where the exact value is beyond float32), for float64 with
+    ``x`` scaled by an exact power of two, ``2**-64`` (then scaled back: inf only where
+    the exact value is beyond float64). Entries that came out finite are kept."""
+    from ._cpu import resize as cpu_resize
+    bad = ~np.isfinite(out)
+    planes = np.flatnonzero(bad.any(axis=(1, 2)) & np.isfinite(x).all(axis=(1, 2)))
+    if not len(planes):
+        return
+    order = image_pass_order(ytab, xtab, x.shape[2] // channels)
+    if 1 < channels <= _EXPAND_CHANNELS:
+        xtab, channels = channel_table(xtab, channels), 1
+    nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD)
+    shift = _HEADROOM if out.dtype == np.float64 else 0
+    src = np.ldexp(x[planes], -shift) if shift else x[planes]
+    with np.errstate(over="ignore"):
+        for p0, p1, out64 in cpu_resize._float64_groups(
+                src, (len(planes),) + out.shape[1:], ytab.idx, ytab.w, ytab.unit, xtab.idx,
+                xtab.w, xtab.unit, channels, order, nthreads):
+            for plane, exact in zip(planes[p0:p1], out64):
+                where = bad[plane]
+                out[plane][where] = np.ldexp(exact[where], shift).astype(out.dtype)
+
+
 def _averages(ytab, xtab):
     """Whether the tables take means of windows of 3 pixels or more (non-negative weights
     summing to 1 but for their rounding: area, the pools, antialiased shrinks), whose
@@ -832,9 +892,10 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
 # Values touched per extra thread: below this a parallel region costs more than it saves.
 _MIN_PER_THREAD = 1 << 18
 
-_OPS = ("resize", "resize_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward")
-for _op in _OPS:
+for _op in ("resize", "adaptive_avg_pool2d"):
     registry.register_builtin(_op, _separable_cpu, "fastinterp._cuda.resize:separable")
+for _op in ("resize_backward", "adaptive_avg_pool2d_backward"):
+    registry.register_builtin(_op, _separable_bwd_cpu, "fastinterp._cuda.resize:separable")
 for _op in ("resize", "adaptive_avg_pool2d"):
     registry.register_builtin(_op, _separable_u8_cpu, None, dtypes=("uint8",))
 
@@ -1032,7 +1093,7 @@ def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = No
            antialias: Flag = False, out: Any = None, *,
            recompute_scale_factor: Flag | None = None, layout: ImageLayout | None = None,
            match: ResizeMatch = "torch") -> Any: ...
-@eager_under_torch_compile
+@public_call
 def resize(input: Any, size: Size | None = None, scale_factor: Reals | None = None,
            mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
            antialias: Flag = False, out: Any = None, *,
@@ -1202,7 +1263,7 @@ def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | N
                     antialias: Flag = False, out: Any = None, *,
                     recompute_scale_factor: Flag | None = None,
                     layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def resize_backward(grad_output: Any, input_size: Shape, scale_factor: Reals | None = None,
                     mode: ResizeMode = "bilinear", align_corners: Flag | None = None,
                     antialias: Flag = False, out: Any = None, *,
@@ -1293,7 +1354,7 @@ def adaptive_avg_pool2d(input: NumPyLike, output_size: PoolSize, out: Array | No
 @overload
 def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
                         layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool2d(input: Any, output_size: PoolSize, out: Any = None, *,
                         layout: ImageLayout | None = None) -> Any:
     """Adaptive average pooling; values equal ``torch.nn.functional.adaptive_avg_pool2d``.
@@ -1347,7 +1408,7 @@ def adaptive_avg_pool2d_backward(grad_output: NumPyLike, input_size: Shape,
 @overload
 def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
                                  layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool2d_backward(grad_output: Any, input_size: Shape, out: Any = None, *,
                                  layout: ImageLayout | None = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
@@ -1616,22 +1677,55 @@ def _nd_apply(op, p, x, tabs, out_sp, out, name, transposed, unbatched=False):
     if n * c == 0:
         return p.wrap(caller)
     kernel = registry.lookup(op, p.backend, dtype)
-    one = _identity_table(dtype)
+    _nd_map(kernel, out_k, x, tabs, transposed)
+    if len(tabs) == 3 and transposed and p.backend == "cpu" and \
+            _sums_may_overflow(out_k, x, tabs):
+        _redo_overflowed_volumes(op, out_k, x, tabs)
+    return p.wrap(caller)
+
+
+def _nd_map(kernel, out, x, tabs, transposed):
+    """``out`` (n, c, *out_sp) = the separable map of ``tabs`` applied to ``x`` (n, c, *sp),
+    both C-contiguous, by ``kernel`` (the registered separable kernel)."""
+    n, c = x.shape[:2]
+    one = _identity_table(x.dtype)
     if len(tabs) == 1:
-        kernel(out_k.reshape(n * c, 1, -1), x.reshape(n * c, 1, -1), one, tabs[0], 1)
-        return p.wrap(caller)
+        kernel(out.reshape(n * c, 1, -1), x.reshape(n * c, 1, -1), one, tabs[0], 1)
+        return
     tz, ty, tx = tabs
-    (d, h, w), (do, ho, wo) = x.shape[2:], out_sp
-    if _planes_first(x.shape[2:], out_sp, transposed):
-        mid = _memory.empty((n * c * d, ho, wo), dtype)
+    (d, h, w), (do, ho, wo) = x.shape[2:], out.shape[2:]
+    if _planes_first(x.shape[2:], out.shape[2:], transposed):
+        mid = _memory.empty((n * c * d, ho, wo), x.dtype)
         kernel(mid, x.reshape(n * c * d, h, w), ty, tx, 1)
-        kernel(out_k.reshape(n * c, do, ho * wo), mid.reshape(n * c, d, ho * wo), tz, one,
+        kernel(out.reshape(n * c, do, ho * wo), mid.reshape(n * c, d, ho * wo), tz, one,
                ho * wo)
     else:
-        mid = _memory.empty((n * c, do, h * w), dtype)
+        mid = _memory.empty((n * c, do, h * w), x.dtype)
         kernel(mid, x.reshape(n * c, d, h * w), tz, one, h * w)
-        kernel(out_k.reshape(n * c * do, ho, wo), mid.reshape(n * c * do, h, w), ty, tx, 1)
-    return p.wrap(caller)
+        kernel(out.reshape(n * c * do, ho, wo), mid.reshape(n * c * do, h, w), ty, tx, 1)
+
+
+def _redo_overflowed_volumes(op, out, x, tabs):
+    """A volume backward's intermediate (one axis mapped, then the other two) may overflow
+    where the exact gradient is finite, as in :func:`_redo_overflowed_sums`: the items
+    (n, c) whose result came out inf or NaN from a finite gradient are redone in float64
+    (float64 data scaled by ``2**-64``, then back), their finite entries kept."""
+    n, c = x.shape[:2]
+    x2, out2 = x.reshape(n * c, -1), out.reshape(n * c, -1)
+    bad = ~np.isfinite(out2)
+    items = np.flatnonzero(bad.any(axis=1) & np.isfinite(x2).all(axis=1))
+    if not len(items):
+        return
+    shift = _HEADROOM if x.dtype == np.float64 else 0
+    tabs64 = [dataclasses.replace(t, w=t.w.astype(np.float64)) for t in tabs]
+    src = np.ldexp(x2[items].astype(np.float64), -shift).reshape((len(items), 1) + x.shape[2:])
+    exact = np.empty((len(items), 1) + out.shape[2:], np.float64)
+    _nd_map(registry.lookup(op, "cpu", np.float64), exact, src, tabs64, True)
+    exact = exact.reshape(len(items), -1)
+    with np.errstate(over="ignore"):
+        for row, item in zip(exact, items):
+            where = bad[item]
+            out2[item, where] = np.ldexp(row[where], shift).astype(out.dtype)
 
 
 def _planes_first(in_sp, out_sp, transposed):
@@ -1825,9 +1919,10 @@ def _adaptive_pool_backward(op, rank, grad_output, input_size, out):
     return _nd_apply(op, p, g, tabs, in_sp, out, "grad_output", True, unbatched)
 
 
-for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "adaptive_avg_pool3d",
-            "adaptive_avg_pool3d_backward"):
+for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool3d"):
     registry.register_builtin(_op, _separable_cpu)
+for _op in ("adaptive_avg_pool1d_backward", "adaptive_avg_pool3d_backward"):
+    registry.register_builtin(_op, _separable_bwd_cpu)
 
 
 @overload
@@ -1835,7 +1930,7 @@ def adaptive_avg_pool1d(input: NumPyLike, output_size: PoolSize,
                         out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool1d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of 1-D data; values equal ``F.adaptive_avg_pool1d``.
 
@@ -1867,7 +1962,7 @@ def adaptive_avg_pool1d_backward(grad_output: NumPyLike, input_size: Shape,
                                  out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool1d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool1d` with respect to its input.
 
@@ -1897,7 +1992,7 @@ def adaptive_avg_pool3d(input: NumPyLike, output_size: PoolSize,
                         out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool3d(input: Any, output_size: PoolSize, out: Any = None) -> Any:
     """Adaptive average pooling of volumes; values equal ``F.adaptive_avg_pool3d``.
 
@@ -1932,7 +2027,7 @@ def adaptive_avg_pool3d_backward(grad_output: NumPyLike, input_size: Shape,
                                  out: Array | None = None) -> Array: ...
 @overload
 def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def adaptive_avg_pool3d_backward(grad_output: Any, input_size: Shape, out: Any = None) -> Any:
     """Gradient of :func:`adaptive_avg_pool3d` with respect to its input.
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from . import _memory, _plans, _registry as registry
 from ._config import threads_for
-from ._dispatch import (begin, eager_under_torch_compile, holds_numbers, to_host,
-                        unreadable_error)
+from ._dispatch import begin, holds_numbers, public_call, to_host, unreadable_error
 from ._layout import from_channels_last, resolve as resolve_layout
 from ._typing import Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, SampleMode, Sizes
 from ._validate import (as_c_contiguous, check_array, check_bool, check_dtype, check_ndim,
@@ -171,7 +170,7 @@ def affine_grid(theta: NumPyLike, size: Sizes, align_corners: Flag | None = Fals
 @overload
 def affine_grid(theta: Any, size: Sizes, align_corners: Flag | None = False,
                 out: Any = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def affine_grid(theta: Any, size: Sizes, align_corners: Flag | None = False,
                 out: Any = None) -> Any:
     """Sampling grid of a batch of 2-D or 3-D affine maps (PyTorch's ``F.affine_grid``).
@@ -259,7 +258,7 @@ def affine_grid_backward(grad_grid: NumPyLike, size: Sizes,
 @overload
 def affine_grid_backward(grad_grid: Any, size: Sizes,
                          align_corners: Flag | None = False) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def affine_grid_backward(grad_grid: Any, size: Sizes,
                          align_corners: Flag | None = False) -> Any:
     """Gradient of a loss with respect to ``theta`` of :func:`affine_grid`.
@@ -659,7 +658,7 @@ def grid_sample(input: Any, grid: Any, mode: SampleMode = "bilinear",
                 padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
                 out: Any = None, channels_last: Flag | None = None, fill: Fill = None, *,
                 layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def grid_sample(input: Any, grid: Any, mode: SampleMode = "bilinear",
                 padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
                 out: Any = None, channels_last: Flag | None = None, fill: Fill = None, *,
@@ -909,7 +908,7 @@ def grid_sample_backward(grad_output: Any, input: Any, grid: Any, mode: SampleMo
                          channels_last: Flag | None = None, deterministic: Flag = True,
                          fill: Fill = None, *, layout: ImageLayout | None = None
                          ) -> tuple[Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def grid_sample_backward(grad_output: Any, input: Any, grid: Any, mode: SampleMode = "bilinear",
                          padding_mode: PaddingMode = "zeros", align_corners: Flag | None = False,
                          needs_input_grad: Flag = True, needs_grid_grad: Flag = True,

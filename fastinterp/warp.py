@@ -28,8 +28,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from . import _memory
-from ._dispatch import (_to_numpy, begin, eager_under_torch_compile, to_host,
-                        unreadable_error)
+from ._dispatch import _to_numpy, begin, public_call, to_host, unreadable_error
 from ._half import is_half
 from ._layout import resolve as resolve_layout
 from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
@@ -612,7 +611,7 @@ def warp_affine(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
                 padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
                 match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
                 fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def warp_affine(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
                 padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
                 match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
@@ -697,7 +696,7 @@ def warp_perspective(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinea
                      padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
                      match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
                      fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def warp_perspective(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinear",
                      padding_mode: PaddingMode = "zeros", align_corners: Flag = False,
                      match: WarpMatch = "opencv", inverse_map: Flag = False, out: Any = None,
@@ -768,7 +767,7 @@ def warp_affine_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
                          needs_matrix_grad: Flag = True, fill: Fill = None, *,
                          layout: ImageLayout | None = None, deterministic: Flag = True
                          ) -> tuple[Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def warp_affine_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
                          mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
                          align_corners: Flag = False, match: WarpMatch = "opencv",
@@ -840,7 +839,7 @@ def warp_perspective_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
                               needs_matrix_grad: Flag = True, fill: Fill = None, *,
                               layout: ImageLayout | None = None, deterministic: Flag = True
                               ) -> tuple[Any, Any]: ...
-@eager_under_torch_compile
+@public_call
 def warp_perspective_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
                               mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros",
                               align_corners: Flag = False, match: WarpMatch = "opencv",
@@ -864,7 +863,7 @@ def warp_perspective_backward(grad_output: Any, img: Any, M: Any, dsize: Sizes,
                      needs_matrix_grad, fill, rows=3, deterministic=deterministic)
 
 
-@eager_under_torch_compile
+@public_call
 def rotation_matrix(angle: Real, center: Point, scale: Real = 1.0) -> Array:
     """The 2x3 pixel matrix of a rotation about ``center`` (``cv2.getRotationMatrix2D``).
 
@@ -969,7 +968,7 @@ def rotate(img: NumPyLike, angle: Real, center: Point | None = None, scale: Real
 def rotate(img: Any, angle: Real, center: Point | None = None, scale: Real = 1.0,
            mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros", out: Any = None,
            fill: Fill = None, *, layout: ImageLayout | None = None) -> Any: ...
-@eager_under_torch_compile
+@public_call
 def rotate(img: Any, angle: Real, center: Point | None = None, scale: Real = 1.0,
            mode: SampleMode = "bilinear", padding_mode: PaddingMode = "zeros", out: Any = None,
            fill: Fill = None, *, layout: ImageLayout | None = None) -> Any:

@@ -388,3 +388,60 @@ def test_the_default_thread_count_reads_omp_num_threads_as_openmp_does(value, ex
     assert out.returncode == 0, out.stderr
     got, cpus = map(int, out.stdout.split())
     assert got == (cpus if expected is None else expected)
+
+
+def _libm():
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("m")
+    if sys.platform != "linux" or name is None:
+        pytest.skip("needs glibc's fesetround")
+    return ctypes.CDLL(name)
+
+
+# x86-64 glibc: <fenv.h>'s FE_TONEAREST, FE_DOWNWARD, FE_UPWARD, FE_TOWARDZERO
+_ROUNDING = {"downward": 0x400, "upward": 0x800, "towardzero": 0xC00}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc fesetround")
+@pytest.mark.parametrize("mode", list(_ROUNDING))
+def test_caller_rounding_mode_changes_no_bit(mode):
+    """A caller thread rounding another way (fesetround: an interval-arithmetic library)
+    rounded its own share of a parallel region that way and the team's other threads to
+    nearest: the bits changed with the thread count and from call to call. Every call
+    computes in round-to-nearest now, and the caller's mode is restored after it. The
+    resize runs a geometry no earlier call built (its tap tables are built under the
+    caller's mode, then cached) and is compared with a fresh build of them."""
+    import importlib
+    libm = _libm()
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((900, 256), np.float32), rng.standard_normal((500, 256), np.float32)
+    img = rng.random((4, 16, 128, 128), np.float32)
+    grid = rng.uniform(-1.1, 1.1, (4, 96, 120, 2)).astype(np.float32)
+    a, b = rng.standard_normal((2, 2_000_000))
+    calls = {
+        "pairwise_sqdist": lambda: fi.pairwise_sqdist(x, y),
+        "resize": lambda: fi.resize(img, size=(97, 131 + len(mode)), mode="bicubic",
+                                    antialias=True),
+        "grid_sample": lambda: fi.grid_sample(img, grid),
+        "grid_sample_backward": lambda: fi.grid_sample_backward(img[:, :, :96, :120], img,
+                                                                grid)[1],
+        "lerp": lambda: fi.lerp(a, b, 0.3),
+    }
+    got = {}
+    try:
+        for threads in (1, 2):
+            fi.set_num_threads(threads)
+            for name, call in calls.items():
+                assert libm.fesetround(_ROUNDING[mode]) == 0
+                got[name, threads] = call()
+                assert libm.fegetround() == _ROUNDING[mode], name     # restored
+                libm.fesetround(0)
+    finally:
+        libm.fesetround(0)
+        fi.set_num_threads(2)
+    importlib.import_module("fastinterp.resize")._TABLE_CACHE.clear()
+    for name, call in calls.items():
+        want = call()                                   # round-to-nearest, tables rebuilt
+        for threads in (1, 2):
+            np.testing.assert_array_equal(got[name, threads], want, err_msg=f"{name} {threads}")

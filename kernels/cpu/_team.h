@@ -52,18 +52,21 @@
    the caller's thread may run with flush-to-zero / denormals-are-zero set (an
    XLA host callback, torch.set_flush_denormal(True)) while the team's other
    threads, created elsewhere, do not, so one result held flushed and unflushed
-   parts. Each thread clears FTZ and DAZ on entering a region and restores its
-   own setting on leaving it. */
+   parts. The rounding mode likewise: a caller that set another one (fesetround,
+   an interval-arithmetic library) would round its share of the work its way and
+   the team's other threads to nearest, so the bits changed with the thread count.
+   Each thread computes with FTZ and DAZ cleared and rounding to nearest on entering
+   a region, and restores its own setting on leaving it. */
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
 #include <xmmintrin.h>
-#define FI_MXCSR_FTZ_DAZ 0x8040u
+#define FI_MXCSR_NON_IEEE 0xE040u   /* FTZ (0x8000), DAZ (0x0040), rounding control (0x6000) */
 static inline unsigned int fi_fp_enter(void) {
     unsigned int saved = _mm_getcsr();
-    if (saved & FI_MXCSR_FTZ_DAZ) _mm_setcsr(saved & ~FI_MXCSR_FTZ_DAZ);
+    if (saved & FI_MXCSR_NON_IEEE) _mm_setcsr(saved & ~FI_MXCSR_NON_IEEE);
     return saved;
 }
 static inline void fi_fp_leave(unsigned int saved) {
-    if (saved & FI_MXCSR_FTZ_DAZ) _mm_setcsr(saved);
+    if (saved & FI_MXCSR_NON_IEEE) _mm_setcsr(saved);
 }
 #else
 static inline unsigned int fi_fp_enter(void) { return 0; }

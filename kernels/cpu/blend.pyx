@@ -938,9 +938,10 @@ def slerp_bwd(const real[:, ::1] grad_out, const real[:, ::1] a, const real[:, :
 
 
 def ieee_subnormals():
-    """Clear flush-to-zero and denormals-are-zero on the calling thread (for code that
-    runs on a thread that has them set, such as an XLA host callback); returns the
-    previous floating-point control word, for :func:`restore_fp`."""
+    """Clear flush-to-zero and denormals-are-zero and round to nearest on the calling
+    thread (for code that runs on a thread that has them set, such as an XLA host
+    callback, or another rounding mode); returns the previous floating-point control
+    word, for :func:`restore_fp`."""
     return fi_fp_enter()
 
 
