@@ -83,6 +83,14 @@ def _cuda_read_only(obj) -> bool:
         return False
 
 
+def _torch_compiling() -> bool:
+    """Whether torch.compile is tracing this call. torch may be half imported (another
+    thread importing it) or not torch at all (a user's torch.py): neither traces."""
+    compiler = getattr(sys.modules.get("torch"), "compiler", None)
+    is_compiling = getattr(compiler, "is_compiling", None)
+    return is_compiling is not None and bool(is_compiling())
+
+
 def public_call(fn: _F) -> _F:
     """The entry of a public call of the NumPy API.
 
@@ -98,9 +106,8 @@ def public_call(fn: _F) -> _F:
     """
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.compiler.is_compiling():
-            return torch.compiler.disable(call)(*args, **kwargs)  # not compiling in there
+        if _torch_compiling():
+            return sys.modules["torch"].compiler.disable(call)(*args, **kwargs)  # eager there
         fp = _fpenv.control()
         saved = fp.ieee_subnormals()
         try:

@@ -256,9 +256,12 @@ def _check_state_separate(op: str, names: list[str], jobs: list[Any],
         if job is not None:
             spans += [(job[0], names[i], False), (job[1], f"grads[{i}]", False)]
     extents = []                    # (start, end, rank): rank orders the labels in errors
-    for rank, (arr, _, _) in enumerate(spans):
+    seen = set()                    # arrays only read, or exactly a parameter: once each
+    for rank, (arr, _, is_buffer) in enumerate(spans):
         extent = None if arr.size == 0 else _contiguous_extent(arr)
-        if extent:
+        if extent and (is_buffer or extent not in seen):
+            if not is_buffer:
+                seen.add(extent)
             extents.append((extent[0], extent[1], rank))
     extents.sort()
     active: list[tuple[int, int]] = []                  # (end, rank)

@@ -769,20 +769,24 @@ def _sums_may_overflow(out, x, tabs):
 _HEADROOM = 64      # float64 gradients are redone scaled by 2**-_HEADROOM
 
 
-def _redo_overflowed_sums(out, x, ytab, xtab, channels):
-    """Entries of ``out`` (P, H_out, L_out) that are inf or NaN in planes whose ``x`` is
-    finite, recomputed where their partial sums cannot overflow: in float64 for float32
-    (then rounded: inf only where the exact value is beyond float32), for float64 with
-    ``x`` scaled by an exact power of two, ``2**-64`` (then scaled back: inf only where
-    the exact value is beyond float64). Entries that came out finite are kept."""
+def _redo_overflowed_sums(out, x, ytab, xtab, channels, order=None):
+    """Entries of ``out`` (P, H_out, L_out) that are inf or NaN, recomputed where their
+    partial sums cannot overflow: in float64 for float32 (then rounded: inf only where the
+    exact value is beyond float32), for float64 with ``x`` scaled by an exact power of
+    two, ``2**-64`` (then scaled back: inf only where the exact value is beyond
+    float64). An entry an inf or NaN of ``x`` reaches stays inf or NaN (a plane holds
+    every channel of an NHWC image: the others are redone). Entries that came out finite
+    are kept. ``order``: the pass order of a chunk of a larger image (fastinterp.dask),
+    whose tables are then already expanded over the channels as the image's call does."""
     from ._cpu import resize as cpu_resize
     bad = ~np.isfinite(out)
-    planes = np.flatnonzero(bad.any(axis=(1, 2)) & np.isfinite(x).all(axis=(1, 2)))
+    planes = np.flatnonzero(bad.any(axis=(1, 2)))
     if not len(planes):
         return
-    order = image_pass_order(ytab, xtab, x.shape[2] // channels)
-    if 1 < channels <= _EXPAND_CHANNELS:
-        xtab, channels = channel_table(xtab, channels), 1
+    if order is None:
+        order = image_pass_order(ytab, xtab, x.shape[2] // channels)
+        if 1 < channels <= _EXPAND_CHANNELS:
+            xtab, channels = channel_table(xtab, channels), 1
     nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD)
     shift = _HEADROOM if out.dtype == np.float64 else 0
     src = np.ldexp(x[planes], -shift) if shift else x[planes]
@@ -1708,12 +1712,12 @@ def _nd_map(kernel, out, x, tabs, transposed):
 def _redo_overflowed_volumes(op, out, x, tabs):
     """A volume backward's intermediate (one axis mapped, then the other two) may overflow
     where the exact gradient is finite, as in :func:`_redo_overflowed_sums`: the items
-    (n, c) whose result came out inf or NaN from a finite gradient are redone in float64
-    (float64 data scaled by ``2**-64``, then back), their finite entries kept."""
+    (n, c) whose result came out inf or NaN are redone in float64 (float64 data scaled by
+    ``2**-64``, then back), their finite entries kept."""
     n, c = x.shape[:2]
     x2, out2 = x.reshape(n * c, -1), out.reshape(n * c, -1)
     bad = ~np.isfinite(out2)
-    items = np.flatnonzero(bad.any(axis=1) & np.isfinite(x2).all(axis=1))
+    items = np.flatnonzero(bad.any(axis=1))
     if not len(items):
         return
     shift = _HEADROOM if x.dtype == np.float64 else 0

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _memory
 from ._dispatch import _to_numpy, begin, public_call, to_host, unreadable_error
+from ._fpenv import ieee_subnormals
 from ._half import is_half
 from ._layout import resolve as resolve_layout
 from ._typing import (Array, Fill, Flag, ImageLayout, NumPyLike, PaddingMode, Point, Real,
@@ -734,6 +735,7 @@ def warp_perspective(img: Any, M: Any, dsize: Sizes, mode: SampleMode = "bilinea
                     inverse_map, layout, out, fill, rows=3)
 
 
+@ieee_subnormals         # the frontends' entry (torch, JAX): the environment of a public call
 def _warp_as(op, img, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=False,
              match="opencv", inverse_map=False, out=None, fill=None, *, layout=None):
     """:func:`warp_affine` (:func:`warp_perspective` for ``op="warp_perspective"``) with
@@ -911,6 +913,7 @@ def _rotation_rows(op, angle, center, scale):
     return (a, b, (1 - a) * cx - b * cy), (-b, a, b * cx + (1 - a) * cy)
 
 
+@ieee_subnormals
 def _rotate_rows(op, angle, center, scale):
     """:func:`_rotation_rows` for :func:`rotate`, which inverts the rotation: a ValueError
     naming ``scale`` when it is 0, or so small that the inverse overflows. (Symbolic
@@ -940,6 +943,7 @@ def _check_finite_rows(op, rows, center, scale):
                          f"{[list(r) for r in rows]}.")
 
 
+@ieee_subnormals
 def _rotate_matrix(op, angle, center, scale):
     """:func:`_rotate_rows` as a (2, 3) float64 array."""
     return np.array(_rotate_rows(op, angle, center, scale))

@@ -939,3 +939,16 @@ def test_distances_take_more_than_32_batch_dimensions():
     ref_d, ref_i = fi.knn(y.reshape(1, 3, 4, 3), x.reshape(2, 1, 5, 3), 2)
     np.testing.assert_array_equal(idx.reshape(2, 3, 5, 2), ref_i)
     np.testing.assert_array_equal(dist.reshape(2, 3, 5, 2), ref_d)
+
+
+def test_public_calls_work_while_torch_is_half_imported(monkeypatch):
+    """A call made while another thread imports torch saw a half-initialised module
+    without ``torch.compiler`` (an AttributeError in almost every call); a user's own
+    module named torch has none either."""
+    import types
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    np.testing.assert_array_equal(fi.lerp(np.zeros(3), np.ones(3), 0.5), 0.5)
+    half = types.ModuleType("torch")
+    half.compiler = types.ModuleType("torch.compiler")     # its own import under way
+    monkeypatch.setitem(sys.modules, "torch", half)
+    np.testing.assert_array_equal(fi.lerp(np.zeros(3), np.ones(3), 0.5), 0.5)

@@ -1696,3 +1696,21 @@ def test_backward_overflow_redo_keeps_infinite_gradients_and_other_planes():
     assert np.isfinite(got[0, 0]).all() and np.isinf(got[0, 2]).any()
     np.testing.assert_array_equal(got[0, 1], fi.resize_backward(g[:, 1:2], (1, 1, 1, 8),
                                                                 mode="bilinear")[0, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_overflow_redo_does_not_depend_on_the_layout(dtype):
+    """In NHWC a kernel plane holds every channel: an inf in one channel kept the
+    overflowed sums of the others (inf where the NCHW call gives 1.5e307)."""
+    big = float(np.finfo(dtype).max) / 12
+    g = np.full((1, 2, 30, 2), big, dtype)       # H 2 -> 30 up, W 30 -> 2 down
+    g[0, 1, 0, 0] = np.inf
+    size = (1, 2, 2, 30)
+    g_nhwc = np.ascontiguousarray(g.transpose(0, 2, 3, 1))
+    nchw = fi.resize_backward(g, size, mode="area")
+    nhwc = fi.resize_backward(g_nhwc, (1, 2, 30, 2), mode="area", layout="NHWC")
+    np.testing.assert_array_equal(nhwc.transpose(0, 3, 1, 2), nchw)
+    assert np.isfinite(nchw[0, 0]).all() and np.isinf(nchw[0, 1]).any()
+    pooled = fi.adaptive_avg_pool2d_backward(g_nhwc, (1, 2, 30, 2), layout="NHWC")
+    np.testing.assert_array_equal(pooled.transpose(0, 3, 1, 2),
+                                  fi.adaptive_avg_pool2d_backward(g, size))

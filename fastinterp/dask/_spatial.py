@@ -49,9 +49,10 @@ class _Plan:
     perm: bool          # the horizontal pass uses the permute form
     block: int          # the permute form's block (outputs), for chunk alignment
     order: int
+    backward: bool = False   # transposed tables: overflowed sums are redone as in memory
 
 
-def plan(ytab, xtab, c, w_in, nhwc) -> _Plan:
+def plan(ytab, xtab, c, w_in, nhwc, backward=False) -> _Plan:
     """The choices ``fastinterp.resize``'s CPU kernel makes for the whole image."""
     channels = c if nhwc else 1
     expand = 1 < channels <= _rz._EXPAND_CHANNELS
@@ -61,7 +62,7 @@ def plan(ytab, xtab, c, w_in, nhwc) -> _Plan:
     permuted = len(perm[0]) > 0
     order = _rz.image_pass_order(ytab, xtab, w_in)
     block = _cpu().PERM_BLOCK[xt.w.dtype.name] if permuted else 1
-    return _Plan(ytab, xt, channels if expand else 1, chan, permuted, block, order)
+    return _Plan(ytab, xt, channels if expand else 1, chan, permuted, block, order, backward)
 
 
 def _cpu():
@@ -263,6 +264,12 @@ def _run_band(out3, x3, ytaps, xtaps, plan_, dtype):
         _cpu().separable_fwd(out3, x3, ytaps[0], ytaps[1], plan_.ytab.unit, xtaps[0],
                              xtaps[1], plan_.xtab.unit, base, rel, blk, plan_.chan,
                              plan_.order, nthreads)
+    if plan_.backward:       # as the in-memory backward (resize._separable_bwd_cpu)
+        ytab = _rz.AxisTable(ytaps[0], ytaps[1], x3.shape[1], plan_.ytab.unit)
+        xtab = _rz.AxisTable(xtaps[0], xtaps[1], x3.shape[2], plan_.xtab.unit)
+        if _rz._sums_may_overflow(out3, x3, (ytab, xtab)):
+            _rz._redo_overflowed_sums(out3, x3, ytab, xtab, plan_.chan, plan_.order)
+        return
     if dtype == np.float32 and _rz._averages(plan_.ytab, plan_.xtab) and np.isinf(out3).any():
         pieces = (_Taps(*ytaps, plan_.ytab.unit), _Taps(*xtaps, plan_.xtab.unit))
         _rz._redo_overflowed_means(_cpu(), out3, x3, *pieces, plan_.chan, plan_.order,
@@ -308,7 +315,7 @@ def separable(op, x, ytab, xtab, out_hw, nhwc):
     hax, wax = (1, 2) if nhwc else (2, 3)
     c_ = x.shape[3] if nhwc else x.shape[1]
     h, w = x.shape[hax], x.shape[wax]
-    p = plan(ytab, xtab, c_, w, nhwc)
+    p = plan(ytab, xtab, c_, w, nhwc, backward=op.endswith("_backward"))
     ypieces = _pieces(ytab, x.chunks[hax], out_hw[0], 1, 1)
     xpieces = _pieces(p.xtab, x.chunks[wax], out_hw[1], p.expand, p.block)
     token = tokenize(op, x, ytab.idx, ytab.w, xtab.idx, xtab.w, out_hw, nhwc)
