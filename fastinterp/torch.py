@@ -87,6 +87,7 @@ from ._dispatch import (_dtype_name, _plain_tensor, _to_numpy, meta_tensor_error
 from .blend import SLERP_NORMS, slerp_axis, weight_list
 from .resize import MATCHES, _is_nd, _pool_size_k, _tuple_k, nd_shape_error
 from .sample import _check_options, _check_size, check_align_corners, static_fill
+from ._fpenv import ieee_subnormals
 from .warp import _check_dsize, _rotate_rows, _warp_as, matrix_type_error
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "affine_grid",
@@ -1210,7 +1211,10 @@ def rotate(img, angle, center=None, scale=1.0, mode="bilinear", padding_mode="ze
     _, _, H, W = resolve_layout(op, "img", x, layout).split(x.shape)
     if center is None:
         center = ((W - 1) / 2.0, (H - 1) / 2.0)     # symbolic when the shape is
-    M = _matrix(_rotate_rows(op, angle, center, scale))
+    # eager: the matrix in the default float environment, as the NumPy API computes it
+    # (Dynamo traces the rows symbolically and cannot trace the control-word calls)
+    rows = (_rotate_rows if torch.compiler.is_compiling() else ieee_subnormals(_rotate_rows))
+    M = _matrix(rows(op, angle, center, scale))
     return _warp(op, img, M, (H, W), mode, padding_mode, False, "opencv", False, out, fill,
                  layout)
 

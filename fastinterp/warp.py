@@ -913,7 +913,6 @@ def _rotation_rows(op, angle, center, scale):
     return (a, b, (1 - a) * cx - b * cy), (-b, a, b * cx + (1 - a) * cy)
 
 
-@ieee_subnormals
 def _rotate_rows(op, angle, center, scale):
     """:func:`_rotation_rows` for :func:`rotate`, which inverts the rotation: a ValueError
     naming ``scale`` when it is 0, or so small that the inverse overflows. (Symbolic
