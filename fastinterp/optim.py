@@ -27,11 +27,11 @@ keys, a negative or NaN ``step``) with a message saying what it expected.
 """
 from __future__ import annotations
 
-import bisect
 import copy
+import heapq
 import math
 from collections.abc import Mapping, Set as AbstractSet
-from typing import Any, Callable, Iterable, Sequence, SupportsFloat, Union
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, SupportsFloat, Union
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from . import _registry as registry
 from ._config import threads_for
 from ._dispatch import (CPU, CUDA, Prepared, _read_only_hint, array_kind, begin,
                         mark_written, public_call, to_host)
+from ._fpenv import ieee_subnormals
 from ._validate import _extent, _is_c_contiguous as _c_contiguous, _overlaps, float_dtype
 from ._validate import check_flag, same_view, shape_str
 
@@ -71,6 +72,48 @@ def _adam_cpu(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     cpu_optim.adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor, beta1,
                         beta2, eps, weight_decay, decoupled, amsgrad, maximize,
                         step_size, bc2_sqrt, first, threads_for(param.shape[0], 65536))
+
+
+def _addresses(rows: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+    """The data addresses of the (C-contiguous) arrays of each row, as an (n, len(row))
+    int64 array."""
+    from ._cpu import optim as cpu_optim
+    starts = [start for start, _ in cpu_optim.data_extents([a for row in rows for a in row])]
+    return np.array(starts, dtype=np.uint64).view(np.int64).reshape(len(rows), -1)
+
+
+def _sizes(rows: list[tuple[Any, ...]]) -> np.ndarray:
+    return np.array([row[0].size for row in rows], dtype=np.int64)
+
+
+@ieee_subnormals
+def _sgd_many_cpu(rows: list[tuple[np.ndarray, ...]], first: list[bool], lr: float,
+                  momentum: float, dampening: float, weight_decay: float, nesterov: bool,
+                  maximize: bool) -> None:
+    """:func:`_sgd_cpu` on many ``(param, grad, buf)`` rows of one dtype in one call."""
+    from ._cpu import optim as cpu_optim
+    sizes = _sizes(rows)
+    cpu_optim.sgd_step_many(rows[0][0].dtype == np.float64, _addresses(rows), sizes,
+                            np.array(first, dtype=np.uint8), lr, momentum, dampening,
+                            weight_decay, nesterov, maximize, threads_for(int(sizes.sum())))
+
+
+@ieee_subnormals
+def _adam_many_cpu(rows: list[tuple[np.ndarray, ...]], step_size: list[float],
+                   bc2_sqrt: list[float], first: list[bool], lr: float, beta1: float,
+                   beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                   amsgrad: bool, maximize: bool) -> None:
+    """:func:`_adam_cpu` on many ``(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)``
+    rows of one dtype in one call, each with its own step."""
+    from ._cpu import optim as cpu_optim
+    sizes = _sizes(rows)
+    decay_factor = 1.0 - lr * weight_decay
+    cpu_optim.adam_step_many(rows[0][0].dtype == np.float64, _addresses(rows), sizes,
+                             np.array(step_size, dtype=np.float64),
+                             np.array(bc2_sqrt, dtype=np.float64),
+                             np.array(first, dtype=np.uint8), decay_factor, beta1, beta2,
+                             eps, weight_decay, decoupled, amsgrad, maximize,
+                             threads_for(int(sizes.sum()), 65536))
 
 
 def _state_copy_cpu(dst: np.ndarray, src: np.ndarray) -> None:
@@ -123,9 +166,12 @@ class _Param:
         """The flat kernel view of state buffer ``value`` (named ``what``): an array of
         this parameter's shape and dtype, C-contiguous and writable (the step updates it
         in place, so an array-like that would be copied, a list, is refused)."""
-        _check_updatable(op, what, value)
-        return self._fitted(op, what, _kernel_array(op, what, value, self.backend), "have",
-                            " like its parameter", " like its parameter", value)
+        arr = value
+        if type(value) is not np.ndarray or self.backend == CUDA:   # else nothing to convert
+            _check_updatable(op, what, value)
+            arr = _kernel_array(op, what, value, self.backend)
+        return self._fitted(op, what, arr, "have", " like its parameter", " like its parameter",
+                            value)
 
     def _fitted(self, op: str, what: str, arr: Any, verb: str, dtype_note: str,
                 shape_note: str, caller: Any) -> Any:
@@ -186,94 +232,126 @@ def _check_writable_contiguous(op: str, name: str, arr: Any, caller: Any = None)
                          f"got a read-only array{_read_only_hint(caller)}.")
 
 
-def _contiguous_extent(arr: Any) -> tuple[int, int] | None:
-    """[start, end) of the bytes of a C-contiguous array (parameters and the gradients
-    handed to the kernels are)."""
-    if isinstance(arr, np.ndarray):
-        start = arr.__array_interface__["data"][0]
-        return start, start + arr.nbytes
-    return _extent(arr)
+def _byte_extents(arrays: list[Any]) -> list[tuple[int, int] | None]:
+    """``[start, end)`` of the bytes of each array (None: empty): the C-contiguous NumPy
+    arrays (a step's parameters, gradients and buffers) in one call to the kernels'
+    module, any other (a strided gradient, a device array) on its own."""
+    from ._cpu import optim as cpu_optim
+    extents: list[tuple[int, int] | None] = [None] * len(arrays)
+    plain = []
+    for k, a in enumerate(arrays):
+        if type(a) is np.ndarray and a.flags.c_contiguous:
+            plain.append(k)
+        elif a.size:
+            extents[k] = _extent(a)
+    for k, extent in zip(plain, cpu_optim.data_extents([arrays[k] for k in plain])):
+        extents[k] = extent if extent[1] > extent[0] else None
+    return extents
 
 
-def _check_no_shared_writes(op: str, names: list[str], jobs: list[Any],
-                            copied_from: list[Any]) -> None:
-    """A step writes each parameter while it reads the gradients: refuse parameters that
-    share memory with each other, and gradients that share memory with a parameter
-    other than exactly their own (``grads[i]`` may be parameter i itself: each element
-    is read before it is written). Either would make the result depend on the order of
-    the updates. ``jobs``: ``(param_flat, grad_flat, ...)`` or None, per parameter;
-    ``copied_from``: per parameter, the caller's gradient when the kernel's is a copy
-    of it (strided or byte-swapped), else None: such a gradient is never exactly a
-    parameter, and may share no memory with any."""
-    for i, source in enumerate(copied_from):
-        for j, job in enumerate(jobs):
-            if source is not None and job is not None and _overlaps(job[0], source):
-                own = "its parameter" if j == i else names[j]
-                raise ValueError(f"{op}: grads[{i}] shares memory with {own} (which this "
-                                 f"step updates) without being exactly {names[i]}; pass a "
-                                 f"copy of the gradient.")
-    spans = []                      # (start, end, index) of each stepped parameter
-    for i, job in enumerate(jobs):
-        extent = None if job is None or job[0].size == 0 else _contiguous_extent(job[0])
-        if extent:
-            spans.append((extent[0], extent[1], i))
-    spans.sort()
-    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
-        if start < end:
-            raise ValueError(f"{op}: {names[i]} and {names[j]} share memory; the parameters "
-                             f"must be separate arrays (they are updated in place).")
-    ends = [end for _, end, _ in spans]          # increasing: the spans are disjoint
-    for i, job in enumerate(jobs):
-        grad = None if job is None else job[1]
-        extent = None if grad is None or grad.size == 0 else _contiguous_extent(grad)
-        if not extent:
-            continue
-        k = bisect.bisect_right(ends, extent[0])
-        while k < len(spans) and spans[k][0] < extent[1]:
-            j = spans[k][2]
-            param = jobs[j][0]
-            if not (j == i and same_view(param, grad)) and _overlaps(param, grad):
-                own = "its parameter" if j == i else names[j]
-                raise ValueError(f"{op}: grads[{i}] shares memory with {own} "
-                                 f"(which this step updates) without being exactly "
-                                 f"{names[i]}; pass a copy of the gradient.")
-            k += 1
+class _Span(NamedTuple):
+    """One array a step reads or writes, as the memory check sweeps them."""
+    start: int
+    end: int
+    rank: int                       # orders the labels in messages
+    kind: str                       # "param", "buffer" (written), "grad", "source" (read)
+    index: int                      # the parameter it belongs to
+    key: str | None                 # a buffer's state key
+    arr: Any
+
+    def label(self, names: list[str]) -> str:
+        if self.kind == "buffer":
+            return f"state[{self.index}][{self.key!r}]"
+        return names[self.index] if self.kind == "param" else f"grads[{self.index}]"
 
 
-def _check_state_separate(op: str, names: list[str], jobs: list[Any],
-                          buffers: dict[tuple[int, str], Any]) -> None:
-    """A step updates each state buffer in place: refuse one that shares memory with any
-    parameter, gradient or other buffer of the step (exactly or in part), as torch.optim
-    refuses it; its result would depend on the order of the updates and the thread
-    count. ``buffers``: (parameter index, key) -> the kernel's flat view of a buffer the
-    caller set (fresh buffers are new arrays)."""
-    if not buffers:
-        return
-    spans = []                      # (start, end, label, is a buffer); all contiguous
-    for (i, key), view in buffers.items():
-        spans.append((view, f"state[{i}][{key!r}]", True))
+def _step_arrays(jobs: list[Any], copied_from: list[Any], buffers: dict[tuple[int, str], Any]
+                 ) -> list[tuple[str, int, str | None, Any]]:
+    """``(kind, parameter index, buffer key, array)`` of every array a step uses: each
+    state buffer, then per parameter its view, the kernel's gradient and the caller's
+    gradient it was copied from (if it was)."""
+    arrays: list[tuple[str, int, str | None, Any]] = [
+        ("buffer", i, key, view) for (i, key), view in buffers.items()]
     for i, job in enumerate(jobs):
         if job is not None:
-            spans += [(job[0], names[i], False), (job[1], f"grads[{i}]", False)]
-    extents = []                    # (start, end, rank): rank orders the labels in errors
-    seen = set()                    # arrays only read, or exactly a parameter: once each
-    for rank, (arr, _, is_buffer) in enumerate(spans):
-        extent = None if arr.size == 0 else _contiguous_extent(arr)
-        if extent and (is_buffer or extent not in seen):
-            if not is_buffer:
-                seen.add(extent)
-            extents.append((extent[0], extent[1], rank))
-    extents.sort()
-    active: list[tuple[int, int]] = []                  # (end, rank)
-    for start, end, rank in extents:
-        active = [a for a in active if a[0] > start]
-        for _, other in active:
-            if spans[rank][2] or spans[other][2]:       # a buffer among them
-                first, second = sorted((rank, other), key=lambda r: (not spans[r][2], r))
-                raise ValueError(f"{op}: {spans[first][1]} shares memory with "
-                                 f"{spans[second][1]}; state buffers must be separate "
-                                 f"arrays (the step updates them in place).")
-        active.append((end, rank))
+            arrays += [("param", i, None, job[0]), ("grad", i, None, job[1])]
+            if copied_from[i] is not None:
+                arrays.append(("source", i, None, copied_from[i]))
+    return arrays
+
+
+def _disjoint(extents: list[tuple[int, int] | None]) -> bool:
+    """Whether no two of the (non-empty) extents overlap."""
+    live = sorted(e for e in extents if e)
+    return all(a[1] <= b[0] for a, b in zip(live, live[1:]))
+
+
+def _shared_memory_error(op: str, names: list[str], a: _Span, b: _Span) -> str | None:
+    """The message refusing spans ``a`` and ``b`` (whose extents overlap, one of them
+    written), or None where the step may use both."""
+    if a.kind == "buffer" or b.kind == "buffer":
+        if "source" in (a.kind, b.kind):     # the kernel reads a copy of the source
+            return None
+        first, second = sorted((a, b), key=lambda s: (s.kind != "buffer", s.rank))
+        return (f"{op}: {first.label(names)} shares memory with {second.label(names)}; "
+                f"state buffers must "
+                f"be separate arrays (the step updates them in place).")
+    if a.kind == b.kind == "param":
+        first, second = sorted((a, b), key=lambda s: s.start)
+        return (f"{op}: {first.label(names)} and {second.label(names)} share memory; "
+                f"the parameters "
+                f"must be separate arrays (they are updated in place).")
+    param, grad = (a, b) if a.kind == "param" else (b, a)
+    own = grad.index == param.index
+    if grad.kind == "grad" and own and same_view(param.arr, grad.arr):
+        return None             # each element is read before it is written
+    if not _overlaps(param.arr, grad.arr):
+        return None             # interleaved strides
+    return (f"{op}: grads[{grad.index}] shares memory with "
+            f"{'its parameter' if own else param.label(names)} (which this step updates) "
+            f"without being exactly {names[grad.index]}; pass a copy of the gradient.")
+
+
+def _check_step_memory(op: str, names: list[str], jobs: list[Any], copied_from: list[Any],
+                       buffers: dict[tuple[int, str], Any]) -> None:
+    """A step writes each parameter and state buffer in place while it reads the
+    gradients: refuse parameters that share memory with each other, gradients that share
+    memory with a parameter other than exactly their own (``grads[i]`` may be parameter
+    i itself: each element is read before it is written), and state buffers that share
+    memory with anything the step reads or writes (torch.optim refuses them too). Any of
+    these would make the result depend on the order of the updates, so on the thread
+    count. Gradients may share memory with each other.
+
+    ``jobs``: ``(param_flat, grad_flat, ...)`` or None, per parameter; ``copied_from``:
+    per parameter, the caller's gradient when the kernel's is a copy of it (strided or
+    byte-swapped), else None: such a gradient is never exactly a parameter, and may share
+    no memory with any; ``buffers``: (parameter index, key) -> the kernel's flat view of
+    a buffer the caller set (fresh buffers are new arrays).
+
+    One sweep in address order: written arrays are disjoint unless refused, so each
+    array is compared with at most one written array, and a written one with the read
+    arrays that overlap it (each of them refused but its own exact gradient).
+    """
+    arrays = _step_arrays(jobs, copied_from, buffers)
+    extents = _byte_extents([arr for *_, arr in arrays])
+    if _disjoint(extents):
+        return                  # the common case: every array apart
+    spans = sorted((_Span(extent[0], extent[1], rank, *entry)
+                    for rank, (entry, extent) in enumerate(zip(arrays, extents)) if extent),
+                   key=lambda s: (s.start, s.rank))
+    written: list[tuple[int, int]] = []      # heaps of (end, position) of open spans
+    read: list[tuple[int, int]] = []
+    for position, span in enumerate(spans):
+        for heap in (written, read):
+            while heap and heap[0][0] <= span.start:
+                heapq.heappop(heap)
+        is_written = span.kind in ("param", "buffer")
+        for other in sorted(position for _, position in (written + read if is_written
+                                                          else written)):
+            message = _shared_memory_error(op, names, spans[other], span)
+            if message:
+                raise ValueError(message)
+        heapq.heappush(written if is_written else read, (span.end, position))
 
 
 def _flat(arr: Any) -> Any:
@@ -381,9 +459,10 @@ def _shown(value: Any) -> str:
 class Optimizer:
     """Base class: parameter groups, per-parameter state, state_dict round trips.
 
-    Subclasses define ``_op`` (the registry op), ``_state_keys`` (the state
-    entries it may hold), ``_check(group)`` and
-    ``_update(index, param_flat, grad_flat, group, kernel, kwargs)``.
+    Subclasses define ``_op`` (the registry op), ``_many_cpu`` (its built-in CPU
+    kernel on many arrays), ``_state_keys`` (the state entries it may hold),
+    ``_check(group)``, ``_scalars(group)`` and ``_operands(index, param_flat,
+    grad_flat, group)``: a kernel call is ``kernel(*arrays, *scalars, *own)``.
 
     Hyper-parameters are Python numbers; a 0-d array or tensor (``lr=
     torch.tensor(0.1)``) is kept in the group and read at every step (a scheduler
@@ -402,6 +481,8 @@ class Optimizer:
     """
 
     _op = "optimizer"
+    #: The built-in CPU kernel on many parameters of one dtype (``_sgd_many_cpu``, ...).
+    _many_cpu: Callable[..., None]
     _state_keys: tuple[str, ...] = ()
     _required_state: tuple[str, ...] = ()
 
@@ -551,7 +632,7 @@ class Optimizer:
                                  f"{sorted(self.defaults)}; missing {missing}.")
             self._check(group)
         jobs: list[_Job | None] = []
-        copied_from: list[Any] = []         # see _check_no_shared_writes
+        copied_from: list[Any] = []         # see _check_step_memory
         for i, (p, g) in enumerate(zip(self._params, grads)):
             copied_from.append(None)
             if g is None:
@@ -561,56 +642,66 @@ class Optimizer:
             if not hasattr(g, "shape"):
                 raise TypeError(f"{op}: {name} must be an array or None; "
                                 f"got {type(g).__name__}.")
-            prepared = begin(op, writes=(p.name,), **{p.name: _updatable(p.caller), name: g})
-            param = p.view(op, prepared.arrays[p.name])
-            arr = prepared.arrays[name]
-            dtype = float_dtype(op, name, arr)
-            if dtype != p.dtype:
-                raise TypeError(f"{op}: {name} must have the dtype of {p.name} "
-                                f"({p.dtype}); got {dtype}.")
+            if type(g) is np.ndarray and type(p.caller) is np.ndarray and g.dtype == p.dtype:
+                param, arr, given, kwargs = p.view(op, p.caller), g, g, {}  # nothing converted
+            else:
+                prepared = begin(op, writes=(p.name,), **{p.name: _updatable(p.caller), name: g})
+                param, arr = p.view(op, prepared.arrays[p.name]), prepared.arrays[name]
+                given = prepared.given.get(name)
+                kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
+                dtype = float_dtype(op, name, arr)
+                if dtype != p.dtype:
+                    raise TypeError(f"{op}: {name} must have the dtype of {p.name} "
+                                    f"({p.dtype}); got {dtype}.")
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"{op}: {name} must have the shape of {p.name} "
                                  f"{shape_str(p.shape)}; got {shape_str(arr.shape)}.")
             if not _c_contiguous(arr):   # copied once (on CUDA on the caller's stream)
                 arr = prepared.contiguous(arr) if p.backend == CUDA else np.ascontiguousarray(arr)
-            given = prepared.given.get(name)
             if given is not None and given is not arr:
                 copied_from[-1] = given
-            kwargs = {"stream": prepared.stream} if p.backend == CUDA else {}
             jobs.append((param, _flat(arr), kwargs))
-        _check_no_shared_writes(op, [p.name for p in self._params], jobs, copied_from)
         index = 0
         for group in self.param_groups:
+            checked: set[Any] = set()       # what _check_representable found fine
             for _ in group["params"]:
                 if jobs[index] is not None:
                     self._check_saved_state(op, index, group)
                     self._precheck(index, group)
-                    self._check_representable(op, index, group)
+                    self._check_representable(op, index, group, checked)
                 index += 1
-        _check_state_separate(op, [p.name for p in self._params], jobs, self._views)
+        _check_step_memory(op, [p.name for p in self._params], jobs, copied_from, self._views)
         return jobs
 
-    def _check_representable(self, op: str, index: int, group: dict[str, Any]) -> None:
+    def _check_representable(self, op: str, index: int, group: dict[str, Any],
+                             checked: set[Any]) -> None:
         """The update runs in the parameter's dtype: a hyper-parameter float32 cannot hold
-        (``lr=1e300``) would turn float32 parameters into inf or NaN; torch refuses it."""
+        (``lr=1e300``) would turn float32 parameters into inf or NaN; torch refuses it.
+        ``checked``: the group's hyper-parameters and derived values already found
+        representable this step (each is checked once per group, not per parameter)."""
         p = self._params[index]
         if p.dtype != np.float32:
             return
-        for key, given in group.items():
-            for v in (given if isinstance(given, tuple) else (given,)):
-                value = _scalar(v)
-                if value is not None and abs(value) > _FLOAT32_MAX:
-                    raise ValueError(f"{op}: {key} must be representable in float32 (the "
-                                     f"dtype of {p.name}); got {_shown(v)}.")
+        if "hyper-parameters" not in checked:
+            for key, given in group.items():
+                for v in (given if isinstance(given, tuple) else (given,)):
+                    value = _scalar(v)
+                    if value is not None and abs(value) > _FLOAT32_MAX:
+                        raise ValueError(f"{op}: {key} must be representable in float32 (the "
+                                         f"dtype of {p.name}); got {_shown(v)}.")
+            checked.add("hyper-parameters")
         for label, value in self._derived_scalars(index, group):
-            if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-                raise ValueError(f"{op}: {label} must be representable in float32 (the "
+            if value not in checked and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+                raise ValueError(f"{op}: {label()} must be representable in float32 (the "
                                  f"dtype of {p.name}); got {value!r}.")
+            checked.add(value)
 
-    def _derived_scalars(self, index: int, group: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    def _derived_scalars(self, index: int, group: dict[str, Any]
+                         ) -> tuple[tuple[Callable[[], str], float], ...]:
         """Scalars the next step of parameter ``index`` computes from the hyper-parameters
-        and passes to the kernel in the parameter's dtype, as (label, value): torch refuses
-        one that float32 cannot hold as it refuses a hyper-parameter."""
+        and passes to the kernel in the parameter's dtype, as (label, value), the label a
+        function that names it: torch refuses one that float32 cannot hold as it refuses
+        a hyper-parameter."""
         return ()
 
     def _precheck(self, index: int, group: dict[str, Any]) -> None:
@@ -646,9 +737,15 @@ class Optimizer:
                 self._views[(index, key)] = p.state_view(op, f"state[{index}][{key!r}]",
                                                          st[key])
 
-    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
-                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:  # pragma: no cover
+    def _scalars(self, group: dict[str, Any]) -> tuple[Any, ...]:  # pragma: no cover
+        """The kernel's arguments shared by every parameter of ``group``."""
         raise NotImplementedError
+
+    def _operands(self, i: int, param: Any, g: Any,
+                  group: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Parameter ``i``'s arrays for its kernel (its flat view, gradient, state buffers)
+        and its own scalars (those that follow its step count)."""
+        raise NotImplementedError  # pragma: no cover
 
     @public_call
     def step(self, grads: Sequence[Any]) -> None:
@@ -677,19 +774,46 @@ class Optimizer:
             jobs = self._prepare(grads)
             index = 0
             for group in self.param_groups:
-                for _ in group["params"]:
-                    job = jobs[index]
-                    if job is not None:
-                        p = self._params[index]
-                        kernel = registry.lookup(self._op, p.backend, p.dtype)
-                        self._update(index, job[0], job[1], group, kernel, job[2])
-                        # written through views: tell torch's autograd, as torch.optim's
-                        # in-place updates do (a graph that saved the old values raises)
-                        for obj in (p.caller, *self.state.get(index, {}).values()):
-                            mark_written(obj)
-                    index += 1
+                stepped = [i for i in range(index, index + len(group["params"]))
+                           if jobs[i] is not None]
+                self._step_group(stepped, jobs, group)
+                index += len(group["params"])
         finally:
             self._views = {}
+
+    def _step_group(self, indices: list[int], jobs: list[_Job | None],
+                    group: dict[str, Any]) -> None:
+        """Update parameters ``indices`` of ``group``: the CPU arrays the built-in kernel
+        steps in one call per dtype (a model's hundreds of small arrays would otherwise
+        cost more in calls than in arithmetic), any other array in a call of its own."""
+        together: dict[np.dtype, list[int]] = {}
+        for i in indices:
+            p = self._params[i]
+            kernel = registry.lookup(self._op, p.backend, p.dtype)
+            last = registry.last_kernel()
+            if p.backend == CPU and last is not None and last.source == registry.BUILTIN:
+                together.setdefault(p.dtype, []).append(i)
+                continue
+            job = jobs[i]
+            assert job is not None
+            arrays, per_array = self._operands(i, job[0], job[1], group)
+            kernel(*arrays, *self._scalars(group), *per_array, **job[2])
+            self._stepped(i)
+        for batch in together.values():
+            operands = [self._operands(i, jobs[i][0], jobs[i][1], group)  # type: ignore[index]
+                        for i in batch]
+            rows, per_array = zip(*operands)
+            type(self)._many_cpu(list(rows), *map(list, zip(*per_array)),
+                                 *self._scalars(group))
+            for i in batch:
+                self._stepped(i)
+
+    def _stepped(self, index: int) -> None:
+        """Parameter ``index`` was updated: its state's records follow (a step count)."""
+        # written through views: tell torch's autograd, as torch.optim's in-place
+        # updates do (a graph that saved the old values raises)
+        for obj in (self._params[index].caller, *self.state.get(index, {}).values()):
+            mark_written(obj)
 
     # --- state ----------------------------------------------------------------------
 
@@ -869,6 +993,7 @@ class SGD(Optimizer):
     """
 
     _op = "sgd_step"
+    _many_cpu = staticmethod(_sgd_many_cpu)
     _state_keys = _required_state = ("momentum_buffer",)
 
     def __init__(self, params: Params, lr: Number = 1e-3, momentum: Number = 0.0,
@@ -888,15 +1013,16 @@ class SGD(Optimizer):
     def _buffers_used(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if float(group["momentum"]) != 0 else ()
 
-    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
-                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        momentum = float(group["momentum"])
+    def _scalars(self, group: dict[str, Any]) -> tuple[Any, ...]:
+        return (float(group["lr"]), float(group["momentum"]), float(group["dampening"]),
+                float(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
+
+    def _operands(self, i: int, param: Any, g: Any,
+                  group: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         buf, first = param, False
-        if momentum != 0:
+        if float(group["momentum"]) != 0:
             buf, first = self._buffer(i, "momentum_buffer")
-        kernel(param, g, buf, float(group["lr"]), momentum, float(group["dampening"]),
-               float(group["weight_decay"]), bool(group["nesterov"]),
-               bool(group["maximize"]), first, **kwargs)
+        return (param, g, buf), (first,)
 
 
 class Adam(Optimizer):
@@ -935,6 +1061,7 @@ class Adam(Optimizer):
     """
 
     _op = "adam_step"
+    _many_cpu = staticmethod(_adam_many_cpu)
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _required_state = ("step", "exp_avg", "exp_avg_sq")
     _decoupled = False
@@ -988,26 +1115,31 @@ class Adam(Optimizer):
         step = float(self.state.get(index, {}).get("step", 0.0)) + 1.0
         return step, float(group["lr"]) / (1 - float(group["betas"][0]) ** step)
 
-    def _derived_scalars(self, index: int, group: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    def _derived_scalars(self, index: int, group: dict[str, Any]
+                         ) -> tuple[tuple[Callable[[], str], float], ...]:
         step, step_size = self._step_size(index, group)
-        return ((f"lr / (1 - beta1**step) at step {step:g}", step_size),)
+        return ((lambda: f"lr / (1 - beta1**step) at step {step:g}", step_size),)
 
-    def _update(self, i: int, param: Any, g: Any, group: dict[str, Any],
-                kernel: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        st = self.state.setdefault(i, {})
-        first = "step" not in st
-        amsgrad = bool(group["amsgrad"])
+    def _scalars(self, group: dict[str, Any]) -> tuple[Any, ...]:
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return (float(group["lr"]), beta1, beta2, float(group["eps"]),
+                float(group["weight_decay"]), self._decoupled, bool(group["amsgrad"]),
+                bool(group["maximize"]))
+
+    def _operands(self, i: int, param: Any, g: Any,
+                  group: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        first = "step" not in self.state.get(i, {})
         m, _ = self._buffer(i, "exp_avg")
         v, _ = self._buffer(i, "exp_avg_sq")
-        vmax = self._buffer(i, "max_exp_avg_sq")[0] if amsgrad else param
+        vmax = self._buffer(i, "max_exp_avg_sq")[0] if group["amsgrad"] else param
         step, step_size = self._step_size(i, group)
-        beta1, beta2 = (float(b) for b in group["betas"])
-        lr = float(group["lr"])
-        bc2_sqrt = (1 - beta2 ** step) ** 0.5
-        kernel(param, g, m, v, vmax, lr, beta1, beta2, float(group["eps"]),
-               float(group["weight_decay"]), self._decoupled, amsgrad,
-               bool(group["maximize"]), step_size, bc2_sqrt, first, **kwargs)
-        st["step"] = step
+        bc2_sqrt = (1 - float(group["betas"][1]) ** step) ** 0.5
+        return (param, g, m, v, vmax), (step_size, bc2_sqrt, first)
+
+    def _stepped(self, index: int) -> None:
+        st = self.state[index]
+        st["step"] = float(st.get("step", 0.0)) + 1.0
+        super()._stepped(index)
 
 
 class AdamW(Adam):

@@ -584,6 +584,63 @@ def test_bit_identical_across_threads(threads, rng, cls, kw, dtype):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+# --- many arrays in one step --------------------------------------------------------------
+
+MANY_SHAPES = [(0,), (1,), (3, 5), (7,), (70_001,), (2, 0, 3), (), (33, 2)]
+
+
+@pytest.mark.parametrize("cls, kw", [(c, k) for k in SGD_CONFIGS for c in (SGD,)]
+                         + [(c, k) for k in ADAM_CONFIGS for c in (Adam, AdamW)])
+def test_many_arrays_in_one_step_match_one_array_at_a_time(rng, cls, kw):
+    """The CPU step runs a group's arrays of one dtype in one kernel call: bit for bit
+    what a step of each array alone gives (parameters and state), for every
+    configuration, arrays of size 0 and 1, 0-d arrays, several OpenMP chunks, mixed
+    dtypes in a group, and arrays at different step counts (None gradients)."""
+    params = [rng.standard_normal(s).astype((np.float32, np.float64)[j % 2])
+              for j, s in enumerate(MANY_SHAPES)]
+    grad_seq = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+                for _ in range(3)]
+    skip = {(0, 3), (1, 3), (1, 4)}            # (step, array): no gradient then
+
+    def grads_at(t, js):
+        return [None if (t, j) in skip else grad_seq[t][j] for j in js]
+
+    together = [p.copy() for p in params]
+    opt = cls(together, **kw)
+    for t in range(len(grad_seq)):
+        opt.step(grads_at(t, range(len(params))))
+    for j, p0 in enumerate(params):
+        p = p0.copy()
+        single = cls([p], **kw)
+        for t in range(len(grad_seq)):
+            single.step(grads_at(t, [j]))
+        np.testing.assert_array_equal(together[j], p, err_msg=f"array {j}")
+        assert opt.state.get(j, {}).keys() == single.state.get(0, {}).keys()
+        for key, value in single.state.get(0, {}).items():
+            np.testing.assert_array_equal(opt.state[j][key], value, err_msg=f"{j} {key}")
+
+
+def test_a_plugin_kernel_still_steps_each_array(rng):
+    """A kernel registered over the built-in one gets every array (one call each); the
+    built-in batch is only for the built-in kernel."""
+    from fastinterp import _registry as registry
+    calls = []
+
+    def spy(param, grad, buf, lr, *args):
+        calls.append(param.size)
+        param -= lr * grad
+
+    registry.register("sgd_step", "cpu", "float64", spy, source="test-spy")
+    try:
+        ws = [np.ones(3), np.ones(5), np.ones(2, np.float32)]
+        SGD(ws, lr=0.5).step([np.ones(3), np.ones(5), np.ones(2, np.float32)])
+    finally:
+        registry.unregister("test-spy")
+    assert sorted(calls) == [3, 5]
+    np.testing.assert_array_equal(ws[0], 0.5)
+    np.testing.assert_array_equal(ws[2], 0.5)
+
+
 # --- CUDA (the simulator on CPU machines) --------------------------------------------------
 
 @pytest.mark.cudasim

@@ -14,6 +14,8 @@ independent, so results are bit-identical for any thread count.
 from cython.parallel cimport parallel, prange
 from _team cimport fi_team, fi_team_done, fi_team_enter, fi_team_leave, fi_team_plan
 from libc.math cimport fma, fmaf, sqrt, sqrtf
+cimport numpy as cnp
+import numpy as np
 from _types cimport real
 
 cdef Py_ssize_t STEP_CHUNK = 65536
@@ -222,3 +224,193 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
                          coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 0, 0)
         fi_team_leave(&team)
     fi_team_done(&team)
+
+
+# --- many parameters in one call ------------------------------------------------------
+#
+# A model's step updates hundreds of small arrays: one call per array would cost more
+# in call overhead than the arithmetic. These take every array of a parameter group as
+# addresses and run their chunks in one parallel region, each chunk through the same
+# inlined loop as the single-array kernels, so the bits are theirs.
+
+
+def _chunk_table(const long long[::1] sizes):
+    """One row per chunk of the arrays of ``sizes``: (array index, first element, length)."""
+    cdef Py_ssize_t j, c0, row = 0, count = 0
+    for j in range(sizes.shape[0]):
+        if sizes[j] < 0:
+            raise ValueError(f"sizes must be >= 0; got {sizes[j]} at {j}.")
+        count += (sizes[j] + STEP_CHUNK - 1) // STEP_CHUNK
+    table = np.empty((count, 3), dtype=np.intp)
+    cdef Py_ssize_t[:, ::1] t = table
+    for j in range(sizes.shape[0]):
+        for c0 in range(0, sizes[j], STEP_CHUNK):
+            t[row, 0] = j
+            t[row, 1] = c0
+            t[row, 2] = min(STEP_CHUNK, sizes[j] - c0)
+            row += 1
+    return table
+
+
+def data_extents(arrays):
+    """``[start, end)`` byte addresses of each of ``arrays`` (C-contiguous NumPy arrays),
+    as a list of pairs: what ``__array_interface__`` gives, without building its dict
+    (a step reads the addresses of every parameter, gradient and buffer)."""
+    cdef cnp.ndarray arr
+    out = []
+    for obj in arrays:
+        arr = <cnp.ndarray?>obj
+        start = <size_t>cnp.PyArray_DATA(arr)
+        out.append((start, start + cnp.PyArray_NBYTES(arr)))
+    return out
+
+
+def _check_many(str op, addresses, sizes, int columns, **per_array):
+    n = sizes.shape[0]
+    if addresses.shape[0] != n or addresses.shape[1] != columns:
+        raise ValueError(f"{op}: addresses must have shape ({n}, {columns}); "
+                         f"got {tuple(addresses.shape)}.")
+    for name, arr in per_array.items():
+        if arr.shape[0] != n:
+            raise ValueError(f"{op}: {name} must have shape ({n},); got ({arr.shape[0]},).")
+
+
+cdef void _adam_many(real* kind, const long long[:, ::1] addr, const long long[::1] sizes,
+                     const double[::1] step_size, const double[::1] bc2_sqrt,
+                     const unsigned char[::1] first, double decay_factor, double beta1,
+                     double beta2, double eps, double weight_decay, bint decoupled,
+                     bint amsgrad, bint maximize, int nthreads,
+                     const Py_ssize_t[:, ::1] table) noexcept nogil:
+    cdef real sign = -1 if maximize else 1
+    cdef real w1 = <real>(1.0 - beta1)
+    cdef bint small = (w1 if w1 >= 0 else -w1) < 0.5
+    cdef real coeff = w1 if small else w1 - 1
+    cdef real base_m = 1 if small else 0
+    cdef real base_g = 0 if small else 1
+    cdef real wd = 0 if decoupled else <real>weight_decay
+    cdef real decay = <real>decay_factor if decoupled else 1
+    cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
+    cdef real ep = <real>eps
+    cdef real inv_bc2, neg_step
+    cdef real *pp
+    cdef real *pg
+    cdef real *pm
+    cdef real *pv
+    cdef real *px
+    cdef Py_ssize_t c, j, c0, k
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)
+    with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(table.shape[0], schedule="dynamic"):
+            j = table[c, 0]
+            c0 = table[c, 1]
+            k = table[c, 2]
+            pp = (<real*><size_t>addr[j, 0]) + c0
+            pg = (<real*><size_t>addr[j, 1]) + c0
+            pm = (<real*><size_t>addr[j, 2]) + c0
+            pv = (<real*><size_t>addr[j, 3]) + c0
+            px = ((<real*><size_t>addr[j, 4]) + c0) if amsgrad else pp
+            inv_bc2 = <real>(1.0 / bc2_sqrt[j])
+            neg_step = <real>(-step_size[j])
+            if amsgrad:
+                if first[j]:
+                    adam_run(pp, pg, pm, pv, px, k, sign, wd, decay, coeff, base_m, base_g,
+                             b2, w2, inv_bc2, ep, neg_step, 1, 1)
+                else:
+                    adam_run(pp, pg, pm, pv, px, k, sign, wd, decay, coeff, base_m, base_g,
+                             b2, w2, inv_bc2, ep, neg_step, 1, 0)
+            elif first[j]:
+                adam_run(pp, pg, pm, pv, px, k, sign, wd, decay, coeff, base_m, base_g,
+                         b2, w2, inv_bc2, ep, neg_step, 0, 1)
+            else:
+                adam_run(pp, pg, pm, pv, px, k, sign, wd, decay, coeff, base_m, base_g,
+                         b2, w2, inv_bc2, ep, neg_step, 0, 0)
+        fi_team_leave(&team)
+    fi_team_done(&team)
+
+
+def adam_step_many(bint is_double, const long long[:, ::1] addresses,
+                   const long long[::1] sizes, const double[::1] step_size,
+                   const double[::1] bc2_sqrt, const unsigned char[::1] first,
+                   double decay_factor, double beta1, double beta2, double eps,
+                   double weight_decay, bint decoupled, bint amsgrad, bint maximize,
+                   int nthreads):
+    """:func:`adam_step` on many arrays of one dtype (float64 if ``is_double``) sharing
+    the hyper-parameters: row j of ``addresses`` holds the data addresses of array j's
+    param, grad, exp_avg, exp_avg_sq and max_exp_avg_sq (read only with ``amsgrad``),
+    each of ``sizes[j]`` elements, C-contiguous; ``step_size[j]``, ``bc2_sqrt[j]`` and
+    ``first[j]`` are array j's. The caller keeps the arrays alive and guarantees the
+    addresses (nothing here can check them). Bit-identical to one :func:`adam_step`
+    per array."""
+    _check_many("adam_step_many", addresses, sizes, 5, step_size=step_size,
+                bc2_sqrt=bc2_sqrt, first=first)
+    cdef const Py_ssize_t[:, ::1] table = _chunk_table(sizes)
+    with nogil:
+        if is_double:
+            _adam_many[double](NULL, addresses, sizes, step_size, bc2_sqrt, first, decay_factor,
+                               beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
+                               nthreads, table)
+        else:
+            _adam_many[float](NULL, addresses, sizes, step_size, bc2_sqrt, first, decay_factor,
+                              beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
+                              nthreads, table)
+
+
+cdef void _sgd_many(real* kind, const long long[:, ::1] addr, const unsigned char[::1] first,
+                    double lr, double momentum, double dampening, double weight_decay,
+                    bint nesterov, bint maximize, int nthreads,
+                    const Py_ssize_t[:, ::1] table) noexcept nogil:
+    cdef real sign = -1 if maximize else 1
+    cdef real neg_lr = <real>(-lr), mom = <real>momentum
+    cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
+    cdef bint use_mom = momentum != 0
+    cdef real *pp
+    cdef real *pg
+    cdef real *pb
+    cdef Py_ssize_t c, j, c0, k
+    cdef fi_team team
+    nthreads = fi_team_plan(&team, nthreads)
+    with parallel(num_threads=nthreads):
+        fi_team_enter(&team)
+        for c in prange(table.shape[0], schedule="dynamic"):
+            j = table[c, 0]
+            c0 = table[c, 1]
+            k = table[c, 2]
+            pp = (<real*><size_t>addr[j, 0]) + c0
+            pg = (<real*><size_t>addr[j, 1]) + c0
+            pb = ((<real*><size_t>addr[j, 2]) + c0) if use_mom else pp
+            if not use_mom:
+                sgd_run(pp, pg, pb, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
+            elif first[j]:
+                if nesterov:
+                    sgd_run(pp, pg, pb, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
+                else:
+                    sgd_run(pp, pg, pb, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
+            elif nesterov:
+                sgd_run(pp, pg, pb, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
+            else:
+                sgd_run(pp, pg, pb, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
+        fi_team_leave(&team)
+    fi_team_done(&team)
+
+
+def sgd_step_many(bint is_double, const long long[:, ::1] addresses,
+                  const long long[::1] sizes, const unsigned char[::1] first,
+                  double lr, double momentum, double dampening, double weight_decay,
+                  bint nesterov, bint maximize, int nthreads):
+    """:func:`sgd_step` on many arrays of one dtype (float64 if ``is_double``) sharing
+    the hyper-parameters: row j of ``addresses`` holds the data addresses of array j's
+    param, grad and momentum buffer (read only when ``momentum != 0``), each of
+    ``sizes[j]`` elements, C-contiguous; ``first[j]`` marks array j's first step with
+    momentum. The caller keeps the arrays alive and guarantees the addresses.
+    Bit-identical to one :func:`sgd_step` per array."""
+    _check_many("sgd_step_many", addresses, sizes, 3, first=first)
+    cdef const Py_ssize_t[:, ::1] table = _chunk_table(sizes)
+    with nogil:
+        if is_double:
+            _sgd_many[double](NULL, addresses, first, lr, momentum, dampening, weight_decay,
+                              nesterov, maximize, nthreads, table)
+        else:
+            _sgd_many[float](NULL, addresses, first, lr, momentum, dampening, weight_decay,
+                             nesterov, maximize, nthreads, table)
