@@ -255,14 +255,14 @@ class _Span(NamedTuple):
     end: int
     rank: int                       # orders the labels in messages
     kind: str                       # "param", "buffer" (written), "grad", "source" (read)
-    index: int                      # the parameter it belongs to
+    owner: int                      # the index of the parameter it belongs to
     key: str | None                 # a buffer's state key
     arr: Any
 
     def label(self, names: list[str]) -> str:
         if self.kind == "buffer":
-            return f"state[{self.index}][{self.key!r}]"
-        return names[self.index] if self.kind == "param" else f"grads[{self.index}]"
+            return f"state[{self.owner}][{self.key!r}]"
+        return names[self.owner] if self.kind == "param" else f"grads[{self.owner}]"
 
 
 def _step_arrays(jobs: list[Any], copied_from: list[Any], buffers: dict[tuple[int, str], Any]
@@ -302,14 +302,14 @@ def _shared_memory_error(op: str, names: list[str], a: _Span, b: _Span) -> str |
                 f"the parameters "
                 f"must be separate arrays (they are updated in place).")
     param, grad = (a, b) if a.kind == "param" else (b, a)
-    own = grad.index == param.index
+    own = grad.owner == param.owner
     if grad.kind == "grad" and own and same_view(param.arr, grad.arr):
         return None             # each element is read before it is written
     if not _overlaps(param.arr, grad.arr):
         return None             # interleaved strides
-    return (f"{op}: grads[{grad.index}] shares memory with "
+    return (f"{op}: grads[{grad.owner}] shares memory with "
             f"{'its parameter' if own else param.label(names)} (which this step updates) "
-            f"without being exactly {names[grad.index]}; pass a copy of the gradient.")
+            f"without being exactly {names[grad.owner]}; pass a copy of the gradient.")
 
 
 def _check_step_memory(op: str, names: list[str], jobs: list[Any], copied_from: list[Any],
@@ -642,6 +642,7 @@ class Optimizer:
             if not hasattr(g, "shape"):
                 raise TypeError(f"{op}: {name} must be an array or None; "
                                 f"got {type(g).__name__}.")
+            given: Any
             if type(g) is np.ndarray and type(p.caller) is np.ndarray and g.dtype == p.dtype:
                 param, arr, given, kwargs = p.view(op, p.caller), g, g, {}  # nothing converted
             else:
