@@ -1218,6 +1218,41 @@ def test_nca_pca_start_leaves_constant_features_out_in_every_variant():
     assert np.all(model.components_[:, [1, 3]] == 0)
 
 
+CONSTANTS = [0.1, 0.3, 1 / 3, np.pi, 2.5, -7.7, 1e-300, 3e300]
+
+
+@pytest.mark.parametrize("n", [3, 10, 30, 101])
+def test_a_constant_column_has_its_value_for_mean_and_zero_spread(n):
+    """Summing n copies of 0.1 and dividing gave 0.10000000000000005: the column's
+    spread came out ~4e-17, not 0, and the models standardised by it (57 of 100
+    constant columns; an NCA transform moved by 2e7 for a 1e-9 change)."""
+    from fastinterp.models._common import column_mean, column_spread
+    rng = np.random.default_rng(n)
+    X = np.c_[rng.standard_normal((n, 2)), np.tile(CONSTANTS, (n, 1))]
+    mean = column_mean(X, chunk=7)
+    np.testing.assert_array_equal(mean[2:], CONSTANTS)
+    np.testing.assert_array_equal(column_spread(X, mean, chunk=7)[2:], 0.0)
+    assert np.all((mean >= X.min(axis=0)) & (mean <= X.max(axis=0)))
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at max_iter")
+@pytest.mark.parametrize("value", [0.1, np.pi, -7.7])
+def test_models_leave_a_feature_constant_in_training_out(value):
+    """The documented rules for features constant in training hold for any constant,
+    not only those whose sum is exact: NCA's standardize='feature' scale is 1 and its
+    PCA start has a zero column; a regression does not depend on the feature."""
+    rng = np.random.default_rng(3)
+    X = np.c_[rng.standard_normal((30, 3)), np.full(30, value)]
+    y = np.arange(30) % 3
+    X[:, 0] += 2 * y
+    assert NCA(standardize="feature", max_iter=0).fit(X, y).scale_[3] == 1.0
+    assert np.all(NCA(max_iter=0, dtype=np.float64).fit(X, y).components_[:, 3] == 0)
+    model = PolynomialRegression(2, max_iter=300).fit(X[:, 2:], X[:, 2] ** 2 + 1)
+    moved = X[:3, 2:].copy()
+    moved[:, 1] += 1e-6
+    np.testing.assert_allclose(model.predict(moved), model.predict(X[:3, 2:]), rtol=1e-9)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("scale", [1e307, 1e-300])
 def test_regression_of_a_target_near_the_ends_of_float64(optimizer, scale):

@@ -217,16 +217,23 @@ def column_mean(X, chunk: int = 4096) -> np.ndarray:
     """The mean of each column of ``X`` (n, D) in float64, summed over fixed row blocks
     (no temporary as large as X; the same bits for any thread count). A column of
     finite values whose sum overflows (values near float64's limit) is summed again
-    scaled by its largest magnitude, so its mean comes out finite."""
+    scaled by its largest magnitude, so its mean comes out finite. The mean is kept
+    within the column's range, which rounding can leave: a constant column's mean is
+    its value (0.1 summed 30 times and divided gives 0.10000000000000005), so its
+    spread is exactly 0 and the models see it as constant."""
     n, d = X.shape
-    total = np.zeros(d)
+    if n == 0:
+        return np.zeros(d)
+    total, low, high = np.zeros(d), np.full(d, np.inf), np.full(d, -np.inf)
     with np.errstate(over="ignore", invalid="ignore"):   # such columns are redone below
         for r in range(0, n, chunk):
-            total += np.sum(X[r:r + chunk], axis=0, dtype=np.float64)
-    mean = total / max(n, 1)
+            block = X[r:r + chunk]
+            total += np.sum(block, axis=0, dtype=np.float64)
+            low, high = np.minimum(low, block.min(axis=0)), np.maximum(high, block.max(axis=0))
+    mean = total / n
     redo = np.flatnonzero(~np.isfinite(mean))
     if redo.size == 0:
-        return mean
+        return np.minimum(np.maximum(mean, low), high)
     big = np.zeros(redo.size)
     for r in range(0, n, chunk):
         big = np.maximum(big, np.max(np.abs(X[r:r + chunk, redo]), axis=0, initial=0.0))
@@ -234,8 +241,8 @@ def column_mean(X, chunk: int = 4096) -> np.ndarray:
     scaled = np.zeros(redo.size)
     for r in range(0, n, chunk):
         scaled += np.sum(X[r:r + chunk, redo] / unit, axis=0, dtype=np.float64)
-    mean[redo] = unit * (scaled / max(n, 1))
-    return mean
+    mean[redo] = unit * (scaled / n)
+    return np.minimum(np.maximum(mean, low), high)
 
 
 def column_spread(X, mean, chunk: int = 4096) -> np.ndarray:
