@@ -239,3 +239,63 @@ def test_nca_set_output_pandas_gives_named_columns_and_xs_index():
     frame = NCA(2, max_iter=3).set_output(transform="pandas").fit(X, y).transform(X)
     assert list(frame.columns) == ["nca0", "nca1"] and list(frame.index) == list(X.index)
     np.testing.assert_array_equal(frame.to_numpy(), NCA(2, max_iter=3).fit(X, y).transform(X))
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at max_iter")
+@pytest.mark.parametrize("make, method", [
+    (lambda: NCA(2, max_iter=3), "transform"),
+    (lambda: PolynomialRegression(2, max_iter=50), "predict"),
+], ids=["nca", "polynomial"])
+def test_feature_names_are_recorded_and_checked(make, method):
+    """Fitted on a DataFrame, the models kept no feature_names_in_ and took the same
+    columns in another order silently (an NCA embedding moved by 5.9): scikit-learn's
+    rules and words now (sklearn.utils.estimator_checks'
+    check_dataframe_column_names_consistency passes)."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((40, 3)), columns=["a", "b", "c"])
+    y = np.arange(40) % 2
+    model = make().fit(X, y)
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    assert model.feature_names_in_.dtype == object
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        getattr(model, method)(X[["c", "b", "a"]])
+    with pytest.raises(ValueError, match="unseen at fit time:\n- d\n"):
+        getattr(model, method)(X.rename(columns={"c": "d"}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        getattr(model, method)(X.to_numpy())
+    assert not hasattr(make().fit(X.to_numpy(), y), "feature_names_in_")
+    model.fit(X.to_numpy(), y)                       # a refit without names forgets them
+    assert not hasattr(model, "feature_names_in_")
+    with pytest.warns(UserWarning, match="X has feature names, but"):
+        getattr(model, method)(X)
+    with pytest.raises(TypeError, match="only supported if all input features have string"):
+        make().fit(X.rename(columns={"a": 0}), y)
+    check_dataframe_column_names_consistency(type(model).__name__, make())
+
+
+def test_nca_follows_sklearns_global_transform_output():
+    """Under sklearn.config_context(transform_output="pandas") NCA returned an array
+    (check_global_output_transform_pandas failed); its own set_output still wins."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((30, 3)), np.arange(30) % 3
+    model = NCA(2, max_iter=3).fit(X, y)
+    with sklearn.config_context(transform_output="pandas"):
+        assert isinstance(model.transform(X), pd.DataFrame)
+        assert isinstance(model.set_output(transform="default").transform(X), np.ndarray)
+    assert isinstance(model.transform(X), np.ndarray)
+
+
+@pytest.mark.parametrize("fit", [lambda X, y: NCA(max_iter=2).fit(X, y),
+                                 lambda X, y: PolynomialRegression(max_iter=5).fit(X, y)],
+                         ids=["nca", "polynomial"])
+def test_pandas_missing_values_are_a_value_error_like_nan(fit):
+    """pd.NA in a nullable Float64 column gave a TypeError ("must hold numbers"); NaN is
+    the documented ValueError, as in scikit-learn."""
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(np.random.default_rng(0).standard_normal((30, 3))).astype("Float64")
+    X.iloc[0, 0] = pd.NA
+    with pytest.raises(ValueError, match=r"[xX] must be finite; got a missing value \(pd.NA"):
+        fit(X, np.arange(30) % 3)

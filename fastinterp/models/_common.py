@@ -320,6 +320,9 @@ def real_data(op: str, name: str, data) -> np.ndarray:
         try:
             a = a.astype(np.float64)
         except (TypeError, ValueError) as e:     # the same class as NumPy's, its words kept
+            if any(type(v).__name__ == "NAType" for v in a.flat):     # pandas' pd.NA
+                raise ValueError(f"{op}: {name} must be finite; got a missing value (pd.NA; "
+                                 f"Input {name} contains NaN).") from None
             raise type(e)(f"{op}: {name} must hold numbers; got dtype {a.dtype} with a value "
                           f"that is not one ({e}).") from None
         except OverflowError:                    # an int beyond float64 in an object array
@@ -388,6 +391,66 @@ def convergence_warning(message: str) -> None:
     except ImportError:
         category = UserWarning
     warnings.warn(message, category, stacklevel=3)
+
+
+def feature_names(op: str, X) -> np.ndarray | None:
+    """The column names of a pandas DataFrame ``X`` as an object array when they are all
+    strings, else None (scikit-learn's rule: integer column labels are not feature
+    names; a mix of strings and other labels is a ``TypeError``)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "iloc"):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    strings = [isinstance(n, str) for n in names]
+    if names.size == 0 or not any(strings):
+        return None
+    if not all(strings):
+        kinds = sorted({type(n).__name__ for n in names})
+        raise TypeError(f"{op}: feature names are only supported if all input features "
+                        f"have string names; got feature names with types {kinds}. Convert "
+                        f"them all to strings, e.g. X.columns = X.columns.astype(str).")
+    return names
+
+
+def record_feature_names(estimator, names: np.ndarray | None) -> None:
+    """``fit``: keep X's feature names (:func:`feature_names`) as ``feature_names_in_``
+    (forgetting a previous fit's when X had none), as scikit-learn's estimators do."""
+    if names is None:
+        estimator.__dict__.pop("feature_names_in_", None)
+    else:
+        estimator.feature_names_in_ = names
+
+
+def _listed_names(names) -> str:
+    shown = [f"- {n}\n" for n in names[:5]]
+    return "".join(shown) + ("- ...\n" if len(names) > 5 else "")
+
+
+def check_feature_names(op: str, estimator, X) -> None:
+    """``predict``/``transform``: X's feature names must be those ``fit`` saw, in the same
+    order (a ``ValueError`` in scikit-learn's words); names on one side only give
+    scikit-learn's ``UserWarning``."""
+    names, fitted = feature_names(op, X), getattr(estimator, "feature_names_in_", None)
+    cls = type(estimator).__name__
+    if names is None and fitted is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {cls} was fitted without feature names",
+                      UserWarning, stacklevel=3)
+    elif names is None:
+        warnings.warn(f"X does not have valid feature names, but {cls} was fitted with "
+                      f"feature names", UserWarning, stacklevel=3)
+    elif len(names) != len(fitted) or np.any(names != fitted):
+        unseen = sorted(set(names) - set(fitted))
+        missing = sorted(set(fitted) - set(names))
+        message = f"{op}: The feature names should match those that were passed during fit.\n"
+        if unseen:
+            message += "Feature names unseen at fit time:\n" + _listed_names(unseen)
+        if missing:
+            message += "Feature names seen at fit time, yet now missing:\n" + _listed_names(missing)
+        if not unseen and not missing:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message)
 
 
 def n_features_error(op: str, cls: str, got: int, want: int) -> ValueError:

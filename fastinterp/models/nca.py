@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -10,9 +11,10 @@ import scipy.linalg
 from .. import _registry as registry
 from .._config import threads_for
 from .._dispatch import begin
-from ._common import (Estimator, InvalidTypeError, Progress, centred_scaled, check_flag,
-                      check_float_dtype, check_int, check_matrix, check_real, check_target,
-                      column_mean, column_spread, n_features_error, not_fitted,
+from ._common import (Estimator, InvalidTypeError, Progress, centred_scaled,
+                      check_feature_names, check_flag, check_float_dtype, check_int,
+                      check_matrix, check_real, check_target, column_mean, column_spread,
+                      feature_names, n_features_error, not_fitted, record_feature_names,
                       root_mean_square, seed_from)
 from .._validate import (check_ndim, check_option, check_shape, float_dtype, is_int, same_dtype,
                          shape_str)
@@ -502,6 +504,7 @@ class NCA(Estimator):
     def fit(self, X, y):
         """Learn the map from data X (N, D) and class labels y (N,); returns self."""
         rng = seed_from("NCA", self.random_state, self.seed)
+        names = feature_names("NCA.fit", X)
         X, y, dtype, k = self._check(X, y)
         labels = _class_codes("NCA.fit", "y", y).astype(np.int32)
         mean, std = _moments(X)
@@ -518,6 +521,7 @@ class NCA(Estimator):
                              f"{self.reg}).")
         self.mean_, self.scale_, self.components_ = mean, scale, A
         self.n_features_in_ = X.shape[1]
+        record_feature_names(self, names)
         self.loss_curve_, self.n_iter_ = curve, epochs
         return self
 
@@ -564,6 +568,7 @@ class NCA(Estimator):
         if not hasattr(self, "components_"):
             raise not_fitted("NCA.transform")
         given = X
+        check_feature_names("NCA.transform", self, X)
         X = check_matrix("NCA.transform", "X", X, min_rows=0)
         d = self.components_.shape[1]
         if X.shape[1] != d:
@@ -572,11 +577,25 @@ class NCA(Estimator):
         Z = matmul(Xs, self.components_.T)
         if Z.dtype == np.float32 and not np.isfinite(Z).all():
             Z = self._widened_rows(X, Z)
-        if getattr(self, "_sklearn_output_config", {}).get("transform") == "pandas":
+        if self._output() == "pandas":
             import pandas as pd
             return pd.DataFrame(Z, columns=list(self.get_feature_names_out()),
                                 index=getattr(given, "index", None))
         return Z
+
+    def _output(self) -> str:
+        """The container :meth:`transform` returns: this model's :meth:`set_output`
+        setting, else scikit-learn's global ``transform_output`` (when scikit-learn is
+        imported; ``sklearn.set_config`` or ``config_context``)."""
+        own = getattr(self, "_sklearn_output_config", {}).get("transform")
+        if own is not None:
+            return own
+        sklearn = sys.modules.get("sklearn")
+        config = sklearn.get_config().get("transform_output", "default") if sklearn else "default"
+        if config not in ("default", "pandas"):
+            raise ValueError(f"NCA.transform: scikit-learn's transform_output must be "
+                             f"'default' or 'pandas' for NCA; got {config!r}.")
+        return config
 
     def set_output(self, *, transform=None):
         """scikit-learn's output configuration (``Pipeline.set_output`` calls it):
@@ -632,6 +651,11 @@ class NCA(Estimator):
         if input_features is not None and len(input_features) != self.n_features_in_:
             raise ValueError(f"{op}: input_features must hold n_features_in_ = "
                              f"{self.n_features_in_} names; got {len(input_features)}.")
+        fitted = getattr(self, "feature_names_in_", None)
+        if input_features is not None and fitted is not None and \
+                list(map(str, input_features)) != list(fitted):
+            raise ValueError(f"{op}: input_features is not equal to feature_names_in_; "
+                             f"got {list(input_features)}, fitted on {list(fitted)}.")
         k = self.components_.shape[0]
         return np.asarray([f"nca{i}" for i in range(k)], dtype=object)
 

@@ -7,10 +7,10 @@ from math import comb
 import numpy as np
 from numpy.polynomial import Polynomial
 
-from ._common import (Estimator, Progress, centred_scaled, check_flag, check_int,
-                      check_matrix, check_real, check_target, column_mean, column_spread,
-                      convergence_warning,
-                      n_features_error, not_fitted, real_data, root_mean_square)
+from ._common import (Estimator, Progress, centred_scaled, check_feature_names, check_flag,
+                      check_int, check_matrix, check_real, check_target, column_mean,
+                      column_spread, convergence_warning, feature_names, n_features_error,
+                      not_fitted, real_data, record_feature_names, root_mean_square)
 from ..distance import deterministic_matmul as matmul
 from .._validate import check_option
 from ..optim import SGD, Adam
@@ -212,6 +212,7 @@ class PolynomialRegression(Estimator):
 
     def fit(self, x, y):
         """Fit to points ``(x, y)``: x of shape (n,) or (n, D), y of shape (n,); returns self."""
+        names = feature_names("PolynomialRegression.fit", x)
         X, y, univariate = self._data("PolynomialRegression.fit", x, y)
         powers = _powers(X.shape[1], int(self.degree))
         mu = column_mean(X)
@@ -235,6 +236,7 @@ class PolynomialRegression(Estimator):
         self.powers_ = powers
         self.coef_ = _expand(c, powers, mu, s)
         self.n_features_in_ = X.shape[1]
+        record_feature_names(self, names)
         return self
 
     def _descend(self, V, y):
@@ -284,6 +286,7 @@ class PolynomialRegression(Estimator):
         op = "PolynomialRegression.predict"
         if not hasattr(self, "coef_"):
             raise not_fitted(op)
+        check_feature_names(op, self, x)
         if self._univariate:
             x = np.asarray(real_data(op, "x", x), dtype=np.float64)
             if not np.isfinite(x).all():        # (check_matrix's rule for X)
