@@ -850,8 +850,8 @@ def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, sc
     if h % oh or w % ow or match == "pil":
         return None
     fy, fx = h // oh, w // ow
-    if fy * fx * 255 >= 1 << 24:      # the block sums are exact in 24 bits: larger blocks
-        return None                   # take the float32 tables (as OpenCV's own path does)
+    if fy * fx * 255 >= 1 << 32:      # the block sums are exact in 32 bits: larger blocks
+        return None                   # (over 16.8M pixels) take the float32 tables
     if mode == "bilinear":
         if match == "torch" and (antialias or align_corners or fy > 2 or fx > 2
                                  or any(s not in (None, 0.5) for s in scales)):

@@ -370,25 +370,58 @@ def test_pil_pass_order_when_both_axes_shrink(mode):
         np.testing.assert_array_equal(got, ref, err_msg=f"{(h, w)} -> {(oh, ow)}, C={c}")
 
 
-@pytest.mark.parametrize("match", ["torch", "opencv", "pil"])
-@pytest.mark.parametrize("in_hw, out_hw", [((257, 257), (1, 1)), ((514, 514), (2, 2)),
-                                           ((300, 600), (1, 1)), ((1, 70000), (1, 1))])
-def test_uint8_area_with_blocks_beyond_24_bit_sums(match, in_hw, out_hw):
-    """Integer-factor shrinks whose block sums do not fit the exact 24-bit path (global
-    pooling of any image from 257 x 257 up) take the float32 tables: a constant image
-    keeps its value, random ones are within a grey level of the float64 block means."""
+def _half_even_block_means(x, out_hw):
+    """The exact block means of the HWC uint8 image ``x``, rounded half to even."""
+    (h, w), (oh, ow) = x.shape[:2], out_hw
+    sums = x.reshape(oh, h // oh, ow, w // ow, -1).astype(np.int64).sum(axis=(1, 3))
+    area = (h // oh) * (w // ow)
+    q, r = divmod(sums, area)
+    return q + ((2 * r > area) | ((2 * r == area) & (q % 2 == 1)))
+
+
+BIG_BLOCKS = [((257, 257), (1, 1)), ((258, 258), (1, 1)), ((514, 514), (2, 2)),
+              ((300, 600), (1, 1)), ((1, 70000), (1, 1)), ((700, 699), (1, 1))]
+
+
+@pytest.mark.parametrize("match", ["torch", "opencv"])
+@pytest.mark.parametrize("in_hw, out_hw", BIG_BLOCKS)
+def test_uint8_area_with_blocks_beyond_24_bit_sums_is_exact(match, in_hw, out_hw):
+    """Integer-factor shrinks are exact block means at any block size whose sums fit 32
+    bits (16.8M pixels): the blocks of more than 65,793 pixels took float32 tables, and
+    a mean of exactly 127.5 (a 258 x 258 image, half black, half white) came out 127
+    where OpenCV and the exact rule give 128 (124 of 296 such images)."""
     rng = np.random.default_rng(in_hw[0] + in_hw[1])
+    (h, w), (oh, ow) = in_hw, out_hw
+    halves = np.zeros(in_hw + (3,), np.uint8)
+    halves[:, w // 2:] = 255                            # 127.5 where w is even
+    halves[..., 1] = (np.indices(in_hw).sum(axis=0) % 2) * 3    # 1.5 (or near it)
+    halves[..., 2] = np.indices(in_hw)[0] % 2           # 0.5 (or near it)
+    for x in (halves, rng.integers(0, 256, in_hw + (3,)).astype(np.uint8)):
+        want = _half_even_block_means(x, out_hw)
+        got = fi.resize(x, size=out_hw, mode="area", layout="HWC", match=match)
+        np.testing.assert_array_equal(got, want)
+        if match == "torch":
+            pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(2, 0, 1))[None],
+                                            out_hw)
+            np.testing.assert_array_equal(pooled[0].transpose(1, 2, 0), want)
+        else:
+            np.testing.assert_array_equal(got, cv2.resize(x, (ow, oh),
+                                                          interpolation=cv2.INTER_AREA))
+
+
+@pytest.mark.parametrize("in_hw, out_hw", BIG_BLOCKS)
+def test_pil_area_with_large_blocks_is_within_a_grey_level(in_hw, out_hw):
+    """Pillow's box filter rounds each pass: within a grey level of the block means, a
+    constant image kept."""
+    rng = np.random.default_rng(in_hw[0] * in_hw[1])
     const = np.full(in_hw + (3,), 200, np.uint8)
     np.testing.assert_array_equal(fi.resize(const, size=out_hw, mode="area", layout="HWC",
-                                            match=match), np.full(out_hw + (3,), 200))
+                                            match="pil"), np.full(out_hw + (3,), 200))
     x = rng.integers(0, 256, in_hw + (3,)).astype(np.uint8)
-    got = fi.resize(x, size=out_hw, mode="area", layout="HWC", match=match).astype(float)
+    got = fi.resize(x, size=out_hw, mode="area", layout="HWC", match="pil").astype(float)
     (h, w), (oh, ow) = in_hw, out_hw
     means = x.reshape(oh, h // oh, ow, w // ow, 3).astype(float).mean(axis=(1, 3))
     assert np.abs(got - means).max() <= 1.0
-    if match == "torch":
-        pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(2, 0, 1))[None], out_hw)
-        np.testing.assert_array_equal(pooled[0].transpose(1, 2, 0), got)
 
 
 @pytest.mark.parametrize("shape, size, kw", [

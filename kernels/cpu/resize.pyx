@@ -1284,8 +1284,9 @@ cdef extern from *:
         }
         return 0;
     }
-    /* out = round(t / area): the float quotient's floor is exact for sums
-       below 2^24 (they are <= 255 * area); the remainder decides the rounding */
+    /* out = round(t / area): the quotient's floor comes from a float division
+       where the sums stay below 2^24 (they are <= 255 * area), else from a
+       double one (exact for any uint32 sum); the remainder decides the rounding */
     static FI_NOINLINE void fi_box_round(unsigned char* __restrict out,
                                          const uint32_t* __restrict t, Py_ssize_t n,
                                          uint32_t area, int half_up) {
@@ -1297,6 +1298,17 @@ cdef extern from *:
             for (Py_ssize_t i = 0; i < n; ++i) {
                 uint32_t v = t[i];
                 out[i] = (unsigned char)((v + bias + (odd & (v >> sh))) >> sh);
+            }
+            return;
+        }
+        if ((uint64_t)area * 255u >= (1u << 24)) {
+            const double da = (double)area;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                uint32_t s = t[i];
+                uint32_t q = (uint32_t)((double)s / da);
+                uint64_t twice_r = 2 * (uint64_t)(s - q * area);
+                out[i] = (unsigned char)(q + (half_up ? twice_r >= area
+                                                      : twice_r + (q & 1u) > area));
             }
             return;
         }
@@ -1336,7 +1348,7 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     ``out`` is (P, H_out, W_out*C) and ``x`` (P, H_out*fy, W_out*fx*C) with
     interleaved channels (C = ``channels``; 1 for planar data). Rounded
     half up (``half_up``) or half to even; exact for any block size whose
-    sums stay below 2^24.
+    sums fit 32 bits (fy * fx * 255 < 2^32: blocks of up to 16.8M pixels).
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Li = x.shape[2], C = channels, Wo, njobs, nteam, tid, job, p, y
@@ -1352,8 +1364,8 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                          f"and as many planes in x as in out; got channels={C}, fy={fy}, "
                          f"fx={fx}, out {oshape}, x {xs}.")
     Wo = Lo // C
-    if x.shape[1] != Ho * fy or Li != Lo * fx or fy * fx * 255 >= (1 << 24):
-        raise ValueError(f"{op}: x must be (P, H_out*fy, W_out*fx*C) with fy*fx*255 < 2^24; "
+    if x.shape[1] != Ho * fy or Li != Lo * fx or fy * fx * 255 >= (<Py_ssize_t>1 << 32):
+        raise ValueError(f"{op}: x must be (P, H_out*fy, W_out*fx*C) with fy*fx*255 < 2^32; "
                          f"got x {xs}, out {oshape}, fy={fy}, fx={fx}.")
     njobs = P * Ho
     if njobs == 0 or Lo == 0:
