@@ -94,7 +94,7 @@ def float_dtype(op: str, name: str, arr, uint8: bool = False) -> np.dtype:
     dtype = np.dtype(arr.dtype)
     if dtype in FLOAT_DTYPES:
         return dtype
-    hint = " (cast float16 to float32 first)" if dtype == np.float16 else ""
+    hint = f" (cast {dtype} to float32 first)" if dtype.name in ("float16", "bfloat16") else ""
     _refuse_on_cuda(op, name, arr)
     names = _dtype_names(op, ("float32", "float64") + (("uint8",) if uint8 else ()))
     raise TypeError(f"{op}: {name} must have dtype {names}{hint}"

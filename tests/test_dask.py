@@ -478,7 +478,8 @@ def test_spatially_chunked_resize_and_pool_refuse_non_float_when_built(dtype):
     for call in (lambda v: fd.resize(v, size=(5, 7), mode="bicubic"),
                  lambda v: fd.adaptive_avg_pool2d(v, (4, 5))):
         with pytest.raises(TypeError, match=f"spatially chunked inputs must be float32 or "
-                                            f"float64; got {name}"):
+                                            f"float64; got {name} .give H and W one chunk "
+                                            r"each, x.rechunk\(\{2: -1, 3: -1\}\)"):
             call(spatial)
         batch = call(da.from_array(x, chunks=(1, 3, 9, 11)))     # batch-chunked: fine
         assert batch.dtype == dtype

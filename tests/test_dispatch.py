@@ -222,6 +222,9 @@ def test_float_dtype():
     with pytest.raises(TypeError, match="op: x must have dtype float32 or float64 "
                                         r"\(cast float16 to float32 first\); got float16."):
         V.float_dtype("op", "x", np.zeros(1, np.float16))
+    ml_dtypes = pytest.importorskip("ml_dtypes")     # bfloat16 had no hint
+    with pytest.raises(TypeError, match=r"\(cast bfloat16 to float32 first\); got bfloat16."):
+        V.float_dtype("op", "x", np.zeros(1, ml_dtypes.bfloat16))
     with pytest.raises(TypeError, match="got int32"):
         V.float_dtype("op", "x", np.zeros(1, np.int32))
 

@@ -1198,6 +1198,20 @@ def test_a_diverging_fit_is_a_value_error_naming_lr():
         NCA(2, lr=1e300, dtype=np.float64).fit(X, y)
 
 
+def test_nca_lr_or_reg_beyond_float32_is_reported_by_nca():
+    """A float32 model's lr whose step exceeds float32 was refused by the internal
+    optimizer ("Adam.step: lr must be representable in float32 ... got 5.06e+38", a
+    value the caller never passed); reg=1e300 printed NumPy's overflow warning first."""
+    X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"^NCA.fit: lr is too large for a float32 model.*"
+                                         r"got 1e\+39"):
+        NCA(max_iter=3, lr=1e39).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^NCA.fit: training diverged .*reg"):
+            NCA(max_iter=3, reg=1e300).fit(X, y)
+
+
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_nca_batches_of_fewer_than_three_points_are_refused(batch_size):
     """A point's only neighbour in a batch of 2 is picked with probability 1: the loss is

@@ -707,7 +707,8 @@ def _float_tables_dtype(op, dtype):
     native = np.dtype(dtype).newbyteorder("=")
     if native not in FLOAT_DTYPES:
         raise TypeError(f"{op}: spatially chunked inputs must be float32 or float64; "
-                        f"got {np.dtype(dtype).name}.")
+                        f"got {np.dtype(dtype).name} (give H and W one chunk each, "
+                        f"x.rechunk({{2: -1, 3: -1}}) for NCHW, or cast it to float32).")
     return native
 
 

@@ -215,7 +215,8 @@ def _loss_grad(A, X, labels, anchors, everyone, reg, kernel, dtype):
         grad = matmul(g_zb.T, XB) + matmul(g_z.T, Xc)
     grad *= dtype.type(2.0 / b)
     if reg:
-        grad += dtype.type(2 * reg) * A
+        with np.errstate(over="ignore"):    # a reg beyond float32: inf, reported by fit
+            grad += dtype.type(2 * reg) * A
     loss = float(terms.sum(dtype=np.float64) / b)
     if reg:     # (without reg, a huge A adds nothing: 0 * inf would make the loss NaN)
         loss += _penalty(reg, A)
@@ -532,6 +533,11 @@ class NCA(Estimator):
         # A x by about d ||x||, so Adam's step is lr / rms ||x|| (the same step in the
         # embedding for 3 features or 784)
         base = self.lr / row if row > 0 else self.lr
+        if base > float(np.finfo(dtype).max):
+            raise ValueError(f"NCA.fit: lr is too large for a {np.dtype(dtype).name} model: "
+                             f"its step, lr / (the rms norm of the standardised rows) = "
+                             f"{base:.3g}, exceeds {np.dtype(dtype).name}'s range; lower lr "
+                             f"(got {self.lr!r}).")
         opt = Adam([A], lr=base)
         n = Xs.shape[0]
         # the inputs are checked once here: each step goes straight to the computation
