@@ -294,13 +294,11 @@ def _shared_memory_error(op: str, names: list[str], a: _Span, b: _Span) -> str |
             return None
         first, second = sorted((a, b), key=lambda s: (s.kind != "buffer", s.rank))
         return (f"{op}: {first.label(names)} shares memory with {second.label(names)}; "
-                f"state buffers must "
-                f"be separate arrays (the step updates them in place).")
+                f"state buffers must be separate arrays (the step updates them in place).")
     if a.kind == b.kind == "param":
         first, second = sorted((a, b), key=lambda s: s.start)
         return (f"{op}: {first.label(names)} and {second.label(names)} share memory; "
-                f"the parameters "
-                f"must be separate arrays (they are updated in place).")
+                f"the parameters must be separate arrays (they are updated in place).")
     param, grad = (a, b) if a.kind == "param" else (b, a)
     own = grad.owner == param.owner
     if grad.kind == "grad" and own and same_view(param.arr, grad.arr):
