@@ -260,7 +260,19 @@ def _one_real(value) -> float | None:
         value = value.detach()
     if hasattr(value, "copy_to_host"):  # a numba device array (no __float__)
         value = value.copy_to_host()
-    return float(value.reshape(()))
+    return float(_host_if_concrete_jax(value).reshape(()))
+
+
+def _host_if_concrete_jax(value):
+    """A concrete JAX array as a NumPy one (read on the host: a JAX method on it inside
+    ``jax.jit`` or ``lax.scan`` would be traced, and its value lost); anything else, a
+    traced value included, unchanged."""
+    if isinstance(value, (tuple, list, int, float)) or hasattr(value, "detach"):
+        return value        # the common arguments, and torch tensors (under torch.compile too)
+    jax = sys.modules.get("jax")
+    if jax is None or isinstance(value, jax.core.Tracer) or not isinstance(value, jax.Array):
+        return value
+    return np.asarray(value)
 
 
 def finite_float(op: str, name: str, value) -> float:
@@ -338,7 +350,7 @@ def entries(value) -> tuple:
     order; a ``TypeError`` for a string, an unordered collection (a set or a dict, whose
     order says nothing about axes) or a value that is not iterable. An object that offers
     DLPack alone is read through it."""
-    value = from_dlpack_only(value)
+    value = _host_if_concrete_jax(from_dlpack_only(value))
     if isinstance(value, (str, bytes, Set, Mapping)):
         raise TypeError(f"{type(value).__name__} is not an ordered sequence of numbers")
     return tuple(value)

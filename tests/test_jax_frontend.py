@@ -267,6 +267,78 @@ def test_rotate_refuses_a_traced_angle_scale_or_center(call):
     np.testing.assert_array_equal(call(x, jnp.float64(1.0)), call(x, 1.0))   # concrete: read
 
 
+@pytest.mark.parametrize("make", [jnp.asarray, jnp.float32, lambda v: jnp.asarray([v])])
+@pytest.mark.parametrize("name", ["angle", "scale", "center", "center array"])
+def test_rotate_reads_a_concrete_jax_value_inside_transforms(make, name):
+    """A concrete JAX angle, scale or center captured by a jitted function (or a scan's,
+    a checkpoint's body) is a constant as a NumPy one is: it was JAX's
+    ConcretizationTypeError, naming no op (the value was reshaped inside the trace)."""
+    kw = {"angle": dict(angle=make(30.0)), "scale": dict(angle=30.0, scale=make(1.5)),
+          "center": dict(angle=30.0, center=(make(1.5), 2.0)),
+          "center array": dict(angle=30.0, center=jnp.asarray([1.5, 2.0]))}[name]
+    x = jnp.asarray(np.random.default_rng(0).random((1, 2, 6, 6)))
+    want = np.asarray(fij.rotate(x, **kw))
+    np.testing.assert_array_equal(jax.jit(lambda img: fij.rotate(img, **kw))(x), want)
+    np.testing.assert_array_equal(jax.checkpoint(lambda img: fij.rotate(img, **kw))(x), want)
+    _, stacked = jax.lax.scan(lambda c, img: (c, fij.rotate(img, **kw)), 0, x[None])
+    np.testing.assert_array_equal(stacked[0], want)
+
+
+def test_vmapped_looped_ops_read_unmapped_operands_in_place(monkeypatch):
+    """vmap over the looped ops (distances, slerp, warps) copied every unmapped operand
+    once per mapped element (JAX's broadcast_all: 200 queries against a 20000 x 128
+    database took 5.9 GB); each call now views the one unmapped array."""
+    seen = []
+    original = fi.pairwise_sqdist
+
+    def spy(x, y, **kw):
+        if np.shape(y) == (50, 8):      # (not the shape checks' small stand-ins)
+            seen.append(np.asarray(y).__array_interface__["data"][0])
+        return original(x, y, **kw)
+
+    monkeypatch.setattr(fi, "pairwise_sqdist", spy)
+    rng = np.random.default_rng(0)
+    db, qs = jnp.asarray(rng.random((50, 8))), jnp.asarray(rng.random((6, 3, 8)))
+    out = jax.vmap(lambda q: fij.pairwise_sqdist(q, db))(qs)
+    assert len(seen) == 6 and len(set(seen)) == 1
+    np.testing.assert_array_equal(out, np.stack([original(np.asarray(q), np.asarray(db))
+                                                 for q in qs]))
+    nested = jax.vmap(jax.vmap(lambda q: fij.pairwise_sqdist(q[None], db)[0]))(qs)
+    np.testing.assert_allclose(nested, out, rtol=1e-12)
+
+
+def test_strict_dtype_promotion_takes_the_documented_half_float32_mixes():
+    """Under jax.numpy_dtype_promotion('strict') every documented float16/float32 mix
+    failed in fastinterp's own promotion of weak types (JAX's TypePromotionError)."""
+    rng = np.random.default_rng(1)
+    img = jnp.asarray(rng.random((1, 2, 5, 5)), jnp.float16)
+    grid = jnp.asarray(rng.uniform(-1, 1, (1, 3, 3, 2)), jnp.float32)
+    a, b = (jnp.asarray(rng.random((3, 4)), jnp.float16) for _ in range(2))
+    t = jnp.asarray(rng.random(3), jnp.float32)
+    calls = [lambda: fij.grid_sample(img, grid), lambda: fij.lerp(a, b, t[:, None]),
+             lambda: fij.slerp(a, b, t), lambda: fij.lerp(a, b.astype(jnp.float32), 0.3)]
+    for call in calls:
+        with jax.numpy_dtype_promotion("strict"):
+            strict = call()
+        np.testing.assert_array_equal(strict, call())
+
+
+@pytest.mark.parametrize("t", [[0.1, 0.2, 0.3, 0.4], (0.1, 0.2, 0.3, 0.4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_listed_t_is_read_in_the_operands_dtype_with_x64(t, dtype):
+    """With jax_enable_x64 on (this module's setting), t as a list or tuple became a
+    float64 array: "lerp: t must have the same dtype as a (float32); got float64"."""
+    a = np.ones((3, 4), dtype)
+    b = np.zeros((3, 4), dtype)
+    got = fij.lerp(jnp.asarray(a), jnp.asarray(b), t)
+    want = fi.lerp(a, b, t)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    c = b + np.eye(3, 4, dtype=dtype)
+    np.testing.assert_array_equal(fij.slerp(jnp.asarray(a), jnp.asarray(c), t[:3]),
+                                  fi.slerp(a, c, list(t[:3])))
+
+
 def test_cached_checks_tell_equal_arguments_of_other_types_apart():
     x = jnp.ones((1, 2, 5, 6))
     fij.resize(x, (7, 3))
