@@ -457,8 +457,8 @@ def _shown(value: Any) -> str:
 class Optimizer:
     """Base class: parameter groups, per-parameter state, state_dict round trips.
 
-    Subclasses define ``_op`` (the registry op), ``_many_cpu`` (its built-in CPU
-    kernel on many arrays), ``_state_keys`` (the state entries it may hold),
+    Subclasses define ``_op`` (the registry op), ``_one_cpu`` and ``_many_cpu`` (its
+    built-in CPU kernel, on one array and on many), ``_state_keys`` (the state entries it may hold),
     ``_check(group)``, ``_scalars(group)`` and ``_operands(index, param_flat,
     grad_flat, group)``: a kernel call is ``kernel(*arrays, *scalars, *own)``.
 
@@ -479,7 +479,9 @@ class Optimizer:
     """
 
     _op = "optimizer"
-    #: The built-in CPU kernel on many parameters of one dtype (``_sgd_many_cpu``, ...).
+    #: The built-in CPU kernel (``_sgd_cpu``, ...) and the same on many parameters of one
+    #: dtype (``_sgd_many_cpu``, ...): used while the registry's kernel is the built-in one.
+    _one_cpu: Callable[..., None]
     _many_cpu: Callable[..., None]
     _state_keys: tuple[str, ...] = ()
     _required_state: tuple[str, ...] = ()
@@ -784,27 +786,26 @@ class Optimizer:
                     group: dict[str, Any]) -> None:
         """Update parameters ``indices`` of ``group``: the CPU arrays the built-in kernel
         steps in one call per dtype (a model's hundreds of small arrays would otherwise
-        cost more in calls than in arithmetic), any other array in a call of its own."""
-        together: dict[np.dtype, list[int]] = {}
-        for i in indices:
-            p = self._params[i]
+        cost more in calls than in arithmetic), any other array (another kernel registered
+        for the op, a CUDA array) in a call of its own."""
+        together: dict[np.dtype, list[tuple[int, Any]]] = {}     # dtype -> (index, operands)
+        for i in indices:           # in parameter order: the state is created in that order
+            p, job = self._params[i], jobs[i]
+            assert job is not None
             kernel = registry.lookup(self._op, p.backend, p.dtype)
             last = registry.last_kernel()
-            if p.backend == CPU and last is not None and last.source == registry.BUILTIN:
-                together.setdefault(p.dtype, []).append(i)
+            operands = self._operands(i, job[0], job[1], group)
+            if p.backend == CPU and last is not None and last.kernel is type(self)._one_cpu:
+                together.setdefault(p.dtype, []).append((i, operands))
                 continue
-            job = jobs[i]
-            assert job is not None
-            arrays, per_array = self._operands(i, job[0], job[1], group)
+            arrays, per_array = operands
             kernel(*arrays, *self._scalars(group), *per_array, **job[2])
             self._stepped(i)
         for batch in together.values():
-            operands = [self._operands(i, jobs[i][0], jobs[i][1], group)  # type: ignore[index]
-                        for i in batch]
-            rows, per_array = zip(*operands)
+            rows, per_array = zip(*(operands for _, operands in batch))
             type(self)._many_cpu(list(rows), *map(list, zip(*per_array)),
                                  *self._scalars(group))
-            for i in batch:
+            for i, _ in batch:
                 self._stepped(i)
 
     def _stepped(self, index: int) -> None:
@@ -992,7 +993,7 @@ class SGD(Optimizer):
     """
 
     _op = "sgd_step"
-    _many_cpu = staticmethod(_sgd_many_cpu)
+    _one_cpu, _many_cpu = staticmethod(_sgd_cpu), staticmethod(_sgd_many_cpu)
     _state_keys = _required_state = ("momentum_buffer",)
 
     def __init__(self, params: Params, lr: Number = 1e-3, momentum: Number = 0.0,
@@ -1060,7 +1061,7 @@ class Adam(Optimizer):
     """
 
     _op = "adam_step"
-    _many_cpu = staticmethod(_adam_many_cpu)
+    _one_cpu, _many_cpu = staticmethod(_adam_cpu), staticmethod(_adam_many_cpu)
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _required_state = ("step", "exp_avg", "exp_avg_sq")
     _decoupled = False

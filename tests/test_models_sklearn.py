@@ -272,6 +272,11 @@ def test_feature_names_are_recorded_and_checked(make, method):
         getattr(model, method)(X)
     with pytest.raises(TypeError, match="only supported if all input features have string"):
         make().fit(X.rename(columns={"a": 0}), y)
+    twice = X.set_axis(["a", "a", "b"], axis=1)     # a swap of the two would go unseen
+    with pytest.raises(ValueError, match=r"column names must be unique .*got \['a'\]"):
+        make().fit(twice, y)
+    with pytest.raises(ValueError, match=r"column names must be unique"):
+        getattr(make().fit(X, y), method)(twice)
     check_dataframe_column_names_consistency(type(model).__name__, make())
 
 

@@ -620,9 +620,11 @@ def test_many_arrays_in_one_step_match_one_array_at_a_time(rng, cls, kw):
             np.testing.assert_array_equal(opt.state[j][key], value, err_msg=f"{j} {key}")
 
 
-def test_a_plugin_kernel_still_steps_each_array(rng):
+@pytest.mark.parametrize("source", ["test-spy", None])
+def test_a_registered_kernel_still_steps_each_array(source):
     """A kernel registered over the built-in one gets every array (one call each); the
-    built-in batch is only for the built-in kernel."""
+    built-in batch is only for the built-in kernel itself, whatever the entry's source
+    (register's default source is "builtin": such a kernel was skipped, silently)."""
     from fastinterp import _registry as registry
     calls = []
 
@@ -630,15 +632,28 @@ def test_a_plugin_kernel_still_steps_each_array(rng):
         calls.append(param.size)
         param -= lr * grad
 
-    registry.register("sgd_step", "cpu", "float64", spy, source="test-spy")
+    kw = {} if source is None else {"source": source}
+    entry = registry.register("sgd_step", "cpu", "float64", spy, **kw)
     try:
-        ws = [np.ones(3), np.ones(5), np.ones(2, np.float32)]
-        SGD(ws, lr=0.5).step([np.ones(3), np.ones(5), np.ones(2, np.float32)])
+        ws = [np.ones(3), np.ones(5), np.ones(2, np.float32), np.ones(4)]
+        SGD(ws, lr=0.5).step([np.ones(3), np.ones(5), np.ones(2, np.float32), np.ones(4)])
     finally:
-        registry.unregister("test-spy")
-    assert sorted(calls) == [3, 5]
-    np.testing.assert_array_equal(ws[0], 0.5)
-    np.testing.assert_array_equal(ws[2], 0.5)
+        with registry._lock:        # this entry alone (its source may be "builtin")
+            registry._table[entry.key].remove(entry)
+            registry._resolved.pop(entry, None)
+    assert calls == [3, 5, 4]
+    for w in ws:
+        np.testing.assert_array_equal(w, 0.5)
+
+
+def test_state_follows_parameter_order_with_mixed_dtypes(rng):
+    """The batch of each dtype made the state (and state_dict) list float32 parameters
+    before float64 ones; torch.optim lists them in parameter order."""
+    ws = [np.ones(3, np.float32), np.ones(2), np.ones(4, np.float32), np.ones(1)]
+    opt = Adam(ws)
+    opt.step([np.ones_like(w) for w in ws])
+    assert list(opt.state) == [0, 1, 2, 3]
+    assert list(opt.state_dict()["state"]) == [0, 1, 2, 3]
 
 
 # --- CUDA (the simulator on CPU machines) --------------------------------------------------

@@ -404,6 +404,10 @@ def feature_names(op: str, X) -> np.ndarray | None:
     strings = [isinstance(n, str) for n in names]
     if names.size == 0 or not any(strings):
         return None
+    if all(strings) and len(set(names)) < len(names):
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        raise ValueError(f"{op}: X's column names must be unique (they name the features); "
+                         f"got {repeated} more than once.")
     if not all(strings):
         kinds = sorted({type(n).__name__ for n in names})
         raise TypeError(f"{op}: feature names are only supported if all input features "

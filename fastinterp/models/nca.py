@@ -533,12 +533,13 @@ class NCA(Estimator):
         # A x by about d ||x||, so Adam's step is lr / rms ||x|| (the same step in the
         # embedding for 3 features or 784)
         base = self.lr / row if row > 0 else self.lr
-        if base > float(np.finfo(dtype).max):
-            raise ValueError(f"NCA.fit: lr is too large for a {np.dtype(dtype).name} model: "
-                             f"its step, lr / (the rms norm of the standardised rows) = "
-                             f"{base:.3g}, exceeds {np.dtype(dtype).name}'s range; lower lr "
-                             f"(got {self.lr!r}).")
         opt = Adam([A], lr=base)
+        first = base / (1 - opt.param_groups[0]["betas"][0])     # Adam's first step size
+        if first > float(np.finfo(dtype).max):
+            raise ValueError(f"NCA.fit: lr is too large for a {np.dtype(dtype).name} model: "
+                             f"its first Adam step, lr / (the rms norm of the standardised "
+                             f"rows) / (1 - beta1) = {first:.3g}, exceeds "
+                             f"{np.dtype(dtype).name}'s range; lower lr (got {self.lr!r}).")
         n = Xs.shape[0]
         # the inputs are checked once here: each step goes straight to the computation
         # of nca_loss_grad (same kernel, same bits)
