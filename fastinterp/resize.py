@@ -830,11 +830,12 @@ def _redo_overflowed_means(cpu_resize, out, x, ytab, xtab, channels, order, nthr
 
 @dataclass(frozen=True)
 class _Box:
-    """A uint8 integer-factor shrink run as exact block sums (``order`` of the uint8 kernel)."""
+    """A uint8 integer-factor shrink run as block sums (``order`` of the uint8 kernel);
+    ``rounding`` as the kernel's box_u8 takes it (0 half to even, 1 half up, 2 OpenCV's)."""
 
     fy: int
     fx: int
-    half_up: bool
+    rounding: int
 
 
 def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, scales):
@@ -842,9 +843,11 @@ def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, sc
 
     Block means: area with integer factors (torch's adaptive pooling and
     OpenCV's fast INTER_AREA), and bilinear halving (torch: each axis
-    halved or kept; OpenCV runs halving both axes as INTER_AREA). OpenCV
-    rounds its 2x2 vector path (1, 3 or 4 channels) half up, the rest half
-    to even, as torch's preset does. Pillow rounds each pass: not here.
+    halved or kept; OpenCV runs halving both axes as INTER_AREA). torch's
+    preset rounds the exact mean half to even; OpenCV rounds its 2x2 vector
+    path (1, 3 or 4 channels) half up and the rest as ``cvRound(float(sum) *
+    (1.f / area))``, which rounds ties of large blocks either way. Pillow
+    rounds each pass: not here.
     """
     (h, w), (oh, ow) = in_hw, out_hw
     if h % oh or w % ow or match == "pil":
@@ -862,8 +865,9 @@ def _box_plan(match, mode, in_hw, out_hw, channels, align_corners, antialias, sc
         return None
     if match == "opencv" and presets.opencv_variant(mode, in_hw, out_hw, channels) == "linear":
         return None
-    half_up = match == "opencv" and (fy, fx) == (2, 2) and channels in (1, 3, 4)
-    return _Box(fy, fx, half_up)
+    if match != "opencv":
+        return _Box(fy, fx, 0)
+    return _Box(fy, fx, 1 if (fy, fx) == (2, 2) and channels in (1, 3, 4) else 2)
 
 
 def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
@@ -877,7 +881,7 @@ def _separable_u8_cpu(out, x, ytab, xtab, channels, order=None):
     from ._cpu import resize as cpu_resize
     nthreads = threads_for(out.size + x.size, _MIN_PER_THREAD * 4)
     if isinstance(order, _Box):
-        cpu_resize.box_u8(out, x, order.fy, order.fx, channels, order.half_up, nthreads)
+        cpu_resize.box_u8(out, x, order.fy, order.fx, channels, order.rounding, nthreads)
         return
     if channels > 1:
         xtab = channel_table(xtab, channels)

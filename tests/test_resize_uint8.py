@@ -335,6 +335,24 @@ def test_u8_kernel_refuses_bad_tables():
         k.separable_u8(out, x, idx, idx, xi * 0, np.zeros((2, 3), np.int32), 40, 0, 1)
 
 
+def _opencv_block_means(x, fy, fx):
+    """cv2.INTER_AREA's integer-factor block means of the NHWC uint8 ``x``: its 2x2
+    vector path (1, 3, 4 channels) rounds half up, the rest cvRound(float(sum) *
+    (1.f / area))."""
+    n, h, w, c = x.shape
+    sums = x.reshape(n, h // fy, fy, w // fx, fx, c).astype(np.int64).sum(axis=(2, 4))
+    if (fy, fx) == (2, 2) and c in (1, 3, 4):
+        return (sums + 2) // 4
+    scale = np.float32(1) / np.float32(fy * fx)
+    return np.rint(sums.astype(np.float32) * scale).astype(np.uint8)
+
+
+def _cv2_area(img, out_hw):
+    """cv2.resize INTER_AREA of an HWC image (cv2 drops a single channel's axis)."""
+    got = cv2.resize(img, out_hw[::-1], interpolation=cv2.INTER_AREA)
+    return got.reshape(out_hw + (img.shape[-1],))
+
+
 @pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("fy, fx", [(1, 1), (2, 2), (1, 2), (2, 1), (3, 3), (4, 2), (5, 7)])
 def test_integer_factor_shrinks_are_exact_block_means(c, fy, fx):
@@ -345,9 +363,8 @@ def test_integer_factor_shrinks_are_exact_block_means(c, fy, fx):
     even = q + ((2 * r > fy * fx) | ((2 * r == fy * fx) & (q % 2 == 1)))
     np.testing.assert_array_equal(fi.resize(x, size=(6, 5), mode="area", layout="NHWC"), even)
     cv = fi.resize(x, size=(6, 5), mode="area", layout="NHWC", match="opencv")
-    # OpenCV's 2x2 vector path (1, 3, 4 channels) rounds half up, the rest half to even
-    want = q + (2 * r >= 4) if (fy, fx) == (2, 2) and c in (1, 3, 4) else even
-    np.testing.assert_array_equal(cv, want)
+    np.testing.assert_array_equal(cv, _opencv_block_means(x, fy, fx))
+    np.testing.assert_array_equal(cv[0], _cv2_area(x[0], (6, 5)))
     pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), (6, 5))
     np.testing.assert_array_equal(pooled.transpose(0, 2, 3, 1), even)
 
@@ -389,7 +406,8 @@ def test_uint8_area_with_blocks_beyond_24_bit_sums_is_exact(match, in_hw, out_hw
     """Integer-factor shrinks are exact block means at any block size whose sums fit 32
     bits (16.8M pixels): the blocks of more than 65,793 pixels took float32 tables, and
     a mean of exactly 127.5 (a 258 x 258 image, half black, half white) came out 127
-    where OpenCV and the exact rule give 128 (124 of 296 such images)."""
+    where the exact rule gives 128 (124 of 296 such images); the opencv preset is
+    cv2.INTER_AREA's bits there too."""
     rng = np.random.default_rng(in_hw[0] + in_hw[1])
     (h, w), (oh, ow) = in_hw, out_hw
     halves = np.zeros(in_hw + (3,), np.uint8)
@@ -397,16 +415,34 @@ def test_uint8_area_with_blocks_beyond_24_bit_sums_is_exact(match, in_hw, out_hw
     halves[..., 1] = (np.indices(in_hw).sum(axis=0) % 2) * 3    # 1.5 (or near it)
     halves[..., 2] = np.indices(in_hw)[0] % 2           # 0.5 (or near it)
     for x in (halves, rng.integers(0, 256, in_hw + (3,)).astype(np.uint8)):
-        want = _half_even_block_means(x, out_hw)
         got = fi.resize(x, size=out_hw, mode="area", layout="HWC", match=match)
-        np.testing.assert_array_equal(got, want)
         if match == "torch":
+            want = _half_even_block_means(x, out_hw)
+            np.testing.assert_array_equal(got, want)
             pooled = fi.adaptive_avg_pool2d(np.ascontiguousarray(x.transpose(2, 0, 1))[None],
                                             out_hw)
             np.testing.assert_array_equal(pooled[0].transpose(1, 2, 0), want)
         else:
-            np.testing.assert_array_equal(got, cv2.resize(x, (ow, oh),
-                                                          interpolation=cv2.INTER_AREA))
+            np.testing.assert_array_equal(got, _cv2_area(x, out_hw))
+
+
+def test_opencv_area_by_integer_factors_rounds_as_cv2():
+    """cv2's INTER_AREA rounds float(sum) * (1.f / area), not the exact mean: the
+    opencv preset gave the exact half-to-even mean, 116 for a 2 x 7 block summing to
+    14 x 116.5 where cv2 gives 117 (38 of 1473 random geometries differed)."""
+    img = np.zeros((2, 7, 1), np.uint8)
+    img.flat[:6], img.flat[6] = 255, 101
+    assert fi.resize(img, size=(1, 1), mode="area", layout="HWC", match="opencv")[0, 0, 0] == 117
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        fy, fx = (int(v) for v in rng.integers(1, 12, 2))
+        c, oh, ow = (int(v) for v in rng.integers(1, 6, 3))
+        shape = (oh * fy, ow * fx, min(c, 4))
+        img = [rng.integers(0, 256, shape), rng.integers(0, 2, shape) * 255,
+               rng.integers(100, 103, shape)][trial % 3].astype(np.uint8)
+        got = fi.resize(img, size=(oh, ow), mode="area", layout="HWC", match="opencv")
+        np.testing.assert_array_equal(got, _cv2_area(img, (oh, ow)),
+                                      err_msg=f"{shape} -> {(oh, ow)}")
 
 
 @pytest.mark.parametrize("in_hw, out_hw", BIG_BLOCKS)

@@ -1284,12 +1284,23 @@ cdef extern from *:
         }
         return 0;
     }
+    /* Rounding of a block mean: exact, half to even or half up; or OpenCV's float one. */
+    enum { FI_BOX_HALF_EVEN = 0, FI_BOX_HALF_UP = 1, FI_BOX_OPENCV = 2 };
     /* out = round(t / area): the quotient's floor comes from a float division
        where the sums stay below 2^24 (they are <= 255 * area), else from a
        double one (exact for any uint32 sum); the remainder decides the rounding */
     static FI_NOINLINE void fi_box_round(unsigned char* __restrict out,
                                          const uint32_t* __restrict t, Py_ssize_t n,
-                                         uint32_t area, int half_up) {
+                                         uint32_t area, int rounding) {
+        if (rounding == FI_BOX_OPENCV) {  /* cv2's INTER_AREA: cvRound(float(s) * (1.f / area)) */
+            const float scale = 1.0f / (float)area;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                long r = lrintf((float)t[i] * scale);
+                out[i] = (unsigned char)(r > 255 ? 255 : r);
+            }
+            return;
+        }
+        const int half_up = rounding == FI_BOX_HALF_UP;
         if ((area & (area - 1)) == 0) {   /* a power of two: shifts */
             int sh = 0;
             while ((1u << sh) < area) ++sh;
@@ -1334,7 +1345,7 @@ cdef extern from *:
     void fi_box_hsum(unsigned int* t, const unsigned int* a, Py_ssize_t Wo, Py_ssize_t fx,
                      Py_ssize_t C) noexcept nogil
     void fi_box_round(unsigned char* out, const unsigned int* t, Py_ssize_t n,
-                      unsigned int area, int half_up) noexcept nogil
+                      unsigned int area, int rounding) noexcept nogil
     int fi_box2x2(unsigned char* out, const unsigned char* r0, const unsigned char* r1,
                   unsigned char* v, Py_ssize_t Wo, Py_ssize_t C, int half_up,
                   const short* perm) noexcept nogil
@@ -1342,13 +1353,15 @@ cdef extern from *:
 
 
 def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
-           Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t channels, bint half_up, int nthreads):
+           Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t channels, int rounding, int nthreads):
     """out = the means of the fy x fx blocks of x, rounded (uint8 planes).
 
     ``out`` is (P, H_out, W_out*C) and ``x`` (P, H_out*fy, W_out*fx*C) with
-    interleaved channels (C = ``channels``; 1 for planar data). Rounded
-    half up (``half_up``) or half to even; exact for any block size whose
-    sums fit 32 bits (fy * fx * 255 < 2^32: blocks of up to 16.8M pixels).
+    interleaved channels (C = ``channels``; 1 for planar data). ``rounding``:
+    0 the exact mean rounded half to even, 1 half up (exact for any block size
+    whose sums fit 32 bits, fy * fx * 255 < 2^32: blocks of up to 16.8M pixels),
+    2 OpenCV's INTER_AREA, ``cvRound(float(sum) * (1.f / (fy * fx)))`` (the
+    2 x 2 case as exact half to even, which it equals).
     """
     cdef Py_ssize_t P = out.shape[0], Ho = out.shape[1], Lo = out.shape[2]
     cdef Py_ssize_t Li = x.shape[2], C = channels, Wo, njobs, nteam, tid, job, p, y
@@ -1359,6 +1372,8 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
     op = "resize.box_u8"
     xs = (x.shape[0], x.shape[1], x.shape[2])
     oshape = (P, Ho, Lo)
+    if not 0 <= rounding <= 2:
+        raise ValueError(f"{op}: rounding must be 0, 1 or 2; got {rounding}.")
     if C < 1 or fy < 1 or fx < 1 or Lo % C or x.shape[0] != P:
         raise ValueError(f"{op}: need channels, fy, fx >= 1, out rows a multiple of channels "
                          f"and as many planes in x as in out; got channels={C}, fy={fy}, "
@@ -1388,12 +1403,12 @@ def box_u8(unsigned char[:, :, ::1] out, const unsigned char[:, :, ::1] x,
                 y = job % Ho
                 if fy == 2 and fx == 2 and fi_box2x2(&out[p, y, 0], &x[p, 2 * y, 0],
                                                      &x[p, 2 * y + 1, 0],
-                                                     <unsigned char*> acc, Wo, C, half_up,
-                                                     perm):
+                                                     <unsigned char*> acc, Wo, C,
+                                                     rounding == 1, perm):
                     continue
                 fi_box_rows(acc, &x[p, y * fy, 0], Li, fy, Li)
                 fi_box_hsum(t, acc, Wo, fx, C)
-                fi_box_round(&out[p, y, 0], t, Lo, <unsigned int> (fy * fx), half_up)
+                fi_box_round(&out[p, y, 0], t, Lo, <unsigned int> (fy * fx), rounding)
             fi_team_leave(&team)
         fi_team_done(&team)
     finally:
