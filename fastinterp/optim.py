@@ -157,10 +157,7 @@ class _Param:
 
     def view(self, op: str, arr: Any) -> Any:
         """The flat kernel view of this step's ``arr`` (a fresh view of the caller's object)."""
-        replaced = "its storage was replaced{} since the optimizer was built"
-        return self._fitted(op, self.name, arr, "keep its",
-                            f" ({replaced.format('')})", f" ({replaced.format(' or resized')})",
-                            self.caller)
+        return self._fitted(op, self.name, arr, self.caller, own=True)
 
     def state_view(self, op: str, what: str, value: Any) -> Any:
         """The flat kernel view of state buffer ``value`` (named ``what``): an array of
@@ -170,12 +167,18 @@ class _Param:
         if type(value) is not np.ndarray or self.backend == CUDA:   # else nothing to convert
             _check_updatable(op, what, value)
             arr = _kernel_array(op, what, value, self.backend)
-        return self._fitted(op, what, arr, "have", " like its parameter", " like its parameter",
-                            value)
+        return self._fitted(op, what, arr, value)
 
-    def _fitted(self, op: str, what: str, arr: Any, verb: str, dtype_note: str,
-                shape_note: str, caller: Any) -> Any:
-        """``arr`` flat, if it has this parameter's dtype and shape and can be written."""
+    def _fitted(self, op: str, what: str, arr: Any, caller: Any, own: bool = False) -> Any:
+        """``arr`` flat, if it has this parameter's dtype and shape and can be written
+        (``own``: ``arr`` is the parameter's own storage, else a state buffer)."""
+        if type(arr) is np.ndarray and arr.dtype == self.dtype and arr.shape == self.shape \
+                and arr.flags.c_contiguous and arr.flags.writeable:
+            return _flat(arr)       # the common case, all of the checks below at once
+        verb = "keep its" if own else "have"
+        replaced = "its storage was replaced{} since the optimizer was built"
+        dtype_note = f" ({replaced.format('')})" if own else " like its parameter"
+        shape_note = f" ({replaced.format(' or resized')})" if own else " like its parameter"
         dtype = np.dtype(arr.dtype)
         if dtype != self.dtype:
             raise TypeError(f"{op}: {what} must {verb} dtype {self.dtype}{dtype_note}; "
@@ -722,8 +725,9 @@ class Optimizer:
         if not isinstance(st, dict):
             raise TypeError(f"{op}: state[{index}] must be a dict; got {type(st).__name__}.")
         present = {k: v for k, v in st.items() if v is not None or k == "step"}
-        if "step" in present:
-            _load_step(op, f"state[{index}]['step']", st["step"])
+        step = present.get("step")
+        if "step" in present and not (type(step) is float and 0.0 <= step < math.inf):
+            _load_step(op, f"state[{index}]['step']", step)     # (a float >= 0 is fine)
         if present and ("step" in present or "step" not in self._state_keys):
             Optimizer._check_state(self, op, index, present, group)
             if len(present) < len(st):       # a buffer set to None: what its group needs
