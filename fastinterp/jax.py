@@ -1031,10 +1031,9 @@ def lerp(a, b, t):
     # strongly typed array: np.int64(2) a dtype error, np.float16 the result's dtype)
     a, b = (v.item() if isinstance(v, np.generic) and is_real_scalar(v) else v for v in (a, b))
     const_t = _constant_t("lerp", t)
-    arrays = [_array("lerp", "a", a, scalar_ok=True), _array("lerp", "b", b, scalar_ok=True),
-              *(() if const_t is not None else (_array("lerp", "t", t, scalar_ok=True),))]
+    arrays = [_array("lerp", "a", a, scalar_ok=True), _array("lerp", "b", b, scalar_ok=True)]
     if const_t is None:
-        arrays[2] = _listed_t("lerp", t, arrays[2], arrays[:2])
+        arrays.append(_weights("lerp", t, arrays))
     half = _number_operand_dtype(a, b, arrays)
     if half is not None and all(x.dtype == half for x in arrays if not x.weak_type):
         # the NumPy API reads a number operand in the float32 it computes half precision
@@ -1092,14 +1091,27 @@ def _weak_cast(op, name, a, dtype):
     return a.astype(dtype)
 
 
-def _listed_t(op, t, arr, operands):
-    """A weight ``t`` given as a list or tuple of numbers (``arr``: it as a JAX array),
-    read as the NumPy API reads it: in the operands' dtype, float32 for half-precision
-    ones, whether or not jax_enable_x64 made ``arr`` float64. Anything else unchanged."""
-    if not isinstance(t, (list, tuple)) or not jnp.issubdtype(arr.dtype, jnp.floating):
-        return arr
-    wide = any(x.dtype == jnp.float64 for x in operands if not x.weak_type)
-    return _weak_cast(op, "t", arr, jnp.float64 if wide else jnp.float32)
+def _weights(op, t, operands):
+    """A weight ``t`` that is not a number, as a JAX array. A list or tuple of numbers
+    (ints of any size, floats; not traced) is read on the host as the NumPy API reads it:
+    in the operands' dtype (float32 for half-precision ones) whatever jax_enable_x64 says,
+    a finite value beyond that dtype its ValueError. Anything else as :func:`_array`
+    reads it."""
+    if isinstance(t, (list, tuple)) and not _traced(t):
+        try:
+            values = np.asarray(t, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            values = None               # not numbers: _array's error
+        if values is not None and np.asarray(t).dtype.kind in "iufO":    # (bools refused)
+            wide = any(x.dtype == jnp.float64 for x in operands if not x.weak_type)
+            dtype = np.float64 if wide else np.float32
+            with np.errstate(over="ignore"):
+                cast = values.astype(dtype)
+            if (np.isfinite(values) & ~np.isfinite(cast)).any():
+                raise ValueError(f"{op}: t must be representable in {np.dtype(dtype)}; "
+                                 f"got {float(values[np.isfinite(values) & ~np.isfinite(cast)][0])!r}.")
+            return jnp.asarray(cast)
+    return _array(op, "t", t, scalar_ok=True)
 
 
 def _constant_t(op, t):
@@ -1155,8 +1167,7 @@ def slerp(a, b, t, axis=-1, *, path=False, shortest_path=False, norm="linear"):
     a, b = _array("slerp", "a", a), _array("slerp", "b", b)
     kw = dict(axis=axis, path=path, shortest_path=shortest_path, norm=norm)
     const_t = _constant_t("slerp", t)
-    t_array = () if const_t is not None else (
-        _listed_t("slerp", t, _array("slerp", "t", t, scalar_ok=True), (a, b)),)
+    t_array = () if const_t is not None else (_weights("slerp", t, (a, b)),)
     arrays = _weak_to_strong("slerp", ("a", "b", "t"), a, b, *t_array)
     fkw = dict(kw, t=const_t) if const_t is not None else kw
     specs = _relabeled_specs("slerp", _fi.slerp, arrays, fkw)

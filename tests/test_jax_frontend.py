@@ -339,6 +339,25 @@ def test_a_listed_t_is_read_in_the_operands_dtype_with_x64(t, dtype):
                                   fi.slerp(a, c, list(t[:3])))
 
 
+@pytest.mark.parametrize("trace", [lambda f: f, jax.jit])
+def test_a_listed_t_of_ints_or_huge_values_reads_as_the_numpy_api(trace):
+    """A list of ints was a TypeError naming an int32/int64 array never passed (an int
+    beyond int64 JAX's OverflowError); a value beyond float32 became inf silently under
+    jit (and without x64): both read on the host now, as the NumPy API reads them."""
+    a, b = np.zeros(3, np.float32), np.full(3, 2, np.float32)
+    for t in ([1, 0, 2], (0, 1, 3), [2 ** 70, 1, 1]):
+        got = trace(lambda x, y, t=t: fij.lerp(x, y, t))(jnp.asarray(a), jnp.asarray(b))
+        np.testing.assert_array_equal(got, fi.lerp(a, b, list(t)))
+    u, v = np.eye(2, 3, dtype=np.float32), np.eye(2, 3, 1, dtype=np.float32)
+    got = trace(lambda x, y: fij.slerp(x, y, (0, 1)))(jnp.asarray(u), jnp.asarray(v))
+    np.testing.assert_array_equal(got, fi.slerp(u, v, [0, 1]))
+    for op, args in (("lerp", (a, b)), ("slerp", (u, v))):
+        t = [1e39, 0.5, 0.5][:len(args[0])]
+        with pytest.raises(ValueError, match=rf"^{op}: t must be representable in float32; "
+                                             r"got 1e\+39"):
+            trace(lambda x, y: getattr(fij, op)(x, y, t))(*map(jnp.asarray, args))
+
+
 def test_cached_checks_tell_equal_arguments_of_other_types_apart():
     x = jnp.ones((1, 2, 5, 6))
     fij.resize(x, (7, 3))
