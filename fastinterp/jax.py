@@ -1107,9 +1107,10 @@ def _weights(op, t, operands):
             dtype = np.float64 if wide else np.float32
             with np.errstate(over="ignore"):
                 cast = values.astype(dtype)
-            if (np.isfinite(values) & ~np.isfinite(cast)).any():
+            lost = values[np.isfinite(values) & ~np.isfinite(cast)]
+            if lost.size:
                 raise ValueError(f"{op}: t must be representable in {np.dtype(dtype)}; "
-                                 f"got {float(values[np.isfinite(values) & ~np.isfinite(cast)][0])!r}.")
+                                 f"got {float(lost[0])!r}.")
             return jnp.asarray(cast)
     return _array(op, "t", t, scalar_ok=True)
 
