@@ -54,7 +54,7 @@ from ._dispatch import _to_numpy
 from ._fpenv import ieee_subnormals
 from ._layout import Layout, as_batch, from_channels_last, resolve as resolve_layout
 from ._validate import check_not_number, is_real_scalar, real_float
-from .blend import two_scalars_error
+from .blend import two_scalars_error, weight_list
 from .sample import _check_size, check_grid_batch, static_fill
 from .warp import _check_dsize, _image_layout, _rotate_matrix, _warp_as, matrix_type_error
 
@@ -1092,26 +1092,19 @@ def _weak_cast(op, name, a, dtype):
 
 
 def _weights(op, t, operands):
-    """A weight ``t`` that is not a number, as a JAX array. A list or tuple of numbers
-    (ints of any size, floats; not traced) is read on the host as the NumPy API reads it:
-    in the operands' dtype (float32 for half-precision ones) whatever jax_enable_x64 says,
-    a finite value beyond that dtype its ValueError. Anything else as :func:`_array`
-    reads it."""
-    if isinstance(t, (list, tuple)) and not _traced(t):
-        try:
-            values = np.asarray(t, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            values = None               # not numbers: _array's error
-        if values is not None and np.asarray(t).dtype.kind in "iufO":    # (bools refused)
-            wide = any(x.dtype == jnp.float64 for x in operands if not x.weak_type)
-            dtype = np.float64 if wide else np.float32
-            with np.errstate(over="ignore"):
-                cast = values.astype(dtype)
-            lost = values[np.isfinite(values) & ~np.isfinite(cast)]
-            if lost.size:
-                raise ValueError(f"{op}: t must be representable in {np.dtype(dtype)}; "
-                                 f"got {float(lost[0])!r}.")
-            return jnp.asarray(cast)
+    """A weight ``t`` that is not a number, as a JAX array. A list or tuple (not traced) is
+    read on the host by the NumPy API's own reader (:func:`fastinterp.blend.weight_list`)
+    in the dtype the NumPy API computes in for floating ``operands`` (float32 for
+    half-precision ones) whatever jax_enable_x64 says: ints of any size, its errors for
+    None, bools, strings and values beyond that dtype. Anything else, or a list beside
+    operands that are not floating, as :func:`_array` reads it (the operands' errors
+    follow)."""
+    strong = [x.dtype for x in operands if not x.weak_type]
+    if isinstance(t, (list, tuple)) and strong \
+            and all(jnp.issubdtype(d, jnp.floating) for d in strong) \
+            and not _nested_deeper_than(t, 64) and not _traced(t):
+        dtype = np.float64 if any(d == jnp.float64 for d in strong) else np.float32
+        return jnp.asarray(weight_list(op, t, dtype))
     return _array(op, "t", t, scalar_ok=True)
 
 

@@ -7,6 +7,7 @@ boundaries), so that finite differences are valid.
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 
@@ -356,6 +357,37 @@ def test_a_listed_t_of_ints_or_huge_values_reads_as_the_numpy_api(trace):
         with pytest.raises(ValueError, match=rf"^{op}: t must be representable in float32; "
                                              r"got 1e\+39"):
             trace(lambda x, y: getattr(fij, op)(x, y, t))(*map(jnp.asarray, args))
+
+
+@pytest.mark.parametrize("t", [[None, 0.5, 0.5], [True, 0.5, 0.5], ["0.5", 0.5, 0.5],
+                               [b"0.5", 0.5, 0.5], [10 ** 400, 0, 0], [0.5, [0.5], 0.5]])
+def test_a_listed_t_is_refused_as_the_numpy_api_refuses_it(t):
+    """None, bools and strings inside a list t (None became NaN silently, "0.5" was
+    parsed), an int beyond float64 (JAX's OverflowError) and ragged lists: the NumPy
+    API's errors, word for word."""
+    a, b = np.zeros(3, np.float32), np.full(3, 2, np.float32)
+    with pytest.raises((TypeError, ValueError)) as want:
+        fi.lerp(a, b, t)
+    with pytest.raises(type(want.value), match=f"^{re.escape(str(want.value))}$"):
+        fij.lerp(jnp.asarray(a), jnp.asarray(b), t)
+
+
+def test_a_listed_t_beside_integer_operands_reports_the_operands():
+    """A list t was read as float32 beside int32 operands: its overflow was reported
+    before the operands' dtype error that the NumPy API gives."""
+    a = np.zeros(2, np.int32)
+    with pytest.raises(TypeError, match=r"^lerp: a must have dtype float32 or float64"):
+        fi.lerp(a, a, [1e300, 0.5])
+    with pytest.raises(TypeError, match=r"^lerp: a must have dtype float32 or float64"):
+        fij.lerp(jnp.asarray(a), jnp.asarray(a), [1e300, 0.5])
+
+
+def test_a_deeply_nested_listed_t_is_the_numpy_apis_value_error():
+    t = 0.5
+    for _ in range(3000):
+        t = [t]
+    with pytest.raises(ValueError, match=r"^lerp: t must be a rectangular array"):
+        fij.lerp(jnp.zeros(1), jnp.ones(1), t)
 
 
 def test_cached_checks_tell_equal_arguments_of_other_types_apart():
