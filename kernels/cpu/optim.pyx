@@ -28,6 +28,11 @@ def _check_sizes(str op, Py_ssize_t n, **sizes):
             raise ValueError(f"{op}: {name} must have shape ({n},) like param; got ({size},).")
 
 
+cdef inline long long _address(const void* p) noexcept:
+    """A data pointer as the many-array kernels take it (a row of their address table)."""
+    return <long long><size_t>p
+
+
 cdef inline real fma_(real a, real b, real c) noexcept nogil:
     """a*b + c with one rounding, in the dtype of the operands."""
     if real is float:
@@ -81,39 +86,15 @@ def sgd_step(real[::1] param, const real[::1] grad, real[::1] buf,
     (a factor -1, an added 0 * param).
     """
     cdef Py_ssize_t n = param.shape[0]
-    cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
-    cdef Py_ssize_t c, c0, k
     _check_sizes("sgd_step", n, grad=grad.shape[0],
                  buf=buf.shape[0] if momentum != 0 else n)
     if n == 0:
         return
-    cdef real* pp = &param[0]
-    cdef const real* pg = &grad[0]
-    cdef real* pb = &buf[0] if momentum != 0 else pp
-    cdef real sign = -1 if maximize else 1
-    cdef real neg_lr = <real>(-lr), mom = <real>momentum
-    cdef real omd = <real>(1.0 - dampening), wd = <real>weight_decay
-    cdef int mode = 0 if momentum == 0 else (1 if first else (2 if nesterov else 3))
-    cdef fi_team team
-    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
-    with nogil, parallel(num_threads=nthreads):
-        fi_team_enter(&team)
-        for c in prange(nchunks, schedule="dynamic"):
-            c0 = c * STEP_CHUNK
-            k = min(STEP_CHUNK, n - c0)
-            if mode == 0:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 0, 0, 0)
-            elif mode == 1:
-                if nesterov:
-                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 1)
-                else:
-                    sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 1)
-            elif mode == 2:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 1, 0)
-            else:
-                sgd_run(pp + c0, pg + c0, pb + c0, k, sign, neg_lr, mom, omd, wd, 1, 0, 0)
-        fi_team_leave(&team)
-    fi_team_done(&team)
+    row = [_address(&param[0]), _address(&grad[0]),
+           _address(&buf[0] if momentum != 0 else &param[0])]
+    sgd_step_many(real is double, np.array([row], dtype=np.int64), np.array([n], np.int64),
+                  np.array([first], np.uint8), lr, momentum, dampening, weight_decay,
+                  nesterov, maximize, nthreads)
 
 
 cdef inline void adam_run(real* p, const real* g_in, real* m, real* v, real* vmax,
@@ -177,61 +158,26 @@ def adam_step(real[::1] param, const real[::1] grad, real[::1] exp_avg,
     (a factor 1 or -1, an added 0 * param).
     """
     cdef Py_ssize_t n = param.shape[0]
-    cdef Py_ssize_t nchunks = (n + STEP_CHUNK - 1) // STEP_CHUNK
-    cdef Py_ssize_t c, c0, k
     _check_sizes("adam_step", n, grad=grad.shape[0], exp_avg=exp_avg.shape[0],
                  exp_avg_sq=exp_avg_sq.shape[0],
                  max_exp_avg_sq=max_exp_avg_sq.shape[0] if amsgrad else n)
     if n == 0:
         return
-    cdef real* pp = &param[0]
-    cdef const real* pg = &grad[0]
-    cdef real* pm = &exp_avg[0]
-    cdef real* pv = &exp_avg_sq[0]
-    cdef real* px = &max_exp_avg_sq[0] if amsgrad else pp
-    cdef real sign = -1 if maximize else 1
-    cdef real w1 = <real>(1.0 - beta1)
-    cdef bint small = (w1 if w1 >= 0 else -w1) < 0.5
-    # small weight: m + w1*(g - m); else g + (w1 - 1)*(g - m)
-    cdef real coeff = w1 if small else w1 - 1
-    cdef real base_m = 1 if small else 0
-    cdef real base_g = 0 if small else 1
-    cdef real wd = 0 if decoupled else <real>weight_decay
-    cdef real decay = <real>decay_factor if decoupled else 1
-    cdef real b2 = <real>beta2, w2 = <real>(1.0 - beta2)
-    cdef real inv_bc2 = <real>(1.0 / bc2_sqrt)
-    cdef real ep = <real>eps
-    cdef real neg_step = <real>(-step_size)
-    cdef fi_team team
-    nthreads = fi_team_plan(&team, nthreads)   # see _team.h: placement, stalled teams
-    with nogil, parallel(num_threads=nthreads):
-        fi_team_enter(&team)
-        for c in prange(nchunks, schedule="dynamic"):
-            c0 = c * STEP_CHUNK
-            k = min(STEP_CHUNK, n - c0)
-            if amsgrad:
-                if first:
-                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 1, 1)
-                else:
-                    adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                             coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 1, 0)
-            elif first:
-                adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 0, 1)
-            else:
-                adam_run(pp + c0, pg + c0, pm + c0, pv + c0, px + c0, k, sign, wd, decay,
-                         coeff, base_m, base_g, b2, w2, inv_bc2, ep, neg_step, 0, 0)
-        fi_team_leave(&team)
-    fi_team_done(&team)
+    row = [_address(&param[0]), _address(&grad[0]), _address(&exp_avg[0]),
+           _address(&exp_avg_sq[0]),
+           _address(&max_exp_avg_sq[0] if amsgrad else &param[0])]
+    adam_step_many(real is double, np.array([row], dtype=np.int64), np.array([n], np.int64),
+                   np.array([step_size]), np.array([bc2_sqrt]), np.array([first], np.uint8),
+                   decay_factor, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
+                   nthreads)
 
 
 # --- many parameters in one call ------------------------------------------------------
 #
 # A model's step updates hundreds of small arrays: one call per array would cost more
 # in call overhead than the arithmetic. These take every array of a parameter group as
-# addresses and run their chunks in one parallel region, each chunk through the same
-# inlined loop as the single-array kernels, so the bits are theirs.
+# addresses and run their chunks in one parallel region, each chunk through the inlined
+# loops above; the single-array kernels are these on one row, so the bits are the same.
 
 
 def _chunk_table(const long long[::1] sizes):
